@@ -1,0 +1,48 @@
+# Finds every library Sophia links, failing at configure time with the name
+# of the Debian package that provides what is missing.
+find_package(PkgConfig)
+if(NOT PKG_CONFIG_FOUND)
+  message(FATAL_ERROR "pkg-config not found: apt-get install pkg-config")
+endif()
+
+# sophia_require_pkg(PREFIX pkg-config-module debian-package)
+function(sophia_require_pkg prefix module debpkg)
+  pkg_check_modules(${prefix} QUIET IMPORTED_TARGET GLOBAL ${module})
+  if(NOT ${prefix}_FOUND)
+    message(FATAL_ERROR "${module} not found: apt-get install ${debpkg}")
+  endif()
+endfunction()
+
+sophia_require_pkg(LIBEVENT "libevent>=2.1" libevent-dev)
+sophia_require_pkg(LIBEVENT_PTHREADS libevent_pthreads libevent-dev)
+sophia_require_pkg(HIREDIS hiredis libhiredis-dev)
+sophia_require_pkg(LIBPQ libpq libpq-dev)
+sophia_require_pkg(LWS "libwebsockets>=4.1" libwebsockets-dev)
+sophia_require_pkg(LIBUV libuv libuv1-dev)
+sophia_require_pkg(YAML yaml-0.1 libyaml-dev)
+sophia_require_pkg(JANSSON jansson libjansson-dev)
+
+# libltdl ships no pkg-config file.
+find_path(LTDL_INCLUDE_DIR ltdl.h)
+find_library(LTDL_LIBRARY ltdl)
+if(NOT LTDL_INCLUDE_DIR OR NOT LTDL_LIBRARY)
+  message(FATAL_ERROR "libltdl not found: apt-get install libltdl-dev")
+endif()
+add_library(sophia::ltdl UNKNOWN IMPORTED GLOBAL)
+set_target_properties(sophia::ltdl PROPERTIES
+  IMPORTED_LOCATION ${LTDL_LIBRARY}
+  INTERFACE_INCLUDE_DIRECTORIES ${LTDL_INCLUDE_DIR})
+
+# faiss: Debian ships libfaiss.a and the C API headers, not the compiled C
+# API; core/faiss_shim.cpp implements the functions we call. faiss's CMake
+# package needs OpenMP found first.
+find_package(OpenMP)
+find_package(faiss QUIET)
+if(NOT faiss_FOUND OR NOT OpenMP_CXX_FOUND)
+  message(FATAL_ERROR "faiss not found: apt-get install libfaiss-dev libopenblas-dev (and a compiler with OpenMP)")
+endif()
+find_library(LAPACK_LIBRARY lapack)
+find_library(BLAS_LIBRARY blas)
+if(NOT LAPACK_LIBRARY OR NOT BLAS_LIBRARY)
+  message(FATAL_ERROR "lapack/blas not found: apt-get install liblapack-dev libblas-dev")
+endif()

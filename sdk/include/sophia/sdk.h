@@ -1,0 +1,311 @@
+/*
+ * sophia/sdk.h - the one header a Sophia plugin includes.
+ *
+ * A plugin is a shared object that exports one data symbol,
+ * `sophia_plugin_v1`, of type `sophia_plugin`. The host reads it, checks the
+ * ABI, validates the plugin's YAML options against its option table, then
+ * calls `init` with a table of host functions (`sophia_host`). Everything a
+ * plugin may do to the outside world - cache, publish, alert, remember, log,
+ * count - goes through that table; a plugin never talks to Redis,
+ * PostgreSQL or sockets itself.
+ *
+ * Versioning (the SQLite rule): structs that cross the boundary start with
+ * `struct_size` and only ever grow at their end; each appended member says
+ * since which minor it exists. A host accepts a plugin whose ABI major equals
+ * its own and whose minor is not newer than its own. A plugin may call a
+ * host function added in minor N only if `host->abi_minor >= N`.
+ *
+ * Threading: every callback runs on the host's event-loop thread, one at a
+ * time. Callbacks must not block; CPU-heavy work belongs to the host.
+ *
+ * Ownership: strings and JSON handed to a callback are borrowed for the
+ * duration of that callback. JSON values a plugin creates are owned by the
+ * plugin until it passes them to a host function documented as "takes".
+ */
+#ifndef SOPHIA_SDK_H
+#define SOPHIA_SDK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SOPHIA_SDK_VERSION_MAJOR 1
+#define SOPHIA_SDK_VERSION_MINOR 0
+
+/* The symbol every plugin exports (a `const sophia_plugin`). */
+#define SOPHIA_PLUGIN_SYMBOL "sophia_plugin_v1"
+
+#if defined(__GNUC__)
+#define SOPHIA_EXPORT __attribute__((visibility("default")))
+#define SOPHIA_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define SOPHIA_EXPORT
+#define SOPHIA_PRINTF(f, a)
+#endif
+
+/* ------------------------------------------------------------------ errors */
+
+/* One error table for the SDK and the core: negative codes, a name each. */
+#define SOPHIA_ERRNO_MAP(XX)                                                  \
+    XX(EINVAL, -1, "invalid argument")                                        \
+    XX(ENOMEM, -2, "out of memory")                                           \
+    XX(ENOENT, -3, "not found")                                               \
+    XX(EABI, -4, "incompatible plugin ABI")                                   \
+    XX(EIO, -5, "I/O error")                                                  \
+    XX(EBUSY, -6, "queue full")                                               \
+    XX(ETIMEDOUT, -7, "timed out")                                            \
+    XX(EUNAVAIL, -8, "service unavailable")                                   \
+    XX(ETOOBIG, -9, "too large")                                              \
+    XX(EPERM, -10, "not permitted")                                           \
+    XX(EPARSE, -11, "parse error")
+
+typedef enum sophia_errno {
+    SOPHIA_OK = 0,
+#define SOPHIA_ERR_ENUM_(name, val, str) SOPHIA_##name = (val),
+    SOPHIA_ERRNO_MAP(SOPHIA_ERR_ENUM_)
+#undef SOPHIA_ERR_ENUM_
+    SOPHIA_ERRNO_LAST_
+} sophia_errno;
+
+/* ---------------------------------------------------------------- options */
+
+typedef enum sophia_opt_type {
+    SOPHIA_OPT_STRING = 1, /* any scalar */
+    SOPHIA_OPT_INT,        /* 64-bit signed integer */
+    SOPHIA_OPT_DOUBLE,     /* floating point */
+    SOPHIA_OPT_BOOL,       /* true/false/yes/no/on/off */
+    SOPHIA_OPT_LIST        /* a YAML sequence of scalars */
+} sophia_opt_type;
+
+/* One entry of a plugin's option table; the table ends with name == NULL.
+ * `def` is the default as YAML would spell it (NULL = required, except for
+ * lists, whose default is empty). The host rejects unknown keys, missing
+ * required ones and values of the wrong type, naming file:line:col. */
+typedef struct sophia_option {
+    const char *name;
+    sophia_opt_type type;
+    const char *def;
+    const char *description;
+} sophia_option;
+
+/* Validated options of one plugin instance; read with host->opt_*. */
+typedef struct sophia_opts sophia_opts;
+
+/* The host's handle for one plugin instance, given to init(); pass it to
+ * log and counter_add so they name the instance. */
+typedef struct sophia_self sophia_self;
+
+/* ------------------------------------------------------------------- JSON */
+
+/* An opaque JSON value owned by the host's JSON library. */
+typedef struct sophia_json sophia_json;
+
+typedef enum sophia_json_type {
+    SOPHIA_JSON_NULL = 0,
+    SOPHIA_JSON_BOOL,
+    SOPHIA_JSON_NUMBER,
+    SOPHIA_JSON_STRING,
+    SOPHIA_JSON_ARRAY,
+    SOPHIA_JSON_OBJECT,
+    SOPHIA_JSON_MISSING /* what a lookup of an absent key returns */
+} sophia_json_type;
+
+/* ----------------------------------------------------------------- events */
+
+typedef struct sophia_event {
+    uint32_t struct_size;
+    const char *stream;       /* stream name from the YAML */
+    const char *id;           /* source id (e.g. Redis entry id) or NULL */
+    const char *source;       /* "http", "hook", "redis", "statsd" */
+    const sophia_json *body;  /* the event: one JSON value */
+    int64_t received_us;      /* wall clock, microseconds since the epoch */
+} sophia_event;
+
+/* What process() asks the host to do with the event. */
+typedef enum sophia_verdict {
+    SOPHIA_PROCESS_OK = 0, /* apply the actions it queued, then ack */
+    SOPHIA_PROCESS_DROP,   /* discard actions, count as filtered, ack */
+    SOPHIA_PROCESS_RETRY,  /* discard actions, deliver the event again later */
+    SOPHIA_PROCESS_ERROR   /* discard actions, count as failed */
+} sophia_verdict;
+
+/* Actions a callback queues (publish, cache put, alert, ...) are collected
+ * in a context and applied by the core only when the callback succeeds. */
+typedef struct sophia_ctx sophia_ctx;
+
+typedef enum sophia_update_type {
+    SOPHIA_UPDATE_METRIC = 0,
+    SOPHIA_UPDATE_ALERT,
+    SOPHIA_UPDATE_NOTIFICATION,
+    SOPHIA_UPDATE_DATA
+} sophia_update_type;
+
+typedef enum sophia_log_level {
+    SOPHIA_LOG_DEBUG = 0,
+    SOPHIA_LOG_INFO,
+    SOPHIA_LOG_WARN,
+    SOPHIA_LOG_ERROR
+} sophia_log_level;
+
+/* -------------------------------------------------------------- host API */
+
+/* Functions the host hands to init(). Grows only at its end. */
+typedef struct sophia_host {
+    uint32_t struct_size;
+    uint16_t abi_major;
+    uint16_t abi_minor;
+
+    /* --- since 1.0: logging and errors --- */
+    /* logfmt line: `ts level plugin=<instance> msg`. */
+    void (*log)(sophia_self *self, sophia_log_level level, const char *fmt,
+                ...)
+        SOPHIA_PRINTF(3, 4);
+    /* The name of a sophia_errno value. */
+    const char *(*strerror)(int err);
+
+    /* --- since 1.0: options (validated before init) --- */
+    const char *(*opt_string)(const sophia_opts *o, const char *name);
+    int64_t (*opt_int)(const sophia_opts *o, const char *name);
+    double (*opt_double)(const sophia_opts *o, const char *name);
+    int (*opt_bool)(const sophia_opts *o, const char *name);
+    size_t (*opt_list_len)(const sophia_opts *o, const char *name);
+    const char *(*opt_list_item)(const sophia_opts *o, const char *name,
+                                 size_t i);
+
+    /* --- since 1.0: reading JSON (borrowed values) --- */
+    sophia_json_type (*json_type)(const sophia_json *v);
+    /* Dotted path lookup ("a.b.0.c"); NULL when absent. */
+    const sophia_json *(*json_get)(const sophia_json *v, const char *path);
+    /* The string, or NULL when v is not a string. */
+    const char *(*json_string)(const sophia_json *v);
+    /* The number (integer or real), or `def` when v is not a number. */
+    double (*json_number)(const sophia_json *v, double def);
+    int (*json_bool)(const sophia_json *v, int def);
+    size_t (*json_size)(const sophia_json *v); /* array/object length */
+    const sophia_json *(*json_at)(const sophia_json *v, size_t i);
+    /* i-th member of an object (insertion order): key and value. */
+    const char *(*json_key_at)(const sophia_json *v, size_t i,
+                               const sophia_json **value);
+
+    /* --- since 1.0: building JSON (owned by the plugin until taken) --- */
+    sophia_json *(*json_object)(void);
+    sophia_json *(*json_array)(void);
+    sophia_json *(*json_str)(const char *s);
+    sophia_json *(*json_num)(double d);
+    sophia_json *(*json_int)(int64_t i);
+    sophia_json *(*json_boolean)(int b);
+    /* Deep copy of a borrowed value. */
+    sophia_json *(*json_copy)(const sophia_json *v);
+    /* Takes `value`. Returns 0 or a negative sophia_errno. */
+    int (*json_set)(sophia_json *obj, const char *key, sophia_json *value);
+    int (*json_append)(sophia_json *arr, sophia_json *value);
+    void (*json_free)(sophia_json *v);
+    /* Compact JSON text; free with host->free. */
+    char *(*json_dump)(const sophia_json *v);
+    void (*free)(void *p);
+
+    /* --- since 1.0: actions, applied when the callback succeeds --- */
+    /* Publish an update of `type` to `updates:<type>`, to
+     * `dashboard:<dashboard_id>` when dashboard_id is not NULL, to
+     * `stream:<name>` when the context comes from a stream, plus `topic`
+     * when not NULL. Takes `data`. */
+    int (*publish)(sophia_ctx *ctx, sophia_update_type type,
+                   const char *topic, const char *dashboard_id,
+                   sophia_json *data);
+    /* An alert: `updates:alert`, `alerts`, `alerts:<severity>`. */
+    int (*alert)(sophia_ctx *ctx, const char *alert_type, const char *severity,
+                 const char *message, sophia_json *data /* taken, or NULL */);
+    /* Put `value` (taken) under `key`, through the write strategy. tags is
+     * NULL-terminated or NULL; ttl_s <= 0 uses the tier's default. */
+    int (*cache_put)(sophia_ctx *ctx, const char *key, sophia_json *value,
+                     double ttl_s, const char *const *tags);
+    int (*cache_invalidate)(sophia_ctx *ctx, const char *key);
+    int (*cache_invalidate_tag)(sophia_ctx *ctx, const char *tag);
+
+    /* --- since 1.0: immediate reads and counters --- */
+    /* A copy of the L1 value (caller frees with json_free), or NULL. */
+    sophia_json *(*cache_peek)(const char *key);
+    /* Adds to `sophia_plugin_<name>_total{instance="..."}`. */
+    void (*counter_add)(sophia_self *self, const char *name, double delta);
+    /* Wall clock in microseconds since the epoch. */
+    int64_t (*now_us)(void);
+} sophia_host;
+
+/* --------------------------------------------------------- plugin kinds */
+
+typedef enum sophia_plugin_kind {
+    SOPHIA_KIND_PROCESSOR = 1,
+    SOPHIA_KIND_WRITE_STRATEGY,
+    SOPHIA_KIND_CONSOLIDATOR
+} sophia_plugin_kind;
+
+typedef struct sophia_processor_ops {
+    uint32_t struct_size;
+    /* since 1.0: handle one event. Queue actions through the host with
+     * `ctx`; they are applied only when the verdict is OK. */
+    sophia_verdict (*process)(void *state, const sophia_event *ev,
+                              sophia_ctx *ctx);
+} sophia_processor_ops;
+
+/* Where a put must land before it is acknowledged. */
+typedef enum sophia_tier_mask {
+    SOPHIA_TIER_L1 = 1,
+    SOPHIA_TIER_L2 = 2,
+    SOPHIA_TIER_L3 = 4
+} sophia_tier_mask;
+
+typedef struct sophia_write_ops {
+    uint32_t struct_size;
+    /* since 1.0: tiers written synchronously before the put is acked,
+     * tiers written later (write-back), and tiers invalidated. */
+    void (*plan_put)(void *state, const char *key, unsigned *sync_tiers,
+                     unsigned *deferred_tiers, unsigned *invalidate_tiers);
+} sophia_write_ops;
+
+typedef struct sophia_consolidator_ops {
+    uint32_t struct_size;
+    /* since 1.0: one consolidation pass; queue changes through `ctx`. */
+    int (*run)(void *state, sophia_ctx *ctx);
+} sophia_consolidator_ops;
+
+/* ------------------------------------------------------ the descriptor */
+
+typedef struct sophia_plugin {
+    uint32_t struct_size;    /* sizeof(sophia_plugin) as the plugin built it */
+    uint16_t abi_major;      /* SOPHIA_SDK_VERSION_MAJOR */
+    uint16_t abi_minor;      /* SOPHIA_SDK_VERSION_MINOR */
+    const char *name;        /* e.g. "metrics" */
+    const char *version;     /* the plugin's own version, e.g. "1.2.0" */
+    sophia_plugin_kind kind;
+    const char *description; /* one line */
+    const sophia_option *options; /* NULL-name terminated, or NULL */
+
+    /* Create the instance state in *state. Keep `host` and `self` for
+     * later calls. Returns 0 or a negative sophia_errno; a failed init
+     * fails the load (or the reload, which keeps the old set). */
+    int (*init)(const sophia_host *host, sophia_self *self,
+                const sophia_opts *opts, void **state);
+    void (*fini)(void *state);
+
+    /* Exactly one, matching `kind`. */
+    const sophia_processor_ops *processor;
+    const sophia_write_ops *write_strategy;
+    const sophia_consolidator_ops *consolidator;
+
+    void *reserved[8]; /* spare slots: growth without a major bump */
+} sophia_plugin;
+
+/* Convenience for plugins: fill the ABI header of the descriptor. */
+#define SOPHIA_PLUGIN_HEADER                                                  \
+    .struct_size = sizeof(sophia_plugin),                                     \
+    .abi_major = SOPHIA_SDK_VERSION_MAJOR,                                    \
+    .abi_minor = SOPHIA_SDK_VERSION_MINOR
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SOPHIA_SDK_H */
