@@ -1,0 +1,861 @@
+/*
+ * plugin - see plugin.h. Loading one instance is a pipeline of checks, each
+ * of which may only trust what the previous one proved:
+ *
+ *   open the module (libltdl, each plugins.path directory in order)
+ *   -> find `sophia_plugin_v1`
+ *   -> ABI check, reading nothing but struct_size/abi_major/abi_minor
+ *      (a plugin built for another major may lay the rest out differently)
+ *   -> descriptor sanity (kind, ops table, option table, defaults)
+ *   -> options: the YAML scalars typed against the option table
+ *   -> init()
+ *
+ * Every failure becomes a `FILE:LINE:COL: message` in the caller's diag and
+ * unwinds what was done so far, so a failed load leaves nothing open.
+ * Modules are opened with local symbol scope: two plugins may both define
+ * `parse_line` without one silently calling the other's.
+ *
+ * libltdl reference-counts modules by file name, so every instance holds
+ * its own handle and closes exactly that one; a rebuilt `.so` is only read
+ * again once every handle on the old one is closed (and it must be replaced
+ * by rename, never overwritten in place, while loaded).
+ */
+#include "plugin.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <ltdl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* The descriptor as SDK 1.0 defined it ends with the consolidator pointer;
+ * the reserved slots are spare room, not fields the host reads. */
+#define PLUGIN_SIZE_1_0                                                       \
+    (offsetof(sophia_plugin, consolidator) + sizeof(void *))
+/* struct_size, abi_major, abi_minor: what the ABI check may read. */
+#define PLUGIN_HEADER_SIZE (offsetof(sophia_plugin, abi_minor) + sizeof(uint16_t))
+/* An ops table claiming more than this is garbage, not a future minor. */
+#define OPS_MAX_SIZE 65536u
+/* Bounds the walk over an option table whose terminator went missing. */
+#define MAX_OPTIONS 1024
+
+/* One typed option value. Scalars keep their text too, so opt_string works
+ * on every scalar and `--check` can show what was configured. */
+typedef struct opt_value {
+    char *name;
+    sophia_opt_type type;
+    char *text;   /* scalars */
+    int64_t i;    /* INT */
+    double d;     /* INT and DOUBLE */
+    int b;        /* BOOL */
+    char **items; /* LIST */
+    size_t nitems;
+} opt_value;
+
+struct sophia_opts {
+    opt_value *v;
+    size_t count;
+};
+
+/* What every check needs to say where and about what it complains. */
+typedef struct load_ctx {
+    const sophia_conf *c;
+    const sophia_conf_instance *ci;
+    sophia_diag *diag;
+    sophia_instance *inst;
+} load_ctx;
+
+/* ------------------------------------------------------------- helpers */
+
+static void diag_at(const load_ctx *L, int line, int col, const char *fmt,
+                    ...) SOPHIA_PRINTF(4, 5);
+
+static void diag_at(const load_ctx *L, int line, int col, const char *fmt,
+                    ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    sophia_diag_add(L->diag, L->c ? L->c->file : NULL, line, col, "%s", msg);
+}
+
+/* Appends to a fixed buffer, truncating quietly: messages are for humans. */
+static void buf_add(char *buf, size_t cap, const char *fmt, ...)
+    SOPHIA_PRINTF(3, 4);
+
+static void buf_add(char *buf, size_t cap, const char *fmt, ...)
+{
+    size_t used = strlen(buf);
+    if (used + 1 >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, cap - used, fmt, ap);
+    va_end(ap);
+}
+
+static char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static const char *fallback_strerror(int err)
+{
+    switch (err) {
+    case SOPHIA_OK:
+        return "ok";
+#define SOPHIA_ERR_STR_(name, val, str)                                       \
+    case SOPHIA_##name:                                                       \
+        return str;
+        SOPHIA_ERRNO_MAP(SOPHIA_ERR_STR_)
+#undef SOPHIA_ERR_STR_
+    default:
+        return "unknown error";
+    }
+}
+
+static const char *type_name(sophia_opt_type t)
+{
+    switch (t) {
+    case SOPHIA_OPT_STRING:
+        return "string";
+    case SOPHIA_OPT_INT:
+        return "int";
+    case SOPHIA_OPT_DOUBLE:
+        return "double";
+    case SOPHIA_OPT_BOOL:
+        return "bool";
+    case SOPHIA_OPT_LIST:
+        return "list";
+    }
+    return "?";
+}
+
+const char *sophia_plugin_kind_name(sophia_plugin_kind kind)
+{
+    switch (kind) {
+    case SOPHIA_KIND_PROCESSOR:
+        return "processor";
+    case SOPHIA_KIND_WRITE_STRATEGY:
+        return "write_strategy";
+    case SOPHIA_KIND_CONSOLIDATOR:
+        return "consolidator";
+    }
+    return "unknown";
+}
+
+/* ------------------------------------------------------- scalar parsing */
+
+/* Strict: the whole text is one base-10 integer that fits in 64 bits. */
+static int parse_int(const char *s, int64_t *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A finite number; "nan" and "inf" are not option values anyone means. */
+static int parse_double(const char *s, double *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* The YAML 1.1 booleans operators actually write, any case. */
+static int parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"true", "yes", "on"};
+    static const char *const no[] = {"false", "no", "off"};
+    for (size_t i = 0; s && i < 3; i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return *out = 1, 0;
+        if (strcasecmp(s, no[i]) == 0)
+            return *out = 0, 0;
+    }
+    return -1;
+}
+
+/* Types `text` into `v` (whose type is set). 0, or -1 when it does not
+ * parse as that type. */
+static int scalar_to_value(const char *text, opt_value *v)
+{
+    switch (v->type) {
+    case SOPHIA_OPT_INT:
+        if (parse_int(text, &v->i))
+            return -1;
+        v->d = (double)v->i;
+        break;
+    case SOPHIA_OPT_DOUBLE:
+        if (parse_double(text, &v->d))
+            return -1;
+        break;
+    case SOPHIA_OPT_BOOL:
+        if (parse_bool(text, &v->b))
+            return -1;
+        break;
+    case SOPHIA_OPT_STRING:
+        break;
+    case SOPHIA_OPT_LIST:
+        return -1;
+    }
+    v->text = strdup(text);
+    return v->text ? 0 : -1;
+}
+
+static const char *type_expect(sophia_opt_type t)
+{
+    switch (t) {
+    case SOPHIA_OPT_INT:
+        return "an integer";
+    case SOPHIA_OPT_DOUBLE:
+        return "a number";
+    case SOPHIA_OPT_BOOL:
+        return "a boolean (true/false/yes/no/on/off)";
+    case SOPHIA_OPT_LIST:
+        return "a list (YAML sequence)";
+    case SOPHIA_OPT_STRING:
+        break;
+    }
+    return "a string";
+}
+
+/* --------------------------------------------------------- option values */
+
+static void opts_free(sophia_opts *o)
+{
+    if (!o)
+        return;
+    for (size_t i = 0; i < o->count; i++) {
+        opt_value *v = &o->v[i];
+        free(v->name);
+        free(v->text);
+        for (size_t j = 0; j < v->nitems; j++)
+            free(v->items[j]);
+        free(v->items);
+    }
+    free(o->v);
+    free(o);
+}
+
+static const opt_value *opts_find(const sophia_opts *o, const char *name)
+{
+    for (size_t i = 0; o && name && i < o->count; i++)
+        if (strcmp(o->v[i].name, name) == 0)
+            return &o->v[i];
+    return NULL;
+}
+
+const char *sophia_opts_string(const sophia_opts *o, const char *name)
+{
+    const opt_value *v = opts_find(o, name);
+    return v ? v->text : NULL;
+}
+
+int64_t sophia_opts_int(const sophia_opts *o, const char *name)
+{
+    const opt_value *v = opts_find(o, name);
+    return v ? v->i : 0;
+}
+
+double sophia_opts_double(const sophia_opts *o, const char *name)
+{
+    const opt_value *v = opts_find(o, name);
+    return v ? v->d : 0.0;
+}
+
+int sophia_opts_bool(const sophia_opts *o, const char *name)
+{
+    const opt_value *v = opts_find(o, name);
+    return v ? v->b : 0;
+}
+
+size_t sophia_opts_list_len(const sophia_opts *o, const char *name)
+{
+    const opt_value *v = opts_find(o, name);
+    return v ? v->nitems : 0;
+}
+
+const char *sophia_opts_list_item(const sophia_opts *o, const char *name,
+                                  size_t i)
+{
+    const opt_value *v = opts_find(o, name);
+    return v && i < v->nitems ? v->items[i] : NULL;
+}
+
+/* ------------------------------------------------------ opening modules */
+
+/* Local scope and extension search (.la, then .so). */
+static lt_dlhandle open_path(const char *path)
+{
+    lt_dladvise adv;
+    if (lt_dladvise_init(&adv))
+        return NULL;
+    lt_dlhandle h = NULL;
+    if (lt_dladvise_ext(&adv) == 0 && lt_dladvise_local(&adv) == 0)
+        h = lt_dlopenadvise(path, adv);
+    lt_dladvise_destroy(&adv);
+    return h;
+}
+
+/* Tries `dir/module` for one directory; on failure appends what went
+ * wrong there to `tried`. */
+static lt_dlhandle open_in_dir(const char *dir, const char *module,
+                               char *tried, size_t cap)
+{
+    size_t n = strlen(dir) + strlen(module) + 2;
+    char *path = malloc(n);
+    if (!path)
+        return NULL;
+    snprintf(path, n, "%s/%s", dir, module);
+    lt_dlhandle h = open_path(path);
+    if (!h) {
+        const char *err = lt_dlerror();
+        buf_add(tried, cap, "%s%s (%s)", *tried ? "; " : "", dir,
+                err ? err : "unknown error");
+    }
+    free(path);
+    return h;
+}
+
+/* plugins.path in order; a module spelled with a '/' is a path as is. */
+static int open_module(load_ctx *L)
+{
+    const sophia_conf *c = L->c;
+    const char *module = L->ci->plugin;
+    char tried[768] = "";
+    lt_dlhandle h = NULL;
+
+    if (strchr(module, '/')) {
+        h = open_path(module);
+        if (!h) {
+            const char *err = lt_dlerror();
+            buf_add(tried, sizeof(tried), "%s (%s)", module,
+                    err ? err : "unknown error");
+        }
+    } else if (c->nplugin_path == 0) {
+        buf_add(tried, sizeof(tried), "nothing (plugins.path is empty)");
+    } else {
+        for (size_t i = 0; !h && i < c->nplugin_path; i++)
+            h = open_in_dir(c->plugin_path[i], module, tried, sizeof(tried));
+    }
+
+    if (!h) {
+        diag_at(L, L->ci->line, L->ci->col,
+                "instance '%s': cannot load plugin '%s'; tried: %s",
+                L->ci->name, module, tried);
+        return -1;
+    }
+    /* The canonical path: it is what /api/stats and messages show. */
+    const lt_dlinfo *info = lt_dlgetinfo(h);
+    const char *name = info && info->filename ? info->filename : module;
+    L->inst->handle = h;
+    L->inst->file = realpath(name, NULL);
+    if (!L->inst->file)
+        L->inst->file = xstrdup(name);
+    return L->inst->file ? 0 : -1;
+}
+
+/* ---------------------------------------------------- descriptor checks */
+
+static int find_descriptor(load_ctx *L)
+{
+    sophia_instance *inst = L->inst;
+    inst->desc = lt_dlsym((lt_dlhandle)inst->handle, SOPHIA_PLUGIN_SYMBOL);
+    if (inst->desc)
+        return 0;
+    diag_at(L, L->ci->line, L->ci->col,
+            "plugin '%s' (%s) does not export %s (not a Sophia plugin?)",
+            inst->module, inst->file, SOPHIA_PLUGIN_SYMBOL);
+    return -1;
+}
+
+/* Reads only the three header fields: nothing after them is known to be
+ * laid out the way this host expects until they check out. */
+static int check_abi(load_ctx *L)
+{
+    const sophia_plugin *d = L->inst->desc;
+    const char *mod = L->inst->module, *file = L->inst->file;
+    int line = L->ci->line, col = L->ci->col;
+
+    if (d->struct_size < PLUGIN_HEADER_SIZE) {
+        diag_at(L, line, col,
+                "plugin '%s' (%s) has a %u-byte descriptor, too small to "
+                "hold even an ABI version",
+                mod, file, (unsigned)d->struct_size);
+        return -1;
+    }
+    if (d->abi_major != SOPHIA_SDK_VERSION_MAJOR) {
+        diag_at(L, line, col,
+                "plugin '%s' (%s) was built for SDK %u.%u; this sophiad "
+                "provides SDK %d.%d (major differs)",
+                mod, file, d->abi_major, d->abi_minor,
+                SOPHIA_SDK_VERSION_MAJOR, SOPHIA_SDK_VERSION_MINOR);
+        return -1;
+    }
+    if (d->abi_minor > SOPHIA_SDK_VERSION_MINOR) {
+        diag_at(L, line, col,
+                "plugin '%s' (%s) needs SDK %u.%u, this sophiad provides "
+                "SDK %d.%d (minor is newer; upgrade sophiad)",
+                mod, file, d->abi_major, d->abi_minor,
+                SOPHIA_SDK_VERSION_MAJOR, SOPHIA_SDK_VERSION_MINOR);
+        return -1;
+    }
+    if (d->struct_size < PLUGIN_SIZE_1_0) {
+        diag_at(L, line, col,
+                "plugin '%s' (%s) has a %u-byte descriptor; SDK %u.0 needs "
+                "at least %zu bytes (struct size too small: built against a "
+                "damaged sdk.h?)",
+                mod, file, (unsigned)d->struct_size, d->abi_major,
+                (size_t)PLUGIN_SIZE_1_0);
+        return -1;
+    }
+    return 0;
+}
+
+/* The ops table matching `kind`: its address, its 1.0 size and whether its
+ * one callback is set. */
+static int ops_of(const sophia_plugin *d, const uint32_t **size,
+                  size_t *min, int *has_fn)
+{
+    switch (d->kind) {
+    case SOPHIA_KIND_PROCESSOR:
+        *size = d->processor ? &d->processor->struct_size : NULL;
+        *min = offsetof(sophia_processor_ops, process) + sizeof(void *);
+        *has_fn = d->processor && d->processor->process;
+        return 0;
+    case SOPHIA_KIND_WRITE_STRATEGY:
+        *size = d->write_strategy ? &d->write_strategy->struct_size : NULL;
+        *min = offsetof(sophia_write_ops, plan_put) + sizeof(void *);
+        *has_fn = d->write_strategy && d->write_strategy->plan_put;
+        return 0;
+    case SOPHIA_KIND_CONSOLIDATOR:
+        *size = d->consolidator ? &d->consolidator->struct_size : NULL;
+        *min = offsetof(sophia_consolidator_ops, run) + sizeof(void *);
+        *has_fn = d->consolidator && d->consolidator->run;
+        return 0;
+    }
+    return -1;
+}
+
+static int check_ops(load_ctx *L)
+{
+    const sophia_plugin *d = L->inst->desc;
+    const uint32_t *size;
+    size_t min;
+    int has_fn;
+
+    if (ops_of(d, &size, &min, &has_fn)) {
+        diag_at(L, L->ci->line, L->ci->col,
+                "plugin '%s' (%s) has an invalid kind %d", L->inst->module,
+                L->inst->file, (int)d->kind);
+        return -1;
+    }
+    const char *kind = sophia_plugin_kind_name(d->kind);
+    if (!size || *size < min || *size > OPS_MAX_SIZE || !has_fn) {
+        diag_at(L, L->ci->line, L->ci->col,
+                "plugin '%s' (%s) is a %s but its %s ops table is %s",
+                L->inst->module, L->inst->file, kind, kind,
+                !size ? "missing"
+                : (*size < min || *size > OPS_MAX_SIZE)
+                    ? "of an impossible size"
+                    : "missing its callback");
+        return -1;
+    }
+    return 0;
+}
+
+/* Number of entries, or -1 when the table is malformed (reported). A
+ * default that does not parse is the plugin's bug, reported as such. */
+static int check_option_table(load_ctx *L)
+{
+    const sophia_option *t = L->inst->desc->options;
+    const char *mod = L->inst->module;
+    int n = 0, bad = 0;
+    for (; t && t[n].name; n++) {
+        opt_value probe = {.type = t[n].type};
+        if (n >= MAX_OPTIONS || t[n].type < SOPHIA_OPT_STRING ||
+            t[n].type > SOPHIA_OPT_LIST) {
+            diag_at(L, L->ci->line, L->ci->col,
+                    "plugin '%s' has a broken option table (entry %d)", mod,
+                    n);
+            return -1;
+        }
+        if (t[n].def && t[n].type != SOPHIA_OPT_LIST &&
+            scalar_to_value(t[n].def, &probe)) {
+            diag_at(L, L->ci->line, L->ci->col,
+                    "plugin '%s' is broken: default '%s' of option '%s' is "
+                    "not %s",
+                    mod, t[n].def, t[n].name, type_expect(t[n].type));
+            bad = 1;
+        }
+        free(probe.text);
+    }
+    return bad ? -1 : n;
+}
+
+static int check_descriptor(load_ctx *L)
+{
+    const sophia_plugin *d = L->inst->desc;
+    if (!d->name || !d->version) {
+        diag_at(L, L->ci->line, L->ci->col,
+                "plugin '%s' (%s) has no %s in its descriptor",
+                L->inst->module, L->inst->file, !d->name ? "name" : "version");
+        return -1;
+    }
+    if (check_ops(L))
+        return -1;
+    return check_option_table(L) < 0 ? -1 : 0;
+}
+
+/* ------------------------------------------------------ option checking */
+
+static const sophia_option *table_find(const sophia_option *t,
+                                       const char *key)
+{
+    for (size_t i = 0; t && t[i].name; i++)
+        if (strcmp(t[i].name, key) == 0)
+            return &t[i];
+    return NULL;
+}
+
+static void report_unknown(load_ctx *L, const sophia_conf_opt *o)
+{
+    const sophia_option *t = L->inst->desc->options;
+    char valid[640] = "";
+    for (size_t i = 0; t && t[i].name; i++)
+        buf_add(valid, sizeof(valid), "%s%s", i ? ", " : "", t[i].name);
+    if (*valid)
+        diag_at(L, o->key_line, o->key_col,
+                "instance '%s': unknown option '%s' for plugin '%s'; valid "
+                "options: %s",
+                L->ci->name, o->key, L->inst->module, valid);
+    else
+        diag_at(L, o->key_line, o->key_col,
+                "instance '%s': unknown option '%s': plugin '%s' takes no "
+                "options",
+                L->ci->name, o->key, L->inst->module);
+}
+
+/* Unknown and repeated keys; values are checked per table entry. */
+static int check_keys(load_ctx *L)
+{
+    const sophia_conf_instance *ci = L->ci;
+    int bad = 0;
+    for (size_t i = 0; i < ci->nopts; i++) {
+        const sophia_conf_opt *o = &ci->opts[i];
+        if (!table_find(L->inst->desc->options, o->key)) {
+            report_unknown(L, o);
+            bad = 1;
+            continue;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(ci->opts[j].key, o->key) == 0) {
+                diag_at(L, o->line, o->col,
+                        "instance '%s': option '%s' given twice (first at "
+                        "line %d)",
+                        ci->name, o->key, ci->opts[j].line);
+                bad = 1;
+                break;
+            }
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+static const sophia_conf_opt *conf_find(const sophia_conf_instance *ci,
+                                        const char *key)
+{
+    for (size_t i = 0; i < ci->nopts; i++)
+        if (ci->opts[i].key && strcmp(ci->opts[i].key, key) == 0)
+            return &ci->opts[i];
+    return NULL;
+}
+
+static int copy_list(const sophia_conf_opt *o, opt_value *v)
+{
+    if (!o || o->nitems == 0)
+        return 0;
+    v->items = calloc(o->nitems, sizeof(*v->items));
+    if (!v->items)
+        return -1;
+    for (size_t i = 0; i < o->nitems; i++) {
+        v->items[i] = strdup(o->items[i] ? o->items[i] : "");
+        if (!v->items[i])
+            return -1;
+        v->nitems++;
+    }
+    return 0;
+}
+
+/* Fills `v` from the YAML value `o` (or the default when `o` is NULL);
+ * reports and returns -1 on a wrong type or a missing required value. */
+static int fill_value(load_ctx *L, const sophia_option *t,
+                      const sophia_conf_opt *o, opt_value *v)
+{
+    const char *inst = L->ci->name;
+    if (t->type == SOPHIA_OPT_LIST) {
+        if (o && !o->is_seq) {
+            diag_at(L, o->line, o->col,
+                    "instance '%s': option '%s' must be a list (YAML "
+                    "sequence), got '%s'",
+                    inst, t->name, o->scalar ? o->scalar : "");
+            return -1;
+        }
+        return copy_list(o, v);
+    }
+    if (o && o->is_seq) {
+        diag_at(L, o->line, o->col,
+                "instance '%s': option '%s' must be %s, not a list", inst,
+                t->name, type_expect(t->type));
+        return -1;
+    }
+    const char *text = o ? o->scalar : t->def;
+    if (!text && !o) {
+        diag_at(L, L->ci->line, L->ci->col,
+                "instance '%s': missing required option '%s' (%s) for "
+                "plugin '%s'",
+                inst, t->name, type_name(t->type), L->inst->module);
+        return -1;
+    }
+    if (scalar_to_value(text ? text : "", v)) {
+        diag_at(L, o ? o->line : L->ci->line, o ? o->col : L->ci->col,
+                "instance '%s': option '%s' must be %s, got '%s'", inst,
+                t->name, type_expect(t->type), text ? text : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* The typed options of the instance, or NULL (each problem reported). */
+static sophia_opts *build_opts(load_ctx *L)
+{
+    const sophia_option *t = L->inst->desc->options;
+    int bad = check_keys(L);
+    size_t n = 0;
+    while (t && t[n].name)
+        n++;
+
+    sophia_opts *o = calloc(1, sizeof(*o));
+    if (!o || (n && !(o->v = calloc(n, sizeof(*o->v))))) {
+        free(o);
+        diag_at(L, L->ci->line, L->ci->col, "instance '%s': out of memory",
+                L->ci->name);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        opt_value *v = &o->v[o->count++];
+        v->type = t[i].type;
+        v->name = strdup(t[i].name);
+        if (!v->name || fill_value(L, &t[i], conf_find(L->ci, t[i].name), v))
+            bad = 1;
+    }
+    if (bad) {
+        opts_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* ---------------------------------------------------------- load/unload */
+
+static void instance_free(sophia_instance *inst)
+{
+    if (!inst)
+        return;
+    if (inst->handle)
+        lt_dlclose((lt_dlhandle)inst->handle);
+    opts_free(inst->opts);
+    free(inst->name);
+    free(inst->module);
+    free(inst->file);
+    free(inst);
+}
+
+static int call_init(load_ctx *L, const sophia_host *host)
+{
+    sophia_instance *inst = L->inst;
+    if (!inst->desc->init)
+        return 0;
+    int rc = inst->desc->init(host, inst, inst->opts, &inst->state);
+    if (rc == 0)
+        return 0;
+    const char *why = host && host->strerror ? host->strerror(rc)
+                                             : fallback_strerror(rc);
+    diag_at(L, L->ci->line, L->ci->col,
+            "instance '%s': plugin '%s' (%s) init failed: %s (%d)",
+            inst->name, inst->module, inst->file, why ? why : "?", rc);
+    inst->state = NULL;
+    return -1;
+}
+
+/* Open, find, check, type the options. */
+static int prepare(load_ctx *L)
+{
+    if (!L->ci->plugin || !*L->ci->plugin) {
+        diag_at(L, L->ci->line, L->ci->col,
+                "instance '%s': no plugin module given ('plugin:')",
+                L->ci->name);
+        return -1;
+    }
+    if (open_module(L) || find_descriptor(L) || check_abi(L) ||
+        check_descriptor(L))
+        return -1;
+    L->inst->opts = build_opts(L);
+    return L->inst->opts ? 0 : -1;
+}
+
+sophia_instance *sophia_plugin_load(const sophia_conf *c,
+                                    const sophia_conf_instance *ci,
+                                    const sophia_host *host,
+                                    sophia_diag *diag)
+{
+    load_ctx L = {c, ci, diag, calloc(1, sizeof(sophia_instance))};
+    if (!L.inst)
+        return NULL;
+    L.inst->name = xstrdup(ci->name ? ci->name : "");
+    L.inst->module = xstrdup(ci->plugin ? ci->plugin : "");
+    if (!L.inst->name || !L.inst->module) {
+        instance_free(L.inst);
+        return NULL;
+    }
+    if (prepare(&L) || call_init(&L, host)) {
+        instance_free(L.inst);
+        return NULL;
+    }
+    L.inst->loaded_at = (int64_t)time(NULL);
+    return L.inst;
+}
+
+void sophia_plugin_unload(sophia_instance *inst)
+{
+    if (!inst)
+        return;
+    if (inst->desc && inst->desc->fini && inst->state)
+        inst->desc->fini(inst->state);
+    inst->state = NULL;
+    instance_free(inst);
+}
+
+/* ---------------------------------------------------------------- sets */
+
+sophia_plugin_set *sophia_plugin_set_load(const sophia_conf *c,
+                                          const sophia_host *host,
+                                          sophia_diag *diag)
+{
+    sophia_plugin_set *set = calloc(1, sizeof(*set));
+    if (!set)
+        return NULL;
+    if (c->ninstances &&
+        !(set->items = calloc(c->ninstances, sizeof(*set->items)))) {
+        free(set);
+        return NULL;
+    }
+    int bad = 0;
+    /* Keep going after a failure: one --check run shows every problem. */
+    for (size_t i = 0; i < c->ninstances; i++) {
+        sophia_instance *inst =
+            sophia_plugin_load(c, &c->instances[i], host, diag);
+        if (inst)
+            set->items[set->count++] = inst;
+        else
+            bad = 1;
+    }
+    if (bad) {
+        sophia_plugin_set_free(set);
+        return NULL;
+    }
+    return set;
+}
+
+void sophia_plugin_set_free(sophia_plugin_set *set)
+{
+    if (!set)
+        return;
+    /* Reverse order: an instance loaded later may rely on earlier ones. */
+    for (size_t i = set->count; i > 0; i--)
+        sophia_plugin_unload(set->items[i - 1]);
+    free(set->items);
+    free(set);
+}
+
+sophia_instance *sophia_plugin_set_find(const sophia_plugin_set *set,
+                                        const char *name)
+{
+    for (size_t i = 0; set && name && i < set->count; i++)
+        if (strcmp(set->items[i]->name, name) == 0)
+            return set->items[i];
+    return NULL;
+}
+
+/* -------------------------------------------------------------- system */
+
+int sophia_plugin_system_init(void)
+{
+    return lt_dlinit() == 0 ? 0 : SOPHIA_EIO;
+}
+
+void sophia_plugin_system_shutdown(void)
+{
+    lt_dlexit();
+}
+
+/* ------------------------------------------------------------- --check */
+
+static const char *default_text(const sophia_option *t)
+{
+    if (t->type == SOPHIA_OPT_LIST)
+        return "[]";
+    if (!t->def)
+        return "(required)";
+    return *t->def ? t->def : "\"\"";
+}
+
+void sophia_plugin_print_options(const sophia_instance *inst, FILE *out)
+{
+    if (!inst || !inst->desc)
+        return;
+    const sophia_plugin *d = inst->desc;
+    fprintf(out, "instance '%s': plugin %s %s (%s), %s\n", inst->name,
+            d->name, d->version, sophia_plugin_kind_name(d->kind),
+            inst->file);
+    if (d->description)
+        fprintf(out, "  %s\n", d->description);
+    const sophia_option *t = d->options;
+    if (!t || !t->name) {
+        fprintf(out, "  (no options)\n");
+        return;
+    }
+    int wn = (int)strlen("option"), wd = (int)strlen("default");
+    for (size_t i = 0; t[i].name; i++) {
+        int n = (int)strlen(t[i].name), dl = (int)strlen(default_text(&t[i]));
+        wn = n > wn ? n : wn;
+        wd = dl > wd ? dl : wd;
+    }
+    fprintf(out, "  %-*s  %-6s  %-*s  %s\n", wn, "option", "type", wd,
+            "default", "description");
+    for (size_t i = 0; t[i].name; i++)
+        fprintf(out, "  %-*s  %-6s  %-*s  %s\n", wn, t[i].name,
+                type_name(t[i].type), wd, default_text(&t[i]),
+                t[i].description ? t[i].description : "");
+}
