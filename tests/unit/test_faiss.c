@@ -1,0 +1,328 @@
+/*
+ * Unit tests for core/faiss_shim.cpp, written against the faiss C API headers
+ * exactly as the memory store uses them: plain C, opaque handles, integer
+ * error codes. They check the shim forwards to the right faiss objects
+ * (exact inner-product search, removal, persistence, HNSW recall) and that
+ * C++ exceptions come back as negative codes with a per-thread message.
+ * Vectors are pseudo-random but seeded, so every run sees the same data.
+ */
+#include <faiss/c_api/IndexFlat_c.h>
+#include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/MetaIndexes_c.h>
+#include <faiss/c_api/error_c.h>
+#include <faiss/c_api/impl/AuxIndexStructures_c.h>
+#include <faiss/c_api/index_factory_c.h>
+#include <faiss/c_api/index_io_c.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define DIM 64
+#define FLAT_N 1000
+#define HNSW_N 2000
+#define ID_BASE 1000
+#define K 5
+
+/* xorshift64: deterministic and independent of the libc's rand(). */
+static float next_unit(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    return (float)((double)(x >> 11) / (double)(1ULL << 53)) * 2.0f - 1.0f;
+}
+
+/* n L2-normalised vectors, so inner product with itself is 1. */
+static float *random_vectors(size_t n, uint64_t seed)
+{
+    float *v = malloc(n * DIM * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < n; i++) {
+        float *row = v + i * DIM;
+        double norm = 0;
+        for (int j = 0; j < DIM; j++) {
+            row[j] = next_unit(&seed);
+            norm += (double)row[j] * row[j];
+        }
+        for (int j = 0; j < DIM; j++)
+            row[j] = (float)(row[j] / sqrt(norm));
+    }
+    return v;
+}
+
+static idx_t *sequential_ids(size_t n)
+{
+    idx_t *ids = malloc(n * sizeof *ids);
+    assert_non_null(ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = ID_BASE + (idx_t)i;
+    return ids;
+}
+
+static FaissIndex *new_filled_index(const char *desc, size_t n,
+                                    const float *vecs)
+{
+    FaissIndex *index = NULL;
+    assert_int_equal(
+        faiss_index_factory(&index, DIM, desc, METRIC_INNER_PRODUCT), 0);
+    assert_non_null(index);
+    idx_t *ids = sequential_ids(n);
+    assert_int_equal(faiss_Index_add_with_ids(index, (idx_t)n, vecs, ids), 0);
+    free(ids);
+    assert_int_equal(faiss_Index_ntotal(index), (idx_t)n);
+    return index;
+}
+
+/* Searches the first nq stored vectors; each must find itself first. */
+static void assert_finds_self(const FaissIndex *index, const float *vecs,
+                              int nq, float *dist, idx_t *labels)
+{
+    assert_int_equal(faiss_Index_search(index, nq, vecs, K, dist, labels), 0);
+    for (int q = 0; q < nq; q++) {
+        assert_int_equal(labels[q * K], ID_BASE + q);
+        assert_true(fabsf(dist[q * K] - 1.0f) < 1e-4f);
+        /* Inner product: scores come best (largest) first. */
+        assert_true(dist[q * K] >= dist[q * K + 1]);
+    }
+}
+
+static void test_flat_self_search(void **state)
+{
+    (void)state;
+    float *vecs = random_vectors(FLAT_N, 42);
+    FaissIndex *index = new_filled_index("IDMap2,Flat", FLAT_N, vecs);
+    float dist[10 * K];
+    idx_t labels[10 * K];
+
+    assert_int_equal(faiss_Index_d(index), DIM);
+    assert_true(faiss_Index_is_trained(index));
+    assert_finds_self(index, vecs, 10, dist, labels);
+
+    assert_int_equal(faiss_Index_reset(index), 0);
+    assert_int_equal(faiss_Index_ntotal(index), 0);
+    assert_int_equal(faiss_Index_search(index, 1, vecs, K, dist, labels), 0);
+    assert_int_equal(labels[0], -1);
+
+    faiss_Index_free(index);
+    free(vecs);
+}
+
+static int contains(const idx_t *ids, size_t n, idx_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return 1;
+    return 0;
+}
+
+static void test_remove_ids_batch(void **state)
+{
+    (void)state;
+    float *vecs = random_vectors(FLAT_N, 7);
+    FaissIndex *index = new_filled_index("IDMap2,Flat", FLAT_N, vecs);
+    idx_t gone[20];
+    for (int i = 0; i < 20; i++)
+        gone[i] = ID_BASE + 2 * i; /* even ids among the first 40 */
+
+    FaissIDSelectorBatch *sel = NULL;
+    assert_int_equal(faiss_IDSelectorBatch_new(&sel, 20, gone), 0);
+    size_t removed = 0;
+    assert_int_equal(
+        faiss_Index_remove_ids(index, (FaissIDSelector *)sel, &removed), 0);
+    faiss_IDSelector_free((FaissIDSelector *)sel);
+    assert_int_equal(removed, 20);
+    assert_int_equal(faiss_Index_ntotal(index), FLAT_N - 20);
+
+    float dist[40 * K];
+    idx_t labels[40 * K];
+    assert_int_equal(faiss_Index_search(index, 40, vecs, K, dist, labels), 0);
+    for (int q = 0; q < 40; q++) {
+        for (int j = 0; j < K; j++)
+            assert_false(contains(gone, 20, labels[q * K + j]));
+        if (q % 2) /* survivors still find themselves */
+            assert_int_equal(labels[q * K], ID_BASE + q);
+    }
+    faiss_Index_free(index);
+    free(vecs);
+}
+
+static void test_remove_ids_range(void **state)
+{
+    (void)state;
+    float *vecs = random_vectors(FLAT_N, 8);
+    FaissIndex *index = new_filled_index("IDMap2,Flat", FLAT_N, vecs);
+    FaissIDSelectorRange *sel = NULL;
+
+    assert_int_equal(faiss_IDSelectorRange_new(&sel, ID_BASE, ID_BASE + 100),
+                     0);
+    assert_int_equal(
+        faiss_Index_remove_ids(index, (FaissIDSelector *)sel, NULL), 0);
+    faiss_IDSelector_free((FaissIDSelector *)sel);
+    assert_int_equal(faiss_Index_ntotal(index), FLAT_N - 100);
+
+    float dist[K];
+    idx_t labels[K];
+    assert_int_equal(faiss_Index_search(index, 1, vecs, K, dist, labels), 0);
+    for (int j = 0; j < K; j++)
+        assert_true(labels[j] >= ID_BASE + 100);
+    faiss_Index_free(index);
+    free(vecs);
+}
+
+static void test_write_read_roundtrip(void **state)
+{
+    (void)state;
+    float *vecs = random_vectors(FLAT_N, 99);
+    FaissIndex *index = new_filled_index("IDMap2,Flat", FLAT_N, vecs);
+    char path[] = "/tmp/sophia-test-faiss-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+
+    assert_int_equal(faiss_write_index_fname(index, path), 0);
+    FaissIndex *back = NULL;
+    assert_int_equal(faiss_read_index_fname(path, 0, &back), 0);
+    unlink(path);
+    assert_non_null(back);
+    assert_int_equal(faiss_Index_d(back), DIM);
+    assert_int_equal(faiss_Index_ntotal(back), FLAT_N);
+
+    float d1[10 * K], d2[10 * K];
+    idx_t l1[10 * K], l2[10 * K];
+    assert_finds_self(index, vecs, 10, d1, l1);
+    assert_finds_self(back, vecs, 10, d2, l2);
+    assert_memory_equal(l1, l2, sizeof l1);
+    assert_memory_equal(d1, d2, sizeof d1);
+
+    faiss_Index_free(back);
+    faiss_Index_free(index);
+    free(vecs);
+}
+
+static void test_hnsw_recall(void **state)
+{
+    (void)state;
+    float *vecs = random_vectors(HNSW_N, 1234);
+    FaissIndex *index = new_filled_index("IDMap2,HNSW32,Flat", HNSW_N, vecs);
+    enum { NQ = 100 };
+    float *dist = malloc(NQ * K * sizeof *dist);
+    idx_t *labels = malloc(NQ * K * sizeof *labels);
+    assert_non_null(dist);
+    assert_non_null(labels);
+
+    /* Query every 20th stored vector, spread over the whole index. */
+    float *queries = malloc(NQ * DIM * sizeof *queries);
+    assert_non_null(queries);
+    for (int q = 0; q < NQ; q++)
+        memcpy(queries + q * DIM, vecs + (size_t)q * 20 * DIM,
+               DIM * sizeof *queries);
+    assert_int_equal(
+        faiss_Index_search(index, NQ, queries, K, dist, labels), 0);
+    int hits = 0;
+    for (int q = 0; q < NQ; q++)
+        hits += labels[q * K] == ID_BASE + q * 20;
+    assert_true(hits >= 95);
+
+    free(queries);
+    free(labels);
+    free(dist);
+    faiss_Index_free(index);
+    free(vecs);
+}
+
+/* Built by hand instead of by factory string; the map owns the flat index,
+ * so freeing the map must free both (ASan's leak check verifies it). */
+static void test_constructors(void **state)
+{
+    (void)state;
+    FaissIndexFlatIP *flat = NULL;
+    FaissIndexIDMap2 *map = NULL;
+    assert_int_equal(faiss_IndexFlatIP_new_with(&flat, DIM), 0);
+    assert_int_equal(faiss_IndexIDMap2_new(&map, flat), 0);
+    assert_false(faiss_IndexIDMap2_own_fields(map));
+    faiss_IndexIDMap2_set_own_fields(map, 1);
+    assert_true(faiss_IndexIDMap2_own_fields(map));
+
+    float *vecs = random_vectors(50, 5);
+    idx_t *ids = sequential_ids(50);
+    assert_int_equal(faiss_Index_add_with_ids(map, 50, vecs, ids), 0);
+    float dist[3 * K];
+    idx_t labels[3 * K];
+    assert_finds_self(map, vecs, 3, dist, labels);
+
+    faiss_Index_free(map);
+    free(ids);
+    free(vecs);
+}
+
+static void *error_in_fresh_thread(void *arg)
+{
+    (void)arg;
+    return (void *)faiss_get_last_error();
+}
+
+static void assert_error_set(void)
+{
+    const char *msg = faiss_get_last_error();
+    assert_non_null(msg);
+    assert_true(msg[0] != '\0');
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    FaissIndex *index = NULL;
+    assert_true(faiss_index_factory(&index, DIM, "NoSuchIndex",
+                                    METRIC_INNER_PRODUCT) < 0);
+    assert_null(index);
+    assert_error_set();
+
+    /* The message is per thread: a new thread has seen no failure. */
+    pthread_t t;
+    void *other = (void *)1;
+    assert_int_equal(pthread_create(&t, NULL, error_in_fresh_thread, NULL), 0);
+    assert_int_equal(pthread_join(t, &other), 0);
+    assert_null(other);
+
+    assert_true(faiss_read_index_fname("/nonexistent/sophia.faiss", 0,
+                                       &index) < 0);
+    assert_null(index);
+    assert_error_set();
+
+    /* A bare Flat index has no id map, so explicit ids are refused. */
+    assert_int_equal(
+        faiss_index_factory(&index, DIM, "Flat", METRIC_INNER_PRODUCT), 0);
+    float v[DIM] = {1.0f};
+    idx_t id = 7;
+    assert_int_equal(faiss_Index_add_with_ids(index, 1, v, &id),
+                     FAISS_EXCEPT);
+    assert_error_set();
+    assert_int_equal(faiss_Index_ntotal(index), 0);
+    faiss_Index_free(index);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_flat_self_search),
+        cmocka_unit_test(test_remove_ids_batch),
+        cmocka_unit_test(test_remove_ids_range),
+        cmocka_unit_test(test_write_read_roundtrip),
+        cmocka_unit_test(test_hnsw_recall),
+        cmocka_unit_test(test_constructors),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
