@@ -1,0 +1,485 @@
+/*
+ * api - see api.h.
+ *
+ * Routing is a short table of (method, path or prefix, handler): few
+ * endpoints, read top to bottom. Documents are built with jansson (JSON)
+ * or open_memstream (Prometheus text) from counters the modules keep.
+ */
+#include "api.h"
+
+#include <dirent.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cache.h"
+#include "host.h"
+#include "dict.h"
+#include "ingest.h"
+#include "log.h"
+#include "stream.h"
+#include "ws.h"
+
+typedef struct dash_file {
+    char *data;
+    size_t len;
+    const char *ctype;
+} dash_file;
+
+struct sophia_dash {
+    sophia_dict *files; /* "/name" -> dash_file */
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static int ct_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char d = alen != blen;
+    for (size_t i = 0; i < alen; i++)
+        d |= (unsigned char)(a[i] ^ b[i < blen ? i : 0]);
+    return d == 0;
+}
+
+/* Bearer tokens from server.tokens (comma-separated); open when unset. */
+static int authorized(sophia_http_req *r)
+{
+    const char *tokens = sophia_srv->conf->server.tokens;
+    if (!tokens || !*tokens)
+        return 1;
+    const char *h = sophia_http_req_header(r, "authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    const char *tok = h + 7;
+    size_t tlen = strlen(tok);
+    int ok = 0;
+    for (const char *p = tokens; *p;) {
+        size_t n = strcspn(p, ",");
+        ok |= n > 0 && ct_equal(tok, tlen, p, n);
+        p += n + (p[n] == ',');
+    }
+    return ok;
+}
+
+static json_t *stream_stats_json(const sophia_stream *st)
+{
+    sophia_stream_stats s;
+    sophia_stream_get_stats(st, &s);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f}", "received",
+                     (json_int_t)s.received, "processed",
+                     (json_int_t)s.processed, "dropped", (json_int_t)s.dropped,
+                     "failed", (json_int_t)s.failed, "retried",
+                     (json_int_t)s.retried, "rejected", (json_int_t)s.rejected,
+                     "queued", (json_int_t)s.queued, "capacity",
+                     (json_int_t)s.capacity, "rate", s.rate, "lag_ms", s.lag_ms);
+}
+
+static json_t *plugins_json(void)
+{
+    json_t *a = json_array();
+    const sophia_plugin_set *set = sophia_srv->plugins;
+    for (size_t i = 0; set && i < set->count; i++) {
+        const sophia_instance *in = set->items[i];
+        json_array_append_new(
+            a, json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "name", in->name,
+                         "plugin", in->desc->name, "kind",
+                         sophia_plugin_kind_name(in->desc->kind), "version",
+                         in->desc->version, "file", in->file, "loaded_at",
+                         (json_int_t)in->loaded_at, "reload_count",
+                         (json_int_t)in->reload_count));
+    }
+    return a;
+}
+
+json_t *sophia_api_stats_json(void)
+{
+    sophia_server *s = sophia_srv;
+    json_t *streams = json_object();
+    for (size_t i = 0; s->streams && i < sophia_streams_count(s->streams); i++) {
+        const sophia_stream *st = sophia_streams_at(s->streams, i);
+        json_object_set_new(streams, sophia_stream_name(st), stream_stats_json(st));
+    }
+    sophia_ws_stats ws = {0};
+    if (s->ws)
+        sophia_ws_get_stats(s->ws, &ws);
+    return json_pack(
+        "{s:s,s:I,s:o,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I},s:o,s:{s:I,s:I,s:I}}",
+        "version", SOPHIA_VERSION, "uptime_s",
+        (json_int_t)((sophia_now_wall_us() - s->started_us) / 1000000), "cache",
+        s->cache ? sophia_cache_stats_json(s->cache) : json_object(), "streams",
+        streams, "websocket", "connections", (json_int_t)ws.connections,
+        "subscriptions", (json_int_t)ws.subscriptions, "messages_in",
+        (json_int_t)ws.messages_in, "messages_out", (json_int_t)ws.messages_out,
+        "dropped", (json_int_t)ws.dropped, "slow_closed",
+        (json_int_t)ws.slow_closed, "plugins", plugins_json(), "reload",
+        "reloads", (json_int_t)s->reloads, "failures",
+        (json_int_t)s->reload_failures, "plugin_load_failures",
+        (json_int_t)s->plugin_load_failures);
+}
+
+/* ----------------------------------------------------------- /metrics */
+
+static void prom_escape(FILE *f, const char *s)
+{
+    for (; s && *s; s++) {
+        if (*s == '\\' || *s == '"')
+            fputc('\\', f);
+        if (*s == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+static void prom_head(FILE *f, const char *name, const char *type,
+                      const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void prom_streams(FILE *f)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } m[] = {
+        {"sophia_stream_events_received_total", "Events accepted into the stream queue.",
+         offsetof(sophia_stream_stats, received)},
+        {"sophia_stream_events_processed_total", "Events processed with their actions applied.",
+         offsetof(sophia_stream_stats, processed)},
+        {"sophia_stream_events_dropped_total", "Events the processor dropped.",
+         offsetof(sophia_stream_stats, dropped)},
+        {"sophia_stream_events_failed_total", "Events that failed processing.",
+         offsetof(sophia_stream_stats, failed)},
+        {"sophia_stream_events_rejected_total", "Events refused because the queue was full.",
+         offsetof(sophia_stream_stats, rejected)},
+    };
+    size_t n = sophia_srv->streams ? sophia_streams_count(sophia_srv->streams) : 0;
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        prom_head(f, m[k].name, "counter", m[k].help);
+        for (size_t i = 0; i < n; i++) {
+            sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+            sophia_stream_stats s;
+            sophia_stream_get_stats(st, &s);
+            fprintf(f, "%s{stream=\"%s\"} %llu\n", m[k].name, sophia_stream_name(st),
+                    (unsigned long long)*(uint64_t *)((char *)&s + m[k].off));
+        }
+    }
+    prom_head(f, "sophia_stream_queue_depth", "gauge", "Events waiting in the stream queue.");
+    for (size_t i = 0; i < n; i++) {
+        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream_stats s;
+        sophia_stream_get_stats(st, &s);
+        fprintf(f, "sophia_stream_queue_depth{stream=\"%s\"} %zu\n",
+                sophia_stream_name(st), s.queued);
+    }
+}
+
+static void prom_ws(FILE *f)
+{
+    sophia_ws_stats w = {0};
+    if (sophia_srv->ws)
+        sophia_ws_get_stats(sophia_srv->ws, &w);
+    prom_head(f, "sophia_ws_connections", "gauge", "Open WebSocket connections.");
+    fprintf(f, "sophia_ws_connections %llu\n", (unsigned long long)w.connections);
+    prom_head(f, "sophia_ws_subscriptions", "gauge", "Open subscriptions.");
+    fprintf(f, "sophia_ws_subscriptions %llu\n", (unsigned long long)w.subscriptions);
+    prom_head(f, "sophia_ws_messages_in_total", "counter", "Messages received from clients.");
+    fprintf(f, "sophia_ws_messages_in_total %llu\n", (unsigned long long)w.messages_in);
+    prom_head(f, "sophia_ws_messages_out_total", "counter", "Messages written to clients.");
+    fprintf(f, "sophia_ws_messages_out_total %llu\n", (unsigned long long)w.messages_out);
+    prom_head(f, "sophia_ws_dropped_total", "counter", "Messages dropped with slow clients.");
+    fprintf(f, "sophia_ws_dropped_total %llu\n", (unsigned long long)w.dropped);
+}
+
+static void prom_plugin_counter(const char *inst, const char *name,
+                                double v, void *arg)
+{
+    FILE *f = arg;
+    fputs("sophia_plugin_", f);
+    for (const char *p = name; *p; p++) /* metric names: [a-zA-Z0-9_] */
+        fputc((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                      (*p >= '0' && *p <= '9')
+                  ? *p
+                  : '_',
+              f);
+    fputs("_total{instance=\"", f);
+    prom_escape(f, inst);
+    fprintf(f, "\"} %.17g\n", v);
+}
+
+static void prom_plugins(FILE *f)
+{
+    prom_head(f, "sophia_plugin_info", "gauge", "Loaded plugin instances.");
+    const sophia_plugin_set *set = sophia_srv->plugins;
+    for (size_t i = 0; set && i < set->count; i++) {
+        const sophia_instance *in = set->items[i];
+        fputs("sophia_plugin_info{instance=\"", f);
+        prom_escape(f, in->name);
+        fputs("\",plugin=\"", f);
+        prom_escape(f, in->desc->name);
+        fputs("\",version=\"", f);
+        prom_escape(f, in->desc->version);
+        fprintf(f, "\",kind=\"%s\"} 1\n", sophia_plugin_kind_name(in->desc->kind));
+    }
+    prom_head(f, "sophia_plugin_load_failures_total", "counter", "Plugin loads refused.");
+    fprintf(f, "sophia_plugin_load_failures_total %llu\n",
+            (unsigned long long)sophia_srv->plugin_load_failures);
+    prom_head(f, "sophia_reloads_total", "counter", "Successful configuration reloads.");
+    fprintf(f, "sophia_reloads_total %llu\n", (unsigned long long)sophia_srv->reloads);
+    prom_head(f, "sophia_reload_failures_total", "counter", "Reloads refused; the old configuration kept running.");
+    fprintf(f, "sophia_reload_failures_total %llu\n",
+            (unsigned long long)sophia_srv->reload_failures);
+    sophia_host_counters_each(prom_plugin_counter, f);
+}
+
+static void prom_cache(FILE *f)
+{
+    if (!sophia_srv->cache)
+        return;
+    json_t *c = sophia_cache_stats_json(sophia_srv->cache);
+    json_t *l1 = json_object_get(c, "l1");
+    prom_head(f, "sophia_cache_hits_total", "counter", "Cache hits per tier.");
+    fprintf(f, "sophia_cache_hits_total{tier=\"l1\"} %lld\n",
+            (long long)json_integer_value(json_object_get(l1, "hits")));
+    prom_head(f, "sophia_cache_misses_total", "counter", "Cache misses per tier.");
+    fprintf(f, "sophia_cache_misses_total{tier=\"l1\"} %lld\n",
+            (long long)json_integer_value(json_object_get(l1, "misses")));
+    prom_head(f, "sophia_cache_entries", "gauge", "Entries per tier.");
+    fprintf(f, "sophia_cache_entries{tier=\"l1\"} %lld\n",
+            (long long)json_integer_value(json_object_get(l1, "entries")));
+    prom_head(f, "sophia_cache_bytes", "gauge", "Bytes per tier.");
+    fprintf(f, "sophia_cache_bytes{tier=\"l1\"} %lld\n",
+            (long long)json_integer_value(json_object_get(l1, "bytes")));
+    prom_head(f, "sophia_cache_tier_up", "gauge", "1 when the tier is reachable, 0 when down (absent when disabled).");
+    const char *tiers[] = {"l2", "l3"};
+    for (int i = 0; i < 2; i++) {
+        const char *st = json_string_value(json_object_get(json_object_get(c, tiers[i]), "status"));
+        if (st && strcmp(st, "disabled") != 0)
+            fprintf(f, "sophia_cache_tier_up{tier=\"%s\"} %d\n", tiers[i],
+                    strcmp(st, "up") == 0);
+    }
+    json_decref(c);
+}
+
+static void get_metrics(sophia_http_req *r)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        sophia_http_reply_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    prom_head(f, "sophia_build_info", "gauge", "Version of sophiad.");
+    fprintf(f, "sophia_build_info{version=\"%s\"} 1\n", SOPHIA_VERSION);
+    prom_head(f, "sophia_uptime_seconds", "gauge", "Seconds since start.");
+    fprintf(f, "sophia_uptime_seconds %lld\n",
+            (long long)((sophia_now_wall_us() - sophia_srv->started_us) / 1000000));
+    prom_head(f, "sophia_http_requests_total", "counter", "HTTP requests answered.");
+    fprintf(f, "sophia_http_requests_total %llu\n",
+            (unsigned long long)sophia_srv->http_requests);
+    prom_streams(f);
+    prom_ws(f);
+    prom_cache(f);
+    prom_plugins(f);
+    fclose(f);
+    sophia_http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
+}
+
+/* ---------------------------------------------------------- handlers */
+
+static void get_healthz(sophia_http_req *r)
+{
+    json_t *down = json_array(), *tiers = json_object();
+    const char *err;
+    const char *names[2] = {"l2", "l3"};
+    int states[2] = {-1, -1};
+    if (sophia_srv->cache) {
+        states[0] = sophia_cache_l2_state(sophia_srv->cache, &err);
+        states[1] = sophia_cache_l3_state(sophia_srv->cache, &err);
+    }
+    json_object_set_new(tiers, "l1", json_string("up"));
+    for (int i = 0; i < 2; i++) {
+        json_object_set_new(tiers, names[i],
+                            json_string(states[i] < 0 ? "disabled"
+                                        : states[i]   ? "up"
+                                                      : "down"));
+        if (states[i] == 0)
+            json_array_append_new(down, json_string(names[i]));
+    }
+    int ok = json_array_size(down) == 0;
+    sophia_http_reply_json(
+        r, ok ? 200 : 503,
+        json_pack("{s:s,s:o,s:o,s:s}", "status", ok ? "ok" : "degraded", "tiers",
+                  tiers, "down", down, "version", SOPHIA_VERSION));
+}
+
+static void get_stats(sophia_http_req *r)
+{
+    sophia_http_reply_json(r, 200, sophia_api_stats_json());
+}
+
+static void post_ingest(sophia_http_req *r, const char *name)
+{
+    sophia_stream *st = sophia_srv->streams ? sophia_streams_find(sophia_srv->streams, name) : NULL;
+    if (!st) {
+        sophia_http_reply_error(r, 404, "unknown_stream",
+                                "no stream named '%s' is configured", name);
+        return;
+    }
+    size_t len;
+    const char *body = sophia_http_req_body(r, &len);
+    sophia_parse_error pe;
+    json_t *events = sophia_ingest_parse(body, len, &pe);
+    if (!events) {
+        json_t *e = json_pack("{s:{s:s,s:s,s:i,s:i,s:I}}", "error", "code",
+                              "bad_json", "message", pe.text, "line", pe.line,
+                              "column", pe.column, "offset", (json_int_t)pe.offset);
+        sophia_http_reply_json(r, 400, e);
+        return;
+    }
+    size_t n = json_array_size(events);
+    json_t **v = malloc((n ? n : 1) * sizeof(*v));
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = json_array_get(events, i);
+    int rc = v ? sophia_stream_accept(st, v, n, "http") : SOPHIA_ENOMEM;
+    free(v);
+    json_decref(events);
+    if (rc == SOPHIA_EBUSY) {
+        sophia_http_set_retry_after(r, 1);
+        sophia_http_reply_error(r, 503, "queue_full",
+                                "stream '%s' queue cannot take %zu more events; retry later",
+                                name, n);
+        return;
+    }
+    if (rc != 0) {
+        sophia_http_reply_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    sophia_http_reply_json(r, 202, json_pack("{s:I}", "accepted", (json_int_t)n));
+}
+
+static int get_dashboard(sophia_http_req *r)
+{
+    if (!sophia_srv->dash)
+        return 0;
+    const char *path = sophia_http_req_path(r);
+    dash_file *f = sophia_dict_get(sophia_srv->dash->files,
+                                   strcmp(path, "/") == 0 ? "/index.html" : path);
+    if (!f)
+        return 0;
+    char *copy = malloc(f->len ? f->len : 1);
+    if (copy)
+        memcpy(copy, f->data, f->len);
+    sophia_http_reply(r, 200, f->ctype, copy, copy ? f->len : 0);
+    return 1;
+}
+
+void sophia_api_dispatch(sophia_http_req *r)
+{
+    const char *path = sophia_http_req_path(r);
+    sophia_http_method m = sophia_http_req_method(r);
+    int api = strncmp(path, "/api/", 5) == 0 || strncmp(path, "/ingest/", 8) == 0;
+
+    if (api && !authorized(r)) {
+        sophia_http_reply_error(r, 401, "unauthorized",
+                                "missing or wrong bearer token (Authorization: Bearer <token>)");
+        return;
+    }
+    if (m == SOPHIA_HTTP_GET && strcmp(path, "/healthz") == 0)
+        get_healthz(r);
+    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/metrics") == 0)
+        get_metrics(r);
+    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/api/stats") == 0)
+        get_stats(r);
+    else if (m == SOPHIA_HTTP_POST && strncmp(path, "/ingest/", 8) == 0)
+        post_ingest(r, path + 8);
+    else if (strncmp(path, "/ingest/", 8) == 0)
+        sophia_http_reply_error(r, 405, "method_not_allowed", "use POST");
+    else if (m == SOPHIA_HTTP_GET && get_dashboard(r))
+        return;
+    else
+        sophia_http_reply_error(r, 404, "not_found", "no endpoint %s", path);
+}
+
+/* --------------------------------------------------------- dashboard */
+
+static const char *ctype_of(const char *name)
+{
+    static const struct {
+        const char *ext, *ctype;
+    } map[] = {{".html", "text/html; charset=utf-8"},
+               {".js", "text/javascript; charset=utf-8"},
+               {".css", "text/css; charset=utf-8"},
+               {".svg", "image/svg+xml"},
+               {".png", "image/png"},
+               {".ico", "image/x-icon"},
+               {".json", "application/json"}};
+    const char *dot = strrchr(name, '.');
+    for (size_t i = 0; dot && i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(dot, map[i].ext) == 0)
+            return map[i].ctype;
+    return "application/octet-stream";
+}
+
+static dash_file *read_file(const char *path, const char *name)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return NULL;
+    dash_file *f = calloc(1, sizeof(*f));
+    struct stat sb;
+    if (!f || fstat(fileno(fp), &sb) != 0 || sb.st_size > 8 * 1024 * 1024 ||
+        !(f->data = malloc((size_t)sb.st_size + 1)) ||
+        fread(f->data, 1, (size_t)sb.st_size, fp) != (size_t)sb.st_size) {
+        if (f)
+            free(f->data);
+        free(f);
+        fclose(fp);
+        return NULL;
+    }
+    fclose(fp);
+    f->len = (size_t)sb.st_size;
+    f->ctype = ctype_of(name);
+    return f;
+}
+
+static void dash_file_free(void *p)
+{
+    dash_file *f = p;
+    free(f->data);
+    free(f);
+}
+
+int sophia_api_load_dashboard(sophia_server *srv, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    srv->dash = calloc(1, sizeof(*srv->dash));
+    srv->dash->files = sophia_dict_new();
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[4096], key[300];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        snprintf(key, sizeof(key), "/%s", e->d_name);
+        dash_file *f = read_file(path, e->d_name);
+        if (f)
+            sophia_dict_set(srv->dash->files, key, f);
+    }
+    closedir(d);
+    return 0;
+}
+
+void sophia_api_free_dashboard(sophia_server *srv)
+{
+    if (!srv->dash)
+        return;
+    sophia_dict_free(srv->dash->files, dash_file_free);
+    free(srv->dash);
+    srv->dash = NULL;
+}

@@ -1,0 +1,28 @@
+/*
+ * ingest - turning an HTTP body into events.
+ *
+ * A body is one JSON object, a JSON array of objects, or NDJSON (objects
+ * one after another, separated by whitespace). Parsing is all-or-nothing:
+ * any error rejects the whole body, with the line, column and byte offset
+ * where it was found, so a client can fix and resend it without wondering
+ * which half got in. jansson does the parsing; this file only walks the
+ * sequence of values.
+ */
+#ifndef SOPHIA_INGEST_H
+#define SOPHIA_INGEST_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+typedef struct sophia_parse_error {
+    char text[200];
+    int line;      /* 1-based */
+    int column;    /* 1-based, in bytes */
+    size_t offset; /* 0-based byte offset */
+} sophia_parse_error;
+
+/* Returns a new JSON array holding every event, or NULL with *err set. */
+json_t *sophia_ingest_parse(const char *body, size_t len,
+                            sophia_parse_error *err);
+
+#endif

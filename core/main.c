@@ -1,0 +1,338 @@
+/*
+ * main - sophiad's command line, start-up order and graceful shutdown.
+ *
+ * Start-up validates everything before opening a socket: configuration,
+ * then every plugin (ABI, options, init), then the streams that bind them.
+ * `--check` stops there. Shutdown runs the other way: stop accepting,
+ * process what was accepted, send it, close WebSockets with 1001, exit 0.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "cache.h"
+#include "config.h"
+#include "host.h"
+#include "http.h"
+#include "log.h"
+#include "loop.h"
+#include "plugin.h"
+#include "server.h"
+#include "stream.h"
+#include "ws.h"
+
+#define SHUTDOWN_GRACE_MS 3000
+
+sophia_server *sophia_srv;
+
+typedef struct cli {
+    const char *config;
+    const char *listen;
+    const char *log_level;
+    int check;
+} cli;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: sophiad [-c FILE] [--listen HOST:PORT] [--check]\n"
+            "               [--log-level debug|info|warn|error] [--version] [--help]\n"
+            "\n"
+            "  -c, --config FILE   configuration (default config/sophia.yaml)\n"
+            "  --listen HOST:PORT  overrides server.listen and SOPHIA_LISTEN\n"
+            "  --check             validate configuration and plugins, then exit\n"
+            "  --log-level LEVEL   overrides log.level\n"
+            "\n"
+            "environment: SOPHIA_REDIS_URL, SOPHIA_PG_URL (empty disables the tier),\n"
+            "SOPHIA_LISTEN, and the secret_env variables the configuration names.\n");
+}
+
+/* Returns -1 to continue, else an exit code. */
+static int parse_args(int argc, char **argv, cli *c)
+{
+    enum { OPT_LISTEN = 256, OPT_CHECK, OPT_LOG, OPT_VERSION, OPT_HELP };
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"check", no_argument, NULL, OPT_CHECK},
+        {"log-level", required_argument, NULL, OPT_LOG},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0}};
+    c->config = "config/sophia.yaml";
+    int o;
+    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': c->config = optarg; break;
+        case OPT_LISTEN: c->listen = optarg; break;
+        case OPT_CHECK: c->check = 1; break;
+        case OPT_LOG: c->log_level = optarg; break;
+        case OPT_VERSION:
+            printf("sophiad %s (SDK %d.%d)\n", SOPHIA_VERSION,
+                   SOPHIA_SDK_VERSION_MAJOR, SOPHIA_SDK_VERSION_MINOR);
+            return 0;
+        case 'h':
+        case OPT_HELP: usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sophiad: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (c->log_level && sophia_log_parse_level(c->log_level) < 0) {
+        fprintf(stderr, "sophiad: --log-level must be debug, info, warn or error\n");
+        return 2;
+    }
+    return -1;
+}
+
+static int is_loopback(const char *host)
+{
+    return strcmp(host, "127.0.0.1") == 0 || strncmp(host, "127.", 4) == 0 ||
+           strcmp(host, "::1") == 0 || strcmp(host, "[::1]") == 0 ||
+           strcmp(host, "localhost") == 0;
+}
+
+/* Secrets policy (SPEC §3): open endpoints only on loopback. */
+static void check_secrets(const sophia_conf *c, const char *host,
+                          sophia_diag *d)
+{
+    if (is_loopback(host))
+        return;
+    if (!c->server.tokens || !*c->server.tokens)
+        sophia_diag_add(d, c->file, 0, 0,
+                        "server.listen %s is not loopback but no ingest tokens "
+                        "are set (server.tokens.secret_env %s is empty)",
+                        c->server.listen,
+                        c->server.tokens_env ? c->server.tokens_env : "unset");
+    if (!c->ws.auth_secret || !*c->ws.auth_secret)
+        sophia_diag_add(d, c->file, 0, 0,
+                        "server.listen %s is not loopback but WebSocket auth has "
+                        "no secret (websocket.auth.secret_env)",
+                        c->server.listen);
+}
+
+static sophia_conf *load_conf(const cli *a, sophia_diag *d)
+{
+    sophia_conf *c = sophia_conf_load(a->config, d);
+    if (!c)
+        return NULL;
+    sophia_conf_apply_env(c, a->listen);
+    sophia_conf_validate(c, d);
+    return c;
+}
+
+static void print_check(const sophia_plugin_set *set)
+{
+    for (size_t i = 0; i < set->count; i++) {
+        const sophia_instance *in = set->items[i];
+        printf("%s: %s %s %s (%s)\n", in->name, sophia_plugin_kind_name(in->desc->kind),
+               in->desc->name, in->desc->version, in->file);
+        sophia_plugin_print_options(in, stdout);
+    }
+}
+
+/* --------------------------------------------------------- shutdown */
+
+static struct event *shutdown_ev;
+static int64_t shutdown_deadline_us;
+
+static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_server *s = arg;
+    sophia_ws_stats w;
+    sophia_ws_get_stats(s->ws, &w);
+    if (w.connections == 0 || sophia_now_mono_us() > shutdown_deadline_us) {
+        sophia_loop_stop(s->loop);
+        return;
+    }
+    struct timeval tv = {0, 20000};
+    evtimer_add(shutdown_ev, &tv);
+}
+
+static void begin_shutdown(sophia_server *s, int sig)
+{
+    if (s->shutting_down)
+        return;
+    s->shutting_down = 1;
+    sophia_info("main", "msg=\"shutting down\" signal=%d pending=%zu", sig,
+                sophia_streams_pending(s->streams));
+    sophia_streams_drain(s->streams); /* what was accepted gets processed */
+    sophia_ws_close_all(s->ws);
+    shutdown_deadline_us = sophia_now_mono_us() + SHUTDOWN_GRACE_MS * 1000;
+    shutdown_ev = evtimer_new(sophia_loop_base(s->loop), on_shutdown_tick, s);
+    on_shutdown_tick(-1, 0, s);
+}
+
+/* SIGHUP: the new file is parsed and validated first; applying it to the
+ * running plugin set is the hot-reload issue's work, so a valid file is
+ * reported as such and the running set stays. */
+static void on_reload(sophia_server *s)
+{
+    sophia_diag d;
+    sophia_diag_init(&d);
+    sophia_conf *c = sophia_conf_load(s->conf->file, &d);
+    if (c) {
+        sophia_conf_apply_env(c, NULL);
+        sophia_conf_validate(c, &d);
+    }
+    if (d.count) {
+        s->reload_failures++;
+        for (size_t i = 0; i < d.count; i++) {
+            char q[1100];
+            sophia_error("reload", "msg=\"configuration rejected, keeping the running one\" problem=%s",
+                         sophia_log_quote(d.lines[i], q, sizeof(q)));
+        }
+    } else {
+        sophia_warn("reload", "msg=\"configuration valid; applying changes without restart is not supported in this version\" file=%s",
+                    s->conf->file);
+    }
+    sophia_conf_free(c);
+    sophia_diag_free(&d);
+}
+
+static void on_signal(int sig, void *arg)
+{
+    sophia_server *s = arg;
+    if (sig == SIGHUP) {
+        if (!s->shutting_down)
+            on_reload(s);
+        return;
+    }
+    begin_shutdown(s, sig);
+}
+
+/* ------------------------------------------------------------ start */
+
+static const char *find_share_dir(const sophia_conf *c, char *buf, size_t len)
+{
+    if (c->server.share_dir)
+        return c->server.share_dir;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        snprintf(buf, len, "%s/../share/sophia", dirname(exe));
+        if (access(buf, R_OK) == 0)
+            return buf;
+    }
+    if (access(SOPHIA_SOURCE_SHARE_DIR, R_OK) == 0)
+        return SOPHIA_SOURCE_SHARE_DIR;
+    return SOPHIA_DEFAULT_SHARE_DIR;
+}
+
+static int start(sophia_server *s)
+{
+    char buf[PATH_MAX];
+    const char *share = find_share_dir(s->conf, buf, sizeof(buf));
+    if (sophia_api_load_dashboard(s, share) < 0)
+        sophia_warn("main", "msg=\"no dashboard files\" dir=%s", share);
+    s->loop = sophia_loop_new();
+    if (!s->loop)
+        return -1;
+    struct event_base *base = sophia_loop_base(s->loop);
+    s->ws = sophia_ws_router_new(s->conf->ws.max_queue);
+    s->cache = sophia_cache_new(s->conf, base);
+    sophia_diag d;
+    sophia_diag_init(&d);
+    s->streams = sophia_streams_new(s->conf, s->plugins, base, &d);
+    sophia_diag_free(&d); /* already validated by --check's path */
+    if (!s->ws || !s->cache || !s->streams)
+        return -1;
+    if (sophia_loop_signals(s->loop, on_signal, s) < 0 || sophia_http_start(s) < 0)
+        return -1;
+    s->started_us = sophia_now_wall_us();
+    sophia_info("main", "msg=\"listening\" addr=%s:%d plugins=%zu streams=%zu version=%s",
+                s->host, s->port, s->plugins->count,
+                sophia_streams_count(s->streams), SOPHIA_VERSION);
+    return 0;
+}
+
+static void stop(sophia_server *s)
+{
+    sophia_http_stop(s);
+    sophia_streams_free(s->streams);
+    sophia_ws_router_free(s->ws);
+    sophia_cache_free(s->cache);
+    if (shutdown_ev)
+        event_free(shutdown_ev);
+    sophia_loop_free(s->loop);
+    sophia_api_free_dashboard(s);
+}
+
+/* Validates config, plugins and streams; every problem goes to `d`. */
+static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
+{
+    s->conf = load_conf(a, d);
+    if (!s->conf || d->count)
+        return -1;
+    if (!a->log_level)
+        sophia_log_set_level(s->conf->log_level);
+    if (sophia_conf_split_listen(s->conf->server.listen, &s->host, &s->port) < 0)
+        return -1;
+    check_secrets(s->conf, s->host, d);
+    if (d->count)
+        return -1;
+    s->plugins = sophia_plugin_set_load(s->conf, sophia_host_table(), d);
+    if (!s->plugins) {
+        s->plugin_load_failures++;
+        return -1;
+    }
+    /* Streams need the loaded set to check processor kinds. */
+    struct event_base *probe = event_base_new();
+    sophia_streams *st = sophia_streams_new(s->conf, s->plugins, probe, d);
+    sophia_streams_free(st);
+    event_base_free(probe);
+    return d->count ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    cli a = {0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    if (a.log_level)
+        sophia_log_set_level((sophia_log_lvl)sophia_log_parse_level(a.log_level));
+
+    sophia_server srv = {0};
+    sophia_srv = &srv;
+    sophia_diag d;
+    sophia_diag_init(&d);
+    sophia_plugin_system_init();
+    rc = prepare(&srv, &a, &d);
+    if (rc < 0 || a.check) {
+        if (rc < 0) {
+            sophia_diag_print(&d, stderr);
+            if (!d.count)
+                fprintf(stderr, "%s: invalid configuration\n", a.config);
+        } else {
+            print_check(srv.plugins);
+            printf("%s: ok\n", a.config);
+        }
+    } else if ((rc = start(&srv)) == 0) {
+        if (!srv.conf->server.tokens)
+            sophia_warn("main", "msg=\"ingest and API are open: no tokens configured (loopback only)\"");
+        rc = sophia_loop_run(srv.loop) < 0 ? -1 : 0;
+        sophia_info("main", "msg=\"stopped\"");
+    }
+    if (!a.check && srv.loop)
+        stop(&srv);
+    sophia_plugin_set_free(srv.plugins);
+    sophia_plugin_system_shutdown();
+    sophia_host_shutdown();
+    sophia_conf_free(srv.conf);
+    free(srv.host);
+    sophia_diag_free(&d);
+    return rc < 0 ? 1 : 0;
+}

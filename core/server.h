@@ -1,0 +1,49 @@
+/*
+ * server - the daemon's one shared state: configuration, loop, plugins,
+ * streams, WebSocket router, cache tiers and counters.
+ *
+ * Like Redis's `server`, there is exactly one, reachable as `sophia_srv`,
+ * because host-API callbacks handed to plugins carry no context pointer of
+ * ours beyond the instance. Everything in it is touched on the loop thread
+ * only.
+ */
+#ifndef SOPHIA_SERVER_H
+#define SOPHIA_SERVER_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "loop.h"
+#include "plugin.h"
+
+struct lws_context;
+struct sophia_ws_router;
+struct sophia_streams;
+struct sophia_cache;
+struct sophia_dash;
+
+typedef struct sophia_server {
+    sophia_conf *conf;
+    sophia_loop *loop;
+    struct lws_context *lws;
+    sophia_plugin_set *plugins;
+    struct sophia_streams *streams;
+    struct sophia_ws_router *ws;
+    struct sophia_cache *cache;
+    struct sophia_dash *dash; /* dashboard files served at / */
+    char *host;               /* listen host */
+    int port;                 /* listen port (actual, after bind) */
+    int64_t started_us;       /* wall clock */
+    int shutting_down;
+
+    /* counters for /metrics and /api/stats */
+    uint64_t http_requests;
+    uint64_t http_errors;        /* 4xx and 5xx answered */
+    uint64_t plugin_load_failures;
+    uint64_t reloads;
+    uint64_t reload_failures;
+} sophia_server;
+
+extern sophia_server *sophia_srv;
+
+#endif
