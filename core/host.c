@@ -178,7 +178,7 @@ static sophia_json *host_json_array(void) { return (sophia_json *)json_array(); 
 static sophia_json *host_json_str(const char *s) { return (sophia_json *)json_string(s); }
 static sophia_json *host_json_num(double d) { return (sophia_json *)json_real(d); }
 static sophia_json *host_json_int(int64_t i) { return (sophia_json *)json_integer(i); }
-static sophia_json *host_json_boolean(int b) { return (sophia_json *)json_boolean(b); }
+static sophia_json *host_json_bool_new(int b) { return (sophia_json *)json_boolean(b); }
 
 static sophia_json *host_json_copy(const sophia_json *v)
 {
@@ -411,7 +411,7 @@ static const sophia_host host_table = {
     .json_str = host_json_str,
     .json_num = host_json_num,
     .json_int = host_json_int,
-    .json_boolean = host_json_boolean,
+    .json_bool_new = host_json_bool_new,
     .json_copy = host_json_copy,
     .json_set = host_json_set,
     .json_append = host_json_append,

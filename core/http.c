@@ -407,6 +407,7 @@ int sophia_http_start(sophia_server *srv)
     info.timeout_secs = 30;
     info.pt_serv_buf_size = 32 * 1024;
     info.vhost_name = "sophia";
+    info.pcontext = &srv->lws; /* lws clears it once fully destroyed */
     srv->lws = lws_create_context(&info);
     if (!srv->lws) {
         sophia_error("http", "msg=\"cannot listen\" listen=%s:%d", srv->host,
@@ -423,7 +424,11 @@ void sophia_http_stop(sophia_server *srv)
 {
     if (!srv->lws)
         return;
+    /* With a foreign loop, destruction finishes in lws's handle-close
+     * callbacks: run libuv until they ran, then let lws free the rest. */
     lws_context_destroy(srv->lws);
-    srv->lws = NULL;
     sophia_loop_uv_drain(srv->loop);
+    if (srv->lws)
+        lws_context_destroy(srv->lws);
+    srv->lws = NULL;
 }

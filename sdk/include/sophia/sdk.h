@@ -196,7 +196,7 @@ typedef struct sophia_host {
     sophia_json *(*json_str)(const char *s);
     sophia_json *(*json_num)(double d);
     sophia_json *(*json_int)(int64_t i);
-    sophia_json *(*json_boolean)(int b);
+    sophia_json *(*json_bool_new)(int b); /* not json_boolean: a jansson macro */
     /* Deep copy of a borrowed value. */
     sophia_json *(*json_copy)(const sophia_json *v);
     /* Takes `value`. Returns 0 or a negative sophia_errno. */

@@ -1,0 +1,156 @@
+/*
+ * test_host - the host table as plugins see it: JSON access by path,
+ * building values, update topic routing, and actions queued in a context
+ * being discarded when the callback fails.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "dict.h"
+#include "host.h"
+#include "server.h"
+
+sophia_server *sophia_srv; /* the daemon defines it in main.c */
+
+static void test_table_header(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    assert_int_equal(h->struct_size, sizeof(sophia_host));
+    assert_int_equal(h->abi_major, SOPHIA_SDK_VERSION_MAJOR);
+    assert_int_equal(h->abi_minor, SOPHIA_SDK_VERSION_MINOR);
+    assert_string_equal(h->strerror(SOPHIA_EBUSY), "queue full");
+    assert_string_equal(h->strerror(0), "ok");
+}
+
+static void test_json_paths(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    json_t *doc = json_loads("{\"a\":{\"b\":[10,{\"c\":\"x\"}]},\"n\":2.5,\"t\":true}", 0, NULL);
+    const sophia_json *root = (const sophia_json *)doc;
+    assert_string_equal(h->json_string(h->json_get(root, "a.b.1.c")), "x");
+    assert_true(h->json_number(h->json_get(root, "a.b.0"), -1) == 10.0);
+    assert_true(h->json_number(h->json_get(root, "n"), -1) == 2.5);
+    assert_int_equal(h->json_bool(h->json_get(root, "t"), 0), 1);
+    assert_null(h->json_get(root, "a.b.9"));
+    assert_null(h->json_get(root, "a.b.x"));
+    assert_null(h->json_get(root, "n.deeper"));
+    assert_int_equal(h->json_type(h->json_get(root, "missing")), SOPHIA_JSON_MISSING);
+    assert_int_equal(h->json_type(h->json_get(root, "a")), SOPHIA_JSON_OBJECT);
+    assert_int_equal(h->json_size(h->json_get(root, "a.b")), 2);
+    const sophia_json *v;
+    assert_string_equal(h->json_key_at(root, 1, &v), "n");
+    assert_null(h->json_key_at(root, 3, &v));
+    json_decref(doc);
+}
+
+static void test_json_build(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    sophia_json *o = h->json_object();
+    assert_int_equal(h->json_set(o, "s", h->json_str("v")), 0);
+    assert_int_equal(h->json_set(o, "i", h->json_int(7)), 0);
+    sophia_json *a = h->json_array();
+    h->json_append(a, h->json_bool_new(0));
+    h->json_set(o, "a", a);
+    char *s = h->json_dump(o);
+    assert_string_equal(s, "{\"s\":\"v\",\"i\":7,\"a\":[false]}");
+    h->free(s);
+    h->json_free(o);
+}
+
+static void test_update_topics(void **unused)
+{
+    (void)unused;
+    const char *t[6];
+    char buf[256];
+    size_t n = sophia_update_topics("metric", "exec", "metrics", NULL, NULL, t, buf, sizeof(buf));
+    assert_int_equal(n, 3);
+    assert_string_equal(t[0], "updates:metric");
+    assert_string_equal(t[1], "dashboard:exec");
+    assert_string_equal(t[2], "stream:metrics");
+    n = sophia_update_topics("alert", NULL, NULL, "warning", "custom", t, buf, sizeof(buf));
+    assert_int_equal(n, 4);
+    assert_string_equal(t[1], "alerts");
+    assert_string_equal(t[2], "alerts:warning");
+    assert_string_equal(t[3], "custom");
+    /* Too small a buffer stops early instead of overflowing. */
+    n = sophia_update_topics("metric", "a-very-long-dashboard-name", NULL, NULL, NULL, t, buf, 20);
+    assert_int_equal(n, 1);
+}
+
+static void test_actions_discarded_unless_applied(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    sophia_ctx *ctx = sophia_ctx_new(NULL, "s");
+    assert_int_equal(h->publish(ctx, SOPHIA_UPDATE_METRIC, NULL, "d", h->json_object()), 0);
+    const char *tags[] = {"t1", NULL};
+    assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), 10, tags), 0);
+    assert_int_equal(h->alert(ctx, "system", "warning", "m", NULL), 0);
+    assert_int_equal(h->publish(ctx, (sophia_update_type)99, NULL, NULL, h->json_object()),
+                     SOPHIA_EINVAL);
+    assert_int_equal(h->cache_put(ctx, NULL, h->json_int(1), 0, NULL), SOPHIA_EINVAL);
+    /* Freed without apply: nothing leaks (ASan checks), nothing applied. */
+    sophia_ctx_free(ctx);
+}
+
+static void test_counters(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    struct sophia_self self = {.name = "inst"};
+    h->counter_add(&self, "points", 2);
+    h->counter_add(&self, "points", 3);
+    double got = 0;
+    void fn(const char *i, const char *n, double v, void *arg);
+    sophia_host_counters_each(fn, &got);
+    assert_true(got == 5.0);
+    sophia_host_shutdown();
+}
+
+void fn(const char *i, const char *n, double v, void *arg)
+{
+    if (strcmp(i, "inst") == 0 && strcmp(n, "points") == 0)
+        *(double *)arg = v;
+}
+
+static void test_dict(void **unused)
+{
+    (void)unused;
+    sophia_dict *d = sophia_dict_new();
+    char key[32];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        assert_null(sophia_dict_set(d, key, (void *)(long)(i + 1)));
+    }
+    assert_int_equal(sophia_dict_size(d), 1000);
+    assert_int_equal((long)sophia_dict_get(d, "k500"), 501);
+    assert_int_equal((long)sophia_dict_set(d, "k500", (void *)7L), 501);
+    assert_int_equal((long)sophia_dict_del(d, "k500"), 7);
+    assert_null(sophia_dict_get(d, "k500"));
+    assert_int_equal(sophia_dict_size(d), 999);
+    sophia_dict_free(d, NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table_header),
+        cmocka_unit_test(test_json_paths),
+        cmocka_unit_test(test_json_build),
+        cmocka_unit_test(test_update_topics),
+        cmocka_unit_test(test_actions_discarded_unless_applied),
+        cmocka_unit_test(test_counters),
+        cmocka_unit_test(test_dict),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
