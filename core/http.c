@@ -342,6 +342,8 @@ static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
                          void *user, void *in, size_t len)
 {
     http_pss *pss = user;
+    if (!pss) /* events before lws bound us to the connection */
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
     switch (reason) {
     case LWS_CALLBACK_HTTP:
         return on_http(wsi, pss, in);
