@@ -154,7 +154,7 @@ static void test_default_file(void **state)
     assert_int_equal(m->nopts, 1);
     assert_string_equal(m->opts[0].key, "default_dashboard");
     assert_string_equal(m->opts[0].scalar, "default");
-    int line, col;
+    int line = 0, col = 0;
     find_in_file(file, "default_dashboard: default", &line, &col);
     assert_int_equal(m->opts[0].line, line);
     assert_int_equal(m->opts[0].col, col + (int)strlen("default_dashboard: "));

@@ -1,0 +1,102 @@
+// `sophiad --check` and start-up refusals: configuration and plugin
+// problems are reported as FILE:LINE:COL: message, exit 1, nothing listens.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { runSophiad } from './lib/daemon.mjs';
+
+const SRC = process.env.SOPHIA_SOURCE_DIR;
+
+function writeYaml(text) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sophia-check-'));
+  const file = path.join(dir, 'sophia.yaml');
+  writeFileSync(file, text
+    .replaceAll('@PLUGIN_DIR@', process.env.SOPHIA_PLUGIN_DIR)
+    .replaceAll('@TEST_PLUGIN_DIR@', process.env.SOPHIA_TEST_PLUGIN_DIR));
+  return file;
+}
+
+test('--version and --help', async () => {
+  const v = await runSophiad(['--version']);
+  assert.equal(v.code, 0);
+  assert.match(v.stdout, /^sophiad \d+\.\d+\.\d+ \(SDK 1\.\d+\)/);
+  const h = await runSophiad(['--help']);
+  assert.equal(h.code, 0);
+  assert.match(h.stdout, /--check/);
+});
+
+test('the default configuration passes --check and prints the option table', async () => {
+  // Same file, pointed at this build's plugin directory.
+  const text = readFileSync(path.join(SRC, 'config', 'sophia.yaml'), 'utf8');
+  assert.match(text, /- \.\.\/build\/plugins\n/);
+  const file = writeYaml(text.replace('- ../build/plugins\n', '- "@PLUGIN_DIR@"\n'));
+  const r = await runSophiad(['--check', '-c', file]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /metrics: processor metrics/);
+  assert.match(r.stdout, /default_dashboard/);
+  assert.match(r.stdout, /: ok$/m);
+});
+
+test('a plugin built for another SDK major is refused with both versions', async () => {
+  const file = writeYaml(`plugins:
+  path: ["@TEST_PLUGIN_DIR@"]
+  instances:
+    bad:
+      plugin: abi_major2
+`);
+  for (const args of [['--check', '-c', file], ['-c', file, '--listen', '127.0.0.1:1']]) {
+    const r = await runSophiad(args);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`^${file.replaceAll('/', '\\/')}:4:5: plugin 'abi_major2' \\(.*abi_major2\\.so\\) was built for SDK 2\\.0; this sophiad provides SDK 1\\.0 \\(major differs\\)$`, 'm'));
+  }
+});
+
+test('malformed YAML is reported with line and column', async () => {
+  const file = writeYaml('server:\n  listen: [127.0.0.1:8080\nlog:\n  level: info\n');
+  const r = await runSophiad(['--check', '-c', file]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`^${file.replaceAll('/', '\\/')}:\\d+:\\d+: .+`, 'm'));
+});
+
+test('every problem is reported, each at its own position', async () => {
+  const file = writeYaml(`server:
+  listen: 127.0.0.1:8080
+  max_bodyy: 10
+log:
+  level: loud
+streams:
+  s1:
+    processor: nope
+`);
+  const r = await runSophiad(['--check', '-c', file]);
+  assert.equal(r.code, 1);
+  const lines = r.stderr.trim().split('\n').filter((l) => l.startsWith(file));
+  assert.ok(lines.some((l) => l.startsWith(`${file}:3:3: `) && /max_bodyy/.test(l)), r.stderr);
+  assert.ok(lines.some((l) => l.startsWith(`${file}:5:10: `) && /level/.test(l)), r.stderr);
+  assert.ok(lines.some((l) => /nope/.test(l)), r.stderr);
+});
+
+test('plugin options are validated against the plugin table', async () => {
+  const file = writeYaml(`plugins:
+  path: ["@PLUGIN_DIR@"]
+  instances:
+    m:
+      plugin: metrics
+      options:
+        ttl: soon
+        colour: blue
+`);
+  const r = await runSophiad(['--check', '-c', file]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`:7:14: .*ttl`));
+  assert.match(r.stderr, new RegExp(`:8:9: .*colour`));
+});
+
+test('a non-loopback listener without tokens is refused', async () => {
+  const file = writeYaml('server:\n  listen: 0.0.0.0:8080\n');
+  const r = await runSophiad(['--check', '-c', file], { SOPHIA_INGEST_TOKENS: '', SOPHIA_JWT_SECRET: '' });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /not loopback/);
+});
