@@ -4,100 +4,123 @@
  * Lifetimes: a client exists from ESTABLISHED to CLOSED. Its subscriptions
  * are recorded twice, in the client (to clean up on close) and in the
  * router's indexes (to route), and both go together. Messages are
- * reference-counted: each queue slot holds one reference.
+ * reference-counted: each queue slot and each history entry holds one.
+ * Code outside lws callbacks names a client by its id (by_id), never by
+ * pointer, because the connection may close in between.
  */
 #include "ws.h"
 
+#include <event2/event.h>
+#include <inttypes.h>
 #include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
+#include "cluster.h"
 #include "dict.h"
 #include "log.h"
 #include "server.h"
+#include "ws_history.h"
+#include "ws_jwt.h"
 
-#define WS_MAX_MESSAGE (64 * 1024)
-#define WS_MAX_SUBS 256
 #define WS_MAX_TOPIC 200
-#define WS_WRITES_PER_TURN 16
+#define WS_WRITES_PER_TURN 512
+#define WS_MAX_METHODS 32
+#define WS_CLOSE_AUTH 4001
 /* lws's own opcode for close frames (private since 4.0, value stable;
  * lws_write() still frames it): see send_close(). */
 #define WS_WRITE_CLOSE ((enum lws_write_protocol)4)
 
-typedef struct ws_msg {
-    int refs;
-    size_t len;
-    unsigned char buf[]; /* LWS_PRE headroom, then the text */
-} ws_msg;
+typedef struct ws_subs {
+    sophia_ws_client **v;
+    size_t n, cap;
+} ws_subs;
 
 typedef struct ws_topic {
     uint64_t seq;
-    sophia_ws_client **subs;
-    size_t nsubs;
-    size_t cap;
+    ws_history hist;
+    ws_subs subs;
 } ws_topic;
-
-typedef struct ws_pattern {
-    char *prefix; /* pattern without its trailing '*' */
-    size_t len;
-    sophia_ws_client *client;
-} ws_pattern;
 
 struct sophia_ws_client {
     sophia_ws_router *r;
     struct lws *wsi;
-    sophia_ws_client *prev, *next; /* all clients, for close_all */
+    uint64_t id;
+    sophia_ws_client *prev, *next; /* all clients, for close_all and ticks */
     char **subs;
     size_t nsubs;
-    ws_msg **q; /* ring of max_queue slots */
-    size_t qhead;
-    size_t qlen;
-    uint64_t stamp; /* last publish that reached this client */
+    ws_msg **q; /* ring of qcap slots, grown up to max_queue on demand;
+                 * NULL slots are coalesced away */
+    size_t qcap, qhead, qlen, tombs;
+    uint64_t qbase;        /* absolute index of q[qhead] */
+    sophia_dict *coalesce; /* ckey -> absolute index + 1 */
+    uint64_t stamp;        /* last publish that reached this client */
     int close_code;
     const char *close_reason;
     char *rx;
     size_t rx_len;
+    /* auth */
+    int authed;
+    json_t *claims;
+    int64_t auth_deadline_us;
+    double exp;            /* token exp, 0 = none */
+    /* health */
+    int64_t last_rx_us;
+    int64_t ping_sent_us;  /* 0 = no ping outstanding */
+    int want_ping;
+    int kill; /* dead peer: drop without a close frame */
+    int rearm_pending; /* listed in router->rearm */
 };
 
 struct sophia_ws_router {
-    sophia_dict *topics; /* name -> ws_topic */
-    ws_pattern *patterns;
-    size_t npatterns;
-    size_t pcap;
+    sophia_dict *topics;   /* name -> ws_topic */
+    sophia_dict *patterns; /* prefix -> ws_subs */
+    size_t plen[WS_MAX_TOPIC + 1]; /* patterns per prefix length */
+    sophia_dict *by_id;    /* "%llu" -> client */
     sophia_ws_client *clients;
-    size_t max_queue;
-    uint64_t stamp;
+    /* configuration */
+    size_t max_queue, coalesce_at, history, max_conn, max_subs, max_msg;
+    int64_t history_age_us, ping_us, pong_us, auth_us;
+    char *secret;
+    char **origins;
+    size_t norigins;
+    /* the token checked by the last upgrade filter, for sophia_ws_open */
+    struct lws *pending_wsi;
+    json_t *pending_claims;
+    uint64_t stamp, pubid, next_id;
+    struct event *tick;
+    struct event *rearm_ev; /* see rearm_later() */
+    uint64_t *rearm;        /* ids of clients whose write was cut short */
+    size_t nrearm, rearm_cap;
+    sophia_cluster *cluster;
     sophia_ws_stats st;
 };
 
-/* ------------------------------------------------------------ messages */
+typedef struct ws_method {
+    char name[64];
+    sophia_ws_method_fn fn;
+    void *arg;
+} ws_method;
 
-static ws_msg *msg_new(const char *text, size_t len)
+static ws_method methods[WS_MAX_METHODS];
+
+static void kick(void)
 {
-    ws_msg *m = malloc(sizeof(*m) + LWS_PRE + len + 1);
-    if (!m)
-        return NULL;
-    m->refs = 1;
-    m->len = len;
-    memcpy(m->buf + LWS_PRE, text, len + 1);
-    return m;
+    if (sophia_srv && sophia_srv->loop)
+        sophia_loop_kick(sophia_srv->loop);
 }
+
+/* ------------------------------------------------------------ messages */
 
 static ws_msg *msg_from_json(json_t *obj)
 {
     char *s = json_dumps(obj, JSON_COMPACT);
     if (!s)
         return NULL;
-    ws_msg *m = msg_new(s, strlen(s));
+    ws_msg *m = ws_msg_new(s, strlen(s), LWS_PRE);
     free(s);
     return m;
-}
-
-static void msg_unref(ws_msg *m)
-{
-    if (m && --m->refs == 0)
-        free(m);
 }
 
 /* Writes the close frame ourselves, then drops the connection: with the
@@ -128,34 +151,169 @@ static void client_request_close(sophia_ws_client *c, int code,
     c->close_code = code;
     c->close_reason = reason;
     lws_callback_on_writable(c->wsi);
-    sophia_loop_kick(sophia_srv->loop);
+    /* A peer that stopped reading never makes us writeable again: lws
+     * drops the connection after 2 s if the close frame did not go. */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
+    kick();
+}
+
+static ws_msg **qslot(sophia_ws_client *c, size_t i)
+{
+    return &c->q[(c->qhead + i) % c->qcap];
+}
+
+static void coalesce_reset(sophia_ws_client *c)
+{
+    if (c->coalesce && sophia_dict_size(c->coalesce)) {
+        sophia_dict_free(c->coalesce, NULL);
+        c->coalesce = NULL;
+    }
+}
+
+static void queue_pop(sophia_ws_client *c)
+{
+    ws_msg **s = qslot(c, 0);
+    if (*s)
+        ws_msg_unref(*s);
+    else
+        c->tombs--;
+    *s = NULL;
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qbase++;
+    c->qlen--;
 }
 
 static void queue_clear(sophia_ws_client *c)
 {
-    for (; c->qlen; c->qlen--) {
-        msg_unref(c->q[c->qhead]);
-        c->qhead = (c->qhead + 1) % c->r->max_queue;
+    while (c->qlen)
+        queue_pop(c);
+    coalesce_reset(c);
+}
+
+static void coalesce_note(sophia_ws_client *c, const ws_msg *m, uint64_t abs)
+{
+    if (!c->coalesce && !(c->coalesce = sophia_dict_new()))
+        return;
+    sophia_dict_set(c->coalesce, m->ckey, (void *)(uintptr_t)(abs + 1));
+}
+
+/* Squeezes the tombstones out; absolute indexes change, so the coalescing
+ * index is rebuilt. Runs only when the ring is full of them. */
+static void queue_compact(sophia_ws_client *c)
+{
+    size_t w = 0, n = c->qlen;
+    coalesce_reset(c);
+    for (size_t i = 0; i < n; i++) {
+        ws_msg *m = *qslot(c, i);
+        *qslot(c, i) = NULL;
+        if (!m)
+            continue;
+        *qslot(c, w) = m;
+        if (m->ckey)
+            coalesce_note(c, m, c->qbase + w);
+        w++;
     }
+    c->qlen = w;
+    c->tombs = 0;
+}
+
+/* Past the high-water mark, the queued update of the same topic+metric
+ * (if still queued) gives way to `m`. */
+static void coalesce_old(sophia_ws_client *c, const ws_msg *m)
+{
+    uintptr_t v = c->coalesce ? (uintptr_t)sophia_dict_get(c->coalesce, m->ckey)
+                              : 0;
+    if (!v)
+        return;
+    uint64_t abs = v - 1;
+    if (abs < c->qbase || abs >= c->qbase + c->qlen)
+        return;
+    ws_msg **s = qslot(c, (size_t)(abs - c->qbase));
+    if (!*s || !(*s)->ckey || strcmp((*s)->ckey, m->ckey) != 0)
+        return;
+    ws_msg_unref(*s);
+    *s = NULL;
+    c->tombs++;
+    c->r->st.coalesced++;
+}
+
+static void client_drop_slow(sophia_ws_client *c)
+{
+    c->r->st.dropped += c->qlen - c->tombs + 1;
+    c->r->st.slow_closed++;
+    queue_clear(c);
+    client_request_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                         "send queue full");
+}
+
+/* Doubles the ring (most clients never queue more than a few messages,
+ * so they never pay for max_queue slots). */
+static int queue_grow(sophia_ws_client *c)
+{
+    size_t cap = c->qcap * 2 > c->r->max_queue ? c->r->max_queue : c->qcap * 2;
+    ws_msg **q = calloc(cap, sizeof(*q));
+    if (!q)
+        return -1;
+    for (size_t i = 0; i < c->qlen; i++)
+        q[i] = *qslot(c, i);
+    free(c->q);
+    c->q = q;
+    c->qcap = cap;
+    c->qhead = 0;
+    return 0;
+}
+
+static void rearm_later(sophia_ws_client *c);
+
+/* An idle client gets `m` written at once instead of queued for the next
+ * WRITEABLE callback: with lws on libuv that round trip costs two
+ * epoll_ctl calls and a wake-up per client per message, which was most of
+ * a 1,000-client fan-out (tests/bench/fanout). lws keeps what the socket
+ * does not take and flushes it on POLLOUT, exactly as for writes made in
+ * the callback; later messages queue behind it. */
+static int write_now(sophia_ws_client *c, ws_msg *m)
+{
+    if (c->qlen || c->want_ping || lws_partial_buffered(c->wsi))
+        return 0;
+    if (lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT) < (int)m->len) {
+        c->close_code = 1006;
+        c->kill = 1; /* the socket failed: nothing more can be written */
+        lws_callback_on_writable(c->wsi);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 1);
+        return 1;
+    }
+    c->r->st.messages_out++;
+    return 1;
 }
 
 /* Takes a reference to `m` when queued. */
 static void client_send(sophia_ws_client *c, ws_msg *m)
 {
+    sophia_ws_router *r = c->r;
     if (c->close_code) /* closing: nothing new goes in */
         return;
-    if (c->qlen == c->r->max_queue) {
-        c->r->st.dropped += c->qlen + 1;
-        c->r->st.slow_closed++;
-        queue_clear(c);
-        client_request_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION,
-                             "send queue full");
+    if (write_now(c, m))
+        return;
+    int co = m->ckey && c->qlen >= r->coalesce_at;
+    if (co)
+        coalesce_old(c, m);
+    if (c->qlen == r->max_queue && c->tombs)
+        queue_compact(c);
+    if (c->qlen == c->qcap && c->qcap < r->max_queue && queue_grow(c) < 0)
+        return;
+    if (c->qlen == r->max_queue) {
+        client_drop_slow(c);
         return;
     }
     m->refs++;
-    c->q[(c->qhead + c->qlen) % c->r->max_queue] = m;
-    if (c->qlen++ == 0)
+    *qslot(c, c->qlen) = m;
+    if (co)
+        coalesce_note(c, m, c->qbase + c->qlen);
+    if (c->qlen++ == 0) {
         lws_callback_on_writable(c->wsi);
+        if (lws_partial_buffered(c->wsi))
+            rearm_later(c);
+    }
 }
 
 static void client_send_json(sophia_ws_client *c, json_t *obj)
@@ -165,8 +323,8 @@ static void client_send_json(sophia_ws_client *c, json_t *obj)
     if (!m)
         return;
     client_send(c, m);
-    msg_unref(m);
-    sophia_loop_kick(sophia_srv->loop);
+    ws_msg_unref(m);
+    kick();
 }
 
 static void client_error(sophia_ws_client *c, const char *id, const char *code,
@@ -177,6 +335,16 @@ static void client_error(sophia_ws_client *c, const char *id, const char *code,
     if (id)
         json_object_set_new(e, "id", json_string(id));
     client_send_json(c, e);
+}
+
+static sophia_ws_client *client_by_id(uint64_t id)
+{
+    sophia_ws_router *r = sophia_srv ? sophia_srv->ws : NULL;
+    char k[24];
+    if (!r)
+        return NULL;
+    snprintf(k, sizeof(k), "%" PRIu64, id);
+    return sophia_dict_get(r->by_id, k);
 }
 
 /* ------------------------------------------------------- subscriptions */
@@ -203,67 +371,85 @@ static ws_topic *topic_get(sophia_ws_router *r, const char *name, int create)
     ws_topic *t = sophia_dict_get(r->topics, name);
     if (!t && create) {
         t = calloc(1, sizeof(*t));
-        if (t)
-            sophia_dict_set(r->topics, name, t);
+        if (!t)
+            return NULL;
+        ws_history_init(&t->hist, r->history);
+        sophia_dict_set(r->topics, name, t);
     }
     return t;
 }
 
-static int index_add(sophia_ws_router *r, sophia_ws_client *c, const char *s)
+static int subs_add(ws_subs *s, sophia_ws_client *c)
 {
-    if (is_pattern(s)) {
-        if (r->npatterns == r->pcap) {
-            size_t cap = r->pcap ? r->pcap * 2 : 16;
-            ws_pattern *p = realloc(r->patterns, cap * sizeof(*p));
-            if (!p)
-                return -1;
-            r->patterns = p;
-            r->pcap = cap;
-        }
-        ws_pattern *p = &r->patterns[r->npatterns];
-        p->prefix = strndup(s, strlen(s) - 1);
-        if (!p->prefix)
-            return -1;
-        p->len = strlen(p->prefix);
-        p->client = c;
-        r->npatterns++;
-        return 0;
-    }
-    ws_topic *t = topic_get(r, s, 1);
-    if (!t)
-        return -1;
-    if (t->nsubs == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 4;
-        sophia_ws_client **v = realloc(t->subs, cap * sizeof(*v));
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 4;
+        sophia_ws_client **v = realloc(s->v, cap * sizeof(*v));
         if (!v)
             return -1;
-        t->subs = v;
-        t->cap = cap;
+        s->v = v;
+        s->cap = cap;
     }
-    t->subs[t->nsubs++] = c;
+    s->v[s->n++] = c;
+    return 0;
+}
+
+static void subs_del(ws_subs *s, sophia_ws_client *c)
+{
+    for (size_t i = 0; s && i < s->n; i++)
+        if (s->v[i] == c) {
+            s->v[i] = s->v[--s->n];
+            return;
+        }
+}
+
+static void subs_free(void *p)
+{
+    ws_subs *s = p;
+    free(s->v);
+    free(s);
+}
+
+static int index_add(sophia_ws_router *r, sophia_ws_client *c, const char *s)
+{
+    if (!is_pattern(s)) {
+        ws_topic *t = topic_get(r, s, 1);
+        return t ? subs_add(&t->subs, c) : -1;
+    }
+    size_t n = strlen(s) - 1;
+    char prefix[WS_MAX_TOPIC + 1];
+    memcpy(prefix, s, n);
+    prefix[n] = '\0';
+    ws_subs *ps = sophia_dict_get(r->patterns, prefix);
+    if (!ps) {
+        if (!(ps = calloc(1, sizeof(*ps))))
+            return -1;
+        sophia_dict_set(r->patterns, prefix, ps);
+    }
+    if (subs_add(ps, c) < 0)
+        return -1;
+    r->plen[n]++;
     return 0;
 }
 
 static void index_del(sophia_ws_router *r, sophia_ws_client *c, const char *s)
 {
-    if (is_pattern(s)) {
-        size_t n = strlen(s) - 1;
-        for (size_t i = 0; i < r->npatterns; i++) {
-            ws_pattern *p = &r->patterns[i];
-            if (p->client == c && p->len == n && memcmp(p->prefix, s, n) == 0) {
-                free(p->prefix);
-                *p = r->patterns[--r->npatterns];
-                return;
-            }
-        }
+    if (!is_pattern(s)) {
+        ws_topic *t = topic_get(r, s, 0);
+        if (t)
+            subs_del(&t->subs, c);
         return;
     }
-    ws_topic *t = topic_get(r, s, 0);
-    for (size_t i = 0; t && i < t->nsubs; i++)
-        if (t->subs[i] == c) {
-            t->subs[i] = t->subs[--t->nsubs];
-            return;
-        }
+    size_t n = strlen(s) - 1;
+    char prefix[WS_MAX_TOPIC + 1];
+    memcpy(prefix, s, n);
+    prefix[n] = '\0';
+    ws_subs *ps = sophia_dict_get(r->patterns, prefix);
+    if (!ps)
+        return;
+    subs_del(ps, c);
+    r->plen[n]--;
+    if (ps->n == 0)
+        subs_free(sophia_dict_del(r->patterns, prefix));
 }
 
 static ssize_t client_sub_find(const sophia_ws_client *c, const char *s)
@@ -278,7 +464,7 @@ static int client_subscribe(sophia_ws_client *c, const char *s)
 {
     if (client_sub_find(c, s) >= 0)
         return 0;
-    if (c->nsubs == WS_MAX_SUBS)
+    if (c->nsubs >= c->r->max_subs)
         return -1;
     char **v = realloc(c->subs, (c->nsubs + 1) * sizeof(*v));
     if (!v)
@@ -304,15 +490,248 @@ static void client_unsubscribe(sophia_ws_client *c, const char *s)
     c->r->st.subscriptions--;
 }
 
+/* 1 when topic `t` is covered by one of the client's subscriptions. */
+static int client_covers(const sophia_ws_client *c, const char *t)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (sophia_jwt_topic_allowed(c->subs[i], t))
+            return 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- auth */
+
+static int auth_enabled(const sophia_ws_router *r)
+{
+    return r->secret != NULL;
+}
+
+static int topic_permitted(const sophia_ws_client *c, const char *s)
+{
+    json_t *allowed = json_object_get(c->claims, "topics"), *a;
+    size_t i;
+    if (!auth_enabled(c->r) || !allowed)
+        return 1;
+    json_array_foreach(allowed, i, a)
+        if (sophia_jwt_topic_allowed(json_string_value(a), s))
+            return 1;
+    return 0;
+}
+
+static void client_set_claims(sophia_ws_client *c, json_t *claims)
+{
+    json_decref(c->claims);
+    c->claims = claims;
+    c->authed = 1;
+    json_t *exp = json_object_get(claims, "exp");
+    c->exp = exp ? json_number_value(exp) : 0;
+}
+
+static sophia_jwt_status verify(sophia_ws_router *r, const char *token,
+                                json_t **claims)
+{
+    sophia_jwt_status st = sophia_jwt_verify(token, r->secret,
+                                             sophia_now_wall_us() / 1000000,
+                                             claims);
+    if (st != SOPHIA_JWT_OK)
+        r->st.auth_failures++;
+    return st;
+}
+
+/* The token of an upgrade request: ?token= or Authorization: Bearer. */
+static char *upgrade_token(struct lws *wsi)
+{
+    char buf[4096];
+    const char *v = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof(buf));
+    if (v && *v)
+        return strdup(v);
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (n <= 0 || n >= (int)sizeof(buf) ||
+        lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
+        return NULL;
+    if (strncasecmp(buf, "Bearer ", 7) != 0)
+        return NULL;
+    return strdup(buf + 7);
+}
+
+static int origin_allowed(const sophia_ws_router *r, struct lws *wsi)
+{
+    char o[512];
+    if (r->norigins == 0)
+        return 1;
+    if (lws_hdr_copy(wsi, o, sizeof(o), WSI_TOKEN_ORIGIN) <= 0)
+        return 0;
+    for (size_t i = 0; i < r->norigins; i++)
+        if (strcmp(r->origins[i], o) == 0)
+            return 1;
+    return 0;
+}
+
+static int refuse(sophia_ws_router *r, struct lws *wsi, unsigned code,
+                  const char *why)
+{
+    r->st.refused++;
+    sophia_debug("ws", "msg=\"upgrade refused\" status=%u why=\"%s\"", code, why);
+    lws_return_http_status(wsi, code, why);
+    return 1;
+}
+
+int sophia_ws_filter(struct lws *wsi)
+{
+    sophia_ws_router *r = sophia_srv ? sophia_srv->ws : NULL;
+    if (!r)
+        return 1;
+    if (r->st.connections >= r->max_conn)
+        return refuse(r, wsi, 503, "too many WebSocket connections");
+    if (!origin_allowed(r, wsi))
+        return refuse(r, wsi, 403, "origin not allowed");
+    json_decref(r->pending_claims);
+    r->pending_claims = NULL;
+    r->pending_wsi = NULL;
+    if (!auth_enabled(r))
+        return 0;
+    char *token = upgrade_token(wsi);
+    if (!token) /* may still authenticate with a first `auth` message */
+        return 0;
+    json_t *claims = NULL;
+    sophia_jwt_status st = verify(r, token, &claims);
+    free(token);
+    if (st != SOPHIA_JWT_OK)
+        return refuse(r, wsi, 401, sophia_jwt_strerror(st));
+    r->pending_wsi = wsi;
+    r->pending_claims = claims;
+    return 0;
+}
+
+static void on_auth_message(sophia_ws_client *c, json_t *msg)
+{
+    const char *token = json_string_value(json_object_get(msg, "token"));
+    json_t *claims = NULL;
+    if (!auth_enabled(c->r)) {
+        client_send_json(c, json_pack("{s:s}", "type", "authenticated"));
+        return;
+    }
+    sophia_jwt_status st = token ? verify(c->r, token, &claims)
+                                 : SOPHIA_JWT_MALFORMED;
+    if (!token)
+        c->r->st.auth_failures++;
+    if (st != SOPHIA_JWT_OK) {
+        client_request_close(c, WS_CLOSE_AUTH, sophia_jwt_strerror(st));
+        return;
+    }
+    client_set_claims(c, claims);
+    json_t *ok = json_pack("{s:s}", "type", "authenticated");
+    json_t *sub = json_object_get(claims, "sub");
+    if (json_is_string(sub))
+        json_object_set(ok, "sub", sub);
+    client_send_json(c, ok);
+}
+
+/* ------------------------------------------------------------ recovery */
+
+typedef struct replay_item {
+    uint64_t pubid;
+    ws_msg *m;
+} replay_item;
+
+static int replay_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const replay_item *)a)->pubid,
+             y = ((const replay_item *)b)->pubid;
+    return x < y ? -1 : x > y;
+}
+
+static void send_resync(sophia_ws_client *c, const char *topic, uint64_t seq)
+{
+    c->r->st.resyncs++;
+    client_send_json(c, json_pack("{s:s,s:s,s:I}", "type", "resync", "topic",
+                                  topic, "seq", (json_int_t)seq));
+}
+
+/* Collects the history newer than since[topic] for every topic the client
+ * now covers; answers resync where that is gone. */
+static size_t replay_collect(sophia_ws_client *c, json_t *since,
+                             replay_item **out, size_t *cap)
+{
+    sophia_ws_router *r = c->r;
+    int64_t now = sophia_now_mono_us();
+    const char *topic;
+    json_t *v;
+    size_t n = 0;
+    json_object_foreach(since, topic, v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            !topic_valid(topic) || is_pattern(topic) || !client_covers(c, topic))
+            continue;
+        ws_topic *t = topic_get(r, topic, 0);
+        uint64_t cur = t ? t->seq : 0, s = (uint64_t)json_integer_value(v);
+        size_t first = 0, k = 0;
+        if (t)
+            ws_history_prune(&t->hist, now, r->history_age_us);
+        if (!t ? s != 0 : ws_history_since(&t->hist, s, cur, &first, &k) != WS_HIST_OK) {
+            send_resync(c, topic, cur);
+            continue;
+        }
+        if (n + k > *cap) {
+            size_t nc = (n + k) * 2;
+            replay_item *p = realloc(*out, nc * sizeof(*p));
+            if (!p)
+                break;
+            *out = p;
+            *cap = nc;
+        }
+        for (size_t i = 0; i < k; i++) {
+            ws_msg *m = ws_history_at(&t->hist, first + i)->m;
+            (*out)[n++] = (replay_item){m->pubid, m};
+        }
+    }
+    return n;
+}
+
+static void replay(sophia_ws_client *c, json_t *since)
+{
+    replay_item *items = NULL;
+    size_t cap = 0, n = replay_collect(c, since, &items, &cap);
+    if (n > 1)
+        qsort(items, n, sizeof(*items), replay_cmp);
+    for (size_t i = 0; i < n; i++) {
+        if (i && items[i].pubid == items[i - 1].pubid)
+            continue; /* the same publish, replayed for another topic */
+        client_send(c, items[i].m);
+        c->r->st.recovered++;
+    }
+    free(items);
+    kick();
+}
+
 /* --------------------------------------------------------- protocol */
+
+static int sub_one(sophia_ws_client *c, const char *s)
+{
+    char m[300];
+    if (!topic_permitted(c, s)) {
+        c->r->st.forbidden++;
+        snprintf(m, sizeof(m), "topic '%s' is outside the token's topics", s);
+        client_error(c, NULL, "forbidden", m);
+        return -1;
+    }
+    if (client_subscribe(c, s) < 0) {
+        snprintf(m, sizeof(m), "at most %zu subscriptions per connection",
+                 c->r->max_subs);
+        client_error(c, NULL, "too_many_subscriptions", m);
+        return -1;
+    }
+    return 0;
+}
 
 /* subscribe/unsubscribe share the validation and the answer's shape. */
 static void on_sub_message(sophia_ws_client *c, json_t *msg, int subscribe)
 {
     json_t *subs = json_object_get(msg, "subscriptions");
-    if (!json_is_array(subs)) {
+    json_t *since = subscribe ? json_object_get(msg, "since") : NULL;
+    if (!json_is_array(subs) || (since && !json_is_object(since))) {
         client_error(c, NULL, "bad_request",
-                     "\"subscriptions\" must be an array of topic strings");
+                     "\"subscriptions\" must be an array of topic strings "
+                     "and \"since\" an object of topic: seq");
         return;
     }
     json_t *done = json_array(), *v;
@@ -326,32 +745,122 @@ static void on_sub_message(sophia_ws_client *c, json_t *msg, int subscribe)
         }
         if (!subscribe)
             client_unsubscribe(c, s);
-        else if (client_subscribe(c, s) < 0) {
-            client_error(c, NULL, "too_many_subscriptions",
-                         "at most 256 subscriptions per connection");
+        else if (sub_one(c, s) < 0)
             continue;
-        }
         json_array_append(done, v);
     }
     client_send_json(c, json_pack("{s:s,s:o}", "type",
                                   subscribe ? "subscribed" : "unsubscribed",
                                   "subscriptions", done));
+    if (since)
+        replay(c, since);
+}
+
+static void respond(sophia_ws_client *c, const char *id, json_t *data)
+{
+    json_t *res = json_pack("{s:s,s:o}", "type", "response", "data",
+                            data ? data : json_null());
+    if (id)
+        json_object_set_new(res, "id", json_string(id));
+    client_send_json(c, res);
+}
+
+/* request `history`: {topic, since = 0, limit = 100}. */
+static void method_history(sophia_ws_client *c, const char *id, json_t *p)
+{
+    const char *topic = json_string_value(json_object_get(p, "topic"));
+    json_t *js = json_object_get(p, "since"), *jl = json_object_get(p, "limit");
+    if (!topic || !topic_valid(topic) || is_pattern(topic) ||
+        (js && !json_is_integer(js)) || (jl && !json_is_integer(jl))) {
+        client_error(c, id, "bad_request", "history needs params {\"topic\": "
+                     "an exact topic, \"since\"?: seq, \"limit\"?: count}");
+        return;
+    }
+    if (!topic_permitted(c, topic)) {
+        client_error(c, id, "forbidden", "topic is outside the token's topics");
+        return;
+    }
+    ws_topic *t = topic_get(c->r, topic, 0);
+    json_int_t since = js ? json_integer_value(js) : 0;
+    json_int_t limit = jl ? json_integer_value(jl) : 100;
+    json_t *msgs = json_array();
+    int complete = 1;
+    if (t) {
+        ws_history_prune(&t->hist, sophia_now_mono_us(), c->r->history_age_us);
+        size_t first = 0, n = 0;
+        uint64_t s = since < 0 ? 0 : (uint64_t)since;
+        if (ws_history_since(&t->hist, s, t->seq, &first, &n) != WS_HIST_OK) {
+            complete = 0; /* give what is left */
+            first = 0;
+            n = t->hist.len;
+        }
+        for (size_t i = 0; i < n && (json_int_t)i < limit; i++) {
+            const ws_hist_entry *e = ws_history_at(&t->hist, first + i);
+            if (e->seq <= s)
+                continue;
+            json_array_append_new(msgs, json_loads(ws_msg_text(e->m, LWS_PRE),
+                                                   0, NULL));
+        }
+        if ((json_int_t)n > limit)
+            complete = 0;
+    }
+    respond(c, id, json_pack("{s:s,s:I,s:o,s:b}", "topic", topic, "seq",
+                             (json_int_t)(t ? t->seq : 0), "messages", msgs,
+                             "complete", complete));
+}
+
+static const ws_method *method_find(const char *name)
+{
+    for (size_t i = 0; i < WS_MAX_METHODS; i++)
+        if (methods[i].fn && strcmp(methods[i].name, name) == 0)
+            return &methods[i];
+    return NULL;
+}
+
+static void unknown_method(sophia_ws_client *c, const char *id)
+{
+    char m[1024] = "method must be one of: stats, history";
+    size_t o = strlen(m);
+    for (size_t i = 0; i < WS_MAX_METHODS && o < sizeof(m); i++)
+        if (methods[i].fn)
+            o += (size_t)snprintf(m + o, sizeof(m) - o, ", %s", methods[i].name);
+    client_error(c, id, "unknown_method", m);
 }
 
 static void on_request(sophia_ws_client *c, json_t *msg)
 {
     const char *id = json_string_value(json_object_get(msg, "id"));
     const char *method = json_string_value(json_object_get(msg, "method"));
-    if (method && strcmp(method, "stats") == 0) {
-        json_t *res = json_pack("{s:s,s:o}", "type", "response", "data",
-                                sophia_api_stats_json());
-        if (id)
-            json_object_set_new(res, "id", json_string(id));
-        client_send_json(c, res);
-        return;
-    }
-    client_error(c, id, "unknown_method",
-                 "method must be one of: stats");
+    json_t *params = json_object_get(msg, "params");
+    const ws_method *m = method ? method_find(method) : NULL;
+    if (method && strcmp(method, "stats") == 0)
+        respond(c, id, sophia_api_stats_json());
+    else if (method && strcmp(method, "history") == 0)
+        method_history(c, id, params);
+    else if (m)
+        m->fn(c->id, id, params, m->arg);
+    else
+        unknown_method(c, id);
+}
+
+static void dispatch(sophia_ws_client *c, const char *type, json_t *msg)
+{
+    if (strcmp(type, "auth") == 0)
+        on_auth_message(c, msg);
+    else if (auth_enabled(c->r) && !c->authed)
+        client_request_close(c, WS_CLOSE_AUTH,
+                             "authenticate first: {\"type\":\"auth\",\"token\":...}");
+    else if (strcmp(type, "subscribe") == 0)
+        on_sub_message(c, msg, 1);
+    else if (strcmp(type, "unsubscribe") == 0)
+        on_sub_message(c, msg, 0);
+    else if (strcmp(type, "ping") == 0)
+        client_send_json(c, json_pack("{s:s}", "type", "pong"));
+    else if (strcmp(type, "request") == 0)
+        on_request(c, msg);
+    else
+        client_error(c, NULL, "unknown_type",
+                     "type must be subscribe, unsubscribe, ping, auth or request");
 }
 
 static void on_message(sophia_ws_client *c, const char *text, size_t len)
@@ -370,38 +879,47 @@ static void on_message(sophia_ws_client *c, const char *text, size_t len)
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (!type)
         client_error(c, NULL, "bad_request", "message needs a \"type\"");
-    else if (strcmp(type, "subscribe") == 0)
-        on_sub_message(c, msg, 1);
-    else if (strcmp(type, "unsubscribe") == 0)
-        on_sub_message(c, msg, 0);
-    else if (strcmp(type, "ping") == 0)
-        client_send_json(c, json_pack("{s:s}", "type", "pong"));
-    else if (strcmp(type, "request") == 0)
-        on_request(c, msg);
     else
-        client_error(c, NULL, "unknown_type",
-                     "type must be subscribe, unsubscribe, ping or request");
+        dispatch(c, type, msg);
     json_decref(msg);
 }
 
 /* ------------------------------------------------------ lws callbacks */
+
+static void client_index(sophia_ws_router *r, sophia_ws_client *c)
+{
+    char k[24];
+    c->id = ++r->next_id;
+    snprintf(k, sizeof(k), "%" PRIu64, c->id);
+    sophia_dict_set(r->by_id, k, c);
+    c->next = r->clients;
+    if (r->clients)
+        r->clients->prev = c;
+    r->clients = c;
+}
 
 sophia_ws_client *sophia_ws_open(sophia_ws_router *r, struct lws *wsi)
 {
     sophia_ws_client *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    c->q = calloc(r->max_queue, sizeof(*c->q));
+    c->qcap = r->max_queue < 16 ? r->max_queue : 16;
+    c->q = calloc(c->qcap, sizeof(*c->q));
     if (!c->q) {
         free(c);
         return NULL;
     }
     c->r = r;
     c->wsi = wsi;
-    c->next = r->clients;
-    if (r->clients)
-        r->clients->prev = c;
-    r->clients = c;
+    c->last_rx_us = sophia_now_mono_us();
+    if (auth_enabled(r) && r->pending_wsi == wsi && r->pending_claims) {
+        client_set_claims(c, r->pending_claims);
+        r->pending_claims = NULL;
+    } else if (auth_enabled(r)) {
+        c->auth_deadline_us = c->last_rx_us + r->auth_us;
+    }
+    r->pending_wsi = NULL;
+    client_index(r, c);
     r->st.connections++;
     r->st.connections_total++;
     return c;
@@ -409,9 +927,10 @@ sophia_ws_client *sophia_ws_open(sophia_ws_router *r, struct lws *wsi)
 
 int sophia_ws_receive(sophia_ws_client *c, const void *in, size_t len)
 {
-    if (c->rx_len + len > WS_MAX_MESSAGE)
+    c->last_rx_us = sophia_now_mono_us();
+    if (c->rx_len + len > c->r->max_msg)
         return send_close(c->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-                          "message too large");
+                          "message too large (websocket.max_message)");
     char *rx = realloc(c->rx, c->rx_len + len + 1);
     if (!rx)
         return -1;
@@ -427,27 +946,105 @@ int sophia_ws_receive(sophia_ws_client *c, const void *in, size_t len)
     return 0;
 }
 
+void sophia_ws_pong(sophia_ws_client *c)
+{
+    c->last_rx_us = sophia_now_mono_us();
+    c->ping_sent_us = 0;
+}
+
+static int write_ping(sophia_ws_client *c)
+{
+    unsigned char buf[LWS_PRE + 4];
+    c->want_ping = 0;
+    c->ping_sent_us = sophia_now_mono_us();
+    c->r->st.pings++;
+    memcpy(buf + LWS_PRE, "sph", 3); /* lws 4.1 drops empty pings */
+    return lws_write(c->wsi, buf + LWS_PRE, 3, LWS_WRITE_PING) < 0 ? -1 : 0;
+}
+
+/* After a short write lws buffers the rest and flushes it on POLLOUT,
+ * but with 4.1 on libuv that flush can consume our pending writeable
+ * request, and the queue would wait for an unrelated event. So a client
+ * whose write was cut short asks again 2 ms later. Ids, not pointers:
+ * the client may close meanwhile. */
+static void on_rearm(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_ws_router *r = arg;
+    size_t n = r->nrearm;
+    r->nrearm = 0;
+    for (size_t i = 0; i < n; i++) {
+        char k[24];
+        snprintf(k, sizeof(k), "%" PRIu64, r->rearm[i]);
+        sophia_ws_client *c = sophia_dict_get(r->by_id, k);
+        if (!c)
+            continue;
+        c->rearm_pending = 0;
+        if (c->qlen || c->close_code)
+            lws_callback_on_writable(c->wsi);
+    }
+    kick();
+}
+
+static void rearm_later(sophia_ws_client *c)
+{
+    sophia_ws_router *r = c->r;
+    if (c->rearm_pending || !sophia_srv || !sophia_srv->loop)
+        return;
+    if (!r->rearm_ev &&
+        !(r->rearm_ev = evtimer_new(sophia_loop_base(sophia_srv->loop), on_rearm, r)))
+        return;
+    if (r->nrearm == r->rearm_cap) {
+        size_t cap = r->rearm_cap ? r->rearm_cap * 2 : 64;
+        uint64_t *v = realloc(r->rearm, cap * sizeof(*v));
+        if (!v)
+            return;
+        r->rearm = v;
+        r->rearm_cap = cap;
+    }
+    r->rearm[r->nrearm++] = c->id;
+    c->rearm_pending = 1;
+    if (!evtimer_pending(r->rearm_ev, NULL)) {
+        struct timeval tv = {0, 2000};
+        evtimer_add(r->rearm_ev, &tv);
+    }
+}
+
 int sophia_ws_writeable(sophia_ws_client *c)
 {
+    if (c->kill)
+        return -1;
+    if (c->want_ping && !c->close_code && write_ping(c) < 0)
+        return -1;
     /* Queued messages go out before a requested close (shutdown sends
      * what was published, then 1001); a slow client's queue was already
      * emptied when its close was requested. */
-    for (int n = 0; c->qlen && n < WS_WRITES_PER_TURN; n++) {
-        ws_msg *m = c->q[c->qhead];
-        if (lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT) <
-            (int)m->len)
+    for (int n = 0; c->qlen && n < WS_WRITES_PER_TURN;) {
+        ws_msg *m = *qslot(c, 0);
+        if (m && lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT) <
+                     (int)m->len)
             return -1;
-        msg_unref(m);
-        c->qhead = (c->qhead + 1) % c->r->max_queue;
-        c->qlen--;
+        queue_pop(c);
+        if (!m)
+            continue;
+        n++;
         c->r->st.messages_out++;
-        if (lws_send_pipe_choked(c->wsi))
+        /* Not lws_send_pipe_choked(): that polls the socket, one more
+         * syscall per message; a short write is what we need to know. */
+        if (lws_partial_buffered(c->wsi))
             break;
     }
     if (c->qlen) {
         lws_callback_on_writable(c->wsi);
+        if (lws_partial_buffered(c->wsi))
+            rearm_later(c);
+        /* libuv applies the POLLOUT request only in its next run: without
+         * a kick that run waits for an unrelated event (see loop.h). */
+        kick();
         return 0;
     }
+    coalesce_reset(c);
     if (c->close_code)
         return send_close(c->wsi, c->close_code, c->close_reason);
     return 0;
@@ -456,6 +1053,7 @@ int sophia_ws_writeable(sophia_ws_client *c)
 void sophia_ws_closed(sophia_ws_client *c)
 {
     sophia_ws_router *r = c->r;
+    char k[24];
     while (c->nsubs)
         client_unsubscribe(c, c->subs[c->nsubs - 1]);
     queue_clear(c);
@@ -465,7 +1063,10 @@ void sophia_ws_closed(sophia_ws_client *c)
         r->clients = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    snprintf(k, sizeof(k), "%" PRIu64, c->id);
+    sophia_dict_del(r->by_id, k);
     r->st.connections--;
+    json_decref(c->claims);
     free(c->subs);
     free(c->q);
     free(c->rx);
@@ -485,50 +1086,198 @@ static json_t *render(const char *type, const char *topic, uint64_t seq,
     return o;
 }
 
-/* Sends `m` (created on first need) to `c` unless it already has it. */
-static void deliver(sophia_ws_router *r, sophia_ws_client *c, ws_msg **m,
-                    const char *type, const char *topic, uint64_t seq,
-                    const char *dashboard_id, json_t *data)
+static ws_msg *render_msg(sophia_ws_router *r, const char *type,
+                          const char *topic, uint64_t seq,
+                          const char *dashboard_id, json_t *data)
+{
+    json_t *o = render(type, topic, seq, dashboard_id, data);
+    ws_msg *m = msg_from_json(o);
+    json_decref(o);
+    if (!m)
+        return NULL;
+    m->pubid = r->pubid;
+    const char *metric = json_string_value(json_object_get(data, "metric"));
+    if (strcmp(type, "metric") == 0 && metric)
+        ws_msg_set_ckey(m, topic, metric);
+    return m;
+}
+
+static void deliver(sophia_ws_router *r, sophia_ws_client *c, ws_msg *m)
 {
     if (c->stamp == r->stamp)
         return;
     c->stamp = r->stamp;
-    if (!*m) {
-        json_t *o = render(type, topic, seq, dashboard_id, data);
-        *m = msg_from_json(o);
-        json_decref(o);
-        if (!*m)
-            return;
+    client_send(c, m);
+}
+
+/* Subscribers of `topic` through patterns: one lookup per prefix length
+ * some pattern uses. */
+static void deliver_patterns(sophia_ws_router *r, const char *topic, ws_msg *m)
+{
+    char prefix[WS_MAX_TOPIC + 1];
+    size_t len = strlen(topic);
+    for (size_t n = 0; n <= len && n <= WS_MAX_TOPIC; n++) {
+        if (!r->plen[n])
+            continue;
+        memcpy(prefix, topic, n);
+        prefix[n] = '\0';
+        ws_subs *ps = sophia_dict_get(r->patterns, prefix);
+        for (size_t k = 0; ps && k < ps->n; k++)
+            deliver(r, ps->v[k], m);
     }
-    client_send(c, *m);
+}
+
+void sophia_ws_route(sophia_ws_router *r, const char *type,
+                     const char *const *topics, const uint64_t *seqs,
+                     size_t ntopics, const char *dashboard_id, json_t *data)
+{
+    int64_t now = sophia_now_mono_us();
+    r->stamp++;
+    r->pubid++;
+    for (size_t i = 0; i < ntopics; i++) {
+        ws_topic *t = topic_get(r, topics[i], 1);
+        if (!t)
+            continue;
+        t->seq = seqs ? seqs[i] : t->seq + 1;
+        ws_msg *m = render_msg(r, type, topics[i], t->seq, dashboard_id, data);
+        if (!m)
+            continue;
+        ws_history_prune(&t->hist, now, r->history_age_us);
+        ws_history_push(&t->hist, t->seq, now, m);
+        for (size_t k = 0; k < t->subs.n; k++)
+            deliver(r, t->subs.v[k], m);
+        deliver_patterns(r, topics[i], m);
+        ws_msg_unref(m);
+    }
+    kick();
 }
 
 void sophia_ws_publish(sophia_ws_router *r, const char *type,
                        const char *const *topics, size_t ntopics,
                        const char *dashboard_id, json_t *data)
 {
-    r->stamp++;
     r->st.published++;
-    for (size_t i = 0; i < ntopics; i++) {
-        ws_topic *t = topic_get(r, topics[i], 1);
-        if (!t)
-            continue;
-        uint64_t seq = ++t->seq;
-        ws_msg *m = NULL;
-        for (size_t k = 0; k < t->nsubs; k++)
-            deliver(r, t->subs[k], &m, type, topics[i], seq, dashboard_id, data);
-        for (size_t k = 0; k < r->npatterns; k++) {
-            ws_pattern *p = &r->patterns[k];
-            if (strncmp(topics[i], p->prefix, p->len) == 0)
-                deliver(r, p->client, &m, type, topics[i], seq, dashboard_id,
-                        data);
-        }
-        msg_unref(m);
+    if (r->cluster && sophia_cluster_ready(r->cluster) &&
+        sophia_cluster_publish(r->cluster, type, topics, ntopics, dashboard_id,
+                               data) == 0) {
+        r->st.cluster_out++;
+        return; /* delivered when it comes back from the channel */
     }
-    sophia_loop_kick(sophia_srv->loop);
+    if (r->cluster)
+        r->st.cluster_fallback++;
+    sophia_ws_route(r, type, topics, NULL, ntopics, dashboard_id, data);
+}
+
+/* --------------------------------------------------------------- health */
+
+static void tick_client(sophia_ws_client *c, int64_t now)
+{
+    sophia_ws_router *r = c->r;
+    if (c->close_code)
+        return;
+    if (c->auth_deadline_us && !c->authed && now > c->auth_deadline_us) {
+        r->st.auth_failures++;
+        client_request_close(c, WS_CLOSE_AUTH, "no auth message in time");
+    } else if (c->exp && c->exp <= (double)(sophia_now_wall_us() / 1000000)) {
+        r->st.auth_failures++;
+        client_request_close(c, WS_CLOSE_AUTH, "token expired");
+    } else if (c->ping_sent_us && now - c->ping_sent_us > r->pong_us) {
+        /* Dead: a close frame would not be read either. */
+        r->st.dead_closed++;
+        c->close_code = 1006;
+        c->kill = 1;
+        queue_clear(c);
+        lws_callback_on_writable(c->wsi);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 1);
+    } else if (!c->ping_sent_us && now - c->last_rx_us > r->ping_us) {
+        c->want_ping = 1;
+        lws_callback_on_writable(c->wsi);
+    } else if (c->qlen) {
+        /* Safety net: after flushing a short write lws 4.1 can drop a
+         * pending writeable request; a queue never stalls past a tick. */
+        lws_callback_on_writable(c->wsi);
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_ws_router *r = arg;
+    int64_t now = sophia_now_mono_us();
+    for (sophia_ws_client *c = r->clients; c; c = c->next)
+        tick_client(c, now);
+    kick();
 }
 
 /* ------------------------------------------------------------- router */
+
+static int64_t secs_us(double s)
+{
+    return (int64_t)(s * 1e6);
+}
+
+static void router_configure(sophia_ws_router *r)
+{
+    const sophia_conf *cf = sophia_srv ? sophia_srv->conf : NULL;
+    r->history = 256;
+    r->history_age_us = secs_us(300);
+    r->ping_us = secs_us(25);
+    r->pong_us = secs_us(10);
+    r->auth_us = secs_us(5);
+    r->max_conn = 10000;
+    r->max_subs = 256;
+    r->max_msg = 64 * 1024;
+    if (cf) {
+        r->history = cf->ws.history;
+        r->history_age_us = secs_us(cf->ws.history_age);
+        r->ping_us = secs_us(cf->ws.ping_interval);
+        r->pong_us = secs_us(cf->ws.pong_timeout);
+        r->auth_us = secs_us(cf->ws.auth_timeout);
+        r->max_conn = cf->ws.max_connections;
+        r->max_subs = cf->ws.max_subscriptions;
+        r->max_msg = cf->ws.max_message;
+        r->coalesce_at = cf->ws.coalesce_at;
+        if (cf->ws.auth_secret && *cf->ws.auth_secret)
+            r->secret = strdup(cf->ws.auth_secret);
+        /* copied: a reload may free the configuration we were built from */
+        r->origins = calloc(cf->ws.norigins + 1, sizeof(char *));
+        for (size_t i = 0; r->origins && i < cf->ws.norigins; i++)
+            if ((r->origins[r->norigins] = strdup(cf->ws.origins[i])))
+                r->norigins++;
+    }
+    if (!r->coalesce_at || r->coalesce_at > r->max_queue)
+        r->coalesce_at = r->max_queue / 2;
+}
+
+/* The tick runs often enough to honour the shortest deadline to ~25%. */
+static void router_start_timer(sophia_ws_router *r)
+{
+    if (!sophia_srv || !sophia_srv->loop)
+        return;
+    int64_t us = r->ping_us < r->pong_us ? r->ping_us : r->pong_us;
+    if (r->secret && r->auth_us < us)
+        us = r->auth_us;
+    us /= 4;
+    if (us < 20000)
+        us = 20000;
+    if (us > 1000000)
+        us = 1000000;
+    r->tick = event_new(sophia_loop_base(sophia_srv->loop), -1, EV_PERSIST,
+                        on_tick, r);
+    struct timeval tv = {us / 1000000, us % 1000000};
+    if (r->tick)
+        event_add(r->tick, &tv);
+}
+
+static void router_start_cluster(sophia_ws_router *r)
+{
+    const sophia_conf *cf = sophia_srv ? sophia_srv->conf : NULL;
+    if (!cf || !cf->cluster.redis || !*cf->cluster.redis || !sophia_srv->loop)
+        return;
+    r->cluster = sophia_cluster_new(sophia_loop_base(sophia_srv->loop),
+                                    cf->cluster.redis, cf->cluster.node_id, r);
+}
 
 sophia_ws_router *sophia_ws_router_new(size_t max_queue)
 {
@@ -536,18 +1285,24 @@ sophia_ws_router *sophia_ws_router_new(size_t max_queue)
     if (!r)
         return NULL;
     r->max_queue = max_queue ? max_queue : 1024;
+    router_configure(r);
     r->topics = sophia_dict_new();
-    if (!r->topics) {
-        free(r);
+    r->patterns = sophia_dict_new();
+    r->by_id = sophia_dict_new();
+    if (!r->topics || !r->patterns || !r->by_id) {
+        sophia_ws_router_free(r);
         return NULL;
     }
+    router_start_timer(r);
+    router_start_cluster(r);
     return r;
 }
 
 static void topic_free(void *p)
 {
     ws_topic *t = p;
-    free(t->subs);
+    ws_history_free(&t->hist);
+    free(t->subs.v);
     free(t);
 }
 
@@ -557,8 +1312,23 @@ void sophia_ws_router_free(sophia_ws_router *r)
         return;
     while (r->clients) /* lws is gone: nothing more will call us */
         sophia_ws_closed(r->clients);
-    sophia_dict_free(r->topics, topic_free);
-    free(r->patterns);
+    sophia_cluster_free(r->cluster);
+    if (r->tick)
+        event_free(r->tick);
+    if (r->rearm_ev)
+        event_free(r->rearm_ev);
+    free(r->rearm);
+    if (r->topics)
+        sophia_dict_free(r->topics, topic_free);
+    if (r->patterns)
+        sophia_dict_free(r->patterns, subs_free);
+    if (r->by_id)
+        sophia_dict_free(r->by_id, NULL);
+    json_decref(r->pending_claims);
+    for (size_t i = 0; i < r->norigins; i++)
+        free(r->origins[i]);
+    free(r->origins);
+    free(r->secret);
     free(r);
 }
 
@@ -571,4 +1341,174 @@ void sophia_ws_close_all(sophia_ws_router *r)
 void sophia_ws_get_stats(const sophia_ws_router *r, sophia_ws_stats *out)
 {
     *out = r->st;
+    out->cluster_in = sophia_cluster_received(r->cluster);
+}
+
+/* ---------------------------------------------------------- stats JSON */
+
+typedef struct topic_count {
+    const char *name;
+    size_t n;
+} topic_count;
+
+typedef struct top_acc {
+    topic_count *v;
+    size_t n, cap;
+} top_acc;
+
+static void top_add(top_acc *a, const char *name, size_t n)
+{
+    if (n == 0)
+        return;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        topic_count *v = realloc(a->v, cap * sizeof(*v));
+        if (!v)
+            return;
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = (topic_count){name, n};
+}
+
+static void top_topic(const char *key, void *val, void *arg)
+{
+    top_add(arg, key, ((ws_topic *)val)->subs.n);
+}
+
+static int top_cmp(const void *a, const void *b)
+{
+    size_t x = ((const topic_count *)a)->n, y = ((const topic_count *)b)->n;
+    return x > y ? -1 : x < y;
+}
+
+json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n)
+{
+    sophia_ws_stats st;
+    const sophia_ws_stats *s = &st;
+    top_acc a = {0};
+    sophia_ws_get_stats(r, &st);
+    sophia_dict_each(r->topics, top_topic, &a);
+    if (a.n > 1)
+        qsort(a.v, a.n, sizeof(*a.v), top_cmp);
+    json_t *top = json_object();
+    for (size_t i = 0; i < a.n && i < top_n; i++)
+        json_object_set_new(top, a.v[i].name, json_integer((json_int_t)a.v[i].n));
+    free(a.v);
+    json_t *o = json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+        "connections", (json_int_t)s->connections, "connections_total",
+        (json_int_t)s->connections_total, "subscriptions",
+        (json_int_t)s->subscriptions, "messages_in", (json_int_t)s->messages_in,
+        "messages_out", (json_int_t)s->messages_out, "dropped",
+        (json_int_t)s->dropped, "slow_closed", (json_int_t)s->slow_closed,
+        "published", (json_int_t)s->published, "coalesced",
+        (json_int_t)s->coalesced, "recovered", (json_int_t)s->recovered,
+        "resyncs", (json_int_t)s->resyncs, "auth_failures",
+        (json_int_t)s->auth_failures, "forbidden", (json_int_t)s->forbidden,
+        "refused", (json_int_t)s->refused, "pings", (json_int_t)s->pings,
+        "dead_closed", (json_int_t)s->dead_closed);
+    json_object_set_new(o, "topics", json_integer((json_int_t)sophia_dict_size(r->topics)));
+    json_object_set_new(o, "top_topics", top);
+    if (r->cluster)
+        json_object_set_new(o, "cluster",
+                            json_pack("{s:s,s:b,s:I,s:I,s:I}", "node",
+                                      sophia_cluster_node_id(r->cluster), "up",
+                                      sophia_cluster_ready(r->cluster), "out",
+                                      (json_int_t)s->cluster_out, "in",
+                                      (json_int_t)s->cluster_in, "fallback",
+                                      (json_int_t)s->cluster_fallback));
+    return o;
+}
+
+static void prom_counter(FILE *f, const char *name, const char *help,
+                         uint64_t v)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name,
+            name, (unsigned long long)v);
+}
+
+void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f)
+{
+    sophia_ws_stats st;
+    const sophia_ws_stats *s = &st;
+    sophia_ws_get_stats(r, &st);
+    prom_counter(f, "sophia_ws_coalesced_total",
+                 "Queued metric updates replaced by a newer value.", s->coalesced);
+    prom_counter(f, "sophia_ws_recovered_total",
+                 "Messages replayed to clients subscribing with since.",
+                 s->recovered);
+    prom_counter(f, "sophia_ws_resyncs_total",
+                 "Resync answers: history aged out.", s->resyncs);
+    prom_counter(f, "sophia_ws_auth_failures_total",
+                 "Bad, expired or missing WebSocket tokens.", s->auth_failures);
+    prom_counter(f, "sophia_ws_forbidden_total",
+                 "Subscriptions refused by the token's topics.", s->forbidden);
+    prom_counter(f, "sophia_ws_refused_total",
+                 "WebSocket upgrades refused.", s->refused);
+    prom_counter(f, "sophia_ws_slow_closed_total",
+                 "Clients closed for a full send queue.", s->slow_closed);
+    prom_counter(f, "sophia_ws_dead_closed_total",
+                 "Connections closed for a missed pong.", s->dead_closed);
+    prom_counter(f, "sophia_ws_published_total", "Publish calls.", s->published);
+    prom_counter(f, "sophia_ws_cluster_out_total",
+                 "Publishes sent through Redis.", s->cluster_out);
+    prom_counter(f, "sophia_ws_cluster_in_total",
+                 "Publishes received from Redis.", s->cluster_in);
+    fprintf(f, "# HELP sophia_ws_topic_subscribers Subscribers per topic (top 20).\n"
+               "# TYPE sophia_ws_topic_subscribers gauge\n");
+    json_t *o = sophia_ws_stats_json(r, 20);
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(o, "top_topics"), k, v)
+        fprintf(f, "sophia_ws_topic_subscribers{topic=\"%s\"} %lld\n", k,
+                (long long)json_integer_value(v));
+    json_decref(o);
+}
+
+/* -------------------------------------------------------------- methods */
+
+int sophia_ws_register_method(const char *name, sophia_ws_method_fn fn,
+                              void *arg)
+{
+    if (!name || !fn || strlen(name) >= sizeof(methods[0].name) ||
+        strcmp(name, "stats") == 0 || strcmp(name, "history") == 0 ||
+        method_find(name))
+        return -1;
+    for (size_t i = 0; i < WS_MAX_METHODS; i++)
+        if (!methods[i].fn) {
+            snprintf(methods[i].name, sizeof(methods[i].name), "%s", name);
+            methods[i].fn = fn;
+            methods[i].arg = arg;
+            return 0;
+        }
+    return -1;
+}
+
+void sophia_ws_unregister_method(const char *name)
+{
+    ws_method *m = (ws_method *)method_find(name);
+    if (m)
+        memset(m, 0, sizeof(*m));
+}
+
+int sophia_ws_respond(uint64_t client, const char *req_id, json_t *data)
+{
+    sophia_ws_client *c = client_by_id(client);
+    if (!c) {
+        json_decref(data);
+        return -1;
+    }
+    respond(c, req_id, data);
+    return 0;
+}
+
+int sophia_ws_respond_error(uint64_t client, const char *req_id,
+                            const char *code, const char *message)
+{
+    sophia_ws_client *c = client_by_id(client);
+    if (!c)
+        return -1;
+    client_error(c, req_id, code, message);
+    return 0;
 }

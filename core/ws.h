@@ -1,16 +1,37 @@
 /*
- * ws - the WebSocket router behind `/ws`: subscriptions, per-topic
- * sequence numbers, fan-out and per-connection send queues.
+ * ws - the WebSocket router behind `/ws` (SPEC §5): subscriptions,
+ * per-topic sequence numbers and history, auth, health, fan-out and
+ * per-connection send queues.
  *
  * Routing cost follows subscribers, not connections: exact topics are a
- * hash index topic -> subscribers; `prefix*` patterns are a list scanned
- * per publish (few in practice; a trie can replace it without changing
- * this interface). A message matching several of one client's
- * subscriptions is delivered once, stamped with the first matching topic
- * in the publish order and that topic's seq. The JSON text of a message is
- * rendered once per topic and shared, reference-counted, by every queue
- * it sits in; a client whose queue reaches websocket.max_queue is closed
- * (1008) rather than allowed to grow memory.
+ * hash index topic -> subscribers; `prefix*` patterns are a hash index
+ * prefix -> subscribers probed once per prefix length in use, so a publish
+ * costs O(topic length) lookups however many patterns exist. A message
+ * matching several of one client's subscriptions is delivered once,
+ * stamped with the first matching topic in the publish order and that
+ * topic's seq. The JSON text of a message is rendered once per topic and
+ * shared, reference-counted, by every queue it sits in and by the topic's
+ * history ring (ws_history.h), which serves `since` and `history`.
+ *
+ * Slow consumers: past websocket.coalesce_at queued messages, a `metric`
+ * update replaces the queued one with the same topic+metric (the old slot
+ * becomes a tombstone, the new value goes to the tail, so per-topic order
+ * holds); at websocket.max_queue the client is closed with 1008 and its
+ * queue freed at once, so memory per client is bounded either way.
+ *
+ * Auth (websocket.auth with a secret): an HS256 JWT (ws_jwt.h) from
+ * `?token=`, `Authorization: Bearer` on the upgrade (refused with 401 when
+ * bad), or a first `{"type":"auth"}` message within websocket.auth_timeout
+ * (4001 when bad, late or expired). Its `topics` claim bounds subscriptions
+ * (`forbidden` otherwise).
+ *
+ * Health: a router timer pings connections idle for ping_interval and
+ * kills those that do not answer within pong_timeout; their subscriptions
+ * go with them.
+ *
+ * Multi-node (cluster.h): with cluster.redis, a publish goes through Redis
+ * and every node, this one included, delivers it when it comes back on the
+ * pub/sub channel, carrying the seqs Redis assigned.
  */
 #ifndef SOPHIA_WS_H
 #define SOPHIA_WS_H
@@ -18,6 +39,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct lws;
 typedef struct sophia_ws_router sophia_ws_router;
@@ -32,15 +54,32 @@ typedef struct sophia_ws_stats {
     uint64_t dropped;        /* messages lost with clients dropped as slow */
     uint64_t slow_closed;    /* clients closed for a full queue */
     uint64_t published;      /* publish calls */
+    uint64_t coalesced;      /* queued metric updates replaced by newer ones */
+    uint64_t recovered;      /* messages replayed for `since` */
+    uint64_t resyncs;        /* `resync` answers */
+    uint64_t auth_failures;  /* bad, expired or missing tokens */
+    uint64_t forbidden;      /* subscriptions refused by token topics */
+    uint64_t refused;        /* upgrades refused (limit, origin, token) */
+    uint64_t pings;          /* server pings sent */
+    uint64_t dead_closed;    /* connections closed for a missed pong */
+    uint64_t cluster_out;    /* publishes sent through Redis */
+    uint64_t cluster_in;     /* publishes received from Redis */
+    uint64_t cluster_fallback; /* delivered locally: Redis unavailable */
 } sophia_ws_stats;
 
+/* Takes max_queue and reads the rest of websocket.* and cluster.* from
+ * sophia_srv->conf (defaults when there is no server, as in unit tests). */
 sophia_ws_router *sophia_ws_router_new(size_t max_queue);
 void sophia_ws_router_free(sophia_ws_router *r);
 
 /* lws callbacks, called by http.c. receive/writeable return -1 to close. */
+/* FILTER_PROTOCOL_CONNECTION: 0 accepts the upgrade; 1 refuses it (with an
+ * HTTP status already written: 401 bad token, 403 origin, 503 full). */
+int sophia_ws_filter(struct lws *wsi);
 sophia_ws_client *sophia_ws_open(sophia_ws_router *r, struct lws *wsi);
 int sophia_ws_receive(sophia_ws_client *c, const void *in, size_t len);
 int sophia_ws_writeable(sophia_ws_client *c);
+void sophia_ws_pong(sophia_ws_client *c); /* RECEIVE_PONG */
 void sophia_ws_closed(sophia_ws_client *c);
 
 /* Sends {"type":type,"topic":t,"seq":n,["dashboard_id":id,]"data":data}
@@ -49,9 +88,40 @@ void sophia_ws_publish(sophia_ws_router *r, const char *type,
                        const char *const *topics, size_t ntopics,
                        const char *dashboard_id, json_t *data);
 
+/* Local delivery with seqs decided elsewhere (the cluster: seqs[i] for
+ * topics[i]); seqs NULL = assign the next local seq. */
+void sophia_ws_route(sophia_ws_router *r, const char *type,
+                     const char *const *topics, const uint64_t *seqs,
+                     size_t ntopics, const char *dashboard_id, json_t *data);
+
 /* Closes every connection with 1001 (going away). */
 void sophia_ws_close_all(sophia_ws_router *r);
 
 void sophia_ws_get_stats(const sophia_ws_router *r, sophia_ws_stats *out);
+/* The /api/stats `websocket` object: counters plus the top `top_n` topics
+ * by subscribers. */
+json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n);
+/* /metrics lines for the counters not already written by api.c. */
+void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f);
+
+/* ---- request methods ------------------------------------------------
+ * Other modules add `request` methods without touching this file. A
+ * handler gets the client's id (a number never reused, so an answer that
+ * arrives after the client left is dropped, not sent to a stranger), the
+ * request id (may be NULL) and the params (borrowed; may be NULL), and
+ * answers now or later with sophia_ws_respond / sophia_ws_respond_error.
+ */
+typedef void (*sophia_ws_method_fn)(uint64_t client, const char *req_id,
+                                    json_t *params, void *arg);
+
+/* 0, or -1 when the name is taken or the table is full (32 methods). */
+int sophia_ws_register_method(const char *name, sophia_ws_method_fn fn,
+                              void *arg);
+void sophia_ws_unregister_method(const char *name);
+/* {"type":"response","id":req_id,"data":data}; steals `data`. Returns -1
+ * when the client is gone. */
+int sophia_ws_respond(uint64_t client, const char *req_id, json_t *data);
+int sophia_ws_respond_error(uint64_t client, const char *req_id,
+                            const char *code, const char *message);
 
 #endif

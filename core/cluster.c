@@ -1,0 +1,355 @@
+/*
+ * cluster - see cluster.h for the design and the seq argument.
+ *
+ * Wire format on `sophia:ws`: "<seq>,<seq>,...\n<json>" where the JSON is
+ * {"node","type","topics":[...],"dashboard_id"?,"data"} and the seqs are
+ * those the publishing script's INCRs returned, one per topic in order.
+ * The prefix is built by the Lua script itself so the seqs and the message
+ * can never disagree.
+ */
+#include "cluster.h"
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "redis.h"
+#include "ws.h"
+
+#define CLUSTER_BACKOFF_MIN_MS 100
+#define CLUSTER_BACKOFF_MAX_MS 5000
+#define CLUSTER_CONNECT_TIMEOUT_MS 2000
+#define CLUSTER_MAX_TOPICS 16
+
+static const char publish_script[] =
+    "local s = {}\n"
+    "for i = 1, #KEYS do s[i] = redis.call('INCR', KEYS[i]) end\n"
+    "redis.call('PUBLISH', ARGV[1], table.concat(s, ',') .. '\\n' .. ARGV[2])\n"
+    "return #s\n";
+
+struct sophia_cluster {
+    struct event_base *base;
+    struct sophia_ws_router *router;
+    sophia_redis *cmd;       /* EVAL, PUBLISH */
+    redisAsyncContext *sub;  /* SUBSCRIBE only */
+    char *host;
+    int port;
+    int subscribed;          /* both channels confirmed */
+    int freeing;
+    int backoff_ms;
+    struct event *retry_ev;
+    struct event *connect_ev; /* bounds a connect that hangs */
+    char node[96];
+    uint64_t received;
+};
+
+static sophia_cluster *the_cluster; /* for the cache's broadcast calls */
+static sophia_cluster_invalidate_fn inval_fn;
+static void *inval_arg;
+
+static void sub_connect(sophia_cluster *c);
+
+/* ------------------------------------------------------------ receive */
+
+static void on_publish(sophia_cluster *c, const char *payload, size_t len)
+{
+    const char *nl = memchr(payload, '\n', len);
+    uint64_t seqs[CLUSTER_MAX_TOPICS];
+    size_t nseq = 0;
+    if (!nl || !c->router) /* no router: a transport-only node (tests) */
+        return;
+    for (const char *p = payload; p < nl && nseq < CLUSTER_MAX_TOPICS;) {
+        char *end;
+        seqs[nseq++] = strtoull(p, &end, 10);
+        p = end + 1;
+    }
+    json_t *m = json_loadb(nl + 1, len - (size_t)(nl + 1 - payload), 0, NULL);
+    json_t *jt = json_object_get(m, "topics");
+    const char *type = json_string_value(json_object_get(m, "type"));
+    const char *topics[CLUSTER_MAX_TOPICS];
+    size_t n = json_array_size(jt);
+    if (!type || n == 0 || n != nseq) {
+        sophia_warn("cluster", "msg=\"malformed message on " SOPHIA_CLUSTER_CHANNEL "\"");
+        json_decref(m);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!(topics[i] = json_string_value(json_array_get(jt, i)))) {
+            json_decref(m);
+            return;
+        }
+    c->received++;
+    sophia_ws_route(c->router, type, topics, seqs, n,
+                    json_string_value(json_object_get(m, "dashboard_id")),
+                    json_object_get(m, "data"));
+    json_decref(m);
+}
+
+static void on_invalidate(sophia_cluster *c, const char *payload, size_t len)
+{
+    json_t *m = json_loadb(payload, len, 0, NULL);
+    const char *node = json_string_value(json_object_get(m, "node"));
+    const char *key = json_string_value(json_object_get(m, "key"));
+    const char *tag = json_string_value(json_object_get(m, "tag"));
+    if (node && strcmp(node, c->node) != 0 && (key || tag) && inval_fn)
+        inval_fn(key ? key : tag, key == NULL, inval_arg);
+    json_decref(m);
+}
+
+static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    sophia_cluster *c = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = r->element[0]->str;
+    if (strcmp(kind, "subscribe") == 0) {
+        if (r->element[2]->integer == 2 && !c->subscribed) {
+            c->subscribed = 1;
+            c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
+            sophia_info("cluster", "msg=\"subscribed\" addr=%s:%d node=%s",
+                        c->host, c->port, c->node);
+        }
+        return;
+    }
+    if (strcmp(kind, "message") != 0 || r->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    const char *ch = r->element[1]->str;
+    if (strcmp(ch, SOPHIA_CLUSTER_CHANNEL) == 0)
+        on_publish(c, r->element[2]->str, r->element[2]->len);
+    else if (strcmp(ch, SOPHIA_CLUSTER_INVAL_CHANNEL) == 0)
+        on_invalidate(c, r->element[2]->str, r->element[2]->len);
+}
+
+/* ------------------------------------------------- subscribe connection */
+
+static void sub_retry_later(sophia_cluster *c, const char *why)
+{
+    if (c->freeing)
+        return;
+    if (c->subscribed || c->backoff_ms == CLUSTER_BACKOFF_MIN_MS)
+        sophia_warn("cluster", "msg=\"pub/sub connection down, retrying with backoff\" addr=%s:%d err=\"%s\"",
+                    c->host, c->port, why ? why : "closed");
+    c->subscribed = 0;
+    struct timeval tv = {c->backoff_ms / 1000, (c->backoff_ms % 1000) * 1000};
+    evtimer_add(c->retry_ev, &tv);
+    c->backoff_ms = c->backoff_ms * 2 > CLUSTER_BACKOFF_MAX_MS
+                        ? CLUSTER_BACKOFF_MAX_MS
+                        : c->backoff_ms * 2;
+}
+
+static void on_sub_connect(const redisAsyncContext *ac, int status)
+{
+    sophia_cluster *c = ac->data;
+    evtimer_del(c->connect_ev);
+    if (status != REDIS_OK) {
+        c->sub = NULL; /* hiredis frees it after this callback */
+        sub_retry_later(c, ac->errstr);
+        return;
+    }
+    redisAsyncCommand(c->sub, on_sub_reply, c, "SUBSCRIBE %s %s",
+                      SOPHIA_CLUSTER_CHANNEL, SOPHIA_CLUSTER_INVAL_CHANNEL);
+}
+
+static void on_sub_disconnect(const redisAsyncContext *ac, int status)
+{
+    sophia_cluster *c = ac->data;
+    c->sub = NULL;
+    sub_retry_later(c, status == REDIS_OK ? "closed" : ac->errstr);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sub_connect(arg);
+}
+
+static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_cluster *c = arg;
+    redisAsyncContext *ac = c->sub;
+    if (!ac)
+        return;
+    c->sub = NULL;
+    redisAsyncFree(ac); /* not connected: no disconnect callback */
+    sub_retry_later(c, "connect timed out");
+}
+
+static void sub_connect(sophia_cluster *c)
+{
+    c->sub = redisAsyncConnect(c->host, c->port);
+    if (!c->sub || c->sub->err) {
+        char why[128];
+        snprintf(why, sizeof(why), "%s", c->sub ? c->sub->errstr : "out of memory");
+        if (c->sub)
+            redisAsyncFree(c->sub);
+        c->sub = NULL;
+        sub_retry_later(c, why);
+        return;
+    }
+    c->sub->data = c;
+    redisLibeventAttach(c->sub, c->base);
+    redisAsyncSetConnectCallback(c->sub, on_sub_connect);
+    redisAsyncSetDisconnectCallback(c->sub, on_sub_disconnect);
+    struct timeval tv = {CLUSTER_CONNECT_TIMEOUT_MS / 1000,
+                         (CLUSTER_CONNECT_TIMEOUT_MS % 1000) * 1000};
+    evtimer_add(c->connect_ev, &tv);
+}
+
+/* ------------------------------------------------------------- public */
+
+sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
+                                   const char *node_id,
+                                   struct sophia_ws_router *router)
+{
+    sophia_cluster *c = calloc(1, sizeof(*c));
+    int db;
+    if (!c)
+        return NULL;
+    if (sophia_redis_parse_url(url, &c->host, &c->port, &db) < 0 ||
+        !(c->cmd = sophia_redis_new(base, url))) {
+        sophia_error("cluster", "msg=\"cluster.redis is not redis://host:port/db; running single-node\" url=\"%s\"",
+                     url);
+        free(c->host);
+        free(c);
+        return NULL;
+    }
+    c->base = base;
+    c->router = router;
+    c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
+    if (node_id && *node_id) {
+        snprintf(c->node, sizeof(c->node), "%s", node_id);
+    } else {
+        char host[64] = "node";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(c->node, sizeof(c->node), "%s:%d", host, (int)getpid());
+    }
+    c->retry_ev = evtimer_new(base, on_retry, c);
+    c->connect_ev = evtimer_new(base, on_connect_timeout, c);
+    the_cluster = c;
+    sub_connect(c);
+    return c;
+}
+
+void sophia_cluster_free(sophia_cluster *c)
+{
+    if (!c)
+        return;
+    c->freeing = 1;
+    if (the_cluster == c)
+        the_cluster = NULL;
+    if (c->sub)
+        redisAsyncFree(c->sub);
+    event_free(c->retry_ev);
+    event_free(c->connect_ev);
+    sophia_redis_free(c->cmd);
+    free(c->host);
+    free(c);
+}
+
+int sophia_cluster_ready(const sophia_cluster *c)
+{
+    return c && c->subscribed && sophia_redis_up(c->cmd);
+}
+
+const char *sophia_cluster_node_id(const sophia_cluster *c)
+{
+    return c->node;
+}
+
+uint64_t sophia_cluster_received(const sophia_cluster *c)
+{
+    return c ? c->received : 0;
+}
+
+static void on_eval(void *arg, redisReply *reply)
+{
+    (void)arg;
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        sophia_warn("cluster", "msg=\"publish through Redis failed\" err=\"%s\"",
+                    reply ? reply->str : "no reply");
+}
+
+static char *encode_publish(const sophia_cluster *c, const char *type,
+                            const char *const *topics, size_t n,
+                            const char *dashboard_id, json_t *data)
+{
+    json_t *jt = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(jt, json_string(topics[i]));
+    json_t *o = json_pack("{s:s,s:s,s:o}", "node", c->node, "type", type,
+                          "topics", jt);
+    if (dashboard_id)
+        json_object_set_new(o, "dashboard_id", json_string(dashboard_id));
+    json_object_set(o, "data", data ? data : json_null());
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+int sophia_cluster_publish(sophia_cluster *c, const char *type,
+                           const char *const *topics, size_t ntopics,
+                           const char *dashboard_id, json_t *data)
+{
+    if (!sophia_cluster_ready(c) || ntopics == 0 || ntopics > CLUSTER_MAX_TOPICS)
+        return -1;
+    char *payload = encode_publish(c, type, topics, ntopics, dashboard_id, data);
+    char nkeys[16], *keys[CLUSTER_MAX_TOPICS];
+    const char *argv[5 + CLUSTER_MAX_TOPICS];
+    size_t lens[5 + CLUSTER_MAX_TOPICS];
+    int argc = 0, rc = -1;
+    if (!payload)
+        return -1;
+    snprintf(nkeys, sizeof(nkeys), "%zu", ntopics);
+    argv[argc++] = "EVAL";
+    argv[argc++] = publish_script;
+    argv[argc++] = nkeys;
+    for (size_t i = 0; i < ntopics; i++) {
+        keys[i] = NULL;
+        if (asprintf(&keys[i], "sophia:seq:%s", topics[i]) < 0)
+            keys[i] = NULL;
+        argv[argc++] = keys[i] ? keys[i] : "sophia:seq:?";
+    }
+    argv[argc++] = SOPHIA_CLUSTER_CHANNEL;
+    argv[argc++] = payload;
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    rc = sophia_redis_command(c->cmd, on_eval, NULL, argc, argv, lens) == 0 ? 0 : -1;
+    for (size_t i = 0; i < ntopics; i++)
+        free(keys[i]);
+    free(payload);
+    return rc;
+}
+
+void sophia_cluster_on_invalidate(sophia_cluster_invalidate_fn fn, void *arg)
+{
+    inval_fn = fn;
+    inval_arg = arg;
+}
+
+int sophia_cluster_broadcast_invalidate(const char *key_or_tag, int is_tag)
+{
+    sophia_cluster *c = the_cluster;
+    if (!c || !sophia_redis_up(c->cmd) || !key_or_tag)
+        return -1;
+    json_t *o = json_pack("{s:s,s:s}", "node", c->node, is_tag ? "tag" : "key",
+                          key_or_tag);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s)
+        return -1;
+    const char *argv[3] = {"PUBLISH", SOPHIA_CLUSTER_INVAL_CHANNEL, s};
+    size_t lens[3] = {7, strlen(SOPHIA_CLUSTER_INVAL_CHANNEL), strlen(s)};
+    int rc = sophia_redis_command(c->cmd, NULL, NULL, 3, argv, lens);
+    free(s);
+    return rc == 0 ? 0 : -1;
+}

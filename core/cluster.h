@@ -1,0 +1,68 @@
+/*
+ * cluster - publishes and L1 invalidations shared by every sophiad that
+ * names the same Redis in cluster.redis (or SOPHIA_CLUSTER_REDIS_URL).
+ *
+ * Two hiredis connections of our own: a command connection (the shared
+ * sophia_redis module: timeouts, reconnect with backoff) and a SUBSCRIBE
+ * connection, since RESP2 (hiredis 0.14) allows nothing else on a
+ * connection once it subscribed; it reconnects with backoff too.
+ *
+ * Seq consistency: a publish is one EVAL of a small Lua script that INCRs
+ * `sophia:seq:<topic>` for each of its topics and PUBLISHes the message
+ * with those seqs on `sophia:ws`, atomically. Redis runs scripts one at a
+ * time and delivers a channel's messages to every subscriber in one order,
+ * so every node, including the publishing one (which delivers its own
+ * publish when it comes back from the channel rather than at once), sees
+ * the same messages in the same order with the same seqs, and a node that
+ * joins late picks the counters up from Redis. The cost is one Redis round
+ * trip of latency per publish (no extra round trip: INCR and PUBLISH share
+ * it). While either connection is down, publishes are delivered locally
+ * with local seqs (counted as cluster_fallback); a seq that does not follow
+ * the previous one empties that topic's history, so `since` answers
+ * `resync` instead of replaying across a hole.
+ *
+ * Invalidations go on `sophia:inval` as {"node","key"|"tag"}; each node
+ * skips its own (by node id) and hands the others to the hook the cache
+ * registered.
+ */
+#ifndef SOPHIA_CLUSTER_H
+#define SOPHIA_CLUSTER_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct sophia_ws_router;
+typedef struct sophia_cluster sophia_cluster;
+
+#define SOPHIA_CLUSTER_CHANNEL "sophia:ws"
+#define SOPHIA_CLUSTER_INVAL_CHANNEL "sophia:inval"
+
+/* url: redis://host:port/db. NULL on a malformed URL (logged). */
+sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
+                                   const char *node_id,
+                                   struct sophia_ws_router *router);
+void sophia_cluster_free(sophia_cluster *c);
+
+/* Both connections up and subscribed. */
+int sophia_cluster_ready(const sophia_cluster *c);
+const char *sophia_cluster_node_id(const sophia_cluster *c);
+/* Publishes received from the channel (this node's own included). */
+uint64_t sophia_cluster_received(const sophia_cluster *c);
+
+/* Sends a publish through Redis. 0 when sent (delivery follows from the
+ * channel); -1 when the caller must deliver locally. */
+int sophia_cluster_publish(sophia_cluster *c, const char *type,
+                           const char *const *topics, size_t ntopics,
+                           const char *dashboard_id, json_t *data);
+
+/* ---- L1 invalidation transport (for the cache) ---------------------- */
+typedef void (*sophia_cluster_invalidate_fn)(const char *key_or_tag,
+                                             int is_tag, void *arg);
+/* The hook called for invalidations from other nodes (one; NULL clears). */
+void sophia_cluster_on_invalidate(sophia_cluster_invalidate_fn fn, void *arg);
+/* Tells the other nodes; 0 sent, -1 no cluster or Redis down. */
+int sophia_cluster_broadcast_invalidate(const char *key_or_tag, int is_tag);
+
+#endif

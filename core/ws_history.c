@@ -1,0 +1,126 @@
+/*
+ * ws_history - see ws_history.h.
+ */
+#include "ws_history.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+ws_msg *ws_msg_new(const char *text, size_t len, size_t pre)
+{
+    ws_msg *m = malloc(sizeof(*m) + pre + len + 1);
+    if (!m)
+        return NULL;
+    m->refs = 1;
+    m->pubid = 0;
+    m->ckey = NULL;
+    m->ckey_len = 0;
+    m->len = len;
+    memcpy(m->buf + pre, text, len);
+    m->buf[pre + len] = '\0';
+    return m;
+}
+
+const char *ws_msg_text(const ws_msg *m, size_t pre)
+{
+    return (const char *)m->buf + pre;
+}
+
+void ws_msg_set_ckey(ws_msg *m, const char *topic, const char *metric)
+{
+    size_t a = strlen(topic), b = strlen(metric);
+    free(m->ckey);
+    m->ckey = malloc(a + b + 2);
+    if (!m->ckey)
+        return;
+    memcpy(m->ckey, topic, a);
+    m->ckey[a] = '\x01'; /* never in a topic: they are printable */
+    memcpy(m->ckey + a + 1, metric, b + 1);
+    m->ckey_len = a + b + 1;
+}
+
+void ws_msg_unref(ws_msg *m)
+{
+    if (m && --m->refs == 0) {
+        free(m->ckey);
+        free(m);
+    }
+}
+
+void ws_history_init(ws_history *h, size_t cap)
+{
+    memset(h, 0, sizeof(*h));
+    h->cap = cap;
+}
+
+static ws_hist_entry *slot(const ws_history *h, size_t i)
+{
+    return &h->v[(h->head + i) % h->cap];
+}
+
+static void drop_oldest(ws_history *h)
+{
+    ws_msg_unref(slot(h, 0)->m);
+    h->head = (h->head + 1) % h->cap;
+    h->len--;
+}
+
+void ws_history_clear(ws_history *h)
+{
+    while (h->len)
+        drop_oldest(h);
+    h->head = 0;
+}
+
+void ws_history_free(ws_history *h)
+{
+    if (h->v)
+        ws_history_clear(h);
+    free(h->v);
+    h->v = NULL;
+}
+
+void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m)
+{
+    if (h->cap == 0)
+        return;
+    if (!h->v && !(h->v = calloc(h->cap, sizeof(*h->v))))
+        return;
+    if (h->len && slot(h, h->len - 1)->seq + 1 != seq)
+        ws_history_clear(h); /* a gap: keep the ring contiguous */
+    if (h->len == h->cap)
+        drop_oldest(h);
+    ws_hist_entry *e = slot(h, h->len++);
+    e->seq = seq;
+    e->at_us = now_us;
+    e->m = m;
+    m->refs++;
+}
+
+void ws_history_prune(ws_history *h, int64_t now_us, int64_t max_age_us)
+{
+    while (h->len && now_us - slot(h, 0)->at_us > max_age_us)
+        drop_oldest(h);
+}
+
+ws_hist_result ws_history_since(const ws_history *h, uint64_t since,
+                                uint64_t cur_seq, size_t *first, size_t *n)
+{
+    *first = 0;
+    *n = 0;
+    if (since == cur_seq)
+        return WS_HIST_OK;
+    if (since > cur_seq || h->len == 0)
+        return WS_HIST_RESYNC;
+    uint64_t oldest = slot(h, 0)->seq, newest = slot(h, h->len - 1)->seq;
+    if (oldest > since + 1 || newest != cur_seq)
+        return WS_HIST_RESYNC;
+    *first = (size_t)(since + 1 - oldest);
+    *n = (size_t)(cur_seq - since);
+    return WS_HIST_OK;
+}
+
+const ws_hist_entry *ws_history_at(const ws_history *h, size_t i)
+{
+    return i < h->len ? slot(h, i) : NULL;
+}

@@ -1,0 +1,71 @@
+/*
+ * ws_history - the rendered WebSocket message and the per-topic history
+ * ring that makes `subscribe` with `since` and the `history` request work.
+ *
+ * A ws_msg is one JSON text frame, rendered once and shared, by reference
+ * count, between every client queue it sits in and the history ring of the
+ * topic it was rendered for. It remembers the publish it came from
+ * (`pubid`, one per sophia_ws_publish call, so a replay spanning several
+ * topics can skip a message it already sent for another one) and, for
+ * `metric` updates, the coalescing key "topic\x01metric" that lets a slow
+ * client's queue keep only the latest value of each metric.
+ *
+ * The ring keeps the last `cap` messages of a topic, and only while they
+ * are younger than the configured age. Its seqs are contiguous by
+ * construction: a push whose seq does not follow the newest one (a seq
+ * adopted from another node after a gap) empties the ring first, so
+ * "the ring holds since+1" is enough to promise a replay without a gap.
+ */
+#ifndef SOPHIA_WS_HISTORY_H
+#define SOPHIA_WS_HISTORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ws_msg {
+    int refs;
+    uint64_t pubid;   /* the publish it came from; 0 for control messages */
+    char *ckey;       /* coalescing key "topic\x01metric", or NULL */
+    size_t ckey_len;
+    size_t len;
+    unsigned char buf[]; /* LWS_PRE headroom, then the text and a NUL */
+} ws_msg;
+
+/* `pre` is the headroom lws needs before the payload (LWS_PRE). */
+ws_msg *ws_msg_new(const char *text, size_t len, size_t pre);
+const char *ws_msg_text(const ws_msg *m, size_t pre);
+void ws_msg_set_ckey(ws_msg *m, const char *topic, const char *metric);
+void ws_msg_unref(ws_msg *m);
+
+typedef struct ws_hist_entry {
+    uint64_t seq;
+    int64_t at_us; /* monotonic time it was published */
+    ws_msg *m;
+} ws_hist_entry;
+
+typedef struct ws_history {
+    ws_hist_entry *v; /* ring of cap entries, allocated on first push */
+    size_t cap, head, len;
+} ws_history;
+
+typedef enum {
+    WS_HIST_OK,     /* everything after `since` is in the ring */
+    WS_HIST_RESYNC, /* some of it aged out (or since is from the future) */
+} ws_hist_result;
+
+void ws_history_init(ws_history *h, size_t cap);
+void ws_history_clear(ws_history *h);
+void ws_history_free(ws_history *h);
+/* Takes a reference to m. */
+void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m);
+/* Drops entries published before now_us - max_age_us. */
+void ws_history_prune(ws_history *h, int64_t now_us, int64_t max_age_us);
+
+/* Entries newer than `since`, oldest first, given the topic's current seq:
+ * sets *first to the index (for ws_history_at) of the first one and *n to
+ * how many. */
+ws_hist_result ws_history_since(const ws_history *h, uint64_t since,
+                                uint64_t cur_seq, size_t *first, size_t *n);
+const ws_hist_entry *ws_history_at(const ws_history *h, size_t i);
+
+#endif

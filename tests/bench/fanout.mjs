@@ -1,0 +1,353 @@
+// fanout - WebSocket fan-out: sophiad's /ws router against the node `ws`
+// broadcast server a JavaScript team would write (built into this script:
+// `node fanout.mjs --peer PORT`).
+//
+// For N clients (100, 1,000, 10,000 with --big) subscribed to one topic,
+// then spread over 100 topics, a publisher POSTs NDJSON batches of metric
+// points (sophiad: /ingest/metrics through the real metrics plugin; peer:
+// /publish) and keeps a window of batches in flight: a batch is done when
+// every subscriber got its messages. Reported: messages delivered per
+// second, delivery latency p50/p99 (publish to receipt, same clock), and
+// server memory per connection (RSS growth / N). Clients run in this
+// worker threads of this process (--workers, default 2) for both servers,
+// so both pay the same client costs; on a 2-core machine the clients share
+// the CPU with the server under test, and with 1,000 clients on one topic
+// the time a worker takes to read one publish off all of its sockets is
+// part of the measured latency.
+//
+// Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
+//        node tests/bench/fanout.mjs [--clients 100,1000] [--seconds 3] [--rate 100] [--big]
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const require = createRequire(path.join(here, '..', 'integration', 'package.json'));
+const WebSocket = require('ws');
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+
+// ------------------------------------------------------------- the peer
+function runPeer(port) {
+  const topics = new Map(); // topic -> Set<ws>
+  const seqs = new Map();
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'POST' || req.url !== '/publish') {
+      res.writeHead(404).end();
+      return;
+    }
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      let n = 0;
+      for (const line of body.split('\n')) {
+        if (!line) continue;
+        const p = JSON.parse(line);
+        const topic = `dashboard:${p.dashboard_id}`;
+        const seq = (seqs.get(topic) || 0) + 1;
+        seqs.set(topic, seq);
+        const { dashboard_id: id, ...data } = p;
+        const msg = JSON.stringify({ type: 'metric', topic, seq, dashboard_id: id, data });
+        for (const ws of topics.get(topic) || []) ws.send(msg);
+        n++;
+      }
+      res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ accepted: n }));
+    });
+  });
+  const wss = new WebSocket.WebSocketServer({ server, path: '/ws' });
+  wss.on('connection', (ws) => {
+    const mine = new Set();
+    ws.on('message', (raw) => {
+      const m = JSON.parse(raw);
+      if (m.type !== 'subscribe') return;
+      for (const t of m.subscriptions) {
+        if (!topics.has(t)) topics.set(t, new Set());
+        topics.get(t).add(ws);
+        mine.add(t);
+      }
+      ws.send(JSON.stringify({ type: 'subscribed', subscriptions: m.subscriptions }));
+    });
+    ws.on('close', () => { for (const t of mine) topics.get(t).delete(ws); });
+  });
+  server.listen(port, '127.0.0.1');
+}
+
+
+// ---------------------------------------------------------- the harness
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitHttp(url) {
+  for (let i = 0; i < 200; i++) {
+    try {
+      await fetch(url);
+      return;
+    } catch {
+      await sleep(50);
+    }
+  }
+  throw new Error(`${url} never answered`);
+}
+
+function rssKb(pid) {
+  const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+)/m);
+  return m ? Number(m[1]) : 0;
+}
+
+async function startSophiad(port) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'fanout-'));
+  const conf = path.join(dir, 'sophia.yaml');
+  writeFileSync(conf, `
+server:
+  max_body: 64MiB
+log:
+  level: warn
+websocket:
+  max_connections: 20000
+  max_queue: 8192
+  history: 64
+plugins:
+  path: ["${process.env.SOPHIA_PLUGIN_DIR}"]
+  instances:
+    metrics:
+      plugin: metrics
+streams:
+  metrics:
+    processor: metrics
+    queue_size: 1000000
+    batch_size: 2000
+`);
+  const proc = spawn(process.env.SOPHIAD, ['-c', conf, '--listen', `127.0.0.1:${port}`], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '' }, // the router, not the cache
+  });
+  await waitHttp(`http://127.0.0.1:${port}/healthz`);
+  return { proc, publishUrl: `http://127.0.0.1:${port}/ingest/metrics`, wsUrl: `ws://127.0.0.1:${port}/ws` };
+}
+
+async function startPeer(port) {
+  const proc = spawn(process.execPath, [fileURLToPath(import.meta.url), '--peer', String(port)], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  await waitHttp(`http://127.0.0.1:${port}/`);
+  return { proc, publishUrl: `http://127.0.0.1:${port}/publish`, wsUrl: `ws://127.0.0.1:${port}/ws` };
+}
+
+const now = () => performance.timeOrigin + performance.now(); // same clock in every thread
+
+async function connectClients(wsUrl, from, to, ntopics, onMsg) {
+  const clients = [];
+  const CONCURRENCY = 200;
+  for (let i = from; i < to; i += CONCURRENCY) {
+    const batch = [];
+    for (let k = i; k < Math.min(to, i + CONCURRENCY); k++) {
+      batch.push(new Promise((resolve, reject) => {
+        const ws = new WebSocket(wsUrl, { perMessageDeflate: false });
+        ws.on('error', reject);
+        ws.on('open', () => {
+          ws.send(JSON.stringify({ type: 'subscribe', subscriptions: [`dashboard:b${k % ntopics}`] }));
+        });
+        ws.on('message', (data) => {
+          if (ws._subscribed) return onMsg(data);
+          ws._subscribed = true;
+          resolve(ws);
+        });
+      }));
+    }
+    clients.push(...(await Promise.all(batch)));
+  }
+  return clients;
+}
+
+function percentile(sorted, p) {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
+}
+
+// One client thread: connects clients [from, to), counts what arrives and
+// samples latencies; the main thread asks for them by message.
+async function runWorker() {
+  const { wsUrl, from, to, ntopics } = workerData;
+  let delivered = 0;
+  let lat = [];
+  const onMsg = (data) => {
+    delivered++;
+    if ((delivered & 7) === 0) {
+      const s = data.toString();
+      const i = s.indexOf('"value":');
+      lat.push(now() - parseFloat(s.slice(i + 8)));
+    }
+  };
+  const clients = await connectClients(wsUrl, from, to, ntopics, onMsg);
+  const timer = setInterval(() => parentPort.postMessage({ type: 'count', delivered }), 5);
+  parentPort.on('message', (m) => {
+    if (m === 'report') {
+      parentPort.postMessage({ type: 'lat', lat, delivered });
+      lat = [];
+    } else if (m === 'stop') {
+      clearInterval(timer);
+      for (const ws of clients) ws.terminate();
+      parentPort.close();
+    }
+  });
+  parentPort.postMessage({ type: 'ready' });
+}
+
+async function startWorkers(wsUrl, n, ntopics) {
+  const w = Math.max(1, Math.min(Number(opt('workers', '2')), n));
+  const counts = new Array(w).fill(0);
+  const workers = [];
+  for (let i = 0; i < w; i++) {
+    const from = Math.floor((n * i) / w);
+    const to = Math.floor((n * (i + 1)) / w);
+    const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { wsUrl, from, to, ntopics } });
+    worker.on('message', (m) => { if (m.type === 'count') counts[i] = m.delivered; });
+    workers.push(worker);
+  }
+  await Promise.all(workers.map((wk) => new Promise((resolve, reject) => {
+    wk.on('error', reject);
+    wk.on('message', (m) => { if (m.type === 'ready') resolve(); });
+  })));
+  return {
+    delivered: () => counts.reduce((a, b) => a + b, 0),
+    async latencies() {
+      const parts = await Promise.all(workers.map((wk) => new Promise((resolve) => {
+        const on = (m) => { if (m.type === 'lat') { wk.off('message', on); resolve(m.lat); } };
+        wk.on('message', on);
+        wk.postMessage('report');
+      })));
+      return parts.flat().sort((a, b) => a - b);
+    },
+    async stop() {
+      await Promise.all(workers.map((wk) => new Promise((resolve) => {
+        wk.once('exit', resolve);
+        wk.postMessage('stop');
+      })));
+    },
+  };
+}
+
+async function runScenario(server, n, ntopics, seconds) {
+  const rss0 = rssKb(server.proc.pid);
+  const clients = await startWorkers(server.wsUrl, n, ntopics);
+  await sleep(200);
+  const memPerConn = ((rssKb(server.proc.pid) - rss0) * 1024) / n;
+  // Batches sized so one batch is ~20k deliveries; two in flight.
+  const batch = Math.max(ntopics, Math.min(2000, Math.ceil(20000 / (n / ntopics)) * 1));
+  const perBatch = batch * (n / ntopics); // each point reaches n/ntopics clients
+  const agent = new http.Agent({ keepAlive: true });
+  let sent = 0;
+  let seq = 0;
+  const t0 = performance.now();
+  const deadline = t0 + seconds * 1000;
+  await clients.latencies(); // drop samples from before the run
+  while (performance.now() < deadline) {
+    while (sent - clients.delivered() < 2 * perBatch && performance.now() < deadline) {
+      let body = '';
+      for (let i = 0; i < batch; i++, seq++) {
+        body += `{"metric":"m${seq % 50}","value":${now()},"dashboard_id":"b${seq % ntopics}"}\n`;
+      }
+      await post(agent, server.publishUrl, body);
+      sent += perBatch;
+    }
+    await sleep(1);
+  }
+  const endWait = performance.now() + 5000;
+  while (clients.delivered() < sent && performance.now() < endWait) await sleep(2);
+  const elapsed = (performance.now() - t0) / 1000;
+  const rate = clients.delivered() / elapsed;
+  const lost = sent - clients.delivered();
+  let lat = await clients.latencies();
+  const load = { p50: percentile(lat, 0.5), p99: percentile(lat, 0.99) };
+  // Latency at a steady rate (--rate publishes/s, default 100).
+  const t1 = performance.now();
+  for (let i = 0; performance.now() - t1 < 1500; i++, seq++) {
+    await post(agent, server.publishUrl,
+      `{"metric":"m${seq % 50}","value":${now()},"dashboard_id":"b${seq % ntopics}"}\n`);
+    await sleep(1000 / RATE);
+  }
+  await sleep(200);
+  lat = await clients.latencies();
+  await clients.stop();
+  agent.destroy();
+  await sleep(300);
+  return {
+    rate, lost, load, memPerConn, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99),
+  };
+}
+
+function post(agent, url, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent, headers: { 'content-type': 'application/x-ndjson' } }, (res) => {
+      res.resume();
+      res.on('end', () => (res.statusCode === 202 ? resolve() : reject(new Error(`publish: HTTP ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const RATE = Number(opt('rate', '100'));
+const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-');
+
+async function main() {
+  if (!process.env.SOPHIAD || !process.env.SOPHIA_PLUGIN_DIR) {
+    console.error('set SOPHIAD and SOPHIA_PLUGIN_DIR (cmake --build build --target bench does)');
+    process.exit(2);
+  }
+  const counts = opt('clients', args.includes('--big') ? '100,1000,10000' : '100,1000').split(',').map(Number);
+  const seconds = Number(opt('seconds', '3'));
+  console.log(`\nWebSocket fan-out (${seconds} s saturated per row; latency = publish POST sent to client receipt,`);
+  console.log(`at a steady ${RATE} publishes/s, and at saturation)\n`);
+  console.log('| clients | topics | server | delivered msg/s | p50 ms | p99 ms | p50/p99 ms saturated | KiB/conn | ratio msg/s |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const n of counts) {
+    for (const ntopics of [1, 100]) {
+      const res = {};
+      for (const kind of ['sophiad', 'node ws']) {
+        const port = await freePort();
+        const server = kind === 'sophiad' ? await startSophiad(port) : await startPeer(port);
+        try {
+          res[kind] = await runScenario(server, n, ntopics, seconds);
+        } finally {
+          server.proc.kill('SIGTERM');
+          await new Promise((r) => server.proc.once('exit', r));
+        }
+      }
+      for (const kind of ['sophiad', 'node ws']) {
+        const r = res[kind];
+        const ratio = kind === 'sophiad' ? `${fmt(r.rate / res['node ws'].rate, 2)}×` : '';
+        console.log(`| ${fmt(n)} | ${ntopics} | ${kind} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.load.p50, 0)} / ${fmt(r.load.p99, 0)} | ${fmt(r.memPerConn / 1024, 1)} | ${ratio} |`
+          + (r.lost > 0 ? ` (${fmt(r.lost)} not delivered)` : ''));
+      }
+    }
+  }
+}
+
+if (!isMainThread) {
+  await runWorker();
+} else if (args[0] === '--peer') {
+  runPeer(Number(args[1]));
+} else {
+  await main();
+}

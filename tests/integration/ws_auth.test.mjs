@@ -1,0 +1,114 @@
+// WebSocket auth (SPEC §5): HS256 JWTs via ?token=, Authorization: Bearer
+// or a first `auth` message; expired and badly signed tokens refused
+// (401 on the upgrade, 4001 on the socket); subscriptions outside the
+// token's `topics` refused with `forbidden`; an Origin allow-list.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import {
+  startDaemon, fetchJson, wsConnect, nextMessage, sendJson, wsClosed,
+} from './lib/daemon.mjs';
+
+const SECRET = 'test-secret-for-ws-auth';
+const YAML = `
+websocket:
+  auth_timeout: 1s
+  origins: ["https://dash.example.com"]
+  auth:
+    secret_env: SOPHIA_TEST_WS_SECRET
+plugins:
+  path: ["@PLUGIN_DIR@"]
+  instances:
+    metrics:
+      plugin: metrics
+streams:
+  metrics:
+    processor: metrics
+`;
+
+const b64 = (o) => Buffer.from(typeof o === 'string' ? o : JSON.stringify(o)).toString('base64url');
+function jwt(claims, secret = SECRET, header = { alg: 'HS256', typ: 'JWT' }) {
+  const body = `${b64(header)}.${b64(claims)}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+const now = () => Math.floor(Date.now() / 1000);
+const good = (topics) => jwt({ sub: 'alice', exp: now() + 600, ...(topics ? { topics } : {}) });
+const ORIGIN = { headers: { origin: 'https://dash.example.com' } };
+
+let d;
+before(async () => {
+  d = await startDaemon({ yaml: YAML, env: { SOPHIA_TEST_WS_SECRET: SECRET } });
+});
+after(async () => { if (d) await d.stop(); });
+
+test('a valid token in ?token= lets the client subscribe within its topics', async () => {
+  const ws = await wsConnect(`${d.wsUrl}?token=${good(['dashboard:*', 'alerts'])}`, ORIGIN);
+  sendJson(ws, { type: 'subscribe', subscriptions: ['dashboard:sales', 'alerts', 'updates:metric', 'dash*'] });
+  const e1 = await nextMessage(ws, 'error');
+  const e2 = await nextMessage(ws, 'error');
+  assert.equal(e1.error.code, 'forbidden');
+  assert.match(e1.error.message, /updates:metric/);
+  assert.equal(e2.error.code, 'forbidden');
+  assert.deepEqual((await nextMessage(ws, 'subscribed')).subscriptions, ['dashboard:sales', 'alerts']);
+  const point = { metric: 'm', value: 1, timestamp: '2024-01-20T10:30:00Z', dashboard_id: 'sales' };
+  assert.equal((await fetchJson(`${d.url}/ingest/metrics`, { method: 'POST', body: point })).status, 202);
+  assert.equal((await nextMessage(ws, 'metric')).topic, 'dashboard:sales');
+  ws.close();
+});
+
+test('Authorization: Bearer on the upgrade works too', async () => {
+  const ws = await wsConnect(d.wsUrl, { headers: { ...ORIGIN.headers, authorization: `Bearer ${good()}` } });
+  sendJson(ws, { type: 'subscribe', subscriptions: ['anything'] });
+  assert.deepEqual((await nextMessage(ws, 'subscribed')).subscriptions, ['anything']);
+  ws.close();
+});
+
+test('expired or badly signed tokens are refused at the upgrade with 401', async () => {
+  const expired = jwt({ sub: 'bob', exp: now() - 5 });
+  await assert.rejects(wsConnect(`${d.wsUrl}?token=${expired}`, ORIGIN), (e) => e.status === 401);
+  const forged = good().slice(0, -2) + 'AA';
+  await assert.rejects(wsConnect(`${d.wsUrl}?token=${forged}`, ORIGIN), (e) => e.status === 401);
+  const other = jwt({ sub: 'eve' }, 'another-secret');
+  await assert.rejects(wsConnect(d.wsUrl, { headers: { ...ORIGIN.headers, authorization: `Bearer ${other}` } }),
+    (e) => e.status === 401);
+  const none = `${b64({ alg: 'none' })}.${b64({ sub: 'x' })}.`;
+  await assert.rejects(wsConnect(`${d.wsUrl}?token=${none}`, ORIGIN), (e) => e.status === 401);
+});
+
+test('a first auth message authenticates; a bad one closes with 4001', async () => {
+  let ws = await wsConnect(d.wsUrl, ORIGIN);
+  sendJson(ws, { type: 'auth', token: good(['x']) });
+  assert.deepEqual(await nextMessage(ws, 'authenticated'), { type: 'authenticated', sub: 'alice' });
+  sendJson(ws, { type: 'subscribe', subscriptions: ['x'] });
+  assert.deepEqual((await nextMessage(ws, 'subscribed')).subscriptions, ['x']);
+  ws.close();
+
+  ws = await wsConnect(d.wsUrl, ORIGIN);
+  sendJson(ws, { type: 'auth', token: jwt({ sub: 'bob', exp: now() - 1 }) });
+  let c = await wsClosed(ws);
+  assert.equal(c.code, 4001);
+  assert.match(c.reason, /expired/);
+
+  ws = await wsConnect(d.wsUrl, ORIGIN);
+  sendJson(ws, { type: 'auth', token: jwt({ sub: 'eve' }, 'wrong') });
+  c = await wsClosed(ws);
+  assert.equal(c.code, 4001);
+  assert.match(c.reason, /signature/);
+});
+
+test('nothing but auth is allowed first, and auth must come in time', async () => {
+  let ws = await wsConnect(d.wsUrl, ORIGIN);
+  sendJson(ws, { type: 'subscribe', subscriptions: ['x'] });
+  assert.equal((await wsClosed(ws)).code, 4001);
+  ws = await wsConnect(d.wsUrl, ORIGIN);
+  const c = await wsClosed(ws); // auth_timeout is 1 s
+  assert.equal(c.code, 4001);
+  const s = (await fetchJson(`${d.url}/api/stats`)).body.websocket;
+  assert.ok(s.auth_failures >= 6, JSON.stringify(s));
+});
+
+test('an Origin outside websocket.origins is refused with 403', async () => {
+  await assert.rejects(wsConnect(`${d.wsUrl}?token=${good()}`, { headers: { origin: 'https://evil.example' } }),
+    (e) => e.status === 403);
+  await assert.rejects(wsConnect(`${d.wsUrl}?token=${good()}`), (e) => e.status === 403);
+});
