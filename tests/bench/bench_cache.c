@@ -1,0 +1,363 @@
+/*
+ * bench_cache - the tiered cache's read paths against their raw clients,
+ * on the real Redis and PostgreSQL named by SOPHIA_REDIS_URL/SOPHIA_PG_URL
+ * (run through bench_cache.sh, which starts throwaway ones).
+ *
+ *  - L1 hit: sophia_cache_get on resident keys (callback runs inline);
+ *    gets/s, and p50/p99 of single timed gets (clock cost subtracted).
+ *  - L2 hit: sophia_l2_get (sophia's hiredis connection on the loop, the
+ *    envelope decoded) with C gets in flight, against `redis-benchmark -t
+ *    get -c C` on the same server and value size.
+ *  - L3 hit: sophia_l3_get (pipelined libpq on the loop, prepared) with 1
+ *    and with 32 in flight, against a plain blocking libpq loop of the same
+ *    prepared SELECT.
+ *
+ * Usage: bench_cache [--quick]
+ */
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include "cache.h"
+#include "cache_l2.h"
+#include "cache_l3.h"
+#include "config.h"
+#include "pg.h"
+#include "redis.h"
+#include "server.h"
+
+sophia_server *sophia_srv; /* the daemon defines it in main.c */
+
+#define NKEYS 1000
+#define VALUE "{\"metric\":\"revenue\",\"value\":125000,\"ts\":1700000000}"
+
+static bool quick;
+static struct event_base *base;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static char keys[NKEYS][48];
+
+/* Built once: formatting a key per get would cost more than an L1 hit. */
+static const char *key(int i)
+{
+    return keys[i];
+}
+
+/* Blocks in the loop like the daemon does (no busy polling, which would
+ * steal a core from the server on a small machine). */
+static void run_until(volatile bool *flag, int ms)
+{
+    int64_t end = now_ns() + (int64_t)ms * 1000000;
+    while (!*flag && now_ns() < end)
+        event_base_loop(base, EVLOOP_ONCE);
+}
+
+/* -------------------------------------------------------------- L1 */
+
+static void on_l1(void *arg, int rc, const char *val, size_t len, int tier)
+{
+    (void)val;
+    (void)len;
+    (void)tier;
+    *(int *)arg += rc == 0;
+}
+
+static void bench_l1(sophia_cache *c, double *gps, double *p50, double *p99)
+{
+    int hits = 0;
+    long n = quick ? 2000000 : 10000000;
+    int64_t t0 = now_ns();
+    for (long i = 0; i < n; i++)
+        sophia_cache_get(c, key((int)(i % NKEYS)), NULL, NULL, on_l1, &hits);
+    *gps = (double)n / ((double)(now_ns() - t0) / 1e9);
+    if (hits != n)
+        fprintf(stderr, "bench_cache: L1 missed %ld times\n", n - hits);
+    /* Single gets, each timed; the clock's own cost subtracted. */
+    enum { S = 200000 };
+    static int64_t d[S];
+    int64_t clk = INT64_MAX;
+    for (int i = 0; i < 1000; i++) {
+        int64_t a = now_ns(), b = now_ns();
+        clk = b - a < clk ? b - a : clk;
+    }
+    for (int i = 0; i < S; i++) {
+        const char *k = key(i % NKEYS);
+        int64_t a = now_ns();
+        sophia_cache_get(c, k, NULL, NULL, on_l1, &hits);
+        d[i] = now_ns() - a - clk;
+    }
+    qsort(d, S, sizeof(d[0]), cmp_i64);
+    *p50 = (double)d[S / 2];
+    *p99 = (double)d[S * 99 / 100];
+}
+
+/* -------------------------------------------------------------- L2 */
+
+typedef struct driver {
+    long issued, done, target, failed;
+    int inflight_max;
+    volatile bool finished;
+    sophia_redis *r;
+    sophia_l3 *l3;
+} driver;
+
+static void l2_issue(driver *d);
+
+static void on_l2(void *arg, int rc, const char *val, size_t len,
+                  int64_t exp, const char *const *tags)
+{
+    (void)val;
+    (void)len;
+    (void)exp;
+    (void)tags;
+    driver *d = arg;
+    d->done++;
+    d->failed += rc != 0;
+    if (d->done == d->target)
+        d->finished = true;
+    else
+        l2_issue(d);
+}
+
+static void l2_issue(driver *d)
+{
+    if (d->issued >= d->target)
+        return;
+    if (sophia_l2_get(d->r, key((int)(d->issued % NKEYS)), on_l2, d) == 0)
+        d->issued++;
+}
+
+static double bench_l2(sophia_redis *r, int conc)
+{
+    driver d = {0};
+    d.r = r;
+    d.target = quick ? 50000 : 300000;
+    int64_t t0 = now_ns();
+    for (int i = 0; i < conc; i++)
+        l2_issue(&d);
+    run_until(&d.finished, 120000);
+    double s = (double)(now_ns() - t0) / 1e9;
+    if (d.failed)
+        fprintf(stderr, "bench_cache: %ld L2 gets failed\n", d.failed);
+    return (double)d.done / s;
+}
+
+static double redis_benchmark(const char *url, int conc, int pipeline,
+                              size_t vsize)
+{
+    char *host;
+    int port, db;
+    if (sophia_redis_parse_url(url, &host, &port, &db) < 0)
+        return 0;
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd),
+             "redis-benchmark -h %s -p %d --dbnum %d -t get -n %d -c %d -P %d "
+             "-d %zu --csv 2>/dev/null",
+             host, port, db, quick ? 50000 : 300000, conc, pipeline, vsize);
+    free(host);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return 0;
+    char line[512];
+    double rps = 0;
+    while (fgets(line, sizeof(line), p)) {
+        double v;
+        if (sscanf(line, "\"GET\",\"%lf\"", &v) == 1)
+            rps = v;
+    }
+    pclose(p);
+    return rps;
+}
+
+/* -------------------------------------------------------------- L3 */
+
+static void l3_issue(driver *d);
+
+static void on_l3(void *arg, int rc, const char *val, size_t len,
+                  int64_t exp, const char *const *tags)
+{
+    (void)val;
+    (void)len;
+    (void)exp;
+    (void)tags;
+    driver *d = arg;
+    d->done++;
+    d->failed += rc != 0;
+    if (d->done == d->target)
+        d->finished = true;
+    else
+        l3_issue(d);
+}
+
+static void l3_issue(driver *d)
+{
+    if (d->issued >= d->target)
+        return;
+    if (sophia_l3_get(d->l3, key((int)(d->issued % NKEYS)), on_l3, d) == 0)
+        d->issued++;
+}
+
+static void on_l3_next(void *arg, int rc, const char *val, size_t len,
+                       int64_t exp, const char *const *tags)
+{
+    (void)val;
+    (void)len;
+    (void)exp;
+    (void)tags;
+    driver *d = arg;
+    d->done++;
+    d->failed += rc != 0;
+    if (d->done == d->target)
+        d->finished = true;
+    else if (d->issued < d->target &&
+             sophia_l3_get(d->l3, key((int)(d->issued % NKEYS)), on_l3_next,
+                           d) == 0)
+        d->issued++;
+}
+
+static double bench_l3(sophia_l3 *l3, int conc)
+{
+    driver d = {0};
+    d.l3 = l3;
+    d.target = quick ? 5000 : 30000;
+    int64_t t0 = now_ns();
+    for (int i = 0; i < conc; i++) {
+        if (conc == 1) {
+            if (sophia_l3_get(l3, key(0), on_l3_next, &d) == 0)
+                d.issued++;
+        } else {
+            l3_issue(&d);
+        }
+    }
+    (void)on_l3;
+    run_until(&d.finished, 120000);
+    if (d.failed)
+        fprintf(stderr, "bench_cache: %ld L3 gets failed\n", d.failed);
+    return (double)d.done / ((double)(now_ns() - t0) / 1e9);
+}
+
+static const char sql_get[] =
+    "SELECT value, array_to_string(tags, chr(31)), "
+    "COALESCE((extract(epoch FROM expires_at) * 1000)::bigint, 0) "
+    "FROM sophia_cache WHERE key = $1 "
+    "AND (expires_at IS NULL OR expires_at > now())";
+
+static double libpq_loop(const char *url)
+{
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK)
+        return 0;
+    PQclear(PQprepare(c, "g", sql_get, 1, NULL));
+    long n = quick ? 5000 : 30000;
+    int64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        const char *v[1] = {key((int)(i % NKEYS))};
+        PGresult *r = PQexecPrepared(c, "g", 1, v, NULL, NULL, 0);
+        if (PQntuples(r) != 1)
+            fprintf(stderr, "bench_cache: libpq miss\n");
+        PQclear(r);
+    }
+    double s = (double)(now_ns() - t0) / 1e9;
+    PQfinish(c);
+    return (double)n / s;
+}
+
+/* ------------------------------------------------------------- setup */
+
+static void on_ack(void *arg, int rc)
+{
+    (void)rc;
+    (*(int *)arg)++;
+}
+
+int main(int argc, char **argv)
+{
+    quick = argc > 1 && !strcmp(argv[1], "--quick");
+    const char *ru = getenv("SOPHIA_REDIS_URL"), *pu = getenv("SOPHIA_PG_URL");
+    if (!ru || !*ru || !pu || !*pu) {
+        fprintf(stderr, "bench_cache: needs SOPHIA_REDIS_URL and "
+                        "SOPHIA_PG_URL (run tests/bench/bench_cache.sh)\n");
+        return 2;
+    }
+    for (int i = 0; i < NKEYS; i++)
+        snprintf(keys[i], sizeof(keys[i]), "bench:%d:%d", (int)getpid(), i);
+    base = event_base_new();
+    sophia_diag d;
+    sophia_diag_init(&d);
+    const char *y = "cache: {l1: {max_entries: 10000, ttl: 1h}}\n";
+    sophia_conf *conf = sophia_conf_load_string("/tmp/b.yaml", y, strlen(y), &d);
+    conf->redis_url = strdup(ru);
+    conf->pg_url = strdup(pu);
+    sophia_cache *c = sophia_cache_new(conf, base);
+    const char *err;
+    int64_t end = now_ns() + 15000000000LL;
+    while ((sophia_cache_l2_state(c, &err) != 1 ||
+            sophia_cache_l3_state(c, &err) != 1) && now_ns() < end)
+        event_base_loop(base, EVLOOP_ONCE);
+    int acks = 0;
+    for (int i = 0; i < NKEYS; i++)
+        sophia_cache_put_async(c, key(i), VALUE, strlen(VALUE), 3600, NULL,
+                               on_ack, &acks);
+    while (acks < NKEYS)
+        event_base_loop(base, EVLOOP_ONCE);
+
+    double gps, p50, p99;
+    bench_l1(c, &gps, &p50, &p99);
+
+    sophia_redis *r = sophia_redis_new(base, ru);
+    sophia_pg *pg = sophia_pg_new(base, pu);
+    sophia_l3 *l3 = sophia_l3_new(pg, base);
+    while ((!sophia_redis_up(r) || !sophia_pg_up(pg)) && now_ns() < end + 5000000000LL)
+        event_base_loop(base, EVLOOP_ONCE);
+    int conc = 50;
+    size_t env_len;
+    char *env = sophia_l2_encode(VALUE, strlen(VALUE), 0, NULL, &env_len);
+    double s2 = bench_l2(r, conc);
+    double r2 = redis_benchmark(ru, conc, 1, env_len);
+    double r2p = redis_benchmark(ru, 1, conc, env_len);
+    double s3a = bench_l3(l3, 1);
+    double s3b = bench_l3(l3, 32);
+    double p3 = libpq_loop(pu);
+    free(env);
+
+    printf("\n### Cache tiers (bench_cache)%s\n\n", quick ? " [quick]" : "");
+    printf("| path | sophia | raw client | ratio |\n|---|---|---|---|\n");
+    printf("| L1 hit, get/s (1,000 keys) | %.1f M/s (p50 %.0f ns, p99 %.0f ns) | - | - |\n",
+           gps / 1e6, p50, p99);
+    printf("| L2 hit, %d in flight | %.0f /s | redis-benchmark -t get -c %d: %.0f /s | %.2f |\n",
+           conc, s2, conc, r2, r2 > 0 ? s2 / r2 : 0);
+    printf("| L2 hit, %d in flight | %.0f /s | redis-benchmark -t get -c 1 -P %d: %.0f /s | %.2f |\n",
+           conc, s2, conc, r2p, r2p > 0 ? s2 / r2p : 0);
+    printf("| L3 hit, 1 in flight | %.0f /s | libpq PQexecPrepared loop: %.0f /s | %.2f |\n",
+           s3a, p3, p3 > 0 ? s3a / p3 : 0);
+    printf("| L3 hit, 32 in flight (pipelined) | %.0f /s | libpq PQexecPrepared loop: %.0f /s | %.2f |\n",
+           s3b, p3, p3 > 0 ? s3b / p3 : 0);
+
+    sophia_l3_free(l3);
+    sophia_redis_free(r);
+    sophia_cache_free(c);
+    sophia_conf_free(conf);
+    sophia_diag_free(&d);
+    event_base_free(base);
+    return 0;
+}

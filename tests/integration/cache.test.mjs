@@ -1,0 +1,298 @@
+// The tiered cache over HTTP, against the real Redis and PostgreSQL: each
+// write strategy's visible behaviour (what is in Redis and PostgreSQL when
+// the PUT answers), tag invalidation across tiers, promotion, bad input,
+// stats and metrics, and write-back surviving SIGTERM and kill -9 between
+// the acknowledgement and the flush.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startDaemon, fetchJson, wsConnect, sendJson, nextMessage } from './lib/daemon.mjs';
+import { redisCommand, pgQuery } from './lib/servers.mjs';
+
+const run = `${process.pid}${Math.random().toString(36).slice(2, 6)}`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// write_back with a long interval: nothing flushes unless asked.
+const yaml = (interval = '60') => `
+plugins:
+  path: ["@PLUGIN_DIR@"]
+  instances:
+    wt:
+      plugin: write_through
+    wb:
+      plugin: write_back
+      options:
+        flush_interval: ${interval}
+    wa:
+      plugin: write_around
+cache:
+  write:
+    default: wt
+    prefixes:
+      "wb:": wb
+      "wa:": wa
+`;
+
+const put = (d, key, body) =>
+  fetchJson(`${d.url}/api/cache/${encodeURIComponent(key)}`, { method: 'PUT', body: JSON.stringify(body) });
+const get = (d, key) => fetchJson(`${d.url}/api/cache/${encodeURIComponent(key)}`);
+const post = (d, path, body) =>
+  fetchJson(`${d.url}/api/cache/${path}`, { method: 'POST', body: JSON.stringify(body) });
+
+async function pgValue(key) {
+  const rows = await pgQuery(
+    `SELECT convert_from(value, 'UTF8') FROM sophia_cache WHERE key = '${key}' ` +
+      `AND (expires_at IS NULL OR expires_at > now())`,
+  );
+  return rows.length ? rows[0][0] : null;
+}
+
+const redisValue = (key) => redisCommand(['GET', `sophia:c:${key}`]);
+
+async function journalHas(key) {
+  const entries = await redisCommand(['XRANGE', 'sophia:wb:journal', '-', '+']);
+  return entries.some(([, kv]) => kv[1] === key);
+}
+
+async function eventually(what, fn, ms = 10000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await fn()) return;
+    if (Date.now() > end) throw new Error(`${what} within ${ms} ms`);
+    await sleep(50);
+  }
+}
+
+test('write_through: every tier has the value when the PUT answers', async () => {
+  const d = await startDaemon({ yaml: yaml() });
+  try {
+    const key = `wt:${run}:a`;
+    const r = await put(d, key, { value: { n: 1 }, ttl: 60, tags: ['t1'] });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.strategy, 'wt');
+    assert.equal(await pgValue(key), '{"n":1}');
+    assert.match(await redisValue(key), /t1\n\{"n":1\}$/);
+    const g = await get(d, key);
+    assert.equal(g.status, 200);
+    assert.deepEqual(g.body.value, { n: 1 });
+    assert.equal(g.body.tier, 'l1');
+  } finally {
+    await d.stop();
+  }
+});
+
+test('write_around: L3 only; the next read comes from L3 and is promoted', async () => {
+  const d = await startDaemon({ yaml: yaml() });
+  try {
+    const key = `wa:${run}:b`;
+    assert.equal((await put(d, key, { value: 'old' })).status, 200);
+    const r = await put(d, key, { value: 'new' });
+    assert.equal(r.body.strategy, 'wa');
+    assert.equal(await pgValue(key), '"new"');
+    assert.equal(await redisValue(key), null);
+    const g1 = await get(d, key);
+    assert.equal(g1.body.value, 'new');
+    assert.equal(g1.body.tier, 'l3');
+    assert.equal((await get(d, key)).body.tier, 'l1');
+    await eventually('promoted into L2', async () => (await redisValue(key)) !== null);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('write_back: acked after L1 + journal; L2/L3 only after the flush', async () => {
+  const d = await startDaemon({ yaml: yaml() });
+  try {
+    const key = `wb:${run}:c`;
+    const r = await put(d, key, { value: 42 });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.strategy, 'wb');
+    assert.ok(await journalHas(key), 'journal entry written before the ack');
+    assert.equal(await pgValue(key), null);
+    assert.equal(await redisValue(key), null);
+    assert.equal((await get(d, key)).body.value, 42);
+    let s = (await fetchJson(`${d.url}/api/stats`)).body.cache;
+    assert.ok(s.write_back.dirty >= 1);
+    assert.equal((await post(d, 'flush', {})).status, 200);
+    assert.equal(await pgValue(key), '42');
+    await eventually('journal trimmed', async () => !(await journalHas(key)));
+    assert.notEqual(await redisValue(key), null);
+    s = (await fetchJson(`${d.url}/api/stats`)).body.cache;
+    assert.equal(s.write_back.dirty, 0);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('write_back: SIGTERM flushes what was acknowledged', async () => {
+  const d = await startDaemon({ yaml: yaml() });
+  const key = `wb:${run}:term`;
+  assert.equal((await put(d, key, { value: 'bye' })).status, 200);
+  assert.equal(await pgValue(key), null);
+  const st = await d.stop('SIGTERM');
+  assert.equal(st.code, 0);
+  assert.equal(await pgValue(key), '"bye"');
+});
+
+test('write_back: kill -9 between ack and flush; the journal replays into L3', async () => {
+  const d1 = await startDaemon({ yaml: yaml() });
+  const key = `wb:${run}:crash`;
+  assert.equal((await put(d1, key, { value: { survived: true } })).status, 200);
+  await d1.stop('SIGKILL');
+  assert.equal(await pgValue(key), null, 'not flushed before the crash');
+  assert.ok(await journalHas(key));
+  const d2 = await startDaemon({ yaml: yaml() });
+  try {
+    await eventually('replayed value in L3', async () => (await pgValue(key)) === '{"survived":true}');
+    await eventually('journal trimmed', async () => !(await journalHas(key)));
+    const g = await get(d2, key);
+    assert.deepEqual(g.body.value, { survived: true });
+  } finally {
+    await d2.stop();
+  }
+});
+
+test('tag and key invalidation reach every tier', async () => {
+  const d = await startDaemon({ yaml: yaml() });
+  try {
+    const tag = `user_data_${run}`;
+    const a = `wt:${run}:ta`, b = `wt:${run}:tb`, c = `wt:${run}:tc`;
+    for (const k of [a, b]) assert.equal((await put(d, k, { value: k, tags: [tag, 'other'] })).status, 200);
+    assert.equal((await put(d, c, { value: c })).status, 200);
+    const r = await post(d, 'invalidate', { tags: [tag], keys: [c] });
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body.invalidated, { keys: 1, tags: 1 });
+    for (const k of [a, b, c]) {
+      assert.equal((await get(d, k)).status, 404, k);
+      assert.equal(await pgValue(k), null, k);
+      assert.equal(await redisValue(k), null, k);
+    }
+    const k2 = `wt:${run}:del`;
+    await put(d, k2, { value: 1 });
+    assert.equal((await fetchJson(`${d.url}/api/cache/${k2}`, { method: 'DELETE' })).status, 200);
+    assert.equal((await get(d, k2)).status, 404);
+    assert.equal(await pgValue(k2), null);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('a value only in L2/L3 is found by a fresh daemon, promoted, and counted', async () => {
+  const d1 = await startDaemon({ yaml: yaml() });
+  const key = `wt:${run}:promo`;
+  await put(d1, key, { value: 'p', ttl: 60 });
+  await d1.stop();
+  const d2 = await startDaemon({ yaml: yaml() });
+  try {
+    const g = await get(d2, key);
+    assert.equal(g.body.tier, 'l2');
+    assert.equal((await get(d2, key)).body.tier, 'l1');
+    assert.equal((await get(d2, `wt:${run}:nope`)).status, 404);
+    const s = (await fetchJson(`${d2.url}/api/stats`)).body.cache;
+    assert.ok(s.l2.hits >= 1);
+    assert.ok(s.l1.hits >= 1);
+    assert.ok(s.l3.misses >= 1);
+    for (const t of ['l1', 'l2', 'l3']) {
+      for (const f of ['hits', 'misses', 'hit_rate', 'p50_us', 'p99_us']) assert.ok(f in s[t], `${t}.${f}`);
+    }
+    const m = await fetch(`${d2.url}/metrics`).then((x) => x.text());
+    assert.match(m, /sophia_cache_hits_total\{tier="l2"\} [1-9]/);
+    assert.match(m, /sophia_cache_latency_us\{tier="l1",quantile="0.99"\}/);
+  } finally {
+    await d2.stop();
+  }
+});
+
+test('bad input gets a clear 4xx and the daemon keeps serving', async () => {
+  const d = await startDaemon({ yaml: yaml() });
+  try {
+    const k = `wt:${run}:bad`;
+    const cases = [
+      ['{not json', 'bad_json'],
+      ['[1,2]', 'bad_json'],
+      [JSON.stringify({ ttl: 5 }), 'bad_request'],
+      [JSON.stringify({ value: 1, ttl: -1 }), 'bad_request'],
+      [JSON.stringify({ value: 1, tags: 'x' }), 'bad_request'],
+      [JSON.stringify({ value: 1, tags: ['a\nb'] }), 'bad_request'],
+    ];
+    for (const [body, code] of cases) {
+      const r = await fetchJson(`${d.url}/api/cache/${k}`, { method: 'PUT', body });
+      assert.equal(r.status, 400, body);
+      assert.equal(r.body.error.code, code, body);
+    }
+    assert.equal((await fetchJson(`${d.url}/api/cache/${'x'.repeat(500)}`)).status, 400);
+    assert.equal((await post(d, 'invalidate', { tags: 'x' })).status, 400);
+    assert.equal((await fetchJson(`${d.url}/api/cache/invalidate`, { method: 'PUT', body: '{}' })).status, 405);
+    assert.equal((await fetchJson(`${d.url}/healthz`)).status, 200);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('warming: hot keys recorded by one run are loaded into L1 by the next', async () => {
+  const d1 = await startDaemon({ yaml: yaml() });
+  const key = `wt:${run}:hot`;
+  await put(d1, key, { value: 'warm' });
+  for (let i = 0; i < 20; i++) await get(d1, key);
+  await d1.stop(); // SIGTERM records the hot keys
+  const score = await redisCommand(['ZSCORE', 'sophia:hot', key]);
+  assert.ok(Number(score) > 0, 'recorded in sophia:hot');
+  const d2 = await startDaemon({ yaml: yaml() });
+  try {
+    await eventually('warmed at start', async () => {
+      const s = (await fetchJson(`${d2.url}/api/stats`)).body.cache;
+      return s.l1.entries >= 1 && s.inflight === 0;
+    }, 5000);
+    await sleep(200);
+    assert.equal((await get(d2, key)).body.tier, 'l1', 'in L1 before anyone asked');
+    const r = await post(d2, 'warm', { count: 10 });
+    assert.equal(r.status, 200);
+    assert.ok(r.body.warmed >= 1);
+  } finally {
+    await d2.stop();
+  }
+});
+
+test('WS request cache.get reads through the tiers', async () => {
+  const d = await startDaemon({ yaml: yaml() });
+  try {
+    const key = `wt:${run}:ws`;
+    await put(d, key, { value: { via: 'ws' } });
+    const ws = await wsConnect(d.wsUrl);
+    sendJson(ws, { type: 'request', id: 'r1', method: 'cache.get', params: { key } });
+    const m = await nextMessage(ws, (x) => x.id === 'r1');
+    assert.equal(m.type, 'response');
+    assert.deepEqual(m.data.value, { via: 'ws' });
+    assert.equal(m.data.tier, 'l1');
+    sendJson(ws, { type: 'request', id: 'r2', method: 'cache.get', params: { key: `${key}:none` } });
+    const e = await nextMessage(ws, (x) => x.id === 'r2');
+    assert.equal(e.type, 'error');
+    assert.equal(e.error.code, 'not_found');
+    sendJson(ws, { type: 'request', id: 'r3', method: 'cache.get', params: {} });
+    assert.equal((await nextMessage(ws, (x) => x.id === 'r3')).error.code, 'bad_request');
+    ws.close();
+  } finally {
+    await d.stop();
+  }
+});
+
+test('write_back: a full dirty set refuses puts with 503 + Retry-After, then recovers', async () => {
+  const y = yaml().replace('flush_interval: 60', 'flush_interval: 60\n        max_dirty: 2');
+  const d = await startDaemon({ yaml: y });
+  try {
+    const codes = [];
+    for (let i = 0; i < 3; i++) codes.push((await put(d, `wb:${run}:bp${i}`, { value: i })).status);
+    assert.deepEqual(codes, [200, 200, 503]);
+    const r = await fetchJson(`${d.url}/api/cache/wb:${run}:bpx`, { method: 'PUT', body: '{"value":1}' });
+    if (r.status === 503) {
+      assert.equal(r.body.error.code, 'busy');
+      assert.equal(r.headers.get('retry-after'), '1');
+    }
+    // The refusal started a flush: the set drains and puts go through again.
+    await eventually('accepted again', async () => (await put(d, `wb:${run}:bp2`, { value: 2 })).status === 200);
+    assert.equal((await post(d, 'flush', {})).status, 200);
+    for (let i = 0; i < 3; i++) assert.equal(await pgValue(`wb:${run}:bp${i}`), String(i));
+    assert.ok((await fetchJson(`${d.url}/api/stats`)).body.cache.write_back.refused >= 1);
+  } finally {
+    await d.stop();
+  }
+});
