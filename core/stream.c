@@ -1,28 +1,42 @@
 /*
  * stream - see stream.h.
  *
- * Each queue slot keeps the event, its arrival time (for lag) and its
- * delivery attempts (RETRY puts it back at the tail, up to
- * STREAM_MAX_ATTEMPTS, then it counts as failed). Rates are a moving
- * average refreshed by a 1 s timer, so the hot path only increments.
+ * Each queue slot keeps the event, its arrival time (for lag), its
+ * source id and ack callback, and its delivery attempts (RETRY puts it
+ * back at the tail, up to STREAM_MAX_ATTEMPTS, then it counts as
+ * failed). Rates are a moving average refreshed by a 1 s timer, so the
+ * hot path only increments.
+ *
+ * Dedup is a hash of id -> time plus a FIFO of ids in insertion order:
+ * with one window per table, insertion order is expiry order, so expiry
+ * pops from the front and every operation is O(1) amortized.
  */
 #include "stream.h"
 
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dict.h"
+#include "filter.h"
 #include "host.h"
 #include "log.h"
 #include "loop.h"
+#include "server.h"
+#include "source_redis.h"
+#include "statsd.h"
 
 #define STREAM_MAX_ATTEMPTS 3
+#define STREAM_DEDUP_MAX 1000000
 
 typedef struct stream_item {
     json_t *body;
     int64_t received_us; /* wall clock */
     const char *source;  /* static string */
+    char *id;            /* source id or NULL */
+    sophia_stream_ack_fn ack;
+    void *ack_arg;
     int attempts;
 } stream_item;
 
@@ -35,6 +49,12 @@ struct sophia_stream {
     sophia_stream_stats st;
     uint64_t processed_at_tick;
     struct event *drain_ev; /* the owner's, shared by all streams */
+    sophia_filter *filter;
+    char *dedup_key;
+    sophia_dedup *dedup;
+    sophia_source_redis *redis;
+    sophia_statsd *statsd;
+    int want_redis, want_statsd; /* configured (and started) sources */
 };
 
 struct sophia_streams {
@@ -45,12 +65,113 @@ struct sophia_streams {
     struct event *tick_ev;
 };
 
+/* ------------------------------------------------------------- dedup */
+
+typedef struct dedup_node {
+    char *id;
+    int64_t at_us;
+    struct dedup_node *next;
+} dedup_node;
+
+struct sophia_dedup {
+    sophia_dict *ids; /* id -> dedup_node */
+    dedup_node *head, *tail;
+    int64_t window_us;
+    size_t n, max;
+};
+
+sophia_dedup *sophia_dedup_new(double window_s, size_t max)
+{
+    sophia_dedup *d = calloc(1, sizeof(*d));
+    if (!d || !(d->ids = sophia_dict_new())) {
+        free(d);
+        return NULL;
+    }
+    d->window_us = (int64_t)(window_s * 1e6);
+    d->max = max ? max : 1;
+    return d;
+}
+
+static void dedup_pop(sophia_dedup *d)
+{
+    dedup_node *e = d->head;
+    d->head = e->next;
+    if (!d->head)
+        d->tail = NULL;
+    if (sophia_dict_get(d->ids, e->id) == e)
+        sophia_dict_del(d->ids, e->id);
+    free(e->id);
+    free(e);
+    d->n--;
+}
+
+static void dedup_expire(sophia_dedup *d, int64_t now_us)
+{
+    while (d->head && (now_us - d->head->at_us >= d->window_us || d->n > d->max))
+        dedup_pop(d);
+}
+
+void sophia_dedup_free(sophia_dedup *d)
+{
+    if (!d)
+        return;
+    while (d->head)
+        dedup_pop(d);
+    sophia_dict_free(d->ids, NULL);
+    free(d);
+}
+
+int sophia_dedup_seen(sophia_dedup *d, const char *id, int64_t now_us)
+{
+    dedup_expire(d, now_us);
+    dedup_node *e = sophia_dict_get(d->ids, id);
+    return e && now_us - e->at_us < d->window_us;
+}
+
+void sophia_dedup_add(sophia_dedup *d, const char *id, int64_t now_us)
+{
+    dedup_node *e = calloc(1, sizeof(*e));
+    if (!e || !(e->id = strdup(id))) {
+        free(e);
+        return;
+    }
+    e->at_us = now_us;
+    sophia_dict_set(d->ids, id, e); /* a re-add points at the newest node */
+    if (d->tail)
+        d->tail->next = e;
+    else
+        d->head = e;
+    d->tail = e;
+    d->n++;
+    dedup_expire(d, now_us);
+}
+
+size_t sophia_dedup_size(const sophia_dedup *d)
+{
+    return sophia_dict_size(d->ids);
+}
+
+/* ----------------------------------------------------------- streams */
+
+static void item_clear(stream_item *it)
+{
+    json_decref(it->body);
+    free(it->id);
+    it->body = NULL;
+    it->id = NULL;
+}
+
 static void stream_free(sophia_stream *st)
 {
     if (!st)
         return;
+    sophia_source_redis_free(st->redis);
+    sophia_statsd_free(st->statsd);
     for (size_t i = 0; i < st->len; i++)
-        json_decref(st->q[(st->head + i) % st->cap].body);
+        item_clear(&st->q[(st->head + i) % st->cap]);
+    sophia_filter_free(st->filter);
+    sophia_dedup_free(st->dedup);
+    free(st->dedup_key);
     free(st->q);
     free(st->name);
     free(st);
@@ -77,19 +198,42 @@ static sophia_stream *stream_new(const sophia_conf *c,
     st->batch = cs->batch_size ? cs->batch_size : 256;
     st->q = calloc(st->cap, sizeof(*st->q));
     st->st.capacity = st->cap;
-    if (!st->name || !st->q) {
+    const char *err = NULL;
+    st->filter = sophia_filter_new(cs->filter, cs->nfilter, &err);
+    if (err)
+        sophia_diag_add(diag, c->file, cs->line, cs->col,
+                        "stream '%s': filter: %s", cs->name, err);
+    if (cs->dedup_key) {
+        st->dedup_key = strdup(cs->dedup_key);
+        st->dedup = sophia_dedup_new(cs->dedup_window, STREAM_DEDUP_MAX);
+    }
+    if (!st->name || !st->q || err ||
+        (cs->dedup_key && (!st->dedup_key || !st->dedup))) {
         stream_free(st);
         return NULL;
     }
     return st;
 }
 
-static void process_one(sophia_stream *st, stream_item *it)
+/* The event's dedup id as text, or NULL when it has none. */
+static const char *dedup_id(const sophia_stream *st, const stream_item *it,
+                            char *buf, size_t len)
+{
+    if (!st->dedup)
+        return NULL;
+    const json_t *v = sophia_json_path(it->body, st->dedup_key);
+    if (!v || json_is_null(v) || sophia_json_scalar_text(v, buf, len))
+        return NULL;
+    return buf;
+}
+
+/* Runs the processor; returns the verdict (actions applied on OK). */
+static sophia_verdict run_processor(sophia_stream *st, stream_item *it)
 {
     sophia_event ev = {
         .struct_size = sizeof(ev),
         .stream = st->name,
-        .id = NULL,
+        .id = it->id,
         .source = it->source,
         .body = (const sophia_json *)it->body,
         .received_us = it->received_us,
@@ -98,29 +242,51 @@ static void process_one(sophia_stream *st, stream_item *it)
     sophia_verdict v = ctx ? st->proc->desc->processor->process(st->proc->state,
                                                                 &ev, ctx)
                            : SOPHIA_PROCESS_RETRY;
-    switch (v) {
-    case SOPHIA_PROCESS_OK:
+    if (v == SOPHIA_PROCESS_OK)
         sophia_ctx_apply(ctx);
-        st->st.processed++;
-        break;
-    case SOPHIA_PROCESS_DROP:
-        st->st.dropped++;
-        break;
-    case SOPHIA_PROCESS_RETRY:
-        if (++it->attempts < STREAM_MAX_ATTEMPTS && st->len < st->cap) {
-            st->st.retried++;
-            st->q[(st->head + st->len++) % st->cap] = *it;
-            it->body = NULL; /* ownership moved back into the queue */
+    sophia_ctx_free(ctx);
+    return v;
+}
+
+/* Returns 1 when the item went back into the queue (a retry). */
+static int process_one(sophia_stream *st, stream_item *it)
+{
+    char idbuf[512];
+    int64_t now = sophia_now_wall_us();
+    const char *did = dedup_id(st, it, idbuf, sizeof(idbuf));
+    int ok = 1;
+    if (did && sophia_dedup_seen(st->dedup, did, now)) {
+        st->st.duplicates++;
+    } else if (!sophia_filter_match(st->filter, it->body)) {
+        st->st.filtered++;
+    } else {
+        switch (run_processor(st, it)) {
+        case SOPHIA_PROCESS_OK:
+            st->st.processed++;
+            break;
+        case SOPHIA_PROCESS_DROP:
+            st->st.dropped++;
+            break;
+        case SOPHIA_PROCESS_RETRY:
+            if (++it->attempts < STREAM_MAX_ATTEMPTS && st->len < st->cap) {
+                st->st.retried++;
+                st->q[(st->head + st->len++) % st->cap] = *it;
+                return 1; /* ownership moved back into the queue */
+            }
+            st->st.failed++; /* out of attempts */
+            ok = 0;
+            break;
+        default:
+            st->st.failed++;
+            ok = 0;
             break;
         }
-        st->st.failed++; /* out of attempts */
-        break;
-    default:
-        st->st.failed++;
-        break;
+        if (ok && did)
+            sophia_dedup_add(st->dedup, did, now);
     }
-    sophia_ctx_free(ctx);
-    json_decref(it->body);
+    if (it->ack)
+        it->ack(it->ack_arg, it->id, ok);
+    return 0;
 }
 
 /* Processes up to `max` events; returns how many remain. */
@@ -130,7 +296,8 @@ static size_t stream_drain(sophia_stream *st, size_t max)
         stream_item it = st->q[st->head];
         st->head = (st->head + 1) % st->cap;
         st->len--;
-        process_one(st, &it);
+        if (!process_one(st, &it))
+            item_clear(&it);
     }
     return st->len;
 }
@@ -143,8 +310,13 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
     size_t left = 0;
     for (size_t i = 0; i < s->n; i++)
         left += stream_drain(s->v[i], s->v[i]->batch);
-    if (left) /* let other events run before the next batch */
-        event_active(s->drain_ev, EV_TIMEOUT, 0);
+    if (left) { /* let other events run before the next batch */
+        /* Not event_active: libevent runs events activated during its
+         * active pass in that same pass, so a busy stream would starve
+         * sockets and signals. A zero timer waits for the next poll. */
+        struct timeval now = {0, 0};
+        event_add(s->drain_ev, &now);
+    }
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -158,6 +330,23 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         st->st.rate = st->st.rate * 0.9 + now * 0.1;
         st->processed_at_tick = st->st.processed;
     }
+}
+
+/* Sources listen and connect, so they start only on the server's own
+ * loop: the validation pass (`--check`, and prepare() before start)
+ * builds streams on a probe base and must not bind or connect. */
+static void start_sources(sophia_stream *st, const sophia_conf *c,
+                          const sophia_conf_stream *cs, struct event_base *base)
+{
+    if (!sophia_srv || !sophia_srv->loop ||
+        base != sophia_loop_base(sophia_srv->loop))
+        return;
+    st->want_redis = cs->redis.key != NULL;
+    st->want_statsd = cs->statsd_listen != NULL;
+    if (cs->redis.key)
+        st->redis = sophia_source_redis_new(st, c, cs, base);
+    if (cs->statsd_listen)
+        st->statsd = sophia_statsd_new(st, cs->statsd_listen, base);
 }
 
 sophia_streams *sophia_streams_new(const sophia_conf *c,
@@ -182,6 +371,7 @@ sophia_streams *sophia_streams_new(const sophia_conf *c,
         st->drain_ev = s->drain_ev;
         s->v[s->n++] = st;
         sophia_dict_set(s->by_name, st->name, st);
+        start_sources(st, c, &c->streams[i], base);
     }
     struct timeval sec = {1, 0};
     event_add(s->tick_ev, &sec);
@@ -226,6 +416,26 @@ size_t sophia_streams_pending(const sophia_streams *s)
     return n;
 }
 
+size_t sophia_streams_sources_down(const sophia_streams *s, json_t *down)
+{
+    size_t n = 0;
+    char name[300];
+    for (size_t i = 0; s && i < s->n; i++) {
+        const sophia_stream *st = s->v[i];
+        if (st->want_redis && !sophia_source_redis_up(st->redis)) {
+            snprintf(name, sizeof(name), "redis:%s", st->name);
+            json_array_append_new(down, json_string(name));
+            n++;
+        }
+        if (st->want_statsd && !st->statsd) {
+            snprintf(name, sizeof(name), "statsd:%s", st->name);
+            json_array_append_new(down, json_string(name));
+            n++;
+        }
+    }
+    return n;
+}
+
 void sophia_streams_drain(sophia_streams *s)
 {
     for (size_t i = 0; i < s->n; i++)
@@ -237,6 +447,20 @@ const char *sophia_stream_name(const sophia_stream *st)
     return st->name;
 }
 
+static void push_item(sophia_stream *st, json_t *ev, const char *source,
+                      int64_t now, char *id, sophia_stream_ack_fn ack,
+                      void *ack_arg)
+{
+    stream_item *it = &st->q[(st->head + st->len++) % st->cap];
+    it->body = json_incref(ev);
+    it->received_us = now;
+    it->source = source;
+    it->id = id;
+    it->ack = ack;
+    it->ack_arg = ack_arg;
+    it->attempts = 0;
+}
+
 int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
                          const char *source)
 {
@@ -245,16 +469,52 @@ int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
         return SOPHIA_EBUSY;
     }
     int64_t now = sophia_now_wall_us();
-    for (size_t i = 0; i < n; i++) {
-        stream_item *it = &st->q[(st->head + st->len++) % st->cap];
-        it->body = json_incref(events[i]);
-        it->received_us = now;
-        it->source = source;
-        it->attempts = 0;
-    }
+    for (size_t i = 0; i < n; i++)
+        push_item(st, events[i], source, now, NULL, NULL, NULL);
     st->st.received += n;
     event_active(st->drain_ev, EV_TIMEOUT, 0);
     return 0;
+}
+
+int sophia_stream_accept_one(sophia_stream *st, json_t *ev, const char *source,
+                             const char *id, sophia_stream_ack_fn ack,
+                             void *ack_arg)
+{
+    if (st->len >= st->cap) {
+        st->st.rejected++;
+        return SOPHIA_EBUSY;
+    }
+    char *copy = id ? strdup(id) : NULL;
+    if (id && !copy)
+        return SOPHIA_ENOMEM;
+    push_item(st, ev, source, sophia_now_wall_us(), copy, ack, ack_arg);
+    st->st.received++;
+    event_active(st->drain_ev, EV_TIMEOUT, 0);
+    return 0;
+}
+
+size_t sophia_stream_room(const sophia_stream *st)
+{
+    return st->cap - st->len;
+}
+
+void sophia_stream_count_rejected(sophia_stream *st, size_t n)
+{
+    st->st.rejected += n;
+}
+
+json_t *sophia_stream_sources_json(const sophia_stream *st)
+{
+    json_t *o = json_object();
+    if (st->redis)
+        json_object_set_new(o, "redis", sophia_source_redis_stats_json(st->redis));
+    else if (st->want_redis)
+        json_object_set_new(o, "redis", json_pack("{s:b}", "up", 0));
+    if (st->statsd)
+        json_object_set_new(o, "statsd", sophia_statsd_stats_json(st->statsd));
+    else if (st->want_statsd)
+        json_object_set_new(o, "statsd", json_pack("{s:b}", "up", 0));
+    return o;
 }
 
 void sophia_stream_get_stats(const sophia_stream *st, sophia_stream_stats *out)

@@ -6,6 +6,19 @@
  * only if all N fit, so a 503 never leaves half a body accepted. The
  * queue is drained a batch per stream per loop turn, so ingest, WebSocket
  * traffic and timers interleave with processing under load.
+ *
+ * The path of one event (SPEC §11): dedup (an id at `dedup_key` seen
+ * inside `dedup_window` is skipped) -> filter (filter.h) -> processor ->
+ * the core applies the queued actions -> ack. Sources that need to know
+ * the outcome (Redis Streams: XACK only after the effects are applied)
+ * pass an ack callback with each event; it runs once per event, after
+ * the actions were applied, with ok = 1 for processed / dropped /
+ * filtered / duplicate events and ok = 0 for failed ones (which the
+ * source may redeliver).
+ *
+ * Sources other than HTTP (Redis Streams, StatsD) are owned by their
+ * stream and started with it when the streams are built on the server's
+ * own loop (not for the validation pass of `--check`).
  */
 #ifndef SOPHIA_STREAM_H
 #define SOPHIA_STREAM_H
@@ -26,11 +39,16 @@ typedef struct sophia_stream_stats {
     uint64_t failed;     /* ERROR, or RETRY past the attempt limit */
     uint64_t retried;
     uint64_t rejected;   /* refused at the door: queue full */
+    uint64_t filtered;   /* did not pass the stream's filter */
+    uint64_t duplicates; /* id already seen inside the dedup window */
     size_t queued;       /* waiting now */
     size_t capacity;
     double rate;         /* processed per second, 10 s moving average */
     double lag_ms;       /* age of the oldest queued event */
 } sophia_stream_stats;
+
+/* Called once per event that was accepted with it; see above. */
+typedef void (*sophia_stream_ack_fn)(void *arg, const char *id, int ok);
 
 struct event_base;
 
@@ -45,6 +63,10 @@ size_t sophia_streams_count(const sophia_streams *s);
 sophia_stream *sophia_streams_at(const sophia_streams *s, size_t i);
 /* Events waiting in all queues. */
 size_t sophia_streams_pending(const sophia_streams *s);
+/* Appends to `down` (a JSON array) the name of each configured source
+ * that is not working now ("redis:<stream>", "statsd:<stream>"), for
+ * /healthz; returns how many. */
+size_t sophia_streams_sources_down(const sophia_streams *s, json_t *down);
 /* Processes everything queued now, synchronously (shutdown drain). */
 void sophia_streams_drain(sophia_streams *s);
 
@@ -53,6 +75,30 @@ const char *sophia_stream_name(const sophia_stream *st);
  * SOPHIA_EBUSY when they do not all fit. `source` is "http", ... */
 int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
                          const char *source);
+/* Queues one event with a source id and an ack callback (may be NULL);
+ * takes a reference to `ev`. 0 or SOPHIA_EBUSY. */
+int sophia_stream_accept_one(sophia_stream *st, json_t *ev, const char *source,
+                             const char *id, sophia_stream_ack_fn ack,
+                             void *ack_arg);
+/* Free queue slots now (sources pause reading when this is low). */
+size_t sophia_stream_room(const sophia_stream *st);
+/* Counts events a source refused for lack of room (e.g. StatsD). */
+void sophia_stream_count_rejected(sophia_stream *st, size_t n);
 void sophia_stream_get_stats(const sophia_stream *st, sophia_stream_stats *out);
+/* The stream's non-HTTP sources for /api/stats: {"redis":{…},"statsd":{…}}
+ * (only those configured; an empty object when none). */
+json_t *sophia_stream_sources_json(const sophia_stream *st);
+
+/* ---- dedup: ids remembered for a time window (bounded) ----------------- */
+
+typedef struct sophia_dedup sophia_dedup;
+
+/* window_s > 0; at most `max` ids are held (the oldest go first). */
+sophia_dedup *sophia_dedup_new(double window_s, size_t max);
+void sophia_dedup_free(sophia_dedup *d);
+/* 1 when `id` was added less than window_s ago. */
+int sophia_dedup_seen(sophia_dedup *d, const char *id, int64_t now_us);
+void sophia_dedup_add(sophia_dedup *d, const char *id, int64_t now_us);
+size_t sophia_dedup_size(const sophia_dedup *d);
 
 #endif

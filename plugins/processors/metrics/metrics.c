@@ -10,6 +10,19 @@
  * `<cache_prefix><dashboard or _>:<metric>`, tagged `metrics` and
  * `dashboard:<id>` so a dashboard's values can be dropped at once.
  *
+ * Rolling aggregates (option `windows`, seconds): each series (dashboard +
+ * metric) keeps its recent samples (receipt time, value) in a bounded ring;
+ * at most every `aggregate_every` seconds a series publishes, per window,
+ * count/sum/min/max/p50/p95/p99 as a `data` update (kind "aggregate") and
+ * caches it at `<prefix>agg:<dashboard or _>:<metric>:<window>`. Without
+ * windows (the default) a point costs what it always did.
+ *
+ * Threshold alerts (option `thresholds`, entries "metric>9000/8000@critical"
+ * or "metric<10/12@warning"): an alert fires when the value crosses the
+ * trigger, and a "resolved" alert (severity info) when it comes back past
+ * the clear level (default: the trigger) - hysteresis, so a value hovering
+ * at the trigger does not flap.
+ *
  * Like every plugin it includes only the SDK header (plus libc) and does
  * everything through the host table: it never sees Redis or a socket. Its
  * state lives in the instance, never in globals, so two `metrics`
@@ -17,10 +30,28 @@
  */
 #include <sophia/sdk.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "../proc_util.h"
+
+typedef struct threshold {
+    char metric[128];
+    int above;             /* '>' (1) or '<' (0) */
+    double trigger, clear;
+    char severity[32];
+} threshold;
+
+typedef struct series {
+    int64_t *t;            /* receipt times, us */
+    double *v;
+    size_t head, n, cap;
+    int64_t last_agg_us;
+    unsigned char *firing; /* per threshold rule */
+} series;
 
 typedef struct metrics_state {
     const sophia_host *host;
@@ -28,7 +59,85 @@ typedef struct metrics_state {
     char *default_dashboard; /* NULL = none */
     char *cache_prefix;
     double ttl;
+    double *windows;       /* seconds */
+    size_t nwindows;
+    double agg_every;
+    size_t max_samples;
+    threshold *rules;
+    size_t nrules;
+    pu_table series;       /* "dashboard\x1fmetric" -> series */
+    double *scratch;       /* sort buffer, max_samples long */
 } metrics_state;
+
+static void series_free(void *p)
+{
+    series *s = p;
+    if (!s)
+        return;
+    free(s->t);
+    free(s->v);
+    free(s->firing);
+    free(s);
+}
+
+/* "name>9000/8000@critical" -> a rule; -1 when malformed. */
+static int parse_threshold(const char *spec, threshold *r)
+{
+    const char *op = strpbrk(spec, "<>");
+    if (!op || op == spec || (size_t)(op - spec) >= sizeof(r->metric))
+        return -1;
+    memcpy(r->metric, spec, (size_t)(op - spec));
+    r->metric[op - spec] = '\0';
+    r->above = *op == '>';
+    char *end;
+    r->trigger = strtod(op + 1, &end);
+    if (end == op + 1)
+        return -1;
+    r->clear = r->trigger;
+    if (*end == '/') {
+        const char *c = end + 1;
+        r->clear = strtod(c, &end);
+        if (end == c || (r->above ? r->clear > r->trigger : r->clear < r->trigger))
+            return -1; /* hysteresis must point back past the trigger */
+    }
+    snprintf(r->severity, sizeof(r->severity), "%s", *end == '@' ? end + 1 : "warning");
+    return (*end && *end != '@') || !r->severity[0] ? -1 : 0;
+}
+
+static int parse_extensions(metrics_state *st, const sophia_opts *opts)
+{
+    const sophia_host *h = st->host;
+    st->nwindows = h->opt_list_len(opts, "windows");
+    st->nrules = h->opt_list_len(opts, "thresholds");
+    st->windows = calloc(st->nwindows + 1, sizeof(*st->windows));
+    st->rules = calloc(st->nrules + 1, sizeof(*st->rules));
+    st->agg_every = h->opt_double(opts, "aggregate_every");
+    int64_t max = h->opt_int(opts, "max_samples");
+    if (!st->windows || !st->rules || max < 1)
+        return max < 1 ? SOPHIA_EINVAL : SOPHIA_ENOMEM;
+    st->max_samples = (size_t)max;
+    for (size_t i = 0; i < st->nwindows; i++) {
+        const char *w = h->opt_list_item(opts, "windows", i);
+        char *end;
+        st->windows[i] = strtod(w, &end);
+        if (*end || !(st->windows[i] > 0)) {
+            h->log(st->self, SOPHIA_LOG_ERROR, "windows: '%s' is not a "
+                   "positive number of seconds", w);
+            return SOPHIA_EINVAL;
+        }
+    }
+    for (size_t i = 0; i < st->nrules; i++) {
+        const char *spec = h->opt_list_item(opts, "thresholds", i);
+        if (parse_threshold(spec, &st->rules[i])) {
+            h->log(st->self, SOPHIA_LOG_ERROR, "thresholds: '%s' is not "
+                   "metric>trigger[/clear][@severity] (or <)", spec);
+            return SOPHIA_EINVAL;
+        }
+    }
+    if (st->nwindows && !(st->scratch = malloc(st->max_samples * sizeof(double))))
+        return SOPHIA_ENOMEM;
+    return pu_table_init(&st->series, 100000, series_free);
+}
 
 static char *dup_str(const char *s)
 {
@@ -38,6 +147,8 @@ static char *dup_str(const char *s)
 }
 
 /* ------------------------------------------------------------ lifecycle */
+
+static void metrics_fini(void *state);
 
 /* Only the option getters are used here: init runs at `--check` time too,
  * before any event exists. */
@@ -58,11 +169,10 @@ static int metrics_init(const sophia_host *host, sophia_self *self,
     if (dash && *dash)
         st->default_dashboard = dup_str(dash);
     st->ttl = host->opt_double(opts, "ttl");
-    if (!st->cache_prefix || (dash && *dash && !st->default_dashboard)) {
-        free(st->cache_prefix);
-        free(st->default_dashboard);
-        free(st);
-        return SOPHIA_ENOMEM;
+    int rc = parse_extensions(st, opts);
+    if (rc || !st->cache_prefix || (dash && *dash && !st->default_dashboard)) {
+        metrics_fini(st);
+        return rc ? rc : SOPHIA_ENOMEM;
     }
     *state = st;
     return SOPHIA_OK;
@@ -75,6 +185,11 @@ static void metrics_fini(void *state)
         return;
     free(st->default_dashboard);
     free(st->cache_prefix);
+    free(st->windows);
+    free(st->rules);
+    free(st->scratch);
+    if (st->series.b)
+        pu_table_free(&st->series);
     free(st);
 }
 
@@ -192,6 +307,137 @@ static int cache_point(const metrics_state *st, const point *p,
     return rc;
 }
 
+/* ------------------------------------------------ aggregates, alerts */
+
+static series *series_get(metrics_state *st, const point *p)
+{
+    char key[400];
+    snprintf(key, sizeof(key), "%s\x1f%s", p->dashboard ? p->dashboard : "",
+             p->metric);
+    series *s = pu_table_get(&st->series, key);
+    if (s)
+        return s;
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->cap = st->nwindows ? st->max_samples : 0;
+    s->t = calloc(s->cap + 1, sizeof(*s->t));
+    s->v = calloc(s->cap + 1, sizeof(*s->v));
+    s->firing = calloc(st->nrules + 1, 1);
+    if (!s->t || !s->v || !s->firing) {
+        series_free(s);
+        return NULL;
+    }
+    return pu_table_put(&st->series, key, s) ? NULL : s;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of sorted v[0..n). */
+static double pct(const double *v, size_t n, double q)
+{
+    size_t r = (size_t)ceil(q * (double)n);
+    return v[r ? r - 1 : 0];
+}
+
+static int publish_window(metrics_state *st, const point *p, const series *s,
+                          double w, int64_t now, sophia_ctx *ctx)
+{
+    const sophia_host *h = st->host;
+    size_t n = 0;
+    double sum = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        size_t k = (s->head + i) % s->cap;
+        if ((double)(now - s->t[k]) <= w * 1e6) {
+            st->scratch[n++] = s->v[k];
+            sum += s->v[k];
+        }
+    }
+    if (!n)
+        return 0;
+    qsort(st->scratch, n, sizeof(double), cmp_double);
+    sophia_json *d = h->json_object();
+    pu_set_str(h, d, "kind", "aggregate");
+    pu_set_str(h, d, "metric", p->metric);
+    pu_set(h, d, "window_s", h->json_num(w));
+    pu_set(h, d, "count", h->json_int((int64_t)n));
+    pu_set(h, d, "sum", h->json_num(sum));
+    pu_set(h, d, "min", h->json_num(st->scratch[0]));
+    pu_set(h, d, "max", h->json_num(st->scratch[n - 1]));
+    pu_set(h, d, "p50", h->json_num(pct(st->scratch, n, 0.50)));
+    pu_set(h, d, "p95", h->json_num(pct(st->scratch, n, 0.95)));
+    pu_set(h, d, "p99", h->json_num(pct(st->scratch, n, 0.99)));
+    if (!d)
+        return SOPHIA_ENOMEM;
+    char key[512], tag[300];
+    snprintf(key, sizeof(key), "%sagg:%s:%s:%g", st->cache_prefix,
+             p->dashboard ? p->dashboard : "_", p->metric, w);
+    snprintf(tag, sizeof(tag), "dashboard:%s", p->dashboard ? p->dashboard : "_");
+    const char *tags[] = {"metrics", tag, NULL};
+    int rc = h->cache_put(ctx, key, h->json_copy(d), st->ttl, tags);
+    if (rc) {
+        h->json_free(d);
+        return rc;
+    }
+    return h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, p->dashboard, d);
+}
+
+static int check_rule(metrics_state *st, const point *p, series *s, size_t i,
+                      double v, sophia_ctx *ctx)
+{
+    const sophia_host *h = st->host;
+    const threshold *r = &st->rules[i];
+    int past = r->above ? v > r->trigger : v < r->trigger;
+    int back = r->above ? v < r->clear : v > r->clear;
+    if (s->firing[i] ? !back : !past)
+        return 0;
+    s->firing[i] = !s->firing[i];
+    char msg[300];
+    snprintf(msg, sizeof(msg), s->firing[i] ? "%s = %g is %s %g"
+                                            : "%s = %g is back %s %g",
+             p->metric, v, s->firing[i] == r->above ? "above" : "below",
+             s->firing[i] ? r->trigger : r->clear);
+    sophia_json *d = h->json_object();
+    pu_set_str(h, d, "metric", p->metric);
+    pu_set(h, d, "value", h->json_num(v));
+    pu_set(h, d, "threshold", h->json_num(s->firing[i] ? r->trigger : r->clear));
+    pu_set_str(h, d, "state", s->firing[i] ? "firing" : "resolved");
+    pu_set_str(h, d, "dashboard_id", p->dashboard);
+    return h->alert(ctx, "threshold", s->firing[i] ? r->severity : "info", msg, d);
+}
+
+static int track(metrics_state *st, const point *p, sophia_ctx *ctx)
+{
+    const sophia_host *h = st->host;
+    series *s = series_get(st, p);
+    if (!s)
+        return SOPHIA_ENOMEM;
+    double v = h->json_number(p->value, 0);
+    int64_t now = h->now_us();
+    int rc = 0;
+    for (size_t i = 0; !rc && i < st->nrules; i++)
+        if (!strcmp(st->rules[i].metric, p->metric))
+            rc = check_rule(st, p, s, i, v, ctx);
+    if (rc || !st->nwindows)
+        return rc;
+    s->t[(s->head + s->n) % s->cap] = now;
+    s->v[(s->head + s->n) % s->cap] = v;
+    if (s->n < s->cap)
+        s->n++;
+    else
+        s->head = (s->head + 1) % s->cap;
+    if (s->last_agg_us && (double)(now - s->last_agg_us) < st->agg_every * 1e6)
+        return 0;
+    s->last_agg_us = now;
+    for (size_t i = 0; !rc && i < st->nwindows; i++)
+        rc = publish_window(st, p, s, st->windows[i], now, ctx);
+    return rc;
+}
+
 static sophia_verdict metrics_process(void *state, const sophia_event *ev,
                                       sophia_ctx *ctx)
 {
@@ -210,6 +456,8 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
         rc = cache_point(st, &p, ts, ctx); /* takes ts */
     else if (ts)
         h->json_free(ts);
+    if (!rc && (st->nwindows || st->nrules))
+        rc = track(st, &p, ctx);
     if (rc) {
         h->log(st->self, SOPHIA_LOG_WARN, "metric %s not queued: %s",
                p.metric, h->strerror(rc));
@@ -228,6 +476,14 @@ static const sophia_option metrics_options[] = {
      "cache key prefix; keys are <prefix><dashboard or _>:<metric>"},
     {"ttl", SOPHIA_OPT_DOUBLE, "300",
      "seconds a cached latest value lives (<= 0: the tier's default)"},
+    {"windows", SOPHIA_OPT_LIST, NULL,
+     "rolling aggregate windows in seconds, e.g. [60, 300] (empty: none)"},
+    {"aggregate_every", SOPHIA_OPT_DOUBLE, "1",
+     "seconds between aggregate updates of one series"},
+    {"max_samples", SOPHIA_OPT_INT, "10000",
+     "samples kept per series for the windows"},
+    {"thresholds", SOPHIA_OPT_LIST, NULL,
+     "alerts: entries 'metric>trigger[/clear][@severity]' or with '<'"},
     {NULL, 0, NULL, NULL},
 };
 

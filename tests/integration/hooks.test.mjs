@@ -1,0 +1,173 @@
+// POST /hooks/slack and /hooks/gong against a real sophiad: Slack's v0
+// signature (good, bad, stale, missing), the url_verification challenge,
+// slack_events.ndjson through the slack processor to a real WebSocket
+// client, retries de-duplicated by event_id, and hooks whose secret is
+// not configured.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { startDaemon, fetchJson, wsConnect, nextMessage } from './lib/daemon.mjs';
+
+const SAMPLES = path.join(process.env.SOPHIA_SOURCE_DIR, '..', 'shared', 'samples');
+const slackLines = readFileSync(path.join(SAMPLES, 'slack_events.ndjson'), 'utf8').trim().split('\n');
+const SECRET = '8f742231b10e8888abcd99yyyzzz85a5';
+
+const YAML = `
+plugins:
+  path: ["@PLUGIN_DIR@"]
+  instances:
+    slack:
+      plugin: slack
+      options:
+        alert_rules: ["warning=churn", "critical=lawsuit"]
+    gong: {plugin: gong}
+streams:
+  slack: {processor: slack}
+  gong: {processor: gong}
+`;
+
+function signed(body, { secret = SECRET, ts = Math.floor(Date.now() / 1000), retry } = {}) {
+  const sig = `v0=${createHmac('sha256', secret).update(`v0:${ts}:${body}`).digest('hex')}`;
+  const headers = {
+    'content-type': 'application/json',
+    'x-slack-request-timestamp': String(ts),
+    'x-slack-signature': sig,
+  };
+  if (retry !== undefined) headers['x-slack-retry-num'] = String(retry);
+  return { method: 'POST', body, headers };
+}
+
+let d;
+before(async () => {
+  d = await startDaemon({ yaml: YAML, env: { SOPHIA_SLACK_SIGNING_SECRET: SECRET, SOPHIA_GONG_SECRET: 'g' } });
+});
+after(async () => { if (d) await d.stop(); });
+
+const slackStats = async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.slack;
+
+test('url_verification is answered with its challenge', async () => {
+  const res = await fetchJson(`${d.url}/hooks/slack`, signed(slackLines[0]));
+  assert.equal(res.status, 200);
+  assert.deepEqual(res.body, { challenge: '3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P' });
+});
+
+test('a bad, stale or missing signature is 401 and nothing is queued', async () => {
+  const before = (await slackStats()).received;
+  const bad = await fetchJson(`${d.url}/hooks/slack`, signed(slackLines[1], { secret: 'wrong' }));
+  assert.equal(bad.status, 401);
+  assert.equal(bad.body.error.code, 'bad_signature');
+  const tampered = signed(slackLines[1]);
+  tampered.body = tampered.body.replace('churn', 'chum');
+  assert.equal((await fetchJson(`${d.url}/hooks/slack`, tampered)).body.error.code, 'bad_signature');
+  const stale = await fetchJson(`${d.url}/hooks/slack`, signed(slackLines[1], { ts: Math.floor(Date.now() / 1000) - 301 }));
+  assert.equal(stale.status, 401);
+  assert.equal(stale.body.error.code, 'stale_request');
+  const future = await fetchJson(`${d.url}/hooks/slack`, signed(slackLines[1], { ts: Math.floor(Date.now() / 1000) + 301 }));
+  assert.equal(future.body.error.code, 'stale_request');
+  const none = await fetchJson(`${d.url}/hooks/slack`, { method: 'POST', body: slackLines[1] });
+  assert.equal(none.status, 401);
+  assert.equal(none.body.error.code, 'missing_signature');
+  assert.equal((await slackStats()).received, before);
+});
+
+test('slack_events.ndjson: channel activity, mentions, deal amounts, keyword alert, app mention', async () => {
+  const ws = await wsConnect(d.wsUrl);
+  ws.send(JSON.stringify({ type: 'subscribe', subscriptions: ['dashboard:team', 'alerts'] }));
+  await nextMessage(ws, 'subscribed');
+  for (const line of slackLines.slice(1)) {
+    const t0 = Date.now();
+    const res = await fetchJson(`${d.url}/hooks/slack`, signed(line));
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { ok: true });
+    assert.ok(Date.now() - t0 < 3000, 'acked within Slack\'s 3 s');
+  }
+  const alert = await nextMessage(ws, (m) => m.type === 'alert' && m.data.alert_type === 'slack_keyword');
+  assert.equal(alert.data.severity, 'warning');
+  assert.equal(alert.data.channel, 'C2147483705');
+  assert.match(alert.data.message, /churn/);
+  const deal = await nextMessage(ws, (m) => m.type === 'data' && m.data.kind === 'deal_mention' && !m.data.edited);
+  assert.equal(deal.data.amount, 50000);
+  const edit = await nextMessage(ws, (m) => m.type === 'data' && m.data.kind === 'deal_mention' && m.data.edited);
+  assert.equal(edit.data.amount, 55000);
+  const mention = await nextMessage(ws, (m) => m.type === 'notification' && m.data.kind === 'app_mention');
+  assert.equal(mention.data.channel, 'C2147483706');
+  let last;
+  for (let i = 0; i < 5; i++) {
+    last = await nextMessage(ws, (m) => m.type === 'metric' && m.data.metric === 'slack_channel_messages' && m.data.labels.channel === 'C2147483705');
+    if (last.data.value === 2) break;
+  }
+  assert.equal(last.data.value, 2, 'two messages; the edit is not a new message');
+  const doc = await fetchJson(`${d.url}/api/cache/slack:channel:C2147483705`);
+  assert.equal(doc.status, 200, doc.text);
+  assert.equal(doc.body.value.messages, 2);
+  assert.equal(doc.body.value.edits, 1);
+  assert.equal(doc.body.value.mentions, 1);
+  assert.deepEqual(doc.body.value.mentioned, { U2147483697: 1 });
+  ws.close();
+});
+
+test('a Slack retry of an accepted event_id is acknowledged and dropped', async () => {
+  const before = await slackStats();
+  const res = await fetchJson(`${d.url}/hooks/slack`, signed(slackLines[1], { retry: 1 }));
+  assert.equal(res.status, 200);
+  assert.deepEqual(res.body, { ok: true, duplicate: true });
+  const again = await fetchJson(`${d.url}/hooks/slack`, signed(slackLines[2], { retry: 2 }));
+  assert.equal(again.body.duplicate, true);
+  const after = await slackStats();
+  assert.equal(after.received, before.received);
+  // A new event_id is taken.
+  const fresh = JSON.parse(slackLines[1]);
+  fresh.event_id = 'Ev-new-1';
+  const ok = await fetchJson(`${d.url}/hooks/slack`, signed(JSON.stringify(fresh)));
+  assert.deepEqual(ok.body, { ok: true });
+  assert.equal((await slackStats()).received, before.received + 1);
+});
+
+test('bad JSON under a good signature is 400', async () => {
+  const res = await fetchJson(`${d.url}/hooks/slack`, signed('{"type": '));
+  assert.equal(res.status, 400);
+  assert.equal(res.body.error.code, 'bad_json');
+});
+
+test('hooks whose secret is not set refuse everything with 401 and say why', async () => {
+  const e = await startDaemon({
+    yaml: YAML, env: { SOPHIA_SLACK_SIGNING_SECRET: undefined, SOPHIA_GONG_SECRET: undefined },
+  });
+  try {
+    const s = await fetchJson(`${e.url}/hooks/slack`, signed(slackLines[0]));
+    assert.equal(s.status, 401);
+    assert.equal(s.body.error.code, 'not_configured');
+    assert.match(s.body.error.message, /SOPHIA_SLACK_SIGNING_SECRET/);
+    const g = await fetchJson(`${e.url}/hooks/gong`, { method: 'POST', body: '{}', headers: { authorization: 'Bearer x' } });
+    assert.equal(g.status, 401);
+    assert.match(g.body.error.message, /SOPHIA_GONG_SECRET/);
+  } finally {
+    await e.stop();
+  }
+});
+
+test('gong accepts a bearer token', async () => {
+  const res = await fetchJson(`${d.url}/hooks/gong`, { method: 'POST', body: '{"callId":"c1","transcript":[]}', token: 'g' });
+  assert.equal(res.status, 202);
+  const wrong = await fetchJson(`${d.url}/hooks/gong`, { method: 'POST', body: '{}', token: 'h' });
+  assert.equal(wrong.status, 401);
+});
+
+test('an explicit preference in Slack becomes a user_preference memory', async () => {
+  const ev = JSON.parse(slackLines[1]);
+  ev.event_id = 'Ev-pref-1';
+  ev.event.text = 'Jane prefers the pipeline summary every 15 minutes';
+  const res = await fetchJson(`${d.url}/hooks/slack`, signed(JSON.stringify(ev)));
+  assert.equal(res.status, 200);
+  let found;
+  for (let i = 0; i < 50 && !found; i++) {
+    const r = await fetchJson(`${d.url}/api/memory/search?q=${encodeURIComponent('pipeline summary')}&k=5`);
+    found = r.body?.results?.find((m) => m.content === ev.event.text);
+    if (!found) await new Promise((x) => setTimeout(x, 100));
+  }
+  assert.ok(found, 'the preference is searchable');
+  assert.equal(found.memory_type, 'user_preference');
+  assert.equal(found.context.channel, 'C2147483705');
+});
