@@ -35,6 +35,7 @@
 #include <faiss/c_api/index_factory_c.h>
 #include <faiss/c_api/index_io_c.h>
 
+#include <faiss/AutoTune.h>
 #include <faiss/Index.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexIDMap.h>
@@ -225,6 +226,31 @@ int faiss_IndexIDMap2_own_fields(const FaissIndexIDMap2 *obj)
 void faiss_IndexIDMap2_set_own_fields(FaissIndexIDMap2 *obj, int own)
 {
     static_cast<faiss::IndexIDMap2 *>(cxx(obj))->own_fields = own != 0;
+}
+
+/* ParameterSpace: how the memory store sets HNSW's efSearch through the
+ * IDMap2 wrapper (set_index_parameter descends into IndexIDMap). */
+int faiss_ParameterSpace_new(FaissParameterSpace **space)
+{
+    return guarded([&] {
+        *space = reinterpret_cast<FaissParameterSpace *>(
+            new faiss::ParameterSpace());
+    });
+}
+
+void faiss_ParameterSpace_free(FaissParameterSpace *space)
+{
+    delete reinterpret_cast<faiss::ParameterSpace *>(space);
+}
+
+int faiss_ParameterSpace_set_index_parameter(const FaissParameterSpace *space,
+                                             FaissIndex *index,
+                                             const char *name, double value)
+{
+    return guarded([&] {
+        reinterpret_cast<const faiss::ParameterSpace *>(space)
+            ->set_index_parameter(cxx(index), name, value);
+    });
 }
 
 } // extern "C"

@@ -1,0 +1,297 @@
+/*
+ * test_memory - the worker pool (core/worker.c) and the memory store
+ * (core/memory.c) in process, against the real PostgreSQL named by
+ * SOPHIA_PG_URL (the harness starts one; unset is a failure, not a skip).
+ *
+ * Worker: jobs run off the loop thread and complete on it, in a later loop
+ * turn; freeing the pool cancels what never started. Memory: store, then
+ * hybrid search finds it with score parts, feedback moves importance, and
+ * a store freed with work in flight answers every callback. Each run uses
+ * a table of its own.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include "memory.h"
+#include "server.h"
+#include "worker.h"
+
+sophia_server *sophia_srv; /* the daemon defines it in main.c */
+
+/* ------------------------------------------------------------ worker */
+
+typedef struct wjob {
+    pthread_t loop_thread, ran_on;
+    int ran, done, cancelled;
+    int *finished;
+    useconds_t sleep_us;
+} wjob;
+
+static void wwork(void *arg)
+{
+    wjob *j = arg;
+    if (j->sleep_us)
+        usleep(j->sleep_us);
+    j->ran_on = pthread_self();
+    j->ran = 1;
+}
+
+static void wdone(void *arg, int cancelled)
+{
+    wjob *j = arg;
+    assert_true(pthread_equal(pthread_self(), j->loop_thread));
+    j->done = 1;
+    j->cancelled = cancelled;
+    (*j->finished)++;
+}
+
+static void test_worker_jobs_complete_on_loop(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    sophia_workers *w = sophia_workers_new(base, 2, "test");
+    assert_non_null(w);
+    enum { N = 64 };
+    wjob jobs[N];
+    int finished = 0;
+    for (int i = 0; i < N; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].loop_thread = pthread_self();
+        jobs[i].finished = &finished;
+        assert_int_equal(sophia_workers_submit(w, wwork, wdone, &jobs[i]), 0);
+    }
+    assert_int_equal(finished, 0); /* never inside submit */
+    for (int spins = 0; finished < N && spins < 100000; spins++)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_int_equal(finished, N);
+    for (int i = 0; i < N; i++) {
+        assert_true(jobs[i].ran && jobs[i].done && !jobs[i].cancelled);
+        assert_false(pthread_equal(jobs[i].ran_on, pthread_self()));
+    }
+    sophia_workers_stats st;
+    sophia_workers_get_stats(w, &st);
+    assert_int_equal(st.threads, 2);
+    assert_int_equal(st.done, N);
+    sophia_workers_free(w);
+    event_base_free(base);
+}
+
+static void test_worker_free_cancels_queued(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    sophia_workers *w = sophia_workers_new(base, 1, "test");
+    enum { N = 8 };
+    wjob jobs[N];
+    int finished = 0;
+    for (int i = 0; i < N; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].loop_thread = pthread_self();
+        jobs[i].finished = &finished;
+        jobs[i].sleep_us = 50000;
+        sophia_workers_submit(w, wwork, wdone, &jobs[i]);
+    }
+    usleep(10000);
+    sophia_workers_free(w); /* the running one finishes; the rest cancel */
+    assert_int_equal(finished, N);
+    int cancelled = 0;
+    for (int i = 0; i < N; i++) {
+        assert_true(jobs[i].done);
+        assert_int_equal(jobs[i].cancelled, !jobs[i].ran);
+        cancelled += jobs[i].cancelled;
+    }
+    assert_true(cancelled >= N - 2);
+    assert_null(sophia_workers_new(base, 0, "bad"));
+    event_base_free(base);
+}
+
+/* ------------------------------------------------------------ memory */
+
+static char table[64], index_path[128];
+
+static const char *pg_url(void)
+{
+    const char *u = getenv("SOPHIA_PG_URL");
+    if (!u || !*u)
+        fail_msg("SOPHIA_PG_URL is not set: it must name a throwaway PostgreSQL "
+                 "database; the test harness exports it");
+    return u;
+}
+
+typedef struct waiter {
+    int done, err;
+    int64_t id;
+    json_t *results;
+    double importance;
+    int found;
+} waiter;
+
+static void on_stored(void *arg, int64_t id, int err, const char *msg)
+{
+    waiter *w = arg;
+    (void)msg;
+    w->done++;
+    w->err = err;
+    w->id = id;
+}
+
+static void on_found(void *arg, const json_t *results, int err, const char *msg)
+{
+    waiter *w = arg;
+    (void)msg;
+    w->done++;
+    w->err = err;
+    w->results = results ? json_deep_copy(results) : NULL;
+}
+
+static void on_feedback(void *arg, int found, double imp, int err, const char *msg)
+{
+    waiter *w = arg;
+    (void)msg;
+    w->done++;
+    w->err = err;
+    w->found = found;
+    w->importance = imp;
+}
+
+static void wait_for(struct event_base *base, waiter *w, int n)
+{
+    for (int i = 0; w->done < n && i < 2000000; i++)
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), usleep(100);
+    assert_true(w->done >= n);
+}
+
+static sophia_memory *open_store(struct event_base *base, sophia_conf **c)
+{
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml), "memory:\n  table: %s\n  index_path: %s\n",
+             table, index_path);
+    sophia_diag d;
+    sophia_diag_init(&d);
+    *c = sophia_conf_load_string("t.yaml", yaml, strlen(yaml), &d);
+    assert_int_equal(d.count, 0);
+    sophia_diag_free(&d);
+    setenv("SOPHIA_PG_URL", pg_url(), 1);
+    sophia_conf_apply_env(*c, NULL);
+    sophia_memory *m = sophia_memory_new(*c, base, NULL);
+    assert_non_null(m);
+    return m;
+}
+
+static void test_memory_store_search_feedback(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    sophia_conf *c;
+    sophia_memory *m = open_store(base, &c);
+    json_t *ctx = json_pack("{s:s}", "user", "ursula");
+    waiter w = {0};
+    /* stored before the index is loaded: waits, then runs */
+    assert_int_equal(sophia_memory_store(m, "Ursula manages the Lisbon data center migration",
+                                         "fact", ctx, -1, on_stored, &w), 0);
+    wait_for(base, &w, 1);
+    assert_int_equal(w.err, 0);
+    int64_t id = w.id;
+    assert_true(id > 0);
+    sophia_memory_store(m, "Weekly standup notes about coffee machines", "event", ctx,
+                        0.3, on_stored, &w);
+    wait_for(base, &w, 2);
+
+    json_t *filter = json_pack("{s:s}", "user", "ursula");
+    waiter s = {0};
+    assert_int_equal(sophia_memory_search(m, "data center migration Lisbon", 5, filter,
+                                          on_found, &s), 0);
+    wait_for(base, &s, 1);
+    assert_int_equal(s.err, 0);
+    assert_true(json_array_size(s.results) == 2);
+    json_t *top = json_array_get(s.results, 0);
+    assert_int_equal(json_integer_value(json_object_get(top, "id")), id);
+    json_t *parts = json_object_get(top, "score_parts");
+    assert_true(json_real_value(json_object_get(parts, "rrf")) > 0.99);
+    assert_true(json_real_value(json_object_get(parts, "vector")) > 0.5);
+    json_decref(s.results);
+
+    waiter f = {0};
+    assert_int_equal(sophia_memory_feedback(m, id, 1, on_feedback, &f), 0);
+    wait_for(base, &f, 1);
+    assert_true(f.found && f.importance > 0.5 && f.importance <= 1.0);
+    sophia_memory_feedback(m, 987654321, 0, on_feedback, &f);
+    wait_for(base, &f, 2);
+    assert_false(f.found);
+
+    assert_int_equal(sophia_memory_search(m, "x", 0, NULL, on_found, &s), SOPHIA_EINVAL);
+    assert_int_equal(sophia_memory_search(m, "x", 101, NULL, on_found, &s), SOPHIA_EINVAL);
+
+    /* freed with a search in flight: its callback still runs */
+    waiter late = {0};
+    sophia_memory_search(m, "coffee", 3, NULL, on_found, &late);
+    sophia_memory_free(m);
+    assert_int_equal(late.done, 1);
+    json_decref(late.results);
+
+    json_decref(filter);
+    json_decref(ctx);
+    sophia_conf_free(c);
+    event_base_free(base);
+}
+
+static void test_memory_check(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    sophia_conf *c;
+    sophia_memory *m = open_store(base, &c);
+    json_t *ok = json_string("fine"), *empty = json_string(""), *num = json_integer(3);
+    json_t *ctx_bad = json_pack("{s:[i]}", "a", 1), *imp_bad = json_real(1.5);
+    assert_null(sophia_memory_check(m, ok, NULL, NULL, NULL));
+    assert_non_null(sophia_memory_check(m, empty, NULL, NULL, NULL));
+    assert_non_null(sophia_memory_check(m, num, NULL, NULL, NULL));
+    assert_non_null(sophia_memory_check(m, ok, num, NULL, NULL));
+    assert_non_null(sophia_memory_check(m, ok, NULL, ctx_bad, NULL));
+    assert_non_null(sophia_memory_check(m, ok, NULL, ok, NULL));
+    assert_non_null(sophia_memory_check(m, ok, NULL, NULL, imp_bad));
+    json_decref(ok);
+    json_decref(empty);
+    json_decref(num);
+    json_decref(ctx_bad);
+    json_decref(imp_bad);
+    sophia_memory_free(m);
+    sophia_conf_free(c);
+    event_base_free(base);
+}
+
+static int cleanup(void **state)
+{
+    (void)state;
+    PGconn *c = PQconnectdb(pg_url());
+    char sql[128];
+    snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s", table);
+    PQclear(PQexec(c, sql));
+    PQfinish(c);
+    unlink(index_path);
+    return 0;
+}
+
+int main(void)
+{
+    snprintf(table, sizeof(table), "test_memory_%d", (int)getpid());
+    snprintf(index_path, sizeof(index_path), "/tmp/test_memory_%d.index", (int)getpid());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_worker_jobs_complete_on_loop),
+        cmocka_unit_test(test_worker_free_cancels_queued),
+        cmocka_unit_test(test_memory_store_search_feedback),
+        cmocka_unit_test(test_memory_check),
+    };
+    return cmocka_run_group_tests(tests, NULL, cleanup);
+}
