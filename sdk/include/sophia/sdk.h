@@ -167,15 +167,22 @@ typedef struct sophia_host {
     const char *(*strerror)(int err);
 
     /* --- since 1.0: options (validated before init) --- */
+    /* Any scalar option's text (borrowed until fini), or NULL. */
     const char *(*opt_string)(const sophia_opts *o, const char *name);
+    /* An INT option's value (0 for a name not in the table). */
     int64_t (*opt_int)(const sophia_opts *o, const char *name);
+    /* A DOUBLE (or INT) option's value. */
     double (*opt_double)(const sophia_opts *o, const char *name);
+    /* A BOOL option's value, 0 or 1. */
     int (*opt_bool)(const sophia_opts *o, const char *name);
+    /* Number of items of a LIST option. */
     size_t (*opt_list_len)(const sophia_opts *o, const char *name);
+    /* Item i of a LIST option (borrowed until fini), or NULL. */
     const char *(*opt_list_item)(const sophia_opts *o, const char *name,
                                  size_t i);
 
     /* --- since 1.0: reading JSON (borrowed values) --- */
+    /* The value's type; SOPHIA_JSON_MISSING for NULL. */
     sophia_json_type (*json_type)(const sophia_json *v);
     /* Dotted path lookup ("a.b.0.c"); NULL when absent. */
     const sophia_json *(*json_get)(const sophia_json *v, const char *path);
@@ -183,16 +190,20 @@ typedef struct sophia_host {
     const char *(*json_string)(const sophia_json *v);
     /* The number (integer or real), or `def` when v is not a number. */
     double (*json_number)(const sophia_json *v, double def);
+    /* The boolean as 0/1, or `def` when v is not a boolean. */
     int (*json_bool)(const sophia_json *v, int def);
     size_t (*json_size)(const sophia_json *v); /* array/object length */
+    /* i-th element of an array (borrowed), or NULL. */
     const sophia_json *(*json_at)(const sophia_json *v, size_t i);
     /* i-th member of an object (insertion order): key and value. */
     const char *(*json_key_at)(const sophia_json *v, size_t i,
                                const sophia_json **value);
 
     /* --- since 1.0: building JSON (owned by the plugin until taken) --- */
+    /* New empty object / array, NULL on out of memory. */
     sophia_json *(*json_object)(void);
     sophia_json *(*json_array)(void);
+    /* New string (copied), number, integer or boolean value. */
     sophia_json *(*json_str)(const char *s);
     sophia_json *(*json_num)(double d);
     sophia_json *(*json_int)(int64_t i);
@@ -201,10 +212,13 @@ typedef struct sophia_host {
     sophia_json *(*json_copy)(const sophia_json *v);
     /* Takes `value`. Returns 0 or a negative sophia_errno. */
     int (*json_set)(sophia_json *obj, const char *key, sophia_json *value);
+    /* Takes `value` and appends it to `arr`. 0 or a negative errno. */
     int (*json_append)(sophia_json *arr, sophia_json *value);
+    /* Frees a value the plugin owns (NULL is fine); never a borrowed one. */
     void (*json_free)(sophia_json *v);
     /* Compact JSON text; free with host->free. */
     char *(*json_dump)(const sophia_json *v);
+    /* Frees memory the host allocated for the plugin (json_dump). */
     void (*free)(void *p);
 
     /* --- since 1.0: actions, applied when the callback succeeds --- */
@@ -222,7 +236,9 @@ typedef struct sophia_host {
      * NULL-terminated or NULL; ttl_s <= 0 uses the tier's default. */
     int (*cache_put)(sophia_ctx *ctx, const char *key, sophia_json *value,
                      double ttl_s, const char *const *tags);
+    /* Drop `key` from every tier. */
     int (*cache_invalidate)(sophia_ctx *ctx, const char *key);
+    /* Drop every key tagged `tag` from every tier. */
     int (*cache_invalidate_tag)(sophia_ctx *ctx, const char *tag);
 
     /* --- since 1.0: immediate reads and counters --- */
@@ -232,6 +248,42 @@ typedef struct sophia_host {
     void (*counter_add)(sophia_self *self, const char *name, double delta);
     /* Wall clock in microseconds since the epoch. */
     int64_t (*now_us)(void);
+    /* since 1.0: read through the tiers (L1, L2, L3), promoting a lower
+     * tier's hit upward; cb runs once, maybe before cache_get returns,
+     * with rc 0 and the value (borrowed for the call) or SOPHIA_ENOENT.
+     * Returns 0, or an error (cb not called). Not an action: it reads now. */
+    int (*cache_get)(const char *key,
+                     void (*cb)(void *arg, int rc, const sophia_json *value),
+                     void *arg);
+    /* since 1.0: remember `content` (an action, applied on success).
+     * memory_type NULL = "fact"; context: an object of scalars (taken) or
+     * NULL; importance 0..1, or < 0 for the default. */
+    int (*memory_store)(sophia_ctx *ctx, const char *content,
+                        const char *memory_type, sophia_json *context,
+                        double importance);
+    /* since 1.0: hybrid search (SPEC §8), asynchronous: cb runs later on
+     * the loop with rc 0 and the results array (borrowed for the call:
+     * objects with id, content, memory_type, context, score, score_parts)
+     * or a negative sophia_errno and NULL. filter: object KEY -> string
+     * (borrowed) or NULL. k in 1..100. Returns 0 or an error (cb not
+     * called). The instance must outlive the callback. */
+    int (*memory_search)(const char *query, const sophia_json *filter,
+                         size_t k,
+                         void (*cb)(void *arg, int rc,
+                                    const sophia_json *results),
+                         void *arg);
+    /* since 1.0: consolidators only - the memories this pass looks at, a
+     * borrowed array of objects {id, content, memory_type, context,
+     * importance, access_count, feedback, created_at, last_access, age_s,
+     * neighbors:[{id, cosine}]} (nearest live memories, cosine >= 0.5,
+     * best first); NULL outside a consolidator's run. */
+    const sophia_json *(*memory_batch)(sophia_ctx *ctx);
+    /* since 1.0: consolidators only (actions): fold `drop_id` into
+     * `keep_id` (access counts summed, importance and last access the
+     * higher, drop's consolidated_into = keep, drop leaves the index),
+     * or expire `id` (deleted from PostgreSQL and the index). */
+    int (*memory_merge)(sophia_ctx *ctx, int64_t keep_id, int64_t drop_id);
+    int (*memory_expire)(sophia_ctx *ctx, int64_t id);
 } sophia_host;
 
 /* --------------------------------------------------------- plugin kinds */
@@ -263,6 +315,11 @@ typedef struct sophia_write_ops {
      * tiers written later (write-back), and tiers invalidated. */
     void (*plan_put)(void *state, const char *key, unsigned *sync_tiers,
                      unsigned *deferred_tiers, unsigned *invalidate_tiers);
+    /* since 1.0: for deferred tiers, how the dirty set is flushed: every
+     * *interval_s seconds or *batch entries, with at most *max_dirty
+     * entries waiting (more is refused: backpressure). NULL = defaults. */
+    void (*flush_params)(void *state, double *interval_s, size_t *batch,
+                         size_t *max_dirty);
 } sophia_write_ops;
 
 typedef struct sophia_consolidator_ops {
@@ -288,6 +345,7 @@ typedef struct sophia_plugin {
      * fails the load (or the reload, which keeps the old set). */
     int (*init)(const sophia_host *host, sophia_self *self,
                 const sophia_opts *opts, void **state);
+    /* Free the state init() created (also after --check). May be NULL. */
     void (*fini)(void *state);
 
     /* Exactly one, matching `kind`. */

@@ -1,0 +1,212 @@
+/*
+ * test_sdk - the SDK's binary contract, seen from real modules through the
+ * real loader (plugin.c) and the real host table (host.c):
+ *
+ *   - ABI rules: a descriptor from an older minor (abi_1_0: shorter than
+ *     this SDK's sophia_plugin) loads and runs; a newer minor or another
+ *     major is refused naming both versions; a truncated descriptor is
+ *     refused for its struct_size.
+ *   - The host table: its header matches sdk.h and every slot up to its
+ *     struct_size is filled (an appended member without an implementation
+ *     would hand plugins a NULL to call).
+ *   - sophia_ctx_actions_json, which sophia-plugin-test prints: every
+ *     action kind, in order, with the topics the core would publish to.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "diag.h"
+#include "host.h"
+#include "plugin.h"
+#include "server.h"
+
+sophia_server *sophia_srv; /* the daemon defines it in main.c */
+
+#define TEST_DIR SOPHIA_TEST_PLUGIN_DIR "/../test-plugins"
+
+static char *plugin_dirs[] = {TEST_DIR};
+
+/* Loads `module` as instance "t" (YAML position 4:3); NULL on refusal,
+ * with the diagnostics in *d. */
+static sophia_instance *load(const char *module, sophia_diag *d)
+{
+    sophia_conf_instance ci = {.name = "t", .plugin = (char *)module,
+                               .line = 4, .col = 3};
+    sophia_conf c = {.file = "sdk.yaml", .plugin_path = plugin_dirs,
+                     .nplugin_path = 1, .instances = &ci, .ninstances = 1};
+    sophia_diag_init(d);
+    return sophia_plugin_load(&c, &ci, sophia_host_table(), d);
+}
+
+/* The actions `inst` queues for `body` (JSON text), as sorted JSON text. */
+static char *run(sophia_instance *inst, const char *body,
+                 sophia_verdict *verdict)
+{
+    json_t *b = json_loads(body, 0, NULL);
+    assert_non_null(b);
+    sophia_event ev = {.struct_size = sizeof(ev), .stream = "s",
+                       .source = "test", .body = (const sophia_json *)b};
+    sophia_ctx *ctx = sophia_ctx_new(inst, "s");
+    *verdict = inst->desc->processor->process(inst->state, &ev, ctx);
+    json_t *actions = (json_t *)sophia_ctx_actions_json(ctx);
+    char *s = json_dumps(actions, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(actions);
+    sophia_ctx_free(ctx);
+    json_decref(b);
+    return s;
+}
+
+static void expect_refused(const char *module, const char *want1,
+                           const char *want2)
+{
+    sophia_diag d;
+    assert_null(load(module, &d));
+    assert_int_equal(d.count, 1);
+    if (strncmp(d.lines[0], "sdk.yaml:4:3: ", 14) || !strstr(d.lines[0], want1) ||
+        !strstr(d.lines[0], want2))
+        fail_msg("unexpected diagnostic: %s", d.lines[0]);
+    sophia_diag_free(&d);
+}
+
+/* ------------------------------------------------------------ ABI rules */
+
+static void test_older_minor_descriptor_loads(void **unused)
+{
+    (void)unused;
+    sophia_diag d;
+    sophia_instance *inst = load("abi_1_0", &d);
+    if (!inst)
+        fail_msg("refused: %s", d.count ? d.lines[0] : "?");
+    assert_int_equal(d.count, 0);
+    assert_true(inst->desc->struct_size < sizeof(sophia_plugin));
+    assert_int_equal(inst->desc->abi_minor, 0);
+
+    sophia_verdict v;
+    char *s = run(inst, "{\"x\":1}", &v);
+    assert_int_equal(v, SOPHIA_PROCESS_OK);
+    assert_string_equal(s, "[{\"action\":\"publish\",\"data\":{\"x\":1},"
+                           "\"topics\":[\"updates:data\",\"stream:s\","
+                           "\"abi_1_0\"],\"type\":\"data\"}]");
+    free(s);
+    sophia_plugin_unload(inst);
+    sophia_diag_free(&d);
+}
+
+static void test_newer_minor_refused(void **unused)
+{
+    (void)unused;
+    char need[32], have[32];
+    snprintf(need, sizeof(need), "needs SDK %d.%d", SOPHIA_SDK_VERSION_MAJOR,
+             SOPHIA_SDK_VERSION_MINOR + 1);
+    snprintf(have, sizeof(have), "provides SDK %d.%d",
+             SOPHIA_SDK_VERSION_MAJOR, SOPHIA_SDK_VERSION_MINOR);
+    expect_refused("abi_minor_newer", need, have);
+}
+
+static void test_other_major_refused(void **unused)
+{
+    (void)unused;
+    char have[32];
+    snprintf(have, sizeof(have), "provides SDK %d.%d",
+             SOPHIA_SDK_VERSION_MAJOR, SOPHIA_SDK_VERSION_MINOR);
+    expect_refused("abi_major2", "built for SDK 2.0", have);
+}
+
+static void test_truncated_descriptor_refused(void **unused)
+{
+    (void)unused;
+    expect_refused("small_struct", "descriptor", "struct size too small");
+}
+
+/* ---------------------------------------------------------- host table */
+
+static void test_host_table_is_complete(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    assert_int_equal(h->struct_size, sizeof(sophia_host));
+    assert_int_equal(h->abi_major, SOPHIA_SDK_VERSION_MAJOR);
+    assert_int_equal(h->abi_minor, SOPHIA_SDK_VERSION_MINOR);
+    /* After the header, the table is function pointers only. */
+    size_t first = offsetof(sophia_host, log);
+    assert_int_equal((h->struct_size - first) % sizeof(void (*)(void)), 0);
+    for (size_t off = first; off < h->struct_size;
+         off += sizeof(void (*)(void))) {
+        void (*fn)(void);
+        memcpy(&fn, (const char *)h + off, sizeof(fn));
+        if (!fn)
+            fail_msg("sophia_host slot at offset %zu is NULL", off);
+    }
+}
+
+/* ---------------------------------------------------- actions as JSON */
+
+static void test_actions_json_every_kind(void **unused)
+{
+    (void)unused;
+    sophia_diag d;
+    sophia_instance *inst = load("actions", &d);
+    assert_non_null(inst);
+    sophia_verdict v;
+    char *s = run(inst,
+                  "{\"ops\":["
+                  "{\"op\":\"put\",\"key\":\"k\",\"value\":{\"a\":1},"
+                  "\"tags\":[\"t1\",\"t2\"],\"ttl\":5},"
+                  "{\"op\":\"del\",\"key\":\"k2\"},"
+                  "{\"op\":\"deltag\",\"tag\":\"t1\"},"
+                  "{\"op\":\"publish\",\"type\":\"metric\",\"dashboard\":"
+                  "\"exec\",\"topic\":\"extra\",\"data\":{\"v\":2}},"
+                  "{\"op\":\"alert\",\"alert_type\":\"system\",\"severity\":"
+                  "\"warning\",\"message\":\"m\"}]}",
+                  &v);
+    assert_int_equal(v, SOPHIA_PROCESS_OK);
+    assert_string_equal(
+        s,
+        "[{\"action\":\"cache_put\",\"key\":\"k\",\"tags\":[\"t1\",\"t2\"],"
+        "\"ttl\":5.0,\"value\":{\"a\":1}},"
+        "{\"action\":\"cache_invalidate\",\"key\":\"k2\"},"
+        "{\"action\":\"cache_invalidate_tag\",\"tag\":\"t1\"},"
+        "{\"action\":\"publish\",\"dashboard_id\":\"exec\",\"data\":"
+        "{\"v\":2},\"topics\":[\"updates:metric\",\"dashboard:exec\","
+        "\"stream:s\",\"extra\"],\"type\":\"metric\"},"
+        "{\"action\":\"alert\",\"data\":{\"alert_type\":\"system\","
+        "\"message\":\"m\",\"severity\":\"warning\"},\"topics\":"
+        "[\"updates:alert\",\"stream:s\",\"alerts\",\"alerts:warning\"],"
+        "\"type\":\"alert\"}]");
+    free(s);
+
+    /* A verdict other than OK: the actions are still listed (the caller
+     * decides to discard them), the verdict says so. */
+    s = run(inst, "{\"op\":\"retry\"}", &v);
+    assert_int_equal(v, SOPHIA_PROCESS_RETRY);
+    assert_non_null(strstr(s, "\"discarded\""));
+    free(s);
+    sophia_plugin_unload(inst);
+    sophia_diag_free(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_older_minor_descriptor_loads),
+        cmocka_unit_test(test_newer_minor_refused),
+        cmocka_unit_test(test_other_major_refused),
+        cmocka_unit_test(test_truncated_descriptor_refused),
+        cmocka_unit_test(test_host_table_is_complete),
+        cmocka_unit_test(test_actions_json_every_kind),
+    };
+    if (sophia_plugin_system_init())
+        return 1;
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    sophia_host_shutdown();
+    sophia_plugin_system_shutdown();
+    return rc;
+}
