@@ -21,6 +21,7 @@ sophia_require_pkg(LWS "libwebsockets>=4.1" libwebsockets-dev)
 sophia_require_pkg(LIBUV libuv libuv1-dev)
 sophia_require_pkg(YAML yaml-0.1 libyaml-dev)
 sophia_require_pkg(JANSSON jansson libjansson-dev)
+sophia_require_pkg(LIBCRYPTO libcrypto libssl-dev)
 
 # libltdl ships no pkg-config file.
 find_path(LTDL_INCLUDE_DIR ltdl.h)

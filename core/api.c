@@ -14,9 +14,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "api_cache.h"
+#include "api_memory.h"
 #include "cache.h"
+#include "memory.h"
 #include "host.h"
 #include "dict.h"
+#include "hooks.h"
 #include "ingest.h"
 #include "log.h"
 #include "stream.h"
@@ -66,13 +70,16 @@ static json_t *stream_stats_json(const sophia_stream *st)
 {
     sophia_stream_stats s;
     sophia_stream_get_stats(st, &s);
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f}", "received",
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:o}", "received",
                      (json_int_t)s.received, "processed",
                      (json_int_t)s.processed, "dropped", (json_int_t)s.dropped,
                      "failed", (json_int_t)s.failed, "retried",
                      (json_int_t)s.retried, "rejected", (json_int_t)s.rejected,
                      "queued", (json_int_t)s.queued, "capacity",
-                     (json_int_t)s.capacity, "rate", s.rate, "lag_ms", s.lag_ms);
+                     (json_int_t)s.capacity, "rate", s.rate, "lag_ms", s.lag_ms,
+                     "filtered", (json_int_t)s.filtered, "duplicates",
+                     (json_int_t)s.duplicates, "sources",
+                     sophia_stream_sources_json(st));
 }
 
 static json_t *plugins_json(void)
@@ -100,19 +107,15 @@ json_t *sophia_api_stats_json(void)
         const sophia_stream *st = sophia_streams_at(s->streams, i);
         json_object_set_new(streams, sophia_stream_name(st), stream_stats_json(st));
     }
-    sophia_ws_stats ws = {0};
-    if (s->ws)
-        sophia_ws_get_stats(s->ws, &ws);
     return json_pack(
-        "{s:s,s:I,s:o,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I},s:o,s:{s:I,s:I,s:I}}",
+        "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I}}",
         "version", SOPHIA_VERSION, "uptime_s",
-        (json_int_t)((sophia_now_wall_us() - s->started_us) / 1000000), "cache",
+        (json_int_t)((sophia_now_wall_us() - s->started_us) / 1000000),
+        "memory", sophia_memory_stats_json(s->memory), "cache",
         s->cache ? sophia_cache_stats_json(s->cache) : json_object(), "streams",
-        streams, "websocket", "connections", (json_int_t)ws.connections,
-        "subscriptions", (json_int_t)ws.subscriptions, "messages_in",
-        (json_int_t)ws.messages_in, "messages_out", (json_int_t)ws.messages_out,
-        "dropped", (json_int_t)ws.dropped, "slow_closed",
-        (json_int_t)ws.slow_closed, "plugins", plugins_json(), "reload",
+        streams, "websocket",
+        s->ws ? sophia_ws_stats_json(s->ws, 10) : json_object(),
+        "plugins", plugins_json(), "reload",
         "reloads", (json_int_t)s->reloads, "failures",
         (json_int_t)s->reload_failures, "plugin_load_failures",
         (json_int_t)s->plugin_load_failures);
@@ -154,6 +157,10 @@ static void prom_streams(FILE *f)
          offsetof(sophia_stream_stats, failed)},
         {"sophia_stream_events_rejected_total", "Events refused because the queue was full.",
          offsetof(sophia_stream_stats, rejected)},
+        {"sophia_stream_events_filtered_total", "Events the stream's filter left out.",
+         offsetof(sophia_stream_stats, filtered)},
+        {"sophia_stream_events_duplicate_total", "Events skipped as duplicates inside the dedup window.",
+         offsetof(sophia_stream_stats, duplicates)},
     };
     size_t n = sophia_srv->streams ? sophia_streams_count(sophia_srv->streams) : 0;
     for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
@@ -174,6 +181,22 @@ static void prom_streams(FILE *f)
         fprintf(f, "sophia_stream_queue_depth{stream=\"%s\"} %zu\n",
                 sophia_stream_name(st), s.queued);
     }
+    prom_head(f, "sophia_stream_lag_seconds", "gauge", "Age of the oldest queued event.");
+    for (size_t i = 0; i < n; i++) {
+        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream_stats s;
+        sophia_stream_get_stats(st, &s);
+        fprintf(f, "sophia_stream_lag_seconds{stream=\"%s\"} %.6f\n",
+                sophia_stream_name(st), s.lag_ms / 1000.0);
+    }
+    prom_head(f, "sophia_stream_rate", "gauge", "Events processed per second (10 s average).");
+    for (size_t i = 0; i < n; i++) {
+        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream_stats s;
+        sophia_stream_get_stats(st, &s);
+        fprintf(f, "sophia_stream_rate{stream=\"%s\"} %.3f\n",
+                sophia_stream_name(st), s.rate);
+    }
 }
 
 static void prom_ws(FILE *f)
@@ -191,6 +214,8 @@ static void prom_ws(FILE *f)
     fprintf(f, "sophia_ws_messages_out_total %llu\n", (unsigned long long)w.messages_out);
     prom_head(f, "sophia_ws_dropped_total", "counter", "Messages dropped with slow clients.");
     fprintf(f, "sophia_ws_dropped_total %llu\n", (unsigned long long)w.dropped);
+    if (sophia_srv->ws)
+        sophia_ws_write_prom(sophia_srv->ws, f);
 }
 
 static void prom_plugin_counter(const char *inst, const char *name,
@@ -239,22 +264,41 @@ static void prom_cache(FILE *f)
     if (!sophia_srv->cache)
         return;
     json_t *c = sophia_cache_stats_json(sophia_srv->cache);
-    json_t *l1 = json_object_get(c, "l1");
-    prom_head(f, "sophia_cache_hits_total", "counter", "Cache hits per tier.");
-    fprintf(f, "sophia_cache_hits_total{tier=\"l1\"} %lld\n",
-            (long long)json_integer_value(json_object_get(l1, "hits")));
-    prom_head(f, "sophia_cache_misses_total", "counter", "Cache misses per tier.");
-    fprintf(f, "sophia_cache_misses_total{tier=\"l1\"} %lld\n",
-            (long long)json_integer_value(json_object_get(l1, "misses")));
-    prom_head(f, "sophia_cache_entries", "gauge", "Entries per tier.");
-    fprintf(f, "sophia_cache_entries{tier=\"l1\"} %lld\n",
-            (long long)json_integer_value(json_object_get(l1, "entries")));
-    prom_head(f, "sophia_cache_bytes", "gauge", "Bytes per tier.");
-    fprintf(f, "sophia_cache_bytes{tier=\"l1\"} %lld\n",
-            (long long)json_integer_value(json_object_get(l1, "bytes")));
+    static const struct { const char *name, *type, *field, *help; } m[] = {
+        {"sophia_cache_hits_total", "counter", "hits", "Cache hits per tier."},
+        {"sophia_cache_misses_total", "counter", "misses", "Cache misses per tier."},
+        {"sophia_cache_hit_ratio", "gauge", "hit_rate", "Hits over lookups per tier."},
+        {"sophia_cache_entries", "gauge", "entries", "Entries per tier."},
+        {"sophia_cache_bytes", "gauge", "bytes", "Bytes per tier."},
+        {"sophia_cache_evictions_total", "counter", "evictions", "Entries evicted to respect a bound."},
+        {"sophia_cache_errors_total", "counter", "errors", "Failed lookups per tier."},
+        {"sophia_cache_writes_total", "counter", "writes", "Writes that reached the tier."},
+    };
+    const char *tiers[] = {"l1", "l2", "l3"};
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        prom_head(f, m[k].name, m[k].type, m[k].help);
+        for (int i = 0; i < 3; i++) {
+            json_t *v = json_object_get(json_object_get(c, tiers[i]), m[k].field);
+            if (v)
+                fprintf(f, "%s{tier=\"%s\"} %.15g\n", m[k].name, tiers[i],
+                        json_number_value(v));
+        }
+    }
+    prom_head(f, "sophia_cache_latency_us", "summary", "Lookup latency per tier, microseconds.");
+    for (int i = 0; i < 3; i++) {
+        json_t *t = json_object_get(c, tiers[i]);
+        fprintf(f, "sophia_cache_latency_us{tier=\"%s\",quantile=\"0.5\"} %.6g\n", tiers[i],
+                json_number_value(json_object_get(t, "p50_us")));
+        fprintf(f, "sophia_cache_latency_us{tier=\"%s\",quantile=\"0.99\"} %.6g\n", tiers[i],
+                json_number_value(json_object_get(t, "p99_us")));
+    }
+    json_t *wb = json_object_get(c, "write_back");
+    prom_head(f, "sophia_cache_dirty_entries", "gauge", "Write-back entries not yet in L2/L3.");
+    fprintf(f, "sophia_cache_dirty_entries %lld\n",
+            (long long)(json_integer_value(json_object_get(wb, "dirty")) +
+                        json_integer_value(json_object_get(wb, "flushing"))));
     prom_head(f, "sophia_cache_tier_up", "gauge", "1 when the tier is reachable, 0 when down (absent when disabled).");
-    const char *tiers[] = {"l2", "l3"};
-    for (int i = 0; i < 2; i++) {
+    for (int i = 1; i < 3; i++) {
         const char *st = json_string_value(json_object_get(json_object_get(c, tiers[i]), "status"));
         if (st && strcmp(st, "disabled") != 0)
             fprintf(f, "sophia_cache_tier_up{tier=\"%s\"} %d\n", tiers[i],
@@ -283,6 +327,7 @@ static void get_metrics(sophia_http_req *r)
     prom_streams(f);
     prom_ws(f);
     prom_cache(f);
+    sophia_memory_prom(sophia_srv->memory, f);
     prom_plugins(f);
     fclose(f);
     sophia_http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
@@ -309,6 +354,7 @@ static void get_healthz(sophia_http_req *r)
         if (states[i] == 0)
             json_array_append_new(down, json_string(names[i]));
     }
+    sophia_streams_sources_down(sophia_srv->streams, down); /* "redis:<stream>" */
     int ok = json_array_size(down) == 0;
     sophia_http_reply_json(
         r, ok ? 200 : 503,
@@ -398,6 +444,14 @@ void sophia_api_dispatch(sophia_http_req *r)
         post_ingest(r, path + 8);
     else if (strncmp(path, "/ingest/", 8) == 0)
         sophia_http_reply_error(r, 405, "method_not_allowed", "use POST");
+    else if (m == SOPHIA_HTTP_POST && strcmp(path, "/hooks/slack") == 0)
+        sophia_hooks_slack(r);
+    else if (m == SOPHIA_HTTP_POST && strcmp(path, "/hooks/gong") == 0)
+        sophia_hooks_gong(r);
+    else if (sophia_api_cache(r))
+        return;
+    else if (sophia_api_memory(r))
+        return;
     else if (m == SOPHIA_HTTP_GET && get_dashboard(r))
         return;
     else

@@ -39,6 +39,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <regex.h>
 #include <yaml.h>
 
 #include "log.h"
@@ -53,6 +54,13 @@
 #define DEFAULT_L1_TTL 300.0
 #define DEFAULT_WS_QUEUE 1024
 #define DEFAULT_WS_HISTORY 256
+#define DEFAULT_WS_HISTORY_AGE 300.0
+#define DEFAULT_WS_PING 25.0
+#define DEFAULT_WS_PONG 10.0
+#define DEFAULT_WS_AUTH_TIMEOUT 5.0
+#define DEFAULT_WS_MAX_CONN 10000
+#define DEFAULT_WS_MAX_SUBS 256
+#define DEFAULT_WS_MAX_MESSAGE (64 * 1024)
 #define DEFAULT_STREAM_QUEUE 10000
 #define DEFAULT_STREAM_BATCH 256
 
@@ -952,6 +960,171 @@ static const field instance_fields[] = {
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
+/* ---- streams.<name>.filter: a sequence of predicate mappings ----------- */
+
+static const struct {
+    const char *key;
+    sophia_pred_op op;
+} pred_ops[] = {
+    {"equals", SOPHIA_PRED_EQUALS}, {"not_equals", SOPHIA_PRED_NOT_EQUALS},
+    {"in", SOPHIA_PRED_IN},         {"not_in", SOPHIA_PRED_NOT_IN},
+    {"exists", SOPHIA_PRED_EXISTS}, {"gt", SOPHIA_PRED_GT},
+    {"gte", SOPHIA_PRED_GTE},       {"lt", SOPHIA_PRED_LT},
+    {"lte", SOPHIA_PRED_LTE},       {"matches", SOPHIA_PRED_MATCHES},
+};
+
+static int pred_bool(const char *s)
+{
+    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
+        return 1;
+    if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off"))
+        return 0;
+    return -1;
+}
+
+/* The operand of `op` (node v) into p; reports and returns -1 if bad. */
+static int pred_operand(loader *ld, sophia_conf_pred *p, const node *v,
+                        const char *path)
+{
+    if (p->op == SOPHIA_PRED_IN || p->op == SOPHIA_PRED_NOT_IN) {
+        if (v->kind != NODE_SEQ) {
+            ERR(ld, v, "%s: expected a sequence of values, got %s", path,
+                kind_name(v));
+            return -1;
+        }
+        for (size_t i = 0; i < v->nkids; i++) {
+            const char *s = want_scalar(ld, v->kids[i], path, "a scalar");
+            if (!s)
+                return -1;
+            char **slot = GROW(p->items, p->nitems);
+            *slot = xstrdup(s);
+        }
+        return 0;
+    }
+    const char *s = want_scalar(ld, v, path, "a scalar");
+    if (!s)
+        return -1;
+    if (p->op == SOPHIA_PRED_EXISTS && pred_bool(s) < 0) {
+        ERR(ld, v, "%s: expected true or false, got '%s'", path, s);
+        return -1;
+    }
+    if (p->op >= SOPHIA_PRED_GT && p->op <= SOPHIA_PRED_LTE) {
+        char *end;
+        p->num = strtod(s, &end);
+        if (end == s || *end || !isfinite(p->num)) {
+            ERR(ld, v, "%s: '%s' is not a number", path, s);
+            return -1;
+        }
+    }
+    if (p->op == SOPHIA_PRED_MATCHES) {
+        regex_t re;
+        int rc = regcomp(&re, s, REG_EXTENDED | REG_NOSUB);
+        if (rc) {
+            char why[200];
+            regerror(rc, &re, why, sizeof(why));
+            ERR(ld, v, "%s: bad regular expression '%s': %s", path, s, why);
+            return -1;
+        }
+        regfree(&re);
+    }
+    p->value = xstrdup(s);
+    return 0;
+}
+
+/* One `- path: a.b` + `<op>: operand` (+ `icase: true`) mapping. */
+static void filter_item(loader *ld, sophia_conf_stream *st, const node *m,
+                        const char *path)
+{
+    if (m->kind != NODE_MAP) {
+        ERR(ld, m, "%s: each filter entry is a mapping like {path: event.type, "
+                   "equals: message}, got %s", path, kind_name(m));
+        return;
+    }
+    sophia_conf_pred p = {0};
+    const node *opnode = NULL;
+    int bad = 0;
+    p.line = m->line;
+    p.col = m->col;
+    for (size_t i = 0; i + 1 < m->nkids; i += 2) {
+        const node *k = m->kids[i], *v = m->kids[i + 1];
+        const char *key = k->kind == NODE_SCALAR ? k->text : "";
+        size_t o = 0;
+        while (o < sizeof(pred_ops) / sizeof(pred_ops[0]) &&
+               strcmp(pred_ops[o].key, key))
+            o++;
+        if (!strcmp(key, "path")) {
+            const char *s = want_scalar(ld, v, path, "a dotted JSON path");
+            if (s)
+                set_str(&p.path, xstrdup(s));
+            bad |= !s;
+        } else if (!strcmp(key, "icase")) {
+            const char *s = want_scalar(ld, v, path, "true or false");
+            p.icase = s ? pred_bool(s) == 1 : 0;
+        } else if (o < sizeof(pred_ops) / sizeof(pred_ops[0]) && !opnode) {
+            p.op = pred_ops[o].op;
+            opnode = v;
+        } else {
+            ERR(ld, k, "%s: unexpected key '%s' (a filter entry has path, one "
+                       "of equals, not_equals, in, not_in, exists, gt, gte, "
+                       "lt, lte, matches, and icase)", path, key);
+            bad = 1;
+        }
+    }
+    if (!p.path && !bad)
+        ERR(ld, m, "%s: filter entry has no 'path'", path);
+    if (!opnode && !bad)
+        ERR(ld, m, "%s: filter entry has no operator (equals, in, exists, gt, "
+                   "matches, ...)", path);
+    if (!p.path || !opnode || bad || pred_operand(ld, &p, opnode, path)) {
+        free(p.path);
+        free(p.value);
+        for (size_t i = 0; i < p.nitems; i++)
+            free(p.items[i]);
+        free(p.items);
+        return;
+    }
+    *GROW(st->filter, st->nfilter) = p;
+}
+
+static void walk_filter(loader *ld, const node *v, void *base,
+                        const char *path)
+{
+    if (is_null(v))
+        return;
+    if (v->kind != NODE_SEQ) {
+        ERR(ld, v, "%s: expected a sequence of predicates, got %s", path,
+            kind_name(v));
+        return;
+    }
+    for (size_t i = 0; i < v->nkids; i++)
+        if (!v->kids[i]->reported)
+            filter_item(ld, base, v->kids[i], path);
+}
+
+#define S_OFF(member) offsetof(sophia_conf_stream, member)
+
+static const field stream_redis_fields[] = {
+    {"key", F_STRING, S_OFF(redis.key), 0, NULL, NULL},
+    {"group", F_STRING, S_OFF(redis.group), 0, NULL, NULL},
+    {"consumer", F_STRING, S_OFF(redis.consumer), 0, NULL, NULL},
+    {"field", F_STRING, S_OFF(redis.field), 0, NULL, NULL},
+    {"count", F_COUNT, S_OFF(redis.count), 0, NULL, NULL},
+    {"block", F_SECONDS, S_OFF(redis.block), 0, NULL, NULL},
+    {"claim_idle", F_SECONDS, S_OFF(redis.claim_idle), 0, NULL, NULL},
+    {"dead_letter_after", F_COUNT, S_OFF(redis.dead_letter_after), 0, NULL,
+     NULL},
+    {NULL, 0, 0, 0, NULL, NULL},
+};
+static const section stream_redis_sec = {"in a stream's redis source",
+                                         stream_redis_fields};
+
+static const field stream_statsd_fields[] = {
+    {"listen", F_LISTEN, S_OFF(statsd_listen), 0, NULL, NULL},
+    {NULL, 0, 0, 0, NULL, NULL},
+};
+static const section stream_statsd_sec = {"in a stream's statsd source",
+                                          stream_statsd_fields};
+
 static const field stream_fields[] = {
     {"processor", F_STRING, offsetof(sophia_conf_stream, processor), 0, NULL,
      NULL},
@@ -959,6 +1132,11 @@ static const field stream_fields[] = {
      NULL},
     {"batch_size", F_COUNT, offsetof(sophia_conf_stream, batch_size), 0, NULL,
      NULL},
+    {"filter", F_CUSTOM, 0, 0, NULL, walk_filter},
+    {"dedup_key", F_STRING, S_OFF(dedup_key), 0, NULL, NULL},
+    {"dedup_window", F_SECONDS, S_OFF(dedup_window), 0, NULL, NULL},
+    {"redis", F_SECTION, 0, 0, &stream_redis_sec, NULL},
+    {"statsd", F_SECTION, 0, 0, &stream_statsd_sec, NULL},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
@@ -1033,6 +1211,11 @@ static void stream_pair(loader *ld, const node *k, const node *v, void *base,
     st->col = k->col;
     st->queue_size = DEFAULT_STREAM_QUEUE;
     st->batch_size = DEFAULT_STREAM_BATCH;
+    st->dedup_window = 300;
+    st->redis.count = 100;
+    st->redis.block = 1;
+    st->redis.claim_idle = 30;
+    st->redis.dead_letter_after = 5;
     child_path(sub, sizeof(sub), path, k->text);
     snprintf(where, sizeof(where), "in stream '%s'", k->text);
     section sec = {where, stream_fields};
@@ -1093,8 +1276,58 @@ static const field l1_fields[] = {
 };
 static const section l1_sec = {"in cache.l1", l1_fields};
 
+/* cache.write.prefixes: "key prefix": instance name. */
+static void write_prefix_pair(loader *ld, const node *k, const node *v,
+                              void *base, const void *arg, const char *path)
+{
+    sophia_conf *c = base;
+    char sub[512];
+    (void)arg;
+    child_path(sub, sizeof(sub), path, k->text);
+    const char *s = want_scalar(ld, v, sub, "a write_strategy instance name");
+    if (!s)
+        return;
+    size_t n = c->cache_write.nprefixes;
+    c->cache_write.prefixes = xrealloc(c->cache_write.prefixes,
+                                       (n + 1) * sizeof(char *));
+    c->cache_write.instances = xrealloc(c->cache_write.instances,
+                                        (n + 1) * sizeof(char *));
+    c->cache_write.pos = xrealloc(c->cache_write.pos, (n + 1) * 2 * sizeof(int));
+    c->cache_write.prefixes[n] = xstrdup(k->text);
+    c->cache_write.instances[n] = xstrdup(s);
+    c->cache_write.pos[2 * n] = v->line;
+    c->cache_write.pos[2 * n + 1] = v->col;
+    c->cache_write.nprefixes = n + 1;
+}
+
+static void walk_write_prefixes(loader *ld, const node *v, void *base,
+                                const char *path)
+{
+    each_pair(ld, v, path, write_prefix_pair, base, NULL);
+}
+
+static void walk_write_default(loader *ld, const node *v, void *base,
+                               const char *path)
+{
+    sophia_conf *c = base;
+    const char *s = want_scalar(ld, v, path, "a write_strategy instance name");
+    if (!s)
+        return;
+    set_str(&c->cache_write.def, xstrdup(s));
+    c->cache_write.def_line = v->line;
+    c->cache_write.def_col = v->col;
+}
+
+static const field write_fields[] = {
+    {"default", F_CUSTOM, 0, 0, NULL, walk_write_default},
+    {"prefixes", F_CUSTOM, 0, 0, NULL, walk_write_prefixes},
+    END,
+};
+static const section write_sec = {"in cache.write", write_fields};
+
 static const field cache_fields[] = {
     {"l1", F_SECTION, 0, 0, &l1_sec, NULL},
+    {"write", F_SECTION, 0, 0, &write_sec, NULL},
     END,
 };
 static const section cache_sec = {"in cache", cache_fields};
@@ -1106,13 +1339,100 @@ static const field auth_fields[] = {
 };
 static const section auth_sec = {"in websocket.auth", auth_fields};
 
+/* websocket.origins: a sequence of exact Origin header values. */
+static void walk_ws_origins(loader *ld, const node *v, void *base,
+                            const char *path)
+{
+    sophia_conf *c = base;
+    if (is_null(v))
+        return;
+    if (v->kind != NODE_SEQ) {
+        ERR(ld, v, "%s: expected a sequence of origins such as "
+                   "https://dash.example.com, got %s", path, kind_name(v));
+        return;
+    }
+    for (size_t i = 0; i < v->nkids; i++) {
+        if (v->kids[i]->reported)
+            continue;
+        const char *s = want_scalar(ld, v->kids[i], path, "an origin");
+        if (s && !*s)
+            ERR(ld, v->kids[i], "%s: an origin must not be empty", path);
+        else if (s)
+            *GROW(c->ws.origins, c->ws.norigins) = xstrdup(s);
+    }
+}
+
 static const field ws_fields[] = {
     {"max_queue", F_COUNT, C_OFF(ws.max_queue), 0, NULL, NULL},
     {"history", F_COUNT0, C_OFF(ws.history), 0, NULL, NULL},
+    {"history_age", F_SECONDS, C_OFF(ws.history_age), 0, NULL, NULL},
+    {"ping_interval", F_SECONDS, C_OFF(ws.ping_interval), 0, NULL, NULL},
+    {"pong_timeout", F_SECONDS, C_OFF(ws.pong_timeout), 0, NULL, NULL},
+    {"auth_timeout", F_SECONDS, C_OFF(ws.auth_timeout), 0, NULL, NULL},
+    {"max_connections", F_COUNT, C_OFF(ws.max_connections), 0, NULL, NULL},
+    {"max_subscriptions", F_COUNT, C_OFF(ws.max_subscriptions), 0, NULL, NULL},
+    {"max_message", F_SIZE, C_OFF(ws.max_message), 0, NULL, NULL},
+    {"coalesce_at", F_COUNT0, C_OFF(ws.coalesce_at), 0, NULL, NULL},
+    {"origins", F_CUSTOM, 0, 0, NULL, walk_ws_origins},
     {"auth", F_SECTION, 0, 0, &auth_sec, NULL},
     END,
 };
 static const section ws_sec = {"in websocket", ws_fields};
+
+static const field cluster_fields[] = {
+    {"redis", F_URL, C_OFF(cluster.redis), 0, NULL, NULL},
+    {"node_id", F_STRING, C_OFF(cluster.node_id), 0, NULL, NULL},
+    END,
+};
+static const section cluster_sec = {"in cluster", cluster_fields};
+
+static const field consolidate_fields[] = {
+    {"every", F_SECONDS, offsetof(sophia_conf_consolidate, every), 0, NULL,
+     NULL},
+    {"after_new", F_COUNT, offsetof(sophia_conf_consolidate, after_new), 0,
+     NULL, NULL},
+    END,
+};
+
+/* memory.consolidate.INSTANCE: {every, after_new} */
+static void consolidate_pair(loader *ld, const node *k, const node *v,
+                             void *base, const void *arg, const char *path)
+{
+    sophia_conf *c = base;
+    char sub[512], where[600];
+    (void)arg;
+    if (check_named(ld, k, v, path, "consolidator instance"))
+        return;
+    sophia_conf_consolidate *cc =
+        GROW(c->memory.consolidate, c->memory.nconsolidate);
+    cc->instance = xstrdup(k->text);
+    cc->line = k->line;
+    cc->col = k->col;
+    child_path(sub, sizeof(sub), path, k->text);
+    snprintf(where, sizeof(where), "in memory.consolidate.%s", k->text);
+    section sec = {where, consolidate_fields};
+    walk_section(ld, v, &sec, cc, sub);
+}
+
+static void walk_consolidate(loader *ld, const node *v, void *base,
+                             const char *path)
+{
+    each_pair(ld, v, path, consolidate_pair, base, NULL);
+}
+
+static const field memory_fields[] = {
+    {"dim", F_COUNT, C_OFF(memory.dim), 0, NULL, NULL},
+    {"index", F_STRING, C_OFF(memory.index), 0, NULL, NULL},
+    {"hnsw_threshold", F_COUNT, C_OFF(memory.hnsw_threshold), 0, NULL, NULL},
+    {"index_path", F_DIR, C_OFF(memory.index_path), 0, NULL, NULL},
+    {"table", F_STRING, C_OFF(memory.table), 0, NULL, NULL},
+    {"half_life", F_SECONDS, C_OFF(memory.half_life), 0, NULL, NULL},
+    {"max_content", F_SIZE, C_OFF(memory.max_content), 0, NULL, NULL},
+    {"workers", F_COUNT, C_OFF(memory.workers), 0, NULL, NULL},
+    {"consolidate", F_CUSTOM, 0, 0, NULL, walk_consolidate},
+    END,
+};
+static const section memory_sec = {"in memory", memory_fields};
 
 static const field plugins_fields[] = {
     {"path", F_CUSTOM, 0, 0, NULL, walk_plugin_path},
@@ -1121,6 +1441,29 @@ static const field plugins_fields[] = {
 };
 static const section plugins_sec = {"in plugins", plugins_fields};
 
+#define H_OFF(member) C_OFF(hooks.member)
+static const field hook_slack_fields[] = {
+    {"secret_env", F_SECRET, H_OFF(slack_env), H_OFF(slack_secret), NULL, NULL},
+    {"stream", F_STRING, H_OFF(slack_stream), 0, NULL, NULL},
+    {"dedup_window", F_SECONDS, H_OFF(slack_dedup), 0, NULL, NULL},
+    END,
+};
+static const section hook_slack_sec = {"in hooks.slack", hook_slack_fields};
+
+static const field hook_gong_fields[] = {
+    {"secret_env", F_SECRET, H_OFF(gong_env), H_OFF(gong_secret), NULL, NULL},
+    {"stream", F_STRING, H_OFF(gong_stream), 0, NULL, NULL},
+    END,
+};
+static const section hook_gong_sec = {"in hooks.gong", hook_gong_fields};
+
+static const field hooks_fields[] = {
+    {"slack", F_SECTION, 0, 0, &hook_slack_sec, NULL},
+    {"gong", F_SECTION, 0, 0, &hook_gong_sec, NULL},
+    END,
+};
+static const section hooks_sec = {"in hooks", hooks_fields};
+
 static const field top_fields[] = {
     {"server", F_SECTION, 0, 0, &server_sec, NULL},
     {"log", F_SECTION, 0, 0, &log_sec, NULL},
@@ -1128,8 +1471,11 @@ static const field top_fields[] = {
     {"postgres", F_SECTION, 0, 0, &pg_sec, NULL},
     {"cache", F_SECTION, 0, 0, &cache_sec, NULL},
     {"websocket", F_SECTION, 0, 0, &ws_sec, NULL},
+    {"cluster", F_SECTION, 0, 0, &cluster_sec, NULL},
+    {"memory", F_SECTION, 0, 0, &memory_sec, NULL},
     {"plugins", F_SECTION, 0, 0, &plugins_sec, NULL},
     {"streams", F_CUSTOM, 0, 0, NULL, walk_streams},
+    {"hooks", F_SECTION, 0, 0, &hooks_sec, NULL},
     END,
 };
 static const section top_sec = {"at the top level", top_fields};
@@ -1149,6 +1495,28 @@ static sophia_conf *conf_defaults(const char *name)
     c->l1.ttl = DEFAULT_L1_TTL;
     c->ws.max_queue = DEFAULT_WS_QUEUE;
     c->ws.history = DEFAULT_WS_HISTORY;
+    c->hooks.slack_env = xstrdup("SOPHIA_SLACK_SIGNING_SECRET");
+    c->hooks.gong_env = xstrdup("SOPHIA_GONG_SECRET");
+    const char *hs = getenv(c->hooks.slack_env), *hg = getenv(c->hooks.gong_env);
+    c->hooks.slack_secret = hs && *hs ? xstrdup(hs) : NULL;
+    c->hooks.gong_secret = hg && *hg ? xstrdup(hg) : NULL;
+    c->hooks.slack_stream = xstrdup("slack");
+    c->hooks.gong_stream = xstrdup("gong");
+    c->hooks.slack_dedup = 3600;
+    c->memory.dim = 384;
+    c->memory.index = xstrdup("auto");
+    c->memory.hnsw_threshold = 50000;
+    c->memory.table = xstrdup("sophia_memory");
+    c->memory.half_life = 7 * 86400.0;
+    c->memory.max_content = 64 * 1024;
+    c->memory.workers = 2;
+    c->ws.history_age = DEFAULT_WS_HISTORY_AGE;
+    c->ws.ping_interval = DEFAULT_WS_PING;
+    c->ws.pong_timeout = DEFAULT_WS_PONG;
+    c->ws.auth_timeout = DEFAULT_WS_AUTH_TIMEOUT;
+    c->ws.max_connections = DEFAULT_WS_MAX_CONN;
+    c->ws.max_subscriptions = DEFAULT_WS_MAX_SUBS;
+    c->ws.max_message = DEFAULT_WS_MAX_MESSAGE;
     return c;
 }
 
@@ -1244,6 +1612,7 @@ void sophia_conf_apply_env(sophia_conf *c, const char *listen_override)
         return;
     env_url(&c->redis_url, "SOPHIA_REDIS_URL");
     env_url(&c->pg_url, "SOPHIA_PG_URL");
+    env_url(&c->cluster.redis, "SOPHIA_CLUSTER_REDIS_URL");
     const char *l = getenv("SOPHIA_LISTEN");
     if (l && *l)
         set_str(&c->server.listen, xstrdup(l));
@@ -1251,11 +1620,44 @@ void sophia_conf_apply_env(sophia_conf *c, const char *listen_override)
         set_str(&c->server.listen, xstrdup(listen_override));
 }
 
+/* memory.*: values whose meaning depends on more than their type. */
+static void memory_validate(const sophia_conf *c, const char *file,
+                            sophia_diag *diag)
+{
+    const char *ix = c->memory.index, *t = c->memory.table;
+    if (strcmp(ix, "auto") && strcmp(ix, "flat") && strcmp(ix, "hnsw"))
+        sophia_diag_add(diag, file, 0, 0, "memory.index: '%s' is not one of "
+                        "auto, flat, hnsw", ix);
+    int ok = (isalpha((unsigned char)*t) || *t == '_') && strlen(t) <= 48;
+    for (const char *p = t; *p; p++)
+        ok &= isalnum((unsigned char)*p) || *p == '_';
+    if (!ok)
+        sophia_diag_add(diag, file, 0, 0, "memory.table: '%s' is not a plain "
+                        "SQL identifier (letters, digits, '_', at most 48)", t);
+    if (c->memory.dim < 8 || c->memory.dim > 4096)
+        sophia_diag_add(diag, file, 0, 0, "memory.dim: %zu is out of range "
+                        "(8..4096)", c->memory.dim);
+    if (c->memory.workers > 64)
+        sophia_diag_add(diag, file, 0, 0, "memory.workers: at most 64");
+    for (size_t i = 0; i < c->memory.nconsolidate; i++) {
+        const sophia_conf_consolidate *cc = &c->memory.consolidate[i];
+        if (!sophia_conf_instance_find(c, cc->instance))
+            sophia_diag_add(diag, file, cc->line, cc->col,
+                            "memory.consolidate.%s: not a plugin instance "
+                            "declared under plugins.instances", cc->instance);
+        else if (cc->every <= 0 && cc->after_new == 0)
+            sophia_diag_add(diag, file, cc->line, cc->col,
+                            "memory.consolidate.%s: set 'every' (a duration) "
+                            "or 'after_new' (a count), or both", cc->instance);
+    }
+}
+
 void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
 {
     if (!c)
         return;
     const char *file = c->file ? c->file : "-";
+    memory_validate(c, file, diag);
     /* A bad listen in the file was refused at load (the default stayed), so
      * a bad value here came from SOPHIA_LISTEN or --listen: no position. */
     if (sophia_conf_split_listen(c->server.listen, NULL, NULL))
@@ -1270,7 +1672,34 @@ void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
                             "streams.%s: processor '%s' is not a plugin "
                             "instance declared under plugins.instances",
                             s->name, s->processor);
+        if (s->redis.key && !c->redis_url)
+            sophia_diag_add(diag, file, s->line, s->col,
+                            "streams.%s.redis reads a Redis stream but no "
+                            "Redis is configured (redis.url or "
+                            "SOPHIA_REDIS_URL)", s->name);
+        if (s->redis.block > 1.5)
+            sophia_diag_add(diag, file, s->line, s->col,
+                            "streams.%s.redis.block: at most 1.5 s (a read "
+                            "that blocks longer trips the connection's "
+                            "2 s reply watchdog)", s->name);
     }
+    if (c->cache_write.def && !sophia_conf_instance_find(c, c->cache_write.def))
+        sophia_diag_add(diag, file, c->cache_write.def_line,
+                        c->cache_write.def_col,
+                        "cache.write.default: '%s' is not a plugin instance "
+                        "declared under plugins.instances", c->cache_write.def);
+    for (size_t i = 0; i < c->cache_write.nprefixes; i++)
+        if (!sophia_conf_instance_find(c, c->cache_write.instances[i]))
+            sophia_diag_add(diag, file, c->cache_write.pos[2 * i],
+                            c->cache_write.pos[2 * i + 1],
+                            "cache.write.prefixes \"%s\": '%s' is not a plugin "
+                            "instance declared under plugins.instances",
+                            c->cache_write.prefixes[i],
+                            c->cache_write.instances[i]);
+    if (c->cluster.redis && strncmp(c->cluster.redis, "redis://", 8) != 0)
+        sophia_diag_add(diag, file, 0, 0,
+                        "cluster.redis '%s' (or SOPHIA_CLUSTER_REDIS_URL) is "
+                        "not a redis://host:port/db URL", c->cluster.redis);
     if (c->ninstances > 0 && c->nplugin_path == 0)
         sophia_diag_add(diag, file, c->instances[0].line, c->instances[0].col,
                         "plugins.path is empty, so plugin instance '%s' "
@@ -1315,8 +1744,27 @@ void sophia_conf_free(sophia_conf *c)
     free(c->server.share_dir);
     free(c->redis_url);
     free(c->pg_url);
+    free(c->cache_write.def);
+    for (size_t i = 0; i < c->cache_write.nprefixes; i++) {
+        free(c->cache_write.prefixes[i]);
+        free(c->cache_write.instances[i]);
+    }
+    free(c->cache_write.prefixes);
+    free(c->cache_write.instances);
+    free(c->cache_write.pos);
     free(c->ws.auth_env);
     free(c->ws.auth_secret);
+    for (size_t i = 0; i < c->ws.norigins; i++)
+        free(c->ws.origins[i]);
+    free(c->ws.origins);
+    free(c->cluster.redis);
+    free(c->cluster.node_id);
+    free(c->memory.index);
+    free(c->memory.index_path);
+    free(c->memory.table);
+    for (size_t i = 0; i < c->memory.nconsolidate; i++)
+        free(c->memory.consolidate[i].instance);
+    free(c->memory.consolidate);
     for (size_t i = 0; i < c->nplugin_path; i++)
         free(c->plugin_path[i]);
     free(c->plugin_path);
@@ -1324,9 +1772,31 @@ void sophia_conf_free(sophia_conf *c)
         free_instance(&c->instances[i]);
     free(c->instances);
     for (size_t i = 0; i < c->nstreams; i++) {
-        free(c->streams[i].name);
-        free(c->streams[i].processor);
+        sophia_conf_stream *st = &c->streams[i];
+        free(st->name);
+        free(st->processor);
+        for (size_t k = 0; k < st->nfilter; k++) {
+            sophia_conf_pred *p = &st->filter[k];
+            free(p->path);
+            free(p->value);
+            for (size_t j = 0; j < p->nitems; j++)
+                free(p->items[j]);
+            free(p->items);
+        }
+        free(st->filter);
+        free(st->dedup_key);
+        free(st->redis.key);
+        free(st->redis.group);
+        free(st->redis.consumer);
+        free(st->redis.field);
+        free(st->statsd_listen);
     }
+    free(c->hooks.slack_env);
+    free(c->hooks.slack_secret);
+    free(c->hooks.slack_stream);
+    free(c->hooks.gong_env);
+    free(c->hooks.gong_secret);
+    free(c->hooks.gong_stream);
     free(c->streams);
     free(c);
 }

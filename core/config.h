@@ -40,6 +40,32 @@ typedef struct sophia_conf_instance {
     int line, col; /* of the instance's mapping key */
 } sophia_conf_instance;
 
+/* streams.<name>.filter: one predicate on a dotted JSON path; an event
+ * passes the filter when every predicate holds. */
+typedef enum sophia_pred_op {
+    SOPHIA_PRED_EQUALS = 1,
+    SOPHIA_PRED_NOT_EQUALS,
+    SOPHIA_PRED_IN,
+    SOPHIA_PRED_NOT_IN,
+    SOPHIA_PRED_EXISTS,  /* value "true"/"false" */
+    SOPHIA_PRED_GT,
+    SOPHIA_PRED_GTE,
+    SOPHIA_PRED_LT,
+    SOPHIA_PRED_LTE,
+    SOPHIA_PRED_MATCHES  /* POSIX extended regex */
+} sophia_pred_op;
+
+typedef struct sophia_conf_pred {
+    char *path;
+    sophia_pred_op op;
+    char *value;   /* scalar operand (NULL for in / not_in) */
+    char **items;  /* in / not_in operands */
+    size_t nitems;
+    double num;    /* numeric operand of gt/gte/lt/lte */
+    int icase;     /* matches: case-insensitive */
+    int line, col;
+} sophia_conf_pred;
+
 /* streams.<name>: where events of one stream go. */
 typedef struct sophia_conf_stream {
     char *name;
@@ -47,7 +73,30 @@ typedef struct sophia_conf_stream {
     size_t queue_size; /* bounded queue; full -> 503 */
     size_t batch_size; /* events processed per loop turn */
     int line, col;
+    sophia_conf_pred *filter; /* streams.<name>.filter */
+    size_t nfilter;
+    char *dedup_key;     /* dotted path of an event's id; NULL = no dedup */
+    double dedup_window; /* seconds an id is remembered, default 300 */
+    struct {             /* streams.<name>.redis: a Redis Streams source */
+        char *key;       /* the stream key; NULL = no Redis source */
+        char *group;     /* consumer group, default "sophia" */
+        char *consumer;  /* default <hostname>-<pid> */
+        char *field;     /* entry field holding the JSON event, "data" */
+        size_t count;    /* entries per XREADGROUP, default 100 */
+        double block;    /* seconds a read blocks, default 1 (max 1.5) */
+        double claim_idle; /* seconds before a pending entry is claimed, 30 */
+        size_t dead_letter_after; /* deliveries before <key>:dead, 5 */
+    } redis;
+    char *statsd_listen; /* streams.<name>.statsd.listen HOST:PORT (UDP) */
 } sophia_conf_stream;
+
+/* memory.consolidate.<instance>: when a consolidator plugin runs. */
+typedef struct sophia_conf_consolidate {
+    char *instance;   /* plugin instance name (kind consolidator) */
+    double every;     /* seconds between runs; 0 = only by count */
+    size_t after_new; /* run after this many new memories; 0 = off */
+    int line, col;
+} sophia_conf_consolidate;
 
 typedef enum sophia_log_lvl {
     SOPHIA_LVL_DEBUG = 0,
@@ -78,12 +127,60 @@ typedef struct sophia_conf {
         double ttl;         /* seconds, default 300 */
     } l1;
 
+    /* cache.write: which write_strategy instance a put goes through. */
+    struct {
+        char *def;        /* default instance; NULL = built-in write-through */
+        char **prefixes;  /* cache.write.prefixes keys; longest match wins */
+        char **instances; /* the instance named for each prefix */
+        int *pos;         /* line, col of each instance name (2 per prefix) */
+        size_t nprefixes;
+        int def_line, def_col;
+    } cache_write;
+
     struct {
         size_t max_queue;     /* per-connection messages, default 1024 */
         size_t history;       /* per-topic ring size, default 256 */
         char *auth_env;       /* websocket.auth.secret_env */
         char *auth_secret;    /* its value at load time, or NULL */
+        double history_age;   /* seconds a message stays replayable, 300 */
+        double ping_interval; /* idle seconds before a ping, default 25 */
+        double pong_timeout;  /* seconds to answer a ping, default 10 */
+        double auth_timeout;  /* seconds for a first `auth` message, 5 */
+        size_t max_connections;   /* default 10000 */
+        size_t max_subscriptions; /* per connection, default 256 */
+        size_t max_message;       /* bytes per client message, 64 KiB */
+        size_t coalesce_at;   /* queue depth where metrics coalesce; 0 = half */
+        char **origins;       /* allowed Origin values; none = any */
+        size_t norigins;
     } ws;
+
+    struct {
+        char *redis;   /* cluster.redis: redis:// URL; NULL = single node */
+        char *node_id; /* cluster.node_id; NULL = host:pid */
+    } cluster;
+
+    struct {                 /* hooks: webhook endpoints (hooks.c) */
+        char *slack_env;     /* hooks.slack.secret_env */
+        char *slack_secret;  /* its value at load time, or NULL */
+        char *slack_stream;  /* default "slack" */
+        double slack_dedup;  /* seconds event_ids are remembered, 3600 */
+        char *gong_env;      /* hooks.gong.secret_env */
+        char *gong_secret;
+        char *gong_stream;   /* default "gong" */
+    } hooks;
+
+    struct {
+        size_t dim;            /* memory.dim: embedding size, default 384 */
+        char *index;           /* memory.index: auto (default), flat, hnsw */
+        size_t hnsw_threshold; /* auto: HNSW from this many rows, 50000 */
+        char *index_path;      /* memory.index_path; NULL = <conf dir>/data/memory.index */
+        char *table;           /* memory.table, default sophia_memory */
+        double half_life;      /* memory.half_life: recency, default 7 d */
+        size_t max_content;    /* memory.max_content bytes, default 64 KiB */
+        size_t workers;        /* memory.workers: threads, default 2 */
+        struct sophia_conf_consolidate *consolidate; /* memory.consolidate */
+        size_t nconsolidate;
+    } memory;
 
     char **plugin_path; /* plugins.path: directories searched in order */
     size_t nplugin_path;

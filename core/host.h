@@ -22,6 +22,11 @@ sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream);
 /* Applies the queued actions in order. */
 void sophia_ctx_apply(sophia_ctx *ctx);
 void sophia_ctx_free(sophia_ctx *ctx);
+/* The queued actions as a JSON array (a json_t *; json_decref it), in
+ * order, without applying them: [{"action":"publish"|"alert"|"cache_put"|
+ * "cache_invalidate"|"cache_invalidate_tag", ...}]. For sophia-plugin-test
+ * and tests. Memory actions are kept by memory_host.c, not in this list. */
+sophia_json *sophia_ctx_actions_json(const sophia_ctx *ctx);
 
 /* Plugin counters (host->counter_add), for /metrics. */
 void sophia_host_counters_each(void (*fn)(const char *instance,

@@ -24,6 +24,13 @@
 #define HTTP_MAX_ARGS 16
 #define HTTP_WRITE_CHUNK 16384
 
+/* Headers lws has no token for, copied at request start for handlers
+ * (webhook signatures): lower-case names, as lws stores them. */
+static const char *const custom_headers[] = {
+    "x-slack-signature", "x-slack-request-timestamp", "x-slack-retry-num",
+    "x-gong-secret"};
+#define HTTP_NCUSTOM (sizeof(custom_headers) / sizeof(custom_headers[0]))
+
 struct sophia_http_req {
     struct lws *wsi; /* NULL once the connection closed */
     sophia_http_method method;
@@ -32,6 +39,7 @@ struct sophia_http_req {
     int nargs;
     char *authorization;
     char *content_type;
+    char *custom[HTTP_NCUSTOM]; /* custom_headers[i] values, or NULL */
     char *body;
     size_t body_len;
     size_t body_cap;
@@ -66,6 +74,21 @@ static char *hdr_dup(struct lws *wsi, enum lws_token_indexes tok)
     return s;
 }
 
+static char *custom_dup(struct lws *wsi, const char *name)
+{
+    char full[64];
+    int nl = snprintf(full, sizeof(full), "%s:", name);
+    int n = lws_hdr_custom_length(wsi, full, nl);
+    if (n < 0 || n > 4096)
+        return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (s && lws_hdr_custom_copy(wsi, s, n + 1, full, nl) < 0) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
 static void req_free(sophia_http_req *r)
 {
     if (!r)
@@ -74,6 +97,8 @@ static void req_free(sophia_http_req *r)
         free(r->args[i]);
     free(r->authorization);
     free(r->content_type);
+    for (size_t i = 0; i < HTTP_NCUSTOM; i++)
+        free(r->custom[i]);
     free(r->body);
     free(r->out);
     free(r);
@@ -109,6 +134,8 @@ static sophia_http_req *req_new(struct lws *wsi, const char *path)
         r->args[r->nargs++] = strdup(frag);
     r->authorization = hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
     r->content_type = hdr_dup(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE);
+    for (size_t i = 0; i < HTTP_NCUSTOM; i++)
+        r->custom[i] = custom_dup(wsi, custom_headers[i]);
     return r;
 }
 
@@ -132,12 +159,20 @@ const char *sophia_http_req_arg(const sophia_http_req *r, const char *name)
     return NULL;
 }
 
+const char *sophia_http_req_arg_at(const sophia_http_req *r, int i)
+{
+    return i >= 0 && i < r->nargs ? r->args[i] : NULL;
+}
+
 const char *sophia_http_req_header(const sophia_http_req *r, const char *name)
 {
     if (strcmp(name, "authorization") == 0)
         return r->authorization;
     if (strcmp(name, "content-type") == 0)
         return r->content_type;
+    for (size_t i = 0; i < HTTP_NCUSTOM; i++)
+        if (strcmp(name, custom_headers[i]) == 0)
+            return r->custom[i];
     return NULL;
 }
 
@@ -360,7 +395,9 @@ static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
         return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         /* lws chose us by subprotocol; the URL is ours to enforce. */
-        return path_is_ws(wsi) && !sophia_srv->shutting_down ? 0 : 1;
+        if (!path_is_ws(wsi) || sophia_srv->shutting_down)
+            return 1;
+        return sophia_ws_filter(wsi); /* limits, origin, token */
     case LWS_CALLBACK_ESTABLISHED:
         pss->ws = sophia_ws_open(sophia_srv->ws, wsi);
         return pss->ws ? 0 : -1;
@@ -368,6 +405,10 @@ static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
         return pss->ws ? sophia_ws_receive(pss->ws, in, len) : -1;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return pss->ws ? sophia_ws_writeable(pss->ws) : -1;
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (pss->ws)
+            sophia_ws_pong(pss->ws);
+        return 0;
     case LWS_CALLBACK_CLOSED:
         if (pss->ws)
             sophia_ws_closed(pss->ws);

@@ -36,8 +36,13 @@ sophia_http_method sophia_http_req_method(const sophia_http_req *r);
 const char *sophia_http_req_path(const sophia_http_req *r);
 /* URL-decoded query argument, or NULL. */
 const char *sophia_http_req_arg(const sophia_http_req *r, const char *name);
+/* The i-th query argument as "name=value" (URL-decoded), or NULL past the
+ * end: for endpoints that take a family of names (context.KEY=VALUE). */
+const char *sophia_http_req_arg_at(const sophia_http_req *r, int i);
 /* Request header value (lower-case name without ':'), or NULL. Headers
- * available: authorization, content-type. */
+ * available: authorization, content-type, and the custom ones listed in
+ * http.c (x-slack-signature, x-slack-request-timestamp,
+ * x-slack-retry-num, x-gong-secret). */
 const char *sophia_http_req_header(const sophia_http_req *r, const char *name);
 const char *sophia_http_req_body(const sophia_http_req *r, size_t *len);
 

@@ -16,12 +16,15 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "api_cache.h"
 #include "cache.h"
+#include "cluster.h"
 #include "config.h"
 #include "host.h"
 #include "http.h"
 #include "log.h"
 #include "loop.h"
+#include "memory.h"
 #include "plugin.h"
 #include "server.h"
 #include "stream.h"
@@ -144,6 +147,14 @@ static void print_check(const sophia_plugin_set *set)
 
 static struct event *shutdown_ev;
 static int64_t shutdown_deadline_us;
+static int cache_flushed; /* write-back reached L2/L3 (bounded by the grace) */
+
+static void on_cache_flushed(void *arg, int rc)
+{
+    (void)arg;
+    (void)rc;
+    cache_flushed = 1;
+}
 
 static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -152,7 +163,8 @@ static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
     sophia_server *s = arg;
     sophia_ws_stats w;
     sophia_ws_get_stats(s->ws, &w);
-    if (w.connections == 0 || sophia_now_mono_us() > shutdown_deadline_us) {
+    if ((w.connections == 0 && cache_flushed) ||
+        sophia_now_mono_us() > shutdown_deadline_us) {
         sophia_loop_stop(s->loop);
         return;
     }
@@ -169,6 +181,7 @@ static void begin_shutdown(sophia_server *s, int sig)
                 sophia_streams_pending(s->streams));
     sophia_streams_drain(s->streams); /* what was accepted gets processed */
     sophia_ws_close_all(s->ws);
+    sophia_cache_flush(s->cache, on_cache_flushed, NULL);
     shutdown_deadline_us = sophia_now_mono_us() + SHUTDOWN_GRACE_MS * 1000;
     shutdown_ev = evtimer_new(sophia_loop_base(s->loop), on_shutdown_tick, s);
     on_shutdown_tick(-1, 0, s);
@@ -231,6 +244,20 @@ static const char *find_share_dir(const sophia_conf *c, char *buf, size_t len)
     return SOPHIA_DEFAULT_SHARE_DIR;
 }
 
+/* Cross-node L1 coherence: the cache tells the cluster what it dropped,
+ * the cluster tells the cache what other nodes dropped. Both ends are
+ * no-ops without cluster.redis. */
+static void cache_to_cluster(const char *key_or_tag, int is_tag)
+{
+    sophia_cluster_broadcast_invalidate(key_or_tag, is_tag);
+}
+
+static void cluster_to_cache(const char *key_or_tag, int is_tag, void *arg)
+{
+    (void)arg;
+    sophia_cache_l1_invalidate_local(key_or_tag, is_tag);
+}
+
 static int start(sophia_server *s)
 {
     char buf[PATH_MAX];
@@ -243,6 +270,10 @@ static int start(sophia_server *s)
     struct event_base *base = sophia_loop_base(s->loop);
     s->ws = sophia_ws_router_new(s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
+    sophia_api_cache_ws(1); /* WS request method cache.get */
+    sophia_cache_on_invalidate = cache_to_cluster;
+    sophia_cluster_on_invalidate(cluster_to_cache, NULL);
+    s->memory = sophia_memory_new(s->conf, base, s->plugins);
     sophia_diag d;
     sophia_diag_init(&d);
     s->streams = sophia_streams_new(s->conf, s->plugins, base, &d);
@@ -260,9 +291,14 @@ static int start(sophia_server *s)
 
 static void stop(sophia_server *s)
 {
+    sophia_memory_free(s->memory); /* answers what it still holds */
+    s->memory = NULL;
     sophia_http_stop(s);
     sophia_streams_free(s->streams);
     sophia_ws_router_free(s->ws);
+    sophia_api_cache_ws(0);
+    sophia_cluster_on_invalidate(NULL, NULL);
+    sophia_cache_on_invalidate = NULL;
     sophia_cache_free(s->cache);
     if (shutdown_ev)
         event_free(shutdown_ev);

@@ -30,6 +30,7 @@ typedef struct sophia_server {
     struct sophia_streams *streams;
     struct sophia_ws_router *ws;
     struct sophia_cache *cache;
+    struct sophia_memory *memory; /* NULL when PostgreSQL is disabled */
     struct sophia_dash *dash; /* dashboard files served at / */
     char *host;               /* listen host */
     int port;                 /* listen port (actual, after bind) */

@@ -22,6 +22,7 @@ packages=(
   libwebsockets-evlib-uv libuv1-dev libssl-dev libyaml-dev libltdl-dev
   libfaiss-dev liblapack-dev libblas-dev libjansson-dev libcmocka-dev
   redis-server postgresql procps iproute2 curl
+  chromium # the dashboard's browser test (playwright-core drives it)
 )
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)

@@ -25,7 +25,7 @@
 #include "config.h"
 
 #define ALLOWED_TOP "(allowed: server, log, redis, postgres, cache, " \
-                    "websocket, plugins, streams)"
+                    "websocket, cluster, memory, plugins, streams, hooks)"
 
 static sophia_diag diag;
 
@@ -159,7 +159,7 @@ static void test_default_file(void **state)
     assert_int_equal(m->opts[0].line, line);
     assert_int_equal(m->opts[0].col, col + (int)strlen("default_dashboard: "));
 
-    assert_int_equal(c->nstreams, 1);
+    assert_int_equal(c->nstreams, 5); /* metrics gong slack crm snowflake */
     assert_string_equal(c->streams[0].name, "metrics");
     assert_string_equal(c->streams[0].processor, "metrics");
     assert_int_equal(c->streams[0].queue_size, 10000);
@@ -351,7 +351,8 @@ static void test_unknown_key(void **state)
                "(allowed: plugin, options)");
     expect_one("streams:\n  s:\n    processor: p\n    queue: 5\n",
                "t.yaml:4:5: unknown key 'queue' in stream 's' (allowed: "
-               "processor, queue_size, batch_size)");
+               "processor, queue_size, batch_size, filter, dedup_key, "
+               "dedup_window, redis, statsd)");
 }
 
 static void test_wrong_type(void **state)

@@ -112,6 +112,8 @@ function sophiadPath(bin) {
  *   args    more sophiad arguments, after `-c FILE --listen 127.0.0.1:PORT`
  *   readyTimeoutMs  default 15 s (times timeoutScale)
  *   bin     executable to run instead of $SOPHIAD (the harness's own tests)
+ *   port    listen on this port instead of a free one (e.g. a restart on
+ *           the port a client already knows: startDaemon({..., port: d.port}))
  *
  * Rejects, with the captured stderr in the message, if the process exits or
  * the timeout passes first. Resolves to a handle:
@@ -143,7 +145,7 @@ export async function startDaemon(options = {}) {
     configPath = path.join(dir, 'sophia.yaml');
     await writeFile(configPath, substitute(yaml, dir));
   }
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const fullEnv = { ...process.env, ...env };
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete fullEnv[k];
 
