@@ -23,6 +23,7 @@
 #include "hooks.h"
 #include "ingest.h"
 #include "log.h"
+#include "reload.h"
 #include "stream.h"
 #include "ws.h"
 
@@ -108,7 +109,7 @@ json_t *sophia_api_stats_json(void)
         json_object_set_new(streams, sophia_stream_name(st), stream_stats_json(st));
     }
     return json_pack(
-        "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I}}",
+        "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:s?,s:I}}",
         "version", SOPHIA_VERSION, "uptime_s",
         (json_int_t)((sophia_now_wall_us() - s->started_us) / 1000000),
         "memory", sophia_memory_stats_json(s->memory), "cache",
@@ -118,7 +119,9 @@ json_t *sophia_api_stats_json(void)
         "plugins", plugins_json(), "reload",
         "reloads", (json_int_t)s->reloads, "failures",
         (json_int_t)s->reload_failures, "plugin_load_failures",
-        (json_int_t)s->plugin_load_failures);
+        (json_int_t)s->plugin_load_failures, "last_error",
+        sophia_reload_last_error(), "last_at",
+        (json_int_t)(sophia_reload_last_at() / 1000000));
 }
 
 /* ----------------------------------------------------------- /metrics */

@@ -207,6 +207,11 @@ static char *host_json_dump(const sophia_json *v)
     return json_dumps(CJ(v), JSON_COMPACT | JSON_ENCODE_ANY);
 }
 
+static sophia_json *host_json_parse(const char *text)
+{
+    return text ? (sophia_json *)json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+}
+
 static void host_free(void *p)
 {
     free(p);
@@ -393,6 +398,26 @@ typedef struct host_get {
     void *arg;
 } host_get;
 
+/* Plugin callbacks the host still owes (cache_get, memory_search): a
+ * reload keeps retired plugin code loaded until this is back to zero. */
+static size_t callbacks_pending;
+
+void sophia_host_callback_begin(void)
+{
+    callbacks_pending++;
+}
+
+void sophia_host_callback_end(void)
+{
+    if (callbacks_pending)
+        callbacks_pending--;
+}
+
+size_t sophia_host_callbacks_pending(void)
+{
+    return callbacks_pending;
+}
+
 static void on_host_get(void *arg, int rc, const char *val, size_t len,
                         int tier)
 {
@@ -404,6 +429,7 @@ static void on_host_get(void *arg, int rc, const char *val, size_t len,
     g->cb(g->arg, rc, (const sophia_json *)v);
     json_decref(v);
     free(g);
+    sophia_host_callback_end();
 }
 
 static int host_cache_get(const char *key,
@@ -419,10 +445,13 @@ static int host_cache_get(const char *key,
         return SOPHIA_ENOMEM;
     g->cb = cb;
     g->arg = arg;
+    sophia_host_callback_begin(); /* before: cb may run inside the call */
     int rc = sophia_cache_get(sophia_srv->cache, key, NULL, NULL, on_host_get,
                               g);
-    if (rc)
+    if (rc) {
         free(g);
+        sophia_host_callback_end();
+    }
     return rc;
 }
 
@@ -472,6 +501,7 @@ static const sophia_host host_table = {
     .memory_batch = sophia_memory_host_batch,
     .memory_merge = sophia_memory_host_merge,
     .memory_expire = sophia_memory_host_expire,
+    .json_parse = host_json_parse,
 };
 
 const sophia_host *sophia_host_table(void)

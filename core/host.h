@@ -35,6 +35,12 @@ void sophia_host_counters_each(void (*fn)(const char *instance,
                                void *arg);
 void sophia_host_shutdown(void);
 
+/* Callbacks into plugin code the host still owes (cache_get,
+ * memory_search); a reload unloads retired plugins only at zero. */
+void sophia_host_callback_begin(void);
+void sophia_host_callback_end(void);
+size_t sophia_host_callbacks_pending(void);
+
 /* Topics an update goes to (SPEC §5), for the core's own publishes too:
  * updates:<type>, dashboard:<id>, stream:<name>, alerts, alerts:<sev>,
  * plus `extra`. Returns the count written into `out` (at most 6); the

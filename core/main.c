@@ -26,6 +26,7 @@
 #include "loop.h"
 #include "memory.h"
 #include "plugin.h"
+#include "reload.h"
 #include "server.h"
 #include "stream.h"
 #include "ws.h"
@@ -97,32 +98,6 @@ static int parse_args(int argc, char **argv, cli *c)
     return -1;
 }
 
-static int is_loopback(const char *host)
-{
-    return strcmp(host, "127.0.0.1") == 0 || strncmp(host, "127.", 4) == 0 ||
-           strcmp(host, "::1") == 0 || strcmp(host, "[::1]") == 0 ||
-           strcmp(host, "localhost") == 0;
-}
-
-/* Secrets policy (SPEC §3): open endpoints only on loopback. */
-static void check_secrets(const sophia_conf *c, const char *host,
-                          sophia_diag *d)
-{
-    if (is_loopback(host))
-        return;
-    if (!c->server.tokens || !*c->server.tokens)
-        sophia_diag_add(d, c->file, 0, 0,
-                        "server.listen %s is not loopback but no ingest tokens "
-                        "are set (server.tokens.secret_env %s is empty)",
-                        c->server.listen,
-                        c->server.tokens_env ? c->server.tokens_env : "unset");
-    if (!c->ws.auth_secret || !*c->ws.auth_secret)
-        sophia_diag_add(d, c->file, 0, 0,
-                        "server.listen %s is not loopback but WebSocket auth has "
-                        "no secret (websocket.auth.secret_env)",
-                        c->server.listen);
-}
-
 static sophia_conf *load_conf(const cli *a, sophia_diag *d)
 {
     sophia_conf *c = sophia_conf_load(a->config, d);
@@ -187,39 +162,12 @@ static void begin_shutdown(sophia_server *s, int sig)
     on_shutdown_tick(-1, 0, s);
 }
 
-/* SIGHUP: the new file is parsed and validated first; applying it to the
- * running plugin set is the hot-reload issue's work, so a valid file is
- * reported as such and the running set stays. */
-static void on_reload(sophia_server *s)
-{
-    sophia_diag d;
-    sophia_diag_init(&d);
-    sophia_conf *c = sophia_conf_load(s->conf->file, &d);
-    if (c) {
-        sophia_conf_apply_env(c, NULL);
-        sophia_conf_validate(c, &d);
-    }
-    if (d.count) {
-        s->reload_failures++;
-        for (size_t i = 0; i < d.count; i++) {
-            char q[1100];
-            sophia_error("reload", "msg=\"configuration rejected, keeping the running one\" problem=%s",
-                         sophia_log_quote(d.lines[i], q, sizeof(q)));
-        }
-    } else {
-        sophia_warn("reload", "msg=\"configuration valid; applying changes without restart is not supported in this version\" file=%s",
-                    s->conf->file);
-    }
-    sophia_conf_free(c);
-    sophia_diag_free(&d);
-}
-
 static void on_signal(int sig, void *arg)
 {
     sophia_server *s = arg;
     if (sig == SIGHUP) {
         if (!s->shutting_down)
-            on_reload(s);
+            sophia_reload(s); /* one at a time: signals run on the loop */
         return;
     }
     begin_shutdown(s, sig);
@@ -302,6 +250,7 @@ static void stop(sophia_server *s)
     sophia_cache_free(s->cache);
     if (shutdown_ev)
         event_free(shutdown_ev);
+    sophia_reload_shutdown(); /* retired plugins: their callbacks ran */
     sophia_loop_free(s->loop);
     sophia_api_free_dashboard(s);
 }
@@ -316,7 +265,7 @@ static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
         sophia_log_set_level(s->conf->log_level);
     if (sophia_conf_split_listen(s->conf->server.listen, &s->host, &s->port) < 0)
         return -1;
-    check_secrets(s->conf, s->host, d);
+    sophia_check_secrets(s->conf, s->host, d);
     if (d->count)
         return -1;
     s->plugins = sophia_plugin_set_load(s->conf, sophia_host_table(), d);
@@ -364,6 +313,7 @@ int main(int argc, char **argv)
     }
     if (!a.check && srv.loop)
         stop(&srv);
+    sophia_reload_shutdown();
     sophia_plugin_set_free(srv.plugins);
     sophia_plugin_system_shutdown();
     sophia_host_shutdown();

@@ -122,6 +122,9 @@ const char *sophia_memory_check(const sophia_memory *m, const json_t *content,
 
 /* Runs a consolidator instance now (tests, `after_new`, timers). */
 int sophia_memory_consolidate(sophia_memory *m, const char *instance);
+/* Reload: points each consolidator at its instance in `plugins` (by the
+ * name memory.consolidate gives; none there disables it). NULL m is fine. */
+void sophia_memory_rebind(sophia_memory *m, const sophia_plugin_set *plugins);
 
 /* The /api/stats `memory` object (new reference) and /metrics lines. */
 json_t *sophia_memory_stats_json(const sophia_memory *m);

@@ -67,7 +67,7 @@ static void run_end(cons_run *r, const char *why)
 {
     if (why && !r->m->freeing)
         sophia_warn("memory", "msg=\"consolidation failed\" instance=%s error=\"%s\"",
-                    r->c->inst->name, why);
+                    r->c->cc->instance, why);
     r->c->running = 0;
     r->m->consolidations++;
     r->m->merged += r->merged;
@@ -76,7 +76,7 @@ static void run_end(cons_run *r, const char *why)
         mem_mark_dirty(r->m);
     if (!why)
         sophia_debug("memory", "msg=\"consolidated\" instance=%s looked_at=%zu "
-                     "merged=%llu expired=%llu", r->c->inst->name, r->n,
+                     "merged=%llu expired=%llu", r->c->cc->instance, r->n,
                      (unsigned long long)r->merged, (unsigned long long)r->expired);
     run_free(r);
 }
@@ -182,6 +182,10 @@ static void call_plugin(cons_run *r)
     sophia_instance *in = r->c->inst;
     size_t i;
     json_t *row;
+    if (!in) { /* removed by a reload while this run read its batch */
+        run_end(r, "the consolidator instance is no longer loaded");
+        return;
+    }
     json_array_foreach(r->batch, i, row)
         json_object_set_new(row, "neighbors", neighbors_json(r, i));
     sophia_ctx *ctx = sophia_ctx_new(in, NULL);
@@ -279,6 +283,8 @@ static void on_batch(void *arg, PGresult *res, const char *err)
 
 static int start_run(sophia_memory *m, mem_consolidator *c)
 {
+    if (!c->inst)
+        return SOPHIA_ENOENT; /* its instance went away in a reload */
     if (c->running || m->state != MEM_READY || m->freeing)
         return SOPHIA_EBUSY;
     cons_run *r = calloc(1, sizeof(*r));
@@ -302,7 +308,7 @@ static int start_run(sophia_memory *m, mem_consolidator *c)
 int sophia_memory_consolidate(sophia_memory *m, const char *instance)
 {
     for (size_t i = 0; m && i < m->ncons; i++)
-        if (!strcmp(m->cons[i].inst->name, instance))
+        if (!strcmp(m->cons[i].cc->instance, instance))
             return start_run(m, &m->cons[i]);
     return SOPHIA_ENOENT;
 }
@@ -354,6 +360,15 @@ int mem_cons_init(sophia_memory *m, const sophia_plugin_set *plugins)
         }
     }
     return 0;
+}
+
+void sophia_memory_rebind(sophia_memory *m, const sophia_plugin_set *plugins)
+{
+    for (size_t i = 0; m && i < m->ncons; i++) {
+        mem_consolidator *c = &m->cons[i];
+        sophia_instance *in = sophia_plugin_set_find(plugins, c->cc->instance);
+        c->inst = in && in->desc->kind == SOPHIA_KIND_CONSOLIDATOR ? in : NULL;
+    }
 }
 
 void mem_cons_free(sophia_memory *m)

@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "host.h"
 #include "log.h"
 #include "memory.h"
 #include "server.h"
@@ -87,6 +88,7 @@ static void on_search(void *arg, const json_t *results, int err,
     (void)msg;
     sc->cb(sc->arg, err, (const sophia_json *)results);
     free(sc);
+    sophia_host_callback_end();
 }
 
 int sophia_memory_host_search(const char *query, const sophia_json *filter,
@@ -104,10 +106,13 @@ int sophia_memory_host_search(const char *query, const sophia_json *filter,
         return SOPHIA_ENOMEM;
     sc->cb = cb;
     sc->arg = arg;
+    sophia_host_callback_begin(); /* see host.h: reloads wait for it */
     int rc = sophia_memory_search(sophia_srv->memory, query, k, J(filter),
                                   on_search, sc);
-    if (rc)
+    if (rc) {
         free(sc);
+        sophia_host_callback_end();
+    }
     return rc;
 }
 

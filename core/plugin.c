@@ -33,6 +33,9 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* The descriptor as SDK 1.0 defined it ends with the consolidator pointer;
  * the reserved slots are spare room, not fields the host reads. */
@@ -69,6 +72,7 @@ typedef struct load_ctx {
     const sophia_conf_instance *ci;
     sophia_diag *diag;
     sophia_instance *inst;
+    const sophia_plugin_set *old; /* the running set during a reload */
 } load_ctx;
 
 /* ------------------------------------------------------------- helpers */
@@ -338,6 +342,95 @@ static lt_dlhandle open_in_dir(const char *dir, const char *module,
     return h;
 }
 
+/* Records what `file` is now, so a reload can tell a rebuilt module. */
+static void file_identity(sophia_instance *inst)
+{
+    struct stat sb;
+    if (stat(inst->file, &sb) < 0)
+        return;
+    inst->file_dev = (uint64_t)sb.st_dev;
+    inst->file_ino = (uint64_t)sb.st_ino;
+    inst->file_mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 +
+                          sb.st_mtim.tv_nsec;
+}
+
+static int same_identity(const sophia_instance *a, const sophia_instance *b)
+{
+    return a->file_dev == b->file_dev && a->file_ino == b->file_ino &&
+           a->file_mtime_ns == b->file_mtime_ns;
+}
+
+/* Copies `from` to a fresh private directory; returns the copy's path. */
+static char *copy_module(const char *from)
+{
+    char dirt[] = "/tmp/sophia-reload-XXXXXX";
+    if (!mkdtemp(dirt))
+        return NULL;
+    const char *base = strrchr(from, '/');
+    base = base ? base + 1 : from;
+    size_t n = strlen(dirt) + strlen(base) + 2;
+    char *to = malloc(n);
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = to ? (snprintf(to, n, "%s/%s", dirt, base),
+                    open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700))
+                 : -1;
+    int ok = in >= 0 && out >= 0;
+    char buf[65536];
+    ssize_t r;
+    while (ok && (r = read(in, buf, sizeof(buf))) != 0)
+        ok = r > 0 && write(out, buf, (size_t)r) == r;
+    if (in >= 0)
+        close(in);
+    if (out >= 0 && close(out) < 0)
+        ok = 0;
+    if (!ok) {
+        if (to)
+            unlink(to);
+        rmdir(dirt);
+        free(to);
+        return NULL;
+    }
+    return to;
+}
+
+static void remove_copy(char *path)
+{
+    unlink(path);
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    rmdir(path);
+    free(path);
+}
+
+/* libltdl and dlopen both hand back the open module for a path already
+ * open, even when the file was since replaced by a rebuilt one. During a
+ * reload such a stale handle is dropped and the new file is opened via
+ * a private copy (unlinked once mapped), so old and new code coexist
+ * until the old set is retired. */
+static int reopen_if_stale(load_ctx *L)
+{
+    sophia_instance *inst = L->inst;
+    const sophia_instance *holder = NULL;
+    for (size_t i = 0; L->old && i < L->old->count; i++)
+        if (L->old->items[i]->handle == inst->handle)
+            holder = L->old->items[i];
+    if (!holder || same_identity(holder, inst))
+        return 0;
+    lt_dlclose((lt_dlhandle)inst->handle);
+    inst->handle = NULL;
+    char *copy = copy_module(inst->file);
+    lt_dlhandle h = copy ? open_path(copy) : NULL;
+    const char *err = h ? NULL : copy ? lt_dlerror() : strerror(errno);
+    if (!h)
+        diag_at(L, L->ci->line, L->ci->col,
+                "instance '%s': cannot load rebuilt plugin '%s' (%s)",
+                L->ci->name, inst->file, err ? err : "unknown error");
+    if (copy)
+        remove_copy(copy);
+    inst->handle = h;
+    return h ? 0 : -1;
+}
+
 /* plugins.path in order; a module spelled with a '/' is a path as is. */
 static int open_module(load_ctx *L)
 {
@@ -373,7 +466,10 @@ static int open_module(load_ctx *L)
     L->inst->file = realpath(name, NULL);
     if (!L->inst->file)
         L->inst->file = xstrdup(name);
-    return L->inst->file ? 0 : -1;
+    if (!L->inst->file)
+        return -1;
+    file_identity(L->inst);
+    return reopen_if_stale(L);
 }
 
 /* ---------------------------------------------------- descriptor checks */
@@ -725,12 +821,13 @@ static int prepare(load_ctx *L)
     return L->inst->opts ? 0 : -1;
 }
 
-sophia_instance *sophia_plugin_load(const sophia_conf *c,
-                                    const sophia_conf_instance *ci,
-                                    const sophia_host *host,
-                                    sophia_diag *diag)
+static sophia_instance *load_one(const sophia_conf *c,
+                                 const sophia_conf_instance *ci,
+                                 const sophia_host *host,
+                                 const sophia_plugin_set *old,
+                                 sophia_diag *diag)
 {
-    load_ctx L = {c, ci, diag, calloc(1, sizeof(sophia_instance))};
+    load_ctx L = {c, ci, diag, calloc(1, sizeof(sophia_instance)), old};
     if (!L.inst)
         return NULL;
     L.inst->name = xstrdup(ci->name ? ci->name : "");
@@ -745,6 +842,14 @@ sophia_instance *sophia_plugin_load(const sophia_conf *c,
     }
     L.inst->loaded_at = (int64_t)time(NULL);
     return L.inst;
+}
+
+sophia_instance *sophia_plugin_load(const sophia_conf *c,
+                                    const sophia_conf_instance *ci,
+                                    const sophia_host *host,
+                                    sophia_diag *diag)
+{
+    return load_one(c, ci, host, NULL, diag);
 }
 
 void sophia_plugin_unload(sophia_instance *inst)
@@ -797,6 +902,116 @@ void sophia_plugin_set_free(sophia_plugin_set *set)
         sophia_plugin_unload(set->items[i - 1]);
     free(set->items);
     free(set);
+}
+
+/* ------------------------------------------------------------- reload */
+
+static int str_eq(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static int conf_opt_eq(const sophia_conf_opt *a, const sophia_conf_opt *b)
+{
+    if (!str_eq(a->key, b->key) || !str_eq(a->scalar, b->scalar) ||
+        a->is_seq != b->is_seq || a->nitems != b->nitems)
+        return 0;
+    for (size_t i = 0; i < a->nitems; i++)
+        if (!str_eq(a->items[i], b->items[i]))
+            return 0;
+    return 1;
+}
+
+static const sophia_conf_instance *conf_instance(const sophia_conf *c,
+                                                 const char *name)
+{
+    for (size_t i = 0; i < c->ninstances; i++)
+        if (str_eq(c->instances[i].name, name))
+            return &c->instances[i];
+    return NULL;
+}
+
+/* Same module resolution, same options, same file on disk. */
+static int unchanged(const sophia_conf *c, const sophia_conf_instance *ci,
+                     const sophia_conf *oc, const sophia_instance *in)
+{
+    const sophia_conf_instance *oi = conf_instance(oc, ci->name);
+    if (!oi || !str_eq(ci->plugin, oi->plugin) || ci->nopts != oi->nopts ||
+        c->nplugin_path != oc->nplugin_path)
+        return 0;
+    for (size_t i = 0; i < c->nplugin_path; i++)
+        if (!str_eq(c->plugin_path[i], oc->plugin_path[i]))
+            return 0;
+    for (size_t i = 0; i < ci->nopts; i++)
+        if (!conf_opt_eq(&ci->opts[i], &oi->opts[i]))
+            return 0;
+    sophia_instance now = {.file = in->file};
+    file_identity(&now);
+    return same_identity(&now, in);
+}
+
+int sophia_plugin_set_has(const sophia_plugin_set *set,
+                          const sophia_instance *in)
+{
+    for (size_t i = 0; set && i < set->count; i++)
+        if (set->items[i] == in)
+            return 1;
+    return 0;
+}
+
+/* Frees what `set` holds that `keep` does not. */
+static void set_free_except(sophia_plugin_set *set,
+                            const sophia_plugin_set *keep)
+{
+    if (!set)
+        return;
+    for (size_t i = set->count; i > 0; i--)
+        if (!sophia_plugin_set_has(keep, set->items[i - 1]))
+            sophia_plugin_unload(set->items[i - 1]);
+    free(set->items);
+    free(set);
+}
+
+sophia_plugin_set *sophia_plugin_set_load_next(const sophia_conf *c,
+                                               const sophia_conf *old_conf,
+                                               const sophia_plugin_set *old,
+                                               const sophia_host *host,
+                                               sophia_diag *diag)
+{
+    sophia_plugin_set *set = calloc(1, sizeof(*set));
+    if (!set)
+        return NULL;
+    if (c->ninstances &&
+        !(set->items = calloc(c->ninstances, sizeof(*set->items)))) {
+        free(set);
+        return NULL;
+    }
+    int bad = 0;
+    for (size_t i = 0; i < c->ninstances; i++) {
+        const sophia_conf_instance *ci = &c->instances[i];
+        sophia_instance *prev = sophia_plugin_set_find(old, ci->name);
+        sophia_instance *inst = NULL;
+        if (prev && unchanged(c, ci, old_conf, prev)) {
+            inst = prev; /* shared: state kept */
+        } else if ((inst = load_one(c, ci, host, old, diag)) && prev) {
+            inst->reload_count = prev->reload_count + 1;
+        }
+        if (inst)
+            set->items[set->count++] = inst;
+        else
+            bad = 1;
+    }
+    if (bad) {
+        set_free_except(set, old);
+        return NULL;
+    }
+    return set;
+}
+
+void sophia_plugin_set_retire(sophia_plugin_set *old,
+                              const sophia_plugin_set *next)
+{
+    set_free_except(old, next);
 }
 
 sophia_instance *sophia_plugin_set_find(const sophia_plugin_set *set,

@@ -30,6 +30,9 @@ struct sophia_self {
     void *state;    /* what init() returned */
     int64_t loaded_at;      /* unix seconds */
     unsigned reload_count;
+    /* identity of `file` when loaded: a reload reloads it when changed */
+    uint64_t file_dev, file_ino;
+    int64_t file_mtime_ns;
 };
 typedef struct sophia_self sophia_instance;
 
@@ -60,6 +63,27 @@ sophia_plugin_set *sophia_plugin_set_load(const sophia_conf *c,
                                           const sophia_host *host,
                                           sophia_diag *diag);
 void sophia_plugin_set_free(sophia_plugin_set *set);
+
+/* Reload: builds the set of `c` next to the running `old` set (built from
+ * `old_conf`) without touching it. An instance whose name, module, plugin
+ * path, options and module file (device, inode, mtime) are unchanged is
+ * shared with `old` (same object, state kept); every other one is loaded
+ * and init()ed fresh (reload_count = old one's + 1). A rebuilt module that
+ * is still open in `old` is loaded through a private copy, since dlopen
+ * would hand back the old mapping for the same path. NULL on any problem
+ * (in diag); then nothing of `old` was touched. */
+sophia_plugin_set *sophia_plugin_set_load_next(const sophia_conf *c,
+                                               const sophia_conf *old_conf,
+                                               const sophia_plugin_set *old,
+                                               const sophia_host *host,
+                                               sophia_diag *diag);
+/* After a successful load_next: frees what of `old` is not shared with
+ * `next` (fini + close). */
+void sophia_plugin_set_retire(sophia_plugin_set *old,
+                              const sophia_plugin_set *next);
+/* 1 when `in` is (shared) in `set`. */
+int sophia_plugin_set_has(const sophia_plugin_set *set,
+                          const sophia_instance *in);
 sophia_instance *sophia_plugin_set_find(const sophia_plugin_set *set,
                                         const char *name);
 

@@ -378,6 +378,71 @@ sophia_streams *sophia_streams_new(const sophia_conf *c,
     return s;
 }
 
+/* A stream that stays: new processor, filter and batch size. */
+static int stream_update(sophia_stream *st, const sophia_conf_stream *cs,
+                         const sophia_plugin_set *plugins)
+{
+    sophia_instance *inst = sophia_plugin_set_find(plugins, cs->processor);
+    const char *err = NULL;
+    sophia_filter *f = sophia_filter_new(cs->filter, cs->nfilter, &err);
+    if (!inst || err) {
+        sophia_filter_free(f);
+        return -1;
+    }
+    sophia_filter_free(st->filter);
+    st->filter = f;
+    st->proc = inst;
+    st->batch = cs->batch_size ? cs->batch_size : 256;
+    return 0;
+}
+
+int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
+                          const sophia_plugin_set *plugins,
+                          struct event_base *base, sophia_diag *diag)
+{
+    sophia_stream **v = calloc(c->nstreams ? c->nstreams : 1, sizeof(*v));
+    sophia_dict *by_name = sophia_dict_new();
+    size_t n = 0;
+    if (!v || !by_name) {
+        free(v);
+        sophia_dict_free(by_name, NULL);
+        return -1;
+    }
+    for (size_t i = 0; i < c->nstreams; i++) {
+        const sophia_conf_stream *cs = &c->streams[i];
+        sophia_stream *st = sophia_dict_get(s->by_name, cs->name);
+        if (st) {
+            if (stream_update(st, cs, plugins) < 0)
+                sophia_warn("stream", "msg=\"stream kept its old binding\" stream=%s",
+                            cs->name);
+            sophia_dict_del(s->by_name, cs->name);
+        } else if ((st = stream_new(c, cs, plugins, diag))) {
+            st->drain_ev = s->drain_ev;
+            start_sources(st, c, cs, base);
+        }
+        if (st) {
+            v[n++] = st;
+            sophia_dict_set(by_name, st->name, st);
+        }
+    }
+    /* What is left in the old index is gone from the configuration. */
+    for (size_t i = 0; i < s->n; i++) {
+        sophia_stream *st = s->v[i];
+        if (sophia_dict_get(s->by_name, st->name) != st)
+            continue;
+        stream_drain(st, SIZE_MAX);
+        stream_free(st);
+    }
+    sophia_dict_free(s->by_name, NULL);
+    free(s->v);
+    s->v = v;
+    s->n = n;
+    s->by_name = by_name;
+    if (n)
+        event_active(s->drain_ev, EV_TIMEOUT, 0);
+    return 0;
+}
+
 void sophia_streams_free(sophia_streams *s)
 {
     if (!s)

@@ -57,6 +57,16 @@ sophia_streams *sophia_streams_new(const sophia_conf *c,
                                    const sophia_plugin_set *plugins,
                                    struct event_base *base, sophia_diag *diag);
 void sophia_streams_free(sophia_streams *s);
+/* Reload: makes `s` the streams of `c` bound to `plugins` (validated
+ * before, e.g. by a sophia_streams_new on a probe base). A stream that
+ * stays keeps its queue, dedup memory and sources and gets its new
+ * processor instance and filter; a new one is created; one that is gone
+ * is drained first (by its current processor, so call this while the
+ * old plugin set is still loaded) and freed. 0, or -1 when out of memory
+ * (then `s` is unchanged). */
+int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
+                          const sophia_plugin_set *plugins,
+                          struct event_base *base, sophia_diag *diag);
 
 sophia_stream *sophia_streams_find(const sophia_streams *s, const char *name);
 size_t sophia_streams_count(const sophia_streams *s);

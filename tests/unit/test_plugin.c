@@ -772,6 +772,55 @@ static void test_set_load_reports_every_bad_instance(void **unused)
     sophia_diag_free(&d);
 }
 
+/* Reload: unchanged instances are shared (state kept), changed ones are
+ * fresh with reload_count + 1, and a failed next set leaves the old one. */
+static void test_set_load_next(void **unused)
+{
+    (void)unused;
+    sophia_conf_opt a1[] = {scalar("topic", "alpha", 4, 14)};
+    sophia_conf_opt a2[] = {scalar("topic", "beta", 6, 14)};
+    sophia_conf_opt b2[] = {scalar("topic", "gamma", 6, 14)};
+    sophia_conf_instance ia[] = {instance("e1", "echo", a1, 1, 3),
+                                 instance("e2", "echo", a2, 1, 5)};
+    sophia_conf_instance ib[] = {instance("e1", "echo", a1, 1, 3),
+                                 instance("e2", "echo", b2, 1, 5),
+                                 instance("e3", "echo", a1, 1, 7)};
+    sophia_conf_instance ic[] = {instance("e1", "echo", a1, 1, 3),
+                                 instance("bad", "abi_major2", NULL, 0, 9)};
+    sophia_conf ca = make_conf(ia, 2), cb = make_conf(ib, 3),
+                cc = make_conf(ic, 2);
+    sophia_diag d;
+    sophia_diag_init(&d);
+    sophia_plugin_set *old = sophia_plugin_set_load(&ca, &test_host, &d);
+    assert_non_null(old);
+    sophia_plugin_set *next =
+        sophia_plugin_set_load_next(&cb, &ca, old, &test_host, &d);
+    sophia_diag_print(&d, stderr);
+    assert_non_null(next);
+    assert_int_equal(next->count, 3);
+    sophia_instance *e1 = sophia_plugin_set_find(next, "e1");
+    sophia_instance *e2 = sophia_plugin_set_find(next, "e2");
+    assert_ptr_equal(e1, sophia_plugin_set_find(old, "e1"));
+    assert_ptr_not_equal(e2, sophia_plugin_set_find(old, "e2"));
+    assert_int_equal(e1->reload_count, 0);
+    assert_int_equal(e2->reload_count, 1);
+    assert_int_equal(sophia_plugin_set_find(next, "e3")->reload_count, 0);
+    assert_true(sophia_plugin_set_has(next, e1));
+    sophia_plugin_set_retire(old, next);
+
+    /* a bad instance: NULL, and the running set is untouched */
+    assert_null(sophia_plugin_set_load_next(&cc, &cb, next, &test_host, &d));
+    assert_true(has_diag(&d, TEST_FILE ":9:5: ", "SDK 2.0"));
+    sophia_ctx ctx = {0};
+    assert_int_equal(run(e1, "{\"a\":1}", &ctx), SOPHIA_PROCESS_OK);
+    assert_int_equal(run(e2, "{\"a\":2}", &ctx), SOPHIA_PROCESS_OK);
+    assert_string_equal(ctx.pub[0].topic, "alpha");
+    assert_string_equal(ctx.pub[1].topic, "gamma");
+    ctx_reset(&ctx);
+    sophia_plugin_set_free(next);
+    sophia_diag_free(&d);
+}
+
 static int setup(void **unused)
 {
     (void)unused;
@@ -789,6 +838,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kind_names),
+        cmocka_unit_test(test_set_load_next),
         cmocka_unit_test(test_metrics_loads_and_prints),
         cmocka_unit_test(test_metrics_process),
         cmocka_unit_test(test_metrics_without_dashboard),

@@ -23,6 +23,10 @@
  * the clear level (default: the trigger) - hysteresis, so a value hovering
  * at the trigger does not flap.
  *
+ * A hot reload that replaces the instance (new options, rebuilt .so)
+ * hands the rolling samples to the new one (export_state/import_state),
+ * so the windows do not restart empty; threshold state starts over.
+ *
  * Like every plugin it includes only the SDK header (plus libc) and does
  * everything through the host table: it never sees Redis or a socket. Its
  * state lives in the instance, never in globals, so two `metrics`
@@ -309,11 +313,8 @@ static int cache_point(const metrics_state *st, const point *p,
 
 /* ------------------------------------------------ aggregates, alerts */
 
-static series *series_get(metrics_state *st, const point *p)
+static series *series_by_key(metrics_state *st, const char *key)
 {
-    char key[400];
-    snprintf(key, sizeof(key), "%s\x1f%s", p->dashboard ? p->dashboard : "",
-             p->metric);
     series *s = pu_table_get(&st->series, key);
     if (s)
         return s;
@@ -329,6 +330,24 @@ static series *series_get(metrics_state *st, const point *p)
         return NULL;
     }
     return pu_table_put(&st->series, key, s) ? NULL : s;
+}
+
+static series *series_get(metrics_state *st, const point *p)
+{
+    char key[400];
+    snprintf(key, sizeof(key), "%s\x1f%s", p->dashboard ? p->dashboard : "",
+             p->metric);
+    return series_by_key(st, key);
+}
+
+static void series_push(series *s, int64_t t, double v)
+{
+    s->t[(s->head + s->n) % s->cap] = t;
+    s->v[(s->head + s->n) % s->cap] = v;
+    if (s->n < s->cap)
+        s->n++;
+    else
+        s->head = (s->head + 1) % s->cap;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -424,12 +443,7 @@ static int track(metrics_state *st, const point *p, sophia_ctx *ctx)
             rc = check_rule(st, p, s, i, v, ctx);
     if (rc || !st->nwindows)
         return rc;
-    s->t[(s->head + s->n) % s->cap] = now;
-    s->v[(s->head + s->n) % s->cap] = v;
-    if (s->n < s->cap)
-        s->n++;
-    else
-        s->head = (s->head + 1) % s->cap;
+    series_push(s, now, v);
     if (s->last_agg_us && (double)(now - s->last_agg_us) < st->agg_every * 1e6)
         return 0;
     s->last_agg_us = now;
@@ -467,6 +481,71 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
     return SOPHIA_PROCESS_OK;
 }
 
+/* --------------------------------------------- hot reload hand-over */
+
+/* The rolling samples, so the windows stay full across an upgrade:
+ * {"format":1,"series":[{"key":"dashboard\u001fmetric","t":[us...],
+ * "v":[...]}]}. Threshold state is not handed over: the rules may differ. */
+static char *metrics_export(void *state)
+{
+    metrics_state *st = state;
+    const sophia_host *h = st->host;
+    if (!st->nwindows)
+        return NULL;
+    sophia_json *all = h->json_array();
+    for (pu_entry *e = st->series.oldest; all && e; e = e->newer) {
+        const series *s = e->val;
+        sophia_json *o = h->json_object(), *t = h->json_array(),
+                    *v = h->json_array();
+        for (size_t i = 0; t && v && i < s->n; i++) {
+            size_t k = (s->head + i) % s->cap;
+            h->json_append(t, h->json_int(s->t[k]));
+            h->json_append(v, h->json_num(s->v[k]));
+        }
+        pu_set_str(h, o, "key", e->key);
+        pu_set(h, o, "t", t);
+        pu_set(h, o, "v", v);
+        if (!o || h->json_append(all, o)) {
+            h->json_free(all);
+            all = NULL;
+        }
+    }
+    sophia_json *doc = h->json_object();
+    pu_set(h, doc, "format", h->json_int(1));
+    pu_set(h, doc, "series", all);
+    char *text = doc ? h->json_dump(doc) : NULL;
+    h->json_free(doc);
+    return text;
+}
+
+static int metrics_import(void *state, const char *json)
+{
+    metrics_state *st = state;
+    const sophia_host *h = st->host;
+    if (h->struct_size < offsetof(sophia_host, json_parse) + sizeof(void *) ||
+        !h->json_parse)
+        return SOPHIA_EABI; /* a host without json_parse */
+    sophia_json *doc = h->json_parse(json);
+    const sophia_json *all = h->json_get(doc, "series");
+    if (!doc || h->json_number(h->json_get(doc, "format"), 0) != 1 ||
+        h->json_type(all) != SOPHIA_JSON_ARRAY) {
+        h->json_free(doc);
+        return SOPHIA_EPARSE;
+    }
+    for (size_t i = 0; st->nwindows && i < h->json_size(all); i++) {
+        const sophia_json *o = h->json_at(all, i);
+        const char *key = h->json_string(h->json_get(o, "key"));
+        const sophia_json *t = h->json_get(o, "t"), *v = h->json_get(o, "v");
+        series *s = key ? series_by_key(st, key) : NULL;
+        size_t n = h->json_size(t);
+        for (size_t k = 0; s && k < n && k < h->json_size(v); k++)
+            series_push(s, (int64_t)h->json_number(h->json_at(t, k), 0),
+                        h->json_number(h->json_at(v, k), 0));
+    }
+    h->json_free(doc);
+    return SOPHIA_OK;
+}
+
 /* ----------------------------------------------------------- descriptor */
 
 static const sophia_option metrics_options[] = {
@@ -490,6 +569,8 @@ static const sophia_option metrics_options[] = {
 static const sophia_processor_ops metrics_ops = {
     .struct_size = sizeof(sophia_processor_ops),
     .process = metrics_process,
+    .export_state = metrics_export,
+    .import_state = metrics_import,
 };
 
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {

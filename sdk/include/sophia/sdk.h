@@ -284,6 +284,8 @@ typedef struct sophia_host {
      * or expire `id` (deleted from PostgreSQL and the index). */
     int (*memory_merge)(sophia_ctx *ctx, int64_t keep_id, int64_t drop_id);
     int (*memory_expire)(sophia_ctx *ctx, int64_t id);
+    /* since 1.0: parses JSON text (e.g. what import_state receives) into a value the plugin owns (json_free), or NULL when it is not JSON. */
+    sophia_json *(*json_parse)(const char *text);
 } sophia_host;
 
 /* --------------------------------------------------------- plugin kinds */
@@ -300,6 +302,10 @@ typedef struct sophia_processor_ops {
      * `ctx`; they are applied only when the verdict is OK. */
     sophia_verdict (*process)(void *state, const sophia_event *ev,
                               sophia_ctx *ctx);
+    /* since 1.0: hot reload hand-over (optional): the state as JSON text (malloc'd; the host free()s it), or NULL. */
+    char *(*export_state)(void *state);
+    /* since 1.0: hot reload hand-over (optional): adopt what the previous instance's export_state returned; 0 or an error. */
+    int (*import_state)(void *state, const char *json);
 } sophia_processor_ops;
 
 /* Where a put must land before it is acknowledged. */
