@@ -38,6 +38,10 @@ struct sophia_source_redis {
     unsigned ctl_pending; /* control commands sent, not answered */
     char cursor[64];      /* XAUTOCLAIM position */
     sophia_dict *inflight; /* ids in the local queue */
+    /* Failed deliveries seen here, per id. XPENDING and XAUTOCLAIM are one
+     * round trip apart, so an entry can turn idle in between and be
+     * claimed once more than dead_after; counting locally closes that. */
+    sophia_dict *fails;
     struct event *poll_ev, *claim_ev;
     uint64_t read_entries, acked, dead, claimed;
 };
@@ -115,6 +119,7 @@ static void dead_letter(sophia_source_redis *r, const char *id,
 {
     const char *argv[64];
     int n = 0;
+    sophia_dict_del(r->fails, id);
     argv[n++] = "XADD";
     argv[n++] = r->dead_key;
     argv[n++] = "*";
@@ -143,8 +148,12 @@ static void on_ack(void *arg, const char *id, int ok)
     if (!id)
         return;
     sophia_dict_del(r->inflight, id);
-    if (!ok)
-        return; /* stays pending: claimed again, dead-lettered after N */
+    if (!ok) { /* stays pending: claimed again, dead-lettered after N */
+        uintptr_t n = (uintptr_t)sophia_dict_get(r->fails, id) + 1;
+        sophia_dict_set(r->fails, id, (void *)n);
+        return;
+    }
+    sophia_dict_del(r->fails, id);
     const char *argv[] = {"XACK", r->key, r->group, id};
     ctl_cmd(r, NULL, 4, argv);
     r->acked++;
@@ -162,6 +171,13 @@ static void take_entries(sophia_source_redis *r, const redisReply *arr)
         if (sophia_dict_get(r->inflight, id) || fields->type != REDIS_REPLY_ARRAY)
             continue;
         char why[256] = "";
+        uintptr_t failed = (uintptr_t)sophia_dict_get(r->fails, id);
+        if (failed >= r->dead_after) {
+            snprintf(why, sizeof(why), "delivered %zu times without success",
+                     (size_t)failed);
+            dead_letter(r, id, fields, why);
+            continue;
+        }
         json_t *body = entry_body(r, fields, why, sizeof(why));
         if (!body) {
             dead_letter(r, id, fields, why);
@@ -381,12 +397,13 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
     if (r->dead_key)
         snprintf(r->dead_key, dl, "%s:dead", r->key);
     r->inflight = sophia_dict_new();
+    r->fails = sophia_dict_new();
     r->rd = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
     r->ctl = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
     r->poll_ev = event_new(base, -1, EV_PERSIST, on_poll, r);
     r->claim_ev = event_new(base, -1, EV_PERSIST, on_claim_tick, r);
     if (!r->key || !r->group || !r->consumer || !r->field || !r->dead_key ||
-        !r->inflight || !r->rd || !r->ctl || !r->poll_ev || !r->claim_ev) {
+        !r->inflight || !r->fails || !r->rd || !r->ctl || !r->poll_ev || !r->claim_ev) {
         sophia_error("redis-source", "msg=\"cannot start\" stream=%s key=%s",
                      sophia_stream_name(st), cs->redis.key);
         sophia_source_redis_free(r);
@@ -447,6 +464,7 @@ void sophia_source_redis_free(sophia_source_redis *r)
     sophia_redis_free(r->rd);
     sophia_redis_free(r->ctl);
     sophia_dict_free(r->inflight, NULL);
+    sophia_dict_free(r->fails, NULL);
     free(r->key);
     free(r->dead_key);
     free(r->group);
