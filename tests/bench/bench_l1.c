@@ -23,24 +23,24 @@
 #include <time.h>
 
 #include "cache_l1.h"
+#include "../common/trace_ref.h"
 
 static bool quick;
 
 /* ---------------------------------------------------------------- helpers */
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static int64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void oom(void)
+{
+    fprintf(stderr, "bench_l1: out of memory\n");
+    exit(1);
 }
 
 static void *xmalloc(size_t n)
@@ -53,105 +53,6 @@ static void *xmalloc(size_t n)
     return p;
 }
 
-typedef struct zipf {
-    double *cdf;
-    size_t n;
-} zipf;
-
-static void zipf_init(zipf *z, size_t n, double s)
-{
-    z->cdf = xmalloc(n * sizeof(double));
-    z->n = n;
-    double sum = 0;
-    for (size_t i = 0; i < n; i++)
-        z->cdf[i] = (sum += 1.0 / pow((double)(i + 1), s));
-    for (size_t i = 0; i < n; i++)
-        z->cdf[i] /= sum;
-}
-
-static size_t zipf_next(const zipf *z, uint64_t *rng)
-{
-    double u = (double)(rng_next(rng) >> 11) / 9007199254740992.0;
-    size_t lo = 0, hi = z->n - 1;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (z->cdf[mid] < u)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-/* Textbook LRU over integer ids. */
-typedef struct lru {
-    size_t *prev, *next;
-    bool *in;
-    size_t head, tail, count, cap;
-} lru;
-
-#define LRU_NIL SIZE_MAX
-
-static void lru_init(lru *l, size_t ids, size_t cap)
-{
-    l->prev = xmalloc(ids * sizeof(size_t));
-    l->next = xmalloc(ids * sizeof(size_t));
-    l->in = calloc(ids, sizeof(bool));
-    if (!l->in)
-        exit(1);
-    l->head = l->tail = LRU_NIL;
-    l->count = 0;
-    l->cap = cap;
-}
-
-static void lru_free(lru *l)
-{
-    free(l->prev);
-    free(l->next);
-    free(l->in);
-}
-
-static void lru_unlink(lru *l, size_t id)
-{
-    if (l->prev[id] != LRU_NIL)
-        l->next[l->prev[id]] = l->next[id];
-    else
-        l->head = l->next[id];
-    if (l->next[id] != LRU_NIL)
-        l->prev[l->next[id]] = l->prev[id];
-    else
-        l->tail = l->prev[id];
-}
-
-static void lru_push(lru *l, size_t id)
-{
-    l->prev[id] = LRU_NIL;
-    l->next[id] = l->head;
-    if (l->head != LRU_NIL)
-        l->prev[l->head] = id;
-    else
-        l->tail = id;
-    l->head = id;
-}
-
-static bool lru_access(lru *l, size_t id)
-{
-    if (l->in[id]) {
-        lru_unlink(l, id);
-        lru_push(l, id);
-        return true;
-    }
-    if (l->count == l->cap) {
-        size_t victim = l->tail;
-        lru_unlink(l, victim);
-        l->in[victim] = false;
-        l->count--;
-    }
-    lru_push(l, id);
-    l->in[id] = true;
-    l->count++;
-    return false;
-}
 
 static void key_of(char *buf, size_t n, size_t id)
 {
@@ -291,7 +192,8 @@ static void run_trace(const trace *t, const zipf *z, size_t nkeys,
     size_t ids = nkeys + scans * t->scan_len;
     sophia_l1 *c = sophia_l1_new(cap, (size_t)4 << 30);
     lru ref;
-    lru_init(&ref, ids, cap);
+    if (!lru_init(&ref, ids, cap))
+        oom();
     uint64_t rng = 20240601;
     size_t l1_hits = 0, lru_hits = 0, next_scan_id = nkeys, since_scan = 0;
     for (size_t i = 0; i < len; i++) {
@@ -331,7 +233,8 @@ static void bench_hit_rate(void)
            "|---------|--------|\n");
     for (size_t i = 0; i < sizeof(traces) / sizeof(traces[0]); i++) {
         zipf z;
-        zipf_init(&z, nkeys, traces[i].s);
+        if (!zipf_init(&z, nkeys, traces[i].s))
+            oom();
         const size_t caps[] = {1000, 10000};
         for (size_t k = 0; k < 2; k++)
             run_trace(&traces[i], &z, nkeys, caps[k], len);
