@@ -6,8 +6,15 @@
  *
  * Time: L1 runs on the monotonic clock (sophia_l1 takes `now` from us);
  * L2 and L3 store absolute wall-clock expiries in milliseconds, which
- * survive restarts and are shared between nodes. A value promoted into L1
- * keeps its remaining lifetime, capped at cache.l1.ttl.
+ * survive restarts and are shared between nodes.
+ *
+ * Per-tier TTLs: cache.l1.ttl, cache.l2.ttl and cache.l3.ttl each cap how
+ * long that tier keeps an entry (an unset l2/l3 ttl caps nothing). A put
+ * whose ttl is longer than a tier's ttl lives there only the tier's ttl; a
+ * put without a ttl gets the longest configured tier ttl, so each tier
+ * then keeps it exactly its own ttl. A value promoted into a tier keeps
+ * its remaining lifetime, capped by that tier's ttl: the fast tiers hold
+ * short-lived copies, the big tiers long-lived ones.
  */
 #include "cache.h"
 
@@ -28,7 +35,7 @@
 #include "histogram.h"
 #include "log.h"
 #include "loop.h"
-#include "pg.h"
+#include "pg_pool.h"
 #include "plugin.h"
 #include "redis.h"
 #include "server.h"
@@ -72,6 +79,7 @@ struct sophia_cache {
     sophia_l3 *l3;    /* NULL = disabled */
     sophia_wb *wb;    /* NULL without Redis (no journal) */
     double default_ttl, l1_ttl;
+    int64_t l2_max_ttl_ms; /* cache.l2.ttl; 0 = no cap */
     uint64_t last_version;
     char *write_def;
     char **prefixes, **prefix_inst;
@@ -110,6 +118,12 @@ static int64_t l1_expiry(const sophia_cache *c, int64_t expires_ms,
     int64_t cap = (int64_t)(c->l1_ttl * 1e6);
     int64_t left = expires_ms ? (expires_ms - wall_ms()) * 1000 : cap;
     return now_mono + (left < cap ? left : cap);
+}
+
+/* L2's wall-clock expiry for an entry's, capped at cache.l2.ttl. */
+static int64_t l2_expiry(const sophia_cache *c, int64_t expires_ms)
+{
+    return sophia_tier_expiry(expires_ms, c->l2_max_ttl_ms, wall_ms());
 }
 
 static int valid_key(const char *key)
@@ -273,8 +287,8 @@ static void on_l3_get(void *arg, int rc, const char *val, size_t len,
     if (rc == 0) {
         c->t3.hits++;
         if (!f->stale && !c->closing && c->l2)
-            sophia_l2_set(c->l2, f->key, val, len, expires_ms, tags, NULL,
-                          NULL);
+            sophia_l2_set(c->l2, f->key, val, len, l2_expiry(c, expires_ms),
+                          tags, NULL, NULL);
         promote_l1(f, val, len, expires_ms, tags);
         flight_finish(f, 0, val, len, SOPHIA_CACHE_L3);
         return;
@@ -645,8 +659,8 @@ int sophia_cache_put_plan(sophia_cache *c, const char *key, const char *val,
     }
     if ((sync & SOPHIA_TIER_L2) && c->l2) {
         op->left++;
-        if (sophia_l2_set(c->l2, key, op->val, len, exp, tags, on_l2_part,
-                          op) != 0) {
+        if (sophia_l2_set(c->l2, key, op->val, len, l2_expiry(c, exp), tags,
+                          on_l2_part, op) != 0) {
             op->left--;
             c->t2.skipped++;
         }
@@ -957,7 +971,7 @@ static void on_hot_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     sophia_cache *c = arg;
     if (!c->warmed && sophia_redis_up(c->l2) &&
-        (!c->l3 || sophia_pg_up(sophia_l3_pg(c->l3)))) {
+        (!c->l3 || sophia_pg_pool_up(sophia_l3_pool(c->l3)))) {
         c->warmed = 1;
         sophia_cache_warm(c, WARM_AT_START, on_warmed, c);
         struct timeval tv = {HOT_RECORD_S, 0}; /* from polling to recording */
@@ -1009,8 +1023,9 @@ sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
     if (!c)
         return NULL;
     c->base = base;
-    c->default_ttl = conf->l1.ttl > 0 ? conf->l1.ttl : 300;
-    c->l1_ttl = c->default_ttl;
+    c->l1_ttl = conf->l1.ttl > 0 ? conf->l1.ttl : 300;
+    c->default_ttl = fmax(c->l1_ttl, fmax(conf->l2.ttl, conf->l3.ttl));
+    c->l2_max_ttl_ms = (int64_t)(conf->l2.ttl * 1000.0);
     c->l1 = sophia_l1_new(conf->l1.max_entries, conf->l1.max_bytes);
     c->flights = sophia_dict_new();
     c->hot_ev = event_new(base, -1, EV_PERSIST, on_hot_tick, c);
@@ -1025,11 +1040,15 @@ sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
                          conf->redis_url);
     }
     if (conf->pg_url && *conf->pg_url) {
-        sophia_pg *pg = sophia_pg_new(base, conf->pg_url);
-        c->l3 = pg ? sophia_l3_new(pg, base) : NULL;
+        size_t n = conf->l3.pool ? conf->l3.pool : SOPHIA_PG_POOL_DEFAULT;
+        c->l3 = sophia_l3_new(sophia_pg_pool_new(base, conf->pg_url, n), base);
+        if (c->l3)
+            sophia_l3_set_max_ttl(c->l3, (int64_t)(conf->l3.ttl * 1000.0));
     }
     if (c->l2)
         c->wb = sophia_wb_new(base, c->l2, c->l3, on_replayed, c);
+    if (c->wb)
+        sophia_wb_set_l2_max_ttl(c->wb, c->l2_max_ttl_ms);
     check_strategies(c);
     struct timeval first = {0, 200000}; /* polls until the tiers are up */
     if (c->l2)
@@ -1095,9 +1114,9 @@ int sophia_cache_l3_state(const sophia_cache *c, const char **err)
         *err = "disabled";
         return -1;
     }
-    sophia_pg *pg = sophia_l3_pg(c->l3);
-    *err = sophia_pg_last_error(pg);
-    return sophia_pg_up(pg);
+    sophia_pg_pool *pp = sophia_l3_pool(c->l3);
+    *err = sophia_pg_pool_last_error(pp);
+    return sophia_pg_pool_up(pp);
 }
 
 static json_t *tier_json(const tier_stats *t, uint64_t hits, uint64_t misses)
@@ -1169,13 +1188,16 @@ static json_t *l3_json(const sophia_cache *c)
         sophia_l3_stats ls;
         sophia_pg_stats ps;
         sophia_l3_get_stats(c->l3, &ls);
-        sophia_pg_get_stats(sophia_l3_pg(c->l3), &ps);
+        sophia_pg_pool *pp = sophia_l3_pool(c->l3);
+        sophia_pg_pool_get_stats(pp, &ps);
         set_int(o, "writes", ls.writes);
         set_int(o, "write_retries", ls.retries);
         set_int(o, "write_failures", ls.failed);
         set_int(o, "writes_pending", ls.pending);
         set_int(o, "queue_depth", ps.queue_depth);
         set_int(o, "reconnects", ps.reconnects);
+        set_int(o, "connections", sophia_pg_pool_size(pp));
+        set_int(o, "connections_up", sophia_pg_pool_nup(pp));
     }
     return o;
 }

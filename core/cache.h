@@ -71,8 +71,10 @@ int sophia_cache_peek(sophia_cache *c, const char *key, const char **val,
 
 /* --- writes --- */
 /* Through the key's write strategy; done(arg, rc) once acknowledged.
- * ttl_s <= 0 uses cache.l1.ttl. tags: NULL-terminated or NULL. Returns 0
- * (done will run, maybe already ran) or an error (done not called):
+ * ttl_s <= 0: the longest configured tier ttl; each tier keeps the entry
+ * at most its own cache.lN.ttl (per-tier TTLs, cache.c). tags:
+ * NULL-terminated or NULL. Returns 0 (done will run, maybe already ran)
+ * or an error (done not called):
  * SOPHIA_EINVAL (bad key or tag), SOPHIA_EBUSY (backpressure). */
 int sophia_cache_put_async(sophia_cache *c, const char *key, const char *val,
                            size_t len, double ttl_s, const char *const *tags,

@@ -68,23 +68,41 @@ char *sophia_l2_encode(const char *val, size_t len, int64_t expires_ms,
     return b;
 }
 
-int sophia_l2_decode(const char *buf, size_t len, const char **val,
-                     size_t *vlen, int64_t *expires_ms, char ***tags)
+/* "[-]digits" exactly filling [s, end); the hot path's strtoll. */
+static int parse_i64(const char *s, const char *end, int64_t *out)
+{
+    int neg = s < end && *s == '-';
+    s += neg;
+    if (s == end || end - s > 18)
+        return -1;
+    int64_t v = 0;
+    for (; s < end; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        v = v * 10 + (*s - '0');
+    }
+    *out = neg ? -v : v;
+    return 0;
+}
+
+/* sophia_l2_decode with the tag block in `space` when it fits (a hit
+ * then allocates nothing here); *tags != space means malloc'd. */
+static int decode_in(const char *buf, size_t len, const char **val,
+                     size_t *vlen, int64_t *expires_ms, char ***tags,
+                     void *space, size_t cap)
 {
     const char *nl = memchr(buf, '\n', len);
     const char *sp = nl ? memchr(buf, ' ', (size_t)(nl - buf)) : NULL;
-    if (!sp)
-        return SOPHIA_EPARSE;
-    char *end;
-    long long e = strtoll(buf, &end, 10);
-    if (end != sp)
+    int64_t e;
+    if (!sp || parse_i64(buf, sp, &e) < 0)
         return SOPHIA_EPARSE;
     const char *t = sp + 1;
     size_t tl = (size_t)(nl - t), nt = tl ? 1 : 0;
     for (size_t i = 0; i < tl; i++)
         nt += t[i] == '\x1f';
     /* One block: the pointer array, then the strings. */
-    char **v = malloc((nt + 1) * sizeof(char *) + tl + 1);
+    size_t need = (nt + 1) * sizeof(char *) + tl + 1;
+    char **v = need <= cap ? space : malloc(need);
     if (!v)
         return SOPHIA_ENOMEM;
     char *s = (char *)(v + nt + 1);
@@ -104,6 +122,12 @@ int sophia_l2_decode(const char *buf, size_t len, const char **val,
     *val = nl + 1;
     *vlen = len - (size_t)(nl + 1 - buf);
     return 0;
+}
+
+int sophia_l2_decode(const char *buf, size_t len, const char **val,
+                     size_t *vlen, int64_t *expires_ms, char ***tags)
+{
+    return decode_in(buf, len, val, vlen, expires_ms, tags, NULL, 0);
 }
 
 static l2_req *req_new(sophia_l2_get_cb g, sophia_l2_done_cb d, void *arg)
@@ -130,8 +154,9 @@ static void on_get(void *arg, redisReply *rep)
         size_t vlen;
         int64_t exp;
         char **tags = NULL;
-        int rc = sophia_l2_decode(rep->str, rep->len, &val, &vlen, &exp,
-                                  &tags);
+        void *space[32]; /* pointer-aligned room for a few short tags */
+        int rc = decode_in(rep->str, rep->len, &val, &vlen, &exp, &tags,
+                           space, sizeof(space));
         /* PX expires the key on Redis' clock; ours may lag a little. */
         if (rc == 0 && exp && exp <= sophia_now_wall_us() / 1000)
             rc = SOPHIA_ENOENT;
@@ -140,7 +165,8 @@ static void on_get(void *arg, redisReply *rep)
         else
             q->get_cb(q->arg, rc == SOPHIA_ENOENT ? rc : SOPHIA_EIO, NULL, 0,
                       0, NULL);
-        free(tags);
+        if (tags != (char **)space)
+            free(tags);
     }
     free(q);
 }

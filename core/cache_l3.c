@@ -16,7 +16,9 @@
 #include <event2/event.h>
 #include <sophia/sdk.h>
 
+#include "dict.h"
 #include "log.h"
+#include "loop.h"
 
 #define L3_SWEEP_S 60
 #define L3_RETRY_MS 100
@@ -65,6 +67,7 @@ typedef struct l3_op {
     struct l3_op *next; /* on the retry list */
     sophia_l3 *l3;
     op_kind kind;
+    sophia_pg *pin; /* this connection; NULL = the key's (p[0]) */
     char *p[5]; /* parameters; p[1] of a put is the binary value */
     int len1;
     sophia_l3_done_cb cb;
@@ -72,11 +75,13 @@ typedef struct l3_op {
 } l3_op;
 
 struct sophia_l3 {
-    sophia_pg *pg;
+    sophia_pg_pool *pg;
     struct event *sweep_ev;
     struct event *retry_ev;
     l3_op *retry_head, *retry_tail;
     int closing;
+    int64_t max_ttl_ms; /* cache.l3.ttl; 0 = none */
+    sophia_dict *busy;  /* key -> writes not yet committed (count) */
     sophia_l3_stats st;
 };
 
@@ -123,7 +128,10 @@ static int op_send(l3_op *op)
 {
     int formats[5] = {0, op->kind == OP_PUT, 0, 0, 0};
     int lengths[5] = {0, op->len1, 0, 0, 0};
-    return sophia_pg_query_prepared(op->l3->pg, stmt_name[op->kind],
+    /* p[0] is the key: one key, one connection (a tag's ops are pinned). */
+    sophia_pg *conn = op->pin ? op->pin
+                              : sophia_pg_pool_pick(op->l3->pg, op->p[0]);
+    return sophia_pg_query_prepared(conn, stmt_name[op->kind],
                                     stmt_nparams[op->kind],
                                     (const char *const *)op->p, lengths,
                                     formats, 0, on_write, op);
@@ -160,10 +168,25 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Counts a key's uncommitted writes: a read of a busy key must queue on
+ * the key's connection, behind them; any other read may go to the least
+ * busy connection (at low load, always the same warm one). */
+static void busy_add(sophia_l3 *l3, const char *key, int d)
+{
+    uintptr_t n = (uintptr_t)sophia_dict_get(l3->busy, key);
+    n = d > 0 ? n + 1 : n - 1;
+    if (n)
+        sophia_dict_set(l3->busy, key, (void *)n);
+    else
+        sophia_dict_del(l3->busy, key);
+}
+
 static void op_finish(l3_op *op, int rc)
 {
     sophia_l3 *l3 = op->l3;
     l3->st.pending--;
+    if (op->kind != OP_DEL_TAG)
+        busy_add(l3, op->p[0], -1);
     if (op->cb)
         op->cb(op->arg, rc);
     op_free(op);
@@ -204,6 +227,8 @@ static int op_submit(sophia_l3 *l3, l3_op *op)
         return rc;
     }
     l3->st.pending++;
+    if (op->kind != OP_DEL_TAG)
+        busy_add(l3, op->p[0], +1);
     return 0;
 }
 
@@ -237,6 +262,8 @@ int sophia_l3_put(sophia_l3 *l3, const char *key, const char *val,
     if (!op)
         return SOPHIA_ENOMEM;
     char e[32];
+    expires_ms = sophia_tier_expiry(expires_ms, l3->max_ttl_ms,
+                                    sophia_now_wall_us() / 1000);
     snprintf(e, sizeof(e), "%" PRId64, expires_ms);
     op->p[0] = strdup(key);
     op->p[1] = malloc(len ? len : 1);
@@ -264,12 +291,36 @@ int sophia_l3_del(sophia_l3 *l3, const char *key, uint64_t version,
     return op_submit(l3, op);
 }
 
-int sophia_l3_del_tag(sophia_l3 *l3, const char *tag, uint64_t version,
-                      sophia_l3_done_cb cb, void *arg)
+/* A tag invalidation runs on every connection: each UPDATE commits after
+ * whatever was issued before it on its connection, so it is ordered after
+ * every earlier write and before every later read of any key, as on one
+ * connection. The version guard makes the copies after the first no-ops. */
+typedef struct l3_fan {
+    unsigned left;
+    int rc;
+    sophia_l3_done_cb cb;
+    void *arg;
+} l3_fan;
+
+static void fan_part(void *arg, int rc)
 {
-    l3_op *op = op_new(l3, OP_DEL_TAG, cb, arg);
+    l3_fan *f = arg;
+    if (rc && !f->rc)
+        f->rc = rc;
+    if (--f->left)
+        return;
+    if (f->cb)
+        f->cb(f->arg, f->rc);
+    free(f);
+}
+
+static int del_tag_on(sophia_l3 *l3, sophia_pg *conn, const char *tag,
+                      uint64_t version, l3_fan *f)
+{
+    l3_op *op = op_new(l3, OP_DEL_TAG, fan_part, f);
     if (!op)
         return SOPHIA_ENOMEM;
+    op->pin = conn;
     op->p[0] = strdup(tag);
     op->p[1] = u64_str(version);
     if (!op->p[1]) {
@@ -277,6 +328,32 @@ int sophia_l3_del_tag(sophia_l3 *l3, const char *tag, uint64_t version,
         return SOPHIA_ENOMEM;
     }
     return op_submit(l3, op);
+}
+
+int sophia_l3_del_tag(sophia_l3 *l3, const char *tag, uint64_t version,
+                      sophia_l3_done_cb cb, void *arg)
+{
+    l3_fan *f = calloc(1, sizeof(*f));
+    if (!f)
+        return SOPHIA_ENOMEM;
+    f->cb = cb;
+    f->arg = arg;
+    f->left = 1; /* held until every part was submitted */
+    size_t n = sophia_pg_pool_size(l3->pg);
+    for (size_t i = 0; i < n; i++) {
+        int rc = del_tag_on(l3, sophia_pg_pool_conn(l3->pg, i), tag, version,
+                            f);
+        if (rc == 0)
+            f->left++;
+        else if (i == 0) { /* nothing sent: the caller sees the error */
+            free(f);
+            return rc;
+        } else if (!f->rc) {
+            f->rc = rc;
+        }
+    }
+    fan_part(f, 0);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- reads */
@@ -330,7 +407,11 @@ static void on_get(void *arg, PGresult *res, const char *err)
 int sophia_l3_get(sophia_l3 *l3, const char *key, sophia_l3_get_cb cb,
                   void *arg)
 {
-    if (!sophia_pg_up(l3->pg))
+    /* Behind the key's uncommitted writes if it has any (a tag's
+     * invalidation is on every connection, so any one is behind it). */
+    sophia_pg *conn = sophia_pg_pool_pick(
+        l3->pg, sophia_dict_get(l3->busy, key) ? key : NULL);
+    if (!sophia_pg_up(conn))
         return SOPHIA_EUNAVAIL; /* a read never waits for a reconnect */
     l3_get *g = malloc(sizeof(*g));
     if (!g)
@@ -338,8 +419,8 @@ int sophia_l3_get(sophia_l3 *l3, const char *key, sophia_l3_get_cb cb,
     g->cb = cb;
     g->arg = arg;
     const char *vals[1] = {key};
-    int rc = sophia_pg_query_prepared(l3->pg, "sophia_cache_get", 1, vals,
-                                      NULL, NULL, 0, on_get, g);
+    int rc = sophia_pg_query_prepared(conn, "sophia_cache_get", 1, vals, NULL,
+                                      NULL, 0, on_get, g);
     if (rc)
         free(g);
     return rc;
@@ -352,27 +433,28 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     sophia_l3 *l3 = arg;
-    if (sophia_pg_up(l3->pg))
-        sophia_pg_query_prepared(l3->pg, "sophia_cache_sweep", 0, NULL, NULL,
-                                 NULL, 0, NULL, NULL);
+    if (sophia_pg_pool_up(l3->pg))
+        sophia_pg_pool_query_prepared(l3->pg, NULL, "sophia_cache_sweep", 0,
+                                      NULL, NULL, NULL, 0, NULL, NULL);
 }
 
-sophia_l3 *sophia_l3_new(sophia_pg *pg, struct event_base *base)
+sophia_l3 *sophia_l3_new(sophia_pg_pool *pg, struct event_base *base)
 {
-    sophia_l3 *l3 = calloc(1, sizeof(*l3));
+    sophia_l3 *l3 = pg ? calloc(1, sizeof(*l3)) : NULL;
     if (!l3) {
-        sophia_pg_free(pg);
+        sophia_pg_pool_free(pg);
         return NULL;
     }
     l3->pg = pg;
     l3->sweep_ev = event_new(base, -1, EV_PERSIST, on_sweep, l3);
     l3->retry_ev = evtimer_new(base, on_retry, l3);
-    if (!l3->sweep_ev || !l3->retry_ev ||
-        sophia_pg_prepare(pg, "sophia_cache_get", sql_get, 1) ||
-        sophia_pg_prepare(pg, "sophia_cache_put", sql_put, 5) ||
-        sophia_pg_prepare(pg, "sophia_cache_del", sql_del, 2) ||
-        sophia_pg_prepare(pg, "sophia_cache_del_tag", sql_del_tag, 2) ||
-        sophia_pg_prepare(pg, "sophia_cache_sweep", sql_sweep, 0)) {
+    l3->busy = sophia_dict_new();
+    if (!l3->sweep_ev || !l3->retry_ev || !l3->busy ||
+        sophia_pg_pool_prepare(pg, "sophia_cache_get", sql_get, 1) ||
+        sophia_pg_pool_prepare(pg, "sophia_cache_put", sql_put, 5) ||
+        sophia_pg_pool_prepare(pg, "sophia_cache_del", sql_del, 2) ||
+        sophia_pg_pool_prepare(pg, "sophia_cache_del_tag", sql_del_tag, 2) ||
+        sophia_pg_pool_prepare(pg, "sophia_cache_sweep", sql_sweep, 0)) {
         sophia_l3_free(l3);
         return NULL;
     }
@@ -381,7 +463,7 @@ sophia_l3 *sophia_l3_new(sophia_pg *pg, struct event_base *base)
     return l3;
 }
 
-/* The ops pg.c still holds are answered "closed" by sophia_pg_free and,
+/* The ops pg.c still holds are answered "closed" by sophia_pg_pool_free and,
  * with `closing` set, finished instead of retried. */
 void sophia_l3_free(sophia_l3 *l3)
 {
@@ -393,11 +475,12 @@ void sophia_l3_free(sophia_l3 *l3)
         l3->retry_head = op->next;
         op_finish(op, SOPHIA_EUNAVAIL);
     }
-    sophia_pg_free(l3->pg);
+    sophia_pg_pool_free(l3->pg);
     if (l3->sweep_ev)
         event_free(l3->sweep_ev);
     if (l3->retry_ev)
         event_free(l3->retry_ev);
+    sophia_dict_free(l3->busy, NULL);
     free(l3);
 }
 
@@ -406,7 +489,12 @@ void sophia_l3_get_stats(const sophia_l3 *l3, sophia_l3_stats *out)
     *out = l3->st;
 }
 
-sophia_pg *sophia_l3_pg(const sophia_l3 *l3)
+void sophia_l3_set_max_ttl(sophia_l3 *l3, int64_t max_ttl_ms)
+{
+    l3->max_ttl_ms = max_ttl_ms > 0 ? max_ttl_ms : 0;
+}
+
+sophia_pg_pool *sophia_l3_pool(const sophia_l3 *l3)
 {
     return l3->pg;
 }

@@ -1,7 +1,13 @@
 /*
- * cache_l3 - the PostgreSQL tier of the cache, over pg.c's connection and
- * its sophia_cache table (key, value bytea, tags text[] GIN, expires_at,
- * version).
+ * cache_l3 - the PostgreSQL tier of the cache, over a small pool of pg.c
+ * connections (pg_pool.c) and the sophia_cache table (key, value bytea,
+ * tags text[] GIN, expires_at, version). Statements are prepared once per
+ * connection. Writes are routed by key, so the writes to one key stay in
+ * issue order on one connection; a read of a key with uncommitted writes
+ * queues behind them on that connection (it sees them), any other read
+ * goes to the least busy connection; a tag invalidation runs on every
+ * connection, so it is ordered against every later read. A read whose
+ * connection is down skips the tier; a write waits for its connection.
  *
  * Every write carries a version (the cache's monotonic counter) and is an
  * upsert guarded by `WHERE sophia_cache.version < EXCLUDED.version`, so a
@@ -12,8 +18,9 @@
  * than any retry stays queued.
  *
  * "Never dropped": a write that fails because the connection went away
- * (pg.c answers NULL) is sent again, as many times as it takes; while the
- * link is down pg.c holds it in its bounded queue, and when that queue is
+ * (pg.c answers NULL) is sent again, as many times as it takes, on the
+ * same connection; while the link is down pg.c holds it in its bounded
+ * queue, and when that queue is
  * full the caller gets SOPHIA_EBUSY at once (backpressure) instead of an
  * unbounded backlog. The done callback runs once the write committed.
  */
@@ -23,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pg.h"
+#include "pg_pool.h"
 
 struct event_base;
 typedef struct sophia_l3 sophia_l3;
@@ -40,12 +47,12 @@ typedef struct sophia_l3_stats {
     size_t pending;      /* accepted, not yet committed */
 } sophia_l3_stats;
 
-/* Takes `pg` (freed with l3, even on failure) and registers the
- * statements on it. */
-sophia_l3 *sophia_l3_new(sophia_pg *pg, struct event_base *base);
+/* Takes `pool` (freed with l3, even on failure; NULL gives NULL) and
+ * registers the statements on every connection. */
+sophia_l3 *sophia_l3_new(sophia_pg_pool *pool, struct event_base *base);
 void sophia_l3_free(sophia_l3 *l3);
-/* The connection, for health and stats. */
-sophia_pg *sophia_l3_pg(const sophia_l3 *l3);
+/* The connections, for health and stats. */
+sophia_pg_pool *sophia_l3_pool(const sophia_l3 *l3);
 
 /* rc 0 hit, SOPHIA_ENOENT miss (or expired), other errors. */
 int sophia_l3_get(sophia_l3 *l3, const char *key, sophia_l3_get_cb cb,
@@ -59,6 +66,21 @@ int sophia_l3_del(sophia_l3 *l3, const char *key, uint64_t version,
 int sophia_l3_del_tag(sophia_l3 *l3, const char *tag, uint64_t version,
                       sophia_l3_done_cb cb, void *arg);
 void sophia_l3_get_stats(const sophia_l3 *l3, sophia_l3_stats *out);
+/* cache.l3.ttl: every put keeps its row at most max_ttl_ms (0 = no cap,
+ * the entry's own expiry). */
+void sophia_l3_set_max_ttl(sophia_l3 *l3, int64_t max_ttl_ms);
+
+/* A tier's expiry (wall ms, 0 = never) for an entry expiring at
+ * expires_ms when the tier keeps entries at most max_ttl_ms (0 = no cap):
+ * the per-tier TTL rule of cache.h, shared by every tier's writer. */
+static inline int64_t sophia_tier_expiry(int64_t expires_ms,
+                                         int64_t max_ttl_ms, int64_t now_ms)
+{
+    if (max_ttl_ms <= 0)
+        return expires_ms;
+    int64_t cap = now_ms + max_ttl_ms;
+    return expires_ms && expires_ms < cap ? expires_ms : cap;
+}
 
 /* {"a","b"} with quotes and backslashes escaped; malloc'd. */
 char *sophia_l3_array_literal(const char *const *items);

@@ -11,6 +11,13 @@
  * from L1 and L2, so the next read takes whatever L3 holds - the replayed
  * value, or a newer one written meanwhile. They are never served from the
  * dirty set, for the same reason.
+ *
+ * Only a previous run's entries are replayed: the id of this process's
+ * first XADD is remembered, and the replay (an XRANGE on the same Redis
+ * connection, so that id is known before any XRANGE answer that could
+ * contain it) stops there. Without that, a put acknowledged while the
+ * start-up replay still waited for L3, and already flushed by the time the
+ * XRANGE ran, was replayed as a stranger: its value dropped from L2.
  */
 #include "cache_wb.h"
 
@@ -25,6 +32,7 @@
 #include "cache_l2.h"
 #include "dict.h"
 #include "log.h"
+#include "loop.h"
 
 #define WB_REPLAY_POLL_MS 200
 #define WB_REPLAY_COUNT "500"
@@ -64,9 +72,12 @@ struct sophia_wb {
     struct event *timer, *kick, *replay_ev;
     int replay_done;
     char replay_from[64];
+    uint64_t own_ms, own_seq; /* first journal id written by this process */
+    int own_known;
     wb_waiter *waiters;
     size_t nwaiters;
     int closing;
+    int64_t l2_max_ttl_ms; /* cache.l2.ttl; 0 = none */
     sophia_wb_stats st;
 };
 
@@ -206,7 +217,9 @@ static int flush_one(sophia_wb *wb, wb_entry *e)
     sophia_dict_set(wb->flushing, e->key, e);
     wb->nflushing++;
     if ((e->tiers & SOPHIA_TIER_L2) && !e->replay && wb->r)
-        sophia_l2_set(wb->r, e->key, e->val, e->len, e->expires_ms,
+        sophia_l2_set(wb->r, e->key, e->val, e->len,
+                      sophia_tier_expiry(e->expires_ms, wb->l2_max_ttl_ms,
+                                         sophia_now_wall_us() / 1000),
                       (const char *const *)e->tags, NULL, NULL);
     if (!(e->tiers & SOPHIA_TIER_L3) || !wb->l3) {
         on_committed(e, 0);
@@ -263,14 +276,28 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ------------------------------------------------------------------ put */
 
+/* "ms-seq" stream id; 1 when it parsed. */
+static int parse_id(const char *id, uint64_t *ms, uint64_t *seq)
+{
+    char *end;
+    *ms = strtoull(id, &end, 10);
+    if (*end != '-')
+        return 0;
+    *seq = strtoull(end + 1, &end, 10);
+    return *end == '\0';
+}
+
 static void on_journal(void *arg, redisReply *rep)
 {
     journal_req *q = arg;
     wb_entry *e = q->e;
     sophia_wb *wb = e->wb;
     int rc = rep && rep->type == REDIS_REPLY_STRING ? 0 : SOPHIA_EUNAVAIL;
-    if (rc == 0)
+    if (rc == 0) {
         entry_add_id(e, rep->str, rep->len);
+        if (!wb->own_known)
+            wb->own_known = parse_id(rep->str, &wb->own_ms, &wb->own_seq);
+    }
     e->pending_acks--;
     if (e->orphan && e->pending_acks == 0) {
         journal_del(wb, e);
@@ -529,6 +556,16 @@ static void replay_entry(sophia_wb *wb, const redisReply *id,
 
 static void replay_next(sophia_wb *wb);
 
+/* Written by this process (at or after its first XADD)? */
+static int is_own(const sophia_wb *wb, const redisReply *id)
+{
+    uint64_t ms, seq;
+    if (!wb->own_known || id->type != REDIS_REPLY_STRING ||
+        !parse_id(id->str, &ms, &seq))
+        return 0;
+    return ms > wb->own_ms || (ms == wb->own_ms && seq >= wb->own_seq);
+}
+
 static void on_replay(void *arg, redisReply *rep)
 {
     sophia_wb *wb = arg;
@@ -539,15 +576,19 @@ static void on_replay(void *arg, redisReply *rep)
         }
         return;
     }
-    for (size_t i = 0; i < rep->elements; i++) {
+    int own = 0;
+    for (size_t i = 0; i < rep->elements && !own; i++) {
         const redisReply *it = rep->element[i];
         if (it->type != REDIS_REPLY_ARRAY || it->elements != 2)
             continue;
+        own = is_own(wb, it->element[0]);
+        if (own)
+            break; /* this run's entries: dirty, flushing or committed */
         replay_entry(wb, it->element[0], it->element[1]);
         snprintf(wb->replay_from, sizeof(wb->replay_from), "(%s",
                  it->element[0]->str);
     }
-    if (rep->elements == (size_t)atoi(WB_REPLAY_COUNT)) {
+    if (!own && rep->elements == (size_t)atoi(WB_REPLAY_COUNT)) {
         replay_next(wb);
         return;
     }
@@ -624,6 +665,11 @@ void sophia_wb_set_params(sophia_wb *wb, double interval_s, size_t batch,
         wb->batch = batch;
     if (max_dirty)
         wb->max_dirty = max_dirty;
+}
+
+void sophia_wb_set_l2_max_ttl(sophia_wb *wb, int64_t max_ttl_ms)
+{
+    wb->l2_max_ttl_ms = max_ttl_ms > 0 ? max_ttl_ms : 0;
 }
 
 static void free_dirty(void *v)

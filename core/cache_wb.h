@@ -59,6 +59,9 @@ void sophia_wb_close(sophia_wb *wb);
 void sophia_wb_free(sophia_wb *wb);
 void sophia_wb_set_params(sophia_wb *wb, double interval_s, size_t batch,
                           size_t max_dirty);
+/* cache.l2.ttl: a flushed entry lives in L2 at most max_ttl_ms (0 = its
+ * own expiry). L3's cap is sophia_l3's own. */
+void sophia_wb_set_l2_max_ttl(sophia_wb *wb, int64_t max_ttl_ms);
 
 /* tiers: SOPHIA_TIER_L2 and/or SOPHIA_TIER_L3. cb after the journal. */
 int sophia_wb_put(sophia_wb *wb, const char *key, const char *val,

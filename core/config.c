@@ -52,6 +52,7 @@
 #define DEFAULT_L1_ENTRIES 100000
 #define DEFAULT_L1_BYTES ((size_t)64 << 20)
 #define DEFAULT_L1_TTL 300.0
+#define DEFAULT_L3_POOL 4
 #define DEFAULT_WS_QUEUE 1024
 #define DEFAULT_WS_HISTORY 256
 #define DEFAULT_WS_HISTORY_AGE 300.0
@@ -908,6 +909,22 @@ static void walk_plugin_path(loader *ld, const node *v, void *base,
     }
 }
 
+/* plugins.strict_modes: a boolean, like sshd's StrictModes */
+static void walk_strict_modes(loader *ld, const node *v, void *base,
+                              const char *path)
+{
+    const char *s = want_scalar(ld, v, path, "a boolean");
+    if (!s)
+        return;
+    int *slot = &((sophia_conf *)base)->plugin_strict_modes;
+    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
+        *slot = 1;
+    else if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off"))
+        *slot = 0;
+    else
+        ERR(ld, v, "%s: expected a boolean (true/false), got '%s'", path, s);
+}
+
 /* plugins.instances.NAME.options.KEY */
 static void option_pair(loader *ld, const node *k, const node *v, void *base,
                         const void *arg, const char *path)
@@ -1103,6 +1120,18 @@ static void walk_filter(loader *ld, const node *v, void *base,
 
 #define S_OFF(member) offsetof(sophia_conf_stream, member)
 
+/* streams.<name>.durable: a boolean; unset stays -1 (core/durable.h). */
+static void walk_durable(loader *ld, const node *v, void *base,
+                         const char *path)
+{
+    const char *s = want_scalar(ld, v, path, "true or false");
+    int b = s ? pred_bool(s) : -1;
+    if (s && b < 0)
+        ERR(ld, v, "%s: expected true or false, got '%s'", path, s);
+    if (b >= 0)
+        ((sophia_conf_stream *)base)->durable = b;
+}
+
 static const field stream_redis_fields[] = {
     {"key", F_STRING, S_OFF(redis.key), 0, NULL, NULL},
     {"group", F_STRING, S_OFF(redis.group), 0, NULL, NULL},
@@ -1137,6 +1166,7 @@ static const field stream_fields[] = {
     {"dedup_window", F_SECONDS, S_OFF(dedup_window), 0, NULL, NULL},
     {"redis", F_SECTION, 0, 0, &stream_redis_sec, NULL},
     {"statsd", F_SECTION, 0, 0, &stream_statsd_sec, NULL},
+    {"durable", F_CUSTOM, 0, 0, NULL, walk_durable},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
@@ -1216,6 +1246,7 @@ static void stream_pair(loader *ld, const node *k, const node *v, void *base,
     st->redis.block = 1;
     st->redis.claim_idle = 30;
     st->redis.dead_letter_after = 5;
+    st->durable = -1;
     child_path(sub, sizeof(sub), path, k->text);
     snprintf(where, sizeof(where), "in stream '%s'", k->text);
     section sec = {where, stream_fields};
@@ -1241,11 +1272,20 @@ static const field tokens_fields[] = {
 };
 static const section tokens_sec = {"in server.tokens", tokens_fields};
 
+static const field rate_limit_fields[] = {
+    {"rate", F_COUNT0, C_OFF(server.rate_limit.rate), 0, NULL, NULL},
+    {"burst", F_COUNT0, C_OFF(server.rate_limit.burst), 0, NULL, NULL},
+    END,
+};
+static const section rate_limit_sec = {"in server.rate_limit",
+                                       rate_limit_fields};
+
 static const field server_fields[] = {
     {"listen", F_LISTEN, C_OFF(server.listen), 0, NULL, NULL},
     {"max_body", F_SIZE, C_OFF(server.max_body), 0, NULL, NULL},
     {"tokens", F_SECTION, 0, 0, &tokens_sec, NULL},
     {"share_dir", F_DIR, C_OFF(server.share_dir), 0, NULL, NULL},
+    {"rate_limit", F_SECTION, 0, 0, &rate_limit_sec, NULL},
     END,
 };
 static const section server_sec = {"in server", server_fields};
@@ -1275,6 +1315,37 @@ static const field l1_fields[] = {
     END,
 };
 static const section l1_sec = {"in cache.l1", l1_fields};
+
+static const field l2_fields[] = {
+    {"ttl", F_SECONDS, C_OFF(l2.ttl), 0, NULL, NULL},
+    END,
+};
+static const section l2_sec = {"in cache.l2", l2_fields};
+
+/* cache.l3.pool: a connection count with an upper bound, which F_COUNT
+ * lacks; pg_pool.h says why a few connections are enough. */
+static void walk_l3_pool(loader *ld, const node *v, void *base,
+                         const char *path)
+{
+    sophia_conf *c = base;
+    const char *s = want_scalar(ld, v, path, "an integer");
+    long long n;
+    if (!s)
+        return;
+    if (parse_ll(s, &n) || n < 1 || n > SOPHIA_CONF_PG_POOL_MAX) {
+        ERR(ld, v, "%s: '%s' is not a connection count from 1 to %d", path,
+            s, SOPHIA_CONF_PG_POOL_MAX);
+        return;
+    }
+    c->l3.pool = (size_t)n;
+}
+
+static const field l3_fields[] = {
+    {"ttl", F_SECONDS, C_OFF(l3.ttl), 0, NULL, NULL},
+    {"pool", F_CUSTOM, 0, 0, NULL, walk_l3_pool},
+    END,
+};
+static const section l3_sec = {"in cache.l3", l3_fields};
 
 /* cache.write.prefixes: "key prefix": instance name. */
 static void write_prefix_pair(loader *ld, const node *k, const node *v,
@@ -1327,6 +1398,8 @@ static const section write_sec = {"in cache.write", write_fields};
 
 static const field cache_fields[] = {
     {"l1", F_SECTION, 0, 0, &l1_sec, NULL},
+    {"l2", F_SECTION, 0, 0, &l2_sec, NULL},
+    {"l3", F_SECTION, 0, 0, &l3_sec, NULL},
     {"write", F_SECTION, 0, 0, &write_sec, NULL},
     END,
 };
@@ -1429,6 +1502,7 @@ static const field memory_fields[] = {
     {"half_life", F_SECONDS, C_OFF(memory.half_life), 0, NULL, NULL},
     {"max_content", F_SIZE, C_OFF(memory.max_content), 0, NULL, NULL},
     {"workers", F_COUNT, C_OFF(memory.workers), 0, NULL, NULL},
+    {"rebuild_removed_pct", F_COUNT0, C_OFF(memory.rebuild_removed_pct), 0, NULL, NULL},
     {"consolidate", F_CUSTOM, 0, 0, NULL, walk_consolidate},
     END,
 };
@@ -1437,6 +1511,8 @@ static const section memory_sec = {"in memory", memory_fields};
 static const field plugins_fields[] = {
     {"path", F_CUSTOM, 0, 0, NULL, walk_plugin_path},
     {"instances", F_CUSTOM, 0, 0, NULL, walk_instances},
+    {"strict_modes", F_CUSTOM, 0, 0, NULL, walk_strict_modes},
+    {"init_timeout", F_SECONDS, C_OFF(plugin_init_timeout), 0, NULL, NULL},
     END,
 };
 static const section plugins_sec = {"in plugins", plugins_fields};
@@ -1489,10 +1565,13 @@ static sophia_conf *conf_defaults(const char *name)
     c->file = xstrdup(name);
     c->server.listen = xstrdup(DEFAULT_LISTEN);
     c->server.max_body = DEFAULT_MAX_BODY;
+    c->plugin_strict_modes = 1;
+    c->plugin_init_timeout = 10.0;
     c->log_level = SOPHIA_LVL_INFO;
     c->l1.max_entries = DEFAULT_L1_ENTRIES;
     c->l1.max_bytes = DEFAULT_L1_BYTES;
     c->l1.ttl = DEFAULT_L1_TTL;
+    c->l3.pool = DEFAULT_L3_POOL;
     c->ws.max_queue = DEFAULT_WS_QUEUE;
     c->ws.history = DEFAULT_WS_HISTORY;
     c->hooks.slack_env = xstrdup("SOPHIA_SLACK_SIGNING_SECRET");
@@ -1510,6 +1589,7 @@ static sophia_conf *conf_defaults(const char *name)
     c->memory.half_life = 7 * 86400.0;
     c->memory.max_content = 64 * 1024;
     c->memory.workers = 2;
+    c->memory.rebuild_removed_pct = 20;
     c->ws.history_age = DEFAULT_WS_HISTORY_AGE;
     c->ws.ping_interval = DEFAULT_WS_PING;
     c->ws.pong_timeout = DEFAULT_WS_PONG;
@@ -1677,6 +1757,11 @@ void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
                             "streams.%s.redis reads a Redis stream but no "
                             "Redis is configured (redis.url or "
                             "SOPHIA_REDIS_URL)", s->name);
+        if (s->durable == 1 && !c->redis_url)
+            sophia_diag_add(diag, file, s->line, s->col,
+                            "streams.%s.durable: true needs Redis (redis.url "
+                            "or SOPHIA_REDIS_URL); set durable: false to keep "
+                            "accepted events in memory only", s->name);
         if (s->redis.block > 1.5)
             sophia_diag_add(diag, file, s->line, s->col,
                             "streams.%s.redis.block: at most 1.5 s (a read "

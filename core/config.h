@@ -88,6 +88,9 @@ typedef struct sophia_conf_stream {
         size_t dead_letter_after; /* deliveries before <key>:dead, 5 */
     } redis;
     char *statsd_listen; /* streams.<name>.statsd.listen HOST:PORT (UDP) */
+    /* streams.<name>.durable: 1 true, 0 false, -1 unset (= on when Redis
+     * is configured); see core/durable.h */
+    int durable;
 } sophia_conf_stream;
 
 /* memory.consolidate.<instance>: when a consolidator plugin runs. */
@@ -105,6 +108,9 @@ typedef enum sophia_log_lvl {
     SOPHIA_LVL_ERROR
 } sophia_log_lvl;
 
+/* Upper bound of cache.l3.pool (pg_pool.h's SOPHIA_PG_POOL_MAX). */
+#define SOPHIA_CONF_PG_POOL_MAX 64
+
 typedef struct sophia_conf {
     char *file; /* path it was read from */
 
@@ -114,6 +120,12 @@ typedef struct sophia_conf {
         char *tokens_env;   /* env var with comma-separated bearer tokens */
         char *tokens;       /* its value at load time, or NULL */
         char *share_dir;    /* dashboard files; NULL = built-in default */
+        /* server.rate_limit: token bucket per bearer token (or client IP)
+         * for /ingest and /api; rate 0 = off (ratelimit.c) */
+        struct {
+            size_t rate;  /* requests per second refilled */
+            size_t burst; /* bucket size; 0 = rate */
+        } rate_limit;
     } server;
 
     sophia_log_lvl log_level; /* log.level, default info */
@@ -126,6 +138,16 @@ typedef struct sophia_conf {
         size_t max_bytes;   /* default 64 MiB */
         double ttl;         /* seconds, default 300 */
     } l1;
+
+    /* cache.l2 / cache.l3: the tier's ttl caps how long it keeps an entry
+     * (0 = unset: the entry's own lifetime); l3.pool = connections. */
+    struct {
+        double ttl;
+    } l2;
+    struct {
+        double ttl;
+        size_t pool; /* default 4, 1..SOPHIA_CONF_PG_POOL_MAX */
+    } l3;
 
     /* cache.write: which write_strategy instance a put goes through. */
     struct {
@@ -178,12 +200,15 @@ typedef struct sophia_conf {
         double half_life;      /* memory.half_life: recency, default 7 d */
         size_t max_content;    /* memory.max_content bytes, default 64 KiB */
         size_t workers;        /* memory.workers: threads, default 2 */
+        size_t rebuild_removed_pct; /* memory.rebuild_removed_pct: rebuild at this % tombstones, 20; 0 = never */
         struct sophia_conf_consolidate *consolidate; /* memory.consolidate */
         size_t nconsolidate;
     } memory;
 
     char **plugin_path; /* plugins.path: directories searched in order */
     size_t nplugin_path;
+    int plugin_strict_modes;    /* plugins.strict_modes, default 1 (plugin.c) */
+    double plugin_init_timeout; /* plugins.init_timeout s, default 10 */
     sophia_conf_instance *instances;
     size_t ninstances;
     sophia_conf_stream *streams;

@@ -41,6 +41,13 @@ int sophia_redis_command(sophia_redis *r, sophia_redis_cb cb, void *arg,
 
 void sophia_redis_get_stats(const sophia_redis *r, sophia_redis_stats *out);
 
+/* Writes the commands sent so far to the socket now (non-blocking; what
+ * the socket does not take goes out on the next writable event), instead
+ * of at the next loop turn: for a reply-less command that must reach
+ * Redis before the caller's next side effect (an XACK before the next
+ * WebSocket frame). */
+void sophia_redis_flush(sophia_redis *r);
+
 /* Parses redis://host:port/db; returns 0 or -1. *host is malloc'd. */
 int sophia_redis_parse_url(const char *url, char **host, int *port, int *db);
 

@@ -7,12 +7,21 @@
  *    gets/s, and p50/p99 of single timed gets (clock cost subtracted).
  *  - L2 hit: sophia_l2_get (sophia's hiredis connection on the loop, the
  *    envelope decoded) with C gets in flight, against `redis-benchmark -t
- *    get -c C` on the same server and value size.
- *  - L3 hit: sophia_l3_get (pipelined libpq on the loop, prepared) with 1
- *    and with 32 in flight, against a plain blocking libpq loop of the same
- *    prepared SELECT.
+ *    get -r 1000` (keys set beforehand, so it reads hits too) on the same
+ *    server and value size, pipelined (-c 1 -P C) and unpipelined (-c C).
+ *  - L3 hit: sophia_l3_get (a pool of pipelined libpq connections on the
+ *    loop, statements prepared per connection) with 1 and with 32 in
+ *    flight, against plain blocking libpq loops of the same prepared
+ *    SELECT at the same concurrency (1 thread; 32 threads, one connection
+ *    each).
  *
- * Usage: bench_cache [--quick]
+ * Each sophia/peer pair is measured alternately --runs times (3; 1 with
+ * --quick) and the medians compared, because the machine is shared; the
+ * range of the per-run ratios is printed too. --only l1|l2|l3 runs one
+ * tier (for profiling), --pool N sets the L3 pool (1 = the old single
+ * connection).
+ *
+ * Usage: bench_cache [--quick] [--only l1|l2|l3] [--runs N] [--pool N]
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -20,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,7 +40,7 @@
 #include "cache_l2.h"
 #include "cache_l3.h"
 #include "config.h"
-#include "pg.h"
+#include "pg_pool.h"
 #include "redis.h"
 #include "server.h"
 
@@ -40,6 +50,7 @@ sophia_server *sophia_srv; /* the daemon defines it in main.c */
 #define VALUE "{\"metric\":\"revenue\",\"value\":125000,\"ts\":1700000000}"
 
 static bool quick;
+static bool no_peer; /* --no-peer: sophia's side only, for perf stat */
 static struct event_base *base;
 
 static int64_t now_ns(void)
@@ -162,18 +173,24 @@ static double bench_l2(sophia_redis *r, int conc)
     return (double)d.done / s;
 }
 
+/* redis-benchmark on the same server, keyspace size and value size as
+ * ours: its keys are SET first (-t set -r NKEYS), so its GETs are hits
+ * returning the same bytes as sophia's, not nil replies for a missing key. */
 static double redis_benchmark(const char *url, int conc, int pipeline,
                               size_t vsize)
 {
     char *host;
     int port, db;
-    if (sophia_redis_parse_url(url, &host, &port, &db) < 0)
+    if (no_peer || sophia_redis_parse_url(url, &host, &port, &db) < 0)
         return 0;
-    char cmd[512];
+    char cmd[768];
     snprintf(cmd, sizeof(cmd),
-             "redis-benchmark -h %s -p %d --dbnum %d -t get -n %d -c %d -P %d "
-             "-d %zu --csv 2>/dev/null",
-             host, port, db, quick ? 50000 : 300000, conc, pipeline, vsize);
+             "redis-benchmark -h %s -p %d --dbnum %d -t set -r %d -n %d "
+             "-P 50 -d %zu -q >/dev/null 2>&1; "
+             "redis-benchmark -h %s -p %d --dbnum %d -t get -r %d -n %d "
+             "-c %d -P %d -d %zu --csv 2>/dev/null",
+             host, port, db, NKEYS, NKEYS * 20, vsize, host, port, db, NKEYS,
+             quick ? 50000 : 300000, conc, pipeline, vsize);
     free(host);
     FILE *p = popen(cmd, "r");
     if (!p)
@@ -262,24 +279,57 @@ static const char sql_get[] =
     "FROM sophia_cache WHERE key = $1 "
     "AND (expires_at IS NULL OR expires_at > now())";
 
-static double libpq_loop(const char *url)
+/* The raw peer at a given concurrency: that many threads, each with its
+ * own connection running a blocking PQexecPrepared loop (the way a plain
+ * libpq program gets concurrency), sharing out the same number of gets. */
+typedef struct peer {
+    const char *url;
+    long n;
+    int ok;
+    pthread_t th;
+} peer;
+
+static void *peer_run(void *arg)
 {
-    PGconn *c = PQconnectdb(url);
-    if (PQstatus(c) != CONNECTION_OK)
-        return 0;
-    PQclear(PQprepare(c, "g", sql_get, 1, NULL));
+    peer *p = arg;
+    PGconn *c = PQconnectdb(p->url);
+    if (PQstatus(c) == CONNECTION_OK) {
+        PQclear(PQprepare(c, "g", sql_get, 1, NULL));
+        p->ok = 1;
+        for (long i = 0; i < p->n; i++) {
+            const char *v[1] = {key((int)(i % NKEYS))};
+            PGresult *r = PQexecPrepared(c, "g", 1, v, NULL, NULL, 0);
+            if (PQntuples(r) != 1)
+                p->ok = 0;
+            PQclear(r);
+        }
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+static double libpq_loop(const char *url, int conc)
+{
     long n = quick ? 5000 : 30000;
+    if (no_peer)
+        return 0;
+    peer *ps = calloc((size_t)conc, sizeof(*ps));
     int64_t t0 = now_ns();
-    for (long i = 0; i < n; i++) {
-        const char *v[1] = {key((int)(i % NKEYS))};
-        PGresult *r = PQexecPrepared(c, "g", 1, v, NULL, NULL, 0);
-        if (PQntuples(r) != 1)
-            fprintf(stderr, "bench_cache: libpq miss\n");
-        PQclear(r);
+    for (int i = 0; i < conc; i++) {
+        ps[i].url = url;
+        ps[i].n = n / conc;
+        pthread_create(&ps[i].th, NULL, peer_run, &ps[i]);
+    }
+    long done = 0;
+    for (int i = 0; i < conc; i++) {
+        pthread_join(ps[i].th, NULL);
+        done += ps[i].ok ? ps[i].n : 0;
+        if (!ps[i].ok)
+            fprintf(stderr, "bench_cache: libpq peer %d failed\n", i);
     }
     double s = (double)(now_ns() - t0) / 1e9;
-    PQfinish(c);
-    return (double)n / s;
+    free(ps);
+    return (double)done / s;
 }
 
 /* ------------------------------------------------------------- setup */
@@ -290,9 +340,74 @@ static void on_ack(void *arg, int rc)
     (*(int *)arg)++;
 }
 
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_dbl);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+#define MAX_RUNS 15
+
+/* One table row: sophia and its peer measured alternately `runs` times,
+ * medians compared; the spread of the per-run ratios shows the noise. */
+typedef struct pair {
+    double s[MAX_RUNS], p[MAX_RUNS], ratio[MAX_RUNS];
+    int n;
+} pair;
+
+static void pair_add(pair *pr, double s, double p)
+{
+    pr->s[pr->n] = s;
+    pr->p[pr->n] = p;
+    pr->ratio[pr->n] = p > 0 ? s / p : 0;
+    pr->n++;
+}
+
+static void pair_row(pair *pr, const char *path, const char *peer_name)
+{
+    double s = median(pr->s, pr->n), p = median(pr->p, pr->n);
+    qsort(pr->ratio, (size_t)pr->n, sizeof(double), cmp_dbl);
+    printf("| %s | %.0f /s | %s: %.0f /s | %.2f (runs %.2f-%.2f) |\n", path,
+           s, peer_name, p, p > 0 ? s / p : 0, pr->ratio[0],
+           pr->ratio[pr->n - 1]);
+}
+
+static int only(const char *what, const char *tier)
+{
+    return !what || !strcmp(what, tier);
+}
+
 int main(int argc, char **argv)
 {
-    quick = argc > 1 && !strcmp(argv[1], "--quick");
+    const char *what = NULL;
+    int runs = 0, pool = SOPHIA_PG_POOL_DEFAULT;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick"))
+            quick = true;
+        else if (!strcmp(argv[i], "--no-peer"))
+            no_peer = true;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            what = argv[++i];
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--pool") && i + 1 < argc)
+            pool = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: bench_cache [--quick] [--only l1|l2|l3] "
+                            "[--runs N] [--pool N] [--no-peer]\n");
+            return 2;
+        }
+    }
+    if (runs < 1 || runs > MAX_RUNS)
+        runs = quick ? 1 : 3;
+    if (pool < 1 || pool > SOPHIA_PG_POOL_MAX)
+        pool = SOPHIA_PG_POOL_DEFAULT;
     const char *ru = getenv("SOPHIA_REDIS_URL"), *pu = getenv("SOPHIA_PG_URL");
     if (!ru || !*ru || !pu || !*pu) {
         fprintf(stderr, "bench_cache: needs SOPHIA_REDIS_URL and "
@@ -321,37 +436,53 @@ int main(int argc, char **argv)
     while (acks < NKEYS)
         event_base_loop(base, EVLOOP_ONCE);
 
-    double gps, p50, p99;
-    bench_l1(c, &gps, &p50, &p99);
+    double gps = 0, p50 = 0, p99 = 0;
+    if (only(what, "l1"))
+        bench_l1(c, &gps, &p50, &p99);
 
     sophia_redis *r = sophia_redis_new(base, ru);
-    sophia_pg *pg = sophia_pg_new(base, pu);
+    sophia_pg_pool *pg = sophia_pg_pool_new(base, pu, (size_t)pool);
     sophia_l3 *l3 = sophia_l3_new(pg, base);
-    while ((!sophia_redis_up(r) || !sophia_pg_up(pg)) && now_ns() < end + 5000000000LL)
+    while ((!sophia_redis_up(r) || sophia_pg_pool_nup(pg) < (size_t)pool) &&
+           now_ns() < end + 5000000000LL)
         event_base_loop(base, EVLOOP_ONCE);
     int conc = 50;
     size_t env_len;
     char *env = sophia_l2_encode(VALUE, strlen(VALUE), 0, NULL, &env_len);
-    double s2 = bench_l2(r, conc);
-    double r2 = redis_benchmark(ru, conc, 1, env_len);
-    double r2p = redis_benchmark(ru, 1, conc, env_len);
-    double s3a = bench_l3(l3, 1);
-    double s3b = bench_l3(l3, 32);
-    double p3 = libpq_loop(pu);
+    pair l2p = {0}, l2c = {0}, l3a = {0}, l3b = {0};
+    for (int i = 0; i < runs && only(what, "l2"); i++) {
+        double s2 = bench_l2(r, conc);
+        pair_add(&l2p, s2, redis_benchmark(ru, 1, conc, env_len));
+        if (i == 0)
+            pair_add(&l2c, s2, redis_benchmark(ru, conc, 1, env_len));
+    }
+    for (int i = 0; i < runs && only(what, "l3"); i++) {
+        pair_add(&l3a, bench_l3(l3, 1), libpq_loop(pu, 1));
+        pair_add(&l3b, bench_l3(l3, 32), libpq_loop(pu, 32));
+    }
     free(env);
 
-    printf("\n### Cache tiers (bench_cache)%s\n\n", quick ? " [quick]" : "");
+    printf("\n### Cache tiers (bench_cache)%s, %d run%s, L3 pool %d\n\n",
+           quick ? " [quick]" : "", runs, runs > 1 ? "s" : "", pool);
     printf("| path | sophia | raw client | ratio |\n|---|---|---|---|\n");
-    printf("| L1 hit, get/s (1,000 keys) | %.1f M/s (p50 %.0f ns, p99 %.0f ns) | - | - |\n",
-           gps / 1e6, p50, p99);
-    printf("| L2 hit, %d in flight | %.0f /s | redis-benchmark -t get -c %d: %.0f /s | %.2f |\n",
-           conc, s2, conc, r2, r2 > 0 ? s2 / r2 : 0);
-    printf("| L2 hit, %d in flight | %.0f /s | redis-benchmark -t get -c 1 -P %d: %.0f /s | %.2f |\n",
-           conc, s2, conc, r2p, r2p > 0 ? s2 / r2p : 0);
-    printf("| L3 hit, 1 in flight | %.0f /s | libpq PQexecPrepared loop: %.0f /s | %.2f |\n",
-           s3a, p3, p3 > 0 ? s3a / p3 : 0);
-    printf("| L3 hit, 32 in flight (pipelined) | %.0f /s | libpq PQexecPrepared loop: %.0f /s | %.2f |\n",
-           s3b, p3, p3 > 0 ? s3b / p3 : 0);
+    if (only(what, "l1"))
+        printf("| L1 hit, get/s (1,000 keys) | %.1f M/s (p50 %.0f ns, p99 %.0f ns) | - | - |\n",
+               gps / 1e6, p50, p99);
+    char peer_name[96];
+    if (only(what, "l2")) {
+        snprintf(peer_name, sizeof(peer_name),
+                 "redis-benchmark -t get -r 1000 -c 1 -P %d", conc);
+        pair_row(&l2p, "L2 hit, 50 in flight", peer_name);
+        snprintf(peer_name, sizeof(peer_name),
+                 "redis-benchmark -t get -r 1000 -c %d", conc);
+        pair_row(&l2c, "L2 hit, 50 in flight", peer_name);
+    }
+    if (only(what, "l3")) {
+        pair_row(&l3a, "L3 hit, 1 in flight",
+                 "libpq PQexecPrepared loop, 1 connection");
+        pair_row(&l3b, "L3 hit, 32 in flight",
+                 "libpq PQexecPrepared loops, 32 threads/connections");
+    }
 
     sophia_l3_free(l3);
     sophia_redis_free(r);

@@ -5,7 +5,10 @@
 // the acknowledgement and the flush.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon, fetchJson, wsConnect, sendJson, nextMessage } from './lib/daemon.mjs';
+import { startDaemon, runSophiad, fetchJson, wsConnect, sendJson, nextMessage } from './lib/daemon.mjs';
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { redisCommand, pgQuery } from './lib/servers.mjs';
 
 const run = `${process.pid}${Math.random().toString(36).slice(2, 6)}`;
@@ -183,6 +186,9 @@ test('a value only in L2/L3 is found by a fresh daemon, promoted, and counted', 
   await d1.stop();
   const d2 = await startDaemon({ yaml: yaml() });
   try {
+    // "Ready" is any /healthz answer; the L3 miss counted below needs the
+    // PostgreSQL pool up (a get skips a tier that is still connecting).
+    await eventually('every tier up', async () => (await fetchJson(`${d2.url}/healthz`)).status === 200);
     const g = await get(d2, key);
     assert.equal(g.body.tier, 'l2');
     assert.equal((await get(d2, key)).body.tier, 'l1');
@@ -294,5 +300,68 @@ test('write_back: a full dirty set refuses puts with 503 + Retry-After, then rec
     assert.ok((await fetchJson(`${d.url}/api/stats`)).body.cache.write_back.refused >= 1);
   } finally {
     await d.stop();
+  }
+});
+
+// Per-tier TTLs (cache.l1/l2/l3.ttl): each tier keeps an entry at most its
+// own ttl; a put without ttl gets the longest one; a put with a shorter ttl
+// wins everywhere; a promotion keeps the remaining lifetime capped by the
+// receiving tier's ttl. The pool size shows in /api/stats.
+test('per-tier TTLs: L1 expires first, then L2, L3 keeps the entry longest', async () => {
+  const y = `${yaml()}  l1:\n    ttl: 1\n  l2:\n    ttl: 3\n  l3:\n    ttl: 60\n    pool: 2\n`;
+  const d = await startDaemon({ yaml: y });
+  try {
+    const key = `wt:${run}:tiers`;
+    const short = `wt:${run}:short`;
+    const t0 = Date.now();
+    assert.equal((await put(d, key, { value: 'v' })).status, 200);
+    assert.equal((await put(d, short, { value: 's', ttl: 0.8 })).status, 200);
+    const pttl = (k) => redisCommand(['PTTL', `sophia:c:${k}`]);
+    const pgLeft = async (k) =>
+      Number((await pgQuery(`SELECT extract(epoch FROM expires_at - now()) FROM sophia_cache WHERE key = '${k}'`))[0][0]);
+    // No ttl: L2 gets cache.l2.ttl, L3 the longest tier ttl (60 s).
+    const p = await pttl(key);
+    assert.ok(p > 0 && p <= 3000, `L2 PTTL ${p}`);
+    const left = await pgLeft(key);
+    assert.ok(left > 50 && left <= 60, `L3 expires in ${left} s`);
+    // A ttl shorter than every tier's wins in each of them.
+    assert.ok((await pttl(short)) <= 800);
+    assert.ok((await pgLeft(short)) <= 0.8);
+    assert.equal((await get(d, key)).body.tier, 'l1');
+
+    await sleep(Math.max(0, t0 + 1200 - Date.now()));
+    let g = await get(d, key);
+    assert.equal(g.status, 200);
+    assert.equal(g.body.tier, 'l2', 'L1 (1 s) expired, L2 (3 s) still has it');
+    assert.equal((await get(d, short)).status, 404, 'a 0.8 s put is gone from every tier');
+
+    await sleep(Math.max(0, t0 + 3300 - Date.now()));
+    assert.equal(await pttl(key), -2, 'L2 dropped it after its 3 s');
+    g = await get(d, key);
+    assert.equal(g.status, 200);
+    assert.equal(g.body.tier, 'l3');
+    assert.deepEqual(g.body.value, 'v');
+    // Promoted back into L2 for at most L2's ttl, not L3's remaining ~57 s.
+    const again = await pttl(key);
+    assert.ok(again > 0 && again <= 3000, `promoted PTTL ${again}`);
+    const l3 = (await fetchJson(`${d.url}/api/stats`)).body.cache.l3;
+    assert.equal(l3.connections, 2);
+    assert.equal(l3.connections_up, 2);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('--check: a bad cache.l3.pool or tier ttl is named with FILE:LINE:COL', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sophia-cache-'));
+  try {
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, 'cache:\n  l3:\n    pool: 65\n  l2:\n    ttl: -1\n');
+    const r = await runSophiad(['--check', '-c', file], { SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '' });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /bad\.yaml:3:11: cache\.l3\.pool: '65' is not a connection count from 1 to 64/);
+    assert.match(r.stderr, /bad\.yaml:5:10: cache\.l2\.ttl: '-1' is not a duration/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -35,6 +35,7 @@
 #include <sophia/sdk.h>
 
 #include "pg.h"
+#include "pg_pool.h"
 
 #define WAIT_MS 15000
 
@@ -930,6 +931,120 @@ static void test_concurrent_schema_setup(void **state)
     PQfinish(admin);
 }
 
+/* ------------------------------------------------------------- pg_pool */
+
+static bool pool_all_up(void *arg)
+{
+    return sophia_pg_pool_nup(arg) == sophia_pg_pool_size(arg);
+}
+
+/* Runs `name` (no parameters) with `route` on the pool; the first cell. */
+static void pool_query(struct event_base *base, sophia_pg_pool *pp,
+                       const char *route, qres *q)
+{
+    memset(q, 0, sizeof(*q));
+    assert_int_equal(sophia_pg_pool_query_prepared(pp, route, "pool_pid", 0,
+                                                   NULL, NULL, NULL, 0,
+                                                   on_qres, q),
+                     0);
+    run_until(base, q_done, q, WAIT_MS, "pool query");
+    expect_ok(q);
+}
+
+static bool pool_degraded(void *arg)
+{
+    return sophia_pg_pool_nup(arg) < sophia_pg_pool_size(arg);
+}
+
+static int distinct(char pids[][256], int n)
+{
+    int d = 0;
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++)
+            seen = !strcmp(pids[i], pids[j]);
+        d += !seen;
+    }
+    return d;
+}
+
+static bool all_done(void *arg)
+{
+    qres *q = arg;
+    for (int i = 0; i < 30; i++)
+        if (!q[i].done)
+            return false;
+    return true;
+}
+
+static void test_pool_routes_and_survives_a_lost_connection(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    assert_null(sophia_pg_pool_new(base, pg_url(), 0));
+    assert_null(sophia_pg_pool_new(base, pg_url(), SOPHIA_PG_POOL_MAX + 1));
+    assert_null(sophia_pg_pool_new(base, "", 2));
+    sophia_pg_pool *pp = sophia_pg_pool_new(base, pg_url(), 3);
+    assert_non_null(pp);
+    assert_int_equal(sophia_pg_pool_size(pp), 3);
+    assert_int_equal(sophia_pg_pool_prepare(pp, "pool_pid",
+                                            "SELECT pg_backend_pid()", 0),
+                     0);
+    run_until(base, pool_all_up, pp, WAIT_MS, "every pool connection up");
+    assert_string_equal(sophia_pg_pool_last_error(pp), "");
+
+    /* One route, one connection (one backend), every time. */
+    qres a, q;
+    pool_query(base, pp, "key:a", &a);
+    for (int i = 0; i < 5; i++) {
+        pool_query(base, pp, "key:a", &q);
+        assert_string_equal(q.cell, a.cell);
+    }
+    /* Routes spread over every connection. */
+    static char pids[30][256];
+    for (int i = 0; i < 30; i++) {
+        char route[32];
+        snprintf(route, sizeof(route), "key:%d", i);
+        pool_query(base, pp, route, &q);
+        snprintf(pids[i], sizeof(pids[i]), "%s", q.cell);
+    }
+    assert_int_equal(distinct(pids, 30), 3);
+    /* Unrouted queries queued together go to the least busy: all three. */
+    static qres burst[30];
+    memset(burst, 0, sizeof(burst));
+    for (int i = 0; i < 30; i++)
+        assert_int_equal(sophia_pg_pool_query_prepared(pp, NULL, "pool_pid",
+                                                       0, NULL, NULL, NULL, 0,
+                                                       on_qres, &burst[i]),
+                         0);
+    run_until(base, all_done, burst, WAIT_MS, "unrouted burst");
+    for (int i = 0; i < 30; i++) {
+        expect_ok(&burst[i]);
+        snprintf(pids[i], sizeof(pids[i]), "%s", burst[i].cell);
+    }
+    assert_int_equal(distinct(pids, 30), 3);
+
+    /* The connection of "key:a" dies: the pool stays up on the others, a
+     * write routed there waits for its reconnect and runs on a new backend
+     * with the statement prepared again. */
+    admin_terminate(a.cell);
+    run_until(base, pool_degraded, pp, WAIT_MS, "the idle loss noticed");
+    assert_true(sophia_pg_pool_up(pp));
+    assert_true(strlen(sophia_pg_pool_last_error(pp)) > 0);
+    pool_query(base, pp, "key:a", &q);
+    assert_string_not_equal(q.cell, a.cell);
+    run_until(base, pool_all_up, pp, WAIT_MS, "pool back to full strength");
+
+    sophia_pg_stats st;
+    sophia_pg_pool_get_stats(pp, &st);
+    assert_true(st.up);
+    assert_true(st.queries_sent >= 67);
+    assert_int_equal(st.reconnects, 1);
+    assert_int_equal(st.queue_depth, 0);
+    sophia_pg_pool_free(pp);
+    event_base_free(base);
+}
+
 int main(void)
 {
     if (!getenv("SOPHIA_PG_URL") || !*getenv("SOPHIA_PG_URL"))
@@ -946,6 +1061,7 @@ int main(void)
         cmocka_unit_test(test_reconnects_after_backend_terminated),
         cmocka_unit_test(test_late_server_connect_timeout_then_queue_runs),
         cmocka_unit_test(test_concurrent_schema_setup),
+        cmocka_unit_test(test_pool_routes_and_survives_a_lost_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
