@@ -1,5 +1,10 @@
 // ingest - events through HTTP batch ingest -> the metrics processor ->
-// WebSocket clients, measured end to end on one sophiad.
+// WebSocket clients, measured end to end on one sophiad and on a peer: the
+// node server a JavaScript team would write for the same path (built into
+// this script: `node ingest.mjs --peer PORT`; node `http` + `ws`, parse
+// the JSON array, per point validate, aggregate per series, keep the
+// latest value as JSON in a map - the L1 put - and send the `metric`
+// message to the dashboard's subscribers).
 //
 // 100 clients each subscribe to one dashboard (dashboard:d0 … d99); points
 // are spread round-robin over the dashboards, so every event is delivered
@@ -12,12 +17,16 @@
 //      records receipt - send (one process, one clock); p50/p99/max.
 // L2/L3 are off (SOPHIA_REDIS_URL= SOPHIA_PG_URL=) so the path measured is
 // ingest, queue, plugin, L1 put, router; clients run in this process and
-// share the machine's two cores with the server.
+// share the machine's two cores with the server under test. Both servers
+// see the same clients and the same load; each target runs --runs times
+// (interleaved) and the table shows every run and the median ratio.
 //
 // Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
-//        node tests/bench/ingest.mjs [--rate 20000] [--seconds 5]
+//        node tests/bench/ingest.mjs [--rate 20000] [--seconds 5] [--runs 2]
+//        [--only sophiad|peer]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+const self = fileURLToPath(import.meta.url);
 const require = createRequire(path.join(here, '..', 'integration', 'package.json'));
 const WebSocket = require('ws');
 
@@ -36,9 +46,83 @@ const opt = (name, dflt) => {
 };
 const RATE = opt('rate', 20000);
 const SECONDS = opt('seconds', 5);
+const RUNS = opt('runs', 2);
+const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : ''; // sophiad | peer
 const CLIENTS = 100;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// ------------------------------------------------------------- the peer
+function runPeer(port) {
+  const topics = new Map(); // topic -> Set<ws>
+  const seqs = new Map();
+  const series = new Map(); // "dashboard\x1fmetric" -> aggregate
+  const cache = new Map(); // the L1: key -> JSON text
+  const point = (p) => {
+    if (typeof p !== 'object' || p === null || typeof p.metric !== 'string' || !p.metric ||
+        typeof p.value !== 'number') return false;
+    const dash = typeof p.dashboard_id === 'string' && p.dashboard_id ? p.dashboard_id : null;
+    const timestamp = p.timestamp ?? new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const skey = `${dash ?? ''}\x1f${p.metric}`;
+    const s = series.get(skey);
+    if (s) {
+      s.count++; s.sum += p.value; s.min = Math.min(s.min, p.value); s.max = Math.max(s.max, p.value);
+    } else {
+      series.set(skey, { count: 1, sum: p.value, min: p.value, max: p.value });
+    }
+    cache.set(`metric:${dash ?? '_'}:${p.metric}`, JSON.stringify({ value: p.value, timestamp }));
+    if (!dash) return true;
+    const data = { metric: p.metric, value: p.value, timestamp };
+    if (p.labels != null) data.labels = p.labels;
+    const topic = `dashboard:${dash}`;
+    const seq = (seqs.get(topic) || 0) + 1;
+    seqs.set(topic, seq);
+    const subs = topics.get(topic);
+    if (subs) {
+      const msg = JSON.stringify({ type: 'metric', topic, seq, dashboard_id: dash, data });
+      for (const ws of subs) ws.send(msg);
+    }
+    return true;
+  };
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'POST' || req.url !== '/ingest/metrics') {
+      res.writeHead(404).end();
+      return;
+    }
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      let body;
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch (e) {
+        res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: String(e) }));
+        return;
+      }
+      const pts = Array.isArray(body) ? body : [body];
+      let n = 0;
+      for (const p of pts) n += point(p) ? 1 : 0;
+      res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ accepted: n }));
+    });
+  });
+  const wss = new WebSocket.WebSocketServer({ server, path: '/ws' });
+  wss.on('connection', (ws) => {
+    const mine = new Set();
+    ws.on('message', (raw) => {
+      const m = JSON.parse(raw);
+      if (m.type !== 'subscribe') return;
+      for (const t of m.subscriptions) {
+        if (!topics.has(t)) topics.set(t, new Set());
+        topics.get(t).add(ws);
+        mine.add(t);
+      }
+      ws.send(JSON.stringify({ type: 'subscribed', subscriptions: m.subscriptions }));
+    });
+    ws.on('close', () => { for (const t of mine) topics.get(t).delete(ws); });
+  });
+  server.listen(port, '127.0.0.1');
+}
+
+// ---------------------------------------------------------- the harness
 function freePort() {
   return new Promise((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
@@ -46,6 +130,17 @@ function freePort() {
       s.close(() => resolve(port));
     });
   });
+}
+
+async function waitUp(proc, url) {
+  for (let i = 0; i < 100; i++) {
+    if (proc.exitCode !== null) break;
+    try {
+      await fetch(url);
+      return;
+    } catch { await sleep(50); }
+  }
+  throw new Error(`${url} never answered`);
 }
 
 async function startSophiad() {
@@ -64,13 +159,15 @@ streams:
   const proc = spawn(process.env.SOPHIAD, ['-c', path.join(dir, 'sophia.yaml'), '--listen', `127.0.0.1:${port}`], {
     env: { ...process.env, SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '' }, stdio: ['ignore', 'ignore', 'inherit'],
   });
-  for (let i = 0; i < 100; i++) {
-    try {
-      await fetch(`http://127.0.0.1:${port}/healthz`);
-      return { proc, port };
-    } catch { await sleep(50); }
-  }
-  throw new Error('sophiad did not start');
+  await waitUp(proc, `http://127.0.0.1:${port}/healthz`);
+  return { proc, port };
+}
+
+async function startPeer() {
+  const port = await freePort();
+  const proc = spawn(process.execPath, [self, '--peer', String(port)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  await waitUp(proc, `http://127.0.0.1:${port}/`);
+  return { proc, port };
 }
 
 async function connectClients(port, onMetric) {
@@ -112,13 +209,13 @@ function cpuSeconds(pid) {
 }
 
 const pct = (v, q) => v[Math.min(v.length - 1, Math.max(0, Math.ceil(q * v.length) - 1))];
+const median = (v) => [...v].sort((a, b) => a - b)[Math.floor((v.length - 1) / 2)];
 
-async function main() {
-  if (!process.env.SOPHIAD || !process.env.SOPHIA_PLUGIN_DIR) throw new Error('set SOPHIAD and SOPHIA_PLUGIN_DIR');
-  const { proc, port } = await startSophiad();
+// One run against one server: both phases; returns the numbers.
+async function measure({ proc, port }) {
   let received = 0;
   let lat = null;
-  await connectClients(port, (m) => {
+  const clients = await connectClients(port, (m) => {
     if (m.type !== 'metric') return;
     received++;
     if (lat) lat.push(performance.now() - m.data.labels.t);
@@ -128,19 +225,22 @@ async function main() {
   const tEnd = performance.now() + Math.min(SECONDS, 3) * 1000;
   let sent = 0;
   let refused = 0;
+  const codes = {};
   const t0 = performance.now();
   const cpu0 = cpuSeconds(proc.pid);
   const worker = async () => {
     while (performance.now() < tEnd) {
       const st = await post(port, batch(1000, performance.now()));
       if (st === 202) sent += 1000;
-      else refused++;
+      else refused++, codes[st] = (codes[st] || 0) + 1;
     }
   };
   await Promise.all([worker(), worker(), worker(), worker()]);
   while (received < sent && performance.now() - tEnd < 20000) await sleep(5);
   const thr = received / ((performance.now() - t0) / 1000);
+  const thrEvents = received;
   const thrCpuUs = ((cpuSeconds(proc.pid) - cpu0) * 1e6) / Math.max(1, received);
+  await sleep(200);
 
   // 2. latency at a fixed rate
   received = 0;
@@ -149,6 +249,7 @@ async function main() {
   const per = Math.max(1, Math.round(RATE / 200)); // a batch every 5 ms
   const start = performance.now();
   const cpu1 = cpuSeconds(proc.pid);
+  const client1 = process.cpuUsage();
   let ticks = 0;
   const total = Math.round((RATE * SECONDS) / per);
   const inflight = [];
@@ -156,24 +257,72 @@ async function main() {
     const due = start + ticks * 5;
     const now = performance.now();
     if (now < due) await sleep(due - now > 1 ? due - now - 0.5 : 0);
-    inflight.push(post(port, batch(per, performance.now())).then((s) => { if (s === 202) sent += per; else refused++; }));
+    inflight.push(post(port, batch(per, performance.now())).then((s) => {
+      if (s === 202) sent += per;
+      else refused++, codes[s] = (codes[s] || 0) + 1;
+    }));
     ticks++;
   }
   await Promise.all(inflight);
   const achieved = sent / ((performance.now() - start) / 1000);
   while (received < sent && performance.now() - start < SECONDS * 1000 + 10000) await sleep(5);
   const rateCpuUs = ((cpuSeconds(proc.pid) - cpu1) * 1e6) / Math.max(1, received);
-  const load = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
+  const cu = process.cpuUsage(client1);
+  const clientCpuUs = (cu.user + cu.system) / Math.max(1, received);
   lat.sort((a, b) => a - b);
-  proc.kill('SIGTERM');
+  for (const ws of clients) ws.terminate();
+  return {
+    codes, thr, thrCpuUs, events: thrEvents + received, achieved, rateCpuUs, clientCpuUs, refused, delivered: lat.length, sent,
+    p50: pct(lat, 0.5), p99: pct(lat, 0.99), max: lat[lat.length - 1],
+    load: readFileSync('/proc/loadavg', 'utf8').split(' ')[0],
+  };
+}
 
+async function runOnce(name, start) {
+  const srv = await start();
+  try {
+    return { name, ...(await measure(srv)) };
+  } finally {
+    srv.proc.kill('SIGTERM');
+    const exited = new Promise((r) => (srv.proc.exitCode !== null ? r() : srv.proc.once('exit', r)));
+    const t = setTimeout(() => { console.error(`${name} ignored SIGTERM for 10 s: killed`); srv.proc.kill('SIGKILL'); }, 10000);
+    await exited;
+    clearTimeout(t);
+  }
+}
+
+const f = (v, d = 0, w = 8) => (Number.isFinite(v) ? v.toFixed(d) : '-').padStart(w);
+
+async function main() {
+  if (!process.env.SOPHIAD || !process.env.SOPHIA_PLUGIN_DIR) throw new Error('set SOPHIAD and SOPHIA_PLUGIN_DIR');
+  const rows = [];
+  for (let i = 0; i < RUNS; i++) {
+    if (ONLY !== 'peer') rows.push(await runOnce('sophiad', startSophiad));
+    if (ONLY !== 'sophiad') rows.push(await runOnce('node peer', startPeer));
+  }
+  const per = Math.max(1, Math.round(RATE / 200));
   console.log('\ningest -> metrics plugin -> /ws, 100 clients (one dashboard each), L2/L3 off');
-  console.log(`${'phase'.padEnd(40)} ${'events/s'.padStart(10)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'max ms'.padStart(8)} ${'srv µs/ev'.padStart(10)}`);
-  console.log(`${'max throughput (4 x 1000-pt POSTs)'.padEnd(40)} ${thr.toFixed(0).padStart(10)} ${''.padStart(8)} ${''.padStart(8)} ${''.padStart(8)} ${thrCpuUs.toFixed(1).padStart(10)}`);
-  console.log(`${`fixed rate ${RATE}/s (${per}-pt POST / 5 ms)`.padEnd(40)} ${achieved.toFixed(0).padStart(10)} ${pct(lat, 0.5).toFixed(2).padStart(8)} ${pct(lat, 0.99).toFixed(2).padStart(8)} ${lat[lat.length - 1].toFixed(2).padStart(8)} ${rateCpuUs.toFixed(1).padStart(10)}`);
-  console.log(`delivered ${lat.length}/${sent} at the fixed rate; 503s: ${refused}; load average ${load}`);
-  console.log(`server CPU per event ${rateCpuUs.toFixed(1)} µs -> one core sustains ~${(1e6 / rateCpuUs).toFixed(0)} events/s`);
+  console.log(`max throughput: 4 x 1000-pt POSTs in flight; fixed rate: ${RATE}/s as a ${per}-pt POST every 5 ms;`);
+  console.log('µs/ev: server CPU per event (user+system); client: this process\' CPU per event at the fixed rate;');
+  console.log('lost: accepted but not delivered within 10 s; !202: POSTs refused (503 queue full)');
+  console.log(`${'server'.padEnd(10)} ${'max ev/s'.padStart(9)} ${'µs/ev'.padStart(6)} ${'rate ev/s'.padStart(9)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'max ms'.padStart(8)} ${'µs/ev'.padStart(6)} ${'client'.padStart(6)} ${'lost'.padStart(5)} ${'!202'.padStart(5)} ${'load'.padStart(5)}`);
+  for (const r of rows) {
+    console.log(`${r.name.padEnd(10)} ${f(r.thr, 0, 9)} ${f(r.thrCpuUs, 1, 6)} ${f(r.achieved, 0, 9)} ${f(r.p50, 2)} ${f(r.p99, 2)} ${f(r.max, 2)} ${f(r.rateCpuUs, 1, 6)} ${f(r.clientCpuUs, 1, 6)} ${String(r.sent - r.delivered).padStart(5)} ${String(r.refused).padStart(5)} ${r.load.padStart(5)}`);
+  }
+  if (process.env.INGEST_BENCH_JSON) console.log(JSON.stringify(rows));
+  const s = rows.filter((r) => r.name === 'sophiad');
+  const p = rows.filter((r) => r.name === 'node peer');
+  if (!s.length || !p.length) process.exit(0);
+  const ratio = (k, inv) => median(s.map((r, i) => (inv ? p[i][k] / r[k] : r[k] / p[i][k])));
+  console.log(`sophiad vs node peer, median of ${RUNS} paired runs (> 1: sophiad better): ` +
+    `max throughput ${ratio('thr').toFixed(2)}x, CPU per event ${ratio('rateCpuUs', true).toFixed(2)}x, ` +
+    `p50 ${ratio('p50', true).toFixed(2)}x, p99 ${ratio('p99', true).toFixed(2)}x`);
+  const med = (k) => median(s.map((r) => r[k]));
+  console.log(`sophiad at ${RATE}/s: p99 ${med('p99').toFixed(2)} ms (target < 5 ms), ` +
+    `server CPU ${med('rateCpuUs').toFixed(1)} µs/event -> one core ~${(1e6 / med('rateCpuUs')).toFixed(0)} events/s`);
   process.exit(0);
 }
 
-main().catch((e) => { console.error(e); process.exit(1); });
+const peerAt = args.indexOf('--peer');
+if (peerAt >= 0) runPeer(Number(args[peerAt + 1]));
+else main().catch((e) => { console.error(e); process.exit(1); });

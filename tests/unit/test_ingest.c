@@ -5,6 +5,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -81,6 +83,165 @@ static void test_embedded_nul_is_an_error(void **unused)
     assert_int_equal(e.offset, 7);
 }
 
+/* ------------------------------------------ fast path vs jansson */
+
+/* The body as jansson alone reads it (the parser before the fast path). */
+static json_t *reference(const char *body, size_t len)
+{
+    json_t *events = json_array();
+    size_t pos = 0;
+    while (pos < len && strchr(" \t\r\n", body[pos]))
+        pos++;
+    if (pos == len) {
+        json_decref(events);
+        return NULL;
+    }
+    while (pos < len) {
+        json_error_t je;
+        json_t *v = json_loadb(body + pos, len - pos,
+                               JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &je);
+        int ok = v && (json_is_object(v) || json_is_array(v));
+        for (size_t i = 0; ok && json_is_array(v) && i < json_array_size(v); i++)
+            ok = json_is_object(json_array_get(v, i));
+        if (!ok) {
+            json_decref(v);
+            json_decref(events);
+            return NULL;
+        }
+        if (json_is_object(v))
+            json_array_append_new(events, v);
+        else {
+            json_array_extend(events, v);
+            json_decref(v);
+        }
+        pos += (size_t)je.position;
+        while (pos < len && strchr(" \t\r\n", body[pos]))
+            pos++;
+    }
+    return events;
+}
+
+/* Whatever the fast path accepts, jansson accepts with an equal tree
+ * (same values, same key order); returns 1 when the fast path took it. */
+static int check_same(const char *body, size_t len)
+{
+    json_t *fast = sophia_ingest_parse_fast(body, len);
+    if (!fast)
+        return 0;
+    json_t *ref = reference(body, len);
+    if (!ref)
+        fail_msg("fast path accepted what jansson refuses: %.*s", (int)len, body);
+    assert_true(json_equal(fast, ref));
+    char *a = json_dumps(fast, JSON_COMPACT), *b = json_dumps(ref, JSON_COMPACT);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    json_decref(fast);
+    json_decref(ref);
+    return 1;
+}
+
+static json_t *gen_value(unsigned *seed, int depth)
+{
+    static const char *const strs[] = {"", "cpu", "a\"b\\c/d", "tab\there\n",
+                                       "\x01\x1f", "é漢😀", "\xe2\x80\xa8"};
+    switch (rand_r(seed) % (depth > 2 ? 5 : 7)) {
+    case 0: return json_integer((json_int_t)rand_r(seed) * (rand_r(seed) % 3 - 1));
+    case 1: return json_real((double)rand_r(seed) / (1 + rand_r(seed) % 1000) *
+                             (rand_r(seed) % 2 ? 1e-9 : 1e9));
+    case 2: return json_string(strs[rand_r(seed) % 7]);
+    case 3: return json_boolean(rand_r(seed) % 2);
+    case 4: return json_null();
+    case 5: {
+        json_t *a = json_array();
+        for (int i = rand_r(seed) % 4; i > 0; i--)
+            json_array_append_new(a, gen_value(seed, depth + 1));
+        return a;
+    }
+    default: {
+        json_t *o = json_object();
+        for (int i = rand_r(seed) % 5; i > 0; i--)
+            json_object_set_new(o, strs[rand_r(seed) % 7], gen_value(seed, depth + 1));
+        return o;
+    }
+    }
+}
+
+/* A body of a few events, in one of the layouts and encodings clients
+ * send (array or NDJSON; compact, indented, ASCII-escaped). */
+static char *gen_body(unsigned *seed)
+{
+    static const size_t flags[] = {JSON_COMPACT, JSON_INDENT(2),
+                                   JSON_COMPACT | JSON_ENSURE_ASCII,
+                                   JSON_COMPACT | JSON_ESCAPE_SLASH};
+    size_t fl = flags[rand_r(seed) % 4];
+    json_t *events = json_array();
+    for (int i = 1 + rand_r(seed) % 4; i > 0; i--) {
+        json_t *ev = json_object();
+        json_object_set_new(ev, "metric", json_string("m"));
+        json_object_set_new(ev, "x", gen_value(seed, 0));
+        json_object_set_new(ev, "y", gen_value(seed, 0));
+        json_array_append_new(events, ev);
+    }
+    char *body;
+    if (rand_r(seed) % 2) {
+        body = json_dumps(events, fl);
+    } else { /* NDJSON */
+        size_t cap = 1 << 16, off = 0;
+        body = calloc(1, cap);
+        for (size_t i = 0; i < json_array_size(events); i++) {
+            char *line = json_dumps(json_array_get(events, i), fl);
+            off += (size_t)snprintf(body + off, cap - off, "%s\n", line);
+            free(line);
+        }
+    }
+    json_decref(events);
+    return body;
+}
+
+static void test_fast_path_matches_jansson(void **unused)
+{
+    (void)unused;
+    unsigned seed = 4242;
+    int taken = 0;
+    for (int i = 0; i < 3000; i++) {
+        char *body = gen_body(&seed);
+        if (!check_same(body, strlen(body))) /* valid: the fast path takes it */
+            fail_msg("fast path gave up on a valid body: %s", body);
+        taken++;
+        free(body);
+    }
+    /* Mutated bodies: the fast path may give up, never disagree. */
+    static const char bytes[] = "{}[],:\"\\ u0eE.-+9x\x01\x80\xc3\xed\xa0";
+    for (int i = 0; i < 10000; i++) {
+        char *body = gen_body(&seed);
+        size_t len = strlen(body);
+        for (int k = 1 + rand_r(&seed) % 3; k > 0 && len; k--) {
+            size_t at = (size_t)rand_r(&seed) % len;
+            int op = rand_r(&seed) % 3;
+            char b = bytes[rand_r(&seed) % (sizeof(bytes) - 1)];
+            if (op == 0)
+                body[at] = b;
+            else if (op == 1)
+                memmove(body + at, body + at + 1, len-- - at);
+            else
+                body[at] = body[at] == '"' ? '\\' : body[at]; /* escapes */
+        }
+        taken += check_same(body, len);
+        free(body);
+    }
+    const char *edge[] = {"[]", "[] {}", "{\"a\":-0}", "{\"a\":-0.0}",
+                          "{\"a\":1e400}", "{\"a\":1e-400}", "{\"a\":01}",
+                          "{\"a\":1234567890123456789}", "{\"a\":\"\\u0000\"}",
+                          "{\"a\":\"\\ud83d\\ude00\"}", "{\"a\":\"\\ud83d\"}",
+                          "{\"a\":\"\\ude00\"}", "{\"a\":1,\"a\":2}", "{\"\xc3\xa9\":1}",
+                          "{\"a\":\"\xed\xa0\x80\"}", "{\"a\":tru}", "{\"a\":1.}",
+                          "{\"a\":.5}", "{\"a\":\"x\"}{\"b\":2}", "{\"a\":[1,]}"};
+    for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++)
+        check_same(edge[i], strlen(edge[i]));
+    assert_true(taken > 3000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -89,6 +250,7 @@ int main(void)
         cmocka_unit_test(test_error_position),
         cmocka_unit_test(test_rejects_non_objects),
         cmocka_unit_test(test_embedded_nul_is_an_error),
+        cmocka_unit_test(test_fast_path_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
