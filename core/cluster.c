@@ -24,10 +24,28 @@
 #define CLUSTER_BACKOFF_MAX_MS 5000
 #define CLUSTER_CONNECT_TIMEOUT_MS 2000
 #define CLUSTER_MAX_TOPICS 16
+#define CLUSTER_SEQ_TTL_DEFAULT 600
 
+/* KEYS: sophia:seq:<topic>...; ARGV: channel, message, ttl seconds.
+ * A seq key lives ttl (refreshed by every publish, see cluster.h). One
+ * that is new - first publish, or the topic idled past its ttl - starts
+ * at Redis's clock in microseconds instead of 1, so a topic's seq never
+ * goes back: a client holding a seq from before the expiry gets `resync`,
+ * never a replay of different messages under numbers it already saw.
+ * %d, not tostring: Lua 5.1 prints a double that large in %.14g. */
 static const char publish_script[] =
     "local s = {}\n"
-    "for i = 1, #KEYS do s[i] = redis.call('INCR', KEYS[i]) end\n"
+    "local ttl = tonumber(ARGV[3])\n"
+    "for i = 1, #KEYS do\n"
+    "  local v = redis.call('INCR', KEYS[i])\n"
+    "  if v == 1 then\n"
+    "    local t = redis.call('TIME')\n"
+    "    v = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "    redis.call('SET', KEYS[i], string.format('%d', v))\n"
+    "  end\n"
+    "  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end\n"
+    "  s[i] = string.format('%d', v)\n"
+    "end\n"
     "redis.call('PUBLISH', ARGV[1], table.concat(s, ',') .. '\\n' .. ARGV[2])\n"
     "return #s\n";
 
@@ -35,6 +53,7 @@ struct sophia_cluster {
     struct event_base *base;
     struct sophia_ws_router *router;
     sophia_redis *cmd;       /* EVAL, PUBLISH */
+    long seq_ttl;            /* seconds a sophia:seq:* key outlives its last publish */
     redisAsyncContext *sub;  /* SUBSCRIBE only */
     char *host;
     int port;
@@ -226,6 +245,7 @@ sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
     c->base = base;
     c->router = router;
     c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
+    c->seq_ttl = CLUSTER_SEQ_TTL_DEFAULT;
     if (node_id && *node_id) {
         snprintf(c->node, sizeof(c->node), "%s", node_id);
     } else {
@@ -303,9 +323,9 @@ int sophia_cluster_publish(sophia_cluster *c, const char *type,
     if (!sophia_cluster_ready(c) || ntopics == 0 || ntopics > CLUSTER_MAX_TOPICS)
         return -1;
     char *payload = encode_publish(c, type, topics, ntopics, dashboard_id, data);
-    char nkeys[16], *keys[CLUSTER_MAX_TOPICS];
-    const char *argv[5 + CLUSTER_MAX_TOPICS];
-    size_t lens[5 + CLUSTER_MAX_TOPICS];
+    char nkeys[16], ttl[24], *keys[CLUSTER_MAX_TOPICS];
+    const char *argv[6 + CLUSTER_MAX_TOPICS];
+    size_t lens[6 + CLUSTER_MAX_TOPICS];
     int argc = 0, rc = -1;
     if (!payload)
         return -1;
@@ -321,6 +341,8 @@ int sophia_cluster_publish(sophia_cluster *c, const char *type,
     }
     argv[argc++] = SOPHIA_CLUSTER_CHANNEL;
     argv[argc++] = payload;
+    snprintf(ttl, sizeof(ttl), "%ld", c->seq_ttl);
+    argv[argc++] = ttl;
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     rc = sophia_redis_command(c->cmd, on_eval, NULL, argc, argv, lens) == 0 ? 0 : -1;
@@ -328,6 +350,14 @@ int sophia_cluster_publish(sophia_cluster *c, const char *type,
         free(keys[i]);
     free(payload);
     return rc;
+}
+
+void sophia_cluster_set_seq_ttl(sophia_cluster *c, double history_age)
+{
+    if (!c)
+        return;
+    long ttl = (long)(2 * history_age + 0.999);
+    c->seq_ttl = ttl < 10 ? 10 : ttl;
 }
 
 void sophia_cluster_on_invalidate(sophia_cluster_invalidate_fn fn, void *arg)

@@ -21,6 +21,12 @@
  * the previous one empties that topic's history, so `since` answers
  * `resync` instead of replaying across a hole.
  *
+ * The `sophia:seq:<topic>` keys expire 2 x websocket.history_age (at least
+ * 10 s) after a topic's last publish, when no node can replay it anyway,
+ * so topics that come and go do not pile up in Redis. A key created anew
+ * starts at Redis's clock in microseconds, not 1, which keeps every
+ * topic's seq increasing across an expiry (see publish_script).
+ *
  * Invalidations go on `sophia:inval` as {"node","key"|"tag"}; each node
  * skips its own (by node id) and hands the others to the hook the cache
  * registered.
@@ -56,6 +62,9 @@ uint64_t sophia_cluster_received(const sophia_cluster *c);
 int sophia_cluster_publish(sophia_cluster *c, const char *type,
                            const char *const *topics, size_t ntopics,
                            const char *dashboard_id, json_t *data);
+
+/* The seq keys' TTL from websocket.history_age (seconds). */
+void sophia_cluster_set_seq_ttl(sophia_cluster *c, double history_age);
 
 /* ---- L1 invalidation transport (for the cache) ---------------------- */
 typedef void (*sophia_cluster_invalidate_fn)(const char *key_or_tag,

@@ -187,6 +187,15 @@ void sophia_http_set_retry_after(sophia_http_req *r, int secs)
     r->retry_after = secs;
 }
 
+const char *sophia_http_req_peer(const sophia_http_req *r, char *buf,
+                                 size_t len)
+{
+    buf[0] = '\0';
+    if (r->wsi)
+        lws_get_peer_simple(r->wsi, buf, len);
+    return buf;
+}
+
 void sophia_http_reply(sophia_http_req *r, int status, const char *ctype,
                        char *body, size_t len)
 {
@@ -420,7 +429,9 @@ static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
 }
 
 static const struct lws_protocols protocols[] = {
-    {"sophia", sophia_lws_cb, sizeof(http_pss), 4096, 0, NULL, 0},
+    /* tx_packet_size: one send may carry a WebSocket flush (ws.c
+     * WS_GATHER_MAX); with 0 lws would cut sends to rx_buffer_size. */
+    {"sophia", sophia_lws_cb, sizeof(http_pss), 4096, 0, NULL, 64 * 1024},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static void lws_log_emit(int level, const char *line)

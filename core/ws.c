@@ -19,13 +19,33 @@
 #include "api.h"
 #include "cluster.h"
 #include "dict.h"
+#include "jsonlimit.h"
+#include "jsonw.h"
 #include "log.h"
 #include "server.h"
+#include "stream.h"
 #include "ws_history.h"
 #include "ws_jwt.h"
 
 #define WS_MAX_TOPIC 200
-#define WS_WRITES_PER_TURN 512
+/* One send carries at most this much (http.c sets the protocol's
+ * tx_packet_size to match: lws would cut larger sends into 4 KiB ones). A
+ * flush or WRITEABLE turn sends at most WS_GATHERS_PER_TURN of them, so one
+ * deep queue cannot hold the loop. */
+#define WS_GATHER_MAX (64 * 1024)
+#define WS_GATHERS_PER_TURN 16
+/* A client given this many messages in one loop turn (one big ingest
+ * batch) is written at once rather than at the flush: the queue is for
+ * clients whose socket is full, and a fast one must not reach
+ * coalesce_at or max_queue only because the turn was long. */
+#define WS_FLUSH_AT 256
+/* Under load, flushes would follow each other after every small turn of
+ * work, one send per client for one or two messages each. So while events
+ * wait in the stream queues a flush starts no sooner than the last one's
+ * duration after it ended (at most about half the loop goes to flushing,
+ * and messages per send grow with the load), and never more than this
+ * late. With nothing waiting (a steady rate) it runs at once. */
+#define WS_FLUSH_DELAY_MAX_US 5000
 #define WS_MAX_METHODS 32
 #define WS_CLOSE_AUTH 4001
 /* lws's own opcode for close frames (private since 4.0, value stable;
@@ -71,6 +91,7 @@ struct sophia_ws_client {
     int want_ping;
     int kill; /* dead peer: drop without a close frame */
     int rearm_pending; /* listed in router->rearm */
+    size_t dirty_at;   /* index + 1 in router->dirty; 0 = not listed */
 };
 
 struct sophia_ws_router {
@@ -93,6 +114,13 @@ struct sophia_ws_router {
     struct event *rearm_ev; /* see rearm_later() */
     uint64_t *rearm;        /* ids of clients whose write was cut short */
     size_t nrearm, rearm_cap;
+    /* clients given messages since the last flush (see on_flush) */
+    struct event *flush_ev;
+    sophia_ws_client **dirty;
+    size_t ndirty, dirty_cap;
+    unsigned char *gather;  /* LWS_PRE + WS_GATHER_MAX, see queue_write() */
+    int64_t flush_end_us, flush_cost_us; /* the last flush, see mark_dirty */
+    sophia_jsonw render;    /* reused by render_msg: no malloc per message */
     sophia_cluster *cluster;
     sophia_ws_stats st;
 };
@@ -115,10 +143,11 @@ static void kick(void)
 
 static ws_msg *msg_from_json(json_t *obj)
 {
-    char *s = json_dumps(obj, JSON_COMPACT);
+    size_t len;
+    char *s = sophia_json_encode(obj, &len);
     if (!s)
         return NULL;
-    ws_msg *m = ws_msg_new(s, strlen(s), LWS_PRE);
+    ws_msg *m = ws_msg_new(s, len, LWS_PRE);
     free(s);
     return m;
 }
@@ -150,6 +179,8 @@ static void client_request_close(sophia_ws_client *c, int code,
         return;
     c->close_code = code;
     c->close_reason = reason;
+    if (!c->wsi) /* detached (sophia_ws_feed): nothing to send it on */
+        return;
     lws_callback_on_writable(c->wsi);
     /* A peer that stopped reading never makes us writeable again: lws
      * drops the connection after 2 s if the close frame did not go. */
@@ -264,44 +295,26 @@ static int queue_grow(sophia_ws_client *c)
 }
 
 static void rearm_later(sophia_ws_client *c);
+static void mark_dirty(sophia_ws_client *c);
+static void client_flush(sophia_ws_client *c);
 
-/* An idle client gets `m` written at once instead of queued for the next
- * WRITEABLE callback: with lws on libuv that round trip costs two
- * epoll_ctl calls and a wake-up per client per message, which was most of
- * a 1,000-client fan-out (tests/bench/fanout). lws keeps what the socket
- * does not take and flushes it on POLLOUT, exactly as for writes made in
- * the callback; later messages queue behind it. */
-static int write_now(sophia_ws_client *c, ws_msg *m)
-{
-    if (c->qlen || c->want_ping || lws_partial_buffered(c->wsi))
-        return 0;
-    if (lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT) < (int)m->len) {
-        c->close_code = 1006;
-        c->kill = 1; /* the socket failed: nothing more can be written */
-        lws_callback_on_writable(c->wsi);
-        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 1);
-        return 1;
-    }
-    c->r->st.messages_out++;
-    return 1;
-}
-
-/* Takes a reference to `m` when queued. */
+/* Takes a reference to `m` when queued. Nothing is written here: the
+ * client is listed for the flush that runs once the current loop callback
+ * (a whole ingest batch, say) is done, so every message a client got in
+ * that turn leaves in one send (see on_flush). */
 static void client_send(sophia_ws_client *c, ws_msg *m)
 {
     sophia_ws_router *r = c->r;
     if (c->close_code) /* closing: nothing new goes in */
         return;
-    if (write_now(c, m))
-        return;
     int co = m->ckey && c->qlen >= r->coalesce_at;
     if (co)
         coalesce_old(c, m);
-    if (c->qlen == r->max_queue && c->tombs)
+    if (c->qlen >= r->max_queue && c->tombs)
         queue_compact(c);
     if (c->qlen == c->qcap && c->qcap < r->max_queue && queue_grow(c) < 0)
         return;
-    if (c->qlen == r->max_queue) {
+    if (c->qlen >= r->max_queue || c->qlen == c->qcap) {
         client_drop_slow(c);
         return;
     }
@@ -309,11 +322,11 @@ static void client_send(sophia_ws_client *c, ws_msg *m)
     *qslot(c, c->qlen) = m;
     if (co)
         coalesce_note(c, m, c->qbase + c->qlen);
-    if (c->qlen++ == 0) {
-        lws_callback_on_writable(c->wsi);
-        if (lws_partial_buffered(c->wsi))
-            rearm_later(c);
-    }
+    c->qlen++;
+    mark_dirty(c);
+    if ((c->qlen >= WS_FLUSH_AT || c->qlen * 2 >= r->coalesce_at) &&
+        c->wsi && r->flush_ev && !lws_partial_buffered(c->wsi))
+        client_flush(c);
 }
 
 static void client_send_json(sophia_ws_client *c, json_t *obj)
@@ -365,6 +378,8 @@ static int is_pattern(const char *t)
 {
     return t[strlen(t) - 1] == '*';
 }
+
+static void topic_free(void *p);
 
 static ws_topic *topic_get(sophia_ws_router *r, const char *name, int create)
 {
@@ -435,8 +450,14 @@ static void index_del(sophia_ws_router *r, sophia_ws_client *c, const char *s)
 {
     if (!is_pattern(s)) {
         ws_topic *t = topic_get(r, s, 0);
-        if (t)
-            subs_del(&t->subs, c);
+        if (!t)
+            return;
+        subs_del(&t->subs, c);
+        /* Never published to: nothing to keep. Without this, a client
+         * cycling through made-up topic names would grow the index for
+         * ever. Published topics stay (their seq must not restart). */
+        if (t->subs.n == 0 && t->seq == 0)
+            topic_free(sophia_dict_del(r->topics, s));
         return;
     }
     size_t n = strlen(s) - 1;
@@ -865,6 +886,10 @@ static void dispatch(sophia_ws_client *c, const char *type, json_t *msg)
 
 static void on_message(sophia_ws_client *c, const char *text, size_t len)
 {
+    if (sophia_json_too_deep(text, len, SOPHIA_JSON_MAX_DEPTH)) { /* jsonlimit.h */
+        client_error(c, NULL, "too_deep", "message nested deeper than 64 levels");
+        return;
+    }
     json_error_t err;
     json_t *msg = json_loadb(text, len, 0, &err);
     c->r->st.messages_in++;
@@ -946,6 +971,21 @@ int sophia_ws_receive(sophia_ws_client *c, const void *in, size_t len)
     return 0;
 }
 
+void sophia_ws_feed(sophia_ws_client *c, const char *text, size_t len)
+{
+    on_message(c, text, len);
+}
+
+size_t sophia_ws_queued(const sophia_ws_client *c)
+{
+    return c->qlen - c->tombs;
+}
+
+int sophia_ws_close_code(const sophia_ws_client *c)
+{
+    return c->close_code;
+}
+
 void sophia_ws_pong(sophia_ws_client *c)
 {
     c->last_rx_us = sophia_now_mono_us();
@@ -1011,34 +1051,171 @@ static void rearm_later(sophia_ws_client *c)
     }
 }
 
+/* One send of the head of the queue: a lone message straight from its
+ * buffer (its frame header is already in place, ws_history.h), several
+ * copied back to back into the router's gather buffer - frames delimit
+ * themselves, so the peer still sees separate messages. lws_write with
+ * LWS_WRITE_RAW adds no framing; what the socket does not take lws keeps
+ * in its buflist_out and flushes on POLLOUT, and nothing more may be
+ * written until it has (lws_partial_buffered). -1: the socket failed. */
+static int queue_write(sophia_ws_client *c)
+{
+    unsigned char *out = c->r->gather + LWS_PRE;
+    size_t len = 0, n, frames = 0;
+    while (c->qlen && !*qslot(c, 0))
+        queue_pop(c); /* tombstones */
+    if (!c->qlen)
+        return 0;
+    const unsigned char *f = ws_msg_frame(*qslot(c, 0), LWS_PRE, &n);
+    if (c->qlen == 1 || n >= WS_GATHER_MAX) {
+        int w = lws_write(c->wsi, (unsigned char *)f, n, LWS_WRITE_RAW);
+        queue_pop(c);
+        c->r->st.messages_out++;
+        return w < (int)n ? -1 : 0;
+    }
+    while (c->qlen) {
+        ws_msg *m = *qslot(c, 0);
+        if (m) {
+            f = ws_msg_frame(m, LWS_PRE, &n);
+            if (len + n > WS_GATHER_MAX)
+                break;
+            memcpy(out + len, f, n);
+            len += n;
+            frames++;
+        }
+        queue_pop(c);
+    }
+    c->r->st.messages_out += frames;
+    return lws_write(c->wsi, out, len, LWS_WRITE_RAW) < (int)len ? -1 : 0;
+}
+
+/* Sends until the queue is empty, the socket is full (lws buffered a
+ * remainder) or the turn's share is used. */
+static int queue_drain(sophia_ws_client *c)
+{
+    for (int k = 0; k < WS_GATHERS_PER_TURN && c->qlen &&
+                    !lws_partial_buffered(c->wsi); k++)
+        if (queue_write(c) < 0)
+            return -1;
+    return 0;
+}
+
+/* The rest waits for WRITEABLE; see on_rearm for the short-write case. */
+static void want_writeable(sophia_ws_client *c)
+{
+    lws_callback_on_writable(c->wsi);
+    if (lws_partial_buffered(c->wsi))
+        rearm_later(c);
+}
+
+/* A client whose messages are written from the flush, outside any lws
+ * callback: it cannot be closed from here, so a failed socket is marked
+ * and lws is asked for the WRITEABLE callback that closes it. */
+static void client_flush(sophia_ws_client *c)
+{
+    if (!c->qlen || !c->wsi || !c->r->flush_ev)
+        return; /* detached, or no loop: WRITEABLE only */
+    if (c->close_code || c->want_ping || lws_partial_buffered(c->wsi)) {
+        want_writeable(c);
+        return;
+    }
+    if (queue_drain(c) < 0) {
+        c->close_code = 1006;
+        c->kill = 1; /* nothing more can be written */
+        lws_callback_on_writable(c->wsi);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 1);
+        return;
+    }
+    if (c->qlen)
+        want_writeable(c);
+}
+
+/* Runs as an active libevent event, so after the callback that published
+ * (an ingest batch, a Redis message, a request) and in the same loop
+ * iteration: the batch's messages go out at once, one send per client,
+ * without a WRITEABLE round trip (with lws on libuv that costs two
+ * epoll_ctl calls and a wake-up per client). */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_ws_router *r = arg;
+    if (!r->ndirty)
+        return;
+    int64_t t0 = sophia_now_mono_us();
+    for (size_t i = 0; i < r->ndirty; i++) {
+        sophia_ws_client *c = r->dirty[i];
+        if (!c)
+            continue; /* closed meanwhile */
+        c->dirty_at = 0;
+        client_flush(c);
+    }
+    r->ndirty = 0;
+    r->flush_end_us = sophia_now_mono_us();
+    r->flush_cost_us = r->flush_end_us - t0;
+    kick();
+}
+
+static void schedule_flush(sophia_ws_router *r)
+{
+    int64_t wait = r->flush_end_us + r->flush_cost_us - sophia_now_mono_us();
+    int backlog = sophia_srv && sophia_srv->streams &&
+                  sophia_streams_pending(sophia_srv->streams) > 0;
+    if (wait <= 0 || !backlog) {
+        event_active(r->flush_ev, EV_TIMEOUT, 0);
+        return;
+    }
+    if (wait > WS_FLUSH_DELAY_MAX_US)
+        wait = WS_FLUSH_DELAY_MAX_US;
+    struct timeval tv = {0, (suseconds_t)wait};
+    event_add(r->flush_ev, &tv);
+}
+
+static void mark_dirty(sophia_ws_client *c)
+{
+    sophia_ws_router *r = c->r;
+    if (c->dirty_at || !c->wsi) /* a detached client keeps its queue */
+        return;
+    if (!r->flush_ev) { /* no loop (tests): the WRITEABLE path only */
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+    if (r->ndirty == r->dirty_cap) {
+        size_t cap = r->dirty_cap ? r->dirty_cap * 2 : 256;
+        sophia_ws_client **v = realloc(r->dirty, cap * sizeof(*v));
+        if (!v) {
+            lws_callback_on_writable(c->wsi);
+            return;
+        }
+        r->dirty = v;
+        r->dirty_cap = cap;
+    }
+    r->dirty[r->ndirty++] = c;
+    c->dirty_at = r->ndirty;
+    if (r->ndirty == 1)
+        schedule_flush(r);
+}
+
 int sophia_ws_writeable(sophia_ws_client *c)
 {
     if (c->kill)
         return -1;
+    /* Control frames too wait until lws has flushed a cut-short send:
+     * they must not land in the middle of it. */
+    if (lws_partial_buffered(c->wsi)) {
+        want_writeable(c);
+        kick();
+        return 0;
+    }
     if (c->want_ping && !c->close_code && write_ping(c) < 0)
         return -1;
     /* Queued messages go out before a requested close (shutdown sends
      * what was published, then 1001); a slow client's queue was already
      * emptied when its close was requested. */
-    for (int n = 0; c->qlen && n < WS_WRITES_PER_TURN;) {
-        ws_msg *m = *qslot(c, 0);
-        if (m && lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT) <
-                     (int)m->len)
-            return -1;
-        queue_pop(c);
-        if (!m)
-            continue;
-        n++;
-        c->r->st.messages_out++;
-        /* Not lws_send_pipe_choked(): that polls the socket, one more
-         * syscall per message; a short write is what we need to know. */
-        if (lws_partial_buffered(c->wsi))
-            break;
-    }
+    if (queue_drain(c) < 0)
+        return -1;
     if (c->qlen) {
-        lws_callback_on_writable(c->wsi);
-        if (lws_partial_buffered(c->wsi))
-            rearm_later(c);
+        want_writeable(c);
         /* libuv applies the POLLOUT request only in its next run: without
          * a kick that run waits for an unrelated event (see loop.h). */
         kick();
@@ -1065,6 +1242,8 @@ void sophia_ws_closed(sophia_ws_client *c)
         c->next->prev = c->prev;
     snprintf(k, sizeof(k), "%" PRIu64, c->id);
     sophia_dict_del(r->by_id, k);
+    if (c->dirty_at)
+        r->dirty[c->dirty_at - 1] = NULL;
     r->st.connections--;
     json_decref(c->claims);
     free(c->subs);
@@ -1075,29 +1254,37 @@ void sophia_ws_closed(sophia_ws_client *c)
 
 /* ------------------------------------------------------------ publish */
 
-static json_t *render(const char *type, const char *topic, uint64_t seq,
-                      const char *dashboard_id, json_t *data)
-{
-    json_t *o = json_pack("{s:s,s:s,s:I}", "type", type, "topic", topic,
-                          "seq", (json_int_t)seq);
-    if (dashboard_id)
-        json_object_set_new(o, "dashboard_id", json_string(dashboard_id));
-    json_object_set(o, "data", data ? data : json_null());
-    return o;
-}
-
+/* One topic's copy of a publish: the envelope is rendered per topic and
+ * `data`, the bulk of the message and the same for every topic, is
+ * spliced in as text encoded once per publish (sophia_ws_route). The
+ * bytes are what dumping the whole object would give: jansson keeps
+ * insertion order and "data" is the last member. */
 static ws_msg *render_msg(sophia_ws_router *r, const char *type,
                           const char *topic, uint64_t seq,
-                          const char *dashboard_id, json_t *data)
+                          const char *dashboard_id, const char *dtext,
+                          size_t dlen, const char *metric)
 {
-    json_t *o = render(type, topic, seq, dashboard_id, data);
-    ws_msg *m = msg_from_json(o);
-    json_decref(o);
+    sophia_jsonw *w = &r->render;
+    char num[32];
+    int n = snprintf(num, sizeof(num), ",\"seq\":%" PRIu64, seq);
+    sophia_jsonw_clear(w);
+    sophia_jsonw_raw(w, "{\"type\":", 8);
+    sophia_jsonw_str(w, type, strlen(type));
+    sophia_jsonw_raw(w, ",\"topic\":", 9);
+    sophia_jsonw_str(w, topic, strlen(topic));
+    sophia_jsonw_raw(w, num, (size_t)n);
+    if (dashboard_id) {
+        sophia_jsonw_raw(w, ",\"dashboard_id\":", 16);
+        sophia_jsonw_str(w, dashboard_id, strlen(dashboard_id));
+    }
+    sophia_jsonw_raw(w, ",\"data\":", 8);
+    sophia_jsonw_raw(w, dtext, dlen);
+    sophia_jsonw_raw(w, "}", 1);
+    ws_msg *m = w->failed ? NULL : ws_msg_new(w->p, w->len, LWS_PRE);
     if (!m)
         return NULL;
     m->pubid = r->pubid;
-    const char *metric = json_string_value(json_object_get(data, "metric"));
-    if (strcmp(type, "metric") == 0 && metric)
+    if (metric)
         ws_msg_set_ckey(m, topic, metric);
     return m;
 }
@@ -1132,14 +1319,20 @@ void sophia_ws_route(sophia_ws_router *r, const char *type,
                      size_t ntopics, const char *dashboard_id, json_t *data)
 {
     int64_t now = sophia_now_mono_us();
+    size_t dlen = 0;
+    char *dtext = sophia_json_encode(data ? data : json_null(), &dlen);
+    const char *metric = strcmp(type, "metric") == 0
+                             ? json_string_value(json_object_get(data, "metric"))
+                             : NULL;
     r->stamp++;
     r->pubid++;
-    for (size_t i = 0; i < ntopics; i++) {
+    for (size_t i = 0; dtext && i < ntopics; i++) {
         ws_topic *t = topic_get(r, topics[i], 1);
         if (!t)
             continue;
         t->seq = seqs ? seqs[i] : t->seq + 1;
-        ws_msg *m = render_msg(r, type, topics[i], t->seq, dashboard_id, data);
+        ws_msg *m = render_msg(r, type, topics[i], t->seq, dashboard_id, dtext,
+                               dlen, metric);
         if (!m)
             continue;
         ws_history_prune(&t->hist, now, r->history_age_us);
@@ -1149,6 +1342,7 @@ void sophia_ws_route(sophia_ws_router *r, const char *type,
         deliver_patterns(r, topics[i], m);
         ws_msg_unref(m);
     }
+    free(dtext);
     kick();
 }
 
@@ -1173,7 +1367,7 @@ void sophia_ws_publish(sophia_ws_router *r, const char *type,
 static void tick_client(sophia_ws_client *c, int64_t now)
 {
     sophia_ws_router *r = c->r;
-    if (c->close_code)
+    if (c->close_code || !c->wsi)
         return;
     if (c->auth_deadline_us && !c->authed && now > c->auth_deadline_us) {
         r->st.auth_failures++;
@@ -1217,9 +1411,21 @@ static int64_t secs_us(double s)
     return (int64_t)(s * 1e6);
 }
 
+static void router_free_settings(sophia_ws_router *r)
+{
+    for (size_t i = 0; i < r->norigins; i++)
+        free(r->origins[i]);
+    free(r->origins);
+    free(r->secret);
+    r->origins = NULL;
+    r->norigins = 0;
+    r->secret = NULL;
+}
+
 static void router_configure(sophia_ws_router *r)
 {
     const sophia_conf *cf = sophia_srv ? sophia_srv->conf : NULL;
+    router_free_settings(r);
     r->history = 256;
     r->history_age_us = secs_us(300);
     r->ping_us = secs_us(25);
@@ -1263,6 +1469,8 @@ static void router_start_timer(sophia_ws_router *r)
         us = 20000;
     if (us > 1000000)
         us = 1000000;
+    if (r->tick)
+        event_free(r->tick);
     r->tick = event_new(sophia_loop_base(sophia_srv->loop), -1, EV_PERSIST,
                         on_tick, r);
     struct timeval tv = {us / 1000000, us % 1000000};
@@ -1277,6 +1485,7 @@ static void router_start_cluster(sophia_ws_router *r)
         return;
     r->cluster = sophia_cluster_new(sophia_loop_base(sophia_srv->loop),
                                     cf->cluster.redis, cf->cluster.node_id, r);
+    sophia_cluster_set_seq_ttl(r->cluster, (double)r->history_age_us / 1e6);
 }
 
 sophia_ws_router *sophia_ws_router_new(size_t max_queue)
@@ -1289,13 +1498,66 @@ sophia_ws_router *sophia_ws_router_new(size_t max_queue)
     r->topics = sophia_dict_new();
     r->patterns = sophia_dict_new();
     r->by_id = sophia_dict_new();
-    if (!r->topics || !r->patterns || !r->by_id) {
+    r->gather = malloc(LWS_PRE + WS_GATHER_MAX);
+    if (sophia_srv && sophia_srv->loop)
+        r->flush_ev = event_new(sophia_loop_base(sophia_srv->loop), -1, 0,
+                                on_flush, r);
+    if (!r->topics || !r->patterns || !r->by_id || !r->gather) {
         sophia_ws_router_free(r);
         return NULL;
     }
     router_start_timer(r);
     router_start_cluster(r);
     return r;
+}
+
+static void topic_resize(const char *name, void *val, void *arg)
+{
+    (void)name;
+    ws_history_resize(&((ws_topic *)val)->hist, *(size_t *)arg);
+}
+
+static int secret_changed(const char *was, const char *now)
+{
+    return (was == NULL) != (now == NULL) || (was && strcmp(was, now) != 0);
+}
+
+/* Existing connections under the new settings: a queue longer than the
+ * new max_queue goes as for a slow client; with a new (or first) secret
+ * nobody's standing is known, so everyone authenticates again (4001 makes
+ * the dashboard ask for, or resend, its token). */
+static void reconfigure_clients(sophia_ws_router *r, int reauth)
+{
+    for (sophia_ws_client *c = r->clients; c; c = c->next) {
+        if (c->close_code)
+            continue;
+        if (reauth) {
+            client_request_close(c, WS_CLOSE_AUTH,
+                                 "auth settings changed: authenticate again");
+            continue;
+        }
+        if (c->qlen - c->tombs > r->max_queue)
+            client_drop_slow(c);
+    }
+}
+
+void sophia_ws_reconfigure(sophia_ws_router *r)
+{
+    const sophia_conf *cf = sophia_srv ? sophia_srv->conf : NULL;
+    char *was_secret = r->secret ? strdup(r->secret) : NULL;
+    size_t was_history = r->history;
+    if (cf && cf->ws.max_queue)
+        r->max_queue = cf->ws.max_queue;
+    router_configure(r);
+    if (r->history != was_history)
+        sophia_dict_each(r->topics, topic_resize, &r->history);
+    router_start_timer(r);
+    sophia_cluster_set_seq_ttl(r->cluster, (double)r->history_age_us / 1e6);
+    reconfigure_clients(r, r->secret && secret_changed(was_secret, r->secret));
+    free(was_secret);
+    kick();
+    sophia_info("ws", "msg=\"settings reloaded\" max_queue=%zu history=%zu auth=%s origins=%zu",
+                r->max_queue, r->history, r->secret ? "on" : "off", r->norigins);
 }
 
 static void topic_free(void *p)
@@ -1317,7 +1579,12 @@ void sophia_ws_router_free(sophia_ws_router *r)
         event_free(r->tick);
     if (r->rearm_ev)
         event_free(r->rearm_ev);
+    if (r->flush_ev)
+        event_free(r->flush_ev);
     free(r->rearm);
+    free(r->dirty);
+    free(r->gather);
+    sophia_jsonw_reset(&r->render);
     if (r->topics)
         sophia_dict_free(r->topics, topic_free);
     if (r->patterns)
@@ -1325,10 +1592,7 @@ void sophia_ws_router_free(sophia_ws_router *r)
     if (r->by_id)
         sophia_dict_free(r->by_id, NULL);
     json_decref(r->pending_claims);
-    for (size_t i = 0; i < r->norigins; i++)
-        free(r->origins[i]);
-    free(r->origins);
-    free(r->secret);
+    router_free_settings(r);
     free(r);
 }
 

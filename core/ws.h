@@ -13,6 +13,14 @@
  * shared, reference-counted, by every queue it sits in and by the topic's
  * history ring (ws_history.h), which serves `since` and `history`.
  *
+ * Sending: a publish only queues (a reference) per subscriber and lists
+ * the client; one flush, run right after the loop callback that published
+ * (a whole ingest batch, say), writes each listed client's queue with one
+ * send: the frame header is built once per message (server frames are
+ * unmasked, so every client gets the same bytes), a lone message goes
+ * straight from its buffer, several are copied back to back into one.
+ * No WRITEABLE round trip unless the socket is full.
+ *
  * Slow consumers: past websocket.coalesce_at queued messages, a `metric`
  * update replaces the queued one with the same topic+metric (the old slot
  * becomes a tombstone, the new value goes to the tail, so per-topic order
@@ -71,6 +79,11 @@ typedef struct sophia_ws_stats {
  * sophia_srv->conf (defaults when there is no server, as in unit tests). */
 sophia_ws_router *sophia_ws_router_new(size_t max_queue);
 void sophia_ws_router_free(sophia_ws_router *r);
+/* Reload: reads websocket.* from sophia_srv->conf again (limits, queue
+ * and history sizes, ping/pong/auth timeouts, origins, secret). Existing
+ * connections keep going under the new values; a changed secret makes
+ * them authenticate again (4001). cluster.* stays as started. */
+void sophia_ws_reconfigure(sophia_ws_router *r);
 
 /* lws callbacks, called by http.c. receive/writeable return -1 to close. */
 /* FILTER_PROTOCOL_CONNECTION: 0 accepts the upgrade; 1 refuses it (with an
@@ -81,6 +94,15 @@ int sophia_ws_receive(sophia_ws_client *c, const void *in, size_t len);
 int sophia_ws_writeable(sophia_ws_client *c);
 void sophia_ws_pong(sophia_ws_client *c); /* RECEIVE_PONG */
 void sophia_ws_closed(sophia_ws_client *c);
+
+/* Without a connection (fuzzing, tests): sophia_ws_open(r, NULL) makes a
+ * detached client. What it is sent stays in its queue (bounded by
+ * max_queue as usual) and a close is only recorded; sophia_ws_closed
+ * frees it. sophia_ws_feed hands it one complete text message, as the
+ * lws receive path does once a message is whole. */
+void sophia_ws_feed(sophia_ws_client *c, const char *text, size_t len);
+size_t sophia_ws_queued(const sophia_ws_client *c);
+int sophia_ws_close_code(const sophia_ws_client *c); /* 0 = open */
 
 /* Sends {"type":type,"topic":t,"seq":n,["dashboard_id":id,]"data":data}
  * to every subscriber of each of `topics` (borrowed). */

@@ -6,6 +6,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* RFC 6455 5.2: FIN + text opcode, then a 7, 16 or 64-bit length. */
+static void frame_header(ws_msg *m, size_t pre)
+{
+    uint64_t len = m->len;
+    unsigned char h[10];
+    size_t n = 2;
+    h[0] = 0x81;
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+    } else if (len < 65536) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        n = 4;
+    } else {
+        h[1] = 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+        n = 10;
+    }
+    memcpy(m->buf + pre - n, h, n);
+    m->hl = n;
+}
+
 ws_msg *ws_msg_new(const char *text, size_t len, size_t pre)
 {
     ws_msg *m = malloc(sizeof(*m) + pre + len + 1);
@@ -16,9 +40,18 @@ ws_msg *ws_msg_new(const char *text, size_t len, size_t pre)
     m->ckey = NULL;
     m->ckey_len = 0;
     m->len = len;
+    m->hl = 0;
     memcpy(m->buf + pre, text, len);
     m->buf[pre + len] = '\0';
+    if (pre >= 10)
+        frame_header(m, pre);
     return m;
+}
+
+const unsigned char *ws_msg_frame(const ws_msg *m, size_t pre, size_t *n)
+{
+    *n = m->hl + m->len;
+    return m->buf + pre - m->hl;
 }
 
 const char *ws_msg_text(const ws_msg *m, size_t pre)
@@ -63,6 +96,25 @@ static void drop_oldest(ws_history *h)
     ws_msg_unref(slot(h, 0)->m);
     h->head = (h->head + 1) % h->cap;
     h->len--;
+}
+
+void ws_history_resize(ws_history *h, size_t cap)
+{
+    if (cap == h->cap)
+        return;
+    while (h->len > cap)
+        drop_oldest(h);
+    ws_hist_entry *v = NULL;
+    if (h->v && cap && !(v = calloc(cap, sizeof(*v)))) {
+        while (h->len) /* no memory for the new ring: start it empty */
+            drop_oldest(h);
+    }
+    for (size_t i = 0; v && i < h->len; i++)
+        v[i] = *slot(h, i);
+    free(h->v);
+    h->v = v;
+    h->cap = cap;
+    h->head = 0;
 }
 
 void ws_history_clear(ws_history *h)

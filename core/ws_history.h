@@ -28,11 +28,16 @@ typedef struct ws_msg {
     char *ckey;       /* coalescing key "topic\x01metric", or NULL */
     size_t ckey_len;
     size_t len;
+    size_t hl;        /* bytes of WebSocket frame header ending at buf+pre */
     unsigned char buf[]; /* LWS_PRE headroom, then the text and a NUL */
 } ws_msg;
 
-/* `pre` is the headroom lws needs before the payload (LWS_PRE). */
+/* `pre` is the headroom lws needs before the payload (LWS_PRE). The
+ * unmasked server text-frame header is built once, at the end of that
+ * headroom (when pre >= 10), so every client's send of the message is one
+ * contiguous span: ws_msg_frame(). */
 ws_msg *ws_msg_new(const char *text, size_t len, size_t pre);
+const unsigned char *ws_msg_frame(const ws_msg *m, size_t pre, size_t *n);
 const char *ws_msg_text(const ws_msg *m, size_t pre);
 void ws_msg_set_ckey(ws_msg *m, const char *topic, const char *metric);
 void ws_msg_unref(ws_msg *m);
@@ -54,6 +59,8 @@ typedef enum {
 } ws_hist_result;
 
 void ws_history_init(ws_history *h, size_t cap);
+/* A new capacity (reload): keeps the newest min(len, cap) entries. */
+void ws_history_resize(ws_history *h, size_t cap);
 void ws_history_clear(ws_history *h);
 void ws_history_free(ws_history *h);
 /* Takes a reference to m. */

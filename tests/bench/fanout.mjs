@@ -7,16 +7,28 @@
 // points (sophiad: /ingest/metrics through the real metrics plugin; peer:
 // /publish) and keeps a window of batches in flight: a batch is done when
 // every subscriber got its messages. Reported: messages delivered per
-// second, delivery latency p50/p99 (publish to receipt, same clock), and
-// server memory per connection (RSS growth / N). Clients run in this
-// worker threads of this process (--workers, default 2) for both servers,
-// so both pay the same client costs; on a 2-core machine the clients share
-// the CPU with the server under test, and with 1,000 clients on one topic
-// the time a worker takes to read one publish off all of its sockets is
-// part of the measured latency.
+// second, delivery latency p50/p99 (publish to receipt, CLOCK_MONOTONIC on
+// both ends) at a steady --rate publishes/s and at saturation, and server
+// memory per connection (RSS growth / N).
 //
-// Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
-//        node tests/bench/fanout.mjs [--clients 100,1000] [--seconds 3] [--rate 100] [--big]
+// The receiving side is fanout_client (fanout_client.c, built with the
+// tree): N raw-socket WebSocket clients in one epoll process. With node
+// `ws` clients (still available: --node-clients, in --workers threads) the
+// clients were the bottleneck on a 2-core machine and capped both servers
+// at the same rate, hiding the ratio. Both servers are measured with the
+// same clients; on 2 cores they share the CPU with the server under test.
+//
+// Run it:
+//   cmake --build build --target bench          # every benchmark, or:
+//   cmake --build build --target sophiad metrics fanout_client
+//   ulimit -n 25000                              # for --big (10,000 clients)
+//   SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
+//     node tests/bench/fanout.mjs [--clients 100,1000] [--seconds 3] \
+//       [--rate 100] [--topics 1,100] [--big] [--node-clients [--workers 2]]
+// FANOUT_CLIENT overrides where fanout_client is (default: next to
+// SOPHIAD, ../tests/bench/fanout_client). Quote the load average with the
+// numbers (cat /proc/loadavg): on a shared machine they move a lot; the
+// ratio, measured in the same run, moves less.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -153,7 +165,8 @@ async function startPeer(port) {
   return { proc, publishUrl: `http://127.0.0.1:${port}/publish`, wsUrl: `ws://127.0.0.1:${port}/ws` };
 }
 
-const now = () => performance.timeOrigin + performance.now(); // same clock in every thread
+// CLOCK_MONOTONIC in ms: the same clock in every thread and in fanout_client.
+const now = () => Number(process.hrtime.bigint()) / 1e6;
 
 async function connectClients(wsUrl, from, to, ntopics, onMsg) {
   const clients = [];
@@ -236,7 +249,8 @@ async function startWorkers(wsUrl, n, ntopics) {
         wk.on('message', on);
         wk.postMessage('report');
       })));
-      return parts.flat().sort((a, b) => a - b);
+      const lat = parts.flat().sort((a, b) => a - b);
+      return { n: lat.length, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99) };
     },
     async stop() {
       await Promise.all(workers.map((wk) => new Promise((resolve) => {
@@ -247,9 +261,63 @@ async function startWorkers(wsUrl, n, ntopics) {
   };
 }
 
+// The C receiver (fanout_client.c): one process, driven over its stdin.
+async function startCClients(wsUrl, n, ntopics) {
+  const { hostname, port } = new URL(wsUrl);
+  const proc = spawn(CLIENT, [hostname, port, String(n), String(ntopics)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const waiters = [];
+  let buf = '';
+  let ready;
+  const isReady = new Promise((resolve, reject) => {
+    ready = resolve;
+    proc.once('exit', (code) => reject(new Error(`fanout_client exited with ${code}`)));
+    proc.once('error', reject);
+  });
+  proc.stdout.setEncoding('utf8');
+  proc.stdout.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (line === 'ready') ready();
+      else waiters.shift()?.(line.split(' '));
+    }
+  });
+  const ask = (cmd) => new Promise((resolve) => {
+    waiters.push(resolve);
+    proc.stdin.write(`${cmd}\n`);
+  });
+  await isReady;
+  let count = 0;
+  let polling = true;
+  const poll = (async () => {
+    while (polling) {
+      count = Number((await ask('c'))[1]);
+      await sleep(2);
+    }
+  })();
+  return {
+    delivered: () => count,
+    async latencies() {
+      const [, k, p50, p99] = await ask('r');
+      return { n: Number(k), p50: Number(p50), p99: Number(p99) };
+    },
+    async stop() {
+      polling = false;
+      await poll;
+      proc.stdin.write('q\n');
+      await new Promise((r) => (proc.exitCode !== null ? r() : proc.once('exit', r)));
+    },
+  };
+}
+
 async function runScenario(server, n, ntopics, seconds) {
   const rss0 = rssKb(server.proc.pid);
-  const clients = await startWorkers(server.wsUrl, n, ntopics);
+  const clients = NODE_CLIENTS ? await startWorkers(server.wsUrl, n, ntopics)
+    : await startCClients(server.wsUrl, n, ntopics);
   await sleep(200);
   const memPerConn = ((rssKb(server.proc.pid) - rss0) * 1024) / n;
   // Batches sized so one batch is ~20k deliveries; two in flight.
@@ -277,8 +345,7 @@ async function runScenario(server, n, ntopics, seconds) {
   const elapsed = (performance.now() - t0) / 1000;
   const rate = clients.delivered() / elapsed;
   const lost = sent - clients.delivered();
-  let lat = await clients.latencies();
-  const load = { p50: percentile(lat, 0.5), p99: percentile(lat, 0.99) };
+  const load = await clients.latencies();
   // Latency at a steady rate (--rate publishes/s, default 100).
   const t1 = performance.now();
   for (let i = 0; performance.now() - t1 < 1500; i++, seq++) {
@@ -287,12 +354,12 @@ async function runScenario(server, n, ntopics, seconds) {
     await sleep(1000 / RATE);
   }
   await sleep(200);
-  lat = await clients.latencies();
+  const steady = await clients.latencies();
   await clients.stop();
   agent.destroy();
   await sleep(300);
   return {
-    rate, lost, load, memPerConn, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99),
+    rate, lost, load, memPerConn, p50: steady.p50, p99: steady.p99,
   };
 }
 
@@ -308,6 +375,9 @@ function post(agent, url, body) {
 }
 
 const RATE = Number(opt('rate', '100'));
+const NODE_CLIENTS = args.includes('--node-clients');
+const CLIENT = process.env.FANOUT_CLIENT
+  || path.join(path.dirname(process.env.SOPHIAD || '.'), '..', 'tests', 'bench', 'fanout_client');
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-');
 
 async function main() {
@@ -322,7 +392,7 @@ async function main() {
   console.log('| clients | topics | server | delivered msg/s | p50 ms | p99 ms | p50/p99 ms saturated | KiB/conn | ratio msg/s |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const n of counts) {
-    for (const ntopics of [1, 100]) {
+    for (const ntopics of opt('topics', '1,100').split(',').map(Number)) {
       const res = {};
       for (const kind of ['sophiad', 'node ws']) {
         const port = await freePort();

@@ -1,8 +1,11 @@
 // Two sophiad nodes sharing the harness's Redis (cluster.redis): a publish
 // on node A reaches a subscriber on node B with the same topic and seq,
 // `since` on B replays what A published, and cluster counters show up.
+// The per-topic seq keys in Redis expire (2 x history_age) and a topic's
+// seq keeps increasing across an expiry.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import {
   startDaemon, fetchJson, wsConnect, nextMessage, sendJson,
 } from './lib/daemon.mjs';
@@ -12,6 +15,8 @@ const yaml = (node) => `
 cluster:
   redis: "${redis}"
   node_id: ${node}
+websocket:
+  history_age: 30
 plugins:
   path: ["@PLUGIN_DIR@"]
   instances:
@@ -38,6 +43,7 @@ after(async () => { await Promise.all([a, b].filter(Boolean).map((n) => n.stop()
 
 const id = `c${process.pid}x${Date.now()}`;
 const topic = `dashboard:${id}`;
+let first; // the topic's first seq
 const point = (value) => ({ metric: 'm', value, timestamp: '2024-01-20T10:30:00Z', dashboard_id: id });
 
 test('a publish on node A reaches subscribers on A and B with the same seq', async () => {
@@ -52,7 +58,9 @@ test('a publish on node A reaches subscribers on A and B with the same seq', asy
   const onA = [await nextMessage(wa, 'metric'), await nextMessage(wa, 'metric')];
   const onB = [await nextMessage(wb, 'metric'), await nextMessage(wb, 'metric')];
   assert.deepEqual(onB, onA, 'both nodes deliver the same messages, same order, same seqs');
-  assert.deepEqual(onA.map((m) => [m.topic, m.seq, m.data.value]), [[topic, 1, 1], [topic, 2, 2]]);
+  const s1 = onA[0].seq;
+  assert.deepEqual(onA.map((m) => [m.topic, m.seq, m.data.value]), [[topic, s1, 1], [topic, s1 + 1, 2]]);
+  first = s1;
   wa.close();
   wb.close();
   const sa = (await fetchJson(`${a.url}/api/stats`)).body.websocket.cluster;
@@ -64,9 +72,51 @@ test('since on node B replays what node A published', async () => {
   assert.equal((await fetchJson(`${a.url}/ingest/metrics`, { method: 'POST', body: point(3) })).status, 202);
   await new Promise((r) => setTimeout(r, 200));
   const wb = await wsConnect(b.wsUrl);
-  sendJson(wb, { type: 'subscribe', subscriptions: [topic], since: { [topic]: 1 } });
+  sendJson(wb, { type: 'subscribe', subscriptions: [topic], since: { [topic]: first } });
   await nextMessage(wb, 'subscribed');
   const got = [await nextMessage(wb, 'metric'), await nextMessage(wb, 'metric')];
-  assert.deepEqual(got.map((m) => [m.seq, m.data.value]), [[2, 2], [3, 3]]);
+  assert.deepEqual(got.map((m) => [m.seq, m.data.value]), [[first + 1, 2], [first + 2, 3]]);
+  wb.close();
+});
+
+// One command on a fresh connection to the harness's Redis (RESP2).
+function redisCommand(...args) {
+  const { hostname, port, pathname } = new URL(redis);
+  const db = pathname.slice(1) || '0';
+  const enc = (a) => `*${a.length}\r\n${a.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('')}`;
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(Number(port), hostname);
+    let buf = '';
+    sock.on('error', reject);
+    sock.on('data', (d) => {
+      buf += d;
+      const lines = buf.split('\r\n');
+      if (lines.length < 3) return; // +OK of SELECT, then the reply
+      sock.end();
+      resolve(lines[1]);
+    });
+    sock.write(enc(['SELECT', db]) + enc(args.map(String)));
+  });
+}
+
+test('seq keys expire with history_age, and a topic seq never goes back', async () => {
+  const key = `sophia:seq:${topic}`;
+  const ttl = Number((await redisCommand('TTL', key)).slice(1));
+  assert.ok(ttl > 0 && ttl <= 60, `TTL ${key} = ${ttl}: 2 x history_age (30 s)`);
+  // An expiry (forced here) must not restart the topic at 1: a client
+  // holding seq 3 would be replayed different messages under 4, 5, ...
+  assert.equal(await redisCommand('DEL', key), ':1');
+  const wa = await wsConnect(a.wsUrl);
+  sendJson(wa, { type: 'subscribe', subscriptions: [topic] });
+  await nextMessage(wa, 'subscribed');
+  assert.equal((await fetchJson(`${b.url}/ingest/metrics`, { method: 'POST', body: point(4) })).status, 202);
+  const m = await nextMessage(wa, 'metric');
+  assert.ok(m.seq > first + 2, `seq after expiry ${m.seq} > ${first + 2}`);
+  assert.ok(Number.isSafeInteger(m.seq));
+  wa.close();
+  // since from before the expiry: resync, not a replay across the hole.
+  const wb = await wsConnect(b.wsUrl);
+  sendJson(wb, { type: 'subscribe', subscriptions: [topic], since: { [topic]: first + 2 } });
+  assert.equal((await nextMessage(wb, 'resync')).topic, topic);
   wb.close();
 });

@@ -29,6 +29,7 @@ streams:
     processor: metrics
     queue_size: 100000
     batch_size: 100
+    durable: false # router timing (coalescing within 300 ms), not Redis round trips
 `;
 
 let d;
@@ -152,6 +153,25 @@ test('limits: subscriptions per connection and message size', async () => {
   assert.equal(c.code, 1009);
 });
 
+test('topics longer than 200 bytes are refused with bad_topic, the connection stays', async () => {
+  const ws = await wsConnect(d.wsUrl);
+  const at = `l${'x'.repeat(199)}`; // 200 bytes: the limit
+  sendJson(ws, { type: 'subscribe', subscriptions: [at, `${at}y`, `${at}*`, 'x'.repeat(1000)] });
+  for (let i = 0; i < 3; i++) {
+    const e = await nextMessage(ws, 'error');
+    assert.equal(e.error.code, 'bad_topic');
+    assert.match(e.error.message, /1-200/);
+  }
+  assert.deepEqual((await nextMessage(ws, 'subscribed')).subscriptions, [at]);
+  sendJson(ws, { type: 'request', id: 'long', method: 'history', params: { topic: `${at}y` } });
+  const h = await nextMessage(ws, (m) => m.id === 'long');
+  assert.equal(h.type, 'error');
+  assert.equal(h.error.code, 'bad_request');
+  sendJson(ws, { type: 'ping' });
+  await nextMessage(ws, 'pong'); // still served
+  ws.close();
+});
+
 test('a client that never reads is dropped (1008) while a fast one gets everything', async () => {
   const id = dash();
   const topic = `dashboard:${id}`;
@@ -182,6 +202,25 @@ test('a client that never reads is dropped (1008) while a fast one gets everythi
   assert.ok(c.code === 1008 || c.code === 1006, `close code ${c.code}`);
   takeMessages(slow);
   fast.close();
+});
+
+// Messages wait for the flush at the end of the loop turn that published
+// them; one ingest batch (batch_size 100) is such a turn. A client that
+// reads must not look slow because of it: every update of one metric
+// arrives, none coalesced (coalesce_at is 16), none dropped.
+test('a fast reader gets every update of a big batch, uncoalesced', async () => {
+  const id = dash();
+  const ws = await wsConnect(d.wsUrl);
+  await subscribe(ws, [`dashboard:${id}`]);
+  const before = (await fetchJson(`${d.url}/api/stats`)).body.websocket;
+  const N = 1000;
+  await ingest(Array.from({ length: N }, (_, k) => point(id, 'one', k)));
+  const got = await collect(ws, N);
+  assert.deepEqual(got.map((m) => m.data.value), Array.from({ length: N }, (_, i) => i));
+  const after = (await fetchJson(`${d.url}/api/stats`)).body.websocket;
+  assert.equal(after.coalesced, before.coalesced, 'nothing coalesced for a reading client');
+  assert.equal(after.slow_closed, before.slow_closed);
+  ws.close();
 });
 
 test('a slow reader of one metric has it coalesced, not dropped', async () => {

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -89,12 +90,64 @@ static void test_disabled_and_refs(void **state)
     ws_msg_unref(m);
 }
 
+/* Reload: shrinking keeps the newest entries in order, growing keeps all
+ * and leaves room; pushes after either continue the ring. */
+static void test_resize(void **state)
+{
+    (void)state;
+    ws_history h;
+    ws_history_init(&h, 4);
+    size_t first, n;
+    for (uint64_t s = 1; s <= 6; s++) /* wraps: holds 3..6 */
+        push(&h, s, (int64_t)s);
+    ws_history_resize(&h, 2);
+    assert_int_equal(h.len, 2);
+    assert_int_equal(ws_history_at(&h, 0)->seq, 5);
+    assert_int_equal(ws_history_at(&h, 1)->seq, 6);
+    ws_history_resize(&h, 5);
+    for (uint64_t s = 7; s <= 9; s++)
+        push(&h, s, (int64_t)s);
+    assert_int_equal(h.len, 5);
+    assert_int_equal(ws_history_since(&h, 4, 9, &first, &n), WS_HIST_OK);
+    assert_int_equal(n, 5);
+    assert_int_equal(ws_history_at(&h, first)->seq, 5);
+    ws_history_resize(&h, 0); /* history off: everything goes */
+    assert_int_equal(h.len, 0);
+    push(&h, 10, 10);
+    assert_int_equal(h.len, 0);
+    ws_history_free(&h);
+}
+
+/* The frame header sits right before the text: 7-bit, 16-bit lengths. */
+static void test_frame_header(void **state)
+{
+    (void)state;
+    size_t n;
+    ws_msg *m = ws_msg_new("{}", 2, 16);
+    const unsigned char *f = ws_msg_frame(m, 16, &n);
+    assert_int_equal(n, 4);
+    assert_int_equal(f[0], 0x81);
+    assert_int_equal(f[1], 2);
+    assert_memory_equal(f + 2, "{}", 2);
+    ws_msg_unref(m);
+    char big[300];
+    memset(big, 'x', sizeof(big));
+    m = ws_msg_new(big, sizeof(big), 16);
+    f = ws_msg_frame(m, 16, &n);
+    assert_int_equal(n, 304);
+    assert_int_equal(f[1], 126);
+    assert_int_equal(f[2] << 8 | f[3], 300);
+    ws_msg_unref(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_since_ranges),
         cmocka_unit_test(test_age_and_gap),
         cmocka_unit_test(test_disabled_and_refs),
+        cmocka_unit_test(test_resize),
+        cmocka_unit_test(test_frame_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,353 @@
+/*
+ * fanout_client - the receiving side of tests/bench/fanout.mjs: N
+ * WebSocket clients in one single-threaded epoll process, each subscribed
+ * to `dashboard:b<i % ntopics>`, counting the frames that arrive and
+ * sampling their delivery latency.
+ *
+ * Why C: with 1,000 node `ws` clients on a 2-core machine the clients, not
+ * the server, were the bottleneck (both sophiad and the node peer were
+ * capped at the rate node could parse frames), which hid the ratio the
+ * benchmark is for. This client does one recv() per readable socket and a
+ * frame walk per buffer, so the server under test gets the CPU. Both
+ * servers are measured with it.
+ *
+ * It speaks just enough RFC 6455 for the benchmark: a fixed-key upgrade
+ * (the accept hash is not checked), one masked `subscribe` text frame,
+ * unmasked server frames of any length, pong for ping. A payload's
+ * `"value":` number is the publisher's CLOCK_MONOTONIC time in ms (node's
+ * process.hrtime), so latency is the same clock on both ends.
+ *
+ * Control, on stdin/stdout (one line each): prints `ready` once every
+ * client is subscribed; `c` -> `count <frames>`; `r` -> `lat <n> <p50>
+ * <p99>` over the samples since the last `r` (ms); `q` exits.
+ *
+ * Usage: fanout_client HOST PORT N NTOPICS
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_CONNECTING 200
+#define RX_CHUNK (256 * 1024)
+
+typedef enum { C_CONNECTING, C_HANDSHAKE, C_SUBSCRIBING, C_OPEN } cstate;
+
+typedef struct conn {
+    int fd;
+    cstate st;
+    unsigned char *buf; /* bytes of an incomplete frame (or response) */
+    size_t len, cap;
+} conn;
+
+static conn *conns;
+static size_t nconns, ntopics, started, subscribed;
+static const char *host;
+static int port, ep;
+static uint64_t frames;
+static double *lat;
+static size_t nlat, lat_cap;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void die(const char *what)
+{
+    perror(what);
+    exit(1);
+}
+
+static void send_all(int fd, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n) {
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EAGAIN)
+            continue; /* tiny control frames: spin rather than buffer */
+        if (w <= 0)
+            die("send");
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+/* A masked client frame (mask 0: the payload is sent as is). */
+static void send_frame(int fd, int opcode, const char *payload, size_t n)
+{
+    unsigned char h[8 + 4];
+    size_t hl = 2;
+    h[0] = (unsigned char)(0x80 | opcode);
+    if (n < 126) {
+        h[1] = (unsigned char)(0x80 | n);
+    } else {
+        h[1] = 0x80 | 126;
+        h[2] = (unsigned char)(n >> 8);
+        h[3] = (unsigned char)n;
+        hl = 4;
+    }
+    memset(h + hl, 0, 4);
+    send_all(fd, h, hl + 4);
+    if (n)
+        send_all(fd, payload, n);
+}
+
+static void start_one(size_t i)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int one = 1;
+    conn *c = &conns[i];
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        die("inet_pton");
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (c->fd < 0)
+        die("socket (raise ulimit -n)");
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS)
+        die("connect");
+    c->st = C_CONNECTING;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u64 = i};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+        die("epoll_ctl");
+    started++;
+}
+
+static void on_connected(size_t i)
+{
+    conn *c = &conns[i];
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n", host, port);
+    send_all(c->fd, req, (size_t)n);
+    c->st = C_HANDSHAKE;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = i};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void keep(conn *c, const unsigned char *p, size_t n)
+{
+    if (c->len + n > c->cap) {
+        size_t cap = (c->len + n) * 2;
+        unsigned char *b = realloc(c->buf, cap);
+        if (!b)
+            die("realloc");
+        c->buf = b;
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, p, n);
+    c->len += n;
+}
+
+static void sample(const unsigned char *p, size_t n)
+{
+    const char *v = memmem(p, n, "\"value\":", 8);
+    if (!v)
+        return;
+    double sent = strtod(v + 8, NULL);
+    if (nlat == lat_cap) {
+        lat_cap = lat_cap ? lat_cap * 2 : 65536;
+        if (!(lat = realloc(lat, lat_cap * sizeof(*lat))))
+            die("realloc");
+    }
+    lat[nlat++] = now_ms() - sent;
+}
+
+static void on_frame(conn *c, int opcode, const unsigned char *p, size_t n)
+{
+    if (opcode == 0x9) {
+        send_frame(c->fd, 0xA, (const char *)p, n);
+        return;
+    }
+    if (opcode == 0x8) {
+        fprintf(stderr, "fanout_client: server closed a connection\n");
+        exit(1);
+    }
+    if (opcode != 0x1)
+        return;
+    if (c->st == C_SUBSCRIBING) { /* the `subscribed` answer */
+        c->st = C_OPEN;
+        if (++subscribed == nconns) {
+            printf("ready\n");
+            fflush(stdout);
+        }
+        return;
+    }
+    frames++;
+    sample(p, n);
+}
+
+/* Walks the complete frames in p[0..n); returns the bytes consumed. */
+static size_t parse_frames(conn *c, const unsigned char *p, size_t n)
+{
+    size_t off = 0;
+    while (n - off >= 2) {
+        const unsigned char *f = p + off;
+        uint64_t len = f[1] & 0x7f;
+        size_t hl = 2;
+        if (len == 126) {
+            if (n - off < 4)
+                break;
+            len = (uint64_t)f[2] << 8 | f[3];
+            hl = 4;
+        } else if (len == 127) {
+            if (n - off < 10)
+                break;
+            len = 0;
+            for (int k = 0; k < 8; k++)
+                len = len << 8 | f[2 + k];
+            hl = 10;
+        }
+        if (n - off - hl < len)
+            break;
+        on_frame(c, f[0] & 0x0f, f + hl, (size_t)len);
+        off += hl + (size_t)len;
+    }
+    return off;
+}
+
+static void on_handshake(size_t i, conn *c)
+{
+    unsigned char *end = memmem(c->buf, c->len, "\r\n\r\n", 4);
+    if (!end)
+        return;
+    if (c->len < 12 || memcmp(c->buf + 9, "101", 3) != 0) {
+        fprintf(stderr, "fanout_client: upgrade refused: %.*s\n", (int)(c->len > 80 ? 80 : c->len), c->buf);
+        exit(1);
+    }
+    size_t rest = c->len - (size_t)(end + 4 - c->buf);
+    memmove(c->buf, end + 4, rest);
+    c->len = rest;
+    char sub[128];
+    int n = snprintf(sub, sizeof(sub), "{\"type\":\"subscribe\",\"subscriptions\":[\"dashboard:b%zu\"]}",
+                     i % ntopics);
+    send_frame(c->fd, 0x1, sub, (size_t)n);
+    c->st = C_SUBSCRIBING;
+    if (started < nconns)
+        start_one(started);
+}
+
+static void on_readable(size_t i)
+{
+    static unsigned char rx[RX_CHUNK];
+    conn *c = &conns[i];
+    for (;;) {
+        ssize_t r = recv(c->fd, rx, sizeof(rx), 0);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (r <= 0) {
+            fprintf(stderr, "fanout_client: connection %zu lost\n", i);
+            exit(1);
+        }
+        if (c->st == C_HANDSHAKE) {
+            keep(c, rx, (size_t)r);
+            on_handshake(i, c);
+            if (c->st == C_HANDSHAKE)
+                continue;
+            size_t used = parse_frames(c, c->buf, c->len);
+            memmove(c->buf, c->buf + used, c->len - used);
+            c->len -= used;
+        } else if (c->len) { /* finish the frame cut in two first */
+            keep(c, rx, (size_t)r);
+            size_t used = parse_frames(c, c->buf, c->len);
+            memmove(c->buf, c->buf + used, c->len - used);
+            c->len -= used;
+        } else {
+            size_t used = parse_frames(c, rx, (size_t)r);
+            if (used < (size_t)r)
+                keep(c, rx + used, (size_t)r - used);
+        }
+        if ((size_t)r < sizeof(rx))
+            return;
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void on_line(const char *line)
+{
+    if (line[0] == 'q')
+        exit(0);
+    if (line[0] == 'c') {
+        printf("count %llu\n", (unsigned long long)frames);
+    } else if (line[0] == 'r') {
+        qsort(lat, nlat, sizeof(*lat), cmp_double);
+        double p50 = nlat ? lat[nlat / 2] : -1, p99 = nlat ? lat[(size_t)((double)nlat * 0.99)] : -1;
+        printf("lat %zu %.3f %.3f\n", nlat, p50, p99);
+        nlat = 0;
+    }
+    fflush(stdout);
+}
+
+/* Commands may arrive several per read: each complete line is one. */
+static void on_command(void)
+{
+    static char line[256];
+    static size_t len;
+    ssize_t r = read(0, line + len, sizeof(line) - 1 - len);
+    if (r <= 0)
+        exit(0);
+    len += (size_t)r;
+    char *nl;
+    while ((nl = memchr(line, '\n', len))) {
+        *nl = '\0';
+        on_line(line);
+        len -= (size_t)(nl + 1 - line);
+        memmove(line, nl + 1, len);
+    }
+    if (len == sizeof(line) - 1)
+        len = 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "usage: fanout_client HOST PORT N NTOPICS\n");
+        return 2;
+    }
+    host = argv[1];
+    port = atoi(argv[2]);
+    nconns = strtoul(argv[3], NULL, 10);
+    ntopics = strtoul(argv[4], NULL, 10);
+    if (!nconns || !ntopics || !(conns = calloc(nconns, sizeof(*conns))))
+        return 2;
+    if ((ep = epoll_create1(0)) < 0)
+        die("epoll_create1");
+    struct epoll_event in = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
+    epoll_ctl(ep, EPOLL_CTL_ADD, 0, &in);
+    for (size_t i = 0; i < nconns && i < MAX_CONNECTING; i++)
+        start_one(i);
+    struct epoll_event evs[512];
+    for (;;) {
+        int n = epoll_wait(ep, evs, 512, -1);
+        if (n < 0 && errno != EINTR)
+            die("epoll_wait");
+        for (int k = 0; k < n; k++) {
+            uint64_t i = evs[k].data.u64;
+            if (i == UINT64_MAX)
+                on_command();
+            else if (conns[i].st == C_CONNECTING && (evs[k].events & EPOLLOUT))
+                on_connected((size_t)i);
+            else
+                on_readable((size_t)i);
+        }
+    }
+}
