@@ -12,6 +12,7 @@
 #include <sophia/sdk.h>
 
 #include "cache.h"
+#include "memory.h"
 #include "server.h"
 #include "ws.h"
 
@@ -129,6 +130,10 @@ static void on_get(void *arg, int rc, const char *val, size_t len, int tier)
 
 static void get_key(sophia_http_req *r, const char *key)
 {
+    /* ?dashboard=&user= name the reader: an access pattern (memory) */
+    sophia_memory_note_access(sophia_srv->memory, key,
+                              sophia_http_req_arg(r, "dashboard"),
+                              sophia_http_req_arg(r, "user"));
     req_ctx *x = ctx_new(r, key);
     int rc = x ? sophia_cache_get(sophia_srv->cache, key, NULL, NULL, on_get,
                                   x)
@@ -458,6 +463,10 @@ static void ws_cache_get(uint64_t client, const char *req_id, json_t *params,
         g->req_id = req_id ? strdup(req_id) : NULL;
         g->key = strdup(key);
         rc = sophia_cache_get(sophia_srv->cache, key, NULL, NULL, ws_got, g);
+        sophia_memory_note_access(
+            sophia_srv->memory, key,
+            json_string_value(json_object_get(params, "dashboard")),
+            json_string_value(json_object_get(params, "user")));
     }
     if (rc == 0)
         return;

@@ -16,6 +16,13 @@
  * error cannot itself throw or allocate, and nothing needs destroying at
  * thread exit.
  *
+ * Below the upstream functions are Sophia's own (core/faiss_shim.h says
+ * why): FastFlat, an IndexFlat whose inner products use AVX2+FMA when the
+ * CPU has them (Debian's libfaiss.a is built for baseline x86-64, so its
+ * own are a scalar loop), swapped in under IDMap2/HNSW indexes; a copy of
+ * stored vectors by position (background rebuilds); HNSW breadths; and the
+ * OpenMP team size per calling thread.
+ *
  * Must be compiled with -DNDEBUG, as libfaiss.a was: faiss headers carry
  * inline and template code with assert() (utils/Heap.h, impl/ResultHandler.h)
  * which must compile identically here and in the library (one-definition
@@ -38,14 +45,22 @@
 #include <faiss/AutoTune.h>
 #include <faiss/Index.h>
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/utils/Heap.h>
+
+#include <immintrin.h>
+#include <omp.h>
 
 #include <cstdio>
 #include <exception>
+#include <typeinfo>
+
+#include "faiss_shim.h"
 
 namespace {
 
@@ -88,6 +103,141 @@ const faiss::Index *cxx(const FaissIndex *index)
 FaissIndex *handle(faiss::Index *index)
 {
     return reinterpret_cast<FaissIndex *>(index);
+}
+
+/* ------------------------------------------------ fast flat storage */
+
+/* Four independent 8-lane accumulators: FMA latency is 4 cycles, so one
+ * chain would leave most of the throughput idle. */
+__attribute__((target("avx2,fma"))) float dot_avx2(const float *x,
+                                                    const float *y, size_t d)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);
+    }
+    for (; i + 8 <= d; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+    __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float r = _mm_cvtss_f32(h);
+    for (; i < d; i++)
+        r += x[i] * y[i];
+    return r;
+}
+
+/* Eight independent sums, which the compiler can keep in SSE registers. */
+float dot_portable(const float *x, const float *y, size_t d)
+{
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= d; i += 8)
+        for (int l = 0; l < 8; l++)
+            a[l] += x[i + l] * y[i + l];
+    float r = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    for (; i < d; i++)
+        r += x[i] * y[i];
+    return r;
+}
+
+bool cpu_has_avx2()
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+float (*const dot)(const float *, const float *, size_t) =
+    cpu_has_avx2() ? dot_avx2 : dot_portable;
+
+/* Inner product against the stored vectors, as faiss's own FlatIPDis. */
+struct FastIPDis : faiss::FlatCodesDistanceComputer {
+    const float *xb;
+    size_t d;
+    const float *q = nullptr;
+
+    FastIPDis(const faiss::IndexFlat &ix)
+        : faiss::FlatCodesDistanceComputer(ix.codes.data(), ix.code_size),
+          xb(ix.get_xb()), d(ix.d)
+    {
+    }
+    void set_query(const float *x) override { q = x; }
+    float distance_to_code(const uint8_t *code) override
+    {
+        return dot(q, reinterpret_cast<const float *>(code), d);
+    }
+    float symmetric_dis(idx_t i, idx_t j) override
+    {
+        return dot(xb + i * d, xb + j * d, d);
+    }
+};
+
+/* An IndexFlat (so faiss serialises it as one) whose inner-product
+ * distances and brute-force scan use `dot`. Other metrics, and searches
+ * with parameters (an ID selector), take faiss's own path. */
+struct FastFlat : faiss::IndexFlat {
+    FastFlat(idx_t d, faiss::MetricType metric) : faiss::IndexFlat(d, metric) {}
+
+    faiss::FlatCodesDistanceComputer *get_FlatCodesDistanceComputer() const override
+    {
+        if (metric_type != faiss::METRIC_INNER_PRODUCT)
+            return faiss::IndexFlat::get_FlatCodesDistanceComputer();
+        return new FastIPDis(*this);
+    }
+
+    void search(idx_t n, const float *x, idx_t k, float *distances,
+                idx_t *labels, const faiss::SearchParameters *params) const override
+    {
+        if (metric_type != faiss::METRIC_INNER_PRODUCT || params) {
+            faiss::IndexFlat::search(n, x, k, distances, labels, params);
+            return;
+        }
+        using C = faiss::CMin<float, idx_t>;
+        const float *xb = get_xb();
+        for (idx_t q = 0; q < n; q++) {
+            float *D = distances + q * k;
+            idx_t *I = labels + q * k;
+            const float *xq = x + q * d;
+            faiss::heap_heapify<C>(k, D, I);
+            for (idx_t j = 0; j < ntotal; j++) {
+                float v = dot(xq, xb + j * d, d);
+                if (C::cmp(D[0], v))
+                    faiss::heap_replace_top<C>(k, D, I, v, j);
+            }
+            faiss::heap_reorder<C>(k, D, I);
+        }
+    }
+};
+
+/* A plain IndexFlat (exact type: subclasses may have their own ideas)
+ * becomes a FastFlat holding the same vectors, or back (fast = false:
+ * how the benchmark measures stock faiss on the same graph). */
+faiss::Index *swap_flat(faiss::Index *ix, bool fast)
+{
+    bool plain = ix && (typeid(*ix) == typeid(faiss::IndexFlat) ||
+                        typeid(*ix) == typeid(faiss::IndexFlatIP));
+    bool is_fast = ix && typeid(*ix) == typeid(FastFlat);
+    if (fast ? !plain : !is_fast)
+        return nullptr;
+    auto *old = static_cast<faiss::IndexFlat *>(ix);
+    faiss::IndexFlat *f = fast ? new FastFlat(old->d, old->metric_type)
+                               : new faiss::IndexFlat(old->d, old->metric_type);
+    f->codes.swap(old->codes);
+    f->ntotal = old->ntotal;
+    f->verbose = old->verbose;
+    return f;
+}
+
+faiss::IndexHNSW *hnsw_of(faiss::Index *ix)
+{
+    if (auto *map = dynamic_cast<faiss::IndexIDMap *>(ix))
+        ix = map->index;
+    return dynamic_cast<faiss::IndexHNSW *>(ix);
 }
 
 } // namespace
@@ -251,6 +401,70 @@ int faiss_ParameterSpace_set_index_parameter(const FaissParameterSpace *space,
         reinterpret_cast<const faiss::ParameterSpace *>(space)
             ->set_index_parameter(cxx(index), name, value);
     });
+}
+
+} // extern "C"
+
+/* ------------------------------------------- Sophia's additions */
+
+extern "C" {
+
+int sophia_faiss_accelerate(FaissIndex *index, int on)
+{
+    return guarded([&] {
+        faiss::Index *ix = cxx(index);
+        auto *map = dynamic_cast<faiss::IndexIDMap *>(ix);
+        if (map && map->own_fields) {
+            if (faiss::Index *f = swap_flat(map->index, on != 0)) {
+                delete map->index;
+                map->index = f;
+                return;
+            }
+        }
+        faiss::IndexHNSW *h = hnsw_of(ix);
+        if (h && h->own_fields) {
+            if (faiss::Index *f = swap_flat(h->storage, on != 0)) {
+                delete h->storage;
+                h->storage = f;
+            }
+        }
+    });
+}
+
+int sophia_faiss_simd(void)
+{
+    return dot == dot_avx2;
+}
+
+int sophia_faiss_hnsw_set(FaissIndex *index, int ef_construction, int ef_search)
+{
+    faiss::IndexHNSW *h = hnsw_of(cxx(index));
+    if (!h)
+        return -1;
+    if (ef_construction > 0)
+        h->hnsw.efConstruction = ef_construction;
+    if (ef_search > 0)
+        h->hnsw.efSearch = ef_search;
+    return 0;
+}
+
+int sophia_faiss_copy(const FaissIndex *index, idx_t from, idx_t n,
+                      float *vecs, idx_t *ids)
+{
+    return guarded([&] {
+        auto *map = dynamic_cast<const faiss::IndexIDMap *>(cxx(index));
+        if (!map || from < 0 || n < 0 || from + n > map->ntotal)
+            throw faiss::FaissException("sophia_faiss_copy: not an IDMap or out of range");
+        if (n)
+            map->index->reconstruct_n(from, n, vecs);
+        for (idx_t i = 0; i < n; i++)
+            ids[i] = map->id_map[from + i];
+    });
+}
+
+void sophia_faiss_set_threads(int n)
+{
+    omp_set_num_threads(n > 0 ? n : 1);
 }
 
 } // extern "C"

@@ -27,14 +27,20 @@
 #include <sophia/sdk.h>
 
 #include "api_memory.h"
+#include "faiss_shim.h"
 #include "log.h"
 #include "loop.h"
 
 #define MEM_MAX_DEFERRED 1000
 #define MEM_SAVE_DELAY_S 2
-#define MEM_HNSW_EF_SEARCH 256 /* recall@10 0.977 at 100k (128: 0.949); see bench_memory */
+#define MEM_REBUILD_CHUNK 1024 /* vectors copied per read-lock hold */
 #define MEM_DEFAULT_IMPORTANCE 0.5
-#define MEM_FTS_SCAN "2000" /* full-text matches ranked per search */
+#define MEM_FTS_SCAN "500" /* full-text matches ranked per search */
+/* A word in at least this share of the live rows (and at least
+ * MEM_COMMON_MIN of them) is left out of the full-text leg. */
+#define MEM_COMMON_SHARE "0.02"
+#define MEM_COMMON_MIN "1000"
+#define MEM_COMMON_REFRESH_S 600
 
 /* ------------------------------------------------------------- SQL */
 
@@ -58,14 +64,26 @@ static int build_sql(mem_sql *q, const char *t)
                         "importance, embedding) VALUES ($1, $2, $3::jsonb, "
                         "$4::real, $5::bytea) RETURNING id", t);
     /* The query's stemmed words OR-ed (recall: a paraphrase shares some
-     * words, not all). Ranking is over at most MEM_FTS_SCAN matches, so a
-     * query made of very common words costs a bounded amount. */
-    q->fts = fmt_sql("WITH q AS (SELECT to_tsquery('simple', replace("
-                     "plainto_tsquery('english', $1)::text, ' & ', ' | ')) AS q), "
-                     "m AS (SELECT id, tsv FROM %s, q WHERE tsv @@ q.q AND "
-                     "consolidated_into IS NULL AND " CTX_FILTER(2) " LIMIT "
+     * words, not all), minus the table's most common words (<table>_stats,
+     * refreshed by q->common): those match a large part of the table, so
+     * PostgreSQL would build a bitmap of most rows and rank thousands for
+     * little signal - the vector leg covers them. A query of common words
+     * only has no text leg. Ranking is over at most MEM_FTS_SCAN matches. */
+    q->fts = fmt_sql("WITH w AS (SELECT string_agg(u.lexeme, ' ') AS s FROM "
+                     "unnest(to_tsvector('english', $1)) u WHERE u.lexeme <> "
+                     "ALL(COALESCE((SELECT common FROM %s_stats WHERE k = 1), "
+                     "'{}'))), q AS (SELECT to_tsquery('simple', replace("
+                     "plainto_tsquery('simple', w.s)::text, ' & ', ' | ')) AS q "
+                     "FROM w), m AS (SELECT id, tsv FROM %s, q WHERE tsv @@ q.q "
+                     "AND consolidated_into IS NULL AND " CTX_FILTER(2) " LIMIT "
                      MEM_FTS_SCAN ") SELECT m.id, ts_rank_cd(m.tsv, q.q)::float8 "
                      "FROM m, q ORDER BY 2 DESC, m.id DESC LIMIT $3::int", t);
+    q->common = fmt_sql("INSERT INTO %s_stats SELECT 1, ARRAY(SELECT word FROM "
+                        "ts_stat('SELECT tsv FROM %s WHERE consolidated_into IS "
+                        "NULL') WHERE ndoc >= greatest(" MEM_COMMON_MIN ", (SELECT "
+                        "count(*) FROM %s WHERE consolidated_into IS NULL) * "
+                        MEM_COMMON_SHARE ")) ON CONFLICT (k) DO UPDATE SET "
+                        "common = excluded.common", t);
     q->rows = fmt_sql("SELECT id, content, memory_type, context::text, "
                       "importance::float8, extract(epoch FROM created_at)::float8, "
                       "extract(epoch FROM last_access)::float8, access_count, "
@@ -104,7 +122,7 @@ static int build_sql(mem_sql *q, const char *t)
     q->expire = fmt_sql("DELETE FROM %s WHERE id = $1::bigint RETURNING memory_type", t);
     char **all[] = {&q->insert, &q->fts, &q->rows, &q->touch, &q->feedback,
                     &q->count, &q->types, &q->all, &q->batch, &q->merge_keep,
-                    &q->expire};
+                    &q->expire, &q->common};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         if (!*all[i])
             return -1;
@@ -124,6 +142,7 @@ static void free_sql(mem_sql *q)
     free(q->batch);
     free(q->merge_keep);
     free(q->expire);
+    free(q->common);
 }
 
 static void schema_sql(const char *t, char *buf, size_t n, int which)
@@ -144,6 +163,10 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
     case 1:
         snprintf(buf, n, "CREATE INDEX IF NOT EXISTS %s_tsv ON %s USING gin (tsv)",
                  t, t);
+        break;
+    case 2:
+        snprintf(buf, n, "CREATE TABLE IF NOT EXISTS %s_stats (k int PRIMARY "
+                 "KEY, common text[] NOT NULL)", t);
         break;
     default:
         snprintf(buf, n, "CREATE INDEX IF NOT EXISTS %s_context ON %s USING "
@@ -207,23 +230,26 @@ void mem_count_type(sophia_memory *m, const char *type, int delta)
 
 /* ------------------------------------------------------------ index */
 
+/* The store's own distance code (see faiss_shim.h) and HNSW breadths. */
+static void index_tune(FaissIndex *ix)
+{
+    sophia_faiss_accelerate(ix, 1);
+    sophia_faiss_hnsw_set(ix, SOPHIA_MEM_HNSW_EF_CONSTRUCTION,
+                          SOPHIA_MEM_HNSW_EF_SEARCH);
+}
+
 static FaissIndex *index_new(int dim, int hnsw)
 {
     FaissIndex *ix = NULL;
-    const char *desc = hnsw ? "IDMap2,HNSW32,Flat" : "IDMap2,Flat";
+    char desc[64] = "IDMap2,Flat";
+    if (hnsw)
+        snprintf(desc, sizeof(desc), "IDMap2,HNSW%d,Flat", SOPHIA_MEM_HNSW_M);
     if (faiss_index_factory(&ix, dim, desc, METRIC_INNER_PRODUCT) != 0) {
         sophia_error("memory", "msg=\"faiss index_factory failed\" error=\"%s\"",
                      faiss_get_last_error());
         return NULL;
     }
-    if (hnsw) {
-        FaissParameterSpace *ps = NULL;
-        if (faiss_ParameterSpace_new(&ps) == 0) {
-            faiss_ParameterSpace_set_index_parameter(ps, ix, "efSearch",
-                                                     MEM_HNSW_EF_SEARCH);
-            faiss_ParameterSpace_free(ps);
-        }
-    }
+    index_tune(ix);
     return ix;
 }
 
@@ -271,10 +297,22 @@ static void tomb_add(sophia_memory *m, int64_t id)
     m->ntomb++;
 }
 
-void mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n)
+/* Enough tombstones for memory.rebuild_removed_pct? Caller holds the lock. */
+static int tombs_want_rebuild(const sophia_memory *m)
+{
+    size_t pct = m->conf->memory.rebuild_removed_pct;
+    idx_t total = m->index ? faiss_Index_ntotal(m->index) : 0;
+    return pct > 0 && m->ntomb > 0 && total > 0 &&
+           (double)m->ntomb * 100.0 >= (double)pct * (double)total;
+}
+
+size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
+                        int *rebuild)
 {
     pthread_rwlock_wrlock(&m->lock);
-    if (m->hnsw) {
+    if (m->hnsw || m->rebuilding) {
+        /* HNSW cannot delete; a rebuild in progress copies storage by
+         * position, so nothing may move under it either. */
         for (size_t i = 0; i < n; i++)
             tomb_add(m, ids[i]);
     } else if (m->index && n) {
@@ -284,7 +322,10 @@ void mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n)
             faiss_IDSelector_free((FaissIDSelector *)sel);
         }
     }
+    size_t nt = m->ntomb;
+    *rebuild = tombs_want_rebuild(m);
     pthread_rwlock_unlock(&m->lock);
+    return nt;
 }
 
 /* Saves to a temporary file, then renames: a crash mid-write never leaves
@@ -340,11 +381,238 @@ void mem_mark_dirty(sophia_memory *m)
     }
 }
 
+/* ----------------------------------------------- background rebuild */
+
+/* HNSW cannot delete, so removed ids stay in the graph as tombstones that
+ * every search skips; and with memory.index: auto a Flat index that grew
+ * past hnsw_threshold should become HNSW. Both are fixed by building a
+ * new index from the live vectors, on a worker, while searches and stores
+ * keep using the old one:
+ *
+ *  1. Under the write lock: set `rebuilding` (from now on removals only
+ *     tombstone, so the old storage never moves) and copy the tombstones
+ *     as they are (t0): those entries are left out.
+ *  2. Repeatedly, under the read lock, copy the next MEM_REBUILD_CHUNK
+ *     entries of the old index (position order), then add the ones not in
+ *     t0 to the new index with no lock held. Stores that land meanwhile
+ *     are appended to the old storage and picked up by a later chunk.
+ *  3. Under the write lock: copy what is still new, swap the indexes, and
+ *     keep as tombstones only those removed since step 1 (tomb - t0); a
+ *     Flat result deletes them for real instead.
+ *
+ * Searches wait only for step 3's catch-up (a few chunks at most); the old
+ * index is freed after the lock is released. */
+
+typedef struct rebuild_job {
+    sophia_memory *m;
+    int hnsw;
+    FaissIndex *ix;
+    int64_t *t0;
+    size_t nt0;
+    float *vecs;
+    idx_t *ids;
+    idx_t copied;
+    size_t rows, removed, tombs_after;
+    int ok, again;
+    char msg[256];
+    int64_t t_start;
+} rebuild_job;
+
+static int in_sorted(const int64_t *v, size_t n, int64_t id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && v[lo] == id;
+}
+
+/* Copies up to MEM_REBUILD_CHUNK entries from j->copied into the buffers;
+ * caller holds the lock. Returns how many, or -1 on a faiss error. */
+static idx_t rebuild_copy(rebuild_job *j)
+{
+    idx_t total = faiss_Index_ntotal(j->m->index);
+    idx_t n = total - j->copied;
+    if (n > MEM_REBUILD_CHUNK)
+        n = MEM_REBUILD_CHUNK;
+    if (n > 0 && sophia_faiss_copy(j->m->index, j->copied, n, j->vecs, j->ids) != 0)
+        return -1;
+    return n;
+}
+
+/* Adds the copied entries that are not t0 tombstones to the new index. */
+static int rebuild_add(rebuild_job *j, idx_t n)
+{
+    idx_t keep = 0;
+    int dim = j->m->dim;
+    for (idx_t i = 0; i < n; i++) {
+        if (in_sorted(j->t0, j->nt0, j->ids[i]))
+            continue;
+        if (keep != i) {
+            j->ids[keep] = j->ids[i];
+            memmove(j->vecs + (size_t)keep * dim, j->vecs + (size_t)i * dim,
+                    (size_t)dim * sizeof(float));
+        }
+        keep++;
+    }
+    j->copied += n;
+    j->rows += (size_t)keep;
+    return keep ? faiss_Index_add_with_ids(j->ix, keep, j->vecs, j->ids) : 0;
+}
+
+/* Step 3, under the write lock: the new tombstones are tomb - t0. */
+static void rebuild_swap(rebuild_job *j)
+{
+    sophia_memory *m = j->m;
+    size_t o = 0;
+    for (size_t i = 0; i < m->ntomb; i++)
+        if (!in_sorted(j->t0, j->nt0, m->tomb[i]))
+            m->tomb[o++] = m->tomb[i];
+    m->ntomb = o;
+    j->removed = j->nt0;
+    if (!j->hnsw && o) {
+        FaissIDSelectorBatch *sel = NULL;
+        if (faiss_IDSelectorBatch_new(&sel, o, m->tomb) == 0) {
+            faiss_Index_remove_ids(j->ix, (FaissIDSelector *)sel, NULL);
+            faiss_IDSelector_free((FaissIDSelector *)sel);
+            m->ntomb = 0;
+        }
+    }
+    FaissIndex *old = m->index;
+    m->index = j->ix;
+    m->hnsw = j->hnsw;
+    j->ix = old; /* freed by the caller, outside the lock */
+    j->tombs_after = m->ntomb;
+    j->again = tombs_want_rebuild(m);
+}
+
+static void rebuild_work(void *arg)
+{
+    rebuild_job *j = arg;
+    sophia_memory *m = j->m;
+    pthread_rwlock_wrlock(&m->lock);
+    m->rebuilding = 1;
+    j->nt0 = m->ntomb;
+    j->t0 = malloc((j->nt0 ? j->nt0 : 1) * sizeof(*j->t0));
+    if (j->t0 && j->nt0)
+        memcpy(j->t0, m->tomb, j->nt0 * sizeof(*j->t0));
+    pthread_rwlock_unlock(&m->lock);
+    if (!j->t0 || !j->vecs || !j->ids || !(j->ix = index_new(m->dim, j->hnsw))) {
+        snprintf(j->msg, sizeof(j->msg), "out of memory or faiss error");
+        goto out;
+    }
+    for (;;) {
+        if (atomic_load(&m->stop)) {
+            snprintf(j->msg, sizeof(j->msg), "shutting down");
+            goto out;
+        }
+        pthread_rwlock_rdlock(&m->lock);
+        idx_t n = rebuild_copy(j);
+        pthread_rwlock_unlock(&m->lock);
+        if (n < 0 || rebuild_add(j, n) != 0) {
+            snprintf(j->msg, sizeof(j->msg), "%s", faiss_get_last_error());
+            goto out;
+        }
+        if (n < MEM_REBUILD_CHUNK)
+            break; /* caught up: the rest (if any) under the write lock */
+    }
+    pthread_rwlock_wrlock(&m->lock);
+    idx_t n;
+    while ((n = rebuild_copy(j)) > 0 && rebuild_add(j, n) == 0)
+        ;
+    if (n == 0) {
+        rebuild_swap(j);
+        j->ok = 1;
+    } else {
+        snprintf(j->msg, sizeof(j->msg), "%s", faiss_get_last_error());
+    }
+    m->rebuilding = 0;
+    pthread_rwlock_unlock(&m->lock);
+    if (j->ok)
+        return; /* j->ix is the old index now */
+out:
+    pthread_rwlock_wrlock(&m->lock);
+    m->rebuilding = 0;
+    pthread_rwlock_unlock(&m->lock);
+}
+
+static void rebuild_done(void *arg, int cancelled)
+{
+    rebuild_job *j = arg;
+    sophia_memory *m = j->m;
+    if (j->ix)
+        faiss_Index_free(j->ix);
+    if (!cancelled && j->ok) {
+        m->rebuilds++;
+        m->tombstones = j->tombs_after;
+        sophia_info("memory", "msg=\"index rebuilt in the background\" rows=%zu "
+                    "left_out=%zu kind=%s ms=%.0f", j->rows, j->removed,
+                    j->hnsw ? "hnsw" : "flat",
+                    (double)(sophia_now_mono_us() - j->t_start) / 1000.0);
+        if (!m->freeing)
+            mem_mark_dirty(m);
+    } else if (!cancelled && !m->freeing) {
+        sophia_warn("memory", "msg=\"background index rebuild failed\" error=\"%s\"",
+                    j->msg);
+    }
+    m->rebuild_running = 0;
+    int again = !cancelled && j->ok && j->again;
+    free(j->t0);
+    free(j->vecs);
+    free(j->ids);
+    free(j);
+    if (again)
+        mem_rebuild(m); /* enough was removed while it ran */
+}
+
+void mem_rebuild(sophia_memory *m)
+{
+    if (m->rebuild_running || m->freeing || m->state != MEM_READY)
+        return;
+    rebuild_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return;
+    j->m = m;
+    /* auto: the kind the live count asks for; flat/hnsw: as configured */
+    j->hnsw = want_hnsw(m, m->live);
+    j->vecs = malloc((size_t)MEM_REBUILD_CHUNK * (size_t)m->dim * sizeof(float));
+    j->ids = malloc(MEM_REBUILD_CHUNK * sizeof(*j->ids));
+    j->t_start = sophia_now_mono_us();
+    if (sophia_workers_submit(m->pool, rebuild_work, rebuild_done, j) != 0) {
+        free(j->vecs);
+        free(j->ids);
+        free(j);
+        return;
+    }
+    m->rebuild_running = 1;
+}
+
 /* ---------------------------------------------------- ready / deferred */
+
+/* Which words are too common for the text leg (q->fts): now and every
+ * MEM_COMMON_REFRESH_S. ts_stat reads every tsvector (~0.7 s at 100k
+ * rows), so it runs on a connection of its own, never ahead of searches. */
+static void on_common_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_memory *m = arg;
+    if (m->state == MEM_READY && !m->freeing && sophia_pg_up(m->pg_maint))
+        sophia_pg_query(m->pg_maint, m->sql.common, 0, NULL, NULL, NULL, NULL, NULL);
+}
 
 static void set_ready(sophia_memory *m)
 {
     m->state = MEM_READY;
+    struct timeval tv = {MEM_COMMON_REFRESH_S, 0};
+    if (m->common_ev && !evtimer_pending(m->common_ev, NULL)) {
+        event_add(m->common_ev, &tv);
+        on_common_timer(-1, 0, m);
+    }
     mem_deferred *d = m->deferred;
     m->deferred = m->deferred_tail = NULL;
     m->ndeferred = 0;
@@ -428,18 +696,10 @@ static void boot_fail(boot_job *b, const char *why)
     free(b);
 }
 
-/* An HNSW index takes efSearch (through the IDMap2 wrapper); Flat has no
- * parameter of that name and refuses it. */
+/* Sets the store's efSearch when the index (under its IDMap2) is HNSW. */
 static int is_hnsw_index(FaissIndex *ix)
 {
-    FaissParameterSpace *ps = NULL;
-    int hnsw = 0;
-    if (faiss_ParameterSpace_new(&ps) == 0) {
-        hnsw = faiss_ParameterSpace_set_index_parameter(ps, ix, "efSearch",
-                                                        MEM_HNSW_EF_SEARCH) == 0;
-        faiss_ParameterSpace_free(ps);
-    }
-    return hnsw;
+    return sophia_faiss_hnsw_set(ix, 0, SOPHIA_MEM_HNSW_EF_SEARCH) == 0;
 }
 
 /* Reads the saved index; b->loaded only when it matches the table (row
@@ -457,6 +717,7 @@ static void load_work(void *arg)
         return;
     }
     int hnsw = is_hnsw_index(ix);
+    index_tune(ix);
     if (faiss_Index_d(ix) != m->dim || faiss_Index_ntotal(ix) != b->count) {
         snprintf(b->msg, sizeof(b->msg), "stale: %lld vectors of dim %d, "
                  "table has %lld rows, dim %d", (long long)faiss_Index_ntotal(ix),
@@ -607,7 +868,7 @@ static int boot(sophia_memory *m)
         return -1;
     b->m = m;
     char sql[1024];
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         schema_sql(m->conf->memory.table, sql, sizeof(sql), i);
         sophia_pg_query(m->pg, sql, 0, NULL, NULL, NULL, on_schema, m);
     }
@@ -659,11 +920,13 @@ sophia_memory *sophia_memory_new(const sophia_conf *c, struct event_base *base,
     m->index_path = default_index_path(c);
     m->emb = sophia_embed_hashing_new(m->dim);
     m->save_ev = evtimer_new(base, on_save_timer, m);
+    m->common_ev = event_new(base, -1, EV_PERSIST, on_common_timer, m);
     if (!m->index_path || !m->emb || !m->save_ev || !m->by_type ||
         build_sql(&m->sql, c->memory.table) < 0 ||
         !(m->pool = sophia_workers_new(base, (unsigned)c->memory.workers, "memory")) ||
-        !(m->pg = sophia_pg_new(base, c->pg_url)) || boot(m) < 0 ||
-        mem_cons_init(m, plugins) < 0) {
+        !(m->pg = sophia_pg_new(base, c->pg_url)) ||
+        !(m->pg_maint = sophia_pg_new(base, c->pg_url)) || boot(m) < 0 ||
+        mem_cons_init(m, plugins) < 0 || mem_access_init(m) < 0) {
         sophia_error("memory", "msg=\"cannot start the memory store\"");
         sophia_memory_free(m);
         return NULL;
@@ -678,17 +941,22 @@ void sophia_memory_free(sophia_memory *m)
     if (!m)
         return;
     m->freeing = 1;
+    atomic_store(&m->stop, 1);
     sophia_api_memory_ws(0);
     mem_cons_free(m);
+    mem_access_free(m);
     fail_deferred(m, SOPHIA_EUNAVAIL, "shutting down");
     sophia_workers_free(m->pool); /* finished jobs complete, queued cancel */
     sophia_pg_free(m->pg);        /* queries in flight get "closed" */
+    sophia_pg_free(m->pg_maint);
     if (m->index && (m->dirty || m->saving))
         index_save(m);
     if (m->index)
         faiss_Index_free(m->index);
     if (m->save_ev)
         event_free(m->save_ev);
+    if (m->common_ev)
+        event_free(m->common_ev);
     sophia_embedder_free(m->emb);
     free_sql(&m->sql);
     free(m->index_path);
@@ -769,7 +1037,7 @@ typedef struct store_job {
     char importance[32];
     float *vec;
     int64_t id;
-    int ok;
+    int ok, upgrade;
     sophia_memory_store_cb cb;
     void *arg;
 } store_job;
@@ -799,9 +1067,12 @@ static void store_added(void *arg, int cancelled)
     m->stores++;
     mem_count_type(m, j->type, 1);
     mem_mark_dirty(m);
+    int upgrade = j->upgrade;
     store_finish(j, 0, NULL);
     if (!m->freeing)
         mem_cons_on_store(m);
+    if (upgrade)
+        mem_rebuild(m);
 }
 
 static void add_work(void *arg)
@@ -811,6 +1082,9 @@ static void add_work(void *arg)
     idx_t id = j->id;
     pthread_rwlock_wrlock(&m->lock);
     j->ok = m->index && faiss_Index_add_with_ids(m->index, 1, j->vec, &id) == 0;
+    /* auto: a Flat index that reached hnsw_threshold becomes HNSW */
+    j->upgrade = j->ok && !m->hnsw &&
+                 want_hnsw(m, (int64_t)faiss_Index_ntotal(m->index) - (int64_t)m->ntomb);
     pthread_rwlock_unlock(&m->lock);
 }
 
@@ -952,7 +1226,7 @@ json_t *sophia_memory_stats_json(const sophia_memory *m)
     latency_quantiles(m, &p50, &p99);
     const char *st = m->state == MEM_READY ? "ready"
                      : m->state == MEM_LOADING ? "loading" : "failed";
-    return json_pack("{s:s,s:I,s:O,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:I,s:I}",
+    return json_pack("{s:s,s:I,s:O,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:I,s:I,s:I,s:b,s:o}",
                      "status", st, "count", (json_int_t)m->live, "by_type",
                      m->by_type, "index", m->hnsw ? "hnsw" : "flat",
                      "stores", (json_int_t)m->stores, "store_errors",
@@ -962,7 +1236,17 @@ json_t *sophia_memory_stats_json(const sophia_memory *m)
                      (json_int_t)m->feedbacks, "p50_us", p50, "p99_us", p99,
                      "consolidations", (json_int_t)m->consolidations, "merged",
                      (json_int_t)m->merged, "expired", (json_int_t)m->expired,
-                     "rebuilds", (json_int_t)m->rebuilds);
+                     "rebuilds", (json_int_t)m->rebuilds, "tombstones",
+                     (json_int_t)m->tombstones, "rebuilding", m->rebuild_running,
+                     "access", mem_access_stats(m));
+}
+
+static uint64_t acc_stat(const sophia_memory *m, const char *name)
+{
+    json_t *a = mem_access_stats(m);
+    uint64_t v = (uint64_t)json_integer_value(json_object_get(a, name));
+    json_decref(a);
+    return v;
 }
 
 void sophia_memory_prom(const sophia_memory *m, FILE *f)
@@ -994,6 +1278,12 @@ void sophia_memory_prom(const sophia_memory *m, FILE *f)
         {"sophia_memory_consolidations_total", "Consolidator runs.", m->consolidations},
         {"sophia_memory_merged_total", "Memories merged into another.", m->merged},
         {"sophia_memory_expired_total", "Memories expired by retention.", m->expired},
+        {"sophia_memory_index_rebuilds_total", "Index builds (start and background).",
+         m->rebuilds},
+        {"sophia_memory_access_reads_total", "Cache reads naming a dashboard or user.",
+         acc_stat(m, "reads")},
+        {"sophia_memory_access_warmed_total",
+         "Keys promoted into L1 by access-pattern warming.", acc_stat(m, "warmed")},
     };
     for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
         fprintf(f, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", c[i].name,

@@ -9,15 +9,19 @@
  * for full-text search. Its vector is also in a faiss IDMap2 index over
  * inner product ("IDMap2,Flat", or "IDMap2,HNSW32,Flat" at and above
  * memory.hnsw_threshold rows with memory.index: auto) whose ids are the
- * PostgreSQL ids. The index is saved to memory.index_path (after changes,
- * at most every few seconds, and at shutdown) and reloaded at start; when
- * the file is missing, unreadable or stale (its size differs from the
- * table's live row count, or its kind is not what memory.index asks for
- * at that size) it is rebuilt from the stored embeddings. So with `auto`
- * a Flat index that grew past the threshold becomes HNSW at the next
- * start, not while running. HNSW
- * cannot delete: removed ids become tombstones filtered out of results,
- * and the next start rebuilds (the counts differ by then).
+ * PostgreSQL ids; its vectors sit in the shim's Flat storage with AVX2
+ * distance code (core/faiss_shim.h). HNSW uses M = 32, efConstruction 160,
+ * efSearch 128 (recall@10 vs exact in bench_memory). The index is saved
+ * to memory.index_path (after changes, at most every few seconds, and at
+ * shutdown) and reloaded at start; when the file is missing, unreadable
+ * or stale (its size differs from the table's live row count, or its kind
+ * is not what memory.index asks for at that size) it is rebuilt from the
+ * stored embeddings. HNSW cannot delete: removed ids become tombstones
+ * filtered out of results. When they reach memory.rebuild_removed_pct of
+ * the index, or with `auto` when a Flat index reaches the threshold, a
+ * worker builds a new index from the live vectors while searches and
+ * stores go on against the old one, and swaps it in (memory.c, "background
+ * rebuild").
  *
  * Threads. The loop thread owns everything but the index, which worker
  * threads (core/worker.c) search and change under a rwlock: embedding a
@@ -31,8 +35,10 @@
  * Retrieval (sophia_memory_search) is hybrid. Candidates: the k*4 nearest
  * vectors (k*20 when a context filter is given, since the filter is applied
  * after faiss) and the k*4 best full-text matches (the query's stemmed
- * words OR-ed, ranked by ts_rank_cd over at most 2,000 matching rows, so
- * queries of very common words stay cheap). Context filters (exact text match of
+ * words OR-ed, minus words found in >= 2% of the rows (and >= 1,000 of
+ * them; the list is refreshed from ts_stat every 10 minutes), ranked by
+ * ts_rank_cd over at most 500 matching rows, so queries of very common
+ * words stay cheap; the vector leg covers those). Context filters (exact text match of
  * context->>KEY) drop candidates before ranking. Each list is re-ranked
  * over its surviving members, and fused with reciprocal rank fusion:
  *   rrf = sum over lists of 1 / (60 + rank)      (rank from 1)
@@ -74,6 +80,11 @@ typedef struct sophia_memory sophia_memory;
 #define SOPHIA_MEM_RRF_K 60
 #define SOPHIA_MEM_MAX_K 100
 #define SOPHIA_MEM_MAX_TYPE 64
+/* HNSW graph degree and breadths: at 100k, efConstruction 160 + efSearch
+ * 128 gave recall@10 0.958 (efConstruction 80: 0.929); see bench_memory. */
+#define SOPHIA_MEM_HNSW_M 32
+#define SOPHIA_MEM_HNSW_EF_CONSTRUCTION 160
+#define SOPHIA_MEM_HNSW_EF_SEARCH 128
 
 /* NULL when PostgreSQL is disabled (no memory store) or on failure. The
  * plugin set is where memory.consolidate finds its instances (may be
@@ -119,6 +130,13 @@ const char *sophia_memory_check(const sophia_memory *m, const json_t *content,
                                 const json_t *memory_type,
                                 const json_t *context,
                                 const json_t *importance);
+
+/* A cache read by a dashboard and/or user (either may be NULL; both NULL
+ * = not counted): counted toward an `access_pattern` memory, whose keys
+ * are warmed into L1 at start and when that dashboard or user first
+ * reads (memory_access.c). NULL m is fine. */
+void sophia_memory_note_access(sophia_memory *m, const char *key,
+                               const char *dashboard, const char *user);
 
 /* Runs a consolidator instance now (tests, `after_new`, timers). */
 int sophia_memory_consolidate(sophia_memory *m, const char *instance);

@@ -48,6 +48,8 @@ typedef struct cons_run {
     size_t pending; /* PostgreSQL statements in flight */
     int64_t *removed;
     size_t nremoved;
+    size_t tombs; /* after the removal (stats) */
+    int rebuild;  /* enough tombstones for a background rebuild */
     uint64_t merged, expired;
 } cons_run;
 
@@ -86,12 +88,19 @@ static void run_end(cons_run *r, const char *why)
 static void remove_work(void *arg)
 {
     cons_run *r = arg;
-    mem_index_remove(r->m, r->removed, r->nremoved);
+    r->tombs = mem_index_remove(r->m, r->removed, r->nremoved, &r->rebuild);
 }
 
 static void remove_done(void *arg, int cancelled)
 {
-    run_end(arg, cancelled ? "shutting down" : NULL);
+    cons_run *r = arg;
+    sophia_memory *m = r->m;
+    int rebuild = !cancelled && r->rebuild;
+    if (!cancelled)
+        m->tombstones = r->tombs;
+    run_end(r, cancelled ? "shutting down" : NULL);
+    if (rebuild)
+        mem_rebuild(m);
 }
 
 static void op_applied(cons_run *r)

@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <sophia/sdk.h>
 
+#include "faiss_shim.h"
 #include "log.h"
 
 typedef struct job {
@@ -79,6 +80,10 @@ static void wake_loop(sophia_workers *w)
 static void *thread_main(void *arg)
 {
     sophia_workers *w = arg;
+    /* The pool already runs jobs side by side: faiss must not start an
+     * OpenMP team inside each one (on 2 cores that only adds hand-offs and
+     * spinning threads to every search). */
+    sophia_faiss_set_threads(1);
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->stopping && !w->queued.head)

@@ -7,12 +7,13 @@
 // index file in its own temp directory, so no test sees another's rows.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {
   startDaemon, fetchJson, timeoutScale, wsConnect, sendJson, nextMessage,
 } from './lib/daemon.mjs';
+import { pgQuery, redisCommand } from './lib/servers.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const uniq = () => `mem_${process.pid}_${Date.now().toString(36)}_${Math.floor(Math.random() * 1e6)}`;
@@ -307,5 +308,227 @@ plugins:
     }
   } finally {
     await dd.stop().catch(() => {});
+  }
+});
+
+test('removals past rebuild_removed_pct rebuild the HNSW index in the background', async () => {
+  const t = uniq();
+  const ixPath = path.join(keepDir, 'rebuild.index');
+  const tail = `  index: hnsw
+  rebuild_removed_pct: 30
+  consolidate:
+    decay: {every: 1s}
+plugins:
+  path: ["@PLUGIN_DIR@"]
+  instances:
+    decay:
+      plugin: decay
+      options:
+        retention: ["event:1s"]
+`;
+  const dd = await startDaemon({ yaml: memYaml(t, ixPath, tail) });
+  try {
+    const ctx = { user: 'fay' };
+    const topics = ['invoices', 'pipelines', 'dashboards', 'renewals', 'onboarding', 'security',
+      'latency', 'forecasts', 'billing', 'migrations', 'hiring', 'roadmaps'];
+    const facts = [];
+    for (const w of topics) facts.push(await store(dd, `Fay owns the quarterly ${w} review with the platform team`, ctx));
+    const events = [];
+    for (let i = 0; i < 6; i++) events.push(await store(dd, `Fay attended standup number ${i}`, ctx, { memory_type: 'event' }));
+    const base = await memStats(dd);
+    assert.equal(base.index, 'hnsw');
+    // Search all along: the old index answers until the new one is swapped in.
+    let searching = true;
+    let answered = 0;
+    const loop = (async () => {
+      while (searching) {
+        const r = await search(dd, 'quarterly pipelines review', { 'context.user': 'fay', k: 3 });
+        assert.ok(r.length > 0);
+        answered++;
+      }
+    })();
+    const m = await waitFor(async () => {
+      const s = await memStats(dd);
+      return s.expired >= 6 && s.rebuilds > base.rebuilds && !s.rebuilding && s;
+    }, 'the expiries and a background rebuild');
+    searching = false;
+    await loop;
+    assert.ok(answered > 0);
+    await dd.waitForStderr(/index rebuilt in the background" rows=12 left_out=6 kind=hnsw/);
+    assert.equal(m.tombstones, 0, JSON.stringify(m));
+    assert.equal(m.count, 12);
+    assert.equal(m.index, 'hnsw');
+    // The vector leg works on the new graph: no word in common (text 0),
+    // the closest vector is the right one (half_life 3s: recency may
+    // reorder the final list).
+    const r = await search(dd, 'quartrly renewls reviw', { 'context.user': 'fay', k: 12 });
+    const best = r.reduce((a, b) => (b.score_parts.vector > a.score_parts.vector ? b : a));
+    assert.equal(best.id, facts[3]);
+    assert.equal(best.score_parts.text, 0);
+    const ev = await search(dd, 'Fay attended standup', { 'context.user': 'fay', k: 20 });
+    assert.ok(!ev.some((e) => events.includes(e.id)), 'expired events are gone');
+    // The saved index has no tombstones: a restart loads it as is.
+    await sleep(2500);
+    await dd.stop();
+    const d2 = await startDaemon({ yaml: memYaml(t, ixPath, '  index: hnsw\n') });
+    try {
+      await d2.waitForStderr(/index loaded" rows=12 kind=hnsw/);
+    } finally {
+      await d2.stop();
+    }
+  } finally {
+    await dd.stop().catch(() => {});
+  }
+});
+
+test('with index auto a Flat index that reaches hnsw_threshold becomes HNSW while running', async () => {
+  const t = uniq();
+  const dd = await startDaemon({ yaml: memYaml(t, '@TMP_DIR@/memory.index', '  hnsw_threshold: 6\n') });
+  try {
+    const ctx = { user: 'gil' };
+    const ids = [];
+    for (let i = 0; i < 5; i++) ids.push(await store(dd, `Gil reviewed contract draft ${i} for the Oslo office`, ctx));
+    assert.equal((await memStats(dd)).index, 'flat');
+    ids.push(await store(dd, 'Gil prefers async updates over meetings', ctx));
+    const m = await waitFor(async () => { const s = await memStats(dd); return s.index === 'hnsw' && s; }, 'the upgrade');
+    assert.equal(m.count, 6);
+    const r = await search(dd, 'Gil prefrs asynch updates', { 'context.user': 'gil', k: 1 });
+    assert.equal(r[0].id, ids[5]);
+  } finally {
+    await dd.stop();
+  }
+});
+
+test('what a dashboard reads often is remembered and warmed into L1 at the next start', async () => {
+  const t = uniq();
+  const yaml = memYaml(t, path.join(keepDir, 'access.index'));
+  const run = uniq();
+  const hot = [`ap:${run}:revenue`, `ap:${run}:pipeline`];
+  const cold = `ap:${run}:other`; // read as often, by nobody in particular
+  const cacheUrl = (dd, k, q = '') => `${dd.url}/api/cache/${encodeURIComponent(k)}${q}`;
+  const d1 = await startDaemon({ yaml });
+  try {
+    for (const k of [...hot, cold]) {
+      const res = await fetchJson(cacheUrl(d1, k), { method: 'PUT', body: JSON.stringify({ value: { k } }) });
+      assert.equal(res.status, 200, res.text);
+    }
+    const ws = await wsConnect(d1.wsUrl);
+    try {
+      for (let i = 0; i < 3; i++) {
+        for (const k of hot) {
+          sendJson(ws, { type: 'request', id: `${k}${i}`, method: 'cache.get', params: { key: k, dashboard: 'ops' } });
+          assert.equal((await nextMessage(ws, (m) => m.id === `${k}${i}`)).type, 'response');
+        }
+        assert.equal((await fetchJson(cacheUrl(d1, cold))).status, 200);
+      }
+    } finally {
+      ws.close();
+    }
+    assert.equal((await fetchJson(cacheUrl(d1, hot[0], '?dashboard=ops&user=ann'))).status, 200);
+    const m = await waitFor(async () => { const s = await memStats(d1); return s.access.remembered >= 2 && s; }, 'two access patterns');
+    assert.equal(m.access.reads, 7);
+    assert.equal(m.by_type.access_pattern, 2, JSON.stringify(m));
+    // They are memories like any other: "what does ops read?"
+    const r = await search(d1, 'dashboard ops reads cache key', { 'context.dashboard': 'ops' });
+    assert.deepEqual(r.map((e) => e.context.key).sort(), [...hot].sort());
+    assert.ok(r.every((e) => e.memory_type === 'access_pattern' && e.access_count >= 3), JSON.stringify(r));
+  } finally {
+    await d1.stop();
+  }
+  // The cache warms its own hot keys at start too: take ours out of that
+  // list, so only the access patterns can bring them back.
+  await redisCommand(['ZREM', 'sophia:hot', ...hot, cold]);
+  const d2 = await startDaemon({ yaml });
+  try {
+    const m = await waitFor(async () => { const s = await memStats(d2); return s.access.warm_runs >= 1 && s; }, 'the start warm-up');
+    assert.equal(m.access.warmed, 2, JSON.stringify(m.access));
+    assert.match((await fetchJson(`${d2.url}/metrics`)).text, /^sophia_memory_access_warmed_total 2$/m);
+    const cacheStats = async () => (await fetchJson(`${d2.url}/api/stats`)).body.cache;
+    const before = await cacheStats();
+    for (const k of hot) {
+      const res = await fetchJson(cacheUrl(d2, k));
+      assert.equal(res.body.tier, 'l1', `${k} was in L1 before anyone asked`);
+    }
+    const after = await cacheStats();
+    assert.equal(after.l1.hits, before.l1.hits + 2);
+    assert.equal(after.l2.hits, before.l2.hits, 'L2 not touched');
+    assert.equal(after.l3.hits, before.l3.hits, 'L3 not touched');
+    const res = await fetchJson(cacheUrl(d2, cold));
+    assert.notEqual(res.body.tier, 'l1', 'a key nobody named was not warmed');
+  } finally {
+    await d2.stop();
+  }
+});
+
+test('the gong processor remembers action items and risks per account and call', async () => {
+  const t = uniq();
+  const dd = await startDaemon({
+    yaml: memYaml(t, '@TMP_DIR@/memory.index', `plugins:
+  path: ["@PLUGIN_DIR@"]
+  instances:
+    gong: {plugin: gong}
+streams:
+  gong: {processor: gong}
+`),
+  });
+  try {
+    const body = await readFile(new URL('../../../shared/samples/gong_calls.ndjson', import.meta.url), 'utf8');
+    // The transcript alone: analysed, but nothing remembered until the
+    // metadata (account, speaker names) is known too.
+    const [meta, transcript] = body.trim().split('\n');
+    const ingest = (b) => fetchJson(`${dd.url}/ingest/gong`, { method: 'POST', body: b });
+    assert.equal((await ingest(transcript)).status, 202);
+    await waitFor(async () => (await fetchJson(`${dd.url}/api/cache/gong:call:7782342274025937895`)).status === 200,
+      'the transcript analysed');
+    assert.equal((await memStats(dd)).stores, 0);
+    assert.equal((await ingest(meta)).status, 202);
+    const m = await waitFor(async () => { const s = await memStats(dd); return s.stores >= 3 && s; }, 'the call memories');
+    assert.equal(m.by_type.action_item >= 1 && m.by_type.risk >= 2, true, JSON.stringify(m.by_type));
+    // Replaying the call stores nothing twice.
+    assert.equal((await ingest(body)).status, 202);
+    await sleep(500);
+    assert.equal((await memStats(dd)).stores, m.stores);
+    const acme = { 'context.account': 'acme', 'context.call': '7782342274025937895' };
+    const risks = await search(dd, 'competitor budget', { ...acme, 'context.source': 'gong' });
+    assert.equal(risks[0].memory_type, 'risk');
+    assert.match(risks[0].content, /budget is tight and a competitor/);
+    assert.equal(risks[0].context.speaker, 'Bob Buyer');
+    const todo = await search(dd, 'send the updated proposal', acme);
+    assert.equal(todo[0].memory_type, 'action_item');
+    assert.match(todo[0].content, /I will send the updated proposal/);
+    assert.equal(todo[0].context.speaker, 'Jane Seller');
+    assert.deepEqual(await search(dd, 'competitor budget', { 'context.account': 'globex' }), []);
+  } finally {
+    await dd.stop();
+  }
+});
+
+test('words in a large share of the table are left out of the full-text leg', async () => {
+  const t = uniq();
+  const yaml = memYaml(t, '@TMP_DIR@/memory.index');
+  let dd = await startDaemon({ yaml }); // creates the table
+  await waitFor(async () => (await memStats(dd)).status === 'ready', 'the table');
+  await dd.stop();
+  // 1,200 rows that all say "quarterly", one of them also "Zanzibar".
+  await pgQuery(`INSERT INTO ${t} (content, memory_type, embedding)
+    SELECT CASE WHEN g = 600 THEN 'quarterly Zanzibar offsite' ELSE 'quarterly note ' || g END,
+           'fact', decode(repeat('00', 1536), 'hex') FROM generate_series(1, 1200) g`);
+  dd = await startDaemon({ yaml });
+  try {
+    await dd.waitForStderr(/index rebuilt" rows=1200/);
+    // Refreshed when the store is ready: "quarterly" (stem quarter) and
+    // "note" are in (nearly) every row, so they are common; the rest not.
+    const common = await waitFor(async () => {
+      const r = await pgQuery(`SELECT common FROM ${t}_stats WHERE k = 1`);
+      return r.length > 0 && r[0][0].includes('quarter') && r[0][0];
+    }, 'the common words');
+    assert.deepEqual(common.slice(1, -1).split(',').sort(), ['note', 'quarter']);
+    const r = await search(dd, 'quarterly Zanzibar', { k: 3 });
+    assert.match(r[0].content, /Zanzibar/);
+    assert.ok(r[0].score_parts.text > 0, 'the rare word still reaches the text leg');
+    const only = await search(dd, 'quarterly', { k: 5 });
+    assert.ok(only.every((e) => e.score_parts.text === 0), 'a common-word query has no text leg');
+  } finally {
+    await dd.stop();
   }
 });

@@ -27,6 +27,8 @@
 
 #include <cmocka.h>
 
+#include "faiss_shim.h"
+
 #define DIM 64
 #define FLAT_N 1000
 #define HNSW_N 2000
@@ -242,6 +244,72 @@ static void test_hnsw_recall(void **state)
     free(vecs);
 }
 
+/* Sophia's storage: the same answers as stock faiss, persisted as a plain
+ * Flat and accelerated again after reading; copy and the HNSW knobs; an
+ * HNSW built on it finds itself. */
+static void test_accelerated_matches_stock(void **state)
+{
+    (void)state;
+    enum { NQ = 50 };
+    float *vecs = random_vectors(FLAT_N, 7);
+    FaissIndex *stock = new_filled_index("IDMap2,Flat", FLAT_N, vecs);
+    FaissIndex *fast = new_filled_index("IDMap2,Flat", FLAT_N, vecs);
+    assert_int_equal(sophia_faiss_accelerate(fast, 1), 0);
+    float d1[NQ * K], d2[NQ * K];
+    idx_t l1[NQ * K], l2[NQ * K];
+    assert_int_equal(faiss_Index_search(stock, NQ, vecs, K, d1, l1), 0);
+    assert_int_equal(faiss_Index_search(fast, NQ, vecs, K, d2, l2), 0);
+    assert_memory_equal(l1, l2, sizeof l1);
+    for (int i = 0; i < NQ * K; i++)
+        assert_true(fabsf(d1[i] - d2[i]) < 1e-5f);
+    /* k beyond ntotal: -1 labels, as faiss */
+    FaissIndex *small = new_filled_index("IDMap2,Flat", 3, vecs);
+    assert_int_equal(sophia_faiss_accelerate(small, 1), 0);
+    assert_int_equal(faiss_Index_search(small, 1, vecs, K, d2, l2), 0);
+    assert_int_equal(l2[0], ID_BASE);
+    assert_int_equal(l2[3], -1);
+    faiss_Index_free(small);
+
+    char path[] = "/tmp/sophia-test-faiss-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(faiss_write_index_fname(fast, path), 0);
+    FaissIndex *back = NULL;
+    assert_int_equal(faiss_read_index_fname(path, 0, &back), 0);
+    unlink(path);
+    assert_int_equal(sophia_faiss_accelerate(back, 1), 0);
+    assert_finds_self(back, vecs, 10, d2, l2);
+
+    /* copy: vectors and ids in storage order */
+    float row[2 * DIM];
+    idx_t ids[2];
+    assert_int_equal(sophia_faiss_copy(back, 5, 2, row, ids), 0);
+    assert_int_equal(ids[0], ID_BASE + 5);
+    assert_int_equal(ids[1], ID_BASE + 6);
+    assert_memory_equal(row, vecs + 5 * DIM, sizeof row);
+    assert_true(sophia_faiss_copy(back, FLAT_N - 1, 2, row, ids) < 0);
+    assert_int_equal(sophia_faiss_hnsw_set(back, 0, 64), -1); /* not HNSW */
+
+    FaissIndex *h = NULL;
+    assert_int_equal(faiss_index_factory(&h, DIM, "IDMap2,HNSW16,Flat",
+                                         METRIC_INNER_PRODUCT), 0);
+    assert_int_equal(sophia_faiss_accelerate(h, 1), 0);
+    assert_int_equal(sophia_faiss_hnsw_set(h, 60, 64), 0);
+    idx_t *all = sequential_ids(FLAT_N);
+    assert_int_equal(faiss_Index_add_with_ids(h, FLAT_N, vecs, all), 0);
+    free(all);
+    assert_finds_self(h, vecs, 10, d2, l2);
+    assert_int_equal(sophia_faiss_copy(h, 0, 2, row, ids), 0);
+    assert_memory_equal(row, vecs, sizeof row);
+
+    faiss_Index_free(h);
+    faiss_Index_free(back);
+    faiss_Index_free(fast);
+    faiss_Index_free(stock);
+    free(vecs);
+}
+
 /* Built by hand instead of by factory string; the map owns the flat index,
  * so freeing the map must free both (ASan's leak check verifies it). */
 static void test_constructors(void **state)
@@ -322,6 +390,7 @@ int main(void)
         cmocka_unit_test(test_write_read_roundtrip),
         cmocka_unit_test(test_hnsw_recall),
         cmocka_unit_test(test_constructors),
+        cmocka_unit_test(test_accelerated_matches_stock),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,7 +16,11 @@
  * tagged `call:<id>`, `account:<account>` and `opportunity:<crm id>` so
  * the crm processor can invalidate them when the deal changes; a `data`
  * update goes to `dashboard:<dashboard>`; any risk phrase raises a
- * `deal_risk` alert.
+ * `deal_risk` alert. Once both halves of a call are known, each action
+ * item and each risk sentence becomes a memory (host->memory_store; types
+ * `action_item` and `risk`, context {source, account, call, speaker[,
+ * phrase]}), once per call, so memory search can answer "what did we
+ * promise Acme?" or "which accounts mentioned a competitor?".
  */
 #include <sophia/sdk.h>
 
@@ -31,6 +35,7 @@ typedef struct gong_call {
     const sophia_host *host;
     sophia_json *meta;       /* {"metaData","parties","context"} copy or NULL */
     sophia_json *transcript; /* the transcript array copy or NULL */
+    int remembered;          /* its memories were stored */
 } gong_call;
 
 typedef struct gong_state {
@@ -398,6 +403,39 @@ static int risk_alert(const gong_state *st, sophia_ctx *ctx,
 
 /* ------------------------------------------------------------ process */
 
+/* One memory per action item / risk of the analysis `doc`; returns how
+ * many were queued (they apply with the event's other effects). */
+static int store_memories(const gong_state *st, sophia_ctx *ctx,
+                          const char *id, const char *account,
+                          const sophia_json *doc)
+{
+    const sophia_host *h = st->host;
+    static const struct {
+        const char *field, *type;
+        double importance;
+    } kinds[] = {{"action_items", "action_item", 0.6}, {"risks", "risk", 0.8}};
+    int n = 0;
+    for (size_t k = 0; h->memory_store && k < 2; k++) {
+        const sophia_json *arr = h->json_get(doc, kinds[k].field);
+        for (size_t i = 0; i < h->json_size(arr); i++) {
+            const sophia_json *it = h->json_at(arr, i);
+            const char *text = pu_str(h, it, "text");
+            if (!text || !*text)
+                continue;
+            sophia_json *c = h->json_object();
+            pu_set_str(h, c, "source", "gong");
+            pu_set_str(h, c, "call", id);
+            if (*account)
+                pu_set_str(h, c, "account", account);
+            pu_set_str(h, c, "speaker", pu_str(h, it, "speaker"));
+            pu_set_str(h, c, "phrase", pu_str(h, it, "phrase"));
+            if (h->memory_store(ctx, text, kinds[k].type, c, kinds[k].importance) == 0)
+                n++;
+        }
+    }
+    return n;
+}
+
 /* Merges the event into the call record; returns it, or NULL. */
 static gong_call *remember(gong_state *st, const sophia_json *b,
                            const char **id)
@@ -464,6 +502,9 @@ static sophia_verdict gong_process(void *state, const sophia_event *ev,
     int rc = cache_doc(st, ctx, idbuf, account, opp, doc);
     if (!rc && c->transcript)
         rc = risk_alert(st, ctx, doc);
+    /* Both halves: speaker names and the account are known by now. */
+    int complete = c->meta && c->transcript && !c->remembered;
+    int nmem = !rc && complete ? store_memories(st, ctx, idbuf, account, doc) : 0;
     if (!rc)
         rc = h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, st->dashboard, doc);
     else
@@ -471,6 +512,10 @@ static sophia_verdict gong_process(void *state, const sophia_event *ev,
     if (rc)
         return SOPHIA_PROCESS_RETRY;
     h->counter_add(st->self, c->transcript ? "calls_analyzed" : "calls_seen", 1);
+    if (complete) {
+        c->remembered = 1;
+        h->counter_add(st->self, "memories", nmem);
+    }
     return SOPHIA_PROCESS_OK;
 }
 
