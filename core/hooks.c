@@ -14,6 +14,7 @@
 
 #include <sophia/sdk.h>
 
+#include "durable.h"
 #include "ingest.h"
 #include "log.h"
 #include "loop.h"
@@ -78,6 +79,60 @@ static sophia_stream *hook_stream(sophia_http_req *r, const char *name)
  * hooks.slack.dedup_window (a retry arrives minutes later at most). */
 static sophia_dedup *slack_seen;
 
+/* A durable Slack stream: the 200 waits for Redis (one round trip, far
+ * inside Slack's 3 s; a Redis that does not answer trips the 2 s reply
+ * watchdog, so even then Slack hears 503 in time and retries). The
+ * event_id joins the retry filter only once the event is stored. */
+typedef struct slack_append {
+    sophia_http_req *r;
+    const sophia_durable *d;
+    char *eid;
+} slack_append;
+
+static void on_slack_appended(void *arg, int rc)
+{
+    slack_append *a = arg;
+    if (rc) {
+        sophia_durable_reply_refused(a->r, a->d, rc, 1);
+    } else {
+        if (a->eid && slack_seen)
+            sophia_dedup_add(slack_seen, a->eid, sophia_now_wall_us());
+        sophia_http_reply_json(a->r, 200, json_pack("{s:b}", "ok", 1));
+    }
+    free(a->eid);
+    free(a);
+}
+
+/* 1 when the stream is durable and the request was handled. */
+static int slack_durable(sophia_http_req *r, sophia_stream *st, json_t *body,
+                         const char *eid)
+{
+    sophia_durable *d;
+    if (!sophia_stream_durable(st, &d))
+        return 0;
+    slack_append *a = calloc(1, sizeof(*a));
+    int rc = SOPHIA_ENOMEM;
+    if (a && (!eid || (a->eid = strdup(eid)))) {
+        a->r = r;
+        a->d = d;
+        rc = d ? sophia_durable_append(d, &body, 1, on_slack_appended, a)
+               : SOPHIA_EUNAVAIL;
+    }
+    if (rc) {
+        if (a)
+            free(a->eid);
+        free(a);
+        if (d)
+            sophia_durable_reply_refused(r, d, rc, 1);
+        else if ((sophia_http_set_retry_after(r, 1), 1))
+            sophia_http_reply_error(r, 503, "durable_unavailable",
+                                    "stream '%s' is durable but its Redis "
+                                    "source did not start",
+                                    sophia_stream_name(st));
+    }
+    return 1;
+}
+
 static void slack_event(sophia_http_req *r, json_t *body)
 {
     const sophia_conf *c = sophia_srv->conf;
@@ -98,6 +153,8 @@ static void slack_event(sophia_http_req *r, json_t *body)
                                                  "duplicate", 1));
         return;
     }
+    if (slack_durable(r, st, body, eid))
+        return;
     if (sophia_stream_accept_one(st, body, "hook", eid, NULL, NULL)) {
         sophia_http_set_retry_after(r, 1);
         sophia_http_reply_error(r, 503, "queue_full",
@@ -198,6 +255,10 @@ void sophia_hooks_gong(sophia_http_req *r)
                                                  "message", pe.text, "line",
                                                  pe.line, "column", pe.column,
                                                  "offset", (json_int_t)pe.offset));
+        return;
+    }
+    if (sophia_durable_ingest(r, st, events)) {
+        json_decref(events);
         return;
     }
     size_t n = json_array_size(events);

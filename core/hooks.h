@@ -11,7 +11,10 @@
  * holds whatever the processor does. A delivery whose `event_id` was
  * accepted inside hooks.slack.dedup_window (Slack retries carry
  * X-Slack-Retry-Num and the same event_id) is acknowledged and dropped.
- * A full queue answers 503 so Slack retries later.
+ * A full queue answers 503 so Slack retries later. On a durable stream
+ * (durable.h) the 200 waits until the event is stored in Redis, and
+ * Redis being unreachable answers 503 too (within the 2 s Redis reply
+ * watchdog, so still inside Slack's 3 s).
  *
  * Gong: authenticated by a shared secret given as `Authorization: Bearer
  * <secret>`, `X-Gong-Secret: <secret>` or `?key=<secret>`; the body (a

@@ -17,6 +17,13 @@
  * JSON does not parse is dead-lettered at once. Entries currently in the
  * local queue are remembered so a claim pass never takes them twice.
  *
+ * Pending entries of this consumer are read first (XREADGROUP from id 0,
+ * then ">"): a sophiad restarted under the same `consumer` name takes up
+ * at once what its previous process held when it died; entries of a
+ * consumer name that never comes back are taken by XAUTOCLAIM after
+ * claim_idle. When the stream is durable (durable.h) the source also owns
+ * its appender and uses the default key when `key` is not set.
+ *
  * claim_idle must exceed the longest time an entry waits in the local
  * queue: XAUTOCLAIM cannot skip the entries this consumer still holds, so
  * with a too-small value they gain a delivery (counted towards
@@ -26,6 +33,7 @@
 #define SOPHIA_SOURCE_REDIS_H
 
 #include <jansson.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -37,7 +45,12 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
                                              const sophia_conf *c,
                                              const sophia_conf_stream *cs,
                                              struct event_base *base);
-/* 1 when both connections are up and the consumer group exists. */
+/* The durable appender of a durable stream (durable.h), else NULL. */
+struct sophia_durable *sophia_source_redis_durable(const sophia_source_redis *r);
+/* Entries taken from Redis so far (read, claimed or re-read). */
+uint64_t sophia_source_redis_taken(const sophia_source_redis *r);
+/* 1 when its connections (and a durable stream's appender) are up and
+ * the consumer group exists. */
 int sophia_source_redis_up(const sophia_source_redis *r);
 /* {"key","group","consumer","up","read","acked","claimed","dead"} */
 json_t *sophia_source_redis_stats_json(const sophia_source_redis *r);

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "dict.h"
+#include "durable.h"
 #include "filter.h"
 #include "host.h"
 #include "log.h"
@@ -55,6 +56,7 @@ struct sophia_stream {
     sophia_source_redis *redis;
     sophia_statsd *statsd;
     int want_redis, want_statsd; /* configured (and started) sources */
+    int want_durable;            /* ingest appends to Redis first */
 };
 
 struct sophia_streams {
@@ -341,9 +343,12 @@ static void start_sources(sophia_stream *st, const sophia_conf *c,
     if (!sophia_srv || !sophia_srv->loop ||
         base != sophia_loop_base(sophia_srv->loop))
         return;
-    st->want_redis = cs->redis.key != NULL;
+    /* A durable stream (durable.h) reads back what ingest appended
+     * through a Redis source on its key, configured or default. */
+    st->want_durable = sophia_durable_enabled(c, cs);
+    st->want_redis = cs->redis.key != NULL || st->want_durable;
     st->want_statsd = cs->statsd_listen != NULL;
-    if (cs->redis.key)
+    if (st->want_redis)
         st->redis = sophia_source_redis_new(st, c, cs, base);
     if (cs->statsd_listen)
         st->statsd = sophia_statsd_new(st, cs->statsd_listen, base);
@@ -556,6 +561,12 @@ int sophia_stream_accept_one(sophia_stream *st, json_t *ev, const char *source,
     st->st.received++;
     event_active(st->drain_ev, EV_TIMEOUT, 0);
     return 0;
+}
+
+int sophia_stream_durable(const sophia_stream *st, struct sophia_durable **du)
+{
+    *du = sophia_source_redis_durable(st->redis);
+    return st->want_durable;
 }
 
 size_t sophia_stream_room(const sophia_stream *st)

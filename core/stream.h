@@ -90,6 +90,10 @@ int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
 int sophia_stream_accept_one(sophia_stream *st, json_t *ev, const char *source,
                              const char *id, sophia_stream_ack_fn ack,
                              void *ack_arg);
+/* 1 when HTTP and webhook ingest must append to Redis first (durable.h);
+ * *du is then the appender, or NULL when it could not start. */
+struct sophia_durable;
+int sophia_stream_durable(const sophia_stream *st, struct sophia_durable **du);
 /* Free queue slots now (sources pause reading when this is low). */
 size_t sophia_stream_room(const sophia_stream *st);
 /* Counts events a source refused for lack of room (e.g. StatsD). */

@@ -1,8 +1,9 @@
 // POST /hooks/slack and /hooks/gong against a real sophiad: Slack's v0
 // signature (good, bad, stale, missing), the url_verification challenge,
 // slack_events.ndjson through the slack processor to a real WebSocket
-// client, retries de-duplicated by event_id, and hooks whose secret is
-// not configured.
+// client, retries de-duplicated by event_id, hooks whose secret is not
+// configured, and durable acceptance (stored in Redis before the answer;
+// a silent Redis still gets Slack its 503 in time).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
@@ -170,4 +171,51 @@ test('an explicit preference in Slack becomes a user_preference memory', async (
   assert.ok(found, 'the preference is searchable');
   assert.equal(found.memory_type, 'user_preference');
   assert.equal(found.context.channel, 'C2147483705');
+});
+
+// Durable acceptance (core/durable.h): with Redis configured the hook
+// streams are durable, so the 200/202 means the event is in the stream's
+// Redis Stream; a Redis that accepts connections and never answers still
+// gets Slack a 503 inside its 3 s (the 2 s Redis reply watchdog), and
+// nothing is accepted.
+test('on a durable stream the hooks answer once the event is stored in Redis', async () => {
+  const before = (await slackStats()).sources.redis;
+  assert.ok(before.durable, JSON.stringify(before));
+  const body = JSON.stringify({ type: 'event_callback', event_id: `EvDurable${Date.now()}`, event: { type: 'message', text: 'stored first', channel: 'C1', user: 'U1', ts: '1.1' } });
+  const res = await fetchJson(`${d.url}/hooks/slack`, signed(body));
+  assert.equal(res.status, 200);
+  assert.equal((await slackStats()).sources.redis.durable.appended, before.durable.appended + 1);
+  const gong = (await fetchJson(`${d.url}/api/stats`)).body.streams.gong.sources.redis.durable;
+  const g = await fetchJson(`${d.url}/hooks/gong`, {
+    method: 'POST', headers: { authorization: 'Bearer g' }, body: [{ id: 'c1' }, { id: 'c2' }],
+  });
+  assert.equal(g.status, 202);
+  assert.equal((await fetchJson(`${d.url}/api/stats`)).body.streams.gong.sources.redis.durable.appended, gong.appended + 2);
+});
+
+test('a silent Redis: Slack hears 503 + Retry-After within 3 s, nothing accepted', async () => {
+  const net = await import('node:net');
+  const silent = net.createServer(() => {}); // accepts, never answers
+  await new Promise((r) => silent.listen(0, '127.0.0.1', r));
+  const url = `redis://127.0.0.1:${silent.address().port}/0`;
+  const s = await startDaemon({ yaml: YAML, env: { SOPHIA_SLACK_SIGNING_SECRET: SECRET, SOPHIA_GONG_SECRET: 'g', SOPHIA_REDIS_URL: url } });
+  try {
+    const body = JSON.stringify({ type: 'event_callback', event_id: 'EvSilent1', event: { type: 'message', text: 'x', channel: 'C1', user: 'U1', ts: '1.1' } });
+    const t0 = Date.now();
+    const res = await fetchJson(`${s.url}/hooks/slack`, signed(body));
+    const ms = Date.now() - t0;
+    assert.equal(res.status, 503, res.text);
+    assert.equal(res.headers.get('retry-after'), '1');
+    assert.equal(res.body.error.code, 'durable_unavailable');
+    assert.ok(ms < 3000, `answered after ${ms} ms`);
+    const st = (await fetchJson(`${s.url}/api/stats`)).body.streams.slack;
+    assert.equal(st.received, 0);
+    // Refused, so not remembered: Slack's retry of the same event_id is
+    // not mistaken for a duplicate (it is refused again while Redis is).
+    const again = await fetchJson(`${s.url}/hooks/slack`, signed(body, { retry: 1 }));
+    assert.equal(again.status, 503);
+  } finally {
+    await s.stop();
+    silent.close();
+  }
 });

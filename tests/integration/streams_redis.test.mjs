@@ -62,7 +62,9 @@ async function until(fn, what, ms = 10000) {
 
 async function subscribe(d) {
   const ws = await wsConnect(d.wsUrl);
-  ws.send(JSON.stringify({ type: 'subscribe', subscriptions: ['rs'] }));
+  // since 0: what the daemon published before this subscription too (a
+  // claim can run before a test gets to subscribe)
+  ws.send(JSON.stringify({ type: 'subscribe', subscriptions: ['rs'], since: { rs: 0 } }));
   await nextMessage(ws, 'subscribed');
   return ws;
 }
@@ -71,7 +73,9 @@ test('a consumer killed mid-batch: a second one claims its entries; every effect
   const key = newKey('kill');
   // A, ready and blocked in XREADGROUP, gets all 10 entries in one read
   // (a script adds them atomically), stalls in entry 3 (its loop stops, so
-  // nothing it did is acked or published) and dies there.
+  // nothing of the batch is acked: XACKs leave a loop turn after the
+  // batch) and dies there. Nobody watches A's publications: the effects
+  // counted are B's.
   const a = await startDaemon({ yaml: yaml(key, { consumer: 'A' }) });
   await a.waitForStderr(/redis-source msg="reading"/);
   const entries = Array.from({ length: 10 }, (_, n) => JSON.stringify(n === 3 ? { n, sleep_ms: 6000 } : { n }));
@@ -189,16 +193,17 @@ test('/healthz names a source that is down (statsd port taken)', async () => {
   const d = await startDaemon({
     yaml: `${yaml(key, { consumer: 'A' })}  other:
     processor: failer
+    durable: false
     statsd: {listen: "127.0.0.1:${port}"}
 `,
   });
   try {
-    // The Redis source is up once both its connections are: then only
-    // the StatsD source whose port was taken is left down.
+    // Once the Redis source and the tiers have connected, only the StatsD
+    // source whose port was taken is left down.
     const h = await until(async () => {
       const r = await fetchJson(`${d.url}/healthz`);
-      return r.body.down.includes('redis:rs') ? null : r;
-    }, 'the redis source up');
+      return r.body.down.every((x) => x.startsWith('statsd:')) ? r : null;
+    }, 'the redis source and the tiers up');
     assert.equal(h.status, 503);
     assert.deepEqual(h.body.down, ['statsd:other'], JSON.stringify(h.body));
     assert.match(d.stderr(), /cannot listen for StatsD/);
