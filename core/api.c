@@ -21,8 +21,11 @@
 #include "host.h"
 #include "dict.h"
 #include "hooks.h"
+#include "durable.h"
 #include "ingest.h"
+#include "jsonlimit.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "reload.h"
 #include "stream.h"
 #include "ws.h"
@@ -259,6 +262,9 @@ static void prom_plugins(FILE *f)
     prom_head(f, "sophia_reload_failures_total", "counter", "Reloads refused; the old configuration kept running.");
     fprintf(f, "sophia_reload_failures_total %llu\n",
             (unsigned long long)sophia_srv->reload_failures);
+    prom_head(f, "sophia_rate_limited_total", "counter", "Requests answered 429 (server.rate_limit).");
+    fprintf(f, "sophia_rate_limited_total %llu\n",
+            (unsigned long long)sophia_ratelimit_refused());
     sophia_host_counters_each(prom_plugin_counter, f);
 }
 
@@ -389,6 +395,10 @@ static void post_ingest(sophia_http_req *r, const char *name)
         sophia_http_reply_json(r, 400, e);
         return;
     }
+    if (sophia_durable_ingest(r, st, events)) { /* appended to Redis first */
+        json_decref(events);
+        return;
+    }
     size_t n = json_array_size(events);
     json_t **v = malloc((n ? n : 1) * sizeof(*v));
     for (size_t i = 0; v && i < n; i++)
@@ -426,6 +436,22 @@ static int get_dashboard(sophia_http_req *r)
     return 1;
 }
 
+/* Every JSON body but /ingest's (which reports line and column itself)
+ * is refused past 64 levels before a handler parses it (jsonlimit.h). */
+static int depth_ok(sophia_http_req *r, const char *path)
+{
+    size_t len;
+    const char *body = sophia_http_req_body(r, &len);
+    size_t at = strncmp(path, "/ingest/", 8) == 0
+                    ? 0
+                    : sophia_json_too_deep(body, len, SOPHIA_JSON_MAX_DEPTH);
+    if (at)
+        sophia_http_reply_error(r, 400, "too_deep",
+                                "JSON nested deeper than %d levels (at byte %zu)",
+                                SOPHIA_JSON_MAX_DEPTH, at - 1);
+    return at == 0;
+}
+
 void sophia_api_dispatch(sophia_http_req *r)
 {
     const char *path = sophia_http_req_path(r);
@@ -437,6 +463,10 @@ void sophia_api_dispatch(sophia_http_req *r)
                                 "missing or wrong bearer token (Authorization: Bearer <token>)");
         return;
     }
+    if (api && !sophia_ratelimit_admit(r))
+        return; /* answered 429 */
+    if (!depth_ok(r, path))
+        return;
     if (m == SOPHIA_HTTP_GET && strcmp(path, "/healthz") == 0)
         get_healthz(r);
     else if (m == SOPHIA_HTTP_GET && strcmp(path, "/metrics") == 0)

@@ -57,5 +57,8 @@ void sophia_http_reply_error(sophia_http_req *r, int status, const char *code,
     __attribute__((format(printf, 4, 5)));
 /* Adds `Retry-After: secs` to the reply (call before replying). */
 void sophia_http_set_retry_after(sophia_http_req *r, int secs);
+/* The client's IP address as text into `buf` ("" once it is gone). */
+const char *sophia_http_req_peer(const sophia_http_req *r, char *buf,
+                                 size_t len);
 
 #endif

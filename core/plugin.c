@@ -2,13 +2,21 @@
  * plugin - see plugin.h. Loading one instance is a pipeline of checks, each
  * of which may only trust what the previous one proved:
  *
- *   open the module (libltdl, each plugins.path directory in order)
+ *   the module name: a name, never a path ('/' or '..' are refused)
+ *   -> find it in each plugins.path directory in order; strict modes (the
+ *      file, its directory and the path directory owned by us or root and
+ *      writable by nobody else) before a byte of it runs
+ *   -> open the module (libltdl)
  *   -> find `sophia_plugin_v1`
  *   -> ABI check, reading nothing but struct_size/abi_major/abi_minor
  *      (a plugin built for another major may lay the rest out differently)
  *   -> descriptor sanity (kind, ops table, option table, defaults)
  *   -> options: the YAML scalars typed against the option table
  *   -> init()
+ *
+ * Loading a whole set first tries every instance in a child process
+ * (plugin_probe.c), so a plugin that crashes in its constructor or init()
+ * is reported rather than fatal.
  *
  * Every failure becomes a `FILE:LINE:COL: message` in the caller's diag and
  * unwinds what was done so far, so a failed load leaves nothing open.
@@ -21,6 +29,7 @@
  * by rename, never overwritten in place, while loaded).
  */
 #include "plugin.h"
+#include "plugin_probe.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -322,18 +331,99 @@ static lt_dlhandle open_path(const char *path)
     return h;
 }
 
-/* Tries `dir/module` for one directory; on failure appends what went
- * wrong there to `tried`. */
-static lt_dlhandle open_in_dir(const char *dir, const char *module,
-                               char *tried, size_t cap)
+/* `dir/module` as libltdl would find it: the name as is when it has an
+ * extension, else `.la` then `.so`. A malloc'd path of a file that
+ * exists, or NULL. */
+static char *find_in_dir(const char *dir, const char *module)
 {
-    size_t n = strlen(dir) + strlen(module) + 2;
+    static const char *const exts[] = {".la", ".so"};
+    const char *dot = strrchr(module, '.');
+    int has_ext = dot && (!strcmp(dot, ".la") || !strcmp(dot, ".so"));
+    size_t n = strlen(dir) + strlen(module) + 5;
     char *path = malloc(n);
-    if (!path)
+    for (size_t i = 0; path && i < (has_ext ? 1u : 2u); i++) {
+        snprintf(path, n, "%s/%s%s", dir, module, has_ext ? "" : exts[i]);
+        struct stat sb;
+        if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+            return path;
+    }
+    free(path);
+    return NULL;
+}
+
+/* sshd's StrictModes for one file or directory: owned by the daemon's
+ * user or root and writable by nobody else, since whoever can replace a
+ * plugin runs code as the daemon. NULL when fine, else why not. */
+static const char *unsafe_mode(const char *path, char *why, size_t cap)
+{
+    struct stat sb;
+    if (stat(path, &sb) < 0) {
+        snprintf(why, cap, "cannot stat %s: %s", path, strerror(errno));
+        return why;
+    }
+    if (sb.st_uid != geteuid() && sb.st_uid != 0) {
+        snprintf(why, cap, "%s is owned by uid %u, not by the daemon's uid %u "
+                 "or root", path, (unsigned)sb.st_uid, (unsigned)geteuid());
+        return why;
+    }
+    mode_t w = sb.st_mode & (S_IWGRP | S_IWOTH);
+    if (w) {
+        snprintf(why, cap, "%s is writable by %s (mode %04o)", path,
+                 w == (S_IWGRP | S_IWOTH) ? "group and others"
+                 : w == S_IWGRP           ? "group"
+                                          : "others",
+                 (unsigned)(sb.st_mode & 07777));
+        return why;
+    }
+    return NULL;
+}
+
+/* The file (through any symlink), the directory holding it and the
+ * plugins.path directory it was found in must all be safe. */
+static int check_modes(load_ctx *L, const char *dir, const char *path)
+{
+    if (!L->c->plugin_strict_modes)
+        return 0;
+    char why[PATH_MAX + 128];
+    const char *bad = NULL;
+    char *real = realpath(path, NULL);
+    if (!real) {
+        bad = unsafe_mode(path, why, sizeof(why));
+    } else if (!(bad = unsafe_mode(real, why, sizeof(why)))) {
+        char *slash = strrchr(real, '/');
+        if (slash)
+            *slash = '\0';
+        bad = unsafe_mode(slash && slash != real ? real : "/", why,
+                          sizeof(why));
+    }
+    free(real);
+    if (!bad)
+        bad = unsafe_mode(dir, why, sizeof(why));
+    if (!bad)
+        return 0;
+    diag_at(L, L->ci->line, L->ci->col,
+            "instance '%s': plugin '%s' refused: %s; fix its permissions "
+            "or set plugins.strict_modes: false",
+            L->ci->name, L->ci->plugin, bad);
+    return -1;
+}
+
+/* Tries `dir/module` for one directory; on failure appends what went
+ * wrong there to `tried`. Sets *refused when the file is there but
+ * unsafe (reported): the search stops rather than pick another one. */
+static lt_dlhandle open_in_dir(load_ctx *L, const char *dir,
+                               const char *module, char *tried, size_t cap,
+                               int *refused)
+{
+    char *path = find_in_dir(dir, module);
+    if (!path) {
+        buf_add(tried, cap, "%s%s (file not found)", *tried ? "; " : "", dir);
         return NULL;
-    snprintf(path, n, "%s/%s", dir, module);
-    lt_dlhandle h = open_path(path);
-    if (!h) {
+    }
+    lt_dlhandle h = NULL;
+    if (check_modes(L, dir, path)) {
+        *refused = 1;
+    } else if (!(h = open_path(path))) {
         const char *err = lt_dlerror();
         buf_add(tried, cap, "%s%s (%s)", *tried ? "; " : "", dir,
                 err ? err : "unknown error");
@@ -431,28 +521,38 @@ static int reopen_if_stale(load_ctx *L)
     return h ? 0 : -1;
 }
 
-/* plugins.path in order; a module spelled with a '/' is a path as is. */
+/* A module is a name looked up on plugins.path, never a path: a '/' or
+ * a '..' could reach any file on the machine. */
+static int check_module_name(load_ctx *L, const char *module)
+{
+    if (!strchr(module, '/') && !strstr(module, ".."))
+        return 0;
+    diag_at(L, L->ci->line, L->ci->col,
+            "instance '%s': plugin '%s' refused: a plugin is a module name "
+            "looked up in the plugins.path directories, not a path (no '/' "
+            "or '..')",
+            L->ci->name, module);
+    return -1;
+}
+
+/* plugins.path in order. */
 static int open_module(load_ctx *L)
 {
     const sophia_conf *c = L->c;
     const char *module = L->ci->plugin;
     char tried[768] = "";
     lt_dlhandle h = NULL;
+    int refused = 0;
 
-    if (strchr(module, '/')) {
-        h = open_path(module);
-        if (!h) {
-            const char *err = lt_dlerror();
-            buf_add(tried, sizeof(tried), "%s (%s)", module,
-                    err ? err : "unknown error");
-        }
-    } else if (c->nplugin_path == 0) {
+    if (check_module_name(L, module))
+        return -1;
+    if (c->nplugin_path == 0)
         buf_add(tried, sizeof(tried), "nothing (plugins.path is empty)");
-    } else {
-        for (size_t i = 0; !h && i < c->nplugin_path; i++)
-            h = open_in_dir(c->plugin_path[i], module, tried, sizeof(tried));
-    }
-
+    for (size_t i = 0; !h && !refused && i < c->nplugin_path; i++)
+        h = open_in_dir(L, c->plugin_path[i], module, tried, sizeof(tried),
+                        &refused);
+    if (refused)
+        return -1;
     if (!h) {
         diag_at(L, L->ci->line, L->ci->col,
                 "instance '%s': cannot load plugin '%s'; tried: %s",
@@ -852,6 +952,24 @@ sophia_instance *sophia_plugin_load(const sophia_conf *c,
     return load_one(c, ci, host, NULL, diag);
 }
 
+void sophia_plugin_trial_load(const sophia_conf *c,
+                              const sophia_conf_instance *ci,
+                              const sophia_host *host,
+                              const sophia_plugin_set *old, int fd)
+{
+    sophia_diag diag;
+    sophia_diag_init(&diag);
+    load_ctx L = {c, ci, &diag, calloc(1, sizeof(sophia_instance)), old};
+    if (L.inst && (L.inst->module = xstrdup(ci->plugin ? ci->plugin : "")) &&
+        (L.inst->name = xstrdup(ci->name ? ci->name : "")) && !prepare(&L)) {
+        /* The parent names the file when the child dies after this. */
+        dprintf(fd, "I %s\n", L.inst->file);
+        call_init(&L, host);
+    }
+    /* Nothing is freed: the child _exits right after its last trial. */
+    sophia_diag_free(&diag);
+}
+
 void sophia_plugin_unload(sophia_instance *inst)
 {
     if (!inst)
@@ -876,9 +994,13 @@ sophia_plugin_set *sophia_plugin_set_load(const sophia_conf *c,
         free(set);
         return NULL;
     }
-    int bad = 0;
+    /* Whatever crashes in a child is not loaded here (plugin_probe.c). */
+    unsigned char *crashed = c->ninstances ? calloc(c->ninstances, 1) : NULL;
+    int bad = sophia_plugin_probe_sync(c, NULL, NULL, host, crashed, diag);
     /* Keep going after a failure: one --check run shows every problem. */
     for (size_t i = 0; i < c->ninstances; i++) {
+        if (crashed && crashed[i])
+            continue;
         sophia_instance *inst =
             sophia_plugin_load(c, &c->instances[i], host, diag);
         if (inst)
@@ -886,6 +1008,7 @@ sophia_plugin_set *sophia_plugin_set_load(const sophia_conf *c,
         else
             bad = 1;
     }
+    free(crashed);
     if (bad) {
         sophia_plugin_set_free(set);
         return NULL;
@@ -948,6 +1071,15 @@ static int unchanged(const sophia_conf *c, const sophia_conf_instance *ci,
     sophia_instance now = {.file = in->file};
     file_identity(&now);
     return same_identity(&now, in);
+}
+
+int sophia_plugin_reusable(const sophia_conf *c,
+                           const sophia_conf_instance *ci,
+                           const sophia_conf *old_conf,
+                           const sophia_plugin_set *old)
+{
+    sophia_instance *prev = sophia_plugin_set_find(old, ci->name);
+    return prev && old_conf && unchanged(c, ci, old_conf, prev);
 }
 
 int sophia_plugin_set_has(const sophia_plugin_set *set,

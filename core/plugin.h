@@ -54,11 +54,29 @@ sophia_instance *sophia_plugin_load(const sophia_conf *c,
                                     const sophia_host *host,
                                     sophia_diag *diag);
 
+/* For the probe child (plugin_probe.c): loads `ci` as a reload next to
+ * `old` would and calls init(), writing "I <file>\n" to `fd` just before
+ * init. Reports nothing and frees nothing: the child exits after it. */
+void sophia_plugin_trial_load(const sophia_conf *c,
+                              const sophia_conf_instance *ci,
+                              const sophia_host *host,
+                              const sophia_plugin_set *old, int fd);
+
+/* 1 when a reload from `old_conf`/`old` to `c` would share instance `ci`
+ * with the running set (same module, options and file), 0 when it loads
+ * it fresh. */
+int sophia_plugin_reusable(const sophia_conf *c,
+                           const sophia_conf_instance *ci,
+                           const sophia_conf *old_conf,
+                           const sophia_plugin_set *old);
+
 /* fini() then lt_dlclose(). NULL is fine. */
 void sophia_plugin_unload(sophia_instance *inst);
 
 /* Every instance of `c`; on any problem the whole set is unloaded and
- * NULL returned (each problem in diag). */
+ * NULL returned (each problem in diag). Every instance is first tried in
+ * a child process (plugin_probe.h), so one that crashes or hangs in init
+ * is reported instead of taking the caller down. */
 sophia_plugin_set *sophia_plugin_set_load(const sophia_conf *c,
                                           const sophia_host *host,
                                           sophia_diag *diag);

@@ -1,7 +1,10 @@
 /*
  * reload - see reload.h.
  *
- * Two phases. Prepare builds everything the new file asks for next to the
+ * Every new or changed plugin is first tried in a forked child
+ * (plugin_probe.h) while the loop runs on: one that crashes or hangs in
+ * init() fails the reload and never enters this process. Then two
+ * phases. Prepare builds everything the new file asks for next to the
  * running state without touching it: the configuration is parsed and
  * validated, the new plugin set is loaded (ABI, options, init()), sharing
  * each instance whose module file and options are unchanged, and the
@@ -36,7 +39,16 @@
 #include "log.h"
 #include "memory.h"
 #include "plugin.h"
+#include "plugin_probe.h"
 #include "stream.h"
+#include "ws.h"
+
+/* A reload whose new plugins are being tried in a child (plugin_probe.h);
+ * a SIGHUP meanwhile is remembered and runs once this one is over. */
+static sophia_probe *probing;
+static sophia_conf *probing_conf;
+static int hup_again;
+static int64_t probe_started_us;
 
 static char *last_error;
 static int64_t last_at;
@@ -111,6 +123,10 @@ int64_t sophia_reload_last_at(void)
 
 void sophia_reload_shutdown(void)
 {
+    sophia_probe_cancel(probing);
+    probing = NULL;
+    sophia_conf_free(probing_conf);
+    probing_conf = NULL;
     retire_now();
     if (retire_ev)
         event_free(retire_ev);
@@ -224,25 +240,22 @@ static void commit(sophia_server *s, sophia_conf *c, sophia_plugin_set *next,
     retire(s, old, next);
     sophia_conf *was = s->conf;
     s->conf = c;
+    if (s->ws) /* websocket.* is copied by the router: re-read it */
+        sophia_ws_reconfigure(s->ws);
     if (s->memory && sophia_memory_conf(s->memory) == was)
         kept_conf = was;
     else
         sophia_conf_free(was);
 }
 
-int sophia_reload(sophia_server *s)
+/* Loads the new set in-process (the probe found nothing crashing) and
+ * swaps it in, or counts a failure. Takes `c`. */
+static int apply(sophia_server *s, sophia_conf *c)
 {
     int64_t t0 = sophia_now_mono_us();
-    last_at = sophia_now_wall_us();
     sophia_diag d;
     sophia_diag_init(&d);
-    sophia_conf *c = sophia_conf_load(s->conf->file, &d);
-    if (c) {
-        sophia_conf_apply_env(c, NULL);
-        sophia_conf_validate(c, &d);
-        sophia_check_secrets(c, s->host, &d);
-    }
-    sophia_plugin_set *next = c && !d.count ? prepare(s, c, &d) : NULL;
+    sophia_plugin_set *next = prepare(s, c, &d);
     if (!next) {
         if (!d.count)
             sophia_diag_add(&d, s->conf->file, 0, 0, "reload failed");
@@ -259,4 +272,64 @@ int sophia_reload(sophia_server *s)
                 (long long)(t1 - t0), (long long)(sophia_now_mono_us() - t1));
     sophia_diag_free(&d);
     return 0;
+}
+
+static void on_probed(const sophia_diag *d, void *arg)
+{
+    sophia_server *s = arg;
+    sophia_conf *c = probing_conf;
+    probing = NULL;
+    probing_conf = NULL;
+    sophia_info("reload", "msg=\"new plugins tried in a child\" problems=%zu probe_us=%lld",
+                d->count, (long long)(sophia_now_mono_us() - probe_started_us));
+    if (s->shutting_down) {
+        sophia_conf_free(c);
+    } else if (d->count) {
+        fail(s, d);
+        sophia_conf_free(c);
+    } else {
+        apply(s, c);
+    }
+    if (hup_again && !s->shutting_down) {
+        hup_again = 0;
+        sophia_reload(s);
+    }
+}
+
+int sophia_reload(sophia_server *s)
+{
+    if (probing) {
+        hup_again = 1;
+        return 0;
+    }
+    last_at = sophia_now_wall_us();
+    sophia_diag d;
+    sophia_diag_init(&d);
+    sophia_conf *c = sophia_conf_load(s->conf->file, &d);
+    if (c) {
+        sophia_conf_apply_env(c, NULL);
+        sophia_conf_validate(c, &d);
+        sophia_check_secrets(c, s->host, &d);
+    }
+    if (!c || d.count) {
+        if (!d.count)
+            sophia_diag_add(&d, s->conf->file, 0, 0, "reload failed");
+        fail(s, &d);
+        sophia_conf_free(c);
+        sophia_diag_free(&d);
+        return -1;
+    }
+    sophia_diag_free(&d);
+    /* New and changed plugins are tried in a child first, off the loop. */
+    probing_conf = c;
+    probe_started_us = sophia_now_mono_us();
+    probing = s->loop ? sophia_plugin_probe_start(c, s->conf, s->plugins,
+                                                  sophia_host_table(),
+                                                  sophia_loop_base(s->loop),
+                                                  on_probed, s)
+                      : NULL;
+    if (probing)
+        return 0;
+    probing_conf = NULL;
+    return apply(s, c);
 }

@@ -10,7 +10,10 @@
 #include "server.h"
 
 /* Reads `s->conf->file` again and applies it, or keeps everything as it
- * is and counts a failure. Runs on the loop thread. Returns 0 or -1. */
+ * is and counts a failure. Runs on the loop thread. New and changed
+ * plugins are first tried in a child process without blocking the loop,
+ * so the swap may happen later; a SIGHUP meanwhile runs afterwards.
+ * Returns -1 on a failure known at once, else 0. */
 int sophia_reload(sophia_server *s);
 
 /* The last failure's first problem (`FILE:LINE:COL: message`) or NULL,

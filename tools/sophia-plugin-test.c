@@ -273,6 +273,9 @@ static int load_options(const char *arg, sophia_conf *c,
     return options_from_text(c->file, arg, strlen(arg), ci, d);
 }
 
+/* c->plugin_path's one entry: the directory of PLUGIN.so */
+static char *plugin_dir;
+
 static void options_free(sophia_conf *c, sophia_conf_instance *ci)
 {
     for (size_t i = 0; i < ci->nopts; i++) {
@@ -285,6 +288,8 @@ static void options_free(sophia_conf *c, sophia_conf_instance *ci)
     free(ci->opts);
     free(ci->plugin);
     free(c->file);
+    free(plugin_dir);
+    plugin_dir = NULL;
 }
 
 /* ------------------------------------------------- the replaced host calls */
@@ -518,14 +523,19 @@ static void print_counter(const char *instance, const char *name,
 
 /* ---------------------------------------------------------------- main */
 
-/* The module as the loader wants it: a name with a '/' is a path. */
-static char *module_path(const char *arg)
+/* The loader takes a module name and looks it up on plugins.path (never
+ * a path: see plugin.c), so PLUGIN.so becomes that name in its directory. */
+
+static char *module_path(const char *arg, sophia_conf *c)
 {
-    size_t n = strlen(arg) + 3;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s%s", strchr(arg, '/') ? "" : "./", arg);
-    return p;
+    const char *slash = strrchr(arg, '/');
+    free(plugin_dir);
+    plugin_dir = !slash ? strdup(".")
+                 : slash == arg ? strdup("/")
+                                : strndup(arg, (size_t)(slash - arg));
+    c->plugin_path = &plugin_dir;
+    c->nplugin_path = plugin_dir ? 1 : 0;
+    return strdup(slash ? slash + 1 : arg);
 }
 
 static sophia_instance *load(const tool_args *a, sophia_conf *c,
@@ -535,7 +545,7 @@ static sophia_instance *load(const tool_args *a, sophia_conf *c,
     sophia_diag_init(&d);
     sophia_instance *inst = NULL;
     ci->name = (char *)(a->instance ? a->instance : "test");
-    ci->plugin = module_path(a->plugin);
+    ci->plugin = module_path(a->plugin, c);
     c->instances = ci;
     c->ninstances = 1;
     if (ci->plugin && load_options(a->options, c, ci, &d) == 0) {

@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -160,11 +160,17 @@ test('both builds load into the installed sophiad; an ingested webhook reaches /
   // Marks the installed page, so serving the source tree's copy would show.
   const index = path.join(prefix, 'share', 'sophia', 'index.html');
   await writeFile(index, `${await readFile(index, 'utf8')}\n<!-- ${SHARE_MARK} -->\n`);
+  // Modules are names on plugins.path, never paths: the CMake build is
+  // reached through a link with its own name in a directory of its own.
+  const linkDir = path.join(src, 'cmake-link');
+  await mkdir(linkDir, { recursive: true });
+  await rm(path.join(linkDir, 'pagerduty_cmake.so'), { force: true });
+  await symlink(cmakeSo, path.join(linkDir, 'pagerduty_cmake.so'));
   const d = await startDaemon({
     bin: path.join(prefix, 'bin', 'sophiad'),
     yaml: `
 plugins:
-  path: ["${src}"]
+  path: ["${src}", "${linkDir}"]
   instances:
     pd:
       plugin: pagerduty
@@ -172,7 +178,7 @@ plugins:
         dashboard: oncall
         ignore_services: [PIGNORED]
     pd_cmake:
-      plugin: ${cmakeSo}
+      plugin: pagerduty_cmake
       options:
         dashboard: oncall2
         alert_urgency: none

@@ -284,6 +284,32 @@ static void test_values(void **state)
     sophia_conf_free(c);
 }
 
+/* Issue #10: plugins.strict_modes / init_timeout, server.rate_limit. */
+static void test_safety_options(void **state)
+{
+    (void)state;
+    sophia_conf *c = load("");
+    assert_int_equal(c->plugin_strict_modes, 1);
+    assert_true(c->plugin_init_timeout == 10.0);
+    assert_int_equal(c->server.rate_limit.rate, 0); /* off */
+    sophia_conf_free(c);
+    c = load("plugins:\n  strict_modes: off\n  init_timeout: 500ms\n"
+             "server:\n  rate_limit: {rate: 100, burst: 250}\n");
+    assert_count(0);
+    assert_int_equal(c->plugin_strict_modes, 0);
+    assert_true(c->plugin_init_timeout == 0.5);
+    assert_int_equal(c->server.rate_limit.rate, 100);
+    assert_int_equal(c->server.rate_limit.burst, 250);
+    sophia_conf_free(c);
+    expect_one("plugins:\n  strict_modes: maybe\n",
+               "t.yaml:2:17: plugins.strict_modes: expected a boolean "
+               "(true/false), got 'maybe'");
+    expect_one("server:\n  rate_limit: {rate: fast}\n",
+               "t.yaml:2:22: server.rate_limit.rate: 'fast' is not an integer");
+    expect_one("server:\n  rate_limit: {rate: 1, per: token}\n",
+               "t.yaml:2:25: unknown key 'per' in server.rate_limit (allowed: rate, burst)");
+}
+
 static void test_sizes(void **state)
 {
     (void)state;
@@ -335,7 +361,7 @@ static void test_unknown_key(void **state)
     (void)state;
     expect_one("server:\n  listen: \"127.0.0.1:1\"\n  bogus: 1\n",
                "t.yaml:3:3: unknown key 'bogus' in server (allowed: listen, "
-               "max_body, tokens, share_dir)");
+               "max_body, tokens, share_dir, rate_limit)");
     expect_one("\nlisten: 1\n",
                "t.yaml:2:1: unknown key 'listen' at the top level "
                ALLOWED_TOP);
@@ -352,7 +378,7 @@ static void test_unknown_key(void **state)
     expect_one("streams:\n  s:\n    processor: p\n    queue: 5\n",
                "t.yaml:4:5: unknown key 'queue' in stream 's' (allowed: "
                "processor, queue_size, batch_size, filter, dedup_key, "
-               "dedup_window, redis, statsd)");
+               "dedup_window, redis, statsd, durable)");
 }
 
 static void test_wrong_type(void **state)
@@ -961,6 +987,7 @@ int main(void)
         T(test_truncated_default),
         T(test_defaults),
         T(test_values),
+        T(test_safety_options),
         T(test_sizes),
         T(test_durations),
         T(test_unknown_key),

@@ -17,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -256,6 +259,8 @@ static sophia_conf make_conf(sophia_conf_instance *insts, size_t n)
     c.file = TEST_FILE;
     c.plugin_path = plugin_dirs;
     c.nplugin_path = sizeof(plugin_dirs) / sizeof(plugin_dirs[0]);
+    c.plugin_strict_modes = 1;
+    c.plugin_init_timeout = 10;
     c.instances = insts;
     c.ninstances = n;
     return c;
@@ -551,19 +556,6 @@ static void test_echo_two_instances(void **unused)
     sophia_diag_free(&d);
 }
 
-static void test_module_as_path(void **unused)
-{
-    (void)unused;
-    sophia_conf_opt o[] = {scalar("topic", "t", 4, 14)};
-    sophia_conf_instance ci = instance("e", BROKEN_DIR "/echo", o, 1, 3);
-    sophia_diag d;
-    sophia_diag_init(&d);
-    sophia_instance *inst = load_one(&ci, &d);
-    assert_non_null(inst);
-    sophia_plugin_unload(inst);
-    sophia_diag_free(&d);
-}
-
 /* Loads `module` with no options and expects one diagnostic at 7:5. */
 static void expect_refused(const char *module, ...)
 {
@@ -580,6 +572,93 @@ static void expect_refused(const char *module, ...)
         if (!strstr(d.lines[0], s))
             fail_msg("'%s' not in '%s'", s, d.lines[0]);
     va_end(ap);
+    sophia_diag_free(&d);
+}
+
+/* A module is a name on plugins.path, never a path (issue #10). */
+static void test_module_as_path_refused(void **unused)
+{
+    (void)unused;
+    expect_refused(BROKEN_DIR "/echo", "plugin '" BROKEN_DIR "/echo' refused",
+                   "not a path", NULL);
+    expect_refused("../test-plugins/echo", "refused", "no '/' or '..'", NULL);
+    expect_refused("..", "refused", "not a path", NULL);
+}
+
+/* A copy of echo.so in a fresh 0755 directory; returns the directory. */
+static char *private_echo(char *dir)
+{
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(chmod(dir, 0755), 0);
+    char from[PATH_MAX], to[PATH_MAX], cmd[3 * PATH_MAX];
+    snprintf(from, sizeof(from), "%s/echo.so", BROKEN_DIR);
+    snprintf(to, sizeof(to), "%s/echo.so", dir);
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", from, to);
+    assert_int_equal(system(cmd), 0);
+    return dir;
+}
+
+static sophia_instance *load_from(const char *dir, sophia_diag *d,
+                                  int strict)
+{
+    char *dirs[] = {(char *)dir};
+    sophia_conf_opt o[] = {scalar("topic", "t", 4, 14)};
+    sophia_conf_instance ci = instance("e", "echo", o, 1, 3);
+    sophia_conf c = make_conf(&ci, 1);
+    c.plugin_path = dirs;
+    c.nplugin_path = 1;
+    c.plugin_strict_modes = strict;
+    return sophia_plugin_load(&c, &ci, &test_host, d);
+}
+
+static void test_strict_modes(void **unused)
+{
+    (void)unused;
+    char dir[] = "/tmp/sophia-test-modes-XXXXXX", so[PATH_MAX];
+    private_echo(dir);
+    snprintf(so, sizeof(so), "%s/echo.so", dir);
+    sophia_diag d;
+    sophia_diag_init(&d);
+    assert_int_equal(chmod(so, 0644), 0);
+    sophia_instance *in = load_from(dir, &d, 1);
+    assert_non_null(in);
+    sophia_plugin_unload(in);
+
+    assert_int_equal(chmod(so, 0646), 0);
+    assert_null(load_from(dir, &d, 1));
+    expect_one_diag(&d, TEST_FILE ":3:5: ", "plugin 'echo' refused", so,
+                    "writable by others (mode 0646)",
+                    "plugins.strict_modes: false", NULL);
+    sophia_diag_free(&d);
+    sophia_diag_init(&d);
+    in = load_from(dir, &d, 0); /* turned off */
+    assert_non_null(in);
+    sophia_plugin_unload(in);
+
+    assert_int_equal(chmod(so, 0644), 0);
+    assert_int_equal(chmod(dir, 0775), 0);
+    assert_null(load_from(dir, &d, 1));
+    expect_one_diag(&d, TEST_FILE ":3:5: ", dir, "writable by group", NULL);
+    sophia_diag_free(&d);
+    unlink(so);
+    rmdir(dir);
+}
+
+/* A plugin crashing in init() is caught in the probe child. */
+static void test_set_load_survives_crash(void **unused)
+{
+    (void)unused;
+    sophia_conf_opt ok[] = {scalar("topic", "t", 4, 14)};
+    sophia_conf_instance insts[] = {
+        instance("e", "echo", ok, 1, 3),
+        instance("boom", "crash_in_init", NULL, 0, 8),
+    };
+    sophia_conf c = make_conf(insts, 2);
+    sophia_diag d;
+    sophia_diag_init(&d);
+    assert_null(sophia_plugin_set_load(&c, &test_host, &d));
+    expect_one_diag(&d, TEST_FILE ":8:5: ", "instance 'boom'",
+                    "crash_in_init.so) crashed in init: SIGSEGV", NULL);
     sophia_diag_free(&d);
 }
 
@@ -843,7 +922,9 @@ int main(void)
         cmocka_unit_test(test_metrics_process),
         cmocka_unit_test(test_metrics_without_dashboard),
         cmocka_unit_test(test_echo_two_instances),
-        cmocka_unit_test(test_module_as_path),
+        cmocka_unit_test(test_module_as_path_refused),
+        cmocka_unit_test(test_strict_modes),
+        cmocka_unit_test(test_set_load_survives_crash),
         cmocka_unit_test(test_abi_major_refused),
         cmocka_unit_test(test_abi_minor_refused),
         cmocka_unit_test(test_no_symbol_refused),
