@@ -126,16 +126,15 @@ static void bench_l1(sophia_cache *c, double *gps, double *p50, double *p99)
 
 typedef struct driver {
     long issued, done, target, failed;
-    int inflight_max;
     volatile bool finished;
     sophia_redis *r;
     sophia_l3 *l3;
+    void (*issue)(struct driver *); /* sends the next get, if any is left */
 } driver;
 
-static void l2_issue(driver *d);
-
-static void on_l2(void *arg, int rc, const char *val, size_t len,
-                  int64_t exp, const char *const *tags)
+/* Each answer sends the next get, so `conc` gets stay in flight. */
+static void on_got(void *arg, int rc, const char *val, size_t len,
+                   int64_t exp, const char *const *tags)
 {
     (void)val;
     (void)len;
@@ -147,14 +146,13 @@ static void on_l2(void *arg, int rc, const char *val, size_t len,
     if (d->done == d->target)
         d->finished = true;
     else
-        l2_issue(d);
+        d->issue(d);
 }
 
 static void l2_issue(driver *d)
 {
-    if (d->issued >= d->target)
-        return;
-    if (sophia_l2_get(d->r, key((int)(d->issued % NKEYS)), on_l2, d) == 0)
+    if (d->issued < d->target &&
+        sophia_l2_get(d->r, key((int)(d->issued % NKEYS)), on_got, d) == 0)
         d->issued++;
 }
 
@@ -162,6 +160,7 @@ static double bench_l2(sophia_redis *r, int conc)
 {
     driver d = {0};
     d.r = r;
+    d.issue = l2_issue;
     d.target = quick ? 50000 : 300000;
     int64_t t0 = now_ns();
     for (int i = 0; i < conc; i++)
@@ -208,47 +207,10 @@ static double redis_benchmark(const char *url, int conc, int pipeline,
 
 /* -------------------------------------------------------------- L3 */
 
-static void l3_issue(driver *d);
-
-static void on_l3(void *arg, int rc, const char *val, size_t len,
-                  int64_t exp, const char *const *tags)
-{
-    (void)val;
-    (void)len;
-    (void)exp;
-    (void)tags;
-    driver *d = arg;
-    d->done++;
-    d->failed += rc != 0;
-    if (d->done == d->target)
-        d->finished = true;
-    else
-        l3_issue(d);
-}
-
 static void l3_issue(driver *d)
 {
-    if (d->issued >= d->target)
-        return;
-    if (sophia_l3_get(d->l3, key((int)(d->issued % NKEYS)), on_l3, d) == 0)
-        d->issued++;
-}
-
-static void on_l3_next(void *arg, int rc, const char *val, size_t len,
-                       int64_t exp, const char *const *tags)
-{
-    (void)val;
-    (void)len;
-    (void)exp;
-    (void)tags;
-    driver *d = arg;
-    d->done++;
-    d->failed += rc != 0;
-    if (d->done == d->target)
-        d->finished = true;
-    else if (d->issued < d->target &&
-             sophia_l3_get(d->l3, key((int)(d->issued % NKEYS)), on_l3_next,
-                           d) == 0)
+    if (d->issued < d->target &&
+        sophia_l3_get(d->l3, key((int)(d->issued % NKEYS)), on_got, d) == 0)
         d->issued++;
 }
 
@@ -256,17 +218,11 @@ static double bench_l3(sophia_l3 *l3, int conc)
 {
     driver d = {0};
     d.l3 = l3;
+    d.issue = l3_issue;
     d.target = quick ? 5000 : 30000;
     int64_t t0 = now_ns();
-    for (int i = 0; i < conc; i++) {
-        if (conc == 1) {
-            if (sophia_l3_get(l3, key(0), on_l3_next, &d) == 0)
-                d.issued++;
-        } else {
-            l3_issue(&d);
-        }
-    }
-    (void)on_l3;
+    for (int i = 0; i < conc; i++)
+        l3_issue(&d);
     run_until(&d.finished, 120000);
     if (d.failed)
         fprintf(stderr, "bench_cache: %ld L3 gets failed\n", d.failed);
