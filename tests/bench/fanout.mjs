@@ -38,6 +38,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { clientPath, now, startCClients } from './cclients.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(path.join(here, '..', 'integration', 'package.json'));
@@ -165,9 +166,6 @@ async function startPeer(port) {
   return { proc, publishUrl: `http://127.0.0.1:${port}/publish`, wsUrl: `ws://127.0.0.1:${port}/ws` };
 }
 
-// CLOCK_MONOTONIC in ms: the same clock in every thread and in fanout_client.
-const now = () => Number(process.hrtime.bigint()) / 1e6;
-
 async function connectClients(wsUrl, from, to, ntopics, onMsg) {
   const clients = [];
   const CONCURRENCY = 200;
@@ -261,63 +259,10 @@ async function startWorkers(wsUrl, n, ntopics) {
   };
 }
 
-// The C receiver (fanout_client.c): one process, driven over its stdin.
-async function startCClients(wsUrl, n, ntopics) {
-  const { hostname, port } = new URL(wsUrl);
-  const proc = spawn(CLIENT, [hostname, port, String(n), String(ntopics)], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
-  const waiters = [];
-  let buf = '';
-  let ready;
-  const isReady = new Promise((resolve, reject) => {
-    ready = resolve;
-    proc.once('exit', (code) => reject(new Error(`fanout_client exited with ${code}`)));
-    proc.once('error', reject);
-  });
-  proc.stdout.setEncoding('utf8');
-  proc.stdout.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (line === 'ready') ready();
-      else waiters.shift()?.(line.split(' '));
-    }
-  });
-  const ask = (cmd) => new Promise((resolve) => {
-    waiters.push(resolve);
-    proc.stdin.write(`${cmd}\n`);
-  });
-  await isReady;
-  let count = 0;
-  let polling = true;
-  const poll = (async () => {
-    while (polling) {
-      count = Number((await ask('c'))[1]);
-      await sleep(2);
-    }
-  })();
-  return {
-    delivered: () => count,
-    async latencies() {
-      const [, k, p50, p99] = await ask('r');
-      return { n: Number(k), p50: Number(p50), p99: Number(p99) };
-    },
-    async stop() {
-      polling = false;
-      await poll;
-      proc.stdin.write('q\n');
-      await new Promise((r) => (proc.exitCode !== null ? r() : proc.once('exit', r)));
-    },
-  };
-}
-
 async function runScenario(server, n, ntopics, seconds) {
   const rss0 = rssKb(server.proc.pid);
   const clients = NODE_CLIENTS ? await startWorkers(server.wsUrl, n, ntopics)
-    : await startCClients(server.wsUrl, n, ntopics);
+    : await startCClients(CLIENT, server.wsUrl, n, ntopics, 'dashboard:b');
   await sleep(200);
   const memPerConn = ((rssKb(server.proc.pid) - rss0) * 1024) / n;
   // Batches sized so one batch is ~20k deliveries; two in flight.
@@ -376,8 +321,7 @@ function post(agent, url, body) {
 
 const RATE = Number(opt('rate', '100'));
 const NODE_CLIENTS = args.includes('--node-clients');
-const CLIENT = process.env.FANOUT_CLIENT
-  || path.join(path.dirname(process.env.SOPHIAD || '.'), '..', 'tests', 'bench', 'fanout_client');
+const CLIENT = clientPath();
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-');
 
 async function main() {

@@ -1,7 +1,8 @@
 /*
  * fanout_client - the receiving side of tests/bench/fanout.mjs: N
- * WebSocket clients in one single-threaded epoll process, each subscribed
- * to `dashboard:b<i % ntopics>`, counting the frames that arrive and
+ * WebSocket clients in one single-threaded epoll process, client i
+ * subscribed to `<prefix><i % ntopics>` (prefix default `dashboard:b`),
+ * counting the frames that arrive and
  * sampling their delivery latency.
  *
  * Why C: with 1,000 node `ws` clients on a 2-core machine the clients, not
@@ -19,9 +20,9 @@
  *
  * Control, on stdin/stdout (one line each): prints `ready` once every
  * client is subscribed; `c` -> `count <frames>`; `r` -> `lat <n> <p50>
- * <p99>` over the samples since the last `r` (ms); `q` exits.
+ * <p99> <max>` over the samples since the last `r` (ms); `q` exits.
  *
- * Usage: fanout_client HOST PORT N NTOPICS
+ * Usage: fanout_client HOST PORT N NTOPICS [PREFIX]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -52,7 +53,7 @@ typedef struct conn {
 
 static conn *conns;
 static size_t nconns, ntopics, started, subscribed;
-static const char *host;
+static const char *host, *prefix = "dashboard:b";
 static int port, ep;
 static uint64_t frames;
 static double *lat;
@@ -233,8 +234,8 @@ static void on_handshake(size_t i, conn *c)
     memmove(c->buf, end + 4, rest);
     c->len = rest;
     char sub[128];
-    int n = snprintf(sub, sizeof(sub), "{\"type\":\"subscribe\",\"subscriptions\":[\"dashboard:b%zu\"]}",
-                     i % ntopics);
+    int n = snprintf(sub, sizeof(sub), "{\"type\":\"subscribe\",\"subscriptions\":[\"%s%zu\"]}",
+                     prefix, i % ntopics);
     send_frame(c->fd, 0x1, sub, (size_t)n);
     c->st = C_SUBSCRIBING;
     if (started < nconns)
@@ -291,7 +292,7 @@ static void on_line(const char *line)
     } else if (line[0] == 'r') {
         qsort(lat, nlat, sizeof(*lat), cmp_double);
         double p50 = nlat ? lat[nlat / 2] : -1, p99 = nlat ? lat[(size_t)((double)nlat * 0.99)] : -1;
-        printf("lat %zu %.3f %.3f\n", nlat, p50, p99);
+        printf("lat %zu %.3f %.3f %.3f\n", nlat, p50, p99, nlat ? lat[nlat - 1] : -1);
         nlat = 0;
     }
     fflush(stdout);
@@ -319,10 +320,12 @@ static void on_command(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: fanout_client HOST PORT N NTOPICS\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: fanout_client HOST PORT N NTOPICS [PREFIX]\n");
         return 2;
     }
+    if (argc == 6 && strlen(argv[5]) < 64)
+        prefix = argv[5];
     host = argv[1];
     port = atoi(argv[2]);
     nconns = strtoul(argv[3], NULL, 10);

@@ -13,17 +13,22 @@
 //   1. throughput: a window of POSTs of 1,000-point JSON arrays in flight
 //      for a few seconds; events/s = points delivered to clients / time.
 //   2. latency at a fixed rate (default 20,000 events/s: a 100-point batch
-//      every 5 ms): each point carries its POST's send time, each client
-//      records receipt - send (one process, one clock); p50/p99/max.
+//      every 5 ms): each point's value is its POST's send time
+//      (CLOCK_MONOTONIC), each client records receipt - send; p50/p99/max.
+// The clients are fanout_client (C, one epoll process; see cclients.mjs),
+// or node `ws` clients in this process with --node-clients: those cost
+// ~23 µs of CPU per message, on the second of two cores, and their queue
+// behind a 100-message burst was most of the latency measured.
 // L2/L3 are off (SOPHIA_REDIS_URL= SOPHIA_PG_URL=) so the path measured is
-// ingest, queue, plugin, L1 put, router; clients run in this process and
-// share the machine's two cores with the server under test. Both servers
+// ingest, queue, plugin, L1 put, router; the clients share the machine's
+// two cores with the server under test. Both servers
 // see the same clients and the same load; each target runs --runs times
 // (interleaved) and the table shows every run and the median ratio.
 //
 // Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
 //        node tests/bench/ingest.mjs [--rate 20000] [--seconds 5] [--runs 2]
-//        [--only sophiad|peer]
+//        [--only sophiad|peer] [--node-clients]
+// (FANOUT_CLIENT: the receiver, default next to SOPHIAD as in fanout.mjs)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -33,6 +38,12 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc'); // a full collection, between phases
+import { clientPath, now, startCClients } from './cclients.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const self = fileURLToPath(import.meta.url);
@@ -49,6 +60,8 @@ const SECONDS = opt('seconds', 5);
 const RUNS = opt('runs', 2);
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : ''; // sophiad | peer
 const CLIENTS = 100;
+const WARMUP = 0.5; // seconds at the fixed rate before measuring
+const NODE_CLIENTS = args.includes('--node-clients');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------- the peer
@@ -170,35 +183,64 @@ async function startPeer() {
   return { proc, port };
 }
 
-async function connectClients(port, onMetric) {
+// node `ws` clients (--node-clients), with fanout_client's interface.
+async function nodeClients(port) {
   const clients = [];
+  let count = 0;
+  let lat = [];
   for (let i = 0; i < CLIENTS; i++) {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
     await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
     const subscribed = new Promise((res) => ws.once('message', res));
     ws.send(JSON.stringify({ type: 'subscribe', subscriptions: [`dashboard:d${i}`] }));
     await subscribed;
-    ws.on('message', (buf) => onMetric(JSON.parse(buf)));
+    ws.on('message', (buf) => {
+      const m = JSON.parse(buf);
+      if (m.type !== 'metric') return;
+      count++;
+      lat.push(now() - m.data.value);
+    });
     clients.push(ws);
   }
-  return clients;
+  return {
+    delivered: () => count,
+    async latencies() {
+      const v = lat.sort((a, b) => a - b);
+      lat = [];
+      return { n: v.length, p50: pct(v, 0.5), p99: pct(v, 0.99), max: v[v.length - 1] };
+    },
+    async stop() { for (const ws of clients) ws.terminate(); },
+  };
 }
 
+const connectClients = (port) => (NODE_CLIENTS ? nodeClients(port)
+  : startCClients(clientPath(), `ws://127.0.0.1:${port}/ws`, CLIENTS, CLIENTS, 'dashboard:d'));
+
 let seq = 0;
-function batch(n, t) {
+// Each point's value is its send time (CLOCK_MONOTONIC ms), which the
+// receiver subtracts from its own clock.
+function batch(n) {
   const pts = [];
-  for (let i = 0; i < n; i++, seq++) {
-    pts.push({ metric: 'bench', value: seq, dashboard_id: `d${seq % CLIENTS}`, labels: { t } });
-  }
+  const t = now();
+  for (let i = 0; i < n; i++, seq++) pts.push({ metric: 'bench', value: t, dashboard_id: `d${seq % CLIENTS}` });
   return JSON.stringify(pts);
 }
 
-async function post(port, body) {
-  const r = await fetch(`http://127.0.0.1:${port}/ingest/metrics`, {
-    method: 'POST', body, headers: { 'content-type': 'application/json' },
+// node's http with a keep-alive pool rather than fetch: fetch cost the
+// sender ~3x the CPU per request, on a core it shares with both servers.
+const agent = new http.Agent({ keepAlive: true });
+function post(port, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1', port, path: '/ingest/metrics', method: 'POST', agent,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+    req.end(body);
   });
-  await r.arrayBuffer();
-  return r.status;
 }
 
 // CPU seconds (user + system) the server has used: per-event cost is
@@ -211,15 +253,33 @@ function cpuSeconds(pid) {
 const pct = (v, q) => v[Math.min(v.length - 1, Math.max(0, Math.ceil(q * v.length) - 1))];
 const median = (v) => [...v].sort((a, b) => a - b)[Math.floor((v.length - 1) / 2)];
 
+const PER = Math.max(1, Math.round(RATE / 200)); // a batch every 5 ms
+
+// `events` at RATE/s as a PER-point POST every 5 ms; resolves once every
+// POST is answered.
+async function fixedRate(port, events) {
+  const res = { sent: 0, refused: 0, codes: {} };
+  const start = performance.now();
+  const total = Math.round(events / PER);
+  const inflight = [];
+  for (let ticks = 0; ticks < total; ticks++) {
+    const due = start + ticks * 5;
+    const t = performance.now();
+    if (t < due) await sleep(due - t > 1 ? due - t - 0.5 : 0);
+    inflight.push(post(port, batch(PER)).then((s) => {
+      if (s === 202) res.sent += PER;
+      else res.refused++, res.codes[s] = (res.codes[s] || 0) + 1;
+    }));
+  }
+  await Promise.all(inflight);
+  return res;
+}
+
 // One run against one server: both phases; returns the numbers.
 async function measure({ proc, port }) {
-  let received = 0;
-  let lat = null;
-  const clients = await connectClients(port, (m) => {
-    if (m.type !== 'metric') return;
-    received++;
-    if (lat) lat.push(performance.now() - m.data.labels.t);
-  });
+  const clients = await connectClients(port);
+  let base = 0; // frames delivered before this phase
+  const received = () => clients.delivered() - base;
 
   // 1. throughput
   const tEnd = performance.now() + Math.min(SECONDS, 3) * 1000;
@@ -230,50 +290,49 @@ async function measure({ proc, port }) {
   const cpu0 = cpuSeconds(proc.pid);
   const worker = async () => {
     while (performance.now() < tEnd) {
-      const st = await post(port, batch(1000, performance.now()));
+      const st = await post(port, batch(1000));
       if (st === 202) sent += 1000;
       else refused++, codes[st] = (codes[st] || 0) + 1;
     }
   };
   await Promise.all([worker(), worker(), worker(), worker()]);
-  while (received < sent && performance.now() - tEnd < 20000) await sleep(5);
-  const thr = received / ((performance.now() - t0) / 1000);
-  const thrEvents = received;
-  const thrCpuUs = ((cpuSeconds(proc.pid) - cpu0) * 1e6) / Math.max(1, received);
+  while (received() < sent && performance.now() - tEnd < 20000) await sleep(5);
+  const thr = received() / ((performance.now() - t0) / 1000);
+  const thrEvents = received();
+  const thrCpuUs = ((cpuSeconds(proc.pid) - cpu0) * 1e6) / Math.max(1, thrEvents);
+  // The throughput phase leaves this process ~100 MB of garbage: its
+  // major GC, if it fell in the next phase, stalled the sender ~200 ms
+  // between stamping a batch and writing it (seen with strace: the server
+  // sat idle in epoll_wait meanwhile), whichever server was measured.
+  gc();
   await sleep(200);
 
-  // 2. latency at a fixed rate
-  received = 0;
+  // 2. latency at a fixed rate, after WARMUP seconds at that rate
+  base = clients.delivered();
+  const warm = await fixedRate(port, Math.round(RATE * WARMUP));
+  const warmEnd = performance.now() + 10000;
+  while (received() < warm.sent && performance.now() < warmEnd) await sleep(5);
+  await clients.latencies(); // drop the throughput and warm-up samples
+  base = clients.delivered();
   sent = 0;
-  lat = [];
-  const per = Math.max(1, Math.round(RATE / 200)); // a batch every 5 ms
   const start = performance.now();
   const cpu1 = cpuSeconds(proc.pid);
   const client1 = process.cpuUsage();
-  let ticks = 0;
-  const total = Math.round((RATE * SECONDS) / per);
-  const inflight = [];
-  while (ticks < total) {
-    const due = start + ticks * 5;
-    const now = performance.now();
-    if (now < due) await sleep(due - now > 1 ? due - now - 0.5 : 0);
-    inflight.push(post(port, batch(per, performance.now())).then((s) => {
-      if (s === 202) sent += per;
-      else refused++, codes[s] = (codes[s] || 0) + 1;
-    }));
-    ticks++;
-  }
-  await Promise.all(inflight);
+  const fixed = await fixedRate(port, RATE * SECONDS);
+  sent = fixed.sent;
+  refused += fixed.refused;
+  for (const [k, v] of Object.entries(fixed.codes)) codes[k] = (codes[k] || 0) + v;
   const achieved = sent / ((performance.now() - start) / 1000);
-  while (received < sent && performance.now() - start < SECONDS * 1000 + 10000) await sleep(5);
-  const rateCpuUs = ((cpuSeconds(proc.pid) - cpu1) * 1e6) / Math.max(1, received);
+  while (received() < sent && performance.now() - start < SECONDS * 1000 + 10000) await sleep(5);
+  const rateCpuUs = ((cpuSeconds(proc.pid) - cpu1) * 1e6) / Math.max(1, received());
   const cu = process.cpuUsage(client1);
-  const clientCpuUs = (cu.user + cu.system) / Math.max(1, received);
-  lat.sort((a, b) => a - b);
-  for (const ws of clients) ws.terminate();
+  const clientCpuUs = (cu.user + cu.system) / Math.max(1, received());
+  const lat = await clients.latencies();
+  const delivered = received();
+  await clients.stop();
   return {
-    codes, thr, thrCpuUs, events: thrEvents + received, achieved, rateCpuUs, clientCpuUs, refused, delivered: lat.length, sent,
-    p50: pct(lat, 0.5), p99: pct(lat, 0.99), max: lat[lat.length - 1],
+    codes, thr, thrCpuUs, events: thrEvents + delivered, achieved, rateCpuUs, clientCpuUs, refused, delivered, sent,
+    p50: lat.p50, p99: lat.p99, max: lat.max,
     load: readFileSync('/proc/loadavg', 'utf8').split(' ')[0],
   };
 }
@@ -300,9 +359,8 @@ async function main() {
     if (ONLY !== 'peer') rows.push(await runOnce('sophiad', startSophiad));
     if (ONLY !== 'sophiad') rows.push(await runOnce('node peer', startPeer));
   }
-  const per = Math.max(1, Math.round(RATE / 200));
   console.log('\ningest -> metrics plugin -> /ws, 100 clients (one dashboard each), L2/L3 off');
-  console.log(`max throughput: 4 x 1000-pt POSTs in flight; fixed rate: ${RATE}/s as a ${per}-pt POST every 5 ms;`);
+  console.log(`max throughput: 4 x 1000-pt POSTs in flight; fixed rate: ${RATE}/s as a ${PER}-pt POST every 5 ms, after ${WARMUP} s of it;`);
   console.log('µs/ev: server CPU per event (user+system); client: this process\' CPU per event at the fixed rate;');
   console.log('lost: accepted but not delivered within 10 s; !202: POSTs refused (503 queue full)');
   console.log(`${'server'.padEnd(10)} ${'max ev/s'.padStart(9)} ${'µs/ev'.padStart(6)} ${'rate ev/s'.padStart(9)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'max ms'.padStart(8)} ${'µs/ev'.padStart(6)} ${'client'.padStart(6)} ${'lost'.padStart(5)} ${'!202'.padStart(5)} ${'load'.padStart(5)}`);
