@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <libgen.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +284,11 @@ static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
 
 int main(int argc, char **argv)
 {
+    /* No fastbins: lws allocates each HTTP request's header table (>1 KiB),
+     * and glibc first consolidates every fastbin chunk the previous batch's
+     * JSON frees left - 6% of the CPU at 20k events/s in 100-event POSTs.
+     * tcache still serves the small sizes; -8% CPU per event measured. */
+    mallopt(M_MXFAST, 0);
     cli a = {0};
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0)
