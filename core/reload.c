@@ -24,8 +24,9 @@
  * cache tiers and write-strategy prefixes, the memory module's settings
  * (it keeps a pointer into the configuration it was started with, so that
  * one is kept alive until exit), and of a stream that stays its queue
- * size, dedup settings and Redis/StatsD sources (its processor, filter and
- * batch size do change). What is read at use time (ingest tokens, body
+ * size, dedup settings, `durable` and Redis/StatsD sources (its processor,
+ * filter and batch size do change; a changed durable or queue_size is
+ * logged as waiting for a restart). What is read at use time (ingest tokens, body
  * limit, WebSocket settings, write-strategy instances by name) follows
  * the new file at once.
  */

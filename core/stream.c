@@ -30,6 +30,7 @@
 
 #define STREAM_MAX_ATTEMPTS 3
 #define STREAM_DEDUP_MAX 1000000
+#define STREAM_QUEUE_DEFAULT 10000
 
 typedef struct stream_item {
     json_t *body;
@@ -196,7 +197,7 @@ static sophia_stream *stream_new(const sophia_conf *c,
         return NULL;
     st->name = strdup(cs->name);
     st->proc = inst;
-    st->cap = cs->queue_size ? cs->queue_size : 10000;
+    st->cap = cs->queue_size ? cs->queue_size : STREAM_QUEUE_DEFAULT;
     st->batch = cs->batch_size ? cs->batch_size : 256;
     st->q = calloc(st->cap, sizeof(*st->q));
     st->st.capacity = st->cap;
@@ -420,6 +421,10 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
             if (stream_update(st, cs, plugins) < 0)
                 sophia_warn("stream", "msg=\"stream kept its old binding\" stream=%s",
                             cs->name);
+            if (sophia_durable_enabled(c, cs) != st->want_durable ||
+                (cs->queue_size ? cs->queue_size : STREAM_QUEUE_DEFAULT) != st->cap)
+                sophia_warn("stream", "msg=\"durable and queue_size changes take "
+                            "effect at restart\" stream=%s", cs->name);
             sophia_dict_del(s->by_name, cs->name);
         } else if ((st = stream_new(c, cs, plugins, diag))) {
             st->drain_ev = s->drain_ev;

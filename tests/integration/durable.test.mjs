@@ -320,3 +320,19 @@ streams:
   assert.match(res.stderr, /streams\.a\.durable: true needs Redis/);
   assert.match(res.stderr, /durable: expected true or false, got 'maybe'/);
 });
+
+test('durable switched on a kept stream by SIGHUP: logged as waiting for a restart, the stream keeps working', async () => {
+  const key = `sophia:test:${run}:hup`;
+  keys.push(key, `${key}:dead`);
+  const d = await startDaemon({ yaml: yaml({ key, durable: 'false' }) });
+  await healthy(d);
+  const mark = d.stderrLines.length;
+  await d.writeConfig(yaml({ key, durable: 'true' }));
+  d.signal('SIGHUP');
+  await d.waitForStderr(/durable and queue_size changes take effect at restart.*stream=dur/, undefined, mark);
+  const r = await fetchJson(`${d.url}/ingest/dur`, { method: 'POST', body: { n: 1 } });
+  assert.equal(r.status, 202);
+  await until(async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.dur.processed === 1, 'processed after the reload');
+  assert.equal(await redisCommand(['XLEN', key]), 0, 'still the memory queue until a restart');
+  await d.stop();
+});
