@@ -463,10 +463,13 @@ static void ws_cache_get(uint64_t client, const char *req_id, json_t *params,
         g->req_id = req_id ? strdup(req_id) : NULL;
         g->key = strdup(key);
         rc = sophia_cache_get(sophia_srv->cache, key, NULL, NULL, ws_got, g);
+        /* An authenticated reader is its token's subject, whatever the
+         * params say. */
+        const char *user = sophia_ws_client_subject(client);
         sophia_memory_note_access(
             sophia_srv->memory, key,
             json_string_value(json_object_get(params, "dashboard")),
-            json_string_value(json_object_get(params, "user")));
+            user ? user : json_string_value(json_object_get(params, "user")));
     }
     if (rc == 0)
         return;

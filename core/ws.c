@@ -1756,6 +1756,12 @@ void sophia_ws_unregister_method(const char *name)
         memset(m, 0, sizeof(*m));
 }
 
+const char *sophia_ws_client_subject(uint64_t client)
+{
+    sophia_ws_client *c = client_by_id(client);
+    return c ? json_string_value(json_object_get(c->claims, "sub")) : NULL;
+}
+
 int sophia_ws_respond(uint64_t client, const char *req_id, json_t *data)
 {
     sophia_ws_client *c = client_by_id(client);

@@ -145,5 +145,8 @@ void sophia_ws_unregister_method(const char *name);
 int sophia_ws_respond(uint64_t client, const char *req_id, json_t *data);
 int sophia_ws_respond_error(uint64_t client, const char *req_id,
                             const char *code, const char *message);
+/* The `sub` of the token a client authenticated with; NULL without one
+ * (or when the client is gone). Valid until the callback returns. */
+const char *sophia_ws_client_subject(uint64_t client);
 
 #endif

@@ -12,7 +12,7 @@
 // token refused, and dashboard-failed-<test>.png for a test that failed.
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { jwt } from './lib/jwt.mjs';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -429,12 +429,6 @@ test('without ?dashboard the page shows the default dashboard', async () => {
   }
 });
 
-// An HS256 JWT, as an identity provider would sign it.
-function jwt(secret, claims) {
-  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
-  return `${unsigned}.${createHmac('sha256', secret).update(unsigned).digest('base64url')}`;
-}
 
 test('with WebSocket auth on, the page asks for a token, refuses a bad one and goes live with a good one', async () => {
   const secret = 'dashboard-test-secret-0123456789abcdef';
@@ -443,8 +437,8 @@ test('with WebSocket auth on, the page asks for a token, refuses a bad one and g
     env: { DASHBOARD_TEST_JWT_SECRET: secret },
   });
   const exp = Math.floor(Date.now() / 1000) + 3600;
-  const good = jwt(secret, { sub: 'ceo', exp, topics: ['dashboard:executive', 'alerts'] });
-  const forged = jwt('not-the-secret', { sub: 'mallory', exp, topics: ['*'] });
+  const good = jwt({ sub: 'ceo', exp, topics: ['dashboard:executive', 'alerts'] }, secret);
+  const forged = jwt({ sub: 'mallory', exp, topics: ['*'] }, 'not-the-secret');
   const p = await context.newPage();
   p.on('pageerror', (err) => pageErrors.push(err.message));
   const waitState = (want) =>

@@ -13,6 +13,7 @@ import path from 'node:path';
 import {
   startDaemon, fetchJson, timeoutScale, wsConnect, sendJson, nextMessage,
 } from './lib/daemon.mjs';
+import { jwt } from './lib/jwt.mjs';
 import { pgQuery, redisCommand } from './lib/servers.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -399,24 +400,29 @@ test('with index auto a Flat index that reaches hnsw_threshold becomes HNSW whil
   }
 });
 
-test('what a dashboard reads often is remembered and warmed into L1 at the next start', async () => {
+test('what a dashboard reads often is remembered and warmed into L1 at the next start and when it reconnects', async () => {
   const t = uniq();
-  const yaml = memYaml(t, path.join(keepDir, 'access.index'));
+  const secret = 'memory-test-secret-0123456789abcdef';
+  const yaml = memYaml(t, path.join(keepDir, 'access.index'),
+    'websocket:\n  auth:\n    secret_env: SOPHIA_TEST_WS_SECRET\n');
+  const env = { SOPHIA_TEST_WS_SECRET: secret };
   const run = uniq();
   const hot = [`ap:${run}:revenue`, `ap:${run}:pipeline`];
   const cold = `ap:${run}:other`; // read as often, by nobody in particular
   const cacheUrl = (dd, k, q = '') => `${dd.url}/api/cache/${encodeURIComponent(k)}${q}`;
-  const d1 = await startDaemon({ yaml });
+  const d1 = await startDaemon({ yaml, env });
   try {
     for (const k of [...hot, cold]) {
       const res = await fetchJson(cacheUrl(d1, k), { method: 'PUT', body: JSON.stringify({ value: { k } }) });
       assert.equal(res.status, 200, res.text);
     }
-    const ws = await wsConnect(d1.wsUrl);
+    // The reader is the token's subject: `user` in params cannot say otherwise.
+    const token = jwt({ sub: 'ann', exp: Math.floor(Date.now() / 1000) + 600 }, secret);
+    const ws = await wsConnect(`${d1.wsUrl}?token=${token}`);
     try {
       for (let i = 0; i < 3; i++) {
         for (const k of hot) {
-          sendJson(ws, { type: 'request', id: `${k}${i}`, method: 'cache.get', params: { key: k, dashboard: 'ops' } });
+          sendJson(ws, { type: 'request', id: `${k}${i}`, method: 'cache.get', params: { key: k, dashboard: 'ops', user: 'mallory' } });
           assert.equal((await nextMessage(ws, (m) => m.id === `${k}${i}`)).type, 'response');
         }
         assert.equal((await fetchJson(cacheUrl(d1, cold))).status, 200);
@@ -432,13 +438,14 @@ test('what a dashboard reads often is remembered and warmed into L1 at the next 
     const r = await search(d1, 'dashboard ops reads cache key', { 'context.dashboard': 'ops' });
     assert.deepEqual(r.map((e) => e.context.key).sort(), [...hot].sort());
     assert.ok(r.every((e) => e.memory_type === 'access_pattern' && e.access_count >= 3), JSON.stringify(r));
+    assert.ok(r.every((e) => e.context.user === 'ann'), JSON.stringify(r));
   } finally {
     await d1.stop();
   }
   // The cache warms its own hot keys at start too: take ours out of that
   // list, so only the access patterns can bring them back.
   await redisCommand(['ZREM', 'sophia:hot', ...hot, cold]);
-  const d2 = await startDaemon({ yaml });
+  const d2 = await startDaemon({ yaml, env });
   try {
     const m = await waitFor(async () => { const s = await memStats(d2); return s.access.warm_runs >= 1 && s; }, 'the start warm-up');
     assert.equal(m.access.warmed, 2, JSON.stringify(m.access));
@@ -457,6 +464,30 @@ test('what a dashboard reads often is remembered and warmed into L1 at the next 
     assert.notEqual(res.body.tier, 'l1', 'a key nobody named was not warmed');
   } finally {
     await d2.stop();
+  }
+  // A dashboard's first read in a run warms its own keys: d3's L1 is too
+  // small to keep the start warm-up past a few keys read twice (S3-FIFO
+  // lets keys read once pass through without evicting anything).
+  const d3 = await startDaemon({ yaml: `${yaml}cache:\n  l1: {max_entries: 4}\n`, env });
+  try {
+    const s0 = await waitFor(async () => { const s = await memStats(d3); return s.access.warm_runs >= 1 && s; }, 'the start warm-up');
+    const fill = async () => {
+      for (let i = 0; i < 16; i++) {
+        const k = cacheUrl(d3, `ap:${run}:fill${i}`);
+        assert.equal((await fetchJson(k, { method: 'PUT', body: JSON.stringify({ value: i }) })).status, 200);
+        for (let j = 0; j < 2; j++) assert.equal((await fetchJson(k)).status, 200);
+      }
+    };
+    await fill();
+    assert.notEqual((await fetchJson(cacheUrl(d3, hot[1]))).body.tier, 'l1', 'the fillers evicted it');
+    await fill();
+    assert.equal((await fetchJson(cacheUrl(d3, cold, '?dashboard=ops'))).status, 200);
+    await waitFor(async () => (await memStats(d3)).access.warmed >= s0.access.warmed + 2, 'the warm-up for ops');
+    for (const k of hot) {
+      assert.equal((await fetchJson(cacheUrl(d3, k))).body.tier, 'l1', `${k} warmed when ops came back`);
+    }
+  } finally {
+    await d3.stop();
   }
 });
 

@@ -4,7 +4,7 @@
 // token's `topics` refused with `forbidden`; an Origin allow-list.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { jwt as signJwt } from './lib/jwt.mjs';
 import {
   startDaemon, fetchJson, wsConnect, nextMessage, sendJson, wsClosed,
 } from './lib/daemon.mjs';
@@ -27,10 +27,7 @@ streams:
 `;
 
 const b64 = (o) => Buffer.from(typeof o === 'string' ? o : JSON.stringify(o)).toString('base64url');
-function jwt(claims, secret = SECRET, header = { alg: 'HS256', typ: 'JWT' }) {
-  const body = `${b64(header)}.${b64(claims)}`;
-  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
-}
+const jwt = (claims, secret = SECRET, header) => signJwt(claims, secret, header);
 const now = () => Math.floor(Date.now() / 1000);
 const good = (topics) => jwt({ sub: 'alice', exp: now() + 600, ...(topics ? { topics } : {}) });
 const ORIGIN = { headers: { origin: 'https://dash.example.com' } };

@@ -4,7 +4,7 @@
 // limits; a new secret makes every connection authenticate again (4001).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { jwt as signJwt } from './lib/jwt.mjs';
 import {
   startDaemon, fetchJson, wsConnect, nextMessage, sendJson, wsClosed, timeoutScale,
 } from './lib/daemon.mjs';
@@ -25,11 +25,7 @@ streams:
     processor: metrics
 `;
 
-const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-function jwt(claims) {
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
-  return `${body}.${createHmac('sha256', SECRET).update(body).digest('base64url')}`;
-}
+const jwt = (claims) => signJwt(claims, SECRET);
 
 let d;
 before(async () => {
