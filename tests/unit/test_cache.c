@@ -37,6 +37,8 @@
 #include "redis.h"
 #include "server.h"
 
+#include "../common/loop_wait.h"
+
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 #define WAIT_MS 15000
@@ -76,55 +78,6 @@ static const char *k(const char *name)
     i = (i + 1) % 8;
     snprintf(buf[i], sizeof(buf[i]), "%s%s", pfx, name);
     return buf[i];
-}
-
-/* ---------------------------------------------------------- loop helpers */
-
-typedef bool (*pred_fn)(void *);
-
-typedef struct guard {
-    struct event_base *base;
-    bool fired;
-} guard;
-
-static void on_guard(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    guard *g = arg;
-    g->fired = true;
-    event_base_loopbreak(g->base);
-}
-
-static void run_until(struct event_base *base, pred_fn done, void *arg,
-                      int ms, const char *what)
-{
-    guard g = {base, false};
-    struct event *t = evtimer_new(base, on_guard, &g);
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(t, &tv);
-    while (!done(arg) && !g.fired)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(t);
-    if (!done(arg))
-        fail_msg("timed out after %d ms waiting for %s", ms, what);
-}
-
-static bool never(void *arg)
-{
-    (void)arg;
-    return false;
-}
-
-static void run_for(struct event_base *base, int ms)
-{
-    guard g = {base, false};
-    struct event *t = evtimer_new(base, on_guard, &g);
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(t, &tv);
-    while (!never(NULL) && !g.fired)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(t);
 }
 
 /* ---------------------------------------------------------- the fixture */

@@ -37,6 +37,8 @@
 #include "pg.h"
 #include "pg_pool.h"
 
+#include "../common/loop_wait.h"
+
 #define WAIT_MS 15000
 
 /* ------------------------------------------------------------- helpers */
@@ -50,37 +52,6 @@ static const char *pg_url(void)
                  "postgresql://postgres@127.0.0.1:55432/sophia. The test "
                  "harness exports it; this test does not skip without it.");
     return u;
-}
-
-typedef struct guard {
-    struct event_base *base;
-    bool fired;
-} guard;
-
-static void on_guard(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    guard *g = arg;
-    g->fired = true;
-    event_base_loopbreak(g->base);
-}
-
-typedef bool (*pred_fn)(void *);
-
-/* Runs the loop until done(arg) or timeout_ms; a timeout fails the test. */
-static void run_until(struct event_base *base, pred_fn done, void *arg,
-                      int timeout_ms, const char *what)
-{
-    guard g = {base, false};
-    struct event *t = evtimer_new(base, on_guard, &g);
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    evtimer_add(t, &tv);
-    while (!done(arg) && !g.fired)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(t);
-    if (!done(arg))
-        fail_msg("timed out after %d ms waiting for %s", timeout_ms, what);
 }
 
 static bool is_up(void *arg)
