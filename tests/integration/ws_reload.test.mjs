@@ -67,6 +67,8 @@ test('limits, history size and origins change on SIGHUP; connected clients stay'
   assert.equal((await nextMessage(ws, 'error')).error.code, 'too_many_subscriptions');
   assert.deepEqual((await nextMessage(ws, 'subscribed')).subscriptions, ['dashboard:r1', 'dashboard:r2']);
   await ingest('r1', 6);
+  // 202 means appended (the stream is durable): wait for the processing.
+  await nextMessage(ws, (m) => m.type === 'metric' && m.topic === 'dashboard:r1' && m.seq === 6);
   assert.equal((await history(ws, 'dashboard:r1')).messages.length, 6);
 
   await reload(`  max_subscriptions: 3\n  history: 3\n  origins: ["${ORIGIN}"]`);
