@@ -24,6 +24,7 @@ struct sophia_loop {
     struct event *sig[3];
     sophia_signal_cb sig_cb;
     void *sig_arg;
+    int running; /* inside sophia_loop_run */
 };
 
 static void uv_service(sophia_loop *l)
@@ -112,7 +113,15 @@ int sophia_loop_signals(sophia_loop *l, sophia_signal_cb cb, void *arg)
 
 int sophia_loop_run(sophia_loop *l)
 {
-    return event_base_dispatch(l->base);
+    l->running = 1;
+    int rc = event_base_dispatch(l->base);
+    l->running = 0;
+    return rc;
+}
+
+int sophia_loop_running(const sophia_loop *l)
+{
+    return l && l->running;
 }
 
 void sophia_loop_stop(sophia_loop *l)

@@ -44,6 +44,9 @@ int sophia_loop_signals(sophia_loop *l, sophia_signal_cb cb, void *arg);
 
 int sophia_loop_run(sophia_loop *l);
 void sophia_loop_stop(sophia_loop *l);
+/* True from a callback of the running loop, false before and after it
+ * (start-up, shutdown): whether code may still wait by running it. */
+int sophia_loop_running(const sophia_loop *l);
 
 /* After lws_context_destroy(): runs libuv until lws closed its handles. */
 void sophia_loop_uv_drain(sophia_loop *l);

@@ -714,9 +714,15 @@ json_t *sophia_source_redis_stats_json(const sophia_source_redis *r)
 
 /* XACKs queued by the shutdown drain have not been written yet when the
  * loop stops; run the loop briefly so they reach Redis (else the entries
- * would be delivered again to another consumer: safe, but avoidable). */
+ * would be delivered again to another consumer: safe, but avoidable).
+ * A stream dropped by a reload is freed inside a loop callback, where the
+ * loop cannot run: the XACKs are written now and their replies not waited
+ * for (waiting held the loop for FLUSH_WAIT_MS). */
 static void flush_acks(sophia_source_redis *r)
 {
+    sophia_redis_flush(r->ctl);
+    if (sophia_srv && sophia_loop_running(sophia_srv->loop))
+        return;
     int64_t deadline = sophia_now_mono_us() + FLUSH_WAIT_MS * 1000;
     while (r->ctl_pending && sophia_redis_up(r->ctl) &&
            sophia_now_mono_us() < deadline) {
