@@ -5,8 +5,7 @@
 // now()) to receipt, on the same clock at both ends.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from './harness.mjs';
 
 // CLOCK_MONOTONIC in ms: the same clock in every thread and in fanout_client.
 export const now = () => Number(process.hrtime.bigint()) / 1e6;

@@ -32,17 +32,13 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { clientPath, now, startCClients } from './cclients.mjs';
+import { WebSocket, freePort, servePeerWs, sleep, waitHttp } from './harness.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(path.join(here, '..', 'integration', 'package.json'));
-const WebSocket = require('ws');
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -78,50 +74,12 @@ function runPeer(port) {
       res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ accepted: n }));
     });
   });
-  const wss = new WebSocket.WebSocketServer({ server, path: '/ws' });
-  wss.on('connection', (ws) => {
-    const mine = new Set();
-    ws.on('message', (raw) => {
-      const m = JSON.parse(raw);
-      if (m.type !== 'subscribe') return;
-      for (const t of m.subscriptions) {
-        if (!topics.has(t)) topics.set(t, new Set());
-        topics.get(t).add(ws);
-        mine.add(t);
-      }
-      ws.send(JSON.stringify({ type: 'subscribed', subscriptions: m.subscriptions }));
-    });
-    ws.on('close', () => { for (const t of mine) topics.get(t).delete(ws); });
-  });
+  servePeerWs(server, topics);
   server.listen(port, '127.0.0.1');
 }
 
 
 // ---------------------------------------------------------- the harness
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitHttp(url) {
-  for (let i = 0; i < 200; i++) {
-    try {
-      await fetch(url);
-      return;
-    } catch {
-      await sleep(50);
-    }
-  }
-  throw new Error(`${url} never answered`);
-}
-
 function rssKb(pid) {
   const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+)/m);
   return m ? Number(m[1]) : 0;

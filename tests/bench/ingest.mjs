@@ -32,10 +32,8 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
@@ -44,11 +42,9 @@ import vm from 'node:vm';
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc'); // a full collection, between phases
 import { clientPath, now, startCClients } from './cclients.mjs';
+import { WebSocket, freePort, servePeerWs, sleep, waitHttp } from './harness.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const self = fileURLToPath(import.meta.url);
-const require = createRequire(path.join(here, '..', 'integration', 'package.json'));
-const WebSocket = require('ws');
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -62,7 +58,6 @@ const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : ''; //
 const CLIENTS = 100;
 const WARMUP = 0.5; // seconds at the fixed rate before measuring
 const NODE_CLIENTS = args.includes('--node-clients');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------- the peer
 function runPeer(port) {
@@ -117,45 +112,11 @@ function runPeer(port) {
       res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ accepted: n }));
     });
   });
-  const wss = new WebSocket.WebSocketServer({ server, path: '/ws' });
-  wss.on('connection', (ws) => {
-    const mine = new Set();
-    ws.on('message', (raw) => {
-      const m = JSON.parse(raw);
-      if (m.type !== 'subscribe') return;
-      for (const t of m.subscriptions) {
-        if (!topics.has(t)) topics.set(t, new Set());
-        topics.get(t).add(ws);
-        mine.add(t);
-      }
-      ws.send(JSON.stringify({ type: 'subscribed', subscriptions: m.subscriptions }));
-    });
-    ws.on('close', () => { for (const t of mine) topics.get(t).delete(ws); });
-  });
+  servePeerWs(server, topics);
   server.listen(port, '127.0.0.1');
 }
 
 // ---------------------------------------------------------- the harness
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitUp(proc, url) {
-  for (let i = 0; i < 100; i++) {
-    if (proc.exitCode !== null) break;
-    try {
-      await fetch(url);
-      return;
-    } catch { await sleep(50); }
-  }
-  throw new Error(`${url} never answered`);
-}
-
 async function startSophiad() {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-ingest-'));
   const port = await freePort();
@@ -172,14 +133,14 @@ streams:
   const proc = spawn(process.env.SOPHIAD, ['-c', path.join(dir, 'sophia.yaml'), '--listen', `127.0.0.1:${port}`], {
     env: { ...process.env, SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '' }, stdio: ['ignore', 'ignore', 'inherit'],
   });
-  await waitUp(proc, `http://127.0.0.1:${port}/healthz`);
+  await waitHttp(`http://127.0.0.1:${port}/healthz`, proc);
   return { proc, port };
 }
 
 async function startPeer() {
   const port = await freePort();
   const proc = spawn(process.execPath, [self, '--peer', String(port)], { stdio: ['ignore', 'ignore', 'inherit'] });
-  await waitUp(proc, `http://127.0.0.1:${port}/`);
+  await waitHttp(`http://127.0.0.1:${port}/`, proc);
   return { proc, port };
 }
 
