@@ -5,7 +5,7 @@
 // the acknowledgement and the flush.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon, runSophiad, fetchJson, wsConnect, sendJson, nextMessage } from './lib/daemon.mjs';
+import { startDaemon, runSophiad, fetchJson, wsConnect, sendJson, nextMessage, until } from './lib/daemon.mjs';
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,14 +56,7 @@ async function journalHas(key) {
   return entries.some(([, kv]) => kv[1] === key);
 }
 
-async function eventually(what, fn, ms = 10000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() > end) throw new Error(`${what} within ${ms} ms`);
-    await sleep(50);
-  }
-}
+const eventually = (what, fn, ms = 10000) => until(fn, what, ms, 50);
 
 test('write_through: every tier has the value when the PUT answers', async () => {
   const d = await startDaemon({ yaml: yaml() });

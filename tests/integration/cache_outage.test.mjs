@@ -5,7 +5,7 @@
 // none of them may be lost.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon, fetchJson } from './lib/daemon.mjs';
+import { startDaemon, fetchJson, until } from './lib/daemon.mjs';
 import { redisCommand, pgQuery, stopRedis, startRedis, stopPostgres, startPostgres } from './lib/servers.mjs';
 
 const run = `${process.pid}${Math.random().toString(36).slice(2, 6)}`;
@@ -39,14 +39,7 @@ async function pgValue(key) {
   return rows.length ? rows[0][0] : null;
 }
 
-async function eventually(what, fn, ms = 15000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() > end) throw new Error(`${what} within ${ms} ms`);
-    await sleep(100);
-  }
-}
+const eventually = (what, fn, ms = 15000) => until(fn, what, ms, 100);
 
 const health = async (d) => (await fetchJson(`${d.url}/healthz`)).body;
 

@@ -11,7 +11,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startDaemon, runSophiad, fetchJson, wsConnect, nextMessage, takeMessages, freePort,
+  startDaemon, runSophiad, fetchJson, wsConnect, nextMessage, takeMessages, freePort, until as waitUntil,
 } from './lib/daemon.mjs';
 import { redisCommand } from './lib/servers.mjs';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -52,15 +52,7 @@ streams:
 `;
 }
 
-async function until(fn, what, ms = 15000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const until = (fn, what, ms = 15000) => waitUntil(fn, what, ms, 50);
 
 async function healthy(d) {
   await until(async () => (await fetchJson(`${d.url}/healthz`)).status === 200, 'healthz 200');

@@ -19,7 +19,7 @@
 // so the file stays fast under ASan too.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon, fetchJson, wsConnect, nextMessage, timeoutScale } from './lib/daemon.mjs';
+import { startDaemon, fetchJson, wsConnect, nextMessage, timeoutScale, until } from './lib/daemon.mjs';
 import {
   redisAddress, redisCommand, tcpProbe, pgAddress, pgQuery, createDatabase, dropDatabase,
   startRedis, stopPostgres, startPostgres,
@@ -28,14 +28,7 @@ import {
 const run = `${process.pid}${Math.random().toString(36).slice(2, 6)}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function eventually(what, fn, ms = 20000 * timeoutScale) {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() > end) throw new Error(`${what} within ${ms} ms`);
-    await sleep(100);
-  }
-}
+const eventually = (what, fn, ms = 20000 * timeoutScale) => until(fn, what, ms, 100);
 
 const health = async (d) => (await fetchJson(`${d.url}/healthz`)).body;
 

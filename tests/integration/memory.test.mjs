@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  startDaemon, fetchJson, timeoutScale, wsConnect, sendJson, nextMessage,
+  startDaemon, fetchJson, timeoutScale, wsConnect, sendJson, nextMessage, until,
 } from './lib/daemon.mjs';
 import { jwt } from './lib/jwt.mjs';
 import { pgQuery, redisCommand } from './lib/servers.mjs';
@@ -47,15 +47,7 @@ async function search(d, q, params = {}) {
   return res.body.results;
 }
 
-async function waitFor(fn, what, ms = 10000 * timeoutScale) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
+const waitFor = (fn, what, ms = 10000 * timeoutScale) => until(fn, what, ms, 100);
 
 const memStats = async (d) => (await fetchJson(`${d.url}/api/stats`)).body.memory;
 

@@ -17,7 +17,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import WebSocket from 'ws';
-import { startDaemon, fetchJson, timeoutScale } from './lib/daemon.mjs';
+import { startDaemon, fetchJson, timeoutScale, until } from './lib/daemon.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const sanitized = Boolean(process.env.ASAN_OPTIONS);
@@ -36,15 +36,7 @@ websocket:
   max_connections: 10000
 `;
 
-async function eventually(what, fn, ms = 20000 * timeoutScale) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`${what} within ${ms} ms`);
-    await sleep(100);
-  }
-}
+const eventually = (what, fn, ms = 20000 * timeoutScale) => until(fn, what, ms, 100);
 
 const wsStats = async (d) => (await fetchJson(`${d.url}/api/stats`)).body.websocket;
 

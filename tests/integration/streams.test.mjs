@@ -8,12 +8,11 @@ import { readFileSync } from 'node:fs';
 import dgram from 'node:dgram';
 import path from 'node:path';
 import {
-  startDaemon, fetchJson, wsConnect, nextMessage, takeMessages,
+  startDaemon, fetchJson, wsConnect, nextMessage, takeMessages, until as waitUntil,
 } from './lib/daemon.mjs';
 
 const SAMPLES = path.join(process.env.SOPHIA_SOURCE_DIR, '..', 'shared', 'samples');
 const sample = (name) => readFileSync(path.join(SAMPLES, name), 'utf8');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function freeUdpPort() {
   return new Promise((resolve) => {
@@ -100,15 +99,7 @@ after(async () => {
 const cacheGet = async (key) => fetchJson(`${d.url}/api/cache/${encodeURIComponent(key)}`);
 const stats = async () => (await fetchJson(`${d.url}/api/stats`)).body.streams;
 
-async function until(fn, what, ms = 5000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(30);
-  }
-}
+const until = (fn, what, ms = 5000) => waitUntil(fn, what, ms, 30);
 
 test('metrics.ndjson: metric updates, a rolling aggregate, a threshold alert with hysteresis', async () => {
   const res = await fetchJson(`${d.url}/ingest/metrics`, { method: 'POST', body: sample('metrics.ndjson') });

@@ -5,7 +5,7 @@
 // refused) while the stream queue is full.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon, fetchJson, wsConnect, nextMessage } from './lib/daemon.mjs';
+import { startDaemon, fetchJson, wsConnect, nextMessage, until as waitUntil } from './lib/daemon.mjs';
 import { redisCommand } from './lib/servers.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -50,15 +50,7 @@ const xadd = (key, obj) => redisCommand(['XADD', key, '*', 'data', typeof obj ==
 const pendingCount = async (key) => (await redisCommand(['XPENDING', key, 'g']))[0];
 const rsStats = async (d) => (await fetchJson(`${d.url}/api/stats`)).body.streams.rs;
 
-async function until(fn, what, ms = 10000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const until = (fn, what, ms = 10000) => waitUntil(fn, what, ms, 50);
 
 async function subscribe(d) {
   const ws = await wsConnect(d.wsUrl);

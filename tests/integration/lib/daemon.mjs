@@ -475,6 +475,20 @@ export function wsConnect(url, opts = {}) {
 }
 
 /** Sends obj as one JSON text frame. */
+/**
+ * Polls fn() every `every` ms until it returns something truthy, and
+ * resolves with that; rejects naming `what` once `ms` have passed.
+ */
+export async function until(fn, what, ms = 10000 * timeoutScale, every = 50) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(every);
+  }
+}
+
 export function sendJson(ws, obj) {
   ws.send(JSON.stringify(obj));
 }
