@@ -103,6 +103,18 @@ static json_t *plugins_json(void)
     return a;
 }
 
+static json_t *http_stats_json(void)
+{
+    sophia_http_stats h;
+    sophia_http_get_stats(sophia_srv, &h);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests",
+                     (json_int_t)h.requests, "errors", (json_int_t)h.errors,
+                     "refused", (json_int_t)h.refused, "connections",
+                     (json_int_t)h.connections, "connections_refused",
+                     (json_int_t)h.connections_refused, "body_bytes",
+                     (json_int_t)h.body_bytes, "upgrades", (json_int_t)h.upgrades);
+}
+
 json_t *sophia_api_stats_json(void)
 {
     sophia_server *s = sophia_srv;
@@ -112,9 +124,10 @@ json_t *sophia_api_stats_json(void)
         json_object_set_new(streams, sophia_stream_name(st), stream_stats_json(st));
     }
     return json_pack(
-        "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:s?,s:I}}",
+        "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:s?,s:I}}",
         "version", SOPHIA_VERSION, "uptime_s",
         (json_int_t)((sophia_now_wall_us() - s->started_us) / 1000000),
+        "http", http_stats_json(),
         "memory", sophia_memory_stats_json(s->memory), "cache",
         s->cache ? sophia_cache_stats_json(s->cache) : json_object(), "streams",
         streams, "websocket",
@@ -145,6 +158,37 @@ static void prom_head(FILE *f, const char *name, const char *type,
                       const char *help)
 {
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void prom_http(FILE *f)
+{
+    sophia_http_stats h;
+    sophia_http_get_stats(sophia_srv, &h);
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } m[] = {
+        {"sophia_http_requests_total", "counter", "HTTP requests answered.",
+         offsetof(sophia_http_stats, requests)},
+        {"sophia_http_errors_total", "counter", "HTTP requests answered 4xx or 5xx.",
+         offsetof(sophia_http_stats, errors)},
+        {"sophia_http_refused_total", "counter",
+         "HTTP requests refused from their head, before any body byte was read.",
+         offsetof(sophia_http_stats, refused)},
+        {"sophia_http_connections", "gauge", "Open HTTP connections (WebSockets not included).",
+         offsetof(sophia_http_stats, connections)},
+        {"sophia_http_connections_refused_total", "counter",
+         "Connections refused over server.max_connections.",
+         offsetof(sophia_http_stats, connections_refused)},
+        {"sophia_http_body_bytes", "gauge",
+         "Request body bytes buffered right now (bounded by server.max_body_total).",
+         offsetof(sophia_http_stats, body_bytes)},
+    };
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        prom_head(f, m[k].name, m[k].type, m[k].help);
+        fprintf(f, "%s %llu\n", m[k].name,
+                (unsigned long long)*(const uint64_t *)((const char *)&h + m[k].off));
+    }
 }
 
 static void prom_streams(FILE *f)
@@ -330,9 +374,7 @@ static void get_metrics(sophia_http_req *r)
     prom_head(f, "sophia_uptime_seconds", "gauge", "Seconds since start.");
     fprintf(f, "sophia_uptime_seconds %lld\n",
             (long long)((sophia_now_wall_us() - sophia_srv->started_us) / 1000000));
-    prom_head(f, "sophia_http_requests_total", "counter", "HTTP requests answered.");
-    fprintf(f, "sophia_http_requests_total %llu\n",
-            (unsigned long long)sophia_srv->http_requests);
+    prom_http(f);
     prom_streams(f);
     prom_ws(f);
     prom_cache(f);
@@ -452,19 +494,24 @@ static int depth_ok(sophia_http_req *r, const char *path)
     return at == 0;
 }
 
+int sophia_api_admit(sophia_http_req *r)
+{
+    const char *path = sophia_http_req_path(r);
+    if (strncmp(path, "/api/", 5) != 0 && strncmp(path, "/ingest/", 8) != 0)
+        return 1;
+    if (!authorized(r)) {
+        sophia_http_reply_error(r, 401, "unauthorized",
+                                "missing or wrong bearer token (Authorization: Bearer <token>)");
+        return 0;
+    }
+    return sophia_ratelimit_admit(r); /* or answered 429 */
+}
+
 void sophia_api_dispatch(sophia_http_req *r)
 {
     const char *path = sophia_http_req_path(r);
     sophia_http_method m = sophia_http_req_method(r);
-    int api = strncmp(path, "/api/", 5) == 0 || strncmp(path, "/ingest/", 8) == 0;
 
-    if (api && !authorized(r)) {
-        sophia_http_reply_error(r, 401, "unauthorized",
-                                "missing or wrong bearer token (Authorization: Bearer <token>)");
-        return;
-    }
-    if (api && !sophia_ratelimit_admit(r))
-        return; /* answered 429 */
     if (!depth_ok(r, path))
         return;
     if (m == SOPHIA_HTTP_GET && strcmp(path, "/healthz") == 0)

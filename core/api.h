@@ -11,6 +11,10 @@
 
 #include "http.h"
 
+/* Called with the head only, before any body byte is read: the bearer
+ * token and the rate limit. 1 = go on; 0 = answered (401, 429). */
+int sophia_api_admit(sophia_http_req *r);
+
 /* Answers `r` (now or later). */
 void sophia_api_dispatch(sophia_http_req *r);
 

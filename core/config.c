@@ -49,6 +49,8 @@
 
 #define DEFAULT_LISTEN "127.0.0.1:8080"
 #define DEFAULT_MAX_BODY ((size_t)1 << 20)
+#define DEFAULT_MAX_BODY_TOTAL ((size_t)64 << 20)
+#define DEFAULT_HTTP_CONNECTIONS 1024
 #define DEFAULT_L1_ENTRIES 100000
 #define DEFAULT_L1_BYTES ((size_t)64 << 20)
 #define DEFAULT_L1_TTL 300.0
@@ -1280,9 +1282,51 @@ static const field rate_limit_fields[] = {
 static const section rate_limit_sec = {"in server.rate_limit",
                                        rate_limit_fields};
 
+/* A sequence of non-empty strings appended to items[0..*n). */
+static void walk_strlist(loader *ld, const node *v, const char *path,
+                         const char *what, char ***items, size_t *n)
+{
+    if (is_null(v))
+        return;
+    if (v->kind != NODE_SEQ) {
+        ERR(ld, v, "%s: expected a sequence of %s, got %s", path, what,
+            kind_name(v));
+        return;
+    }
+    for (size_t i = 0; i < v->nkids; i++) {
+        if (v->kids[i]->reported)
+            continue;
+        const char *s = want_scalar(ld, v->kids[i], path, what);
+        if (s && !*s)
+            ERR(ld, v->kids[i], "%s: an entry must not be empty", path);
+        else if (s)
+            *GROW(*items, *n) = xstrdup(s);
+    }
+}
+
+static void walk_server_hosts(loader *ld, const node *v, void *base,
+                              const char *path)
+{
+    sophia_conf *c = base;
+    walk_strlist(ld, v, path, "host names such as sophia.example.com",
+                 &c->server.hosts, &c->server.nhosts);
+}
+
+static void walk_server_origins(loader *ld, const node *v, void *base,
+                                const char *path)
+{
+    sophia_conf *c = base;
+    walk_strlist(ld, v, path, "origins such as https://dash.example.com",
+                 &c->server.origins, &c->server.norigins);
+}
+
 static const field server_fields[] = {
     {"listen", F_LISTEN, C_OFF(server.listen), 0, NULL, NULL},
     {"max_body", F_SIZE, C_OFF(server.max_body), 0, NULL, NULL},
+    {"max_body_total", F_SIZE, C_OFF(server.max_body_total), 0, NULL, NULL},
+    {"max_connections", F_COUNT, C_OFF(server.max_connections), 0, NULL, NULL},
+    {"hosts", F_CUSTOM, 0, 0, NULL, walk_server_hosts},
+    {"origins", F_CUSTOM, 0, 0, NULL, walk_server_origins},
     {"tokens", F_SECTION, 0, 0, &tokens_sec, NULL},
     {"share_dir", F_DIR, C_OFF(server.share_dir), 0, NULL, NULL},
     {"rate_limit", F_SECTION, 0, 0, &rate_limit_sec, NULL},
@@ -1565,6 +1609,8 @@ static sophia_conf *conf_defaults(const char *name)
     c->file = xstrdup(name);
     c->server.listen = xstrdup(DEFAULT_LISTEN);
     c->server.max_body = DEFAULT_MAX_BODY;
+    c->server.max_body_total = DEFAULT_MAX_BODY_TOTAL;
+    c->server.max_connections = DEFAULT_HTTP_CONNECTIONS;
     c->plugin_strict_modes = 1;
     c->plugin_init_timeout = 10.0;
     c->log_level = SOPHIA_LVL_INFO;
@@ -1842,6 +1888,12 @@ void sophia_conf_free(sophia_conf *c)
     for (size_t i = 0; i < c->ws.norigins; i++)
         free(c->ws.origins[i]);
     free(c->ws.origins);
+    for (size_t i = 0; i < c->server.nhosts; i++)
+        free(c->server.hosts[i]);
+    free(c->server.hosts);
+    for (size_t i = 0; i < c->server.norigins; i++)
+        free(c->server.origins[i]);
+    free(c->server.origins);
     free(c->cluster.redis);
     free(c->cluster.node_id);
     free(c->memory.index);

@@ -126,6 +126,15 @@ typedef struct sophia_conf {
             size_t rate;  /* requests per second refilled */
             size_t burst; /* bucket size; 0 = rate */
         } rate_limit;
+        /* Against web pages (http.c): Host names served besides loopback
+         * ones (DNS rebinding), and Origins allowed to write besides the
+         * server's own; "*" in either allows any. */
+        char **hosts;
+        size_t nhosts;
+        char **origins;
+        size_t norigins;
+        size_t max_connections; /* open HTTP connections, default 1024 */
+        size_t max_body_total;  /* body bytes buffered at once, 64 MiB */
     } server;
 
     sophia_log_lvl log_level; /* log.level, default info */

@@ -1,48 +1,65 @@
 /*
- * http - the HTTP and WebSocket front door, on libwebsockets.
+ * http - the HTTP/1.1 front door: listener, connections, requests, answers.
  *
- * One lws protocol handles both plain HTTP requests and the `/ws`
- * WebSocket: lws binds a WebSocket to a protocol by its subprotocol name,
- * not by URL, so the URL is enforced here at upgrade time. HTTP requests
- * become sophia_http_req objects that live on the heap, not in lws's
- * per-session memory, so a handler may answer later (after a Redis or
- * PostgreSQL round trip); a request whose connection went away is simply
- * freed when the answer arrives.
+ * Why our own and not libwebsockets' HTTP server: lws 4.1 reads a whole
+ * body before a handler may refuse it, reads Content-Length with atoll
+ * (so `-1` or `5, 5` pass), has no chunked request bodies, and re-enters
+ * a handler's body-completion when requests with bodies are pipelined.
+ * Those are the shapes SPEC §12 says must get exactly one answer. So
+ * connections are libevent bufferevents read by http_parse, one request
+ * at a time; lws keeps what it is good at, WebSockets: a `/ws` upgrade is
+ * handed to it with the bytes already read (lws_adopt_socket_vhost_readbuf).
+ *
+ * A request's life: head read and checked (Host, Origin, length, content
+ * type, then the API's token and rate checks through sophia_api_admit) ->
+ * body read, if any, within server.max_body and the server-wide
+ * server.max_body_total -> sophia_api_dispatch -> the handler answers once,
+ * now or later (after Redis or PostgreSQL) -> once the answer is written,
+ * the next pipelined request is read. A refusal at the head is answered
+ * at once and the connection closed without reading the body. Requests
+ * live on the heap: if the client goes away while a handler works, the
+ * request is freed when the answer arrives.
  */
 #ifndef SOPHIA_HTTP_H
 #define SOPHIA_HTTP_H
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "http_parse.h"
 #include "server.h"
-
-typedef enum sophia_http_method {
-    SOPHIA_HTTP_OTHER = 0,
-    SOPHIA_HTTP_GET,
-    SOPHIA_HTTP_POST,
-    SOPHIA_HTTP_PUT,
-    SOPHIA_HTTP_DELETE
-} sophia_http_method;
 
 typedef struct sophia_http_req sophia_http_req;
 
-/* Starts listening on srv->host:srv->port, on srv->loop. */
+typedef struct sophia_http_stats {
+    uint64_t connections;         /* open HTTP connections (not /ws) */
+    uint64_t connections_refused; /* over server.max_connections */
+    uint64_t body_bytes;          /* request body bytes held right now */
+    uint64_t refused;             /* requests refused from their head */
+    uint64_t upgrades;            /* connections handed to the WebSocket router */
+    uint64_t requests;            /* answered */
+    uint64_t errors;              /* answered 4xx or 5xx */
+} sophia_http_stats;
+
+/* Listens on srv->host:srv->port (srv->port is set to the bound port). */
 int sophia_http_start(sophia_server *srv);
 /* Closes the listener and every connection (WebSockets with 1001). */
 void sophia_http_stop(sophia_server *srv);
+/* Serves an already connected socket as if accepted (tests, fuzzing). */
+int sophia_http_adopt(sophia_server *srv, int fd);
+void sophia_http_get_stats(const sophia_server *srv, sophia_http_stats *st);
 
+/* GET for a HEAD request: handlers answer as for GET, the body is not sent. */
 sophia_http_method sophia_http_req_method(const sophia_http_req *r);
+/* The path, %-decoded exactly once (never '+' -> ' '). */
 const char *sophia_http_req_path(const sophia_http_req *r);
-/* URL-decoded query argument, or NULL. */
+/* Decoded query argument (form rules: '+' is a space), or NULL. */
 const char *sophia_http_req_arg(const sophia_http_req *r, const char *name);
-/* The i-th query argument as "name=value" (URL-decoded), or NULL past the
+/* The i-th query argument as "name=value" (decoded), or NULL past the
  * end: for endpoints that take a family of names (context.KEY=VALUE). */
 const char *sophia_http_req_arg_at(const sophia_http_req *r, int i);
-/* Request header value (lower-case name without ':'), or NULL. Headers
- * available: authorization, content-type, and the custom ones listed in
- * http.c (x-slack-signature, x-slack-request-timestamp,
- * x-slack-retry-num, x-gong-secret). */
+/* Request header value (lower-case name), or NULL. */
 const char *sophia_http_req_header(const sophia_http_req *r, const char *name);
 const char *sophia_http_req_body(const sophia_http_req *r, size_t *len);
 
@@ -57,7 +74,7 @@ void sophia_http_reply_error(sophia_http_req *r, int status, const char *code,
     __attribute__((format(printf, 4, 5)));
 /* Adds `Retry-After: secs` to the reply (call before replying). */
 void sophia_http_set_retry_after(sophia_http_req *r, int secs);
-/* The client's IP address as text into `buf` ("" once it is gone). */
+/* The client's IP address as text into `buf`. */
 const char *sophia_http_req_peer(const sophia_http_req *r, char *buf,
                                  size_t len);
 

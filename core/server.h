@@ -25,7 +25,8 @@ struct sophia_dash;
 typedef struct sophia_server {
     sophia_conf *conf;
     sophia_loop *loop;
-    struct lws_context *lws;
+    struct lws_context *lws;  /* WebSockets only (http.h says why) */
+    struct sophia_http *http; /* the listener and its connections */
     sophia_plugin_set *plugins;
     struct sophia_streams *streams;
     struct sophia_ws_router *ws;
@@ -38,8 +39,6 @@ typedef struct sophia_server {
     int shutting_down;
 
     /* counters for /metrics and /api/stats */
-    uint64_t http_requests;
-    uint64_t http_errors;        /* 4xx and 5xx answered */
     uint64_t plugin_load_failures;
     uint64_t reloads;
     uint64_t reload_failures;

@@ -139,6 +139,15 @@ static void kick(void)
         sophia_loop_kick(sophia_srv->loop);
 }
 
+/* lws 4.1 on libuv re-arms its timer for a new timeout only after it
+ * serviced a socket; with HTTP served outside lws that may be never, so
+ * wake its service pipe to make a close deadline count. */
+static void close_deadline(struct lws *wsi, int secs)
+{
+    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, secs);
+    lws_cancel_service(lws_get_context(wsi));
+}
+
 /* ------------------------------------------------------------ messages */
 
 static ws_msg *msg_from_json(json_t *obj)
@@ -184,7 +193,7 @@ static void client_request_close(sophia_ws_client *c, int code,
     lws_callback_on_writable(c->wsi);
     /* A peer that stopped reading never makes us writeable again: lws
      * drops the connection after 2 s if the close frame did not go. */
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
+    close_deadline(c->wsi, 2);
     kick();
 }
 
@@ -1123,7 +1132,7 @@ static void client_flush(sophia_ws_client *c)
         c->close_code = 1006;
         c->kill = 1; /* nothing more can be written */
         lws_callback_on_writable(c->wsi);
-        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 1);
+        close_deadline(c->wsi, 1);
         return;
     }
     if (c->qlen)
@@ -1382,7 +1391,7 @@ static void tick_client(sophia_ws_client *c, int64_t now)
         c->kill = 1;
         queue_clear(c);
         lws_callback_on_writable(c->wsi);
-        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 1);
+        close_deadline(c->wsi, 1);
     } else if (!c->ping_sent_us && now - c->last_rx_us > r->ping_us) {
         c->want_ping = 1;
         lws_callback_on_writable(c->wsi);

@@ -220,7 +220,7 @@ test('connections closed early or reused keep the daemon serving', async () => {
       if ((buf.match(/HTTP\/1\.1 /g) || []).length === 3) { s.destroy(); resolve(buf); }
     });
     s.on('error', reject);
-    const req = 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n';
+    const req = 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
     s.write(req + req + req);
   });
   assert.equal((answers.match(/HTTP\/1\.1 200/g) || []).length, 3);

@@ -361,7 +361,8 @@ static void test_unknown_key(void **state)
     (void)state;
     expect_one("server:\n  listen: \"127.0.0.1:1\"\n  bogus: 1\n",
                "t.yaml:3:3: unknown key 'bogus' in server (allowed: listen, "
-               "max_body, tokens, share_dir, rate_limit)");
+               "max_body, max_body_total, max_connections, hosts, origins, "
+               "tokens, share_dir, rate_limit)");
     expect_one("\nlisten: 1\n",
                "t.yaml:2:1: unknown key 'listen' at the top level "
                ALLOWED_TOP);

@@ -379,7 +379,7 @@ export function runSophiad(args = [], env = {}, options = {}) {
 /**
  * fetch() with JSON on both sides. opts: method, headers, token (sent as
  * `Authorization: Bearer`), body (an object or array is sent as JSON; a
- * string or Buffer as is), timeoutMs (default 10 s times timeoutScale).
+ * string or Buffer as is, all as application/json unless headers say), timeoutMs (default 10 s times timeoutScale).
  * Resolves to {status, headers, text, body}: body is the parsed JSON, or
  * undefined when the answer is not JSON, so a test can assert on it rather
  * than crash; headers is the fetch Headers object (headers.get('x')).
@@ -391,9 +391,11 @@ export async function fetchJson(url, opts = {}) {
   let payload = body;
   if (body !== undefined && typeof body !== 'string' && !Buffer.isBuffer(body)) {
     payload = JSON.stringify(body);
-    if (!Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) {
-      headers['content-type'] = 'application/json';
-    }
+  }
+  // sophiad takes bodies as JSON or NDJSON only (SPEC §12); a test that
+  // means another type says so in its headers.
+  if (body !== undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) {
+    headers['content-type'] = 'application/json';
   }
   const res = await fetch(url, {
     method: method ?? (body === undefined ? 'GET' : 'POST'),
