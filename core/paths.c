@@ -55,12 +55,11 @@ static int is_build_dir(const char *dir)
 static int try_dir(const char *base, const char *rel, char *out)
 {
     char joined[PATH_MAX];
-    if (base)
-        snprintf(joined, sizeof(joined), "%s/%s", base, rel);
-    else
-        snprintf(joined, sizeof(joined), "%s", rel);
+    int n = base ? snprintf(joined, sizeof(joined), "%s/%s", base, rel)
+                 : snprintf(joined, sizeof(joined), "%s", rel);
     struct stat sb;
-    if (stat(joined, &sb) < 0 || !S_ISDIR(sb.st_mode))
+    if (n < 0 || (size_t)n >= sizeof(joined) || stat(joined, &sb) < 0 ||
+        !S_ISDIR(sb.st_mode))
         return -1;
     return realpath(joined, out) ? 0 : -1;
 }
