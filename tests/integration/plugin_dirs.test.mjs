@@ -115,7 +115,14 @@ test('a copy of the default configuration elsewhere keeps the bundled plugins', 
 
 test('an installed sophiad finds the installed plugins with the installed default configuration', async () => {
   const prefix = path.join(tmp, 'prefix');
-  await run('cmake', ['--install', BUILD, '--prefix', prefix], { maxBuffer: 16 << 20 });
+  // A group-writable umask: the installed directories must still be 0755,
+  // or plugins.strict_modes would refuse every installed plugin.
+  const umask = process.umask(0o002);
+  try {
+    await run('cmake', ['--install', BUILD, '--prefix', prefix], { maxBuffer: 16 << 20 });
+  } finally {
+    process.umask(umask);
+  }
   const installed = path.join(prefix, 'lib', 'sophia', 'plugins');
   const d = await startDaemon({
     env: ENV,
