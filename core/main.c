@@ -8,7 +8,6 @@
  */
 #include <getopt.h>
 #include <signal.h>
-#include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
