@@ -243,7 +243,7 @@ int sophia_l2_set(sophia_redis *r, const char *key, const char *val,
             return sophia_l2_del(r, key, cb, arg);
     }
     char kb[KEYBUF], ms[32];
-    size_t kl, el;
+    size_t kl = 0, el = 0; /* set with k and env; read only when both are */
     char *k = prefixed(SOPHIA_L2_PREFIX, key, kb, sizeof(kb), &kl);
     char *env = sophia_l2_encode(val, len, expires_ms, tags, &el);
     l2_req *q = req_new(NULL, cb, arg);

@@ -911,6 +911,16 @@ static void walk_plugin_path(loader *ld, const node *v, void *base,
     }
 }
 
+/* The bundled plugins' directory, after plugins.path (paths.h). */
+void sophia_conf_add_plugin_dir(sophia_conf *c, const char *dir)
+{
+    for (size_t i = 0; i < c->nplugin_path; i++)
+        if (!strcmp(c->plugin_path[i], dir))
+            return; /* already listed: searched where the file put it */
+    char **slot = GROW(c->plugin_path, c->nplugin_path);
+    *slot = xstrdup(dir);
+}
+
 /* plugins.strict_modes: a boolean, like sshd's StrictModes */
 static void walk_strict_modes(loader *ld, const node *v, void *base,
                               const char *path)

@@ -214,7 +214,8 @@ typedef struct sophia_conf {
         size_t nconsolidate;
     } memory;
 
-    char **plugin_path; /* plugins.path: directories searched in order */
+    char **plugin_path; /* plugins.path: directories searched in order,
+                           then sophia_conf_add_plugin_dir's */
     size_t nplugin_path;
     int plugin_strict_modes;    /* plugins.strict_modes, default 1 (plugin.c) */
     double plugin_init_timeout; /* plugins.init_timeout s, default 10 */
@@ -236,6 +237,10 @@ sophia_conf *sophia_conf_load_string(const char *name, const char *yaml,
 /* Applies SOPHIA_REDIS_URL, SOPHIA_PG_URL, SOPHIA_LISTEN (set-but-empty
  * disables L2/L3), then `listen_override` when not NULL. */
 void sophia_conf_apply_env(sophia_conf *c, const char *listen_override);
+
+/* Appends `dir` (absolute) to the plugin directories unless listed
+ * already: sophiad's bundled plugins, searched after plugins.path. */
+void sophia_conf_add_plugin_dir(sophia_conf *c, const char *dir);
 
 /* Cross-reference checks that need the whole model: a stream's processor
  * names an instance, listen parses as HOST:PORT, names are unique... */

@@ -8,8 +8,6 @@
  */
 #include <getopt.h>
 #include <signal.h>
-#include <libgen.h>
-#include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +24,7 @@
 #include "log.h"
 #include "loop.h"
 #include "memory.h"
+#include "paths.h"
 #include "plugin.h"
 #include "reload.h"
 #include "server.h"
@@ -105,12 +104,19 @@ static sophia_conf *load_conf(const cli *a, sophia_diag *d)
     if (!c)
         return NULL;
     sophia_conf_apply_env(c, a->listen);
+    sophia_conf_add_plugin_dir(c, sophia_paths_plugin_dir());
     sophia_conf_validate(c, d);
     return c;
 }
 
-static void print_check(const sophia_plugin_set *set)
+static void print_check(const sophia_conf *c, const sophia_plugin_set *set)
 {
+    /* Where modules were looked for, in order: plugins.path, then the
+     * bundled plugins' directory. */
+    for (size_t i = 0; i < c->nplugin_path; i++)
+        printf("plugin dir: %s%s\n", c->plugin_path[i],
+               strcmp(c->plugin_path[i], sophia_paths_plugin_dir()) == 0
+                   ? " (default)" : "");
     for (size_t i = 0; i < set->count; i++) {
         const sophia_instance *in = set->items[i];
         printf("%s: %s %s %s (%s)\n", in->name, sophia_plugin_kind_name(in->desc->kind),
@@ -176,21 +182,9 @@ static void on_signal(int sig, void *arg)
 
 /* ------------------------------------------------------------ start */
 
-static const char *find_share_dir(const sophia_conf *c, char *buf, size_t len)
+static const char *find_share_dir(const sophia_conf *c)
 {
-    if (c->server.share_dir)
-        return c->server.share_dir;
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        snprintf(buf, len, "%s/../share/sophia", dirname(exe));
-        if (access(buf, R_OK) == 0)
-            return buf;
-    }
-    if (access(SOPHIA_SOURCE_SHARE_DIR, R_OK) == 0)
-        return SOPHIA_SOURCE_SHARE_DIR;
-    return SOPHIA_DEFAULT_SHARE_DIR;
+    return c->server.share_dir ? c->server.share_dir : sophia_paths_share_dir();
 }
 
 /* Cross-node L1 coherence: the cache tells the cluster what it dropped,
@@ -209,8 +203,7 @@ static void cluster_to_cache(const char *key_or_tag, int is_tag, void *arg)
 
 static int start(sophia_server *s)
 {
-    char buf[PATH_MAX];
-    const char *share = find_share_dir(s->conf, buf, sizeof(buf));
+    const char *share = find_share_dir(s->conf);
     if (sophia_api_load_dashboard(s, share) < 0)
         sophia_warn("main", "msg=\"no dashboard files\" dir=%s", share);
     s->loop = sophia_loop_new();
@@ -308,7 +301,7 @@ int main(int argc, char **argv)
             if (!d.count)
                 fprintf(stderr, "%s: invalid configuration\n", a.config);
         } else {
-            print_check(srv.plugins);
+            print_check(srv.conf, srv.plugins);
             printf("%s: ok\n", a.config);
         }
     } else if ((rc = start(&srv)) == 0) {

@@ -472,7 +472,8 @@ static void pg_up(sophia_pg *p)
 
 static void pg_setup_done(sophia_pg *p, pg_op *op, PGresult *res)
 {
-    char buf[PG_ERR_LEN], q[PG_ERR_LEN + 16];
+    /* q holds a quoted error or "schema setup failed: " + an error */
+    char buf[PG_ERR_LEN], q[PG_ERR_LEN + 32];
     if (op->kind == OP_SCHEMA && !res_ok(res) && pg_is_race(res) &&
         !op->retried) {
         pg_op *again = op_new(OP_SCHEMA, op->sql, 0, NULL, NULL, NULL, 0);

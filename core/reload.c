@@ -39,6 +39,7 @@
 #include "host.h"
 #include "log.h"
 #include "memory.h"
+#include "paths.h"
 #include "plugin.h"
 #include "plugin_probe.h"
 #include "stream.h"
@@ -309,6 +310,7 @@ int sophia_reload(sophia_server *s)
     sophia_conf *c = sophia_conf_load(s->conf->file, &d);
     if (c) {
         sophia_conf_apply_env(c, NULL);
+        sophia_conf_add_plugin_dir(c, sophia_paths_plugin_dir());
         sophia_conf_validate(c, &d);
         sophia_check_secrets(c, s->host, &d);
     }

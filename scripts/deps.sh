@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Sophia needs to build, test and run, and
 # nothing when they are all there already, so scripts/run and scripts/test
-# can call it every time. dpkg-query decides what is missing; only then is
+# can call it every time. Arguments are more packages wanted by the caller
+# only (scripts/fuzz and scripts/build-matrix: clang), checked the same way. dpkg-query decides what is missing; only then is
 # apt-get called (update first: a fresh machine has no package lists).
 #
 # Node.js is the exception: a machine may carry its own node and npm outside
@@ -24,6 +25,7 @@ packages=(
   redis-server postgresql procps iproute2 curl
   chromium # the dashboard's browser test (playwright-core drives it)
 )
+packages+=("$@")
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 

@@ -10,9 +10,9 @@ import {
   startDaemon, runSophiad, fetchJson, wsConnect, nextMessage,
 } from './lib/daemon.mjs';
 
-// The samples are the shared contract, laid beside the repository
-// (../shared/samples) on developer machines and in CI alike.
-const SAMPLES = path.join(process.env.SOPHIA_SOURCE_DIR, '..', 'shared', 'samples');
+// The sample payloads, kept in the repository (tests/data/README.md says
+// where their shapes come from), so a fresh clone needs nothing beside it.
+const SAMPLES = path.join(process.env.SOPHIA_SOURCE_DIR, 'tests', 'data');
 const samplePath = (name) => readFileSync(path.join(SAMPLES, name), 'utf8');
 
 const YAML = `

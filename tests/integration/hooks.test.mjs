@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { startDaemon, fetchJson, wsConnect, nextMessage } from './lib/daemon.mjs';
 
-const SAMPLES = path.join(process.env.SOPHIA_SOURCE_DIR, '..', 'shared', 'samples');
+const SAMPLES = path.join(process.env.SOPHIA_SOURCE_DIR, 'tests', 'data');
 const slackLines = readFileSync(path.join(SAMPLES, 'slack_events.ndjson'), 'utf8').trim().split('\n');
 const SECRET = '8f742231b10e8888abcd99yyyzzz85a5';
 

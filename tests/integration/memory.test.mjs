@@ -495,7 +495,7 @@ streams:
 `),
   });
   try {
-    const body = await readFile(new URL('../../../shared/samples/gong_calls.ndjson', import.meta.url), 'utf8');
+    const body = await readFile(new URL('../data/gong_calls.ndjson', import.meta.url), 'utf8');
     // The transcript alone: analysed, but nothing remembered until the
     // metadata (account, speaker names) is known too.
     const [meta, transcript] = body.trim().split('\n');

@@ -1,6 +1,6 @@
 // sophia-plugin-test: a plugin run without a daemon, through the daemon's
 // own loader and host table, its actions printed as JSON lines. Used here
-// on the bundled metrics processor with the shared samples (so this is
+// on the bundled metrics processor with the samples in tests/data (so this is
 // also a test of that processor), on the SDK test plugins for the ABI
 // rules, and on `actions` for the in-memory cache that cache_peek reads.
 import { test } from 'node:test';
@@ -14,7 +14,7 @@ import path from 'node:path';
 const TOOL = process.env.SOPHIA_PLUGIN_TEST;
 const PLUGINS = process.env.SOPHIA_PLUGIN_DIR;
 const TEST_PLUGINS = process.env.SOPHIA_TEST_PLUGIN_DIR;
-const SAMPLES = path.join(process.env.SOPHIA_SOURCE_DIR, '..', 'shared', 'samples');
+const SAMPLES = path.join(process.env.SOPHIA_SOURCE_DIR, 'tests', 'data');
 const NOW_US = 1705746600000000; // 2024-01-20T10:30:00Z
 
 /** Runs the tool; resolves to {code, stdout, stderr, lines (parsed stdout)}. */

@@ -1,4 +1,4 @@
-// The five processors end to end: every sample file of ../shared/samples
+// The five processors end to end: every sample file of tests/data
 // through its real endpoint (HTTP ingest, DogStatsD over UDP), a real
 // WebSocket client asserting the published updates, and the cache read
 // back through GET /api/cache/{key}. Plus filter, dedup and backpressure.
@@ -11,7 +11,7 @@ import {
   startDaemon, fetchJson, wsConnect, nextMessage, takeMessages, until as waitUntil,
 } from './lib/daemon.mjs';
 
-const SAMPLES = path.join(process.env.SOPHIA_SOURCE_DIR, '..', 'shared', 'samples');
+const SAMPLES = path.join(process.env.SOPHIA_SOURCE_DIR, 'tests', 'data');
 const sample = (name) => readFileSync(path.join(SAMPLES, name), 'utf8');
 
 function freeUdpPort() {

@@ -10,7 +10,7 @@
 
 /* Not instrumented: under a sanitizer build the write must still be a
  * real SIGSEGV, not a sanitizer report and exit(1). */
-__attribute__((no_sanitize_address, no_sanitize_undefined))
+__attribute__((no_sanitize("address", "undefined")))
 static int crash_init(const sophia_host *host, sophia_self *self,
                       const sophia_opts *opts, void **state)
 {

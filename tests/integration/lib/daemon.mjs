@@ -107,7 +107,9 @@ function sophiadPath(bin) {
  *
  * options:
  *   yaml    configuration text (placeholders as in substitute()); written to
- *           <tmp>/sophia.yaml. Left out: the repository's config/sophia.yaml.
+ *           <tmp>/sophia.yaml. Left out: `config`, else the repository's
+ *           config/sophia.yaml.
+ *   config  a configuration file used where it is (e.g. an installed one)
  *   env     variables laid over process.env (a value of undefined removes one)
  *   args    more sophiad arguments, after `-c FILE --listen 127.0.0.1:PORT`
  *   readyTimeoutMs  default 15 s (times timeoutScale)
@@ -132,13 +134,15 @@ function sophiadPath(bin) {
  *     stderr holds a sanitizer report.
  */
 export async function startDaemon(options = {}) {
-  const { yaml, env = {}, args = [], bin } = options;
+  const { yaml, config, env = {}, args = [], bin } = options;
   const readyTimeoutMs = options.readyTimeoutMs ?? 15000 * timeoutScale;
   const exe = sophiadPath(bin);
   const base = process.env.SOPHIA_TEST_TMP || os.tmpdir();
   const dir = await mkdtemp(path.join(base, 'sophiad-'));
   let configPath;
-  if (yaml === undefined) {
+  if (yaml === undefined && config !== undefined) {
+    configPath = config;
+  } else if (yaml === undefined) {
     if (!process.env.SOPHIA_SOURCE_DIR) throw new Error('SOPHIA_SOURCE_DIR is not set');
     configPath = path.join(process.env.SOPHIA_SOURCE_DIR, 'config', 'sophia.yaml');
   } else {
