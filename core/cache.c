@@ -1259,6 +1259,7 @@ static json_t *l3_json(const sophia_cache *c)
         set_int(o, "writes", ls.writes);
         set_int(o, "write_retries", ls.retries);
         set_int(o, "write_failures", ls.failed);
+        set_int(o, "write_backoffs", ls.backoffs);
         set_int(o, "writes_pending", ls.pending);
         set_int(o, "queue_depth", ps.queue_depth);
         set_int(o, "reconnects", ps.reconnects);
@@ -1273,13 +1274,15 @@ static json_t *wb_json(const sophia_cache *c)
     sophia_wb_stats w = {0};
     if (c->wb)
         sophia_wb_get_stats(c->wb, &w);
-    return json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "enabled",
-                     c->wb != NULL, "dirty", (json_int_t)w.dirty, "flushing",
-                     (json_int_t)w.flushing, "journaled",
+    return json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}",
+                     "enabled", c->wb != NULL, "dirty", (json_int_t)w.dirty,
+                     "flushing", (json_int_t)w.flushing, "journaled",
                      (json_int_t)w.journaled, "coalesced",
                      (json_int_t)w.coalesced, "flushed", (json_int_t)w.flushed,
                      "replayed", (json_int_t)w.replayed, "refused",
-                     (json_int_t)w.refused);
+                     (json_int_t)w.refused, "dead", (json_int_t)w.dead,
+                     "dead_letters",
+                     c->wb ? sophia_wb_dead_ring_json(c->wb) : json_array());
 }
 
 json_t *sophia_cache_stats_json(const sophia_cache *c)

@@ -757,6 +757,21 @@ static void test_key_check(void **state)
     assert_false(sophia_cache_ttl_ok(INFINITY));
 }
 
+/* Which L3 errors the write-back gives up on (dead letters) and which it
+ * retries. */
+static void test_l3_sqlstate_classes(void **state)
+{
+    (void)state;
+    const char *permanent[] = {"22P05", "22021", "23514", "23505", "42501",
+                               "42P01", "54000", NULL, "", "2"};
+    const char *transient[] = {"08006", "40001", "40P01", "53300", "55P03",
+                               "57P01", "58030", "XX000"};
+    for (size_t i = 0; i < sizeof(permanent) / sizeof(*permanent); i++)
+        assert_true(sophia_l3_sqlstate_permanent(permanent[i]));
+    for (size_t i = 0; i < sizeof(transient) / sizeof(*transient); i++)
+        assert_false(sophia_l3_sqlstate_permanent(transient[i]));
+}
+
 static void test_config_write_section(void **state)
 {
     (void)state;
@@ -789,6 +804,7 @@ int main(void)
         cmocka_unit_test(test_histogram),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_key_check),
+        cmocka_unit_test(test_l3_sqlstate_classes),
         cmocka_unit_test(test_config_write_section),
         cmocka_unit_test(test_promotion_l2_to_l1),
         cmocka_unit_test(test_promotion_l3_to_l2_and_l1),
