@@ -350,6 +350,9 @@ static void prom_cache(FILE *f)
     fprintf(f, "sophia_cache_dirty_entries %lld\n",
             (long long)(json_integer_value(json_object_get(wb, "dirty")) +
                         json_integer_value(json_object_get(wb, "flushing"))));
+    prom_head(f, "sophia_cache_writeback_dead_total", "counter", "Write-back entries L3 refused for good, dead-lettered.");
+    fprintf(f, "sophia_cache_writeback_dead_total %lld\n",
+            (long long)json_integer_value(json_object_get(wb, "dead")));
     prom_head(f, "sophia_cache_tier_up", "gauge", "1 when the tier is reachable, 0 when down (absent when disabled).");
     for (int i = 1; i < 3; i++) {
         const char *st = json_string_value(json_object_get(json_object_get(c, tiers[i]), "status"));

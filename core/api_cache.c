@@ -2,10 +2,23 @@
  * api_cache - see api_cache.h. Values travel as JSON: a put stores the
  * compact text of "value", a get parses it back (a value some other writer
  * stored as non-JSON text comes back as a JSON string).
+ *
+ * Keys: the path after /api/cache/ is the key exactly as the HTTP layer
+ * hands it over, %-decoded once there and never again here (so `a%2541`
+ * is the key `a%41`, and `+` stays `+`). Every key, from a path, a
+ * WebSocket cache.get or an invalidate/access body, goes through one
+ * check (check_key: sophia_cache_key_check) and is refused with 400
+ * bad_key saying what is wrong at which byte; an accepted key is stored
+ * byte for byte in every tier.
+ *
+ * Reads have no side effect: a GET never records who read (a web page can
+ * make a browser send one). Access patterns are recorded by an explicit
+ * POST /api/cache/access, or by a WebSocket cache.get from a client whose
+ * JWT names its subject (that subject is the reader).
  */
 #include "api_cache.h"
 
-#include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +30,8 @@
 #include "ws.h"
 
 #define MAX_TAGS 16
+#define MAX_ACCESS_KEYS 256
+#define MAX_READER 128 /* dashboard or user name, bytes (memory_access.c) */
 
 static const char *const tier_names[] = {"", "l1", "l2", "l3", "loader"};
 
@@ -44,32 +59,17 @@ static void ctx_free(req_ctx *x)
     free(x);
 }
 
-/* %XX-decodes a path segment into a new string; NULL when malformed. */
-static char *url_decode(const char *s)
+/* 0 when key is a valid cache key; else fills why with `what` and the
+ * problem (the same words for every entry point). */
+static int check_key(const char *key, const char *what, char *why,
+                     size_t why_len)
 {
-    size_t n = strlen(s);
-    char *d = malloc(n + 1), *w = d;
-    if (!d)
-        return NULL;
-    for (; *s; s++) {
-        if (*s != '%') {
-            *w++ = *s;
-            continue;
-        }
-        if (!isxdigit((unsigned char)s[1]) || !isxdigit((unsigned char)s[2])) {
-            free(d);
-            return NULL;
-        }
-        char hex[3] = {s[1], s[2], 0};
-        *w++ = (char)strtol(hex, NULL, 16);
-        s += 2;
-    }
-    *w = '\0';
-    if (strlen(d) != (size_t)(w - d)) { /* %00 */
-        free(d);
-        return NULL;
-    }
-    return d;
+    char e[96];
+    if (sophia_cache_key_check(key, e, sizeof(e)) == 0)
+        return 0;
+    snprintf(why, why_len, "%s: %s (a key is 1..%d bytes of UTF-8 without "
+             "control bytes)", what, e, SOPHIA_CACHE_MAX_KEY);
+    return -1;
 }
 
 static void reply_rc(sophia_http_req *r, int rc, const char *what)
@@ -81,8 +81,8 @@ static void reply_rc(sophia_http_req *r, int rc, const char *what)
                                 "later", what);
     } else if (rc == SOPHIA_EINVAL) {
         sophia_http_reply_error(r, 400, "bad_request",
-                                "%s: invalid key or tag (1..400 bytes, tags "
-                                "without newlines, at most 16)", what);
+                                "%s: invalid tag (1..400 bytes, without "
+                                "newlines, at most 16)", what);
     } else {
         sophia_http_reply_error(r, 503, "unavailable", "%s: %s", what,
                                 rc == SOPHIA_EUNAVAIL ? "shutting down"
@@ -128,12 +128,10 @@ static void on_get(void *arg, int rc, const char *val, size_t len, int tier)
     ctx_free(x);
 }
 
+/* No side effect: ?dashboard=&user= are ignored (POST /api/cache/access
+ * records a reader). */
 static void get_key(sophia_http_req *r, const char *key)
 {
-    /* ?dashboard=&user= name the reader: an access pattern (memory) */
-    sophia_memory_note_access(sophia_srv->memory, key,
-                              sophia_http_req_arg(r, "dashboard"),
-                              sophia_http_req_arg(r, "user"));
     req_ctx *x = ctx_new(r, key);
     int rc = x ? sophia_cache_get(sophia_srv->cache, key, NULL, NULL, on_get,
                                   x)
@@ -194,9 +192,12 @@ static void put_key(sophia_http_req *r, const char *key)
     if (!val) {
         sophia_http_reply_error(r, 400, "bad_request",
                                 "body needs \"value\" (any JSON)");
-    } else if (ttl && (!json_is_number(ttl) || json_number_value(ttl) <= 0)) {
-        sophia_http_reply_error(r, 400, "bad_request",
-                                "\"ttl\" must be a number of seconds > 0");
+    } else if (ttl && (!json_is_number(ttl) ||
+                       !sophia_cache_ttl_ok(json_number_value(ttl)))) {
+        sophia_http_reply_error(r, 400, "bad_ttl",
+                                "\"ttl\" must be a number of seconds > 0 "
+                                "and at most %.0f (10 years)",
+                                SOPHIA_CACHE_MAX_TTL);
     } else if (read_tags(r, json_object_get(j, "tags"), tags) == 0) {
         char *s = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
         req_ctx *x = s ? ctx_new(r, key) : NULL;
@@ -269,6 +270,21 @@ static int check_strings(const json_t *a)
     return 0;
 }
 
+/* 0 when every string of the array is a valid key; else replies 400. */
+static int check_keys(sophia_http_req *r, const json_t *a)
+{
+    char why[256], what[32];
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        snprintf(what, sizeof(what), "keys[%zu]", i);
+        if (check_key(json_string_value(json_array_get(a, i)), what, why,
+                      sizeof(why))) {
+            sophia_http_reply_error(r, 400, "bad_key", "%s", why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void post_invalidate(sophia_http_req *r)
 {
     json_t *j = parse_body(r);
@@ -280,6 +296,8 @@ static void post_invalidate(sophia_http_req *r)
         sophia_http_reply_error(r, 400, "bad_request",
                                 "body needs \"tags\" and/or \"keys\": arrays "
                                 "of strings");
+    } else if (check_keys(r, keys)) {
+        /* answered */
     } else if (!(x = ctx_new(r, NULL))) {
         sophia_http_reply_error(r, 500, "internal", "out of memory");
     } else {
@@ -302,6 +320,52 @@ static void post_invalidate(sophia_http_req *r)
         x->nkeys = json_array_size(keys);
         x->ntags = json_array_size(tags);
         on_inval_part(x, 0);
+    }
+    json_decref(j);
+}
+
+/* --------------------------------------------------------------- access */
+
+/* A reader's name: absent, or a string of 1..MAX_READER bytes. */
+static int reader_ok(const json_t *v)
+{
+    return !v || (json_is_string(v) && json_string_length(v) > 0 &&
+                  json_string_length(v) <= MAX_READER &&
+                  strlen(json_string_value(v)) == json_string_length(v));
+}
+
+/* POST /api/cache/access {"keys":[…],"dashboard":"…","user":"…"}: the
+ * explicit way to say who read which keys (access patterns, memory). */
+static void post_access(sophia_http_req *r)
+{
+    json_t *j = parse_body(r);
+    if (!j)
+        return;
+    json_t *keys = json_object_get(j, "keys"),
+           *dash = json_object_get(j, "dashboard"),
+           *user = json_object_get(j, "user");
+    if (!json_is_array(keys) || !json_array_size(keys) ||
+        json_array_size(keys) > MAX_ACCESS_KEYS || check_strings(keys)) {
+        sophia_http_reply_error(r, 400, "bad_request",
+                                "\"keys\" must be an array of 1..%d strings",
+                                MAX_ACCESS_KEYS);
+    } else if ((!dash && !user) || !reader_ok(dash) || !reader_ok(user)) {
+        sophia_http_reply_error(r, 400, "bad_request",
+                                "body needs \"dashboard\" and/or \"user\": "
+                                "strings of 1..%d bytes", MAX_READER);
+    } else if (check_keys(r, keys)) {
+        /* answered */
+    } else if (!sophia_srv->memory) {
+        sophia_http_reply_error(r, 503, "unavailable",
+                                "access: no memory store to record into");
+    } else {
+        for (size_t i = 0; i < json_array_size(keys); i++)
+            sophia_memory_note_access(
+                sophia_srv->memory, json_string_value(json_array_get(keys, i)),
+                json_string_value(dash), json_string_value(user));
+        sophia_http_reply_json(r, 200,
+                               json_pack("{s:I}", "recorded",
+                                         (json_int_t)json_array_size(keys)));
     }
     json_decref(j);
 }
@@ -365,14 +429,13 @@ static void post_flush(sophia_http_req *r)
 
 /* -------------------------------------------------------------- routing */
 
+/* key: the rest of the path, already %-decoded once by the HTTP layer. */
 static void key_endpoint(sophia_http_req *r, sophia_http_method m,
-                         const char *raw)
+                         const char *key)
 {
-    char *key = url_decode(raw);
-    if (!key || !*key) {
-        sophia_http_reply_error(r, 400, "bad_request",
-                                "the key in /api/cache/{key} is empty or "
-                                "badly %%-encoded");
+    char why[256];
+    if (check_key(key, "the key in /api/cache/{key}", why, sizeof(why))) {
+        sophia_http_reply_error(r, 400, "bad_key", "%s", why);
     } else if (m == SOPHIA_HTTP_GET) {
         get_key(r, key);
     } else if (m == SOPHIA_HTTP_PUT) {
@@ -383,7 +446,6 @@ static void key_endpoint(sophia_http_req *r, sophia_http_method m,
         sophia_http_reply_error(r, 405, "method_not_allowed",
                                 "use GET, PUT or DELETE");
     }
-    free(key);
 }
 
 int sophia_api_cache(sophia_http_req *r)
@@ -401,6 +463,7 @@ int sophia_api_cache(sophia_http_req *r)
         const char *name;
         void (*fn)(sophia_http_req *);
     } posts[] = {{"invalidate", post_invalidate},
+                 {"access", post_access},
                  {"warm", post_warm},
                  {"flush", post_flush}};
     for (size_t i = 0; i < sizeof(posts) / sizeof(posts[0]); i++) {
@@ -451,9 +514,14 @@ static void ws_cache_get(uint64_t client, const char *req_id, json_t *params,
 {
     (void)arg;
     const char *key = json_string_value(json_object_get(params, "key"));
-    if (!key || !*key) {
+    char why[256];
+    if (!key) {
         sophia_ws_respond_error(client, req_id, "bad_request",
                                 "cache.get needs params {\"key\": string}");
+        return;
+    }
+    if (check_key(key, "params.key", why, sizeof(why))) {
+        sophia_ws_respond_error(client, req_id, "bad_key", why);
         return;
     }
     ws_get *g = calloc(1, sizeof(*g));
@@ -463,13 +531,14 @@ static void ws_cache_get(uint64_t client, const char *req_id, json_t *params,
         g->req_id = req_id ? strdup(req_id) : NULL;
         g->key = strdup(key);
         rc = sophia_cache_get(sophia_srv->cache, key, NULL, NULL, ws_got, g);
-        /* An authenticated reader is its token's subject, whatever the
-         * params say. */
+        /* Only an authenticated read records a reader, and the reader is
+         * its token's subject, whatever the params say. */
         const char *user = sophia_ws_client_subject(client);
-        sophia_memory_note_access(
-            sophia_srv->memory, key,
-            json_string_value(json_object_get(params, "dashboard")),
-            user ? user : json_string_value(json_object_get(params, "user")));
+        if (rc == 0 && user)
+            sophia_memory_note_access(
+                sophia_srv->memory, key,
+                json_string_value(json_object_get(params, "dashboard")),
+                user);
     }
     if (rc == 0)
         return;
@@ -480,7 +549,7 @@ static void ws_cache_get(uint64_t client, const char *req_id, json_t *params,
     }
     sophia_ws_respond_error(client, req_id,
                             rc == SOPHIA_EINVAL ? "bad_request" : "unavailable",
-                            rc == SOPHIA_EINVAL ? "invalid key (1..400 bytes)"
+                            rc == SOPHIA_EINVAL ? "invalid key"
                                                 : "the cache is not available");
 }
 

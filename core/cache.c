@@ -40,7 +40,7 @@
 #include "redis.h"
 #include "server.h"
 
-#define CACHE_MAX_KEY 400
+#define CACHE_MAX_TAG 400
 #define HOT_KEY "sophia:hot"
 #define HOT_RECORD_S 10
 #define HOT_TRACK 64
@@ -79,6 +79,7 @@ struct sophia_cache {
     sophia_l3 *l3;    /* NULL = disabled */
     sophia_wb *wb;    /* NULL without Redis (no journal) */
     double default_ttl, l1_ttl;
+    int64_t l1_cap_us; /* cache.l1.ttl in µs */
     int64_t l2_max_ttl_ms; /* cache.l2.ttl; 0 = no cap */
     uint64_t last_version;
     char *write_def;
@@ -111,13 +112,12 @@ static int64_t wall_ms(void)
     return sophia_now_wall_us() / 1000;
 }
 
-/* L1's absolute expiry for a wall-clock one, capped at cache.l1.ttl. */
+/* L1's absolute expiry for a wall-clock one, capped at cache.l1.ttl
+ * (saturating: see sophia_l1_expiry). */
 static int64_t l1_expiry(const sophia_cache *c, int64_t expires_ms,
                          int64_t now_mono)
 {
-    int64_t cap = (int64_t)(c->l1_ttl * 1e6);
-    int64_t left = expires_ms ? (expires_ms - wall_ms()) * 1000 : cap;
-    return now_mono + (left < cap ? left : cap);
+    return sophia_l1_expiry(expires_ms, wall_ms(), now_mono, c->l1_cap_us);
 }
 
 /* L2's wall-clock expiry for an entry's, capped at cache.l2.ttl. */
@@ -126,10 +126,73 @@ static int64_t l2_expiry(const sophia_cache *c, int64_t expires_ms)
     return sophia_tier_expiry(expires_ms, c->l2_max_ttl_ms, wall_ms());
 }
 
+/* Length of the UTF-8 sequence at s (1..4), 0 when it is not one:
+ * overlong forms, surrogates and code points past U+10FFFF are refused. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned c = s[0];
+    size_t n;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, min = 0x10000;
+    else
+        return 0;
+    unsigned cp = c & (0x7f >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+int sophia_cache_key_check(const char *key, char *why, size_t why_len)
+{
+    const unsigned char *k = (const unsigned char *)(key ? key : "");
+    size_t i = 0;
+    if (!*k) {
+        snprintf(why, why_len, "the key is empty");
+        return -1;
+    }
+    while (k[i] && i <= SOPHIA_CACHE_MAX_KEY) {
+        if (k[i] < 0x20 || k[i] == 0x7f) {
+            snprintf(why, why_len, "byte %zu is a control byte (0x%02x)", i,
+                     k[i]);
+            return -1;
+        }
+        size_t n = utf8_seq(k + i);
+        if (!n) {
+            snprintf(why, why_len, "byte %zu (0x%02x) is not valid UTF-8", i,
+                     k[i]);
+            return -1;
+        }
+        i += n;
+    }
+    if (i > SOPHIA_CACHE_MAX_KEY) {
+        snprintf(why, why_len, "the key is longer than %d bytes",
+                 SOPHIA_CACHE_MAX_KEY);
+        return -1;
+    }
+    return 0;
+}
+
+int sophia_cache_ttl_ok(double ttl_s)
+{
+    return ttl_s > 0 && ttl_s <= SOPHIA_CACHE_MAX_TTL; /* NaN fails both */
+}
+
 static int valid_key(const char *key)
 {
-    size_t n = key ? strlen(key) : 0;
-    return n > 0 && n <= CACHE_MAX_KEY;
+    char why[8];
+    return sophia_cache_key_check(key, why, sizeof(why)) == 0;
 }
 
 static int valid_tags(const char *const *tags)
@@ -137,7 +200,7 @@ static int valid_tags(const char *const *tags)
     size_t i = 0;
     for (; tags && tags[i]; i++)
         if (!*tags[i] || strpbrk(tags[i], "\n\x1f") ||
-            strlen(tags[i]) > CACHE_MAX_KEY)
+            strlen(tags[i]) > CACHE_MAX_TAG)
             return 0;
     return i <= SOPHIA_L1_MAX_TAGS;
 }
@@ -610,6 +673,8 @@ int sophia_cache_put_plan(sophia_cache *c, const char *key, const char *val,
 {
     if (!valid_key(key) || !valid_tags(tags) || (!val && len))
         return SOPHIA_EINVAL;
+    if (isnan(ttl_s) || ttl_s > SOPHIA_CACHE_MAX_TTL)
+        return SOPHIA_EINVAL; /* ttl_s * 1000 must fit an int64 */
     if (c->closing)
         return SOPHIA_EUNAVAIL;
     if (ttl_s <= 0)
@@ -1024,6 +1089,7 @@ sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
         return NULL;
     c->base = base;
     c->l1_ttl = conf->l1.ttl > 0 ? conf->l1.ttl : 300;
+    c->l1_cap_us = (int64_t)(fmin(c->l1_ttl, SOPHIA_CACHE_MAX_TTL) * 1e6);
     c->default_ttl = fmax(c->l1_ttl, fmax(conf->l2.ttl, conf->l3.ttl));
     c->l2_max_ttl_ms = (int64_t)(conf->l2.ttl * 1000.0);
     c->l1 = sophia_l1_new(conf->l1.max_entries, conf->l1.max_bytes);
@@ -1193,6 +1259,7 @@ static json_t *l3_json(const sophia_cache *c)
         set_int(o, "writes", ls.writes);
         set_int(o, "write_retries", ls.retries);
         set_int(o, "write_failures", ls.failed);
+        set_int(o, "write_backoffs", ls.backoffs);
         set_int(o, "writes_pending", ls.pending);
         set_int(o, "queue_depth", ps.queue_depth);
         set_int(o, "reconnects", ps.reconnects);
@@ -1207,13 +1274,15 @@ static json_t *wb_json(const sophia_cache *c)
     sophia_wb_stats w = {0};
     if (c->wb)
         sophia_wb_get_stats(c->wb, &w);
-    return json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "enabled",
-                     c->wb != NULL, "dirty", (json_int_t)w.dirty, "flushing",
-                     (json_int_t)w.flushing, "journaled",
+    return json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}",
+                     "enabled", c->wb != NULL, "dirty", (json_int_t)w.dirty,
+                     "flushing", (json_int_t)w.flushing, "journaled",
                      (json_int_t)w.journaled, "coalesced",
                      (json_int_t)w.coalesced, "flushed", (json_int_t)w.flushed,
                      "replayed", (json_int_t)w.replayed, "refused",
-                     (json_int_t)w.refused);
+                     (json_int_t)w.refused, "dead", (json_int_t)w.dead,
+                     "dead_letters",
+                     c->wb ? sophia_wb_dead_ring_json(c->wb) : json_array());
 }
 
 json_t *sophia_cache_stats_json(const sophia_cache *c)

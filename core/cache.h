@@ -58,6 +58,19 @@ typedef void (*sophia_cache_load_done)(void *token, int rc, const char *val,
 typedef void (*sophia_cache_loader)(void *loader_arg, const char *key,
                                     sophia_cache_load_done done, void *token);
 
+/* Keys: 1..SOPHIA_CACHE_MAX_KEY bytes of valid UTF-8 without control
+ * bytes (0x00-0x1f, 0x7f). Every tier stores exactly these bytes (an L3
+ * text primary key holds them easily; Redis any). */
+#define SOPHIA_CACHE_MAX_KEY 1024
+
+/* 0 when `key` is a valid cache key; otherwise -1 with what is wrong and
+ * at which byte in why (e.g. "byte 3 is a control byte (0x0d)"). The one
+ * check behind every entry point: HTTP, WebSocket, plugins. */
+int sophia_cache_key_check(const char *key, char *why, size_t why_len);
+/* 1 when ttl_s is a positive finite number of seconds no larger than
+ * SOPHIA_CACHE_MAX_TTL. */
+int sophia_cache_ttl_ok(double ttl_s);
+
 sophia_cache *sophia_cache_new(const sophia_conf *c, struct event_base *base);
 void sophia_cache_free(sophia_cache *c);
 
@@ -75,7 +88,8 @@ int sophia_cache_peek(sophia_cache *c, const char *key, const char **val,
  * at most its own cache.lN.ttl (per-tier TTLs, cache.c). tags:
  * NULL-terminated or NULL. Returns 0 (done will run, maybe already ran)
  * or an error (done not called):
- * SOPHIA_EINVAL (bad key or tag), SOPHIA_EBUSY (backpressure). */
+ * SOPHIA_EINVAL (bad key or tag, NaN ttl or one over
+ * SOPHIA_CACHE_MAX_TTL), SOPHIA_EBUSY (backpressure). */
 int sophia_cache_put_async(sophia_cache *c, const char *key, const char *val,
                            size_t len, double ttl_s, const char *const *tags,
                            sophia_cache_done_cb done, void *arg);

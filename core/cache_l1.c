@@ -460,6 +460,32 @@ static int tags_collect(const char *const *tags, const char **out, size_t *n)
 
 /* --------------------------------------------------------------- entries */
 
+/* a + b clamped to [INT64_MIN, INT64_MAX]. */
+static int64_t sat_add(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r))
+        return b > 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+
+int64_t sophia_l1_expiry(int64_t expires_ms, int64_t now_wall_ms,
+                         int64_t now_mono_us, int64_t cap_us)
+{
+    int64_t left = cap_us > 0 ? cap_us : 0, ms, us;
+    if (expires_ms) {
+        /* Either step overflowing means "further than any cap" or "long
+         * past": the sign tells which. */
+        if (__builtin_sub_overflow(expires_ms, now_wall_ms, &ms))
+            ms = expires_ms > 0 ? INT64_MAX : INT64_MIN;
+        if (__builtin_mul_overflow(ms, (int64_t)1000, &us))
+            us = ms > 0 ? INT64_MAX : INT64_MIN;
+        if (us < left)
+            left = us > 0 ? us : 0;
+    }
+    return sat_add(now_mono_us, left);
+}
+
 static bool l1_expired(const l1_entry *e, int64_t now_us)
 {
     return e->expires_us != 0 && now_us >= e->expires_us;

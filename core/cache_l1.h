@@ -73,6 +73,17 @@ void sophia_l1_free(sophia_l1 *c);
 int sophia_l1_put(sophia_l1 *c, const char *key, const void *val, size_t len,
                   int64_t expires_us, const char *const *tags, int64_t now_us);
 
+/*
+ * The absolute L1 expiry (caller's monotonic clock, µs) of an entry that
+ * expires at wall-clock `expires_ms` (0 = never), when L1 keeps entries at
+ * most `cap_us`: now_mono_us + min(time left, cap_us). Saturating: no
+ * input, however far in the future or past, overflows; an expiry beyond
+ * INT64_MAX µs is INT64_MAX (never reached), one already past is now (it
+ * never hits). A non-positive cap keeps nothing.
+ */
+int64_t sophia_l1_expiry(int64_t expires_ms, int64_t now_wall_ms,
+                         int64_t now_mono_us, int64_t cap_us);
+
 /* 0 on a hit (fills *val and *len, either may be NULL), SOPHIA_ENOENT on a
  * miss or an expired entry. Allocates nothing. */
 int sophia_l1_get(sophia_l1 *c, const char *key, int64_t now_us,

@@ -22,6 +22,7 @@
 
 #define L3_SWEEP_S 60
 #define L3_RETRY_MS 100
+#define L3_BACKOFF_MAX_MS 10000
 
 static const char sql_get[] =
     "SELECT value, array_to_string(tags, chr(31)), "
@@ -70,6 +71,8 @@ typedef struct l3_op {
     sophia_pg *pin; /* this connection; NULL = the key's (p[0]) */
     char *p[5]; /* parameters; p[1] of a put is the binary value */
     int len1;
+    unsigned backoff_ms; /* after a transient error; 0 = none yet */
+    int64_t due_us;      /* on the delayed list: send again at (mono) */
     sophia_l3_done_cb cb;
     void *arg;
 } l3_op;
@@ -79,6 +82,8 @@ struct sophia_l3 {
     struct event *sweep_ev;
     struct event *retry_ev;
     l3_op *retry_head, *retry_tail;
+    l3_op *delayed; /* backing off after a transient error, unordered */
+    char err_state[6], err_msg[512]; /* the failing write's, for its cb */
     int closing;
     int64_t max_ttl_ms; /* cache.l3.ttl; 0 = none */
     sophia_dict *busy;  /* key -> writes not yet committed (count) */
@@ -123,6 +128,7 @@ static void op_free(l3_op *op)
 }
 
 static void on_write(void *arg, PGresult *res, const char *err);
+static void arm_retry(sophia_l3 *l3);
 
 static int op_send(l3_op *op)
 {
@@ -145,9 +151,45 @@ static void retry_later(sophia_l3 *l3, l3_op *op)
     else
         l3->retry_head = op;
     l3->retry_tail = op;
-    struct timeval tv = {0, L3_RETRY_MS * 1000};
-    if (!evtimer_pending(l3->retry_ev, NULL))
-        evtimer_add(l3->retry_ev, &tv);
+    evtimer_del(l3->retry_ev);
+    arm_retry(l3);
+}
+
+/* Arms the retry timer for the earliest of: the retry list (100 ms) and
+ * the first delayed op due. */
+static void arm_retry(sophia_l3 *l3)
+{
+    int64_t now = sophia_now_mono_us(), wait = -1;
+    if (l3->retry_head)
+        wait = L3_RETRY_MS * 1000;
+    for (l3_op *op = l3->delayed; op; op = op->next) {
+        int64_t w = op->due_us > now ? op->due_us - now : 0;
+        if (wait < 0 || w < wait)
+            wait = w;
+    }
+    if (wait < 0)
+        return;
+    struct timeval tv = {(time_t)(wait / 1000000),
+                         (suseconds_t)(wait % 1000000)};
+    evtimer_add(l3->retry_ev, &tv);
+}
+
+/* Sends the delayed ops that are due; those pg.c cannot take yet join the
+ * retry list. */
+static void send_due(sophia_l3 *l3)
+{
+    int64_t now = sophia_now_mono_us();
+    l3_op **pp = &l3->delayed;
+    while (*pp) {
+        l3_op *op = *pp;
+        if (op->due_us > now) {
+            pp = &op->next;
+            continue;
+        }
+        *pp = op->next;
+        if (op_send(op) != 0)
+            retry_later(l3, op);
+    }
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -157,15 +199,48 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     sophia_l3 *l3 = arg;
     while (l3->retry_head) {
         l3_op *op = l3->retry_head;
-        if (op_send(op) != 0) { /* still full: keep order, try later */
-            struct timeval tv = {0, L3_RETRY_MS * 1000};
-            evtimer_add(l3->retry_ev, &tv);
-            return;
-        }
+        if (op_send(op) != 0) /* still full: keep order, try later */
+            break;
         l3->retry_head = op->next;
         if (!l3->retry_head)
             l3->retry_tail = NULL;
     }
+    send_due(l3);
+    arm_retry(l3);
+}
+
+/* A transient server error: send again after a doubling back-off. */
+static void back_off(sophia_l3 *l3, l3_op *op)
+{
+    op->backoff_ms = op->backoff_ms
+                         ? (op->backoff_ms * 2 > L3_BACKOFF_MAX_MS
+                                ? L3_BACKOFF_MAX_MS
+                                : op->backoff_ms * 2)
+                         : L3_RETRY_MS;
+    op->due_us = sophia_now_mono_us() + (int64_t)op->backoff_ms * 1000;
+    op->next = l3->delayed;
+    l3->delayed = op;
+    l3->st.backoffs++;
+    evtimer_del(l3->retry_ev);
+    arm_retry(l3);
+}
+
+int sophia_l3_sqlstate_permanent(const char *st)
+{
+    static const char *const permanent[] = {"22", "23", "42", "54"};
+    if (!st || strlen(st) != 5)
+        return 1;
+    for (size_t i = 0; i < sizeof(permanent) / sizeof(permanent[0]); i++)
+        if (!strncmp(st, permanent[i], 2))
+            return 1;
+    return 0;
+}
+
+const char *sophia_l3_last_error(const sophia_l3 *l3, const char **sqlstate)
+{
+    if (sqlstate)
+        *sqlstate = l3->err_state;
+    return l3->err_msg;
 }
 
 /* Counts a key's uncommitted writes: a read of a busy key must queue on
@@ -204,10 +279,22 @@ static void on_write(void *arg, PGresult *res, const char *err)
     }
     if (err) {
         char q[600];
+        const char *st =
+            res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        if (res && !l3->closing && !sophia_l3_sqlstate_permanent(st)) {
+            sophia_warn("cache", "msg=\"L3 write failed, will retry\" "
+                        "key=%s sqlstate=%s err=%s", op->p[0], st,
+                        sophia_log_quote(err, q, sizeof(q)));
+            back_off(l3, op);
+            return;
+        }
         if (res)
             l3->st.failed++;
-        sophia_error("cache", "msg=\"L3 write failed\" key=%s err=%s",
-                     op->p[0], sophia_log_quote(err, q, sizeof(q)));
+        snprintf(l3->err_state, sizeof(l3->err_state), "%s", st ? st : "");
+        snprintf(l3->err_msg, sizeof(l3->err_msg), "%s", err);
+        sophia_error("cache", "msg=\"L3 write failed\" key=%s sqlstate=%s "
+                     "err=%s", op->p[0], st ? st : "-",
+                     sophia_log_quote(err, q, sizeof(q)));
         op_finish(op, res ? SOPHIA_EIO : SOPHIA_EUNAVAIL);
         return;
     }
@@ -473,6 +560,10 @@ void sophia_l3_free(sophia_l3 *l3)
     l3_op *op;
     while ((op = l3->retry_head)) {
         l3->retry_head = op->next;
+        op_finish(op, SOPHIA_EUNAVAIL);
+    }
+    while ((op = l3->delayed)) {
+        l3->delayed = op->next;
         op_finish(op, SOPHIA_EUNAVAIL);
     }
     sophia_pg_pool_free(l3->pg);

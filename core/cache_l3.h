@@ -23,6 +23,16 @@
  * queue, and when that queue is
  * full the caller gets SOPHIA_EBUSY at once (backpressure) instead of an
  * unbounded backlog. The done callback runs once the write committed.
+ *
+ * A write the server refuses is classified by its SQLSTATE class
+ * (sophia_l3_sqlstate_permanent): a permanent error - 22 data exception,
+ * 23 integrity violation, 42 syntax or access rule, 54 program limit (a
+ * key too big for the index) - will fail however often it is sent, so the
+ * done callback gets SOPHIA_EIO at once, with the SQLSTATE and message in
+ * sophia_l3_last_error (the write-back dead-letters it). Any other class
+ * (08 connection, 40 rollback/deadlock, 53 resources, 55 lock, 57
+ * operator intervention, 58 system, XX internal, ...) is transient: the
+ * write is sent again after a back-off that doubles from 100 ms to 10 s.
  */
 #ifndef SOPHIA_CACHE_L3_H
 #define SOPHIA_CACHE_L3_H
@@ -43,7 +53,8 @@ typedef void (*sophia_l3_done_cb)(void *arg, int rc);
 typedef struct sophia_l3_stats {
     uint64_t writes;     /* committed */
     uint64_t retries;    /* re-sent after a lost connection */
-    uint64_t failed;     /* refused by the server (logged) */
+    uint64_t failed;     /* refused for good by the server (logged) */
+    uint64_t backoffs;   /* re-sent after a transient server error */
     size_t pending;      /* accepted, not yet committed */
 } sophia_l3_stats;
 
@@ -66,6 +77,14 @@ int sophia_l3_del(sophia_l3 *l3, const char *key, uint64_t version,
 int sophia_l3_del_tag(sophia_l3 *l3, const char *tag, uint64_t version,
                       sophia_l3_done_cb cb, void *arg);
 void sophia_l3_get_stats(const sophia_l3 *l3, sophia_l3_stats *out);
+/* 1 when a write failing with this SQLSTATE can never succeed (see the
+ * top of this file); NULL or malformed counts as permanent too, since
+ * there is nothing to wait for. */
+int sophia_l3_sqlstate_permanent(const char *sqlstate);
+/* During a done callback with rc SOPHIA_EIO: the server's SQLSTATE and
+ * one-line message (borrowed, valid for the callback). */
+const char *sophia_l3_last_error(const sophia_l3 *l3, const char **sqlstate);
+
 /* cache.l3.ttl: every put keeps its row at most max_ttl_ms (0 = no cap,
  * the entry's own expiry). */
 void sophia_l3_set_max_ttl(sophia_l3 *l3, int64_t max_ttl_ms);

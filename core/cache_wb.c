@@ -78,6 +78,7 @@ struct sophia_wb {
     size_t nwaiters;
     int closing;
     int64_t l2_max_ttl_ms; /* cache.l2.ttl; 0 = none */
+    json_t *dead_ring;     /* dead letters Redis could not take */
     sophia_wb_stats st;
 };
 
@@ -139,11 +140,11 @@ static int entry_add_id(wb_entry *e, const char *id, size_t len)
 }
 
 /* XDEL in one command; a failure leaves them for a harmless replay. */
-static void journal_del(sophia_wb *wb, wb_entry *e)
+static void journal_del_ids(sophia_wb *wb, char **ids, size_t nids)
 {
-    if (!e->nids || !sophia_redis_up(wb->r))
+    if (!nids || !wb->r || !sophia_redis_up(wb->r))
         return;
-    size_t argc = e->nids + 2;
+    size_t argc = nids + 2;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     if (argv && lens) {
@@ -151,14 +152,19 @@ static void journal_del(sophia_wb *wb, wb_entry *e)
         argv[1] = SOPHIA_WB_JOURNAL;
         lens[0] = 4;
         lens[1] = strlen(SOPHIA_WB_JOURNAL);
-        for (size_t i = 0; i < e->nids; i++) {
-            argv[i + 2] = e->ids[i];
-            lens[i + 2] = strlen(e->ids[i]);
+        for (size_t i = 0; i < nids; i++) {
+            argv[i + 2] = ids[i];
+            lens[i + 2] = strlen(ids[i]);
         }
         sophia_redis_command(wb->r, NULL, NULL, (int)argc, argv, lens);
     }
     free(argv);
     free(lens);
+}
+
+static void journal_del(sophia_wb *wb, wb_entry *e)
+{
+    journal_del_ids(wb, e->ids, e->nids);
 }
 
 static void check_waiters(sophia_wb *wb)
@@ -174,14 +180,142 @@ static void check_waiters(sophia_wb *wb)
     free(w);
 }
 
+/* --------------------------------------------------------- dead letters */
+
+/* One dead letter on its way to SOPHIA_WB_DEAD: the entry's journal ids
+ * (XDEL'd once the XADD is answered) and its ring form (kept if not). */
+typedef struct dead_req {
+    sophia_wb *wb;
+    char **ids;
+    size_t nids;
+    json_t *ring;
+} dead_req;
+
+static char *tags_join(char **tags)
+{
+    size_t tl = 1;
+    for (size_t i = 0; tags && tags[i]; i++)
+        tl += strlen(tags[i]) + 1;
+    char *t = malloc(tl), *w = t;
+    if (!t)
+        return NULL;
+    *w = '\0';
+    for (size_t i = 0; tags && tags[i]; i++) {
+        if (i)
+            *w++ = '\x1f';
+        w = stpcpy(w, tags[i]);
+    }
+    return t;
+}
+
+static void ring_push(sophia_wb *wb, json_t *entry)
+{
+    if (!entry)
+        return;
+    if (json_array_size(wb->dead_ring) >= SOPHIA_WB_DEAD_RING)
+        json_array_remove(wb->dead_ring, 0);
+    json_array_append_new(wb->dead_ring, entry);
+    wb->st.dead_ring++;
+}
+
+/* The ring's form of a dead letter (a value cut at
+ * SOPHIA_WB_DEAD_VALUE_MAX bytes). */
+static json_t *dead_json(const wb_entry *e, const char *ttl,
+                         const char *state, const char *msg, int64_t at_ms)
+{
+    size_t vl = e->len < SOPHIA_WB_DEAD_VALUE_MAX ? e->len
+                                                   : SOPHIA_WB_DEAD_VALUE_MAX;
+    json_t *tags = json_array();
+    for (size_t i = 0; tags && e->tags && e->tags[i]; i++)
+        json_array_append_new(tags, json_string(e->tags[i]));
+    return json_pack("{s:s,s:o*,s:b,s:o,s:s,s:I,s:s,s:s,s:I}", "key", e->key,
+                     "value", json_stringn(e->val, vl), "value_truncated",
+                     vl < e->len, "tags", tags, "ttl_s", ttl, "version",
+                     (json_int_t)e->version, "sqlstate", state, "error", msg,
+                     "at_ms", (json_int_t)at_ms);
+}
+
+static void on_dead(void *arg, redisReply *rep)
+{
+    dead_req *d = arg;
+    if (rep && rep->type == REDIS_REPLY_STRING) {
+        journal_del_ids(d->wb, d->ids, d->nids); /* now in the dead stream */
+        json_decref(d->ring);
+    } else {
+        ring_push(d->wb, d->ring); /* still in the journal: next start */
+    }
+    for (size_t i = 0; i < d->nids; i++)
+        free(d->ids[i]);
+    free(d->ids);
+    free(d);
+}
+
+/* L3 refused e for good: to the dead-letter stream (or the ring), never
+ * retried, never just dropped. Takes e's journal ids. */
+static void dead_letter(sophia_wb *wb, wb_entry *e)
+{
+    const char *state = "", *msg = wb->l3 ? sophia_l3_last_error(wb->l3,
+                                                                 &state)
+                                          : "";
+    int64_t now = sophia_now_wall_us() / 1000;
+    char exp[32], ttl[32], ver[32], at[32], q[600];
+    snprintf(exp, sizeof(exp), "%" PRId64, e->expires_ms);
+    if (e->expires_ms)
+        snprintf(ttl, sizeof(ttl), "%.3f",
+                 e->expires_ms > now ? (double)(e->expires_ms - now) / 1e3
+                                     : 0.0);
+    else
+        snprintf(ttl, sizeof(ttl), "none");
+    snprintf(ver, sizeof(ver), "%" PRIu64, e->version);
+    snprintf(at, sizeof(at), "%" PRId64, now);
+    wb->st.dead++;
+    sophia_error("cache", "msg=\"write-back entry refused for good by L3, "
+                 "dead-lettered\" key=%s sqlstate=%s stream=%s err=%s",
+                 e->key, *state ? state : "-", SOPHIA_WB_DEAD,
+                 sophia_log_quote(msg, q, sizeof(q)));
+    dead_req *d = calloc(1, sizeof(*d));
+    json_t *ring = dead_json(e, ttl, state, msg, now);
+    char *t = tags_join(e->tags);
+    int rc = SOPHIA_ENOMEM;
+    if (d && t && !wb->closing && wb->r && sophia_redis_up(wb->r)) {
+        d->wb = wb;
+        d->ids = e->ids;
+        d->nids = e->nids;
+        d->ring = ring;
+        const char *argv[] = {"XADD", SOPHIA_WB_DEAD, "*", "key", e->key,
+                              "value", e->val, "tags", t, "expires_ms", exp,
+                              "ttl_s", ttl, "version", ver, "sqlstate", state,
+                              "error", msg, "at_ms", at};
+        size_t lens[21];
+        for (int i = 0; i < 21; i++)
+            lens[i] = i == 6 ? e->len : strlen(argv[i]);
+        rc = sophia_redis_command(wb->r, on_dead, d, 21, argv, lens);
+    }
+    free(t);
+    if (rc == 0) {
+        e->ids = NULL; /* d owns them now */
+        e->nids = 0;
+        return;
+    }
+    free(d);
+    ring_push(wb, ring); /* the journal keeps it for the next start */
+}
+
+json_t *sophia_wb_dead_ring_json(const sophia_wb *wb)
+{
+    return json_deep_copy(wb->dead_ring);
+}
+
 /* ---------------------------------------------------------------- flush */
 
 static void on_committed(void *arg, int rc)
 {
     wb_entry *e = arg;
     sophia_wb *wb = e->wb;
-    if (rc == 0 || rc == SOPHIA_EIO) /* EIO: refused for good, logged */
+    if (rc == 0)
         journal_del(wb, e);
+    else if (rc == SOPHIA_EIO) /* refused for good (cache_l3.h) */
+        dead_letter(wb, e);
     if (sophia_dict_get(wb->flushing, e->key) == e)
         sophia_dict_del(wb->flushing, e->key);
     wb->nflushing--;
@@ -638,9 +772,10 @@ sophia_wb *sophia_wb_new(struct event_base *base, sophia_redis *r,
     wb->timer = event_new(base, -1, EV_PERSIST, on_timer, wb);
     wb->kick = event_new(base, -1, 0, on_timer, wb);
     wb->replay_ev = evtimer_new(base, on_replay_poll, wb);
+    wb->dead_ring = json_array();
     snprintf(wb->replay_from, sizeof(wb->replay_from), "-");
     if (!wb->dirty || !wb->flushing || !wb->timer || !wb->kick ||
-        !wb->replay_ev) {
+        !wb->replay_ev || !wb->dead_ring) {
         sophia_wb_free(wb);
         return NULL;
     }
@@ -707,6 +842,7 @@ void sophia_wb_free(sophia_wb *wb)
         event_free(wb->kick);
     if (wb->replay_ev)
         event_free(wb->replay_ev);
+    json_decref(wb->dead_ring);
     free(wb);
 }
 

@@ -12,6 +12,17 @@
  * journal into L1 and the dirty set and flushes again. Replays are safe to
  * repeat: each entry keeps its version, and L3 only takes newer versions.
  *
+ * Dead letters: an entry L3 refuses for good (a permanent SQLSTATE, see
+ * cache_l3.h) would otherwise be retried forever or lost. It is added to
+ * the stream `sophia:wb:dead` (fields key, value, tags joined by \x1f,
+ * expires_ms, ttl_s left, version, sqlstate, error, at_ms), counted
+ * (sophia_cache_writeback_dead_total) and logged; its journal ids are
+ * XDEL'd only once that XADD was answered, so it is always in one stream
+ * or the other. Without Redis at that moment it goes to a ring of the last
+ * SOPHIA_WB_DEAD_RING entries in memory (shown in /api/stats) and stays in
+ * the journal, so the next start tries it again. The stream is not
+ * trimmed: an operator reads it, repairs, and XDELs.
+ *
  * Bounded: at most max_dirty entries wait (dirty + being flushed); a put
  * beyond that gets SOPHIA_EBUSY and a flush is started at once. With Redis
  * down there is no journal, so wb refuses (SOPHIA_EUNAVAIL) and the cache
@@ -20,6 +31,7 @@
 #ifndef SOPHIA_CACHE_WB_H
 #define SOPHIA_CACHE_WB_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +39,9 @@
 #include "redis.h"
 
 #define SOPHIA_WB_JOURNAL "sophia:wb:journal"
+#define SOPHIA_WB_DEAD "sophia:wb:dead"
+#define SOPHIA_WB_DEAD_RING 32
+#define SOPHIA_WB_DEAD_VALUE_MAX 4096 /* bytes of a value the ring keeps */
 
 struct event_base;
 typedef struct sophia_wb sophia_wb;
@@ -46,6 +61,8 @@ typedef struct sophia_wb_stats {
     uint64_t flushed;   /* entries committed */
     uint64_t replayed;  /* entries read back from the journal at start */
     uint64_t refused;   /* EBUSY: dirty set full */
+    uint64_t dead;      /* refused for good by L3: dead-lettered */
+    uint64_t dead_ring; /* of those, kept in memory (no Redis) */
 } sophia_wb_stats;
 
 /* l2/l3 may be NULL (tier disabled); Redis is needed for the journal. */
@@ -79,5 +96,8 @@ void sophia_wb_forget_tag(sophia_wb *wb, const char *tag);
  * L3 refuses, rc != 0). cb may run before this returns. */
 void sophia_wb_flush(sophia_wb *wb, sophia_wb_done_cb cb, void *arg);
 void sophia_wb_get_stats(const sophia_wb *wb, sophia_wb_stats *out);
+/* The in-memory dead letters, oldest first: [{key, value, value_truncated,
+ * tags, ttl_s, version, sqlstate, error, at_ms}]. New reference. */
+json_t *sophia_wb_dead_ring_json(const sophia_wb *wb);
 
 #endif

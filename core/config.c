@@ -1362,16 +1362,55 @@ static const field pg_fields[] = {
 };
 static const section pg_sec = {"in postgres", pg_fields};
 
+/* cache.l1/l2/l3.ttl: a duration no longer than SOPHIA_CACHE_MAX_TTL, the
+ * bound every cache TTL has (a PUT's, a plugin's). */
+static void cache_ttl(loader *ld, const node *v, const char *path,
+                      double *out)
+{
+    const char *s = want_scalar(ld, v, path, "a duration");
+    double d;
+    if (!s)
+        return;
+    if (parse_seconds(s, &d))
+        ERR(ld, v, "%s: '%s' is not a duration (seconds, or a number with "
+                   "ms, s, m, h or d)", path, s);
+    else if (d <= 0)
+        ERR(ld, v, "%s: must be > 0", path);
+    else if (d > SOPHIA_CACHE_MAX_TTL)
+        ERR(ld, v, "%s: '%s' is longer than the longest cache TTL, %.0f s "
+                   "(10 years)", path, s, SOPHIA_CACHE_MAX_TTL);
+    else
+        *out = d;
+}
+
+static void walk_l1_ttl(loader *ld, const node *v, void *base,
+                        const char *path)
+{
+    cache_ttl(ld, v, path, &((sophia_conf *)base)->l1.ttl);
+}
+
+static void walk_l2_ttl(loader *ld, const node *v, void *base,
+                        const char *path)
+{
+    cache_ttl(ld, v, path, &((sophia_conf *)base)->l2.ttl);
+}
+
+static void walk_l3_ttl(loader *ld, const node *v, void *base,
+                        const char *path)
+{
+    cache_ttl(ld, v, path, &((sophia_conf *)base)->l3.ttl);
+}
+
 static const field l1_fields[] = {
     {"max_entries", F_COUNT, C_OFF(l1.max_entries), 0, NULL, NULL},
     {"max_bytes", F_SIZE, C_OFF(l1.max_bytes), 0, NULL, NULL},
-    {"ttl", F_SECONDS, C_OFF(l1.ttl), 0, NULL, NULL},
+    {"ttl", F_CUSTOM, 0, 0, NULL, walk_l1_ttl},
     END,
 };
 static const section l1_sec = {"in cache.l1", l1_fields};
 
 static const field l2_fields[] = {
-    {"ttl", F_SECONDS, C_OFF(l2.ttl), 0, NULL, NULL},
+    {"ttl", F_CUSTOM, 0, 0, NULL, walk_l2_ttl},
     END,
 };
 static const section l2_sec = {"in cache.l2", l2_fields};
@@ -1395,7 +1434,7 @@ static void walk_l3_pool(loader *ld, const node *v, void *base,
 }
 
 static const field l3_fields[] = {
-    {"ttl", F_SECONDS, C_OFF(l3.ttl), 0, NULL, NULL},
+    {"ttl", F_CUSTOM, 0, 0, NULL, walk_l3_ttl},
     {"pool", F_CUSTOM, 0, 0, NULL, walk_l3_pool},
     END,
 };

@@ -111,6 +111,11 @@ typedef enum sophia_log_lvl {
 /* Upper bound of cache.l3.pool (pg_pool.h's SOPHIA_PG_POOL_MAX). */
 #define SOPHIA_CONF_PG_POOL_MAX 64
 
+/* Longest TTL, in seconds, anything may give a cache entry (10 years): a
+ * PUT's "ttl", a plugin's or loader's ttl, cache.l1/l2/l3.ttl. Far below
+ * what the tiers' int64 millisecond and microsecond expiries can hold. */
+#define SOPHIA_CACHE_MAX_TTL 315360000.0
+
 typedef struct sophia_conf {
     char *file; /* path it was read from */
 

@@ -6,6 +6,7 @@
 #include "host.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,10 +305,18 @@ static char **tags_dup(const char *const *tags)
 static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
                           double ttl_s, const char *const *tags)
 {
-    action *a = key ? ctx_push(ctx, ACT_CACHE_PUT) : NULL;
+    /* The same key and ttl rules as a PUT (ttl <= 0 = the default), told
+     * now rather than dropped when the action is applied. */
+    char why[96];
+    if (!key || sophia_cache_key_check(key, why, sizeof(why)) ||
+        isnan(ttl_s) || ttl_s > SOPHIA_CACHE_MAX_TTL) {
+        json_decref(J(value));
+        return SOPHIA_EINVAL;
+    }
+    action *a = ctx_push(ctx, ACT_CACHE_PUT);
     if (!a) {
         json_decref(J(value));
-        return key ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
+        return SOPHIA_ENOMEM;
     }
     a->topic = strdup(key);
     a->data = value ? J(value) : json_null();

@@ -131,8 +131,9 @@ const char *sophia_memory_check(const sophia_memory *m, const json_t *content,
                                 const json_t *context,
                                 const json_t *importance);
 
-/* A cache read by a dashboard and/or user (either may be NULL; both NULL
- * = not counted): counted toward an `access_pattern` memory, whose keys
+/* A cache read by a dashboard and/or user, as the caller vouches (POST
+ * /api/cache/access, an authenticated WS cache.get; never an HTTP GET).
+ * Either may be NULL; both NULL = not counted: counted toward an `access_pattern` memory, whose keys
  * are warmed into L1 at start and when that dashboard or user first
  * reads (memory_access.c). NULL m is fine. */
 void sophia_memory_note_access(sophia_memory *m, const char *key,

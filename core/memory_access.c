@@ -2,10 +2,12 @@
  * memory_access - access patterns as memories, and cache warming from them
  * (the seed's "frequent dashboard access -> remember -> pre-warm cache").
  *
- * Recording. A cache read that names who reads (HTTP GET /api/cache/KEY
- * ?dashboard=D&user=U, or the WS request cache.get with params dashboard
- * and/or user) is counted on the loop in a small table keyed by the
- * pattern {dashboard, user, key}. Every MEM_ACC_FLUSH_S the counts go to
+ * Recording. A read that names who reads (POST /api/cache/access with
+ * keys, dashboard and/or user, or the WS request cache.get from a
+ * JWT-authenticated client: user = its subject, dashboard from params; an
+ * HTTP GET never records, it must have no side effect) is counted on the
+ * loop in a small table keyed by the pattern {dashboard, user, key}.
+ * Every MEM_ACC_FLUSH_S the counts go to
  * PostgreSQL: a pattern already remembered gets access_count += n and
  * last_access = now(); a pattern read at least MEM_ACC_MIN_READS times
  * becomes a memory of type `access_pattern` with that context (content

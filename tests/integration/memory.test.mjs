@@ -422,7 +422,11 @@ test('what a dashboard reads often is remembered and warmed into L1 at the next 
     } finally {
       ws.close();
     }
+    // A GET naming a reader records nothing; the explicit POST does.
     assert.equal((await fetchJson(cacheUrl(d1, hot[0], '?dashboard=ops&user=ann'))).status, 200);
+    const rec = await fetchJson(`${d1.url}/api/cache/access`, { body: { keys: [hot[0]], dashboard: 'ops', user: 'ann' } });
+    assert.equal(rec.status, 200, rec.text);
+    assert.equal(rec.body.recorded, 1);
     const m = await waitFor(async () => { const s = await memStats(d1); return s.access.remembered >= 2 && s; }, 'two access patterns');
     assert.equal(m.access.reads, 7);
     assert.equal(m.by_type.access_pattern, 2, JSON.stringify(m));
@@ -473,13 +477,55 @@ test('what a dashboard reads often is remembered and warmed into L1 at the next 
     await fill();
     assert.notEqual((await fetchJson(cacheUrl(d3, hot[1]))).body.tier, 'l1', 'the fillers evicted it');
     await fill();
-    assert.equal((await fetchJson(cacheUrl(d3, cold, '?dashboard=ops'))).status, 200);
+    const rec = await fetchJson(`${d3.url}/api/cache/access`, { body: { keys: [cold], dashboard: 'ops' } });
+    assert.equal(rec.status, 200, rec.text);
     await waitFor(async () => (await memStats(d3)).access.warmed >= s0.access.warmed + 2, 'the warm-up for ops');
     for (const k of hot) {
       assert.equal((await fetchJson(cacheUrl(d3, k))).body.tier, 'l1', `${k} warmed when ops came back`);
     }
   } finally {
     await d3.stop();
+  }
+});
+
+test('no GET has a side effect: reads naming a dashboard and user record nothing, POST /api/cache/access does', async () => {
+  const t = uniq();
+  const dd = await startDaemon({ yaml: memYaml(t, '@TMP_DIR@/memory.index') });
+  const key = `ap:${t}:k`;
+  const cacheUrl = `${dd.url}/api/cache/${encodeURIComponent(key)}`;
+  try {
+    assert.equal((await fetchJson(cacheUrl, { method: 'PUT', body: { value: 1 } })).status, 200);
+    await waitFor(async () => (await memStats(dd)).access !== undefined, 'the memory store');
+    const before = await memStats(dd);
+    // What a web page could make a browser do, and an unauthenticated WS read.
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await fetchJson(`${cacheUrl}?dashboard=ops&user=ann`)).status, 200);
+    }
+    const ws = await wsConnect(dd.wsUrl);
+    try {
+      sendJson(ws, { type: 'request', id: 'r1', method: 'cache.get', params: { key, dashboard: 'ops', user: 'ann' } });
+      assert.equal((await nextMessage(ws, (m) => m.id === 'r1')).type, 'response');
+    } finally {
+      ws.close();
+    }
+    await sleep(2500); // past one access flush (MEM_ACC_FLUSH_S = 2)
+    const after = await memStats(dd);
+    assert.equal(after.access.reads, before.access.reads, JSON.stringify(after.access));
+    assert.equal(after.count, before.count);
+    const rows = await pgQuery(`SELECT count(*) FROM ${t}`);
+    assert.equal(rows[0][0], String(before.count));
+    // The explicit way is counted (so the check above could have failed).
+    const bad = await fetchJson(`${dd.url}/api/cache/access`, { body: { keys: [key] } });
+    assert.equal(bad.status, 400, 'a reader must be named');
+    const badKey = await fetchJson(`${dd.url}/api/cache/access`, { body: { keys: ['a\rb'], user: 'ann' } });
+    assert.equal(badKey.status, 400);
+    assert.equal(badKey.body.error.code, 'bad_key');
+    const rec = await fetchJson(`${dd.url}/api/cache/access`, { body: { keys: [key, key], dashboard: 'ops', user: 'ann' } });
+    assert.equal(rec.status, 200, rec.text);
+    await waitFor(async () => (await memStats(dd)).access.remembered >= 1, 'the pattern remembered');
+    assert.equal((await memStats(dd)).access.reads, before.access.reads + 2);
+  } finally {
+    await dd.stop();
   }
 });
 

@@ -11,6 +11,7 @@
  * Direct looks into Redis and PostgreSQL use their own blocking clients
  * (hiredis, libpq) on separate connections, as an outside observer would.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -690,12 +691,85 @@ static void test_bad_input(void **state)
     const char *bad[] = {"x\ny", NULL};
     assert_int_equal(sophia_cache_put(f.c, k("bad"), "1", 1, 0, bad),
                      SOPHIA_EINVAL);
-    char big[600];
+    char big[SOPHIA_CACHE_MAX_KEY + 2];
     memset(big, 'k', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
     assert_int_equal(sophia_cache_put(f.c, big, "1", 1, 0, NULL),
                      SOPHIA_EINVAL);
+    /* A plugin's or loader's ttl has the PUT's bound: NaN and more than
+     * ten years are refused, not stored to expire at once. */
+    assert_int_equal(sophia_cache_put(f.c, k("ttl"), "1", 1, 1e16, NULL),
+                     SOPHIA_EINVAL);
+    assert_int_equal(sophia_cache_put(f.c, k("ttl"), "1", 1, NAN, NULL),
+                     SOPHIA_EINVAL);
+    assert_int_equal(sophia_cache_put(f.c, k("ttl"), "1", 1,
+                                      SOPHIA_CACHE_MAX_TTL, NULL),
+                     0);
     fx_close(&f);
+}
+
+/* The one key rule every entry point uses: what is wrong, at which byte. */
+static void test_key_check(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *key;
+        const char *why; /* NULL = valid */
+    } cases[] = {
+        {"a", NULL},
+        {"with space+plus%41/slash", NULL},
+        {"caf\xc3\xa9 \xf0\x9f\x98\x80", NULL}, /* é, U+1F600 */
+        {"", "the key is empty"},
+        {"victim\r\nX", "byte 6 is a control byte (0x0d)"},
+        {"tab\there", "byte 3 is a control byte (0x09)"},
+        {"del\x7f", "byte 3 is a control byte (0x7f)"},
+        {"ab\xff", "byte 2 (0xff) is not valid UTF-8"},
+        {"\xc0\xaf", "byte 0 (0xc0) is not valid UTF-8"},        /* overlong */
+        {"x\xed\xa0\x80", "byte 1 (0xed) is not valid UTF-8"}, /* surrogate */
+        {"\xf4\x90\x80\x80", "byte 0 (0xf4) is not valid UTF-8"}, /* > 10FFFF */
+        {"cut\xe2\x82", "byte 3 (0xe2) is not valid UTF-8"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char why[96] = "";
+        int rc = sophia_cache_key_check(cases[i].key, why, sizeof(why));
+        if (!cases[i].why) {
+            assert_int_equal(rc, 0);
+        } else {
+            assert_int_equal(rc, -1);
+            assert_string_equal(why, cases[i].why);
+        }
+    }
+    char big[SOPHIA_CACHE_MAX_KEY + 2], why[96];
+    memset(big, 'k', SOPHIA_CACHE_MAX_KEY);
+    big[SOPHIA_CACHE_MAX_KEY] = '\0';
+    assert_int_equal(sophia_cache_key_check(big, why, sizeof(why)), 0);
+    big[SOPHIA_CACHE_MAX_KEY] = 'k';
+    big[SOPHIA_CACHE_MAX_KEY + 1] = '\0';
+    assert_int_equal(sophia_cache_key_check(big, why, sizeof(why)), -1);
+    assert_string_equal(why, "the key is longer than 1024 bytes");
+    /* TTLs: positive, finite, at most ten years. */
+    assert_true(sophia_cache_ttl_ok(0.001));
+    assert_true(sophia_cache_ttl_ok(SOPHIA_CACHE_MAX_TTL));
+    assert_false(sophia_cache_ttl_ok(SOPHIA_CACHE_MAX_TTL + 1));
+    assert_false(sophia_cache_ttl_ok(0));
+    assert_false(sophia_cache_ttl_ok(-1));
+    assert_false(sophia_cache_ttl_ok(NAN));
+    assert_false(sophia_cache_ttl_ok(INFINITY));
+}
+
+/* Which L3 errors the write-back gives up on (dead letters) and which it
+ * retries. */
+static void test_l3_sqlstate_classes(void **state)
+{
+    (void)state;
+    const char *permanent[] = {"22P05", "22021", "23514", "23505", "42501",
+                               "42P01", "54000", NULL, "", "2"};
+    const char *transient[] = {"08006", "40001", "40P01", "53300", "55P03",
+                               "57P01", "58030", "XX000"};
+    for (size_t i = 0; i < sizeof(permanent) / sizeof(*permanent); i++)
+        assert_true(sophia_l3_sqlstate_permanent(permanent[i]));
+    for (size_t i = 0; i < sizeof(transient) / sizeof(*transient); i++)
+        assert_false(sophia_l3_sqlstate_permanent(transient[i]));
 }
 
 static void test_config_write_section(void **state)
@@ -729,6 +803,8 @@ int main(void)
         cmocka_unit_test(test_array_literal),
         cmocka_unit_test(test_histogram),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_key_check),
+        cmocka_unit_test(test_l3_sqlstate_classes),
         cmocka_unit_test(test_config_write_section),
         cmocka_unit_test(test_promotion_l2_to_l1),
         cmocka_unit_test(test_promotion_l3_to_l2_and_l1),

@@ -613,6 +613,43 @@ static void test_random_ops_match_model(void **state)
     sophia_l1_free(c);
 }
 
+/* sophia_l1_expiry saturates: a TTL of 1e16 s (expires_ms near 1e19, as
+ * a put once computed) lands at "never reached", not in the past. */
+static void test_expiry_saturates(void **state)
+{
+    (void)state;
+    const int64_t wall = 1700000000000, mono = 5000000, cap = 300000000;
+    /* the common case: min(left, cap) */
+    assert_int_equal(sophia_l1_expiry(wall + 2000, wall, mono, cap),
+                     mono + 2000000);
+    assert_int_equal(sophia_l1_expiry(wall + 3600000, wall, mono, cap),
+                     mono + cap);
+    assert_int_equal(sophia_l1_expiry(0, wall, mono, cap), mono + cap);
+    /* already past: now (never hits), not a wrapped future */
+    assert_int_equal(sophia_l1_expiry(wall - 5, wall, mono, cap), mono);
+    assert_int_equal(sophia_l1_expiry(INT64_MIN + 1, wall, mono, cap), mono);
+    /* overflow in every step: ms difference, ×1000, mono + left */
+    assert_int_equal(sophia_l1_expiry(INT64_MAX, -wall, mono, INT64_MAX),
+                     INT64_MAX);
+    assert_int_equal(sophia_l1_expiry(INT64_MAX / 10, wall, mono, INT64_MAX),
+                     INT64_MAX);
+    assert_int_equal(sophia_l1_expiry(wall + 10, wall, INT64_MAX - 5,
+                                      INT64_MAX),
+                     INT64_MAX);
+    assert_int_equal(sophia_l1_expiry(INT64_MAX, wall, mono, cap), mono + cap);
+    /* a non-positive cap keeps nothing */
+    assert_int_equal(sophia_l1_expiry(wall + 2000, wall, mono, -1), mono);
+    /* and an entry put with the saturated expiry is served */
+    sophia_l1 *c = sophia_l1_new(16, 1 << 20);
+    assert_int_equal(sophia_l1_put(c, "k", "v", 1,
+                                   sophia_l1_expiry(INT64_MAX, wall, mono,
+                                                    INT64_MAX),
+                                   NULL, mono),
+                     0);
+    assert_int_equal(sophia_l1_get(c, "k", mono + 1000000, NULL, NULL), 0);
+    sophia_l1_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -631,6 +668,7 @@ int main(void)
         cmocka_unit_test(test_zipf_beats_lru),
         cmocka_unit_test(test_hottest_ranks_by_recent_use),
         cmocka_unit_test(test_random_ops_match_model),
+        cmocka_unit_test(test_expiry_saturates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -352,6 +352,15 @@ static void test_durations(void **state)
                "t.yaml:3:10: cache.l1.ttl: must be > 0");
     expect_one("cache:\n  l1:\n    ttl: 1.2.3\n",
                "t.yaml:3:10: cache.l1.ttl: '1.2.3' is not a duration");
+    /* Every cache ttl has the same bound as a PUT's: 10 years. */
+    expect_clean("cache:\n  l3:\n    ttl: 315360000\n");
+    expect_one("cache:\n  l1:\n    ttl: 3651d\n",
+               "t.yaml:3:10: cache.l1.ttl: '3651d' is longer than the "
+               "longest cache TTL, 315360000 s (10 years)");
+    expect_one("cache:\n  l2:\n    ttl: 1e16\n",
+               "t.yaml:3:10: cache.l2.ttl: '1e16' is not a duration");
+    expect_one("cache:\n  l3:\n    ttl: 99999999999999999999\n",
+               "t.yaml:3:10: cache.l3.ttl: '99999999999999999999' is longer");
 }
 
 /* ---- one test per error class ------------------------------------------ */

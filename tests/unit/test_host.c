@@ -3,6 +3,7 @@
  * building values, update topic routing, and actions queued in a context
  * being discarded when the callback fails.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -99,6 +100,12 @@ static void test_actions_discarded_unless_applied(void **unused)
     assert_int_equal(h->publish(ctx, (sophia_update_type)99, NULL, NULL, h->json_object()),
                      SOPHIA_EINVAL);
     assert_int_equal(h->cache_put(ctx, NULL, h->json_int(1), 0, NULL), SOPHIA_EINVAL);
+    /* A plugin's key and ttl have a PUT's rules, told at the call. */
+    assert_int_equal(h->cache_put(ctx, "a\r\nb", h->json_int(1), 0, NULL), SOPHIA_EINVAL);
+    assert_int_equal(h->cache_put(ctx, "bad\xff", h->json_int(1), 0, NULL), SOPHIA_EINVAL);
+    assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), 1e16, NULL), SOPHIA_EINVAL);
+    assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), NAN, NULL), SOPHIA_EINVAL);
+    assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), 315360000, NULL), 0);
     /* Freed without apply: nothing leaks (ASan checks), nothing applied. */
     sophia_ctx_free(ctx);
 }
