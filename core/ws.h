@@ -30,8 +30,31 @@
  * Auth (websocket.auth with a secret): an HS256 JWT (ws_jwt.h) from
  * `?token=`, `Authorization: Bearer` on the upgrade (refused with 401 when
  * bad), or a first `{"type":"auth"}` message within websocket.auth_timeout
- * (4001 when bad, late or expired). Its `topics` claim bounds subscriptions
- * (`forbidden` otherwise).
+ * (4001 when bad, late or expired; websocket.jwt decides whether `exp` is
+ * required and which `iss`/`aud` must appear). Its claims are scopes, and
+ * a token without one gets nothing of that kind (`forbidden`, naming the
+ * claim): `topics` bounds subscriptions and `history`; `cache` (patterns)
+ * bounds the key of cache.* methods; `memory` (an object or an array of
+ * objects such as {"user_id":"u1","agent_id":"a1"}) narrows the
+ * params.context of memory.* methods to the first scope it fits (keys the
+ * request leaves out are filled in, so a search never crosses scopes; one
+ * naming another user_id fits none); `"stats": true` allows `stats`. The
+ * method namespace declares the scope: whatever registers a cache.* or
+ * memory.* method gets the check here. With auth off (loopback only),
+ * everything is allowed.
+ *
+ * Origins: an upgrade carrying an Origin must come from the server's own
+ * page (the Origin names the Host header's host:port, origin.h) or one
+ * listed in websocket.origins ("*" = any); 403 otherwise.
+ *
+ * Topics: names come from event data, so they are bounded. A sweep frees,
+ * a batch at a time, topics with no subscriber whose history has aged out
+ * (websocket.history_age); a freed topic that comes back continues above
+ * every seq it could have had (from Redis in a cluster, from a floor and
+ * the clock alone), so an old `since` gets `resync`. At
+ * websocket.max_topics, a publish to a new topic creates nothing: it
+ * reaches pattern subscribers live with seq 0 and is counted
+ * (topics_refused).
  *
  * Health: a router timer pings connections idle for ping_interval and
  * kills those that do not answer within pong_timeout; their subscriptions
@@ -73,6 +96,9 @@ typedef struct sophia_ws_stats {
     uint64_t cluster_out;    /* publishes sent through Redis */
     uint64_t cluster_in;     /* publishes received from Redis */
     uint64_t cluster_fallback; /* delivered locally: Redis unavailable */
+    uint64_t topics;         /* topics held now (seq + history) */
+    uint64_t topics_freed;   /* idle topics freed by the sweep */
+    uint64_t topics_refused; /* publishes to a new topic over max_topics */
 } sophia_ws_stats;
 
 /* Takes max_queue and reads the rest of websocket.* and cluster.* from

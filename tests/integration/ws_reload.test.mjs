@@ -85,8 +85,10 @@ test('limits, history size and origins change on SIGHUP; connected clients stay'
   const h = await history(ws, 'dashboard:r1');
   assert.deepEqual(h.messages.map((m) => m.seq), [4, 5, 6]);
   assert.equal(h.complete, false);
-  // Origins: a new upgrade without the allowed Origin is refused.
-  await assert.rejects(wsConnect(d.wsUrl), (e) => e.status === 403);
+  // Origins: the list is re-read; a page it does not name is refused
+  // (before the reload the list was empty: same-origin only).
+  await assert.rejects(wsConnect(d.wsUrl, { headers: { origin: 'https://other.example' } }),
+    (e) => e.status === 403);
   (await wsConnect(d.wsUrl, { headers: { origin: ORIGIN } })).close();
   ws.close();
 });
@@ -106,7 +108,7 @@ test('a secret added on SIGHUP makes connected clients authenticate again', asyn
   const anon = await wsConnect(d.wsUrl);
   sendJson(anon, { type: 'subscribe', subscriptions: ['dashboard:a1'] });
   assert.equal((await wsClosed(anon)).code, 4001);
-  const token = jwt({ sub: 'ops', exp: Math.floor(Date.now() / 1000) + 600 });
+  const token = jwt({ sub: 'ops', exp: Math.floor(Date.now() / 1000) + 600, topics: ['dashboard:*'] });
   const authed = await wsConnect(`${d.wsUrl}?token=${token}`);
   sendJson(authed, { type: 'subscribe', subscriptions: ['dashboard:a1'] });
   await nextMessage(authed, 'subscribed');
