@@ -1805,6 +1805,20 @@ static int secret_changed(const char *was, const char *now)
     return (was == NULL) != (now == NULL) || (was && strcmp(was, now) != 0);
 }
 
+/* The secret and websocket.jwt as one comparable text: tokens accepted
+ * under other rules are re-checked (a tightened policy must not leave old
+ * tokens connected). */
+static char *auth_rules(const sophia_ws_router *r)
+{
+    char *s = NULL;
+    if (!r->secret)
+        return NULL;
+    if (asprintf(&s, "%s\n%d\n%s\n%s", r->secret, r->jwt_require_exp,
+                 r->jwt_issuer ? r->jwt_issuer : "", r->jwt_audience ? r->jwt_audience : "") < 0)
+        return NULL;
+    return s;
+}
+
 /* Existing connections under the new settings: a queue longer than the
  * new max_queue goes as for a slow client; with a new (or first) secret
  * nobody's standing is known, so everyone authenticates again (4001 makes
@@ -1827,7 +1841,7 @@ static void reconfigure_clients(sophia_ws_router *r, int reauth)
 void sophia_ws_reconfigure(sophia_ws_router *r)
 {
     const sophia_conf *cf = sophia_srv ? sophia_srv->conf : NULL;
-    char *was_secret = r->secret ? strdup(r->secret) : NULL;
+    char *was_rules = auth_rules(r);
     size_t was_history = r->history;
     if (cf && cf->ws.max_queue)
         r->max_queue = cf->ws.max_queue;
@@ -1836,8 +1850,10 @@ void sophia_ws_reconfigure(sophia_ws_router *r)
         sophia_dict_each(r->topics, topic_resize, &r->history);
     router_start_timer(r);
     sophia_cluster_set_seq_ttl(r->cluster, (double)r->history_age_us / 1e6);
-    reconfigure_clients(r, r->secret && secret_changed(was_secret, r->secret));
-    free(was_secret);
+    char *rules = auth_rules(r);
+    reconfigure_clients(r, rules && secret_changed(was_rules, rules));
+    free(was_rules);
+    free(rules);
     kick();
     sophia_info("ws", "msg=\"settings reloaded\" max_queue=%zu history=%zu auth=%s origins=%zu",
                 r->max_queue, r->history, r->secret ? "on" : "off", r->norigins);

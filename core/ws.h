@@ -106,9 +106,10 @@ typedef struct sophia_ws_stats {
 sophia_ws_router *sophia_ws_router_new(size_t max_queue);
 void sophia_ws_router_free(sophia_ws_router *r);
 /* Reload: reads websocket.* from sophia_srv->conf again (limits, queue
- * and history sizes, ping/pong/auth timeouts, origins, secret). Existing
- * connections keep going under the new values; a changed secret makes
- * them authenticate again (4001). cluster.* stays as started. */
+ * and history sizes, ping/pong/auth timeouts, origins, max_topics,
+ * secret, jwt). Existing connections keep going under the new values; a
+ * changed secret or websocket.jwt makes them authenticate again (4001).
+ * cluster.* stays as started. */
 void sophia_ws_reconfigure(sophia_ws_router *r);
 
 /* lws callbacks, called by http.c. receive/writeable return -1 to close. */
@@ -162,7 +163,12 @@ void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f);
 typedef void (*sophia_ws_method_fn)(uint64_t client, const char *req_id,
                                     json_t *params, void *arg);
 
-/* 0, or -1 when the name is taken or the table is full (32 methods). */
+/* 0, or -1 when the name is taken or the table is full (32 methods).
+ * The namespace declares the scope a method needs when auth is on: a
+ * cache.* method runs only for a token whose `cache` patterns cover
+ * params.key, a memory.* method only with a `memory` scope and with
+ * params.context narrowed to it (see the Auth paragraph above); others
+ * need no scope beyond an authenticated token. */
 int sophia_ws_register_method(const char *name, sophia_ws_method_fn fn,
                               void *arg);
 void sophia_ws_unregister_method(const char *name);
