@@ -2015,7 +2015,8 @@ void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f)
     prom_counter(f, "sophia_ws_auth_failures_total",
                  "Bad, expired or missing WebSocket tokens.", s->auth_failures);
     prom_counter(f, "sophia_ws_forbidden_total",
-                 "Subscriptions refused by the token's topics.", s->forbidden);
+                 "Subscriptions and requests refused by the token's scopes.",
+                 s->forbidden);
     prom_counter(f, "sophia_ws_refused_total",
                  "WebSocket upgrades refused.", s->refused);
     prom_counter(f, "sophia_ws_slow_closed_total",

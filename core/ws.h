@@ -89,7 +89,7 @@ typedef struct sophia_ws_stats {
     uint64_t recovered;      /* messages replayed for `since` */
     uint64_t resyncs;        /* `resync` answers */
     uint64_t auth_failures;  /* bad, expired or missing tokens */
-    uint64_t forbidden;      /* subscriptions refused by token topics */
+    uint64_t forbidden;      /* subscriptions and requests refused by token scopes */
     uint64_t refused;        /* upgrades refused (limit, origin, token) */
     uint64_t pings;          /* server pings sent */
     uint64_t dead_closed;    /* connections closed for a missed pong */
