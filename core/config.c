@@ -64,6 +64,9 @@
 #define DEFAULT_WS_MAX_CONN 10000
 #define DEFAULT_WS_MAX_SUBS 256
 #define DEFAULT_WS_MAX_MESSAGE (64 * 1024)
+#define DEFAULT_WS_MAX_TOPICS 100000
+/* HS256 keys shorter than the hash fall to offline guessing (RFC 7518 3.2) */
+#define MIN_JWT_SECRET 32
 #define DEFAULT_STREAM_QUEUE 10000
 #define DEFAULT_STREAM_BATCH 256
 
@@ -1498,12 +1501,51 @@ static const field cache_fields[] = {
 };
 static const section cache_sec = {"in cache", cache_fields};
 
+/* websocket.auth.secret_env: read like every secret_env, then held to
+ * MIN_JWT_SECRET bytes, so a guessable key stops the start (and --check). */
+static void walk_ws_secret(loader *ld, const node *v, void *base,
+                           const char *path)
+{
+    static const field f = {"secret_env", F_SECRET, C_OFF(ws.auth_env),
+                            C_OFF(ws.auth_secret), NULL, NULL};
+    sophia_conf *c = base;
+    apply_secret(ld, &f, v, base, path);
+    size_t n = c->ws.auth_secret ? strlen(c->ws.auth_secret) : 0;
+    if (n && n < MIN_JWT_SECRET)
+        ERR(ld, v, "%s: the WebSocket JWT secret in %s is %zu bytes; HS256 "
+                   "needs at least %d (e.g. openssl rand -base64 48)",
+            path, c->ws.auth_env, n, MIN_JWT_SECRET);
+}
+
 static const field auth_fields[] = {
-    {"secret_env", F_SECRET, C_OFF(ws.auth_env), C_OFF(ws.auth_secret), NULL,
-     NULL},
+    {"secret_env", F_CUSTOM, 0, 0, NULL, walk_ws_secret},
     END,
 };
 static const section auth_sec = {"in websocket.auth", auth_fields};
+
+/* websocket.jwt.require_exp: a boolean */
+static void walk_jwt_require_exp(loader *ld, const node *v, void *base,
+                                 const char *path)
+{
+    const char *s = want_scalar(ld, v, path, "a boolean");
+    if (!s)
+        return;
+    int *slot = &((sophia_conf *)base)->ws.jwt_require_exp;
+    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
+        *slot = 1;
+    else if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off"))
+        *slot = 0;
+    else
+        ERR(ld, v, "%s: expected a boolean (true/false), got '%s'", path, s);
+}
+
+static const field jwt_fields[] = {
+    {"require_exp", F_CUSTOM, 0, 0, NULL, walk_jwt_require_exp},
+    {"issuer", F_STRING, C_OFF(ws.jwt_issuer), 0, NULL, NULL},
+    {"audience", F_STRING, C_OFF(ws.jwt_audience), 0, NULL, NULL},
+    END,
+};
+static const section jwt_sec = {"in websocket.jwt", jwt_fields};
 
 /* websocket.origins: a sequence of exact Origin header values. */
 static void walk_ws_origins(loader *ld, const node *v, void *base,
@@ -1541,6 +1583,8 @@ static const field ws_fields[] = {
     {"coalesce_at", F_COUNT0, C_OFF(ws.coalesce_at), 0, NULL, NULL},
     {"origins", F_CUSTOM, 0, 0, NULL, walk_ws_origins},
     {"auth", F_SECTION, 0, 0, &auth_sec, NULL},
+    {"jwt", F_SECTION, 0, 0, &jwt_sec, NULL},
+    {"max_topics", F_COUNT, C_OFF(ws.max_topics), 0, NULL, NULL},
     END,
 };
 static const section ws_sec = {"in websocket", ws_fields};
@@ -1692,6 +1736,8 @@ static sophia_conf *conf_defaults(const char *name)
     c->ws.max_connections = DEFAULT_WS_MAX_CONN;
     c->ws.max_subscriptions = DEFAULT_WS_MAX_SUBS;
     c->ws.max_message = DEFAULT_WS_MAX_MESSAGE;
+    c->ws.max_topics = DEFAULT_WS_MAX_TOPICS;
+    c->ws.jwt_require_exp = 1;
     return c;
 }
 
@@ -1934,6 +1980,8 @@ void sophia_conf_free(sophia_conf *c)
     free(c->cache_write.pos);
     free(c->ws.auth_env);
     free(c->ws.auth_secret);
+    free(c->ws.jwt_issuer);
+    free(c->ws.jwt_audience);
     for (size_t i = 0; i < c->ws.norigins; i++)
         free(c->ws.origins[i]);
     free(c->ws.origins);

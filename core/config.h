@@ -186,8 +186,12 @@ typedef struct sophia_conf {
         size_t max_subscriptions; /* per connection, default 256 */
         size_t max_message;       /* bytes per client message, 64 KiB */
         size_t coalesce_at;   /* queue depth where metrics coalesce; 0 = half */
-        char **origins;       /* allowed Origin values; none = any */
+        char **origins;       /* allowed Origin values besides the server's own; "*" = any */
         size_t norigins;
+        size_t max_topics;    /* topics with seq/history, default 100000 */
+        int jwt_require_exp;  /* websocket.jwt.require_exp, default 1 */
+        char *jwt_issuer;     /* websocket.jwt.issuer: `iss` must equal; NULL = any */
+        char *jwt_audience;   /* websocket.jwt.audience: `aud` must hold; NULL = any */
     } ws;
 
     struct {

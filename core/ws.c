@@ -22,6 +22,7 @@
 #include "jsonlimit.h"
 #include "jsonw.h"
 #include "log.h"
+#include "origin.h"
 #include "server.h"
 #include "stream.h"
 #include "ws_history.h"
@@ -47,6 +48,12 @@
  * late. With nothing waiting (a steady rate) it runs at once. */
 #define WS_FLUSH_DELAY_MAX_US 5000
 #define WS_MAX_METHODS 32
+/* The topic sweep (see on_sweep) runs every WS_SWEEP_US for at most
+ * WS_SWEEP_BUDGET_US (the clock read every 32 topics): visiting a topic
+ * costs 1-3 us (cache misses), so a run holds the loop ~1 ms, 2% of it,
+ * and a full pass over 100000 topics takes about 10 s. */
+#define WS_SWEEP_US 50000
+#define WS_SWEEP_BUDGET_US 1000
 #define WS_CLOSE_AUTH 4001
 /* lws's own opcode for close frames (private since 4.0, value stable;
  * lws_write() still frames it): see send_close(). */
@@ -59,6 +66,10 @@ typedef struct ws_subs {
 
 typedef struct ws_topic {
     uint64_t seq;
+    uint64_t base;      /* seq before its first publish (see topic_get) */
+    int64_t last_us;    /* monotonic time of the last publish */
+    char *name;
+    struct ws_topic *prev, *next; /* router->tlist, walked by the sweep */
     ws_history hist;
     ws_subs subs;
 } ws_topic;
@@ -106,6 +117,13 @@ struct sophia_ws_router {
     char *secret;
     char **origins;
     size_t norigins;
+    size_t max_topics;
+    int jwt_require_exp;
+    char *jwt_issuer, *jwt_audience;
+    /* every topic, for the sweep; sweep_at is where the next run starts */
+    ws_topic *tlist, *sweep_at;
+    uint64_t seq_floor;     /* highest seq of a freed topic; 0 = none freed */
+    struct event *sweep_ev;
     /* the token checked by the last upgrade filter, for sophia_ws_open */
     struct lws *pending_wsi;
     json_t *pending_claims;
@@ -125,10 +143,15 @@ struct sophia_ws_router {
     sophia_ws_stats st;
 };
 
+/* The scope kind a method needs when auth is on (SPEC §5), from its
+ * namespace: see method_scope(). */
+typedef enum { WS_SCOPE_NONE, WS_SCOPE_CACHE, WS_SCOPE_MEMORY } ws_scope;
+
 typedef struct ws_method {
     char name[64];
     sophia_ws_method_fn fn;
     void *arg;
+    ws_scope scope;
 } ws_method;
 
 static ws_method methods[WS_MAX_METHODS];
@@ -390,17 +413,53 @@ static int is_pattern(const char *t)
 
 static void topic_free(void *p);
 
+/* Where a new topic's seq starts. A seq must never go back while a client
+ * may hold an old one for `since`: until the sweep has freed a published
+ * topic, topics start at 0 (first message seq 1); from then on a new
+ * topic - maybe a freed one coming back - starts above every seq ever
+ * freed and at least at the wall clock in microseconds, as the cluster's
+ * Redis script does, so a `since` from an earlier life of the topic finds
+ * a gap and gets `resync`, never a replay that silently skips messages. */
+static uint64_t topic_base(const sophia_ws_router *r)
+{
+    if (!r->seq_floor)
+        return 0;
+    uint64_t now = (uint64_t)sophia_now_wall_us();
+    return now > r->seq_floor ? now : r->seq_floor + 1;
+}
+
 static ws_topic *topic_get(sophia_ws_router *r, const char *name, int create)
 {
     ws_topic *t = sophia_dict_get(r->topics, name);
-    if (!t && create) {
-        t = calloc(1, sizeof(*t));
-        if (!t)
-            return NULL;
-        ws_history_init(&t->hist, r->history);
-        sophia_dict_set(r->topics, name, t);
+    if (t || !create)
+        return t;
+    t = calloc(1, sizeof(*t));
+    if (!t || !(t->name = strdup(name))) {
+        free(t);
+        return NULL;
     }
+    t->seq = t->base = topic_base(r);
+    ws_history_init(&t->hist, r->history);
+    sophia_dict_set(r->topics, name, t);
+    t->next = r->tlist;
+    if (r->tlist)
+        r->tlist->prev = t;
+    r->tlist = t;
     return t;
+}
+
+static void topic_remove(sophia_ws_router *r, ws_topic *t)
+{
+    if (r->sweep_at == t)
+        r->sweep_at = t->next;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        r->tlist = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    sophia_dict_del(r->topics, t->name);
+    topic_free(t);
 }
 
 static int subs_add(ws_subs *s, sophia_ws_client *c)
@@ -464,9 +523,9 @@ static void index_del(sophia_ws_router *r, sophia_ws_client *c, const char *s)
         subs_del(&t->subs, c);
         /* Never published to: nothing to keep. Without this, a client
          * cycling through made-up topic names would grow the index for
-         * ever. Published topics stay (their seq must not restart). */
-        if (t->subs.n == 0 && t->seq == 0)
-            topic_free(sophia_dict_del(r->topics, s));
+         * ever. Published topics wait for the sweep (their history). */
+        if (t->subs.n == 0 && t->seq == t->base)
+            topic_remove(r, t);
         return;
     }
     size_t n = strlen(s) - 1;
@@ -536,16 +595,40 @@ static int auth_enabled(const sophia_ws_router *r)
     return r->secret != NULL;
 }
 
-static int topic_permitted(const sophia_ws_client *c, const char *s)
+/* SPEC §5 scopes: with auth on, a token grants only the kinds of access
+ * its claims name (`topics`, `cache`, `memory`, `stats`); a missing claim
+ * grants nothing of that kind. With auth off (loopback only), all. */
+
+/* `s` within one of the patterns of claim `name` (an array of strings,
+ * checked by ws_jwt.c). */
+static int pattern_permitted(const sophia_ws_client *c, const char *name,
+                             const char *s)
 {
-    json_t *allowed = json_object_get(c->claims, "topics"), *a;
+    json_t *allowed = json_object_get(c->claims, name), *a;
     size_t i;
-    if (!auth_enabled(c->r) || !allowed)
+    if (!auth_enabled(c->r))
         return 1;
     json_array_foreach(allowed, i, a)
         if (sophia_jwt_topic_allowed(json_string_value(a), s))
             return 1;
     return 0;
+}
+
+static int topic_permitted(const sophia_ws_client *c, const char *s)
+{
+    return pattern_permitted(c, "topics", s);
+}
+
+/* The `forbidden` message: which claim is missing, or that `what` is
+ * outside it. */
+static void scope_message(const sophia_ws_client *c, const char *claim,
+                          const char *what, char *out, size_t n)
+{
+    if (!json_object_get(c->claims, claim))
+        snprintf(out, n, "the token has no \"%s\" scope claim", claim);
+    else
+        snprintf(out, n, "%s is outside the token's \"%s\" scope",
+                 what ? what : "the request", claim);
 }
 
 static void client_set_claims(sophia_ws_client *c, json_t *claims)
@@ -560,9 +643,9 @@ static void client_set_claims(sophia_ws_client *c, json_t *claims)
 static sophia_jwt_status verify(sophia_ws_router *r, const char *token,
                                 json_t **claims)
 {
-    sophia_jwt_status st = sophia_jwt_verify(token, r->secret,
-                                             sophia_now_wall_us() / 1000000,
-                                             claims);
+    sophia_jwt_policy pol = {r->jwt_require_exp, r->jwt_issuer, r->jwt_audience};
+    sophia_jwt_status st = sophia_jwt_verify_policy(
+        token, r->secret, sophia_now_wall_us() / 1000000, &pol, claims);
     if (st != SOPHIA_JWT_OK)
         r->st.auth_failures++;
     return st;
@@ -584,17 +667,22 @@ static char *upgrade_token(struct lws *wsi)
     return strdup(buf + 7);
 }
 
+/* Same-origin by default (origin.h): a page served by another site may
+ * not open /ws in its visitor's browser unless websocket.origins lists it
+ * (or "*"). Over-long headers are nobody's own origin. */
 static int origin_allowed(const sophia_ws_router *r, struct lws *wsi)
 {
-    char o[512];
-    if (r->norigins == 0)
+    char o[512], h[512];
+    int on = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
+    int hn = lws_hdr_total_length(wsi, WSI_TOKEN_HOST);
+    if (on <= 0)
         return 1;
-    if (lws_hdr_copy(wsi, o, sizeof(o), WSI_TOKEN_ORIGIN) <= 0)
+    if (on >= (int)sizeof(o) || hn >= (int)sizeof(h) ||
+        lws_hdr_copy(wsi, o, sizeof(o), WSI_TOKEN_ORIGIN) < 0)
         return 0;
-    for (size_t i = 0; i < r->norigins; i++)
-        if (strcmp(r->origins[i], o) == 0)
-            return 1;
-    return 0;
+    if (hn <= 0 || lws_hdr_copy(wsi, h, sizeof(h), WSI_TOKEN_HOST) < 0)
+        h[0] = '\0';
+    return sophia_origin_allowed(o, h, r->origins, r->norigins);
 }
 
 static int refuse(sophia_ws_router *r, struct lws *wsi, unsigned code,
@@ -737,10 +825,11 @@ static void replay(sophia_ws_client *c, json_t *since)
 
 static int sub_one(sophia_ws_client *c, const char *s)
 {
-    char m[300];
+    char m[300], what[240];
     if (!topic_permitted(c, s)) {
         c->r->st.forbidden++;
-        snprintf(m, sizeof(m), "topic '%s' is outside the token's topics", s);
+        snprintf(what, sizeof(what), "topic '%s'", s);
+        scope_message(c, "topics", what, m, sizeof(m));
         client_error(c, NULL, "forbidden", m);
         return -1;
     }
@@ -807,7 +896,11 @@ static void method_history(sophia_ws_client *c, const char *id, json_t *p)
         return;
     }
     if (!topic_permitted(c, topic)) {
-        client_error(c, id, "forbidden", "topic is outside the token's topics");
+        char m[300], what[240];
+        c->r->st.forbidden++;
+        snprintf(what, sizeof(what), "topic '%s'", topic);
+        scope_message(c, "topics", what, m, sizeof(m));
+        client_error(c, id, "forbidden", m);
         return;
     }
     ws_topic *t = topic_get(c->r, topic, 0);
@@ -857,6 +950,123 @@ static void unknown_method(sophia_ws_client *c, const char *id)
     client_error(c, id, "unknown_method", m);
 }
 
+/* A method's scope kind follows its namespace, so whoever registers a
+ * cache.* or memory.* method gets the check without asking for it. */
+static ws_scope method_scope(const char *name)
+{
+    if (strncmp(name, "cache.", 6) == 0)
+        return WS_SCOPE_CACHE;
+    if (strncmp(name, "memory.", 7) == 0)
+        return WS_SCOPE_MEMORY;
+    return WS_SCOPE_NONE;
+}
+
+/* A context value as text, the form memory search filters compare. */
+static const char *scalar_text(const json_t *v, char *buf, size_t n)
+{
+    if (json_is_string(v))
+        return json_string_value(v);
+    if (json_is_integer(v)) {
+        snprintf(buf, n, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return buf;
+    }
+    if (json_is_boolean(v))
+        return json_is_true(v) ? "true" : "false";
+    return NULL;
+}
+
+/* 1 when every key of `scope` is absent from `ctx` or has the same value
+ * there. */
+static int scope_fits(const json_t *scope, const json_t *ctx)
+{
+    const char *k;
+    json_t *sv;
+    json_object_foreach((json_t *)scope, k, sv) {
+        json_t *cv = json_object_get(ctx, k);
+        char a[32], b[32];
+        const char *st = scalar_text(sv, a, sizeof(a)), *ct;
+        if (cv && (!(ct = scalar_text(cv, b, sizeof(b))) || !st || strcmp(st, ct)))
+            return 0;
+    }
+    return 1;
+}
+
+/* The params a memory.* method runs with: params.context narrowed to the
+ * first of the token's `memory` scopes it fits, the scope's keys filled
+ * in, so a search without a context is filtered to that scope and one
+ * naming another user_id fits none. NULL (with *code and `why`) when
+ * refused; otherwise a new reference. */
+static json_t *memory_params(const sophia_ws_client *c, json_t *params,
+                             const char **code, char *why, size_t n)
+{
+    json_t *scopes = json_object_get(c->claims, "memory"), *sc;
+    json_t *ctx = json_object_get(params, "context");
+    size_t i;
+    *code = "forbidden";
+    if (!scopes) {
+        scope_message(c, "memory", NULL, why, n);
+        return NULL;
+    }
+    if ((params && !json_is_object(params)) || (ctx && !json_is_object(ctx))) {
+        *code = "bad_request";
+        snprintf(why, n, "params and params.context must be objects");
+        return NULL;
+    }
+    for (i = 0; i < (json_is_array(scopes) ? json_array_size(scopes) : 1); i++) {
+        sc = json_is_array(scopes) ? json_array_get(scopes, i) : scopes;
+        if (!scope_fits(sc, ctx))
+            continue;
+        json_t *p = params ? json_deep_copy(params) : json_object();
+        json_t *nc = ctx ? json_deep_copy(ctx) : json_object();
+        json_object_update(nc, sc);
+        json_object_set_new(p, "context", nc);
+        return p;
+    }
+    scope_message(c, "memory", "params.context", why, n);
+    return NULL;
+}
+
+/* Runs a registered method once the token's scope allows it. */
+static void call_method(sophia_ws_client *c, const ws_method *m, const char *id,
+                        json_t *params)
+{
+    char why[600], what[480];
+    const char *code = "forbidden";
+    json_t *own = NULL;
+    if (auth_enabled(c->r) && m->scope == WS_SCOPE_CACHE) {
+        const char *key = json_string_value(json_object_get(params, "key"));
+        snprintf(what, sizeof(what), "key '%.400s'", key ? key : "");
+        if (!json_object_get(c->claims, "cache") ||
+            (key && !pattern_permitted(c, "cache", key))) {
+            scope_message(c, "cache", what, why, sizeof(why));
+            goto refuse;
+        }
+    } else if (auth_enabled(c->r) && m->scope == WS_SCOPE_MEMORY) {
+        if (!(own = memory_params(c, params, &code, why, sizeof(why))))
+            goto refuse;
+        params = own;
+    }
+    m->fn(c->id, id, params, m->arg);
+    json_decref(own);
+    return;
+refuse:
+    if (strcmp(code, "forbidden") == 0)
+        c->r->st.forbidden++;
+    client_error(c, id, code, why);
+}
+
+static void method_stats(sophia_ws_client *c, const char *id)
+{
+    if (auth_enabled(c->r) && !json_is_true(json_object_get(c->claims, "stats"))) {
+        c->r->st.forbidden++;
+        client_error(c, id, "forbidden",
+                     "stats needs \"stats\": true in the token (the \"stats\" "
+                     "scope claim)");
+        return;
+    }
+    respond(c, id, sophia_api_stats_json());
+}
+
 static void on_request(sophia_ws_client *c, json_t *msg)
 {
     const char *id = json_string_value(json_object_get(msg, "id"));
@@ -864,11 +1074,11 @@ static void on_request(sophia_ws_client *c, json_t *msg)
     json_t *params = json_object_get(msg, "params");
     const ws_method *m = method ? method_find(method) : NULL;
     if (method && strcmp(method, "stats") == 0)
-        respond(c, id, sophia_api_stats_json());
+        method_stats(c, id);
     else if (method && strcmp(method, "history") == 0)
         method_history(c, id, params);
     else if (m)
-        m->fn(c->id, id, params, m->arg);
+        call_method(c, m, id, params);
     else
         unknown_method(c, id);
 }
@@ -1323,6 +1533,24 @@ static void deliver_patterns(sophia_ws_router *r, const char *topic, ws_msg *m)
     }
 }
 
+/* A publish to a topic that does not exist while websocket.max_topics
+ * are held (topic names come from event data, so this is what a flood of
+ * made-up names meets): no topic, seq or history is created; the message
+ * still reaches the pattern subscribers live (an exact subscriber would
+ * have created the topic), with the cluster's seq or 0 = not recorded,
+ * nothing to replay. */
+static void unrecorded(sophia_ws_router *r, const char *type, const char *topic,
+                       uint64_t seq, const char *dashboard_id, const char *dtext,
+                       size_t dlen, const char *metric)
+{
+    r->st.topics_refused++;
+    ws_msg *m = render_msg(r, type, topic, seq, dashboard_id, dtext, dlen, metric);
+    if (!m)
+        return;
+    deliver_patterns(r, topic, m);
+    ws_msg_unref(m);
+}
+
 void sophia_ws_route(sophia_ws_router *r, const char *type,
                      const char *const *topics, const uint64_t *seqs,
                      size_t ntopics, const char *dashboard_id, json_t *data)
@@ -1336,10 +1564,16 @@ void sophia_ws_route(sophia_ws_router *r, const char *type,
     r->stamp++;
     r->pubid++;
     for (size_t i = 0; dtext && i < ntopics; i++) {
-        ws_topic *t = topic_get(r, topics[i], 1);
-        if (!t)
+        ws_topic *t = topic_get(r, topics[i], 0);
+        if (!t && sophia_dict_size(r->topics) >= r->max_topics) {
+            unrecorded(r, type, topics[i], seqs ? seqs[i] : 0, dashboard_id,
+                       dtext, dlen, metric);
+            continue;
+        }
+        if (!t && !(t = topic_get(r, topics[i], 1)))
             continue;
         t->seq = seqs ? seqs[i] : t->seq + 1;
+        t->last_us = now;
         ws_msg *m = render_msg(r, type, topics[i], t->seq, dashboard_id, dtext,
                                dlen, metric);
         if (!m)
@@ -1413,6 +1647,41 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     kick();
 }
 
+/* A topic nobody subscribes to whose history has aged out holds nothing
+ * a client could still ask for. */
+static int topic_idle(const sophia_ws_router *r, ws_topic *t, int64_t now)
+{
+    if (t->subs.n)
+        return 0;
+    ws_history_prune(&t->hist, now, r->history_age_us);
+    return t->hist.len == 0 && now - t->last_us >= r->history_age_us;
+}
+
+/* Frees idle topics for WS_SWEEP_BUDGET_US per run, resuming where the
+ * last run stopped; the seq floor keeps a freed topic's seqs from coming
+ * back (topic_base). */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_ws_router *r = arg;
+    int64_t now = sophia_now_mono_us();
+    ws_topic *t = r->sweep_at ? r->sweep_at : r->tlist;
+    for (unsigned n = 1; t; n++) {
+        ws_topic *next = t->next;
+        if (topic_idle(r, t, now)) {
+            if (t->seq > r->seq_floor)
+                r->seq_floor = t->seq;
+            r->st.topics_freed++;
+            topic_remove(r, t);
+        }
+        t = next;
+        if (n % 32 == 0 && sophia_now_mono_us() - now >= WS_SWEEP_BUDGET_US)
+            break;
+    }
+    r->sweep_at = t;
+}
+
 /* ------------------------------------------------------------- router */
 
 static int64_t secs_us(double s)
@@ -1426,9 +1695,12 @@ static void router_free_settings(sophia_ws_router *r)
         free(r->origins[i]);
     free(r->origins);
     free(r->secret);
+    free(r->jwt_issuer);
+    free(r->jwt_audience);
     r->origins = NULL;
     r->norigins = 0;
     r->secret = NULL;
+    r->jwt_issuer = r->jwt_audience = NULL;
 }
 
 static void router_configure(sophia_ws_router *r)
@@ -1443,6 +1715,8 @@ static void router_configure(sophia_ws_router *r)
     r->max_conn = 10000;
     r->max_subs = 256;
     r->max_msg = 64 * 1024;
+    r->max_topics = 100000;
+    r->jwt_require_exp = 1;
     if (cf) {
         r->history = cf->ws.history;
         r->history_age_us = secs_us(cf->ws.history_age);
@@ -1453,6 +1727,12 @@ static void router_configure(sophia_ws_router *r)
         r->max_subs = cf->ws.max_subscriptions;
         r->max_msg = cf->ws.max_message;
         r->coalesce_at = cf->ws.coalesce_at;
+        r->max_topics = cf->ws.max_topics;
+        r->jwt_require_exp = cf->ws.jwt_require_exp;
+        if (cf->ws.jwt_issuer)
+            r->jwt_issuer = strdup(cf->ws.jwt_issuer);
+        if (cf->ws.jwt_audience)
+            r->jwt_audience = strdup(cf->ws.jwt_audience);
         if (cf->ws.auth_secret && *cf->ws.auth_secret)
             r->secret = strdup(cf->ws.auth_secret);
         /* copied: a reload may free the configuration we were built from */
@@ -1508,9 +1788,15 @@ sophia_ws_router *sophia_ws_router_new(size_t max_queue)
     r->patterns = sophia_dict_new();
     r->by_id = sophia_dict_new();
     r->gather = malloc(LWS_PRE + WS_GATHER_MAX);
-    if (sophia_srv && sophia_srv->loop)
+    if (sophia_srv && sophia_srv->loop) {
+        struct timeval tv = {0, WS_SWEEP_US};
         r->flush_ev = event_new(sophia_loop_base(sophia_srv->loop), -1, 0,
                                 on_flush, r);
+        r->sweep_ev = event_new(sophia_loop_base(sophia_srv->loop), -1,
+                                EV_PERSIST, on_sweep, r);
+        if (r->sweep_ev)
+            event_add(r->sweep_ev, &tv);
+    }
     if (!r->topics || !r->patterns || !r->by_id || !r->gather) {
         sophia_ws_router_free(r);
         return NULL;
@@ -1529,6 +1815,20 @@ static void topic_resize(const char *name, void *val, void *arg)
 static int secret_changed(const char *was, const char *now)
 {
     return (was == NULL) != (now == NULL) || (was && strcmp(was, now) != 0);
+}
+
+/* The secret and websocket.jwt as one comparable text: tokens accepted
+ * under other rules are re-checked (a tightened policy must not leave old
+ * tokens connected). */
+static char *auth_rules(const sophia_ws_router *r)
+{
+    char *s = NULL;
+    if (!r->secret)
+        return NULL;
+    if (asprintf(&s, "%s\n%d\n%s\n%s", r->secret, r->jwt_require_exp,
+                 r->jwt_issuer ? r->jwt_issuer : "", r->jwt_audience ? r->jwt_audience : "") < 0)
+        return NULL;
+    return s;
 }
 
 /* Existing connections under the new settings: a queue longer than the
@@ -1553,7 +1853,7 @@ static void reconfigure_clients(sophia_ws_router *r, int reauth)
 void sophia_ws_reconfigure(sophia_ws_router *r)
 {
     const sophia_conf *cf = sophia_srv ? sophia_srv->conf : NULL;
-    char *was_secret = r->secret ? strdup(r->secret) : NULL;
+    char *was_rules = auth_rules(r);
     size_t was_history = r->history;
     if (cf && cf->ws.max_queue)
         r->max_queue = cf->ws.max_queue;
@@ -1562,8 +1862,10 @@ void sophia_ws_reconfigure(sophia_ws_router *r)
         sophia_dict_each(r->topics, topic_resize, &r->history);
     router_start_timer(r);
     sophia_cluster_set_seq_ttl(r->cluster, (double)r->history_age_us / 1e6);
-    reconfigure_clients(r, r->secret && secret_changed(was_secret, r->secret));
-    free(was_secret);
+    char *rules = auth_rules(r);
+    reconfigure_clients(r, rules && secret_changed(was_rules, rules));
+    free(was_rules);
+    free(rules);
     kick();
     sophia_info("ws", "msg=\"settings reloaded\" max_queue=%zu history=%zu auth=%s origins=%zu",
                 r->max_queue, r->history, r->secret ? "on" : "off", r->norigins);
@@ -1574,6 +1876,7 @@ static void topic_free(void *p)
     ws_topic *t = p;
     ws_history_free(&t->hist);
     free(t->subs.v);
+    free(t->name);
     free(t);
 }
 
@@ -1590,6 +1893,8 @@ void sophia_ws_router_free(sophia_ws_router *r)
         event_free(r->rearm_ev);
     if (r->flush_ev)
         event_free(r->flush_ev);
+    if (r->sweep_ev)
+        event_free(r->sweep_ev);
     free(r->rearm);
     free(r->dirty);
     free(r->gather);
@@ -1615,6 +1920,7 @@ void sophia_ws_get_stats(const sophia_ws_router *r, sophia_ws_stats *out)
 {
     *out = r->st;
     out->cluster_in = sophia_cluster_received(r->cluster);
+    out->topics = sophia_dict_size(r->topics);
 }
 
 /* ---------------------------------------------------------- stats JSON */
@@ -1681,7 +1987,9 @@ json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n)
         (json_int_t)s->auth_failures, "forbidden", (json_int_t)s->forbidden,
         "refused", (json_int_t)s->refused, "pings", (json_int_t)s->pings,
         "dead_closed", (json_int_t)s->dead_closed);
-    json_object_set_new(o, "topics", json_integer((json_int_t)sophia_dict_size(r->topics)));
+    json_object_set_new(o, "topics", json_integer((json_int_t)s->topics));
+    json_object_set_new(o, "topics_freed", json_integer((json_int_t)s->topics_freed));
+    json_object_set_new(o, "topics_refused", json_integer((json_int_t)s->topics_refused));
     json_object_set_new(o, "top_topics", top);
     if (r->cluster)
         json_object_set_new(o, "cluster",
@@ -1716,7 +2024,8 @@ void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f)
     prom_counter(f, "sophia_ws_auth_failures_total",
                  "Bad, expired or missing WebSocket tokens.", s->auth_failures);
     prom_counter(f, "sophia_ws_forbidden_total",
-                 "Subscriptions refused by the token's topics.", s->forbidden);
+                 "Subscriptions and requests refused by the token's scopes.",
+                 s->forbidden);
     prom_counter(f, "sophia_ws_refused_total",
                  "WebSocket upgrades refused.", s->refused);
     prom_counter(f, "sophia_ws_slow_closed_total",
@@ -1728,6 +2037,15 @@ void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f)
                  "Publishes sent through Redis.", s->cluster_out);
     prom_counter(f, "sophia_ws_cluster_in_total",
                  "Publishes received from Redis.", s->cluster_in);
+    prom_counter(f, "sophia_ws_topics_freed_total",
+                 "Idle topics freed once their history aged out.", s->topics_freed);
+    prom_counter(f, "sophia_ws_topics_refused_total",
+                 "Publishes to a new topic refused by websocket.max_topics "
+                 "(delivered live to pattern subscribers, not recorded).",
+                 s->topics_refused);
+    fprintf(f, "# HELP sophia_ws_topics Topics held (seq and history).\n"
+               "# TYPE sophia_ws_topics gauge\nsophia_ws_topics %llu\n",
+            (unsigned long long)s->topics);
     fprintf(f, "# HELP sophia_ws_topic_subscribers Subscribers per topic (top 20).\n"
                "# TYPE sophia_ws_topic_subscribers gauge\n");
     json_t *o = sophia_ws_stats_json(r, 20);
@@ -1753,6 +2071,7 @@ int sophia_ws_register_method(const char *name, sophia_ws_method_fn fn,
             snprintf(methods[i].name, sizeof(methods[i].name), "%s", name);
             methods[i].fn = fn;
             methods[i].arg = arg;
+            methods[i].scope = method_scope(name);
             return 0;
         }
     return -1;

@@ -30,8 +30,31 @@
  * Auth (websocket.auth with a secret): an HS256 JWT (ws_jwt.h) from
  * `?token=`, `Authorization: Bearer` on the upgrade (refused with 401 when
  * bad), or a first `{"type":"auth"}` message within websocket.auth_timeout
- * (4001 when bad, late or expired). Its `topics` claim bounds subscriptions
- * (`forbidden` otherwise).
+ * (4001 when bad, late or expired; websocket.jwt decides whether `exp` is
+ * required and which `iss`/`aud` must appear). Its claims are scopes, and
+ * a token without one gets nothing of that kind (`forbidden`, naming the
+ * claim): `topics` bounds subscriptions and `history`; `cache` (patterns)
+ * bounds the key of cache.* methods; `memory` (an object or an array of
+ * objects such as {"user_id":"u1","agent_id":"a1"}) narrows the
+ * params.context of memory.* methods to the first scope it fits (keys the
+ * request leaves out are filled in, so a search never crosses scopes; one
+ * naming another user_id fits none); `"stats": true` allows `stats`. The
+ * method namespace declares the scope: whatever registers a cache.* or
+ * memory.* method gets the check here. With auth off (loopback only),
+ * everything is allowed.
+ *
+ * Origins: an upgrade carrying an Origin must come from the server's own
+ * page (the Origin names the Host header's host:port, origin.h) or one
+ * listed in websocket.origins ("*" = any); 403 otherwise.
+ *
+ * Topics: names come from event data, so they are bounded. A sweep frees,
+ * a batch at a time, topics with no subscriber whose history has aged out
+ * (websocket.history_age); a freed topic that comes back continues above
+ * every seq it could have had (from Redis in a cluster, from a floor and
+ * the clock alone), so an old `since` gets `resync`. At
+ * websocket.max_topics, a publish to a new topic creates nothing: it
+ * reaches pattern subscribers live with seq 0 and is counted
+ * (topics_refused).
  *
  * Health: a router timer pings connections idle for ping_interval and
  * kills those that do not answer within pong_timeout; their subscriptions
@@ -66,13 +89,16 @@ typedef struct sophia_ws_stats {
     uint64_t recovered;      /* messages replayed for `since` */
     uint64_t resyncs;        /* `resync` answers */
     uint64_t auth_failures;  /* bad, expired or missing tokens */
-    uint64_t forbidden;      /* subscriptions refused by token topics */
+    uint64_t forbidden;      /* subscriptions and requests refused by token scopes */
     uint64_t refused;        /* upgrades refused (limit, origin, token) */
     uint64_t pings;          /* server pings sent */
     uint64_t dead_closed;    /* connections closed for a missed pong */
     uint64_t cluster_out;    /* publishes sent through Redis */
     uint64_t cluster_in;     /* publishes received from Redis */
     uint64_t cluster_fallback; /* delivered locally: Redis unavailable */
+    uint64_t topics;         /* topics held now (seq + history) */
+    uint64_t topics_freed;   /* idle topics freed by the sweep */
+    uint64_t topics_refused; /* publishes to a new topic over max_topics */
 } sophia_ws_stats;
 
 /* Takes max_queue and reads the rest of websocket.* and cluster.* from
@@ -80,9 +106,10 @@ typedef struct sophia_ws_stats {
 sophia_ws_router *sophia_ws_router_new(size_t max_queue);
 void sophia_ws_router_free(sophia_ws_router *r);
 /* Reload: reads websocket.* from sophia_srv->conf again (limits, queue
- * and history sizes, ping/pong/auth timeouts, origins, secret). Existing
- * connections keep going under the new values; a changed secret makes
- * them authenticate again (4001). cluster.* stays as started. */
+ * and history sizes, ping/pong/auth timeouts, origins, max_topics,
+ * secret, jwt). Existing connections keep going under the new values; a
+ * changed secret or websocket.jwt makes them authenticate again (4001).
+ * cluster.* stays as started. */
 void sophia_ws_reconfigure(sophia_ws_router *r);
 
 /* lws callbacks, called by http.c. receive/writeable return -1 to close. */
@@ -136,7 +163,12 @@ void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f);
 typedef void (*sophia_ws_method_fn)(uint64_t client, const char *req_id,
                                     json_t *params, void *arg);
 
-/* 0, or -1 when the name is taken or the table is full (32 methods). */
+/* 0, or -1 when the name is taken or the table is full (32 methods).
+ * The namespace declares the scope a method needs when auth is on: a
+ * cache.* method runs only for a token whose `cache` patterns cover
+ * params.key, a memory.* method only with a `memory` scope and with
+ * params.context narrowed to it (see the Auth paragraph above); others
+ * need no scope beyond an authenticated token. */
 int sophia_ws_register_method(const char *name, sophia_ws_method_fn fn,
                               void *arg);
 void sophia_ws_unregister_method(const char *name);

@@ -80,6 +80,11 @@ void ws_msg_unref(ws_msg *m)
     }
 }
 
+/* Slots of a topic's first ring: most topics (one per dashboard, say) see
+ * a few messages per history_age, so the ring doubles up to `cap` only
+ * when a topic is busy; 100000 quiet topics hold ~4 slots each, not 256. */
+#define WS_HIST_FIRST 4
+
 void ws_history_init(ws_history *h, size_t cap)
 {
     memset(h, 0, sizeof(*h));
@@ -88,14 +93,30 @@ void ws_history_init(ws_history *h, size_t cap)
 
 static ws_hist_entry *slot(const ws_history *h, size_t i)
 {
-    return &h->v[(h->head + i) % h->cap];
+    return &h->v[(h->head + i) % h->alloc];
 }
 
 static void drop_oldest(ws_history *h)
 {
     ws_msg_unref(slot(h, 0)->m);
-    h->head = (h->head + 1) % h->cap;
+    h->head = (h->head + 1) % h->alloc;
     h->len--;
+}
+
+/* Moves the entries, oldest first, into a ring of n >= len slots (n = 0
+ * frees it); -1 when there is no memory for it (nothing changed). */
+static int realloc_ring(ws_history *h, size_t n)
+{
+    ws_hist_entry *v = n ? calloc(n, sizeof(*v)) : NULL;
+    if (n && !v)
+        return -1;
+    for (size_t i = 0; i < h->len; i++)
+        v[i] = *slot(h, i);
+    free(h->v);
+    h->v = v;
+    h->alloc = n;
+    h->head = 0;
+    return 0;
 }
 
 void ws_history_resize(ws_history *h, size_t cap)
@@ -104,17 +125,11 @@ void ws_history_resize(ws_history *h, size_t cap)
         return;
     while (h->len > cap)
         drop_oldest(h);
-    ws_hist_entry *v = NULL;
-    if (h->v && cap && !(v = calloc(cap, sizeof(*v)))) {
-        while (h->len) /* no memory for the new ring: start it empty */
-            drop_oldest(h);
+    if (h->alloc > cap && realloc_ring(h, cap) < 0) {
+        ws_history_clear(h); /* no memory for the new ring: start it empty */
+        realloc_ring(h, 0);
     }
-    for (size_t i = 0; v && i < h->len; i++)
-        v[i] = *slot(h, i);
-    free(h->v);
-    h->v = v;
     h->cap = cap;
-    h->head = 0;
 }
 
 void ws_history_clear(ws_history *h)
@@ -130,18 +145,25 @@ void ws_history_free(ws_history *h)
         ws_history_clear(h);
     free(h->v);
     h->v = NULL;
+    h->alloc = 0;
 }
 
 void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m)
 {
     if (h->cap == 0)
         return;
-    if (!h->v && !(h->v = calloc(h->cap, sizeof(*h->v))))
-        return;
     if (h->len && slot(h, h->len - 1)->seq + 1 != seq)
         ws_history_clear(h); /* a gap: keep the ring contiguous */
-    if (h->len == h->cap)
+    if (h->len == h->cap) {
         drop_oldest(h);
+    } else if (h->len == h->alloc) {
+        size_t n = h->alloc ? h->alloc * 2 : WS_HIST_FIRST;
+        if (realloc_ring(h, n < h->cap ? n : h->cap) < 0) {
+            if (!h->len)
+                return;
+            drop_oldest(h); /* stay within what we have */
+        }
+    }
     ws_hist_entry *e = slot(h, h->len++);
     e->seq = seq;
     e->at_us = now_us;

@@ -49,8 +49,9 @@ typedef struct ws_hist_entry {
 } ws_hist_entry;
 
 typedef struct ws_history {
-    ws_hist_entry *v; /* ring of cap entries, allocated on first push */
-    size_t cap, head, len;
+    ws_hist_entry *v; /* ring of alloc slots: allocated on first push and
+                       * doubled as it fills, up to cap */
+    size_t cap, alloc, head, len;
 } ws_history;
 
 typedef enum {

@@ -21,6 +21,9 @@ const char *sophia_jwt_strerror(sophia_jwt_status s)
     case SOPHIA_JWT_EXPIRED: return "token expired";
     case SOPHIA_JWT_NOT_YET: return "token not valid yet (nbf)";
     case SOPHIA_JWT_BAD_CLAIMS: return "token claims are malformed";
+    case SOPHIA_JWT_NO_EXP: return "token has no exp (websocket.jwt.require_exp)";
+    case SOPHIA_JWT_BAD_ISS: return "token iss is not websocket.jwt.issuer";
+    case SOPHIA_JWT_BAD_AUD: return "token aud does not name websocket.jwt.audience";
     }
     return "unknown";
 }
@@ -100,26 +103,84 @@ static void hs256(const char *secret, const char *data, size_t n,
          n, mac, &len);
 }
 
-static sophia_jwt_status check_claims(json_t *c, int64_t now_s)
+/* NULL or an array of strings. */
+static int strings_or_absent(const json_t *a)
+{
+    const json_t *t;
+    size_t i;
+    if (!a)
+        return 1;
+    if (!json_is_array(a))
+        return 0;
+    json_array_foreach(a, i, t) if (!json_is_string(t))
+        return 0;
+    return 1;
+}
+
+/* One memory scope: an object of string/integer values. */
+static int memory_scope_ok(const json_t *o)
+{
+    const char *k;
+    const json_t *v;
+    if (!json_is_object(o) || json_object_size(o) == 0)
+        return 0;
+    json_object_foreach((json_t *)o, k, v) if (!json_is_string(v) && !json_is_integer(v))
+        return 0;
+    return 1;
+}
+
+static int scopes_ok(const json_t *c)
+{
+    const json_t *mem = json_object_get(c, "memory"), *s = json_object_get(c, "stats"), *m;
+    size_t i;
+    if (!strings_or_absent(json_object_get(c, "topics")) ||
+        !strings_or_absent(json_object_get(c, "cache")) || (s && !json_is_boolean(s)))
+        return 0;
+    if (!mem || json_is_object(mem))
+        return !mem || memory_scope_ok(mem);
+    if (!json_is_array(mem))
+        return 0;
+    json_array_foreach(mem, i, m) if (!memory_scope_ok(m))
+        return 0;
+    return 1;
+}
+
+/* aud: the audience itself, or an array holding it (RFC 7519 4.1.3). */
+static int aud_names(const json_t *aud, const char *want)
+{
+    const json_t *a;
+    size_t i;
+    if (json_is_string(aud))
+        return strcmp(json_string_value(aud), want) == 0;
+    json_array_foreach(aud, i, a) if (json_is_string(a) && strcmp(json_string_value(a), want) == 0)
+        return 1;
+    return 0;
+}
+
+static sophia_jwt_status check_claims(json_t *c, int64_t now_s,
+                                      const sophia_jwt_policy *p)
 {
     json_t *exp = json_object_get(c, "exp"), *nbf = json_object_get(c, "nbf");
-    json_t *topics = json_object_get(c, "topics"), *t;
-    size_t i;
-    if ((exp && !json_is_number(exp)) || (nbf && !json_is_number(nbf)))
+    if ((exp && !json_is_number(exp)) || (nbf && !json_is_number(nbf)) || !scopes_ok(c))
         return SOPHIA_JWT_BAD_CLAIMS;
-    if (topics && !json_is_array(topics))
-        return SOPHIA_JWT_BAD_CLAIMS;
-    json_array_foreach(topics, i, t) if (!json_is_string(t))
-        return SOPHIA_JWT_BAD_CLAIMS;
+    if (!exp && p && p->require_exp)
+        return SOPHIA_JWT_NO_EXP;
     if (exp && json_number_value(exp) <= (double)now_s)
         return SOPHIA_JWT_EXPIRED;
     if (nbf && json_number_value(nbf) > (double)now_s)
         return SOPHIA_JWT_NOT_YET;
+    const char *iss = json_string_value(json_object_get(c, "iss"));
+    if (p && p->issuer && (!iss || strcmp(iss, p->issuer) != 0))
+        return SOPHIA_JWT_BAD_ISS;
+    if (p && p->audience && !aud_names(json_object_get(c, "aud"), p->audience))
+        return SOPHIA_JWT_BAD_AUD;
     return SOPHIA_JWT_OK;
 }
 
-sophia_jwt_status sophia_jwt_verify(const char *token, const char *secret,
-                                    int64_t now_s, json_t **claims)
+sophia_jwt_status sophia_jwt_verify_policy(const char *token, const char *secret,
+                                           int64_t now_s,
+                                           const sophia_jwt_policy *policy,
+                                           json_t **claims)
 {
     if (claims)
         *claims = NULL;
@@ -145,12 +206,18 @@ sophia_jwt_status sophia_jwt_verify(const char *token, const char *secret,
     json_t *c = decode_json_part(d1 + 1, (size_t)(d2 - d1 - 1));
     if (!c)
         return SOPHIA_JWT_MALFORMED;
-    sophia_jwt_status st = check_claims(c, now_s);
+    sophia_jwt_status st = check_claims(c, now_s, policy);
     if (st == SOPHIA_JWT_OK && claims)
         *claims = c;
     else
         json_decref(c);
     return st;
+}
+
+sophia_jwt_status sophia_jwt_verify(const char *token, const char *secret,
+                                    int64_t now_s, json_t **claims)
+{
+    return sophia_jwt_verify_policy(token, secret, now_s, NULL, claims);
 }
 
 char *sophia_jwt_sign(json_t *claims, const char *secret)

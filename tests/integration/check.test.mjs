@@ -100,3 +100,22 @@ test('a non-loopback listener without tokens is refused', async () => {
   assert.equal(r.code, 1);
   assert.match(r.stderr, /not loopback/);
 });
+
+test('a WebSocket JWT secret under 32 bytes is a configuration error', async () => {
+  const file = writeYaml('websocket:\n  auth:\n    secret_env: SOPHIA_JWT_SECRET\n');
+  const r = await runSophiad(['--check', '-c', file], { SOPHIA_JWT_SECRET: 'short-secret' });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /:3:17: .*SOPHIA_JWT_SECRET is 12 bytes; HS256 needs at least 32/);
+  // The daemon refuses to start the same way.
+  const start = await runSophiad(['-c', file, '--listen', '127.0.0.1:0'], { SOPHIA_JWT_SECRET: 'short-secret' });
+  assert.equal(start.code, 1);
+  assert.match(start.stderr, /SOPHIA_JWT_SECRET is 12 bytes/);
+  const ok = await runSophiad(['--check', '-c', file], { SOPHIA_JWT_SECRET: 'x'.repeat(32) });
+  assert.equal(ok.code, 0, ok.stderr);
+  // The new websocket.jwt keys are checked like every other.
+  const typo = writeYaml('websocket:\n  jwt:\n    require_exp: maybe\n    audiance: x\n');
+  const t = await runSophiad(['--check', '-c', typo]);
+  assert.equal(t.code, 1);
+  assert.match(t.stderr, /:3:18: .*expected a boolean/);
+  assert.match(t.stderr, /:4:5: unknown key 'audiance' in websocket.jwt/);
+});

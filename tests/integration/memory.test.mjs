@@ -409,7 +409,7 @@ test('what a dashboard reads often is remembered and warmed into L1 at the next 
       assert.equal(res.status, 200, res.text);
     }
     // The reader is the token's subject: `user` in params cannot say otherwise.
-    const token = jwt({ sub: 'ann', exp: Math.floor(Date.now() / 1000) + 600 }, secret);
+    const token = jwt({ sub: 'ann', exp: Math.floor(Date.now() / 1000) + 600, cache: ['ap:*'] }, secret);
     const ws = await wsConnect(`${d1.wsUrl}?token=${token}`);
     try {
       for (let i = 0; i < 3; i++) {

@@ -1,7 +1,8 @@
 // WebSocket auth (SPEC §5): HS256 JWTs via ?token=, Authorization: Bearer
 // or a first `auth` message; expired and badly signed tokens refused
-// (401 on the upgrade, 4001 on the socket); subscriptions outside the
-// token's `topics` refused with `forbidden`; an Origin allow-list.
+// (401 on the upgrade, 4001 on the socket), and so are tokens without
+// `exp`; subscriptions outside the token's `topics` (or without that
+// claim) refused with `forbidden`; same-origin plus an Origin allow-list.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { jwt as signJwt } from './lib/jwt.mjs';
@@ -9,7 +10,7 @@ import {
   startDaemon, fetchJson, wsConnect, nextMessage, sendJson, wsClosed,
 } from './lib/daemon.mjs';
 
-const SECRET = 'test-secret-for-ws-auth';
+const SECRET = 'test-secret-for-ws-auth-0123456789abcdef';
 const YAML = `
 websocket:
   auth_timeout: 1s
@@ -56,8 +57,15 @@ test('a valid token in ?token= lets the client subscribe within its topics', asy
 test('Authorization: Bearer on the upgrade works too', async () => {
   const ws = await wsConnect(d.wsUrl, { headers: { ...ORIGIN.headers, authorization: `Bearer ${good()}` } });
   sendJson(ws, { type: 'subscribe', subscriptions: ['anything'] });
-  assert.deepEqual((await nextMessage(ws, 'subscribed')).subscriptions, ['anything']);
+  const e = await nextMessage(ws, 'error');
+  assert.equal(e.error.code, 'forbidden');
+  assert.match(e.error.message, /no "topics" scope claim/);
+  assert.deepEqual((await nextMessage(ws, 'subscribed')).subscriptions, []);
   ws.close();
+  const all = await wsConnect(d.wsUrl, { headers: { ...ORIGIN.headers, authorization: `Bearer ${good(['*'])}` } });
+  sendJson(all, { type: 'subscribe', subscriptions: ['anything'] });
+  assert.deepEqual((await nextMessage(all, 'subscribed')).subscriptions, ['anything']);
+  all.close();
 });
 
 test('expired or badly signed tokens are refused at the upgrade with 401', async () => {
@@ -70,6 +78,15 @@ test('expired or badly signed tokens are refused at the upgrade with 401', async
     (e) => e.status === 401);
   const none = `${b64({ alg: 'none' })}.${b64({ sub: 'x' })}.`;
   await assert.rejects(wsConnect(`${d.wsUrl}?token=${none}`, ORIGIN), (e) => e.status === 401);
+  // websocket.jwt.require_exp defaults to true: a token that never expires
+  // is refused, however well signed.
+  const forever = jwt({ sub: 'bob', topics: ['*'] });
+  await assert.rejects(wsConnect(`${d.wsUrl}?token=${forever}`, ORIGIN), (e) => e.status === 401);
+  const ws = await wsConnect(d.wsUrl, ORIGIN);
+  sendJson(ws, { type: 'auth', token: forever });
+  const c = await wsClosed(ws);
+  assert.equal(c.code, 4001);
+  assert.match(c.reason, /no exp/);
 });
 
 test('a first auth message authenticates; a bad one closes with 4001', async () => {
@@ -104,8 +121,37 @@ test('nothing but auth is allowed first, and auth must come in time', async () =
   assert.ok(s.auth_failures >= 6, JSON.stringify(s));
 });
 
-test('an Origin outside websocket.origins is refused with 403', async () => {
-  await assert.rejects(wsConnect(`${d.wsUrl}?token=${good()}`, { headers: { origin: 'https://evil.example' } }),
-    (e) => e.status === 403);
-  await assert.rejects(wsConnect(`${d.wsUrl}?token=${good()}`), (e) => e.status === 403);
+test('an Origin neither our own nor in websocket.origins is refused with 403', async () => {
+  const refused = ['https://evil.example', 'null', `http://127.0.0.1:${d.port}.evil.com`,
+    `http://localhost:${d.port}`, 'https://dash.example.com.evil.com', `http://127.0.0.1:${d.port + 1}`];
+  for (const origin of refused) {
+    await assert.rejects(wsConnect(`${d.wsUrl}?token=${good()}`, { headers: { origin } }),
+      (e) => e.status === 403, origin);
+  }
+  // Allowed: listed, the page sophiad serves (same host:port as the
+  // request's Host), and tools that send no Origin at all.
+  for (const origin of ['https://dash.example.com', `http://127.0.0.1:${d.port}`, `HTTP://127.0.0.1:${d.port}`, undefined]) {
+    const ws = await wsConnect(`${d.wsUrl}?token=${good(['x'])}`, origin ? { headers: { origin } } : {});
+    sendJson(ws, { type: 'ping' });
+    assert.equal((await nextMessage(ws, 'pong')).type, 'pong', String(origin));
+    ws.close();
+  }
+  const s = (await fetchJson(`${d.url}/api/stats`)).body.websocket;
+  assert.ok(s.refused >= refused.length, JSON.stringify(s));
+});
+
+test('with no websocket.origins, only the server\'s own page and "*" lists open /ws from a browser', async () => {
+  const plain = await startDaemon({ yaml: 'websocket:\n  max_topics: 1000\n' });
+  const any = await startDaemon({ yaml: 'websocket:\n  origins: ["*"]\n' });
+  try {
+    await assert.rejects(wsConnect(plain.wsUrl, { headers: { origin: 'https://dash.example.com' } }),
+      (e) => e.status === 403);
+    const own = await wsConnect(plain.wsUrl, { headers: { origin: `http://127.0.0.1:${plain.port}` } });
+    own.close();
+    const other = await wsConnect(any.wsUrl, { headers: { origin: 'https://dash.example.com' } });
+    other.close();
+  } finally {
+    await plain.stop();
+    await any.stop();
+  }
 });

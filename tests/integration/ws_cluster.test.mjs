@@ -2,7 +2,8 @@
 // on node A reaches a subscriber on node B with the same topic and seq,
 // `since` on B replays what A published, and cluster counters show up.
 // The per-topic seq keys in Redis expire (2 x history_age) and a topic's
-// seq keeps increasing across an expiry.
+// seq keeps increasing across an expiry, and across the local sweep
+// freeing the topic (its seq continues from Redis).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -119,4 +120,47 @@ test('seq keys expire with history_age, and a topic seq never goes back', async 
   sendJson(wb, { type: 'subscribe', subscriptions: [topic], since: { [topic]: first + 2 } });
   assert.equal((await nextMessage(wb, 'resync')).topic, topic);
   wb.close();
+});
+
+test('a topic freed by the sweep comes back with its seq continued from Redis', async () => {
+  const c = await startDaemon({ yaml: yaml('node-c').replace('history_age: 30', 'history_age: 1s') });
+  try {
+    for (let i = 0; i < 100; i++) {
+      if ((await fetchJson(`${c.url}/api/stats`)).body.websocket.cluster?.up) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const did = `${id}free`;
+    const t = `dashboard:${did}`;
+    const p = (value) => ({ metric: 'm', value, timestamp: '2024-01-20T10:30:00Z', dashboard_id: did });
+    const watch = await wsConnect(c.wsUrl);
+    sendJson(watch, { type: 'subscribe', subscriptions: [`dashboard:${did}*`] });
+    await nextMessage(watch, 'subscribed');
+    assert.equal((await fetchJson(`${c.url}/ingest/metrics`, { method: 'POST', body: [p(1), p(2)] })).status, 202);
+    const s2 = (await nextMessage(watch, (m) => m.topic === t && m.data.value === 2)).seq;
+    // Nobody subscribes to the exact topic: past history_age it is freed
+    // here, while its seq key lives on in Redis (2 x history_age, >= 10 s).
+    let gone = false;
+    for (let i = 0; i < 200 && !gone; i++) {
+      sendJson(watch, { type: 'request', id: `h${i}`, method: 'history', params: { topic: t } });
+      gone = (await nextMessage(watch, (m) => m.id === `h${i}`)).data.seq === 0;
+      if (!gone) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(gone, 'the topic is freed locally');
+    assert.ok((await fetchJson(`${c.url}/api/stats`)).body.websocket.topics_freed >= 1);
+    assert.equal((await fetchJson(`${c.url}/ingest/metrics`, { method: 'POST', body: p(3) })).status, 202);
+    const back = await nextMessage(watch, (m) => m.topic === t && m.data.value === 3);
+    assert.equal(back.seq, s2 + 1, 'the seq continues from Redis');
+    // since = the last seq seen: the continuation is replayed; anything
+    // older lies in the freed life and gets resync.
+    const late = await wsConnect(c.wsUrl);
+    sendJson(late, { type: 'subscribe', subscriptions: [t], since: { [t]: s2 } });
+    const m = await nextMessage(late, (x) => x.type === 'metric' || x.type === 'resync');
+    assert.deepEqual([m.type, m.seq], ['metric', s2 + 1]);
+    sendJson(late, { type: 'subscribe', subscriptions: [t], since: { [t]: s2 - 1 } });
+    assert.equal((await nextMessage(late, (x) => x.type === 'metric' || x.type === 'resync')).type, 'resync');
+    watch.close();
+    late.close();
+  } finally {
+    await c.stop();
+  }
 });

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { jwt as signJwt } from './lib/jwt.mjs';
 import {
-  startDaemon, fetchJson, wsConnect, nextMessage, sendJson, wsClosed, timeoutScale,
+  startDaemon, fetchJson, wsConnect, nextMessage, sendJson, wsClosed, timeoutScale, until,
 } from './lib/daemon.mjs';
 
 const SECRET = 'ws-reload-test-secret-0123456789';
@@ -31,7 +31,7 @@ let d;
 before(async () => {
   d = await startDaemon({
     yaml: config('  max_subscriptions: 2\n  history: 8'),
-    env: { WS_RELOAD_SECRET: SECRET },
+    env: { WS_RELOAD_SECRET: SECRET, WS_RELOAD_SHORT: 'too-short' },
   });
 });
 after(async () => { if (d) await d.stop(); });
@@ -85,8 +85,10 @@ test('limits, history size and origins change on SIGHUP; connected clients stay'
   const h = await history(ws, 'dashboard:r1');
   assert.deepEqual(h.messages.map((m) => m.seq), [4, 5, 6]);
   assert.equal(h.complete, false);
-  // Origins: a new upgrade without the allowed Origin is refused.
-  await assert.rejects(wsConnect(d.wsUrl), (e) => e.status === 403);
+  // Origins: the list is re-read; a page it does not name is refused
+  // (before the reload the list was empty: same-origin only).
+  await assert.rejects(wsConnect(d.wsUrl, { headers: { origin: 'https://other.example' } }),
+    (e) => e.status === 403);
   (await wsConnect(d.wsUrl, { headers: { origin: ORIGIN } })).close();
   ws.close();
 });
@@ -106,7 +108,7 @@ test('a secret added on SIGHUP makes connected clients authenticate again', asyn
   const anon = await wsConnect(d.wsUrl);
   sendJson(anon, { type: 'subscribe', subscriptions: ['dashboard:a1'] });
   assert.equal((await wsClosed(anon)).code, 4001);
-  const token = jwt({ sub: 'ops', exp: Math.floor(Date.now() / 1000) + 600 });
+  const token = jwt({ sub: 'ops', exp: Math.floor(Date.now() / 1000) + 600, topics: ['dashboard:*'] });
   const authed = await wsConnect(`${d.wsUrl}?token=${token}`);
   sendJson(authed, { type: 'subscribe', subscriptions: ['dashboard:a1'] });
   await nextMessage(authed, 'subscribed');
@@ -120,4 +122,28 @@ test('a secret added on SIGHUP makes connected clients authenticate again', asyn
   sendJson(again, { type: 'subscribe', subscriptions: ['dashboard:a1'] });
   await nextMessage(again, 'subscribed');
   again.close();
+});
+
+test('a tightened websocket.jwt on SIGHUP re-checks connected tokens; a short secret keeps the running config', async () => {
+  const auth = '  auth:\n    secret_env: WS_RELOAD_SECRET';
+  await reload(auth);
+  const token = jwt({ sub: 'ops', exp: Math.floor(Date.now() / 1000) + 600, topics: ['*'] });
+  const ws = await wsConnect(`${d.wsUrl}?token=${token}`);
+  sendJson(ws, { type: 'ping' });
+  await nextMessage(ws, 'pong');
+  await reload(`${auth}\n  jwt:\n    audience: sophia`);
+  const closed = await wsClosed(ws);
+  assert.equal(closed.code, 4001);
+  // The old token no longer passes; one naming the audience does.
+  await assert.rejects(wsConnect(`${d.wsUrl}?token=${token}`), (e) => e.status === 401);
+  const aud = jwt({ sub: 'ops', exp: Math.floor(Date.now() / 1000) + 600, aud: 'sophia' });
+  (await wsConnect(`${d.wsUrl}?token=${aud}`)).close();
+  // A reload that would bring a guessable secret is refused as a whole.
+  const failures = (await fetchJson(`${d.url}/api/stats`)).body.reload;
+  await d.writeConfig(config('  auth:\n    secret_env: WS_RELOAD_SHORT'));
+  d.signal('SIGHUP');
+  await until(async () => (await fetchJson(`${d.url}/api/stats`)).body.reload.failures > (failures.failures ?? 0), 'reload refused');
+  const st = (await fetchJson(`${d.url}/api/stats`)).body.reload;
+  assert.match(String(st.last_error), /at least 32/);
+  await reload('  history: 8');
 });

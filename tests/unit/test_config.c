@@ -798,14 +798,21 @@ static void test_secret_env(void **state)
     const char *y = "server: {tokens: {secret_env: SOPHIA_TEST_TOKENS}}\n"
                     "websocket: {auth: {secret_env: SOPHIA_TEST_JWT}}\n";
     setenv("SOPHIA_TEST_TOKENS", "a,b", 1);
-    setenv("SOPHIA_TEST_JWT", "s3cr3t", 1);
+    setenv("SOPHIA_TEST_JWT", "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t", 1);
     sophia_conf *c = load(y);
     assert_count(0);
     assert_string_equal(c->server.tokens_env, "SOPHIA_TEST_TOKENS");
     assert_string_equal(c->server.tokens, "a,b");
     assert_string_equal(c->ws.auth_env, "SOPHIA_TEST_JWT");
-    assert_string_equal(c->ws.auth_secret, "s3cr3t");
+    assert_string_equal(c->ws.auth_secret, "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t");
     sophia_conf_free(c);
+
+    /* a JWT secret short enough to guess is refused, naming the variable */
+    setenv("SOPHIA_TEST_JWT", "s3cr3t", 1);
+    expect_one("websocket: {auth: {secret_env: SOPHIA_TEST_JWT}}\n",
+               "t.yaml:1:32: websocket.auth.secret_env: the WebSocket JWT "
+               "secret in SOPHIA_TEST_JWT is 6 bytes; HS256 needs at least 32 "
+               "(e.g. openssl rand -base64 48)");
 
     unsetenv("SOPHIA_TEST_TOKENS");
     setenv("SOPHIA_TEST_JWT", "", 1);

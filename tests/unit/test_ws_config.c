@@ -38,6 +38,11 @@ static void test_all_keys(void **state)
                           "  max_message: 4KiB\n"
                           "  coalesce_at: 10\n"
                           "  origins: [\"https://a.example\", \"https://b.example\"]\n"
+                          "  max_topics: 500\n"
+                          "  jwt:\n"
+                          "    require_exp: false\n"
+                          "    issuer: https://id.example\n"
+                          "    audience: sophia\n"
                           "cluster:\n"
                           "  redis: redis://127.0.0.1:6379/0\n"
                           "  node_id: n1\n",
@@ -54,6 +59,10 @@ static void test_all_keys(void **state)
     assert_int_equal(c->ws.coalesce_at, 10);
     assert_int_equal(c->ws.norigins, 2);
     assert_string_equal(c->ws.origins[1], "https://b.example");
+    assert_int_equal(c->ws.max_topics, 500);
+    assert_int_equal(c->ws.jwt_require_exp, 0);
+    assert_string_equal(c->ws.jwt_issuer, "https://id.example");
+    assert_string_equal(c->ws.jwt_audience, "sophia");
     assert_string_equal(c->cluster.redis, "redis://127.0.0.1:6379/0");
     assert_string_equal(c->cluster.node_id, "n1");
     sophia_conf_free(c);
@@ -69,6 +78,10 @@ static void test_defaults(void **state)
     assert_true(c->ws.ping_interval == 25.0);
     assert_int_equal(c->ws.max_subscriptions, 256);
     assert_int_equal(c->ws.max_message, 64 * 1024);
+    assert_int_equal(c->ws.max_topics, 100000);
+    assert_int_equal(c->ws.jwt_require_exp, 1);
+    assert_null(c->ws.jwt_issuer);
+    assert_null(c->ws.jwt_audience);
     assert_null(c->cluster.redis);
     sophia_conf_free(c);
     sophia_diag_free(&d);

@@ -1,7 +1,8 @@
 /*
  * test_ws_history - the per-topic ring behind `since`: replay ranges,
  * resync when aged out by count or by age, contiguity after a seq gap,
- * and reference counting of the shared messages.
+ * reference counting of the shared messages, and the ring growing on
+ * demand (a quiet topic does not pay for `cap` slots).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -118,6 +119,39 @@ static void test_resize(void **state)
     ws_history_free(&h);
 }
 
+static void test_grows_on_demand(void **state)
+{
+    (void)state;
+    ws_history h;
+    ws_history_init(&h, 100);
+    size_t first, n;
+    push(&h, 1, 1);
+    assert_int_equal(h.alloc, 4);
+    /* wrap inside the small ring, then grow across the wrap */
+    for (uint64_t s = 2; s <= 4; s++)
+        push(&h, s, (int64_t)s);
+    ws_history_prune(&h, 12, 10); /* drops seq 1 */
+    push(&h, 5, 5);
+    assert_int_equal(h.alloc, 4);
+    push(&h, 6, 6);
+    assert_int_equal(h.alloc, 8);
+    assert_int_equal(ws_history_since(&h, 1, 6, &first, &n), WS_HIST_OK);
+    assert_int_equal(n, 5);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(ws_history_at(&h, first + i)->seq, 2 + i);
+    for (uint64_t s = 7; s <= 150; s++)
+        push(&h, s, (int64_t)s);
+    assert_int_equal(h.alloc, 100); /* never past cap */
+    assert_int_equal(h.len, 100);
+    assert_int_equal(ws_history_at(&h, 0)->seq, 51);
+    assert_int_equal(ws_history_at(&h, 99)->seq, 150);
+    /* shrinking gives the slots back */
+    ws_history_resize(&h, 10);
+    assert_int_equal(h.alloc, 10);
+    assert_int_equal(ws_history_at(&h, 0)->seq, 141);
+    ws_history_free(&h);
+}
+
 /* The frame header sits right before the text: 7-bit, 16-bit lengths. */
 static void test_frame_header(void **state)
 {
@@ -147,6 +181,7 @@ int main(void)
         cmocka_unit_test(test_age_and_gap),
         cmocka_unit_test(test_disabled_and_refs),
         cmocka_unit_test(test_resize),
+        cmocka_unit_test(test_grows_on_demand),
         cmocka_unit_test(test_frame_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /*
  * test_ws_jwt - HS256 verification: good tokens, every refusal reason,
- * the `alg` checks, and topic pattern containment.
+ * the `alg` checks, the websocket.jwt policy (exp, iss, aud), scope claim
+ * shapes, and topic pattern containment.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -96,6 +97,85 @@ static void test_topic_allowed(void **state)
     assert_false(sophia_jwt_topic_allowed("alerts", "alerts:x"));
 }
 
+static sophia_jwt_status verify_with(const char *claims, const sophia_jwt_policy *p)
+{
+    char *t = sign(claims, SECRET);
+    sophia_jwt_status st = sophia_jwt_verify_policy(t, SECRET, NOW, p, NULL);
+    free(t);
+    return st;
+}
+
+static void test_require_exp(void **state)
+{
+    (void)state;
+    sophia_jwt_policy strict = {1, NULL, NULL}, lax = {0, NULL, NULL};
+    assert_int_equal(verify_with("{\"sub\":\"a\"}", &strict), SOPHIA_JWT_NO_EXP);
+    assert_int_equal(verify_with("{\"sub\":\"a\"}", &lax), SOPHIA_JWT_OK);
+    assert_int_equal(verify_with("{\"sub\":\"a\"}", NULL), SOPHIA_JWT_OK);
+    assert_int_equal(verify_with("{\"sub\":\"a\",\"exp\":1700000100}", &strict), SOPHIA_JWT_OK);
+    /* a present exp still counts when it is not required */
+    assert_int_equal(verify_with("{\"sub\":\"a\",\"exp\":1600000000}", &lax), SOPHIA_JWT_EXPIRED);
+    assert_int_equal(verify_with("{\"exp\":null}", &strict), SOPHIA_JWT_BAD_CLAIMS);
+    assert_int_equal(verify_with("{\"exp\":\"1700000100\"}", &lax), SOPHIA_JWT_BAD_CLAIMS);
+    assert_string_equal(sophia_jwt_strerror(SOPHIA_JWT_NO_EXP),
+                        "token has no exp (websocket.jwt.require_exp)");
+}
+
+static void test_issuer_audience(void **state)
+{
+    (void)state;
+    sophia_jwt_policy p = {1, "https://id.example.com", "sophia"};
+#define CL(x) "{\"exp\":1700000100" x "}"
+    assert_int_equal(verify_with(CL(",\"iss\":\"https://id.example.com\",\"aud\":\"sophia\""), &p),
+                     SOPHIA_JWT_OK);
+    assert_int_equal(verify_with(CL(",\"iss\":\"https://id.example.com\",\"aud\":[\"x\",\"sophia\"]"), &p),
+                     SOPHIA_JWT_OK);
+    assert_int_equal(verify_with(CL(",\"aud\":\"sophia\""), &p), SOPHIA_JWT_BAD_ISS);
+    assert_int_equal(verify_with(CL(",\"iss\":\"https://id.example.com.evil\",\"aud\":\"sophia\""), &p),
+                     SOPHIA_JWT_BAD_ISS);
+    assert_int_equal(verify_with(CL(",\"iss\":7,\"aud\":\"sophia\""), &p), SOPHIA_JWT_BAD_ISS);
+    assert_int_equal(verify_with(CL(",\"iss\":\"https://id.example.com\""), &p), SOPHIA_JWT_BAD_AUD);
+    assert_int_equal(verify_with(CL(",\"iss\":\"https://id.example.com\",\"aud\":\"sophia2\""), &p),
+                     SOPHIA_JWT_BAD_AUD);
+    assert_int_equal(verify_with(CL(",\"iss\":\"https://id.example.com\",\"aud\":[\"x\",1]"), &p),
+                     SOPHIA_JWT_BAD_AUD);
+    assert_int_equal(verify_with(CL(",\"iss\":\"https://id.example.com\",\"aud\":[]"), &p),
+                     SOPHIA_JWT_BAD_AUD);
+    /* only what is configured is checked */
+    sophia_jwt_policy iss_only = {1, "https://id.example.com", NULL};
+    assert_int_equal(verify_with(CL(",\"iss\":\"https://id.example.com\",\"aud\":\"any\""), &iss_only),
+                     SOPHIA_JWT_OK);
+#undef CL
+}
+
+static void test_scope_shapes(void **state)
+{
+    (void)state;
+    const char *ok[] = {
+        "{\"cache\":[\"dash:*\"],\"stats\":true}",
+        "{\"memory\":{\"user_id\":\"u1\",\"agent_id\":\"a1\"}}",
+        "{\"memory\":[{\"user_id\":\"u1\"},{\"user_id\":42}]}",
+        "{\"topics\":[],\"cache\":[],\"memory\":[]}",
+        NULL,
+    };
+    const char *bad[] = {
+        "{\"cache\":\"dash:*\"}",
+        "{\"cache\":[1]}",
+        "{\"topics\":[null]}",
+        "{\"stats\":\"yes\"}",
+        "{\"memory\":\"u1\"}",
+        "{\"memory\":{}}",
+        "{\"memory\":{\"user_id\":[\"u1\",\"u2\"]}}",
+        "{\"memory\":[{\"user_id\":\"u1\"},\"u2\"]}",
+        "{\"memory\":{\"user_id\":null}}",
+        NULL,
+    };
+    for (int i = 0; ok[i]; i++)
+        assert_int_equal(verify_with(ok[i], NULL), SOPHIA_JWT_OK);
+    for (int i = 0; bad[i]; i++)
+        assert_int_equal(verify_with(bad[i], NULL), SOPHIA_JWT_BAD_CLAIMS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -103,6 +183,9 @@ int main(void)
         cmocka_unit_test(test_foreign_token),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_topic_allowed),
+        cmocka_unit_test(test_require_exp),
+        cmocka_unit_test(test_issuer_audience),
+        cmocka_unit_test(test_scope_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
