@@ -1526,9 +1526,22 @@ static const field hook_slack_fields[] = {
 };
 static const section hook_slack_sec = {"in hooks.slack", hook_slack_fields};
 
+/* hooks.gong.allow_query_key: true or false. */
+static void walk_gong_query_key(loader *ld, const node *v, void *base,
+                                const char *path)
+{
+    const char *s = want_scalar(ld, v, path, "true or false");
+    int b = s ? pred_bool(s) : -1;
+    if (s && b < 0)
+        ERR(ld, v, "%s: expected true or false, got '%s'", path, s);
+    if (b >= 0)
+        ((sophia_conf *)base)->hooks.gong_query_key = b;
+}
+
 static const field hook_gong_fields[] = {
     {"secret_env", F_SECRET, H_OFF(gong_env), H_OFF(gong_secret), NULL, NULL},
     {"stream", F_STRING, H_OFF(gong_stream), 0, NULL, NULL},
+    {"allow_query_key", F_CUSTOM, 0, 0, NULL, walk_gong_query_key},
     END,
 };
 static const section hook_gong_sec = {"in hooks.gong", hook_gong_fields};

@@ -189,6 +189,7 @@ typedef struct sophia_conf {
         char *gong_env;      /* hooks.gong.secret_env */
         char *gong_secret;
         char *gong_stream;   /* default "gong" */
+        int gong_query_key;  /* hooks.gong.allow_query_key: ?key= accepted, default 0 */
     } hooks;
 
     struct {
