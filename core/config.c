@@ -43,6 +43,7 @@
 #include <yaml.h>
 
 #include "log.h"
+#include "redis_url.h"
 
 #define SOPHIA_CONF_MAX_DEPTH 64
 #define SOPHIA_CONF_MAX_FILE (16u << 20)
@@ -603,6 +604,7 @@ static char *base_dir_of(const char *name)
 typedef enum {
     F_STRING,   /* required non-empty string */
     F_URL,      /* string; empty or null -> NULL (disabled) */
+    F_REDIS_URL, /* F_URL checked by redis_url.h */
     F_DIR,      /* string path, made absolute against the file's dir */
     F_LISTEN,   /* HOST:PORT */
     F_SIZE,     /* bytes with optional suffix, > 0 */
@@ -715,6 +717,16 @@ static void apply_url(loader *ld, const field *f, const node *v, void *base,
         return;
     }
     const char *s = want_scalar(ld, v, path, "a URL string");
+    sophia_redis_url u;
+    char why[200], safe[256];
+    if (s && *s && f->type == F_REDIS_URL &&
+        sophia_redis_url_parse(s, &u, why, sizeof(why)) < 0) {
+        ERR(ld, v, "%s: %s: %s", path,
+            sophia_redis_url_redact(s, safe, sizeof(safe)), why);
+        return;
+    }
+    if (s && *s && f->type == F_REDIS_URL)
+        sophia_redis_url_clear(&u);
     if (s)
         set_str(slot, *s ? xstrdup(s) : NULL);
 }
@@ -822,6 +834,7 @@ static void apply_field(loader *ld, const field *f, const node *v, void *base,
         apply_string(ld, f, v, base, path);
         break;
     case F_URL:
+    case F_REDIS_URL:
         apply_url(ld, f, v, base, path);
         break;
     case F_SIZE:
@@ -1297,7 +1310,7 @@ static const field log_fields[] = {
 static const section log_sec = {"in log", log_fields};
 
 static const field redis_fields[] = {
-    {"url", F_URL, C_OFF(redis_url), 0, NULL, NULL},
+    {"url", F_REDIS_URL, C_OFF(redis_url), 0, NULL, NULL},
     END,
 };
 static const section redis_sec = {"in redis", redis_fields};
@@ -1453,7 +1466,7 @@ static const field ws_fields[] = {
 static const section ws_sec = {"in websocket", ws_fields};
 
 static const field cluster_fields[] = {
-    {"redis", F_URL, C_OFF(cluster.redis), 0, NULL, NULL},
+    {"redis", F_REDIS_URL, C_OFF(cluster.redis), 0, NULL, NULL},
     {"node_id", F_STRING, C_OFF(cluster.node_id), 0, NULL, NULL},
     END,
 };
@@ -1745,6 +1758,20 @@ static void memory_validate(const sophia_conf *c, const char *file,
     }
 }
 
+static void redis_url_validate(const char *url, const char *what,
+                               const char *file, sophia_diag *diag)
+{
+    sophia_redis_url u;
+    char why[200], safe[256];
+    if (!url)
+        return;
+    if (sophia_redis_url_parse(url, &u, why, sizeof(why)) < 0)
+        sophia_diag_add(diag, file, 0, 0, "%s: %s: %s", what,
+                        sophia_redis_url_redact(url, safe, sizeof(safe)), why);
+    else
+        sophia_redis_url_clear(&u);
+}
+
 void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
 {
     if (!c)
@@ -1794,10 +1821,13 @@ void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
                             "instance declared under plugins.instances",
                             c->cache_write.prefixes[i],
                             c->cache_write.instances[i]);
-    if (c->cluster.redis && strncmp(c->cluster.redis, "redis://", 8) != 0)
-        sophia_diag_add(diag, file, 0, 0,
-                        "cluster.redis '%s' (or SOPHIA_CLUSTER_REDIS_URL) is "
-                        "not a redis://host:port/db URL", c->cluster.redis);
+    /* A bad URL in the file was refused at load with its position, so a
+     * bad one here came from the environment. */
+    redis_url_validate(c->redis_url, "redis.url (or SOPHIA_REDIS_URL)", file,
+                       diag);
+    redis_url_validate(c->cluster.redis,
+                       "cluster.redis (or SOPHIA_CLUSTER_REDIS_URL)", file,
+                       diag);
     if (c->ninstances > 0 && c->nplugin_path == 0)
         sophia_diag_add(diag, file, c->instances[0].line, c->instances[0].col,
                         "plugins.path is empty, so plugin instance '%s' "
