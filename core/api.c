@@ -334,6 +334,7 @@ static void get_metrics(sophia_http_req *r)
     fprintf(f, "sophia_http_requests_total %llu\n",
             (unsigned long long)sophia_srv->http_requests);
     prom_streams(f);
+    sophia_streams_prom_statsd(sophia_srv->streams, f);
     prom_ws(f);
     prom_cache(f);
     sophia_memory_prom(sophia_srv->memory, f);

@@ -42,6 +42,7 @@
 #include <regex.h>
 #include <yaml.h>
 
+#include "cidr.h"
 #include "log.h"
 #include "redis_url.h"
 
@@ -1160,8 +1161,59 @@ static const field stream_redis_fields[] = {
 static const section stream_redis_sec = {"in a stream's redis source",
                                          stream_redis_fields};
 
+/* streams.<name>.statsd.listen: HOST:PORT, or PORT / :PORT on loopback
+ * (a StatsD port open to the network takes datagrams from anyone). */
+static void walk_statsd_listen(loader *ld, const node *v, void *base,
+                               const char *path)
+{
+    sophia_conf_stream *st = base;
+    const char *s = want_scalar(ld, v, path, "HOST:PORT or a port");
+    char buf[300];
+    if (!s)
+        return;
+    const char *p = *s == ':' ? s + 1 : s;
+    if (*p && strspn(p, "0123456789") == strlen(p)) {
+        snprintf(buf, sizeof(buf), "127.0.0.1:%s", p);
+        s = buf;
+    }
+    if (sophia_conf_split_listen(s, NULL, NULL)) {
+        ERR(ld, v, "%s: '%s' is not HOST:PORT or PORT (IPv6 as [::1]:8125, "
+                   "port 1..65535)", path, v->text);
+        return;
+    }
+    set_str(&st->statsd_listen, xstrdup(s));
+    st->statsd_line = v->line;
+    st->statsd_col = v->col;
+}
+
+/* streams.<name>.statsd.allow: [CIDR, ...] */
+static void walk_statsd_allow(loader *ld, const node *v, void *base,
+                              const char *path)
+{
+    sophia_conf_stream *st = base;
+    if (is_null(v))
+        return;
+    if (v->kind != NODE_SEQ) {
+        ERR(ld, v, "%s: expected a sequence of CIDRs such as [10.0.0.0/8, "
+                   "\"fd00::/8\"], got %s", path, kind_name(v));
+        return;
+    }
+    for (size_t i = 0; i < v->nkids; i++) {
+        if (v->kids[i]->reported)
+            continue;
+        const char *s = want_scalar(ld, v->kids[i], path, "a CIDR");
+        sophia_cidr cidr;
+        char why[160];
+        if (s && sophia_cidr_parse(s, &cidr, why, sizeof(why)) < 0)
+            ERR(ld, v->kids[i], "%s: %s", path, why);
+        else if (s)
+            *GROW(st->statsd_allow, st->nstatsd_allow) = xstrdup(s);
+    }
+}
+
 static const field stream_statsd_fields[] = {
-    {"listen", F_LISTEN, S_OFF(statsd_listen), 0, NULL, NULL},
+    {"listen", F_CUSTOM, 0, 0, NULL, walk_statsd_listen},
+    {"allow", F_CUSTOM, 0, 0, NULL, walk_statsd_allow},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 static const section stream_statsd_sec = {"in a stream's statsd source",
@@ -1758,6 +1810,23 @@ static void memory_validate(const sophia_conf *c, const char *file,
     }
 }
 
+/* A StatsD port reachable from the network needs an allow-list (as the
+ * HTTP listener needs tokens; reload.c's sophia_check_secrets). */
+static void statsd_validate(const sophia_conf_stream *s, const char *file,
+                            sophia_diag *diag)
+{
+    char *host = NULL;
+    if (!s->statsd_listen || s->nstatsd_allow ||
+        sophia_conf_split_listen(s->statsd_listen, &host, NULL) < 0)
+        return;
+    if (!sophia_host_is_loopback(host))
+        sophia_diag_add(diag, file, s->statsd_line, s->statsd_col,
+                        "streams.%s.statsd.listen %s is not loopback but no "
+                        "allow-list is set (streams.%s.statsd.allow: "
+                        "[CIDR, ...])", s->name, s->statsd_listen, s->name);
+    free(host);
+}
+
 static void redis_url_validate(const char *url, const char *what,
                                const char *file, sophia_diag *diag)
 {
@@ -1802,6 +1871,7 @@ void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
                             "streams.%s.durable: true needs Redis (redis.url "
                             "or SOPHIA_REDIS_URL); set durable: false to keep "
                             "accepted events in memory only", s->name);
+        statsd_validate(s, file, diag);
         if (s->redis.block > 1.5)
             sophia_diag_add(diag, file, s->line, s->col,
                             "streams.%s.redis.block: at most 1.5 s (a read "
@@ -1918,6 +1988,9 @@ void sophia_conf_free(sophia_conf *c)
         free(st->redis.consumer);
         free(st->redis.field);
         free(st->statsd_listen);
+        for (size_t k = 0; k < st->nstatsd_allow; k++)
+            free(st->statsd_allow[k]);
+        free(st->statsd_allow);
     }
     free(c->hooks.slack_env);
     free(c->hooks.slack_secret);
