@@ -332,8 +332,11 @@ static void on_connect(const redisAsyncContext *ac, int status)
     const char *sel[2] = {"SELECT", db};
     if ((r->url.password &&
          send_handshake(r, on_auth, r->url.user ? 3 : 2, auth) < 0) ||
-        send_handshake(r, on_select, 2, sel) < 0)
-        return; /* out of memory: the watchdog times the connection out */
+        send_handshake(r, on_select, 2, sel) < 0) {
+        snprintf(r->refused, sizeof(r->refused), "out of memory");
+        redisAsyncDisconnect(r->ac); /* retried with backoff */
+        return;
+    }
     arm_watchdog(r);
 }
 
