@@ -379,6 +379,7 @@ static void get_metrics(sophia_http_req *r)
             (long long)((sophia_now_wall_us() - sophia_srv->started_us) / 1000000));
     prom_http(f);
     prom_streams(f);
+    sophia_streams_prom_statsd(sophia_srv->streams, f);
     prom_ws(f);
     prom_cache(f);
     sophia_memory_prom(sophia_srv->memory, f);
@@ -409,6 +410,11 @@ static void get_healthz(sophia_http_req *r)
             json_array_append_new(down, json_string(names[i]));
     }
     sophia_streams_sources_down(sophia_srv->streams, down); /* "redis:<stream>" */
+    int cl = sophia_ws_cluster_state(sophia_srv->ws);
+    if (cl >= 0)
+        json_object_set_new(tiers, "cluster", json_string(cl ? "up" : "down"));
+    if (cl == 0)
+        json_array_append_new(down, json_string("cluster"));
     int ok = json_array_size(down) == 0;
     sophia_http_reply_json(
         r, ok ? 200 : 503,

@@ -1101,9 +1101,8 @@ sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
     }
     if (conf->redis_url && *conf->redis_url) {
         c->l2 = sophia_redis_new(base, conf->redis_url);
-        if (!c->l2)
-            sophia_error("cache", "msg=\"bad redis url, L2 disabled\" url=%s",
-                         conf->redis_url);
+        if (!c->l2) /* a bad URL was logged, redacted, by redis.c */
+            sophia_error("cache", "msg=\"L2 disabled\"");
     }
     if (conf->pg_url && *conf->pg_url) {
         size_t n = conf->l3.pool ? conf->l3.pool : SOPHIA_PG_POOL_DEFAULT;

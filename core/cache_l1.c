@@ -26,8 +26,9 @@
  * Layout: one allocation per entry (header, tag links, key, value) so a hit
  * touches the hash slot and one block. The index is our own open-addressing
  * table with linear probing and backward-shift deletion (no tombstones, so
- * probe lengths do not rot under churn), keyed by a seeded 64-bit
- * multiply-mix hash. Tags live in a second table of the same kind, each tag
+ * probe lengths do not rot under churn), keyed by sophia_hash (hash.h:
+ * SipHash under the process's random key, so keys chosen by clients
+ * cannot force long probes). Tags live in a second table of the same kind, each tag
  * node owning a list of (entry, tag) links, so invalidating a tag walks only
  * the entries that carry it and removing an entry unlinks each tag in O(1).
  *
@@ -41,8 +42,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
+
+#include "hash.h"
 
 #define L1_FREQ_MAX 3    /* S3-FIFO's 2-bit counter */
 #define L1_GHOST_WAYS 4  /* ghost set associativity */
@@ -121,7 +123,7 @@ struct sophia_l1 {
     uint64_t ghost_clock;
     size_t max_entries, max_bytes;
     size_t small_max_entries, small_max_bytes;
-    uint64_t seed;
+    sophia_hash_key hkey;
     uint64_t generation;
     uint32_t epoch;
     uint64_t epoch_ticks;
@@ -131,40 +133,12 @@ struct sophia_l1 {
 
 /* ------------------------------------------------------------------ hash */
 
-static inline uint64_t l1_mix(uint64_t a, uint64_t b)
+/* The key is copied into the cache: the hot path reads it from the line
+ * it already has. */
+static inline uint64_t l1_hash(const sophia_hash_key *k, const char *s,
+                               size_t n)
 {
-    __uint128_t r = (__uint128_t)a * b;
-    return (uint64_t)r ^ (uint64_t)(r >> 64);
-}
-
-/* wyhash-style: 8 bytes per multiply, tail read without overrun. */
-static uint64_t l1_hash(uint64_t seed, const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    uint64_t h = seed ^ (n * 0xa0761d6478bd642full);
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = l1_mix(h ^ w ^ 0xe7037ed1a0b428dbull, 0x8ebc6af09c88c6e3ull);
-        p += 8;
-        n -= 8;
-    }
-    uint64_t t = 0;
-    memcpy(&t, p, n);
-    return l1_mix(h ^ t ^ 0x589965cc75374cc3ull, 0x1d8e4e27c47d124full);
-}
-
-/* Random per cache so keys chosen by clients cannot force long probes. */
-static uint64_t l1_seed(const void *salt)
-{
-    uint64_t s = 0;
-    if (getrandom(&s, sizeof(s), GRND_NONBLOCK) != (ssize_t)sizeof(s)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        s = (uint64_t)(uintptr_t)salt ^ (uint64_t)ts.tv_nsec ^
-            ((uint64_t)ts.tv_sec << 32);
-    }
-    return s;
+    return sophia_hash_keyed(k, s, n);
 }
 
 /* ----------------------------------------------------------------- table */
@@ -394,7 +368,7 @@ static bool ghost_take(sophia_l1 *c, uint64_t hash)
 static int tag_link(sophia_l1 *c, l1_link *l, l1_entry *e, const char *name)
 {
     size_t n = strlen(name);
-    uint64_t h = l1_hash(c->seed, name, n);
+    uint64_t h = l1_hash(&c->hkey, name, n);
     size_t i = tab_find(&c->tags, h, name, n);
     l1_tag *t;
     if (i != L1_NOT_FOUND) {
@@ -671,7 +645,7 @@ sophia_l1 *sophia_l1_new(size_t max_entries, size_t max_bytes)
     c->max_bytes = max_bytes;
     c->small_max_entries = max_entries / 10 ? max_entries / 10 : 1;
     c->small_max_bytes = max_bytes / 10;
-    c->seed = l1_seed(c);
+    c->hkey = *sophia_hash_process_key();
     return c;
 }
 
@@ -748,7 +722,7 @@ int sophia_l1_put(sophia_l1 *c, const char *key, const void *val, size_t len,
     if (!c || !key || (len && !val))
         return SOPHIA_EINVAL;
     size_t klen = strlen(key);
-    uint64_t h = l1_hash(c->seed, key, klen);
+    uint64_t h = l1_hash(&c->hkey, key, klen);
     size_t slot = tab_find(&c->entries, h, key, klen);
     l1_entry *old = slot == L1_NOT_FOUND ? NULL : c->entries.slots[slot].item;
     if (old && l1_expired(old, now_us)) {
@@ -779,7 +753,7 @@ int sophia_l1_lookup(sophia_l1 *c, const char *key, int64_t now_us,
     if (!c || !key)
         return SOPHIA_EINVAL;
     size_t klen = strlen(key);
-    uint64_t h = l1_hash(c->seed, key, klen);
+    uint64_t h = l1_hash(&c->hkey, key, klen);
     size_t slot = tab_find(&c->entries, h, key, klen);
     if (slot == L1_NOT_FOUND) {
         c->st.misses++;
@@ -817,7 +791,7 @@ int sophia_l1_del(sophia_l1 *c, const char *key)
     if (!c || !key)
         return SOPHIA_EINVAL;
     size_t klen = strlen(key);
-    uint64_t h = l1_hash(c->seed, key, klen);
+    uint64_t h = l1_hash(&c->hkey, key, klen);
     size_t slot = tab_find(&c->entries, h, key, klen);
     if (slot == L1_NOT_FOUND)
         return SOPHIA_ENOENT;
@@ -830,7 +804,7 @@ size_t sophia_l1_invalidate_tag(sophia_l1 *c, const char *tag)
     if (!c || !tag)
         return 0;
     size_t n = strlen(tag);
-    size_t slot = tab_find(&c->tags, l1_hash(c->seed, tag, n), tag, n);
+    size_t slot = tab_find(&c->tags, l1_hash(&c->hkey, tag, n), tag, n);
     if (slot == L1_NOT_FOUND)
         return 0;
     l1_tag *t = c->tags.slots[slot].item;

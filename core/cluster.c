@@ -6,6 +6,11 @@
  * those the publishing script's INCRs returned, one per topic in order.
  * The prefix is built by the Lua script itself so the seqs and the message
  * can never disagree.
+ *
+ * The SUBSCRIBE connection is our own hiredis context (pub/sub replies do
+ * not fit sophia_redis), so it does its own handshake: AUTH first when the
+ * URL has a password, SUBSCRIBE right behind it; a refused AUTH drops the
+ * connection and retries with backoff, logged with the redacted URL.
  */
 #include "cluster.h"
 
@@ -18,6 +23,7 @@
 
 #include "log.h"
 #include "redis.h"
+#include "redis_url.h"
 #include "ws.h"
 
 #define CLUSTER_BACKOFF_MIN_MS 100
@@ -55,8 +61,9 @@ struct sophia_cluster {
     sophia_redis *cmd;       /* EVAL, PUBLISH */
     long seq_ttl;            /* seconds a sophia:seq:* key outlives its last publish */
     redisAsyncContext *sub;  /* SUBSCRIBE only */
-    char *host;
-    int port;
+    sophia_redis_url url;
+    char safe_url[256];      /* redacted, for logs */
+    char refused[256];       /* why the server refused AUTH, for the log */
     int subscribed;          /* both channels confirmed */
     int freeing;
     int backoff_ms;
@@ -71,6 +78,7 @@ static sophia_cluster_invalidate_fn inval_fn;
 static void *inval_arg;
 
 static void sub_connect(sophia_cluster *c);
+static void sub_refused(sophia_cluster *c, const char *cmd, const redisReply *r);
 
 /* ------------------------------------------------------------ receive */
 
@@ -124,6 +132,10 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
     (void)ac;
     sophia_cluster *c = privdata;
     redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        sub_refused(c, "SUBSCRIBE", r);
+        return;
+    }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[0]->type != REDIS_REPLY_STRING)
         return;
@@ -132,8 +144,8 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
         if (r->element[2]->integer == 2 && !c->subscribed) {
             c->subscribed = 1;
             c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
-            sophia_info("cluster", "msg=\"subscribed\" addr=%s:%d node=%s",
-                        c->host, c->port, c->node);
+            sophia_info("cluster", "msg=\"subscribed\" url=%s node=%s",
+                        c->safe_url, c->node);
         }
         return;
     }
@@ -153,14 +165,33 @@ static void sub_retry_later(sophia_cluster *c, const char *why)
     if (c->freeing)
         return;
     if (c->subscribed || c->backoff_ms == CLUSTER_BACKOFF_MIN_MS)
-        sophia_warn("cluster", "msg=\"pub/sub connection down, retrying with backoff\" addr=%s:%d err=\"%s\"",
-                    c->host, c->port, why ? why : "closed");
+        sophia_warn("cluster", "msg=\"pub/sub connection down, retrying with backoff\" url=%s err=\"%s\"",
+                    c->safe_url, why ? why : "closed");
     c->subscribed = 0;
     struct timeval tv = {c->backoff_ms / 1000, (c->backoff_ms % 1000) * 1000};
     evtimer_add(c->retry_ev, &tv);
     c->backoff_ms = c->backoff_ms * 2 > CLUSTER_BACKOFF_MAX_MS
                         ? CLUSTER_BACKOFF_MAX_MS
                         : c->backoff_ms * 2;
+}
+
+/* A refused AUTH (or a SUBSCRIBE refused for want of one): drop the
+ * connection; on_sub_disconnect retries and logs why. */
+static void sub_refused(sophia_cluster *c, const char *cmd, const redisReply *r)
+{
+    if (!c->refused[0])
+        snprintf(c->refused, sizeof(c->refused), "%s refused: %s", cmd,
+                 r->str ? r->str : "error");
+    if (c->sub)
+        redisAsyncDisconnect(c->sub);
+}
+
+static void on_sub_auth(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR)
+        sub_refused(privdata, "AUTH", r);
 }
 
 static void on_sub_connect(const redisAsyncContext *ac, int status)
@@ -172,6 +203,14 @@ static void on_sub_connect(const redisAsyncContext *ac, int status)
         sub_retry_later(c, ac->errstr);
         return;
     }
+    c->refused[0] = '\0';
+    if (c->url.password) {
+        const char *argv[3] = {"AUTH", c->url.user ? c->url.user : c->url.password,
+                               c->url.password};
+        size_t lens[3] = {4, strlen(argv[1]), strlen(c->url.password)};
+        redisAsyncCommandArgv(c->sub, on_sub_auth, c, c->url.user ? 3 : 2,
+                              argv, lens);
+    }
     redisAsyncCommand(c->sub, on_sub_reply, c, "SUBSCRIBE %s %s",
                       SOPHIA_CLUSTER_CHANNEL, SOPHIA_CLUSTER_INVAL_CHANNEL);
 }
@@ -180,7 +219,9 @@ static void on_sub_disconnect(const redisAsyncContext *ac, int status)
 {
     sophia_cluster *c = ac->data;
     c->sub = NULL;
-    sub_retry_later(c, status == REDIS_OK ? "closed" : ac->errstr);
+    sub_retry_later(c, c->refused[0]       ? c->refused
+                       : status == REDIS_OK ? "closed"
+                                            : ac->errstr);
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -205,7 +246,7 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
 
 static void sub_connect(sophia_cluster *c)
 {
-    c->sub = redisAsyncConnect(c->host, c->port);
+    c->sub = redisAsyncConnect(c->url.host, c->url.port);
     if (!c->sub || c->sub->err) {
         char why[128];
         snprintf(why, sizeof(why), "%s", c->sub ? c->sub->errstr : "out of memory");
@@ -231,14 +272,15 @@ sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
                                    struct sophia_ws_router *router)
 {
     sophia_cluster *c = calloc(1, sizeof(*c));
-    int db;
+    char why[200];
     if (!c)
         return NULL;
-    if (sophia_redis_parse_url(url, &c->host, &c->port, &db) < 0 ||
+    sophia_redis_url_redact(url, c->safe_url, sizeof(c->safe_url));
+    if (sophia_redis_url_parse(url, &c->url, why, sizeof(why)) < 0 ||
         !(c->cmd = sophia_redis_new(base, url))) {
-        sophia_error("cluster", "msg=\"cluster.redis is not redis://host:port/db; running single-node\" url=\"%s\"",
-                     url);
-        free(c->host);
+        sophia_error("cluster", "msg=\"bad cluster.redis URL; running single-node\" url=%s err=\"%s\"",
+                     c->safe_url, c->url.host ? "cannot connect" : why);
+        sophia_redis_url_clear(&c->url);
         free(c);
         return NULL;
     }
@@ -272,7 +314,7 @@ void sophia_cluster_free(sophia_cluster *c)
     event_free(c->retry_ev);
     event_free(c->connect_ev);
     sophia_redis_free(c->cmd);
-    free(c->host);
+    sophia_redis_url_clear(&c->url);
     free(c);
 }
 

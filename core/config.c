@@ -42,7 +42,9 @@
 #include <regex.h>
 #include <yaml.h>
 
+#include "cidr.h"
 #include "log.h"
+#include "redis_url.h"
 
 #define SOPHIA_CONF_MAX_DEPTH 64
 #define SOPHIA_CONF_MAX_FILE (16u << 20)
@@ -608,6 +610,7 @@ static char *base_dir_of(const char *name)
 typedef enum {
     F_STRING,   /* required non-empty string */
     F_URL,      /* string; empty or null -> NULL (disabled) */
+    F_REDIS_URL, /* F_URL checked by redis_url.h */
     F_DIR,      /* string path, made absolute against the file's dir */
     F_LISTEN,   /* HOST:PORT */
     F_SIZE,     /* bytes with optional suffix, > 0 */
@@ -720,6 +723,16 @@ static void apply_url(loader *ld, const field *f, const node *v, void *base,
         return;
     }
     const char *s = want_scalar(ld, v, path, "a URL string");
+    sophia_redis_url u;
+    char why[200], safe[256];
+    if (s && *s && f->type == F_REDIS_URL &&
+        sophia_redis_url_parse(s, &u, why, sizeof(why)) < 0) {
+        ERR(ld, v, "%s: %s: %s", path,
+            sophia_redis_url_redact(s, safe, sizeof(safe)), why);
+        return;
+    }
+    if (s && *s && f->type == F_REDIS_URL)
+        sophia_redis_url_clear(&u);
     if (s)
         set_str(slot, *s ? xstrdup(s) : NULL);
 }
@@ -827,6 +840,7 @@ static void apply_field(loader *ld, const field *f, const node *v, void *base,
         apply_string(ld, f, v, base, path);
         break;
     case F_URL:
+    case F_REDIS_URL:
         apply_url(ld, f, v, base, path);
         break;
     case F_SIZE:
@@ -1162,8 +1176,59 @@ static const field stream_redis_fields[] = {
 static const section stream_redis_sec = {"in a stream's redis source",
                                          stream_redis_fields};
 
+/* streams.<name>.statsd.listen: HOST:PORT, or PORT / :PORT on loopback
+ * (a StatsD port open to the network takes datagrams from anyone). */
+static void walk_statsd_listen(loader *ld, const node *v, void *base,
+                               const char *path)
+{
+    sophia_conf_stream *st = base;
+    const char *s = want_scalar(ld, v, path, "HOST:PORT or a port");
+    char buf[300];
+    if (!s)
+        return;
+    const char *p = *s == ':' ? s + 1 : s;
+    if (*p && strspn(p, "0123456789") == strlen(p)) {
+        snprintf(buf, sizeof(buf), "127.0.0.1:%s", p);
+        s = buf;
+    }
+    if (sophia_conf_split_listen(s, NULL, NULL)) {
+        ERR(ld, v, "%s: '%s' is not HOST:PORT or PORT (IPv6 as [::1]:8125, "
+                   "port 1..65535)", path, v->text);
+        return;
+    }
+    set_str(&st->statsd_listen, xstrdup(s));
+    st->statsd_line = v->line;
+    st->statsd_col = v->col;
+}
+
+/* streams.<name>.statsd.allow: [CIDR, ...] */
+static void walk_statsd_allow(loader *ld, const node *v, void *base,
+                              const char *path)
+{
+    sophia_conf_stream *st = base;
+    if (is_null(v))
+        return;
+    if (v->kind != NODE_SEQ) {
+        ERR(ld, v, "%s: expected a sequence of CIDRs such as [10.0.0.0/8, "
+                   "\"fd00::/8\"], got %s", path, kind_name(v));
+        return;
+    }
+    for (size_t i = 0; i < v->nkids; i++) {
+        if (v->kids[i]->reported)
+            continue;
+        const char *s = want_scalar(ld, v->kids[i], path, "a CIDR");
+        sophia_cidr cidr;
+        char why[160];
+        if (s && sophia_cidr_parse(s, &cidr, why, sizeof(why)) < 0)
+            ERR(ld, v->kids[i], "%s: %s", path, why);
+        else if (s)
+            *GROW(st->statsd_allow, st->nstatsd_allow) = xstrdup(s);
+    }
+}
+
 static const field stream_statsd_fields[] = {
-    {"listen", F_LISTEN, S_OFF(statsd_listen), 0, NULL, NULL},
+    {"listen", F_CUSTOM, 0, 0, NULL, walk_statsd_listen},
+    {"allow", F_CUSTOM, 0, 0, NULL, walk_statsd_allow},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 static const section stream_statsd_sec = {"in a stream's statsd source",
@@ -1354,7 +1419,7 @@ static const field log_fields[] = {
 static const section log_sec = {"in log", log_fields};
 
 static const field redis_fields[] = {
-    {"url", F_URL, C_OFF(redis_url), 0, NULL, NULL},
+    {"url", F_REDIS_URL, C_OFF(redis_url), 0, NULL, NULL},
     END,
 };
 static const section redis_sec = {"in redis", redis_fields};
@@ -1590,7 +1655,7 @@ static const field ws_fields[] = {
 static const section ws_sec = {"in websocket", ws_fields};
 
 static const field cluster_fields[] = {
-    {"redis", F_URL, C_OFF(cluster.redis), 0, NULL, NULL},
+    {"redis", F_REDIS_URL, C_OFF(cluster.redis), 0, NULL, NULL},
     {"node_id", F_STRING, C_OFF(cluster.node_id), 0, NULL, NULL},
     END,
 };
@@ -1663,9 +1728,22 @@ static const field hook_slack_fields[] = {
 };
 static const section hook_slack_sec = {"in hooks.slack", hook_slack_fields};
 
+/* hooks.gong.allow_query_key: true or false. */
+static void walk_gong_query_key(loader *ld, const node *v, void *base,
+                                const char *path)
+{
+    const char *s = want_scalar(ld, v, path, "true or false");
+    int b = s ? pred_bool(s) : -1;
+    if (s && b < 0)
+        ERR(ld, v, "%s: expected true or false, got '%s'", path, s);
+    if (b >= 0)
+        ((sophia_conf *)base)->hooks.gong_query_key = b;
+}
+
 static const field hook_gong_fields[] = {
     {"secret_env", F_SECRET, H_OFF(gong_env), H_OFF(gong_secret), NULL, NULL},
     {"stream", F_STRING, H_OFF(gong_stream), 0, NULL, NULL},
+    {"allow_query_key", F_CUSTOM, 0, 0, NULL, walk_gong_query_key},
     END,
 };
 static const section hook_gong_sec = {"in hooks.gong", hook_gong_fields};
@@ -1873,6 +1951,37 @@ static void memory_validate(const sophia_conf *c, const char *file,
     }
 }
 
+/* A StatsD port reachable from the network needs an allow-list (as the
+ * HTTP listener needs tokens; reload.c's sophia_check_secrets). */
+static void statsd_validate(const sophia_conf_stream *s, const char *file,
+                            sophia_diag *diag)
+{
+    char *host = NULL;
+    if (!s->statsd_listen || s->nstatsd_allow ||
+        sophia_conf_split_listen(s->statsd_listen, &host, NULL) < 0)
+        return;
+    if (!sophia_host_is_loopback(host))
+        sophia_diag_add(diag, file, s->statsd_line, s->statsd_col,
+                        "streams.%s.statsd.listen %s is not loopback but no "
+                        "allow-list is set (streams.%s.statsd.allow: "
+                        "[CIDR, ...])", s->name, s->statsd_listen, s->name);
+    free(host);
+}
+
+static void redis_url_validate(const char *url, const char *what,
+                               const char *file, sophia_diag *diag)
+{
+    sophia_redis_url u;
+    char why[200], safe[256];
+    if (!url)
+        return;
+    if (sophia_redis_url_parse(url, &u, why, sizeof(why)) < 0)
+        sophia_diag_add(diag, file, 0, 0, "%s: %s: %s", what,
+                        sophia_redis_url_redact(url, safe, sizeof(safe)), why);
+    else
+        sophia_redis_url_clear(&u);
+}
+
 void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
 {
     if (!c)
@@ -1903,6 +2012,7 @@ void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
                             "streams.%s.durable: true needs Redis (redis.url "
                             "or SOPHIA_REDIS_URL); set durable: false to keep "
                             "accepted events in memory only", s->name);
+        statsd_validate(s, file, diag);
         if (s->redis.block > 1.5)
             sophia_diag_add(diag, file, s->line, s->col,
                             "streams.%s.redis.block: at most 1.5 s (a read "
@@ -1922,10 +2032,13 @@ void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
                             "instance declared under plugins.instances",
                             c->cache_write.prefixes[i],
                             c->cache_write.instances[i]);
-    if (c->cluster.redis && strncmp(c->cluster.redis, "redis://", 8) != 0)
-        sophia_diag_add(diag, file, 0, 0,
-                        "cluster.redis '%s' (or SOPHIA_CLUSTER_REDIS_URL) is "
-                        "not a redis://host:port/db URL", c->cluster.redis);
+    /* A bad URL in the file was refused at load with its position, so a
+     * bad one here came from the environment. */
+    redis_url_validate(c->redis_url, "redis.url (or SOPHIA_REDIS_URL)", file,
+                       diag);
+    redis_url_validate(c->cluster.redis,
+                       "cluster.redis (or SOPHIA_CLUSTER_REDIS_URL)", file,
+                       diag);
     if (c->ninstances > 0 && c->nplugin_path == 0)
         sophia_diag_add(diag, file, c->instances[0].line, c->instances[0].col,
                         "plugins.path is empty, so plugin instance '%s' "
@@ -2024,6 +2137,9 @@ void sophia_conf_free(sophia_conf *c)
         free(st->redis.consumer);
         free(st->redis.field);
         free(st->statsd_listen);
+        for (size_t k = 0; k < st->nstatsd_allow; k++)
+            free(st->statsd_allow[k]);
+        free(st->statsd_allow);
     }
     free(c->hooks.slack_env);
     free(c->hooks.slack_secret);

@@ -87,7 +87,12 @@ typedef struct sophia_conf_stream {
         double claim_idle; /* seconds before a pending entry is claimed, 30 */
         size_t dead_letter_after; /* deliveries before <key>:dead, 5 */
     } redis;
-    char *statsd_listen; /* streams.<name>.statsd.listen HOST:PORT (UDP) */
+    char *statsd_listen; /* streams.<name>.statsd.listen HOST:PORT (UDP);
+                          * a bare PORT or :PORT means 127.0.0.1:PORT */
+    int statsd_line, statsd_col; /* where listen was given */
+    char **statsd_allow; /* streams.<name>.statsd.allow: CIDRs senders must
+                          * be in; required for a non-loopback listen */
+    size_t nstatsd_allow;
     /* streams.<name>.durable: 1 true, 0 false, -1 unset (= on when Redis
      * is configured); see core/durable.h */
     int durable;
@@ -207,6 +212,7 @@ typedef struct sophia_conf {
         char *gong_env;      /* hooks.gong.secret_env */
         char *gong_secret;
         char *gong_stream;   /* default "gong" */
+        int gong_query_key;  /* hooks.gong.allow_query_key: ?key= accepted, default 0 */
     } hooks;
 
     struct {

@@ -17,26 +17,20 @@ struct sophia_dict {
     dict_entry **buckets;
     size_t mask;
     size_t count;
+    sophia_hash_key key; /* copied at creation: the hash never changes */
 };
 
-uint64_t sophia_hash(const void *data, size_t len)
+sophia_dict *sophia_dict_new(void)
 {
-    /* FNV-1a with a final avalanche: cheap and good enough for indexes. */
-    const unsigned char *p = data;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 1099511628211ULL;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    return h;
+    return sophia_dict_new_keyed(sophia_hash_process_key());
 }
 
-sophia_dict *sophia_dict_new(void)
+sophia_dict *sophia_dict_new_keyed(const sophia_hash_key *key)
 {
     sophia_dict *d = calloc(1, sizeof(*d));
     if (!d)
         return NULL;
+    d->key = *key;
     d->mask = 15;
     d->buckets = calloc(d->mask + 1, sizeof(*d->buckets));
     if (!d->buckets) {
@@ -74,7 +68,7 @@ static dict_entry **find(const sophia_dict *d, const char *key, uint64_t h)
 
 void *sophia_dict_get(const sophia_dict *d, const char *key)
 {
-    dict_entry *e = *find(d, key, sophia_hash(key, strlen(key)));
+    dict_entry *e = *find(d, key, sophia_hash_keyed(&d->key, key, strlen(key)));
     return e ? e->val : NULL;
 }
 
@@ -101,7 +95,7 @@ static void grow(sophia_dict *d)
 void *sophia_dict_set(sophia_dict *d, const char *key, void *val)
 {
     size_t len = strlen(key);
-    uint64_t h = sophia_hash(key, len);
+    uint64_t h = sophia_hash_keyed(&d->key, key, len);
     dict_entry **pp = find(d, key, h);
     if (*pp) {
         void *old = (*pp)->val;
@@ -123,7 +117,7 @@ void *sophia_dict_set(sophia_dict *d, const char *key, void *val)
 
 void *sophia_dict_del(sophia_dict *d, const char *key)
 {
-    dict_entry **pp = find(d, key, sophia_hash(key, strlen(key)));
+    dict_entry **pp = find(d, key, sophia_hash_keyed(&d->key, key, strlen(key)));
     dict_entry *e = *pp;
     if (!e)
         return NULL;

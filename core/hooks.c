@@ -214,8 +214,14 @@ void sophia_hooks_slack(sophia_http_req *r)
     json_decref(body);
 }
 
-/* The secret as presented: bearer token, X-Gong-Secret, or ?key=. */
-static int gong_authorized(sophia_http_req *r, const char *secret)
+/* The secret as presented: bearer token or X-Gong-Secret, and ?key= only
+ * when hooks.gong.allow_query_key is on (a query string lands in proxy
+ * and access logs). GONG_QUERY_OFF: the only secret given was a ?key=
+ * that is not allowed, so the 401 can say how to turn it on. */
+enum { GONG_OK, GONG_BAD, GONG_QUERY_OFF };
+
+static int gong_authorized(sophia_http_req *r, const char *secret,
+                           int allow_query)
 {
     const char *auth = sophia_http_req_header(r, "authorization");
     const char *given = NULL;
@@ -223,10 +229,16 @@ static int gong_authorized(sophia_http_req *r, const char *secret)
         given = auth + 7;
     if (!given)
         given = sophia_http_req_header(r, "x-gong-secret");
-    if (!given)
-        given = sophia_http_req_arg(r, "key");
+    if (!given) {
+        const char *key = sophia_http_req_arg(r, "key");
+        if (key && !allow_query)
+            return GONG_QUERY_OFF;
+        given = key;
+    }
     size_t gl = given ? strlen(given) : 0, sl = strlen(secret);
-    return given && gl == sl && CRYPTO_memcmp(given, secret, sl) == 0;
+    return given && gl == sl && CRYPTO_memcmp(given, secret, sl) == 0
+               ? GONG_OK
+               : GONG_BAD;
 }
 
 void sophia_hooks_gong(sophia_http_req *r)
@@ -236,10 +248,20 @@ void sophia_hooks_gong(sophia_http_req *r)
         not_configured(r, "gong", c->hooks.gong_env);
         return;
     }
-    if (!gong_authorized(r, c->hooks.gong_secret)) {
+    int auth = gong_authorized(r, c->hooks.gong_secret, c->hooks.gong_query_key);
+    if (auth == GONG_QUERY_OFF) {
+        sophia_http_reply_error(r, 401, "query_key_disabled",
+                                "the Gong secret in ?key= is not accepted "
+                                "(query strings end up in proxy logs): send "
+                                "it as Authorization: Bearer or X-Gong-Secret, "
+                                "or set hooks.gong.allow_query_key: true");
+        return;
+    }
+    if (auth != GONG_OK) {
         sophia_http_reply_error(r, 401, "unauthorized",
                                 "missing or wrong Gong secret (Authorization: "
-                                "Bearer, X-Gong-Secret or ?key=)");
+                                "Bearer or X-Gong-Secret%s)",
+                                c->hooks.gong_query_key ? ", or ?key=" : "");
         return;
     }
     sophia_stream *st = hook_stream(r, c->hooks.gong_stream);

@@ -17,8 +17,10 @@
  * watchdog, so still inside Slack's 3 s).
  *
  * Gong: authenticated by a shared secret given as `Authorization: Bearer
- * <secret>`, `X-Gong-Secret: <secret>` or `?key=<secret>`; the body (a
- * call object, array or NDJSON) is queued all-or-nothing, 202.
+ * <secret>` or `X-Gong-Secret: <secret>`; `?key=<secret>` only with
+ * hooks.gong.allow_query_key: true (query strings end up in proxy logs;
+ * without it such a request gets a 401 saying so). The body (a call
+ * object, array or NDJSON) is queued all-or-nothing, 202.
  *
  * A hook whose secret variable is unset refuses every request with 401
  * and names the variable, so a misconfiguration is obvious from outside.

@@ -19,6 +19,7 @@
 #include "cache.h"
 #include "cluster.h"
 #include "config.h"
+#include "hash.h"
 #include "host.h"
 #include "http.h"
 #include "log.h"
@@ -289,6 +290,9 @@ int main(int argc, char **argv)
     if (a.log_level)
         sophia_log_set_level((sophia_log_lvl)sophia_log_parse_level(a.log_level));
 
+    /* The hash key of every client-keyed table (hash.h), read once now,
+     * before any worker thread or table exists. */
+    (void)sophia_hash_process_key();
     sophia_server srv = {0};
     sophia_srv = &srv;
     sophia_diag d;

@@ -14,18 +14,18 @@
 
 #include <sophia/sdk.h>
 
+#include "hash.h"
+
 struct sophia_pg_pool {
     size_t n;
     sophia_pg *conns[];
 };
 
-/* FNV-1a: cheap, and spreads keys that differ only in a suffix. */
+/* Keyed like every table over client keys, so no one can steer all
+ * writes onto one connection. */
 static uint64_t route_hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
+    return sophia_hash(s, strlen(s));
 }
 
 sophia_pg_pool *sophia_pg_pool_new(struct event_base *base,

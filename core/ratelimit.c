@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "hash.h"
 #include "loop.h"
 #include "server.h"
 
@@ -24,12 +25,10 @@ static bucket table[SLOTS];
 static size_t used;
 static uint64_t refused;
 
-/* FNV-1a, never 0 (0 marks a free slot). */
+/* Never 0 (0 marks a free slot). Keyed: callers choose their tokens. */
 static uint64_t hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    uint64_t h = sophia_hash(s, strlen(s));
     return h ? h : 1;
 }
 

@@ -19,6 +19,14 @@
  * in progress) and counts ticks without any reply; four in a row mean the
  * server stopped answering. Replies only reset a counter, so the hot path
  * never touches the timer heap.
+ *
+ * Handshake: on every (re)connect, AUTH (when the URL has a password) and
+ * SELECT are the first commands, pipelined without waiting; the server
+ * answers in order, so nothing else can run unauthenticated. The tier is
+ * up only once SELECT succeeds. A refused AUTH or SELECT (wrong password,
+ * NOAUTH, no such db) disconnects and retries with backoff like any other
+ * failure, with the server's reason in the log and in last_error; the URL
+ * is logged in its redacted form (redis_url.h).
  */
 #include "redis.h"
 
@@ -30,6 +38,7 @@
 #include <sophia/sdk.h>
 
 #include "log.h"
+#include "redis_url.h"
 
 #define REDIS_TIMEOUT_MS 2000
 #define REDIS_TICK_MS (REDIS_TIMEOUT_MS / 4)
@@ -42,9 +51,9 @@
 struct sophia_redis {
     struct event_base *base;
     redisAsyncContext *ac;
-    char *host;
-    int port;
-    int db;
+    sophia_redis_url url;
+    char safe_url[256];        /* redacted, for logs */
+    char refused[256];         /* why the server refused AUTH/SELECT */
     int up;
     int was_up; /* for logging state changes once */
     int backoff_ms;
@@ -67,48 +76,14 @@ typedef struct redis_req {
 
 static void redis_connect(sophia_redis *r);
 
-int sophia_redis_parse_url(const char *url, char **host, int *port, int *db)
-{
-    const char *p = url;
-    if (strncmp(p, "redis://", 8) != 0)
-        return -1;
-    p += 8;
-    const char *at = strchr(p, '@'); /* user:pass@ is not supported yet */
-    if (at)
-        return -1;
-    size_t hl = strcspn(p, ":/");
-    if (hl == 0)
-        return -1;
-    *port = 6379;
-    *db = 0;
-    const char *rest = p + hl;
-    if (*rest == ':') {
-        char *end;
-        long v = strtol(rest + 1, &end, 10);
-        if (v < 1 || v > 65535 || (*end && *end != '/'))
-            return -1;
-        *port = (int)v;
-        rest = end;
-    }
-    if (*rest == '/' && rest[1]) {
-        char *end;
-        long v = strtol(rest + 1, &end, 10);
-        if (v < 0 || *end)
-            return -1;
-        *db = (int)v;
-    }
-    *host = strndup(p, hl);
-    return *host ? 0 : -1;
-}
-
 static void set_down(sophia_redis *r, const char *why)
 {
     snprintf(r->err, sizeof(r->err), "%s", why ? why : "disconnected");
     r->up = 0;
     if (r->was_up || r->st.reconnects == 0) {
         char q[300];
-        sophia_warn("redis", "msg=\"L2 down, retrying with backoff\" addr=%s:%d err=%s",
-                    r->host, r->port, sophia_log_quote(r->err, q, sizeof(q)));
+        sophia_warn("redis", "msg=\"L2 down, retrying with backoff\" url=%s err=%s",
+                    r->safe_url, sophia_log_quote(r->err, q, sizeof(q)));
     }
     r->was_up = 0;
     struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
@@ -277,18 +252,66 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     req_put(r, q);
 }
 
+/* AUTH or SELECT refused: remember why (the disconnect reports it) and
+ * drop the connection; hiredis closes it once the pending replies are in. */
+static void handshake_refused(sophia_redis *r, const char *cmd,
+                              const redisReply *reply)
+{
+    if (!r->refused[0])
+        snprintf(r->refused, sizeof(r->refused), "%s refused: %s%s", cmd,
+                 reply->str ? reply->str : "error",
+                 !r->url.password && reply->str &&
+                         !strncmp(reply->str, "NOAUTH", 6)
+                     ? " (the URL has no password: redis://:PASSWORD@HOST "
+                       "or redis://USER:PASSWORD@HOST)"
+                     : "");
+    if (r->ac)
+        redisAsyncDisconnect(r->ac);
+}
+
+static void on_auth(void *arg, redisReply *reply)
+{
+    sophia_redis *r = arg;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        handshake_refused(r, "AUTH", reply);
+}
+
 static void on_select(void *arg, redisReply *reply)
 {
     sophia_redis *r = arg;
-    if (!reply || reply->type == REDIS_REPLY_ERROR)
+    if (!reply)
         return; /* the disconnect path reports it */
+    if (reply->type == REDIS_REPLY_ERROR || r->refused[0]) {
+        handshake_refused(r, "SELECT", reply);
+        return;
+    }
     r->up = 1;
     r->backoff_ms = REDIS_BACKOFF_MIN_MS;
     r->err[0] = '\0';
     if (!r->was_up)
-        sophia_info("redis", "msg=\"L2 up\" addr=%s:%d db=%d", r->host, r->port,
-                    r->db);
+        sophia_info("redis", "msg=\"L2 up\" url=%s", r->safe_url);
     r->was_up = 1;
+}
+
+/* One handshake command; 0 or -1. */
+static int send_handshake(sophia_redis *r, sophia_redis_cb cb, int argc,
+                          const char **argv)
+{
+    size_t lens[3];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    redis_req *q = calloc(1, sizeof(*q));
+    if (!q)
+        return -1;
+    q->r = r;
+    q->cb = cb;
+    q->arg = r;
+    if (redisAsyncCommandArgv(r->ac, on_reply, q, argc, argv, lens) != REDIS_OK) {
+        free(q);
+        return -1;
+    }
+    r->st.pending++;
+    return 0;
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -299,22 +322,21 @@ static void on_connect(const redisAsyncContext *ac, int status)
         set_down(r, ac->errstr);
         return;
     }
-    /* Up only once the server answers: SELECT doubles as the first ping. */
+    /* AUTH first, then SELECT, which doubles as the first ping: up only
+     * once the server answers it. */
+    r->refused[0] = '\0';
     char db[16];
-    snprintf(db, sizeof(db), "%d", r->db);
-    const char *argv[2] = {"SELECT", db};
-    size_t lens[2] = {6, strlen(db)};
-    redis_req *q = calloc(1, sizeof(*q));
-    if (!q)
-        return;
-    q->r = r;
-    q->cb = on_select;
-    q->arg = r;
-    if (redisAsyncCommandArgv(r->ac, on_reply, q, 2, argv, lens) != REDIS_OK) {
-        free(q);
+    snprintf(db, sizeof(db), "%d", r->url.db);
+    const char *auth[3] = {"AUTH", r->url.user ? r->url.user : r->url.password,
+                           r->url.password};
+    const char *sel[2] = {"SELECT", db};
+    if ((r->url.password &&
+         send_handshake(r, on_auth, r->url.user ? 3 : 2, auth) < 0) ||
+        send_handshake(r, on_select, 2, sel) < 0) {
+        snprintf(r->refused, sizeof(r->refused), "out of memory");
+        redisAsyncDisconnect(r->ac); /* retried with backoff */
         return;
     }
-    r->st.pending++;
     arm_watchdog(r);
 }
 
@@ -326,7 +348,9 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     r->st.pending = 0;
     if (!r->retry_ev) /* freeing */
         return;
-    set_down(r, status == REDIS_OK ? "connection closed" : ac->errstr);
+    set_down(r, r->refused[0]            ? r->refused
+                : status == REDIS_OK ? "connection closed"
+                                     : ac->errstr);
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -367,7 +391,7 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 
 static void redis_connect(sophia_redis *r)
 {
-    r->ac = redisAsyncConnect(r->host, r->port);
+    r->ac = redisAsyncConnect(r->url.host, r->url.port);
     if (!r->ac || r->ac->err) {
         const char *e = r->ac ? r->ac->errstr : "out of memory";
         char why[256];
@@ -395,10 +419,15 @@ sophia_redis *sophia_redis_new(struct event_base *base, const char *url)
     sophia_redis *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
-    if (sophia_redis_parse_url(url, &r->host, &r->port, &r->db) < 0) {
+    char why[200];
+    if (sophia_redis_url_parse(url, &r->url, why, sizeof(why)) < 0) {
+        char safe[256];
+        sophia_error("redis", "msg=\"bad Redis URL\" url=%s err=\"%s\"",
+                     sophia_redis_url_redact(url, safe, sizeof(safe)), why);
         free(r);
         return NULL;
     }
+    sophia_redis_url_redact(url, r->safe_url, sizeof(r->safe_url));
     r->base = base;
     r->backoff_ms = REDIS_BACKOFF_MIN_MS;
     r->retry_ev = evtimer_new(base, on_retry, r);
@@ -422,7 +451,7 @@ void sophia_redis_free(sophia_redis *r)
         r->free_reqs = (redis_req *)q->arg;
         free(q);
     }
-    free(r->host);
+    sophia_redis_url_clear(&r->url);
     free(r);
 }
 
@@ -538,4 +567,9 @@ void sophia_redis_get_stats(const sophia_redis *r, sophia_redis_stats *out)
 {
     *out = r->st;
     out->up = r->up;
+}
+
+const char *sophia_redis_safe_url(const sophia_redis *r)
+{
+    return r ? r->safe_url : "";
 }

@@ -27,8 +27,10 @@ typedef struct sophia_redis_stats {
     unsigned pending;
 } sophia_redis_stats;
 
-/* url: redis://host:port/db. Starts connecting; never blocks. NULL on a
- * malformed URL. */
+/* url: redis://[[user]:password@]host:port/db (redis_url.h). Starts
+ * connecting; never blocks. On every connect AUTH (when the URL has a
+ * password) and SELECT go first. NULL on a malformed URL (logged,
+ * redacted). */
 sophia_redis *sophia_redis_new(struct event_base *base, const char *url);
 void sophia_redis_free(sophia_redis *r);
 int sophia_redis_up(const sophia_redis *r);
@@ -48,7 +50,7 @@ void sophia_redis_get_stats(const sophia_redis *r, sophia_redis_stats *out);
  * WebSocket frame). */
 void sophia_redis_flush(sophia_redis *r);
 
-/* Parses redis://host:port/db; returns 0 or -1. *host is malloc'd. */
-int sophia_redis_parse_url(const char *url, char **host, int *port, int *db);
+/* The URL as it may be logged or shown: password replaced by ***. */
+const char *sophia_redis_safe_url(const sophia_redis *r);
 
 #endif

@@ -15,6 +15,7 @@
 
 #include <sophia/sdk.h>
 
+#include "cidr.h"
 #include "config.h"
 #include "log.h"
 #include "stream.h"
@@ -28,7 +29,9 @@ struct sophia_statsd {
     int fd;
     struct event *ev;
     char *buf;
-    uint64_t datagrams, points, bad_lines, dropped;
+    sophia_cidr *allow; /* NULL: any source (a loopback listener) */
+    size_t nallow;
+    uint64_t datagrams, points, bad_lines, dropped, refused;
 };
 
 /* ------------------------------------------------------------ parsing */
@@ -178,9 +181,17 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     (void)what;
     sophia_statsd *s = arg;
     for (int i = 0; i < STATSD_READS_PER_WAKE; i++) {
-        ssize_t n = recv(fd, s->buf, STATSD_MAX_DATAGRAM, 0);
+        struct sockaddr_storage from;
+        socklen_t fl = sizeof(from);
+        ssize_t n = recvfrom(fd, s->buf, STATSD_MAX_DATAGRAM, 0,
+                             (struct sockaddr *)&from, &fl);
         if (n < 0)
             return; /* EAGAIN, or an error a later read will show again */
+        if (s->nallow &&
+            !sophia_cidr_match(s->allow, s->nallow, (struct sockaddr *)&from)) {
+            s->refused++; /* counted, not logged: a flood must not fill the log */
+            continue;
+        }
         s->datagrams++;
         on_datagram(s, s->buf, (size_t)n);
     }
@@ -210,13 +221,36 @@ static int bind_udp(const char *listen)
     return fd;
 }
 
+/* The allow-list as parsed ranges; config.c checked every entry. */
+static int load_allow(sophia_statsd *s, char *const *allow, size_t n)
+{
+    if (!n)
+        return 0;
+    if (!(s->allow = calloc(n, sizeof(*s->allow))))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char why[160];
+        if (sophia_cidr_parse(allow[i], &s->allow[s->nallow], why, sizeof(why)) == 0)
+            s->nallow++;
+        else
+            sophia_error("statsd", "msg=\"bad allow entry\" err=\"%s\"", why);
+    }
+    return s->nallow ? 0 : -1; /* all bad: refuse rather than allow all */
+}
+
 sophia_statsd *sophia_statsd_new(struct sophia_stream *st, const char *listen,
+                                 char *const *allow, size_t nallow,
                                  struct event_base *base)
 {
     sophia_statsd *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
     s->st = st;
+    s->fd = -1;
+    if (load_allow(s, allow, nallow) < 0) {
+        sophia_statsd_free(s);
+        return NULL;
+    }
     s->fd = bind_udp(listen);
     s->buf = malloc(STATSD_MAX_DATAGRAM);
     if (s->fd < 0 || !s->buf ||
@@ -228,16 +262,22 @@ sophia_statsd *sophia_statsd_new(struct sophia_stream *st, const char *listen,
         sophia_statsd_free(s);
         return NULL;
     }
-    sophia_info("statsd", "msg=\"listening (udp)\" listen=%s stream=%s", listen,
-                sophia_stream_name(st));
+    sophia_info("statsd", "msg=\"listening (udp)\" listen=%s stream=%s allow=%zu",
+                listen, sophia_stream_name(st), s->nallow);
     return s;
 }
 
 json_t *sophia_statsd_stats_json(const sophia_statsd *s)
 {
-    return json_pack("{s:I,s:I,s:I,s:I}", "datagrams", (json_int_t)s->datagrams,
-                     "points", (json_int_t)s->points, "bad_lines",
-                     (json_int_t)s->bad_lines, "dropped", (json_int_t)s->dropped);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I}", "datagrams",
+                     (json_int_t)s->datagrams, "points", (json_int_t)s->points,
+                     "bad_lines", (json_int_t)s->bad_lines, "dropped",
+                     (json_int_t)s->dropped, "refused", (json_int_t)s->refused);
+}
+
+uint64_t sophia_statsd_refused(const sophia_statsd *s)
+{
+    return s ? s->refused : 0;
 }
 
 void sophia_statsd_free(sophia_statsd *s)
@@ -249,5 +289,6 @@ void sophia_statsd_free(sophia_statsd *s)
     if (s->fd >= 0)
         close(s->fd);
     free(s->buf);
+    free(s->allow);
     free(s);
 }

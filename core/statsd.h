@@ -15,24 +15,38 @@
  * number of datagrams per wake-up so a flood cannot starve HTTP and
  * WebSocket work. UDP has no backpressure: a datagram whose points do
  * not fit in the stream's queue is dropped whole and counted as rejected.
+ *
+ * Who may send: UDP has no handshake, so anyone who reaches the port can
+ * inject metrics and trigger alerts. The listener binds to loopback unless
+ * told otherwise (a bare port means 127.0.0.1), config.c refuses a
+ * non-loopback listen without streams.<name>.statsd.allow, and with an
+ * allow-list a datagram from a source outside it is dropped unparsed and
+ * counted (`refused`, sophia_statsd_refused_total).
  */
 #ifndef SOPHIA_STATSD_H
 #define SOPHIA_STATSD_H
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct sophia_stream;
 typedef struct sophia_statsd sophia_statsd;
 
-/* Binds `listen` (HOST:PORT) and feeds `st`; NULL (logged) on failure. */
+/* Binds `listen` (HOST:PORT) and feeds `st`, taking datagrams only from
+ * the `nallow` CIDRs in `allow` (cidr.h) when nallow > 0; NULL (logged) on
+ * failure. */
 sophia_statsd *sophia_statsd_new(struct sophia_stream *st, const char *listen,
+                                 char *const *allow, size_t nallow,
                                  struct event_base *base);
 void sophia_statsd_free(sophia_statsd *s);
 
-/* {"datagrams","points","bad_lines","dropped"} */
+/* {"datagrams","points","bad_lines","dropped","refused"} */
 json_t *sophia_statsd_stats_json(const sophia_statsd *s);
+
+/* Datagrams dropped because their source is outside the allow-list. */
+uint64_t sophia_statsd_refused(const sophia_statsd *s);
 
 /* Parses one line into a point (new reference) or NULL with `err` set;
  * *skip is set for lines that are valid but not metrics (events, service

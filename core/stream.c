@@ -352,7 +352,8 @@ static void start_sources(sophia_stream *st, const sophia_conf *c,
     if (st->want_redis)
         st->redis = sophia_source_redis_new(st, c, cs, base);
     if (cs->statsd_listen)
-        st->statsd = sophia_statsd_new(st, cs->statsd_listen, base);
+        st->statsd = sophia_statsd_new(st, cs->statsd_listen, cs->statsd_allow,
+                                       cs->nstatsd_allow, base);
 }
 
 sophia_streams *sophia_streams_new(const sophia_conf *c,
@@ -509,6 +510,18 @@ size_t sophia_streams_sources_down(const sophia_streams *s, json_t *down)
         }
     }
     return n;
+}
+
+void sophia_streams_prom_statsd(const sophia_streams *s, FILE *f)
+{
+    fprintf(f, "# HELP sophia_statsd_refused_total StatsD datagrams dropped: "
+               "source outside statsd.allow.\n"
+               "# TYPE sophia_statsd_refused_total counter\n");
+    for (size_t i = 0; s && i < s->n; i++)
+        if (s->v[i]->statsd)
+            fprintf(f, "sophia_statsd_refused_total{stream=\"%s\"} %llu\n",
+                    s->v[i]->name,
+                    (unsigned long long)sophia_statsd_refused(s->v[i]->statsd));
 }
 
 void sophia_streams_drain(sophia_streams *s)

@@ -25,6 +25,7 @@
 
 #include <jansson.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 #include "plugin.h"
@@ -102,6 +103,9 @@ void sophia_stream_get_stats(const sophia_stream *st, sophia_stream_stats *out);
 /* The stream's non-HTTP sources for /api/stats: {"redis":{…},"statsd":{…}}
  * (only those configured; an empty object when none). */
 json_t *sophia_stream_sources_json(const sophia_stream *st);
+/* /metrics: sophia_statsd_refused_total{stream=…} for each stream with a
+ * StatsD source (datagrams from outside statsd.allow). */
+void sophia_streams_prom_statsd(const sophia_streams *s, FILE *f);
 
 /* ---- dedup: ids remembered for a time window (bounded) ----------------- */
 

@@ -1961,6 +1961,13 @@ static int top_cmp(const void *a, const void *b)
     return x > y ? -1 : x < y;
 }
 
+int sophia_ws_cluster_state(const sophia_ws_router *r)
+{
+    if (!r || !r->cluster)
+        return -1;
+    return sophia_cluster_ready(r->cluster) ? 1 : 0;
+}
+
 json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n)
 {
     sophia_ws_stats st;

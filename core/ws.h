@@ -150,6 +150,10 @@ void sophia_ws_get_stats(const sophia_ws_router *r, sophia_ws_stats *out);
 /* The /api/stats `websocket` object: counters plus the top `top_n` topics
  * by subscribers. */
 json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n);
+
+/* The cluster link for /healthz: -1 not configured, 0 down (Redis
+ * unreachable, AUTH refused, not subscribed yet), 1 up. */
+int sophia_ws_cluster_state(const sophia_ws_router *r);
 /* /metrics lines for the counters not already written by api.c. */
 void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f);
 

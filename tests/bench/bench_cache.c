@@ -42,6 +42,7 @@
 #include "config.h"
 #include "pg_pool.h"
 #include "redis.h"
+#include "redis_url.h"
 #include "server.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
@@ -178,10 +179,11 @@ static double bench_l2(sophia_redis *r, int conc)
 static double redis_benchmark(const char *url, int conc, int pipeline,
                               size_t vsize)
 {
-    char *host;
-    int port, db;
-    if (no_peer || sophia_redis_parse_url(url, &host, &port, &db) < 0)
+    sophia_redis_url u;
+    if (no_peer || sophia_redis_url_parse(url, &u, NULL, 0) < 0)
         return 0;
+    const char *host = u.host;
+    int port = u.port, db = u.db;
     char cmd[768];
     snprintf(cmd, sizeof(cmd),
              "redis-benchmark -h %s -p %d --dbnum %d -t set -r %d -n %d "
@@ -190,7 +192,7 @@ static double redis_benchmark(const char *url, int conc, int pipeline,
              "-c %d -P %d -d %zu --csv 2>/dev/null",
              host, port, db, NKEYS, NKEYS * 20, vsize, host, port, db, NKEYS,
              quick ? 50000 : 300000, conc, pipeline, vsize);
-    free(host);
+    sophia_redis_url_clear(&u);
     FILE *p = popen(cmd, "r");
     if (!p)
         return 0;

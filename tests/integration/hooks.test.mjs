@@ -154,6 +154,34 @@ test('gong accepts a bearer token', async () => {
   assert.equal(res.status, 202);
   const wrong = await fetchJson(`${d.url}/hooks/gong`, { method: 'POST', body: '{}', token: 'h' });
   assert.equal(wrong.status, 401);
+  const header = await fetchJson(`${d.url}/hooks/gong`, {
+    method: 'POST', body: '{"callId":"c2","transcript":[]}', headers: { 'x-gong-secret': 'g' },
+  });
+  assert.equal(header.status, 202);
+});
+
+// Query strings end up in proxy logs, so ?key= is refused unless
+// hooks.gong.allow_query_key is on, and the 401 says how to turn it on.
+test('gong ?key= is refused by default with a 401 that says why, accepted when allowed', async () => {
+  const before = (await fetchJson(`${d.url}/api/stats`)).body.streams.gong.received;
+  const q = await fetchJson(`${d.url}/hooks/gong?key=g`, { method: 'POST', body: '{"callId":"q1"}' });
+  assert.equal(q.status, 401);
+  assert.equal(q.body.error.code, 'query_key_disabled');
+  assert.match(q.body.error.message, /proxy logs/);
+  assert.match(q.body.error.message, /hooks\.gong\.allow_query_key: true/);
+  assert.equal((await fetchJson(`${d.url}/api/stats`)).body.streams.gong.received, before);
+  const e = await startDaemon({
+    yaml: `${YAML}hooks:\n  gong: {allow_query_key: true}\n`, env: { SOPHIA_GONG_SECRET: 'g' },
+  });
+  try {
+    const ok = await fetchJson(`${e.url}/hooks/gong?key=g`, { method: 'POST', body: '{"callId":"q2"}' });
+    assert.equal(ok.status, 202, JSON.stringify(ok.body));
+    const bad = await fetchJson(`${e.url}/hooks/gong?key=h`, { method: 'POST', body: '{"callId":"q3"}' });
+    assert.equal(bad.status, 401);
+    assert.equal(bad.body.error.code, 'unauthorized');
+  } finally {
+    await e.stop();
+  }
 });
 
 test('an explicit preference in Slack becomes a user_preference memory', async () => {

@@ -148,7 +148,7 @@ test('metrics.statsd over UDP: counter, timer with sample rate, gauge with dashb
   assert.equal(g.data.value, 1250);
   const cached = await cacheGet('metric:executive:active_users');
   assert.equal(cached.body.value.value, 1250);
-  assert.deepEqual((await stats()).metrics.sources.statsd, { datagrams: 1, points: 3, bad_lines: 0, dropped: 0 });
+  assert.deepEqual((await stats()).metrics.sources.statsd, { datagrams: 1, points: 3, bad_lines: 0, dropped: 0, refused: 0 });
 });
 
 test('gong_calls.ndjson through /hooks/gong: analysis, risk alert, cache per call and account', async () => {
@@ -182,9 +182,10 @@ test('gong_calls.ndjson through /hooks/gong: analysis, risk alert, cache per cal
   assert.deepEqual(call.body.value.risk_phrases, ['competitor', 'budget']);
   const acct = await cacheGet('gong:account:acme');
   assert.equal(acct.body.value.call_id, '7782342274025937895');
-  // The URL key works too.
+  // The URL key is refused unless hooks.gong.allow_query_key (proxy logs).
   const byKey = await fetchJson(`${d.url}/hooks/gong?key=gong-secret`, { method: 'POST', body: '{"callId":"x","transcript":[]}' });
-  assert.equal(byKey.status, 202);
+  assert.equal(byKey.status, 401);
+  assert.equal(byKey.body.error.code, 'query_key_disabled');
 });
 
 test('crm_updates.ndjson: stage transitions, amounts, won/lost and large-deal alerts, invalidation by tag', async () => {

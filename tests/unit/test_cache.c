@@ -36,6 +36,7 @@
 #include "histogram.h"
 #include "pg.h"
 #include "redis.h"
+#include "redis_url.h"
 #include "server.h"
 
 #include "../common/loop_wait.h"
@@ -62,13 +63,13 @@ static const char *env_url(const char *name)
 static const char *redis_url(void)
 {
     static char url[300];
-    char *host;
-    int port, db;
-    if (sophia_redis_parse_url(env_url("SOPHIA_REDIS_URL"), &host, &port,
-                               &db) < 0)
-        fail_msg("SOPHIA_REDIS_URL is not redis://host:port/db");
-    snprintf(url, sizeof(url), "redis://%s:%d/9", host, port);
-    free(host);
+    sophia_redis_url u;
+    char why[200];
+    if (sophia_redis_url_parse(env_url("SOPHIA_REDIS_URL"), &u, why,
+                               sizeof(why)) < 0)
+        fail_msg("SOPHIA_REDIS_URL: %s", why);
+    snprintf(url, sizeof(url), "redis://%s:%d/9", u.host, u.port);
+    sophia_redis_url_clear(&u);
     return url;
 }
 
@@ -207,12 +208,11 @@ static char *pg_value(const char *key)
 
 static redisContext *redis_sync(void)
 {
-    char *host;
-    int port, db;
-    assert_int_equal(sophia_redis_parse_url(redis_url(), &host, &port, &db),
-                     0);
-    redisContext *rc = redisConnect(host, port);
-    free(host);
+    sophia_redis_url u;
+    assert_int_equal(sophia_redis_url_parse(redis_url(), &u, NULL, 0), 0);
+    redisContext *rc = redisConnect(u.host, u.port);
+    int db = u.db;
+    sophia_redis_url_clear(&u);
     assert_true(rc && !rc->err);
     redisReply *r = redisCommand(rc, "SELECT %d", db);
     freeReplyObject(r);

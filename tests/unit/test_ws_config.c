@@ -103,8 +103,9 @@ static void test_errors(void **state)
     assert_non_null(strstr(d.lines[0], "t.yaml:2:12: websocket.origins: expected a sequence"));
     assert_non_null(strstr(d.lines[1], "t.yaml:3:18: websocket.ping_interval: 'soon' is not a duration"));
     assert_non_null(strstr(d.lines[2], "t.yaml:4:22: websocket.max_subscriptions"));
-    assert_non_null(strstr(d.lines[3], "unknown key 'nodes' in cluster"));
-    assert_non_null(strstr(d.lines[4], "cluster.redis 'http://x'"));
+    /* a bad Redis URL is refused at load, with its position */
+    assert_non_null(strstr(d.lines[3], "t.yaml:6:10: cluster.redis: http://x: not a redis:// URL"));
+    assert_non_null(strstr(d.lines[4], "unknown key 'nodes' in cluster"));
     sophia_conf_free(c);
     sophia_diag_free(&d);
 }
