@@ -508,12 +508,17 @@ static int read_head(http_conn *c)
            p[0] == '\r' && p[1] == '\n')
         evbuffer_drain(in, 2); /* RFC 9112 §2.2: stray CRLFs between requests */
     struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-    if (end.pos < 0 && evbuffer_get_length(in) <= HTTP_MAX_HEAD) {
+    /* A head ended by bare LFs is found too, so that it is refused at
+     * once instead of waiting for a CRLF CRLF that never comes. */
+    struct evbuffer_ptr lf = evbuffer_search(in, "\n\n", 2, NULL);
+    size_t hlen = end.pos >= 0 ? (size_t)end.pos + 4 : 0;
+    if (lf.pos >= 0 && (end.pos < 0 || lf.pos + 2 < end.pos + 4))
+        hlen = (size_t)lf.pos + 2;
+    if (hlen == 0 && evbuffer_get_length(in) <= HTTP_MAX_HEAD) {
         if (c->peer_eof)
             conn_close(c);
         return 0;
     }
-    size_t hlen = end.pos < 0 ? 0 : (size_t)end.pos + 4;
     sophia_http_req *r = calloc(1, sizeof(*r));
     if (!r || !(r->raw = malloc(hlen + 1))) {
         free(r);

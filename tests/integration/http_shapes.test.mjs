@@ -203,7 +203,7 @@ test('web pages are refused: Host (DNS rebinding), Origin on writes and /ws, con
   assert.equal(JSON.parse(foreign.responses[0].body).error.code, 'forbidden_origin');
   const del = await exchange(d.port, [request('DELETE', '/api/cache/k', { origin: 'http://evil.example' })]);
   assert.deepEqual(statuses(del), [403]);
-  const own = await exchange(d.port, [post('/ingest/s', '{"n":6}', { origin: `http://127.0.0.1:${d.port}` })]);
+  const own = await exchange(d.port, [post('/ingest/s', '{"n":6}', { host: `127.0.0.1:${d.port}`, origin: `http://127.0.0.1:${d.port}` })]);
   assert.deepEqual(statuses(own), [202]);
   const read = await exchange(d.port, [request('GET', '/healthz', { origin: 'http://evil.example' })]);
   assert.deepEqual(statuses(read), [200], 'a read has no effect to protect');
