@@ -1617,22 +1617,8 @@ static void walk_ws_origins(loader *ld, const node *v, void *base,
                             const char *path)
 {
     sophia_conf *c = base;
-    if (is_null(v))
-        return;
-    if (v->kind != NODE_SEQ) {
-        ERR(ld, v, "%s: expected a sequence of origins such as "
-                   "https://dash.example.com, got %s", path, kind_name(v));
-        return;
-    }
-    for (size_t i = 0; i < v->nkids; i++) {
-        if (v->kids[i]->reported)
-            continue;
-        const char *s = want_scalar(ld, v->kids[i], path, "an origin");
-        if (s && !*s)
-            ERR(ld, v->kids[i], "%s: an origin must not be empty", path);
-        else if (s)
-            *GROW(c->ws.origins, c->ws.norigins) = xstrdup(s);
-    }
+    walk_strlist(ld, v, path, "origins such as https://dash.example.com",
+                 &c->ws.origins, &c->ws.norigins);
 }
 
 static const field ws_fields[] = {

@@ -257,6 +257,9 @@ void sophia_http_reply(sophia_http_req *r, int status, const char *ctype,
     if (!r->head.keep_alive)
         c->close_after = 1;
     c->state = C_WRITE;
+    /* Nothing is read while an answer leaves: a refused body keeps
+     * arriving, and must not pile up in the input buffer meanwhile. */
+    bufferevent_disable(c->bev, EV_READ);
     write_answer(c, r, status, ctype, body, len);
     /* libevent writes it from the loop; on_write moves on once it left. */
 }

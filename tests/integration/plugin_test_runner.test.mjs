@@ -31,6 +31,8 @@ function tool(args, input = '') {
       const lines = out.split('\n').filter((l) => l).map((l) => JSON.parse(l));
       resolve({ code, stdout: out, stderr: err, lines });
     });
+    // A refused plugin exits before reading stdin: EPIPE is its answer, not ours.
+    p.stdin.on('error', (e) => { if (e.code !== 'EPIPE') reject(e); });
     p.stdin.end(input);
   });
 }
