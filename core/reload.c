@@ -27,8 +27,8 @@
  * size, dedup settings, `durable` and Redis/StatsD sources (its processor,
  * filter and batch size do change; a changed durable or queue_size is
  * logged as waiting for a restart). What is read at use time (ingest tokens, body
- * limit, WebSocket settings, write-strategy instances by name) follows
- * the new file at once.
+ * limits, server.hosts/origins/max_connections, WebSocket settings,
+ * write-strategy instances by name) follows the new file at once.
  */
 #include "reload.h"
 

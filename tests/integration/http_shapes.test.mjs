@@ -285,3 +285,26 @@ test('with tokens, a missing or wrong token is 401 from the head, before the bod
     assert.deepEqual(await t.stop(), { code: 0, signal: null, killed: false });
   }
 });
+
+test('server.hosts, server.origins and server.max_body follow SIGHUP', async () => {
+  const yaml = (extra) => `server:\n  max_body: 4k\n${extra}\n${STREAM}`;
+  const r = await startDaemon({ env: { SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '' }, yaml: yaml('') });
+  try {
+    const host = () => exchange(r.port, [request('GET', '/healthz', { host: 'later.test' })]);
+    const write = () => exchange(r.port, [post('/ingest/s', '{"n":1}', { origin: 'https://dash.test' })]);
+    const big = () => exchange(r.port, [request('POST', '/ingest/s', { ...JSON_CT, 'content-length': 6000 })]);
+    assert.deepEqual(statuses(await host()), [421]);
+    assert.deepEqual(statuses(await write()), [403]);
+    assert.deepEqual(statuses(await big()), [413]);
+    const before = (await fetchJson(`${r.url}/api/stats`)).body.reload.reloads;
+    await r.writeConfig(yaml('  max_body: 8k\n  hosts: [later.test]\n  origins: ["https://dash.test"]').replace('  max_body: 4k\n', ''));
+    r.signal('SIGHUP');
+    await until(async () => (await fetchJson(`${r.url}/api/stats`)).body.reload.reloads > before, 'the reload');
+    assert.deepEqual(statuses(await host()), [200]);
+    assert.deepEqual(statuses(await write()), [202]);
+    const fits = await exchange(r.port, [request('POST', '/ingest/s', { ...JSON_CT, 'content-length': 6000 }, `[${'1,'.repeat(2998)}11]`)]);
+    assert.notEqual(fits.responses[0].status, 413, 'the new max_body applies');
+  } finally {
+    assert.deepEqual(await r.stop(), { code: 0, signal: null, killed: false });
+  }
+});
