@@ -306,3 +306,16 @@ test('plain HTTP to the TLS port is refused and counted as a failed handshake', 
   const st = await stats();
   assert.equal(st.http.tls_handshakes_ok, ok);
 });
+
+test('a wss client that vanishes, and SIGTERM with one open: 1001, clean exit', async () => {
+  const gone = await wsConnect(`wss://127.0.0.1:${tlsPort}/ws`, { ca });
+  gone.terminate(); // no close frame, no close_notify
+  const ws = await wsConnect(`wss://127.0.0.1:${tlsPort}/ws`, { ca });
+  sendJson(ws, { type: 'subscribe', subscriptions: ['dashboard:bye'] });
+  await nextMessage(ws, 'subscribed');
+  await until(async () => (await stats()).websocket.connections === 1, 'the vanished one to be closed');
+  const closed = wsClosed(ws);
+  const status = await d.stop();
+  assert.equal(status.code, 0);
+  assert.equal((await closed).code, 1001);
+});
