@@ -971,8 +971,8 @@ static struct evconnlistener *listen_on(sophia_server *srv, const char *host,
     socklen_t sl = sizeof(ss);
     if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&ss, &sl) == 0)
         *portp = ntohs(ss.ss_family == AF_INET6
-                              ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                              : ((struct sockaddr_in *)&ss)->sin_port);
+                           ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                           : ((struct sockaddr_in *)&ss)->sin_port);
     return l;
 }
 

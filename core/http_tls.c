@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -32,6 +33,7 @@
 #define BRIDGE_HIGH (256 * 1024)
 #define BRIDGE_LOW (64 * 1024)
 #define BRIDGE_DRAIN_S 5 /* at most this long for the last bytes to leave */
+#define TLS_MAX_FILE (1 << 20) /* a certificate chain or key file */
 
 /* Mozilla's "intermediate" TLS 1.2 list without DHE (no parameters to
  * manage): forward secrecy and AEAD only. TLS 1.3 suites stay OpenSSL's. */
@@ -109,16 +111,22 @@ static SSL_CTX *ctx_with_defaults(void)
     return ctx;
 }
 
-/* 0 when `path` opens for reading, else the reason in `why`. */
+/* 0 when `path` is a regular file we can read, else the reason in `why`.
+ * Regular and bounded: OpenSSL's PEM reader would read /dev/zero or a
+ * FIFO forever, and --check with it. */
 static int readable(const char *path, const char *what, char *why, size_t n)
 {
+    struct stat st;
     FILE *f = fopen(path, "r");
     if (!f) {
         snprintf(why, n, "cannot read %s %s: %s", what, path, strerror(errno));
         return -1;
     }
+    int ok = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= TLS_MAX_FILE;
     fclose(f);
-    return 0;
+    if (!ok)
+        snprintf(why, n, "%s %s is not a regular file of at most 1 MiB", what, path);
+    return ok ? 0 : -1;
 }
 
 static int load_cert(SSL_CTX *ctx, const char *cert, char *why, size_t n)

@@ -951,6 +951,9 @@ static void test_server_tls(void **state)
     assert_diag(0, "t.yaml:2:8: server.tls: missing required key 'cert'");
     assert_diag(1, "t.yaml:2:8: server.tls: missing required key 'key'");
     sophia_conf_free(c);
+    /* /dev/zero would keep OpenSSL's PEM reader busy forever */
+    expect_one("server:\n  tls: {listen: \"127.0.0.1:1\", cert: /dev/zero, key: /dev/zero}\n",
+               "t.yaml:2:38: server.tls.cert: certificate /dev/zero is not a regular file");
     sophia_diag_free(&diag);
     c = load("server:\n  tls: {listen: \"127.0.0.1:1\", cert: /a, key: /b, ca: c}\n");
     assert_count(2);
