@@ -15,6 +15,8 @@ endfunction()
 
 sophia_require_pkg(LIBEVENT "libevent>=2.1" libevent-dev)
 sophia_require_pkg(LIBEVENT_PTHREADS libevent_pthreads libevent-dev)
+# server.tls: TLS bufferevents (core/http_tls.c)
+sophia_require_pkg(LIBEVENT_OPENSSL libevent_openssl libevent-dev)
 sophia_require_pkg(HIREDIS hiredis libhiredis-dev)
 sophia_require_pkg(LIBPQ libpq libpq-dev)
 sophia_require_pkg(LWS "libwebsockets>=4.1" libwebsockets-dev)
@@ -22,6 +24,7 @@ sophia_require_pkg(LIBUV libuv libuv1-dev)
 sophia_require_pkg(YAML yaml-0.1 libyaml-dev)
 sophia_require_pkg(JANSSON jansson libjansson-dev)
 sophia_require_pkg(LIBCRYPTO libcrypto libssl-dev)
+sophia_require_pkg(LIBSSL libssl libssl-dev)
 
 # libltdl ships no pkg-config file.
 find_path(LTDL_INCLUDE_DIR ltdl.h)

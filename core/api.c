@@ -107,12 +107,14 @@ static json_t *http_stats_json(void)
 {
     sophia_http_stats h;
     sophia_http_get_stats(sophia_srv, &h);
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests",
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests",
                      (json_int_t)h.requests, "errors", (json_int_t)h.errors,
                      "refused", (json_int_t)h.refused, "connections",
                      (json_int_t)h.connections, "connections_refused",
                      (json_int_t)h.connections_refused, "body_bytes",
-                     (json_int_t)h.body_bytes, "upgrades", (json_int_t)h.upgrades);
+                     (json_int_t)h.body_bytes, "upgrades", (json_int_t)h.upgrades,
+                     "tls_handshakes_ok", (json_int_t)h.tls_handshakes_ok,
+                     "tls_handshakes_failed", (json_int_t)h.tls_handshakes_failed);
 }
 
 json_t *sophia_api_stats_json(void)
@@ -189,6 +191,12 @@ static void prom_http(FILE *f)
         fprintf(f, "%s %llu\n", m[k].name,
                 (unsigned long long)*(const uint64_t *)((const char *)&h + m[k].off));
     }
+    prom_head(f, "sophia_http_tls_handshakes_total", "counter",
+              "server.tls connections whose handshake completed (ok) or that closed before (failed).");
+    fprintf(f, "sophia_http_tls_handshakes_total{result=\"ok\"} %llu\n"
+               "sophia_http_tls_handshakes_total{result=\"failed\"} %llu\n",
+            (unsigned long long)h.tls_handshakes_ok,
+            (unsigned long long)h.tls_handshakes_failed);
 }
 
 static void prom_streams(FILE *f)

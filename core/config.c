@@ -20,10 +20,10 @@
  * - an empty URL (from the file or SOPHIA_REDIS_URL / SOPHIA_PG_URL) is
  *   stored as NULL, so "disabled" has exactly one representation;
  * - a secret env var that is unset or set to "" leaves the secret NULL;
- * - plugins.path entries and server.share_dir are absolute: relative ones
- *   are resolved against the directory of the YAML file (for
- *   sophia_conf_load_string, the directory part of `name`), never the cwd
- *   of whoever started the daemon;
+ * - plugins.path entries, server.share_dir and server.tls.cert/key are
+ *   absolute: relative ones are resolved against the directory of the YAML
+ *   file (for sophia_conf_load_string, the directory part of `name`), never
+ *   the cwd of whoever started the daemon;
  * - running out of memory aborts: a half-built configuration is worse than
  *   none, and there is nothing useful to do without memory at startup.
  */
@@ -43,6 +43,7 @@
 #include <yaml.h>
 
 #include "cidr.h"
+#include "http_tls.h"
 #include "log.h"
 #include "redis_url.h"
 
@@ -1398,6 +1399,49 @@ static void walk_server_origins(loader *ld, const node *v, void *base,
                  &c->server.origins, &c->server.norigins);
 }
 
+/* The value of `key` in a mapping, or the mapping itself. */
+static const node *map_value(const node *map, const char *key)
+{
+    for (size_t i = 0; i + 1 < map->nkids; i += 2)
+        if (map->kids[i]->kind == NODE_SCALAR && !strcmp(map->kids[i]->text, key))
+            return map->kids[i + 1];
+    return map;
+}
+
+static const field tls_fields[] = {
+    {"listen", F_LISTEN, C_OFF(server.tls.listen), 0, NULL, NULL},
+    {"cert", F_DIR, C_OFF(server.tls.cert), 0, NULL, NULL},
+    {"key", F_DIR, C_OFF(server.tls.key), 0, NULL, NULL},
+    END,
+};
+static const section tls_sec = {"in server.tls", tls_fields};
+
+/* server.tls: all three keys, and files that load as a matching pair now,
+ * so --check finds a bad certificate, not the first client (http_tls.h). */
+static void walk_server_tls(loader *ld, const node *v, void *base,
+                            const char *path)
+{
+    static const char *const required[] = {"listen", "cert", "key"};
+    sophia_conf *c = base;
+    int missing = 0;
+    walk_section(ld, v, &tls_sec, base, path);
+    if (v->kind != NODE_MAP)
+        return; /* null: no TLS listener; anything else was reported */
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
+        if (!has_key(v, required[i])) {
+            ERR(ld, v, "%s: missing required key '%s'", path, required[i]);
+            missing = 1;
+        }
+    if (missing || !c->server.tls.cert || !c->server.tls.key)
+        return;
+    char why[1024];
+    sophia_tls_fault f = sophia_tls_check_files(c->server.tls.cert,
+                                                c->server.tls.key, why, sizeof(why));
+    const char *which = f == SOPHIA_TLS_BAD_KEY ? "key" : "cert";
+    if (f)
+        ERR(ld, map_value(v, which), "%s.%s: %s", path, which, why);
+}
+
 static const field server_fields[] = {
     {"listen", F_LISTEN, C_OFF(server.listen), 0, NULL, NULL},
     {"max_body", F_SIZE, C_OFF(server.max_body), 0, NULL, NULL},
@@ -1408,6 +1452,7 @@ static const field server_fields[] = {
     {"tokens", F_SECTION, 0, 0, &tokens_sec, NULL},
     {"share_dir", F_DIR, C_OFF(server.share_dir), 0, NULL, NULL},
     {"rate_limit", F_SECTION, 0, 0, &rate_limit_sec, NULL},
+    {"tls", F_CUSTOM, 0, 0, NULL, walk_server_tls},
     END,
 };
 static const section server_sec = {"in server", server_fields};
@@ -2067,6 +2112,9 @@ void sophia_conf_free(sophia_conf *c)
     free(c->server.tokens_env);
     free(c->server.tokens);
     free(c->server.share_dir);
+    free(c->server.tls.listen);
+    free(c->server.tls.cert);
+    free(c->server.tls.key);
     free(c->redis_url);
     free(c->pg_url);
     free(c->cache_write.def);

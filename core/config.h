@@ -145,6 +145,14 @@ typedef struct sophia_conf {
         size_t norigins;
         size_t max_connections; /* open HTTP connections, default 1024 */
         size_t max_body_total;  /* body bytes buffered at once, 64 MiB */
+        /* server.tls: a second listener speaking HTTPS and WSS
+         * (http_tls.h); listen NULL = none. cert/key are absolute, and
+         * were loadable and matching when the file was read. */
+        struct {
+            char *listen; /* "HOST:PORT" */
+            char *cert;   /* PEM certificate, chain after it */
+            char *key;    /* PEM private key, unencrypted */
+        } tls;
     } server;
 
     sophia_log_lvl log_level; /* log.level, default info */

@@ -14,6 +14,11 @@
  *          reads the answer instead of a reset.
  * Only HEAD and BODY read, and only WRITE writes, so a request can be
  * dispatched once and answered once whatever arrives meanwhile.
+ *
+ * server.tls adds a second listener whose connections read and write
+ * through a TLS bufferevent (http_tls.h); conn_new takes the bufferevent
+ * from new_bev, and every line after that is the same for both. A `/ws`
+ * upgrade on TLS goes to lws through http_tls's bridge instead of dup().
  */
 #include "http.h"
 
@@ -34,6 +39,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "http_tls.h"
 #include "log.h"
 #include "origin.h"
 #include "ws.h"
@@ -51,6 +57,9 @@ typedef struct http_conn http_conn;
 typedef struct sophia_http {
     sophia_server *srv;
     struct evconnlistener *listener;
+    struct evconnlistener *tls_listener; /* server.tls, or NULL */
+    sophia_tls *tls;                     /* its context and WSS bridges */
+    char *tls_host;                      /* server.tls.listen's host */
     struct lws_vhost *vhost; /* where /ws upgrades are adopted */
     http_conn *conns;        /* every open connection, for stop */
     sophia_http_stats st;
@@ -65,6 +74,8 @@ struct http_conn {
     int close_after;      /* Connection: close, HTTP/1.0, or refused */
     int linger;           /* refused before its body was read */
     int peer_eof;
+    int tls;       /* accepted on the TLS listener */
+    int tls_ready; /* its handshake completed */
     size_t lingered;
     char peer[INET6_ADDRSTRLEN];
     http_conn *prev, *next;
@@ -335,7 +346,8 @@ static int host_allowed(const sophia_http *h, const char *host)
         return 1;
     char name[256];
     host_name(host, name, sizeof(name));
-    if (is_loopback_name(name) || strcasecmp(name, h->srv->host) == 0)
+    if (is_loopback_name(name) || strcasecmp(name, h->srv->host) == 0 ||
+        (h->tls_host && strcasecmp(name, h->tls_host) == 0))
         return 1;
     const sophia_conf *cf = h->srv->conf;
     for (size_t i = 0; i < cf->server.nhosts; i++)
@@ -422,9 +434,25 @@ static int is_ws_upgrade(const sophia_http_req *r)
            strcmp(r->path, "/ws") == 0;
 }
 
+/* TLS: lws gets a socketpair end, the bridge carries the bytes. */
+static void bridge_to_lws(http_conn *c)
+{
+    struct bufferevent *bev = c->bev;
+    sophia_http *h = c->h;
+    c->bev = NULL; /* the bridge's now: conn_close leaves it alone */
+    h->st.upgrades++;
+    conn_close(c);
+    sophia_tls_bridge(h->tls, bev, h->vhost);
+    sophia_loop_kick(h->srv->loop); /* lws asked libuv for POLLIN */
+}
+
 /* lws takes the socket and re-reads the head we peeked at. */
 static void hand_to_lws(http_conn *c)
 {
+    if (c->tls) {
+        bridge_to_lws(c);
+        return;
+    }
     struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t len = evbuffer_get_length(in);
     char *bytes = malloc(len ? len : 1);
@@ -659,7 +687,12 @@ static void conn_close(http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     h->st.connections--;
-    bufferevent_free(c->bev);
+    if (c->tls && !c->tls_ready)
+        h->st.tls_handshakes_failed++; /* not TLS, bad or no handshake */
+    if (c->bev && c->tls_ready)
+        sophia_tls_close_notify(c->bev);
+    if (c->bev)
+        bufferevent_free(c->bev);
     free(c);
 }
 
@@ -715,6 +748,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     http_conn *c = arg;
     (void)bev;
+    if (what & BEV_EVENT_CONNECTED) { /* TLS handshake done */
+        c->tls_ready = 1;
+        c->h->st.tls_handshakes_ok++;
+        return;
+    }
     /* A half-close after a whole request still gets its answer. */
     if ((what & BEV_EVENT_EOF) && (c->state == C_HEAD || c->state == C_BODY)) {
         c->peer_eof = 1;
@@ -745,21 +783,42 @@ static void refuse_connection(sophia_http *h, int fd)
     close(fd);
 }
 
-int sophia_http_adopt(sophia_server *srv, int fd)
+/* The one difference between the listeners: how bytes are carried.
+ * Closes fd when it returns NULL. */
+static struct bufferevent *new_bev(sophia_http *h, int fd, int tls)
+{
+    if (tls)
+        return sophia_tls_bev_new(h->tls, fd);
+    struct bufferevent *bev =
+        bufferevent_socket_new(sophia_loop_base(h->srv->loop), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        close(fd);
+    return bev;
+}
+
+static int conn_new(sophia_server *srv, int fd, int tls)
 {
     sophia_http *h = srv->http;
     if (h->st.connections >= srv->conf->server.max_connections) {
-        refuse_connection(h, fd);
+        if (tls) { /* a plain-text answer would only be a handshake error */
+            h->st.connections_refused++;
+            close(fd);
+        } else {
+            refuse_connection(h, fd);
+        }
         return -1;
     }
     http_conn *c = calloc(1, sizeof(*c));
-    struct event_base *base = sophia_loop_base(srv->loop);
-    if (!c || !(c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE))) {
-        free(c);
+    if (!c) {
         close(fd);
         return -1;
     }
+    if (!(c->bev = new_bev(h, fd, tls))) {
+        free(c);
+        return -1;
+    }
     c->h = h;
+    c->tls = tls;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
@@ -779,13 +838,27 @@ int sophia_http_adopt(sophia_server *srv, int fd)
     return 0;
 }
 
+int sophia_http_adopt(sophia_server *srv, int fd)
+{
+    return conn_new(srv, fd, 0);
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg)
 {
     (void)l;
     (void)sa;
     (void)salen;
-    sophia_http_adopt(arg, fd);
+    conn_new(arg, fd, 0);
+}
+
+static void on_accept_tls(struct evconnlistener *l, evutil_socket_t fd,
+                          struct sockaddr *sa, int salen, void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)salen;
+    conn_new(arg, fd, 1);
 }
 
 void sophia_http_get_stats(const sophia_server *srv, sophia_http_stats *st)
@@ -878,18 +951,20 @@ static int lws_start(sophia_server *srv, sophia_http *h)
 
 /* ----------------------------------------------------------- listening */
 
-static struct evconnlistener *listen_on(sophia_server *srv)
+/* Binds host:*port (*port is set to the bound port). */
+static struct evconnlistener *listen_on(sophia_server *srv, const char *host,
+                                        int *portp, evconnlistener_cb cb)
 {
     char port[16];
-    snprintf(port, sizeof(port), "%d", srv->port);
+    snprintf(port, sizeof(port), "%d", *portp);
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
-    if (getaddrinfo(srv->host, port, &hints, &ai) != 0 || !ai)
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
         return NULL;
     struct evconnlistener *l = evconnlistener_new_bind(
-        sophia_loop_base(srv->loop), on_accept, srv,
+        sophia_loop_base(srv->loop), cb, srv,
         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 511,
         ai->ai_addr, (int)ai->ai_addrlen);
     freeaddrinfo(ai);
@@ -898,10 +973,59 @@ static struct evconnlistener *listen_on(sophia_server *srv)
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&ss, &sl) == 0)
-        srv->port = ntohs(ss.ss_family == AF_INET6
-                              ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                              : ((struct sockaddr_in *)&ss)->sin_port);
+        *portp = ntohs(ss.ss_family == AF_INET6
+                           ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                           : ((struct sockaddr_in *)&ss)->sin_port);
     return l;
+}
+
+/* server.tls: the context (loaded at config time, so this fails only if
+ * the files changed since) and the second listener. */
+static int tls_start(sophia_server *srv, sophia_http *h)
+{
+    const sophia_conf *cf = srv->conf;
+    char why[1024];
+    sophia_tls_fault fault;
+    int port;
+    SSL_CTX *ctx = sophia_tls_ctx_new(cf->server.tls.cert, cf->server.tls.key, &fault,
+                                      why, sizeof(why));
+    if (!ctx || sophia_conf_split_listen(cf->server.tls.listen, &h->tls_host, &port) < 0) {
+        char q[1100];
+        sophia_error("http", "msg=\"cannot load server.tls\" err=%s",
+                     sophia_log_quote(ctx ? "bad server.tls.listen" : why, q, sizeof(q)));
+        SSL_CTX_free(ctx);
+        return -1;
+    }
+    h->tls = sophia_tls_new(ctx, sophia_loop_base(srv->loop));
+    if (!h->tls)
+        return -1;
+    if (!(h->tls_listener = listen_on(srv, h->tls_host, &port, on_accept_tls))) {
+        sophia_error("http", "msg=\"cannot listen\" tls_listen=%s err=%s",
+                     cf->server.tls.listen, strerror(errno));
+        return -1;
+    }
+    sophia_info("http", "msg=\"listening for TLS\" addr=%s:%d cert=%s", h->tls_host, port,
+                cf->server.tls.cert);
+    return 0;
+}
+
+int sophia_http_reload_tls(sophia_server *srv, const sophia_conf *c, char *why,
+                           size_t n)
+{
+    sophia_http *h = srv->http;
+    sophia_tls_fault fault;
+    const char *was = srv->conf->server.tls.listen, *now = c->server.tls.listen;
+    if (h && (!was != !now || (was && now && strcmp(was, now))))
+        sophia_warn("http", "msg=\"server.tls.listen changed; takes effect after a restart\" "
+                            "running=%s new=%s", was ? was : "none", now ? now : "none");
+    if (!h || !h->tls || !now)
+        return 0; /* a listener is opened or closed at start only */
+    SSL_CTX *ctx = sophia_tls_ctx_new(c->server.tls.cert, c->server.tls.key, &fault,
+                                      why, n);
+    if (!ctx)
+        return -1;
+    sophia_tls_set_ctx(h->tls, ctx);
+    return 0;
 }
 
 int sophia_http_start(sophia_server *srv)
@@ -915,12 +1039,12 @@ int sophia_http_start(sophia_server *srv)
         sophia_error("http", "msg=\"cannot start the WebSocket server\"");
         return -1;
     }
-    if (!(h->listener = listen_on(srv))) {
+    if (!(h->listener = listen_on(srv, srv->host, &srv->port, on_accept))) {
         sophia_error("http", "msg=\"cannot listen\" listen=%s:%d err=%s", srv->host,
                      srv->port, strerror(errno));
         return -1;
     }
-    return 0;
+    return srv->conf->server.tls.listen ? tls_start(srv, h) : 0;
 }
 
 void sophia_http_stop(sophia_server *srv)
@@ -929,11 +1053,15 @@ void sophia_http_stop(sophia_server *srv)
     if (h) {
         if (h->listener)
             evconnlistener_free(h->listener);
+        if (h->tls_listener)
+            evconnlistener_free(h->tls_listener);
         for (http_conn *c = h->conns; c; c = c->next)
             if (c->state == C_WAIT) /* answered after we are gone */
                 c->req->h = NULL;
         while (h->conns)
             conn_close(h->conns);
+        sophia_tls_free(h->tls); /* its bridges: lws sees their ends close */
+        free(h->tls_host);
     }
     if (srv->lws) {
         /* With a foreign loop, destruction finishes in lws's handle-close

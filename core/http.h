@@ -40,10 +40,18 @@ typedef struct sophia_http_stats {
     uint64_t upgrades;            /* connections handed to the WebSocket router */
     uint64_t requests;            /* answered */
     uint64_t errors;              /* answered 4xx or 5xx */
+    uint64_t tls_handshakes_ok;     /* server.tls connections that completed one */
+    uint64_t tls_handshakes_failed; /* ...closed before one completed */
 } sophia_http_stats;
 
-/* Listens on srv->host:srv->port (srv->port is set to the bound port). */
+/* Listens on srv->host:srv->port (srv->port is set to the bound port),
+ * and on server.tls.listen for HTTPS/WSS when it is set. */
 int sophia_http_start(sophia_server *srv);
+/* SIGHUP: new TLS connections use the certificate and key `c` names; open
+ * ones keep theirs. -1 with the reason in `why` keeps the old ones. A
+ * listener is opened or closed at start only (0, nothing done). */
+int sophia_http_reload_tls(sophia_server *srv, const sophia_conf *c, char *why,
+                           size_t n);
 /* Closes the listener and every connection (WebSockets with 1001). */
 void sophia_http_stop(sophia_server *srv);
 /* Serves an already connected socket as if accepted (tests, fuzzing). */

@@ -20,7 +20,10 @@
  * when both sides implement export_state/import_state; then the old set
  * is retired (fini + close of what the new set does not share).
  *
- * Things read once at start-up stay as they were: the listen address, the
+ * server.tls's certificate and key are read again, and used for new
+ * connections only once they load as a pair (http_tls.h); open ones keep
+ * theirs. Things read once at start-up stay as they were: the listen
+ * addresses (server.listen, and whether and where server.tls listens), the
  * cache tiers and write-strategy prefixes, the memory module's settings
  * (it keeps a pointer into the configuration it was started with, so that
  * one is kept alive until exit), and of a stream that stays its queue
@@ -37,6 +40,7 @@
 #include <string.h>
 
 #include "host.h"
+#include "http.h"
 #include "log.h"
 #include "memory.h"
 #include "paths.h"
@@ -158,23 +162,35 @@ static int is_loopback(const char *host)
            strcmp(host, "localhost") == 0;
 }
 
-/* Secrets policy (SPEC §3): open endpoints only on loopback. */
-void sophia_check_secrets(const sophia_conf *c, const char *host,
-                          sophia_diag *d)
+static void check_listener(const sophia_conf *c, const char *host,
+                           const char *key, const char *listen, sophia_diag *d)
 {
     if (is_loopback(host))
         return;
     if (!c->server.tokens || !*c->server.tokens)
         sophia_diag_add(d, c->file, 0, 0,
-                        "server.listen %s is not loopback but no ingest tokens "
+                        "%s %s is not loopback but no ingest tokens "
                         "are set (server.tokens.secret_env %s is empty)",
-                        c->server.listen,
+                        key, listen,
                         c->server.tokens_env ? c->server.tokens_env : "unset");
     if (!c->ws.auth_secret || !*c->ws.auth_secret)
         sophia_diag_add(d, c->file, 0, 0,
-                        "server.listen %s is not loopback but WebSocket auth has "
+                        "%s %s is not loopback but WebSocket auth has "
                         "no secret (websocket.auth.secret_env)",
-                        c->server.listen);
+                        key, listen);
+}
+
+/* Secrets policy (SPEC §3): open endpoints only on loopback, on either
+ * listener. */
+void sophia_check_secrets(const sophia_conf *c, const char *host,
+                          sophia_diag *d)
+{
+    check_listener(c, host, "server.listen", c->server.listen, d);
+    char *tls_host = NULL;
+    if (c->server.tls.listen &&
+        sophia_conf_split_listen(c->server.tls.listen, &tls_host, NULL) == 0)
+        check_listener(c, tls_host, "server.tls.listen", c->server.tls.listen, d);
+    free(tls_host);
 }
 
 /* Builds the new set and checks the streams bind to it; NULL on error. */
@@ -258,6 +274,12 @@ static int apply(sophia_server *s, sophia_conf *c)
     sophia_diag d;
     sophia_diag_init(&d);
     sophia_plugin_set *next = prepare(s, c, &d);
+    char why[1024];
+    if (next && sophia_http_reload_tls(s, c, why, sizeof(why)) < 0) {
+        sophia_diag_add(&d, c->file, 0, 0, "server.tls: %s; keeping the certificate in use", why);
+        sophia_plugin_set_retire(next, s->plugins); /* the fresh ones */
+        next = NULL;
+    }
     if (!next) {
         if (!d.count)
             sophia_diag_add(&d, s->conf->file, 0, 0, "reload failed");

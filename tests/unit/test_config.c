@@ -371,7 +371,7 @@ static void test_unknown_key(void **state)
     expect_one("server:\n  listen: \"127.0.0.1:1\"\n  bogus: 1\n",
                "t.yaml:3:3: unknown key 'bogus' in server (allowed: listen, "
                "max_body, max_body_total, max_connections, hosts, origins, "
-               "tokens, share_dir, rate_limit)");
+               "tokens, share_dir, rate_limit, tls)");
     expect_one("\nlisten: 1\n",
                "t.yaml:2:1: unknown key 'listen' at the top level "
                ALLOWED_TOP);
@@ -925,6 +925,62 @@ static void test_relative_paths_file(void **state)
     rmdir(root);
 }
 
+/* server.tls: all keys required, paths against the file's directory,
+ * files loaded at once so a bad one is an error at its key. (A key that
+ * does not match its certificate: integration.tls, with real ones.) */
+static void test_server_tls(void **state)
+{
+    (void)state;
+    expect_clean("server:\n  tls:\n");
+    sophia_diag_free(&diag);
+    const char *y = "server:\n  tls:\n    listen: \"127.0.0.1:8443\"\n"
+                    "    cert: tls/c.pem\n    key: /k.pem\n";
+    sophia_conf *c = sophia_conf_load_string("/nonexistent-sophia-test/conf/t.yaml",
+                                             y, strlen(y), &diag);
+    assert_count(1);
+    assert_diag(0, "/nonexistent-sophia-test/conf/t.yaml:4:11: server.tls.cert: "
+                   "cannot read certificate /nonexistent-sophia-test/conf/tls/c.pem: "
+                   "No such file or directory");
+    assert_string_equal(c->server.tls.cert, "/nonexistent-sophia-test/conf/tls/c.pem");
+    assert_string_equal(c->server.tls.listen, "127.0.0.1:8443");
+    sophia_conf_free(c);
+    sophia_diag_free(&diag);
+
+    c = load("server:\n  tls: {listen: \"127.0.0.1:8443\"}\n");
+    assert_count(2);
+    assert_diag(0, "t.yaml:2:8: server.tls: missing required key 'cert'");
+    assert_diag(1, "t.yaml:2:8: server.tls: missing required key 'key'");
+    sophia_conf_free(c);
+    /* /dev/zero would keep OpenSSL's PEM reader busy forever */
+    expect_one("server:\n  tls: {listen: \"127.0.0.1:1\", cert: /dev/zero, key: /dev/zero}\n",
+               "t.yaml:2:38: server.tls.cert: certificate /dev/zero is not a regular file");
+    sophia_diag_free(&diag);
+    c = load("server:\n  tls: {listen: \"127.0.0.1:1\", cert: /a, key: /b, ca: c}\n");
+    assert_count(2);
+    assert_diag(0, "t.yaml:2:51: unknown key 'ca' in server.tls (allowed: listen, cert, key)");
+    assert_diag(1, "t.yaml:2:38: server.tls.cert: cannot read certificate /a:");
+    sophia_conf_free(c);
+
+    char tmpl[] = "/tmp/sophia-test-tls-XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    char file[PATH_MAX], junk[PATH_MAX + 16];
+    snprintf(file, sizeof(file), "%s/t.yaml", tmpl);
+    snprintf(junk, sizeof(junk), "%s/junk.pem", tmpl);
+    write_file(junk, "not a certificate\n");
+    write_file(file, "server:\n  tls: {listen: \"127.0.0.1:1\", cert: junk.pem, key: junk.pem}\n");
+    sophia_diag_free(&diag);
+    c = sophia_conf_load(file, &diag);
+    assert_count(1);
+    char want[PATH_MAX * 3 + 128];
+    snprintf(want, sizeof(want), "%s:2:38: server.tls.cert: %s is not a PEM "
+             "certificate (chain): no start line", file, junk);
+    assert_diag(0, want);
+    sophia_conf_free(c);
+    unlink(junk);
+    unlink(file);
+    rmdir(tmpl);
+}
+
 static void test_options(void **state)
 {
     (void)state;
@@ -1045,6 +1101,7 @@ int main(void)
         T(test_relative_paths_lexical),
         T(test_add_plugin_dir),
         T(test_relative_paths_file),
+        T(test_server_tls),
         T(test_options),
         T(test_free_null),
 #undef T
