@@ -25,6 +25,8 @@ sophia_require_pkg(YAML yaml-0.1 libyaml-dev)
 sophia_require_pkg(JANSSON jansson libjansson-dev)
 sophia_require_pkg(LIBCRYPTO libcrypto libssl-dev)
 sophia_require_pkg(LIBSSL libssl libssl-dev)
+# sd_notify(3) for sophiad.service (Type=notify): core/notify.h.
+sophia_require_pkg(LIBSYSTEMD libsystemd libsystemd-dev)
 
 # libltdl ships no pkg-config file.
 find_path(LTDL_INCLUDE_DIR ltdl.h)

@@ -2184,3 +2184,62 @@ void sophia_conf_free(sophia_conf *c)
     free(c->streams);
     free(c);
 }
+
+/* ---- the schema, for the manual page (config_doc.c) -------------------- */
+
+static const char *field_type_name(field_type t)
+{
+    switch (t) {
+    case F_STRING: return "string";
+    case F_URL: return "URL (empty disables)";
+    case F_REDIS_URL: return "Redis URL (empty disables)";
+    case F_DIR: return "path (relative to the file's directory)";
+    case F_LISTEN: return "HOST:PORT";
+    case F_SIZE: return "size (bytes, or 64KiB, 1MB, ...)";
+    case F_COUNT: return "integer > 0";
+    case F_COUNT0: return "integer >= 0";
+    case F_SECONDS: return "duration (seconds, or 250ms, 5m, 1h, 7d)";
+    case F_LEVEL: return "debug | info | warn | error";
+    case F_SECRET: return "environment variable name";
+    case F_SECTION: return "mapping";
+    case F_CUSTOM: break;
+    }
+    return NULL;
+}
+
+/* Mappings of user-chosen names, each entry walked with its own fields. */
+static const struct {
+    field_fn fn;
+    const char *name; /* the placeholder in the documented path */
+    const field *fields;
+} named_sections[] = {
+    {walk_instances, "NAME", instance_fields},
+    {walk_streams, "NAME", stream_fields},
+    {walk_consolidate, "INSTANCE", consolidate_fields},
+};
+
+static void each_key(const field *fields, const char *prefix,
+                     sophia_conf_key_fn fn, void *arg)
+{
+    char path[256];
+    for (const field *f = fields; f->key; f++) {
+        snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "",
+                 f->key);
+        fn(path, field_type_name(f->type), arg);
+        if (f->type == F_SECTION)
+            each_key(f->sub->fields, path, fn, arg);
+        for (size_t i = 0; f->type == F_CUSTOM &&
+                           i < sizeof(named_sections) / sizeof(named_sections[0]); i++) {
+            if (named_sections[i].fn != f->fn)
+                continue;
+            char sub[300];
+            snprintf(sub, sizeof(sub), "%s.%s", path, named_sections[i].name);
+            each_key(named_sections[i].fields, sub, fn, arg);
+        }
+    }
+}
+
+void sophia_conf_each_key(sophia_conf_key_fn fn, void *arg)
+{
+    each_key(top_sec.fields, "", fn, arg);
+}

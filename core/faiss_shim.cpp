@@ -467,4 +467,11 @@ void sophia_faiss_set_threads(int n)
     omp_set_num_threads(n > 0 ? n : 1);
 }
 
+const char *sophia_faiss_version(void)
+{
+#define SOPHIA_STR2(x) #x
+#define SOPHIA_STR(x) SOPHIA_STR2(x)
+    return SOPHIA_STR(FAISS_VERSION_MAJOR) "." SOPHIA_STR(FAISS_VERSION_MINOR) "." SOPHIA_STR(FAISS_VERSION_PATCH);
+}
+
 } // extern "C"

@@ -48,6 +48,9 @@ int sophia_faiss_copy(const FaissIndex *index, idx_t from, idx_t n,
 /* OpenMP threads for faiss calls made from the calling thread. */
 void sophia_faiss_set_threads(int n);
 
+/* "MAJOR.MINOR.PATCH" of the faiss headers (and libfaiss.a) built with. */
+const char *sophia_faiss_version(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -42,6 +42,7 @@
 #include "host.h"
 #include "http.h"
 #include "log.h"
+#include "notify.h"
 #include "memory.h"
 #include "paths.h"
 #include "plugin.h"
@@ -153,6 +154,9 @@ static void fail(sophia_server *s, const sophia_diag *d)
         sophia_error("reload", "msg=\"configuration rejected, keeping the running one\" problem=%s",
                      sophia_log_quote(d->lines[i], q, sizeof(q)));
     }
+    /* The reload is over: systemd goes back from "reloading" to "active". */
+    sophia_notify_ready("running; reload refused, the old configuration "
+                        "stays: %s", last_error ? last_error : "?");
 }
 
 static int is_loopback(const char *host)
@@ -294,6 +298,10 @@ static int apply(sophia_server *s, sophia_conf *c)
     sophia_info("reload", "msg=\"configuration applied\" file=%s plugins=%zu streams=%zu prepare_us=%lld commit_us=%lld",
                 s->conf->file, s->plugins->count, sophia_streams_count(s->streams),
                 (long long)(t1 - t0), (long long)(sophia_now_mono_us() - t1));
+    sophia_notify_ready("running on %s:%d; configuration reloaded (%zu plugins, "
+                        "%zu streams, reload #%llu)", s->host, s->port,
+                        s->plugins->count, sophia_streams_count(s->streams),
+                        (unsigned long long)s->reloads);
     sophia_diag_free(&d);
     return 0;
 }
@@ -326,6 +334,7 @@ int sophia_reload(sophia_server *s)
         hup_again = 1;
         return 0;
     }
+    sophia_notify_reloading(); /* READY=1 again in apply() or fail() */
     last_at = sophia_now_wall_us();
     sophia_diag d;
     sophia_diag_init(&d);

@@ -2,7 +2,7 @@
 // problems are reported as FILE:LINE:COL: message, exit 1, nothing listens.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runSophiad } from './lib/daemon.mjs';
@@ -25,6 +25,34 @@ test('--version and --help', async () => {
   const h = await runSophiad(['--help']);
   assert.equal(h.code, 0);
   assert.match(h.stdout, /--check/);
+  assert.doesNotMatch(h.stdout, /--man/); // the build's generators stay hidden
+});
+
+test('--version names the SDK ABI and every library with its version', async () => {
+  const v = await runSophiad(['--version']);
+  assert.equal(v.code, 0, v.stderr);
+  const sdk = readFileSync(path.join(SRC, 'sdk', 'include', 'sophia', 'sdk.h'), 'utf8');
+  const major = sdk.match(/#define SOPHIA_SDK_VERSION_MAJOR (\d+)/)[1];
+  const minor = sdk.match(/#define SOPHIA_SDK_VERSION_MINOR (\d+)/)[1];
+  assert.match(v.stdout, new RegExp(`^plugin SDK ABI ${major}\\.${minor}$`, 'm'));
+  for (const lib of ['libevent', 'libwebsockets', 'hiredis', 'libpq', 'jansson', 'libyaml',
+    'openssl', 'libsystemd', 'faiss']) {
+    assert.match(v.stdout, new RegExp(`^${lib} \\d+(\\.\\d+)*\\S*( \\(build\\))?$`, 'm'), `${lib} in:\n${v.stdout}`);
+  }
+  // Run-time versions are the loaded libraries': libpq's from PQlibVersion.
+  assert.match(v.stdout, /^libpq 1\d\.\d+$/m);
+});
+
+test('--man and --man-config print sophiad(8) and sophia.yaml(5) in roff', async () => {
+  const d = await runSophiad(['--man']);
+  assert.equal(d.code, 0, d.stderr);
+  assert.match(d.stdout, /^\.TH SOPHIAD 8 /);
+  assert.match(d.stdout, /\\-\\-check/);
+  const y = await runSophiad(['--man-config']);
+  assert.equal(y.code, 0, y.stderr);
+  assert.equal(y.stderr, '', 'keys without a description');
+  assert.match(y.stdout, /^\.TH SOPHIA\.YAML 5 /);
+  assert.match(y.stdout, /^\.B server\.listen\nType: HOST:PORT; default: 127\.0\.0\.1:8080\.$/m);
 });
 
 test('the default configuration passes --check and prints the option table', async () => {
