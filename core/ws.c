@@ -1595,6 +1595,12 @@ void sophia_ws_publish(sophia_ws_router *r, const char *type,
 {
     r->st.published++;
     if (r->cluster && sophia_cluster_ready(r->cluster) &&
+        sophia_cluster_alone(r->cluster)) {
+        r->st.cluster_alone++; /* nobody else to tell: see cluster.h */
+        sophia_ws_route(r, type, topics, NULL, ntopics, dashboard_id, data);
+        return;
+    }
+    if (r->cluster && sophia_cluster_ready(r->cluster) &&
         sophia_cluster_publish(r->cluster, type, topics, ntopics, dashboard_id,
                                data) == 0) {
         r->st.cluster_out++;
@@ -1767,13 +1773,25 @@ static void router_start_timer(sophia_ws_router *r)
         event_add(r->tick, &tv);
 }
 
+/* cluster.redis, else redis.url unless cluster.enabled is false: nodes
+ * sharing a Redis are one cluster by default (cluster.h). */
+static const char *cluster_url(const sophia_conf *cf)
+{
+    if (cf->cluster.enabled == 0)
+        return NULL;
+    if (cf->cluster.redis && *cf->cluster.redis)
+        return cf->cluster.redis;
+    return cf->redis_url && *cf->redis_url ? cf->redis_url : NULL;
+}
+
 static void router_start_cluster(sophia_ws_router *r)
 {
     const sophia_conf *cf = sophia_srv ? sophia_srv->conf : NULL;
-    if (!cf || !cf->cluster.redis || !*cf->cluster.redis || !sophia_srv->loop)
+    const char *url = cf ? cluster_url(cf) : NULL;
+    if (!url || !sophia_srv->loop)
         return;
-    r->cluster = sophia_cluster_new(sophia_loop_base(sophia_srv->loop),
-                                    cf->cluster.redis, cf->cluster.node_id, r);
+    r->cluster = sophia_cluster_new(sophia_loop_base(sophia_srv->loop), url,
+                                    cf->cluster.node_id, r);
     sophia_cluster_set_seq_ttl(r->cluster, (double)r->history_age_us / 1e6);
 }
 
@@ -1961,6 +1979,12 @@ static int top_cmp(const void *a, const void *b)
     return x > y ? -1 : x < y;
 }
 
+uint64_t sophia_ws_topic_seq(const sophia_ws_router *r, const char *topic)
+{
+    const ws_topic *t = sophia_dict_get(r->topics, topic);
+    return t ? t->seq : 0;
+}
+
 int sophia_ws_cluster_state(const sophia_ws_router *r)
 {
     if (!r || !r->cluster)
@@ -2000,12 +2024,14 @@ json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n)
     json_object_set_new(o, "top_topics", top);
     if (r->cluster)
         json_object_set_new(o, "cluster",
-                            json_pack("{s:s,s:b,s:I,s:I,s:I}", "node",
+                            json_pack("{s:s,s:b,s:b,s:I,s:I,s:I,s:I}", "node",
                                       sophia_cluster_node_id(r->cluster), "up",
-                                      sophia_cluster_ready(r->cluster), "out",
+                                      sophia_cluster_ready(r->cluster), "alone",
+                                      sophia_cluster_alone(r->cluster), "out",
                                       (json_int_t)s->cluster_out, "in",
                                       (json_int_t)s->cluster_in, "fallback",
-                                      (json_int_t)s->cluster_fallback));
+                                      (json_int_t)s->cluster_fallback, "local",
+                                      (json_int_t)s->cluster_alone));
     return o;
 }
 
@@ -2044,6 +2070,9 @@ void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f)
                  "Publishes sent through Redis.", s->cluster_out);
     prom_counter(f, "sophia_ws_cluster_in_total",
                  "Publishes received from Redis.", s->cluster_in);
+    prom_counter(f, "sophia_ws_cluster_local_total",
+                 "Publishes delivered locally: no other node on the channel.",
+                 s->cluster_alone);
     prom_counter(f, "sophia_ws_topics_freed_total",
                  "Idle topics freed once their history aged out.", s->topics_freed);
     prom_counter(f, "sophia_ws_topics_refused_total",
