@@ -90,6 +90,7 @@ struct sophia_cluster {
     char node[96];
     uint64_t received;
     struct event *beat_ev;    /* our hello every CLUSTER_BEAT_MS */
+    struct event *join_ev;    /* retries the join until the command link takes it */
     int64_t peer_until_us;    /* another node was heard from until then (mono) */
     uint64_t inflight;        /* own publishes sent, not yet back from the channel */
 };
@@ -100,7 +101,8 @@ static void *inval_arg;
 
 static void sub_connect(sophia_cluster *c);
 static void sub_refused(sophia_cluster *c, const char *cmd, const redisReply *r);
-static void say_hello(sophia_cluster *c, const char *kind);
+static int say_hello(sophia_cluster *c, const char *kind);
+static void send_join(sophia_cluster *c);
 
 /* A message from another node: it is there for the next while. */
 static void heard_peer(sophia_cluster *c)
@@ -189,7 +191,7 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
             c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
             sophia_info("cluster", "msg=\"subscribed\" url=%s node=%s",
                         c->safe_url, c->node);
-            say_hello(c, "join");
+            send_join(c);
         }
         return;
     }
@@ -298,6 +300,23 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
         say_hello(c, "beat");
 }
 
+/* The subscription may be confirmed before the command connection is up:
+ * the join waits for it, so the others hear of us at once, not a beat
+ * later. */
+static void on_join_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    send_join(arg);
+}
+
+static void send_join(sophia_cluster *c)
+{
+    struct timeval tv = {0, 20 * 1000};
+    if (c->subscribed && say_hello(c, "join") != 0 && c->join_ev)
+        evtimer_add(c->join_ev, &tv);
+}
+
 static void sub_connect(sophia_cluster *c)
 {
     c->sub = redisAsyncConnect(c->url.host, c->url.port);
@@ -352,6 +371,7 @@ sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
     c->retry_ev = evtimer_new(base, on_retry, c);
     c->connect_ev = evtimer_new(base, on_connect_timeout, c);
     c->beat_ev = event_new(base, -1, EV_PERSIST, on_beat, c);
+    c->join_ev = evtimer_new(base, on_join_retry, c);
     if (c->beat_ev) {
         struct timeval tv = {CLUSTER_BEAT_MS / 1000, (CLUSTER_BEAT_MS % 1000) * 1000};
         event_add(c->beat_ev, &tv);
@@ -374,6 +394,8 @@ void sophia_cluster_free(sophia_cluster *c)
     event_free(c->connect_ev);
     if (c->beat_ev)
         event_free(c->beat_ev);
+    if (c->join_ev)
+        event_free(c->join_ev);
     sophia_redis_free(c->cmd);
     sophia_redis_url_clear(&c->url);
     free(c);
@@ -399,17 +421,20 @@ int sophia_cluster_alone(const sophia_cluster *c)
     return c && c->inflight == 0 && sophia_now_mono_us() >= c->peer_until_us;
 }
 
-/* {"node","hello":kind} on the invalidation channel: fire and forget. */
-static void say_hello(sophia_cluster *c, const char *kind)
+/* {"node","hello":kind} on the invalidation channel, fire and forget;
+ * -1 when the command connection is down. */
+static int say_hello(sophia_cluster *c, const char *kind)
 {
-    char msg[160];
-    int n = snprintf(msg, sizeof(msg), "{\"node\":\"%s\",\"hello\":\"%s\"}",
-                     c->node, kind);
-    if (n <= 0 || (size_t)n >= sizeof(msg) || strpbrk(c->node, "\"\\"))
-        return; /* a node id JSON would need escaping: peers just do not see us */
+    json_t *o = json_pack("{s:s,s:s}", "node", c->node, "hello", kind);
+    char *msg = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!msg)
+        return -1;
     const char *argv[3] = {"PUBLISH", SOPHIA_CLUSTER_INVAL_CHANNEL, msg};
-    size_t lens[3] = {7, strlen(SOPHIA_CLUSTER_INVAL_CHANNEL), (size_t)n};
-    sophia_redis_command(c->cmd, NULL, NULL, 3, argv, lens);
+    size_t lens[3] = {7, strlen(SOPHIA_CLUSTER_INVAL_CHANNEL), strlen(msg)};
+    int rc = sophia_redis_command(c->cmd, NULL, NULL, 3, argv, lens);
+    free(msg);
+    return rc == 0 ? 0 : -1;
 }
 
 /* A failed EVAL published nothing: it will not come back. */
