@@ -15,6 +15,7 @@
 #include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api.h"
 #include "cluster.h"
@@ -26,6 +27,7 @@
 #include "server.h"
 #include "stream.h"
 #include "ws_history.h"
+#include "ws_latest.h"
 #include "ws_jwt.h"
 
 #define WS_MAX_TOPIC 200
@@ -140,6 +142,7 @@ struct sophia_ws_router {
     int64_t flush_end_us, flush_cost_us; /* the last flush, see mark_dirty */
     sophia_jsonw render;    /* reused by render_msg: no malloc per message */
     sophia_cluster *cluster;
+    ws_latest *latest;      /* each dashboard's latest metric updates */
     sophia_ws_stats st;
 };
 
@@ -932,6 +935,36 @@ static void method_history(sophia_ws_client *c, const char *id, json_t *p)
                              "complete", complete));
 }
 
+/* request `latest`: {topic} - a dashboard topic's latest update of each
+ * metric (ws_latest.h), oldest first, each as it was sent (with its seq),
+ * and the topic's seq now. What history has aged out of is still here. */
+static void method_latest(sophia_ws_client *c, const char *id, json_t *p)
+{
+    const char *topic = json_string_value(json_object_get(p, "topic"));
+    if (!topic || !topic_valid(topic) || is_pattern(topic)) {
+        client_error(c, id, "bad_request",
+                     "latest needs params {\"topic\": an exact topic}");
+        return;
+    }
+    if (!topic_permitted(c, topic)) {
+        char m[300], what[240];
+        c->r->st.forbidden++;
+        snprintf(what, sizeof(what), "topic '%s'", topic);
+        scope_message(c, "topics", what, m, sizeof(m));
+        client_error(c, id, "forbidden", m);
+        return;
+    }
+    ws_msg **v = NULL;
+    size_t n = ws_latest_get(c->r->latest, topic, &v);
+    json_t *msgs = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(msgs, json_loads(ws_msg_text(v[i], LWS_PRE), 0, NULL));
+    free(v);
+    const ws_topic *t = topic_get(c->r, topic, 0);
+    respond(c, id, json_pack("{s:s,s:I,s:o}", "topic", topic, "seq",
+                             (json_int_t)(t ? t->seq : 0), "messages", msgs));
+}
+
 static const ws_method *method_find(const char *name)
 {
     for (size_t i = 0; i < WS_MAX_METHODS; i++)
@@ -942,7 +975,7 @@ static const ws_method *method_find(const char *name)
 
 static void unknown_method(sophia_ws_client *c, const char *id)
 {
-    char m[1024] = "method must be one of: stats, history";
+    char m[1024] = "method must be one of: stats, history, latest";
     size_t o = strlen(m);
     for (size_t i = 0; i < WS_MAX_METHODS && o < sizeof(m); i++)
         if (methods[i].fn)
@@ -1077,6 +1110,8 @@ static void on_request(sophia_ws_client *c, json_t *msg)
         method_stats(c, id);
     else if (method && strcmp(method, "history") == 0)
         method_history(c, id, params);
+    else if (method && strcmp(method, "latest") == 0)
+        method_latest(c, id, params);
     else if (m)
         call_method(c, m, id, params);
     else
@@ -1580,6 +1615,9 @@ void sophia_ws_route(sophia_ws_router *r, const char *type,
             continue;
         ws_history_prune(&t->hist, now, r->history_age_us);
         ws_history_push(&t->hist, t->seq, now, m);
+        if (metric && strncmp(topics[i], "dashboard:", 10) == 0)
+            ws_latest_put(r->latest, topics[i], metric, m,
+                          sophia_now_wall_us() / 1000);
         for (size_t k = 0; k < t->subs.n; k++)
             deliver(r, t->subs.v[k], m);
         deliver_patterns(r, topics[i], m);
@@ -1805,6 +1843,7 @@ sophia_ws_router *sophia_ws_router_new(size_t max_queue)
     r->topics = sophia_dict_new();
     r->patterns = sophia_dict_new();
     r->by_id = sophia_dict_new();
+    r->latest = ws_latest_new(WS_LATEST_TOPICS, WS_LATEST_METRICS);
     r->gather = malloc(LWS_PRE + WS_GATHER_MAX);
     if (sophia_srv && sophia_srv->loop) {
         struct timeval tv = {0, WS_SWEEP_US};
@@ -1815,7 +1854,7 @@ sophia_ws_router *sophia_ws_router_new(size_t max_queue)
         if (r->sweep_ev)
             event_add(r->sweep_ev, &tv);
     }
-    if (!r->topics || !r->patterns || !r->by_id || !r->gather) {
+    if (!r->topics || !r->patterns || !r->by_id || !r->latest || !r->gather) {
         sophia_ws_router_free(r);
         return NULL;
     }
@@ -1923,6 +1962,7 @@ void sophia_ws_router_free(sophia_ws_router *r)
         sophia_dict_free(r->patterns, subs_free);
     if (r->by_id)
         sophia_dict_free(r->by_id, NULL);
+    ws_latest_free(r->latest);
     json_decref(r->pending_claims);
     router_free_settings(r);
     free(r);
@@ -1977,6 +2017,43 @@ static int top_cmp(const void *a, const void *b)
 {
     size_t x = ((const topic_count *)a)->n, y = ((const topic_count *)b)->n;
     return x > y ? -1 : x < y;
+}
+
+static void dashboard_entry(const char *topic, size_t metrics,
+                            int64_t updated_ms, void *arg)
+{
+    char when[40];
+    time_t sec = (time_t)(updated_ms / 1000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + n, sizeof(when) - n, ".%03dZ", (int)(updated_ms % 1000));
+    json_array_append_new(arg, json_pack("{s:s,s:I,s:s}", "id", topic + 10,
+                                         "metrics", (json_int_t)metrics,
+                                         "updated_at", when));
+}
+
+static int by_id(const void *a, const void *b)
+{
+    return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "id")),
+                  json_string_value(json_object_get(*(json_t *const *)b, "id")));
+}
+
+json_t *sophia_ws_dashboards_json(const sophia_ws_router *r)
+{
+    json_t *list = json_array(), *sorted = json_array();
+    ws_latest_each(r ? r->latest : NULL, dashboard_entry, list);
+    size_t n = json_array_size(list);
+    json_t **v = n ? calloc(n, sizeof(*v)) : NULL;
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = json_array_get(list, i);
+    if (v)
+        qsort(v, n, sizeof(*v), by_id);
+    for (size_t i = 0; v && i < n; i++)
+        json_array_append(sorted, v[i]);
+    free(v);
+    json_decref(list);
+    return json_pack("{s:o}", "dashboards", sorted);
 }
 
 uint64_t sophia_ws_topic_seq(const sophia_ws_router *r, const char *topic)
@@ -2100,7 +2177,7 @@ int sophia_ws_register_method(const char *name, sophia_ws_method_fn fn,
 {
     if (!name || !fn || strlen(name) >= sizeof(methods[0].name) ||
         strcmp(name, "stats") == 0 || strcmp(name, "history") == 0 ||
-        method_find(name))
+        strcmp(name, "latest") == 0 || method_find(name))
         return -1;
     for (size_t i = 0; i < WS_MAX_METHODS; i++)
         if (!methods[i].fn) {
