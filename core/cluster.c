@@ -92,6 +92,7 @@ struct sophia_cluster {
     struct event *beat_ev;    /* our hello every CLUSTER_BEAT_MS */
     struct event *join_ev;    /* retries the join until the command link takes it */
     int64_t peer_until_us;    /* another node was heard from until then (mono) */
+    int64_t grace_until_us;   /* invalidations go out regardless until then */
     uint64_t inflight;        /* own publishes sent, not yet back from the channel */
 };
 
@@ -191,6 +192,7 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
             c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
             sophia_info("cluster", "msg=\"subscribed\" url=%s node=%s",
                         c->safe_url, c->node);
+            c->grace_until_us = sophia_now_mono_us() + CLUSTER_PEER_TIMEOUT_MS * 1000LL;
             send_join(c);
         }
         return;
@@ -525,11 +527,25 @@ void sophia_cluster_on_invalidate(sophia_cluster_invalidate_fn fn, void *arg)
     inval_arg = arg;
 }
 
+/* Nobody to tell: subscribed, alone, and past the grace after joining.
+ * The grace covers a newcomer's first round trips, when it has not heard
+ * the others' answer to its join yet but they may already cache what it
+ * writes. (An old node hears a newcomer one round trip after it
+ * subscribed; its writes in between reach nobody, as they would not
+ * before the newcomer subscribed.) */
+static int nobody_listens(const sophia_cluster *c)
+{
+    return c->subscribed && sophia_cluster_alone(c) &&
+           sophia_now_mono_us() >= c->grace_until_us;
+}
+
 int sophia_cluster_broadcast_invalidate(const char *key_or_tag, int is_tag)
 {
     sophia_cluster *c = the_cluster;
     if (!c || !sophia_redis_up(c->cmd) || !key_or_tag)
         return -1;
+    if (nobody_listens(c))
+        return 0;
     json_t *o = json_pack("{s:s,s:s}", "node", c->node, is_tag ? "tag" : "key",
                           key_or_tag);
     char *s = json_dumps(o, JSON_COMPACT);

@@ -36,8 +36,9 @@
  * node within one round trip; publishes made in that round trip reach only
  * the publishing node's subscribers. The script takes each topic's last
  * local seq as a floor, so a topic's seq still never goes back when a node
- * leaves being alone. Invalidations are broadcast alone or not (fire and
- * forget, and a newcomer may already hold keys in its L1).
+ * leaves being alone. Invalidations are skipped alone too, except in a
+ * node's first 5 s after subscribing: a newcomer tells everything it
+ * writes before it heard the others, who may already cache those keys.
  *
  * Default: with redis.url set and no cluster section, the cluster runs on
  * redis.url (credentials included); `cluster: {enabled: false}` (or

@@ -87,6 +87,47 @@ test('three nodes with no cluster section form a cluster on redis.url', async (t
   nodes = [];
 });
 
+test('a node alone publishes locally; a newcomer joins it and seqs keep increasing', async () => {
+  nodes = [await startDaemon({ yaml: yaml() })];
+  const [a] = nodes;
+  await until(async () => (await stats(a)).cluster?.up, 'A subscribed');
+  assert.equal((await stats(a)).cluster.alone, true, 'nobody else on the channel');
+  const did = `${run}alone`;
+  const topic = `dashboard:${did}`;
+  const point = (value) => ({ metric: 'm', value, dashboard_id: did });
+  const wa = await subscriber(a, topic);
+  assert.equal((await ingest(a, point(1))).status, 202);
+  const m1 = await nextMessage(wa, 'metric');
+  const cl = (await stats(a)).cluster;
+  assert.ok(cl.local >= 1 && cl.out === 0, `delivered without Redis: ${JSON.stringify(cl)}`);
+
+  // Past A's first 5 s it stops telling invalidations to nobody; a
+  // newcomer must still never see a stale value.
+  await sleep(5200);
+  const key = `alone-${run}`;
+  assert.ok((await put(a, key, 1)).status < 300);
+  const b = await startDaemon({ yaml: yaml() });
+  nodes.push(b);
+  for (const n of nodes) {
+    await until(async () => (await stats(n)).cluster?.alone === false, 'the two nodes hear each other');
+  }
+  assert.equal((await get(b, key)).body.value, 1); // now in B's L1
+  assert.ok((await put(a, key, 2)).status < 300);
+  await until(async () => (await get(b, key)).body.value === 2, 'B drops the value A replaced');
+
+  const wb = await subscriber(b, topic);
+  assert.equal((await ingest(a, point(2))).status, 202);
+  const [ma, mb] = [await nextMessage(wa, 'metric'), await nextMessage(wb, 'metric')];
+  assert.equal(ma.seq, mb.seq, 'one seq on both nodes');
+  assert.ok(ma.seq > m1.seq, `the topic's seq went on: ${m1.seq} then ${ma.seq}`);
+  assert.equal(mb.data.value, 2);
+  assert.ok((await stats(a)).cluster.out >= 1, 'through Redis now');
+  wa.close();
+  wb.close();
+  await Promise.all(nodes.map((n) => n.stop()));
+  nodes = [];
+});
+
 test('cluster: {enabled: false} keeps nodes on one Redis independent', async () => {
   nodes = await Promise.all([1, 2].map(() => startDaemon({ yaml: yaml(OPT_OUT) })));
   const [a, b] = nodes;
