@@ -530,9 +530,9 @@ void sophia_cluster_on_invalidate(sophia_cluster_invalidate_fn fn, void *arg)
 /* Nobody to tell: subscribed, alone, and past the grace after joining.
  * The grace covers a newcomer's first round trips, when it has not heard
  * the others' answer to its join yet but they may already cache what it
- * writes. (An old node hears a newcomer one round trip after it
- * subscribed; its writes in between reach nobody, as they would not
- * before the newcomer subscribed.) */
+ * writes. An old node tells again one round trip after a newcomer
+ * subscribed (its join): that widens by one round trip the window the
+ * newcomer already had, of keys it loaded before it was subscribed. */
 static int nobody_listens(const sophia_cluster *c)
 {
     return c->subscribed && sophia_cluster_alone(c) &&
