@@ -435,6 +435,12 @@ static void get_stats(sophia_http_req *r)
     sophia_http_reply_json(r, 200, sophia_api_stats_json());
 }
 
+/* The dashboards that have metric data, for the page's picker (SPEC §13). */
+static void get_dashboards(sophia_http_req *r)
+{
+    sophia_http_reply_json(r, 200, sophia_ws_dashboards_json(sophia_srv->ws));
+}
+
 static void post_ingest(sophia_http_req *r, const char *name)
 {
     sophia_stream *st = sophia_srv->streams ? sophia_streams_find(sophia_srv->streams, name) : NULL;
@@ -537,6 +543,8 @@ void sophia_api_dispatch(sophia_http_req *r)
         get_metrics(r);
     else if (m == SOPHIA_HTTP_GET && strcmp(path, "/api/stats") == 0)
         get_stats(r);
+    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/api/dashboards") == 0)
+        get_dashboards(r);
     else if (m == SOPHIA_HTTP_POST && strncmp(path, "/ingest/", 8) == 0)
         post_ingest(r, path + 8);
     else if (strncmp(path, "/ingest/", 8) == 0)

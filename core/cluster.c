@@ -7,6 +7,12 @@
  * The prefix is built by the Lua script itself so the seqs and the message
  * can never disagree.
  *
+ * Peers: every node says hello on `sophia:inval` ({"node","hello":"join"}
+ * once subscribed, {"node","hello":"beat"} every second, a beat at once in
+ * answer to a join); invalidation handlers skip them (no key or tag). Any
+ * message from another node id keeps it counted as present for
+ * CLUSTER_PEER_TIMEOUT_MS; see "alone" in cluster.h.
+ *
  * The SUBSCRIBE connection is our own hiredis context (pub/sub replies do
  * not fit sophia_redis), so it does its own handshake: AUTH first when the
  * URL has a password, SUBSCRIBE right behind it; a refused AUTH drops the
@@ -22,6 +28,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "loop.h"
 #include "redis.h"
 #include "redis_url.h"
 #include "ws.h"
@@ -31,8 +38,14 @@
 #define CLUSTER_CONNECT_TIMEOUT_MS 2000
 #define CLUSTER_MAX_TOPICS 16
 #define CLUSTER_SEQ_TTL_DEFAULT 600
+#define CLUSTER_BEAT_MS 1000
+#define CLUSTER_PEER_TIMEOUT_MS 5000
 
-/* KEYS: sophia:seq:<topic>...; ARGV: channel, message, ttl seconds.
+/* KEYS: sophia:seq:<topic>...; ARGV: channel, message, ttl seconds, then
+ * one floor per key: the seq this node last delivered on that topic. A
+ * node that published alone (local seqs, see cluster.h) and now has peers
+ * must not see its topic's seq go back, so a seq at or below the floor
+ * jumps to floor + 1.
  * A seq key lives ttl (refreshed by every publish, see cluster.h). One
  * that is new - first publish, or the topic idled past its ttl - starts
  * at Redis's clock in microseconds instead of 1, so a topic's seq never
@@ -47,6 +60,11 @@ static const char publish_script[] =
     "  if v == 1 then\n"
     "    local t = redis.call('TIME')\n"
     "    v = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "    redis.call('SET', KEYS[i], string.format('%d', v))\n"
+    "  end\n"
+    "  local f = tonumber(ARGV[3 + i]) or 0\n"
+    "  if v <= f then\n"
+    "    v = f + 1\n"
     "    redis.call('SET', KEYS[i], string.format('%d', v))\n"
     "  end\n"
     "  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end\n"
@@ -71,6 +89,11 @@ struct sophia_cluster {
     struct event *connect_ev; /* bounds a connect that hangs */
     char node[96];
     uint64_t received;
+    struct event *beat_ev;    /* our hello every CLUSTER_BEAT_MS */
+    struct event *join_ev;    /* retries the join until the command link takes it */
+    int64_t peer_until_us;    /* another node was heard from until then (mono) */
+    int64_t grace_until_us;   /* invalidations go out regardless until then */
+    uint64_t inflight;        /* own publishes sent, not yet back from the channel */
 };
 
 static sophia_cluster *the_cluster; /* for the cache's broadcast calls */
@@ -79,6 +102,14 @@ static void *inval_arg;
 
 static void sub_connect(sophia_cluster *c);
 static void sub_refused(sophia_cluster *c, const char *cmd, const redisReply *r);
+static int say_hello(sophia_cluster *c, const char *kind);
+static void send_join(sophia_cluster *c);
+
+/* A message from another node: it is there for the next while. */
+static void heard_peer(sophia_cluster *c)
+{
+    c->peer_until_us = sophia_now_mono_us() + CLUSTER_PEER_TIMEOUT_MS * 1000LL;
+}
 
 /* ------------------------------------------------------------ receive */
 
@@ -109,6 +140,13 @@ static void on_publish(sophia_cluster *c, const char *payload, size_t len)
             json_decref(m);
             return;
         }
+    const char *node = json_string_value(json_object_get(m, "node"));
+    if (node && strcmp(node, c->node) == 0) {
+        if (c->inflight)
+            c->inflight--;
+    } else {
+        heard_peer(c);
+    }
     c->received++;
     sophia_ws_route(c->router, type, topics, seqs, n,
                     json_string_value(json_object_get(m, "dashboard_id")),
@@ -122,7 +160,15 @@ static void on_invalidate(sophia_cluster *c, const char *payload, size_t len)
     const char *node = json_string_value(json_object_get(m, "node"));
     const char *key = json_string_value(json_object_get(m, "key"));
     const char *tag = json_string_value(json_object_get(m, "tag"));
-    if (node && strcmp(node, c->node) != 0 && (key || tag) && inval_fn)
+    const char *hello = json_string_value(json_object_get(m, "hello"));
+    if (!node || strcmp(node, c->node) == 0) {
+        json_decref(m);
+        return;
+    }
+    heard_peer(c);
+    if (hello && strcmp(hello, "join") == 0)
+        say_hello(c, "beat"); /* so the newcomer knows us at once */
+    if ((key || tag) && inval_fn)
         inval_fn(key ? key : tag, key == NULL, inval_arg);
     json_decref(m);
 }
@@ -146,6 +192,8 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
             c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
             sophia_info("cluster", "msg=\"subscribed\" url=%s node=%s",
                         c->safe_url, c->node);
+            c->grace_until_us = sophia_now_mono_us() + CLUSTER_PEER_TIMEOUT_MS * 1000LL;
+            send_join(c);
         }
         return;
     }
@@ -219,6 +267,7 @@ static void on_sub_disconnect(const redisAsyncContext *ac, int status)
 {
     sophia_cluster *c = ac->data;
     c->sub = NULL;
+    c->inflight = 0; /* what was in flight will not come back to us */
     sub_retry_later(c, c->refused[0]       ? c->refused
                        : status == REDIS_OK ? "closed"
                                             : ac->errstr);
@@ -242,6 +291,32 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     c->sub = NULL;
     redisAsyncFree(ac); /* not connected: no disconnect callback */
     sub_retry_later(c, "connect timed out");
+}
+
+static void on_beat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_cluster *c = arg;
+    if (c->subscribed)
+        say_hello(c, "beat");
+}
+
+/* The subscription may be confirmed before the command connection is up:
+ * the join waits for it, so the others hear of us at once, not a beat
+ * later. */
+static void on_join_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    send_join(arg);
+}
+
+static void send_join(sophia_cluster *c)
+{
+    struct timeval tv = {0, 20 * 1000};
+    if (c->subscribed && say_hello(c, "join") != 0 && c->join_ev)
+        evtimer_add(c->join_ev, &tv);
 }
 
 static void sub_connect(sophia_cluster *c)
@@ -297,6 +372,12 @@ sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
     }
     c->retry_ev = evtimer_new(base, on_retry, c);
     c->connect_ev = evtimer_new(base, on_connect_timeout, c);
+    c->beat_ev = event_new(base, -1, EV_PERSIST, on_beat, c);
+    c->join_ev = evtimer_new(base, on_join_retry, c);
+    if (c->beat_ev) {
+        struct timeval tv = {CLUSTER_BEAT_MS / 1000, (CLUSTER_BEAT_MS % 1000) * 1000};
+        event_add(c->beat_ev, &tv);
+    }
     the_cluster = c;
     sub_connect(c);
     return c;
@@ -313,6 +394,10 @@ void sophia_cluster_free(sophia_cluster *c)
         redisAsyncFree(c->sub);
     event_free(c->retry_ev);
     event_free(c->connect_ev);
+    if (c->beat_ev)
+        event_free(c->beat_ev);
+    if (c->join_ev)
+        event_free(c->join_ev);
     sophia_redis_free(c->cmd);
     sophia_redis_url_clear(&c->url);
     free(c);
@@ -333,10 +418,36 @@ uint64_t sophia_cluster_received(const sophia_cluster *c)
     return c ? c->received : 0;
 }
 
+int sophia_cluster_alone(const sophia_cluster *c)
+{
+    return c && c->inflight == 0 && sophia_now_mono_us() >= c->peer_until_us;
+}
+
+/* {"node","hello":kind} on the invalidation channel, fire and forget;
+ * -1 when the command connection is down. */
+static int say_hello(sophia_cluster *c, const char *kind)
+{
+    json_t *o = json_pack("{s:s,s:s}", "node", c->node, "hello", kind);
+    char *msg = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!msg)
+        return -1;
+    const char *argv[3] = {"PUBLISH", SOPHIA_CLUSTER_INVAL_CHANNEL, msg};
+    size_t lens[3] = {7, strlen(SOPHIA_CLUSTER_INVAL_CHANNEL), strlen(msg)};
+    int rc = sophia_redis_command(c->cmd, NULL, NULL, 3, argv, lens);
+    free(msg);
+    return rc == 0 ? 0 : -1;
+}
+
+/* A failed EVAL published nothing: it will not come back. */
 static void on_eval(void *arg, redisReply *reply)
 {
-    (void)arg;
-    if (!reply || reply->type == REDIS_REPLY_ERROR)
+    sophia_cluster *c = arg;
+    if (reply && reply->type != REDIS_REPLY_ERROR)
+        return;
+    if (c->inflight)
+        c->inflight--;
+    if (!c->freeing)
         sophia_warn("cluster", "msg=\"publish through Redis failed\" err=\"%s\"",
                     reply ? reply->str : "no reply");
 }
@@ -366,8 +477,9 @@ int sophia_cluster_publish(sophia_cluster *c, const char *type,
         return -1;
     char *payload = encode_publish(c, type, topics, ntopics, dashboard_id, data);
     char nkeys[16], ttl[24], *keys[CLUSTER_MAX_TOPICS];
-    const char *argv[6 + CLUSTER_MAX_TOPICS];
-    size_t lens[6 + CLUSTER_MAX_TOPICS];
+    char floors[CLUSTER_MAX_TOPICS][24];
+    const char *argv[6 + 2 * CLUSTER_MAX_TOPICS];
+    size_t lens[6 + 2 * CLUSTER_MAX_TOPICS];
     int argc = 0, rc = -1;
     if (!payload)
         return -1;
@@ -385,9 +497,16 @@ int sophia_cluster_publish(sophia_cluster *c, const char *type,
     argv[argc++] = payload;
     snprintf(ttl, sizeof(ttl), "%ld", c->seq_ttl);
     argv[argc++] = ttl;
+    for (size_t i = 0; i < ntopics; i++) {
+        snprintf(floors[i], sizeof(floors[i]), "%llu",
+                 (unsigned long long)(c->router ? sophia_ws_topic_seq(c->router, topics[i]) : 0));
+        argv[argc++] = floors[i];
+    }
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
-    rc = sophia_redis_command(c->cmd, on_eval, NULL, argc, argv, lens) == 0 ? 0 : -1;
+    rc = sophia_redis_command(c->cmd, on_eval, c, argc, argv, lens) == 0 ? 0 : -1;
+    if (rc == 0)
+        c->inflight++;
     for (size_t i = 0; i < ntopics; i++)
         free(keys[i]);
     free(payload);
@@ -408,11 +527,25 @@ void sophia_cluster_on_invalidate(sophia_cluster_invalidate_fn fn, void *arg)
     inval_arg = arg;
 }
 
+/* Nobody to tell: subscribed, alone, and past the grace after joining.
+ * The grace covers a newcomer's first round trips, when it has not heard
+ * the others' answer to its join yet but they may already cache what it
+ * writes. An old node tells again one round trip after a newcomer
+ * subscribed (its join): that widens by one round trip the window the
+ * newcomer already had, of keys it loaded before it was subscribed. */
+static int nobody_listens(const sophia_cluster *c)
+{
+    return c->subscribed && sophia_cluster_alone(c) &&
+           sophia_now_mono_us() >= c->grace_until_us;
+}
+
 int sophia_cluster_broadcast_invalidate(const char *key_or_tag, int is_tag)
 {
     sophia_cluster *c = the_cluster;
     if (!c || !sophia_redis_up(c->cmd) || !key_or_tag)
         return -1;
+    if (nobody_listens(c))
+        return 0;
     json_t *o = json_pack("{s:s,s:s}", "node", c->node, is_tag ? "tag" : "key",
                           key_or_tag);
     char *s = json_dumps(o, JSON_COMPACT);

@@ -1,6 +1,7 @@
 /*
  * cluster - publishes and L1 invalidations shared by every sophiad that
- * names the same Redis in cluster.redis (or SOPHIA_CLUSTER_REDIS_URL).
+ * names the same Redis in cluster.redis (or SOPHIA_CLUSTER_REDIS_URL), or
+ * by default in redis.url.
  *
  * Two hiredis connections of our own: a command connection (the shared
  * sophia_redis module: timeouts, reconnect with backoff) and a SUBSCRIBE
@@ -26,6 +27,22 @@
  * so topics that come and go do not pile up in Redis. A key created anew
  * starts at Redis's clock in microseconds, not 1, which keeps every
  * topic's seq increasing across an expiry (see publish_script).
+ *
+ * Alone: a node that has heard no other node for 5 s (their hellos, see
+ * cluster.c) and has none of its own publishes in flight delivers its
+ * publishes at once with local seqs, as without a cluster, so a single
+ * node pays no Redis round trip per publish (and loses none in flight when
+ * Redis goes away). The first hello of a newcomer turns that off on every
+ * node within one round trip; publishes made in that round trip reach only
+ * the publishing node's subscribers. The script takes each topic's last
+ * local seq as a floor, so a topic's seq still never goes back when a node
+ * leaves being alone. Invalidations are skipped alone too, except in a
+ * node's first 5 s after subscribing: a newcomer tells everything it
+ * writes before it heard the others, who may already cache those keys.
+ *
+ * Default: with redis.url set and no cluster section, the cluster runs on
+ * redis.url (credentials included); `cluster: {enabled: false}` (or
+ * SOPHIA_CLUSTER_REDIS_URL="") keeps a node on its own.
  *
  * Invalidations go on `sophia:inval` as {"node","key"|"tag"}; each node
  * skips its own (by node id) and hands the others to the hook the cache
@@ -54,6 +71,8 @@ void sophia_cluster_free(sophia_cluster *c);
 /* Both connections up and subscribed. */
 int sophia_cluster_ready(const sophia_cluster *c);
 const char *sophia_cluster_node_id(const sophia_cluster *c);
+/* No other node heard from lately and nothing in flight: publish locally. */
+int sophia_cluster_alone(const sophia_cluster *c);
 /* Publishes received from the channel (this node's own included). */
 uint64_t sophia_cluster_received(const sophia_cluster *c);
 

@@ -1685,9 +1685,26 @@ static const field ws_fields[] = {
 };
 static const section ws_sec = {"in websocket", ws_fields};
 
+/* cluster.enabled: a boolean; unset = on whenever a Redis URL is known */
+static void walk_cluster_enabled(loader *ld, const node *v, void *base,
+                                 const char *path)
+{
+    const char *s = want_scalar(ld, v, path, "a boolean");
+    if (!s)
+        return;
+    int *slot = &((sophia_conf *)base)->cluster.enabled;
+    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
+        *slot = 1;
+    else if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off"))
+        *slot = 0;
+    else
+        ERR(ld, v, "%s: expected a boolean (true/false), got '%s'", path, s);
+}
+
 static const field cluster_fields[] = {
     {"redis", F_REDIS_URL, C_OFF(cluster.redis), 0, NULL, NULL},
     {"node_id", F_STRING, C_OFF(cluster.node_id), 0, NULL, NULL},
+    {"enabled", F_CUSTOM, 0, 0, NULL, walk_cluster_enabled},
     END,
 };
 static const section cluster_sec = {"in cluster", cluster_fields};
@@ -1847,6 +1864,7 @@ static sophia_conf *conf_defaults(const char *name)
     c->ws.max_message = DEFAULT_WS_MAX_MESSAGE;
     c->ws.max_topics = DEFAULT_WS_MAX_TOPICS;
     c->ws.jwt_require_exp = 1;
+    c->cluster.enabled = -1;
     return c;
 }
 
@@ -1943,6 +1961,9 @@ void sophia_conf_apply_env(sophia_conf *c, const char *listen_override)
     env_url(&c->redis_url, "SOPHIA_REDIS_URL");
     env_url(&c->pg_url, "SOPHIA_PG_URL");
     env_url(&c->cluster.redis, "SOPHIA_CLUSTER_REDIS_URL");
+    const char *cl = getenv("SOPHIA_CLUSTER_REDIS_URL");
+    if (cl && !*cl)
+        c->cluster.enabled = 0; /* "" = no cluster, not "fall back to redis.url" */
     const char *l = getenv("SOPHIA_LISTEN");
     if (l && *l)
         set_str(&c->server.listen, xstrdup(l));
@@ -2070,6 +2091,10 @@ void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
     redis_url_validate(c->cluster.redis,
                        "cluster.redis (or SOPHIA_CLUSTER_REDIS_URL)", file,
                        diag);
+    if (c->cluster.enabled == 1 && !c->cluster.redis && !c->redis_url)
+        sophia_diag_add(diag, file, 0, 0, "cluster.enabled is true but there "
+                        "is no Redis: set cluster.redis or redis.url (or "
+                        "SOPHIA_REDIS_URL)");
     if (c->ninstances > 0 && c->nplugin_path == 0)
         sophia_diag_add(diag, file, c->instances[0].line, c->instances[0].col,
                         "plugins.path is empty, so plugin instance '%s' "

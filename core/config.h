@@ -208,8 +208,9 @@ typedef struct sophia_conf {
     } ws;
 
     struct {
-        char *redis;   /* cluster.redis: redis:// URL; NULL = single node */
+        char *redis;   /* cluster.redis: redis:// URL; NULL = redis.url */
         char *node_id; /* cluster.node_id; NULL = host:pid */
+        int enabled;   /* cluster.enabled: -1 unset (on when any Redis URL), 0, 1 */
     } cluster;
 
     struct {                 /* hooks: webhook endpoints (hooks.c) */

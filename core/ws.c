@@ -15,6 +15,7 @@
 #include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api.h"
 #include "cluster.h"
@@ -26,6 +27,7 @@
 #include "server.h"
 #include "stream.h"
 #include "ws_history.h"
+#include "ws_latest.h"
 #include "ws_jwt.h"
 
 #define WS_MAX_TOPIC 200
@@ -140,6 +142,7 @@ struct sophia_ws_router {
     int64_t flush_end_us, flush_cost_us; /* the last flush, see mark_dirty */
     sophia_jsonw render;    /* reused by render_msg: no malloc per message */
     sophia_cluster *cluster;
+    ws_latest *latest;      /* each dashboard's latest metric updates */
     sophia_ws_stats st;
 };
 
@@ -932,6 +935,36 @@ static void method_history(sophia_ws_client *c, const char *id, json_t *p)
                              "complete", complete));
 }
 
+/* request `latest`: {topic} - a dashboard topic's latest update of each
+ * metric (ws_latest.h), oldest first, each as it was sent (with its seq),
+ * and the topic's seq now. What history has aged out of is still here. */
+static void method_latest(sophia_ws_client *c, const char *id, json_t *p)
+{
+    const char *topic = json_string_value(json_object_get(p, "topic"));
+    if (!topic || !topic_valid(topic) || is_pattern(topic)) {
+        client_error(c, id, "bad_request",
+                     "latest needs params {\"topic\": an exact topic}");
+        return;
+    }
+    if (!topic_permitted(c, topic)) {
+        char m[300], what[240];
+        c->r->st.forbidden++;
+        snprintf(what, sizeof(what), "topic '%s'", topic);
+        scope_message(c, "topics", what, m, sizeof(m));
+        client_error(c, id, "forbidden", m);
+        return;
+    }
+    ws_msg **v = NULL;
+    size_t n = ws_latest_get(c->r->latest, topic, &v);
+    json_t *msgs = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(msgs, json_loads(ws_msg_text(v[i], LWS_PRE), 0, NULL));
+    free(v);
+    const ws_topic *t = topic_get(c->r, topic, 0);
+    respond(c, id, json_pack("{s:s,s:I,s:o}", "topic", topic, "seq",
+                             (json_int_t)(t ? t->seq : 0), "messages", msgs));
+}
+
 static const ws_method *method_find(const char *name)
 {
     for (size_t i = 0; i < WS_MAX_METHODS; i++)
@@ -942,7 +975,7 @@ static const ws_method *method_find(const char *name)
 
 static void unknown_method(sophia_ws_client *c, const char *id)
 {
-    char m[1024] = "method must be one of: stats, history";
+    char m[1024] = "method must be one of: stats, history, latest";
     size_t o = strlen(m);
     for (size_t i = 0; i < WS_MAX_METHODS && o < sizeof(m); i++)
         if (methods[i].fn)
@@ -1077,6 +1110,8 @@ static void on_request(sophia_ws_client *c, json_t *msg)
         method_stats(c, id);
     else if (method && strcmp(method, "history") == 0)
         method_history(c, id, params);
+    else if (method && strcmp(method, "latest") == 0)
+        method_latest(c, id, params);
     else if (m)
         call_method(c, m, id, params);
     else
@@ -1580,6 +1615,9 @@ void sophia_ws_route(sophia_ws_router *r, const char *type,
             continue;
         ws_history_prune(&t->hist, now, r->history_age_us);
         ws_history_push(&t->hist, t->seq, now, m);
+        if (metric && strncmp(topics[i], "dashboard:", 10) == 0)
+            ws_latest_put(r->latest, topics[i], metric, m,
+                          sophia_now_wall_us() / 1000);
         for (size_t k = 0; k < t->subs.n; k++)
             deliver(r, t->subs.v[k], m);
         deliver_patterns(r, topics[i], m);
@@ -1594,6 +1632,12 @@ void sophia_ws_publish(sophia_ws_router *r, const char *type,
                        const char *dashboard_id, json_t *data)
 {
     r->st.published++;
+    if (r->cluster && sophia_cluster_ready(r->cluster) &&
+        sophia_cluster_alone(r->cluster)) {
+        r->st.cluster_alone++; /* nobody else to tell: see cluster.h */
+        sophia_ws_route(r, type, topics, NULL, ntopics, dashboard_id, data);
+        return;
+    }
     if (r->cluster && sophia_cluster_ready(r->cluster) &&
         sophia_cluster_publish(r->cluster, type, topics, ntopics, dashboard_id,
                                data) == 0) {
@@ -1767,13 +1811,25 @@ static void router_start_timer(sophia_ws_router *r)
         event_add(r->tick, &tv);
 }
 
+/* cluster.redis, else redis.url unless cluster.enabled is false: nodes
+ * sharing a Redis are one cluster by default (cluster.h). */
+static const char *cluster_url(const sophia_conf *cf)
+{
+    if (cf->cluster.enabled == 0)
+        return NULL;
+    if (cf->cluster.redis && *cf->cluster.redis)
+        return cf->cluster.redis;
+    return cf->redis_url && *cf->redis_url ? cf->redis_url : NULL;
+}
+
 static void router_start_cluster(sophia_ws_router *r)
 {
     const sophia_conf *cf = sophia_srv ? sophia_srv->conf : NULL;
-    if (!cf || !cf->cluster.redis || !*cf->cluster.redis || !sophia_srv->loop)
+    const char *url = cf ? cluster_url(cf) : NULL;
+    if (!url || !sophia_srv->loop)
         return;
-    r->cluster = sophia_cluster_new(sophia_loop_base(sophia_srv->loop),
-                                    cf->cluster.redis, cf->cluster.node_id, r);
+    r->cluster = sophia_cluster_new(sophia_loop_base(sophia_srv->loop), url,
+                                    cf->cluster.node_id, r);
     sophia_cluster_set_seq_ttl(r->cluster, (double)r->history_age_us / 1e6);
 }
 
@@ -1787,6 +1843,7 @@ sophia_ws_router *sophia_ws_router_new(size_t max_queue)
     r->topics = sophia_dict_new();
     r->patterns = sophia_dict_new();
     r->by_id = sophia_dict_new();
+    r->latest = ws_latest_new(WS_LATEST_TOPICS, WS_LATEST_METRICS);
     r->gather = malloc(LWS_PRE + WS_GATHER_MAX);
     if (sophia_srv && sophia_srv->loop) {
         struct timeval tv = {0, WS_SWEEP_US};
@@ -1797,7 +1854,7 @@ sophia_ws_router *sophia_ws_router_new(size_t max_queue)
         if (r->sweep_ev)
             event_add(r->sweep_ev, &tv);
     }
-    if (!r->topics || !r->patterns || !r->by_id || !r->gather) {
+    if (!r->topics || !r->patterns || !r->by_id || !r->latest || !r->gather) {
         sophia_ws_router_free(r);
         return NULL;
     }
@@ -1905,6 +1962,7 @@ void sophia_ws_router_free(sophia_ws_router *r)
         sophia_dict_free(r->patterns, subs_free);
     if (r->by_id)
         sophia_dict_free(r->by_id, NULL);
+    ws_latest_free(r->latest);
     json_decref(r->pending_claims);
     router_free_settings(r);
     free(r);
@@ -1961,6 +2019,49 @@ static int top_cmp(const void *a, const void *b)
     return x > y ? -1 : x < y;
 }
 
+static void dashboard_entry(const char *topic, size_t metrics,
+                            int64_t updated_ms, void *arg)
+{
+    char when[40];
+    time_t sec = (time_t)(updated_ms / 1000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + n, sizeof(when) - n, ".%03dZ", (int)(updated_ms % 1000));
+    json_array_append_new(arg, json_pack("{s:s,s:I,s:s}", "id", topic + 10,
+                                         "metrics", (json_int_t)metrics,
+                                         "updated_at", when));
+}
+
+static int by_id(const void *a, const void *b)
+{
+    return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "id")),
+                  json_string_value(json_object_get(*(json_t *const *)b, "id")));
+}
+
+json_t *sophia_ws_dashboards_json(const sophia_ws_router *r)
+{
+    json_t *list = json_array(), *sorted = json_array();
+    ws_latest_each(r ? r->latest : NULL, dashboard_entry, list);
+    size_t n = json_array_size(list);
+    json_t **v = n ? calloc(n, sizeof(*v)) : NULL;
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = json_array_get(list, i);
+    if (v)
+        qsort(v, n, sizeof(*v), by_id);
+    for (size_t i = 0; v && i < n; i++)
+        json_array_append(sorted, v[i]);
+    free(v);
+    json_decref(list);
+    return json_pack("{s:o}", "dashboards", sorted);
+}
+
+uint64_t sophia_ws_topic_seq(const sophia_ws_router *r, const char *topic)
+{
+    const ws_topic *t = sophia_dict_get(r->topics, topic);
+    return t ? t->seq : 0;
+}
+
 int sophia_ws_cluster_state(const sophia_ws_router *r)
 {
     if (!r || !r->cluster)
@@ -2000,12 +2101,14 @@ json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n)
     json_object_set_new(o, "top_topics", top);
     if (r->cluster)
         json_object_set_new(o, "cluster",
-                            json_pack("{s:s,s:b,s:I,s:I,s:I}", "node",
+                            json_pack("{s:s,s:b,s:b,s:I,s:I,s:I,s:I}", "node",
                                       sophia_cluster_node_id(r->cluster), "up",
-                                      sophia_cluster_ready(r->cluster), "out",
+                                      sophia_cluster_ready(r->cluster), "alone",
+                                      sophia_cluster_alone(r->cluster), "out",
                                       (json_int_t)s->cluster_out, "in",
                                       (json_int_t)s->cluster_in, "fallback",
-                                      (json_int_t)s->cluster_fallback));
+                                      (json_int_t)s->cluster_fallback, "local",
+                                      (json_int_t)s->cluster_alone));
     return o;
 }
 
@@ -2044,6 +2147,9 @@ void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f)
                  "Publishes sent through Redis.", s->cluster_out);
     prom_counter(f, "sophia_ws_cluster_in_total",
                  "Publishes received from Redis.", s->cluster_in);
+    prom_counter(f, "sophia_ws_cluster_local_total",
+                 "Publishes delivered locally: no other node on the channel.",
+                 s->cluster_alone);
     prom_counter(f, "sophia_ws_topics_freed_total",
                  "Idle topics freed once their history aged out.", s->topics_freed);
     prom_counter(f, "sophia_ws_topics_refused_total",
@@ -2071,7 +2177,7 @@ int sophia_ws_register_method(const char *name, sophia_ws_method_fn fn,
 {
     if (!name || !fn || strlen(name) >= sizeof(methods[0].name) ||
         strcmp(name, "stats") == 0 || strcmp(name, "history") == 0 ||
-        method_find(name))
+        strcmp(name, "latest") == 0 || method_find(name))
         return -1;
     for (size_t i = 0; i < WS_MAX_METHODS; i++)
         if (!methods[i].fn) {

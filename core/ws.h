@@ -96,6 +96,7 @@ typedef struct sophia_ws_stats {
     uint64_t cluster_out;    /* publishes sent through Redis */
     uint64_t cluster_in;     /* publishes received from Redis */
     uint64_t cluster_fallback; /* delivered locally: Redis unavailable */
+    uint64_t cluster_alone;  /* delivered locally: no other node (cluster.h) */
     uint64_t topics;         /* topics held now (seq + history) */
     uint64_t topics_freed;   /* idle topics freed by the sweep */
     uint64_t topics_refused; /* publishes to a new topic over max_topics */
@@ -154,6 +155,11 @@ json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n);
 /* The cluster link for /healthz: -1 not configured, 0 down (Redis
  * unreachable, AUTH refused, not subscribed yet), 1 up. */
 int sophia_ws_cluster_state(const sophia_ws_router *r);
+/* GET /api/dashboards: {"dashboards":[{"id","metrics","updated_at"}]},
+ * by id: the dashboard topics with metric updates (ws_latest.h). */
+json_t *sophia_ws_dashboards_json(const sophia_ws_router *r);
+/* A topic's last seq (0 = no such topic); the cluster's seq floor. */
+uint64_t sophia_ws_topic_seq(const sophia_ws_router *r, const char *topic);
 /* /metrics lines for the counters not already written by api.c. */
 void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f);
 

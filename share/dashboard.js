@@ -19,6 +19,15 @@
  *   or it restarted), so that topic's state is cleared and rebuilt from a
  *   `history` request (what the server still holds), with live messages
  *   that arrive meanwhile held back and applied after it, in seq order.
+ * - Opening shows the current values at once: a topic without a seq yet
+ *   (first connect) is built the same way, and the metric topic also asks
+ *   `latest` - the server's last update of each metric of the dashboard,
+ *   kept after the history has aged out - so a metric that has not moved
+ *   for an hour still has its tile. History gives the sparklines; a
+ *   metric's newest value wins whichever of the two it came from.
+ * - The picker lists GET /api/dashboards (those with data) and switches by
+ *   loading `?dashboard=<id>`; where the API wants a token the page does
+ *   not have, it shows the current dashboard only.
  * - Reconnects back off exponentially (with jitter) up to BACKOFF_MAX_MS.
  * - Auth: `?token=` in the page URL, or the token field, which appears when
  *   the server closes with 4001 or answers `unauthorized`. The token goes
@@ -67,7 +76,7 @@
   let alertsCleared = false;
   const sevCounts = new Map();
   const lastSeq = new Map();      // topic -> last seq seen (any connection)
-  const rebuilding = new Map();   // topic -> {id, held: [live messages], timer}
+  const rebuilding = new Map();   // topic -> {id, latestId, history, latest, held: [live messages], timer}
   let stats = null;
   let statsAt = 0;
   let statsDirty = false;
@@ -529,8 +538,10 @@
   }
 
   // resync: what the page shows for `topic` may have gaps the server
-  // cannot fill by replay, so start over from the history it still has:
-  // the newest `limit` messages up to `seq`, the topic's seq now.
+  // cannot fill by replay, so start over from what it still holds: the
+  // newest `limit` messages up to `seq` (the topic's seq now; unknown on
+  // opening, then from the oldest held), and for the metric topic each
+  // metric's latest update.
   function resync(topic, seq) {
     if (!subscriptions.includes(topic)) return;
     lastSeq.delete(topic);
@@ -539,25 +550,56 @@
     const old = rebuilding.get(topic);
     if (old) clearTimeout(old.timer);
     const id = 'history-' + ++requestId;
-    const r = { id, held: [], timer: setTimeout(() => endRebuild(topic, []), HISTORY_TIMEOUT_MS) };
+    const r = {
+      id, latestId: null, history: null, latest: null, held: [],
+      timer: setTimeout(() => endRebuild(topic), HISTORY_TIMEOUT_MS),
+    };
     rebuilding.set(topic, r);
     const limit = topic === metricTopic ? 1000 : MAX_ALERTS;
     const since = Number.isFinite(seq) ? Math.max(0, seq - limit) : 0;
-    send({ type: 'request', id, method: 'history', params: { topic, since, limit } });
+    send({ type: 'request', id, method: 'history', params: { topic, since, limit: Number.isFinite(seq) ? limit : 1000 } });
+    if (topic === metricTopic) {
+      r.latestId = 'latest-' + ++requestId;
+      send({ type: 'request', id: r.latestId, method: 'latest', params: { topic } });
+    }
   }
 
-  // Applies the history, then the live messages held meanwhile that are
-  // newer than it.
-  function endRebuild(topic, messages) {
+  // One of a rebuild's answers (null: refused); the rebuild ends once all
+  // are in.
+  function rebuildAnswer(r, topic, id, data) {
+    const part = { messages: Array.isArray(data?.messages) ? data.messages : [], seq: Number(data?.seq) };
+    if (id === r.id) r.history = part;
+    else r.latest = part;
+    if (r.history && (r.latest || !r.latestId)) endRebuild(topic);
+  }
+
+  // Applies the history, then each metric's latest update where it is
+  // newer than what the history showed of that metric, then the live
+  // messages held meanwhile that are newer than both.
+  function endRebuild(topic) {
     const r = rebuilding.get(topic);
     if (!r) return;
     clearTimeout(r.timer);
     rebuilding.delete(topic);
     let upto = -1;
-    for (const m of messages) {
-      if (m && typeof m === 'object') apply(m);
-      if (Number.isFinite(m?.seq)) upto = Math.max(upto, m.seq);
+    const shown = new Map(); // metric -> seq shown
+    for (const m of r.history?.messages || []) {
+      if (!m || typeof m !== 'object') continue;
+      apply(m);
+      if (Number.isFinite(m.seq)) {
+        upto = Math.max(upto, m.seq);
+        if (typeof m.data?.metric === 'string') shown.set(m.data.metric, m.seq);
+      }
     }
+    for (const m of r.latest?.messages || []) {
+      if (!m || typeof m !== 'object' || m.type !== 'metric' || !Number.isFinite(m.seq)) continue;
+      const name = m.data?.metric;
+      if (!(shown.get(name) >= m.seq)) onMetric(m); // not apply: an older seq must not become lastSeq
+      upto = Math.max(upto, m.seq);
+    }
+    // Everything up to the topic's seq at the answer is shown above.
+    for (const part of [r.history, r.latest]) if (part && part.seq > 0) upto = Math.max(upto, part.seq);
+    if (upto > 0 && !(lastSeq.get(topic) >= upto)) lastSeq.set(topic, upto);
     for (const m of r.held) if (!(m.seq <= upto)) apply(m);
   }
 
@@ -609,8 +651,8 @@
       return;
     }
     for (const [topic, r] of rebuilding) {
-      if (r.id === m.id) {
-        endRebuild(topic, Array.isArray(m.data?.messages) ? m.data.messages : []);
+      if (r.id === m.id || r.latestId === m.id) {
+        rebuildAnswer(r, topic, m.id, m.data);
         return;
       }
     }
@@ -618,9 +660,9 @@
 
   function onError(m) {
     const e = m.error || {};
-    const rebuild = [...rebuilding].find(([, r]) => m.id && r.id === m.id);
+    const rebuild = [...rebuilding].find(([, r]) => m.id && (r.id === m.id || r.latestId === m.id));
     if (rebuild) {
-      endRebuild(rebuild[0], []); // no history: rebuild from live updates
+      rebuildAnswer(rebuild[1], rebuild[0], m.id, null); // refused: what the other gives, and live updates
     } else if (e.code === 'unauthorized') {
       askToken(e.message || 'the server wants a token');
     } else if (statsPending && m.id === statsPending.id) {
@@ -665,6 +707,8 @@
       backoff = BACKOFF_MIN_MS;
       if (token) send({ type: 'auth', token });
       subscribe();
+      // Nothing seen of a topic yet (opening): its current state first.
+      for (const t of subscriptions) if (!lastSeq.has(t)) resync(t, NaN);
       startStats();
     };
     sock.onmessage = (e) => {
@@ -680,7 +724,7 @@
       if (ws !== sock) return;
       ws = null;
       stopStats();
-      for (const topic of [...rebuilding.keys()]) endRebuild(topic, []);
+      for (const topic of [...rebuilding.keys()]) endRebuild(topic);
       if (e.code === CLOSE_UNAUTHORIZED) {
         askToken(e.reason || 'unauthorized');
         return; // waits for a token: retrying without one cannot work
@@ -774,7 +818,46 @@
     history.replaceState(null, '', location.pathname + (q ? '?' + q : '') + location.hash);
   }
 
+  /* ------------------------------------------------------------ picker */
+
+  // The dashboards with data (GET /api/dashboards), plus this one; picking
+  // one loads the page for it. Refreshed when the picker is opened.
+  async function loadDashboards() {
+    const pick = $('dash-picker');
+    let list = [];
+    try {
+      const res = await fetch('api/dashboards', { cache: 'no-store' });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const body = await res.json();
+      list = Array.isArray(body.dashboards) ? body.dashboards : [];
+    } catch {
+      if (!pick.options.length) return; // the name alone stays shown
+    }
+    const ids = new Map();
+    for (const x of list) if (x && typeof x.id === 'string') ids.set(x.id, x);
+    if (!ids.has(dashboard)) ids.set(dashboard, { id: dashboard, metrics: 0 });
+    const opts = [...ids.values()].sort((a, b) => a.id.localeCompare(b.id)).map((x) => {
+      const o = el('option', '', x.metrics ? `${x.id} (${x.metrics})` : x.id);
+      o.value = x.id;
+      return o;
+    });
+    pick.replaceChildren(...opts);
+    pick.value = dashboard;
+    pick.hidden = false;
+    $('dash-name').hidden = true;
+  }
+
+  $('dash-picker').addEventListener('change', (e) => {
+    const id = e.target.value;
+    if (!id || id === dashboard) return;
+    const q = new URLSearchParams(location.search);
+    q.set('dashboard', id);
+    location.assign(location.pathname + '?' + q.toString());
+  });
+  $('dash-picker').addEventListener('focus', loadDashboards);
+
   $('dash-name').textContent = dashboard;
   document.title = `Sophia · ${dashboard}`;
+  loadDashboards();
   connect();
 })();

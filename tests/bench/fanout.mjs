@@ -25,6 +25,10 @@
 //   SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
 //     node tests/bench/fanout.mjs [--clients 100,1000] [--seconds 3] \
 //       [--rate 100] [--topics 1,100] [--big] [--node-clients [--workers 2]]
+// --redis URL runs sophiad with that Redis (L2 and, by default, the
+// cluster channel) instead of none; --cluster off adds `cluster: {enabled:
+// false}`, so `--redis URL --cluster on|off` measures what the default
+// cluster costs a node alone. --sophiad-only skips the node peer.
 // FANOUT_CLIENT overrides where fanout_client is (default: next to
 // SOPHIAD, ../tests/bench/fanout_client). Quote the load average with the
 // numbers (cat /proc/loadavg): on a shared machine they move a lot; the
@@ -97,7 +101,7 @@ websocket:
   max_connections: 20000
   max_queue: 8192
   history: 64
-plugins:
+${opt('cluster', 'on') === 'off' ? 'cluster:\n  enabled: false\n' : ''}plugins:
   path: ["${process.env.SOPHIA_PLUGIN_DIR}"]
   instances:
     metrics:
@@ -110,7 +114,8 @@ streams:
 `);
   const proc = spawn(process.env.SOPHIAD, ['-c', conf, '--listen', `127.0.0.1:${port}`], {
     stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '' }, // the router, not the cache
+    // the router, not the cache (unless --redis: L2 and the cluster)
+    env: { ...process.env, SOPHIA_REDIS_URL: opt('redis', ''), SOPHIA_PG_URL: '' },
   });
   await waitHttp(`http://127.0.0.1:${port}/healthz`);
   return { proc, publishUrl: `http://127.0.0.1:${port}/ingest/metrics`, wsUrl: `ws://127.0.0.1:${port}/ws` };
@@ -296,7 +301,8 @@ async function main() {
   for (const n of counts) {
     for (const ntopics of opt('topics', '1,100').split(',').map(Number)) {
       const res = {};
-      for (const kind of ['sophiad', 'node ws']) {
+      const kinds = args.includes('--sophiad-only') ? ['sophiad'] : ['sophiad', 'node ws'];
+      for (const kind of kinds) {
         const port = await freePort();
         const server = kind === 'sophiad' ? await startSophiad(port) : await startPeer(port);
         try {
@@ -306,9 +312,9 @@ async function main() {
           await new Promise((r) => server.proc.once('exit', r));
         }
       }
-      for (const kind of ['sophiad', 'node ws']) {
+      for (const kind of kinds) {
         const r = res[kind];
-        const ratio = kind === 'sophiad' ? `${fmt(r.rate / res['node ws'].rate, 2)}×` : '';
+        const ratio = kind === 'sophiad' && res['node ws'] ? `${fmt(r.rate / res['node ws'].rate, 2)}×` : '';
         console.log(`| ${fmt(n)} | ${ntopics} | ${kind} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.load.p50, 0)} / ${fmt(r.load.p99, 0)} | ${fmt(r.memPerConn / 1024, 1)} | ${ratio} |`
           + (r.lost > 0 ? ` (${fmt(r.lost)} not delivered)` : ''));
       }

@@ -19,7 +19,7 @@ before(async () => {
   for (const n of [a, b]) {
     for (let i = 0; i < 100; i++) {
       const s = (await fetchJson(`${n.url}/api/stats`)).body.websocket;
-      if (s.cluster && s.cluster.up) break;
+      if (s.cluster && s.cluster.up && !s.cluster.alone) break; // the other node heard
       await new Promise((r) => setTimeout(r, 50));
     }
   }

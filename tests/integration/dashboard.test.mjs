@@ -477,6 +477,123 @@ test('with WebSocket auth on, the page asks for a token, refuses a bad one and g
   }
 });
 
+// A page's WebSocket frames, as parsed JSON.
+function recordFrames(p) {
+  const got = [];
+  p.on('websocket', (sock) => sock.on('framereceived', ({ payload }) => {
+    try {
+      got.push(JSON.parse(payload));
+    } catch {
+      got.push({ unparsable: String(payload) });
+    }
+  }));
+  return got;
+}
+
+const tileOn = (p, metric) => p.evaluate((m) => {
+  const t = document.querySelector(`.tile[data-metric="${CSS.escape(m)}"]`);
+  return t ? { raw: t.dataset.value, points: Number(t.dataset.points) } : null;
+}, metric);
+
+test('a dashboard opened after its metrics were posted shows them at once; the picker switches dashboards', async () => {
+  await ingest('metrics', [
+    { metric: 'open_a', value: 1, dashboard_id: 'executive' },
+    { metric: 'open_a', value: 2, dashboard_id: 'executive' },
+    { metric: 'open_a', value: 3, dashboard_id: 'executive' },
+    { metric: 'open_b', value: 10, dashboard_id: 'executive' },
+    { metric: 'pick_me', value: 5, dashboard_id: 'ops' },
+  ]);
+  const listed = async () => (await fetchJson(`${d.url}/api/dashboards`)).body.dashboards;
+  for (let i = 0; !(await listed()).some((x) => x.id === 'ops'); i++) {
+    assert.ok(i < 200, 'ops listed in /api/dashboards');
+    await sleep(50);
+  }
+  const execMetrics = (await listed()).find((x) => x.id === 'executive').metrics;
+  const p = await context.newPage();
+  p.on('pageerror', (err) => pageErrors.push(err.message));
+  const got = recordFrames(p);
+  try {
+    await p.goto(`${d.url}/?dashboard=executive`);
+    await waitLive({ on: p });
+    const shows = (m, v) => waitFor(`tile ${m} = ${v}`, ([mm, vv]) =>
+      document.querySelector(`.tile[data-metric="${CSS.escape(mm)}"]`)?.dataset.value === vv, [m, String(v)], { on: p });
+    await shows('open_a', 3);
+    await shows('open_b', 10);
+    assert.equal((await tileOn(p, 'open_a')).points, 3, 'the history gives the sparkline');
+    assert.equal(await p.$$eval('.tile', (t) => t.length), execMetrics, 'a tile for every metric the server has');
+    assert.equal(await p.isVisible('#tiles-empty'), false);
+    assert.deepEqual(got.filter((f) => f.type === 'metric'), [], 'no live update was needed');
+    await p.screenshot({ path: path.join(ARTIFACTS, 'dashboard-open.png'), fullPage: true });
+
+    // The picker: the dashboards with data, this one selected.
+    await waitFor('the picker', () => !document.getElementById('dash-picker').hidden, null, { on: p });
+    const options = await p.$$eval('#dash-picker option', (os) => os.map((o) => o.value));
+    assert.ok(options.includes('executive') && options.includes('ops'), `options: ${options}`);
+    assert.equal(await p.inputValue('#dash-picker'), 'executive');
+    await Promise.all([p.waitForURL(/\?dashboard=ops$/), p.selectOption('#dash-picker', 'ops')]);
+    await waitLive({ on: p });
+    assert.equal(await p.textContent('#dash-name'), 'ops');
+    await shows('pick_me', 5);
+    assert.deepEqual(await p.$$eval('.tile', (ts) => ts.map((t) => t.dataset.metric)), ['pick_me']);
+    assert.equal(await p.inputValue('#dash-picker'), 'ops');
+    await p.screenshot({ path: path.join(ARTIFACTS, 'dashboard-picker.png'), fullPage: true });
+  } finally {
+    await p.close();
+  }
+});
+
+test('a dashboard opened after its history aged out still shows its latest values', async () => {
+  const aged = await startDaemon({ yaml: `${YAML}websocket:\n  history_age: 1s\n`, env: { SOPHIA_REDIS_URL: '' } });
+  const p = await context.newPage();
+  p.on('pageerror', (err) => pageErrors.push(err.message));
+  const ws = await wsConnect(aged.wsUrl);
+  try {
+    await ingest('metrics', [
+      { metric: 'aged', value: 1, dashboard_id: 'board' },
+      { metric: 'aged', value: 2, dashboard_id: 'board' },
+      { metric: 'steady', value: 64, dashboard_id: 'board' },
+    ], aged);
+    // Published (listed with both metrics), then aged out of the history
+    // (the topic may even be freed: seq 0).
+    for (let i = 0; ; i++) {
+      const list = (await fetchJson(`${aged.url}/api/dashboards`)).body.dashboards;
+      if (list.some((x) => x.id === 'board' && x.metrics === 2)) break;
+      assert.ok(i < 200, `board listed: ${JSON.stringify(list)}`);
+      await sleep(50);
+    }
+    let id = 0;
+    const history = () => new Promise((resolve) => {
+      const rid = `h${++id}`;
+      const on = (raw) => {
+        const m = JSON.parse(raw);
+        if (m.id === rid) {
+          ws.off('message', on);
+          resolve(m.data);
+        }
+      };
+      ws.on('message', on);
+      ws.send(JSON.stringify({ type: 'request', id: rid, method: 'history', params: { topic: 'dashboard:board' } }));
+    });
+    for (let i = 0; ; i++) {
+      const h = await history();
+      if (h.messages.length === 0) break;
+      assert.ok(i < 200, `history of dashboard:board aged out: ${JSON.stringify(h)}`);
+      await sleep(50);
+    }
+    await p.goto(`${aged.url}/?dashboard=board`);
+    await waitLive({ on: p });
+    await waitFor('tiles aged = 2, steady = 64', () => {
+      const v = (m) => document.querySelector(`.tile[data-metric="${m}"]`)?.dataset.value;
+      return v('aged') === '2' && v('steady') === '64';
+    }, null, { on: p });
+    assert.equal((await tileOn(p, 'aged')).points, 1, 'the latest value only: its history is gone');
+  } finally {
+    ws.close();
+    await p.close();
+    await aged.stop();
+  }
+});
+
 test('the page raised no script errors', () => {
   assert.deepEqual(pageErrors, []);
 });

@@ -250,8 +250,11 @@ test('PostgreSQL crashed and restarted during write-through and write-back traff
 });
 
 // A honours sleep_ms markers (a slow node, so it always holds a read of
-// entries when it dies), B ignores them.
+// entries when it dies), B ignores them. Each node's subscriber counts
+// what its own node published: no cluster between them.
 const groupYaml = (key, consumer) => `
+cluster:
+  enabled: false
 plugins:
   path: ["@TEST_PLUGIN_DIR@"]
   instances:

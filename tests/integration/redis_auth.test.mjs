@@ -96,6 +96,11 @@ before(async () => {
   for (const n of [a, b]) {
     await until(async () => (await fetchJson(`${n.url}/healthz`)).status === 200, `${n === a ? 'A' : 'B'} healthy`);
   }
+  // A node publishes through Redis once it has heard another (cluster.h).
+  for (const n of [a, b]) {
+    await until(async () => (await fetchJson(`${n.url}/api/stats`)).body.websocket.cluster?.alone === false,
+      `${n === a ? 'A' : 'B'} hears the other node`);
+  }
 });
 
 after(async () => {

@@ -35,7 +35,7 @@ before(async () => {
   for (const n of [a, b]) {
     for (let i = 0; i < 100; i++) {
       const s = (await fetchJson(`${n.url}/api/stats`)).body.websocket;
-      if (s.cluster && s.cluster.up) break;
+      if (s.cluster && s.cluster.up && !s.cluster.alone) break; // the other node heard
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -126,7 +126,7 @@ test('a topic freed by the sweep comes back with its seq continued from Redis', 
   const c = await startDaemon({ yaml: yaml('node-c').replace('history_age: 30', 'history_age: 1s') });
   try {
     for (let i = 0; i < 100; i++) {
-      if ((await fetchJson(`${c.url}/api/stats`)).body.websocket.cluster?.up) break;
+      if ((await fetchJson(`${c.url}/api/stats`)).body.websocket.cluster?.alone === false) break;
       await new Promise((r) => setTimeout(r, 50));
     }
     const did = `${id}free`;

@@ -792,6 +792,42 @@ static void test_env_overrides(void **state)
     sophia_conf_apply_env(NULL, "x"); /* harmless */
 }
 
+/* cluster.enabled: unset (-1: on whenever there is a Redis URL), a
+ * boolean, "" in SOPHIA_CLUSTER_REDIS_URL as false, and true with no
+ * Redis at all refused. */
+static void test_cluster_enabled(void **state)
+{
+    (void)state;
+    unsetenv("SOPHIA_CLUSTER_REDIS_URL");
+    sophia_conf *c = load("redis: {url: \"redis://h:6379/0\"}\n");
+    sophia_conf_apply_env(c, NULL);
+    assert_int_equal(c->cluster.enabled, -1);
+    assert_null(c->cluster.redis);
+    sophia_conf_free(c);
+    c = load("cluster:\n  enabled: false\n");
+    assert_count(0);
+    assert_int_equal(c->cluster.enabled, 0);
+    sophia_conf_free(c);
+    expect_one("cluster:\n  enabled: sometimes\n",
+               "t.yaml:2:12: cluster.enabled: expected a boolean "
+               "(true/false), got 'sometimes'");
+
+    setenv("SOPHIA_CLUSTER_REDIS_URL", "", 1);
+    c = load("redis: {url: \"redis://h:6379/0\"}\ncluster: {enabled: true}\n");
+    sophia_conf_apply_env(c, NULL);
+    assert_int_equal(c->cluster.enabled, 0);
+    sophia_conf_free(c);
+    unsetenv("SOPHIA_CLUSTER_REDIS_URL");
+
+    c = load("cluster: {enabled: yes}\n");
+    assert_int_equal(c->cluster.enabled, 1);
+    sophia_conf_validate(c, &diag);
+    assert_count(1);
+    assert_diag(0, "t.yaml:0:0: cluster.enabled is true but there is no "
+                   "Redis: set cluster.redis or redis.url (or SOPHIA_REDIS_URL)");
+    sophia_conf_free(c);
+}
+
 static void test_secret_env(void **state)
 {
     (void)state;
@@ -1097,6 +1133,7 @@ int main(void)
         T(test_validate),
         T(test_multiple_errors),
         T(test_env_overrides),
+        T(test_cluster_enabled),
         T(test_secret_env),
         T(test_relative_paths_lexical),
         T(test_add_plugin_dir),
