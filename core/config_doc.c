@@ -128,9 +128,13 @@ static const key_doc docs[] = {
      "past it are delivered live only."},
 
     {"cluster", NULL, "-", "Several nodes sharing one Redis."},
-    {"cluster.redis", NULL, "-",
+    {"cluster.redis", NULL, "redis.url",
      "Redis URL for cross-node publishes and L1 invalidation; also "
-     "SOPHIA_CLUSTER_REDIS_URL."},
+     "SOPHIA_CLUSTER_REDIS_URL (empty: off)."},
+    {"cluster.enabled", BOOL, "true when Redis is configured",
+     "The cluster channel: publishes reach every node's subscribers and "
+     "cache writes drop the key from every node's L1. false keeps this node "
+     "apart."},
     {"cluster.node_id", NULL, "hostname-pid", "This node's name."},
 
     {"memory", NULL, "-",
