@@ -2243,28 +2243,76 @@ static const struct {
     {walk_consolidate, "INSTANCE", consolidate_fields},
 };
 
-static void each_key(const field *fields, const char *prefix,
-                     sophia_conf_key_fn fn, void *arg)
+/* A typed field's value in `dflt` (conf_defaults) as sophia.yaml would
+ * write it, or NULL when the loader leaves it unset (0 or no string):
+ * then a default applied at use time is described in config_doc.c. */
+static const char *default_text(const field *f, const void *dflt, char *buf,
+                                size_t cap)
 {
-    char path[256];
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    if (!dflt)
+        return NULL;
+    switch (f->type) {
+    case F_SIZE: {
+        size_t v = *AT(dflt, f->off, size_t);
+        static const char *const units[] = {"GiB", "MiB", "KiB"};
+        for (int i = 0; v && i < 3; i++)
+            if (v % ((size_t)1 << (30 - 10 * i)) == 0) {
+                snprintf(buf, cap, "%zu%s", v >> (30 - 10 * i), units[i]);
+                return buf;
+            }
+        snprintf(buf, cap, "%zu", v);
+        return v ? buf : NULL;
+    }
+    case F_COUNT:
+    case F_COUNT0:
+        snprintf(buf, cap, "%zu", *AT(dflt, f->off, size_t));
+        return *AT(dflt, f->off, size_t) ? buf : NULL;
+    case F_SECONDS: {
+        double v = *AT(dflt, f->off, double);
+        if (v >= 86400 && v == (long long)v && (long long)v % 86400 == 0)
+            snprintf(buf, cap, "%lldd", (long long)v / 86400);
+        else if (v >= 3600 && v == (long long)v && (long long)v % 3600 == 0)
+            snprintf(buf, cap, "%lldh", (long long)v / 3600);
+        else
+            snprintf(buf, cap, "%g", v);
+        return v != 0 ? buf : NULL;
+    }
+    case F_LEVEL:
+        return levels[*AT(dflt, f->off, sophia_log_lvl)];
+    case F_STRING:
+    case F_LISTEN:
+    case F_SECRET:
+        return *AT(dflt, f->off, char *);
+    default:
+        return NULL;
+    }
+}
+
+static void each_key(const field *fields, const char *prefix,
+                     const void *dflt, sophia_conf_key_fn fn, void *arg)
+{
+    char path[256], def[64];
     for (const field *f = fields; f->key; f++) {
         snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "",
                  f->key);
-        fn(path, field_type_name(f->type), arg);
+        fn(path, field_type_name(f->type), default_text(f, dflt, def, sizeof(def)), arg);
         if (f->type == F_SECTION)
-            each_key(f->sub->fields, path, fn, arg);
+            each_key(f->sub->fields, path, dflt, fn, arg);
         for (size_t i = 0; f->type == F_CUSTOM &&
                            i < sizeof(named_sections) / sizeof(named_sections[0]); i++) {
             if (named_sections[i].fn != f->fn)
                 continue;
             char sub[300];
             snprintf(sub, sizeof(sub), "%s.%s", path, named_sections[i].name);
-            each_key(named_sections[i].fields, sub, fn, arg);
+            each_key(named_sections[i].fields, sub, NULL, fn, arg);
         }
     }
 }
 
 void sophia_conf_each_key(sophia_conf_key_fn fn, void *arg)
 {
-    each_key(top_sec.fields, "", fn, arg);
+    sophia_conf *dflt = conf_defaults("defaults");
+    each_key(top_sec.fields, "", dflt, fn, arg);
+    sophia_conf_free(dflt);
 }

@@ -281,10 +281,11 @@ int sophia_conf_split_listen(const char *listen, char **host, int *port);
 /* Every key the loader accepts, depth first in table order, as a dotted
  * path ("server.listen"; user-chosen names as NAME or INSTANCE:
  * "streams.NAME.processor") with its type's description, or NULL for a
- * key with its own parser (its documentation says). The manual page
+ * key with its own parser (its documentation says), and the default the
+ * loader itself sets, as YAML would write it, or NULL. The manual page
  * (config_doc.h) is made from this, so it lists what the loader takes. */
 typedef void (*sophia_conf_key_fn)(const char *path, const char *type,
-                                   void *arg);
+                                   const char *def, void *arg);
 void sophia_conf_each_key(sophia_conf_key_fn fn, void *arg);
 
 #endif

@@ -177,7 +177,7 @@ static const key_doc docs[] = {
     {"plugins.strict_modes", BOOL, "true",
      "Refuse modules (and their directories) writable by group/others or "
      "owned by another user than the daemon's or root."},
-    {"plugins.init_timeout", NULL, "10s",
+    {"plugins.init_timeout", NULL, "10",
      "A new plugin is first initialised in a child process; one slower than "
      "this is killed and refused."},
 
@@ -273,7 +273,8 @@ typedef struct walk {
     unsigned char seen[NDOCS];
 } walk;
 
-static void print_key(const char *path, const char *type, void *arg)
+static void print_key(const char *path, const char *type, const char *def,
+                      void *arg)
 {
     walk *w = arg;
     const key_doc *d = find(path);
@@ -294,9 +295,16 @@ static void print_key(const char *path, const char *type, void *arg)
     const char *t = type ? type : d->type;
     fputs("Type: ", w->out);
     roff_text(w->out, t ? t : "see below");
-    if (strcmp(d->def, "-")) {
+    /* The loader's own default wins; one written here must agree with it. */
+    if (def && strcmp(d->def, "-") && strcmp(d->def, def)) {
+        w->problems++;
+        if (w->err)
+            fprintf(w->err, "sophia.yaml(5): core/config_doc.c gives '%s' the "
+                            "default '%s', the loader '%s'\n", path, d->def, def);
+    }
+    if (def || strcmp(d->def, "-")) {
         fputs("; default: ", w->out);
-        roff_text(w->out, d->def);
+        roff_text(w->out, def ? def : d->def);
     }
     fputs(".\n.br\n", w->out);
     roff_text(w->out, d->text);

@@ -2,9 +2,11 @@
  * config_doc - the sophia.yaml(5) manual page, made from the loader's own
  * key tables (config.h sophia_conf_each_key) and a description of each
  * key kept here (config_doc.c). A key the loader accepts without an entry
- * here is printed as UNDOCUMENTED and counted, and an entry naming a key
- * the loader does not accept is counted too, so the page cannot drift
- * from what `sophiad --check` takes (tests/unit/test_config_doc.c).
+ * here is printed as UNDOCUMENTED and counted, an entry naming a key
+ * the loader does not accept is counted too, and so is a default written
+ * here that differs from the one the loader sets itself (the page prints
+ * the loader's), so the page cannot drift from what `sophiad --check`
+ * takes (tests/unit/test_config_doc.c).
  */
 #ifndef SOPHIA_CONFIG_DOC_H
 #define SOPHIA_CONFIG_DOC_H

@@ -26,10 +26,12 @@ typedef struct keys {
     size_t n;
 } keys;
 
-static void collect(const char *path, const char *type, void *arg)
+static void collect(const char *path, const char *type, const char *def,
+                    void *arg)
 {
     keys *k = arg;
     (void)type;
+    (void)def;
     assert_true(k->n < 512);
     k->path[k->n++] = strdup(path);
 }
