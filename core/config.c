@@ -619,6 +619,7 @@ typedef enum {
     F_COUNT0,   /* integer >= 0 */
     F_SECONDS,  /* duration > 0 */
     F_LEVEL,    /* log level */
+    F_BOOL,     /* true/false (yes/no, on/off) into an int */
     F_SECRET,   /* env var name at off, its value at off2 */
     F_SECTION,  /* nested mapping described by sub */
     F_CUSTOM,   /* fn */
@@ -796,6 +797,27 @@ static void apply_seconds(loader *ld, const field *f, const node *v,
         *AT(base, f->off, double) = d;
 }
 
+/* 1, 0, or -1 when `s` is not a boolean. */
+static int parse_bool(const char *s)
+{
+    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
+        return 1;
+    if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off"))
+        return 0;
+    return -1;
+}
+
+static void apply_bool(loader *ld, const field *f, const node *v, void *base,
+                       const char *path)
+{
+    const char *s = want_scalar(ld, v, path, "a boolean");
+    int b = s ? parse_bool(s) : -1;
+    if (s && b < 0)
+        ERR(ld, v, "%s: expected a boolean (true/false), got '%s'", path, s);
+    if (b >= 0)
+        *AT(base, f->off, int) = b;
+}
+
 static void apply_level(loader *ld, const field *f, const node *v, void *base,
                         const char *path)
 {
@@ -856,6 +878,9 @@ static void apply_field(loader *ld, const field *f, const node *v, void *base,
         break;
     case F_LEVEL:
         apply_level(ld, f, v, base, path);
+        break;
+    case F_BOOL:
+        apply_bool(ld, f, v, base, path);
         break;
     case F_SECRET:
         apply_secret(ld, f, v, base, path);
@@ -939,22 +964,6 @@ void sophia_conf_add_plugin_dir(sophia_conf *c, const char *dir)
     *slot = xstrdup(dir);
 }
 
-/* plugins.strict_modes: a boolean, like sshd's StrictModes */
-static void walk_strict_modes(loader *ld, const node *v, void *base,
-                              const char *path)
-{
-    const char *s = want_scalar(ld, v, path, "a boolean");
-    if (!s)
-        return;
-    int *slot = &((sophia_conf *)base)->plugin_strict_modes;
-    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
-        *slot = 1;
-    else if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off"))
-        *slot = 0;
-    else
-        ERR(ld, v, "%s: expected a boolean (true/false), got '%s'", path, s);
-}
-
 /* plugins.instances.NAME.options.KEY */
 static void option_pair(loader *ld, const node *k, const node *v, void *base,
                         const void *arg, const char *path)
@@ -1020,15 +1029,6 @@ static const struct {
     {"lte", SOPHIA_PRED_LTE},       {"matches", SOPHIA_PRED_MATCHES},
 };
 
-static int pred_bool(const char *s)
-{
-    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
-        return 1;
-    if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off"))
-        return 0;
-    return -1;
-}
-
 /* The operand of `op` (node v) into p; reports and returns -1 if bad. */
 static int pred_operand(loader *ld, sophia_conf_pred *p, const node *v,
                         const char *path)
@@ -1051,7 +1051,7 @@ static int pred_operand(loader *ld, sophia_conf_pred *p, const node *v,
     const char *s = want_scalar(ld, v, path, "a scalar");
     if (!s)
         return -1;
-    if (p->op == SOPHIA_PRED_EXISTS && pred_bool(s) < 0) {
+    if (p->op == SOPHIA_PRED_EXISTS && parse_bool(s) < 0) {
         ERR(ld, v, "%s: expected true or false, got '%s'", path, s);
         return -1;
     }
@@ -1106,7 +1106,7 @@ static void filter_item(loader *ld, sophia_conf_stream *st, const node *m,
             bad |= !s;
         } else if (!strcmp(key, "icase")) {
             const char *s = want_scalar(ld, v, path, "true or false");
-            p.icase = s ? pred_bool(s) == 1 : 0;
+            p.icase = s ? parse_bool(s) == 1 : 0;
         } else if (o < sizeof(pred_ops) / sizeof(pred_ops[0]) && !opnode) {
             p.op = pred_ops[o].op;
             opnode = v;
@@ -1149,18 +1149,6 @@ static void walk_filter(loader *ld, const node *v, void *base,
 }
 
 #define S_OFF(member) offsetof(sophia_conf_stream, member)
-
-/* streams.<name>.durable: a boolean; unset stays -1 (core/durable.h). */
-static void walk_durable(loader *ld, const node *v, void *base,
-                         const char *path)
-{
-    const char *s = want_scalar(ld, v, path, "true or false");
-    int b = s ? pred_bool(s) : -1;
-    if (s && b < 0)
-        ERR(ld, v, "%s: expected true or false, got '%s'", path, s);
-    if (b >= 0)
-        ((sophia_conf_stream *)base)->durable = b;
-}
 
 static const field stream_redis_fields[] = {
     {"key", F_STRING, S_OFF(redis.key), 0, NULL, NULL},
@@ -1247,7 +1235,7 @@ static const field stream_fields[] = {
     {"dedup_window", F_SECONDS, S_OFF(dedup_window), 0, NULL, NULL},
     {"redis", F_SECTION, 0, 0, &stream_redis_sec, NULL},
     {"statsd", F_SECTION, 0, 0, &stream_statsd_sec, NULL},
-    {"durable", F_CUSTOM, 0, 0, NULL, walk_durable},
+    {"durable", F_BOOL, S_OFF(durable), 0, NULL, NULL},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
@@ -1633,24 +1621,8 @@ static const field auth_fields[] = {
 };
 static const section auth_sec = {"in websocket.auth", auth_fields};
 
-/* websocket.jwt.require_exp: a boolean */
-static void walk_jwt_require_exp(loader *ld, const node *v, void *base,
-                                 const char *path)
-{
-    const char *s = want_scalar(ld, v, path, "a boolean");
-    if (!s)
-        return;
-    int *slot = &((sophia_conf *)base)->ws.jwt_require_exp;
-    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
-        *slot = 1;
-    else if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off"))
-        *slot = 0;
-    else
-        ERR(ld, v, "%s: expected a boolean (true/false), got '%s'", path, s);
-}
-
 static const field jwt_fields[] = {
-    {"require_exp", F_CUSTOM, 0, 0, NULL, walk_jwt_require_exp},
+    {"require_exp", F_BOOL, C_OFF(ws.jwt_require_exp), 0, NULL, NULL},
     {"issuer", F_STRING, C_OFF(ws.jwt_issuer), 0, NULL, NULL},
     {"audience", F_STRING, C_OFF(ws.jwt_audience), 0, NULL, NULL},
     END,
@@ -1685,26 +1657,10 @@ static const field ws_fields[] = {
 };
 static const section ws_sec = {"in websocket", ws_fields};
 
-/* cluster.enabled: a boolean; unset = on whenever a Redis URL is known */
-static void walk_cluster_enabled(loader *ld, const node *v, void *base,
-                                 const char *path)
-{
-    const char *s = want_scalar(ld, v, path, "a boolean");
-    if (!s)
-        return;
-    int *slot = &((sophia_conf *)base)->cluster.enabled;
-    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
-        *slot = 1;
-    else if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off"))
-        *slot = 0;
-    else
-        ERR(ld, v, "%s: expected a boolean (true/false), got '%s'", path, s);
-}
-
 static const field cluster_fields[] = {
     {"redis", F_REDIS_URL, C_OFF(cluster.redis), 0, NULL, NULL},
     {"node_id", F_STRING, C_OFF(cluster.node_id), 0, NULL, NULL},
-    {"enabled", F_CUSTOM, 0, 0, NULL, walk_cluster_enabled},
+    {"enabled", F_BOOL, C_OFF(cluster.enabled), 0, NULL, NULL},
     END,
 };
 static const section cluster_sec = {"in cluster", cluster_fields};
@@ -1761,7 +1717,7 @@ static const section memory_sec = {"in memory", memory_fields};
 static const field plugins_fields[] = {
     {"path", F_CUSTOM, 0, 0, NULL, walk_plugin_path},
     {"instances", F_CUSTOM, 0, 0, NULL, walk_instances},
-    {"strict_modes", F_CUSTOM, 0, 0, NULL, walk_strict_modes},
+    {"strict_modes", F_BOOL, C_OFF(plugin_strict_modes), 0, NULL, NULL},
     {"init_timeout", F_SECONDS, C_OFF(plugin_init_timeout), 0, NULL, NULL},
     END,
 };
@@ -1776,22 +1732,10 @@ static const field hook_slack_fields[] = {
 };
 static const section hook_slack_sec = {"in hooks.slack", hook_slack_fields};
 
-/* hooks.gong.allow_query_key: true or false. */
-static void walk_gong_query_key(loader *ld, const node *v, void *base,
-                                const char *path)
-{
-    const char *s = want_scalar(ld, v, path, "true or false");
-    int b = s ? pred_bool(s) : -1;
-    if (s && b < 0)
-        ERR(ld, v, "%s: expected true or false, got '%s'", path, s);
-    if (b >= 0)
-        ((sophia_conf *)base)->hooks.gong_query_key = b;
-}
-
 static const field hook_gong_fields[] = {
     {"secret_env", F_SECRET, H_OFF(gong_env), H_OFF(gong_secret), NULL, NULL},
     {"stream", F_STRING, H_OFF(gong_stream), 0, NULL, NULL},
-    {"allow_query_key", F_CUSTOM, 0, 0, NULL, walk_gong_query_key},
+    {"allow_query_key", F_BOOL, C_OFF(hooks.gong_query_key), 0, NULL, NULL},
     END,
 };
 static const section hook_gong_sec = {"in hooks.gong", hook_gong_fields};
@@ -2225,6 +2169,7 @@ static const char *field_type_name(field_type t)
     case F_COUNT0: return "integer >= 0";
     case F_SECONDS: return "duration (seconds, or 250ms, 5m, 1h, 7d)";
     case F_LEVEL: return "debug | info | warn | error";
+    case F_BOOL: return "boolean";
     case F_SECRET: return "environment variable name";
     case F_SECTION: return "mapping";
     case F_CUSTOM: break;
@@ -2280,6 +2225,8 @@ static const char *default_text(const field *f, const void *dflt, char *buf,
     }
     case F_LEVEL:
         return levels[*AT(dflt, f->off, sophia_log_lvl)];
+    case F_BOOL: /* -1: decided at start-up, described in config_doc.c */
+        return *AT(dflt, f->off, int) < 0 ? NULL : *AT(dflt, f->off, int) ? "true" : "false";
     case F_STRING:
     case F_LISTEN:
     case F_SECRET:

@@ -310,7 +310,7 @@ streams:
   rmSync(dir, { recursive: true, force: true });
   assert.equal(res.code, 1, JSON.stringify(res));
   assert.match(res.stderr, /streams\.a\.durable: true needs Redis/);
-  assert.match(res.stderr, /durable: expected true or false, got 'maybe'/);
+  assert.match(res.stderr, /durable: expected a boolean \(true\/false\), got 'maybe'/);
 });
 
 test('durable switched on a kept stream by SIGHUP: logged as waiting for a restart, the stream keeps working', async () => {
