@@ -826,16 +826,25 @@ static void replay(sophia_ws_client *c, json_t *since)
 
 /* --------------------------------------------------------- protocol */
 
-static int sub_one(sophia_ws_client *c, const char *s)
+/* 1 when the token's `topics` scope covers `topic`; else answers request
+ * `id` (NULL for a subscription) with `forbidden` and returns 0. */
+static int topic_allowed(sophia_ws_client *c, const char *id, const char *topic)
 {
     char m[300], what[240];
-    if (!topic_permitted(c, s)) {
-        c->r->st.forbidden++;
-        snprintf(what, sizeof(what), "topic '%s'", s);
-        scope_message(c, "topics", what, m, sizeof(m));
-        client_error(c, NULL, "forbidden", m);
+    if (topic_permitted(c, topic))
+        return 1;
+    c->r->st.forbidden++;
+    snprintf(what, sizeof(what), "topic '%s'", topic);
+    scope_message(c, "topics", what, m, sizeof(m));
+    client_error(c, id, "forbidden", m);
+    return 0;
+}
+
+static int sub_one(sophia_ws_client *c, const char *s)
+{
+    char m[300];
+    if (!topic_allowed(c, NULL, s))
         return -1;
-    }
     if (client_subscribe(c, s) < 0) {
         snprintf(m, sizeof(m), "at most %zu subscriptions per connection",
                  c->r->max_subs);
@@ -898,14 +907,8 @@ static void method_history(sophia_ws_client *c, const char *id, json_t *p)
                      "an exact topic, \"since\"?: seq, \"limit\"?: count}");
         return;
     }
-    if (!topic_permitted(c, topic)) {
-        char m[300], what[240];
-        c->r->st.forbidden++;
-        snprintf(what, sizeof(what), "topic '%s'", topic);
-        scope_message(c, "topics", what, m, sizeof(m));
-        client_error(c, id, "forbidden", m);
+    if (!topic_allowed(c, id, topic))
         return;
-    }
     ws_topic *t = topic_get(c->r, topic, 0);
     json_int_t since = js ? json_integer_value(js) : 0;
     json_int_t limit = jl ? json_integer_value(jl) : 100;
@@ -946,14 +949,8 @@ static void method_latest(sophia_ws_client *c, const char *id, json_t *p)
                      "latest needs params {\"topic\": an exact topic}");
         return;
     }
-    if (!topic_permitted(c, topic)) {
-        char m[300], what[240];
-        c->r->st.forbidden++;
-        snprintf(what, sizeof(what), "topic '%s'", topic);
-        scope_message(c, "topics", what, m, sizeof(m));
-        client_error(c, id, "forbidden", m);
+    if (!topic_allowed(c, id, topic))
         return;
-    }
     ws_msg **v = NULL;
     size_t n = ws_latest_get(c->r->latest, topic, &v);
     json_t *msgs = json_array();
