@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# HTTP request rate and latency of sophiad's single loop thread (lws on
-# libuv, bridged into libevent) next to nginx serving a static file on the
-# same machine, both measured here with wrk: the loop bridge is the choice
-# this number justifies (see core/loop.h).
+# HTTP request rate and latency of sophiad's single loop thread (its own
+# HTTP/1.1 front door on libevent, core/http.h; lws on the bridged libuv
+# loop serves only /ws) next to nginx serving a static file on the same
+# machine, both measured here with wrk.
 set -euo pipefail
 : "${SOPHIAD:?path to sophiad}" "${SOPHIA_PLUGIN_DIR:?plugin dir}"
 for tool in wrk nginx; do
