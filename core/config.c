@@ -618,6 +618,7 @@ typedef enum {
     F_COUNT,    /* integer > 0 */
     F_COUNT0,   /* integer >= 0 */
     F_SECONDS,  /* duration > 0 */
+    F_TTL,      /* duration > 0 and <= SOPHIA_CACHE_MAX_TTL (a cache tier's) */
     F_LEVEL,    /* log level */
     F_BOOL,     /* true/false (yes/no, on/off) into an int */
     F_SECRET,   /* env var name at off, its value at off2 */
@@ -781,6 +782,8 @@ static void apply_size(loader *ld, const field *f, const node *v, void *base,
     }
 }
 
+/* F_SECONDS and F_TTL; a cache TTL has the bound every cache TTL has (a
+ * PUT's, a plugin's). */
 static void apply_seconds(loader *ld, const field *f, const node *v,
                           void *base, const char *path)
 {
@@ -793,6 +796,9 @@ static void apply_seconds(loader *ld, const field *f, const node *v,
                    "ms, s, m, h or d)", path, s);
     else if (d <= 0)
         ERR(ld, v, "%s: must be > 0", path);
+    else if (f->type == F_TTL && d > SOPHIA_CACHE_MAX_TTL)
+        ERR(ld, v, "%s: '%s' is longer than the longest cache TTL, %.0f s "
+                   "(10 years)", path, s, SOPHIA_CACHE_MAX_TTL);
     else
         *AT(base, f->off, double) = d;
 }
@@ -874,6 +880,7 @@ static void apply_field(loader *ld, const field *f, const node *v, void *base,
         apply_integer(ld, f, v, base, path);
         break;
     case F_SECONDS:
+    case F_TTL:
         apply_seconds(ld, f, v, base, path);
         break;
     case F_LEVEL:
@@ -1463,55 +1470,16 @@ static const field pg_fields[] = {
 };
 static const section pg_sec = {"in postgres", pg_fields};
 
-/* cache.l1/l2/l3.ttl: a duration no longer than SOPHIA_CACHE_MAX_TTL, the
- * bound every cache TTL has (a PUT's, a plugin's). */
-static void cache_ttl(loader *ld, const node *v, const char *path,
-                      double *out)
-{
-    const char *s = want_scalar(ld, v, path, "a duration");
-    double d;
-    if (!s)
-        return;
-    if (parse_seconds(s, &d))
-        ERR(ld, v, "%s: '%s' is not a duration (seconds, or a number with "
-                   "ms, s, m, h or d)", path, s);
-    else if (d <= 0)
-        ERR(ld, v, "%s: must be > 0", path);
-    else if (d > SOPHIA_CACHE_MAX_TTL)
-        ERR(ld, v, "%s: '%s' is longer than the longest cache TTL, %.0f s "
-                   "(10 years)", path, s, SOPHIA_CACHE_MAX_TTL);
-    else
-        *out = d;
-}
-
-static void walk_l1_ttl(loader *ld, const node *v, void *base,
-                        const char *path)
-{
-    cache_ttl(ld, v, path, &((sophia_conf *)base)->l1.ttl);
-}
-
-static void walk_l2_ttl(loader *ld, const node *v, void *base,
-                        const char *path)
-{
-    cache_ttl(ld, v, path, &((sophia_conf *)base)->l2.ttl);
-}
-
-static void walk_l3_ttl(loader *ld, const node *v, void *base,
-                        const char *path)
-{
-    cache_ttl(ld, v, path, &((sophia_conf *)base)->l3.ttl);
-}
-
 static const field l1_fields[] = {
     {"max_entries", F_COUNT, C_OFF(l1.max_entries), 0, NULL, NULL},
     {"max_bytes", F_SIZE, C_OFF(l1.max_bytes), 0, NULL, NULL},
-    {"ttl", F_CUSTOM, 0, 0, NULL, walk_l1_ttl},
+    {"ttl", F_TTL, C_OFF(l1.ttl), 0, NULL, NULL},
     END,
 };
 static const section l1_sec = {"in cache.l1", l1_fields};
 
 static const field l2_fields[] = {
-    {"ttl", F_CUSTOM, 0, 0, NULL, walk_l2_ttl},
+    {"ttl", F_TTL, C_OFF(l2.ttl), 0, NULL, NULL},
     END,
 };
 static const section l2_sec = {"in cache.l2", l2_fields};
@@ -1535,7 +1503,7 @@ static void walk_l3_pool(loader *ld, const node *v, void *base,
 }
 
 static const field l3_fields[] = {
-    {"ttl", F_CUSTOM, 0, 0, NULL, walk_l3_ttl},
+    {"ttl", F_TTL, C_OFF(l3.ttl), 0, NULL, NULL},
     {"pool", F_CUSTOM, 0, 0, NULL, walk_l3_pool},
     END,
 };
@@ -2168,6 +2136,7 @@ static const char *field_type_name(field_type t)
     case F_COUNT: return "integer > 0";
     case F_COUNT0: return "integer >= 0";
     case F_SECONDS: return "duration (seconds, or 250ms, 5m, 1h, 7d)";
+    case F_TTL: return "duration, at most 10 years";
     case F_LEVEL: return "debug | info | warn | error";
     case F_BOOL: return "boolean";
     case F_SECRET: return "environment variable name";
@@ -2213,7 +2182,8 @@ static const char *default_text(const field *f, const void *dflt, char *buf,
     case F_COUNT0:
         snprintf(buf, cap, "%zu", *AT(dflt, f->off, size_t));
         return *AT(dflt, f->off, size_t) ? buf : NULL;
-    case F_SECONDS: {
+    case F_SECONDS:
+    case F_TTL: {
         double v = *AT(dflt, f->off, double);
         if (v >= 86400 && v == (long long)v && (long long)v % 86400 == 0)
             snprintf(buf, cap, "%lldd", (long long)v / 86400);
