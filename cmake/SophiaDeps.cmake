@@ -15,7 +15,7 @@ endfunction()
 
 sophia_require_pkg(LIBEVENT "libevent>=2.1" libevent-dev)
 sophia_require_pkg(LIBEVENT_PTHREADS libevent_pthreads libevent-dev)
-# server.tls: TLS bufferevents (core/http_tls.c)
+# server.tls: TLS bufferevents (core/http/http_tls.c)
 sophia_require_pkg(LIBEVENT_OPENSSL libevent_openssl libevent-dev)
 sophia_require_pkg(HIREDIS hiredis libhiredis-dev)
 sophia_require_pkg(LIBPQ libpq libpq-dev)
@@ -25,7 +25,7 @@ sophia_require_pkg(YAML yaml-0.1 libyaml-dev)
 sophia_require_pkg(JANSSON jansson libjansson-dev)
 sophia_require_pkg(LIBCRYPTO libcrypto libssl-dev)
 sophia_require_pkg(LIBSSL libssl libssl-dev)
-# sd_notify(3) for sophiad.service (Type=notify): core/notify.h.
+# sd_notify(3) for sophiad.service (Type=notify): core/lib/notify.h.
 sophia_require_pkg(LIBSYSTEMD libsystemd libsystemd-dev)
 
 # libltdl ships no pkg-config file.
@@ -40,7 +40,7 @@ set_target_properties(sophia::ltdl PROPERTIES
   INTERFACE_INCLUDE_DIRECTORIES ${LTDL_INCLUDE_DIR})
 
 # faiss: Debian ships libfaiss.a and the C API headers, not the compiled C
-# API; core/faiss_shim.cpp implements the functions we call. faiss's CMake
+# API; core/memory/faiss_shim.cpp implements the functions we call. faiss's CMake
 # package needs OpenMP found first.
 find_package(OpenMP)
 find_package(faiss QUIET)

@@ -22,7 +22,7 @@ packages=(
   libevent-dev libhiredis-dev libpq-dev libwebsockets-dev
   libwebsockets-evlib-uv libuv1-dev libssl-dev libyaml-dev libltdl-dev
   libfaiss-dev liblapack-dev libblas-dev libjansson-dev libcmocka-dev
-  libsystemd-dev # sd_notify for sophiad.service (core/notify.h)
+  libsystemd-dev # sd_notify for sophiad.service (core/lib/notify.h)
   redis-server postgresql procps iproute2 curl
   openssl # the TLS test makes its own CA and certificates
   chromium # the dashboard's browser test (playwright-core drives it)

@@ -5,7 +5,7 @@
  *   sophia-plugin-test PLUGIN.so [--options YAML] [--stream NAME]
  *                      [--now-us N] [--log-level L] < events.ndjson
  *
- * The plugin goes through the daemon's own loader (core/plugin.c: ABI
+ * The plugin goes through the daemon's own loader (core/plugin/plugin.c: ABI
  * check, descriptor checks, options typed against its option table, init),
  * so what loads here loads in sophiad and what is refused here is refused
  * there with the same `FILE:LINE:COL: message`. --options is a YAML file,
@@ -41,13 +41,13 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
-#include "config.h"
-#include "diag.h"
-#include "host.h"
-#include "log.h"
-#include "loop.h"
-#include "plugin.h"
-#include "server.h"
+#include "conf/config.h"
+#include "lib/diag.h"
+#include "host/host.h"
+#include "lib/log.h"
+#include "event/loop.h"
+#include "plugin/plugin.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* the daemon's; stays NULL: nothing is applied */
 

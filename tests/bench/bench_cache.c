@@ -36,14 +36,14 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 
-#include "cache.h"
-#include "cache_l2.h"
-#include "cache_l3.h"
-#include "config.h"
-#include "pg_pool.h"
-#include "redis.h"
-#include "redis_url.h"
-#include "server.h"
+#include "cache/cache.h"
+#include "cache/cache_l2.h"
+#include "cache/cache_l3.h"
+#include "conf/config.h"
+#include "event/pg_pool.h"
+#include "event/redis.h"
+#include "lib/redis_url.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
 

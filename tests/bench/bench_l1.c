@@ -22,7 +22,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cache_l1.h"
+#include "cache/cache_l1.h"
 #include "../common/trace_ref.h"
 
 static bool quick;

@@ -15,7 +15,7 @@
  * call, as wall time and as the thread's CPU time (on a busy machine the
  * wall p99 is mostly time spent preempted). The peer is stock faiss on the
  * same vectors and the same HNSW graph: its own (scalar) distance code
- * with OpenMP's default team, as the store ran before core/faiss_shim.h;
+ * with OpenMP's default team, as the store ran before core/memory/faiss_shim.h;
  * the store's rows use the shim's AVX2 storage and one OpenMP thread.
  * HNSW is built with the store's M / efConstruction (memory.h) on one
  * thread; efSearch 64..256 are shown, the store's marked.
@@ -39,11 +39,11 @@
 #include <faiss/c_api/index_factory_c.h>
 #include <libpq-fe.h>
 
-#include "config.h"
-#include "embed.h"
-#include "faiss_shim.h"
-#include "memory.h"
-#include "server.h"
+#include "conf/config.h"
+#include "memory/embed.h"
+#include "memory/faiss_shim.h"
+#include "memory/memory.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
 

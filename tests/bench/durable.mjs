@@ -1,4 +1,4 @@
-// durable - what durable acceptance (core/durable.h) costs on ingest:
+// durable - what durable acceptance (core/ingest/durable.h) costs on ingest:
 // POST /ingest/{stream} into the same sophiad, one stream with
 // `durable: false` (the in-memory queue, the peer) and one with
 // `durable: true` (MULTI/XADD.../EXEC to Redis before the 202, processing

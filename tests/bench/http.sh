@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HTTP request rate and latency of sophiad's single loop thread (its own
-# HTTP/1.1 front door on libevent, core/http.h; lws on the bridged libuv
+# HTTP/1.1 front door on libevent, core/http/http.h; lws on the bridged libuv
 # loop serves only /ws) next to nginx serving a static file on the same
 # machine, both measured here with wrk.
 set -euo pipefail

@@ -1,6 +1,6 @@
 /*
  * fuzz_http - libFuzzer target for the HTTP front door as a whole: the
- * connection state machine of core/http.c, its parser, the API routing
+ * connection state machine of core/http/http.c, its parser, the API routing
  * behind it and the hand-over of /ws upgrades to libwebsockets, on a real
  * event loop. Not only the parser: the input is a client's side of one
  * connection, written in pieces with loop turns between them, so heads
@@ -22,13 +22,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "api.h"
-#include "cache.h"
-#include "config.h"
-#include "http.h"
-#include "log.h"
-#include "server.h"
-#include "ws.h"
+#include "http/api.h"
+#include "cache/cache.h"
+#include "conf/config.h"
+#include "http/http.h"
+#include "lib/log.h"
+#include "daemon/server.h"
+#include "ws/ws.h"
 
 sophia_server *sophia_srv; /* sophiad defines it in main.c */
 

@@ -14,8 +14,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "ingest.h"
-#include "jsonlimit.h"
+#include "ingest/ingest.h"
+#include "lib/jsonlimit.h"
 
 /* The reference: the body as a sequence of JSON texts (object, or array of
  * objects), each parsed by jansson, as sophia_ingest_parse's slow path. */

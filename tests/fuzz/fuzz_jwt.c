@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ws_jwt.h"
-#include "server.h"
+#include "ws/ws_jwt.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* sophiad defines it in main.c */
 

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hooks.h"
-#include "server.h"
+#include "ingest/hooks.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* sophiad defines it in main.c */
 

@@ -1,5 +1,5 @@
 /*
- * fuzz_ws - libFuzzer target for the WebSocket message handler (core/ws.c):
+ * fuzz_ws - libFuzzer target for the WebSocket message handler (core/ws/ws.c):
  * the input is a session of client messages, one per line, fed to a
  * detached client (no lws connection: replies stay in its queue) of a
  * fresh router, with a publish between messages so subscriptions, `since`
@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server.h"
-#include "ws.h"
+#include "daemon/server.h"
+#include "ws/ws.h"
 
 sophia_server *sophia_srv; /* sophiad defines it in main.c */
 

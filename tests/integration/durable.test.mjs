@@ -1,4 +1,4 @@
-// Durable acceptance (core/durable.h) against the real Redis of the
+// Durable acceptance (core/ingest/durable.h) against the real Redis of the
 // harness: numbered events are ingested steadily into a durable stream
 // whose processor (the `failer` test plugin, 1 ms per event) is slower
 // than ingest, so a backlog waits in Redis and a batch is read but not

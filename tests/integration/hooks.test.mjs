@@ -201,7 +201,7 @@ test('an explicit preference in Slack becomes a user_preference memory', async (
   assert.equal(found.context.channel, 'C2147483705');
 });
 
-// Durable acceptance (core/durable.h): with Redis configured the hook
+// Durable acceptance (core/ingest/durable.h): with Redis configured the hook
 // streams are durable, so the 200/202 means the event is in the stream's
 // Redis Stream; a Redis that accepts connections and never answers still
 // gets Slack a 503 inside its 3 s (the 2 s Redis reply watchdog), and

@@ -28,16 +28,16 @@
 #include <libpq-fe.h>
 #include <sophia/sdk.h>
 
-#include "cache.h"
-#include "cache_l2.h"
-#include "cache_l3.h"
-#include "cache_wb.h"
-#include "config.h"
-#include "histogram.h"
-#include "pg.h"
-#include "redis.h"
-#include "redis_url.h"
-#include "server.h"
+#include "cache/cache.h"
+#include "cache/cache_l2.h"
+#include "cache/cache_l3.h"
+#include "cache/cache_wb.h"
+#include "conf/config.h"
+#include "lib/histogram.h"
+#include "event/pg.h"
+#include "event/redis.h"
+#include "lib/redis_url.h"
+#include "daemon/server.h"
 
 #include "../common/loop_wait.h"
 

@@ -20,7 +20,7 @@
 
 #include <cmocka.h>
 
-#include "cache_l1.h"
+#include "cache/cache_l1.h"
 #include "../common/trace_ref.h"
 
 #define BIG ((size_t)64 << 20)

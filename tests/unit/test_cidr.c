@@ -15,10 +15,10 @@
 
 #include <cmocka.h>
 
-#include "cidr.h"
-#include "config.h"
-#include "diag.h"
-#include "server.h"
+#include "lib/cidr.h"
+#include "conf/config.h"
+#include "lib/diag.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
 

@@ -1,5 +1,5 @@
 /*
- * test_config - the YAML loader against its contract (core/config.h).
+ * test_config - the YAML loader against its contract (core/conf/config.h).
  *
  * Most cases load a small document through sophia_conf_load_string under
  * the name "t.yaml" and compare whole diagnostics, position included: the
@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "conf/config.h"
 
 #define ALLOWED_TOP "(allowed: server, log, redis, postgres, cache, " \
                     "websocket, cluster, memory, plugins, streams, hooks)"

@@ -14,10 +14,10 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "config_doc.h"
-#include "diag.h"
-#include "server.h"
+#include "conf/config.h"
+#include "conf/config_doc.h"
+#include "lib/diag.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
 

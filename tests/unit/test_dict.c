@@ -13,9 +13,9 @@
 
 #include <cmocka.h>
 
-#include "dict.h"
-#include "hash.h"
-#include "server.h"
+#include "lib/dict.h"
+#include "lib/hash.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
 

@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "embed.h"
+#include "memory/embed.h"
 
 #define DIM 384
 #define SOPHIA_EMBED_FINGERPRINT 0xe1118340fb57c951ULL

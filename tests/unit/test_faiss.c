@@ -1,5 +1,5 @@
 /*
- * Unit tests for core/faiss_shim.cpp, written against the faiss C API headers
+ * Unit tests for core/memory/faiss_shim.cpp, written against the faiss C API headers
  * exactly as the memory store uses them: plain C, opaque handles, integer
  * error codes. They check the shim forwards to the right faiss objects
  * (exact inner-product search, removal, persistence, HNSW recall) and that
@@ -27,7 +27,7 @@
 
 #include <cmocka.h>
 
-#include "faiss_shim.h"
+#include "memory/faiss_shim.h"
 
 #define DIM 64
 #define FLAT_N 1000

@@ -10,8 +10,8 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "filter.h"
+#include "conf/config.h"
+#include "ingest/filter.h"
 
 static sophia_conf *load(const char *yaml, sophia_diag *d)
 {

@@ -10,9 +10,9 @@
 
 #include <cmocka.h>
 
-#include "server.h"
+#include "daemon/server.h"
 
-#include "hooks.h"
+#include "ingest/hooks.h"
 
 /* Slack's documented example (api.slack.com/authentication/verifying-requests-from-slack). */
 

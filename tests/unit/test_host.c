@@ -13,9 +13,9 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "dict.h"
-#include "host.h"
-#include "server.h"
+#include "lib/dict.h"
+#include "host/host.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
 

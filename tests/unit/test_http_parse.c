@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "http_parse.h"
+#include "http/http_parse.h"
 
 static char buf[32768];
 static char err[160];

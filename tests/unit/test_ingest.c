@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "ingest.h"
+#include "ingest/ingest.h"
 
 static json_t *parse(const char *s, sophia_parse_error *e)
 {

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "jsonlimit.h"
+#include "lib/jsonlimit.h"
 
 static size_t deep(const char *s, size_t max)
 {

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "jsonw.h"
+#include "lib/jsonw.h"
 
 static void assert_same(const json_t *v)
 {

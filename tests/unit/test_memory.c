@@ -1,6 +1,6 @@
 /*
- * test_memory - the worker pool (core/worker.c) and the memory store
- * (core/memory.c) in process, against the real PostgreSQL named by
+ * test_memory - the worker pool (core/event/worker.c) and the memory store
+ * (core/memory/memory.c) in process, against the real PostgreSQL named by
  * SOPHIA_PG_URL (the harness starts one; unset is a failure, not a skip).
  *
  * Worker: jobs run off the loop thread and complete on it, in a later loop
@@ -23,9 +23,9 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 
-#include "memory.h"
-#include "server.h"
-#include "worker.h"
+#include "memory/memory.h"
+#include "daemon/server.h"
+#include "event/worker.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
 

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "origin.h"
+#include "ws/origin.h"
 
 #define SAME(o, h) sophia_origin_allowed((o), (h), NULL, 0)
 

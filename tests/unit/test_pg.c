@@ -34,8 +34,8 @@
 #include <libpq-fe.h>
 #include <sophia/sdk.h>
 
-#include "pg.h"
-#include "pg_pool.h"
+#include "event/pg.h"
+#include "event/pg_pool.h"
 
 #include "../common/loop_wait.h"
 

@@ -24,8 +24,8 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "diag.h"
-#include "plugin.h"
+#include "lib/diag.h"
+#include "plugin/plugin.h"
 
 #define TEST_FILE "test.yaml"
 #define BROKEN_DIR SOPHIA_TEST_PLUGIN_DIR "/../test-plugins"

@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "ratelimit.h"
-#include "server.h"
+#include "http/ratelimit.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
 

@@ -13,10 +13,10 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "diag.h"
-#include "redis_url.h"
-#include "server.h"
+#include "conf/config.h"
+#include "lib/diag.h"
+#include "lib/redis_url.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
 

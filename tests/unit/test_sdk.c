@@ -23,10 +23,10 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "diag.h"
-#include "host.h"
-#include "plugin.h"
-#include "server.h"
+#include "lib/diag.h"
+#include "host/host.h"
+#include "plugin/plugin.h"
+#include "daemon/server.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
 

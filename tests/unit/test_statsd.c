@@ -9,9 +9,9 @@
 
 #include <cmocka.h>
 
-#include "server.h"
+#include "daemon/server.h"
 
-#include "statsd.h"
+#include "ingest/statsd.h"
 
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */

@@ -10,9 +10,9 @@
 
 #include <cmocka.h>
 
-#include "server.h"
+#include "daemon/server.h"
 
-#include "stream.h"
+#include "ingest/stream.h"
 
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */

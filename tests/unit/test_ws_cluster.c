@@ -16,9 +16,9 @@
 #include <cmocka.h>
 #include <event2/event.h>
 
-#include "cluster.h"
-#include "server.h"
-#include "ws.h"
+#include "cluster/cluster.h"
+#include "daemon/server.h"
+#include "ws/ws.h"
 
 sophia_server *sophia_srv; /* unit tests run without a server */
 

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "conf/config.h"
 
 static sophia_conf *load(const char *yaml, sophia_diag *d)
 {

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "ws_history.h"
+#include "ws/ws_history.h"
 
 static ws_msg *msg(void)
 {

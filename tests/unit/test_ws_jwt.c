@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "ws_jwt.h"
+#include "ws/ws_jwt.h"
 
 #define SECRET "s3cret"
 #define NOW 1700000000

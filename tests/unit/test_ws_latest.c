@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "ws_latest.h"
+#include "ws/ws_latest.h"
 
 #define PRE 16
 

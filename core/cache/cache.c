@@ -1,0 +1,1306 @@
+/*
+ * cache - see cache.h for the read and write paths.
+ *
+ * Layout of this file: versions and strategy choice; the read path
+ * (flights); puts; invalidation; write-back glue; warming; stats.
+ *
+ * Time: L1 runs on the monotonic clock (sophia_l1 takes `now` from us);
+ * L2 and L3 store absolute wall-clock expiries in milliseconds, which
+ * survive restarts and are shared between nodes.
+ *
+ * Per-tier TTLs: cache.l1.ttl, cache.l2.ttl and cache.l3.ttl each cap how
+ * long that tier keeps an entry (an unset l2/l3 ttl caps nothing). A put
+ * whose ttl is longer than a tier's ttl lives there only the tier's ttl; a
+ * put without a ttl gets the longest configured tier ttl, so each tier
+ * then keeps it exactly its own ttl. A value promoted into a tier keeps
+ * its remaining lifetime, capped by that tier's ttl: the fast tiers hold
+ * short-lived copies, the big tiers long-lived ones.
+ */
+#include "cache/cache.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <sophia/sdk.h>
+
+#include "cache/cache_l1.h"
+#include "cache/cache_l2.h"
+#include "cache/cache_l3.h"
+#include "cache/cache_wb.h"
+#include "lib/dict.h"
+#include "lib/histogram.h"
+#include "lib/log.h"
+#include "event/loop.h"
+#include "event/pg_pool.h"
+#include "plugin/plugin.h"
+#include "event/redis.h"
+#include "daemon/server.h"
+
+#define CACHE_MAX_TAG 400
+#define HOT_KEY "sophia:hot"
+#define HOT_RECORD_S 10
+#define HOT_TRACK 64
+#define HOT_KEEP "-1001" /* the zset keeps the top 1000 */
+#define WARM_AT_START 256
+#define XFETCH_BETA 1.0
+#define ALL_TIERS (SOPHIA_TIER_L1 | SOPHIA_TIER_L2 | SOPHIA_TIER_L3)
+
+void (*sophia_cache_on_invalidate)(const char *key_or_tag, int is_tag);
+
+typedef struct tier_stats {
+    uint64_t hits, misses, errors, writes, skipped;
+    sophia_hist lat; /* lookup latency, µs */
+} tier_stats;
+
+typedef struct waiter {
+    sophia_cache_get_cb cb;
+    void *arg;
+} waiter;
+
+typedef struct flight {
+    sophia_cache *c;
+    char *key;
+    waiter *w;
+    size_t nw, capw;
+    sophia_cache_loader loader;
+    void *loader_arg;
+    int64_t t0; /* mono µs when this tier's lookup started */
+    int stale;  /* invalidated while out: answer, do not promote */
+} flight;
+
+struct sophia_cache {
+    struct event_base *base;
+    sophia_l1 *l1;
+    sophia_redis *l2; /* NULL = disabled */
+    sophia_l3 *l3;    /* NULL = disabled */
+    sophia_wb *wb;    /* NULL without Redis (no journal) */
+    double default_ttl, l1_ttl;
+    int64_t l1_cap_us; /* cache.l1.ttl in µs */
+    int64_t l2_max_ttl_ms; /* cache.l2.ttl; 0 = no cap */
+    uint64_t last_version;
+    char *write_def;
+    char **prefixes, **prefix_inst;
+    size_t nprefixes;
+    sophia_dict *flights;
+    struct event *hot_ev;
+    int warmed;
+    int closing;
+    unsigned warned_strategy;
+    unsigned l1_timed;
+    uint64_t rng;       /* XFetch's coin */
+    uint64_t refreshes; /* early refreshes started */
+    tier_stats t1, t2, t3, tl;
+    sophia_hist put_lat; /* put to acknowledgement, µs */
+    uint64_t puts, put_errors, dels, tag_invalidations;
+};
+
+/* ------------------------------------------------------------- helpers */
+
+static uint64_t next_version(sophia_cache *c)
+{
+    uint64_t now = (uint64_t)sophia_now_wall_us();
+    c->last_version = now > c->last_version ? now : c->last_version + 1;
+    return c->last_version;
+}
+
+static int64_t wall_ms(void)
+{
+    return sophia_now_wall_us() / 1000;
+}
+
+/* L1's absolute expiry for a wall-clock one, capped at cache.l1.ttl
+ * (saturating: see sophia_l1_expiry). */
+static int64_t l1_expiry(const sophia_cache *c, int64_t expires_ms,
+                         int64_t now_mono)
+{
+    return sophia_l1_expiry(expires_ms, wall_ms(), now_mono, c->l1_cap_us);
+}
+
+/* L2's wall-clock expiry for an entry's, capped at cache.l2.ttl. */
+static int64_t l2_expiry(const sophia_cache *c, int64_t expires_ms)
+{
+    return sophia_tier_expiry(expires_ms, c->l2_max_ttl_ms, wall_ms());
+}
+
+/* Length of the UTF-8 sequence at s (1..4), 0 when it is not one:
+ * overlong forms, surrogates and code points past U+10FFFF are refused. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned c = s[0];
+    size_t n;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, min = 0x10000;
+    else
+        return 0;
+    unsigned cp = c & (0x7f >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+int sophia_cache_key_check(const char *key, char *why, size_t why_len)
+{
+    const unsigned char *k = (const unsigned char *)(key ? key : "");
+    size_t i = 0;
+    if (!*k) {
+        snprintf(why, why_len, "the key is empty");
+        return -1;
+    }
+    while (k[i] && i <= SOPHIA_CACHE_MAX_KEY) {
+        if (k[i] < 0x20 || k[i] == 0x7f) {
+            snprintf(why, why_len, "byte %zu is a control byte (0x%02x)", i,
+                     k[i]);
+            return -1;
+        }
+        size_t n = utf8_seq(k + i);
+        if (!n) {
+            snprintf(why, why_len, "byte %zu (0x%02x) is not valid UTF-8", i,
+                     k[i]);
+            return -1;
+        }
+        i += n;
+    }
+    if (i > SOPHIA_CACHE_MAX_KEY) {
+        snprintf(why, why_len, "the key is longer than %d bytes",
+                 SOPHIA_CACHE_MAX_KEY);
+        return -1;
+    }
+    return 0;
+}
+
+int sophia_cache_ttl_ok(double ttl_s)
+{
+    return ttl_s > 0 && ttl_s <= SOPHIA_CACHE_MAX_TTL; /* NaN fails both */
+}
+
+static int valid_key(const char *key)
+{
+    char why[8];
+    return sophia_cache_key_check(key, why, sizeof(why)) == 0;
+}
+
+static int valid_tags(const char *const *tags)
+{
+    size_t i = 0;
+    for (; tags && tags[i]; i++)
+        if (!*tags[i] || strpbrk(tags[i], "\n\x1f") ||
+            strlen(tags[i]) > CACHE_MAX_TAG)
+            return 0;
+    return i <= SOPHIA_L1_MAX_TAGS;
+}
+
+static double since_us(int64_t t0)
+{
+    return (double)(sophia_now_mono_us() - t0);
+}
+
+static void broadcast(const char *key_or_tag, int is_tag)
+{
+    if (sophia_cache_on_invalidate)
+        sophia_cache_on_invalidate(key_or_tag, is_tag);
+}
+
+/* ------------------------------------------------------------ strategy */
+
+static const char *strategy_name(const sophia_cache *c, const char *key)
+{
+    size_t best = 0;
+    const char *name = c->write_def;
+    for (size_t i = 0; i < c->nprefixes; i++) {
+        size_t l = strlen(c->prefixes[i]);
+        if (l >= best && !strncmp(key, c->prefixes[i], l)) {
+            best = l;
+            name = c->prefix_inst[i];
+        }
+    }
+    return name;
+}
+
+const char *sophia_cache_strategy_for(const sophia_cache *c, const char *key)
+{
+    const char *n = strategy_name(c, key);
+    return n ? n : "write_through (built-in)";
+}
+
+static const sophia_instance *strategy_instance(const char *name)
+{
+    if (!name || !sophia_srv || !sophia_srv->plugins)
+        return NULL;
+    const sophia_instance *in = sophia_plugin_set_find(sophia_srv->plugins,
+                                                       name);
+    if (!in || in->desc->kind != SOPHIA_KIND_WRITE_STRATEGY ||
+        !in->desc->write_strategy || !in->desc->write_strategy->plan_put)
+        return NULL;
+    return in;
+}
+
+/* The plan for a key; write-through when no usable strategy is named. */
+static void plan_for(sophia_cache *c, const char *key, unsigned *sync,
+                     unsigned *deferred, unsigned *inval)
+{
+    *sync = ALL_TIERS;
+    *deferred = *inval = 0;
+    const char *name = strategy_name(c, key);
+    const sophia_instance *in = strategy_instance(name);
+    if (!in) {
+        if (name && !c->warned_strategy++) /* once, not per put */
+            sophia_warn("cache", "msg=\"write strategy is not a loaded "
+                                 "write_strategy instance, writing through\" "
+                                 "instance=%s", name);
+        return;
+    }
+    const sophia_write_ops *ops = in->desc->write_strategy;
+    ops->plan_put(in->state, key, sync, deferred, inval);
+    size_t have = ops->struct_size;
+    if (*deferred && c->wb &&
+        have >= offsetof(sophia_write_ops, flush_params) + sizeof(void *) &&
+        ops->flush_params) {
+        double iv = 0;
+        size_t batch = 0, max = 0;
+        ops->flush_params(in->state, &iv, &batch, &max);
+        sophia_wb_set_params(c->wb, iv, batch, max);
+    }
+}
+
+/* ------------------------------------------------------------- flights */
+
+static void flight_finish(flight *f, int rc, const char *val, size_t len,
+                          int tier)
+{
+    sophia_cache *c = f->c;
+    if (sophia_dict_get(c->flights, f->key) == f)
+        sophia_dict_del(c->flights, f->key);
+    for (size_t i = 0; i < f->nw; i++)
+        f->w[i].cb(f->w[i].arg, c->closing && rc == 0 ? SOPHIA_EUNAVAIL : rc,
+                   val, len, tier);
+    free(f->w);
+    free(f->key);
+    free(f);
+}
+
+static void promote_l1(flight *f, const char *val, size_t len,
+                       int64_t expires_ms, const char *const *tags)
+{
+    sophia_cache *c = f->c;
+    if (f->stale || c->closing)
+        return;
+    int64_t now = sophia_now_mono_us();
+    sophia_l1_put(c->l1, f->key, val, len, l1_expiry(c, expires_ms, now),
+                  tags, now);
+}
+
+static void flight_l3(flight *f);
+static void flight_load(flight *f);
+
+static void on_l2_get(void *arg, int rc, const char *val, size_t len,
+                      int64_t expires_ms, const char *const *tags)
+{
+    flight *f = arg;
+    sophia_cache *c = f->c;
+    sophia_hist_record(&c->t2.lat, since_us(f->t0));
+    if (rc == 0) {
+        c->t2.hits++;
+        promote_l1(f, val, len, expires_ms, tags);
+        flight_finish(f, 0, val, len, SOPHIA_CACHE_L2);
+        return;
+    }
+    if (rc == SOPHIA_ENOENT)
+        c->t2.misses++;
+    else
+        c->t2.errors++;
+    if (c->closing)
+        flight_finish(f, SOPHIA_EUNAVAIL, NULL, 0, 0);
+    else
+        flight_l3(f);
+}
+
+static void flight_l2(flight *f)
+{
+    sophia_cache *c = f->c;
+    f->t0 = sophia_now_mono_us();
+    if (c->l2 && sophia_l2_get(c->l2, f->key, on_l2_get, f) == 0)
+        return;
+    if (c->l2)
+        c->t2.skipped++;
+    flight_l3(f);
+}
+
+static void on_l3_get(void *arg, int rc, const char *val, size_t len,
+                      int64_t expires_ms, const char *const *tags)
+{
+    flight *f = arg;
+    sophia_cache *c = f->c;
+    sophia_hist_record(&c->t3.lat, since_us(f->t0));
+    if (rc == 0) {
+        c->t3.hits++;
+        if (!f->stale && !c->closing && c->l2)
+            sophia_l2_set(c->l2, f->key, val, len, l2_expiry(c, expires_ms),
+                          tags, NULL, NULL);
+        promote_l1(f, val, len, expires_ms, tags);
+        flight_finish(f, 0, val, len, SOPHIA_CACHE_L3);
+        return;
+    }
+    if (rc == SOPHIA_ENOENT)
+        c->t3.misses++;
+    else
+        c->t3.errors++;
+    if (c->closing)
+        flight_finish(f, SOPHIA_EUNAVAIL, NULL, 0, 0);
+    else
+        flight_load(f);
+}
+
+static void flight_l3(flight *f)
+{
+    sophia_cache *c = f->c;
+    f->t0 = sophia_now_mono_us();
+    if (c->l3 && sophia_l3_get(c->l3, f->key, on_l3_get, f) == 0)
+        return;
+    if (c->l3)
+        c->t3.skipped++;
+    flight_load(f);
+}
+
+static void on_loaded(void *token, int rc, const char *val, size_t len,
+                      double ttl_s, const char *const *tags)
+{
+    flight *f = token;
+    sophia_cache *c = f->c;
+    sophia_hist_record(&c->tl.lat, since_us(f->t0));
+    if (rc != 0 || !valid_tags(tags)) {
+        c->tl.misses++;
+        flight_finish(f, rc ? rc : SOPHIA_EINVAL, NULL, 0, 0);
+        return;
+    }
+    c->tl.hits++;
+    /* The loader is the source of truth: every tier gets the value (no
+     * ack to wait for), unless the key was invalidated meanwhile. */
+    if (!f->stale && !c->closing)
+        sophia_cache_put_plan(c, f->key, val, len, ttl_s, tags, ALL_TIERS, 0,
+                              0, NULL, NULL);
+    flight_finish(f, 0, val, len, SOPHIA_CACHE_LOADER);
+}
+
+static void flight_load(flight *f)
+{
+    if (!f->loader) {
+        flight_finish(f, SOPHIA_ENOENT, NULL, 0, 0);
+        return;
+    }
+    f->c->tl.writes++; /* loader calls */
+    f->t0 = sophia_now_mono_us();
+    f->loader(f->loader_arg, f->key, on_loaded, f);
+}
+
+static int flight_wait(flight *f, sophia_cache_get_cb cb, void *arg)
+{
+    if (f->nw == f->capw) {
+        size_t cap = f->capw ? f->capw * 2 : 4;
+        waiter *w = realloc(f->w, cap * sizeof(*w));
+        if (!w)
+            return SOPHIA_ENOMEM;
+        f->w = w;
+        f->capw = cap;
+    }
+    f->w[f->nw++] = (waiter){cb, arg};
+    return 0;
+}
+
+/* Uniform in (0, 1], xorshift64*: cheap, and only steers refreshes. */
+static double xfetch_rand(sophia_cache *c)
+{
+    uint64_t x = c->rng ? c->rng : 0x9e3779b97f4a7c15ull;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    c->rng = x;
+    return ((double)((x * 0x2545f4914f6cdd1dull) >> 11) + 1.0) /
+           9007199254740992.0;
+}
+
+/* XFetch (Vattani et al.): refresh early with a probability that grows as
+ * expiry nears, scaled by what a load costs (the loader's median), so a
+ * hot key is usually reloaded once, before it expires, instead of missing
+ * for everyone at once. */
+static int xfetch_due(sophia_cache *c, int64_t now, int64_t expires_us)
+{
+    if (!expires_us)
+        return 0;
+    double delta = c->tl.lat.count ? sophia_hist_quantile(&c->tl.lat, 0.5)
+                                   : 1000.0;
+    return (double)now - delta * XFETCH_BETA * log(xfetch_rand(c)) >=
+           (double)expires_us;
+}
+
+/* A flight with no waiters, straight to the loader; its result is stored
+ * like any load. */
+static void start_refresh(sophia_cache *c, const char *key,
+                          sophia_cache_loader loader, void *loader_arg)
+{
+    if (sophia_dict_get(c->flights, key))
+        return;
+    flight *f = calloc(1, sizeof(*f));
+    if (!f || !(f->key = strdup(key))) {
+        free(f);
+        return;
+    }
+    f->c = c;
+    f->loader = loader;
+    f->loader_arg = loader_arg;
+    sophia_dict_set(c->flights, key, f);
+    c->refreshes++;
+    flight_load(f);
+}
+
+static int l1_hit(sophia_cache *c, const char *key, sophia_cache_loader loader,
+                  void *loader_arg, sophia_cache_get_cb cb, void *arg)
+{
+    int64_t t0 = sophia_now_mono_us();
+    sophia_l1_hit h;
+    if (sophia_l1_lookup(c->l1, key, t0, &h) != 0)
+        return 0;
+    /* The clock costs as much as the hit: time one hit in 16. */
+    if ((c->l1_timed++ & 15) == 0)
+        sophia_hist_record(&c->t1.lat, since_us(t0));
+    cb(arg, 0, h.val, h.len, SOPHIA_CACHE_L1);
+    /* After the callback: a refresh may change L1, which h.val points into. */
+    if (loader && xfetch_due(c, t0, h.expires_us))
+        start_refresh(c, key, loader, loader_arg);
+    return 1;
+}
+
+int sophia_cache_get(sophia_cache *c, const char *key,
+                     sophia_cache_loader loader, void *loader_arg,
+                     sophia_cache_get_cb cb, void *arg)
+{
+    if (!valid_key(key) || !cb)
+        return SOPHIA_EINVAL;
+    if (c->closing)
+        return SOPHIA_EUNAVAIL;
+    if (l1_hit(c, key, loader, loader_arg, cb, arg))
+        return 0;
+    const char *dv;
+    size_t dlen;
+    int64_t dexp;
+    if (sophia_wb_lookup(c->wb, key, &dv, &dlen, &dexp) == 0) {
+        cb(arg, 0, dv, dlen, SOPHIA_CACHE_L1); /* dirty: newest there is */
+        return 0;
+    }
+    flight *f = sophia_dict_get(c->flights, key);
+    if (f)
+        return flight_wait(f, cb, arg);
+    f = calloc(1, sizeof(*f));
+    if (!f || !(f->key = strdup(key)) || flight_wait(f, cb, arg) != 0) {
+        if (f)
+            free(f->key);
+        free(f);
+        return SOPHIA_ENOMEM;
+    }
+    f->c = c;
+    f->loader = loader;
+    f->loader_arg = loader_arg;
+    sophia_dict_set(c->flights, key, f);
+    flight_l2(f);
+    return 0;
+}
+
+int sophia_cache_peek(sophia_cache *c, const char *key, const char **val,
+                      size_t *len)
+{
+    const void *v;
+    int rc = sophia_l1_get(c->l1, key, sophia_now_mono_us(), &v, len);
+    *val = rc == 0 ? v : NULL;
+    return rc;
+}
+
+static void mark_stale(const char *key, void *val, void *arg)
+{
+    (void)key;
+    (void)arg;
+    ((flight *)val)->stale = 1;
+}
+
+static void flights_stale(sophia_cache *c, const char *key)
+{
+    if (!key) {
+        sophia_dict_each(c->flights, mark_stale, NULL);
+        return;
+    }
+    flight *f = sophia_dict_get(c->flights, key);
+    if (f)
+        f->stale = 1;
+}
+
+/* ----------------------------------------------------------------- puts */
+
+/* One put in progress: acknowledged when `left` reaches 0. */
+typedef struct put_op {
+    sophia_cache *c;
+    unsigned left;
+    int rc;
+    int64_t t0;
+    sophia_cache_done_cb done;
+    void *arg;
+    /* For a journal failure: the write falls back to L3 synchronously. */
+    char *key, *val;
+    size_t len;
+    int64_t expires_ms;
+    char **tags;
+    uint64_t version;
+} put_op;
+
+static void put_op_free(put_op *op)
+{
+    free(op->key);
+    free(op->val);
+    for (size_t i = 0; op->tags && op->tags[i]; i++)
+        free(op->tags[i]);
+    free(op->tags);
+    free(op);
+}
+
+static void put_part_done(void *arg, int rc)
+{
+    put_op *op = arg;
+    if (rc && rc != SOPHIA_EUNAVAIL && !op->rc)
+        op->rc = rc;
+    if (--op->left)
+        return;
+    sophia_cache *c = op->c;
+    sophia_hist_record(&c->put_lat, since_us(op->t0));
+    if (op->rc)
+        c->put_errors++;
+    if (op->done)
+        op->done(op->arg, c->closing && !op->rc ? SOPHIA_EUNAVAIL : op->rc);
+    put_op_free(op);
+}
+
+static void on_l2_part(void *arg, int rc)
+{
+    put_op *op = arg;
+    if (rc == 0)
+        op->c->t2.writes++;
+    else
+        op->c->t2.errors++;
+    put_part_done(arg, 0); /* L2 is best effort: never fails a put */
+}
+
+/* The journal could not take it (Redis went away): make the write
+ * durable in L3 before acknowledging instead. */
+static void on_journal_part(void *arg, int rc)
+{
+    put_op *op = arg;
+    sophia_cache *c = op->c;
+    if (rc != 0 && c->l3 && !c->closing &&
+        sophia_l3_put(c->l3, op->key, op->val, op->len, op->expires_ms,
+                      (const char *const *)op->tags, op->version,
+                      put_part_done, op) == 0)
+        return; /* that part now ends in put_part_done */
+    put_part_done(op, rc == SOPHIA_EUNAVAIL ? 0 : rc);
+}
+
+static char **tags_copy(const char *const *tags)
+{
+    size_t n = 0;
+    while (tags && tags[n])
+        n++;
+    char **v = calloc(n + 1, sizeof(*v));
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = strdup(tags[i]);
+    return v;
+}
+
+static put_op *put_op_new(sophia_cache *c, const char *key, const char *val,
+                          size_t len, int64_t expires_ms,
+                          const char *const *tags, uint64_t version,
+                          sophia_cache_done_cb done, void *arg)
+{
+    put_op *op = calloc(1, sizeof(*op));
+    if (!op)
+        return NULL;
+    op->c = c;
+    op->left = 1; /* held by sophia_cache_put_plan until it returns */
+    op->t0 = sophia_now_mono_us();
+    op->done = done;
+    op->arg = arg;
+    op->key = strdup(key);
+    op->val = malloc(len ? len : 1);
+    op->tags = tags_copy(tags);
+    op->len = len;
+    op->expires_ms = expires_ms;
+    op->version = version;
+    if (!op->key || !op->val || !op->tags) {
+        put_op_free(op);
+        return NULL;
+    }
+    memcpy(op->val, val, len);
+    return op;
+}
+
+static void invalidate_tiers(sophia_cache *c, const char *key, unsigned inv,
+                             uint64_t version)
+{
+    if (inv & SOPHIA_TIER_L1)
+        sophia_l1_del(c->l1, key);
+    if ((inv & SOPHIA_TIER_L2) && c->l2)
+        sophia_l2_del(c->l2, key, NULL, NULL);
+    if ((inv & SOPHIA_TIER_L3) && c->l3)
+        sophia_l3_del(c->l3, key, version - 1, NULL, NULL);
+    if (inv & SOPHIA_TIER_L1)
+        broadcast(key, 0);
+}
+
+int sophia_cache_put_plan(sophia_cache *c, const char *key, const char *val,
+                          size_t len, double ttl_s, const char *const *tags,
+                          unsigned sync, unsigned deferred, unsigned inv,
+                          sophia_cache_done_cb done, void *arg)
+{
+    if (!valid_key(key) || !valid_tags(tags) || (!val && len))
+        return SOPHIA_EINVAL;
+    if (isnan(ttl_s) || ttl_s > SOPHIA_CACHE_MAX_TTL)
+        return SOPHIA_EINVAL; /* ttl_s * 1000 must fit an int64 */
+    if (c->closing)
+        return SOPHIA_EUNAVAIL;
+    if (ttl_s <= 0)
+        ttl_s = c->default_ttl;
+    int64_t exp = wall_ms() + (int64_t)(ttl_s * 1000.0);
+    /* Tiers the plan both writes and invalidates are written. */
+    inv &= ~(sync | deferred);
+    if (!c->wb || !(deferred & ~SOPHIA_TIER_L1))
+        sync |= deferred & ~SOPHIA_TIER_L1; /* no journal: write now */
+    deferred &= c->wb ? ~SOPHIA_TIER_L1 : 0;
+    /* An invalidation with the same version as the write would lose to it
+     * in L3; invalidate_tiers uses version - 1 for that reason. */
+    uint64_t version = next_version(c);
+    put_op *op = put_op_new(c, key, val ? val : "", len, exp, tags, version,
+                            done, arg);
+    if (!op)
+        return SOPHIA_ENOMEM;
+    int rc = 0;
+    if (deferred) {
+        op->left++;
+        rc = sophia_wb_put(c->wb, key, op->val, len, exp, tags, version,
+                           deferred, on_journal_part, op);
+        if (rc) {
+            op->left--;
+            if (rc != SOPHIA_EUNAVAIL) {
+                put_op_free(op);
+                return rc; /* EBUSY: nothing was written */
+            }
+            sync |= deferred; /* Redis down: no journal, write through */
+            rc = 0;
+        }
+    } else {
+        sophia_wb_forget(c->wb, key); /* superseded */
+    }
+    if ((sync & SOPHIA_TIER_L3) && c->l3) {
+        op->left++;
+        rc = sophia_l3_put(c->l3, key, op->val, len, exp, tags, version,
+                           put_part_done, op);
+        if (rc) {
+            op->left--;
+            if (op->left == 1 && !deferred) {
+                put_op_free(op);
+                return rc; /* EBUSY before anything else happened */
+            }
+            op->rc = rc;
+        }
+    }
+    if ((sync & SOPHIA_TIER_L2) && c->l2) {
+        op->left++;
+        if (sophia_l2_set(c->l2, key, op->val, len, l2_expiry(c, exp), tags,
+                          on_l2_part, op) != 0) {
+            op->left--;
+            c->t2.skipped++;
+        }
+    }
+    flights_stale(c, key);
+    invalidate_tiers(c, key, inv, version);
+    if (!(inv & SOPHIA_TIER_L1)) { /* L1 always takes the write */
+        int64_t now = sophia_now_mono_us();
+        if (sophia_l1_put(c->l1, key, op->val, len, l1_expiry(c, exp, now),
+                          tags, now) == 0)
+            c->t1.writes++;
+        broadcast(key, 0); /* other nodes' L1 copies are now stale */
+    }
+    c->puts++;
+    put_part_done(op, 0);
+    return 0;
+}
+
+int sophia_cache_put_async(sophia_cache *c, const char *key, const char *val,
+                           size_t len, double ttl_s, const char *const *tags,
+                           sophia_cache_done_cb done, void *arg)
+{
+    if (!valid_key(key))
+        return SOPHIA_EINVAL;
+    unsigned sync, deferred, inv;
+    plan_for(c, key, &sync, &deferred, &inv);
+    return sophia_cache_put_plan(c, key, val, len, ttl_s, tags, sync,
+                                 deferred, inv, done, arg);
+}
+
+int sophia_cache_put(sophia_cache *c, const char *key, const char *val,
+                     size_t len, double ttl_s, const char *const *tags)
+{
+    return sophia_cache_put_async(c, key, val, len, ttl_s, tags, NULL, NULL);
+}
+
+/* ---------------------------------------------------------- invalidation */
+
+typedef struct inval_op {
+    unsigned left;
+    int rc;
+    sophia_cache_done_cb done;
+    void *arg;
+} inval_op;
+
+static void inval_part(void *arg, int rc)
+{
+    inval_op *op = arg;
+    if (rc && rc != SOPHIA_EUNAVAIL && !op->rc)
+        op->rc = rc;
+    if (--op->left)
+        return;
+    if (op->done)
+        op->done(op->arg, op->rc);
+    free(op);
+}
+
+static int run_inval(sophia_cache *c, const char *s, int is_tag,
+                     sophia_cache_done_cb done, void *arg)
+{
+    if (is_tag ? !valid_tags((const char *const[]){s, NULL}) : !valid_key(s))
+        return SOPHIA_EINVAL;
+    inval_op *op = calloc(1, sizeof(*op));
+    if (!op)
+        return SOPHIA_ENOMEM;
+    op->left = 1;
+    op->done = done;
+    op->arg = arg;
+    uint64_t version = next_version(c);
+    if (c->l3) {
+        op->left++;
+        int rc = is_tag ? sophia_l3_del_tag(c->l3, s, version, inval_part, op)
+                        : sophia_l3_del(c->l3, s, version, inval_part, op);
+        if (rc) {
+            op->left--;
+            op->rc = rc;
+        }
+    }
+    if (c->l2) {
+        op->left++;
+        int rc = is_tag ? sophia_l2_del_tag(c->l2, s, inval_part, op)
+                        : sophia_l2_del(c->l2, s, inval_part, op);
+        if (rc)
+            op->left--;
+    }
+    if (is_tag) {
+        sophia_wb_forget_tag(c->wb, s);
+        flights_stale(c, NULL);
+        sophia_l1_invalidate_tag(c->l1, s);
+        c->tag_invalidations++;
+    } else {
+        sophia_wb_forget(c->wb, s);
+        flights_stale(c, s);
+        sophia_l1_del(c->l1, s);
+        c->dels++;
+    }
+    broadcast(s, is_tag);
+    inval_part(op, 0);
+    return 0;
+}
+
+int sophia_cache_del_async(sophia_cache *c, const char *key,
+                           sophia_cache_done_cb done, void *arg)
+{
+    return run_inval(c, key, 0, done, arg);
+}
+
+int sophia_cache_invalidate_tag_async(sophia_cache *c, const char *tag,
+                                      sophia_cache_done_cb done, void *arg)
+{
+    return run_inval(c, tag, 1, done, arg);
+}
+
+int sophia_cache_del(sophia_cache *c, const char *key)
+{
+    int had = sophia_l1_del(c->l1, key);
+    int rc = run_inval(c, key, 0, NULL, NULL);
+    return rc ? rc : had;
+}
+
+size_t sophia_cache_invalidate_tag(sophia_cache *c, const char *tag)
+{
+    sophia_l1_stats before, after;
+    sophia_l1_get_stats(c->l1, &before);
+    run_inval(c, tag, 1, NULL, NULL);
+    sophia_l1_get_stats(c->l1, &after);
+    return after.invalidations - before.invalidations;
+}
+
+void sophia_cache_l1_invalidate_local(const char *key_or_tag, int is_tag)
+{
+    sophia_cache *c = sophia_srv ? sophia_srv->cache : NULL;
+    if (!c || !key_or_tag)
+        return;
+    if (is_tag) {
+        sophia_l1_invalidate_tag(c->l1, key_or_tag);
+        flights_stale(c, NULL);
+    } else {
+        sophia_l1_del(c->l1, key_or_tag);
+        flights_stale(c, key_or_tag);
+    }
+}
+
+/* ------------------------------------------------ write-back and warming */
+
+/* A replayed journal entry reached L3: drop what L1/L2 hold for the key so
+ * the next read sees L3's winner. */
+static void on_replayed(void *arg, const char *key, const char *val,
+                        size_t len, int64_t expires_ms,
+                        const char *const *tags)
+{
+    (void)val;
+    (void)len;
+    (void)expires_ms;
+    (void)tags;
+    sophia_cache *c = arg;
+    sophia_l1_del(c->l1, key);
+    if (c->l2)
+        sophia_l2_del(c->l2, key, NULL, NULL);
+}
+
+typedef struct flush_op {
+    unsigned left;
+    int rc;
+    sophia_cache_done_cb done;
+    void *arg;
+} flush_op;
+
+static void flush_part(void *arg, int rc)
+{
+    flush_op *f = arg;
+    if (rc && !f->rc)
+        f->rc = rc;
+    if (--f->left)
+        return;
+    f->done(f->arg, f->rc);
+    free(f);
+}
+
+static void on_hot_recorded(void *arg, redisReply *rep)
+{
+    (void)rep;
+    flush_part(arg, 0);
+}
+
+static int record_hot(sophia_cache *c, sophia_redis_cb cb, void *arg);
+
+/* Shutdown: the hot keys are recorded (for the next start's warming) and
+ * the write-back set is flushed; done when Redis answered and L3 committed. */
+void sophia_cache_flush(sophia_cache *c, sophia_cache_done_cb done, void *arg)
+{
+    flush_op *f = malloc(sizeof(*f));
+    if (!f) {
+        done(arg, SOPHIA_ENOMEM);
+        return;
+    }
+    f->left = 1;
+    f->rc = 0;
+    f->done = done;
+    f->arg = arg;
+    if (record_hot(c, on_hot_recorded, f) == 0)
+        f->left++;
+    if (c->wb) {
+        f->left++;
+        sophia_wb_flush(c->wb, flush_part, f);
+    }
+    flush_part(f, 0);
+}
+
+/* Adds this period's hottest L1 keys to the sophia:hot zset, weighted by
+ * rank, and trims it, so warming follows recent popularity. cb (may be
+ * NULL) rides on the last command; returns 0 when it was sent. */
+static int record_hot(sophia_cache *c, sophia_redis_cb cb, void *arg)
+{
+    if (!sophia_redis_up(c->l2))
+        return SOPHIA_EUNAVAIL;
+    const char *keys[HOT_TRACK];
+    size_t n = sophia_l1_hottest(c->l1, sophia_now_mono_us(), keys,
+                                 HOT_TRACK);
+    for (size_t i = 0; i < n; i++) {
+        char w[16];
+        snprintf(w, sizeof(w), "%zu", HOT_TRACK - i);
+        const char *argv[4] = {"ZINCRBY", HOT_KEY, w, keys[i]};
+        size_t lens[4] = {7, strlen(HOT_KEY), strlen(w), strlen(keys[i])};
+        sophia_redis_command(c->l2, NULL, NULL, 4, argv, lens);
+    }
+    const char *argv[4] = {"ZREMRANGEBYRANK", HOT_KEY, "0", HOT_KEEP};
+    size_t lens[4] = {15, strlen(HOT_KEY), 1, strlen(HOT_KEEP)};
+    return sophia_redis_command(c->l2, cb, arg, 4, argv, lens);
+}
+
+typedef struct warm_op {
+    sophia_cache *c;
+    size_t left, found;
+    sophia_cache_done_cb done;
+    void *arg;
+} warm_op;
+
+static void warm_part(warm_op *w)
+{
+    if (--w->left)
+        return;
+    if (w->done)
+        w->done(w->arg, (int)w->found);
+    free(w);
+}
+
+static void on_warm_get(void *arg, int rc, const char *val, size_t len,
+                        int tier)
+{
+    (void)val;
+    (void)len;
+    (void)tier;
+    warm_op *w = arg;
+    w->found += rc == 0;
+    warm_part(w);
+}
+
+static void on_hot_keys(void *arg, redisReply *rep)
+{
+    warm_op *w = arg;
+    for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY &&
+                       i < rep->elements && !w->c->closing;
+         i++) {
+        const redisReply *k = rep->element[i];
+        if (k->type != REDIS_REPLY_STRING)
+            continue;
+        w->left++;
+        if (sophia_cache_get(w->c, k->str, NULL, NULL, on_warm_get, w) != 0)
+            w->left--;
+    }
+    warm_part(w);
+}
+
+void sophia_cache_warm(sophia_cache *c, size_t n, sophia_cache_done_cb done,
+                       void *arg)
+{
+    warm_op *w = calloc(1, sizeof(*w));
+    char stop[24];
+    snprintf(stop, sizeof(stop), "%zu", n ? n - 1 : 0);
+    const char *argv[4] = {"ZREVRANGE", HOT_KEY, "0", stop};
+    size_t lens[4] = {9, strlen(HOT_KEY), 1, strlen(stop)};
+    if (!w || !n || !sophia_redis_up(c->l2) ||
+        sophia_redis_command(c->l2, on_hot_keys, w, 4, argv, lens) != 0) {
+        free(w);
+        if (done)
+            done(arg, 0);
+        return;
+    }
+    w->c = c;
+    w->left = 1;
+    w->done = done;
+    w->arg = arg;
+}
+
+static void on_warmed(void *arg, int found)
+{
+    (void)arg;
+    if (found > 0)
+        sophia_info("cache", "msg=\"L1 warmed\" keys=%d", found);
+}
+
+/* Every HOT_RECORD_S: record the hot keys; the first time Redis is up (and
+ * L3 too, when configured), warm L1 from what previous runs recorded. */
+static void on_hot_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_cache *c = arg;
+    if (!c->warmed && sophia_redis_up(c->l2) &&
+        (!c->l3 || sophia_pg_pool_up(sophia_l3_pool(c->l3)))) {
+        c->warmed = 1;
+        sophia_cache_warm(c, WARM_AT_START, on_warmed, c);
+        struct timeval tv = {HOT_RECORD_S, 0}; /* from polling to recording */
+        event_add(c->hot_ev, &tv);
+        return;
+    }
+    if (!c->warmed)
+        return;
+    record_hot(c, NULL, NULL);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static int copy_write_conf(sophia_cache *c, const sophia_conf *conf)
+{
+    size_t n = conf->cache_write.nprefixes;
+    c->write_def = conf->cache_write.def ? strdup(conf->cache_write.def)
+                                         : NULL;
+    c->prefixes = calloc(n + 1, sizeof(char *));
+    c->prefix_inst = calloc(n + 1, sizeof(char *));
+    if (!c->prefixes || !c->prefix_inst)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        c->prefixes[i] = strdup(conf->cache_write.prefixes[i]);
+        c->prefix_inst[i] = strdup(conf->cache_write.instances[i]);
+        c->nprefixes++;
+        if (!c->prefixes[i] || !c->prefix_inst[i])
+            return -1;
+    }
+    return 0;
+}
+
+/* A name that is not a write_strategy instance is caught at start, once,
+ * rather than discovered by the first put. */
+static void check_strategies(const sophia_cache *c)
+{
+    for (size_t i = 0; i <= c->nprefixes; i++) {
+        const char *n = i < c->nprefixes ? c->prefix_inst[i] : c->write_def;
+        if (n && sophia_srv && sophia_srv->plugins && !strategy_instance(n))
+            sophia_error("cache", "msg=\"not a loaded write_strategy "
+                                  "instance; puts will write through\" "
+                                  "instance=%s", n);
+    }
+}
+
+sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
+{
+    sophia_cache *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->base = base;
+    c->l1_ttl = conf->l1.ttl > 0 ? conf->l1.ttl : 300;
+    c->l1_cap_us = (int64_t)(fmin(c->l1_ttl, SOPHIA_CACHE_MAX_TTL) * 1e6);
+    c->default_ttl = fmax(c->l1_ttl, fmax(conf->l2.ttl, conf->l3.ttl));
+    c->l2_max_ttl_ms = (int64_t)(conf->l2.ttl * 1000.0);
+    c->l1 = sophia_l1_new(conf->l1.max_entries, conf->l1.max_bytes);
+    c->flights = sophia_dict_new();
+    c->hot_ev = event_new(base, -1, EV_PERSIST, on_hot_tick, c);
+    if (!c->l1 || !c->flights || !c->hot_ev || copy_write_conf(c, conf)) {
+        sophia_cache_free(c);
+        return NULL;
+    }
+    if (conf->redis_url && *conf->redis_url) {
+        c->l2 = sophia_redis_new(base, conf->redis_url);
+        if (!c->l2) /* a bad URL was logged, redacted, by redis.c */
+            sophia_error("cache", "msg=\"L2 disabled\"");
+    }
+    if (conf->pg_url && *conf->pg_url) {
+        size_t n = conf->l3.pool ? conf->l3.pool : SOPHIA_PG_POOL_DEFAULT;
+        c->l3 = sophia_l3_new(sophia_pg_pool_new(base, conf->pg_url, n), base);
+        if (c->l3)
+            sophia_l3_set_max_ttl(c->l3, (int64_t)(conf->l3.ttl * 1000.0));
+    }
+    if (c->l2)
+        c->wb = sophia_wb_new(base, c->l2, c->l3, on_replayed, c);
+    if (c->wb)
+        sophia_wb_set_l2_max_ttl(c->wb, c->l2_max_ttl_ms);
+    check_strategies(c);
+    struct timeval first = {0, 200000}; /* polls until the tiers are up */
+    if (c->l2)
+        event_add(c->hot_ev, &first);
+    return c;
+}
+
+static void fail_flight(const char *key, void *val, void *arg)
+{
+    (void)key;
+    (void)arg;
+    flight *f = val;
+    for (size_t i = 0; i < f->nw; i++)
+        f->w[i].cb(f->w[i].arg, SOPHIA_EUNAVAIL, NULL, 0, 0);
+    free(f->w);
+    free(f->key);
+    free(f);
+}
+
+void sophia_cache_free(sophia_cache *c)
+{
+    if (!c)
+        return;
+    c->closing = 1;
+    if (c->hot_ev)
+        event_free(c->hot_ev);
+    sophia_wb_close(c->wb);
+    sophia_redis_free(c->l2); /* answers pending callbacks with NULL */
+    c->l2 = NULL;
+    sophia_l3_free(c->l3);
+    c->l3 = NULL;
+    sophia_wb_free(c->wb);
+    if (c->flights) { /* loaders still out: their waiters hear so */
+        sophia_dict_each(c->flights, fail_flight, NULL);
+        sophia_dict_free(c->flights, NULL);
+    }
+    sophia_l1_free(c->l1);
+    free(c->write_def);
+    for (size_t i = 0; i < c->nprefixes; i++) {
+        free(c->prefixes[i]);
+        free(c->prefix_inst[i]);
+    }
+    free(c->prefixes);
+    free(c->prefix_inst);
+    free(c);
+}
+
+/* ---------------------------------------------------------------- stats */
+
+int sophia_cache_l2_state(const sophia_cache *c, const char **err)
+{
+    if (!c->l2) {
+        *err = "disabled";
+        return -1;
+    }
+    *err = sophia_redis_last_error(c->l2);
+    return sophia_redis_up(c->l2);
+}
+
+int sophia_cache_l3_state(const sophia_cache *c, const char **err)
+{
+    if (!c->l3) {
+        *err = "disabled";
+        return -1;
+    }
+    sophia_pg_pool *pp = sophia_l3_pool(c->l3);
+    *err = sophia_pg_pool_last_error(pp);
+    return sophia_pg_pool_up(pp);
+}
+
+static json_t *tier_json(const tier_stats *t, uint64_t hits, uint64_t misses)
+{
+    uint64_t n = hits + misses;
+    return json_pack("{s:I,s:I,s:f,s:f,s:f,s:I}", "hits", (json_int_t)hits,
+                     "misses", (json_int_t)misses, "hit_rate",
+                     n ? (double)hits / (double)n : 0.0, "p50_us",
+                     sophia_hist_quantile(&t->lat, 0.5), "p99_us",
+                     sophia_hist_quantile(&t->lat, 0.99), "writes",
+                     (json_int_t)t->writes);
+}
+
+static void set_status(json_t *o, int state, const char *err)
+{
+    json_object_set_new(o, "status", json_string(state < 0   ? "disabled"
+                                                 : state ? "up"
+                                                         : "down"));
+    if (state == 0)
+        json_object_set_new(o, "error", json_string(err));
+}
+
+static void set_int(json_t *o, const char *k, uint64_t v)
+{
+    json_object_set_new(o, k, json_integer((json_int_t)v));
+}
+
+static json_t *l1_json(const sophia_cache *c)
+{
+    sophia_l1_stats s;
+    sophia_l1_get_stats(c->l1, &s);
+    json_t *o = tier_json(&c->t1, s.hits, s.misses);
+    set_int(o, "entries", s.entries);
+    set_int(o, "bytes", s.bytes);
+    set_int(o, "evictions", s.evictions);
+    set_int(o, "expirations", s.expirations);
+    set_int(o, "max_entries", s.max_entries);
+    set_int(o, "max_bytes", s.max_bytes);
+    set_status(o, 1, "");
+    return o;
+}
+
+static json_t *l2_json(const sophia_cache *c)
+{
+    const char *err = "";
+    int state = sophia_cache_l2_state(c, &err);
+    json_t *o = tier_json(&c->t2, c->t2.hits, c->t2.misses);
+    set_status(o, state, err);
+    set_int(o, "errors", c->t2.errors);
+    set_int(o, "skipped_down", c->t2.skipped);
+    if (c->l2) {
+        sophia_redis_stats rs;
+        sophia_redis_get_stats(c->l2, &rs);
+        set_int(o, "reconnects", rs.reconnects);
+        set_int(o, "pending", rs.pending);
+    }
+    return o;
+}
+
+static json_t *l3_json(const sophia_cache *c)
+{
+    const char *err = "";
+    int state = sophia_cache_l3_state(c, &err);
+    json_t *o = tier_json(&c->t3, c->t3.hits, c->t3.misses);
+    set_status(o, state, err);
+    set_int(o, "errors", c->t3.errors);
+    set_int(o, "skipped_down", c->t3.skipped);
+    if (c->l3) {
+        sophia_l3_stats ls;
+        sophia_pg_stats ps;
+        sophia_l3_get_stats(c->l3, &ls);
+        sophia_pg_pool *pp = sophia_l3_pool(c->l3);
+        sophia_pg_pool_get_stats(pp, &ps);
+        set_int(o, "writes", ls.writes);
+        set_int(o, "write_retries", ls.retries);
+        set_int(o, "write_failures", ls.failed);
+        set_int(o, "write_backoffs", ls.backoffs);
+        set_int(o, "writes_pending", ls.pending);
+        set_int(o, "queue_depth", ps.queue_depth);
+        set_int(o, "reconnects", ps.reconnects);
+        set_int(o, "connections", sophia_pg_pool_size(pp));
+        set_int(o, "connections_up", sophia_pg_pool_nup(pp));
+    }
+    return o;
+}
+
+static json_t *wb_json(const sophia_cache *c)
+{
+    sophia_wb_stats w = {0};
+    if (c->wb)
+        sophia_wb_get_stats(c->wb, &w);
+    return json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}",
+                     "enabled", c->wb != NULL, "dirty", (json_int_t)w.dirty,
+                     "flushing", (json_int_t)w.flushing, "journaled",
+                     (json_int_t)w.journaled, "coalesced",
+                     (json_int_t)w.coalesced, "flushed", (json_int_t)w.flushed,
+                     "replayed", (json_int_t)w.replayed, "refused",
+                     (json_int_t)w.refused, "dead", (json_int_t)w.dead,
+                     "dead_letters",
+                     c->wb ? sophia_wb_dead_ring_json(c->wb) : json_array());
+}
+
+json_t *sophia_cache_stats_json(const sophia_cache *c)
+{
+    json_t *loader = json_pack(
+        "{s:I,s:I,s:I,s:I,s:f,s:f}", "calls", (json_int_t)c->tl.writes,
+        "early_refreshes", (json_int_t)c->refreshes, "loaded",
+        (json_int_t)c->tl.hits, "failed", (json_int_t)c->tl.misses, "p50_us",
+        sophia_hist_quantile(&c->tl.lat, 0.5), "p99_us",
+        sophia_hist_quantile(&c->tl.lat, 0.99));
+    json_t *puts = json_pack(
+        "{s:I,s:I,s:f,s:f,s:I,s:I}", "count", (json_int_t)c->puts, "errors",
+        (json_int_t)c->put_errors, "ack_p50_us",
+        sophia_hist_quantile(&c->put_lat, 0.5), "ack_p99_us",
+        sophia_hist_quantile(&c->put_lat, 0.99), "deletes",
+        (json_int_t)c->dels, "tag_invalidations",
+        (json_int_t)c->tag_invalidations);
+    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:I}", "l1", l1_json(c), "l2",
+                     l2_json(c), "l3", l3_json(c), "loader", loader,
+                     "write_back", wb_json(c), "puts", puts, "inflight",
+                     (json_int_t)sophia_dict_size(c->flights));
+}

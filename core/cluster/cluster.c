@@ -1,0 +1,560 @@
+/*
+ * cluster - see cluster.h for the design and the seq argument.
+ *
+ * Wire format on `sophia:ws`: "<seq>,<seq>,...\n<json>" where the JSON is
+ * {"node","type","topics":[...],"dashboard_id"?,"data"} and the seqs are
+ * those the publishing script's INCRs returned, one per topic in order.
+ * The prefix is built by the Lua script itself so the seqs and the message
+ * can never disagree.
+ *
+ * Peers: every node says hello on `sophia:inval` ({"node","hello":"join"}
+ * once subscribed, {"node","hello":"beat"} every second, a beat at once in
+ * answer to a join); invalidation handlers skip them (no key or tag). Any
+ * message from another node id keeps it counted as present for
+ * CLUSTER_PEER_TIMEOUT_MS; see "alone" in cluster.h.
+ *
+ * The SUBSCRIBE connection is our own hiredis context (pub/sub replies do
+ * not fit sophia_redis), so it does its own handshake: AUTH first when the
+ * URL has a password, SUBSCRIBE right behind it; a refused AUTH drops the
+ * connection and retries with backoff, logged with the redacted URL.
+ */
+#include "cluster/cluster.h"
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "event/loop.h"
+#include "event/redis.h"
+#include "lib/redis_url.h"
+#include "ws/ws.h"
+
+#define CLUSTER_BACKOFF_MIN_MS 100
+#define CLUSTER_BACKOFF_MAX_MS 5000
+#define CLUSTER_CONNECT_TIMEOUT_MS 2000
+#define CLUSTER_MAX_TOPICS 16
+#define CLUSTER_SEQ_TTL_DEFAULT 600
+#define CLUSTER_BEAT_MS 1000
+#define CLUSTER_PEER_TIMEOUT_MS 5000
+
+/* KEYS: sophia:seq:<topic>...; ARGV: channel, message, ttl seconds, then
+ * one floor per key: the seq this node last delivered on that topic. A
+ * node that published alone (local seqs, see cluster.h) and now has peers
+ * must not see its topic's seq go back, so a seq at or below the floor
+ * jumps to floor + 1.
+ * A seq key lives ttl (refreshed by every publish, see cluster.h). One
+ * that is new - first publish, or the topic idled past its ttl - starts
+ * at Redis's clock in microseconds instead of 1, so a topic's seq never
+ * goes back: a client holding a seq from before the expiry gets `resync`,
+ * never a replay of different messages under numbers it already saw.
+ * %d, not tostring: Lua 5.1 prints a double that large in %.14g. */
+static const char publish_script[] =
+    "local s = {}\n"
+    "local ttl = tonumber(ARGV[3])\n"
+    "for i = 1, #KEYS do\n"
+    "  local v = redis.call('INCR', KEYS[i])\n"
+    "  if v == 1 then\n"
+    "    local t = redis.call('TIME')\n"
+    "    v = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "    redis.call('SET', KEYS[i], string.format('%d', v))\n"
+    "  end\n"
+    "  local f = tonumber(ARGV[3 + i]) or 0\n"
+    "  if v <= f then\n"
+    "    v = f + 1\n"
+    "    redis.call('SET', KEYS[i], string.format('%d', v))\n"
+    "  end\n"
+    "  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end\n"
+    "  s[i] = string.format('%d', v)\n"
+    "end\n"
+    "redis.call('PUBLISH', ARGV[1], table.concat(s, ',') .. '\\n' .. ARGV[2])\n"
+    "return #s\n";
+
+struct sophia_cluster {
+    struct event_base *base;
+    struct sophia_ws_router *router;
+    sophia_redis *cmd;       /* EVAL, PUBLISH */
+    long seq_ttl;            /* seconds a sophia:seq:* key outlives its last publish */
+    redisAsyncContext *sub;  /* SUBSCRIBE only */
+    sophia_redis_url url;
+    char safe_url[256];      /* redacted, for logs */
+    char refused[256];       /* why the server refused AUTH, for the log */
+    int subscribed;          /* both channels confirmed */
+    int freeing;
+    int backoff_ms;
+    struct event *retry_ev;
+    struct event *connect_ev; /* bounds a connect that hangs */
+    char node[96];
+    uint64_t received;
+    struct event *beat_ev;    /* our hello every CLUSTER_BEAT_MS */
+    struct event *join_ev;    /* retries the join until the command link takes it */
+    int64_t peer_until_us;    /* another node was heard from until then (mono) */
+    int64_t grace_until_us;   /* invalidations go out regardless until then */
+    uint64_t inflight;        /* own publishes sent, not yet back from the channel */
+};
+
+static sophia_cluster *the_cluster; /* for the cache's broadcast calls */
+static sophia_cluster_invalidate_fn inval_fn;
+static void *inval_arg;
+
+static void sub_connect(sophia_cluster *c);
+static void sub_refused(sophia_cluster *c, const char *cmd, const redisReply *r);
+static int say_hello(sophia_cluster *c, const char *kind);
+static void send_join(sophia_cluster *c);
+
+/* A message from another node: it is there for the next while. */
+static void heard_peer(sophia_cluster *c)
+{
+    c->peer_until_us = sophia_now_mono_us() + CLUSTER_PEER_TIMEOUT_MS * 1000LL;
+}
+
+/* ------------------------------------------------------------ receive */
+
+static void on_publish(sophia_cluster *c, const char *payload, size_t len)
+{
+    const char *nl = memchr(payload, '\n', len);
+    uint64_t seqs[CLUSTER_MAX_TOPICS];
+    size_t nseq = 0;
+    if (!nl || !c->router) /* no router: a transport-only node (tests) */
+        return;
+    for (const char *p = payload; p < nl && nseq < CLUSTER_MAX_TOPICS;) {
+        char *end;
+        seqs[nseq++] = strtoull(p, &end, 10);
+        p = end + 1;
+    }
+    json_t *m = json_loadb(nl + 1, len - (size_t)(nl + 1 - payload), 0, NULL);
+    json_t *jt = json_object_get(m, "topics");
+    const char *type = json_string_value(json_object_get(m, "type"));
+    const char *topics[CLUSTER_MAX_TOPICS];
+    size_t n = json_array_size(jt);
+    if (!type || n == 0 || n != nseq) {
+        sophia_warn("cluster", "msg=\"malformed message on " SOPHIA_CLUSTER_CHANNEL "\"");
+        json_decref(m);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!(topics[i] = json_string_value(json_array_get(jt, i)))) {
+            json_decref(m);
+            return;
+        }
+    const char *node = json_string_value(json_object_get(m, "node"));
+    if (node && strcmp(node, c->node) == 0) {
+        if (c->inflight)
+            c->inflight--;
+    } else {
+        heard_peer(c);
+    }
+    c->received++;
+    sophia_ws_route(c->router, type, topics, seqs, n,
+                    json_string_value(json_object_get(m, "dashboard_id")),
+                    json_object_get(m, "data"));
+    json_decref(m);
+}
+
+static void on_invalidate(sophia_cluster *c, const char *payload, size_t len)
+{
+    json_t *m = json_loadb(payload, len, 0, NULL);
+    const char *node = json_string_value(json_object_get(m, "node"));
+    const char *key = json_string_value(json_object_get(m, "key"));
+    const char *tag = json_string_value(json_object_get(m, "tag"));
+    const char *hello = json_string_value(json_object_get(m, "hello"));
+    if (!node || strcmp(node, c->node) == 0) {
+        json_decref(m);
+        return;
+    }
+    heard_peer(c);
+    if (hello && strcmp(hello, "join") == 0)
+        say_hello(c, "beat"); /* so the newcomer knows us at once */
+    if ((key || tag) && inval_fn)
+        inval_fn(key ? key : tag, key == NULL, inval_arg);
+    json_decref(m);
+}
+
+static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    sophia_cluster *c = privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        sub_refused(c, "SUBSCRIBE", r);
+        return;
+    }
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = r->element[0]->str;
+    if (strcmp(kind, "subscribe") == 0) {
+        if (r->element[2]->integer == 2 && !c->subscribed) {
+            c->subscribed = 1;
+            c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
+            sophia_info("cluster", "msg=\"subscribed\" url=%s node=%s",
+                        c->safe_url, c->node);
+            c->grace_until_us = sophia_now_mono_us() + CLUSTER_PEER_TIMEOUT_MS * 1000LL;
+            send_join(c);
+        }
+        return;
+    }
+    if (strcmp(kind, "message") != 0 || r->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    const char *ch = r->element[1]->str;
+    if (strcmp(ch, SOPHIA_CLUSTER_CHANNEL) == 0)
+        on_publish(c, r->element[2]->str, r->element[2]->len);
+    else if (strcmp(ch, SOPHIA_CLUSTER_INVAL_CHANNEL) == 0)
+        on_invalidate(c, r->element[2]->str, r->element[2]->len);
+}
+
+/* ------------------------------------------------- subscribe connection */
+
+static void sub_retry_later(sophia_cluster *c, const char *why)
+{
+    if (c->freeing)
+        return;
+    if (c->subscribed || c->backoff_ms == CLUSTER_BACKOFF_MIN_MS)
+        sophia_warn("cluster", "msg=\"pub/sub connection down, retrying with backoff\" url=%s err=\"%s\"",
+                    c->safe_url, why ? why : "closed");
+    c->subscribed = 0;
+    struct timeval tv = {c->backoff_ms / 1000, (c->backoff_ms % 1000) * 1000};
+    evtimer_add(c->retry_ev, &tv);
+    c->backoff_ms = c->backoff_ms * 2 > CLUSTER_BACKOFF_MAX_MS
+                        ? CLUSTER_BACKOFF_MAX_MS
+                        : c->backoff_ms * 2;
+}
+
+/* A refused AUTH (or a SUBSCRIBE refused for want of one): drop the
+ * connection; on_sub_disconnect retries and logs why. */
+static void sub_refused(sophia_cluster *c, const char *cmd, const redisReply *r)
+{
+    if (!c->refused[0])
+        snprintf(c->refused, sizeof(c->refused), "%s refused: %s", cmd,
+                 r->str ? r->str : "error");
+    if (c->sub)
+        redisAsyncDisconnect(c->sub);
+}
+
+static void on_sub_auth(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR)
+        sub_refused(privdata, "AUTH", r);
+}
+
+static void on_sub_connect(const redisAsyncContext *ac, int status)
+{
+    sophia_cluster *c = ac->data;
+    evtimer_del(c->connect_ev);
+    if (status != REDIS_OK) {
+        c->sub = NULL; /* hiredis frees it after this callback */
+        sub_retry_later(c, ac->errstr);
+        return;
+    }
+    c->refused[0] = '\0';
+    if (c->url.password) {
+        const char *argv[3] = {"AUTH", c->url.user ? c->url.user : c->url.password,
+                               c->url.password};
+        size_t lens[3] = {4, strlen(argv[1]), strlen(c->url.password)};
+        redisAsyncCommandArgv(c->sub, on_sub_auth, c, c->url.user ? 3 : 2,
+                              argv, lens);
+    }
+    redisAsyncCommand(c->sub, on_sub_reply, c, "SUBSCRIBE %s %s",
+                      SOPHIA_CLUSTER_CHANNEL, SOPHIA_CLUSTER_INVAL_CHANNEL);
+}
+
+static void on_sub_disconnect(const redisAsyncContext *ac, int status)
+{
+    sophia_cluster *c = ac->data;
+    c->sub = NULL;
+    c->inflight = 0; /* what was in flight will not come back to us */
+    sub_retry_later(c, c->refused[0]       ? c->refused
+                       : status == REDIS_OK ? "closed"
+                                            : ac->errstr);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sub_connect(arg);
+}
+
+static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_cluster *c = arg;
+    redisAsyncContext *ac = c->sub;
+    if (!ac)
+        return;
+    c->sub = NULL;
+    redisAsyncFree(ac); /* not connected: no disconnect callback */
+    sub_retry_later(c, "connect timed out");
+}
+
+static void on_beat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_cluster *c = arg;
+    if (c->subscribed)
+        say_hello(c, "beat");
+}
+
+/* The subscription may be confirmed before the command connection is up:
+ * the join waits for it, so the others hear of us at once, not a beat
+ * later. */
+static void on_join_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    send_join(arg);
+}
+
+static void send_join(sophia_cluster *c)
+{
+    struct timeval tv = {0, 20 * 1000};
+    if (c->subscribed && say_hello(c, "join") != 0 && c->join_ev)
+        evtimer_add(c->join_ev, &tv);
+}
+
+static void sub_connect(sophia_cluster *c)
+{
+    c->sub = redisAsyncConnect(c->url.host, c->url.port);
+    if (!c->sub || c->sub->err) {
+        char why[128];
+        snprintf(why, sizeof(why), "%s", c->sub ? c->sub->errstr : "out of memory");
+        if (c->sub)
+            redisAsyncFree(c->sub);
+        c->sub = NULL;
+        sub_retry_later(c, why);
+        return;
+    }
+    c->sub->data = c;
+    redisLibeventAttach(c->sub, c->base);
+    redisAsyncSetConnectCallback(c->sub, on_sub_connect);
+    redisAsyncSetDisconnectCallback(c->sub, on_sub_disconnect);
+    struct timeval tv = {CLUSTER_CONNECT_TIMEOUT_MS / 1000,
+                         (CLUSTER_CONNECT_TIMEOUT_MS % 1000) * 1000};
+    evtimer_add(c->connect_ev, &tv);
+}
+
+/* ------------------------------------------------------------- public */
+
+sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
+                                   const char *node_id,
+                                   struct sophia_ws_router *router)
+{
+    sophia_cluster *c = calloc(1, sizeof(*c));
+    char why[200];
+    if (!c)
+        return NULL;
+    sophia_redis_url_redact(url, c->safe_url, sizeof(c->safe_url));
+    if (sophia_redis_url_parse(url, &c->url, why, sizeof(why)) < 0 ||
+        !(c->cmd = sophia_redis_new(base, url))) {
+        sophia_error("cluster", "msg=\"bad cluster.redis URL; running single-node\" url=%s err=\"%s\"",
+                     c->safe_url, c->url.host ? "cannot connect" : why);
+        sophia_redis_url_clear(&c->url);
+        free(c);
+        return NULL;
+    }
+    c->base = base;
+    c->router = router;
+    c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
+    c->seq_ttl = CLUSTER_SEQ_TTL_DEFAULT;
+    if (node_id && *node_id) {
+        snprintf(c->node, sizeof(c->node), "%s", node_id);
+    } else {
+        char host[64] = "node";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(c->node, sizeof(c->node), "%s:%d", host, (int)getpid());
+    }
+    c->retry_ev = evtimer_new(base, on_retry, c);
+    c->connect_ev = evtimer_new(base, on_connect_timeout, c);
+    c->beat_ev = event_new(base, -1, EV_PERSIST, on_beat, c);
+    c->join_ev = evtimer_new(base, on_join_retry, c);
+    if (c->beat_ev) {
+        struct timeval tv = {CLUSTER_BEAT_MS / 1000, (CLUSTER_BEAT_MS % 1000) * 1000};
+        event_add(c->beat_ev, &tv);
+    }
+    the_cluster = c;
+    sub_connect(c);
+    return c;
+}
+
+void sophia_cluster_free(sophia_cluster *c)
+{
+    if (!c)
+        return;
+    c->freeing = 1;
+    if (the_cluster == c)
+        the_cluster = NULL;
+    if (c->sub)
+        redisAsyncFree(c->sub);
+    event_free(c->retry_ev);
+    event_free(c->connect_ev);
+    if (c->beat_ev)
+        event_free(c->beat_ev);
+    if (c->join_ev)
+        event_free(c->join_ev);
+    sophia_redis_free(c->cmd);
+    sophia_redis_url_clear(&c->url);
+    free(c);
+}
+
+int sophia_cluster_ready(const sophia_cluster *c)
+{
+    return c && c->subscribed && sophia_redis_up(c->cmd);
+}
+
+const char *sophia_cluster_node_id(const sophia_cluster *c)
+{
+    return c->node;
+}
+
+uint64_t sophia_cluster_received(const sophia_cluster *c)
+{
+    return c ? c->received : 0;
+}
+
+int sophia_cluster_alone(const sophia_cluster *c)
+{
+    return c && c->inflight == 0 && sophia_now_mono_us() >= c->peer_until_us;
+}
+
+/* {"node","hello":kind} on the invalidation channel, fire and forget;
+ * -1 when the command connection is down. */
+static int say_hello(sophia_cluster *c, const char *kind)
+{
+    json_t *o = json_pack("{s:s,s:s}", "node", c->node, "hello", kind);
+    char *msg = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!msg)
+        return -1;
+    const char *argv[3] = {"PUBLISH", SOPHIA_CLUSTER_INVAL_CHANNEL, msg};
+    size_t lens[3] = {7, strlen(SOPHIA_CLUSTER_INVAL_CHANNEL), strlen(msg)};
+    int rc = sophia_redis_command(c->cmd, NULL, NULL, 3, argv, lens);
+    free(msg);
+    return rc == 0 ? 0 : -1;
+}
+
+/* A failed EVAL published nothing: it will not come back. */
+static void on_eval(void *arg, redisReply *reply)
+{
+    sophia_cluster *c = arg;
+    if (reply && reply->type != REDIS_REPLY_ERROR)
+        return;
+    if (c->inflight)
+        c->inflight--;
+    if (!c->freeing)
+        sophia_warn("cluster", "msg=\"publish through Redis failed\" err=\"%s\"",
+                    reply ? reply->str : "no reply");
+}
+
+static char *encode_publish(const sophia_cluster *c, const char *type,
+                            const char *const *topics, size_t n,
+                            const char *dashboard_id, json_t *data)
+{
+    json_t *jt = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(jt, json_string(topics[i]));
+    json_t *o = json_pack("{s:s,s:s,s:o}", "node", c->node, "type", type,
+                          "topics", jt);
+    if (dashboard_id)
+        json_object_set_new(o, "dashboard_id", json_string(dashboard_id));
+    json_object_set(o, "data", data ? data : json_null());
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+int sophia_cluster_publish(sophia_cluster *c, const char *type,
+                           const char *const *topics, size_t ntopics,
+                           const char *dashboard_id, json_t *data)
+{
+    if (!sophia_cluster_ready(c) || ntopics == 0 || ntopics > CLUSTER_MAX_TOPICS)
+        return -1;
+    char *payload = encode_publish(c, type, topics, ntopics, dashboard_id, data);
+    char nkeys[16], ttl[24], *keys[CLUSTER_MAX_TOPICS];
+    char floors[CLUSTER_MAX_TOPICS][24];
+    const char *argv[6 + 2 * CLUSTER_MAX_TOPICS];
+    size_t lens[6 + 2 * CLUSTER_MAX_TOPICS];
+    int argc = 0, rc = -1;
+    if (!payload)
+        return -1;
+    snprintf(nkeys, sizeof(nkeys), "%zu", ntopics);
+    argv[argc++] = "EVAL";
+    argv[argc++] = publish_script;
+    argv[argc++] = nkeys;
+    for (size_t i = 0; i < ntopics; i++) {
+        keys[i] = NULL;
+        if (asprintf(&keys[i], "sophia:seq:%s", topics[i]) < 0)
+            keys[i] = NULL;
+        argv[argc++] = keys[i] ? keys[i] : "sophia:seq:?";
+    }
+    argv[argc++] = SOPHIA_CLUSTER_CHANNEL;
+    argv[argc++] = payload;
+    snprintf(ttl, sizeof(ttl), "%ld", c->seq_ttl);
+    argv[argc++] = ttl;
+    for (size_t i = 0; i < ntopics; i++) {
+        snprintf(floors[i], sizeof(floors[i]), "%llu",
+                 (unsigned long long)(c->router ? sophia_ws_topic_seq(c->router, topics[i]) : 0));
+        argv[argc++] = floors[i];
+    }
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    rc = sophia_redis_command(c->cmd, on_eval, c, argc, argv, lens) == 0 ? 0 : -1;
+    if (rc == 0)
+        c->inflight++;
+    for (size_t i = 0; i < ntopics; i++)
+        free(keys[i]);
+    free(payload);
+    return rc;
+}
+
+void sophia_cluster_set_seq_ttl(sophia_cluster *c, double history_age)
+{
+    if (!c)
+        return;
+    long ttl = (long)(2 * history_age + 0.999);
+    c->seq_ttl = ttl < 10 ? 10 : ttl;
+}
+
+void sophia_cluster_on_invalidate(sophia_cluster_invalidate_fn fn, void *arg)
+{
+    inval_fn = fn;
+    inval_arg = arg;
+}
+
+/* Nobody to tell: subscribed, alone, and past the grace after joining.
+ * The grace covers a newcomer's first round trips, when it has not heard
+ * the others' answer to its join yet but they may already cache what it
+ * writes. An old node tells again one round trip after a newcomer
+ * subscribed (its join): that widens by one round trip the window the
+ * newcomer already had, of keys it loaded before it was subscribed. */
+static int nobody_listens(const sophia_cluster *c)
+{
+    return c->subscribed && sophia_cluster_alone(c) &&
+           sophia_now_mono_us() >= c->grace_until_us;
+}
+
+int sophia_cluster_broadcast_invalidate(const char *key_or_tag, int is_tag)
+{
+    sophia_cluster *c = the_cluster;
+    if (!c || !sophia_redis_up(c->cmd) || !key_or_tag)
+        return -1;
+    if (nobody_listens(c))
+        return 0;
+    json_t *o = json_pack("{s:s,s:s}", "node", c->node, is_tag ? "tag" : "key",
+                          key_or_tag);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s)
+        return -1;
+    const char *argv[3] = {"PUBLISH", SOPHIA_CLUSTER_INVAL_CHANNEL, s};
+    size_t lens[3] = {7, strlen(SOPHIA_CLUSTER_INVAL_CHANNEL), strlen(s)};
+    int rc = sophia_redis_command(c->cmd, NULL, NULL, 3, argv, lens);
+    free(s);
+    return rc == 0 ? 0 : -1;
+}

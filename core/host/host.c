@@ -1,0 +1,701 @@
+/*
+ * host - see host.h. The JSON functions are thin casts over jansson: a
+ * sophia_json* is a json_t*, which keeps plugins free of any JSON library
+ * while costing nothing per call.
+ */
+#include "host/host.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache/cache.h"
+#include "lib/dict.h"
+#include "lib/jsonw.h"
+#include "lib/log.h"
+#include "event/loop.h"
+#include "memory/memory.h"
+#include "daemon/server.h"
+#include "ws/ws.h"
+
+#define J(v) ((json_t *)(v))
+#define CJ(v) ((const json_t *)(v))
+
+typedef enum action_kind {
+    ACT_PUBLISH,
+    ACT_CACHE_PUT,
+    ACT_CACHE_DEL,
+    ACT_CACHE_DEL_TAG
+} action_kind;
+
+typedef struct action {
+    action_kind kind;
+    char *type;      /* update type name */
+    char *topic;     /* extra topic, or cache key / tag */
+    char *dashboard; /* or NULL */
+    char *severity;  /* alerts only */
+    json_t *data;    /* update data, or cache value */
+    double ttl;
+    char **tags;     /* NULL-terminated copy */
+} action;
+
+struct sophia_ctx {
+    sophia_instance *inst;
+    const char *stream;
+    action *v;
+    size_t n, cap;
+    void *mem; /* memory actions and consolidator batch (memory_host.c) */
+};
+
+/* "instance\x1fname" -> double* */
+static sophia_dict *counters;
+
+/* -------------------------------------------------------------- logging */
+
+static void host_log(sophia_self *self, sophia_log_level level,
+                     const char *fmt, ...)
+{
+    if ((int)level < (int)sophia_log_get_level())
+        return;
+    char msg[2048], q[2100];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    sophia_log((sophia_log_lvl)level, "plugin", "instance=%s msg=%s",
+               self ? self->name : "-", sophia_log_quote(msg, q, sizeof(q)));
+}
+
+static const char *host_strerror(int err)
+{
+    switch (err) {
+    case 0:
+        return "ok";
+#define XX(name, val, str)                                                    \
+    case val:                                                                 \
+        return str;
+        SOPHIA_ERRNO_MAP(XX)
+#undef XX
+    default:
+        return "unknown error";
+    }
+}
+
+/* ----------------------------------------------------------- JSON read */
+
+static sophia_json_type host_json_type(const sophia_json *v)
+{
+    switch (v ? json_typeof(CJ(v)) : JSON_NULL) {
+    case JSON_OBJECT:
+        return SOPHIA_JSON_OBJECT;
+    case JSON_ARRAY:
+        return SOPHIA_JSON_ARRAY;
+    case JSON_STRING:
+        return SOPHIA_JSON_STRING;
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return SOPHIA_JSON_NUMBER;
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return SOPHIA_JSON_BOOL;
+    default:
+        return v ? SOPHIA_JSON_NULL : SOPHIA_JSON_MISSING;
+    }
+}
+
+static const sophia_json *host_json_get(const sophia_json *v, const char *path)
+{
+    const json_t *cur = CJ(v);
+    char seg[256];
+    if (json_is_object(cur) && path && *path && !strchr(path, '.')) /* one key */
+        return (const sophia_json *)json_object_get(cur, path);
+    while (cur && path && *path) {
+        size_t n = strcspn(path, ".");
+        if (n >= sizeof(seg))
+            return NULL;
+        memcpy(seg, path, n);
+        seg[n] = '\0';
+        path += n + (path[n] == '.');
+        if (json_is_object(cur)) {
+            cur = json_object_get(cur, seg);
+        } else if (json_is_array(cur)) {
+            char *end;
+            unsigned long i = strtoul(seg, &end, 10);
+            cur = *end ? NULL : json_array_get(cur, i);
+        } else {
+            return NULL;
+        }
+    }
+    return (const sophia_json *)cur;
+}
+
+static const char *host_json_string(const sophia_json *v)
+{
+    return json_string_value(CJ(v));
+}
+
+static double host_json_number(const sophia_json *v, double def)
+{
+    return json_is_number(CJ(v)) ? json_number_value(CJ(v)) : def;
+}
+
+static int host_json_bool(const sophia_json *v, int def)
+{
+    return json_is_boolean(CJ(v)) ? json_is_true(CJ(v)) : def;
+}
+
+static size_t host_json_size(const sophia_json *v)
+{
+    if (json_is_array(CJ(v)))
+        return json_array_size(CJ(v));
+    return json_is_object(CJ(v)) ? json_object_size(CJ(v)) : 0;
+}
+
+static const sophia_json *host_json_at(const sophia_json *v, size_t i)
+{
+    return (const sophia_json *)json_array_get(CJ(v), i);
+}
+
+static const char *host_json_key_at(const sophia_json *v, size_t i,
+                                    const sophia_json **value)
+{
+    /* jansson keeps insertion order; walking is O(i), fine for the small
+     * objects events carry. */
+    const char *key;
+    json_t *val;
+    size_t k = 0;
+    json_object_foreach(J(v), key, val) {
+        if (k++ == i) {
+            if (value)
+                *value = (const sophia_json *)val;
+            return key;
+        }
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------- JSON build */
+
+static sophia_json *host_json_object(void) { return (sophia_json *)json_object(); }
+static sophia_json *host_json_array(void) { return (sophia_json *)json_array(); }
+static sophia_json *host_json_str(const char *s) { return (sophia_json *)json_string(s); }
+static sophia_json *host_json_num(double d) { return (sophia_json *)json_real(d); }
+static sophia_json *host_json_int(int64_t i) { return (sophia_json *)json_integer(i); }
+static sophia_json *host_json_bool_new(int b) { return (sophia_json *)json_boolean(b); }
+
+static sophia_json *host_json_copy(const sophia_json *v)
+{
+    return (sophia_json *)json_deep_copy(CJ(v));
+}
+
+static int host_json_set(sophia_json *obj, const char *key, sophia_json *value)
+{
+    return json_object_set_new(J(obj), key, J(value)) ? SOPHIA_EINVAL : 0;
+}
+
+static int host_json_append(sophia_json *arr, sophia_json *value)
+{
+    return json_array_append_new(J(arr), J(value)) ? SOPHIA_EINVAL : 0;
+}
+
+static void host_json_free(sophia_json *v)
+{
+    json_decref(J(v));
+}
+
+static char *host_json_dump(const sophia_json *v)
+{
+    return sophia_json_encode(CJ(v), NULL); /* = json_dumps, faster */
+}
+
+static sophia_json *host_json_parse(const char *text)
+{
+    return text ? (sophia_json *)json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+}
+
+static void host_free(void *p)
+{
+    free(p);
+}
+
+/* ------------------------------------------------------------- actions */
+
+static action *ctx_push(sophia_ctx *ctx, action_kind kind)
+{
+    if (!ctx)
+        return NULL;
+    if (ctx->n == ctx->cap) {
+        size_t cap = ctx->cap ? ctx->cap * 2 : 4;
+        action *v = realloc(ctx->v, cap * sizeof(*v));
+        if (!v)
+            return NULL;
+        ctx->v = v;
+        ctx->cap = cap;
+    }
+    action *a = &ctx->v[ctx->n++];
+    memset(a, 0, sizeof(*a));
+    a->kind = kind;
+    return a;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static const char *const update_names[] = {"metric", "alert", "notification",
+                                           "data"};
+
+static int host_publish(sophia_ctx *ctx, sophia_update_type type,
+                        const char *topic, const char *dashboard_id,
+                        sophia_json *data)
+{
+    if ((unsigned)type > SOPHIA_UPDATE_DATA) {
+        json_decref(J(data));
+        return SOPHIA_EINVAL;
+    }
+    action *a = ctx_push(ctx, ACT_PUBLISH);
+    if (!a) {
+        json_decref(J(data));
+        return SOPHIA_ENOMEM;
+    }
+    a->type = strdup(update_names[type]);
+    a->topic = dup_or_null(topic);
+    a->dashboard = dup_or_null(dashboard_id);
+    a->data = data ? J(data) : json_object();
+    return 0;
+}
+
+static int host_alert(sophia_ctx *ctx, const char *alert_type,
+                      const char *severity, const char *message,
+                      sophia_json *data)
+{
+    json_t *d = data && json_is_object(J(data)) ? J(data) : json_object();
+    if (data && d != J(data)) {
+        json_object_set_new(d, "details", J(data));
+    }
+    json_object_set_new(d, "alert_type", json_string(alert_type ? alert_type : "system"));
+    json_object_set_new(d, "message", json_string(message ? message : ""));
+    json_object_set_new(d, "severity", json_string(severity ? severity : "info"));
+    action *a = ctx_push(ctx, ACT_PUBLISH);
+    if (!a) {
+        json_decref(d);
+        return SOPHIA_ENOMEM;
+    }
+    a->type = strdup("alert");
+    a->severity = strdup(severity ? severity : "info");
+    a->data = d;
+    return 0;
+}
+
+static char **tags_dup(const char *const *tags)
+{
+    size_t n = 0;
+    while (tags && tags[n])
+        n++;
+    char **v = calloc(n + 1, sizeof(*v));
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = strdup(tags[i]);
+    return v;
+}
+
+static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
+                          double ttl_s, const char *const *tags)
+{
+    /* The same key and ttl rules as a PUT (ttl <= 0 = the default), told
+     * now rather than dropped when the action is applied. */
+    char why[96];
+    if (!key || sophia_cache_key_check(key, why, sizeof(why)) ||
+        isnan(ttl_s) || ttl_s > SOPHIA_CACHE_MAX_TTL) {
+        json_decref(J(value));
+        return SOPHIA_EINVAL;
+    }
+    action *a = ctx_push(ctx, ACT_CACHE_PUT);
+    if (!a) {
+        json_decref(J(value));
+        return SOPHIA_ENOMEM;
+    }
+    a->topic = strdup(key);
+    a->data = value ? J(value) : json_null();
+    a->ttl = ttl_s;
+    a->tags = tags_dup(tags);
+    return 0;
+}
+
+static int push_key_action(sophia_ctx *ctx, action_kind kind, const char *s)
+{
+    action *a = s ? ctx_push(ctx, kind) : NULL;
+    if (!a)
+        return s ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
+    a->topic = strdup(s);
+    return 0;
+}
+
+static int host_cache_invalidate(sophia_ctx *ctx, const char *key)
+{
+    return push_key_action(ctx, ACT_CACHE_DEL, key);
+}
+
+static int host_cache_invalidate_tag(sophia_ctx *ctx, const char *tag)
+{
+    return push_key_action(ctx, ACT_CACHE_DEL_TAG, tag);
+}
+
+/* ---------------------------------------------------- reads, counters */
+
+static sophia_json *host_cache_peek(const char *key)
+{
+    const char *val;
+    size_t len;
+    if (!sophia_srv || !sophia_srv->cache ||
+        sophia_cache_peek(sophia_srv->cache, key, &val, &len) != 0)
+        return NULL;
+    return (sophia_json *)json_loadb(val, len, JSON_DECODE_ANY, NULL);
+}
+
+static void host_counter_add(sophia_self *self, const char *name, double delta)
+{
+    char key[512];
+    snprintf(key, sizeof(key), "%s\x1f%s", self ? self->name : "-", name);
+    if (!counters && !(counters = sophia_dict_new()))
+        return;
+    double *v = sophia_dict_get(counters, key);
+    if (!v) {
+        if (!(v = calloc(1, sizeof(*v))))
+            return;
+        sophia_dict_set(counters, key, v);
+    }
+    *v += delta;
+}
+
+typedef struct counter_visit {
+    void (*fn)(const char *, const char *, double, void *);
+    void *arg;
+} counter_visit;
+
+static void visit_counter(const char *key, void *val, void *arg)
+{
+    counter_visit *cv = arg;
+    char inst[256];
+    const char *sep = strchr(key, '\x1f');
+    snprintf(inst, sizeof(inst), "%.*s", (int)(sep - key), key);
+    cv->fn(inst, sep + 1, *(double *)val, cv->arg);
+}
+
+void sophia_host_counters_each(void (*fn)(const char *, const char *, double,
+                                          void *),
+                               void *arg)
+{
+    counter_visit cv = {fn, arg};
+    if (counters)
+        sophia_dict_each(counters, visit_counter, &cv);
+}
+
+void sophia_host_shutdown(void)
+{
+    sophia_dict_free(counters, free);
+    counters = NULL;
+}
+
+static int64_t host_now_us(void)
+{
+    return sophia_now_wall_us();
+}
+
+typedef struct host_get {
+    void (*cb)(void *arg, int rc, const sophia_json *value);
+    void *arg;
+} host_get;
+
+/* Plugin callbacks the host still owes (cache_get, memory_search): a
+ * reload keeps retired plugin code loaded until this is back to zero. */
+static size_t callbacks_pending;
+
+void sophia_host_callback_begin(void)
+{
+    callbacks_pending++;
+}
+
+void sophia_host_callback_end(void)
+{
+    if (callbacks_pending)
+        callbacks_pending--;
+}
+
+size_t sophia_host_callbacks_pending(void)
+{
+    return callbacks_pending;
+}
+
+static void on_host_get(void *arg, int rc, const char *val, size_t len,
+                        int tier)
+{
+    (void)tier;
+    host_get *g = arg;
+    json_t *v = rc == 0 ? json_loadb(val, len, JSON_DECODE_ANY, NULL) : NULL;
+    if (rc == 0 && !v)
+        v = json_stringn(val, len); /* not JSON: hand it over as a string */
+    g->cb(g->arg, rc, (const sophia_json *)v);
+    json_decref(v);
+    free(g);
+    sophia_host_callback_end();
+}
+
+static int host_cache_get(const char *key,
+                          void (*cb)(void *arg, int rc, const sophia_json *v),
+                          void *arg)
+{
+    if (!key || !cb)
+        return SOPHIA_EINVAL;
+    if (!sophia_srv || !sophia_srv->cache)
+        return SOPHIA_EUNAVAIL;
+    host_get *g = malloc(sizeof(*g));
+    if (!g)
+        return SOPHIA_ENOMEM;
+    g->cb = cb;
+    g->arg = arg;
+    sophia_host_callback_begin(); /* before: cb may run inside the call */
+    int rc = sophia_cache_get(sophia_srv->cache, key, NULL, NULL, on_host_get,
+                              g);
+    if (rc) {
+        free(g);
+        sophia_host_callback_end();
+    }
+    return rc;
+}
+
+static const sophia_host host_table = {
+    .struct_size = sizeof(sophia_host),
+    .abi_major = SOPHIA_SDK_VERSION_MAJOR,
+    .abi_minor = SOPHIA_SDK_VERSION_MINOR,
+    .log = host_log,
+    .strerror = host_strerror,
+    .opt_string = sophia_opts_string,
+    .opt_int = sophia_opts_int,
+    .opt_double = sophia_opts_double,
+    .opt_bool = sophia_opts_bool,
+    .opt_list_len = sophia_opts_list_len,
+    .opt_list_item = sophia_opts_list_item,
+    .json_type = host_json_type,
+    .json_get = host_json_get,
+    .json_string = host_json_string,
+    .json_number = host_json_number,
+    .json_bool = host_json_bool,
+    .json_size = host_json_size,
+    .json_at = host_json_at,
+    .json_key_at = host_json_key_at,
+    .json_object = host_json_object,
+    .json_array = host_json_array,
+    .json_str = host_json_str,
+    .json_num = host_json_num,
+    .json_int = host_json_int,
+    .json_bool_new = host_json_bool_new,
+    .json_copy = host_json_copy,
+    .json_set = host_json_set,
+    .json_append = host_json_append,
+    .json_free = host_json_free,
+    .json_dump = host_json_dump,
+    .free = host_free,
+    .publish = host_publish,
+    .alert = host_alert,
+    .cache_put = host_cache_put,
+    .cache_invalidate = host_cache_invalidate,
+    .cache_invalidate_tag = host_cache_invalidate_tag,
+    .cache_peek = host_cache_peek,
+    .counter_add = host_counter_add,
+    .now_us = host_now_us,
+    .cache_get = host_cache_get,
+    .memory_store = sophia_memory_host_store,
+    .memory_search = sophia_memory_host_search,
+    .memory_batch = sophia_memory_host_batch,
+    .memory_merge = sophia_memory_host_merge,
+    .memory_expire = sophia_memory_host_expire,
+    .json_parse = host_json_parse,
+};
+
+const sophia_host *sophia_host_table(void)
+{
+    return &host_table;
+}
+
+/* ------------------------------------------------------------- context */
+
+sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream)
+{
+    sophia_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (ctx) {
+        ctx->inst = inst;
+        ctx->stream = stream;
+    }
+    return ctx;
+}
+
+size_t sophia_update_topics(const char *type, const char *dashboard_id,
+                            const char *stream, const char *severity,
+                            const char *extra, const char **out, char *buf,
+                            size_t buflen)
+{
+    size_t n = 0, off = 0;
+#define ADD_TOPIC(...)                                                        \
+    do {                                                                      \
+        int w = snprintf(buf + off, buflen - off, __VA_ARGS__);               \
+        if (w < 0 || (size_t)w >= buflen - off)                               \
+            return n;                                                         \
+        out[n++] = buf + off;                                                 \
+        off += (size_t)w + 1;                                                 \
+    } while (0)
+    ADD_TOPIC("updates:%s", type);
+    if (dashboard_id)
+        ADD_TOPIC("dashboard:%s", dashboard_id);
+    if (stream)
+        ADD_TOPIC("stream:%s", stream);
+    if (severity) {
+        ADD_TOPIC("alerts");
+        ADD_TOPIC("alerts:%s", severity);
+    }
+    if (extra)
+        ADD_TOPIC("%s", extra);
+#undef ADD_TOPIC
+    return n;
+}
+
+static void apply_publish(sophia_ctx *ctx, action *a)
+{
+    const char *topics[6];
+    char buf[1024];
+    size_t n = sophia_update_topics(a->type, a->dashboard, ctx->stream,
+                                    a->severity, a->topic, topics, buf,
+                                    sizeof(buf));
+    sophia_ws_publish(sophia_srv->ws, a->type, topics, n, a->dashboard, a->data);
+}
+
+static void apply_cache_put(action *a)
+{
+    size_t len;
+    char *s = sophia_json_encode(a->data, &len); /* = json_dumps, faster */
+    if (!s)
+        return;
+    sophia_cache_put(sophia_srv->cache, a->topic, s, len, a->ttl,
+                     (const char *const *)a->tags);
+    free(s);
+}
+
+void sophia_ctx_apply(sophia_ctx *ctx)
+{
+    for (size_t i = 0; i < ctx->n; i++) {
+        action *a = &ctx->v[i];
+        switch (a->kind) {
+        case ACT_PUBLISH:
+            if (sophia_srv->ws)
+                apply_publish(ctx, a);
+            break;
+        case ACT_CACHE_PUT:
+            if (sophia_srv->cache)
+                apply_cache_put(a);
+            break;
+        case ACT_CACHE_DEL:
+            if (sophia_srv->cache)
+                sophia_cache_del(sophia_srv->cache, a->topic);
+            break;
+        case ACT_CACHE_DEL_TAG:
+            if (sophia_srv->cache)
+                sophia_cache_invalidate_tag(sophia_srv->cache, a->topic);
+            break;
+        }
+    }
+    sophia_memory_ctx_apply(ctx);
+}
+
+void sophia_ctx_free(sophia_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    for (size_t i = 0; i < ctx->n; i++) {
+        action *a = &ctx->v[i];
+        free(a->type);
+        free(a->topic);
+        free(a->dashboard);
+        free(a->severity);
+        json_decref(a->data);
+        for (size_t k = 0; a->tags && a->tags[k]; k++)
+            free(a->tags[k]);
+        free(a->tags);
+    }
+    sophia_memory_ctx_free(ctx);
+    free(ctx->v);
+    free(ctx);
+}
+
+void **sophia_ctx_memory_slot(sophia_ctx *ctx)
+{
+    return ctx ? &ctx->mem : NULL;
+}
+
+/* ------------------------------------------------ actions as JSON (SDK) */
+
+/* What sophia_ctx_apply would do, as data: sophia-plugin-test prints it
+ * and tests assert on it. Topics are computed exactly as apply_publish
+ * computes them, so the output shows where an update would really go. */
+static json_t *publish_json(const sophia_ctx *ctx, const action *a)
+{
+    const char *topics[6];
+    char buf[1024];
+    size_t n = sophia_update_topics(a->type, a->dashboard, ctx->stream,
+                                    a->severity, a->topic, topics, buf,
+                                    sizeof(buf));
+    json_t *t = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(t, json_string(topics[i]));
+    json_t *o = json_object();
+    json_object_set_new(o, "action", json_string(a->severity ? "alert"
+                                                             : "publish"));
+    json_object_set_new(o, "type", json_string(a->type));
+    json_object_set_new(o, "topics", t);
+    if (a->dashboard)
+        json_object_set_new(o, "dashboard_id", json_string(a->dashboard));
+    json_object_set(o, "data", a->data ? a->data : json_null());
+    return o;
+}
+
+static json_t *cache_put_json(const action *a)
+{
+    json_t *tags = json_array();
+    for (size_t k = 0; a->tags && a->tags[k]; k++)
+        json_array_append_new(tags, json_string(a->tags[k]));
+    return json_pack("{s:s, s:s, s:O, s:f, s:o}", "action", "cache_put",
+                     "key", a->topic, "value", a->data ? a->data : json_null(),
+                     "ttl", a->ttl, "tags", tags);
+}
+
+static json_t *action_json(const sophia_ctx *ctx, const action *a)
+{
+    switch (a->kind) {
+    case ACT_PUBLISH:
+        return publish_json(ctx, a);
+    case ACT_CACHE_PUT:
+        return cache_put_json(a);
+    case ACT_CACHE_DEL:
+        return json_pack("{s:s, s:s}", "action", "cache_invalidate", "key",
+                         a->topic);
+    case ACT_CACHE_DEL_TAG:
+        return json_pack("{s:s, s:s}", "action", "cache_invalidate_tag",
+                         "tag", a->topic);
+    default: /* a kind added later without a case here: still visible */
+        return json_pack("{s:s, s:i}", "action", "unknown", "kind",
+                         (int)a->kind);
+    }
+}
+
+sophia_json *sophia_ctx_actions_json(const sophia_ctx *ctx)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; ctx && arr && i < ctx->n; i++) {
+        json_t *o = action_json(ctx, &ctx->v[i]);
+        if (o)
+            json_array_append_new(arr, o);
+    }
+    return (sophia_json *)arr;
+}

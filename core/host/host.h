@@ -1,0 +1,53 @@
+/*
+ * host - the sophia_host table handed to plugins, and the action context
+ * (sophia_ctx) their callbacks fill.
+ *
+ * A callback never touches the cache or the router directly: each host
+ * call appends an action to the context, and the core applies the list
+ * only when the callback returned success. So a processor that fails
+ * half-way leaves no half-applied effects, and the core decides when an
+ * event's effects are durable enough to acknowledge.
+ */
+#ifndef SOPHIA_HOST_H
+#define SOPHIA_HOST_H
+
+#include <sophia/sdk.h>
+
+#include "plugin/plugin.h"
+
+const sophia_host *sophia_host_table(void);
+
+/* A context for one callback of `inst`; `stream` may be NULL. */
+sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream);
+/* Applies the queued actions in order. */
+void sophia_ctx_apply(sophia_ctx *ctx);
+void sophia_ctx_free(sophia_ctx *ctx);
+/* The queued actions as a JSON array (a json_t *; json_decref it), in
+ * order, without applying them: [{"action":"publish"|"alert"|"cache_put"|
+ * "cache_invalidate"|"cache_invalidate_tag", ...}]. For sophia-plugin-test
+ * and tests. Memory actions are kept by memory_host.c, not in this list. */
+sophia_json *sophia_ctx_actions_json(const sophia_ctx *ctx);
+
+/* Plugin counters (host->counter_add), for /metrics. */
+void sophia_host_counters_each(void (*fn)(const char *instance,
+                                          const char *name, double value,
+                                          void *arg),
+                               void *arg);
+void sophia_host_shutdown(void);
+
+/* Callbacks into plugin code the host still owes (cache_get,
+ * memory_search); a reload unloads retired plugins only at zero. */
+void sophia_host_callback_begin(void);
+void sophia_host_callback_end(void);
+size_t sophia_host_callbacks_pending(void);
+
+/* Topics an update goes to (SPEC §5), for the core's own publishes too:
+ * updates:<type>, dashboard:<id>, stream:<name>, alerts, alerts:<sev>,
+ * plus `extra`. Returns the count written into `out` (at most 6); the
+ * strings live in `buf`. */
+size_t sophia_update_topics(const char *type, const char *dashboard_id,
+                            const char *stream, const char *severity,
+                            const char *extra, const char **out, char *buf,
+                            size_t buflen);
+
+#endif

@@ -1,0 +1,644 @@
+/*
+ * api - see api.h.
+ *
+ * Routing is a short table of (method, path or prefix, handler): few
+ * endpoints, read top to bottom. Documents are built with jansson (JSON)
+ * or open_memstream (Prometheus text) from counters the modules keep.
+ */
+#include "http/api.h"
+
+#include <dirent.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "http/api_cache.h"
+#include "http/api_memory.h"
+#include "cache/cache.h"
+#include "memory/memory.h"
+#include "host/host.h"
+#include "lib/dict.h"
+#include "ingest/hooks.h"
+#include "ingest/durable.h"
+#include "ingest/ingest.h"
+#include "lib/jsonlimit.h"
+#include "lib/log.h"
+#include "http/ratelimit.h"
+#include "daemon/reload.h"
+#include "ingest/stream.h"
+#include "ws/ws.h"
+
+typedef struct dash_file {
+    char *data;
+    size_t len;
+    const char *ctype;
+} dash_file;
+
+struct sophia_dash {
+    sophia_dict *files; /* "/name" -> dash_file */
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static int ct_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char d = alen != blen;
+    for (size_t i = 0; i < alen; i++)
+        d |= (unsigned char)(a[i] ^ b[i < blen ? i : 0]);
+    return d == 0;
+}
+
+/* Bearer tokens from server.tokens (comma-separated); open when unset. */
+static int authorized(sophia_http_req *r)
+{
+    const char *tokens = sophia_srv->conf->server.tokens;
+    if (!tokens || !*tokens)
+        return 1;
+    const char *h = sophia_http_req_header(r, "authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    const char *tok = h + 7;
+    size_t tlen = strlen(tok);
+    int ok = 0;
+    for (const char *p = tokens; *p;) {
+        size_t n = strcspn(p, ",");
+        ok |= n > 0 && ct_equal(tok, tlen, p, n);
+        p += n + (p[n] == ',');
+    }
+    return ok;
+}
+
+static json_t *stream_stats_json(const sophia_stream *st)
+{
+    sophia_stream_stats s;
+    sophia_stream_get_stats(st, &s);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:o}", "received",
+                     (json_int_t)s.received, "processed",
+                     (json_int_t)s.processed, "dropped", (json_int_t)s.dropped,
+                     "failed", (json_int_t)s.failed, "retried",
+                     (json_int_t)s.retried, "rejected", (json_int_t)s.rejected,
+                     "queued", (json_int_t)s.queued, "capacity",
+                     (json_int_t)s.capacity, "rate", s.rate, "lag_ms", s.lag_ms,
+                     "filtered", (json_int_t)s.filtered, "duplicates",
+                     (json_int_t)s.duplicates, "sources",
+                     sophia_stream_sources_json(st));
+}
+
+static json_t *plugins_json(void)
+{
+    json_t *a = json_array();
+    const sophia_plugin_set *set = sophia_srv->plugins;
+    for (size_t i = 0; set && i < set->count; i++) {
+        const sophia_instance *in = set->items[i];
+        json_array_append_new(
+            a, json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "name", in->name,
+                         "plugin", in->desc->name, "kind",
+                         sophia_plugin_kind_name(in->desc->kind), "version",
+                         in->desc->version, "file", in->file, "loaded_at",
+                         (json_int_t)in->loaded_at, "reload_count",
+                         (json_int_t)in->reload_count));
+    }
+    return a;
+}
+
+static json_t *http_stats_json(void)
+{
+    sophia_http_stats h;
+    sophia_http_get_stats(sophia_srv, &h);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests",
+                     (json_int_t)h.requests, "errors", (json_int_t)h.errors,
+                     "refused", (json_int_t)h.refused, "connections",
+                     (json_int_t)h.connections, "connections_refused",
+                     (json_int_t)h.connections_refused, "body_bytes",
+                     (json_int_t)h.body_bytes, "upgrades", (json_int_t)h.upgrades,
+                     "tls_handshakes_ok", (json_int_t)h.tls_handshakes_ok,
+                     "tls_handshakes_failed", (json_int_t)h.tls_handshakes_failed);
+}
+
+json_t *sophia_api_stats_json(void)
+{
+    sophia_server *s = sophia_srv;
+    json_t *streams = json_object();
+    for (size_t i = 0; s->streams && i < sophia_streams_count(s->streams); i++) {
+        const sophia_stream *st = sophia_streams_at(s->streams, i);
+        json_object_set_new(streams, sophia_stream_name(st), stream_stats_json(st));
+    }
+    return json_pack(
+        "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:s?,s:I}}",
+        "version", SOPHIA_VERSION, "uptime_s",
+        (json_int_t)((sophia_now_wall_us() - s->started_us) / 1000000),
+        "http", http_stats_json(),
+        "memory", sophia_memory_stats_json(s->memory), "cache",
+        s->cache ? sophia_cache_stats_json(s->cache) : json_object(), "streams",
+        streams, "websocket",
+        s->ws ? sophia_ws_stats_json(s->ws, 10) : json_object(),
+        "plugins", plugins_json(), "reload",
+        "reloads", (json_int_t)s->reloads, "failures",
+        (json_int_t)s->reload_failures, "plugin_load_failures",
+        (json_int_t)s->plugin_load_failures, "last_error",
+        sophia_reload_last_error(), "last_at",
+        (json_int_t)(sophia_reload_last_at() / 1000000));
+}
+
+/* ----------------------------------------------------------- /metrics */
+
+static void prom_escape(FILE *f, const char *s)
+{
+    for (; s && *s; s++) {
+        if (*s == '\\' || *s == '"')
+            fputc('\\', f);
+        if (*s == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+static void prom_head(FILE *f, const char *name, const char *type,
+                      const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void prom_http(FILE *f)
+{
+    sophia_http_stats h;
+    sophia_http_get_stats(sophia_srv, &h);
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } m[] = {
+        {"sophia_http_requests_total", "counter", "HTTP requests answered.",
+         offsetof(sophia_http_stats, requests)},
+        {"sophia_http_errors_total", "counter", "HTTP requests answered 4xx or 5xx.",
+         offsetof(sophia_http_stats, errors)},
+        {"sophia_http_refused_total", "counter",
+         "HTTP requests refused from their head, before any body byte was read.",
+         offsetof(sophia_http_stats, refused)},
+        {"sophia_http_connections", "gauge", "Open HTTP connections (WebSockets not included).",
+         offsetof(sophia_http_stats, connections)},
+        {"sophia_http_connections_refused_total", "counter",
+         "Connections refused over server.max_connections.",
+         offsetof(sophia_http_stats, connections_refused)},
+        {"sophia_http_body_bytes", "gauge",
+         "Request body bytes buffered right now (bounded by server.max_body_total).",
+         offsetof(sophia_http_stats, body_bytes)},
+    };
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        prom_head(f, m[k].name, m[k].type, m[k].help);
+        fprintf(f, "%s %llu\n", m[k].name,
+                (unsigned long long)*(const uint64_t *)((const char *)&h + m[k].off));
+    }
+    prom_head(f, "sophia_http_tls_handshakes_total", "counter",
+              "server.tls connections whose handshake completed (ok) or that closed before (failed).");
+    fprintf(f, "sophia_http_tls_handshakes_total{result=\"ok\"} %llu\n"
+               "sophia_http_tls_handshakes_total{result=\"failed\"} %llu\n",
+            (unsigned long long)h.tls_handshakes_ok,
+            (unsigned long long)h.tls_handshakes_failed);
+}
+
+static void prom_streams(FILE *f)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } m[] = {
+        {"sophia_stream_events_received_total", "Events accepted into the stream queue.",
+         offsetof(sophia_stream_stats, received)},
+        {"sophia_stream_events_processed_total", "Events processed with their actions applied.",
+         offsetof(sophia_stream_stats, processed)},
+        {"sophia_stream_events_dropped_total", "Events the processor dropped.",
+         offsetof(sophia_stream_stats, dropped)},
+        {"sophia_stream_events_failed_total", "Events that failed processing.",
+         offsetof(sophia_stream_stats, failed)},
+        {"sophia_stream_events_rejected_total", "Events refused because the queue was full.",
+         offsetof(sophia_stream_stats, rejected)},
+        {"sophia_stream_events_filtered_total", "Events the stream's filter left out.",
+         offsetof(sophia_stream_stats, filtered)},
+        {"sophia_stream_events_duplicate_total", "Events skipped as duplicates inside the dedup window.",
+         offsetof(sophia_stream_stats, duplicates)},
+    };
+    size_t n = sophia_srv->streams ? sophia_streams_count(sophia_srv->streams) : 0;
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        prom_head(f, m[k].name, "counter", m[k].help);
+        for (size_t i = 0; i < n; i++) {
+            sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+            sophia_stream_stats s;
+            sophia_stream_get_stats(st, &s);
+            fprintf(f, "%s{stream=\"%s\"} %llu\n", m[k].name, sophia_stream_name(st),
+                    (unsigned long long)*(uint64_t *)((char *)&s + m[k].off));
+        }
+    }
+    prom_head(f, "sophia_stream_queue_depth", "gauge", "Events waiting in the stream queue.");
+    for (size_t i = 0; i < n; i++) {
+        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream_stats s;
+        sophia_stream_get_stats(st, &s);
+        fprintf(f, "sophia_stream_queue_depth{stream=\"%s\"} %zu\n",
+                sophia_stream_name(st), s.queued);
+    }
+    prom_head(f, "sophia_stream_lag_seconds", "gauge", "Age of the oldest queued event.");
+    for (size_t i = 0; i < n; i++) {
+        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream_stats s;
+        sophia_stream_get_stats(st, &s);
+        fprintf(f, "sophia_stream_lag_seconds{stream=\"%s\"} %.6f\n",
+                sophia_stream_name(st), s.lag_ms / 1000.0);
+    }
+    prom_head(f, "sophia_stream_rate", "gauge", "Events processed per second (10 s average).");
+    for (size_t i = 0; i < n; i++) {
+        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream_stats s;
+        sophia_stream_get_stats(st, &s);
+        fprintf(f, "sophia_stream_rate{stream=\"%s\"} %.3f\n",
+                sophia_stream_name(st), s.rate);
+    }
+}
+
+static void prom_ws(FILE *f)
+{
+    sophia_ws_stats w = {0};
+    if (sophia_srv->ws)
+        sophia_ws_get_stats(sophia_srv->ws, &w);
+    prom_head(f, "sophia_ws_connections", "gauge", "Open WebSocket connections.");
+    fprintf(f, "sophia_ws_connections %llu\n", (unsigned long long)w.connections);
+    prom_head(f, "sophia_ws_subscriptions", "gauge", "Open subscriptions.");
+    fprintf(f, "sophia_ws_subscriptions %llu\n", (unsigned long long)w.subscriptions);
+    prom_head(f, "sophia_ws_messages_in_total", "counter", "Messages received from clients.");
+    fprintf(f, "sophia_ws_messages_in_total %llu\n", (unsigned long long)w.messages_in);
+    prom_head(f, "sophia_ws_messages_out_total", "counter", "Messages written to clients.");
+    fprintf(f, "sophia_ws_messages_out_total %llu\n", (unsigned long long)w.messages_out);
+    prom_head(f, "sophia_ws_dropped_total", "counter", "Messages dropped with slow clients.");
+    fprintf(f, "sophia_ws_dropped_total %llu\n", (unsigned long long)w.dropped);
+    if (sophia_srv->ws)
+        sophia_ws_write_prom(sophia_srv->ws, f);
+}
+
+static void prom_plugin_counter(const char *inst, const char *name,
+                                double v, void *arg)
+{
+    FILE *f = arg;
+    fputs("sophia_plugin_", f);
+    for (const char *p = name; *p; p++) /* metric names: [a-zA-Z0-9_] */
+        fputc((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                      (*p >= '0' && *p <= '9')
+                  ? *p
+                  : '_',
+              f);
+    fputs("_total{instance=\"", f);
+    prom_escape(f, inst);
+    fprintf(f, "\"} %.17g\n", v);
+}
+
+static void prom_plugins(FILE *f)
+{
+    prom_head(f, "sophia_plugin_info", "gauge", "Loaded plugin instances.");
+    const sophia_plugin_set *set = sophia_srv->plugins;
+    for (size_t i = 0; set && i < set->count; i++) {
+        const sophia_instance *in = set->items[i];
+        fputs("sophia_plugin_info{instance=\"", f);
+        prom_escape(f, in->name);
+        fputs("\",plugin=\"", f);
+        prom_escape(f, in->desc->name);
+        fputs("\",version=\"", f);
+        prom_escape(f, in->desc->version);
+        fprintf(f, "\",kind=\"%s\"} 1\n", sophia_plugin_kind_name(in->desc->kind));
+    }
+    prom_head(f, "sophia_plugin_load_failures_total", "counter", "Plugin loads refused.");
+    fprintf(f, "sophia_plugin_load_failures_total %llu\n",
+            (unsigned long long)sophia_srv->plugin_load_failures);
+    prom_head(f, "sophia_reloads_total", "counter", "Successful configuration reloads.");
+    fprintf(f, "sophia_reloads_total %llu\n", (unsigned long long)sophia_srv->reloads);
+    prom_head(f, "sophia_reload_failures_total", "counter", "Reloads refused; the old configuration kept running.");
+    fprintf(f, "sophia_reload_failures_total %llu\n",
+            (unsigned long long)sophia_srv->reload_failures);
+    prom_head(f, "sophia_rate_limited_total", "counter", "Requests answered 429 (server.rate_limit).");
+    fprintf(f, "sophia_rate_limited_total %llu\n",
+            (unsigned long long)sophia_ratelimit_refused());
+    sophia_host_counters_each(prom_plugin_counter, f);
+}
+
+static void prom_cache(FILE *f)
+{
+    if (!sophia_srv->cache)
+        return;
+    json_t *c = sophia_cache_stats_json(sophia_srv->cache);
+    static const struct { const char *name, *type, *field, *help; } m[] = {
+        {"sophia_cache_hits_total", "counter", "hits", "Cache hits per tier."},
+        {"sophia_cache_misses_total", "counter", "misses", "Cache misses per tier."},
+        {"sophia_cache_hit_ratio", "gauge", "hit_rate", "Hits over lookups per tier."},
+        {"sophia_cache_entries", "gauge", "entries", "Entries per tier."},
+        {"sophia_cache_bytes", "gauge", "bytes", "Bytes per tier."},
+        {"sophia_cache_evictions_total", "counter", "evictions", "Entries evicted to respect a bound."},
+        {"sophia_cache_errors_total", "counter", "errors", "Failed lookups per tier."},
+        {"sophia_cache_writes_total", "counter", "writes", "Writes that reached the tier."},
+    };
+    const char *tiers[] = {"l1", "l2", "l3"};
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        prom_head(f, m[k].name, m[k].type, m[k].help);
+        for (int i = 0; i < 3; i++) {
+            json_t *v = json_object_get(json_object_get(c, tiers[i]), m[k].field);
+            if (v)
+                fprintf(f, "%s{tier=\"%s\"} %.15g\n", m[k].name, tiers[i],
+                        json_number_value(v));
+        }
+    }
+    prom_head(f, "sophia_cache_latency_us", "summary", "Lookup latency per tier, microseconds.");
+    for (int i = 0; i < 3; i++) {
+        json_t *t = json_object_get(c, tiers[i]);
+        fprintf(f, "sophia_cache_latency_us{tier=\"%s\",quantile=\"0.5\"} %.6g\n", tiers[i],
+                json_number_value(json_object_get(t, "p50_us")));
+        fprintf(f, "sophia_cache_latency_us{tier=\"%s\",quantile=\"0.99\"} %.6g\n", tiers[i],
+                json_number_value(json_object_get(t, "p99_us")));
+    }
+    json_t *wb = json_object_get(c, "write_back");
+    prom_head(f, "sophia_cache_dirty_entries", "gauge", "Write-back entries not yet in L2/L3.");
+    fprintf(f, "sophia_cache_dirty_entries %lld\n",
+            (long long)(json_integer_value(json_object_get(wb, "dirty")) +
+                        json_integer_value(json_object_get(wb, "flushing"))));
+    prom_head(f, "sophia_cache_writeback_dead_total", "counter", "Write-back entries L3 refused for good, dead-lettered.");
+    fprintf(f, "sophia_cache_writeback_dead_total %lld\n",
+            (long long)json_integer_value(json_object_get(wb, "dead")));
+    prom_head(f, "sophia_cache_tier_up", "gauge", "1 when the tier is reachable, 0 when down (absent when disabled).");
+    for (int i = 1; i < 3; i++) {
+        const char *st = json_string_value(json_object_get(json_object_get(c, tiers[i]), "status"));
+        if (st && strcmp(st, "disabled") != 0)
+            fprintf(f, "sophia_cache_tier_up{tier=\"%s\"} %d\n", tiers[i],
+                    strcmp(st, "up") == 0);
+    }
+    json_decref(c);
+}
+
+static void get_metrics(sophia_http_req *r)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        sophia_http_reply_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    prom_head(f, "sophia_build_info", "gauge", "Version of sophiad.");
+    fprintf(f, "sophia_build_info{version=\"%s\"} 1\n", SOPHIA_VERSION);
+    prom_head(f, "sophia_uptime_seconds", "gauge", "Seconds since start.");
+    fprintf(f, "sophia_uptime_seconds %lld\n",
+            (long long)((sophia_now_wall_us() - sophia_srv->started_us) / 1000000));
+    prom_http(f);
+    prom_streams(f);
+    sophia_streams_prom_statsd(sophia_srv->streams, f);
+    prom_ws(f);
+    prom_cache(f);
+    sophia_memory_prom(sophia_srv->memory, f);
+    prom_plugins(f);
+    fclose(f);
+    sophia_http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
+}
+
+/* ---------------------------------------------------------- handlers */
+
+static void get_healthz(sophia_http_req *r)
+{
+    json_t *down = json_array(), *tiers = json_object();
+    const char *err;
+    const char *names[2] = {"l2", "l3"};
+    int states[2] = {-1, -1};
+    if (sophia_srv->cache) {
+        states[0] = sophia_cache_l2_state(sophia_srv->cache, &err);
+        states[1] = sophia_cache_l3_state(sophia_srv->cache, &err);
+    }
+    json_object_set_new(tiers, "l1", json_string("up"));
+    for (int i = 0; i < 2; i++) {
+        json_object_set_new(tiers, names[i],
+                            json_string(states[i] < 0 ? "disabled"
+                                        : states[i]   ? "up"
+                                                      : "down"));
+        if (states[i] == 0)
+            json_array_append_new(down, json_string(names[i]));
+    }
+    sophia_streams_sources_down(sophia_srv->streams, down); /* "redis:<stream>" */
+    int cl = sophia_ws_cluster_state(sophia_srv->ws);
+    if (cl >= 0)
+        json_object_set_new(tiers, "cluster", json_string(cl ? "up" : "down"));
+    if (cl == 0)
+        json_array_append_new(down, json_string("cluster"));
+    int ok = json_array_size(down) == 0;
+    sophia_http_reply_json(
+        r, ok ? 200 : 503,
+        json_pack("{s:s,s:o,s:o,s:s}", "status", ok ? "ok" : "degraded", "tiers",
+                  tiers, "down", down, "version", SOPHIA_VERSION));
+}
+
+static void get_stats(sophia_http_req *r)
+{
+    sophia_http_reply_json(r, 200, sophia_api_stats_json());
+}
+
+/* The dashboards that have metric data, for the page's picker (SPEC §13). */
+static void get_dashboards(sophia_http_req *r)
+{
+    sophia_http_reply_json(r, 200, sophia_ws_dashboards_json(sophia_srv->ws));
+}
+
+static void post_ingest(sophia_http_req *r, const char *name)
+{
+    sophia_stream *st = sophia_srv->streams ? sophia_streams_find(sophia_srv->streams, name) : NULL;
+    if (!st) {
+        sophia_http_reply_error(r, 404, "unknown_stream",
+                                "no stream named '%s' is configured", name);
+        return;
+    }
+    size_t len;
+    const char *body = sophia_http_req_body(r, &len);
+    sophia_parse_error pe;
+    json_t *events = sophia_ingest_parse(body, len, &pe);
+    if (!events) {
+        json_t *e = json_pack("{s:{s:s,s:s,s:i,s:i,s:I}}", "error", "code",
+                              "bad_json", "message", pe.text, "line", pe.line,
+                              "column", pe.column, "offset", (json_int_t)pe.offset);
+        sophia_http_reply_json(r, 400, e);
+        return;
+    }
+    if (sophia_durable_ingest(r, st, events)) { /* appended to Redis first */
+        json_decref(events);
+        return;
+    }
+    size_t n = json_array_size(events);
+    json_t **v = malloc((n ? n : 1) * sizeof(*v));
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = json_array_get(events, i);
+    int rc = v ? sophia_stream_accept(st, v, n, "http") : SOPHIA_ENOMEM;
+    free(v);
+    json_decref(events);
+    if (rc == SOPHIA_EBUSY) {
+        sophia_http_set_retry_after(r, 1);
+        sophia_http_reply_error(r, 503, "queue_full",
+                                "stream '%s' queue cannot take %zu more events; retry later",
+                                name, n);
+        return;
+    }
+    if (rc != 0) {
+        sophia_http_reply_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    sophia_http_reply_json(r, 202, json_pack("{s:I}", "accepted", (json_int_t)n));
+}
+
+static int get_dashboard(sophia_http_req *r)
+{
+    if (!sophia_srv->dash)
+        return 0;
+    const char *path = sophia_http_req_path(r);
+    dash_file *f = sophia_dict_get(sophia_srv->dash->files,
+                                   strcmp(path, "/") == 0 ? "/index.html" : path);
+    if (!f)
+        return 0;
+    char *copy = malloc(f->len ? f->len : 1);
+    if (copy)
+        memcpy(copy, f->data, f->len);
+    sophia_http_reply(r, 200, f->ctype, copy, copy ? f->len : 0);
+    return 1;
+}
+
+/* Every JSON body but /ingest's (which reports line and column itself)
+ * is refused past 64 levels before a handler parses it (jsonlimit.h). */
+static int depth_ok(sophia_http_req *r, const char *path)
+{
+    size_t len;
+    const char *body = sophia_http_req_body(r, &len);
+    size_t at = strncmp(path, "/ingest/", 8) == 0
+                    ? 0
+                    : sophia_json_too_deep(body, len, SOPHIA_JSON_MAX_DEPTH);
+    if (at)
+        sophia_http_reply_error(r, 400, "too_deep",
+                                "JSON nested deeper than %d levels (at byte %zu)",
+                                SOPHIA_JSON_MAX_DEPTH, at - 1);
+    return at == 0;
+}
+
+int sophia_api_admit(sophia_http_req *r)
+{
+    const char *path = sophia_http_req_path(r);
+    if (strncmp(path, "/api/", 5) != 0 && strncmp(path, "/ingest/", 8) != 0)
+        return 1;
+    if (!authorized(r)) {
+        sophia_http_reply_error(r, 401, "unauthorized",
+                                "missing or wrong bearer token (Authorization: Bearer <token>)");
+        return 0;
+    }
+    return sophia_ratelimit_admit(r); /* or answered 429 */
+}
+
+void sophia_api_dispatch(sophia_http_req *r)
+{
+    const char *path = sophia_http_req_path(r);
+    sophia_http_method m = sophia_http_req_method(r);
+
+    if (!depth_ok(r, path))
+        return;
+    if (m == SOPHIA_HTTP_GET && strcmp(path, "/healthz") == 0)
+        get_healthz(r);
+    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/metrics") == 0)
+        get_metrics(r);
+    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/api/stats") == 0)
+        get_stats(r);
+    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/api/dashboards") == 0)
+        get_dashboards(r);
+    else if (m == SOPHIA_HTTP_POST && strncmp(path, "/ingest/", 8) == 0)
+        post_ingest(r, path + 8);
+    else if (strncmp(path, "/ingest/", 8) == 0)
+        sophia_http_reply_error(r, 405, "method_not_allowed", "use POST");
+    else if (m == SOPHIA_HTTP_POST && strcmp(path, "/hooks/slack") == 0)
+        sophia_hooks_slack(r);
+    else if (m == SOPHIA_HTTP_POST && strcmp(path, "/hooks/gong") == 0)
+        sophia_hooks_gong(r);
+    else if (sophia_api_cache(r))
+        return;
+    else if (sophia_api_memory(r))
+        return;
+    else if (m == SOPHIA_HTTP_GET && get_dashboard(r))
+        return;
+    else
+        sophia_http_reply_error(r, 404, "not_found", "no endpoint %s", path);
+}
+
+/* --------------------------------------------------------- dashboard */
+
+static const char *ctype_of(const char *name)
+{
+    static const struct {
+        const char *ext, *ctype;
+    } map[] = {{".html", "text/html; charset=utf-8"},
+               {".js", "text/javascript; charset=utf-8"},
+               {".css", "text/css; charset=utf-8"},
+               {".svg", "image/svg+xml"},
+               {".png", "image/png"},
+               {".ico", "image/x-icon"},
+               {".json", "application/json"}};
+    const char *dot = strrchr(name, '.');
+    for (size_t i = 0; dot && i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(dot, map[i].ext) == 0)
+            return map[i].ctype;
+    return "application/octet-stream";
+}
+
+static dash_file *read_file(const char *path, const char *name)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return NULL;
+    dash_file *f = calloc(1, sizeof(*f));
+    struct stat sb;
+    if (!f || fstat(fileno(fp), &sb) != 0 || sb.st_size > 8 * 1024 * 1024 ||
+        !(f->data = malloc((size_t)sb.st_size + 1)) ||
+        fread(f->data, 1, (size_t)sb.st_size, fp) != (size_t)sb.st_size) {
+        if (f)
+            free(f->data);
+        free(f);
+        fclose(fp);
+        return NULL;
+    }
+    fclose(fp);
+    f->len = (size_t)sb.st_size;
+    f->ctype = ctype_of(name);
+    return f;
+}
+
+static void dash_file_free(void *p)
+{
+    dash_file *f = p;
+    free(f->data);
+    free(f);
+}
+
+int sophia_api_load_dashboard(sophia_server *srv, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    srv->dash = calloc(1, sizeof(*srv->dash));
+    srv->dash->files = sophia_dict_new();
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[4096], key[300];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        snprintf(key, sizeof(key), "/%s", e->d_name);
+        dash_file *f = read_file(path, e->d_name);
+        if (f)
+            sophia_dict_set(srv->dash->files, key, f);
+    }
+    closedir(d);
+    return 0;
+}
+
+void sophia_api_free_dashboard(sophia_server *srv)
+{
+    if (!srv->dash)
+        return;
+    sophia_dict_free(srv->dash->files, dash_file_free);
+    free(srv->dash);
+    srv->dash = NULL;
+}

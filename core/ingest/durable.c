@@ -1,0 +1,407 @@
+/*
+ * durable - see durable.h.
+ *
+ * An append is one record holding the caller's callback; MULTI and the
+ * XADDs are sent without callbacks and only EXEC's answer is looked at:
+ * Redis queues the XADDs (a refusal at queueing, e.g. OOM, makes EXEC
+ * answer EXECABORT and nothing is applied), so EXEC's array of ids is the
+ * whole outcome. A connection lost half-way never leaves a transaction
+ * open: Redis discards a MULTI whose connection closed, and hiredis then
+ * fails EXEC's callback with a NULL reply.
+ */
+#include "ingest/durable.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sophia/sdk.h>
+
+#include "lib/jsonw.h"
+#include "lib/log.h"
+#include "event/loop.h"
+#include "event/redis.h"
+#include "ingest/source_redis.h"
+#include "ingest/stream.h"
+
+#define DURABLE_RETRY_AFTER_S 1
+
+struct sophia_durable {
+    struct sophia_stream *st;
+    struct sophia_source_redis *src;
+    sophia_redis *rd;
+    char *key, *field;
+    size_t inflight;        /* events in appends not yet answered */
+    uint64_t appended;      /* events EXEC confirmed */
+    uint64_t append_failed; /* events of failed appends */
+    int64_t warned_us;      /* last "Redis down" warning */
+    /* Bodies that arrived while the connection was still being made for
+     * the first time (at start, or a stream new in a reload): sent once
+     * it is up, refused if the first attempt fails. */
+    struct append_req *parked, *parked_tail;
+    struct event *park_ev;
+};
+
+typedef struct append_req {
+    sophia_durable *d;
+    size_t n;
+    sophia_durable_done_fn done;
+    void *arg;
+    json_t *events;       /* parked only: the body's events */
+    struct append_req *next;
+} append_req;
+
+static void on_park_tick(evutil_socket_t fd, short what, void *arg);
+static void fail_parked(sophia_durable *d);
+
+int sophia_durable_enabled(const sophia_conf *c, const sophia_conf_stream *cs)
+{
+    if (cs->durable >= 0)
+        return cs->durable;
+    return c->redis_url != NULL && *c->redis_url != '\0';
+}
+
+const char *sophia_durable_key(const sophia_conf *c,
+                               const sophia_conf_stream *cs, char *buf,
+                               size_t len)
+{
+    char host[128] = "sophiad";
+    if (cs->redis.key) {
+        snprintf(buf, len, "%s", cs->redis.key);
+    } else {
+        gethostname(host, sizeof(host) - 1);
+        snprintf(buf, len, "sophia:stream:%s@%s/%s", cs->name, host,
+                 c->server.listen ? c->server.listen : "");
+    }
+    return buf;
+}
+
+const char *sophia_durable_consumer(const sophia_conf_stream *cs, char *buf,
+                                    size_t len)
+{
+    char host[128] = "sophiad";
+    gethostname(host, sizeof(host) - 1);
+    if (cs->redis.key) /* a shared key: one consumer per process */
+        snprintf(buf, len, "%s-%d", host, (int)getpid());
+    else /* the node's own key: the same name after a restart */
+        snprintf(buf, len, "%s", host);
+    return buf;
+}
+
+sophia_durable *sophia_durable_new(struct sophia_stream *st,
+                                   struct sophia_source_redis *src,
+                                   const char *url, const char *key,
+                                   const char *field, struct event_base *base)
+{
+    sophia_durable *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->st = st;
+    d->src = src;
+    d->key = strdup(key);
+    d->field = strdup(field ? field : "data");
+    d->rd = url ? sophia_redis_new(base, url) : NULL;
+    d->park_ev = event_new(base, -1, EV_PERSIST, on_park_tick, d);
+    if (!d->key || !d->field || !d->rd || !d->park_ev) {
+        sophia_durable_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void sophia_durable_free(sophia_durable *d)
+{
+    if (!d)
+        return;
+    fail_parked(d);
+    if (d->park_ev)
+        event_free(d->park_ev);
+    sophia_redis_free(d->rd); /* fails pending EXECs: their callers hear 503 */
+    free(d->key);
+    free(d->field);
+    free(d);
+}
+
+int sophia_durable_up(const sophia_durable *d)
+{
+    return d && sophia_redis_up(d->rd);
+}
+
+/* What this node appended and has not taken in yet, plus its queue. */
+static size_t backlog(const sophia_durable *d, size_t *cap)
+{
+    sophia_stream_stats s;
+    sophia_stream_get_stats(d->st, &s);
+    uint64_t taken = sophia_source_redis_taken(d->src);
+    size_t unread = d->appended > taken ? (size_t)(d->appended - taken) : 0;
+    *cap = s.capacity;
+    return d->inflight + unread + s.queued;
+}
+
+/* EXEC answered: an id for each event, or anything else = not appended. */
+static int exec_ok(const redisReply *rep, size_t n)
+{
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (rep->element[i]->type != REDIS_REPLY_STRING)
+            return 0;
+    return 1;
+}
+
+static void on_exec(void *arg, redisReply *rep)
+{
+    append_req *q = arg;
+    sophia_durable *d = q->d;
+    d->inflight -= q->n;
+    int ok = exec_ok(rep, q->n);
+    if (ok) {
+        d->appended += q->n;
+    } else {
+        d->append_failed += q->n;
+        sophia_warn("durable", "msg=\"append failed; answered 503\" stream=%s "
+                    "key=%s events=%zu err=\"%s\"", sophia_stream_name(d->st),
+                    d->key, q->n,
+                    rep && rep->type == REDIS_REPLY_ERROR ? rep->str
+                    : rep ? "partial or aborted transaction"
+                          : "no answer (Redis down or timed out)");
+    }
+    q->done(q->arg, ok ? 0 : SOPHIA_EUNAVAIL);
+    free(q);
+}
+
+static int send_simple(sophia_durable *d, const char *cmd)
+{
+    size_t len = strlen(cmd);
+    return sophia_redis_command(d->rd, NULL, NULL, 1, &cmd, &len);
+}
+
+/* XADD key * field <json>; the JSON is encoded here and freed at once
+ * (hiredis copies the arguments into its output buffer). */
+static int send_xadd(sophia_durable *d, json_t *ev)
+{
+    size_t jlen;
+    char *js = sophia_json_encode(ev, &jlen);
+    if (!js)
+        return SOPHIA_ENOMEM;
+    const char *argv[5] = {"XADD", d->key, "*", d->field, js};
+    size_t lens[5] = {4, strlen(d->key), 1, strlen(d->field), jlen};
+    int rc = sophia_redis_command(d->rd, NULL, NULL, 5, argv, lens);
+    free(js);
+    return rc;
+}
+
+/* MULTI, XADD per event, EXEC; on success q belongs to on_exec. */
+static int send_body(sophia_durable *d, append_req *q, json_t *const *events)
+{
+    int rc = send_simple(d, "MULTI");
+    for (size_t i = 0; rc == 0 && i < q->n; i++)
+        rc = send_xadd(d, events[i]);
+    const char *exec = "EXEC";
+    size_t elen = 4;
+    if (rc == 0)
+        rc = sophia_redis_command(d->rd, on_exec, q, 1, &exec, &elen);
+    if (rc) /* only out of memory gets here with MULTI sent: leave the
+             * connection clean for the next body */
+        send_simple(d, "DISCARD");
+    return rc;
+}
+
+/* Sends a parked body, or answers it when that fails. */
+static void send_parked(sophia_durable *d, append_req *q)
+{
+    json_t **v = malloc(q->n * sizeof(*v));
+    for (size_t i = 0; v && i < q->n; i++)
+        v[i] = json_array_get(q->events, i);
+    int rc = v ? send_body(d, q, v) : SOPHIA_ENOMEM;
+    free(v);
+    json_decref(q->events);
+    q->events = NULL;
+    if (rc) {
+        d->inflight -= q->n;
+        d->append_failed += q->n;
+        q->done(q->arg, rc);
+        free(q);
+    }
+}
+
+static void fail_parked(sophia_durable *d)
+{
+    while (d->parked) {
+        append_req *q = d->parked;
+        d->parked = q->next;
+        d->inflight -= q->n;
+        d->append_failed += q->n;
+        json_decref(q->events);
+        q->done(q->arg, SOPHIA_EUNAVAIL);
+        free(q);
+    }
+    d->parked_tail = NULL;
+}
+
+/* The first connection is still being made (redis.c's initial state):
+ * worth waiting for, unlike a Redis that was up and went away. */
+static int first_connect(const sophia_durable *d)
+{
+    return !sophia_redis_up(d->rd) &&
+           strcmp(sophia_redis_last_error(d->rd), "connecting") == 0;
+}
+
+static void on_park_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_durable *d = arg;
+    if (first_connect(d))
+        return; /* redis.c's watchdog bounds the attempt (2 s) */
+    event_del(d->park_ev);
+    if (!sophia_redis_up(d->rd)) {
+        fail_parked(d);
+        return;
+    }
+    append_req *q = d->parked;
+    d->parked = d->parked_tail = NULL;
+    while (q) {
+        append_req *next = q->next;
+        send_parked(d, q);
+        q = next;
+    }
+}
+
+static int park(sophia_durable *d, json_t *const *events, append_req *q)
+{
+    if (!(q->events = json_array()))
+        return SOPHIA_ENOMEM;
+    for (size_t i = 0; i < q->n; i++)
+        json_array_append(q->events, events[i]);
+    if (d->parked_tail)
+        d->parked_tail->next = q;
+    else
+        d->parked = q;
+    d->parked_tail = q;
+    struct timeval tv = {0, 5000};
+    if (!event_pending(d->park_ev, EV_TIMEOUT, NULL))
+        event_add(d->park_ev, &tv);
+    return 0;
+}
+
+static void warn_down(sophia_durable *d)
+{
+    int64_t now = sophia_now_mono_us();
+    if (now - d->warned_us > 1000000) { /* once a second at most */
+        d->warned_us = now;
+        sophia_warn("durable", "msg=\"Redis down: ingest answers 503\" "
+                    "stream=%s key=%s err=\"%s\"", sophia_stream_name(d->st),
+                    d->key, sophia_redis_last_error(d->rd));
+    }
+}
+
+int sophia_durable_append(sophia_durable *d, json_t *const *events, size_t n,
+                          sophia_durable_done_fn done, void *arg)
+{
+    size_t cap, used = backlog(d, &cap);
+    if (used + n > cap) {
+        sophia_stream_count_rejected(d->st, n);
+        return SOPHIA_EBUSY;
+    }
+    int up = sophia_redis_up(d->rd), waiting = !up && first_connect(d);
+    if (!up && !waiting) {
+        warn_down(d);
+        return SOPHIA_EUNAVAIL;
+    }
+    append_req *q = calloc(1, sizeof(*q));
+    if (!q)
+        return SOPHIA_ENOMEM;
+    *q = (append_req){.d = d, .n = n, .done = done, .arg = arg};
+    int rc = up && !d->parked ? send_body(d, q, events) : park(d, events, q);
+    if (rc) {
+        free(q);
+        return rc;
+    }
+    d->inflight += n;
+    return 0;
+}
+
+/* ------------------------------------------------------------ HTTP */
+
+typedef struct http_append {
+    sophia_http_req *r;
+    const sophia_durable *d;
+    size_t n;
+} http_append;
+
+void sophia_durable_reply_refused(sophia_http_req *r, const sophia_durable *d,
+                                  int rc, size_t n)
+{
+    const char *name = sophia_stream_name(d->st);
+    sophia_http_set_retry_after(r, DURABLE_RETRY_AFTER_S);
+    if (rc == SOPHIA_EBUSY)
+        sophia_http_reply_error(r, 503, "queue_full",
+                                "stream '%s' backlog cannot take %zu more "
+                                "events; retry later", name, n);
+    else if (rc == SOPHIA_ENOMEM)
+        sophia_http_reply_error(r, 503, "internal",
+                                "out of memory appending to stream '%s'", name);
+    else
+        sophia_http_reply_error(r, 503, "durable_unavailable",
+                                "stream '%s' is durable and its Redis Stream "
+                                "'%s' cannot be written now; nothing was "
+                                "accepted, retry later", name, d->key);
+}
+
+static void on_http_done(void *arg, int rc)
+{
+    http_append *h = arg;
+    if (rc == 0)
+        sophia_http_reply_json(h->r, 202, json_pack("{s:I}", "accepted",
+                                                    (json_int_t)h->n));
+    else
+        sophia_durable_reply_refused(h->r, h->d, rc, h->n);
+    free(h);
+}
+
+int sophia_durable_ingest(sophia_http_req *r, struct sophia_stream *st,
+                          json_t *events)
+{
+    sophia_durable *d;
+    if (!sophia_stream_durable(st, &d))
+        return 0;
+    size_t n = json_array_size(events);
+    if (!d) { /* never a silent fall back to memory */
+        sophia_http_set_retry_after(r, DURABLE_RETRY_AFTER_S);
+        sophia_http_reply_error(r, 503, "durable_unavailable",
+                                "stream '%s' is durable but its Redis source "
+                                "did not start", sophia_stream_name(st));
+        return 1;
+    }
+    if (n == 0) { /* nothing to make durable */
+        sophia_http_reply_json(r, 202, json_pack("{s:i}", "accepted", 0));
+        return 1;
+    }
+    json_t **v = malloc(n * sizeof(*v));
+    http_append *h = malloc(sizeof(*h));
+    int rc = SOPHIA_ENOMEM;
+    if (v && h) {
+        for (size_t i = 0; i < n; i++)
+            v[i] = json_array_get(events, i);
+        *h = (http_append){r, d, n};
+        rc = sophia_durable_append(d, v, n, on_http_done, h);
+    }
+    free(v);
+    if (rc) {
+        free(h);
+        sophia_durable_reply_refused(r, d, rc, n);
+    }
+    return 1;
+}
+
+json_t *sophia_durable_stats_json(const sophia_durable *d)
+{
+    size_t cap, used = backlog(d, &cap);
+    return json_pack("{s:s,s:b,s:I,s:I,s:I}", "key", d->key, "up",
+                     sophia_durable_up(d), "appended", (json_int_t)d->appended,
+                     "append_failed", (json_int_t)d->append_failed, "backlog",
+                     (json_int_t)used);
+}

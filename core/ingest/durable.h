@@ -1,0 +1,96 @@
+/*
+ * durable - durable acceptance for a stream: the events of an HTTP or
+ * webhook body are appended to the stream's Redis Stream before the
+ * client hears 202, and processing reads them back through the consumer
+ * group (source_redis.c: XREADGROUP, XACK after the effects, XAUTOCLAIM,
+ * dead letter). A sophiad killed with -9 after a 202 therefore loses
+ * nothing: the entry waits in Redis, unread or pending, for the next
+ * consumer.
+ *
+ * `streams.<name>.durable` is on by default when Redis is configured and
+ * may be set to false to keep today's in-memory queue. The Redis Stream
+ * is `streams.<name>.redis.key`, or when none is set the node's own
+ * `sophia:stream:<name>@<hostname>/<listen address>`: two sophiad sharing
+ * a Redis do not split each other's events unless they name one key (a
+ * cluster that should share the work does), and a restart on the same
+ * host and address finds its backlog. The consumer group and its options
+ * come from the same `redis:` section. A durable stream never falls back to memory: while Redis is
+ * unreachable, or a body cannot be appended, the answer is 503 with
+ * Retry-After and nothing of the body is accepted.
+ *
+ * A body that arrives while the appender's first connection is still
+ * being made (just after start, or for a stream a reload added) waits
+ * for it (at most redis.c's 2 s connect timeout) instead of being
+ * refused; once Redis was reached, down means 503 at once.
+ *
+ * One body is appended all or nothing: MULTI, one XADD per event, EXEC,
+ * pipelined on a connection of its own (appends never queue behind the
+ * source's control traffic). The 202 is sent only when EXEC answered with
+ * an id for every event.
+ *
+ * Backpressure: a durable stream's queue is the Redis Stream, so the
+ * local queue_size bounds what this node has appended but not yet taken
+ * in (appends in flight + appended - read, plus the local queue); a body
+ * that would go past it is refused with 503, as for a memory queue.
+ */
+#ifndef SOPHIA_DURABLE_H
+#define SOPHIA_DURABLE_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "conf/config.h"
+#include "http/http.h"
+
+struct event_base;
+struct sophia_stream;
+struct sophia_source_redis;
+typedef struct sophia_durable sophia_durable;
+
+/* 1 when stream `cs` accepts durably under configuration `c`. */
+int sophia_durable_enabled(const sophia_conf *c, const sophia_conf_stream *cs);
+/* The Redis Stream key of `cs` in buf: its redis.key, or the node's own
+ * default, sophia:stream:<name>@<hostname>/<listen address>. */
+const char *sophia_durable_key(const sophia_conf *c,
+                               const sophia_conf_stream *cs, char *buf,
+                               size_t len);
+/* The default consumer name: <hostname> on the node's own key (so a
+ * restarted process re-reads what its predecessor held at once),
+ * <hostname>-<pid> on a configured, possibly shared, key. */
+const char *sophia_durable_consumer(const sophia_conf_stream *cs, char *buf,
+                                    size_t len);
+
+/* An appender for `key`; `src` is the stream's consumer (for the
+ * backlog). NULL when out of memory or the URL is bad. */
+sophia_durable *sophia_durable_new(struct sophia_stream *st,
+                                   struct sophia_source_redis *src,
+                                   const char *url, const char *key,
+                                   const char *field, struct event_base *base);
+/* Pending appends are answered as failed (503). */
+void sophia_durable_free(sophia_durable *d);
+int sophia_durable_up(const sophia_durable *d);
+
+/* Called once per started append: rc 0 when every event was appended,
+ * SOPHIA_EUNAVAIL when none was (Redis down, error, timeout). */
+typedef void (*sophia_durable_done_fn)(void *arg, int rc);
+/* Starts appending `n` events. 0: `done` will be called once, later.
+ * SOPHIA_EBUSY (backlog full, counted as rejected), SOPHIA_EUNAVAIL or
+ * SOPHIA_ENOMEM: nothing was sent and `done` is not called. */
+int sophia_durable_append(sophia_durable *d, json_t *const *events, size_t n,
+                          sophia_durable_done_fn done, void *arg);
+
+/* POST /ingest and /hooks/gong: when `st` is durable, appends `events`
+ * (a JSON array, borrowed), answers 202 {"accepted":N} or 503 with
+ * Retry-After (later, from the loop) and returns 1; returns 0 for a
+ * memory stream, which the caller queues itself. */
+int sophia_durable_ingest(sophia_http_req *r, struct sophia_stream *st,
+                          json_t *events);
+/* Answers the 503 for a failed append (`rc` from sophia_durable_append
+ * or its callback). */
+void sophia_durable_reply_refused(sophia_http_req *r, const sophia_durable *d,
+                                  int rc, size_t n);
+
+/* {"key","up","appended","append_failed","backlog"} */
+json_t *sophia_durable_stats_json(const sophia_durable *d);
+
+#endif

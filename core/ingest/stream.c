@@ -1,0 +1,621 @@
+/*
+ * stream - see stream.h.
+ *
+ * Each queue slot keeps the event, its arrival time (for lag), its
+ * source id and ack callback, and its delivery attempts (RETRY puts it
+ * back at the tail, up to STREAM_MAX_ATTEMPTS, then it counts as
+ * failed). Rates are a moving average refreshed by a 1 s timer, so the
+ * hot path only increments.
+ *
+ * Dedup is a hash of id -> time plus a FIFO of ids in insertion order:
+ * with one window per table, insertion order is expiry order, so expiry
+ * pops from the front and every operation is O(1) amortized.
+ */
+#include "ingest/stream.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/dict.h"
+#include "ingest/durable.h"
+#include "ingest/filter.h"
+#include "host/host.h"
+#include "lib/log.h"
+#include "event/loop.h"
+#include "daemon/server.h"
+#include "ingest/source_redis.h"
+#include "ingest/statsd.h"
+
+#define STREAM_MAX_ATTEMPTS 3
+#define STREAM_DEDUP_MAX 1000000
+#define STREAM_QUEUE_DEFAULT 10000
+
+typedef struct stream_item {
+    json_t *body;
+    int64_t received_us; /* wall clock */
+    const char *source;  /* static string */
+    char *id;            /* source id or NULL */
+    sophia_stream_ack_fn ack;
+    void *ack_arg;
+    int attempts;
+} stream_item;
+
+struct sophia_stream {
+    char *name;
+    sophia_instance *proc;
+    stream_item *q;
+    size_t head, len, cap;
+    size_t batch;
+    sophia_stream_stats st;
+    uint64_t processed_at_tick;
+    struct event *drain_ev; /* the owner's, shared by all streams */
+    sophia_filter *filter;
+    char *dedup_key;
+    sophia_dedup *dedup;
+    sophia_source_redis *redis;
+    sophia_statsd *statsd;
+    int want_redis, want_statsd; /* configured (and started) sources */
+    int want_durable;            /* ingest appends to Redis first */
+};
+
+struct sophia_streams {
+    sophia_stream **v;
+    size_t n;
+    sophia_dict *by_name;
+    struct event *drain_ev;
+    struct event *tick_ev;
+};
+
+/* ------------------------------------------------------------- dedup */
+
+typedef struct dedup_node {
+    char *id;
+    int64_t at_us;
+    struct dedup_node *next;
+} dedup_node;
+
+struct sophia_dedup {
+    sophia_dict *ids; /* id -> dedup_node */
+    dedup_node *head, *tail;
+    int64_t window_us;
+    size_t n, max;
+};
+
+sophia_dedup *sophia_dedup_new(double window_s, size_t max)
+{
+    sophia_dedup *d = calloc(1, sizeof(*d));
+    if (!d || !(d->ids = sophia_dict_new())) {
+        free(d);
+        return NULL;
+    }
+    d->window_us = (int64_t)(window_s * 1e6);
+    d->max = max ? max : 1;
+    return d;
+}
+
+static void dedup_pop(sophia_dedup *d)
+{
+    dedup_node *e = d->head;
+    d->head = e->next;
+    if (!d->head)
+        d->tail = NULL;
+    if (sophia_dict_get(d->ids, e->id) == e)
+        sophia_dict_del(d->ids, e->id);
+    free(e->id);
+    free(e);
+    d->n--;
+}
+
+static void dedup_expire(sophia_dedup *d, int64_t now_us)
+{
+    while (d->head && (now_us - d->head->at_us >= d->window_us || d->n > d->max))
+        dedup_pop(d);
+}
+
+void sophia_dedup_free(sophia_dedup *d)
+{
+    if (!d)
+        return;
+    while (d->head)
+        dedup_pop(d);
+    sophia_dict_free(d->ids, NULL);
+    free(d);
+}
+
+int sophia_dedup_seen(sophia_dedup *d, const char *id, int64_t now_us)
+{
+    dedup_expire(d, now_us);
+    dedup_node *e = sophia_dict_get(d->ids, id);
+    return e && now_us - e->at_us < d->window_us;
+}
+
+void sophia_dedup_add(sophia_dedup *d, const char *id, int64_t now_us)
+{
+    dedup_node *e = calloc(1, sizeof(*e));
+    if (!e || !(e->id = strdup(id))) {
+        free(e);
+        return;
+    }
+    e->at_us = now_us;
+    sophia_dict_set(d->ids, id, e); /* a re-add points at the newest node */
+    if (d->tail)
+        d->tail->next = e;
+    else
+        d->head = e;
+    d->tail = e;
+    d->n++;
+    dedup_expire(d, now_us);
+}
+
+size_t sophia_dedup_size(const sophia_dedup *d)
+{
+    return sophia_dict_size(d->ids);
+}
+
+/* ----------------------------------------------------------- streams */
+
+static void item_clear(stream_item *it)
+{
+    json_decref(it->body);
+    free(it->id);
+    it->body = NULL;
+    it->id = NULL;
+}
+
+static void stream_free(sophia_stream *st)
+{
+    if (!st)
+        return;
+    sophia_source_redis_free(st->redis);
+    sophia_statsd_free(st->statsd);
+    for (size_t i = 0; i < st->len; i++)
+        item_clear(&st->q[(st->head + i) % st->cap]);
+    sophia_filter_free(st->filter);
+    sophia_dedup_free(st->dedup);
+    free(st->dedup_key);
+    free(st->q);
+    free(st->name);
+    free(st);
+}
+
+static sophia_stream *stream_new(const sophia_conf *c,
+                                 const sophia_conf_stream *cs,
+                                 const sophia_plugin_set *plugins,
+                                 sophia_diag *diag)
+{
+    sophia_instance *inst = sophia_plugin_set_find(plugins, cs->processor);
+    if (!inst || inst->desc->kind != SOPHIA_KIND_PROCESSOR) {
+        sophia_diag_add(diag, c->file, cs->line, cs->col,
+                        "stream '%s': '%s' is not a loaded processor instance",
+                        cs->name, cs->processor);
+        return NULL;
+    }
+    sophia_stream *st = calloc(1, sizeof(*st));
+    if (!st)
+        return NULL;
+    st->name = strdup(cs->name);
+    st->proc = inst;
+    st->cap = cs->queue_size ? cs->queue_size : STREAM_QUEUE_DEFAULT;
+    st->batch = cs->batch_size ? cs->batch_size : 256;
+    st->q = calloc(st->cap, sizeof(*st->q));
+    st->st.capacity = st->cap;
+    const char *err = NULL;
+    st->filter = sophia_filter_new(cs->filter, cs->nfilter, &err);
+    if (err)
+        sophia_diag_add(diag, c->file, cs->line, cs->col,
+                        "stream '%s': filter: %s", cs->name, err);
+    if (cs->dedup_key) {
+        st->dedup_key = strdup(cs->dedup_key);
+        st->dedup = sophia_dedup_new(cs->dedup_window, STREAM_DEDUP_MAX);
+    }
+    if (!st->name || !st->q || err ||
+        (cs->dedup_key && (!st->dedup_key || !st->dedup))) {
+        stream_free(st);
+        return NULL;
+    }
+    return st;
+}
+
+/* The event's dedup id as text, or NULL when it has none. */
+static const char *dedup_id(const sophia_stream *st, const stream_item *it,
+                            char *buf, size_t len)
+{
+    if (!st->dedup)
+        return NULL;
+    const json_t *v = sophia_json_path(it->body, st->dedup_key);
+    if (!v || json_is_null(v) || sophia_json_scalar_text(v, buf, len))
+        return NULL;
+    return buf;
+}
+
+/* Runs the processor; returns the verdict (actions applied on OK). */
+static sophia_verdict run_processor(sophia_stream *st, stream_item *it)
+{
+    sophia_event ev = {
+        .struct_size = sizeof(ev),
+        .stream = st->name,
+        .id = it->id,
+        .source = it->source,
+        .body = (const sophia_json *)it->body,
+        .received_us = it->received_us,
+    };
+    sophia_ctx *ctx = sophia_ctx_new(st->proc, st->name);
+    sophia_verdict v = ctx ? st->proc->desc->processor->process(st->proc->state,
+                                                                &ev, ctx)
+                           : SOPHIA_PROCESS_RETRY;
+    if (v == SOPHIA_PROCESS_OK)
+        sophia_ctx_apply(ctx);
+    sophia_ctx_free(ctx);
+    return v;
+}
+
+/* Returns 1 when the item went back into the queue (a retry). */
+static int process_one(sophia_stream *st, stream_item *it)
+{
+    char idbuf[512];
+    int64_t now = sophia_now_wall_us();
+    const char *did = dedup_id(st, it, idbuf, sizeof(idbuf));
+    int ok = 1;
+    if (did && sophia_dedup_seen(st->dedup, did, now)) {
+        st->st.duplicates++;
+    } else if (!sophia_filter_match(st->filter, it->body)) {
+        st->st.filtered++;
+    } else {
+        switch (run_processor(st, it)) {
+        case SOPHIA_PROCESS_OK:
+            st->st.processed++;
+            break;
+        case SOPHIA_PROCESS_DROP:
+            st->st.dropped++;
+            break;
+        case SOPHIA_PROCESS_RETRY:
+            if (++it->attempts < STREAM_MAX_ATTEMPTS && st->len < st->cap) {
+                st->st.retried++;
+                st->q[(st->head + st->len++) % st->cap] = *it;
+                return 1; /* ownership moved back into the queue */
+            }
+            st->st.failed++; /* out of attempts */
+            ok = 0;
+            break;
+        default:
+            st->st.failed++;
+            ok = 0;
+            break;
+        }
+        if (ok && did)
+            sophia_dedup_add(st->dedup, did, now);
+    }
+    if (it->ack)
+        it->ack(it->ack_arg, it->id, ok);
+    return 0;
+}
+
+/* Processes up to `max` events; returns how many remain. */
+static size_t stream_drain(sophia_stream *st, size_t max)
+{
+    for (size_t n = 0; n < max && st->len; n++) {
+        stream_item it = st->q[st->head];
+        st->head = (st->head + 1) % st->cap;
+        st->len--;
+        if (!process_one(st, &it))
+            item_clear(&it);
+    }
+    return st->len;
+}
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_streams *s = arg;
+    size_t left = 0;
+    for (size_t i = 0; i < s->n; i++)
+        left += stream_drain(s->v[i], s->v[i]->batch);
+    if (left) { /* let other events run before the next batch */
+        /* Not event_active: libevent runs events activated during its
+         * active pass in that same pass, so a busy stream would starve
+         * sockets and signals. A zero timer waits for the next poll. */
+        struct timeval now = {0, 0};
+        event_add(s->drain_ev, &now);
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_streams *s = arg;
+    for (size_t i = 0; i < s->n; i++) {
+        sophia_stream *st = s->v[i];
+        double now = (double)(st->st.processed - st->processed_at_tick);
+        st->st.rate = st->st.rate * 0.9 + now * 0.1;
+        st->processed_at_tick = st->st.processed;
+    }
+}
+
+/* Sources listen and connect, so they start only on the server's own
+ * loop: the validation pass (`--check`, and prepare() before start)
+ * builds streams on a probe base and must not bind or connect. */
+static void start_sources(sophia_stream *st, const sophia_conf *c,
+                          const sophia_conf_stream *cs, struct event_base *base)
+{
+    if (!sophia_srv || !sophia_srv->loop ||
+        base != sophia_loop_base(sophia_srv->loop))
+        return;
+    /* A durable stream (durable.h) reads back what ingest appended
+     * through a Redis source on its key, configured or default. */
+    st->want_durable = sophia_durable_enabled(c, cs);
+    st->want_redis = cs->redis.key != NULL || st->want_durable;
+    st->want_statsd = cs->statsd_listen != NULL;
+    if (st->want_redis)
+        st->redis = sophia_source_redis_new(st, c, cs, base);
+    if (cs->statsd_listen)
+        st->statsd = sophia_statsd_new(st, cs->statsd_listen, cs->statsd_allow,
+                                       cs->nstatsd_allow, base);
+}
+
+sophia_streams *sophia_streams_new(const sophia_conf *c,
+                                   const sophia_plugin_set *plugins,
+                                   struct event_base *base, sophia_diag *diag)
+{
+    sophia_streams *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->by_name = sophia_dict_new();
+    s->v = calloc(c->nstreams ? c->nstreams : 1, sizeof(*s->v));
+    s->drain_ev = event_new(base, -1, 0, on_drain, s);
+    s->tick_ev = event_new(base, -1, EV_PERSIST, on_tick, s);
+    if (!s->by_name || !s->v || !s->drain_ev || !s->tick_ev) {
+        sophia_streams_free(s);
+        return NULL;
+    }
+    for (size_t i = 0; i < c->nstreams; i++) {
+        sophia_stream *st = stream_new(c, &c->streams[i], plugins, diag);
+        if (!st)
+            continue;
+        st->drain_ev = s->drain_ev;
+        s->v[s->n++] = st;
+        sophia_dict_set(s->by_name, st->name, st);
+        start_sources(st, c, &c->streams[i], base);
+    }
+    struct timeval sec = {1, 0};
+    event_add(s->tick_ev, &sec);
+    return s;
+}
+
+/* A stream that stays: new processor, filter and batch size. */
+static int stream_update(sophia_stream *st, const sophia_conf_stream *cs,
+                         const sophia_plugin_set *plugins)
+{
+    sophia_instance *inst = sophia_plugin_set_find(plugins, cs->processor);
+    const char *err = NULL;
+    sophia_filter *f = sophia_filter_new(cs->filter, cs->nfilter, &err);
+    if (!inst || err) {
+        sophia_filter_free(f);
+        return -1;
+    }
+    sophia_filter_free(st->filter);
+    st->filter = f;
+    st->proc = inst;
+    st->batch = cs->batch_size ? cs->batch_size : 256;
+    return 0;
+}
+
+int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
+                          const sophia_plugin_set *plugins,
+                          struct event_base *base, sophia_diag *diag)
+{
+    sophia_stream **v = calloc(c->nstreams ? c->nstreams : 1, sizeof(*v));
+    sophia_dict *by_name = sophia_dict_new();
+    size_t n = 0;
+    if (!v || !by_name) {
+        free(v);
+        sophia_dict_free(by_name, NULL);
+        return -1;
+    }
+    for (size_t i = 0; i < c->nstreams; i++) {
+        const sophia_conf_stream *cs = &c->streams[i];
+        sophia_stream *st = sophia_dict_get(s->by_name, cs->name);
+        if (st) {
+            if (stream_update(st, cs, plugins) < 0)
+                sophia_warn("stream", "msg=\"stream kept its old binding\" stream=%s",
+                            cs->name);
+            if (sophia_durable_enabled(c, cs) != st->want_durable ||
+                (cs->queue_size ? cs->queue_size : STREAM_QUEUE_DEFAULT) != st->cap)
+                sophia_warn("stream", "msg=\"durable and queue_size changes take "
+                            "effect at restart\" stream=%s", cs->name);
+            sophia_dict_del(s->by_name, cs->name);
+        } else if ((st = stream_new(c, cs, plugins, diag))) {
+            st->drain_ev = s->drain_ev;
+            start_sources(st, c, cs, base);
+        }
+        if (st) {
+            v[n++] = st;
+            sophia_dict_set(by_name, st->name, st);
+        }
+    }
+    /* What is left in the old index is gone from the configuration. */
+    for (size_t i = 0; i < s->n; i++) {
+        sophia_stream *st = s->v[i];
+        if (sophia_dict_get(s->by_name, st->name) != st)
+            continue;
+        stream_drain(st, SIZE_MAX);
+        stream_free(st);
+    }
+    sophia_dict_free(s->by_name, NULL);
+    free(s->v);
+    s->v = v;
+    s->n = n;
+    s->by_name = by_name;
+    if (n)
+        event_active(s->drain_ev, EV_TIMEOUT, 0);
+    return 0;
+}
+
+void sophia_streams_free(sophia_streams *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        stream_free(s->v[i]);
+    if (s->drain_ev)
+        event_free(s->drain_ev);
+    if (s->tick_ev)
+        event_free(s->tick_ev);
+    sophia_dict_free(s->by_name, NULL);
+    free(s->v);
+    free(s);
+}
+
+sophia_stream *sophia_streams_find(const sophia_streams *s, const char *name)
+{
+    return sophia_dict_get(s->by_name, name);
+}
+
+size_t sophia_streams_count(const sophia_streams *s)
+{
+    return s->n;
+}
+
+sophia_stream *sophia_streams_at(const sophia_streams *s, size_t i)
+{
+    return i < s->n ? s->v[i] : NULL;
+}
+
+size_t sophia_streams_pending(const sophia_streams *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n; i++)
+        n += s->v[i]->len;
+    return n;
+}
+
+size_t sophia_streams_sources_down(const sophia_streams *s, json_t *down)
+{
+    size_t n = 0;
+    char name[300];
+    for (size_t i = 0; s && i < s->n; i++) {
+        const sophia_stream *st = s->v[i];
+        if (st->want_redis && !sophia_source_redis_up(st->redis)) {
+            snprintf(name, sizeof(name), "redis:%s", st->name);
+            json_array_append_new(down, json_string(name));
+            n++;
+        }
+        if (st->want_statsd && !st->statsd) {
+            snprintf(name, sizeof(name), "statsd:%s", st->name);
+            json_array_append_new(down, json_string(name));
+            n++;
+        }
+    }
+    return n;
+}
+
+void sophia_streams_prom_statsd(const sophia_streams *s, FILE *f)
+{
+    fprintf(f, "# HELP sophia_statsd_refused_total StatsD datagrams dropped: "
+               "source outside statsd.allow.\n"
+               "# TYPE sophia_statsd_refused_total counter\n");
+    for (size_t i = 0; s && i < s->n; i++)
+        if (s->v[i]->statsd)
+            fprintf(f, "sophia_statsd_refused_total{stream=\"%s\"} %llu\n",
+                    s->v[i]->name,
+                    (unsigned long long)sophia_statsd_refused(s->v[i]->statsd));
+}
+
+void sophia_streams_drain(sophia_streams *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        stream_drain(s->v[i], SIZE_MAX);
+}
+
+const char *sophia_stream_name(const sophia_stream *st)
+{
+    return st->name;
+}
+
+static void push_item(sophia_stream *st, json_t *ev, const char *source,
+                      int64_t now, char *id, sophia_stream_ack_fn ack,
+                      void *ack_arg)
+{
+    stream_item *it = &st->q[(st->head + st->len++) % st->cap];
+    it->body = json_incref(ev);
+    it->received_us = now;
+    it->source = source;
+    it->id = id;
+    it->ack = ack;
+    it->ack_arg = ack_arg;
+    it->attempts = 0;
+}
+
+int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
+                         const char *source)
+{
+    if (st->cap - st->len < n) {
+        st->st.rejected += n;
+        return SOPHIA_EBUSY;
+    }
+    int64_t now = sophia_now_wall_us();
+    for (size_t i = 0; i < n; i++)
+        push_item(st, events[i], source, now, NULL, NULL, NULL);
+    st->st.received += n;
+    event_active(st->drain_ev, EV_TIMEOUT, 0);
+    return 0;
+}
+
+int sophia_stream_accept_one(sophia_stream *st, json_t *ev, const char *source,
+                             const char *id, sophia_stream_ack_fn ack,
+                             void *ack_arg)
+{
+    if (st->len >= st->cap) {
+        st->st.rejected++;
+        return SOPHIA_EBUSY;
+    }
+    char *copy = id ? strdup(id) : NULL;
+    if (id && !copy)
+        return SOPHIA_ENOMEM;
+    push_item(st, ev, source, sophia_now_wall_us(), copy, ack, ack_arg);
+    st->st.received++;
+    event_active(st->drain_ev, EV_TIMEOUT, 0);
+    return 0;
+}
+
+int sophia_stream_durable(const sophia_stream *st, struct sophia_durable **du)
+{
+    *du = sophia_source_redis_durable(st->redis);
+    return st->want_durable;
+}
+
+size_t sophia_stream_room(const sophia_stream *st)
+{
+    return st->cap - st->len;
+}
+
+void sophia_stream_count_rejected(sophia_stream *st, size_t n)
+{
+    st->st.rejected += n;
+}
+
+json_t *sophia_stream_sources_json(const sophia_stream *st)
+{
+    json_t *o = json_object();
+    if (st->redis)
+        json_object_set_new(o, "redis", sophia_source_redis_stats_json(st->redis));
+    else if (st->want_redis)
+        json_object_set_new(o, "redis", json_pack("{s:b}", "up", 0));
+    if (st->statsd)
+        json_object_set_new(o, "statsd", sophia_statsd_stats_json(st->statsd));
+    else if (st->want_statsd)
+        json_object_set_new(o, "statsd", json_pack("{s:b}", "up", 0));
+    return o;
+}
+
+void sophia_stream_get_stats(const sophia_stream *st, sophia_stream_stats *out)
+{
+    *out = st->st;
+    out->queued = st->len;
+    out->lag_ms = st->len ? (double)(sophia_now_wall_us() -
+                                     st->q[st->head].received_us) / 1000.0
+                          : 0.0;
+}

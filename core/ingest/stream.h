@@ -1,0 +1,122 @@
+/*
+ * stream - named streams: a bounded queue of accepted events per stream,
+ * drained on the loop into the stream's processor plugin.
+ *
+ * Acceptance is all-or-nothing per request: a body of N events is queued
+ * only if all N fit, so a 503 never leaves half a body accepted. The
+ * queue is drained a batch per stream per loop turn, so ingest, WebSocket
+ * traffic and timers interleave with processing under load.
+ *
+ * The path of one event (SPEC §11): dedup (an id at `dedup_key` seen
+ * inside `dedup_window` is skipped) -> filter (filter.h) -> processor ->
+ * the core applies the queued actions -> ack. Sources that need to know
+ * the outcome (Redis Streams: XACK only after the effects are applied)
+ * pass an ack callback with each event; it runs once per event, after
+ * the actions were applied, with ok = 1 for processed / dropped /
+ * filtered / duplicate events and ok = 0 for failed ones (which the
+ * source may redeliver).
+ *
+ * Sources other than HTTP (Redis Streams, StatsD) are owned by their
+ * stream and started with it when the streams are built on the server's
+ * own loop (not for the validation pass of `--check`).
+ */
+#ifndef SOPHIA_STREAM_H
+#define SOPHIA_STREAM_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "conf/config.h"
+#include "plugin/plugin.h"
+
+typedef struct sophia_stream sophia_stream;
+typedef struct sophia_streams sophia_streams;
+
+typedef struct sophia_stream_stats {
+    uint64_t received;   /* accepted into the queue */
+    uint64_t processed;  /* processor returned OK and actions applied */
+    uint64_t dropped;    /* processor returned DROP */
+    uint64_t failed;     /* ERROR, or RETRY past the attempt limit */
+    uint64_t retried;
+    uint64_t rejected;   /* refused at the door: queue full */
+    uint64_t filtered;   /* did not pass the stream's filter */
+    uint64_t duplicates; /* id already seen inside the dedup window */
+    size_t queued;       /* waiting now */
+    size_t capacity;
+    double rate;         /* processed per second, 10 s moving average */
+    double lag_ms;       /* age of the oldest queued event */
+} sophia_stream_stats;
+
+/* Called once per event that was accepted with it; see above. */
+typedef void (*sophia_stream_ack_fn)(void *arg, const char *id, int ok);
+
+struct event_base;
+
+/* Builds every stream of `c`, bound to its processor in `plugins`. */
+sophia_streams *sophia_streams_new(const sophia_conf *c,
+                                   const sophia_plugin_set *plugins,
+                                   struct event_base *base, sophia_diag *diag);
+void sophia_streams_free(sophia_streams *s);
+/* Reload: makes `s` the streams of `c` bound to `plugins` (validated
+ * before, e.g. by a sophia_streams_new on a probe base). A stream that
+ * stays keeps its queue, dedup memory and sources and gets its new
+ * processor instance and filter; a new one is created; one that is gone
+ * is drained first (by its current processor, so call this while the
+ * old plugin set is still loaded) and freed. 0, or -1 when out of memory
+ * (then `s` is unchanged). */
+int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
+                          const sophia_plugin_set *plugins,
+                          struct event_base *base, sophia_diag *diag);
+
+sophia_stream *sophia_streams_find(const sophia_streams *s, const char *name);
+size_t sophia_streams_count(const sophia_streams *s);
+sophia_stream *sophia_streams_at(const sophia_streams *s, size_t i);
+/* Events waiting in all queues. */
+size_t sophia_streams_pending(const sophia_streams *s);
+/* Appends to `down` (a JSON array) the name of each configured source
+ * that is not working now ("redis:<stream>", "statsd:<stream>"), for
+ * /healthz; returns how many. */
+size_t sophia_streams_sources_down(const sophia_streams *s, json_t *down);
+/* Processes everything queued now, synchronously (shutdown drain). */
+void sophia_streams_drain(sophia_streams *s);
+
+const char *sophia_stream_name(const sophia_stream *st);
+/* Queues `n` events (takes a reference to each) or none: returns 0 or
+ * SOPHIA_EBUSY when they do not all fit. `source` is "http", ... */
+int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
+                         const char *source);
+/* Queues one event with a source id and an ack callback (may be NULL);
+ * takes a reference to `ev`. 0 or SOPHIA_EBUSY. */
+int sophia_stream_accept_one(sophia_stream *st, json_t *ev, const char *source,
+                             const char *id, sophia_stream_ack_fn ack,
+                             void *ack_arg);
+/* 1 when HTTP and webhook ingest must append to Redis first (durable.h);
+ * *du is then the appender, or NULL when it could not start. */
+struct sophia_durable;
+int sophia_stream_durable(const sophia_stream *st, struct sophia_durable **du);
+/* Free queue slots now (sources pause reading when this is low). */
+size_t sophia_stream_room(const sophia_stream *st);
+/* Counts events a source refused for lack of room (e.g. StatsD). */
+void sophia_stream_count_rejected(sophia_stream *st, size_t n);
+void sophia_stream_get_stats(const sophia_stream *st, sophia_stream_stats *out);
+/* The stream's non-HTTP sources for /api/stats: {"redis":{…},"statsd":{…}}
+ * (only those configured; an empty object when none). */
+json_t *sophia_stream_sources_json(const sophia_stream *st);
+/* /metrics: sophia_statsd_refused_total{stream=…} for each stream with a
+ * StatsD source (datagrams from outside statsd.allow). */
+void sophia_streams_prom_statsd(const sophia_streams *s, FILE *f);
+
+/* ---- dedup: ids remembered for a time window (bounded) ----------------- */
+
+typedef struct sophia_dedup sophia_dedup;
+
+/* window_s > 0; at most `max` ids are held (the oldest go first). */
+sophia_dedup *sophia_dedup_new(double window_s, size_t max);
+void sophia_dedup_free(sophia_dedup *d);
+/* 1 when `id` was added less than window_s ago. */
+int sophia_dedup_seen(sophia_dedup *d, const char *id, int64_t now_us);
+void sophia_dedup_add(sophia_dedup *d, const char *id, int64_t now_us);
+size_t sophia_dedup_size(const sophia_dedup *d);
+
+#endif

@@ -1,0 +1,130 @@
+/*
+ * hash - see hash.h.
+ *
+ * SipHash-1-3 after the reference implementation (Aumasson & Bernstein):
+ * one compression round per 8-byte word, three finalization rounds.
+ */
+#include "lib/hash.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+
+static sophia_hash_key process_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+/* /dev/urandom, for kernels older than getrandom (3.17). */
+static int read_urandom(void *buf, size_t n)
+{
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    return got == n ? 0 : -1;
+}
+
+static void key_init(void)
+{
+    sophia_hash_key k;
+    ssize_t r;
+    do
+        r = getrandom(&k, sizeof(k), 0); /* blocks only before the pool is seeded */
+    while (r < 0 && errno == EINTR);
+    if (r == (ssize_t)sizeof(k)) {
+        process_key = k;
+        return;
+    }
+    if (r < 0 && errno == ENOSYS && read_urandom(&k, sizeof(k)) == 0) {
+        process_key = k;
+        return;
+    }
+    /* No randomness at all: keep running (tables still work) but say that
+     * their order can be predicted. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    process_key.k0 = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+    process_key.k1 = (uint64_t)ts.tv_sec * 0x9e3779b97f4a7c15ull;
+    sophia_error("hash", "msg=\"no random seed (getrandom and /dev/urandom "
+                         "failed): hash tables are predictable\" err=\"%s\"",
+                 strerror(errno));
+}
+
+const sophia_hash_key *sophia_hash_process_key(void)
+{
+    pthread_once(&key_once, key_init);
+    return &process_key;
+}
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+
+#define SIPROUND                                                              \
+    do {                                                                      \
+        v0 += v1;                                                             \
+        v1 = ROTL(v1, 13);                                                    \
+        v1 ^= v0;                                                             \
+        v0 = ROTL(v0, 32);                                                    \
+        v2 += v3;                                                             \
+        v3 = ROTL(v3, 16);                                                    \
+        v3 ^= v2;                                                             \
+        v0 += v3;                                                             \
+        v3 = ROTL(v3, 21);                                                    \
+        v3 ^= v0;                                                             \
+        v2 += v1;                                                             \
+        v1 = ROTL(v1, 17);                                                    \
+        v1 ^= v2;                                                             \
+        v2 = ROTL(v2, 32);                                                    \
+    } while (0)
+
+/* Little-endian words, as the reference; memcpy keeps unaligned reads
+ * defined (x86 only runs Linux here, so no byte swap). */
+uint64_t sophia_hash_keyed(const sophia_hash_key *key, const void *data,
+                           size_t len)
+{
+    const unsigned char *p = data;
+    uint64_t v0 = 0x736f6d6570736575ull ^ key->k0;
+    uint64_t v1 = 0x646f72616e646f6dull ^ key->k1;
+    uint64_t v2 = 0x6c7967656e657261ull ^ key->k0;
+    uint64_t v3 = 0x7465646279746573ull ^ key->k1;
+    uint64_t b = (uint64_t)len << 56;
+    size_t left = len;
+    while (left >= 8) {
+        uint64_t m;
+        memcpy(&m, p, 8);
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+        p += 8;
+        left -= 8;
+    }
+    uint64_t t = 0;
+    memcpy(&t, p, left);
+    b |= t;
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint64_t sophia_hash(const void *data, size_t len)
+{
+    return sophia_hash_keyed(sophia_hash_process_key(), data, len);
+}

@@ -1,0 +1,359 @@
+/*
+ * jsonw - see jsonw.h.
+ *
+ * One growing buffer, reserved ahead of each token so the hot loops write
+ * without bounds checks; strings are copied in runs between the bytes
+ * that need escaping. Only non-integral reals go through snprintf, with
+ * jansson's exact post-processing, so the text stays identical to
+ * json_dumps().
+ */
+#include "lib/jsonw.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int grow(sophia_jsonw *w, size_t need)
+{
+    if (w->failed)
+        return -1;
+    if (w->len + need + 1 <= w->cap)
+        return 0;
+    size_t cap = w->cap ? w->cap : 256;
+    while (cap < w->len + need + 1)
+        cap *= 2;
+    char *p = realloc(w->p, cap);
+    if (!p) {
+        w->failed = 1;
+        return -1;
+    }
+    w->p = p;
+    w->cap = cap;
+    return 0;
+}
+
+int sophia_jsonw_raw(sophia_jsonw *w, const char *s, size_t n)
+{
+    if (grow(w, n))
+        return -1;
+    memcpy(w->p + w->len, s, n);
+    w->len += n;
+    w->p[w->len] = '\0';
+    return 0;
+}
+
+/* Digits of |v| written backwards from `end`; returns the start. */
+static char *u64_digits(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
+static int put_int(sophia_jsonw *w, json_int_t v, int real)
+{
+    char buf[32];
+    char *end = buf + sizeof(buf), *digits_end = end;
+    if (real) { /* jansson marks an integral real with ".0" */
+        *--digits_end = '0';
+        *--digits_end = '.';
+    }
+    uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    char *s = u64_digits(digits_end, mag);
+    if (v < 0)
+        *--s = '-';
+    return sophia_jsonw_raw(w, s, (size_t)(end - s));
+}
+
+/* jansson's jsonp_dtostr through snprintf: "%.17g", a ".0" when neither
+ * '.' nor 'e' appears, the exponent without '+' or leading zeros. */
+static int put_real_slow(sophia_jsonw *w, double d)
+{
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "%.17g", d);
+    if (n < 0 || (size_t)n >= sizeof(buf) - 3) {
+        w->failed = 1;
+        return -1;
+    }
+    size_t len = (size_t)n;
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] == ',') /* a locale's decimal comma */
+            buf[i] = '.';
+    char *e = strchr(buf, 'e');
+    if (!e && !strchr(buf, '.')) {
+        memcpy(buf + len, ".0", 3);
+        len += 2;
+    }
+    if (e) {
+        char *start = e + 1, *end = e + 2;
+        if (*start == '-')
+            start++;
+        while (*end == '0')
+            end++;
+        if (end != start) {
+            memmove(start, end, len - (size_t)(end - buf) + 1);
+            len -= (size_t)(end - start);
+        }
+    }
+    return sophia_jsonw_raw(w, buf, len);
+}
+
+typedef unsigned __int128 u128;
+
+static u128 pow10_u128(int k)
+{
+    u128 p = 1;
+    while (k-- > 0)
+        p *= 10;
+    return p;
+}
+
+/* num / den rounded half to even, as glibc's printf rounds; *trunc gets
+ * the quotient before rounding. */
+static u128 div_round(u128 num, u128 den, u128 *trunc)
+{
+    u128 q = num / den, rem = num % den;
+    *trunc = q;
+    if (rem > den - rem || (rem == den - rem && (q & 1)))
+        q++;
+    return q;
+}
+
+/* |d| = m * 2^e scaled by 10^(16-x) and rounded: the 17 significant
+ * digits when 10^x <= |d| < 10^(x+1). *trunc gets the value before
+ * rounding, which says whether x was right. 0 when out of the range
+ * where 128-bit integers are exact. */
+static u128 scaled17(uint64_t m, int e, int x, u128 *trunc)
+{
+    int k = 16 - x; /* |d| * 10^k has 17 integer digits */
+    if (k >= 0 && k <= 22 && e < 0 && e >= -127) {
+        u128 num = (u128)m * pow10_u128(k), q = num >> -e;
+        u128 rem = num - (q << -e), half = (u128)1 << (-e - 1);
+        *trunc = q;
+        if (rem > half || (rem == half && (q & 1)))
+            q++;
+        return q;
+    }
+    if (k < 0 && k >= -38 && e >= 0 && e <= 74)
+        return div_round((u128)m << e, pow10_u128(-k), trunc);
+    return 0;
+}
+
+/* "%.17g" of d as jansson post-processes it, without printf's
+ * multi-precision path: the value is m * 2^e exactly, and for the ranges
+ * events use |d| * 10^k fits 128 bits, so the 17 digits come from one
+ * exact integer division. Anything else goes to snprintf. */
+static int put_real(sophia_jsonw *w, double d)
+{
+    if (d == floor(d) && fabs(d) < 1e17) {
+        if (d == 0 && signbit(d))
+            return sophia_jsonw_raw(w, "-0.0", 4);
+        return put_int(w, (json_int_t)d, 1); /* %.17g prints it exactly */
+    }
+    const u128 lo = (u128)10000000000000000ULL, hi = lo * 10;
+    int e2;
+    double a = fabs(d), f = frexp(a, &e2); /* a = f * 2^e2, f in [0.5, 1) */
+    uint64_t m = (uint64_t)ldexp(f, 53);
+    int e = e2 - 53, x = (int)floor(log10(a));
+    u128 trunc = 0, q = scaled17(m, e, x, &trunc);
+    if (q && trunc < lo) /* log10 rounded up: the exponent is one less */
+        q = scaled17(m, e, --x, &trunc);
+    else if (q && trunc >= hi) /* rounded down: one more */
+        q = scaled17(m, e, ++x, &trunc);
+    if (!q || trunc < lo || trunc >= hi)
+        return put_real_slow(w, d);
+    if (q == hi) { /* 9.99...95 rounds up to the next power of ten */
+        q = lo;
+        x++;
+    }
+    char dig[17], out[48], *o = out;
+    for (int i = 16; i >= 0; i--, q /= 10)
+        dig[i] = (char)('0' + q % 10);
+    int nd = 17;
+    while (nd > 1 && dig[nd - 1] == '0')
+        nd--;
+    if (d < 0)
+        *o++ = '-';
+    if (x < -4 || x >= 17) { /* d.ddde[-]x */
+        *o++ = dig[0];
+        if (nd > 1) {
+            *o++ = '.';
+            memcpy(o, dig + 1, (size_t)nd - 1);
+            o += nd - 1;
+        }
+        *o++ = 'e';
+        if (x < 0)
+            *o++ = '-';
+        char eb[8], *es = u64_digits(eb + sizeof(eb), (uint64_t)(x < 0 ? -x : x));
+        memcpy(o, es, (size_t)(eb + sizeof(eb) - es));
+        o += eb + sizeof(eb) - es;
+    } else if (x >= 0) { /* ddd.ddd, or ddd.0 */
+        memcpy(o, dig, (size_t)x + 1);
+        o += x + 1;
+        *o++ = '.';
+        if (nd > x + 1) {
+            memcpy(o, dig + x + 1, (size_t)(nd - x - 1));
+            o += nd - x - 1;
+        } else {
+            *o++ = '0';
+        }
+    } else { /* 0.000ddd */
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = -1; i > x; i--)
+            *o++ = '0';
+        memcpy(o, dig, (size_t)nd);
+        o += nd;
+    }
+    return sophia_jsonw_raw(w, out, (size_t)(o - out));
+}
+
+static const char hex[] = "0123456789ABCDEF";
+
+/* 1 for the bytes json_dumps escapes: '"', '\\' and controls. */
+static int needs_escape(unsigned char c)
+{
+    return c < 0x20 || c == '"' || c == '\\';
+}
+
+static size_t put_escape(char *o, unsigned char c)
+{
+    o[0] = '\\';
+    switch (c) {
+    case '"': o[1] = '"'; return 2;
+    case '\\': o[1] = '\\'; return 2;
+    case '\b': o[1] = 'b'; return 2;
+    case '\f': o[1] = 'f'; return 2;
+    case '\n': o[1] = 'n'; return 2;
+    case '\r': o[1] = 'r'; return 2;
+    case '\t': o[1] = 't'; return 2;
+    default:
+        memcpy(o + 1, "u00", 3);
+        o[4] = hex[c >> 4];
+        o[5] = hex[c & 15];
+        return 6;
+    }
+}
+
+int sophia_jsonw_str(sophia_jsonw *w, const char *s, size_t n)
+{
+    if (grow(w, n * 6 + 2)) /* worst case: every byte \u00XX */
+        return -1;
+    char *o = w->p + w->len;
+    *o++ = '"';
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (run < n && !needs_escape((unsigned char)s[run]))
+            run++;
+        memcpy(o, s + i, run - i);
+        o += run - i;
+        if (run == n)
+            break;
+        o += put_escape(o, (unsigned char)s[run]);
+        i = run + 1;
+    }
+    *o++ = '"';
+    *o = '\0';
+    w->len = (size_t)(o - w->p);
+    return 0;
+}
+
+static int put_value(sophia_jsonw *w, const json_t *v, int depth);
+
+static int put_object(sophia_jsonw *w, const json_t *v, int depth)
+{
+    const char *key;
+    json_t *val;
+    int first = 1;
+    if (sophia_jsonw_raw(w, "{", 1))
+        return -1;
+    json_object_foreach((json_t *)v, key, val) {
+        if ((!first && sophia_jsonw_raw(w, ",", 1)) ||
+            sophia_jsonw_str(w, key, strlen(key)) ||
+            sophia_jsonw_raw(w, ":", 1) || put_value(w, val, depth + 1))
+            return -1;
+        first = 0;
+    }
+    return sophia_jsonw_raw(w, "}", 1);
+}
+
+static int put_array(sophia_jsonw *w, const json_t *v, int depth)
+{
+    size_t n = json_array_size(v);
+    if (sophia_jsonw_raw(w, "[", 1))
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if ((i && sophia_jsonw_raw(w, ",", 1)) ||
+            put_value(w, json_array_get(v, i), depth + 1))
+            return -1;
+    return sophia_jsonw_raw(w, "]", 1);
+}
+
+static int put_value(sophia_jsonw *w, const json_t *v, int depth)
+{
+    if (!v || depth > SOPHIA_JSONW_MAX_DEPTH) {
+        w->failed = 1;
+        return -1;
+    }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return put_object(w, v, depth);
+    case JSON_ARRAY:
+        return put_array(w, v, depth);
+    case JSON_STRING:
+        return sophia_jsonw_str(w, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        return put_int(w, json_integer_value(v), 0);
+    case JSON_REAL:
+        return put_real(w, json_real_value(v));
+    case JSON_TRUE:
+        return sophia_jsonw_raw(w, "true", 4);
+    case JSON_FALSE:
+        return sophia_jsonw_raw(w, "false", 5);
+    default:
+        return sophia_jsonw_raw(w, "null", 4);
+    }
+}
+
+int sophia_jsonw_append(sophia_jsonw *w, const json_t *v)
+{
+    return put_value(w, v, 0);
+}
+
+void sophia_jsonw_clear(sophia_jsonw *w)
+{
+    w->len = 0;
+    w->failed = 0;
+}
+
+void sophia_jsonw_reset(sophia_jsonw *w)
+{
+    free(w->p);
+    memset(w, 0, sizeof(*w));
+}
+
+char *sophia_jsonw_take(sophia_jsonw *w, size_t *len)
+{
+    if (w->failed || grow(w, 0)) {
+        sophia_jsonw_reset(w);
+        return NULL;
+    }
+    w->p[w->len] = '\0';
+    char *p = w->p;
+    if (len)
+        *len = w->len;
+    memset(w, 0, sizeof(*w));
+    return p;
+}
+
+char *sophia_json_encode(const json_t *v, size_t *len)
+{
+    sophia_jsonw w = {0};
+    sophia_jsonw_append(&w, v);
+    return sophia_jsonw_take(&w, len);
+}

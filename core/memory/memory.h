@@ -1,0 +1,179 @@
+/*
+ * memory - the contextual memory store (SPEC §8): rows in PostgreSQL,
+ * vectors in a faiss index, hybrid retrieval, feedback and consolidation.
+ *
+ * Where things live. A memory is one row of `memory.table` (default
+ * sophia_memory): content, memory_type, context jsonb, importance,
+ * created_at, last_access, access_count, feedback, consolidated_into and
+ * its embedding (float32 bytea), plus a generated tsvector with a GIN index
+ * for full-text search. Its vector is also in a faiss IDMap2 index over
+ * inner product ("IDMap2,Flat", or "IDMap2,HNSW32,Flat" at and above
+ * memory.hnsw_threshold rows with memory.index: auto) whose ids are the
+ * PostgreSQL ids; its vectors sit in the shim's Flat storage with AVX2
+ * distance code (core/memory/faiss_shim.h). HNSW uses M = 32, efConstruction 160,
+ * efSearch 128 (recall@10 vs exact in bench_memory). The index is saved
+ * to memory.index_path (after changes, at most every few seconds, and at
+ * shutdown) and reloaded at start; when the file is missing, unreadable
+ * or stale (its size differs from the table's live row count, or its kind
+ * is not what memory.index asks for at that size) it is rebuilt from the
+ * stored embeddings. HNSW cannot delete: removed ids become tombstones
+ * filtered out of results. When they reach memory.rebuild_removed_pct of
+ * the index, or with `auto` when a Flat index reaches the threshold, a
+ * worker builds a new index from the live vectors while searches and
+ * stores go on against the old one, and swaps it in (memory.c, "background
+ * rebuild").
+ *
+ * Threads. The loop thread owns everything but the index, which worker
+ * threads (core/event/worker.c) search and change under a rwlock: embedding a
+ * text, faiss search, adds, saves and rebuilds all run on the pool, and
+ * their results come back on the loop. PostgreSQL is reached through
+ * core/event/pg.c, non-blocking on the loop. So the loop never waits on a search.
+ *
+ * Until the index is loaded, stores and searches wait in a bounded list and
+ * start once it is ready (503 beyond the bound).
+ *
+ * Retrieval (sophia_memory_search) is hybrid. Candidates: the k*4 nearest
+ * vectors (k*20 when a context filter is given, since the filter is applied
+ * after faiss) and the k*4 best full-text matches (the query's stemmed
+ * words OR-ed, minus words found in >= 2% of the rows (and >= 1,000 of
+ * them; the list is refreshed from ts_stat every 10 minutes), ranked by
+ * ts_rank_cd over at most 500 matching rows, so queries of very common
+ * words stay cheap; the vector leg covers those). Context filters (exact text match of
+ * context->>KEY) drop candidates before ranking. Each list is re-ranked
+ * over its surviving members, and fused with reciprocal rank fusion:
+ *   rrf = sum over lists of 1 / (60 + rank)      (rank from 1)
+ * The final score, in 0..1, is the documented blend
+ *   score = 0.70 * rrf / (2/61)                  relevance, 1 = first in both
+ *         + 0.10 * 0.5 ^ (age / memory.half_life) recency (age since created)
+ *         + 0.15 * importance                    0..1, moved by feedback
+ *         + 0.05 * min(1, ln(1 + access_count) / ln(101))   frequency
+ * and each result carries score_parts {rrf, vector (cosine), text
+ * (ts_rank_cd), recency, importance, frequency}. Returned memories get
+ * last_access = now() and access_count + 1.
+ *
+ * Feedback: useful moves importance a fifth of the way to 1, not useful a
+ * fifth of the way to 0 (so it stays in 0..1), and counts in `feedback`.
+ *
+ * Loop-thread API; callbacks always run later, on the loop.
+ */
+#ifndef SOPHIA_MEMORY_H
+#define SOPHIA_MEMORY_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "conf/config.h"
+#include "memory/embed.h"
+#include "plugin/plugin.h"
+#include <sophia/sdk.h>
+
+struct event_base;
+typedef struct sophia_memory sophia_memory;
+
+/* Score weights (see above); exported for tests and the README. */
+#define SOPHIA_MEM_W_RRF 0.70
+#define SOPHIA_MEM_W_RECENCY 0.10
+#define SOPHIA_MEM_W_IMPORTANCE 0.15
+#define SOPHIA_MEM_W_FREQUENCY 0.05
+#define SOPHIA_MEM_RRF_K 60
+#define SOPHIA_MEM_MAX_K 100
+#define SOPHIA_MEM_MAX_TYPE 64
+/* HNSW graph degree and breadths: at 100k, efConstruction 160 + efSearch
+ * 128 gave recall@10 0.958 (efConstruction 80: 0.929); see bench_memory. */
+#define SOPHIA_MEM_HNSW_M 32
+#define SOPHIA_MEM_HNSW_EF_CONSTRUCTION 160
+#define SOPHIA_MEM_HNSW_EF_SEARCH 128
+
+/* NULL when PostgreSQL is disabled (no memory store) or on failure. The
+ * plugin set is where memory.consolidate finds its instances (may be
+ * NULL). */
+sophia_memory *sophia_memory_new(const sophia_conf *c, struct event_base *base,
+                                 const sophia_plugin_set *plugins);
+/* Saves the index (blocking; shutdown only) and releases everything;
+ * pending callbacks get err = SOPHIA_EUNAVAIL. */
+void sophia_memory_free(sophia_memory *m);
+
+/* 1 once the index is loaded and PostgreSQL is up. */
+int sophia_memory_ready(const sophia_memory *m);
+const sophia_conf *sophia_memory_conf(const sophia_memory *m);
+
+/* err: 0 or a negative sophia_errno; msg says why. */
+typedef void (*sophia_memory_store_cb)(void *arg, int64_t id, int err,
+                                       const char *msg);
+/* `context` is borrowed (an object of scalars; NULL = {}); importance < 0
+ * means the default 0.5. Input must be valid (sophia_memory_check). */
+int sophia_memory_store(sophia_memory *m, const char *content,
+                        const char *memory_type, const json_t *context,
+                        double importance, sophia_memory_store_cb cb,
+                        void *arg);
+
+/* results: a borrowed array of result objects, best first (NULL on error). */
+typedef void (*sophia_memory_search_cb)(void *arg, const json_t *results,
+                                        int err, const char *msg);
+/* filter: borrowed object KEY -> string (NULL = none); k in 1..MAX_K. */
+int sophia_memory_search(sophia_memory *m, const char *query, size_t k,
+                         const json_t *filter, sophia_memory_search_cb cb,
+                         void *arg);
+
+/* found: 1 when the memory exists; importance: its new value. */
+typedef void (*sophia_memory_feedback_cb)(void *arg, int found,
+                                          double importance, int err,
+                                          const char *msg);
+int sophia_memory_feedback(sophia_memory *m, int64_t id, int useful,
+                           sophia_memory_feedback_cb cb, void *arg);
+
+/* Validates a memory as a client sent it; NULL when fine, else a message
+ * (static storage) for a 400. */
+const char *sophia_memory_check(const sophia_memory *m, const json_t *content,
+                                const json_t *memory_type,
+                                const json_t *context,
+                                const json_t *importance);
+
+/* A cache read by a dashboard and/or user, as the caller vouches (POST
+ * /api/cache/access, an authenticated WS cache.get; never an HTTP GET).
+ * Either may be NULL; both NULL = not counted: counted toward an `access_pattern` memory, whose keys
+ * are warmed into L1 at start and when that dashboard or user first
+ * reads (memory_access.c). NULL m is fine. */
+void sophia_memory_note_access(sophia_memory *m, const char *key,
+                               const char *dashboard, const char *user);
+
+/* Runs a consolidator instance now (tests, `after_new`, timers). */
+int sophia_memory_consolidate(sophia_memory *m, const char *instance);
+/* Reload: points each consolidator at its instance in `plugins` (by the
+ * name memory.consolidate gives; none there disables it). NULL m is fine. */
+void sophia_memory_rebind(sophia_memory *m, const sophia_plugin_set *plugins);
+
+/* The /api/stats `memory` object (new reference) and /metrics lines. */
+json_t *sophia_memory_stats_json(const sophia_memory *m);
+void sophia_memory_prom(const sophia_memory *m, FILE *f);
+
+/* ---- plugin side (memory_host.c) ------------------------------------
+ * The sophia_host memory_* entries. Store, merge and expire are actions
+ * kept in the callback's sophia_ctx (host.c holds one pointer for us, see
+ * sophia_ctx_memory_slot) and applied by sophia_ctx_apply; a consolidator
+ * run takes its merges and expiries out first and applies them itself. */
+int sophia_memory_host_store(sophia_ctx *ctx, const char *content,
+                             const char *memory_type, sophia_json *context,
+                             double importance);
+int sophia_memory_host_search(const char *query, const sophia_json *filter,
+                              size_t k,
+                              void (*cb)(void *arg, int rc,
+                                         const sophia_json *results),
+                              void *arg);
+const sophia_json *sophia_memory_host_batch(sophia_ctx *ctx);
+int sophia_memory_host_merge(sophia_ctx *ctx, int64_t keep_id, int64_t drop_id);
+int sophia_memory_host_expire(sophia_ctx *ctx, int64_t id);
+void sophia_memory_ctx_apply(sophia_ctx *ctx);
+void sophia_memory_ctx_free(sophia_ctx *ctx);
+/* Sets the batch a consolidator sees (borrowed) and returns the queued
+ * merges/expiries (new reference: [{"op":"merge","keep":..,"drop":..} |
+ * {"op":"expire","id":..}]), removing them from the context. */
+void sophia_memory_ctx_set_batch(sophia_ctx *ctx, json_t *batch);
+json_t *sophia_memory_ctx_take_ops(sophia_ctx *ctx);
+
+/* Defined in host.c: the context's one pointer reserved for memory. */
+void **sophia_ctx_memory_slot(sophia_ctx *ctx);
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * memory_priv - the memory store's internals, shared by memory.c (index,
+ * rows, start-up, store, feedback, stats), memory_search.c (retrieval) and
+ * memory_consolidate.c (consolidator plugins). Not for other modules.
+ */
+#ifndef SOPHIA_MEMORY_PRIV_H
+#define SOPHIA_MEMORY_PRIV_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <event2/event.h>
+#include <faiss/c_api/Index_c.h>
+
+#include "memory/memory.h"
+#include "event/pg.h"
+#include "event/worker.h"
+
+#define MEM_LAT_RING 1024
+
+typedef enum mem_state { MEM_LOADING = 0, MEM_READY, MEM_FAILED } mem_state;
+
+/* An operation that waits for the index to be loaded. */
+typedef struct mem_deferred {
+    void (*start)(void *op);
+    void (*fail)(void *op, int err, const char *msg);
+    void *op;
+    struct mem_deferred *next;
+} mem_deferred;
+
+typedef struct mem_consolidator {
+    struct sophia_memory *m;
+    sophia_instance *inst;
+    const sophia_conf_consolidate *cc;
+    struct event *timer;
+    size_t new_since; /* memories stored since the last run started */
+    int running;
+} mem_consolidator;
+
+typedef struct mem_access mem_access; /* memory_access.c */
+
+typedef struct mem_sql {
+    char *insert, *fts, *rows, *touch, *feedback, *count, *types, *all;
+    char *batch, *merge_keep, *expire, *common;
+} mem_sql;
+
+struct sophia_memory {
+    const sophia_conf *conf;
+    struct event_base *base;
+    sophia_pg *pg;
+    sophia_pg *pg_maint; /* slow maintenance queries (common words) */
+    sophia_workers *pool;
+    sophia_embedder *emb;
+    int dim;
+    char *index_path;
+    mem_sql sql;
+
+    /* The index: workers read and write it under `lock`. */
+    pthread_rwlock_t lock;
+    FaissIndex *index;
+    int hnsw;
+    int64_t *tomb; /* sorted removed ids (HNSW, or any index while rebuilding) */
+    size_t ntomb, tomb_cap;
+    int rebuilding; /* a rebuild is copying: removals tombstone, storage only grows */
+    atomic_int stop; /* shutting down: a running rebuild gives up */
+
+    /* Loop thread only from here on. */
+    mem_state state;
+    char fail_msg[256];
+    mem_deferred *deferred, *deferred_tail;
+    size_t ndeferred;
+    int saving, dirty;
+    struct event *save_ev;
+    struct event *common_ev; /* refreshes <table>_stats (common words) */
+    int freeing;
+
+    int rebuild_running; /* loop's view: one rebuild at a time */
+    size_t tombstones;   /* loop's copy of ntomb, for stats */
+
+    mem_consolidator *cons;
+    size_t ncons;
+    mem_access *acc;
+
+    json_t *by_type; /* memory_type -> live count */
+    int64_t live;
+    uint64_t stores, store_errors, searches, search_errors, feedbacks;
+    uint64_t consolidations, merged, expired, rebuilds;
+    double lat_us[MEM_LAT_RING];
+    size_t nlat, lat_pos;
+};
+
+/* memory.c */
+int mem_when_ready(sophia_memory *m, void (*start)(void *),
+                   void (*fail)(void *, int, const char *), void *op);
+void mem_mark_dirty(sophia_memory *m);
+void mem_count_type(sophia_memory *m, const char *type, int delta);
+/* Removes ids from the index (or tombstones them); worker thread.
+ * Returns the tombstone count after; *rebuild = 1 when they are enough
+ * for memory.rebuild_removed_pct (hand it to mem_rebuild on the loop). */
+size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
+                        int *rebuild);
+/* Starts a background rebuild of the index unless one runs; loop thread. */
+void mem_rebuild(sophia_memory *m);
+/* Is `id` a tombstone? Caller holds the lock. */
+int mem_is_tomb(const sophia_memory *m, int64_t id);
+/* Decodes PostgreSQL's text form of bytea ("\x0a1b...") into dim floats. */
+int mem_decode_vec(const char *hex, float *out, int dim);
+/* "{1,2,3}" for an id list, malloc'd. */
+char *mem_id_array(const int64_t *ids, size_t n);
+
+/* memory_access.c: access patterns -> cache warming */
+int mem_access_init(sophia_memory *m);
+void mem_access_free(sophia_memory *m); /* before pg is freed */
+json_t *mem_access_stats(const sophia_memory *m);
+
+/* memory_consolidate.c */
+int mem_cons_init(sophia_memory *m, const sophia_plugin_set *plugins);
+void mem_cons_free(sophia_memory *m);
+void mem_cons_on_store(sophia_memory *m);
+
+#endif

@@ -1,0 +1,368 @@
+/*
+ * memory_search - hybrid retrieval; memory.h documents the ranking.
+ *
+ * One search is a job with two legs that run at once: the vector leg
+ * (embed the query and search faiss, on a worker) and the text leg (the
+ * full-text query, on PostgreSQL). When both are back, one more query
+ * fetches the candidate rows with the context filter applied, and the
+ * scoring - a few hundred multiply-adds - runs on the loop. Returned
+ * memories get their access stats bumped by a fire-and-forget UPDATE.
+ */
+#include "memory/memory_priv.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sophia/sdk.h>
+
+#include "lib/log.h"
+#include "event/loop.h"
+
+typedef struct cand {
+    int64_t id;
+    float vector;  /* cosine with the query */
+    double text;   /* ts_rank_cd, 0 when not a text match */
+    int vrank, trank; /* 1-based among survivors; 0 = not in that list */
+    double score, rrf, recency, importance, frequency;
+    json_t *row;   /* result object without scores */
+} cand;
+
+typedef struct search_job {
+    sophia_memory *m;
+    char *q;
+    size_t k;
+    char *filter; /* jsonb text */
+    int filtered;
+    float *qvec;
+    int64_t *vids;
+    float *vsc;
+    size_t nv, kv;
+    int64_t *tids;
+    double *tsc;
+    size_t nt;
+    int legs; /* legs still running */
+    int err;
+    char msg[200];
+    int64_t t0;
+    sophia_memory_search_cb cb;
+    void *arg;
+} search_job;
+
+static void job_free(search_job *j)
+{
+    free(j->q);
+    free(j->filter);
+    free(j->qvec);
+    free(j->vids);
+    free(j->vsc);
+    free(j->tids);
+    free(j->tsc);
+    free(j);
+}
+
+static void finish(search_job *j, const json_t *results, int err,
+                   const char *msg)
+{
+    sophia_memory *m = j->m;
+    if (err) {
+        m->search_errors++;
+    } else {
+        m->searches++;
+        m->lat_us[m->lat_pos] = (double)(sophia_now_mono_us() - j->t0);
+        m->lat_pos = (m->lat_pos + 1) % MEM_LAT_RING;
+        if (m->nlat < MEM_LAT_RING)
+            m->nlat++;
+    }
+    if (j->cb)
+        j->cb(j->arg, results, err, msg);
+    job_free(j);
+}
+
+/* ------------------------------------------------------------ scoring */
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? 1 : -1;
+    return x->id < y->id ? 1 : x->id > y->id ? -1 : 0;
+}
+
+static cand *find_cand(cand *c, size_t n, int64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (c[i].id == id)
+            return &c[i];
+    return NULL;
+}
+
+static json_t *row_json(PGresult *res, int i)
+{
+    json_t *ctx = json_loads(PQgetvalue(res, i, 3), 0, NULL);
+    return json_pack("{s:I,s:s,s:s,s:o,s:f,s:I,s:f,s:f,s:I}", "id",
+                     (json_int_t)atoll(PQgetvalue(res, i, 0)), "content",
+                     PQgetvalue(res, i, 1), "memory_type", PQgetvalue(res, i, 2),
+                     "context", ctx ? ctx : json_object(), "importance",
+                     atof(PQgetvalue(res, i, 4)), "access_count",
+                     (json_int_t)atoll(PQgetvalue(res, i, 7)), "created_at",
+                     atof(PQgetvalue(res, i, 5)), "last_access",
+                     atof(PQgetvalue(res, i, 6)), "feedback",
+                     (json_int_t)atoll(PQgetvalue(res, i, 8)));
+}
+
+/* Ranks within each list count only candidates that survived the filter,
+ * so a filtered-out neighbour never pushes a real one down. */
+static void assign_ranks(search_job *j, cand *c, size_t n)
+{
+    int r = 0;
+    for (size_t i = 0; i < j->nv; i++) {
+        cand *x = find_cand(c, n, j->vids[i]);
+        if (x && !x->vrank)
+            x->vrank = ++r;
+    }
+    r = 0;
+    for (size_t i = 0; i < j->nt; i++) {
+        cand *x = find_cand(c, n, j->tids[i]);
+        if (x && !x->trank) {
+            x->trank = ++r;
+            x->text = j->tsc[i];
+        }
+    }
+}
+
+static void score(search_job *j, cand *x, PGresult *res, int i, double now)
+{
+    const double rrf_max = 2.0 / (SOPHIA_MEM_RRF_K + 1);
+    double rrf = 0;
+    if (x->vrank)
+        rrf += 1.0 / (SOPHIA_MEM_RRF_K + x->vrank);
+    if (x->trank)
+        rrf += 1.0 / (SOPHIA_MEM_RRF_K + x->trank);
+    float *v = malloc((size_t)j->m->dim * sizeof(float));
+    x->vector = 0;
+    if (v && mem_decode_vec(PQgetvalue(res, i, 9), v, j->m->dim) == 0)
+        x->vector = sophia_embed_dot(v, j->qvec, j->m->dim);
+    free(v);
+    double age = now - atof(PQgetvalue(res, i, 5));
+    x->rrf = rrf / rrf_max;
+    x->recency = pow(0.5, (age > 0 ? age : 0) / j->m->conf->memory.half_life);
+    x->importance = atof(PQgetvalue(res, i, 4));
+    double ac = atof(PQgetvalue(res, i, 7));
+    x->frequency = fmin(1.0, log1p(ac > 0 ? ac : 0) / log(101.0));
+    x->score = SOPHIA_MEM_W_RRF * x->rrf + SOPHIA_MEM_W_RECENCY * x->recency +
+               SOPHIA_MEM_W_IMPORTANCE * x->importance +
+               SOPHIA_MEM_W_FREQUENCY * x->frequency;
+}
+
+static json_t *result_json(cand *x)
+{
+    json_t *r = x->row;
+    x->row = NULL;
+    json_object_set_new(r, "score", json_real(x->score));
+    json_object_set_new(
+        r, "score_parts",
+        json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "rrf", x->rrf, "vector",
+                  (double)x->vector, "text", x->text, "recency", x->recency,
+                  "importance", x->importance, "frequency", x->frequency));
+    return r;
+}
+
+static void touch(search_job *j, const int64_t *ids, size_t n)
+{
+    if (!n)
+        return;
+    char *arr = mem_id_array(ids, n);
+    const char *vals[1] = {arr};
+    if (arr)
+        sophia_pg_query(j->m->pg, j->m->sql.touch, 1, vals, NULL, NULL, NULL, NULL);
+    free(arr);
+}
+
+static void on_rows(void *arg, PGresult *res, const char *err)
+{
+    search_job *j = arg;
+    if (!res || err) {
+        finish(j, NULL, SOPHIA_EUNAVAIL, err ? err : "closed");
+        return;
+    }
+    size_t n = (size_t)PQntuples(res);
+    cand *c = calloc(n ? n : 1, sizeof(*c));
+    int64_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+    if (!c || !ids) {
+        free(c);
+        free(ids);
+        finish(j, NULL, SOPHIA_ENOMEM, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        c[i].id = atoll(PQgetvalue(res, (int)i, 0));
+    assign_ranks(j, c, n);
+    double now = (double)sophia_now_wall_us() / 1e6;
+    for (size_t i = 0; i < n; i++) {
+        score(j, &c[i], res, (int)i, now);
+        c[i].row = row_json(res, (int)i);
+    }
+    qsort(c, n, sizeof(*c), cand_cmp);
+    json_t *out = json_array();
+    size_t nout = n < j->k ? n : j->k;
+    for (size_t i = 0; i < n; i++) {
+        if (i < nout) {
+            ids[i] = c[i].id;
+            json_array_append_new(out, result_json(&c[i]));
+        }
+        json_decref(c[i].row);
+    }
+    touch(j, ids, nout);
+    free(c);
+    free(ids);
+    finish(j, out, 0, NULL);
+    json_decref(out);
+}
+
+/* ---------------------------------------------------------- the legs */
+
+static void fetch_rows(search_job *j)
+{
+    if (j->m->freeing) {
+        finish(j, NULL, SOPHIA_EUNAVAIL, "shutting down");
+        return;
+    }
+    size_t n = 0;
+    int64_t *all = malloc((j->nv + j->nt + 1) * sizeof(*all));
+    if (!all) {
+        finish(j, NULL, SOPHIA_ENOMEM, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < j->nv; i++)
+        all[n++] = j->vids[i];
+    for (size_t i = 0; i < j->nt; i++)
+        all[n++] = j->tids[i];
+    char *arr = mem_id_array(all, n);
+    free(all);
+    const char *vals[2] = {arr, j->filter};
+    int rc = arr ? sophia_pg_query(j->m->pg, j->m->sql.rows, 2, vals, NULL, NULL,
+                                   on_rows, j)
+                 : SOPHIA_ENOMEM;
+    free(arr);
+    if (rc)
+        finish(j, NULL, rc, "PostgreSQL queue full");
+}
+
+static void leg_done(search_job *j)
+{
+    if (--j->legs > 0)
+        return;
+    if (j->err)
+        finish(j, NULL, j->err, j->msg);
+    else
+        fetch_rows(j);
+}
+
+static void vector_work(void *arg)
+{
+    search_job *j = arg;
+    sophia_memory *m = j->m;
+    if (sophia_embed(m->emb, j->q, strlen(j->q), j->qvec) != 0) {
+        j->err = SOPHIA_ENOMEM;
+        return;
+    }
+    pthread_rwlock_rdlock(&m->lock);
+    idx_t nt = m->index ? faiss_Index_ntotal(m->index) : 0;
+    size_t k = j->kv < (size_t)nt ? j->kv : (size_t)nt;
+    idx_t *labels = malloc((k ? k : 1) * sizeof(*labels));
+    if (k && labels &&
+        faiss_Index_search(m->index, 1, j->qvec, (idx_t)k, j->vsc, labels) == 0) {
+        for (size_t i = 0; i < k; i++)
+            if (labels[i] >= 0 && !mem_is_tomb(m, labels[i])) {
+                j->vsc[j->nv] = j->vsc[i];
+                j->vids[j->nv++] = labels[i];
+            }
+    }
+    pthread_rwlock_unlock(&m->lock);
+    free(labels);
+}
+
+static void vector_done(void *arg, int cancelled)
+{
+    search_job *j = arg;
+    if (cancelled && !j->err) {
+        j->err = SOPHIA_EUNAVAIL;
+        snprintf(j->msg, sizeof(j->msg), "shutting down");
+    }
+    leg_done(j);
+}
+
+static void on_text(void *arg, PGresult *res, const char *err)
+{
+    search_job *j = arg;
+    if (!res || err) {
+        /* A text leg that fails (e.g. PostgreSQL down mid-query) fails the
+         * search: the rows come from PostgreSQL too. */
+        j->err = SOPHIA_EUNAVAIL;
+        snprintf(j->msg, sizeof(j->msg), "%s", err ? err : "closed");
+    } else {
+        size_t n = (size_t)PQntuples(res);
+        j->tids = malloc((n ? n : 1) * sizeof(*j->tids));
+        j->tsc = malloc((n ? n : 1) * sizeof(*j->tsc));
+        for (size_t i = 0; j->tids && j->tsc && i < n; i++) {
+            j->tids[i] = atoll(PQgetvalue(res, (int)i, 0));
+            j->tsc[i] = atof(PQgetvalue(res, (int)i, 1));
+            j->nt++;
+        }
+    }
+    leg_done(j);
+}
+
+static void search_start(void *op)
+{
+    search_job *j = op;
+    sophia_memory *m = j->m;
+    char lim[24];
+    snprintf(lim, sizeof(lim), "%zu", j->k * 4);
+    const char *vals[3] = {j->q, j->filter, lim};
+    j->t0 = sophia_now_mono_us();
+    j->legs = 2;
+    if (sophia_pg_query(m->pg, m->sql.fts, 3, vals, NULL, NULL, on_text, j)) {
+        finish(j, NULL, SOPHIA_EBUSY, "PostgreSQL queue full");
+        return;
+    }
+    if (sophia_workers_submit(m->pool, vector_work, vector_done, j) != 0) {
+        j->err = SOPHIA_EUNAVAIL;
+        snprintf(j->msg, sizeof(j->msg), "shutting down");
+        leg_done(j);
+    }
+}
+
+static void search_fail(void *op, int err, const char *msg)
+{
+    finish(op, NULL, err, msg);
+}
+
+int sophia_memory_search(sophia_memory *m, const char *query, size_t k,
+                         const json_t *filter, sophia_memory_search_cb cb,
+                         void *arg)
+{
+    if (!query || k < 1 || k > SOPHIA_MEM_MAX_K)
+        return SOPHIA_EINVAL;
+    search_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return SOPHIA_ENOMEM;
+    j->m = m;
+    j->k = k;
+    j->cb = cb;
+    j->arg = arg;
+    j->filtered = filter && json_object_size(filter) > 0;
+    j->kv = k * (j->filtered ? 20 : 4);
+    j->q = strdup(query);
+    j->filter = filter ? json_dumps(filter, JSON_COMPACT) : strdup("{}");
+    j->qvec = malloc((size_t)m->dim * sizeof(float));
+    j->vids = malloc(j->kv * sizeof(*j->vids));
+    j->vsc = malloc(j->kv * sizeof(*j->vsc));
+    int rc = SOPHIA_ENOMEM;
+    if (j->q && j->filter && j->qvec && j->vids && j->vsc)
+        rc = mem_when_ready(m, search_start, search_fail, j);
+    if (rc)
+        job_free(j);
+    return rc;
+}

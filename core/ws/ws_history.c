@@ -1,0 +1,200 @@
+/*
+ * ws_history - see ws_history.h.
+ */
+#include "ws/ws_history.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* RFC 6455 5.2: FIN + text opcode, then a 7, 16 or 64-bit length. */
+static void frame_header(ws_msg *m, size_t pre)
+{
+    uint64_t len = m->len;
+    unsigned char h[10];
+    size_t n = 2;
+    h[0] = 0x81;
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+    } else if (len < 65536) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        n = 4;
+    } else {
+        h[1] = 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+        n = 10;
+    }
+    memcpy(m->buf + pre - n, h, n);
+    m->hl = n;
+}
+
+ws_msg *ws_msg_new(const char *text, size_t len, size_t pre)
+{
+    ws_msg *m = malloc(sizeof(*m) + pre + len + 1);
+    if (!m)
+        return NULL;
+    m->refs = 1;
+    m->pubid = 0;
+    m->ckey = NULL;
+    m->ckey_len = 0;
+    m->len = len;
+    m->hl = 0;
+    memcpy(m->buf + pre, text, len);
+    m->buf[pre + len] = '\0';
+    if (pre >= 10)
+        frame_header(m, pre);
+    return m;
+}
+
+const unsigned char *ws_msg_frame(const ws_msg *m, size_t pre, size_t *n)
+{
+    *n = m->hl + m->len;
+    return m->buf + pre - m->hl;
+}
+
+const char *ws_msg_text(const ws_msg *m, size_t pre)
+{
+    return (const char *)m->buf + pre;
+}
+
+void ws_msg_set_ckey(ws_msg *m, const char *topic, const char *metric)
+{
+    size_t a = strlen(topic), b = strlen(metric);
+    free(m->ckey);
+    m->ckey = malloc(a + b + 2);
+    if (!m->ckey)
+        return;
+    memcpy(m->ckey, topic, a);
+    m->ckey[a] = '\x01'; /* never in a topic: they are printable */
+    memcpy(m->ckey + a + 1, metric, b + 1);
+    m->ckey_len = a + b + 1;
+}
+
+void ws_msg_unref(ws_msg *m)
+{
+    if (m && --m->refs == 0) {
+        free(m->ckey);
+        free(m);
+    }
+}
+
+/* Slots of a topic's first ring: most topics (one per dashboard, say) see
+ * a few messages per history_age, so the ring doubles up to `cap` only
+ * when a topic is busy; 100000 quiet topics hold ~4 slots each, not 256. */
+#define WS_HIST_FIRST 4
+
+void ws_history_init(ws_history *h, size_t cap)
+{
+    memset(h, 0, sizeof(*h));
+    h->cap = cap;
+}
+
+static ws_hist_entry *slot(const ws_history *h, size_t i)
+{
+    return &h->v[(h->head + i) % h->alloc];
+}
+
+static void drop_oldest(ws_history *h)
+{
+    ws_msg_unref(slot(h, 0)->m);
+    h->head = (h->head + 1) % h->alloc;
+    h->len--;
+}
+
+/* Moves the entries, oldest first, into a ring of n >= len slots (n = 0
+ * frees it); -1 when there is no memory for it (nothing changed). */
+static int realloc_ring(ws_history *h, size_t n)
+{
+    ws_hist_entry *v = n ? calloc(n, sizeof(*v)) : NULL;
+    if (n && !v)
+        return -1;
+    for (size_t i = 0; i < h->len; i++)
+        v[i] = *slot(h, i);
+    free(h->v);
+    h->v = v;
+    h->alloc = n;
+    h->head = 0;
+    return 0;
+}
+
+void ws_history_resize(ws_history *h, size_t cap)
+{
+    if (cap == h->cap)
+        return;
+    while (h->len > cap)
+        drop_oldest(h);
+    if (h->alloc > cap && realloc_ring(h, cap) < 0) {
+        ws_history_clear(h); /* no memory for the new ring: start it empty */
+        realloc_ring(h, 0);
+    }
+    h->cap = cap;
+}
+
+void ws_history_clear(ws_history *h)
+{
+    while (h->len)
+        drop_oldest(h);
+    h->head = 0;
+}
+
+void ws_history_free(ws_history *h)
+{
+    if (h->v)
+        ws_history_clear(h);
+    free(h->v);
+    h->v = NULL;
+    h->alloc = 0;
+}
+
+void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m)
+{
+    if (h->cap == 0)
+        return;
+    if (h->len && slot(h, h->len - 1)->seq + 1 != seq)
+        ws_history_clear(h); /* a gap: keep the ring contiguous */
+    if (h->len == h->cap) {
+        drop_oldest(h);
+    } else if (h->len == h->alloc) {
+        size_t n = h->alloc ? h->alloc * 2 : WS_HIST_FIRST;
+        if (realloc_ring(h, n < h->cap ? n : h->cap) < 0) {
+            if (!h->len)
+                return;
+            drop_oldest(h); /* stay within what we have */
+        }
+    }
+    ws_hist_entry *e = slot(h, h->len++);
+    e->seq = seq;
+    e->at_us = now_us;
+    e->m = m;
+    m->refs++;
+}
+
+void ws_history_prune(ws_history *h, int64_t now_us, int64_t max_age_us)
+{
+    while (h->len && now_us - slot(h, 0)->at_us > max_age_us)
+        drop_oldest(h);
+}
+
+ws_hist_result ws_history_since(const ws_history *h, uint64_t since,
+                                uint64_t cur_seq, size_t *first, size_t *n)
+{
+    *first = 0;
+    *n = 0;
+    if (since == cur_seq)
+        return WS_HIST_OK;
+    if (since > cur_seq || h->len == 0)
+        return WS_HIST_RESYNC;
+    uint64_t oldest = slot(h, 0)->seq, newest = slot(h, h->len - 1)->seq;
+    if (oldest > since + 1 || newest != cur_seq)
+        return WS_HIST_RESYNC;
+    *first = (size_t)(since + 1 - oldest);
+    *n = (size_t)(cur_seq - since);
+    return WS_HIST_OK;
+}
+
+const ws_hist_entry *ws_history_at(const ws_history *h, size_t i)
+{
+    return i < h->len ? slot(h, i) : NULL;
+}
