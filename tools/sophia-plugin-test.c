@@ -453,7 +453,9 @@ static void run_event(sophia_instance *inst, const char *stream,
     sophia_ctx *ctx = sophia_ctx_new(inst, stream);
     sophia_verdict v = inst->desc->processor->process(inst->state, &ev, ctx);
     json_t *actions = with_memories((json_t *)sophia_ctx_actions_json(ctx));
-    sophia_ctx_free(ctx);
+    if (v == SOPHIA_PROCESS_OK) /* as the host does once effects commit */
+        sophia_ctx_commit(ctx);
+    sophia_ctx_free(ctx); /* otherwise staged state is discarded */
 
     size_t i;
     json_t *a;

@@ -42,11 +42,20 @@ typedef struct action {
     char **tags;     /* NULL-terminated copy */
 } action;
 
+/* A state change staged with host->stage (SDK 1.1). */
+typedef struct staged {
+    void (*apply)(void *state, void *change);
+    void (*discard)(void *change);
+    void *change;
+} staged;
+
 struct sophia_ctx {
     sophia_instance *inst;
     const char *stream;
     action *v;
     size_t n, cap;
+    staged *sv; /* applied by sophia_ctx_commit, else discarded on free */
+    size_t sn, scap;
     void *mem; /* memory actions and consolidator batch (memory_host.c) */
 };
 
@@ -344,6 +353,26 @@ static int host_cache_invalidate_tag(sophia_ctx *ctx, const char *tag)
     return push_key_action(ctx, ACT_CACHE_DEL_TAG, tag);
 }
 
+static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
+                      void (*discard)(void *), void *change)
+{
+    if (ctx && apply && ctx->sn == ctx->scap) {
+        size_t cap = ctx->scap ? ctx->scap * 2 : 4;
+        staged *v = realloc(ctx->sv, cap * sizeof(*v));
+        if (v) {
+            ctx->sv = v;
+            ctx->scap = cap;
+        }
+    }
+    if (!ctx || !apply || ctx->sn == ctx->scap) {
+        if (discard)
+            discard(change);
+        return ctx && apply ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
+    }
+    ctx->sv[ctx->sn++] = (staged){apply, discard, change};
+    return 0;
+}
+
 /* ---------------------------------------------------- reads, counters */
 
 static sophia_json *host_cache_peek(const char *key)
@@ -514,6 +543,7 @@ static const sophia_host host_table = {
     .memory_merge = sophia_memory_host_merge,
     .memory_expire = sophia_memory_host_expire,
     .json_parse = host_json_parse,
+    .stage = host_stage,
 };
 
 const sophia_host *sophia_host_table(void)
@@ -609,10 +639,27 @@ void sophia_ctx_apply(sophia_ctx *ctx)
     sophia_memory_ctx_apply(ctx);
 }
 
+void sophia_ctx_commit(sophia_ctx *ctx)
+{
+    void *state = ctx->inst ? ctx->inst->state : NULL;
+    for (size_t i = 0; i < ctx->sn; i++)
+        ctx->sv[i].apply(state, ctx->sv[i].change);
+    ctx->sn = 0;
+}
+
+int sophia_ctx_has_staged(const sophia_ctx *ctx)
+{
+    return ctx && ctx->sn > 0;
+}
+
 void sophia_ctx_free(sophia_ctx *ctx)
 {
     if (!ctx)
         return;
+    for (size_t i = 0; i < ctx->sn; i++) /* never committed */
+        if (ctx->sv[i].discard)
+            ctx->sv[i].discard(ctx->sv[i].change);
+    free(ctx->sv);
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];
         free(a->type);

@@ -21,6 +21,12 @@ const sophia_host *sophia_host_table(void);
 sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream);
 /* Applies the queued actions in order. */
 void sophia_ctx_apply(sophia_ctx *ctx);
+/* Applies the state changes staged with host->stage, in order: call it
+ * once the context's actions have taken effect. Whatever is still staged
+ * when the context is freed is discarded, so a context that never commits
+ * leaves the plugin's state as it was. */
+void sophia_ctx_commit(sophia_ctx *ctx);
+int sophia_ctx_has_staged(const sophia_ctx *ctx);
 void sophia_ctx_free(sophia_ctx *ctx);
 /* The queued actions as a JSON array (a json_t *; json_decref it), in
  * order, without applying them: [{"action":"publish"|"alert"|"cache_put"|

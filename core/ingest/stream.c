@@ -245,8 +245,10 @@ static sophia_verdict run_processor(sophia_stream *st, stream_item *it)
     sophia_verdict v = ctx ? st->proc->desc->processor->process(st->proc->state,
                                                                 &ev, ctx)
                            : SOPHIA_PROCESS_RETRY;
-    if (v == SOPHIA_PROCESS_OK)
+    if (v == SOPHIA_PROCESS_OK) {
         sophia_ctx_apply(ctx);
+        sophia_ctx_commit(ctx); /* its state moves with the verdict */
+    }
     sophia_ctx_free(ctx);
     return v;
 }

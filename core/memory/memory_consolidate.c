@@ -206,8 +206,10 @@ static void call_plugin(cons_run *r)
     int rc = in->desc->consolidator->run(in->state, ctx);
     sophia_memory_ctx_set_batch(ctx, NULL);
     r->ops = sophia_memory_ctx_take_ops(ctx);
-    if (rc == 0)
+    if (rc == 0) {
         sophia_ctx_apply(ctx); /* its other actions: publish, alerts... */
+        sophia_ctx_commit(ctx);
+    }
     sophia_ctx_free(ctx);
     if (rc != 0) {
         run_end(r, "the plugin's run() failed; nothing applied");

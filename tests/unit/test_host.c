@@ -110,6 +110,55 @@ static void test_actions_discarded_unless_applied(void **unused)
     sophia_ctx_free(ctx);
 }
 
+/* SDK 1.1 stage: a change is applied on commit, in order, or discarded. */
+static void add_change(void *state, void *change)
+{
+    int *log = state;
+    log[log[0]++ + 1] = *(int *)change;
+    free(change);
+}
+
+static void drop_change(void *change)
+{
+    free(change);
+}
+
+static int *change_of(int v)
+{
+    int *c = malloc(sizeof(*c));
+    *c = v;
+    return c;
+}
+
+static void test_stage(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    assert_true(SOPHIA_HOST_HAS(h, stage));
+    int log[8] = {0};
+    struct sophia_self inst = {.name = "inst", .state = log};
+
+    sophia_ctx *ctx = sophia_ctx_new(&inst, "s");
+    assert_false(sophia_ctx_has_staged(ctx));
+    assert_int_equal(h->stage(ctx, add_change, drop_change, change_of(1)), 0);
+    assert_int_equal(h->stage(ctx, add_change, drop_change, change_of(2)), 0);
+    assert_true(sophia_ctx_has_staged(ctx));
+    assert_int_equal(log[0], 0); /* nothing moves before the commit */
+    sophia_ctx_commit(ctx);
+    assert_int_equal(log[0], 2);
+    assert_int_equal(log[1], 1);
+    assert_int_equal(log[2], 2);
+    sophia_ctx_free(ctx); /* committed changes are not discarded again */
+
+    ctx = sophia_ctx_new(&inst, "s");
+    assert_int_equal(h->stage(ctx, add_change, drop_change, change_of(3)), 0);
+    sophia_ctx_free(ctx); /* never committed: discarded (ASan: no leak) */
+    assert_int_equal(log[0], 2);
+
+    int *c = change_of(4); /* refused: discard runs, so nothing leaks */
+    assert_int_equal(h->stage(NULL, add_change, drop_change, c), SOPHIA_EINVAL);
+}
+
 static void test_counters(void **unused)
 {
     (void)unused;
@@ -156,6 +205,7 @@ int main(void)
         cmocka_unit_test(test_json_build),
         cmocka_unit_test(test_update_topics),
         cmocka_unit_test(test_actions_discarded_unless_applied),
+        cmocka_unit_test(test_stage),
         cmocka_unit_test(test_counters),
         cmocka_unit_test(test_dict),
     };

@@ -33,7 +33,7 @@ extern "C" {
 #endif
 
 #define SOPHIA_SDK_VERSION_MAJOR 1
-#define SOPHIA_SDK_VERSION_MINOR 0
+#define SOPHIA_SDK_VERSION_MINOR 1
 
 /* The symbol every plugin exports (a `const sophia_plugin`). */
 #define SOPHIA_PLUGIN_SYMBOL "sophia_plugin_v1"
@@ -288,7 +288,28 @@ typedef struct sophia_host {
     int (*memory_expire)(sophia_ctx *ctx, int64_t id);
     /* since 1.0: parses JSON text (e.g. what import_state receives) into a value the plugin owns (json_free), or NULL when it is not JSON. */
     sophia_json *(*json_parse)(const char *text);
+
+    /* --- since 1.1: plugin state that moves with the event's verdict --- */
+    /* Stages a change to the plugin's own state: the host calls
+     * apply(state, change) once this context's actions have all taken
+     * effect (for an event: when the event commits, SPEC §11), or
+     * discard(change) when they do not (a verdict other than OK, or an
+     * effect refused, after which the event is delivered again). Exactly
+     * one of the two runs, on the loop, in the order changes were staged.
+     * So a processor never counts, alerts or records a transition for an
+     * event whose effects were lost; it keeps its state in its own
+     * structs. discard may be NULL. Returns 0, or SOPHIA_EINVAL /
+     * SOPHIA_ENOMEM (discard has then run). */
+    int (*stage)(sophia_ctx *ctx, void (*apply)(void *state, void *change),
+                 void (*discard)(void *change), void *change);
 } sophia_host;
+
+/* True when the host table `h` has `member`: what a plugin checks before
+ * calling a member added after the minor it requires (a 1.1 plugin on a
+ * 1.0 host has no `stage`). */
+#define SOPHIA_HOST_HAS(h, member)                                            \
+    ((h)->struct_size >=                                                      \
+     offsetof(sophia_host, member) + sizeof((h)->member))
 
 /* --------------------------------------------------------- plugin kinds */
 
