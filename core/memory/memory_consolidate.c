@@ -27,7 +27,6 @@
 #include <faiss/c_api/Index_c.h>
 #include <sophia/sdk.h>
 
-#include "host/host.h"
 #include "lib/log.h"
 #include "event/loop.h"
 
@@ -195,20 +194,17 @@ static void call_plugin(cons_run *r)
         run_end(r, "the consolidator instance is no longer loaded");
         return;
     }
+    if (!r->m->cons_run) {
+        run_end(r, "no consolidator runner registered");
+        return;
+    }
     json_array_foreach(r->batch, i, row)
         json_object_set_new(row, "neighbors", neighbors_json(r, i));
-    sophia_ctx *ctx = sophia_ctx_new(in, NULL);
-    if (!ctx) {
+    int rc = r->m->cons_run(r->m->cons_run_arg, in, r->batch, &r->ops);
+    if (rc == SOPHIA_ENOMEM && !r->ops) {
         run_end(r, "out of memory");
         return;
     }
-    sophia_memory_ctx_set_batch(ctx, r->batch);
-    int rc = in->desc->consolidator->run(in->state, ctx);
-    sophia_memory_ctx_set_batch(ctx, NULL);
-    r->ops = sophia_memory_ctx_take_ops(ctx);
-    if (rc == 0)
-        sophia_ctx_apply(ctx); /* its other actions: publish, alerts... */
-    sophia_ctx_free(ctx);
     if (rc != 0) {
         run_end(r, "the plugin's run() failed; nothing applied");
         return;
@@ -369,6 +365,15 @@ int mem_cons_init(sophia_memory *m, const sophia_plugin_set *plugins)
         }
     }
     return 0;
+}
+
+void sophia_memory_set_cons_runner(sophia_memory *m,
+                                   sophia_memory_cons_runner fn, void *arg)
+{
+    if (!m)
+        return;
+    m->cons_run = fn;
+    m->cons_run_arg = arg;
 }
 
 void sophia_memory_rebind(sophia_memory *m, const sophia_plugin_set *plugins)
