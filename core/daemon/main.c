@@ -24,6 +24,7 @@
 #include "host/consolidate_run.h"
 #include "host/host.h"
 #include "http/http.h"
+#include "http/http_tls.h"
 #include "lib/log.h"
 #include "event/loop.h"
 #include "memory/memory.h"
@@ -204,6 +205,14 @@ static int parse_args(int argc, char **argv, cli *c)
         return 2;
     }
     return -1;
+}
+
+/* server.tls's files, checked by the http layer as the file loads. */
+static int check_tls_files(void *arg, const char *cert, const char *key,
+                           char *why, size_t n)
+{
+    (void)arg;
+    return (int)sophia_tls_check_files(cert, key, why, n);
 }
 
 static sophia_conf *load_conf(const cli *a, sophia_diag *d)
@@ -411,6 +420,7 @@ int main(int argc, char **argv)
     sophia_diag d;
     sophia_diag_init(&d);
     sophia_plugin_system_init();
+    sophia_conf_set_tls_check(check_tls_files, NULL);
     rc = prepare(&srv, &a, &d);
     if (rc < 0 || a.check) {
         if (rc < 0) {
