@@ -17,9 +17,7 @@
 #include "conf/config.h"
 #include "conf/config_doc.h"
 #include "lib/diag.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 typedef struct keys {
     char *path[512];
