@@ -7,8 +7,10 @@
  *  2. worker: for each one, its nearest live neighbours in the faiss index
  *     (one batched search under the read lock) - the CPU-heavy part, done
  *     by the host so plugins stay simple;
- *  3. loop: build the batch as JSON and call the plugin's run(state, ctx);
- *     it reads host->memory_batch(ctx) and queues memory_merge /
+ *  3. loop: build the batch as JSON and call the plugin's run(state, ctx)
+ *     through the runner the host registered (sophia_memory_set_cons_runner,
+ *     host/consolidate_run.c: memory sits below the host and does not call
+ *     it); the plugin reads host->memory_batch(ctx) and queues memory_merge /
  *     memory_expire (and any other action);
  *  4. loop + worker: apply each merge or expiry in PostgreSQL, then remove
  *     the dropped ids from the index in one worker job, and save it later.
