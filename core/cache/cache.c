@@ -15,6 +15,11 @@
  * then keeps it exactly its own ttl. A value promoted into a tier keeps
  * its remaining lifetime, capped by that tier's ttl: the fast tiers hold
  * short-lived copies, the big tiers long-lived ones.
+ *
+ * Write strategies are resolved when the cache is bound to a plugin set
+ * (sophia_cache_bind_plugins, at start and on every reload), not looked up
+ * by name on each put: the cache never reaches for the daemon's plugins,
+ * and a put costs one prefix match. Until bound, every put writes through.
  */
 #include "cache/cache.h"
 
@@ -38,7 +43,6 @@
 #include "event/pg_pool.h"
 #include "plugin/plugin.h"
 #include "event/redis.h"
-#include "daemon/server.h"
 
 #define CACHE_MAX_TAG 400
 #define HOT_KEY "sophia:hot"
@@ -85,6 +89,9 @@ struct sophia_cache {
     char *write_def;
     char **prefixes, **prefix_inst;
     size_t nprefixes;
+    /* The instances those names resolved to in the bound plugin set
+     * (NULL: none usable, write through); index nprefixes is the default. */
+    const sophia_instance **resolved;
     sophia_dict *flights;
     struct event *hot_ev;
     int warmed;
@@ -218,32 +225,38 @@ static void broadcast(const char *key_or_tag, int is_tag)
 
 /* ------------------------------------------------------------ strategy */
 
-static const char *strategy_name(const sophia_cache *c, const char *key)
+/* Index of the longest cache.write.prefixes entry matching key, or
+ * nprefixes for cache.write.default. */
+static size_t strategy_slot(const sophia_cache *c, const char *key)
 {
-    size_t best = 0;
-    const char *name = c->write_def;
+    size_t best = 0, slot = c->nprefixes;
     for (size_t i = 0; i < c->nprefixes; i++) {
         size_t l = strlen(c->prefixes[i]);
         if (l >= best && !strncmp(key, c->prefixes[i], l)) {
             best = l;
-            name = c->prefix_inst[i];
+            slot = i;
         }
     }
-    return name;
+    return slot;
+}
+
+static const char *slot_name(const sophia_cache *c, size_t slot)
+{
+    return slot < c->nprefixes ? c->prefix_inst[slot] : c->write_def;
 }
 
 const char *sophia_cache_strategy_for(const sophia_cache *c, const char *key)
 {
-    const char *n = strategy_name(c, key);
+    const char *n = slot_name(c, strategy_slot(c, key));
     return n ? n : "write_through (built-in)";
 }
 
-static const sophia_instance *strategy_instance(const char *name)
+static const sophia_instance *strategy_instance(const sophia_plugin_set *set,
+                                                const char *name)
 {
-    if (!name || !sophia_srv || !sophia_srv->plugins)
+    if (!name || !set)
         return NULL;
-    const sophia_instance *in = sophia_plugin_set_find(sophia_srv->plugins,
-                                                       name);
+    const sophia_instance *in = sophia_plugin_set_find(set, name);
     if (!in || in->desc->kind != SOPHIA_KIND_WRITE_STRATEGY ||
         !in->desc->write_strategy || !in->desc->write_strategy->plan_put)
         return NULL;
@@ -256,8 +269,9 @@ static void plan_for(sophia_cache *c, const char *key, unsigned *sync,
 {
     *sync = ALL_TIERS;
     *deferred = *inval = 0;
-    const char *name = strategy_name(c, key);
-    const sophia_instance *in = strategy_instance(name);
+    size_t slot = strategy_slot(c, key);
+    const char *name = slot_name(c, slot);
+    const sophia_instance *in = c->resolved[slot];
     if (!in) {
         if (name && !c->warned_strategy++) /* once, not per put */
             sophia_warn("cache", "msg=\"write strategy is not a loaded "
@@ -855,9 +869,9 @@ size_t sophia_cache_invalidate_tag(sophia_cache *c, const char *tag)
     return after.invalidations - before.invalidations;
 }
 
-void sophia_cache_l1_invalidate_local(const char *key_or_tag, int is_tag)
+void sophia_cache_l1_invalidate_local(sophia_cache *c, const char *key_or_tag,
+                                      int is_tag)
 {
-    sophia_cache *c = sophia_srv ? sophia_srv->cache : NULL;
     if (!c || !key_or_tag)
         return;
     if (is_tag) {
@@ -1057,7 +1071,8 @@ static int copy_write_conf(sophia_cache *c, const sophia_conf *conf)
                                          : NULL;
     c->prefixes = calloc(n + 1, sizeof(char *));
     c->prefix_inst = calloc(n + 1, sizeof(char *));
-    if (!c->prefixes || !c->prefix_inst)
+    c->resolved = calloc(n + 1, sizeof(*c->resolved));
+    if (!c->prefixes || !c->prefix_inst || !c->resolved)
         return -1;
     for (size_t i = 0; i < n; i++) {
         c->prefixes[i] = strdup(conf->cache_write.prefixes[i]);
@@ -1069,13 +1084,16 @@ static int copy_write_conf(sophia_cache *c, const sophia_conf *conf)
     return 0;
 }
 
-/* A name that is not a write_strategy instance is caught at start, once,
- * rather than discovered by the first put. */
-static void check_strategies(const sophia_cache *c)
+/* A name that is not a write_strategy instance is caught here, when the
+ * set is bound, rather than discovered by the first put. */
+void sophia_cache_bind_plugins(sophia_cache *c, const sophia_plugin_set *plugins)
 {
+    if (!c)
+        return;
     for (size_t i = 0; i <= c->nprefixes; i++) {
-        const char *n = i < c->nprefixes ? c->prefix_inst[i] : c->write_def;
-        if (n && sophia_srv && sophia_srv->plugins && !strategy_instance(n))
+        const char *n = slot_name(c, i);
+        c->resolved[i] = strategy_instance(plugins, n);
+        if (n && plugins && !c->resolved[i])
             sophia_error("cache", "msg=\"not a loaded write_strategy "
                                   "instance; puts will write through\" "
                                   "instance=%s", n);
@@ -1114,7 +1132,6 @@ sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
         c->wb = sophia_wb_new(base, c->l2, c->l3, on_replayed, c);
     if (c->wb)
         sophia_wb_set_l2_max_ttl(c->wb, c->l2_max_ttl_ms);
-    check_strategies(c);
     struct timeval first = {0, 200000}; /* polls until the tiers are up */
     if (c->l2)
         event_add(c->hot_ev, &first);
@@ -1158,6 +1175,7 @@ void sophia_cache_free(sophia_cache *c)
     }
     free(c->prefixes);
     free(c->prefix_inst);
+    free(c->resolved);
     free(c);
 }
 

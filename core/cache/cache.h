@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "conf/config.h"
+#include "plugin/plugin.h"
 
 struct event_base;
 typedef struct sophia_cache sophia_cache;
@@ -73,6 +74,12 @@ int sophia_cache_ttl_ok(double ttl_s);
 
 sophia_cache *sophia_cache_new(const sophia_conf *c, struct event_base *base);
 void sophia_cache_free(sophia_cache *c);
+/* Resolves cache.write.default and each cache.write.prefixes instance in
+ * `plugins` (logging the names that are not write_strategy instances).
+ * Called once the set is loaded and again on every reload, before the old
+ * set is retired: the cache keeps pointers to the instances. Until then,
+ * and with plugins NULL, every put writes through. c may be NULL. */
+void sophia_cache_bind_plugins(sophia_cache *c, const sophia_plugin_set *plugins);
 
 /* --- reads --- */
 int sophia_cache_get(sophia_cache *c, const char *key,
@@ -114,8 +121,9 @@ int sophia_cache_del(sophia_cache *c, const char *key);
 size_t sophia_cache_invalidate_tag(sophia_cache *c, const char *tag);
 
 /* Cluster: drop a key (or every key of a tag) from this node's L1 only,
- * on receipt of another node's invalidation. */
-void sophia_cache_l1_invalidate_local(const char *key_or_tag, int is_tag);
+ * on receipt of another node's invalidation. c may be NULL. */
+void sophia_cache_l1_invalidate_local(sophia_cache *c, const char *key_or_tag,
+                                      int is_tag);
 /* Set by the cluster module: called after every local invalidation (del,
  * tag, and the invalidations a put implies) so other nodes drop theirs. */
 extern void (*sophia_cache_on_invalidate)(const char *key_or_tag, int is_tag);

@@ -17,7 +17,9 @@
  * connection, so that id is known before any XRANGE answer that could
  * contain it) stops there. Without that, a put acknowledged while the
  * start-up replay still waited for L3, and already flushed by the time the
- * XRANGE ran, was replayed as a stranger: its value dropped from L2.
+ * XRANGE ran, was replayed as a stranger: its value dropped from L2. The
+ * replay's end flushes the replayed entries only; this run's own keep
+ * their strategy's interval.
  */
 #include "cache/cache_wb.h"
 
@@ -371,6 +373,7 @@ static int flush_one(sophia_wb *wb, wb_entry *e)
 typedef struct pick {
     wb_entry **v;
     size_t n, max;
+    int replay_only;
 } pick;
 
 static void pick_ready(const char *key, void *val, void *arg)
@@ -378,16 +381,17 @@ static void pick_ready(const char *key, void *val, void *arg)
     (void)key;
     pick *p = arg;
     wb_entry *e = val;
-    if (p->n < p->max && e->pending_acks == 0)
+    if (p->n < p->max && e->pending_acks == 0 && (e->replay || !p->replay_only))
         p->v[p->n++] = e;
 }
 
-/* Sends every dirty entry whose journal acks are in, `batch` at a time. */
-static void wb_flush_now(sophia_wb *wb)
+/* Sends every dirty entry whose journal acks are in (only the replayed
+ * ones with replay_only), `batch` at a time. */
+static void wb_flush_some(sophia_wb *wb, int replay_only)
 {
     for (;;) {
         size_t want = wb->batch;
-        pick p = {malloc(want * sizeof(wb_entry *)), 0, want};
+        pick p = {malloc(want * sizeof(wb_entry *)), 0, want, replay_only};
         if (!p.v)
             return;
         sophia_dict_each(wb->dirty, pick_ready, &p);
@@ -399,6 +403,11 @@ static void wb_flush_now(sophia_wb *wb)
             break;
     }
     check_waiters(wb);
+}
+
+static void wb_flush_now(sophia_wb *wb)
+{
+    wb_flush_some(wb, 0);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -730,7 +739,10 @@ static void on_replay(void *arg, redisReply *rep)
     if (wb->st.replayed)
         sophia_info("cache", "msg=\"write-back journal replayed\" entries=%llu",
                     (unsigned long long)wb->st.replayed);
-    wb_flush_now(wb);
+    /* The previous run's leftovers go now; this run's own puts keep their
+     * strategy's interval (flushing them here too made an early put's
+     * flush time depend on when the start-up replay happened to end). */
+    wb_flush_some(wb, 1);
 }
 
 static void replay_next(sophia_wb *wb)

@@ -260,6 +260,17 @@ void sophia_conf_apply_env(sophia_conf *c, const char *listen_override);
  * already: sophiad's bundled plugins, searched after plugins.path. */
 void sophia_conf_add_plugin_dir(sophia_conf *c, const char *dir);
 
+/* server.tls's certificate and key are checked as the file is loaded, so
+ * --check and a reload name a bad one with its FILE:LINE:COL, by a
+ * function the http layer owns (conf sits below it): the daemon registers
+ * it before the first load. It returns SOPHIA_CONF_TLS_OK when the files
+ * load as a pair, else which one is bad with `why` (naming the file).
+ * Unregistered (unit tests, the fuzzer): the paths are not opened. */
+enum { SOPHIA_CONF_TLS_OK = 0, SOPHIA_CONF_TLS_BAD_CERT, SOPHIA_CONF_TLS_BAD_KEY };
+typedef int (*sophia_conf_tls_check)(void *arg, const char *cert,
+                                     const char *key, char *why, size_t n);
+void sophia_conf_set_tls_check(sophia_conf_tls_check fn, void *arg);
+
 /* Cross-reference checks that need the whole model: a stream's processor
  * names an instance, listen parses as HOST:PORT, names are unique... */
 void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag);

@@ -2,8 +2,8 @@
  * config_doc - see config_doc.h. One entry per key the loader accepts:
  * its default (as written in sophia.yaml, "-" for none) and what it does.
  * Keys with their own parser (the loader has no type for them) carry the
- * type here too. Adding a key to config.c's tables without an entry here
- * fails unit.test_config_doc; describe it here and in config/sophia.yaml.
+ * type here too. Adding a key to the loader's tables (config_sections.c,
+ * config_streams.c) without an entry here fails unit.test_config_doc; describe it here and in config/sophia.yaml.
  */
 #include "conf/config_doc.h"
 
@@ -13,7 +13,7 @@
 
 typedef struct key_doc {
     const char *path;
-    const char *type; /* only for keys config.c parses itself */
+    const char *type; /* only for keys the loader parses itself */
     const char *def;
     const char *text;
 } key_doc;

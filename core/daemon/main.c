@@ -21,8 +21,10 @@
 #include "conf/config.h"
 #include "conf/config_doc.h"
 #include "lib/hash.h"
+#include "host/consolidate_run.h"
 #include "host/host.h"
 #include "http/http.h"
+#include "http/http_tls.h"
 #include "lib/log.h"
 #include "event/loop.h"
 #include "memory/memory.h"
@@ -205,6 +207,14 @@ static int parse_args(int argc, char **argv, cli *c)
     return -1;
 }
 
+/* server.tls's files, checked by the http layer as the file loads. */
+static int check_tls_files(void *arg, const char *cert, const char *key,
+                           char *why, size_t n)
+{
+    (void)arg;
+    return (int)sophia_tls_check_files(cert, key, why, n);
+}
+
 static sophia_conf *load_conf(const cli *a, sophia_diag *d)
 {
     sophia_conf *c = sophia_conf_load(a->config, d);
@@ -305,8 +315,7 @@ static void cache_to_cluster(const char *key_or_tag, int is_tag)
 
 static void cluster_to_cache(const char *key_or_tag, int is_tag, void *arg)
 {
-    (void)arg;
-    sophia_cache_l1_invalidate_local(key_or_tag, is_tag);
+    sophia_cache_l1_invalidate_local(arg, key_or_tag, is_tag);
 }
 
 static int start(sophia_server *s)
@@ -320,10 +329,12 @@ static int start(sophia_server *s)
     struct event_base *base = sophia_loop_base(s->loop);
     s->ws = sophia_ws_router_new(s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
+    sophia_cache_bind_plugins(s->cache, s->plugins);
     sophia_api_cache_ws(1); /* WS request method cache.get */
     sophia_cache_on_invalidate = cache_to_cluster;
-    sophia_cluster_on_invalidate(cluster_to_cache, NULL);
-    s->memory = sophia_memory_new(s->conf, base, s->plugins);
+    sophia_cluster_on_invalidate(cluster_to_cache, s->cache);
+    s->memory = sophia_memory_new(s->conf, base, s->plugins, s->cache);
+    sophia_memory_set_cons_runner(s->memory, sophia_host_consolidate_run, NULL);
     sophia_diag d;
     sophia_diag_init(&d);
     s->streams = sophia_streams_new(s->conf, s->plugins, base, &d);
@@ -409,6 +420,7 @@ int main(int argc, char **argv)
     sophia_diag d;
     sophia_diag_init(&d);
     sophia_plugin_system_init();
+    sophia_conf_set_tls_check(check_tls_files, NULL);
     rc = prepare(&srv, &a, &d);
     if (rc < 0 || a.check) {
         if (rc < 0) {

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/cache.h"
 #include "host/host.h"
 #include "http/http.h"
 #include "lib/log.h"
@@ -258,6 +259,7 @@ static void commit(sophia_server *s, sophia_conf *c, sophia_plugin_set *next,
     hand_over(old, next);
     sophia_streams_rebind(s->streams, c, next, sophia_loop_base(s->loop), d);
     sophia_memory_rebind(s->memory, next);
+    sophia_cache_bind_plugins(s->cache, next);
     s->plugins = next;
     retire(s, old, next);
     sophia_conf *was = s->conf;

@@ -16,7 +16,6 @@
 #include <event2/event.h>
 #include <sophia/sdk.h>
 
-#include "memory/faiss_shim.h"
 #include "lib/log.h"
 
 typedef struct job {
@@ -43,6 +42,8 @@ struct sophia_workers {
     unsigned nthreads;
     int pipe_r, pipe_w;
     struct event *ev;
+    sophia_thread_init_fn thread_init;
+    void *init_arg;
     char name[32];
 };
 
@@ -80,10 +81,8 @@ static void wake_loop(sophia_workers *w)
 static void *thread_main(void *arg)
 {
     sophia_workers *w = arg;
-    /* The pool already runs jobs side by side: faiss must not start an
-     * OpenMP team inside each one (on 2 cores that only adds hand-offs and
-     * spinning threads to every search). */
-    sophia_faiss_set_threads(1);
+    if (w->thread_init)
+        w->thread_init(w->init_arg);
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->stopping && !w->queued.head)
@@ -142,7 +141,9 @@ static int make_pipe(sophia_workers *w)
 }
 
 sophia_workers *sophia_workers_new(struct event_base *base, unsigned nthreads,
-                                   const char *name)
+                                   const char *name,
+                                   sophia_thread_init_fn thread_init,
+                                   void *init_arg)
 {
     if (nthreads < 1 || nthreads > 64)
         return NULL;
@@ -150,6 +151,8 @@ sophia_workers *sophia_workers_new(struct event_base *base, unsigned nthreads,
     if (!w)
         return NULL;
     snprintf(w->name, sizeof(w->name), "%s", name ? name : "workers");
+    w->thread_init = thread_init;
+    w->init_arg = init_arg;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->pipe_r = w->pipe_w = -1;

@@ -16,6 +16,11 @@
  * evthread_use_pthreads() (which would put locks on every libevent call in
  * the process) and coalesces wake-ups when many jobs finish at once.
  *
+ * A pool knows nothing about what its jobs call: whoever creates it may pass
+ * a thread-init hook, run once on each new thread before its first job
+ * (memory uses it to keep faiss single-threaded inside each worker). That
+ * keeps this layer below the libraries its jobs use.
+ *
  * sophia_workers_free joins the threads after the running jobs finish;
  * jobs still queued never run their `work` and get done(arg, 1)
  * ("cancelled") so their owners can release `arg`; finished jobs get
@@ -32,6 +37,8 @@ typedef struct sophia_workers sophia_workers;
 
 typedef void (*sophia_work_fn)(void *arg);
 typedef void (*sophia_done_fn)(void *arg, int cancelled);
+/* Runs on each worker thread as it starts, before any job. */
+typedef void (*sophia_thread_init_fn)(void *arg);
 
 typedef struct sophia_workers_stats {
     unsigned threads;
@@ -40,9 +47,12 @@ typedef struct sophia_workers_stats {
     uint64_t done;    /* jobs whose done() ran */
 } sophia_workers_stats;
 
-/* nthreads in 1..64. NULL on failure (logged). */
+/* nthreads in 1..64. thread_init may be NULL; init_arg is passed to it
+ * and must outlive the pool. NULL on failure (logged). */
 sophia_workers *sophia_workers_new(struct event_base *base, unsigned nthreads,
-                                   const char *name);
+                                   const char *name,
+                                   sophia_thread_init_fn thread_init,
+                                   void *init_arg);
 void sophia_workers_free(sophia_workers *w);
 
 /* Queues a job. done may be NULL. Returns 0, SOPHIA_ENOMEM, or

@@ -2,7 +2,8 @@
  * hash - see hash.h.
  *
  * SipHash-1-3 after the reference implementation (Aumasson & Bernstein):
- * one compression round per 8-byte word, three finalization rounds.
+ * one compression round per 8-byte word, three finalization rounds. The
+ * stable hash is 64-bit FNV-1a with murmur3's finalizer.
  */
 #include "lib/hash.h"
 
@@ -127,4 +128,21 @@ uint64_t sophia_hash_keyed(const sophia_hash_key *key, const void *data,
 uint64_t sophia_hash(const void *data, size_t len)
 {
     return sophia_hash_keyed(sophia_hash_process_key(), data, len);
+}
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+uint64_t sophia_hash_stable(uint64_t seed, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    uint64_t h = FNV_OFFSET ^ seed;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= FNV_PRIME;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
 }

@@ -15,8 +15,7 @@
 
 #include <sophia/sdk.h>
 
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
+#include "lib/hash.h"
 
 /* Fixed seeds per feature family, so "ab" the word and "ab" the n-gram
  * land in different buckets. Never change them: stored vectors and saved
@@ -42,20 +41,6 @@ typedef struct feats {
     feat *v;
     size_t n, cap;
 } feats;
-
-static uint64_t fnv1a(uint64_t seed, const unsigned char *p, size_t n)
-{
-    uint64_t h = FNV_OFFSET ^ seed;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= FNV_PRIME;
-    }
-    /* FNV's low bits mix poorly for short keys; finish like murmur3. */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    return h;
-}
 
 static int push(feats *f, uint64_t h, float w)
 {
@@ -89,7 +74,7 @@ static int add_ngrams(feats *f, const unsigned char *w, size_t n)
     size_t len = n + 2;
     for (size_t g = 3; g <= 5; g++)
         for (size_t i = 0; i + g <= len; i++)
-            if (push(f, fnv1a(SEED_NGRAM, buf + i, g), W_NGRAM) < 0)
+            if (push(f, sophia_hash_stable(SEED_NGRAM, buf + i, g), W_NGRAM) < 0)
                 return -1;
     return 0;
 }
@@ -110,7 +95,7 @@ static int collect(feats *f, const char *text, size_t len)
         }
         if (n == 0)
             break;
-        if (push(f, fnv1a(SEED_WORD, cur, n), W_WORD) < 0 ||
+        if (push(f, sophia_hash_stable(SEED_WORD, cur, n), W_WORD) < 0 ||
             add_ngrams(f, cur, n) < 0)
             return -1;
         if (nprev) {
@@ -118,7 +103,8 @@ static int collect(feats *f, const char *text, size_t len)
             memcpy(pair, prev, nprev);
             pair[nprev] = ' ';
             memcpy(pair + nprev + 1, cur, n);
-            if (push(f, fnv1a(SEED_BIGRAM, pair, nprev + 1 + n), W_BIGRAM) < 0)
+            uint64_t h = sophia_hash_stable(SEED_BIGRAM, pair, nprev + 1 + n);
+            if (push(f, h, W_BIGRAM) < 0)
                 return -1;
         }
         memcpy(prev, cur, n);

@@ -12,7 +12,7 @@
  * The default is feature hashing ("the hashing trick"): lower-cased words,
  * word bigrams and the character 3..5-grams of each word (with boundary
  * marks, so "^cat" differs from "cat" inside "concatenate") are hashed with
- * 64-bit FNV-1a under a fixed per-family seed; the low bits pick one of
+ * lib/hash's stable hash (64-bit FNV-1a) under a fixed per-family seed; the low bits pick one of
  * `dim` buckets, one more bit the sign (which makes collisions cancel on
  * average instead of piling up). Each feature adds weight x (1 + ln tf).
  * Character n-grams are what give a misspelled word most of the vector of

@@ -904,8 +904,18 @@ static void make_parent_dir(const char *path)
     }
 }
 
+/* The pool already runs searches side by side: faiss must not start an
+ * OpenMP team inside each one (on 2 cores that only adds hand-offs and
+ * spinning threads to every search). */
+static void pool_thread_init(void *arg)
+{
+    (void)arg;
+    sophia_faiss_set_threads(1);
+}
+
 sophia_memory *sophia_memory_new(const sophia_conf *c, struct event_base *base,
-                                 const sophia_plugin_set *plugins)
+                                 const sophia_plugin_set *plugins,
+                                 sophia_cache *cache)
 {
     if (!c->pg_url || !*c->pg_url)
         return NULL;
@@ -914,6 +924,7 @@ sophia_memory *sophia_memory_new(const sophia_conf *c, struct event_base *base,
         return NULL;
     m->conf = c;
     m->base = base;
+    m->cache = cache;
     m->dim = (int)c->memory.dim;
     pthread_rwlock_init(&m->lock, NULL);
     m->by_type = json_object();
@@ -923,7 +934,8 @@ sophia_memory *sophia_memory_new(const sophia_conf *c, struct event_base *base,
     m->common_ev = event_new(base, -1, EV_PERSIST, on_common_timer, m);
     if (!m->index_path || !m->emb || !m->save_ev || !m->by_type ||
         build_sql(&m->sql, c->memory.table) < 0 ||
-        !(m->pool = sophia_workers_new(base, (unsigned)c->memory.workers, "memory")) ||
+        !(m->pool = sophia_workers_new(base, (unsigned)c->memory.workers, "memory",
+                                       pool_thread_init, NULL)) ||
         !(m->pg = sophia_pg_new(base, c->pg_url)) ||
         !(m->pg_maint = sophia_pg_new(base, c->pg_url)) || boot(m) < 0 ||
         mem_cons_init(m, plugins) < 0 || mem_access_init(m) < 0) {

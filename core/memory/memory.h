@@ -64,6 +64,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cache/cache.h"
 #include "conf/config.h"
 #include "memory/embed.h"
 #include "plugin/plugin.h"
@@ -88,9 +89,11 @@ typedef struct sophia_memory sophia_memory;
 
 /* NULL when PostgreSQL is disabled (no memory store) or on failure. The
  * plugin set is where memory.consolidate finds its instances (may be
- * NULL). */
+ * NULL). The cache is what access patterns warm (may be NULL: no
+ * warming); it must outlive the store. */
 sophia_memory *sophia_memory_new(const sophia_conf *c, struct event_base *base,
-                                 const sophia_plugin_set *plugins);
+                                 const sophia_plugin_set *plugins,
+                                 sophia_cache *cache);
 /* Saves the index (blocking; shutdown only) and releases everything;
  * pending callbacks get err = SOPHIA_EUNAVAIL. */
 void sophia_memory_free(sophia_memory *m);
@@ -139,6 +142,17 @@ const char *sophia_memory_check(const sophia_memory *m, const json_t *content,
 void sophia_memory_note_access(sophia_memory *m, const char *key,
                                const char *dashboard, const char *user);
 
+/* Calls a consolidator's run(state, ctx) on `batch` (borrowed) in the
+ * host's action context: returns run()'s rc; *ops gets the merges and
+ * expiries it queued (new reference); its other actions are applied only
+ * when rc == 0. SOPHIA_ENOMEM with *ops NULL: the plugin was not called. The host provides it (host/consolidate_run.h):
+ * memory knows how to pick and apply, not how plugins are called. */
+typedef int (*sophia_memory_cons_runner)(void *arg, sophia_instance *in,
+                                         json_t *batch, json_t **ops);
+/* Registered by the daemon's wiring right after sophia_memory_new; until
+ * then (tests without plugins) a run ends with an error. NULL m is fine. */
+void sophia_memory_set_cons_runner(sophia_memory *m,
+                                   sophia_memory_cons_runner fn, void *arg);
 /* Runs a consolidator instance now (tests, `after_new`, timers). */
 int sophia_memory_consolidate(sophia_memory *m, const char *instance);
 /* Reload: points each consolidator at its instance in `plugins` (by the

@@ -38,7 +38,6 @@
 
 #include "cache/cache.h"
 #include "lib/log.h"
-#include "daemon/server.h"
 
 #define MEM_ACC_FLUSH_S 2
 #define MEM_ACC_MIN_READS 2
@@ -109,8 +108,8 @@ static void on_warm_get(void *arg, int rc, const char *val, size_t len, int tier
 static void on_top_keys(void *arg, PGresult *res, const char *err)
 {
     mem_access *a = arg;
-    sophia_cache *c = sophia_srv ? sophia_srv->cache : NULL;
-    warm_op *w = res && !err && a->m && c ? calloc(1, sizeof(*w)) : NULL;
+    sophia_cache *c = a->m ? a->m->cache : NULL;
+    warm_op *w = res && !err && c ? calloc(1, sizeof(*w)) : NULL;
     if (w) {
         w->a = a;
         w->left = 1;
@@ -138,9 +137,9 @@ static void warm_query(mem_access *a, const char *sql, int n, const char *ctx)
 }
 
 /* The cache's tiers that exist are up (or being skipped for good). */
-static int cache_ready(void)
+static int cache_ready(const sophia_memory *m)
 {
-    sophia_cache *c = sophia_srv ? sophia_srv->cache : NULL;
+    sophia_cache *c = m->cache;
     const char *e;
     return c && sophia_cache_l2_state(c, &e) != 0 && sophia_cache_l3_state(c, &e) != 0;
 }
@@ -339,7 +338,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     sophia_memory *m = a->m;
     if (!m || m->freeing || m->state != MEM_READY || !sophia_pg_up(m->pg))
         return;
-    if (!a->started_warm && cache_ready()) {
+    if (!a->started_warm && cache_ready(m)) {
         a->started_warm = 1;
         warm_query(a, a->sql_top, MEM_ACC_WARM_START, NULL);
     }

@@ -7,8 +7,10 @@
  *  2. worker: for each one, its nearest live neighbours in the faiss index
  *     (one batched search under the read lock) - the CPU-heavy part, done
  *     by the host so plugins stay simple;
- *  3. loop: build the batch as JSON and call the plugin's run(state, ctx);
- *     it reads host->memory_batch(ctx) and queues memory_merge /
+ *  3. loop: build the batch as JSON and call the plugin's run(state, ctx)
+ *     through the runner the host registered (sophia_memory_set_cons_runner,
+ *     host/consolidate_run.c: memory sits below the host and does not call
+ *     it); the plugin reads host->memory_batch(ctx) and queues memory_merge /
  *     memory_expire (and any other action);
  *  4. loop + worker: apply each merge or expiry in PostgreSQL, then remove
  *     the dropped ids from the index in one worker job, and save it later.
@@ -27,7 +29,6 @@
 #include <faiss/c_api/Index_c.h>
 #include <sophia/sdk.h>
 
-#include "host/host.h"
 #include "lib/log.h"
 #include "event/loop.h"
 
@@ -195,22 +196,17 @@ static void call_plugin(cons_run *r)
         run_end(r, "the consolidator instance is no longer loaded");
         return;
     }
+    if (!r->m->cons_run) {
+        run_end(r, "no consolidator runner registered");
+        return;
+    }
     json_array_foreach(r->batch, i, row)
         json_object_set_new(row, "neighbors", neighbors_json(r, i));
-    sophia_ctx *ctx = sophia_ctx_new(in, NULL);
-    if (!ctx) {
+    int rc = r->m->cons_run(r->m->cons_run_arg, in, r->batch, &r->ops);
+    if (rc == SOPHIA_ENOMEM && !r->ops) {
         run_end(r, "out of memory");
         return;
     }
-    sophia_memory_ctx_set_batch(ctx, r->batch);
-    int rc = in->desc->consolidator->run(in->state, ctx);
-    sophia_memory_ctx_set_batch(ctx, NULL);
-    r->ops = sophia_memory_ctx_take_ops(ctx);
-    if (rc == 0) {
-        sophia_ctx_apply(ctx); /* its other actions: publish, alerts... */
-        sophia_ctx_commit(ctx);
-    }
-    sophia_ctx_free(ctx);
     if (rc != 0) {
         run_end(r, "the plugin's run() failed; nothing applied");
         return;
@@ -371,6 +367,15 @@ int mem_cons_init(sophia_memory *m, const sophia_plugin_set *plugins)
         }
     }
     return 0;
+}
+
+void sophia_memory_set_cons_runner(sophia_memory *m,
+                                   sophia_memory_cons_runner fn, void *arg)
+{
+    if (!m)
+        return;
+    m->cons_run = fn;
+    m->cons_run_arg = arg;
 }
 
 void sophia_memory_rebind(sophia_memory *m, const sophia_plugin_set *plugins)

@@ -79,7 +79,10 @@ struct sophia_memory {
 
     mem_consolidator *cons;
     size_t ncons;
+    sophia_memory_cons_runner cons_run; /* NULL: runs fail (no host) */
+    void *cons_run_arg;
     mem_access *acc;
+    sophia_cache *cache; /* what access patterns warm; may be NULL */
 
     json_t *by_type; /* memory_type -> live count */
     int64_t live;

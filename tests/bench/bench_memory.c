@@ -255,7 +255,7 @@ static sophia_memory *open_store(const char *table, const char *path,
     *c = sophia_conf_load_string("bench.yaml", yaml, strlen(yaml), &d);
     sophia_conf_apply_env(*c, NULL);
     sophia_diag_free(&d);
-    sophia_memory *m = sophia_memory_new(*c, base, NULL);
+    sophia_memory *m = sophia_memory_new(*c, base, NULL, NULL);
     while (!sophia_memory_ready(m))
         event_base_loop(base, EVLOOP_ONCE);
     return m;

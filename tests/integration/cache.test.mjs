@@ -119,6 +119,47 @@ test('write_back: acked after L1 + journal; L2/L3 only after the flush', async (
   }
 });
 
+// The cache resolves its write strategies when it is bound to a plugin set
+// (at start and on every reload), not by name on each put: a reload that
+// replaces the instance behind a prefix must be followed at once.
+test('reload: a prefix whose instance changes plugin follows the new one', async () => {
+  const d = await startDaemon({ yaml: yaml() });
+  try {
+    const before = `wa:${run}:r1`;
+    assert.equal((await put(d, before, { value: 1 })).body.strategy, 'wa');
+    assert.equal(await redisValue(before), null); // write-around: not in L2
+    const reloads = (await fetchJson(`${d.url}/api/stats`)).body.reload.reloads;
+    await d.writeConfig(yaml().replace('plugin: write_around', 'plugin: write_through'));
+    d.signal('SIGHUP');
+    await eventually('the reload', async () =>
+      (await fetchJson(`${d.url}/api/stats`)).body.reload.reloads > reloads);
+    const after = `wa:${run}:r2`;
+    const r = await put(d, after, { value: 2 });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.strategy, 'wa');
+    assert.match(await redisValue(after), /2$/); // write-through: L2 at the ack
+    assert.equal(await pgValue(after), '2');
+  } finally {
+    await d.stop();
+  }
+});
+
+// The start-up replay (200 ms after start) flushes what a previous run
+// left in the journal, not this run's own puts: those wait for their
+// strategy's interval (60 s here) however the replay and the put interleave.
+test('write_back: a put made before the start-up replay is not flushed by it', async () => {
+  const d = await startDaemon({ yaml: yaml() });
+  try {
+    const key = `wb:${run}:early`;
+    assert.equal((await put(d, key, { value: 7 })).status, 200);
+    await sleep(1000); // the replay polls 200 ms after start and ends at once
+    assert.equal(await pgValue(key), null);
+    assert.ok((await fetchJson(`${d.url}/api/stats`)).body.cache.write_back.dirty >= 1);
+  } finally {
+    await d.stop();
+  }
+});
+
 test('write_back: SIGTERM flushes what was acknowledged', async () => {
   const d = await startDaemon({ yaml: yaml() });
   const key = `wb:${run}:term`;

@@ -147,3 +147,15 @@ test('a WebSocket JWT secret under 32 bytes is a configuration error', async () 
   assert.match(t.stderr, /:3:18: .*expected a boolean/);
   assert.match(t.stderr, /:4:5: unknown key 'audiance' in websocket.jwt/);
 });
+
+// The loader opens no certificate itself: the daemon registers the http
+// layer's check before loading, so --check names a bad one at its key.
+test('--check: a server.tls.cert that is not a certificate is named at its key', async () => {
+  const file = writeYaml('server:\n  tls:\n    listen: "127.0.0.1:0"\n    cert: junk.pem\n    key: junk.pem\n');
+  const junk = path.join(path.dirname(file), 'junk.pem');
+  writeFileSync(junk, 'not a certificate\n');
+  const r = await runSophiad(['--check', '-c', file]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.ok(r.stderr.includes(`${file}:4:11: server.tls.cert: ${junk} is not a PEM certificate`),
+    r.stderr);
+});

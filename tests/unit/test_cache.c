@@ -37,11 +37,9 @@
 #include "event/pg.h"
 #include "event/redis.h"
 #include "lib/redis_url.h"
-#include "daemon/server.h"
 
 #include "../common/loop_wait.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 #define WAIT_MS 15000
 #define ALL (SOPHIA_TIER_L1 | SOPHIA_TIER_L2 | SOPHIA_TIER_L3)

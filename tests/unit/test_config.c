@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "conf/config.h"
+#include "http/http_tls.h"
 
 #define ALLOWED_TOP "(allowed: server, log, redis, postgres, cache, " \
                     "websocket, cluster, memory, plugins, streams, hooks)"
@@ -961,12 +962,21 @@ static void test_relative_paths_file(void **state)
     rmdir(root);
 }
 
+/* The http layer's check, registered the way sophiad's main.c does. */
+static int http_tls_check(void *arg, const char *cert, const char *key,
+                          char *why, size_t n)
+{
+    (void)arg;
+    return (int)sophia_tls_check_files(cert, key, why, n);
+}
+
 /* server.tls: all keys required, paths against the file's directory,
  * files loaded at once so a bad one is an error at its key. (A key that
  * does not match its certificate: integration.tls, with real ones.) */
 static void test_server_tls(void **state)
 {
     (void)state;
+    sophia_conf_set_tls_check(http_tls_check, NULL);
     expect_clean("server:\n  tls:\n");
     sophia_diag_free(&diag);
     const char *y = "server:\n  tls:\n    listen: \"127.0.0.1:8443\"\n"
@@ -1015,6 +1025,47 @@ static void test_server_tls(void **state)
     unlink(junk);
     unlink(file);
     rmdir(tmpl);
+    sophia_conf_set_tls_check(NULL, NULL);
+}
+
+typedef struct tls_seen {
+    int calls;
+    char cert[64], key[64];
+} tls_seen;
+
+static int key_is_bad(void *arg, const char *cert, const char *key,
+                      char *why, size_t n)
+{
+    tls_seen *s = arg;
+    s->calls++;
+    snprintf(s->cert, sizeof(s->cert), "%s", cert);
+    snprintf(s->key, sizeof(s->key), "%s", key);
+    snprintf(why, n, "key %s does not match certificate %s", key, cert);
+    return SOPHIA_CONF_TLS_BAD_KEY;
+}
+
+/* The loader opens no certificate itself: without a registered check the
+ * paths are only resolved; with one, it gets the resolved paths and its
+ * verdict lands on the key it names, with that key's position. */
+static void test_server_tls_check_hook(void **state)
+{
+    (void)state;
+    const char *y = "server:\n  tls: {listen: \"127.0.0.1:1\", cert: /a, key: b}\n";
+    sophia_conf *c = sophia_conf_load_string("/d/t.yaml", y, strlen(y), &diag);
+    assert_count(0);
+    assert_string_equal(c->server.tls.key, "/d/b");
+    sophia_conf_free(c);
+    tls_seen seen = {0};
+    sophia_conf_set_tls_check(key_is_bad, &seen);
+    c = sophia_conf_load_string("/d/t.yaml", y, strlen(y), &diag);
+    sophia_conf_set_tls_check(NULL, NULL);
+    assert_int_equal(seen.calls, 1);
+    assert_string_equal(seen.cert, "/a");
+    assert_string_equal(seen.key, "/d/b");
+    assert_count(1);
+    assert_diag(0, "/d/t.yaml:2:47: server.tls.key: key /d/b does not match "
+                   "certificate /a");
+    sophia_conf_free(c);
 }
 
 static void test_options(void **state)
@@ -1139,6 +1190,7 @@ int main(void)
         T(test_add_plugin_dir),
         T(test_relative_paths_file),
         T(test_server_tls),
+        T(test_server_tls_check_hook),
         T(test_options),
         T(test_free_null),
 #undef T

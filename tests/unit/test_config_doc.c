@@ -1,6 +1,6 @@
 /*
  * test_config_doc - sophia.yaml(5) cannot drift from the loader: every key
- * config.c's tables accept (sophia_conf_each_key) is in the generated page
+ * the loader's tables accept (sophia_conf_each_key) is in the generated page
  * with a description, type and entry of its own, no description names a
  * key the loader refuses, and each documented key really is accepted by
  * the loader (a file setting it is not refused with "unknown key").
@@ -17,9 +17,7 @@
 #include "conf/config.h"
 #include "conf/config_doc.h"
 #include "lib/diag.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 typedef struct keys {
     char *path[512];

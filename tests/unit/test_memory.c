@@ -4,7 +4,8 @@
  * SOPHIA_PG_URL (the harness starts one; unset is a failure, not a skip).
  *
  * Worker: jobs run off the loop thread and complete on it, in a later loop
- * turn; freeing the pool cancels what never started. Memory: store, then
+ * turn; freeing the pool cancels what never started; the creator's
+ * thread-init hook runs once on each thread, before its jobs. Memory: store, then
  * hybrid search finds it with score parts, feedback moves importance, and
  * a store freed with work in flight answers every callback. Each run uses
  * a table of its own.
@@ -31,9 +32,12 @@ sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 /* ------------------------------------------------------------ worker */
 
+/* Set by the thread-init hook on the thread it runs on. */
+static __thread int hooked_thread;
+
 typedef struct wjob {
     pthread_t loop_thread, ran_on;
-    int ran, done, cancelled;
+    int ran, done, cancelled, ran_hooked;
     int *finished;
     useconds_t sleep_us;
 } wjob;
@@ -44,6 +48,7 @@ static void wwork(void *arg)
     if (j->sleep_us)
         usleep(j->sleep_us);
     j->ran_on = pthread_self();
+    j->ran_hooked = hooked_thread;
     j->ran = 1;
 }
 
@@ -60,7 +65,7 @@ static void test_worker_jobs_complete_on_loop(void **state)
 {
     (void)state;
     struct event_base *base = event_base_new();
-    sophia_workers *w = sophia_workers_new(base, 2, "test");
+    sophia_workers *w = sophia_workers_new(base, 2, "test", NULL, NULL);
     assert_non_null(w);
     enum { N = 64 };
     wjob jobs[N];
@@ -91,7 +96,7 @@ static void test_worker_free_cancels_queued(void **state)
 {
     (void)state;
     struct event_base *base = event_base_new();
-    sophia_workers *w = sophia_workers_new(base, 1, "test");
+    sophia_workers *w = sophia_workers_new(base, 1, "test", NULL, NULL);
     enum { N = 8 };
     wjob jobs[N];
     int finished = 0;
@@ -112,7 +117,41 @@ static void test_worker_free_cancels_queued(void **state)
         cancelled += jobs[i].cancelled;
     }
     assert_true(cancelled >= N - 2);
-    assert_null(sophia_workers_new(base, 0, "bad"));
+    assert_null(sophia_workers_new(base, 0, "bad", NULL, NULL));
+    event_base_free(base);
+}
+
+static void count_init(void *arg)
+{
+    __atomic_fetch_add((int *)arg, 1, __ATOMIC_SEQ_CST);
+    hooked_thread = 1;
+}
+
+static void test_worker_thread_init_hook(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    int inits = 0;
+    sophia_workers *w = sophia_workers_new(base, 3, "test", count_init, &inits);
+    assert_non_null(w);
+    enum { N = 16 };
+    wjob jobs[N];
+    int finished = 0;
+    for (int i = 0; i < N; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].loop_thread = pthread_self();
+        jobs[i].finished = &finished;
+        jobs[i].sleep_us = 1000;
+        assert_int_equal(sophia_workers_submit(w, wwork, wdone, &jobs[i]), 0);
+    }
+    for (int spins = 0; finished < N && spins < 100000; spins++)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_int_equal(finished, N);
+    for (int i = 0; i < N; i++)
+        assert_true(jobs[i].ran_hooked); /* the hook ran before the job */
+    assert_false(hooked_thread); /* never on the creating thread */
+    sophia_workers_free(w);
+    assert_int_equal(__atomic_load_n(&inits, __ATOMIC_SEQ_CST), 3);
     event_base_free(base);
 }
 
@@ -184,7 +223,7 @@ static sophia_memory *open_store(struct event_base *base, sophia_conf **c)
     sophia_diag_free(&d);
     setenv("SOPHIA_PG_URL", pg_url(), 1);
     sophia_conf_apply_env(*c, NULL);
-    sophia_memory *m = sophia_memory_new(*c, base, NULL);
+    sophia_memory *m = sophia_memory_new(*c, base, NULL, NULL);
     assert_non_null(m);
     return m;
 }
@@ -290,6 +329,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_worker_jobs_complete_on_loop),
         cmocka_unit_test(test_worker_free_cancels_queued),
+        cmocka_unit_test(test_worker_thread_init_hook),
         cmocka_unit_test(test_memory_store_search_feedback),
         cmocka_unit_test(test_memory_check),
     };

@@ -1,0 +1,538 @@
+/*
+ * config_sections - the field tables of sophia.yaml's sections (server,
+ * log, redis, postgres, cache, websocket, cluster, memory, plugins, hooks,
+ * and the top level), with the walkers of keys that need more than a type:
+ * lists, secrets, TLS files, write-strategy prefixes, consolidators,
+ * plugin instances and their options.
+ *
+ * Tables, not code, so the manual page (sophia_conf_each_key) is made from
+ * exactly what the loader accepts. Streams have their own file
+ * (config_streams.c): they are the largest section and the only one with
+ * a grammar of its own (filters).
+ */
+#include "conf/config_priv.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* HS256 keys shorter than the hash fall to offline guessing (RFC 7518 3.2) */
+#define MIN_JWT_SECRET 32
+
+/* plugins.path */
+static void walk_plugin_path(loader *ld, const node *v, void *base,
+                             const char *path)
+{
+    sophia_conf *c = base;
+    if (conf_is_null(v))
+        return;
+    if (v->kind != NODE_SEQ) {
+        ERR(ld, v, "%s: expected a sequence of directories, got %s", path,
+            conf_kind_name(v));
+        return;
+    }
+    for (size_t i = 0; i < v->nkids; i++) {
+        if (v->kids[i]->reported)
+            continue;
+        const char *s = conf_want_scalar(ld, v->kids[i], path, "a directory");
+        if (!s)
+            continue;
+        if (!*s) {
+            ERR(ld, v->kids[i], "%s: a directory must not be empty", path);
+            continue;
+        }
+        char **slot = GROW(c->plugin_path, c->nplugin_path);
+        *slot = conf_absolutize(ld->basedir, s);
+    }
+}
+
+/* The bundled plugins' directory, after plugins.path (paths.h). */
+void sophia_conf_add_plugin_dir(sophia_conf *c, const char *dir)
+{
+    for (size_t i = 0; i < c->nplugin_path; i++)
+        if (!strcmp(c->plugin_path[i], dir))
+            return; /* already listed: searched where the file put it */
+    char **slot = GROW(c->plugin_path, c->nplugin_path);
+    *slot = conf_xstrdup(dir);
+}
+
+/* plugins.instances.NAME.options.KEY */
+static void option_pair(loader *ld, const node *k, const node *v, void *base,
+                        const void *arg, const char *path)
+{
+    sophia_conf_instance *in = base;
+    char sub[512];
+    (void)arg;
+    conf_child_path(sub, sizeof(sub), path, k->text);
+    if (v->reported)
+        return;
+    if (v->kind == NODE_MAP) {
+        ERR(ld, v, "%s: option values must be a scalar or a sequence of "
+                   "scalars, got a mapping", sub);
+        return;
+    }
+    sophia_conf_opt *o = GROW(in->opts, in->nopts);
+    o->key = conf_xstrdup(k->text);
+    o->line = v->line;
+    o->col = v->col;
+    o->key_line = k->line;
+    o->key_col = k->col;
+    if (v->kind == NODE_SCALAR) {
+        o->scalar = conf_xstrdup(v->text);
+        return;
+    }
+    o->is_seq = 1;
+    for (size_t i = 0; i < v->nkids; i++) {
+        const node *it = v->kids[i];
+        if (it->reported)
+            continue;
+        if (it->kind != NODE_SCALAR) {
+            ERR(ld, it, "%s: sequence items must be scalars, got %s", sub,
+                conf_kind_name(it));
+            continue;
+        }
+        char **slot = GROW(o->items, o->nitems);
+        *slot = conf_xstrdup(it->text);
+    }
+}
+
+static void walk_options(loader *ld, const node *v, void *base,
+                         const char *path)
+{
+    conf_each_pair(ld, v, path, option_pair, base, NULL);
+}
+
+const field conf_instance_fields[] = {
+    {"plugin", F_STRING, offsetof(sophia_conf_instance, plugin), 0, NULL, NULL},
+    {"options", F_CUSTOM, 0, 0, NULL, walk_options},
+    {NULL, 0, 0, 0, NULL, NULL},
+};
+
+static void instance_pair(loader *ld, const node *k, const node *v,
+                          void *base, const void *arg, const char *path)
+{
+    sophia_conf *c = base;
+    char sub[512], where[600];
+    (void)arg;
+    if (conf_check_named(ld, k, v, path, "instance"))
+        return;
+    sophia_conf_instance *in = GROW(c->instances, c->ninstances);
+    in->name = conf_xstrdup(k->text);
+    in->line = k->line;
+    in->col = k->col;
+    conf_child_path(sub, sizeof(sub), path, k->text);
+    snprintf(where, sizeof(where), "in plugin instance '%s'", k->text);
+    section sec = {where, conf_instance_fields};
+    conf_walk_section(ld, v, &sec, in, sub);
+    if (!conf_has_key(v, "plugin"))
+        ERR(ld, k, "%s: missing required key 'plugin' (the module to load)",
+            sub);
+}
+
+void conf_walk_instances(loader *ld, const node *v, void *base,
+                         const char *path)
+{
+    conf_each_pair(ld, v, path, instance_pair, base, NULL);
+}
+
+#define C_OFF(member) offsetof(sophia_conf, member)
+#define END {NULL, 0, 0, 0, NULL, NULL}
+
+static const field tokens_fields[] = {
+    {"secret_env", F_SECRET, C_OFF(server.tokens_env), C_OFF(server.tokens),
+     NULL, NULL},
+    END,
+};
+static const section tokens_sec = {"in server.tokens", tokens_fields};
+
+static const field rate_limit_fields[] = {
+    {"rate", F_COUNT0, C_OFF(server.rate_limit.rate), 0, NULL, NULL},
+    {"burst", F_COUNT0, C_OFF(server.rate_limit.burst), 0, NULL, NULL},
+    END,
+};
+static const section rate_limit_sec = {"in server.rate_limit",
+                                       rate_limit_fields};
+
+/* A sequence of non-empty strings appended to items[0..*n). */
+static void walk_strlist(loader *ld, const node *v, const char *path,
+                         const char *what, char ***items, size_t *n)
+{
+    if (conf_is_null(v))
+        return;
+    if (v->kind != NODE_SEQ) {
+        ERR(ld, v, "%s: expected a sequence of %s, got %s", path, what,
+            conf_kind_name(v));
+        return;
+    }
+    for (size_t i = 0; i < v->nkids; i++) {
+        if (v->kids[i]->reported)
+            continue;
+        const char *s = conf_want_scalar(ld, v->kids[i], path, what);
+        if (s && !*s)
+            ERR(ld, v->kids[i], "%s: an entry must not be empty", path);
+        else if (s)
+            *GROW(*items, *n) = conf_xstrdup(s);
+    }
+}
+
+static void walk_server_hosts(loader *ld, const node *v, void *base,
+                              const char *path)
+{
+    sophia_conf *c = base;
+    walk_strlist(ld, v, path, "host names such as sophia.example.com",
+                 &c->server.hosts, &c->server.nhosts);
+}
+
+static void walk_server_origins(loader *ld, const node *v, void *base,
+                                const char *path)
+{
+    sophia_conf *c = base;
+    walk_strlist(ld, v, path, "origins such as https://dash.example.com",
+                 &c->server.origins, &c->server.norigins);
+}
+
+/* The value of `key` in a mapping, or the mapping itself. */
+static const node *map_value(const node *map, const char *key)
+{
+    for (size_t i = 0; i + 1 < map->nkids; i += 2)
+        if (map->kids[i]->kind == NODE_SCALAR && !strcmp(map->kids[i]->text, key))
+            return map->kids[i + 1];
+    return map;
+}
+
+static const field tls_fields[] = {
+    {"listen", F_LISTEN, C_OFF(server.tls.listen), 0, NULL, NULL},
+    {"cert", F_DIR, C_OFF(server.tls.cert), 0, NULL, NULL},
+    {"key", F_DIR, C_OFF(server.tls.key), 0, NULL, NULL},
+    END,
+};
+static const section tls_sec = {"in server.tls", tls_fields};
+
+/* Set once by the daemon before it loads anything (config.h says why). */
+static sophia_conf_tls_check tls_check;
+static void *tls_check_arg;
+
+void sophia_conf_set_tls_check(sophia_conf_tls_check fn, void *arg)
+{
+    tls_check = fn;
+    tls_check_arg = arg;
+}
+
+/* server.tls: all three keys, and files that load as a matching pair now,
+ * so --check finds a bad certificate, not the first client (http_tls.h). */
+static void walk_server_tls(loader *ld, const node *v, void *base,
+                            const char *path)
+{
+    static const char *const required[] = {"listen", "cert", "key"};
+    sophia_conf *c = base;
+    int missing = 0;
+    conf_walk_section(ld, v, &tls_sec, base, path);
+    if (v->kind != NODE_MAP)
+        return; /* null: no TLS listener; anything else was reported */
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
+        if (!conf_has_key(v, required[i])) {
+            ERR(ld, v, "%s: missing required key '%s'", path, required[i]);
+            missing = 1;
+        }
+    if (missing || !c->server.tls.cert || !c->server.tls.key || !tls_check)
+        return;
+    char why[1024];
+    int f = tls_check(tls_check_arg, c->server.tls.cert, c->server.tls.key,
+                      why, sizeof(why));
+    const char *which = f == SOPHIA_CONF_TLS_BAD_KEY ? "key" : "cert";
+    if (f)
+        ERR(ld, map_value(v, which), "%s.%s: %s", path, which, why);
+}
+
+static const field server_fields[] = {
+    {"listen", F_LISTEN, C_OFF(server.listen), 0, NULL, NULL},
+    {"max_body", F_SIZE, C_OFF(server.max_body), 0, NULL, NULL},
+    {"max_body_total", F_SIZE, C_OFF(server.max_body_total), 0, NULL, NULL},
+    {"max_connections", F_COUNT, C_OFF(server.max_connections), 0, NULL, NULL},
+    {"hosts", F_CUSTOM, 0, 0, NULL, walk_server_hosts},
+    {"origins", F_CUSTOM, 0, 0, NULL, walk_server_origins},
+    {"tokens", F_SECTION, 0, 0, &tokens_sec, NULL},
+    {"share_dir", F_DIR, C_OFF(server.share_dir), 0, NULL, NULL},
+    {"rate_limit", F_SECTION, 0, 0, &rate_limit_sec, NULL},
+    {"tls", F_CUSTOM, 0, 0, NULL, walk_server_tls},
+    END,
+};
+static const section server_sec = {"in server", server_fields};
+
+static const field log_fields[] = {
+    {"level", F_LEVEL, C_OFF(log_level), 0, NULL, NULL},
+    END,
+};
+static const section log_sec = {"in log", log_fields};
+
+static const field redis_fields[] = {
+    {"url", F_REDIS_URL, C_OFF(redis_url), 0, NULL, NULL},
+    END,
+};
+static const section redis_sec = {"in redis", redis_fields};
+
+static const field pg_fields[] = {
+    {"url", F_URL, C_OFF(pg_url), 0, NULL, NULL},
+    END,
+};
+static const section pg_sec = {"in postgres", pg_fields};
+
+static const field l1_fields[] = {
+    {"max_entries", F_COUNT, C_OFF(l1.max_entries), 0, NULL, NULL},
+    {"max_bytes", F_SIZE, C_OFF(l1.max_bytes), 0, NULL, NULL},
+    {"ttl", F_TTL, C_OFF(l1.ttl), 0, NULL, NULL},
+    END,
+};
+static const section l1_sec = {"in cache.l1", l1_fields};
+
+static const field l2_fields[] = {
+    {"ttl", F_TTL, C_OFF(l2.ttl), 0, NULL, NULL},
+    END,
+};
+static const section l2_sec = {"in cache.l2", l2_fields};
+
+/* cache.l3.pool: a connection count with an upper bound, which F_COUNT
+ * lacks; pg_pool.h says why a few connections are enough. */
+static void walk_l3_pool(loader *ld, const node *v, void *base,
+                         const char *path)
+{
+    sophia_conf *c = base;
+    const char *s = conf_want_scalar(ld, v, path, "an integer");
+    long long n;
+    if (!s)
+        return;
+    if (conf_parse_ll(s, &n) || n < 1 || n > SOPHIA_CONF_PG_POOL_MAX) {
+        ERR(ld, v, "%s: '%s' is not a connection count from 1 to %d", path,
+            s, SOPHIA_CONF_PG_POOL_MAX);
+        return;
+    }
+    c->l3.pool = (size_t)n;
+}
+
+static const field l3_fields[] = {
+    {"ttl", F_TTL, C_OFF(l3.ttl), 0, NULL, NULL},
+    {"pool", F_CUSTOM, 0, 0, NULL, walk_l3_pool},
+    END,
+};
+static const section l3_sec = {"in cache.l3", l3_fields};
+
+/* cache.write.prefixes: "key prefix": instance name. */
+static void write_prefix_pair(loader *ld, const node *k, const node *v,
+                              void *base, const void *arg, const char *path)
+{
+    sophia_conf *c = base;
+    char sub[512];
+    (void)arg;
+    conf_child_path(sub, sizeof(sub), path, k->text);
+    const char *s = conf_want_scalar(ld, v, sub, "a write_strategy instance name");
+    if (!s)
+        return;
+    size_t n = c->cache_write.nprefixes;
+    c->cache_write.prefixes = conf_xrealloc(c->cache_write.prefixes,
+                                       (n + 1) * sizeof(char *));
+    c->cache_write.instances = conf_xrealloc(c->cache_write.instances,
+                                        (n + 1) * sizeof(char *));
+    c->cache_write.pos = conf_xrealloc(c->cache_write.pos, (n + 1) * 2 * sizeof(int));
+    c->cache_write.prefixes[n] = conf_xstrdup(k->text);
+    c->cache_write.instances[n] = conf_xstrdup(s);
+    c->cache_write.pos[2 * n] = v->line;
+    c->cache_write.pos[2 * n + 1] = v->col;
+    c->cache_write.nprefixes = n + 1;
+}
+
+static void walk_write_prefixes(loader *ld, const node *v, void *base,
+                                const char *path)
+{
+    conf_each_pair(ld, v, path, write_prefix_pair, base, NULL);
+}
+
+static void walk_write_default(loader *ld, const node *v, void *base,
+                               const char *path)
+{
+    sophia_conf *c = base;
+    const char *s = conf_want_scalar(ld, v, path, "a write_strategy instance name");
+    if (!s)
+        return;
+    conf_set_str(&c->cache_write.def, conf_xstrdup(s));
+    c->cache_write.def_line = v->line;
+    c->cache_write.def_col = v->col;
+}
+
+static const field write_fields[] = {
+    {"default", F_CUSTOM, 0, 0, NULL, walk_write_default},
+    {"prefixes", F_CUSTOM, 0, 0, NULL, walk_write_prefixes},
+    END,
+};
+static const section write_sec = {"in cache.write", write_fields};
+
+static const field cache_fields[] = {
+    {"l1", F_SECTION, 0, 0, &l1_sec, NULL},
+    {"l2", F_SECTION, 0, 0, &l2_sec, NULL},
+    {"l3", F_SECTION, 0, 0, &l3_sec, NULL},
+    {"write", F_SECTION, 0, 0, &write_sec, NULL},
+    END,
+};
+static const section cache_sec = {"in cache", cache_fields};
+
+/* websocket.auth.secret_env: read like every secret_env, then held to
+ * MIN_JWT_SECRET bytes, so a guessable key stops the start (and --check). */
+static void walk_ws_secret(loader *ld, const node *v, void *base,
+                           const char *path)
+{
+    static const field f = {"secret_env", F_SECRET, C_OFF(ws.auth_env),
+                            C_OFF(ws.auth_secret), NULL, NULL};
+    sophia_conf *c = base;
+    conf_apply_secret(ld, &f, v, base, path);
+    size_t n = c->ws.auth_secret ? strlen(c->ws.auth_secret) : 0;
+    if (n && n < MIN_JWT_SECRET)
+        ERR(ld, v, "%s: the WebSocket JWT secret in %s is %zu bytes; HS256 "
+                   "needs at least %d (e.g. openssl rand -base64 48)",
+            path, c->ws.auth_env, n, MIN_JWT_SECRET);
+}
+
+static const field auth_fields[] = {
+    {"secret_env", F_CUSTOM, 0, 0, NULL, walk_ws_secret},
+    END,
+};
+static const section auth_sec = {"in websocket.auth", auth_fields};
+
+static const field jwt_fields[] = {
+    {"require_exp", F_BOOL, C_OFF(ws.jwt_require_exp), 0, NULL, NULL},
+    {"issuer", F_STRING, C_OFF(ws.jwt_issuer), 0, NULL, NULL},
+    {"audience", F_STRING, C_OFF(ws.jwt_audience), 0, NULL, NULL},
+    END,
+};
+static const section jwt_sec = {"in websocket.jwt", jwt_fields};
+
+/* websocket.origins: a sequence of exact Origin header values. */
+static void walk_ws_origins(loader *ld, const node *v, void *base,
+                            const char *path)
+{
+    sophia_conf *c = base;
+    walk_strlist(ld, v, path, "origins such as https://dash.example.com",
+                 &c->ws.origins, &c->ws.norigins);
+}
+
+static const field ws_fields[] = {
+    {"max_queue", F_COUNT, C_OFF(ws.max_queue), 0, NULL, NULL},
+    {"history", F_COUNT0, C_OFF(ws.history), 0, NULL, NULL},
+    {"history_age", F_SECONDS, C_OFF(ws.history_age), 0, NULL, NULL},
+    {"ping_interval", F_SECONDS, C_OFF(ws.ping_interval), 0, NULL, NULL},
+    {"pong_timeout", F_SECONDS, C_OFF(ws.pong_timeout), 0, NULL, NULL},
+    {"auth_timeout", F_SECONDS, C_OFF(ws.auth_timeout), 0, NULL, NULL},
+    {"max_connections", F_COUNT, C_OFF(ws.max_connections), 0, NULL, NULL},
+    {"max_subscriptions", F_COUNT, C_OFF(ws.max_subscriptions), 0, NULL, NULL},
+    {"max_message", F_SIZE, C_OFF(ws.max_message), 0, NULL, NULL},
+    {"coalesce_at", F_COUNT0, C_OFF(ws.coalesce_at), 0, NULL, NULL},
+    {"origins", F_CUSTOM, 0, 0, NULL, walk_ws_origins},
+    {"auth", F_SECTION, 0, 0, &auth_sec, NULL},
+    {"jwt", F_SECTION, 0, 0, &jwt_sec, NULL},
+    {"max_topics", F_COUNT, C_OFF(ws.max_topics), 0, NULL, NULL},
+    END,
+};
+static const section ws_sec = {"in websocket", ws_fields};
+
+static const field cluster_fields[] = {
+    {"redis", F_REDIS_URL, C_OFF(cluster.redis), 0, NULL, NULL},
+    {"node_id", F_STRING, C_OFF(cluster.node_id), 0, NULL, NULL},
+    {"enabled", F_BOOL, C_OFF(cluster.enabled), 0, NULL, NULL},
+    END,
+};
+static const section cluster_sec = {"in cluster", cluster_fields};
+
+const field conf_consolidate_fields[] = {
+    {"every", F_SECONDS, offsetof(sophia_conf_consolidate, every), 0, NULL,
+     NULL},
+    {"after_new", F_COUNT, offsetof(sophia_conf_consolidate, after_new), 0,
+     NULL, NULL},
+    END,
+};
+
+/* memory.consolidate.INSTANCE: {every, after_new} */
+static void consolidate_pair(loader *ld, const node *k, const node *v,
+                             void *base, const void *arg, const char *path)
+{
+    sophia_conf *c = base;
+    char sub[512], where[600];
+    (void)arg;
+    if (conf_check_named(ld, k, v, path, "consolidator instance"))
+        return;
+    sophia_conf_consolidate *cc =
+        GROW(c->memory.consolidate, c->memory.nconsolidate);
+    cc->instance = conf_xstrdup(k->text);
+    cc->line = k->line;
+    cc->col = k->col;
+    conf_child_path(sub, sizeof(sub), path, k->text);
+    snprintf(where, sizeof(where), "in memory.consolidate.%s", k->text);
+    section sec = {where, conf_consolidate_fields};
+    conf_walk_section(ld, v, &sec, cc, sub);
+}
+
+void conf_walk_consolidate(loader *ld, const node *v, void *base,
+                           const char *path)
+{
+    conf_each_pair(ld, v, path, consolidate_pair, base, NULL);
+}
+
+static const field memory_fields[] = {
+    {"dim", F_COUNT, C_OFF(memory.dim), 0, NULL, NULL},
+    {"index", F_STRING, C_OFF(memory.index), 0, NULL, NULL},
+    {"hnsw_threshold", F_COUNT, C_OFF(memory.hnsw_threshold), 0, NULL, NULL},
+    {"index_path", F_DIR, C_OFF(memory.index_path), 0, NULL, NULL},
+    {"table", F_STRING, C_OFF(memory.table), 0, NULL, NULL},
+    {"half_life", F_SECONDS, C_OFF(memory.half_life), 0, NULL, NULL},
+    {"max_content", F_SIZE, C_OFF(memory.max_content), 0, NULL, NULL},
+    {"workers", F_COUNT, C_OFF(memory.workers), 0, NULL, NULL},
+    {"rebuild_removed_pct", F_COUNT0, C_OFF(memory.rebuild_removed_pct), 0, NULL, NULL},
+    {"consolidate", F_CUSTOM, 0, 0, NULL, conf_walk_consolidate},
+    END,
+};
+static const section memory_sec = {"in memory", memory_fields};
+
+static const field plugins_fields[] = {
+    {"path", F_CUSTOM, 0, 0, NULL, walk_plugin_path},
+    {"instances", F_CUSTOM, 0, 0, NULL, conf_walk_instances},
+    {"strict_modes", F_BOOL, C_OFF(plugin_strict_modes), 0, NULL, NULL},
+    {"init_timeout", F_SECONDS, C_OFF(plugin_init_timeout), 0, NULL, NULL},
+    END,
+};
+static const section plugins_sec = {"in plugins", plugins_fields};
+
+#define H_OFF(member) C_OFF(hooks.member)
+static const field hook_slack_fields[] = {
+    {"secret_env", F_SECRET, H_OFF(slack_env), H_OFF(slack_secret), NULL, NULL},
+    {"stream", F_STRING, H_OFF(slack_stream), 0, NULL, NULL},
+    {"dedup_window", F_SECONDS, H_OFF(slack_dedup), 0, NULL, NULL},
+    END,
+};
+static const section hook_slack_sec = {"in hooks.slack", hook_slack_fields};
+
+static const field hook_gong_fields[] = {
+    {"secret_env", F_SECRET, H_OFF(gong_env), H_OFF(gong_secret), NULL, NULL},
+    {"stream", F_STRING, H_OFF(gong_stream), 0, NULL, NULL},
+    {"allow_query_key", F_BOOL, C_OFF(hooks.gong_query_key), 0, NULL, NULL},
+    END,
+};
+static const section hook_gong_sec = {"in hooks.gong", hook_gong_fields};
+
+static const field hooks_fields[] = {
+    {"slack", F_SECTION, 0, 0, &hook_slack_sec, NULL},
+    {"gong", F_SECTION, 0, 0, &hook_gong_sec, NULL},
+    END,
+};
+static const section hooks_sec = {"in hooks", hooks_fields};
+
+static const field top_fields[] = {
+    {"server", F_SECTION, 0, 0, &server_sec, NULL},
+    {"log", F_SECTION, 0, 0, &log_sec, NULL},
+    {"redis", F_SECTION, 0, 0, &redis_sec, NULL},
+    {"postgres", F_SECTION, 0, 0, &pg_sec, NULL},
+    {"cache", F_SECTION, 0, 0, &cache_sec, NULL},
+    {"websocket", F_SECTION, 0, 0, &ws_sec, NULL},
+    {"cluster", F_SECTION, 0, 0, &cluster_sec, NULL},
+    {"memory", F_SECTION, 0, 0, &memory_sec, NULL},
+    {"plugins", F_SECTION, 0, 0, &plugins_sec, NULL},
+    {"streams", F_CUSTOM, 0, 0, NULL, conf_walk_streams},
+    {"hooks", F_SECTION, 0, 0, &hooks_sec, NULL},
+    END,
+};
+const section conf_top_sec = {"at the top level", top_fields};
