@@ -220,6 +220,18 @@ static int64_t host_now_us(void)
     return FIXED_NOW_US;
 }
 
+/* SDK 1.1: these tests never commit a context, so a staged state change
+ * is discarded at once (as the core does for a context freed uncommitted). */
+static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
+                      void (*discard)(void *), void *change)
+{
+    (void)ctx;
+    (void)apply;
+    if (discard)
+        discard(change);
+    return 0;
+}
+
 static const sophia_host test_host = {
     .struct_size = sizeof(sophia_host),
     .abi_major = SOPHIA_SDK_VERSION_MAJOR,
@@ -245,6 +257,7 @@ static const sophia_host test_host = {
     .cache_put = host_cache_put,
     .counter_add = host_counter_add,
     .now_us = host_now_us,
+    .stage = host_stage,
 };
 
 /* ------------------------------------------------------ config builders */
