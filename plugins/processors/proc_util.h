@@ -19,7 +19,7 @@
  * own state inside process(). It reads the committed state, computes the
  * new values, and hands them to host->stage; the host applies them when
  * the event's effects commit and discards them otherwise (RETRY, ERROR, an
- * effect refused). pu_require_stage is the init-time check; pu_seen_* is a
+ * effect refused). pu_require_stage is the init-time check; pu_seen is a
  * bounded "already applied" set whose additions are staged that way.
  */
 #ifndef SOPHIA_PROC_UTIL_H
@@ -124,14 +124,12 @@ static inline const uint64_t *pu_seed(void)
         v2 += v1; v1 = PU_ROTL(v1, 17); v1 ^= v2; v2 = PU_ROTL(v2, 32);       \
     } while (0)
 
-/* SipHash-1-3 of s[0..len) under the per-process key: the table's bucket
- * hash. */
-static inline uint64_t pu_hash(const char *s, size_t len)
+/* SipHash-1-3 of s[0..len) under key k. */
+static inline uint64_t pu_siphash(const uint64_t *k, const void *s, size_t len)
 {
-    const uint64_t *k = pu_seed();
     uint64_t v0 = 0x736f6d6570736575ULL ^ k[0], v1 = 0x646f72616e646f6dULL ^ k[1],
              v2 = 0x6c7967656e657261ULL ^ k[0], v3 = 0x7465646279746573ULL ^ k[1];
-    const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *p = s;
     size_t i = 0;
     for (; i + 8 <= len; i += 8) {
         uint64_t m;
@@ -151,6 +149,12 @@ static inline uint64_t pu_hash(const char *s, size_t len)
     PU_SIPROUND;
     PU_SIPROUND;
     return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* The table's bucket hash: SipHash under the per-process key. */
+static inline uint64_t pu_hash(const char *s, size_t len)
+{
+    return pu_siphash(pu_seed(), s, len);
 }
 
 /* ---------------------------------------------------- bounded table */
@@ -273,56 +277,188 @@ static inline int pu_require_stage(const sophia_host *h, sophia_self *self,
     return SOPHIA_EABI;
 }
 
-/* A key to add to a pu_table of "already applied" ids once the event
- * commits. */
+/* ------------------------------------------------ seen set (redelivery) */
+
+/* The ids of the last `cap` events (or changes) that committed, so a
+ * redelivered one is recognised. Each id is kept as a 64-bit SipHash
+ * fingerprint under a key of the set's own (random per instance, carried
+ * by export so the fingerprints stay valid in the instance a reload hands
+ * them to): a FIFO ring of fingerprints plus an open-addressing index
+ * (linear probing, load <= 1/2, backward-shift deletion), so remembering
+ * a point costs no allocation - metrics does it per point. A peer cannot
+ * aim ids at one slot without the key; two ids sharing a fingerprint
+ * (2^-64 for a pair) would make the second look like a redelivery. */
+typedef struct pu_seen {
+    uint64_t key[2];
+    uint64_t *ring;  /* oldest at head */
+    uint64_t *slots; /* 0 = empty */
+    size_t cap, head, n, mask;
+} pu_seen;
+
+static inline int pu_seen_init(pu_seen *s, size_t cap)
+{
+    memset(s, 0, sizeof(*s));
+    s->cap = cap ? cap : 1;
+    size_t nslots = 4;
+    while (nslots < 2 * s->cap)
+        nslots <<= 1;
+    s->mask = nslots - 1;
+    if (getrandom(s->key, sizeof(s->key), GRND_NONBLOCK) != (ssize_t)sizeof(s->key)) {
+        const uint64_t *k = pu_seed();
+        s->key[0] = k[0] ^ (uint64_t)(uintptr_t)s;
+        s->key[1] = k[1];
+    }
+    s->ring = malloc(s->cap * sizeof(*s->ring));
+    s->slots = calloc(nslots, sizeof(*s->slots));
+    return s->ring && s->slots ? 0 : SOPHIA_ENOMEM;
+}
+
+static inline void pu_seen_free(pu_seen *s)
+{
+    free(s->ring);
+    free(s->slots);
+    s->ring = s->slots = NULL;
+}
+
+static inline uint64_t pu_seen_fp(const pu_seen *s, const char *id)
+{
+    uint64_t fp = pu_siphash(s->key, id, strlen(id));
+    return fp ? fp : 1; /* 0 marks an empty slot */
+}
+
+/* The slot holding fp, or the empty slot where it would go. */
+static inline size_t pu_seen_slot(const pu_seen *s, uint64_t fp)
+{
+    size_t i = fp & s->mask;
+    while (s->slots[i] && s->slots[i] != fp)
+        i = (i + 1) & s->mask;
+    return i;
+}
+
+static inline int pu_seen_has(const pu_seen *s, const char *id)
+{
+    return s->slots && s->slots[pu_seen_slot(s, pu_seen_fp(s, id))] != 0;
+}
+
+/* Removes fp, shifting later entries of its probe run back. */
+static inline void pu_seen_del(pu_seen *s, uint64_t fp)
+{
+    size_t i = pu_seen_slot(s, fp), j = i;
+    if (!s->slots[i])
+        return;
+    for (;;) {
+        j = (j + 1) & s->mask;
+        if (!s->slots[j])
+            break;
+        size_t k = s->slots[j] & s->mask; /* where it wants to be */
+        if ((j > i && (k <= i || k > j)) || (j < i && k <= i && k > j)) {
+            s->slots[i] = s->slots[j];
+            i = j;
+        }
+    }
+    s->slots[i] = 0;
+}
+
+/* Remembers fp, forgetting the oldest past cap. */
+static inline void pu_seen_add_fp(pu_seen *s, uint64_t fp)
+{
+    size_t i = pu_seen_slot(s, fp);
+    if (s->slots[i])
+        return;
+    if (s->n == s->cap) {
+        pu_seen_del(s, s->ring[s->head]);
+        s->head = (s->head + 1) % s->cap;
+        s->n--;
+        i = pu_seen_slot(s, fp);
+    }
+    s->slots[i] = fp;
+    s->ring[(s->head + s->n++) % s->cap] = fp;
+}
+
+/* A fingerprint to remember once the event commits. */
 typedef struct pu_seen_add {
-    pu_table *t;
-    char key[];
+    pu_seen *s;
+    uint64_t fp;
 } pu_seen_add;
 
 static inline void pu_seen_apply(void *state, void *change)
 {
     pu_seen_add *a = change;
     (void)state;
-    pu_table_put(a->t, a->key, (void *)1);
+    pu_seen_add_fp(a->s, a->fp);
     free(a);
 }
 
-/* Stages adding `key` to `t` (a table with free_val NULL). 0 or an error
- * (then the event must not go OK: a redelivery would not be recognised). */
+/* Stages remembering `id`. 0 or an error (then the event must not go OK:
+ * its redelivery would not be recognised). */
 static inline int pu_seen_stage(const sophia_host *h, sophia_ctx *ctx,
-                                pu_table *t, const char *key)
+                                pu_seen *s, const char *id)
 {
-    size_t n = strlen(key) + 1;
-    pu_seen_add *a = malloc(sizeof(*a) + n);
+    pu_seen_add *a = malloc(sizeof(*a));
     if (!a)
         return SOPHIA_ENOMEM;
-    a->t = t;
-    memcpy(a->key, key, n);
+    a->s = s;
+    a->fp = pu_seen_fp(s, id);
     return h->stage(ctx, pu_seen_apply, free, a);
 }
 
-/* The set's keys, oldest first, as a JSON array (NULL on no memory). */
+/* {"key":"<32 hex>","fp":["<16 hex>", oldest first]}; NULL on no memory.
+ * Hex strings: the SDK reads numbers as doubles. */
 static inline sophia_json *pu_seen_export(const sophia_host *h,
-                                          const pu_table *t)
+                                          const pu_seen *s)
 {
-    sophia_json *a = h->json_array();
-    for (const pu_entry *e = t->oldest; a && e; e = e->newer)
-        if (h->json_append(a, h->json_str(e->key))) {
+    char buf[40];
+    sophia_json *o = h->json_object(), *a = h->json_array();
+    for (size_t i = 0; a && i < s->n; i++) {
+        snprintf(buf, sizeof(buf), "%016llx",
+                 (unsigned long long)s->ring[(s->head + i) % s->cap]);
+        if (h->json_append(a, h->json_str(buf))) {
             h->json_free(a);
-            return NULL;
+            a = NULL;
         }
-    return a;
+    }
+    snprintf(buf, sizeof(buf), "%016llx%016llx", (unsigned long long)s->key[0],
+             (unsigned long long)s->key[1]);
+    int rc = pu_set_str(h, o, "key", buf);
+    if (rc || pu_set(h, o, "fp", a)) {
+        if (!rc)
+            a = NULL; /* taken by the failed set */
+        h->json_free(a);
+        h->json_free(o);
+        return NULL;
+    }
+    return o;
 }
 
-/* Adds the strings of array `a` to the set, oldest first. */
-static inline int pu_seen_import(const sophia_host *h, pu_table *t,
-                                 const sophia_json *a)
+static inline int pu_hex64(const char *s, uint64_t *out)
 {
+    char *end;
+    if (!s || strlen(s) != 16)
+        return -1;
+    *out = strtoull(s, &end, 16);
+    return *end ? -1 : 0;
+}
+
+/* Adopts an exported set (its key and fingerprints) into an empty one;
+ * NULL `o` (an export without one) leaves it empty. */
+static inline int pu_seen_import(const sophia_host *h, pu_seen *s,
+                                 const sophia_json *o)
+{
+    const char *key = pu_str(h, o, "key");
+    const sophia_json *a = h->json_get(o, "fp");
+    char half[17];
+    if (!o)
+        return 0;
+    if (!key || strlen(key) != 32 || s->n)
+        return SOPHIA_EPARSE;
+    snprintf(half, sizeof(half), "%.16s", key);
+    if (pu_hex64(half, &s->key[0]) || pu_hex64(key + 16, &s->key[1]))
+        return SOPHIA_EPARSE;
     for (size_t i = 0; i < h->json_size(a); i++) {
-        const char *k = h->json_string(h->json_at(a, i));
-        if (k && pu_table_put(t, k, (void *)1))
-            return SOPHIA_ENOMEM;
+        uint64_t fp;
+        if (pu_hex64(h->json_string(h->json_at(a, i)), &fp) || !fp)
+            return SOPHIA_EPARSE;
+        pu_seen_add_fp(s, fp);
     }
     return 0;
 }

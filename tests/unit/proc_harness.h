@@ -33,17 +33,20 @@
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c; NULL here */
 
-static __attribute__((unused)) char *ph_dirs[] = {SOPHIA_TEST_PLUGIN_DIR};
+/* Each test uses some of these helpers, not all. */
+#define PH_STATIC static __attribute__((unused))
+
+PH_STATIC char *ph_dirs[] = {SOPHIA_TEST_PLUGIN_DIR};
 
 /* A scalar option "key" = "value". */
-static __attribute__((unused)) sophia_conf_opt ph_scalar(const char *key, const char *value)
+PH_STATIC sophia_conf_opt ph_scalar(const char *key, const char *value)
 {
     return (sophia_conf_opt){.key = (char *)key, .scalar = (char *)value,
                              .line = 5, .col = 9, .key_line = 5, .key_col = 5};
 }
 
 /* A list option "key" = [items...]. */
-static __attribute__((unused)) sophia_conf_opt ph_list(const char *key, char **items, size_t n)
+PH_STATIC sophia_conf_opt ph_list(const char *key, char **items, size_t n)
 {
     return (sophia_conf_opt){.key = (char *)key, .items = items, .nitems = n,
                              .is_seq = 1, .line = 5, .col = 9, .key_line = 5,
@@ -52,7 +55,7 @@ static __attribute__((unused)) sophia_conf_opt ph_list(const char *key, char **i
 
 /* Loads the bundled processor `module` as instance "t"; fails the test
  * with the loader's diagnostics when it is refused. */
-static __attribute__((unused)) sophia_instance *ph_load(const char *module, sophia_conf_opt *opts,
+PH_STATIC sophia_instance *ph_load(const char *module, sophia_conf_opt *opts,
                                 size_t nopts)
 {
     sophia_conf_instance ci = {.name = "t", .plugin = (char *)module,
@@ -72,7 +75,7 @@ static __attribute__((unused)) sophia_instance *ph_load(const char *module, soph
 
 /* Drops members named "updated_us" (wall clock) anywhere in v, so two
  * runs of the same event compare equal. */
-static __attribute__((unused)) void ph_strip_clock(json_t *v)
+PH_STATIC void ph_strip_clock(json_t *v)
 {
     size_t i;
     json_t *x;
@@ -97,7 +100,7 @@ enum { PH_REFUSE = 0, PH_COMMIT = 1 };
  * ERROR, or with PH_REFUSE an OK whose effects were refused). *actions
  * (may be NULL) receives the queued actions as sorted JSON text, wall
  * clock stripped; free it. */
-static __attribute__((unused)) sophia_verdict ph_run(sophia_instance *inst, const char *body,
+PH_STATIC sophia_verdict ph_run(sophia_instance *inst, const char *body,
                              const char *id, int fate, char **actions)
 {
     json_t *b = json_loads(body, JSON_DECODE_ANY, NULL);
@@ -122,7 +125,7 @@ static __attribute__((unused)) sophia_verdict ph_run(sophia_instance *inst, cons
 }
 
 /* The instance's exported state (malloc'd text; the host would free()). */
-static __attribute__((unused)) char *ph_export(sophia_instance *inst)
+PH_STATIC char *ph_export(sophia_instance *inst)
 {
     char *s = inst->desc->processor->export_state(inst->state);
     assert_non_null(s);
@@ -131,7 +134,7 @@ static __attribute__((unused)) char *ph_export(sophia_instance *inst)
 
 /* A new instance of the same module with the same options that imported
  * `from`'s exported state: what a reload does. */
-static __attribute__((unused)) sophia_instance *ph_reload(sophia_instance *from, sophia_conf_opt *opts,
+PH_STATIC sophia_instance *ph_reload(sophia_instance *from, sophia_conf_opt *opts,
                                   size_t nopts)
 {
     char *s = ph_export(from);
@@ -143,7 +146,7 @@ static __attribute__((unused)) sophia_instance *ph_reload(sophia_instance *from,
 
 /* Asserts that running `body` leaves the exported state as it was and
  * returns the verdict. */
-static __attribute__((unused)) sophia_verdict ph_run_unchanged(sophia_instance *inst, const char *body,
+PH_STATIC sophia_verdict ph_run_unchanged(sophia_instance *inst, const char *body,
                                        const char *id, int fate,
                                        char **actions)
 {
@@ -161,7 +164,7 @@ typedef struct ph_counter_q {
     double value;
 } ph_counter_q;
 
-static __attribute__((unused)) void ph_counter_visit(const char *inst, const char *name, double v,
+PH_STATIC void ph_counter_visit(const char *inst, const char *name, double v,
                              void *arg)
 {
     ph_counter_q *q = arg;
@@ -170,7 +173,7 @@ static __attribute__((unused)) void ph_counter_visit(const char *inst, const cha
 }
 
 /* Instance "t"'s counter `name` (host->counter_add), 0 when never added. */
-static __attribute__((unused)) double ph_counter(const char *name)
+PH_STATIC double ph_counter(const char *name)
 {
     ph_counter_q q = {name, 0};
     sophia_host_counters_each(ph_counter_visit, &q);
@@ -178,7 +181,7 @@ static __attribute__((unused)) double ph_counter(const char *name)
 }
 
 /* Line `n` (1-based) of tests/data/<file>, malloc'd, without its newline. */
-static __attribute__((unused)) char *ph_data(const char *file, int n)
+PH_STATIC char *ph_data(const char *file, int n)
 {
     char path[512], *line = NULL;
     size_t cap = 0;
@@ -196,7 +199,7 @@ static __attribute__((unused)) char *ph_data(const char *file, int n)
 }
 
 /* Number of occurrences of `needle` in `hay`. */
-static __attribute__((unused)) int ph_count(const char *hay, const char *needle)
+PH_STATIC int ph_count(const char *hay, const char *needle)
 {
     int n = 0;
     for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))

@@ -11,7 +11,10 @@
  *     nothing;
  *   - redelivery after commit queues nothing and counts duplicates; a
  *     change repeated within one batch is applied once;
- *   - reload keeps the remembered changes.
+ *   - reload keeps the remembered changes;
+ *   - the seen set is bounded (max_seen): past it the oldest is forgotten
+ *     and only that one applies again, while the rest stay recognised
+ *     (pu_seen's index survives thousands of evictions).
  */
 #include "proc_harness.h"
 
@@ -95,10 +98,46 @@ static void test_reload_keeps_seen(void **unused)
     sophia_plugin_unload(inst);
 }
 
+/* Inserts of row `i` into table T, as one batch. */
+static char *row_batch(char *buf, size_t len, int i)
+{
+    snprintf(buf, len,
+             "{\"table\":\"T\",\"rows\":[{\"ACCOUNT_ID\":\"a%d\","
+             "\"METADATA$ACTION\":\"INSERT\",\"METADATA$ISUPDATE\":false,"
+             "\"METADATA$ROW_ID\":\"r%d\"}]}",
+             i, i);
+    return buf;
+}
+
+static void test_seen_is_bounded(void **unused)
+{
+    (void)unused;
+    sophia_conf_opt o[] = {ph_scalar("default_key", "ACCOUNT_ID"),
+                           ph_scalar("max_seen", "64")};
+    sophia_instance *inst = ph_load("snowflake", o, 2);
+    char b[300], *a;
+    int n = 5000;
+    for (int i = 0; i < n; i++)
+        ph_run(inst, row_batch(b, sizeof(b), i), NULL, PH_COMMIT, NULL);
+    /* the last 64 are recognised, every one of them */
+    for (int i = n - 64; i < n; i++) {
+        ph_run(inst, row_batch(b, sizeof(b), i), NULL, PH_COMMIT, &a);
+        if (strcmp(a, "[]"))
+            fail_msg("row %d not recognised: %s", i, a);
+        free(a);
+    }
+    /* an older one was forgotten: it applies again */
+    ph_run(inst, row_batch(b, sizeof(b), n - 65), NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"action\":\"insert\""));
+    free(a);
+    sophia_plugin_unload(inst);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_refused_batch_applies_on_redelivery),
     cmocka_unit_test(test_error_and_repeats),
     cmocka_unit_test(test_reload_keeps_seen),
+    cmocka_unit_test(test_seen_is_bounded),
 };
 
 PH_MAIN(tests)

@@ -63,7 +63,7 @@ typedef struct crm_state {
     char *prefix, *dashboard, *large_severity;
     double ttl, large;
     pu_table deals; /* cache key -> crm_deal, as committed */
-    pu_table seen;  /* event ids committed -> (void *)1 */
+    pu_seen seen;   /* event ids committed */
 } crm_state;
 
 /* A deal's state once the event commits (host->stage's change). */
@@ -93,7 +93,7 @@ static void crm_fini(void *state)
     if (!st)
         return;
     pu_table_free(&st->deals);
-    pu_table_free(&st->seen);
+    pu_seen_free(&st->seen);
     free(st->prefix);
     free(st->dashboard);
     free(st->large_severity);
@@ -123,7 +123,7 @@ static int crm_init(const sophia_host *host, sophia_self *self,
     }
     if (!st->prefix || !st->dashboard || !st->large_severity ||
         pu_table_init(&st->deals, 100000, free) ||
-        pu_table_init(&st->seen, (size_t)max_seen, NULL)) {
+        pu_seen_init(&st->seen, (size_t)max_seen)) {
         crm_fini(st);
         return SOPHIA_ENOMEM;
     }
@@ -421,7 +421,7 @@ static sophia_verdict crm_process(void *state, const sophia_event *ev,
     char idbuf[64], object[32], eid[300];
     int rc = 0, n = 0;
     event_id(h, ev->body, eid, sizeof(eid));
-    if (eid[0] && pu_table_get(&st->seen, eid)) {
+    if (eid[0] && pu_seen_has(&st->seen, eid)) {
         h->counter_add(st->self, "duplicates", 1);
         return SOPHIA_PROCESS_OK; /* applied before: nothing again */
     }
@@ -451,8 +451,8 @@ static sophia_verdict crm_process(void *state, const sophia_event *ev,
 
 /* --------------------------------------------- hot reload hand-over */
 
-/* {"format":1,"deals":[{"key","stage","amount"?}],"seen":[ids]}: the
- * committed state only (staged changes belong to events in flight). */
+/* {"format":1,"deals":[{"key","stage","amount"?}],"seen":{pu_seen}}:
+ * the committed state only (staged changes belong to events in flight). */
 static char *crm_export(void *state)
 {
     crm_state *st = state;

@@ -90,7 +90,7 @@ typedef struct metrics_state {
     threshold *rules;
     size_t nrules;
     pu_table series;       /* "dashboard\x1fmetric" -> series */
-    pu_table seen;         /* "series\x1fidentity" of committed points */
+    pu_seen seen;          /* "series\x1fidentity" of committed points */
     double *scratch;       /* sort buffer, max_samples long */
     int64_t ts_sec;        /* the second ts_text spells, or -1 */
     char ts_text[32];      /* "now" as ISO-8601, formatted once a second */
@@ -171,7 +171,7 @@ static int parse_extensions(metrics_state *st, const sophia_opts *opts)
         h->log(st->self, SOPHIA_LOG_ERROR, "max_seen must be at least 1");
         return SOPHIA_EINVAL;
     }
-    if (pu_table_init(&st->seen, (size_t)seen, NULL))
+    if (pu_seen_init(&st->seen, (size_t)seen))
         return SOPHIA_ENOMEM;
     return pu_table_init(&st->series, 100000, series_free);
 }
@@ -227,8 +227,8 @@ static void metrics_fini(void *state)
     free(st->scratch);
     if (st->series.b)
         pu_table_free(&st->series);
-    if (st->seen.b)
-        pu_table_free(&st->seen);
+    if (st->seen.ring)
+        pu_seen_free(&st->seen);
     free(st);
 }
 
@@ -552,23 +552,61 @@ static int track(metrics_state *st, const point *p, const char *skey,
     return h->stage(ctx, metrics_apply, free, c);
 }
 
+/* dst = a b c (NUL-terminated), cut to len; the per-point path avoids
+ * printf (its number formatting was the largest share of the identity). */
+static void join3(char *dst, size_t len, const char *a, const char *b,
+                  const char *c)
+{
+    const char *parts[] = {a, b, c};
+    size_t off = 0;
+    for (size_t i = 0; i < 3 && len; i++) {
+        size_t n = strlen(parts[i]);
+        if (n > len - 1 - off)
+            n = len - 1 - off;
+        memcpy(dst + off, parts[i], n);
+        off += n;
+    }
+    if (len)
+        dst[off] = '\0';
+}
+
+/* "ts:<timestamp text or number bits>|<value bits>" as hex. */
+static void stamp_text(const sophia_host *h, const point *p, char *out,
+                       size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    double nums[2] = {h->json_number(p->timestamp, 0),
+                      h->json_number(p->value, 0)};
+    const char *ts = h->json_string(p->timestamp);
+    char bits[2][17];
+    for (size_t k = 0; k < 2; k++) {
+        uint64_t u;
+        memcpy(&u, &nums[k], sizeof(u));
+        for (int i = 15; i >= 0; i--, u >>= 4)
+            bits[k][i] = hex[u & 15];
+        bits[k][16] = '\0';
+    }
+    char tail[40];
+    join3(tail, sizeof(tail), "\x1f", bits[1], "");
+    join3(out, len, "ts:", ts ? ts : bits[0], tail);
+}
+
 /* The point's identity within its series (see the top of the file) into
  * out, or "" when it has none. */
 static void point_identity(const metrics_state *st, const sophia_event *ev,
                            const point *p, const char *skey, char *out,
                            size_t len)
 {
-    const sophia_host *h = st->host;
-    const char *ts = p->timestamp ? h->json_string(p->timestamp) : NULL;
+    char what[300];
     out[0] = '\0';
-    if (ev->id && *ev->id)
-        snprintf(out, len, "%s\x1fid:%s", skey, ev->id);
-    else if (ts)
-        snprintf(out, len, "%s\x1fts:%s\x1f%.17g", skey, ts,
-                 h->json_number(p->value, 0));
-    else if (p->timestamp)
-        snprintf(out, len, "%s\x1fts:%.17g\x1f%.17g", skey,
-                 h->json_number(p->timestamp, 0), h->json_number(p->value, 0));
+    if (ev->id && *ev->id) {
+        join3(what, sizeof(what), "id:", ev->id, "");
+    } else if (p->timestamp) {
+        stamp_text(st->host, p, what, sizeof(what));
+    } else {
+        return;
+    }
+    join3(out, len, skey, "\x1f", what);
 }
 
 static sophia_verdict metrics_process(void *state, const sophia_event *ev,
@@ -584,10 +622,15 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
         return SOPHIA_PROCESS_ERROR;
     }
     char skey[400], id[700];
-    snprintf(skey, sizeof(skey), "%s\x1f%s", p.dashboard ? p.dashboard : "",
-             p.metric);
-    point_identity(st, ev, &p, skey, id, sizeof(id));
-    if (id[0] && pu_table_get(&st->seen, id)) {
+    id[0] = '\0';
+    /* The series key only when something needs it: the plain path (no
+     * id, no timestamp, no windows or rules) stays as cheap as before. */
+    if ((ev->id && *ev->id) || p.timestamp || st->nwindows || st->nrules) {
+        join3(skey, sizeof(skey), p.dashboard ? p.dashboard : "", "\x1f",
+              p.metric);
+        point_identity(st, ev, &p, skey, id, sizeof(id));
+    }
+    if (id[0] && pu_seen_has(&st->seen, id)) {
         h->counter_add(st->self, "duplicates", 1);
         return SOPHIA_PROCESS_OK; /* committed before: nothing again */
     }
@@ -645,7 +688,8 @@ static sophia_json *series_json(const metrics_state *st, const char *key,
 }
 
 /* The committed state, so windows, alert states and redelivery checks
- * survive an upgrade: {"format":2,"series":[series_json...],"seen":[ids]}
+ * survive an upgrade: {"format":2,"series":[series_json...],
+ * "seen":{pu_seen_export}}
  * (format 1, from before SDK 1.1, had no firing and no seen). */
 static char *metrics_export(void *state)
 {

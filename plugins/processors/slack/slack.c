@@ -73,7 +73,7 @@ typedef struct slack_state {
     regex_t amount_re, pref_re;
     int amount_ok, pref_ok;
     pu_table channels; /* channel id -> slack_channel, as committed */
-    pu_table seen;     /* message identities committed -> (void *)1 */
+    pu_seen seen;      /* message identities committed */
 } slack_state;
 
 enum { MSG_PLAIN, MSG_EDIT, MSG_APP_MENTION };
@@ -115,7 +115,7 @@ static void slack_fini(void *state)
     if (st->pref_ok)
         regfree(&st->pref_re);
     pu_table_free(&st->channels);
-    pu_table_free(&st->seen);
+    pu_seen_free(&st->seen);
     free(st->prefix);
     free(st->dashboard);
     free(st);
@@ -180,7 +180,7 @@ static int slack_init(const sophia_host *host, sophia_self *self,
     }
     if (!rc && (!st->prefix || !st->dashboard || !st->rules ||
                 pu_table_init(&st->channels, 100000, free_channel) ||
-                pu_table_init(&st->seen, (size_t)max_seen, NULL)))
+                pu_seen_init(&st->seen, (size_t)max_seen)))
         rc = SOPHIA_ENOMEM;
     for (size_t i = 0; !rc && i < st->nrules; i++)
         rc = parse_rule(st, host->opt_list_item(opts, "alert_rules", i),
@@ -521,7 +521,7 @@ static sophia_verdict slack_process(void *state, const sophia_event *e,
     if (!strcmp(et, "message") || !strcmp(et, "app_mention")) {
         char id[400];
         message_id(h, e->body, et, ev, id, sizeof(id));
-        if (id[0] && pu_table_get(&st->seen, id)) {
+        if (id[0] && pu_seen_has(&st->seen, id)) {
             h->counter_add(st->self, "duplicates", 1);
             return SOPHIA_PROCESS_OK; /* counted before: nothing again */
         }
@@ -567,7 +567,7 @@ static sophia_json *channel_json(const sophia_host *h, const char *id,
 }
 
 /* The committed channels and seen identities:
- * {"format":1,"channels":[channel_json...],"seen":[ids]}. */
+ * {"format":1,"channels":[channel_json...],"seen":pu_seen_export}. */
 static char *slack_export(void *state)
 {
     slack_state *st = state;

@@ -54,7 +54,7 @@ typedef struct sf_state {
     double ttl;
     sf_keys *keys;
     size_t nkeys;
-    pu_table seen; /* change identity -> (void *)1, as committed */
+    pu_seen seen;  /* change identities committed */
     char **pending; /* identities staged by the event in progress */
     size_t npending, cap;
 } sf_state;
@@ -72,7 +72,7 @@ static void sf_fini(void *state)
     }
     free(st->keys);
     free(st->pending);
-    pu_table_free(&st->seen);
+    pu_seen_free(&st->seen);
     free(st->prefix);
     free(st->dashboard);
     free(st->default_key);
@@ -123,7 +123,7 @@ static int sf_init(const sophia_host *host, sophia_self *self,
     int64_t max = host->opt_int(opts, "max_seen");
     int rc = max < 1 ? SOPHIA_EINVAL : 0;
     if (!rc && (!st->prefix || !st->dashboard || !st->default_key ||
-                !st->default_table || pu_table_init(&st->seen, (size_t)max, NULL)))
+                !st->default_table || pu_seen_init(&st->seen, (size_t)max)))
         rc = SOPHIA_ENOMEM;
     if (!rc)
         rc = parse_keys(st, opts);
@@ -262,7 +262,7 @@ static int apply_row(sf_state *st, sophia_ctx *ctx, const char *table,
     int again = 0; /* already in this batch */
     for (size_t i = 0; i < st->npending && !again; i++)
         again = !strcmp(st->pending[i], id);
-    if (again || pu_table_get(&st->seen, id)) { /* a redelivery */
+    if (again || pu_seen_has(&st->seen, id)) { /* a redelivery */
         h->json_free(data);
         h->json_free(prev);
         h->counter_add(st->self, "duplicates", 1);
@@ -399,7 +399,7 @@ static sophia_verdict sf_process(void *state, const sophia_event *ev,
 
 /* --------------------------------------------- hot reload hand-over */
 
-/* {"format":1,"seen":[identities, oldest first]}: the committed ones. */
+/* {"format":1,"seen":pu_seen_export}: the committed identities. */
 static char *sf_export(void *state)
 {
     sf_state *st = state;
@@ -423,7 +423,7 @@ static int sf_import(void *state, const char *json)
     sophia_json *doc = h->json_parse(json);
     const sophia_json *seen = h->json_get(doc, "seen");
     int rc = !doc || h->json_number(h->json_get(doc, "format"), 0) != 1 ||
-                     h->json_type(seen) != SOPHIA_JSON_ARRAY
+                     h->json_type(seen) != SOPHIA_JSON_OBJECT
                  ? SOPHIA_EPARSE
                  : pu_seen_import(h, &st->seen, seen);
     h->json_free(doc);
