@@ -207,6 +207,19 @@ PH_STATIC int ph_count(const char *hay, const char *needle)
     return n;
 }
 
+/* `inst`'s module refuses an SDK 1.0 host (a table that ends before
+ * `stage`): its init fails with SOPHIA_EABI instead of running without
+ * a way to move its state with the verdict. */
+PH_STATIC void ph_refuses_sdk_1_0(sophia_instance *inst)
+{
+    sophia_host h10 = *sophia_host_table();
+    h10.struct_size = (uint32_t)offsetof(sophia_host, stage);
+    h10.abi_minor = 0;
+    void *state = NULL;
+    assert_int_equal(inst->desc->init(&h10, NULL, NULL, &state), SOPHIA_EABI);
+    assert_null(state);
+}
+
 /* main() of a test_proc_* executable: the loader's and host's setup and
  * teardown around cmocka. */
 #define PH_MAIN(tests)                                                        \

@@ -12,7 +12,8 @@
  *     queues nothing and counts a duplicate; without an event id the same
  *     stage again is no transition;
  *   - reload: the next stage change on the new instance is a transition
- *     from the stage the old one committed, and seen ids carry over.
+ *     from the stage the old one committed, and seen ids carry over;
+ *   - init refuses an SDK 1.0 host (no host->stage), saying why.
  */
 #include "proc_harness.h"
 
@@ -161,11 +162,20 @@ static void test_reload_keeps_stage(void **unused)
     sophia_plugin_unload(inst);
 }
 
+static void test_needs_sdk_1_1(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = ph_load("crm", NULL, 0);
+    ph_refuses_sdk_1_0(inst);
+    sophia_plugin_unload(inst);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_refused_ok_then_redelivery),
     cmocka_unit_test(test_retry_and_error_keep_state),
     cmocka_unit_test(test_salesforce_redelivery),
     cmocka_unit_test(test_reload_keeps_stage),
+    cmocka_unit_test(test_needs_sdk_1_1),
 };
 
 PH_MAIN(tests)

@@ -11,7 +11,8 @@
  *   - redelivery after commit (a half equal to the committed one) queues
  *     nothing and counts a duplicate;
  *   - reload keeps both halves: a transcript after the reload is analysed
- *     with the speaker names the metadata before it gave.
+ *     with the speaker names the metadata before it gave;
+ *   - init refuses an SDK 1.0 host (no host->stage), saying why.
  */
 #include "proc_harness.h"
 
@@ -93,10 +94,19 @@ static void test_reload_keeps_calls(void **unused)
     sophia_plugin_unload(inst);
 }
 
+static void test_needs_sdk_1_1(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = ph_load("gong", NULL, 0);
+    ph_refuses_sdk_1_0(inst);
+    sophia_plugin_unload(inst);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_refused_transcript_then_redelivery),
     cmocka_unit_test(test_retry_and_error_keep_state),
     cmocka_unit_test(test_reload_keeps_calls),
+    cmocka_unit_test(test_needs_sdk_1_1),
 };
 
 PH_MAIN(tests)

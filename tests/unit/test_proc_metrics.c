@@ -11,7 +11,8 @@
  *     cache refuses) leaves the state as it was;
  *   - redelivery after commit (same timestamp + value, or same source id)
  *     queues nothing; a point with neither is always new;
- *   - reload keeps window samples, firing alerts and seen identities.
+ *   - reload keeps window samples, firing alerts and seen identities;
+ *   - init refuses an SDK 1.0 host (no host->stage), saying why.
  */
 #include "proc_harness.h"
 
@@ -145,10 +146,19 @@ static void test_reload_keeps_state(void **unused)
     sophia_plugin_unload(inst);
 }
 
+static void test_needs_sdk_1_1(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = ph_load("metrics", NULL, 0);
+    ph_refuses_sdk_1_0(inst);
+    sophia_plugin_unload(inst);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_refused_alert_fires_on_redelivery),
     cmocka_unit_test(test_window_and_error),
     cmocka_unit_test(test_reload_keeps_state),
+    cmocka_unit_test(test_needs_sdk_1_1),
 };
 
 PH_MAIN(tests)

@@ -9,7 +9,8 @@
  *     (not an event_callback, no text) leave the state as it was;
  *   - redelivery after commit (same event_id, or channel + ts) queues
  *     nothing and counts a duplicate;
- *   - reload keeps counts, mentions and seen identities.
+ *   - reload keeps counts, mentions and seen identities;
+ *   - init refuses an SDK 1.0 host (no host->stage), saying why.
  */
 #include "proc_harness.h"
 
@@ -126,10 +127,19 @@ static void test_reload_keeps_counts(void **unused)
     sophia_plugin_unload(inst);
 }
 
+static void test_needs_sdk_1_1(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = ph_load("slack", NULL, 0);
+    ph_refuses_sdk_1_0(inst);
+    sophia_plugin_unload(inst);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_refused_then_counted_once),
     cmocka_unit_test(test_retry_and_error_keep_state),
     cmocka_unit_test(test_reload_keeps_counts),
+    cmocka_unit_test(test_needs_sdk_1_1),
 };
 
 PH_MAIN(tests)

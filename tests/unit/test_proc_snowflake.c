@@ -14,7 +14,8 @@
  *   - reload keeps the remembered changes;
  *   - the seen set is bounded (max_seen): past it the oldest is forgotten
  *     and only that one applies again, while the rest stay recognised
- *     (pu_seen's index survives thousands of evictions).
+ *     (pu_seen's index survives thousands of evictions);
+ *   - init refuses an SDK 1.0 host (no host->stage), saying why.
  */
 #include "proc_harness.h"
 
@@ -133,11 +134,20 @@ static void test_seen_is_bounded(void **unused)
     sophia_plugin_unload(inst);
 }
 
+static void test_needs_sdk_1_1(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = ph_load("snowflake", NULL, 0);
+    ph_refuses_sdk_1_0(inst);
+    sophia_plugin_unload(inst);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_refused_batch_applies_on_redelivery),
     cmocka_unit_test(test_error_and_repeats),
     cmocka_unit_test(test_reload_keeps_seen),
     cmocka_unit_test(test_seen_is_bounded),
+    cmocka_unit_test(test_needs_sdk_1_1),
 };
 
 PH_MAIN(tests)
