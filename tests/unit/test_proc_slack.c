@@ -52,6 +52,8 @@ static void test_refused_then_counted_once(void **unused)
     assert_non_null(strstr(a, "\"messages\":2"));
     assert_non_null(strstr(a, "\"mentioned\":{\"U2147483697\":1}"));
     assert_non_null(strstr(a, "deal_mention"));
+    /* 2 messages 42 s apart in the 300 s window: 0.4 a minute */
+    assert_non_null(strstr(a, "\"rate_per_min\":0.4"));
     free(a);
     /* without event_id, channel + ts identify it */
     const char *bare = "{\"type\":\"event_callback\",\"event\":{\"type\":"

@@ -216,8 +216,8 @@ static double rate_per_min(const slack_state *st, const slack_channel *c,
                            double add, double last)
 {
     size_t n = 0, skip = add == add && c->n == SLACK_RING; /* evicted */
-    for (size_t i = 0; i + skip < c->n; i++) {
-        double t = c->ts[(c->head + SLACK_RING - 1 - i) % SLACK_RING];
+    for (size_t i = skip; i < c->n; i++) { /* from the oldest kept */
+        double t = c->ts[(c->head + i) % SLACK_RING];
         if (last - t <= st->window)
             n++;
     }
