@@ -303,7 +303,8 @@ static inline int pu_seen_init(pu_seen *s, size_t cap)
     while (nslots < 2 * s->cap)
         nslots <<= 1;
     s->mask = nslots - 1;
-    if (getrandom(s->key, sizeof(s->key), GRND_NONBLOCK) != (ssize_t)sizeof(s->key)) {
+    if (getrandom(s->key, sizeof(s->key), GRND_NONBLOCK) !=
+        (ssize_t)sizeof(s->key)) {
         const uint64_t *k = pu_seed();
         s->key[0] = k[0] ^ (uint64_t)(uintptr_t)s;
         s->key[1] = k[1];

@@ -582,7 +582,9 @@ static int analyse(gong_state *st, sophia_ctx *ctx, const gong_call *c,
         rc = risk_alert(st, ctx, doc);
     /* Both halves: speaker names and the account are known by now. */
     g->remembered = meta && tr && !(c && c->remembered);
-    int nmem = !rc && g->remembered ? store_memories(st, ctx, g->id, account, doc) : 0;
+    int nmem = !rc && g->remembered
+                   ? store_memories(st, ctx, g->id, account, doc)
+                   : 0;
     if (!rc)
         rc = h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, st->dashboard, doc);
     else
@@ -673,7 +675,8 @@ static int gong_import(void *state, const char *json)
     for (size_t i = 0; !rc && i < h->json_size(all); i++) {
         const sophia_json *o = h->json_at(all, i);
         const char *id = pu_str(h, o, "id");
-        const sophia_json *m = h->json_get(o, "meta"), *t = h->json_get(o, "transcript");
+        const sophia_json *m = h->json_get(o, "meta");
+        const sophia_json *t = h->json_get(o, "transcript");
         gong_call *c = id ? call_get(st, id) : NULL;
         if (id && !c)
             rc = SOPHIA_ENOMEM;

@@ -164,7 +164,8 @@ static int parse_extensions(metrics_state *st, const sophia_opts *opts)
             return SOPHIA_EINVAL;
         }
     }
-    if (st->nwindows && !(st->scratch = malloc((st->max_samples + 1) * sizeof(double))))
+    if (st->nwindows &&
+        !(st->scratch = malloc((st->max_samples + 1) * sizeof(double))))
         return SOPHIA_ENOMEM;
     int64_t seen = h->opt_int(opts, "max_seen");
     if (seen < 1) {

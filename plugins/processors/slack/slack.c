@@ -278,7 +278,8 @@ static sophia_json *channel_doc(const slack_state *st, const char *id,
     for (const pu_entry *e = c->mentioned.oldest; e && who; e = e->newer)
         pu_set(h, who, e->key, h->json_int((intptr_t)e->val));
     char user[80];
-    for (const char *p = plain ? m->text : ""; who && next_mention(&p, user, sizeof(user));) {
+    const char *p = plain ? m->text : "";
+    while (who && next_mention(&p, user, sizeof(user))) {
         int64_t k = (int64_t)h->json_number(member(h, who, user), 0);
         pu_set(h, who, user, h->json_int(k + 1));
         mentions++;
@@ -605,7 +606,8 @@ static int import_channel(slack_state *st, const sophia_json *o)
     c->mentions = (int64_t)h->json_number(h->json_get(o, "mentions"), 0);
     c->app_mentions = (int64_t)h->json_number(h->json_get(o, "app_mentions"), 0);
     c->last_ts = h->json_number(h->json_get(o, "last_ts"), 0);
-    const sophia_json *ts = h->json_get(o, "ts"), *who = h->json_get(o, "mentioned");
+    const sophia_json *ts = h->json_get(o, "ts");
+    const sophia_json *who = h->json_get(o, "mentioned");
     size_t n = h->json_size(ts), from = n > SLACK_RING ? n - SLACK_RING : 0;
     c->head = 0;
     c->n = 0;
