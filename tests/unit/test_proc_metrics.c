@@ -11,7 +11,8 @@
  *     cache refuses) leaves the state as it was;
  *   - redelivery after commit (same timestamp + value, or same source id)
  *     queues nothing; a point with neither is always new;
- *   - reload keeps window samples, firing alerts and seen identities;
+ *   - reload keeps window samples, firing alerts and seen identities, and
+ *     the samples of a 0.1.0 export (format 1) still come across;
  *   - init refuses an SDK 1.0 host (no host->stage), saying why.
  */
 #include "proc_harness.h"
@@ -154,10 +155,31 @@ static void test_needs_sdk_1_1(void **unused)
     sophia_plugin_unload(inst);
 }
 
+/* What metrics 0.1.0 (before SDK 1.1) exported still hands its window
+ * samples over: a rolling upgrade must not empty the windows. */
+static void test_imports_format_1(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = load();
+    char doc[256], p[256], *a;
+    long long now = (long long)sophia_host_table()->now_us();
+    snprintf(doc, sizeof(doc),
+             "{\"format\":1,\"series\":[{\"key\":\"ops\\u001flat\","
+             "\"t\":[%lld,%lld],\"v\":[7,9]}]}",
+             now - 1000000, now - 500000);
+    assert_int_equal(inst->desc->processor->import_state(inst->state, doc), 0);
+    ph_run(inst, point(p, sizeof(p), "lat", 8, 0), NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"count\":3"));
+    assert_non_null(strstr(a, "\"sum\":24"));
+    free(a);
+    sophia_plugin_unload(inst);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_refused_alert_fires_on_redelivery),
     cmocka_unit_test(test_window_and_error),
     cmocka_unit_test(test_reload_keeps_state),
+    cmocka_unit_test(test_imports_format_1),
     cmocka_unit_test(test_needs_sdk_1_1),
 };
 

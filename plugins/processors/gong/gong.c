@@ -682,10 +682,14 @@ static int gong_import(void *state, const char *json)
             rc = SOPHIA_ENOMEM;
         if (!c)
             continue;
-        if (h->json_type(h->json_get(m, "metaData")) == SOPHIA_JSON_OBJECT)
+        if (h->json_type(h->json_get(m, "metaData")) == SOPHIA_JSON_OBJECT) {
+            h->json_free(c->meta);
             c->meta = h->json_copy(m);
-        if (h->json_type(t) == SOPHIA_JSON_ARRAY)
+        }
+        if (h->json_type(t) == SOPHIA_JSON_ARRAY) {
+            h->json_free(c->transcript);
             c->transcript = h->json_copy(t);
+        }
         c->remembered = h->json_bool(h->json_get(o, "remembered"), 0);
     }
     h->json_free(doc);
