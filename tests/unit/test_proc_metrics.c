@@ -9,8 +9,9 @@
  *     flipped, the event failed, and the alert never fired);
  *   - a refused point is not in the window; ERROR (bad point, or a key the
  *     cache refuses) leaves the state as it was;
- *   - redelivery after commit (same timestamp + value, or same source id)
- *     queues nothing; a point with neither is always new;
+ *   - redelivery after commit (same timestamp, value and labels, or same
+ *     source id) queues nothing; other labels make another point; a point
+ *     with neither timestamp nor id is always new;
  *   - reload keeps window samples, firing alerts and seen identities, and
  *     the samples of a 0.1.0 export (format 1) still come across;
  *   - init refuses an SDK 1.0 host (no host->stage), saying why.
@@ -119,6 +120,22 @@ static void test_window_and_error(void **unused)
     free(a);
     ph_run(inst, bare, NULL, PH_COMMIT, &a);
     assert_non_null(strstr(a, "\"count\":3"));
+    free(a);
+    /* same series, second and value from two hosts: two points */
+    const char *h1 = "{\"metric\":\"q\",\"value\":1,\"dashboard_id\":\"ops\","
+                     "\"timestamp\":\"2024-01-20T10:30:00Z\",\"labels\":"
+                     "{\"host\":\"a\"}}";
+    const char *h2 = "{\"metric\":\"q\",\"value\":1,\"dashboard_id\":\"ops\","
+                     "\"timestamp\":\"2024-01-20T10:30:00Z\",\"labels\":"
+                     "{\"host\":\"b\"}}";
+    ph_run(inst, h1, NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"count\":4"));
+    free(a);
+    ph_run(inst, h2, NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"count\":5"));
+    free(a);
+    ph_run(inst, h2, NULL, PH_COMMIT, &a);
+    assert_string_equal(a, "[]");
     free(a);
     sophia_plugin_unload(inst);
 }

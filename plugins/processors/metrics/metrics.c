@@ -32,9 +32,11 @@
  * alert that should fire fires when the point finally commits.
  *
  * Redelivery: a point has an identity when it can have one - the event's
- * source id (a Redis entry id), else its explicit timestamp and value -
- * and the last `max_seen` identities that committed, per series, are
- * remembered. A point seen again produces nothing (verdict OK, counter
+ * source id (a Redis entry id), else its explicit timestamp, value and
+ * labels - and the last `max_seen` identities that committed, per series,
+ * are remembered (two points of one series alike in all of these, e.g.
+ * the same value twice within a second-resolution timestamp, count as
+ * one). A point seen again produces nothing (verdict OK, counter
  * `duplicates`): no second sample in the windows, no second publish, and
  * no older value cached over a newer one. A point with neither id nor
  * timestamp (statsd, a plain POST) cannot be told from a new one with the
@@ -571,7 +573,8 @@ static void join3(char *dst, size_t len, const char *a, const char *b,
         dst[off] = '\0';
 }
 
-/* "ts:<timestamp text or number bits>|<value bits>" as hex. */
+/* "ts:<timestamp text or number bits>\x1f<value bits as hex>" plus
+ * "\x1f<label>=<value>" per label. */
 static void stamp_text(const sophia_host *h, const point *p, char *out,
                        size_t len)
 {
@@ -590,6 +593,20 @@ static void stamp_text(const sophia_host *h, const point *p, char *out,
     char tail[40];
     join3(tail, sizeof(tail), "\x1f", bits[1], "");
     join3(out, len, "ts:", ts ? ts : bits[0], tail);
+    /* Labels too: hosts reporting the same metric, second and value are
+     * different points. Rare and short: printf is fine here. */
+    const sophia_json *v;
+    const char *k;
+    size_t off = strlen(out);
+    for (size_t i = 0; p->labels && off + 1 < len &&
+                       (k = h->json_key_at(p->labels, i, &v));
+         i++) {
+        const char *sv = h->json_string(v);
+        int n = sv ? snprintf(out + off, len - off, "\x1f%s=%s", k, sv)
+                   : snprintf(out + off, len - off, "\x1f%s#%.17g", k,
+                              h->json_number(v, 0));
+        off = n < 0 || (size_t)n >= len - off ? len - 1 : off + (size_t)n;
+    }
 }
 
 /* The point's identity within its series (see the top of the file) into
