@@ -1,13 +1,26 @@
 /*
  * proc_util.h - small helpers the bundled processors share: string
- * duplication, JSON building that tolerates allocation failure, and a
- * bounded string-keyed table for per-instance state.
+ * duplication, JSON building that tolerates allocation failure, a bounded
+ * string-keyed table for per-instance state, and the SDK 1.1 staging
+ * helpers every processor uses for its own state.
  *
  * Header-only (static inline) so each plugin stays one self-contained .so
  * that depends on sdk.h and libc alone. The table is deliberately simple:
  * chained buckets of a fixed power-of-two size plus insertion-order
  * eviction once `max` entries are held, so a processor fed an unbounded
- * stream of ids (calls, channels, deals) keeps bounded memory.
+ * stream of ids (calls, channels, deals) keeps bounded memory. Its bucket
+ * hash is SipHash-1-3 keyed with a per-process random seed (getrandom):
+ * keys come from peers (channel ids, deal ids, message ids), and with an
+ * unkeyed hash a peer could put them all in one bucket. pu_fnv stays
+ * unkeyed for fingerprints that must be the same in every process (they
+ * are exported across a reload).
+ *
+ * State and the verdict (SDK 1.1, issue 17): a processor never changes its
+ * own state inside process(). It reads the committed state, computes the
+ * new values, and hands them to host->stage; the host applies them when
+ * the event's effects commit and discards them otherwise (RETRY, ERROR, an
+ * effect refused). pu_require_stage is the init-time check; pu_seen is a
+ * bounded "already applied" set whose additions are staged that way.
  */
 #ifndef SOPHIA_PROC_UTIL_H
 #define SOPHIA_PROC_UTIL_H
@@ -19,6 +32,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 static inline char *pu_strdup(const char *s)
 {
@@ -66,7 +83,8 @@ static inline const char *pu_strcasestr(const char *hay, const char *needle)
     return NULL;
 }
 
-static inline uint64_t pu_hash(const char *s, size_t len)
+/* FNV-1a: unkeyed, the same in every process; for fingerprints only. */
+static inline uint64_t pu_fnv(const char *s, size_t len)
 {
     uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < len; i++) {
@@ -74,6 +92,69 @@ static inline uint64_t pu_hash(const char *s, size_t len)
         h *= 1099511628211ULL;
     }
     return h;
+}
+
+/* The per-process SipHash key: from getrandom, else (no entropy yet, a
+ * seccomp filter) from the clock, pid and an address, which still keeps a
+ * remote peer from predicting it. Set once; the loop thread is the only
+ * caller. */
+static inline const uint64_t *pu_seed(void)
+{
+    static uint64_t key[2];
+    static int ready;
+    if (!ready) {
+        if (getrandom(key, sizeof(key), GRND_NONBLOCK) != (ssize_t)sizeof(key)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            key[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^
+                     (uint64_t)(uintptr_t)&ready;
+            key[1] = (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
+        }
+        ready = 1;
+    }
+    return key;
+}
+
+#define PU_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define PU_SIPROUND                                                           \
+    do {                                                                      \
+        v0 += v1; v1 = PU_ROTL(v1, 13); v1 ^= v0; v0 = PU_ROTL(v0, 32);       \
+        v2 += v3; v3 = PU_ROTL(v3, 16); v3 ^= v2;                             \
+        v0 += v3; v3 = PU_ROTL(v3, 21); v3 ^= v0;                             \
+        v2 += v1; v1 = PU_ROTL(v1, 17); v1 ^= v2; v2 = PU_ROTL(v2, 32);       \
+    } while (0)
+
+/* SipHash-1-3 of s[0..len) under key k. */
+static inline uint64_t pu_siphash(const uint64_t *k, const void *s, size_t len)
+{
+    uint64_t v0 = 0x736f6d6570736575ULL ^ k[0], v1 = 0x646f72616e646f6dULL ^ k[1],
+             v2 = 0x6c7967656e657261ULL ^ k[0], v3 = 0x7465646279746573ULL ^ k[1];
+    const unsigned char *p = s;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t m;
+        memcpy(&m, p + i, 8); /* little-endian hosts; any order is a hash */
+        v3 ^= m;
+        PU_SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = (uint64_t)len << 56;
+    for (size_t j = 0; i + j < len; j++)
+        b |= (uint64_t)p[i + j] << (8 * j);
+    v3 ^= b;
+    PU_SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    PU_SIPROUND;
+    PU_SIPROUND;
+    PU_SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* The table's bucket hash: SipHash under the per-process key. */
+static inline uint64_t pu_hash(const char *s, size_t len)
+{
+    return pu_siphash(pu_seed(), s, len);
 }
 
 /* ---------------------------------------------------- bounded table */
@@ -176,6 +257,217 @@ static inline void pu_table_free(pu_table *t)
         pu_table_del(t, t->oldest->key);
     free(t->b);
     t->b = NULL;
+}
+
+/* ------------------------------------------------ state and the verdict */
+
+/* init's check that the host can stage state changes (SDK 1.1); logs why
+ * not and returns SOPHIA_EABI, or 0. */
+static inline int pu_require_stage(const sophia_host *h, sophia_self *self,
+                                   const char *plugin)
+{
+    if (h && h->abi_major == SOPHIA_SDK_VERSION_MAJOR &&
+        SOPHIA_HOST_HAS(h, stage) && h->stage)
+        return 0;
+    if (h && h->log)
+        h->log(self, SOPHIA_LOG_ERROR, "%s needs a host with SDK 1.1 "
+               "(host->stage: its state moves with the event's verdict); "
+               "this host provides SDK %u.%u", plugin, (unsigned)h->abi_major,
+               (unsigned)h->abi_minor);
+    return SOPHIA_EABI;
+}
+
+/* ------------------------------------------------ seen set (redelivery) */
+
+/* The ids of the last `cap` events (or changes) that committed, so a
+ * redelivered one is recognised. Each id is kept as a 64-bit SipHash
+ * fingerprint under a key of the set's own (random per instance, carried
+ * by export so the fingerprints stay valid in the instance a reload hands
+ * them to): a FIFO ring of fingerprints plus an open-addressing index
+ * (linear probing, load <= 1/2, backward-shift deletion), so remembering
+ * a point costs no allocation - metrics does it per point. A peer cannot
+ * aim ids at one slot without the key; two ids sharing a fingerprint
+ * (2^-64 for a pair) would make the second look like a redelivery. */
+typedef struct pu_seen {
+    uint64_t key[2];
+    uint64_t *ring;  /* oldest at head */
+    uint64_t *slots; /* 0 = empty */
+    size_t cap, head, n, mask;
+} pu_seen;
+
+static inline int pu_seen_init(pu_seen *s, size_t cap)
+{
+    memset(s, 0, sizeof(*s));
+    s->cap = cap ? cap : 1;
+    size_t nslots = 4;
+    while (nslots < 2 * s->cap)
+        nslots <<= 1;
+    s->mask = nslots - 1;
+    if (getrandom(s->key, sizeof(s->key), GRND_NONBLOCK) !=
+        (ssize_t)sizeof(s->key)) {
+        const uint64_t *k = pu_seed();
+        s->key[0] = k[0] ^ (uint64_t)(uintptr_t)s;
+        s->key[1] = k[1];
+    }
+    s->ring = malloc(s->cap * sizeof(*s->ring));
+    s->slots = calloc(nslots, sizeof(*s->slots));
+    return s->ring && s->slots ? 0 : SOPHIA_ENOMEM;
+}
+
+static inline void pu_seen_free(pu_seen *s)
+{
+    free(s->ring);
+    free(s->slots);
+    s->ring = s->slots = NULL;
+}
+
+static inline uint64_t pu_seen_fp(const pu_seen *s, const char *id)
+{
+    uint64_t fp = pu_siphash(s->key, id, strlen(id));
+    return fp ? fp : 1; /* 0 marks an empty slot */
+}
+
+/* The slot holding fp, or the empty slot where it would go. */
+static inline size_t pu_seen_slot(const pu_seen *s, uint64_t fp)
+{
+    size_t i = fp & s->mask;
+    while (s->slots[i] && s->slots[i] != fp)
+        i = (i + 1) & s->mask;
+    return i;
+}
+
+static inline int pu_seen_has(const pu_seen *s, const char *id)
+{
+    return s->slots && s->slots[pu_seen_slot(s, pu_seen_fp(s, id))] != 0;
+}
+
+/* Removes fp, shifting later entries of its probe run back. */
+static inline void pu_seen_del(pu_seen *s, uint64_t fp)
+{
+    size_t i = pu_seen_slot(s, fp), j = i;
+    if (!s->slots[i])
+        return;
+    for (;;) {
+        j = (j + 1) & s->mask;
+        if (!s->slots[j])
+            break;
+        size_t k = s->slots[j] & s->mask; /* where it wants to be */
+        if ((j > i && (k <= i || k > j)) || (j < i && k <= i && k > j)) {
+            s->slots[i] = s->slots[j];
+            i = j;
+        }
+    }
+    s->slots[i] = 0;
+}
+
+/* Remembers fp, forgetting the oldest past cap. */
+static inline void pu_seen_add_fp(pu_seen *s, uint64_t fp)
+{
+    size_t i = pu_seen_slot(s, fp);
+    if (s->slots[i])
+        return;
+    if (s->n == s->cap) {
+        pu_seen_del(s, s->ring[s->head]);
+        s->head = (s->head + 1) % s->cap;
+        s->n--;
+        i = pu_seen_slot(s, fp);
+    }
+    s->slots[i] = fp;
+    s->ring[(s->head + s->n++) % s->cap] = fp;
+}
+
+/* A fingerprint to remember once the event commits. */
+typedef struct pu_seen_add {
+    pu_seen *s;
+    uint64_t fp;
+} pu_seen_add;
+
+static inline void pu_seen_apply(void *state, void *change)
+{
+    pu_seen_add *a = change;
+    (void)state;
+    pu_seen_add_fp(a->s, a->fp);
+    free(a);
+}
+
+/* Stages remembering `id`. 0 or an error (then the event must not go OK:
+ * its redelivery would not be recognised). */
+static inline int pu_seen_stage(const sophia_host *h, sophia_ctx *ctx,
+                                pu_seen *s, const char *id)
+{
+    pu_seen_add *a = malloc(sizeof(*a));
+    if (!a)
+        return SOPHIA_ENOMEM;
+    a->s = s;
+    a->fp = pu_seen_fp(s, id);
+    return h->stage(ctx, pu_seen_apply, free, a);
+}
+
+/* {"key":"<32 hex>","fp":["<16 hex>", oldest first]}; NULL on no memory.
+ * Hex strings: the SDK reads numbers as doubles. */
+static inline sophia_json *pu_seen_export(const sophia_host *h,
+                                          const pu_seen *s)
+{
+    char buf[40];
+    sophia_json *o = h->json_object(), *a = h->json_array();
+    for (size_t i = 0; a && i < s->n; i++) {
+        snprintf(buf, sizeof(buf), "%016llx",
+                 (unsigned long long)s->ring[(s->head + i) % s->cap]);
+        if (h->json_append(a, h->json_str(buf))) {
+            h->json_free(a);
+            a = NULL;
+        }
+    }
+    snprintf(buf, sizeof(buf), "%016llx%016llx", (unsigned long long)s->key[0],
+             (unsigned long long)s->key[1]);
+    int rc = pu_set_str(h, o, "key", buf);
+    if (rc || pu_set(h, o, "fp", a)) {
+        if (!rc)
+            a = NULL; /* taken by the failed set */
+        h->json_free(a);
+        h->json_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+static inline int pu_hex64(const char *s, uint64_t *out)
+{
+    char *end;
+    if (!s || strlen(s) != 16)
+        return -1;
+    *out = strtoull(s, &end, 16);
+    return *end ? -1 : 0;
+}
+
+/* Adopts an exported set (its key and fingerprints) into an empty one;
+ * NULL `o` (an export without one) leaves it empty. */
+static inline int pu_seen_import(const sophia_host *h, pu_seen *s,
+                                 const sophia_json *o)
+{
+    const char *key = pu_str(h, o, "key");
+    const sophia_json *a = h->json_get(o, "fp");
+    char half[17];
+    if (!o)
+        return 0;
+    if (!key || strlen(key) != 32 || s->n)
+        return SOPHIA_EPARSE;
+    snprintf(half, sizeof(half), "%.16s", key);
+    if (pu_hex64(half, &s->key[0]) || pu_hex64(key + 16, &s->key[1]))
+        return SOPHIA_EPARSE;
+    for (size_t i = 0; i < h->json_size(a); i++) {
+        uint64_t fp;
+        if (pu_hex64(h->json_string(h->json_at(a, i)), &fp) || !fp)
+            return SOPHIA_EPARSE;
+        pu_seen_add_fp(s, fp);
+    }
+    return 0;
+}
+
+/* A host with json_parse (import_state needs it). */
+static inline int pu_has_parse(const sophia_host *h)
+{
+    return SOPHIA_HOST_HAS(h, json_parse) && h->json_parse;
 }
 
 #endif

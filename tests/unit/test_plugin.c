@@ -220,6 +220,31 @@ static int64_t host_now_us(void)
     return FIXED_NOW_US;
 }
 
+/* i-th member of an object, in order (metrics reads a point's labels). */
+static const char *host_json_key_at(const sophia_json *v, size_t i,
+                                    const sophia_json **value)
+{
+    void *it = json_object_iter((json_t *)v);
+    for (; it && i; i--)
+        it = json_object_iter_next((json_t *)v, it);
+    if (!it)
+        return NULL;
+    *value = (const sophia_json *)json_object_iter_value(it);
+    return json_object_iter_key(it);
+}
+
+/* SDK 1.1: these tests never commit a context, so a staged state change
+ * is discarded at once (as the core does for a context freed uncommitted). */
+static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
+                      void (*discard)(void *), void *change)
+{
+    (void)ctx;
+    (void)apply;
+    if (discard)
+        discard(change);
+    return 0;
+}
+
 static const sophia_host test_host = {
     .struct_size = sizeof(sophia_host),
     .abi_major = SOPHIA_SDK_VERSION_MAJOR,
@@ -236,6 +261,7 @@ static const sophia_host test_host = {
     .json_get = host_json_get,
     .json_string = host_json_string,
     .json_number = host_json_number,
+    .json_key_at = host_json_key_at,
     .json_object = host_json_object,
     .json_str = host_json_str,
     .json_copy = host_json_copy,
@@ -245,6 +271,7 @@ static const sophia_host test_host = {
     .cache_put = host_cache_put,
     .counter_add = host_counter_add,
     .now_us = host_now_us,
+    .stage = host_stage,
 };
 
 /* ------------------------------------------------------ config builders */

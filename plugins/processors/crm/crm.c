@@ -20,6 +20,27 @@
  * the fresh record to `<prefix>deal:<source>:<id>`. A deletion
  * (`*.deletion`, CDC `DELETE`) drops the record and publishes a
  * `crm_change` with to = "deleted".
+ *
+ * State and the verdict (SDK 1.1): process() only reads the deals it
+ * knows; each deal's new stage and amount (or its removal) is handed to
+ * host->stage and lands when the event's effects commit. So an event that
+ * goes RETRY, ERROR, or whose effects are refused leaves the deal where it
+ * was, and its redelivery reports the same transition and alerts.
+ *
+ * Redelivery (the same event after its effects committed, e.g. a crash
+ * before the ack; HubSpot also retries on its own): an event with an id -
+ * HubSpot `eventId`, Salesforce `data.event.replayId` (with the channel),
+ * else the CDC transactionKey + sequenceNumber - is remembered once it
+ * commits (the last `max_seen`), and seen again it does nothing (verdict
+ * OK, counter `duplicates`): no second publish, and no stale stage written
+ * over a newer one when an old event comes back late. Without an id the
+ * transitions are still idempotent by comparison (the same stage or
+ * amount again is no transition); a non-deal `crm_change` is then
+ * published again.
+ *
+ * Reload: export_state/import_state carry the committed deals and seen
+ * ids, so the next stage change after a reload is a transition from the
+ * right stage.
  */
 #include <sophia/sdk.h>
 
@@ -41,8 +62,16 @@ typedef struct crm_state {
     sophia_self *self;
     char *prefix, *dashboard, *large_severity;
     double ttl, large;
-    pu_table deals;
+    pu_table deals; /* cache key -> crm_deal, as committed */
+    pu_seen seen;   /* event ids committed */
 } crm_state;
+
+/* A deal's state once the event commits (host->stage's change). */
+typedef struct crm_deal_change {
+    int deleted;
+    crm_deal deal;
+    char key[];
+} crm_deal_change;
 
 /* A change to one record, as both sources reduce to it. */
 typedef struct crm_change {
@@ -64,6 +93,7 @@ static void crm_fini(void *state)
     if (!st)
         return;
     pu_table_free(&st->deals);
+    pu_seen_free(&st->seen);
     free(st->prefix);
     free(st->dashboard);
     free(st->large_severity);
@@ -73,8 +103,7 @@ static void crm_fini(void *state)
 static int crm_init(const sophia_host *host, sophia_self *self,
                     const sophia_opts *opts, void **state)
 {
-    if (!host || host->struct_size < sizeof(sophia_host) ||
-        host->abi_major != SOPHIA_SDK_VERSION_MAJOR)
+    if (pu_require_stage(host, self, "crm"))
         return SOPHIA_EABI;
     crm_state *st = calloc(1, sizeof(*st));
     if (!st)
@@ -86,8 +115,15 @@ static int crm_init(const sophia_host *host, sophia_self *self,
     st->large_severity = pu_strdup(host->opt_string(opts, "large_deal_severity"));
     st->ttl = host->opt_double(opts, "ttl");
     st->large = host->opt_double(opts, "large_deal");
+    int64_t max_seen = host->opt_int(opts, "max_seen");
+    if (max_seen < 1) {
+        host->log(self, SOPHIA_LOG_ERROR, "max_seen must be at least 1");
+        crm_fini(st);
+        return SOPHIA_EINVAL;
+    }
     if (!st->prefix || !st->dashboard || !st->large_severity ||
-        pu_table_init(&st->deals, 100000, free)) {
+        pu_table_init(&st->deals, 100000, free) ||
+        pu_seen_init(&st->seen, (size_t)max_seen)) {
         crm_fini(st);
         return SOPHIA_ENOMEM;
     }
@@ -175,14 +211,16 @@ static int parse_salesforce(const sophia_host *h, const sophia_json *b,
 
 /* ------------------------------------------------------------ effects */
 
-/* The deal's last known state: memory, else the cached record. */
-static crm_deal *deal_get(crm_state *st, const char *key)
+/* The deal's committed state into *d: memory, else the cached record,
+ * else empty. Only reads: the new state is staged (stage_deal). */
+static void deal_get(crm_state *st, const char *key, crm_deal *d)
 {
-    crm_deal *d = pu_table_get(&st->deals, key);
-    if (d)
-        return d;
-    if (!(d = calloc(1, sizeof(*d))))
-        return NULL;
+    const crm_deal *known = pu_table_get(&st->deals, key);
+    memset(d, 0, sizeof(*d));
+    if (known) {
+        *d = *known;
+        return;
+    }
     const sophia_host *h = st->host;
     sophia_json *cached = h->cache_peek(key);
     if (cached) {
@@ -192,7 +230,36 @@ static crm_deal *deal_get(crm_state *st, const char *key)
         d->has_amount = num_of(h, h->json_get(cached, "amount"), &d->amount);
         h->json_free(cached);
     }
-    return pu_table_put(&st->deals, key, d) ? NULL : d;
+}
+
+static void deal_apply(void *state, void *change)
+{
+    crm_state *st = state;
+    crm_deal_change *c = change;
+    crm_deal *d = c->deleted ? NULL : malloc(sizeof(*d));
+    if (c->deleted) {
+        pu_table_del(&st->deals, c->key);
+    } else if (d) {
+        *d = c->deal;
+        pu_table_put(&st->deals, c->key, d); /* takes d */
+    }
+    free(c);
+}
+
+/* The deal under `key` becomes `d` (or goes, d NULL) when the event
+ * commits. */
+static int stage_deal(crm_state *st, sophia_ctx *ctx, const char *key,
+                      const crm_deal *d)
+{
+    size_t n = strlen(key) + 1;
+    crm_deal_change *c = calloc(1, sizeof(*c) + n);
+    if (!c)
+        return SOPHIA_ENOMEM;
+    c->deleted = !d;
+    if (d)
+        c->deal = *d;
+    memcpy(c->key, key, n);
+    return st->host->stage(ctx, deal_apply, free, c);
 }
 
 static int publish_kind(const crm_state *st, sophia_ctx *ctx,
@@ -301,14 +368,15 @@ static int apply_change(crm_state *st, sophia_ctx *ctx, const crm_change *c)
     }
     if (!rc && c->kind && (!strcmp(c->kind, "deletion") ||
                            !strcmp(c->kind, "DELETE"))) {
-        pu_table_del(&st->deals, key); /* the record goes with the object */
         rc = h->cache_invalidate(ctx, key);
+        if (!rc && deal) /* the record goes with the object */
+            rc = stage_deal(st, ctx, key, NULL);
         return rc ? rc : publish_kind(st, ctx, c, "crm_change", NULL,
                                       h->json_str("deleted"));
     }
-    crm_deal *d = deal ? deal_get(st, key) : NULL;
-    if (deal && !d)
-        return SOPHIA_ENOMEM;
+    crm_deal nd, *d = deal ? &nd : NULL; /* the deal after this change */
+    if (d)
+        deal_get(st, key, d);
     if (!rc && d && c->stage)
         rc = stage_effects(st, ctx, c, d);
     if (!rc && d && c->has_amount)
@@ -316,7 +384,32 @@ static int apply_change(crm_state *st, sophia_ctx *ctx, const crm_change *c)
     if (!rc && (!d || (!c->stage && !c->has_amount)))
         rc = publish_kind(st, ctx, c, "crm_change", NULL,
                           h->json_str(c->kind ? c->kind : "change"));
-    return rc ? rc : put_record(st, ctx, key, c, d, tag);
+    if (!rc)
+        rc = put_record(st, ctx, key, c, d, tag);
+    return rc || !d ? rc : stage_deal(st, ctx, key, d);
+}
+
+/* The event's id for redelivery ("" when it has none): HubSpot eventId,
+ * Salesforce channel + replayId, else transactionKey + sequenceNumber. */
+static void event_id(const sophia_host *h, const sophia_json *b, char *out,
+                     size_t len)
+{
+    const sophia_json *v = h->json_get(b, "eventId");
+    const char *chan = pu_str(h, b, "channel");
+    const sophia_json *replay = h->json_get(b, "data.event.replayId");
+    const sophia_json *hdr = h->json_get(b, "data.payload.ChangeEventHeader");
+    const char *tk = pu_str(h, hdr, "transactionKey");
+    out[0] = '\0';
+    if (h->json_type(v) == SOPHIA_JSON_NUMBER)
+        snprintf(out, len, "hubspot:%.17g", h->json_number(v, 0));
+    else if (h->json_string(v))
+        snprintf(out, len, "hubspot:%s", h->json_string(v));
+    else if (h->json_type(replay) == SOPHIA_JSON_NUMBER)
+        snprintf(out, len, "salesforce:%s:%.17g", chan ? chan : "",
+                 h->json_number(replay, 0));
+    else if (tk)
+        snprintf(out, len, "salesforce:%s:%.17g", tk,
+                 h->json_number(h->json_get(hdr, "sequenceNumber"), 0));
 }
 
 static sophia_verdict crm_process(void *state, const sophia_event *ev,
@@ -325,8 +418,13 @@ static sophia_verdict crm_process(void *state, const sophia_event *ev,
     crm_state *st = state;
     const sophia_host *h = st->host;
     crm_change c = {0};
-    char idbuf[64], object[32];
+    char idbuf[64], object[32], eid[300];
     int rc = 0, n = 0;
+    event_id(h, ev->body, eid, sizeof(eid));
+    if (eid[0] && pu_seen_has(&st->seen, eid)) {
+        h->counter_add(st->self, "duplicates", 1);
+        return SOPHIA_PROCESS_OK; /* applied before: nothing again */
+    }
     if (!parse_hubspot(h, ev->body, &c, idbuf, sizeof(idbuf), object,
                        sizeof(object))) {
         rc = apply_change(st, ctx, &c);
@@ -343,10 +441,79 @@ static sophia_verdict crm_process(void *state, const sophia_event *ev,
                "Salesforce change event (stream %s)", ev->stream);
         return SOPHIA_PROCESS_ERROR;
     }
+    if (!rc && eid[0])
+        rc = pu_seen_stage(h, ctx, &st->seen, eid);
     if (rc)
         return SOPHIA_PROCESS_RETRY;
     h->counter_add(st->self, "changes", n);
     return SOPHIA_PROCESS_OK;
+}
+
+/* --------------------------------------------- hot reload hand-over */
+
+/* {"format":1,"deals":[{"key","stage","amount"?}],"seen":{pu_seen}}:
+ * the committed state only (staged changes belong to events in flight). */
+static char *crm_export(void *state)
+{
+    crm_state *st = state;
+    const sophia_host *h = st->host;
+    sophia_json *doc = h->json_object(), *deals = h->json_array();
+    for (const pu_entry *e = st->deals.oldest; deals && e; e = e->newer) {
+        const crm_deal *d = e->val;
+        sophia_json *o = h->json_object();
+        pu_set_str(h, o, "key", e->key);
+        pu_set_str(h, o, "stage", d->stage);
+        if (d->has_amount)
+            pu_set(h, o, "amount", h->json_num(d->amount));
+        if (!o || h->json_append(deals, o)) {
+            h->json_free(deals);
+            deals = NULL;
+        }
+    }
+    pu_set(h, doc, "format", h->json_int(1));
+    int rc = pu_set(h, doc, "deals", deals);
+    if (!rc)
+        rc = pu_set(h, doc, "seen", pu_seen_export(h, &st->seen));
+    char *text = rc ? NULL : h->json_dump(doc);
+    h->json_free(doc);
+    char *out = pu_strdup(text); /* the host free()s it */
+    h->free(text);
+    return out;
+}
+
+static int crm_import(void *state, const char *json)
+{
+    crm_state *st = state;
+    const sophia_host *h = st->host;
+    if (!pu_has_parse(h))
+        return SOPHIA_EABI;
+    sophia_json *doc = h->json_parse(json);
+    const sophia_json *deals = h->json_get(doc, "deals");
+    if (!doc || h->json_number(h->json_get(doc, "format"), 0) != 1 ||
+        h->json_type(deals) != SOPHIA_JSON_ARRAY) {
+        h->json_free(doc);
+        return SOPHIA_EPARSE;
+    }
+    int rc = 0;
+    for (size_t i = 0; !rc && i < h->json_size(deals); i++) {
+        const sophia_json *o = h->json_at(deals, i);
+        const char *key = pu_str(h, o, "key");
+        crm_deal *d = key ? calloc(1, sizeof(*d)) : NULL;
+        if (!key)
+            continue;
+        if (!d) {
+            rc = SOPHIA_ENOMEM;
+            break;
+        }
+        snprintf(d->stage, sizeof(d->stage), "%s",
+                 pu_str(h, o, "stage") ? pu_str(h, o, "stage") : "");
+        d->has_amount = num_of(h, h->json_get(o, "amount"), &d->amount);
+        rc = pu_table_put(&st->deals, key, d);
+    }
+    if (!rc)
+        rc = pu_seen_import(h, &st->seen, h->json_get(doc, "seen"));
+    h->json_free(doc);
+    return rc;
 }
 
 /* ----------------------------------------------------------- descriptor */
@@ -361,18 +528,22 @@ static const sophia_option crm_options[] = {
      "amount at or above which a large_deal alert fires (<= 0: never)"},
     {"large_deal_severity", SOPHIA_OPT_STRING, "info",
      "severity of large_deal alerts"},
+    {"max_seen", SOPHIA_OPT_INT, "100000",
+     "event ids remembered to skip redeliveries"},
     {NULL, 0, NULL, NULL},
 };
 
 static const sophia_processor_ops crm_ops = {
     .struct_size = sizeof(sophia_processor_ops),
     .process = crm_process,
+    .export_state = crm_export,
+    .import_state = crm_import,
 };
 
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "crm",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .kind = SOPHIA_KIND_PROCESSOR,
     .description = "HubSpot / Salesforce CDC changes -> stage transitions, "
                    "amount changes, deal alerts, cache invalidation",

@@ -21,6 +21,23 @@
  * `action_item` and `risk`, context {source, account, call, speaker[,
  * phrase]}), once per call, so memory search can answer "what did we
  * promise Acme?" or "which accounts mentioned a competitor?".
+ *
+ * State and the verdict (SDK 1.1): process() analyses the call as it will
+ * be with this event (the committed record plus the event's half) but
+ * changes nothing; the halves it brings, and that the call's memories are
+ * now stored, are handed to host->stage and land when the event's effects
+ * commit. So an event that goes RETRY or ERROR, or whose effects are
+ * refused, leaves the call as it was: its redelivery analyses the same
+ * call and stores the memories it did not store.
+ *
+ * Redelivery: an event that brings nothing new - every half it carries is
+ * already committed, equal as JSON - produces nothing (verdict OK, counter
+ * `duplicates`): no second analysis publish, deal_risk alert or memory. A
+ * half that differs (Gong re-sent an edited transcript) is new and
+ * analysed again; its memories are not stored twice (`remembered`).
+ *
+ * Reload: export_state/import_state carry the committed calls (both
+ * halves and whether their memories were stored).
  */
 #include <sophia/sdk.h>
 
@@ -90,6 +107,58 @@ static void free_call(void *p)
     free(c);
 }
 
+/* What one event changes in its call once it commits (host->stage). */
+typedef struct gong_change {
+    const sophia_host *host;
+    sophia_json *meta, *transcript; /* new halves (owned) or NULL */
+    int remembered;                 /* its memories are now stored */
+    char id[];
+} gong_change;
+
+static void change_discard(void *change)
+{
+    gong_change *g = change;
+    if (g->meta)
+        g->host->json_free(g->meta);
+    if (g->transcript)
+        g->host->json_free(g->transcript);
+    free(g);
+}
+
+/* The committed call `id`, created when absent; NULL on no memory. */
+static gong_call *call_get(gong_state *st, const char *id)
+{
+    gong_call *c = pu_table_get(&st->calls, id);
+    if (c)
+        return c;
+    if (!(c = calloc(1, sizeof(*c))))
+        return NULL;
+    c->host = st->host;
+    return pu_table_put(&st->calls, id, c) ? NULL : c;
+}
+
+static void change_apply(void *state, void *change)
+{
+    gong_state *st = state;
+    gong_change *g = change;
+    gong_call *c = call_get(st, g->id);
+    if (c && g->meta) {
+        if (c->meta)
+            g->host->json_free(c->meta);
+        c->meta = g->meta;
+        g->meta = NULL;
+    }
+    if (c && g->transcript) {
+        if (c->transcript)
+            g->host->json_free(c->transcript);
+        c->transcript = g->transcript;
+        g->transcript = NULL;
+    }
+    if (c && g->remembered)
+        c->remembered = 1;
+    change_discard(g); /* frees what was not taken (no memory for c) */
+}
+
 static void gong_fini(void *state)
 {
     gong_state *st = state;
@@ -107,8 +176,7 @@ static void gong_fini(void *state)
 static int gong_init(const sophia_host *host, sophia_self *self,
                      const sophia_opts *opts, void **state)
 {
-    if (!host || host->struct_size < sizeof(sophia_host) ||
-        host->abi_major != SOPHIA_SDK_VERSION_MAJOR)
+    if (pu_require_stage(host, self, "gong"))
         return SOPHIA_EABI;
     gong_state *st = calloc(1, sizeof(*st));
     if (!st)
@@ -436,37 +504,97 @@ static int store_memories(const gong_state *st, sophia_ctx *ctx,
     return n;
 }
 
-/* Merges the event into the call record; returns it, or NULL. */
-static gong_call *remember(gong_state *st, const sophia_json *b,
-                           const char **id)
+/* 1 when `a` and `b` are the same JSON (compact dumps compared). */
+static int same_json(const sophia_host *h, const sophia_json *a,
+                     const sophia_json *b)
+{
+    char *x = h->json_dump(a), *y = h->json_dump(b);
+    int same = x && y && !strcmp(x, y);
+    h->free(x);
+    h->free(y);
+    return same;
+}
+
+/* The event's halves as a change to its call (the call's id in *id, the
+ * committed record in *c, NULL when new); NULL when the event is not a
+ * Gong call or transcript, or on no memory (*bad says which). */
+static gong_change *read_event(gong_state *st, const sophia_json *b,
+                               const gong_call **c, int *bad)
 {
     const sophia_host *h = st->host;
-    *id = pu_str(h, b, "metaData.id");
-    if (!*id)
-        *id = pu_str(h, b, "callId");
+    const char *id = pu_str(h, b, "metaData.id");
+    if (!id)
+        id = pu_str(h, b, "callId");
     const sophia_json *tr = h->json_get(b, "transcript");
     int has_meta = h->json_type(h->json_get(b, "metaData")) == SOPHIA_JSON_OBJECT;
-    if (!*id || (!has_meta && h->json_type(tr) != SOPHIA_JSON_ARRAY))
+    int has_tr = h->json_type(tr) == SOPHIA_JSON_ARRAY;
+    *bad = !id || (!has_meta && !has_tr);
+    if (*bad)
         return NULL;
-    gong_call *c = pu_table_get(&st->calls, *id);
-    if (!c) {
-        if (!(c = calloc(1, sizeof(*c))))
-            return NULL;
-        c->host = h;
-        if (pu_table_put(&st->calls, *id, c))
-            return NULL;
+    size_t n = strlen(id) + 1;
+    gong_change *g = calloc(1, sizeof(*g) + n);
+    if (!g)
+        return NULL;
+    g->host = h;
+    memcpy(g->id, id, n);
+    *c = pu_table_get(&st->calls, id);
+    if (has_meta && !(*c && (*c)->meta && same_json(h, (*c)->meta, b)) &&
+        !(g->meta = h->json_copy(b)))
+        *bad = -1;
+    if (has_tr && !(*c && (*c)->transcript && same_json(h, (*c)->transcript, tr)) &&
+        !(g->transcript = h->json_copy(tr)))
+        *bad = -1;
+    if (*bad) {
+        change_discard(g);
+        return NULL;
     }
-    if (has_meta) {
-        if (c->meta)
-            h->json_free(c->meta);
-        c->meta = h->json_copy(b);
+    return g;
+}
+
+/* The analysis of the call as it is with change g: published, cached,
+ * alerted, and its memories stored once both halves are known. */
+static int analyse(gong_state *st, sophia_ctx *ctx, const gong_call *c,
+                   gong_change *g)
+{
+    const sophia_host *h = st->host;
+    const sophia_json *meta = g->meta ? g->meta : c ? c->meta : NULL;
+    const sophia_json *tr = g->transcript ? g->transcript
+                            : c           ? c->transcript
+                                          : NULL;
+    char account[256];
+    account_of(h, meta, account, sizeof(account));
+    const char *opp = crm_object(h, meta, "Opportunity");
+    analysis a = {0};
+    if (tr) {
+        a.topics = h->json_array();
+        a.actions = h->json_array();
+        a.risks = h->json_array();
+        a.risk_phrases = h->json_array();
+        analyze(st, meta, tr, &a);
     }
-    if (h->json_type(tr) == SOPHIA_JSON_ARRAY) {
-        if (c->transcript)
-            h->json_free(c->transcript);
-        c->transcript = h->json_copy(tr);
+    sophia_json *doc = call_doc(st, g->id, meta, account, opp, tr ? &a : NULL);
+    if (a.risk_phrases)
+        h->json_free(a.risk_phrases);
+    if (!doc)
+        return SOPHIA_ENOMEM;
+    int rc = cache_doc(st, ctx, g->id, account, opp, doc);
+    if (!rc && tr)
+        rc = risk_alert(st, ctx, doc);
+    /* Both halves: speaker names and the account are known by now. */
+    g->remembered = meta && tr && !(c && c->remembered);
+    int nmem = !rc && g->remembered
+                   ? store_memories(st, ctx, g->id, account, doc)
+                   : 0;
+    if (!rc)
+        rc = h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, st->dashboard, doc);
+    else
+        h->json_free(doc);
+    if (!rc) {
+        h->counter_add(st->self, tr ? "calls_analyzed" : "calls_seen", 1);
+        if (g->remembered)
+            h->counter_add(st->self, "memories", nmem);
     }
-    return c;
+    return rc;
 }
 
 static sophia_verdict gong_process(void *state, const sophia_event *ev,
@@ -474,49 +602,98 @@ static sophia_verdict gong_process(void *state, const sophia_event *ev,
 {
     gong_state *st = state;
     const sophia_host *h = st->host;
-    const char *id;
-    gong_call *c = remember(st, ev->body, &id);
-    if (!c) {
+    const gong_call *c = NULL;
+    int bad = 0;
+    gong_change *g = read_event(st, ev->body, &c, &bad);
+    if (!g && bad > 0) {
         h->log(st->self, SOPHIA_LOG_WARN, "not a Gong call or transcript "
                "(needs metaData.id or callId + transcript)");
         return SOPHIA_PROCESS_ERROR;
     }
-    char idbuf[256], account[256];
-    snprintf(idbuf, sizeof(idbuf), "%s", id);
-    account_of(h, c->meta, account, sizeof(account));
-    const char *opp = crm_object(h, c->meta, "Opportunity");
-    analysis a = {0};
-    if (c->transcript) {
-        a.topics = h->json_array();
-        a.actions = h->json_array();
-        a.risks = h->json_array();
-        a.risk_phrases = h->json_array();
-        analyze(st, c->meta, c->transcript, &a);
-    }
-    sophia_json *doc = call_doc(st, idbuf, c->meta, account, opp,
-                                c->transcript ? &a : NULL);
-    if (a.risk_phrases)
-        h->json_free(a.risk_phrases);
-    if (!doc)
+    if (!g)
         return SOPHIA_PROCESS_RETRY;
-    int rc = cache_doc(st, ctx, idbuf, account, opp, doc);
-    if (!rc && c->transcript)
-        rc = risk_alert(st, ctx, doc);
-    /* Both halves: speaker names and the account are known by now. */
-    int complete = c->meta && c->transcript && !c->remembered;
-    int nmem = !rc && complete ? store_memories(st, ctx, idbuf, account, doc) : 0;
-    if (!rc)
-        rc = h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, st->dashboard, doc);
-    else
+    if (c && !g->meta && !g->transcript) {
+        change_discard(g);
+        h->counter_add(st->self, "duplicates", 1);
+        return SOPHIA_PROCESS_OK; /* nothing new: analysed before */
+    }
+    int rc = analyse(st, ctx, c, g);
+    if (rc) {
+        change_discard(g);
+        return SOPHIA_PROCESS_RETRY;
+    }
+    return h->stage(ctx, change_apply, change_discard, g)
+               ? SOPHIA_PROCESS_RETRY
+               : SOPHIA_PROCESS_OK;
+}
+
+/* --------------------------------------------- hot reload hand-over */
+
+/* The committed calls: {"format":1,"calls":[{"id","meta","transcript",
+ * "remembered"}]} (a half not known yet is null). */
+static char *gong_export(void *state)
+{
+    gong_state *st = state;
+    const sophia_host *h = st->host;
+    sophia_json *doc = h->json_object(), *all = h->json_array();
+    for (const pu_entry *e = st->calls.oldest; all && e; e = e->newer) {
+        const gong_call *c = e->val;
+        sophia_json *o = h->json_object();
+        pu_set_str(h, o, "id", e->key);
+        pu_set(h, o, "meta", c->meta ? h->json_copy(c->meta) : h->json_object());
+        pu_set(h, o, "transcript",
+               c->transcript ? h->json_copy(c->transcript) : h->json_object());
+        pu_set(h, o, "remembered", h->json_bool_new(c->remembered));
+        if (!o || h->json_append(all, o)) {
+            h->json_free(all);
+            all = NULL;
+        }
+    }
+    pu_set(h, doc, "format", h->json_int(1));
+    int rc = pu_set(h, doc, "calls", all);
+    char *text = rc ? NULL : h->json_dump(doc);
+    h->json_free(doc);
+    char *out = pu_strdup(text); /* the host free()s it */
+    h->free(text);
+    return out;
+}
+
+static int gong_import(void *state, const char *json)
+{
+    gong_state *st = state;
+    const sophia_host *h = st->host;
+    if (!pu_has_parse(h))
+        return SOPHIA_EABI;
+    sophia_json *doc = h->json_parse(json);
+    const sophia_json *all = h->json_get(doc, "calls");
+    if (!doc || h->json_number(h->json_get(doc, "format"), 0) != 1 ||
+        h->json_type(all) != SOPHIA_JSON_ARRAY) {
         h->json_free(doc);
-    if (rc)
-        return SOPHIA_PROCESS_RETRY;
-    h->counter_add(st->self, c->transcript ? "calls_analyzed" : "calls_seen", 1);
-    if (complete) {
-        c->remembered = 1;
-        h->counter_add(st->self, "memories", nmem);
+        return SOPHIA_EPARSE;
     }
-    return SOPHIA_PROCESS_OK;
+    int rc = 0;
+    for (size_t i = 0; !rc && i < h->json_size(all); i++) {
+        const sophia_json *o = h->json_at(all, i);
+        const char *id = pu_str(h, o, "id");
+        const sophia_json *m = h->json_get(o, "meta");
+        const sophia_json *t = h->json_get(o, "transcript");
+        gong_call *c = id ? call_get(st, id) : NULL;
+        if (id && !c)
+            rc = SOPHIA_ENOMEM;
+        if (!c)
+            continue;
+        if (h->json_type(h->json_get(m, "metaData")) == SOPHIA_JSON_OBJECT) {
+            h->json_free(c->meta);
+            c->meta = h->json_copy(m);
+        }
+        if (h->json_type(t) == SOPHIA_JSON_ARRAY) {
+            h->json_free(c->transcript);
+            c->transcript = h->json_copy(t);
+        }
+        c->remembered = h->json_bool(h->json_get(o, "remembered"), 0);
+    }
+    h->json_free(doc);
+    return rc;
 }
 
 /* ----------------------------------------------------------- descriptor */
@@ -543,12 +720,14 @@ static const sophia_option gong_options[] = {
 static const sophia_processor_ops gong_ops = {
     .struct_size = sizeof(sophia_processor_ops),
     .process = gong_process,
+    .export_state = gong_export,
+    .import_state = gong_import,
 };
 
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "gong",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .kind = SOPHIA_KIND_PROCESSOR,
     .description = "Gong calls and transcripts -> talk ratios, monologues, "
                    "topics, action items, risk alerts",

@@ -23,9 +23,30 @@
  * the clear level (default: the trigger) - hysteresis, so a value hovering
  * at the trigger does not flap.
  *
+ * State and the verdict (SDK 1.1): process() only reads a series. The
+ * sample it adds to the windows, the threshold states it flips and the
+ * time of the series' last aggregate are one change handed to
+ * host->stage, applied when the event's effects commit. So a point whose
+ * event goes RETRY or ERROR, or whose effects are refused, leaves no
+ * sample behind and flips no alert: the retry sees the same state, and an
+ * alert that should fire fires when the point finally commits.
+ *
+ * Redelivery: a point has an identity when it can have one - the event's
+ * source id (a Redis entry id), else its explicit timestamp, value and
+ * labels - and the last `max_seen` identities that committed, per series,
+ * are remembered (two points of one series alike in all of these, e.g.
+ * the same value twice within a second-resolution timestamp, count as
+ * one). A point seen again produces nothing (verdict OK, counter
+ * `duplicates`): no second sample in the windows, no second publish, and
+ * no older value cached over a newer one. A point with neither id nor
+ * timestamp (statsd, a plain POST) cannot be told from a new one with the
+ * same value, so it is always new.
+ *
  * A hot reload that replaces the instance (new options, rebuilt .so)
- * hands the rolling samples to the new one (export_state/import_state),
- * so the windows do not restart empty; threshold state starts over.
+ * hands the committed state to the new one (export_state/import_state):
+ * the rolling samples, so the windows do not restart empty; which
+ * threshold rules fire, per series (matched by the rule's text, so a rule
+ * the new options changed starts over); and the seen identities.
  *
  * Like every plugin it includes only the SDK header (plus libc) and does
  * everything through the host table: it never sees Redis or a socket. Its
@@ -43,6 +64,7 @@
 #include "../proc_util.h"
 
 typedef struct threshold {
+    char spec[256];        /* as configured: matches rules across reloads */
     char metric[128];
     int above;             /* '>' (1) or '<' (0) */
     double trigger, clear;
@@ -70,6 +92,7 @@ typedef struct metrics_state {
     threshold *rules;
     size_t nrules;
     pu_table series;       /* "dashboard\x1fmetric" -> series */
+    pu_seen seen;          /* "series\x1fidentity" of committed points */
     double *scratch;       /* sort buffer, max_samples long */
     int64_t ts_sec;        /* the second ts_text spells, or -1 */
     char ts_text[32];      /* "now" as ISO-8601, formatted once a second */
@@ -89,6 +112,9 @@ static void series_free(void *p)
 /* "name>9000/8000@critical" -> a rule; -1 when malformed. */
 static int parse_threshold(const char *spec, threshold *r)
 {
+    if (strlen(spec) >= sizeof(r->spec))
+        return -1;
+    snprintf(r->spec, sizeof(r->spec), "%s", spec);
     const char *op = strpbrk(spec, "<>");
     if (!op || op == spec || (size_t)(op - spec) >= sizeof(r->metric))
         return -1;
@@ -140,7 +166,15 @@ static int parse_extensions(metrics_state *st, const sophia_opts *opts)
             return SOPHIA_EINVAL;
         }
     }
-    if (st->nwindows && !(st->scratch = malloc(st->max_samples * sizeof(double))))
+    if (st->nwindows &&
+        !(st->scratch = malloc((st->max_samples + 1) * sizeof(double))))
+        return SOPHIA_ENOMEM;
+    int64_t seen = h->opt_int(opts, "max_seen");
+    if (seen < 1) {
+        h->log(st->self, SOPHIA_LOG_ERROR, "max_seen must be at least 1");
+        return SOPHIA_EINVAL;
+    }
+    if (pu_seen_init(&st->seen, (size_t)seen))
         return SOPHIA_ENOMEM;
     return pu_table_init(&st->series, 100000, series_free);
 }
@@ -161,8 +195,7 @@ static void metrics_fini(void *state);
 static int metrics_init(const sophia_host *host, sophia_self *self,
                         const sophia_opts *opts, void **state)
 {
-    if (!host || host->struct_size < sizeof(sophia_host) ||
-        host->abi_major != SOPHIA_SDK_VERSION_MAJOR)
+    if (pu_require_stage(host, self, "metrics"))
         return SOPHIA_EABI;
     metrics_state *st = calloc(1, sizeof(*st));
     if (!st)
@@ -197,6 +230,8 @@ static void metrics_fini(void *state)
     free(st->scratch);
     if (st->series.b)
         pu_table_free(&st->series);
+    if (st->seen.ring)
+        pu_seen_free(&st->seen);
     free(st);
 }
 
@@ -359,14 +394,6 @@ static series *series_by_key(metrics_state *st, const char *key)
     return pu_table_put(&st->series, key, s) ? NULL : s;
 }
 
-static series *series_get(metrics_state *st, const point *p)
-{
-    char key[400];
-    snprintf(key, sizeof(key), "%s\x1f%s", p->dashboard ? p->dashboard : "",
-             p->metric);
-    return series_by_key(st, key);
-}
-
 static void series_push(series *s, int64_t t, double v)
 {
     s->t[(s->head + s->n) % s->cap] = t;
@@ -390,21 +417,50 @@ static double pct(const double *v, size_t n, double q)
     return v[r ? r - 1 : 0];
 }
 
+/* What one point changes in its series once its event commits. */
+typedef struct metrics_change {
+    int push;             /* add (t, v) to the windows */
+    int64_t t;
+    double v;
+    int64_t agg_us;       /* the series' new last aggregate, or 0 */
+    unsigned char *firing; /* per rule, the state after this point */
+    char *key;            /* the series */
+} metrics_change;
+
+static void metrics_apply(void *state, void *change)
+{
+    metrics_state *st = state;
+    metrics_change *c = change;
+    series *s = series_by_key(st, c->key);
+    if (s) {
+        if (c->push)
+            series_push(s, c->t, c->v);
+        if (c->agg_us)
+            s->last_agg_us = c->agg_us;
+        memcpy(s->firing, c->firing, st->nrules);
+    }
+    free(c);
+}
+
+/* The series' samples, as they will be once sample (t, v) is pushed,
+ * that fall in window w; published and cached as an aggregate. The
+ * committed series `s` may be NULL (its first point). */
 static int publish_window(metrics_state *st, const point *p, const series *s,
-                          double w, int64_t now, sophia_ctx *ctx)
+                          int64_t t, double v, double w, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
     size_t n = 0;
     double sum = 0;
-    for (size_t i = 0; i < s->n; i++) {
+    size_t from = s && s->n == s->cap ? 1 : 0; /* the push evicts it */
+    for (size_t i = from; s && i < s->n; i++) {
         size_t k = (s->head + i) % s->cap;
-        if ((double)(now - s->t[k]) <= w * 1e6) {
+        if ((double)(t - s->t[k]) <= w * 1e6) {
             st->scratch[n++] = s->v[k];
             sum += s->v[k];
         }
     }
-    if (!n)
-        return 0;
+    st->scratch[n++] = v;
+    sum += v;
     qsort(st->scratch, n, sizeof(double), cmp_double);
     sophia_json *d = h->json_object();
     pu_set_str(h, d, "kind", "aggregate");
@@ -432,51 +488,143 @@ static int publish_window(metrics_state *st, const point *p, const series *s,
     return h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, p->dashboard, d);
 }
 
-static int check_rule(metrics_state *st, const point *p, series *s, size_t i,
-                      double v, sophia_ctx *ctx)
+/* Rule i against value v; flips firing[i] (the staged copy) when it
+ * crosses. */
+static int check_rule(metrics_state *st, const point *p,
+                      unsigned char *firing, size_t i, double v,
+                      sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
     const threshold *r = &st->rules[i];
     int past = r->above ? v > r->trigger : v < r->trigger;
     int back = r->above ? v < r->clear : v > r->clear;
-    if (s->firing[i] ? !back : !past)
+    if (firing[i] ? !back : !past)
         return 0;
-    s->firing[i] = !s->firing[i];
+    firing[i] = !firing[i];
     char msg[300];
-    snprintf(msg, sizeof(msg), s->firing[i] ? "%s = %g is %s %g"
-                                            : "%s = %g is back %s %g",
-             p->metric, v, s->firing[i] == r->above ? "above" : "below",
-             s->firing[i] ? r->trigger : r->clear);
+    snprintf(msg, sizeof(msg), firing[i] ? "%s = %g is %s %g"
+                                         : "%s = %g is back %s %g",
+             p->metric, v, firing[i] == r->above ? "above" : "below",
+             firing[i] ? r->trigger : r->clear);
     sophia_json *d = h->json_object();
     pu_set_str(h, d, "metric", p->metric);
     pu_set(h, d, "value", h->json_num(v));
-    pu_set(h, d, "threshold", h->json_num(s->firing[i] ? r->trigger : r->clear));
-    pu_set_str(h, d, "state", s->firing[i] ? "firing" : "resolved");
+    pu_set(h, d, "threshold", h->json_num(firing[i] ? r->trigger : r->clear));
+    pu_set_str(h, d, "state", firing[i] ? "firing" : "resolved");
     pu_set_str(h, d, "dashboard_id", p->dashboard);
-    return h->alert(ctx, "threshold", s->firing[i] ? r->severity : "info", msg, d);
+    return h->alert(ctx, "threshold", firing[i] ? r->severity : "info", msg, d);
 }
 
-static int track(metrics_state *st, const point *p, sophia_ctx *ctx)
+/* Rules and windows for one point of series `skey`: the alerts and
+ * aggregates go into ctx, the series' new state into one staged change. */
+static int track(metrics_state *st, const point *p, const char *skey,
+                 sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
-    series *s = series_get(st, p);
-    if (!s)
+    const series *s = pu_table_get(&st->series, skey);
+    size_t klen = strlen(skey) + 1;
+    metrics_change *c = calloc(1, sizeof(*c) + st->nrules + klen);
+    if (!c)
         return SOPHIA_ENOMEM;
+    c->firing = (unsigned char *)(c + 1);
+    c->key = (char *)c->firing + st->nrules;
+    memcpy(c->key, skey, klen);
+    if (s)
+        memcpy(c->firing, s->firing, st->nrules);
     double v = h->json_number(p->value, 0);
     int64_t now = h->now_us();
     int rc = 0;
     for (size_t i = 0; !rc && i < st->nrules; i++)
         if (!strcmp(st->rules[i].metric, p->metric))
-            rc = check_rule(st, p, s, i, v, ctx);
-    if (rc || !st->nwindows)
+            rc = check_rule(st, p, c->firing, i, v, ctx);
+    if (!rc && st->nwindows) {
+        c->push = 1;
+        c->t = now;
+        c->v = v;
+        if (!s || !s->last_agg_us ||
+            (double)(now - s->last_agg_us) >= st->agg_every * 1e6) {
+            c->agg_us = now;
+            for (size_t i = 0; !rc && i < st->nwindows; i++)
+                rc = publish_window(st, p, s, now, v, st->windows[i], ctx);
+        }
+    }
+    if (rc) {
+        free(c);
         return rc;
-    series_push(s, now, v);
-    if (s->last_agg_us && (double)(now - s->last_agg_us) < st->agg_every * 1e6)
-        return 0;
-    s->last_agg_us = now;
-    for (size_t i = 0; !rc && i < st->nwindows; i++)
-        rc = publish_window(st, p, s, st->windows[i], now, ctx);
-    return rc;
+    }
+    return h->stage(ctx, metrics_apply, free, c);
+}
+
+/* dst = a b c (NUL-terminated), cut to len; the per-point path avoids
+ * printf (its number formatting was the largest share of the identity). */
+static void join3(char *dst, size_t len, const char *a, const char *b,
+                  const char *c)
+{
+    const char *parts[] = {a, b, c};
+    size_t off = 0;
+    for (size_t i = 0; i < 3 && len; i++) {
+        size_t n = strlen(parts[i]);
+        if (n > len - 1 - off)
+            n = len - 1 - off;
+        memcpy(dst + off, parts[i], n);
+        off += n;
+    }
+    if (len)
+        dst[off] = '\0';
+}
+
+/* "ts:<timestamp text or number bits>\x1f<value bits as hex>" plus
+ * "\x1f<label>=<value>" per label. */
+static void stamp_text(const sophia_host *h, const point *p, char *out,
+                       size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    double nums[2] = {h->json_number(p->timestamp, 0),
+                      h->json_number(p->value, 0)};
+    const char *ts = h->json_string(p->timestamp);
+    char bits[2][17];
+    for (size_t k = 0; k < 2; k++) {
+        uint64_t u;
+        memcpy(&u, &nums[k], sizeof(u));
+        for (int i = 15; i >= 0; i--, u >>= 4)
+            bits[k][i] = hex[u & 15];
+        bits[k][16] = '\0';
+    }
+    char tail[40];
+    join3(tail, sizeof(tail), "\x1f", bits[1], "");
+    join3(out, len, "ts:", ts ? ts : bits[0], tail);
+    /* Labels too: hosts reporting the same metric, second and value are
+     * different points. Rare and short: printf is fine here. */
+    const sophia_json *v;
+    const char *k;
+    size_t off = strlen(out);
+    for (size_t i = 0; p->labels && off + 1 < len &&
+                       (k = h->json_key_at(p->labels, i, &v));
+         i++) {
+        const char *sv = h->json_string(v);
+        int n = sv ? snprintf(out + off, len - off, "\x1f%s=%s", k, sv)
+                   : snprintf(out + off, len - off, "\x1f%s#%.17g", k,
+                              h->json_number(v, 0));
+        off = n < 0 || (size_t)n >= len - off ? len - 1 : off + (size_t)n;
+    }
+}
+
+/* The point's identity within its series (see the top of the file) into
+ * out, or "" when it has none. */
+static void point_identity(const metrics_state *st, const sophia_event *ev,
+                           const point *p, const char *skey, char *out,
+                           size_t len)
+{
+    char what[300];
+    out[0] = '\0';
+    if (ev->id && *ev->id) {
+        join3(what, sizeof(what), "id:", ev->id, "");
+    } else if (p->timestamp) {
+        stamp_text(st->host, p, what, sizeof(what));
+    } else {
+        return;
+    }
+    join3(out, len, skey, "\x1f", what);
 }
 
 static sophia_verdict metrics_process(void *state, const sophia_event *ev,
@@ -491,6 +639,19 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
                ev && ev->stream ? ev->stream : "?", why);
         return SOPHIA_PROCESS_ERROR;
     }
+    char skey[400], id[700];
+    id[0] = '\0';
+    /* The series key only when something needs it: the plain path (no
+     * id, no timestamp, no windows or rules) stays as cheap as before. */
+    if ((ev->id && *ev->id) || p.timestamp || st->nwindows || st->nrules) {
+        join3(skey, sizeof(skey), p.dashboard ? p.dashboard : "", "\x1f",
+              p.metric);
+        point_identity(st, ev, &p, skey, id, sizeof(id));
+    }
+    if (id[0] && pu_seen_has(&st->seen, id)) {
+        h->counter_add(st->self, "duplicates", 1);
+        return SOPHIA_PROCESS_OK; /* committed before: nothing again */
+    }
     sophia_json *ts = timestamp_of(st, &p);
     int rc = ts ? publish_point(st, &p, ts, ctx) : SOPHIA_ENOMEM;
     if (!rc)
@@ -498,7 +659,9 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
     else if (ts)
         h->json_free(ts);
     if (!rc && (st->nwindows || st->nrules))
-        rc = track(st, &p, ctx);
+        rc = track(st, &p, skey, ctx);
+    if (!rc && id[0])
+        rc = pu_seen_stage(h, ctx, &st->seen, id);
     if (rc) {
         h->log(st->self, SOPHIA_LOG_WARN, "metric %s not queued: %s",
                p.metric, h->strerror(rc));
@@ -510,67 +673,110 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
 
 /* --------------------------------------------- hot reload hand-over */
 
-/* The rolling samples, so the windows stay full across an upgrade:
- * {"format":1,"series":[{"key":"dashboard\u001fmetric","t":[us...],
- * "v":[...]}]}. Threshold state is not handed over: the rules may differ. */
+/* One series as {"key","t":[us...],"v":[...],"firing":[rule specs]}. */
+static sophia_json *series_json(const metrics_state *st, const char *key,
+                                const series *s)
+{
+    const sophia_host *h = st->host;
+    sophia_json *o = h->json_object(), *t = h->json_array(),
+                *v = h->json_array(), *f = h->json_array();
+    for (size_t i = 0; t && v && i < s->n; i++) {
+        size_t k = (s->head + i) % s->cap;
+        h->json_append(t, h->json_int(s->t[k]));
+        h->json_append(v, h->json_num(s->v[k]));
+    }
+    for (size_t i = 0; f && i < st->nrules; i++)
+        if (s->firing[i])
+            h->json_append(f, h->json_str(st->rules[i].spec));
+    pu_set_str(h, o, "key", key);
+    int rc = pu_set(h, o, "t", t);
+    if (rc)
+        h->json_free(v);
+    else
+        rc = pu_set(h, o, "v", v);
+    if (rc)
+        h->json_free(f);
+    else
+        rc = pu_set(h, o, "firing", f);
+    if (rc && o) {
+        h->json_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* The committed state, so windows, alert states and redelivery checks
+ * survive an upgrade: {"format":2,"series":[series_json...],
+ * "seen":{pu_seen_export}}
+ * (format 1, from before SDK 1.1, had no firing and no seen). */
 static char *metrics_export(void *state)
 {
     metrics_state *st = state;
     const sophia_host *h = st->host;
-    if (!st->nwindows)
-        return NULL;
     sophia_json *all = h->json_array();
     for (pu_entry *e = st->series.oldest; all && e; e = e->newer) {
-        const series *s = e->val;
-        sophia_json *o = h->json_object(), *t = h->json_array(),
-                    *v = h->json_array();
-        for (size_t i = 0; t && v && i < s->n; i++) {
-            size_t k = (s->head + i) % s->cap;
-            h->json_append(t, h->json_int(s->t[k]));
-            h->json_append(v, h->json_num(s->v[k]));
-        }
-        pu_set_str(h, o, "key", e->key);
-        pu_set(h, o, "t", t);
-        pu_set(h, o, "v", v);
+        sophia_json *o = series_json(st, e->key, e->val);
         if (!o || h->json_append(all, o)) {
             h->json_free(all);
             all = NULL;
         }
     }
     sophia_json *doc = h->json_object();
-    pu_set(h, doc, "format", h->json_int(1));
-    pu_set(h, doc, "series", all);
-    char *text = doc ? h->json_dump(doc) : NULL;
+    pu_set(h, doc, "format", h->json_int(2));
+    int rc = pu_set(h, doc, "series", all);
+    if (!rc)
+        rc = pu_set(h, doc, "seen", pu_seen_export(h, &st->seen));
+    char *text = !rc ? h->json_dump(doc) : NULL;
     h->json_free(doc);
-    return text;
+    char *out = pu_strdup(text); /* the host free()s it */
+    h->free(text);
+    return out;
+}
+
+/* Rule specs in `firing` that this instance also has fire here too. */
+static void import_firing(metrics_state *st, series *s, const sophia_json *f)
+{
+    const sophia_host *h = st->host;
+    for (size_t k = 0; k < h->json_size(f); k++) {
+        const char *spec = h->json_string(h->json_at(f, k));
+        for (size_t i = 0; spec && i < st->nrules; i++)
+            if (!strcmp(st->rules[i].spec, spec))
+                s->firing[i] = 1;
+    }
 }
 
 static int metrics_import(void *state, const char *json)
 {
     metrics_state *st = state;
     const sophia_host *h = st->host;
-    if (h->struct_size < offsetof(sophia_host, json_parse) + sizeof(void *) ||
-        !h->json_parse)
+    if (!pu_has_parse(h))
         return SOPHIA_EABI; /* a host without json_parse */
     sophia_json *doc = h->json_parse(json);
     const sophia_json *all = h->json_get(doc, "series");
-    if (!doc || h->json_number(h->json_get(doc, "format"), 0) != 1 ||
+    double format = h->json_number(h->json_get(doc, "format"), 0);
+    if (!doc || (format != 1 && format != 2) ||
         h->json_type(all) != SOPHIA_JSON_ARRAY) {
         h->json_free(doc);
         return SOPHIA_EPARSE;
     }
-    for (size_t i = 0; st->nwindows && i < h->json_size(all); i++) {
+    for (size_t i = 0; i < h->json_size(all); i++) {
         const sophia_json *o = h->json_at(all, i);
         const char *key = h->json_string(h->json_get(o, "key"));
         const sophia_json *t = h->json_get(o, "t"), *v = h->json_get(o, "v");
-        series *s = key ? series_by_key(st, key) : NULL;
+        const sophia_json *f = h->json_get(o, "firing");
+        if (!key || (!st->nwindows && !h->json_size(f)))
+            continue; /* nothing this instance keeps */
+        series *s = series_by_key(st, key);
         size_t n = h->json_size(t);
-        for (size_t k = 0; s && k < n && k < h->json_size(v); k++)
+        for (size_t k = 0; s && st->nwindows && k < n && k < h->json_size(v); k++)
             series_push(s, (int64_t)h->json_number(h->json_at(t, k), 0),
                         h->json_number(h->json_at(v, k), 0));
+        if (s)
+            import_firing(st, s, f);
     }
+    int rc = pu_seen_import(h, &st->seen, h->json_get(doc, "seen"));
     h->json_free(doc);
-    return SOPHIA_OK;
+    return rc;
 }
 
 /* ----------------------------------------------------------- descriptor */
@@ -590,6 +796,9 @@ static const sophia_option metrics_options[] = {
      "samples kept per series for the windows"},
     {"thresholds", SOPHIA_OPT_LIST, NULL,
      "alerts: entries 'metric>trigger[/clear][@severity]' or with '<'"},
+    {"max_seen", SOPHIA_OPT_INT, "100000",
+     "point identities (source id, else timestamp + value) remembered to "
+     "skip redeliveries"},
     {NULL, 0, NULL, NULL},
 };
 

@@ -18,9 +18,27 @@
  * case-insensitive); a `notification` for app mentions; a
  * `user_preference` memory for explicit preferences ("prefers …",
  * "every N minutes").
+ *
+ * State and the verdict (SDK 1.1): process() reads the channel's committed
+ * counts and publishes what they will be with this message; the message
+ * itself (its kind, Slack time and text, whose mentions are counted) is
+ * handed to host->stage and counted when the event's effects commit. So
+ * a message whose event goes RETRY or ERROR, or whose effects are
+ * refused, is not counted, and its redelivery is counted once.
+ *
+ * Redelivery (a crash before the ack; Slack itself retries a delivery it
+ * saw no 200 for): a message's identity is its `event_id`, else its event
+ * type, channel, `ts` and subtype. The last `max_seen` identities that
+ * committed are remembered; one seen again produces nothing (verdict OK,
+ * counter `duplicates`): not counted, published, alerted or remembered a
+ * second time. A message with neither event_id nor ts is always new.
+ *
+ * Reload: export_state/import_state carry the committed channels (counts,
+ * recent timestamps, who was mentioned) and the seen identities.
  */
 #include <sophia/sdk.h>
 
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,8 +72,20 @@ typedef struct slack_state {
     size_t nrules;
     regex_t amount_re, pref_re;
     int amount_ok, pref_ok;
-    pu_table channels;
+    pu_table channels; /* channel id -> slack_channel, as committed */
+    pu_seen seen;      /* message identities committed */
 } slack_state;
+
+enum { MSG_PLAIN, MSG_EDIT, MSG_APP_MENTION };
+
+/* One message as it counts once its event commits (host->stage). */
+typedef struct slack_change {
+    int kind;   /* MSG_* */
+    double t;   /* Slack time */
+    char *chan; /* points into buf */
+    char *text; /* points into buf */
+    char buf[];
+} slack_change;
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -85,6 +115,7 @@ static void slack_fini(void *state)
     if (st->pref_ok)
         regfree(&st->pref_re);
     pu_table_free(&st->channels);
+    pu_seen_free(&st->seen);
     free(st->prefix);
     free(st->dashboard);
     free(st);
@@ -117,8 +148,7 @@ static int parse_rule(slack_state *st, const char *spec, slack_rule *r)
 static int slack_init(const sophia_host *host, sophia_self *self,
                       const sophia_opts *opts, void **state)
 {
-    if (!host || host->struct_size < sizeof(sophia_host) ||
-        host->abi_major != SOPHIA_SDK_VERSION_MAJOR)
+    if (pu_require_stage(host, self, "slack"))
         return SOPHIA_EABI;
     slack_state *st = calloc(1, sizeof(*st));
     if (!st)
@@ -143,8 +173,14 @@ static int slack_init(const sophia_host *host, sophia_self *self,
                                   REG_EXTENDED | REG_ICASE | REG_NOSUB);
     if (!rc && !st->pref_ok)
         rc = SOPHIA_EINVAL;
+    int64_t max_seen = host->opt_int(opts, "max_seen");
+    if (!rc && max_seen < 1) {
+        host->log(self, SOPHIA_LOG_ERROR, "max_seen must be at least 1");
+        rc = SOPHIA_EINVAL;
+    }
     if (!rc && (!st->prefix || !st->dashboard || !st->rules ||
-                pu_table_init(&st->channels, 100000, free_channel)))
+                pu_table_init(&st->channels, 100000, free_channel) ||
+                pu_seen_init(&st->seen, (size_t)max_seen)))
         rc = SOPHIA_ENOMEM;
     for (size_t i = 0; !rc && i < st->nrules; i++)
         rc = parse_rule(st, host->opt_list_item(opts, "alert_rules", i),
@@ -174,46 +210,89 @@ static slack_channel *channel_get(slack_state *st, const char *id)
     return pu_table_put(&st->channels, id, c) ? NULL : c;
 }
 
-static double rate_per_min(const slack_state *st, const slack_channel *c)
+/* The channel's rate once `add` (a new message's Slack time, or NAN for
+ * none) is counted, with `last` its newest Slack time by then. */
+static double rate_per_min(const slack_state *st, const slack_channel *c,
+                           double add, double last)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < c->n; i++) {
-        double t = c->ts[(c->head + SLACK_RING - 1 - i) % SLACK_RING];
-        if (c->last_ts - t <= st->window)
+    size_t n = 0, skip = add == add && c->n == SLACK_RING; /* evicted */
+    for (size_t i = skip; i < c->n; i++) { /* from the oldest kept */
+        double t = c->ts[(c->head + i) % SLACK_RING];
+        if (last - t <= st->window)
             n++;
     }
+    if (add == add && last - add <= st->window)
+        n++;
     return (double)n * 60.0 / st->window;
 }
 
-/* Counts `<@U…>` mentions in text. */
+/* The next `<@U…>` mention in text at or after *p, into user; 0 at the
+ * end. */
+static int next_mention(const char **p, char *user, size_t len)
+{
+    for (; (*p = strstr(*p, "<@")); *p += 2) {
+        size_t n = strcspn(*p + 2, ">|");
+        if (!n || n > 64 || (*p)[2 + n] == '\0')
+            continue;
+        snprintf(user, len, "%.*s", (int)n, *p + 2);
+        *p += 2;
+        return 1;
+    }
+    return 0;
+}
+
+/* Counts `<@U…>` mentions in text (applying a committed message). */
 static void count_mentions(slack_channel *c, const char *text)
 {
-    for (const char *p = text; (p = strstr(p, "<@")); p += 2) {
-        size_t n = strcspn(p + 2, ">|");
-        if (!n || n > 64 || p[2 + n] == '\0')
-            continue;
-        char user[80];
-        snprintf(user, sizeof(user), "%.*s", (int)n, p + 2);
+    char user[80];
+    for (const char *p = text; next_mention(&p, user, sizeof(user));) {
         intptr_t k = (intptr_t)pu_table_get(&c->mentioned, user);
         pu_table_put(&c->mentioned, user, (void *)(k + 1));
         c->mentions++;
     }
 }
 
+/* The member of object `o` named exactly `key` (no dotted paths: a user
+ * id is data), or NULL. */
+static const sophia_json *member(const sophia_host *h, const sophia_json *o,
+                                 const char *key)
+{
+    const sophia_json *v;
+    const char *k;
+    for (size_t i = 0; (k = h->json_key_at(o, i, &v)); i++)
+        if (!strcmp(k, key))
+            return v;
+    return NULL;
+}
+
+/* The channel document as it will be once `m` (NULL: none) counts:
+ * committed channel `c` plus the staged message. */
 static sophia_json *channel_doc(const slack_state *st, const char *id,
-                                const slack_channel *c)
+                                const slack_channel *c, const slack_change *m)
 {
     const sophia_host *h = st->host;
     sophia_json *d = h->json_object(), *who = h->json_object();
-    pu_set_str(h, d, "channel", id);
-    pu_set(h, d, "messages", h->json_int(c->messages));
-    pu_set(h, d, "edits", h->json_int(c->edits));
-    pu_set(h, d, "mentions", h->json_int(c->mentions));
-    pu_set(h, d, "app_mentions", h->json_int(c->app_mentions));
-    pu_set(h, d, "rate_per_min", h->json_num(rate_per_min(st, c)));
-    pu_set(h, d, "last_ts", h->json_num(c->last_ts));
+    int plain = m && m->kind == MSG_PLAIN;
+    double last = m && m->t > c->last_ts ? m->t : c->last_ts;
+    int64_t mentions = c->mentions;
     for (const pu_entry *e = c->mentioned.oldest; e && who; e = e->newer)
         pu_set(h, who, e->key, h->json_int((intptr_t)e->val));
+    char user[80];
+    const char *p = plain ? m->text : "";
+    while (who && next_mention(&p, user, sizeof(user))) {
+        int64_t k = (int64_t)h->json_number(member(h, who, user), 0);
+        pu_set(h, who, user, h->json_int(k + 1));
+        mentions++;
+    }
+    pu_set_str(h, d, "channel", id);
+    pu_set(h, d, "messages", h->json_int(c->messages + plain));
+    pu_set(h, d, "edits", h->json_int(c->edits + (m && m->kind == MSG_EDIT)));
+    pu_set(h, d, "mentions", h->json_int(mentions));
+    pu_set(h, d, "app_mentions",
+           h->json_int(c->app_mentions + (m && m->kind == MSG_APP_MENTION)));
+    pu_set(h, d, "rate_per_min",
+           h->json_num(rate_per_min(st, c, plain ? m->t : NAN, last)));
+    pu_set(h, d, "last_ts", h->json_num(last));
     pu_set(h, d, "mentioned", who);
     return d;
 }
@@ -280,10 +359,11 @@ static int run_rules(const slack_state *st, sophia_ctx *ctx, const char *chan,
 }
 
 static int publish_channel(const slack_state *st, sophia_ctx *ctx,
-                           const char *chan, const slack_channel *c)
+                           const char *chan, const slack_channel *c,
+                           const slack_change *msg)
 {
     const sophia_host *h = st->host;
-    sophia_json *doc = channel_doc(st, chan, c);
+    sophia_json *doc = channel_doc(st, chan, c, msg);
     char key[400], tag[300];
     snprintf(key, sizeof(key), "%schannel:%s", st->prefix, chan);
     snprintf(tag, sizeof(tag), "channel:%s", chan);
@@ -291,7 +371,8 @@ static int publish_channel(const slack_state *st, sophia_ctx *ctx,
     int rc = doc ? h->cache_put(ctx, key, doc, st->ttl, tags) : SOPHIA_ENOMEM;
     sophia_json *m = h->json_object(), *labels = h->json_object();
     pu_set_str(h, m, "metric", "slack_channel_messages");
-    pu_set(h, m, "value", h->json_int(c->messages));
+    pu_set(h, m, "value",
+           h->json_int(c->messages + (msg->kind == MSG_PLAIN)));
     pu_set_str(h, labels, "channel", chan);
     pu_set(h, m, "labels", labels);
     if (!rc && m)
@@ -321,9 +402,50 @@ static void remember_preference(const slack_state *st, sophia_ctx *ctx,
 
 /* ------------------------------------------------------------ process */
 
+/* Counts a committed message into its channel. */
+static void message_apply(void *state, void *change)
+{
+    slack_state *st = state;
+    slack_change *m = change;
+    slack_channel *c = channel_get(st, m->chan);
+    if (c) {
+        if (m->t > c->last_ts)
+            c->last_ts = m->t;
+        if (m->kind == MSG_EDIT) {
+            c->edits++;
+        } else if (m->kind == MSG_APP_MENTION) {
+            c->app_mentions++;
+        } else {
+            c->messages++;
+            c->ts[(c->head + c->n) % SLACK_RING] = m->t;
+            if (c->n < SLACK_RING)
+                c->n++;
+            else
+                c->head = (c->head + 1) % SLACK_RING;
+            count_mentions(c, m->text);
+        }
+    }
+    free(m);
+}
+
+static slack_change *change_new(int kind, double t, const char *chan,
+                                const char *text)
+{
+    size_t nc = strlen(chan) + 1, nt = strlen(text) + 1;
+    slack_change *m = malloc(sizeof(*m) + nc + nt);
+    if (!m)
+        return NULL;
+    m->kind = kind;
+    m->t = t;
+    m->chan = memcpy(m->buf, chan, nc);
+    m->text = memcpy(m->buf + nc, text, nt);
+    return m;
+}
+
 static sophia_verdict on_message(slack_state *st, const sophia_json *ev,
                                  sophia_ctx *ctx, int app_mention)
 {
+    static const slack_channel none; /* a channel not seen yet */
     const sophia_host *h = st->host;
     const char *chan = pu_str(h, ev, "channel");
     const char *sub = pu_str(h, ev, "subtype");
@@ -335,27 +457,16 @@ static sophia_verdict on_message(slack_state *st, const sophia_json *ev,
     const char *user = pu_str(h, msg, "user");
     if (!chan || !text)
         return SOPHIA_PROCESS_ERROR;
-    slack_channel *c = channel_get(st, chan);
-    if (!c)
-        return SOPHIA_PROCESS_RETRY;
+    const slack_channel *c = pu_table_get(&st->channels, chan);
     const char *ts = pu_str(h, ev, "ts");
     double t = ts ? strtod(ts, NULL) : (double)h->now_us() / 1e6;
-    if (t > c->last_ts)
-        c->last_ts = t;
-    if (edited) {
-        c->edits++;
-    } else if (app_mention) {
-        c->app_mentions++;
-    } else {
-        c->messages++;
-        c->ts[(c->head + c->n) % SLACK_RING] = t;
-        if (c->n < SLACK_RING)
-            c->n++;
-        else
-            c->head = (c->head + 1) % SLACK_RING;
-        count_mentions(c, text);
-    }
-    int rc = publish_channel(st, ctx, chan, c);
+    slack_change *m = change_new(edited        ? MSG_EDIT
+                                 : app_mention ? MSG_APP_MENTION
+                                               : MSG_PLAIN,
+                                 t, chan, text);
+    if (!m)
+        return SOPHIA_PROCESS_RETRY;
+    int rc = publish_channel(st, ctx, chan, c ? c : &none, m);
     double amount = amount_in(st, text);
     if (!rc && amount > 0)
         rc = publish_deal(st, ctx, chan, user, text, amount, edited);
@@ -371,7 +482,26 @@ static sophia_verdict on_message(slack_state *st, const sophia_json *ev,
         pu_set_str(h, n, "text", text);
         rc = h->publish(ctx, SOPHIA_UPDATE_NOTIFICATION, NULL, st->dashboard, n);
     }
+    if (rc)
+        free(m);
+    else
+        rc = h->stage(ctx, message_apply, free, m);
     return rc ? SOPHIA_PROCESS_RETRY : SOPHIA_PROCESS_OK;
+}
+
+/* The message's identity for redelivery into out ("" when none). */
+static void message_id(const sophia_host *h, const sophia_json *body,
+                       const char *et, const sophia_json *ev, char *out,
+                       size_t len)
+{
+    const char *eid = pu_str(h, body, "event_id");
+    const char *chan = pu_str(h, ev, "channel"), *ts = pu_str(h, ev, "ts");
+    const char *sub = pu_str(h, ev, "subtype");
+    out[0] = '\0';
+    if (eid)
+        snprintf(out, len, "ev:%s", eid);
+    else if (chan && ts)
+        snprintf(out, len, "%s:%s:%s:%s", et, chan, ts, sub ? sub : "");
 }
 
 static sophia_verdict slack_process(void *state, const sophia_event *e,
@@ -390,12 +520,129 @@ static sophia_verdict slack_process(void *state, const sophia_event *e,
         return SOPHIA_PROCESS_ERROR;
     }
     if (!strcmp(et, "message") || !strcmp(et, "app_mention")) {
+        char id[400];
+        message_id(h, e->body, et, ev, id, sizeof(id));
+        if (id[0] && pu_seen_has(&st->seen, id)) {
+            h->counter_add(st->self, "duplicates", 1);
+            return SOPHIA_PROCESS_OK; /* counted before: nothing again */
+        }
         sophia_verdict v = on_message(st, ev, ctx, !strcmp(et, "app_mention"));
+        if (v == SOPHIA_PROCESS_OK && id[0] &&
+            pu_seen_stage(h, ctx, &st->seen, id))
+            v = SOPHIA_PROCESS_RETRY; /* could not remember it: not yet */
         if (v == SOPHIA_PROCESS_OK)
             h->counter_add(st->self, "messages", 1);
         return v;
     }
     return SOPHIA_PROCESS_DROP; /* reactions, joins…: not ours */
+}
+
+/* --------------------------------------------- hot reload hand-over */
+
+/* One channel: {"id", "messages", "edits", "mentions", "app_mentions",
+ * "last_ts", "ts":[oldest first], "mentioned":[[user, count]...]}. */
+static sophia_json *channel_json(const sophia_host *h, const char *id,
+                                 const slack_channel *c)
+{
+    sophia_json *o = h->json_object(), *ts = h->json_array(),
+                *who = h->json_array();
+    for (size_t i = 0; ts && i < c->n; i++)
+        h->json_append(ts, h->json_num(c->ts[(c->head + i) % SLACK_RING]));
+    for (const pu_entry *e = c->mentioned.oldest; who && e; e = e->newer) {
+        sophia_json *pair = h->json_array();
+        if (pair) {
+            h->json_append(pair, h->json_str(e->key));
+            h->json_append(pair, h->json_int((intptr_t)e->val));
+        }
+        h->json_append(who, pair);
+    }
+    pu_set_str(h, o, "id", id);
+    pu_set(h, o, "messages", h->json_int(c->messages));
+    pu_set(h, o, "edits", h->json_int(c->edits));
+    pu_set(h, o, "mentions", h->json_int(c->mentions));
+    pu_set(h, o, "app_mentions", h->json_int(c->app_mentions));
+    pu_set(h, o, "last_ts", h->json_num(c->last_ts));
+    pu_set(h, o, "ts", ts);
+    pu_set(h, o, "mentioned", who);
+    return o;
+}
+
+/* The committed channels and seen identities:
+ * {"format":1,"channels":[channel_json...],"seen":pu_seen_export}. */
+static char *slack_export(void *state)
+{
+    slack_state *st = state;
+    const sophia_host *h = st->host;
+    sophia_json *doc = h->json_object(), *all = h->json_array();
+    for (const pu_entry *e = st->channels.oldest; all && e; e = e->newer) {
+        sophia_json *o = channel_json(h, e->key, e->val);
+        if (!o || h->json_append(all, o)) {
+            h->json_free(all);
+            all = NULL;
+        }
+    }
+    pu_set(h, doc, "format", h->json_int(1));
+    int rc = pu_set(h, doc, "channels", all);
+    if (!rc)
+        rc = pu_set(h, doc, "seen", pu_seen_export(h, &st->seen));
+    char *text = rc ? NULL : h->json_dump(doc);
+    h->json_free(doc);
+    char *out = pu_strdup(text); /* the host free()s it */
+    h->free(text);
+    return out;
+}
+
+static int import_channel(slack_state *st, const sophia_json *o)
+{
+    const sophia_host *h = st->host;
+    const char *id = pu_str(h, o, "id");
+    slack_channel *c = id ? channel_get(st, id) : NULL;
+    if (!id)
+        return 0;
+    if (!c)
+        return SOPHIA_ENOMEM;
+    c->messages = (int64_t)h->json_number(h->json_get(o, "messages"), 0);
+    c->edits = (int64_t)h->json_number(h->json_get(o, "edits"), 0);
+    c->mentions = (int64_t)h->json_number(h->json_get(o, "mentions"), 0);
+    c->app_mentions = (int64_t)h->json_number(h->json_get(o, "app_mentions"), 0);
+    c->last_ts = h->json_number(h->json_get(o, "last_ts"), 0);
+    const sophia_json *ts = h->json_get(o, "ts");
+    const sophia_json *who = h->json_get(o, "mentioned");
+    size_t n = h->json_size(ts), from = n > SLACK_RING ? n - SLACK_RING : 0;
+    c->head = 0;
+    c->n = 0;
+    for (size_t i = from; i < n; i++)
+        c->ts[c->n++] = h->json_number(h->json_at(ts, i), 0);
+    for (size_t i = 0; i < h->json_size(who); i++) {
+        const sophia_json *pair = h->json_at(who, i);
+        const char *user = h->json_string(h->json_at(pair, 0));
+        intptr_t k = (intptr_t)h->json_number(h->json_at(pair, 1), 0);
+        if (user && pu_table_put(&c->mentioned, user, (void *)k))
+            return SOPHIA_ENOMEM;
+    }
+    return 0;
+}
+
+static int slack_import(void *state, const char *json)
+{
+    slack_state *st = state;
+    const sophia_host *h = st->host;
+    if (!pu_has_parse(h))
+        return SOPHIA_EABI;
+    sophia_json *doc = h->json_parse(json);
+    const sophia_json *all = h->json_get(doc, "channels");
+    if (!doc || h->json_number(h->json_get(doc, "format"), 0) != 1 ||
+        h->json_type(all) != SOPHIA_JSON_ARRAY) {
+        h->json_free(doc);
+        return SOPHIA_EPARSE;
+    }
+    int rc = 0;
+    for (size_t i = 0; !rc && i < h->json_size(all); i++)
+        rc = import_channel(st, h->json_at(all, i));
+    if (!rc)
+        rc = pu_seen_import(h, &st->seen, h->json_get(doc, "seen"));
+    h->json_free(doc);
+    return rc;
 }
 
 /* ----------------------------------------------------------- descriptor */
@@ -411,18 +658,23 @@ static const sophia_option slack_options[] = {
     {"alert_rules", SOPHIA_OPT_LIST, NULL,
      "alerts: entries 'severity=POSIX ERE', matched case-insensitively "
      "against message text, e.g. 'critical=churn|cancel'"},
+    {"max_seen", SOPHIA_OPT_INT, "100000",
+     "message identities (event_id, else channel + ts) remembered to skip "
+     "redeliveries"},
     {NULL, 0, NULL, NULL},
 };
 
 static const sophia_processor_ops slack_ops = {
     .struct_size = sizeof(sophia_processor_ops),
     .process = slack_process,
+    .export_state = slack_export,
+    .import_state = slack_import,
 };
 
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "slack",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .kind = SOPHIA_KIND_PROCESSOR,
     .description = "Slack messages -> channel activity, mentions, deal "
                    "mentions, keyword alerts",

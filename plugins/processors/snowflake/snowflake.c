@@ -19,6 +19,15 @@
  * column values; the instance remembers the last `max_seen` identities
  * and skips a change it has already applied, so a redelivered batch
  * (Redis Streams are at-least-once) publishes and writes nothing twice.
+ * A change repeated within one batch is applied once too.
+ *
+ * State and the verdict (SDK 1.1): an identity is remembered through
+ * host->stage, so only when the event's effects commit - not merely when
+ * process() returns OK. A batch that goes ERROR, or whose effects are
+ * refused, leaves nothing remembered and its redelivery applies every
+ * change. The identity's column fingerprint is unkeyed FNV-1a (pu_fnv) so
+ * that it is the same in the instance a reload hands the set to
+ * (export_state/import_state carry the committed identities).
  */
 #include <sophia/sdk.h>
 
@@ -45,8 +54,8 @@ typedef struct sf_state {
     double ttl;
     sf_keys *keys;
     size_t nkeys;
-    pu_table seen; /* change identity -> (void *)1 */
-    char **pending; /* identities applied by the event in progress */
+    pu_seen seen;  /* change identities committed */
+    char **pending; /* identities staged by the event in progress */
     size_t npending, cap;
 } sf_state;
 
@@ -63,7 +72,7 @@ static void sf_fini(void *state)
     }
     free(st->keys);
     free(st->pending);
-    pu_table_free(&st->seen);
+    pu_seen_free(&st->seen);
     free(st->prefix);
     free(st->dashboard);
     free(st->default_key);
@@ -99,8 +108,7 @@ static int parse_keys(sf_state *st, const sophia_opts *opts)
 static int sf_init(const sophia_host *host, sophia_self *self,
                    const sophia_opts *opts, void **state)
 {
-    if (!host || host->struct_size < sizeof(sophia_host) ||
-        host->abi_major != SOPHIA_SDK_VERSION_MAJOR)
+    if (pu_require_stage(host, self, "snowflake"))
         return SOPHIA_EABI;
     sf_state *st = calloc(1, sizeof(*st));
     if (!st)
@@ -115,7 +123,7 @@ static int sf_init(const sophia_host *host, sophia_self *self,
     int64_t max = host->opt_int(opts, "max_seen");
     int rc = max < 1 ? SOPHIA_EINVAL : 0;
     if (!rc && (!st->prefix || !st->dashboard || !st->default_key ||
-                !st->default_table || pu_table_init(&st->seen, (size_t)max, NULL)))
+                !st->default_table || pu_seen_init(&st->seen, (size_t)max)))
         rc = SOPHIA_ENOMEM;
     if (!rc)
         rc = parse_keys(st, opts);
@@ -201,7 +209,7 @@ static void change_id(const sophia_host *h, const char *table,
                       const sophia_json *data, char *out, size_t len)
 {
     char *s = h->json_dump(data);
-    uint64_t a = pu_hash(s ? s : "", s ? strlen(s) : 0);
+    uint64_t a = pu_fnv(s ? s : "", s ? strlen(s) : 0);
     h->free(s);
     snprintf(out, len, "%s|%s|%s|%016llx", table, rid, action,
              (unsigned long long)a);
@@ -251,7 +259,10 @@ static int apply_row(sf_state *st, sophia_ctx *ctx, const char *table,
         return SOPHIA_EINVAL;
     }
     change_id(h, table, rid, action, data, id, sizeof(id));
-    if (pu_table_get(&st->seen, id)) { /* already applied: a redelivery */
+    int again = 0; /* already in this batch */
+    for (size_t i = 0; i < st->npending && !again; i++)
+        again = !strcmp(st->pending[i], id);
+    if (again || pu_seen_has(&st->seen, id)) { /* a redelivery */
         h->json_free(data);
         h->json_free(prev);
         h->counter_add(st->self, "duplicates", 1);
@@ -278,7 +289,7 @@ static int apply_row(sf_state *st, sophia_ctx *ctx, const char *table,
     }
     if (prev)
         h->json_free(prev);
-    if (!rc) { /* remembered only once the whole event succeeded */
+    if (!rc) { /* remembered only once the whole event commits */
         if (st->npending == st->cap) {
             size_t cap = st->cap ? st->cap * 2 : 16;
             char **v = realloc(st->pending, cap * sizeof(*v));
@@ -367,12 +378,15 @@ static sophia_verdict sf_process(void *state, const sophia_event *ev,
     int rc = apply_rows(st, ctx, table, rows, &applied);
     if (single)
         h->json_free(single);
+    int src = 0; /* staging the identities: no memory is worth a retry */
     for (size_t i = 0; i < st->npending; i++) {
-        if (!rc)
-            pu_table_put(&st->seen, st->pending[i], (void *)1);
+        if (!rc && !src)
+            src = pu_seen_stage(h, ctx, &st->seen, st->pending[i]);
         free(st->pending[i]);
     }
     st->npending = 0;
+    if (src)
+        return SOPHIA_PROCESS_RETRY;
     if (rc) {
         h->log(st->self, SOPHIA_LOG_WARN, "bad Snowflake batch for %s: %s "
                "(a row lacks METADATA$ACTION/ROW_ID or a key column)",
@@ -381,6 +395,39 @@ static sophia_verdict sf_process(void *state, const sophia_event *ev,
     }
     h->counter_add(st->self, "rows_applied", applied);
     return SOPHIA_PROCESS_OK;
+}
+
+/* --------------------------------------------- hot reload hand-over */
+
+/* {"format":1,"seen":pu_seen_export}: the committed identities. */
+static char *sf_export(void *state)
+{
+    sf_state *st = state;
+    const sophia_host *h = st->host;
+    sophia_json *doc = h->json_object();
+    pu_set(h, doc, "format", h->json_int(1));
+    int rc = pu_set(h, doc, "seen", pu_seen_export(h, &st->seen));
+    char *text = rc ? NULL : h->json_dump(doc);
+    h->json_free(doc);
+    char *out = pu_strdup(text); /* the host free()s it */
+    h->free(text);
+    return out;
+}
+
+static int sf_import(void *state, const char *json)
+{
+    sf_state *st = state;
+    const sophia_host *h = st->host;
+    if (!pu_has_parse(h))
+        return SOPHIA_EABI;
+    sophia_json *doc = h->json_parse(json);
+    const sophia_json *seen = h->json_get(doc, "seen");
+    int rc = !doc || h->json_number(h->json_get(doc, "format"), 0) != 1 ||
+                     h->json_type(seen) != SOPHIA_JSON_OBJECT
+                 ? SOPHIA_EPARSE
+                 : pu_seen_import(h, &st->seen, seen);
+    h->json_free(doc);
+    return rc;
 }
 
 /* ----------------------------------------------------------- descriptor */
@@ -406,12 +453,14 @@ static const sophia_option sf_options[] = {
 static const sophia_processor_ops sf_ops = {
     .struct_size = sizeof(sophia_processor_ops),
     .process = sf_process,
+    .export_state = sf_export,
+    .import_state = sf_import,
 };
 
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "snowflake",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .kind = SOPHIA_KIND_PROCESSOR,
     .description = "Snowflake stream rows -> cache upserts/deletes and data "
                    "updates, idempotent by ROW_ID",

@@ -1,0 +1,203 @@
+/*
+ * test_proc_metrics - the metrics processor's series state (window
+ * samples, threshold alert states, seen point identities) moves with its
+ * event's verdict (issue 17, SDK 1.1 host->stage), through the real
+ * loader and host:
+ *
+ *   - a point that crosses a threshold, with its effects refused, flips
+ *     nothing: its redelivery fires the same alert (the old bug: the state
+ *     flipped, the event failed, and the alert never fired);
+ *   - a refused point is not in the window; ERROR (bad point, or a key the
+ *     cache refuses) leaves the state as it was;
+ *   - redelivery after commit (same timestamp, value and labels, or same
+ *     source id) queues nothing; other labels make another point; a point
+ *     with neither timestamp nor id is always new;
+ *   - reload keeps window samples, firing alerts and seen identities, and
+ *     the samples of a 0.1.0 export (format 1) still come across;
+ *   - init refuses an SDK 1.0 host (no host->stage), saying why.
+ */
+#include "proc_harness.h"
+
+static char *windows[] = {"60"};
+static char *rules[] = {"cpu>90/80@critical"};
+
+static sophia_instance *load(void)
+{
+    sophia_conf_opt opts[] = {ph_list("windows", windows, 1),
+                              ph_list("thresholds", rules, 1),
+                              ph_scalar("aggregate_every", "0")};
+    return ph_load("metrics", opts, 3);
+}
+
+static sophia_instance *reload(sophia_instance *old)
+{
+    sophia_conf_opt opts[] = {ph_list("windows", windows, 1),
+                              ph_list("thresholds", rules, 1),
+                              ph_scalar("aggregate_every", "0")};
+    return ph_reload(old, opts, 3);
+}
+
+/* A point shaped as tests/data/metrics.ndjson's. */
+static char *point(char *buf, size_t len, const char *metric, double v,
+                   int second)
+{
+    snprintf(buf, len,
+             "{\"metric\":\"%s\",\"value\":%g,\"timestamp\":"
+             "\"2024-01-20T10:30:%02dZ\",\"dashboard_id\":\"ops\","
+             "\"labels\":{\"service\":\"api\"}}",
+             metric, v, second);
+    return buf;
+}
+
+static void test_refused_alert_fires_on_redelivery(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = load();
+    char p[256], *first, *again, *dup;
+    ph_run(inst, point(p, sizeof(p), "cpu", 50, 0), NULL, PH_COMMIT, NULL);
+
+    point(p, sizeof(p), "cpu", 95, 1);
+    assert_int_equal(ph_run_unchanged(inst, p, NULL, PH_REFUSE, &first),
+                     SOPHIA_PROCESS_OK);
+    assert_int_equal(ph_count(first, "\"state\":\"firing\""), 1);
+    assert_int_equal(ph_run(inst, p, NULL, PH_COMMIT, &again),
+                     SOPHIA_PROCESS_OK);
+    assert_string_equal(first, again); /* same alert, same aggregate */
+
+    double dups = ph_counter("duplicates");
+    assert_int_equal(ph_run_unchanged(inst, p, NULL, PH_COMMIT, &dup),
+                     SOPHIA_PROCESS_OK);
+    assert_string_equal(dup, "[]");
+    assert_true(ph_counter("duplicates") == dups + 1);
+    free(first);
+    free(again);
+    free(dup);
+
+    /* still firing: 92 alerts nothing; 70 resolves */
+    char *a;
+    ph_run(inst, point(p, sizeof(p), "cpu", 92, 2), NULL, PH_COMMIT, &a);
+    assert_int_equal(ph_count(a, "threshold"), 0);
+    free(a);
+    ph_run(inst, point(p, sizeof(p), "cpu", 70, 3), NULL, PH_COMMIT, &a);
+    assert_int_equal(ph_count(a, "\"state\":\"resolved\""), 1);
+    free(a);
+    sophia_plugin_unload(inst);
+}
+
+static void test_window_and_error(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = load();
+    char p[256], *a;
+    ph_run(inst, point(p, sizeof(p), "lat", 10, 0), NULL, PH_COMMIT, NULL);
+    ph_run(inst, point(p, sizeof(p), "lat", 1000, 1), NULL, PH_REFUSE, NULL);
+    /* ERROR: not a point; a dashboard the cache refuses as a key */
+    assert_int_equal(ph_run_unchanged(inst, "{\"metric\":\"lat\"}", NULL,
+                                      PH_COMMIT, NULL),
+                     SOPHIA_PROCESS_ERROR);
+    assert_int_equal(
+        ph_run_unchanged(inst,
+                         "{\"metric\":\"cpu\",\"value\":99,\"timestamp\":"
+                         "\"2024-01-20T10:31:00Z\",\"dashboard_id\":\"o\\u0001\"}",
+                         NULL, PH_COMMIT, NULL),
+        SOPHIA_PROCESS_ERROR);
+    ph_run(inst, point(p, sizeof(p), "lat", 20, 2), NULL, PH_COMMIT, &a);
+    /* the window holds 10 and 20, not the refused 1000 */
+    assert_non_null(strstr(a, "\"count\":2"));
+    assert_non_null(strstr(a, "\"max\":20"));
+    free(a);
+
+    /* by source id when there is no timestamp; neither: always new */
+    const char *bare = "{\"metric\":\"q\",\"value\":1,\"dashboard_id\":\"ops\"}";
+    ph_run(inst, bare, "1700000000000-0", PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"count\":1"));
+    free(a);
+    ph_run(inst, bare, "1700000000000-0", PH_COMMIT, &a);
+    assert_string_equal(a, "[]");
+    free(a);
+    ph_run(inst, bare, NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"count\":2"));
+    free(a);
+    ph_run(inst, bare, NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"count\":3"));
+    free(a);
+    /* same series, second and value from two hosts: two points */
+    const char *h1 = "{\"metric\":\"q\",\"value\":1,\"dashboard_id\":\"ops\","
+                     "\"timestamp\":\"2024-01-20T10:30:00Z\",\"labels\":"
+                     "{\"host\":\"a\"}}";
+    const char *h2 = "{\"metric\":\"q\",\"value\":1,\"dashboard_id\":\"ops\","
+                     "\"timestamp\":\"2024-01-20T10:30:00Z\",\"labels\":"
+                     "{\"host\":\"b\"}}";
+    ph_run(inst, h1, NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"count\":4"));
+    free(a);
+    ph_run(inst, h2, NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"count\":5"));
+    free(a);
+    ph_run(inst, h2, NULL, PH_COMMIT, &a);
+    assert_string_equal(a, "[]");
+    free(a);
+    sophia_plugin_unload(inst);
+}
+
+static void test_reload_keeps_state(void **unused)
+{
+    (void)unused;
+    sophia_instance *old = load();
+    char p[256], *a;
+    ph_run(old, point(p, sizeof(p), "cpu", 40, 0), NULL, PH_COMMIT, NULL);
+    ph_run(old, point(p, sizeof(p), "cpu", 95, 1), NULL, PH_COMMIT, NULL);
+    ph_run(old, point(p, sizeof(p), "cpu", 99, 2), NULL, PH_REFUSE, NULL);
+    sophia_instance *inst = reload(old);
+    sophia_plugin_unload(old);
+
+    /* firing carried over: 70 resolves; the window had 40 and 95 */
+    ph_run(inst, point(p, sizeof(p), "cpu", 70, 3), NULL, PH_COMMIT, &a);
+    assert_int_equal(ph_count(a, "\"state\":\"resolved\""), 1);
+    assert_non_null(strstr(a, "\"count\":3"));
+    assert_non_null(strstr(a, "\"max\":95"));
+    free(a);
+    /* seen carried over */
+    ph_run(inst, point(p, sizeof(p), "cpu", 95, 1), NULL, PH_COMMIT, &a);
+    assert_string_equal(a, "[]");
+    free(a);
+    sophia_plugin_unload(inst);
+}
+
+static void test_needs_sdk_1_1(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = ph_load("metrics", NULL, 0);
+    ph_refuses_sdk_1_0(inst);
+    sophia_plugin_unload(inst);
+}
+
+/* What metrics 0.1.0 (before SDK 1.1) exported still hands its window
+ * samples over: a rolling upgrade must not empty the windows. */
+static void test_imports_format_1(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = load();
+    char doc[256], p[256], *a;
+    long long now = (long long)sophia_host_table()->now_us();
+    snprintf(doc, sizeof(doc),
+             "{\"format\":1,\"series\":[{\"key\":\"ops\\u001flat\","
+             "\"t\":[%lld,%lld],\"v\":[7,9]}]}",
+             now - 1000000, now - 500000);
+    assert_int_equal(inst->desc->processor->import_state(inst->state, doc), 0);
+    ph_run(inst, point(p, sizeof(p), "lat", 8, 0), NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"count\":3"));
+    assert_non_null(strstr(a, "\"sum\":24"));
+    free(a);
+    sophia_plugin_unload(inst);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_refused_alert_fires_on_redelivery),
+    cmocka_unit_test(test_window_and_error),
+    cmocka_unit_test(test_reload_keeps_state),
+    cmocka_unit_test(test_imports_format_1),
+    cmocka_unit_test(test_needs_sdk_1_1),
+};
+
+PH_MAIN(tests)
