@@ -31,7 +31,6 @@
 #include "event/loop.h"
 #include "event/redis.h"
 #include "lib/redis_url.h"
-#include "ws/ws.h"
 
 #define CLUSTER_BACKOFF_MIN_MS 100
 #define CLUSTER_BACKOFF_MAX_MS 5000
@@ -75,7 +74,7 @@ static const char publish_script[] =
 
 struct sophia_cluster {
     struct event_base *base;
-    struct sophia_ws_router *router;
+    sophia_cluster_sink sink; /* route == NULL: deliver nothing */
     sophia_redis *cmd;       /* EVAL, PUBLISH */
     long seq_ttl;            /* seconds a sophia:seq:* key outlives its last publish */
     redisAsyncContext *sub;  /* SUBSCRIBE only */
@@ -118,7 +117,7 @@ static void on_publish(sophia_cluster *c, const char *payload, size_t len)
     const char *nl = memchr(payload, '\n', len);
     uint64_t seqs[CLUSTER_MAX_TOPICS];
     size_t nseq = 0;
-    if (!nl || !c->router) /* no router: a transport-only node (tests) */
+    if (!nl || !c->sink.route) /* no sink: a transport-only node (tests) */
         return;
     for (const char *p = payload; p < nl && nseq < CLUSTER_MAX_TOPICS;) {
         char *end;
@@ -148,9 +147,9 @@ static void on_publish(sophia_cluster *c, const char *payload, size_t len)
         heard_peer(c);
     }
     c->received++;
-    sophia_ws_route(c->router, type, topics, seqs, n,
-                    json_string_value(json_object_get(m, "dashboard_id")),
-                    json_object_get(m, "data"));
+    c->sink.route(c->sink.arg, type, topics, seqs, n,
+                  json_string_value(json_object_get(m, "dashboard_id")),
+                  json_object_get(m, "data"));
     json_decref(m);
 }
 
@@ -344,7 +343,7 @@ static void sub_connect(sophia_cluster *c)
 
 sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
                                    const char *node_id,
-                                   struct sophia_ws_router *router)
+                                   const sophia_cluster_sink *sink)
 {
     sophia_cluster *c = calloc(1, sizeof(*c));
     char why[200];
@@ -360,7 +359,8 @@ sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
         return NULL;
     }
     c->base = base;
-    c->router = router;
+    if (sink)
+        c->sink = *sink;
     c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
     c->seq_ttl = CLUSTER_SEQ_TTL_DEFAULT;
     if (node_id && *node_id) {
@@ -498,8 +498,9 @@ int sophia_cluster_publish(sophia_cluster *c, const char *type,
     snprintf(ttl, sizeof(ttl), "%ld", c->seq_ttl);
     argv[argc++] = ttl;
     for (size_t i = 0; i < ntopics; i++) {
-        snprintf(floors[i], sizeof(floors[i]), "%llu",
-                 (unsigned long long)(c->router ? sophia_ws_topic_seq(c->router, topics[i]) : 0));
+        uint64_t low = c->sink.topic_seq
+                             ? c->sink.topic_seq(c->sink.arg, topics[i]) : 0;
+        snprintf(floors[i], sizeof(floors[i]), "%llu", (unsigned long long)low);
         argv[argc++] = floors[i];
     }
     for (int i = 0; i < argc; i++)

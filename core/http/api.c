@@ -19,6 +19,7 @@
 #include "cache/cache.h"
 #include "memory/memory.h"
 #include "host/host.h"
+#include "lib/bearer.h"
 #include "lib/dict.h"
 #include "ingest/hooks.h"
 #include "ingest/durable.h"
@@ -50,6 +51,21 @@ static int ct_equal(const char *a, size_t alen, const char *b, size_t blen)
     return d == 0;
 }
 
+/* The WebSocket `stats` request: what GET /api/stats answers (the router
+ * checks the token's "stats" scope first). */
+static void ws_stats(sophia_ws_router *ws, uint64_t client, const char *req_id,
+                     json_t *params, void *arg)
+{
+    (void)params;
+    (void)arg;
+    sophia_ws_respond(ws, client, req_id, sophia_api_stats_json());
+}
+
+void sophia_api_stats_ws(sophia_ws_router *ws)
+{
+    sophia_ws_register_method(ws, "stats", ws_stats, NULL);
+}
+
 /* Bearer tokens from server.tokens (comma-separated); open when unset. */
 static int authorized(sophia_http_req *r)
 {
@@ -57,9 +73,9 @@ static int authorized(sophia_http_req *r)
     if (!tokens || !*tokens)
         return 1;
     const char *h = sophia_http_req_header(r, "authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+    const char *tok = sophia_bearer_token(h);
+    if (!tok)
         return 0;
-    const char *tok = h + 7;
     size_t tlen = strlen(tok);
     int ok = 0;
     for (const char *p = tokens; *p;) {

@@ -17,15 +17,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "http/api.h"
 #include "cluster/cluster.h"
+#include "lib/bearer.h"
 #include "lib/dict.h"
 #include "lib/jsonlimit.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
 #include "ws/origin.h"
-#include "daemon/server.h"
-#include "ingest/stream.h"
 #include "ws/ws_history.h"
 #include "ws/ws_latest.h"
 #include "ws/ws_jwt.h"
@@ -107,7 +105,27 @@ struct sophia_ws_client {
     size_t dirty_at;   /* index + 1 in router->dirty; 0 = not listed */
 };
 
+/* The scope kind a method needs when auth is on (SPEC §5), from its
+ * name: see method_scope(). */
+typedef enum {
+    WS_SCOPE_NONE,
+    WS_SCOPE_CACHE,
+    WS_SCOPE_MEMORY,
+    WS_SCOPE_STATS
+} ws_scope;
+
+typedef struct ws_method {
+    char name[64];
+    sophia_ws_method_fn fn;
+    void *arg;
+    ws_scope scope;
+} ws_method;
+
 struct sophia_ws_router {
+    sophia_loop *loop;     /* NULL: no timers, no flush (tests, fuzzing) */
+    sophia_ws_backlog_fn backlog; /* see schedule_flush */
+    void *backlog_arg;
+    ws_method methods[WS_MAX_METHODS]; /* registered request methods */
     sophia_dict *topics;   /* name -> ws_topic */
     sophia_dict *patterns; /* prefix -> ws_subs */
     size_t plen[WS_MAX_TOPIC + 1]; /* patterns per prefix length */
@@ -146,23 +164,10 @@ struct sophia_ws_router {
     sophia_ws_stats st;
 };
 
-/* The scope kind a method needs when auth is on (SPEC §5), from its
- * namespace: see method_scope(). */
-typedef enum { WS_SCOPE_NONE, WS_SCOPE_CACHE, WS_SCOPE_MEMORY } ws_scope;
-
-typedef struct ws_method {
-    char name[64];
-    sophia_ws_method_fn fn;
-    void *arg;
-    ws_scope scope;
-} ws_method;
-
-static ws_method methods[WS_MAX_METHODS];
-
-static void kick(void)
+static void kick(const sophia_ws_router *r)
 {
-    if (sophia_srv && sophia_srv->loop)
-        sophia_loop_kick(sophia_srv->loop);
+    if (r->loop)
+        sophia_loop_kick(r->loop);
 }
 
 /* lws 4.1 on libuv re-arms its timer for a new timeout only after it
@@ -220,7 +225,7 @@ static void client_request_close(sophia_ws_client *c, int code,
     /* A peer that stopped reading never makes us writeable again: lws
      * drops the connection after 2 s if the close frame did not go. */
     close_deadline(c->wsi, 2);
-    kick();
+    kick(c->r);
 }
 
 static ws_msg **qslot(sophia_ws_client *c, size_t i)
@@ -372,7 +377,7 @@ static void client_send_json(sophia_ws_client *c, json_t *obj)
         return;
     client_send(c, m);
     ws_msg_unref(m);
-    kick();
+    kick(c->r);
 }
 
 static void client_error(sophia_ws_client *c, const char *id, const char *code,
@@ -385,9 +390,8 @@ static void client_error(sophia_ws_client *c, const char *id, const char *code,
     client_send_json(c, e);
 }
 
-static sophia_ws_client *client_by_id(uint64_t id)
+static sophia_ws_client *client_by_id(sophia_ws_router *r, uint64_t id)
 {
-    sophia_ws_router *r = sophia_srv ? sophia_srv->ws : NULL;
     char k[24];
     if (!r)
         return NULL;
@@ -665,9 +669,8 @@ static char *upgrade_token(struct lws *wsi)
     if (n <= 0 || n >= (int)sizeof(buf) ||
         lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
         return NULL;
-    if (strncasecmp(buf, "Bearer ", 7) != 0)
-        return NULL;
-    return strdup(buf + 7);
+    const char *token = sophia_bearer_token(buf);
+    return token ? strdup(token) : NULL;
 }
 
 /* Same-origin by default (origin.h): a page served by another site may
@@ -697,9 +700,8 @@ static int refuse(sophia_ws_router *r, struct lws *wsi, unsigned code,
     return 1;
 }
 
-int sophia_ws_filter(struct lws *wsi)
+int sophia_ws_filter(sophia_ws_router *r, struct lws *wsi)
 {
-    sophia_ws_router *r = sophia_srv ? sophia_srv->ws : NULL;
     if (!r)
         return 1;
     if (r->st.connections >= r->max_conn)
@@ -821,7 +823,7 @@ static void replay(sophia_ws_client *c, json_t *since)
         c->r->st.recovered++;
     }
     free(items);
-    kick();
+    kick(c->r);
 }
 
 /* --------------------------------------------------------- protocol */
@@ -962,28 +964,35 @@ static void method_latest(sophia_ws_client *c, const char *id, json_t *p)
                              (json_int_t)(t ? t->seq : 0), "messages", msgs));
 }
 
-static const ws_method *method_find(const char *name)
+static const ws_method *method_find(const sophia_ws_router *r, const char *name)
 {
     for (size_t i = 0; i < WS_MAX_METHODS; i++)
-        if (methods[i].fn && strcmp(methods[i].name, name) == 0)
-            return &methods[i];
+        if (r->methods[i].fn && strcmp(r->methods[i].name, name) == 0)
+            return &r->methods[i];
     return NULL;
 }
 
+/* Lists stats first when registered, as before it was: the names clients
+ * were told stay in the order they were. */
 static void unknown_method(sophia_ws_client *c, const char *id)
 {
-    char m[1024] = "method must be one of: stats, history, latest";
+    const ws_method *v = c->r->methods;
+    char m[1024] = "method must be one of: ";
     size_t o = strlen(m);
+    o += (size_t)snprintf(m + o, sizeof(m) - o, "%shistory, latest",
+                          method_find(c->r, "stats") ? "stats, " : "");
     for (size_t i = 0; i < WS_MAX_METHODS && o < sizeof(m); i++)
-        if (methods[i].fn)
-            o += (size_t)snprintf(m + o, sizeof(m) - o, ", %s", methods[i].name);
+        if (v[i].fn && strcmp(v[i].name, "stats") != 0)
+            o += (size_t)snprintf(m + o, sizeof(m) - o, ", %s", v[i].name);
     client_error(c, id, "unknown_method", m);
 }
 
-/* A method's scope kind follows its namespace, so whoever registers a
- * cache.* or memory.* method gets the check without asking for it. */
+/* A method's scope kind follows its name, so whoever registers stats, a
+ * cache.* or a memory.* method gets the check without asking for it. */
 static ws_scope method_scope(const char *name)
 {
+    if (strcmp(name, "stats") == 0)
+        return WS_SCOPE_STATS;
     if (strncmp(name, "cache.", 6) == 0)
         return WS_SCOPE_CACHE;
     if (strncmp(name, "memory.", 7) == 0)
@@ -1075,8 +1084,13 @@ static void call_method(sophia_ws_client *c, const ws_method *m, const char *id,
         if (!(own = memory_params(c, params, &code, why, sizeof(why))))
             goto refuse;
         params = own;
+    } else if (auth_enabled(c->r) && m->scope == WS_SCOPE_STATS &&
+               !json_is_true(json_object_get(c->claims, "stats"))) {
+        snprintf(why, sizeof(why), "stats needs \"stats\": true in the token "
+                 "(the \"stats\" scope claim)");
+        goto refuse;
     }
-    m->fn(c->id, id, params, m->arg);
+    m->fn(c->r, c->id, id, params, m->arg);
     json_decref(own);
     return;
 refuse:
@@ -1085,27 +1099,13 @@ refuse:
     client_error(c, id, code, why);
 }
 
-static void method_stats(sophia_ws_client *c, const char *id)
-{
-    if (auth_enabled(c->r) && !json_is_true(json_object_get(c->claims, "stats"))) {
-        c->r->st.forbidden++;
-        client_error(c, id, "forbidden",
-                     "stats needs \"stats\": true in the token (the \"stats\" "
-                     "scope claim)");
-        return;
-    }
-    respond(c, id, sophia_api_stats_json());
-}
-
 static void on_request(sophia_ws_client *c, json_t *msg)
 {
     const char *id = json_string_value(json_object_get(msg, "id"));
     const char *method = json_string_value(json_object_get(msg, "method"));
     json_t *params = json_object_get(msg, "params");
-    const ws_method *m = method ? method_find(method) : NULL;
-    if (method && strcmp(method, "stats") == 0)
-        method_stats(c, id);
-    else if (method && strcmp(method, "history") == 0)
+    const ws_method *m = method ? method_find(c->r, method) : NULL;
+    if (method && strcmp(method, "history") == 0)
         method_history(c, id, params);
     else if (method && strcmp(method, "latest") == 0)
         method_latest(c, id, params);
@@ -1275,16 +1275,16 @@ static void on_rearm(evutil_socket_t fd, short what, void *arg)
         if (c->qlen || c->close_code)
             lws_callback_on_writable(c->wsi);
     }
-    kick();
+    kick(r);
 }
 
 static void rearm_later(sophia_ws_client *c)
 {
     sophia_ws_router *r = c->r;
-    if (c->rearm_pending || !sophia_srv || !sophia_srv->loop)
+    if (c->rearm_pending || !r->loop)
         return;
     if (!r->rearm_ev &&
-        !(r->rearm_ev = evtimer_new(sophia_loop_base(sophia_srv->loop), on_rearm, r)))
+        !(r->rearm_ev = evtimer_new(sophia_loop_base(r->loop), on_rearm, r)))
         return;
     if (r->nrearm == r->rearm_cap) {
         size_t cap = r->rearm_cap ? r->rearm_cap * 2 : 64;
@@ -1404,14 +1404,13 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     r->ndirty = 0;
     r->flush_end_us = sophia_now_mono_us();
     r->flush_cost_us = r->flush_end_us - t0;
-    kick();
+    kick(r);
 }
 
 static void schedule_flush(sophia_ws_router *r)
 {
     int64_t wait = r->flush_end_us + r->flush_cost_us - sophia_now_mono_us();
-    int backlog = sophia_srv && sophia_srv->streams &&
-                  sophia_streams_pending(sophia_srv->streams) > 0;
+    int backlog = r->backlog && r->backlog(r->backlog_arg);
     if (wait <= 0 || !backlog) {
         event_active(r->flush_ev, EV_TIMEOUT, 0);
         return;
@@ -1455,7 +1454,7 @@ int sophia_ws_writeable(sophia_ws_client *c)
      * they must not land in the middle of it. */
     if (lws_partial_buffered(c->wsi)) {
         want_writeable(c);
-        kick();
+        kick(c->r);
         return 0;
     }
     if (c->want_ping && !c->close_code && write_ping(c) < 0)
@@ -1469,7 +1468,7 @@ int sophia_ws_writeable(sophia_ws_client *c)
         want_writeable(c);
         /* libuv applies the POLLOUT request only in its next run: without
          * a kick that run waits for an unrelated event (see loop.h). */
-        kick();
+        kick(c->r);
         return 0;
     }
     coalesce_reset(c);
@@ -1621,7 +1620,7 @@ void sophia_ws_route(sophia_ws_router *r, const char *type,
         ws_msg_unref(m);
     }
     free(dtext);
-    kick();
+    kick(r);
 }
 
 void sophia_ws_publish(sophia_ws_router *r, const char *type,
@@ -1685,7 +1684,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     int64_t now = sophia_now_mono_us();
     for (sophia_ws_client *c = r->clients; c; c = c->next)
         tick_client(c, now);
-    kick();
+    kick(r);
 }
 
 /* A topic nobody subscribes to whose history has aged out holds nothing
@@ -1744,9 +1743,8 @@ static void router_free_settings(sophia_ws_router *r)
     r->jwt_issuer = r->jwt_audience = NULL;
 }
 
-static void router_configure(sophia_ws_router *r)
+static void router_configure(sophia_ws_router *r, const sophia_conf *cf)
 {
-    const sophia_conf *cf = sophia_srv ? sophia_srv->conf : NULL;
     router_free_settings(r);
     r->history = 256;
     r->history_age_us = secs_us(300);
@@ -1789,7 +1787,7 @@ static void router_configure(sophia_ws_router *r)
 /* The tick runs often enough to honour the shortest deadline to ~25%. */
 static void router_start_timer(sophia_ws_router *r)
 {
-    if (!sophia_srv || !sophia_srv->loop)
+    if (!r->loop)
         return;
     int64_t us = r->ping_us < r->pong_us ? r->ping_us : r->pong_us;
     if (r->secret && r->auth_us < us)
@@ -1801,8 +1799,7 @@ static void router_start_timer(sophia_ws_router *r)
         us = 1000000;
     if (r->tick)
         event_free(r->tick);
-    r->tick = event_new(sophia_loop_base(sophia_srv->loop), -1, EV_PERSIST,
-                        on_tick, r);
+    r->tick = event_new(sophia_loop_base(r->loop), -1, EV_PERSIST, on_tick, r);
     struct timeval tv = {us / 1000000, us % 1000000};
     if (r->tick)
         event_add(r->tick, &tv);
@@ -1819,35 +1816,49 @@ static const char *cluster_url(const sophia_conf *cf)
     return cf->redis_url && *cf->redis_url ? cf->redis_url : NULL;
 }
 
-static void router_start_cluster(sophia_ws_router *r)
+/* The cluster delivers to the router through these (cluster.h). */
+static void sink_route(void *arg, const char *type, const char *const *topics,
+                       const uint64_t *seqs, size_t ntopics,
+                       const char *dashboard_id, json_t *data)
 {
-    const sophia_conf *cf = sophia_srv ? sophia_srv->conf : NULL;
+    sophia_ws_route(arg, type, topics, seqs, ntopics, dashboard_id, data);
+}
+
+static uint64_t sink_topic_seq(void *arg, const char *topic)
+{
+    return sophia_ws_topic_seq(arg, topic);
+}
+
+static void router_start_cluster(sophia_ws_router *r, const sophia_conf *cf)
+{
     const char *url = cf ? cluster_url(cf) : NULL;
-    if (!url || !sophia_srv->loop)
+    sophia_cluster_sink sink = {sink_route, sink_topic_seq, r};
+    if (!url || !r->loop)
         return;
-    r->cluster = sophia_cluster_new(sophia_loop_base(sophia_srv->loop), url,
-                                    cf->cluster.node_id, r);
+    r->cluster = sophia_cluster_new(sophia_loop_base(r->loop), url,
+                                    cf->cluster.node_id, &sink);
     sophia_cluster_set_seq_ttl(r->cluster, (double)r->history_age_us / 1e6);
 }
 
-sophia_ws_router *sophia_ws_router_new(size_t max_queue)
+sophia_ws_router *sophia_ws_router_new(sophia_loop *loop, const sophia_conf *conf,
+                                       size_t max_queue)
 {
     sophia_ws_router *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
+    r->loop = loop;
     r->max_queue = max_queue ? max_queue : 1024;
-    router_configure(r);
+    router_configure(r, conf);
     r->topics = sophia_dict_new();
     r->patterns = sophia_dict_new();
     r->by_id = sophia_dict_new();
     r->latest = ws_latest_new(WS_LATEST_TOPICS, WS_LATEST_METRICS);
     r->gather = malloc(LWS_PRE + WS_GATHER_MAX);
-    if (sophia_srv && sophia_srv->loop) {
+    if (loop) {
         struct timeval tv = {0, WS_SWEEP_US};
-        r->flush_ev = event_new(sophia_loop_base(sophia_srv->loop), -1, 0,
-                                on_flush, r);
-        r->sweep_ev = event_new(sophia_loop_base(sophia_srv->loop), -1,
-                                EV_PERSIST, on_sweep, r);
+        r->flush_ev = event_new(sophia_loop_base(loop), -1, 0, on_flush, r);
+        r->sweep_ev = event_new(sophia_loop_base(loop), -1, EV_PERSIST,
+                                on_sweep, r);
         if (r->sweep_ev)
             event_add(r->sweep_ev, &tv);
     }
@@ -1856,8 +1867,15 @@ sophia_ws_router *sophia_ws_router_new(size_t max_queue)
         return NULL;
     }
     router_start_timer(r);
-    router_start_cluster(r);
+    router_start_cluster(r, conf);
     return r;
+}
+
+void sophia_ws_set_backlog(sophia_ws_router *r, sophia_ws_backlog_fn fn,
+                           void *arg)
+{
+    r->backlog = fn;
+    r->backlog_arg = arg;
 }
 
 static void topic_resize(const char *name, void *val, void *arg)
@@ -1904,14 +1922,13 @@ static void reconfigure_clients(sophia_ws_router *r, int reauth)
     }
 }
 
-void sophia_ws_reconfigure(sophia_ws_router *r)
+void sophia_ws_reconfigure(sophia_ws_router *r, const sophia_conf *cf)
 {
-    const sophia_conf *cf = sophia_srv ? sophia_srv->conf : NULL;
     char *was_rules = auth_rules(r);
     size_t was_history = r->history;
     if (cf && cf->ws.max_queue)
         r->max_queue = cf->ws.max_queue;
-    router_configure(r);
+    router_configure(r, cf);
     if (r->history != was_history)
         sophia_dict_each(r->topics, topic_resize, &r->history);
     router_start_timer(r);
@@ -1920,7 +1937,7 @@ void sophia_ws_reconfigure(sophia_ws_router *r)
     reconfigure_clients(r, rules && secret_changed(was_rules, rules));
     free(was_rules);
     free(rules);
-    kick();
+    kick(r);
     sophia_info("ws", "msg=\"settings reloaded\" max_queue=%zu history=%zu auth=%s origins=%zu",
                 r->max_queue, r->history, r->secret ? "on" : "off", r->norigins);
 }
@@ -2169,40 +2186,43 @@ void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f)
 
 /* -------------------------------------------------------------- methods */
 
-int sophia_ws_register_method(const char *name, sophia_ws_method_fn fn,
-                              void *arg)
+int sophia_ws_register_method(sophia_ws_router *r, const char *name,
+                              sophia_ws_method_fn fn, void *arg)
 {
-    if (!name || !fn || strlen(name) >= sizeof(methods[0].name) ||
-        strcmp(name, "stats") == 0 || strcmp(name, "history") == 0 ||
-        strcmp(name, "latest") == 0 || method_find(name))
+    if (!r || !name || !fn || strlen(name) >= sizeof(r->methods[0].name) ||
+        strcmp(name, "history") == 0 || strcmp(name, "latest") == 0 ||
+        method_find(r, name))
         return -1;
-    for (size_t i = 0; i < WS_MAX_METHODS; i++)
-        if (!methods[i].fn) {
-            snprintf(methods[i].name, sizeof(methods[i].name), "%s", name);
-            methods[i].fn = fn;
-            methods[i].arg = arg;
-            methods[i].scope = method_scope(name);
+    for (size_t i = 0; i < WS_MAX_METHODS; i++) {
+        ws_method *m = &r->methods[i];
+        if (!m->fn) {
+            snprintf(m->name, sizeof(m->name), "%s", name);
+            m->fn = fn;
+            m->arg = arg;
+            m->scope = method_scope(name);
             return 0;
         }
+    }
     return -1;
 }
 
-void sophia_ws_unregister_method(const char *name)
+void sophia_ws_unregister_method(sophia_ws_router *r, const char *name)
 {
-    ws_method *m = (ws_method *)method_find(name);
+    ws_method *m = r ? (ws_method *)method_find(r, name) : NULL;
     if (m)
         memset(m, 0, sizeof(*m));
 }
 
-const char *sophia_ws_client_subject(uint64_t client)
+const char *sophia_ws_client_subject(sophia_ws_router *r, uint64_t client)
 {
-    sophia_ws_client *c = client_by_id(client);
+    sophia_ws_client *c = r ? client_by_id(r, client) : NULL;
     return c ? json_string_value(json_object_get(c->claims, "sub")) : NULL;
 }
 
-int sophia_ws_respond(uint64_t client, const char *req_id, json_t *data)
+int sophia_ws_respond(sophia_ws_router *r, uint64_t client, const char *req_id,
+                      json_t *data)
 {
-    sophia_ws_client *c = client_by_id(client);
+    sophia_ws_client *c = r ? client_by_id(r, client) : NULL;
     if (!c) {
         json_decref(data);
         return -1;
@@ -2211,10 +2231,11 @@ int sophia_ws_respond(uint64_t client, const char *req_id, json_t *data)
     return 0;
 }
 
-int sophia_ws_respond_error(uint64_t client, const char *req_id,
-                            const char *code, const char *message)
+int sophia_ws_respond_error(sophia_ws_router *r, uint64_t client,
+                            const char *req_id, const char *code,
+                            const char *message)
 {
-    sophia_ws_client *c = client_by_id(client);
+    sophia_ws_client *c = r ? client_by_id(r, client) : NULL;
     if (!c)
         return -1;
     client_error(c, req_id, code, message);

@@ -11,10 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/server.h"
 #include "ws/ws.h"
-
-sophia_server *sophia_srv; /* sophiad defines it in main.c */
 
 #define FUZZ_MAX_QUEUE 32
 
@@ -29,12 +26,10 @@ static void publish(sophia_ws_router *r, unsigned n)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static sophia_server srv; /* zeroed: no loop, conf, plugins or cache */
-    sophia_srv = &srv;
-    sophia_ws_router *r = sophia_ws_router_new(FUZZ_MAX_QUEUE);
+    /* no loop, no configuration: defaults, no timers, no cluster */
+    sophia_ws_router *r = sophia_ws_router_new(NULL, NULL, FUZZ_MAX_QUEUE);
     if (!r)
         return 0;
-    srv.ws = r;
     sophia_ws_client *c = sophia_ws_open(r, NULL);
     const char *p = (const char *)data, *end = p + size;
     for (unsigned n = 0; c && p < end; n++) {
@@ -48,7 +43,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (c)
         sophia_ws_closed(c);
-    srv.ws = NULL;
     sophia_ws_router_free(r);
     return 0;
 }
