@@ -120,7 +120,7 @@ void sophia_ws_router_free(sophia_ws_router *r);
  * as started. */
 void sophia_ws_reconfigure(sophia_ws_router *r, const sophia_conf *conf);
 
-/* The backlog signal that paces flushes under load (see on_flush in
+/* The backlog signal that paces flushes under load (see ws_on_flush in
  * ws_client.c): fn(arg) != 0 while events wait to be processed. Whoever
  * owns the queues sets it (the daemon: its streams); unset = never. */
 typedef int (*sophia_ws_backlog_fn)(void *arg);

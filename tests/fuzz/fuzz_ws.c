@@ -1,11 +1,12 @@
 /*
- * fuzz_ws - libFuzzer target for the WebSocket message handler (core/ws/ws.c):
- * the input is a session of client messages, one per line, fed to a
- * detached client (no lws connection: replies stay in its queue) of a
- * fresh router, with a publish between messages so subscriptions, `since`
- * replays, coalescing and the queue bound all run. Any input must be
- * answered or refused without crashing, leaking (LeakSanitizer) or letting
- * the queue pass max_queue.
+ * fuzz_ws - libFuzzer target for the WebSocket message handler
+ * (core/ws/ws_protocol.c, with the queues of ws_client.c): the input is a
+ * session of client messages, one per line, fed to a detached client (no
+ * lws connection: replies stay in its queue) of a fresh router, with a
+ * publish between messages so subscriptions, `since` replays, coalescing
+ * and the queue bound all run. Any input must be answered or refused
+ * without crashing, leaking (LeakSanitizer) or letting the queue pass
+ * max_queue.
  */
 #include <stdint.h>
 #include <stdlib.h>
