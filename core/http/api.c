@@ -275,21 +275,7 @@ static void prom_streams(FILE *f)
 
 static void prom_ws(FILE *f)
 {
-    sophia_ws_stats w = {0};
-    if (sophia_srv->ws)
-        sophia_ws_get_stats(sophia_srv->ws, &w);
-    prom_head(f, "sophia_ws_connections", "gauge", "Open WebSocket connections.");
-    fprintf(f, "sophia_ws_connections %llu\n", (unsigned long long)w.connections);
-    prom_head(f, "sophia_ws_subscriptions", "gauge", "Open subscriptions.");
-    fprintf(f, "sophia_ws_subscriptions %llu\n", (unsigned long long)w.subscriptions);
-    prom_head(f, "sophia_ws_messages_in_total", "counter", "Messages received from clients.");
-    fprintf(f, "sophia_ws_messages_in_total %llu\n", (unsigned long long)w.messages_in);
-    prom_head(f, "sophia_ws_messages_out_total", "counter", "Messages written to clients.");
-    fprintf(f, "sophia_ws_messages_out_total %llu\n", (unsigned long long)w.messages_out);
-    prom_head(f, "sophia_ws_dropped_total", "counter", "Messages dropped with slow clients.");
-    fprintf(f, "sophia_ws_dropped_total %llu\n", (unsigned long long)w.dropped);
-    if (sophia_srv->ws)
-        sophia_ws_write_prom(sophia_srv->ws, f);
+    sophia_ws_write_prom(sophia_srv->ws, f);
 }
 
 static void prom_plugin_counter(const char *inst, const char *name,

@@ -174,7 +174,9 @@ int sophia_ws_cluster_state(const sophia_ws_router *r);
 json_t *sophia_ws_dashboards_json(const sophia_ws_router *r);
 /* A topic's last seq (0 = no such topic); the cluster's seq floor. */
 uint64_t sophia_ws_topic_seq(const sophia_ws_router *r, const char *topic);
-/* /metrics lines for the counters not already written by api.c. */
+/* The /metrics lines of the router's figures (ws_stats.c declares each
+ * once, for this and sophia_ws_stats_json) and subscribers per topic;
+ * r NULL: the figures at 0. */
 void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f);
 
 /* ---- request methods ------------------------------------------------

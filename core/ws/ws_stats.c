@@ -7,6 +7,7 @@
  */
 #include "ws/ws.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,77 @@ void sophia_ws_get_stats(const sophia_ws_router *r, sophia_ws_stats *out)
     *out = r->st;
     out->cluster_in = sophia_cluster_received(r->cluster);
     out->topics = sophia_dict_size(r->topics);
+}
+
+/* ------------------------------------------------------------ figures */
+
+/* Each figure of sophia_ws_stats, declared once for both /api/stats (the
+ * `websocket` object, or its `cluster` object) and /metrics, in the order
+ * both list them. prom NULL: /api/stats only. */
+typedef struct ws_figure {
+    const char *key;  /* /api/stats name */
+    int cluster;      /* in websocket.cluster (only with a cluster) */
+    const char *prom; /* /metrics name */
+    int gauge;        /* else a counter */
+    const char *help;
+    size_t off;       /* in sophia_ws_stats */
+} ws_figure;
+
+#define WS_FIG(key, cl, prom, gauge, help, field)                            \
+    {key, cl, prom, gauge, help, offsetof(sophia_ws_stats, field)}
+
+static const ws_figure figures[] = {
+    WS_FIG("connections", 0, "sophia_ws_connections", 1,
+           "Open WebSocket connections.", connections),
+    WS_FIG("connections_total", 0, NULL, 0, NULL, connections_total),
+    WS_FIG("subscriptions", 0, "sophia_ws_subscriptions", 1,
+           "Open subscriptions.", subscriptions),
+    WS_FIG("messages_in", 0, "sophia_ws_messages_in_total", 0,
+           "Messages received from clients.", messages_in),
+    WS_FIG("messages_out", 0, "sophia_ws_messages_out_total", 0,
+           "Messages written to clients.", messages_out),
+    WS_FIG("dropped", 0, "sophia_ws_dropped_total", 0,
+           "Messages dropped with slow clients.", dropped),
+    WS_FIG("slow_closed", 0, "sophia_ws_slow_closed_total", 0,
+           "Clients closed for a full send queue.", slow_closed),
+    WS_FIG("published", 0, "sophia_ws_published_total", 0, "Publish calls.",
+           published),
+    WS_FIG("coalesced", 0, "sophia_ws_coalesced_total", 0,
+           "Queued metric updates replaced by a newer value.", coalesced),
+    WS_FIG("recovered", 0, "sophia_ws_recovered_total", 0,
+           "Messages replayed to clients subscribing with since.", recovered),
+    WS_FIG("resyncs", 0, "sophia_ws_resyncs_total", 0,
+           "Resync answers: history aged out.", resyncs),
+    WS_FIG("auth_failures", 0, "sophia_ws_auth_failures_total", 0,
+           "Bad, expired or missing WebSocket tokens.", auth_failures),
+    WS_FIG("forbidden", 0, "sophia_ws_forbidden_total", 0,
+           "Subscriptions and requests refused by the token's scopes.", forbidden),
+    WS_FIG("refused", 0, "sophia_ws_refused_total", 0,
+           "WebSocket upgrades refused.", refused),
+    WS_FIG("pings", 0, NULL, 0, NULL, pings),
+    WS_FIG("dead_closed", 0, "sophia_ws_dead_closed_total", 0,
+           "Connections closed for a missed pong.", dead_closed),
+    WS_FIG("out", 1, "sophia_ws_cluster_out_total", 0,
+           "Publishes sent through Redis.", cluster_out),
+    WS_FIG("in", 1, "sophia_ws_cluster_in_total", 0,
+           "Publishes received from Redis.", cluster_in),
+    WS_FIG("fallback", 1, NULL, 0, NULL, cluster_fallback),
+    WS_FIG("local", 1, "sophia_ws_cluster_local_total", 0,
+           "Publishes delivered locally: no other node on the channel.",
+           cluster_alone),
+    WS_FIG("topics", 0, "sophia_ws_topics", 1,
+           "Topics held (seq and history).", topics),
+    WS_FIG("topics_freed", 0, "sophia_ws_topics_freed_total", 0,
+           "Idle topics freed once their history aged out.", topics_freed),
+    WS_FIG("topics_refused", 0, "sophia_ws_topics_refused_total", 0,
+           "Publishes to a new topic refused by websocket.max_topics "
+           "(delivered live to pattern subscribers, not recorded).",
+           topics_refused),
+};
+
+static uint64_t figure_value(const sophia_ws_stats *st, const ws_figure *fg)
+{
+    return *(const uint64_t *)((const char *)st + fg->off);
 }
 
 /* ---------------------------------------------------------- stats JSON */
@@ -112,12 +184,10 @@ int sophia_ws_cluster_state(const sophia_ws_router *r)
     return sophia_cluster_ready(r->cluster) ? 1 : 0;
 }
 
-json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n)
+/* top_n topics by subscribers as {topic: subscribers}. */
+static json_t *top_topics_json(const sophia_ws_router *r, size_t top_n)
 {
-    sophia_ws_stats st;
-    const sophia_ws_stats *s = &st;
     top_acc a = {0};
-    sophia_ws_get_stats(r, &st);
     sophia_dict_each(r->topics, top_topic, &a);
     if (a.n > 1)
         qsort(a.v, a.n, sizeof(*a.v), top_cmp);
@@ -125,90 +195,53 @@ json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n)
     for (size_t i = 0; i < a.n && i < top_n; i++)
         json_object_set_new(top, a.v[i].name, json_integer((json_int_t)a.v[i].n));
     free(a.v);
-    json_t *o = json_pack(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-        "connections", (json_int_t)s->connections, "connections_total",
-        (json_int_t)s->connections_total, "subscriptions",
-        (json_int_t)s->subscriptions, "messages_in", (json_int_t)s->messages_in,
-        "messages_out", (json_int_t)s->messages_out, "dropped",
-        (json_int_t)s->dropped, "slow_closed", (json_int_t)s->slow_closed,
-        "published", (json_int_t)s->published, "coalesced",
-        (json_int_t)s->coalesced, "recovered", (json_int_t)s->recovered,
-        "resyncs", (json_int_t)s->resyncs, "auth_failures",
-        (json_int_t)s->auth_failures, "forbidden", (json_int_t)s->forbidden,
-        "refused", (json_int_t)s->refused, "pings", (json_int_t)s->pings,
-        "dead_closed", (json_int_t)s->dead_closed);
-    json_object_set_new(o, "topics", json_integer((json_int_t)s->topics));
-    json_object_set_new(o, "topics_freed", json_integer((json_int_t)s->topics_freed));
-    json_object_set_new(o, "topics_refused", json_integer((json_int_t)s->topics_refused));
-    json_object_set_new(o, "top_topics", top);
-    if (r->cluster)
-        json_object_set_new(o, "cluster",
-                            json_pack("{s:s,s:b,s:b,s:I,s:I,s:I,s:I}", "node",
-                                      sophia_cluster_node_id(r->cluster), "up",
-                                      sophia_cluster_ready(r->cluster), "alone",
-                                      sophia_cluster_alone(r->cluster), "out",
-                                      (json_int_t)s->cluster_out, "in",
-                                      (json_int_t)s->cluster_in, "fallback",
-                                      (json_int_t)s->cluster_fallback, "local",
-                                      (json_int_t)s->cluster_alone));
-    return o;
+    return top;
 }
 
-static void prom_counter(FILE *f, const char *name, const char *help,
-                         uint64_t v)
+json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n)
 {
-    fprintf(f, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name,
-            name, (unsigned long long)v);
+    sophia_ws_stats st;
+    sophia_ws_get_stats(r, &st);
+    json_t *o = json_object(), *cl = NULL;
+    if (r->cluster)
+        cl = json_pack("{s:s,s:b,s:b}", "node", sophia_cluster_node_id(r->cluster),
+                       "up", sophia_cluster_ready(r->cluster), "alone",
+                       sophia_cluster_alone(r->cluster));
+    for (size_t i = 0; i < sizeof(figures) / sizeof(figures[0]); i++) {
+        const ws_figure *fg = &figures[i];
+        json_t *into = fg->cluster ? cl : o;
+        if (into)
+            json_object_set_new(into, fg->key,
+                                json_integer((json_int_t)figure_value(&st, fg)));
+    }
+    json_object_set_new(o, "top_topics", top_topics_json(r, top_n));
+    if (cl)
+        json_object_set_new(o, "cluster", cl);
+    return o;
 }
 
 void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f)
 {
-    sophia_ws_stats st;
-    const sophia_ws_stats *s = &st;
-    sophia_ws_get_stats(r, &st);
-    prom_counter(f, "sophia_ws_coalesced_total",
-                 "Queued metric updates replaced by a newer value.", s->coalesced);
-    prom_counter(f, "sophia_ws_recovered_total",
-                 "Messages replayed to clients subscribing with since.",
-                 s->recovered);
-    prom_counter(f, "sophia_ws_resyncs_total",
-                 "Resync answers: history aged out.", s->resyncs);
-    prom_counter(f, "sophia_ws_auth_failures_total",
-                 "Bad, expired or missing WebSocket tokens.", s->auth_failures);
-    prom_counter(f, "sophia_ws_forbidden_total",
-                 "Subscriptions and requests refused by the token's scopes.",
-                 s->forbidden);
-    prom_counter(f, "sophia_ws_refused_total",
-                 "WebSocket upgrades refused.", s->refused);
-    prom_counter(f, "sophia_ws_slow_closed_total",
-                 "Clients closed for a full send queue.", s->slow_closed);
-    prom_counter(f, "sophia_ws_dead_closed_total",
-                 "Connections closed for a missed pong.", s->dead_closed);
-    prom_counter(f, "sophia_ws_published_total", "Publish calls.", s->published);
-    prom_counter(f, "sophia_ws_cluster_out_total",
-                 "Publishes sent through Redis.", s->cluster_out);
-    prom_counter(f, "sophia_ws_cluster_in_total",
-                 "Publishes received from Redis.", s->cluster_in);
-    prom_counter(f, "sophia_ws_cluster_local_total",
-                 "Publishes delivered locally: no other node on the channel.",
-                 s->cluster_alone);
-    prom_counter(f, "sophia_ws_topics_freed_total",
-                 "Idle topics freed once their history aged out.", s->topics_freed);
-    prom_counter(f, "sophia_ws_topics_refused_total",
-                 "Publishes to a new topic refused by websocket.max_topics "
-                 "(delivered live to pattern subscribers, not recorded).",
-                 s->topics_refused);
-    fprintf(f, "# HELP sophia_ws_topics Topics held (seq and history).\n"
-               "# TYPE sophia_ws_topics gauge\nsophia_ws_topics %llu\n",
-            (unsigned long long)s->topics);
+    sophia_ws_stats st = {0};
+    if (r)
+        sophia_ws_get_stats(r, &st);
+    for (size_t i = 0; i < sizeof(figures) / sizeof(figures[0]); i++) {
+        const ws_figure *fg = &figures[i];
+        if (!fg->prom)
+            continue;
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", fg->prom, fg->help,
+                fg->prom, fg->gauge ? "gauge" : "counter", fg->prom,
+                (unsigned long long)figure_value(&st, fg));
+    }
     fprintf(f, "# HELP sophia_ws_topic_subscribers Subscribers per topic (top 20).\n"
                "# TYPE sophia_ws_topic_subscribers gauge\n");
-    json_t *o = sophia_ws_stats_json(r, 20);
+    if (!r)
+        return;
+    json_t *top = top_topics_json(r, 20);
     const char *k;
     json_t *v;
-    json_object_foreach(json_object_get(o, "top_topics"), k, v)
+    json_object_foreach(top, k, v)
         fprintf(f, "sophia_ws_topic_subscribers{topic=\"%s\"} %lld\n", k,
                 (long long)json_integer_value(v));
-    json_decref(o);
+    json_decref(top);
 }
