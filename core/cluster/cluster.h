@@ -101,9 +101,12 @@ void sophia_cluster_set_seq_ttl(sophia_cluster *c, double history_age);
 /* ---- L1 invalidation transport (for the cache) ---------------------- */
 typedef void (*sophia_cluster_invalidate_fn)(const char *key_or_tag,
                                              int is_tag, void *arg);
-/* The hook called for invalidations from other nodes (one; NULL clears). */
-void sophia_cluster_on_invalidate(sophia_cluster_invalidate_fn fn, void *arg);
-/* Tells the other nodes; 0 sent, -1 no cluster or Redis down. */
-int sophia_cluster_broadcast_invalidate(const char *key_or_tag, int is_tag);
+/* The hook called for invalidations from other nodes (one per cluster;
+ * NULL clears; c NULL: nothing). */
+void sophia_cluster_on_invalidate(sophia_cluster *c,
+                                  sophia_cluster_invalidate_fn fn, void *arg);
+/* Tells the other nodes; 0 sent, -1 no cluster (c NULL) or Redis down. */
+int sophia_cluster_broadcast_invalidate(sophia_cluster *c,
+                                        const char *key_or_tag, int is_tag);
 
 #endif

@@ -300,7 +300,8 @@ static const char *find_share_dir(const sophia_conf *c)
  * no-ops without cluster.redis. */
 static void cache_to_cluster(const char *key_or_tag, int is_tag)
 {
-    sophia_cluster_broadcast_invalidate(key_or_tag, is_tag);
+    sophia_cluster_broadcast_invalidate(sophia_ws_cluster(sophia_srv->ws),
+                                        key_or_tag, is_tag);
 }
 
 static void cluster_to_cache(const char *key_or_tag, int is_tag, void *arg)
@@ -329,7 +330,7 @@ static int start(sophia_server *s)
     sophia_api_stats_ws(s->ws); /* WS request method stats */
     sophia_api_cache_ws(1); /* WS request method cache.get */
     sophia_cache_on_invalidate = cache_to_cluster;
-    sophia_cluster_on_invalidate(cluster_to_cache, NULL);
+    sophia_cluster_on_invalidate(sophia_ws_cluster(s->ws), cluster_to_cache, NULL);
     s->memory = sophia_memory_new(s->conf, base, s->plugins);
     sophia_diag d;
     sophia_diag_init(&d);
@@ -358,8 +359,7 @@ static void stop(sophia_server *s)
     sophia_http_stop(s);
     sophia_streams_free(s->streams);
     sophia_api_cache_ws(0); /* before its router goes */
-    sophia_ws_router_free(s->ws);
-    sophia_cluster_on_invalidate(NULL, NULL);
+    sophia_ws_router_free(s->ws); /* and its cluster, hook and all */
     sophia_cache_on_invalidate = NULL;
     sophia_cache_free(s->cache);
     if (shutdown_ev)

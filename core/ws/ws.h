@@ -172,6 +172,9 @@ int sophia_ws_cluster_state(const sophia_ws_router *r);
 /* GET /api/dashboards: {"dashboards":[{"id","metrics","updated_at"}]},
  * by id: the dashboard topics with metric updates (ws_latest.h). */
 json_t *sophia_ws_dashboards_json(const sophia_ws_router *r);
+/* The cluster link the router runs (cluster.h), NULL without one: the
+ * daemon hands it the cache's L1 invalidations. */
+struct sophia_cluster *sophia_ws_cluster(const sophia_ws_router *r);
 /* A topic's last seq (0 = no such topic); the cluster's seq floor. */
 uint64_t sophia_ws_topic_seq(const sophia_ws_router *r, const char *topic);
 /* The /metrics lines of the router's figures (ws_stats.c declares each

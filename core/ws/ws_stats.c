@@ -177,6 +177,11 @@ uint64_t sophia_ws_topic_seq(const sophia_ws_router *r, const char *topic)
     return t ? t->seq : 0;
 }
 
+struct sophia_cluster *sophia_ws_cluster(const sophia_ws_router *r)
+{
+    return r ? r->cluster : NULL;
+}
+
 int sophia_ws_cluster_state(const sophia_ws_router *r)
 {
     if (!r || !r->cluster)

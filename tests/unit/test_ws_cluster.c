@@ -68,15 +68,16 @@ static void test_invalidation_reaches_other_node(void **state)
     struct event_base *base = event_base_new();
     seen s = {0};
     snprintf(s.want, sizeof(s.want), "user_data_%d", (int)getpid());
-    sophia_cluster_on_invalidate(hook, &s);
     ready_a = sophia_cluster_new(base, url, "unit-a", NULL);
     ready_b = sophia_cluster_new(base, url, "unit-b", NULL);
     assert_non_null(ready_a);
     assert_non_null(ready_b);
+    sophia_cluster_on_invalidate(ready_a, hook, &s);
+    sophia_cluster_on_invalidate(ready_b, hook, &s);
     run_until(base, both_ready, NULL);
     assert_true(both_ready(NULL));
-    /* the newest node is the one the cache talks to: unit-b sends */
-    assert_int_equal(sophia_cluster_broadcast_invalidate(s.want, 1), 0);
+    /* unit-b sends */
+    assert_int_equal(sophia_cluster_broadcast_invalidate(ready_b, s.want, 1), 0);
     run_until(base, got_one, &s);
     struct timeval tv = {0, 100000}; /* and nothing more arrives */
     event_base_loopexit(base, &tv);
@@ -84,9 +85,8 @@ static void test_invalidation_reaches_other_node(void **state)
     assert_int_equal(s.calls, 1); /* unit-a got it; unit-b skipped its own */
     assert_string_equal(s.what, s.want);
     assert_int_equal(s.is_tag, 1);
-    sophia_cluster_on_invalidate(NULL, NULL);
     sophia_cluster_free(ready_b);
-    assert_int_equal(sophia_cluster_broadcast_invalidate("k", 0), -1);
+    assert_int_equal(sophia_cluster_broadcast_invalidate(NULL, "k", 0), -1);
     sophia_cluster_free(ready_a);
     event_base_free(base);
 }
