@@ -91,6 +91,11 @@ static const ws_figure figures[] = {
            topics_refused),
 };
 
+/* A field added to sophia_ws_stats without a line above fails here. */
+_Static_assert(sizeof(figures) / sizeof(figures[0]) ==
+                   sizeof(sophia_ws_stats) / sizeof(uint64_t),
+               "every sophia_ws_stats field is declared in figures[]");
+
 static uint64_t figure_value(const sophia_ws_stats *st, const ws_figure *fg)
 {
     return *(const uint64_t *)((const char *)st + fg->off);

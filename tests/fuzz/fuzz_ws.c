@@ -25,12 +25,23 @@ static void publish(sophia_ws_router *r, unsigned n)
     json_decref(data);
 }
 
+/* A registered method, as the http layer's stats is: the registry, the
+ * scope check and the response path run too. */
+static void method_echo(sophia_ws_router *r, uint64_t client, const char *req_id,
+                        json_t *params, void *arg)
+{
+    (void)arg;
+    sophia_ws_respond(r, client, req_id, params ? json_deep_copy(params) : NULL);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* no loop, no configuration: defaults, no timers, no cluster */
     sophia_ws_router *r = sophia_ws_router_new(NULL, NULL, FUZZ_MAX_QUEUE);
     if (!r)
         return 0;
+    sophia_ws_register_method(r, "stats", method_echo, NULL);
+    sophia_ws_register_method(r, "cache.get", method_echo, NULL);
     sophia_ws_client *c = sophia_ws_open(r, NULL);
     const char *p = (const char *)data, *end = p + size;
     for (unsigned n = 0; c && p < end; n++) {
