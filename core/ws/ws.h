@@ -63,6 +63,10 @@
  * Multi-node (cluster.h): with cluster.redis, a publish goes through Redis
  * and every node, this one included, delivers it when it comes back on the
  * pub/sub channel, carrying the seqs Redis assigned.
+ *
+ * Code: ws.c (the router), ws_client.c (a connection and its queue),
+ * ws_protocol.c (messages, auth, request methods), ws_stats.c (figures);
+ * ws_priv.h says what each holds and what they share.
  */
 #ifndef SOPHIA_WS_H
 #define SOPHIA_WS_H
