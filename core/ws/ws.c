@@ -367,6 +367,8 @@ void sophia_ws_publish(sophia_ws_router *r, const char *type,
     sophia_ws_route(r, type, topics, NULL, ntopics, dashboard_id, data);
 }
 
+/* ---------------------------------------------------------------- sweep */
+
 /* A topic nobody subscribes to whose history has aged out holds nothing
  * a client could still ask for. */
 static int topic_idle(const sophia_ws_router *r, ws_topic *t, int64_t now)
