@@ -31,7 +31,6 @@
 #include "event/loop.h"
 #include "event/redis.h"
 #include "lib/redis_url.h"
-#include "ws/ws.h"
 
 #define CLUSTER_BACKOFF_MIN_MS 100
 #define CLUSTER_BACKOFF_MAX_MS 5000
@@ -75,7 +74,7 @@ static const char publish_script[] =
 
 struct sophia_cluster {
     struct event_base *base;
-    struct sophia_ws_router *router;
+    sophia_cluster_sink sink; /* route == NULL: deliver nothing */
     sophia_redis *cmd;       /* EVAL, PUBLISH */
     long seq_ttl;            /* seconds a sophia:seq:* key outlives its last publish */
     redisAsyncContext *sub;  /* SUBSCRIBE only */
@@ -93,12 +92,11 @@ struct sophia_cluster {
     struct event *join_ev;    /* retries the join until the command link takes it */
     int64_t peer_until_us;    /* another node was heard from until then (mono) */
     int64_t grace_until_us;   /* invalidations go out regardless until then */
+    sophia_cluster_invalidate_fn inval_fn; /* other nodes' invalidations */
+    void *inval_arg;
     uint64_t inflight;        /* own publishes sent, not yet back from the channel */
 };
 
-static sophia_cluster *the_cluster; /* for the cache's broadcast calls */
-static sophia_cluster_invalidate_fn inval_fn;
-static void *inval_arg;
 
 static void sub_connect(sophia_cluster *c);
 static void sub_refused(sophia_cluster *c, const char *cmd, const redisReply *r);
@@ -118,7 +116,7 @@ static void on_publish(sophia_cluster *c, const char *payload, size_t len)
     const char *nl = memchr(payload, '\n', len);
     uint64_t seqs[CLUSTER_MAX_TOPICS];
     size_t nseq = 0;
-    if (!nl || !c->router) /* no router: a transport-only node (tests) */
+    if (!nl || !c->sink.route) /* no sink: a transport-only node (tests) */
         return;
     for (const char *p = payload; p < nl && nseq < CLUSTER_MAX_TOPICS;) {
         char *end;
@@ -148,9 +146,9 @@ static void on_publish(sophia_cluster *c, const char *payload, size_t len)
         heard_peer(c);
     }
     c->received++;
-    sophia_ws_route(c->router, type, topics, seqs, n,
-                    json_string_value(json_object_get(m, "dashboard_id")),
-                    json_object_get(m, "data"));
+    c->sink.route(c->sink.arg, type, topics, seqs, n,
+                  json_string_value(json_object_get(m, "dashboard_id")),
+                  json_object_get(m, "data"));
     json_decref(m);
 }
 
@@ -168,8 +166,8 @@ static void on_invalidate(sophia_cluster *c, const char *payload, size_t len)
     heard_peer(c);
     if (hello && strcmp(hello, "join") == 0)
         say_hello(c, "beat"); /* so the newcomer knows us at once */
-    if ((key || tag) && inval_fn)
-        inval_fn(key ? key : tag, key == NULL, inval_arg);
+    if ((key || tag) && c->inval_fn)
+        c->inval_fn(key ? key : tag, key == NULL, c->inval_arg);
     json_decref(m);
 }
 
@@ -344,7 +342,7 @@ static void sub_connect(sophia_cluster *c)
 
 sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
                                    const char *node_id,
-                                   struct sophia_ws_router *router)
+                                   const sophia_cluster_sink *sink)
 {
     sophia_cluster *c = calloc(1, sizeof(*c));
     char why[200];
@@ -360,7 +358,8 @@ sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
         return NULL;
     }
     c->base = base;
-    c->router = router;
+    if (sink)
+        c->sink = *sink;
     c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
     c->seq_ttl = CLUSTER_SEQ_TTL_DEFAULT;
     if (node_id && *node_id) {
@@ -378,7 +377,6 @@ sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
         struct timeval tv = {CLUSTER_BEAT_MS / 1000, (CLUSTER_BEAT_MS % 1000) * 1000};
         event_add(c->beat_ev, &tv);
     }
-    the_cluster = c;
     sub_connect(c);
     return c;
 }
@@ -388,8 +386,6 @@ void sophia_cluster_free(sophia_cluster *c)
     if (!c)
         return;
     c->freeing = 1;
-    if (the_cluster == c)
-        the_cluster = NULL;
     if (c->sub)
         redisAsyncFree(c->sub);
     event_free(c->retry_ev);
@@ -498,8 +494,9 @@ int sophia_cluster_publish(sophia_cluster *c, const char *type,
     snprintf(ttl, sizeof(ttl), "%ld", c->seq_ttl);
     argv[argc++] = ttl;
     for (size_t i = 0; i < ntopics; i++) {
-        snprintf(floors[i], sizeof(floors[i]), "%llu",
-                 (unsigned long long)(c->router ? sophia_ws_topic_seq(c->router, topics[i]) : 0));
+        uint64_t low = c->sink.topic_seq
+                             ? c->sink.topic_seq(c->sink.arg, topics[i]) : 0;
+        snprintf(floors[i], sizeof(floors[i]), "%llu", (unsigned long long)low);
         argv[argc++] = floors[i];
     }
     for (int i = 0; i < argc; i++)
@@ -521,10 +518,13 @@ void sophia_cluster_set_seq_ttl(sophia_cluster *c, double history_age)
     c->seq_ttl = ttl < 10 ? 10 : ttl;
 }
 
-void sophia_cluster_on_invalidate(sophia_cluster_invalidate_fn fn, void *arg)
+void sophia_cluster_on_invalidate(sophia_cluster *c,
+                                  sophia_cluster_invalidate_fn fn, void *arg)
 {
-    inval_fn = fn;
-    inval_arg = arg;
+    if (!c)
+        return;
+    c->inval_fn = fn;
+    c->inval_arg = arg;
 }
 
 /* Nobody to tell: subscribed, alone, and past the grace after joining.
@@ -539,9 +539,9 @@ static int nobody_listens(const sophia_cluster *c)
            sophia_now_mono_us() >= c->grace_until_us;
 }
 
-int sophia_cluster_broadcast_invalidate(const char *key_or_tag, int is_tag)
+int sophia_cluster_broadcast_invalidate(sophia_cluster *c,
+                                        const char *key_or_tag, int is_tag)
 {
-    sophia_cluster *c = the_cluster;
     if (!c || !sophia_redis_up(c->cmd) || !key_or_tag)
         return -1;
     if (nobody_listens(c))

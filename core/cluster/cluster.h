@@ -56,16 +56,29 @@
 #include <stdint.h>
 
 struct event_base;
-struct sophia_ws_router;
 typedef struct sophia_cluster sophia_cluster;
 
 #define SOPHIA_CLUSTER_CHANNEL "sophia:ws"
 #define SOPHIA_CLUSTER_INVAL_CHANNEL "sophia:inval"
 
-/* url: redis://host:port/db. NULL on a malformed URL (logged). */
+/* Where publishes coming back from the channel go: the WebSocket router
+ * hands these in (the cluster sits below ws and knows it only by them).
+ * route delivers with the seqs Redis assigned (seqs[i] for topics[i]);
+ * topic_seq gives a topic's last local seq (0 = none), the floor sent
+ * with each publish. */
+typedef struct sophia_cluster_sink {
+    void (*route)(void *arg, const char *type, const char *const *topics,
+                  const uint64_t *seqs, size_t ntopics,
+                  const char *dashboard_id, json_t *data);
+    uint64_t (*topic_seq)(void *arg, const char *topic);
+    void *arg;
+} sophia_cluster_sink;
+
+/* url: redis://host:port/db. NULL on a malformed URL (logged). sink
+ * (copied) NULL: a transport-only node that delivers nothing (tests). */
 sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
                                    const char *node_id,
-                                   struct sophia_ws_router *router);
+                                   const sophia_cluster_sink *sink);
 void sophia_cluster_free(sophia_cluster *c);
 
 /* Both connections up and subscribed. */
@@ -88,9 +101,12 @@ void sophia_cluster_set_seq_ttl(sophia_cluster *c, double history_age);
 /* ---- L1 invalidation transport (for the cache) ---------------------- */
 typedef void (*sophia_cluster_invalidate_fn)(const char *key_or_tag,
                                              int is_tag, void *arg);
-/* The hook called for invalidations from other nodes (one; NULL clears). */
-void sophia_cluster_on_invalidate(sophia_cluster_invalidate_fn fn, void *arg);
-/* Tells the other nodes; 0 sent, -1 no cluster or Redis down. */
-int sophia_cluster_broadcast_invalidate(const char *key_or_tag, int is_tag);
+/* The hook called for invalidations from other nodes (one per cluster;
+ * NULL clears; c NULL: nothing). */
+void sophia_cluster_on_invalidate(sophia_cluster *c,
+                                  sophia_cluster_invalidate_fn fn, void *arg);
+/* Tells the other nodes; 0 sent, -1 no cluster (c NULL) or Redis down. */
+int sophia_cluster_broadcast_invalidate(sophia_cluster *c,
+                                        const char *key_or_tag, int is_tag);
 
 #endif

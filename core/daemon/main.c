@@ -310,12 +310,19 @@ static const char *find_share_dir(const sophia_conf *c)
  * no-ops without cluster.redis. */
 static void cache_to_cluster(const char *key_or_tag, int is_tag)
 {
-    sophia_cluster_broadcast_invalidate(key_or_tag, is_tag);
+    sophia_cluster_broadcast_invalidate(sophia_ws_cluster(sophia_srv->ws),
+                                        key_or_tag, is_tag);
 }
 
 static void cluster_to_cache(const char *key_or_tag, int is_tag, void *arg)
 {
     sophia_cache_l1_invalidate_local(arg, key_or_tag, is_tag);
+}
+
+/* Flushes to WebSocket clients are paced while events wait (ws.h). */
+static int streams_backlog(void *streams)
+{
+    return sophia_streams_pending(streams) > 0;
 }
 
 static int start(sophia_server *s)
@@ -327,12 +334,14 @@ static int start(sophia_server *s)
     if (!s->loop)
         return -1;
     struct event_base *base = sophia_loop_base(s->loop);
-    s->ws = sophia_ws_router_new(s->conf->ws.max_queue);
+    s->ws = sophia_ws_router_new(s->loop, s->conf, s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
     sophia_cache_bind_plugins(s->cache, s->plugins);
+    sophia_api_stats_ws(s->ws); /* WS request method stats */
     sophia_api_cache_ws(1); /* WS request method cache.get */
     sophia_cache_on_invalidate = cache_to_cluster;
-    sophia_cluster_on_invalidate(cluster_to_cache, s->cache);
+    sophia_cluster_on_invalidate(sophia_ws_cluster(s->ws), cluster_to_cache,
+                                 s->cache);
     s->memory = sophia_memory_new(s->conf, base, s->plugins, s->cache);
     sophia_memory_set_cons_runner(s->memory, sophia_host_consolidate_run, NULL);
     sophia_diag d;
@@ -341,6 +350,7 @@ static int start(sophia_server *s)
     sophia_diag_free(&d); /* already validated by --check's path */
     if (!s->ws || !s->cache || !s->streams)
         return -1;
+    sophia_ws_set_backlog(s->ws, streams_backlog, s->streams);
     if (sophia_loop_signals(s->loop, on_signal, s) < 0 || sophia_http_start(s) < 0)
         return -1;
     s->started_us = sophia_now_wall_us();
@@ -360,9 +370,8 @@ static void stop(sophia_server *s)
     s->memory = NULL;
     sophia_http_stop(s);
     sophia_streams_free(s->streams);
-    sophia_ws_router_free(s->ws);
-    sophia_api_cache_ws(0);
-    sophia_cluster_on_invalidate(NULL, NULL);
+    sophia_api_cache_ws(0); /* before its router goes */
+    sophia_ws_router_free(s->ws); /* and its cluster, hook and all */
     sophia_cache_on_invalidate = NULL;
     sophia_cache_free(s->cache);
     if (shutdown_ev)

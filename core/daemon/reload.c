@@ -265,7 +265,7 @@ static void commit(sophia_server *s, sophia_conf *c, sophia_plugin_set *next,
     sophia_conf *was = s->conf;
     s->conf = c;
     if (s->ws) /* websocket.* is copied by the router: re-read it */
-        sophia_ws_reconfigure(s->ws);
+        sophia_ws_reconfigure(s->ws, c);
     if (s->memory && sophia_memory_conf(s->memory) == was)
         kept_conf = was;
     else

@@ -19,6 +19,7 @@
 #include "cache/cache.h"
 #include "memory/memory.h"
 #include "host/host.h"
+#include "lib/bearer.h"
 #include "lib/dict.h"
 #include "ingest/hooks.h"
 #include "ingest/durable.h"
@@ -50,6 +51,21 @@ static int ct_equal(const char *a, size_t alen, const char *b, size_t blen)
     return d == 0;
 }
 
+/* The WebSocket `stats` request: what GET /api/stats answers (the router
+ * checks the token's "stats" scope first). */
+static void ws_stats(sophia_ws_router *ws, uint64_t client, const char *req_id,
+                     json_t *params, void *arg)
+{
+    (void)params;
+    (void)arg;
+    sophia_ws_respond(ws, client, req_id, sophia_api_stats_json());
+}
+
+void sophia_api_stats_ws(sophia_ws_router *ws)
+{
+    sophia_ws_register_method(ws, "stats", ws_stats, NULL);
+}
+
 /* Bearer tokens from server.tokens (comma-separated); open when unset. */
 static int authorized(sophia_http_req *r)
 {
@@ -57,9 +73,9 @@ static int authorized(sophia_http_req *r)
     if (!tokens || !*tokens)
         return 1;
     const char *h = sophia_http_req_header(r, "authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+    const char *tok = sophia_bearer_token(h);
+    if (!tok)
         return 0;
-    const char *tok = h + 7;
     size_t tlen = strlen(tok);
     int ok = 0;
     for (const char *p = tokens; *p;) {
@@ -259,21 +275,7 @@ static void prom_streams(FILE *f)
 
 static void prom_ws(FILE *f)
 {
-    sophia_ws_stats w = {0};
-    if (sophia_srv->ws)
-        sophia_ws_get_stats(sophia_srv->ws, &w);
-    prom_head(f, "sophia_ws_connections", "gauge", "Open WebSocket connections.");
-    fprintf(f, "sophia_ws_connections %llu\n", (unsigned long long)w.connections);
-    prom_head(f, "sophia_ws_subscriptions", "gauge", "Open subscriptions.");
-    fprintf(f, "sophia_ws_subscriptions %llu\n", (unsigned long long)w.subscriptions);
-    prom_head(f, "sophia_ws_messages_in_total", "counter", "Messages received from clients.");
-    fprintf(f, "sophia_ws_messages_in_total %llu\n", (unsigned long long)w.messages_in);
-    prom_head(f, "sophia_ws_messages_out_total", "counter", "Messages written to clients.");
-    fprintf(f, "sophia_ws_messages_out_total %llu\n", (unsigned long long)w.messages_out);
-    prom_head(f, "sophia_ws_dropped_total", "counter", "Messages dropped with slow clients.");
-    fprintf(f, "sophia_ws_dropped_total %llu\n", (unsigned long long)w.dropped);
-    if (sophia_srv->ws)
-        sophia_ws_write_prom(sophia_srv->ws, f);
+    sophia_ws_write_prom(sophia_srv->ws, f);
 }
 
 static void prom_plugin_counter(const char *inst, const char *name,

@@ -20,6 +20,9 @@ void sophia_api_dispatch(sophia_http_req *r);
 
 /* The /api/stats document (new reference). */
 json_t *sophia_api_stats_json(void);
+/* Registers the WebSocket `stats` request method (the same object) with
+ * the router; it goes with the router. */
+void sophia_api_stats_ws(struct sophia_ws_router *ws);
 
 /* Loads the dashboard files from `dir` into memory once at start, so
  * serving them never touches the disk on the loop. */

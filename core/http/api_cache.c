@@ -482,6 +482,7 @@ int sophia_api_cache(sophia_http_req *r)
 /* ------------------------------------------------------ WS cache.get */
 
 typedef struct ws_get {
+    sophia_ws_router *ws;
     uint64_t client;
     char *req_id;
     char *key;
@@ -494,14 +495,14 @@ static void ws_got(void *arg, int rc, const char *val, size_t len, int tier)
         json_t *v = json_loadb(val, len, JSON_DECODE_ANY, NULL);
         if (!v)
             v = json_stringn(val, len);
-        sophia_ws_respond(g->client, g->req_id,
+        sophia_ws_respond(g->ws, g->client, g->req_id,
                           json_pack("{s:s,s:o*,s:s}", "key", g->key, "value",
                                     v, "tier", tier_names[tier]));
     } else if (rc == SOPHIA_ENOENT) {
-        sophia_ws_respond_error(g->client, g->req_id, "not_found",
+        sophia_ws_respond_error(g->ws, g->client, g->req_id, "not_found",
                                 "no value cached for that key");
     } else {
-        sophia_ws_respond_error(g->client, g->req_id, "unavailable",
+        sophia_ws_respond_error(g->ws, g->client, g->req_id, "unavailable",
                                 "the cache is not available");
     }
     free(g->req_id);
@@ -509,31 +510,32 @@ static void ws_got(void *arg, int rc, const char *val, size_t len, int tier)
     free(g);
 }
 
-static void ws_cache_get(uint64_t client, const char *req_id, json_t *params,
-                         void *arg)
+static void ws_cache_get(sophia_ws_router *ws, uint64_t client,
+                         const char *req_id, json_t *params, void *arg)
 {
     (void)arg;
     const char *key = json_string_value(json_object_get(params, "key"));
     char why[256];
     if (!key) {
-        sophia_ws_respond_error(client, req_id, "bad_request",
+        sophia_ws_respond_error(ws, client, req_id, "bad_request",
                                 "cache.get needs params {\"key\": string}");
         return;
     }
     if (check_key(key, "params.key", why, sizeof(why))) {
-        sophia_ws_respond_error(client, req_id, "bad_key", why);
+        sophia_ws_respond_error(ws, client, req_id, "bad_key", why);
         return;
     }
     ws_get *g = calloc(1, sizeof(*g));
     int rc = SOPHIA_ENOMEM;
     if (g && sophia_srv->cache) {
+        g->ws = ws;
         g->client = client;
         g->req_id = req_id ? strdup(req_id) : NULL;
         g->key = strdup(key);
         rc = sophia_cache_get(sophia_srv->cache, key, NULL, NULL, ws_got, g);
         /* Only an authenticated read records a reader, and the reader is
          * its token's subject, whatever the params say. */
-        const char *user = sophia_ws_client_subject(client);
+        const char *user = sophia_ws_client_subject(ws, client);
         if (rc == 0 && user)
             sophia_memory_note_access(
                 sophia_srv->memory, key,
@@ -547,7 +549,7 @@ static void ws_cache_get(uint64_t client, const char *req_id, json_t *params,
         free(g->key);
         free(g);
     }
-    sophia_ws_respond_error(client, req_id,
+    sophia_ws_respond_error(ws, client, req_id,
                             rc == SOPHIA_EINVAL ? "bad_request" : "unavailable",
                             rc == SOPHIA_EINVAL ? "invalid key"
                                                 : "the cache is not available");
@@ -556,7 +558,7 @@ static void ws_cache_get(uint64_t client, const char *req_id, json_t *params,
 void sophia_api_cache_ws(int on)
 {
     if (on)
-        sophia_ws_register_method("cache.get", ws_cache_get, NULL);
+        sophia_ws_register_method(sophia_srv->ws, "cache.get", ws_cache_get, NULL);
     else
-        sophia_ws_unregister_method("cache.get");
+        sophia_ws_unregister_method(sophia_srv->ws, "cache.get");
 }

@@ -241,6 +241,7 @@ int sophia_api_memory(sophia_http_req *r)
 /* ------------------------------------------- WebSocket memory.search */
 
 typedef struct ws_call {
+    sophia_ws_router *ws;
     uint64_t client;
     char *req_id;
 } ws_call;
@@ -249,10 +250,10 @@ static void ws_results(void *arg, const json_t *results, int err, const char *ms
 {
     ws_call *c = arg;
     if (err)
-        sophia_ws_respond_error(c->client, c->req_id, "unavailable",
+        sophia_ws_respond_error(c->ws, c->client, c->req_id, "unavailable",
                                 msg ? msg : "memory search failed");
     else
-        sophia_ws_respond(c->client, c->req_id, json_pack("{s:O}", "results", results));
+        sophia_ws_respond(c->ws, c->client, c->req_id, json_pack("{s:O}", "results", results));
     free(c->req_id);
     free(c);
 }
@@ -279,20 +280,20 @@ static const char *ws_filter(const json_t *ctx, json_t *f)
     return NULL;
 }
 
-static void ws_search(uint64_t client, const char *req_id, json_t *params,
-                      void *arg)
+static void ws_search(sophia_ws_router *ws, uint64_t client, const char *req_id,
+                      json_t *params, void *arg)
 {
     (void)arg;
     const char *q = json_string_value(json_object_get(params, "q"));
     json_t *kv = json_object_get(params, "k");
     json_int_t k = kv ? (json_is_integer(kv) ? json_integer_value(kv) : 0) : 10;
     if (!q || !*q || strlen(q) > MAX_QUERY || k < 1 || k > SOPHIA_MEM_MAX_K) {
-        sophia_ws_respond_error(client, req_id, "bad_request",
+        sophia_ws_respond_error(ws, client, req_id, "bad_request",
                                 "params: q (1..4096 bytes) and k (1..100) are required");
         return;
     }
     if (!sophia_srv->memory) {
-        sophia_ws_respond_error(client, req_id, "unavailable", "memory store disabled");
+        sophia_ws_respond_error(ws, client, req_id, "unavailable", "memory store disabled");
         return;
     }
     json_t *f = json_object();
@@ -300,6 +301,7 @@ static void ws_search(uint64_t client, const char *req_id, json_t *params,
     ws_call *c = bad ? NULL : calloc(1, sizeof(*c));
     int rc = SOPHIA_ENOMEM;
     if (c) {
+        c->ws = ws;
         c->client = client;
         c->req_id = req_id ? strdup(req_id) : NULL;
         rc = sophia_memory_search(sophia_srv->memory, q, (size_t)k, f, ws_results, c);
@@ -310,16 +312,17 @@ static void ws_search(uint64_t client, const char *req_id, json_t *params,
     }
     json_decref(f);
     if (bad)
-        sophia_ws_respond_error(client, req_id, "bad_request", bad);
+        sophia_ws_respond_error(ws, client, req_id, "bad_request", bad);
     else if (rc)
-        sophia_ws_respond_error(client, req_id, "unavailable",
+        sophia_ws_respond_error(ws, client, req_id, "unavailable",
                                 "the memory store is not available");
 }
 
 void sophia_api_memory_ws(int on)
 {
+    sophia_ws_router *ws = sophia_srv ? sophia_srv->ws : NULL; /* unit tests: none */
     if (on)
-        sophia_ws_register_method("memory.search", ws_search, NULL);
+        sophia_ws_register_method(ws, "memory.search", ws_search, NULL);
     else
-        sophia_ws_unregister_method("memory.search");
+        sophia_ws_unregister_method(ws, "memory.search");
 }

@@ -885,7 +885,7 @@ static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (sophia_srv->shutting_down)
             return 1;
-        return sophia_ws_filter(wsi); /* limits, origin, token */
+        return sophia_ws_filter(sophia_srv->ws, wsi); /* limits, origin, token */
     case LWS_CALLBACK_ESTABLISHED:
         *pc = sophia_ws_open(sophia_srv->ws, wsi);
         return *pc ? 0 : -1;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "lib/bearer.h"
 #include "lib/hash.h"
 #include "event/loop.h"
 #include "daemon/server.h"
@@ -100,9 +101,9 @@ int sophia_ratelimit_take(const char *caller, double rate, double burst,
 static const char *caller_of(sophia_http_req *r, char *buf, size_t cap)
 {
     const char *tokens = sophia_srv->conf->server.tokens;
-    const char *h = sophia_http_req_header(r, "authorization");
-    if (tokens && *tokens && h && strncasecmp(h, "Bearer ", 7) == 0) {
-        snprintf(buf, cap, "t:%s", h + 7);
+    const char *tok = sophia_bearer_token(sophia_http_req_header(r, "authorization"));
+    if (tokens && *tokens && tok) {
+        snprintf(buf, cap, "t:%s", tok);
         return buf;
     }
     char ip[64];

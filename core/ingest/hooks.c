@@ -16,6 +16,7 @@
 
 #include "ingest/durable.h"
 #include "ingest/ingest.h"
+#include "lib/bearer.h"
 #include "lib/log.h"
 #include "event/loop.h"
 #include "daemon/server.h"
@@ -223,10 +224,7 @@ enum { GONG_OK, GONG_BAD, GONG_QUERY_OFF };
 static int gong_authorized(sophia_http_req *r, const char *secret,
                            int allow_query)
 {
-    const char *auth = sophia_http_req_header(r, "authorization");
-    const char *given = NULL;
-    if (auth && !strncasecmp(auth, "Bearer ", 7))
-        given = auth + 7;
+    const char *given = sophia_bearer_token(sophia_http_req_header(r, "authorization"));
     if (!given)
         given = sophia_http_req_header(r, "x-gong-secret");
     if (!given) {

@@ -29,7 +29,7 @@
  *
  * Auth (websocket.auth with a secret): an HS256 JWT (ws_jwt.h) from
  * `?token=`, `Authorization: Bearer` on the upgrade (refused with 401 when
- * bad), or a first `{"type":"auth"}` message within websocket.auth_timeout
+ * bad; lib/bearer.h reads it), or a first `{"type":"auth"}` message within websocket.auth_timeout
  * (4001 when bad, late or expired; websocket.jwt decides whether `exp` is
  * required and which `iss`/`aud` must appear). Its claims are scopes, and
  * a token without one gets nothing of that kind (`forbidden`, naming the
@@ -63,6 +63,10 @@
  * Multi-node (cluster.h): with cluster.redis, a publish goes through Redis
  * and every node, this one included, delivers it when it comes back on the
  * pub/sub channel, carrying the seqs Redis assigned.
+ *
+ * Code: ws.c (the router), ws_client.c (a connection and its queue),
+ * ws_protocol.c (messages, auth, request methods), ws_stats.c (figures);
+ * ws_priv.h says what each holds and what they share.
  */
 #ifndef SOPHIA_WS_H
 #define SOPHIA_WS_H
@@ -71,6 +75,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "conf/config.h"
+#include "event/loop.h"
 
 struct lws;
 typedef struct sophia_ws_router sophia_ws_router;
@@ -103,20 +110,31 @@ typedef struct sophia_ws_stats {
 } sophia_ws_stats;
 
 /* Takes max_queue and reads the rest of websocket.* and cluster.* from
- * sophia_srv->conf (defaults when there is no server, as in unit tests). */
-sophia_ws_router *sophia_ws_router_new(size_t max_queue);
+ * `conf` (copied: nothing of it is kept; NULL = defaults, as in unit
+ * tests). `loop` runs the router's timers and flushes and is kicked after
+ * writes from outside lws callbacks; NULL (fuzzing, tests): no timers, no
+ * cluster, clients written only from WRITEABLE. */
+sophia_ws_router *sophia_ws_router_new(sophia_loop *loop, const sophia_conf *conf,
+                                       size_t max_queue);
 void sophia_ws_router_free(sophia_ws_router *r);
-/* Reload: reads websocket.* from sophia_srv->conf again (limits, queue
- * and history sizes, ping/pong/auth timeouts, origins, max_topics,
- * secret, jwt). Existing connections keep going under the new values; a
- * changed secret or websocket.jwt makes them authenticate again (4001).
- * cluster.* stays as started. */
-void sophia_ws_reconfigure(sophia_ws_router *r);
+/* Reload: reads websocket.* from `conf` again (limits, queue and history
+ * sizes, ping/pong/auth timeouts, origins, max_topics, secret, jwt).
+ * Existing connections keep going under the new values; a changed secret
+ * or websocket.jwt makes them authenticate again (4001). cluster.* stays
+ * as started. */
+void sophia_ws_reconfigure(sophia_ws_router *r, const sophia_conf *conf);
+
+/* The backlog signal that paces flushes under load (see ws_on_flush in
+ * ws_client.c): fn(arg) != 0 while events wait to be processed. Whoever
+ * owns the queues sets it (the daemon: its streams); unset = never. */
+typedef int (*sophia_ws_backlog_fn)(void *arg);
+void sophia_ws_set_backlog(sophia_ws_router *r, sophia_ws_backlog_fn fn,
+                           void *arg);
 
 /* lws callbacks, called by http.c. receive/writeable return -1 to close. */
 /* FILTER_PROTOCOL_CONNECTION: 0 accepts the upgrade; 1 refuses it (with an
  * HTTP status already written: 401 bad token, 403 origin, 503 full). */
-int sophia_ws_filter(struct lws *wsi);
+int sophia_ws_filter(sophia_ws_router *r, struct lws *wsi);
 sophia_ws_client *sophia_ws_open(sophia_ws_router *r, struct lws *wsi);
 int sophia_ws_receive(sophia_ws_client *c, const void *in, size_t len);
 int sophia_ws_writeable(sophia_ws_client *c);
@@ -158,37 +176,48 @@ int sophia_ws_cluster_state(const sophia_ws_router *r);
 /* GET /api/dashboards: {"dashboards":[{"id","metrics","updated_at"}]},
  * by id: the dashboard topics with metric updates (ws_latest.h). */
 json_t *sophia_ws_dashboards_json(const sophia_ws_router *r);
+/* The cluster link the router runs (cluster.h), NULL without one: the
+ * daemon hands it the cache's L1 invalidations. */
+struct sophia_cluster *sophia_ws_cluster(const sophia_ws_router *r);
 /* A topic's last seq (0 = no such topic); the cluster's seq floor. */
 uint64_t sophia_ws_topic_seq(const sophia_ws_router *r, const char *topic);
-/* /metrics lines for the counters not already written by api.c. */
+/* The /metrics lines of the router's figures (ws_stats.c declares each
+ * once, for this and sophia_ws_stats_json) and subscribers per topic;
+ * r NULL: the figures at 0. */
 void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f);
 
 /* ---- request methods ------------------------------------------------
- * Other modules add `request` methods without touching this file. A
- * handler gets the client's id (a number never reused, so an answer that
- * arrives after the client left is dropped, not sent to a stranger), the
- * request id (may be NULL) and the params (borrowed; may be NULL), and
- * answers now or later with sophia_ws_respond / sophia_ws_respond_error.
+ * Whoever owns a `request` method registers it with the router (the http
+ * layer: stats, cache.get, memory.search); the router itself answers only
+ * history and latest. A handler gets the router, the client's id (a
+ * number never reused, so an answer that arrives after the client left is
+ * dropped, not sent to a stranger), the request id (may be NULL) and the
+ * params (borrowed; may be NULL), and answers now or later with
+ * sophia_ws_respond / sophia_ws_respond_error on that router.
  */
-typedef void (*sophia_ws_method_fn)(uint64_t client, const char *req_id,
-                                    json_t *params, void *arg);
+typedef void (*sophia_ws_method_fn)(sophia_ws_router *r, uint64_t client,
+                                    const char *req_id, json_t *params,
+                                    void *arg);
 
-/* 0, or -1 when the name is taken or the table is full (32 methods).
- * The namespace declares the scope a method needs when auth is on: a
- * cache.* method runs only for a token whose `cache` patterns cover
- * params.key, a memory.* method only with a `memory` scope and with
- * params.context narrowed to it (see the Auth paragraph above); others
- * need no scope beyond an authenticated token. */
-int sophia_ws_register_method(const char *name, sophia_ws_method_fn fn,
-                              void *arg);
-void sophia_ws_unregister_method(const char *name);
+/* 0, or -1 when the name is taken (history and latest are), the table is
+ * full (32 methods) or there is no router. The name declares the scope a
+ * method needs when auth is on: `stats` runs only for a token with
+ * "stats": true, a cache.* method only for a token whose `cache`
+ * patterns cover params.key, a memory.* method only with a `memory`
+ * scope and with params.context narrowed to it (see the Auth paragraph
+ * above); others need no scope beyond an authenticated token. */
+int sophia_ws_register_method(sophia_ws_router *r, const char *name,
+                              sophia_ws_method_fn fn, void *arg);
+void sophia_ws_unregister_method(sophia_ws_router *r, const char *name);
 /* {"type":"response","id":req_id,"data":data}; steals `data`. Returns -1
  * when the client is gone. */
-int sophia_ws_respond(uint64_t client, const char *req_id, json_t *data);
-int sophia_ws_respond_error(uint64_t client, const char *req_id,
-                            const char *code, const char *message);
+int sophia_ws_respond(sophia_ws_router *r, uint64_t client, const char *req_id,
+                      json_t *data);
+int sophia_ws_respond_error(sophia_ws_router *r, uint64_t client,
+                            const char *req_id, const char *code,
+                            const char *message);
 /* The `sub` of the token a client authenticated with; NULL without one
  * (or when the client is gone). Valid until the callback returns. */
-const char *sophia_ws_client_subject(uint64_t client);
+const char *sophia_ws_client_subject(sophia_ws_router *r, uint64_t client);
 
 #endif

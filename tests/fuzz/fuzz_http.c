@@ -54,7 +54,7 @@ static void setup(void)
     sophia_log_set_level(SOPHIA_LVL_ERROR + 1); /* quiet */
     sophia_srv = &srv;
     srv.loop = sophia_loop_new();
-    srv.ws = sophia_ws_router_new(srv.conf->ws.max_queue);
+    srv.ws = sophia_ws_router_new(srv.loop, srv.conf, srv.conf->ws.max_queue);
     srv.cache = sophia_cache_new(srv.conf, sophia_loop_base(srv.loop)); /* L1 only */
     srv.host = strdup("127.0.0.1");
     srv.port = 0;

@@ -1,20 +1,18 @@
 /*
- * fuzz_ws - libFuzzer target for the WebSocket message handler (core/ws/ws.c):
- * the input is a session of client messages, one per line, fed to a
- * detached client (no lws connection: replies stay in its queue) of a
- * fresh router, with a publish between messages so subscriptions, `since`
- * replays, coalescing and the queue bound all run. Any input must be
- * answered or refused without crashing, leaking (LeakSanitizer) or letting
- * the queue pass max_queue.
+ * fuzz_ws - libFuzzer target for the WebSocket message handler
+ * (core/ws/ws_protocol.c, with the queues of ws_client.c): the input is a
+ * session of client messages, one per line, fed to a detached client (no
+ * lws connection: replies stay in its queue) of a fresh router, with a
+ * publish between messages so subscriptions, `since` replays, coalescing
+ * and the queue bound all run. Any input must be answered or refused
+ * without crashing, leaking (LeakSanitizer) or letting the queue pass
+ * max_queue.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/server.h"
 #include "ws/ws.h"
-
-sophia_server *sophia_srv; /* sophiad defines it in main.c */
 
 #define FUZZ_MAX_QUEUE 32
 
@@ -27,14 +25,23 @@ static void publish(sophia_ws_router *r, unsigned n)
     json_decref(data);
 }
 
+/* A registered method, as the http layer's stats is: the registry, the
+ * scope check and the response path run too. */
+static void method_echo(sophia_ws_router *r, uint64_t client, const char *req_id,
+                        json_t *params, void *arg)
+{
+    (void)arg;
+    sophia_ws_respond(r, client, req_id, params ? json_deep_copy(params) : NULL);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static sophia_server srv; /* zeroed: no loop, conf, plugins or cache */
-    sophia_srv = &srv;
-    sophia_ws_router *r = sophia_ws_router_new(FUZZ_MAX_QUEUE);
+    /* no loop, no configuration: defaults, no timers, no cluster */
+    sophia_ws_router *r = sophia_ws_router_new(NULL, NULL, FUZZ_MAX_QUEUE);
     if (!r)
         return 0;
-    srv.ws = r;
+    sophia_ws_register_method(r, "stats", method_echo, NULL);
+    sophia_ws_register_method(r, "cache.get", method_echo, NULL);
     sophia_ws_client *c = sophia_ws_open(r, NULL);
     const char *p = (const char *)data, *end = p + size;
     for (unsigned n = 0; c && p < end; n++) {
@@ -48,7 +55,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (c)
         sophia_ws_closed(c);
-    srv.ws = NULL;
     sophia_ws_router_free(r);
     return 0;
 }
