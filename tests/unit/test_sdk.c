@@ -147,6 +147,39 @@ static void test_host_table_is_complete(void **unused)
     }
 }
 
+/* ------------------------------------------------ errors, descriptor */
+
+/* SOPHIA_ERRNO_LAST_ is one below the lowest code, the codes run from -1
+ * down without a gap, and strerror names each one and nothing past it. */
+static void test_errno_last(void **unused)
+{
+    (void)unused;
+    static const int codes[] = {
+#define XX(name, val, str) SOPHIA_##name,
+        SOPHIA_ERRNO_MAP(XX)
+#undef XX
+    };
+    size_t n = sizeof(codes) / sizeof(codes[0]);
+    const sophia_host *h = sophia_host_table();
+    assert_int_equal(SOPHIA_ERRNO_LAST_, -(int)n - 1);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(codes[i], -(int)i - 1);
+        assert_true(codes[i] > SOPHIA_ERRNO_LAST_);
+        assert_string_not_equal(h->strerror(codes[i]), "unknown error");
+    }
+    assert_string_equal(h->strerror(SOPHIA_ERRNO_LAST_), "unknown error");
+    assert_true(SOPHIA_ERRNO_LAST_ < SOPHIA_EPARSE);
+}
+
+/* The descriptor grows into its reserved slots (sdk.h), so its size is
+ * the 1.0 members plus eight pointers, whatever the minor. */
+static void test_descriptor_size_fixed(void **unused)
+{
+    (void)unused;
+    size_t v1_0 = offsetof(sophia_plugin, consolidator) + sizeof(void *);
+    assert_int_equal(sizeof(sophia_plugin), v1_0 + 8 * sizeof(void *));
+}
+
 /* ---------------------------------------------------- actions as JSON */
 
 static void test_actions_json_every_kind(void **unused)
@@ -201,6 +234,8 @@ int main(void)
         cmocka_unit_test(test_other_major_refused),
         cmocka_unit_test(test_truncated_descriptor_refused),
         cmocka_unit_test(test_host_table_is_complete),
+        cmocka_unit_test(test_errno_last),
+        cmocka_unit_test(test_descriptor_size_fixed),
         cmocka_unit_test(test_actions_json_every_kind),
     };
     if (sophia_plugin_system_init())

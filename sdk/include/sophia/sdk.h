@@ -62,12 +62,18 @@ extern "C" {
     XX(EPERM, -10, "not permitted")                                           \
     XX(EPARSE, -11, "parse error")
 
+/* The codes run from -1 down without a gap; SOPHIA_ERRNO_LAST_ is one
+ * below the lowest, so `SOPHIA_ERRNO_LAST_ < rc && rc < 0` holds for
+ * exactly the codes this header knows (a newer host may return a code at
+ * or below it: treat that as a generic failure). */
 typedef enum sophia_errno {
     SOPHIA_OK = 0,
 #define SOPHIA_ERR_ENUM_(name, val, str) SOPHIA_##name = (val),
     SOPHIA_ERRNO_MAP(SOPHIA_ERR_ENUM_)
 #undef SOPHIA_ERR_ENUM_
-    SOPHIA_ERRNO_LAST_
+#define SOPHIA_ERR_MINUS1_(name, val, str) -1
+    SOPHIA_ERRNO_LAST_ = -1 SOPHIA_ERRNO_MAP(SOPHIA_ERR_MINUS1_)
+#undef SOPHIA_ERR_MINUS1_
 } sophia_errno;
 
 /* ---------------------------------------------------------------- options */
@@ -116,6 +122,7 @@ typedef enum sophia_json_type {
 /* ----------------------------------------------------------------- events */
 
 typedef struct sophia_event {
+    /* --- since 1.0 --- */
     uint32_t struct_size;
     const char *stream;       /* stream name from the YAML */
     const char *id;           /* source id (e.g. Redis entry id) or NULL */
@@ -152,8 +159,12 @@ typedef enum sophia_log_level {
 
 /* -------------------------------------------------------------- host API */
 
-/* Functions the host hands to init(). Grows only at its end. */
+/* Functions the host hands to init(). Grows only at its end; every member
+ * sits under a `--- since 1.N ---` header (or says `since 1.N:` itself),
+ * and a plugin calls a member newer than the minor it was built for only
+ * after SOPHIA_HOST_HAS(host, member) said the host has it. */
 typedef struct sophia_host {
+    /* --- since 1.0: the header --- */
     uint32_t struct_size;
     uint16_t abi_major;
     uint16_t abi_minor;
@@ -359,7 +370,17 @@ typedef struct sophia_consolidator_ops {
 
 /* ------------------------------------------------------ the descriptor */
 
+/* Growth rule: sizeof(sophia_plugin) never changes within major 1. A
+ * member added in minor N takes the first of the `reserved` slots (one
+ * pointer each; `reserved` shrinks by one), says `since 1.N`, and is read
+ * by the host only when the plugin's abi_minor >= N and its struct_size
+ * covers the slot: a plugin built before minor N has a zero there, or a
+ * shorter struct_size (tests/plugins/abi_1_0.c), and gets the 1.0
+ * behaviour. When the slots are used up, new behaviour goes into the
+ * per-kind ops tables, which grow at their end as every other struct
+ * here does (struct_size says how far the plugin's copy reaches). */
 typedef struct sophia_plugin {
+    /* --- since 1.0 --- */
     uint32_t struct_size;    /* sizeof(sophia_plugin) as the plugin built it */
     uint16_t abi_major;      /* SOPHIA_SDK_VERSION_MAJOR */
     uint16_t abi_minor;      /* SOPHIA_SDK_VERSION_MINOR */
@@ -382,7 +403,8 @@ typedef struct sophia_plugin {
     const sophia_write_ops *write_strategy;
     const sophia_consolidator_ops *consolidator;
 
-    void *reserved[8]; /* spare slots: growth without a major bump */
+    /* Spare slots: growth without a major bump (the rule above). */
+    void *reserved[8];
 } sophia_plugin;
 
 /* Convenience for plugins: fill the ABI header of the descriptor. */
