@@ -242,7 +242,7 @@ static void hand_over(const sophia_plugin_set *old,
         if (!json)
             continue;
         int rc = b->import_state(in->state, json);
-        free(json);
+        sophia_host_table()->free(json); /* the SDK's rule: host->free */
         if (rc)
             sophia_warn("reload", "msg=\"state hand-over refused; starting empty\" instance=%s rc=%d",
                         in->name, rc);

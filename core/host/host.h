@@ -34,6 +34,16 @@ void sophia_ctx_free(sophia_ctx *ctx);
  * and tests. Memory actions are kept by memory_host.c, not in this list. */
 sophia_json *sophia_ctx_actions_json(const sophia_ctx *ctx);
 
+/* Queues an update of `type` with `severity` (NULL: none) as publish()
+ * would, to the topics sophia_update_topics gives. Takes `data` (NULL =
+ * {}). 0, SOPHIA_EINVAL without a ctx, SOPHIA_ENOMEM. */
+int sophia_ctx_push_update(sophia_ctx *ctx, const char *type,
+                           const char *severity, const char *topic,
+                           const char *dashboard_id, sophia_json *data);
+/* host->alert_ex (host_alert.c). */
+int sophia_host_alert_ex(sophia_ctx *ctx, const sophia_alert *a,
+                         sophia_json *data);
+
 /* Plugin counters (host->counter_add), for /metrics. */
 void sophia_host_counters_each(void (*fn)(const char *instance,
                                           const char *name, double value,

@@ -697,8 +697,16 @@ static int check_option_table(load_ctx *L)
                     n);
             return -1;
         }
-        if (t[n].def && t[n].type != SOPHIA_OPT_LIST &&
-            scalar_to_value(t[n].def, &probe)) {
+        if (t[n].def && t[n].type == SOPHIA_OPT_LIST) {
+            /* Refused rather than ignored: the plugin would otherwise run
+             * with an empty list its author believes has items. */
+            diag_at(L, L->ci->line, L->ci->col,
+                    "plugin '%s' is broken: list option '%s' has a default "
+                    "('%s'), but a list's default is always empty (def must "
+                    "be NULL)",
+                    mod, t[n].name, t[n].def);
+            bad = 1;
+        } else if (t[n].def && scalar_to_value(t[n].def, &probe)) {
             diag_at(L, L->ci->line, L->ci->col,
                     "plugin '%s' is broken: default '%s' of option '%s' is "
                     "not %s",

@@ -10,6 +10,8 @@
  *   deltag   tag                       cache_invalidate_tag
  *   publish  type?, topic?, dashboard?, data
  *   alert    alert_type, severity, message, data?
+ *   alert_ex alert_type, severity, message, alert_id?, topic?, dashboard?,
+ *            resolve?, data?    (SDK 1.1: EABI on an older host)
  *   remember content, memory_type?, context?, importance?   memory_store
  *   get      key                       cache_get, then a put of the value
  *                                      (or null) under "<key>:copy"
@@ -91,6 +93,21 @@ static int remember(sophia_ctx *ctx, const sophia_json *op)
                            H->json_number(H->json_get(op, "importance"), -1));
 }
 
+static int alert_ex(sophia_ctx *ctx, const sophia_json *op)
+{
+    if (!SOPHIA_HOST_HAS(H, alert_ex))
+        return SOPHIA_EABI;
+    sophia_alert a = {.struct_size = sizeof(a),
+                      .alert_type = str(op, "alert_type"),
+                      .severity = str(op, "severity"),
+                      .message = str(op, "message"),
+                      .alert_id = str(op, "alert_id"),
+                      .topic = str(op, "topic"),
+                      .dashboard_id = str(op, "dashboard"),
+                      .resolve = H->json_bool(H->json_get(op, "resolve"), 0)};
+    return H->alert_ex(ctx, &a, copy_or_null(H->json_get(op, "data")));
+}
+
 /* 0, a negative sophia_errno, or 1..3 for a verdict other than OK. */
 static int run_op(sophia_ctx *ctx, const sophia_json *op)
 {
@@ -111,6 +128,8 @@ static int run_op(sophia_ctx *ctx, const sophia_json *op)
         return remember(ctx, op);
     if (!strcmp(name, "get"))
         return get(ctx, op);
+    if (!strcmp(name, "alert_ex"))
+        return alert_ex(ctx, op);
     if (!strcmp(name, "alert"))
         return H->alert(ctx, str(op, "alert_type"), str(op, "severity"),
                         str(op, "message"),

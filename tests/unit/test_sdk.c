@@ -120,6 +120,15 @@ static void test_other_major_refused(void **unused)
     expect_refused("abi_major2", "built for SDK 2.0", have);
 }
 
+/* A list's default is always empty: one in the table is refused, not
+ * silently ignored. */
+static void test_list_default_refused(void **unused)
+{
+    (void)unused;
+    expect_refused("list_def", "list option 'tags' has a default ('[a, b]')",
+                   "def must be NULL");
+}
+
 static void test_truncated_descriptor_refused(void **unused)
 {
     (void)unused;
@@ -216,6 +225,30 @@ static void test_actions_json_every_kind(void **unused)
         "\"type\":\"alert\"}]");
     free(s);
 
+    /* alert_ex (1.1): a topic, a dashboard, and a resolve that names the
+     * alert it ends; the same SPEC §5 alert update with a state. */
+    s = run(inst,
+            "{\"ops\":["
+            "{\"op\":\"alert_ex\",\"alert_type\":\"urgent\",\"severity\":"
+            "\"critical\",\"message\":\"m\",\"alert_id\":\"org:a.b\","
+            "\"topic\":\"tickets\",\"dashboard\":\"ops\",\"data\":{\"n\":5}},"
+            "{\"op\":\"alert_ex\",\"severity\":\"critical\",\"alert_id\":"
+            "\"org:a.b\",\"resolve\":true}]}",
+            &v);
+    assert_int_equal(v, SOPHIA_PROCESS_OK);
+    assert_string_equal(
+        s,
+        "[{\"action\":\"alert\",\"dashboard_id\":\"ops\",\"data\":"
+        "{\"alert_id\":\"org:a.b\",\"alert_type\":\"urgent\",\"message\":"
+        "\"m\",\"n\":5,\"severity\":\"critical\",\"state\":\"firing\"},"
+        "\"topics\":[\"updates:alert\",\"dashboard:ops\",\"stream:s\","
+        "\"alerts\",\"alerts:critical\",\"tickets\"],\"type\":\"alert\"},"
+        "{\"action\":\"alert\",\"data\":{\"alert_id\":\"org:a.b\","
+        "\"alert_type\":\"system\",\"message\":\"\",\"severity\":"
+        "\"critical\",\"state\":\"resolved\"},\"topics\":[\"updates:alert\","
+        "\"stream:s\",\"alerts\",\"alerts:critical\"],\"type\":\"alert\"}]");
+    free(s);
+
     /* A verdict other than OK: the actions are still listed (the caller
      * decides to discard them), the verdict says so. */
     s = run(inst, "{\"op\":\"retry\"}", &v);
@@ -233,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_newer_minor_refused),
         cmocka_unit_test(test_other_major_refused),
         cmocka_unit_test(test_truncated_descriptor_refused),
+        cmocka_unit_test(test_list_default_refused),
         cmocka_unit_test(test_host_table_is_complete),
         cmocka_unit_test(test_errno_last),
         cmocka_unit_test(test_descriptor_size_fixed),

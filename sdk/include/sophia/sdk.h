@@ -157,6 +157,27 @@ typedef enum sophia_log_level {
     SOPHIA_LOG_ERROR
 } sophia_log_level;
 
+/* --------------------------------------------------------------- alerts */
+
+/* What host->alert_ex raises or resolves (since 1.1). Zero it, set
+ * struct_size = sizeof(sophia_alert), then the fields you need; it grows
+ * at its end like every struct here. */
+typedef struct sophia_alert {
+    uint32_t struct_size;
+    const char *alert_type; /* e.g. "threshold"; NULL = "system" */
+    const char *severity;   /* "info", "warning", "critical"...; NULL = "info" */
+    const char *message;    /* NULL = "" */
+    /* Names the condition, so that a resolve matches the alert it ends
+     * (e.g. "urgent_open:acme.io"); NULL = none. */
+    const char *alert_id;
+    const char *topic;        /* an extra topic, or NULL */
+    const char *dashboard_id; /* `dashboard:<id>` too, or NULL */
+    /* 0: the condition holds (state "firing"); 1: it ended (state
+     * "resolved"). Resolve with the severity the alert was raised with,
+     * so whoever follows `alerts:<severity>` sees it end. */
+    int resolve;
+} sophia_alert;
+
 /* -------------------------------------------------------------- host API */
 
 /* Functions the host hands to init(). Grows only at its end; every member
@@ -227,9 +248,12 @@ typedef struct sophia_host {
     int (*json_append)(sophia_json *arr, sophia_json *value);
     /* Frees a value the plugin owns (NULL is fine); never a borrowed one. */
     void (*json_free)(sophia_json *v);
-    /* Compact JSON text; free with host->free. */
+    /* Compact JSON text; free with host->free, or return it from
+     * export_state as is. */
     char *(*json_dump)(const sophia_json *v);
-    /* Frees memory the host allocated for the plugin (json_dump). */
+    /* Frees text that crosses the boundary: what json_dump returned, and
+     * what the host got from export_state. It is the C library's free(),
+     * so malloc'd text may be handed to it too. */
     void (*free)(void *p);
 
     /* --- since 1.0: actions, applied when the callback succeeds --- */
@@ -313,6 +337,37 @@ typedef struct sophia_host {
      * SOPHIA_ENOMEM (discard has then run). */
     int (*stage)(sophia_ctx *ctx, void (*apply)(void *state, void *change),
                  void (*discard)(void *change), void *change);
+
+    /* --- since 1.1: JSON by exact key, deletion, iteration --- */
+    /* The member named exactly `key` ("a.b" is one key here, not a path,
+     * so ids with dots work), borrowed; NULL when absent or `obj` is not
+     * an object. */
+    const sophia_json *(*json_get_key)(const sophia_json *obj,
+                                       const char *key);
+    /* Removes (and frees) member `key` of an object the plugin owns: 0,
+     * SOPHIA_ENOENT when absent, SOPHIA_EINVAL when `obj` is no object. */
+    int (*json_del)(sophia_json *obj, const char *key);
+    /* Walks an object's members in insertion order, O(1) a step. Pass
+     * NULL to start, then what the last call returned; it returns NULL at
+     * the end (or when `obj` is no object) and otherwise sets *key and
+     * *value (borrowed) to the current member. Do not add or delete
+     * members of `obj` while walking it.
+     *   const char *k; const sophia_json *v;
+     *   for (void *it = h->json_iter(o, NULL, &k, &v); it;
+     *        it = h->json_iter(o, it, &k, &v)) ...  */
+    void *(*json_iter)(const sophia_json *obj, void *it, const char **key,
+                       const sophia_json **value);
+
+    /* --- since 1.1: an alert with a topic, a dashboard, and resolution --- */
+    /* Like alert(), described by `a` (see sophia_alert); takes `data` (an
+     * object, or NULL). Goes to `updates:alert`, `dashboard:<id>` when
+     * a->dashboard_id is set, `stream:<name>` for a stream event, `alerts`,
+     * `alerts:<severity>` and a->topic when set. The update's data is
+     * `data` plus alert_type, message, severity, state ("firing", or
+     * "resolved" when a->resolve) and alert_id when set. 0, or
+     * SOPHIA_EINVAL (no ctx or a, a->struct_size too small), SOPHIA_ENOMEM. */
+    int (*alert_ex)(sophia_ctx *ctx, const sophia_alert *a,
+                    sophia_json *data);
 } sophia_host;
 
 /* True when the host table `h` has `member`: what a plugin checks before
@@ -336,7 +391,10 @@ typedef struct sophia_processor_ops {
      * `ctx`; they are applied only when the verdict is OK. */
     sophia_verdict (*process)(void *state, const sophia_event *ev,
                               sophia_ctx *ctx);
-    /* since 1.0: hot reload hand-over (optional): the state as JSON text (malloc'd; the host free()s it), or NULL. */
+    /* since 1.0: hot reload hand-over (optional): the state as JSON text,
+     * or NULL. The host frees it with host->free, so return json_dump's
+     * text as is, or text from malloc/strdup (host->free is the C
+     * library's free: the one rule for text crossing the boundary). */
     char *(*export_state)(void *state);
     /* since 1.0: hot reload hand-over (optional): adopt what the previous instance's export_state returned; 0 or an error. */
     int (*import_state)(void *state, const char *json);
