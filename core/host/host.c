@@ -429,6 +429,8 @@ static const sophia_host host_table = {
     .json_del = host_json_del,
     .json_iter = host_json_iter,
     .alert_ex = sophia_host_alert_ex,
+    .timer_add = sophia_host_timer_add,
+    .timer_del = sophia_host_timer_del,
 };
 
 const sophia_host *sophia_host_table(void)

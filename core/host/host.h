@@ -44,6 +44,22 @@ int sophia_ctx_push_update(sophia_ctx *ctx, const char *type,
 int sophia_host_alert_ex(sophia_ctx *ctx, const sophia_alert *a,
                          sophia_json *data);
 
+/* SDK 1.1 timers (host_timer.c). bind arms them on `base`, those added
+ * before too; bind(NULL) cancels every timer (shutdown). */
+struct event_base;
+void sophia_host_timers_bind(struct event_base *base);
+int64_t sophia_host_timer_add(sophia_self *self, double delay_s,
+                              double repeat_s,
+                              int (*cb)(void *arg, sophia_ctx *ctx), void *arg);
+int sophia_host_timer_del(sophia_self *self, int64_t id);
+/* Pending timers of `inst` (NULL: of all instances). */
+size_t sophia_host_timers_count(const sophia_instance *inst);
+void sophia_host_timers_release(sophia_instance *inst);
+/* Cancels everything the host holds for `inst` (its timers, its pending
+ * reads), so nothing calls into its code again: plugin.h's release hook,
+ * and what a reload calls for an instance it retires. */
+void sophia_host_release(sophia_instance *inst);
+
 /* Plugin counters (host->counter_add), for /metrics. */
 void sophia_host_counters_each(void (*fn)(const char *instance,
                                           const char *name, double value,

@@ -883,10 +883,21 @@ static sophia_opts *build_opts(load_ctx *L)
 
 /* ---------------------------------------------------------- load/unload */
 
+/* What the host holds for an instance (timers, pending reads), released
+ * before its code goes: see sophia_plugin_on_release. */
+static void (*release_hook)(sophia_instance *inst);
+
+void sophia_plugin_on_release(void (*fn)(sophia_instance *inst))
+{
+    release_hook = fn;
+}
+
 static void instance_free(sophia_instance *inst)
 {
     if (!inst)
         return;
+    if (release_hook) /* also for a failed init that had added a timer */
+        release_hook(inst);
     if (inst->handle)
         lt_dlclose((lt_dlhandle)inst->handle);
     opts_free(inst->opts);
@@ -982,6 +993,8 @@ void sophia_plugin_unload(sophia_instance *inst)
 {
     if (!inst)
         return;
+    if (release_hook) /* nothing of the host's calls into it after fini */
+        release_hook(inst);
     if (inst->desc && inst->desc->fini && inst->state)
         inst->desc->fini(inst->state);
     inst->state = NULL;

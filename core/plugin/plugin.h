@@ -73,6 +73,13 @@ int sophia_plugin_reusable(const sophia_conf *c,
 /* fini() then lt_dlclose(). NULL is fine. */
 void sophia_plugin_unload(sophia_instance *inst);
 
+/* `fn` runs for an instance before it is unloaded (before fini) or freed
+ * after a failed load: the host cancels what it holds for the instance
+ * (SDK 1.1 timers, reads owned by it), so nothing calls into its code
+ * afterwards. One hook; the host layer sets it. It may run more than once
+ * for an instance. */
+void sophia_plugin_on_release(void (*fn)(sophia_instance *inst));
+
 /* Every instance of `c`; on any problem the whole set is unloaded and
  * NULL returned (each problem in diag). Every instance is first tried in
  * a child process (plugin_probe.h), so one that crashes or hangs in init

@@ -21,7 +21,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 #include <jansson.h>
+#include <math.h>
 
 #include "lib/diag.h"
 #include "host/host.h"
@@ -259,6 +261,169 @@ static void test_actions_json_every_kind(void **unused)
     sophia_diag_free(&d);
 }
 
+/* ------------------------------------------------------ timers (1.1) */
+
+typedef struct counter_q {
+    const char *inst, *name;
+    double v;
+} counter_q;
+
+static void visit(const char *i, const char *n, double v, void *arg)
+{
+    counter_q *q = arg;
+    if (!strcmp(i, q->inst) && !strcmp(n, q->name))
+        q->v = v;
+}
+
+/* A plugin counter's value, or -1 when it was never added to. */
+static double counter_of(const char *inst, const char *name)
+{
+    counter_q q = {inst, name, -1};
+    sophia_host_counters_each(visit, &q);
+    return q.v;
+}
+
+static void spin(struct event_base *base, int ms)
+{
+    struct timeval tv = {0, ms * 1000};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+}
+
+/* One event through process() and, on OK, applied and committed as the
+ * stream does. */
+static void feed(sophia_instance *inst, const char *body)
+{
+    json_t *b = json_loads(body, 0, NULL);
+    sophia_event ev = {.struct_size = sizeof(ev), .stream = "s",
+                       .source = "test", .body = (const sophia_json *)b};
+    sophia_ctx *ctx = sophia_ctx_new(inst, "s");
+    if (inst->desc->processor->process(inst->state, &ev, ctx) ==
+        SOPHIA_PROCESS_OK) {
+        sophia_ctx_apply(ctx);
+        sophia_ctx_commit(ctx);
+    }
+    sophia_ctx_free(ctx);
+    json_decref(b);
+}
+
+/* A window closes on its timer, with no event after it; once the
+ * instance is unloaded its timer is gone (a run after that would be a
+ * use after free the sanitized build reports). */
+static void test_timer_closes_window(void **unused)
+{
+    (void)unused;
+    static sophia_server srv0; /* no ws, cache or memory: applies nothing */
+    sophia_srv = &srv0;
+    struct event_base *base = event_base_new();
+    sophia_host_timers_bind(base);
+    sophia_conf_opt o = {.key = "window_s", .scalar = "0.02", .line = 5,
+                         .col = 5};
+    sophia_conf_instance ci = {.name = "win", .plugin = "window",
+                               .opts = &o, .nopts = 1, .line = 4, .col = 3};
+    sophia_conf c = {.file = "sdk.yaml", .plugin_path = plugin_dirs,
+                     .nplugin_path = 1, .instances = &ci, .ninstances = 1};
+    sophia_diag d;
+    sophia_diag_init(&d);
+    sophia_instance *inst = sophia_plugin_load(&c, &ci, sophia_host_table(), &d);
+    if (!inst)
+        fail_msg("refused: %s", d.count ? d.lines[0] : "?");
+    assert_int_equal(sophia_host_timers_count(inst), 1);
+    feed(inst, "{\"v\":2}");
+    feed(inst, "{\"v\":3}");
+    assert_true(counter_of("win", "windows_closed") <= 0);
+    spin(base, 120);
+    /* Closed once: the window was empty at every later tick. */
+    assert_true(counter_of("win", "windows_closed") == 1);
+    feed(inst, "{\"v\":1}");
+    spin(base, 120);
+    assert_true(counter_of("win", "windows_closed") == 2);
+    feed(inst, "{\"v\":1}");
+    sophia_plugin_unload(inst);
+    assert_int_equal(sophia_host_timers_count(NULL), 0);
+    spin(base, 60);
+    assert_true(counter_of("win", "windows_closed") == 2);
+    sophia_host_timers_bind(NULL);
+    event_base_free(base);
+    sophia_diag_free(&d);
+    sophia_srv = NULL;
+}
+
+static int fired;
+
+static void count_discard(void *change)
+{
+    (*(int *)change)--;
+}
+
+static void count_apply(void *state, void *change)
+{
+    (void)state;
+    (*(int *)change)++;
+}
+
+/* Stages +1 (applied) or -1 (discarded) on the int at arg, and fails
+ * when that int says so. */
+static int tick(void *arg, sophia_ctx *ctx)
+{
+    fired++;
+    const sophia_host *h = sophia_host_table();
+    int *box = arg;
+    h->stage(ctx, count_apply, count_discard, box);
+    return box[1];
+}
+
+static void test_timer_rules(void **unused)
+{
+    (void)unused;
+    static sophia_server srv0;
+    sophia_srv = &srv0;
+    const sophia_host *h = sophia_host_table();
+    assert_true(SOPHIA_HOST_HAS(h, timer_del));
+    struct sophia_self a = {.name = "a"}, b = {.name = "b"};
+    int box[2] = {0, 0};
+    assert_int_equal(h->timer_add(&a, -1, 0, tick, box), SOPHIA_EINVAL);
+    assert_int_equal(h->timer_add(&a, NAN, 0, tick, box), SOPHIA_EINVAL);
+    assert_int_equal(h->timer_add(&a, 1, 4e8, tick, box), SOPHIA_EINVAL);
+    assert_int_equal(h->timer_add(&a, 1, 0, NULL, box), SOPHIA_EINVAL);
+    assert_int_equal(h->timer_add(NULL, 1, 0, tick, box), SOPHIA_EINVAL);
+
+    /* Added before the loop exists: armed when it is bound. */
+    int64_t once = h->timer_add(&a, 0.01, 0, tick, box);
+    int64_t never = h->timer_add(&a, 0.01, 0, tick, box);
+    assert_true(once > 0 && never > once);
+    assert_int_equal(h->timer_del(&b, never), SOPHIA_ENOENT); /* not b's */
+    assert_int_equal(h->timer_del(&a, never), 0);
+    assert_int_equal(h->timer_del(&a, never), SOPHIA_ENOENT);
+    struct event_base *base = event_base_new();
+    sophia_host_timers_bind(base);
+    spin(base, 60);
+    assert_int_equal(fired, 1);  /* the one-shot ran once */
+    assert_int_equal(box[0], 1); /* its staged change applied */
+    assert_int_equal(h->timer_del(&a, once), SOPHIA_ENOENT); /* it is gone */
+    assert_int_equal(sophia_host_timers_count(&a), 0);
+
+    /* A failing callback: its staged change is discarded. */
+    box[1] = -1;
+    assert_true(h->timer_add(&a, 0.01, 0, tick, box) > 0);
+    spin(base, 60);
+    assert_int_equal(fired, 2);
+    assert_int_equal(box[0], 0);
+
+    /* A repeating one runs until released with its instance. */
+    box[1] = 0;
+    assert_true(h->timer_add(&b, 0.005, 0.005, tick, box) > 0);
+    spin(base, 80);
+    assert_true(fired >= 4);
+    sophia_host_release(&b);
+    int was = fired;
+    spin(base, 40);
+    assert_int_equal(fired, was);
+    sophia_host_timers_bind(NULL);
+    event_base_free(base);
+    sophia_srv = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -271,6 +436,8 @@ int main(void)
         cmocka_unit_test(test_errno_last),
         cmocka_unit_test(test_descriptor_size_fixed),
         cmocka_unit_test(test_actions_json_every_kind),
+        cmocka_unit_test(test_timer_closes_window),
+        cmocka_unit_test(test_timer_rules),
     };
     if (sophia_plugin_system_init())
         return 1;

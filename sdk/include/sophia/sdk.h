@@ -368,6 +368,25 @@ typedef struct sophia_host {
      * SOPHIA_EINVAL (no ctx or a, a->struct_size too small), SOPHIA_ENOMEM. */
     int (*alert_ex)(sophia_ctx *ctx, const sophia_alert *a,
                     sophia_json *data);
+
+    /* --- since 1.1: timers on the loop, owned by the instance --- */
+    /* Runs cb(arg, ctx) on the loop `delay_s` seconds from now, then every
+     * `repeat_s` seconds when repeat_s > 0 (0: once). `ctx` collects
+     * actions (publish, alert, cache_put, stage, ...) like a consolidator
+     * run's: applied when cb returns 0, discarded otherwise. A timer added
+     * before the loop runs (in init at start-up) counts from its start;
+     * at --check none fires. Every timer of `self` is cancelled when the
+     * instance is unloaded or replaced by a reload: the new instance arms
+     * its own (in init, or in import_state from the handed-over state; see
+     * sdk/README.md). Returns an id > 0, or SOPHIA_EINVAL (no self or cb;
+     * a delay or repeat that is negative, NaN or over 315360000 s),
+     * SOPHIA_ENOMEM. */
+    int64_t (*timer_add)(sophia_self *self, double delay_s, double repeat_s,
+                         int (*cb)(void *arg, sophia_ctx *ctx), void *arg);
+    /* Cancels timer `id` of `self` (also from its own callback): 0, or
+     * SOPHIA_ENOENT when it is not a pending timer of this instance (a
+     * one-shot that fired, one already cancelled, another's). */
+    int (*timer_del)(sophia_self *self, int64_t id);
 } sophia_host;
 
 /* True when the host table `h` has `member`: what a plugin checks before
