@@ -431,6 +431,8 @@ static const sophia_host host_table = {
     .alert_ex = sophia_host_alert_ex,
     .timer_add = sophia_host_timer_add,
     .timer_del = sophia_host_timer_del,
+    .cache_get_ex = sophia_host_cache_get_ex,
+    .memory_search_ex = sophia_host_memory_search_ex,
 };
 
 const sophia_host *sophia_host_table(void)

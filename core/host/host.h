@@ -55,6 +55,19 @@ int sophia_host_timer_del(sophia_self *self, int64_t id);
 /* Pending timers of `inst` (NULL: of all instances). */
 size_t sophia_host_timers_count(const sophia_instance *inst);
 void sophia_host_timers_release(sophia_instance *inst);
+/* SDK 1.1 reads owned by an instance (host_read.c). */
+int sophia_host_cache_get_ex(sophia_self *self, const char *key,
+                             void (*cb)(void *arg, int rc,
+                                        const sophia_json *value),
+                             void *arg);
+int sophia_host_memory_search_ex(sophia_self *self, const char *query,
+                                 const sophia_json *filter, size_t k,
+                                 void (*cb)(void *arg, int rc,
+                                            const sophia_json *results),
+                                 void *arg);
+/* Owned reads not yet answered and not cancelled, of `inst` (NULL: all). */
+size_t sophia_host_reads_pending(const sophia_instance *inst);
+void sophia_host_reads_release(sophia_instance *inst);
 /* Cancels everything the host holds for `inst` (its timers, its pending
  * reads), so nothing calls into its code again: plugin.h's release hook,
  * and what a reload calls for an instance it retires. */

@@ -181,4 +181,5 @@ void sophia_host_timers_bind(struct event_base *base)
 void sophia_host_release(sophia_instance *inst)
 {
     sophia_host_timers_release(inst);
+    sophia_host_reads_release(inst);
 }

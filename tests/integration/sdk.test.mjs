@@ -252,6 +252,18 @@ streams:
     assert.equal(alert.data.alert_type, 'pagerduty_incident');
     assert.equal(alert.data.severity, 'critical');
     assert.equal(alert.data.message, 'P1 incident #2 on API Service: API latency above 2s');
+    assert.equal(alert.data.state, 'firing');
+    assert.equal(alert.data.alert_id, 'pagerduty:PGR0VU2');
+    assert.equal(alert.dashboard_id, 'oncall');
+
+    // Resolving the incident resolves its alert (SDK 1.1 alert_ex).
+    const RESOLVED = EVENTS.find((e) => e.event?.event_type === 'incident.resolved');
+    res = await fetchJson(`${d.url}/ingest/pagerduty`, { method: 'POST', body: [RESOLVED] });
+    assert.equal(res.status, 202, res.text);
+    const ended = await nextMessage(ws, (m) => m.type === 'alert');
+    assert.equal(ended.data.state, 'resolved');
+    assert.equal(ended.data.alert_id, 'pagerduty:PGR0VU2');
+    assert.equal(ended.data.severity, 'critical');
 
     // The CMake build, as a second instance with its own options: no alert
     // (alert_urgency: none), its own dashboard.

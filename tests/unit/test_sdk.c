@@ -24,13 +24,20 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdbool.h>
+#include <unistd.h>
 
+#include "cache/cache.h"
+#include "conf/config.h"
 #include "lib/diag.h"
+#include "lib/redis_url.h"
 #include "host/host.h"
 #include "plugin/plugin.h"
 #include "daemon/server.h"
 
 sophia_server *sophia_srv; /* the daemon defines it in main.c */
+
+#include "../common/loop_wait.h"
 
 #define TEST_DIR SOPHIA_TEST_PLUGIN_DIR "/../test-plugins"
 
@@ -424,6 +431,103 @@ static void test_timer_rules(void **unused)
     sophia_srv = NULL;
 }
 
+/* ------------------------------------------- owned async reads (1.1) */
+
+static const char *env_url(const char *name)
+{
+    const char *u = getenv(name);
+    if (!u || !*u)
+        fail_msg("%s is not set: the test harness exports it", name);
+    return u;
+}
+
+typedef struct answer {
+    int calls, rc;
+} answer;
+
+static void on_answer(void *arg, int rc, const sophia_json *value)
+{
+    (void)value;
+    answer *a = arg;
+    a->calls++;
+    a->rc = rc;
+}
+
+static bool no_callbacks(void *arg)
+{
+    (void)arg;
+    return sophia_host_callbacks_pending() == 0;
+}
+
+static bool tiers_up(void *arg)
+{
+    const char *e;
+    return sophia_cache_l2_state(arg, &e) == 1 &&
+           sophia_cache_l3_state(arg, &e) == 1;
+}
+
+/* A cache_get_ex still waiting for Redis when its instance goes is
+ * cancelled: the answer comes and the plugin's callback never runs. The
+ * same read not cancelled gets its answer (a miss). A callback into a
+ * freed state would be what ASan reports here. */
+static void test_owned_read_cancelled(void **unused)
+{
+    (void)unused;
+    static sophia_server srv0;
+    sophia_srv = &srv0;
+    sophia_diag d;
+    sophia_diag_init(&d);
+    const char *yaml = "cache: {l1: {max_entries: 100, ttl: 60}}\n";
+    sophia_conf *conf = sophia_conf_load_string("/tmp/t.yaml", yaml,
+                                                strlen(yaml), &d);
+    assert_non_null(conf);
+    sophia_redis_url u;
+    char why[200], url[300];
+    if (sophia_redis_url_parse(env_url("SOPHIA_REDIS_URL"), &u, why,
+                               sizeof(why)) < 0)
+        fail_msg("SOPHIA_REDIS_URL: %s", why);
+    snprintf(url, sizeof(url), "redis://%s:%d/9", u.host, u.port);
+    sophia_redis_url_clear(&u);
+    free(conf->redis_url);
+    free(conf->pg_url);
+    conf->redis_url = strdup(url);
+    conf->pg_url = strdup(env_url("SOPHIA_PG_URL"));
+    struct event_base *base = event_base_new();
+    srv0.cache = sophia_cache_new(conf, base);
+    assert_non_null(srv0.cache);
+    run_until(base, tiers_up, srv0.cache, 15000, "L2 and L3 up");
+
+    const sophia_host *h = sophia_host_table();
+    assert_true(SOPHIA_HOST_HAS(h, memory_search_ex));
+    struct sophia_self a = {.name = "a"}, b = {.name = "b"};
+    char key[64];
+    snprintf(key, sizeof(key), "sdk-owned-%d", (int)getpid());
+    answer got_a = {0}, got_b = {0};
+    assert_int_equal(h->cache_get_ex(NULL, key, on_answer, &got_a), SOPHIA_EINVAL);
+    assert_int_equal(h->cache_get_ex(&a, key, on_answer, &got_a), 0);
+    assert_int_equal(h->cache_get_ex(&b, key, on_answer, &got_b), 0);
+    assert_int_equal(sophia_host_reads_pending(NULL), 2); /* not in L1 */
+    sophia_host_release(&a);
+    assert_int_equal(sophia_host_reads_pending(&a), 0);
+    assert_int_equal(sophia_host_reads_pending(&b), 1);
+    run_until(base, no_callbacks, NULL, 15000, "the tiers answered");
+    assert_int_equal(got_a.calls, 0);
+    assert_int_equal(got_b.calls, 1);
+    assert_int_equal(got_b.rc, SOPHIA_ENOENT);
+    assert_int_equal(sophia_host_reads_pending(NULL), 0);
+    /* No memory store here: refused at the call, callback not owed. */
+    assert_int_equal(h->memory_search_ex(&b, "q", NULL, 5, on_answer, &got_b),
+                     SOPHIA_EUNAVAIL);
+    assert_int_equal(sophia_host_reads_pending(NULL), 0);
+
+    sophia_cache_free(srv0.cache);
+    srv0.cache = NULL;
+    sophia_conf_free(conf);
+    event_base_free(base);
+    sophia_diag_free(&d);
+    sophia_srv = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -438,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_actions_json_every_kind),
         cmocka_unit_test(test_timer_closes_window),
         cmocka_unit_test(test_timer_rules),
+        cmocka_unit_test(test_owned_read_cancelled),
     };
     if (sophia_plugin_system_init())
         return 1;

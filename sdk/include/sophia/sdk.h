@@ -387,6 +387,23 @@ typedef struct sophia_host {
      * SOPHIA_ENOENT when it is not a pending timer of this instance (a
      * one-shot that fired, one already cancelled, another's). */
     int (*timer_del)(sophia_self *self, int64_t id);
+
+    /* --- since 1.1: asynchronous reads owned by the instance --- */
+    /* cache_get and memory_search (above: same arguments, same answer),
+     * but the pending callback belongs to `self`: when the instance is
+     * unloaded or replaced before the answer comes, the callback is
+     * cancelled and never runs, so `arg` may point into the instance's
+     * state. Use these rather than the 1.0 members, whose callbacks keep
+     * a retired instance loaded until they ran. */
+    int (*cache_get_ex)(sophia_self *self, const char *key,
+                        void (*cb)(void *arg, int rc,
+                                   const sophia_json *value),
+                        void *arg);
+    int (*memory_search_ex)(sophia_self *self, const char *query,
+                            const sophia_json *filter, size_t k,
+                            void (*cb)(void *arg, int rc,
+                                       const sophia_json *results),
+                            void *arg);
 } sophia_host;
 
 /* True when the host table `h` has `member`: what a plugin checks before
