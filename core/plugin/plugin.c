@@ -1176,6 +1176,27 @@ sophia_instance *sophia_plugin_set_find(const sophia_plugin_set *set,
     return NULL;
 }
 
+/* -------------------------------------------------- write strategies */
+
+void sophia_plugin_plan_put(const sophia_instance *in, const char *key,
+                            size_t size, double ttl_s,
+                            const char *const *tags, unsigned *sync,
+                            unsigned *deferred, unsigned *inval)
+{
+    const sophia_write_ops *ops = in->desc->write_strategy;
+    /* Read only as far as the plugin's table reaches (a 1.0 one ends at
+     * flush_params). */
+    if (ops->struct_size >= offsetof(sophia_write_ops, plan_put_ex) +
+                               sizeof(ops->plan_put_ex) &&
+        ops->plan_put_ex) {
+        sophia_put_info info = {.struct_size = sizeof(info), .size = size,
+                                .ttl_s = ttl_s, .tags = tags};
+        ops->plan_put_ex(in->state, key, &info, sync, deferred, inval);
+        return;
+    }
+    ops->plan_put(in->state, key, sync, deferred, inval);
+}
+
 /* -------------------------------------------------------------- system */
 
 int sophia_plugin_system_init(void)

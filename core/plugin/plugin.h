@@ -114,6 +114,14 @@ sophia_instance *sophia_plugin_set_find(const sophia_plugin_set *set,
 
 const char *sophia_plugin_kind_name(sophia_plugin_kind kind);
 
+/* A write strategy's plan for one put of `size` bytes: its plan_put_ex
+ * (SDK 1.1) with the size, ttl and tags when its ops table has one, else
+ * its plan_put. The cache's one call into a strategy's planning. */
+void sophia_plugin_plan_put(const sophia_instance *in, const char *key,
+                            size_t size, double ttl_s,
+                            const char *const *tags, unsigned *sync,
+                            unsigned *deferred, unsigned *inval);
+
 /* Option getters behind sophia_host.opt_* (names must be in the table;
  * an unknown name returns the zero value). */
 const char *sophia_opts_string(const sophia_opts *o, const char *name);

@@ -466,21 +466,17 @@ static bool tiers_up(void *arg)
            sophia_cache_l3_state(arg, &e) == 1;
 }
 
-/* A cache_get_ex still waiting for Redis when its instance goes is
- * cancelled: the answer comes and the plugin's callback never runs. The
- * same read not cancelled gets its answer (a miss). A callback into a
- * freed state would be what ASan reports here. */
-static void test_owned_read_cancelled(void **unused)
+/* `yaml` loaded, pointed at the harness's Redis (database 9, as
+ * test_cache) and PostgreSQL. */
+static sophia_conf *cache_conf(const char *yaml)
 {
-    (void)unused;
-    static sophia_server srv0;
-    sophia_srv = &srv0;
     sophia_diag d;
     sophia_diag_init(&d);
-    const char *yaml = "cache: {l1: {max_entries: 100, ttl: 60}}\n";
     sophia_conf *conf = sophia_conf_load_string("/tmp/t.yaml", yaml,
                                                 strlen(yaml), &d);
-    assert_non_null(conf);
+    if (!conf || d.count)
+        fail_msg("config: %s", d.count ? d.lines[0] : "?");
+    sophia_diag_free(&d);
     sophia_redis_url u;
     char why[200], url[300];
     if (sophia_redis_url_parse(env_url("SOPHIA_REDIS_URL"), &u, why,
@@ -492,6 +488,19 @@ static void test_owned_read_cancelled(void **unused)
     free(conf->pg_url);
     conf->redis_url = strdup(url);
     conf->pg_url = strdup(env_url("SOPHIA_PG_URL"));
+    return conf;
+}
+
+/* A cache_get_ex still waiting for Redis when its instance goes is
+ * cancelled: the answer comes and the plugin's callback never runs. The
+ * same read not cancelled gets its answer (a miss). A callback into a
+ * freed state would be what ASan reports here. */
+static void test_owned_read_cancelled(void **unused)
+{
+    (void)unused;
+    static sophia_server srv0;
+    sophia_srv = &srv0;
+    sophia_conf *conf = cache_conf("cache: {l1: {max_entries: 100, ttl: 60}}\n");
     struct event_base *base = event_base_new();
     srv0.cache = sophia_cache_new(conf, base);
     assert_non_null(srv0.cache);
@@ -524,7 +533,125 @@ static void test_owned_read_cancelled(void **unused)
     srv0.cache = NULL;
     sophia_conf_free(conf);
     event_base_free(base);
+    sophia_srv = NULL;
+}
+
+/* --------------------------------------------------- plan_put_ex (1.1) */
+
+static sophia_instance *load_from(const char *dir, const char *module)
+{
+    char *dirs[] = {(char *)dir};
+    sophia_conf_instance ci = {.name = (char *)module,
+                               .plugin = (char *)module, .line = 4, .col = 3};
+    sophia_conf c = {.file = "sdk.yaml", .plugin_path = dirs,
+                     .nplugin_path = 1, .instances = &ci, .ninstances = 1};
+    sophia_diag d;
+    sophia_diag_init(&d);
+    sophia_instance *in = sophia_plugin_load(&c, &ci, sophia_host_table(), &d);
+    if (!in)
+        fail_msg("%s refused: %s", module, d.count ? d.lines[0] : "?");
     sophia_diag_free(&d);
+    return in;
+}
+
+#define L1 SOPHIA_TIER_L1
+#define L2 SOPHIA_TIER_L2
+#define L3 SOPHIA_TIER_L3
+
+static void expect_plan(const sophia_instance *in, size_t size, double ttl,
+                        const char *const *tags, unsigned sync,
+                        unsigned deferred, unsigned inval)
+{
+    unsigned s = 99, d = 99, i = 99;
+    sophia_plugin_plan_put(in, "k", size, ttl, tags, &s, &d, &i);
+    assert_int_equal(s, sync);
+    assert_int_equal(d, deferred);
+    assert_int_equal(i, inval);
+}
+
+/* plan_put_ex decides on the size, tags and ttl it is told; a 1.0
+ * strategy (the bundled write_through) still gets its plan_put. */
+static void test_plan_put_ex(void **unused)
+{
+    (void)unused;
+    sophia_instance *p = load_from(TEST_DIR, "planner");
+    const char *volatile_tags[] = {"a", "volatile", NULL};
+    expect_plan(p, 10, 0, NULL, L1 | L2 | L3, 0, 0);
+    expect_plan(p, 65, 0, NULL, L1, L2 | L3, 0);
+    expect_plan(p, 10, 0, volatile_tags, L1 | L2, 0, L3);
+    expect_plan(p, 10, 30, NULL, L1 | L2, 0, 0);
+    expect_plan(p, 10, 300, NULL, L1 | L2 | L3, 0, 0);
+    assert_true(counter_of("planner", "planned_ex") == 5);
+    sophia_plugin_unload(p);
+
+    sophia_instance *wt = load_from(SOPHIA_TEST_PLUGIN_DIR, "write_through");
+    const sophia_write_ops *ops = wt->desc->write_strategy;
+    assert_true(ops->struct_size < offsetof(sophia_write_ops, plan_put_ex) +
+                                       sizeof(void *) ||
+                !ops->plan_put_ex);
+    expect_plan(wt, 1000, 30, volatile_tags, L1 | L2 | L3, 0, 0);
+    sophia_plugin_unload(wt);
+}
+
+static void on_put(void *arg, int rc)
+{
+    int *done = arg;
+    *done = rc == 0 ? 1 : -1;
+}
+
+static bool put_done(void *arg)
+{
+    return *(int *)arg != 0;
+}
+
+/* The cache hands a strategy's plan_put_ex the put's size and tags. */
+static void test_cache_calls_plan_put_ex(void **unused)
+{
+    (void)unused;
+    static sophia_server srv0;
+    sophia_srv = &srv0;
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml),
+             "plugins: {path: [\"%s\"], instances: {plan: {plugin: planner, "
+             "options: {max_sync_bytes: 100000}}}}\n"
+             "cache: {write: {default: plan}}\n",
+             TEST_DIR);
+    sophia_conf *conf = cache_conf(yaml);
+    sophia_diag d;
+    sophia_diag_init(&d);
+    sophia_instance *p = sophia_plugin_load(conf, &conf->instances[0],
+                                            sophia_host_table(), &d);
+    if (!p)
+        fail_msg("planner refused: %s", d.count ? d.lines[0] : "?");
+    sophia_diag_free(&d);
+    sophia_instance *items[] = {p};
+    sophia_plugin_set set = {items, 1};
+    srv0.plugins = &set;
+    struct event_base *base = event_base_new();
+    srv0.cache = sophia_cache_new(conf, base);
+    assert_non_null(srv0.cache);
+    run_until(base, tiers_up, srv0.cache, 15000, "L2 and L3 up");
+
+    char key[64];
+    snprintf(key, sizeof(key), "sdk-plan-%d", (int)getpid());
+    const char *val = "{\"v\":[1,2,3]}";
+    const char *tags[] = {"t1", "t2", NULL};
+    int done = 0;
+    assert_int_equal(sophia_cache_put_async(srv0.cache, key, val, strlen(val),
+                                            120, tags, on_put, &done),
+                     0);
+    assert_true(counter_of("plan", "planned_ex") == 1);
+    assert_true(counter_of("plan", "planned_bytes") == (double)strlen(val));
+    assert_true(counter_of("plan", "planned_tags") == 2);
+    run_until(base, put_done, &done, 15000, "the put landed");
+    assert_int_equal(done, 1);
+
+    sophia_cache_free(srv0.cache);
+    srv0.cache = NULL;
+    srv0.plugins = NULL;
+    sophia_plugin_unload(p);
+    sophia_conf_free(conf);
+    event_base_free(base);
     sophia_srv = NULL;
 }
 
@@ -543,6 +670,8 @@ int main(void)
         cmocka_unit_test(test_timer_closes_window),
         cmocka_unit_test(test_timer_rules),
         cmocka_unit_test(test_owned_read_cancelled),
+        cmocka_unit_test(test_plan_put_ex),
+        cmocka_unit_test(test_cache_calls_plan_put_ex),
     };
     if (sophia_plugin_system_init())
         return 1;

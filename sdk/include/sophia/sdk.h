@@ -443,6 +443,15 @@ typedef enum sophia_tier_mask {
     SOPHIA_TIER_L3 = 4
 } sophia_tier_mask;
 
+/* What a write strategy's plan_put_ex is told about one put (since 1.1;
+ * grows at its end: read a member only if struct_size covers it). */
+typedef struct sophia_put_info {
+    uint32_t struct_size;
+    size_t size;             /* bytes of the value as stored (JSON text) */
+    double ttl_s;            /* as asked: <= 0 means the tier's default */
+    const char *const *tags; /* NULL-terminated, or NULL for none */
+} sophia_put_info;
+
 typedef struct sophia_write_ops {
     uint32_t struct_size;
     /* since 1.0: tiers written synchronously before the put is acked,
@@ -454,6 +463,14 @@ typedef struct sophia_write_ops {
      * entries waiting (more is refused: backpressure). NULL = defaults. */
     void (*flush_params)(void *state, double *interval_s, size_t *batch,
                          size_t *max_dirty);
+    /* since 1.1 (optional): plan_put with what is put - its size, ttl
+     * and tags (borrowed for the call) - so a strategy can e.g. defer
+     * large values or keep volatile tags out of L3. A 1.1 host calls it
+     * instead of plan_put when set; plan_put stays required, since a 1.0
+     * host knows only that one. */
+    void (*plan_put_ex)(void *state, const char *key,
+                        const sophia_put_info *info, unsigned *sync_tiers,
+                        unsigned *deferred_tiers, unsigned *invalidate_tiers);
 } sophia_write_ops;
 
 typedef struct sophia_consolidator_ops {
