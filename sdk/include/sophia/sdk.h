@@ -12,8 +12,9 @@
  * Versioning (the SQLite rule): structs that cross the boundary start with
  * `struct_size` and only ever grow at their end; each appended member says
  * since which minor it exists. A host accepts a plugin whose ABI major equals
- * its own and whose minor is not newer than its own. A plugin may call a
- * host function added in minor N only if `host->abi_minor >= N`.
+ * its own and whose minor is not newer than its own. A plugin calls a host
+ * function added after the minor it requires only when
+ * SOPHIA_HOST_HAS(host, member) says the host's table has it.
  *
  * Threading: every callback runs on the host's event-loop thread, one at a
  * time. Callbacks must not block; CPU-heavy work belongs to the host.
