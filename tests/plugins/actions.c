@@ -15,6 +15,7 @@
  *   remember content, memory_type?, context?, importance?   memory_store
  *   get      key                       cache_get, then a put of the value
  *                                      (or null) under "<key>:copy"
+ *   get_ex   key                       the same with the 1.1 cache_get_ex
  *   drop | retry | fail                that verdict, after queuing a publish
  *                                      (which the host must then discard)
  * A list in "ops" runs several in order within one event.
@@ -26,6 +27,7 @@
 #include <string.h>
 
 static const sophia_host *H;
+static sophia_self *SELF;
 
 static const char *str(const sophia_json *v, const char *path)
 {
@@ -75,11 +77,16 @@ static void got(void *arg, int rc, const sophia_json *v)
     *(sophia_json **)arg = rc == 0 && v ? H->json_copy(v) : NULL;
 }
 
-static int get(sophia_ctx *ctx, const sophia_json *op)
+static int get(sophia_ctx *ctx, const sophia_json *op, int owned)
 {
     char key[256];
     sophia_json *v = NULL;
-    int rc = H->cache_get(str(op, "key"), got, &v);
+    if (owned && !SOPHIA_HOST_HAS(H, cache_get_ex))
+        return SOPHIA_EABI;
+    /* Answered before returning here (L1, or the tool's map); a real
+     * plugin's callback would usually run later. */
+    int rc = owned ? H->cache_get_ex(SELF, str(op, "key"), got, &v)
+                   : H->cache_get(str(op, "key"), got, &v);
     if (rc)
         return rc;
     snprintf(key, sizeof(key), "%s:copy", str(op, "key"));
@@ -126,8 +133,8 @@ static int run_op(sophia_ctx *ctx, const sophia_json *op)
         return publish(ctx, op);
     if (!strcmp(name, "remember"))
         return remember(ctx, op);
-    if (!strcmp(name, "get"))
-        return get(ctx, op);
+    if (!strcmp(name, "get") || !strcmp(name, "get_ex"))
+        return get(ctx, op, !strcmp(name, "get_ex"));
     if (!strcmp(name, "alert_ex"))
         return alert_ex(ctx, op);
     if (!strcmp(name, "alert"))
@@ -162,9 +169,9 @@ static sophia_verdict actions_process(void *state, const sophia_event *ev,
 static int actions_init(const sophia_host *host, sophia_self *self,
                         const sophia_opts *opts, void **state)
 {
-    (void)self;
     (void)opts;
     H = host;
+    SELF = self;
     *state = NULL;
     return SOPHIA_OK;
 }
