@@ -10,6 +10,7 @@ import {
   startDaemon, fetchJson, wsConnect, nextMessage, takeMessages, timeoutScale,
 } from './lib/daemon.mjs';
 
+const OLD_WINDOW_S = 3;
 let d;
 let ws;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -38,7 +39,9 @@ const closeOf = (m) => m.type === 'metric' && m.topic === 'dashboard:win' &&
   m.data?.metric === 'window_sum';
 
 before(async () => {
-  d = await startDaemon({ yaml: config('a', 1.5) });
+  // A long first window: the reload test must swap well before the old
+  // instance's timer would fire, also on a loaded machine under ASan.
+  d = await startDaemon({ yaml: config('a', OLD_WINDOW_S) });
   ws = await wsConnect(d.wsUrl);
   ws.send(JSON.stringify({ type: 'subscribe', subscriptions: ['dashboard:win'] }));
   await nextMessage(ws, 'subscribed');
@@ -52,20 +55,20 @@ after(async () => {
 test('a window closes on its timer, with no event after its last', async () => {
   const t0 = performance.now();
   await post([{ v: 2 }, { v: 3 }]);
-  const m = await nextMessage(ws, closeOf, 5000 * timeoutScale);
+  const m = await nextMessage(ws, closeOf, (OLD_WINDOW_S * 1000 + 3000) * timeoutScale);
   assert.deepEqual(m.data, { metric: 'window_sum', value: 5, count: 2, label: 'a' });
   assert.equal(m.dashboard_id, 'win');
   // Closed by the timer within about one window, not by a later event.
-  assert.ok(performance.now() - t0 < 1500 + 3000 * timeoutScale);
+  assert.ok(performance.now() - t0 < OLD_WINDOW_S * 1000 + 3000 * timeoutScale);
   // Empty windows publish nothing.
-  await sleep(1700);
+  await sleep(OLD_WINDOW_S * 1000 + 200);
   assert.deepEqual(takeMessages(ws).filter(closeOf), []);
 });
 
 test('right after a reload, the new instance closes the window it was handed', async () => {
   // Just after a close, so the old timer is a whole window away.
   await post([{ v: 1 }]);
-  await nextMessage(ws, closeOf, 5000 * timeoutScale);
+  await nextMessage(ws, closeOf, (OLD_WINDOW_S * 1000 + 3000) * timeoutScale);
   await post([{ v: 7 }, { v: 4 }]);
   const before = (await fetchJson(`${d.url}/api/stats`)).body.reload.reloads;
   await d.writeConfig(config('b', 1));
