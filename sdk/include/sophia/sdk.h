@@ -89,7 +89,8 @@ typedef enum sophia_opt_type {
 
 /* One entry of a plugin's option table; the table ends with name == NULL.
  * `def` is the default as YAML would spell it (NULL = required, except for
- * lists, whose default is empty). The host rejects unknown keys, missing
+ * lists, whose default is always empty: a list with a `def` is refused at
+ * load, naming the option). The host rejects unknown keys, missing
  * required ones and values of the wrong type, naming file:line:col. */
 typedef struct sophia_option {
     const char *name;
