@@ -112,7 +112,9 @@ int64_t sophia_host_timer_add(sophia_self *self, double delay_s,
                               double repeat_s,
                               int (*cb)(void *arg, sophia_ctx *ctx), void *arg)
 {
-    if (!self || !cb || bad_seconds(delay_s) || bad_seconds(repeat_s))
+    /* A repeat under 1 ms would keep the loop busy with one plugin. */
+    if (!self || !cb || bad_seconds(delay_s) || bad_seconds(repeat_s) ||
+        (repeat_s > 0 && repeat_s < 0.001))
         return SOPHIA_EINVAL;
     host_timer *t = calloc(1, sizeof(*t));
     if (!t)

@@ -392,6 +392,7 @@ static void test_timer_rules(void **unused)
     assert_int_equal(h->timer_add(&a, -1, 0, tick, box), SOPHIA_EINVAL);
     assert_int_equal(h->timer_add(&a, NAN, 0, tick, box), SOPHIA_EINVAL);
     assert_int_equal(h->timer_add(&a, 1, 4e8, tick, box), SOPHIA_EINVAL);
+    assert_int_equal(h->timer_add(&a, 1, 0.0001, tick, box), SOPHIA_EINVAL);
     assert_int_equal(h->timer_add(&a, 1, 0, NULL, box), SOPHIA_EINVAL);
     assert_int_equal(h->timer_add(NULL, 1, 0, tick, box), SOPHIA_EINVAL);
 

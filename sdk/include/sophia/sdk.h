@@ -381,8 +381,8 @@ typedef struct sophia_host {
      * instance is unloaded or replaced by a reload: the new instance arms
      * its own (in init, or in import_state from the handed-over state; see
      * sdk/README.md). Returns an id > 0, or SOPHIA_EINVAL (no self or cb;
-     * a delay or repeat that is negative, NaN or over 315360000 s),
-     * SOPHIA_ENOMEM. */
+     * a delay or repeat that is negative, NaN or over 315360000 s, or a
+     * repeat under 0.001 s), SOPHIA_ENOMEM. */
     int64_t (*timer_add)(sophia_self *self, double delay_s, double repeat_s,
                          int (*cb)(void *arg, sophia_ctx *ctx), void *arg);
     /* Cancels timer `id` of `self` (also from its own callback): 0, or
