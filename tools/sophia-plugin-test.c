@@ -24,7 +24,9 @@
  * Nothing is applied to a real cache or router; instead the cache puts and
  * invalidations of events whose verdict is `ok` are kept in an in-memory
  * map that the plugin's cache_peek reads, so read-modify-write processors
- * behave as they would against a warm L1; cache_get reads the same map.
+ * behave as they would against a warm L1; cache_get (and its 1.1 form
+ * cache_get_ex) reads the same map. Timers (SDK 1.1) are accepted and
+ * never fire: there is no loop.
  * memory_store calls are printed as `memory_store` actions in call order
  * (the daemon keeps them apart from the ctx's list). Counters (counter_add)
  * are printed at the end. Logs from the plugin go to stderr.
@@ -64,7 +66,7 @@ static json_t *cache_store; /* key -> {"value":..., "tags":[...]} */
  * pos = how many ctx actions preceded it, to print them in call order. */
 static json_t *pending_memories;
 static long long fixed_now_us;
-static sophia_host tool_host; /* the core's table, two entries replaced */
+static sophia_host tool_host; /* the core's table, a few entries replaced */
 
 /* ---------------------------------------------------------- arguments */
 
@@ -306,6 +308,15 @@ static int tool_cache_get(const char *key,
     cb(arg, e ? 0 : SOPHIA_ENOENT,
        e ? (const sophia_json *)json_object_get(e, "value") : NULL);
     return 0;
+}
+
+/* The 1.1 form: the same map, answered at once, so nothing is pending
+ * when the instance goes. */
+static int tool_cache_get_ex(sophia_self *self, const char *key,
+                             void (*cb)(void *arg, int rc, const sophia_json *v),
+                             void *arg)
+{
+    return self ? tool_cache_get(key, cb, arg) : SOPHIA_EINVAL;
 }
 
 /* The daemon's memory_store keeps its actions out of the ctx's list (and
@@ -579,6 +590,7 @@ int main(int argc, char **argv)
     tool_host.cache_peek = tool_cache_peek;
     tool_host.now_us = tool_now_us;
     tool_host.cache_get = tool_cache_get;
+    tool_host.cache_get_ex = tool_cache_get_ex;
     tool_host.memory_store = tool_memory_store;
     if (!(cache_store = json_object()) ||
         !(pending_memories = json_array()) || sophia_plugin_system_init()) {

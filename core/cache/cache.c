@@ -264,7 +264,8 @@ static const sophia_instance *strategy_instance(const sophia_plugin_set *set,
 }
 
 /* The plan for a key; write-through when no usable strategy is named. */
-static void plan_for(sophia_cache *c, const char *key, unsigned *sync,
+static void plan_for(sophia_cache *c, const char *key, size_t len,
+                     double ttl_s, const char *const *tags, unsigned *sync,
                      unsigned *deferred, unsigned *inval)
 {
     *sync = ALL_TIERS;
@@ -280,7 +281,7 @@ static void plan_for(sophia_cache *c, const char *key, unsigned *sync,
         return;
     }
     const sophia_write_ops *ops = in->desc->write_strategy;
-    ops->plan_put(in->state, key, sync, deferred, inval);
+    sophia_plugin_plan_put(in, key, len, ttl_s, tags, sync, deferred, inval);
     size_t have = ops->struct_size;
     if (*deferred && c->wb &&
         have >= offsetof(sophia_write_ops, flush_params) + sizeof(void *) &&
@@ -765,7 +766,7 @@ int sophia_cache_put_async(sophia_cache *c, const char *key, const char *val,
     if (!valid_key(key))
         return SOPHIA_EINVAL;
     unsigned sync, deferred, inv;
-    plan_for(c, key, &sync, &deferred, &inv);
+    plan_for(c, key, len, ttl_s, tags, &sync, &deferred, &inv);
     return sophia_cache_put_plan(c, key, val, len, ttl_s, tags, sync,
                                  deferred, inv, done, arg);
 }

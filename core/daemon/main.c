@@ -334,6 +334,7 @@ static int start(sophia_server *s)
     if (!s->loop)
         return -1;
     struct event_base *base = sophia_loop_base(s->loop);
+    sophia_host_timers_bind(base); /* plugins' timers (SDK 1.1) */
     s->ws = sophia_ws_router_new(s->loop, s->conf, s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
     sophia_cache_bind_plugins(s->cache, s->plugins);
@@ -377,6 +378,7 @@ static void stop(sophia_server *s)
     if (shutdown_ev)
         event_free(shutdown_ev);
     sophia_reload_shutdown(); /* retired plugins: their callbacks ran */
+    sophia_host_timers_bind(NULL);
     sophia_loop_free(s->loop);
     sophia_api_free_dashboard(s);
 }

@@ -99,8 +99,10 @@ static void retire(sophia_server *s, sophia_plugin_set *old,
 {
     size_t n = 0;
     for (size_t i = 0; i < old->count; i++)
-        if (!sophia_plugin_set_has(next, old->items[i]))
+        if (!sophia_plugin_set_has(next, old->items[i])) {
+            sophia_host_release(old->items[i]); /* its timers: no more runs */
             old->items[n++] = old->items[i];
+        }
     old->count = n;
     sophia_plugin_set **grown = NULL;
     if (sophia_host_callbacks_pending() == 0 || !s->loop ||
@@ -243,7 +245,7 @@ static void hand_over(const sophia_plugin_set *old,
         if (!json)
             continue;
         int rc = b->import_state(in->state, json);
-        free(json);
+        sophia_host_table()->free(json); /* the SDK's rule: host->free */
         if (rc)
             sophia_warn("reload", "msg=\"state hand-over refused; starting empty\" instance=%s rc=%d",
                         in->name, rc);

@@ -1,9 +1,8 @@
 /*
- * host - see host.h. The JSON functions are thin casts over jansson: a
- * sophia_json* is a json_t*, which keeps plugins free of any JSON library
- * while costing nothing per call.
+ * host - see host.h. The JSON members of the table are in host_json.c.
  */
 #include "host/host.h"
+#include "host/host_json.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -91,143 +90,6 @@ static const char *host_strerror(int err)
     default:
         return "unknown error";
     }
-}
-
-/* ----------------------------------------------------------- JSON read */
-
-static sophia_json_type host_json_type(const sophia_json *v)
-{
-    switch (v ? json_typeof(CJ(v)) : JSON_NULL) {
-    case JSON_OBJECT:
-        return SOPHIA_JSON_OBJECT;
-    case JSON_ARRAY:
-        return SOPHIA_JSON_ARRAY;
-    case JSON_STRING:
-        return SOPHIA_JSON_STRING;
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return SOPHIA_JSON_NUMBER;
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return SOPHIA_JSON_BOOL;
-    default:
-        return v ? SOPHIA_JSON_NULL : SOPHIA_JSON_MISSING;
-    }
-}
-
-static const sophia_json *host_json_get(const sophia_json *v, const char *path)
-{
-    const json_t *cur = CJ(v);
-    char seg[256];
-    if (json_is_object(cur) && path && *path && !strchr(path, '.')) /* one key */
-        return (const sophia_json *)json_object_get(cur, path);
-    while (cur && path && *path) {
-        size_t n = strcspn(path, ".");
-        if (n >= sizeof(seg))
-            return NULL;
-        memcpy(seg, path, n);
-        seg[n] = '\0';
-        path += n + (path[n] == '.');
-        if (json_is_object(cur)) {
-            cur = json_object_get(cur, seg);
-        } else if (json_is_array(cur)) {
-            char *end;
-            unsigned long i = strtoul(seg, &end, 10);
-            cur = *end ? NULL : json_array_get(cur, i);
-        } else {
-            return NULL;
-        }
-    }
-    return (const sophia_json *)cur;
-}
-
-static const char *host_json_string(const sophia_json *v)
-{
-    return json_string_value(CJ(v));
-}
-
-static double host_json_number(const sophia_json *v, double def)
-{
-    return json_is_number(CJ(v)) ? json_number_value(CJ(v)) : def;
-}
-
-static int host_json_bool(const sophia_json *v, int def)
-{
-    return json_is_boolean(CJ(v)) ? json_is_true(CJ(v)) : def;
-}
-
-static size_t host_json_size(const sophia_json *v)
-{
-    if (json_is_array(CJ(v)))
-        return json_array_size(CJ(v));
-    return json_is_object(CJ(v)) ? json_object_size(CJ(v)) : 0;
-}
-
-static const sophia_json *host_json_at(const sophia_json *v, size_t i)
-{
-    return (const sophia_json *)json_array_get(CJ(v), i);
-}
-
-static const char *host_json_key_at(const sophia_json *v, size_t i,
-                                    const sophia_json **value)
-{
-    /* jansson keeps insertion order; walking is O(i), fine for the small
-     * objects events carry. */
-    const char *key;
-    json_t *val;
-    size_t k = 0;
-    json_object_foreach(J(v), key, val) {
-        if (k++ == i) {
-            if (value)
-                *value = (const sophia_json *)val;
-            return key;
-        }
-    }
-    return NULL;
-}
-
-/* ---------------------------------------------------------- JSON build */
-
-static sophia_json *host_json_object(void) { return (sophia_json *)json_object(); }
-static sophia_json *host_json_array(void) { return (sophia_json *)json_array(); }
-static sophia_json *host_json_str(const char *s) { return (sophia_json *)json_string(s); }
-static sophia_json *host_json_num(double d) { return (sophia_json *)json_real(d); }
-static sophia_json *host_json_int(int64_t i) { return (sophia_json *)json_integer(i); }
-static sophia_json *host_json_bool_new(int b) { return (sophia_json *)json_boolean(b); }
-
-static sophia_json *host_json_copy(const sophia_json *v)
-{
-    return (sophia_json *)json_deep_copy(CJ(v));
-}
-
-static int host_json_set(sophia_json *obj, const char *key, sophia_json *value)
-{
-    return json_object_set_new(J(obj), key, J(value)) ? SOPHIA_EINVAL : 0;
-}
-
-static int host_json_append(sophia_json *arr, sophia_json *value)
-{
-    return json_array_append_new(J(arr), J(value)) ? SOPHIA_EINVAL : 0;
-}
-
-static void host_json_free(sophia_json *v)
-{
-    json_decref(J(v));
-}
-
-static char *host_json_dump(const sophia_json *v)
-{
-    return sophia_json_encode(CJ(v), NULL); /* = json_dumps, faster */
-}
-
-static sophia_json *host_json_parse(const char *text)
-{
-    return text ? (sophia_json *)json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
-}
-
-static void host_free(void *p)
-{
-    free(p);
 }
 
 /* ------------------------------------------------------------- actions */
@@ -370,6 +232,25 @@ static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
         return ctx && apply ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
     }
     ctx->sv[ctx->sn++] = (staged){apply, discard, change};
+    return 0;
+}
+
+/* An update with a severity (so also to alerts and alerts:<severity>),
+ * for alert_ex (host_alert.c). Takes `data`. */
+int sophia_ctx_push_update(sophia_ctx *ctx, const char *type,
+                           const char *severity, const char *topic,
+                           const char *dashboard_id, sophia_json *data)
+{
+    action *a = ctx_push(ctx, ACT_PUBLISH);
+    if (!a) {
+        json_decref(J(data));
+        return ctx ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
+    }
+    a->type = strdup(type);
+    a->severity = dup_or_null(severity);
+    a->topic = dup_or_null(topic);
+    a->dashboard = dup_or_null(dashboard_id);
+    a->data = data ? J(data) : json_object();
     return 0;
 }
 
@@ -544,6 +425,14 @@ static const sophia_host host_table = {
     .memory_expire = sophia_memory_host_expire,
     .json_parse = host_json_parse,
     .stage = host_stage,
+    .json_get_key = host_json_get_key,
+    .json_del = host_json_del,
+    .json_iter = host_json_iter,
+    .alert_ex = sophia_host_alert_ex,
+    .timer_add = sophia_host_timer_add,
+    .timer_del = sophia_host_timer_del,
+    .cache_get_ex = sophia_host_cache_get_ex,
+    .memory_search_ex = sophia_host_memory_search_ex,
 };
 
 const sophia_host *sophia_host_table(void)

@@ -34,6 +34,45 @@ void sophia_ctx_free(sophia_ctx *ctx);
  * and tests. Memory actions are kept by memory_host.c, not in this list. */
 sophia_json *sophia_ctx_actions_json(const sophia_ctx *ctx);
 
+/* Queues an update of `type` with `severity` (NULL: none) as publish()
+ * would, to the topics sophia_update_topics gives. Takes `data` (NULL =
+ * {}). 0, SOPHIA_EINVAL without a ctx, SOPHIA_ENOMEM. */
+int sophia_ctx_push_update(sophia_ctx *ctx, const char *type,
+                           const char *severity, const char *topic,
+                           const char *dashboard_id, sophia_json *data);
+/* host->alert_ex (host_alert.c). */
+int sophia_host_alert_ex(sophia_ctx *ctx, const sophia_alert *a,
+                         sophia_json *data);
+
+/* SDK 1.1 timers (host_timer.c). bind arms them on `base`, those added
+ * before too; bind(NULL) cancels every timer (shutdown). */
+struct event_base;
+void sophia_host_timers_bind(struct event_base *base);
+int64_t sophia_host_timer_add(sophia_self *self, double delay_s,
+                              double repeat_s,
+                              int (*cb)(void *arg, sophia_ctx *ctx), void *arg);
+int sophia_host_timer_del(sophia_self *self, int64_t id);
+/* Pending timers of `inst` (NULL: of all instances). */
+size_t sophia_host_timers_count(const sophia_instance *inst);
+void sophia_host_timers_release(sophia_instance *inst);
+/* SDK 1.1 reads owned by an instance (host_read.c). */
+int sophia_host_cache_get_ex(sophia_self *self, const char *key,
+                             void (*cb)(void *arg, int rc,
+                                        const sophia_json *value),
+                             void *arg);
+int sophia_host_memory_search_ex(sophia_self *self, const char *query,
+                                 const sophia_json *filter, size_t k,
+                                 void (*cb)(void *arg, int rc,
+                                            const sophia_json *results),
+                                 void *arg);
+/* Owned reads not yet answered and not cancelled, of `inst` (NULL: all). */
+size_t sophia_host_reads_pending(const sophia_instance *inst);
+void sophia_host_reads_release(sophia_instance *inst);
+/* Cancels everything the host holds for `inst` (its timers, its pending
+ * reads), so nothing calls into its code again: plugin.h's release hook,
+ * and what a reload calls for an instance it retires. */
+void sophia_host_release(sophia_instance *inst);
+
 /* Plugin counters (host->counter_add), for /metrics. */
 void sophia_host_counters_each(void (*fn)(const char *instance,
                                           const char *name, double value,

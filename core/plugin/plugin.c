@@ -697,8 +697,16 @@ static int check_option_table(load_ctx *L)
                     n);
             return -1;
         }
-        if (t[n].def && t[n].type != SOPHIA_OPT_LIST &&
-            scalar_to_value(t[n].def, &probe)) {
+        if (t[n].def && t[n].type == SOPHIA_OPT_LIST) {
+            /* Refused rather than ignored: the plugin would otherwise run
+             * with an empty list its author believes has items. */
+            diag_at(L, L->ci->line, L->ci->col,
+                    "plugin '%s' is broken: list option '%s' has a default "
+                    "('%s'), but a list's default is always empty (def must "
+                    "be NULL)",
+                    mod, t[n].name, t[n].def);
+            bad = 1;
+        } else if (t[n].def && scalar_to_value(t[n].def, &probe)) {
             diag_at(L, L->ci->line, L->ci->col,
                     "plugin '%s' is broken: default '%s' of option '%s' is "
                     "not %s",
@@ -875,10 +883,21 @@ static sophia_opts *build_opts(load_ctx *L)
 
 /* ---------------------------------------------------------- load/unload */
 
+/* What the host holds for an instance (timers, pending reads), released
+ * before its code goes: see sophia_plugin_on_release. */
+static void (*release_hook)(sophia_instance *inst);
+
+void sophia_plugin_on_release(void (*fn)(sophia_instance *inst))
+{
+    release_hook = fn;
+}
+
 static void instance_free(sophia_instance *inst)
 {
     if (!inst)
         return;
+    if (release_hook) /* also for a failed init that had added a timer */
+        release_hook(inst);
     if (inst->handle)
         lt_dlclose((lt_dlhandle)inst->handle);
     opts_free(inst->opts);
@@ -974,6 +993,8 @@ void sophia_plugin_unload(sophia_instance *inst)
 {
     if (!inst)
         return;
+    if (release_hook) /* nothing of the host's calls into it after fini */
+        release_hook(inst);
     if (inst->desc && inst->desc->fini && inst->state)
         inst->desc->fini(inst->state);
     inst->state = NULL;
@@ -1153,6 +1174,27 @@ sophia_instance *sophia_plugin_set_find(const sophia_plugin_set *set,
         if (strcmp(set->items[i]->name, name) == 0)
             return set->items[i];
     return NULL;
+}
+
+/* -------------------------------------------------- write strategies */
+
+void sophia_plugin_plan_put(const sophia_instance *in, const char *key,
+                            size_t size, double ttl_s,
+                            const char *const *tags, unsigned *sync,
+                            unsigned *deferred, unsigned *inval)
+{
+    const sophia_write_ops *ops = in->desc->write_strategy;
+    /* Read only as far as the plugin's table reaches (a 1.0 one ends at
+     * flush_params). */
+    if (ops->struct_size >= offsetof(sophia_write_ops, plan_put_ex) +
+                               sizeof(ops->plan_put_ex) &&
+        ops->plan_put_ex) {
+        sophia_put_info info = {.struct_size = sizeof(info), .size = size,
+                                .ttl_s = ttl_s, .tags = tags};
+        ops->plan_put_ex(in->state, key, &info, sync, deferred, inval);
+        return;
+    }
+    ops->plan_put(in->state, key, sync, deferred, inval);
 }
 
 /* -------------------------------------------------------------- system */

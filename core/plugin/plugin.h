@@ -73,6 +73,13 @@ int sophia_plugin_reusable(const sophia_conf *c,
 /* fini() then lt_dlclose(). NULL is fine. */
 void sophia_plugin_unload(sophia_instance *inst);
 
+/* `fn` runs for an instance before it is unloaded (before fini) or freed
+ * after a failed load: the host cancels what it holds for the instance
+ * (SDK 1.1 timers, reads owned by it), so nothing calls into its code
+ * afterwards. One hook; the host layer sets it. It may run more than once
+ * for an instance. */
+void sophia_plugin_on_release(void (*fn)(sophia_instance *inst));
+
 /* Every instance of `c`; on any problem the whole set is unloaded and
  * NULL returned (each problem in diag). Every instance is first tried in
  * a child process (plugin_probe.h), so one that crashes or hangs in init
@@ -106,6 +113,14 @@ sophia_instance *sophia_plugin_set_find(const sophia_plugin_set *set,
                                         const char *name);
 
 const char *sophia_plugin_kind_name(sophia_plugin_kind kind);
+
+/* A write strategy's plan for one put of `size` bytes: its plan_put_ex
+ * (SDK 1.1) with the size, ttl and tags when its ops table has one, else
+ * its plan_put. The cache's one call into a strategy's planning. */
+void sophia_plugin_plan_put(const sophia_instance *in, const char *key,
+                            size_t size, double ttl_s,
+                            const char *const *tags, unsigned *sync,
+                            unsigned *deferred, unsigned *inval);
 
 /* Option getters behind sophia_host.opt_* (names must be in the table;
  * an unknown name returns the zero value). */

@@ -153,6 +153,7 @@ test('memory_store calls are printed in call order; cache_get reads the in-memor
     JSON.stringify({ op: 'get', key: 'a' }),
     JSON.stringify({ op: 'get', key: 'nope' }),
     JSON.stringify({ op: 'remember' }), // no content: EINVAL -> error
+    JSON.stringify({ op: 'get_ex', key: 'a' }), // SDK 1.1, the same map
   ].join('\n');
   const r = await tool([path.join(TEST_PLUGINS, 'actions.so')], input);
   assert.equal(r.code, 0, r.stderr);
@@ -160,6 +161,7 @@ test('memory_store calls are printed in call order; cache_get reads the in-memor
   assert.deepEqual(r.lines.map(strip), [
     [1, 'cache_put'], [1, 'memory_store'], [1, 'publish'], [1, 'memory_store'], [1, 'ok'],
     [2, 'cache_put'], [2, 'ok'], [3, 'cache_put'], [3, 'ok'], [4, 'error'],
+    [5, 'cache_put'], [5, 'ok'],
   ]);
   assert.deepEqual(r.lines[1], {
     event: 1, action: 'memory_store', content: 'likes tea', memory_type: 'user_preference',
@@ -169,6 +171,7 @@ test('memory_store calls are printed in call order; cache_get reads the in-memor
   assert.deepEqual(r.lines[4], { event: 1, verdict: 'ok', actions: 4 });
   assert.deepEqual([r.lines[5].key, r.lines[5].value], ['a:copy', 1]);
   assert.deepEqual([r.lines[7].key, r.lines[7].value], ['nope:copy', 'miss']);
+  assert.deepEqual([r.lines[10].key, r.lines[10].value], ['a:copy', 1]);
 });
 
 test('a line that is not JSON is reported with its line number; the rest still runs; exit 1', async () => {

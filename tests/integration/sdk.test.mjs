@@ -132,6 +132,31 @@ test('the example builds out of tree with CMake and with make, against the prefi
   }
 });
 
+// The guide's "Start here" block, steps 2 and 3, run as written: only its
+// $HOME (whose sophia/ is the prefix the before() hook installed) and its
+// /tmp/pagerduty (a private directory) differ. A guide that drifted from
+// the example or the installed layout fails here.
+test('sdk/README.md "Start here" steps 2 and 3 work as written', async () => {
+  const readme = await readFile(path.join(SOURCE, 'sdk', 'README.md'), 'utf8');
+  const block = readme.slice(readme.indexOf('## Start here')).match(/```sh\n([\s\S]*?)```/)[1];
+  const from = block.indexOf('# 2.');
+  const to = block.indexOf('# 4.');
+  assert.ok(from >= 0 && to > from, 'the block still has steps 2 to 4');
+  const home = path.join(tmp, 'home');
+  const work = path.join(tmp, 'start-here');
+  await mkdir(home, { recursive: true });
+  await symlink(prefix, path.join(home, 'sophia'));
+  const script = block.slice(from, to).replaceAll('/tmp/pagerduty', work);
+  const r = await sh('bash', ['-euo', 'pipefail', '-c', script],
+    { cwd: SOURCE, env: cleanEnv({ HOME: home }) });
+  assert.ok(existsSync(path.join(work, 'build', 'pagerduty.so')), 'the CMake build');
+  assert.ok(existsSync(path.join(work, 'pagerduty.so')), 'the make build');
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  const verdicts = lines.filter((l) => 'verdict' in l);
+  assert.equal(verdicts.length, EVENTS.length, r.stdout);
+  assert.ok(lines.some((l) => l.action === 'publish' && l.topics.includes('dashboard:oncall')), r.stdout);
+});
+
 test("sdk/README.md's minimal processor compiles as C99 against the prefix and runs", async () => {
   const readme = await readFile(path.join(SOURCE, 'sdk', 'README.md'), 'utf8');
   const section = readme.slice(readme.indexOf('## A minimal processor'));
@@ -227,6 +252,18 @@ streams:
     assert.equal(alert.data.alert_type, 'pagerduty_incident');
     assert.equal(alert.data.severity, 'critical');
     assert.equal(alert.data.message, 'P1 incident #2 on API Service: API latency above 2s');
+    assert.equal(alert.data.state, 'firing');
+    assert.equal(alert.data.alert_id, 'pagerduty:PGR0VU2');
+    assert.equal(alert.dashboard_id, 'oncall');
+
+    // Resolving the incident resolves its alert (SDK 1.1 alert_ex).
+    const RESOLVED = EVENTS.find((e) => e.event?.event_type === 'incident.resolved');
+    res = await fetchJson(`${d.url}/ingest/pagerduty`, { method: 'POST', body: [RESOLVED] });
+    assert.equal(res.status, 202, res.text);
+    const ended = await nextMessage(ws, (m) => m.type === 'alert');
+    assert.equal(ended.data.state, 'resolved');
+    assert.equal(ended.data.alert_id, 'pagerduty:PGR0VU2');
+    assert.equal(ended.data.severity, 'critical');
 
     // The CMake build, as a second instance with its own options: no alert
     // (alert_urgency: none), its own dashboard.

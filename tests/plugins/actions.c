@@ -10,9 +10,12 @@
  *   deltag   tag                       cache_invalidate_tag
  *   publish  type?, topic?, dashboard?, data
  *   alert    alert_type, severity, message, data?
+ *   alert_ex alert_type, severity, message, alert_id?, topic?, dashboard?,
+ *            resolve?, data?    (SDK 1.1: EABI on an older host)
  *   remember content, memory_type?, context?, importance?   memory_store
  *   get      key                       cache_get, then a put of the value
  *                                      (or null) under "<key>:copy"
+ *   get_ex   key                       the same with the 1.1 cache_get_ex
  *   drop | retry | fail                that verdict, after queuing a publish
  *                                      (which the host must then discard)
  * A list in "ops" runs several in order within one event.
@@ -24,6 +27,7 @@
 #include <string.h>
 
 static const sophia_host *H;
+static sophia_self *SELF;
 
 static const char *str(const sophia_json *v, const char *path)
 {
@@ -73,11 +77,16 @@ static void got(void *arg, int rc, const sophia_json *v)
     *(sophia_json **)arg = rc == 0 && v ? H->json_copy(v) : NULL;
 }
 
-static int get(sophia_ctx *ctx, const sophia_json *op)
+static int get(sophia_ctx *ctx, const sophia_json *op, int owned)
 {
     char key[256];
     sophia_json *v = NULL;
-    int rc = H->cache_get(str(op, "key"), got, &v);
+    if (owned && !SOPHIA_HOST_HAS(H, cache_get_ex))
+        return SOPHIA_EABI;
+    /* Answered before returning here (L1, or the tool's map); a real
+     * plugin's callback would usually run later. */
+    int rc = owned ? H->cache_get_ex(SELF, str(op, "key"), got, &v)
+                   : H->cache_get(str(op, "key"), got, &v);
     if (rc)
         return rc;
     snprintf(key, sizeof(key), "%s:copy", str(op, "key"));
@@ -89,6 +98,21 @@ static int remember(sophia_ctx *ctx, const sophia_json *op)
     return H->memory_store(ctx, str(op, "content"), str(op, "memory_type"),
                            copy_or_null(H->json_get(op, "context")),
                            H->json_number(H->json_get(op, "importance"), -1));
+}
+
+static int alert_ex(sophia_ctx *ctx, const sophia_json *op)
+{
+    if (!SOPHIA_HOST_HAS(H, alert_ex))
+        return SOPHIA_EABI;
+    sophia_alert a = {.struct_size = sizeof(a),
+                      .alert_type = str(op, "alert_type"),
+                      .severity = str(op, "severity"),
+                      .message = str(op, "message"),
+                      .alert_id = str(op, "alert_id"),
+                      .topic = str(op, "topic"),
+                      .dashboard_id = str(op, "dashboard"),
+                      .resolve = H->json_bool(H->json_get(op, "resolve"), 0)};
+    return H->alert_ex(ctx, &a, copy_or_null(H->json_get(op, "data")));
 }
 
 /* 0, a negative sophia_errno, or 1..3 for a verdict other than OK. */
@@ -109,8 +133,10 @@ static int run_op(sophia_ctx *ctx, const sophia_json *op)
         return publish(ctx, op);
     if (!strcmp(name, "remember"))
         return remember(ctx, op);
-    if (!strcmp(name, "get"))
-        return get(ctx, op);
+    if (!strcmp(name, "get") || !strcmp(name, "get_ex"))
+        return get(ctx, op, !strcmp(name, "get_ex"));
+    if (!strcmp(name, "alert_ex"))
+        return alert_ex(ctx, op);
     if (!strcmp(name, "alert"))
         return H->alert(ctx, str(op, "alert_type"), str(op, "severity"),
                         str(op, "message"),
@@ -143,9 +169,9 @@ static sophia_verdict actions_process(void *state, const sophia_event *ev,
 static int actions_init(const sophia_host *host, sophia_self *self,
                         const sophia_opts *opts, void **state)
 {
-    (void)self;
     (void)opts;
     H = host;
+    SELF = self;
     *state = NULL;
     return SOPHIA_OK;
 }

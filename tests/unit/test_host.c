@@ -68,6 +68,46 @@ static void test_json_build(void **unused)
     h->json_free(o);
 }
 
+/* SDK 1.1: a map keyed by ids with dots in them can be read, changed and
+ * walked, which json_get (a dotted path) and json_key_at (O(i)) could not. */
+static void test_json_exact_keys(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    assert_true(SOPHIA_HOST_HAS(h, json_iter));
+    sophia_json *o = h->json_object();
+    assert_int_equal(h->json_set(o, "acme.io", h->json_int(3)), 0);
+    assert_int_equal(h->json_set(o, "acme", h->json_object()), 0);
+    assert_int_equal(h->json_set(o, "b", h->json_int(5)), 0);
+    /* json_get reads "acme.io" as a path: acme -> io, absent. */
+    assert_null(h->json_get(o, "acme.io"));
+    assert_true(h->json_number(h->json_get_key(o, "acme.io"), -1) == 3.0);
+    assert_null(h->json_get_key(o, "nope"));
+    assert_null(h->json_get_key(h->json_get_key(o, "b"), "x")); /* no object */
+
+    const char *want[] = {"acme.io", "acme", "b"};
+    const char *k = NULL;
+    const sophia_json *v = NULL;
+    size_t n = 0;
+    for (void *it = h->json_iter(o, NULL, &k, &v); it;
+         it = h->json_iter(o, it, &k, &v)) {
+        assert_true(n < 3);
+        assert_string_equal(k, want[n]);
+        assert_ptr_equal(v, h->json_get_key(o, want[n]));
+        n++;
+    }
+    assert_int_equal(n, 3);
+    assert_null(h->json_iter(h->json_get_key(o, "b"), NULL, &k, &v));
+
+    assert_int_equal(h->json_del(o, "acme.io"), 0);
+    assert_int_equal(h->json_del(o, "acme.io"), SOPHIA_ENOENT);
+    assert_int_equal(h->json_del((sophia_json *)h->json_get_key(o, "b"), "x"),
+                     SOPHIA_EINVAL);
+    assert_int_equal(h->json_size(o), 2);
+    assert_null(h->json_get_key(o, "acme.io"));
+    h->json_free(o);
+}
+
 static void test_update_topics(void **unused)
 {
     (void)unused;
@@ -203,6 +243,7 @@ int main(void)
         cmocka_unit_test(test_table_header),
         cmocka_unit_test(test_json_paths),
         cmocka_unit_test(test_json_build),
+        cmocka_unit_test(test_json_exact_keys),
         cmocka_unit_test(test_update_topics),
         cmocka_unit_test(test_actions_discarded_unless_applied),
         cmocka_unit_test(test_stage),

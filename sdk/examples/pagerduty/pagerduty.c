@@ -20,7 +20,8 @@
  *   - keeps the number of open incidents per service in the cache (read
  *     with cache_peek, written back with cache_put);
  *   - raises a `critical` alert when an incident of `alert_urgency` is
- *     triggered.
+ *     triggered, and resolves it when the incident is (SDK 1.1 alert_ex;
+ *     on a 1.0 host it only raises, with the 1.0 alert()).
  * Other event types (pagey.ping, service.updated, ...) are dropped, and so
  * are services listed in `ignore_services`; a payload that is not a
  * PagerDuty event is an error.
@@ -54,7 +55,8 @@ typedef struct pd_incident {
 static int pd_init(const sophia_host *host, sophia_self *self,
                    const sophia_opts *opts, void **state)
 {
-    /* Every host function used here exists since 1.0. */
+    /* Every host function used here exists since 1.0, except alert_ex
+     * (1.1), which is checked where it is used: SOPHIA_HOST_HAS. */
     if (host->abi_major != SOPHIA_SDK_VERSION_MAJOR)
         return SOPHIA_EABI;
     pd_state *st = calloc(1, sizeof(*st));
@@ -156,6 +158,36 @@ static int64_t count_open(const pd_state *st, const pd_incident *in,
     return n;
 }
 
+/* A critical alert for a triggered incident of alert_urgency, and its
+ * resolution when the incident is resolved: one alert_id per incident
+ * pairs the two. A 1.0 host has no alert_ex: raise only. */
+static int queue_alert(const pd_state *st, const pd_incident *in,
+                       sophia_ctx *ctx)
+{
+    const sophia_host *h = st->host;
+    int triggered = strcmp(in->event_type, "incident.triggered") == 0;
+    int resolved = strcmp(in->event_type, "incident.resolved") == 0;
+    if (!(triggered || resolved) || strcmp(in->urgency, st->alert_urgency))
+        return 0;
+    char msg[512], id[160];
+    snprintf(msg, sizeof(msg), "%s incident #%lld on %s: %s",
+             *in->priority ? in->priority : in->urgency,
+             (long long)in->number, in->service, in->title);
+    if (!SOPHIA_HOST_HAS(h, alert_ex))
+        return triggered ? h->alert(ctx, "pagerduty_incident", "critical",
+                                    msg, incident_json(h, in))
+                         : 0;
+    snprintf(id, sizeof(id), "pagerduty:%s", in->id);
+    sophia_alert a = {.struct_size = sizeof(a),
+                      .alert_type = "pagerduty_incident",
+                      .severity = "critical", /* resolved with the same */
+                      .message = msg,
+                      .alert_id = id,
+                      .dashboard_id = *st->dashboard ? st->dashboard : NULL,
+                      .resolve = resolved};
+    return h->alert_ex(ctx, &a, incident_json(h, in));
+}
+
 static int queue_actions(const pd_state *st, const pd_incident *in,
                          sophia_ctx *ctx)
 {
@@ -180,16 +212,7 @@ static int queue_actions(const pd_state *st, const pd_incident *in,
     else
         h->json_free(data);
 
-    if (!rc && strcmp(in->event_type, "incident.triggered") == 0 &&
-        strcmp(in->urgency, st->alert_urgency) == 0) {
-        char msg[512];
-        snprintf(msg, sizeof(msg), "%s incident #%lld on %s: %s",
-                 *in->priority ? in->priority : in->urgency,
-                 (long long)in->number, in->service, in->title);
-        rc = h->alert(ctx, "pagerduty_incident", "critical", msg,
-                      incident_json(h, in));
-    }
-    return rc;
+    return rc ? rc : queue_alert(st, in, ctx);
 }
 
 static sophia_verdict pd_process(void *state, const sophia_event *ev,

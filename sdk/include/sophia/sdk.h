@@ -12,8 +12,9 @@
  * Versioning (the SQLite rule): structs that cross the boundary start with
  * `struct_size` and only ever grow at their end; each appended member says
  * since which minor it exists. A host accepts a plugin whose ABI major equals
- * its own and whose minor is not newer than its own. A plugin may call a
- * host function added in minor N only if `host->abi_minor >= N`.
+ * its own and whose minor is not newer than its own. A plugin calls a host
+ * function added after the minor it requires only when
+ * SOPHIA_HOST_HAS(host, member) says the host's table has it.
  *
  * Threading: every callback runs on the host's event-loop thread, one at a
  * time. Callbacks must not block; CPU-heavy work belongs to the host.
@@ -62,12 +63,18 @@ extern "C" {
     XX(EPERM, -10, "not permitted")                                           \
     XX(EPARSE, -11, "parse error")
 
+/* The codes run from -1 down without a gap; SOPHIA_ERRNO_LAST_ is one
+ * below the lowest, so `SOPHIA_ERRNO_LAST_ < rc && rc < 0` holds for
+ * exactly the codes this header knows (a newer host may return a code at
+ * or below it: treat that as a generic failure). */
 typedef enum sophia_errno {
     SOPHIA_OK = 0,
 #define SOPHIA_ERR_ENUM_(name, val, str) SOPHIA_##name = (val),
     SOPHIA_ERRNO_MAP(SOPHIA_ERR_ENUM_)
 #undef SOPHIA_ERR_ENUM_
-    SOPHIA_ERRNO_LAST_
+#define SOPHIA_ERR_MINUS1_(name, val, str) -1
+    SOPHIA_ERRNO_LAST_ = -1 SOPHIA_ERRNO_MAP(SOPHIA_ERR_MINUS1_)
+#undef SOPHIA_ERR_MINUS1_
 } sophia_errno;
 
 /* ---------------------------------------------------------------- options */
@@ -82,7 +89,8 @@ typedef enum sophia_opt_type {
 
 /* One entry of a plugin's option table; the table ends with name == NULL.
  * `def` is the default as YAML would spell it (NULL = required, except for
- * lists, whose default is empty). The host rejects unknown keys, missing
+ * lists, whose default is always empty: a list with a `def` is refused at
+ * load, naming the option). The host rejects unknown keys, missing
  * required ones and values of the wrong type, naming file:line:col. */
 typedef struct sophia_option {
     const char *name;
@@ -116,6 +124,7 @@ typedef enum sophia_json_type {
 /* ----------------------------------------------------------------- events */
 
 typedef struct sophia_event {
+    /* --- since 1.0 --- */
     uint32_t struct_size;
     const char *stream;       /* stream name from the YAML */
     const char *id;           /* source id (e.g. Redis entry id) or NULL */
@@ -150,10 +159,35 @@ typedef enum sophia_log_level {
     SOPHIA_LOG_ERROR
 } sophia_log_level;
 
+/* --------------------------------------------------------------- alerts */
+
+/* What host->alert_ex raises or resolves (since 1.1). Zero it, set
+ * struct_size = sizeof(sophia_alert), then the fields you need; it grows
+ * at its end like every struct here. */
+typedef struct sophia_alert {
+    uint32_t struct_size;
+    const char *alert_type; /* e.g. "threshold"; NULL = "system" */
+    const char *severity;   /* "info", "warning", "critical"...; NULL = "info" */
+    const char *message;    /* NULL = "" */
+    /* Names the condition, so that a resolve matches the alert it ends
+     * (e.g. "urgent_open:acme.io"); NULL = none. */
+    const char *alert_id;
+    const char *topic;        /* an extra topic, or NULL */
+    const char *dashboard_id; /* `dashboard:<id>` too, or NULL */
+    /* 0: the condition holds (state "firing"); 1: it ended (state
+     * "resolved"). Resolve with the severity the alert was raised with,
+     * so whoever follows `alerts:<severity>` sees it end. */
+    int resolve;
+} sophia_alert;
+
 /* -------------------------------------------------------------- host API */
 
-/* Functions the host hands to init(). Grows only at its end. */
+/* Functions the host hands to init(). Grows only at its end; every member
+ * sits under a `--- since 1.N ---` header (or says `since 1.N:` itself),
+ * and a plugin calls a member newer than the minor it was built for only
+ * after SOPHIA_HOST_HAS(host, member) said the host has it. */
 typedef struct sophia_host {
+    /* --- since 1.0: the header --- */
     uint32_t struct_size;
     uint16_t abi_major;
     uint16_t abi_minor;
@@ -216,9 +250,12 @@ typedef struct sophia_host {
     int (*json_append)(sophia_json *arr, sophia_json *value);
     /* Frees a value the plugin owns (NULL is fine); never a borrowed one. */
     void (*json_free)(sophia_json *v);
-    /* Compact JSON text; free with host->free. */
+    /* Compact JSON text; free with host->free, or return it from
+     * export_state as is. */
     char *(*json_dump)(const sophia_json *v);
-    /* Frees memory the host allocated for the plugin (json_dump). */
+    /* Frees text that crosses the boundary: what json_dump returned, and
+     * what the host got from export_state. It is the C library's free(),
+     * so malloc'd text may be handed to it too. */
     void (*free)(void *p);
 
     /* --- since 1.0: actions, applied when the callback succeeds --- */
@@ -302,6 +339,73 @@ typedef struct sophia_host {
      * SOPHIA_ENOMEM (discard has then run). */
     int (*stage)(sophia_ctx *ctx, void (*apply)(void *state, void *change),
                  void (*discard)(void *change), void *change);
+
+    /* --- since 1.1: JSON by exact key, deletion, iteration --- */
+    /* The member named exactly `key` ("a.b" is one key here, not a path,
+     * so ids with dots work), borrowed; NULL when absent or `obj` is not
+     * an object. */
+    const sophia_json *(*json_get_key)(const sophia_json *obj,
+                                       const char *key);
+    /* Removes (and frees) member `key` of an object the plugin owns: 0,
+     * SOPHIA_ENOENT when absent, SOPHIA_EINVAL when `obj` is no object. */
+    int (*json_del)(sophia_json *obj, const char *key);
+    /* Walks an object's members in insertion order, O(1) a step. Pass
+     * NULL to start, then what the last call returned; it returns NULL at
+     * the end (or when `obj` is no object) and otherwise sets *key and
+     * *value (borrowed) to the current member. Do not add or delete
+     * members of `obj` while walking it.
+     *   const char *k; const sophia_json *v;
+     *   for (void *it = h->json_iter(o, NULL, &k, &v); it;
+     *        it = h->json_iter(o, it, &k, &v)) ...  */
+    void *(*json_iter)(const sophia_json *obj, void *it, const char **key,
+                       const sophia_json **value);
+
+    /* --- since 1.1: an alert with a topic, a dashboard, and resolution --- */
+    /* Like alert(), described by `a` (see sophia_alert); takes `data` (an
+     * object, or NULL). Goes to `updates:alert`, `dashboard:<id>` when
+     * a->dashboard_id is set, `stream:<name>` for a stream event, `alerts`,
+     * `alerts:<severity>` and a->topic when set. The update's data is
+     * `data` plus alert_type, message, severity, state ("firing", or
+     * "resolved" when a->resolve) and alert_id when set. 0, or
+     * SOPHIA_EINVAL (no ctx or a, a->struct_size too small), SOPHIA_ENOMEM. */
+    int (*alert_ex)(sophia_ctx *ctx, const sophia_alert *a,
+                    sophia_json *data);
+
+    /* --- since 1.1: timers on the loop, owned by the instance --- */
+    /* Runs cb(arg, ctx) on the loop `delay_s` seconds from now, then every
+     * `repeat_s` seconds when repeat_s > 0 (0: once). `ctx` collects
+     * actions (publish, alert, cache_put, stage, ...) like a consolidator
+     * run's: applied when cb returns 0, discarded otherwise. A timer added
+     * before the loop runs (in init at start-up) counts from its start;
+     * at --check none fires. Every timer of `self` is cancelled when the
+     * instance is unloaded or replaced by a reload: the new instance arms
+     * its own (in init, or in import_state from the handed-over state; see
+     * sdk/README.md). Returns an id > 0, or SOPHIA_EINVAL (no self or cb;
+     * a delay or repeat that is negative, NaN or over 315360000 s, or a
+     * repeat under 0.001 s), SOPHIA_ENOMEM. */
+    int64_t (*timer_add)(sophia_self *self, double delay_s, double repeat_s,
+                         int (*cb)(void *arg, sophia_ctx *ctx), void *arg);
+    /* Cancels timer `id` of `self` (also from its own callback): 0, or
+     * SOPHIA_ENOENT when it is not a pending timer of this instance (a
+     * one-shot that fired, one already cancelled, another's). */
+    int (*timer_del)(sophia_self *self, int64_t id);
+
+    /* --- since 1.1: asynchronous reads owned by the instance --- */
+    /* cache_get and memory_search (above: same arguments, same answer),
+     * but the pending callback belongs to `self`: when the instance is
+     * unloaded or replaced before the answer comes, the callback is
+     * cancelled and never runs, so `arg` may point into the instance's
+     * state. Use these rather than the 1.0 members, whose callbacks keep
+     * a retired instance loaded until they ran. */
+    int (*cache_get_ex)(sophia_self *self, const char *key,
+                        void (*cb)(void *arg, int rc,
+                                   const sophia_json *value),
+                        void *arg);
+    int (*memory_search_ex)(sophia_self *self, const char *query,
+                            const sophia_json *filter, size_t k,
+                            void (*cb)(void *arg, int rc,
+                                       const sophia_json *results),
+                            void *arg);
 } sophia_host;
 
 /* True when the host table `h` has `member`: what a plugin checks before
@@ -325,7 +429,10 @@ typedef struct sophia_processor_ops {
      * `ctx`; they are applied only when the verdict is OK. */
     sophia_verdict (*process)(void *state, const sophia_event *ev,
                               sophia_ctx *ctx);
-    /* since 1.0: hot reload hand-over (optional): the state as JSON text (malloc'd; the host free()s it), or NULL. */
+    /* since 1.0: hot reload hand-over (optional): the state as JSON text,
+     * or NULL. The host frees it with host->free, so return json_dump's
+     * text as is, or text from malloc/strdup (host->free is the C
+     * library's free: the one rule for text crossing the boundary). */
     char *(*export_state)(void *state);
     /* since 1.0: hot reload hand-over (optional): adopt what the previous instance's export_state returned; 0 or an error. */
     int (*import_state)(void *state, const char *json);
@@ -338,6 +445,15 @@ typedef enum sophia_tier_mask {
     SOPHIA_TIER_L3 = 4
 } sophia_tier_mask;
 
+/* What a write strategy's plan_put_ex is told about one put (since 1.1;
+ * grows at its end: read a member only if struct_size covers it). */
+typedef struct sophia_put_info {
+    uint32_t struct_size;
+    size_t size;             /* bytes of the value as stored (JSON text) */
+    double ttl_s;            /* as asked: <= 0 means the tier's default */
+    const char *const *tags; /* NULL-terminated, or NULL for none */
+} sophia_put_info;
+
 typedef struct sophia_write_ops {
     uint32_t struct_size;
     /* since 1.0: tiers written synchronously before the put is acked,
@@ -349,6 +465,14 @@ typedef struct sophia_write_ops {
      * entries waiting (more is refused: backpressure). NULL = defaults. */
     void (*flush_params)(void *state, double *interval_s, size_t *batch,
                          size_t *max_dirty);
+    /* since 1.1 (optional): plan_put with what is put - its size, ttl
+     * and tags (borrowed for the call) - so a strategy can e.g. defer
+     * large values or keep volatile tags out of L3. A 1.1 host calls it
+     * instead of plan_put when set; plan_put stays required, since a 1.0
+     * host knows only that one. */
+    void (*plan_put_ex)(void *state, const char *key,
+                        const sophia_put_info *info, unsigned *sync_tiers,
+                        unsigned *deferred_tiers, unsigned *invalidate_tiers);
 } sophia_write_ops;
 
 typedef struct sophia_consolidator_ops {
@@ -359,7 +483,17 @@ typedef struct sophia_consolidator_ops {
 
 /* ------------------------------------------------------ the descriptor */
 
+/* Growth rule: sizeof(sophia_plugin) never changes within major 1. A
+ * member added in minor N takes the first of the `reserved` slots (one
+ * pointer each; `reserved` shrinks by one), says `since 1.N`, and is read
+ * by the host only when the plugin's abi_minor >= N and its struct_size
+ * covers the slot: a plugin built before minor N has a zero there, or a
+ * shorter struct_size (tests/plugins/abi_1_0.c), and gets the 1.0
+ * behaviour. When the slots are used up, new behaviour goes into the
+ * per-kind ops tables, which grow at their end as every other struct
+ * here does (struct_size says how far the plugin's copy reaches). */
 typedef struct sophia_plugin {
+    /* --- since 1.0 --- */
     uint32_t struct_size;    /* sizeof(sophia_plugin) as the plugin built it */
     uint16_t abi_major;      /* SOPHIA_SDK_VERSION_MAJOR */
     uint16_t abi_minor;      /* SOPHIA_SDK_VERSION_MINOR */
@@ -382,7 +516,8 @@ typedef struct sophia_plugin {
     const sophia_write_ops *write_strategy;
     const sophia_consolidator_ops *consolidator;
 
-    void *reserved[8]; /* spare slots: growth without a major bump */
+    /* Spare slots: growth without a major bump (the rule above). */
+    void *reserved[8];
 } sophia_plugin;
 
 /* Convenience for plugins: fill the ABI header of the descriptor. */
