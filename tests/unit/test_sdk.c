@@ -631,6 +631,7 @@ static void test_cache_calls_plan_put_ex(void **unused)
     struct event_base *base = event_base_new();
     srv0.cache = sophia_cache_new(conf, base);
     assert_non_null(srv0.cache);
+    sophia_cache_bind_plugins(srv0.cache, &set); /* strategies resolved here */
     run_until(base, tiers_up, srv0.cache, 15000, "L2 and L3 up");
 
     char key[64];

@@ -79,8 +79,9 @@ static int parse_rule(const char *item, rule *r)
 static int decay_init(const sophia_host *host, sophia_self *self,
                       const sophia_opts *opts, void **state)
 {
-    if (!host || host->struct_size < sizeof(sophia_host) ||
-        host->abi_major != SOPHIA_SDK_VERSION_MAJOR)
+    /* memory_expire is the newest member used (1.0): any 1.x host. */
+    if (!host || host->abi_major != SOPHIA_SDK_VERSION_MAJOR ||
+        !SOPHIA_HOST_HAS(host, memory_expire))
         return SOPHIA_EABI;
     decay_state *st = calloc(1, sizeof(*st));
     if (!st)

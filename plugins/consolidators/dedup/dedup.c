@@ -36,8 +36,9 @@ static const sophia_option dedup_options[] = {
 static int dedup_init(const sophia_host *host, sophia_self *self,
                       const sophia_opts *opts, void **state)
 {
-    if (!host || host->struct_size < sizeof(sophia_host) ||
-        host->abi_major != SOPHIA_SDK_VERSION_MAJOR)
+    /* memory_expire is the newest member used (1.0): any 1.x host. */
+    if (!host || host->abi_major != SOPHIA_SDK_VERSION_MAJOR ||
+        !SOPHIA_HOST_HAS(host, memory_expire))
         return SOPHIA_EABI;
     double t = host->opt_double(opts, "threshold");
     if (!(t > 0 && t <= 1)) {
