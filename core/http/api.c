@@ -15,14 +15,12 @@
 #include <sys/stat.h>
 
 #include "http/api_cache.h"
+#include "http/api_ingest.h"
 #include "http/api_memory.h"
 #include "cache/cache.h"
 #include "memory/memory.h"
 #include "host/host.h"
 #include "lib/dict.h"
-#include "ingest/hooks.h"
-#include "ingest/durable.h"
-#include "ingest/ingest.h"
 #include "lib/jsonlimit.h"
 #include "lib/log.h"
 #include "http/ratelimit.h"
@@ -441,50 +439,6 @@ static void get_dashboards(sophia_http_req *r)
     sophia_http_reply_json(r, 200, sophia_ws_dashboards_json(sophia_srv->ws));
 }
 
-static void post_ingest(sophia_http_req *r, const char *name)
-{
-    sophia_stream *st = sophia_srv->streams ? sophia_streams_find(sophia_srv->streams, name) : NULL;
-    if (!st) {
-        sophia_http_reply_error(r, 404, "unknown_stream",
-                                "no stream named '%s' is configured", name);
-        return;
-    }
-    size_t len;
-    const char *body = sophia_http_req_body(r, &len);
-    sophia_parse_error pe;
-    json_t *events = sophia_ingest_parse(body, len, &pe);
-    if (!events) {
-        json_t *e = json_pack("{s:{s:s,s:s,s:i,s:i,s:I}}", "error", "code",
-                              "bad_json", "message", pe.text, "line", pe.line,
-                              "column", pe.column, "offset", (json_int_t)pe.offset);
-        sophia_http_reply_json(r, 400, e);
-        return;
-    }
-    if (sophia_durable_ingest(r, st, events)) { /* appended to Redis first */
-        json_decref(events);
-        return;
-    }
-    size_t n = json_array_size(events);
-    json_t **v = malloc((n ? n : 1) * sizeof(*v));
-    for (size_t i = 0; v && i < n; i++)
-        v[i] = json_array_get(events, i);
-    int rc = v ? sophia_stream_accept(st, v, n, "http") : SOPHIA_ENOMEM;
-    free(v);
-    json_decref(events);
-    if (rc == SOPHIA_EBUSY) {
-        sophia_http_set_retry_after(r, 1);
-        sophia_http_reply_error(r, 503, "queue_full",
-                                "stream '%s' queue cannot take %zu more events; retry later",
-                                name, n);
-        return;
-    }
-    if (rc != 0) {
-        sophia_http_reply_error(r, 500, "internal", "out of memory");
-        return;
-    }
-    sophia_http_reply_json(r, 202, json_pack("{s:I}", "accepted", (json_int_t)n));
-}
-
 static int get_dashboard(sophia_http_req *r)
 {
     if (!sophia_srv->dash)
@@ -546,13 +500,13 @@ void sophia_api_dispatch(sophia_http_req *r)
     else if (m == SOPHIA_HTTP_GET && strcmp(path, "/api/dashboards") == 0)
         get_dashboards(r);
     else if (m == SOPHIA_HTTP_POST && strncmp(path, "/ingest/", 8) == 0)
-        post_ingest(r, path + 8);
+        sophia_api_ingest_post(r, sophia_srv->streams, path + 8);
     else if (strncmp(path, "/ingest/", 8) == 0)
         sophia_http_reply_error(r, 405, "method_not_allowed", "use POST");
     else if (m == SOPHIA_HTTP_POST && strcmp(path, "/hooks/slack") == 0)
-        sophia_hooks_slack(r);
+        sophia_api_hooks_slack(r, sophia_srv->conf, sophia_srv->streams);
     else if (m == SOPHIA_HTTP_POST && strcmp(path, "/hooks/gong") == 0)
-        sophia_hooks_gong(r);
+        sophia_api_hooks_gong(r, sophia_srv->conf, sophia_srv->streams);
     else if (sophia_api_cache(r))
         return;
     else if (sophia_api_memory(r))
