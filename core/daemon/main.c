@@ -16,6 +16,9 @@
 
 #include "http/api.h"
 #include "http/api_cache.h"
+#include "http/api_ingest.h"
+#include "http/api_memory.h"
+#include "http/router.h"
 #include "cache/cache.h"
 #include "cluster/cluster.h"
 #include "conf/config.h"
@@ -38,6 +41,8 @@
 #define SHUTDOWN_GRACE_MS 3000
 
 sophia_server *sophia_srv;
+
+static sophia_http_router *routes; /* every HTTP endpoint, by its owner */
 
 typedef struct cli {
     const char *config;
@@ -309,6 +314,34 @@ static void cluster_to_cache(const char *key_or_tag, int is_tag, void *arg)
     sophia_cache_l1_invalidate_local(key_or_tag, is_tag);
 }
 
+/* /api/stats "reload" and the reload counters of /metrics. */
+static void reload_stats(void *arg, sophia_api_reload_stats *out)
+{
+    const sophia_server *s = arg;
+    *out = (sophia_api_reload_stats){
+        .reloads = s->reloads,
+        .failures = s->reload_failures,
+        .plugin_load_failures = s->plugin_load_failures,
+        .last_error = sophia_reload_last_error(),
+        .last_at_us = sophia_reload_last_at(),
+    };
+}
+
+/* Each owner registers its endpoints; the token check guards /api/ and
+ * /ingest/. */
+static sophia_http_router *make_routes(void)
+{
+    sophia_http_router *rt = sophia_http_router_new();
+    if (!rt || sophia_api_routes(rt, NULL) < 0 ||
+        sophia_api_ingest_routes(rt, sophia_api_admit, NULL) < 0 ||
+        sophia_api_cache_routes(rt, sophia_api_admit, NULL) < 0 ||
+        sophia_api_memory_routes(rt, sophia_api_admit, NULL) < 0) {
+        sophia_http_router_free(rt);
+        return NULL;
+    }
+    return rt;
+}
+
 static int start(sophia_server *s)
 {
     const char *share = find_share_dir(s->conf);
@@ -330,7 +363,11 @@ static int start(sophia_server *s)
     sophia_diag_free(&d); /* already validated by --check's path */
     if (!s->ws || !s->cache || !s->streams)
         return -1;
-    if (sophia_loop_signals(s->loop, on_signal, s) < 0 || sophia_http_start(s) < 0)
+    sophia_api_on_reload_stats(reload_stats, s);
+    if (!(routes = make_routes()))
+        return -1;
+    if (sophia_loop_signals(s->loop, on_signal, s) < 0 ||
+        sophia_http_start(s, routes) < 0)
         return -1;
     s->started_us = sophia_now_wall_us();
     sophia_info("main", "msg=\"listening\" addr=%s:%d plugins=%zu streams=%zu version=%s",
@@ -348,6 +385,8 @@ static void stop(sophia_server *s)
     sophia_memory_free(s->memory); /* answers what it still holds */
     s->memory = NULL;
     sophia_http_stop(s);
+    sophia_http_router_free(routes);
+    routes = NULL;
     sophia_streams_free(s->streams);
     sophia_ws_router_free(s->ws);
     sophia_api_cache_ws(0);

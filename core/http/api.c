@@ -14,17 +14,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "http/api_cache.h"
-#include "http/api_ingest.h"
-#include "http/api_memory.h"
 #include "cache/cache.h"
 #include "memory/memory.h"
 #include "host/host.h"
 #include "lib/dict.h"
-#include "lib/jsonlimit.h"
 #include "lib/log.h"
 #include "http/ratelimit.h"
-#include "daemon/reload.h"
 #include "ingest/stream.h"
 #include "ws/ws.h"
 
@@ -37,6 +32,24 @@ typedef struct dash_file {
 struct sophia_dash {
     sophia_dict *files; /* "/name" -> dash_file */
 };
+
+/* The daemon's reload figures (it registers where they come from). */
+static sophia_api_reload_fn reload_stats_fn;
+static void *reload_stats_arg;
+
+void sophia_api_on_reload_stats(sophia_api_reload_fn fn, void *arg)
+{
+    reload_stats_fn = fn;
+    reload_stats_arg = arg;
+}
+
+static sophia_api_reload_stats reload_stats(void)
+{
+    sophia_api_reload_stats rs = {0};
+    if (reload_stats_fn)
+        reload_stats_fn(reload_stats_arg, &rs);
+    return rs;
+}
 
 /* ------------------------------------------------------------ helpers */
 
@@ -118,6 +131,7 @@ static json_t *http_stats_json(void)
 json_t *sophia_api_stats_json(void)
 {
     sophia_server *s = sophia_srv;
+    sophia_api_reload_stats rs = reload_stats();
     json_t *streams = json_object();
     for (size_t i = 0; s->streams && i < sophia_streams_count(s->streams); i++) {
         const sophia_stream *st = sophia_streams_at(s->streams, i);
@@ -133,11 +147,10 @@ json_t *sophia_api_stats_json(void)
         streams, "websocket",
         s->ws ? sophia_ws_stats_json(s->ws, 10) : json_object(),
         "plugins", plugins_json(), "reload",
-        "reloads", (json_int_t)s->reloads, "failures",
-        (json_int_t)s->reload_failures, "plugin_load_failures",
-        (json_int_t)s->plugin_load_failures, "last_error",
-        sophia_reload_last_error(), "last_at",
-        (json_int_t)(sophia_reload_last_at() / 1000000));
+        "reloads", (json_int_t)rs.reloads, "failures",
+        (json_int_t)rs.failures, "plugin_load_failures",
+        (json_int_t)rs.plugin_load_failures, "last_error",
+        rs.last_error, "last_at", (json_int_t)(rs.last_at_us / 1000000));
 }
 
 /* ----------------------------------------------------------- /metrics */
@@ -292,6 +305,7 @@ static void prom_plugin_counter(const char *inst, const char *name,
 
 static void prom_plugins(FILE *f)
 {
+    sophia_api_reload_stats rs = reload_stats();
     prom_head(f, "sophia_plugin_info", "gauge", "Loaded plugin instances.");
     const sophia_plugin_set *set = sophia_srv->plugins;
     for (size_t i = 0; set && i < set->count; i++) {
@@ -306,12 +320,12 @@ static void prom_plugins(FILE *f)
     }
     prom_head(f, "sophia_plugin_load_failures_total", "counter", "Plugin loads refused.");
     fprintf(f, "sophia_plugin_load_failures_total %llu\n",
-            (unsigned long long)sophia_srv->plugin_load_failures);
+            (unsigned long long)rs.plugin_load_failures);
     prom_head(f, "sophia_reloads_total", "counter", "Successful configuration reloads.");
-    fprintf(f, "sophia_reloads_total %llu\n", (unsigned long long)sophia_srv->reloads);
+    fprintf(f, "sophia_reloads_total %llu\n", (unsigned long long)rs.reloads);
     prom_head(f, "sophia_reload_failures_total", "counter", "Reloads refused; the old configuration kept running.");
     fprintf(f, "sophia_reload_failures_total %llu\n",
-            (unsigned long long)sophia_srv->reload_failures);
+            (unsigned long long)rs.failures);
     prom_head(f, "sophia_rate_limited_total", "counter", "Requests answered 429 (server.rate_limit).");
     fprintf(f, "sophia_rate_limited_total %llu\n",
             (unsigned long long)sophia_ratelimit_refused());
@@ -369,8 +383,9 @@ static void prom_cache(FILE *f)
     json_decref(c);
 }
 
-static void get_metrics(sophia_http_req *r)
+static void get_metrics(sophia_http_req *r, void *arg)
 {
+    (void)arg;
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -396,8 +411,9 @@ static void get_metrics(sophia_http_req *r)
 
 /* ---------------------------------------------------------- handlers */
 
-static void get_healthz(sophia_http_req *r)
+static void get_healthz(sophia_http_req *r, void *arg)
 {
+    (void)arg;
     json_t *down = json_array(), *tiers = json_object();
     const char *err;
     const char *names[2] = {"l2", "l3"};
@@ -428,54 +444,49 @@ static void get_healthz(sophia_http_req *r)
                   tiers, "down", down, "version", SOPHIA_VERSION));
 }
 
-static void get_stats(sophia_http_req *r)
+static void get_stats(sophia_http_req *r, void *arg)
 {
+    (void)arg;
     sophia_http_reply_json(r, 200, sophia_api_stats_json());
 }
 
 /* The dashboards that have metric data, for the page's picker (SPEC §13). */
-static void get_dashboards(sophia_http_req *r)
+static void get_dashboards(sophia_http_req *r, void *arg)
 {
+    (void)arg;
     sophia_http_reply_json(r, 200, sophia_ws_dashboards_json(sophia_srv->ws));
 }
 
-static int get_dashboard(sophia_http_req *r)
+/* GET of anything else: a dashboard file, or 404. */
+static void get_dashboard(sophia_http_req *r, void *arg)
 {
-    if (!sophia_srv->dash)
-        return 0;
+    (void)arg;
     const char *path = sophia_http_req_path(r);
-    dash_file *f = sophia_dict_get(sophia_srv->dash->files,
-                                   strcmp(path, "/") == 0 ? "/index.html" : path);
-    if (!f)
-        return 0;
+    dash_file *f = sophia_srv->dash
+                       ? sophia_dict_get(sophia_srv->dash->files,
+                                         strcmp(path, "/") == 0 ? "/index.html" : path)
+                       : NULL;
+    if (!f) {
+        sophia_http_reply_error(r, 404, "not_found", "no endpoint %s", path);
+        return;
+    }
     char *copy = malloc(f->len ? f->len : 1);
     if (copy)
         memcpy(copy, f->data, f->len);
     sophia_http_reply(r, 200, f->ctype, copy, copy ? f->len : 0);
-    return 1;
 }
 
-/* Every JSON body but /ingest's (which reports line and column itself)
- * is refused past 64 levels before a handler parses it (jsonlimit.h). */
-static int depth_ok(sophia_http_req *r, const char *path)
+/* /api/ paths no route takes: admitted first, as every /api/ request. */
+static void not_found(sophia_http_req *r, void *arg)
 {
-    size_t len;
-    const char *body = sophia_http_req_body(r, &len);
-    size_t at = strncmp(path, "/ingest/", 8) == 0
-                    ? 0
-                    : sophia_json_too_deep(body, len, SOPHIA_JSON_MAX_DEPTH);
-    if (at)
-        sophia_http_reply_error(r, 400, "too_deep",
-                                "JSON nested deeper than %d levels (at byte %zu)",
-                                SOPHIA_JSON_MAX_DEPTH, at - 1);
-    return at == 0;
+    (void)arg;
+    sophia_http_reply_error(r, 404, "not_found", "no endpoint %s",
+                            sophia_http_req_path(r));
 }
 
-int sophia_api_admit(sophia_http_req *r)
+int sophia_api_admit(sophia_http_req *r, void *arg)
 {
-    const char *path = sophia_http_req_path(r);
-    if (strncmp(path, "/api/", 5) != 0 && strncmp(path, "/ingest/", 8) != 0)
-        return 1;
+    (void)arg;
     if (!authorized(r)) {
         sophia_http_reply_error(r, 401, "unauthorized",
                                 "missing or wrong bearer token (Authorization: Bearer <token>)");
@@ -484,37 +495,22 @@ int sophia_api_admit(sophia_http_req *r)
     return sophia_ratelimit_admit(r); /* or answered 429 */
 }
 
-void sophia_api_dispatch(sophia_http_req *r)
+int sophia_api_routes(sophia_http_router *rt, void *arg)
 {
-    const char *path = sophia_http_req_path(r);
-    sophia_http_method m = sophia_http_req_method(r);
-
-    if (!depth_ok(r, path))
-        return;
-    if (m == SOPHIA_HTTP_GET && strcmp(path, "/healthz") == 0)
-        get_healthz(r);
-    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/metrics") == 0)
-        get_metrics(r);
-    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/api/stats") == 0)
-        get_stats(r);
-    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/api/dashboards") == 0)
-        get_dashboards(r);
-    else if (m == SOPHIA_HTTP_POST && strncmp(path, "/ingest/", 8) == 0)
-        sophia_api_ingest_post(r, sophia_srv->streams, path + 8);
-    else if (strncmp(path, "/ingest/", 8) == 0)
-        sophia_http_reply_error(r, 405, "method_not_allowed", "use POST");
-    else if (m == SOPHIA_HTTP_POST && strcmp(path, "/hooks/slack") == 0)
-        sophia_api_hooks_slack(r, sophia_srv->conf, sophia_srv->streams);
-    else if (m == SOPHIA_HTTP_POST && strcmp(path, "/hooks/gong") == 0)
-        sophia_api_hooks_gong(r, sophia_srv->conf, sophia_srv->streams);
-    else if (sophia_api_cache(r))
-        return;
-    else if (sophia_api_memory(r))
-        return;
-    else if (m == SOPHIA_HTTP_GET && get_dashboard(r))
-        return;
-    else
-        sophia_http_reply_error(r, 404, "not_found", "no endpoint %s", path);
+    const sophia_http_route routes[] = {
+        {SOPHIA_HTTP_GET, "/healthz", 0, get_healthz, NULL, arg},
+        {SOPHIA_HTTP_GET, "/metrics", 0, get_metrics, NULL, arg},
+        {SOPHIA_HTTP_GET, "/api/stats", 0, get_stats, sophia_api_admit, arg},
+        {SOPHIA_HTTP_GET, "/api/dashboards", 0, get_dashboards,
+         sophia_api_admit, arg},
+        {SOPHIA_HTTP_ANY, "/api/", SOPHIA_ROUTE_PREFIX, not_found,
+         sophia_api_admit, arg},
+        {SOPHIA_HTTP_GET, "/", SOPHIA_ROUTE_PREFIX, get_dashboard, NULL, arg},
+    };
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (sophia_http_route_add(rt, &routes[i]) < 0)
+            return -1;
+    return 0;
 }
 
 /* --------------------------------------------------------- dashboard */

@@ -448,16 +448,15 @@ static void key_endpoint(sophia_http_req *r, sophia_http_method m,
     }
 }
 
-int sophia_api_cache(sophia_http_req *r)
+static void route_cache(sophia_http_req *r, void *arg)
 {
+    (void)arg;
     const char *path = sophia_http_req_path(r);
-    if (strncmp(path, "/api/cache/", 11) != 0)
-        return 0;
     sophia_http_method m = sophia_http_req_method(r);
     const char *rest = path + 11;
     if (!sophia_srv->cache) {
         sophia_http_reply_error(r, 503, "unavailable", "no cache");
-        return 1;
+        return;
     }
     static const struct {
         const char *name;
@@ -473,10 +472,17 @@ int sophia_api_cache(sophia_http_req *r)
             posts[i].fn(r);
         else
             sophia_http_reply_error(r, 405, "method_not_allowed", "use POST");
-        return 1;
+        return;
     }
     key_endpoint(r, m, rest);
-    return 1;
+}
+
+int sophia_api_cache_routes(sophia_http_router *rt, sophia_http_admit_fn admit,
+                            void *arg)
+{
+    sophia_http_route route = {SOPHIA_HTTP_ANY, "/api/cache/",
+                               SOPHIA_ROUTE_PREFIX, route_cache, admit, arg};
+    return sophia_http_route_add(rt, &route);
 }
 
 /* ------------------------------------------------------ WS cache.get */

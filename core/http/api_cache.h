@@ -15,9 +15,12 @@
 #define SOPHIA_API_CACHE_H
 
 #include "http/http.h"
+#include "http/router.h"
 
-/* 1 when the path is a cache endpoint (answered, now or later), else 0. */
-int sophia_api_cache(sophia_http_req *r);
+/* Registers /api/cache/ (any method; wrong ones answered 405), each
+ * request admitted by `admit` first. 0, or -1 when out of memory. */
+int sophia_api_cache_routes(sophia_http_router *rt, sophia_http_admit_fn admit,
+                            void *arg);
 
 /* Registers (on) or removes the WS request method `cache.get`
  * (params {"key"}; data {"key","value","tier"}, or error not_found or

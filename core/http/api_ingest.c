@@ -285,3 +285,43 @@ void sophia_api_hooks_gong(sophia_http_req *r, const sophia_conf *c,
     sophia_accept(st, events, "hook", on_gong_verdict, r);
     json_decref(events);
 }
+
+/* ------------------------------------------------------------ routes */
+
+static void route_ingest(sophia_http_req *r, void *arg)
+{
+    (void)arg;
+    if (sophia_http_req_method(r) != SOPHIA_HTTP_POST)
+        sophia_http_reply_error(r, 405, "method_not_allowed", "use POST");
+    else
+        sophia_api_ingest_post(r, sophia_srv->streams,
+                               sophia_http_req_path(r) + 8);
+}
+
+static void route_slack(sophia_http_req *r, void *arg)
+{
+    (void)arg;
+    sophia_api_hooks_slack(r, sophia_srv->conf, sophia_srv->streams);
+}
+
+static void route_gong(sophia_http_req *r, void *arg)
+{
+    (void)arg;
+    sophia_api_hooks_gong(r, sophia_srv->conf, sophia_srv->streams);
+}
+
+int sophia_api_ingest_routes(sophia_http_router *rt, sophia_http_admit_fn admit,
+                             void *arg)
+{
+    /* /ingest reports a body's errors with line and column itself */
+    const sophia_http_route routes[] = {
+        {SOPHIA_HTTP_ANY, "/ingest/", SOPHIA_ROUTE_PREFIX | SOPHIA_ROUTE_RAW_BODY,
+         route_ingest, admit, arg},
+        {SOPHIA_HTTP_POST, "/hooks/slack", 0, route_slack, NULL, arg},
+        {SOPHIA_HTTP_POST, "/hooks/gong", 0, route_gong, NULL, arg},
+    };
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (sophia_http_route_add(rt, &routes[i]) < 0)
+            return -1;
+    return 0;
+}

@@ -14,6 +14,7 @@
 
 #include "conf/config.h"
 #include "http/http.h"
+#include "http/router.h"
 
 struct sophia_streams;
 
@@ -25,5 +26,11 @@ void sophia_api_hooks_slack(sophia_http_req *r, const sophia_conf *c,
                             struct sophia_streams *streams);
 void sophia_api_hooks_gong(sophia_http_req *r, const sophia_conf *c,
                            struct sophia_streams *streams);
+
+/* Registers POST /ingest/{stream} (other methods: 405; admitted by
+ * `admit`, the API's token and rate check) and POST /hooks/slack and
+ * /hooks/gong (each checks its own secret). 0, or -1 out of memory. */
+int sophia_api_ingest_routes(sophia_http_router *rt, sophia_http_admit_fn admit,
+                             void *arg);
 
 #endif

@@ -208,34 +208,45 @@ static int64_t feedback_id(const char *path)
     return id;
 }
 
-int sophia_api_memory(sophia_http_req *r)
+static void route_memory(sophia_http_req *r, void *arg)
 {
+    (void)arg;
     const char *path = sophia_http_req_path(r);
-    if (strncmp(path, "/api/memory", 11) != 0 || (path[11] && path[11] != '/'))
-        return 0;
     sophia_http_method meth = sophia_http_req_method(r);
     int is_search = strcmp(path, "/api/memory/search") == 0;
     int is_root = strcmp(path, "/api/memory") == 0;
     int64_t fid = is_search || is_root ? 0 : feedback_id(path);
     if (!is_search && !is_root && !fid) {
         sophia_http_reply_error(r, 404, "not_found", "no endpoint %s", path);
-        return 1;
+        return;
     }
     if ((is_search && meth != SOPHIA_HTTP_GET) || (!is_search && meth != SOPHIA_HTTP_POST)) {
         sophia_http_reply_error(r, 405, "method_not_allowed", "use %s",
                                 is_search ? "GET" : "POST");
-        return 1;
+        return;
     }
     sophia_memory *m = store_or_503(r);
     if (!m)
-        return 1;
+        return;
     if (is_root)
         post_memory(r, m);
     else if (is_search)
         get_search(r, m);
     else
         post_feedback(r, m, fid);
-    return 1;
+}
+
+int sophia_api_memory_routes(sophia_http_router *rt, sophia_http_admit_fn admit,
+                             void *arg)
+{
+    sophia_http_route root = {SOPHIA_HTTP_ANY, "/api/memory", 0, route_memory,
+                              admit, arg};
+    sophia_http_route rest = {SOPHIA_HTTP_ANY, "/api/memory/",
+                              SOPHIA_ROUTE_PREFIX, route_memory, admit, arg};
+    return sophia_http_route_add(rt, &root) < 0 ||
+                   sophia_http_route_add(rt, &rest) < 0
+               ? -1
+               : 0;
 }
 
 /* ------------------------------------------- WebSocket memory.search */

@@ -6,10 +6,13 @@
 #define SOPHIA_API_MEMORY_H
 
 #include "http/http.h"
+#include "http/router.h"
 
-/* Answers `r` (now or later) and returns 1 when its path is under
- * /api/memory; 0 otherwise (not answered). Auth is checked by the caller. */
-int sophia_api_memory(sophia_http_req *r);
+/* Registers /api/memory and /api/memory/... (any method; wrong ones
+ * answered 405), each request admitted by `admit` first. 0, or -1 when
+ * out of memory. */
+int sophia_api_memory_routes(sophia_http_router *rt, sophia_http_admit_fn admit,
+                             void *arg);
 
 /* Registers (on = 1) or removes the WebSocket request method
  * `memory.search` (params {q, k?, context?}); the memory store calls it. */

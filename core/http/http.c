@@ -38,8 +38,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "http/api.h"
 #include "http/http_tls.h"
+#include "http/router.h"
 #include "lib/log.h"
 #include "ws/origin.h"
 #include "ws/ws.h"
@@ -56,6 +56,7 @@ typedef struct http_conn http_conn;
 
 typedef struct sophia_http {
     sophia_server *srv;
+    const sophia_http_router *router; /* who answers what */
     struct evconnlistener *listener;
     struct evconnlistener *tls_listener; /* server.tls, or NULL */
     sophia_tls *tls;                     /* its context and WSS bridges */
@@ -478,7 +479,7 @@ static void dispatch(http_conn *c)
 {
     c->state = C_WAIT;
     bufferevent_disable(c->bev, EV_READ);
-    sophia_api_dispatch(c->req);
+    sophia_http_router_dispatch(c->h->router, c->req);
 }
 
 /* After a head: checks, then an upgrade, a body to read, or dispatch. */
@@ -506,7 +507,7 @@ static int on_head(http_conn *c, sophia_http_req *r, size_t hlen)
     }
     evbuffer_drain(in, hlen);
     c->close_after = c->linger = 1; /* if the API refuses, that answer closes */
-    if (!sophia_api_admit(r)) { /* token, rate limit: answered */
+    if (!sophia_http_router_admit(c->h->router, r)) { /* answered */
         c->h->st.refused++;
         return 1;
     }
@@ -1028,12 +1029,13 @@ int sophia_http_reload_tls(sophia_server *srv, const sophia_conf *c, char *why,
     return 0;
 }
 
-int sophia_http_start(sophia_server *srv)
+int sophia_http_start(sophia_server *srv, const sophia_http_router *rt)
 {
     sophia_http *h = calloc(1, sizeof(*h));
     if (!h)
         return -1;
     h->srv = srv;
+    h->router = rt;
     srv->http = h;
     if (lws_start(srv, h) < 0) {
         sophia_error("http", "msg=\"cannot start the WebSocket server\"");

@@ -11,9 +11,9 @@
  * handed to it with the bytes already read (lws_adopt_socket_vhost_readbuf).
  *
  * A request's life: head read and checked (Host, Origin, length, content
- * type, then the API's token and rate checks through sophia_api_admit) ->
- * body read, if any, within server.max_body and the server-wide
- * server.max_body_total -> sophia_api_dispatch -> the handler answers once,
+ * type, then the admit hook of its route: the API's token and rate
+ * checks; router.h) -> body read, if any, within server.max_body and the
+ * server-wide server.max_body_total -> the route's handler answers once,
  * now or later (after Redis or PostgreSQL) -> once the answer is written,
  * the next pipelined request is read. A refusal at the head is answered
  * at once and the connection closed without reading the body. Requests
@@ -28,9 +28,8 @@
 #include <stdint.h>
 
 #include "http/http_parse.h"
+#include "http/router.h"
 #include "daemon/server.h"
-
-typedef struct sophia_http_req sophia_http_req;
 
 typedef struct sophia_http_stats {
     uint64_t connections;         /* open HTTP connections (not /ws) */
@@ -45,8 +44,9 @@ typedef struct sophia_http_stats {
 } sophia_http_stats;
 
 /* Listens on srv->host:srv->port (srv->port is set to the bound port),
- * and on server.tls.listen for HTTPS/WSS when it is set. */
-int sophia_http_start(sophia_server *srv);
+ * and on server.tls.listen for HTTPS/WSS when it is set; requests go to
+ * the routes of `rt` (kept, not copied: it outlives sophia_http_stop). */
+int sophia_http_start(sophia_server *srv, const sophia_http_router *rt);
 /* SIGHUP: new TLS connections use the certificate and key `c` names; open
  * ones keep theirs. -1 with the reason in `why` keeps the old ones. A
  * listener is opened or closed at start only (0, nothing done). */

@@ -23,6 +23,9 @@
 #include <unistd.h>
 
 #include "http/api.h"
+#include "http/api_cache.h"
+#include "http/api_ingest.h"
+#include "http/api_memory.h"
 #include "cache/cache.h"
 #include "conf/config.h"
 #include "http/http.h"
@@ -58,7 +61,13 @@ static void setup(void)
     srv.cache = sophia_cache_new(srv.conf, sophia_loop_base(srv.loop)); /* L1 only */
     srv.host = strdup("127.0.0.1");
     srv.port = 0;
-    if (!srv.loop || !srv.ws || !srv.cache || sophia_http_start(&srv) < 0)
+    sophia_http_router *rt = sophia_http_router_new(); /* as sophiad's */
+    if (!rt || sophia_api_routes(rt, NULL) < 0 ||
+        sophia_api_ingest_routes(rt, sophia_api_admit, NULL) < 0 ||
+        sophia_api_cache_routes(rt, sophia_api_admit, NULL) < 0 ||
+        sophia_api_memory_routes(rt, sophia_api_admit, NULL) < 0)
+        abort();
+    if (!srv.loop || !srv.ws || !srv.cache || sophia_http_start(&srv, rt) < 0)
         abort();
 }
 
