@@ -43,6 +43,7 @@
 sophia_server *sophia_srv;
 
 static sophia_http_router *routes; /* every HTTP endpoint, by its owner */
+static sophia_api api;             /* what the API handlers are handed */
 
 typedef struct cli {
     const char *config;
@@ -271,6 +272,7 @@ static void begin_shutdown(sophia_server *s, int sig)
     if (s->shutting_down)
         return;
     s->shutting_down = 1;
+    sophia_http_closing(s->http);
     sophia_notify_stopping();
     sophia_info("main", "msg=\"shutting down\" signal=%d pending=%zu", sig,
                 sophia_streams_pending(s->streams));
@@ -327,25 +329,52 @@ static void reload_stats(void *arg, sophia_api_reload_stats *out)
     };
 }
 
-/* Each owner registers its endpoints; the token check guards /api/ and
- * /ingest/. */
-static sophia_http_router *make_routes(void)
+/* A reload swapped configuration and plugins: the holders take them. */
+static void on_reload_swap(void *arg, const sophia_conf *c,
+                           const sophia_plugin_set *p)
 {
-    sophia_http_router *rt = sophia_http_router_new();
-    if (!rt || sophia_api_routes(rt, NULL) < 0 ||
-        sophia_api_ingest_routes(rt, sophia_api_admit, NULL) < 0 ||
-        sophia_api_cache_routes(rt, sophia_api_admit, NULL) < 0 ||
-        sophia_api_memory_routes(rt, sophia_api_admit, NULL) < 0) {
-        sophia_http_router_free(rt);
-        return NULL;
-    }
-    return rt;
+    sophia_server *s = arg;
+    api.conf = c;
+    api.plugins = p;
+    sophia_http_set_conf(s->http, c);
+}
+
+/* The API's view of the daemon, then each owner registers its endpoints
+ * (the token check guards /api/ and /ingest/) and WebSocket methods. */
+static int wire_api(sophia_server *s)
+{
+    api = (sophia_api){.conf = s->conf, .plugins = s->plugins,
+                       .streams = s->streams, .cache = s->cache,
+                       .memory = s->memory, .ws = s->ws, .dash = api.dash,
+                       .reload_stats = reload_stats, .reload_arg = s};
+    sophia_reload_on_swap(on_reload_swap, s);
+    sophia_api_cache_ws(&api, 1); /* WS request method cache.get */
+    if (s->memory)
+        sophia_api_memory_ws(&api, 1); /* memory.search */
+    routes = sophia_http_router_new();
+    return routes && sophia_api_routes(routes, &api) == 0 &&
+                   sophia_api_ingest_routes(routes, &api) == 0 &&
+                   sophia_api_cache_routes(routes, &api) == 0 &&
+                   sophia_api_memory_routes(routes, &api) == 0
+               ? 0
+               : -1;
+}
+
+static int start_http(sophia_server *s)
+{
+    sophia_http_opts o = {.conf = s->conf, .loop = s->loop, .ws = s->ws,
+                          .host = s->host, .port = s->port, .routes = routes};
+    if (!(s->http = sophia_http_new(&o)) || sophia_http_start(s->http) < 0)
+        return -1;
+    s->port = sophia_http_port(s->http);
+    api.http = s->http;
+    return 0;
 }
 
 static int start(sophia_server *s)
 {
     const char *share = find_share_dir(s->conf);
-    if (sophia_api_load_dashboard(s, share) < 0)
+    if (!(api.dash = sophia_api_load_dashboard(share)))
         sophia_warn("main", "msg=\"no dashboard files\" dir=%s", share);
     s->loop = sophia_loop_new();
     if (!s->loop)
@@ -353,7 +382,6 @@ static int start(sophia_server *s)
     struct event_base *base = sophia_loop_base(s->loop);
     s->ws = sophia_ws_router_new(s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
-    sophia_api_cache_ws(1); /* WS request method cache.get */
     sophia_cache_on_invalidate = cache_to_cluster;
     sophia_cluster_on_invalidate(cluster_to_cache, NULL);
     s->memory = sophia_memory_new(s->conf, base, s->plugins);
@@ -363,13 +391,10 @@ static int start(sophia_server *s)
     sophia_diag_free(&d); /* already validated by --check's path */
     if (!s->ws || !s->cache || !s->streams)
         return -1;
-    sophia_api_on_reload_stats(reload_stats, s);
-    if (!(routes = make_routes()))
+    if (wire_api(s) < 0 || sophia_loop_signals(s->loop, on_signal, s) < 0 ||
+        start_http(s) < 0)
         return -1;
-    if (sophia_loop_signals(s->loop, on_signal, s) < 0 ||
-        sophia_http_start(s, routes) < 0)
-        return -1;
-    s->started_us = sophia_now_wall_us();
+    s->started_us = api.started_us = sophia_now_wall_us();
     sophia_info("main", "msg=\"listening\" addr=%s:%d plugins=%zu streams=%zu version=%s",
                 s->host, s->port, s->plugins->count,
                 sophia_streams_count(s->streams), SOPHIA_VERSION);
@@ -382,14 +407,18 @@ static int start(sophia_server *s)
 
 static void stop(sophia_server *s)
 {
+    sophia_api_memory_ws(&api, 0);
+    api.memory = NULL;
     sophia_memory_free(s->memory); /* answers what it still holds */
     s->memory = NULL;
-    sophia_http_stop(s);
+    sophia_http_stop(s->http);
+    s->http = NULL;
+    api.http = NULL;
     sophia_http_router_free(routes);
     routes = NULL;
     sophia_streams_free(s->streams);
     sophia_ws_router_free(s->ws);
-    sophia_api_cache_ws(0);
+    sophia_api_cache_ws(&api, 0);
     sophia_cluster_on_invalidate(NULL, NULL);
     sophia_cache_on_invalidate = NULL;
     sophia_cache_free(s->cache);
@@ -397,7 +426,8 @@ static void stop(sophia_server *s)
         event_free(shutdown_ev);
     sophia_reload_shutdown(); /* retired plugins: their callbacks ran */
     sophia_loop_free(s->loop);
-    sophia_api_free_dashboard(s);
+    sophia_api_free_dashboard(api.dash);
+    api.dash = NULL;
 }
 
 /* Validates config, plugins and streams; every problem goes to `d`. */

@@ -33,23 +33,17 @@ struct sophia_dash {
     sophia_dict *files; /* "/name" -> dash_file */
 };
 
-/* The daemon's reload figures (it registers where they come from). */
-static sophia_api_reload_fn reload_stats_fn;
-static void *reload_stats_arg;
-
-void sophia_api_on_reload_stats(sophia_api_reload_fn fn, void *arg)
-{
-    reload_stats_fn = fn;
-    reload_stats_arg = arg;
-}
-
-static sophia_api_reload_stats reload_stats(void)
+static sophia_api_reload_stats reload_stats(const sophia_api *api)
 {
     sophia_api_reload_stats rs = {0};
-    if (reload_stats_fn)
-        reload_stats_fn(reload_stats_arg, &rs);
+    if (api->reload_stats)
+        api->reload_stats(api->reload_arg, &rs);
     return rs;
 }
+
+/* The api whose figures sophia_api_stats_json reports (api.h says why
+ * this one is kept). */
+static const sophia_api *stats_api;
 
 /* ------------------------------------------------------------ helpers */
 
@@ -62,9 +56,9 @@ static int ct_equal(const char *a, size_t alen, const char *b, size_t blen)
 }
 
 /* Bearer tokens from server.tokens (comma-separated); open when unset. */
-static int authorized(sophia_http_req *r)
+static int authorized(const sophia_api *api, sophia_http_req *r)
 {
-    const char *tokens = sophia_srv->conf->server.tokens;
+    const char *tokens = api->conf->server.tokens;
     if (!tokens || !*tokens)
         return 1;
     const char *h = sophia_http_req_header(r, "authorization");
@@ -97,10 +91,10 @@ static json_t *stream_stats_json(const sophia_stream *st)
                      sophia_stream_sources_json(st));
 }
 
-static json_t *plugins_json(void)
+static json_t *plugins_json(const sophia_api *api)
 {
     json_t *a = json_array();
-    const sophia_plugin_set *set = sophia_srv->plugins;
+    const sophia_plugin_set *set = api->plugins;
     for (size_t i = 0; set && i < set->count; i++) {
         const sophia_instance *in = set->items[i];
         json_array_append_new(
@@ -114,10 +108,10 @@ static json_t *plugins_json(void)
     return a;
 }
 
-static json_t *http_stats_json(void)
+static json_t *http_stats_json(const sophia_api *api)
 {
     sophia_http_stats h;
-    sophia_http_get_stats(sophia_srv, &h);
+    sophia_http_get_stats(api->http, &h);
     return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests",
                      (json_int_t)h.requests, "errors", (json_int_t)h.errors,
                      "refused", (json_int_t)h.refused, "connections",
@@ -128,10 +122,10 @@ static json_t *http_stats_json(void)
                      "tls_handshakes_failed", (json_int_t)h.tls_handshakes_failed);
 }
 
-json_t *sophia_api_stats_json(void)
+json_t *sophia_api_stats(const sophia_api *api)
 {
-    sophia_server *s = sophia_srv;
-    sophia_api_reload_stats rs = reload_stats();
+    const sophia_api *s = api;
+    sophia_api_reload_stats rs = reload_stats(api);
     json_t *streams = json_object();
     for (size_t i = 0; s->streams && i < sophia_streams_count(s->streams); i++) {
         const sophia_stream *st = sophia_streams_at(s->streams, i);
@@ -141,12 +135,12 @@ json_t *sophia_api_stats_json(void)
         "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:s?,s:I}}",
         "version", SOPHIA_VERSION, "uptime_s",
         (json_int_t)((sophia_now_wall_us() - s->started_us) / 1000000),
-        "http", http_stats_json(),
+        "http", http_stats_json(api),
         "memory", sophia_memory_stats_json(s->memory), "cache",
         s->cache ? sophia_cache_stats_json(s->cache) : json_object(), "streams",
         streams, "websocket",
         s->ws ? sophia_ws_stats_json(s->ws, 10) : json_object(),
-        "plugins", plugins_json(), "reload",
+        "plugins", plugins_json(api), "reload",
         "reloads", (json_int_t)rs.reloads, "failures",
         (json_int_t)rs.failures, "plugin_load_failures",
         (json_int_t)rs.plugin_load_failures, "last_error",
@@ -173,10 +167,10 @@ static void prom_head(FILE *f, const char *name, const char *type,
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void prom_http(FILE *f)
+static void prom_http(const sophia_api *api, FILE *f)
 {
     sophia_http_stats h;
-    sophia_http_get_stats(sophia_srv, &h);
+    sophia_http_get_stats(api->http, &h);
     static const struct {
         const char *name, *type, *help;
         size_t off;
@@ -210,7 +204,7 @@ static void prom_http(FILE *f)
             (unsigned long long)h.tls_handshakes_failed);
 }
 
-static void prom_streams(FILE *f)
+static void prom_streams(const sophia_api *api, FILE *f)
 {
     static const struct {
         const char *name, *help;
@@ -231,11 +225,11 @@ static void prom_streams(FILE *f)
         {"sophia_stream_events_duplicate_total", "Events skipped as duplicates inside the dedup window.",
          offsetof(sophia_stream_stats, duplicates)},
     };
-    size_t n = sophia_srv->streams ? sophia_streams_count(sophia_srv->streams) : 0;
+    size_t n = api->streams ? sophia_streams_count(api->streams) : 0;
     for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
         prom_head(f, m[k].name, "counter", m[k].help);
         for (size_t i = 0; i < n; i++) {
-            sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+            sophia_stream *st = sophia_streams_at(api->streams, i);
             sophia_stream_stats s;
             sophia_stream_get_stats(st, &s);
             fprintf(f, "%s{stream=\"%s\"} %llu\n", m[k].name, sophia_stream_name(st),
@@ -244,7 +238,7 @@ static void prom_streams(FILE *f)
     }
     prom_head(f, "sophia_stream_queue_depth", "gauge", "Events waiting in the stream queue.");
     for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream *st = sophia_streams_at(api->streams, i);
         sophia_stream_stats s;
         sophia_stream_get_stats(st, &s);
         fprintf(f, "sophia_stream_queue_depth{stream=\"%s\"} %zu\n",
@@ -252,7 +246,7 @@ static void prom_streams(FILE *f)
     }
     prom_head(f, "sophia_stream_lag_seconds", "gauge", "Age of the oldest queued event.");
     for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream *st = sophia_streams_at(api->streams, i);
         sophia_stream_stats s;
         sophia_stream_get_stats(st, &s);
         fprintf(f, "sophia_stream_lag_seconds{stream=\"%s\"} %.6f\n",
@@ -260,7 +254,7 @@ static void prom_streams(FILE *f)
     }
     prom_head(f, "sophia_stream_rate", "gauge", "Events processed per second (10 s average).");
     for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream *st = sophia_streams_at(api->streams, i);
         sophia_stream_stats s;
         sophia_stream_get_stats(st, &s);
         fprintf(f, "sophia_stream_rate{stream=\"%s\"} %.3f\n",
@@ -268,11 +262,11 @@ static void prom_streams(FILE *f)
     }
 }
 
-static void prom_ws(FILE *f)
+static void prom_ws(const sophia_api *api, FILE *f)
 {
     sophia_ws_stats w = {0};
-    if (sophia_srv->ws)
-        sophia_ws_get_stats(sophia_srv->ws, &w);
+    if (api->ws)
+        sophia_ws_get_stats(api->ws, &w);
     prom_head(f, "sophia_ws_connections", "gauge", "Open WebSocket connections.");
     fprintf(f, "sophia_ws_connections %llu\n", (unsigned long long)w.connections);
     prom_head(f, "sophia_ws_subscriptions", "gauge", "Open subscriptions.");
@@ -283,8 +277,8 @@ static void prom_ws(FILE *f)
     fprintf(f, "sophia_ws_messages_out_total %llu\n", (unsigned long long)w.messages_out);
     prom_head(f, "sophia_ws_dropped_total", "counter", "Messages dropped with slow clients.");
     fprintf(f, "sophia_ws_dropped_total %llu\n", (unsigned long long)w.dropped);
-    if (sophia_srv->ws)
-        sophia_ws_write_prom(sophia_srv->ws, f);
+    if (api->ws)
+        sophia_ws_write_prom(api->ws, f);
 }
 
 static void prom_plugin_counter(const char *inst, const char *name,
@@ -303,11 +297,11 @@ static void prom_plugin_counter(const char *inst, const char *name,
     fprintf(f, "\"} %.17g\n", v);
 }
 
-static void prom_plugins(FILE *f)
+static void prom_plugins(const sophia_api *api, FILE *f)
 {
-    sophia_api_reload_stats rs = reload_stats();
+    sophia_api_reload_stats rs = reload_stats(api);
     prom_head(f, "sophia_plugin_info", "gauge", "Loaded plugin instances.");
-    const sophia_plugin_set *set = sophia_srv->plugins;
+    const sophia_plugin_set *set = api->plugins;
     for (size_t i = 0; set && i < set->count; i++) {
         const sophia_instance *in = set->items[i];
         fputs("sophia_plugin_info{instance=\"", f);
@@ -332,11 +326,11 @@ static void prom_plugins(FILE *f)
     sophia_host_counters_each(prom_plugin_counter, f);
 }
 
-static void prom_cache(FILE *f)
+static void prom_cache(const sophia_api *api, FILE *f)
 {
-    if (!sophia_srv->cache)
+    if (!api->cache)
         return;
-    json_t *c = sophia_cache_stats_json(sophia_srv->cache);
+    json_t *c = sophia_cache_stats_json(api->cache);
     static const struct { const char *name, *type, *field, *help; } m[] = {
         {"sophia_cache_hits_total", "counter", "hits", "Cache hits per tier."},
         {"sophia_cache_misses_total", "counter", "misses", "Cache misses per tier."},
@@ -385,7 +379,7 @@ static void prom_cache(FILE *f)
 
 static void get_metrics(sophia_http_req *r, void *arg)
 {
-    (void)arg;
+    const sophia_api *api = arg;
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -397,14 +391,14 @@ static void get_metrics(sophia_http_req *r, void *arg)
     fprintf(f, "sophia_build_info{version=\"%s\"} 1\n", SOPHIA_VERSION);
     prom_head(f, "sophia_uptime_seconds", "gauge", "Seconds since start.");
     fprintf(f, "sophia_uptime_seconds %lld\n",
-            (long long)((sophia_now_wall_us() - sophia_srv->started_us) / 1000000));
-    prom_http(f);
-    prom_streams(f);
-    sophia_streams_prom_statsd(sophia_srv->streams, f);
-    prom_ws(f);
-    prom_cache(f);
-    sophia_memory_prom(sophia_srv->memory, f);
-    prom_plugins(f);
+            (long long)((sophia_now_wall_us() - api->started_us) / 1000000));
+    prom_http(api, f);
+    prom_streams(api, f);
+    sophia_streams_prom_statsd(api->streams, f);
+    prom_ws(api, f);
+    prom_cache(api, f);
+    sophia_memory_prom(api->memory, f);
+    prom_plugins(api, f);
     fclose(f);
     sophia_http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
 }
@@ -413,14 +407,14 @@ static void get_metrics(sophia_http_req *r, void *arg)
 
 static void get_healthz(sophia_http_req *r, void *arg)
 {
-    (void)arg;
+    const sophia_api *api = arg;
     json_t *down = json_array(), *tiers = json_object();
     const char *err;
     const char *names[2] = {"l2", "l3"};
     int states[2] = {-1, -1};
-    if (sophia_srv->cache) {
-        states[0] = sophia_cache_l2_state(sophia_srv->cache, &err);
-        states[1] = sophia_cache_l3_state(sophia_srv->cache, &err);
+    if (api->cache) {
+        states[0] = sophia_cache_l2_state(api->cache, &err);
+        states[1] = sophia_cache_l3_state(api->cache, &err);
     }
     json_object_set_new(tiers, "l1", json_string("up"));
     for (int i = 0; i < 2; i++) {
@@ -431,8 +425,8 @@ static void get_healthz(sophia_http_req *r, void *arg)
         if (states[i] == 0)
             json_array_append_new(down, json_string(names[i]));
     }
-    sophia_streams_sources_down(sophia_srv->streams, down); /* "redis:<stream>" */
-    int cl = sophia_ws_cluster_state(sophia_srv->ws);
+    sophia_streams_sources_down(api->streams, down); /* "redis:<stream>" */
+    int cl = sophia_ws_cluster_state(api->ws);
     if (cl >= 0)
         json_object_set_new(tiers, "cluster", json_string(cl ? "up" : "down"));
     if (cl == 0)
@@ -446,24 +440,24 @@ static void get_healthz(sophia_http_req *r, void *arg)
 
 static void get_stats(sophia_http_req *r, void *arg)
 {
-    (void)arg;
-    sophia_http_reply_json(r, 200, sophia_api_stats_json());
+    const sophia_api *api = arg;
+    sophia_http_reply_json(r, 200, sophia_api_stats(api));
 }
 
 /* The dashboards that have metric data, for the page's picker (SPEC §13). */
 static void get_dashboards(sophia_http_req *r, void *arg)
 {
-    (void)arg;
-    sophia_http_reply_json(r, 200, sophia_ws_dashboards_json(sophia_srv->ws));
+    const sophia_api *api = arg;
+    sophia_http_reply_json(r, 200, sophia_ws_dashboards_json(api->ws));
 }
 
 /* GET of anything else: a dashboard file, or 404. */
 static void get_dashboard(sophia_http_req *r, void *arg)
 {
-    (void)arg;
+    const sophia_api *api = arg;
     const char *path = sophia_http_req_path(r);
-    dash_file *f = sophia_srv->dash
-                       ? sophia_dict_get(sophia_srv->dash->files,
+    dash_file *f = api->dash
+                       ? sophia_dict_get(api->dash->files,
                                          strcmp(path, "/") == 0 ? "/index.html" : path)
                        : NULL;
     if (!f) {
@@ -486,17 +480,19 @@ static void not_found(sophia_http_req *r, void *arg)
 
 int sophia_api_admit(sophia_http_req *r, void *arg)
 {
-    (void)arg;
-    if (!authorized(r)) {
+    const sophia_api *api = arg;
+    if (!authorized(api, r)) {
         sophia_http_reply_error(r, 401, "unauthorized",
                                 "missing or wrong bearer token (Authorization: Bearer <token>)");
         return 0;
     }
-    return sophia_ratelimit_admit(r); /* or answered 429 */
+    return sophia_ratelimit_admit(r, api->conf); /* or answered 429 */
 }
 
-int sophia_api_routes(sophia_http_router *rt, void *arg)
+int sophia_api_routes(sophia_http_router *rt, sophia_api *api)
 {
+    void *arg = api;
+    stats_api = api;
     const sophia_http_route routes[] = {
         {SOPHIA_HTTP_GET, "/healthz", 0, get_healthz, NULL, arg},
         {SOPHIA_HTTP_GET, "/metrics", 0, get_metrics, NULL, arg},
@@ -562,13 +558,17 @@ static void dash_file_free(void *p)
     free(f);
 }
 
-int sophia_api_load_dashboard(sophia_server *srv, const char *dir)
+sophia_dash *sophia_api_load_dashboard(const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d)
-        return -1;
-    srv->dash = calloc(1, sizeof(*srv->dash));
-    srv->dash->files = sophia_dict_new();
+        return NULL;
+    sophia_dash *dash = calloc(1, sizeof(*dash));
+    if (!dash || !(dash->files = sophia_dict_new())) {
+        free(dash);
+        closedir(d);
+        return NULL;
+    }
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.')
@@ -578,17 +578,21 @@ int sophia_api_load_dashboard(sophia_server *srv, const char *dir)
         snprintf(key, sizeof(key), "/%s", e->d_name);
         dash_file *f = read_file(path, e->d_name);
         if (f)
-            sophia_dict_set(srv->dash->files, key, f);
+            sophia_dict_set(dash->files, key, f);
     }
     closedir(d);
-    return 0;
+    return dash;
 }
 
-void sophia_api_free_dashboard(sophia_server *srv)
+void sophia_api_free_dashboard(sophia_dash *dash)
 {
-    if (!srv->dash)
+    if (!dash)
         return;
-    sophia_dict_free(srv->dash->files, dash_file_free);
-    free(srv->dash);
-    srv->dash = NULL;
+    sophia_dict_free(dash->files, dash_file_free);
+    free(dash);
+}
+
+json_t *sophia_api_stats_json(void)
+{
+    return stats_api ? sophia_api_stats(stats_api) : json_object();
 }

@@ -11,17 +11,16 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "conf/config.h"
 #include "http/http.h"
 #include "http/router.h"
+#include "plugin/plugin.h"
 
-/* The admit hook of every /api/ and /ingest/ route: the bearer token and
- * the rate limit, from the head only. 1 = go on; 0 = answered (401, 429). */
-int sophia_api_admit(sophia_http_req *r, void *arg);
-
-/* Registers /healthz, /metrics, /api/stats, /api/dashboards, a 404 for
- * other /api/ paths (admitted first) and the dashboard files (GET /...).
- * 0, or -1 when out of memory. */
-int sophia_api_routes(sophia_http_router *rt, void *arg);
+struct sophia_cache;
+struct sophia_memory;
+struct sophia_streams;
+struct sophia_ws_router;
+typedef struct sophia_dash sophia_dash;
 
 /* What the daemon tells /api/stats ("reload") and /metrics of reloads. */
 typedef struct sophia_api_reload_stats {
@@ -32,15 +31,46 @@ typedef struct sophia_api_reload_stats {
     int64_t last_at_us;            /* unix µs of the last attempt, 0 = never */
 } sophia_api_reload_stats;
 typedef void (*sophia_api_reload_fn)(void *arg, sophia_api_reload_stats *out);
-/* Where they come from (the daemon, which owns reload); zeros without. */
-void sophia_api_on_reload_stats(sophia_api_reload_fn fn, void *arg);
+
+/* The context every API handler gets (its routes' arg): what the daemon
+ * runs, handed over explicitly. The daemon fills it before registering
+ * routes and keeps it current: a reload swaps `conf` and `plugins`, and
+ * `memory` is NULLed before the store is freed. Handlers only read it,
+ * on the loop thread. */
+typedef struct sophia_api {
+    const sophia_conf *conf;
+    const sophia_plugin_set *plugins;
+    struct sophia_streams *streams;
+    struct sophia_cache *cache;     /* NULL: the cache endpoints answer 503 */
+    struct sophia_memory *memory;   /* NULL when PostgreSQL is disabled */
+    struct sophia_ws_router *ws;
+    const sophia_http *http;        /* its counters */
+    sophia_dash *dash;              /* dashboard files, or NULL */
+    int64_t started_us;             /* wall clock */
+    sophia_api_reload_fn reload_stats; /* NULL: zeros */
+    void *reload_arg;
+} sophia_api;
+
+/* The admit hook of every /api/ and /ingest/ route (arg: the sophia_api):
+ * the bearer token and the rate limit, from the head only. 1 = go on;
+ * 0 = answered (401, 429). */
+int sophia_api_admit(sophia_http_req *r, void *arg);
+
+/* Registers /healthz, /metrics, /api/stats, /api/dashboards, a 404 for
+ * other /api/ paths (admitted first) and the dashboard files (GET /...).
+ * 0, or -1 when out of memory. */
+int sophia_api_routes(sophia_http_router *rt, sophia_api *api);
 
 /* The /api/stats document (new reference). */
+json_t *sophia_api_stats(const sophia_api *api);
+/* The same for the api last registered: the WebSocket `stats` method
+ * (ws.c) has no handle to pass yet; goes once ws takes a stats callback. */
 json_t *sophia_api_stats_json(void);
 
 /* Loads the dashboard files from `dir` into memory once at start, so
- * serving them never touches the disk on the loop. */
-int sophia_api_load_dashboard(sophia_server *srv, const char *dir);
-void sophia_api_free_dashboard(sophia_server *srv);
+ * serving them never touches the disk on the loop. NULL when `dir`
+ * cannot be read. */
+sophia_dash *sophia_api_load_dashboard(const char *dir);
+void sophia_api_free_dashboard(sophia_dash *dash);
 
 #endif

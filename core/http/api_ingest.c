@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "event/loop.h"
+#include "http/api.h"
 #include "ingest/accept.h"
 #include "ingest/hooks.h"
 #include "ingest/ingest.h"
@@ -290,29 +291,29 @@ void sophia_api_hooks_gong(sophia_http_req *r, const sophia_conf *c,
 
 static void route_ingest(sophia_http_req *r, void *arg)
 {
-    (void)arg;
+    const sophia_api *api = arg;
     if (sophia_http_req_method(r) != SOPHIA_HTTP_POST)
         sophia_http_reply_error(r, 405, "method_not_allowed", "use POST");
     else
-        sophia_api_ingest_post(r, sophia_srv->streams,
-                               sophia_http_req_path(r) + 8);
+        sophia_api_ingest_post(r, api->streams, sophia_http_req_path(r) + 8);
 }
 
 static void route_slack(sophia_http_req *r, void *arg)
 {
-    (void)arg;
-    sophia_api_hooks_slack(r, sophia_srv->conf, sophia_srv->streams);
+    const sophia_api *api = arg;
+    sophia_api_hooks_slack(r, api->conf, api->streams);
 }
 
 static void route_gong(sophia_http_req *r, void *arg)
 {
-    (void)arg;
-    sophia_api_hooks_gong(r, sophia_srv->conf, sophia_srv->streams);
+    const sophia_api *api = arg;
+    sophia_api_hooks_gong(r, api->conf, api->streams);
 }
 
-int sophia_api_ingest_routes(sophia_http_router *rt, sophia_http_admit_fn admit,
-                             void *arg)
+int sophia_api_ingest_routes(sophia_http_router *rt, sophia_api *api)
 {
+    void *arg = api;
+    sophia_http_admit_fn admit = sophia_api_admit;
     /* /ingest reports a body's errors with line and column itself */
     const sophia_http_route routes[] = {
         {SOPHIA_HTTP_ANY, "/ingest/", SOPHIA_ROUTE_PREFIX | SOPHIA_ROUTE_RAW_BODY,

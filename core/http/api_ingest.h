@@ -28,9 +28,9 @@ void sophia_api_hooks_gong(sophia_http_req *r, const sophia_conf *c,
                            struct sophia_streams *streams);
 
 /* Registers POST /ingest/{stream} (other methods: 405; admitted by
- * `admit`, the API's token and rate check) and POST /hooks/slack and
- * /hooks/gong (each checks its own secret). 0, or -1 out of memory. */
-int sophia_api_ingest_routes(sophia_http_router *rt, sophia_http_admit_fn admit,
-                             void *arg);
+ * sophia_api_admit, the API's token and rate check) and POST /hooks/slack
+ * and /hooks/gong (each checks its own secret). 0, or -1 out of memory. */
+struct sophia_api;
+int sophia_api_ingest_routes(sophia_http_router *rt, struct sophia_api *api);
 
 #endif

@@ -15,6 +15,7 @@
 
 #include <sophia/sdk.h>
 
+#include "http/api.h"
 #include "memory/memory.h"
 #include "ws/ws.h"
 
@@ -25,10 +26,10 @@ static int status_of(int err)
     return err == SOPHIA_EINVAL ? 400 : err == SOPHIA_ENOMEM ? 500 : 503;
 }
 
-static sophia_memory *store_or_503(sophia_http_req *r)
+static sophia_memory *store_or_503(const sophia_api *api, sophia_http_req *r)
 {
-    if (sophia_srv->memory)
-        return sophia_srv->memory;
+    if (api->memory)
+        return api->memory;
     sophia_http_reply_error(r, 503, "memory_disabled",
                             "the memory store needs PostgreSQL (postgres.url / SOPHIA_PG_URL)");
     return NULL;
@@ -210,7 +211,7 @@ static int64_t feedback_id(const char *path)
 
 static void route_memory(sophia_http_req *r, void *arg)
 {
-    (void)arg;
+    const sophia_api *api = arg;
     const char *path = sophia_http_req_path(r);
     sophia_http_method meth = sophia_http_req_method(r);
     int is_search = strcmp(path, "/api/memory/search") == 0;
@@ -225,7 +226,7 @@ static void route_memory(sophia_http_req *r, void *arg)
                                 is_search ? "GET" : "POST");
         return;
     }
-    sophia_memory *m = store_or_503(r);
+    sophia_memory *m = store_or_503(api, r);
     if (!m)
         return;
     if (is_root)
@@ -236,13 +237,13 @@ static void route_memory(sophia_http_req *r, void *arg)
         post_feedback(r, m, fid);
 }
 
-int sophia_api_memory_routes(sophia_http_router *rt, sophia_http_admit_fn admit,
-                             void *arg)
+int sophia_api_memory_routes(sophia_http_router *rt, sophia_api *api)
 {
     sophia_http_route root = {SOPHIA_HTTP_ANY, "/api/memory", 0, route_memory,
-                              admit, arg};
+                              sophia_api_admit, api};
     sophia_http_route rest = {SOPHIA_HTTP_ANY, "/api/memory/",
-                              SOPHIA_ROUTE_PREFIX, route_memory, admit, arg};
+                              SOPHIA_ROUTE_PREFIX, route_memory,
+                              sophia_api_admit, api};
     return sophia_http_route_add(rt, &root) < 0 ||
                    sophia_http_route_add(rt, &rest) < 0
                ? -1
@@ -293,7 +294,7 @@ static const char *ws_filter(const json_t *ctx, json_t *f)
 static void ws_search(uint64_t client, const char *req_id, json_t *params,
                       void *arg)
 {
-    (void)arg;
+    const sophia_api *api = arg;
     const char *q = json_string_value(json_object_get(params, "q"));
     json_t *kv = json_object_get(params, "k");
     json_int_t k = kv ? (json_is_integer(kv) ? json_integer_value(kv) : 0) : 10;
@@ -302,7 +303,7 @@ static void ws_search(uint64_t client, const char *req_id, json_t *params,
                                 "params: q (1..4096 bytes) and k (1..100) are required");
         return;
     }
-    if (!sophia_srv->memory) {
+    if (!api->memory) {
         sophia_ws_respond_error(client, req_id, "unavailable", "memory store disabled");
         return;
     }
@@ -313,7 +314,7 @@ static void ws_search(uint64_t client, const char *req_id, json_t *params,
     if (c) {
         c->client = client;
         c->req_id = req_id ? strdup(req_id) : NULL;
-        rc = sophia_memory_search(sophia_srv->memory, q, (size_t)k, f, ws_results, c);
+        rc = sophia_memory_search(api->memory, q, (size_t)k, f, ws_results, c);
         if (rc) {
             free(c->req_id);
             free(c);
@@ -327,10 +328,10 @@ static void ws_search(uint64_t client, const char *req_id, json_t *params,
                                 "the memory store is not available");
 }
 
-void sophia_api_memory_ws(int on)
+void sophia_api_memory_ws(sophia_api *api, int on)
 {
     if (on)
-        sophia_ws_register_method("memory.search", ws_search, NULL);
+        sophia_ws_register_method("memory.search", ws_search, api);
     else
         sophia_ws_unregister_method("memory.search");
 }
