@@ -112,14 +112,7 @@ static json_t *http_stats_json(const sophia_api *api)
 {
     sophia_http_stats h;
     sophia_http_get_stats(api->http, &h);
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests",
-                     (json_int_t)h.requests, "errors", (json_int_t)h.errors,
-                     "refused", (json_int_t)h.refused, "connections",
-                     (json_int_t)h.connections, "connections_refused",
-                     (json_int_t)h.connections_refused, "body_bytes",
-                     (json_int_t)h.body_bytes, "upgrades", (json_int_t)h.upgrades,
-                     "tls_handshakes_ok", (json_int_t)h.tls_handshakes_ok,
-                     "tls_handshakes_failed", (json_int_t)h.tls_handshakes_failed);
+    return sophia_statdef_json(sophia_http_statdefs, sophia_http_nstatdefs, &h);
 }
 
 json_t *sophia_api_stats(const sophia_api *api)
@@ -171,37 +164,7 @@ static void prom_http(const sophia_api *api, FILE *f)
 {
     sophia_http_stats h;
     sophia_http_get_stats(api->http, &h);
-    static const struct {
-        const char *name, *type, *help;
-        size_t off;
-    } m[] = {
-        {"sophia_http_requests_total", "counter", "HTTP requests answered.",
-         offsetof(sophia_http_stats, requests)},
-        {"sophia_http_errors_total", "counter", "HTTP requests answered 4xx or 5xx.",
-         offsetof(sophia_http_stats, errors)},
-        {"sophia_http_refused_total", "counter",
-         "HTTP requests refused from their head, before any body byte was read.",
-         offsetof(sophia_http_stats, refused)},
-        {"sophia_http_connections", "gauge", "Open HTTP connections (WebSockets not included).",
-         offsetof(sophia_http_stats, connections)},
-        {"sophia_http_connections_refused_total", "counter",
-         "Connections refused over server.max_connections.",
-         offsetof(sophia_http_stats, connections_refused)},
-        {"sophia_http_body_bytes", "gauge",
-         "Request body bytes buffered right now (bounded by server.max_body_total).",
-         offsetof(sophia_http_stats, body_bytes)},
-    };
-    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
-        prom_head(f, m[k].name, m[k].type, m[k].help);
-        fprintf(f, "%s %llu\n", m[k].name,
-                (unsigned long long)*(const uint64_t *)((const char *)&h + m[k].off));
-    }
-    prom_head(f, "sophia_http_tls_handshakes_total", "counter",
-              "server.tls connections whose handshake completed (ok) or that closed before (failed).");
-    fprintf(f, "sophia_http_tls_handshakes_total{result=\"ok\"} %llu\n"
-               "sophia_http_tls_handshakes_total{result=\"failed\"} %llu\n",
-            (unsigned long long)h.tls_handshakes_ok,
-            (unsigned long long)h.tls_handshakes_failed);
+    sophia_statdef_prom(f, sophia_http_statdefs, sophia_http_nstatdefs, &h, NULL);
 }
 
 static void prom_streams(const sophia_api *api, FILE *f)

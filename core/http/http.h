@@ -31,6 +31,7 @@
 #include "event/loop.h"
 #include "http/http_parse.h"
 #include "http/router.h"
+#include "lib/statdef.h"
 
 struct sophia_ws_router;
 typedef struct sophia_http sophia_http;
@@ -46,6 +47,11 @@ typedef struct sophia_http_stats {
     uint64_t tls_handshakes_ok;     /* server.tls connections that completed one */
     uint64_t tls_handshakes_failed; /* ...closed before one completed */
 } sophia_http_stats;
+
+/* Each field above, declared once for /api/stats and /metrics
+ * (http_stats.c). */
+extern const sophia_statdef sophia_http_statdefs[];
+extern const size_t sophia_http_nstatdefs;
 
 /* What the front door is given by the daemon; nothing else of it is
  * reached. */
