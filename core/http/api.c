@@ -1,9 +1,12 @@
 /*
  * api - see api.h.
  *
- * Routing is a short table of (method, path or prefix, handler): few
- * endpoints, read top to bottom. Documents are built with jansson (JSON)
- * or open_memstream (Prometheus text) from counters the modules keep.
+ * Its routes are one short table (sophia_api_routes), read top to
+ * bottom; router.h picks among them and those of the other api_*.c.
+ * Everything comes from the sophia_api the routes carry, never a global.
+ * Documents are built with jansson (JSON) or open_memstream (Prometheus
+ * text) from counters the modules keep; the HTTP figures from their one
+ * declaration (http_stats.c, lib/statdef.h).
  */
 #include "http/api.h"
 
