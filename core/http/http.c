@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "http/http_tls.h"
+#include "http/http_ws.h"
 #include "http/router.h"
 #include "lib/log.h"
 #include "ws/origin.h"
@@ -57,17 +58,14 @@ typedef struct http_conn http_conn;
 struct sophia_http {
     const sophia_conf *conf;          /* the running one (set_conf) */
     sophia_loop *loop;
-    struct sophia_ws_router *ws;      /* /ws upgrades */
     const sophia_http_router *router; /* who answers what */
     char *host;                       /* the listen host */
     int port;                         /* the bound port */
-    int closing;                      /* shutdown: no new WebSockets */
-    struct lws_context *lws;          /* WebSockets only (http.h) */
+    sophia_http_ws wsd;               /* /ws upgrades: lws (http_ws.h) */
     struct evconnlistener *listener;
     struct evconnlistener *tls_listener; /* server.tls, or NULL */
     sophia_tls *tls;                     /* its context and WSS bridges */
     char *tls_host;                      /* server.tls.listen's host */
-    struct lws_vhost *vhost; /* where /ws upgrades are adopted */
     http_conn *conns;        /* every open connection, for stop */
     sophia_http_stats st;
     uint64_t requests, errors;
@@ -449,7 +447,7 @@ static void bridge_to_lws(http_conn *c)
     c->bev = NULL; /* the bridge's now: conn_close leaves it alone */
     h->st.upgrades++;
     conn_close(c);
-    sophia_tls_bridge(h->tls, bev, h->vhost);
+    sophia_tls_bridge(h->tls, bev, h->wsd.vhost);
     sophia_loop_kick(h->loop); /* lws asked libuv for POLLIN */
 }
 
@@ -464,7 +462,7 @@ static void hand_to_lws(http_conn *c)
     size_t len = evbuffer_get_length(in);
     char *bytes = malloc(len ? len : 1);
     int fd = dup(bufferevent_getfd(c->bev));
-    struct lws_vhost *vh = c->h->vhost;
+    struct lws_vhost *vh = c->h->wsd.vhost;
     sophia_loop *loop = c->h->loop;
     if (bytes)
         evbuffer_copyout(in, bytes, len);
@@ -877,86 +875,6 @@ void sophia_http_get_stats(const sophia_http *h, sophia_http_stats *st)
     }
 }
 
-/* ------------------------------------------------------------------ lws */
-
-static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
-                         void *user, void *in, size_t len)
-{
-    struct sophia_ws_client **pc = user;
-    sophia_http *h = lws_context_user(lws_get_context(wsi));
-    if (!pc) /* events before lws bound us to the connection */
-        return lws_callback_http_dummy(wsi, reason, user, in, len);
-    switch (reason) {
-    case LWS_CALLBACK_HTTP:
-        return -1; /* only upgrades are handed to lws */
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        if (h->closing)
-            return 1;
-        return sophia_ws_filter(wsi); /* limits, origin, token */
-    case LWS_CALLBACK_ESTABLISHED:
-        *pc = sophia_ws_open(h->ws, wsi);
-        return *pc ? 0 : -1;
-    case LWS_CALLBACK_RECEIVE:
-        return *pc ? sophia_ws_receive(*pc, in, len) : -1;
-    case LWS_CALLBACK_SERVER_WRITEABLE:
-        return *pc ? sophia_ws_writeable(*pc) : -1;
-    case LWS_CALLBACK_RECEIVE_PONG:
-        if (*pc)
-            sophia_ws_pong(*pc);
-        return 0;
-    case LWS_CALLBACK_CLOSED:
-        if (*pc)
-            sophia_ws_closed(*pc);
-        *pc = NULL;
-        return 0;
-    default:
-        return lws_callback_http_dummy(wsi, reason, user, in, len);
-    }
-}
-
-static const struct lws_protocols protocols[] = {
-    /* tx_packet_size: one send may carry a WebSocket flush (ws.c
-     * WS_GATHER_MAX); with 0 lws would cut sends to rx_buffer_size. */
-    {"sophia", sophia_lws_cb, sizeof(struct sophia_ws_client *), 4096, 0, NULL,
-     64 * 1024},
-    {NULL, NULL, 0, 0, 0, NULL, 0}};
-
-static void lws_log_emit(int level, const char *line)
-{
-    /* lws 4.1 logs every adoption with a read buffer at error level. */
-    if (strstr(line, "adopt_socket_readbuf"))
-        return;
-    char q[512];
-    size_t n = strlen(line);
-    char tmp[512];
-    snprintf(tmp, sizeof(tmp), "%.*s", (int)(n && line[n - 1] == '\n' ? n - 1 : n),
-             line);
-    sophia_log(level == LLL_ERR ? SOPHIA_LVL_ERROR : SOPHIA_LVL_WARN, "lws",
-               "msg=%s", sophia_log_quote(tmp, q, sizeof(q)));
-}
-
-static int lws_start(sophia_http *h)
-{
-    struct lws_context_creation_info info;
-    void *loops[1] = {sophia_loop_uv(h->loop)};
-    memset(&info, 0, sizeof(info));
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
-    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* sockets come from us */
-    info.protocols = protocols;
-    info.foreign_loops = loops;
-    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8;
-    info.timeout_secs = 30;
-    info.pt_serv_buf_size = 32 * 1024;
-    info.vhost_name = "sophia";
-    info.user = h; /* for sophia_lws_cb */
-    info.pcontext = &h->lws; /* lws clears it once fully destroyed */
-    h->lws = lws_create_context(&info);
-    if (!h->lws)
-        return -1;
-    h->vhost = lws_get_vhost_by_name(h->lws, "sophia");
-    return h->vhost ? sophia_loop_bridge_start(h->loop) : -1;
-}
-
 /* ----------------------------------------------------------- listening */
 
 /* Binds host:*port (*port is set to the bound port). */
@@ -1045,7 +963,8 @@ sophia_http *sophia_http_new(const sophia_http_opts *o)
     }
     h->conf = o->conf;
     h->loop = o->loop;
-    h->ws = o->ws;
+    h->wsd.ws = o->ws;
+    h->wsd.loop = o->loop;
     h->router = o->routes;
     h->port = o->port;
     return h;
@@ -1053,7 +972,7 @@ sophia_http *sophia_http_new(const sophia_http_opts *o)
 
 int sophia_http_start(sophia_http *h)
 {
-    if (lws_start(h) < 0) {
+    if (sophia_http_ws_start(&h->wsd) < 0) {
         sophia_error("http", "msg=\"cannot start the WebSocket server\"");
         return -1;
     }
@@ -1079,7 +998,7 @@ void sophia_http_set_conf(sophia_http *h, const sophia_conf *c)
 void sophia_http_closing(sophia_http *h)
 {
     if (h)
-        h->closing = 1;
+        h->wsd.closing = 1;
 }
 
 void sophia_http_stop(sophia_http *h)
@@ -1097,15 +1016,7 @@ void sophia_http_stop(sophia_http *h)
         conn_close(h->conns);
     sophia_tls_free(h->tls); /* its bridges: lws sees their ends close */
     free(h->tls_host);
-    if (h->lws) {
-        /* With a foreign loop, destruction finishes in lws's handle-close
-         * callbacks: run libuv until they ran, then let lws free the rest. */
-        lws_context_destroy(h->lws);
-        sophia_loop_uv_drain(h->loop);
-        if (h->lws)
-            lws_context_destroy(h->lws);
-        h->lws = NULL;
-    }
+    sophia_http_ws_stop(&h->wsd);
     free(h->host);
     free(h);
 }
