@@ -16,6 +16,9 @@
 
 #include "http/api.h"
 #include "http/api_cache.h"
+#include "http/api_ingest.h"
+#include "http/api_memory.h"
+#include "http/router.h"
 #include "cache/cache.h"
 #include "cluster/cluster.h"
 #include "conf/config.h"
@@ -40,6 +43,9 @@
 #define SHUTDOWN_GRACE_MS 3000
 
 sophia_server *sophia_srv;
+
+static sophia_http_router *routes; /* every HTTP endpoint, by its owner */
+static sophia_api api;             /* what the API handlers are handed */
 
 typedef struct cli {
     const char *config;
@@ -276,6 +282,7 @@ static void begin_shutdown(sophia_server *s, int sig)
     if (s->shutting_down)
         return;
     s->shutting_down = 1;
+    sophia_http_closing(s->http);
     sophia_notify_stopping();
     sophia_info("main", "msg=\"shutting down\" signal=%d pending=%zu", sig,
                 sophia_streams_pending(s->streams));
@@ -325,10 +332,66 @@ static int streams_backlog(void *streams)
     return sophia_streams_pending(streams) > 0;
 }
 
+/* /api/stats "reload" and the reload counters of /metrics. */
+static void reload_stats(void *arg, sophia_api_reload_stats *out)
+{
+    const sophia_server *s = arg;
+    *out = (sophia_api_reload_stats){
+        .reloads = s->reloads,
+        .failures = s->reload_failures,
+        .plugin_load_failures = s->plugin_load_failures,
+        .last_error = sophia_reload_last_error(),
+        .last_at_us = sophia_reload_last_at(),
+    };
+}
+
+/* A reload swapped configuration and plugins: the holders take them. */
+static void on_reload_swap(void *arg, const sophia_conf *c,
+                           const sophia_plugin_set *p)
+{
+    sophia_server *s = arg;
+    api.conf = c;
+    api.plugins = p;
+    sophia_http_set_conf(s->http, c);
+}
+
+/* The API's view of the daemon, then each owner registers its endpoints
+ * (the token check guards /api/ and /ingest/) and WebSocket methods. */
+static int wire_api(sophia_server *s)
+{
+    api = (sophia_api){.conf = s->conf, .plugins = s->plugins,
+                       .streams = s->streams, .cache = s->cache,
+                       .memory = s->memory, .ws = s->ws, .dash = api.dash,
+                       .reload_stats = reload_stats, .reload_arg = s};
+    sophia_reload_on_swap(on_reload_swap, s);
+    sophia_api_stats_ws(&api);    /* WS request method stats */
+    sophia_api_cache_ws(&api, 1); /* WS request method cache.get */
+    if (s->memory)
+        sophia_api_memory_ws(&api, 1); /* memory.search */
+    routes = sophia_http_router_new();
+    return routes && sophia_api_routes(routes, &api) == 0 &&
+                   sophia_api_ingest_routes(routes, &api) == 0 &&
+                   sophia_api_cache_routes(routes, &api) == 0 &&
+                   sophia_api_memory_routes(routes, &api) == 0
+               ? 0
+               : -1;
+}
+
+static int start_http(sophia_server *s)
+{
+    sophia_http_opts o = {.conf = s->conf, .loop = s->loop, .ws = s->ws,
+                          .host = s->host, .port = s->port, .routes = routes};
+    if (!(s->http = sophia_http_new(&o)) || sophia_http_start(s->http) < 0)
+        return -1;
+    s->port = sophia_http_port(s->http);
+    api.http = s->http;
+    return 0;
+}
+
 static int start(sophia_server *s)
 {
     const char *share = find_share_dir(s->conf);
-    if (sophia_api_load_dashboard(s, share) < 0)
+    if (!(api.dash = sophia_api_load_dashboard(share)))
         sophia_warn("main", "msg=\"no dashboard files\" dir=%s", share);
     s->loop = sophia_loop_new();
     if (!s->loop)
@@ -338,8 +401,6 @@ static int start(sophia_server *s)
     s->ws = sophia_ws_router_new(s->loop, s->conf, s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
     sophia_cache_bind_plugins(s->cache, s->plugins);
-    sophia_api_stats_ws(s->ws); /* WS request method stats */
-    sophia_api_cache_ws(1); /* WS request method cache.get */
     sophia_cache_on_invalidate = cache_to_cluster;
     sophia_cluster_on_invalidate(sophia_ws_cluster(s->ws), cluster_to_cache,
                                  s->cache);
@@ -352,9 +413,10 @@ static int start(sophia_server *s)
     if (!s->ws || !s->cache || !s->streams)
         return -1;
     sophia_ws_set_backlog(s->ws, streams_backlog, s->streams);
-    if (sophia_loop_signals(s->loop, on_signal, s) < 0 || sophia_http_start(s) < 0)
+    if (wire_api(s) < 0 || sophia_loop_signals(s->loop, on_signal, s) < 0 ||
+        start_http(s) < 0)
         return -1;
-    s->started_us = sophia_now_wall_us();
+    s->started_us = api.started_us = sophia_now_wall_us();
     sophia_info("main", "msg=\"listening\" addr=%s:%d plugins=%zu streams=%zu version=%s",
                 s->host, s->port, s->plugins->count,
                 sophia_streams_count(s->streams), SOPHIA_VERSION);
@@ -367,11 +429,18 @@ static int start(sophia_server *s)
 
 static void stop(sophia_server *s)
 {
+    sophia_api_memory_ws(&api, 0);
+    api.memory = NULL;
     sophia_memory_free(s->memory); /* answers what it still holds */
     s->memory = NULL;
-    sophia_http_stop(s);
+    sophia_http_stop(s->http);
+    s->http = NULL;
+    api.http = NULL;
+    sophia_http_router_free(routes);
+    routes = NULL;
+    sophia_ws_set_backlog(s->ws, NULL, NULL); /* the streams go first */
     sophia_streams_free(s->streams);
-    sophia_api_cache_ws(0); /* before its router goes */
+    sophia_api_cache_ws(&api, 0); /* before its router goes */
     sophia_ws_router_free(s->ws); /* and its cluster, hook and all */
     sophia_cache_on_invalidate = NULL;
     sophia_cache_free(s->cache);
@@ -380,7 +449,8 @@ static void stop(sophia_server *s)
     sophia_reload_shutdown(); /* retired plugins: their callbacks ran */
     sophia_host_timers_bind(NULL);
     sophia_loop_free(s->loop);
-    sophia_api_free_dashboard(s);
+    sophia_api_free_dashboard(api.dash);
+    api.dash = NULL;
 }
 
 /* Validates config, plugins and streams; every problem goes to `d`. */

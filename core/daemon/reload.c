@@ -254,6 +254,15 @@ static void hand_over(const sophia_plugin_set *old,
     }
 }
 
+static sophia_reload_swap_fn swap_fn;
+static void *swap_arg;
+
+void sophia_reload_on_swap(sophia_reload_swap_fn fn, void *arg)
+{
+    swap_fn = fn;
+    swap_arg = arg;
+}
+
 static void commit(sophia_server *s, sophia_conf *c, sophia_plugin_set *next,
                    sophia_diag *d)
 {
@@ -266,6 +275,8 @@ static void commit(sophia_server *s, sophia_conf *c, sophia_plugin_set *next,
     retire(s, old, next);
     sophia_conf *was = s->conf;
     s->conf = c;
+    if (swap_fn) /* before `was` is freed */
+        swap_fn(swap_arg, c, next);
     if (s->ws) /* websocket.* is copied by the router: re-read it */
         sophia_ws_reconfigure(s->ws, c);
     if (s->memory && sophia_memory_conf(s->memory) == was)
@@ -283,7 +294,7 @@ static int apply(sophia_server *s, sophia_conf *c)
     sophia_diag_init(&d);
     sophia_plugin_set *next = prepare(s, c, &d);
     char why[1024];
-    if (next && sophia_http_reload_tls(s, c, why, sizeof(why)) < 0) {
+    if (next && sophia_http_reload_tls(s->http, c, why, sizeof(why)) < 0) {
         sophia_diag_add(&d, c->file, 0, 0, "server.tls: %s; keeping the certificate in use", why);
         sophia_plugin_set_retire(next, s->plugins); /* the fresh ones */
         next = NULL;

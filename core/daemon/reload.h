@@ -26,6 +26,13 @@ int64_t sophia_reload_last_at(void);
 void sophia_check_secrets(const sophia_conf *c, const char *host,
                           sophia_diag *d);
 
+/* Called when a reload swaps in `c` and `p`, before the old ones are
+ * freed, so whoever was handed them (the HTTP front door, the API
+ * context) takes the new ones. One listener: the daemon's wiring. */
+typedef void (*sophia_reload_swap_fn)(void *arg, const sophia_conf *c,
+                                      const sophia_plugin_set *p);
+void sophia_reload_on_swap(sophia_reload_swap_fn fn, void *arg);
+
 /* Frees what reloads kept alive for the process lifetime (after the
  * memory module is freed). */
 void sophia_reload_shutdown(void);

@@ -1,9 +1,12 @@
 /*
  * api - see api.h.
  *
- * Routing is a short table of (method, path or prefix, handler): few
- * endpoints, read top to bottom. Documents are built with jansson (JSON)
- * or open_memstream (Prometheus text) from counters the modules keep.
+ * Its routes are one short table (sophia_api_routes), read top to
+ * bottom; router.h picks among them and those of the other api_*.c.
+ * Everything comes from the sophia_api the routes carry, never a global.
+ * Documents are built with jansson (JSON) or open_memstream (Prometheus
+ * text) from counters the modules keep; the HTTP figures from their one
+ * declaration (http_stats.c, lib/statdef.h).
  */
 #include "http/api.h"
 
@@ -14,20 +17,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "http/api_cache.h"
-#include "http/api_memory.h"
 #include "cache/cache.h"
 #include "memory/memory.h"
 #include "host/host.h"
 #include "lib/bearer.h"
 #include "lib/dict.h"
-#include "ingest/hooks.h"
-#include "ingest/durable.h"
-#include "ingest/ingest.h"
-#include "lib/jsonlimit.h"
 #include "lib/log.h"
 #include "http/ratelimit.h"
-#include "daemon/reload.h"
 #include "ingest/stream.h"
 #include "ws/ws.h"
 
@@ -41,6 +37,14 @@ struct sophia_dash {
     sophia_dict *files; /* "/name" -> dash_file */
 };
 
+static sophia_api_reload_stats reload_stats(const sophia_api *api)
+{
+    sophia_api_reload_stats rs = {0};
+    if (api->reload_stats)
+        api->reload_stats(api->reload_arg, &rs);
+    return rs;
+}
+
 /* ------------------------------------------------------------ helpers */
 
 static int ct_equal(const char *a, size_t alen, const char *b, size_t blen)
@@ -51,29 +55,13 @@ static int ct_equal(const char *a, size_t alen, const char *b, size_t blen)
     return d == 0;
 }
 
-/* The WebSocket `stats` request: what GET /api/stats answers (the router
- * checks the token's "stats" scope first). */
-static void ws_stats(sophia_ws_router *ws, uint64_t client, const char *req_id,
-                     json_t *params, void *arg)
-{
-    (void)params;
-    (void)arg;
-    sophia_ws_respond(ws, client, req_id, sophia_api_stats_json());
-}
-
-void sophia_api_stats_ws(sophia_ws_router *ws)
-{
-    sophia_ws_register_method(ws, "stats", ws_stats, NULL);
-}
-
 /* Bearer tokens from server.tokens (comma-separated); open when unset. */
-static int authorized(sophia_http_req *r)
+static int authorized(const sophia_api *api, sophia_http_req *r)
 {
-    const char *tokens = sophia_srv->conf->server.tokens;
+    const char *tokens = api->conf->server.tokens;
     if (!tokens || !*tokens)
         return 1;
-    const char *h = sophia_http_req_header(r, "authorization");
-    const char *tok = sophia_bearer_token(h);
+    const char *tok = sophia_bearer_token(sophia_http_req_header(r, "authorization"));
     if (!tok)
         return 0;
     size_t tlen = strlen(tok);
@@ -102,10 +90,10 @@ static json_t *stream_stats_json(const sophia_stream *st)
                      sophia_stream_sources_json(st));
 }
 
-static json_t *plugins_json(void)
+static json_t *plugins_json(const sophia_api *api)
 {
     json_t *a = json_array();
-    const sophia_plugin_set *set = sophia_srv->plugins;
+    const sophia_plugin_set *set = api->plugins;
     for (size_t i = 0; set && i < set->count; i++) {
         const sophia_instance *in = set->items[i];
         json_array_append_new(
@@ -119,23 +107,17 @@ static json_t *plugins_json(void)
     return a;
 }
 
-static json_t *http_stats_json(void)
+static json_t *http_stats_json(const sophia_api *api)
 {
     sophia_http_stats h;
-    sophia_http_get_stats(sophia_srv, &h);
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests",
-                     (json_int_t)h.requests, "errors", (json_int_t)h.errors,
-                     "refused", (json_int_t)h.refused, "connections",
-                     (json_int_t)h.connections, "connections_refused",
-                     (json_int_t)h.connections_refused, "body_bytes",
-                     (json_int_t)h.body_bytes, "upgrades", (json_int_t)h.upgrades,
-                     "tls_handshakes_ok", (json_int_t)h.tls_handshakes_ok,
-                     "tls_handshakes_failed", (json_int_t)h.tls_handshakes_failed);
+    sophia_http_get_stats(api->http, &h);
+    return sophia_statdef_json(sophia_http_statdefs, sophia_http_nstatdefs, &h);
 }
 
-json_t *sophia_api_stats_json(void)
+json_t *sophia_api_stats(const sophia_api *api)
 {
-    sophia_server *s = sophia_srv;
+    const sophia_api *s = api;
+    sophia_api_reload_stats rs = reload_stats(api);
     json_t *streams = json_object();
     for (size_t i = 0; s->streams && i < sophia_streams_count(s->streams); i++) {
         const sophia_stream *st = sophia_streams_at(s->streams, i);
@@ -145,17 +127,16 @@ json_t *sophia_api_stats_json(void)
         "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:s?,s:I}}",
         "version", SOPHIA_VERSION, "uptime_s",
         (json_int_t)((sophia_now_wall_us() - s->started_us) / 1000000),
-        "http", http_stats_json(),
+        "http", http_stats_json(api),
         "memory", sophia_memory_stats_json(s->memory), "cache",
         s->cache ? sophia_cache_stats_json(s->cache) : json_object(), "streams",
         streams, "websocket",
         s->ws ? sophia_ws_stats_json(s->ws, 10) : json_object(),
-        "plugins", plugins_json(), "reload",
-        "reloads", (json_int_t)s->reloads, "failures",
-        (json_int_t)s->reload_failures, "plugin_load_failures",
-        (json_int_t)s->plugin_load_failures, "last_error",
-        sophia_reload_last_error(), "last_at",
-        (json_int_t)(sophia_reload_last_at() / 1000000));
+        "plugins", plugins_json(api), "reload",
+        "reloads", (json_int_t)rs.reloads, "failures",
+        (json_int_t)rs.failures, "plugin_load_failures",
+        (json_int_t)rs.plugin_load_failures, "last_error",
+        rs.last_error, "last_at", (json_int_t)(rs.last_at_us / 1000000));
 }
 
 /* ----------------------------------------------------------- /metrics */
@@ -178,44 +159,14 @@ static void prom_head(FILE *f, const char *name, const char *type,
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void prom_http(FILE *f)
+static void prom_http(const sophia_api *api, FILE *f)
 {
     sophia_http_stats h;
-    sophia_http_get_stats(sophia_srv, &h);
-    static const struct {
-        const char *name, *type, *help;
-        size_t off;
-    } m[] = {
-        {"sophia_http_requests_total", "counter", "HTTP requests answered.",
-         offsetof(sophia_http_stats, requests)},
-        {"sophia_http_errors_total", "counter", "HTTP requests answered 4xx or 5xx.",
-         offsetof(sophia_http_stats, errors)},
-        {"sophia_http_refused_total", "counter",
-         "HTTP requests refused from their head, before any body byte was read.",
-         offsetof(sophia_http_stats, refused)},
-        {"sophia_http_connections", "gauge", "Open HTTP connections (WebSockets not included).",
-         offsetof(sophia_http_stats, connections)},
-        {"sophia_http_connections_refused_total", "counter",
-         "Connections refused over server.max_connections.",
-         offsetof(sophia_http_stats, connections_refused)},
-        {"sophia_http_body_bytes", "gauge",
-         "Request body bytes buffered right now (bounded by server.max_body_total).",
-         offsetof(sophia_http_stats, body_bytes)},
-    };
-    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
-        prom_head(f, m[k].name, m[k].type, m[k].help);
-        fprintf(f, "%s %llu\n", m[k].name,
-                (unsigned long long)*(const uint64_t *)((const char *)&h + m[k].off));
-    }
-    prom_head(f, "sophia_http_tls_handshakes_total", "counter",
-              "server.tls connections whose handshake completed (ok) or that closed before (failed).");
-    fprintf(f, "sophia_http_tls_handshakes_total{result=\"ok\"} %llu\n"
-               "sophia_http_tls_handshakes_total{result=\"failed\"} %llu\n",
-            (unsigned long long)h.tls_handshakes_ok,
-            (unsigned long long)h.tls_handshakes_failed);
+    sophia_http_get_stats(api->http, &h);
+    sophia_statdef_prom(f, sophia_http_statdefs, sophia_http_nstatdefs, &h, NULL);
 }
 
-static void prom_streams(FILE *f)
+static void prom_streams(const sophia_api *api, FILE *f)
 {
     static const struct {
         const char *name, *help;
@@ -236,11 +187,11 @@ static void prom_streams(FILE *f)
         {"sophia_stream_events_duplicate_total", "Events skipped as duplicates inside the dedup window.",
          offsetof(sophia_stream_stats, duplicates)},
     };
-    size_t n = sophia_srv->streams ? sophia_streams_count(sophia_srv->streams) : 0;
+    size_t n = api->streams ? sophia_streams_count(api->streams) : 0;
     for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
         prom_head(f, m[k].name, "counter", m[k].help);
         for (size_t i = 0; i < n; i++) {
-            sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+            sophia_stream *st = sophia_streams_at(api->streams, i);
             sophia_stream_stats s;
             sophia_stream_get_stats(st, &s);
             fprintf(f, "%s{stream=\"%s\"} %llu\n", m[k].name, sophia_stream_name(st),
@@ -249,7 +200,7 @@ static void prom_streams(FILE *f)
     }
     prom_head(f, "sophia_stream_queue_depth", "gauge", "Events waiting in the stream queue.");
     for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream *st = sophia_streams_at(api->streams, i);
         sophia_stream_stats s;
         sophia_stream_get_stats(st, &s);
         fprintf(f, "sophia_stream_queue_depth{stream=\"%s\"} %zu\n",
@@ -257,7 +208,7 @@ static void prom_streams(FILE *f)
     }
     prom_head(f, "sophia_stream_lag_seconds", "gauge", "Age of the oldest queued event.");
     for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream *st = sophia_streams_at(api->streams, i);
         sophia_stream_stats s;
         sophia_stream_get_stats(st, &s);
         fprintf(f, "sophia_stream_lag_seconds{stream=\"%s\"} %.6f\n",
@@ -265,7 +216,7 @@ static void prom_streams(FILE *f)
     }
     prom_head(f, "sophia_stream_rate", "gauge", "Events processed per second (10 s average).");
     for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(sophia_srv->streams, i);
+        sophia_stream *st = sophia_streams_at(api->streams, i);
         sophia_stream_stats s;
         sophia_stream_get_stats(st, &s);
         fprintf(f, "sophia_stream_rate{stream=\"%s\"} %.3f\n",
@@ -273,9 +224,9 @@ static void prom_streams(FILE *f)
     }
 }
 
-static void prom_ws(FILE *f)
+static void prom_ws(const sophia_api *api, FILE *f)
 {
-    sophia_ws_write_prom(sophia_srv->ws, f);
+    sophia_ws_write_prom(api->ws, f);
 }
 
 static void prom_plugin_counter(const char *inst, const char *name,
@@ -294,10 +245,11 @@ static void prom_plugin_counter(const char *inst, const char *name,
     fprintf(f, "\"} %.17g\n", v);
 }
 
-static void prom_plugins(FILE *f)
+static void prom_plugins(const sophia_api *api, FILE *f)
 {
+    sophia_api_reload_stats rs = reload_stats(api);
     prom_head(f, "sophia_plugin_info", "gauge", "Loaded plugin instances.");
-    const sophia_plugin_set *set = sophia_srv->plugins;
+    const sophia_plugin_set *set = api->plugins;
     for (size_t i = 0; set && i < set->count; i++) {
         const sophia_instance *in = set->items[i];
         fputs("sophia_plugin_info{instance=\"", f);
@@ -310,23 +262,23 @@ static void prom_plugins(FILE *f)
     }
     prom_head(f, "sophia_plugin_load_failures_total", "counter", "Plugin loads refused.");
     fprintf(f, "sophia_plugin_load_failures_total %llu\n",
-            (unsigned long long)sophia_srv->plugin_load_failures);
+            (unsigned long long)rs.plugin_load_failures);
     prom_head(f, "sophia_reloads_total", "counter", "Successful configuration reloads.");
-    fprintf(f, "sophia_reloads_total %llu\n", (unsigned long long)sophia_srv->reloads);
+    fprintf(f, "sophia_reloads_total %llu\n", (unsigned long long)rs.reloads);
     prom_head(f, "sophia_reload_failures_total", "counter", "Reloads refused; the old configuration kept running.");
     fprintf(f, "sophia_reload_failures_total %llu\n",
-            (unsigned long long)sophia_srv->reload_failures);
+            (unsigned long long)rs.failures);
     prom_head(f, "sophia_rate_limited_total", "counter", "Requests answered 429 (server.rate_limit).");
     fprintf(f, "sophia_rate_limited_total %llu\n",
             (unsigned long long)sophia_ratelimit_refused());
     sophia_host_counters_each(prom_plugin_counter, f);
 }
 
-static void prom_cache(FILE *f)
+static void prom_cache(const sophia_api *api, FILE *f)
 {
-    if (!sophia_srv->cache)
+    if (!api->cache)
         return;
-    json_t *c = sophia_cache_stats_json(sophia_srv->cache);
+    json_t *c = sophia_cache_stats_json(api->cache);
     static const struct { const char *name, *type, *field, *help; } m[] = {
         {"sophia_cache_hits_total", "counter", "hits", "Cache hits per tier."},
         {"sophia_cache_misses_total", "counter", "misses", "Cache misses per tier."},
@@ -373,8 +325,9 @@ static void prom_cache(FILE *f)
     json_decref(c);
 }
 
-static void get_metrics(sophia_http_req *r)
+static void get_metrics(sophia_http_req *r, void *arg)
 {
+    const sophia_api *api = arg;
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -386,29 +339,30 @@ static void get_metrics(sophia_http_req *r)
     fprintf(f, "sophia_build_info{version=\"%s\"} 1\n", SOPHIA_VERSION);
     prom_head(f, "sophia_uptime_seconds", "gauge", "Seconds since start.");
     fprintf(f, "sophia_uptime_seconds %lld\n",
-            (long long)((sophia_now_wall_us() - sophia_srv->started_us) / 1000000));
-    prom_http(f);
-    prom_streams(f);
-    sophia_streams_prom_statsd(sophia_srv->streams, f);
-    prom_ws(f);
-    prom_cache(f);
-    sophia_memory_prom(sophia_srv->memory, f);
-    prom_plugins(f);
+            (long long)((sophia_now_wall_us() - api->started_us) / 1000000));
+    prom_http(api, f);
+    prom_streams(api, f);
+    sophia_streams_prom_statsd(api->streams, f);
+    prom_ws(api, f);
+    prom_cache(api, f);
+    sophia_memory_prom(api->memory, f);
+    prom_plugins(api, f);
     fclose(f);
     sophia_http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
 }
 
 /* ---------------------------------------------------------- handlers */
 
-static void get_healthz(sophia_http_req *r)
+static void get_healthz(sophia_http_req *r, void *arg)
 {
+    const sophia_api *api = arg;
     json_t *down = json_array(), *tiers = json_object();
     const char *err;
     const char *names[2] = {"l2", "l3"};
     int states[2] = {-1, -1};
-    if (sophia_srv->cache) {
-        states[0] = sophia_cache_l2_state(sophia_srv->cache, &err);
-        states[1] = sophia_cache_l3_state(sophia_srv->cache, &err);
+    if (api->cache) {
+        states[0] = sophia_cache_l2_state(api->cache, &err);
+        states[1] = sophia_cache_l3_state(api->cache, &err);
     }
     json_object_set_new(tiers, "l1", json_string("up"));
     for (int i = 0; i < 2; i++) {
@@ -419,8 +373,8 @@ static void get_healthz(sophia_http_req *r)
         if (states[i] == 0)
             json_array_append_new(down, json_string(names[i]));
     }
-    sophia_streams_sources_down(sophia_srv->streams, down); /* "redis:<stream>" */
-    int cl = sophia_ws_cluster_state(sophia_srv->ws);
+    sophia_streams_sources_down(api->streams, down); /* "redis:<stream>" */
+    int cl = sophia_ws_cluster_state(api->ws);
     if (cl >= 0)
         json_object_set_new(tiers, "cluster", json_string(cl ? "up" : "down"));
     if (cl == 0)
@@ -432,137 +386,74 @@ static void get_healthz(sophia_http_req *r)
                   tiers, "down", down, "version", SOPHIA_VERSION));
 }
 
-static void get_stats(sophia_http_req *r)
+static void get_stats(sophia_http_req *r, void *arg)
 {
-    sophia_http_reply_json(r, 200, sophia_api_stats_json());
+    const sophia_api *api = arg;
+    sophia_http_reply_json(r, 200, sophia_api_stats(api));
 }
 
 /* The dashboards that have metric data, for the page's picker (SPEC §13). */
-static void get_dashboards(sophia_http_req *r)
+static void get_dashboards(sophia_http_req *r, void *arg)
 {
-    sophia_http_reply_json(r, 200, sophia_ws_dashboards_json(sophia_srv->ws));
+    const sophia_api *api = arg;
+    sophia_http_reply_json(r, 200, sophia_ws_dashboards_json(api->ws));
 }
 
-static void post_ingest(sophia_http_req *r, const char *name)
+/* GET of anything else: a dashboard file, or 404. */
+static void get_dashboard(sophia_http_req *r, void *arg)
 {
-    sophia_stream *st = sophia_srv->streams ? sophia_streams_find(sophia_srv->streams, name) : NULL;
-    if (!st) {
-        sophia_http_reply_error(r, 404, "unknown_stream",
-                                "no stream named '%s' is configured", name);
-        return;
-    }
-    size_t len;
-    const char *body = sophia_http_req_body(r, &len);
-    sophia_parse_error pe;
-    json_t *events = sophia_ingest_parse(body, len, &pe);
-    if (!events) {
-        json_t *e = json_pack("{s:{s:s,s:s,s:i,s:i,s:I}}", "error", "code",
-                              "bad_json", "message", pe.text, "line", pe.line,
-                              "column", pe.column, "offset", (json_int_t)pe.offset);
-        sophia_http_reply_json(r, 400, e);
-        return;
-    }
-    if (sophia_durable_ingest(r, st, events)) { /* appended to Redis first */
-        json_decref(events);
-        return;
-    }
-    size_t n = json_array_size(events);
-    json_t **v = malloc((n ? n : 1) * sizeof(*v));
-    for (size_t i = 0; v && i < n; i++)
-        v[i] = json_array_get(events, i);
-    int rc = v ? sophia_stream_accept(st, v, n, "http") : SOPHIA_ENOMEM;
-    free(v);
-    json_decref(events);
-    if (rc == SOPHIA_EBUSY) {
-        sophia_http_set_retry_after(r, 1);
-        sophia_http_reply_error(r, 503, "queue_full",
-                                "stream '%s' queue cannot take %zu more events; retry later",
-                                name, n);
-        return;
-    }
-    if (rc != 0) {
-        sophia_http_reply_error(r, 500, "internal", "out of memory");
-        return;
-    }
-    sophia_http_reply_json(r, 202, json_pack("{s:I}", "accepted", (json_int_t)n));
-}
-
-static int get_dashboard(sophia_http_req *r)
-{
-    if (!sophia_srv->dash)
-        return 0;
+    const sophia_api *api = arg;
     const char *path = sophia_http_req_path(r);
-    dash_file *f = sophia_dict_get(sophia_srv->dash->files,
-                                   strcmp(path, "/") == 0 ? "/index.html" : path);
-    if (!f)
-        return 0;
+    dash_file *f = api->dash
+                       ? sophia_dict_get(api->dash->files,
+                                         strcmp(path, "/") == 0 ? "/index.html" : path)
+                       : NULL;
+    if (!f) {
+        sophia_http_reply_error(r, 404, "not_found", "no endpoint %s", path);
+        return;
+    }
     char *copy = malloc(f->len ? f->len : 1);
     if (copy)
         memcpy(copy, f->data, f->len);
     sophia_http_reply(r, 200, f->ctype, copy, copy ? f->len : 0);
-    return 1;
 }
 
-/* Every JSON body but /ingest's (which reports line and column itself)
- * is refused past 64 levels before a handler parses it (jsonlimit.h). */
-static int depth_ok(sophia_http_req *r, const char *path)
+/* /api/ paths no route takes: admitted first, as every /api/ request. */
+static void not_found(sophia_http_req *r, void *arg)
 {
-    size_t len;
-    const char *body = sophia_http_req_body(r, &len);
-    size_t at = strncmp(path, "/ingest/", 8) == 0
-                    ? 0
-                    : sophia_json_too_deep(body, len, SOPHIA_JSON_MAX_DEPTH);
-    if (at)
-        sophia_http_reply_error(r, 400, "too_deep",
-                                "JSON nested deeper than %d levels (at byte %zu)",
-                                SOPHIA_JSON_MAX_DEPTH, at - 1);
-    return at == 0;
+    (void)arg;
+    sophia_http_reply_error(r, 404, "not_found", "no endpoint %s",
+                            sophia_http_req_path(r));
 }
 
-int sophia_api_admit(sophia_http_req *r)
+int sophia_api_admit(sophia_http_req *r, void *arg)
 {
-    const char *path = sophia_http_req_path(r);
-    if (strncmp(path, "/api/", 5) != 0 && strncmp(path, "/ingest/", 8) != 0)
-        return 1;
-    if (!authorized(r)) {
+    const sophia_api *api = arg;
+    if (!authorized(api, r)) {
         sophia_http_reply_error(r, 401, "unauthorized",
                                 "missing or wrong bearer token (Authorization: Bearer <token>)");
         return 0;
     }
-    return sophia_ratelimit_admit(r); /* or answered 429 */
+    return sophia_ratelimit_admit(r, api->conf); /* or answered 429 */
 }
 
-void sophia_api_dispatch(sophia_http_req *r)
+int sophia_api_routes(sophia_http_router *rt, sophia_api *api)
 {
-    const char *path = sophia_http_req_path(r);
-    sophia_http_method m = sophia_http_req_method(r);
-
-    if (!depth_ok(r, path))
-        return;
-    if (m == SOPHIA_HTTP_GET && strcmp(path, "/healthz") == 0)
-        get_healthz(r);
-    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/metrics") == 0)
-        get_metrics(r);
-    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/api/stats") == 0)
-        get_stats(r);
-    else if (m == SOPHIA_HTTP_GET && strcmp(path, "/api/dashboards") == 0)
-        get_dashboards(r);
-    else if (m == SOPHIA_HTTP_POST && strncmp(path, "/ingest/", 8) == 0)
-        post_ingest(r, path + 8);
-    else if (strncmp(path, "/ingest/", 8) == 0)
-        sophia_http_reply_error(r, 405, "method_not_allowed", "use POST");
-    else if (m == SOPHIA_HTTP_POST && strcmp(path, "/hooks/slack") == 0)
-        sophia_hooks_slack(r);
-    else if (m == SOPHIA_HTTP_POST && strcmp(path, "/hooks/gong") == 0)
-        sophia_hooks_gong(r);
-    else if (sophia_api_cache(r))
-        return;
-    else if (sophia_api_memory(r))
-        return;
-    else if (m == SOPHIA_HTTP_GET && get_dashboard(r))
-        return;
-    else
-        sophia_http_reply_error(r, 404, "not_found", "no endpoint %s", path);
+    void *arg = api;
+    const sophia_http_route routes[] = {
+        {SOPHIA_HTTP_GET, "/healthz", 0, get_healthz, NULL, arg},
+        {SOPHIA_HTTP_GET, "/metrics", 0, get_metrics, NULL, arg},
+        {SOPHIA_HTTP_GET, "/api/stats", 0, get_stats, sophia_api_admit, arg},
+        {SOPHIA_HTTP_GET, "/api/dashboards", 0, get_dashboards,
+         sophia_api_admit, arg},
+        {SOPHIA_HTTP_ANY, "/api/", SOPHIA_ROUTE_PREFIX, not_found,
+         sophia_api_admit, arg},
+        {SOPHIA_HTTP_GET, "/", SOPHIA_ROUTE_PREFIX, get_dashboard, NULL, arg},
+    };
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (sophia_http_route_add(rt, &routes[i]) < 0)
+            return -1;
+    return 0;
 }
 
 /* --------------------------------------------------------- dashboard */
@@ -614,13 +505,17 @@ static void dash_file_free(void *p)
     free(f);
 }
 
-int sophia_api_load_dashboard(sophia_server *srv, const char *dir)
+sophia_dash *sophia_api_load_dashboard(const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d)
-        return -1;
-    srv->dash = calloc(1, sizeof(*srv->dash));
-    srv->dash->files = sophia_dict_new();
+        return NULL;
+    sophia_dash *dash = calloc(1, sizeof(*dash));
+    if (!dash || !(dash->files = sophia_dict_new())) {
+        free(dash);
+        closedir(d);
+        return NULL;
+    }
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.')
@@ -630,17 +525,30 @@ int sophia_api_load_dashboard(sophia_server *srv, const char *dir)
         snprintf(key, sizeof(key), "/%s", e->d_name);
         dash_file *f = read_file(path, e->d_name);
         if (f)
-            sophia_dict_set(srv->dash->files, key, f);
+            sophia_dict_set(dash->files, key, f);
     }
     closedir(d);
-    return 0;
+    return dash;
 }
 
-void sophia_api_free_dashboard(sophia_server *srv)
+void sophia_api_free_dashboard(sophia_dash *dash)
 {
-    if (!srv->dash)
+    if (!dash)
         return;
-    sophia_dict_free(srv->dash->files, dash_file_free);
-    free(srv->dash);
-    srv->dash = NULL;
+    sophia_dict_free(dash->files, dash_file_free);
+    free(dash);
+}
+
+/* The WebSocket `stats` request: what GET /api/stats answers (the router
+ * checks the token's "stats" scope first). */
+static void ws_stats(sophia_ws_router *ws, uint64_t client, const char *req_id,
+                     json_t *params, void *arg)
+{
+    (void)params;
+    sophia_ws_respond(ws, client, req_id, sophia_api_stats(arg));
+}
+
+void sophia_api_stats_ws(sophia_api *api)
+{
+    sophia_ws_register_method(api->ws, "stats", ws_stats, api);
 }

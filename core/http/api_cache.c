@@ -26,7 +26,7 @@
 
 #include "cache/cache.h"
 #include "memory/memory.h"
-#include "daemon/server.h"
+#include "http/api.h"
 #include "ws/ws.h"
 
 #define MAX_TAGS 16
@@ -36,6 +36,7 @@
 static const char *const tier_names[] = {"", "l1", "l2", "l3", "loader"};
 
 typedef struct req_ctx {
+    const sophia_api *api;
     sophia_http_req *r;
     char *key;
     unsigned left; /* invalidate: parts outstanding */
@@ -43,10 +44,12 @@ typedef struct req_ctx {
     int rc;
 } req_ctx;
 
-static req_ctx *ctx_new(sophia_http_req *r, const char *key)
+static req_ctx *ctx_new(const sophia_api *api, sophia_http_req *r,
+                        const char *key)
 {
     req_ctx *x = calloc(1, sizeof(*x));
     if (x) {
+        x->api = api;
         x->r = r;
         x->key = key ? strdup(key) : NULL;
     }
@@ -130,10 +133,11 @@ static void on_get(void *arg, int rc, const char *val, size_t len, int tier)
 
 /* No side effect: ?dashboard=&user= are ignored (POST /api/cache/access
  * records a reader). */
-static void get_key(sophia_http_req *r, const char *key)
+static void get_key(const sophia_api *api, sophia_http_req *r,
+                    const char *key)
 {
-    req_ctx *x = ctx_new(r, key);
-    int rc = x ? sophia_cache_get(sophia_srv->cache, key, NULL, NULL, on_get,
+    req_ctx *x = ctx_new(api, r, key);
+    int rc = x ? sophia_cache_get(api->cache, key, NULL, NULL, on_get,
                                   x)
                : SOPHIA_ENOMEM;
     if (rc) {
@@ -154,7 +158,7 @@ static void on_put(void *arg, int rc)
         sophia_http_reply_json(
             x->r, 200,
             json_pack("{s:s,s:b,s:s}", "key", x->key, "stored", 1, "strategy",
-                      sophia_cache_strategy_for(sophia_srv->cache, x->key)));
+                      sophia_cache_strategy_for(x->api->cache, x->key)));
     ctx_free(x);
 }
 
@@ -182,7 +186,8 @@ bad:
     return -1;
 }
 
-static void put_key(sophia_http_req *r, const char *key)
+static void put_key(const sophia_api *api, sophia_http_req *r,
+                    const char *key)
 {
     json_t *j = parse_body(r);
     if (!j)
@@ -200,8 +205,8 @@ static void put_key(sophia_http_req *r, const char *key)
                                 SOPHIA_CACHE_MAX_TTL);
     } else if (read_tags(r, json_object_get(j, "tags"), tags) == 0) {
         char *s = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
-        req_ctx *x = s ? ctx_new(r, key) : NULL;
-        int rc = x ? sophia_cache_put_async(sophia_srv->cache, key, s,
+        req_ctx *x = s ? ctx_new(api, r, key) : NULL;
+        int rc = x ? sophia_cache_put_async(api->cache, key, s,
                                             strlen(s),
                                             ttl ? json_number_value(ttl) : 0,
                                             tags, on_put, x)
@@ -229,10 +234,11 @@ static void on_del(void *arg, int rc)
     ctx_free(x);
 }
 
-static void del_key(sophia_http_req *r, const char *key)
+static void del_key(const sophia_api *api, sophia_http_req *r,
+                    const char *key)
 {
-    req_ctx *x = ctx_new(r, key);
-    int rc = x ? sophia_cache_del_async(sophia_srv->cache, key, on_del, x)
+    req_ctx *x = ctx_new(api, r, key);
+    int rc = x ? sophia_cache_del_async(api->cache, key, on_del, x)
                : SOPHIA_ENOMEM;
     if (rc) {
         if (x)
@@ -285,7 +291,7 @@ static int check_keys(sophia_http_req *r, const json_t *a)
     return 0;
 }
 
-static void post_invalidate(sophia_http_req *r)
+static void post_invalidate(const sophia_api *api, sophia_http_req *r)
 {
     json_t *j = parse_body(r);
     if (!j)
@@ -298,7 +304,7 @@ static void post_invalidate(sophia_http_req *r)
                                 "of strings");
     } else if (check_keys(r, keys)) {
         /* answered */
-    } else if (!(x = ctx_new(r, NULL))) {
+    } else if (!(x = ctx_new(api, r, NULL))) {
         sophia_http_reply_error(r, 500, "internal", "out of memory");
     } else {
         x->left = 1;
@@ -308,8 +314,8 @@ static void post_invalidate(sophia_http_req *r)
                 const char *s = json_string_value(json_array_get(a, i));
                 x->left++;
                 int rc = k ? sophia_cache_invalidate_tag_async(
-                                 sophia_srv->cache, s, on_inval_part, x)
-                           : sophia_cache_del_async(sophia_srv->cache, s,
+                                 api->cache, s, on_inval_part, x)
+                           : sophia_cache_del_async(api->cache, s,
                                                     on_inval_part, x);
                 if (rc) {
                     x->left--;
@@ -336,7 +342,7 @@ static int reader_ok(const json_t *v)
 
 /* POST /api/cache/access {"keys":[…],"dashboard":"…","user":"…"}: the
  * explicit way to say who read which keys (access patterns, memory). */
-static void post_access(sophia_http_req *r)
+static void post_access(const sophia_api *api, sophia_http_req *r)
 {
     json_t *j = parse_body(r);
     if (!j)
@@ -355,13 +361,13 @@ static void post_access(sophia_http_req *r)
                                 "strings of 1..%d bytes", MAX_READER);
     } else if (check_keys(r, keys)) {
         /* answered */
-    } else if (!sophia_srv->memory) {
+    } else if (!api->memory) {
         sophia_http_reply_error(r, 503, "unavailable",
                                 "access: no memory store to record into");
     } else {
         for (size_t i = 0; i < json_array_size(keys); i++)
             sophia_memory_note_access(
-                sophia_srv->memory, json_string_value(json_array_get(keys, i)),
+                api->memory, json_string_value(json_array_get(keys, i)),
                 json_string_value(dash), json_string_value(user));
         sophia_http_reply_json(r, 200,
                                json_pack("{s:I}", "recorded",
@@ -379,7 +385,7 @@ static void on_warm(void *arg, int found)
     ctx_free(x);
 }
 
-static void post_warm(sophia_http_req *r)
+static void post_warm(const sophia_api *api, sophia_http_req *r)
 {
     size_t len;
     const char *body = sophia_http_req_body(r, &len);
@@ -399,12 +405,12 @@ static void post_warm(sophia_http_req *r)
         }
     }
     (void)body;
-    req_ctx *x = ctx_new(r, NULL);
+    req_ctx *x = ctx_new(api, r, NULL);
     if (!x) {
         sophia_http_reply_error(r, 500, "internal", "out of memory");
         return;
     }
-    sophia_cache_warm(sophia_srv->cache, (size_t)n, on_warm, x);
+    sophia_cache_warm(api->cache, (size_t)n, on_warm, x);
 }
 
 static void on_flushed(void *arg, int rc)
@@ -417,51 +423,50 @@ static void on_flushed(void *arg, int rc)
     ctx_free(x);
 }
 
-static void post_flush(sophia_http_req *r)
+static void post_flush(const sophia_api *api, sophia_http_req *r)
 {
-    req_ctx *x = ctx_new(r, NULL);
+    req_ctx *x = ctx_new(api, r, NULL);
     if (!x) {
         sophia_http_reply_error(r, 500, "internal", "out of memory");
         return;
     }
-    sophia_cache_flush(sophia_srv->cache, on_flushed, x);
+    sophia_cache_flush(api->cache, on_flushed, x);
 }
 
 /* -------------------------------------------------------------- routing */
 
 /* key: the rest of the path, already %-decoded once by the HTTP layer. */
-static void key_endpoint(sophia_http_req *r, sophia_http_method m,
-                         const char *key)
+static void key_endpoint(const sophia_api *api, sophia_http_req *r,
+                         sophia_http_method m, const char *key)
 {
     char why[256];
     if (check_key(key, "the key in /api/cache/{key}", why, sizeof(why))) {
         sophia_http_reply_error(r, 400, "bad_key", "%s", why);
     } else if (m == SOPHIA_HTTP_GET) {
-        get_key(r, key);
+        get_key(api, r, key);
     } else if (m == SOPHIA_HTTP_PUT) {
-        put_key(r, key);
+        put_key(api, r, key);
     } else if (m == SOPHIA_HTTP_DELETE) {
-        del_key(r, key);
+        del_key(api, r, key);
     } else {
         sophia_http_reply_error(r, 405, "method_not_allowed",
                                 "use GET, PUT or DELETE");
     }
 }
 
-int sophia_api_cache(sophia_http_req *r)
+static void route_cache(sophia_http_req *r, void *arg)
 {
+    const sophia_api *api = arg;
     const char *path = sophia_http_req_path(r);
-    if (strncmp(path, "/api/cache/", 11) != 0)
-        return 0;
     sophia_http_method m = sophia_http_req_method(r);
     const char *rest = path + 11;
-    if (!sophia_srv->cache) {
+    if (!api->cache) {
         sophia_http_reply_error(r, 503, "unavailable", "no cache");
-        return 1;
+        return;
     }
     static const struct {
         const char *name;
-        void (*fn)(sophia_http_req *);
+        void (*fn)(const sophia_api *, sophia_http_req *);
     } posts[] = {{"invalidate", post_invalidate},
                  {"access", post_access},
                  {"warm", post_warm},
@@ -470,13 +475,20 @@ int sophia_api_cache(sophia_http_req *r)
         if (strcmp(rest, posts[i].name) || m == SOPHIA_HTTP_GET)
             continue;
         if (m == SOPHIA_HTTP_POST)
-            posts[i].fn(r);
+            posts[i].fn(api, r);
         else
             sophia_http_reply_error(r, 405, "method_not_allowed", "use POST");
-        return 1;
+        return;
     }
-    key_endpoint(r, m, rest);
-    return 1;
+    key_endpoint(api, r, m, rest);
+}
+
+int sophia_api_cache_routes(sophia_http_router *rt, sophia_api *api)
+{
+    sophia_http_route route = {SOPHIA_HTTP_ANY, "/api/cache/",
+                               SOPHIA_ROUTE_PREFIX, route_cache,
+                               sophia_api_admit, api};
+    return sophia_http_route_add(rt, &route);
 }
 
 /* ------------------------------------------------------ WS cache.get */
@@ -513,7 +525,7 @@ static void ws_got(void *arg, int rc, const char *val, size_t len, int tier)
 static void ws_cache_get(sophia_ws_router *ws, uint64_t client,
                          const char *req_id, json_t *params, void *arg)
 {
-    (void)arg;
+    const sophia_api *api = arg;
     const char *key = json_string_value(json_object_get(params, "key"));
     char why[256];
     if (!key) {
@@ -527,18 +539,18 @@ static void ws_cache_get(sophia_ws_router *ws, uint64_t client,
     }
     ws_get *g = calloc(1, sizeof(*g));
     int rc = SOPHIA_ENOMEM;
-    if (g && sophia_srv->cache) {
+    if (g && api->cache) {
         g->ws = ws;
         g->client = client;
         g->req_id = req_id ? strdup(req_id) : NULL;
         g->key = strdup(key);
-        rc = sophia_cache_get(sophia_srv->cache, key, NULL, NULL, ws_got, g);
+        rc = sophia_cache_get(api->cache, key, NULL, NULL, ws_got, g);
         /* Only an authenticated read records a reader, and the reader is
          * its token's subject, whatever the params say. */
         const char *user = sophia_ws_client_subject(ws, client);
         if (rc == 0 && user)
             sophia_memory_note_access(
-                sophia_srv->memory, key,
+                api->memory, key,
                 json_string_value(json_object_get(params, "dashboard")),
                 user);
     }
@@ -555,10 +567,10 @@ static void ws_cache_get(sophia_ws_router *ws, uint64_t client,
                                                 : "the cache is not available");
 }
 
-void sophia_api_cache_ws(int on)
+void sophia_api_cache_ws(sophia_api *api, int on)
 {
     if (on)
-        sophia_ws_register_method(sophia_srv->ws, "cache.get", ws_cache_get, NULL);
+        sophia_ws_register_method(api->ws, "cache.get", ws_cache_get, api);
     else
-        sophia_ws_unregister_method(sophia_srv->ws, "cache.get");
+        sophia_ws_unregister_method(api->ws, "cache.get");
 }

@@ -14,15 +14,17 @@
 #ifndef SOPHIA_API_CACHE_H
 #define SOPHIA_API_CACHE_H
 
-#include "http/http.h"
+#include "http/api.h"
 
-/* 1 when the path is a cache endpoint (answered, now or later), else 0. */
-int sophia_api_cache(sophia_http_req *r);
+/* Registers /api/cache/ (any method; wrong ones answered 405), each
+ * request admitted by sophia_api_admit first. 0, or -1 when out of
+ * memory. */
+int sophia_api_cache_routes(sophia_http_router *rt, sophia_api *api);
 
 /* Registers (on) or removes the WS request method `cache.get`
  * (params {"key"}; data {"key","value","tier"}, or error not_found or
  * bad_key). A read by a JWT-authenticated client records its subject as
  * the reader (params "dashboard" too); an unauthenticated one nothing. */
-void sophia_api_cache_ws(int on);
+void sophia_api_cache_ws(sophia_api *api, int on);
 
 #endif

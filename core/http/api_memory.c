@@ -15,6 +15,7 @@
 
 #include <sophia/sdk.h>
 
+#include "http/api.h"
 #include "memory/memory.h"
 #include "ws/ws.h"
 
@@ -25,10 +26,10 @@ static int status_of(int err)
     return err == SOPHIA_EINVAL ? 400 : err == SOPHIA_ENOMEM ? 500 : 503;
 }
 
-static sophia_memory *store_or_503(sophia_http_req *r)
+static sophia_memory *store_or_503(const sophia_api *api, sophia_http_req *r)
 {
-    if (sophia_srv->memory)
-        return sophia_srv->memory;
+    if (api->memory)
+        return api->memory;
     sophia_http_reply_error(r, 503, "memory_disabled",
                             "the memory store needs PostgreSQL (postgres.url / SOPHIA_PG_URL)");
     return NULL;
@@ -208,34 +209,45 @@ static int64_t feedback_id(const char *path)
     return id;
 }
 
-int sophia_api_memory(sophia_http_req *r)
+static void route_memory(sophia_http_req *r, void *arg)
 {
+    const sophia_api *api = arg;
     const char *path = sophia_http_req_path(r);
-    if (strncmp(path, "/api/memory", 11) != 0 || (path[11] && path[11] != '/'))
-        return 0;
     sophia_http_method meth = sophia_http_req_method(r);
     int is_search = strcmp(path, "/api/memory/search") == 0;
     int is_root = strcmp(path, "/api/memory") == 0;
     int64_t fid = is_search || is_root ? 0 : feedback_id(path);
     if (!is_search && !is_root && !fid) {
         sophia_http_reply_error(r, 404, "not_found", "no endpoint %s", path);
-        return 1;
+        return;
     }
     if ((is_search && meth != SOPHIA_HTTP_GET) || (!is_search && meth != SOPHIA_HTTP_POST)) {
         sophia_http_reply_error(r, 405, "method_not_allowed", "use %s",
                                 is_search ? "GET" : "POST");
-        return 1;
+        return;
     }
-    sophia_memory *m = store_or_503(r);
+    sophia_memory *m = store_or_503(api, r);
     if (!m)
-        return 1;
+        return;
     if (is_root)
         post_memory(r, m);
     else if (is_search)
         get_search(r, m);
     else
         post_feedback(r, m, fid);
-    return 1;
+}
+
+int sophia_api_memory_routes(sophia_http_router *rt, sophia_api *api)
+{
+    sophia_http_route root = {SOPHIA_HTTP_ANY, "/api/memory", 0, route_memory,
+                              sophia_api_admit, api};
+    sophia_http_route rest = {SOPHIA_HTTP_ANY, "/api/memory/",
+                              SOPHIA_ROUTE_PREFIX, route_memory,
+                              sophia_api_admit, api};
+    return sophia_http_route_add(rt, &root) < 0 ||
+                   sophia_http_route_add(rt, &rest) < 0
+               ? -1
+               : 0;
 }
 
 /* ------------------------------------------- WebSocket memory.search */
@@ -283,7 +295,7 @@ static const char *ws_filter(const json_t *ctx, json_t *f)
 static void ws_search(sophia_ws_router *ws, uint64_t client, const char *req_id,
                       json_t *params, void *arg)
 {
-    (void)arg;
+    const sophia_api *api = arg;
     const char *q = json_string_value(json_object_get(params, "q"));
     json_t *kv = json_object_get(params, "k");
     json_int_t k = kv ? (json_is_integer(kv) ? json_integer_value(kv) : 0) : 10;
@@ -292,7 +304,7 @@ static void ws_search(sophia_ws_router *ws, uint64_t client, const char *req_id,
                                 "params: q (1..4096 bytes) and k (1..100) are required");
         return;
     }
-    if (!sophia_srv->memory) {
+    if (!api->memory) {
         sophia_ws_respond_error(ws, client, req_id, "unavailable", "memory store disabled");
         return;
     }
@@ -304,7 +316,7 @@ static void ws_search(sophia_ws_router *ws, uint64_t client, const char *req_id,
         c->ws = ws;
         c->client = client;
         c->req_id = req_id ? strdup(req_id) : NULL;
-        rc = sophia_memory_search(sophia_srv->memory, q, (size_t)k, f, ws_results, c);
+        rc = sophia_memory_search(api->memory, q, (size_t)k, f, ws_results, c);
         if (rc) {
             free(c->req_id);
             free(c);
@@ -318,11 +330,10 @@ static void ws_search(sophia_ws_router *ws, uint64_t client, const char *req_id,
                                 "the memory store is not available");
 }
 
-void sophia_api_memory_ws(int on)
+void sophia_api_memory_ws(sophia_api *api, int on)
 {
-    sophia_ws_router *ws = sophia_srv ? sophia_srv->ws : NULL; /* unit tests: none */
     if (on)
-        sophia_ws_register_method(ws, "memory.search", ws_search, NULL);
+        sophia_ws_register_method(api->ws, "memory.search", ws_search, api);
     else
-        sophia_ws_unregister_method(ws, "memory.search");
+        sophia_ws_unregister_method(api->ws, "memory.search");
 }

@@ -5,14 +5,16 @@
 #ifndef SOPHIA_API_MEMORY_H
 #define SOPHIA_API_MEMORY_H
 
-#include "http/http.h"
+#include "http/api.h"
 
-/* Answers `r` (now or later) and returns 1 when its path is under
- * /api/memory; 0 otherwise (not answered). Auth is checked by the caller. */
-int sophia_api_memory(sophia_http_req *r);
+/* Registers /api/memory and /api/memory/... (any method; wrong ones
+ * answered 405), each request admitted by sophia_api_admit first. 0, or
+ * -1 when out of memory. */
+int sophia_api_memory_routes(sophia_http_router *rt, sophia_api *api);
 
 /* Registers (on = 1) or removes the WebSocket request method
- * `memory.search` (params {q, k?, context?}); the memory store calls it. */
-void sophia_api_memory_ws(int on);
+ * `memory.search` (params {q, k?, context?}); the daemon calls it once
+ * the store is made (api->memory set) and before it is freed. */
+void sophia_api_memory_ws(sophia_api *api, int on);
 
 #endif

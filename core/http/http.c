@@ -38,8 +38,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "http/api.h"
 #include "http/http_tls.h"
+#include "http/http_ws.h"
+#include "http/router.h"
 #include "lib/log.h"
 #include "ws/origin.h"
 #include "ws/ws.h"
@@ -54,17 +55,21 @@ typedef enum conn_state { C_HEAD, C_BODY, C_WAIT, C_WRITE, C_LINGER } conn_state
 
 typedef struct http_conn http_conn;
 
-typedef struct sophia_http {
-    sophia_server *srv;
+struct sophia_http {
+    const sophia_conf *conf;          /* the running one (set_conf) */
+    sophia_loop *loop;
+    const sophia_http_router *router; /* who answers what */
+    char *host;                       /* the listen host */
+    int port;                         /* the bound port */
+    sophia_http_ws wsd;               /* /ws upgrades: lws (http_ws.h) */
     struct evconnlistener *listener;
     struct evconnlistener *tls_listener; /* server.tls, or NULL */
     sophia_tls *tls;                     /* its context and WSS bridges */
     char *tls_host;                      /* server.tls.listen's host */
-    struct lws_vhost *vhost; /* where /ws upgrades are adopted */
     http_conn *conns;        /* every open connection, for stop */
     sophia_http_stats st;
     uint64_t requests, errors;
-} sophia_http;
+};
 
 struct http_conn {
     sophia_http *h;
@@ -346,10 +351,10 @@ static int host_allowed(const sophia_http *h, const char *host)
         return 1;
     char name[256];
     host_name(host, name, sizeof(name));
-    if (is_loopback_name(name) || strcasecmp(name, h->srv->host) == 0 ||
+    if (is_loopback_name(name) || strcasecmp(name, h->host) == 0 ||
         (h->tls_host && strcasecmp(name, h->tls_host) == 0))
         return 1;
-    const sophia_conf *cf = h->srv->conf;
+    const sophia_conf *cf = h->conf;
     for (size_t i = 0; i < cf->server.nhosts; i++)
         if (strcmp(cf->server.hosts[i], "*") == 0 ||
             strcasecmp(cf->server.hosts[i], name) == 0)
@@ -380,7 +385,7 @@ static int json_ctype(const char *ct)
 static int head_checks(http_conn *c, sophia_http_req *r)
 {
     const sophia_http_head *hd = &r->head;
-    const sophia_conf *cf = c->h->srv->conf;
+    const sophia_conf *cf = c->h->conf;
     const char *host = hd->authority ? hd->authority : sophia_http_head_get(hd, "host");
     if (!host_allowed(c->h, host)) {
         refuse(c, 421, "misdirected", "Host is not a loopback name and not in server.hosts");
@@ -419,7 +424,7 @@ static int head_checks(http_conn *c, sophia_http_req *r)
 static int reserve(sophia_http_req *r, size_t n)
 {
     sophia_http *h = r->h;
-    if (h->st.body_bytes + n > h->srv->conf->server.max_body_total)
+    if (h->st.body_bytes + n > h->conf->server.max_body_total)
         return -1;
     h->st.body_bytes += n;
     r->reserved += n;
@@ -442,8 +447,8 @@ static void bridge_to_lws(http_conn *c)
     c->bev = NULL; /* the bridge's now: conn_close leaves it alone */
     h->st.upgrades++;
     conn_close(c);
-    sophia_tls_bridge(h->tls, bev, h->vhost);
-    sophia_loop_kick(h->srv->loop); /* lws asked libuv for POLLIN */
+    sophia_tls_bridge(h->tls, bev, h->wsd.vhost);
+    sophia_loop_kick(h->loop); /* lws asked libuv for POLLIN */
 }
 
 /* lws takes the socket and re-reads the head we peeked at. */
@@ -457,8 +462,8 @@ static void hand_to_lws(http_conn *c)
     size_t len = evbuffer_get_length(in);
     char *bytes = malloc(len ? len : 1);
     int fd = dup(bufferevent_getfd(c->bev));
-    struct lws_vhost *vh = c->h->vhost;
-    sophia_loop *loop = c->h->srv->loop;
+    struct lws_vhost *vh = c->h->wsd.vhost;
+    sophia_loop *loop = c->h->loop;
     if (bytes)
         evbuffer_copyout(in, bytes, len);
     c->h->st.upgrades++;
@@ -478,7 +483,7 @@ static void dispatch(http_conn *c)
 {
     c->state = C_WAIT;
     bufferevent_disable(c->bev, EV_READ);
-    sophia_api_dispatch(c->req);
+    sophia_http_router_dispatch(c->h->router, c->req);
 }
 
 /* After a head: checks, then an upgrade, a body to read, or dispatch. */
@@ -506,7 +511,7 @@ static int on_head(http_conn *c, sophia_http_req *r, size_t hlen)
     }
     evbuffer_drain(in, hlen);
     c->close_after = c->linger = 1; /* if the API refuses, that answer closes */
-    if (!sophia_api_admit(r)) { /* token, rate limit: answered */
+    if (!sophia_http_router_admit(c->h->router, r)) { /* answered */
         c->h->st.refused++;
         return 1;
     }
@@ -594,7 +599,7 @@ static int read_length_body(http_conn *c, struct evbuffer *in)
 static int chunk_room(http_conn *c, size_t n)
 {
     sophia_http_req *r = c->req;
-    size_t max = c->h->srv->conf->server.max_body;
+    size_t max = c->h->conf->server.max_body;
     size_t need = r->body_len + n + 1;
     if (need > max + 1)
         need = max + 1;
@@ -614,7 +619,7 @@ static int chunk_room(http_conn *c, size_t n)
 static int read_chunked_body(http_conn *c, struct evbuffer *in)
 {
     sophia_http_req *r = c->req;
-    size_t max = c->h->srv->conf->server.max_body;
+    size_t max = c->h->conf->server.max_body;
     while (evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
@@ -790,16 +795,15 @@ static struct bufferevent *new_bev(sophia_http *h, int fd, int tls)
     if (tls)
         return sophia_tls_bev_new(h->tls, fd);
     struct bufferevent *bev =
-        bufferevent_socket_new(sophia_loop_base(h->srv->loop), fd, BEV_OPT_CLOSE_ON_FREE);
+        bufferevent_socket_new(sophia_loop_base(h->loop), fd, BEV_OPT_CLOSE_ON_FREE);
     if (!bev)
         close(fd);
     return bev;
 }
 
-static int conn_new(sophia_server *srv, int fd, int tls)
+static int conn_new(sophia_http *h, int fd, int tls)
 {
-    sophia_http *h = srv->http;
-    if (h->st.connections >= srv->conf->server.max_connections) {
+    if (h->st.connections >= h->conf->server.max_connections) {
         if (tls) { /* a plain-text answer would only be a handshake error */
             h->st.connections_refused++;
             close(fd);
@@ -838,9 +842,9 @@ static int conn_new(sophia_server *srv, int fd, int tls)
     return 0;
 }
 
-int sophia_http_adopt(sophia_server *srv, int fd)
+int sophia_http_adopt(sophia_http *h, int fd)
 {
-    return conn_new(srv, fd, 0);
+    return conn_new(h, fd, 0);
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
@@ -861,98 +865,20 @@ static void on_accept_tls(struct evconnlistener *l, evutil_socket_t fd,
     conn_new(arg, fd, 1);
 }
 
-void sophia_http_get_stats(const sophia_server *srv, sophia_http_stats *st)
+void sophia_http_get_stats(const sophia_http *h, sophia_http_stats *st)
 {
     memset(st, 0, sizeof(*st));
-    if (srv->http) {
-        *st = srv->http->st;
-        st->requests = srv->http->requests;
-        st->errors = srv->http->errors;
+    if (h) {
+        *st = h->st;
+        st->requests = h->requests;
+        st->errors = h->errors;
     }
-}
-
-/* ------------------------------------------------------------------ lws */
-
-static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
-                         void *user, void *in, size_t len)
-{
-    struct sophia_ws_client **pc = user;
-    if (!pc) /* events before lws bound us to the connection */
-        return lws_callback_http_dummy(wsi, reason, user, in, len);
-    switch (reason) {
-    case LWS_CALLBACK_HTTP:
-        return -1; /* only upgrades are handed to lws */
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        if (sophia_srv->shutting_down)
-            return 1;
-        return sophia_ws_filter(sophia_srv->ws, wsi); /* limits, origin, token */
-    case LWS_CALLBACK_ESTABLISHED:
-        *pc = sophia_ws_open(sophia_srv->ws, wsi);
-        return *pc ? 0 : -1;
-    case LWS_CALLBACK_RECEIVE:
-        return *pc ? sophia_ws_receive(*pc, in, len) : -1;
-    case LWS_CALLBACK_SERVER_WRITEABLE:
-        return *pc ? sophia_ws_writeable(*pc) : -1;
-    case LWS_CALLBACK_RECEIVE_PONG:
-        if (*pc)
-            sophia_ws_pong(*pc);
-        return 0;
-    case LWS_CALLBACK_CLOSED:
-        if (*pc)
-            sophia_ws_closed(*pc);
-        *pc = NULL;
-        return 0;
-    default:
-        return lws_callback_http_dummy(wsi, reason, user, in, len);
-    }
-}
-
-static const struct lws_protocols protocols[] = {
-    /* tx_packet_size: one send may carry a WebSocket flush (ws.c
-     * WS_GATHER_MAX); with 0 lws would cut sends to rx_buffer_size. */
-    {"sophia", sophia_lws_cb, sizeof(struct sophia_ws_client *), 4096, 0, NULL,
-     64 * 1024},
-    {NULL, NULL, 0, 0, 0, NULL, 0}};
-
-static void lws_log_emit(int level, const char *line)
-{
-    /* lws 4.1 logs every adoption with a read buffer at error level. */
-    if (strstr(line, "adopt_socket_readbuf"))
-        return;
-    char q[512];
-    size_t n = strlen(line);
-    char tmp[512];
-    snprintf(tmp, sizeof(tmp), "%.*s", (int)(n && line[n - 1] == '\n' ? n - 1 : n),
-             line);
-    sophia_log(level == LLL_ERR ? SOPHIA_LVL_ERROR : SOPHIA_LVL_WARN, "lws",
-               "msg=%s", sophia_log_quote(tmp, q, sizeof(q)));
-}
-
-static int lws_start(sophia_server *srv, sophia_http *h)
-{
-    struct lws_context_creation_info info;
-    void *loops[1] = {sophia_loop_uv(srv->loop)};
-    memset(&info, 0, sizeof(info));
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
-    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* sockets come from us */
-    info.protocols = protocols;
-    info.foreign_loops = loops;
-    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8;
-    info.timeout_secs = 30;
-    info.pt_serv_buf_size = 32 * 1024;
-    info.vhost_name = "sophia";
-    info.pcontext = &srv->lws; /* lws clears it once fully destroyed */
-    srv->lws = lws_create_context(&info);
-    if (!srv->lws)
-        return -1;
-    h->vhost = lws_get_vhost_by_name(srv->lws, "sophia");
-    return h->vhost ? sophia_loop_bridge_start(srv->loop) : -1;
 }
 
 /* ----------------------------------------------------------- listening */
 
 /* Binds host:*port (*port is set to the bound port). */
-static struct evconnlistener *listen_on(sophia_server *srv, const char *host,
+static struct evconnlistener *listen_on(sophia_http *h, const char *host,
                                         int *portp, evconnlistener_cb cb)
 {
     char port[16];
@@ -964,7 +890,7 @@ static struct evconnlistener *listen_on(sophia_server *srv, const char *host,
     if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
         return NULL;
     struct evconnlistener *l = evconnlistener_new_bind(
-        sophia_loop_base(srv->loop), cb, srv,
+        sophia_loop_base(h->loop), cb, h,
         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 511,
         ai->ai_addr, (int)ai->ai_addrlen);
     freeaddrinfo(ai);
@@ -981,9 +907,9 @@ static struct evconnlistener *listen_on(sophia_server *srv, const char *host,
 
 /* server.tls: the context (loaded at config time, so this fails only if
  * the files changed since) and the second listener. */
-static int tls_start(sophia_server *srv, sophia_http *h)
+static int tls_start(sophia_http *h)
 {
-    const sophia_conf *cf = srv->conf;
+    const sophia_conf *cf = h->conf;
     char why[1024];
     sophia_tls_fault fault;
     int port;
@@ -996,10 +922,10 @@ static int tls_start(sophia_server *srv, sophia_http *h)
         SSL_CTX_free(ctx);
         return -1;
     }
-    h->tls = sophia_tls_new(ctx, sophia_loop_base(srv->loop));
+    h->tls = sophia_tls_new(ctx, sophia_loop_base(h->loop));
     if (!h->tls)
         return -1;
-    if (!(h->tls_listener = listen_on(srv, h->tls_host, &port, on_accept_tls))) {
+    if (!(h->tls_listener = listen_on(h, h->tls_host, &port, on_accept_tls))) {
         sophia_error("http", "msg=\"cannot listen\" tls_listen=%s err=%s",
                      cf->server.tls.listen, strerror(errno));
         return -1;
@@ -1009,12 +935,12 @@ static int tls_start(sophia_server *srv, sophia_http *h)
     return 0;
 }
 
-int sophia_http_reload_tls(sophia_server *srv, const sophia_conf *c, char *why,
+int sophia_http_reload_tls(sophia_http *h, const sophia_conf *c, char *why,
                            size_t n)
 {
-    sophia_http *h = srv->http;
     sophia_tls_fault fault;
-    const char *was = srv->conf->server.tls.listen, *now = c->server.tls.listen;
+    const char *was = h ? h->conf->server.tls.listen : NULL;
+    const char *now = c->server.tls.listen;
     if (h && (!was != !now || (was && now && strcmp(was, now))))
         sophia_warn("http", "msg=\"server.tls.listen changed; takes effect after a restart\" "
                             "running=%s new=%s", was ? was : "none", now ? now : "none");
@@ -1028,50 +954,69 @@ int sophia_http_reload_tls(sophia_server *srv, const sophia_conf *c, char *why,
     return 0;
 }
 
-int sophia_http_start(sophia_server *srv)
+sophia_http *sophia_http_new(const sophia_http_opts *o)
 {
     sophia_http *h = calloc(1, sizeof(*h));
-    if (!h)
-        return -1;
-    h->srv = srv;
-    srv->http = h;
-    if (lws_start(srv, h) < 0) {
+    if (!h || !(h->host = strdup(o->host))) {
+        free(h);
+        return NULL;
+    }
+    h->conf = o->conf;
+    h->loop = o->loop;
+    h->wsd.ws = o->ws;
+    h->wsd.loop = o->loop;
+    h->router = o->routes;
+    h->port = o->port;
+    return h;
+}
+
+int sophia_http_start(sophia_http *h)
+{
+    if (sophia_http_ws_start(&h->wsd) < 0) {
         sophia_error("http", "msg=\"cannot start the WebSocket server\"");
         return -1;
     }
-    if (!(h->listener = listen_on(srv, srv->host, &srv->port, on_accept))) {
-        sophia_error("http", "msg=\"cannot listen\" listen=%s:%d err=%s", srv->host,
-                     srv->port, strerror(errno));
+    if (!(h->listener = listen_on(h, h->host, &h->port, on_accept))) {
+        sophia_error("http", "msg=\"cannot listen\" listen=%s:%d err=%s", h->host,
+                     h->port, strerror(errno));
         return -1;
     }
-    return srv->conf->server.tls.listen ? tls_start(srv, h) : 0;
+    return h->conf->server.tls.listen ? tls_start(h) : 0;
 }
 
-void sophia_http_stop(sophia_server *srv)
+int sophia_http_port(const sophia_http *h)
 {
-    sophia_http *h = srv->http;
-    if (h) {
-        if (h->listener)
-            evconnlistener_free(h->listener);
-        if (h->tls_listener)
-            evconnlistener_free(h->tls_listener);
-        for (http_conn *c = h->conns; c; c = c->next)
-            if (c->state == C_WAIT) /* answered after we are gone */
-                c->req->h = NULL;
-        while (h->conns)
-            conn_close(h->conns);
-        sophia_tls_free(h->tls); /* its bridges: lws sees their ends close */
-        free(h->tls_host);
-    }
-    if (srv->lws) {
-        /* With a foreign loop, destruction finishes in lws's handle-close
-         * callbacks: run libuv until they ran, then let lws free the rest. */
-        lws_context_destroy(srv->lws);
-        sophia_loop_uv_drain(srv->loop);
-        if (srv->lws)
-            lws_context_destroy(srv->lws);
-        srv->lws = NULL;
-    }
+    return h->port;
+}
+
+void sophia_http_set_conf(sophia_http *h, const sophia_conf *c)
+{
+    if (h)
+        h->conf = c;
+}
+
+void sophia_http_closing(sophia_http *h)
+{
+    if (h)
+        h->wsd.closing = 1;
+}
+
+void sophia_http_stop(sophia_http *h)
+{
+    if (!h)
+        return;
+    if (h->listener)
+        evconnlistener_free(h->listener);
+    if (h->tls_listener)
+        evconnlistener_free(h->tls_listener);
+    for (http_conn *c = h->conns; c; c = c->next)
+        if (c->state == C_WAIT) /* answered after we are gone */
+            c->req->h = NULL;
+    while (h->conns)
+        conn_close(h->conns);
+    sophia_tls_free(h->tls); /* its bridges: lws sees their ends close */
+    free(h->tls_host);
+    sophia_http_ws_stop(&h->wsd);
+    free(h->host);
     free(h);
-    srv->http = NULL;
 }

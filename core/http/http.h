@@ -11,9 +11,9 @@
  * handed to it with the bytes already read (lws_adopt_socket_vhost_readbuf).
  *
  * A request's life: head read and checked (Host, Origin, length, content
- * type, then the API's token and rate checks through sophia_api_admit) ->
- * body read, if any, within server.max_body and the server-wide
- * server.max_body_total -> sophia_api_dispatch -> the handler answers once,
+ * type, then the admit hook of its route: the API's token and rate
+ * checks; router.h) -> body read, if any, within server.max_body and the
+ * server-wide server.max_body_total -> the route's handler answers once,
  * now or later (after Redis or PostgreSQL) -> once the answer is written,
  * the next pipelined request is read. A refusal at the head is answered
  * at once and the connection closed without reading the body. Requests
@@ -27,10 +27,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "conf/config.h"
+#include "event/loop.h"
 #include "http/http_parse.h"
-#include "daemon/server.h"
+#include "http/router.h"
+#include "lib/statdef.h"
 
-typedef struct sophia_http_req sophia_http_req;
+struct sophia_ws_router;
+typedef struct sophia_http sophia_http;
 
 typedef struct sophia_http_stats {
     uint64_t connections;         /* open HTTP connections (not /ws) */
@@ -44,19 +48,45 @@ typedef struct sophia_http_stats {
     uint64_t tls_handshakes_failed; /* ...closed before one completed */
 } sophia_http_stats;
 
-/* Listens on srv->host:srv->port (srv->port is set to the bound port),
- * and on server.tls.listen for HTTPS/WSS when it is set. */
-int sophia_http_start(sophia_server *srv);
+/* Each field above, declared once for /api/stats and /metrics
+ * (http_stats.c). */
+extern const sophia_statdef sophia_http_statdefs[];
+extern const size_t sophia_http_nstatdefs;
+
+/* What the front door is given by the daemon; nothing else of it is
+ * reached. */
+typedef struct sophia_http_opts {
+    const sophia_conf *conf;         /* server.*: limits, hosts, TLS */
+    sophia_loop *loop;
+    struct sophia_ws_router *ws;     /* where /ws upgrades go */
+    const char *host;                /* listen host (copied) */
+    int port;                        /* listen port, 0 = any */
+    const sophia_http_router *routes; /* kept: outlives the front door */
+} sophia_http_opts;
+
+/* NULL when out of memory. Nothing is opened yet. */
+sophia_http *sophia_http_new(const sophia_http_opts *o);
+/* Listens on host:port, and on server.tls.listen for HTTPS/WSS when it
+ * is set. -1 on failure (sophia_http_stop still frees it). */
+int sophia_http_start(sophia_http *h);
+/* The bound port. */
+int sophia_http_port(const sophia_http *h);
+/* Reload: requests from now on see `c` (kept, not copied). */
+void sophia_http_set_conf(sophia_http *h, const sophia_conf *c);
 /* SIGHUP: new TLS connections use the certificate and key `c` names; open
  * ones keep theirs. -1 with the reason in `why` keeps the old ones. A
  * listener is opened or closed at start only (0, nothing done). */
-int sophia_http_reload_tls(sophia_server *srv, const sophia_conf *c, char *why,
+int sophia_http_reload_tls(sophia_http *h, const sophia_conf *c, char *why,
                            size_t n);
-/* Closes the listener and every connection (WebSockets with 1001). */
-void sophia_http_stop(sophia_server *srv);
+/* Shutdown has begun: new WebSockets are refused. */
+void sophia_http_closing(sophia_http *h);
+/* Closes the listener and every connection (WebSockets with 1001) and
+ * frees `h` (NULL is fine). */
+void sophia_http_stop(sophia_http *h);
 /* Serves an already connected socket as if accepted (tests, fuzzing). */
-int sophia_http_adopt(sophia_server *srv, int fd);
-void sophia_http_get_stats(const sophia_server *srv, sophia_http_stats *st);
+int sophia_http_adopt(sophia_http *h, int fd);
+/* Zeros when `h` is NULL. */
+void sophia_http_get_stats(const sophia_http *h, sophia_http_stats *st);
 
 /* GET for a HEAD request: handlers answer as for GET, the body is not sent. */
 sophia_http_method sophia_http_req_method(const sophia_http_req *r);

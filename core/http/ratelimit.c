@@ -11,7 +11,6 @@
 #include "lib/bearer.h"
 #include "lib/hash.h"
 #include "event/loop.h"
-#include "daemon/server.h"
 
 #define SLOTS 8192             /* power of two */
 #define MAX_USED (SLOTS * 3 / 4)
@@ -98,9 +97,9 @@ int sophia_ratelimit_take(const char *caller, double rate, double burst,
 }
 
 /* "t:<token>" when tokens are configured and one is given, else "ip:…". */
-static const char *caller_of(sophia_http_req *r, char *buf, size_t cap)
+static const char *caller_of(sophia_http_req *r, const char *tokens,
+                             char *buf, size_t cap)
 {
-    const char *tokens = sophia_srv->conf->server.tokens;
     const char *tok = sophia_bearer_token(sophia_http_req_header(r, "authorization"));
     if (tokens && *tokens && tok) {
         snprintf(buf, cap, "t:%s", tok);
@@ -111,16 +110,15 @@ static const char *caller_of(sophia_http_req *r, char *buf, size_t cap)
     return buf;
 }
 
-int sophia_ratelimit_admit(sophia_http_req *r)
+int sophia_ratelimit_admit(sophia_http_req *r, const sophia_conf *c)
 {
-    const sophia_conf *c = sophia_srv->conf;
     double rate = (double)c->server.rate_limit.rate;
     if (rate <= 0)
         return 1;
     double burst = c->server.rate_limit.burst ? (double)c->server.rate_limit.burst
                                               : rate;
     char who[600];
-    int wait = sophia_ratelimit_take(caller_of(r, who, sizeof(who)), rate,
+    int wait = sophia_ratelimit_take(caller_of(r, c->server.tokens, who, sizeof(who)), rate,
                                      burst, sophia_now_mono_us());
     if (wait == 0)
         return 1;

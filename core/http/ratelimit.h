@@ -23,10 +23,12 @@
 
 #include <stdint.h>
 
+#include "conf/config.h"
 #include "http/http.h"
 
-/* 1: go on. 0: the request was over its rate and has been answered 429. */
-int sophia_ratelimit_admit(sophia_http_req *r);
+/* 1: go on. 0: the request was over its rate (server.rate_limit of `c`)
+ * and has been answered 429. */
+int sophia_ratelimit_admit(sophia_http_req *r, const sophia_conf *c);
 
 /* The core of it, for tests and other callers: takes one request from
  * the bucket of `caller` at time `now_us`. 0 = admitted, else the seconds

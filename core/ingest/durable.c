@@ -26,8 +26,6 @@
 #include "ingest/source_redis.h"
 #include "ingest/stream.h"
 
-#define DURABLE_RETRY_AFTER_S 1
-
 struct sophia_durable {
     struct sophia_stream *st;
     struct sophia_source_redis *src;
@@ -324,77 +322,9 @@ int sophia_durable_append(sophia_durable *d, json_t *const *events, size_t n,
     return 0;
 }
 
-/* ------------------------------------------------------------ HTTP */
-
-typedef struct http_append {
-    sophia_http_req *r;
-    const sophia_durable *d;
-    size_t n;
-} http_append;
-
-void sophia_durable_reply_refused(sophia_http_req *r, const sophia_durable *d,
-                                  int rc, size_t n)
+const char *sophia_durable_stream_key(const sophia_durable *d)
 {
-    const char *name = sophia_stream_name(d->st);
-    sophia_http_set_retry_after(r, DURABLE_RETRY_AFTER_S);
-    if (rc == SOPHIA_EBUSY)
-        sophia_http_reply_error(r, 503, "queue_full",
-                                "stream '%s' backlog cannot take %zu more "
-                                "events; retry later", name, n);
-    else if (rc == SOPHIA_ENOMEM)
-        sophia_http_reply_error(r, 503, "internal",
-                                "out of memory appending to stream '%s'", name);
-    else
-        sophia_http_reply_error(r, 503, "durable_unavailable",
-                                "stream '%s' is durable and its Redis Stream "
-                                "'%s' cannot be written now; nothing was "
-                                "accepted, retry later", name, d->key);
-}
-
-static void on_http_done(void *arg, int rc)
-{
-    http_append *h = arg;
-    if (rc == 0)
-        sophia_http_reply_json(h->r, 202, json_pack("{s:I}", "accepted",
-                                                    (json_int_t)h->n));
-    else
-        sophia_durable_reply_refused(h->r, h->d, rc, h->n);
-    free(h);
-}
-
-int sophia_durable_ingest(sophia_http_req *r, struct sophia_stream *st,
-                          json_t *events)
-{
-    sophia_durable *d;
-    if (!sophia_stream_durable(st, &d))
-        return 0;
-    size_t n = json_array_size(events);
-    if (!d) { /* never a silent fall back to memory */
-        sophia_http_set_retry_after(r, DURABLE_RETRY_AFTER_S);
-        sophia_http_reply_error(r, 503, "durable_unavailable",
-                                "stream '%s' is durable but its Redis source "
-                                "did not start", sophia_stream_name(st));
-        return 1;
-    }
-    if (n == 0) { /* nothing to make durable */
-        sophia_http_reply_json(r, 202, json_pack("{s:i}", "accepted", 0));
-        return 1;
-    }
-    json_t **v = malloc(n * sizeof(*v));
-    http_append *h = malloc(sizeof(*h));
-    int rc = SOPHIA_ENOMEM;
-    if (v && h) {
-        for (size_t i = 0; i < n; i++)
-            v[i] = json_array_get(events, i);
-        *h = (http_append){r, d, n};
-        rc = sophia_durable_append(d, v, n, on_http_done, h);
-    }
-    free(v);
-    if (rc) {
-        free(h);
-        sophia_durable_reply_refused(r, d, rc, n);
-    }
-    return 1;
+    return d->key;
 }
 
 json_t *sophia_durable_stats_json(const sophia_durable *d)

@@ -15,8 +15,8 @@
  * cluster that should share the work does), and a restart on the same
  * host and address finds its backlog. The consumer group and its options
  * come from the same `redis:` section. A durable stream never falls back to memory: while Redis is
- * unreachable, or a body cannot be appended, the answer is 503 with
- * Retry-After and nothing of the body is accepted.
+ * unreachable, or a body cannot be appended, the body is refused whole
+ * (accept.h: the http layer answers 503 with Retry-After).
  *
  * A body that arrives while the appender's first connection is still
  * being made (just after start, or for a stream a reload added) waits
@@ -31,7 +31,7 @@
  * Backpressure: a durable stream's queue is the Redis Stream, so the
  * local queue_size bounds what this node has appended but not yet taken
  * in (appends in flight + appended - read, plus the local queue); a body
- * that would go past it is refused with 503, as for a memory queue.
+ * that would go past it is refused (SOPHIA_EBUSY), as for a memory queue.
  */
 #ifndef SOPHIA_DURABLE_H
 #define SOPHIA_DURABLE_H
@@ -40,7 +40,6 @@
 #include <stddef.h>
 
 #include "conf/config.h"
-#include "http/http.h"
 
 struct event_base;
 struct sophia_stream;
@@ -66,7 +65,7 @@ sophia_durable *sophia_durable_new(struct sophia_stream *st,
                                    struct sophia_source_redis *src,
                                    const char *url, const char *key,
                                    const char *field, struct event_base *base);
-/* Pending appends are answered as failed (503). */
+/* Pending appends are answered as failed (SOPHIA_EUNAVAIL). */
 void sophia_durable_free(sophia_durable *d);
 int sophia_durable_up(const sophia_durable *d);
 
@@ -79,16 +78,8 @@ typedef void (*sophia_durable_done_fn)(void *arg, int rc);
 int sophia_durable_append(sophia_durable *d, json_t *const *events, size_t n,
                           sophia_durable_done_fn done, void *arg);
 
-/* POST /ingest and /hooks/gong: when `st` is durable, appends `events`
- * (a JSON array, borrowed), answers 202 {"accepted":N} or 503 with
- * Retry-After (later, from the loop) and returns 1; returns 0 for a
- * memory stream, which the caller queues itself. */
-int sophia_durable_ingest(sophia_http_req *r, struct sophia_stream *st,
-                          json_t *events);
-/* Answers the 503 for a failed append (`rc` from sophia_durable_append
- * or its callback). */
-void sophia_durable_reply_refused(sophia_http_req *r, const sophia_durable *d,
-                                  int rc, size_t n);
+/* The Redis Stream key this appender writes to. */
+const char *sophia_durable_stream_key(const sophia_durable *d);
 
 /* {"key","up","appended","append_failed","backlog"} */
 json_t *sophia_durable_stats_json(const sophia_durable *d);

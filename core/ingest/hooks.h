@@ -1,6 +1,8 @@
 /*
- * hooks - the webhook endpoints: POST /hooks/slack (Slack Events API) and
- * POST /hooks/gong (Gong), each feeding a stream.
+ * hooks - the webhooks' checks: POST /hooks/slack (Slack Events API) and
+ * POST /hooks/gong (Gong), each feeding a stream. The checks are pure
+ * functions here; the HTTP handlers that run them, queue the event
+ * (accept.h) and answer are in core/http/api_ingest.c.
  *
  * Slack: every request must carry X-Slack-Request-Timestamp within 300 s
  * of now and X-Slack-Signature = "v0=" + hex(HMAC-SHA256(signing secret,
@@ -31,10 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "http/http.h"
-
-void sophia_hooks_slack(sophia_http_req *r);
-void sophia_hooks_gong(sophia_http_req *r);
+/* Seconds a Slack request timestamp may be away from now. */
+#define SOPHIA_SLACK_WINDOW_S 300
 
 typedef enum sophia_slack_check {
     SOPHIA_SLACK_OK = 0,
@@ -47,5 +47,30 @@ typedef enum sophia_slack_check {
 sophia_slack_check sophia_slack_verify(const char *secret, const char *ts,
                                        const char *sig, const char *body,
                                        size_t len, int64_t now_s);
+
+/* Slack's retry filter: event ids accepted recently, one set for the
+ * process sized by hooks.slack.dedup_window (`window_s`, read when the
+ * set is first made; a retry arrives minutes later at most).
+ * sophia_slack_seen: 1 when `eid` was accepted inside the window, 0 when
+ * not, -1 when the set cannot be made (out of memory). */
+int sophia_slack_seen(double window_s, const char *eid, int64_t now_us);
+/* Remembers `eid` as accepted (once the event is queued or stored). */
+void sophia_slack_remember(const char *eid, int64_t now_us);
+
+typedef enum sophia_gong_check {
+    SOPHIA_GONG_OK = 0,
+    SOPHIA_GONG_BAD,      /* missing or wrong secret */
+    SOPHIA_GONG_QUERY_OFF /* the only secret given was a ?key= that
+                           * hooks.gong.allow_query_key does not allow */
+} sophia_gong_check;
+
+/* The Gong secret as presented: the `authorization` header's bearer
+ * token, else `x_gong_secret`, else the ?key= argument `query_key` when
+ * `allow_query` (a query string lands in proxy and access logs);
+ * compared in constant time. Each may be NULL. */
+sophia_gong_check sophia_gong_verify(const char *secret,
+                                     const char *authorization,
+                                     const char *x_gong_secret,
+                                     const char *query_key, int allow_query);
 
 #endif

@@ -26,7 +26,6 @@
 #include <faiss/c_api/index_io_c.h>
 #include <sophia/sdk.h>
 
-#include "http/api_memory.h"
 #include "memory/faiss_shim.h"
 #include "lib/log.h"
 #include "event/loop.h"
@@ -944,7 +943,6 @@ sophia_memory *sophia_memory_new(const sophia_conf *c, struct event_base *base,
         return NULL;
     }
     make_parent_dir(m->index_path);
-    sophia_api_memory_ws(1);
     return m;
 }
 
@@ -954,7 +952,6 @@ void sophia_memory_free(sophia_memory *m)
         return;
     m->freeing = 1;
     atomic_store(&m->stop, 1);
-    sophia_api_memory_ws(0);
     mem_cons_free(m);
     mem_access_free(m);
     fail_deferred(m, SOPHIA_EUNAVAIL, "shutting down");

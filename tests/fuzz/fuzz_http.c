@@ -23,6 +23,9 @@
 #include <unistd.h>
 
 #include "http/api.h"
+#include "http/api_cache.h"
+#include "http/api_ingest.h"
+#include "http/api_memory.h"
 #include "cache/cache.h"
 #include "conf/config.h"
 #include "http/http.h"
@@ -42,6 +45,7 @@ static const char conf_yaml[] = "server:\n"
                                 "  max_connections: 16\n";
 
 static sophia_server srv;
+static sophia_api api; /* as sophiad wires it (main.c) */
 
 static void setup(void)
 {
@@ -58,8 +62,19 @@ static void setup(void)
     srv.cache = sophia_cache_new(srv.conf, sophia_loop_base(srv.loop)); /* L1 only */
     srv.host = strdup("127.0.0.1");
     srv.port = 0;
-    if (!srv.loop || !srv.ws || !srv.cache || sophia_http_start(&srv) < 0)
+    api = (sophia_api){.conf = srv.conf, .cache = srv.cache, .ws = srv.ws};
+    sophia_http_router *rt = sophia_http_router_new(); /* as sophiad's */
+    if (!rt || sophia_api_routes(rt, &api) < 0 ||
+        sophia_api_ingest_routes(rt, &api) < 0 ||
+        sophia_api_cache_routes(rt, &api) < 0 ||
+        sophia_api_memory_routes(rt, &api) < 0)
         abort();
+    sophia_http_opts o = {.conf = srv.conf, .loop = srv.loop, .ws = srv.ws,
+                          .host = srv.host, .port = 0, .routes = rt};
+    if (!srv.loop || !srv.ws || !srv.cache || !(srv.http = sophia_http_new(&o)) ||
+        sophia_http_start(srv.http) < 0)
+        abort();
+    api.http = srv.http;
 }
 
 static void turn(int n)
@@ -146,7 +161,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
         return 0;
     client c = {.fd = sv[1]};
-    if (sophia_http_adopt(&srv, sv[0]) < 0) {
+    if (sophia_http_adopt(srv.http, sv[0]) < 0) {
         close(sv[1]);
         return 0;
     }
@@ -172,11 +187,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sophia_http_stats st;
     for (int i = 0; i < 200; i++) {
         turn(1);
-        sophia_http_get_stats(&srv, &st);
+        sophia_http_get_stats(srv.http, &st);
         if (st.connections == 0 && ws_connections() == 0)
             break;
     }
-    sophia_http_get_stats(&srv, &st);
+    sophia_http_get_stats(srv.http, &st);
     if (st.connections != 0 || st.body_bytes != 0)
         abort(); /* a connection or its body outlived its client */
     return 0;

@@ -286,6 +286,49 @@ test('with tokens, a missing or wrong token is 401 from the head, before the bod
   }
 });
 
+test('routes: /api/ paths are admitted before their 404, /ingest/ is POST only, deep JSON is refused except on /ingest', async () => {
+  const t = await startDaemon({
+    env: { SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '', SHAPES_TOKENS: 'tok' },
+    yaml: `server:\n  tokens: {secret_env: SHAPES_TOKENS}\n${STREAM}`,
+  });
+  const auth = { authorization: 'Bearer tok' };
+  const one = async (req) => (await exchange(t.port, [req])).responses[0];
+  try {
+    // every /api/ path, known or not, wants the token first
+    for (const [m, p] of [['GET', '/api/nope'], ['POST', '/api/stats'], ['GET', '/api/memoryX'], ['GET', '/api/cache/k']])
+      assert.equal((await one(request(m, p, { 'content-length': 0 }))).status, 401, `${m} ${p}`);
+    const nope = await one(request('GET', '/api/nope', auth));
+    assert.equal(nope.status, 404);
+    assert.deepEqual(JSON.parse(nope.body).error, { code: 'not_found', message: 'no endpoint /api/nope' });
+    assert.equal((await one(request('POST', '/api/stats', { ...auth, 'content-length': 0 }))).status, 404, 'GET only');
+    // outside /api/ and /ingest/: no token needed, unknown paths are 404
+    assert.equal((await one(request('GET', '/healthz'))).status, 200);
+    assert.equal((await one(request('GET', '/no-such-file.js'))).status, 404);
+    assert.equal((await one(request('DELETE', '/healthz'))).status, 404);
+    assert.equal((await one(request('GET', '/ingest/s', auth))).status, 405);
+    assert.equal((await one(request('GET', '/hooks/gong'))).status, 404, 'hooks are POST only');
+    // 65 levels: 400 too_deep before the handler, but /ingest parses it
+    const deep = '['.repeat(65) + ']'.repeat(65);
+    const cacheDeep = await one(post('/api/cache/invalidate', deep, auth));
+    assert.equal(cacheDeep.status, 400);
+    assert.equal(JSON.parse(cacheDeep.body).error.code, 'too_deep');
+    const ingestDeep = await one(post('/ingest/s', deep, auth));
+    assert.equal(ingestDeep.status, 400);
+    assert.equal(JSON.parse(ingestDeep.body).error.code, 'bad_json', '/ingest words its own errors');
+    // the documents see the running daemon, not a zeroed context
+    const stats = (await fetchJson(`${t.url}/api/stats`, { token: 'tok' })).body;
+    assert.ok(stats.uptime_s >= 0 && stats.uptime_s < 3600, `uptime_s ${stats.uptime_s}`);
+    assert.ok(stats.http.requests >= 10);
+    assert.ok('s' in stats.streams);
+    const metrics = await one(request('GET', '/metrics'));
+    const up = Number(/^sophia_uptime_seconds (\d+)$/m.exec(metrics.body)[1]);
+    assert.ok(up < 3600, `sophia_uptime_seconds ${up}`);
+    assert.match(metrics.body, /^sophia_reloads_total 0$/m);
+  } finally {
+    assert.deepEqual(await t.stop(), { code: 0, signal: null, killed: false });
+  }
+});
+
 test('server.hosts, server.origins and server.max_body follow SIGHUP', async () => {
   const yaml = (extra) => `server:\n  max_body: 4k\n${extra}\n${STREAM}`;
   const r = await startDaemon({ env: { SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '' }, yaml: yaml('') });

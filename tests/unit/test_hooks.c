@@ -1,7 +1,8 @@
 /*
  * test_hooks - Slack's v0 request signature: a known-good vector, a
  * tampered body, a wrong secret, the 300 s window both ways, missing and
- * malformed headers.
+ * malformed headers. Gong's shared secret: where it may come from and
+ * that ?key= is refused unless allowed. Slack's retry filter.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -70,6 +71,44 @@ static void test_missing(void **u)
                      SOPHIA_SLACK_MISSING);
 }
 
+static void test_gong(void **u)
+{
+    (void)u;
+    const char *s = "gong-secret";
+    assert_int_equal(sophia_gong_verify(s, "Bearer gong-secret", NULL, NULL, 0),
+                     SOPHIA_GONG_OK);
+    assert_int_equal(sophia_gong_verify(s, "bearer gong-secret", NULL, NULL, 0),
+                     SOPHIA_GONG_OK);
+    assert_int_equal(sophia_gong_verify(s, NULL, "gong-secret", NULL, 0),
+                     SOPHIA_GONG_OK);
+    assert_int_equal(sophia_gong_verify(s, "Bearer gong-secreT", NULL, NULL, 0),
+                     SOPHIA_GONG_BAD);
+    assert_int_equal(sophia_gong_verify(s, NULL, "gong-secret-", NULL, 0),
+                     SOPHIA_GONG_BAD);
+    assert_int_equal(sophia_gong_verify(s, "Basic eDp5", NULL, NULL, 0),
+                     SOPHIA_GONG_BAD);
+    assert_int_equal(sophia_gong_verify(s, NULL, NULL, NULL, 1), SOPHIA_GONG_BAD);
+    /* ?key= only when allowed; a header wins over it either way */
+    assert_int_equal(sophia_gong_verify(s, NULL, NULL, "gong-secret", 0),
+                     SOPHIA_GONG_QUERY_OFF);
+    assert_int_equal(sophia_gong_verify(s, NULL, NULL, "gong-secret", 1),
+                     SOPHIA_GONG_OK);
+    assert_int_equal(sophia_gong_verify(s, NULL, "wrong", "gong-secret", 1),
+                     SOPHIA_GONG_BAD);
+}
+
+static void test_slack_retry_filter(void **u)
+{
+    (void)u;
+    const int64_t S = 1000000;
+    assert_int_equal(sophia_slack_seen(60, "Ev1", 10 * S), 0);
+    sophia_slack_remember("Ev1", 10 * S);
+    assert_int_equal(sophia_slack_seen(60, "Ev1", 20 * S), 1);
+    assert_int_equal(sophia_slack_seen(60, "Ev2", 20 * S), 0);
+    assert_int_equal(sophia_slack_seen(60, NULL, 20 * S), 0);
+    assert_int_equal(sophia_slack_seen(60, "Ev1", 71 * S), 0); /* window over */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -77,6 +116,8 @@ int main(void)
         cmocka_unit_test(test_bad_signatures),
         cmocka_unit_test(test_window),
         cmocka_unit_test(test_missing),
+        cmocka_unit_test(test_gong),
+        cmocka_unit_test(test_slack_retry_filter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
