@@ -53,7 +53,6 @@
 #define XFETCH_BETA 1.0
 #define ALL_TIERS (SOPHIA_TIER_L1 | SOPHIA_TIER_L2 | SOPHIA_TIER_L3)
 
-void (*sophia_cache_on_invalidate)(const char *key_or_tag, int is_tag);
 
 typedef struct tier_stats {
     uint64_t hits, misses, errors, writes, skipped;
@@ -82,6 +81,8 @@ struct sophia_cache {
     sophia_redis *l2; /* NULL = disabled */
     sophia_l3 *l3;    /* NULL = disabled */
     sophia_wb *wb;    /* NULL without Redis (no journal) */
+    sophia_cache_inval_fn on_inval; /* tells the cluster, or NULL */
+    void *on_inval_arg;
     double default_ttl, l1_ttl;
     int64_t l1_cap_us; /* cache.l1.ttl in µs */
     int64_t l2_max_ttl_ms; /* cache.l2.ttl; 0 = no cap */
@@ -217,10 +218,18 @@ static double since_us(int64_t t0)
     return (double)(sophia_now_mono_us() - t0);
 }
 
-static void broadcast(const char *key_or_tag, int is_tag)
+static void broadcast(const sophia_cache *c, const char *key_or_tag,
+                      int is_tag)
 {
-    if (sophia_cache_on_invalidate)
-        sophia_cache_on_invalidate(key_or_tag, is_tag);
+    if (c->on_inval)
+        c->on_inval(c->on_inval_arg, key_or_tag, is_tag);
+}
+
+void sophia_cache_on_invalidate(sophia_cache *c, sophia_cache_inval_fn fn,
+                                void *arg)
+{
+    c->on_inval = fn;
+    c->on_inval_arg = arg;
 }
 
 /* ------------------------------------------------------------ strategy */
@@ -678,7 +687,7 @@ static void invalidate_tiers(sophia_cache *c, const char *key, unsigned inv,
     if ((inv & SOPHIA_TIER_L3) && c->l3)
         sophia_l3_del(c->l3, key, version - 1, NULL, NULL);
     if (inv & SOPHIA_TIER_L1)
-        broadcast(key, 0);
+        broadcast(c, key, 0);
 }
 
 int sophia_cache_put_plan(sophia_cache *c, const char *key, const char *val,
@@ -752,7 +761,7 @@ int sophia_cache_put_plan(sophia_cache *c, const char *key, const char *val,
         if (sophia_l1_put(c->l1, key, op->val, len, l1_expiry(c, exp, now),
                           tags, now) == 0)
             c->t1.writes++;
-        broadcast(key, 0); /* other nodes' L1 copies are now stale */
+        broadcast(c, key, 0); /* other nodes' L1 copies are now stale */
     }
     c->puts++;
     put_part_done(op, 0);
@@ -837,7 +846,7 @@ static int run_inval(sophia_cache *c, const char *s, int is_tag,
         sophia_l1_del(c->l1, s);
         c->dels++;
     }
-    broadcast(s, is_tag);
+    broadcast(c, s, is_tag);
     inval_part(op, 0);
     return 0;
 }

@@ -124,9 +124,13 @@ size_t sophia_cache_invalidate_tag(sophia_cache *c, const char *tag);
  * on receipt of another node's invalidation. c may be NULL. */
 void sophia_cache_l1_invalidate_local(sophia_cache *c, const char *key_or_tag,
                                       int is_tag);
-/* Set by the cluster module: called after every local invalidation (del,
- * tag, and the invalidations a put implies) so other nodes drop theirs. */
-extern void (*sophia_cache_on_invalidate)(const char *key_or_tag, int is_tag);
+/* Called after every local invalidation (del, tag, and the invalidations
+ * a put implies), so the daemon can tell the cluster and other nodes drop
+ * theirs. fn NULL: nobody to tell. */
+typedef void (*sophia_cache_inval_fn)(void *arg, const char *key_or_tag,
+                                      int is_tag);
+void sophia_cache_on_invalidate(sophia_cache *c, sophia_cache_inval_fn fn,
+                                void *arg);
 
 /* --- write-back, warming --- */
 /* Flushes write-back entries to L2/L3; done once committed (shutdown). */

@@ -315,10 +315,10 @@ static const char *find_share_dir(const sophia_conf *c)
 /* Cross-node L1 coherence: the cache tells the cluster what it dropped,
  * the cluster tells the cache what other nodes dropped. Both ends are
  * no-ops without cluster.redis. */
-static void cache_to_cluster(const char *key_or_tag, int is_tag)
+static void cache_to_cluster(void *ws, const char *key_or_tag, int is_tag)
 {
-    sophia_cluster_broadcast_invalidate(sophia_ws_cluster(sophia_srv->ws),
-                                        key_or_tag, is_tag);
+    sophia_cluster_broadcast_invalidate(sophia_ws_cluster(ws), key_or_tag,
+                                        is_tag);
 }
 
 static void cluster_to_cache(const char *key_or_tag, int is_tag, void *arg)
@@ -401,7 +401,7 @@ static int start(sophia_server *s)
     s->ws = sophia_ws_router_new(s->loop, s->conf, s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
     sophia_cache_bind_plugins(s->cache, s->plugins);
-    sophia_cache_on_invalidate = cache_to_cluster;
+    sophia_cache_on_invalidate(s->cache, cache_to_cluster, s->ws);
     sophia_cluster_on_invalidate(sophia_ws_cluster(s->ws), cluster_to_cache,
                                  s->cache);
     s->memory = sophia_memory_new(s->conf, base, s->plugins, s->cache);
@@ -441,8 +441,9 @@ static void stop(sophia_server *s)
     sophia_ws_set_backlog(s->ws, NULL, NULL); /* the streams go first */
     sophia_streams_free(s->streams);
     sophia_api_cache_ws(&api, 0); /* before its router goes */
+    if (s->cache)
+        sophia_cache_on_invalidate(s->cache, NULL, NULL); /* and the cluster */
     sophia_ws_router_free(s->ws); /* and its cluster, hook and all */
-    sophia_cache_on_invalidate = NULL;
     sophia_cache_free(s->cache);
     if (shutdown_ev)
         event_free(shutdown_ev);
