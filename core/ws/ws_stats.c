@@ -15,6 +15,7 @@
 
 #include "cluster/cluster.h"
 #include "lib/dict.h"
+#include "lib/statdef.h"
 #include "ws/ws_latest.h"
 #include "ws/ws_priv.h"
 
@@ -27,79 +28,71 @@ void sophia_ws_get_stats(const sophia_ws_router *r, sophia_ws_stats *out)
 
 /* ------------------------------------------------------------ figures */
 
-/* Each figure of sophia_ws_stats, declared once for both /api/stats (the
- * `websocket` object, or its `cluster` object) and /metrics, in the order
- * both list them. prom NULL: /api/stats only. */
-typedef struct ws_figure {
-    const char *key;  /* /api/stats name */
-    int cluster;      /* in websocket.cluster (only with a cluster) */
-    const char *prom; /* /metrics name */
-    int gauge;        /* else a counter */
-    const char *help;
-    size_t off;       /* in sophia_ws_stats */
-} ws_figure;
+/* Each figure of sophia_ws_stats, declared once for both /api/stats and
+ * /metrics (lib/statdef.h): the `websocket` object's, then those of its
+ * `cluster` object (only with a cluster). prom NULL: /api/stats only. */
+#define WS_FIG(key, prom, type, help, field)                                 \
+    {key, prom, type, NULL, help, offsetof(sophia_ws_stats, field)}
 
-#define WS_FIG(key, cl, prom, gauge, help, field)                            \
-    {key, cl, prom, gauge, help, offsetof(sophia_ws_stats, field)}
-
-static const ws_figure figures[] = {
-    WS_FIG("connections", 0, "sophia_ws_connections", 1,
+static const sophia_statdef figures[] = {
+    WS_FIG("connections", "sophia_ws_connections", "gauge",
            "Open WebSocket connections.", connections),
-    WS_FIG("connections_total", 0, NULL, 0, NULL, connections_total),
-    WS_FIG("subscriptions", 0, "sophia_ws_subscriptions", 1,
+    WS_FIG("connections_total", NULL, "counter",
+           NULL, connections_total),
+    WS_FIG("subscriptions", "sophia_ws_subscriptions", "gauge",
            "Open subscriptions.", subscriptions),
-    WS_FIG("messages_in", 0, "sophia_ws_messages_in_total", 0,
+    WS_FIG("messages_in", "sophia_ws_messages_in_total", "counter",
            "Messages received from clients.", messages_in),
-    WS_FIG("messages_out", 0, "sophia_ws_messages_out_total", 0,
+    WS_FIG("messages_out", "sophia_ws_messages_out_total", "counter",
            "Messages written to clients.", messages_out),
-    WS_FIG("dropped", 0, "sophia_ws_dropped_total", 0,
+    WS_FIG("dropped", "sophia_ws_dropped_total", "counter",
            "Messages dropped with slow clients.", dropped),
-    WS_FIG("slow_closed", 0, "sophia_ws_slow_closed_total", 0,
+    WS_FIG("slow_closed", "sophia_ws_slow_closed_total", "counter",
            "Clients closed for a full send queue.", slow_closed),
-    WS_FIG("published", 0, "sophia_ws_published_total", 0, "Publish calls.",
-           published),
-    WS_FIG("coalesced", 0, "sophia_ws_coalesced_total", 0,
+    WS_FIG("published", "sophia_ws_published_total", "counter",
+           "Publish calls.", published),
+    WS_FIG("coalesced", "sophia_ws_coalesced_total", "counter",
            "Queued metric updates replaced by a newer value.", coalesced),
-    WS_FIG("recovered", 0, "sophia_ws_recovered_total", 0,
+    WS_FIG("recovered", "sophia_ws_recovered_total", "counter",
            "Messages replayed to clients subscribing with since.", recovered),
-    WS_FIG("resyncs", 0, "sophia_ws_resyncs_total", 0,
+    WS_FIG("resyncs", "sophia_ws_resyncs_total", "counter",
            "Resync answers: history aged out.", resyncs),
-    WS_FIG("auth_failures", 0, "sophia_ws_auth_failures_total", 0,
+    WS_FIG("auth_failures", "sophia_ws_auth_failures_total", "counter",
            "Bad, expired or missing WebSocket tokens.", auth_failures),
-    WS_FIG("forbidden", 0, "sophia_ws_forbidden_total", 0,
+    WS_FIG("forbidden", "sophia_ws_forbidden_total", "counter",
            "Subscriptions and requests refused by the token's scopes.", forbidden),
-    WS_FIG("refused", 0, "sophia_ws_refused_total", 0,
+    WS_FIG("refused", "sophia_ws_refused_total", "counter",
            "WebSocket upgrades refused.", refused),
-    WS_FIG("pings", 0, NULL, 0, NULL, pings),
-    WS_FIG("dead_closed", 0, "sophia_ws_dead_closed_total", 0,
+    WS_FIG("pings", NULL, "counter",
+           NULL, pings),
+    WS_FIG("dead_closed", "sophia_ws_dead_closed_total", "counter",
            "Connections closed for a missed pong.", dead_closed),
-    WS_FIG("out", 1, "sophia_ws_cluster_out_total", 0,
-           "Publishes sent through Redis.", cluster_out),
-    WS_FIG("in", 1, "sophia_ws_cluster_in_total", 0,
-           "Publishes received from Redis.", cluster_in),
-    WS_FIG("fallback", 1, NULL, 0, NULL, cluster_fallback),
-    WS_FIG("local", 1, "sophia_ws_cluster_local_total", 0,
-           "Publishes delivered locally: no other node on the channel.",
-           cluster_alone),
-    WS_FIG("topics", 0, "sophia_ws_topics", 1,
+    WS_FIG("topics", "sophia_ws_topics", "gauge",
            "Topics held (seq and history).", topics),
-    WS_FIG("topics_freed", 0, "sophia_ws_topics_freed_total", 0,
+    WS_FIG("topics_freed", "sophia_ws_topics_freed_total", "counter",
            "Idle topics freed once their history aged out.", topics_freed),
-    WS_FIG("topics_refused", 0, "sophia_ws_topics_refused_total", 0,
+    WS_FIG("topics_refused", "sophia_ws_topics_refused_total", "counter",
            "Publishes to a new topic refused by websocket.max_topics "
-           "(delivered live to pattern subscribers, not recorded).",
-           topics_refused),
+           "(delivered live to pattern subscribers, not recorded).", topics_refused),
 };
 
-/* A field added to sophia_ws_stats without a line above fails here. */
-_Static_assert(sizeof(figures) / sizeof(figures[0]) ==
-                   sizeof(sophia_ws_stats) / sizeof(uint64_t),
-               "every sophia_ws_stats field is declared in figures[]");
+static const sophia_statdef cluster_figures[] = {
+    WS_FIG("out", "sophia_ws_cluster_out_total", "counter",
+           "Publishes sent through Redis.", cluster_out),
+    WS_FIG("in", "sophia_ws_cluster_in_total", "counter",
+           "Publishes received from Redis.", cluster_in),
+    WS_FIG("fallback", NULL, "counter",
+           NULL, cluster_fallback),
+    WS_FIG("local", "sophia_ws_cluster_local_total", "counter",
+           "Publishes delivered locally: no other node on the channel.", cluster_alone),
+};
 
-static uint64_t figure_value(const sophia_ws_stats *st, const ws_figure *fg)
-{
-    return *(const uint64_t *)((const char *)st + fg->off);
-}
+#define NFIG(t) (sizeof(t) / sizeof((t)[0]))
+
+/* A field added to sophia_ws_stats without a line above fails here. */
+_Static_assert(NFIG(figures) + NFIG(cluster_figures) ==
+                   sizeof(sophia_ws_stats) / sizeof(uint64_t),
+               "every sophia_ws_stats field is declared once above");
 
 /* ---------------------------------------------------------- stats JSON */
 
@@ -212,18 +205,14 @@ json_t *sophia_ws_stats_json(const sophia_ws_router *r, size_t top_n)
 {
     sophia_ws_stats st;
     sophia_ws_get_stats(r, &st);
-    json_t *o = json_object(), *cl = NULL;
+    json_t *o = sophia_statdef_json(figures, NFIG(figures), &st), *cl = NULL;
     if (r->cluster)
         cl = json_pack("{s:s,s:b,s:b}", "node", sophia_cluster_node_id(r->cluster),
                        "up", sophia_cluster_ready(r->cluster), "alone",
                        sophia_cluster_alone(r->cluster));
-    for (size_t i = 0; i < sizeof(figures) / sizeof(figures[0]); i++) {
-        const ws_figure *fg = &figures[i];
-        json_t *into = fg->cluster ? cl : o;
-        if (into)
-            json_object_set_new(into, fg->key,
-                                json_integer((json_int_t)figure_value(&st, fg)));
-    }
+    if (cl)
+        json_object_update_new(cl, sophia_statdef_json(cluster_figures,
+                                                       NFIG(cluster_figures), &st));
     json_object_set_new(o, "top_topics", top_topics_json(r, top_n));
     if (cl)
         json_object_set_new(o, "cluster", cl);
@@ -235,14 +224,8 @@ void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f)
     sophia_ws_stats st = {0};
     if (r)
         sophia_ws_get_stats(r, &st);
-    for (size_t i = 0; i < sizeof(figures) / sizeof(figures[0]); i++) {
-        const ws_figure *fg = &figures[i];
-        if (!fg->prom)
-            continue;
-        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", fg->prom, fg->help,
-                fg->prom, fg->gauge ? "gauge" : "counter", fg->prom,
-                (unsigned long long)figure_value(&st, fg));
-    }
+    sophia_statdef_prom(f, figures, NFIG(figures), &st, NULL);
+    sophia_statdef_prom(f, cluster_figures, NFIG(cluster_figures), &st, NULL);
     fprintf(f, "# HELP sophia_ws_topic_subscribers Subscribers per topic (top 20).\n"
                "# TYPE sophia_ws_topic_subscribers gauge\n");
     if (!r)
