@@ -252,7 +252,8 @@ static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
     sophia_server *s = arg;
     sophia_ws_stats w;
     sophia_ws_get_stats(s->ws, &w);
-    if ((w.connections == 0 && cache_flushed) ||
+    if ((w.connections == 0 && cache_flushed &&
+         !sophia_streams_pending(s->streams)) ||
         sophia_now_mono_us() > shutdown_deadline_us) {
         sophia_loop_stop(s->loop);
         return;
@@ -324,6 +325,7 @@ static int start(sophia_server *s)
     sophia_cache_on_invalidate = cache_to_cluster;
     sophia_cluster_on_invalidate(cluster_to_cache, NULL);
     s->memory = sophia_memory_new(s->conf, base, s->plugins);
+    sophia_host_set_env(&(sophia_host_env){s->cache, s->ws, s->memory});
     sophia_diag d;
     sophia_diag_init(&d);
     s->streams = sophia_streams_new(s->conf, s->plugins, base, &d);
@@ -345,6 +347,7 @@ static int start(sophia_server *s)
 
 static void stop(sophia_server *s)
 {
+    sophia_host_set_env(&(sophia_host_env){s->cache, s->ws, NULL});
     sophia_memory_free(s->memory); /* answers what it still holds */
     s->memory = NULL;
     sophia_http_stop(s);

@@ -7,6 +7,20 @@
  * only when the callback returned success. So a processor that fails
  * half-way leaves no half-applied effects, and the core decides when an
  * event's effects are durable enough to acknowledge.
+ *
+ * Applying is asynchronous with one completion (SPEC §11: the ack waits
+ * for durability). Each effect reports when it is durable where its
+ * write strategy says: a cache put when sophia_cache_put_async's done
+ * runs (write-through: committed in L3; write-back: journaled; L1-only:
+ * at once), an invalidation when the tiers confirmed it, a memory when its
+ * row is committed, a publish when the router took it (synchronous). The
+ * apply reports 0, or the first error (an effect refused now, SOPHIA_EBUSY
+ * for a full write-back set or L3 queue, or failed later): the caller then
+ * retries the whole event, whose effects are idempotent by construction
+ * (puts carry versions, stores of a retried event may repeat).
+ *
+ * The host reaches the cache, router and memory store through the
+ * environment the daemon sets (sophia_host_set_env), not a global server.
  */
 #ifndef SOPHIA_HOST_H
 #define SOPHIA_HOST_H
@@ -17,10 +31,35 @@
 
 const sophia_host *sophia_host_table(void);
 
+struct sophia_cache;
+struct sophia_ws_router;
+struct sophia_memory;
+/* Where actions go; any member may be NULL (that tier of effects is then
+ * skipped, as when it is not configured). Set by the daemon at start and
+ * after a reload; copied. */
+typedef struct sophia_host_env {
+    struct sophia_cache *cache;
+    struct sophia_ws_router *ws;
+    struct sophia_memory *memory;
+} sophia_host_env;
+void sophia_host_set_env(const sophia_host_env *env);
+const sophia_host_env *sophia_host_get_env(void);
+
 /* A context for one callback of `inst`; `stream` may be NULL. */
 sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream);
-/* Applies the queued actions in order. */
-void sophia_ctx_apply(sophia_ctx *ctx);
+/* Starts the queued actions in order; done(arg, rc) runs once, when
+ * every effect is durable (rc 0) or with the first error. done may run
+ * before this returns; NULL = nobody waits. Freeing the context before
+ * done ran cancels the report (the effects already started go on). */
+typedef void (*sophia_ctx_done_fn)(void *arg, int rc);
+void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg);
+/* An apply in progress, for the effects memory_host.c starts: begin
+ * before starting one, end(apply, rc) once it is done (or refused). */
+typedef struct sophia_apply sophia_apply;
+void sophia_apply_begin(sophia_apply *ap);
+void sophia_apply_end(void *ap, int rc);
+/* memory_host.c: starts the context's queued memory stores on `ap`. */
+void sophia_memory_ctx_apply(sophia_ctx *ctx, sophia_apply *ap);
 /* Applies the state changes staged with host->stage, in order: call it
  * once the context's actions have taken effect. Whatever is still staged
  * when the context is freed is discarded, so a context that never commits

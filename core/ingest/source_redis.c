@@ -27,6 +27,7 @@
 #include "ingest/stream.h"
 
 #define POLL_MS 20
+#define DEAD_MAXLEN "100000" /* ~ entries a dead-letter stream keeps */
 #define FLUSH_WAIT_MS 1000
 
 struct sophia_source_redis {
@@ -136,6 +137,9 @@ static void dead_letter(sophia_source_redis *r, const char *id,
     sophia_dict_del(r->fails, id);
     argv[n++] = "XADD";
     argv[n++] = r->dead_key;
+    argv[n++] = "MAXLEN";
+    argv[n++] = "~";
+    argv[n++] = DEAD_MAXLEN;
     argv[n++] = "*";
     for (size_t i = 0; fields && i + 1 < fields->elements && n < 54; i += 2) {
         argv[n++] = fields->element[i]->str ? fields->element[i]->str : "";
@@ -156,17 +160,37 @@ static void dead_letter(sophia_source_redis *r, const char *id,
                 r->key, id, r->dead_key, why);
 }
 
-static void on_ack(void *arg, const char *id, int ok)
+/* The stream gave up on an event (out of attempts, processor ERROR):
+ * into the dead letter with the stream's reason, as the event it was. */
+static void dead_letter_event(sophia_source_redis *r, const char *id,
+                              const json_t *body, const char *why)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    const char *argv[] = {"XADD", r->key, "MAXLEN", "~", DEAD_MAXLEN, "*",
+                          r->field, text ? text : "null", "_id", id,
+                          "_stream", r->key, "_reason", why};
+    argv[1] = r->dead_key;
+    sophia_dict_del(r->fails, id);
+    ctl_cmd(r, NULL, (int)(sizeof(argv) / sizeof(argv[0])), argv);
+    free(text);
+    /* Through the batched XACK: the XADD above is sent before it on the
+     * same connection, so the entry is always in one stream or the other
+     * (unless Redis drops the connection in between: then it stays
+     * pending and comes back, counted by `fails`). */
+    r->dead++;
+    sophia_warn("redis-source", "msg=\"entry dead-lettered\" stream=%s key=%s "
+                "id=%s dead_key=%s reason=\"%s\"", sophia_stream_name(r->st),
+                r->key, id, r->dead_key, why);
+}
+
+static void on_ack(void *arg, const char *id, const json_t *body,
+                   const char *why)
 {
     sophia_source_redis *r = arg;
     if (!id)
         return;
-    if (!ok) { /* stays pending: claimed again, dead-lettered after N */
-        sophia_dict_del(r->inflight, id);
-        uintptr_t n = (uintptr_t)sophia_dict_get(r->fails, id) + 1;
-        sophia_dict_set(r->fails, id, (void *)n);
-        return;
-    }
+    if (why)
+        dead_letter_event(r, id, body, why);
     sophia_dict_del(r->fails, id);
     if (r->nacks == r->acks_cap) {
         size_t cap = r->acks_cap * 2 + 16;
@@ -206,12 +230,10 @@ static void on_acked(void *arg, redisReply *rep)
     free(b);
 }
 
-/* One XACK for every event acknowledged since the last turn. It leaves a
- * loop turn after the events' actions were applied, so after what those
- * actions wrote (cache commands, whose connection flushes at the end of
- * the turn, and WebSocket frames): a kill -9 in between replays the last
- * batch (at least once) instead of losing its effects. Flushed at once to
- * keep that window short. */
+/* One XACK for every event acknowledged since the last turn. The stream
+ * acks an event only once its effects are durable (stream.h), so a kill
+ * -9 before this XACK replays it (at least once) and one after it loses
+ * nothing. Batched per turn, flushed at once. */
 static void send_acks(sophia_source_redis *r)
 {
     size_t n = r->nacks;

@@ -207,7 +207,7 @@ static void call_plugin(cons_run *r)
     sophia_memory_ctx_set_batch(ctx, NULL);
     r->ops = sophia_memory_ctx_take_ops(ctx);
     if (rc == 0) {
-        sophia_ctx_apply(ctx); /* its other actions: publish, alerts... */
+        sophia_ctx_apply(ctx, NULL, NULL); /* its other actions: publish, alerts... */
         sophia_ctx_commit(ctx);
     }
     sophia_ctx_free(ctx);
