@@ -319,6 +319,7 @@ static int start(sophia_server *s)
     if (!s->loop)
         return -1;
     struct event_base *base = sophia_loop_base(s->loop);
+    sophia_streams_set_loop(s->loop);
     s->ws = sophia_ws_router_new(s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
     sophia_api_cache_ws(1); /* WS request method cache.get */

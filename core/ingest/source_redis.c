@@ -23,7 +23,6 @@
 #include "lib/log.h"
 #include "event/loop.h"
 #include "event/redis.h"
-#include "daemon/server.h"
 #include "ingest/stream.h"
 
 #define POLL_MS 20
@@ -416,7 +415,7 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     }
     /* Shutting down: what is still in Redis waits there for the next run. */
     if (!r->reading && sophia_redis_up(r->rd) &&
-        !(sophia_srv && sophia_srv->shutting_down))
+        !sophia_stream_closing(r->st))
         start_read(r);
 }
 
@@ -743,7 +742,7 @@ json_t *sophia_source_redis_stats_json(const sophia_source_redis *r)
 static void flush_acks(sophia_source_redis *r)
 {
     sophia_redis_flush(r->ctl);
-    if (sophia_srv && sophia_loop_running(sophia_srv->loop))
+    if (sophia_streams_loop() && sophia_loop_running(sophia_streams_loop()))
         return;
     int64_t deadline = sophia_now_mono_us() + FLUSH_WAIT_MS * 1000;
     while (r->ctl_pending && sophia_redis_up(r->ctl) &&

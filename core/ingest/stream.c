@@ -30,7 +30,6 @@
 #include "host/host.h"
 #include "lib/log.h"
 #include "event/loop.h"
-#include "daemon/server.h"
 #include "ingest/source_redis.h"
 #include "ingest/statsd.h"
 
@@ -83,6 +82,7 @@ struct sophia_stream {
     sophia_statsd *statsd;
     int want_redis, want_statsd; /* configured (and started) sources */
     int want_durable;            /* ingest appends to Redis first */
+    int closing;                 /* the shutdown drain began */
     stream_flight *flights;      /* in flight, newest first */
     size_t nflight, staged_inflight, max_inflight;
     size_t max_attempts;
@@ -551,14 +551,26 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* The daemon's loop (sophia_streams_set_loop). */
+static sophia_loop *live_loop;
+
+void sophia_streams_set_loop(sophia_loop *loop)
+{
+    live_loop = loop;
+}
+
+sophia_loop *sophia_streams_loop(void)
+{
+    return live_loop;
+}
+
 /* Sources listen and connect, so they start only on the server's own
  * loop: the validation pass (`--check`, and prepare() before start)
  * builds streams on a probe base and must not bind or connect. */
 static void start_sources(sophia_stream *st, const sophia_conf *c,
                           const sophia_conf_stream *cs, struct event_base *base)
 {
-    if (!sophia_srv || !sophia_srv->loop ||
-        base != sophia_loop_base(sophia_srv->loop))
+    if (!live_loop || base != sophia_loop_base(live_loop))
         return;
     /* A durable stream (durable.h) reads back what ingest appended
      * through a Redis source on its key, configured or default. */
@@ -759,13 +771,20 @@ void sophia_streams_prom_statsd(const sophia_streams *s, FILE *f)
 
 void sophia_streams_drain(sophia_streams *s)
 {
-    for (size_t i = 0; s && i < s->n; i++)
+    for (size_t i = 0; s && i < s->n; i++) {
+        s->v[i]->closing = 1;
         stream_drain(s->v[i], SIZE_MAX);
+    }
 }
 
 const char *sophia_stream_name(const sophia_stream *st)
 {
     return st->name;
+}
+
+int sophia_stream_closing(const sophia_stream *st)
+{
+    return st->closing;
 }
 
 static void push_item(sophia_stream *st, json_t *ev, const char *source,

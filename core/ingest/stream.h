@@ -78,6 +78,13 @@ typedef void (*sophia_stream_ack_fn)(void *arg, const char *id,
                                      const json_t *body, const char *why);
 
 struct event_base;
+struct sophia_loop;
+
+/* The daemon's own loop, set once by its wiring: sources (which bind and
+ * connect) start only for streams built on its base, never on the probe
+ * base of a validation pass (`--check`, a reload's prepare). */
+void sophia_streams_set_loop(struct sophia_loop *loop);
+struct sophia_loop *sophia_streams_loop(void);
 
 /* Builds every stream of `c`, bound to its processor in `plugins`. */
 sophia_streams *sophia_streams_new(const sophia_conf *c,
@@ -110,6 +117,8 @@ size_t sophia_streams_sources_down(const sophia_streams *s, json_t *down);
 void sophia_streams_drain(sophia_streams *s);
 
 const char *sophia_stream_name(const sophia_stream *st);
+/* 1 once the shutdown drain began (sources stop reading new entries). */
+int sophia_stream_closing(const sophia_stream *st);
 /* Queues `n` events (takes a reference to each) or none: returns 0 or
  * SOPHIA_EBUSY when they do not all fit. `source` is "http", ... */
 int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
