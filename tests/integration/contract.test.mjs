@@ -8,6 +8,10 @@
 // its put committed in L3, not only in the cache.
 //  - sophiad killed with SIGKILL mid-stream and started again;
 //  - PostgreSQL crashed (pg_ctl -m immediate) and restarted;
+//  - Redis restarted (SHUTDOWN SAVE: the harness's Redis keeps no AOF, and
+//    a Redis that forgets what it acknowledged is Redis's own durability,
+//    README "Durable acceptance"): XACKs lost with the connection leave
+//    entries pending, re-read and applied again, none missing;
 //  - a write-back set too small for the traffic (max_dirty 4, a slow
 //    flush): puts refused with EBUSY turn events into RETRYs with back-off,
 //    and all of them land, none dropped;
@@ -18,8 +22,11 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDaemon, fetchJson, freePort, timeoutScale, until } from './lib/daemon.mjs';
 import {
-  redisCommand, pgAddress, pgQuery, createDatabase, dropDatabase, stopPostgres, startPostgres,
+  redisCommand, redisAddress, tcpProbe, pgAddress, pgQuery, createDatabase, dropDatabase,
+  stopPostgres, startPostgres, startRedis,
 } from './lib/servers.mjs';
+import { unlink } from 'node:fs/promises';
+import path from 'node:path';
 
 const run = `${process.pid}${Math.random().toString(36).slice(2, 6)}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -168,6 +175,45 @@ test('PostgreSQL crashed and restarted mid-stream: every event answered 202 has 
     assert.equal(s.dead, 0);
   } finally {
     if (!pgBack) await startPostgres().catch(() => {});
+    await d.stop();
+    await dropDatabase(pgUrl);
+  }
+});
+
+test('Redis restarted mid-stream: every event answered 202 has its effect in PostgreSQL', async () => {
+  const pgUrl = await durableDatabase();
+  const d = await startDaemon({ yaml: yaml('redis', { sleepMarkers: false }), env: { SOPHIA_PG_URL: pgUrl } });
+  const [, dir] = await redisCommand(['CONFIG', 'GET', 'dir']);
+  const [, file] = await redisCommand(['CONFIG', 'GET', 'dbfilename']);
+  let redisBack = false;
+  try {
+    await d.waitForStderr(/redis-source msg="reading"/);
+    const p = producer(() => d.url);
+    await sleep(1000);
+    await redisCommand(['SHUTDOWN', 'SAVE']).catch(() => {}); // answers by closing
+    const { host, port } = redisAddress();
+    await eventually('redis port closed', async () => !(await tcpProbe(host, port, 500)), 10000);
+    await sleep(1000);
+    await startRedis();
+    redisBack = true;
+    // The snapshot served its turn: no later restart of the shared Redis
+    // may load it again.
+    await unlink(path.join(dir, file)).catch(() => {});
+    await sleep(1500);
+    await p.stop();
+    const have = await allInL3(pgUrl, 'redis', p.accepted);
+    await eventually('nothing pending', async () => (await redisCommand(['XPENDING', keys.at(-1), 'g']))[0] === 0);
+    const s = await streamStats(d);
+    console.log(`contract: redis-restart sent=${p.sent} accepted=${p.accepted.length} refused=${p.refused} ` +
+      `in_l3=${have.size} processed=${s.processed} received=${s.received} dead=${s.dead}`);
+    assert.ok(p.accepted.length >= 300, `steady traffic (${p.accepted.length} accepted)`);
+    assert.ok(p.refused > 0, 'ingest refused while Redis was down (durable: 503)');
+    assert.equal(s.dead, 0);
+  } finally {
+    if (!redisBack) {
+      await startRedis().catch(() => {});
+      await unlink(path.join(dir, file)).catch(() => {});
+    }
     await d.stop();
     await dropDatabase(pgUrl);
   }
