@@ -645,6 +645,7 @@ void sophia_apply_end(void *arg, int rc)
     if (ap->done)
         ap->done(ap->arg, ap->rc);
     free(ap);
+    sophia_host_callback_end(); /* done may have run plugin code (commit) */
 }
 
 /* Starts one effect whose report comes through sophia_apply_end; a
@@ -683,6 +684,9 @@ void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg)
         return;
     }
     *ap = (sophia_apply){.left = 1, .done = done, .arg = arg, .ctx = ctx};
+    /* Until it reports, the context may still commit or discard staged
+     * changes: plugin code a reload must keep loaded (host.h). */
+    sophia_host_callback_begin();
     ctx->apply = ap;
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];

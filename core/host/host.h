@@ -81,7 +81,8 @@ void sophia_host_counters_each(void (*fn)(const char *instance,
 void sophia_host_shutdown(void);
 
 /* Callbacks into plugin code the host still owes (cache_get,
- * memory_search); a reload unloads retired plugins only at zero. */
+ * memory_search, and applies not yet reported, whose completion commits or
+ * discards staged changes); a reload unloads retired plugins only at zero. */
 void sophia_host_callback_begin(void);
 void sophia_host_callback_end(void);
 size_t sophia_host_callbacks_pending(void);
