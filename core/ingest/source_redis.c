@@ -51,10 +51,6 @@ struct sophia_source_redis {
     struct xid { unsigned long long ms, seq; } trim_min;
     uint64_t trimmed;
     sophia_dict *inflight; /* ids in the local queue */
-    /* Failed deliveries seen here, per id. XPENDING and XAUTOCLAIM are one
-     * round trip apart, so an entry can turn idle in between and be
-     * claimed once more than dead_after; counting locally closes that. */
-    sophia_dict *fails;
     struct event *poll_ev, *claim_ev;
     uint64_t read_entries, acked, dead, claimed;
 };
@@ -133,7 +129,6 @@ static void dead_letter(sophia_source_redis *r, const char *id,
 {
     const char *argv[64];
     int n = 0;
-    sophia_dict_del(r->fails, id);
     argv[n++] = "XADD";
     argv[n++] = r->dead_key;
     argv[n++] = "MAXLEN";
@@ -169,13 +164,12 @@ static void dead_letter_event(sophia_source_redis *r, const char *id,
                           r->field, text ? text : "null", "_id", id,
                           "_stream", r->key, "_reason", why};
     argv[1] = r->dead_key;
-    sophia_dict_del(r->fails, id);
     ctl_cmd(r, NULL, (int)(sizeof(argv) / sizeof(argv[0])), argv);
     free(text);
     /* Through the batched XACK: the XADD above is sent before it on the
      * same connection, so the entry is always in one stream or the other
      * (unless Redis drops the connection in between: then it stays
-     * pending and comes back, counted by `fails`). */
+     * pending and comes back, delivered again). */
     r->dead++;
     sophia_warn("redis-source", "msg=\"entry dead-lettered\" stream=%s key=%s "
                 "id=%s dead_key=%s reason=\"%s\"", sophia_stream_name(r->st),
@@ -190,7 +184,6 @@ static void on_ack(void *arg, const char *id, const json_t *body,
         return;
     if (why)
         dead_letter_event(r, id, body, why);
-    sophia_dict_del(r->fails, id);
     if (r->nacks == r->acks_cap) {
         size_t cap = r->acks_cap * 2 + 16;
         char **grown = realloc(r->acks, cap * sizeof(*grown));
@@ -291,13 +284,6 @@ static void take_entries(sophia_source_redis *r, const redisReply *arr)
         if (sophia_dict_get(r->inflight, id) || fields->type != REDIS_REPLY_ARRAY)
             continue;
         char why[256] = "";
-        uintptr_t failed = (uintptr_t)sophia_dict_get(r->fails, id);
-        if (failed >= r->dead_after) {
-            snprintf(why, sizeof(why), "delivered %zu times without success",
-                     (size_t)failed);
-            dead_letter(r, id, fields, why);
-            continue;
-        }
         json_t *body = entry_body(r, fields, why, sizeof(why));
         if (!body) {
             dead_letter(r, id, fields, why);
@@ -671,7 +657,6 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
     if (r->dead_key)
         snprintf(r->dead_key, dl, "%s:dead", r->key);
     r->inflight = sophia_dict_new();
-    r->fails = sophia_dict_new();
     r->rd = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
     r->ctl = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
     r->poll_ev = event_new(base, -1, EV_PERSIST, on_poll, r);
@@ -682,7 +667,7 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
         r->du = sophia_durable_new(st, r, c->redis_url, r->key, r->field, base);
     r->trim_ev = durable ? event_new(base, -1, EV_PERSIST, on_trim_tick, r) : NULL;
     if ((durable && (!r->du || !r->trim_ev)) || !r->ack_ev || !r->key || !r->group || !r->consumer || !r->field || !r->dead_key ||
-        !r->inflight || !r->fails || !r->rd || !r->ctl || !r->poll_ev || !r->claim_ev) {
+        !r->inflight || !r->rd || !r->ctl || !r->poll_ev || !r->claim_ev) {
         sophia_error("redis-source", "msg=\"cannot start\" stream=%s key=%s",
                      sophia_stream_name(st), r->key ? r->key : "?");
         sophia_source_redis_free(r);
@@ -777,7 +762,6 @@ void sophia_source_redis_free(sophia_source_redis *r)
     sophia_redis_free(r->rd);
     sophia_redis_free(r->ctl);
     sophia_dict_free(r->inflight, NULL);
-    sophia_dict_free(r->fails, NULL);
     for (size_t i = 0; i < r->nacks; i++) /* ctl was never made */
         free(r->acks[i]);
     free(r->acks);

@@ -14,9 +14,12 @@
  * - decorrelated jitter: uniform in [base, min(cap, prev * 3)], each wait
  *   derived from the previous one rather than from n.
  *
- * Callers still using their own schedules (to switch later):
- * core/event/redis.c and core/event/pg.c reconnects, core/cluster/cluster.c
- * resubscribe, core/ingest/durable.c appender reconnect.
+ * Callers still using their own doubling schedules without jitter (to
+ * switch later): core/event/redis.c reconnect (backoff_ms, REDIS_BACKOFF_*),
+ * core/event/pg.c reconnect (backoff_ms), core/cache/cache_l3.c retry of a
+ * transient SQL error (L3_BACKOFF_MAX_MS), core/cluster/cluster.c subscriber
+ * reconnect (CLUSTER_BACKOFF_*). Streams (core/ingest/stream.c)
+ * use this one.
  */
 #ifndef SOPHIA_BACKOFF_H
 #define SOPHIA_BACKOFF_H
