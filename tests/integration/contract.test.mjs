@@ -283,3 +283,46 @@ test('an event that keeps failing reaches the dead letter with its reason after 
     await d.stop();
   }
 });
+
+test('a stream not fed from Redis: dead letters in the /api/stats ring with their reason, counted in /metrics', async () => {
+  const d = await startDaemon({
+    yaml: `
+plugins:
+  path: ["@TEST_PLUGIN_DIR@"]
+  instances:
+    failer:
+      plugin: failer
+      options: {topic: "ring:${run}", cache_prefix: "ring:${run}:", sleep: false}
+streams:
+  mem:
+    processor: failer
+    durable: false
+    max_attempts: 2
+    retry_base: 50ms
+    retry_cap: 100ms
+`,
+  });
+  try {
+    const r = await fetchJson(`${d.url}/ingest/mem`, {
+      method: 'POST', body: [{ n: 1, fail: true }, { n: 2, retry: true }, { n: 3 }],
+    });
+    assert.equal(r.status, 202);
+    const s = await eventually('two dead letters', async () => {
+      const x = (await fetchJson(`${d.url}/api/stats`)).body.streams.mem;
+      return x.dead === 2 && x.processed === 1 ? x : null;
+    });
+    assert.deepEqual(s.dead_letters.map((e) => [e.event.n, e.reason, e.attempts]), [
+      [1, 'processor error', 0],
+      [2, 'processor retry (2 attempts)', 2],
+    ]);
+    assert.deepEqual(s.dead_reasons, { processor_error: 1, retry_exhausted: 1, effect_exhausted: 0 });
+    assert.equal(s.retried, 1);
+    assert.equal(s.inflight, 0);
+    const metrics = await (await fetch(`${d.url}/metrics`)).text();
+    assert.match(metrics, /^sophia_stream_dead_letters_total\{stream="mem"\} 2$/m);
+    assert.match(metrics, /^sophia_stream_events_retried_total\{stream="mem"\} 1$/m);
+    assert.match(metrics, /^sophia_stream_inflight\{stream="mem"\} 0$/m);
+  } finally {
+    await d.stop();
+  }
+});
