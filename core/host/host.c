@@ -633,6 +633,13 @@ void sophia_apply_begin(sophia_apply *ap)
     ap->left++;
 }
 
+static void apply_publishes(sophia_ctx *ctx)
+{
+    for (size_t i = 0; env.ws && i < ctx->n; i++)
+        if (ctx->v[i].kind == ACT_PUBLISH)
+            apply_publish(ctx, &ctx->v[i]);
+}
+
 void sophia_apply_end(void *arg, int rc)
 {
     sophia_apply *ap = arg;
@@ -640,8 +647,11 @@ void sophia_apply_end(void *arg, int rc)
         ap->rc = rc;
     if (--ap->left)
         return;
-    if (ap->ctx)
+    if (ap->ctx) {
         ap->ctx->apply = NULL;
+        if (ap->done && !ap->rc) /* durable: now subscribers may hear */
+            apply_publishes(ap->ctx);
+    }
     if (ap->done)
         ap->done(ap->arg, ap->rc);
     free(ap);
@@ -688,12 +698,12 @@ void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg)
      * changes: plugin code a reload must keep loaded (host.h). */
     sophia_host_callback_begin();
     ctx->apply = ap;
+    if (!done) /* nobody waits: publish at once, as before the contract */
+        apply_publishes(ctx);
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];
         switch (a->kind) {
-        case ACT_PUBLISH: /* accepted by the router when this returns */
-            if (env.ws)
-                apply_publish(ctx, a);
+        case ACT_PUBLISH: /* once the rest is durable: sophia_apply_end */
             break;
         case ACT_CACHE_PUT:
             if (env.cache)

@@ -13,7 +13,11 @@
  * write strategy says: a cache put when sophia_cache_put_async's done
  * runs (write-through: committed in L3; write-back: journaled; L1-only:
  * at once), an invalidation when the tiers confirmed it, a memory when its
- * row is committed, a publish when the router took it (synchronous). The
+ * row is committed. Publishes (and alerts) go to the router, which takes
+ * them synchronously, only once all of that is durable: a subscriber
+ * never hears of an event whose effects may still be lost and retried
+ * (a retried event would be heard twice), and the ack follows at once,
+ * so a kill -9 between them replays at most what one turn published. The
  * apply reports 0, or the first error (an effect refused now, SOPHIA_EBUSY
  * for a full write-back set or L3 queue, or failed later): the caller then
  * retries the whole event, whose effects are idempotent by construction

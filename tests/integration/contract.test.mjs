@@ -14,13 +14,16 @@
 //    entries pending, re-read and applied again, none missing;
 //  - a write-back set too small for the traffic (max_dirty 4, a slow
 //    flush): puts refused with EBUSY turn events into RETRYs with back-off,
-//    and all of them land, none dropped;
+//    and all of them land, none dropped; each is published once (publishes
+//    wait until the event's other effects are durable);
 //  - an event that keeps failing reaches the dead letter with its reason
 //    after max_attempts, the back-off visible in the time it took.
 // Each test prints one `contract:` line with its counts.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon, fetchJson, freePort, timeoutScale, until } from './lib/daemon.mjs';
+import {
+  startDaemon, fetchJson, freePort, timeoutScale, until, wsConnect, nextMessage,
+} from './lib/daemon.mjs';
 import {
   redisCommand, redisAddress, tcpProbe, pgAddress, pgQuery, createDatabase, dropDatabase,
   stopPostgres, startPostgres, startRedis,
@@ -230,22 +233,35 @@ cache:
     default: wb`;
   const extra = '    max_attempts: 50\n    retry_base: 20ms\n    retry_cap: 200ms';
   const d = await startDaemon({ yaml: yaml('wb', { cache, extra, sleepMarkers: false }), env: { SOPHIA_PG_URL: pgUrl } });
+  const ws = await wsConnect(d.wsUrl);
   try {
+    ws.send(JSON.stringify({ type: 'subscribe', subscriptions: [`c:${run}`] }));
+    await nextMessage(ws, 'subscribed');
+    const heard = new Map(); // n -> times published
+    ws.on('message', (raw) => {
+      const m = JSON.parse(raw.toString('utf8'));
+      if (m.type === 'data' && m.topic === `c:${run}`) heard.set(m.data.n, (heard.get(m.data.n) || 0) + 1);
+    });
     await d.waitForStderr(/redis-source msg="reading"/);
     const p = producer(() => d.url);
     await sleep(2000);
     await p.stop();
     const have = await allInL3(pgUrl, 'wb', p.accepted);
+    await eventually('every event published', async () => heard.size >= p.accepted.length);
     const s = await streamStats(d);
     const wb = (await fetchJson(`${d.url}/api/stats`)).body.cache.write_back;
     console.log(`contract: write-back-full accepted=${p.accepted.length} in_l3=${have.size} ` +
       `processed=${s.processed} retried=${s.retried} effect_failures=${s.effect_failures} ` +
-      `wb_refused=${wb?.refused} dead=${s.dead}`);
+      `wb_refused=${wb?.refused} dead=${s.dead} published=${heard.size}`);
     assert.ok(p.accepted.length >= 100, `steady traffic (${p.accepted.length} accepted)`);
     assert.ok(s.retried > 0 && s.effect_failures > 0, 'puts were refused and the events retried');
     assert.equal(s.dead, 0, 'none dropped');
     assert.ok(s.processed >= p.accepted.length);
+    await sleep(300); // a second publish would arrive now
+    const twice = [...heard].filter(([, c]) => c > 1);
+    assert.deepEqual(twice, [], 'a retried event is published once, when it commits');
   } finally {
+    ws.close();
     await d.stop();
     await dropDatabase(pgUrl);
   }
