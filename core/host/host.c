@@ -57,6 +57,7 @@ struct sophia_ctx {
     size_t sn, scap;
     void *mem; /* memory actions and consolidator batch (memory_host.c) */
     sophia_apply *apply; /* in progress, reports to it until cancelled */
+    int published;       /* its publishes went out */
 };
 
 /* What actions are applied to (sophia_host_set_env). */
@@ -633,8 +634,13 @@ void sophia_apply_begin(sophia_apply *ap)
     ap->left++;
 }
 
+/* Once per context: at sophia_ctx_commit, or at once for an apply
+ * nobody waits for. */
 static void apply_publishes(sophia_ctx *ctx)
 {
+    if (ctx->published)
+        return;
+    ctx->published = 1;
     for (size_t i = 0; env.ws && i < ctx->n; i++)
         if (ctx->v[i].kind == ACT_PUBLISH)
             apply_publish(ctx, &ctx->v[i]);
@@ -647,11 +653,8 @@ void sophia_apply_end(void *arg, int rc)
         ap->rc = rc;
     if (--ap->left)
         return;
-    if (ap->ctx) {
+    if (ap->ctx)
         ap->ctx->apply = NULL;
-        if (ap->done && !ap->rc) /* durable: now subscribers may hear */
-            apply_publishes(ap->ctx);
-    }
     if (ap->done)
         ap->done(ap->arg, ap->rc);
     free(ap);
@@ -703,7 +706,7 @@ void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg)
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];
         switch (a->kind) {
-        case ACT_PUBLISH: /* once the rest is durable: sophia_apply_end */
+        case ACT_PUBLISH: /* at the commit, once the rest is durable */
             break;
         case ACT_CACHE_PUT:
             if (env.cache)
@@ -722,6 +725,7 @@ void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg)
 
 void sophia_ctx_commit(sophia_ctx *ctx)
 {
+    apply_publishes(ctx);
     void *state = ctx->inst ? ctx->inst->state : NULL;
     for (size_t i = 0; i < ctx->sn; i++)
         ctx->sv[i].apply(state, ctx->sv[i].change);

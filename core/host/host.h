@@ -14,10 +14,11 @@
  * runs (write-through: committed in L3; write-back: journaled; L1-only:
  * at once), an invalidation when the tiers confirmed it, a memory when its
  * row is committed. Publishes (and alerts) go to the router, which takes
- * them synchronously, only once all of that is durable: a subscriber
- * never hears of an event whose effects may still be lost and retried
- * (a retried event would be heard twice), and the ack follows at once,
- * so a kill -9 between them replays at most what one turn published. The
+ * them synchronously, at sophia_ctx_commit: once all of that is durable
+ * and in the order the caller commits (a stream commits its events in
+ * order), so a subscriber never hears of an event whose effects may still
+ * be lost and retried (a retried event would be heard twice), and the ack
+ * follows at once (a kill -9 between them replays at most one turn). The
  * apply reports 0, or the first error (an effect refused now, SOPHIA_EBUSY
  * for a full write-back set or L3 queue, or failed later): the caller then
  * retries the whole event, whose effects are idempotent by construction
@@ -64,8 +65,10 @@ void sophia_apply_begin(sophia_apply *ap);
 void sophia_apply_end(void *ap, int rc);
 /* memory_host.c: starts the context's queued memory stores on `ap`. */
 void sophia_memory_ctx_apply(sophia_ctx *ctx, sophia_apply *ap);
-/* Applies the state changes staged with host->stage, in order: call it
- * once the context's actions have taken effect. Whatever is still staged
+/* The context's event commits: its publishes go to the router (unless an
+ * apply without a done callback sent them already) and the state changes
+ * staged with host->stage apply, in order. Call it once the apply
+ * reported 0 (or, without effects to wait for, at once). Whatever is still staged
  * when the context is freed is discarded, so a context that never commits
  * leaves the plugin's state as it was. */
 void sophia_ctx_commit(sophia_ctx *ctx);

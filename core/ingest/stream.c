@@ -4,7 +4,10 @@
  * Each queue slot keeps the event, its arrival time (for lag), its
  * source id and ack callback, and its delivery attempts. An OK event
  * leaves the queue for the list of events in flight (stream_flight) until
- * its apply reports; a failed delivery goes back to the head of the queue
+ * its apply reports, and flights commit (publish, ack) in the order they
+ * started, so subscribers hear a stream's updates in order even when a
+ * younger event's effects are durable first (write-back journal vs an L3
+ * commit); a failed delivery goes back to the head of the queue
  * and the stream waits out a back-off (lib/backoff.h, full jitter) on one
  * timer, so the retried event is delivered again before the events that
  * followed it. Queue slots are shared by queued and in-flight events
@@ -55,7 +58,9 @@ typedef struct stream_flight {
     sophia_ctx *ctx;
     char *did;  /* dedup id, added on commit */
     int staged; /* its context holds staged plugin state */
-    struct stream_flight *prev, *next;
+    int done;   /* its apply reported rc */
+    int rc;
+    struct stream_flight *next; /* the next younger */
 } stream_flight;
 
 /* A dead letter kept in memory (streams without a source that has one). */
@@ -83,7 +88,7 @@ struct sophia_stream {
     int want_redis, want_statsd; /* configured (and started) sources */
     int want_durable;            /* ingest appends to Redis first */
     int closing;                 /* the shutdown drain began */
-    stream_flight *flights;      /* in flight, newest first */
+    stream_flight *flights, *flights_tail; /* in flight, oldest first */
     size_t nflight, staged_inflight, max_inflight;
     size_t max_attempts;
     double retry_base, retry_cap;
@@ -347,6 +352,22 @@ static void dead_letter(sophia_stream *st, stream_item *it, const char *why,
         dead_ring_put(st, it, why);
 }
 
+/* The stream starts nothing for a back-off after `failures` failed
+ * deliveries of its head event. One wait per burst: a pass in which many
+ * events fail together (a full write-back set refuses them all) waits
+ * once, drawn for the first failure, not the longest of many draws. */
+static void stream_pause(sophia_stream *st, unsigned failures)
+{
+    if (evtimer_pending(st->retry_ev, NULL))
+        return;
+    double wait = sophia_backoff_full(st->retry_base, st->retry_cap, failures,
+                                      sophia_backoff_rand(&st->rng));
+    st->paused_until_us = sophia_now_mono_us() + (int64_t)(wait * 1e6);
+    struct timeval tv = {(time_t)wait,
+                         (suseconds_t)((wait - (double)(time_t)wait) * 1e6)};
+    evtimer_add(st->retry_ev, &tv);
+}
+
 /* A delivery that did not commit: again after a back-off, at the head of
  * the queue (the stream waits for it, so later events do not overtake it
  * for good), or to the dead letter once max_attempts deliveries failed.
@@ -364,56 +385,72 @@ static int retry_or_dead(sophia_stream *st, stream_item *it, const char *why,
     st->head = (st->head + st->cap - 1) % st->cap; /* room: see stream_used */
     st->q[st->head] = *it;
     st->len++;
-    double wait = sophia_backoff_full(st->retry_base, st->retry_cap,
-                                      (unsigned)it->attempts,
-                                      sophia_backoff_rand(&st->rng));
-    int64_t until = sophia_now_mono_us() + (int64_t)(wait * 1e6);
-    if (until > st->paused_until_us) {
-        st->paused_until_us = until;
-        struct timeval tv = {(time_t)(wait), (suseconds_t)((wait - (double)(time_t)wait) * 1e6)};
-        evtimer_add(st->retry_ev, &tv);
-    }
+    stream_pause(st, (unsigned)it->attempts);
     return 1;
 }
 
-static void flight_unlink(sophia_stream *st, stream_flight *f)
+static void flight_free(stream_flight *f)
 {
-    if (f->prev)
-        f->prev->next = f->next;
-    else
-        st->flights = f->next;
-    if (f->next)
-        f->next->prev = f->prev;
+    sophia_ctx_free(f->ctx); /* discards whatever was not committed */
+    free(f->did);
+    free(f);
+}
+
+/* The oldest flight settles: commit (publishes, staged state, dedup id,
+ * ack) or, its apply having failed, back to the queue or the dead letter.
+ * Returns the item when it is to be retried, else NULL. */
+static stream_flight *flight_settle(sophia_stream *st)
+{
+    stream_flight *f = st->flights;
+    st->flights = f->next;
+    if (!st->flights)
+        st->flights_tail = NULL;
     st->nflight--;
     if (f->staged)
         st->staged_inflight--;
-}
-
-/* The apply of an OK event reported: commit (staged state, dedup, ack),
- * or retry the whole event with its staged state discarded. */
-static void on_applied(void *arg, int rc)
-{
-    stream_flight *f = arg;
-    sophia_stream *st = f->st;
-    flight_unlink(st, f);
-    if (rc == 0) {
-        sophia_ctx_commit(f->ctx); /* its state moves with its effects */
+    if (f->rc == 0) {
+        sophia_ctx_commit(f->ctx); /* publishes and state, with its effects */
         if (f->did)
             sophia_dedup_add(st->dedup, f->did, sophia_now_wall_us());
         st->st.processed++;
         item_ack(&f->it, NULL);
         item_clear(&f->it);
-    } else {
+        flight_free(f);
+        return NULL;
+    }
+    st->st.effect_failures++;
+    return f;
+}
+
+/* An apply reported. Events commit in the order they started, so
+ * subscribers hear a stream's updates in order: a younger event that is
+ * durable first waits for the older ones. The failed ones of a pass go
+ * back to the head of the queue in their own order. */
+static void on_applied(void *arg, int rc)
+{
+    stream_flight *f = arg, *failed = NULL; /* youngest first */
+    sophia_stream *st = f->st;
+    f->done = 1;
+    f->rc = rc;
+    if (rc) /* refused or failed: start nothing more until the back-off */
+        stream_pause(st, (unsigned)f->it.attempts + 1);
+    while (st->flights && st->flights->done) {
+        stream_flight *g = flight_settle(st);
+        if (g) {
+            g->next = failed;
+            failed = g;
+        }
+    }
+    while (failed) { /* youngest first: the oldest ends at the head */
+        stream_flight *g = failed;
+        failed = g->next;
         char why[128];
         snprintf(why, sizeof(why), "effect not durable: %s",
-                 sophia_host_table()->strerror(rc));
-        st->st.effect_failures++;
-        if (!retry_or_dead(st, &f->it, why, &st->st.dead_effect))
-            item_clear(&f->it);
+                 sophia_host_table()->strerror(g->rc));
+        if (!retry_or_dead(st, &g->it, why, &st->st.dead_effect))
+            item_clear(&g->it);
+        flight_free(g);
     }
-    sophia_ctx_free(f->ctx); /* discards whatever was not committed */
-    free(f->did);
-    free(f);
     stream_kick(st);
 }
 
@@ -434,10 +471,11 @@ static void start_apply(sophia_stream *st, stream_item *it, sophia_ctx *ctx,
     f->it = *it;
     f->ctx = ctx;
     f->staged = sophia_ctx_has_staged(ctx);
-    f->next = st->flights;
-    if (st->flights)
-        st->flights->prev = f;
-    st->flights = f;
+    if (st->flights_tail)
+        st->flights_tail->next = f;
+    else
+        st->flights = f;
+    st->flights_tail = f;
     st->nflight++;
     if (f->staged)
         st->staged_inflight++;

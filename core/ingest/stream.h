@@ -31,7 +31,8 @@
  *
  * Ordering: while an event with staged state (host->stage) has effects in
  * flight, the stream starts no other, so process() always sees every
- * earlier change applied. Events without staged state overlap, at most
+ * earlier change applied. Events commit (publishes, ack) in the order
+ * they were processed. Events without staged state overlap, at most
  * 256 per stream; queue_size bounds queued plus in flight.
  *
  * Sources other than HTTP (Redis Streams, StatsD) are owned by their

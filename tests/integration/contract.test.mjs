@@ -108,7 +108,7 @@ async function inL3(pgUrl, name) {
   return new Set(rows.map(([k]) => Number(k.slice(prefix.length))));
 }
 
-async function allInL3(pgUrl, name, accepted) {
+async function allInL3(pgUrl, name, accepted, d) {
   let have = new Set();
   const missing = () => accepted.filter((n) => !have.has(n));
   await eventually('every accepted event committed in L3', async () => {
@@ -116,7 +116,11 @@ async function allInL3(pgUrl, name, accepted) {
     return missing().length === 0;
   }).catch((err) => {
     err.message += `: ${missing().length} of ${accepted.length} missing, e.g. ${missing().slice(0, 5).join(' ')}`;
-    throw err;
+    return (d ? fetchJson(`${d.url}/api/stats`) : Promise.resolve(null)).then((r) => {
+      if (r) err.message += `; stream ${JSON.stringify({ ...r.body.streams.ct, dead_letters: undefined })}` +
+        `; write_back ${JSON.stringify(r.body.cache.write_back)}`;
+      throw err;
+    }, () => { throw err; });
   });
   return have;
 }
@@ -138,7 +142,7 @@ test('sophiad SIGKILLed mid-stream: every event answered 202 has its effect in P
     d = await startDaemon({ yaml: y, env, port });
     await sleep(1500);
     await p.stop();
-    const have = await allInL3(pgUrl, 'kill', p.accepted);
+    const have = await allInL3(pgUrl, 'kill', p.accepted, d);
     await eventually('nothing pending', async () => (await redisCommand(['XPENDING', keys.at(-1), 'g']))[0] === 0);
     const s = await streamStats(d);
     console.log(`contract: sigkill sent=${p.sent} accepted=${p.accepted.length} refused=${p.refused} ` +
@@ -167,7 +171,7 @@ test('PostgreSQL crashed and restarted mid-stream: every event answered 202 has 
     pgBack = true;
     await sleep(1500);
     await p.stop();
-    const have = await allInL3(pgUrl, 'pg', p.accepted);
+    const have = await allInL3(pgUrl, 'pg', p.accepted, d);
     await eventually('nothing pending', async () => (await redisCommand(['XPENDING', keys.at(-1), 'g']))[0] === 0);
     const s = await streamStats(d);
     console.log(`contract: pg-crash sent=${p.sent} accepted=${p.accepted.length} refused=${p.refused} ` +
@@ -204,7 +208,7 @@ test('Redis restarted mid-stream: every event answered 202 has its effect in Pos
     await unlink(path.join(dir, file)).catch(() => {});
     await sleep(1500);
     await p.stop();
-    const have = await allInL3(pgUrl, 'redis', p.accepted);
+    const have = await allInL3(pgUrl, 'redis', p.accepted, d);
     await eventually('nothing pending', async () => (await redisCommand(['XPENDING', keys.at(-1), 'g']))[0] === 0);
     const s = await streamStats(d);
     console.log(`contract: redis-restart sent=${p.sent} accepted=${p.accepted.length} refused=${p.refused} ` +
@@ -238,15 +242,18 @@ cache:
     ws.send(JSON.stringify({ type: 'subscribe', subscriptions: [`c:${run}`] }));
     await nextMessage(ws, 'subscribed');
     const heard = new Map(); // n -> times published
+    const order = [];
     ws.on('message', (raw) => {
       const m = JSON.parse(raw.toString('utf8'));
-      if (m.type === 'data' && m.topic === `c:${run}`) heard.set(m.data.n, (heard.get(m.data.n) || 0) + 1);
+      if (m.type !== 'data' || m.topic !== `c:${run}`) return;
+      heard.set(m.data.n, (heard.get(m.data.n) || 0) + 1);
+      order.push(m.data.n);
     });
     await d.waitForStderr(/redis-source msg="reading"/);
     const p = producer(() => d.url);
     await sleep(2000);
     await p.stop();
-    const have = await allInL3(pgUrl, 'wb', p.accepted);
+    const have = await allInL3(pgUrl, 'wb', p.accepted, d);
     await eventually('every event published', async () => heard.size >= p.accepted.length);
     const s = await streamStats(d);
     const wb = (await fetchJson(`${d.url}/api/stats`)).body.cache.write_back;
@@ -260,6 +267,16 @@ cache:
     await sleep(300); // a second publish would arrive now
     const twice = [...heard].filter(([, c]) => c > 1);
     assert.deepEqual(twice, [], 'a retried event is published once, when it commits');
+    // A body's 10 events are consecutive numbers, in order in the Redis
+    // stream: they are published in that order, retries or not.
+    const last = new Map(); // body -> last n heard
+    const outOfOrder = order.filter((n) => {
+      const b = Math.floor(n / 10);
+      const bad = last.has(b) && last.get(b) > n;
+      last.set(b, n);
+      return bad;
+    });
+    assert.deepEqual(outOfOrder, [], 'publishes in stream order');
   } finally {
     ws.close();
     await d.stop();
