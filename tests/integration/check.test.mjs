@@ -77,7 +77,7 @@ test('a plugin built for another SDK major is refused with both versions', async
   for (const args of [['--check', '-c', file], ['-c', file, '--listen', '127.0.0.1:1']]) {
     const r = await runSophiad(args);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, new RegExp(`^${file.replaceAll('/', '\\/')}:4:5: plugin 'abi_major2' \\(.*abi_major2\\.so\\) was built for SDK 2\\.0; this sophiad provides SDK 1\\.0 \\(major differs\\)$`, 'm'));
+    assert.match(r.stderr, new RegExp(`^${file.replaceAll('/', '\\/')}:4:5: plugin 'abi_major2' \\(.*abi_major2\\.so\\) was built for SDK 2\\.0; this sophiad provides SDK 1\\.1 \\(major differs\\)$`, 'm'));
   }
 });
 
