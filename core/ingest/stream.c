@@ -203,10 +203,16 @@ static void item_clear(stream_item *it)
     it->id = NULL;
 }
 
+/* Freeing a source may run the loop a little (source_redis flushes its
+ * last XACKs): nothing may start this stream's processing then, so the
+ * kick and the back-off go first and the flights are cancelled before. */
 static void stream_free(sophia_stream *st)
 {
     if (!st)
         return;
+    st->drain_ev = NULL; /* stream_kick: no-op from now on */
+    if (st->retry_ev)
+        event_del(st->retry_ev);
     while (st->flights) { /* their reports are cancelled; no ack */
         stream_flight *f = st->flights;
         st->flights = f->next;
@@ -741,6 +747,14 @@ void sophia_streams_free(sophia_streams *s)
 {
     if (!s)
         return;
+    /* No drain may run over half-freed streams while a source's free
+     * runs the loop (stream_free). */
+    if (s->drain_ev)
+        event_del(s->drain_ev);
+    if (s->tick_ev)
+        event_del(s->tick_ev);
+    for (size_t i = 0; i < s->n; i++)
+        s->v[i]->drain_ev = NULL;
     for (size_t i = 0; i < s->n; i++)
         stream_free(s->v[i]);
     if (s->drain_ev)
@@ -857,7 +871,8 @@ int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
     for (size_t i = 0; i < n; i++)
         push_item(st, events[i], source, now, NULL, NULL, NULL);
     st->st.received += n;
-    event_active(st->drain_ev, EV_TIMEOUT, 0);
+    if (st->drain_ev) /* NULL while the stream is being freed */
+        event_active(st->drain_ev, EV_TIMEOUT, 0);
     return 0;
 }
 
@@ -874,7 +889,8 @@ int sophia_stream_accept_one(sophia_stream *st, json_t *ev, const char *source,
         return SOPHIA_ENOMEM;
     push_item(st, ev, source, sophia_now_wall_us(), copy, ack, ack_arg);
     st->st.received++;
-    event_active(st->drain_ev, EV_TIMEOUT, 0);
+    if (st->drain_ev) /* NULL while the stream is being freed */
+        event_active(st->drain_ev, EV_TIMEOUT, 0);
     return 0;
 }
 
