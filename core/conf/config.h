@@ -78,6 +78,9 @@ typedef struct sophia_conf_stream {
     size_t nfilter;
     char *dedup_key;     /* dotted path of an event's id; NULL = no dedup */
     double dedup_window; /* seconds an id is remembered, default 300 */
+    size_t max_attempts; /* deliveries before the dead letter, default 3 */
+    double retry_base;   /* back-off of a retried event: first wait, 0.1 s */
+    double retry_cap;    /* and the longest, 10 s */
     struct {             /* streams.<name>.redis: a Redis Streams source */
         char *key;       /* the stream key; NULL = no Redis source */
         char *group;     /* consumer group, default "sophia" */

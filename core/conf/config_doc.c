@@ -196,6 +196,14 @@ static const key_doc docs[] = {
     {"streams.NAME.dedup_key", NULL, "-", "Dotted JSON path of the event's "
      "id."},
     {"streams.NAME.dedup_window", NULL, "300", "Ids remembered this long."},
+    {"streams.NAME.max_attempts", NULL, "3",
+     "Deliveries of an event (processor RETRY, or an effect that could not "
+     "be made durable) before it goes to the stream's dead letter."},
+    {"streams.NAME.retry_base", NULL, "0.1",
+     "First wait before a retried event is delivered again (exponential "
+     "back-off with full jitter)."},
+    {"streams.NAME.retry_cap", NULL, "10", "Longest wait between two "
+     "deliveries of a retried event."},
     {"streams.NAME.redis", NULL, "-",
      "Also read a Redis stream through a consumer group."},
     {"streams.NAME.redis.key", NULL, "-", "Stream key."},

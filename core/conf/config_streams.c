@@ -238,6 +238,9 @@ const field conf_stream_fields[] = {
     {"filter", F_CUSTOM, 0, 0, NULL, walk_filter},
     {"dedup_key", F_STRING, S_OFF(dedup_key), 0, NULL, NULL},
     {"dedup_window", F_SECONDS, S_OFF(dedup_window), 0, NULL, NULL},
+    {"max_attempts", F_COUNT, S_OFF(max_attempts), 0, NULL, NULL},
+    {"retry_base", F_SECONDS, S_OFF(retry_base), 0, NULL, NULL},
+    {"retry_cap", F_SECONDS, S_OFF(retry_cap), 0, NULL, NULL},
     {"redis", F_SECTION, 0, 0, &stream_redis_sec, NULL},
     {"statsd", F_SECTION, 0, 0, &stream_statsd_sec, NULL},
     {"durable", F_BOOL, S_OFF(durable), 0, NULL, NULL},
@@ -259,6 +262,9 @@ static void stream_pair(loader *ld, const node *k, const node *v, void *base,
     st->queue_size = DEFAULT_STREAM_QUEUE;
     st->batch_size = DEFAULT_STREAM_BATCH;
     st->dedup_window = 300;
+    st->max_attempts = 3;
+    st->retry_base = 0.1;
+    st->retry_cap = 10;
     st->redis.count = 100;
     st->redis.block = 1;
     st->redis.claim_idle = 30;

@@ -268,7 +268,8 @@ static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
     sophia_server *s = arg;
     sophia_ws_stats w;
     sophia_ws_get_stats(s->ws, &w);
-    if ((w.connections == 0 && cache_flushed) ||
+    if ((w.connections == 0 && cache_flushed &&
+         !sophia_streams_pending(s->streams)) ||
         sophia_now_mono_us() > shutdown_deadline_us) {
         sophia_loop_stop(s->loop);
         return;
@@ -398,6 +399,7 @@ static int start(sophia_server *s)
         return -1;
     struct event_base *base = sophia_loop_base(s->loop);
     sophia_host_timers_bind(base); /* plugins' timers (SDK 1.1) */
+    sophia_streams_set_loop(s->loop);
     s->ws = sophia_ws_router_new(s->loop, s->conf, s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
     sophia_cache_bind_plugins(s->cache, s->plugins);
@@ -406,6 +408,7 @@ static int start(sophia_server *s)
                                  s->cache);
     s->memory = sophia_memory_new(s->conf, base, s->plugins, s->cache);
     sophia_memory_set_cons_runner(s->memory, sophia_host_consolidate_run, NULL);
+    sophia_host_set_env(&(sophia_host_env){s->cache, s->ws, s->memory});
     sophia_diag d;
     sophia_diag_init(&d);
     s->streams = sophia_streams_new(s->conf, s->plugins, base, &d);
@@ -431,6 +434,7 @@ static void stop(sophia_server *s)
 {
     sophia_api_memory_ws(&api, 0);
     api.memory = NULL;
+    sophia_host_set_env(&(sophia_host_env){s->cache, s->ws, NULL});
     sophia_memory_free(s->memory); /* answers what it still holds */
     s->memory = NULL;
     sophia_http_stop(s->http);

@@ -22,10 +22,9 @@ int sophia_host_consolidate_run(void *arg, sophia_instance *in, json_t *batch,
     int rc = in->desc->consolidator->run(in->state, ctx);
     sophia_memory_ctx_set_batch(ctx, NULL);
     *ops = sophia_memory_ctx_take_ops(ctx);
-    if (rc == 0) {
-        sophia_ctx_apply(ctx); /* its other actions: publish, alerts... */
-        sophia_ctx_commit(ctx);
-    }
-    sophia_ctx_free(ctx);
+    if (rc == 0) /* its other actions (publish, alerts...), then its state */
+        sophia_ctx_apply_detached(ctx);
+    else
+        sophia_ctx_free(ctx);
     return rc;
 }

@@ -17,7 +17,6 @@
 #include "lib/log.h"
 #include "event/loop.h"
 #include "memory/memory.h"
-#include "daemon/server.h"
 #include "ws/ws.h"
 
 #define J(v) ((json_t *)(v))
@@ -56,7 +55,12 @@ struct sophia_ctx {
     staged *sv; /* applied by sophia_ctx_commit, else discarded on free */
     size_t sn, scap;
     void *mem; /* memory actions and consolidator batch (memory_host.c) */
+    sophia_apply *apply; /* in progress, reports to it until cancelled */
+    int published;       /* its publishes went out */
 };
+
+/* What actions are applied to (sophia_host_set_env). */
+static sophia_host_env env;
 
 /* "instance\x1fname" -> double* */
 static sophia_dict *counters;
@@ -260,8 +264,8 @@ static sophia_json *host_cache_peek(const char *key)
 {
     const char *val;
     size_t len;
-    if (!sophia_srv || !sophia_srv->cache ||
-        sophia_cache_peek(sophia_srv->cache, key, &val, &len) != 0)
+    if (!env.cache ||
+        sophia_cache_peek(env.cache, key, &val, &len) != 0)
         return NULL;
     return (sophia_json *)json_loadb(val, len, JSON_DECODE_ANY, NULL);
 }
@@ -360,7 +364,7 @@ static int host_cache_get(const char *key,
 {
     if (!key || !cb)
         return SOPHIA_EINVAL;
-    if (!sophia_srv || !sophia_srv->cache)
+    if (!env.cache)
         return SOPHIA_EUNAVAIL;
     host_get *g = malloc(sizeof(*g));
     if (!g)
@@ -368,7 +372,7 @@ static int host_cache_get(const char *key,
     g->cb = cb;
     g->arg = arg;
     sophia_host_callback_begin(); /* before: cb may run inside the call */
-    int rc = sophia_cache_get(sophia_srv->cache, key, NULL, NULL, on_host_get,
+    int rc = sophia_cache_get(env.cache, key, NULL, NULL, on_host_get,
                               g);
     if (rc) {
         free(g);
@@ -440,6 +444,16 @@ const sophia_host *sophia_host_table(void)
     return &host_table;
 }
 
+void sophia_host_set_env(const sophia_host_env *e)
+{
+    env = e ? *e : (sophia_host_env){0};
+}
+
+const sophia_host_env *sophia_host_get_env(void)
+{
+    return &env;
+}
+
 /* ------------------------------------------------------------- context */
 
 sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream)
@@ -488,52 +502,136 @@ static void apply_publish(sophia_ctx *ctx, action *a)
     size_t n = sophia_update_topics(a->type, a->dashboard, ctx->stream,
                                     a->severity, a->topic, topics, buf,
                                     sizeof(buf));
-    sophia_ws_publish(sophia_srv->ws, a->type, topics, n, a->dashboard, a->data);
+    sophia_ws_publish(env.ws, a->type, topics, n, a->dashboard, a->data);
 }
 
-static void apply_cache_put(action *a)
+/* One sophia_ctx_apply in progress: `left` effects not yet reported plus
+ * one held by sophia_ctx_apply itself while it starts them, so an effect
+ * that reports before the call returns cannot end the apply early. It
+ * lives apart from the context: effects may outlive a cancelled context
+ * (sophia_ctx_free sets done to NULL), and their reports still land here. */
+struct sophia_apply {
+    unsigned left;
+    int rc; /* the first error */
+    sophia_ctx_done_fn done;
+    void *arg;
+    sophia_ctx *ctx; /* NULL once cancelled */
+};
+
+void sophia_apply_begin(sophia_apply *ap)
+{
+    ap->left++;
+}
+
+/* Once per context: at sophia_ctx_commit, or at once for an apply
+ * nobody waits for. */
+static void apply_publishes(sophia_ctx *ctx)
+{
+    if (ctx->published)
+        return;
+    ctx->published = 1;
+    for (size_t i = 0; env.ws && i < ctx->n; i++)
+        if (ctx->v[i].kind == ACT_PUBLISH)
+            apply_publish(ctx, &ctx->v[i]);
+}
+
+void sophia_apply_end(void *arg, int rc)
+{
+    sophia_apply *ap = arg;
+    if (rc && !ap->rc)
+        ap->rc = rc;
+    if (--ap->left)
+        return;
+    if (ap->ctx)
+        ap->ctx->apply = NULL;
+    if (ap->done)
+        ap->done(ap->arg, ap->rc);
+    free(ap);
+    sophia_host_callback_end(); /* done may have run plugin code (commit) */
+}
+
+/* Starts one effect whose report comes through sophia_apply_end; a
+ * refusal now (EBUSY, EINVAL...) is reported at once. */
+static void apply_cache_put(sophia_apply *ap, action *a)
 {
     size_t len;
     char *s = sophia_json_encode(a->data, &len); /* = json_dumps, faster */
-    if (!s)
-        return;
-    sophia_cache_put(sophia_srv->cache, a->topic, s, len, a->ttl,
-                     (const char *const *)a->tags);
+    sophia_apply_begin(ap);
+    int rc = s ? sophia_cache_put_async(env.cache, a->topic, s, len, a->ttl,
+                                        (const char *const *)a->tags,
+                                        sophia_apply_end, ap)
+               : SOPHIA_ENOMEM;
     free(s);
+    if (rc)
+        sophia_apply_end(ap, rc);
 }
 
-void sophia_ctx_apply(sophia_ctx *ctx)
+static void apply_cache_del(sophia_apply *ap, action *a)
 {
+    sophia_apply_begin(ap);
+    int rc = a->kind == ACT_CACHE_DEL
+                 ? sophia_cache_del_async(env.cache, a->topic, sophia_apply_end, ap)
+                 : sophia_cache_invalidate_tag_async(env.cache, a->topic,
+                                                     sophia_apply_end, ap);
+    if (rc)
+        sophia_apply_end(ap, rc);
+}
+
+void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg)
+{
+    sophia_apply *ap = calloc(1, sizeof(*ap));
+    if (!ap) {
+        if (done)
+            done(arg, SOPHIA_ENOMEM);
+        return;
+    }
+    *ap = (sophia_apply){.left = 1, .done = done, .arg = arg, .ctx = ctx};
+    /* Until it reports, the context may still commit or discard staged
+     * changes: plugin code a reload must keep loaded (host.h). */
+    sophia_host_callback_begin();
+    ctx->apply = ap;
+    if (!done) /* nobody waits: publish at once, as before the contract */
+        apply_publishes(ctx);
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];
         switch (a->kind) {
-        case ACT_PUBLISH:
-            if (sophia_srv->ws)
-                apply_publish(ctx, a);
+        case ACT_PUBLISH: /* at the commit, once the rest is durable */
             break;
         case ACT_CACHE_PUT:
-            if (sophia_srv->cache)
-                apply_cache_put(a);
+            if (env.cache)
+                apply_cache_put(ap, a);
             break;
         case ACT_CACHE_DEL:
-            if (sophia_srv->cache)
-                sophia_cache_del(sophia_srv->cache, a->topic);
-            break;
         case ACT_CACHE_DEL_TAG:
-            if (sophia_srv->cache)
-                sophia_cache_invalidate_tag(sophia_srv->cache, a->topic);
+            if (env.cache)
+                apply_cache_del(ap, a);
             break;
         }
     }
-    sophia_memory_ctx_apply(ctx);
+    sophia_memory_ctx_apply(ctx, ap);
+    sophia_apply_end(ap, 0); /* the hold taken above */
 }
 
 void sophia_ctx_commit(sophia_ctx *ctx)
 {
+    apply_publishes(ctx);
     void *state = ctx->inst ? ctx->inst->state : NULL;
     for (size_t i = 0; i < ctx->sn; i++)
         ctx->sv[i].apply(state, ctx->sv[i].change);
     ctx->sn = 0;
+}
+
+static void on_detached_applied(void *arg, int rc)
+{
+    sophia_ctx *ctx = arg;
+    if (rc == 0)
+        sophia_ctx_commit(ctx);
+    sophia_ctx_free(ctx); /* discards what did not commit */
+}
+
+void sophia_ctx_apply_detached(sophia_ctx *ctx)
+{
+    sophia_ctx_apply(ctx, on_detached_applied, ctx);
 }
 
 int sophia_ctx_has_staged(const sophia_ctx *ctx)
@@ -545,6 +643,10 @@ void sophia_ctx_free(sophia_ctx *ctx)
 {
     if (!ctx)
         return;
+    if (ctx->apply) { /* its effects go on; nobody is told any more */
+        ctx->apply->done = NULL;
+        ctx->apply->ctx = NULL;
+    }
     for (size_t i = 0; i < ctx->sn; i++) /* never committed */
         if (ctx->sv[i].discard)
             ctx->sv[i].discard(ctx->sv[i].change);

@@ -7,6 +7,25 @@
  * only when the callback returned success. So a processor that fails
  * half-way leaves no half-applied effects, and the core decides when an
  * event's effects are durable enough to acknowledge.
+ *
+ * Applying is asynchronous with one completion (SPEC §11: the ack waits
+ * for durability). Each effect reports when it is durable where its
+ * write strategy says: a cache put when sophia_cache_put_async's done
+ * runs (write-through: committed in L3; write-back: journaled; L1-only:
+ * at once), an invalidation when the tiers confirmed it, a memory when its
+ * row is committed. Publishes (and alerts) go to the router, which takes
+ * them synchronously, at sophia_ctx_commit: once all of that is durable
+ * and in the order the caller commits (a stream commits its events in
+ * order), so a subscriber never hears of an event whose effects may still
+ * be lost and retried (a retried event would be heard twice), and the ack
+ * follows at once (a kill -9 between them replays at most one turn). The
+ * apply reports 0, or the first error (an effect refused now, SOPHIA_EBUSY
+ * for a full write-back set or L3 queue, or failed later): the caller then
+ * retries the whole event, whose effects are idempotent by construction
+ * (puts carry versions, stores of a retried event may repeat).
+ *
+ * The host reaches the cache, router and memory store through the
+ * environment the daemon sets (sophia_host_set_env), not a global server.
  */
 #ifndef SOPHIA_HOST_H
 #define SOPHIA_HOST_H
@@ -17,17 +36,48 @@
 
 const sophia_host *sophia_host_table(void);
 
+struct sophia_cache;
+struct sophia_ws_router;
+struct sophia_memory;
+/* Where actions go; any member may be NULL (that tier of effects is then
+ * skipped, as when it is not configured). Set by the daemon at start and
+ * after a reload; copied. */
+typedef struct sophia_host_env {
+    struct sophia_cache *cache;
+    struct sophia_ws_router *ws;
+    struct sophia_memory *memory;
+} sophia_host_env;
+void sophia_host_set_env(const sophia_host_env *env);
+const sophia_host_env *sophia_host_get_env(void);
+
 /* A context for one callback of `inst`; `stream` may be NULL. */
 sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream);
-/* Applies the queued actions in order. */
-void sophia_ctx_apply(sophia_ctx *ctx);
-/* Applies the state changes staged with host->stage, in order: call it
- * once the context's actions have taken effect. Whatever is still staged
+/* Starts the queued actions in order; done(arg, rc) runs once, when
+ * every effect is durable (rc 0) or with the first error. done may run
+ * before this returns; NULL = nobody waits. Freeing the context before
+ * done ran cancels the report (the effects already started go on). */
+typedef void (*sophia_ctx_done_fn)(void *arg, int rc);
+void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg);
+/* An apply in progress, for the effects memory_host.c starts: begin
+ * before starting one, end(apply, rc) once it is done (or refused). */
+typedef struct sophia_apply sophia_apply;
+void sophia_apply_begin(sophia_apply *ap);
+void sophia_apply_end(void *ap, int rc);
+/* memory_host.c: starts the context's queued memory stores on `ap`. */
+void sophia_memory_ctx_apply(sophia_ctx *ctx, sophia_apply *ap);
+/* The context's event commits: its publishes go to the router (unless an
+ * apply without a done callback sent them already) and the state changes
+ * staged with host->stage apply, in order. Call it once the apply
+ * reported 0 (or, without effects to wait for, at once). Whatever is still staged
  * when the context is freed is discarded, so a context that never commits
  * leaves the plugin's state as it was. */
 void sophia_ctx_commit(sophia_ctx *ctx);
 int sophia_ctx_has_staged(const sophia_ctx *ctx);
 void sophia_ctx_free(sophia_ctx *ctx);
+/* For a run no event waits on (a consolidator pass, a plugin timer):
+ * applies the actions and, once they are durable, commits; an effect that
+ * fails discards the staged state instead. Takes ctx and frees it then. */
+void sophia_ctx_apply_detached(sophia_ctx *ctx);
 /* The queued actions as a JSON array (a json_t *; json_decref it), in
  * order, without applying them: [{"action":"publish"|"alert"|"cache_put"|
  * "cache_invalidate"|"cache_invalidate_tag", ...}]. For sophia-plugin-test
@@ -81,7 +131,8 @@ void sophia_host_counters_each(void (*fn)(const char *instance,
 void sophia_host_shutdown(void);
 
 /* Callbacks into plugin code the host still owes (cache_get,
- * memory_search); a reload unloads retired plugins only at zero. */
+ * memory_search, and applies not yet reported, whose completion commits or
+ * discards staged changes); a reload unloads retired plugins only at zero. */
 void sophia_host_callback_begin(void);
 void sophia_host_callback_end(void);
 size_t sophia_host_callbacks_pending(void);

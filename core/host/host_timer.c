@@ -85,12 +85,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     int rc = cb(cb_arg, ctx);
     if (rc == 0) {
-        sophia_ctx_apply(ctx);
-        sophia_ctx_commit(ctx);
-    } else {
-        sophia_debug("plugin", "msg=\"timer callback failed; its actions "
-                     "discarded\" instance=%s rc=%d", inst->name, rc);
+        sophia_ctx_apply_detached(ctx); /* commits once durable */
+        return;
     }
+    sophia_debug("plugin", "msg=\"timer callback failed; its actions "
+                 "discarded\" instance=%s rc=%d", inst->name, rc);
     sophia_ctx_free(ctx);
 }
 

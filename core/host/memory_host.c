@@ -7,6 +7,9 @@
  * mem_ctx: a JSON array of queued operations and, during a consolidator
  * run, the batch of memories it may look at. JSON keeps the queue simple
  * to copy, print and free; the volumes are a handful per callback.
+ *
+ * A store is one effect of the event's apply (host.h): it counts as
+ * durable when memory.c reports its row committed in PostgreSQL.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +19,6 @@
 #include "host/host.h"
 #include "lib/log.h"
 #include "memory/memory.h"
-#include "daemon/server.h"
 
 #define J(v) ((json_t *)(v))
 
@@ -59,9 +61,9 @@ int sophia_memory_host_store(sophia_ctx *ctx, const char *content,
     json_t *s = content ? json_string(content) : NULL;
     json_t *t = memory_type ? json_string(memory_type) : NULL;
     json_t *imp = importance >= 0 ? json_real(importance) : NULL;
-    const char *bad = !sophia_srv || !sophia_srv->memory
+    const char *bad = !sophia_host_get_env()->memory
                           ? "memory store disabled"
-                          : sophia_memory_check(sophia_srv->memory, s, t, c, imp);
+                          : sophia_memory_check(sophia_host_get_env()->memory, s, t, c, imp);
     int rc = bad ? SOPHIA_EINVAL : 0;
     if (!bad)
         rc = push(ctx, json_pack("{s:s,s:o,s:s,s:O,s:f}", "op", "store", "content",
@@ -97,7 +99,8 @@ int sophia_memory_host_search(const char *query, const sophia_json *filter,
                                          const sophia_json *results),
                               void *arg)
 {
-    if (!sophia_srv || !sophia_srv->memory)
+    sophia_memory *m = sophia_host_get_env()->memory;
+    if (!m)
         return SOPHIA_EUNAVAIL;
     if (!cb || !query || (filter && !json_is_object(J(filter))))
         return SOPHIA_EINVAL;
@@ -107,7 +110,7 @@ int sophia_memory_host_search(const char *query, const sophia_json *filter,
     sc->cb = cb;
     sc->arg = arg;
     sophia_host_callback_begin(); /* see host.h: reloads wait for it */
-    int rc = sophia_memory_search(sophia_srv->memory, query, k, J(filter),
+    int rc = sophia_memory_search(m, query, k, J(filter),
                                   on_search, sc);
     if (rc) {
         free(sc);
@@ -163,31 +166,37 @@ json_t *sophia_memory_ctx_take_ops(sophia_ctx *ctx)
     return out;
 }
 
+/* A store is done (durable) when memory.c reports its row committed. */
 static void on_stored(void *arg, int64_t id, int err, const char *msg)
 {
-    (void)arg;
     (void)id;
     if (err)
         sophia_warn("memory", "msg=\"plugin memory not stored\" error=\"%s\"",
                     msg ? msg : "?");
+    sophia_apply_end(arg, err);
 }
 
-void sophia_memory_ctx_apply(sophia_ctx *ctx)
+void sophia_memory_ctx_apply(sophia_ctx *ctx, sophia_apply *ap)
 {
     mem_ctx *mc = get(ctx, 0);
+    sophia_memory *m = sophia_host_get_env()->memory;
     size_t i;
     json_t *op;
-    if (!mc || !sophia_srv || !sophia_srv->memory)
+    if (!mc || !m)
         return;
     json_array_foreach(mc->ops, i, op) {
         if (strcmp(json_string_value(json_object_get(op, "op")), "store"))
             continue; /* merges/expiries outside a consolidator run: ignored */
         json_t *imp = json_object_get(op, "importance");
-        sophia_memory_store(sophia_srv->memory,
-                            json_string_value(json_object_get(op, "content")),
-                            json_string_value(json_object_get(op, "memory_type")),
-                            json_object_get(op, "context"),
-                            json_number_value(imp), on_stored, NULL);
+        sophia_apply_begin(ap);
+        /* A refusal now (memory.c calls no callback then) ends it here. */
+        int rc = sophia_memory_store(
+            m, json_string_value(json_object_get(op, "content")),
+            json_string_value(json_object_get(op, "memory_type")),
+            json_object_get(op, "context"), json_number_value(imp),
+            on_stored, ap);
+        if (rc)
+            sophia_apply_end(ap, rc);
     }
 }
 

@@ -78,7 +78,7 @@ static json_t *stream_stats_json(const sophia_stream *st)
 {
     sophia_stream_stats s;
     sophia_stream_get_stats(st, &s);
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:o}", "received",
+    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:o}", "received",
                      (json_int_t)s.received, "processed",
                      (json_int_t)s.processed, "dropped", (json_int_t)s.dropped,
                      "failed", (json_int_t)s.failed, "retried",
@@ -88,6 +88,14 @@ static json_t *stream_stats_json(const sophia_stream *st)
                      "filtered", (json_int_t)s.filtered, "duplicates",
                      (json_int_t)s.duplicates, "sources",
                      sophia_stream_sources_json(st));
+    json_object_update_new(o, json_pack("{s:I,s:f,s:I,s:I,s:{s:I,s:I,s:I},s:o}",
+        "inflight", (json_int_t)s.inflight, "retry_wait_ms", s.retry_wait_ms,
+        "dead", (json_int_t)s.dead,
+        "effect_failures", (json_int_t)s.effect_failures, "dead_reasons",
+        "processor_error", (json_int_t)s.dead_error, "retry_exhausted",
+        (json_int_t)s.dead_retry, "effect_exhausted", (json_int_t)s.dead_effect,
+        "dead_letters", sophia_stream_dead_json(st)));
+    return o;
 }
 
 static json_t *plugins_json(const sophia_api *api)
@@ -186,6 +194,10 @@ static void prom_streams(const sophia_api *api, FILE *f)
          offsetof(sophia_stream_stats, filtered)},
         {"sophia_stream_events_duplicate_total", "Events skipped as duplicates inside the dedup window.",
          offsetof(sophia_stream_stats, duplicates)},
+        {"sophia_stream_events_retried_total", "Deliveries that did not commit and will be tried again.",
+         offsetof(sophia_stream_stats, retried)},
+        {"sophia_stream_dead_letters_total", "Events sent to the stream's dead letter.",
+         offsetof(sophia_stream_stats, dead)},
     };
     size_t n = api->streams ? sophia_streams_count(api->streams) : 0;
     for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
@@ -205,6 +217,14 @@ static void prom_streams(const sophia_api *api, FILE *f)
         sophia_stream_get_stats(st, &s);
         fprintf(f, "sophia_stream_queue_depth{stream=\"%s\"} %zu\n",
                 sophia_stream_name(st), s.queued);
+    }
+    prom_head(f, "sophia_stream_inflight", "gauge", "Events whose effects are not durable yet.");
+    for (size_t i = 0; i < n; i++) {
+        sophia_stream *st = sophia_streams_at(api->streams, i);
+        sophia_stream_stats s;
+        sophia_stream_get_stats(st, &s);
+        fprintf(f, "sophia_stream_inflight{stream=\"%s\"} %zu\n",
+                sophia_stream_name(st), s.inflight);
     }
     prom_head(f, "sophia_stream_lag_seconds", "gauge", "Age of the oldest queued event.");
     for (size_t i = 0; i < n; i++) {

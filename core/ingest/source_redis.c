@@ -23,10 +23,10 @@
 #include "lib/log.h"
 #include "event/loop.h"
 #include "event/redis.h"
-#include "daemon/server.h"
 #include "ingest/stream.h"
 
 #define POLL_MS 20
+#define DEAD_MAXLEN "100000" /* ~ entries a dead-letter stream keeps */
 #define FLUSH_WAIT_MS 1000
 
 struct sophia_source_redis {
@@ -51,10 +51,6 @@ struct sophia_source_redis {
     struct xid { unsigned long long ms, seq; } trim_min;
     uint64_t trimmed;
     sophia_dict *inflight; /* ids in the local queue */
-    /* Failed deliveries seen here, per id. XPENDING and XAUTOCLAIM are one
-     * round trip apart, so an entry can turn idle in between and be
-     * claimed once more than dead_after; counting locally closes that. */
-    sophia_dict *fails;
     struct event *poll_ev, *claim_ev;
     uint64_t read_entries, acked, dead, claimed;
 };
@@ -133,9 +129,11 @@ static void dead_letter(sophia_source_redis *r, const char *id,
 {
     const char *argv[64];
     int n = 0;
-    sophia_dict_del(r->fails, id);
     argv[n++] = "XADD";
     argv[n++] = r->dead_key;
+    argv[n++] = "MAXLEN";
+    argv[n++] = "~";
+    argv[n++] = DEAD_MAXLEN;
     argv[n++] = "*";
     for (size_t i = 0; fields && i + 1 < fields->elements && n < 54; i += 2) {
         argv[n++] = fields->element[i]->str ? fields->element[i]->str : "";
@@ -156,18 +154,36 @@ static void dead_letter(sophia_source_redis *r, const char *id,
                 r->key, id, r->dead_key, why);
 }
 
-static void on_ack(void *arg, const char *id, int ok)
+/* The stream gave up on an event (out of attempts, processor ERROR):
+ * into the dead letter with the stream's reason, as the event it was. */
+static void dead_letter_event(sophia_source_redis *r, const char *id,
+                              const json_t *body, const char *why)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    const char *argv[] = {"XADD", r->key, "MAXLEN", "~", DEAD_MAXLEN, "*",
+                          r->field, text ? text : "null", "_id", id,
+                          "_stream", r->key, "_reason", why};
+    argv[1] = r->dead_key;
+    ctl_cmd(r, NULL, (int)(sizeof(argv) / sizeof(argv[0])), argv);
+    free(text);
+    /* Through the batched XACK: the XADD above is sent before it on the
+     * same connection, so the entry is always in one stream or the other
+     * (unless Redis drops the connection in between: then it stays
+     * pending and comes back, delivered again). */
+    r->dead++;
+    sophia_warn("redis-source", "msg=\"entry dead-lettered\" stream=%s key=%s "
+                "id=%s dead_key=%s reason=\"%s\"", sophia_stream_name(r->st),
+                r->key, id, r->dead_key, why);
+}
+
+static void on_ack(void *arg, const char *id, const json_t *body,
+                   const char *why)
 {
     sophia_source_redis *r = arg;
     if (!id)
         return;
-    if (!ok) { /* stays pending: claimed again, dead-lettered after N */
-        sophia_dict_del(r->inflight, id);
-        uintptr_t n = (uintptr_t)sophia_dict_get(r->fails, id) + 1;
-        sophia_dict_set(r->fails, id, (void *)n);
-        return;
-    }
-    sophia_dict_del(r->fails, id);
+    if (why)
+        dead_letter_event(r, id, body, why);
     if (r->nacks == r->acks_cap) {
         size_t cap = r->acks_cap * 2 + 16;
         char **grown = realloc(r->acks, cap * sizeof(*grown));
@@ -206,12 +222,10 @@ static void on_acked(void *arg, redisReply *rep)
     free(b);
 }
 
-/* One XACK for every event acknowledged since the last turn. It leaves a
- * loop turn after the events' actions were applied, so after what those
- * actions wrote (cache commands, whose connection flushes at the end of
- * the turn, and WebSocket frames): a kill -9 in between replays the last
- * batch (at least once) instead of losing its effects. Flushed at once to
- * keep that window short. */
+/* One XACK for every event acknowledged since the last turn. The stream
+ * acks an event only once its effects are durable (stream.h), so a kill
+ * -9 before this XACK replays it (at least once) and one after it loses
+ * nothing. Batched per turn, flushed at once. */
 static void send_acks(sophia_source_redis *r)
 {
     size_t n = r->nacks;
@@ -270,13 +284,6 @@ static void take_entries(sophia_source_redis *r, const redisReply *arr)
         if (sophia_dict_get(r->inflight, id) || fields->type != REDIS_REPLY_ARRAY)
             continue;
         char why[256] = "";
-        uintptr_t failed = (uintptr_t)sophia_dict_get(r->fails, id);
-        if (failed >= r->dead_after) {
-            snprintf(why, sizeof(why), "delivered %zu times without success",
-                     (size_t)failed);
-            dead_letter(r, id, fields, why);
-            continue;
-        }
         json_t *body = entry_body(r, fields, why, sizeof(why));
         if (!body) {
             dead_letter(r, id, fields, why);
@@ -394,7 +401,7 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     }
     /* Shutting down: what is still in Redis waits there for the next run. */
     if (!r->reading && sophia_redis_up(r->rd) &&
-        !(sophia_srv && sophia_srv->shutting_down))
+        !sophia_stream_closing(r->st))
         start_read(r);
 }
 
@@ -650,7 +657,6 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
     if (r->dead_key)
         snprintf(r->dead_key, dl, "%s:dead", r->key);
     r->inflight = sophia_dict_new();
-    r->fails = sophia_dict_new();
     r->rd = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
     r->ctl = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
     r->poll_ev = event_new(base, -1, EV_PERSIST, on_poll, r);
@@ -661,7 +667,7 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
         r->du = sophia_durable_new(st, r, c->redis_url, r->key, r->field, base);
     r->trim_ev = durable ? event_new(base, -1, EV_PERSIST, on_trim_tick, r) : NULL;
     if ((durable && (!r->du || !r->trim_ev)) || !r->ack_ev || !r->key || !r->group || !r->consumer || !r->field || !r->dead_key ||
-        !r->inflight || !r->fails || !r->rd || !r->ctl || !r->poll_ev || !r->claim_ev) {
+        !r->inflight || !r->rd || !r->ctl || !r->poll_ev || !r->claim_ev) {
         sophia_error("redis-source", "msg=\"cannot start\" stream=%s key=%s",
                      sophia_stream_name(st), r->key ? r->key : "?");
         sophia_source_redis_free(r);
@@ -721,7 +727,7 @@ json_t *sophia_source_redis_stats_json(const sophia_source_redis *r)
 static void flush_acks(sophia_source_redis *r)
 {
     sophia_redis_flush(r->ctl);
-    if (sophia_srv && sophia_loop_running(sophia_srv->loop))
+    if (sophia_streams_loop() && sophia_loop_running(sophia_streams_loop()))
         return;
     int64_t deadline = sophia_now_mono_us() + FLUSH_WAIT_MS * 1000;
     while (r->ctl_pending && sophia_redis_up(r->ctl) &&
@@ -756,7 +762,6 @@ void sophia_source_redis_free(sophia_source_redis *r)
     sophia_redis_free(r->rd);
     sophia_redis_free(r->ctl);
     sophia_dict_free(r->inflight, NULL);
-    sophia_dict_free(r->fails, NULL);
     for (size_t i = 0; i < r->nacks; i++) /* ctl was never made */
         free(r->acks[i]);
     free(r->acks);

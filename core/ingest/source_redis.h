@@ -1,9 +1,13 @@
 /*
  * source_redis - a Redis Streams source for a stream: a consumer group
- * read with XREADGROUP, acknowledged with XACK only after an event's
- * actions were applied, with XAUTOCLAIM of entries a dead consumer left
- * pending and a dead-letter stream `<key>:dead` for entries delivered
- * `dead_letter_after` times without success.
+ * read with XREADGROUP, acknowledged with XACK only once an event's
+ * effects are durable (stream.h), with XAUTOCLAIM of entries a dead
+ * consumer left pending and a dead-letter stream `<key>:dead` (fields
+ * `data` or the entry's own, `_id`, `_stream`, `_reason`; MAXLEN ~
+ * 100000) for: entries whose JSON does not parse (at once), events the
+ * stream gave up on (processor ERROR, or out of max_attempts; the stream
+ * retries with back-off itself), and entries claimed from pending
+ * `dead_letter_after` times (a consumer that keeps dying on them).
  *
  * Two connections per source, both sophia_redis (reconnect, watchdog):
  * one only ever carries the blocking XREADGROUP (a BLOCK read occupies its

@@ -2,10 +2,18 @@
  * stream - see stream.h.
  *
  * Each queue slot keeps the event, its arrival time (for lag), its
- * source id and ack callback, and its delivery attempts (RETRY puts it
- * back at the tail, up to STREAM_MAX_ATTEMPTS, then it counts as
- * failed). Rates are a moving average refreshed by a 1 s timer, so the
- * hot path only increments.
+ * source id and ack callback, and its delivery attempts. An OK event
+ * leaves the queue for the list of events in flight (stream_flight) until
+ * its apply reports, and flights commit (publish, ack) in the order they
+ * started, so subscribers hear a stream's updates in order even when a
+ * younger event's effects are durable first (write-back journal vs an L3
+ * commit); a failed delivery goes back to the head of the queue
+ * and the stream waits out a back-off (lib/backoff.h, full jitter) on one
+ * timer, so the retried event is delivered again before the events that
+ * followed it. Queue slots are shared by queued and in-flight events
+ * (stream_used), so putting an event back always finds room. Rates are a
+ * moving average refreshed by a 1 s timer, so the hot path only
+ * increments.
  *
  * Dedup is a hash of id -> time plus a FIFO of ids in insertion order:
  * with one window per table, insertion order is expiry order, so expiry
@@ -18,17 +26,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/backoff.h"
 #include "lib/dict.h"
 #include "ingest/durable.h"
 #include "ingest/filter.h"
 #include "host/host.h"
 #include "lib/log.h"
 #include "event/loop.h"
-#include "daemon/server.h"
 #include "ingest/source_redis.h"
 #include "ingest/statsd.h"
 
-#define STREAM_MAX_ATTEMPTS 3
+#define STREAM_DEAD_RING 64     /* dead letters kept without a source */
+#define STREAM_MAX_INFLIGHT 256 /* events whose effects are in flight */
 #define STREAM_DEDUP_MAX 1000000
 #define STREAM_QUEUE_DEFAULT 10000
 
@@ -39,8 +48,28 @@ typedef struct stream_item {
     char *id;            /* source id or NULL */
     sophia_stream_ack_fn ack;
     void *ack_arg;
-    int attempts;
+    int attempts;        /* deliveries that did not commit */
 } stream_item;
+
+/* An OK event whose actions are being applied (host.h). */
+typedef struct stream_flight {
+    struct sophia_stream *st;
+    stream_item it;
+    sophia_ctx *ctx;
+    char *did;  /* dedup id, added on commit */
+    int staged; /* its context holds staged plugin state */
+    int done;   /* its apply reported rc */
+    int rc;
+    struct stream_flight *next; /* the next younger */
+} stream_flight;
+
+/* A dead letter kept in memory (streams without a source that has one). */
+typedef struct stream_dead {
+    json_t *body;
+    char *id, *why;
+    int attempts;
+    int64_t at_us;
+} stream_dead;
 
 struct sophia_stream {
     char *name;
@@ -58,6 +87,16 @@ struct sophia_stream {
     sophia_statsd *statsd;
     int want_redis, want_statsd; /* configured (and started) sources */
     int want_durable;            /* ingest appends to Redis first */
+    int closing;                 /* the shutdown drain began */
+    stream_flight *flights, *flights_tail; /* in flight, oldest first */
+    size_t nflight, staged_inflight, max_inflight;
+    size_t max_attempts;
+    double retry_base, retry_cap;
+    struct event *retry_ev;      /* pending while waiting out a back-off */
+    int64_t paused_until_us;     /* monotonic end of that wait */
+    unsigned long long rng;      /* jitter draws */
+    stream_dead dead[STREAM_DEAD_RING];
+    size_t dead_head, dead_n;
 };
 
 struct sophia_streams {
@@ -164,10 +203,32 @@ static void item_clear(stream_item *it)
     it->id = NULL;
 }
 
+/* Freeing a source may run the loop a little (source_redis flushes its
+ * last XACKs): nothing may start this stream's processing then, so the
+ * kick and the back-off go first and the flights are cancelled before. */
 static void stream_free(sophia_stream *st)
 {
     if (!st)
         return;
+    st->drain_ev = NULL; /* stream_kick: no-op from now on */
+    if (st->retry_ev)
+        event_del(st->retry_ev);
+    while (st->flights) { /* their reports are cancelled; no ack */
+        stream_flight *f = st->flights;
+        st->flights = f->next;
+        sophia_ctx_free(f->ctx);
+        item_clear(&f->it);
+        free(f->did);
+        free(f);
+    }
+    for (size_t i = 0; i < st->dead_n; i++) {
+        stream_dead *d = &st->dead[(st->dead_head + i) % STREAM_DEAD_RING];
+        json_decref(d->body);
+        free(d->id);
+        free(d->why);
+    }
+    if (st->retry_ev)
+        event_free(st->retry_ev);
     sophia_source_redis_free(st->redis);
     sophia_statsd_free(st->statsd);
     for (size_t i = 0; i < st->len; i++)
@@ -180,10 +241,19 @@ static void stream_free(sophia_stream *st)
     free(st);
 }
 
+static void on_retry_due(evutil_socket_t fd, short what, void *arg);
+
+static void stream_set_retry(sophia_stream *st, const sophia_conf_stream *cs)
+{
+    st->max_attempts = cs->max_attempts ? cs->max_attempts : 3;
+    st->retry_base = cs->retry_base > 0 ? cs->retry_base : 0.1;
+    st->retry_cap = cs->retry_cap > 0 ? cs->retry_cap : 10;
+}
+
 static sophia_stream *stream_new(const sophia_conf *c,
                                  const sophia_conf_stream *cs,
                                  const sophia_plugin_set *plugins,
-                                 sophia_diag *diag)
+                                 struct event_base *base, sophia_diag *diag)
 {
     sophia_instance *inst = sophia_plugin_set_find(plugins, cs->processor);
     if (!inst || inst->desc->kind != SOPHIA_KIND_PROCESSOR) {
@@ -201,6 +271,10 @@ static sophia_stream *stream_new(const sophia_conf *c,
     st->batch = cs->batch_size ? cs->batch_size : 256;
     st->q = calloc(st->cap, sizeof(*st->q));
     st->st.capacity = st->cap;
+    st->max_inflight = STREAM_MAX_INFLIGHT;
+    stream_set_retry(st, cs);
+    st->rng = (unsigned long long)sophia_now_wall_us() ^ (uintptr_t)st;
+    st->retry_ev = evtimer_new(base, on_retry_due, st);
     const char *err = NULL;
     st->filter = sophia_filter_new(cs->filter, cs->nfilter, &err);
     if (err)
@@ -210,7 +284,7 @@ static sophia_stream *stream_new(const sophia_conf *c,
         st->dedup_key = strdup(cs->dedup_key);
         st->dedup = sophia_dedup_new(cs->dedup_window, STREAM_DEDUP_MAX);
     }
-    if (!st->name || !st->q || err ||
+    if (!st->name || !st->q || err || !st->retry_ev ||
         (cs->dedup_key && (!st->dedup_key || !st->dedup))) {
         stream_free(st);
         return NULL;
@@ -230,81 +304,265 @@ static const char *dedup_id(const sophia_stream *st, const stream_item *it,
     return buf;
 }
 
-/* Runs the processor; returns the verdict (actions applied on OK). */
-static sophia_verdict run_processor(sophia_stream *st, stream_item *it)
+/* ------------------------------------------------ the commit pipeline */
+
+static void stream_kick(sophia_stream *st)
 {
-    sophia_event ev = {
-        .struct_size = sizeof(ev),
-        .stream = st->name,
-        .id = it->id,
-        .source = it->source,
-        .body = (const sophia_json *)it->body,
-        .received_us = it->received_us,
-    };
-    sophia_ctx *ctx = sophia_ctx_new(st->proc, st->name);
-    sophia_verdict v = ctx ? st->proc->desc->processor->process(st->proc->state,
-                                                                &ev, ctx)
-                           : SOPHIA_PROCESS_RETRY;
-    if (v == SOPHIA_PROCESS_OK) {
-        sophia_ctx_apply(ctx);
-        sophia_ctx_commit(ctx); /* its state moves with the verdict */
-    }
-    sophia_ctx_free(ctx);
-    return v;
+    /* A zero timer, not event_active: see on_drain. */
+    struct timeval now = {0, 0};
+    if (st->drain_ev)
+        event_add(st->drain_ev, &now);
 }
 
-/* Returns 1 when the item went back into the queue (a retry). */
-static int process_one(sophia_stream *st, stream_item *it)
+/* The source's ack: done (why NULL) or dead (why says so). */
+static void item_ack(stream_item *it, const char *why)
+{
+    if (it->ack)
+        it->ack(it->ack_arg, it->id, it->body, why);
+}
+
+static void dead_ring_put(sophia_stream *st, stream_item *it, const char *why)
+{
+    stream_dead *d = &st->dead[(st->dead_head + st->dead_n) % STREAM_DEAD_RING];
+    if (st->dead_n == STREAM_DEAD_RING) { /* full: the oldest goes */
+        d = &st->dead[st->dead_head];
+        st->dead_head = (st->dead_head + 1) % STREAM_DEAD_RING;
+        st->dead_n--;
+        json_decref(d->body);
+        free(d->id);
+        free(d->why);
+    }
+    d->body = json_incref(it->body);
+    d->id = it->id ? strdup(it->id) : NULL;
+    d->why = strdup(why);
+    d->attempts = it->attempts;
+    d->at_us = sophia_now_wall_us();
+    st->dead_n++;
+}
+
+/* Out of attempts, or a processor ERROR: the event leaves the stream for
+ * its dead letter - the source's (a Redis stream) when it has one, else
+ * the ring - and counts as failed. The item is the caller's to clear. */
+static void dead_letter(sophia_stream *st, stream_item *it, const char *why,
+                        uint64_t *reason_count)
+{
+    st->st.failed++;
+    st->st.dead++;
+    (*reason_count)++;
+    sophia_warn("stream", "msg=\"event dead-lettered\" stream=%s id=%s "
+                "attempts=%d reason=\"%s\"", st->name, it->id ? it->id : "-",
+                it->attempts, why);
+    if (it->ack)
+        item_ack(it, why);
+    else
+        dead_ring_put(st, it, why);
+}
+
+/* The stream starts nothing for a back-off after `failures` failed
+ * deliveries of its head event. One wait per burst: a pass in which many
+ * events fail together (a full write-back set refuses them all) waits
+ * once, drawn for the first failure, not the longest of many draws. */
+static void stream_pause(sophia_stream *st, unsigned failures)
+{
+    if (evtimer_pending(st->retry_ev, NULL))
+        return;
+    double wait = sophia_backoff_full(st->retry_base, st->retry_cap, failures,
+                                      sophia_backoff_rand(&st->rng));
+    st->paused_until_us = sophia_now_mono_us() + (int64_t)(wait * 1e6);
+    struct timeval tv = {(time_t)wait,
+                         (suseconds_t)((wait - (double)(time_t)wait) * 1e6)};
+    evtimer_add(st->retry_ev, &tv);
+}
+
+/* A delivery that did not commit: again after a back-off, at the head of
+ * the queue (the stream waits for it, so later events do not overtake it
+ * for good), or to the dead letter once max_attempts deliveries failed.
+ * Returns 1 when the item went back into the queue (ownership moved). */
+static int retry_or_dead(sophia_stream *st, stream_item *it, const char *why,
+                         uint64_t *reason_count)
+{
+    if (++it->attempts >= (int)st->max_attempts) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "%s (%d attempts)", why, it->attempts);
+        dead_letter(st, it, msg, reason_count);
+        return 0;
+    }
+    st->st.retried++;
+    st->head = (st->head + st->cap - 1) % st->cap; /* room: see stream_used */
+    st->q[st->head] = *it;
+    st->len++;
+    stream_pause(st, (unsigned)it->attempts);
+    return 1;
+}
+
+static void flight_free(stream_flight *f)
+{
+    sophia_ctx_free(f->ctx); /* discards whatever was not committed */
+    free(f->did);
+    free(f);
+}
+
+/* The oldest flight settles: commit (publishes, staged state, dedup id,
+ * ack) or, its apply having failed, back to the queue or the dead letter.
+ * Returns the item when it is to be retried, else NULL. */
+static stream_flight *flight_settle(sophia_stream *st)
+{
+    stream_flight *f = st->flights;
+    st->flights = f->next;
+    if (!st->flights)
+        st->flights_tail = NULL;
+    st->nflight--;
+    if (f->staged)
+        st->staged_inflight--;
+    if (f->rc == 0) {
+        sophia_ctx_commit(f->ctx); /* publishes and state, with its effects */
+        if (f->did)
+            sophia_dedup_add(st->dedup, f->did, sophia_now_wall_us());
+        st->st.processed++;
+        item_ack(&f->it, NULL);
+        item_clear(&f->it);
+        flight_free(f);
+        return NULL;
+    }
+    st->st.effect_failures++;
+    return f;
+}
+
+/* An apply reported. Events commit in the order they started, so
+ * subscribers hear a stream's updates in order: a younger event that is
+ * durable first waits for the older ones. The failed ones of a pass go
+ * back to the head of the queue in their own order. */
+static void on_applied(void *arg, int rc)
+{
+    stream_flight *f = arg, *failed = NULL; /* youngest first */
+    sophia_stream *st = f->st;
+    f->done = 1;
+    f->rc = rc;
+    if (rc) /* refused or failed: start nothing more until the back-off */
+        stream_pause(st, (unsigned)f->it.attempts + 1);
+    while (st->flights && st->flights->done) {
+        stream_flight *g = flight_settle(st);
+        if (g) {
+            g->next = failed;
+            failed = g;
+        }
+    }
+    while (failed) { /* youngest first: the oldest ends at the head */
+        stream_flight *g = failed;
+        failed = g->next;
+        char why[128];
+        snprintf(why, sizeof(why), "effect not durable: %s",
+                 sophia_host_table()->strerror(g->rc));
+        if (!retry_or_dead(st, &g->it, why, &st->st.dead_effect))
+            item_clear(&g->it);
+        flight_free(g);
+    }
+    stream_kick(st);
+}
+
+/* Applies an OK event's actions; it stays in flight until they report.
+ * On failure to even start, the event is retried. */
+static void start_apply(sophia_stream *st, stream_item *it, sophia_ctx *ctx,
+                        const char *did)
+{
+    stream_flight *f = calloc(1, sizeof(*f));
+    if (!f || (did && !(f->did = strdup(did)))) {
+        free(f);
+        sophia_ctx_free(ctx);
+        if (!retry_or_dead(st, it, "out of memory", &st->st.dead_effect))
+            item_clear(it);
+        return;
+    }
+    f->st = st;
+    f->it = *it;
+    f->ctx = ctx;
+    f->staged = sophia_ctx_has_staged(ctx);
+    if (st->flights_tail)
+        st->flights_tail->next = f;
+    else
+        st->flights = f;
+    st->flights_tail = f;
+    st->nflight++;
+    if (f->staged)
+        st->staged_inflight++;
+    sophia_ctx_apply(ctx, on_applied, f); /* may report before returning */
+}
+
+/* Runs the processor on one event, which the stream no longer holds in
+ * its queue: acked at once when skipped or dropped, in flight when OK,
+ * back in the queue or dead otherwise. */
+static void process_one(sophia_stream *st, stream_item *it)
 {
     char idbuf[512];
     int64_t now = sophia_now_wall_us();
     const char *did = dedup_id(st, it, idbuf, sizeof(idbuf));
-    int ok = 1;
     if (did && sophia_dedup_seen(st->dedup, did, now)) {
         st->st.duplicates++;
     } else if (!sophia_filter_match(st->filter, it->body)) {
         st->st.filtered++;
     } else {
-        switch (run_processor(st, it)) {
-        case SOPHIA_PROCESS_OK:
-            st->st.processed++;
-            break;
-        case SOPHIA_PROCESS_DROP:
-            st->st.dropped++;
-            break;
-        case SOPHIA_PROCESS_RETRY:
-            if (++it->attempts < STREAM_MAX_ATTEMPTS && st->len < st->cap) {
-                st->st.retried++;
-                st->q[(st->head + st->len++) % st->cap] = *it;
-                return 1; /* ownership moved back into the queue */
-            }
-            st->st.failed++; /* out of attempts */
-            ok = 0;
-            break;
-        default:
-            st->st.failed++;
-            ok = 0;
-            break;
+        sophia_event ev = {
+            .struct_size = sizeof(ev),
+            .stream = st->name,
+            .id = it->id,
+            .source = it->source,
+            .body = (const sophia_json *)it->body,
+            .received_us = it->received_us,
+        };
+        sophia_ctx *ctx = sophia_ctx_new(st->proc, st->name);
+        sophia_verdict v = ctx ? st->proc->desc->processor->process(
+                                     st->proc->state, &ev, ctx)
+                               : SOPHIA_PROCESS_RETRY;
+        if (v == SOPHIA_PROCESS_OK) {
+            start_apply(st, it, ctx, did);
+            return;
         }
-        if (ok && did)
+        sophia_ctx_free(ctx); /* staged state discarded */
+        if (v == SOPHIA_PROCESS_RETRY) {
+            if (!retry_or_dead(st, it, "processor retry", &st->st.dead_retry))
+                item_clear(it);
+            return;
+        }
+        if (v != SOPHIA_PROCESS_DROP) {
+            dead_letter(st, it, "processor error", &st->st.dead_error);
+            item_clear(it);
+            return;
+        }
+        st->st.dropped++;
+        if (did)
             sophia_dedup_add(st->dedup, did, now);
     }
-    if (it->ack)
-        it->ack(it->ack_arg, it->id, ok);
-    return 0;
+    item_ack(it, NULL);
+    item_clear(it);
 }
 
-/* Processes up to `max` events; returns how many remain. */
+/* Whether the stream may hand its next event to the processor now: not
+ * while waiting out a back-off, not while an event with staged state has
+ * effects in flight (so process() always sees every earlier change
+ * applied), and not beyond max_inflight events in flight. */
+static int stream_can_start(const sophia_stream *st)
+{
+    return st->len && !st->staged_inflight && st->nflight < st->max_inflight &&
+           !evtimer_pending(st->retry_ev, NULL);
+}
+
+/* Processes up to `max` events; returns how many could go on now. */
 static size_t stream_drain(sophia_stream *st, size_t max)
 {
-    for (size_t n = 0; n < max && st->len; n++) {
+    for (size_t n = 0; n < max && stream_can_start(st); n++) {
         stream_item it = st->q[st->head];
         st->head = (st->head + 1) % st->cap;
         st->len--;
-        if (!process_one(st, &it))
-            item_clear(&it);
+        process_one(st, &it);
     }
-    return st->len;
+    return stream_can_start(st) ? st->len : 0;
+}
+
+static void on_retry_due(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    stream_kick(arg);
 }
 
 static void on_drain(evutil_socket_t fd, short what, void *arg)
@@ -337,14 +595,26 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* The daemon's loop (sophia_streams_set_loop). */
+static sophia_loop *live_loop;
+
+void sophia_streams_set_loop(sophia_loop *loop)
+{
+    live_loop = loop;
+}
+
+sophia_loop *sophia_streams_loop(void)
+{
+    return live_loop;
+}
+
 /* Sources listen and connect, so they start only on the server's own
  * loop: the validation pass (`--check`, and prepare() before start)
  * builds streams on a probe base and must not bind or connect. */
 static void start_sources(sophia_stream *st, const sophia_conf *c,
                           const sophia_conf_stream *cs, struct event_base *base)
 {
-    if (!sophia_srv || !sophia_srv->loop ||
-        base != sophia_loop_base(sophia_srv->loop))
+    if (!live_loop || base != sophia_loop_base(live_loop))
         return;
     /* A durable stream (durable.h) reads back what ingest appended
      * through a Redis source on its key, configured or default. */
@@ -374,7 +644,7 @@ sophia_streams *sophia_streams_new(const sophia_conf *c,
         return NULL;
     }
     for (size_t i = 0; i < c->nstreams; i++) {
-        sophia_stream *st = stream_new(c, &c->streams[i], plugins, diag);
+        sophia_stream *st = stream_new(c, &c->streams[i], plugins, base, diag);
         if (!st)
             continue;
         st->drain_ev = s->drain_ev;
@@ -385,6 +655,22 @@ sophia_streams *sophia_streams_new(const sophia_conf *c,
     struct timeval sec = {1, 0};
     event_add(s->tick_ev, &sec);
     return s;
+}
+
+/* A stream removed by a reload: every queued event goes to the processor
+ * now, back-off and ordering aside (its in-flight applies are cancelled
+ * when it is freed: their Redis entries stay pending, redelivered). */
+static void stream_drain_all(sophia_stream *st)
+{
+    event_del(st->retry_ev);
+    for (size_t n = st->len; n-- && st->len;) { /* once each: a retry */
+        stream_item it = st->q[st->head];      /* comes back to the head */
+        st->head = (st->head + 1) % st->cap;
+        st->len--;
+        process_one(st, &it);
+        if (st->len && st->q[st->head].body == it.body)
+            break; /* it came back: the rest stays queued, freed with it */
+    }
 }
 
 /* A stream that stays: new processor, filter and batch size. */
@@ -402,6 +688,7 @@ static int stream_update(sophia_stream *st, const sophia_conf_stream *cs,
     st->filter = f;
     st->proc = inst;
     st->batch = cs->batch_size ? cs->batch_size : 256;
+    stream_set_retry(st, cs);
     return 0;
 }
 
@@ -429,7 +716,7 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
                 sophia_warn("stream", "msg=\"durable and queue_size changes take "
                             "effect at restart\" stream=%s", cs->name);
             sophia_dict_del(s->by_name, cs->name);
-        } else if ((st = stream_new(c, cs, plugins, diag))) {
+        } else if ((st = stream_new(c, cs, plugins, base, diag))) {
             st->drain_ev = s->drain_ev;
             start_sources(st, c, cs, base);
         }
@@ -443,7 +730,7 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
         sophia_stream *st = s->v[i];
         if (sophia_dict_get(s->by_name, st->name) != st)
             continue;
-        stream_drain(st, SIZE_MAX);
+        stream_drain_all(st);
         stream_free(st);
     }
     sophia_dict_free(s->by_name, NULL);
@@ -460,6 +747,14 @@ void sophia_streams_free(sophia_streams *s)
 {
     if (!s)
         return;
+    /* No drain may run over half-freed streams while a source's free
+     * runs the loop (stream_free). */
+    if (s->drain_ev)
+        event_del(s->drain_ev);
+    if (s->tick_ev)
+        event_del(s->tick_ev);
+    for (size_t i = 0; i < s->n; i++)
+        s->v[i]->drain_ev = NULL;
     for (size_t i = 0; i < s->n; i++)
         stream_free(s->v[i]);
     if (s->drain_ev)
@@ -489,8 +784,8 @@ sophia_stream *sophia_streams_at(const sophia_streams *s, size_t i)
 size_t sophia_streams_pending(const sophia_streams *s)
 {
     size_t n = 0;
-    for (size_t i = 0; i < s->n; i++)
-        n += s->v[i]->len;
+    for (size_t i = 0; s && i < s->n; i++)
+        n += s->v[i]->len + s->v[i]->nflight;
     return n;
 }
 
@@ -528,13 +823,20 @@ void sophia_streams_prom_statsd(const sophia_streams *s, FILE *f)
 
 void sophia_streams_drain(sophia_streams *s)
 {
-    for (size_t i = 0; i < s->n; i++)
+    for (size_t i = 0; s && i < s->n; i++) {
+        s->v[i]->closing = 1;
         stream_drain(s->v[i], SIZE_MAX);
+    }
 }
 
 const char *sophia_stream_name(const sophia_stream *st)
 {
     return st->name;
+}
+
+int sophia_stream_closing(const sophia_stream *st)
+{
+    return st->closing;
 }
 
 static void push_item(sophia_stream *st, json_t *ev, const char *source,
@@ -551,10 +853,17 @@ static void push_item(sophia_stream *st, json_t *ev, const char *source,
     it->attempts = 0;
 }
 
+/* Queue slots taken: queued events and those in flight (one may come
+ * back into the queue). */
+static size_t stream_used(const sophia_stream *st)
+{
+    return st->len + st->nflight;
+}
+
 int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
                          const char *source)
 {
-    if (st->cap - st->len < n) {
+    if (st->cap - stream_used(st) < n) {
         st->st.rejected += n;
         return SOPHIA_EBUSY;
     }
@@ -562,7 +871,8 @@ int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
     for (size_t i = 0; i < n; i++)
         push_item(st, events[i], source, now, NULL, NULL, NULL);
     st->st.received += n;
-    event_active(st->drain_ev, EV_TIMEOUT, 0);
+    if (st->drain_ev) /* NULL while the stream is being freed */
+        event_active(st->drain_ev, EV_TIMEOUT, 0);
     return 0;
 }
 
@@ -570,7 +880,7 @@ int sophia_stream_accept_one(sophia_stream *st, json_t *ev, const char *source,
                              const char *id, sophia_stream_ack_fn ack,
                              void *ack_arg)
 {
-    if (st->len >= st->cap) {
+    if (stream_used(st) >= st->cap) {
         st->st.rejected++;
         return SOPHIA_EBUSY;
     }
@@ -579,7 +889,8 @@ int sophia_stream_accept_one(sophia_stream *st, json_t *ev, const char *source,
         return SOPHIA_ENOMEM;
     push_item(st, ev, source, sophia_now_wall_us(), copy, ack, ack_arg);
     st->st.received++;
-    event_active(st->drain_ev, EV_TIMEOUT, 0);
+    if (st->drain_ev) /* NULL while the stream is being freed */
+        event_active(st->drain_ev, EV_TIMEOUT, 0);
     return 0;
 }
 
@@ -591,7 +902,7 @@ int sophia_stream_durable(const sophia_stream *st, struct sophia_durable **du)
 
 size_t sophia_stream_room(const sophia_stream *st)
 {
-    return st->cap - st->len;
+    return st->cap - stream_used(st);
 }
 
 void sophia_stream_count_rejected(sophia_stream *st, size_t n)
@@ -617,7 +928,25 @@ void sophia_stream_get_stats(const sophia_stream *st, sophia_stream_stats *out)
 {
     *out = st->st;
     out->queued = st->len;
+    out->inflight = st->nflight;
+    out->retry_wait_ms = evtimer_pending(st->retry_ev, NULL)
+        ? (double)(st->paused_until_us - sophia_now_mono_us()) / 1000.0
+        : 0.0;
     out->lag_ms = st->len ? (double)(sophia_now_wall_us() -
                                      st->q[st->head].received_us) / 1000.0
                           : 0.0;
+}
+
+json_t *sophia_stream_dead_json(const sophia_stream *st)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < st->dead_n; i++) {
+        const stream_dead *d = &st->dead[(st->dead_head + i) % STREAM_DEAD_RING];
+        json_array_append_new(
+            a, json_pack("{s:s?,s:s,s:i,s:I,s:O}", "id", d->id, "reason",
+                         d->why ? d->why : "?", "attempts", d->attempts,
+                         "at_ms", (json_int_t)(d->at_us / 1000), "event",
+                         d->body));
+    }
+    return a;
 }

@@ -9,12 +9,31 @@
  *
  * The path of one event (SPEC §11): dedup (an id at `dedup_key` seen
  * inside `dedup_window` is skipped) -> filter (filter.h) -> processor ->
- * the core applies the queued actions -> ack. Sources that need to know
- * the outcome (Redis Streams: XACK only after the effects are applied)
- * pass an ack callback with each event; it runs once per event, after
- * the actions were applied, with ok = 1 for processed / dropped /
- * filtered / duplicate events and ok = 0 for failed ones (which the
- * source may redeliver).
+ * the core applies the queued actions (host.h: asynchronously, one
+ * report once every effect is durable where its strategy says) -> commit
+ * (the processor's staged state, the dedup id) -> ack. Sources that need
+ * to know the outcome (Redis Streams and durable ingest: XACK only once
+ * the effects are durable) pass an ack callback with each event; it runs
+ * at most once per event: why NULL once it is processed / dropped /
+ * filtered / duplicate, or why = the reason once it is dead (the source
+ * puts it in its dead letter and acknowledges it). An event whose stream
+ * is freed first (shutdown, reload) is never acked: a Redis-fed one stays
+ * pending and comes back.
+ *
+ * A delivery that does not commit - the processor said RETRY, or an
+ * effect could not be taken now (write-back set or L3 queue full, a tier
+ * down) - is delivered again after an exponential back-off with full
+ * jitter (`retry_base`, `retry_cap`), ahead of the events that followed
+ * it; after `max_attempts` deliveries, or at once for a processor ERROR,
+ * it goes to the dead letter: the source's Redis stream (source_redis.h)
+ * when it came from one, else a ring of the last 64 in
+ * memory (sophia_stream_dead_json). Its staged state is discarded.
+ *
+ * Ordering: while an event with staged state (host->stage) has effects in
+ * flight, the stream starts no other, so process() always sees every
+ * earlier change applied. Events commit (publishes, ack) in the order
+ * they were processed. Events without staged state overlap, at most
+ * 256 per stream; queue_size bounds queued plus in flight.
  *
  * Sources other than HTTP (Redis Streams, StatsD) are owned by their
  * stream and started with it when the streams are built on the server's
@@ -37,21 +56,36 @@ typedef struct sophia_stream_stats {
     uint64_t received;   /* accepted into the queue */
     uint64_t processed;  /* processor returned OK and actions applied */
     uint64_t dropped;    /* processor returned DROP */
-    uint64_t failed;     /* ERROR, or RETRY past the attempt limit */
-    uint64_t retried;
+    uint64_t failed;     /* dead-lettered: ERROR, or out of attempts */
+    uint64_t retried;    /* deliveries that will be tried again */
+    uint64_t effect_failures; /* applies that reported an error */
+    uint64_t dead;       /* dead letters, by reason below */
+    uint64_t dead_error, dead_retry, dead_effect; /* processor ERROR, out of
+                          * attempts after RETRY / after effect failures */
     uint64_t rejected;   /* refused at the door: queue full */
     uint64_t filtered;   /* did not pass the stream's filter */
     uint64_t duplicates; /* id already seen inside the dedup window */
     size_t queued;       /* waiting now */
+    size_t inflight;     /* events whose effects are in flight */
+    double retry_wait_ms; /* left of the back-off being waited out */
     size_t capacity;
     double rate;         /* processed per second, 10 s moving average */
     double lag_ms;       /* age of the oldest queued event */
 } sophia_stream_stats;
 
-/* Called once per event that was accepted with it; see above. */
-typedef void (*sophia_stream_ack_fn)(void *arg, const char *id, int ok);
+/* Called at most once per event that was accepted with it; see above.
+ * why: NULL = done, else dead with that reason (body borrowed). */
+typedef void (*sophia_stream_ack_fn)(void *arg, const char *id,
+                                     const json_t *body, const char *why);
 
 struct event_base;
+struct sophia_loop;
+
+/* The daemon's own loop, set once by its wiring: sources (which bind and
+ * connect) start only for streams built on its base, never on the probe
+ * base of a validation pass (`--check`, a reload's prepare). */
+void sophia_streams_set_loop(struct sophia_loop *loop);
+struct sophia_loop *sophia_streams_loop(void);
 
 /* Builds every stream of `c`, bound to its processor in `plugins`. */
 sophia_streams *sophia_streams_new(const sophia_conf *c,
@@ -78,10 +112,14 @@ size_t sophia_streams_pending(const sophia_streams *s);
  * that is not working now ("redis:<stream>", "statsd:<stream>"), for
  * /healthz; returns how many. */
 size_t sophia_streams_sources_down(const sophia_streams *s, json_t *down);
-/* Processes everything queued now, synchronously (shutdown drain). */
+/* Starts everything queued that may start now (shutdown drain); the rest
+ * follows on the loop. sophia_streams_pending counts queued and in
+ * flight, so the caller can wait for zero. */
 void sophia_streams_drain(sophia_streams *s);
 
 const char *sophia_stream_name(const sophia_stream *st);
+/* 1 once the shutdown drain began (sources stop reading new entries). */
+int sophia_stream_closing(const sophia_stream *st);
 /* Queues `n` events (takes a reference to each) or none: returns 0 or
  * SOPHIA_EBUSY when they do not all fit. `source` is "http", ... */
 int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
@@ -100,6 +138,9 @@ size_t sophia_stream_room(const sophia_stream *st);
 /* Counts events a source refused for lack of room (e.g. StatsD). */
 void sophia_stream_count_rejected(sophia_stream *st, size_t n);
 void sophia_stream_get_stats(const sophia_stream *st, sophia_stream_stats *out);
+/* The dead letters kept in memory, oldest first: [{id, reason, attempts,
+ * at_ms, event}] (new reference). */
+json_t *sophia_stream_dead_json(const sophia_stream *st);
 /* The stream's non-HTTP sources for /api/stats: {"redis":{…},"statsd":{…}}
  * (only those configured; an empty object when none). */
 json_t *sophia_stream_sources_json(const sophia_stream *st);

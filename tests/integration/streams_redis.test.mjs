@@ -118,29 +118,36 @@ test('two sophiad processes in one group share the work, each entry processed on
   }
 });
 
-test('an entry that keeps failing goes to <key>:dead after 3 deliveries; bad JSON at once', async () => {
+test('dead letters in <key>:dead with the reason: processor ERROR and bad JSON at once, RETRY after max_attempts', async () => {
   const key = newKey('dead');
   const d = await startDaemon({ yaml: yaml(key, { consumer: 'A' }) });
   try {
     await xadd(key, { n: 1, fail: true });
     await xadd(key, '{"n": 2, oops');
     await xadd(key, { n: 3 });
+    await xadd(key, { n: 4, retry: true });
     const dead = await until(async () => {
       const r = await redisCommand(['XRANGE', `${key}:dead`, '-', '+']);
-      return r.length === 2 ? r : null;
-    }, 'two dead letters');
+      return r.length === 3 ? r : null;
+    }, 'three dead letters');
     const fields = dead.map(([, f]) => Object.fromEntries(f.reduce((acc, v, i) => (i % 2 ? acc[acc.length - 1].push(v) : acc.push([v]), acc), [])));
     const badJson = fields.find((f) => f.data === '{"n": 2, oops');
     assert.ok(badJson, JSON.stringify(fields));
     assert.match(badJson._reason, /not JSON/);
     const failed = fields.find((f) => f.data === '{"n":1,"fail":true}');
-    assert.ok(failed);
-    assert.match(failed._reason, /delivered 3 times/);
+    assert.ok(failed, JSON.stringify(fields));
+    assert.equal(failed._reason, 'processor error');
     assert.equal(failed._stream, key);
+    const retried = fields.find((f) => f.data === '{"n":4,"retry":true}');
+    assert.ok(retried, JSON.stringify(fields));
+    assert.equal(retried._reason, 'processor retry (3 attempts)');
     const s = await rsStats(d);
-    assert.equal(s.failed, 3, 'three failed deliveries');
+    assert.equal(s.failed, 2, 'the ERROR and the exhausted RETRY');
+    assert.equal(s.retried, 2, 'two deliveries tried again');
+    assert.equal(s.dead, 2);
+    assert.deepEqual(s.dead_reasons, { processor_error: 1, retry_exhausted: 1, effect_exhausted: 0 });
     assert.equal(s.processed, 1);
-    assert.equal(s.sources.redis.dead, 2);
+    assert.equal(s.sources.redis.dead, 3);
     assert.equal(s.sources.redis.up, true);
     await until(async () => (await pendingCount(key)) === 0, 'nothing left pending');
   } finally {

@@ -7,6 +7,12 @@
  * (dead-letter tests), "retry": true returns RETRY, and "sleep_ms": N
  * blocks the loop for N ms before processing - a stand-in for a slow
  * processor, so a test can kill the daemon while a batch is in flight.
+ *
+ * With the option `stage` (SDK 1.1) it also keeps a counter of committed
+ * events, read in process() and moved on with host->stage: each cached
+ * value carries "seen", the count process() saw. Events processed before
+ * the earlier ones committed would see the same count twice, so a test
+ * can tell whether the stream kept staged events in order.
  */
 #include <sophia/sdk.h>
 
@@ -21,7 +27,15 @@ typedef struct failer_state {
     char topic[128];
     char prefix[64];
     int sleep; /* honour sleep_ms markers */
+    int stage; /* keep a committed-event counter through host->stage */
+    long seen; /* events committed so far */
 } failer_state;
+
+static void set_seen(void *state, void *change)
+{
+    ((failer_state *)state)->seen = *(long *)change;
+    free(change);
+}
 
 static int failer_init(const sophia_host *host, sophia_self *self,
                        const sophia_opts *opts, void **state)
@@ -34,6 +48,7 @@ static int failer_init(const sophia_host *host, sophia_self *self,
     snprintf(st->topic, sizeof(st->topic), "%s", host->opt_string(opts, "topic"));
     snprintf(st->prefix, sizeof(st->prefix), "%s", host->opt_string(opts, "cache_prefix"));
     st->sleep = host->opt_bool(opts, "sleep");
+    st->stage = host->opt_bool(opts, "stage") && SOPHIA_HOST_HAS(host, stage);
     *state = st;
     return SOPHIA_OK;
 }
@@ -63,7 +78,17 @@ static sophia_verdict failer_process(void *state, const sophia_event *ev,
     char key[160];
     snprintf(key, sizeof(key), "%s%.0f", st->prefix,
              h->json_number(h->json_get(ev->body, "n"), -1));
-    if (h->cache_put(ctx, key, h->json_copy(ev->body), 0, NULL))
+    sophia_json *val = h->json_copy(ev->body);
+    if (st->stage) {
+        long *next = malloc(sizeof(*next));
+        if (!next)
+            return SOPHIA_PROCESS_RETRY;
+        *next = st->seen + 1;
+        h->json_set(val, "seen", h->json_int(st->seen));
+        if (h->stage(ctx, set_seen, free, next))
+            return SOPHIA_PROCESS_RETRY;
+    }
+    if (h->cache_put(ctx, key, val, 0, NULL))
         return SOPHIA_PROCESS_ERROR;
     return SOPHIA_PROCESS_OK;
 }
@@ -72,6 +97,7 @@ static const sophia_option failer_options[] = {
     {"topic", SOPHIA_OPT_STRING, "failer", "extra topic of each update"},
     {"cache_prefix", SOPHIA_OPT_STRING, "failer:", "cache key prefix"},
     {"sleep", SOPHIA_OPT_BOOL, "yes", "honour sleep_ms markers"},
+    {"stage", SOPHIA_OPT_BOOL, "no", "count committed events via host->stage"},
     {NULL, 0, NULL, NULL},
 };
 

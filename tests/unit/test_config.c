@@ -389,7 +389,8 @@ static void test_unknown_key(void **state)
     expect_one("streams:\n  s:\n    processor: p\n    queue: 5\n",
                "t.yaml:4:5: unknown key 'queue' in stream 's' (allowed: "
                "processor, queue_size, batch_size, filter, dedup_key, "
-               "dedup_window, redis, statsd, durable)");
+               "dedup_window, max_attempts, retry_base, retry_cap, redis, statsd, "
+               "durable)");
 }
 
 static void test_wrong_type(void **state)

@@ -1,7 +1,8 @@
 /*
  * test_host - the host table as plugins see it: JSON access by path,
  * building values, update topic routing, and actions queued in a context
- * being discarded when the callback fails.
+ * being discarded when the callback fails; an apply reports exactly once
+ * (the asynchronous case, effects waiting for PostgreSQL, is test_stream's).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -237,6 +238,36 @@ static void test_dict(void **unused)
     sophia_dict_free(d, NULL);
 }
 
+static void on_applied(void *arg, int rc)
+{
+    int *r = arg;
+    r[0]++;
+    r[1] = rc;
+}
+
+static void test_apply_reports_once(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    sophia_host_set_env(NULL); /* no cache, router or memory: nothing to wait for */
+    sophia_ctx *ctx = sophia_ctx_new(NULL, "s");
+    assert_int_equal(h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, NULL, h->json_object()), 0);
+    assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), 0, NULL), 0);
+    assert_int_equal(h->cache_invalidate(ctx, "k"), 0);
+    int r[2] = {0, -1};
+    sophia_ctx_apply(ctx, on_applied, r);
+    assert_int_equal(r[0], 1); /* once, before returning */
+    assert_int_equal(r[1], 0);
+    sophia_ctx_free(ctx);
+    assert_int_equal(r[0], 1);
+
+    ctx = sophia_ctx_new(NULL, "s"); /* no actions at all */
+    sophia_ctx_apply(ctx, NULL, NULL); /* nobody waits: fine too */
+    sophia_ctx_apply(ctx, on_applied, r);
+    assert_int_equal(r[0], 2);
+    sophia_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_update_topics),
         cmocka_unit_test(test_actions_discarded_unless_applied),
         cmocka_unit_test(test_stage),
+        cmocka_unit_test(test_apply_reports_once),
         cmocka_unit_test(test_counters),
         cmocka_unit_test(test_dict),
     };

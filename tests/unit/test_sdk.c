@@ -307,7 +307,7 @@ static void feed(sophia_instance *inst, const char *body)
     sophia_ctx *ctx = sophia_ctx_new(inst, "s");
     if (inst->desc->processor->process(inst->state, &ev, ctx) ==
         SOPHIA_PROCESS_OK) {
-        sophia_ctx_apply(ctx);
+        sophia_ctx_apply(ctx, NULL, NULL);
         sophia_ctx_commit(ctx);
     }
     sophia_ctx_free(ctx);
