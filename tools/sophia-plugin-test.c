@@ -49,9 +49,7 @@
 #include "lib/log.h"
 #include "event/loop.h"
 #include "plugin/plugin.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon's; stays NULL: nothing is applied */
 
 typedef struct tool_args {
     const char *plugin;

@@ -42,7 +42,6 @@
 
 #define SHUTDOWN_GRACE_MS 3000
 
-sophia_server *sophia_srv;
 
 static sophia_http_router *routes; /* every HTTP endpoint, by its owner */
 static sophia_api api;             /* what the API handlers are handed */
@@ -502,7 +501,6 @@ int main(int argc, char **argv)
      * before any worker thread or table exists. */
     (void)sophia_hash_process_key();
     sophia_server srv = {0};
-    sophia_srv = &srv;
     sophia_diag d;
     sophia_diag_init(&d);
     sophia_plugin_system_init();

@@ -43,9 +43,7 @@
 #include "event/pg_pool.h"
 #include "event/redis.h"
 #include "lib/redis_url.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 #define NKEYS 1000
 #define VALUE "{\"metric\":\"revenue\",\"value\":125000,\"ts\":1700000000}"

@@ -43,9 +43,7 @@
 #include "memory/embed.h"
 #include "memory/faiss_shim.h"
 #include "memory/memory.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 #define DIM 384
 #define VOCAB 20000

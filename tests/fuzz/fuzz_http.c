@@ -33,7 +33,6 @@
 #include "daemon/server.h"
 #include "ws/ws.h"
 
-sophia_server *sophia_srv; /* sophiad defines it in main.c */
 
 static const char conf_yaml[] = "server:\n"
                                 "  listen: \"127.0.0.1:1\"\n"
@@ -56,7 +55,6 @@ static void setup(void)
     if (!srv.conf)
         abort();
     sophia_log_set_level(SOPHIA_LVL_ERROR + 1); /* quiet */
-    sophia_srv = &srv;
     srv.loop = sophia_loop_new();
     srv.ws = sophia_ws_router_new(srv.loop, srv.conf, srv.conf->ws.max_queue);
     srv.cache = sophia_cache_new(srv.conf, sophia_loop_base(srv.loop)); /* L1 only */

@@ -8,9 +8,7 @@
 #include <string.h>
 
 #include "ingest/statsd.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* sophiad defines it in main.c */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -26,12 +26,10 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "daemon/server.h"
 #include "host/host.h"
 #include "lib/diag.h"
 #include "plugin/plugin.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c; NULL here */
 
 /* Each test uses some of these helpers, not all. */
 #define PH_STATIC static __attribute__((unused))

@@ -15,9 +15,7 @@
 #include <cmocka.h>
 
 #include "lib/backoff.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 static void test_plain_doubles_to_cap(void **u)
 {

@@ -18,9 +18,7 @@
 #include "lib/cidr.h"
 #include "conf/config.h"
 #include "lib/diag.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 static int match(const char *range, const char *addr)
 {

@@ -15,9 +15,7 @@
 
 #include "lib/dict.h"
 #include "lib/hash.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 /* Expected values are CPython 3.11's hash() of the same bytes with
  * PYTHONHASHSEED=0 (its siphash13 under an all-zero key):

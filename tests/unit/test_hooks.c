@@ -7,17 +7,16 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
-#include "daemon/server.h"
 
 #include "ingest/hooks.h"
 
 /* Slack's documented example (api.slack.com/authentication/verifying-requests-from-slack). */
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 static const char *SECRET = "8f742231b10e8888abcd99yyyzzz85a5";
 static const char *BODY =
     "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&"

@@ -16,9 +16,7 @@
 
 #include "lib/dict.h"
 #include "host/host.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 static void test_table_header(void **unused)
 {

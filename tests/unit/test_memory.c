@@ -25,10 +25,8 @@
 #include <libpq-fe.h>
 
 #include "memory/memory.h"
-#include "daemon/server.h"
 #include "event/worker.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 /* ------------------------------------------------------------ worker */
 

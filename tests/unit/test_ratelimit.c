@@ -12,9 +12,7 @@
 #include <cmocka.h>
 
 #include "http/ratelimit.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 #define S 1000000 /* µs */
 

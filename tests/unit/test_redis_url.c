@@ -16,9 +16,7 @@
 #include "conf/config.h"
 #include "lib/diag.h"
 #include "lib/redis_url.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 static void good(const char *url, const char *host, int port, int db,
                  const char *user, const char *password)

@@ -11,9 +11,7 @@
 #include <cmocka.h>
 
 #include "http/router.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 static void h_a(sophia_http_req *r, void *arg) { (void)r; (void)arg; }
 

@@ -33,9 +33,7 @@
 #include "lib/redis_url.h"
 #include "host/host.h"
 #include "plugin/plugin.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 #include "../common/loop_wait.h"
 
@@ -320,8 +318,7 @@ static void feed(sophia_instance *inst, const char *body)
 static void test_timer_closes_window(void **unused)
 {
     (void)unused;
-    static sophia_server srv0; /* no ws, cache or memory: applies nothing */
-    sophia_srv = &srv0;
+    sophia_host_set_env(NULL); /* no ws, cache or memory: applies nothing */
     struct event_base *base = event_base_new();
     sophia_host_timers_bind(base);
     sophia_conf_opt o = {.key = "window_s", .scalar = "0.02", .line = 5,
@@ -353,7 +350,6 @@ static void test_timer_closes_window(void **unused)
     sophia_host_timers_bind(NULL);
     event_base_free(base);
     sophia_diag_free(&d);
-    sophia_srv = NULL;
 }
 
 static int fired;
@@ -383,8 +379,7 @@ static int tick(void *arg, sophia_ctx *ctx)
 static void test_timer_rules(void **unused)
 {
     (void)unused;
-    static sophia_server srv0;
-    sophia_srv = &srv0;
+    sophia_host_set_env(NULL);
     const sophia_host *h = sophia_host_table();
     assert_true(SOPHIA_HOST_HAS(h, timer_del));
     struct sophia_self a = {.name = "a"}, b = {.name = "b"};
@@ -429,7 +424,6 @@ static void test_timer_rules(void **unused)
     assert_int_equal(fired, was);
     sophia_host_timers_bind(NULL);
     event_base_free(base);
-    sophia_srv = NULL;
 }
 
 /* ------------------------------------------- owned async reads (1.1) */
@@ -499,13 +493,12 @@ static sophia_conf *cache_conf(const char *yaml)
 static void test_owned_read_cancelled(void **unused)
 {
     (void)unused;
-    static sophia_server srv0;
-    sophia_srv = &srv0;
     sophia_conf *conf = cache_conf("cache: {l1: {max_entries: 100, ttl: 60}}\n");
     struct event_base *base = event_base_new();
-    srv0.cache = sophia_cache_new(conf, base);
-    assert_non_null(srv0.cache);
-    run_until(base, tiers_up, srv0.cache, 15000, "L2 and L3 up");
+    sophia_cache *cache = sophia_cache_new(conf, base);
+    assert_non_null(cache);
+    sophia_host_set_env(&(sophia_host_env){.cache = cache});
+    run_until(base, tiers_up, cache, 15000, "L2 and L3 up");
 
     const sophia_host *h = sophia_host_table();
     assert_true(SOPHIA_HOST_HAS(h, memory_search_ex));
@@ -530,11 +523,10 @@ static void test_owned_read_cancelled(void **unused)
                      SOPHIA_EUNAVAIL);
     assert_int_equal(sophia_host_reads_pending(NULL), 0);
 
-    sophia_cache_free(srv0.cache);
-    srv0.cache = NULL;
+    sophia_host_set_env(NULL);
+    sophia_cache_free(cache);
     sophia_conf_free(conf);
     event_base_free(base);
-    sophia_srv = NULL;
 }
 
 /* --------------------------------------------------- plan_put_ex (1.1) */
@@ -609,8 +601,6 @@ static bool put_done(void *arg)
 static void test_cache_calls_plan_put_ex(void **unused)
 {
     (void)unused;
-    static sophia_server srv0;
-    sophia_srv = &srv0;
     char yaml[512];
     snprintf(yaml, sizeof(yaml),
              "plugins: {path: [\"%s\"], instances: {plan: {plugin: planner, "
@@ -627,19 +617,19 @@ static void test_cache_calls_plan_put_ex(void **unused)
     sophia_diag_free(&d);
     sophia_instance *items[] = {p};
     sophia_plugin_set set = {items, 1};
-    srv0.plugins = &set;
     struct event_base *base = event_base_new();
-    srv0.cache = sophia_cache_new(conf, base);
-    assert_non_null(srv0.cache);
-    sophia_cache_bind_plugins(srv0.cache, &set); /* strategies resolved here */
-    run_until(base, tiers_up, srv0.cache, 15000, "L2 and L3 up");
+    sophia_cache *cache = sophia_cache_new(conf, base);
+    assert_non_null(cache);
+    sophia_host_set_env(&(sophia_host_env){.cache = cache});
+    sophia_cache_bind_plugins(cache, &set); /* strategies resolved here */
+    run_until(base, tiers_up, cache, 15000, "L2 and L3 up");
 
     char key[64];
     snprintf(key, sizeof(key), "sdk-plan-%d", (int)getpid());
     const char *val = "{\"v\":[1,2,3]}";
     const char *tags[] = {"t1", "t2", NULL};
     int done = 0;
-    assert_int_equal(sophia_cache_put_async(srv0.cache, key, val, strlen(val),
+    assert_int_equal(sophia_cache_put_async(cache, key, val, strlen(val),
                                             120, tags, on_put, &done),
                      0);
     assert_true(counter_of("plan", "planned_ex") == 1);
@@ -648,13 +638,11 @@ static void test_cache_calls_plan_put_ex(void **unused)
     run_until(base, put_done, &done, 15000, "the put landed");
     assert_int_equal(done, 1);
 
-    sophia_cache_free(srv0.cache);
-    srv0.cache = NULL;
-    srv0.plugins = NULL;
+    sophia_host_set_env(NULL);
+    sophia_cache_free(cache);
     sophia_plugin_unload(p);
     sophia_conf_free(conf);
     event_base_free(base);
-    sophia_srv = NULL;
 }
 
 int main(void)

@@ -17,9 +17,7 @@
 
 #include "http/http.h"
 #include "lib/statdef.h"
-#include "daemon/server.h"
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 
 static const sophia_http_stats H = {
     .connections = 4, .connections_refused = 5, .body_bytes = 6,

@@ -9,12 +9,10 @@
 
 #include <cmocka.h>
 
-#include "daemon/server.h"
 
 #include "ingest/statsd.h"
 
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 static json_t *parse(const char *line, int *skip, char *err)
 {
     return sophia_statsd_parse_line(line, strlen(line), skip, err, 128);

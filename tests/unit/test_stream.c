@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include "cache/cache.h"
-#include "daemon/server.h"
 #include "host/host.h"
 #include "ingest/stream.h"
 #include "lib/redis_url.h"
@@ -27,7 +26,6 @@
 #include "../common/loop_wait.h"
 
 
-sophia_server *sophia_srv; /* the daemon defines it in main.c */
 static void test_window(void **u)
 {
     (void)u;
