@@ -16,13 +16,14 @@
 #include <event2/event.h>
 #include <sophia/sdk.h>
 
+#include "lib/backoff.h"
 #include "lib/dict.h"
 #include "lib/log.h"
 #include "event/loop.h"
 
 #define L3_SWEEP_S 60
 #define L3_RETRY_MS 100
-#define L3_BACKOFF_MAX_MS 10000
+#define L3_BACKOFF_MAX_S 10.0
 
 static const char sql_get[] =
     "SELECT value, array_to_string(tags, chr(31)), "
@@ -71,7 +72,7 @@ typedef struct l3_op {
     sophia_pg *pin; /* this connection; NULL = the key's (p[0]) */
     char *p[5]; /* parameters; p[1] of a put is the binary value */
     int len1;
-    unsigned backoff_ms; /* after a transient error; 0 = none yet */
+    double backoff_s; /* last wait after a transient error; 0 = none yet */
     int64_t due_us;      /* on the delayed list: send again at (mono) */
     sophia_l3_done_cb cb;
     void *arg;
@@ -79,6 +80,7 @@ typedef struct l3_op {
 
 struct sophia_l3 {
     sophia_pg_pool *pg;
+    unsigned long long rng; /* back-off jitter */
     struct event *sweep_ev;
     struct event *retry_ev;
     l3_op *retry_head, *retry_tail;
@@ -209,15 +211,14 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     arm_retry(l3);
 }
 
-/* A transient server error: send again after a doubling back-off. */
+/* A transient server error: send again after a growing, jittered wait
+ * (lib/backoff.h), so the ops a failover refused do not return at once. */
 static void back_off(sophia_l3 *l3, l3_op *op)
 {
-    op->backoff_ms = op->backoff_ms
-                         ? (op->backoff_ms * 2 > L3_BACKOFF_MAX_MS
-                                ? L3_BACKOFF_MAX_MS
-                                : op->backoff_ms * 2)
-                         : L3_RETRY_MS;
-    op->due_us = sophia_now_mono_us() + (int64_t)op->backoff_ms * 1000;
+    op->backoff_s = sophia_backoff_decorrelated(L3_RETRY_MS / 1000.0,
+                                                L3_BACKOFF_MAX_S, op->backoff_s,
+                                                sophia_backoff_rand(&l3->rng));
+    op->due_us = sophia_now_mono_us() + (int64_t)(op->backoff_s * 1e6);
     op->next = l3->delayed;
     l3->delayed = op;
     l3->st.backoffs++;
@@ -533,6 +534,7 @@ sophia_l3 *sophia_l3_new(sophia_pg_pool *pg, struct event_base *base)
         return NULL;
     }
     l3->pg = pg;
+    l3->rng = (unsigned long long)(uintptr_t)l3;
     l3->sweep_ev = event_new(base, -1, EV_PERSIST, on_sweep, l3);
     l3->retry_ev = evtimer_new(base, on_retry, l3);
     l3->busy = sophia_dict_new();

@@ -23,17 +23,19 @@
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/backoff.h"
 #include "lib/log.h"
 #include "event/loop.h"
 #include "event/redis.h"
 #include "lib/redis_url.h"
 
-#define CLUSTER_BACKOFF_MIN_MS 100
-#define CLUSTER_BACKOFF_MAX_MS 5000
+#define CLUSTER_BACKOFF_MIN_S 0.1
+#define CLUSTER_BACKOFF_MAX_S 5.0
 #define CLUSTER_CONNECT_TIMEOUT_MS 2000
 #define CLUSTER_MAX_TOPICS 16
 #define CLUSTER_SEQ_TTL_DEFAULT 600
@@ -83,7 +85,7 @@ struct sophia_cluster {
     char refused[256];       /* why the server refused AUTH, for the log */
     int subscribed;          /* both channels confirmed */
     int freeing;
-    int backoff_ms;
+    sophia_backoff backoff; /* subscriber reconnects, with jitter */
     struct event *retry_ev;
     struct event *connect_ev; /* bounds a connect that hangs */
     char node[96];
@@ -187,7 +189,7 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (strcmp(kind, "subscribe") == 0) {
         if (r->element[2]->integer == 2 && !c->subscribed) {
             c->subscribed = 1;
-            c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
+            sophia_backoff_reset(&c->backoff);
             sophia_info("cluster", "msg=\"subscribed\" url=%s node=%s",
                         c->safe_url, c->node);
             c->grace_until_us = sophia_now_mono_us() + CLUSTER_PEER_TIMEOUT_MS * 1000LL;
@@ -210,15 +212,12 @@ static void sub_retry_later(sophia_cluster *c, const char *why)
 {
     if (c->freeing)
         return;
-    if (c->subscribed || c->backoff_ms == CLUSTER_BACKOFF_MIN_MS)
+    if (c->subscribed || c->backoff.prev_s == 0) /* the first failure */
         sophia_warn("cluster", "msg=\"pub/sub connection down, retrying with backoff\" url=%s err=\"%s\"",
                     c->safe_url, why ? why : "closed");
     c->subscribed = 0;
-    struct timeval tv = {c->backoff_ms / 1000, (c->backoff_ms % 1000) * 1000};
+    struct timeval tv = sophia_timeval(sophia_backoff_next(&c->backoff));
     evtimer_add(c->retry_ev, &tv);
-    c->backoff_ms = c->backoff_ms * 2 > CLUSTER_BACKOFF_MAX_MS
-                        ? CLUSTER_BACKOFF_MAX_MS
-                        : c->backoff_ms * 2;
 }
 
 /* A refused AUTH (or a SUBSCRIBE refused for want of one): drop the
@@ -360,7 +359,8 @@ sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
     c->base = base;
     if (sink)
         c->sink = *sink;
-    c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
+    sophia_backoff_init(&c->backoff, CLUSTER_BACKOFF_MIN_S,
+                        CLUSTER_BACKOFF_MAX_S, (unsigned long long)(uintptr_t)c);
     c->seq_ttl = CLUSTER_SEQ_TTL_DEFAULT;
     if (node_id && *node_id) {
         snprintf(c->node, sizeof(c->node), "%s", node_id);

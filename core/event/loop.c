@@ -171,3 +171,10 @@ int64_t sophia_now_wall_us(void)
 {
     return clock_us(CLOCK_REALTIME);
 }
+
+struct timeval sophia_timeval(double s)
+{
+    struct timeval tv = {.tv_sec = (time_t)s};
+    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
+    return tv;
+}

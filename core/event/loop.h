@@ -54,5 +54,7 @@ void sophia_loop_uv_drain(sophia_loop *l);
 /* Monotonic and wall clocks in microseconds. */
 int64_t sophia_now_mono_us(void);
 int64_t sophia_now_wall_us(void);
+/* `s` seconds (>= 0) as the timeval libevent's timers take. */
+struct timeval sophia_timeval(double s);
 
 #endif

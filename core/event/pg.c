@@ -36,6 +36,7 @@
 #include "event/pg.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,10 +45,12 @@
 #include <event2/event.h>
 #include <sophia/sdk.h>
 
+#include "event/loop.h"
+#include "lib/backoff.h"
 #include "lib/log.h"
 
-#define PG_BACKOFF_MIN_MS 100u
-#define PG_BACKOFF_MAX_MS 5000u
+#define PG_BACKOFF_MIN_S 0.1
+#define PG_BACKOFF_MAX_S 5.0
 #define PG_CONNECT_TIMEOUT_S 10
 #define PG_ERR_LEN 512
 #define PG_MAX_PARAMS 65535 /* the protocol's Int16 parameter count */
@@ -132,7 +135,7 @@ struct sophia_pg {
     struct event *kick;
     bool kick_pending;
     bool closing;
-    unsigned backoff_ms;
+    sophia_backoff backoff; /* reconnect schedule, with jitter */
     bool ever_up;
     bool down_logged;
     unsigned attempts; /* failed attempts since the link was last up */
@@ -407,16 +410,17 @@ static void pg_abort_fifo(sophia_pg *p, pg_fifo *f, const char *reason)
 
 /* ------------------------------------------------------- state changes */
 
-static void pg_log_down(sophia_pg *p, bool was_up, const char *why)
+static void pg_log_down(sophia_pg *p, bool was_up, const char *why,
+                        unsigned retry_ms)
 {
     char q[PG_ERR_LEN + 16];
     sophia_log_quote(why, q, sizeof(q));
     if (was_up)
         sophia_warn("pg", "msg=\"connection lost\" err=%s retry_ms=%u", q,
-                    p->backoff_ms);
+                    retry_ms);
     else if (!p->down_logged)
         sophia_warn("pg", "msg=\"connect failed\" err=%s retry_ms=%u", q,
-                    p->backoff_ms);
+                    retry_ms);
     else
         sophia_debug("pg", "msg=\"connect failed\" attempt=%u err=%s",
                      p->attempts, q);
@@ -439,12 +443,11 @@ static void pg_fail(sophia_pg *p, const char *reason)
     p->attempts++;
     p->st.connect_failures++;
     snprintf(p->last_error, sizeof(p->last_error), "%s", why);
-    pg_log_down(p, was_up, why);
+    double wait = sophia_backoff_next(&p->backoff);
+    pg_log_down(p, was_up, why, (unsigned)(wait * 1000));
 
-    struct timeval tv = {p->backoff_ms / 1000, (p->backoff_ms % 1000) * 1000};
+    struct timeval tv = sophia_timeval(wait);
     evtimer_add(p->retry_timer, &tv);
-    p->backoff_ms = p->backoff_ms * 2 > PG_BACKOFF_MAX_MS ? PG_BACKOFF_MAX_MS
-                                                          : p->backoff_ms * 2;
     pg_abort_fifo(p, &p->setup, why);
     pg_abort_fifo(p, &p->inflight, why);
 }
@@ -453,7 +456,7 @@ static void pg_up(sophia_pg *p)
 {
     evtimer_del(p->connect_timer);
     p->state = PG_UP;
-    p->backoff_ms = PG_BACKOFF_MIN_MS;
+    sophia_backoff_reset(&p->backoff);
     p->last_error[0] = '\0';
     if (p->ever_up)
         p->st.reconnects++;
@@ -815,7 +818,8 @@ sophia_pg *sophia_pg_new(struct event_base *base, const char *conninfo)
         return NULL;
     p->base = base;
     p->queue_max = SOPHIA_PG_QUEUE_MAX;
-    p->backoff_ms = PG_BACKOFF_MIN_MS;
+    sophia_backoff_init(&p->backoff, PG_BACKOFF_MIN_S, PG_BACKOFF_MAX_S,
+                        (unsigned long long)(uintptr_t)p);
     p->conninfo = strdup(conninfo);
     p->retry_timer = evtimer_new(base, pg_on_retry, p);
     p->connect_timer = evtimer_new(base, pg_on_connect_timeout, p);

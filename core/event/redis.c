@@ -32,11 +32,14 @@
 
 #include <event2/event.h>
 #include <hiredis/async.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sophia/sdk.h>
 
+#include "event/loop.h"
+#include "lib/backoff.h"
 #include "lib/log.h"
 #include "lib/redis_url.h"
 
@@ -45,8 +48,8 @@
 #define REDIS_IDLE_TICKS (REDIS_TIMEOUT_MS / REDIS_TICK_MS)
 #define REDIS_FREE_REQS 1024 /* finished requests kept for reuse */
 #define REDIS_FMT_STACK 512  /* commands up to this size format on the stack */
-#define REDIS_BACKOFF_MIN_MS 100
-#define REDIS_BACKOFF_MAX_MS 5000
+#define REDIS_BACKOFF_MIN_S 0.1
+#define REDIS_BACKOFF_MAX_S 5.0
 
 struct sophia_redis {
     struct event_base *base;
@@ -56,7 +59,7 @@ struct sophia_redis {
     char refused[256];         /* why the server refused AUTH/SELECT */
     int up;
     int was_up; /* for logging state changes once */
-    int backoff_ms;
+    sophia_backoff backoff; /* reconnect schedule, with jitter */
     struct event *retry_ev;
     struct event *watchdog_ev; /* the tick, while anything is pending */
     unsigned idle_ticks;       /* ticks since the last reply */
@@ -86,11 +89,8 @@ static void set_down(sophia_redis *r, const char *why)
                     r->safe_url, sophia_log_quote(r->err, q, sizeof(q)));
     }
     r->was_up = 0;
-    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
+    struct timeval tv = sophia_timeval(sophia_backoff_next(&r->backoff));
     evtimer_add(r->retry_ev, &tv);
-    r->backoff_ms = r->backoff_ms * 2 > REDIS_BACKOFF_MAX_MS
-                        ? REDIS_BACKOFF_MAX_MS
-                        : r->backoff_ms * 2;
 }
 
 /* Starts the tick unless it runs; the idle count restarts either way. */
@@ -286,7 +286,7 @@ static void on_select(void *arg, redisReply *reply)
         return;
     }
     r->up = 1;
-    r->backoff_ms = REDIS_BACKOFF_MIN_MS;
+    sophia_backoff_reset(&r->backoff);
     r->err[0] = '\0';
     if (!r->was_up)
         sophia_info("redis", "msg=\"L2 up\" url=%s", r->safe_url);
@@ -429,7 +429,8 @@ sophia_redis *sophia_redis_new(struct event_base *base, const char *url)
     }
     sophia_redis_url_redact(url, r->safe_url, sizeof(r->safe_url));
     r->base = base;
-    r->backoff_ms = REDIS_BACKOFF_MIN_MS;
+    sophia_backoff_init(&r->backoff, REDIS_BACKOFF_MIN_S, REDIS_BACKOFF_MAX_S,
+                        (unsigned long long)(uintptr_t)r);
     r->retry_ev = evtimer_new(base, on_retry, r);
     r->watchdog_ev = evtimer_new(base, on_watchdog, r);
     snprintf(r->err, sizeof(r->err), "connecting");

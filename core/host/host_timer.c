@@ -22,6 +22,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "event/loop.h"
 #include "lib/log.h"
 
 typedef struct host_timer {
@@ -37,14 +38,6 @@ typedef struct host_timer {
 static struct event_base *tbase;
 static host_timer *timers;
 static int64_t last_id;
-
-static struct timeval tv_of(double s)
-{
-    struct timeval tv;
-    tv.tv_sec = (time_t)s;
-    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
-    return tv;
-}
 
 static void timer_free(host_timer *t)
 {
@@ -75,7 +68,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     int (*cb)(void *, sophia_ctx *) = t->cb;
     void *cb_arg = t->arg;
     if (t->repeat_s > 0) { /* re-armed first: cb may delete it */
-        struct timeval tv = tv_of(t->repeat_s);
+        struct timeval tv = sophia_timeval(t->repeat_s);
         evtimer_add(t->ev, &tv);
     } else {
         timer_free(timer_take(inst, t->id));
@@ -97,7 +90,7 @@ static int timer_arm(host_timer *t)
 {
     if (!(t->ev = evtimer_new(tbase, on_timer, t)))
         return SOPHIA_ENOMEM;
-    struct timeval tv = tv_of(t->delay_s);
+    struct timeval tv = sophia_timeval(t->delay_s);
     return evtimer_add(t->ev, &tv) == 0 ? 0 : SOPHIA_EIO;
 }
 

@@ -369,8 +369,7 @@ static void stream_pause(sophia_stream *st, unsigned failures)
     double wait = sophia_backoff_full(st->retry_base, st->retry_cap, failures,
                                       sophia_backoff_rand(&st->rng));
     st->paused_until_us = sophia_now_mono_us() + (int64_t)(wait * 1e6);
-    struct timeval tv = {(time_t)wait,
-                         (suseconds_t)((wait - (double)(time_t)wait) * 1e6)};
+    struct timeval tv = sophia_timeval(wait);
     evtimer_add(st->retry_ev, &tv);
 }
 

@@ -51,3 +51,22 @@ double sophia_backoff_rand(unsigned long long *state)
     /* The top 53 bits of the xorshift64* output as a double in [0, 1). */
     return (double)((x * 0x2545f4914f6cdd1dULL) >> 11) * 0x1.0p-53;
 }
+
+void sophia_backoff_init(sophia_backoff *b, double base_s, double cap_s,
+                         unsigned long long seed)
+{
+    *b = (sophia_backoff){.base_s = base_s, .cap_s = cap_s,
+                          .rng = seed ^ 0x9e3779b97f4a7c15ULL};
+}
+
+double sophia_backoff_next(sophia_backoff *b)
+{
+    b->prev_s = sophia_backoff_decorrelated(b->base_s, b->cap_s, b->prev_s,
+                                            sophia_backoff_rand(&b->rng));
+    return b->prev_s;
+}
+
+void sophia_backoff_reset(sophia_backoff *b)
+{
+    b->prev_s = 0;
+}

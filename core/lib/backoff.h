@@ -14,12 +14,11 @@
  * - decorrelated jitter: uniform in [base, min(cap, prev * 3)], each wait
  *   derived from the previous one rather than from n.
  *
- * Callers still using their own doubling schedules without jitter (to
- * switch later): core/event/redis.c reconnect (backoff_ms, REDIS_BACKOFF_*),
- * core/event/pg.c reconnect (backoff_ms), core/cache/cache_l3.c retry of a
- * transient SQL error (L3_BACKOFF_MAX_MS), core/cluster/cluster.c subscriber
- * reconnect (CLUSTER_BACKOFF_*). Streams (core/ingest/stream.c)
- * use this one.
+ * Users: streams retrying an event (core/ingest/stream.c, full jitter),
+ * and through sophia_backoff (decorrelated jitter) the reconnects of Redis
+ * (core/event/redis.c), PostgreSQL (core/event/pg.c) and the cluster's
+ * subscriber (core/cluster/cluster.c), and L3's retry of a transient SQL
+ * error (core/cache/cache_l3.c).
  */
 #ifndef SOPHIA_BACKOFF_H
 #define SOPHIA_BACKOFF_H
@@ -42,5 +41,21 @@ double sophia_backoff_decorrelated(double base_s, double cap_s, double prev_s,
 /* A uniform draw in [0, 1) from a caller-held xorshift64* state (seeded
  * with anything non-zero; 0 is replaced by a fixed seed). */
 double sophia_backoff_rand(unsigned long long *state);
+
+/* A reconnect schedule: decorrelated jitter between base and cap, kept
+ * per connection, so many connections that fail together (one Redis
+ * restart) come back spread out instead of in one burst. */
+typedef struct sophia_backoff {
+    double base_s, cap_s, prev_s;
+    unsigned long long rng;
+} sophia_backoff;
+
+/* seed: anything that tells connections apart (e.g. the handle's address). */
+void sophia_backoff_init(sophia_backoff *b, double base_s, double cap_s,
+                         unsigned long long seed);
+/* The wait before the next attempt, in seconds, and the schedule moves on. */
+double sophia_backoff_next(sophia_backoff *b);
+/* After a success: the next failure waits about base again. */
+void sophia_backoff_reset(sophia_backoff *b);
 
 #endif
