@@ -39,10 +39,19 @@ after(async () => { if (d) await d.stop(); });
 let uniq = 0;
 const dash = () => `t${process.pid}x${++uniq}`;
 
+// Ingests and waits until the stream has published them: a 202 only says
+// the events were accepted, and each publishes once its effects (the
+// metric's cache put, through L3 here) are durable (SPEC §11).
 async function ingest(points) {
   const body = points.map((p) => JSON.stringify(p)).join('\n');
   const res = await fetchJson(`${d.url}/ingest/metrics`, { method: 'POST', body });
   assert.equal(res.status, 202, res.text);
+  for (let i = 0; i < 500; i++) {
+    const st = (await fetchJson(`${d.url}/api/stats`)).body.streams.metrics;
+    if (st.queued === 0 && st.inflight === 0) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.fail('the metrics stream did not settle within 5 s');
 }
 
 const point = (dashboard, metric, value) => ({
