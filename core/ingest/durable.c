@@ -127,7 +127,8 @@ int sophia_durable_up(const sophia_durable *d)
     return d && sophia_redis_up(d->rd);
 }
 
-/* What this node appended and has not taken in yet, plus its queue. */
+/* What this node appended and has not taken in yet, plus its queue and
+ * the events whose effects are still in flight (they hold queue slots). */
 static size_t backlog(const sophia_durable *d, size_t *cap)
 {
     sophia_stream_stats s;
@@ -135,7 +136,7 @@ static size_t backlog(const sophia_durable *d, size_t *cap)
     uint64_t taken = sophia_source_redis_taken(d->src);
     size_t unread = d->appended > taken ? (size_t)(d->appended - taken) : 0;
     *cap = s.capacity;
-    return d->inflight + unread + s.queued;
+    return d->inflight + unread + s.queued + s.inflight;
 }
 
 /* EXEC answered: an id for each event, or anything else = not appended. */

@@ -13,7 +13,7 @@
  *   gt gte lt lte        numeric compare; numeric strings ("250000") count
  *   matches              POSIX extended regex on the value's text form
  *                        (`icase: true` for case-insensitive)
- * Regexes are compiled here with regcomp (config.c already checked them
+ * Regexes are compiled here with regcomp (config_streams.c already checked them
  * for the FILE:LINE:COL report), so evaluation never parses anything.
  */
 #ifndef SOPHIA_FILTER_H

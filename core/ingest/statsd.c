@@ -221,7 +221,7 @@ static int bind_udp(const char *listen)
     return fd;
 }
 
-/* The allow-list as parsed ranges; config.c checked every entry. */
+/* The allow-list as parsed ranges; config_streams.c checked every entry. */
 static int load_allow(sophia_statsd *s, char *const *allow, size_t n)
 {
     if (!n)

@@ -18,7 +18,7 @@
  *
  * Who may send: UDP has no handshake, so anyone who reaches the port can
  * inject metrics and trigger alerts. The listener binds to loopback unless
- * told otherwise (a bare port means 127.0.0.1), config.c refuses a
+ * told otherwise (a bare port means 127.0.0.1), config_streams.c refuses a
  * non-loopback listen without streams.<name>.statsd.allow, and with an
  * allow-list a datagram from a source outside it is dropped unparsed and
  * counted (`refused`, sophia_statsd_refused_total).
