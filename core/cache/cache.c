@@ -39,6 +39,7 @@
 #include "lib/dict.h"
 #include "lib/histogram.h"
 #include "lib/log.h"
+#include "lib/strv.h"
 #include "event/loop.h"
 #include "event/pg_pool.h"
 #include "plugin/plugin.h"
@@ -593,9 +594,7 @@ static void put_op_free(put_op *op)
 {
     free(op->key);
     free(op->val);
-    for (size_t i = 0; op->tags && op->tags[i]; i++)
-        free(op->tags[i]);
-    free(op->tags);
+    sophia_strv_free(op->tags);
     free(op);
 }
 
@@ -639,17 +638,6 @@ static void on_journal_part(void *arg, int rc)
     put_part_done(op, rc == SOPHIA_EUNAVAIL ? 0 : rc);
 }
 
-static char **tags_copy(const char *const *tags)
-{
-    size_t n = 0;
-    while (tags && tags[n])
-        n++;
-    char **v = calloc(n + 1, sizeof(*v));
-    for (size_t i = 0; v && i < n; i++)
-        v[i] = strdup(tags[i]);
-    return v;
-}
-
 static put_op *put_op_new(sophia_cache *c, const char *key, const char *val,
                           size_t len, int64_t expires_ms,
                           const char *const *tags, uint64_t version,
@@ -665,7 +653,7 @@ static put_op *put_op_new(sophia_cache *c, const char *key, const char *val,
     op->arg = arg;
     op->key = strdup(key);
     op->val = malloc(len ? len : 1);
-    op->tags = tags_copy(tags);
+    op->tags = sophia_strv_dup(tags);
     op->len = len;
     op->expires_ms = expires_ms;
     op->version = version;

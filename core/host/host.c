@@ -15,6 +15,7 @@
 #include "lib/dict.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
+#include "lib/strv.h"
 #include "event/loop.h"
 #include "memory/memory.h"
 #include "ws/ws.h"
@@ -166,17 +167,6 @@ static int host_alert(sophia_ctx *ctx, const char *alert_type,
     return 0;
 }
 
-static char **tags_dup(const char *const *tags)
-{
-    size_t n = 0;
-    while (tags && tags[n])
-        n++;
-    char **v = calloc(n + 1, sizeof(*v));
-    for (size_t i = 0; v && i < n; i++)
-        v[i] = strdup(tags[i]);
-    return v;
-}
-
 static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
                           double ttl_s, const char *const *tags)
 {
@@ -196,7 +186,7 @@ static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
     a->topic = strdup(key);
     a->data = value ? J(value) : json_null();
     a->ttl = ttl_s;
-    a->tags = tags_dup(tags);
+    a->tags = sophia_strv_dup(tags);
     return 0;
 }
 
@@ -658,9 +648,7 @@ void sophia_ctx_free(sophia_ctx *ctx)
         free(a->dashboard);
         free(a->severity);
         json_decref(a->data);
-        for (size_t k = 0; a->tags && a->tags[k]; k++)
-            free(a->tags[k]);
-        free(a->tags);
+        sophia_strv_free(a->tags);
     }
     sophia_memory_ctx_free(ctx);
     free(ctx->v);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/jsonpath.h"
 #include "lib/jsonw.h"
 
 #define J(v) ((json_t *)(v))
@@ -38,28 +39,7 @@ sophia_json_type host_json_type(const sophia_json *v)
 
 const sophia_json *host_json_get(const sophia_json *v, const char *path)
 {
-    const json_t *cur = CJ(v);
-    char seg[256];
-    if (json_is_object(cur) && path && *path && !strchr(path, '.')) /* one key */
-        return (const sophia_json *)json_object_get(cur, path);
-    while (cur && path && *path) {
-        size_t n = strcspn(path, ".");
-        if (n >= sizeof(seg))
-            return NULL;
-        memcpy(seg, path, n);
-        seg[n] = '\0';
-        path += n + (path[n] == '.');
-        if (json_is_object(cur)) {
-            cur = json_object_get(cur, seg);
-        } else if (json_is_array(cur)) {
-            char *end;
-            unsigned long i = strtoul(seg, &end, 10);
-            cur = *end ? NULL : json_array_get(cur, i);
-        } else {
-            return NULL;
-        }
-    }
-    return (const sophia_json *)cur;
+    return (const sophia_json *)sophia_json_path(CJ(v), path);
 }
 
 const char *host_json_string(const sophia_json *v)

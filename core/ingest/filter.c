@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "lib/jsonpath.h"
+
 typedef struct pred {
     sophia_conf_pred conf; /* a deep copy: the filter outlives its config */
     regex_t re;
@@ -20,29 +22,6 @@ struct sophia_filter {
     pred *v;
     size_t n;
 };
-
-const json_t *sophia_json_path(const json_t *v, const char *path)
-{
-    char seg[256];
-    while (v && path && *path) {
-        size_t n = strcspn(path, ".");
-        if (n >= sizeof(seg))
-            return NULL;
-        memcpy(seg, path, n);
-        seg[n] = '\0';
-        path += n + (path[n] == '.');
-        if (json_is_object(v)) {
-            v = json_object_get(v, seg);
-        } else if (json_is_array(v)) {
-            char *end;
-            unsigned long i = strtoul(seg, &end, 10);
-            v = *end || !*seg ? NULL : json_array_get(v, i);
-        } else {
-            return NULL;
-        }
-    }
-    return v;
-}
 
 int sophia_json_scalar_text(const json_t *v, char *buf, size_t len)
 {

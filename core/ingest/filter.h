@@ -35,9 +35,6 @@ void sophia_filter_free(sophia_filter *f);
 /* 1 when `ev` passes every predicate (a NULL filter passes everything). */
 int sophia_filter_match(const sophia_filter *f, const json_t *ev);
 
-/* Dotted-path lookup: object keys, array indexes. NULL when absent. */
-const json_t *sophia_json_path(const json_t *v, const char *path);
-
 /* The scalar text of v ("abc", "12.5", "true", "null"); 0, or -1 for
  * objects and arrays. */
 int sophia_json_scalar_text(const json_t *v, char *buf, size_t len);

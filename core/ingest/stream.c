@@ -28,6 +28,7 @@
 
 #include "lib/backoff.h"
 #include "lib/dict.h"
+#include "lib/jsonpath.h"
 #include "ingest/durable.h"
 #include "ingest/filter.h"
 #include "host/host.h"

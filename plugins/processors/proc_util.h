@@ -263,6 +263,17 @@ static inline void pu_table_free(pu_table *t)
 
 /* init's check that the host can stage state changes (SDK 1.1); logs why
  * not and returns SOPHIA_EABI, or 0. */
+/* export_state's text: `doc` dumped when building it went well (rc 0),
+ * else NULL; doc is freed either way. The host frees the text with
+ * host->free (SDK 1.1), so json_dump's text is handed over as it is. */
+static inline char *pu_export_text(const sophia_host *h, sophia_json *doc,
+                                   int rc)
+{
+    char *text = rc ? NULL : h->json_dump(doc);
+    h->json_free(doc);
+    return text;
+}
+
 static inline int pu_require_stage(const sophia_host *h, sophia_self *self,
                                    const char *plugin)
 {

@@ -651,11 +651,7 @@ static char *gong_export(void *state)
     }
     pu_set(h, doc, "format", h->json_int(1));
     int rc = pu_set(h, doc, "calls", all);
-    char *text = rc ? NULL : h->json_dump(doc);
-    h->json_free(doc);
-    char *out = pu_strdup(text); /* the host free()s it */
-    h->free(text);
-    return out;
+    return pu_export_text(h, doc, rc);
 }
 
 static int gong_import(void *state, const char *json)

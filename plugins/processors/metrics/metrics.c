@@ -726,11 +726,7 @@ static char *metrics_export(void *state)
     int rc = pu_set(h, doc, "series", all);
     if (!rc)
         rc = pu_set(h, doc, "seen", pu_seen_export(h, &st->seen));
-    char *text = !rc ? h->json_dump(doc) : NULL;
-    h->json_free(doc);
-    char *out = pu_strdup(text); /* the host free()s it */
-    h->free(text);
-    return out;
+    return pu_export_text(h, doc, rc);
 }
 
 /* Rule specs in `firing` that this instance also has fire here too. */

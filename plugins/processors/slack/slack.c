@@ -585,11 +585,7 @@ static char *slack_export(void *state)
     int rc = pu_set(h, doc, "channels", all);
     if (!rc)
         rc = pu_set(h, doc, "seen", pu_seen_export(h, &st->seen));
-    char *text = rc ? NULL : h->json_dump(doc);
-    h->json_free(doc);
-    char *out = pu_strdup(text); /* the host free()s it */
-    h->free(text);
-    return out;
+    return pu_export_text(h, doc, rc);
 }
 
 static int import_channel(slack_state *st, const sophia_json *o)

@@ -407,11 +407,7 @@ static char *sf_export(void *state)
     sophia_json *doc = h->json_object();
     pu_set(h, doc, "format", h->json_int(1));
     int rc = pu_set(h, doc, "seen", pu_seen_export(h, &st->seen));
-    char *text = rc ? NULL : h->json_dump(doc);
-    h->json_free(doc);
-    char *out = pu_strdup(text); /* the host free()s it */
-    h->free(text);
-    return out;
+    return pu_export_text(h, doc, rc);
 }
 
 static int sf_import(void *state, const char *json)
