@@ -446,6 +446,7 @@ static void stop(sophia_server *s)
     sophia_api_cache_ws(&api, 0); /* before its router goes */
     if (s->cache)
         sophia_cache_on_invalidate(s->cache, NULL, NULL); /* and the cluster */
+    sophia_host_set_env(NULL); /* nothing a plugin queues reaches them now */
     sophia_ws_router_free(s->ws); /* and its cluster, hook and all */
     sophia_cache_free(s->cache);
     if (shutdown_ev)
