@@ -1,8 +1,10 @@
 /*
  * cache - see cache.h for the read and write paths.
  *
- * Layout of this file: versions and strategy choice; the read path
- * (flights); puts; invalidation; write-back glue; warming; stats.
+ * Layout: this file holds versions and strategy choice, the read path
+ * (flights), puts, invalidation and the lifecycle; cache_warm.c the
+ * write-back glue and warming; cache_stats.c the figures; cache_priv.h
+ * what they share.
  *
  * Time: L1 runs on the monotonic clock (sophia_l1 takes `now` from us);
  * L2 and L3 store absolute wall-clock expiries in milliseconds, which
@@ -32,80 +34,11 @@
 #include <event2/event.h>
 #include <sophia/sdk.h>
 
-#include "cache/cache_l1.h"
-#include "cache/cache_l2.h"
-#include "cache/cache_l3.h"
-#include "cache/cache_wb.h"
-#include "lib/dict.h"
-#include "lib/histogram.h"
+#include "cache/cache_priv.h"
 #include "lib/log.h"
 #include "lib/strv.h"
 #include "event/loop.h"
 #include "event/pg_pool.h"
-#include "plugin/plugin.h"
-#include "event/redis.h"
-
-#define CACHE_MAX_TAG 400
-#define HOT_KEY "sophia:hot"
-#define HOT_RECORD_S 10
-#define HOT_TRACK 64
-#define HOT_KEEP "-1001" /* the zset keeps the top 1000 */
-#define WARM_AT_START 256
-#define XFETCH_BETA 1.0
-#define ALL_TIERS (SOPHIA_TIER_L1 | SOPHIA_TIER_L2 | SOPHIA_TIER_L3)
-
-
-typedef struct tier_stats {
-    uint64_t hits, misses, errors, writes, skipped;
-    sophia_hist lat; /* lookup latency, µs */
-} tier_stats;
-
-typedef struct waiter {
-    sophia_cache_get_cb cb;
-    void *arg;
-} waiter;
-
-typedef struct flight {
-    sophia_cache *c;
-    char *key;
-    waiter *w;
-    size_t nw, capw;
-    sophia_cache_loader loader;
-    void *loader_arg;
-    int64_t t0; /* mono µs when this tier's lookup started */
-    int stale;  /* invalidated while out: answer, do not promote */
-} flight;
-
-struct sophia_cache {
-    struct event_base *base;
-    sophia_l1 *l1;
-    sophia_redis *l2; /* NULL = disabled */
-    sophia_l3 *l3;    /* NULL = disabled */
-    sophia_wb *wb;    /* NULL without Redis (no journal) */
-    sophia_cache_inval_fn on_inval; /* tells the cluster, or NULL */
-    void *on_inval_arg;
-    double default_ttl, l1_ttl;
-    int64_t l1_cap_us; /* cache.l1.ttl in µs */
-    int64_t l2_max_ttl_ms; /* cache.l2.ttl; 0 = no cap */
-    uint64_t last_version;
-    char *write_def;
-    char **prefixes, **prefix_inst;
-    size_t nprefixes;
-    /* The instances those names resolved to in the bound plugin set
-     * (NULL: none usable, write through); index nprefixes is the default. */
-    const sophia_instance **resolved;
-    sophia_dict *flights;
-    struct event *hot_ev;
-    int warmed;
-    int closing;
-    unsigned warned_strategy;
-    unsigned l1_timed;
-    uint64_t rng;       /* XFetch's coin */
-    uint64_t refreshes; /* early refreshes started */
-    tier_stats t1, t2, t3, tl;
-    sophia_hist put_lat; /* put to acknowledgement, µs */
-    uint64_t puts, put_errors, dels, tag_invalidations;
-};
 
 /* ------------------------------------------------------------- helpers */
 
@@ -881,185 +814,6 @@ void sophia_cache_l1_invalidate_local(sophia_cache *c, const char *key_or_tag,
     }
 }
 
-/* ------------------------------------------------ write-back and warming */
-
-/* A replayed journal entry reached L3: drop what L1/L2 hold for the key so
- * the next read sees L3's winner. */
-static void on_replayed(void *arg, const char *key, const char *val,
-                        size_t len, int64_t expires_ms,
-                        const char *const *tags)
-{
-    (void)val;
-    (void)len;
-    (void)expires_ms;
-    (void)tags;
-    sophia_cache *c = arg;
-    sophia_l1_del(c->l1, key);
-    if (c->l2)
-        sophia_l2_del(c->l2, key, NULL, NULL);
-}
-
-typedef struct flush_op {
-    unsigned left;
-    int rc;
-    sophia_cache_done_cb done;
-    void *arg;
-} flush_op;
-
-static void flush_part(void *arg, int rc)
-{
-    flush_op *f = arg;
-    if (rc && !f->rc)
-        f->rc = rc;
-    if (--f->left)
-        return;
-    f->done(f->arg, f->rc);
-    free(f);
-}
-
-static void on_hot_recorded(void *arg, redisReply *rep)
-{
-    (void)rep;
-    flush_part(arg, 0);
-}
-
-static int record_hot(sophia_cache *c, sophia_redis_cb cb, void *arg);
-
-/* Shutdown: the hot keys are recorded (for the next start's warming) and
- * the write-back set is flushed; done when Redis answered and L3 committed. */
-void sophia_cache_flush(sophia_cache *c, sophia_cache_done_cb done, void *arg)
-{
-    flush_op *f = malloc(sizeof(*f));
-    if (!f) {
-        done(arg, SOPHIA_ENOMEM);
-        return;
-    }
-    f->left = 1;
-    f->rc = 0;
-    f->done = done;
-    f->arg = arg;
-    if (record_hot(c, on_hot_recorded, f) == 0)
-        f->left++;
-    if (c->wb) {
-        f->left++;
-        sophia_wb_flush(c->wb, flush_part, f);
-    }
-    flush_part(f, 0);
-}
-
-/* Adds this period's hottest L1 keys to the sophia:hot zset, weighted by
- * rank, and trims it, so warming follows recent popularity. cb (may be
- * NULL) rides on the last command; returns 0 when it was sent. */
-static int record_hot(sophia_cache *c, sophia_redis_cb cb, void *arg)
-{
-    if (!sophia_redis_up(c->l2))
-        return SOPHIA_EUNAVAIL;
-    const char *keys[HOT_TRACK];
-    size_t n = sophia_l1_hottest(c->l1, sophia_now_mono_us(), keys,
-                                 HOT_TRACK);
-    for (size_t i = 0; i < n; i++) {
-        char w[16];
-        snprintf(w, sizeof(w), "%zu", HOT_TRACK - i);
-        const char *argv[4] = {"ZINCRBY", HOT_KEY, w, keys[i]};
-        size_t lens[4] = {7, strlen(HOT_KEY), strlen(w), strlen(keys[i])};
-        sophia_redis_command(c->l2, NULL, NULL, 4, argv, lens);
-    }
-    const char *argv[4] = {"ZREMRANGEBYRANK", HOT_KEY, "0", HOT_KEEP};
-    size_t lens[4] = {15, strlen(HOT_KEY), 1, strlen(HOT_KEEP)};
-    return sophia_redis_command(c->l2, cb, arg, 4, argv, lens);
-}
-
-typedef struct warm_op {
-    sophia_cache *c;
-    size_t left, found;
-    sophia_cache_done_cb done;
-    void *arg;
-} warm_op;
-
-static void warm_part(warm_op *w)
-{
-    if (--w->left)
-        return;
-    if (w->done)
-        w->done(w->arg, (int)w->found);
-    free(w);
-}
-
-static void on_warm_get(void *arg, int rc, const char *val, size_t len,
-                        int tier)
-{
-    (void)val;
-    (void)len;
-    (void)tier;
-    warm_op *w = arg;
-    w->found += rc == 0;
-    warm_part(w);
-}
-
-static void on_hot_keys(void *arg, redisReply *rep)
-{
-    warm_op *w = arg;
-    for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY &&
-                       i < rep->elements && !w->c->closing;
-         i++) {
-        const redisReply *k = rep->element[i];
-        if (k->type != REDIS_REPLY_STRING)
-            continue;
-        w->left++;
-        if (sophia_cache_get(w->c, k->str, NULL, NULL, on_warm_get, w) != 0)
-            w->left--;
-    }
-    warm_part(w);
-}
-
-void sophia_cache_warm(sophia_cache *c, size_t n, sophia_cache_done_cb done,
-                       void *arg)
-{
-    warm_op *w = calloc(1, sizeof(*w));
-    char stop[24];
-    snprintf(stop, sizeof(stop), "%zu", n ? n - 1 : 0);
-    const char *argv[4] = {"ZREVRANGE", HOT_KEY, "0", stop};
-    size_t lens[4] = {9, strlen(HOT_KEY), 1, strlen(stop)};
-    if (!w || !n || !sophia_redis_up(c->l2) ||
-        sophia_redis_command(c->l2, on_hot_keys, w, 4, argv, lens) != 0) {
-        free(w);
-        if (done)
-            done(arg, 0);
-        return;
-    }
-    w->c = c;
-    w->left = 1;
-    w->done = done;
-    w->arg = arg;
-}
-
-static void on_warmed(void *arg, int found)
-{
-    (void)arg;
-    if (found > 0)
-        sophia_info("cache", "msg=\"L1 warmed\" keys=%d", found);
-}
-
-/* Every HOT_RECORD_S: record the hot keys; the first time Redis is up (and
- * L3 too, when configured), warm L1 from what previous runs recorded. */
-static void on_hot_tick(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    sophia_cache *c = arg;
-    if (!c->warmed && sophia_redis_up(c->l2) &&
-        (!c->l3 || sophia_pg_pool_up(sophia_l3_pool(c->l3)))) {
-        c->warmed = 1;
-        sophia_cache_warm(c, WARM_AT_START, on_warmed, c);
-        struct timeval tv = {HOT_RECORD_S, 0}; /* from polling to recording */
-        event_add(c->hot_ev, &tv);
-        return;
-    }
-    if (!c->warmed)
-        return;
-    record_hot(c, NULL, NULL);
-}
-
 /* ------------------------------------------------------------ lifecycle */
 
 static int copy_write_conf(sophia_cache *c, const sophia_conf *conf)
@@ -1110,7 +864,7 @@ sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
     c->l2_max_ttl_ms = (int64_t)(conf->l2.ttl * 1000.0);
     c->l1 = sophia_l1_new(conf->l1.max_entries, conf->l1.max_bytes);
     c->flights = sophia_dict_new();
-    c->hot_ev = event_new(base, -1, EV_PERSIST, on_hot_tick, c);
+    c->hot_ev = event_new(base, -1, EV_PERSIST, cache_on_hot_tick, c);
     if (!c->l1 || !c->flights || !c->hot_ev || copy_write_conf(c, conf)) {
         sophia_cache_free(c);
         return NULL;
@@ -1127,7 +881,7 @@ sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
             sophia_l3_set_max_ttl(c->l3, (int64_t)(conf->l3.ttl * 1000.0));
     }
     if (c->l2)
-        c->wb = sophia_wb_new(base, c->l2, c->l3, on_replayed, c);
+        c->wb = sophia_wb_new(base, c->l2, c->l3, cache_on_replayed, c);
     if (c->wb)
         sophia_wb_set_l2_max_ttl(c->wb, c->l2_max_ttl_ms);
     struct timeval first = {0, 200000}; /* polls until the tiers are up */
@@ -1175,148 +929,4 @@ void sophia_cache_free(sophia_cache *c)
     free(c->prefix_inst);
     free(c->resolved);
     free(c);
-}
-
-/* ---------------------------------------------------------------- stats */
-
-int sophia_cache_l2_state(const sophia_cache *c, const char **err)
-{
-    if (!c->l2) {
-        *err = "disabled";
-        return -1;
-    }
-    *err = sophia_redis_last_error(c->l2);
-    return sophia_redis_up(c->l2);
-}
-
-int sophia_cache_l3_state(const sophia_cache *c, const char **err)
-{
-    if (!c->l3) {
-        *err = "disabled";
-        return -1;
-    }
-    sophia_pg_pool *pp = sophia_l3_pool(c->l3);
-    *err = sophia_pg_pool_last_error(pp);
-    return sophia_pg_pool_up(pp);
-}
-
-static json_t *tier_json(const tier_stats *t, uint64_t hits, uint64_t misses)
-{
-    uint64_t n = hits + misses;
-    return json_pack("{s:I,s:I,s:f,s:f,s:f,s:I}", "hits", (json_int_t)hits,
-                     "misses", (json_int_t)misses, "hit_rate",
-                     n ? (double)hits / (double)n : 0.0, "p50_us",
-                     sophia_hist_quantile(&t->lat, 0.5), "p99_us",
-                     sophia_hist_quantile(&t->lat, 0.99), "writes",
-                     (json_int_t)t->writes);
-}
-
-static void set_status(json_t *o, int state, const char *err)
-{
-    json_object_set_new(o, "status", json_string(state < 0   ? "disabled"
-                                                 : state ? "up"
-                                                         : "down"));
-    if (state == 0)
-        json_object_set_new(o, "error", json_string(err));
-}
-
-static void set_int(json_t *o, const char *k, uint64_t v)
-{
-    json_object_set_new(o, k, json_integer((json_int_t)v));
-}
-
-static json_t *l1_json(const sophia_cache *c)
-{
-    sophia_l1_stats s;
-    sophia_l1_get_stats(c->l1, &s);
-    json_t *o = tier_json(&c->t1, s.hits, s.misses);
-    set_int(o, "entries", s.entries);
-    set_int(o, "bytes", s.bytes);
-    set_int(o, "evictions", s.evictions);
-    set_int(o, "expirations", s.expirations);
-    set_int(o, "max_entries", s.max_entries);
-    set_int(o, "max_bytes", s.max_bytes);
-    set_status(o, 1, "");
-    return o;
-}
-
-static json_t *l2_json(const sophia_cache *c)
-{
-    const char *err = "";
-    int state = sophia_cache_l2_state(c, &err);
-    json_t *o = tier_json(&c->t2, c->t2.hits, c->t2.misses);
-    set_status(o, state, err);
-    set_int(o, "errors", c->t2.errors);
-    set_int(o, "skipped_down", c->t2.skipped);
-    if (c->l2) {
-        sophia_redis_stats rs;
-        sophia_redis_get_stats(c->l2, &rs);
-        set_int(o, "reconnects", rs.reconnects);
-        set_int(o, "pending", rs.pending);
-    }
-    return o;
-}
-
-static json_t *l3_json(const sophia_cache *c)
-{
-    const char *err = "";
-    int state = sophia_cache_l3_state(c, &err);
-    json_t *o = tier_json(&c->t3, c->t3.hits, c->t3.misses);
-    set_status(o, state, err);
-    set_int(o, "errors", c->t3.errors);
-    set_int(o, "skipped_down", c->t3.skipped);
-    if (c->l3) {
-        sophia_l3_stats ls;
-        sophia_pg_stats ps;
-        sophia_l3_get_stats(c->l3, &ls);
-        sophia_pg_pool *pp = sophia_l3_pool(c->l3);
-        sophia_pg_pool_get_stats(pp, &ps);
-        set_int(o, "writes", ls.writes);
-        set_int(o, "write_retries", ls.retries);
-        set_int(o, "write_failures", ls.failed);
-        set_int(o, "write_backoffs", ls.backoffs);
-        set_int(o, "writes_pending", ls.pending);
-        set_int(o, "queue_depth", ps.queue_depth);
-        set_int(o, "reconnects", ps.reconnects);
-        set_int(o, "connections", sophia_pg_pool_size(pp));
-        set_int(o, "connections_up", sophia_pg_pool_nup(pp));
-    }
-    return o;
-}
-
-static json_t *wb_json(const sophia_cache *c)
-{
-    sophia_wb_stats w = {0};
-    if (c->wb)
-        sophia_wb_get_stats(c->wb, &w);
-    return json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}",
-                     "enabled", c->wb != NULL, "dirty", (json_int_t)w.dirty,
-                     "flushing", (json_int_t)w.flushing, "journaled",
-                     (json_int_t)w.journaled, "coalesced",
-                     (json_int_t)w.coalesced, "flushed", (json_int_t)w.flushed,
-                     "replayed", (json_int_t)w.replayed, "refused",
-                     (json_int_t)w.refused, "dead", (json_int_t)w.dead,
-                     "dead_letters",
-                     c->wb ? sophia_wb_dead_ring_json(c->wb) : json_array());
-}
-
-json_t *sophia_cache_stats_json(const sophia_cache *c)
-{
-    json_t *loader = json_pack(
-        "{s:I,s:I,s:I,s:I,s:f,s:f}", "calls", (json_int_t)c->tl.writes,
-        "early_refreshes", (json_int_t)c->refreshes, "loaded",
-        (json_int_t)c->tl.hits, "failed", (json_int_t)c->tl.misses, "p50_us",
-        sophia_hist_quantile(&c->tl.lat, 0.5), "p99_us",
-        sophia_hist_quantile(&c->tl.lat, 0.99));
-    json_t *puts = json_pack(
-        "{s:I,s:I,s:f,s:f,s:I,s:I}", "count", (json_int_t)c->puts, "errors",
-        (json_int_t)c->put_errors, "ack_p50_us",
-        sophia_hist_quantile(&c->put_lat, 0.5), "ack_p99_us",
-        sophia_hist_quantile(&c->put_lat, 0.99), "deletes",
-        (json_int_t)c->dels, "tag_invalidations",
-        (json_int_t)c->tag_invalidations);
-    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:I}", "l1", l1_json(c), "l2",
-                     l2_json(c), "l3", l3_json(c), "loader", loader,
-                     "write_back", wb_json(c), "puts", puts, "inflight",
-                     (json_int_t)sophia_dict_size(c->flights));
 }
