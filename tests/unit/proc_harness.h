@@ -178,6 +178,32 @@ PH_STATIC double ph_counter(const char *name)
     return q.value;
 }
 
+/* `body` delivered again after its effects were refused: it gives the
+ * actions `first` held again, and this time it commits. */
+PH_STATIC void ph_redelivered_commits(sophia_instance *inst, const char *body,
+                                      const char *first)
+{
+    char *again;
+    assert_int_equal(ph_run(inst, body, NULL, PH_COMMIT, &again),
+                     SOPHIA_PROCESS_OK);
+    assert_string_equal(first, again);
+    free(again);
+}
+
+/* `body` delivered again after it committed: no actions, the state as it
+ * was, and one more `duplicates`. */
+PH_STATIC void ph_redelivered_is_duplicate(sophia_instance *inst,
+                                           const char *body)
+{
+    char *dup;
+    double dups = ph_counter("duplicates");
+    assert_int_equal(ph_run_unchanged(inst, body, NULL, PH_COMMIT, &dup),
+                     SOPHIA_PROCESS_OK);
+    assert_string_equal(dup, "[]");
+    assert_true(ph_counter("duplicates") == dups + 1);
+    free(dup);
+}
+
 /* Line `n` (1-based) of tests/data/<file>, malloc'd, without its newline. */
 PH_STATIC char *ph_data(const char *file, int n)
 {
