@@ -374,6 +374,15 @@ static void stream_pause(sophia_stream *st, unsigned failures)
     evtimer_add(st->retry_ev, &tv);
 }
 
+/* Puts an event back at the head of the queue: flights count as queued
+ * (stream_used), so there is always room. */
+static void requeue(sophia_stream *st, stream_item *it)
+{
+    st->head = (st->head + st->cap - 1) % st->cap;
+    st->q[st->head] = *it;
+    st->len++;
+}
+
 /* A delivery that did not commit: again after a back-off, at the head of
  * the queue (the stream waits for it, so later events do not overtake it
  * for good), or to the dead letter once max_attempts deliveries failed.
@@ -388,9 +397,7 @@ static int retry_or_dead(sophia_stream *st, stream_item *it, const char *why,
         return 0;
     }
     st->st.retried++;
-    st->head = (st->head + st->cap - 1) % st->cap; /* room: see stream_used */
-    st->q[st->head] = *it;
-    st->len++;
+    requeue(st, it);
     stream_pause(st, (unsigned)it->attempts);
     return 1;
 }
@@ -402,10 +409,8 @@ static void flight_free(stream_flight *f)
     free(f);
 }
 
-/* The oldest flight settles: commit (publishes, staged state, dedup id,
- * ack) or, its apply having failed, back to the queue or the dead letter.
- * Returns the item when it is to be retried, else NULL. */
-static stream_flight *flight_settle(sophia_stream *st)
+/* Unlinks the oldest flight. */
+static stream_flight *flight_pop(sophia_stream *st)
 {
     stream_flight *f = st->flights;
     st->flights = f->next;
@@ -414,49 +419,76 @@ static stream_flight *flight_settle(sophia_stream *st)
     st->nflight--;
     if (f->staged)
         st->staged_inflight--;
-    if (f->rc == 0) {
-        sophia_ctx_commit(f->ctx); /* publishes and state, with its effects */
-        if (f->did)
-            sophia_dedup_add(st->dedup, f->did, sophia_now_wall_us());
-        st->st.processed++;
-        item_ack(&f->it, NULL);
-        item_clear(&f->it);
-        flight_free(f);
-        return NULL;
-    }
-    st->st.effect_failures++;
     return f;
+}
+
+/* The oldest flight's effects are durable: publishes, staged state,
+ * dedup id, ack. */
+static void flight_commit(sophia_stream *st)
+{
+    stream_flight *f = flight_pop(st);
+    sophia_ctx_commit(f->ctx);
+    if (f->did)
+        sophia_dedup_add(st->dedup, f->did, sophia_now_wall_us());
+    st->st.processed++;
+    item_ack(&f->it, NULL);
+    item_clear(&f->it);
+    flight_free(f);
+}
+
+/* The oldest flight failed and every flight has reported: it and all
+ * younger ones go back to the head of the queue in their order, so none
+ * commits (publishes) ahead of it. The younger ones' effects are applied
+ * again on their next delivery; only the failed ones count an attempt. */
+static void flights_requeue(sophia_stream *st)
+{
+    stream_flight *rev = NULL; /* youngest first: the oldest ends at the head */
+    while (st->flights) {
+        stream_flight *f = flight_pop(st);
+        f->next = rev;
+        rev = f;
+    }
+    while (rev) {
+        stream_flight *f = rev;
+        rev = f->next;
+        if (f->rc == 0) {
+            requeue(st, &f->it);
+        } else {
+            char why[128];
+            st->st.effect_failures++;
+            snprintf(why, sizeof(why), "effect not durable: %s",
+                     sophia_host_table()->strerror(f->rc));
+            if (!retry_or_dead(st, &f->it, why, &st->st.dead_effect))
+                item_clear(&f->it);
+        }
+        flight_free(f);
+    }
+}
+
+static int flights_all_done(const sophia_stream *st)
+{
+    for (const stream_flight *f = st->flights; f; f = f->next)
+        if (!f->done)
+            return 0;
+    return 1;
 }
 
 /* An apply reported. Events commit in the order they started, so
  * subscribers hear a stream's updates in order: a younger event that is
- * durable first waits for the older ones. The failed ones of a pass go
- * back to the head of the queue in their own order. */
+ * durable first waits for the older ones, and when the oldest failed, the
+ * stream waits for every flight to report and puts them all back. */
 static void on_applied(void *arg, int rc)
 {
-    stream_flight *f = arg, *failed = NULL; /* youngest first */
+    stream_flight *f = arg;
     sophia_stream *st = f->st;
     f->done = 1;
     f->rc = rc;
     if (rc) /* refused or failed: start nothing more until the back-off */
         stream_pause(st, (unsigned)f->it.attempts + 1);
-    while (st->flights && st->flights->done) {
-        stream_flight *g = flight_settle(st);
-        if (g) {
-            g->next = failed;
-            failed = g;
-        }
-    }
-    while (failed) { /* youngest first: the oldest ends at the head */
-        stream_flight *g = failed;
-        failed = g->next;
-        char why[128];
-        snprintf(why, sizeof(why), "effect not durable: %s",
-                 sophia_host_table()->strerror(g->rc));
-        if (!retry_or_dead(st, &g->it, why, &st->st.dead_effect))
-            item_clear(&g->it);
-        flight_free(g);
-    }
+    while (st->flights && st->flights->done && st->flights->rc == 0)
+        flight_commit(st);
+    if (st->flights && st->flights->done && flights_all_done(st))
+        flights_requeue(st);
     stream_kick(st);
 }
 
