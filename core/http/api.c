@@ -290,7 +290,7 @@ static void prom_plugins(const sophia_api *api, FILE *f)
             (unsigned long long)rs.failures);
     prom_head(f, "sophia_rate_limited_total", "counter", "Requests answered 429 (server.rate_limit).");
     fprintf(f, "sophia_rate_limited_total %llu\n",
-            (unsigned long long)sophia_ratelimit_refused());
+            (unsigned long long)sophia_ratelimit_refused(api->ratelimit));
     sophia_host_counters_each(prom_plugin_counter, f);
 }
 
@@ -454,7 +454,7 @@ int sophia_api_admit(sophia_http_req *r, void *arg)
                                 "missing or wrong bearer token (Authorization: Bearer <token>)");
         return 0;
     }
-    return sophia_ratelimit_admit(r, api->conf); /* or answered 429 */
+    return sophia_ratelimit_admit(api->ratelimit, r, api->conf); /* or 429 */
 }
 
 int sophia_api_routes(sophia_http_router *rt, sophia_api *api)
