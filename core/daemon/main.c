@@ -403,7 +403,6 @@ static int start(sophia_server *s)
         return -1;
     struct event_base *base = sophia_loop_base(s->loop);
     sophia_host_timers_bind(base); /* plugins' timers (SDK 1.1) */
-    sophia_streams_set_loop(s->loop);
     s->ws = sophia_ws_router_new(s->loop, s->conf, s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
     sophia_cache_bind_plugins(s->cache, s->plugins);
@@ -415,7 +414,7 @@ static int start(sophia_server *s)
     sophia_host_set_env(&(sophia_host_env){s->cache, s->ws, s->memory});
     sophia_diag d;
     sophia_diag_init(&d);
-    s->streams = sophia_streams_new(s->conf, s->plugins, base, &d);
+    s->streams = sophia_streams_new(s->conf, s->plugins, s->loop, base, &d);
     sophia_diag_free(&d); /* already validated by --check's path */
     if (!s->ws || !s->cache || !s->streams)
         return -1;
@@ -491,7 +490,7 @@ static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
     }
     /* Streams need the loaded set to check processor kinds. */
     struct event_base *probe = event_base_new();
-    sophia_streams *st = sophia_streams_new(s->conf, s->plugins, probe, d);
+    sophia_streams *st = sophia_streams_new(s->conf, s->plugins, NULL, probe, d);
     sophia_streams_free(st);
     event_base_free(probe);
     return d->count ? -1 : 0;

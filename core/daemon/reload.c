@@ -229,7 +229,7 @@ static sophia_plugin_set *prepare(sophia_server *s, const sophia_conf *c,
     if (!probe) {
         sophia_diag_add(d, c->file, 0, 0, "out of memory");
     } else {
-        sophia_streams_free(sophia_streams_new(c, next, probe, d));
+        sophia_streams_free(sophia_streams_new(c, next, NULL, probe, d));
         event_base_free(probe);
     }
     if (d->count) {

@@ -85,6 +85,7 @@ struct sophia_stream {
     char *dedup_key;
     sophia_dedup *dedup;
     sophia_source_redis *redis;
+    struct sophia_loop *live_loop; /* its owner's, once its sources run */
     sophia_statsd *statsd;
     int want_redis, want_statsd; /* configured (and started) sources */
     int want_durable;            /* ingest appends to Redis first */
@@ -106,6 +107,7 @@ struct sophia_streams {
     sophia_dict *by_name;
     struct event *drain_ev;
     struct event *tick_ev;
+    struct sophia_loop *live_loop; /* the daemon's, else NULL (a probe) */
 };
 
 /* ------------------------------------------------------------- dedup */
@@ -627,27 +629,21 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* The daemon's loop (sophia_streams_set_loop). */
-static sophia_loop *live_loop;
-
-void sophia_streams_set_loop(sophia_loop *loop)
+sophia_loop *sophia_stream_live_loop(const sophia_stream *st)
 {
-    live_loop = loop;
-}
-
-sophia_loop *sophia_streams_loop(void)
-{
-    return live_loop;
+    return st->live_loop;
 }
 
 /* Sources listen and connect, so they start only on the server's own
  * loop: the validation pass (`--check`, and prepare() before start)
  * builds streams on a probe base and must not bind or connect. */
-static void start_sources(sophia_stream *st, const sophia_conf *c,
-                          const sophia_conf_stream *cs, struct event_base *base)
+static void start_sources(const sophia_streams *s, sophia_stream *st,
+                          const sophia_conf *c, const sophia_conf_stream *cs,
+                          struct event_base *base)
 {
-    if (!live_loop || base != sophia_loop_base(live_loop))
+    if (!s->live_loop || base != sophia_loop_base(s->live_loop))
         return;
+    st->live_loop = s->live_loop;
     /* A durable stream (durable.h) reads back what ingest appended
      * through a Redis source on its key, configured or default. */
     st->want_durable = sophia_durable_enabled(c, cs);
@@ -662,11 +658,13 @@ static void start_sources(sophia_stream *st, const sophia_conf *c,
 
 sophia_streams *sophia_streams_new(const sophia_conf *c,
                                    const sophia_plugin_set *plugins,
+                                   struct sophia_loop *live,
                                    struct event_base *base, sophia_diag *diag)
 {
     sophia_streams *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    s->live_loop = live;
     s->by_name = sophia_dict_new();
     s->v = calloc(c->nstreams ? c->nstreams : 1, sizeof(*s->v));
     s->drain_ev = event_new(base, -1, 0, on_drain, s);
@@ -682,7 +680,7 @@ sophia_streams *sophia_streams_new(const sophia_conf *c,
         st->drain_ev = s->drain_ev;
         s->v[s->n++] = st;
         sophia_dict_set(s->by_name, st->name, st);
-        start_sources(st, c, &c->streams[i], base);
+        start_sources(s, st, c, &c->streams[i], base);
     }
     struct timeval sec = {1, 0};
     event_add(s->tick_ev, &sec);
@@ -750,7 +748,7 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
             sophia_dict_del(s->by_name, cs->name);
         } else if ((st = stream_new(c, cs, plugins, base, diag))) {
             st->drain_ev = s->drain_ev;
-            start_sources(st, c, cs, base);
+            start_sources(s, st, c, cs, base);
         }
         if (st) {
             v[n++] = st;

@@ -81,16 +81,17 @@ typedef void (*sophia_stream_ack_fn)(void *arg, const char *id,
 struct event_base;
 struct sophia_loop;
 
-/* The daemon's own loop, set once by its wiring: sources (which bind and
- * connect) start only for streams built on its base, never on the probe
- * base of a validation pass (`--check`, a reload's prepare). */
-void sophia_streams_set_loop(struct sophia_loop *loop);
-struct sophia_loop *sophia_streams_loop(void);
-
-/* Builds every stream of `c`, bound to its processor in `plugins`. */
+/* Builds every stream of `c`, bound to its processor in `plugins`.
+ * `live` is the daemon's own loop when these are its streams: sources
+ * (which bind and connect) start only for streams built on its base,
+ * never for a validation pass (`--check`, a reload's prepare), which
+ * passes NULL and a probe base. */
 sophia_streams *sophia_streams_new(const sophia_conf *c,
                                    const sophia_plugin_set *plugins,
+                                   struct sophia_loop *live,
                                    struct event_base *base, sophia_diag *diag);
+/* The loop `st`'s sources run on (its owner's `live`), NULL when none. */
+struct sophia_loop *sophia_stream_live_loop(const sophia_stream *st);
 void sophia_streams_free(sophia_streams *s);
 /* Reload: makes `s` the streams of `c` bound to `plugins` (validated
  * before, e.g. by a sophia_streams_new on a probe base). A stream that

@@ -144,7 +144,7 @@ static void test_staged_events_in_order(void **u)
     assert_non_null(cache);
     run_until(base, tiers_up, cache, 15000, "L3 up");
     sophia_host_set_env(&(sophia_host_env){cache, NULL, NULL});
-    sophia_streams *ss = sophia_streams_new(c, ps, base, &d);
+    sophia_streams *ss = sophia_streams_new(c, ps, NULL, base, &d);
     assert_int_equal(d.count, 0);
     sophia_stream *st = sophia_streams_find(ss, "s");
     acks a = {.st = st};
