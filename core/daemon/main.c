@@ -363,6 +363,7 @@ static int wire_api(sophia_server *s)
                         .streams = s->streams, .cache = s->cache,
                         .memory = s->memory, .ws = s->ws, .dash = api->dash,
                         .reload_stats = reload_stats, .reload_arg = s,
+                        .host = s->host_rt,
                         .ratelimit = sophia_ratelimit_new(),
                         .slack = sophia_slack_filter_new()};
     if (!(s->reloader = sophia_reloader_new(s)) || !api->ratelimit ||
@@ -402,7 +403,7 @@ static int start(sophia_server *s)
     if (!s->loop)
         return -1;
     struct event_base *base = sophia_loop_base(s->loop);
-    sophia_host_timers_bind(base); /* plugins' timers (SDK 1.1) */
+    sophia_host_timers_bind(s->host_rt, base); /* plugins' timers (SDK 1.1) */
     s->ws = sophia_ws_router_new(s->loop, s->conf, s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
     sophia_cache_bind_plugins(s->cache, s->plugins);
@@ -411,7 +412,8 @@ static int start(sophia_server *s)
                                  s->cache);
     s->memory = sophia_memory_new(s->conf, base, s->plugins, s->cache);
     sophia_memory_set_cons_runner(s->memory, sophia_host_consolidate_run, NULL);
-    sophia_host_set_env(&(sophia_host_env){s->cache, s->ws, s->memory});
+    sophia_host_set_env(s->host_rt,
+                        &(sophia_host_env){s->cache, s->ws, s->memory});
     sophia_diag d;
     sophia_diag_init(&d);
     s->streams = sophia_streams_new(s->conf, s->plugins, s->loop, base, &d);
@@ -438,7 +440,7 @@ static void stop(sophia_server *s)
     sophia_api *api = &s->api;
     sophia_api_memory_ws(api, 0);
     api->memory = NULL;
-    sophia_host_set_env(&(sophia_host_env){s->cache, s->ws, NULL});
+    sophia_host_set_env(s->host_rt, &(sophia_host_env){s->cache, s->ws, NULL});
     sophia_memory_free(s->memory); /* answers what it still holds */
     s->memory = NULL;
     sophia_http_stop(s->http);
@@ -451,7 +453,7 @@ static void stop(sophia_server *s)
     sophia_api_cache_ws(api, 0); /* before its router goes */
     if (s->cache)
         sophia_cache_on_invalidate(s->cache, NULL, NULL); /* and the cluster */
-    sophia_host_set_env(NULL); /* nothing a plugin queues reaches them now */
+    sophia_host_set_env(s->host_rt, NULL); /* nothing queued reaches them now */
     sophia_ws_router_free(s->ws); /* and its cluster, hook and all */
     sophia_cache_free(s->cache);
     if (s->shutdown_ev)
@@ -460,7 +462,7 @@ static void stop(sophia_server *s)
     /* retired plugins (their callbacks ran), before the loop goes */
     sophia_reloader_free(s->reloader);
     s->reloader = NULL;
-    sophia_host_timers_bind(NULL);
+    sophia_host_timers_bind(s->host_rt, NULL);
     sophia_loop_free(s->loop);
     sophia_api_free_dashboard(api->dash);
     api->dash = NULL;
@@ -483,7 +485,8 @@ static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
     sophia_check_secrets(s->conf, s->host, d);
     if (d->count)
         return -1;
-    s->plugins = sophia_plugin_set_load(s->conf, sophia_host_table(), d);
+    s->plugins = sophia_plugin_set_load(s->conf,
+                                        sophia_host_rt_table(s->host_rt), d);
     if (!s->plugins) {
         s->plugin_load_failures++;
         return -1;
@@ -517,6 +520,10 @@ int main(int argc, char **argv)
     sophia_diag d;
     sophia_diag_init(&d);
     sophia_plugin_system_init();
+    if (!(srv.host_rt = sophia_host_rt_new())) {
+        fprintf(stderr, "sophiad: out of memory\n");
+        return 1;
+    }
     rc = prepare(&srv, &a, &d);
     if (rc < 0 || a.check) {
         if (rc < 0) {
@@ -538,7 +545,7 @@ int main(int argc, char **argv)
     sophia_reloader_free(srv.reloader); /* a start that failed early */
     sophia_plugin_set_free(srv.plugins);
     sophia_plugin_system_shutdown();
-    sophia_host_shutdown();
+    sophia_host_rt_free(srv.host_rt); /* after its plugins: their release */
     sophia_conf_free(srv.conf);
     free(srv.host);
     sophia_diag_free(&d);

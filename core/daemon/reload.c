@@ -100,7 +100,7 @@ static void on_retire_poll(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     sophia_reloader *rl = arg;
-    if (sophia_host_callbacks_pending() == 0) {
+    if (sophia_host_callbacks_pending(rl->s->host_rt) == 0) {
         retire_now(rl);
         return;
     }
@@ -122,7 +122,7 @@ static void retire(sophia_reloader *rl, sophia_plugin_set *old,
         }
     old->count = n;
     sophia_plugin_set **grown = NULL;
-    if (sophia_host_callbacks_pending() == 0 || !s->loop ||
+    if (sophia_host_callbacks_pending(rl->s->host_rt) == 0 || !s->loop ||
         !(grown = realloc(rl->retired,
                           (rl->nretired + 1) * sizeof(*rl->retired)))) {
         sophia_plugin_set_free(old);
@@ -137,7 +137,7 @@ static void retire(sophia_reloader *rl, sophia_plugin_set *old,
     if (rl->retire_ev && !evtimer_pending(rl->retire_ev, NULL))
         evtimer_add(rl->retire_ev, &tv);
     sophia_info("reload", "msg=\"old plugins stay loaded until pending callbacks ran\" pending=%zu",
-                sophia_host_callbacks_pending());
+                sophia_host_callbacks_pending(rl->s->host_rt));
 }
 
 const char *sophia_reload_last_error(const sophia_reloader *rl)
@@ -222,7 +222,7 @@ static sophia_plugin_set *prepare(sophia_server *s, const sophia_conf *c,
                                   sophia_diag *d)
 {
     sophia_plugin_set *next = sophia_plugin_set_load_next(
-        c, s->conf, s->plugins, sophia_host_table(), d);
+        c, s->conf, s->plugins, sophia_host_rt_table(s->host_rt), d);
     if (!next)
         return NULL;
     struct event_base *probe = event_base_new();
@@ -392,7 +392,7 @@ int sophia_reload(sophia_reloader *rl)
     rl->probing_conf = c;
     rl->probe_started_us = sophia_now_mono_us();
     rl->probing = s->loop ? sophia_plugin_probe_start(c, s->conf, s->plugins,
-                                                      sophia_host_table(),
+                                                      sophia_host_rt_table(s->host_rt),
                                                       sophia_loop_base(s->loop),
                                                       on_probed, rl)
                           : NULL;

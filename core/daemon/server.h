@@ -25,6 +25,7 @@ struct sophia_streams;
 struct sophia_cache;
 struct sophia_http_router;
 struct sophia_reloader;
+struct sophia_host_rt;
 struct event;
 
 typedef struct sophia_server {
@@ -32,6 +33,7 @@ typedef struct sophia_server {
     sophia_loop *loop;
     struct sophia_http *http; /* the listener and its connections */
     sophia_plugin_set *plugins;
+    struct sophia_host_rt *host_rt; /* what the plugins' host calls act on */
     struct sophia_streams *streams;
     struct sophia_ws_router *ws;
     struct sophia_cache *cache;

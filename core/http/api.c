@@ -291,7 +291,7 @@ static void prom_plugins(const sophia_api *api, FILE *f)
     prom_head(f, "sophia_rate_limited_total", "counter", "Requests answered 429 (server.rate_limit).");
     fprintf(f, "sophia_rate_limited_total %llu\n",
             (unsigned long long)sophia_ratelimit_refused(api->ratelimit));
-    sophia_host_counters_each(prom_plugin_counter, f);
+    sophia_host_counters_each(api->host, prom_plugin_counter, f);
 }
 
 static void prom_cache(const sophia_api *api, FILE *f)

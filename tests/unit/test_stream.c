@@ -136,14 +136,17 @@ static void test_staged_events_in_order(void **u)
     /* Plugins first: they are tried in a child process (fork), before
      * this process holds any connection. */
     assert_int_equal(sophia_plugin_system_init(), 0);
-    sophia_plugin_set *ps = sophia_plugin_set_load(c, sophia_host_table(), &d);
+    sophia_host_rt *rt = sophia_host_rt_new();
+    assert_non_null(rt);
+    sophia_plugin_set *ps = sophia_plugin_set_load(c, sophia_host_rt_table(rt),
+                                                   &d);
     sophia_diag_print(&d, stderr);
     assert_non_null(ps);
     struct event_base *base = event_base_new();
     sophia_cache *cache = sophia_cache_new(c, base);
     assert_non_null(cache);
     run_until(base, tiers_up, cache, 15000, "L3 up");
-    sophia_host_set_env(&(sophia_host_env){cache, NULL, NULL});
+    sophia_host_set_env(rt, &(sophia_host_env){cache, NULL, NULL});
     sophia_streams *ss = sophia_streams_new(c, ps, NULL, base, &d);
     assert_int_equal(d.count, 0);
     sophia_stream *st = sophia_streams_find(ss, "s");
@@ -184,9 +187,10 @@ static void test_staged_events_in_order(void **u)
     assert_int_equal(s.processed, 20);
     assert_int_equal(s.inflight, 0);
     sophia_streams_free(ss);
-    sophia_host_set_env(NULL);
+    sophia_host_set_env(rt, NULL);
     sophia_cache_free(cache);
     sophia_plugin_set_free(ps);
+    sophia_host_rt_free(rt);
     sophia_conf_free(c);
     sophia_diag_free(&d);
     event_base_free(base);
