@@ -47,11 +47,14 @@ typedef struct action {
     char **tags;     /* NULL-terminated copy */
 } action;
 
-/* A state change staged with host->stage (SDK 1.1). */
+/* A state change staged with host->stage, or applied at once with
+ * host->stage_undoable (`undo` set, `applied` once it ran). SDK 1.1. */
 typedef struct staged {
     void (*apply)(void *state, void *change);
-    void (*discard)(void *change);
+    void (*undo)(void *state, void *change);
+    void (*release)(void *change); /* stage's discard, or undoable's release */
     void *change;
+    int applied;
 } staged;
 
 struct sophia_ctx {
@@ -61,6 +64,7 @@ struct sophia_ctx {
     size_t n, cap;
     staged *sv; /* applied by sophia_ctx_commit, else discarded on free */
     size_t sn, scap;
+    size_t held; /* of them, changes waiting for the commit to apply */
     void *mem; /* memory actions and consolidator batch (memory_host.c) */
     sophia_apply *apply; /* in progress, reports to it until cancelled */
     int published;       /* its publishes went out */
@@ -230,23 +234,63 @@ static int host_cache_invalidate_tag(sophia_ctx *ctx, const char *tag)
     return push_key_action(ctx, ACT_CACHE_DEL_TAG, tag);
 }
 
-static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
-                      void (*discard)(void *), void *change)
+/* Room for one more staged change, or -1. */
+static int staged_reserve(sophia_ctx *ctx)
 {
-    if (ctx && apply && ctx->sn == ctx->scap) {
-        size_t cap = ctx->scap ? ctx->scap * 2 : 4;
-        staged *v = realloc(ctx->sv, cap * sizeof(*v));
-        if (v) {
-            ctx->sv = v;
-            ctx->scap = cap;
-        }
-    }
-    if (!ctx || !apply || ctx->sn == ctx->scap) {
+    if (ctx->sn < ctx->scap)
+        return 0;
+    size_t cap = ctx->scap ? ctx->scap * 2 : 4;
+    staged *v = realloc(ctx->sv, cap * sizeof(*v));
+    if (!v)
+        return -1;
+    ctx->sv = v;
+    ctx->scap = cap;
+    return 0;
+}
+
+/* A change applied at the commit; `hold`: process() must see it, so the
+ * stream waits for this event (sophia_ctx_has_staged). */
+static int ctx_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
+                     void (*discard)(void *), void *change, int hold)
+{
+    if (!ctx || !apply || staged_reserve(ctx) < 0) {
         if (discard)
             discard(change);
         return ctx && apply ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
     }
-    ctx->sv[ctx->sn++] = (staged){apply, discard, change};
+    ctx->sv[ctx->sn++] = (staged){apply, NULL, discard, change, 0};
+    ctx->held += hold != 0;
+    return 0;
+}
+
+static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
+                      void (*discard)(void *), void *change)
+{
+    return ctx_stage(ctx, apply, discard, change, 1);
+}
+
+/* Applied now in a stream event's context, so the stream need not wait
+ * for this event's effects before the next process() (ingest/stream.c);
+ * a timer's or consolidator's context runs beside the streams, where an
+ * undo could not restore what younger events built on, so there it waits
+ * for the commit like stage. */
+static int host_stage_undoable(sophia_ctx *ctx, void (*apply)(void *, void *),
+                               void (*undo)(void *, void *),
+                               void (*release)(void *), void *change)
+{
+    if (!ctx || !apply || !undo || staged_reserve(ctx) < 0) {
+        if (release)
+            release(change);
+        return ctx && apply && undo ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
+    }
+    staged *v = &ctx->sv[ctx->sn++];
+    *v = (staged){apply, undo, release, change, 0};
+    if (ctx->stream && ctx->inst) {
+        apply(ctx->inst->state, change);
+        v->applied = 1;
+    } else {
+        ctx->held++;
+    }
     return 0;
 }
 
@@ -281,7 +325,7 @@ static sophia_json *host_cache_peek(const char *key)
     return (sophia_json *)json_loadb(val, len, JSON_DECODE_ANY, NULL);
 }
 
-static void host_counter_add(sophia_self *self, const char *name, double delta)
+static void counter_bump(sophia_self *self, const char *name, double delta)
 {
     char key[512];
     sophia_host_rt *rt = sophia_host_rt_of(self);
@@ -295,6 +339,38 @@ static void host_counter_add(sophia_self *self, const char *name, double delta)
         sophia_dict_set(rt->counters, key, v);
     }
     *v += delta;
+}
+
+/* A count made during a callback with a context (process, a timer's, a
+ * consolidator run) moves with it: counted when it commits, never for an
+ * event that goes back and comes again. */
+typedef struct staged_count {
+    sophia_self *self;
+    double delta;
+    char name[];
+} staged_count;
+
+static void count_apply(void *state, void *change)
+{
+    (void)state;
+    staged_count *c = change;
+    counter_bump(c->self, c->name, c->delta);
+    free(c);
+}
+
+static void host_counter_add(sophia_self *self, const char *name, double delta)
+{
+    sophia_ctx *ctx = self ? self->running : NULL;
+    size_t len = strlen(name) + 1;
+    staged_count *c = ctx ? malloc(sizeof(*c) + len) : NULL;
+    if (!c) {
+        counter_bump(self, name, delta);
+        return;
+    }
+    c->self = self;
+    c->delta = delta;
+    memcpy(c->name, name, len);
+    ctx_stage(ctx, count_apply, free, c, 0);
 }
 
 typedef struct counter_visit {
@@ -444,6 +520,7 @@ static const sophia_host host_table = {
     .memory_expire = sophia_memory_host_expire,
     .json_parse = host_json_parse,
     .stage = host_stage,
+    .stage_undoable = host_stage_undoable,
     .json_get_key = host_json_get_key,
     .json_del = host_json_del,
     .json_iter = host_json_iter,
@@ -504,6 +581,27 @@ sophia_host_rt *sophia_host_sdk10_rt(void)
 }
 
 /* ------------------------------------------------------------- context */
+
+void sophia_ctx_enter(sophia_ctx *ctx)
+{
+    if (ctx->inst)
+        ctx->inst->running = ctx;
+}
+
+void sophia_ctx_leave(sophia_ctx *ctx)
+{
+    if (ctx->inst)
+        ctx->inst->running = NULL;
+}
+
+sophia_verdict sophia_ctx_process(sophia_ctx *ctx, const sophia_event *ev)
+{
+    sophia_ctx_enter(ctx);
+    sophia_verdict v = ctx->inst->desc->processor->process(ctx->inst->state,
+                                                           ev, ctx);
+    sophia_ctx_leave(ctx);
+    return v;
+}
 
 sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream)
 {
@@ -673,9 +771,14 @@ void sophia_ctx_commit(sophia_ctx *ctx)
 {
     apply_publishes(ctx);
     void *state = ctx->inst ? ctx->inst->state : NULL;
-    for (size_t i = 0; i < ctx->sn; i++)
-        ctx->sv[i].apply(state, ctx->sv[i].change);
-    ctx->sn = 0;
+    for (size_t i = 0; i < ctx->sn; i++) {
+        staged *v = &ctx->sv[i];
+        if (!v->applied)
+            v->apply(state, v->change);
+        if (v->undo && v->release) /* stage's apply took the change */
+            v->release(v->change);
+    }
+    ctx->sn = ctx->held = 0;
 }
 
 static void on_detached_applied(void *arg, int rc)
@@ -693,7 +796,7 @@ void sophia_ctx_apply_detached(sophia_ctx *ctx)
 
 int sophia_ctx_has_staged(const sophia_ctx *ctx)
 {
-    return ctx && ctx->sn > 0;
+    return ctx && ctx->held > 0;
 }
 
 void sophia_ctx_free(sophia_ctx *ctx)
@@ -704,9 +807,13 @@ void sophia_ctx_free(sophia_ctx *ctx)
         ctx->apply->done = NULL;
         ctx->apply->ctx = NULL;
     }
-    for (size_t i = 0; i < ctx->sn; i++) /* never committed */
-        if (ctx->sv[i].discard)
-            ctx->sv[i].discard(ctx->sv[i].change);
+    for (size_t i = ctx->sn; i--;) { /* never committed: newest first */
+        staged *v = &ctx->sv[i];
+        if (v->applied)
+            v->undo(ctx->inst->state, v->change);
+        if (v->release)
+            v->release(v->change);
+    }
     free(ctx->sv);
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];
