@@ -36,6 +36,7 @@
 #include "event/loop.h"
 #include "ingest/source_redis.h"
 #include "ingest/statsd.h"
+#include "ingest/stream_prefetch.h"
 
 #define STREAM_DEAD_RING 64     /* dead letters kept without a source */
 #define STREAM_MAX_INFLIGHT 256 /* events whose effects are in flight */
@@ -98,6 +99,7 @@ struct sophia_stream {
     unsigned long long rng;      /* jitter draws */
     stream_dead dead[STREAM_DEAD_RING];
     size_t dead_head, dead_n;
+    sophia_stream_prefetch *pf; /* the head's reads before process() */
 };
 
 struct sophia_streams {
@@ -235,6 +237,7 @@ static void stream_free(sophia_stream *st)
     for (size_t i = 0; i < st->len; i++)
         item_clear(&st->q[(st->head + i) % st->cap]);
     sophia_filter_free(st->filter);
+    sophia_stream_prefetch_free(st->pf);
     sophia_dedup_free(st->dedup);
     free(st->dedup_key);
     free(st->q);
@@ -520,6 +523,11 @@ static void start_apply(sophia_stream *st, stream_item *it, sophia_ctx *ctx,
     sophia_ctx_apply(ctx, on_applied, f); /* may report before returning */
 }
 
+static void on_prefetched(void *arg)
+{
+    stream_kick(arg);
+}
+
 /* Runs the processor on one event, which the stream no longer holds in
  * its queue: acked at once when skipped or dropped, in flight when OK,
  * back in the queue or dead otherwise. */
@@ -541,7 +549,12 @@ static void process_one(sophia_stream *st, stream_item *it)
             .body = (const sophia_json *)it->body,
             .received_us = it->received_us,
         };
-        sophia_ctx *ctx = sophia_ctx_new(st->proc, st->name);
+        sophia_ctx *ctx;
+        if (sophia_stream_prefetch_ctx(&st->pf, st->proc, st->name, &ev,
+                                       on_prefetched, st, &ctx) == 1) {
+            requeue(st, it); /* it waits for its reads, at the head */
+            return;
+        }
         sophia_verdict v = ctx ? st->proc->desc->processor->process(
                                      st->proc->state, &ev, ctx)
                                : SOPHIA_PROCESS_RETRY;
@@ -575,7 +588,8 @@ static void process_one(sophia_stream *st, stream_item *it)
 static int stream_can_start(const sophia_stream *st)
 {
     return st->len && !st->staged_inflight && st->nflight < st->max_inflight &&
-           !evtimer_pending(st->retry_ev, NULL);
+           !evtimer_pending(st->retry_ev, NULL) &&
+           !sophia_stream_prefetch_waiting(st->pf);
 }
 
 /* Processes up to `max` events; returns how many could go on now. */
