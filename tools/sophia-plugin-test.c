@@ -25,7 +25,9 @@
  * invalidations of events whose verdict is `ok` are kept in an in-memory
  * map that the plugin's cache_peek reads, so read-modify-write processors
  * behave as they would against a warm L1; cache_get (and its 1.1 form
- * cache_get_ex) reads the same map.
+ * cache_get_ex) reads the same map, and so does a processor's prefetch
+ * (SDK 1.1): each key it names is answered from the map and printed as
+ * {"event":N,"prefetch":KEY,"found":true|false} before the actions.
  *
  * Timers (SDK 1.1) run on a virtual clock that only the input moves: a
  * line `#advance SECONDS` advances it, firing every timer that falls due
@@ -53,6 +55,7 @@
 #include "conf/config.h"
 #include "lib/diag.h"
 #include "host/host.h"
+#include "host/prefetch.h"
 #include "lib/log.h"
 #include "event/loop.h"
 #include "plugin/plugin.h"
@@ -610,6 +613,26 @@ static void print_actions(json_t *actions, const char *what, int64_t id)
     }
 }
 
+/* A processor's prefetch (SDK 1.1), answered from the in-memory cache as
+ * the tiers would answer it, one {"event":N,"prefetch":KEY,"found":B}
+ * line a key. 0, or the prefetch's error (the event is then a retry). */
+static int prefetch_from_map(sophia_instance *inst, sophia_ctx *ctx,
+                             const sophia_event *ev, size_t seq)
+{
+    if (!sophia_prefetch_wanted(inst))
+        return 0;
+    int rc = sophia_prefetch_collect(inst, ctx, ev);
+    const char *key;
+    for (size_t i = 0; !rc && (key = sophia_prefetch_key(ctx, i)); i++) {
+        json_t *e = json_object_get(cache_store, key);
+        sophia_prefetch_answer(ctx, key,
+                               (const sophia_json *)json_object_get(e, "value"));
+        print_line(json_pack("{s:I, s:s, s:b}", "event", (json_int_t)seq,
+                             "prefetch", key, "found", e != NULL));
+    }
+    return rc;
+}
+
 /* Runs one event through process() and prints its actions and verdict. */
 static void run_event(sophia_instance *inst, const char *stream,
                       const json_t *body, size_t seq)
@@ -623,7 +646,10 @@ static void run_event(sophia_instance *inst, const char *stream,
         .received_us = tool_now_us(),
     };
     sophia_ctx *ctx = sophia_ctx_new(inst, stream);
-    sophia_verdict v = inst->desc->processor->process(inst->state, &ev, ctx);
+    sophia_verdict v = prefetch_from_map(inst, ctx, &ev, seq)
+                           ? SOPHIA_PROCESS_RETRY
+                           : inst->desc->processor->process(inst->state,
+                                                            &ev, ctx);
     json_t *actions = with_memories((json_t *)sophia_ctx_actions_json(ctx));
     if (v == SOPHIA_PROCESS_OK) /* as the host does once effects commit */
         sophia_ctx_commit(ctx);

@@ -245,19 +245,57 @@ static prefetch_set *collect(sophia_instance *inst, const sophia_event *ev,
     return s;
 }
 
-int sophia_prefetch_run(sophia_instance *inst, sophia_ctx *ctx,
-                        const sophia_event *ev, sophia_prefetch_done_fn done,
-                        void *arg)
+int sophia_prefetch_collect(sophia_instance *inst, sophia_ctx *ctx,
+                            const sophia_event *ev)
 {
     void **slot = sophia_ctx_prefetch_slot(ctx);
     if (!slot || !sophia_prefetch_wanted(inst))
-        return slot ? 1 : SOPHIA_EINVAL;
+        return SOPHIA_EINVAL;
     int rc;
     prefetch_set *s = collect(inst, ev, &rc);
     if (!s)
         return rc;
     sophia_prefetch_ctx_free(ctx); /* a context is prefetched once */
     *slot = s;
+    return 0;
+}
+
+const char *sophia_prefetch_key(sophia_ctx *ctx, size_t i)
+{
+    prefetch_set *s = set_of(ctx);
+    return s ? json_string_value(json_array_get(s->want, i)) : NULL;
+}
+
+int sophia_prefetch_answer(sophia_ctx *ctx, const char *key,
+                           const sophia_json *value)
+{
+    prefetch_set *s = set_of(ctx);
+    size_t i;
+    json_t *k;
+    if (!s || !key)
+        return SOPHIA_EINVAL;
+    json_array_foreach(s->want, i, k) {
+        if (strcmp(json_string_value(k), key))
+            continue;
+        json_object_del(s->found, key);
+        json_object_del(s->missed, key);
+        return value ? json_object_set_new(s->found, key,
+                                           json_deep_copy((const json_t *)value))
+                     : json_object_set_new(s->missed, key, json_true());
+    }
+    return SOPHIA_EINVAL;
+}
+
+int sophia_prefetch_run(sophia_instance *inst, sophia_ctx *ctx,
+                        const sophia_event *ev, sophia_prefetch_done_fn done,
+                        void *arg)
+{
+    if (!sophia_prefetch_wanted(inst))
+        return sophia_ctx_prefetch_slot(ctx) ? 1 : SOPHIA_EINVAL;
+    int rc = sophia_prefetch_collect(inst, ctx, ev);
+    if (rc)
+        return rc;
+    prefetch_set *s = set_of(ctx);
     s->cache = sophia_host_get_env()->cache;
     s->pending = 1; /* held while starting: no answer can finish it */
     for (size_t i = 0; i < json_array_size(s->want); i++)

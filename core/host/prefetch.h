@@ -41,6 +41,18 @@ int sophia_prefetch_run(sophia_instance *inst, sophia_ctx *ctx,
                         const sophia_event *ev, sophia_prefetch_done_fn done,
                         void *arg);
 
+/* The same in two halves, for a caller that answers from elsewhere
+ * (sophia-plugin-test, from its in-memory cache): collect runs inst's
+ * prefetch and keeps the keys it named in ctx, unread (0, or the error
+ * that makes the event a RETRY); key(ctx, i) walks them (NULL past the
+ * end); answer(ctx, key, value) records one answer, value NULL for "no
+ * tier holds it" (copied; 0, SOPHIA_EINVAL for a key not named). */
+int sophia_prefetch_collect(sophia_instance *inst, sophia_ctx *ctx,
+                            const sophia_event *ev);
+const char *sophia_prefetch_key(sophia_ctx *ctx, size_t i);
+int sophia_prefetch_answer(sophia_ctx *ctx, const char *key,
+                           const sophia_json *value);
+
 /* The context's slot for its prefetch answers (host.c), and what
  * sophia_ctx_free calls to drop them. */
 void **sophia_ctx_prefetch_slot(sophia_ctx *ctx);

@@ -217,3 +217,21 @@ test('timers run on the virtual clock that #advance moves: due ones fire in orde
     { counter: 'windows_closed', instance: 'test', value: 2 },
   ]);
 });
+
+test('a processor\'s prefetch (SDK 1.1) is answered from the in-memory cache, one line a key', async () => {
+  const ev = (id, stage) => JSON.stringify({
+    eventId: id, subscriptionType: 'deal.propertyChange', objectId: 5, propertyName: 'dealstage', propertyValue: stage,
+  });
+  const r = await tool([path.join(PLUGINS, 'crm.so'), '--now-us', String(NOW_US)],
+    `${ev(1, 'qualified')}\n${ev(2, 'closedwon')}\n`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.lines.filter((l) => 'prefetch' in l), [
+    { event: 1, prefetch: 'crm:deal:hubspot:5', found: false },
+    { event: 2, prefetch: 'crm:deal:hubspot:5', found: true },
+  ]);
+  const stages = r.lines.filter((l) => l.data?.kind === 'deal_stage').map((l) => [l.event, l.data.from, l.data.to]);
+  assert.deepEqual(stages, [[1, false, 'qualified'], [2, 'qualified', 'closedwon']]);
+  // Before its actions, not counted among them.
+  assert.equal(r.lines.findIndex((l) => l.event === 2), r.lines.findIndex((l) => l.prefetch && l.event === 2));
+  assert.deepEqual(r.lines.find((l) => l.event === 2 && l.verdict), { event: 2, verdict: 'ok', actions: 4 });
+});

@@ -482,9 +482,9 @@ typedef struct sophia_processor_ops {
      * are out, so events still reach process() in order. A read that
      * cannot answer truly (a tier down, where a miss may be false) makes
      * the event a RETRY, as a refused effect does. Returns 0, or a
-     * negative sophia_errno (the event is retried). A 1.0 host, or one
-     * that runs no prefetch (sophia-plugin-test before 1.1), never calls
-     * it: then host->prefetched says SOPHIA_EINVAL. */
+     * negative sophia_errno (the event is retried). A 1.0 host never
+     * calls it (and has no host->prefetched: check SOPHIA_HOST_HAS);
+     * sophia-plugin-test answers it from its in-memory cache. */
     int (*prefetch)(void *state, const sophia_event *ev, sophia_ctx *ctx);
 } sophia_processor_ops;
 
