@@ -648,8 +648,7 @@ static void run_event(sophia_instance *inst, const char *stream,
     sophia_ctx *ctx = sophia_ctx_new(inst, stream);
     sophia_verdict v = prefetch_from_map(inst, ctx, &ev, seq)
                            ? SOPHIA_PROCESS_RETRY
-                           : inst->desc->processor->process(inst->state,
-                                                            &ev, ctx);
+                           : sophia_ctx_process(ctx, &ev);
     json_t *actions = with_memories((json_t *)sophia_ctx_actions_json(ctx));
     if (v == SOPHIA_PROCESS_OK) /* as the host does once effects commit */
         sophia_ctx_commit(ctx);

@@ -231,7 +231,9 @@ static prefetch_set *collect(sophia_instance *inst, const sophia_event *ev,
     void **slot = sophia_ctx_prefetch_slot(tmp);
     *slot = s;
     s->collecting = 1;
+    sophia_ctx_enter(tmp); /* what it counts goes with tmp: nowhere */
     *rc = inst->desc->processor->prefetch(inst->state, ev, tmp);
+    sophia_ctx_leave(tmp);
     s->collecting = 0;
     *slot = NULL;
     sophia_ctx_free(tmp);

@@ -576,8 +576,7 @@ static void process_one(sophia_stream *st, stream_item *it)
             requeue(st, it); /* it waits for its reads, at the head */
             return;
         }
-        sophia_verdict v = ctx ? st->proc->desc->processor->process(
-                                     st->proc->state, &ev, ctx)
+        sophia_verdict v = ctx ? sophia_ctx_process(ctx, &ev)
                                : SOPHIA_PROCESS_RETRY;
         if (v == SOPHIA_PROCESS_OK) {
             start_apply(st, it, ctx, did);

@@ -154,7 +154,7 @@ PH_STATIC sophia_verdict ph_run_on(sophia_instance *inst, const char *body,
     assert_non_null(ctx);
     sophia_verdict v = SOPHIA_PROCESS_RETRY;
     if (!base || ph_prefetch(inst, &ev, ctx, base) == 0)
-        v = inst->desc->processor->process(inst->state, &ev, ctx);
+        v = sophia_ctx_process(ctx, &ev);
     json_t *a = (json_t *)sophia_ctx_actions_json(ctx);
     ph_strip_clock(a);
     if (actions)
