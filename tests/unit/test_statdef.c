@@ -3,7 +3,8 @@
  * /api/stats JSON and as /metrics text is byte for byte what the two
  * hand-written serializers it replaced produced (kept below as the
  * reference), with and without outer labels, for distinct values so a
- * swapped offset shows.
+ * swapped offset shows; then each kind of field, the /metrics scale and
+ * format, and a labelled family over rows, as exact text.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -118,12 +119,149 @@ static void test_outer_labels(void **u)
     free(p);
 }
 
+
+/* One field of each kind, distinct values, negative where it may be. */
+typedef struct kinds {
+    uint64_t u;
+    size_t z;
+    int64_t i;
+    double d;
+    int b;
+    uint64_t us;
+} kinds;
+
+#define K(f) offsetof(kinds, f)
+static const sophia_statdef KDEFS[] = {
+    {"u", "k_u_total", "counter", NULL, "U.", K(u)},
+    {"z", "k_z", "gauge", NULL, "Z.", K(z), SOPHIA_STAT_SIZE},
+    {"i", "k_i", "gauge", NULL, "I.", K(i), SOPHIA_STAT_I64},
+    {"d", "k_d", "gauge", NULL, "D.", K(d), SOPHIA_STAT_DOUBLE, 0, "%.3f"},
+    {"b", "k_b", "gauge", NULL, "B.", K(b), SOPHIA_STAT_BOOL},
+    {"us_p50", "k_seconds", "gauge", "q=\"0.5\"", "S.", K(us), 0, 1e-6, "%.6f"},
+    {"hidden", NULL, NULL, NULL, NULL, K(u)},
+};
+#define NK (sizeof(KDEFS) / sizeof(KDEFS[0]))
+
+static void test_kinds_json(void **u)
+{
+    (void)u;
+    kinds k = {9007199254740993ull, 7, -3, 2.5, 1, 1500000};
+    json_t *o = sophia_statdef_json(KDEFS, NK, &k);
+    char *s = json_dumps(o, JSON_COMPACT);
+    /* Integers stay exact (2^53 + 1 is not a double), the real is a real,
+     * the flag a boolean; scale and format are /metrics only. */
+    assert_string_equal(s, "{\"u\":9007199254740993,\"z\":7,\"i\":-3,"
+                           "\"d\":2.5,\"b\":true,\"us_p50\":1500000,"
+                           "\"hidden\":9007199254740993}");
+    free(s);
+    json_decref(o);
+}
+
+static void test_kinds_prom(void **u)
+{
+    (void)u;
+    kinds k = {18446744073709551615ull, 7, -3, 2.5, 0, 1500000};
+    char *p = prom(KDEFS, NK, &k, NULL);
+    assert_string_equal(p, "# HELP k_u_total U.\n# TYPE k_u_total counter\n"
+                           "k_u_total 18446744073709551615\n"
+                           "# HELP k_z Z.\n# TYPE k_z gauge\nk_z 7\n"
+                           "# HELP k_i I.\n# TYPE k_i gauge\nk_i -3\n"
+                           "# HELP k_d D.\n# TYPE k_d gauge\nk_d 2.500\n"
+                           "# HELP k_b B.\n# TYPE k_b gauge\nk_b 0\n"
+                           "# HELP k_seconds S.\n# TYPE k_seconds gauge\n"
+                           "k_seconds{q=\"0.5\"} 1.500000\n");
+    free(p);
+}
+
+/* Per-row structs, as a module keeps one per stream or tier. */
+typedef struct tier {
+    uint64_t hits, entries;
+    double p50, p99;
+} tier;
+
+#define T(f) offsetof(tier, f)
+static const sophia_statdef TDEFS[] = {
+    {"hits", "t_hits_total", "counter", NULL, "Hits.", T(hits)},
+    {"entries", "t_entries", "gauge", NULL, "Entries (first row only).",
+     T(entries), 0, 0, NULL, 1u},
+    {"p50", "t_lat", "summary", "quantile=\"0.5\"", "Latency.", T(p50),
+     SOPHIA_STAT_DOUBLE, 0, "%.6g"},
+    {"p99", "t_lat", "summary", "quantile=\"0.99\"", NULL, T(p99),
+     SOPHIA_STAT_DOUBLE, 0, "%.6g"},
+};
+#define NT (sizeof(TDEFS) / sizeof(TDEFS[0]))
+
+static void test_family(void **u)
+{
+    (void)u;
+    tier a = {1, 2, 3.5, 4}, b = {5, 6, 7, 8.25};
+    const char *const va[] = {"l1", "x"}, *const vb[] = {"l\"2", "y\\z\n"};
+    const char *const names[] = {"tier", "node"};
+    const sophia_stat_row rows[] = {{va, &a}, {vb, &b}};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    sophia_statdef_prom_family(f, TDEFS, NT, names, 2, rows, 2);
+    fclose(f);
+    assert_string_equal(
+        buf, "# HELP t_hits_total Hits.\n# TYPE t_hits_total counter\n"
+             "t_hits_total{tier=\"l1\",node=\"x\"} 1\n"
+             "t_hits_total{tier=\"l\\\"2\",node=\"y\\\\z\\n\"} 5\n"
+             "# HELP t_entries Entries (first row only).\n"
+             "# TYPE t_entries gauge\n"
+             "t_entries{tier=\"l1\",node=\"x\"} 2\n"
+             "# HELP t_lat Latency.\n# TYPE t_lat summary\n"
+             "t_lat{tier=\"l1\",node=\"x\",quantile=\"0.5\"} 3.5\n"
+             "t_lat{tier=\"l1\",node=\"x\",quantile=\"0.99\"} 4\n"
+             "t_lat{tier=\"l\\\"2\",node=\"y\\\\z\\n\",quantile=\"0.5\"} 7\n"
+             "t_lat{tier=\"l\\\"2\",node=\"y\\\\z\\n\",quantile=\"0.99\"} 8.25\n");
+    free(buf);
+    /* Each row's JSON has the figures its `only` gives it. */
+    json_t *ja = sophia_statdef_json_row(TDEFS, NT, &a, 0);
+    json_t *jb = sophia_statdef_json_row(TDEFS, NT, &b, 1);
+    char *sa = json_dumps(ja, JSON_COMPACT), *sb = json_dumps(jb, JSON_COMPACT);
+    assert_string_equal(sa, "{\"hits\":1,\"entries\":2,\"p50\":3.5,\"p99\":4.0}");
+    assert_string_equal(sb, "{\"hits\":5,\"p50\":7.0,\"p99\":8.25}");
+    free(sa);
+    free(sb);
+    json_decref(ja);
+    json_decref(jb);
+}
+
+/* No rows: the heads alone; no type: samples without a head. */
+static void test_family_edges(void **u)
+{
+    (void)u;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    sophia_statdef_prom_family(f, TDEFS, 1, NULL, 0, NULL, 0);
+    double v = 0.1;
+    const sophia_statdef dyn = {NULL, "p_x_total", NULL, NULL, NULL, 0,
+                                SOPHIA_STAT_DOUBLE};
+    const char *const inst[] = {"a"};
+    const char *const names[] = {"instance"};
+    const sophia_stat_row row = {inst, &v};
+    sophia_statdef_prom_family(f, &dyn, 1, names, 1, &row, 1);
+    fclose(f);
+    assert_string_equal(buf, "# HELP t_hits_total Hits.\n"
+                             "# TYPE t_hits_total counter\n"
+                             "p_x_total{instance=\"a\"} 0.10000000000000001\n");
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_json_unchanged),
         cmocka_unit_test(test_http_prom_unchanged),
         cmocka_unit_test(test_outer_labels),
+        cmocka_unit_test(test_kinds_json),
+        cmocka_unit_test(test_kinds_prom),
+        cmocka_unit_test(test_family),
+        cmocka_unit_test(test_family_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
