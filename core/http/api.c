@@ -74,30 +74,6 @@ static int authorized(const sophia_api *api, sophia_http_req *r)
     return ok;
 }
 
-static json_t *stream_stats_json(const sophia_stream *st)
-{
-    sophia_stream_stats s;
-    sophia_stream_get_stats(st, &s);
-    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:o}", "received",
-                     (json_int_t)s.received, "processed",
-                     (json_int_t)s.processed, "dropped", (json_int_t)s.dropped,
-                     "failed", (json_int_t)s.failed, "retried",
-                     (json_int_t)s.retried, "rejected", (json_int_t)s.rejected,
-                     "queued", (json_int_t)s.queued, "capacity",
-                     (json_int_t)s.capacity, "rate", s.rate, "lag_ms", s.lag_ms,
-                     "filtered", (json_int_t)s.filtered, "duplicates",
-                     (json_int_t)s.duplicates, "sources",
-                     sophia_stream_sources_json(st));
-    json_object_update_new(o, json_pack("{s:I,s:f,s:I,s:I,s:{s:I,s:I,s:I},s:o}",
-        "inflight", (json_int_t)s.inflight, "retry_wait_ms", s.retry_wait_ms,
-        "dead", (json_int_t)s.dead,
-        "effect_failures", (json_int_t)s.effect_failures, "dead_reasons",
-        "processor_error", (json_int_t)s.dead_error, "retry_exhausted",
-        (json_int_t)s.dead_retry, "effect_exhausted", (json_int_t)s.dead_effect,
-        "dead_letters", sophia_stream_dead_json(st)));
-    return o;
-}
-
 static json_t *plugins_json(const sophia_api *api)
 {
     json_t *a = json_array();
@@ -126,11 +102,7 @@ json_t *sophia_api_stats(const sophia_api *api)
 {
     const sophia_api *s = api;
     sophia_api_reload_stats rs = reload_stats(api);
-    json_t *streams = json_object();
-    for (size_t i = 0; s->streams && i < sophia_streams_count(s->streams); i++) {
-        const sophia_stream *st = sophia_streams_at(s->streams, i);
-        json_object_set_new(streams, sophia_stream_name(st), stream_stats_json(st));
-    }
+    json_t *streams = sophia_streams_stats_json(s->streams);
     return json_pack(
         "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:s?,s:I}}",
         "version", SOPHIA_VERSION, "uptime_s",
@@ -172,76 +144,6 @@ static void prom_http(const sophia_api *api, FILE *f)
     sophia_http_stats h;
     sophia_http_get_stats(api->http, &h);
     sophia_statdef_prom(f, sophia_http_statdefs, sophia_http_nstatdefs, &h, NULL);
-}
-
-static void prom_streams(const sophia_api *api, FILE *f)
-{
-    static const struct {
-        const char *name, *help;
-        size_t off;
-    } m[] = {
-        {"sophia_stream_events_received_total", "Events accepted into the stream queue.",
-         offsetof(sophia_stream_stats, received)},
-        {"sophia_stream_events_processed_total", "Events processed with their actions applied.",
-         offsetof(sophia_stream_stats, processed)},
-        {"sophia_stream_events_dropped_total", "Events the processor dropped.",
-         offsetof(sophia_stream_stats, dropped)},
-        {"sophia_stream_events_failed_total", "Events that failed processing.",
-         offsetof(sophia_stream_stats, failed)},
-        {"sophia_stream_events_rejected_total", "Events refused because the queue was full.",
-         offsetof(sophia_stream_stats, rejected)},
-        {"sophia_stream_events_filtered_total", "Events the stream's filter left out.",
-         offsetof(sophia_stream_stats, filtered)},
-        {"sophia_stream_events_duplicate_total", "Events skipped as duplicates inside the dedup window.",
-         offsetof(sophia_stream_stats, duplicates)},
-        {"sophia_stream_events_retried_total", "Deliveries that did not commit and will be tried again.",
-         offsetof(sophia_stream_stats, retried)},
-        {"sophia_stream_dead_letters_total", "Events sent to the stream's dead letter.",
-         offsetof(sophia_stream_stats, dead)},
-    };
-    size_t n = api->streams ? sophia_streams_count(api->streams) : 0;
-    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
-        prom_head(f, m[k].name, "counter", m[k].help);
-        for (size_t i = 0; i < n; i++) {
-            sophia_stream *st = sophia_streams_at(api->streams, i);
-            sophia_stream_stats s;
-            sophia_stream_get_stats(st, &s);
-            fprintf(f, "%s{stream=\"%s\"} %llu\n", m[k].name, sophia_stream_name(st),
-                    (unsigned long long)*(uint64_t *)((char *)&s + m[k].off));
-        }
-    }
-    prom_head(f, "sophia_stream_queue_depth", "gauge", "Events waiting in the stream queue.");
-    for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(api->streams, i);
-        sophia_stream_stats s;
-        sophia_stream_get_stats(st, &s);
-        fprintf(f, "sophia_stream_queue_depth{stream=\"%s\"} %zu\n",
-                sophia_stream_name(st), s.queued);
-    }
-    prom_head(f, "sophia_stream_inflight", "gauge", "Events whose effects are not durable yet.");
-    for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(api->streams, i);
-        sophia_stream_stats s;
-        sophia_stream_get_stats(st, &s);
-        fprintf(f, "sophia_stream_inflight{stream=\"%s\"} %zu\n",
-                sophia_stream_name(st), s.inflight);
-    }
-    prom_head(f, "sophia_stream_lag_seconds", "gauge", "Age of the oldest queued event.");
-    for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(api->streams, i);
-        sophia_stream_stats s;
-        sophia_stream_get_stats(st, &s);
-        fprintf(f, "sophia_stream_lag_seconds{stream=\"%s\"} %.6f\n",
-                sophia_stream_name(st), s.lag_ms / 1000.0);
-    }
-    prom_head(f, "sophia_stream_rate", "gauge", "Events processed per second (10 s average).");
-    for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(api->streams, i);
-        sophia_stream_stats s;
-        sophia_stream_get_stats(st, &s);
-        fprintf(f, "sophia_stream_rate{stream=\"%s\"} %.3f\n",
-                sophia_stream_name(st), s.rate);
-    }
 }
 
 static void prom_ws(const sophia_api *api, FILE *f)
@@ -361,8 +263,7 @@ static void get_metrics(sophia_http_req *r, void *arg)
     fprintf(f, "sophia_uptime_seconds %lld\n",
             (long long)((sophia_now_wall_us() - api->started_us) / 1000000));
     prom_http(api, f);
-    prom_streams(api, f);
-    sophia_streams_prom_statsd(api->streams, f);
+    sophia_streams_write_prom(api->streams, f);
     prom_ws(api, f);
     prom_cache(api, f);
     sophia_memory_prom(api->memory, f);

@@ -57,6 +57,13 @@ typedef struct sophia_statdef {
                         * i; 0 = every row (e.g. entries only for L1) */
 } sophia_statdef;
 
+/* A row, the fields after `off` designated when set (.kind =, .scale =,
+ * .fmt =, .only =): the others are zero, and -Wextra does not take a
+ * shorter positional initializer for a forgotten field. */
+#define SOPHIA_STATDEF(json_, prom_, type_, label_, help_, off_, ...)        \
+    {.json = (json_), .prom = (prom_), .type = (type_), .label = (label_), \
+     .help = (help_), .off = (off_), __VA_ARGS__}
+
 /* One row of a labelled family: a value for each of the family's label
  * names (escaped when written), and the struct the table reads. */
 typedef struct sophia_stat_row {

@@ -32,7 +32,7 @@ void sophia_ws_get_stats(const sophia_ws_router *r, sophia_ws_stats *out)
  * /metrics (lib/statdef.h): the `websocket` object's, then those of its
  * `cluster` object (only with a cluster). prom NULL: /api/stats only. */
 #define WS_FIG(key, prom, type, help, field)                                 \
-    {key, prom, type, NULL, help, offsetof(sophia_ws_stats, field)}
+    SOPHIA_STATDEF(key, prom, type, NULL, help, offsetof(sophia_ws_stats, field))
 
 static const sophia_statdef figures[] = {
     WS_FIG("connections", "sophia_ws_connections", "gauge",

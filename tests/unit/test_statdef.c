@@ -105,9 +105,9 @@ static void test_outer_labels(void **u)
     (void)u;
     typedef struct { uint64_t a, b, c; } S;
     static const sophia_statdef d[] = {
-        {"a", "x_total", "counter", NULL, "A.", offsetof(S, a)},
-        {"b", "y_total", "counter", "k=\"1\"", "B.", offsetof(S, b)},
-        {"c", "y_total", "counter", "k=\"2\"", NULL, offsetof(S, c)},
+        SOPHIA_STATDEF("a", "x_total", "counter", NULL, "A.", offsetof(S, a)),
+        SOPHIA_STATDEF("b", "y_total", "counter", "k=\"1\"", "B.", offsetof(S, b)),
+        SOPHIA_STATDEF("c", "y_total", "counter", "k=\"2\"", NULL, offsetof(S, c)),
     };
     S s = {10, 20, 30};
     char *p = prom(d, 3, &s, "stream=\"s\"");
@@ -132,13 +132,15 @@ typedef struct kinds {
 
 #define K(f) offsetof(kinds, f)
 static const sophia_statdef KDEFS[] = {
-    {"u", "k_u_total", "counter", NULL, "U.", K(u)},
-    {"z", "k_z", "gauge", NULL, "Z.", K(z), SOPHIA_STAT_SIZE},
-    {"i", "k_i", "gauge", NULL, "I.", K(i), SOPHIA_STAT_I64},
-    {"d", "k_d", "gauge", NULL, "D.", K(d), SOPHIA_STAT_DOUBLE, 0, "%.3f"},
-    {"b", "k_b", "gauge", NULL, "B.", K(b), SOPHIA_STAT_BOOL},
-    {"us_p50", "k_seconds", "gauge", "q=\"0.5\"", "S.", K(us), 0, 1e-6, "%.6f"},
-    {"hidden", NULL, NULL, NULL, NULL, K(u)},
+    SOPHIA_STATDEF("u", "k_u_total", "counter", NULL, "U.", K(u)),
+    SOPHIA_STATDEF("z", "k_z", "gauge", NULL, "Z.", K(z), .kind = SOPHIA_STAT_SIZE),
+    SOPHIA_STATDEF("i", "k_i", "gauge", NULL, "I.", K(i), .kind = SOPHIA_STAT_I64),
+    SOPHIA_STATDEF("d", "k_d", "gauge", NULL, "D.", K(d), .kind = SOPHIA_STAT_DOUBLE,
+                   .fmt = "%.3f"),
+    SOPHIA_STATDEF("b", "k_b", "gauge", NULL, "B.", K(b), .kind = SOPHIA_STAT_BOOL),
+    SOPHIA_STATDEF("us_p50", "k_seconds", "gauge", "q=\"0.5\"", "S.", K(us),
+                   .scale = 1e-6, .fmt = "%.6f"),
+    SOPHIA_STATDEF("hidden", NULL, NULL, NULL, NULL, K(u)),
 };
 #define NK (sizeof(KDEFS) / sizeof(KDEFS[0]))
 
@@ -181,13 +183,13 @@ typedef struct tier {
 
 #define T(f) offsetof(tier, f)
 static const sophia_statdef TDEFS[] = {
-    {"hits", "t_hits_total", "counter", NULL, "Hits.", T(hits)},
-    {"entries", "t_entries", "gauge", NULL, "Entries (first row only).",
-     T(entries), 0, 0, NULL, 1u},
-    {"p50", "t_lat", "summary", "quantile=\"0.5\"", "Latency.", T(p50),
-     SOPHIA_STAT_DOUBLE, 0, "%.6g"},
-    {"p99", "t_lat", "summary", "quantile=\"0.99\"", NULL, T(p99),
-     SOPHIA_STAT_DOUBLE, 0, "%.6g"},
+    SOPHIA_STATDEF("hits", "t_hits_total", "counter", NULL, "Hits.", T(hits)),
+    SOPHIA_STATDEF("entries", "t_entries", "gauge", NULL, "Entries (first row only).",
+     T(entries), .only = 1u),
+    SOPHIA_STATDEF("p50", "t_lat", "summary", "quantile=\"0.5\"", "Latency.", T(p50),
+     .kind = SOPHIA_STAT_DOUBLE, .fmt = "%.6g"),
+    SOPHIA_STATDEF("p99", "t_lat", "summary", "quantile=\"0.99\"", NULL, T(p99),
+     .kind = SOPHIA_STAT_DOUBLE, .fmt = "%.6g"),
 };
 #define NT (sizeof(TDEFS) / sizeof(TDEFS[0]))
 
@@ -239,8 +241,8 @@ static void test_family_edges(void **u)
     assert_non_null(f);
     sophia_statdef_prom_family(f, TDEFS, 1, NULL, 0, NULL, 0);
     double v = 0.1;
-    const sophia_statdef dyn = {NULL, "p_x_total", NULL, NULL, NULL, 0,
-                                SOPHIA_STAT_DOUBLE};
+    const sophia_statdef dyn = SOPHIA_STATDEF(NULL, "p_x_total", NULL, NULL,
+                                              NULL, 0, .kind = SOPHIA_STAT_DOUBLE);
     const char *const inst[] = {"a"};
     const char *const names[] = {"instance"};
     const sophia_stat_row row = {inst, &v};
