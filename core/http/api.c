@@ -196,57 +196,6 @@ static void prom_plugins(const sophia_api *api, FILE *f)
     sophia_host_counters_each(prom_plugin_counter, f);
 }
 
-static void prom_cache(const sophia_api *api, FILE *f)
-{
-    if (!api->cache)
-        return;
-    json_t *c = sophia_cache_stats_json(api->cache);
-    static const struct { const char *name, *type, *field, *help; } m[] = {
-        {"sophia_cache_hits_total", "counter", "hits", "Cache hits per tier."},
-        {"sophia_cache_misses_total", "counter", "misses", "Cache misses per tier."},
-        {"sophia_cache_hit_ratio", "gauge", "hit_rate", "Hits over lookups per tier."},
-        {"sophia_cache_entries", "gauge", "entries", "Entries per tier."},
-        {"sophia_cache_bytes", "gauge", "bytes", "Bytes per tier."},
-        {"sophia_cache_evictions_total", "counter", "evictions", "Entries evicted to respect a bound."},
-        {"sophia_cache_errors_total", "counter", "errors", "Failed lookups per tier."},
-        {"sophia_cache_writes_total", "counter", "writes", "Writes that reached the tier."},
-    };
-    const char *tiers[] = {"l1", "l2", "l3"};
-    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
-        prom_head(f, m[k].name, m[k].type, m[k].help);
-        for (int i = 0; i < 3; i++) {
-            json_t *v = json_object_get(json_object_get(c, tiers[i]), m[k].field);
-            if (v)
-                fprintf(f, "%s{tier=\"%s\"} %.15g\n", m[k].name, tiers[i],
-                        json_number_value(v));
-        }
-    }
-    prom_head(f, "sophia_cache_latency_us", "summary", "Lookup latency per tier, microseconds.");
-    for (int i = 0; i < 3; i++) {
-        json_t *t = json_object_get(c, tiers[i]);
-        fprintf(f, "sophia_cache_latency_us{tier=\"%s\",quantile=\"0.5\"} %.6g\n", tiers[i],
-                json_number_value(json_object_get(t, "p50_us")));
-        fprintf(f, "sophia_cache_latency_us{tier=\"%s\",quantile=\"0.99\"} %.6g\n", tiers[i],
-                json_number_value(json_object_get(t, "p99_us")));
-    }
-    json_t *wb = json_object_get(c, "write_back");
-    prom_head(f, "sophia_cache_dirty_entries", "gauge", "Write-back entries not yet in L2/L3.");
-    fprintf(f, "sophia_cache_dirty_entries %lld\n",
-            (long long)(json_integer_value(json_object_get(wb, "dirty")) +
-                        json_integer_value(json_object_get(wb, "flushing"))));
-    prom_head(f, "sophia_cache_writeback_dead_total", "counter", "Write-back entries L3 refused for good, dead-lettered.");
-    fprintf(f, "sophia_cache_writeback_dead_total %lld\n",
-            (long long)json_integer_value(json_object_get(wb, "dead")));
-    prom_head(f, "sophia_cache_tier_up", "gauge", "1 when the tier is reachable, 0 when down (absent when disabled).");
-    for (int i = 1; i < 3; i++) {
-        const char *st = json_string_value(json_object_get(json_object_get(c, tiers[i]), "status"));
-        if (st && strcmp(st, "disabled") != 0)
-            fprintf(f, "sophia_cache_tier_up{tier=\"%s\"} %d\n", tiers[i],
-                    strcmp(st, "up") == 0);
-    }
-    json_decref(c);
-}
-
 static void get_metrics(sophia_http_req *r, void *arg)
 {
     const sophia_api *api = arg;
@@ -265,7 +214,7 @@ static void get_metrics(sophia_http_req *r, void *arg)
     prom_http(api, f);
     sophia_streams_write_prom(api->streams, f);
     prom_ws(api, f);
-    prom_cache(api, f);
+    sophia_cache_write_prom(api->cache, f);
     sophia_memory_prom(api->memory, f);
     prom_plugins(api, f);
     fclose(f);
