@@ -267,6 +267,7 @@ static void commit(sophia_server *s, sophia_conf *c, sophia_plugin_set *next,
                    sophia_diag *d)
 {
     sophia_plugin_set *old = s->plugins;
+    sophia_streams_recall(s->streams, next); /* export committed state only */
     hand_over(old, next);
     sophia_streams_rebind(s->streams, c, next, sophia_loop_base(s->loop), d);
     sophia_memory_rebind(s->memory, next);

@@ -41,11 +41,14 @@ typedef struct action {
     char **tags;     /* NULL-terminated copy */
 } action;
 
-/* A state change staged with host->stage (SDK 1.1). */
+/* A state change staged with host->stage, or applied at once with
+ * host->stage_undoable (`undo` set, `applied` once it ran). SDK 1.1. */
 typedef struct staged {
     void (*apply)(void *state, void *change);
-    void (*discard)(void *change);
+    void (*undo)(void *state, void *change);
+    void (*release)(void *change); /* stage's discard, or undoable's release */
     void *change;
+    int applied;
 } staged;
 
 struct sophia_ctx {
@@ -55,6 +58,7 @@ struct sophia_ctx {
     size_t n, cap;
     staged *sv; /* applied by sophia_ctx_commit, else discarded on free */
     size_t sn, scap;
+    size_t held; /* of them, changes waiting for the commit to apply */
     void *mem; /* memory actions and consolidator batch (memory_host.c) */
     sophia_apply *apply; /* in progress, reports to it until cancelled */
     int published;       /* its publishes went out */
@@ -209,23 +213,55 @@ static int host_cache_invalidate_tag(sophia_ctx *ctx, const char *tag)
     return push_key_action(ctx, ACT_CACHE_DEL_TAG, tag);
 }
 
+/* Room for one more staged change, or -1. */
+static int staged_reserve(sophia_ctx *ctx)
+{
+    if (ctx->sn < ctx->scap)
+        return 0;
+    size_t cap = ctx->scap ? ctx->scap * 2 : 4;
+    staged *v = realloc(ctx->sv, cap * sizeof(*v));
+    if (!v)
+        return -1;
+    ctx->sv = v;
+    ctx->scap = cap;
+    return 0;
+}
+
 static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
                       void (*discard)(void *), void *change)
 {
-    if (ctx && apply && ctx->sn == ctx->scap) {
-        size_t cap = ctx->scap ? ctx->scap * 2 : 4;
-        staged *v = realloc(ctx->sv, cap * sizeof(*v));
-        if (v) {
-            ctx->sv = v;
-            ctx->scap = cap;
-        }
-    }
-    if (!ctx || !apply || ctx->sn == ctx->scap) {
+    if (!ctx || !apply || staged_reserve(ctx) < 0) {
         if (discard)
             discard(change);
         return ctx && apply ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
     }
-    ctx->sv[ctx->sn++] = (staged){apply, discard, change};
+    ctx->sv[ctx->sn++] = (staged){apply, NULL, discard, change, 0};
+    ctx->held++;
+    return 0;
+}
+
+/* Applied now in a stream event's context, so the stream need not wait
+ * for this event's effects before the next process() (ingest/stream.c);
+ * a timer's or consolidator's context runs beside the streams, where an
+ * undo could not restore what younger events built on, so there it waits
+ * for the commit like stage. */
+static int host_stage_undoable(sophia_ctx *ctx, void (*apply)(void *, void *),
+                               void (*undo)(void *, void *),
+                               void (*release)(void *), void *change)
+{
+    if (!ctx || !apply || !undo || staged_reserve(ctx) < 0) {
+        if (release)
+            release(change);
+        return ctx && apply && undo ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
+    }
+    staged *v = &ctx->sv[ctx->sn++];
+    *v = (staged){apply, undo, release, change, 0};
+    if (ctx->stream && ctx->inst) {
+        apply(ctx->inst->state, change);
+        v->applied = 1;
+    } else {
+        ctx->held++;
+    }
     return 0;
 }
 
@@ -419,6 +455,7 @@ static const sophia_host host_table = {
     .memory_expire = sophia_memory_host_expire,
     .json_parse = host_json_parse,
     .stage = host_stage,
+    .stage_undoable = host_stage_undoable,
     .json_get_key = host_json_get_key,
     .json_del = host_json_del,
     .json_iter = host_json_iter,
@@ -606,9 +643,14 @@ void sophia_ctx_commit(sophia_ctx *ctx)
 {
     apply_publishes(ctx);
     void *state = ctx->inst ? ctx->inst->state : NULL;
-    for (size_t i = 0; i < ctx->sn; i++)
-        ctx->sv[i].apply(state, ctx->sv[i].change);
-    ctx->sn = 0;
+    for (size_t i = 0; i < ctx->sn; i++) {
+        staged *v = &ctx->sv[i];
+        if (!v->applied)
+            v->apply(state, v->change);
+        if (v->undo && v->release) /* stage's apply took the change */
+            v->release(v->change);
+    }
+    ctx->sn = ctx->held = 0;
 }
 
 static void on_detached_applied(void *arg, int rc)
@@ -626,7 +668,7 @@ void sophia_ctx_apply_detached(sophia_ctx *ctx)
 
 int sophia_ctx_has_staged(const sophia_ctx *ctx)
 {
-    return ctx && ctx->sn > 0;
+    return ctx && ctx->held > 0;
 }
 
 void sophia_ctx_free(sophia_ctx *ctx)
@@ -637,9 +679,13 @@ void sophia_ctx_free(sophia_ctx *ctx)
         ctx->apply->done = NULL;
         ctx->apply->ctx = NULL;
     }
-    for (size_t i = 0; i < ctx->sn; i++) /* never committed */
-        if (ctx->sv[i].discard)
-            ctx->sv[i].discard(ctx->sv[i].change);
+    for (size_t i = ctx->sn; i--;) { /* never committed: newest first */
+        staged *v = &ctx->sv[i];
+        if (v->applied)
+            v->undo(ctx->inst->state, v->change);
+        if (v->release)
+            v->release(v->change);
+    }
     free(ctx->sv);
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];

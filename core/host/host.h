@@ -69,9 +69,13 @@ void sophia_memory_ctx_apply(sophia_ctx *ctx, sophia_apply *ap);
  * apply without a done callback sent them already) and the state changes
  * staged with host->stage apply, in order. Call it once the apply
  * reported 0 (or, without effects to wait for, at once). Whatever is still staged
- * when the context is freed is discarded, so a context that never commits
- * leaves the plugin's state as it was. */
+ * when the context is freed is discarded, and what host->stage_undoable
+ * applied at once is undone, newest first, so a context that never
+ * commits leaves the plugin's state as it was. */
 void sophia_ctx_commit(sophia_ctx *ctx);
+/* Whether changes wait for the commit to apply (host->stage): the stream
+ * then starts no later event until this one settles, so that process()
+ * sees them. Changes applied at once (stage_undoable) do not count. */
 int sophia_ctx_has_staged(const sophia_ctx *ctx);
 void sophia_ctx_free(sophia_ctx *ctx);
 /* For a run no event waits on (a consolidator pass, a plugin timer):

@@ -91,6 +91,8 @@ struct sophia_stream {
     int closing;                 /* the shutdown drain began */
     stream_flight *flights, *flights_tail; /* in flight, oldest first */
     size_t nflight, staged_inflight, max_inflight;
+    int failing;  /* a flight failed: the rest report, then all go back */
+    int wait_did; /* the head's dedup id is in flight: wait for a commit */
     size_t max_attempts;
     double retry_base, retry_cap;
     struct event *retry_ev;      /* pending while waiting out a back-off */
@@ -443,6 +445,7 @@ static void flight_commit(sophia_stream *st)
 static void flights_requeue(sophia_stream *st)
 {
     stream_flight *rev = NULL; /* youngest first: the oldest ends at the head */
+    st->failing = st->wait_did = 0;
     while (st->flights) {
         stream_flight *f = flight_pop(st);
         f->next = rev;
@@ -483,8 +486,11 @@ static void on_applied(void *arg, int rc)
     sophia_stream *st = f->st;
     f->done = 1;
     f->rc = rc;
-    if (rc) /* refused or failed: start nothing more until the back-off */
+    if (rc) { /* refused or failed: start nothing more until the back-off */
+        st->failing = 1;
         stream_pause(st, (unsigned)f->it.attempts + 1);
+    }
+    st->wait_did = 0; /* a flight settles, or all go back */
     while (st->flights && st->flights->done && st->flights->rc == 0)
         flight_commit(st);
     if (st->flights && st->flights->done && flights_all_done(st))
@@ -520,6 +526,16 @@ static void start_apply(sophia_stream *st, stream_item *it, sophia_ctx *ctx,
     sophia_ctx_apply(ctx, on_applied, f); /* may report before returning */
 }
 
+/* Whether an event with dedup id `did` is in flight: a second copy then
+ * waits for it to settle, and is a duplicate if it committed. */
+static int did_in_flight(const sophia_stream *st, const char *did)
+{
+    for (const stream_flight *f = st->flights; f; f = f->next)
+        if (f->did && !strcmp(f->did, did))
+            return 1;
+    return 0;
+}
+
 /* Runs the processor on one event, which the stream no longer holds in
  * its queue: acked at once when skipped or dropped, in flight when OK,
  * back in the queue or dead otherwise. */
@@ -528,6 +544,11 @@ static void process_one(sophia_stream *st, stream_item *it)
     char idbuf[512];
     int64_t now = sophia_now_wall_us();
     const char *did = dedup_id(st, it, idbuf, sizeof(idbuf));
+    if (did && did_in_flight(st, did)) {
+        requeue(st, it);
+        st->wait_did = 1;
+        return;
+    }
     if (did && sophia_dedup_seen(st->dedup, did, now)) {
         st->st.duplicates++;
     } else if (!sophia_filter_match(st->filter, it->body)) {
@@ -569,13 +590,14 @@ static void process_one(sophia_stream *st, stream_item *it)
 }
 
 /* Whether the stream may hand its next event to the processor now: not
- * while waiting out a back-off, not while an event with staged state has
- * effects in flight (so process() always sees every earlier change
- * applied), and not beyond max_inflight events in flight. */
+ * while waiting out a back-off or for a failed flight's younger ones to
+ * report, not while an event with staged state has effects in flight (so
+ * process() always sees every earlier change applied), not while the
+ * head's twin is in flight, and not beyond max_inflight events in flight. */
 static int stream_can_start(const sophia_stream *st)
 {
-    return st->len && !st->staged_inflight && st->nflight < st->max_inflight &&
-           !evtimer_pending(st->retry_ev, NULL);
+    return st->len && !st->staged_inflight && !st->failing && !st->wait_did &&
+           st->nflight < st->max_inflight && !evtimer_pending(st->retry_ev, NULL);
 }
 
 /* Processes up to `max` events; returns how many could go on now. */
@@ -702,6 +724,18 @@ static void stream_drain_all(sophia_stream *st)
         process_one(st, &it);
         if (st->len && st->q[st->head].body == it.body)
             break; /* it came back: the rest stays queued, freed with it */
+    }
+}
+
+void sophia_streams_recall(sophia_streams *s, const sophia_plugin_set *next)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        sophia_stream *st = s->v[i];
+        if (st->flights &&
+            sophia_plugin_set_find(next, st->proc->name) != st->proc) {
+            flights_requeue(st);
+            stream_kick(st);
+        }
     }
 }
 

@@ -104,6 +104,13 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
                           const sophia_plugin_set *plugins,
                           struct event_base *base, sophia_diag *diag);
 
+/* Reload, before the old instances hand their state over: each stream
+ * whose processor instance `next` replaces puts its in-flight events back
+ * at the head of its queue (staged changes discarded, undoable ones
+ * undone), so the old instance exports only committed state and the new
+ * one processes those events again. */
+void sophia_streams_recall(sophia_streams *s, const sophia_plugin_set *next);
+
 sophia_stream *sophia_streams_find(const sophia_streams *s, const char *name);
 size_t sophia_streams_count(const sophia_streams *s);
 sophia_stream *sophia_streams_at(const sophia_streams *s, size_t i);

@@ -387,31 +387,64 @@ static inline void pu_seen_add_fp(pu_seen *s, uint64_t fp)
     s->ring[(s->head + s->n++) % s->cap] = fp;
 }
 
-/* A fingerprint to remember once the event commits. */
+/* A fingerprint remembered with its event (pu_seen_stage). */
 typedef struct pu_seen_add {
     pu_seen *s;
     uint64_t fp;
+    int added;       /* fp was new */
+    uint64_t evicted; /* the oldest, forgotten to make room, or 0 */
 } pu_seen_add;
 
 static inline void pu_seen_apply(void *state, void *change)
 {
     pu_seen_add *a = change;
+    pu_seen *s = a->s;
     (void)state;
-    pu_seen_add_fp(a->s, a->fp);
-    free(a);
+    a->added = !s->slots[pu_seen_slot(s, a->fp)];
+    a->evicted = a->added && s->n == s->cap ? s->ring[s->head] : 0;
+    pu_seen_add_fp(s, a->fp);
 }
 
-/* Stages remembering `id`. 0 or an error (then the event must not go OK:
- * its redelivery would not be recognised). */
+/* Undone newest first (sdk.h stage_undoable), so fp is the ring's newest
+ * entry and the evicted one goes back in front of the oldest. */
+static inline void pu_seen_undo(void *state, void *change)
+{
+    pu_seen_add *a = change;
+    pu_seen *s = a->s;
+    (void)state;
+    if (!a->added)
+        return;
+    pu_seen_del(s, a->fp);
+    s->n--;
+    if (a->evicted) {
+        s->head = (s->head + s->cap - 1) % s->cap;
+        s->ring[s->head] = a->evicted;
+        s->n++;
+        s->slots[pu_seen_slot(s, a->evicted)] = a->evicted;
+    }
+}
+
+static inline void pu_seen_apply_once(void *state, void *change)
+{
+    pu_seen_apply(state, change);
+    free(change);
+}
+
+/* Remembers `id` with the event: at once, undone unless it commits (so a
+ * stream need not wait for this event's effects), or on a host without
+ * stage_undoable at the commit. 0 or an error (then the event must not go
+ * OK: its redelivery would not be recognised). */
 static inline int pu_seen_stage(const sophia_host *h, sophia_ctx *ctx,
                                 pu_seen *s, const char *id)
 {
-    pu_seen_add *a = malloc(sizeof(*a));
+    pu_seen_add *a = calloc(1, sizeof(*a));
     if (!a)
         return SOPHIA_ENOMEM;
     a->s = s;
     a->fp = pu_seen_fp(s, id);
-    return h->stage(ctx, pu_seen_apply, free, a);
+    if (SOPHIA_HOST_HAS(h, stage_undoable))
+        return h->stage_undoable(ctx, pu_seen_apply, pu_seen_undo, free, a);
+    return h->stage(ctx, pu_seen_apply_once, free, a);
 }
 
 /* {"key":"<32 hex>","fp":["<16 hex>", oldest first]}; NULL on no memory.

@@ -12,7 +12,11 @@
  * events, read in process() and moved on with host->stage: each cached
  * value carries "seen", the count process() saw. Events processed before
  * the earlier ones committed would see the same count twice, so a test
- * can tell whether the stream kept staged events in order.
+ * can tell whether the stream kept staged events in order. With the option
+ * `undoable` the counter moves with host->stage_undoable instead (at once,
+ * undone unless the event commits), and the marker "retry_once": true
+ * returns RETRY, after staging, the first time an event's "n" is seen
+ * (that memory is the test plugin's own, deliberately not staged).
  */
 #include <sophia/sdk.h>
 
@@ -28,13 +32,39 @@ typedef struct failer_state {
     char prefix[64];
     int sleep; /* honour sleep_ms markers */
     int stage; /* keep a committed-event counter through host->stage */
+    int undoable; /* ... or through host->stage_undoable */
     long seen; /* events committed so far */
+    unsigned char retried[1024]; /* by n: retry_once was honoured */
 } failer_state;
 
 static void set_seen(void *state, void *change)
 {
     ((failer_state *)state)->seen = *(long *)change;
     free(change);
+}
+
+static void seen_up(void *state, void *change)
+{
+    (void)change;
+    ((failer_state *)state)->seen++;
+}
+
+static void seen_down(void *state, void *change)
+{
+    (void)change;
+    ((failer_state *)state)->seen--;
+}
+
+/* RETRY the first delivery of an event marked retry_once. */
+static int retry_once(failer_state *st, const sophia_event *ev)
+{
+    const sophia_host *h = st->host;
+    double n = h->json_number(h->json_get(ev->body, "n"), -1);
+    if (!h->json_bool(h->json_get(ev->body, "retry_once"), 0) || n < 0 ||
+        n >= (double)sizeof(st->retried) || st->retried[(size_t)n])
+        return 0;
+    st->retried[(size_t)n] = 1;
+    return 1;
 }
 
 static int failer_init(const sophia_host *host, sophia_self *self,
@@ -49,6 +79,8 @@ static int failer_init(const sophia_host *host, sophia_self *self,
     snprintf(st->prefix, sizeof(st->prefix), "%s", host->opt_string(opts, "cache_prefix"));
     st->sleep = host->opt_bool(opts, "sleep");
     st->stage = host->opt_bool(opts, "stage") && SOPHIA_HOST_HAS(host, stage);
+    st->undoable = host->opt_bool(opts, "undoable") &&
+                   SOPHIA_HOST_HAS(host, stage_undoable);
     *state = st;
     return SOPHIA_OK;
 }
@@ -87,10 +119,15 @@ static sophia_verdict failer_process(void *state, const sophia_event *ev,
         h->json_set(val, "seen", h->json_int(st->seen));
         if (h->stage(ctx, set_seen, free, next))
             return SOPHIA_PROCESS_RETRY;
+    } else if (st->undoable) {
+        h->json_set(val, "seen", h->json_int(st->seen));
+        if (h->stage_undoable(ctx, seen_up, seen_down, NULL, NULL))
+            return SOPHIA_PROCESS_RETRY;
     }
     if (h->cache_put(ctx, key, val, 0, NULL))
         return SOPHIA_PROCESS_ERROR;
-    return SOPHIA_PROCESS_OK;
+    /* after staging: the host must take the change back */
+    return retry_once(st, ev) ? SOPHIA_PROCESS_RETRY : SOPHIA_PROCESS_OK;
 }
 
 static const sophia_option failer_options[] = {
@@ -98,6 +135,7 @@ static const sophia_option failer_options[] = {
     {"cache_prefix", SOPHIA_OPT_STRING, "failer:", "cache key prefix"},
     {"sleep", SOPHIA_OPT_BOOL, "yes", "honour sleep_ms markers"},
     {"stage", SOPHIA_OPT_BOOL, "no", "count committed events via host->stage"},
+    {"undoable", SOPHIA_OPT_BOOL, "no", "count events via host->stage_undoable"},
     {NULL, 0, NULL, NULL},
 };
 

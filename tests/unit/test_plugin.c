@@ -245,6 +245,18 @@ static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
     return 0;
 }
 
+static int host_stage_undoable(sophia_ctx *ctx, void (*apply)(void *, void *),
+                               void (*undo)(void *, void *),
+                               void (*release)(void *), void *change)
+{
+    (void)ctx;
+    (void)apply;
+    (void)undo;
+    if (release)
+        release(change);
+    return 0;
+}
+
 static const sophia_host test_host = {
     .struct_size = sizeof(sophia_host),
     .abi_major = SOPHIA_SDK_VERSION_MAJOR,
@@ -272,6 +284,7 @@ static const sophia_host test_host = {
     .counter_add = host_counter_add,
     .now_us = host_now_us,
     .stage = host_stage,
+    .stage_undoable = host_stage_undoable,
 };
 
 /* ------------------------------------------------------ config builders */

@@ -110,86 +110,211 @@ static char *l3_value(PGconn *pg, const char *key)
     return v;
 }
 
-static void test_staged_events_in_order(void **u)
+/* A stream `s` over the failer processor with `option` (stage or
+ * undoable) on, its cache L1 + L3. */
+typedef struct rig {
+    char pfx[48];
+    sophia_diag d;
+    sophia_conf *c;
+    sophia_plugin_set *ps;
+    struct event_base *base;
+    sophia_cache *cache;
+    sophia_streams *ss;
+    sophia_stream *st;
+} rig;
+
+static void rig_up_stream(rig *r, const char *option, const char *stream_extra)
 {
-    (void)u;
-    char pfx[48], yaml[1024];
-    snprintf(pfx, sizeof(pfx), "ts%d:%ld:", (int)getpid(), (long)time(NULL));
+    char yaml[1024];
+    snprintf(r->pfx, sizeof(r->pfx), "ts%d:%ld:%s:", (int)getpid(),
+             (long)time(NULL), option);
     snprintf(yaml, sizeof(yaml),
              "plugins:\n"
              "  path: [\"%s\"]\n"
              "  instances:\n"
-             "    f: {plugin: failer, options: {stage: yes, sleep: no, "
+             "    f: {plugin: failer, options: {%s: yes, sleep: no, "
              "cache_prefix: \"%s\"}}\n"
              "streams:\n"
-             "  s: {processor: f}\n",
-             SOPHIA_TEST_PLUGIN_DIR "/../test-plugins", pfx);
-    sophia_diag d;
-    sophia_diag_init(&d);
-    sophia_conf *c = sophia_conf_load_string("/tmp/t.yaml", yaml, strlen(yaml), &d);
-    sophia_diag_print(&d, stderr);
-    assert_non_null(c);
-    free(c->pg_url);
-    c->pg_url = strdup(env_url("SOPHIA_PG_URL"));
-    free(c->redis_url);
-    c->redis_url = NULL; /* L1 + L3: every put waits for PostgreSQL */
+             "  s: {processor: f%s}\n",
+             SOPHIA_TEST_PLUGIN_DIR "/../test-plugins", option, r->pfx,
+             stream_extra);
+    sophia_diag_init(&r->d);
+    r->c = sophia_conf_load_string("/tmp/t.yaml", yaml, strlen(yaml), &r->d);
+    sophia_diag_print(&r->d, stderr);
+    assert_non_null(r->c);
+    free(r->c->pg_url);
+    r->c->pg_url = strdup(env_url("SOPHIA_PG_URL"));
+    free(r->c->redis_url);
+    r->c->redis_url = NULL; /* L1 + L3: every put waits for PostgreSQL */
     /* Plugins first: they are tried in a child process (fork), before
      * this process holds any connection. */
     assert_int_equal(sophia_plugin_system_init(), 0);
-    sophia_plugin_set *ps = sophia_plugin_set_load(c, sophia_host_table(), &d);
-    sophia_diag_print(&d, stderr);
-    assert_non_null(ps);
-    struct event_base *base = event_base_new();
-    sophia_cache *cache = sophia_cache_new(c, base);
-    assert_non_null(cache);
-    run_until(base, tiers_up, cache, 15000, "L3 up");
-    sophia_host_set_env(&(sophia_host_env){cache, NULL, NULL});
-    sophia_streams *ss = sophia_streams_new(c, ps, base, &d);
-    assert_int_equal(d.count, 0);
-    sophia_stream *st = sophia_streams_find(ss, "s");
-    acks a = {.st = st};
+    r->ps = sophia_plugin_set_load(r->c, sophia_host_table(), &r->d);
+    sophia_diag_print(&r->d, stderr);
+    assert_non_null(r->ps);
+    r->base = event_base_new();
+    r->cache = sophia_cache_new(r->c, r->base);
+    assert_non_null(r->cache);
+    run_until(r->base, tiers_up, r->cache, 15000, "L3 up");
+    sophia_host_set_env(&(sophia_host_env){r->cache, NULL, NULL});
+    r->ss = sophia_streams_new(r->c, r->ps, r->base, &r->d);
+    assert_int_equal(r->d.count, 0);
+    r->st = sophia_streams_find(r->ss, "s");
+}
+
+static void rig_up(rig *r, const char *option)
+{
+    rig_up_stream(r, option, "");
+}
+
+static void rig_down(rig *r)
+{
+    sophia_streams_free(r->ss);
+    sophia_host_set_env(NULL);
+    sophia_cache_free(r->cache);
+    sophia_plugin_set_free(r->ps);
+    sophia_conf_free(r->c);
+    sophia_diag_free(&r->d);
+    event_base_free(r->base);
+}
+
+/* Queues events e0..e19 before the loop runs; `retry_once` marks e5. */
+static void queue_20(rig *r, acks *a, int retry_once)
+{
     char id[16];
-    for (int i = 0; i < 20; i++) { /* all queued before the loop runs */
+    for (int i = 0; i < 20; i++) {
         json_t *ev = json_pack("{s:i}", "n", i);
+        if (retry_once && i == 5)
+            json_object_set_new(ev, "retry_once", json_true());
         snprintf(id, sizeof(id), "e%d", i);
-        assert_int_equal(sophia_stream_accept_one(st, ev, "test", id, on_ack, &a), 0);
+        assert_int_equal(sophia_stream_accept_one(r->st, ev, "test", id, on_ack, a), 0);
         json_decref(ev);
     }
-    /* While the first event's put waits for L3, nothing else starts: at
-     * most one is ever in flight (a fast PostgreSQL may already have
-     * committed it within this pass, so the queue may be one shorter). */
-    event_base_loop(base, EVLOOP_NONBLOCK);
-    sophia_stream_stats s;
-    sophia_stream_get_stats(st, &s);
-    assert_true(s.inflight <= 1);
-    assert_int_equal(s.queued + s.inflight + s.processed, 20);
-    run_until(base, all_acked, &a, 15000, "20 events acked");
+}
+
+/* Every event acked in order, in L3 before its ack, and each saw exactly
+ * the events before it committed. */
+static void assert_committed_in_order(rig *r, acks *a)
+{
+    run_until(r->base, all_acked, a, 15000, "20 events acked");
     PGconn *pg = PQconnectdb(env_url("SOPHIA_PG_URL"));
     assert_int_equal(PQstatus(pg), CONNECTION_OK);
     for (int i = 0; i < 20; i++) {
-        char key[96];
+        char key[96], id[16];
         snprintf(id, sizeof(id), "e%d", i);
-        assert_string_equal(a.order[i], id); /* acked in order */
-        snprintf(key, sizeof(key), "%s%d", pfx, i);
-        char *v = l3_value(pg, key); /* in L3 before its ack */
+        assert_string_equal(a->order[i], id);
+        snprintf(key, sizeof(key), "%s%d", r->pfx, i);
+        char *v = l3_value(pg, key);
         assert_non_null(v);
         json_t *j = json_loads(v, 0, NULL);
-        /* each event saw exactly the events before it committed */
         assert_int_equal(json_integer_value(json_object_get(j, "seen")), i);
         json_decref(j);
         free(v);
     }
     PQfinish(pg);
-    sophia_stream_get_stats(st, &s);
+    sophia_stream_stats s;
+    sophia_stream_get_stats(r->st, &s);
     assert_int_equal(s.processed, 20);
     assert_int_equal(s.inflight, 0);
-    sophia_streams_free(ss);
-    sophia_host_set_env(NULL);
-    sophia_cache_free(cache);
-    sophia_plugin_set_free(ps);
-    sophia_conf_free(c);
-    sophia_diag_free(&d);
-    event_base_free(base);
+}
+
+static void test_staged_events_in_order(void **u)
+{
+    (void)u;
+    rig r;
+    rig_up(&r, "stage");
+    acks a = {.st = r.st};
+    queue_20(&r, &a, 0);
+    /* While the first event's put waits for L3, nothing else starts: at
+     * most one is ever in flight (a fast PostgreSQL may already have
+     * committed it within this pass, so the queue may be one shorter). */
+    event_base_loop(r.base, EVLOOP_NONBLOCK);
+    sophia_stream_stats s;
+    sophia_stream_get_stats(r.st, &s);
+    assert_true(s.inflight <= 1);
+    assert_int_equal(s.queued + s.inflight + s.processed, 20);
+    assert_committed_in_order(&r, &a);
+    rig_down(&r);
+}
+
+/* State changed with stage_undoable: the stream does not wait for one
+ * event's puts before the next process(), and a RETRY undoes the retried
+ * event's change, so every event still sees exactly the ones before it. */
+static void test_undoable_events_overlap(void **u)
+{
+    (void)u;
+    rig r;
+    rig_up(&r, "undoable");
+    acks a = {.st = r.st};
+    queue_20(&r, &a, 1);
+    /* One pass: e0..e4 go in flight together (no PostgreSQL answer can
+     * come within it), then e5's RETRY pauses the stream. */
+    event_base_loop(r.base, EVLOOP_NONBLOCK);
+    sophia_stream_stats s;
+    sophia_stream_get_stats(r.st, &s);
+    assert_int_equal(s.inflight, 5);
+    assert_int_equal(s.queued, 15);
+    assert_committed_in_order(&r, &a);
+    sophia_stream_get_stats(r.st, &s);
+    assert_int_equal(s.retried, 1);
+    rig_down(&r);
+}
+
+static bool n_acked(void *arg)
+{
+    return ((acks *)arg)->n == 2;
+}
+
+/* Two copies of one event, the second arriving while the first is in
+ * flight: it waits, and is a duplicate once the first committed (without
+ * the wait both would be processed: neither had committed when the other
+ * was checked). */
+static void test_twin_waits_for_in_flight(void **u)
+{
+    (void)u;
+    rig r;
+    rig_up_stream(&r, "undoable", ", dedup_key: id");
+    acks a = {.st = r.st};
+    for (int i = 0; i < 2; i++) {
+        json_t *ev = json_pack("{s:i, s:s}", "n", 0, "id", "twin");
+        assert_int_equal(sophia_stream_accept_one(r.st, ev, "test", "e", on_ack, &a), 0);
+        json_decref(ev);
+    }
+    run_until(r.base, n_acked, &a, 15000, "both copies acked");
+    sophia_stream_stats s;
+    sophia_stream_get_stats(r.st, &s);
+    assert_int_equal(s.processed, 1);
+    assert_int_equal(s.duplicates, 1);
+    rig_down(&r);
+}
+
+/* A reload replacing the processor while events are in flight: they go
+ * back to the queue, their changes undone, so the state the old instance
+ * would hand over holds only committed events, and each is processed
+ * again (here by the same instance: it must see the count it had). */
+static void test_recall_before_hand_over(void **u)
+{
+    (void)u;
+    rig r;
+    rig_up(&r, "undoable");
+    acks a = {.st = r.st};
+    queue_20(&r, &a, 0);
+    event_base_loop(r.base, EVLOOP_NONBLOCK);
+    sophia_stream_stats s;
+    sophia_stream_get_stats(r.st, &s);
+    assert_true(s.inflight > 1);
+    sophia_plugin_set *next = sophia_plugin_set_load(r.c, sophia_host_table(), &r.d);
+    assert_non_null(next);
+    sophia_streams_recall(r.ss, r.ps); /* the same instance: nothing moves */
+    sophia_stream_get_stats(r.st, &s);
+    assert_true(s.inflight > 1);
+    sophia_streams_recall(r.ss, next);
+    sophia_stream_get_stats(r.st, &s);
+    assert_int_equal(s.inflight, 0);
+    assert_int_equal(s.queued + s.processed, 20);
+    assert_committed_in_order(&r, &a);
+    sophia_plugin_set_free(next);
+    rig_down(&r);
 }
 
 int main(void)
@@ -198,6 +323,9 @@ int main(void)
         cmocka_unit_test(test_window),
         cmocka_unit_test(test_bound_and_readd),
         cmocka_unit_test(test_staged_events_in_order),
+        cmocka_unit_test(test_undoable_events_overlap),
+        cmocka_unit_test(test_twin_waits_for_in_flight),
+        cmocka_unit_test(test_recall_before_hand_over),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

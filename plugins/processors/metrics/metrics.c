@@ -26,10 +26,13 @@
  * State and the verdict (SDK 1.1): process() only reads a series. The
  * sample it adds to the windows, the threshold states it flips and the
  * time of the series' last aggregate are one change handed to
- * host->stage, applied when the event's effects commit. So a point whose
- * event goes RETRY or ERROR, or whose effects are refused, leaves no
- * sample behind and flips no alert: the retry sees the same state, and an
- * alert that should fire fires when the point finally commits.
+ * host->stage_undoable: applied at once, so the next point is processed
+ * without waiting for this one's effects, and undone (the ring stepped
+ * back, the replaced sample, states and time restored) when the event
+ * does not commit. So a point whose event goes RETRY or ERROR, or whose
+ * effects are refused, leaves no sample behind and flips no alert: the
+ * retry sees the same state, and an alert that should fire fires when the
+ * point finally commits.
  *
  * Redelivery: a point has an identity when it can have one - the event's
  * source id (a Redis entry id), else its explicit timestamp, value and
@@ -417,7 +420,8 @@ static double pct(const double *v, size_t n, double q)
     return v[r ? r - 1 : 0];
 }
 
-/* What one point changes in its series once its event commits. */
+/* What one point changes in its series, and what it replaced there (so
+ * that an event that does not commit can be undone). */
 typedef struct metrics_change {
     int push;             /* add (t, v) to the windows */
     int64_t t;
@@ -425,6 +429,12 @@ typedef struct metrics_change {
     int64_t agg_us;       /* the series' new last aggregate, or 0 */
     unsigned char *firing; /* per rule, the state after this point */
     char *key;            /* the series */
+    int applied;          /* the fields below hold what apply replaced */
+    int evicted;          /* the push overwrote the oldest sample: */
+    int64_t old_t;        /* its time and value */
+    double old_v;
+    int64_t old_agg_us;
+    unsigned char *old_firing;
 } metrics_change;
 
 static void metrics_apply(void *state, void *change)
@@ -432,14 +442,48 @@ static void metrics_apply(void *state, void *change)
     metrics_state *st = state;
     metrics_change *c = change;
     series *s = series_by_key(st, c->key);
-    if (s) {
-        if (c->push)
-            series_push(s, c->t, c->v);
-        if (c->agg_us)
-            s->last_agg_us = c->agg_us;
-        memcpy(s->firing, c->firing, st->nrules);
+    if (!s)
+        return;
+    c->applied = 1;
+    c->old_agg_us = s->last_agg_us;
+    memcpy(c->old_firing, s->firing, st->nrules);
+    if (c->push) {
+        c->evicted = s->n == s->cap;
+        c->old_t = s->t[s->head]; /* where a full ring writes */
+        c->old_v = s->v[s->head];
+        series_push(s, c->t, c->v);
     }
-    free(c);
+    if (c->agg_us)
+        s->last_agg_us = c->agg_us;
+    memcpy(s->firing, c->firing, st->nrules);
+}
+
+/* Changes are undone newest first, so the series is exactly as this
+ * change's apply left it: step the ring back and restore what the push
+ * overwrote. */
+static void metrics_undo(void *state, void *change)
+{
+    metrics_state *st = state;
+    metrics_change *c = change;
+    series *s = c->applied ? pu_table_get(&st->series, c->key) : NULL;
+    if (!s)
+        return;
+    if (c->push && c->evicted) {
+        s->head = (s->head + s->cap - 1) % s->cap;
+        s->t[s->head] = c->old_t;
+        s->v[s->head] = c->old_v;
+    } else if (c->push) {
+        s->n--;
+    }
+    s->last_agg_us = c->old_agg_us;
+    memcpy(s->firing, c->old_firing, st->nrules);
+}
+
+/* For a host without stage_undoable: applied at the commit. */
+static void metrics_apply_once(void *state, void *change)
+{
+    metrics_apply(state, change);
+    free(change);
 }
 
 /* The series' samples, as they will be once sample (t, v) is pushed,
@@ -523,11 +567,12 @@ static int track(metrics_state *st, const point *p, const char *skey,
     const sophia_host *h = st->host;
     const series *s = pu_table_get(&st->series, skey);
     size_t klen = strlen(skey) + 1;
-    metrics_change *c = calloc(1, sizeof(*c) + st->nrules + klen);
+    metrics_change *c = calloc(1, sizeof(*c) + 2 * st->nrules + klen);
     if (!c)
         return SOPHIA_ENOMEM;
     c->firing = (unsigned char *)(c + 1);
-    c->key = (char *)c->firing + st->nrules;
+    c->old_firing = c->firing + st->nrules;
+    c->key = (char *)c->old_firing + st->nrules;
     memcpy(c->key, skey, klen);
     if (s)
         memcpy(c->firing, s->firing, st->nrules);
@@ -552,7 +597,11 @@ static int track(metrics_state *st, const point *p, const char *skey,
         free(c);
         return rc;
     }
-    return h->stage(ctx, metrics_apply, free, c);
+    /* Applied at once: the stream goes on to the next point without
+     * waiting for this one's cache puts (see sdk.h stage_undoable). */
+    if (SOPHIA_HOST_HAS(h, stage_undoable))
+        return h->stage_undoable(ctx, metrics_apply, metrics_undo, free, c);
+    return h->stage(ctx, metrics_apply_once, free, c);
 }
 
 /* dst = a b c (NUL-terminated), cut to len; the per-point path avoids

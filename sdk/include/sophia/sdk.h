@@ -406,6 +406,27 @@ typedef struct sophia_host {
                             void (*cb)(void *arg, int rc,
                                        const sophia_json *results),
                             void *arg);
+
+    /* --- since 1.1: state changed at once, undone unless the event commits --- */
+    /* Like stage, but in a stream event's context apply(state, change)
+     * runs at once, before this returns, so the processor's next event
+     * already sees the change and the stream starts it without waiting
+     * for this event's effects (after stage it waits: process() must see
+     * every earlier change, so a stream whose processor stages is as slow
+     * as its slowest effect). When the event does not commit - a verdict
+     * other than OK, an effect refused, an older event of the stream that
+     * failed (its younger events go back with it), a reload replacing
+     * the instance - undo(state, change) runs, on the loop, newest change
+     * first across the stream's events, so each undo finds the state as
+     * its apply left it. release(change) runs last either way (NULL:
+     * nothing to free). In a timer's or consolidator's context, which
+     * runs beside the streams, apply waits for the commit as with stage
+     * and undo never runs. Returns 0, or SOPHIA_EINVAL (no ctx, apply or
+     * undo) / SOPHIA_ENOMEM; apply has then not run and release has. */
+    int (*stage_undoable)(sophia_ctx *ctx,
+                          void (*apply)(void *state, void *change),
+                          void (*undo)(void *state, void *change),
+                          void (*release)(void *change), void *change);
 } sophia_host;
 
 /* True when the host table `h` has `member`: what a plugin checks before
