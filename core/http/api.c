@@ -74,21 +74,80 @@ static int authorized(const sophia_api *api, sophia_http_req *r)
     return ok;
 }
 
+/* ----------------------------------------------- plugins and reloads */
+
+/* Each figure once (lib/statdef.h): per plugin instance, then the
+ * reload and rate-limit counters. */
+typedef struct plugin_figs {
+    int64_t loaded_at;
+    uint64_t reload_count, loaded; /* loaded: 1, sophia_plugin_info's value */
+} plugin_figs;
+
+static const sophia_statdef plugin_defs[] = {
+    SOPHIA_STATDEF("loaded_at", NULL, NULL, NULL, NULL,
+                   offsetof(plugin_figs, loaded_at), .kind = SOPHIA_STAT_I64),
+    SOPHIA_STATDEF("reload_count", NULL, NULL, NULL, NULL,
+                   offsetof(plugin_figs, reload_count)),
+    SOPHIA_STATDEF(NULL, "sophia_plugin_info", "gauge", NULL,
+                   "Loaded plugin instances.", offsetof(plugin_figs, loaded)),
+};
+
+typedef struct reload_figs {
+    uint64_t plugin_load_failures, reloads, failures, rate_limited;
+} reload_figs;
+
+#define RL(f) offsetof(reload_figs, f)
+static const sophia_statdef reload_defs[] = {
+    SOPHIA_STATDEF("plugin_load_failures", "sophia_plugin_load_failures_total",
+                   "counter", NULL, "Plugin loads refused.", RL(plugin_load_failures)),
+    SOPHIA_STATDEF("reloads", "sophia_reloads_total", "counter", NULL,
+                   "Successful configuration reloads.", RL(reloads)),
+    SOPHIA_STATDEF("failures", "sophia_reload_failures_total", "counter", NULL,
+                   "Reloads refused; the old configuration kept running.", RL(failures)),
+    SOPHIA_STATDEF(NULL, "sophia_rate_limited_total", "counter", NULL,
+                   "Requests answered 429 (server.rate_limit).", RL(rate_limited)),
+};
+
+#define NDEFS(t) (sizeof(t) / sizeof((t)[0]))
+
+static plugin_figs plugin_figs_of(const sophia_instance *in)
+{
+    return (plugin_figs){(int64_t)in->loaded_at, (uint64_t)in->reload_count, 1};
+}
+
+static reload_figs reload_figs_of(const sophia_api_reload_stats *rs)
+{
+    return (reload_figs){rs->plugin_load_failures, rs->reloads, rs->failures,
+                         sophia_ratelimit_refused()};
+}
+
 static json_t *plugins_json(const sophia_api *api)
 {
     json_t *a = json_array();
     const sophia_plugin_set *set = api->plugins;
     for (size_t i = 0; set && i < set->count; i++) {
         const sophia_instance *in = set->items[i];
-        json_array_append_new(
-            a, json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "name", in->name,
-                         "plugin", in->desc->name, "kind",
-                         sophia_plugin_kind_name(in->desc->kind), "version",
-                         in->desc->version, "file", in->file, "loaded_at",
-                         (json_int_t)in->loaded_at, "reload_count",
-                         (json_int_t)in->reload_count));
+        plugin_figs pf = plugin_figs_of(in);
+        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "name", in->name,
+                              "plugin", in->desc->name, "kind",
+                              sophia_plugin_kind_name(in->desc->kind), "version",
+                              in->desc->version, "file", in->file);
+        json_object_update_new(o, sophia_statdef_json(plugin_defs,
+                                                      NDEFS(plugin_defs), &pf));
+        json_array_append_new(a, o);
     }
     return a;
+}
+
+static json_t *reload_json(const sophia_api *api)
+{
+    sophia_api_reload_stats rs = reload_stats(api);
+    reload_figs rf = reload_figs_of(&rs);
+    json_t *o = sophia_statdef_json(reload_defs, NDEFS(reload_defs), &rf);
+    json_object_set_new(o, "last_error",
+                        rs.last_error ? json_string(rs.last_error) : json_null());
+    json_object_set_new(o, "last_at", json_integer((json_int_t)(rs.last_at_us / 1000000)));
+    return o;
 }
 
 static json_t *http_stats_json(const sophia_api *api)
@@ -101,10 +160,9 @@ static json_t *http_stats_json(const sophia_api *api)
 json_t *sophia_api_stats(const sophia_api *api)
 {
     const sophia_api *s = api;
-    sophia_api_reload_stats rs = reload_stats(api);
     json_t *streams = sophia_streams_stats_json(s->streams);
     return json_pack(
-        "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:s?,s:I}}",
+        "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
         "version", SOPHIA_VERSION, "uptime_s",
         (json_int_t)((sophia_now_wall_us() - s->started_us) / 1000000),
         "http", http_stats_json(api),
@@ -112,26 +170,10 @@ json_t *sophia_api_stats(const sophia_api *api)
         s->cache ? sophia_cache_stats_json(s->cache) : json_object(), "streams",
         streams, "websocket",
         s->ws ? sophia_ws_stats_json(s->ws, 10) : json_object(),
-        "plugins", plugins_json(api), "reload",
-        "reloads", (json_int_t)rs.reloads, "failures",
-        (json_int_t)rs.failures, "plugin_load_failures",
-        (json_int_t)rs.plugin_load_failures, "last_error",
-        rs.last_error, "last_at", (json_int_t)(rs.last_at_us / 1000000));
+        "plugins", plugins_json(api), "reload", reload_json(api));
 }
 
 /* ----------------------------------------------------------- /metrics */
-
-static void prom_escape(FILE *f, const char *s)
-{
-    for (; s && *s; s++) {
-        if (*s == '\\' || *s == '"')
-            fputc('\\', f);
-        if (*s == '\n')
-            fputs("\\n", f);
-        else
-            fputc(*s, f);
-    }
-}
 
 static void prom_head(FILE *f, const char *name, const char *type,
                       const char *help)
@@ -151,48 +193,54 @@ static void prom_ws(const sophia_api *api, FILE *f)
     sophia_ws_write_prom(api->ws, f);
 }
 
+/* A plugin counter (host->counter_add): its name is the plugin's, made
+ * at run time, so it is declared here from what the host reports, with
+ * no HELP/TYPE head (two instances may count the same name). */
 static void prom_plugin_counter(const char *inst, const char *name,
                                 double v, void *arg)
 {
-    FILE *f = arg;
-    fputs("sophia_plugin_", f);
-    for (const char *p = name; *p; p++) /* metric names: [a-zA-Z0-9_] */
-        fputc((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                      (*p >= '0' && *p <= '9')
-                  ? *p
-                  : '_',
-              f);
-    fputs("_total{instance=\"", f);
-    prom_escape(f, inst);
-    fprintf(f, "\"} %.17g\n", v);
+    char metric[256];
+    size_t n = (size_t)snprintf(metric, sizeof(metric), "sophia_plugin_");
+    for (const char *p = name; *p && n + 7 < sizeof(metric); p++) /* [a-zA-Z0-9_] */
+        metric[n++] = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                              (*p >= '0' && *p <= '9')
+                          ? *p
+                          : '_';
+    snprintf(metric + n, sizeof(metric) - n, "_total");
+    const sophia_statdef d = SOPHIA_STATDEF(NULL, metric, NULL, NULL, NULL, 0,
+                                            .kind = SOPHIA_STAT_DOUBLE);
+    static const char *const label[] = {"instance"};
+    const sophia_stat_row row = {&inst, &v};
+    sophia_statdef_prom_family(arg, &d, 1, label, 1, &row, 1);
 }
 
 static void prom_plugins(const sophia_api *api, FILE *f)
 {
-    sophia_api_reload_stats rs = reload_stats(api);
-    prom_head(f, "sophia_plugin_info", "gauge", "Loaded plugin instances.");
+    static const char *const labels[] = {"instance", "plugin", "version", "kind"};
     const sophia_plugin_set *set = api->plugins;
-    for (size_t i = 0; set && i < set->count; i++) {
+    size_t n = set ? set->count : 0;
+    plugin_figs *pf = calloc(n ? n : 1, sizeof(*pf));
+    const char **vals = calloc(4 * (n ? n : 1), sizeof(*vals));
+    sophia_stat_row *rows = calloc(n ? n : 1, sizeof(*rows));
+    if (!pf || !vals || !rows)
+        n = 0; /* out of memory: the head alone */
+    for (size_t i = 0; i < n; i++) {
         const sophia_instance *in = set->items[i];
-        fputs("sophia_plugin_info{instance=\"", f);
-        prom_escape(f, in->name);
-        fputs("\",plugin=\"", f);
-        prom_escape(f, in->desc->name);
-        fputs("\",version=\"", f);
-        prom_escape(f, in->desc->version);
-        fprintf(f, "\",kind=\"%s\"} 1\n", sophia_plugin_kind_name(in->desc->kind));
+        pf[i] = plugin_figs_of(in);
+        const char **v = &vals[4 * i];
+        v[0] = in->name;
+        v[1] = in->desc->name;
+        v[2] = in->desc->version;
+        v[3] = sophia_plugin_kind_name(in->desc->kind);
+        rows[i] = (sophia_stat_row){v, &pf[i]};
     }
-    prom_head(f, "sophia_plugin_load_failures_total", "counter", "Plugin loads refused.");
-    fprintf(f, "sophia_plugin_load_failures_total %llu\n",
-            (unsigned long long)rs.plugin_load_failures);
-    prom_head(f, "sophia_reloads_total", "counter", "Successful configuration reloads.");
-    fprintf(f, "sophia_reloads_total %llu\n", (unsigned long long)rs.reloads);
-    prom_head(f, "sophia_reload_failures_total", "counter", "Reloads refused; the old configuration kept running.");
-    fprintf(f, "sophia_reload_failures_total %llu\n",
-            (unsigned long long)rs.failures);
-    prom_head(f, "sophia_rate_limited_total", "counter", "Requests answered 429 (server.rate_limit).");
-    fprintf(f, "sophia_rate_limited_total %llu\n",
-            (unsigned long long)sophia_ratelimit_refused());
+    sophia_statdef_prom_family(f, plugin_defs, NDEFS(plugin_defs), labels, 4, rows, n);
+    free(pf);
+    free(vals);
+    free(rows);
+    sophia_api_reload_stats rs = reload_stats(api);
+    reload_figs rf = reload_figs_of(&rs);
+    sophia_statdef_prom(f, reload_defs, NDEFS(reload_defs), &rf, NULL);
     sophia_host_counters_each(prom_plugin_counter, f);
 }
 
