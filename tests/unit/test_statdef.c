@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "http/http.h"
+#include "ingest/stream.h"
 #include "lib/statdef.h"
 
 
@@ -254,6 +255,125 @@ static void test_family_edges(void **u)
     free(buf);
 }
 
+/* ------------------------------------------------ the streams' table */
+
+/* The sophia_stream_* lines as api.c's prom_streams wrote them by hand
+ * (the reference the table replaced), for named stats structs. */
+static void old_prom_streams(FILE *f, const char *const *names,
+                             const sophia_stream_stats *st, size_t n)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } m[] = {
+        {"sophia_stream_events_received_total", "Events accepted into the stream queue.",
+         offsetof(sophia_stream_stats, received)},
+        {"sophia_stream_events_processed_total", "Events processed with their actions applied.",
+         offsetof(sophia_stream_stats, processed)},
+        {"sophia_stream_events_dropped_total", "Events the processor dropped.",
+         offsetof(sophia_stream_stats, dropped)},
+        {"sophia_stream_events_failed_total", "Events that failed processing.",
+         offsetof(sophia_stream_stats, failed)},
+        {"sophia_stream_events_rejected_total", "Events refused because the queue was full.",
+         offsetof(sophia_stream_stats, rejected)},
+        {"sophia_stream_events_filtered_total", "Events the stream's filter left out.",
+         offsetof(sophia_stream_stats, filtered)},
+        {"sophia_stream_events_duplicate_total", "Events skipped as duplicates inside the dedup window.",
+         offsetof(sophia_stream_stats, duplicates)},
+        {"sophia_stream_events_retried_total", "Deliveries that did not commit and will be tried again.",
+         offsetof(sophia_stream_stats, retried)},
+        {"sophia_stream_dead_letters_total", "Events sent to the stream's dead letter.",
+         offsetof(sophia_stream_stats, dead)},
+    };
+#define HEAD(nm, ty, he) fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", nm, he, nm, ty)
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        HEAD(m[k].name, "counter", m[k].help);
+        for (size_t i = 0; i < n; i++)
+            fprintf(f, "%s{stream=\"%s\"} %llu\n", m[k].name, names[i],
+                    (unsigned long long)*(const uint64_t *)((const char *)&st[i] + m[k].off));
+    }
+    HEAD("sophia_stream_queue_depth", "gauge", "Events waiting in the stream queue.");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "sophia_stream_queue_depth{stream=\"%s\"} %zu\n", names[i], st[i].queued);
+    HEAD("sophia_stream_inflight", "gauge", "Events whose effects are not durable yet.");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "sophia_stream_inflight{stream=\"%s\"} %zu\n", names[i], st[i].inflight);
+    HEAD("sophia_stream_lag_seconds", "gauge", "Age of the oldest queued event.");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "sophia_stream_lag_seconds{stream=\"%s\"} %.6f\n", names[i],
+                st[i].lag_ms / 1000.0);
+    HEAD("sophia_stream_rate", "gauge", "Events processed per second (10 s average).");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "sophia_stream_rate{stream=\"%s\"} %.3f\n", names[i], st[i].rate);
+#undef HEAD
+}
+
+/* The figures of api.c's hand-built stream object (without `sources` and
+ * `dead_letters`, which are not figures). */
+static json_t *old_stream_json(const sophia_stream_stats *s)
+{
+    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I}",
+                          "received", (json_int_t)s->received, "processed",
+                          (json_int_t)s->processed, "dropped", (json_int_t)s->dropped,
+                          "failed", (json_int_t)s->failed, "retried",
+                          (json_int_t)s->retried, "rejected", (json_int_t)s->rejected,
+                          "queued", (json_int_t)s->queued, "capacity",
+                          (json_int_t)s->capacity, "rate", s->rate, "lag_ms", s->lag_ms,
+                          "filtered", (json_int_t)s->filtered, "duplicates",
+                          (json_int_t)s->duplicates);
+    json_object_update_new(o, json_pack("{s:I,s:f,s:I,s:I}", "inflight",
+                                        (json_int_t)s->inflight, "retry_wait_ms",
+                                        s->retry_wait_ms, "dead", (json_int_t)s->dead,
+                                        "effect_failures", (json_int_t)s->effect_failures));
+    return o;
+}
+
+/* Every field distinct, reals with digits the formats cut. */
+static sophia_stream_stats stream_stats(uint64_t base)
+{
+    sophia_stream_stats s = {0};
+    uint64_t *u = &s.received;
+    for (size_t i = 0; i < 13; i++) /* received .. duplicates */
+        u[i] = base + i;
+    s.queued = (size_t)base + 20;
+    s.inflight = (size_t)base + 21;
+    s.capacity = (size_t)base + 22;
+    s.retry_wait_ms = (double)base + 0.123456789;
+    s.rate = (double)base + 1.23456;
+    s.lag_ms = (double)base * 1000.0 + 1.2345678;
+    return s;
+}
+
+static void test_streams_unchanged(void **u)
+{
+    (void)u;
+    const char *const names[2] = {"metrics", "other"};
+    const sophia_stream_stats st[2] = {stream_stats(100), stream_stats(7000)};
+    char *want = NULL, *got = NULL;
+    size_t wl = 0, gl = 0;
+    FILE *f = open_memstream(&want, &wl);
+    old_prom_streams(f, names, st, 2);
+    fclose(f);
+    const sophia_stat_row rows[2] = {{&names[0], &st[0]}, {&names[1], &st[1]}};
+    static const char *const label[] = {"stream"};
+    f = open_memstream(&got, &gl);
+    sophia_statdef_prom_family(f, sophia_stream_statdefs, sophia_stream_nstatdefs,
+                               label, 1, rows, 2);
+    fclose(f);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+    /* /api/stats: the same keys and values (key order follows the table). */
+    for (int i = 0; i < 2; i++) {
+        json_t *a = old_stream_json(&st[i]);
+        json_t *b = sophia_statdef_json(sophia_stream_statdefs,
+                                        sophia_stream_nstatdefs, &st[i]);
+        assert_true(json_equal(a, b));
+        json_decref(a);
+        json_decref(b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_kinds_prom),
         cmocka_unit_test(test_family),
         cmocka_unit_test(test_family_edges),
+        cmocka_unit_test(test_streams_unchanged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
