@@ -5,8 +5,11 @@
  * bottom; router.h picks among them and those of the other api_*.c.
  * Everything comes from the sophia_api the routes carry, never a global.
  * Documents are built with jansson (JSON) or open_memstream (Prometheus
- * text) from counters the modules keep; the HTTP figures from their one
- * declaration (http_stats.c, lib/statdef.h).
+ * text). Every figure is declared once, by the module that keeps it
+ * (lib/statdef.h: http_stats.c, ingest/stream_stats.c, cache_stats.c,
+ * memory_stats.c, ws_stats.c; the daemon's, plugins' and reloads' here),
+ * and both documents are written from the declarations: this file only
+ * puts the pieces together.
  */
 #include "http/api.h"
 
@@ -74,7 +77,28 @@ static int authorized(const sophia_api *api, sophia_http_req *r)
     return ok;
 }
 
-/* ----------------------------------------------- plugins and reloads */
+/* ------------------------------------------- the daemon, plugins, reloads */
+
+typedef struct daemon_figs {
+    int64_t uptime_s;
+    uint64_t built; /* 1, sophia_build_info's value (version="...") */
+} daemon_figs;
+
+static const sophia_statdef build_defs[] = {
+    SOPHIA_STATDEF(NULL, "sophia_build_info", "gauge", NULL,
+                   "Version of sophiad.", offsetof(daemon_figs, built)),
+};
+
+static const sophia_statdef daemon_defs[] = {
+    SOPHIA_STATDEF("uptime_s", "sophia_uptime_seconds", "gauge", NULL,
+                   "Seconds since start.", offsetof(daemon_figs, uptime_s),
+                   .kind = SOPHIA_STAT_I64),
+};
+
+static daemon_figs daemon_figs_of(const sophia_api *api)
+{
+    return (daemon_figs){(sophia_now_wall_us() - api->started_us) / 1000000, 1};
+}
 
 /* Each figure once (lib/statdef.h): per plugin instance, then the
  * reload and rate-limit counters. */
@@ -160,26 +184,21 @@ static json_t *http_stats_json(const sophia_api *api)
 json_t *sophia_api_stats(const sophia_api *api)
 {
     const sophia_api *s = api;
-    json_t *streams = sophia_streams_stats_json(s->streams);
-    return json_pack(
-        "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
-        "version", SOPHIA_VERSION, "uptime_s",
-        (json_int_t)((sophia_now_wall_us() - s->started_us) / 1000000),
+    daemon_figs df = daemon_figs_of(api);
+    json_t *o = json_pack("{s:s}", "version", SOPHIA_VERSION);
+    json_object_update_new(o, sophia_statdef_json(daemon_defs, NDEFS(daemon_defs), &df));
+    json_object_update_new(o, json_pack(
+        "{s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
         "http", http_stats_json(api),
         "memory", sophia_memory_stats_json(s->memory), "cache",
         s->cache ? sophia_cache_stats_json(s->cache) : json_object(), "streams",
-        streams, "websocket",
+        sophia_streams_stats_json(s->streams), "websocket",
         s->ws ? sophia_ws_stats_json(s->ws, 10) : json_object(),
-        "plugins", plugins_json(api), "reload", reload_json(api));
+        "plugins", plugins_json(api), "reload", reload_json(api)));
+    return o;
 }
 
 /* ----------------------------------------------------------- /metrics */
-
-static void prom_head(FILE *f, const char *name, const char *type,
-                      const char *help)
-{
-    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
 
 static void prom_http(const sophia_api *api, FILE *f)
 {
@@ -254,11 +273,13 @@ static void get_metrics(sophia_http_req *r, void *arg)
         sophia_http_reply_error(r, 500, "internal", "out of memory");
         return;
     }
-    prom_head(f, "sophia_build_info", "gauge", "Version of sophiad.");
-    fprintf(f, "sophia_build_info{version=\"%s\"} 1\n", SOPHIA_VERSION);
-    prom_head(f, "sophia_uptime_seconds", "gauge", "Seconds since start.");
-    fprintf(f, "sophia_uptime_seconds %lld\n",
-            (long long)((sophia_now_wall_us() - api->started_us) / 1000000));
+    daemon_figs df = daemon_figs_of(api);
+    static const char *const version_label[] = {"version"};
+    static const char *const version[] = {SOPHIA_VERSION};
+    const sophia_stat_row build_row = {version, &df};
+    sophia_statdef_prom_family(f, build_defs, NDEFS(build_defs), version_label, 1,
+                               &build_row, 1);
+    sophia_statdef_prom(f, daemon_defs, NDEFS(daemon_defs), &df, NULL);
     prom_http(api, f);
     sophia_streams_write_prom(api->streams, f);
     prom_ws(api, f);

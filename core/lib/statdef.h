@@ -54,7 +54,8 @@ typedef struct sophia_statdef {
     const char *fmt;   /* /metrics printf format of a real value (a
                         * DOUBLE, or any scaled field); NULL: "%.17g" */
     unsigned only;     /* family rows that have this figure: bit i = row
-                        * i; 0 = every row (e.g. entries only for L1) */
+                        * i (rows past 31 always); 0 = every row
+                        * (e.g. entries only for L1) */
 } sophia_statdef;
 
 /* A row, the fields after `off` designated when set (.kind =, .scale =,
