@@ -14,7 +14,11 @@
  *     with neither timestamp nor id is always new;
  *   - reload keeps window samples, firing alerts and seen identities, and
  *     the samples of a 0.1.0 export (format 1) still come across;
- *   - init refuses an SDK 1.0 host (no host->stage), saying why.
+ *   - its counters (points) count a point once, when it commits;
+ *   - init refuses an SDK 1.0 host (no host->stage), saying why;
+ *   - two points in flight at once over full rings (stage_undoable: their
+ *     changes apply at once), neither committing: undone newest first,
+ *     the exported state and the seen identities are exactly as before.
  */
 #include "proc_harness.h"
 
@@ -56,11 +60,14 @@ static void test_refused_alert_fires_on_redelivery(void **unused)
     char p[256], *first;
     ph_run(inst, point(p, sizeof(p), "cpu", 50, 0), NULL, PH_COMMIT, NULL);
 
+    double points = ph_counter("points");
     point(p, sizeof(p), "cpu", 95, 1);
     assert_int_equal(ph_run_unchanged(inst, p, NULL, PH_REFUSE, &first),
                      SOPHIA_PROCESS_OK);
     assert_int_equal(ph_count(first, "\"state\":\"firing\""), 1);
+    assert_true(ph_counter("points") == points); /* counted with the commit */
     ph_redelivered_commits(inst, p, first); /* same alert, same aggregate */
+    assert_true(ph_counter("points") == points + 1);
 
     ph_redelivered_is_duplicate(inst, p);
     free(first);
@@ -184,7 +191,65 @@ static void test_imports_format_1(void **unused)
     sophia_plugin_unload(inst);
 }
 
+/* Starts process() for `body` in a stream context left open (the event
+ * in flight); its changes apply at once (stage_undoable). */
+static sophia_ctx *in_flight(sophia_instance *inst, const char *body)
+{
+    json_t *b = json_loads(body, 0, NULL);
+    sophia_event ev = {.struct_size = sizeof(ev), .stream = "s",
+                       .source = "test", .body = (const sophia_json *)b,
+                       .received_us = 1705746600LL * 1000000LL};
+    sophia_ctx *ctx = sophia_ctx_new(inst, "s");
+    assert_int_equal(inst->desc->processor->process(inst->state, &ev, ctx),
+                     SOPHIA_PROCESS_OK);
+    json_decref(b);
+    return ctx;
+}
+
+/* Full rings (2 samples, 2 seen identities): two points in flight at
+ * once each evict the oldest sample and identity, and the second already
+ * sees the first's sample and alert state. Neither commits: undone newest
+ * first, the state is exactly the committed one again. */
+static void test_overlapping_points_undone(void **unused)
+{
+    (void)unused;
+    sophia_conf_opt opts[] = {ph_list("windows", windows, 1),
+                              ph_list("thresholds", rules, 1),
+                              ph_scalar("aggregate_every", "0"),
+                              ph_scalar("max_samples", "2"),
+                              ph_scalar("max_seen", "2")};
+    sophia_instance *inst = ph_load("metrics", opts, 5);
+    char p[256], *a;
+    for (int i = 0; i < 3; i++)
+        ph_run(inst, point(p, sizeof(p), "cpu", 10 + i, i), NULL, PH_COMMIT, NULL);
+    char *before = ph_export(inst);
+    sophia_ctx *c1 = in_flight(inst, point(p, sizeof(p), "cpu", 95, 3));
+    sophia_ctx *c2 = in_flight(inst, point(p, sizeof(p), "cpu", 97, 4));
+    json_t *j = (json_t *)sophia_ctx_actions_json(c2);
+    a = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    assert_int_equal(ph_count(a, "\"state\":\"firing\""), 0); /* c1 fired */
+    assert_non_null(strstr(a, "\"min\":95")); /* 11 and 12 evicted */
+    free(a);
+    sophia_ctx_free(c2); /* the stream frees the youngest first */
+    sophia_ctx_free(c1);
+    char *after = ph_export(inst);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    /* the identity c2 evicted is back: its redelivery is a duplicate */
+    ph_run(inst, point(p, sizeof(p), "cpu", 11, 1), NULL, PH_COMMIT, &a);
+    assert_string_equal(a, "[]");
+    free(a);
+    /* and the first point again is new, not a duplicate: it fires */
+    ph_run(inst, point(p, sizeof(p), "cpu", 95, 3), NULL, PH_COMMIT, &a);
+    assert_int_equal(ph_count(a, "\"state\":\"firing\""), 1);
+    free(a);
+    sophia_plugin_unload(inst);
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_overlapping_points_undone),
     cmocka_unit_test(test_refused_alert_fires_on_redelivery),
     cmocka_unit_test(test_window_and_error),
     cmocka_unit_test(test_reload_keeps_state),
