@@ -889,18 +889,6 @@ size_t sophia_streams_sources_down(const sophia_streams *s, json_t *down)
     return n;
 }
 
-void sophia_streams_prom_statsd(const sophia_streams *s, FILE *f)
-{
-    fprintf(f, "# HELP sophia_statsd_refused_total StatsD datagrams dropped: "
-               "source outside statsd.allow.\n"
-               "# TYPE sophia_statsd_refused_total counter\n");
-    for (size_t i = 0; s && i < s->n; i++)
-        if (s->v[i]->statsd)
-            fprintf(f, "sophia_statsd_refused_total{stream=\"%s\"} %llu\n",
-                    s->v[i]->name,
-                    (unsigned long long)sophia_statsd_refused(s->v[i]->statsd));
-}
-
 void sophia_streams_drain(sophia_streams *s)
 {
     for (size_t i = 0; s && i < s->n; i++) {
@@ -1002,6 +990,11 @@ json_t *sophia_stream_sources_json(const sophia_stream *st)
     else if (st->want_statsd)
         json_object_set_new(o, "statsd", json_pack("{s:b}", "up", 0));
     return o;
+}
+
+const struct sophia_statsd *sophia_stream_statsd(const sophia_stream *st)
+{
+    return st->statsd;
 }
 
 void sophia_stream_get_stats(const sophia_stream *st, sophia_stream_stats *out)
