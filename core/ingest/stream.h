@@ -47,6 +47,7 @@
 #include <stdio.h>
 
 #include "conf/config.h"
+#include "ingest/dedup.h"
 #include "lib/statdef.h"
 #include "plugin/plugin.h"
 
@@ -164,17 +165,5 @@ extern const sophia_statdef sophia_stream_statdefs[];
 extern const size_t sophia_stream_nstatdefs;
 json_t *sophia_streams_stats_json(const sophia_streams *s);
 void sophia_streams_write_prom(const sophia_streams *s, FILE *f);
-
-/* ---- dedup: ids remembered for a time window (bounded) ----------------- */
-
-typedef struct sophia_dedup sophia_dedup;
-
-/* window_s > 0; at most `max` ids are held (the oldest go first). */
-sophia_dedup *sophia_dedup_new(double window_s, size_t max);
-void sophia_dedup_free(sophia_dedup *d);
-/* 1 when `id` was added less than window_s ago. */
-int sophia_dedup_seen(sophia_dedup *d, const char *id, int64_t now_us);
-void sophia_dedup_add(sophia_dedup *d, const char *id, int64_t now_us);
-size_t sophia_dedup_size(const sophia_dedup *d);
 
 #endif
