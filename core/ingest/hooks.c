@@ -14,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "ingest/stream.h"
+#include "ingest/dedup.h"
 #include "lib/bearer.h"
 
 sophia_slack_check sophia_slack_verify(const char *secret, const char *ts,

@@ -13,11 +13,7 @@
  * followed it. Queue slots are shared by queued and in-flight events
  * (stream_used), so putting an event back always finds room. Rates are a
  * moving average refreshed by a 1 s timer, so the hot path only
- * increments.
- *
- * Dedup is a hash of id -> time plus a FIFO of ids in insertion order:
- * with one window per table, insertion order is expiry order, so expiry
- * pops from the front and every operation is O(1) amortized.
+ * increments. Dedup memory is dedup.c's.
  */
 #include "ingest/stream.h"
 
@@ -36,6 +32,7 @@
 #include "event/loop.h"
 #include "ingest/source_redis.h"
 #include "ingest/statsd.h"
+#include "ingest/stream_prefetch.h"
 
 #define STREAM_DEAD_RING 64     /* dead letters kept without a source */
 #define STREAM_MAX_INFLIGHT 256 /* events whose effects are in flight */
@@ -101,6 +98,7 @@ struct sophia_stream {
     unsigned long long rng;      /* jitter draws */
     stream_dead dead[STREAM_DEAD_RING];
     size_t dead_head, dead_n;
+    sophia_stream_prefetch *pf; /* the head's reads before process() */
 };
 
 struct sophia_streams {
@@ -111,92 +109,6 @@ struct sophia_streams {
     struct event *tick_ev;
     struct sophia_loop *live_loop; /* the daemon's, else NULL (a probe) */
 };
-
-/* ------------------------------------------------------------- dedup */
-
-typedef struct dedup_node {
-    char *id;
-    int64_t at_us;
-    struct dedup_node *next;
-} dedup_node;
-
-struct sophia_dedup {
-    sophia_dict *ids; /* id -> dedup_node */
-    dedup_node *head, *tail;
-    int64_t window_us;
-    size_t n, max;
-};
-
-sophia_dedup *sophia_dedup_new(double window_s, size_t max)
-{
-    sophia_dedup *d = calloc(1, sizeof(*d));
-    if (!d || !(d->ids = sophia_dict_new())) {
-        free(d);
-        return NULL;
-    }
-    d->window_us = (int64_t)(window_s * 1e6);
-    d->max = max ? max : 1;
-    return d;
-}
-
-static void dedup_pop(sophia_dedup *d)
-{
-    dedup_node *e = d->head;
-    d->head = e->next;
-    if (!d->head)
-        d->tail = NULL;
-    if (sophia_dict_get(d->ids, e->id) == e)
-        sophia_dict_del(d->ids, e->id);
-    free(e->id);
-    free(e);
-    d->n--;
-}
-
-static void dedup_expire(sophia_dedup *d, int64_t now_us)
-{
-    while (d->head && (now_us - d->head->at_us >= d->window_us || d->n > d->max))
-        dedup_pop(d);
-}
-
-void sophia_dedup_free(sophia_dedup *d)
-{
-    if (!d)
-        return;
-    while (d->head)
-        dedup_pop(d);
-    sophia_dict_free(d->ids, NULL);
-    free(d);
-}
-
-int sophia_dedup_seen(sophia_dedup *d, const char *id, int64_t now_us)
-{
-    dedup_expire(d, now_us);
-    dedup_node *e = sophia_dict_get(d->ids, id);
-    return e && now_us - e->at_us < d->window_us;
-}
-
-void sophia_dedup_add(sophia_dedup *d, const char *id, int64_t now_us)
-{
-    dedup_node *e = calloc(1, sizeof(*e));
-    if (!e || !(e->id = strdup(id))) {
-        free(e);
-        return;
-    }
-    e->at_us = now_us;
-    sophia_dict_set(d->ids, id, e); /* a re-add points at the newest node */
-    if (d->tail)
-        d->tail->next = e;
-    else
-        d->head = e;
-    d->tail = e;
-    d->n++;
-    dedup_expire(d, now_us);
-}
-
-size_t sophia_dedup_size(const sophia_dedup *d)
-{
-    return sophia_dict_size(d->ids);
-}
 
 /* ----------------------------------------------------------- streams */
 
@@ -239,6 +151,7 @@ static void stream_free(sophia_stream *st)
     for (size_t i = 0; i < st->len; i++)
         item_clear(&st->q[(st->head + i) % st->cap]);
     sophia_filter_free(st->filter);
+    sophia_stream_prefetch_free(st->pf);
     sophia_dedup_free(st->dedup);
     free(st->dedup_key);
     free(st->q);
@@ -528,6 +441,11 @@ static void start_apply(sophia_stream *st, stream_item *it, sophia_ctx *ctx,
     sophia_ctx_apply(ctx, on_applied, f); /* may report before returning */
 }
 
+static void on_prefetched(void *arg)
+{
+    stream_kick(arg);
+}
+
 /* Whether an event with dedup id `did` is in flight: a second copy then
  * waits for it to settle, and is a duplicate if it committed. */
 static int did_in_flight(const sophia_stream *st, const char *did)
@@ -564,7 +482,12 @@ static void process_one(sophia_stream *st, stream_item *it)
             .body = (const sophia_json *)it->body,
             .received_us = it->received_us,
         };
-        sophia_ctx *ctx = sophia_ctx_new(st->proc, st->name);
+        sophia_ctx *ctx;
+        if (sophia_stream_prefetch_ctx(&st->pf, st->proc, st->name, &ev,
+                                       on_prefetched, st, &ctx) == 1) {
+            requeue(st, it); /* it waits for its reads, at the head */
+            return;
+        }
         sophia_verdict v = ctx ? sophia_ctx_process(ctx, &ev)
                                : SOPHIA_PROCESS_RETRY;
         if (v == SOPHIA_PROCESS_OK) {
@@ -594,11 +517,13 @@ static void process_one(sophia_stream *st, stream_item *it)
  * while waiting out a back-off or for a failed flight's younger ones to
  * report, not while an event with staged state has effects in flight (so
  * process() always sees every earlier change applied), not while the
- * head's twin is in flight, and not beyond max_inflight events in flight. */
+ * head's twin is in flight, not while the head's prefetch reads are out
+ * (stream_prefetch.h), and not beyond max_inflight events in flight. */
 static int stream_can_start(const sophia_stream *st)
 {
     return st->len && !st->staged_inflight && !st->failing && !st->wait_did &&
-           st->nflight < st->max_inflight && !evtimer_pending(st->retry_ev, NULL);
+           st->nflight < st->max_inflight && !evtimer_pending(st->retry_ev, NULL) &&
+           !sophia_stream_prefetch_waiting(st->pf);
 }
 
 /* Processes up to `max` events; returns how many could go on now. */
@@ -872,18 +797,6 @@ size_t sophia_streams_sources_down(const sophia_streams *s, json_t *down)
     return n;
 }
 
-void sophia_streams_prom_statsd(const sophia_streams *s, FILE *f)
-{
-    fprintf(f, "# HELP sophia_statsd_refused_total StatsD datagrams dropped: "
-               "source outside statsd.allow.\n"
-               "# TYPE sophia_statsd_refused_total counter\n");
-    for (size_t i = 0; s && i < s->n; i++)
-        if (s->v[i]->statsd)
-            fprintf(f, "sophia_statsd_refused_total{stream=\"%s\"} %llu\n",
-                    s->v[i]->name,
-                    (unsigned long long)sophia_statsd_refused(s->v[i]->statsd));
-}
-
 void sophia_streams_drain(sophia_streams *s)
 {
     for (size_t i = 0; s && i < s->n; i++) {
@@ -985,6 +898,11 @@ json_t *sophia_stream_sources_json(const sophia_stream *st)
     else if (st->want_statsd)
         json_object_set_new(o, "statsd", json_pack("{s:b}", "up", 0));
     return o;
+}
+
+const struct sophia_statsd *sophia_stream_statsd(const sophia_stream *st)
+{
+    return st->statsd;
 }
 
 void sophia_stream_get_stats(const sophia_stream *st, sophia_stream_stats *out)
