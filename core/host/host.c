@@ -58,6 +58,15 @@ typedef struct staged {
     int applied;
 } staged;
 
+/* A plugin counter's addition, made at the commit (host_counter_add). */
+typedef struct ctx_count {
+    double *slot;
+    double delta;
+} ctx_count;
+
+#define CTX_COUNTS 2
+#define CTX_STAGED 2
+
 struct sophia_ctx {
     sophia_instance *inst;
     const char *stream;
@@ -65,6 +74,9 @@ struct sophia_ctx {
     size_t n, cap;
     staged *sv; /* applied by sophia_ctx_commit, else discarded on free */
     size_t sn, scap;
+    staged sv_inline[CTX_STAGED]; /* sv until more are staged */
+    ctx_count counts[CTX_COUNTS];
+    size_t ncounts;
     size_t held; /* of them, changes waiting for the commit to apply */
     void *mem; /* memory actions and consolidator batch (memory_host.c) */
     void *pre; /* prefetch answers (host_prefetch.c) */
@@ -241,10 +253,13 @@ static int staged_reserve(sophia_ctx *ctx)
 {
     if (ctx->sn < ctx->scap)
         return 0;
-    size_t cap = ctx->scap ? ctx->scap * 2 : 4;
-    staged *v = realloc(ctx->sv, cap * sizeof(*v));
+    size_t cap = ctx->scap * 2;
+    staged *v = ctx->sv == ctx->sv_inline ? malloc(cap * sizeof(*v))
+                                          : realloc(ctx->sv, cap * sizeof(*v));
     if (!v)
         return -1;
+    if (ctx->sv == ctx->sv_inline)
+        memcpy(v, ctx->sv_inline, sizeof(ctx->sv_inline));
     ctx->sv = v;
     ctx->scap = cap;
     return 0;
@@ -327,52 +342,58 @@ static sophia_json *host_cache_peek(const char *key)
     return (sophia_json *)json_loadb(val, len, JSON_DECODE_ANY, NULL);
 }
 
-static void counter_bump(sophia_self *self, const char *name, double delta)
+/* The runtime's counter `name` of `self` (created at 0), or NULL. It
+ * lives as long as the runtime, so a context may keep the pointer. */
+static double *counter_slot(sophia_self *self, const char *name)
 {
     char key[512];
     sophia_host_rt *rt = sophia_host_rt_of(self);
     snprintf(key, sizeof(key), "%s\x1f%s", self ? self->name : "-", name);
     if (!rt || (!rt->counters && !(rt->counters = sophia_dict_new())))
-        return;
+        return NULL;
     double *v = sophia_dict_get(rt->counters, key);
-    if (!v) {
-        if (!(v = calloc(1, sizeof(*v))))
-            return;
+    if (!v && (v = calloc(1, sizeof(*v))))
         sophia_dict_set(rt->counters, key, v);
-    }
-    *v += delta;
+    return v;
 }
 
 /* A count made during a callback with a context (process, a timer's, a
  * consolidator run) moves with it: counted when it commits, never for an
- * event that goes back and comes again. */
-typedef struct staged_count {
-    sophia_self *self;
-    double delta;
-    char name[];
-} staged_count;
-
+ * event that goes back and comes again. A context keeps a few counts
+ * inline (a processor counts one or two things an event); more are
+ * staged like any change. */
 static void count_apply(void *state, void *change)
 {
     (void)state;
-    staged_count *c = change;
-    counter_bump(c->self, c->name, c->delta);
+    ctx_count *c = change;
+    *c->slot += c->delta;
     free(c);
 }
 
 static void host_counter_add(sophia_self *self, const char *name, double delta)
 {
     sophia_ctx *ctx = self ? self->running : NULL;
-    size_t len = strlen(name) + 1;
-    staged_count *c = ctx ? malloc(sizeof(*c) + len) : NULL;
-    if (!c) {
-        counter_bump(self, name, delta);
+    double *slot = counter_slot(self, name);
+    if (!slot)
+        return;
+    if (!ctx) {
+        *slot += delta;
         return;
     }
-    c->self = self;
-    c->delta = delta;
-    memcpy(c->name, name, len);
-    ctx_stage(ctx, count_apply, free, c, 0);
+    for (size_t i = 0; i < ctx->ncounts; i++)
+        if (ctx->counts[i].slot == slot) {
+            ctx->counts[i].delta += delta;
+            return;
+        }
+    if (ctx->ncounts < CTX_COUNTS) {
+        ctx->counts[ctx->ncounts++] = (ctx_count){slot, delta};
+        return;
+    }
+    ctx_count *c = malloc(sizeof(*c));
+    if (c) {
+        *c = (ctx_count){slot, delta};
+        ctx_stage(ctx, count_apply, free, c, 0);
+    }
 }
 
 typedef struct counter_visit {
@@ -613,6 +634,8 @@ sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream)
     if (ctx) {
         ctx->inst = inst;
         ctx->stream = stream;
+        ctx->sv = ctx->sv_inline;
+        ctx->scap = CTX_STAGED;
     }
     return ctx;
 }
@@ -783,6 +806,9 @@ void sophia_ctx_commit(sophia_ctx *ctx)
             v->release(v->change);
     }
     ctx->sn = ctx->held = 0;
+    for (size_t i = 0; i < ctx->ncounts; i++)
+        *ctx->counts[i].slot += ctx->counts[i].delta;
+    ctx->ncounts = 0;
 }
 
 static void on_detached_applied(void *arg, int rc)
@@ -818,7 +844,8 @@ void sophia_ctx_free(sophia_ctx *ctx)
         if (v->release)
             v->release(v->change);
     }
-    free(ctx->sv);
+    if (ctx->sv != ctx->sv_inline)
+        free(ctx->sv);
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];
         free(a->type);
