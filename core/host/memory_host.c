@@ -63,8 +63,9 @@ int sophia_memory_host_store(sophia_ctx *ctx, const char *content,
     json_t *t = memory_type ? json_string(memory_type) : NULL;
     json_t *imp = importance >= 0 ? json_real(importance) : NULL;
     sophia_memory *m = sophia_host_ctx_env(ctx)->memory;
+    char why[160];
     const char *bad = !m ? "memory store disabled"
-                         : sophia_memory_check(m, s, t, c, imp);
+                         : sophia_memory_check(m, s, t, c, imp, why, sizeof(why));
     int rc = bad ? SOPHIA_EINVAL : 0;
     if (!bad)
         rc = push(ctx, json_pack("{s:s,s:o,s:s,s:O,s:f}", "op", "store", "content",

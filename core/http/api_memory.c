@@ -64,7 +64,9 @@ static void post_memory(sophia_http_req *r, sophia_memory *m)
            *type = json_object_get(o, "memory_type"),
            *ctx = json_object_get(o, "context"),
            *imp = json_object_get(o, "importance");
-    const char *bad = sophia_memory_check(m, content, type, ctx, imp);
+    char why[160];
+    const char *bad = sophia_memory_check(m, content, type, ctx, imp, why,
+                                          sizeof(why));
     if (bad) {
         sophia_http_reply_error(r, 400, "bad_memory", "%s", bad);
         json_decref(o);

@@ -128,11 +128,12 @@ int sophia_memory_feedback(sophia_memory *m, int64_t id, int useful,
                            sophia_memory_feedback_cb cb, void *arg);
 
 /* Validates a memory as a client sent it; NULL when fine, else a message
- * (static storage) for a 400. */
+ * for a 400 (static text, or written into buf). */
 const char *sophia_memory_check(const sophia_memory *m, const json_t *content,
                                 const json_t *memory_type,
                                 const json_t *context,
-                                const json_t *importance);
+                                const json_t *importance,
+                                char *buf, size_t buflen);
 
 /* A cache read by a dashboard and/or user, as the caller vouches (POST
  * /api/cache/access, an authenticated WS cache.get; never an HTTP GET).

@@ -37,9 +37,9 @@ static const char *check_context(const json_t *ctx)
 
 const char *sophia_memory_check(const sophia_memory *m, const json_t *content,
                                 const json_t *memory_type,
-                                const json_t *context, const json_t *importance)
+                                const json_t *context, const json_t *importance,
+                                char *buf, size_t buflen)
 {
-    static char buf[160];
     if (!json_is_string(content))
         return "content is required and must be a string";
     size_t len = json_string_length(content);
@@ -48,7 +48,7 @@ const char *sophia_memory_check(const sophia_memory *m, const json_t *content,
     if (len == 0 || blank == len)
         return "content must not be empty";
     if (len > m->conf->memory.max_content) {
-        snprintf(buf, sizeof(buf), "content is %zu bytes; the limit is %zu "
+        snprintf(buf, buflen, "content is %zu bytes; the limit is %zu "
                  "(memory.max_content)", len, m->conf->memory.max_content);
         return buf;
     }
