@@ -460,7 +460,7 @@ static void run_event(sophia_instance *inst, const char *stream,
         .received_us = tool_now_us(),
     };
     sophia_ctx *ctx = sophia_ctx_new(inst, stream);
-    sophia_verdict v = inst->desc->processor->process(inst->state, &ev, ctx);
+    sophia_verdict v = sophia_ctx_process(ctx, &ev);
     json_t *actions = with_memories((json_t *)sophia_ctx_actions_json(ctx));
     if (v == SOPHIA_PROCESS_OK) /* as the host does once effects commit */
         sophia_ctx_commit(ctx);

@@ -19,7 +19,9 @@ int sophia_host_consolidate_run(void *arg, sophia_instance *in, json_t *batch,
     if (!ctx)
         return SOPHIA_ENOMEM;
     sophia_memory_ctx_set_batch(ctx, batch);
+    sophia_ctx_enter(ctx);
     int rc = in->desc->consolidator->run(in->state, ctx);
+    sophia_ctx_leave(ctx);
     sophia_memory_ctx_set_batch(ctx, NULL);
     *ops = sophia_memory_ctx_take_ops(ctx);
     if (rc == 0) /* its other actions (publish, alerts...), then its state */

@@ -227,8 +227,10 @@ static int staged_reserve(sophia_ctx *ctx)
     return 0;
 }
 
-static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
-                      void (*discard)(void *), void *change)
+/* A change applied at the commit; `hold`: process() must see it, so the
+ * stream waits for this event (sophia_ctx_has_staged). */
+static int ctx_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
+                     void (*discard)(void *), void *change, int hold)
 {
     if (!ctx || !apply || staged_reserve(ctx) < 0) {
         if (discard)
@@ -236,8 +238,14 @@ static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
         return ctx && apply ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
     }
     ctx->sv[ctx->sn++] = (staged){apply, NULL, discard, change, 0};
-    ctx->held++;
+    ctx->held += hold != 0;
     return 0;
+}
+
+static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
+                      void (*discard)(void *), void *change)
+{
+    return ctx_stage(ctx, apply, discard, change, 1);
 }
 
 /* Applied now in a stream event's context, so the stream need not wait
@@ -296,7 +304,7 @@ static sophia_json *host_cache_peek(const char *key)
     return (sophia_json *)json_loadb(val, len, JSON_DECODE_ANY, NULL);
 }
 
-static void host_counter_add(sophia_self *self, const char *name, double delta)
+static void counter_bump(sophia_self *self, const char *name, double delta)
 {
     char key[512];
     snprintf(key, sizeof(key), "%s\x1f%s", self ? self->name : "-", name);
@@ -309,6 +317,38 @@ static void host_counter_add(sophia_self *self, const char *name, double delta)
         sophia_dict_set(counters, key, v);
     }
     *v += delta;
+}
+
+/* A count made during a callback with a context (process, a timer's, a
+ * consolidator run) moves with it: counted when it commits, never for an
+ * event that goes back and comes again. */
+typedef struct staged_count {
+    sophia_self *self;
+    double delta;
+    char name[];
+} staged_count;
+
+static void count_apply(void *state, void *change)
+{
+    (void)state;
+    staged_count *c = change;
+    counter_bump(c->self, c->name, c->delta);
+    free(c);
+}
+
+static void host_counter_add(sophia_self *self, const char *name, double delta)
+{
+    sophia_ctx *ctx = self ? self->running : NULL;
+    size_t len = strlen(name) + 1;
+    staged_count *c = ctx ? malloc(sizeof(*c) + len) : NULL;
+    if (!c) {
+        counter_bump(self, name, delta);
+        return;
+    }
+    c->self = self;
+    c->delta = delta;
+    memcpy(c->name, name, len);
+    ctx_stage(ctx, count_apply, free, c, 0);
 }
 
 typedef struct counter_visit {
@@ -482,6 +522,27 @@ const sophia_host_env *sophia_host_get_env(void)
 }
 
 /* ------------------------------------------------------------- context */
+
+void sophia_ctx_enter(sophia_ctx *ctx)
+{
+    if (ctx->inst)
+        ctx->inst->running = ctx;
+}
+
+void sophia_ctx_leave(sophia_ctx *ctx)
+{
+    if (ctx->inst)
+        ctx->inst->running = NULL;
+}
+
+sophia_verdict sophia_ctx_process(sophia_ctx *ctx, const sophia_event *ev)
+{
+    sophia_ctx_enter(ctx);
+    sophia_verdict v = ctx->inst->desc->processor->process(ctx->inst->state,
+                                                           ev, ctx);
+    sophia_ctx_leave(ctx);
+    return v;
+}
 
 sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream)
 {

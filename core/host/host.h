@@ -73,6 +73,13 @@ void sophia_memory_ctx_apply(sophia_ctx *ctx, sophia_apply *ap);
  * applied at once is undone, newest first, so a context that never
  * commits leaves the plugin's state as it was. */
 void sophia_ctx_commit(sophia_ctx *ctx);
+/* Around a plugin callback given `ctx` (process, a timer's, a consolidator
+ * run): what the instance counts meanwhile (counter_add) is staged in ctx
+ * and counted when it commits. */
+void sophia_ctx_enter(sophia_ctx *ctx);
+void sophia_ctx_leave(sophia_ctx *ctx);
+/* The context's processor instance on `ev`, between enter and leave. */
+sophia_verdict sophia_ctx_process(sophia_ctx *ctx, const sophia_event *ev);
 /* Whether changes wait for the commit to apply (host->stage): the stream
  * then starts no later event until this one settles, so that process()
  * sees them. Changes applied at once (stage_undoable) do not count. */

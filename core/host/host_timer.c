@@ -76,7 +76,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     sophia_ctx *ctx = sophia_ctx_new(inst, NULL);
     if (!ctx)
         return;
+    sophia_ctx_enter(ctx);
     int rc = cb(cb_arg, ctx);
+    sophia_ctx_leave(ctx);
     if (rc == 0) {
         sophia_ctx_apply_detached(ctx); /* commits once durable */
         return;

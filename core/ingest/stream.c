@@ -563,8 +563,7 @@ static void process_one(sophia_stream *st, stream_item *it)
             .received_us = it->received_us,
         };
         sophia_ctx *ctx = sophia_ctx_new(st->proc, st->name);
-        sophia_verdict v = ctx ? st->proc->desc->processor->process(
-                                     st->proc->state, &ev, ctx)
+        sophia_verdict v = ctx ? sophia_ctx_process(ctx, &ev)
                                : SOPHIA_PROCESS_RETRY;
         if (v == SOPHIA_PROCESS_OK) {
             start_apply(st, it, ctx, did);

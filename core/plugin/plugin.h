@@ -28,6 +28,7 @@ struct sophia_self {
     const sophia_plugin *desc;
     sophia_opts *opts;
     void *state;    /* what init() returned */
+    void *running;  /* the sophia_ctx whose callback runs now (host.h) */
     int64_t loaded_at;      /* unix seconds */
     unsigned reload_count;
     /* identity of `file` when loaded: a reload reloads it when changed */

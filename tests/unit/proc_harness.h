@@ -109,7 +109,7 @@ PH_STATIC sophia_verdict ph_run(sophia_instance *inst, const char *body,
                        .received_us = 1705746600LL * 1000000LL};
     sophia_ctx *ctx = sophia_ctx_new(inst, "s");
     assert_non_null(ctx);
-    sophia_verdict v = inst->desc->processor->process(inst->state, &ev, ctx);
+    sophia_verdict v = sophia_ctx_process(ctx, &ev);
     json_t *a = (json_t *)sophia_ctx_actions_json(ctx);
     ph_strip_clock(a);
     if (actions)

@@ -14,6 +14,7 @@
  *     with neither timestamp nor id is always new;
  *   - reload keeps window samples, firing alerts and seen identities, and
  *     the samples of a 0.1.0 export (format 1) still come across;
+ *   - its counters (points) count a point once, when it commits;
  *   - init refuses an SDK 1.0 host (no host->stage), saying why;
  *   - two points in flight at once over full rings (stage_undoable: their
  *     changes apply at once), neither committing: undone newest first,
@@ -59,11 +60,14 @@ static void test_refused_alert_fires_on_redelivery(void **unused)
     char p[256], *first;
     ph_run(inst, point(p, sizeof(p), "cpu", 50, 0), NULL, PH_COMMIT, NULL);
 
+    double points = ph_counter("points");
     point(p, sizeof(p), "cpu", 95, 1);
     assert_int_equal(ph_run_unchanged(inst, p, NULL, PH_REFUSE, &first),
                      SOPHIA_PROCESS_OK);
     assert_int_equal(ph_count(first, "\"state\":\"firing\""), 1);
+    assert_true(ph_counter("points") == points); /* counted with the commit */
     ph_redelivered_commits(inst, p, first); /* same alert, same aggregate */
+    assert_true(ph_counter("points") == points + 1);
 
     ph_redelivered_is_duplicate(inst, p);
     free(first);

@@ -283,7 +283,10 @@ typedef struct sophia_host {
     /* --- since 1.0: immediate reads and counters --- */
     /* A copy of the L1 value (caller frees with json_free), or NULL. */
     sophia_json *(*cache_peek)(const char *key);
-    /* Adds to `sophia_plugin_<name>_total{instance="..."}`. */
+    /* Adds to `sophia_plugin_<name>_total{instance="..."}`. Called from
+     * a callback given a ctx (process, a timer's, a consolidator run), the
+     * addition moves with that ctx: counted when it commits, not at all
+     * when it does not (so an event delivered again counts once). */
     void (*counter_add)(sophia_self *self, const char *name, double delta);
     /* Wall clock in microseconds since the epoch. */
     int64_t (*now_us)(void);
