@@ -34,6 +34,13 @@
  *   in an `auth` message, the first on each connection (not in the socket
  *   URL, which proxies log, and whose refusal a browser cannot read), and
  *   is kept in sessionStorage for this tab only.
+ * - An alert update with data.state "resolved" (host->alert_ex with
+ *   resolve, the metrics processor's thresholds) is not a new alert: it
+ *   marks the firing alert it ends - same alert_id, or for one raised
+ *   without an id the same alert_type and metric - as resolved, and the
+ *   severity counts then count only what still fires. A resolution that
+ *   matches nothing shown (its alert fell out of the feed or the history)
+ *   changes nothing.
  * - Server text is only ever set with textContent, never parsed as HTML.
  */
 (() => {
@@ -74,6 +81,7 @@
   const alerts = [];              // newest first, at most MAX_ALERTS
   let alertsDirty = false;
   let alertsCleared = false;
+  const resolvedUnrendered = new Set(); // alerts resolved since the last frame
   const sevCounts = new Map();
   const lastSeq = new Map();      // topic -> last seq seen (any connection)
   const rebuilding = new Map();   // topic -> {id, latestId, history, latest, held: [live messages], timer}
@@ -253,27 +261,57 @@
     return SEVERITIES.includes(sev) ? sev : 'other';
   }
 
+  const str = (v) => (typeof v === 'string' ? v : '');
+
+  // What pairs a resolution with the alert it ends: the alert_id, else
+  // (an alert raised without one) its type, metric and dashboard.
+  function alertKey(d) {
+    if (str(d.alert_id)) return 'id\u0000' + d.alert_id;
+    return ['type', str(d.alert_type), str(d.metric), str(d.dashboard_id)].join('\u0000');
+  }
+
   function onAlert(m) {
     const d = m.data || {};
+    if (d.state === 'resolved') {
+      onResolved(d);
+      return;
+    }
     const a = {
       severity: typeof d.severity === 'string' ? d.severity : 'info',
-      type: typeof d.alert_type === 'string' ? d.alert_type : '',
+      type: str(d.alert_type),
       message: typeof d.message === 'string' ? d.message : JSON.stringify(d),
+      key: alertKey(d),
+      id: str(d.alert_id),
       at: new Date(),
+      resolvedAt: null,
       node: null,
     };
     alerts.unshift(a);
     sevCounts.set(a.severity, (sevCounts.get(a.severity) || 0) + 1);
     if (alerts.length > MAX_ALERTS) {
       const old = alerts.pop(); // its node, if any, goes in renderAlerts
-      sevCounts.set(old.severity, sevCounts.get(old.severity) - 1);
+      if (!old.resolvedAt) sevCounts.set(old.severity, sevCounts.get(old.severity) - 1);
+      resolvedUnrendered.delete(old);
     }
+    alertsDirty = true;
+    schedule();
+  }
+
+  // The newest alert still firing under the same key is marked resolved.
+  function onResolved(d) {
+    const key = alertKey(d);
+    const a = alerts.find((x) => !x.resolvedAt && x.key === key);
+    if (!a) return;
+    a.resolvedAt = new Date();
+    sevCounts.set(a.severity, sevCounts.get(a.severity) - 1);
+    if (a.node) resolvedUnrendered.add(a);
     alertsDirty = true;
     schedule();
   }
 
   function clearAlerts() {
     alerts.length = 0;
+    resolvedUnrendered.clear();
     sevCounts.clear();
     alertsCleared = true;
     alertsDirty = true;
@@ -283,10 +321,19 @@
   function alertNode(a) {
     const li = el('li', 'alert sev-' + sevClass(a.severity));
     li.dataset.severity = a.severity;
+    li.dataset.state = 'firing';
+    if (a.id) li.dataset.alertId = a.id;
     li.append(el('span', 'sev', a.severity), el('span', 'msg', a.message),
       el('span', 'time', a.at.toLocaleTimeString('en-GB')));
     if (a.type) li.append(el('span', 'type', a.type));
+    if (a.resolvedAt) markResolved(a, li);
     return li;
+  }
+
+  function markResolved(a, li) {
+    li.classList.add('resolved');
+    li.dataset.state = 'resolved';
+    li.append(el('span', 'state', 'resolved ' + a.resolvedAt.toLocaleTimeString('en-GB')));
   }
 
   function renderAlerts() {
@@ -303,6 +350,8 @@
       fresh.append(a.node);
     }
     list.prepend(fresh);
+    for (const a of resolvedUnrendered) markResolved(a, a.node);
+    resolvedUnrendered.clear();
     // The list mirrors `alerts`, newest first: what is past its end fell
     // off the bounded array.
     while (list.childElementCount > alerts.length) list.lastElementChild.remove();

@@ -25,8 +25,17 @@
  * invalidations of events whose verdict is `ok` are kept in an in-memory
  * map that the plugin's cache_peek reads, so read-modify-write processors
  * behave as they would against a warm L1; cache_get (and its 1.1 form
- * cache_get_ex) reads the same map. Timers (SDK 1.1) are accepted and
- * never fire: there is no loop.
+ * cache_get_ex) reads the same map, and so does a processor's prefetch
+ * (SDK 1.1): each key it names is answered from the map and printed as
+ * {"event":N,"prefetch":KEY,"found":true|false} before the actions.
+ *
+ * Timers (SDK 1.1) run on a virtual clock that only the input moves: a
+ * line `#advance SECONDS` advances it, firing every timer that falls due
+ * on the way, earliest first (a repeating one as often as it falls due),
+ * each printed like an event, `{"timer":ID,...}` lines then
+ * `{"timer":ID,"rc":RC,"actions":N}`. Real time never fires one, so the
+ * output is the same on every run; now_us() and received_us move with the
+ * clock too (from --now-us, or the real clock when it is not given).
  * memory_store calls are printed as `memory_store` actions in call order
  * (the daemon keeps them apart from the ctx's list). Counters (counter_add)
  * are printed at the end. Logs from the plugin go to stderr.
@@ -46,6 +55,7 @@
 #include "conf/config.h"
 #include "lib/diag.h"
 #include "host/host.h"
+#include "host/prefetch.h"
 #include "lib/log.h"
 #include "event/loop.h"
 #include "plugin/plugin.h"
@@ -66,6 +76,21 @@ static json_t *pending_memories;
 static long long fixed_now_us;
 static sophia_host tool_host; /* the core's table, a few entries replaced */
 
+/* A timer on the virtual clock (#advance moves it). */
+typedef struct tool_timer {
+    struct tool_timer *next;
+    sophia_self *self;
+    int64_t id;
+    int64_t due_us, repeat_us; /* on the virtual clock; repeat 0: once */
+    int (*cb)(void *arg, sophia_ctx *ctx);
+    void *arg;
+} tool_timer;
+
+static tool_timer *timers;
+static int64_t timer_last_id;
+static int64_t vclock_us; /* advanced so far by #advance */
+#define TOOL_MAX_FIRES 1000000 /* per #advance: a runaway repeat stops */
+
 /* ---------------------------------------------------------- arguments */
 
 static void usage(FILE *out)
@@ -80,7 +105,9 @@ static void usage(FILE *out)
             "per input\nline (NDJSON) and prints every action it queues, "
             "then its verdict, as\nJSON lines. --options is a YAML file "
             "or inline YAML: the mapping that\nwould sit under `options:` "
-            "in sophia.yaml.\n");
+            "in sophia.yaml.\nA line `#advance SECONDS` moves the virtual "
+            "clock on, firing the timers\n(host->timer_add) that fall due "
+            "on the way.\n");
 }
 
 static int parse_args(int argc, char **argv, tool_args *a)
@@ -376,7 +403,7 @@ static sophia_json *tool_cache_peek(const char *key)
 
 static int64_t tool_now_us(void)
 {
-    return fixed_now_us ? fixed_now_us : sophia_now_wall_us();
+    return (fixed_now_us ? fixed_now_us : sophia_now_wall_us()) + vclock_us;
 }
 
 /* Keys carrying `tag`, dropped from the in-memory cache. */
@@ -419,6 +446,133 @@ static void store_apply(json_t *actions)
     }
 }
 
+/* ------------------------------------------------------------- timers */
+
+/* As host_timer.c bounds them: 0 .. 10 years, a repeat of at least 1 ms. */
+static int tool_bad_seconds(double v)
+{
+    return !(v >= 0 && v <= SOPHIA_CACHE_MAX_TTL);
+}
+
+static int64_t tool_timer_add(sophia_self *self, double delay_s,
+                              double repeat_s,
+                              int (*cb)(void *arg, sophia_ctx *ctx), void *arg)
+{
+    if (!self || !cb || tool_bad_seconds(delay_s) ||
+        tool_bad_seconds(repeat_s) || (repeat_s > 0 && repeat_s < 0.001))
+        return SOPHIA_EINVAL;
+    tool_timer *t = calloc(1, sizeof(*t));
+    if (!t)
+        return SOPHIA_ENOMEM;
+    *t = (tool_timer){.self = self, .id = ++timer_last_id, .cb = cb,
+                      .arg = arg, .due_us = vclock_us + (int64_t)(delay_s * 1e6),
+                      .repeat_us = (int64_t)(repeat_s * 1e6)};
+    t->next = timers;
+    timers = t;
+    return t->id;
+}
+
+/* Unlinks timer `id` of `self` (any instance's when self is NULL). */
+static tool_timer *timer_take(const sophia_self *self, int64_t id)
+{
+    for (tool_timer **p = &timers; *p; p = &(*p)->next) {
+        tool_timer *t = *p;
+        if (t->id == id && (!self || t->self == self)) {
+            *p = t->next;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static int tool_timer_del(sophia_self *self, int64_t id)
+{
+    tool_timer *t = timer_take(self, id);
+    free(t);
+    return t ? 0 : SOPHIA_ENOENT;
+}
+
+static void timers_free(void)
+{
+    while (timers) {
+        tool_timer *t = timers;
+        timers = t->next;
+        free(t);
+    }
+}
+
+/* The timer due first at or before `until_us` (ties: the older id). */
+static tool_timer *timer_next_due(int64_t until_us)
+{
+    tool_timer *best = NULL;
+    for (tool_timer *t = timers; t; t = t->next)
+        if (t->due_us <= until_us &&
+            (!best || t->due_us < best->due_us ||
+             (t->due_us == best->due_us && t->id < best->id)))
+            best = t;
+    return best;
+}
+
+static void print_actions(json_t *actions, const char *what, int64_t id);
+static void print_line(json_t *o);
+
+/* Fires timer t at its due time, as host_timer.c does: re-armed (or
+ * removed) first, since the callback may delete it; its actions are
+ * applied (here: to the map) and its staged state committed when it
+ * returns 0. */
+static void timer_fire(sophia_instance *inst, tool_timer *t)
+{
+    vclock_us = t->due_us;
+    int64_t id = t->id;
+    int (*cb)(void *, sophia_ctx *) = t->cb;
+    void *arg = t->arg;
+    if (t->repeat_us > 0)
+        t->due_us += t->repeat_us;
+    else
+        free(timer_take(NULL, id));
+    sophia_ctx *ctx = sophia_ctx_new(inst, NULL);
+    int rc = ctx ? cb(arg, ctx) : SOPHIA_ENOMEM;
+    json_t *actions = with_memories((json_t *)sophia_ctx_actions_json(ctx));
+    if (rc == 0)
+        sophia_ctx_commit(ctx);
+    sophia_ctx_free(ctx);
+    print_actions(actions, "timer", id);
+    if (rc == 0)
+        store_apply(actions);
+    print_line(json_pack("{s:I, s:I, s:i, s:I}", "timer", (json_int_t)id,
+                         "at_us", (json_int_t)tool_now_us(), "rc", rc,
+                         "actions", (json_int_t)json_array_size(actions)));
+    json_decref(actions);
+    fflush(stdout);
+}
+
+/* `#advance SECONDS`: 0, or -1 when SECONDS is not a number of seconds
+ * in 0 .. 10 years or a timer keeps falling due (reported). */
+static int run_advance(sophia_instance *inst, const char *arg, size_t lineno)
+{
+    char *end;
+    double s = strtod(arg, &end);
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (end == arg || *end || tool_bad_seconds(s)) {
+        fprintf(stderr, "<stdin>:%zu: #advance wants seconds (0 .. "
+                "315360000), got '%s'\n", lineno, arg);
+        return -1;
+    }
+    int64_t until = vclock_us + (int64_t)(s * 1e6);
+    tool_timer *t;
+    for (size_t n = 0; (t = timer_next_due(until)); n++) {
+        if (n == TOOL_MAX_FIRES) {
+            fprintf(stderr, "<stdin>:%zu: #advance stopped after %d timer "
+                    "callbacks\n", lineno, TOOL_MAX_FIRES);
+            return -1;
+        }
+        timer_fire(inst, t);
+    }
+    vclock_us = until;
+    return 0;
+}
+
 /* -------------------------------------------------------------- events */
 
 static const char *verdict_name(sophia_verdict v)
@@ -447,6 +601,38 @@ static void print_line(json_t *o)
     json_decref(o);
 }
 
+/* One line per action, led by {"<what>": id}. */
+static void print_actions(json_t *actions, const char *what, int64_t id)
+{
+    size_t i;
+    json_t *a;
+    json_array_foreach(actions, i, a) {
+        json_t *line = json_pack("{s:I}", what, (json_int_t)id);
+        json_object_update(line, a);
+        print_line(line);
+    }
+}
+
+/* A processor's prefetch (SDK 1.1), answered from the in-memory cache as
+ * the tiers would answer it, one {"event":N,"prefetch":KEY,"found":B}
+ * line a key. 0, or the prefetch's error (the event is then a retry). */
+static int prefetch_from_map(sophia_instance *inst, sophia_ctx *ctx,
+                             const sophia_event *ev, size_t seq)
+{
+    if (!sophia_prefetch_wanted(inst))
+        return 0;
+    int rc = sophia_prefetch_collect(inst, ctx, ev);
+    const char *key;
+    for (size_t i = 0; !rc && (key = sophia_prefetch_key(ctx, i)); i++) {
+        json_t *e = json_object_get(cache_store, key);
+        sophia_prefetch_answer(ctx, key,
+                               (const sophia_json *)json_object_get(e, "value"));
+        print_line(json_pack("{s:I, s:s, s:b}", "event", (json_int_t)seq,
+                             "prefetch", key, "found", e != NULL));
+    }
+    return rc;
+}
+
 /* Runs one event through process() and prints its actions and verdict. */
 static void run_event(sophia_instance *inst, const char *stream,
                       const json_t *body, size_t seq)
@@ -460,19 +646,15 @@ static void run_event(sophia_instance *inst, const char *stream,
         .received_us = tool_now_us(),
     };
     sophia_ctx *ctx = sophia_ctx_new(inst, stream);
-    sophia_verdict v = sophia_ctx_process(ctx, &ev);
+    sophia_verdict v = prefetch_from_map(inst, ctx, &ev, seq)
+                           ? SOPHIA_PROCESS_RETRY
+                           : sophia_ctx_process(ctx, &ev);
     json_t *actions = with_memories((json_t *)sophia_ctx_actions_json(ctx));
     if (v == SOPHIA_PROCESS_OK) /* as the host does once effects commit */
         sophia_ctx_commit(ctx);
     sophia_ctx_free(ctx); /* otherwise staged state is discarded */
 
-    size_t i;
-    json_t *a;
-    json_array_foreach(actions, i, a) {
-        json_t *line = json_pack("{s:I}", "event", (json_int_t)seq);
-        json_object_update(line, a);
-        print_line(line);
-    }
+    print_actions(actions, "event", (int64_t)seq);
     if (v == SOPHIA_PROCESS_OK)
         store_apply(actions);
     print_line(json_pack("{s:I, s:s, s:I}", "event", (json_int_t)seq,
@@ -487,6 +669,8 @@ static void run_event(sophia_instance *inst, const char *stream,
 static int run_line(sophia_instance *inst, const char *stream,
                     const char *line, size_t lineno, size_t *seq)
 {
+    if (!strncmp(line, "#advance ", 9))
+        return run_advance(inst, line + 9, lineno);
     json_error_t err;
     json_t *v = json_loads(line, JSON_DECODE_ANY, &err);
     if (!v) {
@@ -590,6 +774,8 @@ int main(int argc, char **argv)
     tool_host.cache_get = tool_cache_get;
     tool_host.cache_get_ex = tool_cache_get_ex;
     tool_host.memory_store = tool_memory_store;
+    tool_host.timer_add = tool_timer_add;
+    tool_host.timer_del = tool_timer_del;
     if (!(cache_store = json_object()) ||
         !(pending_memories = json_array()) || sophia_plugin_system_init()) {
         fprintf(stderr, "sophia-plugin-test: cannot initialize\n");
@@ -602,6 +788,7 @@ int main(int argc, char **argv)
     if (inst) {
         rc = run_input(inst, a.stream, stdin);
         sophia_host_counters_each(print_counter, NULL);
+        timers_free(); /* before fini: as the host cancels an instance's */
         sophia_plugin_unload(inst);
     } else {
         rc = 1;

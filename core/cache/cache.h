@@ -35,6 +35,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "conf/config.h"
 #include "plugin/plugin.h"
@@ -147,5 +148,7 @@ int sophia_cache_l3_state(const sophia_cache *c, const char **err);
 
 /* {"l1":{...},"l2":{...},"l3":{...},"loader":{...},"write_back":{...}}. */
 json_t *sophia_cache_stats_json(const sophia_cache *c);
+/* The sophia_cache_* lines of /metrics (cache_stats.c). */
+void sophia_cache_write_prom(const sophia_cache *c, FILE *f);
 
 #endif

@@ -7,7 +7,7 @@
  * error) is added to a sophia_diag as `FILE:LINE:COL: message` and loading
  * goes on, so one `--check` shows them all. Plugin options are kept as
  * untyped scalars with their positions: only the plugin's option table knows
- * their types, and the plugin loader validates them (plugin.c).
+ * their types, and the plugin loader validates them (plugin/plugin_opts.c).
  *
  * Secrets never live in the file: sections name environment variables
  * (`secret_env: NAME`) and the values are read at load time.

@@ -57,7 +57,7 @@ typedef struct sophia_pg sophia_pg;
  * res: the statement's result; NULL when the connection failed before its
  * Sync arrived (retry) or the handle is being freed. err: NULL when res is
  * PGRES_COMMAND_OK / PGRES_TUPLES_OK, else a one-line message. Both are
- * valid only during the call: pg.c PQclear()s res after the callback
+ * valid only during the call: pg_query.c PQclear()s res after the callback
  * returns, so the callback must not. A callback may queue new queries; it
  * must not free the sophia_pg.
  */

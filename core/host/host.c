@@ -3,6 +3,7 @@
  */
 #include "host/host.h"
 #include "host/host_json.h"
+#include "host/prefetch.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -60,6 +61,7 @@ struct sophia_ctx {
     size_t sn, scap;
     size_t held; /* of them, changes waiting for the commit to apply */
     void *mem; /* memory actions and consolidator batch (memory_host.c) */
+    void *pre; /* prefetch answers (host_prefetch.c) */
     sophia_apply *apply; /* in progress, reports to it until cancelled */
     int published;       /* its publishes went out */
 };
@@ -504,6 +506,8 @@ static const sophia_host host_table = {
     .timer_del = sophia_host_timer_del,
     .cache_get_ex = sophia_host_cache_get_ex,
     .memory_search_ex = sophia_host_memory_search_ex,
+    .prefetch = sophia_host_prefetch,
+    .prefetched = sophia_host_prefetched,
 };
 
 const sophia_host *sophia_host_table(void)
@@ -758,6 +762,7 @@ void sophia_ctx_free(sophia_ctx *ctx)
         sophia_strv_free(a->tags);
     }
     sophia_memory_ctx_free(ctx);
+    sophia_prefetch_ctx_free(ctx);
     free(ctx->v);
     free(ctx);
 }
@@ -765,6 +770,11 @@ void sophia_ctx_free(sophia_ctx *ctx)
 void **sophia_ctx_memory_slot(sophia_ctx *ctx)
 {
     return ctx ? &ctx->mem : NULL;
+}
+
+void **sophia_ctx_prefetch_slot(sophia_ctx *ctx)
+{
+    return ctx ? &ctx->pre : NULL;
 }
 
 /* ------------------------------------------------ actions as JSON (SDK) */

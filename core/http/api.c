@@ -5,8 +5,11 @@
  * bottom; router.h picks among them and those of the other api_*.c.
  * Everything comes from the sophia_api the routes carry, never a global.
  * Documents are built with jansson (JSON) or open_memstream (Prometheus
- * text) from counters the modules keep; the HTTP figures from their one
- * declaration (http_stats.c, lib/statdef.h).
+ * text). Every figure is declared once, by the module that keeps it
+ * (lib/statdef.h: http_stats.c, ingest/stream_stats.c, cache_stats.c,
+ * memory_stats.c, ws_stats.c; the daemon's, plugins' and reloads' here),
+ * and both documents are written from the declarations: this file only
+ * puts the pieces together.
  */
 #include "http/api.h"
 
@@ -74,28 +77,72 @@ static int authorized(const sophia_api *api, sophia_http_req *r)
     return ok;
 }
 
-static json_t *stream_stats_json(const sophia_stream *st)
+/* ------------------------------------------- the daemon, plugins, reloads */
+
+typedef struct daemon_figs {
+    int64_t uptime_s;
+    uint64_t built; /* 1, sophia_build_info's value (version="...") */
+} daemon_figs;
+
+static const sophia_statdef build_defs[] = {
+    SOPHIA_STATDEF(NULL, "sophia_build_info", "gauge", NULL,
+                   "Version of sophiad.", offsetof(daemon_figs, built)),
+};
+
+static const sophia_statdef daemon_defs[] = {
+    SOPHIA_STATDEF("uptime_s", "sophia_uptime_seconds", "gauge", NULL,
+                   "Seconds since start.", offsetof(daemon_figs, uptime_s),
+                   .kind = SOPHIA_STAT_I64),
+};
+
+static daemon_figs daemon_figs_of(const sophia_api *api)
 {
-    sophia_stream_stats s;
-    sophia_stream_get_stats(st, &s);
-    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:o}", "received",
-                     (json_int_t)s.received, "processed",
-                     (json_int_t)s.processed, "dropped", (json_int_t)s.dropped,
-                     "failed", (json_int_t)s.failed, "retried",
-                     (json_int_t)s.retried, "rejected", (json_int_t)s.rejected,
-                     "queued", (json_int_t)s.queued, "capacity",
-                     (json_int_t)s.capacity, "rate", s.rate, "lag_ms", s.lag_ms,
-                     "filtered", (json_int_t)s.filtered, "duplicates",
-                     (json_int_t)s.duplicates, "sources",
-                     sophia_stream_sources_json(st));
-    json_object_update_new(o, json_pack("{s:I,s:f,s:I,s:I,s:{s:I,s:I,s:I},s:o}",
-        "inflight", (json_int_t)s.inflight, "retry_wait_ms", s.retry_wait_ms,
-        "dead", (json_int_t)s.dead,
-        "effect_failures", (json_int_t)s.effect_failures, "dead_reasons",
-        "processor_error", (json_int_t)s.dead_error, "retry_exhausted",
-        (json_int_t)s.dead_retry, "effect_exhausted", (json_int_t)s.dead_effect,
-        "dead_letters", sophia_stream_dead_json(st)));
-    return o;
+    return (daemon_figs){(sophia_now_wall_us() - api->started_us) / 1000000, 1};
+}
+
+/* Each figure once (lib/statdef.h): per plugin instance, then the
+ * reload and rate-limit counters. */
+typedef struct plugin_figs {
+    int64_t loaded_at;
+    uint64_t reload_count, loaded; /* loaded: 1, sophia_plugin_info's value */
+} plugin_figs;
+
+static const sophia_statdef plugin_defs[] = {
+    SOPHIA_STATDEF("loaded_at", NULL, NULL, NULL, NULL,
+                   offsetof(plugin_figs, loaded_at), .kind = SOPHIA_STAT_I64),
+    SOPHIA_STATDEF("reload_count", NULL, NULL, NULL, NULL,
+                   offsetof(plugin_figs, reload_count)),
+    SOPHIA_STATDEF(NULL, "sophia_plugin_info", "gauge", NULL,
+                   "Loaded plugin instances.", offsetof(plugin_figs, loaded)),
+};
+
+typedef struct reload_figs {
+    uint64_t plugin_load_failures, reloads, failures, rate_limited;
+} reload_figs;
+
+#define RL(f) offsetof(reload_figs, f)
+static const sophia_statdef reload_defs[] = {
+    SOPHIA_STATDEF("plugin_load_failures", "sophia_plugin_load_failures_total",
+                   "counter", NULL, "Plugin loads refused.", RL(plugin_load_failures)),
+    SOPHIA_STATDEF("reloads", "sophia_reloads_total", "counter", NULL,
+                   "Successful configuration reloads.", RL(reloads)),
+    SOPHIA_STATDEF("failures", "sophia_reload_failures_total", "counter", NULL,
+                   "Reloads refused; the old configuration kept running.", RL(failures)),
+    SOPHIA_STATDEF(NULL, "sophia_rate_limited_total", "counter", NULL,
+                   "Requests answered 429 (server.rate_limit).", RL(rate_limited)),
+};
+
+#define NDEFS(t) (sizeof(t) / sizeof((t)[0]))
+
+static plugin_figs plugin_figs_of(const sophia_instance *in)
+{
+    return (plugin_figs){(int64_t)in->loaded_at, (uint64_t)in->reload_count, 1};
+}
+
+static reload_figs reload_figs_of(const sophia_api_reload_stats *rs)
+{
+    return (reload_figs){rs->plugin_load_failures, rs->reloads, rs->failures,
+                         sophia_ratelimit_refused()};
 }
 
 static json_t *plugins_json(const sophia_api *api)
@@ -104,15 +151,27 @@ static json_t *plugins_json(const sophia_api *api)
     const sophia_plugin_set *set = api->plugins;
     for (size_t i = 0; set && i < set->count; i++) {
         const sophia_instance *in = set->items[i];
-        json_array_append_new(
-            a, json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "name", in->name,
-                         "plugin", in->desc->name, "kind",
-                         sophia_plugin_kind_name(in->desc->kind), "version",
-                         in->desc->version, "file", in->file, "loaded_at",
-                         (json_int_t)in->loaded_at, "reload_count",
-                         (json_int_t)in->reload_count));
+        plugin_figs pf = plugin_figs_of(in);
+        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "name", in->name,
+                              "plugin", in->desc->name, "kind",
+                              sophia_plugin_kind_name(in->desc->kind), "version",
+                              in->desc->version, "file", in->file);
+        json_object_update_new(o, sophia_statdef_json(plugin_defs,
+                                                      NDEFS(plugin_defs), &pf));
+        json_array_append_new(a, o);
     }
     return a;
+}
+
+static json_t *reload_json(const sophia_api *api)
+{
+    sophia_api_reload_stats rs = reload_stats(api);
+    reload_figs rf = reload_figs_of(&rs);
+    json_t *o = sophia_statdef_json(reload_defs, NDEFS(reload_defs), &rf);
+    json_object_set_new(o, "last_error",
+                        rs.last_error ? json_string(rs.last_error) : json_null());
+    json_object_set_new(o, "last_at", json_integer((json_int_t)(rs.last_at_us / 1000000)));
+    return o;
 }
 
 static json_t *http_stats_json(const sophia_api *api)
@@ -125,47 +184,21 @@ static json_t *http_stats_json(const sophia_api *api)
 json_t *sophia_api_stats(const sophia_api *api)
 {
     const sophia_api *s = api;
-    sophia_api_reload_stats rs = reload_stats(api);
-    json_t *streams = json_object();
-    for (size_t i = 0; s->streams && i < sophia_streams_count(s->streams); i++) {
-        const sophia_stream *st = sophia_streams_at(s->streams, i);
-        json_object_set_new(streams, sophia_stream_name(st), stream_stats_json(st));
-    }
-    return json_pack(
-        "{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:s?,s:I}}",
-        "version", SOPHIA_VERSION, "uptime_s",
-        (json_int_t)((sophia_now_wall_us() - s->started_us) / 1000000),
+    daemon_figs df = daemon_figs_of(api);
+    json_t *o = json_pack("{s:s}", "version", SOPHIA_VERSION);
+    json_object_update_new(o, sophia_statdef_json(daemon_defs, NDEFS(daemon_defs), &df));
+    json_object_update_new(o, json_pack(
+        "{s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
         "http", http_stats_json(api),
         "memory", sophia_memory_stats_json(s->memory), "cache",
         s->cache ? sophia_cache_stats_json(s->cache) : json_object(), "streams",
-        streams, "websocket",
+        sophia_streams_stats_json(s->streams), "websocket",
         s->ws ? sophia_ws_stats_json(s->ws, 10) : json_object(),
-        "plugins", plugins_json(api), "reload",
-        "reloads", (json_int_t)rs.reloads, "failures",
-        (json_int_t)rs.failures, "plugin_load_failures",
-        (json_int_t)rs.plugin_load_failures, "last_error",
-        rs.last_error, "last_at", (json_int_t)(rs.last_at_us / 1000000));
+        "plugins", plugins_json(api), "reload", reload_json(api)));
+    return o;
 }
 
 /* ----------------------------------------------------------- /metrics */
-
-static void prom_escape(FILE *f, const char *s)
-{
-    for (; s && *s; s++) {
-        if (*s == '\\' || *s == '"')
-            fputc('\\', f);
-        if (*s == '\n')
-            fputs("\\n", f);
-        else
-            fputc(*s, f);
-    }
-}
-
-static void prom_head(FILE *f, const char *name, const char *type,
-                      const char *help)
-{
-    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
 
 static void prom_http(const sophia_api *api, FILE *f)
 {
@@ -174,175 +207,60 @@ static void prom_http(const sophia_api *api, FILE *f)
     sophia_statdef_prom(f, sophia_http_statdefs, sophia_http_nstatdefs, &h, NULL);
 }
 
-static void prom_streams(const sophia_api *api, FILE *f)
-{
-    static const struct {
-        const char *name, *help;
-        size_t off;
-    } m[] = {
-        {"sophia_stream_events_received_total", "Events accepted into the stream queue.",
-         offsetof(sophia_stream_stats, received)},
-        {"sophia_stream_events_processed_total", "Events processed with their actions applied.",
-         offsetof(sophia_stream_stats, processed)},
-        {"sophia_stream_events_dropped_total", "Events the processor dropped.",
-         offsetof(sophia_stream_stats, dropped)},
-        {"sophia_stream_events_failed_total", "Events that failed processing.",
-         offsetof(sophia_stream_stats, failed)},
-        {"sophia_stream_events_rejected_total", "Events refused because the queue was full.",
-         offsetof(sophia_stream_stats, rejected)},
-        {"sophia_stream_events_filtered_total", "Events the stream's filter left out.",
-         offsetof(sophia_stream_stats, filtered)},
-        {"sophia_stream_events_duplicate_total", "Events skipped as duplicates inside the dedup window.",
-         offsetof(sophia_stream_stats, duplicates)},
-        {"sophia_stream_events_retried_total", "Deliveries that did not commit and will be tried again.",
-         offsetof(sophia_stream_stats, retried)},
-        {"sophia_stream_dead_letters_total", "Events sent to the stream's dead letter.",
-         offsetof(sophia_stream_stats, dead)},
-    };
-    size_t n = api->streams ? sophia_streams_count(api->streams) : 0;
-    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
-        prom_head(f, m[k].name, "counter", m[k].help);
-        for (size_t i = 0; i < n; i++) {
-            sophia_stream *st = sophia_streams_at(api->streams, i);
-            sophia_stream_stats s;
-            sophia_stream_get_stats(st, &s);
-            fprintf(f, "%s{stream=\"%s\"} %llu\n", m[k].name, sophia_stream_name(st),
-                    (unsigned long long)*(uint64_t *)((char *)&s + m[k].off));
-        }
-    }
-    prom_head(f, "sophia_stream_queue_depth", "gauge", "Events waiting in the stream queue.");
-    for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(api->streams, i);
-        sophia_stream_stats s;
-        sophia_stream_get_stats(st, &s);
-        fprintf(f, "sophia_stream_queue_depth{stream=\"%s\"} %zu\n",
-                sophia_stream_name(st), s.queued);
-    }
-    prom_head(f, "sophia_stream_inflight", "gauge", "Events whose effects are not durable yet.");
-    for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(api->streams, i);
-        sophia_stream_stats s;
-        sophia_stream_get_stats(st, &s);
-        fprintf(f, "sophia_stream_inflight{stream=\"%s\"} %zu\n",
-                sophia_stream_name(st), s.inflight);
-    }
-    prom_head(f, "sophia_stream_lag_seconds", "gauge", "Age of the oldest queued event.");
-    for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(api->streams, i);
-        sophia_stream_stats s;
-        sophia_stream_get_stats(st, &s);
-        fprintf(f, "sophia_stream_lag_seconds{stream=\"%s\"} %.6f\n",
-                sophia_stream_name(st), s.lag_ms / 1000.0);
-    }
-    prom_head(f, "sophia_stream_rate", "gauge", "Events processed per second (10 s average).");
-    for (size_t i = 0; i < n; i++) {
-        sophia_stream *st = sophia_streams_at(api->streams, i);
-        sophia_stream_stats s;
-        sophia_stream_get_stats(st, &s);
-        fprintf(f, "sophia_stream_rate{stream=\"%s\"} %.3f\n",
-                sophia_stream_name(st), s.rate);
-    }
-}
-
 static void prom_ws(const sophia_api *api, FILE *f)
 {
     sophia_ws_write_prom(api->ws, f);
 }
 
+/* A plugin counter (host->counter_add): its name is the plugin's, made
+ * at run time, so it is declared here from what the host reports, with
+ * no HELP/TYPE head (two instances may count the same name). */
 static void prom_plugin_counter(const char *inst, const char *name,
                                 double v, void *arg)
 {
-    FILE *f = arg;
-    fputs("sophia_plugin_", f);
-    for (const char *p = name; *p; p++) /* metric names: [a-zA-Z0-9_] */
-        fputc((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                      (*p >= '0' && *p <= '9')
-                  ? *p
-                  : '_',
-              f);
-    fputs("_total{instance=\"", f);
-    prom_escape(f, inst);
-    fprintf(f, "\"} %.17g\n", v);
+    char metric[256];
+    size_t n = (size_t)snprintf(metric, sizeof(metric), "sophia_plugin_");
+    for (const char *p = name; *p && n + 7 < sizeof(metric); p++) /* [a-zA-Z0-9_] */
+        metric[n++] = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                              (*p >= '0' && *p <= '9')
+                          ? *p
+                          : '_';
+    snprintf(metric + n, sizeof(metric) - n, "_total");
+    const sophia_statdef d = SOPHIA_STATDEF(NULL, metric, NULL, NULL, NULL, 0,
+                                            .kind = SOPHIA_STAT_DOUBLE);
+    static const char *const label[] = {"instance"};
+    const sophia_stat_row row = {&inst, &v};
+    sophia_statdef_prom_family(arg, &d, 1, label, 1, &row, 1);
 }
 
 static void prom_plugins(const sophia_api *api, FILE *f)
 {
-    sophia_api_reload_stats rs = reload_stats(api);
-    prom_head(f, "sophia_plugin_info", "gauge", "Loaded plugin instances.");
+    static const char *const labels[] = {"instance", "plugin", "version", "kind"};
     const sophia_plugin_set *set = api->plugins;
-    for (size_t i = 0; set && i < set->count; i++) {
+    size_t n = set ? set->count : 0;
+    plugin_figs *pf = calloc(n ? n : 1, sizeof(*pf));
+    const char **vals = calloc(4 * (n ? n : 1), sizeof(*vals));
+    sophia_stat_row *rows = calloc(n ? n : 1, sizeof(*rows));
+    if (!pf || !vals || !rows)
+        n = 0; /* out of memory: the head alone */
+    for (size_t i = 0; i < n; i++) {
         const sophia_instance *in = set->items[i];
-        fputs("sophia_plugin_info{instance=\"", f);
-        prom_escape(f, in->name);
-        fputs("\",plugin=\"", f);
-        prom_escape(f, in->desc->name);
-        fputs("\",version=\"", f);
-        prom_escape(f, in->desc->version);
-        fprintf(f, "\",kind=\"%s\"} 1\n", sophia_plugin_kind_name(in->desc->kind));
+        pf[i] = plugin_figs_of(in);
+        const char **v = &vals[4 * i];
+        v[0] = in->name;
+        v[1] = in->desc->name;
+        v[2] = in->desc->version;
+        v[3] = sophia_plugin_kind_name(in->desc->kind);
+        rows[i] = (sophia_stat_row){v, &pf[i]};
     }
-    prom_head(f, "sophia_plugin_load_failures_total", "counter", "Plugin loads refused.");
-    fprintf(f, "sophia_plugin_load_failures_total %llu\n",
-            (unsigned long long)rs.plugin_load_failures);
-    prom_head(f, "sophia_reloads_total", "counter", "Successful configuration reloads.");
-    fprintf(f, "sophia_reloads_total %llu\n", (unsigned long long)rs.reloads);
-    prom_head(f, "sophia_reload_failures_total", "counter", "Reloads refused; the old configuration kept running.");
-    fprintf(f, "sophia_reload_failures_total %llu\n",
-            (unsigned long long)rs.failures);
-    prom_head(f, "sophia_rate_limited_total", "counter", "Requests answered 429 (server.rate_limit).");
-    fprintf(f, "sophia_rate_limited_total %llu\n",
-            (unsigned long long)sophia_ratelimit_refused());
+    sophia_statdef_prom_family(f, plugin_defs, NDEFS(plugin_defs), labels, 4, rows, n);
+    free(pf);
+    free(vals);
+    free(rows);
+    sophia_api_reload_stats rs = reload_stats(api);
+    reload_figs rf = reload_figs_of(&rs);
+    sophia_statdef_prom(f, reload_defs, NDEFS(reload_defs), &rf, NULL);
     sophia_host_counters_each(prom_plugin_counter, f);
-}
-
-static void prom_cache(const sophia_api *api, FILE *f)
-{
-    if (!api->cache)
-        return;
-    json_t *c = sophia_cache_stats_json(api->cache);
-    static const struct { const char *name, *type, *field, *help; } m[] = {
-        {"sophia_cache_hits_total", "counter", "hits", "Cache hits per tier."},
-        {"sophia_cache_misses_total", "counter", "misses", "Cache misses per tier."},
-        {"sophia_cache_hit_ratio", "gauge", "hit_rate", "Hits over lookups per tier."},
-        {"sophia_cache_entries", "gauge", "entries", "Entries per tier."},
-        {"sophia_cache_bytes", "gauge", "bytes", "Bytes per tier."},
-        {"sophia_cache_evictions_total", "counter", "evictions", "Entries evicted to respect a bound."},
-        {"sophia_cache_errors_total", "counter", "errors", "Failed lookups per tier."},
-        {"sophia_cache_writes_total", "counter", "writes", "Writes that reached the tier."},
-    };
-    const char *tiers[] = {"l1", "l2", "l3"};
-    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
-        prom_head(f, m[k].name, m[k].type, m[k].help);
-        for (int i = 0; i < 3; i++) {
-            json_t *v = json_object_get(json_object_get(c, tiers[i]), m[k].field);
-            if (v)
-                fprintf(f, "%s{tier=\"%s\"} %.15g\n", m[k].name, tiers[i],
-                        json_number_value(v));
-        }
-    }
-    prom_head(f, "sophia_cache_latency_us", "summary", "Lookup latency per tier, microseconds.");
-    for (int i = 0; i < 3; i++) {
-        json_t *t = json_object_get(c, tiers[i]);
-        fprintf(f, "sophia_cache_latency_us{tier=\"%s\",quantile=\"0.5\"} %.6g\n", tiers[i],
-                json_number_value(json_object_get(t, "p50_us")));
-        fprintf(f, "sophia_cache_latency_us{tier=\"%s\",quantile=\"0.99\"} %.6g\n", tiers[i],
-                json_number_value(json_object_get(t, "p99_us")));
-    }
-    json_t *wb = json_object_get(c, "write_back");
-    prom_head(f, "sophia_cache_dirty_entries", "gauge", "Write-back entries not yet in L2/L3.");
-    fprintf(f, "sophia_cache_dirty_entries %lld\n",
-            (long long)(json_integer_value(json_object_get(wb, "dirty")) +
-                        json_integer_value(json_object_get(wb, "flushing"))));
-    prom_head(f, "sophia_cache_writeback_dead_total", "counter", "Write-back entries L3 refused for good, dead-lettered.");
-    fprintf(f, "sophia_cache_writeback_dead_total %lld\n",
-            (long long)json_integer_value(json_object_get(wb, "dead")));
-    prom_head(f, "sophia_cache_tier_up", "gauge", "1 when the tier is reachable, 0 when down (absent when disabled).");
-    for (int i = 1; i < 3; i++) {
-        const char *st = json_string_value(json_object_get(json_object_get(c, tiers[i]), "status"));
-        if (st && strcmp(st, "disabled") != 0)
-            fprintf(f, "sophia_cache_tier_up{tier=\"%s\"} %d\n", tiers[i],
-                    strcmp(st, "up") == 0);
-    }
-    json_decref(c);
 }
 
 static void get_metrics(sophia_http_req *r, void *arg)
@@ -355,16 +273,17 @@ static void get_metrics(sophia_http_req *r, void *arg)
         sophia_http_reply_error(r, 500, "internal", "out of memory");
         return;
     }
-    prom_head(f, "sophia_build_info", "gauge", "Version of sophiad.");
-    fprintf(f, "sophia_build_info{version=\"%s\"} 1\n", SOPHIA_VERSION);
-    prom_head(f, "sophia_uptime_seconds", "gauge", "Seconds since start.");
-    fprintf(f, "sophia_uptime_seconds %lld\n",
-            (long long)((sophia_now_wall_us() - api->started_us) / 1000000));
+    daemon_figs df = daemon_figs_of(api);
+    static const char *const version_label[] = {"version"};
+    static const char *const version[] = {SOPHIA_VERSION};
+    const sophia_stat_row build_row = {version, &df};
+    sophia_statdef_prom_family(f, build_defs, NDEFS(build_defs), version_label, 1,
+                               &build_row, 1);
+    sophia_statdef_prom(f, daemon_defs, NDEFS(daemon_defs), &df, NULL);
     prom_http(api, f);
-    prom_streams(api, f);
-    sophia_streams_prom_statsd(api->streams, f);
+    sophia_streams_write_prom(api->streams, f);
     prom_ws(api, f);
-    prom_cache(api, f);
+    sophia_cache_write_prom(api->cache, f);
     sophia_memory_prom(api->memory, f);
     prom_plugins(api, f);
     fclose(f);

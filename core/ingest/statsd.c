@@ -4,6 +4,7 @@
 #include "ingest/statsd.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <event2/event.h>
 #include <math.h>
 #include <netdb.h>
@@ -31,7 +32,7 @@ struct sophia_statsd {
     char *buf;
     sophia_cidr *allow; /* NULL: any source (a loopback listener) */
     size_t nallow;
-    uint64_t datagrams, points, bad_lines, dropped, refused;
+    sophia_statsd_stats fig;
 };
 
 /* ------------------------------------------------------------ parsing */
@@ -163,15 +164,15 @@ static void on_datagram(sophia_statsd *s, const char *buf, size_t n)
         if (p) {
             pts[np++] = p;
         } else if (!skip) {
-            s->bad_lines++;
+            s->fig.bad_lines++;
             sophia_debug("statsd", "msg=\"bad line\" why=\"%s\"", err);
         }
         off += ll + 1;
     }
     if (np && sophia_stream_accept(s->st, pts, np, "statsd") == 0)
-        s->points += np;
+        s->fig.points += np;
     else if (np)
-        s->dropped += np; /* counted as rejected by the stream too */
+        s->fig.dropped += np; /* counted as rejected by the stream too */
     for (size_t i = 0; i < np; i++)
         json_decref(pts[i]);
 }
@@ -189,10 +190,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
             return; /* EAGAIN, or an error a later read will show again */
         if (s->nallow &&
             !sophia_cidr_match(s->allow, s->nallow, (struct sockaddr *)&from)) {
-            s->refused++; /* counted, not logged: a flood must not fill the log */
+            s->fig.refused++; /* counted, not logged: a flood must not fill the log */
             continue;
         }
-        s->datagrams++;
+        s->fig.datagrams++;
         on_datagram(s, s->buf, (size_t)n);
     }
 }
@@ -267,17 +268,37 @@ sophia_statsd *sophia_statsd_new(struct sophia_stream *st, const char *listen,
     return s;
 }
 
-json_t *sophia_statsd_stats_json(const sophia_statsd *s)
+/* ------------------------------------------------------------ figures */
+
+#define OFF(f) offsetof(sophia_statsd_stats, f)
+
+/* Each figure once, for both outputs (lib/statdef.h); prom NULL: only in
+ * /api/stats. The stream writes these per stream (stream="..."). */
+const sophia_statdef sophia_statsd_statdefs[] = {
+    SOPHIA_STATDEF("datagrams", NULL, NULL, NULL, NULL, OFF(datagrams)),
+    SOPHIA_STATDEF("points", NULL, NULL, NULL, NULL, OFF(points)),
+    SOPHIA_STATDEF("bad_lines", NULL, NULL, NULL, NULL, OFF(bad_lines)),
+    SOPHIA_STATDEF("dropped", NULL, NULL, NULL, NULL, OFF(dropped)),
+    SOPHIA_STATDEF("refused", "sophia_statsd_refused_total", "counter", NULL,
+     "StatsD datagrams dropped: source outside statsd.allow.", OFF(refused)),
+};
+
+const size_t sophia_statsd_nstatdefs =
+    sizeof(sophia_statsd_statdefs) / sizeof(sophia_statsd_statdefs[0]);
+
+_Static_assert(sizeof(sophia_statsd_statdefs) / sizeof(sophia_statsd_statdefs[0]) ==
+                   sizeof(sophia_statsd_stats) / sizeof(uint64_t),
+               "every sophia_statsd_stats field is declared once above");
+
+void sophia_statsd_get_stats(const sophia_statsd *s, sophia_statsd_stats *out)
 {
-    return json_pack("{s:I,s:I,s:I,s:I,s:I}", "datagrams",
-                     (json_int_t)s->datagrams, "points", (json_int_t)s->points,
-                     "bad_lines", (json_int_t)s->bad_lines, "dropped",
-                     (json_int_t)s->dropped, "refused", (json_int_t)s->refused);
+    *out = s->fig;
 }
 
-uint64_t sophia_statsd_refused(const sophia_statsd *s)
+json_t *sophia_statsd_stats_json(const sophia_statsd *s)
 {
-    return s ? s->refused : 0;
+    return sophia_statdef_json(sophia_statsd_statdefs, sophia_statsd_nstatdefs,
+                               &s->fig);
 }
 
 void sophia_statsd_free(sophia_statsd *s)

@@ -30,6 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/statdef.h"
+
 struct event_base;
 struct sophia_stream;
 typedef struct sophia_statsd sophia_statsd;
@@ -42,11 +44,22 @@ sophia_statsd *sophia_statsd_new(struct sophia_stream *st, const char *listen,
                                  struct event_base *base);
 void sophia_statsd_free(sophia_statsd *s);
 
+/* The source's figures, each declared once (sophia_statsd_statdefs):
+ * /api/stats `sources.statsd` and, per stream, sophia_statsd_* lines. */
+typedef struct sophia_statsd_stats {
+    uint64_t datagrams; /* taken from an allowed source */
+    uint64_t points;    /* metric lines handed to the stream */
+    uint64_t bad_lines; /* lines that did not parse */
+    uint64_t dropped;   /* points the stream refused (queue full) */
+    uint64_t refused;   /* datagrams from outside the allow-list */
+} sophia_statsd_stats;
+
+extern const sophia_statdef sophia_statsd_statdefs[];
+extern const size_t sophia_statsd_nstatdefs;
+
+void sophia_statsd_get_stats(const sophia_statsd *s, sophia_statsd_stats *out);
 /* {"datagrams","points","bad_lines","dropped","refused"} */
 json_t *sophia_statsd_stats_json(const sophia_statsd *s);
-
-/* Datagrams dropped because their source is outside the allow-list. */
-uint64_t sophia_statsd_refused(const sophia_statsd *s);
 
 /* Parses one line into a point (new reference) or NULL with `err` set;
  * *skip is set for lines that are valid but not metrics (events, service

@@ -36,6 +36,7 @@
 #include "event/loop.h"
 #include "ingest/source_redis.h"
 #include "ingest/statsd.h"
+#include "ingest/stream_prefetch.h"
 
 #define STREAM_DEAD_RING 64     /* dead letters kept without a source */
 #define STREAM_MAX_INFLIGHT 256 /* events whose effects are in flight */
@@ -100,6 +101,7 @@ struct sophia_stream {
     unsigned long long rng;      /* jitter draws */
     stream_dead dead[STREAM_DEAD_RING];
     size_t dead_head, dead_n;
+    sophia_stream_prefetch *pf; /* the head's reads before process() */
 };
 
 struct sophia_streams {
@@ -237,6 +239,7 @@ static void stream_free(sophia_stream *st)
     for (size_t i = 0; i < st->len; i++)
         item_clear(&st->q[(st->head + i) % st->cap]);
     sophia_filter_free(st->filter);
+    sophia_stream_prefetch_free(st->pf);
     sophia_dedup_free(st->dedup);
     free(st->dedup_key);
     free(st->q);
@@ -526,6 +529,11 @@ static void start_apply(sophia_stream *st, stream_item *it, sophia_ctx *ctx,
     sophia_ctx_apply(ctx, on_applied, f); /* may report before returning */
 }
 
+static void on_prefetched(void *arg)
+{
+    stream_kick(arg);
+}
+
 /* Whether an event with dedup id `did` is in flight: a second copy then
  * waits for it to settle, and is a duplicate if it committed. */
 static int did_in_flight(const sophia_stream *st, const char *did)
@@ -562,7 +570,12 @@ static void process_one(sophia_stream *st, stream_item *it)
             .body = (const sophia_json *)it->body,
             .received_us = it->received_us,
         };
-        sophia_ctx *ctx = sophia_ctx_new(st->proc, st->name);
+        sophia_ctx *ctx;
+        if (sophia_stream_prefetch_ctx(&st->pf, st->proc, st->name, &ev,
+                                       on_prefetched, st, &ctx) == 1) {
+            requeue(st, it); /* it waits for its reads, at the head */
+            return;
+        }
         sophia_verdict v = ctx ? sophia_ctx_process(ctx, &ev)
                                : SOPHIA_PROCESS_RETRY;
         if (v == SOPHIA_PROCESS_OK) {
@@ -592,11 +605,13 @@ static void process_one(sophia_stream *st, stream_item *it)
  * while waiting out a back-off or for a failed flight's younger ones to
  * report, not while an event with staged state has effects in flight (so
  * process() always sees every earlier change applied), not while the
- * head's twin is in flight, and not beyond max_inflight events in flight. */
+ * head's twin is in flight, not while the head's prefetch reads are out
+ * (stream_prefetch.h), and not beyond max_inflight events in flight. */
 static int stream_can_start(const sophia_stream *st)
 {
     return st->len && !st->staged_inflight && !st->failing && !st->wait_did &&
-           st->nflight < st->max_inflight && !evtimer_pending(st->retry_ev, NULL);
+           st->nflight < st->max_inflight && !evtimer_pending(st->retry_ev, NULL) &&
+           !sophia_stream_prefetch_waiting(st->pf);
 }
 
 /* Processes up to `max` events; returns how many could go on now. */
@@ -874,18 +889,6 @@ size_t sophia_streams_sources_down(const sophia_streams *s, json_t *down)
     return n;
 }
 
-void sophia_streams_prom_statsd(const sophia_streams *s, FILE *f)
-{
-    fprintf(f, "# HELP sophia_statsd_refused_total StatsD datagrams dropped: "
-               "source outside statsd.allow.\n"
-               "# TYPE sophia_statsd_refused_total counter\n");
-    for (size_t i = 0; s && i < s->n; i++)
-        if (s->v[i]->statsd)
-            fprintf(f, "sophia_statsd_refused_total{stream=\"%s\"} %llu\n",
-                    s->v[i]->name,
-                    (unsigned long long)sophia_statsd_refused(s->v[i]->statsd));
-}
-
 void sophia_streams_drain(sophia_streams *s)
 {
     for (size_t i = 0; s && i < s->n; i++) {
@@ -987,6 +990,11 @@ json_t *sophia_stream_sources_json(const sophia_stream *st)
     else if (st->want_statsd)
         json_object_set_new(o, "statsd", json_pack("{s:b}", "up", 0));
     return o;
+}
+
+const struct sophia_statsd *sophia_stream_statsd(const sophia_stream *st)
+{
+    return st->statsd;
 }
 
 void sophia_stream_get_stats(const sophia_stream *st, sophia_stream_stats *out)

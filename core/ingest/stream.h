@@ -47,6 +47,7 @@
 #include <stdio.h>
 
 #include "conf/config.h"
+#include "lib/statdef.h"
 #include "plugin/plugin.h"
 
 typedef struct sophia_stream sophia_stream;
@@ -151,9 +152,18 @@ json_t *sophia_stream_dead_json(const sophia_stream *st);
 /* The stream's non-HTTP sources for /api/stats: {"redis":{…},"statsd":{…}}
  * (only those configured; an empty object when none). */
 json_t *sophia_stream_sources_json(const sophia_stream *st);
-/* /metrics: sophia_statsd_refused_total{stream=…} for each stream with a
- * StatsD source (datagrams from outside statsd.allow). */
-void sophia_streams_prom_statsd(const sophia_streams *s, FILE *f);
+/* The stream's StatsD source, or NULL when it has none (running). */
+struct sophia_statsd;
+const struct sophia_statsd *sophia_stream_statsd(const sophia_stream *st);
+
+/* stream_stats.c: each figure of sophia_stream_stats declared once
+ * (lib/statdef.h). The /api/stats `streams` object ({name: {...}}, new
+ * reference), and the sophia_stream_* and sophia_statsd_* lines of
+ * /metrics, one sample per stream (stream="name"). `s` may be NULL. */
+extern const sophia_statdef sophia_stream_statdefs[];
+extern const size_t sophia_stream_nstatdefs;
+json_t *sophia_streams_stats_json(const sophia_streams *s);
+void sophia_streams_write_prom(const sophia_streams *s, FILE *f);
 
 /* ---- dedup: ids remembered for a time window (bounded) ----------------- */
 

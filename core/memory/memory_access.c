@@ -403,14 +403,14 @@ void mem_access_free(sophia_memory *m)
     acc_unref(a);
 }
 
-json_t *mem_access_stats(const sophia_memory *m)
+int mem_access_get_stats(const sophia_memory *m, mem_access_stats *out)
 {
     const mem_access *a = m->acc;
+    *out = (mem_access_stats){0};
     if (!a)
-        return json_object();
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "reads", (json_int_t)a->reads,
-                     "remembered", (json_int_t)a->remembered, "pending",
-                     (json_int_t)json_object_size(a->pending), "dropped",
-                     (json_int_t)a->dropped, "warmed", (json_int_t)a->warmed,
-                     "warm_runs", (json_int_t)a->warm_runs);
+        return -1;
+    *out = (mem_access_stats){a->reads, a->remembered,
+                              json_object_size(a->pending), a->dropped,
+                              a->warmed, a->warm_runs};
+    return 0;
 }

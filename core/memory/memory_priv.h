@@ -1,7 +1,10 @@
 /*
- * memory_priv - the memory store's internals, shared by memory.c (index,
- * rows, start-up, store, feedback, stats), memory_search.c (retrieval) and
- * memory_consolidate.c (consolidator plugins). Not for other modules.
+ * memory_priv - the memory store's internals, shared by memory.c (SQL,
+ * start-up, readiness), memory_index.c (the faiss index, tombstones,
+ * saving, rebuild), memory_store.c (store, feedback), memory_search.c
+ * (retrieval), memory_consolidate.c (consolidator plugins),
+ * memory_access.c (access patterns) and memory_stats.c (figures). Not
+ * for other modules.
  */
 #ifndef SOPHIA_MEMORY_PRIV_H
 #define SOPHIA_MEMORY_PRIV_H
@@ -102,6 +105,14 @@ void mem_count_type(sophia_memory *m, const char *type, int delta);
  * for memory.rebuild_removed_pct (hand it to mem_rebuild on the loop). */
 size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
                         int *rebuild);
+/* memory_index.c: a new empty index (flat or HNSW, tuned); whether `n`
+ * live memories want HNSW; writing the index file (worker, under the
+ * read lock; 0 or -1); the save timer's callback (m->save_ev). */
+FaissIndex *mem_index_new(int dim, int hnsw);
+void mem_index_tune(FaissIndex *ix);
+int mem_want_hnsw(const sophia_memory *m, int64_t n);
+int mem_index_save(sophia_memory *m);
+void mem_on_save_timer(evutil_socket_t fd, short what, void *arg);
 /* Starts a background rebuild of the index unless one runs; loop thread. */
 void mem_rebuild(sophia_memory *m);
 /* Is `id` a tombstone? Caller holds the lock. */
@@ -114,7 +125,14 @@ char *mem_id_array(const int64_t *ids, size_t n);
 /* memory_access.c: access patterns -> cache warming */
 int mem_access_init(sophia_memory *m);
 void mem_access_free(sophia_memory *m); /* before pg is freed */
-json_t *mem_access_stats(const sophia_memory *m);
+/* Its figures (memory_stats.c declares them); -1, all zero, when access
+ * patterns are off. */
+typedef struct mem_access_stats {
+    uint64_t reads, remembered;
+    size_t pending;
+    uint64_t dropped, warmed, warm_runs;
+} mem_access_stats;
+int mem_access_get_stats(const sophia_memory *m, mem_access_stats *out);
 
 /* memory_consolidate.c */
 int mem_cons_init(sophia_memory *m, const sophia_plugin_set *plugins);

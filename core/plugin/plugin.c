@@ -1,6 +1,11 @@
 /*
- * plugin - see plugin.h. Loading one instance is a pipeline of checks, each
- * of which may only trust what the previous one proved:
+ * plugin - loading one instance: finding and opening its module, the ABI
+ * and descriptor checks, init(), and unloading it. See plugin.h. Typing
+ * its options against the option table is plugin_opts.c; the set of
+ * instances and reload are plugin_set.c.
+ *
+ * Loading one instance is a pipeline of checks, each of which may only
+ * trust what the previous one proved:
  *
  *   the module name: a name, never a path ('/' or '..' are refused)
  *   -> find it in each plugins.path directory in order; strict modes (the
@@ -14,10 +19,6 @@
  *   -> options: the YAML scalars typed against the option table
  *   -> init()
  *
- * Loading a whole set first tries every instance in a child process
- * (plugin_probe.c), so a plugin that crashes in its constructor or init()
- * is reported rather than fatal.
- *
  * Every failure becomes a `FILE:LINE:COL: message` in the caller's diag and
  * unwinds what was done so far, so a failed load leaves nothing open.
  * Modules are opened with local symbol scope: two plugins may both define
@@ -29,18 +30,14 @@
  * by rename, never overwritten in place, while loaded).
  */
 #include "plugin/plugin.h"
-#include "plugin/plugin_probe.h"
+#include "plugin/plugin_priv.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <ltdl.h>
-#include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -54,66 +51,8 @@
 #define PLUGIN_HEADER_SIZE (offsetof(sophia_plugin, abi_minor) + sizeof(uint16_t))
 /* An ops table claiming more than this is garbage, not a future minor. */
 #define OPS_MAX_SIZE 65536u
-/* Bounds the walk over an option table whose terminator went missing. */
-#define MAX_OPTIONS 1024
-
-/* One typed option value. Scalars keep their text too, so opt_string works
- * on every scalar and `--check` can show what was configured. */
-typedef struct opt_value {
-    char *name;
-    sophia_opt_type type;
-    char *text;   /* scalars */
-    int64_t i;    /* INT */
-    double d;     /* INT and DOUBLE */
-    int b;        /* BOOL */
-    char **items; /* LIST */
-    size_t nitems;
-} opt_value;
-
-struct sophia_opts {
-    opt_value *v;
-    size_t count;
-};
-
-/* What every check needs to say where and about what it complains. */
-typedef struct load_ctx {
-    const sophia_conf *c;
-    const sophia_conf_instance *ci;
-    sophia_diag *diag;
-    sophia_instance *inst;
-    const sophia_plugin_set *old; /* the running set during a reload */
-} load_ctx;
 
 /* ------------------------------------------------------------- helpers */
-
-static void diag_at(const load_ctx *L, int line, int col, const char *fmt,
-                    ...) SOPHIA_PRINTF(4, 5);
-
-static void diag_at(const load_ctx *L, int line, int col, const char *fmt,
-                    ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    sophia_diag_add(L->diag, L->c ? L->c->file : NULL, line, col, "%s", msg);
-}
-
-/* Appends to a fixed buffer, truncating quietly: messages are for humans. */
-static void buf_add(char *buf, size_t cap, const char *fmt, ...)
-    SOPHIA_PRINTF(3, 4);
-
-static void buf_add(char *buf, size_t cap, const char *fmt, ...)
-{
-    size_t used = strlen(buf);
-    if (used + 1 >= cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + used, cap - used, fmt, ap);
-    va_end(ap);
-}
 
 static char *xstrdup(const char *s)
 {
@@ -135,23 +74,6 @@ static const char *fallback_strerror(int err)
     }
 }
 
-static const char *type_name(sophia_opt_type t)
-{
-    switch (t) {
-    case SOPHIA_OPT_STRING:
-        return "string";
-    case SOPHIA_OPT_INT:
-        return "int";
-    case SOPHIA_OPT_DOUBLE:
-        return "double";
-    case SOPHIA_OPT_BOOL:
-        return "bool";
-    case SOPHIA_OPT_LIST:
-        return "list";
-    }
-    return "?";
-}
-
 const char *sophia_plugin_kind_name(sophia_plugin_kind kind)
 {
     switch (kind) {
@@ -163,157 +85,6 @@ const char *sophia_plugin_kind_name(sophia_plugin_kind kind)
         return "consolidator";
     }
     return "unknown";
-}
-
-/* ------------------------------------------------------- scalar parsing */
-
-/* Strict: the whole text is one base-10 integer that fits in 64 bits. */
-static int parse_int(const char *s, int64_t *out)
-{
-    if (!s || !*s || isspace((unsigned char)*s))
-        return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* A finite number; "nan" and "inf" are not option values anyone means. */
-static int parse_double(const char *s, double *out)
-{
-    if (!s || !*s || isspace((unsigned char)*s))
-        return -1;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || !isfinite(v))
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* The YAML 1.1 booleans operators actually write, any case. */
-static int parse_bool(const char *s, int *out)
-{
-    static const char *const yes[] = {"true", "yes", "on"};
-    static const char *const no[] = {"false", "no", "off"};
-    for (size_t i = 0; s && i < 3; i++) {
-        if (strcasecmp(s, yes[i]) == 0)
-            return *out = 1, 0;
-        if (strcasecmp(s, no[i]) == 0)
-            return *out = 0, 0;
-    }
-    return -1;
-}
-
-/* Types `text` into `v` (whose type is set). 0, or -1 when it does not
- * parse as that type. */
-static int scalar_to_value(const char *text, opt_value *v)
-{
-    switch (v->type) {
-    case SOPHIA_OPT_INT:
-        if (parse_int(text, &v->i))
-            return -1;
-        v->d = (double)v->i;
-        break;
-    case SOPHIA_OPT_DOUBLE:
-        if (parse_double(text, &v->d))
-            return -1;
-        break;
-    case SOPHIA_OPT_BOOL:
-        if (parse_bool(text, &v->b))
-            return -1;
-        break;
-    case SOPHIA_OPT_STRING:
-        break;
-    case SOPHIA_OPT_LIST:
-        return -1;
-    }
-    v->text = strdup(text);
-    return v->text ? 0 : -1;
-}
-
-static const char *type_expect(sophia_opt_type t)
-{
-    switch (t) {
-    case SOPHIA_OPT_INT:
-        return "an integer";
-    case SOPHIA_OPT_DOUBLE:
-        return "a number";
-    case SOPHIA_OPT_BOOL:
-        return "a boolean (true/false/yes/no/on/off)";
-    case SOPHIA_OPT_LIST:
-        return "a list (YAML sequence)";
-    case SOPHIA_OPT_STRING:
-        break;
-    }
-    return "a string";
-}
-
-/* --------------------------------------------------------- option values */
-
-static void opts_free(sophia_opts *o)
-{
-    if (!o)
-        return;
-    for (size_t i = 0; i < o->count; i++) {
-        opt_value *v = &o->v[i];
-        free(v->name);
-        free(v->text);
-        for (size_t j = 0; j < v->nitems; j++)
-            free(v->items[j]);
-        free(v->items);
-    }
-    free(o->v);
-    free(o);
-}
-
-static const opt_value *opts_find(const sophia_opts *o, const char *name)
-{
-    for (size_t i = 0; o && name && i < o->count; i++)
-        if (strcmp(o->v[i].name, name) == 0)
-            return &o->v[i];
-    return NULL;
-}
-
-const char *sophia_opts_string(const sophia_opts *o, const char *name)
-{
-    const opt_value *v = opts_find(o, name);
-    return v ? v->text : NULL;
-}
-
-int64_t sophia_opts_int(const sophia_opts *o, const char *name)
-{
-    const opt_value *v = opts_find(o, name);
-    return v ? v->i : 0;
-}
-
-double sophia_opts_double(const sophia_opts *o, const char *name)
-{
-    const opt_value *v = opts_find(o, name);
-    return v ? v->d : 0.0;
-}
-
-int sophia_opts_bool(const sophia_opts *o, const char *name)
-{
-    const opt_value *v = opts_find(o, name);
-    return v ? v->b : 0;
-}
-
-size_t sophia_opts_list_len(const sophia_opts *o, const char *name)
-{
-    const opt_value *v = opts_find(o, name);
-    return v ? v->nitems : 0;
-}
-
-const char *sophia_opts_list_item(const sophia_opts *o, const char *name,
-                                  size_t i)
-{
-    const opt_value *v = opts_find(o, name);
-    return v && i < v->nitems ? v->items[i] : NULL;
 }
 
 /* ------------------------------------------------------ opening modules */
@@ -433,7 +204,7 @@ static lt_dlhandle open_in_dir(load_ctx *L, const char *dir,
 }
 
 /* Records what `file` is now, so a reload can tell a rebuilt module. */
-static void file_identity(sophia_instance *inst)
+void plugin_file_identity(sophia_instance *inst)
 {
     struct stat sb;
     if (stat(inst->file, &sb) < 0)
@@ -444,7 +215,7 @@ static void file_identity(sophia_instance *inst)
                           sb.st_mtim.tv_nsec;
 }
 
-static int same_identity(const sophia_instance *a, const sophia_instance *b)
+int plugin_same_identity(const sophia_instance *a, const sophia_instance *b)
 {
     return a->file_dev == b->file_dev && a->file_ino == b->file_ino &&
            a->file_mtime_ns == b->file_mtime_ns;
@@ -504,7 +275,7 @@ static int reopen_if_stale(load_ctx *L)
     for (size_t i = 0; L->old && i < L->old->count; i++)
         if (L->old->items[i]->handle == inst->handle)
             holder = L->old->items[i];
-    if (!holder || same_identity(holder, inst))
+    if (!holder || plugin_same_identity(holder, inst))
         return 0;
     lt_dlclose((lt_dlhandle)inst->handle);
     inst->handle = NULL;
@@ -568,7 +339,7 @@ static int open_module(load_ctx *L)
         L->inst->file = xstrdup(name);
     if (!L->inst->file)
         return -1;
-    file_identity(L->inst);
+    plugin_file_identity(L->inst);
     return reopen_if_stale(L);
 }
 
@@ -681,43 +452,6 @@ static int check_ops(load_ctx *L)
     return 0;
 }
 
-/* Number of entries, or -1 when the table is malformed (reported). A
- * default that does not parse is the plugin's bug, reported as such. */
-static int check_option_table(load_ctx *L)
-{
-    const sophia_option *t = L->inst->desc->options;
-    const char *mod = L->inst->module;
-    int n = 0, bad = 0;
-    for (; t && t[n].name; n++) {
-        opt_value probe = {.type = t[n].type};
-        if (n >= MAX_OPTIONS || t[n].type < SOPHIA_OPT_STRING ||
-            t[n].type > SOPHIA_OPT_LIST) {
-            diag_at(L, L->ci->line, L->ci->col,
-                    "plugin '%s' has a broken option table (entry %d)", mod,
-                    n);
-            return -1;
-        }
-        if (t[n].def && t[n].type == SOPHIA_OPT_LIST) {
-            /* Refused rather than ignored: the plugin would otherwise run
-             * with an empty list its author believes has items. */
-            diag_at(L, L->ci->line, L->ci->col,
-                    "plugin '%s' is broken: list option '%s' has a default "
-                    "('%s'), but a list's default is always empty (def must "
-                    "be NULL)",
-                    mod, t[n].name, t[n].def);
-            bad = 1;
-        } else if (t[n].def && scalar_to_value(t[n].def, &probe)) {
-            diag_at(L, L->ci->line, L->ci->col,
-                    "plugin '%s' is broken: default '%s' of option '%s' is "
-                    "not %s",
-                    mod, t[n].def, t[n].name, type_expect(t[n].type));
-            bad = 1;
-        }
-        free(probe.text);
-    }
-    return bad ? -1 : n;
-}
-
 static int check_descriptor(load_ctx *L)
 {
     const sophia_plugin *d = L->inst->desc;
@@ -729,156 +463,7 @@ static int check_descriptor(load_ctx *L)
     }
     if (check_ops(L))
         return -1;
-    return check_option_table(L) < 0 ? -1 : 0;
-}
-
-/* ------------------------------------------------------ option checking */
-
-static const sophia_option *table_find(const sophia_option *t,
-                                       const char *key)
-{
-    for (size_t i = 0; t && t[i].name; i++)
-        if (strcmp(t[i].name, key) == 0)
-            return &t[i];
-    return NULL;
-}
-
-static void report_unknown(load_ctx *L, const sophia_conf_opt *o)
-{
-    const sophia_option *t = L->inst->desc->options;
-    char valid[640] = "";
-    for (size_t i = 0; t && t[i].name; i++)
-        buf_add(valid, sizeof(valid), "%s%s", i ? ", " : "", t[i].name);
-    if (*valid)
-        diag_at(L, o->key_line, o->key_col,
-                "instance '%s': unknown option '%s' for plugin '%s'; valid "
-                "options: %s",
-                L->ci->name, o->key, L->inst->module, valid);
-    else
-        diag_at(L, o->key_line, o->key_col,
-                "instance '%s': unknown option '%s': plugin '%s' takes no "
-                "options",
-                L->ci->name, o->key, L->inst->module);
-}
-
-/* Unknown and repeated keys; values are checked per table entry. */
-static int check_keys(load_ctx *L)
-{
-    const sophia_conf_instance *ci = L->ci;
-    int bad = 0;
-    for (size_t i = 0; i < ci->nopts; i++) {
-        const sophia_conf_opt *o = &ci->opts[i];
-        if (!table_find(L->inst->desc->options, o->key)) {
-            report_unknown(L, o);
-            bad = 1;
-            continue;
-        }
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(ci->opts[j].key, o->key) == 0) {
-                diag_at(L, o->line, o->col,
-                        "instance '%s': option '%s' given twice (first at "
-                        "line %d)",
-                        ci->name, o->key, ci->opts[j].line);
-                bad = 1;
-                break;
-            }
-        }
-    }
-    return bad ? -1 : 0;
-}
-
-static const sophia_conf_opt *conf_find(const sophia_conf_instance *ci,
-                                        const char *key)
-{
-    for (size_t i = 0; i < ci->nopts; i++)
-        if (ci->opts[i].key && strcmp(ci->opts[i].key, key) == 0)
-            return &ci->opts[i];
-    return NULL;
-}
-
-static int copy_list(const sophia_conf_opt *o, opt_value *v)
-{
-    if (!o || o->nitems == 0)
-        return 0;
-    v->items = calloc(o->nitems, sizeof(*v->items));
-    if (!v->items)
-        return -1;
-    for (size_t i = 0; i < o->nitems; i++) {
-        v->items[i] = strdup(o->items[i] ? o->items[i] : "");
-        if (!v->items[i])
-            return -1;
-        v->nitems++;
-    }
-    return 0;
-}
-
-/* Fills `v` from the YAML value `o` (or the default when `o` is NULL);
- * reports and returns -1 on a wrong type or a missing required value. */
-static int fill_value(load_ctx *L, const sophia_option *t,
-                      const sophia_conf_opt *o, opt_value *v)
-{
-    const char *inst = L->ci->name;
-    if (t->type == SOPHIA_OPT_LIST) {
-        if (o && !o->is_seq) {
-            diag_at(L, o->line, o->col,
-                    "instance '%s': option '%s' must be a list (YAML "
-                    "sequence), got '%s'",
-                    inst, t->name, o->scalar ? o->scalar : "");
-            return -1;
-        }
-        return copy_list(o, v);
-    }
-    if (o && o->is_seq) {
-        diag_at(L, o->line, o->col,
-                "instance '%s': option '%s' must be %s, not a list", inst,
-                t->name, type_expect(t->type));
-        return -1;
-    }
-    const char *text = o ? o->scalar : t->def;
-    if (!text && !o) {
-        diag_at(L, L->ci->line, L->ci->col,
-                "instance '%s': missing required option '%s' (%s) for "
-                "plugin '%s'",
-                inst, t->name, type_name(t->type), L->inst->module);
-        return -1;
-    }
-    if (scalar_to_value(text ? text : "", v)) {
-        diag_at(L, o ? o->line : L->ci->line, o ? o->col : L->ci->col,
-                "instance '%s': option '%s' must be %s, got '%s'", inst,
-                t->name, type_expect(t->type), text ? text : "");
-        return -1;
-    }
-    return 0;
-}
-
-/* The typed options of the instance, or NULL (each problem reported). */
-static sophia_opts *build_opts(load_ctx *L)
-{
-    const sophia_option *t = L->inst->desc->options;
-    int bad = check_keys(L);
-    size_t n = 0;
-    while (t && t[n].name)
-        n++;
-
-    sophia_opts *o = calloc(1, sizeof(*o));
-    if (!o || (n && !(o->v = calloc(n, sizeof(*o->v))))) {
-        free(o);
-        diag_at(L, L->ci->line, L->ci->col, "instance '%s': out of memory",
-                L->ci->name);
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        opt_value *v = &o->v[o->count++];
-        v->type = t[i].type;
-        v->name = strdup(t[i].name);
-        if (!v->name || fill_value(L, &t[i], conf_find(L->ci, t[i].name), v))
-            bad = 1;
-    }
-    if (bad) {
-        opts_free(o);
-        return NULL;
-    }
-    return o;
+    return plugin_check_option_table(L) < 0 ? -1 : 0;
 }
 
 /* ---------------------------------------------------------- load/unload */
@@ -900,7 +485,7 @@ static void instance_free(sophia_instance *inst)
         release_hook(inst);
     if (inst->handle)
         lt_dlclose((lt_dlhandle)inst->handle);
-    opts_free(inst->opts);
+    plugin_opts_free(inst->opts);
     free(inst->name);
     free(inst->module);
     free(inst->file);
@@ -936,11 +521,11 @@ static int prepare(load_ctx *L)
     if (open_module(L) || find_descriptor(L) || check_abi(L) ||
         check_descriptor(L))
         return -1;
-    L->inst->opts = build_opts(L);
+    L->inst->opts = plugin_build_opts(L);
     return L->inst->opts ? 0 : -1;
 }
 
-static sophia_instance *load_one(const sophia_conf *c,
+sophia_instance *plugin_load_one(const sophia_conf *c,
                                  const sophia_conf_instance *ci,
                                  const sophia_host *host,
                                  const sophia_plugin_set *old,
@@ -968,7 +553,7 @@ sophia_instance *sophia_plugin_load(const sophia_conf *c,
                                     const sophia_host *host,
                                     sophia_diag *diag)
 {
-    return load_one(c, ci, host, NULL, diag);
+    return plugin_load_one(c, ci, host, NULL, diag);
 }
 
 void sophia_plugin_trial_load(const sophia_conf *c,
@@ -999,181 +584,6 @@ void sophia_plugin_unload(sophia_instance *inst)
         inst->desc->fini(inst->state);
     inst->state = NULL;
     instance_free(inst);
-}
-
-/* ---------------------------------------------------------------- sets */
-
-sophia_plugin_set *sophia_plugin_set_load(const sophia_conf *c,
-                                          const sophia_host *host,
-                                          sophia_diag *diag)
-{
-    sophia_plugin_set *set = calloc(1, sizeof(*set));
-    if (!set)
-        return NULL;
-    if (c->ninstances &&
-        !(set->items = calloc(c->ninstances, sizeof(*set->items)))) {
-        free(set);
-        return NULL;
-    }
-    /* Whatever crashes in a child is not loaded here (plugin_probe.c). */
-    unsigned char *crashed = c->ninstances ? calloc(c->ninstances, 1) : NULL;
-    int bad = sophia_plugin_probe_sync(c, NULL, NULL, host, crashed, diag);
-    /* Keep going after a failure: one --check run shows every problem. */
-    for (size_t i = 0; i < c->ninstances; i++) {
-        if (crashed && crashed[i])
-            continue;
-        sophia_instance *inst =
-            sophia_plugin_load(c, &c->instances[i], host, diag);
-        if (inst)
-            set->items[set->count++] = inst;
-        else
-            bad = 1;
-    }
-    free(crashed);
-    if (bad) {
-        sophia_plugin_set_free(set);
-        return NULL;
-    }
-    return set;
-}
-
-void sophia_plugin_set_free(sophia_plugin_set *set)
-{
-    if (!set)
-        return;
-    /* Reverse order: an instance loaded later may rely on earlier ones. */
-    for (size_t i = set->count; i > 0; i--)
-        sophia_plugin_unload(set->items[i - 1]);
-    free(set->items);
-    free(set);
-}
-
-/* ------------------------------------------------------------- reload */
-
-static int str_eq(const char *a, const char *b)
-{
-    return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
-static int conf_opt_eq(const sophia_conf_opt *a, const sophia_conf_opt *b)
-{
-    if (!str_eq(a->key, b->key) || !str_eq(a->scalar, b->scalar) ||
-        a->is_seq != b->is_seq || a->nitems != b->nitems)
-        return 0;
-    for (size_t i = 0; i < a->nitems; i++)
-        if (!str_eq(a->items[i], b->items[i]))
-            return 0;
-    return 1;
-}
-
-static const sophia_conf_instance *conf_instance(const sophia_conf *c,
-                                                 const char *name)
-{
-    for (size_t i = 0; i < c->ninstances; i++)
-        if (str_eq(c->instances[i].name, name))
-            return &c->instances[i];
-    return NULL;
-}
-
-/* Same module resolution, same options, same file on disk. */
-static int unchanged(const sophia_conf *c, const sophia_conf_instance *ci,
-                     const sophia_conf *oc, const sophia_instance *in)
-{
-    const sophia_conf_instance *oi = conf_instance(oc, ci->name);
-    if (!oi || !str_eq(ci->plugin, oi->plugin) || ci->nopts != oi->nopts ||
-        c->nplugin_path != oc->nplugin_path)
-        return 0;
-    for (size_t i = 0; i < c->nplugin_path; i++)
-        if (!str_eq(c->plugin_path[i], oc->plugin_path[i]))
-            return 0;
-    for (size_t i = 0; i < ci->nopts; i++)
-        if (!conf_opt_eq(&ci->opts[i], &oi->opts[i]))
-            return 0;
-    sophia_instance now = {.file = in->file};
-    file_identity(&now);
-    return same_identity(&now, in);
-}
-
-int sophia_plugin_reusable(const sophia_conf *c,
-                           const sophia_conf_instance *ci,
-                           const sophia_conf *old_conf,
-                           const sophia_plugin_set *old)
-{
-    sophia_instance *prev = sophia_plugin_set_find(old, ci->name);
-    return prev && old_conf && unchanged(c, ci, old_conf, prev);
-}
-
-int sophia_plugin_set_has(const sophia_plugin_set *set,
-                          const sophia_instance *in)
-{
-    for (size_t i = 0; set && i < set->count; i++)
-        if (set->items[i] == in)
-            return 1;
-    return 0;
-}
-
-/* Frees what `set` holds that `keep` does not. */
-static void set_free_except(sophia_plugin_set *set,
-                            const sophia_plugin_set *keep)
-{
-    if (!set)
-        return;
-    for (size_t i = set->count; i > 0; i--)
-        if (!sophia_plugin_set_has(keep, set->items[i - 1]))
-            sophia_plugin_unload(set->items[i - 1]);
-    free(set->items);
-    free(set);
-}
-
-sophia_plugin_set *sophia_plugin_set_load_next(const sophia_conf *c,
-                                               const sophia_conf *old_conf,
-                                               const sophia_plugin_set *old,
-                                               const sophia_host *host,
-                                               sophia_diag *diag)
-{
-    sophia_plugin_set *set = calloc(1, sizeof(*set));
-    if (!set)
-        return NULL;
-    if (c->ninstances &&
-        !(set->items = calloc(c->ninstances, sizeof(*set->items)))) {
-        free(set);
-        return NULL;
-    }
-    int bad = 0;
-    for (size_t i = 0; i < c->ninstances; i++) {
-        const sophia_conf_instance *ci = &c->instances[i];
-        sophia_instance *prev = sophia_plugin_set_find(old, ci->name);
-        sophia_instance *inst = NULL;
-        if (prev && unchanged(c, ci, old_conf, prev)) {
-            inst = prev; /* shared: state kept */
-        } else if ((inst = load_one(c, ci, host, old, diag)) && prev) {
-            inst->reload_count = prev->reload_count + 1;
-        }
-        if (inst)
-            set->items[set->count++] = inst;
-        else
-            bad = 1;
-    }
-    if (bad) {
-        set_free_except(set, old);
-        return NULL;
-    }
-    return set;
-}
-
-void sophia_plugin_set_retire(sophia_plugin_set *old,
-                              const sophia_plugin_set *next)
-{
-    set_free_except(old, next);
-}
-
-sophia_instance *sophia_plugin_set_find(const sophia_plugin_set *set,
-                                        const char *name)
-{
-    for (size_t i = 0; set && name && i < set->count; i++)
-        if (strcmp(set->items[i]->name, name) == 0)
-            return set->items[i];
-    return NULL;
 }
 
 /* -------------------------------------------------- write strategies */
@@ -1207,44 +617,4 @@ int sophia_plugin_system_init(void)
 void sophia_plugin_system_shutdown(void)
 {
     lt_dlexit();
-}
-
-/* ------------------------------------------------------------- --check */
-
-static const char *default_text(const sophia_option *t)
-{
-    if (t->type == SOPHIA_OPT_LIST)
-        return "[]";
-    if (!t->def)
-        return "(required)";
-    return *t->def ? t->def : "\"\"";
-}
-
-void sophia_plugin_print_options(const sophia_instance *inst, FILE *out)
-{
-    if (!inst || !inst->desc)
-        return;
-    const sophia_plugin *d = inst->desc;
-    fprintf(out, "instance '%s': plugin %s %s (%s), %s\n", inst->name,
-            d->name, d->version, sophia_plugin_kind_name(d->kind),
-            inst->file);
-    if (d->description)
-        fprintf(out, "  %s\n", d->description);
-    const sophia_option *t = d->options;
-    if (!t || !t->name) {
-        fprintf(out, "  (no options)\n");
-        return;
-    }
-    int wn = (int)strlen("option"), wd = (int)strlen("default");
-    for (size_t i = 0; t[i].name; i++) {
-        int n = (int)strlen(t[i].name), dl = (int)strlen(default_text(&t[i]));
-        wn = n > wn ? n : wn;
-        wd = dl > wd ? dl : wd;
-    }
-    fprintf(out, "  %-*s  %-6s  %-*s  %s\n", wn, "option", "type", wd,
-            "default", "description");
-    for (size_t i = 0; t[i].name; i++)
-        fprintf(out, "  %-*s  %-6s  %-*s  %s\n", wn, t[i].name,
-                type_name(t[i].type), wd, default_text(&t[i]),
-                t[i].description ? t[i].description : "");
 }

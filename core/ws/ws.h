@@ -131,7 +131,7 @@ typedef int (*sophia_ws_backlog_fn)(void *arg);
 void sophia_ws_set_backlog(sophia_ws_router *r, sophia_ws_backlog_fn fn,
                            void *arg);
 
-/* lws callbacks, called by http.c. receive/writeable return -1 to close. */
+/* lws callbacks, called by http/http_ws.c. receive/writeable return -1 to close. */
 /* FILTER_PROTOCOL_CONNECTION: 0 accepts the upgrade; 1 refuses it (with an
  * HTTP status already written: 401 bad token, 403 origin, 503 full). */
 int sophia_ws_filter(sophia_ws_router *r, struct lws *wsi);

@@ -1,9 +1,9 @@
 /*
  * ws_stats - the router's figures: the counters and the busiest topics
- * for /api/stats and the WebSocket `stats` request, the /metrics lines
- * api.c does not write itself, the dashboards list of /api/dashboards,
- * and the cluster link's state for /healthz. Read-only: nothing here
- * changes the router.
+ * for /api/stats and the WebSocket `stats` request and the sophia_ws_*
+ * lines of /metrics, each figure declared once (lib/statdef.h); the
+ * dashboards list of /api/dashboards, and the cluster link's state for
+ * /healthz. Read-only: nothing here changes the router.
  */
 #include "ws/ws.h"
 
@@ -32,7 +32,7 @@ void sophia_ws_get_stats(const sophia_ws_router *r, sophia_ws_stats *out)
  * /metrics (lib/statdef.h): the `websocket` object's, then those of its
  * `cluster` object (only with a cluster). prom NULL: /api/stats only. */
 #define WS_FIG(key, prom, type, help, field)                                 \
-    {key, prom, type, NULL, help, offsetof(sophia_ws_stats, field)}
+    SOPHIA_STATDEF(key, prom, type, NULL, help, offsetof(sophia_ws_stats, field))
 
 static const sophia_statdef figures[] = {
     WS_FIG("connections", "sophia_ws_connections", "gauge",
@@ -85,6 +85,12 @@ static const sophia_statdef cluster_figures[] = {
            NULL, cluster_fallback),
     WS_FIG("local", "sophia_ws_cluster_local_total", "counter",
            "Publishes delivered locally: no other node on the channel.", cluster_alone),
+};
+
+/* Per topic, the 20 with most subscribers: topic="...". */
+static const sophia_statdef topic_figures[] = {
+    SOPHIA_STATDEF(NULL, "sophia_ws_topic_subscribers", "gauge", NULL,
+                   "Subscribers per topic (top 20).", 0),
 };
 
 #define NFIG(t) (sizeof(t) / sizeof((t)[0]))
@@ -226,15 +232,24 @@ void sophia_ws_write_prom(const sophia_ws_router *r, FILE *f)
         sophia_ws_get_stats(r, &st);
     sophia_statdef_prom(f, figures, NFIG(figures), &st, NULL);
     sophia_statdef_prom(f, cluster_figures, NFIG(cluster_figures), &st, NULL);
-    fprintf(f, "# HELP sophia_ws_topic_subscribers Subscribers per topic (top 20).\n"
-               "# TYPE sophia_ws_topic_subscribers gauge\n");
-    if (!r)
-        return;
-    json_t *top = top_topics_json(r, 20);
-    const char *k;
-    json_t *v;
-    json_object_foreach(top, k, v)
-        fprintf(f, "sophia_ws_topic_subscribers{topic=\"%s\"} %lld\n", k,
-                (long long)json_integer_value(v));
-    json_decref(top);
+    top_acc a = {0};
+    if (r)
+        sophia_dict_each(r->topics, top_topic, &a);
+    if (a.n > 1)
+        qsort(a.v, a.n, sizeof(*a.v), top_cmp);
+    size_t n = a.n < 20 ? a.n : 20;
+    uint64_t *subs = calloc(n ? n : 1, sizeof(*subs));
+    sophia_stat_row *rows = calloc(n ? n : 1, sizeof(*rows));
+    if (!subs || !rows)
+        n = 0; /* out of memory: the head alone */
+    for (size_t i = 0; i < n; i++) {
+        subs[i] = a.v[i].n;
+        rows[i] = (sophia_stat_row){&a.v[i].name, &subs[i]};
+    }
+    static const char *const label[] = {"topic"};
+    sophia_statdef_prom_family(f, topic_figures, NFIG(topic_figures), label, 1,
+                               rows, n);
+    free(subs);
+    free(rows);
+    free(a.v);
 }

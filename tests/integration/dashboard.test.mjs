@@ -2,7 +2,7 @@
 // driven by playwright-core, against a real sophiad with the real metrics
 // plugin and the `alerter` test plugin (an alert per event). Metric points
 // and alerts go in through POST /ingest/*, and the assertions read what the
-// page shows: tiles, sparklines, the alert feed, the stats panel, the
+// page shows: tiles, sparklines, the alert feed (resolutions included), the stats panel, the
 // connection state through a daemon restart on the same port.
 //
 // chromium missing is a failure with the fix in the message, never a skip:
@@ -274,6 +274,60 @@ test('the stats panel shows plugins, streams, cache tiers and the live connectio
   await waitFor('2 connections', () => document.getElementById('ws-connections').textContent === '2');
   other.close();
   await waitFor('1 connection again', () => document.getElementById('ws-connections').textContent === '1');
+});
+
+test('an alert resolved with alert_ex is marked resolved, not shown as a new alert; a fresh page shows the pair the same way', async () => {
+  const feed = (on = page) => on.$$eval('#alerts .alert', (els) => els.map((e) => ({
+    id: e.dataset.alertId || null, state: e.dataset.state, cls: e.className,
+    msg: e.querySelector('.msg').textContent, ended: e.querySelector('.state')?.textContent || null,
+  })));
+  const before = (await feed()).length;
+  const raised = { severity: 'critical', message: 'Replica lag 40 s on db-2', alert_type: 'ops', alert_id: 'lag:db-2' };
+  await ingest('alerts', raised);
+  await waitFor('the lag alert', () =>
+    document.querySelector('#alerts .alert .msg')?.textContent === 'Replica lag 40 s on db-2');
+  assert.equal((await feed())[0].state, 'firing');
+  assert.match(await page.textContent('#alert-counts'), /2 critical/);
+
+  await ingest('alerts', { ...raised, message: 'Replica lag back under 5 s on db-2', resolve: true });
+  await waitFor('the lag alert, resolved', () =>
+    document.querySelector('#alerts .alert[data-alert-id="lag:db-2"]')?.dataset.state === 'resolved');
+  const shown = await feed();
+  assert.equal(shown.length, before + 1, 'the resolution added no entry');
+  assert.deepEqual(shown[0].id, 'lag:db-2');
+  assert.equal(shown[0].cls, 'alert sev-critical resolved');
+  assert.equal(shown[0].msg, raised.message, 'the alert as it was raised');
+  assert.match(shown[0].ended, /^resolved \d\d:\d\d:\d\d$/);
+  assert.ok(!shown.some((a) => a.msg.startsWith('Replica lag back')), 'no entry for the resolution');
+  // The counts are what still fires: the earlier critical only.
+  assert.match(await page.textContent('#alert-counts'), /^1 critical1 warning$/);
+  assert.equal(await page.$eval('#alerts .alert.resolved', (e) => getComputedStyle(e).opacity), '0.55');
+
+  // A resolution that matches nothing shown changes nothing.
+  const mark = framesReceived.length;
+  await ingest('alerts', { severity: 'warning', message: 'never raised', alert_type: 'ops', alert_id: 'ghost', resolve: true });
+  const deadline = Date.now() + WAIT_MS;
+  while (!framesReceived.slice(mark).some((f) => f.data?.alert_id === 'ghost') && Date.now() < deadline) await sleep(20);
+  assert.ok(framesReceived.slice(mark).some((f) => f.data?.alert_id === 'ghost' && f.data.state === 'resolved'),
+    'the page received the resolution');
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+  assert.deepEqual(await feed(), shown);
+
+  // A page opened now rebuilds the feed from the history: the same pair,
+  // one resolved alert.
+  const p = await context.newPage();
+  p.on('pageerror', (err) => pageErrors.push(err.message));
+  try {
+    await p.goto(`${d.url}/?dashboard=executive`);
+    await waitLive({ on: p });
+    await waitFor('the lag alert from history, resolved', () =>
+      document.querySelector('#alerts .alert[data-alert-id="lag:db-2"]')?.dataset.state === 'resolved', null, { on: p });
+    const rebuilt = await feed(p);
+    assert.equal(rebuilt.filter((a) => a.id === 'lag:db-2').length, 1);
+    assert.ok(!rebuilt.some((a) => a.id === 'ghost' || a.msg.startsWith('Replica lag back')));
+  } finally {
+    await p.close();
+  }
 });
 
 test('after a daemon restart the page shows reconnecting, resumes with since, and shows new values', async () => {

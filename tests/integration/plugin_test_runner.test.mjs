@@ -2,7 +2,8 @@
 // own loader and host table, its actions printed as JSON lines. Used here
 // on the bundled metrics processor with the samples in tests/data (so this is
 // also a test of that processor), on the SDK test plugins for the ABI
-// rules, and on `actions` for the in-memory cache that cache_peek reads.
+// rules and for timers (on the virtual clock `#advance` moves), and on
+// `actions` for the in-memory cache that cache_peek reads.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -189,4 +190,48 @@ test('usage errors exit 2', async () => {
   assert.match(r.stderr, /usage: sophia-plugin-test PLUGIN\.so/);
   const bad = await tool([path.join(PLUGINS, 'metrics.so'), '--now-us', 'later']);
   assert.equal(bad.code, 2);
+});
+
+test('timers run on the virtual clock that #advance moves: due ones fire in order, repeats as often as due', async () => {
+  const r = await tool([path.join(TEST_PLUGINS, 'window.so'), '--options', 'window_s: 10',
+    '--now-us', String(NOW_US)],
+  '{"v":1}\n{"v":2}\n#advance 9.5\n#advance 0.5\n{"v":4}\n#advance 25\n#advance later\n');
+  assert.equal(r.code, 1, 'a bad #advance is an input error');
+  assert.match(r.stderr, /^<stdin>:7: #advance wants seconds/m);
+  const close = (value, count) => ({
+    action: 'publish', type: 'metric', topics: ['updates:metric', 'dashboard:win'], dashboard_id: 'win',
+    data: { metric: 'window_sum', value, count, label: 'w' },
+  });
+  assert.deepEqual(r.lines, [
+    { event: 1, verdict: 'ok', actions: 0 },
+    { event: 2, verdict: 'ok', actions: 0 },
+    // 9.5 s: nothing due yet; at 10 s the window of events 1 and 2 closes
+    { timer: 1, ...close(3, 2) },
+    { timer: 1, at_us: NOW_US + 10e6, rc: 0, actions: 1 },
+    { event: 3, verdict: 'ok', actions: 0 },
+    // 25 s more: due at 20 s (event 3's window) and at 30 s (empty: the
+    // first close's reset committed, so nothing is counted twice)
+    { timer: 1, ...close(4, 1) },
+    { timer: 1, at_us: NOW_US + 20e6, rc: 0, actions: 1 },
+    { timer: 1, at_us: NOW_US + 30e6, rc: 0, actions: 0 },
+    { counter: 'windows_closed', instance: 'test', value: 2 },
+  ]);
+});
+
+test('a processor\'s prefetch (SDK 1.1) is answered from the in-memory cache, one line a key', async () => {
+  const ev = (id, stage) => JSON.stringify({
+    eventId: id, subscriptionType: 'deal.propertyChange', objectId: 5, propertyName: 'dealstage', propertyValue: stage,
+  });
+  const r = await tool([path.join(PLUGINS, 'crm.so'), '--now-us', String(NOW_US)],
+    `${ev(1, 'qualified')}\n${ev(2, 'closedwon')}\n`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.lines.filter((l) => 'prefetch' in l), [
+    { event: 1, prefetch: 'crm:deal:hubspot:5', found: false },
+    { event: 2, prefetch: 'crm:deal:hubspot:5', found: true },
+  ]);
+  const stages = r.lines.filter((l) => l.data?.kind === 'deal_stage').map((l) => [l.event, l.data.from, l.data.to]);
+  assert.deepEqual(stages, [[1, false, 'qualified'], [2, 'qualified', 'closedwon']]);
+  // Before its actions, not counted among them.
+  assert.equal(r.lines.findIndex((l) => l.event === 2), r.lines.findIndex((l) => l.prefetch && l.event === 2));
+  assert.deepEqual(r.lines.find((l) => l.event === 2 && l.verdict), { event: 2, verdict: 'ok', actions: 4 });
 });

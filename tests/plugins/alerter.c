@@ -7,6 +7,9 @@
  * becomes host->alert(ctx, "ops", "critical", "disk full", NULL): published
  * by the core to `updates:alert`, `alerts` and `alerts:critical`. A missing
  * field takes the option's default; an event that is not an object fails.
+ * An event with an `alert_id` or `"resolve": true` goes through
+ * host->alert_ex (SDK 1.1) instead, so a test can raise an alert and then
+ * resolve it.
  */
 #include <sophia/sdk.h>
 
@@ -50,9 +53,17 @@ static sophia_verdict alerter_process(void *state, const sophia_event *ev,
     const sophia_host *h = st->host;
     if (!ev->body || h->json_type(ev->body) != SOPHIA_JSON_OBJECT)
         return SOPHIA_PROCESS_ERROR;
-    int rc = h->alert(ctx, field(h, ev->body, "alert_type", "test"),
-                      field(h, ev->body, "severity", "warning"),
-                      field(h, ev->body, "message", ""), NULL);
+    const sophia_alert a = {
+        .struct_size = sizeof(a),
+        .alert_type = field(h, ev->body, "alert_type", "test"),
+        .severity = field(h, ev->body, "severity", "warning"),
+        .message = field(h, ev->body, "message", ""),
+        .alert_id = field(h, ev->body, "alert_id", NULL),
+        .resolve = h->json_bool(h->json_get(ev->body, "resolve"), 0),
+    };
+    int rc = (a.alert_id || a.resolve) && SOPHIA_HOST_HAS(h, alert_ex)
+                 ? h->alert_ex(ctx, &a, NULL)
+                 : h->alert(ctx, a.alert_type, a.severity, a.message, NULL);
     if (rc)
         return SOPHIA_PROCESS_ERROR;
     h->counter_add(st->self, "alerts", 1);

@@ -9,6 +9,9 @@
  * The state a processor keeps is observed from the outside only: through
  * the actions later events queue (sophia_ctx_actions_json) and through
  * export_state, whose text must not move when an event does not commit.
+ * ph_run_fetched runs a processor's prefetch (SDK 1.1) first, against a
+ * real cache (ph_cache_new: L1, and Redis and PostgreSQL when asked), and
+ * waits on its loop for the reads as a stream does.
  * Header-only and static: each test is one executable (CMake globs
  * test_*.c), and this file is not one.
  */
@@ -24,9 +27,15 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 #include <jansson.h>
 
+#include "cache/cache.h"
+#include "conf/config.h"
+#include "event/loop.h"
 #include "host/host.h"
+#include "host/prefetch.h"
+#include "lib/redis_url.h"
 #include "lib/diag.h"
 #include "plugin/plugin.h"
 
@@ -92,14 +101,48 @@ PH_STATIC void ph_strip_clock(json_t *v)
 
 enum { PH_REFUSE = 0, PH_COMMIT = 1 };
 
-/* Runs `body` (JSON text; `id` the event's source id or NULL) through
- * process(). With PH_COMMIT an OK context commits, as the stream does once
- * the effects are durable; anything else is freed uncommitted (RETRY,
- * ERROR, or with PH_REFUSE an OK whose effects were refused). *actions
- * (may be NULL) receives the queued actions as sorted JSON text, wall
- * clock stripped; free it. */
-PH_STATIC sophia_verdict ph_run(sophia_instance *inst, const char *body,
-                             const char *id, int fate, char **actions)
+/* One pass of `base`'s loop, at most 20 ms long. */
+PH_STATIC void ph_loop_step(struct event_base *base)
+{
+    struct timeval tv = {0, 20000};
+    event_base_loopexit(base, &tv);
+    event_base_loop(base, 0);
+}
+
+typedef struct ph_fetch {
+    int done, rc;
+} ph_fetch;
+
+PH_STATIC void ph_on_fetched(void *arg, int rc)
+{
+    ph_fetch *f = arg;
+    f->done = 1;
+    f->rc = rc;
+}
+
+/* inst's prefetch for `ev` into ctx, its reads answered on `base` (within
+ * 10 s): 0, or why the stream would retry the event. */
+PH_STATIC int ph_prefetch(sophia_instance *inst, const sophia_event *ev,
+                          sophia_ctx *ctx, struct event_base *base)
+{
+    ph_fetch f = {0};
+    int rc = sophia_prefetch_run(inst, ctx, ev, ph_on_fetched, &f);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    int64_t until = sophia_now_mono_us() + 10 * 1000000LL;
+    while (!f.done && sophia_now_mono_us() < until)
+        ph_loop_step(base);
+    if (!f.done)
+        fail_msg("prefetch reads did not answer within 10 s");
+    return f.rc;
+}
+
+/* ph_run, with the processor's prefetch run first on `base` when base is
+ * not NULL; a failed prefetch is a RETRY (process() not called), as in
+ * the stream. */
+PH_STATIC sophia_verdict ph_run_on(sophia_instance *inst, const char *body,
+                                   const char *id, int fate, char **actions,
+                                   struct event_base *base)
 {
     json_t *b = json_loads(body, JSON_DECODE_ANY, NULL);
     if (!b)
@@ -109,7 +152,9 @@ PH_STATIC sophia_verdict ph_run(sophia_instance *inst, const char *body,
                        .received_us = 1705746600LL * 1000000LL};
     sophia_ctx *ctx = sophia_ctx_new(inst, "s");
     assert_non_null(ctx);
-    sophia_verdict v = sophia_ctx_process(ctx, &ev);
+    sophia_verdict v = SOPHIA_PROCESS_RETRY;
+    if (!base || ph_prefetch(inst, &ev, ctx, base) == 0)
+        v = sophia_ctx_process(ctx, &ev);
     json_t *a = (json_t *)sophia_ctx_actions_json(ctx);
     ph_strip_clock(a);
     if (actions)
@@ -120,6 +165,82 @@ PH_STATIC sophia_verdict ph_run(sophia_instance *inst, const char *body,
     sophia_ctx_free(ctx);
     json_decref(b);
     return v;
+}
+
+/* Runs `body` (JSON text; `id` the event's source id or NULL) through
+ * process(). With PH_COMMIT an OK context commits, as the stream does once
+ * the effects are durable; anything else is freed uncommitted (RETRY,
+ * ERROR, or with PH_REFUSE an OK whose effects were refused). *actions
+ * (may be NULL) receives the queued actions as sorted JSON text, wall
+ * clock stripped; free it. No prefetch runs (a host without one). */
+PH_STATIC sophia_verdict ph_run(sophia_instance *inst, const char *body,
+                             const char *id, int fate, char **actions)
+{
+    return ph_run_on(inst, body, id, fate, actions, NULL);
+}
+
+/* ph_run as a stream runs it: the processor's prefetch reads its keys
+ * through the cache in the host's environment, on `base`, first. */
+PH_STATIC sophia_verdict ph_run_fetched(sophia_instance *inst,
+                                        const char *body, int fate,
+                                        char **actions,
+                                        struct event_base *base)
+{
+    return ph_run_on(inst, body, NULL, fate, actions, base);
+}
+
+/* A real cache on `base`, set as the host's environment: L1, plus the
+ * harness's Redis (database 11) when `redis` and its PostgreSQL when
+ * `pg` (or `pg` itself when it is a URL: a server that is down). Waits
+ * (10 s at most) until the tiers asked for are up, unless pg is a URL.
+ * Free with ph_cache_free. */
+PH_STATIC sophia_cache *ph_cache_new(struct event_base *base, int redis,
+                                     const char *pg, sophia_conf **conf)
+{
+    const char *y = "cache: {l1: {max_entries: 1000, ttl: 60}}\n";
+    sophia_diag d;
+    sophia_diag_init(&d);
+    *conf = sophia_conf_load_string("/tmp/ph.yaml", y, strlen(y), &d);
+    if (!*conf || d.count)
+        fail_msg("config: %s", d.count ? d.lines[0] : "?");
+    sophia_diag_free(&d);
+    free((*conf)->redis_url);
+    free((*conf)->pg_url);
+    (*conf)->redis_url = (*conf)->pg_url = NULL;
+    const char *ru = getenv("SOPHIA_REDIS_URL"), *pu = getenv("SOPHIA_PG_URL");
+    if ((redis && !ru) || (pg && !strcmp(pg, "harness") && !pu))
+        fail_msg("SOPHIA_REDIS_URL / SOPHIA_PG_URL: the test harness sets them");
+    if (redis) {
+        sophia_redis_url u;
+        char why[200], url[300];
+        if (sophia_redis_url_parse(ru, &u, why, sizeof(why)) < 0)
+            fail_msg("SOPHIA_REDIS_URL: %s", why);
+        snprintf(url, sizeof(url), "redis://%s:%d/11", u.host, u.port);
+        sophia_redis_url_clear(&u);
+        (*conf)->redis_url = strdup(url);
+    }
+    int harness_pg = pg && !strcmp(pg, "harness");
+    if (pg)
+        (*conf)->pg_url = strdup(harness_pg ? pu : pg);
+    sophia_cache *c = sophia_cache_new(*conf, base);
+    assert_non_null(c);
+    sophia_host_set_env(&(sophia_host_env){.cache = c});
+    const char *e;
+    int64_t until = sophia_now_mono_us() + 10 * 1000000LL;
+    while ((redis && sophia_cache_l2_state(c, &e) != 1) ||
+           (harness_pg && sophia_cache_l3_state(c, &e) != 1)) {
+        if (sophia_now_mono_us() > until)
+            fail_msg("cache tiers not up within 10 s");
+        ph_loop_step(base);
+    }
+    return c;
+}
+
+PH_STATIC void ph_cache_free(sophia_cache *c, sophia_conf *conf)
+{
+    sophia_host_set_env(NULL);
+    sophia_cache_free(c);
+    sophia_conf_free(conf);
 }
 
 /* The instance's exported state (malloc'd text; the host would free()). */

@@ -247,13 +247,14 @@ static void test_undoable_events_overlap(void **u)
     rig_up(&r, "undoable");
     acks a = {.st = r.st};
     queue_20(&r, &a, 1);
-    /* One pass: e0..e4 go in flight together (no PostgreSQL answer can
-     * come within it), then e5's RETRY pauses the stream. */
+    /* One pass: e0..e4 start in one drain, before any PostgreSQL answer
+     * can be read (with stage only e0 would have), then e5's RETRY pauses
+     * the stream; later in the pass an answer may commit one. */
     event_base_loop(r.base, EVLOOP_NONBLOCK);
     sophia_stream_stats s;
     sophia_stream_get_stats(r.st, &s);
-    assert_int_equal(s.inflight, 5);
     assert_int_equal(s.queued, 15);
+    assert_int_equal(s.inflight + s.processed, 5);
     assert_committed_in_order(&r, &a);
     sophia_stream_get_stats(r.st, &s);
     assert_int_equal(s.retried, 1);

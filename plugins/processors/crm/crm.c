@@ -41,6 +41,13 @@
  * Reload: export_state/import_state carry the committed deals and seen
  * ids, so the next stage change after a reload is a transition from the
  * right stage.
+ *
+ * Restart and other nodes (SDK 1.1 prefetch): memory knows only what this
+ * instance committed, so a node that never saw a deal, or this one after a
+ * restart, would report its next stage as a transition from nothing.
+ * crm_prefetch names each deal's record key, the host reads it through L1,
+ * L2 and L3 before process(), and deal_get prefers that record (what the
+ * last commit anywhere wrote) to memory.
  */
 #include <sophia/sdk.h>
 
@@ -62,6 +69,7 @@ typedef struct crm_state {
     sophia_self *self;
     char *prefix, *dashboard, *large_severity;
     double ttl, large;
+    int has_prefetch; /* the host reads the tiers before process() */
     pu_table deals; /* cache key -> crm_deal, as committed */
     pu_seen seen;   /* event ids committed */
 } crm_state;
@@ -110,6 +118,7 @@ static int crm_init(const sophia_host *host, sophia_self *self,
         return SOPHIA_ENOMEM;
     st->host = host;
     st->self = self;
+    st->has_prefetch = SOPHIA_HOST_HAS(host, prefetched);
     st->prefix = pu_strdup(host->opt_string(opts, "cache_prefix"));
     st->dashboard = pu_strdup(host->opt_string(opts, "dashboard"));
     st->large_severity = pu_strdup(host->opt_string(opts, "large_deal_severity"));
@@ -211,23 +220,44 @@ static int parse_salesforce(const sophia_host *h, const sophia_json *b,
 
 /* ------------------------------------------------------------ effects */
 
-/* The deal's committed state into *d: memory, else the cached record,
- * else empty. Only reads: the new state is staged (stage_deal). */
-static void deal_get(crm_state *st, const char *key, crm_deal *d)
+/* The cache key of a change's record. */
+static void record_key(const crm_state *st, const crm_change *c, char *key,
+                       size_t len)
 {
+    snprintf(key, len, "%s%s:%s:%s", st->prefix, c->object, c->source, c->id);
+}
+
+static void deal_from_record(const sophia_host *h, const sophia_json *r,
+                             crm_deal *d)
+{
+    const char *s = pu_str(h, r, "stage");
+    if (s)
+        snprintf(d->stage, sizeof(d->stage), "%s", s);
+    d->has_amount = num_of(h, h->json_get(r, "amount"), &d->amount);
+}
+
+/* The deal's committed state into *d. First the record the prefetch read
+ * through every tier (crm_prefetch): it is what the last commit wrote,
+ * on this node or on another sharing the tiers, and it survives a
+ * restart. Then memory, then (no prefetch ran: a 1.0 host, a tool) the
+ * L1 record, else empty. Only reads: the new state is staged. */
+static void deal_get(crm_state *st, sophia_ctx *ctx, const char *key,
+                     crm_deal *d)
+{
+    const sophia_host *h = st->host;
+    const sophia_json *read = NULL;
+    int rc = st->has_prefetch ? h->prefetched(ctx, key, &read)
+                              : SOPHIA_EINVAL;
     const crm_deal *known = pu_table_get(&st->deals, key);
     memset(d, 0, sizeof(*d));
-    if (known) {
+    if (rc == 0) {
+        deal_from_record(h, read, d);
+    } else if (known) {
         *d = *known;
-        return;
-    }
-    const sophia_host *h = st->host;
-    sophia_json *cached = h->cache_peek(key);
-    if (cached) {
-        const char *s = pu_str(h, cached, "stage");
-        if (s)
-            snprintf(d->stage, sizeof(d->stage), "%s", s);
-        d->has_amount = num_of(h, h->json_get(cached, "amount"), &d->amount);
+    } else if (rc != SOPHIA_ENOENT) { /* no tier read: L1 is all there is */
+        sophia_json *cached = h->cache_peek(key);
+        if (cached)
+            deal_from_record(h, cached, d);
         h->json_free(cached);
     }
 }
@@ -358,8 +388,7 @@ static int apply_change(crm_state *st, sophia_ctx *ctx, const crm_change *c)
     const sophia_host *h = st->host;
     int deal = !strcmp(c->object, "deal");
     char key[400], tag[300], opp[300];
-    snprintf(key, sizeof(key), "%s%s:%s:%s", st->prefix, c->object, c->source,
-             c->id);
+    record_key(st, c, key, sizeof(key));
     snprintf(tag, sizeof(tag), "%s:%s", c->object, c->id);
     int rc = h->cache_invalidate_tag(ctx, tag);
     if (!rc && deal && !strcmp(c->source, "salesforce")) {
@@ -376,7 +405,7 @@ static int apply_change(crm_state *st, sophia_ctx *ctx, const crm_change *c)
     }
     crm_deal nd, *d = deal ? &nd : NULL; /* the deal after this change */
     if (d)
-        deal_get(st, key, d);
+        deal_get(st, ctx, key, d);
     if (!rc && d && c->stage)
         rc = stage_effects(st, ctx, c, d);
     if (!rc && d && c->has_amount)
@@ -412,30 +441,79 @@ static void event_id(const sophia_host *h, const sophia_json *b, char *out,
                  h->json_number(h->json_get(hdr, "sequenceNumber"), 0));
 }
 
+/* Calls fn for each change the event holds (a HubSpot event is one, a
+ * Salesforce CDC event one per record id), stopping at fn's first error,
+ * left in *rc. Returns how many changes it found: 0 is no CRM event. */
+static int each_change(crm_state *st, const sophia_json *b,
+                       int (*fn)(crm_state *st, void *arg, const crm_change *c),
+                       void *arg, int *rc)
+{
+    const sophia_host *h = st->host;
+    crm_change c = {0};
+    char idbuf[64], object[32];
+    int n = 0;
+    *rc = 0;
+    if (!parse_hubspot(h, b, &c, idbuf, sizeof(idbuf), object,
+                       sizeof(object))) {
+        *rc = fn(st, arg, &c);
+        return 1;
+    }
+    for (size_t i = 0; !*rc && !parse_salesforce(h, b, i, &c); i++) {
+        n++;
+        *rc = fn(st, arg, &c);
+        memset(&c, 0, sizeof(c));
+    }
+    return n;
+}
+
+static int change_apply(crm_state *st, void *ctx, const crm_change *c)
+{
+    return apply_change(st, ctx, c);
+}
+
+/* A deal's record is read for every change but a deletion: a host error
+ * naming a key (an id with a control byte) is left for process() to
+ * meet, so such an event fails there as it always did. */
+static int change_prefetch(crm_state *st, void *ctx, const crm_change *c)
+{
+    char key[400];
+    if (strcmp(c->object, "deal") ||
+        (c->kind && (!strcmp(c->kind, "deletion") ||
+                     !strcmp(c->kind, "DELETE"))))
+        return 0;
+    record_key(st, c, key, sizeof(key));
+    int rc = st->host->prefetch(ctx, key);
+    return rc == SOPHIA_EINVAL ? 0 : rc;
+}
+
+/* SDK 1.1: the deals' records, read through every tier before
+ * process(), so a transition is reported from the right stage on a node
+ * that never saw the deal, or after a restart. */
+static int crm_prefetch(void *state, const sophia_event *ev, sophia_ctx *ctx)
+{
+    crm_state *st = state;
+    char eid[300];
+    int rc;
+    event_id(st->host, ev->body, eid, sizeof(eid));
+    if (eid[0] && pu_seen_has(&st->seen, eid))
+        return 0; /* a duplicate reads nothing */
+    each_change(st, ev->body, change_prefetch, ctx, &rc);
+    return rc;
+}
+
 static sophia_verdict crm_process(void *state, const sophia_event *ev,
                                   sophia_ctx *ctx)
 {
     crm_state *st = state;
     const sophia_host *h = st->host;
-    crm_change c = {0};
-    char idbuf[64], object[32], eid[300];
-    int rc = 0, n = 0;
+    char eid[300];
+    int rc;
     event_id(h, ev->body, eid, sizeof(eid));
     if (eid[0] && pu_seen_has(&st->seen, eid)) {
         h->counter_add(st->self, "duplicates", 1);
         return SOPHIA_PROCESS_OK; /* applied before: nothing again */
     }
-    if (!parse_hubspot(h, ev->body, &c, idbuf, sizeof(idbuf), object,
-                       sizeof(object))) {
-        rc = apply_change(st, ctx, &c);
-        n = 1;
-    } else {
-        for (size_t i = 0; !rc && !parse_salesforce(h, ev->body, i, &c); i++) {
-            n++;
-            rc = apply_change(st, ctx, &c);
-            memset(&c, 0, sizeof(c));
-        }
-    }
+    int n = each_change(st, ev->body, change_apply, ctx, &rc);
     if (!n) {
         h->log(st->self, SOPHIA_LOG_WARN, "not a HubSpot webhook event or a "
                "Salesforce change event (stream %s)", ev->stream);
@@ -534,12 +612,13 @@ static const sophia_processor_ops crm_ops = {
     .process = crm_process,
     .export_state = crm_export,
     .import_state = crm_import,
+    .prefetch = crm_prefetch,
 };
 
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "crm",
-    .version = "1.1.0",
+    .version = "1.2.0",
     .kind = SOPHIA_KIND_PROCESSOR,
     .description = "HubSpot / Salesforce CDC changes -> stage transitions, "
                    "amount changes, deal alerts, cache invalidation",

@@ -430,6 +430,21 @@ typedef struct sophia_host {
                           void (*apply)(void *state, void *change),
                           void (*undo)(void *state, void *change),
                           void (*release)(void *change), void *change);
+
+    /* --- since 1.1: a read through all tiers before process() --- */
+    /* From a processor's prefetch callback only: read `key` through the
+     * tiers before this event's process() (sophia_processor_ops.prefetch).
+     * 0, SOPHIA_EINVAL (no ctx, not a prefetch callback's ctx, an invalid
+     * cache key), SOPHIA_ETOOBIG (a 65th key), SOPHIA_ENOMEM. Naming a
+     * key twice reads it once. */
+    int (*prefetch)(sophia_ctx *ctx, const char *key);
+    /* From process(): what the prefetch of `key` read for this event. 0
+     * and *value (borrowed until process() returns), SOPHIA_ENOENT when no
+     * tier holds the key, SOPHIA_EINVAL when `key` was not prefetched for
+     * this event (nothing ran the processor's prefetch: read cache_peek
+     * then). */
+    int (*prefetched)(sophia_ctx *ctx, const char *key,
+                      const sophia_json **value);
 } sophia_host;
 
 /* True when the host table `h` has `member`: what a plugin checks before
@@ -460,6 +475,20 @@ typedef struct sophia_processor_ops {
     char *(*export_state)(void *state);
     /* since 1.0: hot reload hand-over (optional): adopt what the previous instance's export_state returned; 0 or an error. */
     int (*import_state)(void *state, const char *json);
+    /* since 1.1 (optional): names the cache keys process() will read for
+     * `ev`, calling host->prefetch(ctx, key) for each (at most 64). The
+     * host reads them through every tier (L1, then L2, then L3; an L1 hit
+     * answers at once) and only then calls process(), where
+     * host->prefetched(ctx, key, &value) hands out what was read. This
+     * `ctx` serves host->prefetch only: anything else queued on it is
+     * discarded. The stream holds its later events while an event's reads
+     * are out, so events still reach process() in order. A read that
+     * cannot answer truly (a tier down, where a miss may be false) makes
+     * the event a RETRY, as a refused effect does. Returns 0, or a
+     * negative sophia_errno (the event is retried). A 1.0 host never
+     * calls it (and has no host->prefetched: check SOPHIA_HOST_HAS);
+     * sophia-plugin-test answers it from its in-memory cache. */
+    int (*prefetch)(void *state, const sophia_event *ev, sophia_ctx *ctx);
 } sophia_processor_ops;
 
 /* Where a put must land before it is acknowledged. */

@@ -1,0 +1,218 @@
+/*
+ * http_req - a request of the front door as its handler sees it: the
+ * target split into a decoded path and arguments, the accessors, and the
+ * one answer (status line, headers, body) it gets. See http.h for the
+ * contract; the connection it arrived on is http.c's.
+ */
+#include "http/http.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/http_priv.h"
+
+/* ------------------------------------------------------------ requests */
+
+void http_req_free(sophia_http_req *r)
+{
+    if (!r)
+        return;
+    if (r->h)
+        r->h->st.body_bytes -= r->reserved;
+    for (int i = 0; i < r->nargs; i++)
+        free(r->args[i]);
+    free(r->path);
+    free(r->raw);
+    free(r->body);
+    free(r);
+}
+
+/* Splits and decodes the query string; -1 on a bad %-escape. */
+static int parse_args(sophia_http_req *r, char *q)
+{
+    while (q && *q) {
+        size_t n = strcspn(q, "&");
+        if (n && r->nargs < HTTP_MAX_ARGS) {
+            char *a = strndup(q, n);
+            if (!a)
+                return -1;
+            r->args[r->nargs++] = a;
+            if (sophia_http_pct_decode(a, &n, 1) < 0)
+                return -1;
+        }
+        q += n + (q[n] == '&');
+    }
+    return 0;
+}
+
+/* Splits the target into decoded path and arguments; 0 or 400. */
+int http_req_parse_target(sophia_http_req *r)
+{
+    char *t = r->head.target;
+    char *q = strchr(t, '?');
+    size_t plen = q ? (size_t)(q - t) : strlen(t);
+    r->path = strndup(t, plen);
+    if (!r->path || sophia_http_pct_decode(r->path, &plen, 0) < 0)
+        return 400;
+    return parse_args(r, q ? q + 1 : NULL) < 0 ? 400 : 0;
+}
+
+sophia_http_method sophia_http_req_method(const sophia_http_req *r)
+{
+    return r->method;
+}
+
+const char *sophia_http_req_path(const sophia_http_req *r)
+{
+    return r->path;
+}
+
+const char *sophia_http_req_arg(const sophia_http_req *r, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < r->nargs; i++)
+        if (strncmp(r->args[i], name, n) == 0 && r->args[i][n] == '=')
+            return r->args[i] + n + 1;
+    return NULL;
+}
+
+const char *sophia_http_req_arg_at(const sophia_http_req *r, int i)
+{
+    return i >= 0 && i < r->nargs ? r->args[i] : NULL;
+}
+
+const char *sophia_http_req_header(const sophia_http_req *r, const char *name)
+{
+    return sophia_http_head_get(&r->head, name);
+}
+
+const char *sophia_http_req_body(const sophia_http_req *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body ? r->body : "";
+}
+
+void sophia_http_set_retry_after(sophia_http_req *r, int secs)
+{
+    r->retry_after = secs;
+}
+
+const char *sophia_http_req_peer(const sophia_http_req *r, char *buf,
+                                 size_t len)
+{
+    snprintf(buf, len, "%s", r->peer);
+    return buf;
+}
+
+/* ------------------------------------------------------------- answers */
+
+static const char *reason(int status)
+{
+    static const struct {
+        int status;
+        const char *text;
+    } map[] = {{100, "Continue"}, {200, "OK"}, {201, "Created"},
+               {202, "Accepted"}, {204, "No Content"}, {400, "Bad Request"},
+               {401, "Unauthorized"}, {403, "Forbidden"}, {404, "Not Found"},
+               {405, "Method Not Allowed"}, {408, "Request Timeout"},
+               {409, "Conflict"}, {411, "Length Required"},
+               {413, "Content Too Large"}, {414, "URI Too Long"},
+               {415, "Unsupported Media Type"}, {417, "Expectation Failed"},
+               {421, "Misdirected Request"}, {429, "Too Many Requests"},
+               {431, "Request Header Fields Too Large"},
+               {500, "Internal Server Error"}, {501, "Not Implemented"},
+               {502, "Bad Gateway"}, {503, "Service Unavailable"},
+               {504, "Gateway Timeout"}, {505, "HTTP Version Not Supported"}};
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (map[i].status == status)
+            return map[i].text;
+    return "Unknown";
+}
+
+static void free_body_ref(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
+static void write_answer(http_conn *c, sophia_http_req *r, int status,
+                         const char *ctype, char *body, size_t len)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+                        "cache-control: no-store\r\nx-content-type-options: nosniff\r\n",
+                        status, reason(status), ctype ? ctype : "text/plain", len);
+    if (r->retry_after > 0)
+        evbuffer_add_printf(out, "retry-after: %d\r\n", r->retry_after);
+    if (c->close_after)
+        evbuffer_add_printf(out, "connection: close\r\n");
+    evbuffer_add(out, "\r\n", 2);
+    if (body && len && !r->is_head &&
+        evbuffer_add_reference(out, body, len, free_body_ref, NULL) == 0)
+        return;
+    free(body);
+}
+
+void sophia_http_reply(sophia_http_req *r, int status, const char *ctype,
+                       char *body, size_t len)
+{
+    if (r->replied) { /* a handler bug, but never a second answer */
+        free(body);
+        return;
+    }
+    r->replied = 1;
+    if (r->h) {
+        r->h->requests++;
+        r->h->errors += status >= 400;
+    }
+    http_conn *c = r->conn;
+    if (!c) { /* the client went away while we worked */
+        free(body);
+        http_req_free(r);
+        return;
+    }
+    if (!r->head.keep_alive)
+        c->close_after = 1;
+    c->state = C_WRITE;
+    /* Nothing is read while an answer leaves: a refused body keeps
+     * arriving, and must not pile up in the input buffer meanwhile. */
+    bufferevent_disable(c->bev, EV_READ);
+    write_answer(c, r, status, ctype, body, len);
+    /* libevent writes it from the loop; http_on_write moves on once it left. */
+}
+
+void sophia_http_reply_json(sophia_http_req *r, int status, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    size_t n = s ? strlen(s) : 0;
+    sophia_http_reply(r, status, "application/json", s, n);
+}
+
+void sophia_http_reply_error(sophia_http_req *r, int status, const char *code,
+                             const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    sophia_http_reply_json(
+        r, status,
+        json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg));
+}
+
+/* Answers from the head and closes without reading the body. */
+void http_refuse(http_conn *c, int status, const char *code, const char *msg)
+{
+    c->h->st.refused++;
+    c->close_after = 1;
+    c->linger = 1;
+    sophia_http_reply_error(c->req, status, code, "%s", msg);
+}
