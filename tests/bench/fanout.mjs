@@ -2,8 +2,9 @@
 // run with the same clients and load, two other servers:
 //   - the floor: floor_server (floor.c), one epoll thread doing only the
 //     unavoidable work (each point wrapped unparsed in sophiad's `metric`
-//     message, one send() per subscriber per POST): sophiad/floor is how
-//     far the router is from the least the machine must do;
+//     message, one send() per subscriber per POST or per wake-up that read
+//     several): sophiad/floor is how far the router is from the least the
+//     machine must do;
 //   - the node `ws` broadcast server a JavaScript team would write (built
 //     into this script: `node fanout.mjs --peer PORT`).
 //

@@ -18,8 +18,10 @@
  *       {"type":"metric","topic":"dashboard:ID","seq":N,
  *        "dashboard_id":"ID","data":<the point as sent>}
  *     with ID found by substring (`"dashboard_id":"`); each subscriber's
- *     frames for one POST are queued and leave in one send() once the
- *     whole body is wrapped.
+ *     frames are queued and leave in one send() once every event of the
+ *     wake-up is handled: a whole POST's, or those of all the POSTs one
+ *     epoll_wait() returned, so two POSTs read in one wake-up cost no
+ *     more sends than one.
  * One thread, one level-triggered epoll, non-blocking sockets; an output
  * buffer per connection holds what a partial send() left, and EPOLLOUT is
  * armed only then. All state is in one floor_srv handle.
@@ -55,7 +57,7 @@ typedef struct floor_buf {
 typedef struct floor_conn {
     int fd;
     int ws;      /* upgraded to WebSocket */
-    int dirty;   /* on the list of subscribers to flush after this POST */
+    int dirty;   /* on the list of subscribers to flush after this wake-up */
     int polling; /* EPOLLOUT armed: the last send() was partial */
     floor_buf in, out;
     uint32_t *topics; /* indices into floor_srv.topics it subscribed to */
@@ -78,7 +80,7 @@ typedef struct floor_srv {
     size_t ntopics, topics_cap;
     uint32_t *slots; /* open addressing: topic index + 1, 0 = empty */
     size_t nslots;   /* a power of two, kept over twice ntopics */
-    int *dirty;      /* fds with frames queued by the POST being handled */
+    int *dirty;      /* fds with frames queued in this wake-up */
     size_t ndirty, dirty_cap;
     floor_buf msg; /* one point's frame, copied to each subscriber */
 } floor_srv;
@@ -503,8 +505,8 @@ static void route_point(floor_srv *s, const char *p, size_t n)
     }
 }
 
-/* A POST body: every point routed, then one send() per subscriber that
- * got frames (unless an earlier send() is still waiting for EPOLLOUT). */
+/* A POST body: every point routed (queued, not sent); the number of
+ * points. */
 static size_t on_body(floor_srv *s, const char *p, size_t n)
 {
     size_t pos = 0, start, len, accepted = 0;
@@ -516,14 +518,24 @@ static size_t on_body(floor_srv *s, const char *p, size_t n)
         route_point(s, p + start, len);
         accepted++;
     }
+    return accepted;
+}
+
+/* After a wake-up's events: one send() per subscriber that got frames
+ * (unless an earlier send() is still waiting for EPOLLOUT). A subscriber
+ * closed meanwhile left a NULL; a connection accepted since on its fd is
+ * only flushed early, which is harmless. */
+static void flush_dirty(floor_srv *s)
+{
     for (size_t k = 0; k < s->ndirty; k++) {
         floor_conn *c = s->conns[s->dirty[k]];
+        if (!c)
+            continue;
         c->dirty = 0;
         if (!c->polling)
             conn_flush(s, c);
     }
     s->ndirty = 0;
-    return accepted;
 }
 
 /* ------------------------------------------------------------------ HTTP */
@@ -681,5 +693,6 @@ int main(int argc, char **argv)
             if (c && (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
                 on_readable(&s, c);
         }
+        flush_dirty(&s);
     }
 }

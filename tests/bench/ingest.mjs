@@ -4,8 +4,8 @@
 //   - the floor: floor_server (floor.c), one epoll thread doing only the
 //     unavoidable work - each point wrapped unparsed in sophiad's `metric`
 //     message and sent to its dashboard's subscriber, one send() per
-//     subscriber per POST; sophiad/floor is how far the host is from the
-//     least the machine must do;
+//     subscriber per POST (or per wake-up that read several); sophiad/floor
+//     is how far the host is from the least the machine must do;
 //   - the node peer: the node server a JavaScript team would write for the
 //     same path (built into this script: `node ingest.mjs --peer PORT`;
 //     node `http` + `ws`, parse the JSON array, per point validate,
