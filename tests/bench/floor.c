@@ -17,11 +17,12 @@
  *     wrapped, unparsed, in sophiad's metric message
  *       {"type":"metric","topic":"dashboard:ID","seq":N,
  *        "dashboard_id":"ID","data":<the point as sent>}
- *     with ID found by substring (`"dashboard_id":"`); each subscriber's
- *     frames are queued and leave in one send() once every event of the
- *     wake-up is handled: a whole POST's, or those of all the POSTs one
- *     epoll_wait() returned, so two POSTs read in one wake-up cost no
- *     more sends than one.
+ *     with ID found by substring (`"dashboard_id":"`). Each frame is
+ *     built once, in an arena; each subscriber's frames leave in one
+ *     sendmsg() straight from it (no copy per subscriber) once every
+ *     event of the wake-up is handled: a whole POST's, or those of all
+ *     the POSTs one epoll_wait() returned, so two POSTs read in one
+ *     wake-up cost no more sends than one.
  * One thread, one level-triggered epoll, non-blocking sockets; an output
  * buffer per connection holds what a partial send() left, and EPOLLOUT is
  * armed only then. All state is in one floor_srv handle.
@@ -43,16 +44,22 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define FLOOR_HEAD_MAX (64 * 1024)        /* request line + headers */
 #define FLOOR_BODY_MAX (256 * 1024 * 1024) /* a bigger body closes */
 #define FLOOR_READ (64 * 1024)
+#define FLOOR_IOV 64 /* spans in one sendmsg(); more are copied first */
 
 typedef struct floor_buf {
     char *p;
     size_t off, len, cap; /* unsent or unparsed bytes are p[off..len) */
 } floor_buf;
+
+typedef struct floor_span {
+    size_t off, len; /* in floor_srv.arena */
+} floor_span;
 
 typedef struct floor_conn {
     int fd;
@@ -60,6 +67,8 @@ typedef struct floor_conn {
     int dirty;   /* on the list of subscribers to flush after this wake-up */
     int polling; /* EPOLLOUT armed: the last send() was partial */
     floor_buf in, out;
+    floor_span *spans; /* this wake-up's frames for it, not copied */
+    size_t nspans, spans_cap;
     uint32_t *topics; /* indices into floor_srv.topics it subscribed to */
     size_t ntopics, topics_cap;
 } floor_conn;
@@ -82,7 +91,7 @@ typedef struct floor_srv {
     size_t nslots;   /* a power of two, kept over twice ntopics */
     int *dirty;      /* fds with frames queued in this wake-up */
     size_t ndirty, dirty_cap;
-    floor_buf msg; /* one point's frame, copied to each subscriber */
+    floor_buf arena; /* every frame built in this wake-up, sent from here */
 } floor_srv;
 
 static void die(const char *what)
@@ -153,10 +162,12 @@ static size_t frame_bytes(unsigned char h[10], int opcode, size_t n)
     return 10;
 }
 
-static void frame_head(floor_buf *b, int opcode, size_t n)
+static size_t frame_head(floor_buf *b, int opcode, size_t n)
 {
     unsigned char h[10];
-    buf_add(b, h, frame_bytes(h, opcode, n));
+    size_t hl = frame_bytes(h, opcode, n);
+    buf_add(b, h, hl);
+    return hl;
 }
 
 /* ---------------------------------------------------------- connections */
@@ -208,6 +219,7 @@ static void conn_close(floor_srv *s, floor_conn *c)
     close(c->fd); /* also leaves the epoll set */
     free(c->in.p);
     free(c->out.p);
+    free(c->spans);
     free(c->topics);
     free(c);
 }
@@ -453,8 +465,32 @@ static int next_point(const char *p, size_t n, int array, size_t *pos,
     return 1;
 }
 
-/* One point: its frame is built once in s->msg and queued for each
- * subscriber of dashboard:ID; nothing is sent yet. */
+/* Frame arena[at..at+len) is for c: it extends c's last span when it
+ * follows it (one topic: one span per wake-up), else starts one. */
+static void add_span(floor_srv *s, floor_conn *c, size_t at, size_t len)
+{
+    floor_span *last = c->nspans ? &c->spans[c->nspans - 1] : NULL;
+    if (last && last->off + last->len == at) {
+        last->len += len;
+    } else {
+        if (c->nspans == c->spans_cap) {
+            c->spans_cap = c->spans_cap ? c->spans_cap * 2 : 8;
+            c->spans = xrealloc(c->spans, c->spans_cap * sizeof(*c->spans));
+        }
+        c->spans[c->nspans++] = (floor_span){at, len};
+    }
+    if (!c->dirty) {
+        c->dirty = 1;
+        if (s->ndirty == s->dirty_cap) {
+            s->dirty_cap = s->dirty_cap ? s->dirty_cap * 2 : 256;
+            s->dirty = xrealloc(s->dirty, s->dirty_cap * sizeof(*s->dirty));
+        }
+        s->dirty[s->ndirty++] = c->fd;
+    }
+}
+
+/* One point: its frame is built once in s->arena and noted (a span) for
+ * each subscriber of dashboard:ID; nothing is copied or sent yet. */
 static void route_point(floor_srv *s, const char *p, size_t n)
 {
     static const char key[] = "\"dashboard_id\":\"";
@@ -475,34 +511,24 @@ static void route_point(floor_srv *s, const char *p, size_t n)
         return;
     char num[32];
     int nl = snprintf(num, sizeof(num), ",\"seq\":%" PRIu64, ++t->seq);
-    floor_buf *m = &s->msg;
-    m->off = 0;
-    m->len = 10; /* room for the frame header, written once the length is known */
-    buf_add(m, "{\"type\":\"metric\",\"topic\":\"", 26);
-    buf_add(m, topic, 10 + idlen);
-    buf_add(m, "\"", 1);
-    buf_add(m, num, (size_t)nl);
-    buf_add(m, ",\"dashboard_id\":\"", 17);
-    buf_add(m, id, idlen);
-    buf_add(m, "\",\"data\":", 9);
-    buf_add(m, p, n);
-    buf_add(m, "}", 1);
-    unsigned char h[10];
-    size_t hl = frame_bytes(h, 0x1, m->len - 10);
-    m->off = 10 - hl;
-    memcpy(m->p + m->off, h, hl);
-    for (size_t i = 0; i < t->nsubs; i++) {
-        floor_conn *c = s->conns[t->subs[i]];
-        buf_add(&c->out, m->p + m->off, m->len - m->off);
-        if (!c->dirty) {
-            c->dirty = 1;
-            if (s->ndirty == s->dirty_cap) {
-                s->dirty_cap = s->dirty_cap ? s->dirty_cap * 2 : 256;
-                s->dirty = xrealloc(s->dirty, s->dirty_cap * sizeof(*s->dirty));
-            }
-            s->dirty[s->ndirty++] = c->fd;
-        }
+    size_t plen = 26 + 10 + idlen + 1 + (size_t)nl + 17 + idlen + 9 + n + 1;
+    floor_buf *a = &s->arena;
+    size_t at = a->len, hl = frame_head(a, 0x1, plen);
+    buf_add(a, "{\"type\":\"metric\",\"topic\":\"", 26);
+    buf_add(a, topic, 10 + idlen);
+    buf_add(a, "\"", 1);
+    buf_add(a, num, (size_t)nl);
+    buf_add(a, ",\"dashboard_id\":\"", 17);
+    buf_add(a, id, idlen);
+    buf_add(a, "\",\"data\":", 9);
+    buf_add(a, p, n);
+    buf_add(a, "}", 1);
+    if (a->len - at != hl + plen) {
+        fprintf(stderr, "floor: frame length %zu, header says %zu\n", a->len - at - hl, plen);
+        abort();
     }
+    for (size_t i = 0; i < t->nsubs; i++)
+        add_span(s, s->conns[t->subs[i]], at, hl + plen);
 }
 
 /* A POST body: every point routed (queued, not sent); the number of
@@ -521,21 +547,57 @@ static size_t on_body(floor_srv *s, const char *p, size_t n)
     return accepted;
 }
 
-/* After a wake-up's events: one send() per subscriber that got frames
- * (unless an earlier send() is still waiting for EPOLLOUT). A subscriber
- * closed meanwhile left a NULL; a connection accepted since on its fd is
- * only flushed early, which is harmless. */
+/* c's frames of this wake-up in one sendmsg() straight from the arena;
+ * what it did not take is copied to c->out for EPOLLOUT. Behind bytes
+ * still waiting there, or with more spans than one call takes, they are
+ * copied first and leave in one send(). */
+static void send_spans(floor_srv *s, floor_conn *c)
+{
+    size_t n = c->nspans, sent = 0;
+    int direct = c->out.off == c->out.len && n <= FLOOR_IOV;
+    c->nspans = 0;
+    if (direct) {
+        struct iovec iov[FLOOR_IOV];
+        for (size_t i = 0; i < n; i++)
+            iov[i] = (struct iovec){s->arena.p + c->spans[i].off, c->spans[i].len};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = n};
+        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (w < 0 && errno != EAGAIN && errno != EINTR) {
+            conn_close(s, c);
+            return;
+        }
+        sent = w > 0 ? (size_t)w : 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const floor_span *sp = &c->spans[i];
+        if (sent >= sp->len) {
+            sent -= sp->len;
+            continue;
+        }
+        buf_add(&c->out, s->arena.p + sp->off + sent, sp->len - sent);
+        sent = 0;
+    }
+    if (direct)
+        set_out(s, c, c->out.off != c->out.len);
+    else if (!c->polling)
+        conn_flush(s, c);
+}
+
+/* After a wake-up's events: each subscriber that got frames gets them
+ * (send_spans), then the arena is empty again. A subscriber closed
+ * meanwhile left a NULL; a connection accepted since on its fd has no
+ * spans. */
 static void flush_dirty(floor_srv *s)
 {
     for (size_t k = 0; k < s->ndirty; k++) {
         floor_conn *c = s->conns[s->dirty[k]];
-        if (!c)
+        if (!c || !c->dirty)
             continue;
         c->dirty = 0;
-        if (!c->polling)
-            conn_flush(s, c);
+        send_spans(s, c);
     }
     s->ndirty = 0;
+    s->arena.len = 0;
 }
 
 /* ------------------------------------------------------------------ HTTP */

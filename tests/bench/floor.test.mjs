@@ -135,3 +135,33 @@ test('the floor answers pipelined requests and bodies split across reads', async
   const statuses = got.match(/HTTP\/1\.1 (\d+)/g);
   assert.deepEqual(statuses, ['HTTP/1.1 200', 'HTTP/1.1 404', 'HTTP/1.1 202']);
 });
+
+// A subscriber that stops reading: the floor's sendmsg() is cut short,
+// the rest waits in its output buffer for EPOLLOUT, behind which later
+// frames queue; once it reads again every frame arrives, in order.
+test('the floor keeps a slow subscriber\'s frames, in order, until it reads again', async () => {
+  const { port } = servers.floor;
+  const ws = await wsConnect(`ws://127.0.0.1:${port}/ws`);
+  sendJson(ws, { type: 'subscribe', subscriptions: ['dashboard:slow'] });
+  await nextMessage(ws, 'subscribed');
+  const seqs = [];
+  ws.on('message', (raw) => {
+    const m = JSON.parse(raw);
+    if (m.type === 'metric') seqs.push(m.seq);
+  });
+  ws._socket.pause(); // the kernel's buffers fill, then the floor's
+  const per = 25000;
+  const pad = 'x'.repeat(100);
+  for (let b = 0; b < 4; b++) {
+    let body = '';
+    for (let i = 0; i < per; i++) body += `{"metric":"m","value":${b * per + i},"pad":"${pad}","dashboard_id":"slow"}\n`;
+    assert.deepEqual(await post(port, body, 'application/x-ndjson'), { status: 202, body: { accepted: per } });
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert.ok(seqs.length < 4 * per, `${seqs.length} frames arrived while paused: the buffers never filled`);
+  ws._socket.resume();
+  await until(() => seqs.length >= 4 * per, `${4 * per} frames`, 30000);
+  ws.close();
+  assert.equal(seqs.length, 4 * per);
+  assert.ok(seqs.every((q, i) => q === i + 1), 'seqs 1..N in order');
+});
