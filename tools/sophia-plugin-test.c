@@ -74,7 +74,7 @@ static json_t *cache_store; /* key -> {"value":..., "tags":[...]} */
  * pos = how many ctx actions preceded it, to print them in call order. */
 static json_t *pending_memories;
 static long long fixed_now_us;
-static sophia_host tool_host; /* the core's table, a few entries replaced */
+static sophia_host *tool_host; /* a runtime's table, a few entries replaced */
 
 /* A timer on the virtual clock (#advance moves it). */
 typedef struct tool_timer {
@@ -746,7 +746,7 @@ static sophia_instance *load(const tool_args *a, sophia_conf *c,
     if (ci->plugin && load_options(a->options, c, ci, &d) == 0) {
         if (!c->file)
             c->file = strdup("<command line>");
-        inst = sophia_plugin_load(c, ci, &tool_host, &d);
+        inst = sophia_plugin_load(c, ci, tool_host, &d);
     }
     if (inst && inst->desc->kind != SOPHIA_KIND_PROCESSOR) {
         sophia_diag_add(&d, c->file, 0, 0, "plugin '%s' is a %s: "
@@ -768,14 +768,18 @@ int main(int argc, char **argv)
     if (rc)
         return rc;
     fixed_now_us = a.now_us;
-    tool_host = *sophia_host_table();
-    tool_host.cache_peek = tool_cache_peek;
-    tool_host.now_us = tool_now_us;
-    tool_host.cache_get = tool_cache_get;
-    tool_host.cache_get_ex = tool_cache_get_ex;
-    tool_host.memory_store = tool_memory_store;
-    tool_host.timer_add = tool_timer_add;
-    tool_host.timer_del = tool_timer_del;
+    sophia_host_rt *rt = sophia_host_rt_new();
+    if (!(tool_host = sophia_host_rt_table(rt))) {
+        fprintf(stderr, "sophia-plugin-test: out of memory\n");
+        return 1;
+    }
+    tool_host->cache_peek = tool_cache_peek;
+    tool_host->now_us = tool_now_us;
+    tool_host->cache_get = tool_cache_get;
+    tool_host->cache_get_ex = tool_cache_get_ex;
+    tool_host->memory_store = tool_memory_store;
+    tool_host->timer_add = tool_timer_add;
+    tool_host->timer_del = tool_timer_del;
     if (!(cache_store = json_object()) ||
         !(pending_memories = json_array()) || sophia_plugin_system_init()) {
         fprintf(stderr, "sophia-plugin-test: cannot initialize\n");
@@ -787,14 +791,14 @@ int main(int argc, char **argv)
     sophia_instance *inst = load(&a, &c, &ci);
     if (inst) {
         rc = run_input(inst, a.stream, stdin);
-        sophia_host_counters_each(print_counter, NULL);
+        sophia_host_counters_each(rt, print_counter, NULL);
         timers_free(); /* before fini: as the host cancels an instance's */
         sophia_plugin_unload(inst);
     } else {
         rc = 1;
     }
     options_free(&c, &ci);
-    sophia_host_shutdown();
+    sophia_host_rt_free(rt);
     sophia_plugin_system_shutdown();
     json_decref(cache_store);
     json_decref(pending_memories);

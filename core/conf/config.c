@@ -121,8 +121,18 @@ static sophia_conf *conf_defaults(const char *name)
 sophia_conf *sophia_conf_load_string(const char *name, const char *yaml,
                                      size_t len, sophia_diag *diag)
 {
+    return sophia_conf_load_string_with(name, yaml, len, NULL, diag);
+}
+
+sophia_conf *sophia_conf_load_string_with(const char *name, const char *yaml,
+                                          size_t len,
+                                          const sophia_conf_load_opts *o,
+                                          sophia_diag *diag)
+{
     loader ld;
     memset(&ld, 0, sizeof(ld));
+    if (o)
+        ld.opts = *o;
     ld.name = name ? name : "-";
     ld.buf = yaml;
     ld.len = len;
@@ -187,11 +197,18 @@ static char *read_file(const char *file, size_t *len, sophia_diag *diag)
 
 sophia_conf *sophia_conf_load(const char *file, sophia_diag *diag)
 {
+    return sophia_conf_load_with(file, NULL, diag);
+}
+
+sophia_conf *sophia_conf_load_with(const char *file,
+                                   const sophia_conf_load_opts *o,
+                                   sophia_diag *diag)
+{
     size_t len = 0;
     char *buf = read_file(file, &len, diag);
     if (!buf)
         return NULL;
-    sophia_conf *c = sophia_conf_load_string(file, buf, len, diag);
+    sophia_conf *c = sophia_conf_load_string_with(file, buf, len, o, diag);
     free(buf);
     return c;
 }

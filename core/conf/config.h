@@ -265,14 +265,28 @@ void sophia_conf_add_plugin_dir(sophia_conf *c, const char *dir);
 
 /* server.tls's certificate and key are checked as the file is loaded, so
  * --check and a reload name a bad one with its FILE:LINE:COL, by a
- * function the http layer owns (conf sits below it): the daemon registers
- * it before the first load. It returns SOPHIA_CONF_TLS_OK when the files
- * load as a pair, else which one is bad with `why` (naming the file).
- * Unregistered (unit tests, the fuzzer): the paths are not opened. */
+ * function the http layer owns (conf sits below it): the daemon passes it
+ * with each load (sophia_conf_load_with). It returns SOPHIA_CONF_TLS_OK
+ * when the files load as a pair, else which one is bad with `why` (naming
+ * the file). Without one (unit tests, the fuzzer): the paths are not
+ * opened. */
 enum { SOPHIA_CONF_TLS_OK = 0, SOPHIA_CONF_TLS_BAD_CERT, SOPHIA_CONF_TLS_BAD_KEY };
 typedef int (*sophia_conf_tls_check)(void *arg, const char *cert,
                                      const char *key, char *why, size_t n);
-void sophia_conf_set_tls_check(sophia_conf_tls_check fn, void *arg);
+
+/* What a load may be given beyond the text; NULL or zeroed = nothing. */
+typedef struct sophia_conf_load_opts {
+    sophia_conf_tls_check tls_check; /* NULL: TLS paths only resolved */
+    void *tls_check_arg;
+} sophia_conf_load_opts;
+/* sophia_conf_load and sophia_conf_load_string with `o`. */
+sophia_conf *sophia_conf_load_with(const char *file,
+                                   const sophia_conf_load_opts *o,
+                                   sophia_diag *diag);
+sophia_conf *sophia_conf_load_string_with(const char *name, const char *yaml,
+                                          size_t len,
+                                          const sophia_conf_load_opts *o,
+                                          sophia_diag *diag);
 
 /* Cross-reference checks that need the whole model: a stream's processor
  * names an instance, listen parses as HOST:PORT, names are unique... */

@@ -42,6 +42,7 @@ typedef struct loader {
     sophia_conf *c;
     char *basedir;   /* absolute directory of the YAML file */
     int broken;      /* syntax error or too deep: stop parsing */
+    sophia_conf_load_opts opts; /* the caller's (config.h) */
 } loader;
 
 #define ERR(ld, n, ...) \

@@ -207,16 +207,6 @@ static const field tls_fields[] = {
 };
 static const section tls_sec = {"in server.tls", tls_fields};
 
-/* Set once by the daemon before it loads anything (config.h says why). */
-static sophia_conf_tls_check tls_check;
-static void *tls_check_arg;
-
-void sophia_conf_set_tls_check(sophia_conf_tls_check fn, void *arg)
-{
-    tls_check = fn;
-    tls_check_arg = arg;
-}
-
 /* server.tls: all three keys, and files that load as a matching pair now,
  * so --check finds a bad certificate, not the first client (http_tls.h). */
 static void walk_server_tls(loader *ld, const node *v, void *base,
@@ -233,11 +223,13 @@ static void walk_server_tls(loader *ld, const node *v, void *base,
             ERR(ld, v, "%s: missing required key '%s'", path, required[i]);
             missing = 1;
         }
-    if (missing || !c->server.tls.cert || !c->server.tls.key || !tls_check)
+    /* The check the caller passed with the load (config.h says why). */
+    sophia_conf_tls_check check = ld->opts.tls_check;
+    if (missing || !c->server.tls.cert || !c->server.tls.key || !check)
         return;
     char why[1024];
-    int f = tls_check(tls_check_arg, c->server.tls.cert, c->server.tls.key,
-                      why, sizeof(why));
+    int f = check(ld->opts.tls_check_arg, c->server.tls.cert,
+                  c->server.tls.key, why, sizeof(why));
     const char *which = f == SOPHIA_CONF_TLS_BAD_KEY ? "key" : "cert";
     if (f)
         ERR(ld, map_value(v, which), "%s.%s: %s", path, which, why);

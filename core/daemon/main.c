@@ -5,6 +5,10 @@
  * then every plugin (ABI, options, init), then the streams that bind them.
  * `--check` stops there. Shutdown runs the other way: stop accepting,
  * process what was accepted, send it, close WebSockets with 1001, exit 0.
+ *
+ * Everything the daemon holds is one sophia_server (server.h) on main()'s
+ * stack, handed to each callback registered here as its void *arg: no
+ * file-scope state, so what a callback may touch is what it is given.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -36,15 +40,13 @@
 #include "plugin/plugin.h"
 #include "daemon/reload.h"
 #include "daemon/server.h"
+#include "http/ratelimit.h"
+#include "ingest/hooks.h"
 #include "ingest/stream.h"
 #include "daemon/version.h"
 #include "ws/ws.h"
 
 #define SHUTDOWN_GRACE_MS 3000
-
-
-static sophia_http_router *routes; /* every HTTP endpoint, by its owner */
-static sophia_api api;             /* what the API handlers are handed */
 
 typedef struct cli {
     const char *config;
@@ -220,9 +222,10 @@ static int check_tls_files(void *arg, const char *cert, const char *key,
     return (int)sophia_tls_check_files(cert, key, why, n);
 }
 
-static sophia_conf *load_conf(const cli *a, sophia_diag *d)
+static sophia_conf *load_conf(const sophia_server *s, const cli *a,
+                              sophia_diag *d)
 {
-    sophia_conf *c = sophia_conf_load(a->config, d);
+    sophia_conf *c = sophia_conf_load_with(a->config, &s->load_opts, d);
     if (!c)
         return NULL;
     sophia_conf_apply_env(c, a->listen);
@@ -249,15 +252,11 @@ static void print_check(const sophia_conf *c, const sophia_plugin_set *set)
 
 /* --------------------------------------------------------- shutdown */
 
-static struct event *shutdown_ev;
-static int64_t shutdown_deadline_us;
-static int cache_flushed; /* write-back reached L2/L3 (bounded by the grace) */
-
 static void on_cache_flushed(void *arg, int rc)
 {
-    (void)arg;
+    sophia_server *s = arg;
     (void)rc;
-    cache_flushed = 1;
+    s->cache_flushed = 1;
 }
 
 static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
@@ -267,14 +266,14 @@ static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
     sophia_server *s = arg;
     sophia_ws_stats w;
     sophia_ws_get_stats(s->ws, &w);
-    if ((w.connections == 0 && cache_flushed &&
+    if ((w.connections == 0 && s->cache_flushed &&
          !sophia_streams_pending(s->streams)) ||
-        sophia_now_mono_us() > shutdown_deadline_us) {
+        sophia_now_mono_us() > s->shutdown_deadline_us) {
         sophia_loop_stop(s->loop);
         return;
     }
     struct timeval tv = {0, 20000};
-    evtimer_add(shutdown_ev, &tv);
+    evtimer_add(s->shutdown_ev, &tv);
 }
 
 static void begin_shutdown(sophia_server *s, int sig)
@@ -288,9 +287,9 @@ static void begin_shutdown(sophia_server *s, int sig)
                 sophia_streams_pending(s->streams));
     sophia_streams_drain(s->streams); /* what was accepted gets processed */
     sophia_ws_close_all(s->ws);
-    sophia_cache_flush(s->cache, on_cache_flushed, NULL);
-    shutdown_deadline_us = sophia_now_mono_us() + SHUTDOWN_GRACE_MS * 1000;
-    shutdown_ev = evtimer_new(sophia_loop_base(s->loop), on_shutdown_tick, s);
+    sophia_cache_flush(s->cache, on_cache_flushed, s);
+    s->shutdown_deadline_us = sophia_now_mono_us() + SHUTDOWN_GRACE_MS * 1000;
+    s->shutdown_ev = evtimer_new(sophia_loop_base(s->loop), on_shutdown_tick, s);
     on_shutdown_tick(-1, 0, s);
 }
 
@@ -299,7 +298,7 @@ static void on_signal(int sig, void *arg)
     sophia_server *s = arg;
     if (sig == SIGHUP) {
         if (!s->shutting_down)
-            sophia_reload(s); /* one at a time: signals run on the loop */
+            sophia_reload(s->reloader); /* one at a time: on the loop */
         return;
     }
     begin_shutdown(s, sig);
@@ -340,8 +339,8 @@ static void reload_stats(void *arg, sophia_api_reload_stats *out)
         .reloads = s->reloads,
         .failures = s->reload_failures,
         .plugin_load_failures = s->plugin_load_failures,
-        .last_error = sophia_reload_last_error(),
-        .last_at_us = sophia_reload_last_at(),
+        .last_error = sophia_reload_last_error(s->reloader),
+        .last_at_us = sophia_reload_last_at(s->reloader),
     };
 }
 
@@ -350,8 +349,8 @@ static void on_reload_swap(void *arg, const sophia_conf *c,
                            const sophia_plugin_set *p)
 {
     sophia_server *s = arg;
-    api.conf = c;
-    api.plugins = p;
+    s->api.conf = c;
+    s->api.plugins = p;
     sophia_http_set_conf(s->http, c);
 }
 
@@ -359,20 +358,27 @@ static void on_reload_swap(void *arg, const sophia_conf *c,
  * (the token check guards /api/ and /ingest/) and WebSocket methods. */
 static int wire_api(sophia_server *s)
 {
-    api = (sophia_api){.conf = s->conf, .plugins = s->plugins,
-                       .streams = s->streams, .cache = s->cache,
-                       .memory = s->memory, .ws = s->ws, .dash = api.dash,
-                       .reload_stats = reload_stats, .reload_arg = s};
-    sophia_reload_on_swap(on_reload_swap, s);
-    sophia_api_stats_ws(&api);    /* WS request method stats */
-    sophia_api_cache_ws(&api, 1); /* WS request method cache.get */
+    sophia_api *api = &s->api;
+    *api = (sophia_api){.conf = s->conf, .plugins = s->plugins,
+                        .streams = s->streams, .cache = s->cache,
+                        .memory = s->memory, .ws = s->ws, .dash = api->dash,
+                        .reload_stats = reload_stats, .reload_arg = s,
+                        .host = s->host_rt,
+                        .ratelimit = sophia_ratelimit_new(),
+                        .slack = sophia_slack_filter_new()};
+    if (!(s->reloader = sophia_reloader_new(s)) || !api->ratelimit ||
+        !api->slack)
+        return -1;
+    sophia_reload_on_swap(s->reloader, on_reload_swap, s);
+    sophia_api_stats_ws(api);    /* WS request method stats */
+    sophia_api_cache_ws(api, 1); /* WS request method cache.get */
     if (s->memory)
-        sophia_api_memory_ws(&api, 1); /* memory.search */
-    routes = sophia_http_router_new();
-    return routes && sophia_api_routes(routes, &api) == 0 &&
-                   sophia_api_ingest_routes(routes, &api) == 0 &&
-                   sophia_api_cache_routes(routes, &api) == 0 &&
-                   sophia_api_memory_routes(routes, &api) == 0
+        sophia_api_memory_ws(api, 1); /* memory.search */
+    s->routes = sophia_http_router_new();
+    return s->routes && sophia_api_routes(s->routes, api) == 0 &&
+                   sophia_api_ingest_routes(s->routes, api) == 0 &&
+                   sophia_api_cache_routes(s->routes, api) == 0 &&
+                   sophia_api_memory_routes(s->routes, api) == 0
                ? 0
                : -1;
 }
@@ -380,25 +386,24 @@ static int wire_api(sophia_server *s)
 static int start_http(sophia_server *s)
 {
     sophia_http_opts o = {.conf = s->conf, .loop = s->loop, .ws = s->ws,
-                          .host = s->host, .port = s->port, .routes = routes};
+                          .host = s->host, .port = s->port, .routes = s->routes};
     if (!(s->http = sophia_http_new(&o)) || sophia_http_start(s->http) < 0)
         return -1;
     s->port = sophia_http_port(s->http);
-    api.http = s->http;
+    s->api.http = s->http;
     return 0;
 }
 
 static int start(sophia_server *s)
 {
     const char *share = find_share_dir(s->conf);
-    if (!(api.dash = sophia_api_load_dashboard(share)))
+    if (!(s->api.dash = sophia_api_load_dashboard(share)))
         sophia_warn("main", "msg=\"no dashboard files\" dir=%s", share);
     s->loop = sophia_loop_new();
     if (!s->loop)
         return -1;
     struct event_base *base = sophia_loop_base(s->loop);
-    sophia_host_timers_bind(base); /* plugins' timers (SDK 1.1) */
-    sophia_streams_set_loop(s->loop);
+    sophia_host_timers_bind(s->host_rt, base); /* plugins' timers (SDK 1.1) */
     s->ws = sophia_ws_router_new(s->loop, s->conf, s->conf->ws.max_queue);
     s->cache = sophia_cache_new(s->conf, base);
     sophia_cache_bind_plugins(s->cache, s->plugins);
@@ -407,10 +412,11 @@ static int start(sophia_server *s)
                                  s->cache);
     s->memory = sophia_memory_new(s->conf, base, s->plugins, s->cache);
     sophia_memory_set_cons_runner(s->memory, sophia_host_consolidate_run, NULL);
-    sophia_host_set_env(&(sophia_host_env){s->cache, s->ws, s->memory});
+    sophia_host_set_env(s->host_rt,
+                        &(sophia_host_env){s->cache, s->ws, s->memory});
     sophia_diag d;
     sophia_diag_init(&d);
-    s->streams = sophia_streams_new(s->conf, s->plugins, base, &d);
+    s->streams = sophia_streams_new(s->conf, s->plugins, s->loop, base, &d);
     sophia_diag_free(&d); /* already validated by --check's path */
     if (!s->ws || !s->cache || !s->streams)
         return -1;
@@ -418,7 +424,7 @@ static int start(sophia_server *s)
     if (wire_api(s) < 0 || sophia_loop_signals(s->loop, on_signal, s) < 0 ||
         start_http(s) < 0)
         return -1;
-    s->started_us = api.started_us = sophia_now_wall_us();
+    s->started_us = s->api.started_us = sophia_now_wall_us();
     sophia_info("main", "msg=\"listening\" addr=%s:%d plugins=%zu streams=%zu version=%s",
                 s->host, s->port, s->plugins->count,
                 sophia_streams_count(s->streams), SOPHIA_VERSION);
@@ -431,37 +437,45 @@ static int start(sophia_server *s)
 
 static void stop(sophia_server *s)
 {
-    sophia_api_memory_ws(&api, 0);
-    api.memory = NULL;
-    sophia_host_set_env(&(sophia_host_env){s->cache, s->ws, NULL});
+    sophia_api *api = &s->api;
+    sophia_api_memory_ws(api, 0);
+    api->memory = NULL;
+    sophia_host_set_env(s->host_rt, &(sophia_host_env){s->cache, s->ws, NULL});
     sophia_memory_free(s->memory); /* answers what it still holds */
     s->memory = NULL;
     sophia_http_stop(s->http);
     s->http = NULL;
-    api.http = NULL;
-    sophia_http_router_free(routes);
-    routes = NULL;
+    api->http = NULL;
+    sophia_http_router_free(s->routes);
+    s->routes = NULL;
     sophia_ws_set_backlog(s->ws, NULL, NULL); /* the streams go first */
     sophia_streams_free(s->streams);
-    sophia_api_cache_ws(&api, 0); /* before its router goes */
+    sophia_api_cache_ws(api, 0); /* before its router goes */
     if (s->cache)
         sophia_cache_on_invalidate(s->cache, NULL, NULL); /* and the cluster */
-    sophia_host_set_env(NULL); /* nothing a plugin queues reaches them now */
+    sophia_host_set_env(s->host_rt, NULL); /* nothing queued reaches them now */
     sophia_ws_router_free(s->ws); /* and its cluster, hook and all */
     sophia_cache_free(s->cache);
-    if (shutdown_ev)
-        event_free(shutdown_ev);
-    sophia_reload_shutdown(); /* retired plugins: their callbacks ran */
-    sophia_host_timers_bind(NULL);
+    if (s->shutdown_ev)
+        event_free(s->shutdown_ev);
+    s->shutdown_ev = NULL;
+    /* retired plugins (their callbacks ran), before the loop goes */
+    sophia_reloader_free(s->reloader);
+    s->reloader = NULL;
+    sophia_host_timers_bind(s->host_rt, NULL);
     sophia_loop_free(s->loop);
-    sophia_api_free_dashboard(api.dash);
-    api.dash = NULL;
+    sophia_api_free_dashboard(api->dash);
+    api->dash = NULL;
+    sophia_ratelimit_free(api->ratelimit);
+    api->ratelimit = NULL;
+    sophia_slack_filter_free(api->slack);
+    api->slack = NULL;
 }
 
 /* Validates config, plugins and streams; every problem goes to `d`. */
 static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
 {
-    s->conf = load_conf(a, d);
+    s->conf = load_conf(s, a, d);
     if (!s->conf || d->count)
         return -1;
     if (!a->log_level)
@@ -471,14 +485,15 @@ static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
     sophia_check_secrets(s->conf, s->host, d);
     if (d->count)
         return -1;
-    s->plugins = sophia_plugin_set_load(s->conf, sophia_host_table(), d);
+    s->plugins = sophia_plugin_set_load(s->conf,
+                                        sophia_host_rt_table(s->host_rt), d);
     if (!s->plugins) {
         s->plugin_load_failures++;
         return -1;
     }
     /* Streams need the loaded set to check processor kinds. */
     struct event_base *probe = event_base_new();
-    sophia_streams *st = sophia_streams_new(s->conf, s->plugins, probe, d);
+    sophia_streams *st = sophia_streams_new(s->conf, s->plugins, NULL, probe, d);
     sophia_streams_free(st);
     event_base_free(probe);
     return d->count ? -1 : 0;
@@ -501,11 +516,14 @@ int main(int argc, char **argv)
     /* The hash key of every client-keyed table (hash.h), read once now,
      * before any worker thread or table exists. */
     (void)sophia_hash_process_key();
-    sophia_server srv = {0};
+    sophia_server srv = {.load_opts = {.tls_check = check_tls_files}};
     sophia_diag d;
     sophia_diag_init(&d);
     sophia_plugin_system_init();
-    sophia_conf_set_tls_check(check_tls_files, NULL);
+    if (!(srv.host_rt = sophia_host_rt_new())) {
+        fprintf(stderr, "sophiad: out of memory\n");
+        return 1;
+    }
     rc = prepare(&srv, &a, &d);
     if (rc < 0 || a.check) {
         if (rc < 0) {
@@ -524,10 +542,10 @@ int main(int argc, char **argv)
     }
     if (!a.check && srv.loop)
         stop(&srv);
-    sophia_reload_shutdown();
+    sophia_reloader_free(srv.reloader); /* a start that failed early */
     sophia_plugin_set_free(srv.plugins);
     sophia_plugin_system_shutdown();
-    sophia_host_shutdown();
+    sophia_host_rt_free(srv.host_rt); /* after its plugins: their release */
     sophia_conf_free(srv.conf);
     free(srv.host);
     sophia_diag_free(&d);

@@ -51,52 +51,69 @@
 #include "ingest/stream.h"
 #include "ws/ws.h"
 
-/* A reload whose new plugins are being tried in a child (plugin_probe.h);
- * a SIGHUP meanwhile is remembered and runs once this one is over. */
-static sophia_probe *probing;
-static sophia_conf *probing_conf;
-static int hup_again;
-static int64_t probe_started_us;
+struct sophia_reloader {
+    sophia_server *s;
+    /* A reload whose new plugins are being tried in a child
+     * (plugin_probe.h); a SIGHUP meanwhile is remembered and runs once
+     * this one is over. */
+    sophia_probe *probing;
+    sophia_conf *probing_conf;
+    int hup_again;
+    int64_t probe_started_us;
 
-static char *last_error;
-static int64_t last_at;
-static sophia_conf *kept_conf; /* the memory module's */
+    char *last_error;
+    int64_t last_at;
+    sophia_conf *kept_conf; /* the memory module's */
 
-/* Retired instances wait here while the host owes a plugin callback
- * (cache_get, memory_search): the callback may be theirs, and its code
- * must still be loaded when it runs. */
+    /* Retired instances wait here while the host owes a plugin callback
+     * (cache_get, memory_search): the callback may be theirs, and its
+     * code must still be loaded when it runs. */
+    sophia_plugin_set **retired;
+    size_t nretired;
+    struct event *retire_ev;
+
+    sophia_reload_swap_fn swap_fn;
+    void *swap_arg;
+};
+
 #define RETIRE_POLL_MS 50
-static sophia_plugin_set **retired;
-static size_t nretired;
-static struct event *retire_ev;
 
-static void retire_now(void)
+sophia_reloader *sophia_reloader_new(sophia_server *s)
 {
-    for (size_t i = 0; i < nretired; i++)
-        sophia_plugin_set_free(retired[i]);
-    free(retired);
-    retired = NULL;
-    nretired = 0;
+    sophia_reloader *rl = calloc(1, sizeof(*rl));
+    if (rl)
+        rl->s = s;
+    return rl;
+}
+
+static void retire_now(sophia_reloader *rl)
+{
+    for (size_t i = 0; i < rl->nretired; i++)
+        sophia_plugin_set_free(rl->retired[i]);
+    free(rl->retired);
+    rl->retired = NULL;
+    rl->nretired = 0;
 }
 
 static void on_retire_poll(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    (void)arg;
-    if (sophia_host_callbacks_pending() == 0) {
-        retire_now();
+    sophia_reloader *rl = arg;
+    if (sophia_host_callbacks_pending(rl->s->host_rt) == 0) {
+        retire_now(rl);
         return;
     }
     struct timeval tv = {0, RETIRE_POLL_MS * 1000};
-    evtimer_add(retire_ev, &tv);
+    evtimer_add(rl->retire_ev, &tv);
 }
 
 /* Moves what `old` holds that `next` does not into a set of its own, and
  * frees that now or once no plugin callback is pending. */
-static void retire(sophia_server *s, sophia_plugin_set *old,
+static void retire(sophia_reloader *rl, sophia_plugin_set *old,
                    const sophia_plugin_set *next)
 {
+    sophia_server *s = rl->s;
     size_t n = 0;
     for (size_t i = 0; i < old->count; i++)
         if (!sophia_plugin_set_has(next, old->items[i])) {
@@ -105,53 +122,53 @@ static void retire(sophia_server *s, sophia_plugin_set *old,
         }
     old->count = n;
     sophia_plugin_set **grown = NULL;
-    if (sophia_host_callbacks_pending() == 0 || !s->loop ||
-        !(grown = realloc(retired, (nretired + 1) * sizeof(*retired)))) {
+    if (sophia_host_callbacks_pending(rl->s->host_rt) == 0 || !s->loop ||
+        !(grown = realloc(rl->retired,
+                          (rl->nretired + 1) * sizeof(*rl->retired)))) {
         sophia_plugin_set_free(old);
         return;
     }
-    retired = grown;
-    retired[nretired++] = old;
-    if (!retire_ev)
-        retire_ev = evtimer_new(sophia_loop_base(s->loop), on_retire_poll, NULL);
+    rl->retired = grown;
+    rl->retired[rl->nretired++] = old;
+    if (!rl->retire_ev)
+        rl->retire_ev = evtimer_new(sophia_loop_base(s->loop), on_retire_poll,
+                                    rl);
     struct timeval tv = {0, RETIRE_POLL_MS * 1000};
-    if (retire_ev && !evtimer_pending(retire_ev, NULL))
-        evtimer_add(retire_ev, &tv);
+    if (rl->retire_ev && !evtimer_pending(rl->retire_ev, NULL))
+        evtimer_add(rl->retire_ev, &tv);
     sophia_info("reload", "msg=\"old plugins stay loaded until pending callbacks ran\" pending=%zu",
-                sophia_host_callbacks_pending());
+                sophia_host_callbacks_pending(rl->s->host_rt));
 }
 
-const char *sophia_reload_last_error(void)
+const char *sophia_reload_last_error(const sophia_reloader *rl)
 {
-    return last_error;
+    return rl ? rl->last_error : NULL;
 }
 
-int64_t sophia_reload_last_at(void)
+int64_t sophia_reload_last_at(const sophia_reloader *rl)
 {
-    return last_at;
+    return rl ? rl->last_at : 0;
 }
 
-void sophia_reload_shutdown(void)
+void sophia_reloader_free(sophia_reloader *rl)
 {
-    sophia_probe_cancel(probing);
-    probing = NULL;
-    sophia_conf_free(probing_conf);
-    probing_conf = NULL;
-    retire_now();
-    if (retire_ev)
-        event_free(retire_ev);
-    retire_ev = NULL;
-    sophia_conf_free(kept_conf);
-    kept_conf = NULL;
-    free(last_error);
-    last_error = NULL;
+    if (!rl)
+        return;
+    sophia_probe_cancel(rl->probing);
+    sophia_conf_free(rl->probing_conf);
+    retire_now(rl);
+    if (rl->retire_ev)
+        event_free(rl->retire_ev);
+    sophia_conf_free(rl->kept_conf);
+    free(rl->last_error);
+    free(rl);
 }
 
-static void fail(sophia_server *s, const sophia_diag *d)
+static void fail(sophia_reloader *rl, const sophia_diag *d)
 {
-    s->reload_failures++;
-    free(last_error);
-    last_error = strdup(d->count ? d->lines[0] : "reload failed");
+    rl->s->reload_failures++;
+    free(rl->last_error);
+    rl->last_error = strdup(d->count ? d->lines[0] : "reload failed");
     for (size_t i = 0; i < d->count; i++) {
         char q[1100];
         sophia_error("reload", "msg=\"configuration rejected, keeping the running one\" problem=%s",
@@ -159,7 +176,7 @@ static void fail(sophia_server *s, const sophia_diag *d)
     }
     /* The reload is over: systemd goes back from "reloading" to "active". */
     sophia_notify_ready("running; reload refused, the old configuration "
-                        "stays: %s", last_error ? last_error : "?");
+                        "stays: %s", rl->last_error ? rl->last_error : "?");
 }
 
 static int is_loopback(const char *host)
@@ -205,14 +222,14 @@ static sophia_plugin_set *prepare(sophia_server *s, const sophia_conf *c,
                                   sophia_diag *d)
 {
     sophia_plugin_set *next = sophia_plugin_set_load_next(
-        c, s->conf, s->plugins, sophia_host_table(), d);
+        c, s->conf, s->plugins, sophia_host_rt_table(s->host_rt), d);
     if (!next)
         return NULL;
     struct event_base *probe = event_base_new();
     if (!probe) {
         sophia_diag_add(d, c->file, 0, 0, "out of memory");
     } else {
-        sophia_streams_free(sophia_streams_new(c, next, probe, d));
+        sophia_streams_free(sophia_streams_new(c, next, NULL, probe, d));
         event_base_free(probe);
     }
     if (d->count) {
@@ -254,18 +271,17 @@ static void hand_over(const sophia_plugin_set *old,
     }
 }
 
-static sophia_reload_swap_fn swap_fn;
-static void *swap_arg;
-
-void sophia_reload_on_swap(sophia_reload_swap_fn fn, void *arg)
+void sophia_reload_on_swap(sophia_reloader *rl, sophia_reload_swap_fn fn,
+                           void *arg)
 {
-    swap_fn = fn;
-    swap_arg = arg;
+    rl->swap_fn = fn;
+    rl->swap_arg = arg;
 }
 
-static void commit(sophia_server *s, sophia_conf *c, sophia_plugin_set *next,
-                   sophia_diag *d)
+static void commit(sophia_reloader *rl, sophia_conf *c,
+                   sophia_plugin_set *next, sophia_diag *d)
 {
+    sophia_server *s = rl->s;
     sophia_plugin_set *old = s->plugins;
     sophia_streams_recall(s->streams, next); /* export committed state only */
     hand_over(old, next);
@@ -273,23 +289,24 @@ static void commit(sophia_server *s, sophia_conf *c, sophia_plugin_set *next,
     sophia_memory_rebind(s->memory, next);
     sophia_cache_bind_plugins(s->cache, next);
     s->plugins = next;
-    retire(s, old, next);
+    retire(rl, old, next);
     sophia_conf *was = s->conf;
     s->conf = c;
-    if (swap_fn) /* before `was` is freed */
-        swap_fn(swap_arg, c, next);
+    if (rl->swap_fn) /* before `was` is freed */
+        rl->swap_fn(rl->swap_arg, c, next);
     if (s->ws) /* websocket.* is copied by the router: re-read it */
         sophia_ws_reconfigure(s->ws, c);
     if (s->memory && sophia_memory_conf(s->memory) == was)
-        kept_conf = was;
+        rl->kept_conf = was;
     else
         sophia_conf_free(was);
 }
 
 /* Loads the new set in-process (the probe found nothing crashing) and
  * swaps it in, or counts a failure. Takes `c`. */
-static int apply(sophia_server *s, sophia_conf *c)
+static int apply(sophia_reloader *rl, sophia_conf *c)
 {
+    sophia_server *s = rl->s;
     int64_t t0 = sophia_now_mono_us();
     sophia_diag d;
     sophia_diag_init(&d);
@@ -303,13 +320,13 @@ static int apply(sophia_server *s, sophia_conf *c)
     if (!next) {
         if (!d.count)
             sophia_diag_add(&d, s->conf->file, 0, 0, "reload failed");
-        fail(s, &d);
+        fail(rl, &d);
         sophia_conf_free(c);
         sophia_diag_free(&d);
         return -1;
     }
     int64_t t1 = sophia_now_mono_us();
-    commit(s, c, next, &d);
+    commit(rl, c, next, &d);
     s->reloads++; /* last_error stays: it tells about the last failure */
     sophia_info("reload", "msg=\"configuration applied\" file=%s plugins=%zu streams=%zu prepare_us=%lld commit_us=%lld",
                 s->conf->file, s->plugins->count, sophia_streams_count(s->streams),
@@ -324,37 +341,39 @@ static int apply(sophia_server *s, sophia_conf *c)
 
 static void on_probed(const sophia_diag *d, void *arg)
 {
-    sophia_server *s = arg;
-    sophia_conf *c = probing_conf;
-    probing = NULL;
-    probing_conf = NULL;
+    sophia_reloader *rl = arg;
+    sophia_server *s = rl->s;
+    sophia_conf *c = rl->probing_conf;
+    rl->probing = NULL;
+    rl->probing_conf = NULL;
     sophia_info("reload", "msg=\"new plugins tried in a child\" problems=%zu probe_us=%lld",
-                d->count, (long long)(sophia_now_mono_us() - probe_started_us));
+                d->count, (long long)(sophia_now_mono_us() - rl->probe_started_us));
     if (s->shutting_down) {
         sophia_conf_free(c);
     } else if (d->count) {
-        fail(s, d);
+        fail(rl, d);
         sophia_conf_free(c);
     } else {
-        apply(s, c);
+        apply(rl, c);
     }
-    if (hup_again && !s->shutting_down) {
-        hup_again = 0;
-        sophia_reload(s);
+    if (rl->hup_again && !s->shutting_down) {
+        rl->hup_again = 0;
+        sophia_reload(rl);
     }
 }
 
-int sophia_reload(sophia_server *s)
+int sophia_reload(sophia_reloader *rl)
 {
-    if (probing) {
-        hup_again = 1;
+    sophia_server *s = rl->s;
+    if (rl->probing) {
+        rl->hup_again = 1;
         return 0;
     }
     sophia_notify_reloading(); /* READY=1 again in apply() or fail() */
-    last_at = sophia_now_wall_us();
+    rl->last_at = sophia_now_wall_us();
     sophia_diag d;
     sophia_diag_init(&d);
-    sophia_conf *c = sophia_conf_load(s->conf->file, &d);
+    sophia_conf *c = sophia_conf_load_with(s->conf->file, &s->load_opts, &d);
     if (c) {
         sophia_conf_apply_env(c, NULL);
         sophia_conf_add_plugin_dir(c, sophia_paths_plugin_dir());
@@ -364,22 +383,22 @@ int sophia_reload(sophia_server *s)
     if (!c || d.count) {
         if (!d.count)
             sophia_diag_add(&d, s->conf->file, 0, 0, "reload failed");
-        fail(s, &d);
+        fail(rl, &d);
         sophia_conf_free(c);
         sophia_diag_free(&d);
         return -1;
     }
     sophia_diag_free(&d);
     /* New and changed plugins are tried in a child first, off the loop. */
-    probing_conf = c;
-    probe_started_us = sophia_now_mono_us();
-    probing = s->loop ? sophia_plugin_probe_start(c, s->conf, s->plugins,
-                                                  sophia_host_table(),
-                                                  sophia_loop_base(s->loop),
-                                                  on_probed, s)
-                      : NULL;
-    if (probing)
+    rl->probing_conf = c;
+    rl->probe_started_us = sophia_now_mono_us();
+    rl->probing = s->loop ? sophia_plugin_probe_start(c, s->conf, s->plugins,
+                                                      sophia_host_rt_table(s->host_rt),
+                                                      sophia_loop_base(s->loop),
+                                                      on_probed, rl)
+                          : NULL;
+    if (rl->probing)
         return 0;
-    probing_conf = NULL;
-    return apply(s, c);
+    rl->probing_conf = NULL;
+    return apply(rl, c);
 }

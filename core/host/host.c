@@ -1,8 +1,14 @@
 /*
  * host - see host.h. The JSON members of the table are in host_json.c.
+ *
+ * What the functions act on is the runtime (host_priv.h) reached from
+ * the instance or context they are given, never a file-scope variable;
+ * the one exception is the three SDK 1.0 reads that name neither (see
+ * sdk10_rt below).
  */
 #include "host/host.h"
 #include "host/host_json.h"
+#include "host/host_priv.h"
 #include "host/prefetch.h"
 
 #include <jansson.h>
@@ -66,11 +72,26 @@ struct sophia_ctx {
     int published;       /* its publishes went out */
 };
 
-/* What actions are applied to (sophia_host_set_env). */
-static sophia_host_env env;
+/* SDK 1.0's cache_peek, cache_get and memory_search take no self and
+ * no context (a frozen ABI), so nothing in the call says which runtime
+ * they read from: they use the runtime that last set an environment (the
+ * daemon has one). Everything else is routed by its self or context;
+ * 1.1's cache_get_ex and memory_search_ex replace these two reads. */
+static sophia_host_rt *sdk10_rt;
 
-/* "instance\x1fname" -> double* */
-static sophia_dict *counters;
+/* The runtime of an instance loaded with a runtime's table. */
+sophia_host_rt *sophia_host_rt_of(const sophia_instance *inst)
+{
+    if (!inst || !inst->host || inst->host == sophia_host_table())
+        return NULL;
+    /* the table is the runtime's first member (host_priv.h) */
+    return (sophia_host_rt *)(void *)(uintptr_t)inst->host;
+}
+
+static sophia_host_rt *ctx_rt(const sophia_ctx *ctx)
+{
+    return ctx ? sophia_host_rt_of(ctx->inst) : NULL;
+}
 
 /* -------------------------------------------------------------- logging */
 
@@ -300,8 +321,8 @@ static sophia_json *host_cache_peek(const char *key)
 {
     const char *val;
     size_t len;
-    if (!env.cache ||
-        sophia_cache_peek(env.cache, key, &val, &len) != 0)
+    if (!sdk10_rt || !sdk10_rt->env.cache ||
+        sophia_cache_peek(sdk10_rt->env.cache, key, &val, &len) != 0)
         return NULL;
     return (sophia_json *)json_loadb(val, len, JSON_DECODE_ANY, NULL);
 }
@@ -309,14 +330,15 @@ static sophia_json *host_cache_peek(const char *key)
 static void counter_bump(sophia_self *self, const char *name, double delta)
 {
     char key[512];
+    sophia_host_rt *rt = sophia_host_rt_of(self);
     snprintf(key, sizeof(key), "%s\x1f%s", self ? self->name : "-", name);
-    if (!counters && !(counters = sophia_dict_new()))
+    if (!rt || (!rt->counters && !(rt->counters = sophia_dict_new())))
         return;
-    double *v = sophia_dict_get(counters, key);
+    double *v = sophia_dict_get(rt->counters, key);
     if (!v) {
         if (!(v = calloc(1, sizeof(*v))))
             return;
-        sophia_dict_set(counters, key, v);
+        sophia_dict_set(rt->counters, key, v);
     }
     *v += delta;
 }
@@ -367,19 +389,14 @@ static void visit_counter(const char *key, void *val, void *arg)
     cv->fn(inst, sep + 1, *(double *)val, cv->arg);
 }
 
-void sophia_host_counters_each(void (*fn)(const char *, const char *, double,
+void sophia_host_counters_each(const sophia_host_rt *rt,
+                               void (*fn)(const char *, const char *, double,
                                           void *),
                                void *arg)
 {
     counter_visit cv = {fn, arg};
-    if (counters)
-        sophia_dict_each(counters, visit_counter, &cv);
-}
-
-void sophia_host_shutdown(void)
-{
-    sophia_dict_free(counters, free);
-    counters = NULL;
+    if (rt && rt->counters)
+        sophia_dict_each(rt->counters, visit_counter, &cv);
 }
 
 static int64_t host_now_us(void)
@@ -390,26 +407,26 @@ static int64_t host_now_us(void)
 typedef struct host_get {
     void (*cb)(void *arg, int rc, const sophia_json *value);
     void *arg;
+    sophia_host_rt *rt;
 } host_get;
 
 /* Plugin callbacks the host still owes (cache_get, memory_search): a
  * reload keeps retired plugin code loaded until this is back to zero. */
-static size_t callbacks_pending;
-
-void sophia_host_callback_begin(void)
+void sophia_host_callback_begin(sophia_host_rt *rt)
 {
-    callbacks_pending++;
+    if (rt)
+        rt->callbacks_pending++;
 }
 
-void sophia_host_callback_end(void)
+void sophia_host_callback_end(sophia_host_rt *rt)
 {
-    if (callbacks_pending)
-        callbacks_pending--;
+    if (rt && rt->callbacks_pending)
+        rt->callbacks_pending--;
 }
 
-size_t sophia_host_callbacks_pending(void)
+size_t sophia_host_callbacks_pending(const sophia_host_rt *rt)
 {
-    return callbacks_pending;
+    return rt ? rt->callbacks_pending : 0;
 }
 
 static void on_host_get(void *arg, int rc, const char *val, size_t len,
@@ -420,33 +437,41 @@ static void on_host_get(void *arg, int rc, const char *val, size_t len,
     json_t *v = rc == 0 ? json_loadb(val, len, JSON_DECODE_ANY, NULL) : NULL;
     if (rc == 0 && !v)
         v = json_stringn(val, len); /* not JSON: hand it over as a string */
+    sophia_host_rt *rt = g->rt;
     g->cb(g->arg, rc, (const sophia_json *)v);
     json_decref(v);
     free(g);
-    sophia_host_callback_end();
+    sophia_host_callback_end(rt);
+}
+
+int sophia_host_rt_cache_get(sophia_host_rt *rt, const char *key,
+                             void (*cb)(void *arg, int rc,
+                                        const sophia_json *v),
+                             void *arg)
+{
+    if (!key || !cb)
+        return SOPHIA_EINVAL;
+    if (!rt || !rt->env.cache)
+        return SOPHIA_EUNAVAIL;
+    host_get *g = malloc(sizeof(*g));
+    if (!g)
+        return SOPHIA_ENOMEM;
+    *g = (host_get){cb, arg, rt};
+    sophia_host_callback_begin(rt); /* before: cb may run inside the call */
+    int rc = sophia_cache_get(rt->env.cache, key, NULL, NULL, on_host_get,
+                              g);
+    if (rc) {
+        free(g);
+        sophia_host_callback_end(rt);
+    }
+    return rc;
 }
 
 static int host_cache_get(const char *key,
                           void (*cb)(void *arg, int rc, const sophia_json *v),
                           void *arg)
 {
-    if (!key || !cb)
-        return SOPHIA_EINVAL;
-    if (!env.cache)
-        return SOPHIA_EUNAVAIL;
-    host_get *g = malloc(sizeof(*g));
-    if (!g)
-        return SOPHIA_ENOMEM;
-    g->cb = cb;
-    g->arg = arg;
-    sophia_host_callback_begin(); /* before: cb may run inside the call */
-    int rc = sophia_cache_get(env.cache, key, NULL, NULL, on_host_get,
-                              g);
-    if (rc) {
-        free(g);
-        sophia_host_callback_end();
-    }
-    return rc;
+    return sophia_host_rt_cache_get(sdk10_rt, key, cb, arg);
 }
 
 static const sophia_host host_table = {
@@ -515,14 +540,48 @@ const sophia_host *sophia_host_table(void)
     return &host_table;
 }
 
-void sophia_host_set_env(const sophia_host_env *e)
+sophia_host_rt *sophia_host_rt_new(void)
 {
-    env = e ? *e : (sophia_host_env){0};
+    sophia_host_rt *rt = calloc(1, sizeof(*rt));
+    if (rt)
+        rt->table = host_table;
+    return rt;
 }
 
-const sophia_host_env *sophia_host_get_env(void)
+sophia_host *sophia_host_rt_table(sophia_host_rt *rt)
 {
-    return &env;
+    return rt ? &rt->table : NULL;
+}
+
+void sophia_host_rt_free(sophia_host_rt *rt)
+{
+    if (!rt)
+        return;
+    sophia_host_timers_bind(rt, NULL);
+    sophia_dict_free(rt->counters, free);
+    if (sdk10_rt == rt)
+        sdk10_rt = NULL;
+    free(rt);
+}
+
+void sophia_host_set_env(sophia_host_rt *rt, const sophia_host_env *e)
+{
+    if (!rt)
+        return;
+    rt->env = e ? *e : (sophia_host_env){0};
+    sdk10_rt = rt;
+}
+
+const sophia_host_env *sophia_host_ctx_env(const sophia_ctx *ctx)
+{
+    static const sophia_host_env none;
+    const sophia_host_rt *rt = ctx_rt(ctx);
+    return rt ? &rt->env : &none;
+}
+
+sophia_host_rt *sophia_host_sdk10_rt(void)
+{
+    return sdk10_rt;
 }
 
 /* ------------------------------------------------------------- context */
@@ -594,7 +653,8 @@ static void apply_publish(sophia_ctx *ctx, action *a)
     size_t n = sophia_update_topics(a->type, a->dashboard, ctx->stream,
                                     a->severity, a->topic, topics, buf,
                                     sizeof(buf));
-    sophia_ws_publish(env.ws, a->type, topics, n, a->dashboard, a->data);
+    sophia_ws_publish(ctx_rt(ctx)->env.ws, a->type, topics, n, a->dashboard,
+                      a->data);
 }
 
 /* One sophia_ctx_apply in progress: `left` effects not yet reported plus
@@ -608,6 +668,7 @@ struct sophia_apply {
     sophia_ctx_done_fn done;
     void *arg;
     sophia_ctx *ctx; /* NULL once cancelled */
+    sophia_host_rt *rt; /* its context's runtime, or NULL */
 };
 
 void sophia_apply_begin(sophia_apply *ap)
@@ -622,7 +683,8 @@ static void apply_publishes(sophia_ctx *ctx)
     if (ctx->published)
         return;
     ctx->published = 1;
-    for (size_t i = 0; env.ws && i < ctx->n; i++)
+    sophia_host_rt *rt = ctx_rt(ctx);
+    for (size_t i = 0; rt && rt->env.ws && i < ctx->n; i++)
         if (ctx->v[i].kind == ACT_PUBLISH)
             apply_publish(ctx, &ctx->v[i]);
 }
@@ -638,8 +700,9 @@ void sophia_apply_end(void *arg, int rc)
         ap->ctx->apply = NULL;
     if (ap->done)
         ap->done(ap->arg, ap->rc);
+    sophia_host_rt *rt = ap->rt;
     free(ap);
-    sophia_host_callback_end(); /* done may have run plugin code (commit) */
+    sophia_host_callback_end(rt); /* done may have run plugin code (commit) */
 }
 
 /* Starts one effect whose report comes through sophia_apply_end; a
@@ -649,7 +712,8 @@ static void apply_cache_put(sophia_apply *ap, action *a)
     size_t len;
     char *s = sophia_json_encode(a->data, &len); /* = json_dumps, faster */
     sophia_apply_begin(ap);
-    int rc = s ? sophia_cache_put_async(env.cache, a->topic, s, len, a->ttl,
+    int rc = s ? sophia_cache_put_async(ap->rt->env.cache, a->topic, s, len,
+                                        a->ttl,
                                         (const char *const *)a->tags,
                                         sophia_apply_end, ap)
                : SOPHIA_ENOMEM;
@@ -662,8 +726,9 @@ static void apply_cache_del(sophia_apply *ap, action *a)
 {
     sophia_apply_begin(ap);
     int rc = a->kind == ACT_CACHE_DEL
-                 ? sophia_cache_del_async(env.cache, a->topic, sophia_apply_end, ap)
-                 : sophia_cache_invalidate_tag_async(env.cache, a->topic,
+                 ? sophia_cache_del_async(ap->rt->env.cache, a->topic,
+                                          sophia_apply_end, ap)
+                 : sophia_cache_invalidate_tag_async(ap->rt->env.cache, a->topic,
                                                      sophia_apply_end, ap);
     if (rc)
         sophia_apply_end(ap, rc);
@@ -677,10 +742,12 @@ void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg)
             done(arg, SOPHIA_ENOMEM);
         return;
     }
-    *ap = (sophia_apply){.left = 1, .done = done, .arg = arg, .ctx = ctx};
+    sophia_host_rt *rt = ctx_rt(ctx);
+    *ap = (sophia_apply){.left = 1, .done = done, .arg = arg, .ctx = ctx,
+                         .rt = rt};
     /* Until it reports, the context may still commit or discard staged
      * changes: plugin code a reload must keep loaded (host.h). */
-    sophia_host_callback_begin();
+    sophia_host_callback_begin(rt);
     ctx->apply = ap;
     if (!done) /* nobody waits: publish at once, as before the contract */
         apply_publishes(ctx);
@@ -690,12 +757,12 @@ void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg)
         case ACT_PUBLISH: /* at the commit, once the rest is durable */
             break;
         case ACT_CACHE_PUT:
-            if (env.cache)
+            if (rt && rt->env.cache)
                 apply_cache_put(ap, a);
             break;
         case ACT_CACHE_DEL:
         case ACT_CACHE_DEL_TAG:
-            if (env.cache)
+            if (rt && rt->env.cache)
                 apply_cache_del(ap, a);
             break;
         }

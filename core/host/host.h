@@ -24,8 +24,14 @@
  * retries the whole event, whose effects are idempotent by construction
  * (puts carry versions, stores of a retried event may repeat).
  *
- * The host reaches the cache, router and memory store through the
- * environment the daemon sets (sophia_host_set_env), not a global server.
+ * Its state is a runtime handle (sophia_host_rt) the daemon creates and
+ * passes down: the environment (cache, router and memory store), plugin
+ * counters, owned reads, SDK 1.1 timers, and the count of callbacks still
+ * owed. Plugins are loaded with the runtime's own copy of the table
+ * (sophia_host_rt_table); the plugin layer records on each instance the
+ * table its init() got, and every host function given a self or a
+ * context reaches the runtime from there. No file-scope state, except
+ * the runtime SDK 1.0's three context-free reads use (host.c).
  */
 #ifndef SOPHIA_HOST_H
 #define SOPHIA_HOST_H
@@ -34,21 +40,36 @@
 
 #include "plugin/plugin.h"
 
+/* The constant template: its functions act on no runtime (effects
+ * skipped, counters and timers refused), so it suits tools and tests that
+ * need only its pure members (JSON, strerror, free). */
 const sophia_host *sophia_host_table(void);
+
+typedef struct sophia_host_rt sophia_host_rt;
+/* A runtime with no environment, no counters, no timers. */
+sophia_host_rt *sophia_host_rt_new(void);
+/* Cancels its timers and frees its counters. Unload the instances loaded
+ * with its table first (their release runs against it). NULL is fine. */
+void sophia_host_rt_free(sophia_host_rt *rt);
+/* Its own table: what its plugins are loaded with. Its owner may replace
+ * members before loading (sophia-plugin-test does); a plugin must be
+ * loaded with this pointer, never with a copy of it. */
+sophia_host *sophia_host_rt_table(sophia_host_rt *rt);
+/* The runtime `inst` was loaded with; NULL for the template. */
+sophia_host_rt *sophia_host_rt_of(const sophia_instance *inst);
 
 struct sophia_cache;
 struct sophia_ws_router;
 struct sophia_memory;
 /* Where actions go; any member may be NULL (that tier of effects is then
  * skipped, as when it is not configured). Set by the daemon at start and
- * after a reload; copied. */
+ * before it frees them; copied. */
 typedef struct sophia_host_env {
     struct sophia_cache *cache;
     struct sophia_ws_router *ws;
     struct sophia_memory *memory;
 } sophia_host_env;
-void sophia_host_set_env(const sophia_host_env *env);
-const sophia_host_env *sophia_host_get_env(void);
+void sophia_host_set_env(sophia_host_rt *rt, const sophia_host_env *env);
 
 /* A context for one callback of `inst`; `stream` may be NULL. */
 sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream);
@@ -105,16 +126,17 @@ int sophia_ctx_push_update(sophia_ctx *ctx, const char *type,
 int sophia_host_alert_ex(sophia_ctx *ctx, const sophia_alert *a,
                          sophia_json *data);
 
-/* SDK 1.1 timers (host_timer.c). bind arms them on `base`, those added
- * before too; bind(NULL) cancels every timer (shutdown). */
+/* SDK 1.1 timers (host_timer.c), per runtime. bind arms them on `base`,
+ * those added before too; bind(NULL) cancels every timer (shutdown). */
 struct event_base;
-void sophia_host_timers_bind(struct event_base *base);
+void sophia_host_timers_bind(sophia_host_rt *rt, struct event_base *base);
 int64_t sophia_host_timer_add(sophia_self *self, double delay_s,
                               double repeat_s,
                               int (*cb)(void *arg, sophia_ctx *ctx), void *arg);
 int sophia_host_timer_del(sophia_self *self, int64_t id);
-/* Pending timers of `inst` (NULL: of all instances). */
-size_t sophia_host_timers_count(const sophia_instance *inst);
+/* Pending timers of `rt` of `inst` (NULL: of all its instances). */
+size_t sophia_host_timers_count(const sophia_host_rt *rt,
+                                const sophia_instance *inst);
 void sophia_host_timers_release(sophia_instance *inst);
 /* SDK 1.1 reads owned by an instance (host_read.c). */
 int sophia_host_cache_get_ex(sophia_self *self, const char *key,
@@ -126,27 +148,30 @@ int sophia_host_memory_search_ex(sophia_self *self, const char *query,
                                  void (*cb)(void *arg, int rc,
                                             const sophia_json *results),
                                  void *arg);
-/* Owned reads not yet answered and not cancelled, of `inst` (NULL: all). */
-size_t sophia_host_reads_pending(const sophia_instance *inst);
+/* Owned reads of `rt` not yet answered and not cancelled, of `inst`
+ * (NULL: all). */
+size_t sophia_host_reads_pending(const sophia_host_rt *rt,
+                                 const sophia_instance *inst);
 void sophia_host_reads_release(sophia_instance *inst);
 /* Cancels everything the host holds for `inst` (its timers, its pending
  * reads), so nothing calls into its code again: plugin.h's release hook,
  * and what a reload calls for an instance it retires. */
 void sophia_host_release(sophia_instance *inst);
 
-/* Plugin counters (host->counter_add), for /metrics. */
-void sophia_host_counters_each(void (*fn)(const char *instance,
+/* Plugin counters (host->counter_add) of `rt`, for /metrics. */
+void sophia_host_counters_each(const sophia_host_rt *rt,
+                               void (*fn)(const char *instance,
                                           const char *name, double value,
                                           void *arg),
                                void *arg);
-void sophia_host_shutdown(void);
 
-/* Callbacks into plugin code the host still owes (cache_get,
- * memory_search, and applies not yet reported, whose completion commits or
- * discards staged changes); a reload unloads retired plugins only at zero. */
-void sophia_host_callback_begin(void);
-void sophia_host_callback_end(void);
-size_t sophia_host_callbacks_pending(void);
+/* Callbacks into plugin code `rt` still owes (cache_get, memory_search,
+ * and applies not yet reported, whose completion commits or discards
+ * staged changes); a reload unloads retired plugins only at zero. NULL
+ * rt: nothing counted. */
+void sophia_host_callback_begin(sophia_host_rt *rt);
+void sophia_host_callback_end(sophia_host_rt *rt);
+size_t sophia_host_callbacks_pending(const sophia_host_rt *rt);
 
 /* Topics an update goes to (SPEC §5), for the core's own publishes too:
  * updates:<type>, dashboard:<id>, stream:<name>, alerts, alerts:<sev>,

@@ -25,6 +25,7 @@
 
 #include "cache/cache.h"
 #include "host/host.h"
+#include "host/host_priv.h" /* sophia_host_ctx_env */
 #include "lib/log.h"
 
 #define PREFETCH_MAX_KEYS 64
@@ -298,7 +299,7 @@ int sophia_prefetch_run(sophia_instance *inst, sophia_ctx *ctx,
     if (rc)
         return rc;
     prefetch_set *s = set_of(ctx);
-    s->cache = sophia_host_get_env()->cache;
+    s->cache = sophia_host_ctx_env(ctx)->cache;
     s->pending = 1; /* held while starting: no answer can finish it */
     for (size_t i = 0; i < json_array_size(s->want); i++)
         start_read(s, i);

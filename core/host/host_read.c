@@ -12,13 +12,13 @@
  * before, and the answer is borrowed for the callback as before.
  *
  * Pending reads are few (one per event being processed, at most), so
- * they are one list.
+ * they are one list, in the runtime of the instance that asked.
  */
 #include "host/host.h"
+#include "host/host_priv.h"
 
 #include <stdlib.h>
 
-#include "memory/memory.h" /* sophia_memory_host_search: memory_host.c */
 
 typedef struct owned_read {
     struct owned_read *next, **pprev;
@@ -27,9 +27,7 @@ typedef struct owned_read {
     void *arg;
 } owned_read;
 
-static owned_read *reads;
-
-static owned_read *read_new(sophia_instance *inst,
+static owned_read *read_new(sophia_host_rt *rt, sophia_instance *inst,
                             void (*cb)(void *, int, const sophia_json *),
                             void *arg)
 {
@@ -39,12 +37,12 @@ static owned_read *read_new(sophia_instance *inst,
     r->inst = inst;
     r->cb = cb;
     r->arg = arg;
-    r->next = reads;
-    r->pprev = &reads;
-    if (reads)
-        reads->pprev = &r->next;
-    reads = r;
-    sophia_plugin_on_release(sophia_host_release);
+    r->next = rt->reads;
+    r->pprev = &rt->reads;
+    if (rt->reads)
+        rt->reads->pprev = &r->next;
+    rt->reads = r;
+    inst->release = sophia_host_release;
     return r;
 }
 
@@ -70,12 +68,15 @@ int sophia_host_cache_get_ex(sophia_self *self, const char *key,
                                         const sophia_json *value),
                              void *arg)
 {
+    sophia_host_rt *rt = sophia_host_rt_of(self);
     if (!self || !key || !cb)
         return SOPHIA_EINVAL;
-    owned_read *r = read_new(self, cb, arg);
+    if (!rt)
+        return SOPHIA_EUNAVAIL;
+    owned_read *r = read_new(rt, self, cb, arg);
     if (!r)
         return SOPHIA_ENOMEM;
-    int rc = sophia_host_table()->cache_get(key, on_answer, r);
+    int rc = sophia_host_rt_cache_get(rt, key, on_answer, r);
     if (rc) /* cb not called, on_answer neither: r is still ours */
         read_free(r);
     return rc;
@@ -87,28 +88,33 @@ int sophia_host_memory_search_ex(sophia_self *self, const char *query,
                                             const sophia_json *results),
                                  void *arg)
 {
+    sophia_host_rt *rt = sophia_host_rt_of(self);
     if (!self || !cb)
         return SOPHIA_EINVAL;
-    owned_read *r = read_new(self, cb, arg);
+    if (!rt)
+        return SOPHIA_EUNAVAIL;
+    owned_read *r = read_new(rt, self, cb, arg);
     if (!r)
         return SOPHIA_ENOMEM;
-    int rc = sophia_memory_host_search(query, filter, k, on_answer, r);
+    int rc = sophia_memory_host_search_rt(rt, query, filter, k, on_answer, r);
     if (rc)
         read_free(r);
     return rc;
 }
 
-size_t sophia_host_reads_pending(const sophia_instance *inst)
+size_t sophia_host_reads_pending(const sophia_host_rt *rt,
+                                 const sophia_instance *inst)
 {
     size_t n = 0;
-    for (const owned_read *r = reads; r; r = r->next)
+    for (const owned_read *r = rt ? rt->reads : NULL; r; r = r->next)
         n += r->inst && (!inst || r->inst == inst);
     return n;
 }
 
 void sophia_host_reads_release(sophia_instance *inst)
 {
-    for (owned_read *r = reads; r; r = r->next)
+    sophia_host_rt *rt = sophia_host_rt_of(inst);
+    for (owned_read *r = rt ? rt->reads : NULL; r; r = r->next)
         if (r->inst == inst)
             r->inst = NULL; /* freed when its answer comes */
 }

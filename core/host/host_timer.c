@@ -12,11 +12,13 @@
  * the replacing instance arms its own timers (init, import_state), since
  * the old callbacks are the old module's code.
  *
- * The timers are few (a handful per instance), so one list, walked on
- * add/del/release, is enough. Timers added before the loop exists
- * (init at start-up, --check) wait unarmed until sophia_host_timers_bind.
+ * The timers are few (a handful per instance), so one list per runtime
+ * (the instance's, host_priv.h), walked on add/del/release, is enough.
+ * Timers added before the loop exists (init at start-up, --check) wait
+ * unarmed until sophia_host_timers_bind.
  */
 #include "host/host.h"
+#include "host/host_priv.h"
 
 #include <event2/event.h>
 #include <math.h>
@@ -27,6 +29,7 @@
 
 typedef struct host_timer {
     struct host_timer *next;
+    sophia_host_rt *rt;
     sophia_instance *inst;
     int64_t id;
     double delay_s, repeat_s;
@@ -34,10 +37,6 @@ typedef struct host_timer {
     void *arg;
     struct event *ev; /* NULL until bound to a loop */
 } host_timer;
-
-static struct event_base *tbase;
-static host_timer *timers;
-static int64_t last_id;
 
 static void timer_free(host_timer *t)
 {
@@ -47,9 +46,10 @@ static void timer_free(host_timer *t)
 }
 
 /* Unlinks and returns the timer `id` of `inst`, or NULL. */
-static host_timer *timer_take(const sophia_instance *inst, int64_t id)
+static host_timer *timer_take(sophia_host_rt *rt, const sophia_instance *inst,
+                              int64_t id)
 {
-    for (host_timer **p = &timers; *p; p = &(*p)->next) {
+    for (host_timer **p = &rt->timers; *p; p = &(*p)->next) {
         host_timer *t = *p;
         if (t->id == id && t->inst == inst) {
             *p = t->next;
@@ -71,7 +71,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         struct timeval tv = sophia_timeval(t->repeat_s);
         evtimer_add(t->ev, &tv);
     } else {
-        timer_free(timer_take(inst, t->id));
+        timer_free(timer_take(t->rt, inst, t->id));
     }
     sophia_ctx *ctx = sophia_ctx_new(inst, NULL);
     if (!ctx)
@@ -90,7 +90,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 static int timer_arm(host_timer *t)
 {
-    if (!(t->ev = evtimer_new(tbase, on_timer, t)))
+    if (!(t->ev = evtimer_new(t->rt->tbase, on_timer, t)))
         return SOPHIA_ENOMEM;
     struct timeval tv = sophia_timeval(t->delay_s);
     return evtimer_add(t->ev, &tv) == 0 ? 0 : SOPHIA_EIO;
@@ -107,45 +107,52 @@ int64_t sophia_host_timer_add(sophia_self *self, double delay_s,
                               int (*cb)(void *arg, sophia_ctx *ctx), void *arg)
 {
     /* A repeat under 1 ms would keep the loop busy with one plugin. */
+    sophia_host_rt *rt = sophia_host_rt_of(self);
     if (!self || !cb || bad_seconds(delay_s) || bad_seconds(repeat_s) ||
         (repeat_s > 0 && repeat_s < 0.001))
         return SOPHIA_EINVAL;
+    if (!rt) /* loaded with the template: no loop will ever run it */
+        return SOPHIA_EUNAVAIL;
     host_timer *t = calloc(1, sizeof(*t));
     if (!t)
         return SOPHIA_ENOMEM;
-    *t = (host_timer){.inst = self, .id = ++last_id, .delay_s = delay_s,
-                      .repeat_s = repeat_s, .cb = cb, .arg = arg};
-    int rc = tbase ? timer_arm(t) : 0;
+    *t = (host_timer){.rt = rt, .inst = self, .id = ++rt->last_timer_id,
+                      .delay_s = delay_s, .repeat_s = repeat_s, .cb = cb,
+                      .arg = arg};
+    int rc = rt->tbase ? timer_arm(t) : 0;
     if (rc) {
         timer_free(t);
         return rc;
     }
-    sophia_plugin_on_release(sophia_host_release);
-    t->next = timers;
-    timers = t;
+    self->release = sophia_host_release;
+    t->next = rt->timers;
+    rt->timers = t;
     return t->id;
 }
 
 int sophia_host_timer_del(sophia_self *self, int64_t id)
 {
-    host_timer *t = timer_take(self, id);
+    sophia_host_rt *rt = sophia_host_rt_of(self);
+    host_timer *t = rt ? timer_take(rt, self, id) : NULL;
     if (!t)
         return SOPHIA_ENOENT;
     timer_free(t);
     return 0;
 }
 
-size_t sophia_host_timers_count(const sophia_instance *inst)
+size_t sophia_host_timers_count(const sophia_host_rt *rt,
+                                const sophia_instance *inst)
 {
     size_t n = 0;
-    for (const host_timer *t = timers; t; t = t->next)
+    for (const host_timer *t = rt ? rt->timers : NULL; t; t = t->next)
         n += !inst || t->inst == inst;
     return n;
 }
 
 void sophia_host_timers_release(sophia_instance *inst)
 {
-    for (host_timer **p = &timers; *p;) {
+    sophia_host_rt *rt = sophia_host_rt_of(inst);
+    for (host_timer **p = rt ? &rt->timers : NULL; p && *p;) {
         host_timer *t = *p;
         if (t->inst == inst) {
             *p = t->next;
@@ -156,19 +163,21 @@ void sophia_host_timers_release(sophia_instance *inst)
     }
 }
 
-void sophia_host_timers_bind(struct event_base *base)
+void sophia_host_timers_bind(sophia_host_rt *rt, struct event_base *base)
 {
+    if (!rt)
+        return;
     if (!base) { /* shutdown: the loop goes, and so do the timers */
-        while (timers) {
-            host_timer *t = timers;
-            timers = t->next;
+        while (rt->timers) {
+            host_timer *t = rt->timers;
+            rt->timers = t->next;
             timer_free(t);
         }
-        tbase = NULL;
+        rt->tbase = NULL;
         return;
     }
-    tbase = base;
-    for (host_timer *t = timers; t; t = t->next)
+    rt->tbase = base;
+    for (host_timer *t = rt->timers; t; t = t->next)
         if (!t->ev && timer_arm(t))
             sophia_warn("plugin", "msg=\"cannot arm a timer\" instance=%s",
                         t->inst->name);

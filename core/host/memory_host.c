@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "host/host.h"
+#include "host/host_priv.h"
 #include "lib/log.h"
 #include "memory/memory.h"
 
@@ -61,9 +62,9 @@ int sophia_memory_host_store(sophia_ctx *ctx, const char *content,
     json_t *s = content ? json_string(content) : NULL;
     json_t *t = memory_type ? json_string(memory_type) : NULL;
     json_t *imp = importance >= 0 ? json_real(importance) : NULL;
-    const char *bad = !sophia_host_get_env()->memory
-                          ? "memory store disabled"
-                          : sophia_memory_check(sophia_host_get_env()->memory, s, t, c, imp);
+    sophia_memory *m = sophia_host_ctx_env(ctx)->memory;
+    const char *bad = !m ? "memory store disabled"
+                         : sophia_memory_check(m, s, t, c, imp);
     int rc = bad ? SOPHIA_EINVAL : 0;
     if (!bad)
         rc = push(ctx, json_pack("{s:s,s:o,s:s,s:O,s:f}", "op", "store", "content",
@@ -81,6 +82,7 @@ int sophia_memory_host_store(sophia_ctx *ctx, const char *content,
 typedef struct search_call {
     void (*cb)(void *arg, int rc, const sophia_json *results);
     void *arg;
+    sophia_host_rt *rt;
 } search_call;
 
 static void on_search(void *arg, const json_t *results, int err,
@@ -88,18 +90,19 @@ static void on_search(void *arg, const json_t *results, int err,
 {
     search_call *sc = arg;
     (void)msg;
+    sophia_host_rt *rt = sc->rt;
     sc->cb(sc->arg, err, (const sophia_json *)results);
     free(sc);
-    sophia_host_callback_end();
+    sophia_host_callback_end(rt);
 }
 
-int sophia_memory_host_search(const char *query, const sophia_json *filter,
-                              size_t k,
-                              void (*cb)(void *arg, int rc,
-                                         const sophia_json *results),
-                              void *arg)
+int sophia_memory_host_search_rt(sophia_host_rt *rt, const char *query,
+                                 const sophia_json *filter, size_t k,
+                                 void (*cb)(void *arg, int rc,
+                                            const sophia_json *results),
+                                 void *arg)
 {
-    sophia_memory *m = sophia_host_get_env()->memory;
+    sophia_memory *m = rt ? rt->env.memory : NULL;
     if (!m)
         return SOPHIA_EUNAVAIL;
     if (!cb || !query || (filter && !json_is_object(J(filter))))
@@ -107,16 +110,26 @@ int sophia_memory_host_search(const char *query, const sophia_json *filter,
     search_call *sc = calloc(1, sizeof(*sc));
     if (!sc)
         return SOPHIA_ENOMEM;
-    sc->cb = cb;
-    sc->arg = arg;
-    sophia_host_callback_begin(); /* see host.h: reloads wait for it */
+    *sc = (search_call){cb, arg, rt};
+    sophia_host_callback_begin(rt); /* see host.h: reloads wait for it */
     int rc = sophia_memory_search(m, query, k, J(filter),
                                   on_search, sc);
     if (rc) {
         free(sc);
-        sophia_host_callback_end();
+        sophia_host_callback_end(rt);
     }
     return rc;
+}
+
+/* SDK 1.0's memory_search names no instance (host.c: sdk10_rt). */
+int sophia_memory_host_search(const char *query, const sophia_json *filter,
+                              size_t k,
+                              void (*cb)(void *arg, int rc,
+                                         const sophia_json *results),
+                              void *arg)
+{
+    return sophia_memory_host_search_rt(sophia_host_sdk10_rt(), query, filter,
+                                        k, cb, arg);
 }
 
 const sophia_json *sophia_memory_host_batch(sophia_ctx *ctx)
@@ -179,7 +192,7 @@ static void on_stored(void *arg, int64_t id, int err, const char *msg)
 void sophia_memory_ctx_apply(sophia_ctx *ctx, sophia_apply *ap)
 {
     mem_ctx *mc = get(ctx, 0);
-    sophia_memory *m = sophia_host_get_env()->memory;
+    sophia_memory *m = sophia_host_ctx_env(ctx)->memory;
     size_t i;
     json_t *op;
     if (!mc || !m)

@@ -139,10 +139,11 @@ static plugin_figs plugin_figs_of(const sophia_instance *in)
     return (plugin_figs){(int64_t)in->loaded_at, (uint64_t)in->reload_count, 1};
 }
 
-static reload_figs reload_figs_of(const sophia_api_reload_stats *rs)
+static reload_figs reload_figs_of(const sophia_api *api,
+                                  const sophia_api_reload_stats *rs)
 {
     return (reload_figs){rs->plugin_load_failures, rs->reloads, rs->failures,
-                         sophia_ratelimit_refused()};
+                         sophia_ratelimit_refused(api->ratelimit)};
 }
 
 static json_t *plugins_json(const sophia_api *api)
@@ -166,7 +167,7 @@ static json_t *plugins_json(const sophia_api *api)
 static json_t *reload_json(const sophia_api *api)
 {
     sophia_api_reload_stats rs = reload_stats(api);
-    reload_figs rf = reload_figs_of(&rs);
+    reload_figs rf = reload_figs_of(api, &rs);
     json_t *o = sophia_statdef_json(reload_defs, NDEFS(reload_defs), &rf);
     json_object_set_new(o, "last_error",
                         rs.last_error ? json_string(rs.last_error) : json_null());
@@ -258,9 +259,9 @@ static void prom_plugins(const sophia_api *api, FILE *f)
     free(vals);
     free(rows);
     sophia_api_reload_stats rs = reload_stats(api);
-    reload_figs rf = reload_figs_of(&rs);
+    reload_figs rf = reload_figs_of(api, &rs);
     sophia_statdef_prom(f, reload_defs, NDEFS(reload_defs), &rf, NULL);
-    sophia_host_counters_each(prom_plugin_counter, f);
+    sophia_host_counters_each(api->host, prom_plugin_counter, f);
 }
 
 static void get_metrics(sophia_http_req *r, void *arg)
@@ -373,7 +374,7 @@ int sophia_api_admit(sophia_http_req *r, void *arg)
                                 "missing or wrong bearer token (Authorization: Bearer <token>)");
         return 0;
     }
-    return sophia_ratelimit_admit(r, api->conf); /* or answered 429 */
+    return sophia_ratelimit_admit(api->ratelimit, r, api->conf); /* or 429 */
 }
 
 int sophia_api_routes(sophia_http_router *rt, sophia_api *api)

@@ -49,6 +49,9 @@ typedef struct sophia_api {
     int64_t started_us;             /* wall clock */
     sophia_api_reload_fn reload_stats; /* NULL: zeros */
     void *reload_arg;
+    struct sophia_ratelimit *ratelimit; /* the daemon's; NULL: no limit */
+    struct sophia_slack_filter *slack;  /* Slack's retry filter (hooks.h) */
+    struct sophia_host_rt *host;        /* plugin counters; NULL: none */
 } sophia_api;
 
 /* The admit hook of every /api/ and /ingest/ route (arg: the sophia_api):

@@ -152,13 +152,14 @@ static sophia_stream *hook_stream(sophia_http_req *r, sophia_streams *streams,
 typedef struct slack_pending {
     sophia_http_req *r;
     char *eid;
+    sophia_slack_filter *seen;
 } slack_pending;
 
 static void on_slack_verdict(void *arg, const sophia_accept_verdict *v)
 {
     slack_pending *p = arg;
     if (v->outcome == SOPHIA_ACCEPTED) {
-        sophia_slack_remember(p->eid, sophia_now_wall_us());
+        sophia_slack_remember(p->seen, p->eid, sophia_now_wall_us());
         sophia_http_reply_json(p->r, 200, json_pack("{s:b}", "ok", 1));
     } else {
         reply_refused(p->r, v, FULL_SLACK);
@@ -168,13 +169,15 @@ static void on_slack_verdict(void *arg, const sophia_accept_verdict *v)
 }
 
 static void slack_event(sophia_http_req *r, const sophia_conf *c,
-                        sophia_streams *streams, json_t *body)
+                        sophia_streams *streams, sophia_slack_filter *filter,
+                        json_t *body)
 {
     sophia_stream *st = hook_stream(r, streams, c->hooks.slack_stream);
     if (!st)
         return;
     const char *eid = json_string_value(json_object_get(body, "event_id"));
-    int seen = sophia_slack_seen(c->hooks.slack_dedup, eid, sophia_now_wall_us());
+    int seen = sophia_slack_seen(filter, c->hooks.slack_dedup, eid,
+                                 sophia_now_wall_us());
     slack_pending *p = seen ? NULL : calloc(1, sizeof(*p));
     if (seen < 0 || (!seen && (!p || (eid && !(p->eid = strdup(eid)))))) {
         if (p)
@@ -191,6 +194,7 @@ static void slack_event(sophia_http_req *r, const sophia_conf *c,
         return;
     }
     p->r = r;
+    p->seen = filter;
     sophia_accept_one(st, body, "hook", eid, on_slack_verdict, p);
 }
 
@@ -222,7 +226,8 @@ static int slack_signed(sophia_http_req *r, const char *secret,
 }
 
 void sophia_api_hooks_slack(sophia_http_req *r, const sophia_conf *c,
-                            sophia_streams *streams)
+                            sophia_streams *streams,
+                            sophia_slack_filter *filter)
 {
     if (!c->hooks.slack_secret) {
         not_configured(r, "slack", c->hooks.slack_env);
@@ -244,7 +249,7 @@ void sophia_api_hooks_slack(sophia_http_req *r, const sophia_conf *c,
         const char *ch = json_string_value(json_object_get(body, "challenge"));
         sophia_http_reply_json(r, 200, json_pack("{s:s}", "challenge", ch ? ch : ""));
     } else {
-        slack_event(r, c, streams, body);
+        slack_event(r, c, streams, filter, body);
     }
     json_decref(body);
 }
@@ -301,7 +306,7 @@ static void route_ingest(sophia_http_req *r, void *arg)
 static void route_slack(sophia_http_req *r, void *arg)
 {
     const sophia_api *api = arg;
-    sophia_api_hooks_slack(r, api->conf, api->streams);
+    sophia_api_hooks_slack(r, api->conf, api->streams, api->slack);
 }
 
 static void route_gong(sophia_http_req *r, void *arg)

@@ -17,13 +17,16 @@
 #include "http/router.h"
 
 struct sophia_streams;
+struct sophia_slack_filter;
 
 /* POST /ingest/{name}: the body's events into stream `name`. */
 void sophia_api_ingest_post(sophia_http_req *r, struct sophia_streams *streams,
                             const char *name);
-/* POST /hooks/slack and /hooks/gong, as ingest/hooks.h describes. */
+/* POST /hooks/slack and /hooks/gong, as ingest/hooks.h describes;
+ * `filter` is Slack's retry filter (the API context's). */
 void sophia_api_hooks_slack(sophia_http_req *r, const sophia_conf *c,
-                            struct sophia_streams *streams);
+                            struct sophia_streams *streams,
+                            struct sophia_slack_filter *filter);
 void sophia_api_hooks_gong(sophia_http_req *r, const sophia_conf *c,
                            struct sophia_streams *streams);
 

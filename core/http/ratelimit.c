@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -21,9 +22,22 @@ typedef struct bucket {
     int64_t at_us; /* when `tokens` was last brought up to date */
 } bucket;
 
-static bucket table[SLOTS];
-static size_t used;
-static uint64_t refused;
+struct sophia_ratelimit {
+    bucket table[SLOTS];
+    bucket keep[SLOTS]; /* sweep's scratch: 192 KiB, not on the stack */
+    size_t used;
+    uint64_t refused;
+};
+
+sophia_ratelimit *sophia_ratelimit_new(void)
+{
+    return calloc(1, sizeof(sophia_ratelimit));
+}
+
+void sophia_ratelimit_free(sophia_ratelimit *rl)
+{
+    free(rl);
+}
 
 /* Never 0 (0 marks a free slot). Keyed: callers choose their tokens. */
 static uint64_t hash(const char *s)
@@ -42,9 +56,10 @@ static void refill(bucket *b, double rate, double burst, int64_t now_us)
 }
 
 /* Drops full buckets (a fresh one is the same); all of them if need be. */
-static void sweep(double rate, double burst, int64_t now_us)
+static void sweep(sophia_ratelimit *rl, double rate, double burst,
+                  int64_t now_us)
 {
-    static bucket keep[SLOTS]; /* 192 KiB: not on the stack */
+    bucket *table = rl->table, *keep = rl->keep;
     size_t n = 0;
     for (size_t i = 0; i < SLOTS; i++) {
         if (!table[i].key)
@@ -53,8 +68,8 @@ static void sweep(double rate, double burst, int64_t now_us)
         if (table[i].tokens < burst)
             keep[n++] = table[i];
     }
-    memset(table, 0, sizeof(table));
-    used = 0;
+    memset(rl->table, 0, sizeof(rl->table));
+    rl->used = 0;
     if (n > MAX_USED / 2)
         return; /* still crowded: start over */
     for (size_t k = 0; k < n; k++) {
@@ -62,36 +77,38 @@ static void sweep(double rate, double burst, int64_t now_us)
         while (table[i].key)
             i = (i + 1) & (SLOTS - 1);
         table[i] = keep[k];
-        used++;
+        rl->used++;
     }
 }
 
-static bucket *find(uint64_t key, double rate, double burst, int64_t now_us)
+static bucket *find(sophia_ratelimit *rl, uint64_t key, double rate,
+                    double burst, int64_t now_us)
 {
-    if (used >= MAX_USED)
-        sweep(rate, burst, now_us);
+    if (rl->used >= MAX_USED)
+        sweep(rl, rate, burst, now_us);
+    bucket *table = rl->table;
     size_t i = key & (SLOTS - 1);
     while (table[i].key && table[i].key != key)
         i = (i + 1) & (SLOTS - 1);
     if (!table[i].key) {
         table[i] = (bucket){key, burst, now_us};
-        used++;
+        rl->used++;
     }
     return &table[i];
 }
 
-int sophia_ratelimit_take(const char *caller, double rate, double burst,
-                          int64_t now_us)
+int sophia_ratelimit_take(sophia_ratelimit *rl, const char *caller,
+                          double rate, double burst, int64_t now_us)
 {
     if (burst < 1)
         burst = 1;
-    bucket *b = find(hash(caller), rate, burst, now_us);
+    bucket *b = find(rl, hash(caller), rate, burst, now_us);
     refill(b, rate, burst, now_us);
     if (b->tokens >= 1) {
         b->tokens -= 1;
         return 0;
     }
-    refused++;
+    rl->refused++;
     double wait = ceil((1 - b->tokens) / rate);
     return wait < 1 ? 1 : wait > 3600 ? 3600 : (int)wait;
 }
@@ -110,16 +127,18 @@ static const char *caller_of(sophia_http_req *r, const char *tokens,
     return buf;
 }
 
-int sophia_ratelimit_admit(sophia_http_req *r, const sophia_conf *c)
+int sophia_ratelimit_admit(sophia_ratelimit *rl, sophia_http_req *r,
+                           const sophia_conf *c)
 {
     double rate = (double)c->server.rate_limit.rate;
-    if (rate <= 0)
+    if (rate <= 0 || !rl)
         return 1;
     double burst = c->server.rate_limit.burst ? (double)c->server.rate_limit.burst
                                               : rate;
     char who[600];
-    int wait = sophia_ratelimit_take(caller_of(r, c->server.tokens, who, sizeof(who)), rate,
-                                     burst, sophia_now_mono_us());
+    int wait = sophia_ratelimit_take(rl, caller_of(r, c->server.tokens, who,
+                                                   sizeof(who)),
+                                     rate, burst, sophia_now_mono_us());
     if (wait == 0)
         return 1;
     sophia_http_set_retry_after(r, wait);
@@ -132,13 +151,13 @@ int sophia_ratelimit_admit(sophia_http_req *r, const sophia_conf *c)
     return 0;
 }
 
-uint64_t sophia_ratelimit_refused(void)
+uint64_t sophia_ratelimit_refused(const sophia_ratelimit *rl)
 {
-    return refused;
+    return rl ? rl->refused : 0;
 }
 
-void sophia_ratelimit_reset(void)
+void sophia_ratelimit_reset(sophia_ratelimit *rl)
 {
-    memset(table, 0, sizeof(table));
-    used = 0;
+    memset(rl->table, 0, sizeof(rl->table));
+    rl->used = 0;
 }

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "ingest/stream.h"
+#include "ingest/dedup.h"
 #include "lib/bearer.h"
 
 sophia_slack_check sophia_slack_verify(const char *secret, const char *ts,
@@ -48,20 +48,36 @@ sophia_slack_check sophia_slack_verify(const char *secret, const char *ts,
     return SOPHIA_SLACK_OK;
 }
 
-/* One set for the process: a Slack retry may come after a reload. */
-static sophia_dedup *slack_seen;
+struct sophia_slack_filter {
+    sophia_dedup *seen; /* made at first use, sized by the window then */
+};
 
-int sophia_slack_seen(double window_s, const char *eid, int64_t now_us)
+sophia_slack_filter *sophia_slack_filter_new(void)
 {
-    if (!slack_seen && !(slack_seen = sophia_dedup_new(window_s, 100000)))
-        return -1;
-    return eid && sophia_dedup_seen(slack_seen, eid, now_us);
+    return calloc(1, sizeof(sophia_slack_filter));
 }
 
-void sophia_slack_remember(const char *eid, int64_t now_us)
+void sophia_slack_filter_free(sophia_slack_filter *f)
 {
-    if (eid && slack_seen)
-        sophia_dedup_add(slack_seen, eid, now_us);
+    if (!f)
+        return;
+    sophia_dedup_free(f->seen);
+    free(f);
+}
+
+int sophia_slack_seen(sophia_slack_filter *f, double window_s,
+                      const char *eid, int64_t now_us)
+{
+    if (!f || (!f->seen && !(f->seen = sophia_dedup_new(window_s, 100000))))
+        return -1;
+    return eid && sophia_dedup_seen(f->seen, eid, now_us);
+}
+
+void sophia_slack_remember(sophia_slack_filter *f, const char *eid,
+                           int64_t now_us)
+{
+    if (eid && f && f->seen)
+        sophia_dedup_add(f->seen, eid, now_us);
 }
 
 sophia_gong_check sophia_gong_verify(const char *secret,

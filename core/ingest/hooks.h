@@ -48,14 +48,22 @@ sophia_slack_check sophia_slack_verify(const char *secret, const char *ts,
                                        const char *sig, const char *body,
                                        size_t len, int64_t now_s);
 
-/* Slack's retry filter: event ids accepted recently, one set for the
- * process sized by hooks.slack.dedup_window (`window_s`, read when the
- * set is first made; a retry arrives minutes later at most).
- * sophia_slack_seen: 1 when `eid` was accepted inside the window, 0 when
- * not, -1 when the set cannot be made (out of memory). */
-int sophia_slack_seen(double window_s, const char *eid, int64_t now_us);
+/* Slack's retry filter: event ids accepted recently. A handle owned by
+ * whoever serves /hooks/slack (the daemon makes one for the API context:
+ * a Slack retry may come after a reload, so it lives as long as the
+ * daemon, not a configuration). Its set is sized by
+ * hooks.slack.dedup_window (`window_s`, read when the set is first used;
+ * a retry arrives minutes later at most). Loop thread only. */
+typedef struct sophia_slack_filter sophia_slack_filter;
+sophia_slack_filter *sophia_slack_filter_new(void);
+void sophia_slack_filter_free(sophia_slack_filter *f);
+/* 1 when `eid` was accepted inside the window, 0 when not, -1 when the
+ * set cannot be made (out of memory, or no filter). */
+int sophia_slack_seen(sophia_slack_filter *f, double window_s,
+                      const char *eid, int64_t now_us);
 /* Remembers `eid` as accepted (once the event is queued or stored). */
-void sophia_slack_remember(const char *eid, int64_t now_us);
+void sophia_slack_remember(sophia_slack_filter *f, const char *eid,
+                           int64_t now_us);
 
 typedef enum sophia_gong_check {
     SOPHIA_GONG_OK = 0,

@@ -727,7 +727,8 @@ json_t *sophia_source_redis_stats_json(const sophia_source_redis *r)
 static void flush_acks(sophia_source_redis *r)
 {
     sophia_redis_flush(r->ctl);
-    if (sophia_streams_loop() && sophia_loop_running(sophia_streams_loop()))
+    sophia_loop *live = sophia_stream_live_loop(r->st);
+    if (live && sophia_loop_running(live))
         return;
     int64_t deadline = sophia_now_mono_us() + FLUSH_WAIT_MS * 1000;
     while (r->ctl_pending && sophia_redis_up(r->ctl) &&

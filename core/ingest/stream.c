@@ -13,11 +13,7 @@
  * followed it. Queue slots are shared by queued and in-flight events
  * (stream_used), so putting an event back always finds room. Rates are a
  * moving average refreshed by a 1 s timer, so the hot path only
- * increments.
- *
- * Dedup is a hash of id -> time plus a FIFO of ids in insertion order:
- * with one window per table, insertion order is expiry order, so expiry
- * pops from the front and every operation is O(1) amortized.
+ * increments. Dedup memory is dedup.c's.
  */
 #include "ingest/stream.h"
 
@@ -86,6 +82,7 @@ struct sophia_stream {
     char *dedup_key;
     sophia_dedup *dedup;
     sophia_source_redis *redis;
+    struct sophia_loop *live_loop; /* its owner's, once its sources run */
     sophia_statsd *statsd;
     int want_redis, want_statsd; /* configured (and started) sources */
     int want_durable;            /* ingest appends to Redis first */
@@ -110,93 +107,8 @@ struct sophia_streams {
     sophia_dict *by_name;
     struct event *drain_ev;
     struct event *tick_ev;
+    struct sophia_loop *live_loop; /* the daemon's, else NULL (a probe) */
 };
-
-/* ------------------------------------------------------------- dedup */
-
-typedef struct dedup_node {
-    char *id;
-    int64_t at_us;
-    struct dedup_node *next;
-} dedup_node;
-
-struct sophia_dedup {
-    sophia_dict *ids; /* id -> dedup_node */
-    dedup_node *head, *tail;
-    int64_t window_us;
-    size_t n, max;
-};
-
-sophia_dedup *sophia_dedup_new(double window_s, size_t max)
-{
-    sophia_dedup *d = calloc(1, sizeof(*d));
-    if (!d || !(d->ids = sophia_dict_new())) {
-        free(d);
-        return NULL;
-    }
-    d->window_us = (int64_t)(window_s * 1e6);
-    d->max = max ? max : 1;
-    return d;
-}
-
-static void dedup_pop(sophia_dedup *d)
-{
-    dedup_node *e = d->head;
-    d->head = e->next;
-    if (!d->head)
-        d->tail = NULL;
-    if (sophia_dict_get(d->ids, e->id) == e)
-        sophia_dict_del(d->ids, e->id);
-    free(e->id);
-    free(e);
-    d->n--;
-}
-
-static void dedup_expire(sophia_dedup *d, int64_t now_us)
-{
-    while (d->head && (now_us - d->head->at_us >= d->window_us || d->n > d->max))
-        dedup_pop(d);
-}
-
-void sophia_dedup_free(sophia_dedup *d)
-{
-    if (!d)
-        return;
-    while (d->head)
-        dedup_pop(d);
-    sophia_dict_free(d->ids, NULL);
-    free(d);
-}
-
-int sophia_dedup_seen(sophia_dedup *d, const char *id, int64_t now_us)
-{
-    dedup_expire(d, now_us);
-    dedup_node *e = sophia_dict_get(d->ids, id);
-    return e && now_us - e->at_us < d->window_us;
-}
-
-void sophia_dedup_add(sophia_dedup *d, const char *id, int64_t now_us)
-{
-    dedup_node *e = calloc(1, sizeof(*e));
-    if (!e || !(e->id = strdup(id))) {
-        free(e);
-        return;
-    }
-    e->at_us = now_us;
-    sophia_dict_set(d->ids, id, e); /* a re-add points at the newest node */
-    if (d->tail)
-        d->tail->next = e;
-    else
-        d->head = e;
-    d->tail = e;
-    d->n++;
-    dedup_expire(d, now_us);
-}
-
-size_t sophia_dedup_size(const sophia_dedup *d)
-{
-    return sophia_dict_size(d->ids);
-}
 
 /* ----------------------------------------------------------- streams */
 
@@ -663,27 +575,21 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* The daemon's loop (sophia_streams_set_loop). */
-static sophia_loop *live_loop;
-
-void sophia_streams_set_loop(sophia_loop *loop)
+sophia_loop *sophia_stream_live_loop(const sophia_stream *st)
 {
-    live_loop = loop;
-}
-
-sophia_loop *sophia_streams_loop(void)
-{
-    return live_loop;
+    return st->live_loop;
 }
 
 /* Sources listen and connect, so they start only on the server's own
  * loop: the validation pass (`--check`, and prepare() before start)
  * builds streams on a probe base and must not bind or connect. */
-static void start_sources(sophia_stream *st, const sophia_conf *c,
-                          const sophia_conf_stream *cs, struct event_base *base)
+static void start_sources(const sophia_streams *s, sophia_stream *st,
+                          const sophia_conf *c, const sophia_conf_stream *cs,
+                          struct event_base *base)
 {
-    if (!live_loop || base != sophia_loop_base(live_loop))
+    if (!s->live_loop || base != sophia_loop_base(s->live_loop))
         return;
+    st->live_loop = s->live_loop;
     /* A durable stream (durable.h) reads back what ingest appended
      * through a Redis source on its key, configured or default. */
     st->want_durable = sophia_durable_enabled(c, cs);
@@ -698,11 +604,13 @@ static void start_sources(sophia_stream *st, const sophia_conf *c,
 
 sophia_streams *sophia_streams_new(const sophia_conf *c,
                                    const sophia_plugin_set *plugins,
+                                   struct sophia_loop *live,
                                    struct event_base *base, sophia_diag *diag)
 {
     sophia_streams *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    s->live_loop = live;
     s->by_name = sophia_dict_new();
     s->v = calloc(c->nstreams ? c->nstreams : 1, sizeof(*s->v));
     s->drain_ev = event_new(base, -1, 0, on_drain, s);
@@ -718,7 +626,7 @@ sophia_streams *sophia_streams_new(const sophia_conf *c,
         st->drain_ev = s->drain_ev;
         s->v[s->n++] = st;
         sophia_dict_set(s->by_name, st->name, st);
-        start_sources(st, c, &c->streams[i], base);
+        start_sources(s, st, c, &c->streams[i], base);
     }
     struct timeval sec = {1, 0};
     event_add(s->tick_ev, &sec);
@@ -798,7 +706,7 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
             sophia_dict_del(s->by_name, cs->name);
         } else if ((st = stream_new(c, cs, plugins, base, diag))) {
             st->drain_ev = s->drain_ev;
-            start_sources(st, c, cs, base);
+            start_sources(s, st, c, cs, base);
         }
         if (st) {
             v[n++] = st;

@@ -47,6 +47,7 @@
 #include <stdio.h>
 
 #include "conf/config.h"
+#include "ingest/dedup.h"
 #include "lib/statdef.h"
 #include "plugin/plugin.h"
 
@@ -82,16 +83,17 @@ typedef void (*sophia_stream_ack_fn)(void *arg, const char *id,
 struct event_base;
 struct sophia_loop;
 
-/* The daemon's own loop, set once by its wiring: sources (which bind and
- * connect) start only for streams built on its base, never on the probe
- * base of a validation pass (`--check`, a reload's prepare). */
-void sophia_streams_set_loop(struct sophia_loop *loop);
-struct sophia_loop *sophia_streams_loop(void);
-
-/* Builds every stream of `c`, bound to its processor in `plugins`. */
+/* Builds every stream of `c`, bound to its processor in `plugins`.
+ * `live` is the daemon's own loop when these are its streams: sources
+ * (which bind and connect) start only for streams built on its base,
+ * never for a validation pass (`--check`, a reload's prepare), which
+ * passes NULL and a probe base. */
 sophia_streams *sophia_streams_new(const sophia_conf *c,
                                    const sophia_plugin_set *plugins,
+                                   struct sophia_loop *live,
                                    struct event_base *base, sophia_diag *diag);
+/* The loop `st`'s sources run on (its owner's `live`), NULL when none. */
+struct sophia_loop *sophia_stream_live_loop(const sophia_stream *st);
 void sophia_streams_free(sophia_streams *s);
 /* Reload: makes `s` the streams of `c` bound to `plugins` (validated
  * before, e.g. by a sophia_streams_new on a probe base). A stream that
@@ -164,17 +166,5 @@ extern const sophia_statdef sophia_stream_statdefs[];
 extern const size_t sophia_stream_nstatdefs;
 json_t *sophia_streams_stats_json(const sophia_streams *s);
 void sophia_streams_write_prom(const sophia_streams *s, FILE *f);
-
-/* ---- dedup: ids remembered for a time window (bounded) ----------------- */
-
-typedef struct sophia_dedup sophia_dedup;
-
-/* window_s > 0; at most `max` ids are held (the oldest go first). */
-sophia_dedup *sophia_dedup_new(double window_s, size_t max);
-void sophia_dedup_free(sophia_dedup *d);
-/* 1 when `id` was added less than window_s ago. */
-int sophia_dedup_seen(sophia_dedup *d, const char *id, int64_t now_us);
-void sophia_dedup_add(sophia_dedup *d, const char *id, int64_t now_us);
-size_t sophia_dedup_size(const sophia_dedup *d);
 
 #endif

@@ -468,21 +468,12 @@ static int check_descriptor(load_ctx *L)
 
 /* ---------------------------------------------------------- load/unload */
 
-/* What the host holds for an instance (timers, pending reads), released
- * before its code goes: see sophia_plugin_on_release. */
-static void (*release_hook)(sophia_instance *inst);
-
-void sophia_plugin_on_release(void (*fn)(sophia_instance *inst))
-{
-    release_hook = fn;
-}
-
 static void instance_free(sophia_instance *inst)
 {
     if (!inst)
         return;
-    if (release_hook) /* also for a failed init that had added a timer */
-        release_hook(inst);
+    if (inst->release) /* also for a failed init that had added a timer */
+        inst->release(inst);
     if (inst->handle)
         lt_dlclose((lt_dlhandle)inst->handle);
     plugin_opts_free(inst->opts);
@@ -495,6 +486,7 @@ static void instance_free(sophia_instance *inst)
 static int call_init(load_ctx *L, const sophia_host *host)
 {
     sophia_instance *inst = L->inst;
+    inst->host = host;
     if (!inst->desc->init)
         return 0;
     int rc = inst->desc->init(host, inst, inst->opts, &inst->state);
@@ -578,8 +570,8 @@ void sophia_plugin_unload(sophia_instance *inst)
 {
     if (!inst)
         return;
-    if (release_hook) /* nothing of the host's calls into it after fini */
-        release_hook(inst);
+    if (inst->release) /* nothing of the host's calls into it after fini */
+        inst->release(inst);
     if (inst->desc && inst->desc->fini && inst->state)
         inst->desc->fini(inst->state);
     inst->state = NULL;

@@ -34,6 +34,14 @@ struct sophia_self {
     /* identity of `file` when loaded: a reload reloads it when changed */
     uint64_t file_dev, file_ino;
     int64_t file_mtime_ns;
+    /* The table init() was given: the host finds its runtime from it
+     * (host.h), so what a plugin calls acts on that runtime's state. */
+    const sophia_host *host;
+    /* Set by the host while it holds something for this instance (SDK
+     * 1.1 timers, reads it owns): runs before the instance's code goes
+     * (before fini, or when a failed load frees it), so nothing calls
+     * into it afterwards. It may run more than once. */
+    void (*release)(struct sophia_self *inst);
 };
 typedef struct sophia_self sophia_instance;
 
@@ -73,13 +81,6 @@ int sophia_plugin_reusable(const sophia_conf *c,
 
 /* fini() then lt_dlclose(). NULL is fine. */
 void sophia_plugin_unload(sophia_instance *inst);
-
-/* `fn` runs for an instance before it is unloaded (before fini) or freed
- * after a failed load: the host cancels what it holds for the instance
- * (SDK 1.1 timers, reads owned by it), so nothing calls into its code
- * afterwards. One hook; the host layer sets it. It may run more than once
- * for an instance. */
-void sophia_plugin_on_release(void (*fn)(sophia_instance *inst));
 
 /* Every instance of `c`; on any problem the whole set is unloaded and
  * NULL returned (each problem in diag). Every instance is first tried in

@@ -44,6 +44,9 @@
 #define PH_STATIC static __attribute__((unused))
 
 PH_STATIC char *ph_dirs[] = {SOPHIA_TEST_PLUGIN_DIR};
+/* The host runtime the processors are loaded with (PH_MAIN makes it): its
+ * counters are what ph_counter reads, its timers are theirs. */
+PH_STATIC sophia_host_rt *ph_rt;
 
 /* A scalar option "key" = "value". */
 PH_STATIC sophia_conf_opt ph_scalar(const char *key, const char *value)
@@ -73,7 +76,8 @@ PH_STATIC sophia_instance *ph_load(const char *module, sophia_conf_opt *opts,
                      .instances = &ci, .ninstances = 1};
     sophia_diag d;
     sophia_diag_init(&d);
-    sophia_instance *inst = sophia_plugin_load(&c, &ci, sophia_host_table(), &d);
+    sophia_instance *inst = sophia_plugin_load(&c, &ci,
+                                               sophia_host_rt_table(ph_rt), &d);
     if (!inst)
         fail_msg("%s refused: %s", module, d.count ? d.lines[0] : "?");
     sophia_diag_free(&d);
@@ -224,7 +228,7 @@ PH_STATIC sophia_cache *ph_cache_new(struct event_base *base, int redis,
         (*conf)->pg_url = strdup(harness_pg ? pu : pg);
     sophia_cache *c = sophia_cache_new(*conf, base);
     assert_non_null(c);
-    sophia_host_set_env(&(sophia_host_env){.cache = c});
+    sophia_host_set_env(ph_rt, &(sophia_host_env){.cache = c});
     const char *e;
     int64_t until = sophia_now_mono_us() + 10 * 1000000LL;
     while ((redis && sophia_cache_l2_state(c, &e) != 1) ||
@@ -238,7 +242,7 @@ PH_STATIC sophia_cache *ph_cache_new(struct event_base *base, int redis,
 
 PH_STATIC void ph_cache_free(sophia_cache *c, sophia_conf *conf)
 {
-    sophia_host_set_env(NULL);
+    sophia_host_set_env(ph_rt, NULL);
     sophia_cache_free(c);
     sophia_conf_free(conf);
 }
@@ -295,7 +299,7 @@ PH_STATIC void ph_counter_visit(const char *inst, const char *name, double v,
 PH_STATIC double ph_counter(const char *name)
 {
     ph_counter_q q = {name, 0};
-    sophia_host_counters_each(ph_counter_visit, &q);
+    sophia_host_counters_each(ph_rt, ph_counter_visit, &q);
     return q.value;
 }
 
@@ -370,10 +374,10 @@ PH_STATIC void ph_refuses_sdk_1_0(sophia_instance *inst)
 #define PH_MAIN(tests)                                                        \
     int main(void)                                                            \
     {                                                                         \
-        if (sophia_plugin_system_init())                                      \
+        if (sophia_plugin_system_init() || !(ph_rt = sophia_host_rt_new()))  \
             return 1;                                                         \
         int rc_ = cmocka_run_group_tests(tests, NULL, NULL);                  \
-        sophia_host_shutdown();                                               \
+        sophia_host_rt_free(ph_rt);                                           \
         sophia_plugin_system_shutdown();                                      \
         return rc_;                                                           \
     }

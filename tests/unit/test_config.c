@@ -47,10 +47,13 @@ static int teardown(void **state)
     return 0;
 }
 
+/* What load() passes: a test sets the TLS check it needs, then clears it. */
+static sophia_conf_load_opts load_opts;
+
 static sophia_conf *load(const char *yaml)
 {
-    sophia_conf *c = sophia_conf_load_string("t.yaml", yaml, strlen(yaml),
-                                             &diag);
+    sophia_conf *c = sophia_conf_load_string_with("t.yaml", yaml, strlen(yaml),
+                                                  &load_opts, &diag);
     assert_non_null(c);
     return c;
 }
@@ -977,13 +980,13 @@ static int http_tls_check(void *arg, const char *cert, const char *key,
 static void test_server_tls(void **state)
 {
     (void)state;
-    sophia_conf_set_tls_check(http_tls_check, NULL);
+    load_opts = (sophia_conf_load_opts){.tls_check = http_tls_check};
     expect_clean("server:\n  tls:\n");
     sophia_diag_free(&diag);
     const char *y = "server:\n  tls:\n    listen: \"127.0.0.1:8443\"\n"
                     "    cert: tls/c.pem\n    key: /k.pem\n";
-    sophia_conf *c = sophia_conf_load_string("/nonexistent-sophia-test/conf/t.yaml",
-                                             y, strlen(y), &diag);
+    sophia_conf *c = sophia_conf_load_string_with(
+        "/nonexistent-sophia-test/conf/t.yaml", y, strlen(y), &load_opts, &diag);
     assert_count(1);
     assert_diag(0, "/nonexistent-sophia-test/conf/t.yaml:4:11: server.tls.cert: "
                    "cannot read certificate /nonexistent-sophia-test/conf/tls/c.pem: "
@@ -1016,7 +1019,7 @@ static void test_server_tls(void **state)
     write_file(junk, "not a certificate\n");
     write_file(file, "server:\n  tls: {listen: \"127.0.0.1:1\", cert: junk.pem, key: junk.pem}\n");
     sophia_diag_free(&diag);
-    c = sophia_conf_load(file, &diag);
+    c = sophia_conf_load_with(file, &load_opts, &diag);
     assert_count(1);
     char want[PATH_MAX * 3 + 128];
     snprintf(want, sizeof(want), "%s:2:38: server.tls.cert: %s is not a PEM "
@@ -1026,7 +1029,7 @@ static void test_server_tls(void **state)
     unlink(junk);
     unlink(file);
     rmdir(tmpl);
-    sophia_conf_set_tls_check(NULL, NULL);
+    load_opts = (sophia_conf_load_opts){0};
 }
 
 typedef struct tls_seen {
@@ -1057,9 +1060,8 @@ static void test_server_tls_check_hook(void **state)
     assert_string_equal(c->server.tls.key, "/d/b");
     sophia_conf_free(c);
     tls_seen seen = {0};
-    sophia_conf_set_tls_check(key_is_bad, &seen);
-    c = sophia_conf_load_string("/d/t.yaml", y, strlen(y), &diag);
-    sophia_conf_set_tls_check(NULL, NULL);
+    sophia_conf_load_opts o = {.tls_check = key_is_bad, .tls_check_arg = &seen};
+    c = sophia_conf_load_string_with("/d/t.yaml", y, strlen(y), &o, &diag);
     assert_int_equal(seen.calls, 1);
     assert_string_equal(seen.cert, "/a");
     assert_string_equal(seen.key, "/d/b");

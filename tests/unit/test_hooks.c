@@ -100,12 +100,22 @@ static void test_slack_retry_filter(void **u)
 {
     (void)u;
     const int64_t S = 1000000;
-    assert_int_equal(sophia_slack_seen(60, "Ev1", 10 * S), 0);
-    sophia_slack_remember("Ev1", 10 * S);
-    assert_int_equal(sophia_slack_seen(60, "Ev1", 20 * S), 1);
-    assert_int_equal(sophia_slack_seen(60, "Ev2", 20 * S), 0);
-    assert_int_equal(sophia_slack_seen(60, NULL, 20 * S), 0);
-    assert_int_equal(sophia_slack_seen(60, "Ev1", 71 * S), 0); /* window over */
+    sophia_slack_filter *f = sophia_slack_filter_new();
+    assert_non_null(f);
+    assert_int_equal(sophia_slack_seen(f, 60, "Ev1", 10 * S), 0);
+    sophia_slack_remember(f, "Ev1", 10 * S);
+    assert_int_equal(sophia_slack_seen(f, 60, "Ev1", 20 * S), 1);
+    assert_int_equal(sophia_slack_seen(f, 60, "Ev2", 20 * S), 0);
+    assert_int_equal(sophia_slack_seen(f, 60, NULL, 20 * S), 0);
+    assert_int_equal(sophia_slack_seen(f, 60, "Ev1", 71 * S), 0); /* window over */
+    /* each filter is its own: another one has seen nothing */
+    sophia_slack_filter *g = sophia_slack_filter_new();
+    sophia_slack_remember(f, "Ev3", 80 * S);
+    assert_int_equal(sophia_slack_seen(g, 60, "Ev3", 81 * S), 0);
+    assert_int_equal(sophia_slack_seen(f, 60, "Ev3", 81 * S), 1);
+    assert_int_equal(sophia_slack_seen(NULL, 60, "Ev3", 81 * S), -1);
+    sophia_slack_filter_free(g);
+    sophia_slack_filter_free(f);
 }
 
 int main(void)

@@ -198,18 +198,28 @@ static void test_stage(void **unused)
     assert_int_equal(h->stage(NULL, add_change, drop_change, c), SOPHIA_EINVAL);
 }
 
+/* Counters belong to the runtime an instance was loaded with: another
+ * runtime does not see them, and the template's instances count nothing. */
 static void test_counters(void **unused)
 {
     (void)unused;
-    const sophia_host *h = sophia_host_table();
-    struct sophia_self self = {.name = "inst"};
+    sophia_host_rt *rt = sophia_host_rt_new(), *other = sophia_host_rt_new();
+    const sophia_host *h = sophia_host_rt_table(rt);
+    struct sophia_self self = {.name = "inst", .host = h};
+    assert_ptr_equal(sophia_host_rt_of(&self), rt);
     h->counter_add(&self, "points", 2);
     h->counter_add(&self, "points", 3);
-    double got = 0;
+    struct sophia_self bare = {.name = "inst", .host = sophia_host_table()};
+    assert_null(sophia_host_rt_of(&bare));
+    h->counter_add(&bare, "points", 100); /* no runtime: dropped */
+    double got = 0, elsewhere = 0;
     void fn(const char *i, const char *n, double v, void *arg);
-    sophia_host_counters_each(fn, &got);
+    sophia_host_counters_each(rt, fn, &got);
     assert_true(got == 5.0);
-    sophia_host_shutdown();
+    sophia_host_counters_each(other, fn, &elsewhere);
+    assert_true(elsewhere == 0.0);
+    sophia_host_rt_free(other);
+    sophia_host_rt_free(rt);
 }
 
 void fn(const char *i, const char *n, double v, void *arg)
@@ -247,7 +257,7 @@ static void test_apply_reports_once(void **unused)
 {
     (void)unused;
     const sophia_host *h = sophia_host_table();
-    sophia_host_set_env(NULL); /* no cache, router or memory: nothing to wait for */
+    /* no instance, so no runtime: no cache, router or memory to wait for */
     sophia_ctx *ctx = sophia_ctx_new(NULL, "s");
     assert_int_equal(h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, NULL, h->json_object()), 0);
     assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), 0, NULL), 0);

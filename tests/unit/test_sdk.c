@@ -40,6 +40,8 @@
 #define TEST_DIR SOPHIA_TEST_PLUGIN_DIR "/../test-plugins"
 
 static char *plugin_dirs[] = {TEST_DIR};
+/* The host runtime the tests' plugins are loaded with (made in main). */
+static sophia_host_rt *rt;
 
 /* Loads `module` as instance "t" (YAML position 4:3); NULL on refusal,
  * with the diagnostics in *d. */
@@ -50,7 +52,7 @@ static sophia_instance *load(const char *module, sophia_diag *d)
     sophia_conf c = {.file = "sdk.yaml", .plugin_path = plugin_dirs,
                      .nplugin_path = 1, .instances = &ci, .ninstances = 1};
     sophia_diag_init(d);
-    return sophia_plugin_load(&c, &ci, sophia_host_table(), d);
+    return sophia_plugin_load(&c, &ci, sophia_host_rt_table(rt), d);
 }
 
 /* The actions `inst` queues for `body` (JSON text), as sorted JSON text. */
@@ -284,7 +286,7 @@ static void visit(const char *i, const char *n, double v, void *arg)
 static double counter_of(const char *inst, const char *name)
 {
     counter_q q = {inst, name, -1};
-    sophia_host_counters_each(visit, &q);
+    sophia_host_counters_each(rt, visit, &q);
     return q.v;
 }
 
@@ -318,9 +320,9 @@ static void feed(sophia_instance *inst, const char *body)
 static void test_timer_closes_window(void **unused)
 {
     (void)unused;
-    sophia_host_set_env(NULL); /* no ws, cache or memory: applies nothing */
+    sophia_host_set_env(rt, NULL); /* no ws, cache or memory: applies nothing */
     struct event_base *base = event_base_new();
-    sophia_host_timers_bind(base);
+    sophia_host_timers_bind(rt, base);
     sophia_conf_opt o = {.key = "window_s", .scalar = "0.02", .line = 5,
                          .col = 5};
     sophia_conf_instance ci = {.name = "win", .plugin = "window",
@@ -329,10 +331,11 @@ static void test_timer_closes_window(void **unused)
                      .nplugin_path = 1, .instances = &ci, .ninstances = 1};
     sophia_diag d;
     sophia_diag_init(&d);
-    sophia_instance *inst = sophia_plugin_load(&c, &ci, sophia_host_table(), &d);
+    sophia_instance *inst = sophia_plugin_load(&c, &ci,
+                                               sophia_host_rt_table(rt), &d);
     if (!inst)
         fail_msg("refused: %s", d.count ? d.lines[0] : "?");
-    assert_int_equal(sophia_host_timers_count(inst), 1);
+    assert_int_equal(sophia_host_timers_count(rt, inst), 1);
     feed(inst, "{\"v\":2}");
     feed(inst, "{\"v\":3}");
     assert_true(counter_of("win", "windows_closed") <= 0);
@@ -344,10 +347,10 @@ static void test_timer_closes_window(void **unused)
     assert_true(counter_of("win", "windows_closed") == 2);
     feed(inst, "{\"v\":1}");
     sophia_plugin_unload(inst);
-    assert_int_equal(sophia_host_timers_count(NULL), 0);
+    assert_int_equal(sophia_host_timers_count(rt, NULL), 0);
     spin(base, 60);
     assert_true(counter_of("win", "windows_closed") == 2);
-    sophia_host_timers_bind(NULL);
+    sophia_host_timers_bind(rt, NULL);
     event_base_free(base);
     sophia_diag_free(&d);
 }
@@ -379,11 +382,14 @@ static int tick(void *arg, sophia_ctx *ctx)
 static void test_timer_rules(void **unused)
 {
     (void)unused;
-    sophia_host_set_env(NULL);
-    const sophia_host *h = sophia_host_table();
+    sophia_host_set_env(rt, NULL);
+    const sophia_host *h = sophia_host_rt_table(rt);
     assert_true(SOPHIA_HOST_HAS(h, timer_del));
-    struct sophia_self a = {.name = "a"}, b = {.name = "b"};
+    struct sophia_self a = {.name = "a", .host = h}, b = {.name = "b", .host = h};
     int box[2] = {0, 0};
+    /* An instance of the template has no runtime, so no loop to run on. */
+    struct sophia_self bare = {.name = "bare", .host = sophia_host_table()};
+    assert_int_equal(h->timer_add(&bare, 1, 0, tick, box), SOPHIA_EUNAVAIL);
     assert_int_equal(h->timer_add(&a, -1, 0, tick, box), SOPHIA_EINVAL);
     assert_int_equal(h->timer_add(&a, NAN, 0, tick, box), SOPHIA_EINVAL);
     assert_int_equal(h->timer_add(&a, 1, 4e8, tick, box), SOPHIA_EINVAL);
@@ -399,12 +405,12 @@ static void test_timer_rules(void **unused)
     assert_int_equal(h->timer_del(&a, never), 0);
     assert_int_equal(h->timer_del(&a, never), SOPHIA_ENOENT);
     struct event_base *base = event_base_new();
-    sophia_host_timers_bind(base);
+    sophia_host_timers_bind(rt, base);
     spin(base, 60);
     assert_int_equal(fired, 1);  /* the one-shot ran once */
     assert_int_equal(box[0], 1); /* its staged change applied */
     assert_int_equal(h->timer_del(&a, once), SOPHIA_ENOENT); /* it is gone */
-    assert_int_equal(sophia_host_timers_count(&a), 0);
+    assert_int_equal(sophia_host_timers_count(rt, &a), 0);
 
     /* A failing callback: its staged change is discarded. */
     box[1] = -1;
@@ -422,7 +428,7 @@ static void test_timer_rules(void **unused)
     int was = fired;
     spin(base, 40);
     assert_int_equal(fired, was);
-    sophia_host_timers_bind(NULL);
+    sophia_host_timers_bind(rt, NULL);
     event_base_free(base);
 }
 
@@ -451,7 +457,7 @@ static void on_answer(void *arg, int rc, const sophia_json *value)
 static bool no_callbacks(void *arg)
 {
     (void)arg;
-    return sophia_host_callbacks_pending() == 0;
+    return sophia_host_callbacks_pending(rt) == 0;
 }
 
 static bool tiers_up(void *arg)
@@ -497,33 +503,33 @@ static void test_owned_read_cancelled(void **unused)
     struct event_base *base = event_base_new();
     sophia_cache *cache = sophia_cache_new(conf, base);
     assert_non_null(cache);
-    sophia_host_set_env(&(sophia_host_env){.cache = cache});
+    sophia_host_set_env(rt, &(sophia_host_env){.cache = cache});
     run_until(base, tiers_up, cache, 15000, "L2 and L3 up");
 
-    const sophia_host *h = sophia_host_table();
+    const sophia_host *h = sophia_host_rt_table(rt);
     assert_true(SOPHIA_HOST_HAS(h, memory_search_ex));
-    struct sophia_self a = {.name = "a"}, b = {.name = "b"};
+    struct sophia_self a = {.name = "a", .host = h}, b = {.name = "b", .host = h};
     char key[64];
     snprintf(key, sizeof(key), "sdk-owned-%d", (int)getpid());
     answer got_a = {0}, got_b = {0};
     assert_int_equal(h->cache_get_ex(NULL, key, on_answer, &got_a), SOPHIA_EINVAL);
     assert_int_equal(h->cache_get_ex(&a, key, on_answer, &got_a), 0);
     assert_int_equal(h->cache_get_ex(&b, key, on_answer, &got_b), 0);
-    assert_int_equal(sophia_host_reads_pending(NULL), 2); /* not in L1 */
+    assert_int_equal(sophia_host_reads_pending(rt, NULL), 2); /* not in L1 */
     sophia_host_release(&a);
-    assert_int_equal(sophia_host_reads_pending(&a), 0);
-    assert_int_equal(sophia_host_reads_pending(&b), 1);
+    assert_int_equal(sophia_host_reads_pending(rt, &a), 0);
+    assert_int_equal(sophia_host_reads_pending(rt, &b), 1);
     run_until(base, no_callbacks, NULL, 15000, "the tiers answered");
     assert_int_equal(got_a.calls, 0);
     assert_int_equal(got_b.calls, 1);
     assert_int_equal(got_b.rc, SOPHIA_ENOENT);
-    assert_int_equal(sophia_host_reads_pending(NULL), 0);
+    assert_int_equal(sophia_host_reads_pending(rt, NULL), 0);
     /* No memory store here: refused at the call, callback not owed. */
     assert_int_equal(h->memory_search_ex(&b, "q", NULL, 5, on_answer, &got_b),
                      SOPHIA_EUNAVAIL);
-    assert_int_equal(sophia_host_reads_pending(NULL), 0);
+    assert_int_equal(sophia_host_reads_pending(rt, NULL), 0);
 
-    sophia_host_set_env(NULL);
+    sophia_host_set_env(rt, NULL);
     sophia_cache_free(cache);
     sophia_conf_free(conf);
     event_base_free(base);
@@ -540,7 +546,8 @@ static sophia_instance *load_from(const char *dir, const char *module)
                      .nplugin_path = 1, .instances = &ci, .ninstances = 1};
     sophia_diag d;
     sophia_diag_init(&d);
-    sophia_instance *in = sophia_plugin_load(&c, &ci, sophia_host_table(), &d);
+    sophia_instance *in = sophia_plugin_load(&c, &ci, sophia_host_rt_table(rt),
+                                             &d);
     if (!in)
         fail_msg("%s refused: %s", module, d.count ? d.lines[0] : "?");
     sophia_diag_free(&d);
@@ -611,7 +618,7 @@ static void test_cache_calls_plan_put_ex(void **unused)
     sophia_diag d;
     sophia_diag_init(&d);
     sophia_instance *p = sophia_plugin_load(conf, &conf->instances[0],
-                                            sophia_host_table(), &d);
+                                            sophia_host_rt_table(rt), &d);
     if (!p)
         fail_msg("planner refused: %s", d.count ? d.lines[0] : "?");
     sophia_diag_free(&d);
@@ -620,7 +627,7 @@ static void test_cache_calls_plan_put_ex(void **unused)
     struct event_base *base = event_base_new();
     sophia_cache *cache = sophia_cache_new(conf, base);
     assert_non_null(cache);
-    sophia_host_set_env(&(sophia_host_env){.cache = cache});
+    sophia_host_set_env(rt, &(sophia_host_env){.cache = cache});
     sophia_cache_bind_plugins(cache, &set); /* strategies resolved here */
     run_until(base, tiers_up, cache, 15000, "L2 and L3 up");
 
@@ -638,7 +645,7 @@ static void test_cache_calls_plan_put_ex(void **unused)
     run_until(base, put_done, &done, 15000, "the put landed");
     assert_int_equal(done, 1);
 
-    sophia_host_set_env(NULL);
+    sophia_host_set_env(rt, NULL);
     sophia_cache_free(cache);
     sophia_plugin_unload(p);
     sophia_conf_free(conf);
@@ -663,10 +670,10 @@ int main(void)
         cmocka_unit_test(test_plan_put_ex),
         cmocka_unit_test(test_cache_calls_plan_put_ex),
     };
-    if (sophia_plugin_system_init())
+    if (sophia_plugin_system_init() || !(rt = sophia_host_rt_new()))
         return 1;
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    sophia_host_shutdown();
+    sophia_host_rt_free(rt);
     sophia_plugin_system_shutdown();
     return rc;
 }

@@ -121,6 +121,7 @@ typedef struct rig {
     sophia_cache *cache;
     sophia_streams *ss;
     sophia_stream *st;
+    sophia_host_rt *rt; /* what the plugins are loaded with */
 } rig;
 
 static void rig_up_stream(rig *r, const char *option, const char *stream_extra)
@@ -149,15 +150,17 @@ static void rig_up_stream(rig *r, const char *option, const char *stream_extra)
     /* Plugins first: they are tried in a child process (fork), before
      * this process holds any connection. */
     assert_int_equal(sophia_plugin_system_init(), 0);
-    r->ps = sophia_plugin_set_load(r->c, sophia_host_table(), &r->d);
+    r->rt = sophia_host_rt_new();
+    assert_non_null(r->rt);
+    r->ps = sophia_plugin_set_load(r->c, sophia_host_rt_table(r->rt), &r->d);
     sophia_diag_print(&r->d, stderr);
     assert_non_null(r->ps);
     r->base = event_base_new();
     r->cache = sophia_cache_new(r->c, r->base);
     assert_non_null(r->cache);
     run_until(r->base, tiers_up, r->cache, 15000, "L3 up");
-    sophia_host_set_env(&(sophia_host_env){r->cache, NULL, NULL});
-    r->ss = sophia_streams_new(r->c, r->ps, r->base, &r->d);
+    sophia_host_set_env(r->rt, &(sophia_host_env){r->cache, NULL, NULL});
+    r->ss = sophia_streams_new(r->c, r->ps, NULL, r->base, &r->d);
     assert_int_equal(r->d.count, 0);
     r->st = sophia_streams_find(r->ss, "s");
 }
@@ -170,9 +173,10 @@ static void rig_up(rig *r, const char *option)
 static void rig_down(rig *r)
 {
     sophia_streams_free(r->ss);
-    sophia_host_set_env(NULL);
+    sophia_host_set_env(r->rt, NULL);
     sophia_cache_free(r->cache);
     sophia_plugin_set_free(r->ps);
+    sophia_host_rt_free(r->rt);
     sophia_conf_free(r->c);
     sophia_diag_free(&r->d);
     event_base_free(r->base);
@@ -304,7 +308,8 @@ static void test_recall_before_hand_over(void **u)
     sophia_stream_stats s;
     sophia_stream_get_stats(r.st, &s);
     assert_true(s.inflight > 1);
-    sophia_plugin_set *next = sophia_plugin_set_load(r.c, sophia_host_table(), &r.d);
+    sophia_plugin_set *next = sophia_plugin_set_load(r.c, sophia_host_rt_table(r.rt),
+                                                     &r.d);
     assert_non_null(next);
     sophia_streams_recall(r.ss, r.ps); /* the same instance: nothing moves */
     sophia_stream_get_stats(r.st, &s);

@@ -55,6 +55,7 @@ typedef struct rig {
     sophia_streams *ss;
     sophia_stream *st;
     acks a;
+    sophia_host_rt *rt; /* what the plugins are loaded with */
 } rig;
 
 /* crm on stream `s` (2 attempts, short back-off) over L1 + L3 at pg_url. */
@@ -82,7 +83,9 @@ static void rig_up(rig *r, const char *pg_url, int want_l3)
     free(r->c->redis_url);
     r->c->redis_url = NULL;
     assert_int_equal(sophia_plugin_system_init(), 0);
-    r->ps = sophia_plugin_set_load(r->c, sophia_host_table(), &r->d);
+    r->rt = sophia_host_rt_new();
+    assert_non_null(r->rt);
+    r->ps = sophia_plugin_set_load(r->c, sophia_host_rt_table(r->rt), &r->d);
     sophia_diag_print(&r->d, stderr);
     assert_non_null(r->ps);
     r->base = event_base_new();
@@ -96,8 +99,8 @@ static void rig_up(rig *r, const char *pg_url, int want_l3)
     }
     const char *e;
     assert_int_equal(sophia_cache_l3_state(r->cache, &e), want_l3);
-    sophia_host_set_env(&(sophia_host_env){r->cache, NULL, NULL});
-    r->ss = sophia_streams_new(r->c, r->ps, r->base, &r->d);
+    sophia_host_set_env(r->rt, &(sophia_host_env){r->cache, NULL, NULL});
+    r->ss = sophia_streams_new(r->c, r->ps, NULL, r->base, &r->d);
     assert_int_equal(r->d.count, 0);
     r->st = sophia_streams_find(r->ss, "s");
 }
@@ -105,9 +108,10 @@ static void rig_up(rig *r, const char *pg_url, int want_l3)
 static void rig_down(rig *r)
 {
     sophia_streams_free(r->ss);
-    sophia_host_set_env(NULL);
+    sophia_host_set_env(r->rt, NULL);
     sophia_cache_free(r->cache);
     sophia_plugin_set_free(r->ps);
+    sophia_host_rt_free(r->rt);
     sophia_conf_free(r->c);
     sophia_diag_free(&r->d);
     event_base_free(r->base);
@@ -216,7 +220,6 @@ int main(void)
         cmocka_unit_test(test_tier_down_is_retry_then_dead),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    sophia_host_shutdown();
     sophia_plugin_system_shutdown();
     return rc;
 }

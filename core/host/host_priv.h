@@ -1,0 +1,55 @@
+/*
+ * host_priv - the host runtime (host.h's sophia_host_rt) as the host's
+ * files share it: host.c (effects, counters, owed callbacks), host_timer.c
+ * (SDK 1.1 timers) and host_read.c (reads owned by an instance).
+ *
+ * The runtime embeds its own copy of the host table as its first member:
+ * the plugin layer records on each instance the table its init() was given
+ * (plugin.h), and that pointer is how a host function that gets a self or
+ * a context finds the runtime it acts on (sophia_host_rt_of). The constant
+ * template (sophia_host_table()) belongs to no runtime.
+ */
+#ifndef SOPHIA_HOST_PRIV_H
+#define SOPHIA_HOST_PRIV_H
+
+#include <stdint.h>
+
+#include "host/host.h"
+#include "lib/dict.h"
+
+struct owned_read;
+struct host_timer;
+
+struct sophia_host_rt {
+    sophia_host table;   /* first: an instance's `host` points here */
+    sophia_host_env env; /* what actions are applied to */
+    sophia_dict *counters; /* "instance\x1fname" -> double* */
+    /* Plugin callbacks still owed (host.h): a reload keeps retired
+     * plugin code loaded until this is back to zero. */
+    size_t callbacks_pending;
+    struct owned_read *reads; /* host_read.c */
+    /* host_timer.c: the loop they run on (NULL until bound), every
+     * pending timer, and the last id given out. */
+    struct event_base *tbase;
+    struct host_timer *timers;
+    int64_t last_timer_id;
+};
+
+/* The runtime SDK 1.0's context-free reads use (host.c says why). */
+sophia_host_rt *sophia_host_sdk10_rt(void);
+/* The environment `ctx`'s runtime applies to (all NULL without one). */
+const sophia_host_env *sophia_host_ctx_env(const sophia_ctx *ctx);
+
+/* The 1.0 cache_get, for the owned read that wraps it (host_read.c). */
+int sophia_host_rt_cache_get(sophia_host_rt *rt, const char *key,
+                             void (*cb)(void *arg, int rc,
+                                        const sophia_json *value),
+                             void *arg);
+/* The 1.0 memory_search on `rt` (memory_host.c). */
+int sophia_memory_host_search_rt(sophia_host_rt *rt, const char *query,
+                                 const sophia_json *filter, size_t k,
+                                 void (*cb)(void *arg, int rc,
+                                            const sophia_json *results),
+                                 void *arg);
+
+#endif
