@@ -1,38 +1,52 @@
-// fanout - WebSocket fan-out: sophiad's /ws router against the node `ws`
-// broadcast server a JavaScript team would write (built into this script:
-// `node fanout.mjs --peer PORT`).
+// fanout - WebSocket fan-out: sophiad's /ws router against, in the same
+// run with the same clients and load, two other servers:
+//   - the floor: floor_server (floor.c), one epoll thread doing only the
+//     unavoidable work (each point wrapped unparsed in sophiad's `metric`
+//     message, one send() per subscriber per POST or per wake-up that read
+//     several): sophiad/floor is how far the router is from the least the
+//     machine must do;
+//   - the node `ws` broadcast server a JavaScript team would write (built
+//     into this script: `node fanout.mjs --peer PORT`).
 //
 // For N clients (100, 1,000, 10,000 with --big) subscribed to one topic,
 // then spread over 100 topics, a publisher POSTs NDJSON batches of metric
-// points (sophiad: /ingest/metrics through the real metrics plugin; peer:
-// /publish) and keeps a window of batches in flight: a batch is done when
-// every subscriber got its messages. Reported: messages delivered per
-// second, delivery latency p50/p99 (publish to receipt, CLOCK_MONOTONIC on
-// both ends) at a steady --rate publishes/s and at saturation, and server
-// memory per connection (RSS growth / N).
+// points (sophiad: /ingest/metrics through the real metrics plugin; the
+// floor: /ingest/metrics; peer: /publish) and keeps a window of batches in
+// flight: a batch is done when every subscriber got its messages.
+// Reported: messages delivered per second, delivery latency p50/p99
+// (publish to receipt, CLOCK_MONOTONIC on both ends) at a steady --rate
+// publishes/s and at saturation, server CPU per delivered message in both
+// phases (the server process's CPU time, user + system, all threads, over
+// the phase - harness.mjs cpuSeconds - divided by the messages delivered
+// in it), and server memory per connection (RSS growth / N). A second
+// table gives, per scenario, sophiad's figures over the floor's and the
+// node peer's.
 //
 // The receiving side is fanout_client (fanout_client.c, built with the
 // tree): N raw-socket WebSocket clients in one epoll process. With node
 // `ws` clients (still available: --node-clients, in --workers threads) the
 // clients were the bottleneck on a 2-core machine and capped both servers
-// at the same rate, hiding the ratio. Both servers are measured with the
+// at the same rate, hiding the ratio. Every server is measured with the
 // same clients; on 2 cores they share the CPU with the server under test.
+// Each scenario runs sophiad, the floor and the peer one after the other.
 //
 // Run it:
 //   cmake --build build --target bench          # every benchmark, or:
-//   cmake --build build --target sophiad metrics fanout_client
+//   cmake --build build --target sophiad metrics fanout_client floor_server
 //   ulimit -n 25000                              # for --big (10,000 clients)
 //   SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
 //     node tests/bench/fanout.mjs [--clients 100,1000] [--seconds 3] \
 //       [--rate 100] [--topics 1,100] [--big] [--node-clients [--workers 2]]
+//       [--servers sophiad,floor,node]
 // --redis URL runs sophiad with that Redis (L2 and, by default, the
 // cluster channel) instead of none; --cluster off adds `cluster: {enabled:
 // false}`, so `--redis URL --cluster on|off` measures what the default
-// cluster costs a node alone. --sophiad-only skips the node peer.
-// FANOUT_CLIENT overrides where fanout_client is (default: next to
-// SOPHIAD, ../tests/bench/fanout_client). Quote the load average with the
-// numbers (cat /proc/loadavg): on a shared machine they move a lot; the
-// ratio, measured in the same run, moves less.
+// cluster costs a node alone. --sophiad-only skips the floor and the node
+// peer (--servers picks any of the three). FANOUT_CLIENT overrides where
+// fanout_client is (default: next to SOPHIAD, ../tests/bench/fanout_client),
+// FLOOR_SERVER where floor_server is (default: beside fanout_client).
+// Quote the load average with the numbers (cat /proc/loadavg): on a shared
+// machine they move a lot; the ratios, measured in the same run, move less.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -41,7 +55,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { clientPath, now, startCClients } from './cclients.mjs';
-import { WebSocket, freePort, servePeerWs, sleep, waitHttp } from './harness.mjs';
+import {
+  WebSocket, cpuSeconds, freePort, servePeerWs, sleep, startFloor, waitHttp,
+} from './harness.mjs';
 
 
 const args = process.argv.slice(2);
@@ -128,6 +144,13 @@ async function startPeer(port) {
   await waitHttp(`http://127.0.0.1:${port}/`);
   return { proc, publishUrl: `http://127.0.0.1:${port}/publish`, wsUrl: `ws://127.0.0.1:${port}/ws` };
 }
+
+async function startFloorServer(port) {
+  const proc = await startFloor(port);
+  return { proc, publishUrl: `http://127.0.0.1:${port}/ingest/metrics`, wsUrl: `ws://127.0.0.1:${port}/ws` };
+}
+
+const starters = { sophiad: startSophiad, floor: startFloorServer, 'node ws': startPeer };
 
 async function connectClients(wsUrl, from, to, ntopics, onMsg) {
   const clients = [];
@@ -237,6 +260,7 @@ async function runScenario(server, n, ntopics, seconds) {
   const t0 = performance.now();
   const deadline = t0 + seconds * 1000;
   await clients.latencies(); // drop samples from before the run
+  const cpu0 = cpuSeconds(server.proc.pid);
   while (performance.now() < deadline) {
     while (sent - clients.delivered() < 2 * perBatch && performance.now() < deadline) {
       let body = '';
@@ -251,10 +275,14 @@ async function runScenario(server, n, ntopics, seconds) {
   const endWait = performance.now() + 5000;
   while (clients.delivered() < sent && performance.now() < endWait) await sleep(2);
   const elapsed = (performance.now() - t0) / 1000;
-  const rate = clients.delivered() / elapsed;
-  const lost = sent - clients.delivered();
+  const satDelivered = clients.delivered();
+  const satCpuUs = ((cpuSeconds(server.proc.pid) - cpu0) * 1e6) / Math.max(1, satDelivered);
+  const rate = satDelivered / elapsed;
+  const lost = sent - satDelivered;
   const load = await clients.latencies();
   // Latency at a steady rate (--rate publishes/s, default 100).
+  const d1 = clients.delivered();
+  const cpu1 = cpuSeconds(server.proc.pid);
   const t1 = performance.now();
   for (let i = 0; performance.now() - t1 < 1500; i++, seq++) {
     await post(agent, server.publishUrl,
@@ -262,12 +290,13 @@ async function runScenario(server, n, ntopics, seconds) {
     await sleep(1000 / RATE);
   }
   await sleep(200);
+  const steadyCpuUs = ((cpuSeconds(server.proc.pid) - cpu1) * 1e6) / Math.max(1, clients.delivered() - d1);
   const steady = await clients.latencies();
   await clients.stop();
   agent.destroy();
   await sleep(300);
   return {
-    rate, lost, load, memPerConn, p50: steady.p50, p99: steady.p99,
+    rate, lost, load, memPerConn, p50: steady.p50, p99: steady.p99, satCpuUs, steadyCpuUs,
   };
 }
 
@@ -287,6 +316,25 @@ const NODE_CLIENTS = args.includes('--node-clients');
 const CLIENT = clientPath();
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-');
 
+// Which servers run: --servers (sophiad,floor,node), or --sophiad-only.
+function kindsToRun() {
+  if (args.includes('--sophiad-only')) return ['sophiad'];
+  const names = { sophiad: 'sophiad', floor: 'floor', node: 'node ws' };
+  return opt('servers', 'sophiad,floor,node').split(',').map((k) => {
+    if (!names[k]) throw new Error(`--servers: unknown server "${k}" (sophiad, floor, node)`);
+    return names[k];
+  });
+}
+
+// sophiad's figures over `other`'s for one scenario (a markdown row).
+function ratioRow(n, ntopics, res, other) {
+  const s = res.sophiad;
+  const o = res[other];
+  const x = (a, b) => `${fmt(a / b, 2)}×`;
+  return `| ${fmt(n)} | ${ntopics} | sophiad/${other === 'node ws' ? 'node' : other} | ${x(s.rate, o.rate)} | `
+    + `${x(s.satCpuUs, o.satCpuUs)} | ${x(s.steadyCpuUs, o.steadyCpuUs)} | ${x(s.p50, o.p50)} | ${x(s.p99, o.p99)} |`;
+}
+
 async function main() {
   if (!process.env.SOPHIAD || !process.env.SOPHIA_PLUGIN_DIR) {
     console.error('set SOPHIAD and SOPHIA_PLUGIN_DIR (cmake --build build --target bench does)');
@@ -294,32 +342,41 @@ async function main() {
   }
   const counts = opt('clients', args.includes('--big') ? '100,1000,10000' : '100,1000').split(',').map(Number);
   const seconds = Number(opt('seconds', '3'));
+  const kinds = kindsToRun();
+  const ratioRows = [];
   console.log(`\nWebSocket fan-out (${seconds} s saturated per row; latency = publish POST sent to client receipt,`);
-  console.log(`at a steady ${RATE} publishes/s, and at saturation)\n`);
-  console.log('| clients | topics | server | delivered msg/s | p50 ms | p99 ms | p50/p99 ms saturated | KiB/conn | ratio msg/s |');
-  console.log('|---|---|---|---|---|---|---|---|---|');
+  console.log(`at a steady ${RATE} publishes/s, and at saturation; µs CPU/msg = server CPU per delivered message)\n`);
+  console.log('| clients | topics | server | delivered msg/s | p50 ms | p99 ms | p50/p99 ms saturated | µs CPU/msg saturated | µs CPU/msg steady | KiB/conn | load |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
   for (const n of counts) {
     for (const ntopics of opt('topics', '1,100').split(',').map(Number)) {
       const res = {};
-      const kinds = args.includes('--sophiad-only') ? ['sophiad'] : ['sophiad', 'node ws'];
       for (const kind of kinds) {
         const port = await freePort();
-        const server = kind === 'sophiad' ? await startSophiad(port) : await startPeer(port);
+        const server = await starters[kind](port);
         try {
           res[kind] = await runScenario(server, n, ntopics, seconds);
+          res[kind].loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
         } finally {
           server.proc.kill('SIGTERM');
-          await new Promise((r) => server.proc.once('exit', r));
+          await new Promise((r) => (server.proc.exitCode !== null ? r() : server.proc.once('exit', r)));
         }
       }
       for (const kind of kinds) {
         const r = res[kind];
-        const ratio = kind === 'sophiad' && res['node ws'] ? `${fmt(r.rate / res['node ws'].rate, 2)}×` : '';
-        console.log(`| ${fmt(n)} | ${ntopics} | ${kind} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.load.p50, 0)} / ${fmt(r.load.p99, 0)} | ${fmt(r.memPerConn / 1024, 1)} | ${ratio} |`
+        console.log(`| ${fmt(n)} | ${ntopics} | ${kind} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.load.p50, 0)} / ${fmt(r.load.p99, 0)} | ${fmt(r.satCpuUs, 2)} | ${fmt(r.steadyCpuUs, 2)} | ${fmt(r.memPerConn / 1024, 1)} | ${r.loadavg} |`
           + (r.lost > 0 ? ` (${fmt(r.lost)} not delivered)` : ''));
+      }
+      for (const other of ['floor', 'node ws']) {
+        if (res.sophiad && res[other]) ratioRows.push(ratioRow(n, ntopics, res, other));
       }
     }
   }
+  if (!ratioRows.length) return;
+  console.log('\nsophiad\'s figure over the other server\'s, same scenario, same run (CPU and latency: > 1 = sophiad costs more)\n');
+  console.log('| clients | topics | ratio | msg/s | CPU/msg saturated | CPU/msg steady | p50 steady | p99 steady |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const row of ratioRows) console.log(row);
 }
 
 if (!isMainThread) {

@@ -1,5 +1,8 @@
 // harness - what the node benchmark scripts share: ports, waiting for a
-// server, and the `/ws` subscribe protocol of their node peers.
+// server, the `/ws` subscribe protocol of their node peers, the floor
+// server (floor.c) and a server process's CPU time.
+import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -55,4 +58,44 @@ export function servePeerWs(server, topics) {
     });
     ws.on('close', () => { for (const t of mine) topics.get(t).delete(ws); });
   });
+}
+
+// FLOOR_SERVER, else beside FANOUT_CLIENT, else next to SOPHIAD as
+// ../tests/bench/floor_server (the build tree's layout).
+export function floorPath() {
+  if (process.env.FLOOR_SERVER) return process.env.FLOOR_SERVER;
+  if (process.env.FANOUT_CLIENT) return path.join(path.dirname(process.env.FANOUT_CLIENT), 'floor_server');
+  return path.join(path.dirname(process.env.SOPHIAD || '.'), '..', 'tests', 'bench', 'floor_server');
+}
+
+// The floor server (floor.c: the least work the benchmark's path needs)
+// on 127.0.0.1:port; resolves once it answers /healthz.
+export async function startFloor(port) {
+  const proc = spawn(floorPath(), [String(port)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  await waitHttp(`http://127.0.0.1:${port}/healthz`, proc);
+  return proc;
+}
+
+// CPU seconds (user + system) process `pid` has used, all its threads:
+// the sum of each thread's run time in /proc/PID/task/*/schedstat (ns),
+// since /proc/PID/stat's utime + stime count in 10 ms ticks, too coarse
+// for a 1.5 s phase at 100 publishes/s. Threads that exit in between
+// would be missed; none of the three servers starts or ends one while
+// measured. Falls back to /proc/PID/stat where schedstat is missing.
+export function cpuSeconds(pid) {
+  let tasks;
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`).map((t) => `/proc/${pid}/task/${t}/schedstat`);
+    readFileSync(tasks[0], 'utf8');
+  } catch {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in ticks (USER_HZ 100)
+  }
+  let ns = 0;
+  for (const t of tasks) {
+    try {
+      ns += Number(readFileSync(t, 'utf8').split(' ')[0]);
+    } catch { /* the thread ended just now */ }
+  }
+  return ns / 1e9;
 }

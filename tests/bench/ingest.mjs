@@ -1,10 +1,16 @@
 // ingest - events through HTTP batch ingest -> the metrics processor ->
-// WebSocket clients, measured end to end on one sophiad and on a peer: the
-// node server a JavaScript team would write for the same path (built into
-// this script: `node ingest.mjs --peer PORT`; node `http` + `ws`, parse
-// the JSON array, per point validate, aggregate per series, keep the
-// latest value as JSON in a map - the L1 put - and send the `metric`
-// message to the dashboard's subscribers).
+// WebSocket clients, measured end to end on one sophiad and, in the same
+// run with the same clients and load, on two others:
+//   - the floor: floor_server (floor.c), one epoll thread doing only the
+//     unavoidable work - each point wrapped unparsed in sophiad's `metric`
+//     message and sent to its dashboard's subscriber, one send() per
+//     subscriber per POST (or per wake-up that read several); sophiad/floor
+//     is how far the host is from the least the machine must do;
+//   - the node peer: the node server a JavaScript team would write for the
+//     same path (built into this script: `node ingest.mjs --peer PORT`;
+//     node `http` + `ws`, parse the JSON array, per point validate,
+//     aggregate per series, keep the latest value as JSON in a map - the L1
+//     put - and send the `metric` message to the dashboard's subscribers).
 //
 // 100 clients each subscribe to one dashboard (dashboard:d0 … d99); points
 // are spread round-robin over the dashboards, so every event is delivered
@@ -15,20 +21,25 @@
 //   2. latency at a fixed rate (default 20,000 events/s: a 100-point batch
 //      every 5 ms): each point's value is its POST's send time
 //      (CLOCK_MONOTONIC), each client records receipt - send; p50/p99/max.
+// CPU per event: the server process's CPU time (user + system, all its
+// threads; harness.mjs cpuSeconds) over the phase, divided by the events
+// delivered in it.
 // The clients are fanout_client (C, one epoll process; see cclients.mjs),
 // or node `ws` clients in this process with --node-clients: those cost
 // ~23 µs of CPU per message, on the second of two cores, and their queue
 // behind a 100-message burst was most of the latency measured.
 // L2/L3 are off (SOPHIA_REDIS_URL= SOPHIA_PG_URL=) so the path measured is
 // ingest, queue, plugin, L1 put, router; the clients share the machine's
-// two cores with the server under test. Both servers
-// see the same clients and the same load; each target runs --runs times
-// (interleaved) and the table shows every run and the median ratio.
+// two cores with the server under test. The three servers see the same
+// clients and the same load; each run measures sophiad, the floor and the
+// peer in turn (--runs times), and the table shows every run, then the
+// median of the per-run ratios sophiad/floor and sophiad/node.
 //
 // Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
 //        node tests/bench/ingest.mjs [--rate 20000] [--seconds 5] [--runs 2]
-//        [--only sophiad|peer] [--node-clients]
-// (FANOUT_CLIENT: the receiver, default next to SOPHIAD as in fanout.mjs)
+//        [--only sophiad,floor,peer] [--node-clients]
+// (FANOUT_CLIENT: the receiver, default next to SOPHIAD as in fanout.mjs;
+// FLOOR_SERVER: the floor, default beside it; see harness.mjs floorPath)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -42,7 +53,9 @@ import vm from 'node:vm';
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc'); // a full collection, between phases
 import { clientPath, now, startCClients } from './cclients.mjs';
-import { WebSocket, freePort, servePeerWs, sleep, waitHttp } from './harness.mjs';
+import {
+  WebSocket, cpuSeconds, freePort, servePeerWs, sleep, startFloor, waitHttp,
+} from './harness.mjs';
 
 const self = fileURLToPath(import.meta.url);
 
@@ -54,7 +67,8 @@ const opt = (name, dflt) => {
 const RATE = opt('rate', 20000);
 const SECONDS = opt('seconds', 5);
 const RUNS = opt('runs', 2);
-const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : ''; // sophiad | peer
+// which servers to measure, of sophiad, floor, peer
+const ONLY = (args.includes('--only') ? args[args.indexOf('--only') + 1] : 'sophiad,floor,peer').split(',');
 const CLIENTS = 100;
 const WARMUP = 0.5; // seconds at the fixed rate before measuring
 const NODE_CLIENTS = args.includes('--node-clients');
@@ -144,6 +158,11 @@ async function startPeer() {
   return { proc, port };
 }
 
+async function startFloorSrv() {
+  const port = await freePort();
+  return { proc: await startFloor(port), port };
+}
+
 // node `ws` clients (--node-clients), with fanout_client's interface.
 async function nodeClients(port) {
   const clients = [];
@@ -202,13 +221,6 @@ function post(port, body) {
     req.on('error', reject);
     req.end(body);
   });
-}
-
-// CPU seconds (user + system) the server has used: per-event cost is
-// measured this way too, which holds even when other work shares the CPUs.
-function cpuSeconds(pid) {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
 }
 
 const pct = (v, q) => v[Math.min(v.length - 1, Math.max(0, Math.ceil(q * v.length) - 1))];
@@ -313,30 +325,39 @@ async function runOnce(name, start) {
 
 const f = (v, d = 0, w = 8) => (Number.isFinite(v) ? v.toFixed(d) : '-').padStart(w);
 
+// The median over paired runs of sophiad's figure k over the other's.
+function ratios(rows, other, k) {
+  const s = rows.filter((r) => r.name === 'sophiad');
+  const o = rows.filter((r) => r.name === other);
+  const n = Math.min(s.length, o.length);
+  return n ? median(s.slice(0, n).map((r, i) => r[k] / o[i][k])) : NaN;
+}
+
 async function main() {
   if (!process.env.SOPHIAD || !process.env.SOPHIA_PLUGIN_DIR) throw new Error('set SOPHIAD and SOPHIA_PLUGIN_DIR');
   const rows = [];
   for (let i = 0; i < RUNS; i++) {
-    if (ONLY !== 'peer') rows.push(await runOnce('sophiad', startSophiad));
-    if (ONLY !== 'sophiad') rows.push(await runOnce('node peer', startPeer));
+    if (ONLY.includes('sophiad')) rows.push(await runOnce('sophiad', startSophiad));
+    if (ONLY.includes('floor')) rows.push(await runOnce('floor', startFloorSrv));
+    if (ONLY.includes('peer')) rows.push(await runOnce('node peer', startPeer));
   }
   console.log('\ningest -> metrics plugin -> /ws, 100 clients (one dashboard each), L2/L3 off');
   console.log(`max throughput: 4 x 1000-pt POSTs in flight; fixed rate: ${RATE}/s as a ${PER}-pt POST every 5 ms, after ${WARMUP} s of it;`);
-  console.log('µs/ev: server CPU per event (user+system); client: this process\' CPU per event at the fixed rate;');
+  console.log('µs/ev: server CPU per event (user+system, all threads); client: this process\' CPU per event at the fixed rate;');
   console.log('lost: accepted but not delivered within 10 s; !202: POSTs refused (503 queue full)');
   console.log(`${'server'.padEnd(10)} ${'max ev/s'.padStart(9)} ${'µs/ev'.padStart(6)} ${'rate ev/s'.padStart(9)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'max ms'.padStart(8)} ${'µs/ev'.padStart(6)} ${'client'.padStart(6)} ${'lost'.padStart(5)} ${'!202'.padStart(5)} ${'load'.padStart(5)}`);
   for (const r of rows) {
     console.log(`${r.name.padEnd(10)} ${f(r.thr, 0, 9)} ${f(r.thrCpuUs, 1, 6)} ${f(r.achieved, 0, 9)} ${f(r.p50, 2)} ${f(r.p99, 2)} ${f(r.max, 2)} ${f(r.rateCpuUs, 1, 6)} ${f(r.clientCpuUs, 1, 6)} ${String(r.sent - r.delivered).padStart(5)} ${String(r.refused).padStart(5)} ${r.load.padStart(5)}`);
   }
   if (process.env.INGEST_BENCH_JSON) console.log(JSON.stringify(rows));
-  const s = rows.filter((r) => r.name === 'sophiad');
-  const p = rows.filter((r) => r.name === 'node peer');
-  if (!s.length || !p.length) process.exit(0);
-  const ratio = (k, inv) => median(s.map((r, i) => (inv ? p[i][k] / r[k] : r[k] / p[i][k])));
-  console.log(`sophiad vs node peer, median of ${RUNS} paired runs (> 1: sophiad better): ` +
-    `max throughput ${ratio('thr').toFixed(2)}x, CPU per event ${ratio('rateCpuUs', true).toFixed(2)}x, ` +
-    `p50 ${ratio('p50', true).toFixed(2)}x, p99 ${ratio('p99', true).toFixed(2)}x`);
-  const med = (k) => median(s.map((r) => r[k]));
+  if (!rows.some((r) => r.name === 'sophiad')) process.exit(0);
+  console.log(`\nsophiad's figure over the other server's, median of ${RUNS} paired runs (CPU and latency: > 1 = sophiad costs more)`);
+  console.log(`${''.padEnd(28)} ${'sophiad/floor'.padStart(13)} ${'sophiad/node'.padStart(13)}`);
+  for (const [label, k] of [[`CPU per event at ${RATE}/s`, 'rateCpuUs'], ['CPU per event, max rate', 'thrCpuUs'],
+    [`p50 at ${RATE}/s`, 'p50'], [`p99 at ${RATE}/s`, 'p99'], ['max events/s', 'thr']]) {
+    console.log(`${label.padEnd(28)} ${f(ratios(rows, 'floor', k), 2, 12)}x ${f(ratios(rows, 'node peer', k), 2, 12)}x`);
+  }
+  const med = (k) => median(rows.filter((r) => r.name === 'sophiad').map((r) => r[k]));
   console.log(`sophiad at ${RATE}/s: p99 ${med('p99').toFixed(2)} ms (target < 5 ms), ` +
     `server CPU ${med('rateCpuUs').toFixed(1)} µs/event -> one core ~${(1e6 / med('rateCpuUs')).toFixed(0)} events/s`);
   process.exit(0);
