@@ -17,18 +17,25 @@
 
 /* ---------------------------------------------------------------- sets */
 
-sophia_plugin_set *sophia_plugin_set_load(const sophia_conf *c,
-                                          const sophia_host *host,
-                                          sophia_diag *diag)
+/* An empty set with room for every instance `c` declares. */
+static sophia_plugin_set *set_alloc(const sophia_conf *c)
 {
     sophia_plugin_set *set = calloc(1, sizeof(*set));
-    if (!set)
-        return NULL;
-    if (c->ninstances &&
+    if (set && c->ninstances &&
         !(set->items = calloc(c->ninstances, sizeof(*set->items)))) {
         free(set);
         return NULL;
     }
+    return set;
+}
+
+sophia_plugin_set *sophia_plugin_set_load(const sophia_conf *c,
+                                          const sophia_host *host,
+                                          sophia_diag *diag)
+{
+    sophia_plugin_set *set = set_alloc(c);
+    if (!set)
+        return NULL;
     /* Whatever crashes in a child is not loaded here (plugin_probe.c). */
     unsigned char *crashed = c->ninstances ? calloc(c->ninstances, 1) : NULL;
     int bad = sophia_plugin_probe_sync(c, NULL, NULL, host, crashed, diag);
@@ -145,14 +152,9 @@ sophia_plugin_set *sophia_plugin_set_load_next(const sophia_conf *c,
                                                const sophia_host *host,
                                                sophia_diag *diag)
 {
-    sophia_plugin_set *set = calloc(1, sizeof(*set));
+    sophia_plugin_set *set = set_alloc(c);
     if (!set)
         return NULL;
-    if (c->ninstances &&
-        !(set->items = calloc(c->ninstances, sizeof(*set->items)))) {
-        free(set);
-        return NULL;
-    }
     int bad = 0;
     for (size_t i = 0; i < c->ninstances; i++) {
         const sophia_conf_instance *ci = &c->instances[i];
