@@ -304,16 +304,19 @@ static void test_recall_before_hand_over(void **u)
     rig_up(&r, "undoable");
     acks a = {.st = r.st};
     queue_20(&r, &a, 0);
+    /* All 20 start in one drain; a fast PostgreSQL may commit some
+     * before the loop goes idle (it runs every callback that becomes
+     * active), the rest are in flight. */
     event_base_loop(r.base, EVLOOP_NONBLOCK);
     sophia_stream_stats s;
     sophia_stream_get_stats(r.st, &s);
-    assert_true(s.inflight > 1);
+    size_t flying = s.inflight;
     sophia_plugin_set *next = sophia_plugin_set_load(r.c, sophia_host_rt_table(r.rt),
                                                      &r.d);
     assert_non_null(next);
     sophia_streams_recall(r.ss, r.ps); /* the same instance: nothing moves */
     sophia_stream_get_stats(r.st, &s);
-    assert_true(s.inflight > 1);
+    assert_int_equal(s.inflight, flying);
     sophia_streams_recall(r.ss, next);
     sophia_stream_get_stats(r.st, &s);
     assert_int_equal(s.inflight, 0);

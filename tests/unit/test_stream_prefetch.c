@@ -176,14 +176,17 @@ static void test_head_waits_for_its_read(void **u)
     queue_stage(&r, 1, "7", "presentationscheduled");
     queue_stage(&r, 2, "7", "contractsent");
     queue_stage(&r, 3, "7", "closedwon");
-    /* One pass: the head's read went to PostgreSQL; nothing processed,
-     * nothing in flight, all three still queued behind it. */
+    /* One pass: the head's read went to PostgreSQL. While it is out,
+     * nothing is processed or in flight and all three wait in the queue.
+     * (A pass runs every callback that becomes active in it, so a fast
+     * server can answer the read, and the head commit, within the pass -
+     * seen once in CI; then there is no waiting state to look at.) */
     event_base_loop(r.base, EVLOOP_NONBLOCK);
     sophia_stream_stats s;
     sophia_stream_get_stats(r.st, &s);
-    assert_int_equal(s.processed, 0);
-    assert_int_equal(s.inflight, 0);
-    assert_int_equal(s.queued, 3);
+    if (s.processed == 0 && s.inflight == 0)
+        assert_int_equal(s.queued, 3);
+    assert_int_equal(s.queued + s.inflight + s.processed, 3);
 
     run_until(r.base, acked, &r.a, 15000, "three events acked");
     assert_int_equal(r.a.dead, 0);
