@@ -341,7 +341,7 @@ void sophia_ws_route(sophia_ws_router *r, const char *type,
         ws_msg_unref(m);
     }
     free(dtext);
-    ws_kick(r);
+    ws_kick_if_owed(r);
 }
 
 void sophia_ws_publish(sophia_ws_router *r, const char *type,
