@@ -177,6 +177,9 @@ struct sophia_ws_router {
 /* Wakes the loop after lws was asked for something outside its callbacks
  * (see loop.h). */
 void ws_kick(sophia_ws_router *r);
+/* Entry i of t's history as a message, rendered now if it never was
+ * (ws_history.h); NULL when out of memory. */
+ws_msg *ws_topic_msg(sophia_ws_router *r, const ws_topic *t, size_t i);
 /* ws_kick only when lws was asked for something (a WRITEABLE callback, a
  * POLLOUT for a cut-short send) since the last kick: a publish or flush
  * whose sends all went out needs no libuv pass, which is an epoll_wait. */
