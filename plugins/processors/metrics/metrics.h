@@ -5,7 +5,10 @@
  * moves a series with the event's verdict, and the reload hand-over) and
  * metrics_point.c (event time and labels of one point).
  *
- * Internal to the plugin: the .so exports only its descriptor.
+ * Internal to the plugin: the .so exports only its descriptor. Every
+ * pu_table call on the series tables stays in metrics_series.c:
+ * proc_util.h is header-only, so each file has its own copy of the
+ * bucket hash's seed, and a lookup from another file would miss.
  */
 #ifndef SOPHIA_METRICS_H
 #define SOPHIA_METRICS_H
@@ -107,9 +110,9 @@ void ms_tables_free(metrics_state *st);
 series *ms_series_get(metrics_state *st, const char *key);
 /* How many series the dashboard + metric of series `key` has. */
 size_t ms_series_of_metric(metrics_state *st, const char *key);
-/* The series `key`, created (empty) when new; NULL on no memory. May
- * evict the oldest series past max_series. */
-series *ms_series_make(metrics_state *st, const char *key);
+/* The series `key`, created (empty, *created set) when new; NULL on no
+ * memory. May evict the oldest series past max_series. */
+series *ms_series_make(metrics_state *st, const char *key, int *created);
 
 /* A change of one point, with room for the rule states and the key. */
 metrics_change *ms_change_new(const metrics_state *st, const char *key);

@@ -98,9 +98,10 @@ static metric_count *count_for(metrics_state *st, const char *key)
     return pu_table_put(&st->per_metric, mk, mc) ? NULL : mc;
 }
 
-series *ms_series_make(metrics_state *st, const char *key)
+series *ms_series_make(metrics_state *st, const char *key, int *created)
 {
     series *s = pu_table_get(&st->series, key);
+    *created = !s;
     if (s)
         return s;
     metric_count *mc = count_for(st, key);
@@ -183,8 +184,7 @@ void ms_apply(void *state, void *change)
     metrics_state *st = state;
     metrics_change *c = change;
     size_t rl = st->nrules * sizeof(rule_state);
-    c->created = !ms_series_get(st, c->key);
-    series *s = ms_series_make(st, c->key);
+    series *s = ms_series_make(st, c->key, &c->created);
     if (!s)
         return;
     c->applied = 1;
@@ -364,7 +364,8 @@ static void import_series(metrics_state *st, const sophia_json *o)
     if (!key || (!ms_series_get(st, key) &&
                  ms_series_of_metric(st, key) >= st->max_per_metric))
         return;
-    series *s = ms_series_make(st, key);
+    int created;
+    series *s = ms_series_make(st, key, &created);
     if (!s)
         return;
     size_t n = h->json_size(t);
