@@ -28,12 +28,14 @@
  *     latest value, a late one is dropped and counted, duplicates stay
  *     duplicates;
  *   - labels (tags in any order, `labels` or `tags`) split series, cache
- *     keys and aggregates; a statsd set's member does not; the per-metric
- *     and global series caps hold, and refusals are counted;
+ *     keys and aggregates, canonical (sorted, escaped); a statsd set's
+ *     member does not; the per-metric and global series caps hold, and
+ *     refusals are counted;
  *   - window storage grows with the samples instead of ~160 KB a series;
  *   - alerts: a cooldown mutes a flapping rule, resolves carry the
  *     alert_id and severity they fired with, resolves can be turned off;
- *   - reload carries labels, watermarks and cooldowns;
+ *   - reload carries labels, watermarks and cooldowns; a format-2 export
+ *     (before issue 19) still hands its firing rules over;
  *   - 100k distinct series stay within max_series, memory flat past it
  *     (prints the heap and RSS per 10k series).
  */
@@ -689,6 +691,85 @@ static void test_reload_carries_watermark_and_cooldown(void **unused)
     sophia_plugin_unload(again);
 }
 
+/* Canonical labels: sorted, escaped so that a value holding ',' or '='
+ * is not two labels, numbers and booleans as text, what does not fit a
+ * key as a fingerprint; what is not labels is a bad point, named. */
+static void test_labels_canonical(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = ph_load("metrics", NULL, 0);
+    char *a;
+    ph_run(inst, "{\"metric\":\"q\",\"value\":1,\"labels\":{\"b\":\"2\","
+                 "\"a\":\"x,b=y\"}}", NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"metric:_:q{a=x\\\\,b\\\\=y,b=2}\""));
+    free(a);
+    ph_run(inst, "{\"metric\":\"q\",\"value\":1,\"labels\":{\"a\":\"x\","
+                 "\"b\":\"y\"}}", NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"metric:_:q{a=x,b=y}\""));
+    free(a);
+    ph_run(inst, "{\"metric\":\"q\",\"value\":1,\"labels\":{\"ok\":true,"
+                 "\"n\":3},\"tags\":{\"zone\":\"b\"}}", NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"metric:_:q{n=3,ok=true,zone=b}\""));
+    free(a);
+    /* a nested value, a control byte, a long value: a fingerprint in the
+     * key (two of them, two series), the labels published as they came */
+    const char *odd[] = {
+        "{\"metric\":\"q\",\"value\":1,\"labels\":{\"k\":[1,{\"x\":\"}\"}]}}",
+        "{\"metric\":\"q\",\"value\":1,\"labels\":{\"note\":\"a,}]\\n\"}}"};
+    char *k[2];
+    for (size_t i = 0; i < 2; i++) {
+        ph_run(inst, odd[i], NULL, PH_COMMIT, &a);
+        const char *at = strstr(a, "\"metric:_:q{#");
+        assert_non_null(at);
+        k[i] = strndup(at, 31);
+        assert_int_equal(k[i][30], '"'); /* {#<16 hex>} */
+        assert_non_null(strstr(a, i ? "\"labels\":{\"note\":\"a,}]\\n\"}"
+                                    : "\"labels\":{\"k\":[1,{\"x\":\"}\"}]}"));
+        free(a);
+    }
+    assert_string_not_equal(k[0], k[1]);
+    free(k[0]);
+    free(k[1]);
+    char pad[1024];
+    snprintf(pad, sizeof(pad), "{\"metric\":\"q\",\"value\":1,\"labels\":"
+             "{\"pad\":\"%0600d\"}}", 7);
+    ph_run(inst, pad, NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"metric:_:q{#"));
+    free(a);
+    const char *bad[] = {
+        "{\"metric\":\"q\",\"value\":1,\"labels\":[\"a\"]}",
+        "{\"metric\":\"q\",\"value\":1,\"tags\":[\":x\"]}",
+        "{\"metric\":\"q\",\"value\":1,\"tags\":\"a:b\"}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(ph_run_unchanged(inst, bad[i], NULL, PH_COMMIT, NULL),
+                         SOPHIA_PROCESS_ERROR);
+    char many[2048] = "{\"metric\":\"q\",\"value\":1,\"tags\":[";
+    for (int i = 0; i < 65; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many),
+                 "%s\"k%d:v\"", i ? "," : "", i);
+    strcat(many, "]}");
+    assert_int_equal(ph_run(inst, many, NULL, PH_COMMIT, NULL),
+                     SOPHIA_PROCESS_ERROR);
+    sophia_plugin_unload(inst);
+}
+
+/* What metrics exported on SDK 1.1 before issue 19 (format 2: firing
+ * rule specs, no watermark) still hands its alert states over. */
+static void test_imports_format_2(void **unused)
+{
+    (void)unused;
+    sophia_instance *inst = load();
+    char p[256], *a;
+    const char *doc = "{\"format\":2,\"series\":[{\"key\":\"ops\\u001fcpu"
+                      "\\u001fservice=api\",\"t\":[],\"v\":[],\"firing\":"
+                      "[\"cpu>90/80@critical\",\"gone<1\"]}]}";
+    assert_int_equal(inst->desc->processor->import_state(inst->state, doc), 0);
+    ph_run(inst, point(p, sizeof(p), "cpu", 70, 0), NULL, PH_COMMIT, &a);
+    assert_int_equal(ph_count(a, "\"state\":\"resolved\""), 1);
+    free(a);
+    sophia_plugin_unload(inst);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_overlapping_points_undone),
     cmocka_unit_test(test_refused_alert_fires_on_redelivery),
@@ -703,6 +784,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_memory_bound_100k),
     cmocka_unit_test(test_alert_cooldown_and_resolve),
     cmocka_unit_test(test_reload_carries_watermark_and_cooldown),
+    cmocka_unit_test(test_labels_canonical),
+    cmocka_unit_test(test_imports_format_2),
 };
 
 PH_MAIN(tests)

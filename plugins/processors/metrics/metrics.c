@@ -363,7 +363,7 @@ static sophia_json *labels_of(const sophia_host *h, const point *p)
         return NULL;
     if (p->labels && !p->tags)
         return h->json_copy(p->labels);
-    return mp_labels_json(h, p->canon);
+    return mp_labels_json(h, p->labels, p->tags);
 }
 
 static int publish_point(const metrics_state *st, const point *p,

@@ -7,6 +7,7 @@
  */
 #include "metrics_point.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,34 +115,44 @@ typedef struct label {
     const char *k, *v;    /* v NULL: the text is num (no pointer into the
                              struct: qsort moves it) */
     size_t klen, vlen;
+    char *dump;           /* a nested value's JSON text (owned), or NULL */
     char num[32];         /* a number's text */
 } label;
 
-/* Appends s[0..n) escaped to out at *off; -1 when it does not fit. */
-static int put_escaped(char *out, size_t len, size_t *off, const char *s,
-                       size_t n)
+/* The canonical text as it is written: into out while it fits, and into
+ * an FNV-1a fingerprint all of it (unkeyed: exported keys must mean the
+ * same after a reload). */
+typedef struct canon_w {
+    char *out;
+    size_t len, off;
+    uint64_t fp;
+    int over;             /* did not fit */
+    int odd;              /* a control byte or a nested value: key-unsafe */
+} canon_w;
+
+static void put_byte(canon_w *w, char c)
+{
+    w->fp = (w->fp ^ (unsigned char)c) * 1099511628211ULL;
+    if ((unsigned char)c < 0x20 || c == 0x7f)
+        w->odd = 1;
+    if (w->off + 2 > w->len)
+        w->over = 1;
+    else
+        w->out[w->off++] = c;
+}
+
+/* s[0..n) with '\', ',', '=', '{' and '}' escaped by '\'. */
+static void put_escaped(canon_w *w, const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        int esc = strchr("\\,={}", s[i]) != NULL && s[i];
-        if (*off + (size_t)esc + 2 > len)
-            return -1;
-        if (esc)
-            out[(*off)++] = '\\';
-        out[(*off)++] = s[i];
+        if (s[i] && strchr("\\,={}", s[i]))
+            put_byte(w, '\\');
+        put_byte(w, s[i]);
     }
-    return 0;
 }
 
-static int put_char(char *out, size_t len, size_t *off, char c)
-{
-    if (*off + 2 > len)
-        return -1;
-    out[(*off)++] = c;
-    return 0;
-}
-
-/* A label value's text: a string as is, a number or boolean formatted;
- * -1 for another type. */
+/* A label value's text: a string as is, a number or boolean formatted,
+ * anything else (an array, an object, null) as its JSON text. */
 static int value_text(const sophia_host *h, const sophia_json *v, label *l)
 {
     switch (h->json_type(v)) {
@@ -156,41 +167,40 @@ static int value_text(const sophia_host *h, const sophia_json *v, label *l)
         l->v = h->json_bool(v, 0) ? "true" : "false";
         break;
     default:
-        return -1;
+        if (!(l->dump = h->json_dump(v)))
+            return -1;
+        l->v = l->dump;
+        break;
     }
     l->vlen = strlen(l->v);
     return 0;
 }
 
-/* Adds a label unless its key is there already (the first one wins). */
-static int add_label(label *ls, size_t *n, const label *l, char *why,
-                     size_t why_len)
+/* Adds a label unless its key is there already (the first one wins);
+ * -1 past MP_MAX_LABELS. */
+static int add_label(label *ls, size_t *n, label *l)
 {
     for (size_t i = 0; i < *n; i++)
-        if (ls[i].klen == l->klen && !memcmp(ls[i].k, l->k, l->klen))
+        if (ls[i].klen == l->klen && !memcmp(ls[i].k, l->k, l->klen)) {
+            free(l->dump);
             return 0;
+        }
     if (*n == MP_MAX_LABELS) {
-        snprintf(why, why_len, "more than %d labels", MP_MAX_LABELS);
+        free(l->dump);
         return -1;
     }
     ls[(*n)++] = *l;
     return 0;
 }
 
-static int from_object(const sophia_host *h, const sophia_json *o,
-                       const char *what, label *ls, size_t *n, char *why,
-                       size_t why_len)
+static int from_object(const sophia_host *h, const sophia_json *o, label *ls,
+                       size_t *n)
 {
     const sophia_json *v;
     const char *k;
     for (size_t i = 0; (k = h->json_key_at(o, i, &v)); i++) {
         label l = {.k = k, .klen = strlen(k)};
-        if (!*k || value_text(h, v, &l)) {
-            snprintf(why, why_len, "\"%s\".\"%.40s\" is not a string, number "
-                     "or boolean under a non-empty key", what, k);
-            return -1;
-        }
-        if (add_label(ls, n, &l, why, why_len))
+        if (value_text(h, v, &l) || add_label(ls, n, &l))
             return -1;
     }
     return 0;
@@ -211,7 +221,7 @@ static int from_tag_list(const sophia_host *h, const sophia_json *a,
         label l = {.k = t, .klen = colon ? (size_t)(colon - t) : strlen(t),
                    .v = colon ? colon + 1 : ""};
         l.vlen = strlen(l.v);
-        if (add_label(ls, n, &l, why, why_len))
+        if (add_label(ls, n, &l))
             return -1;
     }
     return 0;
@@ -225,13 +235,13 @@ static int cmp_label(const void *a, const void *b)
     return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
 }
 
-int mp_labels_canon(const sophia_host *h, const sophia_json *labels,
-                    const sophia_json *tags, const char *skip, char *out,
-                    size_t len, char *why, size_t why_len)
+/* The labels of `labels` and `tags`, unsorted, into ls (at most
+ * MP_MAX_LABELS). Only json_key_at for an object: the SDK 1.0 reading
+ * set, as every host has it. */
+static int collect(const sophia_host *h, const sophia_json *labels,
+                   const sophia_json *tags, label *ls, size_t *n,
+                   char *why, size_t why_len)
 {
-    label ls[MP_MAX_LABELS];
-    size_t n = 0, off = 0;
-    out[0] = '\0';
     sophia_json_type lt = h->json_type(labels), tt = h->json_type(tags);
     if (labels && lt != SOPHIA_JSON_OBJECT) {
         snprintf(why, why_len, "\"labels\" is not an object");
@@ -241,58 +251,93 @@ int mp_labels_canon(const sophia_host *h, const sophia_json *labels,
         snprintf(why, why_len, "\"tags\" is not a list or an object");
         return -1;
     }
-    if ((labels && from_object(h, labels, "labels", ls, &n, why, why_len)) ||
-        (tt == SOPHIA_JSON_OBJECT &&
-         from_object(h, tags, "tags", ls, &n, why, why_len)) ||
+    if ((labels && from_object(h, labels, ls, n)) ||
+        (tt == SOPHIA_JSON_OBJECT && from_object(h, tags, ls, n)) ||
         (tt == SOPHIA_JSON_ARRAY &&
-         from_tag_list(h, tags, ls, &n, why, why_len)))
+         from_tag_list(h, tags, ls, n, why, why_len))) {
+        if (!why[0])
+            snprintf(why, why_len, "more than %d labels and tags (or no "
+                     "memory for a nested label's text)", MP_MAX_LABELS);
         return -1;
-    for (size_t i = 0; skip && i < n; i++)
-        if (ls[i].klen == strlen(skip) && !memcmp(ls[i].k, skip, ls[i].klen))
-            ls[i--] = ls[--n];
-    qsort(ls, n, sizeof(*ls), cmp_label);
-    for (size_t i = 0; i < n; i++)
-        if ((i && put_char(out, len, &off, ',')) ||
-            put_escaped(out, len, &off, ls[i].k, ls[i].klen) ||
-            put_char(out, len, &off, '=') ||
-            put_escaped(out, len, &off, ls[i].v ? ls[i].v : ls[i].num,
-                        ls[i].vlen)) {
-            snprintf(why, why_len, "labels are longer than %zu bytes", len - 1);
-            out[0] = '\0';
-            return -1;
-        }
-    out[off] = '\0';
+    }
     return 0;
 }
 
-/* The next unescaped `stop` (or the end) from s; unescaped copy into
- * dst. */
-static const char *unescape(const char *s, char stop, char *dst)
+int mp_labels_canon(const sophia_host *h, const sophia_json *labels,
+                    const sophia_json *tags, const char *skip, char *out,
+                    size_t len, char *why, size_t why_len)
 {
-    while (*s && *s != stop) {
-        if (*s == '\\' && s[1])
-            s++;
-        *dst++ = *s++;
+    label ls[MP_MAX_LABELS];
+    size_t n = 0;
+    out[0] = why[0] = '\0';
+    int rc = collect(h, labels, tags, ls, &n, why, why_len);
+    for (size_t i = 0; !rc && skip && i < n; i++)
+        if (ls[i].klen == strlen(skip) && !memcmp(ls[i].k, skip, ls[i].klen)) {
+            free(ls[i].dump);
+            ls[i--] = ls[--n];
+        }
+    if (!rc)
+        qsort(ls, n, sizeof(*ls), cmp_label);
+    canon_w w = {.out = out, .len = len, .fp = 1469598103934665603ULL};
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (i)
+            put_byte(&w, ',');
+        put_escaped(&w, ls[i].k, ls[i].klen);
+        put_byte(&w, '=');
+        put_escaped(&w, ls[i].v ? ls[i].v : ls[i].num, ls[i].vlen);
+        w.odd |= ls[i].dump != NULL;
     }
-    *dst = '\0';
-    return s;
+    for (size_t i = 0; i < n; i++)
+        free(ls[i].dump);
+    if (rc)
+        return rc;
+    if (w.over || w.odd) /* a key-safe stand-in for what does not fit */
+        snprintf(out, len, "#%016llx", (unsigned long long)w.fp);
+    else
+        out[w.off] = '\0';
+    return 0;
 }
 
-sophia_json *mp_labels_json(const sophia_host *h, const char *canon)
+/* Adds the tags of a list that `o` has no key for. */
+static int merge_tags(const sophia_host *h, sophia_json *o,
+                      const sophia_json *tags)
 {
-    sophia_json *o = h->json_object();
-    char k[MP_LABELS_LEN], v[MP_LABELS_LEN];
-    const char *s = canon;
-    while (o && *s) {
-        s = unescape(s, '=', k);
-        s = unescape(*s ? s + 1 : s, ',', v);
-        sophia_json *val = h->json_str(v);
-        if (!val || h->json_set(o, k, val)) {
-            h->json_free(o);
-            return NULL;
-        }
-        if (*s)
-            s++;
+    for (size_t i = 0; i < h->json_size(tags); i++) {
+        const char *t = h->json_string(h->json_at(tags, i));
+        const char *colon = t ? strchr(t, ':') : NULL;
+        char key[MP_LABELS_LEN];
+        snprintf(key, sizeof(key), "%.*s",
+                 (int)(colon ? (size_t)(colon - t) : t ? strlen(t) : 0),
+                 t ? t : "");
+        if (!*key || h->json_get_key(o, key))
+            continue;
+        sophia_json *v = h->json_str(colon ? colon + 1 : "");
+        if (!v || h->json_set(o, key, v))
+            return -1;
+    }
+    return 0;
+}
+
+sophia_json *mp_labels_json(const sophia_host *h, const sophia_json *labels,
+                            const sophia_json *tags)
+{
+    sophia_json *o = labels ? h->json_copy(labels) : h->json_object();
+    const char *k;
+    const sophia_json *v;
+    int rc = o ? 0 : -1;
+    if (!rc && h->json_type(tags) == SOPHIA_JSON_ARRAY)
+        rc = merge_tags(h, o, tags);
+    for (size_t i = 0; !rc && h->json_type(tags) == SOPHIA_JSON_OBJECT &&
+                       (k = h->json_key_at(tags, i, &v));
+         i++) {
+        sophia_json *c;
+        if (!h->json_get_key(o, k) &&
+            (!(c = h->json_copy(v)) || h->json_set(o, k, c)))
+            rc = -1;
+    }
+    if (rc && o) {
+        h->json_free(o);
+        return NULL;
     }
     return o;
 }

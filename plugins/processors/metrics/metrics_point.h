@@ -17,8 +17,8 @@
 #include <stdint.h>
 
 /* Labels a point may carry, and the canonical text's longest form. */
-#define MP_MAX_LABELS 32
-#define MP_LABELS_LEN 512
+#define MP_MAX_LABELS 64
+#define MP_LABELS_LEN 256
 
 /* The event time of `ts` (a JSON string "2024-01-20T10:30:00Z", with
  * optional fraction and a Z or +hh:mm / -hhmm offset, no offset = UTC;
@@ -26,21 +26,26 @@
  * microseconds since the epoch into *us: 0, or -1 when it is neither. */
 int mp_event_time(const sophia_host *h, const sophia_json *ts, int64_t *us);
 
-/* The point's labels - the `labels` object (string, number or boolean
- * values) merged with a `tags` list of "key:value" strings (a tag with
- * no colon is key = "") or `tags` object, `labels` winning a key both
- * name - as canonical text: "k=v,k2=v2", sorted by key, with '\', ',',
- * '=', '{' and '}' escaped by '\', so two points carry the same labels
- * exactly when their texts are equal. "" when there are none. 0, or -1
- * with the reason in why[why_len] (too many, too long, a value of another
- * type). `labels`/`tags` may be NULL; a label named `skip` (when not
- * NULL) is left out. */
+/* The point's labels - the `labels` object merged with a `tags` list of
+ * "key:value" strings (a tag with no colon is key = "") or `tags`
+ * object, `labels` winning a key both name - as canonical text
+ * "k=v,k2=v2": sorted by key, '\', ',', '=', '{' and '}' escaped by '\',
+ * a string value as is, a number or boolean as its text, a nested value
+ * as its JSON. So two points carry the same labels exactly when their
+ * texts are equal. Text that would be longer than len - 1, or hold a
+ * control byte or a nested value (unfit for a cache key), is replaced by
+ * "#<16 hex digits>", a 64-bit fingerprint of it (two label sets sharing
+ * one, 2^-64 a pair, would share a series). "" when there are none.
+ * 0, or -1 with the reason in why[why_len] (more than MP_MAX_LABELS,
+ * `labels` not an object, a tag not a string). `labels`/`tags` may be
+ * NULL; a label named `skip` (when not NULL) is left out. */
 int mp_labels_canon(const sophia_host *h, const sophia_json *labels,
                     const sophia_json *tags, const char *skip, char *out,
                     size_t len, char *why, size_t why_len);
 
-/* The labels as a JSON object {key: value text}, from canonical text;
- * NULL on no memory. */
-sophia_json *mp_labels_json(const sophia_host *h, const char *canon);
+/* The labels to publish: a copy of `labels` plus the `tags` it does not
+ * name (either may be NULL); NULL on no memory. */
+sophia_json *mp_labels_json(const sophia_host *h, const sophia_json *labels,
+                            const sophia_json *tags);
 
 #endif
