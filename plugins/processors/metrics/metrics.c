@@ -13,10 +13,12 @@
  *
  * Series. A series is dashboard + metric + labels: the `labels` object
  * merged with a `tags` list ("region:emea", as Datadog's API sends them),
- * canonical as sorted "k=v,k2=v2" (metrics_point.c). Its text is part of
- * every key the series writes ("{...}" after the metric; nothing when it
- * has no labels, so unlabelled keys are those of 0.1), so `region:emea`
- * and `region:us` are two values, two windows, two alert states. Bounds:
+ * canonical as sorted "k=v,k2=v2" (metrics_point.c; labels that cannot
+ * be part of a key - longer than 255 bytes, a control byte, a nested
+ * value - as "#<64-bit fingerprint>"). Its text is part of every key the
+ * series writes ("{...}" after the metric; nothing when it has no labels,
+ * so unlabelled keys are those of 0.1), so `region:emea` and `region:us`
+ * are two values, two windows, two alert states. Bounds:
  * `max_series` in all (the oldest series makes room) and
  * `max_series_per_metric` per dashboard + metric: a point that would make
  * one more is refused (verdict OK, counter `series_refused`), so a label
