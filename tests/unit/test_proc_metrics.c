@@ -366,9 +366,27 @@ static void test_event_time_and_lateness(void **unused)
     assert_non_null(strstr(a, "\"min\":150"));
     free(a);
     /* a timestamp that is not one is a bad point, named */
-    assert_int_equal(ph_run(inst, "{\"metric\":\"x\",\"value\":1,\"timestamp\":"
-                                  "\"yesterday\"}", NULL, PH_COMMIT, NULL),
-                     SOPHIA_PROCESS_ERROR);
+    const char *bad_ts[] = {"\"yesterday\"", "\"2024-13-01T00:00:00Z\"",
+                            "\"2024-01-20T10:30:00+25:00\"", "-5", "true"};
+    for (size_t i = 0; i < sizeof(bad_ts) / sizeof(bad_ts[0]); i++) {
+        char b[160];
+        snprintf(b, sizeof(b), "{\"metric\":\"x\",\"value\":1,"
+                 "\"timestamp\":%s}", bad_ts[i]);
+        assert_int_equal(ph_run(inst, b, NULL, PH_COMMIT, NULL),
+                         SOPHIA_PROCESS_ERROR);
+    }
+    /* Unix seconds as a string (some agents): 10:30:01; then 10:30:00.5
+     * west of UTC: within the lateness (out of order), not late */
+    assert_int_equal(ph_run(inst, "{\"metric\":\"x\",\"value\":1,"
+                                  "\"timestamp\":\"1705746601\"}", NULL,
+                            PH_COMMIT, NULL),
+                     SOPHIA_PROCESS_OK);
+    ooo = ph_counter("out_of_order");
+    ph_run(inst, "{\"metric\":\"x\",\"value\":2,\"timestamp\":"
+                 "\"2024-01-20T09:00:00.5-01:30\"}", NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"value\":2"));
+    assert_true(ph_counter("out_of_order") == ooo + 1);
+    free(a);
     /* far ahead of its arrival (10:30:00): dropped, counted */
     double future = ph_counter("future");
     ph_run(inst, "{\"metric\":\"x\",\"value\":1,\"timestamp\":"

@@ -93,20 +93,29 @@ static int iso_time(const char *s, int64_t *us)
     return 0;
 }
 
-int mp_event_time(const sophia_host *h, const sophia_json *ts, int64_t *us)
+/* Unix seconds, or milliseconds above 1e11, into us. */
+static int unix_time(double secs, int64_t *us)
 {
-    const char *s = h->json_string(ts);
-    if (s)
-        return iso_time(s, us);
-    if (h->json_type(ts) != SOPHIA_JSON_NUMBER)
-        return -1;
-    double secs = h->json_number(ts, 0);
     if (secs > 1e11)
         secs /= 1000; /* milliseconds (Prometheus, JavaScript) */
     if (!(secs >= 0 && secs < 1e11))
         return -1; /* negative, NaN, or past year 5138 */
     *us = (int64_t)(secs * 1e6);
     return 0;
+}
+
+int mp_event_time(const sophia_host *h, const sophia_json *ts, int64_t *us)
+{
+    const char *s = h->json_string(ts);
+    char *end;
+    if (!s)
+        return h->json_type(ts) == SOPHIA_JSON_NUMBER
+                   ? unix_time(h->json_number(ts, 0), us)
+                   : -1;
+    if (iso_time(s, us) == 0)
+        return 0;
+    double secs = strtod(s, &end); /* "1705746600" as some agents send */
+    return end != s && !*end ? unix_time(secs, us) : -1;
 }
 
 /* ----------------------------------------------------------- labels */

@@ -22,7 +22,8 @@
 
 /* The event time of `ts` (a JSON string "2024-01-20T10:30:00Z", with
  * optional fraction and a Z or +hh:mm / -hhmm offset, no offset = UTC;
- * or a number of Unix seconds, read as milliseconds above 1e11) in
+ * or a number of Unix seconds, read as milliseconds above 1e11, as a
+ * JSON number or a string holding only it) in
  * microseconds since the epoch into *us: 0, or -1 when it is neither. */
 int mp_event_time(const sophia_host *h, const sophia_json *ts, int64_t *us);
 
