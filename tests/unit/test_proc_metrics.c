@@ -31,7 +31,9 @@
  *     keys and aggregates, canonical (sorted, escaped); a statsd set's
  *     member does not; the per-metric and global series caps hold, and
  *     refusals are counted;
- *   - window storage grows with the samples instead of ~160 KB a series;
+ *   - window storage grows with the samples instead of ~160 KB a series,
+ *     and a busy series drops what no window can use any more (undone
+ *     exactly when its point does not commit);
  *   - alerts: a cooldown mutes a flapping rule, resolves carry the
  *     alert_id and severity they fired with, resolves can be turned off;
  *   - reload carries labels, watermarks and cooldowns; a format-2 export
@@ -788,6 +790,68 @@ static void test_imports_format_2(void **unused)
     sophia_plugin_unload(inst);
 }
 
+/* The exported state's sample count of its first series. */
+static size_t samples_kept(sophia_instance *inst)
+{
+    char *s = ph_export(inst);
+    json_t *doc = json_loads(s, 0, NULL);
+    json_t *first = json_array_get(json_object_get(doc, "series"), 0);
+    size_t n = json_array_size(json_object_get(first, "t"));
+    json_decref(doc);
+    free(s);
+    return n;
+}
+
+static char *at_second(char *buf, size_t len, int sec, double v)
+{
+    snprintf(buf, len, "{\"metric\":\"rps\",\"value\":%g,\"timestamp\":%d}", v,
+             1705746600 + sec);
+    return buf;
+}
+
+/* A busy series holds what its windows can still use: a point a second
+ * for five minutes leaves about a minute of samples (window 60 s, no
+ * lateness), not 300; a point that drops them all and does not commit
+ * gives them all back. */
+static void test_busy_series_drops_old_samples(void **unused)
+{
+    (void)unused;
+    sophia_conf_opt opts[] = {ph_list("windows", windows, 1),
+                              ph_scalar("aggregate_every", "0"),
+                              ph_scalar("allowed_lateness", "0"),
+                              ph_scalar("max_future", "100000")};
+    sophia_instance *inst = ph_load("metrics", opts, 4);
+    char p[160], *a;
+    for (int i = 0; i < 300; i++)
+        ph_run(inst, at_second(p, sizeof(p), i, i), NULL, PH_COMMIT, NULL);
+    size_t kept = samples_kept(inst);
+    assert_true(kept >= 60 && kept <= 62);
+    /* 10 minutes on: every sample is out of every window */
+    ph_run_unchanged(inst, at_second(p, sizeof(p), 900, 7), NULL, PH_REFUSE,
+                     NULL);
+    assert_int_equal(samples_kept(inst), kept);
+    ph_run(inst, at_second(p, sizeof(p), 900, 7), NULL, PH_COMMIT, &a);
+    assert_non_null(strstr(a, "\"count\":1"));
+    free(a);
+    assert_int_equal(samples_kept(inst), 1);
+    sophia_plugin_unload(inst);
+
+    /* a full ring (8 samples): the push writes into a dropped sample's
+     * slot, which the undo restores too */
+    sophia_conf_opt full[] = {ph_list("windows", windows, 1),
+                              ph_scalar("aggregate_every", "0"),
+                              ph_scalar("allowed_lateness", "0"),
+                              ph_scalar("max_future", "100000"),
+                              ph_scalar("max_samples", "8")};
+    inst = ph_load("metrics", full, 5);
+    for (int i = 0; i < 20; i++)
+        ph_run(inst, at_second(p, sizeof(p), i, i), NULL, PH_COMMIT, NULL);
+    assert_int_equal(samples_kept(inst), 8);
+    ph_run_unchanged(inst, at_second(p, sizeof(p), 900, 7), NULL, PH_REFUSE,
+                     NULL);
+    sophia_plugin_unload(inst);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_overlapping_points_undone),
     cmocka_unit_test(test_refused_alert_fires_on_redelivery),
@@ -804,6 +868,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_reload_carries_watermark_and_cooldown),
     cmocka_unit_test(test_labels_canonical),
     cmocka_unit_test(test_imports_format_2),
+    cmocka_unit_test(test_busy_series_drops_old_samples),
 };
 
 PH_MAIN(tests)

@@ -191,6 +191,10 @@ static int parse_bounds(metrics_state *st, const sophia_opts *opts)
     st->lateness_us = (int64_t)(late * 1e6);
     st->future_us = (int64_t)(future * 1e6);
     st->cooldown_us = (int64_t)(cooldown * 1e6);
+    double longest = 0;
+    for (size_t i = 0; i < st->nwindows; i++)
+        longest = st->windows[i] > longest ? st->windows[i] : longest;
+    st->keep_us = (int64_t)(longest * 1e6) + st->lateness_us;
     st->resolves = st->host->opt_bool(opts, "alert_resolves");
     if (st->nwindows &&
         !(st->scratch = malloc((st->max_samples + 1) * sizeof(double))))
@@ -761,7 +765,8 @@ static const sophia_option metrics_options[] = {
     {"aggregate_every", SOPHIA_OPT_DOUBLE, "1",
      "seconds between aggregate updates of one series"},
     {"max_samples", SOPHIA_OPT_INT, "10000",
-     "samples kept per series for the windows (storage grows to it)"},
+     "samples kept per series for the windows (storage grows to it; "
+     "those older than the longest window + allowed_lateness go)"},
     {"thresholds", SOPHIA_OPT_LIST, NULL,
      "alerts: entries 'metric>trigger[/clear][@severity]' or with '<'"},
     {"max_seen", SOPHIA_OPT_INT, "100000",

@@ -75,6 +75,8 @@ typedef struct metrics_state {
     int64_t cooldown_us;   /* alert_cooldown */
     int resolves;          /* alert_resolves */
     size_t max_per_metric; /* max_series_per_metric */
+    int64_t keep_us;       /* the longest window + the lateness: older
+                              samples can be in no window again */
     pu_table series;       /* "dashboard\x1fmetric[\x1flabels]" -> series */
     pu_table per_metric;   /* "dashboard\x1fmetric" -> metric_count */
     pu_seen seen;          /* "series\x1fidentity" of committed points */
@@ -94,8 +96,11 @@ typedef struct metrics_change {
     char *key;             /* the series */
     int applied;           /* the fields below hold what apply replaced */
     int created;           /* apply created the series */
-    int evicted;           /* the push overwrote the oldest sample: */
-    int64_t old_t;         /* its time and value */
+    size_t pruned;         /* samples apply dropped as out of every window */
+    int evicted;           /* the push overwrote the oldest sample */
+    int wrote_old;         /* the push wrote a slot that held old_t/old_v */
+    size_t slot;           /* (a live sample's, or a pruned one's) */
+    int64_t old_t;
     double old_v;
     int64_t old_agg_us;
     int64_t old_wm_us;

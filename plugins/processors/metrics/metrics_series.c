@@ -10,13 +10,18 @@
  * and its rule states; its window storage starts empty and doubles as
  * samples arrive, up to max_samples, so a series that sees a handful of
  * points holds a handful of samples rather than max_samples of them (the
- * 0.1 code allocated all 10,000 up front: ~160 KB a series).
+ * 0.1 code allocated all 10,000 up front: ~160 KB a series); samples
+ * older than the longest window plus the lateness are dropped as points
+ * come, so a busy series holds what its windows can still use (its ring
+ * keeps the largest size it reached).
  *
  * Undo. Changes are undone newest first, so an undo finds its series
- * exactly as its own apply left it: the ring is stepped back (a grown
- * ring keeps its capacity: it only holds what it held before), the
- * evicted sample, the watermark, the throttle time and the rule states
- * are restored, and a series the apply created is deleted again. What a
+ * exactly as its own apply left it: the ring is stepped back over the
+ * push and over the samples the apply dropped as too old (they are still
+ * in their slots; the one slot the push wrote is restored; a grown ring
+ * keeps its capacity: it only holds what it held before), the watermark,
+ * the throttle time and the rule states are restored, and a series the
+ * apply created is deleted again. What a
  * bound evicted to make room for a created series is not brought back.
  */
 #include "metrics.h"
@@ -179,6 +184,38 @@ metrics_change *ms_change_new(const metrics_state *st, const char *key)
     return c;
 }
 
+/* Drops, from the oldest pushed on, the samples older than `cutoff`:
+ * they can be in no window any more. Stops at the first younger one (an
+ * out-of-order point may leave an older one behind it: the windows skip
+ * it by its time). */
+static size_t series_prune(series *s, int64_t cutoff)
+{
+    size_t k = 0;
+    while (s->n && s->t[s->head] < cutoff) {
+        s->head = (s->head + 1) % s->cap;
+        s->n--;
+        k++;
+    }
+    return k;
+}
+
+/* The point's sample into s, recording what undo needs. */
+static void apply_push(metrics_state *st, series *s, metrics_change *c)
+{
+    int64_t wm = s->wm_us == MS_NO_WM || c->t > s->wm_us ? c->t : s->wm_us;
+    c->pruned = s->cap ? series_prune(s, wm - st->keep_us) : 0;
+    /* the slot the push writes, unless it grows the ring (fresh memory) */
+    c->wrote_old = s->cap && !(s->n == s->cap && s->cap < st->max_samples);
+    if (c->wrote_old) {
+        c->slot = (s->head + s->n) % s->cap;
+        c->old_t = s->t[c->slot];
+        c->old_v = s->v[c->slot];
+    }
+    int pushed = series_push(s, st->max_samples, c->t, c->v);
+    c->evicted = pushed == 1;
+    c->push = pushed >= 0; /* undo steps back only what was pushed */
+}
+
 void ms_apply(void *state, void *change)
 {
     metrics_state *st = state;
@@ -191,18 +228,28 @@ void ms_apply(void *state, void *change)
     c->old_agg_us = s->last_agg_us;
     c->old_wm_us = s->wm_us;
     memcpy(c->old_rules, s->rules, rl);
-    if (c->push && s->cap) {
-        c->old_t = s->t[s->head]; /* where a full ring writes */
-        c->old_v = s->v[s->head];
-    }
-    int pushed = c->push ? series_push(s, st->max_samples, c->t, c->v) : -1;
-    c->evicted = pushed == 1;
-    c->push = pushed >= 0; /* undo steps back only what was pushed */
+    if (c->push)
+        apply_push(st, s, c);
     if (c->agg_us)
         s->last_agg_us = c->agg_us;
     if (s->wm_us == MS_NO_WM || c->t > s->wm_us)
         s->wm_us = c->t;
     memcpy(s->rules, c->rules, rl);
+}
+
+/* Steps the ring back over the push and the pruning. */
+static void undo_push(series *s, const metrics_change *c)
+{
+    if (c->evicted)
+        s->head = (s->head + s->cap - 1) % s->cap;
+    else
+        s->n--;
+    if (c->wrote_old) {
+        s->t[c->slot] = c->old_t;
+        s->v[c->slot] = c->old_v;
+    }
+    s->head = (s->head + s->cap - c->pruned % s->cap) % s->cap;
+    s->n += c->pruned;
 }
 
 void ms_undo(void *state, void *change)
@@ -216,13 +263,8 @@ void ms_undo(void *state, void *change)
         pu_table_del(&st->series, c->key);
         return;
     }
-    if (c->push && c->evicted) {
-        s->head = (s->head + s->cap - 1) % s->cap;
-        s->t[s->head] = c->old_t;
-        s->v[s->head] = c->old_v;
-    } else if (c->push) {
-        s->n--;
-    }
+    if (c->push)
+        undo_push(s, c);
     s->last_agg_us = c->old_agg_us;
     s->wm_us = c->old_wm_us;
     memcpy(s->rules, c->old_rules, st->nrules * sizeof(rule_state));
