@@ -9,9 +9,12 @@
  * chained buckets of a fixed power-of-two size plus insertion-order
  * eviction once `max` entries are held, so a processor fed an unbounded
  * stream of ids (calls, channels, deals) keeps bounded memory. Its bucket
- * hash is SipHash-1-3 keyed with a per-process random seed (getrandom):
+ * hash is SipHash-1-3 keyed with a per-table random key (getrandom):
  * keys come from peers (channel ids, deal ids, message ids), and with an
- * unkeyed hash a peer could put them all in one bucket. pu_fnv stays
+ * unkeyed hash a peer could put them all in one bucket. The key lives in
+ * the table, not in a static: a plugin built from several .c files has
+ * one copy of each static per file, and a table filled in one file must
+ * hash the same in the others. pu_fnv stays
  * unkeyed for fingerprints that must be the same in every process (they
  * are exported across a reload).
  *
@@ -162,10 +165,15 @@ static inline uint64_t pu_siphash(const uint64_t *k, const void *s, size_t len)
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* The table's bucket hash: SipHash under the per-process key. */
-static inline uint64_t pu_hash(const char *s, size_t len)
+/* A random SipHash key into k: getrandom, else pu_seed mixed with the
+ * address of k (distinct per table). */
+static inline void pu_random_key(uint64_t k[2])
 {
-    return pu_siphash(pu_seed(), s, len);
+    if (getrandom(k, 2 * sizeof(*k), GRND_NONBLOCK) != (ssize_t)(2 * sizeof(*k))) {
+        const uint64_t *s = pu_seed();
+        k[0] = s[0] ^ (uint64_t)(uintptr_t)k;
+        k[1] = s[1];
+    }
 }
 
 /* ---------------------------------------------------- bounded table */
@@ -180,6 +188,7 @@ typedef struct pu_entry {
 typedef struct pu_table {
     pu_entry **b;
     size_t nb, nb_max, n, max; /* buckets now, at most (a power of two) */
+    uint64_t key[2];           /* the bucket hash's SipHash key */
     pu_entry *oldest, *newest;
     void (*free_val)(void *);
 } pu_table;
@@ -192,6 +201,7 @@ static inline int pu_table_init(pu_table *t, size_t max,
     while (t->nb_max < max && t->nb_max < (1u << 20))
         t->nb_max <<= 1;
     t->nb = 16; /* grows (pu_table_grow) as entries come */
+    pu_random_key(t->key);
     t->b = calloc(t->nb, sizeof(*t->b));
     t->max = max ? max : 1;
     t->free_val = free_val;
@@ -200,7 +210,7 @@ static inline int pu_table_init(pu_table *t, size_t max,
 
 static inline pu_entry **pu_slot(pu_table *t, const char *key)
 {
-    pu_entry **p = &t->b[pu_hash(key, strlen(key)) & (t->nb - 1)];
+    pu_entry **p = &t->b[pu_siphash(t->key, key, strlen(key)) & (t->nb - 1)];
     while (*p && strcmp((*p)->key, key))
         p = &(*p)->next;
     return p;
@@ -245,7 +255,7 @@ static inline void pu_table_grow(pu_table *t)
     if (!b)
         return;
     for (pu_entry *e = t->oldest; e; e = e->newer) {
-        pu_entry **p = &b[pu_hash(e->key, strlen(e->key)) & (nb - 1)];
+        pu_entry **p = &b[pu_siphash(t->key, e->key, strlen(e->key)) & (nb - 1)];
         e->next = *p;
         *p = e;
     }
@@ -283,6 +293,24 @@ static inline int pu_table_put(pu_table *t, const char *key, void *val)
         pu_table_del(t, t->oldest->key);
     pu_table_grow(t);
     return 0;
+}
+
+/* Makes `key`'s entry the newest, so eviction takes the least recently
+ * touched (LRU) rather than the first inserted; no-op when absent. */
+static inline void pu_table_touch(pu_table *t, const char *key)
+{
+    pu_entry *e = *pu_slot(t, key);
+    if (!e || e == t->newest)
+        return;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        t->oldest = e->newer;
+    e->newer->older = e->older;
+    e->older = t->newest;
+    e->newer = NULL;
+    t->newest->newer = e;
+    t->newest = e;
 }
 
 static inline void pu_table_free(pu_table *t)
@@ -348,12 +376,7 @@ static inline int pu_seen_init(pu_seen *s, size_t cap)
     while (nslots < 2 * s->cap)
         nslots <<= 1;
     s->mask = nslots - 1;
-    if (getrandom(s->key, sizeof(s->key), GRND_NONBLOCK) !=
-        (ssize_t)sizeof(s->key)) {
-        const uint64_t *k = pu_seed();
-        s->key[0] = k[0] ^ (uint64_t)(uintptr_t)s;
-        s->key[1] = k[1];
-    }
+    pu_random_key(s->key);
     s->ring = malloc(s->cap * sizeof(*s->ring));
     s->slots = calloc(nslots, sizeof(*s->slots));
     return s->ring && s->slots ? 0 : SOPHIA_ENOMEM;
