@@ -31,7 +31,8 @@
  * processor keeps in its committed state: process() calls
  * pu_gate_decide on the committed gate, raises what it says through
  * pu_alert, and stages pu_gate_next's value with the rest of the event's
- * change, so a gate moves only when the alert it describes took effect.
+ * change, so a gate moves only when the alert it describes took effect
+ * (with stage_undoable, the change keeps the gate's old value for undo).
  * The table grows its buckets as it fills (up to what `max` needs), so
  * an instance with few keys pays for few buckets.
  */

@@ -25,9 +25,12 @@
  *     (either order), the "updated" call or a replay; changed content
  *     fires again only past risk_cooldown; a transcript without risk
  *     resolves it; the gate crosses a reload;
- *   - one call_summary memory per call.
+ *   - one call_summary memory per call;
+ *   - 100k calls stay within max_calls (and the RSS per 10k is printed).
  */
 #include "proc_harness.h"
+
+#include <unistd.h>
 
 #define V2 "gong_calls_v2.ndjson"
 #define CALL "8810002233445566778"
@@ -304,6 +307,56 @@ static void test_one_summary_per_call(void **unused)
     sophia_plugin_unload(inst);
 }
 
+/* Resident set size in bytes. */
+static long rss_bytes(void)
+{
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%ld %ld", &pages, &rss), 2);
+    fclose(f);
+    return rss * sysconf(_SC_PAGESIZE);
+}
+
+/* n calls' metadata, ids c<from+i>. */
+static void feed_calls(sophia_instance *inst, int from, int n)
+{
+    char body[300];
+    for (int i = from; i < from + n; i++) {
+        snprintf(body, sizeof(body),
+                 "{\"metaData\":{\"id\":\"c%d\",\"title\":\"Call %d\"},"
+                 "\"parties\":[{\"speakerId\":\"1\",\"affiliation\":"
+                 "\"Internal\",\"name\":\"Rep\"}]}", i, i);
+        assert_int_equal(ph_run(inst, body, NULL, PH_COMMIT, NULL),
+                         SOPHIA_PROCESS_OK);
+    }
+}
+
+static void test_bounded_at_100k_calls(void **unused)
+{
+    (void)unused;
+    sophia_conf_opt o[] = {ph_scalar("max_calls", "1000")};
+    sophia_instance *inst = ph_load("gong", o, 1);
+    feed_calls(inst, 0, 100000);
+    char *e = ph_export(inst);
+    json_t *doc = json_loads(e, 0, NULL);
+    assert_int_equal(json_array_size(json_object_get(doc, "calls")), 1000);
+    assert_non_null(strstr(e, "\"c99999\""));
+    assert_null(strstr(e, "\"c98999\""));
+    json_decref(doc);
+    free(e);
+    sophia_plugin_unload(inst);
+
+    sophia_conf_opt big[] = {ph_scalar("max_calls", "100000")};
+    inst = ph_load("gong", big, 1);
+    feed_calls(inst, 1000000, 1000); /* warm the allocator */
+    long before = rss_bytes();
+    feed_calls(inst, 0, 100000);
+    printf("gong: RSS per 10k calls (metadata only) %ld KB\n",
+           (rss_bytes() - before) / 10 / 1024);
+    sophia_plugin_unload(inst);
+}
+
 static void test_needs_sdk_1_1(void **unused)
 {
     (void)unused;
@@ -322,6 +375,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_transcript_first_then_cooldown_zero),
     cmocka_unit_test(test_reload_keeps_risk_gate),
     cmocka_unit_test(test_one_summary_per_call),
+    cmocka_unit_test(test_bounded_at_100k_calls),
 };
 
 PH_MAIN(tests)

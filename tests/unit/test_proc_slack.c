@@ -397,7 +397,9 @@ static void test_bounded_at_100k_channels_and_threads(void **unused)
     assert_false(exported_has(inst, "C00098999"));
     printf("slack: 80k more channels and threads past the bound grew RSS "
            "by %ld KB\n", grew / 1024);
+#if !defined(__SANITIZE_ADDRESS__) /* ASan quarantines what is freed */
     assert_true(grew < 4L * 1024 * 1024);
+#endif
     sophia_plugin_unload(inst);
 }
 
