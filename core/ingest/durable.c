@@ -8,6 +8,13 @@
  * whole outcome. A connection lost half-way never leaves a transaction
  * open: Redis discards a MULTI whose connection closed, and hiredis then
  * fails EXEC's callback with a NULL reply.
+ *
+ * The durable path used to parse every event twice: once at ingest, and
+ * again from the XREADGROUP reply that hands the entry back to this node
+ * (a tenth of its CPU with the default tiers). So an append keeps its
+ * events until EXEC answers, then files each under the id Redis gave it
+ * (`written`, bounded FIFO: an entry read by another node is never taken
+ * here and ages out), and the source takes them from there.
  */
 #include "ingest/durable.h"
 
@@ -19,6 +26,7 @@
 
 #include <sophia/sdk.h>
 
+#include "lib/dict.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
 #include "event/loop.h"
@@ -40,6 +48,9 @@ struct sophia_durable {
      * it is up, refused if the first attempt fails. */
     struct append_req *parked, *parked_tail;
     struct event *park_ev;
+    sophia_dict *written; /* stream id -> event (json_t *) */
+    char **ring;          /* their ids, oldest first from ring_at */
+    size_t ring_cap, ring_at;
 };
 
 typedef struct append_req {
@@ -48,6 +59,7 @@ typedef struct append_req {
     sophia_durable_done_fn done;
     void *arg;
     json_t *events;       /* parked only: the body's events */
+    json_t **evs;         /* references until EXEC answers (written) */
     struct append_req *next;
 } append_req;
 
@@ -102,11 +114,22 @@ sophia_durable *sophia_durable_new(struct sophia_stream *st,
     d->field = strdup(field ? field : "data");
     d->rd = url ? sophia_redis_new(base, url) : NULL;
     d->park_ev = event_new(base, -1, EV_PERSIST, on_park_tick, d);
-    if (!d->key || !d->field || !d->rd || !d->park_ev) {
+    sophia_stream_stats ss;
+    sophia_stream_get_stats(st, &ss);
+    d->ring_cap = ss.capacity > 1024 ? ss.capacity : 1024;
+    d->ring = calloc(d->ring_cap, sizeof(*d->ring));
+    d->written = sophia_dict_new();
+    if (!d->key || !d->field || !d->rd || !d->park_ev || !d->ring ||
+        !d->written) {
         sophia_durable_free(d);
         return NULL;
     }
     return d;
+}
+
+static void decref_value(void *j)
+{
+    json_decref(j);
 }
 
 void sophia_durable_free(sophia_durable *d)
@@ -117,6 +140,11 @@ void sophia_durable_free(sophia_durable *d)
     if (d->park_ev)
         event_free(d->park_ev);
     sophia_redis_free(d->rd); /* fails pending EXECs: their callers hear 503 */
+    for (size_t i = 0; d->ring && i < d->ring_cap; i++)
+        free(d->ring[i]);
+    free(d->ring);
+    if (d->written)
+        sophia_dict_free(d->written, decref_value);
     free(d->key);
     free(d->field);
     free(d);
@@ -150,6 +178,34 @@ static int exec_ok(const redisReply *rep, size_t n)
     return 1;
 }
 
+/* Files `ev` (a reference it takes) under `id`, dropping the oldest. */
+static void file_written(sophia_durable *d, const char *id, json_t *ev)
+{
+    char **slot = &d->ring[d->ring_at];
+    d->ring_at = (d->ring_at + 1) % d->ring_cap;
+    if (*slot) {
+        json_decref(sophia_dict_del(d->written, *slot)); /* NULL if taken */
+        free(*slot);
+    }
+    if ((*slot = strdup(id)))
+        json_decref(sophia_dict_set(d->written, id, ev));
+    else
+        json_decref(ev);
+}
+
+json_t *sophia_durable_take_written(sophia_durable *d, const char *id)
+{
+    return d ? sophia_dict_del(d->written, id) : NULL;
+}
+
+static void drop_refs(append_req *q)
+{
+    for (size_t i = 0; q->evs && i < q->n; i++)
+        json_decref(q->evs[i]);
+    free(q->evs);
+    q->evs = NULL;
+}
+
 static void on_exec(void *arg, redisReply *rep)
 {
     append_req *q = arg;
@@ -158,6 +214,10 @@ static void on_exec(void *arg, redisReply *rep)
     int ok = exec_ok(rep, q->n);
     if (ok) {
         d->appended += q->n;
+        for (size_t i = 0; q->evs && i < q->n; i++)
+            file_written(d, rep->element[i]->str, q->evs[i]);
+        free(q->evs);
+        q->evs = NULL;
     } else {
         d->append_failed += q->n;
         sophia_warn("durable", "msg=\"append failed; answered 503\" stream=%s "
@@ -167,6 +227,7 @@ static void on_exec(void *arg, redisReply *rep)
                     : rep ? "partial or aborted transaction"
                           : "no answer (Redis down or timed out)");
     }
+    drop_refs(q);
     q->done(q->arg, ok ? 0 : SOPHIA_EUNAVAIL);
     free(q);
 }
@@ -195,6 +256,9 @@ static int send_xadd(sophia_durable *d, json_t *ev)
 /* MULTI, XADD per event, EXEC; on success q belongs to on_exec. */
 static int send_body(sophia_durable *d, append_req *q, json_t *const *events)
 {
+    if ((q->evs = malloc(q->n * sizeof(*q->evs)))) /* else: parsed again */
+        for (size_t i = 0; i < q->n; i++)
+            q->evs[i] = json_incref(events[i]);
     int rc = send_simple(d, "MULTI");
     for (size_t i = 0; rc == 0 && i < q->n; i++)
         rc = send_xadd(d, events[i]);
@@ -202,9 +266,11 @@ static int send_body(sophia_durable *d, append_req *q, json_t *const *events)
     size_t elen = 4;
     if (rc == 0)
         rc = sophia_redis_command(d->rd, on_exec, q, 1, &exec, &elen);
-    if (rc) /* only out of memory gets here with MULTI sent: leave the
-             * connection clean for the next body */
+    if (rc) { /* only out of memory gets here with MULTI sent: leave the
+               * connection clean for the next body */
         send_simple(d, "DISCARD");
+        drop_refs(q);
+    }
     return rc;
 }
 

@@ -284,7 +284,9 @@ static void take_entries(sophia_source_redis *r, const redisReply *arr)
         if (sophia_dict_get(r->inflight, id) || fields->type != REDIS_REPLY_ARRAY)
             continue;
         char why[256] = "";
-        json_t *body = entry_body(r, fields, why, sizeof(why));
+        json_t *body = sophia_durable_take_written(r->du, id);
+        if (!body)
+            body = entry_body(r, fields, why, sizeof(why));
         if (!body) {
             dead_letter(r, id, fields, why);
             continue;

@@ -237,14 +237,13 @@ static ws_msg *render_msg(sophia_ws_router *r, const char *type,
                           size_t dlen, const char *metric)
 {
     sophia_jsonw *w = &r->render;
-    char num[32];
-    int n = snprintf(num, sizeof(num), ",\"seq\":%" PRIu64, seq);
     sophia_jsonw_clear(w);
     sophia_jsonw_raw(w, "{\"type\":", 8);
     sophia_jsonw_str(w, type, strlen(type));
     sophia_jsonw_raw(w, ",\"topic\":", 9);
     sophia_jsonw_str(w, topic, strlen(topic));
-    sophia_jsonw_raw(w, num, (size_t)n);
+    sophia_jsonw_raw(w, ",\"seq\":", 7);
+    sophia_jsonw_u64(w, seq);
     if (dashboard_id) {
         sophia_jsonw_raw(w, ",\"dashboard_id\":", 16);
         sophia_jsonw_str(w, dashboard_id, strlen(dashboard_id));
@@ -342,7 +341,7 @@ void sophia_ws_route(sophia_ws_router *r, const char *type,
         ws_msg_unref(m);
     }
     free(dtext);
-    ws_kick(r);
+    ws_kick_if_owed(r);
 }
 
 void sophia_ws_publish(sophia_ws_router *r, const char *type,
