@@ -658,7 +658,7 @@ static int add_topic(const char *prefix, const char *name, const char **out,
         return -1;
     char *t = buf + *off;
     memcpy(t, prefix, pl);
-    memcpy(t + pl, name, nl);
+    memcpy(t + pl, name ? name : "", nl); /* "alerts" has no name */
     t[pl + nl] = '\0';
     out[(*n)++] = t;
     *off += pl + nl + 1;
