@@ -19,7 +19,8 @@
  *   - a keyword alerts once per message (an edit, or the original after
  *     its edit, does not alert again for it), once per channel and rule
  *     within alert_cooldown; a Slack retry is a duplicate; a deletion
- *     raises nothing and forgets the message;
+ *     raises nothing, and the message or an edit arriving after it is
+ *     dropped;
  *   - a thread escalates once (alert_id slack_thread:<chan>:<thread_ts>),
  *     is updated under that id as it grows, and resolves;
  *   - per-account totals through channel_accounts;
@@ -228,12 +229,15 @@ static void test_keyword_once_per_message_and_cooldown(void **unused)
     char *retry = ph_data(TH, 5);
     ph_redelivered_is_duplicate(inst, retry);
     free(retry);
-    /* the first message deleted: nothing raised, forgotten */
-    assert_true(exported_has(inst, "C0ACME0001 1700001000.000100"));
+    /* the first message deleted: nothing raised, its rules (cancel and
+     * churn: 3) give way to the deletion's mark */
+    assert_true(exported_has(inst, "[\"C0ACME0001 1700001000.000100\","
+                                   "\"0000000000000003\"]"));
     a = run_line(inst, 6);
     assert_int_equal(alerts(a, "slack_keyword", NULL), 0);
     json_decref(a);
-    assert_false(exported_has(inst, "C0ACME0001 1700001000.000100"));
+    assert_true(exported_has(inst, "[\"C0ACME0001 1700001000.000100\","
+                                   "\"8000000000000000\"]"));
     assert_true(exported_has(inst, "\"deleted\":1"));
     sophia_plugin_unload(inst);
 }
@@ -244,6 +248,19 @@ static void test_edit_before_its_message(void **unused)
     sophia_instance *inst = load_v2();
     assert_int_equal(line_alerts(inst, 2, "slack_keyword"), 1);
     assert_int_equal(line_alerts(inst, 1, "slack_keyword"), 0);
+    sophia_plugin_unload(inst);
+
+    /* the deletion first: the message and its edit arrive after it */
+    inst = load_v2();
+    json_decref(run_line(inst, 6));
+    for (int n = 1; n <= 2; n++) {
+        char *body = ph_data(TH, n), *a;
+        assert_int_equal(ph_run_unchanged(inst, body, NULL, PH_COMMIT, &a),
+                         SOPHIA_PROCESS_DROP);
+        assert_string_equal(a, "[]");
+        free(a);
+        free(body);
+    }
     sophia_plugin_unload(inst);
 }
 
@@ -272,9 +289,9 @@ static void test_thread_escalates_once_and_resolves(void **unused)
     assert_string_equal(str(al, "severity"), "warning");
     json_decref(a);
     assert_int_equal(line_alerts(inst, 13, "slack_thread"), 0);
-    assert_true(exported_has(inst, "C0ACME0001 " ROOT));
+    assert_true(exported_has(inst, "\"key\":\"C0ACME0001 " ROOT));
     assert_int_equal(line_alerts(inst, 14, "slack_thread"), 0);
-    assert_false(exported_has(inst, "C0ACME0001 " ROOT));
+    assert_false(exported_has(inst, "\"key\":\"C0ACME0001 " ROOT));
     sophia_plugin_unload(inst);
 
     /* the root deleted while the thread fires: resolved */

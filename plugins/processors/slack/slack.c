@@ -23,7 +23,8 @@
  *     most once per message: an edit (`message_changed`) of a message
  *     the rule already alerted on, or the original arriving after its
  *     edit, does not alert again (the last `max_messages` messages'
- *     alerted rules are remembered; `message_deleted` forgets them). And
+ *     alerted rules are remembered; `message_deleted` replaces them by a
+ *     mark, so the message or an edit arriving after it is dropped). And
  *     per channel and rule at most once per `alert_cooldown` seconds of
  *     Slack time; a match held back counts `alerts_suppressed`.
  *   - thread escalation (`slack_thread`, alert_ex, alert_id
@@ -53,7 +54,8 @@
  * produces nothing (verdict OK, counter `duplicates`). A message with
  * neither event_id nor ts is always new. Out of order: rates use Slack
  * time; the per-message and per-thread rules do not depend on arrival
- * order except that a message arriving after its own deletion counts.
+ * order (a message or edit arriving after its deletion is dropped -
+ * verdict DROP - while the deletion's mark is kept).
  *
  * Memory: every table is bounded (max_channels, max_threads,
  * max_messages, max_seen; least recently touched evicted), and an idle
@@ -628,6 +630,16 @@ static int message_effects(slack_state *st, sophia_ctx *ctx,
     return rc;
 }
 
+/* 1 when message `ts` of `chan` was deleted (the mark its deletion left
+ * among the last max_messages). */
+static int deleted_before(slack_state *st, const char *chan, const char *ts)
+{
+    char key[400];
+    if (!ts || snprintf(key, sizeof(key), "%s %s", chan, ts) >= (int)sizeof(key))
+        return 0;
+    return ((uintptr_t)pu_table_get(&st->alerted, key) & SLACK_DELETED) != 0;
+}
+
 static sophia_verdict on_message(slack_state *st, const sophia_json *ev,
                                  sophia_ctx *ctx, int app_mention)
 {
@@ -647,6 +659,8 @@ static sophia_verdict on_message(slack_state *st, const sophia_json *ev,
     const char *ts = pu_str(h, ev, "ts"), *mts = pu_str(h, msg, "ts");
     const char *tts = pu_str(h, msg, "thread_ts");
     int reply = !edited && !app_mention && tts && mts && strcmp(tts, mts);
+    if (deleted_before(st, chan, mts))
+        return SOPHIA_PROCESS_DROP; /* it arrived after its deletion */
     slack_change *m = change_new(edited        ? MSG_EDIT
                                  : app_mention ? MSG_APP_MENTION
                                                : MSG_PLAIN,

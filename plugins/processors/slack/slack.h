@@ -21,7 +21,8 @@
 #define SLACK_RING 1024        /* message timestamps kept per channel, at most */
 #define SLACK_MENTIONED 1000   /* mentioned users counted per channel */
 #define SLACK_THREAD_USERS 16  /* repliers told apart per thread */
-#define SLACK_MAX_RULES 64     /* a message's alerted rules are a bit mask */
+#define SLACK_MAX_RULES 63     /* a message's alerted rules are a bit mask */
+#define SLACK_DELETED (1ULL << 63) /* ... whose top bit marks it deleted */
 
 typedef struct slack_rule {
     char *severity;
@@ -63,7 +64,8 @@ typedef struct slack_state {
     int amount_ok, pref_ok, resolve_ok;
     pu_table channels;     /* channel id -> slack_channel, as committed */
     pu_table threads;      /* "<channel> <thread_ts>" -> slack_thread */
-    pu_table alerted;      /* "<channel> <ts>" -> (uintptr_t) rule mask */
+    pu_table alerted;      /* "<channel> <ts>" -> (uintptr_t) rule mask,
+                            * or SLACK_DELETED */
     pu_table chan_account; /* channel id -> account name (the YAML map) */
     pu_table accounts;     /* account name -> slack_account */
     pu_seen seen;          /* message identities committed */

@@ -176,8 +176,8 @@ void slack_apply(void *state, void *change)
     slack_channel *c = channel_get(st, m->chan);
     if (c)
         apply_channel(st, c, m);
-    if (m->msg_key && m->kind == MSG_DELETE)
-        pu_table_del(&st->alerted, m->msg_key);
+    if (m->msg_key && m->kind == MSG_DELETE) /* its rules give way to a mark */
+        pu_table_put(&st->alerted, m->msg_key, (void *)(uintptr_t)SLACK_DELETED);
     else if (m->msg_key && m->mask)
         pu_table_put(&st->alerted, m->msg_key, (void *)(uintptr_t)m->mask);
     if (m->thread_op != TH_NONE)
