@@ -6,8 +6,9 @@
  *
  * Header-only (static inline) so each plugin stays one self-contained .so
  * that depends on sdk.h and libc alone. The table is deliberately simple:
- * chained buckets of a fixed power-of-two size plus insertion-order
- * eviction once `max` entries are held, so a processor fed an unbounded
+ * chained buckets (a power of two that grows with the entries) plus
+ * insertion-order eviction once `max` entries are held (pu_table_touch
+ * makes it least recently used), so a processor fed an unbounded
  * stream of ids (calls, channels, deals) keeps bounded memory. Its bucket
  * hash is SipHash-1-3 keyed with a per-table random key (getrandom):
  * keys come from peers (channel ids, deal ids, message ids), and with an
@@ -33,8 +34,6 @@
  * pu_alert, and stages pu_gate_next's value with the rest of the event's
  * change, so a gate moves only when the alert it describes took effect
  * (with stage_undoable, the change keeps the gate's old value for undo).
- * The table grows its buckets as it fills (up to what `max` needs), so
- * an instance with few keys pays for few buckets.
  */
 #ifndef SOPHIA_PROC_UTIL_H
 #define SOPHIA_PROC_UTIL_H
