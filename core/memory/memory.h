@@ -78,7 +78,13 @@ typedef struct sophia_memory sophia_memory;
 #define SOPHIA_MEM_W_RECENCY 0.10
 #define SOPHIA_MEM_W_IMPORTANCE 0.15
 #define SOPHIA_MEM_W_FREQUENCY 0.05
-#define SOPHIA_MEM_RRF_K 60
+/* Reciprocal rank fusion: k and each list's weight, tuned on the tuning
+ * split of tests/bench/memory_eval (--tune). A small k keeps first and
+ * second apart (k = 60 made them 1.6% apart, less than the frequency
+ * part, so popular memories outranked the relevant one). */
+#define SOPHIA_MEM_RRF_K 3
+#define SOPHIA_MEM_RRF_W_VECTOR 1.0
+#define SOPHIA_MEM_RRF_W_TEXT 10.0
 #define SOPHIA_MEM_MAX_K 100
 #define SOPHIA_MEM_MAX_TYPE 64
 /* HNSW graph degree and breadths: at 100k, efConstruction 160 + efSearch
@@ -119,6 +125,16 @@ typedef void (*sophia_memory_search_cb)(void *arg, const json_t *results,
 int sophia_memory_search(sophia_memory *m, const char *query, size_t k,
                          const json_t *filter, sophia_memory_search_cb cb,
                          void *arg);
+
+/* The same search with only some of its lists (an OR of these bits): one
+ * leg alone is how tests/bench/memory_eval compares fusion with each leg.
+ * The score is computed the same way, from the lists searched. */
+#define SOPHIA_MEM_LEG_VECTOR 1
+#define SOPHIA_MEM_LEG_TEXT 2
+#define SOPHIA_MEM_LEGS_ALL 3
+int sophia_memory_search_legs(sophia_memory *m, const char *query, size_t k,
+                              const json_t *filter, int legs,
+                              sophia_memory_search_cb cb, void *arg);
 
 /* found: 1 when the memory exists; importance: its new value. */
 typedef void (*sophia_memory_feedback_cb)(void *arg, int found,
