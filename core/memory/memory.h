@@ -6,7 +6,8 @@
  * sophia_memory): content, memory_type, context jsonb, importance,
  * created_at, last_access, access_count, feedback, consolidated_into and
  * its embedding (float32 bytea), plus a generated tsvector with a GIN index
- * for full-text search. Its vector is also in a faiss IDMap2 index over
+ * for full-text search (a store also adds its new words to <table>_words,
+ * the typo vocabulary). Its vector is also in a faiss IDMap2 index over
  * inner product ("IDMap2,Flat", or "IDMap2,HNSW32,Flat" at and above
  * memory.hnsw_threshold rows with memory.index: auto) whose ids are the
  * PostgreSQL ids; its vectors sit in the shim's Flat storage with AVX2
@@ -32,24 +33,35 @@
  * Until the index is loaded, stores and searches wait in a bounded list and
  * start once it is ready (503 beyond the bound).
  *
- * Retrieval (sophia_memory_search) is hybrid. Candidates: the k*4 nearest
- * vectors (k*20 when a context filter is given, since the filter is applied
- * after faiss) and the k*4 best full-text matches (the query's stemmed
- * words OR-ed, minus words found in >= 2% of the rows (and >= 1,000 of
- * them; the list is refreshed from ts_stat every 10 minutes), ranked by
- * ts_rank_cd over at most 500 matching rows, so queries of very common
- * words stay cheap; the vector leg covers those). Context filters (exact text match of
- * context->>KEY) drop candidates before ranking. Each list is re-ranked
- * over its surviving members, and fused with reciprocal rank fusion:
- *   rrf = sum over lists of 1 / (60 + rank)      (rank from 1)
+ * Retrieval (sophia_memory_search) is hybrid. The question is first
+ * expanded with the synonym list share/memory_synonyms.txt (data, read at
+ * start; memory_synonyms.c). Candidates: the k*4 nearest vectors (k*20
+ * when a context filter is given, since the filter is applied after
+ * faiss) and the k*4 best full-text matches. The text leg (memory.c) takes
+ * the question's words through the sophia_english text search
+ * configuration (english stemming, accents folded by the unaccent
+ * extension when installed), drops words found in >= 2% of the rows (and
+ * >= 1,000 of them; the list is refreshed from ts_stat every 10 minutes,
+ * so queries of very common words stay cheap; the vector leg covers
+ * those), replaces a word the store has never seen by its nearest known
+ * word (pg_trgm over <table>_words, when installed: typo tolerance), adds
+ * the synonyms at weight 0.6, and scores each row by the sum of its
+ * matching words' idf (BM25's, counted through the GIN index). Context
+ * filters (exact text match of context->>KEY) drop candidates before
+ * ranking. Ranks are over the surviving candidates, equal scores sharing
+ * a rank; the vector rank orders every candidate by its cosine with the
+ * question. They are fused with weighted reciprocal rank fusion, k and
+ * weights tuned on the tuning split of tests/bench/memory_eval:
+ *   rrf = 1 / (3 + vector rank) + 10 / (3 + text rank)   (rank from 1)
  * The final score, in 0..1, is the documented blend
- *   score = 0.70 * rrf / (2/61)                  relevance, 1 = first in both
+ *   score = 0.70 * rrf / (11/4)                  relevance, 1 = first in both
  *         + 0.10 * 0.5 ^ (age / memory.half_life) recency (age since created)
  *         + 0.15 * importance                    0..1, moved by feedback
  *         + 0.05 * min(1, ln(1 + access_count) / ln(101))   frequency
- * and each result carries score_parts {rrf, vector (cosine), text
- * (ts_rank_cd), recency, importance, frequency}. Returned memories get
- * last_access = now() and access_count + 1.
+ * and each result carries score_parts {rrf, vector (cosine), text (idf
+ * sum), recency, importance, frequency}. Returned memories get
+ * last_access = now() and access_count + 1. sophia_memory_search_legs
+ * runs one leg alone (the evaluation's baseline; no access counted).
  *
  * Feedback: useful moves importance a fifth of the way to 1, not useful a
  * fifth of the way to 0 (so it stays in 0..1), and counts in `feedback`.

@@ -94,10 +94,32 @@ test('a re-ordered paraphrase with shared terms finds it first', async () => {
   assert.equal(r[0].id, corpus.k8s);
 });
 
-test('a misspelled query still finds it (character n-grams)', async () => {
+test('a misspelled query still finds it (character n-grams, pg_trgm)', async () => {
   const r = await search(d, 'kubernetis clustr upgarde', { 'context.user': 'alice', k: 3 });
   assert.equal(r[0].id, corpus.k8s);
-  assert.equal(r[0].score_parts.text, 0, 'no exact word matched: found by the vector leg');
+  // Each leg alone finds it too: the vector leg through character
+  // n-grams, the text leg through the nearest known words (pg_trgm).
+  const v = await search(d, 'kubernetis clustr upgarde', { 'context.user': 'alice', k: 3, legs: 'vector' });
+  assert.equal(v[0].id, corpus.k8s);
+  assert.equal(v[0].score_parts.text, 0, 'the vector leg alone has no text score');
+  const t = await search(d, 'kubernetis clustr upgarde', { 'context.user': 'alice', k: 3, legs: 'text' });
+  assert.equal(t[0].id, corpus.k8s);
+  assert.ok(t[0].score_parts.text > 0, 'misspelled words were corrected to stored ones');
+});
+
+test('synonyms from share/memory_synonyms.txt widen the text leg', async () => {
+  // "opportunity" is not in the memory; the list says it means "deal".
+  const t = await search(d, 'Acme opportunity', { 'context.user': 'alice', k: 3, legs: 'text' });
+  assert.equal(t[0].id, corpus.deal);
+  // alone, the word finds what its group names: the deal, the contract
+  const plain = await search(d, 'opportunity', { 'context.user': 'alice', k: 3, legs: 'text' });
+  assert.deepEqual(plain.map((x) => x.id).sort(), [corpus.deal, corpus.rare].sort(), 'found through the synonyms alone');
+});
+
+test('legs must be all, vector or text', async () => {
+  const res = await fetchJson(`${d.url}/api/memory/search?q=x&legs=both`);
+  assert.equal(res.status, 400, res.text);
+  assert.equal(res.body.error.code, 'bad_legs');
 });
 
 test('an exact rare name is found', async () => {
@@ -351,10 +373,10 @@ plugins:
     assert.equal(m.tombstones, 0, JSON.stringify(m));
     assert.equal(m.count, 12);
     assert.equal(m.index, 'hnsw');
-    // The vector leg works on the new graph: no word in common (text 0),
-    // the closest vector is the right one (half_life 3s: recency may
+    // The vector leg (alone: the text leg would correct the typos) works
+    // on the new graph: the closest vector is the right one (half_life 3s: recency may
     // reorder the final list).
-    const r = await search(dd, 'quartrly renewls reviw', { 'context.user': 'fay', k: 12 });
+    const r = await search(dd, 'quartrly renewls reviw', { 'context.user': 'fay', k: 12, legs: 'vector' });
     const best = r.reduce((a, b) => (b.score_parts.vector > a.score_parts.vector ? b : a));
     assert.equal(best.id, facts[3]);
     assert.equal(best.score_parts.text, 0);
