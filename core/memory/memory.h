@@ -44,7 +44,8 @@
  * >= 1,000 of them; the list is refreshed from ts_stat every 10 minutes,
  * so queries of very common words stay cheap; the vector leg covers
  * those), replaces a word the store has never seen by its nearest known
- * word (pg_trgm over <table>_words, when installed: typo tolerance), adds
+ * word (pg_trgm over <table>_words, when installed: typo tolerance;
+ * weight min(1, 1.75 x similarity)), adds
  * the synonyms at weight 0.6, and scores each row by the sum of its
  * matching words' idf (BM25's, counted through the GIN index). Context
  * filters (exact text match of context->>KEY) drop candidates before
