@@ -348,7 +348,14 @@ static double *counter_slot(sophia_self *self, const char *name)
 {
     char key[512];
     sophia_host_rt *rt = sophia_host_rt_of(self);
-    snprintf(key, sizeof(key), "%s\x1f%s", self ? self->name : "-", name);
+    const char *who = self ? self->name : "-";
+    size_t wl = strlen(who), nl = strlen(name);
+    if (wl + nl + 2 > sizeof(key))
+        return NULL; /* no such names: instance and counter names are short */
+    memcpy(key, who, wl); /* every count looks its slot up: no snprintf */
+    key[wl] = '\x1f';
+    memcpy(key + wl + 1, name, nl);
+    key[wl + 1 + nl] = '\0';
     if (!rt || (!rt->counters && !(rt->counters = sophia_dict_new())))
         return NULL;
     double *v = sophia_dict_get(rt->counters, key);
@@ -640,32 +647,42 @@ sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream)
     return ctx;
 }
 
+/* Appends prefix+name as the next topic in buf; 0, or -1 when full. Runs
+ * for every publish, so memcpy rather than snprintf (which was 2% of the
+ * daemon's CPU under ingest). */
+static int add_topic(const char *prefix, const char *name, const char **out,
+                     size_t *n, char *buf, size_t buflen, size_t *off)
+{
+    size_t pl = strlen(prefix), nl = name ? strlen(name) : 0;
+    if (pl + nl + 1 > buflen - *off)
+        return -1;
+    char *t = buf + *off;
+    memcpy(t, prefix, pl);
+    if (nl) /* memcpy from NULL is undefined even for 0 bytes ("alerts") */
+        memcpy(t + pl, name, nl);
+    t[pl + nl] = '\0';
+    out[(*n)++] = t;
+    *off += pl + nl + 1;
+    return 0;
+}
+
 size_t sophia_update_topics(const char *type, const char *dashboard_id,
                             const char *stream, const char *severity,
                             const char *extra, const char **out, char *buf,
                             size_t buflen)
 {
     size_t n = 0, off = 0;
-#define ADD_TOPIC(...)                                                        \
-    do {                                                                      \
-        int w = snprintf(buf + off, buflen - off, __VA_ARGS__);               \
-        if (w < 0 || (size_t)w >= buflen - off)                               \
-            return n;                                                         \
-        out[n++] = buf + off;                                                 \
-        off += (size_t)w + 1;                                                 \
-    } while (0)
-    ADD_TOPIC("updates:%s", type);
-    if (dashboard_id)
-        ADD_TOPIC("dashboard:%s", dashboard_id);
-    if (stream)
-        ADD_TOPIC("stream:%s", stream);
-    if (severity) {
-        ADD_TOPIC("alerts");
-        ADD_TOPIC("alerts:%s", severity);
-    }
+    if (add_topic("updates:", type, out, &n, buf, buflen, &off) < 0 ||
+        (dashboard_id && add_topic("dashboard:", dashboard_id, out, &n, buf,
+                                   buflen, &off) < 0) ||
+        (stream &&
+         add_topic("stream:", stream, out, &n, buf, buflen, &off) < 0) ||
+        (severity &&
+         (add_topic("alerts", NULL, out, &n, buf, buflen, &off) < 0 ||
+          add_topic("alerts:", severity, out, &n, buf, buflen, &off) < 0)))
+        return n;
     if (extra)
-        ADD_TOPIC("%s", extra);
-#undef ADD_TOPIC
+        add_topic("", extra, out, &n, buf, buflen, &off);
     return n;
 }
 

@@ -211,11 +211,17 @@ static void hand_to_lws(http_conn *c)
 
 /* ------------------------------------------------------------- reading */
 
+/* Reading stops only for a handler that answers later: one that answers
+ * at once has its answer written by the time dispatch returns, and
+ * turning reading off and on again would cost two epoll_ctl a request. */
 static void dispatch(http_conn *c)
 {
     c->state = C_WAIT;
-    bufferevent_disable(c->bev, EV_READ);
+    c->dispatching = 1;
     sophia_http_router_dispatch(c->h->router, c->req);
+    c->dispatching = 0;
+    if (c->state == C_WAIT)
+        bufferevent_disable(c->bev, EV_READ);
 }
 
 /* After a head: checks, then an upgrade, a body to read, or dispatch. */
@@ -458,27 +464,43 @@ static void start_linger(http_conn *c)
     http_on_read(c->bev, c);
 }
 
-/* The answer has left: next request, or close. */
+/* The answer has left: linger, close, or back to HEAD (1). */
+static int answer_left(http_conn *c)
+{
+    http_req_free(c->req);
+    c->req = NULL;
+    if (c->linger && !c->peer_eof) {
+        start_linger(c);
+        return 0;
+    }
+    if (c->close_after) {
+        http_conn_close(c);
+        return 0;
+    }
+    c->state = C_HEAD;
+    if (!c->peer_eof)
+        bufferevent_enable(c->bev, EV_READ);
+    return 1;
+}
+
 void http_on_write(struct bufferevent *bev, void *arg)
 {
     http_conn *c = arg;
     (void)bev;
     if (c->state != C_WRITE)
         return; /* a 100 Continue left */
-    http_req_free(c->req);
-    c->req = NULL;
-    if (c->linger && !c->peer_eof) {
-        start_linger(c);
-        return;
-    }
-    if (c->close_after) {
-        http_conn_close(c);
-        return;
-    }
-    c->state = C_HEAD;
-    if (!c->peer_eof)
-        bufferevent_enable(c->bev, EV_READ);
-    conn_advance(c); /* a pipelined request may be buffered already */
+    if (answer_left(c))
+        conn_advance(c); /* a pipelined request may be buffered already */
+}
+
+/* Written whole by sophia_http_reply, which does so only for keep-alive
+ * answers that do not linger, so `c` stays open. From dispatch(), the
+ * conn_advance loop that called it reads on; later (an asynchronous
+ * handler), this resumes it. */
+void http_conn_answered(http_conn *c)
+{
+    if (answer_left(c) && !c->dispatching)
+        conn_advance(c);
 }
 
 void http_on_event(struct bufferevent *bev, short what, void *arg)

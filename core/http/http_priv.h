@@ -50,6 +50,7 @@ struct http_conn {
     int peer_eof;
     int tls;       /* accepted on the TLS listener */
     int tls_ready; /* its handshake completed */
+    int dispatching; /* inside dispatch(): a synchronous answer is there */
     size_t lingered;
     char peer[INET6_ADDRSTRLEN];
     http_conn *prev, *next;
@@ -81,6 +82,8 @@ void http_conn_close(http_conn *c);
 /* The bufferevent callbacks of a connection. */
 void http_on_read(struct bufferevent *bev, void *arg);
 void http_on_write(struct bufferevent *bev, void *arg);
+/* The answer left whole from sophia_http_reply: reading resumes. */
+void http_conn_answered(http_conn *c);
 void http_on_event(struct bufferevent *bev, short what, void *arg);
 
 /* http_req.c: a request and its answer */

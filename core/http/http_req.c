@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "http/http_priv.h"
 
@@ -135,28 +137,90 @@ static const char *reason(int status)
 
 static void free_body_ref(const void *data, size_t len, void *arg)
 {
+    (void)data;
     (void)len;
-    (void)arg;
-    free((void *)data);
+    free(arg); /* the body's start: `data` may be past what was sent */
 }
 
-static void write_answer(http_conn *c, sophia_http_req *r, int status,
-                         const char *ctype, char *body, size_t len)
+/* Appends s to the head being built; the head buffer is sized for the
+ * longest status line and headers we write. */
+static size_t put(char *h, size_t at, const char *s, size_t n)
+{
+    memcpy(h + at, s, n);
+    return at + n;
+}
+
+static size_t put_str(char *h, size_t at, const char *s)
+{
+    return put(h, at, s, strlen(s));
+}
+
+static size_t put_num(char *h, size_t at, size_t v)
+{
+    char d[24], *e = d + sizeof(d), *p = e;
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    return put(h, at, p, (size_t)(e - p));
+}
+
+#define HEAD_MAX 512 /* status line + our headers, ctype included */
+
+/* The status line and headers, by hand: this runs for every request and
+ * evbuffer_add_printf's formatting was most of an answer's user time. */
+static size_t answer_head(char *h, const http_conn *c,
+                          const sophia_http_req *r, int status,
+                          const char *ctype, size_t len)
+{
+    size_t at = put(h, 0, "HTTP/1.1 ", 9);
+    at = put_num(h, at, (size_t)status);
+    at = put(h, at, " ", 1);
+    at = put_str(h, at, reason(status));
+    at = put_str(h, at, "\r\ncontent-type: ");
+    at = put(h, at, ctype, strnlen(ctype, 128));
+    at = put_str(h, at, "\r\ncontent-length: ");
+    at = put_num(h, at, len);
+    at = put_str(h, at, "\r\ncache-control: no-store\r\n"
+                        "x-content-type-options: nosniff\r\n");
+    if (r->retry_after > 0) {
+        at = put_str(h, at, "retry-after: ");
+        at = put_num(h, at, (size_t)r->retry_after);
+        at = put(h, at, "\r\n", 2);
+    }
+    if (c->close_after)
+        at = put_str(h, at, "connection: close\r\n");
+    return put(h, at, "\r\n", 2);
+}
+
+/* Writes what it can of head+body straight to the socket when nothing is
+ * queued before it (plain TCP; TLS goes through its bufferevent), and
+ * queues the rest for libevent. A keep-alive answer that fits the socket
+ * buffer - nearly all - thus leaves without a write event: no epoll_ctl
+ * to add and remove it, no extra loop turn (see sophia_http_reply).
+ * 1: all of it left; 0: some is queued. */
+static int write_answer(http_conn *c, const char *head, size_t hlen,
+                        char *body, size_t blen)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
-                        "cache-control: no-store\r\nx-content-type-options: nosniff\r\n",
-                        status, reason(status), ctype ? ctype : "text/plain", len);
-    if (r->retry_after > 0)
-        evbuffer_add_printf(out, "retry-after: %d\r\n", r->retry_after);
-    if (c->close_after)
-        evbuffer_add_printf(out, "connection: close\r\n");
-    evbuffer_add(out, "\r\n", 2);
-    if (body && len && !r->is_head &&
-        evbuffer_add_reference(out, body, len, free_body_ref, NULL) == 0)
-        return;
-    free(body);
+    size_t sent = 0;
+    if (!c->tls && !c->close_after && !c->linger &&
+        evbuffer_get_length(out) == 0) {
+        struct iovec iov[2] = {{(void *)head, hlen}, {body, blen}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = blen ? 2 : 1};
+        ssize_t n = sendmsg(bufferevent_getfd(c->bev), &mh, MSG_NOSIGNAL);
+        sent = n > 0 ? (size_t)n : 0; /* an error shows on libevent's write */
+    }
+    if (sent >= hlen + blen) {
+        free(body);
+        return 1;
+    }
+    if (sent < hlen)
+        evbuffer_add(out, head + sent, hlen - sent);
+    size_t boff = sent > hlen ? sent - hlen : 0;
+    if (!blen || evbuffer_add_reference(out, body + boff, blen - boff,
+                                        free_body_ref, body) != 0)
+        free(body);
+    return 0;
 }
 
 void sophia_http_reply(sophia_http_req *r, int status, const char *ctype,
@@ -180,11 +244,19 @@ void sophia_http_reply(sophia_http_req *r, int status, const char *ctype,
     if (!r->head.keep_alive)
         c->close_after = 1;
     c->state = C_WRITE;
+    char head[HEAD_MAX];
+    size_t hlen = answer_head(head, c, r, status,
+                              ctype ? ctype : "text/plain", len);
+    if (r->is_head || !body)
+        free(body), body = NULL, len = 0;
+    if (write_answer(c, head, hlen, body, len)) {
+        http_conn_answered(c);
+        return;
+    }
     /* Nothing is read while an answer leaves: a refused body keeps
-     * arriving, and must not pile up in the input buffer meanwhile. */
+     * arriving, and must not pile up in the input buffer meanwhile.
+     * libevent writes the rest; http_on_write moves on once it left. */
     bufferevent_disable(c->bev, EV_READ);
-    write_answer(c, r, status, ctype, body, len);
-    /* libevent writes it from the loop; http_on_write moves on once it left. */
 }
 
 void sophia_http_reply_json(sophia_http_req *r, int status, json_t *obj)

@@ -8,6 +8,19 @@
  * whole outcome. A connection lost half-way never leaves a transaction
  * open: Redis discards a MULTI whose connection closed, and hiredis then
  * fails EXEC's callback with a NULL reply.
+ *
+ * The durable path used to parse every event twice: once at ingest, and
+ * again from the XREADGROUP reply that hands the entry back to this node
+ * (a tenth of its CPU with the default tiers). So each XADD files its
+ * event under the exact JSON text it wrote (`written`), and the source
+ * looks an entry's text up there before parsing it. By text, not by
+ * stream id: the blocked XREADGROUP is often answered before EXEC is, so
+ * the ids are not known yet when the entries come back. The same text
+ * always parses to an equal event, so twins (several events with one
+ * text, kept in filing order) or an append that failed can only make a
+ * lookup miss, never hand over a different event. The store is bounded
+ * FIFO (the stream's queue size, at least 1,024 XADDs): an entry another
+ * node reads is never taken here and ages out.
  */
 #include "ingest/durable.h"
 
@@ -19,6 +32,7 @@
 
 #include <sophia/sdk.h>
 
+#include "lib/dict.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
 #include "event/loop.h"
@@ -34,12 +48,16 @@ struct sophia_durable {
     size_t inflight;        /* events in appends not yet answered */
     uint64_t appended;      /* events EXEC confirmed */
     uint64_t append_failed; /* events of failed appends */
+    uint64_t reused;        /* entries handed back from `written` */
     int64_t warned_us;      /* last "Redis down" warning */
     /* Bodies that arrived while the connection was still being made for
      * the first time (at start, or a stream new in a reload): sent once
      * it is up, refused if the first attempt fails. */
     struct append_req *parked, *parked_tail;
     struct event *park_ev;
+    sophia_dict *written; /* JSON text -> its events (twins) */
+    char **ring;          /* the texts filed, oldest first from ring_at */
+    size_t ring_cap, ring_at;
 };
 
 typedef struct append_req {
@@ -102,11 +120,45 @@ sophia_durable *sophia_durable_new(struct sophia_stream *st,
     d->field = strdup(field ? field : "data");
     d->rd = url ? sophia_redis_new(base, url) : NULL;
     d->park_ev = event_new(base, -1, EV_PERSIST, on_park_tick, d);
-    if (!d->key || !d->field || !d->rd || !d->park_ev) {
+    sophia_stream_stats ss;
+    sophia_stream_get_stats(st, &ss);
+    d->ring_cap = ss.capacity > 1024 ? ss.capacity : 1024;
+    d->ring = calloc(d->ring_cap, sizeof(*d->ring));
+    d->written = sophia_dict_new();
+    if (!d->key || !d->field || !d->rd || !d->park_ev || !d->ring ||
+        !d->written) {
         sophia_durable_free(d);
         return NULL;
     }
     return d;
+}
+
+/* The events filed under one text, oldest first (nearly always one). */
+typedef struct twins {
+    size_t n;
+    json_t *ev[];
+} twins;
+
+static void twins_free(void *p)
+{
+    twins *t = p;
+    for (size_t i = 0; i < t->n; i++)
+        json_decref(t->ev[i]);
+    free(t);
+}
+
+/* Removes the oldest of `text`'s events and returns it (a reference). */
+static json_t *twins_pop(sophia_dict *written, const char *text)
+{
+    twins *t = sophia_dict_get(written, text);
+    if (!t)
+        return NULL;
+    json_t *ev = t->ev[0];
+    if (--t->n)
+        memmove(t->ev, t->ev + 1, t->n * sizeof(*t->ev));
+    else
+        free(sophia_dict_del(written, text));
+    return ev;
 }
 
 void sophia_durable_free(sophia_durable *d)
@@ -117,6 +169,11 @@ void sophia_durable_free(sophia_durable *d)
     if (d->park_ev)
         event_free(d->park_ev);
     sophia_redis_free(d->rd); /* fails pending EXECs: their callers hear 503 */
+    for (size_t i = 0; d->ring && i < d->ring_cap; i++)
+        free(d->ring[i]);
+    free(d->ring);
+    if (d->written)
+        sophia_dict_free(d->written, twins_free);
     free(d->key);
     free(d->field);
     free(d);
@@ -150,6 +207,39 @@ static int exec_ok(const redisReply *rep, size_t n)
     return 1;
 }
 
+/* Files `ev` under its text `js` (both taken). A full ring first drops
+ * the oldest event of the oldest text still there; if that one was
+ * taken, a younger twin goes instead, which costs it a parse, no more. */
+static void file_written(sophia_durable *d, char *js, json_t *ev)
+{
+    char **slot = &d->ring[d->ring_at];
+    d->ring_at = (d->ring_at + 1) % d->ring_cap;
+    if (*slot) {
+        json_decref(twins_pop(d->written, *slot));
+        free(*slot);
+    }
+    *slot = js;
+    twins *t = sophia_dict_get(d->written, js);
+    size_t n = t ? t->n : 0;
+    twins *g = realloc(t, sizeof(*g) + (n + 1) * sizeof(json_t *));
+    if (!g) {
+        json_decref(ev);
+        return;
+    }
+    g->n = n + 1;
+    g->ev[n] = ev;
+    if (g != t)
+        sophia_dict_set(d->written, js, g);
+}
+
+json_t *sophia_durable_take_written(sophia_durable *d, const char *text)
+{
+    json_t *ev = d ? twins_pop(d->written, text) : NULL;
+    if (ev)
+        d->reused++;
+    return ev;
+}
+
 static void on_exec(void *arg, redisReply *rep)
 {
     append_req *q = arg;
@@ -177,8 +267,8 @@ static int send_simple(sophia_durable *d, const char *cmd)
     return sophia_redis_command(d->rd, NULL, NULL, 1, &cmd, &len);
 }
 
-/* XADD key * field <json>; the JSON is encoded here and freed at once
- * (hiredis copies the arguments into its output buffer). */
+/* XADD key * field <json>; hiredis copies the arguments into its output
+ * buffer, and the text is filed with its event (see the top). */
 static int send_xadd(sophia_durable *d, json_t *ev)
 {
     size_t jlen;
@@ -188,7 +278,10 @@ static int send_xadd(sophia_durable *d, json_t *ev)
     const char *argv[5] = {"XADD", d->key, "*", d->field, js};
     size_t lens[5] = {4, strlen(d->key), 1, strlen(d->field), jlen};
     int rc = sophia_redis_command(d->rd, NULL, NULL, 5, argv, lens);
-    free(js);
+    if (rc == 0)
+        file_written(d, js, json_incref(ev));
+    else
+        free(js);
     return rc;
 }
 
@@ -202,9 +295,10 @@ static int send_body(sophia_durable *d, append_req *q, json_t *const *events)
     size_t elen = 4;
     if (rc == 0)
         rc = sophia_redis_command(d->rd, on_exec, q, 1, &exec, &elen);
-    if (rc) /* only out of memory gets here with MULTI sent: leave the
-             * connection clean for the next body */
+    if (rc) { /* only out of memory gets here with MULTI sent: leave the
+               * connection clean for the next body */
         send_simple(d, "DISCARD");
+    }
     return rc;
 }
 
@@ -331,8 +425,8 @@ const char *sophia_durable_stream_key(const sophia_durable *d)
 json_t *sophia_durable_stats_json(const sophia_durable *d)
 {
     size_t cap, used = backlog(d, &cap);
-    return json_pack("{s:s,s:b,s:I,s:I,s:I}", "key", d->key, "up",
+    return json_pack("{s:s,s:b,s:I,s:I,s:I,s:I}", "key", d->key, "up",
                      sophia_durable_up(d), "appended", (json_int_t)d->appended,
                      "append_failed", (json_int_t)d->append_failed, "backlog",
-                     (json_int_t)used);
+                     (json_int_t)used, "reused", (json_int_t)d->reused);
 }

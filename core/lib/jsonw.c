@@ -69,6 +69,13 @@ static int put_int(sophia_jsonw *w, json_int_t v, int real)
     return sophia_jsonw_raw(w, s, (size_t)(end - s));
 }
 
+int sophia_jsonw_u64(sophia_jsonw *w, uint64_t v)
+{
+    char buf[24];
+    char *s = u64_digits(buf + sizeof(buf), v);
+    return sophia_jsonw_raw(w, s, (size_t)(buf + sizeof(buf) - s));
+}
+
 /* jansson's jsonp_dtostr through snprintf: "%.17g", a ".0" when neither
  * '.' nor 'e' appears, the exponent without '+' or leading zeros. */
 static int put_real_slow(sophia_jsonw *w, double d)

@@ -26,6 +26,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct sophia_jsonw {
     char *p;      /* malloc'd, NUL-terminated once anything was written */
@@ -41,6 +42,8 @@ typedef struct sophia_jsonw {
 int sophia_jsonw_append(sophia_jsonw *w, const json_t *v);
 /* Appends raw bytes (envelope punctuation, pre-encoded parts). */
 int sophia_jsonw_raw(sophia_jsonw *w, const char *s, size_t n);
+/* Appends `v` in decimal (a sequence number, a count). */
+int sophia_jsonw_u64(sophia_jsonw *w, uint64_t v);
 /* Appends `s` as a JSON string literal, quotes included. */
 int sophia_jsonw_str(sophia_jsonw *w, const char *s, size_t n);
 /* Takes the text (malloc'd, caller frees) and resets `w`; NULL when

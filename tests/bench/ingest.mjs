@@ -12,7 +12,7 @@
 //     aggregate per series, keep the latest value as JSON in a map - the L1
 //     put - and send the `metric` message to the dashboard's subscribers).
 //
-// 100 clients each subscribe to one dashboard (dashboard:d0 … d99); points
+// 100 clients (--clients) each subscribe to one dashboard (dashboard:d0 …); points
 // are spread round-robin over the dashboards, so every event is delivered
 // to exactly one client and the numbers measure the event path, not
 // fan-out (tests/bench/fanout.mjs measures fan-out).
@@ -36,8 +36,10 @@
 // median of the per-run ratios sophiad/floor and sophiad/node.
 //
 // Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
-//        node tests/bench/ingest.mjs [--rate 20000] [--seconds 5] [--runs 2]
+//        node tests/bench/ingest.mjs [--rate 20000] [--batch 100]
+//        [--clients 100] [--seconds 5] [--runs 2] [--tiers]
 //        [--only sophiad,floor,peer] [--node-clients]
+// The issue-18 shape: --rate 5000 --batch 50 --clients 1 (one subscriber).
 // (FANOUT_CLIENT: the receiver, default next to SOPHIAD as in fanout.mjs;
 // FLOOR_SERVER: the floor, default beside it; see harness.mjs floorPath)
 import { spawn } from 'node:child_process';
@@ -69,7 +71,12 @@ const SECONDS = opt('seconds', 5);
 const RUNS = opt('runs', 2);
 // which servers to measure, of sophiad, floor, peer
 const ONLY = (args.includes('--only') ? args[args.indexOf('--only') + 1] : 'sophiad,floor,peer').split(',');
-const CLIENTS = 100;
+const CLIENTS = opt('clients', 100);
+// --tiers: sophiad with the repository's default configuration
+// (config/sophia.yaml: durable Redis stream, write-back journal for
+// `metric:` keys, L3) against SOPHIA_REDIS_URL and SOPHIA_PG_URL, instead
+// of L2/L3 off; the floor and the peer have no tiers either way.
+const TIERS = args.includes('--tiers');
 const WARMUP = 0.5; // seconds at the fixed rate before measuring
 const NODE_CLIENTS = args.includes('--node-clients');
 
@@ -134,7 +141,7 @@ function runPeer(port) {
 async function startSophiad() {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-ingest-'));
   const port = await freePort();
-  writeFileSync(path.join(dir, 'sophia.yaml'), `
+  writeFileSync(path.join(dir, 'sophia.yaml'), TIERS ? defaultConfig(dir) : `
 log: {level: error}
 websocket: {max_queue: 100000}
 plugins:
@@ -144,11 +151,25 @@ plugins:
 streams:
   metrics: {processor: metrics, queue_size: 200000, batch_size: 1024}
 `);
+  const env = TIERS ? process.env : { ...process.env, SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '' };
   const proc = spawn(process.env.SOPHIAD, ['-c', path.join(dir, 'sophia.yaml'), '--listen', `127.0.0.1:${port}`], {
-    env: { ...process.env, SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '' }, stdio: ['ignore', 'ignore', 'inherit'],
+    env, stdio: ['ignore', 'ignore', 'inherit'],
   });
   await waitHttp(`http://127.0.0.1:${port}/healthz`, proc);
   return { proc, port };
+}
+
+// config/sophia.yaml as shipped, but quiet, with its memory index in `dir`
+// and the benchmark's queue sizes (the throughput phase keeps 4,000 points
+// in flight, the default queue holds 10,000).
+function defaultConfig(dir) {
+  if (!process.env.SOPHIA_REDIS_URL || !process.env.SOPHIA_PG_URL) {
+    throw new Error('--tiers needs SOPHIA_REDIS_URL and SOPHIA_PG_URL (scripts/servers.sh starts both)');
+  }
+  const shipped = readFileSync(path.join(path.dirname(self), '../../config/sophia.yaml'), 'utf8');
+  return shipped
+    .replace(/^(log:\s*\n\s*level:) info/m, '$1 error')
+    .replace(/index_path: \S+/, `index_path: ${path.join(dir, 'memory.index')}`);
 }
 
 async function startPeer() {
@@ -226,9 +247,11 @@ function post(port, body) {
 const pct = (v, q) => v[Math.min(v.length - 1, Math.max(0, Math.ceil(q * v.length) - 1))];
 const median = (v) => [...v].sort((a, b) => a - b)[Math.floor((v.length - 1) / 2)];
 
-const PER = Math.max(1, Math.round(RATE / 200)); // a batch every 5 ms
+// a PER-point POST every TICK ms (default: every 5 ms)
+const PER = opt('batch', Math.max(1, Math.round(RATE / 200)));
+const TICK = (PER / RATE) * 1000;
 
-// `events` at RATE/s as a PER-point POST every 5 ms; resolves once every
+// `events` at RATE/s as a PER-point POST every TICK ms; resolves once every
 // POST is answered.
 async function fixedRate(port, events) {
   const res = { sent: 0, refused: 0, codes: {} };
@@ -236,7 +259,7 @@ async function fixedRate(port, events) {
   const total = Math.round(events / PER);
   const inflight = [];
   for (let ticks = 0; ticks < total; ticks++) {
-    const due = start + ticks * 5;
+    const due = start + ticks * TICK;
     const t = performance.now();
     if (t < due) await sleep(due - t > 1 ? due - t - 0.5 : 0);
     inflight.push(post(port, batch(PER)).then((s) => {
@@ -341,8 +364,8 @@ async function main() {
     if (ONLY.includes('floor')) rows.push(await runOnce('floor', startFloorSrv));
     if (ONLY.includes('peer')) rows.push(await runOnce('node peer', startPeer));
   }
-  console.log('\ningest -> metrics plugin -> /ws, 100 clients (one dashboard each), L2/L3 off');
-  console.log(`max throughput: 4 x 1000-pt POSTs in flight; fixed rate: ${RATE}/s as a ${PER}-pt POST every 5 ms, after ${WARMUP} s of it;`);
+  console.log(`\ningest -> metrics plugin -> /ws, ${CLIENTS} clients (one dashboard each), ${TIERS ? 'default tiers (durable stream, write-back journal, L3)' : 'L2/L3 off'}`);
+  console.log(`max throughput: 4 x 1000-pt POSTs in flight; fixed rate: ${RATE}/s as a ${PER}-pt POST every ${TICK.toFixed(1)} ms, after ${WARMUP} s of it;`);
   console.log('µs/ev: server CPU per event (user+system, all threads); client: this process\' CPU per event at the fixed rate;');
   console.log('lost: accepted but not delivered within 10 s; !202: POSTs refused (503 queue full)');
   console.log(`${'server'.padEnd(10)} ${'max ev/s'.padStart(9)} ${'µs/ev'.padStart(6)} ${'rate ev/s'.padStart(9)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'max ms'.padStart(8)} ${'µs/ev'.padStart(6)} ${'client'.padStart(6)} ${'lost'.padStart(5)} ${'!202'.padStart(5)} ${'load'.padStart(5)}`);

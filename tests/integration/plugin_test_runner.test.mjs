@@ -38,6 +38,9 @@ function tool(args, input = '') {
   });
 }
 
+// A series' labels in its cache key, as the metrics processor writes them.
+const labelKey = (l) => (l ? `{${Object.keys(l).sort().map((k) => `${k}=${l[k]}`).join(',')}}` : '');
+
 test('metrics: the shared samples become publishes and cache puts, one verdict per event', async () => {
   const input = readFileSync(path.join(SAMPLES, 'metrics.ndjson'), 'utf8');
   const r = await tool([path.join(PLUGINS, 'metrics.so'), '--stream', 'metrics',
@@ -53,7 +56,7 @@ test('metrics: the shared samples become publishes and cache puts, one verdict p
       topics: ['updates:metric', `dashboard:${p.dashboard_id}`, 'stream:metrics'], data,
     });
     expected.push({
-      event: i + 1, action: 'cache_put', key: `metric:${p.dashboard_id}:${p.metric}`,
+      event: i + 1, action: 'cache_put', key: `metric:${p.dashboard_id}:${p.metric}${labelKey(p.labels)}`,
       value: { value: p.value, timestamp: p.timestamp }, ttl: 60,
       tags: ['metrics', `dashboard:${p.dashboard_id}`],
     });
@@ -233,5 +236,6 @@ test('a processor\'s prefetch (SDK 1.1) is answered from the in-memory cache, on
   assert.deepEqual(stages, [[1, false, 'qualified'], [2, 'qualified', 'closedwon']]);
   // Before its actions, not counted among them.
   assert.equal(r.lines.findIndex((l) => l.event === 2), r.lines.findIndex((l) => l.prefetch && l.event === 2));
-  assert.deepEqual(r.lines.find((l) => l.event === 2 && l.verdict), { event: 2, verdict: 'ok', actions: 4 });
+  // deal_stage, deal_won, tag invalidation, record put, and crm 1.3's pipeline totals (2 stages x 2 metrics).
+  assert.deepEqual(r.lines.find((l) => l.event === 2 && l.verdict), { event: 2, verdict: 'ok', actions: 8 });
 });

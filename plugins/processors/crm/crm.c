@@ -5,78 +5,158 @@
  * HubSpot posts a JSON array of events; the core splits arrays, so each
  * event here is one object with `subscriptionType` (`deal.propertyChange`
  * with propertyName/propertyValue, `deal.creation`, `contact.creation`,
- * …). Salesforce CDC events carry `data.payload.ChangeEventHeader`
- * (entityName, recordIds, changeType, changedFields) beside the changed
- * fields themselves (StageName, Amount, …).
+ * …) and `occurredAt` (ms). Salesforce CDC events carry
+ * `data.payload.ChangeEventHeader` (entityName, recordIds, changeType,
+ * changedFields, commitTimestamp in ms) beside the changed fields
+ * themselves (StageName, Amount, CloseDate, …).
  *
  * For deals (HubSpot deals, Salesforce Opportunities) the instance knows
- * the last stage and amount of each deal - from memory, else from the
- * cached deal record - so it can report transitions: `deal_stage` and
- * `deal_amount` `data` updates, `deal_won` / `deal_lost` alerts on closed
- * stages, and a `large_deal` alert when an amount reaches `large_deal`.
- * Every change first invalidates the tags `deal:<id>` (and, for
- * Salesforce, `opportunity:<id>`, the tag the gong processor puts on call
- * analyses) so nothing derived from the old deal survives, then writes
- * the fresh record to `<prefix>deal:<source>:<id>`. A deletion
+ * the last stage, amount and close date of each deal - from memory, else
+ * from the cached deal record - so it can report transitions: `deal_stage`,
+ * `deal_amount` and `deal_close_date` `data` updates, `deal_won` /
+ * `deal_lost` alerts on closed stages, and a `large_deal` alert when an
+ * amount reaches `large_deal`. Every change first invalidates the tags
+ * `deal:<id>` (and, for Salesforce, `opportunity:<id>`, the tag the gong
+ * processor puts on call analyses) so nothing derived from the old deal
+ * survives, then writes the fresh record to `<prefix>deal:<source>:<id>`
+ * (tagged `crm`, `deal:<id>` and `crm:<source>:<object>`). A deletion
  * (`*.deletion`, CDC `DELETE`) drops the record and publishes a
  * `crm_change` with to = "deleted".
  *
+ * Event time, not arrival: a change's time is HubSpot `occurredAt` or the
+ * CDC header's `commitTimestamp` (ms). Each deal keeps, per property
+ * (stage, amount, close date), the time of the change it holds, and the
+ * latest time applied to it. A change older than the property's time is
+ * late: it does not rewind the property (counter `stale`), while a newer
+ * property in the same event still applies. A change older than the
+ * deal's latest time by more than `allowed_lateness` seconds is dropped
+ * whole (counter `late_dropped`): nothing is published for it. Equal
+ * times apply in arrival order. A change without a time (neither field)
+ * applies as it arrives and moves no clock. Duplicates are the
+ * redelivery set's (below), not this rule's.
+ *
+ * Business rules (all per deal, in event time):
+ *   - stage velocity: a `deal_stage` update carries `days_in_stage`, the
+ *     days between entering the stage it leaves and leaving it (absent
+ *     when that entry was not seen with a time);
+ *   - slipped close date: a close date (HubSpot `closedate` in ms,
+ *     Salesforce `CloseDate` YYYY-MM-DD) moved later raises
+ *     `close_date_slipped` (alert_id `close_date_slipped:<source>:<id>`,
+ *     with from, to, days_slipped); at most once per `alert_cooldown`
+ *     seconds per deal (later slips inside it counted
+ *     `alerts_suppressed`, their `deal_close_date` update still sent),
+ *     resolved when the deal reaches a closed stage or is deleted;
+ *   - large deal: `large_deal` fires when the amount reaches `large_deal`
+ *     (alert_id `large_deal:<source>:<id>`), at most once per cooldown,
+ *     and is resolved when the amount falls below it again;
+ *   - pipeline totals: per source and stage, the number and summed amount
+ *     of the deals this instance tracks, published as `metric` updates
+ *     `crm_pipeline_deals` and `crm_pipeline_amount` (labels source,
+ *     stage) for each stage an event changes; the values include the
+ *     event's own changes. A deal evicted by `max_deals` leaves the totals
+ *     at its commit, seen at the stage's next publish.
+ *
+ * Salesforce gaps: CDC changeType GAP_CREATE / GAP_UPDATE / GAP_DELETE /
+ * GAP_UNDELETE say a change happened that the event cannot describe (its
+ * fields are missing): re-read the record. So its cached record is
+ * invalidated (with its tags), the deal is forgotten (its state is unknown
+ * until the re-read posts it again) and a `crm_resync` `data` update names
+ * it; no field of the event is applied. GAP_OVERFLOW (too many changes in
+ * one transaction; its recordIds are not the records) does that for the
+ * whole entity: tag `crm:salesforce:<object>` is invalidated, every
+ * Salesforce deal of it forgotten, and a `crm_resync` alert raised.
+ * Counter `resyncs`.
+ *
  * State and the verdict (SDK 1.1): process() only reads the deals it
- * knows; each deal's new stage and amount (or its removal) is handed to
- * host->stage and lands when the event's effects commit. So an event that
- * goes RETRY, ERROR, or whose effects are refused leaves the deal where it
- * was, and its redelivery reports the same transition and alerts.
+ * knows; each deal's new state (or its removal) is handed to host->stage
+ * and lands when the event's effects commit, the pipeline totals with it.
+ * So an event that goes RETRY, ERROR, or whose effects are refused leaves
+ * the deal where it was, and its redelivery reports the same transition
+ * and alerts.
  *
  * Redelivery (the same event after its effects committed, e.g. a crash
  * before the ack; HubSpot also retries on its own): an event with an id -
  * HubSpot `eventId`, Salesforce `data.event.replayId` (with the channel),
  * else the CDC transactionKey + sequenceNumber - is remembered once it
  * commits (the last `max_seen`), and seen again it does nothing (verdict
- * OK, counter `duplicates`): no second publish, and no stale stage written
- * over a newer one when an old event comes back late. Without an id the
- * transitions are still idempotent by comparison (the same stage or
- * amount again is no transition); a non-deal `crm_change` is then
- * published again.
+ * OK, counter `duplicates`). Without an id the transitions are still
+ * idempotent by comparison (the same stage or amount again is no
+ * transition); a non-deal `crm_change` is then published again.
  *
- * Reload: export_state/import_state carry the committed deals and seen
- * ids, so the next stage change after a reload is a transition from the
- * right stage.
+ * Memory: at most `max_deals` deals (the least recently created goes
+ * first; a deal seen again after that starts from its cached record when
+ * the prefetch finds it). About 0.3 KB per deal (README's figures).
+ *
+ * Reload: export_state/import_state carry the committed deals (with their
+ * clocks and open alerts) and seen ids; the totals are rebuilt from the
+ * deals.
  *
  * Restart and other nodes (SDK 1.1 prefetch): memory knows only what this
  * instance committed, so a node that never saw a deal, or this one after a
  * restart, would report its next stage as a transition from nothing.
  * crm_prefetch names each deal's record key, the host reads it through L1,
  * L2 and L3 before process(), and deal_get prefers that record (what the
- * last commit anywhere wrote) to memory.
+ * last commit anywhere wrote, clocks included) to memory.
  */
 #include <sophia/sdk.h>
 
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../proc_util.h"
 
+#define DAY_MS 86400000.0
+
 typedef struct crm_deal {
     char stage[64];
     double amount;
     int has_amount;
+    int salesforce;  /* the source, for the totals' labels */
+    int slip_open, large_open; /* alerts firing, to resolve */
+    int64_t close_ms; /* the close date (ms since the epoch), 0 unknown */
+    /* event times (ms) of the change each property holds, 0 none */
+    int64_t stage_at, amount_at, close_at;
+    int64_t since;   /* when the deal entered its stage, 0 unknown */
+    int64_t seen_at; /* the latest event time applied */
+    int64_t slip_alert_at, large_alert_at; /* last raise, for cooldowns */
 } crm_deal;
+
+/* One stage's pipeline total. */
+typedef struct crm_total {
+    double amount;
+    int64_t deals;
+} crm_total;
+
+/* A stage an event changed: its total moves by this much (max 16). */
+typedef struct crm_touch {
+    char key[80]; /* "<source>\x1f<stage>" */
+    crm_total delta;
+} crm_touch;
+
+#define CRM_TOUCHES 16
 
 typedef struct crm_state {
     const sophia_host *host;
     sophia_self *self;
     char *prefix, *dashboard, *large_severity;
-    double ttl, large;
+    double ttl, large, lateness_ms, cooldown_ms;
     int has_prefetch; /* the host reads the tiers before process() */
-    pu_table deals; /* cache key -> crm_deal, as committed */
-    pu_seen seen;   /* event ids committed */
+    int has_alert_ex;
+    pu_table deals;  /* cache key -> crm_deal, as committed */
+    pu_table totals; /* "<source>\x1f<stage>" -> crm_total, of `deals` */
+    pu_seen seen;    /* event ids committed */
+    crm_touch touched[CRM_TOUCHES]; /* the event in progress's stages */
+    size_t ntouched;
 } crm_state;
 
-/* A deal's state once the event commits (host->stage's change). */
+/* A deal's state once the event commits (host->stage's change): the deal
+ * `key` becomes `deal`, or goes (deleted), or every deal whose key starts
+ * with `key` goes (prefix: GAP_OVERFLOW). */
 typedef struct crm_deal_change {
-    int deleted;
+    int deleted, prefix;
     crm_deal deal;
     char key[];
 } crm_deal_change;
@@ -90,6 +170,8 @@ typedef struct crm_change {
     const char *stage;   /* new stage or NULL */
     double amount;
     int has_amount;
+    int64_t close_ms;    /* new close date, or 0 */
+    int64_t at;          /* event time (ms), 0 when the event has none */
     const sophia_json *fields; /* borrowed: the changed properties */
 } crm_change;
 
@@ -101,6 +183,7 @@ static void crm_fini(void *state)
     if (!st)
         return;
     pu_table_free(&st->deals);
+    pu_table_free(&st->totals);
     pu_seen_free(&st->seen);
     free(st->prefix);
     free(st->dashboard);
@@ -108,31 +191,51 @@ static void crm_fini(void *state)
     free(st);
 }
 
+/* The options that must be positive or not negative: 0, or EINVAL
+ * logged with the option's name. */
+static int check_opts(const sophia_host *h, sophia_self *self,
+                      const sophia_opts *opts)
+{
+    const char *bad = NULL;
+    if (h->opt_int(opts, "max_seen") < 1)
+        bad = "max_seen must be at least 1";
+    else if (h->opt_int(opts, "max_deals") < 1)
+        bad = "max_deals must be at least 1";
+    else if (!(h->opt_double(opts, "allowed_lateness") >= 0))
+        bad = "allowed_lateness must be 0 or more seconds";
+    else if (!(h->opt_double(opts, "alert_cooldown") >= 0))
+        bad = "alert_cooldown must be 0 or more seconds";
+    if (bad)
+        h->log(self, SOPHIA_LOG_ERROR, "%s", bad);
+    return bad ? SOPHIA_EINVAL : 0;
+}
+
 static int crm_init(const sophia_host *host, sophia_self *self,
                     const sophia_opts *opts, void **state)
 {
     if (pu_require_stage(host, self, "crm"))
         return SOPHIA_EABI;
+    if (check_opts(host, self, opts))
+        return SOPHIA_EINVAL;
     crm_state *st = calloc(1, sizeof(*st));
     if (!st)
         return SOPHIA_ENOMEM;
     st->host = host;
     st->self = self;
     st->has_prefetch = SOPHIA_HOST_HAS(host, prefetched);
+    st->has_alert_ex = SOPHIA_HOST_HAS(host, alert_ex) && host->alert_ex;
     st->prefix = pu_strdup(host->opt_string(opts, "cache_prefix"));
     st->dashboard = pu_strdup(host->opt_string(opts, "dashboard"));
     st->large_severity = pu_strdup(host->opt_string(opts, "large_deal_severity"));
     st->ttl = host->opt_double(opts, "ttl");
     st->large = host->opt_double(opts, "large_deal");
-    int64_t max_seen = host->opt_int(opts, "max_seen");
-    if (max_seen < 1) {
-        host->log(self, SOPHIA_LOG_ERROR, "max_seen must be at least 1");
-        crm_fini(st);
-        return SOPHIA_EINVAL;
-    }
+    st->lateness_ms = host->opt_double(opts, "allowed_lateness") * 1000.0;
+    st->cooldown_ms = host->opt_double(opts, "alert_cooldown") * 1000.0;
     if (!st->prefix || !st->dashboard || !st->large_severity ||
-        pu_table_init(&st->deals, 100000, free) ||
-        pu_seen_init(&st->seen, (size_t)max_seen)) {
+        pu_table_init(&st->deals, (size_t)host->opt_int(opts, "max_deals"),
+                      free) ||
+        pu_table_init(&st->totals, 4096, free) ||
+        pu_seen_init(&st->seen, (size_t)host->opt_int(opts, "max_seen"))) {
         crm_fini(st);
         return SOPHIA_ENOMEM;
     }
@@ -166,6 +269,43 @@ static int num_of(const sophia_host *h, const sophia_json *v, double *out)
     return *end == '\0';
 }
 
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard
+ * Hinnant's days_from_civil): no timegm, no TZ. */
+static int64_t days_of(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* A close date: ms since the epoch (HubSpot: a number or its text) or
+ * "YYYY-MM-DD" (Salesforce), into *ms; 0 when it is neither. */
+static int date_of(const sophia_host *h, const sophia_json *v, int64_t *ms)
+{
+    const char *s = h->json_string(v);
+    int y, m, d, n = 0;
+    double x;
+    if (s && sscanf(s, "%4d-%2d-%2d%n", &y, &m, &d, &n) == 3 && n == 10 &&
+        m >= 1 && m <= 12 && d >= 1 && d <= 31) {
+        *ms = days_of(y, m, d) * 86400000LL;
+        return 1;
+    }
+    if (!num_of(h, v, &x) || !(x > 0) || x > 9e15)
+        return 0;
+    *ms = (int64_t)x;
+    return 1;
+}
+
+/* An event time in ms (a number > 0), or 0. */
+static int64_t time_of(const sophia_host *h, const sophia_json *v)
+{
+    double x = h->json_number(v, 0);
+    return x > 0 && x < 9e15 ? (int64_t)x : 0;
+}
+
 static int parse_hubspot(const sophia_host *h, const sophia_json *b,
                          crm_change *c, char *idbuf, size_t idlen,
                          char *object, size_t objlen)
@@ -193,6 +333,10 @@ static int parse_hubspot(const sophia_host *h, const sophia_json *b,
         c->stage = h->json_string(val);
     else if (prop && !strcmp(prop, "amount"))
         c->has_amount = num_of(h, val, &c->amount);
+    else if (prop && !strcmp(prop, "closedate") &&
+             !date_of(h, val, &c->close_ms))
+        c->close_ms = 0;
+    c->at = time_of(h, h->json_get(b, "occurredAt"));
     return 0;
 }
 
@@ -215,7 +359,99 @@ static int parse_salesforce(const sophia_host *h, const sophia_json *b,
     c->fields = p;
     c->stage = pu_str(h, p, "StageName");
     c->has_amount = num_of(h, h->json_get(p, "Amount"), &c->amount);
+    if (!date_of(h, h->json_get(p, "CloseDate"), &c->close_ms))
+        c->close_ms = 0;
+    c->at = time_of(h, h->json_get(hdr, "commitTimestamp"));
     return c->id ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ totals */
+
+/* "<source>\x1f<stage>" of a deal that has a stage, else "". */
+static void total_key(const crm_deal *d, char *out, size_t len)
+{
+    if (d->stage[0])
+        snprintf(out, len, "%s\x1f%s", d->salesforce ? "salesforce" : "hubspot",
+                 d->stage);
+    else
+        out[0] = '\0';
+}
+
+/* Moves the committed total of `d`'s stage by sign x its contribution. */
+static void total_add(crm_state *st, const crm_deal *d, int sign)
+{
+    char key[80];
+    total_key(d, key, sizeof(key));
+    if (!key[0])
+        return;
+    crm_total *t = pu_table_get(&st->totals, key);
+    if (!t && sign > 0 && (t = calloc(1, sizeof(*t))) &&
+        pu_table_put(&st->totals, key, t))
+        return; /* no memory: the stage goes untotalled */
+    if (!t)
+        return;
+    t->deals += sign;
+    t->amount += sign * (d->has_amount ? d->amount : 0);
+    if (t->deals <= 0)
+        pu_table_del(&st->totals, key);
+}
+
+/* Notes that this event moves `d`'s stage total by sign x its part, for
+ * the publish at the event's end. */
+static void touch(crm_state *st, const crm_deal *d, int sign)
+{
+    char key[80];
+    total_key(d, key, sizeof(key));
+    if (!key[0])
+        return;
+    size_t i = 0;
+    while (i < st->ntouched && strcmp(st->touched[i].key, key))
+        i++;
+    if (i == st->ntouched) {
+        if (i == CRM_TOUCHES)
+            return; /* more stages in one event: they show at their next */
+        memset(&st->touched[i], 0, sizeof(st->touched[i]));
+        snprintf(st->touched[i].key, sizeof(st->touched[i].key), "%s", key);
+        st->ntouched++;
+    }
+    st->touched[i].delta.deals += sign;
+    st->touched[i].delta.amount += sign * (d->has_amount ? d->amount : 0);
+}
+
+static int publish_total(const crm_state *st, sophia_ctx *ctx,
+                         const char *key, const char *metric, double v)
+{
+    const sophia_host *h = st->host;
+    const char *sep = strchr(key, '\x1f');
+    char source[16];
+    snprintf(source, sizeof(source), "%.*s", (int)(sep - key), key);
+    sophia_json *d = h->json_object(), *labels = h->json_object();
+    pu_set_str(h, labels, "source", source);
+    pu_set_str(h, labels, "stage", sep + 1);
+    pu_set_str(h, d, "metric", metric);
+    pu_set(h, d, "value", h->json_num(v));
+    if (pu_set(h, d, "labels", labels))
+        return SOPHIA_ENOMEM;
+    return h->publish(ctx, SOPHIA_UPDATE_METRIC, NULL, st->dashboard, d);
+}
+
+/* The totals of the stages this event touched, as they stand once it
+ * commits. */
+static int publish_totals(crm_state *st, sophia_ctx *ctx)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < st->ntouched; i++) {
+        const crm_touch *t = &st->touched[i];
+        const crm_total *c = pu_table_get(&st->totals, t->key);
+        crm_total v = {(c ? c->amount : 0) + t->delta.amount,
+                       (c ? c->deals : 0) + t->delta.deals};
+        rc = publish_total(st, ctx, t->key, "crm_pipeline_deals",
+                           (double)v.deals);
+        if (!rc)
+            rc = publish_total(st, ctx, t->key, "crm_pipeline_amount",
+                               v.amount);
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------ effects */
@@ -227,20 +463,39 @@ static void record_key(const crm_state *st, const crm_change *c, char *key,
     snprintf(key, len, "%s%s:%s:%s", st->prefix, c->object, c->source, c->id);
 }
 
+static int64_t int_of(const sophia_host *h, const sophia_json *r,
+                      const char *k)
+{
+    return (int64_t)h->json_number(h->json_get(r, k), 0);
+}
+
+/* The deal a record (put_record's, or an export's entry) describes. */
 static void deal_from_record(const sophia_host *h, const sophia_json *r,
                              crm_deal *d)
 {
-    const char *s = pu_str(h, r, "stage");
+    const char *s = pu_str(h, r, "stage"), *src = pu_str(h, r, "source");
     if (s)
         snprintf(d->stage, sizeof(d->stage), "%s", s);
     d->has_amount = num_of(h, h->json_get(r, "amount"), &d->amount);
+    d->salesforce = src && !strcmp(src, "salesforce");
+    d->close_ms = int_of(h, r, "close_date");
+    d->stage_at = int_of(h, r, "stage_at");
+    d->amount_at = int_of(h, r, "amount_at");
+    d->close_at = int_of(h, r, "close_at");
+    d->since = int_of(h, r, "stage_since");
+    d->seen_at = int_of(h, r, "seen_at");
+    d->slip_alert_at = int_of(h, r, "slip_alert_at");
+    d->large_alert_at = int_of(h, r, "large_alert_at");
+    d->slip_open = h->json_bool(h->json_get(r, "slip_open"), 0);
+    d->large_open = h->json_bool(h->json_get(r, "large_open"), 0);
 }
 
 /* The deal's committed state into *d. First the record the prefetch read
  * through every tier (crm_prefetch): it is what the last commit wrote,
  * on this node or on another sharing the tiers, and it survives a
  * restart. Then memory, then (no prefetch ran: a 1.0 host, a tool) the
- * L1 record, else empty. Only reads: the new state is staged. */
+ * L1 record, else empty. Only reads: the new state is staged. The
+ * alerts' state is this instance's, so it comes from memory. */
 static void deal_get(crm_state *st, sophia_ctx *ctx, const char *key,
                      crm_deal *d)
 {
@@ -260,41 +515,80 @@ static void deal_get(crm_state *st, sophia_ctx *ctx, const char *key,
             deal_from_record(h, cached, d);
         h->json_free(cached);
     }
+    if (known) {
+        d->slip_open = known->slip_open;
+        d->large_open = known->large_open;
+        d->slip_alert_at = known->slip_alert_at;
+        d->large_alert_at = known->large_alert_at;
+    }
+}
+
+/* Drops every deal whose key starts with `prefix` (GAP_OVERFLOW). */
+static void deals_drop_prefix(crm_state *st, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (pu_entry *e = st->deals.oldest, *next; e; e = next) {
+        next = e->newer;
+        if (!strncmp(e->key, prefix, n)) {
+            total_add(st, e->val, -1);
+            pu_table_del(&st->deals, e->key);
+        }
+    }
 }
 
 static void deal_apply(void *state, void *change)
 {
     crm_state *st = state;
     crm_deal_change *c = change;
-    crm_deal *d = c->deleted ? NULL : malloc(sizeof(*d));
+    crm_deal *old = c->prefix ? NULL : pu_table_get(&st->deals, c->key);
+    crm_deal *d = c->deleted || c->prefix ? NULL : malloc(sizeof(*d));
+    if (c->prefix) {
+        deals_drop_prefix(st, c->key);
+        free(c);
+        return;
+    }
+    if (old)
+        total_add(st, old, -1);
     if (c->deleted) {
         pu_table_del(&st->deals, c->key);
     } else if (d) {
         *d = c->deal;
+        if (!old && st->deals.n == st->deals.max) /* the oldest goes */
+            total_add(st, st->deals.oldest->val, -1);
+        total_add(st, d, 1);
         pu_table_put(&st->deals, c->key, d); /* takes d */
     }
     free(c);
 }
 
-/* The deal under `key` becomes `d` (or goes, d NULL) when the event
- * commits. */
+/* The deal under `key` becomes `d` (or goes, d NULL; or with `prefix`
+ * every deal under that key prefix goes) when the event commits. */
 static int stage_deal(crm_state *st, sophia_ctx *ctx, const char *key,
-                      const crm_deal *d)
+                      const crm_deal *d, int prefix)
 {
     size_t n = strlen(key) + 1;
     crm_deal_change *c = calloc(1, sizeof(*c) + n);
     if (!c)
         return SOPHIA_ENOMEM;
     c->deleted = !d;
+    c->prefix = prefix;
     if (d)
         c->deal = *d;
     memcpy(c->key, key, n);
+    if (!prefix) { /* the totals this moves, for publish_totals */
+        const crm_deal *old = pu_table_get(&st->deals, key);
+        if (old)
+            touch(st, old, -1);
+        if (d)
+            touch(st, d, 1);
+    }
     return st->host->stage(ctx, deal_apply, free, c);
 }
 
+/* `days` < 0: no days_in_stage member. */
 static int publish_kind(const crm_state *st, sophia_ctx *ctx,
                         const crm_change *c, const char *kind,
-                        sophia_json *from, sophia_json *to)
+                        sophia_json *from, sophia_json *to, double days)
 {
     const sophia_host *h = st->host;
     sophia_json *d = h->json_object();
@@ -304,6 +598,8 @@ static int publish_kind(const crm_state *st, sophia_ctx *ctx,
     pu_set_str(h, d, "id", c->id);
     pu_set(h, d, "from", from ? from : h->json_bool_new(0));
     pu_set(h, d, "to", to ? to : h->json_bool_new(0));
+    if (days >= 0)
+        pu_set(h, d, "days_in_stage", h->json_num(round(days * 100) / 100));
     return d ? h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, st->dashboard, d)
              : SOPHIA_ENOMEM;
 }
@@ -323,6 +619,49 @@ static int deal_alert(const crm_state *st, sophia_ctx *ctx,
     return h->alert(ctx, type, severity, msg, d);
 }
 
+/* A condition alert on the deal (alert_id "<type>:<source>:<id>") raised
+ * or resolved; takes `data`. A host without alert_ex raises it plainly
+ * and has no resolve. */
+static int deal_condition(const crm_state *st, sophia_ctx *ctx,
+                          const crm_change *c, const char *type,
+                          const char *severity, const char *what,
+                          int resolve, sophia_json *data)
+{
+    const sophia_host *h = st->host;
+    char msg[300], id[300];
+    snprintf(msg, sizeof(msg), "%s deal %s %s", c->source, c->id, what);
+    snprintf(id, sizeof(id), "%s:%s:%s", type, c->source, c->id);
+    pu_set_str(h, data, "source", c->source);
+    pu_set_str(h, data, "deal_id", c->id);
+    if (!st->has_alert_ex) {
+        if (!resolve)
+            return h->alert(ctx, type, severity, msg, data);
+        h->json_free(data);
+        return 0;
+    }
+    sophia_alert a = {.struct_size = sizeof(a), .alert_type = type,
+                      .severity = severity, .message = msg, .alert_id = id,
+                      .dashboard_id = st->dashboard, .resolve = resolve};
+    return h->alert_ex(ctx, &a, data);
+}
+
+/* The time the change's rules count in: its event time, else now. */
+static int64_t now_of(const crm_state *st, const crm_change *c)
+{
+    return c->at ? c->at : st->host->now_us() / 1000;
+}
+
+/* A cooldown that started at `last` (0: never) is over at `now`. */
+static int cooled(const crm_state *st, int64_t last, int64_t now)
+{
+    return !last || (double)(now - last) >= st->cooldown_ms;
+}
+
+static int closed(const char *norm)
+{
+    return !strcmp(norm, "closedwon") || !strcmp(norm, "closedlost");
+}
+
 static int stage_effects(crm_state *st, sophia_ctx *ctx, const crm_change *c,
                          crm_deal *d)
 {
@@ -332,15 +671,24 @@ static int stage_effects(crm_state *st, sophia_ctx *ctx, const crm_change *c,
     norm_stage(c->stage, now, sizeof(now));
     if (!strcmp(was, now))
         return 0;
+    double days = d->stage[0] && d->since && c->at && c->at >= d->since
+                      ? (double)(c->at - d->since) / DAY_MS
+                      : -1;
     int rc = publish_kind(st, ctx, c, "deal_stage",
                           d->stage[0] ? h->json_str(d->stage) : NULL,
-                          h->json_str(c->stage));
+                          h->json_str(c->stage), days);
     double amt = c->has_amount ? c->amount : d->amount;
     if (!rc && !strcmp(now, "closedwon"))
         rc = deal_alert(st, ctx, c, "deal_won", "info", "closed won", amt);
     else if (!rc && !strcmp(now, "closedlost"))
         rc = deal_alert(st, ctx, c, "deal_lost", "warning", "closed lost", amt);
+    if (!rc && closed(now) && d->slip_open) { /* no close date to slip */
+        rc = deal_condition(st, ctx, c, "close_date_slipped", "warning",
+                            "closed", 1, h->json_object());
+        d->slip_open = 0;
+    }
     snprintf(d->stage, sizeof(d->stage), "%s", c->stage);
+    d->since = c->at;
     return rc;
 }
 
@@ -352,16 +700,90 @@ static int amount_effects(crm_state *st, sophia_ctx *ctx, const crm_change *c,
         return 0;
     int rc = publish_kind(st, ctx, c, "deal_amount",
                           d->has_amount ? h->json_num(d->amount) : NULL,
-                          h->json_num(c->amount));
-    if (!rc && st->large > 0 && c->amount >= st->large &&
-        (!d->has_amount || d->amount < st->large)) {
-        char what[100];
-        snprintf(what, sizeof(what), "reached %.0f", c->amount);
-        rc = deal_alert(st, ctx, c, "large_deal", st->large_severity, what,
-                        c->amount);
+                          h->json_num(c->amount), -1);
+    int64_t now = now_of(st, c);
+    char what[100];
+    if (!rc && st->large > 0 && c->amount >= st->large && !d->large_open) {
+        if (cooled(st, d->large_alert_at, now)) {
+            sophia_json *data = h->json_object();
+            pu_set(h, data, "amount", h->json_num(c->amount));
+            snprintf(what, sizeof(what), "reached %.0f", c->amount);
+            rc = deal_condition(st, ctx, c, "large_deal", st->large_severity,
+                                what, 0, data);
+            d->large_alert_at = now;
+            d->large_open = 1;
+        } else {
+            h->counter_add(st->self, "alerts_suppressed", 1);
+        }
+    } else if (!rc && d->large_open && c->amount < st->large) {
+        sophia_json *data = h->json_object();
+        pu_set(h, data, "amount", h->json_num(c->amount));
+        snprintf(what, sizeof(what), "fell to %.0f", c->amount);
+        rc = deal_condition(st, ctx, c, "large_deal", st->large_severity, what,
+                            1, data);
+        d->large_open = 0;
     }
     d->amount = c->amount;
     d->has_amount = 1;
+    return rc;
+}
+
+/* "YYYY-MM-DD" of ms since the epoch (UTC). */
+static sophia_json *date_json(const sophia_host *h, int64_t ms)
+{
+    int64_t z = (ms >= 0 ? ms : ms - 86399999) / 86400000 + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    int m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%04lld-%02d-%02d",
+             (long long)(yoe + era * 400 + (m <= 2)), m, d);
+    return h->json_str(buf);
+}
+
+/* A close date moved later while the deal is open: close_date_slipped,
+ * once per cooldown. */
+static int slip_alert(crm_state *st, sophia_ctx *ctx, const crm_change *c,
+                      crm_deal *d)
+{
+    const sophia_host *h = st->host;
+    int64_t now = now_of(st, c);
+    char stage[64], what[120];
+    norm_stage(d->stage, stage, sizeof(stage));
+    if (closed(stage))
+        return 0;
+    if (!cooled(st, d->slip_alert_at, now)) {
+        h->counter_add(st->self, "alerts_suppressed", 1);
+        return 0;
+    }
+    double days = (double)(c->close_ms - d->close_ms) / DAY_MS;
+    sophia_json *data = h->json_object();
+    pu_set(h, data, "from", date_json(h, d->close_ms));
+    pu_set(h, data, "to", date_json(h, c->close_ms));
+    pu_set(h, data, "days_slipped", h->json_num(round(days * 100) / 100));
+    snprintf(what, sizeof(what), "close date slipped %.0f days", days);
+    d->slip_alert_at = now;
+    d->slip_open = 1;
+    return deal_condition(st, ctx, c, "close_date_slipped", "warning", what,
+                          0, data);
+}
+
+static int close_effects(crm_state *st, sophia_ctx *ctx, const crm_change *c,
+                         crm_deal *d)
+{
+    const sophia_host *h = st->host;
+    if (d->close_ms == c->close_ms)
+        return 0;
+    int rc = publish_kind(st, ctx, c, "deal_close_date",
+                          d->close_ms ? date_json(h, d->close_ms) : NULL,
+                          date_json(h, c->close_ms), -1);
+    if (!rc && d->close_ms && c->close_ms > d->close_ms)
+        rc = slip_alert(st, ctx, c, d);
+    d->close_ms = c->close_ms;
     return rc;
 }
 
@@ -370,6 +792,7 @@ static int put_record(const crm_state *st, sophia_ctx *ctx, const char *key,
 {
     const sophia_host *h = st->host;
     sophia_json *r = h->json_object();
+    char entity[300];
     pu_set_str(h, r, "source", c->source);
     pu_set_str(h, r, "object", c->object);
     pu_set_str(h, r, "id", c->id);
@@ -377,45 +800,190 @@ static int put_record(const crm_state *st, sophia_ctx *ctx, const char *key,
         pu_set_str(h, r, "stage", d->stage);
     if (d && d->has_amount)
         pu_set(h, r, "amount", h->json_num(d->amount));
+    const int64_t *times[] = {d ? &d->close_ms : NULL, d ? &d->stage_at : NULL,
+                              d ? &d->amount_at : NULL,
+                              d ? &d->close_at : NULL, d ? &d->since : NULL,
+                              d ? &d->seen_at : NULL};
+    const char *names[] = {"close_date", "stage_at", "amount_at", "close_at",
+                           "stage_since", "seen_at"};
+    for (size_t i = 0; d && i < sizeof(names) / sizeof(*names); i++)
+        if (*times[i])
+            pu_set(h, r, names[i], h->json_int(*times[i]));
     pu_set_str(h, r, "last_change", c->kind);
     pu_set(h, r, "updated_us", h->json_int(h->now_us()));
-    const char *tags[] = {"crm", tag, NULL};
+    snprintf(entity, sizeof(entity), "crm:%s:%s", c->source, c->object);
+    const char *tags[] = {"crm", tag, entity, NULL};
     return r ? h->cache_put(ctx, key, r, st->ttl, tags) : SOPHIA_ENOMEM;
+}
+
+static int is_kind(const crm_change *c, const char *a, const char *b)
+{
+    return c->kind && (!strcmp(c->kind, a) || (b && !strcmp(c->kind, b)));
+}
+
+/* CDC GAP_CREATE/UPDATE/DELETE/UNDELETE: the record changed in a way the
+ * event does not carry. Its record goes (the tags went already), the
+ * deal is forgotten, a crm_resync names it. */
+static int resync_record(crm_state *st, sophia_ctx *ctx, const crm_change *c,
+                         const char *key)
+{
+    const sophia_host *h = st->host;
+    int rc = h->cache_invalidate(ctx, key);
+    if (!rc && !strcmp(c->object, "deal"))
+        rc = stage_deal(st, ctx, key, NULL, 0);
+    if (!rc)
+        rc = publish_kind(st, ctx, c, "crm_resync", NULL,
+                          h->json_str(c->kind), -1);
+    if (!rc)
+        h->counter_add(st->self, "resyncs", 1);
+    return rc;
+}
+
+/* The deal's properties the change carries, each applied only when it is
+ * not older than the one the deal holds (else counted `stale`). */
+static int deal_effects(crm_state *st, sophia_ctx *ctx, const crm_change *c,
+                        crm_deal *d, int *moved)
+{
+    const sophia_host *h = st->host;
+    int rc = 0;
+    struct {
+        int has;
+        int64_t *at;
+        int (*fn)(crm_state *, sophia_ctx *, const crm_change *, crm_deal *);
+    } props[] = {{c->stage != NULL, &d->stage_at, stage_effects},
+                 {c->has_amount, &d->amount_at, amount_effects},
+                 {c->close_ms != 0, &d->close_at, close_effects}};
+    for (size_t i = 0; !rc && i < sizeof(props) / sizeof(*props); i++) {
+        if (!props[i].has)
+            continue;
+        if (c->at && c->at < *props[i].at) {
+            h->counter_add(st->self, "stale", 1);
+            continue;
+        }
+        rc = props[i].fn(st, ctx, c, d);
+        if (c->at)
+            *props[i].at = c->at;
+        (*moved)++;
+    }
+    if (c->at > d->seen_at)
+        d->seen_at = c->at;
+    d->salesforce = !strcmp(c->source, "salesforce");
+    return rc;
+}
+
+/* Drops the tags of everything derived from the record: `deal:<id>`,
+ * and for Salesforce deals `opportunity:<id>` (gong's). Before the
+ * record's put, which carries the first tag itself. */
+static int invalidate_tags(crm_state *st, sophia_ctx *ctx,
+                           const crm_change *c, const char *tag)
+{
+    char opp[300];
+    int rc = st->host->cache_invalidate_tag(ctx, tag);
+    if (!rc && !strcmp(c->object, "deal") && !strcmp(c->source, "salesforce")) {
+        snprintf(opp, sizeof(opp), "opportunity:%s", c->id);
+        rc = st->host->cache_invalidate_tag(ctx, opp);
+    }
+    return rc;
+}
+
+static int delete_record(crm_state *st, sophia_ctx *ctx, const crm_change *c,
+                         const char *key, const crm_deal *d)
+{
+    const sophia_host *h = st->host;
+    int rc = h->cache_invalidate(ctx, key);
+    if (!rc && d && d->slip_open)
+        rc = deal_condition(st, ctx, c, "close_date_slipped", "warning",
+                            "deleted", 1, h->json_object());
+    if (!rc && d) /* the record goes with the object */
+        rc = stage_deal(st, ctx, key, NULL, 0);
+    return rc ? rc : publish_kind(st, ctx, c, "crm_change", NULL,
+                                  h->json_str("deleted"), -1);
 }
 
 static int apply_change(crm_state *st, sophia_ctx *ctx, const crm_change *c)
 {
     const sophia_host *h = st->host;
     int deal = !strcmp(c->object, "deal");
-    char key[400], tag[300], opp[300];
+    int gap = c->kind && !strncmp(c->kind, "GAP_", 4);
+    char key[400], tag[300];
     record_key(st, c, key, sizeof(key));
     snprintf(tag, sizeof(tag), "%s:%s", c->object, c->id);
-    int rc = h->cache_invalidate_tag(ctx, tag);
-    if (!rc && deal && !strcmp(c->source, "salesforce")) {
-        snprintf(opp, sizeof(opp), "opportunity:%s", c->id);
-        rc = h->cache_invalidate_tag(ctx, opp);
-    }
-    if (!rc && c->kind && (!strcmp(c->kind, "deletion") ||
-                           !strcmp(c->kind, "DELETE"))) {
-        rc = h->cache_invalidate(ctx, key);
-        if (!rc && deal) /* the record goes with the object */
-            rc = stage_deal(st, ctx, key, NULL);
-        return rc ? rc : publish_kind(st, ctx, c, "crm_change", NULL,
-                                      h->json_str("deleted"));
-    }
     crm_deal nd, *d = deal ? &nd : NULL; /* the deal after this change */
     if (d)
         deal_get(st, ctx, key, d);
-    if (!rc && d && c->stage)
-        rc = stage_effects(st, ctx, c, d);
-    if (!rc && d && c->has_amount)
-        rc = amount_effects(st, ctx, c, d);
-    if (!rc && (!d || (!c->stage && !c->has_amount)))
+    if (gap) { /* whatever its time: the record must be read again */
+        int rc = invalidate_tags(st, ctx, c, tag);
+        return rc ? rc : resync_record(st, ctx, c, key);
+    }
+    if (d && c->at && d->seen_at &&
+        (double)(d->seen_at - c->at) > st->lateness_ms) {
+        h->counter_add(st->self, "late_dropped", 1);
+        return 0; /* too late to mean anything: nothing at all */
+    }
+    if (is_kind(c, "deletion", "DELETE")) {
+        int rc = invalidate_tags(st, ctx, c, tag);
+        return rc ? rc : delete_record(st, ctx, c, key, d);
+    }
+    int moved = 0, props = c->stage || c->has_amount || c->close_ms;
+    int rc = d ? deal_effects(st, ctx, c, d, &moved) : 0;
+    if (!rc && d && props && !moved)
+        return 0; /* every property was stale: the deal is as it was */
+    if (!rc && (!d || !props))
         rc = publish_kind(st, ctx, c, "crm_change", NULL,
-                          h->json_str(c->kind ? c->kind : "change"));
+                          h->json_str(c->kind ? c->kind : "change"), -1);
+    if (!rc)
+        rc = invalidate_tags(st, ctx, c, tag);
     if (!rc)
         rc = put_record(st, ctx, key, c, d, tag);
-    return rc || !d ? rc : stage_deal(st, ctx, key, d);
+    return rc || !d ? rc : stage_deal(st, ctx, key, d, 0);
+}
+
+/* CDC GAP_OVERFLOW: too many changes to describe; its recordIds do not
+ * name them. Everything cached of the entity goes (by its tag), every
+ * Salesforce deal of it is forgotten, and a crm_resync alert says so. */
+static int resync_entity(crm_state *st, sophia_ctx *ctx, const char *entity)
+{
+    const sophia_host *h = st->host;
+    const char *object = !strcmp(entity, "Opportunity") ? "deal" : entity;
+    char tag[300], prefix[400], msg[300];
+    crm_change c = {.source = "salesforce", .object = object, .id = "*",
+                    .kind = "GAP_OVERFLOW"};
+    snprintf(tag, sizeof(tag), "crm:salesforce:%s", object);
+    snprintf(prefix, sizeof(prefix), "%s%s:salesforce:", st->prefix, object);
+    int rc = h->cache_invalidate_tag(ctx, tag);
+    if (!rc && !strcmp(object, "deal"))
+        rc = stage_deal(st, ctx, prefix, NULL, 1);
+    if (!rc)
+        rc = publish_kind(st, ctx, &c, "crm_resync", NULL,
+                          h->json_str(c.kind), -1);
+    snprintf(msg, sizeof(msg), "Salesforce %s changes overflowed: re-read "
+             "every record", entity);
+    sophia_json *data = h->json_object();
+    pu_set_str(h, data, "entity", entity);
+    if (!rc && st->has_alert_ex) {
+        sophia_alert a = {.struct_size = sizeof(a), .alert_type = "crm_resync",
+                          .severity = "warning", .message = msg,
+                          .dashboard_id = st->dashboard};
+        rc = h->alert_ex(ctx, &a, data);
+    } else if (!rc) {
+        rc = h->alert(ctx, "crm_resync", "warning", msg, data);
+    } else {
+        h->json_free(data);
+    }
+    if (!rc)
+        h->counter_add(st->self, "resyncs", 1);
+    return rc;
+}
+
+/* The entity of a GAP_OVERFLOW event, or NULL. */
+static const char *overflow_of(const sophia_host *h, const sophia_json *b)
+{
+    const sophia_json *hdr = h->json_get(b, "data.payload.ChangeEventHeader");
+    if (!hdr)
+        hdr = h->json_get(b, "payload.ChangeEventHeader");
+    const char *type = pu_str(h, hdr, "changeType");
+    return type && !strcmp(type, "GAP_OVERFLOW") ? pu_str(h, hdr, "entityName")
+                                                 : NULL;
 }
 
 /* The event's id for redelivery ("" when it has none): HubSpot eventId,
@@ -477,10 +1045,8 @@ static int change_apply(crm_state *st, void *ctx, const crm_change *c)
 static int change_prefetch(crm_state *st, void *ctx, const crm_change *c)
 {
     char key[400];
-    if (strcmp(c->object, "deal") ||
-        (c->kind && (!strcmp(c->kind, "deletion") ||
-                     !strcmp(c->kind, "DELETE"))))
-        return 0;
+    if (strcmp(c->object, "deal") || is_kind(c, "deletion", "DELETE"))
+        return 0; /* a GAP_ change reads it: its alerts' state is memory's */
     record_key(st, c, key, sizeof(key));
     int rc = st->host->prefetch(ctx, key);
     return rc == SOPHIA_EINVAL ? 0 : rc;
@@ -495,8 +1061,9 @@ static int crm_prefetch(void *state, const sophia_event *ev, sophia_ctx *ctx)
     char eid[300];
     int rc;
     event_id(st->host, ev->body, eid, sizeof(eid));
-    if (eid[0] && pu_seen_has(&st->seen, eid))
-        return 0; /* a duplicate reads nothing */
+    if ((eid[0] && pu_seen_has(&st->seen, eid)) ||
+        overflow_of(st->host, ev->body))
+        return 0; /* a duplicate reads nothing, nor does an overflow */
     each_change(st, ev->body, change_prefetch, ctx, &rc);
     return rc;
 }
@@ -513,7 +1080,15 @@ static sophia_verdict crm_process(void *state, const sophia_event *ev,
         h->counter_add(st->self, "duplicates", 1);
         return SOPHIA_PROCESS_OK; /* applied before: nothing again */
     }
-    int n = each_change(st, ev->body, change_apply, ctx, &rc);
+    const char *overflow = overflow_of(h, ev->body);
+    st->ntouched = 0;
+    int n = 1;
+    if (overflow)
+        rc = resync_entity(st, ctx, overflow);
+    else
+        n = each_change(st, ev->body, change_apply, ctx, &rc);
+    if (!rc && n)
+        rc = publish_totals(st, ctx);
     if (!n) {
         h->log(st->self, SOPHIA_LOG_WARN, "not a HubSpot webhook event or a "
                "Salesforce change event (stream %s)", ev->stream);
@@ -529,20 +1104,45 @@ static sophia_verdict crm_process(void *state, const sophia_event *ev,
 
 /* --------------------------------------------- hot reload hand-over */
 
-/* {"format":1,"deals":[{"key","stage","amount"?}],"seen":{pu_seen}}:
- * the committed state only (staged changes belong to events in flight). */
+/* A deal as deal_from_record reads it back: its properties, clocks and
+ * alerts' state (the members that are 0 left out). */
+static sophia_json *deal_json(const sophia_host *h, const char *key,
+                              const crm_deal *d)
+{
+    sophia_json *o = h->json_object();
+    pu_set_str(h, o, "key", key);
+    pu_set_str(h, o, "source", d->salesforce ? "salesforce" : "hubspot");
+    pu_set_str(h, o, "stage", d->stage);
+    if (d->has_amount)
+        pu_set(h, o, "amount", h->json_num(d->amount));
+    const struct {
+        const char *name;
+        int64_t v;
+    } f[] = {{"close_date", d->close_ms},       {"stage_at", d->stage_at},
+             {"amount_at", d->amount_at},       {"close_at", d->close_at},
+             {"stage_since", d->since},         {"seen_at", d->seen_at},
+             {"slip_alert_at", d->slip_alert_at},
+             {"large_alert_at", d->large_alert_at}};
+    for (size_t i = 0; i < sizeof(f) / sizeof(*f); i++)
+        if (f[i].v)
+            pu_set(h, o, f[i].name, h->json_int(f[i].v));
+    if (d->slip_open)
+        pu_set(h, o, "slip_open", h->json_bool_new(1));
+    if (d->large_open)
+        pu_set(h, o, "large_open", h->json_bool_new(1));
+    return o;
+}
+
+/* {"format":1,"deals":[deal_json, oldest first],"seen":{pu_seen}}: the
+ * committed state only (staged changes belong to events in flight). The
+ * totals are not exported: they follow from the deals. */
 static char *crm_export(void *state)
 {
     crm_state *st = state;
     const sophia_host *h = st->host;
     sophia_json *doc = h->json_object(), *deals = h->json_array();
     for (const pu_entry *e = st->deals.oldest; deals && e; e = e->newer) {
-        const crm_deal *d = e->val;
-        sophia_json *o = h->json_object();
-        pu_set_str(h, o, "key", e->key);
-        pu_set_str(h, o, "stage", d->stage);
-        if (d->has_amount)
-            pu_set(h, o, "amount", h->json_num(d->amount));
+        sophia_json *o = deal_json(h, e->key, e->val);
         if (!o || h->json_append(deals, o)) {
             h->json_free(deals);
             deals = NULL;
@@ -553,6 +1153,32 @@ static char *crm_export(void *state)
     if (!rc)
         rc = pu_set(h, doc, "seen", pu_seen_export(h, &st->seen));
     return pu_export_text(h, doc, rc);
+}
+
+/* An export's deals (1.1's: stage and amount only; 1.2's: deal_json),
+ * into memory and the totals. */
+static int import_deals(crm_state *st, const sophia_json *deals)
+{
+    const sophia_host *h = st->host;
+    for (size_t i = 0; i < h->json_size(deals); i++) {
+        const sophia_json *o = h->json_at(deals, i);
+        const char *key = pu_str(h, o, "key");
+        crm_deal *d = key ? calloc(1, sizeof(*d)) : NULL;
+        if (!key)
+            continue;
+        if (!d)
+            return SOPHIA_ENOMEM;
+        deal_from_record(h, o, d);
+        const crm_deal *old = pu_table_get(&st->deals, key);
+        if (old)
+            total_add(st, old, -1);
+        else if (st->deals.n == st->deals.max) /* the oldest goes */
+            total_add(st, st->deals.oldest->val, -1);
+        total_add(st, d, 1);
+        if (pu_table_put(&st->deals, key, d))
+            return SOPHIA_ENOMEM;
+    }
+    return 0;
 }
 
 static int crm_import(void *state, const char *json)
@@ -568,22 +1194,7 @@ static int crm_import(void *state, const char *json)
         h->json_free(doc);
         return SOPHIA_EPARSE;
     }
-    int rc = 0;
-    for (size_t i = 0; !rc && i < h->json_size(deals); i++) {
-        const sophia_json *o = h->json_at(deals, i);
-        const char *key = pu_str(h, o, "key");
-        crm_deal *d = key ? calloc(1, sizeof(*d)) : NULL;
-        if (!key)
-            continue;
-        if (!d) {
-            rc = SOPHIA_ENOMEM;
-            break;
-        }
-        snprintf(d->stage, sizeof(d->stage), "%s",
-                 pu_str(h, o, "stage") ? pu_str(h, o, "stage") : "");
-        d->has_amount = num_of(h, h->json_get(o, "amount"), &d->amount);
-        rc = pu_table_put(&st->deals, key, d);
-    }
+    int rc = import_deals(st, deals);
     if (!rc)
         rc = pu_seen_import(h, &st->seen, h->json_get(doc, "seen"));
     h->json_free(doc);
@@ -594,7 +1205,8 @@ static int crm_import(void *state, const char *json)
 
 static const sophia_option crm_options[] = {
     {"dashboard", SOPHIA_OPT_STRING, "sales",
-     "dashboard that receives deal_stage / deal_amount / crm_change updates"},
+     "dashboard that receives deal_stage / deal_amount / deal_close_date / "
+     "crm_change / crm_resync updates and the crm_pipeline_* metrics"},
     {"cache_prefix", SOPHIA_OPT_STRING, "crm:",
      "cache keys: <prefix><object>:<source>:<id>"},
     {"ttl", SOPHIA_OPT_DOUBLE, "604800", "seconds cached records live"},
@@ -604,6 +1216,14 @@ static const sophia_option crm_options[] = {
      "severity of large_deal alerts"},
     {"max_seen", SOPHIA_OPT_INT, "100000",
      "event ids remembered to skip redeliveries"},
+    {"max_deals", SOPHIA_OPT_INT, "100000",
+     "deals whose state is kept in memory; the oldest goes first"},
+    {"allowed_lateness", SOPHIA_OPT_DOUBLE, "86400",
+     "seconds (event time) a deal's change may lag its newest before it is "
+     "dropped; a late change inside it never rewinds a property"},
+    {"alert_cooldown", SOPHIA_OPT_DOUBLE, "86400",
+     "seconds (event time) between two close_date_slipped or large_deal "
+     "alerts of one deal"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -618,10 +1238,11 @@ static const sophia_processor_ops crm_ops = {
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "crm",
-    .version = "1.2.0",
+    .version = "1.3.0",
     .kind = SOPHIA_KIND_PROCESSOR,
-    .description = "HubSpot / Salesforce CDC changes -> stage transitions, "
-                   "amount changes, deal alerts, cache invalidation",
+    .description = "HubSpot / Salesforce CDC changes, in event time -> stage "
+                   "transitions and velocity, amounts, slipped close dates, "
+                   "pipeline totals, deal alerts, CDC gap resyncs",
     .options = crm_options,
     .init = crm_init,
     .fini = crm_fini,

@@ -3,31 +3,51 @@
  *
  * An event is {"table": T, "rows": [...]} (or one row carrying "table"),
  * each row holding its columns plus METADATA$ACTION (INSERT / DELETE),
- * METADATA$ISUPDATE and METADATA$ROW_ID. Snowflake reports an update as
- * a DELETE of the old image and an INSERT of the new one, both with
- * ISUPDATE true and the same ROW_ID; this processor pairs them (within
- * the event) and applies:
+ * METADATA$ISUPDATE and METADATA$ROW_ID, and the offset the reader gave
+ * it (`offset_field`, below). Snowflake reports an update as a DELETE of
+ * the old image and an INSERT of the new one, both with ISUPDATE true and
+ * the same ROW_ID; this processor pairs them (within the event) and
+ * applies:
  *   INSERT             -> cache put, `data` update action "insert"
- *   DELETE+INSERT pair -> cache put, action "update" with "previous"
+ *   DELETE+INSERT pair -> cache put, action "update" with "previous"; when
+ *                         the key columns changed, the old key is
+ *                         invalidated first and the update names it
+ *                         ("previous_key"), so no reader finds the row
+ *                         under a key it no longer has
  *   DELETE             -> cache invalidate, action "delete"
  * Cache keys are `<prefix><table>:<key>`, where <key> joins the values
  * of the table's key columns (`keys` option, "TABLE=COL1,COL2"), else
  * of `default_key`, else the ROW_ID; entries are tagged `snowflake` and
  * `table:<table>`.
  *
- * Idempotency: a change is identified by ROW_ID, action and the row's
- * column values; the instance remembers the last `max_seen` identities
- * and skips a change it has already applied, so a redelivered batch
- * (Redis Streams are at-least-once) publishes and writes nothing twice.
- * A change repeated within one batch is applied once too.
+ * Redelivery: by the feed's offset, never by content. A Snowflake stream
+ * has no per-row sequence of its own (METADATA$ROW_ID names a row, not a
+ * change: an update keeps it, and the same values can come back: A, B, A,
+ * B), so the reader that consumes the stream numbers its rows: the Kafka
+ * connector's RECORD_METADATA.offset (with .partition), or a job that
+ * reads the stream in a transaction and numbers rows from the stream's
+ * last consumed position. `offset_field` (a dotted path, default
+ * `_offset`) names that number: an integer, or its decimal text (offsets
+ * past 2^53 do not fit a JSON double). Offsets increase per table, or per
+ * table and `partition_field` value when that is set. The instance keeps
+ * one high-water mark per such scope: a row whose offset is at or below
+ * the committed mark - or below one already taken earlier in the same
+ * batch - is a redelivery and is skipped (counter `duplicates`). Rows must
+ * therefore reach it in offset order within a scope, which a stream read
+ * in order gives. Memory is one mark per scope, at most `max_scopes` (the
+ * least recently created goes first; a redelivery of its old rows would
+ * then apply again, counted `scopes_evicted`), not one entry per change.
+ * A row without an offset is an error naming the row and the field (the
+ * batch goes ERROR, dead-lettered with the reason): applying it with no
+ * way to recognise its redelivery would publish it twice. `offset_field:
+ * ""` turns the marks off (every row applies; at-least-once duplicates).
  *
- * State and the verdict (SDK 1.1): an identity is remembered through
- * host->stage, so only when the event's effects commit - not merely when
- * process() returns OK. A batch that goes ERROR, or whose effects are
- * refused, leaves nothing remembered and its redelivery applies every
- * change. The identity's column fingerprint is unkeyed FNV-1a (pu_fnv) so
- * that it is the same in the instance a reload hands the set to
- * (export_state/import_state carry the committed identities).
+ * State and the verdict (SDK 1.1): the batch's new marks go to
+ * host->stage, so they land only when the event's effects commit. A
+ * batch that goes ERROR, or whose effects are refused, moves no mark and
+ * its redelivery applies every row. export_state/import_state carry the
+ * committed marks (format 2; a format-1 export, the old content set, is
+ * accepted and carries nothing).
  */
 #include <sophia/sdk.h>
 
@@ -47,17 +67,30 @@ typedef struct sf_keys {
     char *cols; /* "A,B" */
 } sf_keys;
 
+/* A scope's mark as this batch leaves it (staged at the end). */
+typedef struct sf_pending {
+    char *scope;
+    uint64_t off;
+} sf_pending;
+
 typedef struct sf_state {
     const sophia_host *host;
     sophia_self *self;
     char *prefix, *dashboard, *default_key, *default_table;
+    char *offset_field, *partition_field;
     double ttl;
     sf_keys *keys;
     size_t nkeys;
-    pu_seen seen;  /* change identities committed */
-    char **pending; /* identities staged by the event in progress */
+    pu_table marks;      /* scope -> uint64_t high-water mark, committed */
+    sf_pending *pending; /* marks moved by the event in progress */
     size_t npending, cap;
 } sf_state;
+
+/* A mark once the event commits (host->stage's change). */
+typedef struct sf_mark_change {
+    uint64_t off;
+    char scope[];
+} sf_mark_change;
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -72,11 +105,13 @@ static void sf_fini(void *state)
     }
     free(st->keys);
     free(st->pending);
-    pu_seen_free(&st->seen);
+    pu_table_free(&st->marks);
     free(st->prefix);
     free(st->dashboard);
     free(st->default_key);
     free(st->default_table);
+    free(st->offset_field);
+    free(st->partition_field);
     free(st);
 }
 
@@ -119,11 +154,19 @@ static int sf_init(const sophia_host *host, sophia_self *self,
     st->dashboard = pu_strdup(host->opt_string(opts, "dashboard"));
     st->default_key = pu_strdup(host->opt_string(opts, "default_key"));
     st->default_table = pu_strdup(host->opt_string(opts, "default_table"));
+    st->offset_field = pu_strdup(host->opt_string(opts, "offset_field"));
+    st->partition_field = pu_strdup(host->opt_string(opts, "partition_field"));
     st->ttl = host->opt_double(opts, "ttl");
-    int64_t max = host->opt_int(opts, "max_seen");
-    int rc = max < 1 ? SOPHIA_EINVAL : 0;
+    int64_t max = host->opt_int(opts, "max_scopes");
+    int rc = 0;
+    if (max < 1) {
+        host->log(self, SOPHIA_LOG_ERROR, "max_scopes must be at least 1");
+        rc = SOPHIA_EINVAL;
+    }
     if (!rc && (!st->prefix || !st->dashboard || !st->default_key ||
-                !st->default_table || pu_seen_init(&st->seen, (size_t)max)))
+                !st->default_table || !st->offset_field ||
+                !st->partition_field ||
+                pu_table_init(&st->marks, (size_t)max, free)))
         rc = SOPHIA_ENOMEM;
     if (!rc)
         rc = parse_keys(st, opts);
@@ -191,28 +234,19 @@ static int row_key(const sf_state *st, const char *table,
     return off < len ? 0 : -1;
 }
 
-/* The row without its METADATA$ columns. */
-static sophia_json *row_data(const sophia_host *h, const sophia_json *row)
+/* The row without its METADATA$ columns and the reader's offset and
+ * partition (they describe the feed, not the row). */
+static sophia_json *row_data(const sf_state *st, const sophia_json *row)
 {
+    const sophia_host *h = st->host;
     sophia_json *d = h->json_object();
     const sophia_json *v;
     const char *k;
     for (size_t i = 0; d && (k = h->json_key_at(row, i, &v)); i++)
-        if (strncmp(k, "METADATA$", 9))
+        if (strncmp(k, "METADATA$", 9) && strcmp(k, st->offset_field) &&
+            strcmp(k, st->partition_field))
             pu_set(h, d, k, h->json_copy(v));
     return d;
-}
-
-/* Identity of a change: ROW_ID, action and column values. */
-static void change_id(const sophia_host *h, const char *table,
-                      const char *rid, const char *action,
-                      const sophia_json *data, char *out, size_t len)
-{
-    char *s = h->json_dump(data);
-    uint64_t a = pu_fnv(s ? s : "", s ? strlen(s) : 0);
-    h->free(s);
-    snprintf(out, len, "%s|%s|%s|%016llx", table, rid, action,
-             (unsigned long long)a);
 }
 
 static int is_update(const sophia_host *h, const sophia_json *row)
@@ -222,87 +256,183 @@ static int is_update(const sophia_host *h, const sophia_json *row)
     return h->json_bool(u, 0) || (s && !strcasecmp(s, "true"));
 }
 
+/* ------------------------------------------------------------ offsets */
+
+/* The row's offset: a non-negative integer, or its decimal text. */
+static int row_offset(const sf_state *st, const sophia_json *row,
+                      uint64_t *out)
+{
+    const sophia_host *h = st->host;
+    const sophia_json *v = h->json_get(row, st->offset_field);
+    const char *s = h->json_string(v);
+    char *end;
+    if (h->json_type(v) == SOPHIA_JSON_NUMBER) {
+        double d = h->json_number(v, -1);
+        if (d < 0 || d > 9007199254740992.0 || d != (double)(uint64_t)d)
+            return -1;
+        *out = (uint64_t)d;
+        return 0;
+    }
+    if (!s || !*s || *s < '0' || *s > '9')
+        return -1;
+    *out = strtoull(s, &end, 10);
+    return *end ? -1 : 0;
+}
+
+/* "<table>" or "<table>#<partition>": what one mark covers. */
+static void row_scope(const sf_state *st, const char *table,
+                      const sophia_json *row, char *out, size_t len)
+{
+    char part[128];
+    if (*st->partition_field &&
+        !col_text(st->host, row, st->partition_field, part, sizeof(part)))
+        snprintf(out, len, "%s#%s", table, part);
+    else
+        snprintf(out, len, "%s", table);
+}
+
+static sf_pending *pending_of(sf_state *st, const char *scope)
+{
+    for (size_t i = 0; i < st->npending; i++)
+        if (!strcmp(st->pending[i].scope, scope))
+            return &st->pending[i];
+    return NULL;
+}
+
+/* Checks row `i`'s offset against its scope's mark (committed, or moved
+ * earlier in this batch) and moves the batch's mark past it: 1 for a new
+ * row, 0 for a redelivery, or an error (logged: which row, which field). */
+static int take_offset(sf_state *st, const char *table, size_t i,
+                       const sophia_json *row)
+{
+    const sophia_host *h = st->host;
+    char scope[400];
+    uint64_t off;
+    if (!*st->offset_field)
+        return 1;
+    if (row_offset(st, row, &off)) {
+        h->log(st->self, SOPHIA_LOG_WARN, "row %zu of %s: no offset in '%s' "
+               "(a non-negative integer or its decimal text)", i, table,
+               st->offset_field);
+        return SOPHIA_EINVAL;
+    }
+    row_scope(st, table, row, scope, sizeof(scope));
+    sf_pending *p = pending_of(st, scope);
+    const uint64_t *mark = pu_table_get(&st->marks, scope);
+    if ((p && off <= p->off) || (!p && mark && off <= *mark))
+        return 0;
+    if (p) {
+        p->off = off;
+        return 1;
+    }
+    if (st->npending == st->cap) {
+        size_t cap = st->cap ? st->cap * 2 : 8;
+        sf_pending *v = realloc(st->pending, cap * sizeof(*v));
+        if (!v)
+            return SOPHIA_ENOMEM;
+        st->pending = v;
+        st->cap = cap;
+    }
+    if (!(st->pending[st->npending].scope = pu_strdup(scope)))
+        return SOPHIA_ENOMEM;
+    st->pending[st->npending++].off = off;
+    return 1;
+}
+
+static void mark_apply(void *state, void *change)
+{
+    sf_state *st = state;
+    sf_mark_change *c = change;
+    uint64_t *m = pu_table_get(&st->marks, c->scope);
+    if (m) {
+        if (c->off > *m)
+            *m = c->off;
+    } else if ((m = malloc(sizeof(*m)))) {
+        *m = c->off;
+        if (st->marks.n == st->marks.max)
+            st->host->counter_add(st->self, "scopes_evicted", 1);
+        pu_table_put(&st->marks, c->scope, m); /* takes m */
+    }
+    free(c);
+}
+
+/* Stages the batch's marks (all of them, or none on an error) and
+ * forgets them: 0, or why the batch must be retried. */
+static int stage_marks(sf_state *st, sophia_ctx *ctx, int ok)
+{
+    int rc = 0;
+    for (size_t i = 0; i < st->npending; i++) {
+        size_t n = strlen(st->pending[i].scope) + 1;
+        sf_mark_change *c = ok && !rc ? malloc(sizeof(*c) + n) : NULL;
+        if (ok && !rc && !c)
+            rc = SOPHIA_ENOMEM;
+        if (c) {
+            c->off = st->pending[i].off;
+            memcpy(c->scope, st->pending[i].scope, n);
+            rc = st->host->stage(ctx, mark_apply, free, c);
+        }
+        free(st->pending[i].scope);
+    }
+    st->npending = 0;
+    return rc;
+}
+
 /* ------------------------------------------------------------ effects */
 
 static int publish_change(const sf_state *st, sophia_ctx *ctx,
                           const char *table, const char *key,
                           const char *action, sophia_json *row,
-                          sophia_json *prev)
+                          sophia_json *prev, const char *prev_key)
 {
     const sophia_host *h = st->host;
     sophia_json *d = h->json_object();
+    size_t skip = strlen(st->prefix) + strlen(table) + 1;
     pu_set_str(h, d, "kind", "snowflake_change");
     pu_set_str(h, d, "table", table);
-    pu_set_str(h, d, "key", key + strlen(st->prefix) + strlen(table) + 1);
+    pu_set_str(h, d, "key", key + skip);
     pu_set_str(h, d, "cache_key", key);
     pu_set_str(h, d, "action", action);
     if (row)
         pu_set(h, d, "row", row);
     if (prev)
         pu_set(h, d, "previous", prev);
+    if (prev_key)
+        pu_set_str(h, d, "previous_key", prev_key + skip);
     return d ? h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, st->dashboard, d)
              : SOPHIA_ENOMEM;
 }
 
-/* Applies one change; `prev` (taken) is the old image of an update. */
+/* Applies one change; `old` is the old image of an update (borrowed). */
 static int apply_row(sf_state *st, sophia_ctx *ctx, const char *table,
                      const sophia_json *row, const char *action,
-                     sophia_json *prev, int *applied)
+                     const sophia_json *old, int *applied)
 {
     const sophia_host *h = st->host;
-    char key[600], id[700], tag[300];
-    const char *rid = pu_str(h, row, MD_ROWID);
-    sophia_json *data = row_data(h, row);
-    if (!rid || !data || row_key(st, table, row, key, sizeof(key))) {
+    char key[600], old_key[600], tag[300];
+    sophia_json *data = row_data(st, row);
+    if (!data || row_key(st, table, row, key, sizeof(key)) ||
+        (old && row_key(st, table, old, old_key, sizeof(old_key)))) {
         h->json_free(data);
-        h->json_free(prev);
-        return SOPHIA_EINVAL;
+        return data ? SOPHIA_EINVAL : SOPHIA_ENOMEM;
     }
-    change_id(h, table, rid, action, data, id, sizeof(id));
-    int again = 0; /* already in this batch */
-    for (size_t i = 0; i < st->npending && !again; i++)
-        again = !strcmp(st->pending[i], id);
-    if (again || pu_seen_has(&st->seen, id)) { /* a redelivery */
-        h->json_free(data);
-        h->json_free(prev);
-        h->counter_add(st->self, "duplicates", 1);
-        return 0;
-    }
-    int rc;
+    int moved = old && strcmp(key, old_key); /* the key columns changed */
     snprintf(tag, sizeof(tag), "table:%s", table);
     const char *tags[] = {"snowflake", tag, NULL};
-    if (!strcmp(action, "delete")) {
+    int rc;
+    if (!strcmp(action, "delete"))
         rc = h->cache_invalidate(ctx, key);
-        if (!rc)
-            rc = publish_change(st, ctx, table, key, action, data, NULL);
-        else
-            h->json_free(data);
-    } else {
+    else if (!(rc = moved ? h->cache_invalidate(ctx, old_key) : 0))
         rc = h->cache_put(ctx, key, h->json_copy(data), st->ttl, tags);
-        if (!rc)
-            rc = publish_change(st, ctx, table, key, action, data, prev);
-        else {
-            h->json_free(data);
-            h->json_free(prev);
-        }
-        prev = NULL;
+    if (rc) {
+        h->json_free(data);
+        return rc;
     }
-    if (prev)
-        h->json_free(prev);
-    if (!rc) { /* remembered only once the whole event commits */
-        if (st->npending == st->cap) {
-            size_t cap = st->cap ? st->cap * 2 : 16;
-            char **v = realloc(st->pending, cap * sizeof(*v));
-            if (!v)
-                return SOPHIA_ENOMEM;
-            st->pending = v;
-            st->cap = cap;
-        }
-        if (!(st->pending[st->npending] = pu_strdup(id)))
-            return SOPHIA_ENOMEM;
-        st->npending++;
+    if (moved)
+        h->counter_add(st->self, "key_changes", 1);
+    rc = publish_change(st, ctx, table, key, action, data,
+                        old ? row_data(st, old) : NULL, moved ? old_key : NULL);
+    if (!rc)
         (*applied)++;
-    }
     return rc;
 }
 
@@ -320,6 +450,38 @@ static size_t pair_of(const sophia_host *h, const sophia_json *rows, size_t i,
     return (size_t)-1;
 }
 
+/* Row i: a redelivery is skipped, an update's DELETE half is held for
+ * its INSERT half (prev), the rest applied. */
+static int apply_one(sf_state *st, sophia_ctx *ctx, const char *table,
+                     const sophia_json *rows, size_t i,
+                     const sophia_json **prev, int *applied)
+{
+    const sophia_host *h = st->host;
+    const sophia_json *row = h->json_at(rows, i);
+    const char *a = pu_str(h, row, MD_ACTION);
+    const char *rid = pu_str(h, row, MD_ROWID);
+    if (!a || !rid || h->json_type(row) != SOPHIA_JSON_OBJECT ||
+        (strcasecmp(a, "DELETE") && strcasecmp(a, "INSERT")))
+        return SOPHIA_EINVAL;
+    int fresh = take_offset(st, table, i, row);
+    if (fresh <= 0) {
+        if (fresh == 0)
+            h->counter_add(st->self, "duplicates", 1);
+        return fresh;
+    }
+    if (!strcasecmp(a, "DELETE") && is_update(h, row)) {
+        size_t k = pair_of(h, rows, i, rid);
+        if (k != (size_t)-1) /* the INSERT half applies the update */
+            prev[k] = row;
+        return 0;
+    }
+    if (!strcasecmp(a, "DELETE"))
+        return apply_row(st, ctx, table, row, "delete", NULL, applied);
+    return apply_row(st, ctx, table, row, is_update(h, row) ? "update"
+                                                            : "insert",
+                     prev[i], applied);
+}
+
 static int apply_rows(sf_state *st, sophia_ctx *ctx, const char *table,
                       const sophia_json *rows, int *applied)
 {
@@ -327,26 +489,8 @@ static int apply_rows(sf_state *st, sophia_ctx *ctx, const char *table,
     size_t n = h->json_size(rows);
     const sophia_json **prev = calloc(n ? n : 1, sizeof(*prev));
     int rc = prev ? 0 : SOPHIA_ENOMEM;
-    for (size_t i = 0; !rc && i < n; i++) {
-        const sophia_json *row = h->json_at(rows, i);
-        const char *a = pu_str(h, row, MD_ACTION);
-        const char *rid = pu_str(h, row, MD_ROWID);
-        if (!a || !rid || h->json_type(row) != SOPHIA_JSON_OBJECT) {
-            rc = SOPHIA_EINVAL;
-        } else if (!strcasecmp(a, "DELETE") && is_update(h, row)) {
-            size_t k = pair_of(h, rows, i, rid);
-            if (k != (size_t)-1) /* the INSERT half applies the update */
-                prev[k] = row;
-        } else if (!strcasecmp(a, "DELETE")) {
-            rc = apply_row(st, ctx, table, row, "delete", NULL, applied);
-        } else if (!strcasecmp(a, "INSERT")) {
-            int upd = is_update(h, row);
-            rc = apply_row(st, ctx, table, row, upd ? "update" : "insert",
-                           prev[i] ? row_data(h, prev[i]) : NULL, applied);
-        } else {
-            rc = SOPHIA_EINVAL;
-        }
-    }
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = apply_one(st, ctx, table, rows, i, prev, applied);
     free(prev);
     return rc;
 }
@@ -378,19 +522,13 @@ static sophia_verdict sf_process(void *state, const sophia_event *ev,
     int rc = apply_rows(st, ctx, table, rows, &applied);
     if (single)
         h->json_free(single);
-    int src = 0; /* staging the identities: no memory is worth a retry */
-    for (size_t i = 0; i < st->npending; i++) {
-        if (!rc && !src)
-            src = pu_seen_stage(h, ctx, &st->seen, st->pending[i]);
-        free(st->pending[i]);
-    }
-    st->npending = 0;
-    if (src)
+    /* staging the marks: no memory is worth a retry */
+    if (stage_marks(st, ctx, !rc))
         return SOPHIA_PROCESS_RETRY;
     if (rc) {
         h->log(st->self, SOPHIA_LOG_WARN, "bad Snowflake batch for %s: %s "
-               "(a row lacks METADATA$ACTION/ROW_ID or a key column)",
-               table, h->strerror(rc));
+               "(a row lacks METADATA$ACTION/ROW_ID, its offset or a key "
+               "column)", table, h->strerror(rc));
         return SOPHIA_PROCESS_ERROR;
     }
     h->counter_add(st->self, "rows_applied", applied);
@@ -399,15 +537,50 @@ static sophia_verdict sf_process(void *state, const sophia_event *ev,
 
 /* --------------------------------------------- hot reload hand-over */
 
-/* {"format":1,"seen":pu_seen_export}: the committed identities. */
+/* {"format":2,"marks":[{"scope","offset":"<decimal>"}]}, oldest first
+ * (eviction order survives): the committed marks. Decimal text: the SDK
+ * reads numbers as doubles. */
 static char *sf_export(void *state)
 {
     sf_state *st = state;
     const sophia_host *h = st->host;
-    sophia_json *doc = h->json_object();
-    pu_set(h, doc, "format", h->json_int(1));
-    int rc = pu_set(h, doc, "seen", pu_seen_export(h, &st->seen));
-    return pu_export_text(h, doc, rc);
+    sophia_json *doc = h->json_object(), *marks = h->json_array();
+    char buf[32];
+    for (const pu_entry *e = st->marks.oldest; marks && e; e = e->newer) {
+        sophia_json *o = h->json_object();
+        snprintf(buf, sizeof(buf), "%llu",
+                 (unsigned long long)*(const uint64_t *)e->val);
+        pu_set_str(h, o, "scope", e->key);
+        pu_set_str(h, o, "offset", buf);
+        if (!o || h->json_append(marks, o)) {
+            h->json_free(marks);
+            marks = NULL;
+        }
+    }
+    pu_set(h, doc, "format", h->json_int(2));
+    return pu_export_text(h, doc, pu_set(h, doc, "marks", marks));
+}
+
+static int import_marks(sf_state *st, const sophia_json *marks)
+{
+    const sophia_host *h = st->host;
+    for (size_t i = 0; i < h->json_size(marks); i++) {
+        const sophia_json *o = h->json_at(marks, i);
+        const char *scope = pu_str(h, o, "scope");
+        const char *off = pu_str(h, o, "offset");
+        char *end;
+        uint64_t *m = scope && off ? malloc(sizeof(*m)) : NULL;
+        if (!m)
+            return scope && off ? SOPHIA_ENOMEM : SOPHIA_EPARSE;
+        *m = strtoull(off, &end, 10);
+        if (*end || !*off) {
+            free(m);
+            return SOPHIA_EPARSE;
+        }
+        if (pu_table_put(&st->marks, scope, m))
+            return SOPHIA_ENOMEM;
+    }
+    return 0;
 }
 
 static int sf_import(void *state, const char *json)
@@ -417,11 +590,17 @@ static int sf_import(void *state, const char *json)
     if (!pu_has_parse(h))
         return SOPHIA_EABI;
     sophia_json *doc = h->json_parse(json);
-    const sophia_json *seen = h->json_get(doc, "seen");
-    int rc = !doc || h->json_number(h->json_get(doc, "format"), 0) != 1 ||
-                     h->json_type(seen) != SOPHIA_JSON_OBJECT
-                 ? SOPHIA_EPARSE
-                 : pu_seen_import(h, &st->seen, seen);
+    double format = h->json_number(h->json_get(doc, "format"), 0);
+    const sophia_json *marks = h->json_get(doc, "marks");
+    int rc = SOPHIA_EPARSE;
+    if (doc && format == 1) { /* 1.1.0's content set: nothing to carry */
+        h->log(st->self, SOPHIA_LOG_INFO, "reload from a content-deduped "
+               "snowflake (format 1): no offsets to carry");
+        rc = 0;
+    } else if (doc && format == 2 &&
+               h->json_type(marks) == SOPHIA_JSON_ARRAY) {
+        rc = import_marks(st, marks);
+    }
     h->json_free(doc);
     return rc;
 }
@@ -441,8 +620,19 @@ static const sophia_option sf_options[] = {
      "key columns for tables not in `keys` (\"\": METADATA$ROW_ID)"},
     {"default_table", SOPHIA_OPT_STRING, "",
      "table for events that do not name one"},
+    {"offset_field", SOPHIA_OPT_STRING, "_offset",
+     "dotted path of each row's feed offset (increasing per table, or per "
+     "table and partition); a row at or below the committed mark is a "
+     "redelivery (\"\": no marks, every row applies)"},
+    {"partition_field", SOPHIA_OPT_STRING, "",
+     "dotted path of the row's partition: offsets increase per table and "
+     "partition (\"\": per table)"},
+    {"max_scopes", SOPHIA_OPT_INT, "10000",
+     "tables (x partitions) whose offset mark is kept; the oldest goes "
+     "first"},
     {"max_seen", SOPHIA_OPT_INT, "100000",
-     "applied changes remembered to skip redeliveries"},
+     "ignored since 1.2.0 (redelivery is recognised by offset_field, not "
+     "by a set of changes); accepted so older configurations still load"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -456,10 +646,10 @@ static const sophia_processor_ops sf_ops = {
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "snowflake",
-    .version = "1.1.0",
+    .version = "1.2.0",
     .kind = SOPHIA_KIND_PROCESSOR,
     .description = "Snowflake stream rows -> cache upserts/deletes and data "
-                   "updates, idempotent by ROW_ID",
+                   "updates, idempotent by the feed's offset",
     .options = sf_options,
     .init = sf_init,
     .fini = sf_fini,
