@@ -18,9 +18,10 @@ test('the evaluation runs on the whole set', { timeout: 600000 }, async () => {
 });
 
 // Not met yet, reported rather than failed (README, "Memory retrieval"):
-// on the tuning part recall@5 is one question short of the text leg's
-// (the vector leg, which breaks the text leg's ties, breaks one badly).
-const notYet = { 'r5/tuning': 'recall@5 on tuning is one question below the text leg' };
+// on the tuning part recall@5 is two or three questions short of the text
+// leg's (the vector leg, which breaks the text leg's ties, breaks some
+// badly).
+const notYet = { 'r5/tuning': 'recall@5 on tuning is below the text leg' };
 
 for (const split of ['tuning', 'heldout']) {
   for (const metric of ['r1', 'r5', 'mrr']) {
