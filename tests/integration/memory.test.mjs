@@ -623,3 +623,38 @@ test('words in a large share of the table are left out of the full-text leg', as
     await dd.stop();
   }
 });
+
+test('a store made before sophia_english is migrated: stemming, accents folded, the typo vocabulary filled', async () => {
+  const t = uniq();
+  // The table as an earlier sophiad made it: tsv from the plain 'english'
+  // configuration, no _words table.
+  await pgQuery(`CREATE TABLE ${t} (id bigserial PRIMARY KEY, content text NOT NULL,
+    memory_type text NOT NULL, context jsonb NOT NULL DEFAULT '{}', importance real NOT NULL DEFAULT 0.5,
+    created_at timestamptz NOT NULL DEFAULT now(), last_access timestamptz NOT NULL DEFAULT now(),
+    access_count bigint NOT NULL DEFAULT 0, feedback integer NOT NULL DEFAULT 0,
+    consolidated_into bigint NULL, embedding bytea NOT NULL,
+    tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED);
+    CREATE INDEX ${t}_tsv ON ${t} USING gin (tsv);
+    INSERT INTO ${t} (content, memory_type, embedding)
+      VALUES ('Renewal call with Café Zürich about Renée''s discount', 'fact', decode(repeat('00', 1536), 'hex'))`);
+  const dd = await startDaemon({ yaml: memYaml(t, '@TMP_DIR@/memory.index') });
+  try {
+    await waitFor(async () => (await memStats(dd)).status === 'ready', 'the store');
+    const expr = await pgQuery(`SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+      JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+      WHERE d.adrelid = '${t}'::regclass AND a.attname = 'tsv'`);
+    assert.match(expr[0][0], /sophia_english/);
+    const idx = await pgQuery(`SELECT count(*) FROM pg_indexes WHERE indexname = '${t}_tsv'`);
+    assert.equal(idx[0][0], '1', 'the GIN index is back on the new column');
+    // accents folded (unaccent) and stemming, on the migrated row
+    const r = await search(dd, 'cafe zurich renee renewals', { k: 1, legs: 'text' });
+    assert.match(r[0].content, /Café Zürich/);
+    // the typo vocabulary was filled from the old rows (common-word pass)
+    await waitFor(async () => (await pgQuery(`SELECT count(*) FROM ${t}_words WHERE word = 'zurich'`))[0][0] === '1',
+      'zurich in the typo vocabulary');
+    const typo = await search(dd, 'Zuirch discount', { k: 1, legs: 'text' });
+    assert.match(typo[0].content, /Zürich/);
+  } finally {
+    await dd.stop();
+  }
+});
