@@ -34,7 +34,6 @@
 #include "event/loop.h"
 
 #define MEM_MAX_DEFERRED 1000
-#define MEM_FTS_SCAN "500" /* full-text matches ranked per search */
 /* A word in at least this share of the live rows (and at least
  * MEM_COMMON_MIN of them) is left out of the full-text leg. */
 #define MEM_COMMON_SHARE "0.02"

@@ -74,7 +74,7 @@ static char *vector_text(const char *q)
 typedef struct cand {
     int64_t id;
     float vector;  /* cosine with the query */
-    double text;   /* ts_rank_cd, 0 when not a text match */
+    double text;   /* the text leg's idf sum, 0 when not a text match */
     int vrank, trank; /* 1-based among survivors; 0 = not in that list */
     double score, rrf, recency, importance, frequency;
     json_t *row;   /* result object without scores */
