@@ -33,6 +33,7 @@
 
 #include "cache/cache_l2.h"
 #include "lib/dict.h"
+#include "lib/jsonw.h"
 #include "lib/log.h"
 #include "event/loop.h"
 
@@ -129,12 +130,18 @@ static void entry_free(wb_entry *e)
     free(e);
 }
 
+/* ids grows in powers of two from 4: a hot key gathers one id per put
+ * between flushes, thousands of them at a high rate. */
 static int entry_add_id(wb_entry *e, const char *id, size_t len)
 {
-    char **v = realloc(e->ids, (e->nids + 1) * sizeof(*v));
-    if (!v)
-        return SOPHIA_ENOMEM;
-    e->ids = v;
+    size_t n = e->nids;
+    if (n == 0 || (n >= 4 && (n & (n - 1)) == 0)) {
+        char **v = realloc(e->ids, (n ? n * 2 : 4) * sizeof(*v));
+        if (!v)
+            return SOPHIA_ENOMEM;
+        e->ids = v;
+    }
+    char **v = e->ids;
     if (!(v[e->nids] = strndup(id, len)))
         return SOPHIA_ENOMEM;
     e->nids++;
@@ -457,10 +464,10 @@ static void on_journal(void *arg, redisReply *rep)
 
 static int journal_add(sophia_wb *wb, wb_entry *e, journal_req *q)
 {
-    char exp[32], ver[32], tiers[8];
-    snprintf(exp, sizeof(exp), "%" PRId64, e->expires_ms);
-    snprintf(ver, sizeof(ver), "%" PRIu64, e->version);
-    snprintf(tiers, sizeof(tiers), "%u", e->tiers);
+    char exp[24], ver[24], tiers[24]; /* by hand: this runs per put */
+    sophia_fmt_u64(exp, e->expires_ms > 0 ? (uint64_t)e->expires_ms : 0);
+    sophia_fmt_u64(ver, e->version);
+    sophia_fmt_u64(tiers, e->tiers);
     size_t tl = 0;
     for (size_t i = 0; e->tags[i]; i++)
         tl += strlen(e->tags[i]) + 1;
