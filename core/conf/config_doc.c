@@ -49,7 +49,8 @@ static const key_doc docs[] = {
      "Variable holding comma-separated bearer tokens. Unset or empty: no "
      "authentication, which is accepted on a loopback listener only."},
     {"server.share_dir", NULL, "the installed dashboard",
-     "Directory the dashboard files are served from."},
+     "Directory the dashboard files are served from, and where the "
+     "memory store reads memory_synonyms.txt."},
     {"server.rate_limit", NULL, "-",
      "Requests per second per caller (bearer token, or IP address without "
      "tokens) on /ingest and /api; over it 429 with Retry-After."},

@@ -150,6 +150,16 @@ static void get_search(sophia_http_req *r, sophia_memory *m)
                                 SOPHIA_MEM_MAX_K);
         return;
     }
+    /* legs=vector|text: that list alone, not fused (tests/bench/memory_eval) */
+    const char *ls = sophia_http_req_arg(r, "legs");
+    int legs = !ls || !strcmp(ls, "all") ? SOPHIA_MEM_LEGS_ALL
+               : !strcmp(ls, "vector")   ? SOPHIA_MEM_LEG_VECTOR
+               : !strcmp(ls, "text")     ? SOPHIA_MEM_LEG_TEXT
+                                         : 0;
+    if (!legs) {
+        sophia_http_reply_error(r, 400, "bad_legs", "legs must be all, vector or text");
+        return;
+    }
     const char *bad = NULL;
     json_t *filter = parse_filter(r, &bad);
     if (!filter) {
@@ -157,7 +167,7 @@ static void get_search(sophia_http_req *r, sophia_memory *m)
         return;
     }
     int rc = json_is_object(filter)
-                 ? sophia_memory_search(m, q, k, filter, on_results, r)
+                 ? sophia_memory_search_legs(m, q, k, filter, legs, on_results, r)
                  : SOPHIA_ENOMEM;
     json_decref(filter);
     if (rc)

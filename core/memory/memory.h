@@ -6,7 +6,8 @@
  * sophia_memory): content, memory_type, context jsonb, importance,
  * created_at, last_access, access_count, feedback, consolidated_into and
  * its embedding (float32 bytea), plus a generated tsvector with a GIN index
- * for full-text search. Its vector is also in a faiss IDMap2 index over
+ * for full-text search (a store also adds its new words to <table>_words,
+ * the typo vocabulary). Its vector is also in a faiss IDMap2 index over
  * inner product ("IDMap2,Flat", or "IDMap2,HNSW32,Flat" at and above
  * memory.hnsw_threshold rows with memory.index: auto) whose ids are the
  * PostgreSQL ids; its vectors sit in the shim's Flat storage with AVX2
@@ -32,24 +33,36 @@
  * Until the index is loaded, stores and searches wait in a bounded list and
  * start once it is ready (503 beyond the bound).
  *
- * Retrieval (sophia_memory_search) is hybrid. Candidates: the k*4 nearest
- * vectors (k*20 when a context filter is given, since the filter is applied
- * after faiss) and the k*4 best full-text matches (the query's stemmed
- * words OR-ed, minus words found in >= 2% of the rows (and >= 1,000 of
- * them; the list is refreshed from ts_stat every 10 minutes), ranked by
- * ts_rank_cd over at most 500 matching rows, so queries of very common
- * words stay cheap; the vector leg covers those). Context filters (exact text match of
- * context->>KEY) drop candidates before ranking. Each list is re-ranked
- * over its surviving members, and fused with reciprocal rank fusion:
- *   rrf = sum over lists of 1 / (60 + rank)      (rank from 1)
+ * Retrieval (sophia_memory_search) is hybrid. The question is first
+ * expanded with the synonym list share/memory_synonyms.txt (data, read at
+ * start; memory_synonyms.c). Candidates: the k*4 nearest vectors (k*20
+ * when a context filter is given, since the filter is applied after
+ * faiss) and the k*4 best full-text matches. The text leg (memory.c) takes
+ * the question's words through the sophia_english text search
+ * configuration (english stemming, accents folded by the unaccent
+ * extension when installed), drops words found in >= 2% of the rows (and
+ * >= 1,000 of them; the list is refreshed from ts_stat every 10 minutes,
+ * so queries of very common words stay cheap; the vector leg covers
+ * those), replaces a word the store has never seen by its nearest known
+ * word (pg_trgm over <table>_words, when installed: typo tolerance;
+ * weight min(1, 1.75 x similarity)), adds
+ * the synonyms at weight 0.6, and scores each row by the sum of its
+ * matching words' idf (BM25's, counted through the GIN index). Context
+ * filters (exact text match of context->>KEY) drop candidates before
+ * ranking. Ranks are over the surviving candidates, equal scores sharing
+ * a rank; the vector rank orders every candidate by its cosine with the
+ * question. They are fused with weighted reciprocal rank fusion, k and
+ * weights tuned on the tuning split of tests/bench/memory_eval:
+ *   rrf = 1 / (3 + vector rank) + 10 / (3 + text rank)   (rank from 1)
  * The final score, in 0..1, is the documented blend
- *   score = 0.70 * rrf / (2/61)                  relevance, 1 = first in both
+ *   score = 0.70 * rrf / (11/4)                  relevance, 1 = first in both
  *         + 0.10 * 0.5 ^ (age / memory.half_life) recency (age since created)
  *         + 0.15 * importance                    0..1, moved by feedback
  *         + 0.05 * min(1, ln(1 + access_count) / ln(101))   frequency
- * and each result carries score_parts {rrf, vector (cosine), text
- * (ts_rank_cd), recency, importance, frequency}. Returned memories get
- * last_access = now() and access_count + 1.
+ * and each result carries score_parts {rrf, vector (cosine), text (idf
+ * sum), recency, importance, frequency}. Returned memories get
+ * last_access = now() and access_count + 1. sophia_memory_search_legs
+ * runs one leg alone (the evaluation's baseline; no access counted).
  *
  * Feedback: useful moves importance a fifth of the way to 1, not useful a
  * fifth of the way to 0 (so it stays in 0..1), and counts in `feedback`.
@@ -78,7 +91,13 @@ typedef struct sophia_memory sophia_memory;
 #define SOPHIA_MEM_W_RECENCY 0.10
 #define SOPHIA_MEM_W_IMPORTANCE 0.15
 #define SOPHIA_MEM_W_FREQUENCY 0.05
-#define SOPHIA_MEM_RRF_K 60
+/* Reciprocal rank fusion: k and each list's weight, tuned on the tuning
+ * split of tests/bench/memory_eval (--tune). A small k keeps first and
+ * second apart (k = 60 made them 1.6% apart, less than the frequency
+ * part, so popular memories outranked the relevant one). */
+#define SOPHIA_MEM_RRF_K 3
+#define SOPHIA_MEM_RRF_W_VECTOR 1.0
+#define SOPHIA_MEM_RRF_W_TEXT 10.0
 #define SOPHIA_MEM_MAX_K 100
 #define SOPHIA_MEM_MAX_TYPE 64
 /* HNSW graph degree and breadths: at 100k, efConstruction 160 + efSearch
@@ -119,6 +138,16 @@ typedef void (*sophia_memory_search_cb)(void *arg, const json_t *results,
 int sophia_memory_search(sophia_memory *m, const char *query, size_t k,
                          const json_t *filter, sophia_memory_search_cb cb,
                          void *arg);
+
+/* The same search with only some of its lists (an OR of these bits): one
+ * leg alone is how tests/bench/memory_eval compares fusion with each leg.
+ * The score is computed the same way, from the lists searched. */
+#define SOPHIA_MEM_LEG_VECTOR 1
+#define SOPHIA_MEM_LEG_TEXT 2
+#define SOPHIA_MEM_LEGS_ALL 3
+int sophia_memory_search_legs(sophia_memory *m, const char *query, size_t k,
+                              const json_t *filter, int legs,
+                              sophia_memory_search_cb cb, void *arg);
 
 /* found: 1 when the memory exists; importance: its new value. */
 typedef void (*sophia_memory_feedback_cb)(void *arg, int found,

@@ -41,9 +41,10 @@ typedef struct mem_consolidator {
 } mem_consolidator;
 
 typedef struct mem_access mem_access; /* memory_access.c */
+typedef struct mem_syn mem_syn;       /* memory_synonyms.c */
 
 typedef struct mem_sql {
-    char *insert, *fts, *rows, *touch, *feedback, *count, *types, *all;
+    char *insert, *fts, *fts_fuzzy, *rows, *touch, *feedback, *count, *types, *all;
     char *batch, *merge_keep, *expire, *common;
 } mem_sql;
 
@@ -76,6 +77,7 @@ struct sophia_memory {
     struct event *save_ev;
     struct event *common_ev; /* refreshes <table>_stats (common words) */
     int freeing;
+    int fuzzy; /* pg_trgm is there: the text leg uses sql.fts_fuzzy */
 
     int rebuild_running; /* loop's view: one rebuild at a time */
     size_t tombstones;   /* loop's copy of ntomb, for stats */
@@ -85,6 +87,7 @@ struct sophia_memory {
     sophia_memory_cons_runner cons_run; /* NULL: runs fail (no host) */
     void *cons_run_arg;
     mem_access *acc;
+    mem_syn *syn; /* query expansion; NULL = none */
     sophia_cache *cache; /* what access patterns warm; may be NULL */
 
     json_t *by_type; /* memory_type -> live count */
@@ -133,6 +136,15 @@ typedef struct mem_access_stats {
     uint64_t dropped, warmed, warm_runs;
 } mem_access_stats;
 int mem_access_get_stats(const sophia_memory *m, mem_access_stats *out);
+
+/* memory_synonyms.c: the synonym file (NULL + err on a bad file), how
+ * many groups it has, and a query's expansion: the other members of every
+ * group the query names, space-separated, malloc'd ("" for none; NULL s
+ * is fine; NULL only when out of memory). */
+mem_syn *mem_syn_load(const char *path, char *err, size_t errlen);
+void mem_syn_free(mem_syn *s);
+size_t mem_syn_groups(const mem_syn *s);
+char *mem_syn_expand(const mem_syn *s, const char *query);
 
 /* memory_consolidate.c */
 int mem_cons_init(sophia_memory *m, const sophia_plugin_set *plugins);

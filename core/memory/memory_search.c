@@ -10,19 +10,71 @@
  */
 #include "memory/memory_priv.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sophia/sdk.h>
 
 #include "lib/log.h"
 #include "event/loop.h"
 
+/* Question words the vector leg leaves out: the hashing embedder has no
+ * idf, so "what did", "how much does" weighed as much as the account
+ * name and pulled questions toward memories that share their phrasing.
+ * Stored vectors keep them (a query-side choice: nothing to re-embed). */
+static const char *const stop_words[] = {
+    "a", "about", "an", "and", "are", "at", "be", "by", "did", "do", "does",
+    "for", "from", "how", "in", "is", "it", "much", "of", "on", "or", "our",
+    "should", "that", "the", "their", "them", "they", "this", "to", "us",
+    "was", "we", "were", "what", "when", "where", "which", "who", "why",
+    "with", "yet"};
+
+static int is_stop(const char *w, size_t n)
+{
+    for (size_t i = 0; i < sizeof(stop_words) / sizeof(stop_words[0]); i++)
+        if (strlen(stop_words[i]) == n && !strncasecmp(stop_words[i], w, n))
+            return 1;
+    return 0;
+}
+
+/* The question without its stop words (the whole question when that
+ * would leave nothing). */
+static char *vector_text(const char *q)
+{
+    size_t len = strlen(q), o = 0;
+    char *out = malloc(len + 1);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < len;) {
+        size_t s = i;
+        while (i < len && (isalnum((unsigned char)q[i]) || (unsigned char)q[i] >= 0x80 ||
+                           q[i] == '-' || q[i] == '\''))
+            i++;
+        if (i == s) {
+            i++;
+            continue;
+        }
+        if (is_stop(q + s, i - s))
+            continue;
+        memcpy(out + o, q + s, i - s);
+        o += i - s;
+        out[o++] = ' ';
+    }
+    if (o == 0) {
+        memcpy(out, q, len + 1);
+        return out;
+    }
+    out[o - 1] = '\0';
+    return out;
+}
+
 typedef struct cand {
     int64_t id;
     float vector;  /* cosine with the query */
-    double text;   /* ts_rank_cd, 0 when not a text match */
+    double text;   /* the text leg's idf sum, 0 when not a text match */
     int vrank, trank; /* 1-based among survivors; 0 = not in that list */
     double score, rrf, recency, importance, frequency;
     json_t *row;   /* result object without scores */
@@ -31,7 +83,10 @@ typedef struct cand {
 typedef struct search_job {
     sophia_memory *m;
     char *q;
+    char *qx;     /* the synonym expansion ("" for none) */
+    char *qv;     /* what the vector leg embeds: q, or q + qx */
     size_t k;
+    int legs;      /* SOPHIA_MEM_LEG_* bits: which lists are fused */
     char *filter; /* jsonb text */
     int filtered;
     float *qvec;
@@ -41,7 +96,7 @@ typedef struct search_job {
     int64_t *tids;
     double *tsc;
     size_t nt;
-    int legs; /* legs still running */
+    int running; /* legs still running */
     int err;
     char msg[200];
     int64_t t0;
@@ -52,6 +107,8 @@ typedef struct search_job {
 static void job_free(search_job *j)
 {
     free(j->q);
+    free(j->qx);
+    free(j->qv);
     free(j->filter);
     free(j->qvec);
     free(j->vids);
@@ -111,39 +168,69 @@ static json_t *row_json(PGresult *res, int i)
                      (json_int_t)atoll(PQgetvalue(res, i, 8)));
 }
 
-/* Ranks within each list count only candidates that survived the filter,
- * so a filtered-out neighbour never pushes a real one down. */
+static int by_vector(const void *a, const void *b)
+{
+    const cand *x = *(const cand *const *)a, *y = *(const cand *const *)b;
+    return x->vector < y->vector ? 1 : x->vector > y->vector ? -1 : 0;
+}
+
+/* Ranks count only candidates that survived the filter, so a
+ * filtered-out neighbour never pushes a real one down, and equal scores
+ * share a rank ("1224"): the text leg scores whole words, so many rows
+ * tie, and which of them came first says nothing - the other leg decides.
+ * The vector rank is over every candidate's cosine (each row's stored
+ * embedding), not only faiss' k*4: a text match just outside the vector
+ * list is ranked too, instead of losing to the ones inside it. */
 static void assign_ranks(search_job *j, cand *c, size_t n)
 {
-    int r = 0;
-    for (size_t i = 0; i < j->nv; i++) {
-        cand *x = find_cand(c, n, j->vids[i]);
-        if (x && !x->vrank)
-            x->vrank = ++r;
+    int r = 0, seen = 0;
+    double last = 0;
+    cand **order = (j->legs & SOPHIA_MEM_LEG_VECTOR) ? malloc((n ? n : 1) * sizeof(*order)) : NULL;
+    if (order) {
+        for (size_t i = 0; i < n; i++)
+            order[i] = &c[i];
+        qsort(order, n, sizeof(*order), by_vector);
+        for (size_t i = 0; i < n; i++) {
+            if (!r || order[i]->vector != last)
+                r = (int)i + 1;
+            last = order[i]->vector;
+            order[i]->vrank = r;
+        }
+        free(order);
     }
-    r = 0;
+    r = seen = 0;
     for (size_t i = 0; i < j->nt; i++) {
         cand *x = find_cand(c, n, j->tids[i]);
         if (x && !x->trank) {
-            x->trank = ++r;
+            seen++;
+            if (!r || j->tsc[i] != last)
+                r = seen;
+            last = j->tsc[i];
+            x->trank = r;
             x->text = j->tsc[i];
         }
     }
 }
 
-static void score(search_job *j, cand *x, PGresult *res, int i, double now)
+/* Each candidate's cosine with the query, from its stored embedding. */
+static void cand_vector(search_job *j, cand *x, PGresult *res, int i)
 {
-    const double rrf_max = 2.0 / (SOPHIA_MEM_RRF_K + 1);
-    double rrf = 0;
-    if (x->vrank)
-        rrf += 1.0 / (SOPHIA_MEM_RRF_K + x->vrank);
-    if (x->trank)
-        rrf += 1.0 / (SOPHIA_MEM_RRF_K + x->trank);
     float *v = malloc((size_t)j->m->dim * sizeof(float));
     x->vector = 0;
     if (v && mem_decode_vec(PQgetvalue(res, i, 9), v, j->m->dim) == 0)
         x->vector = sophia_embed_dot(v, j->qvec, j->m->dim);
     free(v);
+}
+
+static void score(search_job *j, cand *x, PGresult *res, int i, double now)
+{
+    const double rrf_max = (SOPHIA_MEM_RRF_W_VECTOR + SOPHIA_MEM_RRF_W_TEXT) /
+                           (SOPHIA_MEM_RRF_K + 1);
+    double rrf = 0;
+    if (x->vrank)
+        rrf += SOPHIA_MEM_RRF_W_VECTOR / (SOPHIA_MEM_RRF_K + x->vrank);
+    if (x->trank)
+        rrf += SOPHIA_MEM_RRF_W_TEXT / (SOPHIA_MEM_RRF_K + x->trank);
     double age = now - atof(PQgetvalue(res, i, 5));
     x->rrf = rrf / rrf_max;
     x->recency = pow(0.5, (age > 0 ? age : 0) / j->m->conf->memory.half_life);
@@ -195,8 +282,10 @@ static void on_rows(void *arg, PGresult *res, const char *err)
         finish(j, NULL, SOPHIA_ENOMEM, "out of memory");
         return;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         c[i].id = atoll(PQgetvalue(res, (int)i, 0));
+        cand_vector(j, &c[i], res, (int)i);
+    }
     assign_ranks(j, c, n);
     double now = (double)sophia_now_wall_us() / 1e6;
     for (size_t i = 0; i < n; i++) {
@@ -213,7 +302,8 @@ static void on_rows(void *arg, PGresult *res, const char *err)
         }
         json_decref(c[i].row);
     }
-    touch(j, ids, nout);
+    if (j->legs == SOPHIA_MEM_LEGS_ALL) /* one leg alone is a diagnostic */
+        touch(j, ids, nout);
     free(c);
     free(ids);
     finish(j, out, 0, NULL);
@@ -251,7 +341,7 @@ static void fetch_rows(search_job *j)
 
 static void leg_done(search_job *j)
 {
-    if (--j->legs > 0)
+    if (--j->running > 0)
         return;
     if (j->err)
         finish(j, NULL, j->err, j->msg);
@@ -263,7 +353,7 @@ static void vector_work(void *arg)
 {
     search_job *j = arg;
     sophia_memory *m = j->m;
-    if (sophia_embed(m->emb, j->q, strlen(j->q), j->qvec) != 0) {
+    if (sophia_embed(m->emb, j->qv, strlen(j->qv), j->qvec) != 0) {
         j->err = SOPHIA_ENOMEM;
         return;
     }
@@ -318,16 +408,22 @@ static void search_start(void *op)
 {
     search_job *j = op;
     sophia_memory *m = j->m;
-    char lim[24];
+    char lim[24], live[24];
     snprintf(lim, sizeof(lim), "%zu", j->k * 4);
-    const char *vals[3] = {j->q, j->filter, lim};
+    snprintf(live, sizeof(live), "%lld", (long long)m->live);
+    const char *vals[5] = {j->q, j->filter, lim, live, j->qx};
     j->t0 = sophia_now_mono_us();
-    j->legs = 2;
-    if (sophia_pg_query(m->pg, m->sql.fts, 3, vals, NULL, NULL, on_text, j)) {
+    j->running = 2;
+    if (!(j->legs & SOPHIA_MEM_LEG_TEXT))
+        j->running--;
+    else if (sophia_pg_query(m->pg, m->fuzzy ? m->sql.fts_fuzzy : m->sql.fts, 5,
+                             vals, NULL, NULL, on_text, j)) {
         finish(j, NULL, SOPHIA_EBUSY, "PostgreSQL queue full");
         return;
     }
-    if (sophia_workers_submit(m->pool, vector_work, vector_done, j) != 0) {
+    if (!(j->legs & SOPHIA_MEM_LEG_VECTOR))
+        leg_done(j); /* qvec stays zero: score_parts.vector is 0 */
+    else if (sophia_workers_submit(m->pool, vector_work, vector_done, j) != 0) {
         j->err = SOPHIA_EUNAVAIL;
         snprintf(j->msg, sizeof(j->msg), "shutting down");
         leg_done(j);
@@ -343,24 +439,39 @@ int sophia_memory_search(sophia_memory *m, const char *query, size_t k,
                          const json_t *filter, sophia_memory_search_cb cb,
                          void *arg)
 {
-    if (!query || k < 1 || k > SOPHIA_MEM_MAX_K)
+    return sophia_memory_search_legs(m, query, k, filter, SOPHIA_MEM_LEGS_ALL,
+                                     cb, arg);
+}
+
+int sophia_memory_search_legs(sophia_memory *m, const char *query, size_t k,
+                              const json_t *filter, int legs,
+                              sophia_memory_search_cb cb, void *arg)
+{
+    if (!query || k < 1 || k > SOPHIA_MEM_MAX_K || !(legs & SOPHIA_MEM_LEGS_ALL) ||
+        (legs & ~SOPHIA_MEM_LEGS_ALL))
         return SOPHIA_EINVAL;
     search_job *j = calloc(1, sizeof(*j));
     if (!j)
         return SOPHIA_ENOMEM;
     j->m = m;
     j->k = k;
+    j->legs = legs;
     j->cb = cb;
     j->arg = arg;
     j->filtered = filter && json_object_size(filter) > 0;
     j->kv = k * (j->filtered ? 20 : 4);
     j->q = strdup(query);
+    /* The synonyms go to the text leg only: on the tuning split, adding
+     * them to the embedded text made the vector leg worse (recall@1 0.40
+     * -> 0.21). */
+    j->qx = mem_syn_expand(m->syn, query);
+    j->qv = vector_text(query);
     j->filter = filter ? json_dumps(filter, JSON_COMPACT) : strdup("{}");
-    j->qvec = malloc((size_t)m->dim * sizeof(float));
+    j->qvec = calloc((size_t)m->dim, sizeof(float));
     j->vids = malloc(j->kv * sizeof(*j->vids));
     j->vsc = malloc(j->kv * sizeof(*j->vsc));
     int rc = SOPHIA_ENOMEM;
-    if (j->q && j->filter && j->qvec && j->vids && j->vsc)
+    if (j->q && j->qx && j->qv && j->filter && j->qvec && j->vids && j->vsc)
         rc = mem_when_ready(m, search_start, search_fail, j);
     if (rc)
         job_free(j);

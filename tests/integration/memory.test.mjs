@@ -94,10 +94,32 @@ test('a re-ordered paraphrase with shared terms finds it first', async () => {
   assert.equal(r[0].id, corpus.k8s);
 });
 
-test('a misspelled query still finds it (character n-grams)', async () => {
+test('a misspelled query still finds it (character n-grams, pg_trgm)', async () => {
   const r = await search(d, 'kubernetis clustr upgarde', { 'context.user': 'alice', k: 3 });
   assert.equal(r[0].id, corpus.k8s);
-  assert.equal(r[0].score_parts.text, 0, 'no exact word matched: found by the vector leg');
+  // Each leg alone finds it too: the vector leg through character
+  // n-grams, the text leg through the nearest known words (pg_trgm).
+  const v = await search(d, 'kubernetis clustr upgarde', { 'context.user': 'alice', k: 3, legs: 'vector' });
+  assert.equal(v[0].id, corpus.k8s);
+  assert.equal(v[0].score_parts.text, 0, 'the vector leg alone has no text score');
+  const t = await search(d, 'kubernetis clustr upgarde', { 'context.user': 'alice', k: 3, legs: 'text' });
+  assert.equal(t[0].id, corpus.k8s);
+  assert.ok(t[0].score_parts.text > 0, 'misspelled words were corrected to stored ones');
+});
+
+test('synonyms from share/memory_synonyms.txt widen the text leg', async () => {
+  // "opportunity" is not in the memory; the list says it means "deal".
+  const t = await search(d, 'Acme opportunity', { 'context.user': 'alice', k: 3, legs: 'text' });
+  assert.equal(t[0].id, corpus.deal);
+  // alone, the word finds what its group names: the deal, the contract
+  const plain = await search(d, 'opportunity', { 'context.user': 'alice', k: 3, legs: 'text' });
+  assert.deepEqual(plain.map((x) => x.id).sort(), [corpus.deal, corpus.rare].sort(), 'found through the synonyms alone');
+});
+
+test('legs must be all, vector or text', async () => {
+  const res = await fetchJson(`${d.url}/api/memory/search?q=x&legs=both`);
+  assert.equal(res.status, 400, res.text);
+  assert.equal(res.body.error.code, 'bad_legs');
 });
 
 test('an exact rare name is found', async () => {
@@ -351,10 +373,10 @@ plugins:
     assert.equal(m.tombstones, 0, JSON.stringify(m));
     assert.equal(m.count, 12);
     assert.equal(m.index, 'hnsw');
-    // The vector leg works on the new graph: no word in common (text 0),
-    // the closest vector is the right one (half_life 3s: recency may
+    // The vector leg (alone: the text leg would correct the typos) works
+    // on the new graph: the closest vector is the right one (half_life 3s: recency may
     // reorder the final list).
-    const r = await search(dd, 'quartrly renewls reviw', { 'context.user': 'fay', k: 12 });
+    const r = await search(dd, 'quartrly renewls reviw', { 'context.user': 'fay', k: 12, legs: 'vector' });
     const best = r.reduce((a, b) => (b.score_parts.vector > a.score_parts.vector ? b : a));
     assert.equal(best.id, facts[3]);
     assert.equal(best.score_parts.text, 0);
@@ -597,6 +619,41 @@ test('words in a large share of the table are left out of the full-text leg', as
     assert.ok(r[0].score_parts.text > 0, 'the rare word still reaches the text leg');
     const only = await search(dd, 'quarterly', { k: 5 });
     assert.ok(only.every((e) => e.score_parts.text === 0), 'a common-word query has no text leg');
+  } finally {
+    await dd.stop();
+  }
+});
+
+test('a store made before sophia_english is migrated: stemming, accents folded, the typo vocabulary filled', async () => {
+  const t = uniq();
+  // The table as an earlier sophiad made it: tsv from the plain 'english'
+  // configuration, no _words table.
+  await pgQuery(`CREATE TABLE ${t} (id bigserial PRIMARY KEY, content text NOT NULL,
+    memory_type text NOT NULL, context jsonb NOT NULL DEFAULT '{}', importance real NOT NULL DEFAULT 0.5,
+    created_at timestamptz NOT NULL DEFAULT now(), last_access timestamptz NOT NULL DEFAULT now(),
+    access_count bigint NOT NULL DEFAULT 0, feedback integer NOT NULL DEFAULT 0,
+    consolidated_into bigint NULL, embedding bytea NOT NULL,
+    tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED);
+    CREATE INDEX ${t}_tsv ON ${t} USING gin (tsv);
+    INSERT INTO ${t} (content, memory_type, embedding)
+      VALUES ('Renewal call with Café Zürich about Renée''s discount', 'fact', decode(repeat('00', 1536), 'hex'))`);
+  const dd = await startDaemon({ yaml: memYaml(t, '@TMP_DIR@/memory.index') });
+  try {
+    await waitFor(async () => (await memStats(dd)).status === 'ready', 'the store');
+    const expr = await pgQuery(`SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+      JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+      WHERE d.adrelid = '${t}'::regclass AND a.attname = 'tsv'`);
+    assert.match(expr[0][0], /sophia_english/);
+    const idx = await pgQuery(`SELECT count(*) FROM pg_indexes WHERE indexname = '${t}_tsv'`);
+    assert.equal(idx[0][0], '1', 'the GIN index is back on the new column');
+    // accents folded (unaccent) and stemming, on the migrated row
+    const r = await search(dd, 'cafe zurich renee renewals', { k: 1, legs: 'text' });
+    assert.match(r[0].content, /Café Zürich/);
+    // the typo vocabulary was filled from the old rows (common-word pass)
+    await waitFor(async () => (await pgQuery(`SELECT count(*) FROM ${t}_words WHERE word = 'zurich'`))[0][0] === '1',
+      'zurich in the typo vocabulary');
+    const typo = await search(dd, 'Zuirch discount', { k: 1, legs: 'text' });
+    assert.match(typo[0].content, /Zürich/);
   } finally {
     await dd.stop();
   }

@@ -25,6 +25,7 @@
 #include <libpq-fe.h>
 
 #include "memory/memory.h"
+#include "memory/memory_priv.h" /* the synonym list */
 #include "event/worker.h"
 
 
@@ -309,12 +310,56 @@ static void test_memory_check(void **state)
     event_base_free(base);
 }
 
+/* ------------------------------------------------------------ synonyms */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_memory_synonyms(void **state)
+{
+    (void)state;
+    char path[64], err[256];
+    snprintf(path, sizeof(path), "/tmp/test_memory_syn_%d.txt", (int)getpid());
+    write_file(path, "# comment\n\ndeal, opportunity, contract # trailing\n"
+               "price cut, discount\n");
+    mem_syn *s = mem_syn_load(path, err, sizeof(err));
+    assert_non_null(s);
+    assert_int_equal(mem_syn_groups(s), 2);
+    char *x = mem_syn_expand(s, "Where does the ACME Opportunity stand?");
+    assert_string_equal(x, "deal contract ");
+    free(x);
+    x = mem_syn_expand(s, "a price cut for Acme"); /* a phrase */
+    assert_string_equal(x, "discount ");
+    free(x);
+    x = mem_syn_expand(s, "dealing with opportunityless contracts"); /* whole words only */
+    assert_string_equal(x, "");
+    free(x);
+    x = mem_syn_expand(NULL, "deal"); /* no list: no expansion */
+    assert_string_equal(x, "");
+    free(x);
+    mem_syn_free(s);
+
+    /* a group of one says which line */
+    write_file(path, "deal, opportunity\nlonely\n");
+    assert_null(mem_syn_load(path, err, sizeof(err)));
+    assert_non_null(strstr(err, ":2: a group needs two or more"));
+    unlink(path);
+    assert_null(mem_syn_load(path, err, sizeof(err)));
+    assert_non_null(strstr(err, path));
+}
+
 static int cleanup(void **state)
 {
     (void)state;
     PGconn *c = PQconnectdb(pg_url());
-    char sql[128];
-    snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s", table);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s, %s_stats, %s_words",
+             table, table, table);
     PQclear(PQexec(c, sql));
     PQfinish(c);
     unlink(index_path);
@@ -331,6 +376,7 @@ int main(void)
         cmocka_unit_test(test_worker_thread_init_hook),
         cmocka_unit_test(test_memory_store_search_feedback),
         cmocka_unit_test(test_memory_check),
+        cmocka_unit_test(test_memory_synonyms),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);
 }
