@@ -89,10 +89,12 @@ struct sophia_l3 {
     int closing;
     int64_t max_ttl_ms; /* cache.l3.ttl; 0 = none */
     sophia_dict *busy;  /* key -> writes not yet committed (count) */
+    sophia_zstd *zstd;  /* cache.compress; NULL = plain */
     sophia_l3_stats st;
 };
 
 typedef struct l3_get {
+    sophia_zstd *zstd;
     sophia_l3_get_cb cb;
     void *arg;
 } l3_get;
@@ -354,8 +356,10 @@ int sophia_l3_put(sophia_l3 *l3, const char *key, const char *val,
                                     sophia_now_wall_us() / 1000);
     snprintf(e, sizeof(e), "%" PRId64, expires_ms);
     op->p[0] = strdup(key);
-    op->p[1] = malloc(len ? len : 1);
-    if (op->p[1])
+    char *packed; /* the op keeps the packed copy as its parameter */
+    sophia_zstd_pack(l3->zstd, val, len, &val, &len, &packed);
+    op->p[1] = packed ? packed : malloc(len ? len : 1);
+    if (op->p[1] && !packed)
         memcpy(op->p[1], val, len);
     op->len1 = (int)len;
     op->p[2] = sophia_l3_array_literal(tags);
@@ -481,12 +485,18 @@ static void on_get(void *arg, PGresult *res, const char *err)
             (const unsigned char *)PQgetvalue(res, 0, 0), &len);
         char **tags = split_tags(PQgetvalue(res, 0, 1));
         int64_t exp = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
-        if (v && tags)
-            g->cb(g->arg, 0, (const char *)v, len, exp,
-                  (const char *const *)tags);
+        const char *val = (const char *)v;
+        char *plain = NULL;
+        int rc = v && tags ? sophia_zstd_unpack(g->zstd, val, len, &val,
+                                                &len, &plain)
+                           : SOPHIA_ENOMEM;
+        if (rc == 0)
+            g->cb(g->arg, 0, val, len, exp, (const char *const *)tags);
         else
-            g->cb(g->arg, SOPHIA_ENOMEM, NULL, 0, 0, NULL);
+            g->cb(g->arg, rc == SOPHIA_ENOMEM ? rc : SOPHIA_EIO, NULL, 0, 0,
+                  NULL);
         PQfreemem(v);
+        free(plain);
         free(tags);
     }
     free(g);
@@ -504,6 +514,7 @@ int sophia_l3_get(sophia_l3 *l3, const char *key, sophia_l3_get_cb cb,
     l3_get *g = malloc(sizeof(*g));
     if (!g)
         return SOPHIA_ENOMEM;
+    g->zstd = l3->zstd;
     g->cb = cb;
     g->arg = arg;
     const char *vals[1] = {key};
@@ -585,6 +596,11 @@ void sophia_l3_get_stats(const sophia_l3 *l3, sophia_l3_stats *out)
 void sophia_l3_set_max_ttl(sophia_l3 *l3, int64_t max_ttl_ms)
 {
     l3->max_ttl_ms = max_ttl_ms > 0 ? max_ttl_ms : 0;
+}
+
+void sophia_l3_set_zstd(sophia_l3 *l3, sophia_zstd *z)
+{
+    l3->zstd = z;
 }
 
 sophia_pg_pool *sophia_l3_pool(const sophia_l3 *l3)
