@@ -113,7 +113,7 @@ typedef struct sophia_conf_consolidate {
 /* cache.compress defaults and the level's upper bound (zstd's
  * ZSTD_maxCLevel() is 22, but 20..22 need far more memory per context). */
 #define SOPHIA_CONF_COMPRESS_THRESHOLD 1024
-#define SOPHIA_CONF_COMPRESS_LEVEL 3
+#define SOPHIA_CONF_COMPRESS_LEVEL 1
 #define SOPHIA_CONF_COMPRESS_LEVEL_MAX 19
 
 /* Upper bound of cache.l3.pool (pg_pool.h's SOPHIA_PG_POOL_MAX). */
@@ -185,7 +185,7 @@ typedef struct sophia_conf {
      * when set (NULL = none). core/cache/cache_zstd.h has the format. */
     struct {
         size_t threshold; /* default SOPHIA_CONF_COMPRESS_THRESHOLD */
-        int level;        /* 0..SOPHIA_CONF_COMPRESS_LEVEL_MAX, default 3 */
+        int level;        /* 0..SOPHIA_CONF_COMPRESS_LEVEL_MAX, default 1 */
         char *dictionary;
     } compress;
 

@@ -88,7 +88,7 @@ static const key_doc docs[] = {
     {"cache.compress.threshold", NULL, "1KiB",
      "Values longer than this are stored compressed; smaller ones, and "
      "those zstd cannot shrink, stay plain JSON."},
-    {"cache.compress.level", "integer 0..19", "3",
+    {"cache.compress.level", "integer 0..19", "1",
      "zstd level; 0 stores every value plain (entries already compressed "
      "are still read)."},
     {"cache.compress.dictionary", "path (relative to the file's directory)",
