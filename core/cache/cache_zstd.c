@@ -6,7 +6,6 @@
  * the dictionary digested once into a CDict/DDict. The handle belongs to
  * the loop thread like the tiers that use it.
  */
-#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getDictID_fromFrame is stable */
 #include "cache/cache_zstd.h"
 
 #include <errno.h>
