@@ -12,7 +12,9 @@
  */
 #include <getopt.h>
 #include <signal.h>
+#ifndef SOPHIA_WITH_JEMALLOC
 #include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -501,11 +503,14 @@ static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
 
 int main(int argc, char **argv)
 {
-    /* No fastbins: lws allocates each HTTP request's header table (>1 KiB),
-     * and glibc first consolidates every fastbin chunk the previous batch's
-     * JSON frees left - 6% of the CPU at 20k events/s in 100-event POSTs.
+#ifndef SOPHIA_WITH_JEMALLOC
+    /* Built without jemalloc (cmake/SophiaDeps.cmake): no fastbins. lws
+     * allocates each HTTP request's header table (>1 KiB), and glibc
+     * first consolidates every fastbin chunk the previous batch's JSON
+     * frees left - 6% of the CPU at 20k events/s in 100-event POSTs.
      * tcache still serves the small sizes; -8% CPU per event measured. */
     mallopt(M_MXFAST, 0);
+#endif
     cli a = {0};
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0)

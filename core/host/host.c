@@ -658,7 +658,8 @@ static int add_topic(const char *prefix, const char *name, const char **out,
         return -1;
     char *t = buf + *off;
     memcpy(t, prefix, pl);
-    memcpy(t + pl, name, nl);
+    if (nl) /* memcpy from NULL is undefined even for 0 bytes ("alerts") */
+        memcpy(t + pl, name, nl);
     t[pl + nl] = '\0';
     out[(*n)++] = t;
     *off += pl + nl + 1;

@@ -11,10 +11,16 @@
  *
  * The durable path used to parse every event twice: once at ingest, and
  * again from the XREADGROUP reply that hands the entry back to this node
- * (a tenth of its CPU with the default tiers). So an append keeps its
- * events until EXEC answers, then files each under the id Redis gave it
- * (`written`, bounded FIFO: an entry read by another node is never taken
- * here and ages out), and the source takes them from there.
+ * (a tenth of its CPU with the default tiers). So each XADD files its
+ * event under the exact JSON text it wrote (`written`), and the source
+ * looks an entry's text up there before parsing it. By text, not by
+ * stream id: the blocked XREADGROUP is often answered before EXEC is, so
+ * the ids are not known yet when the entries come back. The same text
+ * always parses to an equal event, so twins (several events with one
+ * text, kept in filing order) or an append that failed can only make a
+ * lookup miss, never hand over a different event. The store is bounded
+ * FIFO (the stream's queue size, at least 1,024 XADDs): an entry another
+ * node reads is never taken here and ages out.
  */
 #include "ingest/durable.h"
 
@@ -42,14 +48,15 @@ struct sophia_durable {
     size_t inflight;        /* events in appends not yet answered */
     uint64_t appended;      /* events EXEC confirmed */
     uint64_t append_failed; /* events of failed appends */
+    uint64_t reused;        /* entries handed back from `written` */
     int64_t warned_us;      /* last "Redis down" warning */
     /* Bodies that arrived while the connection was still being made for
      * the first time (at start, or a stream new in a reload): sent once
      * it is up, refused if the first attempt fails. */
     struct append_req *parked, *parked_tail;
     struct event *park_ev;
-    sophia_dict *written; /* stream id -> event (json_t *) */
-    char **ring;          /* their ids, oldest first from ring_at */
+    sophia_dict *written; /* JSON text -> its events (twins) */
+    char **ring;          /* the texts filed, oldest first from ring_at */
     size_t ring_cap, ring_at;
 };
 
@@ -59,7 +66,6 @@ typedef struct append_req {
     sophia_durable_done_fn done;
     void *arg;
     json_t *events;       /* parked only: the body's events */
-    json_t **evs;         /* references until EXEC answers (written) */
     struct append_req *next;
 } append_req;
 
@@ -127,9 +133,32 @@ sophia_durable *sophia_durable_new(struct sophia_stream *st,
     return d;
 }
 
-static void decref_value(void *j)
+/* The events filed under one text, oldest first (nearly always one). */
+typedef struct twins {
+    size_t n;
+    json_t *ev[];
+} twins;
+
+static void twins_free(void *p)
 {
-    json_decref(j);
+    twins *t = p;
+    for (size_t i = 0; i < t->n; i++)
+        json_decref(t->ev[i]);
+    free(t);
+}
+
+/* Removes the oldest of `text`'s events and returns it (a reference). */
+static json_t *twins_pop(sophia_dict *written, const char *text)
+{
+    twins *t = sophia_dict_get(written, text);
+    if (!t)
+        return NULL;
+    json_t *ev = t->ev[0];
+    if (--t->n)
+        memmove(t->ev, t->ev + 1, t->n * sizeof(*t->ev));
+    else
+        free(sophia_dict_del(written, text));
+    return ev;
 }
 
 void sophia_durable_free(sophia_durable *d)
@@ -144,7 +173,7 @@ void sophia_durable_free(sophia_durable *d)
         free(d->ring[i]);
     free(d->ring);
     if (d->written)
-        sophia_dict_free(d->written, decref_value);
+        sophia_dict_free(d->written, twins_free);
     free(d->key);
     free(d->field);
     free(d);
@@ -178,32 +207,37 @@ static int exec_ok(const redisReply *rep, size_t n)
     return 1;
 }
 
-/* Files `ev` (a reference it takes) under `id`, dropping the oldest. */
-static void file_written(sophia_durable *d, const char *id, json_t *ev)
+/* Files `ev` under its text `js` (both taken). A full ring first drops
+ * the oldest event of the oldest text still there; if that one was
+ * taken, a younger twin goes instead, which costs it a parse, no more. */
+static void file_written(sophia_durable *d, char *js, json_t *ev)
 {
     char **slot = &d->ring[d->ring_at];
     d->ring_at = (d->ring_at + 1) % d->ring_cap;
     if (*slot) {
-        json_decref(sophia_dict_del(d->written, *slot)); /* NULL if taken */
+        json_decref(twins_pop(d->written, *slot));
         free(*slot);
     }
-    if ((*slot = strdup(id)))
-        json_decref(sophia_dict_set(d->written, id, ev));
-    else
+    *slot = js;
+    twins *t = sophia_dict_get(d->written, js);
+    size_t n = t ? t->n : 0;
+    twins *g = realloc(t, sizeof(*g) + (n + 1) * sizeof(json_t *));
+    if (!g) {
         json_decref(ev);
+        return;
+    }
+    g->n = n + 1;
+    g->ev[n] = ev;
+    if (g != t)
+        sophia_dict_set(d->written, js, g);
 }
 
-json_t *sophia_durable_take_written(sophia_durable *d, const char *id)
+json_t *sophia_durable_take_written(sophia_durable *d, const char *text)
 {
-    return d ? sophia_dict_del(d->written, id) : NULL;
-}
-
-static void drop_refs(append_req *q)
-{
-    for (size_t i = 0; q->evs && i < q->n; i++)
-        json_decref(q->evs[i]);
-    free(q->evs);
-    q->evs = NULL;
+    json_t *ev = d ? twins_pop(d->written, text) : NULL;
+    if (ev)
+        d->reused++;
+    return ev;
 }
 
 static void on_exec(void *arg, redisReply *rep)
@@ -214,10 +248,6 @@ static void on_exec(void *arg, redisReply *rep)
     int ok = exec_ok(rep, q->n);
     if (ok) {
         d->appended += q->n;
-        for (size_t i = 0; q->evs && i < q->n; i++)
-            file_written(d, rep->element[i]->str, q->evs[i]);
-        free(q->evs);
-        q->evs = NULL;
     } else {
         d->append_failed += q->n;
         sophia_warn("durable", "msg=\"append failed; answered 503\" stream=%s "
@@ -227,7 +257,6 @@ static void on_exec(void *arg, redisReply *rep)
                     : rep ? "partial or aborted transaction"
                           : "no answer (Redis down or timed out)");
     }
-    drop_refs(q);
     q->done(q->arg, ok ? 0 : SOPHIA_EUNAVAIL);
     free(q);
 }
@@ -238,8 +267,8 @@ static int send_simple(sophia_durable *d, const char *cmd)
     return sophia_redis_command(d->rd, NULL, NULL, 1, &cmd, &len);
 }
 
-/* XADD key * field <json>; the JSON is encoded here and freed at once
- * (hiredis copies the arguments into its output buffer). */
+/* XADD key * field <json>; hiredis copies the arguments into its output
+ * buffer, and the text is filed with its event (see the top). */
 static int send_xadd(sophia_durable *d, json_t *ev)
 {
     size_t jlen;
@@ -249,16 +278,16 @@ static int send_xadd(sophia_durable *d, json_t *ev)
     const char *argv[5] = {"XADD", d->key, "*", d->field, js};
     size_t lens[5] = {4, strlen(d->key), 1, strlen(d->field), jlen};
     int rc = sophia_redis_command(d->rd, NULL, NULL, 5, argv, lens);
-    free(js);
+    if (rc == 0)
+        file_written(d, js, json_incref(ev));
+    else
+        free(js);
     return rc;
 }
 
 /* MULTI, XADD per event, EXEC; on success q belongs to on_exec. */
 static int send_body(sophia_durable *d, append_req *q, json_t *const *events)
 {
-    if ((q->evs = malloc(q->n * sizeof(*q->evs)))) /* else: parsed again */
-        for (size_t i = 0; i < q->n; i++)
-            q->evs[i] = json_incref(events[i]);
     int rc = send_simple(d, "MULTI");
     for (size_t i = 0; rc == 0 && i < q->n; i++)
         rc = send_xadd(d, events[i]);
@@ -269,7 +298,6 @@ static int send_body(sophia_durable *d, append_req *q, json_t *const *events)
     if (rc) { /* only out of memory gets here with MULTI sent: leave the
                * connection clean for the next body */
         send_simple(d, "DISCARD");
-        drop_refs(q);
     }
     return rc;
 }
@@ -397,8 +425,8 @@ const char *sophia_durable_stream_key(const sophia_durable *d)
 json_t *sophia_durable_stats_json(const sophia_durable *d)
 {
     size_t cap, used = backlog(d, &cap);
-    return json_pack("{s:s,s:b,s:I,s:I,s:I}", "key", d->key, "up",
+    return json_pack("{s:s,s:b,s:I,s:I,s:I,s:I}", "key", d->key, "up",
                      sophia_durable_up(d), "appended", (json_int_t)d->appended,
                      "append_failed", (json_int_t)d->append_failed, "backlog",
-                     (json_int_t)used);
+                     (json_int_t)used, "reused", (json_int_t)d->reused);
 }

@@ -99,15 +99,17 @@ static void ctl_cmd(sophia_source_redis *r, sophia_redis_cb cb, int argc,
 
 /* The event of an entry's field/value array (new reference), or NULL
  * when the JSON field does not parse. */
-static json_t *entry_body(const sophia_source_redis *r, const redisReply *f,
+static json_t *entry_body(sophia_source_redis *r, const redisReply *f,
                           char *why, size_t whylen)
 {
     for (size_t i = 0; i + 1 < f->elements; i += 2)
         if (f->element[i]->str && !strcmp(f->element[i]->str, r->field)) {
             const redisReply *v = f->element[i + 1];
             json_error_t je;
-            json_t *j = v->str ? json_loadb(v->str, v->len, JSON_DECODE_ANY, &je)
-                               : NULL;
+            /* an event this node appended: as it was accepted (durable.c) */
+            json_t *j = v->str ? sophia_durable_take_written(r->du, v->str) : NULL;
+            if (!j && v->str)
+                j = json_loadb(v->str, v->len, JSON_DECODE_ANY, &je);
             if (!j)
                 snprintf(why, whylen, "field '%s' is not JSON: %s", r->field,
                          v->str ? je.text : "empty");
@@ -284,9 +286,7 @@ static void take_entries(sophia_source_redis *r, const redisReply *arr)
         if (sophia_dict_get(r->inflight, id) || fields->type != REDIS_REPLY_ARRAY)
             continue;
         char why[256] = "";
-        json_t *body = sophia_durable_take_written(r->du, id);
-        if (!body)
-            body = entry_body(r, fields, why, sizeof(why));
+        json_t *body = entry_body(r, fields, why, sizeof(why));
         if (!body) {
             dead_letter(r, id, fields, why);
             continue;

@@ -231,33 +231,39 @@ int ws_client_covers(const sophia_ws_client *c, const char *t)
  * spliced in as text encoded once per publish (sophia_ws_route). The
  * bytes are what dumping the whole object would give: jansson keeps
  * insertion order and "data" is the last member. */
-static ws_msg *render_msg(sophia_ws_router *r, const char *type,
-                          const char *topic, uint64_t seq,
-                          const char *dashboard_id, const char *dtext,
-                          size_t dlen, const char *metric)
+static ws_msg *render_msg(sophia_ws_router *r, const ws_pub *p,
+                          const char *topic, uint64_t seq)
 {
     sophia_jsonw *w = &r->render;
     sophia_jsonw_clear(w);
     sophia_jsonw_raw(w, "{\"type\":", 8);
-    sophia_jsonw_str(w, type, strlen(type));
+    sophia_jsonw_str(w, p->type, strlen(p->type));
     sophia_jsonw_raw(w, ",\"topic\":", 9);
     sophia_jsonw_str(w, topic, strlen(topic));
     sophia_jsonw_raw(w, ",\"seq\":", 7);
     sophia_jsonw_u64(w, seq);
-    if (dashboard_id) {
+    if (p->dashboard_id) {
         sophia_jsonw_raw(w, ",\"dashboard_id\":", 16);
-        sophia_jsonw_str(w, dashboard_id, strlen(dashboard_id));
+        sophia_jsonw_str(w, p->dashboard_id, strlen(p->dashboard_id));
     }
     sophia_jsonw_raw(w, ",\"data\":", 8);
-    sophia_jsonw_raw(w, dtext, dlen);
+    sophia_jsonw_raw(w, p->text, p->dlen);
     sophia_jsonw_raw(w, "}", 1);
     ws_msg *m = w->failed ? NULL : ws_msg_new(w->p, w->len, LWS_PRE);
     if (!m)
         return NULL;
-    m->pubid = r->pubid;
-    if (metric)
-        ws_msg_set_ckey(m, topic, metric);
+    m->pubid = p->pubid;
+    if (p->metric)
+        ws_msg_set_ckey(m, topic, p->metric);
     return m;
+}
+
+ws_msg *ws_topic_msg(sophia_ws_router *r, const ws_topic *t, size_t i)
+{
+    ws_hist_entry *e = ws_history_at(&t->hist, i);
+    if (e && !e->m)
+        e->m = render_msg(r, e->p, t->name, e->seq);
+    return e ? e->m : NULL;
 }
 
 static void deliver(sophia_ws_router *r, sophia_ws_client *c, ws_msg *m)
@@ -269,8 +275,10 @@ static void deliver(sophia_ws_router *r, sophia_ws_client *c, ws_msg *m)
 }
 
 /* Subscribers of `topic` through patterns: one lookup per prefix length
- * some pattern uses. */
-static void deliver_patterns(sophia_ws_router *r, const char *topic, ws_msg *m)
+ * some pattern uses. The message is rendered for the first of them, if
+ * *m is not yet (the topic had no direct subscriber). */
+static void deliver_patterns(sophia_ws_router *r, const char *topic,
+                             uint64_t seq, const ws_pub *p, ws_msg **m)
 {
     char prefix[WS_MAX_TOPIC + 1];
     size_t len = strlen(topic);
@@ -280,8 +288,10 @@ static void deliver_patterns(sophia_ws_router *r, const char *topic, ws_msg *m)
         memcpy(prefix, topic, n);
         prefix[n] = '\0';
         ws_subs *ps = sophia_dict_get(r->patterns, prefix);
+        if (ps && ps->n && !*m && !(*m = render_msg(r, p, topic, seq)))
+            return;
         for (size_t k = 0; ps && k < ps->n; k++)
-            deliver(r, ps->v[k], m);
+            deliver(r, ps->v[k], *m);
     }
 }
 
@@ -291,15 +301,31 @@ static void deliver_patterns(sophia_ws_router *r, const char *topic, ws_msg *m)
  * still reaches the pattern subscribers live (an exact subscriber would
  * have created the topic), with the cluster's seq or 0 = not recorded,
  * nothing to replay. */
-static void unrecorded(sophia_ws_router *r, const char *type, const char *topic,
-                       uint64_t seq, const char *dashboard_id, const char *dtext,
-                       size_t dlen, const char *metric)
+static void unrecorded(sophia_ws_router *r, const ws_pub *p, const char *topic,
+                       uint64_t seq)
 {
     r->st.topics_refused++;
-    ws_msg *m = render_msg(r, type, topic, seq, dashboard_id, dtext, dlen, metric);
-    if (!m)
-        return;
-    deliver_patterns(r, topic, m);
+    ws_msg *m = NULL;
+    deliver_patterns(r, topic, seq, p, &m);
+    ws_msg_unref(m);
+}
+
+/* One topic's share of a publish: rendered only for whoever takes it now
+ * (subscribers, patterns, a dashboard's latest value); the history keeps
+ * the shared pub either way (ws_history.h). */
+static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
+                        int64_t now)
+{
+    ws_msg *m = t->subs.n ? render_msg(r, p, t->name, t->seq) : NULL;
+    for (size_t k = 0; m && k < t->subs.n; k++)
+        deliver(r, t->subs.v[k], m);
+    deliver_patterns(r, t->name, t->seq, p, &m);
+    if (p->metric && strncmp(t->name, "dashboard:", 10) == 0 &&
+        (m || (m = render_msg(r, p, t->name, t->seq))))
+        ws_latest_put(r->latest, t->name, p->metric, m,
+                      sophia_now_wall_us() / 1000);
+    ws_history_prune(&t->hist, now, r->history_age_us);
+    ws_history_push(&t->hist, t->seq, now, m, (ws_pub *)p);
     ws_msg_unref(m);
 }
 
@@ -315,33 +341,24 @@ void sophia_ws_route(sophia_ws_router *r, const char *type,
                              : NULL;
     r->stamp++;
     r->pubid++;
-    for (size_t i = 0; dtext && i < ntopics; i++) {
+    ws_pub *p = dtext ? ws_pub_new(r->pubid, type, dashboard_id, metric, dtext,
+                                   dlen)
+                      : NULL;
+    free(dtext);
+    for (size_t i = 0; p && i < ntopics; i++) {
         ws_topic *t = ws_topic_get(r, topics[i], 0);
         if (!t && sophia_dict_size(r->topics) >= r->max_topics) {
-            unrecorded(r, type, topics[i], seqs ? seqs[i] : 0, dashboard_id,
-                       dtext, dlen, metric);
+            unrecorded(r, p, topics[i], seqs ? seqs[i] : 0);
             continue;
         }
         if (!t && !(t = ws_topic_get(r, topics[i], 1)))
             continue;
         t->seq = seqs ? seqs[i] : t->seq + 1;
         t->last_us = now;
-        ws_msg *m = render_msg(r, type, topics[i], t->seq, dashboard_id, dtext,
-                               dlen, metric);
-        if (!m)
-            continue;
-        ws_history_prune(&t->hist, now, r->history_age_us);
-        ws_history_push(&t->hist, t->seq, now, m);
-        if (metric && strncmp(topics[i], "dashboard:", 10) == 0)
-            ws_latest_put(r->latest, topics[i], metric, m,
-                          sophia_now_wall_us() / 1000);
-        for (size_t k = 0; k < t->subs.n; k++)
-            deliver(r, t->subs.v[k], m);
-        deliver_patterns(r, topics[i], m);
-        ws_msg_unref(m);
+        route_topic(r, t, p, now);
     }
-    free(dtext);
-    ws_kick(r);
+    ws_pub_unref(p);
+    ws_kick_if_owed(r);
 }
 
 void sophia_ws_publish(sophia_ws_router *r, const char *type,

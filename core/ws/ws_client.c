@@ -26,10 +26,25 @@
 #include "ws/ws_history.h"
 #include "ws/ws_priv.h"
 
-void ws_kick(const sophia_ws_router *r)
+void ws_kick(sophia_ws_router *r)
 {
+    r->kick_owed = 0;
     if (r->loop)
         sophia_loop_kick(r->loop);
+}
+
+void ws_kick_if_owed(sophia_ws_router *r)
+{
+    if (r->kick_owed)
+        ws_kick(r);
+}
+
+/* Every WRITEABLE request goes through here, so the kick it needs is
+ * owed (libuv applies lws's POLLOUT only in its next pass). */
+static void ask_writeable(sophia_ws_client *c)
+{
+    lws_callback_on_writable(c->wsi);
+    c->r->kick_owed = 1;
 }
 
 /* lws 4.1 on libuv re-arms its timer for a new timeout only after it
@@ -83,7 +98,7 @@ void ws_client_request_close(sophia_ws_client *c, int code,
     c->close_reason = reason;
     if (!c->wsi) /* detached (sophia_ws_feed): nothing to send it on */
         return;
-    lws_callback_on_writable(c->wsi);
+    ask_writeable(c);
     /* A peer that stopped reading never makes us writeable again: lws
      * drops the connection after 2 s if the close frame did not go. */
     close_deadline(c->wsi, 2);
@@ -374,7 +389,7 @@ static void on_rearm(evutil_socket_t fd, short what, void *arg)
             continue;
         c->rearm_pending = 0;
         if (c->qlen || c->close_code)
-            lws_callback_on_writable(c->wsi);
+            ask_writeable(c);
     }
     ws_kick(r);
 }
@@ -421,6 +436,8 @@ static int queue_write(sophia_ws_client *c)
     const unsigned char *f = ws_msg_frame(*qslot(c, 0), LWS_PRE, &n);
     if (c->qlen == 1 || n >= WS_GATHER_MAX) {
         int w = lws_write(c->wsi, (unsigned char *)f, n, LWS_WRITE_RAW);
+        if (lws_partial_buffered(c->wsi))
+            c->r->kick_owed = 1; /* lws asked libuv for POLLOUT */
         queue_pop(c);
         c->r->st.messages_out++;
         return w < (int)n ? -1 : 0;
@@ -438,7 +455,10 @@ static int queue_write(sophia_ws_client *c)
         queue_pop(c);
     }
     c->r->st.messages_out += frames;
-    return lws_write(c->wsi, out, len, LWS_WRITE_RAW) < (int)len ? -1 : 0;
+    int w = lws_write(c->wsi, out, len, LWS_WRITE_RAW);
+    if (lws_partial_buffered(c->wsi))
+        c->r->kick_owed = 1;
+    return w < (int)len ? -1 : 0;
 }
 
 /* Sends until the queue is empty, the socket is full (lws buffered a
@@ -455,7 +475,7 @@ static int queue_drain(sophia_ws_client *c)
 /* The rest waits for WRITEABLE; see on_rearm for the short-write case. */
 static void want_writeable(sophia_ws_client *c)
 {
-    lws_callback_on_writable(c->wsi);
+    ask_writeable(c);
     if (lws_partial_buffered(c->wsi))
         rearm_later(c);
 }
@@ -474,7 +494,7 @@ static void client_flush(sophia_ws_client *c)
     if (queue_drain(c) < 0) {
         c->close_code = 1006;
         c->kill = 1; /* nothing more can be written */
-        lws_callback_on_writable(c->wsi);
+        ask_writeable(c);
         close_deadline(c->wsi, 1);
         return;
     }
@@ -505,7 +525,7 @@ void ws_on_flush(evutil_socket_t fd, short what, void *arg)
     r->ndirty = 0;
     r->flush_end_us = sophia_now_mono_us();
     r->flush_cost_us = r->flush_end_us - t0;
-    ws_kick(r);
+    ws_kick_if_owed(r);
 }
 
 static void schedule_flush(sophia_ws_router *r)
@@ -528,14 +548,14 @@ static void mark_dirty(sophia_ws_client *c)
     if (c->dirty_at || !c->wsi) /* a detached client keeps its queue */
         return;
     if (!r->flush_ev) { /* no loop (tests): the WRITEABLE path only */
-        lws_callback_on_writable(c->wsi);
+        ask_writeable(c);
         return;
     }
     if (r->ndirty == r->dirty_cap) {
         size_t cap = r->dirty_cap ? r->dirty_cap * 2 : 256;
         sophia_ws_client **v = realloc(r->dirty, cap * sizeof(*v));
         if (!v) {
-            lws_callback_on_writable(c->wsi);
+            ask_writeable(c);
             return;
         }
         r->dirty = v;
@@ -622,15 +642,15 @@ static void tick_client(sophia_ws_client *c, int64_t now)
         c->close_code = 1006;
         c->kill = 1;
         queue_clear(c);
-        lws_callback_on_writable(c->wsi);
+        ask_writeable(c);
         close_deadline(c->wsi, 1);
     } else if (!c->ping_sent_us && now - c->last_rx_us > r->ping_us) {
         c->want_ping = 1;
-        lws_callback_on_writable(c->wsi);
+        ask_writeable(c);
     } else if (c->qlen) {
         /* Safety net: after flushing a short write lws 4.1 can drop a
          * pending writeable request; a queue never stalls past a tick. */
-        lws_callback_on_writable(c->wsi);
+        ask_writeable(c);
     }
 }
 

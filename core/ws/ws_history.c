@@ -80,6 +80,34 @@ void ws_msg_unref(ws_msg *m)
     }
 }
 
+ws_pub *ws_pub_new(uint64_t pubid, const char *type, const char *dashboard_id,
+                   const char *metric, const char *data, size_t dlen)
+{
+    size_t tl = strlen(type) + 1, dl = dashboard_id ? strlen(dashboard_id) + 1 : 0,
+           ml = metric ? strlen(metric) + 1 : 0;
+    ws_pub *p = malloc(sizeof(*p) + dlen + tl + dl + ml);
+    if (!p)
+        return NULL;
+    p->refs = 1;
+    p->pubid = pubid;
+    p->dlen = dlen;
+    char *w = p->text;
+    memcpy(w, data, dlen);
+    w += dlen;
+    p->type = memcpy(w, type, tl);
+    w += tl;
+    p->dashboard_id = dashboard_id ? memcpy(w, dashboard_id, dl) : NULL;
+    w += dl;
+    p->metric = metric ? memcpy(w, metric, ml) : NULL;
+    return p;
+}
+
+void ws_pub_unref(ws_pub *p)
+{
+    if (p && --p->refs == 0)
+        free(p);
+}
+
 /* Slots of a topic's first ring: most topics (one per dashboard, say) see
  * a few messages per history_age, so the ring doubles up to `cap` only
  * when a topic is busy; 100000 quiet topics hold ~4 slots each, not 256. */
@@ -99,6 +127,7 @@ static ws_hist_entry *slot(const ws_history *h, size_t i)
 static void drop_oldest(ws_history *h)
 {
     ws_msg_unref(slot(h, 0)->m);
+    ws_pub_unref(slot(h, 0)->p);
     h->head = (h->head + 1) % h->alloc;
     h->len--;
 }
@@ -148,7 +177,8 @@ void ws_history_free(ws_history *h)
     h->alloc = 0;
 }
 
-void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m)
+void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m,
+                     ws_pub *p)
 {
     if (h->cap == 0)
         return;
@@ -168,7 +198,10 @@ void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m)
     e->seq = seq;
     e->at_us = now_us;
     e->m = m;
-    m->refs++;
+    e->p = p;
+    if (m)
+        m->refs++;
+    p->refs++;
 }
 
 void ws_history_prune(ws_history *h, int64_t now_us, int64_t max_age_us)
@@ -194,7 +227,7 @@ ws_hist_result ws_history_since(const ws_history *h, uint64_t since,
     return WS_HIST_OK;
 }
 
-const ws_hist_entry *ws_history_at(const ws_history *h, size_t i)
+ws_hist_entry *ws_history_at(const ws_history *h, size_t i)
 {
     return i < h->len ? slot(h, i) : NULL;
 }

@@ -10,6 +10,15 @@
  * `metric` updates, the coalescing key "topic\x01metric" that lets a slow
  * client's queue keep only the latest value of each metric.
  *
+ * A ws_pub is what one publish shares between the topics it went to: its
+ * type, dashboard, metric and `data` text. A history entry keeps the pub
+ * and, only when the message was rendered (a topic with a subscriber, a
+ * dashboard's latest value), the ws_msg; a topic nobody follows renders
+ * its message only if a replay asks for it (ws_topic_msg, ws_priv.h). A
+ * metric publish goes to three topics and usually one is followed, so
+ * this renders once where it rendered three times, and the ring drops
+ * one shared block instead of three messages.
+ *
  * The ring keeps the last `cap` messages of a topic, and only while they
  * are younger than the configured age. Its seqs are contiguous by
  * construction: a push whose seq does not follow the newest one (a seq
@@ -42,10 +51,24 @@ const char *ws_msg_text(const ws_msg *m, size_t pre);
 void ws_msg_set_ckey(ws_msg *m, const char *topic, const char *metric);
 void ws_msg_unref(ws_msg *m);
 
+typedef struct ws_pub {
+    int refs;
+    uint64_t pubid;
+    const char *type, *dashboard_id, *metric; /* in `text`, or NULL */
+    size_t dlen;  /* data: text[0..dlen) */
+    char text[];  /* data, then type, dashboard_id, metric, NUL-ended */
+} ws_pub;
+
+/* NULL when out of memory; dashboard_id and metric may be NULL. */
+ws_pub *ws_pub_new(uint64_t pubid, const char *type, const char *dashboard_id,
+                   const char *metric, const char *data, size_t dlen);
+void ws_pub_unref(ws_pub *p);
+
 typedef struct ws_hist_entry {
     uint64_t seq;
     int64_t at_us; /* monotonic time it was published */
-    ws_msg *m;
+    ws_msg *m;     /* rendered, or NULL until a replay needs it */
+    ws_pub *p;
 } ws_hist_entry;
 
 typedef struct ws_history {
@@ -64,8 +87,9 @@ void ws_history_init(ws_history *h, size_t cap);
 void ws_history_resize(ws_history *h, size_t cap);
 void ws_history_clear(ws_history *h);
 void ws_history_free(ws_history *h);
-/* Takes a reference to m. */
-void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m);
+/* Takes a reference to p and, when not NULL, to m. */
+void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m,
+                     ws_pub *p);
 /* Drops entries published before now_us - max_age_us. */
 void ws_history_prune(ws_history *h, int64_t now_us, int64_t max_age_us);
 
@@ -74,6 +98,6 @@ void ws_history_prune(ws_history *h, int64_t now_us, int64_t max_age_us);
  * how many. */
 ws_hist_result ws_history_since(const ws_history *h, uint64_t since,
                                 uint64_t cur_seq, size_t *first, size_t *n);
-const ws_hist_entry *ws_history_at(const ws_history *h, size_t i);
+ws_hist_entry *ws_history_at(const ws_history *h, size_t i);
 
 #endif

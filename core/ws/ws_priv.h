@@ -165,6 +165,7 @@ struct sophia_ws_router {
     size_t ndirty, dirty_cap;
     unsigned char *gather;  /* LWS_PRE + WS_GATHER_MAX, see queue_write() */
     int64_t flush_end_us, flush_cost_us; /* the last flush, see mark_dirty */
+    int kick_owed; /* lws was asked for something since the last kick */
     sophia_jsonw render;    /* reused by render_msg: no malloc per message */
     sophia_cluster *cluster;
     ws_latest *latest;      /* each dashboard's latest metric updates */
@@ -175,7 +176,14 @@ struct sophia_ws_router {
 
 /* Wakes the loop after lws was asked for something outside its callbacks
  * (see loop.h). */
-void ws_kick(const sophia_ws_router *r);
+void ws_kick(sophia_ws_router *r);
+/* Entry i of t's history as a message, rendered now if it never was
+ * (ws_history.h); NULL when out of memory. */
+ws_msg *ws_topic_msg(sophia_ws_router *r, const ws_topic *t, size_t i);
+/* ws_kick only when lws was asked for something (a WRITEABLE callback, a
+ * POLLOUT for a cut-short send) since the last kick: a publish or flush
+ * whose sends all went out needs no libuv pass, which is an epoll_wait. */
+void ws_kick_if_owed(sophia_ws_router *r);
 void ws_client_request_close(sophia_ws_client *c, int code,
                              const char *reason);
 /* Queues `m` (takes a reference); written at the next flush. */

@@ -233,8 +233,9 @@ static size_t replay_collect(sophia_ws_client *c, json_t *since,
             *cap = nc;
         }
         for (size_t i = 0; i < k; i++) {
-            ws_msg *m = ws_history_at(&t->hist, first + i)->m;
-            (*out)[n++] = (replay_item){m->pubid, m};
+            ws_msg *m = ws_topic_msg(r, t, first + i);
+            if (m)
+                (*out)[n++] = (replay_item){m->pubid, m};
         }
     }
     return n;
@@ -357,10 +358,10 @@ static void method_history(sophia_ws_client *c, const char *id, json_t *p)
         }
         for (size_t i = 0; i < n && (json_int_t)i < limit; i++) {
             const ws_hist_entry *e = ws_history_at(&t->hist, first + i);
-            if (e->seq <= s)
-                continue;
-            json_array_append_new(msgs, json_loads(ws_msg_text(e->m, LWS_PRE),
-                                                   0, NULL));
+            ws_msg *m = e->seq > s ? ws_topic_msg(c->r, t, first + i) : NULL;
+            if (m)
+                json_array_append_new(msgs, json_loads(ws_msg_text(m, LWS_PRE),
+                                                       0, NULL));
         }
         if ((json_int_t)n > limit)
             complete = 0;

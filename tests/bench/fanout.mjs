@@ -37,7 +37,7 @@
 //   SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
 //     node tests/bench/fanout.mjs [--clients 100,1000] [--seconds 3] \
 //       [--rate 100] [--topics 1,100] [--big] [--node-clients [--workers 2]]
-//       [--servers sophiad,floor,node]
+//       [--servers sophiad,floor,node] [--runs N]
 // --redis URL runs sophiad with that Redis (L2 and, by default, the
 // cluster channel) instead of none; --cluster off adds `cluster: {enabled:
 // false}`, so `--redis URL --cluster on|off` measures what the default
@@ -312,6 +312,9 @@ function post(agent, url, body) {
 }
 
 const RATE = Number(opt('rate', '100'));
+// each scenario runs every server this many times, interleaved; the ratio
+// table gives the median of the per-run ratios
+const RUNS = Number(opt('runs', '1'));
 const NODE_CLIENTS = args.includes('--node-clients');
 const CLIENT = clientPath();
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-');
@@ -326,13 +329,15 @@ function kindsToRun() {
   });
 }
 
-// sophiad's figures over `other`'s for one scenario (a markdown row).
-function ratioRow(n, ntopics, res, other) {
-  const s = res.sophiad;
-  const o = res[other];
-  const x = (a, b) => `${fmt(a / b, 2)}×`;
-  return `| ${fmt(n)} | ${ntopics} | sophiad/${other === 'node ws' ? 'node' : other} | ${x(s.rate, o.rate)} | `
-    + `${x(s.satCpuUs, o.satCpuUs)} | ${x(s.steadyCpuUs, o.steadyCpuUs)} | ${x(s.p50, o.p50)} | ${x(s.p99, o.p99)} |`;
+const median = (v) => [...v].sort((a, b) => a - b)[Math.floor((v.length - 1) / 2)];
+
+// sophiad's figures over `other`'s for one scenario (a markdown row): the
+// median over the runs of each run's ratio (the servers of a run were
+// measured back to back, so they saw about the same machine).
+function ratioRow(n, ntopics, runs, other) {
+  const r = (k) => `${fmt(median(runs.map((res) => res.sophiad[k] / res[other][k])), 2)}×`;
+  return `| ${fmt(n)} | ${ntopics} | sophiad/${other === 'node ws' ? 'node' : other} | ${r('rate')} | `
+    + `${r('satCpuUs')} | ${r('steadyCpuUs')} | ${r('p50')} | ${r('p99')} |`;
 }
 
 async function main() {
@@ -350,30 +355,34 @@ async function main() {
   console.log('|---|---|---|---|---|---|---|---|---|---|---|');
   for (const n of counts) {
     for (const ntopics of opt('topics', '1,100').split(',').map(Number)) {
-      const res = {};
-      for (const kind of kinds) {
-        const port = await freePort();
-        const server = await starters[kind](port);
-        try {
-          res[kind] = await runScenario(server, n, ntopics, seconds);
-          res[kind].loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
-        } finally {
-          server.proc.kill('SIGTERM');
-          await new Promise((r) => (server.proc.exitCode !== null ? r() : server.proc.once('exit', r)));
+      const runs = [];
+      for (let run = 0; run < RUNS; run++) {
+        const res = {};
+        for (const kind of kinds) {
+          const port = await freePort();
+          const server = await starters[kind](port);
+          try {
+            res[kind] = await runScenario(server, n, ntopics, seconds);
+            res[kind].loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
+          } finally {
+            server.proc.kill('SIGTERM');
+            await new Promise((r) => (server.proc.exitCode !== null ? r() : server.proc.once('exit', r)));
+          }
         }
-      }
-      for (const kind of kinds) {
-        const r = res[kind];
-        console.log(`| ${fmt(n)} | ${ntopics} | ${kind} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.load.p50, 0)} / ${fmt(r.load.p99, 0)} | ${fmt(r.satCpuUs, 2)} | ${fmt(r.steadyCpuUs, 2)} | ${fmt(r.memPerConn / 1024, 1)} | ${r.loadavg} |`
-          + (r.lost > 0 ? ` (${fmt(r.lost)} not delivered)` : ''));
+        for (const kind of kinds) {
+          const r = res[kind];
+          console.log(`| ${fmt(n)} | ${ntopics} | ${kind} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.load.p50, 0)} / ${fmt(r.load.p99, 0)} | ${fmt(r.satCpuUs, 2)} | ${fmt(r.steadyCpuUs, 2)} | ${fmt(r.memPerConn / 1024, 1)} | ${r.loadavg} |`
+            + (r.lost > 0 ? ` (${fmt(r.lost)} not delivered)` : ''));
+        }
+        runs.push(res);
       }
       for (const other of ['floor', 'node ws']) {
-        if (res.sophiad && res[other]) ratioRows.push(ratioRow(n, ntopics, res, other));
+        if (runs[0].sophiad && runs[0][other]) ratioRows.push(ratioRow(n, ntopics, runs, other));
       }
     }
   }
   if (!ratioRows.length) return;
-  console.log('\nsophiad\'s figure over the other server\'s, same scenario, same run (CPU and latency: > 1 = sophiad costs more)\n');
+  console.log(`\nsophiad's figure over the other server's, same scenario, median of ${RUNS} paired run(s) (CPU and latency: > 1 = sophiad costs more)\n`);
   console.log('| clients | topics | ratio | msg/s | CPU/msg saturated | CPU/msg steady | p50 steady | p99 steady |');
   console.log('|---|---|---|---|---|---|---|---|');
   for (const row of ratioRows) console.log(row);

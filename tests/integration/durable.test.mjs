@@ -225,6 +225,25 @@ test('what every group has processed is trimmed from the Redis Stream', async ()
   await d.stop();
 });
 
+test('entries this node appended are taken back as accepted, twins included; a stranger\'s entry is parsed', async () => {
+  const d = await startDaemon({ yaml: yaml({}) });
+  await healthy(d);
+  const stats = async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.dur;
+  const key = (await stats()).sources.redis.key;
+  keys.push(key, `${key}:dead`);
+  const before = (await stats()).sources.redis.durable.reused;
+  // 40 distinct events and 60 with one text: every one is processed once
+  const body = Array.from({ length: 100 }, (_, i) => ({ n: i < 40 ? i : 'twin' }));
+  assert.equal((await fetchJson(`${d.url}/ingest/dur`, { method: 'POST', body })).status, 202);
+  await until(async () => (await stats()).processed === 100, '100 processed');
+  assert.equal((await stats()).sources.redis.durable.reused - before, 100);
+  // another writer's entry is not in memory: parsed from the reply
+  await redisCommand(['XADD', key, '*', 'data', '{"n":"stranger"}']);
+  await until(async () => (await stats()).processed === 101, 'the stranger processed');
+  assert.equal((await stats()).sources.redis.durable.reused - before, 100);
+  await d.stop();
+});
+
 test('durable: false keeps the memory queue: a kill -9 may lose accepted events', async (t) => {
   const key = `sophia:test:${run}:mem`;
   keys.push(key, `${key}:dead`);

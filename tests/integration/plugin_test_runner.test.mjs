@@ -38,6 +38,9 @@ function tool(args, input = '') {
   });
 }
 
+// A series' labels in its cache key, as the metrics processor writes them.
+const labelKey = (l) => (l ? `{${Object.keys(l).sort().map((k) => `${k}=${l[k]}`).join(',')}}` : '');
+
 test('metrics: the shared samples become publishes and cache puts, one verdict per event', async () => {
   const input = readFileSync(path.join(SAMPLES, 'metrics.ndjson'), 'utf8');
   const r = await tool([path.join(PLUGINS, 'metrics.so'), '--stream', 'metrics',
@@ -53,7 +56,7 @@ test('metrics: the shared samples become publishes and cache puts, one verdict p
       topics: ['updates:metric', `dashboard:${p.dashboard_id}`, 'stream:metrics'], data,
     });
     expected.push({
-      event: i + 1, action: 'cache_put', key: `metric:${p.dashboard_id}:${p.metric}`,
+      event: i + 1, action: 'cache_put', key: `metric:${p.dashboard_id}:${p.metric}${labelKey(p.labels)}`,
       value: { value: p.value, timestamp: p.timestamp }, ttl: 60,
       tags: ['metrics', `dashboard:${p.dashboard_id}`],
     });

@@ -109,7 +109,7 @@ test('metrics.ndjson: metric updates, a rolling aggregate, a threshold alert wit
   assert.equal(rev.data.value, 125000);
   const agg = await nextMessage(ws, (m) => m.type === 'data' && m.data.kind === 'aggregate' && m.data.metric === 'revenue');
   assert.deepEqual({ ...agg.data }, {
-    kind: 'aggregate', metric: 'revenue', window_s: 60, count: 1, sum: 125000, min: 125000, max: 125000,
+    kind: 'aggregate', metric: 'revenue', labels: { region: 'emea' }, window_s: 60, count: 1, sum: 125000, min: 125000, max: 125000,
     p50: 125000, p95: 125000, p99: 125000,
   });
   const alert = await nextMessage(ws, (m) => m.type === 'alert' && m.data.alert_type === 'threshold');
@@ -117,18 +117,19 @@ test('metrics.ndjson: metric updates, a rolling aggregate, a threshold alert wit
   assert.equal(alert.data.state, 'firing');
   assert.equal(alert.data.metric, 'api_requests_per_min');
   // 8500 is below the trigger but above the clear level: no new alert.
-  const point = (v) => ({ metric: 'api_requests_per_min', value: v, dashboard_id: 'ops' });
+  const point = (v) => ({ metric: 'api_requests_per_min', value: v, dashboard_id: 'ops', labels: { service: 'api' } });
   await fetchJson(`${d.url}/ingest/metrics`, { method: 'POST', body: [point(8500), point(9500)] });
   await nextMessage(ws, (m) => m.type === 'metric' && m.data.value === 9500);
   await assert.rejects(nextMessage(ws, (m) => m.type === 'alert' && m.data.alert_type === 'threshold', 200), /timeout/);
   await fetchJson(`${d.url}/ingest/metrics`, { method: 'POST', body: point(7000) });
   const resolved = await nextMessage(ws, (m) => m.type === 'alert' && m.data.alert_type === 'threshold');
   assert.equal(resolved.data.state, 'resolved');
-  assert.equal(resolved.data.severity, 'info');
-  const cached = await cacheGet('metric:executive:revenue');
+  assert.equal(resolved.data.severity, 'critical');
+  assert.equal(resolved.data.alert_id, alert.data.alert_id);
+  const cached = await cacheGet('metric:executive:revenue{region=emea}');
   assert.equal(cached.status, 200, cached.text);
   assert.equal(cached.body.value.value, 125000);
-  const aggCached = await cacheGet('metric:agg:ops:api_requests_per_min:60');
+  const aggCached = await cacheGet('metric:agg:ops:api_requests_per_min{service=api}:60');
   assert.equal(aggCached.status, 200, aggCached.text);
   assert.ok(aggCached.body.value.count >= 1);
 });

@@ -132,6 +132,28 @@ test('since older than the history answers resync', async () => {
   ws.close();
 });
 
+// A topic nobody follows keeps its publishes unrendered (ws_history.h):
+// a history request or a `since` replay renders them then, each with its
+// own topic, seq and dashboard.
+test('a topic nobody followed replays its publishes rendered for it', async () => {
+  const id = dash();
+  await ingest([point(id, 'lazy', 7), point(id, 'lazy', 8)]);
+  const ws = await wsConnect(d.wsUrl);
+  sendJson(ws, { type: 'request', id: 'h', method: 'history', params: { topic: 'stream:metrics', limit: 1000 } });
+  const r = await nextMessage(ws, 'response');
+  const mine = r.data.messages.filter((m) => m.dashboard_id === id);
+  assert.deepEqual(mine.map((m) => [m.type, m.topic, m.data.metric, m.data.value]),
+    [['metric', 'stream:metrics', 'lazy', 7], ['metric', 'stream:metrics', 'lazy', 8]]);
+  assert.equal(mine[1].seq, r.data.seq);
+  assert.equal(mine[0].seq, r.data.seq - 1);
+  sendJson(ws, { type: 'request', id: 'u', method: 'history', params: { topic: 'updates:metric', limit: 1 } });
+  const u = await nextMessage(ws, 'response');
+  await subscribe(ws, ['updates:metric'], { 'updates:metric': u.data.seq - 2 });
+  const got = await collect(ws, 2, (m) => m.type === 'metric' && m.topic === 'updates:metric');
+  assert.deepEqual(got.map((m) => [m.dashboard_id, m.data.value]), [[id, 7], [id, 8]]);
+  ws.close();
+});
+
 test('request history returns the newest messages of a topic', async () => {
   const id = dash();
   const topic = `dashboard:${id}`;

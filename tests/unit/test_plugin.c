@@ -470,7 +470,7 @@ static void test_metrics_process(void **unused)
                         "\"revenue\",\"timestamp\":\"2024-01-20T10:30:00Z\","
                         "\"value\":125000}");
     assert_int_equal(ctx.nput, 1);
-    assert_string_equal(ctx.put[0].key, "m:executive:revenue");
+    assert_string_equal(ctx.put[0].key, "m:executive:revenue{region=emea}");
     assert_string_equal(ctx.put[0].value,
                         "{\"timestamp\":\"2024-01-20T10:30:00Z\","
                         "\"value\":125000}");

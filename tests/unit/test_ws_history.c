@@ -20,11 +20,20 @@ static ws_msg *msg(void)
     return ws_msg_new("{}", 2, 16);
 }
 
+static ws_pub *pub(void)
+{
+    return ws_pub_new(1, "metric", "d", "revenue", "{}", 2);
+}
+
+/* Odd seqs with a rendered message, even ones with only the shared pub
+ * (a topic nobody followed when it was published). */
 static void push(ws_history *h, uint64_t seq, int64_t at)
 {
-    ws_msg *m = msg();
-    ws_history_push(h, seq, at, m);
+    ws_msg *m = seq % 2 ? msg() : NULL;
+    ws_pub *p = pub();
+    ws_history_push(h, seq, at, m, p);
     ws_msg_unref(m);
+    ws_pub_unref(p);
 }
 
 static void test_since_ranges(void **state)
@@ -77,18 +86,27 @@ static void test_disabled_and_refs(void **state)
     size_t first, n;
     ws_history_init(&h, 0);
     ws_msg *m = msg();
-    ws_history_push(&h, 1, 0, m);
+    ws_pub *p = pub();
+    ws_history_push(&h, 1, 0, m, p);
     assert_int_equal(m->refs, 1);
+    assert_int_equal(p->refs, 1);
     assert_int_equal(ws_history_since(&h, 0, 1, &first, &n), WS_HIST_RESYNC);
     ws_history_free(&h);
     ws_history_init(&h, 2);
-    ws_history_push(&h, 1, 0, m);
+    ws_history_push(&h, 1, 0, m, p);
+    ws_history_push(&h, 2, 0, NULL, p); /* shares the pub, not rendered */
     assert_int_equal(m->refs, 2);
+    assert_int_equal(p->refs, 3);
+    assert_null(ws_history_at(&h, 1)->m);
+    assert_string_equal(ws_history_at(&h, 1)->p->metric, "revenue");
+    assert_string_equal(ws_history_at(&h, 1)->p->dashboard_id, "d");
     ws_msg_set_ckey(m, "t", "revenue");
     assert_string_equal(m->ckey, "t\x01revenue");
     ws_history_free(&h);
     assert_int_equal(m->refs, 1);
+    assert_int_equal(p->refs, 1);
     ws_msg_unref(m);
+    ws_pub_unref(p);
 }
 
 /* Reload: shrinking keeps the newest entries in order, growing keeps all

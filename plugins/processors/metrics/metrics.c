@@ -4,52 +4,86 @@
  * One event is one point, a JSON object such as
  *   {"metric":"revenue","value":125000,"timestamp":"2024-01-20T10:30:00Z",
  *    "dashboard_id":"executive","labels":{"region":"emea"}}
- * (the core splits JSON arrays into one event per element). Each point is
+ * (the core splits JSON arrays into one event per element; a DogStatsD
+ * line arrives as such a point, its tags as labels). Each point is
  * published as a `metric` update - to the point's dashboard, or to
  * `default_dashboard` - and its latest value is cached under
- * `<cache_prefix><dashboard or _>:<metric>`, tagged `metrics` and
- * `dashboard:<id>` so a dashboard's values can be dropped at once.
+ * `<cache_prefix><dashboard or _>:<metric>{<labels>}`, tagged `metrics`
+ * and `dashboard:<id>` so a dashboard's values can be dropped at once.
  *
- * Rolling aggregates (option `windows`, seconds): each series (dashboard +
- * metric) keeps its recent samples (receipt time, value) in a bounded ring;
- * at most every `aggregate_every` seconds a series publishes, per window,
- * count/sum/min/max/p50/p95/p99 as a `data` update (kind "aggregate") and
- * caches it at `<prefix>agg:<dashboard or _>:<metric>:<window>`. Without
- * windows (the default) a point costs what it always did.
+ * Series. A series is dashboard + metric + labels: the `labels` object
+ * merged with a `tags` list ("region:emea", as Datadog's API sends them),
+ * canonical as sorted "k=v,k2=v2" (metrics_point.c; labels that cannot
+ * be part of a key - longer than 255 bytes, a control byte, a nested
+ * value - as "#<64-bit fingerprint>"). Its text is part of every key the
+ * series writes ("{...}" after the metric; nothing when it has no labels,
+ * so unlabelled keys are those of 0.1), so `region:emea` and `region:us`
+ * are two values, two windows, two alert states. Bounds:
+ * `max_series` in all (the oldest series makes room) and
+ * `max_series_per_metric` per dashboard + metric: a point that would make
+ * one more is refused (verdict OK, counter `series_refused`), so a label
+ * carrying a request id cannot grow the cache or the state without bound.
+ *
+ * Event time. A point's time is its `timestamp` (ISO-8601, or Unix
+ * seconds/milliseconds); a point without one (statsd, a plain POST) is at
+ * its arrival (the event's received_us). Per series the watermark is the
+ * newest event time applied. A point is then
+ *   - late, when older than the watermark minus `allowed_lateness`:
+ *     dropped (verdict OK, counter `late`; not a failure, so it does not
+ *     dead-letter);
+ *   - out of order, when older than the watermark but within the
+ *     lateness: published with its own timestamp and added to the windows
+ *     at its time (counter `out_of_order`), but it neither overwrites the
+ *     cached latest value nor moves an alert: both follow the newest point;
+ *   - in order otherwise: all of the above, and it moves the watermark;
+ *   - from the future, when more than `max_future` ahead of its arrival:
+ *     dropped (counter `future`), since it would push the watermark past
+ *     every real point and make them all late.
+ *
+ * Rolling aggregates (option `windows`, seconds): each series keeps its
+ * recent samples (event time, value) in a ring that grows as samples come
+ * (up to `max_samples`); at most every `aggregate_every` seconds (wall
+ * clock) a series publishes, per window w, count/sum/min/max/p50/p95/p99
+ * of its samples in (watermark - w, watermark] as a `data` update (kind
+ * "aggregate") and caches it at
+ * `<prefix>agg:<dashboard or _>:<metric>{<labels>}:<window>`. A point
+ * within the lateness thus lands in the window its timestamp says.
  *
  * Threshold alerts (option `thresholds`, entries "metric>9000/8000@critical"
- * or "metric<10/12@warning"): an alert fires when the value crosses the
- * trigger, and a "resolved" alert (severity info) when it comes back past
- * the clear level (default: the trigger) - hysteresis, so a value hovering
- * at the trigger does not flap.
+ * or "metric<10/12@warning"), per series, on in-order points: an alert
+ * fires (alert_ex, state "firing", alert_id "<dashboard>:<metric>{labels}:
+ * <rule>") when the value crosses the trigger, and resolves (same
+ * alert_id and severity, `resolve` set) when it comes back past the clear
+ * level (default: the trigger) - hysteresis, so a value hovering at the
+ * trigger does not flap. `alert_cooldown` (event-time seconds) is the
+ * least time between two firings of one rule in one series: a crossing
+ * within it is muted - neither it nor its end is announced - and announced
+ * after all if it still holds at the first point past the cooldown.
+ * `alert_resolves: false` announces firings only.
  *
  * State and the verdict (SDK 1.1): process() only reads a series. The
- * sample it adds to the windows, the threshold states it flips and the
- * time of the series' last aggregate are one change handed to
- * host->stage_undoable: applied at once, so the next point is processed
- * without waiting for this one's effects, and undone (the ring stepped
- * back, the replaced sample, states and time restored) when the event
- * does not commit. So a point whose event goes RETRY or ERROR, or whose
- * effects are refused, leaves no sample behind and flips no alert: the
- * retry sees the same state, and an alert that should fire fires when the
- * point finally commits.
+ * sample it adds to the windows, the watermark it moves, the rule states
+ * it changes and the time of the series' last aggregate are one change
+ * handed to host->stage_undoable (metrics_series.c): applied at once, so
+ * the next point is processed without waiting for this one's effects,
+ * and undone when the event does not commit. So a point whose event goes
+ * RETRY or ERROR, or whose effects are refused, leaves no sample and no
+ * watermark behind and flips no alert: the retry sees the same state, and
+ * an alert that should fire fires when the point finally commits.
  *
  * Redelivery: a point has an identity when it can have one - the event's
- * source id (a Redis entry id), else its explicit timestamp, value and
- * labels - and the last `max_seen` identities that committed, per series,
- * are remembered (two points of one series alike in all of these, e.g.
- * the same value twice within a second-resolution timestamp, count as
- * one). A point seen again produces nothing (verdict OK, counter
- * `duplicates`): no second sample in the windows, no second publish, and
- * no older value cached over a newer one. A point with neither id nor
- * timestamp (statsd, a plain POST) cannot be told from a new one with the
- * same value, so it is always new.
+ * source id (a Redis entry id), else its explicit timestamp and value -
+ * within its series, and the last `max_seen` identities that committed
+ * are remembered. A point seen again produces nothing (verdict OK,
+ * counter `duplicates`), whatever its lateness. A point with neither id
+ * nor timestamp (statsd, a plain POST) cannot be told from a new one with
+ * the same value, so it is always new.
  *
  * A hot reload that replaces the instance (new options, rebuilt .so)
  * hands the committed state to the new one (export_state/import_state):
- * the rolling samples, so the windows do not restart empty; which
- * threshold rules fire, per series (matched by the rule's text, so a rule
- * the new options changed starts over); and the seen identities.
+ * the series with their labels, samples, watermarks and rule states
+ * (firing, muted, last firing: the cooldown goes on) and the seen
+ * identities.
  *
  * Like every plugin it includes only the SDK header (plus libc) and does
  * everything through the host table: it never sees Redis or a socket. Its
@@ -64,53 +98,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "../proc_util.h"
+#include "metrics.h"
+#include "metrics_point.h"
 
-typedef struct threshold {
-    char spec[256];        /* as configured: matches rules across reloads */
-    char metric[128];
-    int above;             /* '>' (1) or '<' (0) */
-    double trigger, clear;
-    char severity[32];
-} threshold;
-
-typedef struct series {
-    int64_t *t;            /* receipt times, us */
-    double *v;
-    size_t head, n, cap;
-    int64_t last_agg_us;
-    unsigned char *firing; /* per threshold rule */
-} series;
-
-typedef struct metrics_state {
-    const sophia_host *host;
-    sophia_self *self;
-    char *default_dashboard; /* NULL = none */
-    char *cache_prefix;
-    double ttl;
-    double *windows;       /* seconds */
-    size_t nwindows;
-    double agg_every;
-    size_t max_samples;
-    threshold *rules;
-    size_t nrules;
-    pu_table series;       /* "dashboard\x1fmetric" -> series */
-    pu_seen seen;          /* "series\x1fidentity" of committed points */
-    double *scratch;       /* sort buffer, max_samples long */
-    int64_t ts_sec;        /* the second ts_text spells, or -1 */
-    char ts_text[32];      /* "now" as ISO-8601, formatted once a second */
-} metrics_state;
-
-static void series_free(void *p)
-{
-    series *s = p;
-    if (!s)
-        return;
-    free(s->t);
-    free(s->v);
-    free(s->firing);
-    free(s);
-}
+/* Longest dashboard or metric name, and so the series key's length. */
+#define NAME_MAX_LEN 256
+#define SKEY_LEN (2 * NAME_MAX_LEN + MP_LABELS_LEN + 4)
 
 /* "name>9000/8000@critical" -> a rule; -1 when malformed. */
 static int parse_threshold(const char *spec, threshold *r)
@@ -139,18 +132,15 @@ static int parse_threshold(const char *spec, threshold *r)
     return (*end && *end != '@') || !r->severity[0] ? -1 : 0;
 }
 
-static int parse_extensions(metrics_state *st, const sophia_opts *opts)
+static int parse_lists(metrics_state *st, const sophia_opts *opts)
 {
     const sophia_host *h = st->host;
     st->nwindows = h->opt_list_len(opts, "windows");
     st->nrules = h->opt_list_len(opts, "thresholds");
     st->windows = calloc(st->nwindows + 1, sizeof(*st->windows));
     st->rules = calloc(st->nrules + 1, sizeof(*st->rules));
-    st->agg_every = h->opt_double(opts, "aggregate_every");
-    int64_t max = h->opt_int(opts, "max_samples");
-    if (!st->windows || !st->rules || max < 1)
-        return max < 1 ? SOPHIA_EINVAL : SOPHIA_ENOMEM;
-    st->max_samples = (size_t)max;
+    if (!st->windows || !st->rules)
+        return SOPHIA_ENOMEM;
     for (size_t i = 0; i < st->nwindows; i++) {
         const char *w = h->opt_list_item(opts, "windows", i);
         char *end;
@@ -169,24 +159,49 @@ static int parse_extensions(metrics_state *st, const sophia_opts *opts)
             return SOPHIA_EINVAL;
         }
     }
+    return 0;
+}
+
+/* Option `name` >= min, else logged and -1. */
+static int at_least(const metrics_state *st, const sophia_opts *opts,
+                    const char *name, double min, double *out)
+{
+    *out = st->host->opt_double(opts, name);
+    if (*out >= min && *out < 1e12)
+        return 0;
+    st->host->log(st->self, SOPHIA_LOG_ERROR, "%s must be at least %g "
+                  "(got %g)", name, min, *out);
+    return -1;
+}
+
+static int parse_bounds(metrics_state *st, const sophia_opts *opts)
+{
+    double samples, seen, series, per_metric, late, future, cooldown;
+    if (at_least(st, opts, "max_samples", 1, &samples) ||
+        at_least(st, opts, "max_seen", 1, &seen) ||
+        at_least(st, opts, "max_series", 1, &series) ||
+        at_least(st, opts, "max_series_per_metric", 1, &per_metric) ||
+        at_least(st, opts, "allowed_lateness", 0, &late) ||
+        at_least(st, opts, "max_future", 0, &future) ||
+        at_least(st, opts, "alert_cooldown", 0, &cooldown))
+        return SOPHIA_EINVAL;
+    st->agg_every = st->host->opt_double(opts, "aggregate_every");
+    st->max_samples = (size_t)samples;
+    st->max_per_metric = (size_t)per_metric;
+    st->lateness_us = (int64_t)(late * 1e6);
+    st->future_us = (int64_t)(future * 1e6);
+    st->cooldown_us = (int64_t)(cooldown * 1e6);
+    double longest = 0;
+    for (size_t i = 0; i < st->nwindows; i++)
+        longest = st->windows[i] > longest ? st->windows[i] : longest;
+    st->keep_us = (int64_t)(longest * 1e6) + st->lateness_us;
+    st->resolves = st->host->opt_bool(opts, "alert_resolves");
     if (st->nwindows &&
         !(st->scratch = malloc((st->max_samples + 1) * sizeof(double))))
         return SOPHIA_ENOMEM;
-    int64_t seen = h->opt_int(opts, "max_seen");
-    if (seen < 1) {
-        h->log(st->self, SOPHIA_LOG_ERROR, "max_seen must be at least 1");
-        return SOPHIA_EINVAL;
-    }
     if (pu_seen_init(&st->seen, (size_t)seen))
         return SOPHIA_ENOMEM;
-    return pu_table_init(&st->series, 100000, series_free);
-}
-
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    return d ? memcpy(d, s, n) : NULL;
+    return ms_tables_init(st, (size_t)series);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -208,11 +223,13 @@ static int metrics_init(const sophia_host *host, sophia_self *self,
     st->ts_sec = -1;
     const char *dash = host->opt_string(opts, "default_dashboard");
     const char *prefix = host->opt_string(opts, "cache_prefix");
-    st->cache_prefix = dup_str(prefix ? prefix : "metric:");
+    st->cache_prefix = pu_strdup(prefix ? prefix : "metric:");
     if (dash && *dash)
-        st->default_dashboard = dup_str(dash);
+        st->default_dashboard = pu_strdup(dash);
     st->ttl = host->opt_double(opts, "ttl");
-    int rc = parse_extensions(st, opts);
+    int rc = parse_lists(st, opts);
+    if (!rc)
+        rc = parse_bounds(st, opts);
     if (rc || !st->cache_prefix || (dash && *dash && !st->default_dashboard)) {
         metrics_fini(st);
         return rc ? rc : SOPHIA_ENOMEM;
@@ -226,13 +243,12 @@ static void metrics_fini(void *state)
     metrics_state *st = state;
     if (!st)
         return;
+    ms_tables_free(st);
     free(st->default_dashboard);
     free(st->cache_prefix);
     free(st->windows);
     free(st->rules);
     free(st->scratch);
-    if (st->series.b)
-        pu_table_free(&st->series);
     if (st->seen.ring)
         pu_seen_free(&st->seen);
     free(st);
@@ -240,13 +256,19 @@ static void metrics_fini(void *state)
 
 /* ------------------------------------------------------------- process */
 
-/* A point's parts, borrowed from the event body. */
+/* A point's parts, borrowed from the event body, and what is derived
+ * from them before any state is read. */
 typedef struct point {
     const char *metric;
     const sophia_json *value;
     const sophia_json *timestamp; /* NULL when absent */
-    const sophia_json *labels;    /* NULL when absent */
+    const sophia_json *labels;    /* the point's own object, or NULL */
+    const sophia_json *tags;      /* NULL when absent */
     const char *dashboard;        /* NULL = none */
+    int64_t t_us;                 /* event time */
+    int64_t arrival_us;
+    int in_order;                 /* not older than its series' watermark */
+    char canon[MP_LABELS_LEN];    /* canonical labels, "" = none */
 } point;
 
 static const sophia_json *present(const sophia_host *h, const sophia_json *v)
@@ -255,36 +277,70 @@ static const sophia_json *present(const sophia_host *h, const sophia_json *v)
     return t == SOPHIA_JSON_MISSING || t == SOPHIA_JSON_NULL ? NULL : v;
 }
 
-/* NULL when the body is a point, else why not. */
-static const char *parse_point(const metrics_state *st, const sophia_json *b,
-                               point *p)
+/* A metric or dashboard name fits the keys: short, no control byte. */
+static int name_ok(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if ((unsigned char)s[n] < 0x20 || n >= NAME_MAX_LEN)
+            return 0;
+    return 1;
+}
+
+/* 0 when the event is a point (p filled in), else -1 and why. */
+static int parse_point(const metrics_state *st, const sophia_event *ev,
+                       point *p, char *why, size_t len)
 {
     const sophia_host *h = st->host;
+    const sophia_json *b = ev ? ev->body : NULL;
+    const char *bad = NULL;
     if (!b || h->json_type(b) != SOPHIA_JSON_OBJECT)
-        return "body is not a JSON object";
-    p->metric = h->json_string(h->json_get(b, "metric"));
-    if (!p->metric || !*p->metric)
-        return "\"metric\" is missing or not a non-empty string";
-    p->value = h->json_get(b, "value");
-    if (!p->value || h->json_type(p->value) != SOPHIA_JSON_NUMBER)
-        return "\"value\" is missing or not a number";
+        bad = "body is not a JSON object";
+    else if (!(p->metric = h->json_string(h->json_get(b, "metric"))) ||
+             !*p->metric || !name_ok(p->metric))
+        bad = "\"metric\" is missing or not a non-empty string of at most "
+              "255 bytes without control bytes";
+    else if (!(p->value = h->json_get(b, "value")) ||
+             h->json_type(p->value) != SOPHIA_JSON_NUMBER)
+        bad = "\"value\" is missing or not a number";
+    if (bad) {
+        snprintf(why, len, "%s", bad);
+        return -1;
+    }
     p->timestamp = present(h, h->json_get(b, "timestamp"));
     p->labels = present(h, h->json_get(b, "labels"));
+    p->tags = present(h, h->json_get(b, "tags"));
     p->dashboard = h->json_string(h->json_get(b, "dashboard_id"));
     if (!p->dashboard || !*p->dashboard)
         p->dashboard = st->default_dashboard;
-    return NULL;
+    if (p->dashboard && !name_ok(p->dashboard)) {
+        snprintf(why, len, "\"dashboard_id\" is longer than 255 bytes or "
+                 "has a control byte");
+        return -1;
+    }
+    p->arrival_us = ev->received_us > 0 ? ev->received_us : h->now_us();
+    p->t_us = p->arrival_us;
+    if (p->timestamp && mp_event_time(h, p->timestamp, &p->t_us)) {
+        snprintf(why, len, "\"timestamp\" is neither ISO-8601 "
+                 "(2024-01-20T10:30:00Z) nor Unix seconds or milliseconds");
+        return -1;
+    }
+    /* A statsd set's `member` is the value counted, not a dimension. */
+    const char *type = h->json_string(h->json_get(b, "type"));
+    const char *skip = type && !strcmp(type, "set") ? "member" : NULL;
+    return mp_labels_canon(h, p->labels, p->tags, skip, p->canon,
+                           sizeof(p->canon), why, len);
 }
 
-/* The point's timestamp, or now as ISO-8601 UTC when it has none. The
- * text changes once a second, so it is formatted once a second: at 20k
- * points/s gmtime + strftime per point was a measurable share. */
+/* The point's timestamp, or its arrival as ISO-8601 UTC when it has none.
+ * The text changes once a second, so it is formatted once a second: at
+ * 20k points/s gmtime + strftime per point was a measurable share. */
 static sophia_json *timestamp_of(metrics_state *st, const point *p)
 {
     const sophia_host *h = st->host;
     if (p->timestamp)
         return h->json_copy(p->timestamp);
-    int64_t secs = h->now_us() / 1000000;
+    int64_t secs = p->arrival_us / 1000000;
     if (secs != st->ts_sec) {
         time_t t = (time_t)secs;
         struct tm tm;
@@ -305,6 +361,17 @@ static int set(const sophia_host *h, sophia_json *obj, const char *key,
     return h->json_set(obj, key, v);
 }
 
+/* The labels as published: the point's own object when it had no tags,
+ * else the merged ones; NULL when there are none. */
+static sophia_json *labels_of(const sophia_host *h, const point *p)
+{
+    if (!p->canon[0])
+        return NULL;
+    if (p->labels && !p->tags)
+        return h->json_copy(p->labels);
+    return mp_labels_json(h, p->labels, p->tags);
+}
+
 static int publish_point(const metrics_state *st, const point *p,
                          sophia_json *ts, sophia_ctx *ctx)
 {
@@ -317,8 +384,8 @@ static int publish_point(const metrics_state *st, const point *p,
         rc = set(h, data, "value", h->json_copy(p->value));
     if (!rc)
         rc = set(h, data, "timestamp", h->json_copy(ts));
-    if (!rc && p->labels)
-        rc = set(h, data, "labels", h->json_copy(p->labels));
+    if (!rc && p->canon[0])
+        rc = set(h, data, "labels", labels_of(h, p));
     if (rc) {
         h->json_free(data);
         return rc;
@@ -326,86 +393,93 @@ static int publish_point(const metrics_state *st, const point *p,
     return h->publish(ctx, SOPHIA_UPDATE_METRIC, NULL, p->dashboard, data);
 }
 
-/* dst = a b c d; dst was sized for them (snprintf's format parsing cost
- * more than the copy on the per-point path). */
-static void join4(char *dst, const char *a, const char *b, const char *c,
-                  const char *d)
+/* dst = a b c d (NUL-terminated), cut to len; the per-point path avoids
+ * printf (its format parsing cost more than the copy). */
+static void join4(char *dst, size_t len, const char *a, const char *b,
+                  const char *c, const char *d)
 {
     const char *parts[] = {a, b, c, d};
-    for (size_t i = 0; i < 4; i++) {
+    size_t off = 0;
+    for (size_t i = 0; i < 4 && len; i++) {
         size_t n = strlen(parts[i]);
-        memcpy(dst, parts[i], n);
-        dst += n;
+        if (n > len - 1 - off)
+            n = len - 1 - off;
+        memcpy(dst + off, parts[i], n);
+        off += n;
     }
-    *dst = '\0';
+    if (len)
+        dst[off] = '\0';
+}
+
+/* "dashboard\x1fmetric[\x1flabels]": the series' key in the state. */
+static void series_key(const point *p, char *out, size_t len)
+{
+    join4(out, len, p->dashboard ? p->dashboard : "", "\x1f", p->metric,
+          p->canon[0] ? "\x1f" : "");
+    if (p->canon[0]) {
+        size_t off = strlen(out);
+        join4(out + off, len - off, p->canon, "", "", "");
+    }
+}
+
+/* "<dashboard or _>:<metric>[{labels}]": the series in cache keys and
+ * alert ids (fits SKEY_LEN). */
+static void series_name(const point *p, char *out, size_t len)
+{
+    join4(out, len, p->dashboard ? p->dashboard : "_", ":", p->metric,
+          p->canon[0] ? "{" : "");
+    if (p->canon[0]) {
+        size_t off = strlen(out);
+        join4(out + off, len - off, p->canon, "}", "", "");
+    }
+}
+
+/* cache_put under <prefix><a><b>, tagged metrics + dashboard:<id>;
+ * takes value. */
+static int put(const metrics_state *st, const point *p, const char *a,
+               const char *b, sophia_json *value, sophia_ctx *ctx)
+{
+    const sophia_host *h = st->host;
+    char name[SKEY_LEN], tag[NAME_MAX_LEN + 16], kbuf[SKEY_LEN + 64];
+    series_name(p, name, sizeof(name));
+    size_t klen = strlen(st->cache_prefix) + strlen(a) + strlen(name) +
+                  strlen(b) + 1;
+    /* Keys are short: the stack, unless the prefix is unusually long. */
+    char *key = klen <= sizeof(kbuf) ? kbuf : malloc(klen);
+    if (!key) {
+        h->json_free(value);
+        return SOPHIA_ENOMEM;
+    }
+    join4(key, klen, st->cache_prefix, a, name, b);
+    join4(tag, sizeof(tag), "dashboard:", p->dashboard ? p->dashboard : "_",
+          "", "");
+    const char *tags[] = {"metrics", p->dashboard ? tag : NULL, NULL};
+    int rc = h->cache_put(ctx, key, value, st->ttl, tags);
+    if (key != kbuf)
+        free(key);
+    return rc;
 }
 
 static int cache_point(const metrics_state *st, const point *p,
                        sophia_json *ts, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
-    const char *dash = p->dashboard ? p->dashboard : "_";
-    size_t klen = strlen(st->cache_prefix) + strlen(dash) +
-                  strlen(p->metric) + 2;
-    size_t tlen = strlen("dashboard:") + strlen(dash) + 1;
-    /* Keys are short: the stack, unless a name is unusually long. */
-    char kbuf[256], tbuf[160];
-    char *key = klen <= sizeof(kbuf) ? kbuf : malloc(klen);
-    char *tag = tlen <= sizeof(tbuf) ? tbuf : malloc(tlen);
     sophia_json *value = h->json_object();
-    int rc = key && tag && value ? 0 : SOPHIA_ENOMEM;
-    if (!rc)
-        rc = set(h, value, "value", h->json_copy(p->value));
+    int rc = value ? set(h, value, "value", h->json_copy(p->value))
+                   : SOPHIA_ENOMEM;
     if (!rc)
         rc = set(h, value, "timestamp", ts);
     else
         h->json_free(ts);
-    if (!rc) {
-        join4(key, st->cache_prefix, dash, ":", p->metric);
-        join4(tag, "dashboard:", dash, "", "");
-        const char *tags[] = {"metrics", p->dashboard ? tag : NULL, NULL};
-        rc = h->cache_put(ctx, key, value, st->ttl, tags);
-        value = NULL; /* taken */
+    if (rc) {
+        if (value)
+            h->json_free(value);
+        return rc;
     }
-    if (value)
-        h->json_free(value);
-    if (key != kbuf)
-        free(key);
-    if (tag != tbuf)
-        free(tag);
-    return rc;
+    return put(st, p, "", "", value, ctx);
 }
 
 /* ------------------------------------------------ aggregates, alerts */
-
-static series *series_by_key(metrics_state *st, const char *key)
-{
-    series *s = pu_table_get(&st->series, key);
-    if (s)
-        return s;
-    s = calloc(1, sizeof(*s));
-    if (!s)
-        return NULL;
-    s->cap = st->nwindows ? st->max_samples : 0;
-    s->t = calloc(s->cap + 1, sizeof(*s->t));
-    s->v = calloc(s->cap + 1, sizeof(*s->v));
-    s->firing = calloc(st->nrules + 1, 1);
-    if (!s->t || !s->v || !s->firing) {
-        series_free(s);
-        return NULL;
-    }
-    return pu_table_put(&st->series, key, s) ? NULL : s;
-}
-
-static void series_push(series *s, int64_t t, double v)
-{
-    s->t[(s->head + s->n) % s->cap] = t;
-    s->v[(s->head + s->n) % s->cap] = v;
-    if (s->n < s->cap)
-        s->n++;
-    else
-        s->head = (s->head + 1) % s->cap;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -420,95 +494,38 @@ static double pct(const double *v, size_t n, double q)
     return v[r ? r - 1 : 0];
 }
 
-/* What one point changes in its series, and what it replaced there (so
- * that an event that does not commit can be undone). */
-typedef struct metrics_change {
-    int push;             /* add (t, v) to the windows */
-    int64_t t;
-    double v;
-    int64_t agg_us;       /* the series' new last aggregate, or 0 */
-    unsigned char *firing; /* per rule, the state after this point */
-    char *key;            /* the series */
-    int applied;          /* the fields below hold what apply replaced */
-    int evicted;          /* the push overwrote the oldest sample: */
-    int64_t old_t;        /* its time and value */
-    double old_v;
-    int64_t old_agg_us;
-    unsigned char *old_firing;
-} metrics_change;
-
-static void metrics_apply(void *state, void *change)
-{
-    metrics_state *st = state;
-    metrics_change *c = change;
-    series *s = series_by_key(st, c->key);
-    if (!s)
-        return;
-    c->applied = 1;
-    c->old_agg_us = s->last_agg_us;
-    memcpy(c->old_firing, s->firing, st->nrules);
-    if (c->push) {
-        c->evicted = s->n == s->cap;
-        c->old_t = s->t[s->head]; /* where a full ring writes */
-        c->old_v = s->v[s->head];
-        series_push(s, c->t, c->v);
-    }
-    if (c->agg_us)
-        s->last_agg_us = c->agg_us;
-    memcpy(s->firing, c->firing, st->nrules);
-}
-
-/* Changes are undone newest first, so the series is exactly as this
- * change's apply left it: step the ring back and restore what the push
- * overwrote. */
-static void metrics_undo(void *state, void *change)
-{
-    metrics_state *st = state;
-    metrics_change *c = change;
-    series *s = c->applied ? pu_table_get(&st->series, c->key) : NULL;
-    if (!s)
-        return;
-    if (c->push && c->evicted) {
-        s->head = (s->head + s->cap - 1) % s->cap;
-        s->t[s->head] = c->old_t;
-        s->v[s->head] = c->old_v;
-    } else if (c->push) {
-        s->n--;
-    }
-    s->last_agg_us = c->old_agg_us;
-    memcpy(s->firing, c->old_firing, st->nrules);
-}
-
-/* For a host without stage_undoable: applied at the commit. */
-static void metrics_apply_once(void *state, void *change)
-{
-    metrics_apply(state, change);
-    free(change);
-}
-
 /* The series' samples, as they will be once sample (t, v) is pushed,
- * that fall in window w; published and cached as an aggregate. The
- * committed series `s` may be NULL (its first point). */
+ * that fall in window w ending at `end` (the watermark after the point);
+ * published and cached as an aggregate. The committed series `s` may be
+ * NULL (its first point). */
 static int publish_window(metrics_state *st, const point *p, const series *s,
-                          int64_t t, double v, double w, sophia_ctx *ctx)
+                          int64_t end, double v, double w, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
     size_t n = 0;
     double sum = 0;
-    size_t from = s && s->n == s->cap ? 1 : 0; /* the push evicts it */
+    int64_t from_us = end - (int64_t)(w * 1e6);
+    /* the push evicts the oldest sample of a full ring */
+    size_t from = s && s->n == st->max_samples ? 1 : 0;
     for (size_t i = from; s && i < s->n; i++) {
         size_t k = (s->head + i) % s->cap;
-        if ((double)(t - s->t[k]) <= w * 1e6) {
+        if (s->t[k] >= from_us) {
             st->scratch[n++] = s->v[k];
             sum += s->v[k];
         }
     }
-    st->scratch[n++] = v;
-    sum += v;
+    if (p->t_us >= from_us) {
+        st->scratch[n++] = v;
+        sum += v;
+    }
+    if (!n)
+        return 0; /* a late point before every window: nothing to say */
     qsort(st->scratch, n, sizeof(double), cmp_double);
     sophia_json *d = h->json_object();
     pu_set_str(h, d, "kind", "aggregate");
     pu_set_str(h, d, "metric", p->metric);
+    if (p->canon[0])
+        pu_set(h, d, "labels", labels_of(h, p));
     pu_set(h, d, "window_s", h->json_num(w));
     pu_set(h, d, "count", h->json_int((int64_t)n));
     pu_set(h, d, "sum", h->json_num(sum));
@@ -519,12 +536,9 @@ static int publish_window(metrics_state *st, const point *p, const series *s,
     pu_set(h, d, "p99", h->json_num(pct(st->scratch, n, 0.99)));
     if (!d)
         return SOPHIA_ENOMEM;
-    char key[512], tag[300];
-    snprintf(key, sizeof(key), "%sagg:%s:%s:%g", st->cache_prefix,
-             p->dashboard ? p->dashboard : "_", p->metric, w);
-    snprintf(tag, sizeof(tag), "dashboard:%s", p->dashboard ? p->dashboard : "_");
-    const char *tags[] = {"metrics", tag, NULL};
-    int rc = h->cache_put(ctx, key, h->json_copy(d), st->ttl, tags);
+    char wtext[40];
+    snprintf(wtext, sizeof(wtext), ":%g", w);
+    int rc = put(st, p, "agg:", wtext, h->json_copy(d), ctx);
     if (rc) {
         h->json_free(d);
         return rc;
@@ -532,65 +546,92 @@ static int publish_window(metrics_state *st, const point *p, const series *s,
     return h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, p->dashboard, d);
 }
 
-/* Rule i against value v; flips firing[i] (the staged copy) when it
- * crosses. */
-static int check_rule(metrics_state *st, const point *p,
-                      unsigned char *firing, size_t i, double v,
-                      sophia_ctx *ctx)
+/* Announces rule r's firing, or its end, for point p's series. */
+static int announce(metrics_state *st, const point *p, const threshold *r,
+                    double v, int resolve, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
-    const threshold *r = &st->rules[i];
-    int past = r->above ? v > r->trigger : v < r->trigger;
-    int back = r->above ? v < r->clear : v > r->clear;
-    if (firing[i] ? !back : !past)
-        return 0;
-    firing[i] = !firing[i];
-    char msg[300];
-    snprintf(msg, sizeof(msg), firing[i] ? "%s = %g is %s %g"
-                                         : "%s = %g is back %s %g",
-             p->metric, v, firing[i] == r->above ? "above" : "below",
-             firing[i] ? r->trigger : r->clear);
+    char name[SKEY_LEN], id[SKEY_LEN + 260], msg[SKEY_LEN + 100];
+    series_name(p, name, sizeof(name));
+    join4(id, sizeof(id), name, ":", r->spec, "");
+    double level = resolve ? r->clear : r->trigger;
+    snprintf(msg, sizeof(msg), "%s = %g is %s%s %g", name, v,
+             resolve ? "back " : "", r->above != resolve ? "above" : "below",
+             level);
     sophia_json *d = h->json_object();
     pu_set_str(h, d, "metric", p->metric);
     pu_set(h, d, "value", h->json_num(v));
-    pu_set(h, d, "threshold", h->json_num(firing[i] ? r->trigger : r->clear));
-    pu_set_str(h, d, "state", firing[i] ? "firing" : "resolved");
+    pu_set(h, d, "threshold", h->json_num(level));
     pu_set_str(h, d, "dashboard_id", p->dashboard);
-    return h->alert(ctx, "threshold", firing[i] ? r->severity : "info", msg, d);
+    if (p->canon[0])
+        pu_set(h, d, "labels", labels_of(h, p));
+    sophia_json *ts = timestamp_of(st, p);
+    pu_set(h, d, "timestamp", ts);
+    if (!SOPHIA_HOST_HAS(h, alert_ex) || !h->alert_ex)
+        return h->alert(ctx, "threshold", resolve ? "info" : r->severity, msg, d);
+    sophia_alert a = {.struct_size = sizeof(a), .alert_type = "threshold",
+                      .severity = r->severity, .message = msg, .alert_id = id,
+                      .dashboard_id = p->dashboard, .resolve = resolve};
+    return h->alert_ex(ctx, &a, d);
 }
 
-/* Rules and windows for one point of series `skey`: the alerts and
- * aggregates go into ctx, the series' new state into one staged change. */
-static int track(metrics_state *st, const point *p, const char *skey,
-                 sophia_ctx *ctx)
+/* Rule i against value v at event time p->t_us; changes rs (the staged
+ * copy) and announces what the cooldown and alert_resolves let through
+ * (see the top of the file). */
+static int check_rule(metrics_state *st, const point *p, rule_state *rs,
+                      size_t i, double v, sophia_ctx *ctx)
+{
+    const threshold *r = &st->rules[i];
+    int past = r->above ? v > r->trigger : v < r->trigger;
+    int back = r->above ? v < r->clear : v > r->clear;
+    int cooled = !rs->fired_us || p->t_us - rs->fired_us >= st->cooldown_us;
+    if (!rs->firing && past) {
+        rs->firing = 1;
+        if (!cooled) {
+            rs->muted = 1;
+            st->host->counter_add(st->self, "alerts_muted", 1);
+            return 0;
+        }
+    } else if (rs->firing && back) {
+        int announced = !rs->muted;
+        rs->firing = rs->muted = 0;
+        return announced && st->resolves ? announce(st, p, r, v, 1, ctx) : 0;
+    } else if (!(rs->firing && rs->muted && cooled)) {
+        return 0; /* no change, or still muted */
+    }
+    rs->muted = 0; /* announced now: at the crossing, or after a mute */
+    rs->fired_us = p->t_us;
+    return announce(st, p, r, v, 0, ctx);
+}
+
+/* Rules and windows for one point of series `skey` (committed state s,
+ * NULL when new): the alerts and aggregates go into ctx, the series' new
+ * state into one staged change. */
+static int track(metrics_state *st, const point *p, const series *s,
+                 const char *skey, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
-    const series *s = pu_table_get(&st->series, skey);
-    size_t klen = strlen(skey) + 1;
-    metrics_change *c = calloc(1, sizeof(*c) + 2 * st->nrules + klen);
+    metrics_change *c = ms_change_new(st, skey);
     if (!c)
         return SOPHIA_ENOMEM;
-    c->firing = (unsigned char *)(c + 1);
-    c->old_firing = c->firing + st->nrules;
-    c->key = (char *)c->old_firing + st->nrules;
-    memcpy(c->key, skey, klen);
     if (s)
-        memcpy(c->firing, s->firing, st->nrules);
+        memcpy(c->rules, s->rules, st->nrules * sizeof(rule_state));
     double v = h->json_number(p->value, 0);
-    int64_t now = h->now_us();
+    c->t = p->t_us;
+    c->v = v;
     int rc = 0;
-    for (size_t i = 0; !rc && i < st->nrules; i++)
+    for (size_t i = 0; p->in_order && !rc && i < st->nrules; i++)
         if (!strcmp(st->rules[i].metric, p->metric))
-            rc = check_rule(st, p, c->firing, i, v, ctx);
+            rc = check_rule(st, p, &c->rules[i], i, v, ctx);
+    int64_t now = h->now_us();
     if (!rc && st->nwindows) {
         c->push = 1;
-        c->t = now;
-        c->v = v;
+        int64_t end = p->in_order ? p->t_us : s->wm_us;
         if (!s || !s->last_agg_us ||
             (double)(now - s->last_agg_us) >= st->agg_every * 1e6) {
             c->agg_us = now;
             for (size_t i = 0; !rc && i < st->nwindows; i++)
-                rc = publish_window(st, p, s, now, v, st->windows[i], ctx);
+                rc = publish_window(st, p, s, end, v, st->windows[i], ctx);
         }
     }
     if (rc) {
@@ -600,30 +641,11 @@ static int track(metrics_state *st, const point *p, const char *skey,
     /* Applied at once: the stream goes on to the next point without
      * waiting for this one's cache puts (see sdk.h stage_undoable). */
     if (SOPHIA_HOST_HAS(h, stage_undoable))
-        return h->stage_undoable(ctx, metrics_apply, metrics_undo, free, c);
-    return h->stage(ctx, metrics_apply_once, free, c);
+        return h->stage_undoable(ctx, ms_apply, ms_undo, free, c);
+    return h->stage(ctx, ms_apply_once, free, c);
 }
 
-/* dst = a b c (NUL-terminated), cut to len; the per-point path avoids
- * printf (its number formatting was the largest share of the identity). */
-static void join3(char *dst, size_t len, const char *a, const char *b,
-                  const char *c)
-{
-    const char *parts[] = {a, b, c};
-    size_t off = 0;
-    for (size_t i = 0; i < 3 && len; i++) {
-        size_t n = strlen(parts[i]);
-        if (n > len - 1 - off)
-            n = len - 1 - off;
-        memcpy(dst + off, parts[i], n);
-        off += n;
-    }
-    if (len)
-        dst[off] = '\0';
-}
-
-/* "ts:<timestamp text or number bits>\x1f<value bits as hex>" plus
- * "\x1f<label>=<value>" per label. */
+/* "ts:<timestamp text or number bits>\x1f<value bits as hex>". */
 static void stamp_text(const sophia_host *h, const point *p, char *out,
                        size_t len)
 {
@@ -639,41 +661,52 @@ static void stamp_text(const sophia_host *h, const point *p, char *out,
             bits[k][i] = hex[u & 15];
         bits[k][16] = '\0';
     }
-    char tail[40];
-    join3(tail, sizeof(tail), "\x1f", bits[1], "");
-    join3(out, len, "ts:", ts ? ts : bits[0], tail);
-    /* Labels too: hosts reporting the same metric, second and value are
-     * different points. Rare and short: printf is fine here. */
-    const sophia_json *v;
-    const char *k;
-    size_t off = strlen(out);
-    for (size_t i = 0; p->labels && off + 1 < len &&
-                       (k = h->json_key_at(p->labels, i, &v));
-         i++) {
-        const char *sv = h->json_string(v);
-        int n = sv ? snprintf(out + off, len - off, "\x1f%s=%s", k, sv)
-                   : snprintf(out + off, len - off, "\x1f%s#%.17g", k,
-                              h->json_number(v, 0));
-        off = n < 0 || (size_t)n >= len - off ? len - 1 : off + (size_t)n;
-    }
+    join4(out, len, "ts:", ts ? ts : bits[0], "\x1f", bits[1]);
 }
 
 /* The point's identity within its series (see the top of the file) into
- * out, or "" when it has none. */
+ * out, or "" when it has none. The series key carries the labels, so
+ * hosts reporting the same metric, second and value are two points. */
 static void point_identity(const metrics_state *st, const sophia_event *ev,
                            const point *p, const char *skey, char *out,
                            size_t len)
 {
     char what[300];
     out[0] = '\0';
-    if (ev->id && *ev->id) {
-        join3(what, sizeof(what), "id:", ev->id, "");
-    } else if (p->timestamp) {
+    if (ev->id && *ev->id)
+        join4(what, sizeof(what), "id:", ev->id, "", "");
+    else if (p->timestamp)
         stamp_text(st->host, p, what, sizeof(what));
-    } else {
+    else
         return;
-    }
-    join3(out, len, skey, "\x1f", what);
+    join4(out, len, skey, "\x1f", what, "");
+}
+
+/* The counter naming why the point is dropped before any effect, or NULL
+ * when it goes on (the rules at the top of the file). */
+static const char *dropped(metrics_state *st, const point *p, const series *s,
+                           const char *skey)
+{
+    if (p->t_us > p->arrival_us + st->future_us)
+        return "future";
+    if (s && s->wm_us != MS_NO_WM && p->t_us < s->wm_us - st->lateness_us)
+        return "late";
+    if (!s && ms_series_of_metric(st, skey) >= st->max_per_metric)
+        return "series_refused";
+    return NULL;
+}
+
+/* Publish, cache (an in-order point only) and track one point. */
+static int handle(metrics_state *st, point *p, const series *s,
+                  const char *skey, sophia_ctx *ctx)
+{
+    sophia_json *ts = timestamp_of(st, p);
+    int rc = ts ? publish_point(st, p, ts, ctx) : SOPHIA_ENOMEM;
+    if (!rc && p->in_order)
+        rc = cache_point(st, p, ts, ctx); /* takes ts */
+    else if (ts)
+        st->host->json_free(ts);
+    return rc ? rc : track(st, p, s, skey, ctx);
 }
 
 static sophia_verdict metrics_process(void *state, const sophia_event *ev,
@@ -682,33 +715,27 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
     metrics_state *st = state;
     const sophia_host *h = st->host;
     point p = {0};
-    const char *why = parse_point(st, ev ? ev->body : NULL, &p);
-    if (why) {
+    char why[200];
+    if (parse_point(st, ev, &p, why, sizeof(why))) {
         h->log(st->self, SOPHIA_LOG_WARN, "bad metric point (stream %s): %s",
                ev && ev->stream ? ev->stream : "?", why);
         return SOPHIA_PROCESS_ERROR;
     }
-    char skey[400], id[700];
-    id[0] = '\0';
-    /* The series key only when something needs it: the plain path (no
-     * id, no timestamp, no windows or rules) stays as cheap as before. */
-    if ((ev->id && *ev->id) || p.timestamp || st->nwindows || st->nrules) {
-        join3(skey, sizeof(skey), p.dashboard ? p.dashboard : "", "\x1f",
-              p.metric);
-        point_identity(st, ev, &p, skey, id, sizeof(id));
-    }
+    char skey[SKEY_LEN], id[SKEY_LEN + 320];
+    series_key(&p, skey, sizeof(skey));
+    point_identity(st, ev, &p, skey, id, sizeof(id));
     if (id[0] && pu_seen_has(&st->seen, id)) {
         h->counter_add(st->self, "duplicates", 1);
         return SOPHIA_PROCESS_OK; /* committed before: nothing again */
     }
-    sophia_json *ts = timestamp_of(st, &p);
-    int rc = ts ? publish_point(st, &p, ts, ctx) : SOPHIA_ENOMEM;
-    if (!rc)
-        rc = cache_point(st, &p, ts, ctx); /* takes ts */
-    else if (ts)
-        h->json_free(ts);
-    if (!rc && (st->nwindows || st->nrules))
-        rc = track(st, &p, skey, ctx);
+    const series *s = ms_series_get(st, skey);
+    const char *drop = dropped(st, &p, s, skey);
+    if (drop) {
+        h->counter_add(st->self, drop, 1);
+        return SOPHIA_PROCESS_OK; /* counted, not a failure */
+    }
+    p.in_order = !s || s->wm_us == MS_NO_WM || p.t_us >= s->wm_us;
+    int rc = handle(st, &p, s, skey, ctx);
     if (!rc && id[0])
         rc = pu_seen_stage(h, ctx, &st->seen, id);
     if (rc) {
@@ -717,111 +744,9 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
         return SOPHIA_PROCESS_ERROR;
     }
     h->counter_add(st->self, "points", 1);
+    if (!p.in_order)
+        h->counter_add(st->self, "out_of_order", 1);
     return SOPHIA_PROCESS_OK;
-}
-
-/* --------------------------------------------- hot reload hand-over */
-
-/* One series as {"key","t":[us...],"v":[...],"firing":[rule specs]}. */
-static sophia_json *series_json(const metrics_state *st, const char *key,
-                                const series *s)
-{
-    const sophia_host *h = st->host;
-    sophia_json *o = h->json_object(), *t = h->json_array(),
-                *v = h->json_array(), *f = h->json_array();
-    for (size_t i = 0; t && v && i < s->n; i++) {
-        size_t k = (s->head + i) % s->cap;
-        h->json_append(t, h->json_int(s->t[k]));
-        h->json_append(v, h->json_num(s->v[k]));
-    }
-    for (size_t i = 0; f && i < st->nrules; i++)
-        if (s->firing[i])
-            h->json_append(f, h->json_str(st->rules[i].spec));
-    pu_set_str(h, o, "key", key);
-    int rc = pu_set(h, o, "t", t);
-    if (rc)
-        h->json_free(v);
-    else
-        rc = pu_set(h, o, "v", v);
-    if (rc)
-        h->json_free(f);
-    else
-        rc = pu_set(h, o, "firing", f);
-    if (rc && o) {
-        h->json_free(o);
-        return NULL;
-    }
-    return o;
-}
-
-/* The committed state, so windows, alert states and redelivery checks
- * survive an upgrade: {"format":2,"series":[series_json...],
- * "seen":{pu_seen_export}}
- * (format 1, from before SDK 1.1, had no firing and no seen). */
-static char *metrics_export(void *state)
-{
-    metrics_state *st = state;
-    const sophia_host *h = st->host;
-    sophia_json *all = h->json_array();
-    for (pu_entry *e = st->series.oldest; all && e; e = e->newer) {
-        sophia_json *o = series_json(st, e->key, e->val);
-        if (!o || h->json_append(all, o)) {
-            h->json_free(all);
-            all = NULL;
-        }
-    }
-    sophia_json *doc = h->json_object();
-    pu_set(h, doc, "format", h->json_int(2));
-    int rc = pu_set(h, doc, "series", all);
-    if (!rc)
-        rc = pu_set(h, doc, "seen", pu_seen_export(h, &st->seen));
-    return pu_export_text(h, doc, rc);
-}
-
-/* Rule specs in `firing` that this instance also has fire here too. */
-static void import_firing(metrics_state *st, series *s, const sophia_json *f)
-{
-    const sophia_host *h = st->host;
-    for (size_t k = 0; k < h->json_size(f); k++) {
-        const char *spec = h->json_string(h->json_at(f, k));
-        for (size_t i = 0; spec && i < st->nrules; i++)
-            if (!strcmp(st->rules[i].spec, spec))
-                s->firing[i] = 1;
-    }
-}
-
-static int metrics_import(void *state, const char *json)
-{
-    metrics_state *st = state;
-    const sophia_host *h = st->host;
-    if (!pu_has_parse(h))
-        return SOPHIA_EABI; /* a host without json_parse */
-    sophia_json *doc = h->json_parse(json);
-    const sophia_json *all = h->json_get(doc, "series");
-    double format = h->json_number(h->json_get(doc, "format"), 0);
-    if (!doc || (format != 1 && format != 2) ||
-        h->json_type(all) != SOPHIA_JSON_ARRAY) {
-        h->json_free(doc);
-        return SOPHIA_EPARSE;
-    }
-    for (size_t i = 0; i < h->json_size(all); i++) {
-        const sophia_json *o = h->json_at(all, i);
-        const char *key = h->json_string(h->json_get(o, "key"));
-        const sophia_json *t = h->json_get(o, "t"), *v = h->json_get(o, "v");
-        const sophia_json *f = h->json_get(o, "firing");
-        if (!key || (!st->nwindows && !h->json_size(f)))
-            continue; /* nothing this instance keeps */
-        series *s = series_by_key(st, key);
-        size_t n = h->json_size(t);
-        for (size_t k = 0; s && st->nwindows && k < n && k < h->json_size(v); k++)
-            series_push(s, (int64_t)h->json_number(h->json_at(t, k), 0),
-                        h->json_number(h->json_at(v, k), 0));
-        if (s)
-            import_firing(st, s, f);
-    }
-    int rc = pu_seen_import(h, &st->seen, h->json_get(doc, "seen"));
-    h->json_free(doc);
-    return rc;
 }
 
 /* ----------------------------------------------------------- descriptor */
@@ -830,28 +755,47 @@ static const sophia_option metrics_options[] = {
     {"default_dashboard", SOPHIA_OPT_STRING, "",
      "dashboard for points without a dashboard_id (\"\" = none)"},
     {"cache_prefix", SOPHIA_OPT_STRING, "metric:",
-     "cache key prefix; keys are <prefix><dashboard or _>:<metric>"},
+     "cache key prefix; keys are <prefix><dashboard or _>:<metric>"
+     "[{<labels>}]"},
     {"ttl", SOPHIA_OPT_DOUBLE, "300",
      "seconds a cached latest value lives (<= 0: the tier's default)"},
     {"windows", SOPHIA_OPT_LIST, NULL,
-     "rolling aggregate windows in seconds, e.g. [60, 300] (empty: none)"},
+     "rolling aggregate windows in seconds of event time, e.g. [60, 300] "
+     "(empty: none)"},
     {"aggregate_every", SOPHIA_OPT_DOUBLE, "1",
      "seconds between aggregate updates of one series"},
     {"max_samples", SOPHIA_OPT_INT, "10000",
-     "samples kept per series for the windows"},
+     "samples kept per series for the windows (storage grows to it; "
+     "those older than the longest window + allowed_lateness go)"},
     {"thresholds", SOPHIA_OPT_LIST, NULL,
      "alerts: entries 'metric>trigger[/clear][@severity]' or with '<'"},
     {"max_seen", SOPHIA_OPT_INT, "100000",
      "point identities (source id, else timestamp + value) remembered to "
      "skip redeliveries"},
+    {"allowed_lateness", SOPHIA_OPT_DOUBLE, "60",
+     "seconds a point may be older than its series' newest and still "
+     "count; older ones are dropped (counter late)"},
+    {"max_future", SOPHIA_OPT_DOUBLE, "300",
+     "seconds a point's timestamp may be ahead of its arrival; further "
+     "ones are dropped (counter future)"},
+    {"max_series", SOPHIA_OPT_INT, "100000",
+     "series (dashboard + metric + labels) kept; the oldest makes room"},
+    {"max_series_per_metric", SOPHIA_OPT_INT, "1000",
+     "series per dashboard + metric; a point making one more is dropped "
+     "(counter series_refused)"},
+    {"alert_cooldown", SOPHIA_OPT_DOUBLE, "300",
+     "least seconds (event time) between two firings of one threshold "
+     "rule in one series"},
+    {"alert_resolves", SOPHIA_OPT_BOOL, "true",
+     "announce a threshold alert's end (state resolved, same alert_id)"},
     {NULL, 0, NULL, NULL},
 };
 
 static const sophia_processor_ops metrics_ops = {
     .struct_size = sizeof(sophia_processor_ops),
     .process = metrics_process,
-    .export_state = metrics_export,
-    .import_state = metrics_import,
+    .export_state = ms_export,
+    .import_state = ms_import,
 };
 
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
@@ -859,8 +803,9 @@ SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     .name = "metrics",
     .version = "0.1.0",
     .kind = SOPHIA_KIND_PROCESSOR,
-    .description = "metric points -> metric updates on their dashboard and "
-                   "the latest value per metric in the cache",
+    .description = "metric points -> metric updates on their dashboard, "
+                   "the latest value per series in the cache, rolling "
+                   "windows and threshold alerts in event time",
     .options = metrics_options,
     .init = metrics_init,
     .fini = metrics_fini,
