@@ -154,12 +154,12 @@ int sophia_zstd_pack(sophia_zstd *z, const char *val, size_t len,
     char *b = malloc(cap);
     if (!b)
         return SOPHIA_ENOMEM;
-    size_t n = z->cdict ? ZSTD_compress_usingCDict(z->cctx, b + SOPHIA_ZSTD_HEAD,
-                                                   cap - SOPHIA_ZSTD_HEAD, val,
-                                                   len, z->cdict)
-                        : ZSTD_compressCCtx(z->cctx, b + SOPHIA_ZSTD_HEAD,
-                                            cap - SOPHIA_ZSTD_HEAD, val, len,
-                                            z->level);
+    char *dst = b + SOPHIA_ZSTD_HEAD;
+    size_t room = cap - SOPHIA_ZSTD_HEAD;
+    size_t n = z->cdict
+                   ? ZSTD_compress_usingCDict(z->cctx, dst, room, val, len,
+                                              z->cdict)
+                   : ZSTD_compressCCtx(z->cctx, dst, room, val, len, z->level);
     if (ZSTD_isError(n) || n + SOPHIA_ZSTD_HEAD >= len) {
         z->st.kept_plain++; /* incompressible (or an error): plain is fine */
         free(b);
