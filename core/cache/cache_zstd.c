@@ -19,6 +19,7 @@
 
 #include "conf/config.h"
 #include "lib/log.h"
+#include "lib/statdef.h"
 
 /* Largest dictionary file read: zstd's own trainer defaults to 110 KB. */
 #define ZSTD_DICT_MAX ((size_t)4 << 20)
@@ -275,6 +276,66 @@ void sophia_zstd_get_stats(const sophia_zstd *z, sophia_zstd_stats *out)
         *out = z->st;
     else
         memset(out, 0, sizeof(*out));
+}
+
+typedef struct zstd_figs {
+    sophia_zstd_stats st;
+    size_t threshold;
+    uint64_t level;
+    int dictionary;
+} zstd_figs;
+
+#define OFF(f) offsetof(zstd_figs, f)
+
+/* `packed` counts each tier's copy: a put to L2 and L3 packs twice. */
+static const sophia_statdef zstd_defs[] = {
+    SOPHIA_STATDEF("threshold", NULL, NULL, NULL, NULL, OFF(threshold),
+                   .kind = SOPHIA_STAT_SIZE),
+    SOPHIA_STATDEF("level", NULL, NULL, NULL, NULL, OFF(level)),
+    SOPHIA_STATDEF("dictionary", NULL, NULL, NULL, NULL, OFF(dictionary),
+                   .kind = SOPHIA_STAT_BOOL),
+    SOPHIA_STATDEF("packed", "sophia_cache_compressed_total", "counter", NULL,
+                   "Values stored compressed in L2 or L3 (once per tier).",
+                   OFF(st.packed)),
+    SOPHIA_STATDEF("packed_bytes_in", "sophia_cache_compress_in_bytes_total",
+                   "counter", NULL, "Plain bytes of the values compressed.",
+                   OFF(st.packed_in)),
+    SOPHIA_STATDEF("packed_bytes_out", "sophia_cache_compress_out_bytes_total",
+                   "counter", NULL, "Stored bytes of the values compressed.",
+                   OFF(st.packed_out)),
+    SOPHIA_STATDEF("kept_plain", NULL, NULL, NULL, NULL, OFF(st.kept_plain)),
+    SOPHIA_STATDEF("unpacked", NULL, NULL, NULL, NULL, OFF(st.unpacked)),
+    SOPHIA_STATDEF("unpack_failed", "sophia_cache_decompress_failed_total",
+                   "counter", NULL,
+                   "Compressed values L2 or L3 returned that could not be "
+                   "read (corrupt, or a dictionary this node lacks).",
+                   OFF(st.failed)),
+};
+
+#define NDEFS (sizeof(zstd_defs) / sizeof(zstd_defs[0]))
+
+static zstd_figs figs_of(const sophia_zstd *z)
+{
+    zstd_figs f = {{0}, 0, 0, 0};
+    if (z) {
+        f.st = z->st;
+        f.threshold = z->threshold;
+        f.level = (uint64_t)z->level;
+        f.dictionary = z->ddict != NULL;
+    }
+    return f;
+}
+
+json_t *sophia_zstd_stats_json(const sophia_zstd *z)
+{
+    zstd_figs f = figs_of(z);
+    return sophia_statdef_json(zstd_defs, NDEFS, &f);
+}
+
+void sophia_zstd_write_prom(const sophia_zstd *z, FILE *f)
+{
+    zstd_figs figs = figs_of(z);
+    sophia_statdef_prom(f, zstd_defs, NDEFS, &figs, NULL);
 }
 
 void *sophia_zstd_train(const char *const *samples, const size_t *lens,

@@ -31,8 +31,10 @@
 #ifndef SOPHIA_CACHE_ZSTD_H
 #define SOPHIA_CACHE_ZSTD_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define SOPHIA_ZSTD_MARK '\0'
 #define SOPHIA_ZSTD_FORMAT '\1' /* one zstd frame follows */
@@ -86,6 +88,10 @@ int sophia_zstd_unpack(sophia_zstd *z, const char *buf, size_t len,
                        const char **out, size_t *out_len, char **owned);
 
 void sophia_zstd_get_stats(const sophia_zstd *z, sophia_zstd_stats *out);
+/* The `cache.compress` object of /api/stats (settings and the figures)
+ * and its /metrics lines, from one statdef table (lib/statdef.h). */
+json_t *sophia_zstd_stats_json(const sophia_zstd *z);
+void sophia_zstd_write_prom(const sophia_zstd *z, FILE *f);
 
 /* A dictionary of at most `cap` bytes trained from n samples
  * (ZDICT_trainFromBuffer), malloc'd, its size in *dict_len; NULL with a

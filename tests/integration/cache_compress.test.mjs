@@ -75,6 +75,17 @@ test('old plain entries and new compressed ones read side by side; the threshold
     assert.deepEqual(await pgStored(`edge:${run}`), { first: '{'.charCodeAt(0), len: THRESHOLD });
     assert.equal((await redisStored(`over:${run}`)).slice(0, 2), '\u0000\u0001');
     assert.equal((await pgStored(`over:${run}`)).first, 0);
+
+    // The figures: big and over packed once per tier, edge not at all;
+    // the old L3 entry's promotion into L2 packed it too.
+    const c = (await fetchJson(`${d.url}/api/stats`)).body.cache.compress;
+    assert.equal(c.threshold, THRESHOLD);
+    assert.equal(c.level, 1);
+    assert.equal(c.packed, 5);
+    assert.ok(c.packed_bytes_out < c.packed_bytes_in / 2, JSON.stringify(c));
+    const metrics = (await fetchJson(`${d.url}/metrics`)).text;
+    assert.equal(Number(metrics.match(/^sophia_cache_compressed_total (\d+)$/m)?.[1]), 5);
+    assert.equal(Number(metrics.match(/^sophia_cache_decompress_failed_total (\d+)$/m)?.[1]), 0);
   } finally {
     await d.stop();
   }
@@ -108,6 +119,8 @@ test('a node with compression off reads compressed entries and writes plain ones
     const g = await get(b, `mixed:${run}`);
     assert.equal(g.body.tier, 'l2');
     assert.deepEqual(g.body.value, value);
+    const c = (await fetchJson(`${b.url}/api/stats`)).body.cache.compress;
+    assert.deepEqual([c.level, c.packed, c.unpacked], [0, 0, 1]);
     assert.equal((await put(b, `plain:${run}`, value)).status, 200);
     assert.equal(await redisStored(`plain:${run}`), JSON.stringify(value));
     assert.equal((await pgStored(`plain:${run}`)).first, '{'.charCodeAt(0));
