@@ -472,6 +472,18 @@ static char **split_tags(const char *s)
     return v;
 }
 
+/* A binary-format bigint: 8 bytes, most significant first. */
+static int64_t be_i64(const char *p, int len)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8 && len == 8; i++)
+        v = v << 8 | (unsigned char)p[i];
+    return (int64_t)v;
+}
+
+/* The row comes in binary format: the bytea as its own bytes (text format
+ * would send them hex-escaped, twice as long, then unescaped here), the
+ * tags as their text, the expiry as a big-endian bigint. */
 static void on_get(void *arg, PGresult *res, const char *err)
 {
     l3_get *g = arg;
@@ -480,22 +492,19 @@ static void on_get(void *arg, PGresult *res, const char *err)
     } else if (PQntuples(res) == 0) {
         g->cb(g->arg, SOPHIA_ENOENT, NULL, 0, 0, NULL);
     } else {
-        size_t len = 0;
-        unsigned char *v = PQunescapeBytea(
-            (const unsigned char *)PQgetvalue(res, 0, 0), &len);
+        size_t len = (size_t)PQgetlength(res, 0, 0);
+        const char *val = PQgetvalue(res, 0, 0);
         char **tags = split_tags(PQgetvalue(res, 0, 1));
-        int64_t exp = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
-        const char *val = (const char *)v;
+        int64_t exp = be_i64(PQgetvalue(res, 0, 2), PQgetlength(res, 0, 2));
         char *plain = NULL;
-        int rc = v && tags ? sophia_zstd_unpack(g->zstd, val, len, &val,
-                                                &len, &plain)
-                           : SOPHIA_ENOMEM;
+        int rc = tags ? sophia_zstd_unpack(g->zstd, val, len, &val, &len,
+                                           &plain)
+                      : SOPHIA_ENOMEM;
         if (rc == 0)
             g->cb(g->arg, 0, val, len, exp, (const char *const *)tags);
         else
             g->cb(g->arg, rc == SOPHIA_ENOMEM ? rc : SOPHIA_EIO, NULL, 0, 0,
                   NULL);
-        PQfreemem(v);
         free(plain);
         free(tags);
     }
@@ -519,7 +528,7 @@ int sophia_l3_get(sophia_l3 *l3, const char *key, sophia_l3_get_cb cb,
     g->arg = arg;
     const char *vals[1] = {key};
     int rc = sophia_pg_query_prepared(conn, "sophia_cache_get", 1, vals, NULL,
-                                      NULL, 0, on_get, g);
+                                      NULL, 1, on_get, g);
     if (rc)
         free(g);
     return rc;
