@@ -23,8 +23,9 @@
  *
  * The work is on the loop thread, where the tiers' callbacks run, and
  * it is small enough to stay there for values up to a few hundred KB:
- * 23 µs to compress and 9 µs to decompress a 10 KB JSON document at
- * level 1, 6 and 2.5 µs at 1 KB, 180 and 55 µs at 64 KB (README, "wire").
+ * 26 µs to compress and 11 µs to decompress a 10 KB JSON document at
+ * level 1, 7 and 3 µs at 1 KB, 190 and 40 µs at 64 KB, 0.5 and 0.14 ms
+ * at 256 KB (README, "wire").
  * Nothing else in it can block. The contexts are kept in the handle, so
  * no call allocates one.
  */
