@@ -149,6 +149,7 @@ static const sophia_statdef wb_defs[] = {
                    "Write-back entries not yet in L2/L3.", OFF(unflushed)),
     SOPHIA_STATDEF("journaled", NULL, NULL, NULL, NULL, OFF(w.journaled)),
     SOPHIA_STATDEF("coalesced", NULL, NULL, NULL, NULL, OFF(w.coalesced)),
+    SOPHIA_STATDEF("journal_shared", NULL, NULL, NULL, NULL, OFF(w.journal_shared)),
     SOPHIA_STATDEF("flushed", NULL, NULL, NULL, NULL, OFF(w.flushed)),
     SOPHIA_STATDEF("replayed", NULL, NULL, NULL, NULL, OFF(w.replayed)),
     SOPHIA_STATDEF("refused", NULL, NULL, NULL, NULL, OFF(w.refused)),

@@ -33,6 +33,7 @@
 
 #include "cache/cache_l2.h"
 #include "lib/dict.h"
+#include "lib/jsonw.h"
 #include "lib/log.h"
 #include "event/loop.h"
 
@@ -50,7 +51,8 @@ typedef struct wb_entry {
     unsigned tiers;
     char **ids;
     size_t nids;
-    unsigned pending_acks; /* XADDs not yet answered */
+    unsigned pending_acks; /* XADDs not yet answered (or not yet sent) */
+    struct journal_req *open; /* gathering this turn's puts, unsent */
     int orphan;            /* forgotten while acks were pending */
     int replay;
 } wb_entry;
@@ -78,6 +80,8 @@ struct sophia_wb {
     int own_known;
     wb_waiter *waiters;
     size_t nwaiters;
+    struct journal_req *open; /* requests to send at the end of the turn */
+    struct event *jsend;      /* ...which is when this runs */
     int closing;
     int64_t l2_max_ttl_ms; /* cache.l2.ttl; 0 = none */
     sophia_zstd *zstd;     /* cache.compress, for the L2 copy */
@@ -85,11 +89,22 @@ struct sophia_wb {
     sophia_wb_stats st;
 };
 
+/* One XADD of an entry's value and the puts it acknowledges: every put
+ * of that key in the turn before it was sent (see cache_wb.h). */
 typedef struct journal_req {
     wb_entry *e;
-    sophia_wb_done_cb cb;
-    void *arg;
+    wb_waiter *w;
+    size_t nw, capw;
+    struct journal_req *next; /* in wb->open until sent */
 } journal_req;
+
+static void journal_answer(journal_req *q, int rc)
+{
+    for (size_t i = 0; i < q->nw; i++)
+        q->w[i].cb(q->w[i].arg, rc);
+    free(q->w);
+    free(q);
+}
 
 static void wb_kick(sophia_wb *wb)
 {
@@ -130,12 +145,18 @@ static void entry_free(wb_entry *e)
     free(e);
 }
 
+/* ids grows in powers of two from 4: a hot key gathers one id per put
+ * between flushes, thousands of them at a high rate. */
 static int entry_add_id(wb_entry *e, const char *id, size_t len)
 {
-    char **v = realloc(e->ids, (e->nids + 1) * sizeof(*v));
-    if (!v)
-        return SOPHIA_ENOMEM;
-    e->ids = v;
+    size_t n = e->nids;
+    if (n == 0 || (n >= 4 && (n & (n - 1)) == 0)) {
+        char **v = realloc(e->ids, (n ? n * 2 : 4) * sizeof(*v));
+        if (!v)
+            return SOPHIA_ENOMEM;
+        e->ids = v;
+    }
+    char **v = e->ids;
     if (!(v[e->nids] = strndup(id, len)))
         return SOPHIA_ENOMEM;
     e->nids++;
@@ -449,19 +470,17 @@ static void on_journal(void *arg, redisReply *rep)
     } else if (rc == 0) {
         wb->st.journaled++;
     }
-    if (q->cb)
-        q->cb(q->arg, rc);
-    free(q);
+    journal_answer(q, rc);
     if (!wb->closing && (wb->nwaiters || sophia_dict_size(wb->dirty) >= wb->batch))
         wb_kick(wb);
 }
 
 static int journal_add(sophia_wb *wb, wb_entry *e, journal_req *q)
 {
-    char exp[32], ver[32], tiers[8];
-    snprintf(exp, sizeof(exp), "%" PRId64, e->expires_ms);
-    snprintf(ver, sizeof(ver), "%" PRIu64, e->version);
-    snprintf(tiers, sizeof(tiers), "%u", e->tiers);
+    char exp[24], ver[24], tiers[24]; /* by hand: this runs per put */
+    sophia_fmt_u64(exp, e->expires_ms > 0 ? (uint64_t)e->expires_ms : 0);
+    sophia_fmt_u64(ver, e->version);
+    sophia_fmt_u64(tiers, e->tiers);
     size_t tl = 0;
     for (size_t i = 0; e->tags[i]; i++)
         tl += strlen(e->tags[i]) + 1;
@@ -507,6 +526,66 @@ static int entry_set(wb_entry *e, const char *val, size_t len,
     return 0;
 }
 
+/* Sends the turn's XADDs, one per entry put in it, with its newest
+ * value. A request that cannot be sent answers its puts with the error. */
+static void journal_send_open(sophia_wb *wb)
+{
+    journal_req *q = wb->open;
+    wb->open = NULL;
+    while (q) {
+        journal_req *next = q->next;
+        wb_entry *e = q->e;
+        e->open = NULL;
+        int rc = wb->r && !wb->closing ? journal_add(wb, e, q) : SOPHIA_EUNAVAIL;
+        if (rc) {
+            e->pending_acks--;
+            journal_answer(q, rc);
+            if (e->orphan && e->pending_acks == 0)
+                entry_free(e); /* forgotten meanwhile: nothing journaled */
+        }
+        q = next;
+    }
+}
+
+static void on_jsend(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    journal_send_open(arg);
+}
+
+/* The entry's request of this turn, opened (and counted as a pending
+ * ack, so no flush takes the entry before it is answered) if needed. */
+static journal_req *journal_open(sophia_wb *wb, wb_entry *e)
+{
+    if (e->open)
+        return e->open;
+    journal_req *q = calloc(1, sizeof(*q));
+    if (!q)
+        return NULL;
+    q->e = e;
+    q->next = wb->open;
+    wb->open = q;
+    e->open = q;
+    e->pending_acks++;
+    event_active(wb->jsend, EV_TIMEOUT, 0);
+    return q;
+}
+
+static int journal_wait(journal_req *q, sophia_wb_done_cb cb, void *arg)
+{
+    if (q->nw == q->capw) {
+        size_t cap = q->capw ? q->capw * 2 : 2;
+        wb_waiter *w = realloc(q->w, cap * sizeof(*w));
+        if (!w)
+            return SOPHIA_ENOMEM;
+        q->w = w;
+        q->capw = cap;
+    }
+    q->w[q->nw++] = (wb_waiter){cb, arg};
+    return 0;
+}
+
 int sophia_wb_put(sophia_wb *wb, const char *key, const char *val,
                   size_t len, int64_t expires_ms, const char *const *tags,
                   uint64_t version, unsigned tiers, sophia_wb_done_cb cb,
@@ -520,33 +599,39 @@ int sophia_wb_put(sophia_wb *wb, const char *key, const char *val,
         wb_kick(wb);
         return SOPHIA_EBUSY;
     }
-    journal_req *q = calloc(1, sizeof(*q));
     int fresh = !e;
     if (fresh && (e = calloc(1, sizeof(*e)))) {
         e->wb = wb;
         e->key = strdup(key);
     }
-    int rc = q && e && e->key ? entry_set(e, val, len, expires_ms, tags,
-                                          version, tiers)
-                              : SOPHIA_ENOMEM;
-    if (rc == 0) {
-        q->e = e;
-        q->cb = cb;
-        q->arg = arg;
-        rc = journal_add(wb, e, q);
-    }
-    if (rc) {
-        free(q);
-        if (fresh && e)
+    if (!e || !e->key) {
+        if (e)
             entry_free(e);
+        return SOPHIA_ENOMEM;
+    }
+    int shared = e->open != NULL;
+    journal_req *q = journal_open(wb, e);
+    int rc = q ? entry_set(e, val, len, expires_ms, tags, version, tiers)
+               : SOPHIA_ENOMEM;
+    if (rc == 0)
+        rc = journal_wait(q, cb, arg);
+    if (rc && fresh) { /* only this put's request: withdraw it */
+        if (q) {
+            wb->open = q->next; /* opened last, so first in the list */
+            free(q->w);
+            free(q);
+        }
+        entry_free(e);
         return rc;
     }
-    e->pending_acks++;
+    if (rc)
+        return rc; /* the entry keeps the value; its other puts their ack */
     e->replay = 0;
     if (fresh)
         sophia_dict_set(wb->dirty, key, e);
     else
         wb->st.coalesced++;
+    wb->st.journal_shared += shared;
     return 0;
 }
 
@@ -784,11 +869,12 @@ sophia_wb *sophia_wb_new(struct event_base *base, sophia_redis *r,
     wb->flushing = sophia_dict_new();
     wb->timer = event_new(base, -1, EV_PERSIST, on_timer, wb);
     wb->kick = event_new(base, -1, 0, on_timer, wb);
+    wb->jsend = event_new(base, -1, 0, on_jsend, wb);
     wb->replay_ev = evtimer_new(base, on_replay_poll, wb);
     wb->dead_ring = json_array();
     snprintf(wb->replay_from, sizeof(wb->replay_from), "-");
     if (!wb->dirty || !wb->flushing || !wb->timer || !wb->kick ||
-        !wb->replay_ev || !wb->dead_ring) {
+        !wb->jsend || !wb->replay_ev || !wb->dead_ring) {
         sophia_wb_free(wb);
         return NULL;
     }
@@ -838,6 +924,7 @@ void sophia_wb_close(sophia_wb *wb)
 {
     if (!wb)
         return;
+    journal_send_open(wb); /* this turn's puts, while Redis is still ours */
     wb->closing = 1;
     wb->r = NULL;
 }
@@ -847,6 +934,7 @@ void sophia_wb_free(sophia_wb *wb)
     if (!wb)
         return;
     wb->closing = 1;
+    journal_send_open(wb); /* closing: answered as failed */
     for (size_t i = 0; i < wb->nwaiters; i++)
         wb->waiters[i].cb(wb->waiters[i].arg, SOPHIA_EUNAVAIL);
     free(wb->waiters);
@@ -858,6 +946,8 @@ void sophia_wb_free(sophia_wb *wb)
         event_free(wb->timer);
     if (wb->kick)
         event_free(wb->kick);
+    if (wb->jsend)
+        event_free(wb->jsend);
     if (wb->replay_ev)
         event_free(wb->replay_ev);
     json_decref(wb->dead_ring);

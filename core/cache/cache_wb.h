@@ -4,7 +4,11 @@
  *
  * A deferred put is acknowledged once its journal entry is in Redis
  * (`XADD sophia:wb:journal`, fields k v e t n m: key, value, expiry ms,
- * tags joined by \x1f, version, tiers). The entry then waits in the dirty
+ * tags joined by \x1f, version, tiers). Puts of one key in one loop turn
+ * (a batch of events updating the same metric) share one XADD of the
+ * newest value, sent at the end of the turn: each of them is acknowledged
+ * once a value at least as new as its own is journaled, which is what a
+ * replay would restore anyway. The entry then waits in the dirty
  * set, where later puts of the same key coalesce into one write, until a
  * flush (every interval, or when `batch` entries wait) sends it to L2 and
  * L3. Once L3 has committed it, its journal ids are XDEL'd; until then a
@@ -58,6 +62,7 @@ typedef struct sophia_wb_stats {
     size_t flushing;    /* sent, L3 commit pending */
     uint64_t journaled; /* puts acknowledged through the journal */
     uint64_t coalesced; /* puts merged into an entry already dirty */
+    uint64_t journal_shared; /* puts acknowledged by another put's XADD */
     uint64_t flushed;   /* entries committed */
     uint64_t replayed;  /* entries read back from the journal at start */
     uint64_t refused;   /* EBUSY: dirty set full */

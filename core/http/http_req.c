@@ -16,6 +16,7 @@
 #include <sys/uio.h>
 
 #include "http/http_priv.h"
+#include "lib/jsonw.h"
 
 /* ------------------------------------------------------------ requests */
 
@@ -157,11 +158,7 @@ static size_t put_str(char *h, size_t at, const char *s)
 
 static size_t put_num(char *h, size_t at, size_t v)
 {
-    char d[24], *e = d + sizeof(d), *p = e;
-    do
-        *--p = (char)('0' + v % 10);
-    while (v /= 10);
-    return put(h, at, p, (size_t)(e - p));
+    return at + sophia_fmt_u64(h + at, v);
 }
 
 #define HEAD_MAX 512 /* status line + our headers, ctype included */

@@ -69,6 +69,16 @@ static int put_int(sophia_jsonw *w, json_int_t v, int real)
     return sophia_jsonw_raw(w, s, (size_t)(end - s));
 }
 
+size_t sophia_fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[24];
+    char *s = u64_digits(tmp + sizeof(tmp), v);
+    size_t n = (size_t)(tmp + sizeof(tmp) - s);
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return n;
+}
+
 int sophia_jsonw_u64(sophia_jsonw *w, uint64_t v)
 {
     char buf[24];

@@ -42,6 +42,9 @@ typedef struct sophia_jsonw {
 int sophia_jsonw_append(sophia_jsonw *w, const json_t *v);
 /* Appends raw bytes (envelope punctuation, pre-encoded parts). */
 int sophia_jsonw_raw(sophia_jsonw *w, const char *s, size_t n);
+/* `v` in decimal into buf (at least 21 bytes), NUL-terminated; its
+ * length. For hot paths that would otherwise snprintf one number. */
+size_t sophia_fmt_u64(char *buf, uint64_t v);
 /* Appends `v` in decimal (a sequence number, a count). */
 int sophia_jsonw_u64(sophia_jsonw *w, uint64_t v);
 /* Appends `s` as a JSON string literal, quotes included. */

@@ -6,12 +6,16 @@
  *
  * Header-only (static inline) so each plugin stays one self-contained .so
  * that depends on sdk.h and libc alone. The table is deliberately simple:
- * chained buckets of a fixed power-of-two size plus insertion-order
- * eviction once `max` entries are held, so a processor fed an unbounded
+ * chained buckets (a power of two that grows with the entries) plus
+ * insertion-order eviction once `max` entries are held (pu_table_touch
+ * makes it least recently used), so a processor fed an unbounded
  * stream of ids (calls, channels, deals) keeps bounded memory. Its bucket
- * hash is SipHash-1-3 keyed with a per-process random seed (getrandom):
+ * hash is SipHash-1-3 keyed with a per-table random key (getrandom):
  * keys come from peers (channel ids, deal ids, message ids), and with an
- * unkeyed hash a peer could put them all in one bucket. pu_fnv stays
+ * unkeyed hash a peer could put them all in one bucket. The key lives in
+ * the table, not in a static: a plugin built from several .c files has
+ * one copy of each static per file, and a table filled in one file must
+ * hash the same in the others. pu_fnv stays
  * unkeyed for fingerprints that must be the same in every process (they
  * are exported across a reload).
  *
@@ -21,6 +25,15 @@
  * the event's effects commit and discards them otherwise (RETRY, ERROR, an
  * effect refused). pu_require_stage is the init-time check; pu_seen is a
  * bounded "already applied" set whose additions are staged that way.
+ *
+ * Alerts (issue 19): pu_gate decides whether an alert about one condition
+ * (a call's risk, a Slack thread) fires, stays quiet as a repeat, is held
+ * back by a cooldown, or resolves. The gate is a plain value the
+ * processor keeps in its committed state: process() calls
+ * pu_gate_decide on the committed gate, raises what it says through
+ * pu_alert, and stages pu_gate_next's value with the rest of the event's
+ * change, so a gate moves only when the alert it describes took effect
+ * (with stage_undoable, the change keeps the gate's old value for undo).
  */
 #ifndef SOPHIA_PROC_UTIL_H
 #define SOPHIA_PROC_UTIL_H
@@ -28,6 +41,7 @@
 #include <sophia/sdk.h>
 
 #include <ctype.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,10 +165,15 @@ static inline uint64_t pu_siphash(const uint64_t *k, const void *s, size_t len)
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* The table's bucket hash: SipHash under the per-process key. */
-static inline uint64_t pu_hash(const char *s, size_t len)
+/* A random SipHash key into k: getrandom, else pu_seed mixed with the
+ * address of k (distinct per table). */
+static inline void pu_random_key(uint64_t k[2])
 {
-    return pu_siphash(pu_seed(), s, len);
+    if (getrandom(k, 2 * sizeof(*k), GRND_NONBLOCK) != (ssize_t)(2 * sizeof(*k))) {
+        const uint64_t *s = pu_seed();
+        k[0] = s[0] ^ (uint64_t)(uintptr_t)k;
+        k[1] = s[1];
+    }
 }
 
 /* ---------------------------------------------------- bounded table */
@@ -168,7 +187,8 @@ typedef struct pu_entry {
 
 typedef struct pu_table {
     pu_entry **b;
-    size_t nb, n, max;
+    size_t nb, nb_max, n, max; /* buckets now, at most (a power of two) */
+    uint64_t key[2];           /* the bucket hash's SipHash key */
     pu_entry *oldest, *newest;
     void (*free_val)(void *);
 } pu_table;
@@ -177,9 +197,11 @@ static inline int pu_table_init(pu_table *t, size_t max,
                                 void (*free_val)(void *))
 {
     memset(t, 0, sizeof(*t));
-    t->nb = 1024;
-    while (t->nb < max && t->nb < (1u << 20))
-        t->nb <<= 1;
+    t->nb_max = 16;
+    while (t->nb_max < max && t->nb_max < (1u << 20))
+        t->nb_max <<= 1;
+    t->nb = 16; /* grows (pu_table_grow) as entries come */
+    pu_random_key(t->key);
     t->b = calloc(t->nb, sizeof(*t->b));
     t->max = max ? max : 1;
     t->free_val = free_val;
@@ -188,7 +210,7 @@ static inline int pu_table_init(pu_table *t, size_t max,
 
 static inline pu_entry **pu_slot(pu_table *t, const char *key)
 {
-    pu_entry **p = &t->b[pu_hash(key, strlen(key)) & (t->nb - 1)];
+    pu_entry **p = &t->b[pu_siphash(t->key, key, strlen(key)) & (t->nb - 1)];
     while (*p && strcmp((*p)->key, key))
         p = &(*p)->next;
     return p;
@@ -221,6 +243,27 @@ static inline void pu_table_del(pu_table *t, const char *key)
     t->n--;
 }
 
+/* Doubles the buckets (at most nb_max) once entries outnumber them, so
+ * chains stay short while a small table stays small. On no memory it
+ * keeps the old buckets: longer chains, still correct. */
+static inline void pu_table_grow(pu_table *t)
+{
+    if (t->n <= t->nb || t->nb >= t->nb_max)
+        return;
+    size_t nb = t->nb * 2;
+    pu_entry **b = calloc(nb, sizeof(*b));
+    if (!b)
+        return;
+    for (pu_entry *e = t->oldest; e; e = e->newer) {
+        pu_entry **p = &b[pu_siphash(t->key, e->key, strlen(e->key)) & (nb - 1)];
+        e->next = *p;
+        *p = e;
+    }
+    free(t->b);
+    t->b = b;
+    t->nb = nb;
+}
+
 /* Inserts (or replaces) and takes `val`; evicts the oldest past max. */
 static inline int pu_table_put(pu_table *t, const char *key, void *val)
 {
@@ -248,7 +291,26 @@ static inline int pu_table_put(pu_table *t, const char *key, void *val)
     t->newest = e;
     if (++t->n > t->max)
         pu_table_del(t, t->oldest->key);
+    pu_table_grow(t);
     return 0;
+}
+
+/* Makes `key`'s entry the newest, so eviction takes the least recently
+ * touched (LRU) rather than the first inserted; no-op when absent. */
+static inline void pu_table_touch(pu_table *t, const char *key)
+{
+    pu_entry *e = *pu_slot(t, key);
+    if (!e || e == t->newest)
+        return;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        t->oldest = e->newer;
+    e->newer->older = e->older;
+    e->older = t->newest;
+    e->newer = NULL;
+    t->newest->newer = e;
+    t->newest = e;
 }
 
 static inline void pu_table_free(pu_table *t)
@@ -314,12 +376,7 @@ static inline int pu_seen_init(pu_seen *s, size_t cap)
     while (nslots < 2 * s->cap)
         nslots <<= 1;
     s->mask = nslots - 1;
-    if (getrandom(s->key, sizeof(s->key), GRND_NONBLOCK) !=
-        (ssize_t)sizeof(s->key)) {
-        const uint64_t *k = pu_seed();
-        s->key[0] = k[0] ^ (uint64_t)(uintptr_t)s;
-        s->key[1] = k[1];
-    }
+    pu_random_key(s->key);
     s->ring = malloc(s->cap * sizeof(*s->ring));
     s->slots = calloc(nslots, sizeof(*s->slots));
     return s->ring && s->slots ? 0 : SOPHIA_ENOMEM;
@@ -505,6 +562,103 @@ static inline int pu_seen_import(const sophia_host *h, pu_seen *s,
             return SOPHIA_EPARSE;
         pu_seen_add_fp(s, fp);
     }
+    return 0;
+}
+
+/* ------------------------------------------------------- alert gate */
+
+/* One alertable condition's committed gate. fp fingerprints what the
+ * firing alert said (0: nothing firing); fired is when it last fired, in
+ * the processor's own clock (event time, so a replay decides the same;
+ * 0: never). */
+typedef struct pu_gate {
+    uint64_t fp;
+    double fired;
+} pu_gate;
+
+enum {
+    PU_GATE_QUIET,   /* the condition does not hold, nothing firing */
+    PU_GATE_FIRE,    /* raise (or update) the alert */
+    PU_GATE_SAME,    /* already firing with this content: say nothing */
+    PU_GATE_COOLING, /* new content within the cooldown: held back */
+    PU_GATE_RESOLVE  /* it was firing and ended: resolve */
+};
+
+/* What to do about a condition whose content now fingerprints to `fp`
+ * (0: it does not hold) at time `t`: a condition fires once; while it
+ * fires, only different content fires again (an update under the same
+ * alert_id), and not within `cooldown` seconds of the last firing. */
+static inline int pu_gate_decide(const pu_gate *g, uint64_t fp, double t,
+                                 double cooldown)
+{
+    if (!fp)
+        return g->fp ? PU_GATE_RESOLVE : PU_GATE_QUIET;
+    if (g->fp == fp)
+        return PU_GATE_SAME;
+    if (g->fired != 0 && fabs(t - g->fired) < cooldown)
+        return PU_GATE_COOLING;
+    return PU_GATE_FIRE;
+}
+
+/* The gate once decision `d` (about fp at t) took effect: what the
+ * processor stages. */
+static inline pu_gate pu_gate_next(pu_gate g, int d, uint64_t fp, double t)
+{
+    if (d == PU_GATE_FIRE) {
+        g.fp = fp;
+        g.fired = t;
+    } else if (d == PU_GATE_RESOLVE) {
+        g.fp = 0;
+    }
+    return g;
+}
+
+/* Raises (resolve 0) or resolves (1) alert `alert_id` through alert_ex;
+ * takes `data`. On a host without alert_ex it raises through alert() and
+ * cannot resolve (0, nothing queued). Resolve with the severity raised. */
+static inline int pu_alert(const sophia_host *h, sophia_ctx *ctx,
+                           const char *type, const char *severity,
+                           const char *message, const char *alert_id,
+                           int resolve, sophia_json *data)
+{
+    if (SOPHIA_HOST_HAS(h, alert_ex) && h->alert_ex) {
+        sophia_alert a = {.struct_size = sizeof(a), .alert_type = type,
+                          .severity = severity, .message = message,
+                          .alert_id = alert_id, .resolve = resolve};
+        return h->alert_ex(ctx, &a, data);
+    }
+    if (resolve) {
+        h->json_free(data);
+        return 0;
+    }
+    return h->alert(ctx, type, severity, message, data);
+}
+
+/* {"fp":"<16 hex>","fired":t} / back; NULL on no memory. */
+static inline sophia_json *pu_gate_export(const sophia_host *h,
+                                          const pu_gate *g)
+{
+    char buf[20];
+    sophia_json *o = h->json_object();
+    snprintf(buf, sizeof(buf), "%016llx", (unsigned long long)g->fp);
+    if (pu_set_str(h, o, "fp", buf) || pu_set(h, o, "fired", h->json_num(g->fired))) {
+        h->json_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* NULL `o` (an export from before gates) leaves g closed. */
+static inline int pu_gate_import(const sophia_host *h, pu_gate *g,
+                                 const sophia_json *o)
+{
+    uint64_t fp = 0;
+    if (!o)
+        return 0;
+    if (pu_hex64(pu_str(h, o, "fp"), &fp))
+        return SOPHIA_EPARSE;
+    g->fp = fp;
+    g->fired = h->json_number(h->json_get(o, "fired"), 0);
     return 0;
 }
 

@@ -170,7 +170,7 @@ test('gong_calls.ndjson through /hooks/gong: analysis, risk alert, cache per cal
   assert.deepEqual(a.topics, ['Pricing', 'Next Steps']);
   // Jane: 2113 + 5500 + 5500 ms, Bob: 5900 + 4900 ms.
   assert.deepEqual(a.talk_ms, { 'Jane Seller': 13113, 'Bob Buyer': 10800 });
-  assert.equal(a.talk_ratio['Jane Seller'], 0.548);
+  assert.deepEqual(a.talk_ratio, { rep: 0.548, customer: 0.452 }); // by affiliation
   assert.deepEqual(a.longest_monologue, { speaker: 'Bob Buyer', ms: 10900 });
   assert.deepEqual(a.risk_phrases, ['competitor', 'budget']);
   assert.equal(a.action_items.length, 1);

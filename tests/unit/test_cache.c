@@ -474,6 +474,58 @@ static void test_write_back_journal_then_flush(void **state)
     fx_close(&f);
 }
 
+static long long wb_stat(sophia_cache *c, const char *name)
+{
+    json_t *s = sophia_cache_stats_json(c);
+    long long v = json_integer_value(
+        json_object_get(json_object_get(s, "write_back"), name));
+    json_decref(s);
+    return v;
+}
+
+static bool all_acked(void *arg)
+{
+    acked *a = arg;
+    return a[0].done && a[1].done && a[2].done;
+}
+
+/* Puts of one key in one loop turn share one XADD of the newest value,
+ * and each is acknowledged by it; a put in a later turn has its own. */
+static void test_write_back_one_xadd_per_turn(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f, base_yaml);
+    long long journaled = wb_stat(f.c, "journaled");
+    long long shared = wb_stat(f.c, "journal_shared");
+    acked a[3] = {{0}};
+    const char *vals[3] = {"1", "2", "3"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(sophia_cache_put_plan(f.c, k("turn"), vals[i], 1, 30,
+                                               NULL, SOPHIA_TIER_L1,
+                                               SOPHIA_TIER_L2 | SOPHIA_TIER_L3,
+                                               0, on_ack, &a[i]),
+                         0);
+    assert_false(a[0].done); /* nothing is acknowledged before the XADD */
+    run_until(f.base, all_acked, a, WAIT_MS, "three puts acknowledged");
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(a[i].rc, 0);
+    assert_int_equal(wb_stat(f.c, "journaled") - journaled, 1);
+    assert_int_equal(wb_stat(f.c, "journal_shared") - shared, 2);
+    put_plan(&f, k("turn"), "4", 30, NULL, SOPHIA_TIER_L1,
+             SOPHIA_TIER_L2 | SOPHIA_TIER_L3, 0);
+    assert_int_equal(wb_stat(f.c, "journaled") - journaled, 2);
+    acked fl = {0};
+    sophia_cache_flush(f.c, on_ack, &fl);
+    run_until(f.base, ack_done, &fl, WAIT_MS, "flush");
+    run_until(f.base, wb_idle, f.c, WAIT_MS, "write-back idle");
+    char *v = pg_value(k("turn"));
+    assert_non_null(v);
+    assert_string_equal(v, "4");
+    free(v);
+    fx_close(&f);
+}
+
 static void test_write_back_replay(void **state)
 {
     (void)state;
@@ -811,6 +863,7 @@ int main(void)
         cmocka_unit_test(test_single_flight),
         cmocka_unit_test(test_early_refresh),
         cmocka_unit_test(test_write_back_journal_then_flush),
+        cmocka_unit_test(test_write_back_one_xadd_per_turn),
         cmocka_unit_test(test_write_back_replay),
         cmocka_unit_test(test_l3_version_guard),
         cmocka_unit_test(test_l3_pool_reads_follow_earlier_writes),

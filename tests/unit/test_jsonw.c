@@ -8,7 +8,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <math.h>
+#include <inttypes.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -212,6 +214,23 @@ static void test_depth_cap_and_envelope(void **unused)
     json_decref(data);
 }
 
+/* The decimal writers against printf, at the edges of uint64_t. */
+static void test_u64(void **unused)
+{
+    (void)unused;
+    const uint64_t v[] = {0, 7, 10, 99, 1000, 4294967296ull, UINT64_MAX};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        char want[32], got[32];
+        snprintf(want, sizeof(want), "%" PRIu64, v[i]);
+        assert_int_equal(sophia_fmt_u64(got, v[i]), strlen(want));
+        assert_string_equal(got, want);
+        sophia_jsonw w = {0};
+        assert_int_equal(sophia_jsonw_u64(&w, v[i]), 0);
+        assert_string_equal(w.p, want);
+        sophia_jsonw_reset(&w);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -221,6 +240,7 @@ int main(void)
         cmocka_unit_test(test_containers),
         cmocka_unit_test(test_generated_trees),
         cmocka_unit_test(test_depth_cap_and_envelope),
+        cmocka_unit_test(test_u64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

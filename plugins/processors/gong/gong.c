@@ -1,26 +1,41 @@
 /*
  * gong - the processor for Gong calls.
  *
- * Gong sends a call's metadata ({"metaData":…, "parties":[…],
- * "context":[…]}) and its transcript ({"callId":…, "transcript":[{
- * "speakerId", "topic", "sentences":[{start,end,text}]}]}) as separate
- * payloads, in either order, or as one object holding both. The instance
- * keeps what it has seen of each call (bounded, oldest evicted) and runs
- * the analysis once a transcript is known, using whatever metadata has
- * arrived: talk time and ratio per party, the longest monologue (a run of
- * consecutive segments by one speaker), topics, action items ("I will …",
- * "next step" …) and risk phrases (the `risk_phrases` option).
+ * Gong sends a call's metadata (calls v2: {"metaData":…, "parties":[…
+ * "speakerId", "affiliation"…], "context":[…]}) and its transcript
+ * ({"callId":…, "transcript":[{"speakerId", "topic", "sentences":[{start,
+ * end,text}]}]}) as separate payloads, in either order, or as one object
+ * holding both. The instance keeps what it has seen of each call (bounded
+ * by `max_calls`, oldest evicted) and analyses the call once a transcript
+ * is known, using whatever metadata has arrived. What the analysis
+ * computes (gong_rules.c): talk ratio rep vs customer by the parties'
+ * `affiliation` (Internal = rep, External = customer), question counts
+ * per side, the longest monologue and the longest customer monologue,
+ * next steps (`action_phrases`), risk phrases (`risk_phrases`), named
+ * competitors (`competitors`) and topics (Gong's own plus `topics`).
  *
  * Effects, all through the host: the analysis is cached per call
  * (`<prefix>call:<id>`) and per account (`<prefix>account:<account>`),
  * tagged `call:<id>`, `account:<account>` and `opportunity:<crm id>` so
  * the crm processor can invalidate them when the deal changes; a `data`
- * update goes to `dashboard:<dashboard>`; any risk phrase raises a
- * `deal_risk` alert. Once both halves of a call are known, each action
- * item and each risk sentence becomes a memory (host->memory_store; types
- * `action_item` and `risk`, context {source, account, call, speaker[,
- * phrase]}), once per call, so memory search can answer "what did we
- * promise Acme?" or "which accounts mentioned a competitor?".
+ * update goes to `dashboard:<dashboard>`. Once both halves of a call are
+ * known, each action item and each risk sentence becomes a memory
+ * (host->memory_store; types `action_item` and `risk`, context {source,
+ * account, call, speaker[, phrase]}), and the call one `call_summary`
+ * memory (talk ratio, questions, monologue, next steps, competitors),
+ * once per call, so memory search can answer "what did we promise
+ * Acme?" or "which accounts mentioned a competitor?".
+ *
+ * The deal_risk alert (alert_ex, alert_id `deal_risk:<call id>`): its
+ * content is the set of risk phrases and competitor names the transcript
+ * holds. It fires once per call; a later event of the call (the metadata
+ * after the transcript, Gong's "updated" call, a replay) analyses again
+ * but fires nothing while the content is the same. Different content
+ * fires again (an update under the same alert_id) unless within
+ * `risk_cooldown` seconds of the last firing (event time, the event's
+ * received_us; counter `alerts_suppressed`). A transcript re-sent
+ * without any risk resolves a firing alert (same alert_id and severity).
+ * The gate (pu_gate, proc_util.h) moves with the event like the halves.
  *
  * State and the verdict (SDK 1.1): process() analyses the call as it will
  * be with this event (the committed record plus the event's half) but
@@ -37,7 +52,7 @@
  * analysed again; its memories are not stored twice (`remembered`).
  *
  * Reload: export_state/import_state carry the committed calls (both
- * halves and whether their memories were stored).
+ * halves, whether their memories were stored, the risk alert's gate).
  */
 #include <sophia/sdk.h>
 
@@ -47,53 +62,26 @@
 #include <strings.h>
 
 #include "../proc_util.h"
+#include "gong.h"
 
 typedef struct gong_call {
     const sophia_host *host;
     sophia_json *meta;       /* {"metaData","parties","context"} copy or NULL */
     sophia_json *transcript; /* the transcript array copy or NULL */
     int remembered;          /* its memories were stored */
+    pu_gate risk;            /* its deal_risk alert */
 } gong_call;
 
 typedef struct gong_state {
     const sophia_host *host;
     sophia_self *self;
     char *prefix, *dashboard, *severity;
-    double ttl;
-    char **risks, **actions;
-    size_t nrisks, nactions;
+    double ttl, cooldown;
+    gong_rules rules;
     pu_table calls;
 } gong_state;
 
 /* ------------------------------------------------------------ lifecycle */
-
-static void free_list(char **v, size_t n)
-{
-    for (size_t i = 0; v && i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-/* The list option `name`, or `def` (NULL-terminated) when it is empty:
- * the host gives list options no default of their own. */
-static char **copy_list(const sophia_host *h, const sophia_opts *o,
-                        const char *name, const char *const *def, size_t *n)
-{
-    size_t given = h->opt_list_len(o, name), ndef = 0;
-    while (def[ndef])
-        ndef++;
-    *n = given ? given : ndef;
-    char **v = calloc(*n ? *n : 1, sizeof(*v));
-    for (size_t i = 0; v && i < *n; i++)
-        v[i] = pu_strdup(given ? h->opt_list_item(o, name, i) : def[i]);
-    return v;
-}
-
-static const char *const default_risks[] = {
-    "competitor", "budget", "churn", "cancel", "too expensive",
-    "legal review", NULL};
-static const char *const default_actions[] = {
-    "i will", "i'll", "next step", "follow up", NULL};
 
 static void free_call(void *p)
 {
@@ -112,6 +100,8 @@ typedef struct gong_change {
     const sophia_host *host;
     sophia_json *meta, *transcript; /* new halves (owned) or NULL */
     int remembered;                 /* its memories are now stored */
+    int gate_set;                   /* the risk gate moves to `risk` */
+    pu_gate risk;
     char id[];
 } gong_change;
 
@@ -156,6 +146,8 @@ static void change_apply(void *state, void *change)
     }
     if (c && g->remembered)
         c->remembered = 1;
+    if (c && g->gate_set)
+        c->risk = g->risk;
     change_discard(g); /* frees what was not taken (no memory for c) */
 }
 
@@ -168,8 +160,7 @@ static void gong_fini(void *state)
     free(st->prefix);
     free(st->dashboard);
     free(st->severity);
-    free_list(st->risks, st->nrisks);
-    free_list(st->actions, st->nactions);
+    gong_rules_free(&st->rules);
     free(st);
 }
 
@@ -187,55 +178,27 @@ static int gong_init(const sophia_host *host, sophia_self *self,
     st->dashboard = pu_strdup(host->opt_string(opts, "dashboard"));
     st->severity = pu_strdup(host->opt_string(opts, "risk_severity"));
     st->ttl = host->opt_double(opts, "ttl");
-    st->risks = copy_list(host, opts, "risk_phrases", default_risks,
-                          &st->nrisks);
-    st->actions = copy_list(host, opts, "action_phrases", default_actions,
-                            &st->nactions);
+    st->cooldown = host->opt_double(opts, "risk_cooldown");
     int64_t max = host->opt_int(opts, "max_calls");
-    if (!st->prefix || !st->dashboard || !st->severity || !st->risks ||
-        !st->actions || max < 1 ||
-        pu_table_init(&st->calls, (size_t)max, free_call)) {
+    int rc = gong_rules_init(host, self, opts, &st->rules);
+    if (!rc && (max < 1 || !(st->cooldown >= 0))) {
+        host->log(self, SOPHIA_LOG_ERROR, "%s", max < 1
+                  ? "max_calls must be at least 1"
+                  : "risk_cooldown must be 0 or more seconds");
+        rc = SOPHIA_EINVAL;
+    }
+    if (!rc && (!st->prefix || !st->dashboard || !st->severity ||
+                pu_table_init(&st->calls, (size_t)max, free_call)))
+        rc = SOPHIA_ENOMEM;
+    if (rc) {
         gong_fini(st);
-        return max < 1 ? SOPHIA_EINVAL : SOPHIA_ENOMEM;
+        return rc;
     }
     *state = st;
     return SOPHIA_OK;
 }
 
 /* ----------------------------------------------------------- analysis */
-
-/* `phrase` in `text`, case-insensitively, starting at a word boundary. */
-static int has_phrase(const char *text, const char *phrase)
-{
-    for (const char *p = text; (p = pu_strcasestr(p, phrase)); p++)
-        if (p == text || !isalnum((unsigned char)p[-1]))
-            return 1;
-    return 0;
-}
-
-/* The party (object) whose speakerId is `sid`, or NULL. */
-static const sophia_json *party_of(const sophia_host *h,
-                                   const sophia_json *meta, const char *sid)
-{
-    const sophia_json *parties = meta ? h->json_get(meta, "parties") : NULL;
-    for (size_t i = 0; sid && i < h->json_size(parties); i++) {
-        const sophia_json *p = h->json_at(parties, i);
-        const char *s = pu_str(h, p, "speakerId");
-        if (s && !strcmp(s, sid))
-            return p;
-    }
-    return NULL;
-}
-
-static const char *speaker_name(const sophia_host *h, const sophia_json *meta,
-                                const char *sid)
-{
-    const sophia_json *p = party_of(h, meta, sid);
-    const char *n = p ? pu_str(h, p, "name") : NULL;
-    if (!n && p)
-        n = pu_str(h, p, "emailAddress");
-    return n ? n : (sid ? sid : "unknown");
-}
 
 /* A CRM object id of `type` from the call's context, or NULL. */
 static const char *crm_object(const sophia_host *h, const sophia_json *meta,
@@ -281,145 +244,6 @@ static void account_of(const sophia_host *h, const sophia_json *meta,
     }
 }
 
-typedef struct talk {
-    const char *name;
-    double ms;
-} talk;
-
-/* Adds `ms` to the speaker's total in v (at most 64 speakers). */
-static void add_talk(talk *v, size_t *n, const char *name, double ms)
-{
-    for (size_t i = 0; i < *n; i++)
-        if (!strcmp(v[i].name, name)) {
-            v[i].ms += ms;
-            return;
-        }
-    if (*n < 64)
-        v[(*n)++] = (talk){name, ms};
-}
-
-static int list_has(const sophia_host *h, const sophia_json *arr,
-                    const char *s)
-{
-    for (size_t i = 0; i < h->json_size(arr); i++) {
-        const char *x = h->json_string(h->json_at(arr, i));
-        if (x && !strcmp(x, s))
-            return 1;
-    }
-    return 0;
-}
-
-typedef struct analysis {
-    talk t[64];
-    size_t nt;
-    double total_ms, mono_ms;
-    const char *mono_speaker;
-    sophia_json *topics, *actions, *risks, *risk_phrases;
-} analysis;
-
-static void scan_sentence(const gong_state *st, analysis *a, const char *who,
-                          const char *text)
-{
-    const sophia_host *h = st->host;
-    for (size_t i = 0; i < st->nactions; i++)
-        if (has_phrase(text, st->actions[i])) {
-            sophia_json *o = h->json_object();
-            pu_set_str(h, o, "speaker", who);
-            pu_set_str(h, o, "text", text);
-            h->json_append(a->actions, o);
-            break;
-        }
-    for (size_t i = 0; i < st->nrisks; i++) {
-        if (!has_phrase(text, st->risks[i]))
-            continue;
-        sophia_json *o = h->json_object();
-        pu_set_str(h, o, "phrase", st->risks[i]);
-        pu_set_str(h, o, "speaker", who);
-        pu_set_str(h, o, "text", text);
-        h->json_append(a->risks, o);
-        if (!list_has(h, a->risk_phrases, st->risks[i]))
-            h->json_append(a->risk_phrases, h->json_str(st->risks[i]));
-    }
-}
-
-/* Walks the transcript once: talk time, monologues, topics, phrases. */
-static void analyze(const gong_state *st, const sophia_json *meta,
-                    const sophia_json *tr, analysis *a)
-{
-    const sophia_host *h = st->host;
-    const char *run_sid = NULL;
-    double run_start = 0, run_end = 0;
-    for (size_t i = 0; i < h->json_size(tr); i++) {
-        const sophia_json *seg = h->json_at(tr, i);
-        const char *sid = pu_str(h, seg, "speakerId");
-        const char *who = speaker_name(h, meta, sid);
-        const char *topic = pu_str(h, seg, "topic");
-        if (topic && !list_has(h, a->topics, topic))
-            h->json_append(a->topics, h->json_str(topic));
-        const sophia_json *ss = h->json_get(seg, "sentences");
-        for (size_t k = 0; k < h->json_size(ss); k++) {
-            const sophia_json *s = h->json_at(ss, k);
-            double b = h->json_number(h->json_get(s, "start"), 0);
-            double e = h->json_number(h->json_get(s, "end"), b);
-            if (e > b) {
-                add_talk(a->t, &a->nt, who, e - b);
-                a->total_ms += e - b;
-            }
-            if (!run_sid || !sid || strcmp(run_sid, sid)) {
-                run_sid = sid;
-                run_start = b;
-            }
-            run_end = e;
-            if (run_end - run_start > a->mono_ms) {
-                a->mono_ms = run_end - run_start;
-                a->mono_speaker = who;
-            }
-            const char *text = pu_str(h, s, "text");
-            if (text)
-                scan_sentence(st, a, who, text);
-        }
-    }
-}
-
-/* The analysis document published and cached for one call. */
-static sophia_json *call_doc(const gong_state *st, const char *id,
-                             const sophia_json *meta, const char *account,
-                             const char *opp, analysis *a)
-{
-    const sophia_host *h = st->host;
-    sophia_json *d = h->json_object();
-    pu_set_str(h, d, "kind", "gong_call");
-    pu_set_str(h, d, "call_id", id);
-    pu_set_str(h, d, "title", meta ? pu_str(h, meta, "metaData.title") : NULL);
-    pu_set_str(h, d, "started", meta ? pu_str(h, meta, "metaData.started") : NULL);
-    if (*account)
-        pu_set_str(h, d, "account", account);
-    pu_set_str(h, d, "opportunity", opp);
-    if (!a) {
-        pu_set(h, d, "transcript", h->json_bool_new(0));
-        return d;
-    }
-    sophia_json *ratio = h->json_object(), *ms = h->json_object();
-    for (size_t i = 0; i < a->nt; i++) {
-        double r = a->total_ms > 0 ? a->t[i].ms / a->total_ms : 0;
-        pu_set(h, ratio, a->t[i].name, h->json_num((double)(int)(r * 1000 + 0.5) / 1000));
-        pu_set(h, ms, a->t[i].name, h->json_int((int64_t)a->t[i].ms));
-    }
-    pu_set(h, d, "transcript", h->json_bool_new(1));
-    pu_set(h, d, "talk_ratio", ratio);
-    pu_set(h, d, "talk_ms", ms);
-    sophia_json *mono = h->json_object();
-    pu_set_str(h, mono, "speaker", a->mono_speaker ? a->mono_speaker : "");
-    pu_set(h, mono, "ms", h->json_int((int64_t)a->mono_ms));
-    pu_set(h, d, "longest_monologue", mono);
-    pu_set(h, d, "topics", a->topics);
-    pu_set(h, d, "action_items", a->actions);
-    pu_set(h, d, "risks", a->risks);
-    pu_set(h, d, "risk_phrases", h->json_copy(a->risk_phrases));
-    a->topics = a->actions = a->risks = NULL; /* taken */
-    return d;
-}
-
 static int cache_doc(const gong_state *st, sophia_ctx *ctx, const char *id,
                      const char *account, const char *opp,
                      const sophia_json *doc)
@@ -446,33 +270,92 @@ static int cache_doc(const gong_state *st, sophia_ctx *ctx, const char *id,
     return rc;
 }
 
+/* The deal_risk alert of the analysis `doc` as the gate decided `d`:
+ * raised (or updated, with new content) or resolved under alert_id
+ * deal_risk:<call>, with the configured severity either way. */
 static int risk_alert(const gong_state *st, sophia_ctx *ctx,
-                      const sophia_json *doc)
+                      const sophia_json *doc, int d)
 {
     const sophia_host *h = st->host;
     const sophia_json *rp = h->json_get(doc, "risk_phrases");
-    if (!h->json_size(rp))
-        return 0;
-    char msg[512];
-    size_t off = 0;
+    const sophia_json *comp = h->json_get(doc, "competitors");
+    const char *id = pu_str(h, doc, "call_id");
     const char *title = pu_str(h, doc, "title");
-    off += (size_t)snprintf(msg, sizeof(msg), "%s: risk phrases",
-                            title ? title : pu_str(h, doc, "call_id"));
-    for (size_t i = 0; i < h->json_size(rp) && off < sizeof(msg); i++)
+    char msg[600], aid[300];
+    size_t off = (size_t)snprintf(msg, sizeof(msg), "%s: ", title ? title : id);
+    if (d == PU_GATE_RESOLVE)
+        snprintf(msg + off, sizeof(msg) - off, "no risk phrases any more");
+    else
+        off += (size_t)snprintf(msg + off, sizeof(msg) - off, "risk phrases");
+    for (size_t i = 0; d != PU_GATE_RESOLVE && i < h->json_size(rp) &&
+                       off < sizeof(msg); i++)
         off += (size_t)snprintf(msg + off, sizeof(msg) - off, "%s %s",
                                 i ? "," : "", h->json_string(h->json_at(rp, i)));
+    for (size_t i = 0; d != PU_GATE_RESOLVE && i < h->json_size(comp) &&
+                       off < sizeof(msg); i++)
+        off += (size_t)snprintf(msg + off, sizeof(msg) - off, "%s %s",
+                                i ? "," : "; competitors",
+                                pu_str(h, h->json_at(comp, i), "name"));
+    snprintf(aid, sizeof(aid), "deal_risk:%s", id);
     sophia_json *data = h->json_object();
-    pu_set_str(h, data, "call_id", pu_str(h, doc, "call_id"));
+    pu_set_str(h, data, "call_id", id);
     pu_set_str(h, data, "account", pu_str(h, doc, "account"));
     pu_set_str(h, data, "opportunity", pu_str(h, doc, "opportunity"));
     pu_set(h, data, "risk_phrases", h->json_copy(rp));
-    return h->alert(ctx, "deal_risk", st->severity, msg, data);
+    pu_set(h, data, "competitors", h->json_copy(comp));
+    if (!data)
+        return SOPHIA_ENOMEM;
+    return pu_alert(h, ctx, "deal_risk", st->severity, msg, aid,
+                    d == PU_GATE_RESOLVE, data);
+}
+
+/* The call's risk alert for this event (the transcript known): decided
+ * on the committed gate, the gate's next value into g. */
+static int gate_risk(const gong_state *st, sophia_ctx *ctx, const gong_call *c,
+                     gong_change *g, const sophia_json *doc, double t)
+{
+    pu_gate gate = c ? c->risk : (pu_gate){0};
+    uint64_t fp = gong_risk_fp(st->host, doc);
+    int d = pu_gate_decide(&gate, fp, t, st->cooldown);
+    if (d == PU_GATE_COOLING)
+        st->host->counter_add(st->self, "alerts_suppressed", 1);
+    if (d != PU_GATE_FIRE && d != PU_GATE_RESOLVE)
+        return 0;
+    g->gate_set = 1;
+    g->risk = pu_gate_next(gate, d, fp, t);
+    int rc = risk_alert(st, ctx, doc, d);
+    if (!rc)
+        st->host->counter_add(st->self, d == PU_GATE_FIRE ? "risk_alerts"
+                                                          : "risk_resolved", 1);
+    return rc;
 }
 
 /* ------------------------------------------------------------ process */
 
-/* One memory per action item / risk of the analysis `doc`; returns how
- * many were queued (they apply with the event's other effects). */
+/* The call's summary record (type call_summary): 1 when queued. Its
+ * text names counts, not the risk phrases themselves, so a search for a
+ * risk finds the sentence that said it first. */
+static int store_summary(const gong_state *st, sophia_ctx *ctx,
+                         const char *id, const char *account,
+                         const sophia_json *doc)
+{
+    const sophia_host *h = st->host;
+    char *text = gong_summary(h, doc);
+    sophia_json *c = h->json_object();
+    pu_set_str(h, c, "source", "gong");
+    pu_set_str(h, c, "call", id);
+    if (*account)
+        pu_set_str(h, c, "account", account);
+    int ok = text && c && h->memory_store(ctx, text, "call_summary", c, 0.7) == 0;
+    if (!text || !c)
+        h->json_free(c);
+    free(text);
+    return ok;
+}
+
+/* One memory per action item / risk of the analysis `doc`, and the
+ * call's summary; returns how many were queued (they apply with the
+ * event's other effects). */
 static int store_memories(const gong_state *st, sophia_ctx *ctx,
                           const char *id, const char *account,
                           const sophia_json *doc)
@@ -501,7 +384,7 @@ static int store_memories(const gong_state *st, sophia_ctx *ctx,
                 n++;
         }
     }
-    return n;
+    return n + store_summary(st, ctx, id, account, doc);
 }
 
 /* 1 when `a` and `b` are the same JSON (compact dumps compared). */
@@ -552,9 +435,10 @@ static gong_change *read_event(gong_state *st, const sophia_json *b,
 }
 
 /* The analysis of the call as it is with change g: published, cached,
- * alerted, and its memories stored once both halves are known. */
+ * alerted (once per risk content, t the event's time), and its memories
+ * stored once both halves are known. */
 static int analyse(gong_state *st, sophia_ctx *ctx, const gong_call *c,
-                   gong_change *g)
+                   gong_change *g, double t)
 {
     const sophia_host *h = st->host;
     const sophia_json *meta = g->meta ? g->meta : c ? c->meta : NULL;
@@ -564,22 +448,13 @@ static int analyse(gong_state *st, sophia_ctx *ctx, const gong_call *c,
     char account[256];
     account_of(h, meta, account, sizeof(account));
     const char *opp = crm_object(h, meta, "Opportunity");
-    analysis a = {0};
-    if (tr) {
-        a.topics = h->json_array();
-        a.actions = h->json_array();
-        a.risks = h->json_array();
-        a.risk_phrases = h->json_array();
-        analyze(st, meta, tr, &a);
-    }
-    sophia_json *doc = call_doc(st, g->id, meta, account, opp, tr ? &a : NULL);
-    if (a.risk_phrases)
-        h->json_free(a.risk_phrases);
+    sophia_json *doc = gong_call_doc(h, &st->rules, g->id, meta, tr, account,
+                                     opp);
     if (!doc)
         return SOPHIA_ENOMEM;
     int rc = cache_doc(st, ctx, g->id, account, opp, doc);
     if (!rc && tr)
-        rc = risk_alert(st, ctx, doc);
+        rc = gate_risk(st, ctx, c, g, doc, t);
     /* Both halves: speaker names and the account are known by now. */
     g->remembered = meta && tr && !(c && c->remembered);
     int nmem = !rc && g->remembered
@@ -591,8 +466,10 @@ static int analyse(gong_state *st, sophia_ctx *ctx, const gong_call *c,
         h->json_free(doc);
     if (!rc) {
         h->counter_add(st->self, tr ? "calls_analyzed" : "calls_seen", 1);
-        if (g->remembered)
+        if (g->remembered) {
             h->counter_add(st->self, "memories", nmem);
+            h->counter_add(st->self, "summaries", 1);
+        }
     }
     return rc;
 }
@@ -617,7 +494,8 @@ static sophia_verdict gong_process(void *state, const sophia_event *ev,
         h->counter_add(st->self, "duplicates", 1);
         return SOPHIA_PROCESS_OK; /* nothing new: analysed before */
     }
-    int rc = analyse(st, ctx, c, g);
+    int64_t us = ev->received_us ? ev->received_us : h->now_us();
+    int rc = analyse(st, ctx, c, g, (double)us / 1e6);
     if (rc) {
         change_discard(g);
         return SOPHIA_PROCESS_RETRY;
@@ -630,7 +508,7 @@ static sophia_verdict gong_process(void *state, const sophia_event *ev,
 /* --------------------------------------------- hot reload hand-over */
 
 /* The committed calls: {"format":1,"calls":[{"id","meta","transcript",
- * "remembered"}]} (a half not known yet is null). */
+ * "remembered","risk":pu_gate_export}]} (a half not known yet is {}). */
 static char *gong_export(void *state)
 {
     gong_state *st = state;
@@ -644,6 +522,7 @@ static char *gong_export(void *state)
         pu_set(h, o, "transcript",
                c->transcript ? h->json_copy(c->transcript) : h->json_object());
         pu_set(h, o, "remembered", h->json_bool_new(c->remembered));
+        pu_set(h, o, "risk", pu_gate_export(h, &c->risk));
         if (!o || h->json_append(all, o)) {
             h->json_free(all);
             all = NULL;
@@ -687,6 +566,8 @@ static int gong_import(void *state, const char *json)
             c->transcript = h->json_copy(t);
         }
         c->remembered = h->json_bool(h->json_get(o, "remembered"), 0);
+        if (pu_gate_import(h, &c->risk, h->json_get(o, "risk")))
+            rc = SOPHIA_EPARSE;
     }
     h->json_free(doc);
     return rc;
@@ -704,10 +585,19 @@ static const sophia_option gong_options[] = {
      "phrases that raise a deal_risk alert, case-insensitive (empty: "
      "competitor, budget, churn, cancel, too expensive, legal review)"},
     {"action_phrases", SOPHIA_OPT_LIST, NULL,
-     "phrases that make a sentence an action item (empty: i will, i'll, "
-     "next step, follow up)"},
+     "phrases that make a sentence a next step / action item (empty: i "
+     "will, i'll, next step, follow up)"},
     {"risk_severity", SOPHIA_OPT_STRING, "warning",
-     "severity of deal_risk alerts"},
+     "severity of deal_risk alerts (and of their resolution)"},
+    {"risk_cooldown", SOPHIA_OPT_DOUBLE, "3600",
+     "seconds (event time) after a call's deal_risk alert fired during "
+     "which changed risk content of that call does not fire again"},
+    {"competitors", SOPHIA_OPT_LIST, NULL,
+     "competitors named in transcripts: 'Name' or 'Name=alias|alias', "
+     "matched case-insensitively; a mention is a deal risk"},
+    {"topics", SOPHIA_OPT_LIST, NULL,
+     "topics beyond Gong's own: 'Name=phrase|phrase'; a sentence holding "
+     "a phrase puts Name in the call's topics"},
     {"max_calls", SOPHIA_OPT_INT, "10000",
      "calls remembered while waiting for their other half"},
     {NULL, 0, NULL, NULL},
@@ -723,10 +613,11 @@ static const sophia_processor_ops gong_ops = {
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "gong",
-    .version = "1.1.0",
+    .version = "1.2.0",
     .kind = SOPHIA_KIND_PROCESSOR,
-    .description = "Gong calls and transcripts -> talk ratios, monologues, "
-                   "topics, action items, risk alerts",
+    .description = "Gong calls and transcripts -> rep/customer talk ratio, "
+                   "questions, monologues, topics, next steps, competitors, "
+                   "risk alerts, call summaries",
     .options = gong_options,
     .init = gong_init,
     .fini = gong_fini,

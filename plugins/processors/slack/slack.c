@@ -2,101 +2,76 @@
  * slack - the processor for Slack Events API bodies.
  *
  * It reads `event_callback` bodies whose `event` is a `message` (plain,
- * or the `message_changed` subtype, whose new text is `event.message`)
- * or an `app_mention`; `url_verification` is the webhook's business and
- * is dropped here. Per channel the instance keeps counts (messages,
- * edits, mentions, app mentions, who was mentioned) and the timestamps of
- * recent messages, from which the rate per minute over `rate_window`
- * seconds of Slack time (`ts`, not arrival time, so replays compute the
- * same) is derived.
+ * a thread reply with `thread_ts`, the `message_changed` subtype whose
+ * new text is `event.message`, the `message_deleted` subtype naming
+ * `deleted_ts`) or an `app_mention`; `url_verification` is the webhook's
+ * business and is dropped here. Per channel the instance keeps counts
+ * (messages, edits, deletions, mentions, app mentions, who was
+ * mentioned) and the timestamps of recent messages, from which the rate
+ * per minute over `rate_window` seconds of Slack time (`ts`, not arrival
+ * time, so replays compute the same) is derived.
  *
  * Effects: the channel document cached at `<prefix>channel:<id>` (tags
  * `slack`, `channel:<id>`) and published as a `metric` update
  * (`slack_channel_messages`) to `dashboard:<dashboard>`; a `deal_mention`
- * `data` update for money amounts ("$50k", "$1.2M", "$120,000"); an
- * alert per matching `alert_rules` entry ("severity=POSIX ERE",
- * case-insensitive); a `notification` for app mentions; a
- * `user_preference` memory for explicit preferences ("prefers …",
- * "every N minutes").
+ * `data` update for money amounts ("$50k", "$1.2M", "$120,000"); a
+ * `notification` for app mentions; a `user_preference` memory for
+ * explicit preferences ("prefers …", "every N minutes"); and:
  *
- * State and the verdict (SDK 1.1): process() reads the channel's committed
- * counts and publishes what they will be with this message; the message
- * itself (its kind, Slack time and text, whose mentions are counted) is
- * handed to host->stage and counted when the event's effects commit. So
- * a message whose event goes RETRY or ERROR, or whose effects are
- * refused, is not counted, and its redelivery is counted once.
+ *   - keyword alerts (`slack_keyword`): one per matching `alert_rules`
+ *     entry ("severity=POSIX ERE", case-insensitive). A rule alerts at
+ *     most once per message: an edit (`message_changed`) of a message
+ *     the rule already alerted on, or the original arriving after its
+ *     edit, does not alert again (the last `max_messages` messages'
+ *     alerted rules are remembered; `message_deleted` replaces them by a
+ *     mark, so the message or an edit arriving after it is dropped). And
+ *     per channel and rule at most once per `alert_cooldown` seconds of
+ *     Slack time; a match held back counts `alerts_suppressed`.
+ *   - thread escalation (`slack_thread`, alert_ex, alert_id
+ *     `slack_thread:<channel>:<thread_ts>`): once a thread has
+ *     `thread_replies` replies or `thread_participants` distinct
+ *     repliers it fires, and each later reply updates the same alert
+ *     (replies, participants). A reply matching `thread_resolve` resolves
+ *     it (same alert_id and severity) and the thread stays quiet after;
+ *     deleting the thread's root resolves it too and forgets the thread.
+ *   - per-account rollups: `channel_accounts` ("C024BE91L=acme") maps
+ *     channels to accounts; a message in a mapped channel publishes the
+ *     account's totals (messages, alerts raised, keyword matches) as a
+ *     `data` update (`slack_account`) cached at `<prefix>account:<name>`.
+ *
+ * State and the verdict (SDK 1.1): process() reads the committed state
+ * and publishes what it will be with this message; the message's change
+ * (its counts, the rules that alerted and their cooldowns, its thread,
+ * its account's totals) is handed to host->stage and applied when the
+ * event's effects commit (slack_state.c). So a message whose event goes
+ * RETRY or ERROR, or whose effects are refused, changes nothing, and its
+ * redelivery is counted, and alerts, once.
  *
  * Redelivery (a crash before the ack; Slack itself retries a delivery it
- * saw no 200 for): a message's identity is its `event_id`, else its event
- * type, channel, `ts` and subtype. The last `max_seen` identities that
- * committed are remembered; one seen again produces nothing (verdict OK,
- * counter `duplicates`): not counted, published, alerted or remembered a
- * second time. A message with neither event_id nor ts is always new.
+ * saw no 200 for, with the same event_id): a message's identity is its
+ * `event_id`, else its event type, channel, `ts` and subtype. The last
+ * `max_seen` identities that committed are remembered; one seen again
+ * produces nothing (verdict OK, counter `duplicates`). A message with
+ * neither event_id nor ts is always new. Out of order: rates use Slack
+ * time; the per-message and per-thread rules do not depend on arrival
+ * order (a message or edit arriving after its deletion is dropped -
+ * verdict DROP - while the deletion's mark is kept).
  *
- * Reload: export_state/import_state carry the committed channels (counts,
- * recent timestamps, who was mentioned) and the seen identities.
+ * Memory: every table is bounded (max_channels, max_threads,
+ * max_messages, max_seen; least recently touched evicted), and an idle
+ * channel costs a few hundred bytes (slack.h).
+ *
+ * Reload: export_state/import_state (slack_state.c) carry the committed
+ * channels, threads, alerted messages, accounts and seen identities.
  */
-#include <sophia/sdk.h>
+#include "slack.h"
 
 #include <math.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../proc_util.h"
-
-#define SLACK_RING 1024 /* message timestamps kept per channel */
-
-typedef struct slack_rule {
-    char *severity;
-    char *pattern;
-    regex_t re;
-    int compiled;
-} slack_rule;
-
-typedef struct slack_channel {
-    int64_t messages, edits, mentions, app_mentions;
-    double ts[SLACK_RING];
-    size_t head, n;
-    double last_ts;
-    pu_table mentioned; /* user -> (intptr_t) count */
-} slack_channel;
-
-typedef struct slack_state {
-    const sophia_host *host;
-    sophia_self *self;
-    char *prefix, *dashboard;
-    double ttl, window;
-    slack_rule *rules;
-    size_t nrules;
-    regex_t amount_re, pref_re;
-    int amount_ok, pref_ok;
-    pu_table channels; /* channel id -> slack_channel, as committed */
-    pu_seen seen;      /* message identities committed */
-} slack_state;
-
-enum { MSG_PLAIN, MSG_EDIT, MSG_APP_MENTION };
-
-/* One message as it counts once its event commits (host->stage). */
-typedef struct slack_change {
-    int kind;   /* MSG_* */
-    double t;   /* Slack time */
-    char *chan; /* points into buf */
-    char *text; /* points into buf */
-    char buf[];
-} slack_change;
-
 /* ------------------------------------------------------------ lifecycle */
-
-static void free_channel(void *p)
-{
-    slack_channel *c = p;
-    if (!c)
-        return;
-    pu_table_free(&c->mentioned);
-    free(c);
-}
 
 static void slack_fini(void *state)
 {
@@ -114,10 +89,17 @@ static void slack_fini(void *state)
         regfree(&st->amount_re);
     if (st->pref_ok)
         regfree(&st->pref_re);
+    if (st->resolve_ok)
+        regfree(&st->resolve_re);
     pu_table_free(&st->channels);
+    pu_table_free(&st->threads);
+    pu_table_free(&st->alerted);
+    pu_table_free(&st->chan_account);
+    pu_table_free(&st->accounts);
     pu_seen_free(&st->seen);
     free(st->prefix);
     free(st->dashboard);
+    free(st->thread_severity);
     free(st);
 }
 
@@ -145,6 +127,78 @@ static int parse_rule(slack_state *st, const char *spec, slack_rule *r)
     return 0;
 }
 
+/* channel_accounts: "channel=account" entries into st->chan_account. */
+static int read_accounts(slack_state *st, const sophia_opts *opts)
+{
+    const sophia_host *h = st->host;
+    size_t n = h->opt_list_len(opts, "channel_accounts");
+    if (pu_table_init(&st->chan_account, n ? n : 1, free) ||
+        pu_table_init(&st->accounts, n ? n : 1, free))
+        return SOPHIA_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const char *spec = h->opt_list_item(opts, "channel_accounts", i);
+        const char *eq = spec ? strchr(spec, '=') : NULL;
+        if (!eq || eq == spec || !eq[1]) {
+            h->log(st->self, SOPHIA_LOG_ERROR, "channel_accounts entry %zu "
+                   "'%s' is not channel=account", i + 1, spec ? spec : "");
+            return SOPHIA_EINVAL;
+        }
+        char chan[256];
+        snprintf(chan, sizeof(chan), "%.*s", (int)(eq - spec), spec);
+        char *acc = pu_strdup(eq + 1);
+        if (!acc || pu_table_put(&st->chan_account, chan, acc))
+            return SOPHIA_ENOMEM;
+    }
+    return 0;
+}
+
+/* The numeric options' bounds; logs the one that is out and says so. */
+static int check_numbers(slack_state *st, const sophia_opts *opts)
+{
+    const sophia_host *h = st->host;
+    static const char *const at_least_1[] = {
+        "max_seen", "max_channels", "max_threads", "max_messages",
+        "thread_replies", "thread_participants"};
+    for (size_t i = 0; i < sizeof(at_least_1) / sizeof(*at_least_1); i++)
+        if (h->opt_int(opts, at_least_1[i]) < 1) {
+            h->log(st->self, SOPHIA_LOG_ERROR, "%s must be at least 1",
+                   at_least_1[i]);
+            return SOPHIA_EINVAL;
+        }
+    if (!(st->window > 0) || !(st->cooldown >= 0)) {
+        h->log(st->self, SOPHIA_LOG_ERROR, "%s", st->window > 0
+               ? "alert_cooldown must be 0 or more seconds"
+               : "rate_window must be more than 0 seconds");
+        return SOPHIA_EINVAL;
+    }
+    if (st->nrules > SLACK_MAX_RULES) {
+        h->log(st->self, SOPHIA_LOG_ERROR, "alert_rules has %zu entries; at "
+               "most %d", st->nrules, SLACK_MAX_RULES);
+        return SOPHIA_EINVAL;
+    }
+    return 0;
+}
+
+/* The fixed regular expressions: amounts, preferences, and the
+ * configurable thread_resolve. */
+static int compile_fixed(slack_state *st, const sophia_opts *opts)
+{
+    st->amount_ok = !regcomp(&st->amount_re,
+                             "\\$ ?([0-9][0-9,]*(\\.[0-9]+)?) ?([kKmM]|[bB]n?)?",
+                             REG_EXTENDED);
+    st->pref_ok = !regcomp(&st->pref_re,
+                           "(^|[^a-z])(prefers?|i'd rather)[^a-z]|"
+                           "every [0-9]+ (second|minute|hour|day|week)s?",
+                           REG_EXTENDED | REG_ICASE | REG_NOSUB);
+    const char *res = st->host->opt_string(opts, "thread_resolve");
+    st->resolve_ok = res && !regcomp(&st->resolve_re, res,
+                                     REG_EXTENDED | REG_ICASE | REG_NOSUB);
+    if (res && !st->resolve_ok)
+        st->host->log(st->self, SOPHIA_LOG_ERROR,
+                      "thread_resolve '%s': bad regular expression", res);
+    return st->amount_ok && st->pref_ok && st->resolve_ok ? 0 : SOPHIA_EINVAL;
+}
+
 static int slack_init(const sophia_host *host, sophia_self *self,
                       const sophia_opts *opts, void **state)
 {
@@ -157,36 +211,33 @@ static int slack_init(const sophia_host *host, sophia_self *self,
     st->self = self;
     st->prefix = pu_strdup(host->opt_string(opts, "cache_prefix"));
     st->dashboard = pu_strdup(host->opt_string(opts, "dashboard"));
+    st->thread_severity = pu_strdup(host->opt_string(opts, "thread_severity"));
     st->ttl = host->opt_double(opts, "ttl");
     st->window = host->opt_double(opts, "rate_window");
+    st->cooldown = host->opt_double(opts, "alert_cooldown");
+    st->thread_replies = host->opt_int(opts, "thread_replies");
+    st->thread_participants = host->opt_int(opts, "thread_participants");
     st->nrules = host->opt_list_len(opts, "alert_rules");
     st->rules = calloc(st->nrules ? st->nrules : 1, sizeof(*st->rules));
-    int rc = regcomp(&st->amount_re,
-                     "\\$ ?([0-9][0-9,]*(\\.[0-9]+)?) ?([kKmM]|[bB]n?)?",
-                     REG_EXTENDED)
-                 ? SOPHIA_EINVAL
-                 : 0;
-    st->amount_ok = !rc;
-    st->pref_ok = !rc && !regcomp(&st->pref_re,
-                                  "(^|[^a-z])(prefers?|i'd rather)[^a-z]|"
-                                  "every [0-9]+ (second|minute|hour|day|week)s?",
-                                  REG_EXTENDED | REG_ICASE | REG_NOSUB);
-    if (!rc && !st->pref_ok)
-        rc = SOPHIA_EINVAL;
-    int64_t max_seen = host->opt_int(opts, "max_seen");
-    if (!rc && max_seen < 1) {
-        host->log(self, SOPHIA_LOG_ERROR, "max_seen must be at least 1");
-        rc = SOPHIA_EINVAL;
-    }
-    if (!rc && (!st->prefix || !st->dashboard || !st->rules ||
-                pu_table_init(&st->channels, 100000, free_channel) ||
-                pu_seen_init(&st->seen, (size_t)max_seen)))
+    int rc = check_numbers(st, opts);
+    if (!rc)
+        rc = compile_fixed(st, opts);
+    if (!rc && (!st->prefix || !st->dashboard || !st->thread_severity ||
+                !st->rules ||
+                pu_table_init(&st->channels,
+                              (size_t)host->opt_int(opts, "max_channels"),
+                              slack_free_channel) ||
+                pu_table_init(&st->threads,
+                              (size_t)host->opt_int(opts, "max_threads"), free) ||
+                pu_table_init(&st->alerted,
+                              (size_t)host->opt_int(opts, "max_messages"), NULL) ||
+                pu_seen_init(&st->seen, (size_t)host->opt_int(opts, "max_seen"))))
         rc = SOPHIA_ENOMEM;
+    if (!rc)
+        rc = read_accounts(st, opts);
     for (size_t i = 0; !rc && i < st->nrules; i++)
         rc = parse_rule(st, host->opt_list_item(opts, "alert_rules", i),
                         &st->rules[i]);
-    if (!rc && st->window <= 0)
-        rc = SOPHIA_EINVAL;
     if (rc) {
         slack_fini(st);
         return rc;
@@ -196,35 +247,6 @@ static int slack_init(const sophia_host *host, sophia_self *self,
 }
 
 /* ------------------------------------------------------------ helpers */
-
-static slack_channel *channel_get(slack_state *st, const char *id)
-{
-    slack_channel *c = pu_table_get(&st->channels, id);
-    if (c)
-        return c;
-    c = calloc(1, sizeof(*c));
-    if (!c || pu_table_init(&c->mentioned, 1000, NULL)) {
-        free(c);
-        return NULL;
-    }
-    return pu_table_put(&st->channels, id, c) ? NULL : c;
-}
-
-/* The channel's rate once `add` (a new message's Slack time, or NAN for
- * none) is counted, with `last` its newest Slack time by then. */
-static double rate_per_min(const slack_state *st, const slack_channel *c,
-                           double add, double last)
-{
-    size_t n = 0, skip = add == add && c->n == SLACK_RING; /* evicted */
-    for (size_t i = skip; i < c->n; i++) { /* from the oldest kept */
-        double t = c->ts[(c->head + i) % SLACK_RING];
-        if (last - t <= st->window)
-            n++;
-    }
-    if (add == add && last - add <= st->window)
-        n++;
-    return (double)n * 60.0 / st->window;
-}
 
 /* The next `<@U…>` mention in text at or after *p, into user; 0 at the
  * end. */
@@ -239,17 +261,6 @@ static int next_mention(const char **p, char *user, size_t len)
         return 1;
     }
     return 0;
-}
-
-/* Counts `<@U…>` mentions in text (applying a committed message). */
-static void count_mentions(slack_channel *c, const char *text)
-{
-    char user[80];
-    for (const char *p = text; next_mention(&p, user, sizeof(user));) {
-        intptr_t k = (intptr_t)pu_table_get(&c->mentioned, user);
-        pu_table_put(&c->mentioned, user, (void *)(k + 1));
-        c->mentions++;
-    }
 }
 
 /* The member of object `o` named exactly `key` (no dotted paths: a user
@@ -275,7 +286,8 @@ static sophia_json *channel_doc(const slack_state *st, const char *id,
     int plain = m && m->kind == MSG_PLAIN;
     double last = m && m->t > c->last_ts ? m->t : c->last_ts;
     int64_t mentions = c->mentions;
-    for (const pu_entry *e = c->mentioned.oldest; e && who; e = e->newer)
+    for (const pu_entry *e = c->mentioned ? c->mentioned->oldest : NULL;
+         e && who; e = e->newer)
         pu_set(h, who, e->key, h->json_int((intptr_t)e->val));
     char user[80];
     const char *p = plain ? m->text : "";
@@ -290,8 +302,10 @@ static sophia_json *channel_doc(const slack_state *st, const char *id,
     pu_set(h, d, "mentions", h->json_int(mentions));
     pu_set(h, d, "app_mentions",
            h->json_int(c->app_mentions + (m && m->kind == MSG_APP_MENTION)));
+    pu_set(h, d, "deleted",
+           h->json_int(c->deleted + (m && m->kind == MSG_DELETE)));
     pu_set(h, d, "rate_per_min",
-           h->json_num(rate_per_min(st, c, plain ? m->t : NAN, last)));
+           h->json_num(slack_rate(st, c, plain ? m->t : NAN, last)));
     pu_set(h, d, "last_ts", h->json_num(last));
     pu_set(h, d, "mentioned", who);
     return d;
@@ -338,24 +352,138 @@ static int publish_deal(const slack_state *st, sophia_ctx *ctx,
              : SOPHIA_ENOMEM;
 }
 
-static int run_rules(const slack_state *st, sophia_ctx *ctx, const char *chan,
-                     const char *user, const char *text)
+/* The alert_rules that match text: counted as keywords; each alerts
+ * unless it already alerted on this message (m->msg_key: the original
+ * and its edits are one message) or on channel `c` (NULL: new) within
+ * alert_cooldown seconds of Slack time. What alerted goes into m. */
+static int run_rules(slack_state *st, sophia_ctx *ctx, const slack_channel *c,
+                     slack_change *m, const char *user)
 {
     const sophia_host *h = st->host;
+    uint64_t had = m->msg_key
+                       ? (uint64_t)(uintptr_t)pu_table_get(&st->alerted, m->msg_key)
+                       : 0;
     for (size_t i = 0; i < st->nrules; i++) {
-        if (regexec(&st->rules[i].re, text, 0, NULL, 0))
+        if (regexec(&st->rules[i].re, m->text, 0, NULL, 0))
             continue;
+        m->keywords++;
+        if (had >> i & 1)
+            continue; /* this message alerted on it already */
+        if (c && c->fired[i] != 0 && fabs(m->t - c->fired[i]) < st->cooldown) {
+            h->counter_add(st->self, "alerts_suppressed", 1);
+            continue;
+        }
         char msg[600];
-        snprintf(msg, sizeof(msg), "Slack #%s: %.500s", chan, text);
+        snprintf(msg, sizeof(msg), "Slack #%s: %.500s", m->chan, m->text);
         sophia_json *d = h->json_object();
-        pu_set_str(h, d, "channel", chan);
+        pu_set_str(h, d, "channel", m->chan);
         pu_set_str(h, d, "user", user);
         pu_set_str(h, d, "rule", st->rules[i].pattern);
+        pu_set_str(h, d, "account", m->account);
         int rc = h->alert(ctx, "slack_keyword", st->rules[i].severity, msg, d);
         if (rc)
             return rc;
+        m->fired |= 1ULL << i;
+        m->alerts++;
     }
+    m->mask = m->fired ? had | m->fired : 0;
     return 0;
+}
+
+/* The thread alert (alert_ex, alert_id slack_thread:<channel>:<ts>):
+ * fired or updated with the thread's size, or resolved. */
+static int thread_alert(const slack_state *st, sophia_ctx *ctx,
+                        const slack_change *m, const slack_thread *t, int d)
+{
+    const sophia_host *h = st->host;
+    const char *tts = m->thread_key + strlen(m->chan) + 1;
+    char msg[400], aid[400];
+    if (d == PU_GATE_RESOLVE)
+        snprintf(msg, sizeof(msg), "Slack #%s thread %s resolved after %lld "
+                 "replies", m->chan, tts, (long long)t->replies);
+    else
+        snprintf(msg, sizeof(msg), "Slack #%s thread %s: %lld replies from "
+                 "%u people", m->chan, tts, (long long)t->replies, t->nusers);
+    snprintf(aid, sizeof(aid), "slack_thread:%s:%s", m->chan, tts);
+    sophia_json *data = h->json_object();
+    pu_set_str(h, data, "channel", m->chan);
+    pu_set_str(h, data, "thread_ts", tts);
+    pu_set(h, data, "replies", h->json_int(t->replies));
+    pu_set(h, data, "participants", h->json_int(t->nusers));
+    pu_set_str(h, data, "account", m->account);
+    if (!data)
+        return SOPHIA_ENOMEM;
+    int rc = pu_alert(h, ctx, "slack_thread", st->thread_severity, msg, aid,
+                      d == PU_GATE_RESOLVE, data);
+    if (!rc)
+        h->counter_add(st->self, d == PU_GATE_RESOLVE ? "threads_resolved"
+                                                      : "thread_alerts", 1);
+    return rc;
+}
+
+/* A reply counts into its thread (m->thread_key): escalated once it has
+ * thread_replies replies or thread_participants repliers, updated on
+ * each reply after, resolved by a reply matching thread_resolve. */
+static int thread_step(slack_state *st, sophia_ctx *ctx, slack_change *m,
+                       const char *user)
+{
+    const slack_thread *old = pu_table_get(&st->threads, m->thread_key);
+    slack_thread t = old ? *old : (slack_thread){0};
+    uint64_t who = user ? pu_fnv(user, strlen(user)) : 0;
+    int known = !user;
+    for (uint32_t i = 0; i < t.nusers && !known; i++)
+        known = t.users[i] == who;
+    if (!known && t.nusers < SLACK_THREAD_USERS)
+        t.users[t.nusers++] = who;
+    t.replies++;
+    m->thread_op = TH_PUT;
+    if (t.resolved) {
+        m->thread = t; /* resolved stays quiet */
+        return 0;
+    }
+    int resolving = t.gate.fp && !regexec(&st->resolve_re, m->text, 0, NULL, 0);
+    int escalated = t.replies >= st->thread_replies ||
+                    t.nusers >= (uint64_t)st->thread_participants;
+    uint64_t fp = resolving || !escalated
+                      ? 0
+                      : ((uint64_t)t.replies << 8 | t.nusers) + 1;
+    int d = pu_gate_decide(&t.gate, fp, m->t, 0);
+    if (d == PU_GATE_FIRE && !t.gate.fp)
+        m->alerts++; /* the first firing is an alert; updates are not */
+    t.resolved = d == PU_GATE_RESOLVE;
+    t.gate = pu_gate_next(t.gate, d, fp, m->t);
+    m->thread = t;
+    return d == PU_GATE_FIRE || d == PU_GATE_RESOLVE
+               ? thread_alert(st, ctx, m, &t, d)
+               : 0;
+}
+
+/* The account's totals as they will be with m: cached and published. */
+static int publish_account(slack_state *st, sophia_ctx *ctx,
+                           const slack_change *m)
+{
+    const sophia_host *h = st->host;
+    const slack_account *a = pu_table_get(&st->accounts, m->account);
+    slack_account now = a ? *a : (slack_account){0};
+    now.messages += m->kind == MSG_PLAIN;
+    now.keywords += m->keywords;
+    now.alerts += m->alerts;
+    sophia_json *d = h->json_object();
+    pu_set_str(h, d, "kind", "slack_account");
+    pu_set_str(h, d, "account", m->account);
+    pu_set(h, d, "messages", h->json_int(now.messages));
+    pu_set(h, d, "alerts", h->json_int(now.alerts));
+    pu_set(h, d, "keywords", h->json_int(now.keywords));
+    char key[400], tag[300];
+    snprintf(key, sizeof(key), "%saccount:%s", st->prefix, m->account);
+    snprintf(tag, sizeof(tag), "account:%s", m->account);
+    const char *tags[] = {"slack", tag, NULL};
+    sophia_json *copy = d ? h->json_copy(d) : NULL;
+    int rc = copy ? h->cache_put(ctx, key, copy, st->ttl, tags) : SOPHIA_ENOMEM;
+    if (!rc)
+        return h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, st->dashboard, d);
+    h->json_free(d);
+    return rc;
 }
 
 static int publish_channel(const slack_state *st, sophia_ctx *ctx,
@@ -371,8 +499,7 @@ static int publish_channel(const slack_state *st, sophia_ctx *ctx,
     int rc = doc ? h->cache_put(ctx, key, doc, st->ttl, tags) : SOPHIA_ENOMEM;
     sophia_json *m = h->json_object(), *labels = h->json_object();
     pu_set_str(h, m, "metric", "slack_channel_messages");
-    pu_set(h, m, "value",
-           h->json_int(c->messages + (msg->kind == MSG_PLAIN)));
+    pu_set(h, m, "value", h->json_int(c->messages + (msg->kind == MSG_PLAIN)));
     pu_set_str(h, labels, "channel", chan);
     pu_set(h, m, "labels", labels);
     if (!rc && m)
@@ -402,90 +529,152 @@ static void remember_preference(const slack_state *st, sophia_ctx *ctx,
 
 /* ------------------------------------------------------------ process */
 
-/* Counts a committed message into its channel. */
-static void message_apply(void *state, void *change)
-{
-    slack_state *st = state;
-    slack_change *m = change;
-    slack_channel *c = channel_get(st, m->chan);
-    if (c) {
-        if (m->t > c->last_ts)
-            c->last_ts = m->t;
-        if (m->kind == MSG_EDIT) {
-            c->edits++;
-        } else if (m->kind == MSG_APP_MENTION) {
-            c->app_mentions++;
-        } else {
-            c->messages++;
-            c->ts[(c->head + c->n) % SLACK_RING] = m->t;
-            if (c->n < SLACK_RING)
-                c->n++;
-            else
-                c->head = (c->head + 1) % SLACK_RING;
-            count_mentions(c, m->text);
-        }
-    }
-    free(m);
-}
-
+/* A change for one message; msg_ts and thread_ts (NULL: none) key the
+ * message and its thread within chan. NULL on no memory. */
 static slack_change *change_new(int kind, double t, const char *chan,
-                                const char *text)
+                                const char *text, const char *msg_ts,
+                                const char *thread_ts, const char *account)
 {
     size_t nc = strlen(chan) + 1, nt = strlen(text) + 1;
-    slack_change *m = malloc(sizeof(*m) + nc + nt);
+    size_t nm = msg_ts ? nc + strlen(msg_ts) + 1 : 0;
+    size_t nth = thread_ts ? nc + strlen(thread_ts) + 1 : 0;
+    size_t na = account ? strlen(account) + 1 : 0;
+    slack_change *m = calloc(1, sizeof(*m) + nc + nt + nm + nth + na);
     if (!m)
         return NULL;
+    char *p = m->buf;
     m->kind = kind;
     m->t = t;
-    m->chan = memcpy(m->buf, chan, nc);
-    m->text = memcpy(m->buf + nc, text, nt);
+    m->chan = memcpy(p, chan, nc);
+    m->text = memcpy(p += nc, text, nt);
+    p += nt;
+    if (msg_ts) {
+        m->msg_key = p;
+        p += sprintf(p, "%s %s", chan, msg_ts) + 1;
+    }
+    if (thread_ts) {
+        m->thread_key = p;
+        p += sprintf(p, "%s %s", chan, thread_ts) + 1;
+    }
+    if (account)
+        m->account = memcpy(p, account, na);
     return m;
+}
+
+/* Slack time `ts` (seconds.micros), else now. */
+static double slack_time(const sophia_host *h, const char *ts)
+{
+    return ts ? strtod(ts, NULL) : (double)h->now_us() / 1e6;
+}
+
+/* message_deleted: no alert; the message's alerted rules are forgotten,
+ * and a thread it was the root of is resolved (when firing) and
+ * forgotten. The channel counts the deletion. */
+static sophia_verdict on_delete(slack_state *st, const sophia_json *ev,
+                                sophia_ctx *ctx)
+{
+    static const slack_channel none;
+    const sophia_host *h = st->host;
+    const char *chan = pu_str(h, ev, "channel");
+    const char *dts = pu_str(h, ev, "deleted_ts");
+    if (!dts)
+        dts = pu_str(h, ev, "previous_message.ts");
+    if (!chan || !dts)
+        return SOPHIA_PROCESS_ERROR;
+    slack_change *m = change_new(MSG_DELETE, slack_time(h, pu_str(h, ev, "ts")),
+                                 chan, "", dts, dts, NULL);
+    if (!m)
+        return SOPHIA_PROCESS_RETRY;
+    const slack_channel *c = pu_table_get(&st->channels, chan);
+    const slack_thread *t = pu_table_get(&st->threads, m->thread_key);
+    int rc = publish_channel(st, ctx, chan, c ? c : &none, m);
+    if (t)
+        m->thread_op = TH_DEL;
+    if (!rc && t && t->gate.fp)
+        rc = thread_alert(st, ctx, m, t, PU_GATE_RESOLVE);
+    if (rc)
+        free(m);
+    else
+        rc = h->stage(ctx, slack_apply, free, m);
+    return rc ? SOPHIA_PROCESS_RETRY : SOPHIA_PROCESS_OK;
+}
+
+/* The effects of a message (plain, reply, edit, app mention) into ctx;
+ * c is its committed channel (NULL: new). */
+static int message_effects(slack_state *st, sophia_ctx *ctx,
+                           const slack_channel *c, slack_change *m,
+                           const char *user, int edited)
+{
+    static const slack_channel none; /* a channel not seen yet */
+    const sophia_host *h = st->host;
+    int rc = publish_channel(st, ctx, m->chan, c ? c : &none, m);
+    double amount = amount_in(st, m->text);
+    if (!rc && amount > 0)
+        rc = publish_deal(st, ctx, m->chan, user, m->text, amount, edited);
+    if (!rc)
+        rc = run_rules(st, ctx, c, m, user);
+    if (!rc && m->thread_key)
+        rc = thread_step(st, ctx, m, user);
+    if (!rc)
+        remember_preference(st, ctx, m->chan, user, m->text);
+    if (!rc && m->kind == MSG_APP_MENTION) {
+        sophia_json *n = h->json_object();
+        pu_set_str(h, n, "kind", "app_mention");
+        pu_set_str(h, n, "channel", m->chan);
+        pu_set_str(h, n, "user", user);
+        pu_set_str(h, n, "text", m->text);
+        rc = h->publish(ctx, SOPHIA_UPDATE_NOTIFICATION, NULL, st->dashboard, n);
+    }
+    if (!rc && m->account)
+        rc = publish_account(st, ctx, m);
+    return rc;
+}
+
+/* 1 when message `ts` of `chan` was deleted (the mark its deletion left
+ * among the last max_messages). */
+static int deleted_before(slack_state *st, const char *chan, const char *ts)
+{
+    char key[400];
+    if (!ts || snprintf(key, sizeof(key), "%s %s", chan, ts) >= (int)sizeof(key))
+        return 0;
+    return ((uintptr_t)pu_table_get(&st->alerted, key) & SLACK_DELETED) != 0;
 }
 
 static sophia_verdict on_message(slack_state *st, const sophia_json *ev,
                                  sophia_ctx *ctx, int app_mention)
 {
-    static const slack_channel none; /* a channel not seen yet */
     const sophia_host *h = st->host;
     const char *chan = pu_str(h, ev, "channel");
     const char *sub = pu_str(h, ev, "subtype");
+    if (sub && !strcmp(sub, "message_deleted"))
+        return on_delete(st, ev, ctx);
     int edited = sub && !strcmp(sub, "message_changed");
     if (sub && !edited && strcmp(sub, "bot_message") && strcmp(sub, "thread_broadcast"))
-        return SOPHIA_PROCESS_DROP; /* joins, topic changes, deletions… */
+        return SOPHIA_PROCESS_DROP; /* joins, topic changes… */
     const sophia_json *msg = edited ? h->json_get(ev, "message") : ev;
     const char *text = pu_str(h, msg, "text");
     const char *user = pu_str(h, msg, "user");
     if (!chan || !text)
         return SOPHIA_PROCESS_ERROR;
-    const slack_channel *c = pu_table_get(&st->channels, chan);
-    const char *ts = pu_str(h, ev, "ts");
-    double t = ts ? strtod(ts, NULL) : (double)h->now_us() / 1e6;
+    const char *ts = pu_str(h, ev, "ts"), *mts = pu_str(h, msg, "ts");
+    const char *tts = pu_str(h, msg, "thread_ts");
+    int reply = !edited && !app_mention && tts && mts && strcmp(tts, mts);
+    if (deleted_before(st, chan, mts))
+        return SOPHIA_PROCESS_DROP; /* it arrived after its deletion */
     slack_change *m = change_new(edited        ? MSG_EDIT
                                  : app_mention ? MSG_APP_MENTION
                                                : MSG_PLAIN,
-                                 t, chan, text);
+                                 slack_time(h, ts), chan, text, mts,
+                                 reply ? tts : NULL,
+                                 pu_table_get(&st->chan_account, chan));
     if (!m)
         return SOPHIA_PROCESS_RETRY;
-    int rc = publish_channel(st, ctx, chan, c ? c : &none, m);
-    double amount = amount_in(st, text);
-    if (!rc && amount > 0)
-        rc = publish_deal(st, ctx, chan, user, text, amount, edited);
-    if (!rc)
-        rc = run_rules(st, ctx, chan, user, text);
-    if (!rc)
-        remember_preference(st, ctx, chan, user, text);
-    if (!rc && app_mention) {
-        sophia_json *n = h->json_object();
-        pu_set_str(h, n, "kind", "app_mention");
-        pu_set_str(h, n, "channel", chan);
-        pu_set_str(h, n, "user", user);
-        pu_set_str(h, n, "text", text);
-        rc = h->publish(ctx, SOPHIA_UPDATE_NOTIFICATION, NULL, st->dashboard, n);
-    }
+    int rc = message_effects(st, ctx, pu_table_get(&st->channels, chan), m,
+                             user, edited);
     if (rc)
         free(m);
     else
-        rc = h->stage(ctx, message_apply, free, m);
+        rc = h->stage(ctx, slack_apply, free, m);
     return rc ? SOPHIA_PROCESS_RETRY : SOPHIA_PROCESS_OK;
 }
 
@@ -537,110 +726,6 @@ static sophia_verdict slack_process(void *state, const sophia_event *e,
     return SOPHIA_PROCESS_DROP; /* reactions, joins…: not ours */
 }
 
-/* --------------------------------------------- hot reload hand-over */
-
-/* One channel: {"id", "messages", "edits", "mentions", "app_mentions",
- * "last_ts", "ts":[oldest first], "mentioned":[[user, count]...]}. */
-static sophia_json *channel_json(const sophia_host *h, const char *id,
-                                 const slack_channel *c)
-{
-    sophia_json *o = h->json_object(), *ts = h->json_array(),
-                *who = h->json_array();
-    for (size_t i = 0; ts && i < c->n; i++)
-        h->json_append(ts, h->json_num(c->ts[(c->head + i) % SLACK_RING]));
-    for (const pu_entry *e = c->mentioned.oldest; who && e; e = e->newer) {
-        sophia_json *pair = h->json_array();
-        if (pair) {
-            h->json_append(pair, h->json_str(e->key));
-            h->json_append(pair, h->json_int((intptr_t)e->val));
-        }
-        h->json_append(who, pair);
-    }
-    pu_set_str(h, o, "id", id);
-    pu_set(h, o, "messages", h->json_int(c->messages));
-    pu_set(h, o, "edits", h->json_int(c->edits));
-    pu_set(h, o, "mentions", h->json_int(c->mentions));
-    pu_set(h, o, "app_mentions", h->json_int(c->app_mentions));
-    pu_set(h, o, "last_ts", h->json_num(c->last_ts));
-    pu_set(h, o, "ts", ts);
-    pu_set(h, o, "mentioned", who);
-    return o;
-}
-
-/* The committed channels and seen identities:
- * {"format":1,"channels":[channel_json...],"seen":pu_seen_export}. */
-static char *slack_export(void *state)
-{
-    slack_state *st = state;
-    const sophia_host *h = st->host;
-    sophia_json *doc = h->json_object(), *all = h->json_array();
-    for (const pu_entry *e = st->channels.oldest; all && e; e = e->newer) {
-        sophia_json *o = channel_json(h, e->key, e->val);
-        if (!o || h->json_append(all, o)) {
-            h->json_free(all);
-            all = NULL;
-        }
-    }
-    pu_set(h, doc, "format", h->json_int(1));
-    int rc = pu_set(h, doc, "channels", all);
-    if (!rc)
-        rc = pu_set(h, doc, "seen", pu_seen_export(h, &st->seen));
-    return pu_export_text(h, doc, rc);
-}
-
-static int import_channel(slack_state *st, const sophia_json *o)
-{
-    const sophia_host *h = st->host;
-    const char *id = pu_str(h, o, "id");
-    slack_channel *c = id ? channel_get(st, id) : NULL;
-    if (!id)
-        return 0;
-    if (!c)
-        return SOPHIA_ENOMEM;
-    c->messages = (int64_t)h->json_number(h->json_get(o, "messages"), 0);
-    c->edits = (int64_t)h->json_number(h->json_get(o, "edits"), 0);
-    c->mentions = (int64_t)h->json_number(h->json_get(o, "mentions"), 0);
-    c->app_mentions = (int64_t)h->json_number(h->json_get(o, "app_mentions"), 0);
-    c->last_ts = h->json_number(h->json_get(o, "last_ts"), 0);
-    const sophia_json *ts = h->json_get(o, "ts");
-    const sophia_json *who = h->json_get(o, "mentioned");
-    size_t n = h->json_size(ts), from = n > SLACK_RING ? n - SLACK_RING : 0;
-    c->head = 0;
-    c->n = 0;
-    for (size_t i = from; i < n; i++)
-        c->ts[c->n++] = h->json_number(h->json_at(ts, i), 0);
-    for (size_t i = 0; i < h->json_size(who); i++) {
-        const sophia_json *pair = h->json_at(who, i);
-        const char *user = h->json_string(h->json_at(pair, 0));
-        intptr_t k = (intptr_t)h->json_number(h->json_at(pair, 1), 0);
-        if (user && pu_table_put(&c->mentioned, user, (void *)k))
-            return SOPHIA_ENOMEM;
-    }
-    return 0;
-}
-
-static int slack_import(void *state, const char *json)
-{
-    slack_state *st = state;
-    const sophia_host *h = st->host;
-    if (!pu_has_parse(h))
-        return SOPHIA_EABI;
-    sophia_json *doc = h->json_parse(json);
-    const sophia_json *all = h->json_get(doc, "channels");
-    if (!doc || h->json_number(h->json_get(doc, "format"), 0) != 1 ||
-        h->json_type(all) != SOPHIA_JSON_ARRAY) {
-        h->json_free(doc);
-        return SOPHIA_EPARSE;
-    }
-    int rc = 0;
-    for (size_t i = 0; !rc && i < h->json_size(all); i++)
-        rc = import_channel(st, h->json_at(all, i));
-    if (!rc)
-        rc = pu_seen_import(h, &st->seen, h->json_get(doc, "seen"));
-    h->json_free(doc);
-    return rc;
-}
-
 /* ----------------------------------------------------------- descriptor */
 
 static const sophia_option slack_options[] = {
@@ -657,6 +742,29 @@ static const sophia_option slack_options[] = {
     {"max_seen", SOPHIA_OPT_INT, "100000",
      "message identities (event_id, else channel + ts) remembered to skip "
      "redeliveries"},
+    {"alert_cooldown", SOPHIA_OPT_DOUBLE, "300",
+     "seconds of Slack time an alert rule stays quiet in a channel after "
+     "it alerted there (0: none)"},
+    {"max_channels", SOPHIA_OPT_INT, "10000",
+     "channels whose counts are kept (least recently active forgotten)"},
+    {"max_threads", SOPHIA_OPT_INT, "10000",
+     "threads whose replies and escalation are kept"},
+    {"max_messages", SOPHIA_OPT_INT, "10000",
+     "messages whose alerted rules are kept, so an edit does not alert "
+     "again"},
+    {"thread_replies", SOPHIA_OPT_INT, "10",
+     "replies from which a thread raises a slack_thread alert"},
+    {"thread_participants", SOPHIA_OPT_INT, "5",
+     "distinct repliers from which a thread raises a slack_thread alert"},
+    {"thread_resolve", SOPHIA_OPT_STRING,
+     "(^|[^a-z])(resolved|fixed|closed)([^a-z]|$)",
+     "POSIX ERE (case-insensitive): a reply matching it resolves its "
+     "thread's alert"},
+    {"thread_severity", SOPHIA_OPT_STRING, "warning",
+     "severity of slack_thread alerts (and of their resolution)"},
+    {"channel_accounts", SOPHIA_OPT_LIST, NULL,
+     "channel to account map, entries 'C024BE91L=acme': per-account "
+     "totals (messages, alerts, keyword matches) are published"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -670,10 +778,11 @@ static const sophia_processor_ops slack_ops = {
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "slack",
-    .version = "1.1.0",
+    .version = "1.2.0",
     .kind = SOPHIA_KIND_PROCESSOR,
     .description = "Slack messages -> channel activity, mentions, deal "
-                   "mentions, keyword alerts",
+                   "mentions, keyword alerts, thread escalation, account "
+                   "rollups",
     .options = slack_options,
     .init = slack_init,
     .fini = slack_fini,
