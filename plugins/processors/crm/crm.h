@@ -11,11 +11,10 @@
  * is private to it, its functions are hidden (the plugin builds with
  * hidden visibility) and prefixed crm_.
  *
- * One table, one file: proc_util.h's tables hash with a per-process key
- * held in a static inline function, so each translation unit has its own
- * key. A table must therefore be hashed (get, put, del, free) from one
- * file only: `deals` from crm.c, `totals` from crm_rules.c (hence
- * crm_totals_init / crm_totals_free).
+ * Each file owns one table: `deals` is crm.c's, `totals` crm_rules.c's
+ * (crm_totals_init / crm_totals_free), so the totals' bookkeeping stays in
+ * one place. (proc_util.h keeps each table's hash key in the table, so a
+ * table would also hash alike from both files.)
  */
 #ifndef SOPHIA_CRM_H
 #define SOPHIA_CRM_H

@@ -11,7 +11,7 @@
  * the deal they change is the caller's copy, staged by crm.c, and the
  * totals move only when a staged deal commits (crm_total_add from crm.c's
  * apply) - crm_total_touch notes an event's moves for crm_publish_totals.
- * The `totals` table is hashed only here (crm.h says why).
+ * The `totals` table is touched only here.
  */
 #include "crm.h"
 
