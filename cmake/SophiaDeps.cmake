@@ -27,6 +27,8 @@ sophia_require_pkg(LIBCRYPTO libcrypto libssl-dev)
 sophia_require_pkg(LIBSSL libssl libssl-dev)
 # sd_notify(3) for sophiad.service (Type=notify): core/lib/notify.h.
 sophia_require_pkg(LIBSYSTEMD libsystemd libsystemd-dev)
+# cache.compress: zstd frames for large values in L2/L3 (core/cache/cache_zstd.h).
+sophia_require_pkg(ZSTD libzstd libzstd-dev)
 
 # jemalloc as sophiad's malloc, as Redis does: the event path allocates
 # small, short-lived blocks (parsed events, actions, messages) in bursts

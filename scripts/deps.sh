@@ -23,6 +23,7 @@ packages=(
   libwebsockets-evlib-uv libuv1-dev libssl-dev libyaml-dev libltdl-dev
   libfaiss-dev liblapack-dev libblas-dev libjansson-dev libcmocka-dev
   libsystemd-dev # sd_notify for sophiad.service (core/lib/notify.h)
+  libzstd-dev # cache.compress: large values in L2 and L3 (core/cache/cache_zstd.h)
   libjemalloc-dev # sophiad's malloc (cmake/SophiaDeps.cmake)
   redis-server postgresql procps iproute2 curl
   openssl # the TLS test makes its own CA and certificates

@@ -292,7 +292,7 @@ static void flight_l2(flight *f)
 {
     sophia_cache *c = f->c;
     f->t0 = sophia_now_mono_us();
-    if (c->l2 && sophia_l2_get(c->l2, f->key, on_l2_get, f) == 0)
+    if (c->l2 && sophia_l2_get(c->l2, c->zstd, f->key, on_l2_get, f) == 0)
         return;
     if (c->l2)
         c->t2.skipped++;
@@ -308,8 +308,8 @@ static void on_l3_get(void *arg, int rc, const char *val, size_t len,
     if (rc == 0) {
         c->t3.hits++;
         if (!f->stale && !c->closing && c->l2)
-            sophia_l2_set(c->l2, f->key, val, len, l2_expiry(c, expires_ms),
-                          tags, NULL, NULL);
+            sophia_l2_set(c->l2, c->zstd, f->key, val, len,
+                          l2_expiry(c, expires_ms), tags, NULL, NULL);
         promote_l1(f, val, len, expires_ms, tags);
         flight_finish(f, 0, val, len, SOPHIA_CACHE_L3);
         return;
@@ -669,8 +669,8 @@ int sophia_cache_put_plan(sophia_cache *c, const char *key, const char *val,
     }
     if ((sync & SOPHIA_TIER_L2) && c->l2) {
         op->left++;
-        if (sophia_l2_set(c->l2, key, op->val, len, l2_expiry(c, exp), tags,
-                          on_l2_part, op) != 0) {
+        if (sophia_l2_set(c->l2, c->zstd, key, op->val, len,
+                          l2_expiry(c, exp), tags, on_l2_part, op) != 0) {
             op->left--;
             c->t2.skipped++;
         }
@@ -865,7 +865,9 @@ sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
     c->l1 = sophia_l1_new(conf->l1.max_entries, conf->l1.max_bytes);
     c->flights = sophia_dict_new();
     c->hot_ev = event_new(base, -1, EV_PERSIST, cache_on_hot_tick, c);
-    if (!c->l1 || !c->flights || !c->hot_ev || copy_write_conf(c, conf)) {
+    c->zstd = sophia_zstd_from_conf(conf);
+    if (!c->l1 || !c->flights || !c->hot_ev || !c->zstd ||
+        copy_write_conf(c, conf)) {
         sophia_cache_free(c);
         return NULL;
     }
@@ -879,11 +881,15 @@ sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
         c->l3 = sophia_l3_new(sophia_pg_pool_new(base, conf->pg_url, n), base);
         if (c->l3)
             sophia_l3_set_max_ttl(c->l3, (int64_t)(conf->l3.ttl * 1000.0));
+        if (c->l3)
+            sophia_l3_set_zstd(c->l3, c->zstd);
     }
     if (c->l2)
         c->wb = sophia_wb_new(base, c->l2, c->l3, cache_on_replayed, c);
     if (c->wb)
         sophia_wb_set_l2_max_ttl(c->wb, c->l2_max_ttl_ms);
+    if (c->wb)
+        sophia_wb_set_zstd(c->wb, c->zstd);
     struct timeval first = {0, 200000}; /* polls until the tiers are up */
     if (c->l2)
         event_add(c->hot_ev, &first);
@@ -915,6 +921,7 @@ void sophia_cache_free(sophia_cache *c)
     sophia_l3_free(c->l3);
     c->l3 = NULL;
     sophia_wb_free(c->wb);
+    sophia_zstd_free(c->zstd); /* after every tier that packs with it */
     if (c->flights) { /* loaders still out: their waiters hear so */
         sophia_dict_each(c->flights, fail_flight, NULL);
         sophia_dict_free(c->flights, NULL);

@@ -21,6 +21,7 @@ static const char tag_script[] =
     "redis.call('DEL', KEYS[1]) return #ks";
 
 typedef struct l2_req {
+    sophia_zstd *z; /* a get's, to unpack the value */
     sophia_l2_get_cb get_cb;
     sophia_l2_done_cb done_cb;
     void *arg;
@@ -134,6 +135,7 @@ static l2_req *req_new(sophia_l2_get_cb g, sophia_l2_done_cb d, void *arg)
 {
     l2_req *q = malloc(sizeof(*q));
     if (q) {
+        q->z = NULL;
         q->get_cb = g;
         q->done_cb = d;
         q->arg = arg;
@@ -160,6 +162,9 @@ static void on_get(void *arg, redisReply *rep)
         /* PX expires the key on Redis' clock; ours may lag a little. */
         if (rc == 0 && exp && exp <= sophia_now_wall_us() / 1000)
             rc = SOPHIA_ENOENT;
+        char *plain = NULL;
+        if (rc == 0)
+            rc = sophia_zstd_unpack(q->z, val, vlen, &val, &vlen, &plain);
         if (rc == 0)
             q->get_cb(q->arg, 0, val, vlen, exp, (const char *const *)tags);
         else
@@ -167,6 +172,7 @@ static void on_get(void *arg, redisReply *rep)
                       0, NULL);
         if (tags != (char **)space)
             free(tags);
+        free(plain);
     }
     free(q);
 }
@@ -181,8 +187,8 @@ static void on_done(void *arg, redisReply *rep)
     free(q);
 }
 
-int sophia_l2_get(sophia_redis *r, const char *key, sophia_l2_get_cb cb,
-                  void *arg)
+int sophia_l2_get(sophia_redis *r, sophia_zstd *z, const char *key,
+                  sophia_l2_get_cb cb, void *arg)
 {
     if (!sophia_redis_up(r))
         return SOPHIA_EUNAVAIL;
@@ -192,6 +198,7 @@ int sophia_l2_get(sophia_redis *r, const char *key, sophia_l2_get_cb cb,
     l2_req *q = req_new(cb, NULL, arg);
     int rc = k && q ? 0 : SOPHIA_ENOMEM;
     if (rc == 0) {
+        q->z = z;
         const char *argv[2] = {"GET", k};
         size_t lens[2] = {3, kl};
         rc = sophia_redis_command(r, on_get, q, 2, argv, lens);
@@ -230,9 +237,9 @@ static int add_tags(sophia_redis *r, const char *rkey, size_t kl,
     return 0;
 }
 
-int sophia_l2_set(sophia_redis *r, const char *key, const char *val,
-                  size_t len, int64_t expires_ms, const char *const *tags,
-                  sophia_l2_done_cb cb, void *arg)
+int sophia_l2_set(sophia_redis *r, sophia_zstd *z, const char *key,
+                  const char *val, size_t len, int64_t expires_ms,
+                  const char *const *tags, sophia_l2_done_cb cb, void *arg)
 {
     if (!sophia_redis_up(r))
         return SOPHIA_EUNAVAIL;
@@ -242,10 +249,13 @@ int sophia_l2_set(sophia_redis *r, const char *key, const char *val,
         if (ttl_ms <= 0)
             return sophia_l2_del(r, key, cb, arg);
     }
-    char kb[KEYBUF], ms[32];
+    char kb[KEYBUF], ms[32], *packed;
     size_t kl = 0, el = 0; /* set with k and env; read only when both are */
     char *k = prefixed(SOPHIA_L2_PREFIX, key, kb, sizeof(kb), &kl);
+    /* ENOMEM while packing leaves val plain, which reads back the same. */
+    sophia_zstd_pack(z, val, len, &val, &len, &packed);
     char *env = sophia_l2_encode(val, len, expires_ms, tags, &el);
+    free(packed);
     l2_req *q = req_new(NULL, cb, arg);
     int rc = k && env && q ? 0 : SOPHIA_ENOMEM;
     int has_tags = tags && tags[0];

@@ -15,6 +15,15 @@
  * the callback rides on the last command, which Redis answers after the
  * ones before it. While Redis is down every call returns SOPHIA_EUNAVAIL
  * at once: the tier is skipped, never waited for.
+ *
+ * Large values: get and set take the cache's zstd handle (cache_zstd.h;
+ * NULL: store plain, still read compressed). The envelope's value is the
+ * stored form - plain JSON, or the packed frame for values above
+ * cache.compress.threshold - and a get hands its callback the plain value
+ * either way, so an entry written before compression existed, or by a
+ * node with it off, reads the same. Only the value is packed: the header
+ * (expiry, tags) stays text, and the binary frame after the first '\n' is
+ * safe there (Redis strings are binary, the header ends at that '\n').
  */
 #ifndef SOPHIA_CACHE_L2_H
 #define SOPHIA_CACHE_L2_H
@@ -22,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache/cache_zstd.h"
 #include "event/redis.h"
 
 #define SOPHIA_L2_PREFIX "sophia:c:"
@@ -37,11 +47,11 @@ typedef void (*sophia_l2_done_cb)(void *arg, int rc);
 
 /* Each returns 0 (the callback will run from the loop) or an error with
  * no callback. */
-int sophia_l2_get(sophia_redis *r, const char *key, sophia_l2_get_cb cb,
-                  void *arg);
-int sophia_l2_set(sophia_redis *r, const char *key, const char *val,
-                  size_t len, int64_t expires_ms, const char *const *tags,
-                  sophia_l2_done_cb cb, void *arg);
+int sophia_l2_get(sophia_redis *r, sophia_zstd *z, const char *key,
+                  sophia_l2_get_cb cb, void *arg);
+int sophia_l2_set(sophia_redis *r, sophia_zstd *z, const char *key,
+                  const char *val, size_t len, int64_t expires_ms,
+                  const char *const *tags, sophia_l2_done_cb cb, void *arg);
 int sophia_l2_del(sophia_redis *r, const char *key, sophia_l2_done_cb cb,
                   void *arg);
 int sophia_l2_del_tag(sophia_redis *r, const char *tag, sophia_l2_done_cb cb,

@@ -89,10 +89,12 @@ struct sophia_l3 {
     int closing;
     int64_t max_ttl_ms; /* cache.l3.ttl; 0 = none */
     sophia_dict *busy;  /* key -> writes not yet committed (count) */
+    sophia_zstd *zstd;  /* cache.compress; NULL = plain */
     sophia_l3_stats st;
 };
 
 typedef struct l3_get {
+    sophia_zstd *zstd;
     sophia_l3_get_cb cb;
     void *arg;
 } l3_get;
@@ -354,8 +356,10 @@ int sophia_l3_put(sophia_l3 *l3, const char *key, const char *val,
                                     sophia_now_wall_us() / 1000);
     snprintf(e, sizeof(e), "%" PRId64, expires_ms);
     op->p[0] = strdup(key);
-    op->p[1] = malloc(len ? len : 1);
-    if (op->p[1])
+    char *packed; /* the op keeps the packed copy as its parameter */
+    sophia_zstd_pack(l3->zstd, val, len, &val, &len, &packed);
+    op->p[1] = packed ? packed : malloc(len ? len : 1);
+    if (op->p[1] && !packed)
         memcpy(op->p[1], val, len);
     op->len1 = (int)len;
     op->p[2] = sophia_l3_array_literal(tags);
@@ -468,6 +472,18 @@ static char **split_tags(const char *s)
     return v;
 }
 
+/* A binary-format bigint: 8 bytes, most significant first. */
+static int64_t be_i64(const char *p, int len)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8 && len == 8; i++)
+        v = v << 8 | (unsigned char)p[i];
+    return (int64_t)v;
+}
+
+/* The row comes in binary format: the bytea as its own bytes (text format
+ * would send them hex-escaped, twice as long, then unescaped here), the
+ * tags as their text, the expiry as a big-endian bigint. */
 static void on_get(void *arg, PGresult *res, const char *err)
 {
     l3_get *g = arg;
@@ -476,17 +492,20 @@ static void on_get(void *arg, PGresult *res, const char *err)
     } else if (PQntuples(res) == 0) {
         g->cb(g->arg, SOPHIA_ENOENT, NULL, 0, 0, NULL);
     } else {
-        size_t len = 0;
-        unsigned char *v = PQunescapeBytea(
-            (const unsigned char *)PQgetvalue(res, 0, 0), &len);
+        size_t len = (size_t)PQgetlength(res, 0, 0);
+        const char *val = PQgetvalue(res, 0, 0);
         char **tags = split_tags(PQgetvalue(res, 0, 1));
-        int64_t exp = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
-        if (v && tags)
-            g->cb(g->arg, 0, (const char *)v, len, exp,
-                  (const char *const *)tags);
+        int64_t exp = be_i64(PQgetvalue(res, 0, 2), PQgetlength(res, 0, 2));
+        char *plain = NULL;
+        int rc = tags ? sophia_zstd_unpack(g->zstd, val, len, &val, &len,
+                                           &plain)
+                      : SOPHIA_ENOMEM;
+        if (rc == 0)
+            g->cb(g->arg, 0, val, len, exp, (const char *const *)tags);
         else
-            g->cb(g->arg, SOPHIA_ENOMEM, NULL, 0, 0, NULL);
-        PQfreemem(v);
+            g->cb(g->arg, rc == SOPHIA_ENOMEM ? rc : SOPHIA_EIO, NULL, 0, 0,
+                  NULL);
+        free(plain);
         free(tags);
     }
     free(g);
@@ -504,11 +523,12 @@ int sophia_l3_get(sophia_l3 *l3, const char *key, sophia_l3_get_cb cb,
     l3_get *g = malloc(sizeof(*g));
     if (!g)
         return SOPHIA_ENOMEM;
+    g->zstd = l3->zstd;
     g->cb = cb;
     g->arg = arg;
     const char *vals[1] = {key};
     int rc = sophia_pg_query_prepared(conn, "sophia_cache_get", 1, vals, NULL,
-                                      NULL, 0, on_get, g);
+                                      NULL, 1, on_get, g);
     if (rc)
         free(g);
     return rc;
@@ -585,6 +605,11 @@ void sophia_l3_get_stats(const sophia_l3 *l3, sophia_l3_stats *out)
 void sophia_l3_set_max_ttl(sophia_l3 *l3, int64_t max_ttl_ms)
 {
     l3->max_ttl_ms = max_ttl_ms > 0 ? max_ttl_ms : 0;
+}
+
+void sophia_l3_set_zstd(sophia_l3 *l3, sophia_zstd *z)
+{
+    l3->zstd = z;
 }
 
 sophia_pg_pool *sophia_l3_pool(const sophia_l3 *l3)

@@ -33,6 +33,14 @@
  * (08 connection, 40 rollback/deadlock, 53 resources, 55 lock, 57
  * operator intervention, 58 system, XX internal, ...) is transient: the
  * write is sent again after a back-off that doubles from 100 ms to 10 s.
+ *
+ * Large values (cache.compress, cache_zstd.h): with a zstd handle set, a
+ * put stores a value above the threshold as its packed form and a get
+ * hands back the plain value whichever form the row holds. The column is
+ * already bytea, so packed bytes go in as they are: no migration, and
+ * rows written before (plain JSON bytes) stay readable beside new ones.
+ * A bytea never needed base64 here, and a text or jsonb column could not
+ * hold a NUL at all, which is also why the mark cannot collide.
  */
 #ifndef SOPHIA_CACHE_L3_H
 #define SOPHIA_CACHE_L3_H
@@ -40,6 +48,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache/cache_zstd.h"
 #include "event/pg_pool.h"
 
 struct event_base;
@@ -88,6 +97,9 @@ const char *sophia_l3_last_error(const sophia_l3 *l3, const char **sqlstate);
 /* cache.l3.ttl: every put keeps its row at most max_ttl_ms (0 = no cap,
  * the entry's own expiry). */
 void sophia_l3_set_max_ttl(sophia_l3 *l3, int64_t max_ttl_ms);
+/* cache.compress: the handle puts pack with and gets unpack with
+ * (borrowed, outlives l3; NULL = store plain, read either form). */
+void sophia_l3_set_zstd(sophia_l3 *l3, sophia_zstd *z);
 
 /* A tier's expiry (wall ms, 0 = never) for an entry expiring at
  * expires_ms when the tier keeps entries at most max_ttl_ms (0 = no cap):

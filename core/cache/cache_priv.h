@@ -57,6 +57,7 @@ struct sophia_cache {
     sophia_redis *l2; /* NULL = disabled */
     sophia_l3 *l3;    /* NULL = disabled */
     sophia_wb *wb;    /* NULL without Redis (no journal) */
+    sophia_zstd *zstd; /* cache.compress, for L2 and L3 (cache_zstd.h) */
     sophia_cache_inval_fn on_inval; /* tells the cluster, or NULL */
     void *on_inval_arg;
     double default_ttl, l1_ttl;

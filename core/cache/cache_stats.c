@@ -272,6 +272,7 @@ void sophia_cache_write_prom(const sophia_cache *c, FILE *f)
     sophia_statdef_prom_family(f, tier_defs, NDEFS(tier_defs), tier_label, 1, rows, 3);
     wb_figs w = wb_get(c);
     sophia_statdef_prom(f, wb_defs, NDEFS(wb_defs), &w, NULL);
+    sophia_zstd_write_prom(c->zstd, f);
     size_t n = 0; /* L2, L3 when configured */
     for (int i = 1; i < 3; i++)
         if (states[i] >= 0)
@@ -335,10 +336,11 @@ json_t *sophia_cache_stats_json(const sophia_cache *c)
     int states[3];
     const char *errs[3];
     tiers_get(c, t, states, errs);
-    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:I}", "l1",
+    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I}", "l1",
                      tier_json(c, &t[0], 0, states[0], errs[0]), "l2",
                      tier_json(c, &t[1], 1, states[1], errs[1]), "l3",
                      tier_json(c, &t[2], 2, states[2], errs[2]), "loader", loader,
-                     "write_back", wb_json(c), "puts", puts, "inflight",
+                     "write_back", wb_json(c), "puts", puts, "compress",
+                     sophia_zstd_stats_json(c->zstd), "inflight",
                      (json_int_t)sophia_dict_size(c->flights));
 }

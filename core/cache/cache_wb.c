@@ -84,6 +84,7 @@ struct sophia_wb {
     struct event *jsend;      /* ...which is when this runs */
     int closing;
     int64_t l2_max_ttl_ms; /* cache.l2.ttl; 0 = none */
+    sophia_zstd *zstd;     /* cache.compress, for the L2 copy */
     json_t *dead_ring;     /* dead letters Redis could not take */
     sophia_wb_stats st;
 };
@@ -374,7 +375,7 @@ static int flush_one(sophia_wb *wb, wb_entry *e)
     sophia_dict_set(wb->flushing, e->key, e);
     wb->nflushing++;
     if ((e->tiers & SOPHIA_TIER_L2) && !e->replay && wb->r)
-        sophia_l2_set(wb->r, e->key, e->val, e->len,
+        sophia_l2_set(wb->r, wb->zstd, e->key, e->val, e->len,
                       sophia_tier_expiry(e->expires_ms, wb->l2_max_ttl_ms,
                                          sophia_now_wall_us() / 1000),
                       (const char *const *)e->tags, NULL, NULL);
@@ -903,6 +904,11 @@ void sophia_wb_set_params(sophia_wb *wb, double interval_s, size_t batch,
 void sophia_wb_set_l2_max_ttl(sophia_wb *wb, int64_t max_ttl_ms)
 {
     wb->l2_max_ttl_ms = max_ttl_ms > 0 ? max_ttl_ms : 0;
+}
+
+void sophia_wb_set_zstd(sophia_wb *wb, sophia_zstd *z)
+{
+    wb->zstd = z;
 }
 
 static void free_dirty(void *v)

@@ -84,6 +84,9 @@ void sophia_wb_set_params(sophia_wb *wb, double interval_s, size_t batch,
 /* cache.l2.ttl: a flushed entry lives in L2 at most max_ttl_ms (0 = its
  * own expiry). L3's cap is sophia_l3's own. */
 void sophia_wb_set_l2_max_ttl(sophia_wb *wb, int64_t max_ttl_ms);
+/* cache.compress: the handle a flush packs L2's copy with (borrowed).
+ * The journal itself keeps values plain. */
+void sophia_wb_set_zstd(sophia_wb *wb, sophia_zstd *z);
 
 /* tiers: SOPHIA_TIER_L2 and/or SOPHIA_TIER_L3. cb after the journal. */
 int sophia_wb_put(sophia_wb *wb, const char *key, const char *val,

@@ -87,6 +87,8 @@ static sophia_conf *conf_defaults(const char *name)
     c->l1.max_bytes = DEFAULT_L1_BYTES;
     c->l1.ttl = DEFAULT_L1_TTL;
     c->l3.pool = DEFAULT_L3_POOL;
+    c->compress.threshold = SOPHIA_CONF_COMPRESS_THRESHOLD;
+    c->compress.level = SOPHIA_CONF_COMPRESS_LEVEL;
     c->ws.max_queue = DEFAULT_WS_QUEUE;
     c->ws.history = DEFAULT_WS_HISTORY;
     c->hooks.slack_env = conf_xstrdup("SOPHIA_SLACK_SIGNING_SECRET");
@@ -434,6 +436,7 @@ void sophia_conf_free(sophia_conf *c)
     free(c->cluster.node_id);
     free(c->memory.index);
     free(c->memory.index_path);
+    free(c->compress.dictionary);
     free(c->memory.table);
     for (size_t i = 0; i < c->memory.nconsolidate; i++)
         free(c->memory.consolidate[i].instance);

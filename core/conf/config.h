@@ -110,6 +110,12 @@ typedef struct sophia_conf_consolidate {
     int line, col;
 } sophia_conf_consolidate;
 
+/* cache.compress defaults and the level's upper bound (zstd's
+ * ZSTD_maxCLevel() is 22, but 20..22 need far more memory per context). */
+#define SOPHIA_CONF_COMPRESS_THRESHOLD 1024
+#define SOPHIA_CONF_COMPRESS_LEVEL 1
+#define SOPHIA_CONF_COMPRESS_LEVEL_MAX 19
+
 /* Upper bound of cache.l3.pool (pg_pool.h's SOPHIA_PG_POOL_MAX). */
 #define SOPHIA_CONF_PG_POOL_MAX 64
 
@@ -172,6 +178,16 @@ typedef struct sophia_conf {
         double ttl;
         size_t pool; /* default 4, 1..SOPHIA_CONF_PG_POOL_MAX */
     } l3;
+
+    /* cache.compress: values above `threshold` bytes are stored in L2 and
+     * L3 as zstd frames at `level` (0 = never compress; reads decompress
+     * whatever they find), with the zstd dictionary file `dictionary`
+     * when set (NULL = none). core/cache/cache_zstd.h has the format. */
+    struct {
+        size_t threshold; /* default SOPHIA_CONF_COMPRESS_THRESHOLD */
+        int level;        /* 0..SOPHIA_CONF_COMPRESS_LEVEL_MAX, default 1 */
+        char *dictionary;
+    } compress;
 
     /* cache.write: which write_strategy instance a put goes through. */
     struct {

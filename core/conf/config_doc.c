@@ -84,6 +84,18 @@ static const key_doc docs[] = {
      "Longest time an entry stays in L3."},
     {"cache.l3.pool", "integer 1..64", "4",
      "PostgreSQL connections for L3; writes of one key use one connection."},
+    {"cache.compress", NULL, "-", "zstd compression of large values in L2 "
+     "and L3 (L1 and the write-back journal keep them plain)."},
+    {"cache.compress.threshold", NULL, "1KiB",
+     "Values longer than this are stored compressed; smaller ones, and "
+     "those zstd cannot shrink, stay plain JSON."},
+    {"cache.compress.level", "integer 0..19", "1",
+     "zstd level; 0 stores every value plain (entries already compressed "
+     "are still read)."},
+    {"cache.compress.dictionary", "path (relative to the file's directory)",
+     "-",
+     "A zstd dictionary file (sophia-zdict trains one from L3's values); "
+     "every node sharing the tiers needs the same file."},
     {"cache.write", NULL, "-", "Write strategies (write_strategy plugin "
      "instances)."},
     {"cache.write.default", "instance name", "write-through",

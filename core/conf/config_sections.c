@@ -12,6 +12,7 @@
  */
 #include "conf/config_priv.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -307,6 +308,56 @@ static const field l3_fields[] = {
 };
 static const section l3_sec = {"in cache.l3", l3_fields};
 
+/* cache.compress.level: 0 (off) to SOPHIA_CONF_COMPRESS_LEVEL_MAX. */
+static void walk_compress_level(loader *ld, const node *v, void *base,
+                                const char *path)
+{
+    sophia_conf *c = base;
+    const char *s = conf_want_scalar(ld, v, path, "an integer");
+    long long n;
+    if (!s)
+        return;
+    if (conf_parse_ll(s, &n) || n < 0 || n > SOPHIA_CONF_COMPRESS_LEVEL_MAX) {
+        ERR(ld, v, "%s: '%s' is not a zstd level from 1 to %d (0 = off)",
+            path, s, SOPHIA_CONF_COMPRESS_LEVEL_MAX);
+        return;
+    }
+    c->compress.level = (int)n;
+}
+
+/* cache.compress.dictionary: made absolute and checked to be a zstd
+ * dictionary here, so a wrong path stops the start (and --check) instead
+ * of every compressed read; empty = none. */
+static void walk_compress_dict(loader *ld, const node *v, void *base,
+                               const char *path)
+{
+    sophia_conf *c = base;
+    const char *s = conf_want_scalar(ld, v, path, "a file path");
+    if (!s || !*s)
+        return;
+    char *abs = conf_absolutize(ld->basedir, s);
+    unsigned char magic[4] = {0};
+    FILE *f = fopen(abs, "rb");
+    int e = errno;
+    size_t n = f ? fread(magic, 1, sizeof(magic), f) : 0;
+    if (f)
+        fclose(f);
+    if (!f)
+        ERR(ld, v, "%s: cannot open '%s': %s", path, abs, strerror(e));
+    else if (n != 4 || memcmp(magic, "\x37\xa4\x30\xec", 4))
+        ERR(ld, v, "%s: '%s' is not a zstd dictionary (sophia-zdict or "
+            "zstd --train make one)", path, abs);
+    conf_set_str(&c->compress.dictionary, abs);
+}
+
+static const field compress_fields[] = {
+    {"threshold", F_SIZE, C_OFF(compress.threshold), 0, NULL, NULL},
+    {"level", F_CUSTOM, 0, 0, NULL, walk_compress_level},
+    {"dictionary", F_CUSTOM, 0, 0, NULL, walk_compress_dict},
+    END,
+};
+static const section compress_sec = {"in cache.compress", compress_fields};
+
 /* cache.write.prefixes: "key prefix": instance name. */
 static void write_prefix_pair(loader *ld, const node *k, const node *v,
                               void *base, const void *arg, const char *path)
@@ -360,6 +411,7 @@ static const field cache_fields[] = {
     {"l1", F_SECTION, 0, 0, &l1_sec, NULL},
     {"l2", F_SECTION, 0, 0, &l2_sec, NULL},
     {"l3", F_SECTION, 0, 0, &l3_sec, NULL},
+    {"compress", F_SECTION, 0, 0, &compress_sec, NULL},
     {"write", F_SECTION, 0, 0, &write_sec, NULL},
     END,
 };

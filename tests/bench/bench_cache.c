@@ -151,7 +151,7 @@ static void on_got(void *arg, int rc, const char *val, size_t len,
 static void l2_issue(driver *d)
 {
     if (d->issued < d->target &&
-        sophia_l2_get(d->r, key((int)(d->issued % NKEYS)), on_got, d) == 0)
+        sophia_l2_get(d->r, NULL, key((int)(d->issued % NKEYS)), on_got, d) == 0)
         d->issued++;
 }
 

@@ -13,7 +13,8 @@ const MAX_KEY = 1024;
 const MAX_TTL = 315360000;
 
 // Default strategy (write-through): every tier has the value when PUT answers.
-const yaml = '{}\n';
+// Values stay plain (cache.compress.level 0): the tests read the stored bytes.
+const yaml = 'cache: {compress: {level: 0}}\n';
 
 const url = (d, pathKey) => `${d.url}/api/cache/${pathKey}`;
 const putRaw = (d, pathKey, body) =>

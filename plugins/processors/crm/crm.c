@@ -97,60 +97,16 @@
  * crm_prefetch names each deal's record key, the host reads it through L1,
  * L2 and L3 before process(), and deal_get prefers that record (what the
  * last commit anywhere wrote, clocks included) to memory.
+ *
+ * Files: this one reads events, keeps the deals and writes their records;
+ * crm_rules.c holds the business rules and the pipeline totals; crm.h is
+ * what they share.
  */
-#include <sophia/sdk.h>
+#include "crm.h"
 
-#include <ctype.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "../proc_util.h"
-
-#define DAY_MS 86400000.0
-
-typedef struct crm_deal {
-    char stage[64];
-    double amount;
-    int has_amount;
-    int salesforce;  /* the source, for the totals' labels */
-    int slip_open, large_open; /* alerts firing, to resolve */
-    int64_t close_ms; /* the close date (ms since the epoch), 0 unknown */
-    /* event times (ms) of the change each property holds, 0 none */
-    int64_t stage_at, amount_at, close_at;
-    int64_t since;   /* when the deal entered its stage, 0 unknown */
-    int64_t seen_at; /* the latest event time applied */
-    int64_t slip_alert_at, large_alert_at; /* last raise, for cooldowns */
-} crm_deal;
-
-/* One stage's pipeline total. */
-typedef struct crm_total {
-    double amount;
-    int64_t deals;
-} crm_total;
-
-/* A stage an event changed: its total moves by this much (max 16). */
-typedef struct crm_touch {
-    char key[80]; /* "<source>\x1f<stage>" */
-    crm_total delta;
-} crm_touch;
-
-#define CRM_TOUCHES 16
-
-typedef struct crm_state {
-    const sophia_host *host;
-    sophia_self *self;
-    char *prefix, *dashboard, *large_severity;
-    double ttl, large, lateness_ms, cooldown_ms;
-    int has_prefetch; /* the host reads the tiers before process() */
-    int has_alert_ex;
-    pu_table deals;  /* cache key -> crm_deal, as committed */
-    pu_table totals; /* "<source>\x1f<stage>" -> crm_total, of `deals` */
-    pu_seen seen;    /* event ids committed */
-    crm_touch touched[CRM_TOUCHES]; /* the event in progress's stages */
-    size_t ntouched;
-} crm_state;
 
 /* A deal's state once the event commits (host->stage's change): the deal
  * `key` becomes `deal`, or goes (deleted), or every deal whose key starts
@@ -161,20 +117,6 @@ typedef struct crm_deal_change {
     char key[];
 } crm_deal_change;
 
-/* A change to one record, as both sources reduce to it. */
-typedef struct crm_change {
-    const char *source;  /* "hubspot" | "salesforce" */
-    const char *object;  /* "deal", "contact", … */
-    const char *id;
-    const char *kind;    /* "creation", "propertyChange", "UPDATE", … */
-    const char *stage;   /* new stage or NULL */
-    double amount;
-    int has_amount;
-    int64_t close_ms;    /* new close date, or 0 */
-    int64_t at;          /* event time (ms), 0 when the event has none */
-    const sophia_json *fields; /* borrowed: the changed properties */
-} crm_change;
-
 /* ------------------------------------------------------------ lifecycle */
 
 static void crm_fini(void *state)
@@ -183,7 +125,7 @@ static void crm_fini(void *state)
     if (!st)
         return;
     pu_table_free(&st->deals);
-    pu_table_free(&st->totals);
+    crm_totals_free(st);
     pu_seen_free(&st->seen);
     free(st->prefix);
     free(st->dashboard);
@@ -234,7 +176,7 @@ static int crm_init(const sophia_host *host, sophia_self *self,
     if (!st->prefix || !st->dashboard || !st->large_severity ||
         pu_table_init(&st->deals, (size_t)host->opt_int(opts, "max_deals"),
                       free) ||
-        pu_table_init(&st->totals, 4096, free) ||
+        crm_totals_init(st) ||
         pu_seen_init(&st->seen, (size_t)host->opt_int(opts, "max_seen"))) {
         crm_fini(st);
         return SOPHIA_ENOMEM;
@@ -244,60 +186,6 @@ static int crm_init(const sophia_host *host, sophia_self *self,
 }
 
 /* ------------------------------------------------------------ parsing */
-
-/* "Closed Won" / "closedwon" / "closed_won" -> "closedwon". */
-static void norm_stage(const char *s, char *out, size_t len)
-{
-    size_t n = 0;
-    for (; s && *s && n + 1 < len; s++)
-        if (isalnum((unsigned char)*s))
-            out[n++] = (char)tolower((unsigned char)*s);
-    out[n] = '\0';
-}
-
-static int num_of(const sophia_host *h, const sophia_json *v, double *out)
-{
-    if (h->json_type(v) == SOPHIA_JSON_NUMBER) {
-        *out = h->json_number(v, 0);
-        return 1;
-    }
-    const char *s = h->json_string(v);
-    char *end;
-    if (!s || !*s)
-        return 0;
-    *out = strtod(s, &end);
-    return *end == '\0';
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard
- * Hinnant's days_from_civil): no timegm, no TZ. */
-static int64_t days_of(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-/* A close date: ms since the epoch (HubSpot: a number or its text) or
- * "YYYY-MM-DD" (Salesforce), into *ms; 0 when it is neither. */
-static int date_of(const sophia_host *h, const sophia_json *v, int64_t *ms)
-{
-    const char *s = h->json_string(v);
-    int y, m, d, n = 0;
-    double x;
-    if (s && sscanf(s, "%4d-%2d-%2d%n", &y, &m, &d, &n) == 3 && n == 10 &&
-        m >= 1 && m <= 12 && d >= 1 && d <= 31) {
-        *ms = days_of(y, m, d) * 86400000LL;
-        return 1;
-    }
-    if (!num_of(h, v, &x) || !(x > 0) || x > 9e15)
-        return 0;
-    *ms = (int64_t)x;
-    return 1;
-}
 
 /* An event time in ms (a number > 0), or 0. */
 static int64_t time_of(const sophia_host *h, const sophia_json *v)
@@ -332,9 +220,9 @@ static int parse_hubspot(const sophia_host *h, const sophia_json *b,
     if (prop && !strcmp(prop, "dealstage"))
         c->stage = h->json_string(val);
     else if (prop && !strcmp(prop, "amount"))
-        c->has_amount = num_of(h, val, &c->amount);
+        c->has_amount = crm_num_of(h, val, &c->amount);
     else if (prop && !strcmp(prop, "closedate") &&
-             !date_of(h, val, &c->close_ms))
+             !crm_date_of(h, val, &c->close_ms))
         c->close_ms = 0;
     c->at = time_of(h, h->json_get(b, "occurredAt"));
     return 0;
@@ -358,100 +246,11 @@ static int parse_salesforce(const sophia_host *h, const sophia_json *b,
     c->kind = pu_str(h, hdr, "changeType");
     c->fields = p;
     c->stage = pu_str(h, p, "StageName");
-    c->has_amount = num_of(h, h->json_get(p, "Amount"), &c->amount);
-    if (!date_of(h, h->json_get(p, "CloseDate"), &c->close_ms))
+    c->has_amount = crm_num_of(h, h->json_get(p, "Amount"), &c->amount);
+    if (!crm_date_of(h, h->json_get(p, "CloseDate"), &c->close_ms))
         c->close_ms = 0;
     c->at = time_of(h, h->json_get(hdr, "commitTimestamp"));
     return c->id ? 0 : -1;
-}
-
-/* ------------------------------------------------------------ totals */
-
-/* "<source>\x1f<stage>" of a deal that has a stage, else "". */
-static void total_key(const crm_deal *d, char *out, size_t len)
-{
-    if (d->stage[0])
-        snprintf(out, len, "%s\x1f%s", d->salesforce ? "salesforce" : "hubspot",
-                 d->stage);
-    else
-        out[0] = '\0';
-}
-
-/* Moves the committed total of `d`'s stage by sign x its contribution. */
-static void total_add(crm_state *st, const crm_deal *d, int sign)
-{
-    char key[80];
-    total_key(d, key, sizeof(key));
-    if (!key[0])
-        return;
-    crm_total *t = pu_table_get(&st->totals, key);
-    if (!t && sign > 0 && (t = calloc(1, sizeof(*t))) &&
-        pu_table_put(&st->totals, key, t))
-        return; /* no memory: the stage goes untotalled */
-    if (!t)
-        return;
-    t->deals += sign;
-    t->amount += sign * (d->has_amount ? d->amount : 0);
-    if (t->deals <= 0)
-        pu_table_del(&st->totals, key);
-}
-
-/* Notes that this event moves `d`'s stage total by sign x its part, for
- * the publish at the event's end. */
-static void touch(crm_state *st, const crm_deal *d, int sign)
-{
-    char key[80];
-    total_key(d, key, sizeof(key));
-    if (!key[0])
-        return;
-    size_t i = 0;
-    while (i < st->ntouched && strcmp(st->touched[i].key, key))
-        i++;
-    if (i == st->ntouched) {
-        if (i == CRM_TOUCHES)
-            return; /* more stages in one event: they show at their next */
-        memset(&st->touched[i], 0, sizeof(st->touched[i]));
-        snprintf(st->touched[i].key, sizeof(st->touched[i].key), "%s", key);
-        st->ntouched++;
-    }
-    st->touched[i].delta.deals += sign;
-    st->touched[i].delta.amount += sign * (d->has_amount ? d->amount : 0);
-}
-
-static int publish_total(const crm_state *st, sophia_ctx *ctx,
-                         const char *key, const char *metric, double v)
-{
-    const sophia_host *h = st->host;
-    const char *sep = strchr(key, '\x1f');
-    char source[16];
-    snprintf(source, sizeof(source), "%.*s", (int)(sep - key), key);
-    sophia_json *d = h->json_object(), *labels = h->json_object();
-    pu_set_str(h, labels, "source", source);
-    pu_set_str(h, labels, "stage", sep + 1);
-    pu_set_str(h, d, "metric", metric);
-    pu_set(h, d, "value", h->json_num(v));
-    if (pu_set(h, d, "labels", labels))
-        return SOPHIA_ENOMEM;
-    return h->publish(ctx, SOPHIA_UPDATE_METRIC, NULL, st->dashboard, d);
-}
-
-/* The totals of the stages this event touched, as they stand once it
- * commits. */
-static int publish_totals(crm_state *st, sophia_ctx *ctx)
-{
-    int rc = 0;
-    for (size_t i = 0; !rc && i < st->ntouched; i++) {
-        const crm_touch *t = &st->touched[i];
-        const crm_total *c = pu_table_get(&st->totals, t->key);
-        crm_total v = {(c ? c->amount : 0) + t->delta.amount,
-                       (c ? c->deals : 0) + t->delta.deals};
-        rc = publish_total(st, ctx, t->key, "crm_pipeline_deals",
-                           (double)v.deals);
-        if (!rc)
-            rc = publish_total(st, ctx, t->key, "crm_pipeline_amount",
-                               v.amount);
-    }
-    return rc;
 }
 
 /* ------------------------------------------------------------ effects */
@@ -476,7 +275,7 @@ static void deal_from_record(const sophia_host *h, const sophia_json *r,
     const char *s = pu_str(h, r, "stage"), *src = pu_str(h, r, "source");
     if (s)
         snprintf(d->stage, sizeof(d->stage), "%s", s);
-    d->has_amount = num_of(h, h->json_get(r, "amount"), &d->amount);
+    d->has_amount = crm_num_of(h, h->json_get(r, "amount"), &d->amount);
     d->salesforce = src && !strcmp(src, "salesforce");
     d->close_ms = int_of(h, r, "close_date");
     d->stage_at = int_of(h, r, "stage_at");
@@ -530,7 +329,7 @@ static void deals_drop_prefix(crm_state *st, const char *prefix)
     for (pu_entry *e = st->deals.oldest, *next; e; e = next) {
         next = e->newer;
         if (!strncmp(e->key, prefix, n)) {
-            total_add(st, e->val, -1);
+            crm_total_add(st, e->val, -1);
             pu_table_del(&st->deals, e->key);
         }
     }
@@ -548,14 +347,14 @@ static void deal_apply(void *state, void *change)
         return;
     }
     if (old)
-        total_add(st, old, -1);
+        crm_total_add(st, old, -1);
     if (c->deleted) {
         pu_table_del(&st->deals, c->key);
     } else if (d) {
         *d = c->deal;
         if (!old && st->deals.n == st->deals.max) /* the oldest goes */
-            total_add(st, st->deals.oldest->val, -1);
-        total_add(st, d, 1);
+            crm_total_add(st, st->deals.oldest->val, -1);
+        crm_total_add(st, d, 1);
         pu_table_put(&st->deals, c->key, d); /* takes d */
     }
     free(c);
@@ -575,216 +374,14 @@ static int stage_deal(crm_state *st, sophia_ctx *ctx, const char *key,
     if (d)
         c->deal = *d;
     memcpy(c->key, key, n);
-    if (!prefix) { /* the totals this moves, for publish_totals */
+    if (!prefix) { /* the totals this moves, for crm_publish_totals */
         const crm_deal *old = pu_table_get(&st->deals, key);
         if (old)
-            touch(st, old, -1);
+            crm_total_touch(st, old, -1);
         if (d)
-            touch(st, d, 1);
+            crm_total_touch(st, d, 1);
     }
     return st->host->stage(ctx, deal_apply, free, c);
-}
-
-/* `days` < 0: no days_in_stage member. */
-static int publish_kind(const crm_state *st, sophia_ctx *ctx,
-                        const crm_change *c, const char *kind,
-                        sophia_json *from, sophia_json *to, double days)
-{
-    const sophia_host *h = st->host;
-    sophia_json *d = h->json_object();
-    pu_set_str(h, d, "kind", kind);
-    pu_set_str(h, d, "source", c->source);
-    pu_set_str(h, d, "object", c->object);
-    pu_set_str(h, d, "id", c->id);
-    pu_set(h, d, "from", from ? from : h->json_bool_new(0));
-    pu_set(h, d, "to", to ? to : h->json_bool_new(0));
-    if (days >= 0)
-        pu_set(h, d, "days_in_stage", h->json_num(round(days * 100) / 100));
-    return d ? h->publish(ctx, SOPHIA_UPDATE_DATA, NULL, st->dashboard, d)
-             : SOPHIA_ENOMEM;
-}
-
-static int deal_alert(const crm_state *st, sophia_ctx *ctx,
-                      const crm_change *c, const char *type,
-                      const char *severity, const char *what, double amount)
-{
-    const sophia_host *h = st->host;
-    char msg[300];
-    snprintf(msg, sizeof(msg), "%s deal %s %s", c->source, c->id, what);
-    sophia_json *d = h->json_object();
-    pu_set_str(h, d, "source", c->source);
-    pu_set_str(h, d, "deal_id", c->id);
-    if (amount > 0)
-        pu_set(h, d, "amount", h->json_num(amount));
-    return h->alert(ctx, type, severity, msg, d);
-}
-
-/* A condition alert on the deal (alert_id "<type>:<source>:<id>") raised
- * or resolved; takes `data`. A host without alert_ex raises it plainly
- * and has no resolve. */
-static int deal_condition(const crm_state *st, sophia_ctx *ctx,
-                          const crm_change *c, const char *type,
-                          const char *severity, const char *what,
-                          int resolve, sophia_json *data)
-{
-    const sophia_host *h = st->host;
-    char msg[300], id[300];
-    snprintf(msg, sizeof(msg), "%s deal %s %s", c->source, c->id, what);
-    snprintf(id, sizeof(id), "%s:%s:%s", type, c->source, c->id);
-    pu_set_str(h, data, "source", c->source);
-    pu_set_str(h, data, "deal_id", c->id);
-    if (!st->has_alert_ex) {
-        if (!resolve)
-            return h->alert(ctx, type, severity, msg, data);
-        h->json_free(data);
-        return 0;
-    }
-    sophia_alert a = {.struct_size = sizeof(a), .alert_type = type,
-                      .severity = severity, .message = msg, .alert_id = id,
-                      .dashboard_id = st->dashboard, .resolve = resolve};
-    return h->alert_ex(ctx, &a, data);
-}
-
-/* The time the change's rules count in: its event time, else now. */
-static int64_t now_of(const crm_state *st, const crm_change *c)
-{
-    return c->at ? c->at : st->host->now_us() / 1000;
-}
-
-/* A cooldown that started at `last` (0: never) is over at `now`. */
-static int cooled(const crm_state *st, int64_t last, int64_t now)
-{
-    return !last || (double)(now - last) >= st->cooldown_ms;
-}
-
-static int closed(const char *norm)
-{
-    return !strcmp(norm, "closedwon") || !strcmp(norm, "closedlost");
-}
-
-static int stage_effects(crm_state *st, sophia_ctx *ctx, const crm_change *c,
-                         crm_deal *d)
-{
-    const sophia_host *h = st->host;
-    char was[64], now[64];
-    norm_stage(d->stage, was, sizeof(was));
-    norm_stage(c->stage, now, sizeof(now));
-    if (!strcmp(was, now))
-        return 0;
-    double days = d->stage[0] && d->since && c->at && c->at >= d->since
-                      ? (double)(c->at - d->since) / DAY_MS
-                      : -1;
-    int rc = publish_kind(st, ctx, c, "deal_stage",
-                          d->stage[0] ? h->json_str(d->stage) : NULL,
-                          h->json_str(c->stage), days);
-    double amt = c->has_amount ? c->amount : d->amount;
-    if (!rc && !strcmp(now, "closedwon"))
-        rc = deal_alert(st, ctx, c, "deal_won", "info", "closed won", amt);
-    else if (!rc && !strcmp(now, "closedlost"))
-        rc = deal_alert(st, ctx, c, "deal_lost", "warning", "closed lost", amt);
-    if (!rc && closed(now) && d->slip_open) { /* no close date to slip */
-        rc = deal_condition(st, ctx, c, "close_date_slipped", "warning",
-                            "closed", 1, h->json_object());
-        d->slip_open = 0;
-    }
-    snprintf(d->stage, sizeof(d->stage), "%s", c->stage);
-    d->since = c->at;
-    return rc;
-}
-
-static int amount_effects(crm_state *st, sophia_ctx *ctx, const crm_change *c,
-                          crm_deal *d)
-{
-    const sophia_host *h = st->host;
-    if (d->has_amount && d->amount == c->amount)
-        return 0;
-    int rc = publish_kind(st, ctx, c, "deal_amount",
-                          d->has_amount ? h->json_num(d->amount) : NULL,
-                          h->json_num(c->amount), -1);
-    int64_t now = now_of(st, c);
-    char what[100];
-    if (!rc && st->large > 0 && c->amount >= st->large && !d->large_open) {
-        if (cooled(st, d->large_alert_at, now)) {
-            sophia_json *data = h->json_object();
-            pu_set(h, data, "amount", h->json_num(c->amount));
-            snprintf(what, sizeof(what), "reached %.0f", c->amount);
-            rc = deal_condition(st, ctx, c, "large_deal", st->large_severity,
-                                what, 0, data);
-            d->large_alert_at = now;
-            d->large_open = 1;
-        } else {
-            h->counter_add(st->self, "alerts_suppressed", 1);
-        }
-    } else if (!rc && d->large_open && c->amount < st->large) {
-        sophia_json *data = h->json_object();
-        pu_set(h, data, "amount", h->json_num(c->amount));
-        snprintf(what, sizeof(what), "fell to %.0f", c->amount);
-        rc = deal_condition(st, ctx, c, "large_deal", st->large_severity, what,
-                            1, data);
-        d->large_open = 0;
-    }
-    d->amount = c->amount;
-    d->has_amount = 1;
-    return rc;
-}
-
-/* "YYYY-MM-DD" of ms since the epoch (UTC). */
-static sophia_json *date_json(const sophia_host *h, int64_t ms)
-{
-    int64_t z = (ms >= 0 ? ms : ms - 86399999) / 86400000 + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    int d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    int m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%04lld-%02d-%02d",
-             (long long)(yoe + era * 400 + (m <= 2)), m, d);
-    return h->json_str(buf);
-}
-
-/* A close date moved later while the deal is open: close_date_slipped,
- * once per cooldown. */
-static int slip_alert(crm_state *st, sophia_ctx *ctx, const crm_change *c,
-                      crm_deal *d)
-{
-    const sophia_host *h = st->host;
-    int64_t now = now_of(st, c);
-    char stage[64], what[120];
-    norm_stage(d->stage, stage, sizeof(stage));
-    if (closed(stage))
-        return 0;
-    if (!cooled(st, d->slip_alert_at, now)) {
-        h->counter_add(st->self, "alerts_suppressed", 1);
-        return 0;
-    }
-    double days = (double)(c->close_ms - d->close_ms) / DAY_MS;
-    sophia_json *data = h->json_object();
-    pu_set(h, data, "from", date_json(h, d->close_ms));
-    pu_set(h, data, "to", date_json(h, c->close_ms));
-    pu_set(h, data, "days_slipped", h->json_num(round(days * 100) / 100));
-    snprintf(what, sizeof(what), "close date slipped %.0f days", days);
-    d->slip_alert_at = now;
-    d->slip_open = 1;
-    return deal_condition(st, ctx, c, "close_date_slipped", "warning", what,
-                          0, data);
-}
-
-static int close_effects(crm_state *st, sophia_ctx *ctx, const crm_change *c,
-                         crm_deal *d)
-{
-    const sophia_host *h = st->host;
-    if (d->close_ms == c->close_ms)
-        return 0;
-    int rc = publish_kind(st, ctx, c, "deal_close_date",
-                          d->close_ms ? date_json(h, d->close_ms) : NULL,
-                          date_json(h, c->close_ms), -1);
-    if (!rc && d->close_ms && c->close_ms > d->close_ms)
-        rc = slip_alert(st, ctx, c, d);
-    d->close_ms = c->close_ms;
-    return rc;
 }
 
 static int put_record(const crm_state *st, sophia_ctx *ctx, const char *key,
@@ -832,42 +429,10 @@ static int resync_record(crm_state *st, sophia_ctx *ctx, const crm_change *c,
     if (!rc && !strcmp(c->object, "deal"))
         rc = stage_deal(st, ctx, key, NULL, 0);
     if (!rc)
-        rc = publish_kind(st, ctx, c, "crm_resync", NULL,
-                          h->json_str(c->kind), -1);
+        rc = crm_publish_kind(st, ctx, c, "crm_resync", NULL,
+                              h->json_str(c->kind), -1);
     if (!rc)
         h->counter_add(st->self, "resyncs", 1);
-    return rc;
-}
-
-/* The deal's properties the change carries, each applied only when it is
- * not older than the one the deal holds (else counted `stale`). */
-static int deal_effects(crm_state *st, sophia_ctx *ctx, const crm_change *c,
-                        crm_deal *d, int *moved)
-{
-    const sophia_host *h = st->host;
-    int rc = 0;
-    struct {
-        int has;
-        int64_t *at;
-        int (*fn)(crm_state *, sophia_ctx *, const crm_change *, crm_deal *);
-    } props[] = {{c->stage != NULL, &d->stage_at, stage_effects},
-                 {c->has_amount, &d->amount_at, amount_effects},
-                 {c->close_ms != 0, &d->close_at, close_effects}};
-    for (size_t i = 0; !rc && i < sizeof(props) / sizeof(*props); i++) {
-        if (!props[i].has)
-            continue;
-        if (c->at && c->at < *props[i].at) {
-            h->counter_add(st->self, "stale", 1);
-            continue;
-        }
-        rc = props[i].fn(st, ctx, c, d);
-        if (c->at)
-            *props[i].at = c->at;
-        (*moved)++;
-    }
-    if (c->at > d->seen_at)
-        d->seen_at = c->at;
-    d->salesforce = !strcmp(c->source, "salesforce");
     return rc;
 }
 
@@ -892,12 +457,12 @@ static int delete_record(crm_state *st, sophia_ctx *ctx, const crm_change *c,
     const sophia_host *h = st->host;
     int rc = h->cache_invalidate(ctx, key);
     if (!rc && d && d->slip_open)
-        rc = deal_condition(st, ctx, c, "close_date_slipped", "warning",
-                            "deleted", 1, h->json_object());
+        rc = crm_deal_condition(st, ctx, c, "close_date_slipped", "warning",
+                                "deleted", 1, h->json_object());
     if (!rc && d) /* the record goes with the object */
         rc = stage_deal(st, ctx, key, NULL, 0);
-    return rc ? rc : publish_kind(st, ctx, c, "crm_change", NULL,
-                                  h->json_str("deleted"), -1);
+    return rc ? rc : crm_publish_kind(st, ctx, c, "crm_change", NULL,
+                                      h->json_str("deleted"), -1);
 }
 
 static int apply_change(crm_state *st, sophia_ctx *ctx, const crm_change *c)
@@ -925,12 +490,12 @@ static int apply_change(crm_state *st, sophia_ctx *ctx, const crm_change *c)
         return rc ? rc : delete_record(st, ctx, c, key, d);
     }
     int moved = 0, props = c->stage || c->has_amount || c->close_ms;
-    int rc = d ? deal_effects(st, ctx, c, d, &moved) : 0;
+    int rc = d ? crm_deal_effects(st, ctx, c, d, &moved) : 0;
     if (!rc && d && props && !moved)
         return 0; /* every property was stale: the deal is as it was */
     if (!rc && (!d || !props))
-        rc = publish_kind(st, ctx, c, "crm_change", NULL,
-                          h->json_str(c->kind ? c->kind : "change"), -1);
+        rc = crm_publish_kind(st, ctx, c, "crm_change", NULL,
+                              h->json_str(c->kind ? c->kind : "change"), -1);
     if (!rc)
         rc = invalidate_tags(st, ctx, c, tag);
     if (!rc)
@@ -954,8 +519,8 @@ static int resync_entity(crm_state *st, sophia_ctx *ctx, const char *entity)
     if (!rc && !strcmp(object, "deal"))
         rc = stage_deal(st, ctx, prefix, NULL, 1);
     if (!rc)
-        rc = publish_kind(st, ctx, &c, "crm_resync", NULL,
-                          h->json_str(c.kind), -1);
+        rc = crm_publish_kind(st, ctx, &c, "crm_resync", NULL,
+                              h->json_str(c.kind), -1);
     snprintf(msg, sizeof(msg), "Salesforce %s changes overflowed: re-read "
              "every record", entity);
     sophia_json *data = h->json_object();
@@ -1088,7 +653,7 @@ static sophia_verdict crm_process(void *state, const sophia_event *ev,
     else
         n = each_change(st, ev->body, change_apply, ctx, &rc);
     if (!rc && n)
-        rc = publish_totals(st, ctx);
+        rc = crm_publish_totals(st, ctx);
     if (!n) {
         h->log(st->self, SOPHIA_LOG_WARN, "not a HubSpot webhook event or a "
                "Salesforce change event (stream %s)", ev->stream);
@@ -1171,10 +736,10 @@ static int import_deals(crm_state *st, const sophia_json *deals)
         deal_from_record(h, o, d);
         const crm_deal *old = pu_table_get(&st->deals, key);
         if (old)
-            total_add(st, old, -1);
+            crm_total_add(st, old, -1);
         else if (st->deals.n == st->deals.max) /* the oldest goes */
-            total_add(st, st->deals.oldest->val, -1);
-        total_add(st, d, 1);
+            crm_total_add(st, st->deals.oldest->val, -1);
+        crm_total_add(st, d, 1);
         if (pu_table_put(&st->deals, key, d))
             return SOPHIA_ENOMEM;
     }
