@@ -29,6 +29,8 @@ sophia_require_pkg(LIBSSL libssl libssl-dev)
 sophia_require_pkg(LIBSYSTEMD libsystemd libsystemd-dev)
 # cache.compress: zstd frames for large values in L2/L3 (core/cache/cache_zstd.h).
 sophia_require_pkg(ZSTD libzstd libzstd-dev)
+# /ws subprotocol sophia.v1.msgpack (core/ws/ws_msgpack.h says why not CBOR).
+sophia_require_pkg(MSGPACK msgpack libmsgpack-dev)
 
 # jemalloc as sophiad's malloc, as Redis does: the event path allocates
 # small, short-lived blocks (parsed events, actions, messages) in bursts

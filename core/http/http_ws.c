@@ -31,6 +31,9 @@ static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
         return sophia_ws_filter(h->ws, wsi); /* limits, origin, token */
     case LWS_CALLBACK_ESTABLISHED:
         *pc = sophia_ws_open(h->ws, wsi);
+        if (*pc && lws_get_protocol(wsi) &&
+            strcmp(lws_get_protocol(wsi)->name, SOPHIA_WS_PROTO_MSGPACK) == 0)
+            sophia_ws_set_msgpack(*pc);
         return *pc ? 0 : -1;
     case LWS_CALLBACK_RECEIVE:
         return *pc ? sophia_ws_receive(*pc, in, len) : -1;
@@ -50,11 +53,19 @@ static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
     }
 }
 
+/* tx_packet_size: one send may carry a WebSocket flush (ws.c
+ * WS_GATHER_MAX); with 0 lws would cut sends to rx_buffer_size. */
+#define SOPHIA_PROTOCOL(name) \
+    {name, sophia_lws_cb, sizeof(struct sophia_ws_client *), 4096, 0, NULL, \
+     64 * 1024}
+
+/* lws 4.1 answers an upgrade with the first of the client's offered
+ * Sec-WebSocket-Protocol names it finds here (and echoes it), and uses
+ * the first entry when none is offered: JSON. The encoding is read back
+ * from the chosen name at ESTABLISHED. */
 static const struct lws_protocols protocols[] = {
-    /* tx_packet_size: one send may carry a WebSocket flush (ws.c
-     * WS_GATHER_MAX); with 0 lws would cut sends to rx_buffer_size. */
-    {"sophia", sophia_lws_cb, sizeof(struct sophia_ws_client *), 4096, 0, NULL,
-     64 * 1024},
+    SOPHIA_PROTOCOL("sophia"), SOPHIA_PROTOCOL(SOPHIA_WS_PROTO_JSON),
+    SOPHIA_PROTOCOL(SOPHIA_WS_PROTO_MSGPACK),
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static void lws_log_emit(int level, const char *line)

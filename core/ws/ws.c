@@ -668,6 +668,7 @@ void sophia_ws_router_free(sophia_ws_router *r)
     free(r->dirty);
     free(r->gather);
     sophia_jsonw_reset(&r->render);
+    sophia_jsonw_reset(&r->mpack);
     if (r->topics)
         sophia_dict_free(r->topics, topic_free);
     if (r->patterns)

@@ -13,6 +13,11 @@
  * shared, reference-counted, by every queue it sits in and by the topic's
  * history ring (ws_history.h), which serves `since` and `history`.
  *
+ * Encodings: JSON text frames by default; a client that negotiated
+ * sophia.v1.msgpack gets each message's msgpack twin, made from the JSON
+ * one on first use and shared like it (ws_msgpack.h), and may send
+ * msgpack binary frames.
+ *
  * Sending: a publish only queues (a reference) per subscriber and lists
  * the client; one flush, run right after the loop callback that published
  * (a whole ingest batch, say), writes each listed client's queue with one
@@ -85,6 +90,7 @@ typedef struct sophia_ws_client sophia_ws_client;
 
 typedef struct sophia_ws_stats {
     uint64_t connections;    /* open now */
+    uint64_t connections_msgpack; /* of which sophia.v1.msgpack, now */
     uint64_t connections_total;
     uint64_t subscriptions;  /* open now, exact + pattern */
     uint64_t messages_in;
@@ -140,6 +146,14 @@ int sophia_ws_receive(sophia_ws_client *c, const void *in, size_t len);
 int sophia_ws_writeable(sophia_ws_client *c);
 void sophia_ws_pong(sophia_ws_client *c); /* RECEIVE_PONG */
 void sophia_ws_closed(sophia_ws_client *c);
+
+/* The subprotocols a client may offer in Sec-WebSocket-Protocol (SPEC
+ * §5): none or SOPHIA_WS_PROTO_JSON gets JSON text frames; SOPHIA_WS_PROTO_MSGPACK
+ * the same messages as msgpack binary frames (ws_msgpack.h), set on the
+ * client by whoever saw the handshake, before it is sent anything. */
+#define SOPHIA_WS_PROTO_JSON "sophia.v1.json"
+#define SOPHIA_WS_PROTO_MSGPACK "sophia.v1.msgpack"
+void sophia_ws_set_msgpack(sophia_ws_client *c);
 
 /* Without a connection (fuzzing, tests): sophia_ws_open(r, NULL) makes a
  * detached client. What it is sent stays in its queue (bounded by

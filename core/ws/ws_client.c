@@ -24,6 +24,7 @@
 #include "lib/dict.h"
 #include "lib/jsonw.h"
 #include "ws/ws_history.h"
+#include "ws/ws_msgpack.h"
 #include "ws/ws_priv.h"
 
 void ws_kick(sophia_ws_router *r)
@@ -224,6 +225,8 @@ void ws_client_send(sophia_ws_client *c, ws_msg *m)
     sophia_ws_router *r = c->r;
     if (c->close_code) /* closing: nothing new goes in */
         return;
+    if (c->msgpack && !(m = ws_msgpack_alt(m, &r->mpack, LWS_PRE)))
+        return; /* out of memory: as for a failed render */
     int co = m->ckey && c->qlen >= r->coalesce_at;
     if (co)
         coalesce_old(c, m);
@@ -248,7 +251,8 @@ void ws_client_send(sophia_ws_client *c, ws_msg *m)
 
 void ws_client_send_json(sophia_ws_client *c, json_t *obj)
 {
-    ws_msg *m = msg_from_json(obj);
+    ws_msg *m = c->msgpack ? ws_msgpack_from_json(obj, &c->r->mpack, LWS_PRE)
+                           : msg_from_json(obj);
     json_decref(obj);
     if (!m)
         return;
@@ -331,7 +335,10 @@ int sophia_ws_receive(sophia_ws_client *c, const void *in, size_t len)
     c->rx_len += len;
     if (!lws_is_final_fragment(c->wsi) || lws_remaining_packet_payload(c->wsi))
         return 0;
-    ws_on_message(c, c->rx, c->rx_len);
+    if (c->msgpack && lws_frame_is_binary(c->wsi))
+        ws_on_binary(c, c->rx, c->rx_len);
+    else
+        ws_on_message(c, c->rx, c->rx_len);
     free(c->rx);
     c->rx = NULL;
     c->rx_len = 0;
@@ -341,6 +348,13 @@ int sophia_ws_receive(sophia_ws_client *c, const void *in, size_t len)
 void sophia_ws_feed(sophia_ws_client *c, const char *text, size_t len)
 {
     ws_on_message(c, text, len);
+}
+
+void sophia_ws_set_msgpack(sophia_ws_client *c)
+{
+    if (!c->msgpack)
+        c->r->st.connections_msgpack++;
+    c->msgpack = 1;
 }
 
 size_t sophia_ws_queued(const sophia_ws_client *c)
@@ -616,6 +630,8 @@ void sophia_ws_closed(sophia_ws_client *c)
     if (c->dirty_at)
         r->dirty[c->dirty_at - 1] = NULL;
     r->st.connections--;
+    if (c->msgpack)
+        r->st.connections_msgpack--;
     json_decref(c->claims);
     free(c->subs);
     free(c->q);

@@ -6,13 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* RFC 6455 5.2: FIN + text opcode, then a 7, 16 or 64-bit length. */
+/* RFC 6455 5.2: FIN + text (1) or binary (2) opcode, then a 7, 16 or
+ * 64-bit length. */
 static void frame_header(ws_msg *m, size_t pre)
 {
     uint64_t len = m->len;
     unsigned char h[10];
     size_t n = 2;
-    h[0] = 0x81;
+    h[0] = m->binary ? 0x82 : 0x81;
     if (len < 126) {
         h[1] = (unsigned char)len;
     } else if (len < 65536) {
@@ -30,7 +31,7 @@ static void frame_header(ws_msg *m, size_t pre)
     m->hl = n;
 }
 
-ws_msg *ws_msg_new(const char *text, size_t len, size_t pre)
+static ws_msg *msg_new(const void *data, size_t len, size_t pre, int binary)
 {
     ws_msg *m = malloc(sizeof(*m) + pre + len + 1);
     if (!m)
@@ -41,11 +42,23 @@ ws_msg *ws_msg_new(const char *text, size_t len, size_t pre)
     m->ckey_len = 0;
     m->len = len;
     m->hl = 0;
-    memcpy(m->buf + pre, text, len);
+    m->binary = binary;
+    m->alt = NULL;
+    memcpy(m->buf + pre, data, len);
     m->buf[pre + len] = '\0';
     if (pre >= 10)
         frame_header(m, pre);
     return m;
+}
+
+ws_msg *ws_msg_new(const char *text, size_t len, size_t pre)
+{
+    return msg_new(text, len, pre, 0);
+}
+
+ws_msg *ws_msg_new_binary(const void *data, size_t len, size_t pre)
+{
+    return msg_new(data, len, pre, 1);
 }
 
 const unsigned char *ws_msg_frame(const ws_msg *m, size_t pre, size_t *n)
@@ -75,6 +88,7 @@ void ws_msg_set_ckey(ws_msg *m, const char *topic, const char *metric)
 void ws_msg_unref(ws_msg *m)
 {
     if (m && --m->refs == 0) {
+        ws_msg_unref(m->alt);
         free(m->ckey);
         free(m);
     }

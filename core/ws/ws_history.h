@@ -10,6 +10,11 @@
  * `metric` updates, the coalescing key "topic\x01metric" that lets a slow
  * client's queue keep only the latest value of each metric.
  *
+ * A client that negotiated sophia.v1.msgpack gets the message's `alt`,
+ * the same message as a binary msgpack frame, made from the JSON one the
+ * first time such a client is sent it (ws_msgpack.h) and kept on it, so
+ * it too is made once per message however many msgpack clients take it.
+ *
  * A ws_pub is what one publish shares between the topics it went to: its
  * type, dashboard, metric and `data` text. A history entry keeps the pub
  * and, only when the message was rendered (a topic with a subscriber, a
@@ -38,7 +43,12 @@ typedef struct ws_msg {
     size_t ckey_len;
     size_t len;
     size_t hl;        /* bytes of WebSocket frame header ending at buf+pre */
-    unsigned char buf[]; /* LWS_PRE headroom, then the text and a NUL */
+    int binary;       /* a binary frame (msgpack), not a text one */
+    /* The same message in msgpack (ws_msgpack.h), made on the first
+     * msgpack client's send and shared by the rest: one reference held
+     * here. NULL until then, so JSON-only deployments never make one. */
+    struct ws_msg *alt;
+    unsigned char buf[]; /* LWS_PRE headroom, then the payload and a NUL */
 } ws_msg;
 
 /* `pre` is the headroom lws needs before the payload (LWS_PRE). The
@@ -46,6 +56,8 @@ typedef struct ws_msg {
  * headroom (when pre >= 10), so every client's send of the message is one
  * contiguous span: ws_msg_frame(). */
 ws_msg *ws_msg_new(const char *text, size_t len, size_t pre);
+/* The same for a binary frame (opcode 2): a msgpack payload. */
+ws_msg *ws_msg_new_binary(const void *data, size_t len, size_t pre);
 const unsigned char *ws_msg_frame(const ws_msg *m, size_t pre, size_t *n);
 const char *ws_msg_text(const ws_msg *m, size_t pre);
 void ws_msg_set_ckey(ws_msg *m, const char *topic, const char *metric);

@@ -10,6 +10,7 @@
  *                 slow-consumer bound, the flush, the lws callbacks, health
  *   ws_protocol.c what clients say: parsing messages, auth and the upgrade
  *                 filter, `since` replay, request methods and their scopes
+ *   ws_msgpack.c  the sophia.v1.msgpack encoding of messages, both ways
  *   ws_stats.c    the router's figures for /api/stats, /metrics and
  *                 /api/dashboards
  *
@@ -107,6 +108,7 @@ struct sophia_ws_client {
     int64_t last_rx_us;
     int64_t ping_sent_us;  /* 0 = no ping outstanding */
     int want_ping;
+    int msgpack; /* sophia.v1.msgpack: sent msgpack binary frames */
     int kill; /* dead peer: drop without a close frame */
     int rearm_pending; /* listed in router->rearm */
     size_t dirty_at;   /* index + 1 in router->dirty; 0 = not listed */
@@ -167,6 +169,7 @@ struct sophia_ws_router {
     int64_t flush_end_us, flush_cost_us; /* the last flush, see mark_dirty */
     int kick_owed; /* lws was asked for something since the last kick */
     sophia_jsonw render;    /* reused by render_msg: no malloc per message */
+    sophia_jsonw mpack;     /* the same for msgpack twins (ws_msgpack.h) */
     sophia_cluster *cluster;
     ws_latest *latest;      /* each dashboard's latest metric updates */
     sophia_ws_stats st;
@@ -201,6 +204,8 @@ void ws_on_tick(evutil_socket_t fd, short what, void *arg);  /* tick */
 
 /* One complete text message from the client. */
 void ws_on_message(sophia_ws_client *c, const char *text, size_t len);
+/* One complete binary message from a msgpack client. */
+void ws_on_binary(sophia_ws_client *c, const void *data, size_t len);
 int ws_auth_enabled(const sophia_ws_router *r);
 void ws_client_set_claims(sophia_ws_client *c, json_t *claims);
 

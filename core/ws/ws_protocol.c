@@ -23,6 +23,7 @@
 #include "ws/ws_history.h"
 #include "ws/ws_jwt.h"
 #include "ws/ws_latest.h"
+#include "ws/ws_msgpack.h"
 #include "ws/ws_priv.h"
 
 /* ---------------------------------------------------------------- auth */
@@ -566,6 +567,16 @@ static void dispatch(sophia_ws_client *c, const char *type, json_t *msg)
                         "type must be subscribe, unsubscribe, ping, auth or request");
 }
 
+/* A message as an object, whichever encoding it came in. */
+static void on_object(sophia_ws_client *c, json_t *msg)
+{
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (!type)
+        ws_client_error(c, NULL, "bad_request", "message needs a \"type\"");
+    else
+        dispatch(c, type, msg);
+}
+
 void ws_on_message(sophia_ws_client *c, const char *text, size_t len)
 {
     if (sophia_json_too_deep(text, len, SOPHIA_JSON_MAX_DEPTH)) { /* jsonlimit.h */
@@ -583,11 +594,22 @@ void ws_on_message(sophia_ws_client *c, const char *text, size_t len)
         json_decref(msg);
         return;
     }
-    const char *type = json_string_value(json_object_get(msg, "type"));
-    if (!type)
-        ws_client_error(c, NULL, "bad_request", "message needs a \"type\"");
-    else
-        dispatch(c, type, msg);
+    on_object(c, msg);
+    json_decref(msg);
+}
+
+void ws_on_binary(sophia_ws_client *c, const void *data, size_t len)
+{
+    char why[128], m[200];
+    json_t *msg = ws_msgpack_decode(data, len, why, sizeof(why));
+    c->r->st.messages_in++;
+    if (!json_is_object(msg)) {
+        snprintf(m, sizeof(m), "message must be a msgpack map (%s)",
+                 msg ? "not a map" : why);
+        ws_client_error(c, NULL, "bad_msgpack", m);
+    } else {
+        on_object(c, msg);
+    }
     json_decref(msg);
 }
 

@@ -37,6 +37,9 @@ void sophia_ws_get_stats(const sophia_ws_router *r, sophia_ws_stats *out)
 static const sophia_statdef figures[] = {
     WS_FIG("connections", "sophia_ws_connections", "gauge",
            "Open WebSocket connections.", connections),
+    WS_FIG("connections_msgpack", "sophia_ws_connections_msgpack", "gauge",
+           "Open WebSocket connections speaking sophia.v1.msgpack.",
+           connections_msgpack),
     WS_FIG("connections_total", NULL, "counter",
            NULL, connections_total),
     WS_FIG("subscriptions", "sophia_ws_subscriptions", "gauge",
