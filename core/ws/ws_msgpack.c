@@ -180,11 +180,12 @@ static json_t *map_to_json(const msgpack_object_map *m, const char **why)
     for (uint32_t i = 0; obj && i < m->size; i++) {
         const msgpack_object *k = &m->ptr[i].key;
         if (k->type != MSGPACK_OBJECT_STR || k->via.str.size >= sizeof(key) ||
-            memchr(k->via.str.ptr, 0, k->via.str.size)) {
+            (k->via.str.size && memchr(k->via.str.ptr, 0, k->via.str.size))) {
             *why = "map keys must be strings of at most 255 bytes";
             goto fail;
         }
-        memcpy(key, k->via.str.ptr, k->via.str.size);
+        if (k->via.str.size)
+            memcpy(key, k->via.str.ptr, k->via.str.size);
         key[k->via.str.size] = '\0';
         json_t *v = to_json(&m->ptr[i].val, why);
         if (!v || json_object_set_new(obj, key, v) < 0) {
@@ -219,7 +220,9 @@ static json_t *to_json(const msgpack_object *o, const char **why)
             *why = "floats must be finite";
         return v;
     case MSGPACK_OBJECT_STR:
-        if (!(v = json_stringn(o->via.str.ptr, o->via.str.size)))
+        /* msgpack-c may leave ptr NULL for an empty string */
+        if (!(v = json_stringn(o->via.str.size ? o->via.str.ptr : "",
+                               o->via.str.size)))
             *why = "strings must be UTF-8";
         return v;
     case MSGPACK_OBJECT_ARRAY:

@@ -90,6 +90,19 @@ async function ingest(points) {
   assert.equal(res.status, 202, res.text);
 }
 
+// Ingest answers 202 before the batch is routed: waits for topic's seq.
+async function topicAt(topic, seq) {
+  const ws = await authed();
+  for (let tries = 0; ; tries++) {
+    mpSend(ws, { type: 'request', id: `s${tries}`, method: 'history', params: { topic } });
+    const r = await mpNext(ws, (m) => m.type === 'response' && m.id === `s${tries}`);
+    if (r.data.seq >= seq) break;
+    assert.ok(tries < 200 * timeoutScale, `${topic} stays at seq ${r.data.seq}`);
+    await new Promise((res) => setTimeout(res, 25));
+  }
+  ws.close();
+}
+
 const point = (dash, value, metric = 'm') => ({ metric, value, timestamp: '2024-01-20T10:30:00Z', dashboard_id: dash });
 
 test('the subprotocol is negotiated by name and JSON stays the default', async () => {
@@ -176,13 +189,7 @@ test('since replays history in msgpack, and answers resync when it aged out', as
   await ingest(Array.from({ length: 6 }, (_, i) => point(`${run}h`, i)));
   const mp = await authed();
   const js = await jsonClient();
-  // history: 4 - seq 6 is the newest, 3..6 are kept.
-  for (let tries = 0; tries < 50; tries++) {
-    mpSend(mp, { type: 'request', id: `s${tries}`, method: 'history', params: { topic } });
-    const r = await mpNext(mp, (m) => m.type === 'response' && m.id === `s${tries}`);
-    if (r.data.seq === 6) break;
-    await new Promise((res) => setTimeout(res, 50));
-  }
+  await topicAt(topic, 6); // history: 4, so 3..6 are kept
   mpSend(mp, { type: 'subscribe', subscriptions: [topic], since: { [topic]: 4 } });
   sendJson(js, { type: 'subscribe', subscriptions: [topic], since: { [topic]: 4 } });
   await mpNext(mp, 'subscribed');
@@ -238,4 +245,53 @@ test('errors come back in msgpack: forbidden, unknown method, bad msgpack', asyn
   mpSend(ws, { type: 'ping' });
   await mpNext(ws, 'pong');
   ws.close();
+});
+
+test('an offer lists alternatives: the first one the server knows wins', async () => {
+  const ws = await wsConnect(`${d.wsUrl}?token=${token()}`, { protocols: ['sophia.v1.cbor', 'sophia.v1.msgpack', 'sophia.v1.json'] });
+  assert.equal(ws.protocol, 'sophia.v1.msgpack');
+  ws.close();
+  const unknown = await wsConnect(`${d.wsUrl}?token=${token()}`, { protocols: ['sophia.v9.nope'] }).then(
+    (w) => { w.close(); return `accepted as '${w.protocol}'`; },
+    (e) => `refused: ${e.message}`);
+  assert.match(unknown, /refused/);
+});
+
+test('the SDK example client (sdk/examples/ws-msgpack) gets history and live updates', async () => {
+  const { mkdtemp, copyFile, symlink, rm } = await import('node:fs/promises');
+  const { spawn } = await import('node:child_process');
+  const path = await import('node:path');
+  const os = await import('node:os');
+  // Run a copy beside this folder's node_modules (ws, @msgpack/msgpack).
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'sophia-mp-example-'));
+  await copyFile(path.join(process.env.SOPHIA_SOURCE_DIR, 'sdk/examples/ws-msgpack/client.mjs'), path.join(dir, 'client.mjs'));
+  await symlink(path.resolve('node_modules'), path.join(dir, 'node_modules'));
+  const topic = `dashboard:${run}x`;
+  await ingest([point(`${run}x`, 1)]);
+  await topicAt(topic, 1);
+  let out = '';
+  const child = spawn(process.execPath, [path.join(dir, 'client.mjs'), d.wsUrl, topic], { env: { ...process.env, SOPHIA_TOKEN: token() } });
+  child.stdout.on('data', (b) => { out += b; });
+  const lines = () => out.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  try {
+    const waitFor = async (pred, what) => {
+      for (let i = 0; i < 200 * timeoutScale; i++) {
+        const hit = lines().find(pred);
+        if (hit) return hit;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      throw new Error(`example client: no ${what}; printed: ${out.slice(0, 2000)}`);
+    };
+    assert.equal((await waitFor((m) => m.connected, 'connect line')).protocol, 'sophia.v1.msgpack');
+    await waitFor((m) => m.type === 'subscribed', 'subscribed');
+    const h = await waitFor((m) => m.type === 'response' && m.id === 'h0', 'history response');
+    assert.equal(h.data.messages.at(-1).data.value, 1);
+    await ingest([point(`${run}x`, 2)]);
+    const live = await waitFor((m) => m.type === 'metric' && m.data.value === 2, 'live metric');
+    assert.equal(live.topic, topic);
+    assert.equal(live.seq, h.data.seq + 1);
+  } finally {
+    child.kill();
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -130,6 +130,14 @@ static void test_refusals(void **state)
     refused("\x81\xa2\xff\xfe\x01", 5, "UTF-8");
     refused("\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9, "64 signed bits");
     refused("\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00", 9, "finite"); /* NaN */
+    /* empty strings, as value and key, in both str16 and fixstr */
+    json_t *e = ws_msgpack_decode("\x81\xa0\xda\x00\x00", 5, NULL, 0);
+    assert_non_null(e);
+    assert_string_equal(json_string_value(json_object_get(e, "")), "");
+    json_decref(e);
+    e = ws_msgpack_decode("\xa0", 1, NULL, 0); /* found by fuzz_ws_msgpack */
+    assert_non_null(e);
+    json_decref(e);
     /* 32 levels are fine */
     memset(deep, 0x91, 31);
     deep[31] = 0x90;
