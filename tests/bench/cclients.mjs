@@ -48,15 +48,17 @@ export async function startCClients(client, wsUrl, n, ntopics, prefix) {
   });
   await isReady;
   let count = 0;
+  let bytes = 0;
   let polling = true;
   const poll = (async () => {
     while (polling) {
-      count = Number((await ask('c'))[1]);
+      [count, bytes] = (await ask('c')).slice(1).map(Number);
       await sleep(2);
     }
   })();
   return {
     delivered: () => count,
+    bytes: () => bytes, // on the wire, frame headers included
     async latencies() {
       const [, k, p50, p99, max] = await ask('r');
       return { n: Number(k), p50: Number(p50), p99: Number(p99), max: Number(max) };

@@ -45,6 +45,12 @@
 // peer (--servers picks any of the three). FANOUT_CLIENT overrides where
 // fanout_client is (default: next to SOPHIAD, ../tests/bench/fanout_client),
 // FLOOR_SERVER where floor_server is (default: beside fanout_client).
+// Encodings: --servers also takes sophiad-msgpack (the same sophiad, its
+// clients offering Sec-WebSocket-Protocol: sophia.v1.msgpack) and
+// sophiad-deflate (JSON with permessage-deflate offered, sophiad started
+// with websocket.compression: deflate); B/msg is the bytes on the wire per
+// delivered message, frame headers included (fanout_client counts them),
+// and a ratio row gives each over plain sophiad, same run.
 // Quote the load average with the numbers (cat /proc/loadavg): on a shared
 // machine they move a lot; the ratios, measured in the same run, move less.
 import { spawn } from 'node:child_process';
@@ -105,7 +111,7 @@ function rssKb(pid) {
   return m ? Number(m[1]) : 0;
 }
 
-async function startSophiad(port) {
+async function startSophiad(port, compression = 'off') {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fanout-'));
   const conf = path.join(dir, 'sophia.yaml');
   writeFileSync(conf, `
@@ -117,7 +123,7 @@ websocket:
   max_connections: 20000
   max_queue: 8192
   history: 64
-${opt('cluster', 'on') === 'off' ? 'cluster:\n  enabled: false\n' : ''}plugins:
+${compression !== 'off' ? `  compression: ${compression}\n` : ''}${opt('cluster', 'on') === 'off' ? 'cluster:\n  enabled: false\n' : ''}plugins:
   path: ["${process.env.SOPHIA_PLUGIN_DIR}"]
   instances:
     metrics:
@@ -150,7 +156,14 @@ async function startFloorServer(port) {
   return { proc, publishUrl: `http://127.0.0.1:${port}/ingest/metrics`, wsUrl: `ws://127.0.0.1:${port}/ws` };
 }
 
-const starters = { sophiad: startSophiad, floor: startFloorServer, 'node ws': startPeer };
+const starters = {
+  sophiad: startSophiad,
+  floor: startFloorServer,
+  'node ws': startPeer,
+  // the clients' offer (fanout_client reads FANOUT_PROTOCOL / FANOUT_DEFLATE)
+  'sophiad msgpack': async (port) => ({ ...(await startSophiad(port)), env: { FANOUT_PROTOCOL: 'sophia.v1.msgpack' } }),
+  'sophiad deflate': async (port) => ({ ...(await startSophiad(port, 'deflate')), env: { FANOUT_DEFLATE: '1' } }),
+};
 
 async function connectClients(wsUrl, from, to, ntopics, onMsg) {
   const clients = [];
@@ -247,8 +260,10 @@ async function startWorkers(wsUrl, n, ntopics) {
 
 async function runScenario(server, n, ntopics, seconds) {
   const rss0 = rssKb(server.proc.pid);
+  Object.assign(process.env, server.env || {}); // spawn passes it on
   const clients = NODE_CLIENTS ? await startWorkers(server.wsUrl, n, ntopics)
     : await startCClients(CLIENT, server.wsUrl, n, ntopics, 'dashboard:b');
+  for (const k of Object.keys(server.env || {})) delete process.env[k];
   await sleep(200);
   const memPerConn = ((rssKb(server.proc.pid) - rss0) * 1024) / n;
   // Batches sized so one batch is ~20k deliveries; two in flight.
@@ -276,6 +291,7 @@ async function runScenario(server, n, ntopics, seconds) {
   while (clients.delivered() < sent && performance.now() < endWait) await sleep(2);
   const elapsed = (performance.now() - t0) / 1000;
   const satDelivered = clients.delivered();
+  const bytesPerMsg = clients.bytes ? clients.bytes() / Math.max(1, satDelivered) : NaN;
   const satCpuUs = ((cpuSeconds(server.proc.pid) - cpu0) * 1e6) / Math.max(1, satDelivered);
   const rate = satDelivered / elapsed;
   const lost = sent - satDelivered;
@@ -296,7 +312,7 @@ async function runScenario(server, n, ntopics, seconds) {
   agent.destroy();
   await sleep(300);
   return {
-    rate, lost, load, memPerConn, p50: steady.p50, p99: steady.p99, satCpuUs, steadyCpuUs,
+    rate, lost, load, memPerConn, p50: steady.p50, p99: steady.p99, satCpuUs, steadyCpuUs, bytesPerMsg,
   };
 }
 
@@ -322,9 +338,11 @@ const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maxi
 // Which servers run: --servers (sophiad,floor,node), or --sophiad-only.
 function kindsToRun() {
   if (args.includes('--sophiad-only')) return ['sophiad'];
-  const names = { sophiad: 'sophiad', floor: 'floor', node: 'node ws' };
+  const names = {
+    sophiad: 'sophiad', floor: 'floor', node: 'node ws', 'sophiad-msgpack': 'sophiad msgpack', 'sophiad-deflate': 'sophiad deflate',
+  };
   return opt('servers', 'sophiad,floor,node').split(',').map((k) => {
-    if (!names[k]) throw new Error(`--servers: unknown server "${k}" (sophiad, floor, node)`);
+    if (!names[k]) throw new Error(`--servers: unknown server "${k}" (${Object.keys(names).join(', ')})`);
     return names[k];
   });
 }
@@ -334,10 +352,10 @@ const median = (v) => [...v].sort((a, b) => a - b)[Math.floor((v.length - 1) / 2
 // sophiad's figures over `other`'s for one scenario (a markdown row): the
 // median over the runs of each run's ratio (the servers of a run were
 // measured back to back, so they saw about the same machine).
-function ratioRow(n, ntopics, runs, other) {
-  const r = (k) => `${fmt(median(runs.map((res) => res.sophiad[k] / res[other][k])), 2)}×`;
-  return `| ${fmt(n)} | ${ntopics} | sophiad/${other === 'node ws' ? 'node' : other} | ${r('rate')} | `
-    + `${r('satCpuUs')} | ${r('steadyCpuUs')} | ${r('p50')} | ${r('p99')} |`;
+function ratioRow(n, ntopics, runs, other, mine = 'sophiad') {
+  const r = (k) => `${fmt(median(runs.map((res) => res[mine][k] / res[other][k])), 2)}×`;
+  return `| ${fmt(n)} | ${ntopics} | ${mine}/${other === 'node ws' ? 'node' : other} | ${r('rate')} | `
+    + `${r('satCpuUs')} | ${r('steadyCpuUs')} | ${r('p50')} | ${r('p99')} | ${r('bytesPerMsg')} |`;
 }
 
 async function main() {
@@ -351,8 +369,8 @@ async function main() {
   const ratioRows = [];
   console.log(`\nWebSocket fan-out (${seconds} s saturated per row; latency = publish POST sent to client receipt,`);
   console.log(`at a steady ${RATE} publishes/s, and at saturation; µs CPU/msg = server CPU per delivered message)\n`);
-  console.log('| clients | topics | server | delivered msg/s | p50 ms | p99 ms | p50/p99 ms saturated | µs CPU/msg saturated | µs CPU/msg steady | KiB/conn | load |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('| clients | topics | server | delivered msg/s | p50 ms | p99 ms | p50/p99 ms saturated | µs CPU/msg saturated | µs CPU/msg steady | KiB/conn | B/msg | load |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const n of counts) {
     for (const ntopics of opt('topics', '1,100').split(',').map(Number)) {
       const runs = [];
@@ -371,7 +389,7 @@ async function main() {
         }
         for (const kind of kinds) {
           const r = res[kind];
-          console.log(`| ${fmt(n)} | ${ntopics} | ${kind} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.load.p50, 0)} / ${fmt(r.load.p99, 0)} | ${fmt(r.satCpuUs, 2)} | ${fmt(r.steadyCpuUs, 2)} | ${fmt(r.memPerConn / 1024, 1)} | ${r.loadavg} |`
+          console.log(`| ${fmt(n)} | ${ntopics} | ${kind} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.load.p50, 0)} / ${fmt(r.load.p99, 0)} | ${fmt(r.satCpuUs, 2)} | ${fmt(r.steadyCpuUs, 2)} | ${fmt(r.memPerConn / 1024, 1)} | ${fmt(r.bytesPerMsg, 1)} | ${r.loadavg} |`
             + (r.lost > 0 ? ` (${fmt(r.lost)} not delivered)` : ''));
         }
         runs.push(res);
@@ -379,12 +397,15 @@ async function main() {
       for (const other of ['floor', 'node ws']) {
         if (runs[0].sophiad && runs[0][other]) ratioRows.push(ratioRow(n, ntopics, runs, other));
       }
+      for (const mine of ['sophiad msgpack', 'sophiad deflate']) {
+        if (runs[0].sophiad && runs[0][mine]) ratioRows.push(ratioRow(n, ntopics, runs, 'sophiad', mine));
+      }
     }
   }
   if (!ratioRows.length) return;
   console.log(`\nsophiad's figure over the other server's, same scenario, median of ${RUNS} paired run(s) (CPU and latency: > 1 = sophiad costs more)\n`);
-  console.log('| clients | topics | ratio | msg/s | CPU/msg saturated | CPU/msg steady | p50 steady | p99 steady |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('| clients | topics | ratio | msg/s | CPU/msg saturated | CPU/msg steady | p50 steady | p99 steady | B/msg |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
   for (const row of ratioRows) console.log(row);
 }
 

@@ -18,8 +18,15 @@
  * `"value":` number is the publisher's CLOCK_MONOTONIC time in ms (node's
  * process.hrtime), so latency is the same clock on both ends.
  *
+ * Encodings: FANOUT_PROTOCOL in the environment is offered as
+ * Sec-WebSocket-Protocol (sophia.v1.msgpack: binary frames, the latency
+ * read from the msgpack `value`). FANOUT_DEFLATE=1 offers
+ * permessage-deflate; compressed frames are counted, not inflated, so
+ * they give no latency samples.
+ *
  * Control, on stdin/stdout (one line each): prints `ready` once every
- * client is subscribed; `c` -> `count <frames>`; `r` -> `lat <n> <p50>
+ * client is subscribed; `c` -> `count <frames> <bytes>` (bytes on the wire
+ * of those frames, headers included); `r` -> `lat <n> <p50>
  * <p99> <max>` over the samples since the last `r` (ms); `q` exits.
  *
  * Usage: fanout_client HOST PORT N NTOPICS [PREFIX]
@@ -28,6 +35,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -55,7 +63,9 @@ static conn *conns;
 static size_t nconns, ntopics, started, subscribed;
 static const char *host, *prefix = "dashboard:b";
 static int port, ep;
-static uint64_t frames;
+static uint64_t frames, wire;
+static const char *protocol; /* FANOUT_PROTOCOL, or NULL */
+static int deflate_offer;    /* FANOUT_DEFLATE=1 */
 static double *lat;
 static size_t nlat, lat_cap;
 
@@ -129,11 +139,16 @@ static void start_one(size_t i)
 static void on_connected(size_t i)
 {
     conn *c = &conns[i];
-    char req[512];
+    char req[768];
     int n = snprintf(req, sizeof(req),
                      "GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n", host, port);
+                     "%s%s%s%s"
+                     "Sec-WebSocket-Version: 13\r\n\r\n", host, port,
+                     protocol ? "Sec-WebSocket-Protocol: " : "", protocol ? protocol : "",
+                     protocol ? "\r\n" : "",
+                     deflate_offer ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                     "client_max_window_bits\r\n" : "");
     send_all(c->fd, req, (size_t)n);
     c->st = C_HANDSHAKE;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = i};
@@ -154,12 +169,37 @@ static void keep(conn *c, const unsigned char *p, size_t n)
     c->len += n;
 }
 
-static void sample(const unsigned char *p, size_t n)
+/* The msgpack number after the key "value" (fixstr 5): the publisher
+ * sends a float64; NAN when it is not there. */
+static double msgpack_value(const unsigned char *p, size_t n)
 {
-    const char *v = memmem(p, n, "\"value\":", 8);
-    if (!v)
-        return;
-    double sent = strtod(v + 8, NULL);
+    const unsigned char *v = memmem(p, n, "\xa5value", 6);
+    if (!v || (size_t)(p + n - v) < 6 + 9)
+        return NAN;
+    v += 6;
+    if (*v == 0xcb) {
+        uint64_t u = 0;
+        double d;
+        for (int i = 1; i <= 8; i++)
+            u = u << 8 | v[i];
+        memcpy(&d, &u, sizeof(d));
+        return d;
+    }
+    return *v <= 0x7f ? *v : NAN;
+}
+
+static void sample(int opcode, const unsigned char *p, size_t n)
+{
+    double sent;
+    if (opcode == 0x2) {
+        if (isnan(sent = msgpack_value(p, n)))
+            return;
+    } else {
+        const char *v = memmem(p, n, "\"value\":", 8);
+        if (!v)
+            return;
+        sent = strtod(v + 8, NULL);
+    }
     if (nlat == lat_cap) {
         lat_cap = lat_cap ? lat_cap * 2 : 65536;
         if (!(lat = realloc(lat, lat_cap * sizeof(*lat))))
@@ -168,8 +208,10 @@ static void sample(const unsigned char *p, size_t n)
     lat[nlat++] = now_ms() - sent;
 }
 
-static void on_frame(conn *c, int opcode, const unsigned char *p, size_t n)
+static void on_frame(conn *c, int b0, size_t hl, const unsigned char *p,
+                     size_t n)
 {
+    int opcode = b0 & 0x0f;
     if (opcode == 0x9) {
         send_frame(c->fd, 0xA, (const char *)p, n);
         return;
@@ -178,7 +220,7 @@ static void on_frame(conn *c, int opcode, const unsigned char *p, size_t n)
         fprintf(stderr, "fanout_client: server closed a connection\n");
         exit(1);
     }
-    if (opcode != 0x1)
+    if (opcode != 0x1 && opcode != 0x2)
         return;
     if (c->st == C_SUBSCRIBING) { /* the `subscribed` answer */
         c->st = C_OPEN;
@@ -189,7 +231,9 @@ static void on_frame(conn *c, int opcode, const unsigned char *p, size_t n)
         return;
     }
     frames++;
-    sample(p, n);
+    wire += hl + n;
+    if (!(b0 & 0x40)) /* RSV1: compressed (permessage-deflate) */
+        sample(opcode, p, n);
 }
 
 /* Walks the complete frames in p[0..n); returns the bytes consumed. */
@@ -215,7 +259,7 @@ static size_t parse_frames(conn *c, const unsigned char *p, size_t n)
         }
         if (n - off - hl < len)
             break;
-        on_frame(c, f[0] & 0x0f, f + hl, (size_t)len);
+        on_frame(c, f[0], hl, f + hl, (size_t)len);
         off += hl + (size_t)len;
     }
     return off;
@@ -288,7 +332,8 @@ static void on_line(const char *line)
     if (line[0] == 'q')
         exit(0);
     if (line[0] == 'c') {
-        printf("count %llu\n", (unsigned long long)frames);
+        printf("count %llu %llu\n", (unsigned long long)frames,
+               (unsigned long long)wire);
     } else if (line[0] == 'r') {
         qsort(lat, nlat, sizeof(*lat), cmp_double);
         double p50 = nlat ? lat[nlat / 2] : -1, p99 = nlat ? lat[(size_t)((double)nlat * 0.99)] : -1;
@@ -326,6 +371,10 @@ int main(int argc, char **argv)
     }
     if (argc == 6 && strlen(argv[5]) < 64)
         prefix = argv[5];
+    protocol = getenv("FANOUT_PROTOCOL");
+    if (protocol && (!*protocol || strlen(protocol) > 64))
+        protocol = NULL;
+    deflate_offer = getenv("FANOUT_DEFLATE") && atoi(getenv("FANOUT_DEFLATE"));
     host = argv[1];
     port = atoi(argv[2]);
     nconns = strtoul(argv[3], NULL, 10);
