@@ -31,6 +31,8 @@ sophia_require_pkg(LIBSYSTEMD libsystemd libsystemd-dev)
 sophia_require_pkg(ZSTD libzstd libzstd-dev)
 # /ws subprotocol sophia.v1.msgpack (core/ws/ws_msgpack.h says why not CBOR).
 sophia_require_pkg(MSGPACK msgpack libmsgpack-dev)
+# websocket.compression: deflate, one shared stream (core/ws/ws_deflate.h).
+sophia_require_pkg(ZLIB zlib zlib1g-dev)
 
 # jemalloc as sophiad's malloc, as Redis does: the event path allocates
 # small, short-lived blocks (parsed events, actions, messages) in bursts

@@ -25,6 +25,7 @@ packages=(
   libsystemd-dev # sd_notify for sophiad.service (core/lib/notify.h)
   libzstd-dev # cache.compress: large values in L2 and L3 (core/cache/cache_zstd.h)
   libmsgpack-dev # /ws subprotocol sophia.v1.msgpack (core/ws/ws_msgpack.h)
+  zlib1g-dev # websocket.compression: deflate (core/ws/ws_deflate.h)
   libjemalloc-dev # sophiad's malloc (cmake/SophiaDeps.cmake)
   redis-server postgresql procps iproute2 curl
   openssl # the TLS test makes its own CA and certificates

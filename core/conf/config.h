@@ -218,6 +218,7 @@ typedef struct sophia_conf {
         int jwt_require_exp;  /* websocket.jwt.require_exp, default 1 */
         char *jwt_issuer;     /* websocket.jwt.issuer: `iss` must equal; NULL = any */
         char *jwt_audience;   /* websocket.jwt.audience: `aud` must hold; NULL = any */
+        int compression;      /* websocket.compression: 0 off, 1 deflate */
     } ws;
 
     struct {

@@ -139,6 +139,9 @@ static const key_doc docs[] = {
     {"websocket.max_topics", NULL, "100000",
      "Topics with a sequence number and history; publishes to new topics "
      "past it are delivered live only."},
+    {"websocket.compression", "off | deflate", "off",
+     "permessage-deflate for clients that offer it: each message compressed "
+     "once, shared by every such client (README, wire table)."},
 
     {"cluster", NULL, "-", "Several nodes sharing one Redis."},
     {"cluster.redis", NULL, "redis.url",

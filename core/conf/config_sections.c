@@ -456,6 +456,21 @@ static void walk_ws_origins(loader *ld, const node *v, void *base,
                  &c->ws.origins, &c->ws.norigins);
 }
 
+/* websocket.compression: off | deflate (permessage-deflate, ws.h). */
+static void walk_ws_compression(loader *ld, const node *v, void *base,
+                                const char *path)
+{
+    sophia_conf *c = base;
+    const char *s = conf_want_scalar(ld, v, path, "off or deflate");
+    if (!s)
+        return;
+    if (strcmp(s, "off") != 0 && strcmp(s, "deflate") != 0) {
+        ERR(ld, v, "%s: '%s' is not off or deflate", path, s);
+        return;
+    }
+    c->ws.compression = strcmp(s, "deflate") == 0;
+}
+
 static const field ws_fields[] = {
     {"max_queue", F_COUNT, C_OFF(ws.max_queue), 0, NULL, NULL},
     {"history", F_COUNT0, C_OFF(ws.history), 0, NULL, NULL},
@@ -471,6 +486,7 @@ static const field ws_fields[] = {
     {"auth", F_SECTION, 0, 0, &auth_sec, NULL},
     {"jwt", F_SECTION, 0, 0, &jwt_sec, NULL},
     {"max_topics", F_COUNT, C_OFF(ws.max_topics), 0, NULL, NULL},
+    {"compression", F_CUSTOM, 0, 0, NULL, walk_ws_compression},
     END,
 };
 static const section ws_sec = {"in websocket", ws_fields};

@@ -15,14 +15,28 @@
 #include "lib/log.h"
 #include "ws/ws.h"
 
+/* lws's per-connection user space: the router's client from ESTABLISHED,
+ * and whether permessage-deflate was accepted during the handshake. */
+typedef struct ws_session {
+    struct sophia_ws_client *c;
+    int deflate;
+} ws_session;
+
 static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
                          void *user, void *in, size_t len)
 {
-    struct sophia_ws_client **pc = user;
+    ws_session *s = user;
+    struct sophia_ws_client **pc = s ? &s->c : NULL;
     sophia_http_ws *h = lws_context_user(lws_get_context(wsi));
     if (!pc) /* events before lws bound us to the connection */
         return lws_callback_http_dummy(wsi, reason, user, in, len);
     switch (reason) {
+    case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY: /* 0 accepts the offer */
+        if (!in || strcmp(in, "permessage-deflate") != 0 ||
+            !sophia_ws_compression(h->ws))
+            return 1;
+        s->deflate = 1;
+        return 0;
     case LWS_CALLBACK_HTTP:
         return -1; /* only upgrades are handed to lws */
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
@@ -34,6 +48,8 @@ static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
         if (*pc && lws_get_protocol(wsi) &&
             strcmp(lws_get_protocol(wsi)->name, SOPHIA_WS_PROTO_MSGPACK) == 0)
             sophia_ws_set_msgpack(*pc);
+        if (*pc && s->deflate)
+            sophia_ws_set_deflate(*pc);
         return *pc ? 0 : -1;
     case LWS_CALLBACK_RECEIVE:
         return *pc ? sophia_ws_receive(*pc, in, len) : -1;
@@ -56,7 +72,7 @@ static int sophia_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
 /* tx_packet_size: one send may carry a WebSocket flush (ws.c
  * WS_GATHER_MAX); with 0 lws would cut sends to rx_buffer_size. */
 #define SOPHIA_PROTOCOL(name) \
-    {name, sophia_lws_cb, sizeof(struct sophia_ws_client *), 4096, 0, NULL, \
+    {name, sophia_lws_cb, sizeof(ws_session), 4096, 0, NULL, \
      64 * 1024}
 
 /* lws 4.1 answers an upgrade with the first of the client's offered
@@ -67,6 +83,15 @@ static const struct lws_protocols protocols[] = {
     SOPHIA_PROTOCOL("sophia"), SOPHIA_PROTOCOL(SOPHIA_WS_PROTO_JSON),
     SOPHIA_PROTOCOL(SOPHIA_WS_PROTO_MSGPACK),
     {NULL, NULL, 0, 0, 0, NULL, 0}};
+
+/* Offered to every client; accepted only while websocket.compression is
+ * deflate (CONFIRM_EXTENSION_OKAY above), so a reload can turn it on or
+ * off for new connections. lws inflates what clients send; what we send
+ * is compressed by the router, once per message (ws/ws_deflate.h). */
+static const struct lws_extension extensions[] = {
+    {"permessage-deflate", lws_extension_callback_pm_deflate,
+     "permessage-deflate; client_no_context_takeover; client_max_window_bits"},
+    {NULL, NULL, NULL}};
 
 static void lws_log_emit(int level, const char *line)
 {
@@ -90,6 +115,7 @@ int sophia_http_ws_start(sophia_http_ws *h)
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* sockets come from us */
     info.protocols = protocols;
+    info.extensions = extensions;
     info.foreign_loops = loops;
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.timeout_secs = 30;

@@ -23,6 +23,7 @@
 #include "lib/dict.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
+#include "ws/ws_deflate.h"
 #include "ws/ws_history.h"
 #include "ws/ws_jwt.h"
 #include "ws/ws_latest.h"
@@ -466,6 +467,7 @@ static void router_configure(sophia_ws_router *r, const sophia_conf *cf)
         r->coalesce_at = cf->ws.coalesce_at;
         r->max_topics = cf->ws.max_topics;
         r->jwt_require_exp = cf->ws.jwt_require_exp;
+        r->compression = cf->ws.compression;
         if (cf->ws.jwt_issuer)
             r->jwt_issuer = strdup(cf->ws.jwt_issuer);
         if (cf->ws.jwt_audience)
@@ -669,6 +671,7 @@ void sophia_ws_router_free(sophia_ws_router *r)
     free(r->gather);
     sophia_jsonw_reset(&r->render);
     sophia_jsonw_reset(&r->mpack);
+    ws_deflater_free(r->deflater);
     if (r->topics)
         sophia_dict_free(r->topics, topic_free);
     if (r->patterns)

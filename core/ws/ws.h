@@ -16,7 +16,9 @@
  * Encodings: JSON text frames by default; a client that negotiated
  * sophia.v1.msgpack gets each message's msgpack twin, made from the JSON
  * one on first use and shared like it (ws_msgpack.h), and may send
- * msgpack binary frames.
+ * msgpack binary frames. With websocket.compression: deflate, a client
+ * that offered permessage-deflate gets each message compressed once for
+ * all such clients (ws_deflate.h).
  *
  * Sending: a publish only queues (a reference) per subscriber and lists
  * the client; one flush, run right after the loop callback that published
@@ -91,6 +93,7 @@ typedef struct sophia_ws_client sophia_ws_client;
 typedef struct sophia_ws_stats {
     uint64_t connections;    /* open now */
     uint64_t connections_msgpack; /* of which sophia.v1.msgpack, now */
+    uint64_t connections_deflate; /* of which permessage-deflate, now */
     uint64_t connections_total;
     uint64_t subscriptions;  /* open now, exact + pattern */
     uint64_t messages_in;
@@ -154,6 +157,12 @@ void sophia_ws_closed(sophia_ws_client *c);
 #define SOPHIA_WS_PROTO_JSON "sophia.v1.json"
 #define SOPHIA_WS_PROTO_MSGPACK "sophia.v1.msgpack"
 void sophia_ws_set_msgpack(sophia_ws_client *c);
+/* permessage-deflate (ws_deflate.h): whoever negotiates extensions asks
+ * sophia_ws_compression (websocket.compression: deflate, read again on
+ * reload, for new connections) before accepting the client's offer, and
+ * marks the client that got it. */
+int sophia_ws_compression(const sophia_ws_router *r);
+void sophia_ws_set_deflate(sophia_ws_client *c);
 
 /* Without a connection (fuzzing, tests): sophia_ws_open(r, NULL) makes a
  * detached client. What it is sent stays in its queue (bounded by

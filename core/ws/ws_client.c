@@ -23,6 +23,7 @@
 
 #include "lib/dict.h"
 #include "lib/jsonw.h"
+#include "ws/ws_deflate.h"
 #include "ws/ws_history.h"
 #include "ws/ws_msgpack.h"
 #include "ws/ws_priv.h"
@@ -227,6 +228,8 @@ void ws_client_send(sophia_ws_client *c, ws_msg *m)
         return;
     if (c->msgpack && !(m = ws_msgpack_alt(m, &r->mpack, LWS_PRE)))
         return; /* out of memory: as for a failed render */
+    if (c->deflate && r->deflater)
+        m = ws_deflate_twin(m, r->deflater, LWS_PRE);
     int co = m->ckey && c->qlen >= r->coalesce_at;
     if (co)
         coalesce_old(c, m);
@@ -355,6 +358,21 @@ void sophia_ws_set_msgpack(sophia_ws_client *c)
     if (!c->msgpack)
         c->r->st.connections_msgpack++;
     c->msgpack = 1;
+}
+
+int sophia_ws_compression(const sophia_ws_router *r)
+{
+    return r && r->compression;
+}
+
+void sophia_ws_set_deflate(sophia_ws_client *c)
+{
+    sophia_ws_router *r = c->r;
+    if (!r->deflater && !(r->deflater = ws_deflater_new()))
+        return; /* frames without RSV1 are still valid on the connection */
+    if (!c->deflate)
+        r->st.connections_deflate++;
+    c->deflate = 1;
 }
 
 size_t sophia_ws_queued(const sophia_ws_client *c)
@@ -632,6 +650,8 @@ void sophia_ws_closed(sophia_ws_client *c)
     r->st.connections--;
     if (c->msgpack)
         r->st.connections_msgpack--;
+    if (c->deflate)
+        r->st.connections_deflate--;
     json_decref(c->claims);
     free(c->subs);
     free(c->q);

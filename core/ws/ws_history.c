@@ -13,7 +13,7 @@ static void frame_header(ws_msg *m, size_t pre)
     uint64_t len = m->len;
     unsigned char h[10];
     size_t n = 2;
-    h[0] = m->binary ? 0x82 : 0x81;
+    h[0] = (m->binary ? 0x82 : 0x81) | (m->deflated ? 0x40 : 0);
     if (len < 126) {
         h[1] = (unsigned char)len;
     } else if (len < 65536) {
@@ -31,7 +31,8 @@ static void frame_header(ws_msg *m, size_t pre)
     m->hl = n;
 }
 
-static ws_msg *msg_new(const void *data, size_t len, size_t pre, int binary)
+static ws_msg *msg_new(const void *data, size_t len, size_t pre, int binary,
+                       int deflated)
 {
     ws_msg *m = malloc(sizeof(*m) + pre + len + 1);
     if (!m)
@@ -43,7 +44,9 @@ static ws_msg *msg_new(const void *data, size_t len, size_t pre, int binary)
     m->len = len;
     m->hl = 0;
     m->binary = binary;
-    m->alt = NULL;
+    m->deflated = deflated;
+    m->z_none = 0;
+    m->alt = m->z = NULL;
     memcpy(m->buf + pre, data, len);
     m->buf[pre + len] = '\0';
     if (pre >= 10)
@@ -53,12 +56,30 @@ static ws_msg *msg_new(const void *data, size_t len, size_t pre, int binary)
 
 ws_msg *ws_msg_new(const char *text, size_t len, size_t pre)
 {
-    return msg_new(text, len, pre, 0);
+    return msg_new(text, len, pre, 0, 0);
 }
 
 ws_msg *ws_msg_new_binary(const void *data, size_t len, size_t pre)
 {
-    return msg_new(data, len, pre, 1);
+    return msg_new(data, len, pre, 1, 0);
+}
+
+ws_msg *ws_msg_new_deflated(const ws_msg *m, const void *data, size_t len,
+                            size_t pre)
+{
+    ws_msg *z = msg_new(data, len, pre, m->binary, 1);
+    if (!z)
+        return NULL;
+    z->pubid = m->pubid;
+    if (m->ckey && !(z->ckey = malloc(m->ckey_len + 1))) {
+        ws_msg_unref(z); /* coalescing needs it: all or nothing */
+        return NULL;
+    }
+    if (m->ckey) {
+        memcpy(z->ckey, m->ckey, m->ckey_len + 1);
+        z->ckey_len = m->ckey_len;
+    }
+    return z;
 }
 
 const unsigned char *ws_msg_frame(const ws_msg *m, size_t pre, size_t *n)
@@ -89,6 +110,7 @@ void ws_msg_unref(ws_msg *m)
 {
     if (m && --m->refs == 0) {
         ws_msg_unref(m->alt);
+        ws_msg_unref(m->z);
         free(m->ckey);
         free(m);
     }

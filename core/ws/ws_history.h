@@ -44,10 +44,13 @@ typedef struct ws_msg {
     size_t len;
     size_t hl;        /* bytes of WebSocket frame header ending at buf+pre */
     int binary;       /* a binary frame (msgpack), not a text one */
+    int deflated;     /* payload compressed (RSV1 set): ws_deflate.h */
+    int z_none;       /* compressing it did not make it smaller */
     /* The same message in msgpack (ws_msgpack.h), made on the first
      * msgpack client's send and shared by the rest: one reference held
      * here. NULL until then, so JSON-only deployments never make one. */
     struct ws_msg *alt;
+    struct ws_msg *z; /* its permessage-deflate twin, the same way */
     unsigned char buf[]; /* LWS_PRE headroom, then the payload and a NUL */
 } ws_msg;
 
@@ -58,6 +61,10 @@ typedef struct ws_msg {
 ws_msg *ws_msg_new(const char *text, size_t len, size_t pre);
 /* The same for a binary frame (opcode 2): a msgpack payload. */
 ws_msg *ws_msg_new_binary(const void *data, size_t len, size_t pre);
+/* A compressed payload for a frame of m's kind, RSV1 set; pubid and ckey
+ * copied from m. */
+ws_msg *ws_msg_new_deflated(const ws_msg *m, const void *data, size_t len,
+                            size_t pre);
 const unsigned char *ws_msg_frame(const ws_msg *m, size_t pre, size_t *n);
 const char *ws_msg_text(const ws_msg *m, size_t pre);
 void ws_msg_set_ckey(ws_msg *m, const char *topic, const char *metric);

@@ -11,6 +11,7 @@
  *   ws_protocol.c what clients say: parsing messages, auth and the upgrade
  *                 filter, `since` replay, request methods and their scopes
  *   ws_msgpack.c  the sophia.v1.msgpack encoding of messages, both ways
+ *   ws_deflate.c  permessage-deflate: each message compressed once
  *   ws_stats.c    the router's figures for /api/stats, /metrics and
  *                 /api/dashboards
  *
@@ -109,6 +110,7 @@ struct sophia_ws_client {
     int64_t ping_sent_us;  /* 0 = no ping outstanding */
     int want_ping;
     int msgpack; /* sophia.v1.msgpack: sent msgpack binary frames */
+    int deflate; /* permessage-deflate negotiated: sent `z` twins */
     int kill; /* dead peer: drop without a close frame */
     int rearm_pending; /* listed in router->rearm */
     size_t dirty_at;   /* index + 1 in router->dirty; 0 = not listed */
@@ -170,6 +172,8 @@ struct sophia_ws_router {
     int kick_owed; /* lws was asked for something since the last kick */
     sophia_jsonw render;    /* reused by render_msg: no malloc per message */
     sophia_jsonw mpack;     /* the same for msgpack twins (ws_msgpack.h) */
+    int compression;        /* websocket.compression: deflate offered */
+    struct ws_deflater *deflater; /* made for the first deflate client */
     sophia_cluster *cluster;
     ws_latest *latest;      /* each dashboard's latest metric updates */
     sophia_ws_stats st;
