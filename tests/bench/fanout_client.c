@@ -21,8 +21,10 @@
  * Encodings: FANOUT_PROTOCOL in the environment is offered as
  * Sec-WebSocket-Protocol (sophia.v1.msgpack: binary frames, the latency
  * read from the msgpack `value`). FANOUT_DEFLATE=1 offers
- * permessage-deflate; compressed frames are counted, not inflated, so
- * they give no latency samples.
+ * permessage-deflate, and sends its `subscribe` compressed as a browser
+ * would (a stored deflate block: no zlib here), so the server's inflater
+ * is set up and its memory counted; compressed server frames are counted,
+ * not inflated, so they give no latency samples.
  *
  * Control, on stdin/stdout (one line each): prints `ready` once every
  * client is subscribed; `c` -> `count <frames> <bytes>` (bytes on the wire
@@ -96,7 +98,8 @@ static void send_all(int fd, const void *p, size_t n)
     }
 }
 
-/* A masked client frame (mask 0: the payload is sent as is). */
+/* A masked client frame (mask 0: the payload is sent as is); `opcode`
+ * may carry RSV1 (0x40). */
 static void send_frame(int fd, int opcode, const char *payload, size_t n)
 {
     unsigned char h[8 + 4];
@@ -280,7 +283,14 @@ static void on_handshake(size_t i, conn *c)
     char sub[128];
     int n = snprintf(sub, sizeof(sub), "{\"type\":\"subscribe\",\"subscriptions\":[\"%s%zu\"]}",
                      prefix, i % ntopics);
-    send_frame(c->fd, 0x1, sub, (size_t)n);
+    if (deflate_offer) { /* BFINAL 0, BTYPE stored, LEN, NLEN, bytes */
+        char z[160] = {0, (char)(n & 0xff), (char)(n >> 8), (char)(~n & 0xff),
+                       (char)((~n >> 8) & 0xff)};
+        memcpy(z + 5, sub, (size_t)n);
+        send_frame(c->fd, 0x41, z, (size_t)n + 5);
+    } else {
+        send_frame(c->fd, 0x1, sub, (size_t)n);
+    }
     c->st = C_SUBSCRIBING;
     if (started < nconns)
         start_one(started);
