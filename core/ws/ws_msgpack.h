@@ -37,6 +37,10 @@
 /* `v` as a binary-frame message with `pre` bytes of headroom; `scratch`
  * is a reusable buffer. NULL when out of memory. */
 ws_msg *ws_msgpack_from_json(const json_t *v, sophia_jsonw *scratch, size_t pre);
+/* JSON text (the server's own, well-formed) packed into `out` with the
+ * same bytes ws_msgpack_from_json gives for its parse, without building
+ * the tree; -1 when it is not such JSON (then parse it). */
+int ws_msgpack_transcode(const char *text, size_t n, sophia_jsonw *out);
 /* m's msgpack twin (m itself when already binary), made now if it never
  * was; borrowed: m holds the reference. NULL when out of memory. */
 ws_msg *ws_msgpack_alt(ws_msg *m, sophia_jsonw *scratch, size_t pre);

@@ -2,8 +2,9 @@
  * test_ws_msgpack - the sophia.v1.msgpack encoding (ws_msgpack.h): bytes
  * as the msgpack spec writes them, a round trip of every JSON kind, the
  * binary frame header, the msgpack twin made once per message and freed
- * with it (coalescing key and pubid kept), and every refusal of the
- * decoder with its reason.
+ * with it (coalescing key and pubid kept), the JSON-to-msgpack transcoder
+ * giving the tree's bytes, and every refusal of the decoder with its
+ * reason.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -100,6 +101,46 @@ static void test_alt_once(void **state)
     sophia_jsonw_reset(&w);
 }
 
+/* The transcoder gives the bytes the tree does, whatever the JSON's
+ * spacing and escapes. */
+static void same_as_tree(const char *text)
+{
+    sophia_jsonw a = {0}, b = {0};
+    json_t *v = json_loads(text, JSON_ALLOW_NUL | JSON_DECODE_ANY, NULL);
+    assert_non_null(v);
+    ws_msg *m = ws_msgpack_from_json(v, &a, PRE);
+    assert_non_null(m);
+    if (ws_msgpack_transcode(text, strlen(text), &b) != 0)
+        fail_msg("transcode refused %s", text);
+    if (b.len != m->len || memcmp(b.p, m->buf + PRE, m->len) != 0)
+        fail_msg("transcode differs for %s", text);
+    ws_msg_unref(m);
+    json_decref(v);
+    sophia_jsonw_reset(&a);
+    sophia_jsonw_reset(&b);
+}
+
+static void test_transcode(void **state)
+{
+    (void)state;
+    same_as_tree("{\"type\":\"metric\",\"topic\":\"dashboard:x\",\"seq\":42,"
+                 "\"dashboard_id\":\"x\",\"data\":{\"metric\":\"revenue\","
+                 "\"value\":125000.5,\"timestamp\":\"2024-01-20T10:30:00Z\"}}");
+    same_as_tree(" { \"a\" : [ 1 , -2 , 3e2 , -0.5E-3 , true , false , null , [ ] , { } ] } ");
+    same_as_tree("{\"s\":\"q\\\"b\\\\s\\/ \\b\\f\\n\\r\\t \\u00e9\\u263a\\ud83d\\ude00 \\u0000x\"}");
+    same_as_tree("{\"big\":9223372036854775807,\"neg\":-9223372036854775808,\"k\":\"\"}");
+    same_as_tree("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+    same_as_tree("\"only a string\"");
+    same_as_tree("[1.3523e-309,4.9406564584124654e-324]"); /* denormals: fuzz_ws_msgpack */
+    sophia_jsonw w = {0};
+    const char *bad[] = {"{\"a\":1", "{\"a\" 1}", "[1,]x", "\"\\ud800\"", "\"\\uZZZZ\"",
+                         "99999999999999999999", "", "[1] 2", "{1:2}", "tru"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        if (ws_msgpack_transcode(bad[i], strlen(bad[i]), &w) == 0)
+            fail_msg("transcode accepted %s", bad[i]);
+    sophia_jsonw_reset(&w);
+}
+
 static void refused(const void *data, size_t len, const char *why)
 {
     char err[128] = "";
@@ -152,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_spec_bytes),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_alt_once),
+        cmocka_unit_test(test_transcode),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
