@@ -17,7 +17,9 @@
  * queue and the history ring); ws_msgpack_alt makes the msgpack copy of a
  * message the first time a msgpack client is sent it and keeps it on the
  * message (ws_history.h `alt`), so a publish is converted once however
- * many msgpack clients take it, and not at all when none does.
+ * many msgpack clients take it, and not at all when none does. The JSON
+ * text is transcoded directly (two passes, no tree: a jansson parse was
+ * most of the conversion's cost); jansson is only the fallback.
  *
  * Decoding is of untrusted input: the bytes are walked first (mp_check)
  * so that no container claims more elements than the message has bytes
