@@ -86,14 +86,22 @@ static char *fmt_sql(const char *fmt, const char *t)
 #define CTX_FILTER(n)                                                         \
     "NOT EXISTS (SELECT 1 FROM jsonb_each_text($" #n "::jsonb) f "           \
     "WHERE (context->>f.key) IS DISTINCT FROM f.value)"
+/* The scope filter: $A user_id, $B agent_id, $C session_id, NULL = any.
+ * Queries are planned with their values (unnamed statements), so a set
+ * one uses its index. */
+#define SCOPE_FILTER(p, a, b, c)                                              \
+    "($" #a "::text IS NULL OR " p "user_id = $" #a ") AND ($" #b "::text "  \
+    "IS NULL OR " p "agent_id = $" #b ") AND ($" #c "::text IS NULL OR " p   \
+    "session_id = $" #c ")"
 
 static int build_sql(mem_sql *q, const char *t)
 {
     /* A store also adds its new words to <table>_words (the typo
      * vocabulary), in the same statement. */
     q->insert = fmt_sql("WITH i AS (INSERT INTO %s (content, memory_type, "
-                        "context, importance, embedding) VALUES ($1, $2, "
-                        "$3::jsonb, $4::real, $5::bytea) RETURNING id, tsv), v "
+                        "context, importance, embedding, user_id, agent_id, "
+                        "session_id) VALUES ($1, $2, $3::jsonb, $4::real, "
+                        "$5::bytea, $6, $7, $8) RETURNING id, tsv), v "
                         "AS (INSERT INTO %s_words SELECT DISTINCT u.lexeme FROM "
                         "i, unnest(i.tsv) u ON CONFLICT DO NOTHING) SELECT id "
                         "FROM i", t);
@@ -133,7 +141,8 @@ static int build_sql(mem_sql *q, const char *t)
         "x.consolidated_into IS NULL)::float8 AS n FROM d), s AS (SELECT t.id, "
         "sum(df.sim * ln(1 + (greatest($4::float8, df.n) - df.n + 0.5) / "
         "(df.n + 0.5))) AS score FROM df JOIN %1$s t ON t.tsv @@ df.q WHERE "
-        "t.consolidated_into IS NULL AND " CTX_FILTER(2) " GROUP BY t.id) "
+        "t.consolidated_into IS NULL AND " CTX_FILTER(2) " AND "
+        SCOPE_FILTER("t.", 6, 7, 8) " GROUP BY t.id) "
         "SELECT id, score::float8 FROM s ORDER BY 2 DESC, id DESC LIMIT $3::int";
     q->fts = fmt_fts(fts_fmt, t, words_exact);
     char *fz = fmt_fts(words_fuzzy, t, "");
@@ -150,11 +159,10 @@ static int build_sql(mem_sql *q, const char *t)
                         "count(*) FROM %s WHERE consolidated_into IS NULL) * "
                         MEM_COMMON_SHARE ")) ON CONFLICT (k) DO UPDATE SET "
                         "common = excluded.common", t);
-    q->rows = fmt_sql("SELECT id, content, memory_type, context::text, "
-                      "importance::float8, extract(epoch FROM created_at)::float8, "
-                      "extract(epoch FROM last_access)::float8, access_count, "
-                      "feedback, embedding FROM %s WHERE id = ANY($1::bigint[]) "
-                      "AND consolidated_into IS NULL AND " CTX_FILTER(2), t);
+    q->rows = fmt_sql("SELECT " MEM_COLS_HEAD ", embedding, " MEM_COLS_SCOPE
+                      " FROM %s WHERE id = ANY($1::bigint[]) AND "
+                      "consolidated_into IS NULL AND " CTX_FILTER(2) " AND "
+                      SCOPE_FILTER("", 3, 4, 5), t);
     q->touch = fmt_sql("UPDATE %s SET last_access = now(), access_count = "
                        "access_count + 1 WHERE id = ANY($1::bigint[])", t);
     q->feedback = fmt_sql("UPDATE %s SET importance = CASE WHEN $2::bool THEN "
@@ -189,6 +197,8 @@ static int build_sql(mem_sql *q, const char *t)
     char **all[] = {&q->insert, &q->fts, &q->fts_fuzzy, &q->rows, &q->touch, &q->feedback,
                     &q->count, &q->types, &q->all, &q->batch, &q->merge_keep,
                     &q->expire, &q->common};
+    if (mem_crud_sql(q, t) < 0)
+        return -1;
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         if (!*all[i])
             return -1;
@@ -210,6 +220,7 @@ static void free_sql(mem_sql *q)
     free(q->merge_keep);
     free(q->expire);
     free(q->common);
+    mem_crud_sql_free(q);
 }
 
 /* The schema, in order. The extensions and the text search configuration
@@ -218,7 +229,7 @@ static void free_sql(mem_sql *q)
  * table, created once (a copy of english, plus unaccent when it is
  * there). A table whose tsv predates MEM_TS_CONFIG gets it recomputed:
  * dropping the generated column drops its index, which is re-created. */
-#define MEM_SCHEMA_STEPS 9
+#define MEM_SCHEMA_STEPS 11
 static void schema_sql(const char *t, char *buf, size_t n, int which)
 {
     switch (which) {
@@ -256,7 +267,7 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
                  "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = "
                  "d.adnum WHERE d.adrelid = '%s'::regclass AND a.attname = 'tsv' "
                  "AND pg_get_expr(d.adbin, d.adrelid) LIKE '%%" MEM_TS_CONFIG
-                 "%%') THEN ALTER TABLE %s DROP COLUMN tsv; ALTER TABLE %s ADD "
+                 "%%') THEN ALTER TABLE %s DROP COLUMN IF EXISTS tsv; ALTER TABLE %s ADD "
                  "COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('"
                  MEM_TS_CONFIG "', content)) STORED; END IF; END $$", t, t, t);
         break;
@@ -272,9 +283,27 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
         snprintf(buf, n, "CREATE TABLE IF NOT EXISTS %s_words (word text "
                  "PRIMARY KEY)", t);
         break;
-    default:
+    case 8:
         snprintf(buf, n, "CREATE INDEX IF NOT EXISTS %s_context ON %s USING "
                  "gin (context jsonb_path_ops)", t, t);
+        break;
+    case 9:
+        /* The scope columns, added to a table made before them and filled
+         * from the context keys of the same names, once. */
+        snprintf(buf, n, "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute "
+                 "WHERE attrelid = '%s'::regclass AND attname = 'user_id' AND "
+                 "NOT attisdropped) THEN ALTER TABLE %s ADD COLUMN user_id text, "
+                 "ADD COLUMN agent_id text, ADD COLUMN session_id text; UPDATE %s "
+                 "SET user_id = context->>'user_id', agent_id = context->>"
+                 "'agent_id', session_id = context->>'session_id' WHERE context "
+                 "?| ARRAY['user_id', 'agent_id', 'session_id']; END IF; END $$",
+                 t, t, t);
+        break;
+    default:
+        snprintf(buf, n, "DO $$ BEGIN CREATE INDEX IF NOT EXISTS %s_user ON %s "
+                 "(user_id, id); CREATE INDEX IF NOT EXISTS %s_agent ON %s "
+                 "(agent_id, id); CREATE INDEX IF NOT EXISTS %s_session ON %s "
+                 "(session_id, id); END $$", t, t, t, t, t, t);
         break;
     }
 }
