@@ -349,6 +349,43 @@ static void one_memory(sophia_http_req *r, sophia_memory *m, int64_t id,
         reply_unavailable(r, rc);
 }
 
+/* ------------------------------------------ GET /api/memory/{id}/history */
+
+typedef struct hist_req {
+    sophia_http_req *r;
+    int64_t id;
+} hist_req;
+
+static void on_history(void *arg, const json_t *events, int err, const char *msg)
+{
+    hist_req *h = arg;
+    if (err)
+        sophia_http_reply_error(h->r, status_of(err), "memory_unavailable",
+                                "history not read: %s", msg ? msg : "unavailable");
+    else if (!events)
+        sophia_http_reply_error(h->r, 404, "not_found", "no history for memory %lld "
+                                "(unknown id, or its scope was forgotten)", (long long)h->id);
+    else
+        sophia_http_reply_json(h->r, 200, json_pack("{s:I,s:O}", "id", (json_int_t)h->id,
+                                                     "history", events));
+    free(h);
+}
+
+static void get_history(sophia_http_req *r, sophia_memory *m, int64_t id)
+{
+    hist_req *h = calloc(1, sizeof(*h));
+    int rc = SOPHIA_ENOMEM;
+    if (h) {
+        h->r = r;
+        h->id = id;
+        rc = sophia_memory_history(m, id, on_history, h);
+        if (rc)
+            free(h);
+    }
+    if (rc)
+        reply_unavailable(r, rc);
+}
+
 /* ------------------------------------------ GET/DELETE /api/memory (scopes) */
 
 static void on_list(void *arg, const json_t *memories, int64_t next, int err,
@@ -443,10 +480,11 @@ static void forget_scope(sophia_http_req *r, sophia_memory *m)
 /* ------------------------------------------------------------- routing */
 
 typedef enum mem_route {
-    R_NONE = 0, R_ROOT, R_SEARCH, R_ONE, R_FEEDBACK
+    R_NONE = 0, R_ROOT, R_SEARCH, R_ONE, R_FEEDBACK, R_HISTORY
 } mem_route;
 
-/* "/api/memory/123[/feedback]" -> R_ONE / R_FEEDBACK and 123. */
+/* "/api/memory/123[/feedback|/history]" -> R_ONE / R_FEEDBACK / R_HISTORY
+ * and 123. */
 static mem_route parse_path(const char *path, int64_t *id)
 {
     if (strcmp(path, "/api/memory") == 0)
@@ -460,7 +498,10 @@ static mem_route parse_path(const char *path, int64_t *id)
     if (end == p || errno || v <= 0 || *p == '+' || *p == '-' || *p == ' ')
         return R_NONE;
     *id = v;
-    return !*end ? R_ONE : !strcmp(end, "/feedback") ? R_FEEDBACK : R_NONE;
+    return !*end                          ? R_ONE
+           : !strcmp(end, "/feedback") ? R_FEEDBACK
+           : !strcmp(end, "/history")  ? R_HISTORY
+                                       : R_NONE;
 }
 
 static const char *allowed(mem_route rt, sophia_http_method meth)
@@ -472,6 +513,7 @@ static const char *allowed(mem_route rt, sophia_http_method meth)
                    ? NULL
                    : "GET, POST or DELETE";
     case R_SEARCH:
+    case R_HISTORY:
         return meth == SOPHIA_HTTP_GET ? NULL : "GET";
     case R_ONE:
         return meth == SOPHIA_HTTP_GET || meth == SOPHIA_HTTP_PATCH ||
@@ -508,6 +550,8 @@ static void route_memory(sophia_http_req *r, void *arg)
         one_memory(r, m, id, meth);
     else if (rt == R_FEEDBACK)
         post_feedback(r, m, id);
+    else if (rt == R_HISTORY)
+        get_history(r, m, id);
     else if (meth == SOPHIA_HTTP_POST)
         post_memory(r, m);
     else if (meth == SOPHIA_HTTP_GET)

@@ -103,8 +103,11 @@ static int build_sql(mem_sql *q, const char *t)
                         "session_id) VALUES ($1, $2, $3::jsonb, $4::real, "
                         "$5::bytea, $6, $7, $8) RETURNING id, tsv), v "
                         "AS (INSERT INTO %s_words SELECT DISTINCT u.lexeme FROM "
-                        "i, unnest(i.tsv) u ON CONFLICT DO NOTHING) SELECT id "
-                        "FROM i", t);
+                        "i, unnest(i.tsv) u ON CONFLICT DO NOTHING), h AS (INSERT "
+                        "INTO %s_history (memory_id, event, detail) SELECT id, "
+                        "'created', jsonb_build_object('content', $1::text, "
+                        "'memory_type', $2::text, 'context', $3::jsonb, "
+                        "'importance', $4::real) FROM i) SELECT id FROM i", t);
     /* The text leg: the query's words, stemmed and unaccented
      * (MEM_TS_CONFIG), minus the table's most common words (<table>_stats,
      * refreshed by q->common: they match a large part of the table and say
@@ -165,11 +168,17 @@ static int build_sql(mem_sql *q, const char *t)
                       SCOPE_FILTER("", 3, 4, 5), t);
     q->touch = fmt_sql("UPDATE %s SET last_access = now(), access_count = "
                        "access_count + 1 WHERE id = ANY($1::bigint[])", t);
-    q->feedback = fmt_sql("UPDATE %s SET importance = CASE WHEN $2::bool THEN "
-                          "importance + 0.2 * (1 - importance) ELSE importance "
-                          "* 0.8 END, feedback = feedback + CASE WHEN $2::bool "
-                          "THEN 1 ELSE -1 END WHERE id = $1::bigint AND "
-                          "consolidated_into IS NULL RETURNING importance::float8", t);
+    /* Every change also leaves an event in <table>_history, in the same
+     * statement (memory_crud.c reads it). */
+    q->feedback = fmt_sql("WITH u AS (UPDATE %s SET importance = CASE WHEN "
+                          "$2::bool THEN importance + 0.2 * (1 - importance) ELSE "
+                          "importance * 0.8 END, feedback = feedback + CASE WHEN "
+                          "$2::bool THEN 1 ELSE -1 END WHERE id = $1::bigint AND "
+                          "consolidated_into IS NULL RETURNING id, importance), h "
+                          "AS (INSERT INTO %s_history (memory_id, event, detail) "
+                          "SELECT id, 'feedback', jsonb_build_object('useful', "
+                          "$2::bool, 'importance', importance) FROM u) SELECT "
+                          "importance::float8 FROM u", t);
     q->count = fmt_sql("SELECT count(*) FROM %s WHERE consolidated_into IS NULL", t);
     q->types = fmt_sql("SELECT memory_type, count(*) FROM %s WHERE "
                        "consolidated_into IS NULL GROUP BY 1", t);
@@ -188,12 +197,21 @@ static int build_sql(mem_sql *q, const char *t)
                             "consolidated_into IS NULL AND EXISTS (SELECT 1 FROM "
                             "%s k WHERE k.id = $1::bigint AND k.consolidated_into "
                             "IS NULL) RETURNING access_count, importance, "
-                            "last_access, memory_type) UPDATE %s k SET "
+                            "last_access, memory_type, id) , k AS (UPDATE %s k SET "
                             "access_count = k.access_count + d.access_count, "
                             "importance = greatest(k.importance, d.importance), "
                             "last_access = greatest(k.last_access, d.last_access) "
-                            "FROM d WHERE k.id = $1::bigint RETURNING d.memory_type", t);
-    q->expire = fmt_sql("DELETE FROM %s WHERE id = $1::bigint RETURNING memory_type", t);
+                            "FROM d WHERE k.id = $1::bigint RETURNING k.id, d.id AS "
+                            "did, d.memory_type), h AS (INSERT INTO %s_history "
+                            "(memory_id, event, detail) SELECT did, 'merged', "
+                            "jsonb_build_object('into', id) FROM k UNION ALL SELECT "
+                            "id, 'merged', jsonb_build_object('absorbed', did) FROM "
+                            "k) SELECT memory_type FROM k", t);
+    q->expire = fmt_sql("WITH x AS (DELETE FROM %s WHERE id = $1::bigint "
+                        "RETURNING id, memory_type), h AS (INSERT INTO %s_history "
+                        "(memory_id, event, detail) SELECT id, 'deleted', "
+                        "'{\"by\":\"consolidator\"}' FROM x) SELECT memory_type "
+                        "FROM x", t);
     char **all[] = {&q->insert, &q->fts, &q->fts_fuzzy, &q->rows, &q->touch, &q->feedback,
                     &q->count, &q->types, &q->all, &q->batch, &q->merge_keep,
                     &q->expire, &q->common};
@@ -229,7 +247,7 @@ static void free_sql(mem_sql *q)
  * table, created once (a copy of english, plus unaccent when it is
  * there). A table whose tsv predates MEM_TS_CONFIG gets it recomputed:
  * dropping the generated column drops its index, which is re-created. */
-#define MEM_SCHEMA_STEPS 11
+#define MEM_SCHEMA_STEPS 12
 static void schema_sql(const char *t, char *buf, size_t n, int which)
 {
     switch (which) {
@@ -298,6 +316,20 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
                  "'agent_id', session_id = context->>'session_id' WHERE context "
                  "?| ARRAY['user_id', 'agent_id', 'session_id']; END IF; END $$",
                  t, t, t);
+        break;
+    case 11:
+        /* The history of changes; a table made before it gets each live
+         * memory's creation, so every memory has one. */
+        snprintf(buf, n, "DO $$ BEGIN IF to_regclass('%s_history') IS NULL THEN "
+                 "CREATE TABLE %s_history (seq bigserial PRIMARY KEY, memory_id "
+                 "bigint NOT NULL, event text NOT NULL, at timestamptz NOT NULL "
+                 "DEFAULT now(), detail jsonb NOT NULL DEFAULT '{}'); CREATE INDEX "
+                 "%s_history_mem ON %s_history (memory_id, seq); INSERT INTO "
+                 "%s_history (memory_id, event, at, detail) SELECT id, 'created', "
+                 "created_at, jsonb_build_object('content', content, 'memory_type', "
+                 "memory_type, 'context', context, 'importance', importance) FROM "
+                 "%s WHERE consolidated_into IS NULL ORDER BY id; END IF; END $$",
+                 t, t, t, t, t, t);
         break;
     default:
         snprintf(buf, n, "DO $$ BEGIN CREATE INDEX IF NOT EXISTS %s_user ON %s "

@@ -234,6 +234,15 @@ int sophia_memory_delete(sophia_memory *m, int64_t id,
 int sophia_memory_forget(sophia_memory *m, const sophia_memory_scope *scope,
                          sophia_memory_delete_cb cb, void *arg);
 
+/* The stored changes of a memory, oldest first (memory: an array of
+ * {event, at, detail}; NULL with err 0 when it has none: unknown id, or
+ * its scope was forgotten). Events: created {content, memory_type,
+ * context, importance}; updated {the new values, old_*}; feedback
+ * {useful, importance}; merged {into: id} on the dropped one, {absorbed:
+ * id} on the kept one; deleted {by: api|consolidator}. */
+int sophia_memory_history(sophia_memory *m, int64_t id, sophia_memory_get_cb cb,
+                          void *arg);
+
 /* found: 1 when the memory exists; importance: its new value. */
 typedef void (*sophia_memory_feedback_cb)(void *arg, int found,
                                           double importance, int err,

@@ -58,9 +58,18 @@ int mem_crud_sql(mem_sql *q, const char *t)
     /* $2..$6 new content, type, context, importance, embedding (NULL =
      * unchanged); the old type comes back for the type counts, and a new
      * content's words join the typo vocabulary like a store's. */
-    q->patch = fmt_t("WITH o AS (SELECT id, memory_type AS old_type FROM %1$s "
-                     "WHERE id = $1::bigint AND consolidated_into IS NULL FOR "
-                     "UPDATE), u AS (UPDATE %1$s t SET content = COALESCE($2::text, "
+    q->patch = fmt_t("WITH o AS (SELECT id, memory_type AS old_type, content AS "
+                     "old_content, context AS old_context, importance AS "
+                     "old_importance FROM %1$s WHERE id = $1::bigint AND "
+                     "consolidated_into IS NULL FOR UPDATE), h AS (INSERT INTO "
+                     "%1$s_history (memory_id, event, detail) SELECT id, 'updated', "
+                     "jsonb_strip_nulls(jsonb_build_object('content', $2::text, "
+                     "'old_content', CASE WHEN $2::text IS NOT NULL THEN old_content "
+                     "END, 'memory_type', $3::text, 'old_memory_type', CASE WHEN "
+                     "$3::text IS NOT NULL THEN old_type END, 'context', $4::jsonb, "
+                     "'old_context', CASE WHEN $4::jsonb IS NOT NULL THEN old_context "
+                     "END, 'importance', $5::real, 'old_importance', CASE WHEN "
+                     "$5::real IS NOT NULL THEN old_importance END)) FROM o), u AS (UPDATE %1$s t SET content = COALESCE($2::text, "
                      "t.content), memory_type = COALESCE($3::text, t.memory_type), "
                      "context = COALESCE($4::jsonb, t.context), importance = "
                      "COALESCE($5::real, t.importance), embedding = "
@@ -71,11 +80,20 @@ int mem_crud_sql(mem_sql *q, const char *t)
                      MEM_COLS_HEAD ", NULL::bytea, " MEM_COLS_SCOPE ", old_type "
                      "FROM u", t);
     /* $1 one id (or NULL), $2..$4 a scope; merged rows go too (their
-     * content is the user's as well). live = 1: it is in the index. */
-    q->del_scope = fmt_t("DELETE FROM %1$s WHERE ($1::bigint IS NULL OR id = "
-                         "$1::bigint) AND " SCOPE_IS("", 2, 3, 4) " RETURNING id, "
-                         "memory_type, (consolidated_into IS NULL)::int", t);
-    return q->get && q->list && q->patch && q->del_scope ? 0 : -1;
+     * content is the user's as well). live = 1: it is in the index. One
+     * memory deleted leaves a `deleted` event in its history; a forgotten
+     * scope takes its history along (it holds the contents). */
+    q->del_scope = fmt_t("WITH x AS (DELETE FROM %1$s WHERE ($1::bigint IS NULL "
+                         "OR id = $1::bigint) AND " SCOPE_IS("", 2, 3, 4) " RETURNING "
+                         "id, memory_type, (consolidated_into IS NULL)::int AS live), "
+                         "h AS (INSERT INTO %1$s_history (memory_id, event, detail) "
+                         "SELECT id, 'deleted', '{\"by\":\"api\"}' FROM x WHERE "
+                         "$1::bigint IS NOT NULL), hd AS (DELETE FROM %1$s_history "
+                         "WHERE $1::bigint IS NULL AND memory_id IN (SELECT id FROM "
+                         "x)) SELECT id, memory_type, live FROM x", t);
+    q->history = fmt_t("SELECT event, extract(epoch FROM at)::float8, detail::text "
+                       "FROM %1$s_history WHERE memory_id = $1::bigint ORDER BY seq", t);
+    return q->get && q->list && q->patch && q->del_scope && q->history ? 0 : -1;
 }
 
 void mem_crud_sql_free(mem_sql *q)
@@ -84,6 +102,7 @@ void mem_crud_sql_free(mem_sql *q)
     free(q->list);
     free(q->patch);
     free(q->del_scope);
+    free(q->history);
 }
 
 static json_t *text_or_null(PGresult *res, int i, int col)
@@ -195,6 +214,46 @@ int sophia_memory_list(sophia_memory *m, const sophia_memory_list_q *q,
                            q->memory_type, filter, q->before > 0 ? before : NULL, lim};
     int rc = sophia_pg_query(m->pg, m->sql.list, 7, vals, NULL, NULL, on_list, j);
     free(filter);
+    if (rc)
+        free(j);
+    return rc;
+}
+
+static void on_history(void *arg, PGresult *res, const char *err)
+{
+    read_job *j = arg;
+    if (!res || err) {
+        j->get_cb(j->arg, NULL, res ? SOPHIA_EINVAL : SOPHIA_EUNAVAIL, err ? err : "closed");
+        free(j);
+        return;
+    }
+    json_t *a = PQntuples(res) ? json_array() : NULL;
+    for (int i = 0; a && i < PQntuples(res); i++) {
+        json_t *d = json_loads(PQgetvalue(res, i, 2), 0, NULL);
+        json_array_append_new(a, json_pack("{s:s,s:f,s:o}", "event",
+                                           PQgetvalue(res, i, 0), "at",
+                                           atof(PQgetvalue(res, i, 1)), "detail",
+                                           d ? d : json_object()));
+    }
+    j->get_cb(j->arg, a, 0, NULL);
+    json_decref(a);
+    free(j);
+}
+
+int sophia_memory_history(sophia_memory *m, int64_t id, sophia_memory_get_cb cb,
+                          void *arg)
+{
+    if (m->state == MEM_FAILED)
+        return SOPHIA_EUNAVAIL;
+    read_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return SOPHIA_ENOMEM;
+    j->get_cb = cb;
+    j->arg = arg;
+    char ids[24];
+    snprintf(ids, sizeof(ids), "%lld", (long long)id);
+    const char *vals[1] = {ids};
+    int rc = sophia_pg_query(m->pg, m->sql.history, 1, vals, NULL, NULL, on_history, j);
     if (rc)
         free(j);
     return rc;

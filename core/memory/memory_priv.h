@@ -48,7 +48,7 @@ typedef struct mem_sql {
     char *insert, *fts, *fts_fuzzy, *rows, *touch, *feedback, *count, *types, *all;
     char *batch, *merge_keep, *expire, *common;
     /* memory_crud.c */
-    char *get, *list, *patch, *del_scope;
+    char *get, *list, *patch, *del_scope, *history;
 } mem_sql;
 
 /* A memory as rows/get/list select it: MEM_COLS_HEAD (columns 0..8), the

@@ -1,7 +1,8 @@
 // The memory API beyond store and search (SPEC §13, issue 20 item 2): the
 // scope columns user_id / agent_id / session_id (set, returned, migrated
 // into an older table, enforced by search), GET / PATCH / DELETE of one
-// memory, the list with filters and cursor pages, and forgetting a scope
+// memory, its stored history, the list with filters and cursor pages, and
+// forgetting a scope
 // (rows, index entries, in-process copies) checked by searching for it
 // afterwards with each leg, listing it, and restarting.
 //
@@ -144,6 +145,32 @@ test('GET, PATCH and DELETE one memory; PATCH of the content re-embeds it', asyn
   }
 });
 
+test('history: created, updated, feedback and deleted, oldest first', async () => {
+  const id = await store(d, { content: 'Ulla runs the Tampere pilot', importance: 0.5, user_id: 'ulla' });
+  const p = await fetchJson(`${d.url}/api/memory/${id}`, { method: 'PATCH', body: { content: 'Ulla runs the Tampere and Oulu pilots' } });
+  assert.equal(p.status, 200, p.text);
+  const f = await fetchJson(`${d.url}/api/memory/${id}/feedback`, { body: { useful: true } });
+  assert.equal(f.status, 200, f.text);
+  assert.equal((await fetchJson(`${d.url}/api/memory/${id}`, { method: 'DELETE' })).status, 200);
+  const h = await fetchJson(`${d.url}/api/memory/${id}/history`);
+  assert.equal(h.status, 200, h.text);
+  assert.equal(h.body.id, id);
+  const ev = h.body.history;
+  assert.deepEqual(ev.map((e) => e.event), ['created', 'updated', 'feedback', 'deleted']);
+  assert.equal(ev[0].detail.content, 'Ulla runs the Tampere pilot');
+  assert.equal(ev[1].detail.content, 'Ulla runs the Tampere and Oulu pilots');
+  assert.equal(ev[1].detail.old_content, 'Ulla runs the Tampere pilot');
+  assert.ok(!('importance' in ev[1].detail), 'only what changed');
+  assert.equal(ev[2].detail.useful, true);
+  assert.ok(Math.abs(ev[2].detail.importance - 0.6) < 1e-6);
+  assert.equal(ev[3].detail.by, 'api');
+  assert.ok(ev.every((e, i) => i === 0 || e.at >= ev[i - 1].at));
+  const nf = await fetchJson(`${d.url}/api/memory/999999999/history`);
+  assert.equal(nf.status, 404);
+  assert.match(nf.body.error.message, /no history for memory 999999999/);
+  assert.equal((await fetchJson(`${d.url}/api/memory/${id}/history`, { method: 'DELETE' })).status, 405);
+});
+
 test('list: filters and cursor pages, newest first, no row twice', async () => {
   const ids = [];
   for (let i = 0; i < 7; i++) {
@@ -190,8 +217,14 @@ test('an older table gets the scope columns at start, filled from the context', 
     const page = await list(dd, { user_id: 'vera' });
     assert.equal(page.memories.length, 1, JSON.stringify(page));
     assert.equal(page.memories[0].agent_id, 'a7');
+    // The text leg knows an older table's words once the start-up word
+    // pass (on its own connection) has filled <table>_words.
+    await waitFor(async () => (await search(dd, 'Lyon depot', { legs: 'text' })).length === 2, 'the word pass');
     const r = await search(dd, 'Lyon depot', { user_id: 'walt', legs: 'text' });
     assert.deepEqual(r.map((x) => x.user_id), ['walt']);
+    const h = await fetchJson(`${dd.url}/api/memory/${page.memories[0].id}/history`);
+    assert.equal(h.status, 200, h.text);
+    assert.deepEqual(h.body.history.map((e) => e.event), ['created'], 'backfilled for older rows');
     const idx = await pgQuery(`SELECT indexname FROM pg_indexes WHERE tablename = '${t}' ORDER BY 1`);
     const names = JSON.stringify(idx);
     for (const s of ['user', 'agent', 'session']) assert.ok(names.includes(`${t}_${s}`), names);
@@ -239,7 +272,10 @@ test('forgetting a user (HNSW index): rows, index entries and copies gone; other
       }
     }
     assert.deepEqual((await list(dd, { user_id: 'xavier' })).memories, []);
-    for (const id of xs) assert.equal((await fetchJson(`${dd.url}/api/memory/${id}`)).status, 404);
+    for (const id of xs) {
+      assert.equal((await fetchJson(`${dd.url}/api/memory/${id}`)).status, 404);
+      assert.equal((await fetchJson(`${dd.url}/api/memory/${id}/history`)).status, 404, 'the history holds contents: it goes too');
+    }
     assert.equal((await pgQuery(`SELECT count(*) FROM ${t} WHERE user_id = 'xavier'`))[0][0], '0');
     // Yara's are all still there, and found.
     assert.deepEqual((await list(dd, { user_id: 'yara' })).memories.map((m) => m.id), [...ys].reverse());
