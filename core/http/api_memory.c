@@ -15,6 +15,7 @@
 #include "http/api_memory.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,25 +125,93 @@ static int parse_k(const char *s, size_t *k)
     return 0;
 }
 
-/* context.KEY=VALUE arguments -> {"KEY":"VALUE"}; NULL + message on error. */
-static json_t *parse_filter(sophia_http_req *r, const char **bad)
+/* A range bound as the store takes it: a number, else the text itself
+ * (sophia_memory_check_filter then wants an ISO 8601 date). */
+static json_t *bound_value(const char *v)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (*v && !*end && !errno && isfinite(d))
+        return json_real(d);
+    return json_string(v);
+}
+
+/* "a,b,c" -> ["a","b","c"] (empty items kept: a value may be ""). */
+static json_t *split_in(const char *v)
+{
+    json_t *a = json_array();
+    for (const char *p = v;;) {
+        const char *c = strchr(p, ',');
+        size_t len = c ? (size_t)(c - p) : strlen(p);
+        json_array_append_new(a, json_stringn(p, len));
+        if (!c)
+            return a;
+        p = c + 1;
+    }
+}
+
+/* One context.KEY[op]=V argument into f; -1 with the message in bad. */
+static int add_filter_arg(json_t *f, const char *a, char *bad, size_t n)
+{
+    const char *eq = strchr(a, '=');
+    const char *name = a + 8, *op = NULL;
+    size_t klen = eq ? (size_t)(eq - name) : 0, olen = 0;
+    if (klen > 2 && name[klen - 1] == ']') {
+        const char *br = memchr(name, '[', klen);
+        if (br) {
+            op = br + 1;
+            olen = (size_t)(name + klen - 1 - op);
+            klen = (size_t)(br - name);
+        }
+    }
+    if (!eq || klen == 0 || klen > 128) {
+        snprintf(bad, n, "context filters are context.KEY=VALUE or "
+                 "context.KEY[in|gt|gte|lt|lte]=VALUE with a 1..128 character KEY");
+        return -1;
+    }
+    char key[129], opn[8] = "";
+    memcpy(key, name, klen);
+    key[klen] = '\0';
+    if (op && (olen == 0 || olen >= sizeof(opn))) {
+        snprintf(bad, n, "context.%s: unknown operator (in, gt, gte, lt, lte)", key);
+        return -1;
+    }
+    if (op)
+        memcpy(opn, op, olen), opn[olen] = '\0';
+    json_t *cur = json_object_get(f, key);
+    if (cur && (!op || !json_is_object(cur))) {
+        snprintf(bad, n, "context.%s: give either one value or operators, once each", key);
+        return -1;
+    }
+    if (!op)
+        return json_object_set_new(f, key, json_string(eq + 1));
+    if (!cur)
+        json_object_set_new(f, key, cur = json_object());
+    return json_object_set_new(cur, opn, !strcmp(opn, "in") ? split_in(eq + 1)
+                                                             : bound_value(eq + 1));
+}
+
+/* context.KEY=VALUE and context.KEY[op]=VALUE arguments -> a context
+ * filter (memory.h); NULL with the message in bad. */
+static json_t *parse_filter(sophia_http_req *r, char *bad, size_t n)
 {
     json_t *f = json_object();
     const char *a;
-    for (int i = 0; (a = sophia_http_req_arg_at(r, i)); i++) {
+    for (int i = 0; f && (a = sophia_http_req_arg_at(r, i)); i++) {
         if (strncmp(a, "context.", 8) != 0)
             continue;
-        const char *eq = strchr(a, '=');
-        size_t klen = eq ? (size_t)(eq - a - 8) : 0;
-        if (!eq || klen == 0 || klen > 128) {
-            *bad = "context filters are context.KEY=VALUE with a 1..128 character KEY";
+        if (add_filter_arg(f, a, bad, n) < 0) {
             json_decref(f);
             return NULL;
         }
-        char key[129];
-        memcpy(key, a + 8, klen);
-        key[klen] = '\0';
-        json_object_set_new(f, key, json_string(eq + 1));
+    }
+    const char *e = f ? sophia_memory_check_filter(f, bad, n) : "out of memory";
+    if (e) {
+        if (e != bad)
+            snprintf(bad, n, "%s", e);
+        json_decref(f);
+        return NULL;
     }
     return f;
 }
@@ -196,8 +265,8 @@ static void get_search(sophia_http_req *r, sophia_memory *m)
     sophia_memory_scope sc;
     if (parse_scope(r, &sc) < 0)
         return;
-    const char *bad = NULL;
-    json_t *filter = parse_filter(r, &bad);
+    char bad[256];
+    json_t *filter = parse_filter(r, bad, sizeof(bad));
     if (!filter) {
         sophia_http_reply_error(r, 400, "bad_filter", "%s", bad);
         return;
@@ -447,8 +516,8 @@ static void list_memories(sophia_http_req *r, sophia_memory *m)
                                 SOPHIA_MEM_MAX_TYPE);
         return;
     }
-    const char *bad = NULL;
-    json_t *filter = parse_filter(r, &bad);
+    char bad[256];
+    json_t *filter = parse_filter(r, bad, sizeof(bad));
     if (!filter) {
         sophia_http_reply_error(r, 400, "bad_filter", "%s", bad);
         return;

@@ -82,10 +82,8 @@ static char *fmt_sql(const char *fmt, const char *t)
     return s;
 }
 
-/* The context filter: $N is a jsonb object KEY -> text value. */
-#define CTX_FILTER(n)                                                         \
-    "NOT EXISTS (SELECT 1 FROM jsonb_each_text($" #n "::jsonb) f "           \
-    "WHERE (context->>f.key) IS DISTINCT FROM f.value)"
+/* The context filter (memory_priv.h). */
+#define CTX_FILTER(n) MEM_CTX_FILTER(n)
 /* The scope filter: $A user_id, $B agent_id, $C session_id, NULL = any.
  * Queries are planned with their values (unnamed statements), so a set
  * one uses its index. */

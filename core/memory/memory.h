@@ -50,7 +50,8 @@
  * weight min(1, 1.75 x similarity)), adds
  * the synonyms at weight 0.6, and scores each row by the sum of its
  * matching words' idf (BM25's, counted through the GIN index). Context
- * filters (exact text match of context->>KEY) drop candidates before
+ * filters (text equality, `in`, ranges on numbers and ISO dates:
+ * sophia_memory_check_filter) and the scope drop candidates before
  * ranking. Ranks are over the surviving candidates, equal scores sharing
  * a rank; the vector rank orders every candidate by its cosine with the
  * question. They are fused with weighted reciprocal rank fusion, k and
@@ -65,6 +66,9 @@
  * sum), recency, importance, frequency}. Returned memories get
  * last_access = now() and access_count + 1. sophia_memory_search_legs
  * runs one leg alone (the evaluation's baseline; no access counted).
+ *
+ * Every change leaves an event in <table>_history, in the statement that
+ * makes it (created, updated, feedback, merged, deleted).
  *
  * One memory and scopes (memory_crud.c): get, a keyset-paged list, patch
  * (a new content is embedded again; on HNSW the new vector is added under
@@ -161,10 +165,20 @@ int sophia_memory_store_scoped(sophia_memory *m, const char *content,
                                const sophia_memory_scope *scope,
                                sophia_memory_store_cb cb, void *arg);
 
+/* A context filter (search, list): an object KEY -> a scalar (equality
+ * of the context value's text) or an operator object {"in": [..] (1..
+ * SOPHIA_MEM_MAX_IN values), "gt"/"gte"/"lt"/"lte": a number or an ISO
+ * 8601 date string}; every key must hold. NULL when fine, else a 400
+ * message naming the key (static text, or written into buf). Search and
+ * list answer SOPHIA_EINVAL for a bad one. */
+#define SOPHIA_MEM_MAX_IN 100
+const char *sophia_memory_check_filter(const json_t *filter, char *buf,
+                                       size_t buflen);
+
 /* results: a borrowed array of result objects, best first (NULL on error). */
 typedef void (*sophia_memory_search_cb)(void *arg, const json_t *results,
                                         int err, const char *msg);
-/* filter: borrowed object KEY -> string (NULL = none); k in 1..MAX_K. */
+/* filter: borrowed context filter (NULL = none); k in 1..MAX_K. */
 int sophia_memory_search(sophia_memory *m, const char *query, size_t k,
                          const json_t *filter, sophia_memory_search_cb cb,
                          void *arg);
@@ -200,7 +214,7 @@ int sophia_memory_get(sophia_memory *m, int64_t id, sophia_memory_get_cb cb,
 typedef struct sophia_memory_list_q {
     sophia_memory_scope scope;
     const char *memory_type; /* NULL = any */
-    const json_t *filter;    /* context KEY -> string, as search's; NULL = none */
+    const json_t *filter;    /* a context filter, as search's; NULL = none */
     int64_t before;
     size_t limit; /* 1..SOPHIA_MEM_MAX_LIST */
 } sophia_memory_list_q;

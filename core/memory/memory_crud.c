@@ -41,9 +41,7 @@ static char *fmt_t(const char *fmt, const char *t)
     "($" #a "::text IS NULL OR " p "user_id = $" #a ") AND ($" #b "::text "  \
     "IS NULL OR " p "agent_id = $" #b ") AND ($" #c "::text IS NULL OR " p   \
     "session_id = $" #c ")"
-#define CTX_IS(n)                                                             \
-    "NOT EXISTS (SELECT 1 FROM jsonb_each_text($" #n "::jsonb) f "           \
-    "WHERE (context->>f.key) IS DISTINCT FROM f.value)"
+#define CTX_IS(n) MEM_CTX_FILTER(n)
 
 int mem_crud_sql(mem_sql *q, const char *t)
 {
@@ -193,7 +191,9 @@ static void on_list(void *arg, PGresult *res, const char *err)
 int sophia_memory_list(sophia_memory *m, const sophia_memory_list_q *q,
                        sophia_memory_list_cb cb, void *arg)
 {
-    if (q->limit < 1 || q->limit > SOPHIA_MEM_MAX_LIST)
+    char why[200];
+    if (q->limit < 1 || q->limit > SOPHIA_MEM_MAX_LIST ||
+        sophia_memory_check_filter(q->filter, why, sizeof(why)))
         return SOPHIA_EINVAL;
     if (m->state == MEM_FAILED)
         return SOPHIA_EUNAVAIL;

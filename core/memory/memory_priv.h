@@ -59,6 +59,31 @@ typedef struct mem_sql {
     "last_access)::float8, access_count, feedback"
 #define MEM_COLS_SCOPE "user_id, agent_id, session_id"
 
+/* The context filter: $N is a jsonb object KEY -> a scalar (the context
+ * value's text must equal its text) or an object of operators: "in" (an
+ * array of strings: the value's text is one of them) and "gt", "gte",
+ * "lt", "lte" (a number: the value must be a JSON number; or an ISO 8601
+ * date string: the value must be a string starting YYYY-MM-DD, compared
+ * as text, so one format and time zone). A row passes when every key
+ * does; a missing key fails. sophia_memory_check_filter says what is
+ * valid. */
+#define MEM_CTX_RANGE(op, cmp)                                                \
+    "(NOT f.value ? '" op "' OR CASE WHEN jsonb_typeof(f.value->'" op "') = " \
+    "'number' THEN jsonb_typeof(context->f.key) = 'number' AND "             \
+    "(context->f.key)::numeric " cmp " (f.value->>'" op "')::numeric ELSE "  \
+    "jsonb_typeof(context->f.key) = 'string' AND (context->>f.key) ~ "       \
+    "'^[0-9]{4}-[0-9]{2}-[0-9]{2}' AND (context->>f.key) " cmp " "           \
+    "(f.value->>'" op "') END)"
+#define MEM_CTX_FILTER(n)                                                     \
+    "NOT EXISTS (SELECT 1 FROM jsonb_each($" #n "::jsonb) f WHERE NOT "      \
+    "COALESCE(CASE WHEN jsonb_typeof(f.value) <> 'object' THEN "             \
+    "(context->>f.key) = (f.value #>> '{}') ELSE (context ? f.key) AND "     \
+    "(NOT f.value ? 'in' OR (context->>f.key) IN (SELECT "                   \
+    "jsonb_array_elements_text(f.value->'in'))) AND "                        \
+    MEM_CTX_RANGE("gt", ">") " AND " MEM_CTX_RANGE("gte", ">=") " AND "      \
+    MEM_CTX_RANGE("lt", "<") " AND " MEM_CTX_RANGE("lte", "<=") " END, "     \
+    "false))"
+
 struct sophia_memory {
     const sophia_conf *conf;
     struct event_base *base;

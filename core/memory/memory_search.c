@@ -459,8 +459,9 @@ int sophia_memory_search_scoped(sophia_memory *m, const char *query, size_t k,
                                 const sophia_memory_scope *scope, int legs,
                                 sophia_memory_search_cb cb, void *arg)
 {
+    char why[200];
     if (!query || k < 1 || k > SOPHIA_MEM_MAX_K || !(legs & SOPHIA_MEM_LEGS_ALL) ||
-        (legs & ~SOPHIA_MEM_LEGS_ALL))
+        (legs & ~SOPHIA_MEM_LEGS_ALL) || sophia_memory_check_filter(filter, why, sizeof(why)))
         return SOPHIA_EINVAL;
     search_job *j = calloc(1, sizeof(*j));
     if (!j)

@@ -96,6 +96,73 @@ const char *sophia_memory_check_scope(const json_t *user_id, const json_t *agent
     return e;
 }
 
+/* ISO 8601 date at the start: YYYY-MM-DD. */
+static int is_iso_date(const char *s)
+{
+    for (int i = 0; i < 10; i++) {
+        int want_dash = i == 4 || i == 7;
+        if (want_dash ? s[i] != '-' : (s[i] < '0' || s[i] > '9'))
+            return 0;
+    }
+    return 1;
+}
+
+static const char *check_ops(const char *key, const json_t *ops, char *buf, size_t n)
+{
+    const char *op;
+    json_t *v;
+    if (json_object_size(ops) == 0)
+        return snprintf(buf, n, "context filter %.128s: an operator object needs "
+                        "in, gt, gte, lt or lte", key), buf;
+    json_object_foreach((json_t *)ops, op, v) {
+        if (!strcmp(op, "in")) {
+            size_t i;
+            json_t *e;
+            if (!json_is_array(v) || json_array_size(v) < 1 ||
+                json_array_size(v) > SOPHIA_MEM_MAX_IN)
+                return snprintf(buf, n, "context filter %.128s: in must be an array "
+                                "of 1..%d values", key, SOPHIA_MEM_MAX_IN), buf;
+            json_array_foreach(v, i, e) if (!json_is_string(e) && !json_is_number(e) &&
+                                            !json_is_boolean(e))
+                return snprintf(buf, n, "context filter %.128s: in values must be "
+                                "strings, numbers or booleans", key), buf;
+        } else if (!strcmp(op, "gt") || !strcmp(op, "gte") || !strcmp(op, "lt") ||
+                   !strcmp(op, "lte")) {
+            if (!json_is_number(v) && !(json_is_string(v) && is_iso_date(json_string_value(v))))
+                return snprintf(buf, n, "context filter %.128s: %s must be a number or "
+                                "an ISO 8601 date (YYYY-MM-DD...)", key, op), buf;
+        } else {
+            return snprintf(buf, n, "context filter %.128s: unknown operator %.32s "
+                            "(in, gt, gte, lt, lte)", key, op), buf;
+        }
+    }
+    return NULL;
+}
+
+const char *sophia_memory_check_filter(const json_t *filter, char *buf, size_t n)
+{
+    const char *k;
+    json_t *v;
+    if (!filter)
+        return NULL;
+    if (!json_is_object(filter))
+        return "a context filter must be an object of KEY -> value or {operator: value}";
+    json_object_foreach((json_t *)filter, k, v) {
+        if (!*k || strlen(k) > 128)
+            return "context filter keys must be 1..128 characters";
+        if (json_is_object(v)) {
+            const char *e = check_ops(k, v, buf, n);
+            if (e)
+                return e;
+        } else if (!json_is_string(v) && !json_is_number(v) && !json_is_boolean(v)) {
+            snprintf(buf, n, "context filter %.128s: a value must be a string, number, "
+                     "boolean or an operator object", k);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
 /* --------------------------------------------------------------- store */
 
 typedef struct store_job {

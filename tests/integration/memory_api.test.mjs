@@ -1,7 +1,8 @@
 // The memory API beyond store and search (SPEC §13, issue 20 item 2): the
 // scope columns user_id / agent_id / session_id (set, returned, migrated
 // into an older table, enforced by search), GET / PATCH / DELETE of one
-// memory, its stored history, the list with filters and cursor pages, and
+// memory, its stored history, the list with filters and cursor pages,
+// context filters beyond equality (in, ranges), and
 // forgetting a scope
 // (rows, index entries, in-process copies) checked by searching for it
 // afterwards with each leg, listing it, and restarting.
@@ -204,6 +205,41 @@ test('list: filters and cursor pages, newest first, no row twice', async () => {
     const res = await fetchJson(url(d, '/api/memory', params));
     assert.equal(res.status, 400, `${JSON.stringify(params)}: ${res.text}`);
     assert.equal(res.body.error.code, code);
+  }
+});
+
+test('context filters: in, and ranges on numbers and ISO dates, in list and search', async () => {
+  const accounts = [
+    ['Kestrel', 'gold', 40, '2026-03-01'], ['Lumen', 'silver', 12, '2026-07-15'],
+    ['Marlow', 'bronze', 75, '2026-01-20'], ['Nimbus', 'gold', 8, '2027-02-02'],
+  ];
+  const ids = {};
+  for (const [name, tier, seats, renewal] of accounts) {
+    ids[name] = await store(d, { content: `${name} account renewal planning notes`, user_id: 'filters', context: { tier, seats, renewal } });
+  }
+  const names = (ms) => ms.map((m) => m.content.split(' ')[0]).sort();
+  const q = async (params) => names((await list(d, { user_id: 'filters', ...params })).memories);
+  assert.deepEqual(await q({ 'context.tier[in]': 'gold,silver' }), ['Kestrel', 'Lumen', 'Nimbus']);
+  assert.deepEqual(await q({ 'context.seats[gte]': 12 }), ['Kestrel', 'Lumen', 'Marlow']);
+  assert.deepEqual(await q({ 'context.seats[gt]': 12, 'context.seats[lt]': 75 }), ['Kestrel']);
+  assert.deepEqual(await q({ 'context.renewal[gte]': '2026-02-01', 'context.renewal[lte]': '2026-12-31' }), ['Kestrel', 'Lumen']);
+  assert.deepEqual(await q({ 'context.tier[in]': 'gold', 'context.renewal[lt]': '2027-01-01' }), ['Kestrel']);
+  // A range on a key whose value is not a number leaves the row out.
+  assert.deepEqual(await q({ 'context.tier[gte]': 5 }), []);
+  const r = await search(d, 'account renewal planning', { user_id: 'filters', 'context.seats[lte]': 12, k: 10 });
+  assert.deepEqual(names(r), ['Lumen', 'Nimbus']);
+  for (const [params, re] of [
+    [{ 'context.seats[foo]': 1 }, /unknown operator foo/],
+    [{ 'context.seats[gte]': 'soon' }, /context filter seats: gte must be a number or an ISO 8601 date/],
+    [{ 'context.seats': 1, 'context.seats[gte]': 2 }, /either one value or operators/],
+    [{ 'context.seats[]': 1 }, /unknown operator/],
+  ]) {
+    for (const p of ['/api/memory', '/api/memory/search']) {
+      const res = await fetchJson(url(d, p, { q: 'x', ...params }));
+      assert.equal(res.status, 400, `${p} ${JSON.stringify(params)}: ${res.text}`);
+      assert.equal(res.body.error.code, 'bad_filter');
+      assert.match(res.body.error.message, re);
+    }
   }
 });
 

@@ -364,6 +364,31 @@ static void test_memory_scope_crud(void **state)
     assert_string_equal(sophia_memory_check_scope(NULL, good, num),
                         "session_id must be a string of 1..128 bytes");
 
+    /* context filters: scalars, in, ranges on numbers and ISO dates */
+    char why[200];
+    const char *fine[] = {"{\"a\":\"x\",\"n\":3,\"b\":true}",
+                          "{\"t\":{\"in\":[\"gold\",2]}}",
+                          "{\"s\":{\"gte\":10,\"lt\":50.5}}",
+                          "{\"d\":{\"gt\":\"2026-03-01T00:00:00Z\"}}"};
+    const char *bad[][2] = {{"{\"s\":{\"foo\":1}}", "unknown operator foo"},
+                            {"{\"s\":{}}", "needs in, gt"},
+                            {"{\"s\":{\"gte\":\"soon\"}}", "gte must be a number"},
+                            {"{\"s\":{\"in\":[]}}", "array of 1..100"},
+                            {"{\"s\":{\"in\":[[1]]}}", "in values must be"},
+                            {"{\"s\":null}", "a value must be"}};
+    for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+        json_t *f = json_loads(fine[i], 0, NULL);
+        assert_null(sophia_memory_check_filter(f, why, sizeof(why)));
+        json_decref(f);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *f = json_loads(bad[i][0], 0, NULL);
+        const char *e = sophia_memory_check_filter(f, why, sizeof(why));
+        assert_non_null(e);
+        assert_non_null(strstr(e, bad[i][1]));
+        json_decref(f);
+    }
+
     struct event_base *base = event_base_new();
     sophia_conf *c;
     sophia_memory *m = open_store(base, &c);
