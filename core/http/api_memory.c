@@ -23,7 +23,6 @@
 
 #include "http/api.h"
 #include "memory/memory.h"
-#include "ws/ws.h"
 
 #define MAX_QUERY 4096
 #define LIST_DEFAULT 50
@@ -640,92 +639,4 @@ int sophia_api_memory_routes(sophia_http_router *rt, sophia_api *api)
                    sophia_http_route_add(rt, &rest) < 0
                ? -1
                : 0;
-}
-
-/* ------------------------------------------- WebSocket memory.search */
-
-typedef struct ws_call {
-    sophia_ws_router *ws;
-    uint64_t client;
-    char *req_id;
-} ws_call;
-
-static void ws_results(void *arg, const json_t *results, int err, const char *msg)
-{
-    ws_call *c = arg;
-    if (err)
-        sophia_ws_respond_error(c->ws, c->client, c->req_id, "unavailable",
-                                msg ? msg : "memory search failed");
-    else
-        sophia_ws_respond(c->ws, c->client, c->req_id, json_pack("{s:O}", "results", results));
-    free(c->req_id);
-    free(c);
-}
-
-/* params {"q": text, "k"?: 1..100, "context"?: {KEY: scalar}} - the same
- * search as GET /api/memory/search. */
-static const char *ws_filter(const json_t *ctx, json_t *f)
-{
-    const char *key;
-    json_t *v;
-    if (ctx && !json_is_object(ctx))
-        return "params.context must be an object of KEY: value";
-    json_object_foreach((json_t *)ctx, key, v) {
-        if (json_is_string(v))
-            json_object_set(f, key, v);
-        else if (json_is_integer(v))
-            json_object_set_new(f, key, json_sprintf("%" JSON_INTEGER_FORMAT,
-                                                     json_integer_value(v)));
-        else if (json_is_boolean(v))
-            json_object_set_new(f, key, json_string(json_is_true(v) ? "true" : "false"));
-        else
-            return "params.context values must be strings, integers or booleans";
-    }
-    return NULL;
-}
-
-static void ws_search(sophia_ws_router *ws, uint64_t client, const char *req_id,
-                      json_t *params, void *arg)
-{
-    const sophia_api *api = arg;
-    const char *q = json_string_value(json_object_get(params, "q"));
-    json_t *kv = json_object_get(params, "k");
-    json_int_t k = kv ? (json_is_integer(kv) ? json_integer_value(kv) : 0) : 10;
-    if (!q || !*q || strlen(q) > MAX_QUERY || k < 1 || k > SOPHIA_MEM_MAX_K) {
-        sophia_ws_respond_error(ws, client, req_id, "bad_request",
-                                "params: q (1..4096 bytes) and k (1..100) are required");
-        return;
-    }
-    if (!api->memory) {
-        sophia_ws_respond_error(ws, client, req_id, "unavailable", "memory store disabled");
-        return;
-    }
-    json_t *f = json_object();
-    const char *bad = ws_filter(json_object_get(params, "context"), f);
-    ws_call *c = bad ? NULL : calloc(1, sizeof(*c));
-    int rc = SOPHIA_ENOMEM;
-    if (c) {
-        c->ws = ws;
-        c->client = client;
-        c->req_id = req_id ? strdup(req_id) : NULL;
-        rc = sophia_memory_search(api->memory, q, (size_t)k, f, ws_results, c);
-        if (rc) {
-            free(c->req_id);
-            free(c);
-        }
-    }
-    json_decref(f);
-    if (bad)
-        sophia_ws_respond_error(ws, client, req_id, "bad_request", bad);
-    else if (rc)
-        sophia_ws_respond_error(ws, client, req_id, "unavailable",
-                                "the memory store is not available");
-}
-
-void sophia_api_memory_ws(sophia_api *api, int on)
-{
-    if (on)
-        sophia_ws_register_method(api->ws, "memory.search", ws_search, api);
-    else
-        sophia_ws_unregister_method(api->ws, "memory.search");
 }

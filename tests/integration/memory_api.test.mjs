@@ -10,7 +10,10 @@
 // Isolation: each daemon gets a table of its own and its own index file.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon, fetchJson, timeoutScale, until } from './lib/daemon.mjs';
+import {
+  startDaemon, fetchJson, timeoutScale, until, wsConnect, sendJson, nextMessage,
+} from './lib/daemon.mjs';
+import { jwt } from './lib/jwt.mjs';
 import { pgQuery } from './lib/servers.mjs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -343,5 +346,80 @@ test('forgetting a user (HNSW index): rows, index entries and copies gone; other
   } finally {
     await d2.stop();
     await rm(keep, { recursive: true, force: true });
+  }
+});
+
+test('the /ws memory methods obey the token\'s memory scope', async () => {
+  const t = uniq();
+  const SECRET = 'memory-api-ws-secret-0123456789abcdef0123';
+  const dd = await startDaemon({
+    yaml: `${memYaml(t)}websocket:
+  auth:
+    secret_env: MEMAPI_WS_SECRET
+`,
+    env: { MEMAPI_WS_SECRET: SECRET },
+  });
+  let n = 0;
+  const request = async (ws, method, params) => {
+    const id = `r${++n}`;
+    sendJson(ws, { type: 'request', id, method, params });
+    return nextMessage(ws, (m) => m.id === id);
+  };
+  const open = (memory) => wsConnect(`${dd.wsUrl}?token=${jwt({ sub: 'x', exp: Math.floor(Date.now() / 1000) + 600, memory }, SECRET)}`);
+  try {
+    const other = await store(dd, { content: 'Olaf keeps the Bergen warehouse keys', user_id: 'olaf' });
+    const ws = await open({ user_id: 'nina' });
+    // store: the scope comes from the token; a top-level one is refused
+    const s1 = await request(ws, 'memory.store', { content: 'Nina keeps the Bergen office keys', memory_type: 'fact' });
+    assert.equal(s1.type, 'response', JSON.stringify(s1));
+    const mine = s1.data.id;
+    assert.equal((await fetchJson(`${dd.url}/api/memory/${mine}`)).body.user_id, 'nina');
+    const s2 = await request(ws, 'memory.store', { content: 'x', user_id: 'olaf' });
+    assert.equal(s2.error.code, 'bad_request');
+    assert.match(s2.error.message, /params.context/);
+    const s3 = await request(ws, 'memory.store', { content: 'x', context: { user_id: 'olaf' } });
+    assert.equal(s3.error.code, 'forbidden');
+    // search and list see only the scope
+    const r = await request(ws, 'memory.search', { q: 'Bergen keys', k: 10 });
+    assert.deepEqual(r.data.results.map((x) => x.id), [mine]);
+    const l = await request(ws, 'memory.list', { limit: 10 });
+    assert.deepEqual(l.data.memories.map((x) => x.id), [mine]);
+    assert.equal(l.data.next_cursor, null);
+    // by id: another user's memory is not found; one's own works
+    for (const method of ['memory.get', 'memory.history', 'memory.delete']) {
+      const e = await request(ws, method, { id: other });
+      assert.equal(e.error?.code, 'not_found', `${method}: ${JSON.stringify(e)}`);
+    }
+    const u0 = await request(ws, 'memory.update', { id: other, set: { importance: 1 } });
+    assert.equal(u0.error.code, 'not_found');
+    assert.equal((await fetchJson(`${dd.url}/api/memory/${other}`)).status, 200, 'untouched');
+    const g = await request(ws, 'memory.get', { id: mine });
+    assert.equal(g.data.content, 'Nina keeps the Bergen office keys');
+    // an update keeps the memory in the scope, whatever context it sets
+    const u = await request(ws, 'memory.update', { id: mine, set: { content: 'Nina keeps the Bergen office and garage keys', context: { user_id: 'olaf', room: 'b2' } } });
+    assert.equal(u.type, 'response', JSON.stringify(u));
+    assert.deepEqual(u.data.context, { user_id: 'nina', room: 'b2' });
+    assert.equal(u.data.user_id, 'nina');
+    const bu = await request(ws, 'memory.update', { id: mine, set: { colour: 'red' } });
+    assert.equal(bu.error.code, 'bad_request');
+    const h = await request(ws, 'memory.history', { id: mine });
+    assert.deepEqual(h.data.history.map((e) => e.event), ['created', 'updated']);
+    // forget: only scope columns; the token's own user
+    const f0 = await request(ws, 'memory.forget', { context: { user_id: 'olaf' } });
+    assert.equal(f0.error.code, 'forbidden');
+    const f = await request(ws, 'memory.forget', {});
+    assert.equal(f.type, 'response', JSON.stringify(f));
+    assert.equal(f.data.deleted, 1);
+    assert.equal((await fetchJson(`${dd.url}/api/memory/${mine}`)).status, 404);
+    assert.equal((await fetchJson(`${dd.url}/api/memory/${other}`)).status, 200);
+    ws.close();
+    // a scope on another key cannot forget (it could not see what it removes)
+    const team = await open({ team: 'ops' });
+    const ft = await request(team, 'memory.forget', { context: { user_id: 'olaf' } });
+    assert.equal(ft.error.code, 'bad_request');
+    assert.match(ft.error.message, /only user_id, agent_id and session_id/);
+    team.close();
+  } finally {
+    await dd.stop();
   }
 });
