@@ -444,6 +444,8 @@ static void unindexed(void *arg, int cancelled)
     /* Forgetting: tombstoned vectors are still in the HNSW graph and its
      * file; a rebuild leaves them out. */
     int rebuild = j->rebuild || (j->purge && j->tombs > 0);
+    if (j->purge && j->tombs > 0 && m->rebuild_running)
+        m->purge_wanted = 1; /* rebuild_done starts the next one */
     del_finish(j, 0, NULL);
     if (rebuild && !m->freeing)
         mem_rebuild(m);

@@ -379,7 +379,10 @@ static void rebuild_done(void *arg, int cancelled)
                     j->msg);
     }
     m->rebuild_running = 0;
-    int again = !cancelled && j->ok && j->again;
+    /* A forget during the run tombstoned what this run had copied: once
+     * more, so those vectors leave the graph too. */
+    int again = !cancelled && j->ok && (j->again || (m->purge_wanted && m->tombstones));
+    m->purge_wanted = 0;
     free(j->t0);
     free(j->vecs);
     free(j->ids);

@@ -117,6 +117,7 @@ struct sophia_memory {
     int fuzzy; /* pg_trgm is there: the text leg uses sql.fts_fuzzy */
 
     int rebuild_running; /* loop's view: one rebuild at a time */
+    int purge_wanted;    /* a forget asked for a rebuild while one ran */
     size_t tombstones;   /* loop's copy of ntomb, for stats */
 
     mem_consolidator *cons;
