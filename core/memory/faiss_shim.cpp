@@ -459,6 +459,14 @@ int sophia_faiss_copy(const FaissIndex *index, idx_t from, idx_t n,
             map->index->reconstruct_n(from, n, vecs);
         for (idx_t i = 0; i < n; i++)
             ids[i] = map->id_map[from + i];
+        /* IDMap2: an id added again maps to its newest entry; an older
+         * one is superseded (-1). */
+        auto *map2 = dynamic_cast<const faiss::IndexIDMap2 *>(map);
+        for (idx_t i = 0; map2 && i < n; i++) {
+            auto it = map2->rev_map.find(ids[i]);
+            if (it != map2->rev_map.end() && it->second != from + i)
+                ids[i] = -1;
+        }
     });
 }
 

@@ -82,21 +82,30 @@ static char *fmt_sql(const char *fmt, const char *t)
     return s;
 }
 
-/* The context filter: $N is a jsonb object KEY -> text value. */
-#define CTX_FILTER(n)                                                         \
-    "NOT EXISTS (SELECT 1 FROM jsonb_each_text($" #n "::jsonb) f "           \
-    "WHERE (context->>f.key) IS DISTINCT FROM f.value)"
+/* The context filter (memory_priv.h). */
+#define CTX_FILTER(n) MEM_CTX_FILTER(n)
+/* The scope filter: $A user_id, $B agent_id, $C session_id, NULL = any.
+ * Queries are planned with their values (unnamed statements), so a set
+ * one uses its index. */
+#define SCOPE_FILTER(p, a, b, c)                                              \
+    "($" #a "::text IS NULL OR " p "user_id = $" #a ") AND ($" #b "::text "  \
+    "IS NULL OR " p "agent_id = $" #b ") AND ($" #c "::text IS NULL OR " p   \
+    "session_id = $" #c ")"
 
 static int build_sql(mem_sql *q, const char *t)
 {
     /* A store also adds its new words to <table>_words (the typo
      * vocabulary), in the same statement. */
     q->insert = fmt_sql("WITH i AS (INSERT INTO %s (content, memory_type, "
-                        "context, importance, embedding) VALUES ($1, $2, "
-                        "$3::jsonb, $4::real, $5::bytea) RETURNING id, tsv), v "
+                        "context, importance, embedding, user_id, agent_id, "
+                        "session_id) VALUES ($1, $2, $3::jsonb, $4::real, "
+                        "$5::bytea, $6, $7, $8) RETURNING id, tsv), v "
                         "AS (INSERT INTO %s_words SELECT DISTINCT u.lexeme FROM "
-                        "i, unnest(i.tsv) u ON CONFLICT DO NOTHING) SELECT id "
-                        "FROM i", t);
+                        "i, unnest(i.tsv) u ON CONFLICT DO NOTHING), h AS (INSERT "
+                        "INTO %s_history (memory_id, event, detail) SELECT id, "
+                        "'created', jsonb_build_object('content', $1::text, "
+                        "'memory_type', $2::text, 'context', $3::jsonb, "
+                        "'importance', $4::real) FROM i) SELECT id FROM i", t);
     /* The text leg: the query's words, stemmed and unaccented
      * (MEM_TS_CONFIG), minus the table's most common words (<table>_stats,
      * refreshed by q->common: they match a large part of the table and say
@@ -133,7 +142,8 @@ static int build_sql(mem_sql *q, const char *t)
         "x.consolidated_into IS NULL)::float8 AS n FROM d), s AS (SELECT t.id, "
         "sum(df.sim * ln(1 + (greatest($4::float8, df.n) - df.n + 0.5) / "
         "(df.n + 0.5))) AS score FROM df JOIN %1$s t ON t.tsv @@ df.q WHERE "
-        "t.consolidated_into IS NULL AND " CTX_FILTER(2) " GROUP BY t.id) "
+        "t.consolidated_into IS NULL AND " CTX_FILTER(2) " AND "
+        SCOPE_FILTER("t.", 6, 7, 8) " GROUP BY t.id) "
         "SELECT id, score::float8 FROM s ORDER BY 2 DESC, id DESC LIMIT $3::int";
     q->fts = fmt_fts(fts_fmt, t, words_exact);
     char *fz = fmt_fts(words_fuzzy, t, "");
@@ -150,18 +160,23 @@ static int build_sql(mem_sql *q, const char *t)
                         "count(*) FROM %s WHERE consolidated_into IS NULL) * "
                         MEM_COMMON_SHARE ")) ON CONFLICT (k) DO UPDATE SET "
                         "common = excluded.common", t);
-    q->rows = fmt_sql("SELECT id, content, memory_type, context::text, "
-                      "importance::float8, extract(epoch FROM created_at)::float8, "
-                      "extract(epoch FROM last_access)::float8, access_count, "
-                      "feedback, embedding FROM %s WHERE id = ANY($1::bigint[]) "
-                      "AND consolidated_into IS NULL AND " CTX_FILTER(2), t);
+    q->rows = fmt_sql("SELECT " MEM_COLS_HEAD ", embedding, " MEM_COLS_SCOPE
+                      " FROM %s WHERE id = ANY($1::bigint[]) AND "
+                      "consolidated_into IS NULL AND " CTX_FILTER(2) " AND "
+                      SCOPE_FILTER("", 3, 4, 5), t);
     q->touch = fmt_sql("UPDATE %s SET last_access = now(), access_count = "
                        "access_count + 1 WHERE id = ANY($1::bigint[])", t);
-    q->feedback = fmt_sql("UPDATE %s SET importance = CASE WHEN $2::bool THEN "
-                          "importance + 0.2 * (1 - importance) ELSE importance "
-                          "* 0.8 END, feedback = feedback + CASE WHEN $2::bool "
-                          "THEN 1 ELSE -1 END WHERE id = $1::bigint AND "
-                          "consolidated_into IS NULL RETURNING importance::float8", t);
+    /* Every change also leaves an event in <table>_history, in the same
+     * statement (memory_crud.c reads it). */
+    q->feedback = fmt_sql("WITH u AS (UPDATE %s SET importance = CASE WHEN "
+                          "$2::bool THEN importance + 0.2 * (1 - importance) ELSE "
+                          "importance * 0.8 END, feedback = feedback + CASE WHEN "
+                          "$2::bool THEN 1 ELSE -1 END WHERE id = $1::bigint AND "
+                          "consolidated_into IS NULL RETURNING id, importance), h "
+                          "AS (INSERT INTO %s_history (memory_id, event, detail) "
+                          "SELECT id, 'feedback', jsonb_build_object('useful', "
+                          "$2::bool, 'importance', importance) FROM u) SELECT "
+                          "importance::float8 FROM u", t);
     q->count = fmt_sql("SELECT count(*) FROM %s WHERE consolidated_into IS NULL", t);
     q->types = fmt_sql("SELECT memory_type, count(*) FROM %s WHERE "
                        "consolidated_into IS NULL GROUP BY 1", t);
@@ -180,15 +195,26 @@ static int build_sql(mem_sql *q, const char *t)
                             "consolidated_into IS NULL AND EXISTS (SELECT 1 FROM "
                             "%s k WHERE k.id = $1::bigint AND k.consolidated_into "
                             "IS NULL) RETURNING access_count, importance, "
-                            "last_access, memory_type) UPDATE %s k SET "
+                            "last_access, memory_type, id) , k AS (UPDATE %s k SET "
                             "access_count = k.access_count + d.access_count, "
                             "importance = greatest(k.importance, d.importance), "
                             "last_access = greatest(k.last_access, d.last_access) "
-                            "FROM d WHERE k.id = $1::bigint RETURNING d.memory_type", t);
-    q->expire = fmt_sql("DELETE FROM %s WHERE id = $1::bigint RETURNING memory_type", t);
+                            "FROM d WHERE k.id = $1::bigint RETURNING k.id, d.id AS "
+                            "did, d.memory_type), h AS (INSERT INTO %s_history "
+                            "(memory_id, event, detail) SELECT did, 'merged', "
+                            "jsonb_build_object('into', id) FROM k UNION ALL SELECT "
+                            "id, 'merged', jsonb_build_object('absorbed', did) FROM "
+                            "k) SELECT memory_type FROM k", t);
+    q->expire = fmt_sql("WITH x AS (DELETE FROM %s WHERE id = $1::bigint "
+                        "RETURNING id, memory_type), h AS (INSERT INTO %s_history "
+                        "(memory_id, event, detail) SELECT id, 'deleted', "
+                        "'{\"by\":\"consolidator\"}' FROM x) SELECT memory_type "
+                        "FROM x", t);
     char **all[] = {&q->insert, &q->fts, &q->fts_fuzzy, &q->rows, &q->touch, &q->feedback,
                     &q->count, &q->types, &q->all, &q->batch, &q->merge_keep,
                     &q->expire, &q->common};
+    if (mem_crud_sql(q, t) < 0)
+        return -1;
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         if (!*all[i])
             return -1;
@@ -210,6 +236,7 @@ static void free_sql(mem_sql *q)
     free(q->merge_keep);
     free(q->expire);
     free(q->common);
+    mem_crud_sql_free(q);
 }
 
 /* The schema, in order. The extensions and the text search configuration
@@ -218,7 +245,7 @@ static void free_sql(mem_sql *q)
  * table, created once (a copy of english, plus unaccent when it is
  * there). A table whose tsv predates MEM_TS_CONFIG gets it recomputed:
  * dropping the generated column drops its index, which is re-created. */
-#define MEM_SCHEMA_STEPS 9
+#define MEM_SCHEMA_STEPS 12
 static void schema_sql(const char *t, char *buf, size_t n, int which)
 {
     switch (which) {
@@ -256,7 +283,7 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
                  "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = "
                  "d.adnum WHERE d.adrelid = '%s'::regclass AND a.attname = 'tsv' "
                  "AND pg_get_expr(d.adbin, d.adrelid) LIKE '%%" MEM_TS_CONFIG
-                 "%%') THEN ALTER TABLE %s DROP COLUMN tsv; ALTER TABLE %s ADD "
+                 "%%') THEN ALTER TABLE %s DROP COLUMN IF EXISTS tsv; ALTER TABLE %s ADD "
                  "COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('"
                  MEM_TS_CONFIG "', content)) STORED; END IF; END $$", t, t, t);
         break;
@@ -272,9 +299,41 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
         snprintf(buf, n, "CREATE TABLE IF NOT EXISTS %s_words (word text "
                  "PRIMARY KEY)", t);
         break;
-    default:
+    case 8:
         snprintf(buf, n, "CREATE INDEX IF NOT EXISTS %s_context ON %s USING "
                  "gin (context jsonb_path_ops)", t, t);
+        break;
+    case 9:
+        /* The scope columns, added to a table made before them and filled
+         * from the context keys of the same names, once. */
+        snprintf(buf, n, "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute "
+                 "WHERE attrelid = '%s'::regclass AND attname = 'user_id' AND "
+                 "NOT attisdropped) THEN ALTER TABLE %s ADD COLUMN user_id text, "
+                 "ADD COLUMN agent_id text, ADD COLUMN session_id text; UPDATE %s "
+                 "SET user_id = context->>'user_id', agent_id = context->>"
+                 "'agent_id', session_id = context->>'session_id' WHERE context "
+                 "?| ARRAY['user_id', 'agent_id', 'session_id']; END IF; END $$",
+                 t, t, t);
+        break;
+    case 11:
+        /* The history of changes; a table made before it gets each live
+         * memory's creation, so every memory has one. */
+        snprintf(buf, n, "DO $$ BEGIN IF to_regclass('%s_history') IS NULL THEN "
+                 "CREATE TABLE %s_history (seq bigserial PRIMARY KEY, memory_id "
+                 "bigint NOT NULL, event text NOT NULL, at timestamptz NOT NULL "
+                 "DEFAULT now(), detail jsonb NOT NULL DEFAULT '{}'); CREATE INDEX "
+                 "%s_history_mem ON %s_history (memory_id, seq); INSERT INTO "
+                 "%s_history (memory_id, event, at, detail) SELECT id, 'created', "
+                 "created_at, jsonb_build_object('content', content, 'memory_type', "
+                 "memory_type, 'context', context, 'importance', importance) FROM "
+                 "%s WHERE consolidated_into IS NULL ORDER BY id; END IF; END $$",
+                 t, t, t, t, t, t);
+        break;
+    default:
+        snprintf(buf, n, "DO $$ BEGIN CREATE INDEX IF NOT EXISTS %s_user ON %s "
+                 "(user_id, id); CREATE INDEX IF NOT EXISTS %s_agent ON %s "
+                 "(agent_id, id); CREATE INDEX IF NOT EXISTS %s_session ON %s "
+                 "(session_id, id); END $$", t, t, t, t, t, t);
         break;
     }
 }

@@ -4,7 +4,9 @@
  *
  * Where things live. A memory is one row of `memory.table` (default
  * sophia_memory): content, memory_type, context jsonb, importance,
- * created_at, last_access, access_count, feedback, consolidated_into and
+ * created_at, last_access, access_count, feedback, consolidated_into,
+ * the scope user_id / agent_id / session_id (indexed text, NULL = unset;
+ * added to older tables at start and filled from their context) and
  * its embedding (float32 bytea), plus a generated tsvector with a GIN index
  * for full-text search (a store also adds its new words to <table>_words,
  * the typo vocabulary). Its vector is also in a faiss IDMap2 index over
@@ -48,7 +50,8 @@
  * weight min(1, 1.75 x similarity)), adds
  * the synonyms at weight 0.6, and scores each row by the sum of its
  * matching words' idf (BM25's, counted through the GIN index). Context
- * filters (exact text match of context->>KEY) drop candidates before
+ * filters (text equality, `in`, ranges on numbers and ISO dates:
+ * sophia_memory_check_filter) and the scope drop candidates before
  * ranking. Ranks are over the surviving candidates, equal scores sharing
  * a rank; the vector rank orders every candidate by its cosine with the
  * question. They are fused with weighted reciprocal rank fusion, k and
@@ -63,6 +66,15 @@
  * sum), recency, importance, frequency}. Returned memories get
  * last_access = now() and access_count + 1. sophia_memory_search_legs
  * runs one leg alone (the evaluation's baseline; no access counted).
+ *
+ * Every change leaves an event in <table>_history, in the statement that
+ * makes it (created, updated, feedback, merged, deleted).
+ *
+ * One memory and scopes (memory_crud.c): get, a keyset-paged list, patch
+ * (a new content is embedded again; on HNSW the new vector is added under
+ * the same id and the old entry superseded until a rebuild), delete, and
+ * forgetting a scope (rows, index entries with a purge rebuild, the
+ * access patterns held in memory).
  *
  * Feedback: useful moves importance a fifth of the way to 1, not useful a
  * fifth of the way to 0 (so it stays in 0..1), and counts in `feedback`.
@@ -121,6 +133,20 @@ void sophia_memory_free(sophia_memory *m);
 int sophia_memory_ready(const sophia_memory *m);
 const sophia_conf *sophia_memory_conf(const sophia_memory *m);
 
+/* Who a memory belongs to (mem0's user_id / agent_id / session_id):
+ * indexed columns of the table, returned with every memory and enforced
+ * as filters by search, list and scope deletion. NULL = not set (store) or
+ * any (filters). Values are 1..SOPHIA_MEM_MAX_SCOPE bytes. */
+#define SOPHIA_MEM_MAX_SCOPE 128
+typedef struct sophia_memory_scope {
+    const char *user_id, *agent_id, *session_id;
+} sophia_memory_scope;
+/* NULL when fine, else a 400 message naming the field (e.g. "user_id
+ * must be a string of 1..128 bytes"); each may be NULL or JSON null. */
+const char *sophia_memory_check_scope(const json_t *user_id,
+                                      const json_t *agent_id,
+                                      const json_t *session_id);
+
 /* err: 0 or a negative sophia_errno; msg says why. */
 typedef void (*sophia_memory_store_cb)(void *arg, int64_t id, int err,
                                        const char *msg);
@@ -130,11 +156,29 @@ int sophia_memory_store(sophia_memory *m, const char *content,
                         const char *memory_type, const json_t *context,
                         double importance, sophia_memory_store_cb cb,
                         void *arg);
+/* The same with a scope (may be NULL; copied). A field left NULL is taken
+ * from the context's string value of the same key, if any, so plugins
+ * that store {"user_id": ...} in the context get the column too. */
+int sophia_memory_store_scoped(sophia_memory *m, const char *content,
+                               const char *memory_type, const json_t *context,
+                               double importance,
+                               const sophia_memory_scope *scope,
+                               sophia_memory_store_cb cb, void *arg);
+
+/* A context filter (search, list): an object KEY -> a scalar (equality
+ * of the context value's text) or an operator object {"in": [..] (1..
+ * SOPHIA_MEM_MAX_IN values), "gt"/"gte"/"lt"/"lte": a number or an ISO
+ * 8601 date string}; every key must hold. NULL when fine, else a 400
+ * message naming the key (static text, or written into buf). Search and
+ * list answer SOPHIA_EINVAL for a bad one. */
+#define SOPHIA_MEM_MAX_IN 100
+const char *sophia_memory_check_filter(const json_t *filter, char *buf,
+                                       size_t buflen);
 
 /* results: a borrowed array of result objects, best first (NULL on error). */
 typedef void (*sophia_memory_search_cb)(void *arg, const json_t *results,
                                         int err, const char *msg);
-/* filter: borrowed object KEY -> string (NULL = none); k in 1..MAX_K. */
+/* filter: borrowed context filter (NULL = none); k in 1..MAX_K. */
 int sophia_memory_search(sophia_memory *m, const char *query, size_t k,
                          const json_t *filter, sophia_memory_search_cb cb,
                          void *arg);
@@ -148,6 +192,70 @@ int sophia_memory_search(sophia_memory *m, const char *query, size_t k,
 int sophia_memory_search_legs(sophia_memory *m, const char *query, size_t k,
                               const json_t *filter, int legs,
                               sophia_memory_search_cb cb, void *arg);
+/* Only memories of that scope (NULL or NULL fields = any) are candidates;
+ * the vector leg then looks k*20 deep, as with a context filter. */
+int sophia_memory_search_scoped(sophia_memory *m, const char *query, size_t k,
+                                const json_t *filter,
+                                const sophia_memory_scope *scope, int legs,
+                                sophia_memory_search_cb cb, void *arg);
+
+/* ---- one memory, lists, scopes (memory_crud.c) ----
+ * memory: a borrowed object {id, content, memory_type, context,
+ * importance, access_count, created_at, last_access, feedback, user_id,
+ * agent_id, session_id}; NULL with err 0 = no live memory with that id. */
+typedef void (*sophia_memory_get_cb)(void *arg, const json_t *memory, int err,
+                                     const char *msg);
+int sophia_memory_get(sophia_memory *m, int64_t id, sophia_memory_get_cb cb,
+                      void *arg);
+
+/* A page of live memories, newest first. `before` is the previous page's
+ * `next` (0 = from the newest); next = 0 on the last page. */
+#define SOPHIA_MEM_MAX_LIST 1000
+typedef struct sophia_memory_list_q {
+    sophia_memory_scope scope;
+    const char *memory_type; /* NULL = any */
+    const json_t *filter;    /* a context filter, as search's; NULL = none */
+    int64_t before;
+    size_t limit; /* 1..SOPHIA_MEM_MAX_LIST */
+} sophia_memory_list_q;
+typedef void (*sophia_memory_list_cb)(void *arg, const json_t *memories,
+                                      int64_t next, int err, const char *msg);
+int sophia_memory_list(sophia_memory *m, const sophia_memory_list_q *q,
+                       sophia_memory_list_cb cb, void *arg);
+
+/* A patch: NULL / importance < 0 = unchanged. A new content is embedded
+ * again and replaces the memory's vector in the index. Input must be
+ * valid (sophia_memory_check). cb gets the memory as it is now. */
+typedef struct sophia_memory_change {
+    const char *content, *memory_type;
+    const json_t *context; /* replaces the whole context */
+    double importance;
+} sophia_memory_change;
+int sophia_memory_patch(sophia_memory *m, int64_t id,
+                        const sophia_memory_change *c, sophia_memory_get_cb cb,
+                        void *arg);
+
+/* deleted: rows removed (0 = no such memory / nothing in the scope). */
+typedef void (*sophia_memory_delete_cb)(void *arg, size_t deleted, int err,
+                                        const char *msg);
+/* Removes the row (merged or not) and its index entry. */
+int sophia_memory_delete(sophia_memory *m, int64_t id,
+                         sophia_memory_delete_cb cb, void *arg);
+/* Forgets a scope (at least one field set, else SOPHIA_EINVAL): every row
+ * that matches all the fields set, their index entries (and a rebuild, so
+ * an HNSW graph and the index file drop the vectors too), and the access
+ * patterns of that user_id held in memory. */
+int sophia_memory_forget(sophia_memory *m, const sophia_memory_scope *scope,
+                         sophia_memory_delete_cb cb, void *arg);
+
+/* The stored changes of a memory, oldest first (memory: an array of
+ * {event, at, detail}; NULL with err 0 when it has none: unknown id, or
+ * its scope was forgotten). Events: created {content, memory_type,
+ * context, importance}; updated {the new values, old_*}; feedback
+ * {useful, importance}; merged {into: id} on the dropped one, {absorbed:
+ * id} on the kept one; deleted {by: api|consolidator}. */
+int sophia_memory_history(sophia_memory *m, int64_t id, sophia_memory_get_cb cb,
+                          void *arg);
 
 /* found: 1 when the memory exists; importance: its new value. */
 typedef void (*sophia_memory_feedback_cb)(void *arg, int found,

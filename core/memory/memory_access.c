@@ -260,8 +260,10 @@ static void remember(flush_op *f)
              d ? d : "", d ? " " : "", u ? "(user " : "", u ? u : "", u ? ") " : "",
              key ? key : "?");
     json_object_set_new(a->known, f->pattern, json_integer(0));
-    if (!p || sophia_memory_store(a->m, text, "access_pattern", p, MEM_ACC_IMPORTANCE,
-                                  on_stored, f) != 0) {
+    /* The reader is the memory's user_id: forgetting the user forgets it. */
+    sophia_memory_scope who = {u, NULL, NULL};
+    if (!p || sophia_memory_store_scoped(a->m, text, "access_pattern", p,
+                                         MEM_ACC_IMPORTANCE, &who, on_stored, f) != 0) {
         json_object_del(a->known, f->pattern);
         flush_op_free(f);
     }
@@ -401,6 +403,48 @@ void mem_access_free(sophia_memory *m)
     a->m = NULL;
     m->acc = NULL;
     acc_unref(a);
+}
+
+/* Is `pat` (a pattern's JSON text) read by `user`? */
+static int pattern_of(const char *pat, const char *user)
+{
+    json_t *p = json_loads(pat, 0, NULL);
+    const char *u = json_string_value(json_object_get(p, "user"));
+    int yes = u && !strcmp(u, user);
+    json_decref(p);
+    return yes;
+}
+
+static int id_in(json_int_t id, const int64_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return 1;
+    return 0;
+}
+
+void mem_access_forget(sophia_memory *m, const char *user, const int64_t *ids,
+                       size_t n)
+{
+    mem_access *a = m->acc;
+    if (!a)
+        return;
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(a->known, tmp, k, v) {
+        if ((user && pattern_of(k, user)) || id_in(json_integer_value(v), ids, n))
+            json_object_del(a->known, k);
+    }
+    if (!user)
+        return;
+    json_object_foreach_safe(a->pending, tmp, k, v) {
+        if (pattern_of(k, user))
+            json_object_del(a->pending, k);
+    }
+    char seen[160];
+    snprintf(seen, sizeof(seen), "u:%s", user);
+    json_object_del(a->seen, seen);
 }
 
 int mem_access_get_stats(const sophia_memory *m, mem_access_stats *out)

@@ -97,8 +97,31 @@ static int tombs_want_rebuild(const sophia_memory *m)
 {
     size_t pct = m->conf->memory.rebuild_removed_pct;
     idx_t total = m->index ? faiss_Index_ntotal(m->index) : 0;
-    return pct > 0 && m->ntomb > 0 && total > 0 &&
-           (double)m->ntomb * 100.0 >= (double)pct * (double)total;
+    size_t gone = m->ntomb + m->nsuper;
+    return pct > 0 && gone > 0 && total > 0 &&
+           (double)gone * 100.0 >= (double)pct * (double)total;
+}
+
+int mem_index_replace(sophia_memory *m, int64_t id, const float *vec)
+{
+    idx_t one = id;
+    int rc = -1;
+    pthread_rwlock_wrlock(&m->lock);
+    if (m->index && !m->hnsw && !m->rebuilding) {
+        FaissIDSelectorBatch *sel = NULL;
+        if (faiss_IDSelectorBatch_new(&sel, 1, &one) == 0) {
+            faiss_Index_remove_ids(m->index, (FaissIDSelector *)sel, NULL);
+            faiss_IDSelector_free((FaissIDSelector *)sel);
+        }
+        rc = faiss_Index_add_with_ids(m->index, 1, vec, &one) == 0 ? 0 : -1;
+    } else if (m->index) {
+        /* IDMap2 maps the id to its newest entry; sophia_faiss_copy skips
+         * the older one, so a rebuild leaves it out. */
+        rc = faiss_Index_add_with_ids(m->index, 1, vec, &one) == 0 ? 0 : -1;
+        m->nsuper += rc == 0;
+    }
+    pthread_rwlock_unlock(&m->lock);
+    return rc;
 }
 
 size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
@@ -245,8 +268,8 @@ static int rebuild_add(rebuild_job *j, idx_t n)
     idx_t keep = 0;
     int dim = j->m->dim;
     for (idx_t i = 0; i < n; i++) {
-        if (in_sorted(j->t0, j->nt0, j->ids[i]))
-            continue;
+        if (j->ids[i] < 0 || in_sorted(j->t0, j->nt0, j->ids[i]))
+            continue; /* superseded (see mem_index_replace) or removed */
         if (keep != i) {
             j->ids[keep] = j->ids[i];
             memmove(j->vecs + (size_t)keep * dim, j->vecs + (size_t)i * dim,
@@ -268,6 +291,7 @@ static void rebuild_swap(rebuild_job *j)
         if (!in_sorted(j->t0, j->nt0, m->tomb[i]))
             m->tomb[o++] = m->tomb[i];
     m->ntomb = o;
+    m->nsuper = 0;
     j->removed = j->nt0;
     if (!j->hnsw && o) {
         FaissIDSelectorBatch *sel = NULL;
@@ -355,7 +379,10 @@ static void rebuild_done(void *arg, int cancelled)
                     j->msg);
     }
     m->rebuild_running = 0;
-    int again = !cancelled && j->ok && j->again;
+    /* A forget during the run tombstoned what this run had copied: once
+     * more, so those vectors leave the graph too. */
+    int again = !cancelled && j->ok && (j->again || (m->purge_wanted && m->tombstones));
+    m->purge_wanted = 0;
     free(j->t0);
     free(j->vecs);
     free(j->ids);

@@ -2,7 +2,8 @@
  * memory_priv - the memory store's internals, shared by memory.c (SQL,
  * start-up, readiness), memory_index.c (the faiss index, tombstones,
  * saving, rebuild), memory_store.c (store, feedback), memory_search.c
- * (retrieval), memory_consolidate.c (consolidator plugins),
+ * (retrieval), memory_crud.c (one memory, lists, scope deletion),
+ * memory_consolidate.c (consolidator plugins),
  * memory_access.c (access patterns) and memory_stats.c (figures). Not
  * for other modules.
  */
@@ -46,7 +47,42 @@ typedef struct mem_syn mem_syn;       /* memory_synonyms.c */
 typedef struct mem_sql {
     char *insert, *fts, *fts_fuzzy, *rows, *touch, *feedback, *count, *types, *all;
     char *batch, *merge_keep, *expire, *common;
+    /* memory_crud.c */
+    char *get, *list, *patch, *del_scope, *history;
 } mem_sql;
+
+/* A memory as rows/get/list select it: MEM_COLS_HEAD (columns 0..8), the
+ * embedding or NULL (9), MEM_COLS_SCOPE (10..12); mem_row_json reads it. */
+#define MEM_COLS_HEAD                                                         \
+    "id, content, memory_type, context::text, importance::float8, "          \
+    "extract(epoch FROM created_at)::float8, extract(epoch FROM "            \
+    "last_access)::float8, access_count, feedback"
+#define MEM_COLS_SCOPE "user_id, agent_id, session_id"
+
+/* The context filter: $N is a jsonb object KEY -> a scalar (the context
+ * value's text must equal its text) or an object of operators: "in" (an
+ * array of strings: the value's text is one of them) and "gt", "gte",
+ * "lt", "lte" (a number: the value must be a JSON number; or an ISO 8601
+ * date string: the value must be a string starting YYYY-MM-DD, compared
+ * as text, so one format and time zone). A row passes when every key
+ * does; a missing key fails. sophia_memory_check_filter says what is
+ * valid. */
+#define MEM_CTX_RANGE(op, cmp)                                                \
+    "(NOT f.value ? '" op "' OR CASE WHEN jsonb_typeof(f.value->'" op "') = " \
+    "'number' THEN jsonb_typeof(context->f.key) = 'number' AND "             \
+    "(context->f.key)::numeric " cmp " (f.value->>'" op "')::numeric ELSE "  \
+    "jsonb_typeof(context->f.key) = 'string' AND (context->>f.key) ~ "       \
+    "'^[0-9]{4}-[0-9]{2}-[0-9]{2}' AND (context->>f.key) " cmp " "           \
+    "(f.value->>'" op "') END)"
+#define MEM_CTX_FILTER(n)                                                     \
+    "NOT EXISTS (SELECT 1 FROM jsonb_each($" #n "::jsonb) f WHERE NOT "      \
+    "COALESCE(CASE WHEN jsonb_typeof(f.value) <> 'object' THEN "             \
+    "(context->>f.key) = (f.value #>> '{}') ELSE (context ? f.key) AND "     \
+    "(NOT f.value ? 'in' OR (context->>f.key) IN (SELECT "                   \
+    "jsonb_array_elements_text(f.value->'in'))) AND "                        \
+    MEM_CTX_RANGE("gt", ">") " AND " MEM_CTX_RANGE("gte", ">=") " AND "      \
+    MEM_CTX_RANGE("lt", "<") " AND " MEM_CTX_RANGE("lte", "<=") " END, "     \
+    "false))"
 
 struct sophia_memory {
     const sophia_conf *conf;
@@ -65,6 +101,7 @@ struct sophia_memory {
     int hnsw;
     int64_t *tomb; /* sorted removed ids (HNSW, or any index while rebuilding) */
     size_t ntomb, tomb_cap;
+    size_t nsuper; /* entries superseded by a patch (mem_index_replace) */
     int rebuilding; /* a rebuild is copying: removals tombstone, storage only grows */
     atomic_int stop; /* shutting down: a running rebuild gives up */
 
@@ -80,6 +117,7 @@ struct sophia_memory {
     int fuzzy; /* pg_trgm is there: the text leg uses sql.fts_fuzzy */
 
     int rebuild_running; /* loop's view: one rebuild at a time */
+    int purge_wanted;    /* a forget asked for a rebuild while one ran */
     size_t tombstones;   /* loop's copy of ntomb, for stats */
 
     mem_consolidator *cons;
@@ -108,6 +146,11 @@ void mem_count_type(sophia_memory *m, const char *type, int delta);
  * for memory.rebuild_removed_pct (hand it to mem_rebuild on the loop). */
 size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
                         int *rebuild);
+/* Gives `id` a new vector (worker thread; 0 or -1). Flat: replaced in
+ * place. HNSW, or while a rebuild copies: added again under the same id,
+ * the old entry superseded (left out by the next rebuild; counted with
+ * the tombstones toward memory.rebuild_removed_pct). */
+int mem_index_replace(sophia_memory *m, int64_t id, const float *vec);
 /* memory_index.c: a new empty index (flat or HNSW, tuned); whether `n`
  * live memories want HNSW; writing the index file (worker, under the
  * read lock; 0 or -1); the save timer's callback (m->save_ev). */
@@ -125,6 +168,12 @@ int mem_decode_vec(const char *hex, float *out, int dim);
 /* "{1,2,3}" for an id list, malloc'd. */
 char *mem_id_array(const int64_t *ids, size_t n);
 
+/* memory_crud.c: its SQL (in build_sql; -1 when out of memory), and one
+ * selected row as the API's memory object (no scores). */
+int mem_crud_sql(mem_sql *q, const char *table);
+void mem_crud_sql_free(mem_sql *q);
+json_t *mem_row_json(PGresult *res, int i);
+
 /* memory_access.c: access patterns -> cache warming */
 int mem_access_init(sophia_memory *m);
 void mem_access_free(sophia_memory *m); /* before pg is freed */
@@ -136,6 +185,10 @@ typedef struct mem_access_stats {
     uint64_t dropped, warmed, warm_runs;
 } mem_access_stats;
 int mem_access_get_stats(const sophia_memory *m, mem_access_stats *out);
+/* Drops what the access table holds of a user (NULL: no one) and of the
+ * given memory ids (deleted), so nothing of them is written back. */
+void mem_access_forget(sophia_memory *m, const char *user, const int64_t *ids,
+                       size_t n);
 
 /* memory_synonyms.c: the synonym file (NULL + err on a bad file), how
  * many groups it has, and a query's expansion: the other members of every

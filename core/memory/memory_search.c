@@ -88,6 +88,7 @@ typedef struct search_job {
     size_t k;
     int legs;      /* SOPHIA_MEM_LEG_* bits: which lists are fused */
     char *filter; /* jsonb text */
+    char *scope[3]; /* user_id, agent_id, session_id; NULL = any */
     int filtered;
     float *qvec;
     int64_t *vids;
@@ -110,6 +111,8 @@ static void job_free(search_job *j)
     free(j->qx);
     free(j->qv);
     free(j->filter);
+    for (int i = 0; i < 3; i++)
+        free(j->scope[i]);
     free(j->qvec);
     free(j->vids);
     free(j->vsc);
@@ -152,20 +155,6 @@ static cand *find_cand(cand *c, size_t n, int64_t id)
         if (c[i].id == id)
             return &c[i];
     return NULL;
-}
-
-static json_t *row_json(PGresult *res, int i)
-{
-    json_t *ctx = json_loads(PQgetvalue(res, i, 3), 0, NULL);
-    return json_pack("{s:I,s:s,s:s,s:o,s:f,s:I,s:f,s:f,s:I}", "id",
-                     (json_int_t)atoll(PQgetvalue(res, i, 0)), "content",
-                     PQgetvalue(res, i, 1), "memory_type", PQgetvalue(res, i, 2),
-                     "context", ctx ? ctx : json_object(), "importance",
-                     atof(PQgetvalue(res, i, 4)), "access_count",
-                     (json_int_t)atoll(PQgetvalue(res, i, 7)), "created_at",
-                     atof(PQgetvalue(res, i, 5)), "last_access",
-                     atof(PQgetvalue(res, i, 6)), "feedback",
-                     (json_int_t)atoll(PQgetvalue(res, i, 8)));
 }
 
 static int by_vector(const void *a, const void *b)
@@ -290,7 +279,7 @@ static void on_rows(void *arg, PGresult *res, const char *err)
     double now = (double)sophia_now_wall_us() / 1e6;
     for (size_t i = 0; i < n; i++) {
         score(j, &c[i], res, (int)i, now);
-        c[i].row = row_json(res, (int)i);
+        c[i].row = mem_row_json(res, (int)i);
     }
     qsort(c, n, sizeof(*c), cand_cmp);
     json_t *out = json_array();
@@ -330,8 +319,8 @@ static void fetch_rows(search_job *j)
         all[n++] = j->tids[i];
     char *arr = mem_id_array(all, n);
     free(all);
-    const char *vals[2] = {arr, j->filter};
-    int rc = arr ? sophia_pg_query(j->m->pg, j->m->sql.rows, 2, vals, NULL, NULL,
+    const char *vals[5] = {arr, j->filter, j->scope[0], j->scope[1], j->scope[2]};
+    int rc = arr ? sophia_pg_query(j->m->pg, j->m->sql.rows, 5, vals, NULL, NULL,
                                    on_rows, j)
                  : SOPHIA_ENOMEM;
     free(arr);
@@ -411,12 +400,13 @@ static void search_start(void *op)
     char lim[24], live[24];
     snprintf(lim, sizeof(lim), "%zu", j->k * 4);
     snprintf(live, sizeof(live), "%lld", (long long)m->live);
-    const char *vals[5] = {j->q, j->filter, lim, live, j->qx};
+    const char *vals[8] = {j->q, j->filter, lim, live, j->qx,
+                           j->scope[0], j->scope[1], j->scope[2]};
     j->t0 = sophia_now_mono_us();
     j->running = 2;
     if (!(j->legs & SOPHIA_MEM_LEG_TEXT))
         j->running--;
-    else if (sophia_pg_query(m->pg, m->fuzzy ? m->sql.fts_fuzzy : m->sql.fts, 5,
+    else if (sophia_pg_query(m->pg, m->fuzzy ? m->sql.fts_fuzzy : m->sql.fts, 8,
                              vals, NULL, NULL, on_text, j)) {
         finish(j, NULL, SOPHIA_EBUSY, "PostgreSQL queue full");
         return;
@@ -447,8 +437,31 @@ int sophia_memory_search_legs(sophia_memory *m, const char *query, size_t k,
                               const json_t *filter, int legs,
                               sophia_memory_search_cb cb, void *arg)
 {
+    return sophia_memory_search_scoped(m, query, k, filter, NULL, legs, cb, arg);
+}
+
+/* Copies the scope's set fields; -1 when out of memory. */
+static int copy_scope(search_job *j, const sophia_memory_scope *s)
+{
+    const char *f[3] = {s ? s->user_id : NULL, s ? s->agent_id : NULL,
+                        s ? s->session_id : NULL};
+    int bad = 0;
+    for (int i = 0; i < 3; i++) {
+        j->scope[i] = f[i] ? strdup(f[i]) : NULL;
+        bad |= f[i] && !j->scope[i];
+        j->filtered |= f[i] != NULL;
+    }
+    return bad ? -1 : 0;
+}
+
+int sophia_memory_search_scoped(sophia_memory *m, const char *query, size_t k,
+                                const json_t *filter,
+                                const sophia_memory_scope *scope, int legs,
+                                sophia_memory_search_cb cb, void *arg)
+{
+    char why[200];
     if (!query || k < 1 || k > SOPHIA_MEM_MAX_K || !(legs & SOPHIA_MEM_LEGS_ALL) ||
-        (legs & ~SOPHIA_MEM_LEGS_ALL))
+        (legs & ~SOPHIA_MEM_LEGS_ALL) || sophia_memory_check_filter(filter, why, sizeof(why)))
         return SOPHIA_EINVAL;
     search_job *j = calloc(1, sizeof(*j));
     if (!j)
@@ -459,6 +472,7 @@ int sophia_memory_search_legs(sophia_memory *m, const char *query, size_t k,
     j->cb = cb;
     j->arg = arg;
     j->filtered = filter && json_object_size(filter) > 0;
+    int bad = copy_scope(j, scope);
     j->kv = k * (j->filtered ? 20 : 4);
     j->q = strdup(query);
     /* The synonyms go to the text leg only: on the tuning split, adding
@@ -471,7 +485,7 @@ int sophia_memory_search_legs(sophia_memory *m, const char *query, size_t k,
     j->vids = malloc(j->kv * sizeof(*j->vids));
     j->vsc = malloc(j->kv * sizeof(*j->vsc));
     int rc = SOPHIA_ENOMEM;
-    if (j->q && j->qx && j->qv && j->filter && j->qvec && j->vids && j->vsc)
+    if (!bad && j->q && j->qx && j->qv && j->filter && j->qvec && j->vids && j->vsc)
         rc = mem_when_ready(m, search_start, search_fail, j);
     if (rc)
         job_free(j);

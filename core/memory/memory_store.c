@@ -71,11 +71,104 @@ const char *sophia_memory_check(const sophia_memory *m, const json_t *content,
     return NULL;
 }
 
+/* NULL when v is absent, null or a good scope value; else the message. */
+static const char *check_one_scope(const json_t *v, const char *name)
+{
+    if (!v || json_is_null(v))
+        return NULL;
+    if (json_is_string(v) && json_string_length(v) >= 1 &&
+        json_string_length(v) <= SOPHIA_MEM_MAX_SCOPE &&
+        !memchr(json_string_value(v), '\0', json_string_length(v)))
+        return NULL;
+    return name[0] == 'u'   ? "user_id must be a string of 1..128 bytes"
+           : name[0] == 'a' ? "agent_id must be a string of 1..128 bytes"
+                            : "session_id must be a string of 1..128 bytes";
+}
+
+const char *sophia_memory_check_scope(const json_t *user_id, const json_t *agent_id,
+                                      const json_t *session_id)
+{
+    const char *e = check_one_scope(user_id, "user_id");
+    if (!e)
+        e = check_one_scope(agent_id, "agent_id");
+    if (!e)
+        e = check_one_scope(session_id, "session_id");
+    return e;
+}
+
+/* ISO 8601 date at the start: YYYY-MM-DD. */
+static int is_iso_date(const char *s)
+{
+    for (int i = 0; i < 10; i++) {
+        int want_dash = i == 4 || i == 7;
+        if (want_dash ? s[i] != '-' : (s[i] < '0' || s[i] > '9'))
+            return 0;
+    }
+    return 1;
+}
+
+static const char *check_ops(const char *key, const json_t *ops, char *buf, size_t n)
+{
+    const char *op;
+    json_t *v;
+    if (json_object_size(ops) == 0)
+        return snprintf(buf, n, "context filter %.128s: an operator object needs "
+                        "in, gt, gte, lt or lte", key), buf;
+    json_object_foreach((json_t *)ops, op, v) {
+        if (!strcmp(op, "in")) {
+            size_t i;
+            json_t *e;
+            if (!json_is_array(v) || json_array_size(v) < 1 ||
+                json_array_size(v) > SOPHIA_MEM_MAX_IN)
+                return snprintf(buf, n, "context filter %.128s: in must be an array "
+                                "of 1..%d values", key, SOPHIA_MEM_MAX_IN), buf;
+            json_array_foreach(v, i, e) if (!json_is_string(e) && !json_is_number(e) &&
+                                            !json_is_boolean(e))
+                return snprintf(buf, n, "context filter %.128s: in values must be "
+                                "strings, numbers or booleans", key), buf;
+        } else if (!strcmp(op, "gt") || !strcmp(op, "gte") || !strcmp(op, "lt") ||
+                   !strcmp(op, "lte")) {
+            if (!json_is_number(v) && !(json_is_string(v) && is_iso_date(json_string_value(v))))
+                return snprintf(buf, n, "context filter %.128s: %s must be a number or "
+                                "an ISO 8601 date (YYYY-MM-DD...)", key, op), buf;
+        } else {
+            return snprintf(buf, n, "context filter %.128s: unknown operator %.32s "
+                            "(in, gt, gte, lt, lte)", key, op), buf;
+        }
+    }
+    return NULL;
+}
+
+const char *sophia_memory_check_filter(const json_t *filter, char *buf, size_t n)
+{
+    const char *k;
+    json_t *v;
+    if (!filter)
+        return NULL;
+    if (!json_is_object(filter))
+        return "a context filter must be an object of KEY -> value or {operator: value}";
+    json_object_foreach((json_t *)filter, k, v) {
+        if (!*k || strlen(k) > 128)
+            return "context filter keys must be 1..128 characters";
+        if (json_is_object(v)) {
+            const char *e = check_ops(k, v, buf, n);
+            if (e)
+                return e;
+        } else if (!json_is_string(v) && !json_is_number(v) && !json_is_boolean(v)) {
+            snprintf(buf, n, "context filter %.128s: a value must be a string, number, "
+                     "boolean or an operator object", k);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
 /* --------------------------------------------------------------- store */
 
 typedef struct store_job {
     sophia_memory *m;
     char *content, *type, *context;
+    char *scope[3]; /* user_id, agent_id, session_id; NULL = not set */
     char importance[32];
     float *vec;
     int64_t id;
@@ -93,6 +186,8 @@ static void store_finish(store_job *j, int err, const char *msg)
     free(j->content);
     free(j->type);
     free(j->context);
+    for (int i = 0; i < 3; i++)
+        free(j->scope[i]);
     free(j->vec);
     free(j);
 }
@@ -155,11 +250,11 @@ static void store_embedded(void *arg, int cancelled)
         store_finish(j, SOPHIA_EUNAVAIL, "embedding failed or shutting down");
         return;
     }
-    const char *vals[5] = {j->content, j->type, j->context, j->importance,
-                           (const char *)j->vec};
-    int lens[5] = {0, 0, 0, 0, j->m->dim * (int)sizeof(float)};
-    int fmts[5] = {0, 0, 0, 0, 1};
-    int rc = sophia_pg_query(j->m->pg, j->m->sql.insert, 5, vals, lens, fmts,
+    const char *vals[8] = {j->content, j->type, j->context, j->importance,
+                           (const char *)j->vec, j->scope[0], j->scope[1], j->scope[2]};
+    int lens[8] = {0, 0, 0, 0, j->m->dim * (int)sizeof(float), 0, 0, 0};
+    int fmts[8] = {0, 0, 0, 0, 1, 0, 0, 0};
+    int rc = sophia_pg_query(j->m->pg, j->m->sql.insert, 8, vals, lens, fmts,
                              on_inserted, j);
     if (rc)
         store_finish(j, rc, "PostgreSQL queue full");
@@ -181,6 +276,27 @@ int sophia_memory_store(sophia_memory *m, const char *content,
                         const char *memory_type, const json_t *context,
                         double importance, sophia_memory_store_cb cb, void *arg)
 {
+    return sophia_memory_store_scoped(m, content, memory_type, context, importance,
+                                      NULL, cb, arg);
+}
+
+/* The scope field, else the context's value of that key when it is a
+ * valid scope string; 0, or -1 when out of memory. */
+static int scope_field(char **out, const char *given, const json_t *context,
+                       const char *key)
+{
+    const json_t *v = json_object_get(context, key);
+    if (!given && json_is_string(v) && !check_one_scope(v, key))
+        given = json_string_value(v);
+    *out = given ? strdup(given) : NULL;
+    return given && !*out ? -1 : 0;
+}
+
+int sophia_memory_store_scoped(sophia_memory *m, const char *content,
+                               const char *memory_type, const json_t *context,
+                               double importance, const sophia_memory_scope *scope,
+                               sophia_memory_store_cb cb, void *arg)
+{
     store_job *j = calloc(1, sizeof(*j));
     if (!j)
         return SOPHIA_ENOMEM;
@@ -193,8 +309,13 @@ int sophia_memory_store(sophia_memory *m, const char *content,
     j->vec = malloc((size_t)m->dim * sizeof(float));
     snprintf(j->importance, sizeof(j->importance), "%.6g",
              importance < 0 ? MEM_DEFAULT_IMPORTANCE : importance > 1 ? 1.0 : importance);
+    sophia_memory_scope none = {NULL, NULL, NULL};
+    const sophia_memory_scope *s = scope ? scope : &none;
+    int bad = scope_field(&j->scope[0], s->user_id, context, "user_id") |
+              scope_field(&j->scope[1], s->agent_id, context, "agent_id") |
+              scope_field(&j->scope[2], s->session_id, context, "session_id");
     int rc = SOPHIA_ENOMEM;
-    if (j->content && j->type && j->context && j->vec)
+    if (!bad && j->content && j->type && j->context && j->vec)
         rc = mem_when_ready(m, store_start, store_fail, j);
     if (rc) {
         j->cb = NULL;

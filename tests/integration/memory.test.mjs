@@ -281,6 +281,14 @@ plugins:
     assert.ok(kept.access_count >= 0);
     assert.ok(ids.includes(x) && ids.includes(y), 'the distinct pair is left alone');
     assert.equal((await memStats(dd)).index, 'hnsw');
+    // Both keep the merge in their history.
+    const hist = async (id) => (await fetchJson(`${dd.url}/api/memory/${id}/history`)).body.history;
+    const hs = await hist(short);
+    assert.deepEqual(hs.map((e) => e.event), ['created', 'merged'], JSON.stringify(hs));
+    assert.equal(hs[1].detail.into, rich);
+    const hr = await hist(rich);
+    assert.deepEqual(hr.map((e) => e.event), ['created', 'merged'], JSON.stringify(hr));
+    assert.equal(hr[1].detail.absorbed, short);
   } finally {
     await dd.stop();
   }
@@ -646,12 +654,14 @@ test('a store made before sophia_english is migrated: stemming, accents folded, 
     assert.match(expr[0][0], /sophia_english/);
     const idx = await pgQuery(`SELECT count(*) FROM pg_indexes WHERE indexname = '${t}_tsv'`);
     assert.equal(idx[0][0], '1', 'the GIN index is back on the new column');
+    // the typo vocabulary was filled from the old rows (common-word pass,
+    // on its own connection: until then the text leg knows none of their
+    // words, so the searches below wait for it)
+    await waitFor(async () => (await pgQuery(`SELECT count(*) FROM ${t}_words WHERE word = 'zurich'`))[0][0] === '1',
+      'zurich in the typo vocabulary');
     // accents folded (unaccent) and stemming, on the migrated row
     const r = await search(dd, 'cafe zurich renee renewals', { k: 1, legs: 'text' });
     assert.match(r[0].content, /Café Zürich/);
-    // the typo vocabulary was filled from the old rows (common-word pass)
-    await waitFor(async () => (await pgQuery(`SELECT count(*) FROM ${t}_words WHERE word = 'zurich'`))[0][0] === '1',
-      'zurich in the typo vocabulary');
     const typo = await search(dd, 'Zuirch discount', { k: 1, legs: 'text' });
     assert.match(typo[0].content, /Zürich/);
   } finally {

@@ -10,6 +10,7 @@
  * a store freed with work in flight answers every callback. Each run uses
  * a table of its own.
  */
+#include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -310,6 +311,145 @@ static void test_memory_check(void **state)
     event_base_free(base);
 }
 
+/* ------------------------------------------- scopes, get, list, delete */
+
+typedef struct crud_w {
+    int done, err;
+    json_t *got;  /* a memory or a page (deep copies) */
+    int64_t next;
+    size_t deleted;
+} crud_w;
+
+static void on_got(void *arg, const json_t *memory, int err, const char *msg)
+{
+    crud_w *w = arg;
+    (void)msg;
+    w->done++;
+    w->err = err;
+    json_decref(w->got);
+    w->got = memory ? json_deep_copy(memory) : NULL;
+}
+
+static void on_page(void *arg, const json_t *memories, int64_t next, int err,
+                    const char *msg)
+{
+    on_got(arg, memories, err, msg);
+    ((crud_w *)arg)->next = next;
+}
+
+static void on_gone(void *arg, size_t deleted, int err, const char *msg)
+{
+    crud_w *w = arg;
+    (void)msg;
+    w->done++;
+    w->err = err;
+    w->deleted = deleted;
+}
+
+static void crud_wait(struct event_base *base, crud_w *w, int n)
+{
+    for (int i = 0; w->done < n && i < 2000000; i++)
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), usleep(100);
+    assert_true(w->done >= n);
+    assert_int_equal(w->err, 0);
+}
+
+static void test_memory_scope_crud(void **state)
+{
+    (void)state;
+    json_t *good = json_string("u1"), *empty = json_string(""), *num = json_integer(1);
+    assert_null(sophia_memory_check_scope(good, NULL, json_null()));
+    assert_string_equal(sophia_memory_check_scope(empty, NULL, NULL),
+                        "user_id must be a string of 1..128 bytes");
+    assert_string_equal(sophia_memory_check_scope(NULL, good, num),
+                        "session_id must be a string of 1..128 bytes");
+
+    /* context filters: scalars, in, ranges on numbers and ISO dates */
+    char why[200];
+    const char *fine[] = {"{\"a\":\"x\",\"n\":3,\"b\":true}",
+                          "{\"t\":{\"in\":[\"gold\",2]}}",
+                          "{\"s\":{\"gte\":10,\"lt\":50.5}}",
+                          "{\"d\":{\"gt\":\"2026-03-01T00:00:00Z\"}}"};
+    const char *bad[][2] = {{"{\"s\":{\"foo\":1}}", "unknown operator foo"},
+                            {"{\"s\":{}}", "needs in, gt"},
+                            {"{\"s\":{\"gte\":\"soon\"}}", "gte must be a number"},
+                            {"{\"s\":{\"in\":[]}}", "array of 1..100"},
+                            {"{\"s\":{\"in\":[[1]]}}", "in values must be"},
+                            {"{\"s\":null}", "a value must be"}};
+    for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+        json_t *f = json_loads(fine[i], 0, NULL);
+        assert_null(sophia_memory_check_filter(f, why, sizeof(why)));
+        json_decref(f);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *f = json_loads(bad[i][0], 0, NULL);
+        const char *e = sophia_memory_check_filter(f, why, sizeof(why));
+        assert_non_null(e);
+        assert_non_null(strstr(e, bad[i][1]));
+        json_decref(f);
+    }
+
+    struct event_base *base = event_base_new();
+    sophia_conf *c;
+    sophia_memory *m = open_store(base, &c);
+    /* agent_id from the context, user_id given (wins over the context's) */
+    json_t *ctx = json_pack("{s:s,s:s}", "agent_id", "bot7", "user_id", "ignored");
+    sophia_memory_scope sc = {"scoped-user", NULL, "sess"};
+    waiter w = {0};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(sophia_memory_store_scoped(m, "Ines plans the Porto offsite",
+                                                    "fact", ctx, -1, &sc, on_stored, &w), 0);
+    wait_for(base, &w, 3);
+    int64_t last = w.id;
+
+    crud_w g = {0};
+    assert_int_equal(sophia_memory_get(m, last, on_got, &g), 0);
+    crud_wait(base, &g, 1);
+    assert_string_equal(json_string_value(json_object_get(g.got, "user_id")), "scoped-user");
+    assert_string_equal(json_string_value(json_object_get(g.got, "agent_id")), "bot7");
+    assert_string_equal(json_string_value(json_object_get(g.got, "session_id")), "sess");
+
+    /* two pages of 2 + 1, newest first */
+    sophia_memory_list_q q = {.scope = {"scoped-user", NULL, NULL}, .limit = 2};
+    assert_int_equal(sophia_memory_list(m, &q, on_page, &g), 0);
+    crud_wait(base, &g, 2);
+    assert_int_equal(json_array_size(g.got), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(g.got, 0), "id")), last);
+    assert_true(g.next > 0);
+    q.before = g.next;
+    assert_int_equal(sophia_memory_list(m, &q, on_page, &g), 0);
+    crud_wait(base, &g, 3);
+    assert_int_equal(json_array_size(g.got), 1);
+    assert_int_equal(g.next, 0);
+    q.limit = 0;
+    assert_int_equal(sophia_memory_list(m, &q, on_page, &g), SOPHIA_EINVAL);
+
+    sophia_memory_change ch = {NULL, NULL, NULL, 0.25};
+    assert_int_equal(sophia_memory_patch(m, last, &ch, on_got, &g), 0);
+    crud_wait(base, &g, 4);
+    assert_true(fabs(json_real_value(json_object_get(g.got, "importance")) - 0.25) < 1e-6);
+
+    sophia_memory_scope none = {NULL, NULL, NULL};
+    assert_int_equal(sophia_memory_forget(m, &none, on_gone, &g), SOPHIA_EINVAL);
+    assert_int_equal(sophia_memory_delete(m, last, on_gone, &g), 0);
+    crud_wait(base, &g, 5);
+    assert_int_equal(g.deleted, 1);
+    assert_int_equal(sophia_memory_forget(m, &sc, on_gone, &g), 0);
+    crud_wait(base, &g, 6);
+    assert_int_equal(g.deleted, 2);
+    assert_int_equal(sophia_memory_get(m, last, on_got, &g), 0);
+    crud_wait(base, &g, 7);
+    assert_null(g.got);
+
+    json_decref(good);
+    json_decref(empty);
+    json_decref(num);
+    json_decref(ctx);
+    sophia_memory_free(m);
+    sophia_conf_free(c);
+    event_base_free(base);
+}
+
 /* ------------------------------------------------------------ synonyms */
 
 static void write_file(const char *path, const char *text)
@@ -376,6 +516,7 @@ int main(void)
         cmocka_unit_test(test_worker_thread_init_hook),
         cmocka_unit_test(test_memory_store_search_feedback),
         cmocka_unit_test(test_memory_check),
+        cmocka_unit_test(test_memory_scope_crud),
         cmocka_unit_test(test_memory_synonyms),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);
