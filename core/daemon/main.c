@@ -24,6 +24,7 @@
 #include "http/api_cache.h"
 #include "http/api_ingest.h"
 #include "http/api_memory.h"
+#include "http/api_streams.h"
 #include "http/router.h"
 #include "cache/cache.h"
 #include "cluster/cluster.h"
@@ -44,6 +45,7 @@
 #include "daemon/server.h"
 #include "http/ratelimit.h"
 #include "ingest/hooks.h"
+#include "ingest/replay.h"
 #include "ingest/stream.h"
 #include "daemon/version.h"
 #include "ws/ws.h"
@@ -367,9 +369,11 @@ static int wire_api(sophia_server *s)
                         .reload_stats = reload_stats, .reload_arg = s,
                         .host = s->host_rt,
                         .ratelimit = sophia_ratelimit_new(),
+                        .replays = sophia_replays_new(
+                            sophia_loop_base(s->loop), s->conf->redis_url),
                         .slack = sophia_slack_filter_new()};
     if (!(s->reloader = sophia_reloader_new(s)) || !api->ratelimit ||
-        !api->slack)
+        !api->slack || !api->replays)
         return -1;
     sophia_reload_on_swap(s->reloader, on_reload_swap, s);
     sophia_api_stats_ws(api);    /* WS request method stats */
@@ -380,7 +384,8 @@ static int wire_api(sophia_server *s)
     return s->routes && sophia_api_routes(s->routes, api) == 0 &&
                    sophia_api_ingest_routes(s->routes, api) == 0 &&
                    sophia_api_cache_routes(s->routes, api) == 0 &&
-                   sophia_api_memory_routes(s->routes, api) == 0
+                   sophia_api_memory_routes(s->routes, api) == 0 &&
+                   sophia_api_streams_routes(s->routes, api) == 0
                ? 0
                : -1;
 }
@@ -440,6 +445,8 @@ static int start(sophia_server *s)
 static void stop(sophia_server *s)
 {
     sophia_api *api = &s->api;
+    sophia_replays_free(api->replays); /* answers dry runs: before http */
+    api->replays = NULL;
     sophia_api_memory_ws(api, 0);
     api->memory = NULL;
     sophia_host_set_env(s->host_rt, &(sophia_host_env){s->cache, s->ws, NULL});

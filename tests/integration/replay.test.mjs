@@ -1,0 +1,172 @@
+// Retention and replay (core/ingest/replay.h, SPEC §13) against the real
+// Redis of the harness: a durable `metrics` stream with a retention keeps
+// the newest `count` processed entries (XTRIM MINID ~, so up to one Redis
+// node more); POST /api/streams/metrics/replay with dry_run answers, as
+// JSON lines, exactly what sophia-plugin-test prints for the same entries
+// with a fresh instance, and changes nothing (a cache key and a WebSocket
+// subscriber see nothing); into a named instance the effects are applied
+// (the key written again, the publishes heard); bad requests get 400/404
+// with what was wrong.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import {
+  startDaemon, fetchJson, wsConnect, nextMessage, takeMessages, until,
+} from './lib/daemon.mjs';
+import { redisCommand } from './lib/servers.mjs';
+
+const run = `${process.pid}-${Date.now()}`;
+const key = `replay:${run}`;
+const KEEP = 100;
+const N = 350;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const yaml = `
+plugins:
+  instances:
+    metrics: {plugin: metrics, options: {ttl: 60}}
+    metrics_v2: {plugin: metrics, options: {ttl: 60}}
+streams:
+  metrics:
+    processor: metrics
+    durable: true
+    redis: {key: "${key}", group: g, block: 200ms}
+    retention: {count: ${KEEP}}
+  plain:
+    processor: metrics
+    durable: false
+`;
+
+let d;
+before(async () => { d = await startDaemon({ yaml }); });
+after(async () => {
+  if (d) await d.stop();
+  await redisCommand(['DEL', key, `${key}:dead`]).catch(() => {});
+});
+
+// Point i: its own dashboard and metric, so every cache key is distinct.
+const point = (i) => ({
+  metric: `m${i}`, value: i * 10, timestamp: '2024-01-20T10:30:00Z', dashboard_id: `replay${run}`,
+});
+const cacheKey = (i) => `metric:replay${run}:m${i}`;
+
+function tool(args, input) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.env.SOPHIA_PLUGIN_TEST, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (b) => { out += b; });
+    p.stderr.on('data', (b) => { err += b; });
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, err, lines: out.split('\n').filter(Boolean).map((l) => JSON.parse(l)) }));
+    p.stdin.end(input);
+  });
+}
+
+const replay = (stream, body) => fetchJson(`${d.url}/api/streams/${stream}/replay`, { method: 'POST', body });
+const ndjson = (text) => text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+
+test('retention: the newest `count` processed entries stay, older ones are trimmed', async () => {
+  for (let i = 0; i < N; i += 50) {
+    const body = Array.from({ length: 50 }, (_, k) => point(i + k));
+    const r = await fetchJson(`${d.url}/ingest/metrics`, { method: 'POST', body });
+    assert.equal(r.status, 202, r.text);
+  }
+  await until(async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.metrics.processed >= N,
+    'all processed', 15000);
+  // Trimmed every second: whole nodes, so between KEEP and one node more.
+  await until(async () => Number(await redisCommand(['XLEN', key])) < 2 * KEEP, 'trimmed', 10000);
+  const len = Number(await redisCommand(['XLEN', key]));
+  assert.ok(len >= KEEP, `kept ${len}, retention ${KEEP}`);
+  const rest = await redisCommand(['XRANGE', key, '-', '+']);
+  const last = JSON.parse(rest[rest.length - 1][1][1]);
+  assert.equal(last.metric, `m${N - 1}`, 'the newest entries are the ones kept');
+});
+
+test('replay dry_run: the actions sophia-plugin-test prints, and nothing applied', async () => {
+  const entries = await redisCommand(['XRANGE', key, '-', '+']);
+  const pick = entries.slice(10, 15); // five in the middle
+  const [from, to] = [pick[0][0], pick[4][0]];
+  const bodies = pick.map(([, kv]) => kv[1]);
+
+  // The state a dry run must leave alone: one key rewritten, a subscriber.
+  const first = JSON.parse(bodies[0]);
+  const k = cacheKey(Number(first.metric.slice(1)));
+  const put = await fetchJson(`${d.url}/api/cache/${encodeURIComponent(k)}`,
+    { method: 'PUT', body: { value: { sentinel: run }, ttl: 60 } });
+  assert.ok(put.status < 300, put.text);
+  const ws = await wsConnect(d.wsUrl);
+  ws.send(JSON.stringify({ type: 'subscribe', subscriptions: ['updates:metric'] }));
+  await nextMessage(ws, (m) => m.type === 'subscribed');
+  takeMessages(ws);
+
+  const r = await replay('metrics', { from, to, dry_run: true });
+  assert.equal(r.status, 200, r.text);
+  assert.match(r.headers.get('content-type'), /application\/x-ndjson/);
+  const lines = ndjson(r.text);
+  const summary = lines.pop();
+  assert.equal(summary.replay.state, 'done');
+  assert.equal(summary.replay.done, 5);
+  assert.equal(summary.replay.total, 5);
+  // Each line names its entry; otherwise sophia-plugin-test's lines.
+  const ids = new Set(lines.map((l) => l.id));
+  assert.deepEqual([...ids], pick.map(([id]) => id));
+  const got = lines.map(({ id, ...rest }) => rest);
+
+  const t = await tool([path.join(process.env.SOPHIA_PLUGIN_DIR, 'metrics.so'), '--stream', 'metrics',
+    '--options', 'ttl: 60'], `${bodies.join('\n')}\n`);
+  assert.equal(t.code, 0, t.err);
+  const want = t.lines.filter((l) => 'event' in l);
+  assert.ok(want.length > 5, 'the tool printed actions');
+  assert.deepEqual(got, want);
+
+  // An RFC 3339 range gives the same entries (ids are milliseconds).
+  const iso = (id, end) => new Date(Number(id.split('-')[0]) + (end ? 0 : 0)).toISOString();
+  const r2 = await replay('metrics', { from: iso(from), to: iso(to, 1), dry_run: true });
+  assert.equal(r2.status, 200, r2.text);
+  const ids2 = new Set(ndjson(r2.text).filter((l) => l.id).map((l) => l.id));
+  for (const [id] of pick) assert.ok(ids2.has(id), `${id} in the RFC 3339 range`);
+
+  await sleep(300);
+  assert.deepEqual(takeMessages(ws).filter((m) => m.topic), [], 'no publish reached a subscriber');
+  const after = await fetchJson(`${d.url}/api/cache/${encodeURIComponent(k)}`);
+  assert.deepEqual(after.body.value, { sentinel: run }, 'the cache key is unchanged');
+
+  // Into a named instance: applied, the key written again, publishes heard.
+  const r3 = await replay('metrics', { from, to, target: 'metrics_v2', rate: 50 });
+  assert.equal(r3.status, 202, r3.text);
+  assert.equal(r3.body.replay.target, 'metrics_v2');
+  await until(async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.metrics.replay.state === 'done',
+    'replay done', 10000);
+  const st = (await fetchJson(`${d.url}/api/stats`)).body.streams.metrics.replay;
+  assert.equal(st.done, 5);
+  assert.equal(st.applied, 5);
+  assert.equal(st.total, 5);
+  const now = await fetchJson(`${d.url}/api/cache/${encodeURIComponent(k)}`);
+  assert.deepEqual(now.body.value, { value: first.value, timestamp: first.timestamp });
+  await until(() => takeMessages(ws).filter((m) => m.topic === 'updates:metric').length > 0 || undefined,
+    'publishes heard', 5000).catch(() => assert.fail('no publish from the applied replay'));
+  ws.close();
+});
+
+test('replay: bad ranges, unknown stream or target get 400/404 saying what', async () => {
+  const cases = [
+    ['nope', { dry_run: true }, 404, 'unknown_stream', /no stream 'nope'/],
+    ['metrics', { dry_run: true, from: 'yesterday' }, 400, 'bad_range', /'from'.*neither a Redis stream id/],
+    ['metrics', { dry_run: true, from: '200-0', to: '100-0' }, 400, 'bad_range', /after 'to'/],
+    ['metrics', { target: 'ghost' }, 404, 'unknown_target', /'ghost'/],
+    ['metrics', {}, 400, 'bad_target', /dry_run.*target/],
+    ['metrics', { dry_run: true, rate: -1 }, 400, 'bad_rate', /rate/],
+    ['plain', { dry_run: true }, 400, 'bad_replay', /neither durable nor fed by a Redis stream/],
+  ];
+  for (const [stream, body, status, code, re] of cases) {
+    const r = await replay(stream, body);
+    assert.equal(r.status, status, `${JSON.stringify(body)}: ${r.text}`);
+    assert.equal(r.body.error.code, code);
+    assert.match(r.body.error.message, re);
+  }
+  const get = await fetchJson(`${d.url}/api/streams/metrics/replay`);
+  assert.equal(get.status, 405);
+});
+
