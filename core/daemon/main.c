@@ -46,6 +46,7 @@
 #include "http/ratelimit.h"
 #include "ingest/hooks.h"
 #include "ingest/replay.h"
+#include "daemon/replay_cli.h"
 #include "ingest/stream.h"
 #include "daemon/version.h"
 #include "ws/ws.h"
@@ -96,7 +97,8 @@ static const char *const env_help[][2] = {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: sophiad [OPTION]...\n\n");
+    fprintf(out, "usage: sophiad [OPTION]...\n"
+                 "       sophiad replay STREAM ... (sophiad replay --help)\n\n");
     for (size_t i = 0; i < NCLI; i++) {
         const cli_opt *o = &cli_opts[i];
         char flag[64];
@@ -518,6 +520,8 @@ int main(int argc, char **argv)
      * tcache still serves the small sizes; -8% CPU per event measured. */
     mallopt(M_MXFAST, 0);
 #endif
+    if (argc > 1 && !strcmp(argv[1], "replay")) /* a client, not a daemon */
+        return sophia_replay_cli(argc - 1, argv + 1);
     cli a = {0};
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0)

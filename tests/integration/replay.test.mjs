@@ -6,13 +6,13 @@
 // with a fresh instance, and changes nothing (a cache key and a WebSocket
 // subscriber see nothing); into a named instance the effects are applied
 // (the key written again, the publishes heard); bad requests get 400/404
-// with what was wrong.
+// with what was wrong; `sophiad replay` does the same from the command line.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import {
-  startDaemon, fetchJson, wsConnect, nextMessage, takeMessages, until,
+  startDaemon, runSophiad, fetchJson, wsConnect, nextMessage, takeMessages, until,
 } from './lib/daemon.mjs';
 import { redisCommand } from './lib/servers.mjs';
 
@@ -170,3 +170,15 @@ test('replay: bad ranges, unknown stream or target get 400/404 saying what', asy
   assert.equal(get.status, 405);
 });
 
+test('sophiad replay: the dry run from the command line', async () => {
+  const entries = await redisCommand(['XRANGE', key, '-', '+']);
+  const [from, to] = [entries[0][0], entries[2][0]];
+  const r = await runSophiad(['replay', 'metrics', '--from', from, '--to', to, '--dry-run',
+    '--listen', `127.0.0.1:${d.port}`]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = ndjson(r.stdout);
+  assert.deepEqual([...new Set(lines.filter((l) => l.verdict).map((l) => l.id))], entries.slice(0, 3).map(([id]) => id));
+  const bad = await runSophiad(['replay', 'nope', '--dry-run', '--listen', `127.0.0.1:${d.port}`]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /404.*no stream 'nope'/);
+});
