@@ -182,3 +182,27 @@ test('sophiad replay: the dry run from the command line', async () => {
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /404.*no stream 'nope'/);
 });
+
+test('replay: the bearer tokens of /api, also for sophiad replay (token from the configuration)', async () => {
+  const t = await startDaemon({
+    yaml: `server:\n  tokens:\n    secret_env: SOPHIA_INGEST_TOKENS\n${yaml}`,
+    env: { SOPHIA_INGEST_TOKENS: 'alpha,beta' },
+  });
+  try {
+    const url = `${t.url}/api/streams/metrics/replay`;
+    const none = await fetchJson(url, { method: 'POST', body: { dry_run: true } });
+    assert.equal(none.status, 401);
+    const ok = await fetchJson(url, { method: 'POST', body: { dry_run: true }, token: 'beta' });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ndjson(ok.text).pop().replay.state, 'done');
+    const cli = await runSophiad(['replay', 'metrics', '--dry-run', '-c', t.configPath, '--listen', `127.0.0.1:${t.port}`],
+      { SOPHIA_INGEST_TOKENS: 'alpha,beta' });
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.equal(ndjson(cli.stdout).pop().replay.state, 'done');
+    const refused = await runSophiad(['replay', 'metrics', '--dry-run', '--token', 'wrong', '--listen', `127.0.0.1:${t.port}`]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /HTTP 401/);
+  } finally {
+    await t.stop();
+  }
+});
