@@ -211,17 +211,24 @@ static void hand_to_lws(http_conn *c)
 
 /* ------------------------------------------------------------- reading */
 
+static int answer_left(http_conn *c);
+
 /* Reading stops only for a handler that answers later: one that answers
  * at once has its answer written by the time dispatch returns, and
- * turning reading off and on again would cost two epoll_ctl a request. */
+ * turning reading off and on again would cost two epoll_ctl a request.
+ * Such an answer's request is freed here, after the handler returned. */
 static void dispatch(http_conn *c)
 {
     c->state = C_WAIT;
     c->dispatching = 1;
     sophia_http_router_dispatch(c->h->router, c->req);
     c->dispatching = 0;
-    if (c->state == C_WAIT)
+    if (c->answered) {
+        c->answered = 0;
+        answer_left(c); /* keep-alive: back to HEAD, conn_advance reads on */
+    } else if (c->state == C_WAIT) {
         bufferevent_disable(c->bev, EV_READ);
+    }
 }
 
 /* After a head: checks, then an upgrade, a body to read, or dispatch. */
@@ -494,13 +501,19 @@ void http_on_write(struct bufferevent *bev, void *arg)
 }
 
 /* Written whole by sophia_http_reply, which does so only for keep-alive
- * answers that do not linger, so `c` stays open. From dispatch(), the
- * conn_advance loop that called it reads on; later (an asynchronous
- * handler), this resumes it. */
+ * answers that do not linger, so `c` stays open. Nothing is freed here:
+ * the code that answered may still look at its request (and a second
+ * answer must still find r->replied). From dispatch(), dispatch moves on
+ * when the handler returned; from a later callback (an asynchronous
+ * handler), the write callback is run deferred, as if libevent had
+ * written the answer: no syscall, one loop pass. */
 void http_conn_answered(http_conn *c)
 {
-    if (answer_left(c) && !c->dispatching)
-        conn_advance(c);
+    if (c->dispatching)
+        c->answered = 1;
+    else
+        bufferevent_trigger(c->bev, EV_WRITE,
+                            BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 void http_on_event(struct bufferevent *bev, short what, void *arg)

@@ -51,6 +51,7 @@ struct http_conn {
     int tls;       /* accepted on the TLS listener */
     int tls_ready; /* its handshake completed */
     int dispatching; /* inside dispatch(): a synchronous answer is there */
+    int answered;    /* ...and it left whole: dispatch() moves on */
     size_t lingered;
     char peer[INET6_ADDRSTRLEN];
     http_conn *prev, *next;
@@ -82,7 +83,8 @@ void http_conn_close(http_conn *c);
 /* The bufferevent callbacks of a connection. */
 void http_on_read(struct bufferevent *bev, void *arg);
 void http_on_write(struct bufferevent *bev, void *arg);
-/* The answer left whole from sophia_http_reply: reading resumes. */
+/* The answer left whole from sophia_http_reply: reading resumes once the
+ * code that answered has returned (the request stays valid until then). */
 void http_conn_answered(http_conn *c);
 void http_on_event(struct bufferevent *bev, short what, void *arg);
 

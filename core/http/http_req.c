@@ -247,7 +247,7 @@ void sophia_http_reply(sophia_http_req *r, int status, const char *ctype,
     if (r->is_head || !body)
         free(body), body = NULL, len = 0;
     if (write_answer(c, head, hlen, body, len)) {
-        http_conn_answered(c);
+        http_conn_answered(c); /* r stays valid until the caller returns */
         return;
     }
     /* Nothing is read while an answer leaves: a refused body keeps

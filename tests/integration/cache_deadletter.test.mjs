@@ -142,8 +142,10 @@ test('a transient L3 error (query canceled, 57014) is retried with back-off, not
   const key = `dl:${run}:transient`;
   try {
     await eventually('L3 up', async () => (await fetchJson(`${d.url}/healthz`)).status === 200);
-    // Hold the table so the flush's INSERT waits, then cancel it while it does.
-    const holder = pgQuery('BEGIN; LOCK TABLE sophia_cache IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(1.5); COMMIT;', { url: pgUrl });
+    // Hold the table so the flush's INSERT waits, then cancel it while it
+    // does. 5 s: with 1.5 s, a loaded machine (the sanitizer run) got the
+    // put and the flush to PostgreSQL only after the lock was gone.
+    const holder = pgQuery('BEGIN; LOCK TABLE sophia_cache IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT;', { url: pgUrl });
     await eventually('the lock held', async () =>
       (await pgQuery("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted " +
         "AND relation = 'sophia_cache'::regclass", { url: pgUrl }))[0][0] === '1');
