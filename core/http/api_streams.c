@@ -170,10 +170,13 @@ static void post_replay(sophia_http_req *r, sophia_api *api,
     double rate;
     size_t limit;
     const char *inst;
-    if ((dv && !json_is_boolean(dv) &&
-         (sophia_http_reply_error(r, 400, "bad_dry_run", "'dry_run' must be "
-                                  "true or false"), 1)) ||
-        range_of(r, o, from, to, sizeof(from)) < 0 ||
+    if (dv && !json_is_boolean(dv)) {
+        sophia_http_reply_error(r, 400, "bad_dry_run", "'dry_run' must be "
+                                "true or false");
+        json_decref(o);
+        return;
+    }
+    if (range_of(r, o, from, to, sizeof(from)) < 0 ||
         numbers_of(r, o, dry, &rate, &limit) < 0 ||
         !(inst = instance_of(r, api, o, cs, dry))) {
         json_decref(o);
