@@ -33,6 +33,14 @@ streams:
     durable: true
     redis: {key: "${key}", group: g, block: 200ms}
     retention: {count: ${KEEP}}
+  young:
+    processor: metrics
+    redis: {key: "${key}:young", group: g, block: 200ms}
+    retention: {age: 1h}
+  aged:
+    processor: metrics
+    redis: {key: "${key}:aged", group: g, block: 200ms}
+    retention: {age: 1s}
   plain:
     processor: metrics
     durable: false
@@ -42,7 +50,7 @@ let d;
 before(async () => { d = await startDaemon({ yaml }); });
 after(async () => {
   if (d) await d.stop();
-  await redisCommand(['DEL', key, `${key}:dead`]).catch(() => {});
+  for (const k of [key, `${key}:dead`, `${key}:young`, `${key}:aged`]) await redisCommand(['DEL', k]).catch(() => {});
 });
 
 // Point i: its own dashboard and metric, so every cache key is distinct.
@@ -82,6 +90,24 @@ test('retention: the newest `count` processed entries stay, older ones are trimm
   const rest = await redisCommand(['XRANGE', key, '-', '+']);
   const last = JSON.parse(rest[rest.length - 1][1][1]);
   assert.equal(last.metric, `m${N - 1}`, 'the newest entries are the ones kept');
+});
+
+test('retention by age: processed entries stay while younger, go once older', async () => {
+  for (const stream of ['young', 'aged']) {
+    const body = Array.from({ length: 300 }, (_, k) => ({ ...point(k), dashboard_id: `${stream}${run}` }));
+    const r = await fetchJson(`${d.url}/ingest/${stream}`, { method: 'POST', body });
+    assert.equal(r.status, 202, r.text);
+  }
+  await until(async () => {
+    const s = (await fetchJson(`${d.url}/api/stats`)).body.streams;
+    return s.young.processed >= 300 && s.aged.processed >= 300;
+  }, 'all processed', 15000);
+  // Older than 1 s and processed: trimmed (whole nodes: the newest may stay).
+  await until(async () => Number(await redisCommand(['XLEN', `${key}:aged`])) < 150, 'aged trimmed', 10000);
+  // Several trim passes later, the hour-old retention still holds all 300
+  // (without a retention they would go as soon as processed).
+  await sleep(2500);
+  assert.equal(Number(await redisCommand(['XLEN', `${key}:young`])), 300);
 });
 
 test('replay dry_run: the actions sophia-plugin-test prints, and nothing applied', async () => {
