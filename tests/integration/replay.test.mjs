@@ -176,6 +176,28 @@ test('replay dry_run: the actions sophia-plugin-test prints, and nothing applied
   ws.close();
 });
 
+test('replay into a target goes on across a reload that replaces the target', async () => {
+  const entries = await redisCommand(['XRANGE', key, '-', '+']);
+  const [from, to] = [entries[0][0], entries[59][0]];
+  const r = await replay('metrics', { from, to, target: 'metrics_v2', rate: 30 });
+  assert.equal(r.status, 202, r.text);
+  const stats = async () => (await fetchJson(`${d.url}/api/stats`)).body;
+  await until(async () => (await stats()).streams.metrics.replay.done >= 10, 'replay under way', 10000);
+  // New options: a new metrics_v2 instance; the replay finds it by name.
+  const reloads = (await stats()).reload.reloads;
+  await d.writeConfig(yaml.replace('metrics_v2: {plugin: metrics, options: {ttl: 60}}',
+    'metrics_v2: {plugin: metrics, options: {ttl: 61}}'));
+  d.signal('SIGHUP');
+  await until(async () => (await stats()).reload.reloads > reloads, 'reloaded', 10000);
+  assert.equal((await stats()).reload.failures, 0);
+  assert.ok((await stats()).streams.metrics.replay.done < 60, 'the reload came mid-replay');
+  await until(async () => (await stats()).streams.metrics.replay.state !== 'running', 'replay ended', 15000);
+  const st = (await stats()).streams.metrics.replay;
+  assert.equal(st.state, 'done', JSON.stringify(st));
+  assert.equal(st.applied, 60);
+  assert.equal(st.failed, 0);
+});
+
 test('replay: bad ranges, unknown stream or target get 400/404 saying what', async () => {
   const cases = [
     ['nope', { dry_run: true }, 404, 'unknown_stream', /no stream 'nope'/],
