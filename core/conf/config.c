@@ -333,6 +333,12 @@ void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
                             "streams.%s.durable: true needs Redis (redis.url "
                             "or SOPHIA_REDIS_URL); set durable: false to keep "
                             "accepted events in memory only", s->name);
+        if ((s->retention.count || s->retention.age > 0) &&
+            (s->durable == 0 || !c->redis_url))
+            sophia_diag_add(diag, file, s->line, s->col,
+                            "streams.%s.retention: only a durable stream "
+                            "keeps history (needs Redis and durable not "
+                            "false)", s->name);
         statsd_validate(s, file, diag);
         if (s->redis.block > 1.5)
             sophia_diag_add(diag, file, s->line, s->col,

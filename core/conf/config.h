@@ -100,6 +100,12 @@ typedef struct sophia_conf_stream {
     /* streams.<name>.durable: 1 true, 0 false, -1 unset (= on when Redis
      * is configured); see core/ingest/durable.h */
     int durable;
+    /* streams.<name>.retention: history a durable stream keeps for replay
+     * once every group processed it (source_redis.c); 0 = unset. */
+    struct {
+        size_t count; /* at most the newest N entries */
+        double age;   /* seconds: nothing older */
+    } retention;
 } sophia_conf_stream;
 
 /* memory.consolidate.<instance>: when a consolidator plugin runs. */

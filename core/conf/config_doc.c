@@ -243,6 +243,17 @@ static const key_doc docs[] = {
     {"streams.NAME.durable", BOOL, "true when Redis is configured",
      "Append each accepted body to a Redis Stream before answering 202, so "
      "a crash loses nothing; false = in-memory queue."},
+    {"streams.NAME.retention", NULL, "-",
+     "History a durable stream keeps for POST /api/streams/NAME/replay. "
+     "Without it an entry is trimmed once every consumer group processed "
+     "it; with it, once it is processed and outside the retention (past "
+     "count or older than age, either one)."},
+    {"streams.NAME.retention.count", NULL, "-",
+     "Keep at most the newest N processed entries (approximate: Redis "
+     "trims whole nodes, so a few more may stay)."},
+    {"streams.NAME.retention.age", NULL, "-",
+     "Keep processed entries younger than this (e.g. 24h), by their "
+     "stream id's time."},
 
     {"hooks", NULL, "-", "Webhook endpoints."},
     {"hooks.slack", NULL, "-", "POST /hooks/slack."},

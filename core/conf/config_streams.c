@@ -170,6 +170,14 @@ static const field stream_redis_fields[] = {
 static const section stream_redis_sec = {"in a stream's redis source",
                                          stream_redis_fields};
 
+static const field stream_retention_fields[] = {
+    {"count", F_COUNT, S_OFF(retention.count), 0, NULL, NULL},
+    {"age", F_SECONDS, S_OFF(retention.age), 0, NULL, NULL},
+    {NULL, 0, 0, 0, NULL, NULL},
+};
+static const section stream_retention_sec = {"in a stream's retention",
+                                             stream_retention_fields};
+
 /* streams.<name>.statsd.listen: HOST:PORT, or PORT / :PORT on loopback
  * (a StatsD port open to the network takes datagrams from anyone). */
 static void walk_statsd_listen(loader *ld, const node *v, void *base,
@@ -244,6 +252,7 @@ const field conf_stream_fields[] = {
     {"redis", F_SECTION, 0, 0, &stream_redis_sec, NULL},
     {"statsd", F_SECTION, 0, 0, &stream_statsd_sec, NULL},
     {"durable", F_BOOL, S_OFF(durable), 0, NULL, NULL},
+    {"retention", F_SECTION, 0, 0, &stream_retention_sec, NULL},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 

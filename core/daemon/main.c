@@ -24,6 +24,7 @@
 #include "http/api_cache.h"
 #include "http/api_ingest.h"
 #include "http/api_memory.h"
+#include "http/api_streams.h"
 #include "http/router.h"
 #include "cache/cache.h"
 #include "cluster/cluster.h"
@@ -44,6 +45,8 @@
 #include "daemon/server.h"
 #include "http/ratelimit.h"
 #include "ingest/hooks.h"
+#include "ingest/replay.h"
+#include "daemon/replay_cli.h"
 #include "ingest/stream.h"
 #include "daemon/version.h"
 #include "ws/ws.h"
@@ -94,7 +97,8 @@ static const char *const env_help[][2] = {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: sophiad [OPTION]...\n\n");
+    fprintf(out, "usage: sophiad [OPTION]...\n"
+                 "       sophiad replay STREAM ... (sophiad replay --help)\n\n");
     for (size_t i = 0; i < NCLI; i++) {
         const cli_opt *o = &cli_opts[i];
         char flag[64];
@@ -367,9 +371,11 @@ static int wire_api(sophia_server *s)
                         .reload_stats = reload_stats, .reload_arg = s,
                         .host = s->host_rt,
                         .ratelimit = sophia_ratelimit_new(),
+                        .replays = sophia_replays_new(
+                            sophia_loop_base(s->loop), s->conf->redis_url),
                         .slack = sophia_slack_filter_new()};
     if (!(s->reloader = sophia_reloader_new(s)) || !api->ratelimit ||
-        !api->slack)
+        !api->slack || !api->replays)
         return -1;
     sophia_reload_on_swap(s->reloader, on_reload_swap, s);
     sophia_api_stats_ws(api);    /* WS request method stats */
@@ -380,7 +386,8 @@ static int wire_api(sophia_server *s)
     return s->routes && sophia_api_routes(s->routes, api) == 0 &&
                    sophia_api_ingest_routes(s->routes, api) == 0 &&
                    sophia_api_cache_routes(s->routes, api) == 0 &&
-                   sophia_api_memory_routes(s->routes, api) == 0
+                   sophia_api_memory_routes(s->routes, api) == 0 &&
+                   sophia_api_streams_routes(s->routes, api) == 0
                ? 0
                : -1;
 }
@@ -440,6 +447,8 @@ static int start(sophia_server *s)
 static void stop(sophia_server *s)
 {
     sophia_api *api = &s->api;
+    sophia_replays_free(api->replays); /* answers dry runs: before http */
+    api->replays = NULL;
     sophia_api_memory_ws(api, 0);
     api->memory = NULL;
     sophia_host_set_env(s->host_rt, &(sophia_host_env){s->cache, s->ws, NULL});
@@ -511,6 +520,8 @@ int main(int argc, char **argv)
      * tcache still serves the small sizes; -8% CPU per event measured. */
     mallopt(M_MXFAST, 0);
 #endif
+    if (argc > 1 && !strcmp(argv[1], "replay")) /* a client, not a daemon */
+        return sophia_replay_cli(argc - 1, argv + 1);
     cli a = {0};
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0)

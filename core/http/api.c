@@ -26,6 +26,7 @@
 #include "lib/bearer.h"
 #include "lib/dict.h"
 #include "lib/log.h"
+#include "http/api_streams.h"
 #include "http/ratelimit.h"
 #include "ingest/stream.h"
 #include "ws/ws.h"
@@ -188,12 +189,14 @@ json_t *sophia_api_stats(const sophia_api *api)
     daemon_figs df = daemon_figs_of(api);
     json_t *o = json_pack("{s:s}", "version", SOPHIA_VERSION);
     json_object_update_new(o, sophia_statdef_json(daemon_defs, NDEFS(daemon_defs), &df));
+    json_t *streams = sophia_streams_stats_json(s->streams);
+    sophia_api_streams_stats(api, streams); /* each stream's last replay */
     json_object_update_new(o, json_pack(
         "{s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
         "http", http_stats_json(api),
         "memory", sophia_memory_stats_json(s->memory), "cache",
         s->cache ? sophia_cache_stats_json(s->cache) : json_object(), "streams",
-        sophia_streams_stats_json(s->streams), "websocket",
+        streams, "websocket",
         s->ws ? sophia_ws_stats_json(s->ws, 10) : json_object(),
         "plugins", plugins_json(api), "reload", reload_json(api)));
     return o;

@@ -29,6 +29,10 @@
 #define DEAD_MAXLEN "100000" /* ~ entries a dead-letter stream keeps */
 #define FLUSH_WAIT_MS 1000
 
+typedef struct xid {
+    unsigned long long ms, seq;
+} xid; /* a stream entry id */
+
 struct sophia_source_redis {
     struct sophia_stream *st;
     struct event_base *base;
@@ -48,8 +52,11 @@ struct sophia_source_redis {
     struct event *trim_ev; /* durable streams: drop what every group has */
     int trimming, trim_bad;
     unsigned trim_wait;
-    struct xid { unsigned long long ms, seq; } trim_min;
+    xid trim_min;
     uint64_t trimmed;
+    size_t keep_count;   /* retention.count, 0 = none */
+    uint64_t keep_age_ms; /* retention.age, 0 = none */
+    xid keep_min;        /* the retention's cut of this pass */
     sophia_dict *inflight; /* ids in the local queue */
     struct event *poll_ev, *claim_ev;
     uint64_t read_entries, acked, dead, claimed;
@@ -58,6 +65,7 @@ struct sophia_source_redis {
 static void ctl_cmd(sophia_source_redis *r, sophia_redis_cb cb, int argc,
                     const char **argv);
 static void on_trimmed(void *arg, redisReply *rep);
+static void trim_send(sophia_source_redis *r);
 
 /* --------------------------------------------------------- commands */
 
@@ -507,10 +515,20 @@ static void on_claim_tick(evutil_socket_t fd, short what, void *arg)
  * every group of the key still needs go: the oldest entry pending in a
  * group, or its last-delivered-id when nothing is pending. XINFO GROUPS,
  * one XPENDING summary per group with pending entries, then XTRIM MINID ~
- * (approximate: whole nodes only, never past the id). */
+ * (approximate: whole nodes only, never past the id).
+ *
+ * A retention (streams.<name>.retention, for replay) keeps history: an
+ * entry goes once it is processed by every group AND outside the
+ * retention - past the newest `count` or older than `age`, either one,
+ * as XADD's MAXLEN and MINID would cut. So the trim id is the lower of
+ * the two cuts. Not XADD MAXLEN/MINID itself: those cut whatever they
+ * reach, and a backlog (a slow processor, PostgreSQL down) would lose
+ * accepted, unprocessed events - the 202 promised them. The count's cut
+ * is the id of the (len - count + 1)-th oldest entry: XLEN, then XRANGE
+ * - + COUNT that many, at most TRIM_SCAN (trimming every second keeps the
+ * excess small; a bigger one is caught up TRIM_SCAN a pass). */
 #define TRIM_MS 1000
-
-typedef struct xid xid;
+#define TRIM_SCAN 10000
 
 static int xid_parse(const char *s, xid *o)
 {
@@ -535,13 +553,86 @@ static void xid_min(xid *min, const char *s, int *bad)
         *min = v;
 }
 
+static int xid_less(xid a, xid b)
+{
+    return a.ms < b.ms || (a.ms == b.ms && a.seq < b.seq);
+}
+
+/* [[id, fields], ...]: the last one is the first entry the count keeps. */
+static void on_trim_range(void *arg, redisReply *rep)
+{
+    sophia_source_redis *r = arg;
+    xid v;
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements == 0 ||
+        rep->element[rep->elements - 1]->type != REDIS_REPLY_ARRAY ||
+        rep->element[rep->elements - 1]->elements < 1 ||
+        xid_parse(rep->element[rep->elements - 1]->element[0]->str, &v) < 0) {
+        r->trimming = 0;
+        return;
+    }
+    if (xid_less(r->keep_min, v))
+        r->keep_min = v; /* the stricter of age and count */
+    trim_send(r);
+}
+
+static void on_trim_len(void *arg, redisReply *rep)
+{
+    sophia_source_redis *r = arg;
+    if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+        r->trimming = 0;
+        return;
+    }
+    if ((unsigned long long)rep->integer <= r->keep_count) {
+        trim_send(r); /* the count keeps everything; the age may not */
+        return;
+    }
+    unsigned long long over = (unsigned long long)rep->integer - r->keep_count;
+    char n[32];
+    snprintf(n, sizeof(n), "%llu", (over > TRIM_SCAN ? TRIM_SCAN : over) + 1);
+    const char *argv[] = {"XRANGE", r->key, "-", "+", "COUNT", n};
+    unsigned before = r->ctl_pending;
+    ctl_cmd(r, on_trim_range, 6, argv);
+    if (r->ctl_pending == before)
+        r->trimming = 0;
+}
+
+/* The processed cut is known; with a retention, find its cut first. */
 static void trim_apply(sophia_source_redis *r)
 {
+    if (r->trim_bad || r->trim_min.ms == 0 || r->trim_min.ms == ~0ULL) {
+        r->trimming = 0;
+        return;
+    }
+    if (!r->keep_count && !r->keep_age_ms) {
+        r->keep_min = r->trim_min;
+        trim_send(r);
+        return;
+    }
+    r->keep_min = (xid){0, 0};
+    if (r->keep_age_ms) {
+        uint64_t now_ms = (uint64_t)(sophia_now_wall_us() / 1000);
+        r->keep_min.ms = now_ms > r->keep_age_ms ? now_ms - r->keep_age_ms : 0;
+    }
+    if (!r->keep_count) {
+        trim_send(r);
+        return;
+    }
+    const char *argv[] = {"XLEN", r->key};
+    unsigned before = r->ctl_pending;
+    ctl_cmd(r, on_trim_len, 2, argv);
+    if (r->ctl_pending == before)
+        r->trimming = 0;
+}
+
+/* XTRIM MINID ~ the lower of the processed and the retention cuts. */
+static void trim_send(sophia_source_redis *r)
+{
     r->trimming = 0;
-    if (r->trim_bad || r->trim_min.ms == 0 || r->trim_min.ms == ~0ULL)
+    xid cut = xid_less(r->keep_min, r->trim_min) ? r->keep_min : r->trim_min;
+    if (cut.ms == 0)
         return;
     char id[64];
-    snprintf(id, sizeof(id), "%llu-%llu", r->trim_min.ms, r->trim_min.seq);
+    snprintf(id, sizeof(id), "%llu-%llu", cut.ms, cut.seq);
     const char *argv[] = {"XTRIM", r->key, "MINID", "~", id};
     ctl_cmd(r, on_trimmed, 5, argv);
 }
@@ -653,6 +744,8 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
     r->dead_after = cs->redis.dead_letter_after ? cs->redis.dead_letter_after : 5;
     r->block_ms = (long)(cs->redis.block * 1000);
     r->claim_idle_ms = (long)(cs->redis.claim_idle * 1000);
+    r->keep_count = cs->retention.count;
+    r->keep_age_ms = (uint64_t)(cs->retention.age * 1000);
     snprintf(r->cursor, sizeof(r->cursor), "0-0");
     size_t dl = r->key ? strlen(r->key) + 6 : 0;
     r->dead_key = dl ? malloc(dl) : NULL;

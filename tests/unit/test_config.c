@@ -393,7 +393,7 @@ static void test_unknown_key(void **state)
                "t.yaml:4:5: unknown key 'queue' in stream 's' (allowed: "
                "processor, queue_size, batch_size, filter, dedup_key, "
                "dedup_window, max_attempts, retry_base, retry_cap, redis, statsd, "
-               "durable)");
+               "durable, retention)");
 }
 
 static void test_wrong_type(void **state)
@@ -690,6 +690,29 @@ static void test_required_keys(void **state)
                "contain letters, digits");
     expect_one("plugins:\n  instances:\n    m: {plugin: \"\"}\n",
                "t.yaml:3:17: plugins.instances.m.plugin: must not be empty");
+}
+
+/* streams.<name>.retention: count and age parse; a stream that cannot be
+ * durable (no Redis) is told it keeps no history. */
+static void test_stream_retention(void **state)
+{
+    (void)state;
+    sophia_diag_free(&diag);
+    sophia_conf *c = load("streams:\n  s:\n    processor: p\n"
+                          "    retention: {count: 500, age: 24h}\n");
+    assert_count(0);
+    assert_int_equal(c->streams[0].retention.count, 500);
+    assert_true(c->streams[0].retention.age == 86400);
+    sophia_conf_validate(c, &diag);
+    int found = 0;
+    for (size_t i = 0; i < diag.count; i++)
+        found |= strstr(diag.lines[i], "streams.s.retention: only a durable "
+                                       "stream keeps history") != NULL;
+    assert_true(found);
+    sophia_conf_free(c);
+    sophia_diag_free(&diag);
+    expect_one("streams:\n  s:\n    processor: p\n    retention: {count: 0}\n",
+               "t.yaml:4:24: streams.s.retention.count: 0 is out of range");
 }
 
 static void test_validate(void **state)
@@ -1185,6 +1208,7 @@ int main(void)
         T(test_stream_missing_instance),
         T(test_required_keys),
         T(test_validate),
+        T(test_stream_retention),
         T(test_multiple_errors),
         T(test_env_overrides),
         T(test_cluster_enabled),
