@@ -575,21 +575,6 @@ static int run_advance(sophia_instance *inst, const char *arg, size_t lineno)
 
 /* -------------------------------------------------------------- events */
 
-static const char *verdict_name(sophia_verdict v)
-{
-    switch (v) {
-    case SOPHIA_PROCESS_OK:
-        return "ok";
-    case SOPHIA_PROCESS_DROP:
-        return "drop";
-    case SOPHIA_PROCESS_RETRY:
-        return "retry";
-    case SOPHIA_PROCESS_ERROR:
-        return "error";
-    }
-    return "invalid";
-}
-
 static void print_line(json_t *o)
 {
     /* 15 digits: 0.8 prints as 0.8, not 0.80000000000000004. */
@@ -658,7 +643,7 @@ static void run_event(sophia_instance *inst, const char *stream,
     if (v == SOPHIA_PROCESS_OK)
         store_apply(actions);
     print_line(json_pack("{s:I, s:s, s:I}", "event", (json_int_t)seq,
-                         "verdict", verdict_name(v), "actions",
+                         "verdict", sophia_verdict_name(v), "actions",
                          (json_int_t)json_array_size(actions)));
     json_decref(actions);
     fflush(stdout);

@@ -27,6 +27,7 @@
 #include "ingest/filter.h"
 #include "lib/dict.h"
 #include "lib/log.h"
+#include "plugin/plugin.h"
 
 #define COUNT_PAGE "1000"
 #define PAGE 100
@@ -336,21 +337,6 @@ static void read_page(replay_job *j)
 
 /* ------------------------------------------------------------ events */
 
-static const char *verdict_name(sophia_verdict v)
-{
-    switch (v) {
-    case SOPHIA_PROCESS_OK:
-        return "ok";
-    case SOPHIA_PROCESS_DROP:
-        return "drop";
-    case SOPHIA_PROCESS_RETRY:
-        return "retry";
-    case SOPHIA_PROCESS_ERROR:
-        return "error";
-    }
-    return "invalid";
-}
-
 static void verdict_line(replay_job *j, const char *id, const char *verdict,
                          size_t nactions)
 {
@@ -422,7 +408,7 @@ static void run_process(replay_job *j)
         }
     }
     json_decref(actions);
-    verdict_line(j, e->id, verdict_name(v), na);
+    verdict_line(j, e->id, sophia_verdict_name(v), na);
     if (j->dry_run || v != SOPHIA_PROCESS_OK) {
         if (j->dry_run && v == SOPHIA_PROCESS_OK)
             sophia_ctx_commit(j->ctx); /* the fresh instance's own state,

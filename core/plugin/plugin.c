@@ -87,6 +87,21 @@ const char *sophia_plugin_kind_name(sophia_plugin_kind kind)
     return "unknown";
 }
 
+const char *sophia_verdict_name(sophia_verdict v)
+{
+    switch (v) {
+    case SOPHIA_PROCESS_OK:
+        return "ok";
+    case SOPHIA_PROCESS_DROP:
+        return "drop";
+    case SOPHIA_PROCESS_RETRY:
+        return "retry";
+    case SOPHIA_PROCESS_ERROR:
+        return "error";
+    }
+    return "invalid";
+}
+
 /* ------------------------------------------------------ opening modules */
 
 /* Local scope and extension search (.la, then .so). */

@@ -115,6 +115,9 @@ sophia_instance *sophia_plugin_set_find(const sophia_plugin_set *set,
                                         const char *name);
 
 const char *sophia_plugin_kind_name(sophia_plugin_kind kind);
+/* "ok", "drop", "retry", "error": a processor verdict as printed by
+ * sophia-plugin-test and a replay's dry run. */
+const char *sophia_verdict_name(sophia_verdict v);
 
 /* A write strategy's plan for one put of `size` bytes: its plan_put_ex
  * (SDK 1.1) with the size, ttl and tags when its ops table has one, else
