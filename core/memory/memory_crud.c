@@ -148,8 +148,9 @@ static void on_get(void *arg, PGresult *res, const char *err)
     free(j);
 }
 
-int sophia_memory_get(sophia_memory *m, int64_t id, sophia_memory_get_cb cb,
-                      void *arg)
+/* One statement with the memory's id as $1, answered through `done`. */
+static int read_by_id(sophia_memory *m, const char *sql, int64_t id,
+                      sophia_pg_cb done, sophia_memory_get_cb cb, void *arg)
 {
     if (m->state == MEM_FAILED)
         return SOPHIA_EUNAVAIL;
@@ -161,10 +162,16 @@ int sophia_memory_get(sophia_memory *m, int64_t id, sophia_memory_get_cb cb,
     char ids[24];
     snprintf(ids, sizeof(ids), "%lld", (long long)id);
     const char *vals[1] = {ids};
-    int rc = sophia_pg_query(m->pg, m->sql.get, 1, vals, NULL, NULL, on_get, j);
+    int rc = sophia_pg_query(m->pg, sql, 1, vals, NULL, NULL, done, j);
     if (rc)
         free(j);
     return rc;
+}
+
+int sophia_memory_get(sophia_memory *m, int64_t id, sophia_memory_get_cb cb,
+                      void *arg)
+{
+    return read_by_id(m, m->sql.get, id, on_get, cb, arg);
 }
 
 static void on_list(void *arg, PGresult *res, const char *err)
@@ -243,20 +250,7 @@ static void on_history(void *arg, PGresult *res, const char *err)
 int sophia_memory_history(sophia_memory *m, int64_t id, sophia_memory_get_cb cb,
                           void *arg)
 {
-    if (m->state == MEM_FAILED)
-        return SOPHIA_EUNAVAIL;
-    read_job *j = calloc(1, sizeof(*j));
-    if (!j)
-        return SOPHIA_ENOMEM;
-    j->get_cb = cb;
-    j->arg = arg;
-    char ids[24];
-    snprintf(ids, sizeof(ids), "%lld", (long long)id);
-    const char *vals[1] = {ids};
-    int rc = sophia_pg_query(m->pg, m->sql.history, 1, vals, NULL, NULL, on_history, j);
-    if (rc)
-        free(j);
-    return rc;
+    return read_by_id(m, m->sql.history, id, on_history, cb, arg);
 }
 
 /* ------------------------------------------------------------- patch */
