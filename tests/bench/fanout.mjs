@@ -38,6 +38,7 @@
 //     node tests/bench/fanout.mjs [--clients 100,1000] [--seconds 3] \
 //       [--rate 100] [--topics 1,100] [--big] [--node-clients [--workers 2]]
 //       [--servers sophiad,floor,node] [--runs N] [--payload-bytes N]
+//       [--inflate-all]
 // --redis URL runs sophiad with that Redis (L2 and, by default, the
 // cluster channel) instead of none; --cluster off adds `cluster: {enabled:
 // false}`, so `--redis URL --cluster on|off` measures what the default
@@ -52,7 +53,9 @@
 // delivered message, frame headers included (fanout_client counts them),
 // and a ratio row gives each over plain sophiad, same run. The receivers
 // inflate the deflate frames (for their latency samples), on the same
-// cores as the server.
+// cores as the server: 1 client in n/125 does (all with --inflate-all),
+// so their inflating does not bound a row, as it would not with browsers
+// each inflating their own messages.
 // --payload-bytes N makes each metric update about N bytes of JSON as
 // sophiad sends it (default: none, ~150 B): every point carries `labels`,
 // fixed per series (the 50 metrics each have their own, as a real series
@@ -339,10 +342,14 @@ function receiverPid() {
 
 async function runScenario(server, n, ntopics, seconds) {
   const rss0 = rssKb(server.proc.pid);
-  Object.assign(process.env, server.env || {}); // spawn passes it on
+  // deflate: ~125 of the clients inflate (fanout_client's header says why)
+  const inflateEvery = server.env?.FANOUT_DEFLATE && !args.includes('--inflate-all')
+    ? Math.max(1, Math.round(n / 125)) : 1;
+  const env = { ...server.env, ...(inflateEvery > 1 ? { FANOUT_INFLATE_EVERY: String(inflateEvery) } : {}) };
+  Object.assign(process.env, env); // spawn passes it on
   const clients = NODE_CLIENTS ? await startWorkers(server.wsUrl, n, ntopics)
     : await startCClients(CLIENT, server.wsUrl, n, ntopics, 'dashboard:b');
-  for (const k of Object.keys(server.env || {})) delete process.env[k];
+  for (const k of Object.keys(env)) delete process.env[k];
   await sleep(200);
   const memPerConn = ((rssKb(server.proc.pid) - rss0) * 1024) / n;
   // Batches sized so one batch is ~20k deliveries (fewer for big payloads:
@@ -395,7 +402,7 @@ async function runScenario(server, n, ntopics, seconds) {
   agent.destroy();
   await sleep(300);
   return {
-    rate, lost, load, memPerConn, p50: steady.p50, p99: steady.p99, satCpuUs, steadyCpuUs, bytesPerMsg, rxCpuUs,
+    rate, lost, load, memPerConn, p50: steady.p50, p99: steady.p99, satCpuUs, steadyCpuUs, bytesPerMsg, rxCpuUs, inflateEvery,
   };
 }
 
@@ -473,7 +480,8 @@ async function main() {
         for (const kind of kinds) {
           const r = res[kind];
           console.log(`| ${fmt(n)} | ${ntopics} | ${kind} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.load.p50, 0)} / ${fmt(r.load.p99, 0)} | ${fmt(r.satCpuUs, 2)} | ${fmt(r.steadyCpuUs, 2)} | ${fmt(r.memPerConn / 1024, 1)} | ${fmt(r.bytesPerMsg, 1)} | ${fmt(r.rxCpuUs, 2)} | ${r.loadavg} |`
-            + (r.lost > 0 ? ` (${fmt(r.lost)} not delivered)` : ''));
+            + (r.lost > 0 ? ` (${fmt(r.lost)} not delivered)` : '')
+            + (r.inflateEvery > 1 ? ` (1 client in ${r.inflateEvery} inflates)` : ''));
         }
         runs.push(res);
       }
