@@ -53,9 +53,9 @@
 // delivered message, frame headers included (fanout_client counts them),
 // and a ratio row gives each over plain sophiad, same run. The receivers
 // inflate the deflate frames (for their latency samples), on the same
-// cores as the server: 1 client in n/125 does (all with --inflate-all),
-// so their inflating does not bound a row, as it would not with browsers
-// each inflating their own messages.
+// cores as the server: ~8 per topic do (1 client in n/topics/8; all with
+// --inflate-all), so their inflating does not bound a row, as it would
+// not with browsers each inflating their own messages.
 // --payload-bytes N makes each metric update about N bytes of JSON as
 // sophiad sends it (default: none, ~150 B): every point carries `labels`,
 // fixed per series (the 50 metrics each have their own, as a real series
@@ -342,9 +342,9 @@ function receiverPid() {
 
 async function runScenario(server, n, ntopics, seconds) {
   const rss0 = rssKb(server.proc.pid);
-  // deflate: ~125 of the clients inflate (fanout_client's header says why)
+  // deflate: ~8 clients per topic inflate (fanout_client's header says why)
   const inflateEvery = server.env?.FANOUT_DEFLATE && !args.includes('--inflate-all')
-    ? Math.max(1, Math.round(n / 125)) : 1;
+    ? Math.max(1, Math.round(n / ntopics / 8)) : 1;
   const env = { ...server.env, ...(inflateEvery > 1 ? { FANOUT_INFLATE_EVERY: String(inflateEvery) } : {}) };
   Object.assign(process.env, env); // spawn passes it on
   const clients = NODE_CLIENTS ? await startWorkers(server.wsUrl, n, ntopics)
