@@ -76,6 +76,7 @@ typedef struct conn {
     size_t len, cap;
     z_stream *zs;     /* permessage-deflate inflater, made at first use */
     int z_no_context; /* server_no_context_takeover: reset per message */
+    int z_ended;      /* the last message ended its deflate stream */
     int no_inflate;   /* FANOUT_INFLATE_EVERY skips this one: counts only */
 } conn;
 
@@ -235,21 +236,23 @@ static void sample(int opcode, const unsigned char *p, size_t n)
 
 /* Inflates a compressed message's payload into zout; its length, or
  * exits (a frame that does not inflate is the server's bug, and the
- * figures would be wrong). */
+ * figures would be wrong). A message may end its deflate stream (a
+ * BFINAL block, RFC 7692 7.2.3.3): the next one then starts a new one. */
 static size_t inflate_msg(conn *c, const unsigned char *p, size_t n)
 {
     static const unsigned char tail[4] = {0, 0, 0xff, 0xff};
     if (!c->zs) {
         if (!(c->zs = calloc(1, sizeof(*c->zs))) || inflateInit2(c->zs, -15) != Z_OK)
             die("inflateInit2");
-    } else if (c->z_no_context && inflateReset(c->zs) != Z_OK) {
+    } else if ((c->z_no_context || c->z_ended) && inflateReset(c->zs) != Z_OK) {
         die("inflateReset");
     }
+    c->z_ended = 0;
     size_t out = 0;
-    for (int part = 0; part < 2; part++) {
+    for (int part = 0; part < 2 && !c->z_ended; part++) {
         c->zs->next_in = (unsigned char *)(part ? tail : p);
         c->zs->avail_in = (uInt)(part ? sizeof(tail) : n);
-        while (c->zs->avail_in) {
+        while (c->zs->avail_in && !c->z_ended) {
             if (zout_cap - out < 4096) {
                 zout_cap = zout_cap ? zout_cap * 2 : 65536;
                 if (!(zout = realloc(zout, zout_cap)))
@@ -259,7 +262,8 @@ static size_t inflate_msg(conn *c, const unsigned char *p, size_t n)
             c->zs->avail_out = (uInt)(zout_cap - out);
             int rc = inflate(c->zs, Z_SYNC_FLUSH);
             out = zout_cap - c->zs->avail_out;
-            if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            c->z_ended = rc == Z_STREAM_END;
+            if (rc != Z_OK && rc != Z_STREAM_END) { /* Z_BUF_ERROR: stuck */
                 fprintf(stderr, "fanout_client: inflate: %s\n", c->zs->msg ? c->zs->msg : "error");
                 exit(1);
             }
