@@ -115,6 +115,7 @@ static sophia_conf *conf_defaults(const char *name)
     c->ws.max_subscriptions = DEFAULT_WS_MAX_SUBS;
     c->ws.max_message = DEFAULT_WS_MAX_MESSAGE;
     c->ws.max_topics = DEFAULT_WS_MAX_TOPICS;
+    c->ws.compression_min = 1024;
     c->ws.jwt_require_exp = 1;
     c->cluster.enabled = -1;
     return c;

@@ -237,6 +237,7 @@ typedef struct sophia_conf {
         char *jwt_issuer;     /* websocket.jwt.issuer: `iss` must equal; NULL = any */
         char *jwt_audience;   /* websocket.jwt.audience: `aud` must hold; NULL = any */
         int compression;      /* websocket.compression: 0 off, 1 deflate */
+        size_t compression_min; /* smaller messages go uncompressed */
     } ws;
 
     struct {

@@ -142,6 +142,10 @@ static const key_doc docs[] = {
     {"websocket.compression", "off | deflate", "off",
      "permessage-deflate for clients that offer it: each message compressed "
      "once, shared by every such client (README, wire table)."},
+    {"websocket.compression_min", NULL, "1KiB",
+     "Messages smaller than this go uncompressed on deflate connections: "
+     "a ~150 B update shrinks only to 0.79x for 2x the CPU per delivery at "
+     "10 clients per topic; 2 KB ones to 0.48x (README, wire table)."},
 
     {"cluster", NULL, "-", "Several nodes sharing one Redis."},
     {"cluster.redis", NULL, "redis.url",
