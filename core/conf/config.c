@@ -304,12 +304,42 @@ static void redis_url_validate(const char *url, const char *what,
         sophia_redis_url_clear(&u);
 }
 
+static int has_stream(const sophia_conf *c, const char *name)
+{
+    for (size_t i = 0; i < c->nstreams; i++)
+        if (!strcmp(c->streams[i].name, name))
+            return 1;
+    return 0;
+}
+
+/* correlators.<instance>: a declared instance (its kind is checked once
+ * loaded, host/correlate.c), over declared streams. */
+static void correlators_validate(const sophia_conf *c, const char *file,
+                                 sophia_diag *diag)
+{
+    for (size_t i = 0; i < c->ncorrelators; i++) {
+        const sophia_conf_correlator *cc = &c->correlators[i];
+        if (!sophia_conf_instance_find(c, cc->instance))
+            sophia_diag_add(diag, file, cc->line, cc->col,
+                            "correlators.%s: not a plugin instance declared "
+                            "under plugins.instances", cc->instance);
+        for (size_t j = 0; j < cc->nstreams; j++)
+            if (!has_stream(c, cc->streams[j].name))
+                sophia_diag_add(diag, file, cc->streams[j].line,
+                                cc->streams[j].col,
+                                "correlators.%s.streams: '%s' is not a "
+                                "stream declared under streams",
+                                cc->instance, cc->streams[j].name);
+    }
+}
+
 void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
 {
     if (!c)
         return;
     const char *file = c->file ? c->file : "-";
     memory_validate(c, file, diag);
+    correlators_validate(c, file, diag);
     /* A bad listen in the file was refused at load (the default stayed), so
      * a bad value here came from SOPHIA_LISTEN or --listen: no position. */
     if (sophia_conf_split_listen(c->server.listen, NULL, NULL))
@@ -400,6 +430,7 @@ static void free_instance(sophia_conf_instance *in)
             free(o->items[k]);
         free(o->items);
         free(o->scalar);
+        free(o->json);
         free(o->key);
     }
     free(in->opts);
@@ -463,6 +494,14 @@ void sophia_conf_free(sophia_conf *c)
     for (size_t i = 0; i < c->memory.nconsolidate; i++)
         free(c->memory.consolidate[i].instance);
     free(c->memory.consolidate);
+    for (size_t i = 0; i < c->ncorrelators; i++) {
+        sophia_conf_correlator *cc = &c->correlators[i];
+        for (size_t j = 0; j < cc->nstreams; j++)
+            free(cc->streams[j].name);
+        free(cc->streams);
+        free(cc->instance);
+    }
+    free(c->correlators);
     for (size_t i = 0; i < c->nplugin_path; i++)
         free(c->plugin_path[i]);
     free(c->plugin_path);
@@ -532,6 +571,7 @@ static const struct {
     {conf_walk_instances, "NAME", conf_instance_fields},
     {conf_walk_streams, "NAME", conf_stream_fields},
     {conf_walk_consolidate, "INSTANCE", conf_consolidate_fields},
+    {conf_walk_correlators, "INSTANCE", conf_correlator_fields},
 };
 
 /* A typed field's value in `dflt` (conf_defaults) as sophia.yaml would

@@ -21,13 +21,17 @@
 #include "lib/diag.h"
 #include "lib/log.h"
 
-/* A plugin option as written in YAML: a scalar or a sequence of scalars. */
+/* A plugin option as written in YAML: a scalar or a sequence of scalars,
+ * or (`nested`) a mapping or a sequence holding one, which only an option
+ * of type SOPHIA_OPT_JSON takes. */
 typedef struct sophia_conf_opt {
     char *key;
-    char *scalar;  /* NULL for a sequence */
+    char *scalar;  /* NULL for a sequence or a nested value */
     char **items;  /* sequence items (is_seq) */
     size_t nitems;
     int is_seq;
+    int nested;
+    char *json;    /* the value as compact JSON text, always set */
     int line, col; /* of the value */
     int key_line, key_col; /* of the key (unknown-key errors point here) */
 } sophia_conf_opt;
@@ -127,6 +131,22 @@ typedef struct sophia_conf_consolidate {
     size_t after_new; /* run after this many new memories; 0 = off */
     int line, col;
 } sophia_conf_consolidate;
+
+/* correlators.<instance>: which streams' committed events a correlator
+ * plugin sees, and how often its state is snapshot (host/correlate.h). */
+typedef struct sophia_conf_corr_stream {
+    char *name;
+    int line, col;
+} sophia_conf_corr_stream;
+
+typedef struct sophia_conf_correlator {
+    char *instance; /* plugin instance name (kind correlator) */
+    sophia_conf_corr_stream *streams;
+    size_t nstreams;
+    double snapshot_every; /* seconds between snapshots; 0 = default 30 */
+    int snapshot_off;      /* snapshot: false */
+    int line, col;
+} sophia_conf_correlator;
 
 /* cache.compress defaults and the level's upper bound (zstd's
  * ZSTD_maxCLevel() is 22, but 20..22 need far more memory per context). */
@@ -280,6 +300,8 @@ typedef struct sophia_conf {
     size_t ninstances;
     sophia_conf_stream *streams;
     size_t nstreams;
+    sophia_conf_correlator *correlators; /* correlators.<instance> */
+    size_t ncorrelators;
 } sophia_conf;
 
 /* Parses `file`. Returns the model (possibly partial) and adds each problem

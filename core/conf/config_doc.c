@@ -184,6 +184,19 @@ static const key_doc docs[] = {
     {"memory.consolidate.INSTANCE.after_new", NULL, "-",
      "Also run after this many new memories."},
 
+    {"correlators", "mapping of instance name to correlator", "-",
+     "Correlator plugin instances (kind correlator, SDK 1.2) and the streams "
+     "whose committed events each one sees."},
+    {"correlators.INSTANCE.streams", "sequence of stream names", "required",
+     "Each committed event of these streams (as the stream took it in, "
+     "before its processors) goes to the instance, after the commit."},
+    {"correlators.INSTANCE.snapshot", "boolean", "true",
+     "Write the instance's state (export_state) to Redis every "
+     "snapshot_every and at shutdown, under sophia:correlator:NODE:INSTANCE, "
+     "and read it back at start-up. Needs Redis (redis.url)."},
+    {"correlators.INSTANCE.snapshot_every", NULL, "30s",
+     "Seconds between snapshots."},
+
     {"plugins", NULL, "-", "Plugin modules and their instances."},
     {"plugins.path", "sequence of directories", "-",
      "Searched in order for modules, before the bundled plugins' "

@@ -124,6 +124,9 @@ void conf_walk_instances(loader *ld, const node *v, void *base,
 extern const field conf_consolidate_fields[];
 void conf_walk_consolidate(loader *ld, const node *v, void *base,
                            const char *path);
+extern const field conf_correlator_fields[];
+void conf_walk_correlators(loader *ld, const node *v, void *base,
+                           const char *path);
 extern const section conf_top_sec;
 
 /* config_streams.c */

@@ -13,6 +13,9 @@
 #include "conf/config_priv.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -56,43 +59,94 @@ void sophia_conf_add_plugin_dir(sophia_conf *c, const char *dir)
     *slot = conf_xstrdup(dir);
 }
 
+/* A plain scalar as YAML 1.2's core schema reads it; quoted: a string. */
+static json_t *scalar_json(const node *n)
+{
+    long long ll;
+    char *end;
+    if (!n->plain)
+        return json_stringn(n->text, n->len);
+    if (conf_is_null(n))
+        return json_null();
+    if (!strcmp(n->text, "true") || !strcmp(n->text, "false"))
+        return json_boolean(n->text[0] == 't');
+    if (conf_parse_ll(n->text, &ll) == 0)
+        return json_integer(ll);
+    errno = 0;
+    double d = strtod(n->text, &end);
+    if (*n->text && !*end && !errno && isfinite(d))
+        return json_real(d);
+    return json_stringn(n->text, n->len);
+}
+
+/* Any YAML value as JSON, for an option of type SOPHIA_OPT_JSON. */
+static json_t *node_json(const node *n)
+{
+    if (n->kind == NODE_SCALAR)
+        return scalar_json(n);
+    json_t *out = n->kind == NODE_SEQ ? json_array() : json_object();
+    for (size_t i = 0; out && i < n->nkids; i++) {
+        if (n->kind == NODE_SEQ) {
+            json_array_append_new(out, node_json(n->kids[i]));
+        } else if (i % 2 == 0 && n->kids[i]->kind == NODE_SCALAR &&
+                   i + 1 < n->nkids) {
+            json_object_set_new(out, n->kids[i]->text,
+                                node_json(n->kids[i + 1]));
+        }
+    }
+    return out;
+}
+
+/* Every option's value as JSON text too: what a SOPHIA_OPT_JSON option
+ * hands over, and how a nested value is compared across a reload. */
+static void option_set_json(sophia_conf_opt *o, const node *v)
+{
+    json_t *j = node_json(v);
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(j);
+    o->json = conf_xstrdup(text ? text : "null");
+    free(text);
+}
+
+static int is_nested(const node *v)
+{
+    if (v->kind == NODE_MAP)
+        return 1;
+    for (size_t i = 0; v->kind == NODE_SEQ && i < v->nkids; i++)
+        if (v->kids[i]->kind != NODE_SCALAR)
+            return 1;
+    return 0;
+}
+
 /* plugins.instances.NAME.options.KEY */
 static void option_pair(loader *ld, const node *k, const node *v, void *base,
                         const void *arg, const char *path)
 {
     sophia_conf_instance *in = base;
-    char sub[512];
+    (void)ld;
     (void)arg;
-    conf_child_path(sub, sizeof(sub), path, k->text);
+    (void)path;
     if (v->reported)
         return;
-    if (v->kind == NODE_MAP) {
-        ERR(ld, v, "%s: option values must be a scalar or a sequence of "
-                   "scalars, got a mapping", sub);
-        return;
-    }
     sophia_conf_opt *o = GROW(in->opts, in->nopts);
     o->key = conf_xstrdup(k->text);
     o->line = v->line;
     o->col = v->col;
     o->key_line = k->line;
     o->key_col = k->col;
+    option_set_json(o, v);
+    /* A mapping, or a sequence of them: only a JSON option takes it (the
+     * plugin loader says so otherwise, knowing the option's type). */
+    if ((o->nested = is_nested(v)))
+        return;
     if (v->kind == NODE_SCALAR) {
         o->scalar = conf_xstrdup(v->text);
         return;
     }
     o->is_seq = 1;
     for (size_t i = 0; i < v->nkids; i++) {
-        const node *it = v->kids[i];
-        if (it->reported)
-            continue;
-        if (it->kind != NODE_SCALAR) {
-            ERR(ld, it, "%s: sequence items must be scalars, got %s", sub,
-                conf_kind_name(it));
-            continue;
-        }
         char **slot = GROW(o->items, o->nitems);
-        *slot = conf_xstrdup(it->text);
+        *slot = conf_xstrdup(v->kids[i]->text);
     }
 }
 
@@ -534,6 +588,78 @@ void conf_walk_consolidate(loader *ld, const node *v, void *base,
     conf_each_pair(ld, v, path, consolidate_pair, base, NULL);
 }
 
+/* correlators.INSTANCE.streams: [stream, ...] */
+static void walk_corr_streams(loader *ld, const node *v, void *base,
+                              const char *path)
+{
+    sophia_conf_correlator *cc = base;
+    if (v->kind != NODE_SEQ) {
+        ERR(ld, v, "%s: expected a sequence of stream names, got %s", path,
+            conf_kind_name(v));
+        return;
+    }
+    for (size_t i = 0; i < v->nkids; i++) {
+        const char *s = v->kids[i]->reported
+                            ? NULL
+                            : conf_want_scalar(ld, v->kids[i], path,
+                                               "a stream name");
+        if (!s)
+            continue;
+        sophia_conf_corr_stream *cs = GROW(cc->streams, cc->nstreams);
+        cs->name = conf_xstrdup(s);
+        cs->line = v->kids[i]->line;
+        cs->col = v->kids[i]->col;
+    }
+}
+
+/* correlators.INSTANCE.snapshot: true (default) or false */
+static void walk_corr_snapshot(loader *ld, const node *v, void *base,
+                               const char *path)
+{
+    sophia_conf_correlator *cc = base;
+    const char *s = conf_want_scalar(ld, v, path, "true or false");
+    int b = s ? conf_parse_bool(s) : 1;
+    if (b < 0)
+        ERR(ld, v, "%s: expected true or false, got '%s'", path, s);
+    cc->snapshot_off = b == 0;
+}
+
+const field conf_correlator_fields[] = {
+    {"streams", F_CUSTOM, 0, 0, NULL, walk_corr_streams},
+    {"snapshot", F_CUSTOM, 0, 0, NULL, walk_corr_snapshot},
+    {"snapshot_every", F_SECONDS,
+     offsetof(sophia_conf_correlator, snapshot_every), 0, NULL, NULL},
+    END,
+};
+
+/* correlators.INSTANCE: {streams, snapshot, snapshot_every} */
+static void correlator_pair(loader *ld, const node *k, const node *v,
+                            void *base, const void *arg, const char *path)
+{
+    sophia_conf *c = base;
+    char sub[512], where[600];
+    (void)arg;
+    if (conf_check_named(ld, k, v, path, "correlator instance"))
+        return;
+    sophia_conf_correlator *cc = GROW(c->correlators, c->ncorrelators);
+    cc->instance = conf_xstrdup(k->text);
+    cc->line = k->line;
+    cc->col = k->col;
+    conf_child_path(sub, sizeof(sub), path, k->text);
+    snprintf(where, sizeof(where), "in correlators.%s", k->text);
+    section sec = {where, conf_correlator_fields};
+    conf_walk_section(ld, v, &sec, cc, sub);
+    if (!conf_has_key(v, "streams"))
+        ERR(ld, k, "%s: missing required key 'streams' (the streams whose "
+                   "events it sees)", sub);
+}
+
+void conf_walk_correlators(loader *ld, const node *v, void *base,
+                           const char *path)
+{
+    conf_each_pair(ld, v, path, correlator_pair, base, NULL);
+}
+
 static const field memory_fields[] = {
     {"dim", F_COUNT, C_OFF(memory.dim), 0, NULL, NULL},
     {"index", F_STRING, C_OFF(memory.index), 0, NULL, NULL},
@@ -594,6 +720,7 @@ static const field top_fields[] = {
     {"plugins", F_SECTION, 0, 0, &plugins_sec, NULL},
     {"streams", F_CUSTOM, 0, 0, NULL, conf_walk_streams},
     {"hooks", F_SECTION, 0, 0, &hooks_sec, NULL},
+    {"correlators", F_CUSTOM, 0, 0, NULL, conf_walk_correlators},
     END,
 };
 const section conf_top_sec = {"at the top level", top_fields};

@@ -32,6 +32,7 @@
 #include "conf/config_doc.h"
 #include "lib/hash.h"
 #include "host/consolidate_run.h"
+#include "host/correlate.h"
 #include "host/host.h"
 #include "http/http.h"
 #include "http/http_tls.h"
@@ -272,8 +273,13 @@ static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
     sophia_server *s = arg;
     sophia_ws_stats w;
     sophia_ws_get_stats(s->ws, &w);
-    if ((w.connections == 0 && s->cache_flushed &&
-         !sophia_streams_pending(s->streams)) ||
+    int idle = w.connections == 0 && s->cache_flushed &&
+               !sophia_streams_pending(s->streams);
+    if (idle && !s->correlate_saved) { /* after the last commit */
+        sophia_correlate_snapshot_all(s->correlate);
+        s->correlate_saved = 1;
+    }
+    if ((idle && !sophia_correlate_writes_pending(s->correlate)) ||
         sophia_now_mono_us() > s->shutdown_deadline_us) {
         sophia_loop_stop(s->loop);
         return;
@@ -426,9 +432,14 @@ static int start(sophia_server *s)
     sophia_diag d;
     sophia_diag_init(&d);
     s->streams = sophia_streams_new(s->conf, s->plugins, s->loop, base, &d);
+    s->correlate = sophia_correlate_new(s->conf, s->plugins, base, &d);
     sophia_diag_free(&d); /* already validated by --check's path */
-    if (!s->ws || !s->cache || !s->streams)
+    if (!s->ws || !s->cache || !s->streams ||
+        (s->conf->ncorrelators && !s->correlate))
         return -1;
+    if (s->correlate) /* else the streams' hook stays NULL: one check */
+        sophia_streams_on_commit(s->streams, sophia_correlate_on_commit,
+                                 s->correlate);
     sophia_ws_set_backlog(s->ws, streams_backlog, s->streams);
     if (wire_api(s) < 0 || sophia_loop_signals(s->loop, on_signal, s) < 0 ||
         start_http(s) < 0)
@@ -461,6 +472,8 @@ static void stop(sophia_server *s)
     s->routes = NULL;
     sophia_ws_set_backlog(s->ws, NULL, NULL); /* the streams go first */
     sophia_streams_free(s->streams);
+    sophia_correlate_free(s->correlate); /* no commit reaches it now */
+    s->correlate = NULL;
     sophia_api_cache_ws(api, 0); /* before its router goes */
     if (s->cache)
         sophia_cache_on_invalidate(s->cache, NULL, NULL); /* and the cluster */
@@ -506,6 +519,8 @@ static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
     struct event_base *probe = event_base_new();
     sophia_streams *st = sophia_streams_new(s->conf, s->plugins, NULL, probe, d);
     sophia_streams_free(st);
+    /* Correlators need it to check their kinds (builds nothing). */
+    sophia_correlate_free(sophia_correlate_new(s->conf, s->plugins, NULL, d));
     event_base_free(probe);
     return d->count ? -1 : 0;
 }

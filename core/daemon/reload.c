@@ -16,8 +16,9 @@
  * queues and are pointed at their instances in the new set (queued events
  * simply wait for the new instance); streams gone from the file are
  * drained through their old instance first; consolidators are pointed at
- * their new instances; processors being replaced hand their state over
- * when both sides implement export_state/import_state; then the old set
+ * their new instances; processors and correlators (host/correlate.h)
+ * being replaced hand their state over when both sides implement
+ * export_state/import_state; then the old set
  * is retired (fini + close of what the new set does not share).
  *
  * server.tls's certificate and key are read again, and used for new
@@ -40,6 +41,7 @@
 #include <string.h>
 
 #include "cache/cache.h"
+#include "host/correlate.h"
 #include "host/host.h"
 #include "http/http.h"
 #include "lib/log.h"
@@ -231,6 +233,7 @@ static sophia_plugin_set *prepare(sophia_server *s, const sophia_conf *c,
     } else {
         sophia_streams_free(sophia_streams_new(c, next, NULL, probe, d));
         event_base_free(probe);
+        sophia_correlate_free(sophia_correlate_new(c, next, NULL, d));
     }
     if (d->count) {
         sophia_plugin_set_retire(next, s->plugins); /* the fresh ones */
@@ -286,6 +289,13 @@ static void commit(sophia_reloader *rl, sophia_conf *c,
     sophia_streams_recall(s->streams, next); /* export committed state only */
     hand_over(old, next);
     sophia_streams_rebind(s->streams, c, next, sophia_loop_base(s->loop), d);
+    /* After the streams' rebind: what a removed stream drains still
+     * reaches the correlators it fed. */
+    s->correlate = sophia_correlate_rebind(s->correlate, c, next,
+                                           sophia_loop_base(s->loop));
+    sophia_streams_on_commit(s->streams,
+                             s->correlate ? sophia_correlate_on_commit : NULL,
+                             s->correlate);
     sophia_memory_rebind(s->memory, next);
     sophia_cache_bind_plugins(s->cache, next);
     s->plugins = next;

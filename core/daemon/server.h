@@ -38,6 +38,7 @@ typedef struct sophia_server {
     struct sophia_ws_router *ws;
     struct sophia_cache *cache;
     struct sophia_memory *memory; /* NULL when PostgreSQL is disabled */
+    struct sophia_correlate *correlate; /* NULL when none is configured */
     char *host;               /* listen host */
     int port;                 /* listen port (actual, after bind) */
     int64_t started_us;       /* wall clock */
@@ -53,6 +54,7 @@ typedef struct sophia_server {
     struct event *shutdown_ev;
     int64_t shutdown_deadline_us;
     int cache_flushed; /* write-back reached L2/L3 (bounded by the grace) */
+    int correlate_saved; /* the correlators' last snapshot was sent */
 
     /* counters for /metrics and /api/stats */
     uint64_t plugin_load_failures;

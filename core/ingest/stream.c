@@ -74,6 +74,7 @@ typedef struct stream_dead {
 
 struct sophia_stream {
     char *name;
+    const struct sophia_streams *owner; /* its commit hook */
     sophia_chain *chain; /* its processors (chain.h) */
     stream_item *q;
     size_t head, len, cap;
@@ -111,6 +112,8 @@ struct sophia_streams {
     struct event *drain_ev;
     struct event *tick_ev;
     struct sophia_loop *live_loop; /* the daemon's, else NULL (a probe) */
+    sophia_stream_commit_fn on_commit; /* NULL: no correlator listens */
+    void *commit_arg;
 };
 
 /* ----------------------------------------------------------- streams */
@@ -360,6 +363,13 @@ static void flight_commit(sophia_stream *st)
     if (f->did)
         sophia_dedup_add(st->dedup, f->did, sophia_now_wall_us());
     st->st.processed++;
+    if (st->owner && st->owner->on_commit) {
+        sophia_event ev = {.struct_size = sizeof(ev), .stream = st->name,
+                           .id = f->it.id, .source = f->it.source,
+                           .body = (const sophia_json *)f->it.body,
+                           .received_us = f->it.received_us};
+        st->owner->on_commit(st->owner->commit_arg, &ev);
+    }
     item_ack(&f->it, NULL);
     item_clear(&f->it);
     flight_free(f);
@@ -650,6 +660,7 @@ sophia_streams *sophia_streams_new(const sophia_conf *c,
         if (!st)
             continue;
         st->drain_ev = s->drain_ev;
+        st->owner = s;
         s->v[s->n++] = st;
         sophia_dict_set(s->by_name, st->name, st);
         start_sources(s, st, c, &c->streams[i], base);
@@ -734,6 +745,7 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
             sophia_dict_del(s->by_name, cs->name);
         } else if ((st = stream_new(c, cs, plugins, base, diag))) {
             st->drain_ev = s->drain_ev;
+        st->owner = s;
             start_sources(s, st, c, cs, base);
         }
         if (st) {
@@ -780,6 +792,13 @@ void sophia_streams_free(sophia_streams *s)
     sophia_dict_free(s->by_name, NULL);
     free(s->v);
     free(s);
+}
+
+void sophia_streams_on_commit(sophia_streams *s, sophia_stream_commit_fn fn,
+                              void *arg)
+{
+    s->on_commit = fn;
+    s->commit_arg = arg;
 }
 
 sophia_stream *sophia_streams_find(const sophia_streams *s, const char *name)

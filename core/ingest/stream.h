@@ -114,6 +114,16 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
  * one processes those events again. */
 void sophia_streams_recall(sophia_streams *s, const sophia_plugin_set *next);
 
+/* Called with each event that commits (processed: every effect durable),
+ * once, right after its commit and before its ack; `ev` and its body are
+ * borrowed for the call (take a reference to keep the body). The event
+ * is the one the stream took in, not what its processors emitted. The
+ * daemon hands the correlators' dispatch here (host/correlate.h); NULL
+ * fn: nothing is called. */
+typedef void (*sophia_stream_commit_fn)(void *arg, const sophia_event *ev);
+void sophia_streams_on_commit(sophia_streams *s, sophia_stream_commit_fn fn,
+                              void *arg);
+
 sophia_stream *sophia_streams_find(const sophia_streams *s, const char *name);
 size_t sophia_streams_count(const sophia_streams *s);
 sophia_stream *sophia_streams_at(const sophia_streams *s, size_t i);

@@ -83,8 +83,19 @@ const char *sophia_plugin_kind_name(sophia_plugin_kind kind)
         return "write_strategy";
     case SOPHIA_KIND_CONSOLIDATOR:
         return "consolidator";
+    case SOPHIA_KIND_CORRELATOR:
+        return "correlator";
     }
     return "unknown";
+}
+
+const sophia_correlator_ops *sophia_plugin_correlator(const sophia_plugin *d)
+{
+    size_t need = offsetof(sophia_plugin, correlator) + sizeof(d->correlator);
+    if (!d || d->kind != SOPHIA_KIND_CORRELATOR || d->abi_minor < 2 ||
+        d->struct_size < need)
+        return NULL;
+    return d->correlator;
 }
 
 const char *sophia_verdict_name(sophia_verdict v)
@@ -436,6 +447,14 @@ static int ops_of(const sophia_plugin *d, const uint32_t **size,
         *min = offsetof(sophia_consolidator_ops, run) + sizeof(void *);
         *has_fn = d->consolidator && d->consolidator->run;
         return 0;
+    case SOPHIA_KIND_CORRELATOR: {
+        /* A reserved slot before 1.2: read only when the plugin has it. */
+        const sophia_correlator_ops *ops = sophia_plugin_correlator(d);
+        *size = ops ? &ops->struct_size : NULL;
+        *min = offsetof(sophia_correlator_ops, observe) + sizeof(void *);
+        *has_fn = ops && ops->observe;
+        return 0;
+    }
     }
     return -1;
 }

@@ -100,6 +100,7 @@ static int scalar_to_value(const char *text, opt_value *v)
             return -1;
         break;
     case SOPHIA_OPT_STRING:
+    case SOPHIA_OPT_JSON:
         break;
     case SOPHIA_OPT_LIST:
         return -1;
@@ -121,6 +122,8 @@ static const char *type_name(sophia_opt_type t)
         return "bool";
     case SOPHIA_OPT_LIST:
         return "list";
+    case SOPHIA_OPT_JSON:
+        return "json";
     }
     return "?";
 }
@@ -137,6 +140,7 @@ static const char *type_expect(sophia_opt_type t)
     case SOPHIA_OPT_LIST:
         return "a list (YAML sequence)";
     case SOPHIA_OPT_STRING:
+    case SOPHIA_OPT_JSON:
         break;
     }
     return "a string";
@@ -217,7 +221,7 @@ int plugin_check_option_table(load_ctx *L)
     for (; t && t[n].name; n++) {
         opt_value probe = {.type = t[n].type};
         if (n >= MAX_OPTIONS || t[n].type < SOPHIA_OPT_STRING ||
-            t[n].type > SOPHIA_OPT_LIST) {
+            t[n].type > SOPHIA_OPT_JSON) {
             diag_at(L, L->ci->line, L->ci->col,
                     "plugin '%s' has a broken option table (entry %d)", mod,
                     n);
@@ -330,6 +334,15 @@ static int fill_value(load_ctx *L, const sophia_option *t,
                       const sophia_conf_opt *o, opt_value *v)
 {
     const char *inst = L->ci->name;
+    if (t->type == SOPHIA_OPT_JSON && (o || t->def)) /* any value */
+        return scalar_to_value(o ? o->json : t->def, v);
+    if (o && o->nested) {
+        diag_at(L, o->line, o->col,
+                "instance '%s': option '%s' must be %s, got a mapping or a "
+                "sequence of them",
+                inst, t->name, type_expect(t->type));
+        return -1;
+    }
     if (t->type == SOPHIA_OPT_LIST) {
         if (o && !o->is_seq) {
             diag_at(L, o->line, o->col,

@@ -79,6 +79,7 @@ static int str_eq(const char *a, const char *b)
 static int conf_opt_eq(const sophia_conf_opt *a, const sophia_conf_opt *b)
 {
     if (!str_eq(a->key, b->key) || !str_eq(a->scalar, b->scalar) ||
+        !str_eq(a->json, b->json) ||
         a->is_seq != b->is_seq || a->nitems != b->nitems)
         return 0;
     for (size_t i = 0; i < a->nitems; i++)

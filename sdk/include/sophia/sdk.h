@@ -84,7 +84,12 @@ typedef enum sophia_opt_type {
     SOPHIA_OPT_INT,        /* 64-bit signed integer */
     SOPHIA_OPT_DOUBLE,     /* floating point */
     SOPHIA_OPT_BOOL,       /* true/false/yes/no/on/off */
-    SOPHIA_OPT_LIST        /* a YAML sequence of scalars */
+    SOPHIA_OPT_LIST,       /* a YAML sequence of scalars */
+    /* since 1.2: any YAML value (a mapping, a sequence of mappings...),
+     * handed over as compact JSON text: read it with opt_string and
+     * json_parse. Plain scalars become numbers, booleans or null where
+     * YAML would read them so, quoted ones stay strings. */
+    SOPHIA_OPT_JSON
 } sophia_opt_type;
 
 /* One entry of a plugin's option table; the table ends with name == NULL.
@@ -471,7 +476,9 @@ typedef struct sophia_host {
 typedef enum sophia_plugin_kind {
     SOPHIA_KIND_PROCESSOR = 1,
     SOPHIA_KIND_WRITE_STRATEGY,
-    SOPHIA_KIND_CONSOLIDATOR
+    SOPHIA_KIND_CONSOLIDATOR,
+    /* 4: output (since 1.2), 5: embedder (since 1.2) */
+    SOPHIA_KIND_CORRELATOR = 6 /* since 1.2 */
 } sophia_plugin_kind;
 
 typedef struct sophia_processor_ops {
@@ -546,6 +553,31 @@ typedef struct sophia_consolidator_ops {
     int (*run)(void *state, sophia_ctx *ctx);
 } sophia_consolidator_ops;
 
+/* A correlator (since 1.2) sees the committed events of the streams
+ * `correlators.<instance>.streams` names, and relates them across streams
+ * by whatever key it reads from them (an account, a deal). */
+typedef struct sophia_correlator_ops {
+    uint32_t struct_size;
+    /* since 1.2: one committed event of a stream it listens to (`ev->body`
+     * is the event as the stream took it in, before its processors; borrowed
+     * for the call), on the loop right after the commit, once per commit.
+     * Actions queued on `ctx` (alert_ex, publish, cache_put...) are applied
+     * like a timer's when it returns 0, discarded otherwise. The event is
+     * committed already: nothing it returns puts it back. Change the
+     * state directly (there is no retry to undo); close windows with
+     * host->timer_add. */
+    int (*observe)(void *state, const sophia_event *ev, sophia_ctx *ctx);
+    /* since 1.2 (optional): the state as JSON text (host->free frees it),
+     * or NULL: handed to the replacing instance at a reload, and written
+     * as the instance's snapshot (Redis) every
+     * `correlators.<instance>.snapshot_every` and at shutdown. */
+    char *(*export_state)(void *state);
+    /* since 1.2 (optional): adopt what export_state returned (at a
+     * reload, or the snapshot at start-up); 0 or an error (it then
+     * starts empty). */
+    int (*import_state)(void *state, const char *json);
+} sophia_correlator_ops;
+
 /* ------------------------------------------------------ the descriptor */
 
 /* Growth rule: sizeof(sophia_plugin) never changes within major 1. A
@@ -581,8 +613,13 @@ typedef struct sophia_plugin {
     const sophia_write_ops *write_strategy;
     const sophia_consolidator_ops *consolidator;
 
+    void *reserved_output;   /* the output kind (since 1.2) */
+    void *reserved_embedder; /* the embedder kind (since 1.2) */
+    /* since 1.2: the ops of a SOPHIA_KIND_CORRELATOR. */
+    const sophia_correlator_ops *correlator;
+
     /* Spare slots: growth without a major bump (the rule above). */
-    void *reserved[8];
+    void *reserved[5];
 } sophia_plugin;
 
 /* Convenience for plugins: fill the ABI header of the descriptor. */
