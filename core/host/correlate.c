@@ -239,7 +239,8 @@ static void load_snapshot(sophia_correlate *k, corr *c)
     }
     q->k = k;
     const char *argv[] = {"GET", key};
-    if (sophia_redis_command(k->redis, on_loaded, q, 2, argv, NULL) == 0) {
+    const size_t len[] = {3, strlen(key)};
+    if (sophia_redis_command(k->redis, on_loaded, q, 2, argv, len) == 0) {
         c->reading = 1;
         return;
     }
@@ -266,7 +267,8 @@ static void write_snapshot(sophia_correlate *k, corr *c)
     char key[512];
     snapshot_key(k, c, key, sizeof(key));
     const char *argv[] = {"SET", key, json};
-    if (sophia_redis_command(k->redis, on_written, k, 3, argv, NULL) == 0)
+    const size_t len[] = {3, strlen(key), strlen(json)};
+    if (sophia_redis_command(k->redis, on_written, k, 3, argv, len) == 0)
         k->writes_out++;
     sophia_host_table()->free(json); /* the SDK's rule: host->free */
 }
