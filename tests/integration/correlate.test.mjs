@@ -10,8 +10,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import {
-  startDaemon, fetchJson, wsConnect, nextMessage, takeMessages, until, timeoutScale,
+  startDaemon, runSophiad, substitute, fetchJson, wsConnect, nextMessage, takeMessages, until, timeoutScale,
 } from './lib/daemon.mjs';
 import { redisCommand } from './lib/servers.mjs';
 
@@ -252,4 +253,54 @@ test('a restart finds the open sequences in the Redis snapshot', async () => {
   const m = await nextMessage(ws, corrOf('deal_at_risk'), 10000 * timeoutScale);
   assert.equal(m.data.key, 'S1');
   assert.deepEqual(m.data.events.map((e) => e.stream), ['gong', 'crm']);
+});
+
+test('--check names a correlator over an unknown stream, of the wrong kind, or with a bad rule', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'corr-check-'));
+  const file = path.join(dir, 'sophia.yaml');
+  const check = async (yaml) => {
+    await writeFile(file, substitute(yaml, dir));
+    return runSophiad(['-c', file, '--check'], { SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '' });
+  };
+  let r = await check(`
+plugins:
+  path: ["@PLUGIN_DIR@"]
+  instances:
+    metrics: {plugin: metrics}
+    deals: {plugin: patterns, options: {rules: [{name: r, window: 1h, steps: [{stream: metrics, key: a}]}]}}
+streams:
+  metrics: {processor: metrics}
+correlators:
+  deals: {streams: [metrics, nosuch]}
+  metrics: {streams: [metrics]}
+`);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /sophia\.yaml:10:30: correlators\.deals\.streams: 'nosuch' is not a stream/);
+  r = await check(`
+plugins:
+  path: ["@PLUGIN_DIR@"]
+  instances:
+    metrics: {plugin: metrics}
+    deals: {plugin: patterns, options: {rules: [{name: r, window: 1h, steps: [{stream: metrics, key: a}]}]}}
+streams:
+  metrics: {processor: metrics}
+correlators:
+  metrics: {streams: [metrics]}
+`);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /sophia\.yaml:10:3: correlators\.metrics: instance 'metrics' is a processor \(plugin 'metrics'\), not a correlator/);
+  r = await check(`
+plugins:
+  path: ["@PLUGIN_DIR@"]
+  instances:
+    deals:
+      plugin: patterns
+      options:
+        rules:
+          - {name: r, window: 1h, steps: [{stream: s, key: a, match: [{path: x, bigger: 3}]}]}
+`);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /rules: rule r: unknown predicate 'bigger' on x/);
+  assert.match(r.stderr, /sophia\.yaml:5:5: instance 'deals': plugin 'patterns' .* init failed/);
+  await rm(dir, { recursive: true, force: true });
 });
