@@ -133,15 +133,21 @@ static void add_hit(pat_state *st, rec *r, const sophia_event *ev)
 
 /* ------------------------------------------------------------- firing */
 
-static sophia_json *hits_json(const sophia_host *h, const rec *r)
+/* The hits as [{stream, received_us, event}]: the events copied, or
+ * moved out of `r` when `take` (a firing hands them to its alert rather
+ * than copy what is dropped right after: copies are most of the cost). */
+static sophia_json *hits_json(const sophia_host *h, rec *r, int take)
 {
     sophia_json *a = h->json_array();
     for (size_t i = 0; a && i < r->nhits; i++) {
         sophia_json *o = h->json_object();
-        pu_set_str(h, o, "stream", r->hits[i].stream);
-        pu_set(h, o, "received_us", h->json_int(r->hits[i].at_us));
-        if (r->hits[i].event)
-            pu_set(h, o, "event", h->json_copy(r->hits[i].event));
+        hit *x = &r->hits[i];
+        pu_set_str(h, o, "stream", x->stream);
+        pu_set(h, o, "received_us", h->json_int(x->at_us));
+        if (x->event)
+            pu_set(h, o, "event", take ? x->event : h->json_copy(x->event));
+        if (take)
+            x->event = NULL;
         h->json_append(a, o);
     }
     return a;
@@ -156,7 +162,7 @@ static int fire(pat_state *st, const pat_rule *ru, rec *r, const char *key,
     sophia_json *data = h->json_object();
     pu_set_str(h, data, "rule", ru->name);
     pu_set_str(h, data, "key", key);
-    pu_set(h, data, "events", hits_json(h, r));
+    pu_set(h, data, "events", hits_json(h, r, 1));
     sophia_alert a = {.struct_size = sizeof(a), .alert_type = "correlation",
                       .severity = ru->severity,
                       .message = ru->message ? ru->message : ru->name,
@@ -257,7 +263,7 @@ static int pat_sweep(void *arg, sophia_ctx *ctx)
 /* --------------------------------------------------------------- state */
 
 static sophia_json *rec_json(const sophia_host *h, const char *key,
-                             const rec *r, size_t nsteps)
+                             rec *r, size_t nsteps)
 {
     sophia_json *o = h->json_object(), *prev = h->json_array();
     pu_set_str(h, o, "k", key);
@@ -269,7 +275,7 @@ static sophia_json *rec_json(const sophia_host *h, const char *key,
     for (size_t i = 0; prev && i < nsteps; i++)
         h->json_append(prev, h->json_int(r->prev[i]));
     pu_set(h, o, "prev", prev);
-    pu_set(h, o, "hits", hits_json(h, r));
+    pu_set(h, o, "hits", hits_json(h, r, 0));
     return o;
 }
 
