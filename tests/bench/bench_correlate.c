@@ -18,6 +18,8 @@
  */
 #include <event2/event.h>
 #include <jansson.h>
+#include <malloc.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,8 +218,9 @@ static double rate(const char *dir, const char *which, const workload *w,
     return (double)w->n * rounds / s;
 }
 
-/* RSS per key once `keys` keys each wait for their second step. */
-static double per_key(const char *dir, size_t keys, int gong_calls)
+/* RSS and heap in use (mallinfo2) per key once `keys` keys each wait
+ * for their second step, out[0] and out[1]. */
+static void per_key(const char *dir, size_t keys, int gong_calls, double *out)
 {
     sophia_host_rt *rt = sophia_host_rt_new();
     struct event_base *base = event_base_new();
@@ -228,6 +231,7 @@ static double per_key(const char *dir, size_t keys, int gong_calls)
     json_t *one = gong_calls ? gong("X", "a competitor is cheaper")
                              : slack("X", "churn");
     double before = rss_bytes();
+    double heap0 = (double)mallinfo2().uordblks;
     char key[64];
     for (size_t i = 0; i < keys; i++) {
         snprintf(key, sizeof(key), "K%zu", i);
@@ -246,7 +250,8 @@ static double per_key(const char *dir, size_t keys, int gong_calls)
         sophia_correlate_on_commit(k, &e);
         json_decref(ev);
     }
-    double bytes = (rss_bytes() - before) / (double)keys;
+    out[0] = (rss_bytes() - before) / (double)keys;
+    out[1] = ((double)mallinfo2().uordblks - heap0) / (double)keys;
     json_decref(one);
     sophia_correlate_free(k);
     sophia_host_timers_bind(rt, NULL);
@@ -254,7 +259,29 @@ static double per_key(const char *dir, size_t keys, int gong_calls)
     sophia_host_rt_free(rt);
     sophia_conf_free(c);
     event_base_free(base);
-    return bytes;
+}
+
+/* per_key in a child of its own, so the RSS is not pages an earlier
+ * measurement freed and the heap kept. */
+static void per_key_fresh(const char *dir, size_t keys, int gong_calls,
+                          double *out)
+{
+    int fd[2];
+    out[0] = out[1] = -1;
+    if (pipe(fd) < 0)
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        per_key(dir, keys, gong_calls, out);
+        _exit(write(fd[1], out, 2 * sizeof(*out)) == 2 * sizeof(*out) ? 0 : 1);
+    }
+    close(fd[1]);
+    if (pid > 0 && read(fd[0], out, 2 * sizeof(*out)) != 2 * sizeof(*out))
+        out[0] = out[1] = -1;
+    close(fd[0]);
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
 }
 
 int main(int argc, char **argv)
@@ -289,10 +316,13 @@ int main(int argc, char **argv)
     if (getenv("BENCH_RATE_ONLY")) /* for a profile of the rate alone */
         return 0;
     size_t keys = quick ? 10000 : 100000;
-    printf("RSS per open key, %zu keys, each holding a Gong call: %.0f B\n",
-           keys, per_key(argv[1], keys, 1));
-    printf("RSS per open key, %zu keys, each holding a Slack mention: %.0f B\n",
-           keys, per_key(argv[1], keys, 0));
+    double m[2];
+    per_key_fresh(argv[1], keys, 1, m);
+    printf("per open key, %zu keys, each holding a Gong call: RSS %.0f B, "
+           "heap %.0f B\n", keys, m[0], m[1]);
+    per_key_fresh(argv[1], keys, 0, m);
+    printf("per open key, %zu keys, each holding a Slack mention: RSS %.0f B, "
+           "heap %.0f B\n", keys, m[0], m[1]);
     for (size_t i = 0; i < w.n; i++)
         json_decref(w.ev[i]);
     free(w.ev);
