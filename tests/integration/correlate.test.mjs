@@ -302,5 +302,14 @@ plugins:
   assert.equal(r.code, 1);
   assert.match(r.stderr, /rules: rule r: unknown predicate 'bigger' on x/);
   assert.match(r.stderr, /sophia\.yaml:5:5: instance 'deals': plugin 'patterns' .* init failed/);
+  // A nested value only goes to an option of type json.
+  r = await check(`
+plugins:
+  path: ["@PLUGIN_DIR@"]
+  instances:
+    metrics: {plugin: metrics, options: {default_dashboard: {a: 1}}}
+`);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /sophia\.yaml:5:61: instance 'metrics': option 'default_dashboard' must be a string, got a mapping/);
   await rm(dir, { recursive: true, force: true });
 });

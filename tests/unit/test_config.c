@@ -26,7 +26,8 @@
 #include "http/http_tls.h"
 
 #define ALLOWED_TOP "(allowed: server, log, redis, postgres, cache, " \
-                    "websocket, cluster, memory, plugins, streams, hooks)"
+                    "websocket, cluster, memory, plugins, streams, hooks, " \
+                    "correlators)"
 
 static sophia_diag diag;
 
@@ -744,6 +745,49 @@ static void test_stream_chain(void **state)
                "instance name or {filter: [predicates]}, got a mapping");
 }
 
+/* correlators.<instance>: streams with positions, snapshot settings; a
+ * nested option value kept as JSON text (for an option of type json). */
+static void test_correlators(void **state)
+{
+    (void)state;
+    sophia_diag_free(&diag);
+    sophia_conf *c = load(
+        "plugins:\n  path: [/p]\n  instances:\n    k:\n      plugin: patterns\n"
+        "      options:\n        rules: [{name: r, window: 1h, n: 3, q: '3', "
+        "t: true, steps: [{stream: s, key: a.b}]}]\n"
+        "streams:\n  s: {processor: k}\n"
+        "correlators:\n  k: {streams: [s], snapshot: false, "
+        "snapshot_every: 5s}\n");
+    assert_count(0);
+    assert_int_equal(c->ncorrelators, 1);
+    assert_string_equal(c->correlators[0].instance, "k");
+    assert_int_equal(c->correlators[0].nstreams, 1);
+    assert_int_equal(c->correlators[0].streams[0].line, 11);
+    assert_true(c->correlators[0].snapshot_off);
+    assert_true(c->correlators[0].snapshot_every == 5);
+    const sophia_conf_opt *o = &c->instances[0].opts[0];
+    assert_true(o->nested);
+    assert_null(o->scalar);
+    assert_string_equal(o->json, "[{\"name\":\"r\",\"window\":\"1h\",\"n\":3,"
+                                 "\"q\":\"3\",\"t\":true,\"steps\":"
+                                 "[{\"stream\":\"s\",\"key\":\"a.b\"}]}]");
+    sophia_conf_validate(c, &diag);
+    assert_count(0);
+    sophia_conf_free(c);
+
+    c = load("plugins:\n  path: [/p]\n  instances:\n    p: {plugin: p}\n"
+             "streams:\n  s: {processor: p}\n"
+             "correlators:\n  ghost: {streams: [s, nope]}\n");
+    sophia_conf_validate(c, &diag);
+    assert_count(2);
+    assert_diag(0, "t.yaml:8:3: correlators.ghost: not a plugin instance");
+    assert_diag(1, "t.yaml:8:24: correlators.ghost.streams: 'nope' is not a "
+                   "stream declared under streams");
+    sophia_conf_free(c);
+    expect_one("correlators:\n  k: {snapshot: true}\n",
+               "t.yaml:2:3: correlators.k: missing required key 'streams'");
+}
+
 /* streams.<name>.retention: count and age parse; a stream that cannot be
  * durable (no Redis) is told it keeps no history. */
 static void test_stream_retention(void **state)
@@ -1211,15 +1255,17 @@ static void test_options(void **state)
     assert_null(sophia_conf_instance_find(c, NULL));
     sophia_conf_free(c);
 
-    expect_one("plugins:\n  instances:\n    m:\n      plugin: p\n"
-               "      options:\n        nested: {a: 1}\n",
-               "t.yaml:6:17: plugins.instances.m.options.nested: option "
-               "values must be a scalar or a sequence of scalars, got a "
-               "mapping");
-    expect_one("plugins:\n  instances:\n    m:\n      plugin: p\n"
-               "      options:\n        l: [a, [b]]\n",
-               "t.yaml:6:16: plugins.instances.m.options.l: sequence items "
-               "must be scalars, got a sequence");
+    /* Nested values load (as JSON text): only the plugin's table says
+     * whether the option takes one (plugin_opts.c refuses it otherwise). */
+    c = load("plugins:\n  path: [/p]\n  instances:\n    m:\n      plugin: p\n"
+             "      options:\n        nested: {a: 1}\n        l: [a, [b]]\n");
+    assert_count(0);
+    assert_true(c->instances[0].opts[0].nested);
+    assert_string_equal(c->instances[0].opts[0].json, "{\"a\":1}");
+    assert_true(c->instances[0].opts[1].nested);
+    assert_false(c->instances[0].opts[1].is_seq);
+    assert_string_equal(c->instances[0].opts[1].json, "[\"a\",[\"b\"]]");
+    sophia_conf_free(c);
     expect_one("plugins:\n  instances:\n    m:\n      plugin: p\n"
                "      options: [a]\n",
                "t.yaml:5:16: plugins.instances.m.options: expected a "
@@ -1261,6 +1307,7 @@ int main(void)
         T(test_stream_chain),
         T(test_required_keys),
         T(test_validate),
+        T(test_correlators),
         T(test_stream_retention),
         T(test_multiple_errors),
         T(test_env_overrides),
