@@ -45,6 +45,7 @@ typedef struct corr {
     held_event *held;
     size_t nheld, capheld;
     uint64_t observed, failed, missed;
+    uint64_t observed_at_write; /* nothing new since: no snapshot due */
 } corr;
 
 struct sophia_correlate {
@@ -298,8 +299,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
             loaded(c);
         } else if (c->loading && !c->reading) {
             load_snapshot(k, c);
-        } else if (!c->loading && c->snapshot && now >= c->next_write_us) {
+        } else if (!c->loading && c->snapshot && now >= c->next_write_us &&
+                   c->observed != c->observed_at_write) {
+            /* export_state runs on the loop: not for an unchanged state */
             c->next_write_us = now + (int64_t)(c->every * 1e6);
+            c->observed_at_write = c->observed;
             write_snapshot(k, c);
         }
     }
@@ -444,6 +448,9 @@ static void take_over(corr *c, corr *was)
             import_text(c, json, "reload");
         sophia_host_table()->free(json);
     }
+    c->observed = c->observed_at_write = was->observed;
+    c->failed = was->failed;
+    c->missed = was->missed;
     c->loading = was->loading;
     c->reading = was->reading;
     c->next_write_us = was->next_write_us;

@@ -745,7 +745,7 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
             sophia_dict_del(s->by_name, cs->name);
         } else if ((st = stream_new(c, cs, plugins, base, diag))) {
             st->drain_ev = s->drain_ev;
-        st->owner = s;
+            st->owner = s;
             start_sources(s, st, c, cs, base);
         }
         if (st) {

@@ -237,7 +237,8 @@ static double rate(const char *dir, const char *which, const workload *w,
 }
 
 /* RSS and heap in use (mallinfo2) per key once `keys` keys each wait
- * for their second step, out[0] and out[1]. */
+ * for their second step, out[0] and out[1]; what export_state (a
+ * snapshot, on the loop) then takes: out[2] ms, out[3] bytes. */
 static void per_key(const char *dir, size_t keys, int gong_calls, double *out)
 {
     bench_env e = env_new(dir, "deals");
@@ -257,6 +258,12 @@ static void per_key(const char *dir, size_t keys, int gong_calls, double *out)
     }
     out[0] = (rss_bytes() - before) / (double)keys;
     out[1] = ((double)mallinfo2().uordblks - heap0) / (double)keys;
+    sophia_instance *in = sophia_plugin_set_find(e.set, "deals");
+    int64_t t = now_ns();
+    char *text = sophia_plugin_correlator(in->desc)->export_state(in->state);
+    out[2] = (double)(now_ns() - t) / 1e6;
+    out[3] = text ? (double)strlen(text) : 0;
+    free(text);
     env_free(&e);
 }
 
@@ -266,17 +273,18 @@ static void per_key_fresh(const char *dir, size_t keys, int gong_calls,
                           double *out)
 {
     int fd[2];
-    out[0] = out[1] = -1;
+    size_t n = 4 * sizeof(*out);
+    out[0] = out[1] = out[2] = out[3] = -1;
     if (pipe(fd) < 0)
         return;
     pid_t pid = fork();
     if (pid == 0) {
         close(fd[0]);
         per_key(dir, keys, gong_calls, out);
-        _exit(write(fd[1], out, 2 * sizeof(*out)) == 2 * sizeof(*out) ? 0 : 1);
+        _exit(write(fd[1], out, n) == (ssize_t)n ? 0 : 1);
     }
     close(fd[1]);
-    if (pid > 0 && read(fd[0], out, 2 * sizeof(*out)) != 2 * sizeof(*out))
+    if (pid > 0 && read(fd[0], out, n) != (ssize_t)n)
         out[0] = out[1] = -1;
     close(fd[0]);
     if (pid > 0)
@@ -294,13 +302,15 @@ int main(int argc, char **argv)
     size_t keys = quick ? 10000 : 100000;
     /* First, in children forked from a heap still small: a child of a
      * process that ran the rates would reuse pages they freed. */
-    double m[2];
+    double m[4];
     per_key_fresh(argv[1], keys, 1, m);
     printf("per open key, %zu keys, each holding a Gong call: RSS %.0f B, "
-           "heap %.0f B\n", keys, m[0], m[1]);
+           "heap %.0f B; export_state %.0f ms, %.1f MB\n", keys, m[0], m[1],
+           m[2], m[3] / 1e6);
     per_key_fresh(argv[1], keys, 0, m);
     printf("per open key, %zu keys, each holding a Slack mention: RSS "
-           "%.0f B, heap %.0f B\n", keys, m[0], m[1]);
+           "%.0f B, heap %.0f B; export_state %.0f ms, %.1f MB\n", keys, m[0],
+           m[1], m[2], m[3] / 1e6);
     workload w = mixed(quick ? 2000 : 20000);
     int rounds = quick ? 1 : 3;
     double full = rate(argv[1], "deals", &w, rounds);

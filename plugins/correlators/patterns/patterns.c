@@ -191,6 +191,26 @@ static int step_on(pat_state *st, const pat_rule *ru, size_t i, rec *r,
            pat_match(st->h, s, ev->body);
 }
 
+/* The record step `i` works on for `key`: made only when the step must
+ * remember the key (a regression's last value) or would start its
+ * sequence, so events that match nothing cost no memory. A rule with a
+ * `while` state has its records made by that state's step. */
+static rec *step_rec(pat_state *st, size_t ri, size_t i, const char *key,
+                     const sophia_event *ev)
+{
+    const pat_rule *ru = &st->rules[ri];
+    const pat_step *s = &ru->steps[i];
+    rec *r = pu_table_get(&st->keys[ri], key);
+    if (r) {
+        pu_table_touch(&st->keys[ri], key);
+        return r;
+    }
+    if (s->regress_path ||
+        (i == 0 && !ru->has_when && pat_match(st->h, s, ev->body)))
+        return rec_get(st, ri, key);
+    return NULL;
+}
+
 static int rule_on(pat_state *st, size_t ri, const sophia_event *ev,
                    sophia_ctx *ctx)
 {
@@ -201,20 +221,21 @@ static int rule_on(pat_state *st, size_t ri, const sophia_event *ev,
     rec *r;
     if (ru->has_when && !strcmp(ru->when.stream, ev->stream) &&
         pat_has_fields(h, &ru->when, ev->body) &&
-        (key = pat_key(h, &ru->when, ev->body, buf, sizeof(buf))) &&
-        (r = rec_get(st, ri, key))) {
-        r->on = pat_match(h, &ru->when, ev->body);
-        r->last_us = ev->received_us;
+        (key = pat_key(h, &ru->when, ev->body, buf, sizeof(buf)))) {
+        int on = pat_match(h, &ru->when, ev->body);
+        /* A key whose state never held is not worth a record. */
+        r = on ? rec_get(st, ri, key) : pu_table_get(&st->keys[ri], key);
+        if (r) {
+            r->on = on;
+            r->last_us = ev->received_us;
+        }
     }
     for (size_t i = 0; i < ru->nsteps; i++) {
         const pat_step *s = &ru->steps[i];
         if (strcmp(s->stream, ev->stream) ||
             !(key = pat_key(h, s, ev->body, buf, sizeof(buf))))
             continue;
-        /* A key is only kept for what it may start or must remember. */
-        r = (i == 0 || s->regress_path || ru->has_when)
-                ? rec_get(st, ri, key) : pu_table_get(&st->keys[ri], key);
-        if (!r)
+        if (!(r = step_rec(st, ri, i, key, ev)))
             continue;
         r->last_us = ev->received_us;
         expire(ru, r, ev->received_us);
@@ -394,6 +415,15 @@ static int pat_setup(pat_state *st, const sophia_opts *opts)
     if (!(st->keys = calloc(st->nrules, sizeof(*st->keys))))
         return SOPHIA_ENOMEM;
     for (size_t i = 0; i < st->nrules; i++) {
+        size_t need = 0;
+        for (size_t j = 0; j < st->rules[i].nsteps; j++)
+            need += st->rules[i].steps[j].count;
+        if (need > st->max_events) { /* a window must see all it counts */
+            host->log(st->self, SOPHIA_LOG_ERROR, "rules: rule %s needs %zu "
+                      "events, more than max_events (%zu)",
+                      st->rules[i].name, need, st->max_events);
+            return SOPHIA_EINVAL;
+        }
         if (st->rules[i].keep_s < st->rules[i].window_s)
             st->rules[i].keep_s = st->rules[i].window_s;
         if (pu_table_init(&st->keys[i], st->max_keys, rec_free))
