@@ -10,6 +10,7 @@
 #include "host/correlate.h"
 
 #include <event2/event.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -495,21 +496,4 @@ sophia_correlate *sophia_correlate_rebind(sophia_correlate *k,
     k->v = nk.v;
     k->n = nk.n;
     return k;
-}
-
-/* --------------------------------------------------------------- stats */
-
-json_t *sophia_correlate_stats_json(const sophia_correlate *k)
-{
-    json_t *o = json_object();
-    for (size_t i = 0; o && k && i < k->n; i++) {
-        const corr *c = &k->v[i];
-        json_object_set_new(
-            o, c->inst->name,
-            json_pack("{s:I,s:I,s:I,s:I,s:b}", "observed",
-                      (json_int_t)c->observed, "failed", (json_int_t)c->failed,
-                      "held", (json_int_t)c->nheld, "missed",
-                      (json_int_t)c->missed, "loading", c->loading));
-    }
-    return o;
 }

@@ -17,13 +17,13 @@
  * restart finds it again in Redis: each instance's export_state is written
  * under `sophia:correlator:<node>:<instance>` every snapshot_every (30 s)
  * and at shutdown, and read back at start-up; until that read answered,
- * the instance's events wait in a bounded buffer (snapshot_load), so none
- * is observed by a state the snapshot then overwrites.
+ * the instance's events wait in a bounded buffer (100k events), so none
+ * is observed by a state the snapshot then overwrites. A crash loses what
+ * was observed since the last snapshot: those events were acknowledged.
  */
 #ifndef SOPHIA_CORRELATE_H
 #define SOPHIA_CORRELATE_H
 
-#include <jansson.h>
 #include <stdint.h>
 #include <sophia/sdk.h>
 
@@ -62,8 +62,5 @@ sophia_correlate *sophia_correlate_rebind(sophia_correlate *k,
                                           const sophia_conf *c,
                                           const sophia_plugin_set *next,
                                           struct event_base *base);
-
-/* /api/stats "correlators": {instance: {observed, failed, buffered}}. */
-json_t *sophia_correlate_stats_json(const sophia_correlate *k);
 
 #endif
