@@ -36,9 +36,9 @@ struct event_base;
 
 /* Checks `c`'s correlators against `plugins` (each a loaded instance of
  * kind correlator; positions from the YAML in diag) and, when `base` is
- * not NULL, builds them: NULL then on a problem or when none is
- * configured (the streams' hook stays unset, so the hot path pays one
- * NULL check). `redis_url` NULL: no snapshots. */
+ * not NULL, builds them on that loop: NULL on a problem or when none is
+ * configured (the streams' hook then stays unset, so the hot path pays
+ * one NULL check). Without Redis (c->redis_url) there are no snapshots. */
 sophia_correlate *sophia_correlate_new(const sophia_conf *c,
                                        const sophia_plugin_set *plugins,
                                        struct event_base *base,
