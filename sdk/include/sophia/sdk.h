@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define SOPHIA_SDK_VERSION_MAJOR 1
-#define SOPHIA_SDK_VERSION_MINOR 1
+#define SOPHIA_SDK_VERSION_MINOR 2
 
 /* The symbol every plugin exports (a `const sophia_plugin`). */
 #define SOPHIA_PLUGIN_SYMBOL "sophia_plugin_v1"
@@ -459,7 +459,9 @@ typedef struct sophia_host {
 typedef enum sophia_plugin_kind {
     SOPHIA_KIND_PROCESSOR = 1,
     SOPHIA_KIND_WRITE_STRATEGY,
-    SOPHIA_KIND_CONSOLIDATOR
+    SOPHIA_KIND_CONSOLIDATOR,
+    /* 4: output (since 1.2) */
+    SOPHIA_KIND_EMBEDDER = 5 /* since 1.2: text -> vectors for memory */
 } sophia_plugin_kind;
 
 typedef struct sophia_processor_ops {
@@ -534,6 +536,50 @@ typedef struct sophia_consolidator_ops {
     int (*run)(void *state, sophia_ctx *ctx);
 } sophia_consolidator_ops;
 
+/* An embedder (since 1.2) turns text into vectors for the memory store:
+ * memory.embedder names its instance. Unlike every other callback, its
+ * `embed` and `fit` run on the host's worker threads, several at once,
+ * never on the loop; so they may take milliseconds, but must be
+ * thread-safe: read the state init() built, never change it. What an
+ * embedder learns from the store (`fit`) is not written into the state
+ * but returned as a separate model object the host owns, hands back to
+ * every `embed`, saves (`model_export`) and restores (`model_import`)
+ * across restarts: a refit is then a new model the host re-embeds the
+ * store with in the background while the old one keeps serving.
+ * sdk/README.md, "Embedders", has a sketch of an ONNX Runtime one. */
+typedef struct sophia_embedder_ops {
+    uint32_t struct_size;
+    /* since 1.2: the vectors' size, fixed for the instance's life (e.g.
+     * from an option or the model's output shape); 8..4096. */
+    int (*dimension)(void *state);
+    /* since 1.2: embeds texts[0..n) (texts[i] is lens[i] bytes, not
+     * NUL-terminated, UTF-8) into out: n rows of dimension() floats.
+     * Each row L2-normalized (inner product = cosine), or all zeros for a
+     * text without features. The same text and model give the same
+     * vector every time. `model` is what fit/model_import made, or NULL
+     * (not fitted). Worker threads only. 0, or a negative sophia_errno
+     * (the whole batch failed). */
+    int (*embed)(void *state, const void *model, const char *const *texts,
+                 const size_t *lens, size_t n, float *out);
+    /* since 1.2 (optional): text naming what else the vectors depend on
+     * beyond the plugin's name, version and options (a model file's
+     * checksum, say); borrowed until fini. The host tags the index with
+     * it: when it changes, the store is re-embedded. NULL = nothing. */
+    const char *(*fingerprint)(void *state);
+    /* since 1.2 (optional, all four or none): learn from the store. fit
+     * gets a sample of stored texts (worker thread) and returns a new
+     * model (NULL: nothing learnt, keep the current one). The host asks
+     * again as the store grows (each time its live rows doubled) and
+     * re-embeds the store with each new model. */
+    void *(*fit)(void *state, const char *const *texts, const size_t *lens,
+                 size_t n);
+    /* The model as text (the host stores it in PostgreSQL; free with
+     * host->free, so malloc'd), and back (NULL: not a model of ours). */
+    char *(*model_export)(void *state, const void *model);
+    void *(*model_import)(void *state, const char *text);
+    void (*model_free)(void *state, void *model);
+} sophia_embedder_ops;
+
 /* ------------------------------------------------------ the descriptor */
 
 /* Growth rule: sizeof(sophia_plugin) never changes within major 1. A
@@ -569,8 +615,14 @@ typedef struct sophia_plugin {
     const sophia_write_ops *write_strategy;
     const sophia_consolidator_ops *consolidator;
 
+    /* --- since 1.2 --- */
+    void *reserved_output; /* taken by the output kind (since 1.2) */
+    /* since 1.2: kind SOPHIA_KIND_EMBEDDER's ops (read only when
+     * abi_minor >= 2). */
+    const sophia_embedder_ops *embedder;
+
     /* Spare slots: growth without a major bump (the rule above). */
-    void *reserved[8];
+    void *reserved[6];
 } sophia_plugin;
 
 /* Convenience for plugins: fill the ABI header of the descriptor. */
