@@ -256,6 +256,10 @@ typedef struct sophia_conf {
         size_t rebuild_removed_pct; /* memory.rebuild_removed_pct: rebuild at this % tombstones, 20; 0 = never */
         struct sophia_conf_consolidate *consolidate; /* memory.consolidate */
         size_t nconsolidate;
+        /* memory.embedder: an instance of kind embedder (plugins.instances);
+         * NULL = the built-in feature hashing at memory.dim */
+        char *embedder;
+        int embedder_line, embedder_col;
     } memory;
 
     char **plugin_path; /* plugins.path: directories searched in order,

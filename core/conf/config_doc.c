@@ -156,7 +156,14 @@ static const key_doc docs[] = {
     {"memory", NULL, "-",
      "Contextual memory (needs PostgreSQL): rows in a table, vectors in a "
      "faiss index."},
-    {"memory.dim", NULL, "384", "Embedding size; changing it rebuilds."},
+    {"memory.dim", NULL, "384", "Embedding size of the built-in embedder "
+     "(no memory.embedder); changing it re-embeds."},
+    {"memory.embedder", "instance name", "-", "An instance of kind embedder "
+     "(plugins.instances, e.g. the bundled hashing or ngram_idf) that turns "
+     "memories into vectors. Left out: the built-in feature hashing at "
+     "memory.dim (the bundled hashing plugin's vectors). Changing it (or its "
+     "options) re-embeds every memory in the background while the old "
+     "index keeps answering."},
     {"memory.index", NULL, "auto", "flat, hnsw, or auto (HNSW from "
      "hnsw_threshold rows)."},
     {"memory.hnsw_threshold", NULL, "50000", "Rows from which auto uses "

@@ -507,6 +507,7 @@ static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
     sophia_streams *st = sophia_streams_new(s->conf, s->plugins, NULL, probe, d);
     sophia_streams_free(st);
     event_base_free(probe);
+    sophia_memory_check_embedder(s->conf, s->plugins, d);
     return d->count ? -1 : 0;
 }
 

@@ -232,6 +232,7 @@ static sophia_plugin_set *prepare(sophia_server *s, const sophia_conf *c,
         sophia_streams_free(sophia_streams_new(c, next, NULL, probe, d));
         event_base_free(probe);
     }
+    sophia_memory_check_embedder(c, next, d);
     if (d->count) {
         sophia_plugin_set_retire(next, s->plugins); /* the fresh ones */
         return NULL;
@@ -287,6 +288,7 @@ static void commit(sophia_reloader *rl, sophia_conf *c,
     hand_over(old, next);
     sophia_streams_rebind(s->streams, c, next, sophia_loop_base(s->loop), d);
     sophia_memory_rebind(s->memory, next);
+    sophia_memory_set_embedder(s->memory, c, next);
     sophia_cache_bind_plugins(s->cache, next);
     s->plugins = next;
     retire(rl, old, next);

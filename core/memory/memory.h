@@ -297,6 +297,20 @@ int sophia_memory_consolidate(sophia_memory *m, const char *instance);
  * name memory.consolidate gives; none there disables it). NULL m is fine. */
 void sophia_memory_rebind(sophia_memory *m, const sophia_plugin_set *plugins);
 
+/* memory.embedder of `c` against `plugins`: 0, or -1 with a
+ * file:line:col problem in `d` (no such instance, not an embedder, a
+ * dimension out of range). Called where streams check their processors:
+ * at start, --check and each reload. */
+int sophia_memory_check_embedder(const sophia_conf *c,
+                                 const sophia_plugin_set *plugins,
+                                 sophia_diag *d);
+/* Reload: the embedder `c` configures, from `plugins`. A different one
+ * (another instance, other options, another version) starts a background
+ * re-embed; searches keep the old index and embedder until it is done
+ * (memory_reembed.c). NULL m is fine. */
+void sophia_memory_set_embedder(sophia_memory *m, const sophia_conf *c,
+                                const sophia_plugin_set *plugins);
+
 /* The /api/stats `memory` object (new reference) and /metrics lines. */
 json_t *sophia_memory_stats_json(const sophia_memory *m);
 void sophia_memory_prom(const sophia_memory *m, FILE *f);
