@@ -25,8 +25,9 @@
  * theirs. Things read once at start-up stay as they were: the listen
  * addresses (server.listen, and whether and where server.tls listens), the
  * cache tiers and write-strategy prefixes, the memory module's settings
- * (it keeps a pointer into the configuration it was started with, so that
- * one is kept alive until exit), and of a stream that stays its queue
+ * but memory.embedder (it keeps a pointer into the configuration it was
+ * started with, so that one is kept alive until exit; a new embedder is
+ * re-embedded into in the background), and of a stream that stays its queue
  * size, dedup settings, `durable` and Redis/StatsD sources (its processor,
  * filter and batch size do change; a changed durable or queue_size is
  * logged as waiting for a restart). What is read at use time (ingest tokens, body

@@ -397,9 +397,10 @@ static void on_meta(void *arg, PGresult *res, const char *err)
             re->fit_rows = atoll(v);
     }
     if (!m->freeing) {
-        choose(re, m->live);
-        /* what an unfinished pass left: the next pass writes it again */
+        /* what an unfinished pass left (the next pass writes it again),
+         * before choose() may record the id with sql_move */
         sophia_pg_query(m->pg, re->sql_clear, 0, NULL, NULL, NULL, NULL, NULL);
+        choose(re, m->live);
     }
     re->boot_cont(re->boot_arg);
 }
@@ -1052,8 +1053,10 @@ json_t *mem_re_stats(const sophia_memory *m)
     const mem_reembed *re = m->re;
     if (!re)
         return json_null();
+    /* reembedding: the old embedder serves; swapping: the new one does,
+     * its vectors being moved into `embedding` */
     static const char *const phases[] = {"ready", "fitting", "reembedding",
-                                         "reembedding"};
+                                         "swapping"};
     json_t *o = json_pack("{s:s?,s:s?,s:s,s:i,s:s,s:I,s:I}", "instance", re->name,
                           "serving", re->serving ? re->serving->id : NULL,
                           "want", re->want->id, "dim", re->want->dim, "state",
