@@ -168,4 +168,31 @@ static inline void feat_normalize(float *out, int dim)
     }
 }
 
+/* The embedding both bundled embedders make: each distinct feature adds
+ * weight(arg, family, hash) x (1 + ln tf) to its bucket, then the vector
+ * is normalized. 0, or -1 when out of memory. */
+static inline int feat_embed(const char *text, size_t len, int dim,
+                             float (*weight)(const void *arg, int family,
+                                             uint64_t h),
+                             const void *arg, float *out)
+{
+    feats f = {0};
+    memset(out, 0, (size_t)dim * sizeof(*out));
+    if (feat_sorted(&f, text, len) < 0) {
+        free(f.v);
+        return -1;
+    }
+    for (size_t i = 0; i < f.n;) {
+        size_t j = i;
+        while (j < f.n && f.v[j].h == f.v[i].h)
+            j++;
+        float v = weight(arg, f.v[i].family, f.v[i].h) * (1.0f + logf((float)(j - i)));
+        feat_bucket_add(out, dim, f.v[i].h, v);
+        i = j;
+    }
+    free(f.v);
+    feat_normalize(out, dim);
+    return 0;
+}
+
 #endif

@@ -24,27 +24,18 @@ static const float hashing_family_w[3] = {1.0f, 0.7f, 0.3f};
 #define HASHING_DIM_MIN 8
 #define HASHING_DIM_MAX 4096
 
+static inline float hashing_weight(const void *arg, int family, uint64_t h)
+{
+    (void)arg;
+    (void)h;
+    return hashing_family_w[family];
+}
+
 /* One text into dim floats; 0 or -1 (out of memory). */
 static inline int hashing_embed_one(int dim, const char *text, size_t len,
                                     float *out)
 {
-    feats f = {0};
-    memset(out, 0, (size_t)dim * sizeof(*out));
-    if (feat_sorted(&f, text, len) < 0) {
-        free(f.v);
-        return -1;
-    }
-    for (size_t i = 0; i < f.n;) {
-        size_t j = i;
-        while (j < f.n && f.v[j].h == f.v[i].h)
-            j++;
-        float v = hashing_family_w[f.v[i].family] * (1.0f + logf((float)(j - i)));
-        feat_bucket_add(out, dim, f.v[i].h, v);
-        i = j;
-    }
-    free(f.v);
-    feat_normalize(out, dim);
-    return 0;
+    return feat_embed(text, len, dim, hashing_weight, NULL, out);
 }
 
 /* A batch (the SDK's embed): rows of dim floats. */
