@@ -247,13 +247,9 @@ void mem_syn_free(mem_syn *s);
 size_t mem_syn_groups(const mem_syn *s);
 char *mem_syn_expand(const mem_syn *s, const char *query);
 
-/* memory_reembed.c: the embedder's life (see there). An embedder the
- * loop hands to a job is held (mem_emb_get) until the job ends
- * (mem_emb_put), so a swap never frees one a worker still uses. */
+/* memory_reembed.c: the embedder's life (see there). */
 int mem_re_init(sophia_memory *m, const sophia_plugin_set *plugins);
 void mem_re_free(sophia_memory *m); /* after the pool is stopped */
-sophia_embedder *mem_emb_get(sophia_embedder *e);
-void mem_emb_put(sophia_memory *m, sophia_embedder *e);
 /* Boot: after the count, decides which embedder serves and whether the
  * saved index is its; then calls cont(b) on the loop. */
 void mem_re_boot(sophia_memory *m, void (*cont)(void *), void *b);

@@ -99,25 +99,25 @@ struct mem_reembed {
 
 /* ------------------------------------------------------ references */
 
-sophia_embedder *mem_emb_get(sophia_embedder *e)
+/* An embedder the loop hands to a job is held until the job ends, so a
+ * swap never frees one a worker still uses (loop thread only). */
+static sophia_embedder *mem_emb_get(sophia_embedder *e)
 {
     if (e)
         e->refs++;
     return e;
 }
 
-void mem_emb_put(sophia_memory *m, sophia_embedder *e)
+static void mem_emb_put(sophia_embedder *e)
 {
-    (void)m;
     if (e && --e->refs == 0)
         sophia_embedder_free(e);
 }
 
-static void set_ref(sophia_memory *m, sophia_embedder **slot,
-                    sophia_embedder *e)
+static void set_ref(sophia_embedder **slot, sophia_embedder *e)
 {
     mem_emb_get(e);
-    mem_emb_put(m, *slot);
+    mem_emb_put(*slot);
     *slot = e;
 }
 
@@ -167,12 +167,13 @@ static void pass_page(mem_reembed *re);
 void mem_vecs_end(sophia_memory *m, mem_vecs *p)
 {
     mem_reembed *re = m->re;
-    if (!p->en && re->single > 0 && --re->single == 0 && re->waiting) {
+    if (!p->en && re->single > 0 && --re->single == 0 && re->waiting &&
+        !m->freeing) {
         re->waiting = 0;
         pass_page(re); /* the pass's end waited for this store */
     }
-    mem_emb_put(m, p->e);
-    mem_emb_put(m, p->en);
+    mem_emb_put(p->e);
+    mem_emb_put(p->en);
     free(p->v);
     free(p->vn);
     memset(p, 0, sizeof(*p));
@@ -303,7 +304,7 @@ static sophia_embedder *with_stored_model(mem_reembed *re,
 static void set_want(mem_reembed *re)
 {
     sophia_embedder *w = with_stored_model(re, re->base);
-    set_ref(re->m, &re->want, w ? w : re->base);
+    set_ref(&re->want, w ? w : re->base);
 }
 
 /* The embedder that made vectors of `id`, if it is at hand: the
@@ -436,7 +437,7 @@ static void page_job_free(page_job *j)
 {
     for (size_t i = 0; i < j->n; i++)
         free(j->texts[i]);
-    mem_emb_put(j->re->m, j->e);
+    mem_emb_put(j->e);
     free(j->texts);
     free(j->lens);
     free(j->ids);
@@ -686,7 +687,7 @@ static void swap_job_free(swap_job *j)
 {
     if (j->ix)
         faiss_Index_free(j->ix);
-    mem_emb_put(j->re->m, j->e);
+    mem_emb_put(j->e);
     free(j);
 }
 
@@ -713,7 +714,7 @@ static void end_done(void *arg, int cancelled)
     swap_job_free(j);
     if (cancelled || re->m->freeing)
         return;
-    set_ref(re->m, &re->next, NULL);
+    set_ref(&re->next, NULL);
     re->phase = RE_IDLE;
     mem_re_kick(re->m);
 }
@@ -766,8 +767,8 @@ static void swap_done(void *arg, int cancelled)
     swap_job_free(j);
     if (!ok || m->freeing)
         return;
-    set_ref(m, &re->serving, re->next);
-    set_ref(m, &re->next, NULL);
+    set_ref(&re->serving, re->next);
+    set_ref(&re->next, NULL);
     re->gen++;
     m->col_next = 1;
     m->tombstones = tombs;
@@ -798,7 +799,7 @@ static void begin_done(void *arg, int cancelled)
     if (re->m->freeing)
         return;
     if (!ok) {
-        set_ref(re->m, &re->next, NULL);
+        set_ref(&re->next, NULL);
         re->phase = RE_IDLE;
         snprintf(re->error, sizeof(re->error), "cannot make the new index");
         return;
@@ -809,7 +810,7 @@ static void begin_done(void *arg, int cancelled)
 static void pass_start(mem_reembed *re)
 {
     sophia_memory *m = re->m;
-    set_ref(m, &re->next, re->want);
+    set_ref(&re->next, re->want);
     re->phase = RE_PASS;
     re->last_id = 0;
     re->done = 0;
@@ -820,7 +821,7 @@ static void pass_start(mem_reembed *re)
                 "rows=%zu", re->serving ? re->serving->id : "none",
                 re->want->id, re->total);
     if (submit_swap(re, begin_work, begin_done) != 0) {
-        set_ref(m, &re->next, NULL);
+        set_ref(&re->next, NULL);
         re->phase = RE_IDLE;
     }
 }
@@ -850,7 +851,7 @@ static void fit_job_free(fit_job *j)
         free(j->texts[i]);
     free(j->texts);
     free(j->lens);
-    mem_emb_put(j->re->m, j->base);
+    mem_emb_put(j->base);
     free(j);
 }
 
@@ -869,7 +870,7 @@ static void fit_done(void *arg, int cancelled)
         re->fit_rows = j->live; /* even when nothing was learnt: wait */
         re->fits++;
         if (fitted) {
-            set_ref(m, &re->want, fitted);
+            set_ref(&re->want, fitted);
             sophia_info("memory", "msg=\"embedder fitted\" embedder=%s rows=%zu",
                         fitted->id, j->n);
         }
@@ -917,7 +918,7 @@ static void fit_start(mem_reembed *re)
     re->phase = RE_FIT;
     if (sophia_pg_query(m->pg, re->sql_sample, 1, vals, NULL, NULL, on_sample, j)) {
         re->phase = RE_IDLE;
-        mem_emb_put(m, j->base);
+        mem_emb_put(j->base);
         free(j);
     }
 }
@@ -981,10 +982,10 @@ void mem_re_free(sophia_memory *m)
     if (!re)
         return;
     m->emb = m->next = NULL;
-    set_ref(m, &re->serving, NULL);
-    set_ref(m, &re->next, NULL);
-    set_ref(m, &re->want, NULL);
-    set_ref(m, &re->base, NULL);
+    set_ref(&re->serving, NULL);
+    set_ref(&re->next, NULL);
+    set_ref(&re->want, NULL);
+    set_ref(&re->base, NULL);
     free(re->name);
     free(re->stored_model);
     free(re->removed);
@@ -1041,7 +1042,7 @@ void sophia_memory_set_embedder(sophia_memory *m, const sophia_conf *c,
     }
     free(re->name);
     re->name = c->memory.embedder ? strdup(c->memory.embedder) : NULL;
-    set_ref(m, &re->base, e);
+    set_ref(&re->base, e);
     set_want(re);
     re->fit_rows = 0;
     sophia_info("memory", "msg=\"memory.embedder changed\" embedder=%s", re->want->id);
