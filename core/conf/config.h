@@ -71,6 +71,12 @@ typedef struct sophia_conf_pred {
 typedef struct sophia_conf_stream {
     char *name;
     char *processor;   /* instance name of a processor plugin */
+    /* streams.<name>.outputs: instance names of output plugins its
+     * processed events (and their alerts) are delivered to before they
+     * are acknowledged; outputs_pos holds line, col of each name. */
+    char **outputs;
+    int *outputs_pos;
+    size_t noutputs;
     size_t queue_size; /* bounded queue; full -> 503 */
     size_t batch_size; /* events processed per loop turn */
     int line, col;

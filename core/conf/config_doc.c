@@ -201,6 +201,10 @@ static const key_doc docs[] = {
      "Event streams: POST /ingest/NAME feeds stream NAME."},
     {"streams.NAME.processor", NULL, "required",
      "A processor instance under plugins.instances."},
+    {"streams.NAME.outputs", "sequence of instance names", "-",
+     "Output instances (plugins of kind output) every processed event, and "
+     "each alert its processor raised for it, is delivered to; the event "
+     "is acknowledged only once all of them delivered it (at least once)."},
     {"streams.NAME.queue_size", NULL, "10000",
      "Bounded queue; when full, ingest answers 503."},
     {"streams.NAME.batch_size", NULL, "256",

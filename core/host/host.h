@@ -61,13 +61,16 @@ sophia_host_rt *sophia_host_rt_of(const sophia_instance *inst);
 struct sophia_cache;
 struct sophia_ws_router;
 struct sophia_memory;
+struct sophia_upstreams;
 /* Where actions go; any member may be NULL (that tier of effects is then
  * skipped, as when it is not configured). Set by the daemon at start and
- * before it frees them; copied. */
+ * before it frees them; copied. `upstreams` serves output plugins' I/O
+ * (host->http_request, redis_command, pg_query; event/upstream.h). */
 typedef struct sophia_host_env {
     struct sophia_cache *cache;
     struct sophia_ws_router *ws;
     struct sophia_memory *memory;
+    struct sophia_upstreams *upstreams;
 } sophia_host_env;
 void sophia_host_set_env(sophia_host_rt *rt, const sophia_host_env *env);
 

@@ -27,6 +27,7 @@
 #include "lib/dict.h"
 #include "lib/log.h"
 #include "http/api_streams.h"
+#include "host/output.h"
 #include "http/ratelimit.h"
 #include "ingest/stream.h"
 #include "ws/ws.h"
@@ -199,6 +200,8 @@ json_t *sophia_api_stats(const sophia_api *api)
         streams, "websocket",
         s->ws ? sophia_ws_stats_json(s->ws, 10) : json_object(),
         "plugins", plugins_json(api), "reload", reload_json(api)));
+    /* each output instance's runner (host/output.h) */
+    json_object_set_new(o, "outputs", sophia_host_outputs_stats_json(api->host));
     return o;
 }
 

@@ -83,6 +83,8 @@ const char *sophia_plugin_kind_name(sophia_plugin_kind kind)
         return "write_strategy";
     case SOPHIA_KIND_CONSOLIDATOR:
         return "consolidator";
+    case SOPHIA_KIND_OUTPUT:
+        return "output";
     }
     return "unknown";
 }
@@ -436,8 +438,25 @@ static int ops_of(const sophia_plugin *d, const uint32_t **size,
         *min = offsetof(sophia_consolidator_ops, run) + sizeof(void *);
         *has_fn = d->consolidator && d->consolidator->run;
         return 0;
+    case SOPHIA_KIND_OUTPUT: {
+        const sophia_output_ops *o = sophia_plugin_output_ops(d);
+        *size = o ? &o->struct_size : NULL;
+        *min = offsetof(sophia_output_ops, deliver) + sizeof(void *);
+        *has_fn = o && o->deliver;
+        return 0;
+    }
     }
     return -1;
+}
+
+const sophia_output_ops *sophia_plugin_output_ops(const sophia_plugin *d)
+{
+    /* The slot exists for a plugin built for 1.2 on: an older one has
+     * no such kind, and its slot is a reserved zero anyway. */
+    if (d->abi_minor < 2 ||
+        d->struct_size < offsetof(sophia_plugin, output) + sizeof(void *))
+        return NULL;
+    return d->output;
 }
 
 static int check_ops(load_ctx *L)

@@ -115,6 +115,9 @@ sophia_instance *sophia_plugin_set_find(const sophia_plugin_set *set,
                                         const char *name);
 
 const char *sophia_plugin_kind_name(sophia_plugin_kind kind);
+/* An output plugin's ops (SDK 1.2's first descriptor slot), or NULL when
+ * the descriptor is older or has none. */
+const sophia_output_ops *sophia_plugin_output_ops(const sophia_plugin *d);
 /* "ok", "drop", "retry", "error": a processor verdict as printed by
  * sophia-plugin-test and a replay's dry run. */
 const char *sophia_verdict_name(sophia_verdict v);
