@@ -18,6 +18,8 @@
  */
 #include <sophia/sdk.h>
 
+#include "../output_batching.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,28 +53,9 @@ static const sophia_option wh_options[] = {
      "header carrying sha256=<hex HMAC-SHA256 of the body>"},
     {"headers", SOPHIA_OPT_LIST, NULL, "extra \"Name: value\" headers"},
     {"timeout", SOPHIA_OPT_DOUBLE, "10", "seconds one POST may take"},
-    {"batch_size", SOPHIA_OPT_INT, "100", "records per POST at most"},
-    {"batch_bytes", SOPHIA_OPT_INT, "1048576", "body bytes per POST at most"},
-    {"flush_interval", SOPHIA_OPT_DOUBLE, "0.2",
-     "seconds a partial batch waits for more records"},
-    {"retry_base", SOPHIA_OPT_DOUBLE, "0.2",
-     "first wait before a failed POST is sent again"},
-    {"retry_cap", SOPHIA_OPT_DOUBLE, "30", "longest wait between two tries"},
+    SOPHIA_OUTPUT_BATCH_OPTIONS,
     {NULL, 0, NULL, NULL},
 };
-
-/* The batching options every bundled output shares in name. */
-static void wh_read_params(const sophia_host *h, const sophia_opts *o,
-                           sophia_output_params *p)
-{
-    int64_t batch = h->opt_int(o, "batch_size");
-    int64_t bytes = h->opt_int(o, "batch_bytes");
-    p->batch = batch > 0 ? (size_t)batch : 0;
-    p->batch_bytes = bytes > 0 ? (size_t)bytes : 0;
-    p->flush_interval = h->opt_double(o, "flush_interval");
-    p->retry_base = h->opt_double(o, "retry_base");
-    p->retry_cap = h->opt_double(o, "retry_cap");
-}
 
 static void wh_fini(void *state)
 {
@@ -125,19 +108,14 @@ static int wh_init(const sophia_host *host, sophia_self *self,
         }
         st->headers[st->nheaders++] = h;
     }
-    wh_read_params(host, opts, &st->params);
+    output_batching_read(host, opts, &st->params);
     *state = st;
     return SOPHIA_OK;
 }
 
 static void wh_params(void *state, sophia_output_params *p)
 {
-    const wh_state *st = state;
-    p->batch = st->params.batch;
-    p->batch_bytes = st->params.batch_bytes;
-    p->flush_interval = st->params.flush_interval;
-    p->retry_base = st->params.retry_base;
-    p->retry_cap = st->params.retry_cap;
+    output_batching_apply(&((const wh_state *)state)->params, p);
 }
 
 /* What an answer means for the batch (see the top of the file). */

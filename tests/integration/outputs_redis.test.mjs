@@ -1,0 +1,137 @@
+// The redis_stream output (plugins/outputs/redis_stream, SDK 1.2): every
+// processed event and alert is XADDed, one MULTI/EXEC per batch, to a
+// Redis stream on a Redis of the test's own (so it can stop and start it
+// without touching the shared one the durable source reads from). While
+// that Redis is down the events stay pending in the source's stream
+// (never acknowledged undelivered); when it comes back, every accepted
+// event is appended (at least once), and MAXLEN keeps the stream bounded.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { startDaemon, fetchJson, until, freePort } from './lib/daemon.mjs';
+import { redisCommand, tcpProbe } from './lib/servers.mjs';
+
+const run = `${process.pid}-${Date.now()}`;
+const srcKey = `out:rs:src:${run}`;
+let own; // the output's Redis: {port, url, proc}
+let d;
+
+function startOwnRedis(port) {
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1',
+    '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  return proc;
+}
+
+async function ownUp() {
+  own.proc = startOwnRedis(own.port);
+  await until(() => redisCommand(['PING'], { url: own.url }).then((r) => r === 'PONG', () => false),
+    'own redis answers');
+}
+
+async function ownDown() {
+  await redisCommand(['SHUTDOWN', 'NOSAVE'], { url: own.url }).catch(() => {});
+  await until(async () => !(await tcpProbe('127.0.0.1', own.port)), 'own redis stopped');
+}
+
+const yaml = () => `
+plugins:
+  path: ["@TEST_PLUGIN_DIR@"]
+  instances:
+    act:
+      plugin: actions
+    rs:
+      plugin: redis_stream
+      options:
+        url: ${own.url}
+        key: sink
+        maxlen: 1000
+        batch_size: 10
+        flush_interval: 0.02
+        retry_base: 0.05
+        retry_cap: 0.3
+streams:
+  st:
+    processor: act
+    outputs: [rs]
+    durable: true
+    redis:
+      key: ${srcKey}
+      group: g
+      block: 200ms
+`;
+
+before(async () => {
+  const port = await freePort();
+  own = { port, url: `redis://127.0.0.1:${port}/0` };
+  await ownUp();
+  d = await startDaemon({ yaml: yaml() });
+});
+
+after(async () => {
+  if (d) await d.stop();
+  if (own) await ownDown().catch(() => {});
+  await redisCommand(['DEL', srcKey]).catch(() => {});
+});
+
+async function post(events) {
+  const res = await fetchJson(`${d.url}/ingest/st`, {
+    method: 'POST', body: events.map((e) => JSON.stringify(e)).join('\n'),
+  });
+  assert.equal(res.status, 202, `ingest answered ${res.status}`);
+}
+
+// The records in the sink stream, parsed.
+async function sink() {
+  const entries = await redisCommand(['XRANGE', 'sink', '-', '+'], { url: own.url });
+  return entries.map(([, fields]) => {
+    assert.equal(fields[0], 'data');
+    return JSON.parse(fields[1]);
+  });
+}
+
+const seen = (recs, tag) => new Set(recs.filter((r) => r.type === 'event' && r.event.tag === tag)
+  .map((r) => r.event.n));
+const pending = async () => Number((await redisCommand(['XPENDING', srcKey, 'g']))[0]);
+
+test('events and alerts are appended to the stream', async () => {
+  const evs = [];
+  for (let n = 0; n < 25; n++) {
+    evs.push(n === 3
+      ? { op: 'alert', alert_type: 'x', severity: 'critical', message: 'hot', n, tag: 'a' }
+      : { op: 'publish', data: { n }, n, tag: 'a' });
+  }
+  await post(evs);
+  let recs;
+  await until(async () => seen(recs = await sink(), 'a').size === 25, '25 events in the sink');
+  const alert = recs.find((r) => r.type === 'alert');
+  assert.equal(alert.alert.severity, 'critical');
+  assert.equal(alert.stream, 'st');
+  assert.equal(typeof alert.event_id, 'string');
+  await until(async () => (await pending()) === 0, 'all acknowledged');
+});
+
+test('the output Redis goes down and comes back: pending, then all appended', async () => {
+  await ownDown();
+  const evs = [];
+  for (let n = 0; n < 30; n++) evs.push({ op: 'publish', data: { n }, n, tag: 'b' });
+  await post(evs);
+  await until(async () => (await pending()) === 30, '30 entries pending while the sink is down');
+  await until(async () => (await fetchJson(`${d.url}/api/stats`)).body.outputs.rs.retries >= 2,
+    'the output retried');
+  assert.equal(await pending(), 30, 'nothing acknowledged undelivered');
+  await ownUp(); // an empty Redis: --save ''
+  await until(async () => seen(await sink(), 'b').size === 30, 'all 30 in the sink');
+  await until(async () => (await pending()) === 0, 'then acknowledged');
+  const s = (await fetchJson(`${d.url}/api/stats`)).body;
+  assert.equal(s.streams.st.failed, 0);
+});
+
+test('an output that cannot take the records (wrong key type) dead-letters after max_attempts', async () => {
+  await redisCommand(['SET', 'sink', 'not a stream'], { url: own.url });
+  await post([{ op: 'publish', data: { n: 1 }, n: 1, tag: 'c' }]);
+  await until(async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.st.dead_reasons.effect_exhausted >= 1,
+    'the event went to the dead letter');
+  const dead = await redisCommand(['XRANGE', `${srcKey}:dead`, '-', '+']);
+  assert.ok(dead.length >= 1);
+  await redisCommand(['DEL', `${srcKey}:dead`]).catch(() => {});
+});
