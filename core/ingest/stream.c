@@ -189,7 +189,7 @@ static int stream_set_outputs(sophia_stream *st, const sophia_conf *c,
     sophia_instance **in = calloc(n ? n : 1, sizeof(*in));
     sophia_output **outs = calloc(n ? n : 1, sizeof(*outs));
     int bad = !in || !outs;
-    for (size_t i = 0; !bad && i < n; i++) {
+    for (size_t i = 0; in && outs && i < n; i++) { /* every bad name said */
         in[i] = sophia_plugin_set_find(plugins, cs->outputs[i]);
         if (!in[i] || in[i]->desc->kind != SOPHIA_KIND_OUTPUT) {
             if (diag)

@@ -11,7 +11,10 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { startDaemon, fetchJson, until } from './lib/daemon.mjs';
+import { startDaemon, fetchJson, until, runSophiad, substitute } from './lib/daemon.mjs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { redisCommand } from './lib/servers.mjs';
 
 const run = `${process.pid}-${Date.now()}`;
@@ -179,4 +182,28 @@ test('a reload that replaces the output while the receiver is down loses nothing
   const s = (await fetchJson(`${d.url}/api/stats`)).body;
   const hook = s.plugins.find((p) => p.name === 'hook');
   assert.equal(hook.reload_count, 1);
+});
+
+test('--check names an output that is no output instance, with its position', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'outputs-check-'));
+  try {
+    const file = path.join(dir, 'sophia.yaml');
+    writeFileSync(file, substitute(`
+plugins:
+  path: ["@TEST_PLUGIN_DIR@"]
+  instances:
+    act:
+      plugin: actions
+streams:
+  s:
+    processor: act
+    outputs: [nowhere, act]
+`, dir));
+    const r = await runSophiad(['-c', file, '--check'], { SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '' });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /sophia\.yaml:10:15: stream 's': output 'nowhere' is not a loaded output instance/);
+    assert.match(r.stderr, /sophia\.yaml:10:24: stream 's': output 'act' is not a loaded output instance \(it is a processor\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
