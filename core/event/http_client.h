@@ -3,8 +3,9 @@
  * client), for what plugins deliver through the host (host->http_request).
  *
  * One keep-alive connection per host:port, reused by the requests that
- * follow; names are resolved with evdns, never by a blocking lookup. Each
- * request has a deadline for the whole exchange. The client keeps every
+ * follow; names are resolved with evdns, never by a blocking lookup. A
+ * request fails when connecting, sending or waiting for the answer stalls
+ * longer than its timeout (evhttp's, per I/O step). The client keeps every
  * request it started, so freeing it answers each one still pending (rc
  * SOPHIA_EUNAVAIL) before the connections go: a callback runs exactly
  * once either way. Plain http:// only.

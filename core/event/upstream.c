@@ -83,32 +83,42 @@ sophia_http_client *sophia_upstreams_http(sophia_upstreams *u)
     return u ? u->http : NULL;
 }
 
+/* The connection in `d` under `url`, made with `make` on first use. */
+static void *conn_get(sophia_dict *d, const char *url,
+                      void *(*make)(struct event_base *, const char *),
+                      void (*drop)(void *), struct event_base *base)
+{
+    void *c = sophia_dict_get(d, url);
+    if (c || !(c = make(base, url)))
+        return c;
+    sophia_dict_set(d, url, c);
+    if (sophia_dict_get(d, url) != c) { /* out of memory */
+        drop(c);
+        c = NULL;
+    }
+    return c;
+}
+
+static void *redis_make(struct event_base *base, const char *url)
+{
+    return sophia_redis_new(base, url);
+}
+
+static void *pg_make(struct event_base *base, const char *conninfo)
+{
+    return sophia_pg_new(base, conninfo);
+}
+
 sophia_redis *sophia_upstreams_redis(sophia_upstreams *u, const char *url)
 {
     if (!u || !(url = url ? url : u->redis_url))
         return NULL;
-    sophia_redis *r = sophia_dict_get(u->redis, url);
-    if (r || !(r = sophia_redis_new(u->base, url)))
-        return r;
-    sophia_dict_set(u->redis, url, r);
-    if (sophia_dict_get(u->redis, url) != r) { /* out of memory */
-        sophia_redis_free(r);
-        r = NULL;
-    }
-    return r;
+    return conn_get(u->redis, url, redis_make, redis_free, u->base);
 }
 
 sophia_pg *sophia_upstreams_pg(sophia_upstreams *u, const char *conninfo)
 {
     if (!u || !(conninfo = conninfo ? conninfo : u->pg_url))
         return NULL;
-    sophia_pg *p = sophia_dict_get(u->pg, conninfo);
-    if (p || !(p = sophia_pg_new(u->base, conninfo)))
-        return p;
-    sophia_dict_set(u->pg, conninfo, p);
-    if (sophia_dict_get(u->pg, conninfo) != p) { /* out of memory */
-        sophia_pg_free(p);
-        p = NULL;
-    }
-    return p;
+    return conn_get(u->pg, conninfo, pg_make, pg_free, u->base);
 }

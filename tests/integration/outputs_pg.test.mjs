@@ -9,6 +9,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDaemon, fetchJson, until } from './lib/daemon.mjs';
+import { ingest, pendingEntries, publishes } from './lib/outputs.mjs';
 import {
   redisCommand, pgQuery, createDatabase, dropDatabase, stopPostgres, startPostgres,
 } from './lib/servers.mjs';
@@ -55,18 +56,11 @@ after(async () => {
   if (db) await dropDatabase(db).catch(() => {});
 });
 
-async function post(events) {
-  const res = await fetchJson(`${d.url}/ingest/st`, {
-    method: 'POST', body: events.map((e) => JSON.stringify(e)).join('\n'),
-  });
-  assert.equal(res.status, 202, `ingest answered ${res.status}`);
-}
 
 const eventNs = async (tag) => new Set((await pgQuery(
   `SELECT record->'event'->>'n' FROM sophia_out WHERE type = 'event' AND record->'event'->>'tag' = '${tag}'`,
   { url: db },
 ).catch(() => [])).map((r) => Number(r[0])));
-const pending = async () => Number((await redisCommand(['XPENDING', srcKey, 'g']))[0]);
 
 test('events and alerts become rows of a table made for them', async () => {
   const evs = [];
@@ -75,7 +69,7 @@ test('events and alerts become rows of a table made for them', async () => {
       ? { op: 'alert', alert_type: 'y', severity: 'info', message: 'note', n, tag: 'a' }
       : { op: 'publish', data: { n }, n, tag: 'a' });
   }
-  await post(evs);
+  await ingest(d, 'st', evs);
   await until(async () => (await eventNs('a')).size === 20, '20 event rows');
   const [[stream, eventId, received]] = await pgQuery(
     "SELECT stream, event_id, received_at IS NOT NULL FROM sophia_out WHERE type = 'event' LIMIT 1",
@@ -90,24 +84,22 @@ test('events and alerts become rows of a table made for them', async () => {
   assert.equal(alerts.length, 1);
   assert.equal(alerts[0][0], 'note');
   assert.match(alerts[0][1], /^\d+-\d+$/);
-  await until(async () => (await pending()) === 0, 'all acknowledged');
+  await until(async () => (await pendingEntries(srcKey)) === 0, 'all acknowledged');
 });
 
 test('PostgreSQL stops and starts again: pending meanwhile, then every event a row', async () => {
   await stopPostgres('fast');
   try {
-    const evs = [];
-    for (let n = 0; n < 30; n++) evs.push({ op: 'publish', data: { n }, n, tag: 'b' });
-    await post(evs);
-    await until(async () => (await pending()) === 30, '30 entries pending while PostgreSQL is down');
+    await ingest(d, 'st', publishes(30, 'b'));
+    await until(async () => (await pendingEntries(srcKey)) === 30, '30 entries pending while PostgreSQL is down');
     await until(async () => (await fetchJson(`${d.url}/api/stats`)).body.outputs.rows.retries >= 2,
       'the output retried');
-    assert.equal(await pending(), 30, 'nothing acknowledged undelivered');
+    assert.equal(await pendingEntries(srcKey), 30, 'nothing acknowledged undelivered');
   } finally {
     await startPostgres();
   }
   await until(async () => (await eventNs('b')).size === 30, 'all 30 rows', 30000);
-  await until(async () => (await pending()) === 0, 'then acknowledged');
+  await until(async () => (await pendingEntries(srcKey)) === 0, 'then acknowledged');
   const s = (await fetchJson(`${d.url}/api/stats`)).body;
   assert.equal(s.streams.st.failed, 0);
 });

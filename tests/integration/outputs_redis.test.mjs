@@ -9,6 +9,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { startDaemon, fetchJson, until, freePort } from './lib/daemon.mjs';
+import { ingest, pendingEntries, publishes } from './lib/outputs.mjs';
 import { redisCommand, tcpProbe } from './lib/servers.mjs';
 
 const run = `${process.pid}-${Date.now()}`;
@@ -73,12 +74,6 @@ after(async () => {
   await redisCommand(['DEL', srcKey]).catch(() => {});
 });
 
-async function post(events) {
-  const res = await fetchJson(`${d.url}/ingest/st`, {
-    method: 'POST', body: events.map((e) => JSON.stringify(e)).join('\n'),
-  });
-  assert.equal(res.status, 202, `ingest answered ${res.status}`);
-}
 
 // The records in the sink stream, parsed.
 async function sink() {
@@ -91,7 +86,6 @@ async function sink() {
 
 const seen = (recs, tag) => new Set(recs.filter((r) => r.type === 'event' && r.event.tag === tag)
   .map((r) => r.event.n));
-const pending = async () => Number((await redisCommand(['XPENDING', srcKey, 'g']))[0]);
 
 test('events and alerts are appended to the stream', async () => {
   const evs = [];
@@ -100,35 +94,33 @@ test('events and alerts are appended to the stream', async () => {
       ? { op: 'alert', alert_type: 'x', severity: 'critical', message: 'hot', n, tag: 'a' }
       : { op: 'publish', data: { n }, n, tag: 'a' });
   }
-  await post(evs);
+  await ingest(d, 'st', evs);
   let recs;
   await until(async () => seen(recs = await sink(), 'a').size === 25, '25 events in the sink');
   const alert = recs.find((r) => r.type === 'alert');
   assert.equal(alert.alert.severity, 'critical');
   assert.equal(alert.stream, 'st');
   assert.equal(typeof alert.event_id, 'string');
-  await until(async () => (await pending()) === 0, 'all acknowledged');
+  await until(async () => (await pendingEntries(srcKey)) === 0, 'all acknowledged');
 });
 
 test('the output Redis goes down and comes back: pending, then all appended', async () => {
   await ownDown();
-  const evs = [];
-  for (let n = 0; n < 30; n++) evs.push({ op: 'publish', data: { n }, n, tag: 'b' });
-  await post(evs);
-  await until(async () => (await pending()) === 30, '30 entries pending while the sink is down');
+  await ingest(d, 'st', publishes(30, 'b'));
+  await until(async () => (await pendingEntries(srcKey)) === 30, '30 entries pending while the sink is down');
   await until(async () => (await fetchJson(`${d.url}/api/stats`)).body.outputs.rs.retries >= 2,
     'the output retried');
-  assert.equal(await pending(), 30, 'nothing acknowledged undelivered');
+  assert.equal(await pendingEntries(srcKey), 30, 'nothing acknowledged undelivered');
   await ownUp(); // an empty Redis: --save ''
   await until(async () => seen(await sink(), 'b').size === 30, 'all 30 in the sink');
-  await until(async () => (await pending()) === 0, 'then acknowledged');
+  await until(async () => (await pendingEntries(srcKey)) === 0, 'then acknowledged');
   const s = (await fetchJson(`${d.url}/api/stats`)).body;
   assert.equal(s.streams.st.failed, 0);
 });
 
 test('an output that cannot take the records (wrong key type) dead-letters after max_attempts', async () => {
   await redisCommand(['SET', 'sink', 'not a stream'], { url: own.url });
-  await post([{ op: 'publish', data: { n: 1 }, n: 1, tag: 'c' }]);
+  await ingest(d, 'st', [{ op: 'publish', data: { n: 1 }, n: 1, tag: 'c' }]);
   await until(async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.st.dead_reasons.effect_exhausted >= 1,
     'the event went to the dead letter');
   const dead = await redisCommand(['XRANGE', `${srcKey}:dead`, '-', '+']);

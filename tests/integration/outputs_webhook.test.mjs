@@ -15,6 +15,7 @@ import { startDaemon, fetchJson, until, runSophiad, substitute } from './lib/dae
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { ingest, pendingEntries, publishes } from './lib/outputs.mjs';
 import { redisCommand } from './lib/servers.mjs';
 
 const run = `${process.pid}-${Date.now()}`;
@@ -99,20 +100,10 @@ after(async () => {
   await redisCommand(['DEL', key]).catch(() => {});
 });
 
-async function post(events) {
-  const res = await fetchJson(`${d.url}/ingest/hooked`, {
-    method: 'POST', body: events.map((e) => JSON.stringify(e)).join('\n'),
-  });
-  assert.equal(res.status, 202, `ingest answered ${res.status}`);
-}
 
 const eventsSeen = (tag) => new Set(rx.records
   .filter((r) => r.type === 'event' && r.event.tag === tag).map((r) => r.event.n));
 
-async function pending() {
-  const p = await redisCommand(['XPENDING', key, 'g']);
-  return Number(p[0]);
-}
 
 test('events and their alerts arrive signed, in batches', async () => {
   const evs = [];
@@ -121,7 +112,7 @@ test('events and their alerts arrive signed, in batches', async () => {
       ? { op: 'alert', alert_type: 'thr', severity: 'warning', message: `m${n}`, n, tag: 'a' }
       : { op: 'publish', data: { n }, n, tag: 'a' });
   }
-  await post(evs);
+  await ingest(d, 'hooked', evs);
   await until(() => eventsSeen('a').size === 30, 'all 30 events at the receiver');
   const alerts = rx.records.filter((r) => r.type === 'alert');
   assert.equal(alerts.length, 3);
@@ -137,7 +128,7 @@ test('events and their alerts arrive signed, in batches', async () => {
   assert.equal(typeof ev.received_ms, 'number');
   assert.equal(rx.badSig, 0);
   assert.ok(rx.posts >= 30 / 7, `batches of at most 7: ${rx.posts} posts`);
-  await until(async () => (await pending()) === 0, 'every entry acknowledged');
+  await until(async () => (await pendingEntries(key)) === 0, 'every entry acknowledged');
   const s = (await fetchJson(`${d.url}/api/stats`)).body;
   assert.ok(s.outputs.hook.delivered >= 33, JSON.stringify(s.outputs));
 });
@@ -145,20 +136,18 @@ test('events and their alerts arrive signed, in batches', async () => {
 test('a receiver that fails and comes back: nothing acked before, everything after', async () => {
   rx.mode = 'fail';
   const before = rx.refused;
-  const evs = [];
-  for (let n = 0; n < 40; n++) evs.push({ op: 'publish', data: { n }, n, tag: 'b' });
-  await post(evs);
+  await ingest(d, 'hooked', publishes(40, 'b'));
   await until(() => rx.refused >= before + 3, 'the webhook retried against the 503s');
   // Every entry read is still pending: none may be acked while undelivered.
-  await until(async () => (await pending()) === 40, '40 entries pending in Redis');
+  await until(async () => (await pendingEntries(key)) === 40, '40 entries pending in Redis');
   rx.mode = 'close';
   const closed = rx.refused;
   await until(() => rx.refused >= closed + 2, 'the webhook retried against dropped sockets');
-  assert.equal(await pending(), 40, 'still nothing acknowledged');
+  assert.equal(await pendingEntries(key), 40, 'still nothing acknowledged');
   assert.equal(eventsSeen('b').size, 0);
   rx.mode = 'ok';
   await until(() => eventsSeen('b').size === 40, 'all 40 events once the receiver is back');
-  await until(async () => (await pending()) === 0, 'then acknowledged');
+  await until(async () => (await pendingEntries(key)) === 0, 'then acknowledged');
   const s = (await fetchJson(`${d.url}/api/stats`)).body;
   assert.ok(s.outputs.hook.retries >= 4, JSON.stringify(s.outputs));
   assert.equal(s.streams.hooked.failed, 0);
@@ -166,10 +155,8 @@ test('a receiver that fails and comes back: nothing acked before, everything aft
 
 test('a reload that replaces the output while the receiver is down loses nothing', async () => {
   rx.mode = 'fail';
-  const evs = [];
-  for (let n = 0; n < 25; n++) evs.push({ op: 'publish', data: { n }, n, tag: 'c' });
-  await post(evs);
-  await until(async () => (await pending()) === 25, '25 entries pending');
+  await ingest(d, 'hooked', publishes(25, 'c'));
+  await until(async () => (await pendingEntries(key)) === 25, '25 entries pending');
   const reloads = (await fetchJson(`${d.url}/api/stats`)).body.reload.reloads;
   await d.writeConfig(yaml('4')); // another option: a new webhook instance
   d.signal('SIGHUP');
@@ -178,7 +165,7 @@ test('a reload that replaces the output while the receiver is down loses nothing
   assert.equal(eventsSeen('c').size, 0);
   rx.mode = 'ok';
   await until(() => eventsSeen('c').size === 25, 'all 25 events after the reload');
-  await until(async () => (await pending()) === 0, 'then acknowledged');
+  await until(async () => (await pendingEntries(key)) === 0, 'then acknowledged');
   const s = (await fetchJson(`${d.url}/api/stats`)).body;
   const hook = s.plugins.find((p) => p.name === 'hook');
   assert.equal(hook.reload_count, 1);

@@ -197,7 +197,8 @@ typedef struct sophia_http_request {
                                   * host's */
     const char *body;            /* borrowed for the call; may be NULL */
     size_t body_len;
-    double timeout_s;            /* whole request; <= 0: 10 s */
+    double timeout_s;            /* connect, send and each wait for the
+                                  * answer; <= 0: 10 s */
 } sophia_http_request;
 
 /* -------------------------------------------------------------- host API */
