@@ -355,19 +355,32 @@ void sophia_host_outputs_free(sophia_host_rt *rt)
     }
 }
 
-json_t *sophia_host_outputs_stats_json(const sophia_host_rt *rt)
+size_t sophia_host_outputs_count(const sophia_host_rt *rt)
 {
-    json_t *all = json_object();
-    for (const sophia_output *o = rt ? rt->outputs : NULL; o && all; o = o->next)
-        json_object_set_new(
-            all, o->inst->name,
-            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:i}", "queued",
-                      (json_int_t)o->queued, "in_batch", (json_int_t)o->nbatch,
-                      "delivered", (json_int_t)o->delivered, "batches",
-                      (json_int_t)o->batches, "retries", (json_int_t)o->retries,
-                      "failed", (json_int_t)o->failed, "attempt",
-                      (int)o->attempt));
-    return all;
+    size_t n = 0;
+    for (const sophia_output *o = rt ? rt->outputs : NULL; o; o = o->next)
+        n++;
+    return n;
+}
+
+int sophia_host_output_stats_at(const sophia_host_rt *rt, size_t i,
+                                const char **instance,
+                                sophia_output_stats *out)
+{
+    const sophia_output *o = rt ? rt->outputs : NULL;
+    while (o && i--)
+        o = o->next;
+    if (!o)
+        return 0;
+    *instance = o->inst->name;
+    *out = (sophia_output_stats){.delivered = o->delivered,
+                                 .batches = o->batches,
+                                 .retries = o->retries,
+                                 .failed = o->failed,
+                                 .queued = o->queued,
+                                 .in_batch = o->nbatch,
+                                 .attempt = o->attempt};
+    return 1;
 }
 
 /* ------------------------------------------------ a context's records */

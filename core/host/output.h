@@ -33,6 +33,7 @@
 
 #include <jansson.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "host/host.h"
 
@@ -55,9 +56,27 @@ void sophia_host_outputs_release(sophia_instance *inst);
 /* Shutdown: ends every runner of `rt` (before its loop goes). */
 void sophia_host_outputs_free(sophia_host_rt *rt);
 
-/* Per runner, for /api/stats: {instance: {queued, in_batch, delivered,
- * batches, retries, failed, attempt}} (new reference). */
+/* One runner's figures (output_stats.c declares each for lib/statdef.h). */
+typedef struct sophia_output_stats {
+    uint64_t delivered; /* records a deliver() took */
+    uint64_t batches;   /* deliver() calls, retries included */
+    uint64_t retries;   /* of them, a failed batch again */
+    uint64_t failed;    /* records refused for good (or out of memory) */
+    size_t queued;      /* records waiting for a batch */
+    size_t in_batch;    /* records of the batch out or waiting to go again */
+    size_t attempt;     /* failed deliveries of that batch so far */
+} sophia_output_stats;
+/* The runners of `rt`, in no set order: the i-th one's instance name and
+ * figures; 0 past the end. */
+size_t sophia_host_outputs_count(const sophia_host_rt *rt);
+int sophia_host_output_stats_at(const sophia_host_rt *rt, size_t i,
+                                const char **instance,
+                                sophia_output_stats *out);
+/* output_stats.c: /api/stats `outputs` ({instance: {delivered, ...}},
+ * new reference) and the sophia_output_* lines of /metrics, one sample
+ * per instance (instance="name"). */
 json_t *sophia_host_outputs_stats_json(const sophia_host_rt *rt);
+void sophia_host_outputs_write_prom(const sophia_host_rt *rt, FILE *f);
 
 /* host.c's side: the records of a context's event for its outputs. The
  * context keeps `outs` (borrowed: a stream's runners) and a record of the

@@ -293,6 +293,7 @@ static void get_metrics(sophia_http_req *r, void *arg)
     sophia_cache_write_prom(api->cache, f);
     sophia_memory_prom(api->memory, f);
     prom_plugins(api, f);
+    sophia_host_outputs_write_prom(api->host, f);
     fclose(f);
     sophia_http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
 }

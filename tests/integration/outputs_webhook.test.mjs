@@ -131,6 +131,10 @@ test('events and their alerts arrive signed, in batches', async () => {
   await until(async () => (await pendingEntries(key)) === 0, 'every entry acknowledged');
   const s = (await fetchJson(`${d.url}/api/stats`)).body;
   assert.ok(s.outputs.hook.delivered >= 33, JSON.stringify(s.outputs));
+  const m = await (await fetch(`${d.url}/metrics`)).text();
+  const line = m.match(/^sophia_output_records_delivered_total\{instance="hook"\} (\d+)$/m);
+  assert.ok(line, 'the figure in /metrics too');
+  assert.ok(Number(line[1]) >= 33);
 });
 
 test('a receiver that fails and comes back: nothing acked before, everything after', async () => {
