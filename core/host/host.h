@@ -13,7 +13,8 @@
  * write strategy says: a cache put when sophia_cache_put_async's done
  * runs (write-through: committed in L3; write-back: journaled; L1-only:
  * at once), an invalidation when the tiers confirmed it, a memory when its
- * row is committed. Publishes (and alerts) go to the router, which takes
+ * row is committed, a stream event's records when each of its stream's
+ * outputs took them (output.h). Publishes (and alerts) go to the router, which takes
  * them synchronously, at sophia_ctx_commit: once all of that is durable
  * and in the order the caller commits (a stream commits its events in
  * order), so a subscriber never hears of an event whose effects may still

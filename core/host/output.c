@@ -253,8 +253,8 @@ static void kick(sophia_output *o)
     event_del(o->flush_ev);
     if (batch_cut(o) < 0) {
         out_item *b = o->batch;
-        batch_clear(o);
         o->failed += o->nbatch;
+        batch_clear(o);
         items_end(b, SOPHIA_ENOMEM);
         return;
     }
