@@ -487,6 +487,7 @@ static const field ws_fields[] = {
     {"jwt", F_SECTION, 0, 0, &jwt_sec, NULL},
     {"max_topics", F_COUNT, C_OFF(ws.max_topics), 0, NULL, NULL},
     {"compression", F_CUSTOM, 0, 0, NULL, walk_ws_compression},
+    {"compression_min", F_SIZE, C_OFF(ws.compression_min), 0, NULL, NULL},
     END,
 };
 static const section ws_sec = {"in websocket", ws_fields};

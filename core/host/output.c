@@ -388,30 +388,45 @@ int sophia_host_output_stats_at(const sophia_host_rt *rt, size_t i,
 typedef struct ctx_outs {
     sophia_output **v;
     size_t n;
-    json_t *event; /* the event's record */
-    const char *stream;
+    json_t *events; /* the records of the events, an array */
+    const char *stream; /* the stream's name: outlives its contexts */
+    char *id;           /* the event's source id, or NULL */
 } ctx_outs;
 
+/* The record of one event that left the processors on behalf of `ev`. */
+static json_t *event_record(const sophia_event *ev, json_t *event)
+{
+    return json_pack("{s:s,s:s,s:s?,s:s,s:I,s:O}", "type", "event", "stream",
+                     ev->stream, "id", ev->id, "source",
+                     ev->source ? ev->source : "http", "received_ms",
+                     (json_int_t)(ev->received_us / 1000), "event", event);
+}
+
 int sophia_ctx_set_outputs(sophia_ctx *ctx, sophia_output *const *outs,
-                           size_t n, const sophia_event *ev)
+                           size_t n, const sophia_event *ev,
+                           json_t *const *events, size_t nevents)
 {
     void **slot = sophia_ctx_output_slot(ctx);
     if (!slot || !n)
         return 0;
     ctx_outs *co = calloc(1, sizeof(*co));
-    json_t *rec = json_pack(
-        "{s:s,s:s,s:s?,s:s,s:I,s:O}", "type", "event", "stream", ev->stream,
-        "id", ev->id, "source", ev->source ? ev->source : "http",
-        "received_ms", (json_int_t)(ev->received_us / 1000), "event",
-        (json_t *)(uintptr_t)ev->body);
-    if (!co || !rec || !(co->v = malloc(n * sizeof(*co->v)))) {
+    json_t *recs = json_array();
+    int bad = !co || !recs || !(co->v = malloc(n * sizeof(*co->v))) ||
+              (ev->id && !(co->id = strdup(ev->id)));
+    for (size_t i = 0; !bad && i < nevents; i++)
+        bad = json_array_append_new(recs, event_record(ev, events[i])) < 0;
+    if (bad) {
+        if (co) {
+            free(co->v);
+            free(co->id);
+        }
         free(co);
-        json_decref(rec);
+        json_decref(recs);
         return SOPHIA_ENOMEM;
     }
     memcpy(co->v, outs, n * sizeof(*co->v));
     co->n = n;
-    co->event = rec;
+    co->events = recs;
     co->stream = ev->stream;
     sophia_output_ctx_free(ctx);
     *slot = co;
@@ -433,12 +448,12 @@ void sophia_output_ctx_apply(sophia_ctx *ctx, sophia_apply *ap)
     ctx_outs *co = slot ? *slot : NULL;
     if (!co)
         return;
-    submit_all(co, ap, co->event);
-    const json_t *id = json_object_get(co->event, "id");
+    for (size_t i = 0; i < json_array_size(co->events); i++)
+        submit_all(co, ap, json_array_get(co->events, i));
     size_t i = 0;
     for (const json_t *a; (a = sophia_ctx_next_alert(ctx, &i));) {
-        json_t *rec = json_pack("{s:s,s:s,s:O?,s:o}", "type", "alert",
-                                "stream", co->stream, "event_id", id,
+        json_t *rec = json_pack("{s:s,s:s,s:s?,s:o}", "type", "alert",
+                                "stream", co->stream, "event_id", co->id,
                                 "alert", json_deep_copy(a));
         if (rec)
             submit_all(co, ap, rec);
@@ -452,7 +467,8 @@ void sophia_output_ctx_free(sophia_ctx *ctx)
     ctx_outs *co = slot ? *slot : NULL;
     if (!co)
         return;
-    json_decref(co->event);
+    json_decref(co->events);
+    free(co->id);
     free(co->v);
     free(co);
     *slot = NULL;

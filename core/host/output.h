@@ -8,11 +8,11 @@
  * retries (and, through host->http_request / redis_command / pg_query,
  * the connections: event/upstream.h).
  *
- * Delivery is an effect of the event's context (host.h): a stream hands
- * the context its outputs (sophia_ctx_set_outputs) when process() said
- * OK, and sophia_ctx_apply submits the event's record, and one per alert
- * the processor raised for it, to each output; the apply reports only
- * once every output delivered them, so the event commits and is
+ * Delivery is an effect of the event's contexts (host.h): a stream hands
+ * them its outputs (sophia_ctx_set_outputs) when its processors said OK,
+ * and sophia_ctx_apply submits a record of each event that left them
+ * (ingest/chain.h), and one per alert they raised for it, to each output;
+ * the applies report only once every output delivered them, so the event commits and is
  * acknowledged (XACK) only then: at least once. A batch that fails with a
  * transient error is retried forever, in order, while its events stay in
  * flight: the stream stops starting new events at its in-flight bound,
@@ -78,12 +78,15 @@ int sophia_host_output_stats_at(const sophia_host_rt *rt, size_t i,
 json_t *sophia_host_outputs_stats_json(const sophia_host_rt *rt);
 void sophia_host_outputs_write_prom(const sophia_host_rt *rt, FILE *f);
 
-/* host.c's side: the records of a context's event for its outputs. The
- * context keeps `outs` (borrowed: a stream's runners) and a record of the
- * event, built now; sophia_ctx_apply submits it and one record per alert
- * queued meanwhile to each output (sophia_output_ctx_apply). */
+/* host.c's side: the records a context hands its outputs. The context
+ * keeps `outs` (borrowed: a stream's runners), and a record for each of
+ * `events` (the events that left the stream's processors on behalf of
+ * `ev`, whose id, source and arrival they carry), built now;
+ * sophia_ctx_apply submits them and one record per alert the context
+ * queued to each output (sophia_output_ctx_apply). */
 int sophia_ctx_set_outputs(sophia_ctx *ctx, sophia_output *const *outs,
-                           size_t n, const sophia_event *ev);
+                           size_t n, const sophia_event *ev,
+                           json_t *const *events, size_t nevents);
 void sophia_output_ctx_apply(sophia_ctx *ctx, sophia_apply *ap);
 void sophia_output_ctx_free(sophia_ctx *ctx);
 /* host.c: the context's slot for the above, and its alerts' data in the

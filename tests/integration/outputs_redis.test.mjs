@@ -5,6 +5,8 @@
 // that Redis is down the events stay pending in the source's stream
 // (never acknowledged undelivered); when it comes back, every accepted
 // event is appended (at least once), and MAXLEN keeps the stream bounded.
+// Behind a chain of processors, what reaches the output is what left the
+// chain: each event its last link emitted, none for a dropped one.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -50,7 +52,16 @@ plugins:
         flush_interval: 0.02
         retry_base: 0.05
         retry_cap: 0.3
+    chained:
+      plugin: redis_stream
+      options: {url: "${own.url}", key: chained, flush_interval: 0.02}
+    ra: {plugin: relay, options: {mark: a}}
+    rb: {plugin: relay, options: {mark: b}}
 streams:
+  ch:
+    processors: [ra, rb]
+    outputs: [chained]
+    durable: false
   st:
     processor: act
     outputs: [rs]
@@ -126,4 +137,27 @@ test('an output that cannot take the records (wrong key type) dead-letters after
   const dead = await redisCommand(['XRANGE', `${srcKey}:dead`, '-', '+']);
   assert.ok(dead.length >= 1);
   await redisCommand(['DEL', `${srcKey}:dead`]).catch(() => {});
+});
+
+test('behind a chain, the events that left its last link are delivered', async () => {
+  await ingest(d, 'ch', [
+    { n: 1, split_at: 'a', split: 3 },
+    { n: 2, drop_at: 'b' },
+    { n: 3 },
+  ]);
+  const parse = async () => (await redisCommand(['XRANGE', 'chained', '-', '+'], { url: own.url }))
+    .map(([, f]) => JSON.parse(f[1]));
+  let recs;
+  await until(async () => (recs = await parse()).length >= 4, '4 records: 3 parts of n=1, n=3');
+  await until(async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.ch.inflight === 0,
+    'nothing in flight');
+  recs = await parse();
+  assert.equal(recs.length, 4, JSON.stringify(recs));
+  const one = recs.filter((r) => r.event.n === 1);
+  assert.deepEqual(one.map((r) => r.event.part).sort(), [0, 1, 2]);
+  for (const r of recs) {
+    assert.equal(r.stream, 'ch');
+    assert.deepEqual(r.event.hops, ['a', 'b']);
+  }
+  assert.equal(recs.filter((r) => r.event.n === 2).length, 0, 'a dropped event sends nothing');
 });

@@ -467,6 +467,18 @@ typedef struct sophia_host {
     int (*prefetched)(sophia_ctx *ctx, const char *key,
                       const sophia_json **value);
 
+    /* --- since 1.2: processor chains (streams.<name>.processors) --- */
+    /* From process(): hands `event` (taken, even on error) to the next
+     * link of the stream's chain in place of the event process() got.
+     * Call it once per event to pass on (a rewrite: once; a split:
+     * several); a processor that never calls it passes its event on as
+     * it came, and DROP passes nothing. The emitted events go on only if
+     * the verdict is OK, and with the rest of the event's effects. On a
+     * stream's last link (or a stream of one processor) they leave the
+     * chain. Returns 0, SOPHIA_EINVAL (no ctx or event), SOPHIA_ENOMEM.
+     * sophia-plugin-test prints each as {"action":"emit","event":...}. */
+    int (*emit)(sophia_ctx *ctx, sophia_json *event);
+
     /* --- since 1.2: outputs, and the I/O the host makes for them --- */
     /* An output's deliver() is done: rc 0 = every record of the batch was
      * delivered (their events may be acknowledged); SOPHIA_EINVAL,
