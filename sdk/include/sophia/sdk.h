@@ -623,10 +623,11 @@ typedef struct sophia_consolidator_ops {
 
 /* What an output's deliver() is given (since 1.2; grows at its end). A
  * record is an object: {"type":"event", "stream", "id" (or null),
- * "source", "received_ms", "event": the event's JSON} for each processed
- * event, and {"type":"alert", "stream", "event_id", "alert": the alert's
- * data (alert_type, message, severity, state, ...)} for each alert its
- * processor raised while processing it. */
+ * "source", "received_ms", "event": the event's JSON} for each event that
+ * left the stream's processors (as it came, or what the last link of a
+ * chain emitted for it), and {"type":"alert", "stream", "event_id",
+ * "alert": the alert's data (alert_type, message, severity, state, ...)}
+ * for each alert the processors raised while processing it. */
 typedef struct sophia_output_batch {
     uint32_t struct_size;
     const sophia_json *records; /* an array, borrowed until output_done */
