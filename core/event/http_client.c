@@ -12,7 +12,11 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +140,18 @@ static struct evhttp_connection *conn_for(sophia_http_client *c,
     return conn;
 }
 
+/* A body's last segment must not wait for the ACK of the one before
+ * (Nagle's algorithm against the receiver's delayed ACK: 40 ms a
+ * request). evhttp makes the socket when it connects, so a connection's
+ * first request goes before this can see it; the ones after reuse it. */
+static void no_delay(struct evhttp_connection *conn)
+{
+    evutil_socket_t fd = bufferevent_getfd(evhttp_connection_get_bufferevent(conn));
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 /* Adds the caller's header lines and Host; -1 on a line without ':'. */
 static int add_headers(struct evkeyvalq *out, const char *const *headers,
                        const char *host, int port)
@@ -232,6 +248,7 @@ int sophia_http_client_request(sophia_http_client *c, const char *method,
     }
     struct timeval tv = sophia_timeval(timeout_s > 0 ? timeout_s : 10);
     evhttp_connection_set_timeout_tv(conn, &tv);
+    no_delay(conn);
     *p = (http_pending){.c = c, .cb = cb, .arg = arg};
     if (evhttp_make_request(conn, req, cmd, target) < 0) {
         free(p); /* evhttp freed the request */
