@@ -579,7 +579,7 @@ static void process_one(sophia_stream *st, stream_item *it)
             requeue(st, it); /* it waits for its reads, at the head */
             return;
         }
-        sophia_chain_run run; /* staged state discarded unless OK */
+        sophia_chain_run run = {0}; /* staged state discarded unless OK */
         sophia_verdict v = ctx ? sophia_chain_process(st->chain, st->name, &ev,
                                                       ctx, &run)
                                : SOPHIA_PROCESS_RETRY;
