@@ -494,6 +494,10 @@ void sophia_conf_free(sophia_conf *c)
         for (size_t k = 0; k < st->nstatsd_allow; k++)
             free(st->statsd_allow[k]);
         free(st->statsd_allow);
+        for (size_t k = 0; k < st->noutputs; k++)
+            free(st->outputs[k]);
+        free(st->outputs);
+        free(st->outputs_pos);
     }
     free(c->hooks.slack_env);
     free(c->hooks.slack_secret);

@@ -83,6 +83,12 @@ typedef struct sophia_conf_stream {
                         * one, or the chain's first */
     sophia_conf_link *chain; /* streams.<name>.processors, or [processor] */
     size_t nchain;
+    /* streams.<name>.outputs: instance names of output plugins its
+     * processed events (and their alerts) are delivered to before they
+     * are acknowledged; outputs_pos holds line, col of each name. */
+    char **outputs;
+    int *outputs_pos;
+    size_t noutputs;
     size_t queue_size; /* bounded queue; full -> 503 */
     size_t batch_size; /* events processed per loop turn */
     int line, col;

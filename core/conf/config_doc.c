@@ -217,6 +217,11 @@ static const key_doc docs[] = {
      "[predicates]} links anywhere; each link sees the events the one "
      "before it emitted (host->emit), or the event it processed when it "
      "emitted none."},
+    {"streams.NAME.outputs", "sequence of instance names", "-",
+     "Output instances (plugins of kind output) every event leaving the "
+     "stream's processors, and each alert they raised for it, is delivered "
+     "to; the event is acknowledged only once all of them took it (at "
+     "least once)."},
     {"streams.NAME.queue_size", NULL, "10000",
      "Bounded queue; when full, ingest answers 503."},
     {"streams.NAME.batch_size", NULL, "256",

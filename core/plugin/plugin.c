@@ -85,6 +85,8 @@ const char *sophia_plugin_kind_name(sophia_plugin_kind kind)
         return "consolidator";
     case SOPHIA_KIND_EMBEDDER:
         return "embedder";
+    case SOPHIA_KIND_OUTPUT:
+        return "output";
     }
     return "unknown";
 }
@@ -454,8 +456,25 @@ static int ops_of(const sophia_plugin *d, const uint32_t **size,
         *has_fn = e && e->dimension && e->embed;
         return 0;
     }
+    case SOPHIA_KIND_OUTPUT: {
+        const sophia_output_ops *o = sophia_plugin_output_ops(d);
+        *size = o ? &o->struct_size : NULL;
+        *min = offsetof(sophia_output_ops, deliver) + sizeof(void *);
+        *has_fn = o && o->deliver;
+        return 0;
+    }
     }
     return -1;
+}
+
+const sophia_output_ops *sophia_plugin_output_ops(const sophia_plugin *d)
+{
+    /* The slot exists for a plugin built for 1.2 on: an older one has
+     * no such kind, and its slot is a reserved zero anyway. */
+    if (d->abi_minor < 2 ||
+        d->struct_size < offsetof(sophia_plugin, output) + sizeof(void *))
+        return NULL;
+    return d->output;
 }
 
 static int check_ops(load_ctx *L)

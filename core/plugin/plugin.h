@@ -129,6 +129,9 @@ const char *sophia_plugin_kind_name(sophia_plugin_kind kind);
 /* An embedder's ops (SDK 1.2 slot), or NULL when the descriptor predates
  * it or has none. */
 const sophia_embedder_ops *sophia_plugin_embedder(const sophia_plugin *d);
+/* An output plugin's ops (SDK 1.2's first descriptor slot), or NULL when
+ * the descriptor is older or has none. */
+const sophia_output_ops *sophia_plugin_output_ops(const sophia_plugin *d);
 /* "ok", "drop", "retry", "error": a processor verdict as printed by
  * sophia-plugin-test and a replay's dry run. */
 const char *sophia_verdict_name(sophia_verdict v);
