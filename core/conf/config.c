@@ -260,6 +260,11 @@ static void memory_validate(const sophia_conf *c, const char *file,
                         "(8..4096)", c->memory.dim);
     if (c->memory.workers > 64)
         sophia_diag_add(diag, file, 0, 0, "memory.workers: at most 64");
+    if (c->memory.embedder && !sophia_conf_instance_find(c, c->memory.embedder))
+        sophia_diag_add(diag, file, c->memory.embedder_line,
+                        c->memory.embedder_col,
+                        "memory.embedder: '%s' is not a plugin instance "
+                        "declared under plugins.instances", c->memory.embedder);
     for (size_t i = 0; i < c->memory.nconsolidate; i++) {
         const sophia_conf_consolidate *cc = &c->memory.consolidate[i];
         if (!sophia_conf_instance_find(c, cc->instance))
@@ -502,6 +507,7 @@ void sophia_conf_free(sophia_conf *c)
         free(cc->instance);
     }
     free(c->correlators);
+    free(c->memory.embedder);
     for (size_t i = 0; i < c->nplugin_path; i++)
         free(c->plugin_path[i]);
     free(c->plugin_path);
@@ -527,6 +533,10 @@ void sophia_conf_free(sophia_conf *c)
         for (size_t k = 0; k < st->nstatsd_allow; k++)
             free(st->statsd_allow[k]);
         free(st->statsd_allow);
+        for (size_t k = 0; k < st->noutputs; k++)
+            free(st->outputs[k]);
+        free(st->outputs);
+        free(st->outputs_pos);
     }
     free(c->hooks.slack_env);
     free(c->hooks.slack_secret);

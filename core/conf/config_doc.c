@@ -160,7 +160,14 @@ static const key_doc docs[] = {
     {"memory", NULL, "-",
      "Contextual memory (needs PostgreSQL): rows in a table, vectors in a "
      "faiss index."},
-    {"memory.dim", NULL, "384", "Embedding size; changing it rebuilds."},
+    {"memory.dim", NULL, "384", "Embedding size of the built-in embedder "
+     "(no memory.embedder); changing it re-embeds."},
+    {"memory.embedder", "instance name", "-", "An instance of kind embedder "
+     "(plugins.instances, e.g. the bundled hashing or ngram_idf) that turns "
+     "memories into vectors. Left out: the built-in feature hashing at "
+     "memory.dim (the bundled hashing plugin's vectors). Changing it (or its "
+     "options) re-embeds every memory in the background while the old "
+     "index keeps answering."},
     {"memory.index", NULL, "auto", "flat, hnsw, or auto (HNSW from "
      "hnsw_threshold rows)."},
     {"memory.hnsw_threshold", NULL, "50000", "Rows from which auto uses "
@@ -223,6 +230,11 @@ static const key_doc docs[] = {
      "[predicates]} links anywhere; each link sees the events the one "
      "before it emitted (host->emit), or the event it processed when it "
      "emitted none."},
+    {"streams.NAME.outputs", "sequence of instance names", "-",
+     "Output instances (plugins of kind output) every event leaving the "
+     "stream's processors, and each alert they raised for it, is delivered "
+     "to; the event is acknowledged only once all of them took it (at "
+     "least once)."},
     {"streams.NAME.queue_size", NULL, "10000",
      "Bounded queue; when full, ingest answers 503."},
     {"streams.NAME.batch_size", NULL, "256",

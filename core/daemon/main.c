@@ -34,6 +34,8 @@
 #include "host/consolidate_run.h"
 #include "host/correlate.h"
 #include "host/host.h"
+#include "host/output.h"
+#include "event/upstream.h"
 #include "http/http.h"
 #include "http/http_tls.h"
 #include "lib/log.h"
@@ -364,6 +366,8 @@ static void on_reload_swap(void *arg, const sophia_conf *c,
     s->api.conf = c;
     s->api.plugins = p;
     sophia_http_set_conf(s->http, c);
+    if (sophia_upstreams_set_defaults(s->upstreams, c->redis_url, c->pg_url) < 0)
+        sophia_warn("reload", "msg=\"outputs keep the old redis.url and postgres.url: out of memory\"");
 }
 
 /* The API's view of the daemon, then each owner registers its endpoints
@@ -427,14 +431,16 @@ static int start(sophia_server *s)
                                  s->cache);
     s->memory = sophia_memory_new(s->conf, base, s->plugins, s->cache);
     sophia_memory_set_cons_runner(s->memory, sophia_host_consolidate_run, NULL);
-    sophia_host_set_env(s->host_rt,
-                        &(sophia_host_env){s->cache, s->ws, s->memory});
+    s->upstreams = sophia_upstreams_new(base, s->conf->redis_url,
+                                        s->conf->pg_url);
+    sophia_host_set_env(s->host_rt, &(sophia_host_env){s->cache, s->ws,
+                                                       s->memory, s->upstreams});
     sophia_diag d;
     sophia_diag_init(&d);
     s->streams = sophia_streams_new(s->conf, s->plugins, s->loop, base, &d);
     s->correlate = sophia_correlate_new(s->conf, s->plugins, base, &d);
     sophia_diag_free(&d); /* already validated by --check's path */
-    if (!s->ws || !s->cache || !s->streams ||
+    if (!s->ws || !s->cache || !s->streams || !s->upstreams ||
         (s->conf->ncorrelators && !s->correlate))
         return -1;
     if (s->correlate) /* else the streams' hook stays NULL: one check */
@@ -462,7 +468,8 @@ static void stop(sophia_server *s)
     api->replays = NULL;
     sophia_api_memory_ws(api, 0);
     api->memory = NULL;
-    sophia_host_set_env(s->host_rt, &(sophia_host_env){s->cache, s->ws, NULL});
+    sophia_host_set_env(s->host_rt, &(sophia_host_env){s->cache, s->ws, NULL,
+                                                       s->upstreams});
     sophia_memory_free(s->memory); /* answers what it still holds */
     s->memory = NULL;
     sophia_http_stop(s->http);
@@ -474,6 +481,13 @@ static void stop(sophia_server *s)
     sophia_streams_free(s->streams);
     sophia_correlate_free(s->correlate); /* no commit reaches it now */
     s->correlate = NULL;
+    /* Outputs' requests answered (each plugin hears of it), then their
+     * runners end what they hold; the loop is still there for both. */
+    sophia_host_set_env(s->host_rt,
+                        &(sophia_host_env){s->cache, s->ws, NULL, NULL});
+    sophia_upstreams_free(s->upstreams);
+    s->upstreams = NULL;
+    sophia_host_outputs_free(s->host_rt);
     sophia_api_cache_ws(api, 0); /* before its router goes */
     if (s->cache)
         sophia_cache_on_invalidate(s->cache, NULL, NULL); /* and the cluster */
@@ -522,6 +536,7 @@ static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
     /* Correlators need it to check their kinds (builds nothing). */
     sophia_correlate_free(sophia_correlate_new(s->conf, s->plugins, NULL, d));
     event_base_free(probe);
+    sophia_memory_check_embedder(s->conf, s->plugins, d);
     return d->count ? -1 : 0;
 }
 

@@ -39,6 +39,7 @@ typedef struct sophia_server {
     struct sophia_cache *cache;
     struct sophia_memory *memory; /* NULL when PostgreSQL is disabled */
     struct sophia_correlate *correlate; /* NULL when none is configured */
+    struct sophia_upstreams *upstreams; /* output plugins' connections */
     char *host;               /* listen host */
     int port;                 /* listen port (actual, after bind) */
     int64_t started_us;       /* wall clock */
