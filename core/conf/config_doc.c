@@ -179,6 +179,10 @@ static const key_doc docs[] = {
     {"memory.consolidate.INSTANCE.every", NULL, "-", "Run this often."},
     {"memory.consolidate.INSTANCE.after_new", NULL, "-",
      "Also run after this many new memories."},
+    {"memory.consolidate.INSTANCE.batch", NULL, "1000",
+     "Memories one run looks at: the next ones by id after the instance's "
+     "cursor, which wraps to the start after the last, so successive runs "
+     "cover the whole store (the cursor is kept in PostgreSQL)."},
 
     {"plugins", NULL, "-", "Plugin modules and their instances."},
     {"plugins.path", "sequence of directories", "-",

@@ -504,10 +504,12 @@ const field conf_consolidate_fields[] = {
      NULL},
     {"after_new", F_COUNT, offsetof(sophia_conf_consolidate, after_new), 0,
      NULL, NULL},
+    {"batch", F_COUNT, offsetof(sophia_conf_consolidate, batch), 0, NULL,
+     NULL},
     END,
 };
 
-/* memory.consolidate.INSTANCE: {every, after_new} */
+/* memory.consolidate.INSTANCE: {every, after_new, batch} */
 static void consolidate_pair(loader *ld, const node *k, const node *v,
                              void *base, const void *arg, const char *path)
 {
