@@ -23,15 +23,16 @@
 //
 // Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
 //        SOPHIA_PG_URL=... node tests/bench/consolidate.mjs [--n 100000,1000000]
-//        [--batch 1000] [--dim 384] [--probe 15]
+//        [--batch 1000,250] [--dim 384] [--probe 15]
+// (each batch size has a pass of its own over the same rows and index)
 // (tests/bench/consolidate.sh starts a throwaway PostgreSQL.)
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { freePort, sleep, waitHttp } from './harness.mjs';
+import { cpuSeconds, freePort, sleep, waitHttp } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -39,7 +40,7 @@ const opt = (name, dflt) => {
   return i >= 0 ? args[i + 1] : dflt;
 };
 const SIZES = String(opt('n', '100000')).split(',').map(Number);
-const BATCH = Number(opt('batch', 1000));
+const BATCHES = String(opt('batch', '1000')).split(',').map(Number);
 const DIM = Number(opt('dim', 384));
 const PROBE_S = Number(opt('probe', 15));
 const PG = process.env.SOPHIA_PG_URL;
@@ -120,13 +121,15 @@ const get = (port, p) => new Promise((resolve, reject) => {
     res.on('end', () => resolve({ status: res.statusCode, text: t }));
   }).on('error', reject);
 });
+// The loop thread's run time (its tid is the pid), against all threads'.
+const loopCpu = (pid) => Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
 const memStats = async (port) => JSON.parse((await get(port, '/api/stats')).text).memory;
 const rssMiB = (pid, field = 'VmRSS') => {
   const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`${field}:\\s+(\\d+) kB`));
   return m ? Number(m[1]) / 1024 : NaN;
 };
 
-async function startSophiad(dir, table, consolidate) {
+async function startSophiad(dir, table, consolidate, batch = 0) {
   const port = await freePort();
   const conf = path.join(dir, 'sophia.yaml');
   writeFileSync(conf, `
@@ -136,8 +139,8 @@ memory:
   dim: ${DIM}
   index_path: ${path.join(dir, `${table}.index`)}
 ${consolidate ? `  consolidate:
-    dedup: {every: 50ms, batch: ${BATCH}}
-    decay: {every: 50ms, batch: ${BATCH}}
+    dedup: {every: 50ms, batch: ${batch}}
+    decay: {every: 50ms, batch: ${batch}}
 plugins:
   path: ["${path.resolve(process.env.SOPHIA_PLUGIN_DIR)}"]
   instances:
@@ -173,12 +176,36 @@ async function probe(port, done) {
   return `p50 ${q(0.5).toFixed(2)} ms, p99 ${q(0.99).toFixed(2)} ms, max ${lat.at(-1).toFixed(1)} ms (${lat.length})`;
 }
 
+// A full pass of dedup and decay side by side, /healthz probed meanwhile.
+async function pass(dir, table, n, batch) {
+  const s = await startSophiad(dir, table, true, batch);
+  const t0 = performance.now();
+  const cpu0 = cpuSeconds(s.proc.pid);
+  const loop0 = loopCpu(s.proc.pid);
+  let peak = 0;
+  let next = t0 + 1000;
+  const busy = await probe(s.port, async () => {
+    peak = Math.max(peak, rssMiB(s.proc.pid));
+    if (performance.now() < next) return false; // /api/stats once a second
+    next += 1000;
+    const c = (await memStats(s.port)).consolidators;
+    return c.dedup.passes >= 1 && c.decay.passes >= 1;
+  });
+  const cpu = cpuSeconds(s.proc.pid) - cpu0;
+  const loopS = loopCpu(s.proc.pid) - loop0;
+  const m = await memStats(s.port);
+  const c = m.consolidators;
+  console.log(`n=${n}: the pass /healthz ${busy}; load ${load1()}`);
+  console.log(`n=${n}: dedup pass ${c.dedup.last_pass_s.toFixed(1)} s, decay pass ${c.decay.last_pass_s.toFixed(1)} s (batch ${batch}, side by side), both in ${((performance.now() - t0) / 1000).toFixed(1)} s; merged ${m.merged}, expired ${m.expired}; CPU ${cpu.toFixed(0)} s (loop thread ${loopS.toFixed(0)} s); RSS peak ${peak.toFixed(0)} MiB (VmHWM ${rssMiB(s.proc.pid, 'VmHWM').toFixed(0)} MiB)`);
+  await stop(s.proc);
+}
+
 const load1 = () => os.loadavg()[0].toFixed(2);
 for (const n of SIZES) {
   const table = `bench_cons_${n}`;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sophia-bench-cons-'));
   try {
-    await psqlRun(`DROP TABLE IF EXISTS ${table}, ${table}_stats, ${table}_words, ${table}_history, ${table}_cons`);
+    await psqlRun(`DROP TABLE IF EXISTS ${table}, ${table}_stats, ${table}_words, ${table}_history, ${table}_cons, ${table}_orig`);
     let s = await startSophiad(dir, table, false); // the schema
     await stop(s.proc);
     let t0 = performance.now();
@@ -188,7 +215,7 @@ for (const n of SIZES) {
 
     s = await startSophiad(dir, table, false);
     const st = await memStats(s.port);
-    console.log(`n=${n}: index built (${st.index}) in ${s.readyS.toFixed(0)} s, RSS ${rssMiB(s.proc.pid).toFixed(0)} MiB, peak ${rssMiB(s.proc.pid, 'VmHWM').toFixed(0)} MiB; load ${load1()}`);
+    console.log(`n=${n}: index built (${st.index}) in ${s.readyS.toFixed(0)} s (${cpuSeconds(s.proc.pid).toFixed(0)} s CPU), RSS ${rssMiB(s.proc.pid).toFixed(0)} MiB, peak ${rssMiB(s.proc.pid, 'VmHWM').toFixed(0)} MiB; load ${load1()}`);
     await sleep(3000); // the index file is saved
     await stop(s.proc);
 
@@ -198,20 +225,16 @@ for (const n of SIZES) {
     console.log(`n=${n}: idle     /healthz ${idle}; RSS ${rssMiB(s.proc.pid).toFixed(0)} MiB; load ${load1()}`);
     await stop(s.proc);
 
-    s = await startSophiad(dir, table, true);
-    t0 = performance.now();
-    let peak = 0;
-    const busy = await probe(s.port, async () => {
-      peak = Math.max(peak, rssMiB(s.proc.pid));
-      if (performance.now() - t0 < 1000) return false;
-      const c = (await memStats(s.port)).consolidators;
-      return c.dedup.passes >= 1 && c.decay.passes >= 1;
-    });
-    const m = await memStats(s.port);
-    const c = m.consolidators;
-    console.log(`n=${n}: the pass /healthz ${busy}; load ${load1()}`);
-    console.log(`n=${n}: dedup pass ${c.dedup.last_pass_s.toFixed(1)} s, decay pass ${c.decay.last_pass_s.toFixed(1)} s (batch ${BATCH}, side by side), both in ${((performance.now() - t0) / 1000).toFixed(1)} s; merged ${m.merged}, expired ${m.expired}; RSS peak ${peak.toFixed(0)} MiB (VmHWM ${rssMiB(s.proc.pid, 'VmHWM').toFixed(0)} MiB)`);
-    await stop(s.proc);
+    // Each batch size starts from the same rows and index file.
+    const cols = 'id, content, memory_type, context, importance, created_at, last_access, access_count, feedback, consolidated_into, embedding, user_id, agent_id, session_id';
+    await psqlRun(`CREATE TABLE ${table}_orig AS SELECT ${cols} FROM ${table}`);
+    const ix = path.join(dir, `${table}.index`);
+    copyFileSync(ix, `${ix}.orig`);
+    for (const batch of BATCHES) {
+      await psqlRun(`TRUNCATE ${table}, ${table}_history, ${table}_cons; INSERT INTO ${table} (${cols}) SELECT ${cols} FROM ${table}_orig`);
+      copyFileSync(`${ix}.orig`, ix);
+      await pass(dir, table, n, batch);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
