@@ -183,6 +183,10 @@ static const key_doc docs[] = {
      "Memories one run looks at: the next ones by id after the instance's "
      "cursor, which wraps to the start after the last, so successive runs "
      "cover the whole store (the cursor is kept in PostgreSQL)."},
+    {"memory.consolidate.INSTANCE.neighbors", NULL, "8",
+     "Nearest memories looked up across the store for each one of a batch "
+     "(at most 64); 0 for a plugin that judges each memory alone, such as "
+     "decay: its runs then skip the vector search."},
 
     {"plugins", NULL, "-", "Plugin modules and their instances."},
     {"plugins.path", "sequence of directories", "-",

@@ -9,11 +9,12 @@
  * none of which blocks the loop:
  *  1. loop: fetch the batch from PostgreSQL (the cursor too, before the
  *     first run);
- *  2. worker: for each one, its nearest live neighbours across the whole
- *     faiss index (one batched search under the read lock) - the
+ *  2. worker: for each one, its `neighbors` nearest live memories across
+ *     the whole faiss index (one batched search under the read lock) - the
  *     CPU-heavy part, done by the host so plugins stay simple;
  *  3. loop: the neighbours' rows (type, context, scope, content length)
- *     from PostgreSQL, so a plugin can judge a neighbour outside its batch;
+ *     from PostgreSQL, so a plugin can judge a neighbour outside its batch
+ *     (2 and 3 are skipped with neighbors: 0);
  *  4. loop: build the batch as JSON and call the plugin's run(state, ctx)
  *     through the runner the host registered (sophia_memory_set_cons_runner,
  *     host/consolidate_run.c: memory sits below the host and does not call
@@ -41,17 +42,17 @@
 #include "lib/log.h"
 #include "event/loop.h"
 
-#define MEM_CONS_NEIGHBORS 8
 #define MEM_CONS_MIN_COS 0.5f
 
 typedef struct cons_run {
     sophia_memory *m;
     mem_consolidator *c;
     size_t n, limit;
+    size_t k; /* neighbours per memory (memory.consolidate.*.neighbors) */
     int end; /* the batch reached the last memory: the pass completes */
     int64_t *ids; /* ascending, as the batch is read */
     float *vecs;
-    int64_t *nb_ids; /* n * NEIGHBORS, -1 = none */
+    int64_t *nb_ids; /* n * k, -1 = none */
     float *nb_cos;
     json_t *batch;
     json_t *nbrows; /* "id" -> a neighbour's row, from PostgreSQL */
@@ -116,9 +117,12 @@ static void cursor_advance(cons_run *r)
         c->passes++;
         c->last_pass_s = c->pass_started > 0 ? wall_s() - c->pass_started : 0;
         c->pass_started = 0;
-        sophia_info("memory", "msg=\"consolidation pass complete\" instance=%s "
-                    "passes=%llu seconds=%.3f", c->cc->instance,
-                    (unsigned long long)c->passes, c->last_pass_s);
+        /* A small store wraps at every run: said at info only when a
+         * pass is long enough to be worth a line. */
+        sophia_log(c->last_pass_s >= 60 ? SOPHIA_LVL_INFO : SOPHIA_LVL_DEBUG,
+                   "memory", "msg=\"consolidation pass complete\" instance=%s "
+                   "passes=%llu seconds=%.3f", c->cc->instance,
+                   (unsigned long long)c->passes, c->last_pass_s);
     }
     cursor_save(r->m, c);
 }
@@ -238,9 +242,9 @@ static void apply_ops(cons_run *r)
 static json_t *neighbors_json(cons_run *r, size_t i)
 {
     json_t *a = json_array();
-    for (size_t k = 0; k < MEM_CONS_NEIGHBORS; k++) {
-        int64_t id = r->nb_ids[i * MEM_CONS_NEIGHBORS + k];
-        float cos = r->nb_cos[i * MEM_CONS_NEIGHBORS + k];
+    for (size_t k = 0; k < r->k; k++) {
+        int64_t id = r->nb_ids[i * r->k + k];
+        float cos = r->nb_cos[i * r->k + k];
         char key[24];
         snprintf(key, sizeof(key), "%lld", (long long)id);
         json_t *row = id >= 0 ? json_object_get(r->nbrows, key) : NULL;
@@ -318,11 +322,11 @@ static int id_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The distinct neighbour ids, sorted into `out` (n * NEIGHBORS long). */
+/* The distinct neighbour ids, sorted into `out` (n * k long). */
 static size_t neighbor_ids(const cons_run *r, int64_t *out)
 {
     size_t k = 0;
-    for (size_t i = 0; i < r->n * MEM_CONS_NEIGHBORS; i++)
+    for (size_t i = 0; i < r->n * r->k; i++)
         if (r->nb_ids[i] >= 0 && r->nb_cos[i] >= MEM_CONS_MIN_COS)
             out[k++] = r->nb_ids[i];
     qsort(out, k, sizeof(*out), id_cmp);
@@ -335,7 +339,8 @@ static size_t neighbor_ids(const cons_run *r, int64_t *out)
 
 static void fetch_nbrows(cons_run *r)
 {
-    int64_t *ids = malloc((r->n ? r->n : 1) * MEM_CONS_NEIGHBORS * sizeof(*ids));
+    size_t nk = r->n * r->k;
+    int64_t *ids = malloc((nk > 0 ? nk : 1) * sizeof(*ids));
     char *arr = ids ? mem_id_array(ids, neighbor_ids(r, ids)) : NULL;
     r->nbrows = json_object();
     free(ids);
@@ -356,12 +361,12 @@ static void neighbors_work(void *arg)
 {
     cons_run *r = arg;
     sophia_memory *m = r->m;
-    size_t total = r->n * MEM_CONS_NEIGHBORS;
+    size_t total = r->n * r->k;
     for (size_t i = 0; i < total; i++)
         r->nb_ids[i] = -1;
     pthread_rwlock_rdlock(&m->lock);
     if (m->index && r->n &&
-        faiss_Index_search(m->index, (idx_t)r->n, r->vecs, MEM_CONS_NEIGHBORS,
+        faiss_Index_search(m->index, (idx_t)r->n, r->vecs, (idx_t)r->k,
                            r->nb_cos, (idx_t *)r->nb_ids) == 0) {
         for (size_t i = 0; i < total; i++)
             if (r->nb_ids[i] >= 0 && mem_is_tomb(m, r->nb_ids[i]))
@@ -408,10 +413,11 @@ static void on_batch(void *arg, PGresult *res, const char *err)
         return;
     }
     size_t n = (size_t)PQntuples(res), dim = (size_t)r->m->dim;
+    size_t nk = n * r->k > 0 ? n * r->k : 1;
     r->ids = malloc((n ? n : 1) * sizeof(*r->ids));
     r->vecs = calloc((n ? n : 1) * dim, sizeof(float));
-    r->nb_ids = malloc((n ? n : 1) * MEM_CONS_NEIGHBORS * sizeof(int64_t));
-    r->nb_cos = malloc((n ? n : 1) * MEM_CONS_NEIGHBORS * sizeof(float));
+    r->nb_ids = malloc(nk * sizeof(int64_t));
+    r->nb_cos = malloc(nk * sizeof(float));
     r->batch = json_array();
     if (!r->ids || !r->vecs || !r->nb_ids || !r->nb_cos || !r->batch) {
         run_end(r, "out of memory");
@@ -425,7 +431,9 @@ static void on_batch(void *arg, PGresult *res, const char *err)
     }
     r->n = n;
     r->end = n < r->limit;
-    if (sophia_workers_submit(r->m->pool, neighbors_work, neighbors_done, r) != 0)
+    if (!r->k) /* neighbors: 0 - no search, no rows to read */
+        call_plugin(r);
+    else if (sophia_workers_submit(r->m->pool, neighbors_work, neighbors_done, r) != 0)
         run_end(r, "shutting down");
 }
 
@@ -473,6 +481,7 @@ static int start_run(sophia_memory *m, mem_consolidator *c)
     r->m = m;
     r->c = c;
     r->limit = c->cc->batch ? c->cc->batch : SOPHIA_CONF_CONS_BATCH_DEFAULT;
+    r->k = c->cc->neighbors;
     const char *vals[1] = {c->cc->instance};
     int rc = c->loaded ? fetch_batch(r)
                        : sophia_pg_query(m->pg, m->sql.cons_load, 1, vals, NULL,

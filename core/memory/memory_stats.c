@@ -122,12 +122,13 @@ static json_t *cons_json(const sophia_memory *m)
         const mem_consolidator *c = &m->cons[i];
         json_object_set_new(
             o, c->cc->instance,
-            json_pack("{s:I,s:I,s:f,s:b,s:b,s:I}", "position",
+            json_pack("{s:I,s:I,s:f,s:b,s:b,s:I,s:I}", "position",
                       (json_int_t)c->after_id, "passes", (json_int_t)c->passes,
                       "last_pass_s", c->last_pass_s, "running", c->running,
                       "loaded", c->loaded, "batch",
                       (json_int_t)(c->cc->batch ? c->cc->batch
-                                                : SOPHIA_CONF_CONS_BATCH_DEFAULT)));
+                                                : SOPHIA_CONF_CONS_BATCH_DEFAULT),
+                      "neighbors", (json_int_t)c->cc->neighbors));
     }
     return o;
 }

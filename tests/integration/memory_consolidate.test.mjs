@@ -45,7 +45,8 @@ test('successive runs walk every memory with a cursor that wraps and survives a 
   const t = uniq();
   // batch 10 over 80 memories: the old consolidation read the oldest batch
   // every time, so the weak ones stored last were never looked at.
-  const cfg = yaml(t, '    decay: {every: 200ms, batch: 10}', `    decay:
+  // neighbors: 0: decay judges each memory alone (no vector search).
+  const cfg = yaml(t, '    decay: {every: 200ms, batch: 10, neighbors: 0}', `    decay:
       plugin: decay
       options: {half_life: 30d, floor: 0.1}
 `);
@@ -69,7 +70,7 @@ test('successive runs walk every memory with a cursor that wraps and survives a 
     }, 'a complete pass saved');
     assert.ok(Number(saved[2]) > 0, `last pass duration: ${saved}`);
     const s = (await memStats(d)).consolidators.decay;
-    assert.ok(s.passes >= 1 && s.last_pass_s > 0 && s.batch === 10, JSON.stringify(s));
+    assert.ok(s.passes >= 1 && s.last_pass_s > 0 && s.batch === 10 && s.neighbors === 0, JSON.stringify(s));
     assert.ok(s.position >= 0 && s.position <= weak.at(-1), JSON.stringify(s));
     await d.stop();
     // Mid-pass after the restart: the cursor goes on from what was saved.
