@@ -7,7 +7,8 @@
 //  2. idle: the index file loaded, no consolidator: /healthz latency for
 //     --probe seconds, RSS;
 //  3. pass: the same with the dedup and decay consolidators running
-//     back to back (every 50ms, batch --batch): /healthz latency while
+//     back to back (every 50ms, batch --batch; decay with neighbors 0, as
+//     in config/sophia.yaml): /healthz latency while
 //     both complete a full pass (their cursors wrap), each pass's length
 //     (/api/stats memory.consolidators), merges and expiries, peak RSS.
 // /healthz is answered on the loop, so its tail is the loop's
@@ -23,7 +24,7 @@
 //
 // Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
 //        SOPHIA_PG_URL=... node tests/bench/consolidate.mjs [--n 100000,1000000]
-//        [--batch 1000,250] [--dim 384] [--probe 15]
+//        [--batch 1000,250] [--dim 384] [--probe 15] [--decay-neighbors 0]
 // (each batch size has a pass of its own over the same rows and index)
 // (tests/bench/consolidate.sh starts a throwaway PostgreSQL.)
 import { spawn } from 'node:child_process';
@@ -43,6 +44,7 @@ const SIZES = String(opt('n', '100000')).split(',').map(Number);
 const BATCHES = String(opt('batch', '1000')).split(',').map(Number);
 const DIM = Number(opt('dim', 384));
 const PROBE_S = Number(opt('probe', 15));
+const DECAY_NB = Number(opt('decay-neighbors', 0)); // the example configuration's
 const PG = process.env.SOPHIA_PG_URL;
 if (!PG || !process.env.SOPHIAD) throw new Error('set SOPHIAD, SOPHIA_PLUGIN_DIR and SOPHIA_PG_URL');
 const psql = process.env.SOPHIA_PG_BIN && existsSync(path.join(process.env.SOPHIA_PG_BIN, 'psql'))
@@ -140,7 +142,7 @@ memory:
   index_path: ${path.join(dir, `${table}.index`)}
 ${consolidate ? `  consolidate:
     dedup: {every: 50ms, batch: ${batch}}
-    decay: {every: 50ms, batch: ${batch}}
+    decay: {every: 50ms, batch: ${batch}, neighbors: ${DECAY_NB}}
 plugins:
   path: ["${path.resolve(process.env.SOPHIA_PLUGIN_DIR)}"]
   instances:
