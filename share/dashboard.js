@@ -460,9 +460,25 @@
       tr.append(cell(name), num(Number(s.rate).toFixed(1)), num(fmt(s.received)),
         num(fmt(s.processed)), num(fmt(s.failed), s.failed > 0),
         num(fmt(s.dropped), s.dropped > 0),
-        num(`${fmt(s.queued)}/${fmt(s.capacity)}`), num(`${fmt(s.lag_ms)} ms`));
+        num(`${fmt(s.queued)}/${fmt(s.capacity)}`), num(`${fmt(s.lag_ms)} ms`),
+        replayCell(s.replay));
       body.append(tr);
     }
+  }
+
+  // The stream's last replay (POST /api/streams/{name}/replay): state,
+  // progress and where the events go; the rest in the tooltip.
+  function replayCell(r) {
+    if (!r) return cell('');
+    const where = r.dry_run ? 'dry run' : `→ ${r.target}`;
+    const c = cell(`${r.state} ${fmt(r.done)}/${fmt(r.total)} ${where}`,
+      r.state === 'failed' ? 'bad' : '');
+    c.classList.add('replay');
+    c.dataset.state = r.state;
+    c.title = `from ${r.from} to ${r.to} at ${r.rate}/s: applied ${r.applied}, ` +
+      `dropped ${r.dropped}, filtered ${r.filtered}, failed ${r.failed}` +
+      (r.error ? ` (${r.error})` : '');
+    return c;
   }
 
   function renderPlugins(plugins) {

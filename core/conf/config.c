@@ -326,11 +326,14 @@ void sophia_conf_validate(const sophia_conf *c, sophia_diag *diag)
                         c->server.listen ? c->server.listen : "");
     for (size_t i = 0; i < c->nstreams; i++) {
         const sophia_conf_stream *s = &c->streams[i];
-        if (s->processor && !sophia_conf_instance_find(c, s->processor))
-            sophia_diag_add(diag, file, s->line, s->col,
-                            "streams.%s: processor '%s' is not a plugin "
-                            "instance declared under plugins.instances",
-                            s->name, s->processor);
+        for (size_t k = 0; k < s->nchain; k++) {
+            const sophia_conf_link *l = &s->chain[k];
+            if (l->processor && !sophia_conf_instance_find(c, l->processor))
+                sophia_diag_add(diag, file, l->line, l->col,
+                                "streams.%s: processor '%s' is not a plugin "
+                                "instance declared under plugins.instances",
+                                s->name, l->processor);
+        }
         if (s->redis.key && !c->redis_url)
             sophia_diag_add(diag, file, s->line, s->col,
                             "streams.%s.redis reads a Redis stream but no "
@@ -411,6 +414,18 @@ static void free_instance(sophia_conf_instance *in)
     free(in->plugin);
 }
 
+static void free_preds(sophia_conf_pred *v, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        free(v[k].path);
+        free(v[k].value);
+        for (size_t j = 0; j < v[k].nitems; j++)
+            free(v[k].items[j]);
+        free(v[k].items);
+    }
+    free(v);
+}
+
 void sophia_conf_free(sophia_conf *c)
 {
     if (!c)
@@ -465,15 +480,12 @@ void sophia_conf_free(sophia_conf *c)
         sophia_conf_stream *st = &c->streams[i];
         free(st->name);
         free(st->processor);
-        for (size_t k = 0; k < st->nfilter; k++) {
-            sophia_conf_pred *p = &st->filter[k];
-            free(p->path);
-            free(p->value);
-            for (size_t j = 0; j < p->nitems; j++)
-                free(p->items[j]);
-            free(p->items);
+        free_preds(st->filter, st->nfilter);
+        for (size_t k = 0; k < st->nchain; k++) {
+            free(st->chain[k].processor);
+            free_preds(st->chain[k].filter, st->chain[k].nfilter);
         }
-        free(st->filter);
+        free(st->chain);
         free(st->dedup_key);
         free(st->redis.key);
         free(st->redis.group);

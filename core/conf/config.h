@@ -67,10 +67,22 @@ typedef struct sophia_conf_pred {
     int line, col;
 } sophia_conf_pred;
 
+/* One link of streams.<name>.processors: a processor instance, or a
+ * filter every event passing on to the next link must meet. */
+typedef struct sophia_conf_link {
+    char *processor;          /* instance name; NULL for a filter link */
+    sophia_conf_pred *filter; /* a filter link's predicates */
+    size_t nfilter;
+    int line, col;
+} sophia_conf_link;
+
 /* streams.<name>: where events of one stream go. */
 typedef struct sophia_conf_stream {
     char *name;
-    char *processor;   /* instance name of a processor plugin */
+    char *processor;   /* instance name of a processor plugin: the only
+                        * one, or the chain's first */
+    sophia_conf_link *chain; /* streams.<name>.processors, or [processor] */
+    size_t nchain;
     size_t queue_size; /* bounded queue; full -> 503 */
     size_t batch_size; /* events processed per loop turn */
     int line, col;

@@ -208,7 +208,12 @@ static const key_doc docs[] = {
     {"streams", "mapping of stream name to stream", "-",
      "Event streams: POST /ingest/NAME feeds stream NAME."},
     {"streams.NAME.processor", NULL, "required",
-     "A processor instance under plugins.instances."},
+     "A processor instance under plugins.instances (or processors)."},
+    {"streams.NAME.processors", "sequence", "-",
+     "A chain instead of one processor: instance names, and {filter: "
+     "[predicates]} links anywhere; each link sees the events the one "
+     "before it emitted (host->emit), or the event it processed when it "
+     "emitted none."},
     {"streams.NAME.queue_size", NULL, "10000",
      "Bounded queue; when full, ingest answers 503."},
     {"streams.NAME.batch_size", NULL, "256",

@@ -1,8 +1,9 @@
 /*
  * config_streams - the `streams:` section: each named stream's fields, its
- * redis and statsd sources, and its filter (a sequence of predicate
- * mappings turned into sophia_conf_pred, regexes compiled here so a bad
- * one is an error at its position, not at the first event).
+ * redis and statsd sources, its processor chain, and its filters (each a
+ * sequence of predicate mappings turned into sophia_conf_pred, regexes
+ * compiled here so a bad one is an error at its position, not at the
+ * first event).
  *
  * Stream defaults (queue, batch, dedup window, Redis reading) are set here
  * when an entry is created, so a stream that names only its processor is
@@ -83,9 +84,10 @@ static int pred_operand(loader *ld, sophia_conf_pred *p, const node *v,
     return 0;
 }
 
-/* One `- path: a.b` + `<op>: operand` (+ `icase: true`) mapping. */
-static void filter_item(loader *ld, sophia_conf_stream *st, const node *m,
-                        const char *path)
+/* One `- path: a.b` + `<op>: operand` (+ `icase: true`) mapping, added
+ * to the predicates *arr (*n of them). */
+static void filter_item(loader *ld, sophia_conf_pred **arr, size_t *n,
+                        const node *m, const char *path)
 {
     if (m->kind != NODE_MAP) {
         ERR(ld, m, "%s: each filter entry is a mapping like {path: event.type, "
@@ -135,11 +137,11 @@ static void filter_item(loader *ld, sophia_conf_stream *st, const node *m,
         free(p.items);
         return;
     }
-    *GROW(st->filter, st->nfilter) = p;
+    *GROW(*arr, *n) = p;
 }
 
-static void walk_filter(loader *ld, const node *v, void *base,
-                        const char *path)
+static void filter_seq(loader *ld, const node *v, sophia_conf_pred **arr,
+                       size_t *n, const char *path)
 {
     if (conf_is_null(v))
         return;
@@ -150,7 +152,81 @@ static void walk_filter(loader *ld, const node *v, void *base,
     }
     for (size_t i = 0; i < v->nkids; i++)
         if (!v->kids[i]->reported)
-            filter_item(ld, base, v->kids[i], path);
+            filter_item(ld, arr, n, v->kids[i], path);
+}
+
+static void walk_filter(loader *ld, const node *v, void *base,
+                        const char *path)
+{
+    sophia_conf_stream *st = base;
+    filter_seq(ld, v, &st->filter, &st->nfilter, path);
+}
+
+/* ---- streams.<name>.processors: the chain ------------------------------ */
+
+/* One link: an instance name, or {filter: [predicates]}. */
+static void chain_link(loader *ld, sophia_conf_stream *st, const node *m,
+                       const char *path)
+{
+    sophia_conf_link *l = GROW(st->chain, st->nchain);
+    l->line = m->line;
+    l->col = m->col;
+    if (m->kind == NODE_SCALAR) {
+        l->processor = conf_xstrdup(m->text);
+        return;
+    }
+    if (m->kind != NODE_MAP || m->nkids != 2 ||
+        m->kids[0]->kind != NODE_SCALAR || strcmp(m->kids[0]->text, "filter")) {
+        ERR(ld, m, "%s: each link is a processor instance name or "
+                   "{filter: [predicates]}, got %s", path, conf_kind_name(m));
+        return;
+    }
+    filter_seq(ld, m->kids[1], &l->filter, &l->nfilter, path);
+}
+
+static void walk_processors(loader *ld, const node *v, void *base,
+                            const char *path)
+{
+    sophia_conf_stream *st = base;
+    if (v->kind != NODE_SEQ || !v->nkids) {
+        ERR(ld, v, "%s: expected a sequence of processor instance names (and "
+                   "{filter: ...} links), got %s", path,
+            v->kind == NODE_SEQ ? "an empty one" : conf_kind_name(v));
+        return;
+    }
+    for (size_t i = 0; i < v->nkids; i++)
+        chain_link(ld, st, v->kids[i], path);
+}
+
+/* After the walk: `processor: a` is the chain [a]; `processors` names the
+ * first processor link as st->processor (the dry run's default target,
+ * /api/stats). Exactly one of the two, and a chain with a processor. */
+static void chain_finish(loader *ld, sophia_conf_stream *st, const node *k,
+                         const node *v, const char *path)
+{
+    int one = conf_has_key(v, "processor"), many = conf_has_key(v, "processors");
+    if (one && many) {
+        ERR(ld, k, "%s: give 'processor' or 'processors', not both", path);
+        return;
+    }
+    if (!one && !many) {
+        ERR(ld, k, "%s: missing required key 'processor' (a plugin instance "
+                   "name) or 'processors' (a chain of them)", path);
+        return;
+    }
+    if (one && st->processor) {
+        sophia_conf_link *l = GROW(st->chain, st->nchain);
+        l->processor = conf_xstrdup(st->processor);
+        l->line = k->line;
+        l->col = k->col;
+        return;
+    }
+    for (size_t i = 0; i < st->nchain && !st->processor; i++)
+        if (st->chain[i].processor)
+            st->processor = conf_xstrdup(st->chain[i].processor);
+    if (many && st->nchain && !st->processor)
+        ERR(ld, k, "%s.processors: a chain needs at least one processor, not "
+                   "only filters", path);
 }
 
 #define S_OFF(member) offsetof(sophia_conf_stream, member)
@@ -239,6 +315,7 @@ static const section stream_statsd_sec = {"in a stream's statsd source",
 const field conf_stream_fields[] = {
     {"processor", F_STRING, offsetof(sophia_conf_stream, processor), 0, NULL,
      NULL},
+    {"processors", F_CUSTOM, 0, 0, NULL, walk_processors},
     {"queue_size", F_COUNT, offsetof(sophia_conf_stream, queue_size), 0, NULL,
      NULL},
     {"batch_size", F_COUNT, offsetof(sophia_conf_stream, batch_size), 0, NULL,
@@ -283,9 +360,7 @@ static void stream_pair(loader *ld, const node *k, const node *v, void *base,
     snprintf(where, sizeof(where), "in stream '%s'", k->text);
     section sec = {where, conf_stream_fields};
     conf_walk_section(ld, v, &sec, st, sub);
-    if (!conf_has_key(v, "processor"))
-        ERR(ld, k, "%s: missing required key 'processor' (a plugin instance "
-                   "name)", sub);
+    chain_finish(ld, st, k, v, sub);
 }
 
 void conf_walk_streams(loader *ld, const node *v, void *base,

@@ -15,21 +15,24 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <netdb.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "conf/config.h"
 #include "lib/diag.h"
 
-#define POLL_US 500000
+#define POLL_MS 500
 
 typedef struct replay_args {
     const char *config, *listen, *stream, *from, *to, *target, *token;
     const char *rate;
-    int dry_run;
+    int dry_run, cancel;
 } replay_args;
 
 typedef struct answer {
@@ -42,21 +45,24 @@ static void usage(FILE *out)
 {
     fputs("usage: sophiad replay STREAM [--from ID|TIME] [--to ID|TIME]\n"
           "                      (--dry-run | --target INSTANCE) [--rate N]\n"
-          "                      [-c FILE] [--listen HOST:PORT] [--token T]\n\n"
+          "                      [-c FILE] [--listen HOST:PORT] [--token T]\n"
+          "       sophiad replay STREAM --cancel [-c FILE] [--listen ...]\n\n"
           "Runs entries of STREAM's Redis history again through a running\n"
           "sophiad (POST /api/streams/STREAM/replay). FROM/TO: Redis stream\n"
           "ids (MS or MS-SEQ, - and + for the ends) or RFC 3339 times.\n"
           "--dry-run prints the actions as JSON lines and applies nothing;\n"
           "--target applies them through that processor instance and\n"
-          "prints the progress until it ends. --rate: events per second\n"
-          "(default 1000). The address and token come from the\n"
+          "prints the progress until it ends (Ctrl-C cancels it there).\n"
+          "--cancel stops the stream's running replay. --rate: events per\n"
+          "second (default 1000). The address and token come from the\n"
           "configuration (-c, default config/sophia.yaml) unless given.\n",
           out);
 }
 
 static int parse(int argc, char **argv, replay_args *a)
 {
-    enum { O_FROM = 256, O_TO, O_DRY, O_TARGET, O_RATE, O_LISTEN, O_TOKEN };
+    enum { O_FROM = 256, O_TO, O_DRY, O_TARGET, O_RATE, O_LISTEN, O_TOKEN,
+           O_CANCEL };
     static const struct option opts[] = {
         {"from", required_argument, NULL, O_FROM},
         {"to", required_argument, NULL, O_TO},
@@ -65,6 +71,7 @@ static int parse(int argc, char **argv, replay_args *a)
         {"rate", required_argument, NULL, O_RATE},
         {"listen", required_argument, NULL, O_LISTEN},
         {"token", required_argument, NULL, O_TOKEN},
+        {"cancel", no_argument, NULL, O_CANCEL},
         {"config", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -81,15 +88,16 @@ static int parse(int argc, char **argv, replay_args *a)
         case O_RATE: a->rate = optarg; break;
         case O_LISTEN: a->listen = optarg; break;
         case O_TOKEN: a->token = optarg; break;
+        case O_CANCEL: a->cancel = 1; break;
         case 'c': a->config = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (optind + 1 != argc || (!a->dry_run && !a->target)) {
+    if (optind + 1 != argc || !a->dry_run + !a->target + !a->cancel != 2) {
         fprintf(stderr, "sophiad replay: %s\n", optind + 1 != argc
                 ? "name exactly one stream"
-                : "say --dry-run or --target INSTANCE");
+                : "say one of --dry-run, --target INSTANCE or --cancel");
         usage(stderr);
         return 2;
     }
@@ -157,24 +165,84 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* One request; 0 with the answer, or -1 (said on stderr). */
-static int request(const char *host, int port, const char *token,
-                   const char *method, const char *path, const char *body,
-                   answer *out)
+/* Where the daemon is, and Ctrl-C: SIGINT is blocked and read from
+ * `sigfd`, so a wait on the daemon (a dry run's answer, the progress
+ * poll) notices it and cancels the replay instead of leaving it running
+ * behind a client that is gone. */
+typedef struct cli {
+    char *host, *token;
+    int port;
+    char path[512]; /* /api/streams/STREAM/replay */
+    int sigfd;      /* -1: not watched (the cancel request itself) */
+    int cancelled;
+} cli;
+
+static int request(cli *c, const char *method, const char *body, answer *out);
+
+/* The first Ctrl-C cancels the replay (what is waited on then ends with
+ * state "cancelled"); a second one leaves at once. */
+static void on_interrupt(cli *c)
 {
-    int fd = dial(host, port);
+    struct signalfd_siginfo si;
+    if (read(c->sigfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return;
+    if (c->cancelled)
+        exit(130);
+    c->cancelled = 1;
+    fprintf(stderr, "sophiad replay: cancelling (Ctrl-C again to leave)\n");
+    int sigfd = c->sigfd;
+    c->sigfd = -1;
+    answer a = {0};
+    if (request(c, "DELETE", NULL, &a) == 0 && a.status != 200)
+        fprintf(stderr, "sophiad replay: the cancel got HTTP %d\n", a.status);
+    free(a.body);
+    c->sigfd = sigfd;
+}
+
+/* Waits up to ms for `fd` to be readable (-1: no fd, just the wait),
+ * handling Ctrl-C meanwhile. 1 readable, 0 timed out or interrupted. */
+static int wait_for(cli *c, int fd, int ms)
+{
+    struct pollfd p[2] = {{fd, POLLIN, 0}, {c->sigfd, POLLIN, 0}};
+    int n = poll(p, 2, ms);
+    if (n > 0 && (p[1].revents & POLLIN))
+        on_interrupt(c);
+    return n > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR));
+}
+
+/* The answer to the end (Connection: close), into *buf. */
+static int read_answer(cli *c, int fd, char **buf, size_t *len)
+{
+    FILE *in = open_memstream(buf, len);
+    char chunk[65536];
+    ssize_t r = 1;
+    while (r > 0) {
+        if (!wait_for(c, fd, -1))
+            continue;
+        if ((r = read(fd, chunk, sizeof(chunk))) > 0)
+            fwrite(chunk, 1, (size_t)r, in);
+    }
+    fclose(in);
+    return r < 0 ? -1 : 0;
+}
+
+/* One request to c->path (or /api/stats for a GET); 0 with the answer,
+ * or -1 (said on stderr). */
+static int request(cli *c, const char *method, const char *body, answer *out)
+{
+    int fd = dial(c->host, c->port);
     if (fd < 0) {
         fprintf(stderr, "sophiad replay: cannot connect to %s:%d (is sophiad "
-                "running there?)\n", host, port);
+                "running there?)\n", c->host, c->port);
         return -1;
     }
     char *head = NULL;
     size_t hlen = 0;
     FILE *h = open_memstream(&head, &hlen);
     fprintf(h, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
-            method, path);
-    if (token)
-        fprintf(h, "Authorization: Bearer %s\r\n", token);
+            method, strcmp(method, "GET") ? c->path : "/api/stats");
+    if (c->token)
+        fprintf(h, "Authorization: Bearer %s\r\n", c->token);
     if (body)
         fprintf(h, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
                 strlen(body));
@@ -185,17 +253,13 @@ static int request(const char *host, int port, const char *token,
     free(head);
     char *buf = NULL;
     size_t len = 0;
-    FILE *in = open_memstream(&buf, &len);
-    char chunk[65536];
-    ssize_t r;
-    while (!rc && (r = read(fd, chunk, sizeof(chunk))) > 0)
-        fwrite(chunk, 1, (size_t)r, in);
-    fclose(in);
+    if (!rc)
+        rc = read_answer(c, fd, &buf, &len);
     close(fd);
     char *sep = buf ? strstr(buf, "\r\n\r\n") : NULL;
     if (rc || !sep || sscanf(buf, "HTTP/1.%*d %d", &out->status) != 1) {
-        fprintf(stderr, "sophiad replay: no HTTP answer from %s:%d\n", host,
-                port);
+        fprintf(stderr, "sophiad replay: no HTTP answer from %s:%d\n",
+                c->host, c->port);
         free(buf);
         return -1;
     }
@@ -237,13 +301,12 @@ static char *request_body(const replay_args *a)
 }
 
 /* Polls /api/stats until the stream's replay ended; its exit code. */
-static int follow(const char *host, int port, const char *token,
-                  const char *stream)
+static int follow(cli *c, const char *stream)
 {
     for (;;) {
-        usleep(POLL_US);
+        wait_for(c, -1, POLL_MS);
         answer a = {0};
-        if (request(host, port, token, "GET", "/api/stats", NULL, &a) < 0)
+        if (request(c, "GET", NULL, &a) < 0)
             return 1;
         json_t *o = json_loads(a.body, 0, NULL);
         json_t *rp = json_object_get(
@@ -264,31 +327,46 @@ static int follow(const char *host, int port, const char *token,
     }
 }
 
+/* What the daemon answered, on stdout (a dry run's lines, a cancel's
+ * state) or as an error; the exit code. */
+static int run(cli *c, const replay_args *a)
+{
+    char *body = a->cancel ? NULL : request_body(a);
+    answer ans = {0};
+    int rc = request(c, a->cancel ? "DELETE" : "POST", body, &ans) < 0;
+    if (!rc && ans.status != 200 && ans.status != 202) {
+        say_error(&ans);
+        rc = 1;
+    } else if (!rc && (a->dry_run || a->cancel)) {
+        fwrite(ans.body, 1, ans.len, stdout);
+        rc = c->cancelled; /* a dry run cut short is not a success */
+    } else if (!rc) {
+        rc = follow(c, a->stream);
+    }
+    free(ans.body);
+    free(body);
+    return rc;
+}
+
 int sophia_replay_cli(int argc, char **argv)
 {
     replay_args a = {0};
     int rc = parse(argc, argv, &a);
     if (rc >= 0)
         return rc;
-    char *host = NULL, *token = NULL;
-    int port;
-    if (where(&a, &host, &port, &token) < 0)
+    cli c = {.sigfd = -1};
+    if (where(&a, &c.host, &c.port, &c.token) < 0)
         return 1;
-    char path[512], *body = request_body(&a);
-    snprintf(path, sizeof(path), "/api/streams/%s/replay", a.stream);
-    answer ans = {0};
-    rc = request(host, port, token, "POST", path, body, &ans) < 0 ? 1 : 0;
-    if (!rc && ans.status != 200 && ans.status != 202) {
-        say_error(&ans);
-        rc = 1;
-    } else if (!rc && a.dry_run) {
-        fwrite(ans.body, 1, ans.len, stdout);
-    } else if (!rc) {
-        rc = follow(host, port, token, a.stream);
-    }
-    free(ans.body);
-    free(body);
-    free(host);
-    free(token);
+    snprintf(c.path, sizeof(c.path), "/api/streams/%s/replay", a.stream);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    if (!a.cancel && sigprocmask(SIG_BLOCK, &mask, NULL) == 0)
+        c.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    rc = run(&c, &a);
+    if (c.sigfd >= 0)
+        close(c.sigfd);
+    free(c.host);
+    free(c.token);
     return rc;
 }

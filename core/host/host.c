@@ -34,7 +34,8 @@ typedef enum action_kind {
     ACT_PUBLISH,
     ACT_CACHE_PUT,
     ACT_CACHE_DEL,
-    ACT_CACHE_DEL_TAG
+    ACT_CACHE_DEL_TAG,
+    ACT_EMIT /* an event for the chain's next link: no effect */
 } action_kind;
 
 typedef struct action {
@@ -163,6 +164,25 @@ static char *dup_or_null(const char *s)
 
 static const char *const update_names[] = {"metric", "alert", "notification",
                                            "data"};
+
+static int host_emit(sophia_ctx *ctx, sophia_json *event)
+{
+    action *a = event ? ctx_push(ctx, ACT_EMIT) : NULL;
+    if (!a) {
+        json_decref(J(event));
+        return event && ctx ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
+    }
+    a->data = J(event);
+    return 0;
+}
+
+const sophia_json *sophia_ctx_emitted(const sophia_ctx *ctx, size_t *cursor)
+{
+    while (ctx && *cursor < ctx->n)
+        if (ctx->v[(*cursor)++].kind == ACT_EMIT)
+            return (const sophia_json *)ctx->v[*cursor - 1].data;
+    return NULL;
+}
 
 static int host_publish(sophia_ctx *ctx, sophia_update_type type,
                         const char *topic, const char *dashboard_id,
@@ -561,6 +581,7 @@ static const sophia_host host_table = {
     .memory_search_ex = sophia_host_memory_search_ex,
     .prefetch = sophia_host_prefetch,
     .prefetched = sophia_host_prefetched,
+    .emit = host_emit,
 };
 
 const sophia_host *sophia_host_table(void)
@@ -795,6 +816,7 @@ void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg)
         action *a = &ctx->v[i];
         switch (a->kind) {
         case ACT_PUBLISH: /* at the commit, once the rest is durable */
+        case ACT_EMIT:    /* the chain's business (ingest/chain.h) */
             break;
         case ACT_CACHE_PUT:
             if (rt && rt->env.cache)
@@ -937,6 +959,8 @@ static json_t *action_json(const sophia_ctx *ctx, const action *a)
     case ACT_CACHE_DEL_TAG:
         return json_pack("{s:s, s:s}", "action", "cache_invalidate_tag",
                          "tag", a->topic);
+    case ACT_EMIT:
+        return json_pack("{s:s, s:O}", "action", "emit", "event", a->data);
     default: /* a kind added later without a case here: still visible */
         return json_pack("{s:s, s:i}", "action", "unknown", "kind",
                          (int)a->kind);

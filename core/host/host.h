@@ -105,6 +105,9 @@ sophia_verdict sophia_ctx_process(sophia_ctx *ctx, const sophia_event *ev);
  * then starts no later event until this one settles, so that process()
  * sees them. Changes applied at once (stage_undoable) do not count. */
 int sophia_ctx_has_staged(const sophia_ctx *ctx);
+/* The events process() emitted (host->emit), one per call from *cursor
+ * (start at 0), borrowed while the context lives; NULL after the last. */
+const sophia_json *sophia_ctx_emitted(const sophia_ctx *ctx, size_t *cursor);
 void sophia_ctx_free(sophia_ctx *ctx);
 /* For a run no event waits on (a consolidator pass, a plugin timer):
  * applies the actions and, once they are durable, commits; an effect that

@@ -200,6 +200,19 @@ static void post_replay(sophia_http_req *r, sophia_api *api,
             sophia_replays_stats_json(api->replays, cs->name)));
 }
 
+/* Cancels the stream's running replay; 200 with its state, or 404. */
+static void delete_replay(sophia_http_req *r, sophia_api *api,
+                          const sophia_conf_stream *cs)
+{
+    if (sophia_replay_cancel(api->replays, cs->name) < 0) {
+        sophia_http_reply_error(r, 404, "no_replay", "no replay of stream "
+                                "'%s' is running", cs->name);
+        return;
+    }
+    sophia_http_reply_json(r, 200, json_pack("{s:o}", "replay",
+        sophia_replays_stats_json(api->replays, cs->name)));
+}
+
 /* /api/streams/{name}/replay */
 static void route_streams(sophia_http_req *r, void *arg)
 {
@@ -208,13 +221,14 @@ static void route_streams(sophia_http_req *r, void *arg)
     const char *slash = strchr(path, '/');
     if (!slash || strcmp(slash, "/replay")) {
         sophia_http_reply_error(r, 404, "not_found", "no endpoint %s (POST "
-                                "/api/streams/{name}/replay)",
+                                "or DELETE /api/streams/{name}/replay)",
                                 sophia_http_req_path(r));
         return;
     }
-    if (sophia_http_req_method(r) != SOPHIA_HTTP_POST) {
+    int method = sophia_http_req_method(r);
+    if (method != SOPHIA_HTTP_POST && method != SOPHIA_HTTP_DELETE) {
         sophia_http_reply_error(r, 405, "method_not_allowed", "replay is a "
-                                "POST");
+                                "POST (start) or a DELETE (cancel)");
         return;
     }
     const sophia_conf_stream *cs =
@@ -230,7 +244,10 @@ static void route_streams(sophia_http_req *r, void *arg)
                                 "running");
         return;
     }
-    post_replay(r, api, cs);
+    if (method == SOPHIA_HTTP_POST)
+        post_replay(r, api, cs);
+    else
+        delete_replay(r, api, cs);
 }
 
 void sophia_api_streams_stats(const sophia_api *api, json_t *streams)

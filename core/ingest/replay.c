@@ -432,6 +432,12 @@ static void run_process(replay_job *j)
 static void on_prefetched(void *arg, int rc)
 {
     replay_job *j = arg;
+    j->busy = 0;
+    if (j->state >= DONE) { /* cancelled while its reads were out */
+        sophia_ctx_free(j->ctx);
+        j->ctx = NULL;
+        return;
+    }
     if (rc == 0) {
         run_process(j);
         return;
@@ -681,6 +687,11 @@ int sophia_replay_start(sophia_replays *rp, const sophia_replay_spec *sp,
                  (unsigned long long)was->total);
         return 409;
     }
+    if (was && was->busy) { /* a cancelled one's read or apply is out */
+        snprintf(why, n, "the cancelled replay of stream '%s' is settling "
+                 "its last event; retry in a moment", cs->name);
+        return 409;
+    }
     int rc = connect_redis(rp, sp->conf->redis_url);
     if (rc) {
         snprintf(why, n, rc == 409 ? "redis.url changed while a replay "
@@ -717,6 +728,15 @@ int sophia_replay_start(sophia_replays *rp, const sophia_replay_spec *sp,
     sophia_info("replay", "msg=\"replay started\" stream=%s key=%s from=%s "
                 "to=%s instance=%s dry_run=%d rate=%g", j->stream, j->key,
                 j->from, j->to, j->instance, j->dry_run, j->rate);
+    return 0;
+}
+
+int sophia_replay_cancel(sophia_replays *rp, const char *stream)
+{
+    replay_job *j = rp ? sophia_dict_get(rp->jobs, stream) : NULL;
+    if (!j || j->state >= DONE)
+        return -1;
+    finish(j, CANCELLED, "cancelled by request");
     return 0;
 }
 

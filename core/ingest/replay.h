@@ -84,6 +84,13 @@ typedef struct sophia_replay_spec {
 /* Outcome of a start: 0 started; otherwise an HTTP status and why. */
 int sophia_replay_start(sophia_replays *rp, const sophia_replay_spec *spec,
                         char *why, size_t n);
+/* Stops the stream's running replay: state "cancelled", a dry run's
+ * caller gets the lines so far and the summary. An event whose effects
+ * are being applied still settles (its commit follows its effects), so
+ * `applied` may grow by one after; a new replay of the stream is refused
+ * (409) until it has. 0, or -1 when none is running. */
+int sophia_replay_cancel(sophia_replays *rp, const char *stream);
+
 /* The stream's last replay, {"from","to","target","dry_run","done",
  * "total","applied","dropped","filtered","failed","state","error"?}, or
  * NULL when it had none. state: counting, running, done, failed,

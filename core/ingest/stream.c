@@ -25,6 +25,7 @@
 #include "lib/backoff.h"
 #include "lib/dict.h"
 #include "lib/jsonpath.h"
+#include "ingest/chain.h"
 #include "ingest/durable.h"
 #include "ingest/filter.h"
 #include "host/host.h"
@@ -49,14 +50,16 @@ typedef struct stream_item {
     int attempts;        /* deliveries that did not commit */
 } stream_item;
 
-/* An OK event whose actions are being applied (host.h). */
+/* An OK event whose actions are being applied (host.h): the contexts of
+ * every chain link that said OK (chain.h), applied and committed as one. */
 typedef struct stream_flight {
     struct sophia_stream *st;
     stream_item it;
-    sophia_ctx *ctx;
+    sophia_chain_run run;
+    size_t left; /* its contexts' applies not reported yet */
     char *did;  /* dedup id, added on commit */
-    int staged; /* its context holds staged plugin state */
-    int done;   /* its apply reported rc */
+    int staged; /* a context holds staged plugin state */
+    int done;   /* every apply reported; rc the first failure */
     int rc;
     struct stream_flight *next; /* the next younger */
 } stream_flight;
@@ -71,7 +74,7 @@ typedef struct stream_dead {
 
 struct sophia_stream {
     char *name;
-    sophia_instance *proc;
+    sophia_chain *chain; /* its processors (chain.h) */
     stream_item *q;
     size_t head, len, cap;
     size_t batch;
@@ -133,7 +136,7 @@ static void stream_free(sophia_stream *st)
     while (st->flights) { /* their reports are cancelled; no ack */
         stream_flight *f = st->flights;
         st->flights = f->next;
-        sophia_ctx_free(f->ctx);
+        sophia_chain_run_free(&f->run);
         item_clear(&f->it);
         free(f->did);
         free(f);
@@ -151,6 +154,7 @@ static void stream_free(sophia_stream *st)
     for (size_t i = 0; i < st->len; i++)
         item_clear(&st->q[(st->head + i) % st->cap]);
     sophia_filter_free(st->filter);
+    sophia_chain_free(st->chain);
     sophia_stream_prefetch_free(st->pf);
     sophia_dedup_free(st->dedup);
     free(st->dedup_key);
@@ -173,18 +177,20 @@ static sophia_stream *stream_new(const sophia_conf *c,
                                  const sophia_plugin_set *plugins,
                                  struct event_base *base, sophia_diag *diag)
 {
-    sophia_instance *inst = sophia_plugin_set_find(plugins, cs->processor);
-    if (!inst || inst->desc->kind != SOPHIA_KIND_PROCESSOR) {
-        sophia_diag_add(diag, c->file, cs->line, cs->col,
-                        "stream '%s': '%s' is not a loaded processor instance",
-                        cs->name, cs->processor);
+    char why[300];
+    sophia_chain *chain = sophia_chain_new(cs, plugins, why, sizeof(why));
+    if (!chain) {
+        sophia_diag_add(diag, c->file, cs->line, cs->col, "stream '%s': %s",
+                        cs->name, why);
         return NULL;
     }
     sophia_stream *st = calloc(1, sizeof(*st));
-    if (!st)
+    if (!st) {
+        sophia_chain_free(chain);
         return NULL;
+    }
     st->name = strdup(cs->name);
-    st->proc = inst;
+    st->chain = chain;
     st->cap = cs->queue_size ? cs->queue_size : STREAM_QUEUE_DEFAULT;
     st->batch = cs->batch_size ? cs->batch_size : 256;
     st->q = calloc(st->cap, sizeof(*st->q));
@@ -319,9 +325,14 @@ static int retry_or_dead(sophia_stream *st, stream_item *it, const char *why,
     return 1;
 }
 
+static sophia_ctx *flight_ctx(const stream_flight *f, size_t i)
+{
+    return f->run.n == 1 ? f->run.one : f->run.ctx[i];
+}
+
 static void flight_free(stream_flight *f)
 {
-    sophia_ctx_free(f->ctx); /* discards whatever was not committed */
+    sophia_chain_run_free(&f->run); /* discards what was not committed */
     free(f->did);
     free(f);
 }
@@ -344,7 +355,8 @@ static stream_flight *flight_pop(sophia_stream *st)
 static void flight_commit(sophia_stream *st)
 {
     stream_flight *f = flight_pop(st);
-    sophia_ctx_commit(f->ctx);
+    for (size_t i = 0; i < f->run.n; i++) /* in link order */
+        sophia_ctx_commit(flight_ctx(f, i));
     if (f->did)
         sophia_dedup_add(st->dedup, f->did, sophia_now_wall_us());
     st->st.processed++;
@@ -391,16 +403,21 @@ static int flights_all_done(const sophia_stream *st)
     return 1;
 }
 
-/* An apply reported. Events commit in the order they started, so
- * subscribers hear a stream's updates in order: a younger event that is
- * durable first waits for the older ones, and when the oldest failed, the
- * stream waits for every flight to report and puts them all back. */
+/* Every apply of a flight reported. Events commit in the order they
+ * started, so subscribers hear a stream's updates in order: a younger
+ * event that is durable first waits for the older ones, and when the
+ * oldest failed, the stream waits for every flight to report and puts
+ * them all back. */
 static void on_applied(void *arg, int rc)
 {
     stream_flight *f = arg;
     sophia_stream *st = f->st;
+    if (rc && !f->rc)
+        f->rc = rc;
+    if (--f->left)
+        return; /* another link's effects are still out */
     f->done = 1;
-    f->rc = rc;
+    rc = f->rc;
     if (rc) { /* refused or failed: start nothing more until the back-off */
         st->failing = 1;
         stream_pause(st, (unsigned)f->it.attempts + 1);
@@ -415,21 +432,23 @@ static void on_applied(void *arg, int rc)
 
 /* Applies an OK event's actions; it stays in flight until they report.
  * On failure to even start, the event is retried. */
-static void start_apply(sophia_stream *st, stream_item *it, sophia_ctx *ctx,
-                        const char *did)
+static void start_apply(sophia_stream *st, stream_item *it,
+                        sophia_chain_run *run, const char *did)
 {
     stream_flight *f = calloc(1, sizeof(*f));
     if (!f || (did && !(f->did = strdup(did)))) {
         free(f);
-        sophia_ctx_free(ctx);
+        sophia_chain_run_free(run);
         if (!retry_or_dead(st, it, "out of memory", &st->st.dead_effect))
             item_clear(it);
         return;
     }
     f->st = st;
     f->it = *it;
-    f->ctx = ctx;
-    f->staged = sophia_ctx_has_staged(ctx);
+    f->run = *run;
+    f->left = run->n + 1; /* + a hold until every apply started */
+    for (size_t i = 0; i < run->n; i++)
+        f->staged |= sophia_ctx_has_staged(flight_ctx(f, i));
     if (st->flights_tail)
         st->flights_tail->next = f;
     else
@@ -438,7 +457,9 @@ static void start_apply(sophia_stream *st, stream_item *it, sophia_ctx *ctx,
     st->nflight++;
     if (f->staged)
         st->staged_inflight++;
-    sophia_ctx_apply(ctx, on_applied, f); /* may report before returning */
+    for (size_t i = 0; i < f->run.n; i++)
+        sophia_ctx_apply(flight_ctx(f, i), on_applied, f); /* may report */
+    on_applied(f, 0); /* the hold: the flight may settle now */
 }
 
 static void on_prefetched(void *arg)
@@ -483,18 +504,20 @@ static void process_one(sophia_stream *st, stream_item *it)
             .received_us = it->received_us,
         };
         sophia_ctx *ctx;
-        if (sophia_stream_prefetch_ctx(&st->pf, st->proc, st->name, &ev,
-                                       on_prefetched, st, &ctx) == 1) {
+        if (sophia_stream_prefetch_ctx(&st->pf, sophia_chain_first(st->chain),
+                                       st->name, &ev, on_prefetched, st,
+                                       &ctx) == 1) {
             requeue(st, it); /* it waits for its reads, at the head */
             return;
         }
-        sophia_verdict v = ctx ? sophia_ctx_process(ctx, &ev)
+        sophia_chain_run run; /* staged state discarded unless OK */
+        sophia_verdict v = ctx ? sophia_chain_process(st->chain, st->name, &ev,
+                                                      ctx, &run)
                                : SOPHIA_PROCESS_RETRY;
         if (v == SOPHIA_PROCESS_OK) {
-            start_apply(st, it, ctx, did);
+            start_apply(st, it, &run, did);
             return;
         }
-        sophia_ctx_free(ctx); /* staged state discarded */
         if (v == SOPHIA_PROCESS_RETRY) {
             if (!retry_or_dead(st, it, "processor retry", &st->st.dead_retry))
                 item_clear(it);
@@ -505,7 +528,10 @@ static void process_one(sophia_stream *st, stream_item *it)
             item_clear(it);
             return;
         }
-        st->st.dropped++;
+        if (run.filtered) /* by a filter link of the chain */
+            st->st.filtered++;
+        else
+            st->st.dropped++;
         if (did)
             sophia_dedup_add(st->dedup, did, now);
     }
@@ -653,28 +679,30 @@ void sophia_streams_recall(sophia_streams *s, const sophia_plugin_set *next)
 {
     for (size_t i = 0; i < s->n; i++) {
         sophia_stream *st = s->v[i];
-        if (st->flights &&
-            sophia_plugin_set_find(next, st->proc->name) != st->proc) {
+        if (st->flights && sophia_chain_replaced(st->chain, next)) {
             flights_requeue(st);
             stream_kick(st);
         }
     }
 }
 
-/* A stream that stays: new processor, filter and batch size. */
+/* A stream that stays: new processors, filter and batch size. */
 static int stream_update(sophia_stream *st, const sophia_conf_stream *cs,
                          const sophia_plugin_set *plugins)
 {
-    sophia_instance *inst = sophia_plugin_set_find(plugins, cs->processor);
+    char why[300];
+    sophia_chain *chain = sophia_chain_new(cs, plugins, why, sizeof(why));
     const char *err = NULL;
     sophia_filter *f = sophia_filter_new(cs->filter, cs->nfilter, &err);
-    if (!inst || err) {
+    if (!chain || err) {
+        sophia_chain_free(chain);
         sophia_filter_free(f);
         return -1;
     }
     sophia_filter_free(st->filter);
     st->filter = f;
-    st->proc = inst;
+    sophia_chain_free(st->chain);
+    st->chain = chain;
     st->batch = cs->batch_size ? cs->batch_size : 256;
     stream_set_retry(st, cs);
     return 0;

@@ -8,7 +8,8 @@
  * traffic and timers interleave with processing under load.
  *
  * The path of one event (SPEC §11): dedup (an id at `dedup_key` seen
- * inside `dedup_window` is skipped) -> filter (filter.h) -> processor ->
+ * inside `dedup_window` is skipped) -> filter (filter.h) -> processor, or
+ * a chain of them (chain.h: its links' contexts act as one) ->
  * the core applies the queued actions (host.h: asynchronously, one
  * report once every effect is durable where its strategy says) -> commit
  * (the processor's staged state, the dedup id) -> ack. Sources that need

@@ -424,16 +424,28 @@ void mem_count_type(sophia_memory *m, const char *type, int delta)
 
 /* ---------------------------------------------------- ready / deferred */
 
+static void on_common_done(void *arg, PGresult *res, const char *err)
+{
+    (void)res;
+    (void)err;
+    ((sophia_memory *)arg)->common_busy = 0;
+}
+
 /* Which words are too common for the text leg (q->fts): now and every
  * MEM_COMMON_REFRESH_S. ts_stat reads every tsvector (~0.7 s at 100k
- * rows), so it runs on a connection of its own, never ahead of searches. */
+ * rows), so it runs on a connection of its own, never ahead of searches.
+ * Queued even while that connection is still coming up (the store can be
+ * ready first), but one at a time, so a long outage queues one. */
 static void on_common_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     sophia_memory *m = arg;
-    if (m->state == MEM_READY && !m->freeing && sophia_pg_up(m->pg_maint))
-        sophia_pg_query(m->pg_maint, m->sql.common, 0, NULL, NULL, NULL, NULL, NULL);
+    if (m->state != MEM_READY || m->freeing || m->common_busy)
+        return;
+    if (sophia_pg_query(m->pg_maint, m->sql.common, 0, NULL, NULL, NULL,
+                        on_common_done, m) == 0)
+        m->common_busy = 1;
 }
 
 static void set_ready(sophia_memory *m)

@@ -123,6 +123,7 @@ struct sophia_memory {
     int saving, dirty;
     struct event *save_ev;
     struct event *common_ev; /* refreshes <table>_stats (common words) */
+    int common_busy;         /* a refresh is queued or running */
     int freeing;
     int fuzzy; /* pg_trgm is there: the text leg uses sql.fts_fuzzy */
 

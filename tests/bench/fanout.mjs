@@ -37,7 +37,8 @@
 //   SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
 //     node tests/bench/fanout.mjs [--clients 100,1000] [--seconds 3] \
 //       [--rate 100] [--topics 1,100] [--big] [--node-clients [--workers 2]]
-//       [--servers sophiad,floor,node] [--runs N]
+//       [--servers sophiad,floor,node] [--runs N] [--payload-bytes N]
+//       [--inflate-all]
 // --redis URL runs sophiad with that Redis (L2 and, by default, the
 // cluster channel) instead of none; --cluster off adds `cluster: {enabled:
 // false}`, so `--redis URL --cluster on|off` measures what the default
@@ -50,11 +51,25 @@
 // sophiad-deflate (JSON with permessage-deflate offered, sophiad started
 // with websocket.compression: deflate); B/msg is the bytes on the wire per
 // delivered message, frame headers included (fanout_client counts them),
-// and a ratio row gives each over plain sophiad, same run.
+// and a ratio row gives each over plain sophiad, same run. The receivers
+// inflate the deflate frames (for their latency samples), on the same
+// cores as the server: ~8 per topic do (1 client in n/topics/8; all with
+// --inflate-all), so their inflating does not bound a row, as it would
+// not with browsers each inflating their own messages.
+// --payload-bytes N makes each metric update about N bytes of JSON as
+// sophiad sends it (default: none, ~150 B): every point carries `labels`,
+// fixed per series (the 50 metrics each have their own, as a real series
+// keeps its labels) and made of what a Kubernetes-scraped metric carries
+// - cluster, namespace, pod, image with its sha256 digest, commit,
+// runbook URL, a description, the query behind it - in words drawn from a
+// vocabulary, so deflate sees text, neither random bytes nor one letter
+// repeated. Batches shrink as the payload grows (the same ~4 MB of
+// messages in flight as 20k small ones), so a window stays in the
+// sockets' and queues' reach.
 // Quote the load average with the numbers (cat /proc/loadavg): on a shared
 // machine they move a lot; the ratios, measured in the same run, move less.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -258,16 +273,89 @@ async function startWorkers(wsUrl, n, ntopics) {
   };
 }
 
+// ---------------------------------------------------- the points posted
+const PAYLOAD = Number(opt('payload-bytes', '0'));
+const WORDS = ('request latency error rate budget burn window checkout payment '
+  + 'gateway upstream timeout retry queue depth consumer lag partition broker '
+  + 'replica leader election disk pressure memory eviction cache hit miss ratio '
+  + 'ingress egress bandwidth connection pool saturation database primary standby '
+  + 'failover shard tenant region zone cluster node pod container restart crash '
+  + 'loop backoff deployment rollout canary traffic split p99 p95 median slo '
+  + 'alert page escalate oncall incident postmortem dashboard panel series scrape '
+  + 'interval target exporter histogram bucket counter gauge summary quantile').split(' ');
+
+// A deterministic generator per series, so its labels are the same each time.
+function rng(seed) {
+  let x = seed * 2654435761 % 4294967296 || 1;
+  return () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x / 4294967296; };
+}
+
+// The labels of metric m, their JSON about `bytes` long.
+function labelsFor(m, bytes) {
+  const r = rng(m + 1);
+  const pick = (k) => Array.from({ length: k }, () => WORDS[Math.floor(r() * WORDS.length)]).join(' ');
+  const hex = (k) => Array.from({ length: k }, () => Math.floor(r() * 16).toString(16)).join('');
+  const svc = `${WORDS[m % WORDS.length]}-${WORDS[(m * 7 + 3) % WORDS.length]}`;
+  const labels = {
+    cluster: `prod-eu-west-${1 + (m % 3)}`, namespace: `team-${WORDS[(m * 3) % WORDS.length]}`,
+    service: svc, pod: `${svc}-${hex(10)}-${hex(5)}`, container: svc, node: `ip-10-${m % 250}-${(m * 13) % 250}-7.eu-west-1.compute.internal`,
+    image: `registry.example.com/platform/${svc}:v${m % 9}.${m % 17}.${m % 5}@sha256:${hex(64)}`,
+    commit: hex(40), job: 'kubernetes-pods', instance: `10.${m % 250}.${(m * 7) % 250}.12:9102`,
+    runbook_url: `https://runbooks.example.com/${svc}/${pick(3).replace(/ /g, '-')}`,
+  };
+  let json = JSON.stringify(labels);
+  let k = 0;
+  while (json.length < bytes - 140 && Object.keys(labels).length < 64) {
+    const key = k === 0 ? 'description' : k === 1 ? 'query' : `annotation_${WORDS[k % WORDS.length]}_${k}`;
+    const room = bytes - 140 - json.length - key.length - 6;
+    const text = k === 1
+      ? `sum by (pod) (rate(${svc.replace('-', '_')}_${pick(2).replace(/ /g, '_')}_total{namespace="${labels.namespace}"}[5m]))`
+      : pick(Math.max(1, Math.min(40, Math.round(room / 7))));
+    labels[key] = text.slice(0, Math.max(1, room));
+    json = JSON.stringify(labels);
+    k++;
+  }
+  return json;
+}
+const LABELS = PAYLOAD ? Array.from({ length: 50 }, (_, m) => labelsFor(m, PAYLOAD)) : null;
+
+// One NDJSON point line: `value` is the publish time (the receivers' latency).
+function point(seq, ntopics) {
+  const m = seq % 50;
+  return `{"metric":"m${m}","value":${now()},"dashboard_id":"b${seq % ntopics}"${LABELS ? `,"labels":${LABELS[m]}` : ''}}\n`;
+}
+
+// The fanout_client this process started last (cclients.mjs keeps its
+// process to itself): a child whose command is fanout_client, for the
+// receivers' CPU. 0 when there is none (--node-clients).
+function receiverPid() {
+  let pid = 0;
+  for (const t of readdirSync('/proc/self/task')) {
+    for (const c of readFileSync(`/proc/self/task/${t}/children`, 'utf8').split(' ').filter(Boolean)) {
+      try {
+        if (readFileSync(`/proc/${c}/comm`, 'utf8').trim() === 'fanout_client') pid = Math.max(pid, Number(c));
+      } catch { /* exited */ }
+    }
+  }
+  return pid;
+}
+
 async function runScenario(server, n, ntopics, seconds) {
   const rss0 = rssKb(server.proc.pid);
-  Object.assign(process.env, server.env || {}); // spawn passes it on
+  // deflate: ~8 clients per topic inflate (fanout_client's header says why)
+  const inflateEvery = server.env?.FANOUT_DEFLATE && !args.includes('--inflate-all')
+    ? Math.max(1, Math.round(n / ntopics / 8)) : 1;
+  const env = { ...server.env, ...(inflateEvery > 1 ? { FANOUT_INFLATE_EVERY: String(inflateEvery) } : {}) };
+  Object.assign(process.env, env); // spawn passes it on
   const clients = NODE_CLIENTS ? await startWorkers(server.wsUrl, n, ntopics)
     : await startCClients(CLIENT, server.wsUrl, n, ntopics, 'dashboard:b');
-  for (const k of Object.keys(server.env || {})) delete process.env[k];
+  for (const k of Object.keys(env)) delete process.env[k];
   await sleep(200);
   const memPerConn = ((rssKb(server.proc.pid) - rss0) * 1024) / n;
-  // Batches sized so one batch is ~20k deliveries; two in flight.
-  const batch = Math.max(ntopics, Math.min(2000, Math.ceil(20000 / (n / ntopics)) * 1));
+  // Batches sized so one batch is ~20k deliveries (fewer for big payloads:
+  // ~4 MB of messages); two in flight.
+  const perWindow = Math.max(400, Math.round(20000 * Math.min(1, 200 / Math.max(1, PAYLOAD))));
+  const batch = Math.max(ntopics, Math.min(2000, Math.ceil(perWindow / (n / ntopics))));
   const perBatch = batch * (n / ntopics); // each point reaches n/ntopics clients
   const agent = new http.Agent({ keepAlive: true });
   let sent = 0;
@@ -275,13 +363,13 @@ async function runScenario(server, n, ntopics, seconds) {
   const t0 = performance.now();
   const deadline = t0 + seconds * 1000;
   await clients.latencies(); // drop samples from before the run
+  const rxPid = NODE_CLIENTS ? 0 : receiverPid();
+  const rxCpu0 = rxPid ? cpuSeconds(rxPid) : NaN;
   const cpu0 = cpuSeconds(server.proc.pid);
   while (performance.now() < deadline) {
     while (sent - clients.delivered() < 2 * perBatch && performance.now() < deadline) {
       let body = '';
-      for (let i = 0; i < batch; i++, seq++) {
-        body += `{"metric":"m${seq % 50}","value":${now()},"dashboard_id":"b${seq % ntopics}"}\n`;
-      }
+      for (let i = 0; i < batch; i++, seq++) body += point(seq, ntopics);
       await post(agent, server.publishUrl, body);
       sent += perBatch;
     }
@@ -293,6 +381,9 @@ async function runScenario(server, n, ntopics, seconds) {
   const satDelivered = clients.delivered();
   const bytesPerMsg = clients.bytes ? clients.bytes() / Math.max(1, satDelivered) : NaN;
   const satCpuUs = ((cpuSeconds(server.proc.pid) - cpu0) * 1e6) / Math.max(1, satDelivered);
+  // what the receivers spent per message (inflating, for deflate): on this
+  // machine it is CPU the server did not get
+  const rxCpuUs = rxPid ? ((cpuSeconds(rxPid) - rxCpu0) * 1e6) / Math.max(1, satDelivered) : NaN;
   const rate = satDelivered / elapsed;
   const lost = sent - satDelivered;
   const load = await clients.latencies();
@@ -301,8 +392,7 @@ async function runScenario(server, n, ntopics, seconds) {
   const cpu1 = cpuSeconds(server.proc.pid);
   const t1 = performance.now();
   for (let i = 0; performance.now() - t1 < 1500; i++, seq++) {
-    await post(agent, server.publishUrl,
-      `{"metric":"m${seq % 50}","value":${now()},"dashboard_id":"b${seq % ntopics}"}\n`);
+    await post(agent, server.publishUrl, point(seq, ntopics));
     await sleep(1000 / RATE);
   }
   await sleep(200);
@@ -312,7 +402,7 @@ async function runScenario(server, n, ntopics, seconds) {
   agent.destroy();
   await sleep(300);
   return {
-    rate, lost, load, memPerConn, p50: steady.p50, p99: steady.p99, satCpuUs, steadyCpuUs, bytesPerMsg,
+    rate, lost, load, memPerConn, p50: steady.p50, p99: steady.p99, satCpuUs, steadyCpuUs, bytesPerMsg, rxCpuUs, inflateEvery,
   };
 }
 
@@ -367,10 +457,10 @@ async function main() {
   const seconds = Number(opt('seconds', '3'));
   const kinds = kindsToRun();
   const ratioRows = [];
-  console.log(`\nWebSocket fan-out (${seconds} s saturated per row; latency = publish POST sent to client receipt,`);
+  console.log(`\nWebSocket fan-out (${seconds} s saturated per row${PAYLOAD ? `, points with ~${PAYLOAD} B messages` : ''}; latency = publish POST sent to client receipt,`);
   console.log(`at a steady ${RATE} publishes/s, and at saturation; µs CPU/msg = server CPU per delivered message)\n`);
-  console.log('| clients | topics | server | delivered msg/s | p50 ms | p99 ms | p50/p99 ms saturated | µs CPU/msg saturated | µs CPU/msg steady | KiB/conn | B/msg | load |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('| clients | topics | server | delivered msg/s | p50 ms | p99 ms | p50/p99 ms saturated | µs CPU/msg saturated | µs CPU/msg steady | KiB/conn | B/msg | µs receivers\' CPU/msg saturated | load |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const n of counts) {
     for (const ntopics of opt('topics', '1,100').split(',').map(Number)) {
       const runs = [];
@@ -389,8 +479,9 @@ async function main() {
         }
         for (const kind of kinds) {
           const r = res[kind];
-          console.log(`| ${fmt(n)} | ${ntopics} | ${kind} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.load.p50, 0)} / ${fmt(r.load.p99, 0)} | ${fmt(r.satCpuUs, 2)} | ${fmt(r.steadyCpuUs, 2)} | ${fmt(r.memPerConn / 1024, 1)} | ${fmt(r.bytesPerMsg, 1)} | ${r.loadavg} |`
-            + (r.lost > 0 ? ` (${fmt(r.lost)} not delivered)` : ''));
+          console.log(`| ${fmt(n)} | ${ntopics} | ${kind} | ${fmt(r.rate)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.load.p50, 0)} / ${fmt(r.load.p99, 0)} | ${fmt(r.satCpuUs, 2)} | ${fmt(r.steadyCpuUs, 2)} | ${fmt(r.memPerConn / 1024, 1)} | ${fmt(r.bytesPerMsg, 1)} | ${fmt(r.rxCpuUs, 2)} | ${r.loadavg} |`
+            + (r.lost > 0 ? ` (${fmt(r.lost)} not delivered)` : '')
+            + (r.inflateEvery > 1 ? ` (1 client in ${r.inflateEvery} inflates)` : ''));
         }
         runs.push(res);
       }

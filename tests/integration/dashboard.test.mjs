@@ -17,7 +17,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { startDaemon, fetchJson, wsConnect, timeoutScale } from './lib/daemon.mjs';
+import { startDaemon, fetchJson, wsConnect, timeoutScale, until } from './lib/daemon.mjs';
 
 const CHROMIUM = process.env.SOPHIA_CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = path.join(process.env.SOPHIA_SOURCE_DIR || '.', 'test-artifacts');
@@ -36,6 +36,7 @@ plugins:
 streams:
   metrics:
     processor: metrics
+    retention: {count: 1000}
   alerts:
     processor: alerter
 `;
@@ -274,6 +275,25 @@ test('the stats panel shows plugins, streams, cache tiers and the live connectio
   await waitFor('2 connections', () => document.getElementById('ws-connections').textContent === '2');
   other.close();
   await waitFor('1 connection again', () => document.getElementById('ws-connections').textContent === '1');
+});
+
+test('a replay shows its state and progress in the streams table until it is cancelled', async () => {
+  const url = `${d.url}/api/streams/metrics/replay`;
+  const r = await fetchJson(url, { method: 'POST', body: { target: 'metrics', rate: 1 } });
+  assert.equal(r.status, 202, r.text);
+  let total = 0; // the 8 metric points, kept by the retention, once counted
+  const stats = async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.metrics.replay;
+  await until(async () => (total = (await stats()).total) >= 8 && (await stats()).state === 'running', 'counted');
+  await waitFor('the replay running', (n) => {
+    const c = document.querySelector('#streams tr[data-stream="metrics"] td.replay');
+    return c?.dataset.state === 'running' && new RegExp(`^running \\d+/${n} → metrics$`).test(c.textContent);
+  }, total);
+  assert.match(await page.$eval('#streams tr[data-stream="metrics"] td.replay', (c) => c.title),
+    /^from - to \+ at 1\/s: applied \d+, dropped \d+, filtered 0, failed 0$/);
+  assert.equal((await fetchJson(url, { method: 'DELETE' })).status, 200);
+  await waitFor('the replay cancelled', () =>
+    document.querySelector('#streams tr[data-stream="metrics"] td.replay')?.dataset.state === 'cancelled');
+  assert.deepEqual(await page.$$eval('#streams td.replay', (cs) => cs.map((c) => c.dataset.state)), ['cancelled']);
 });
 
 test('an alert resolved with alert_ex is marked resolved, not shown as a new alert; a fresh page shows the pair the same way', async () => {
@@ -597,7 +617,8 @@ test('a dashboard opened after its metrics were posted shows them at once; the p
 });
 
 test('a dashboard opened after its history aged out still shows its latest values', async () => {
-  const aged = await startDaemon({ yaml: `${YAML}websocket:\n  history_age: 1s\n`, env: { SOPHIA_REDIS_URL: '' } });
+  const noHistory = YAML.replace('    retention: {count: 1000}\n', ''); // a retention needs Redis
+  const aged = await startDaemon({ yaml: `${noHistory}websocket:\n  history_age: 1s\n`, env: { SOPHIA_REDIS_URL: '' } });
   const p = await context.newPage();
   p.on('pageerror', (err) => pageErrors.push(err.message));
   const ws = await wsConnect(aged.wsUrl);

@@ -6,7 +6,9 @@
 // with a fresh instance, and changes nothing (a cache key and a WebSocket
 // subscriber see nothing); into a named instance the effects are applied
 // (the key written again, the publishes heard); bad requests get 400/404
-// with what was wrong; `sophiad replay` does the same from the command line.
+// with what was wrong; DELETE cancels a running replay (a dry run answers
+// what it did so far); `sophiad replay` does the same from the command
+// line, Ctrl-C included.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -216,6 +218,7 @@ test('replay: bad ranges, unknown stream or target get 400/404 saying what', asy
   }
   const get = await fetchJson(`${d.url}/api/streams/metrics/replay`);
   assert.equal(get.status, 405);
+  assert.match(get.body.error.message, /POST \(start\) or a DELETE \(cancel\)/);
 });
 
 test('sophiad replay: the dry run from the command line', async () => {
@@ -229,6 +232,63 @@ test('sophiad replay: the dry run from the command line', async () => {
   const bad = await runSophiad(['replay', 'nope', '--dry-run', '--listen', `127.0.0.1:${d.port}`]);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /404.*no stream 'nope'/);
+});
+
+test('replay cancel: DELETE stops a running replay, a dry run answers what it did so far', async () => {
+  const entries = await redisCommand(['XRANGE', key, '-', '+']);
+  const [from, to] = [entries[0][0], entries[59][0]];
+  const stats = async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.metrics.replay;
+  const r = await replay('metrics', { from, to, target: 'metrics_v2', rate: 20 });
+  assert.equal(r.status, 202, r.text);
+  await until(async () => (await stats()).done >= 3, 'replay under way', 10000);
+  const del = await fetchJson(`${d.url}/api/streams/metrics/replay`, { method: 'DELETE' });
+  assert.equal(del.status, 200, del.text);
+  assert.equal(del.body.replay.state, 'cancelled');
+  assert.ok(del.body.replay.done < 60, JSON.stringify(del.body.replay));
+  const stopped = del.body.replay.done;
+  await sleep(500); // at 20/s, ten more events had it gone on
+  assert.ok((await stats()).done <= stopped + 1, 'the replay stopped'); // + the event settling
+  assert.equal((await stats()).state, 'cancelled');
+  const again = await fetchJson(`${d.url}/api/streams/metrics/replay`, { method: 'DELETE' });
+  assert.equal(again.status, 404);
+  assert.equal(again.body.error.code, 'no_replay');
+  assert.match(again.body.error.message, /no replay of stream 'metrics' is running/);
+
+  // A dry run cut short: its answer has the lines so far and the summary.
+  const dry = replay('metrics', { from, to, dry_run: true, rate: 20 });
+  await until(async () => (await stats())?.dry_run && (await stats()).done >= 3, 'dry run under way', 10000);
+  assert.equal((await fetchJson(`${d.url}/api/streams/metrics/replay`, { method: 'DELETE' })).status, 200);
+  const lines = ndjson((await dry).text);
+  const summary = lines.pop().replay;
+  assert.equal(summary.state, 'cancelled');
+  assert.ok(summary.done >= 3 && summary.done < 60, JSON.stringify(summary));
+  assert.equal(lines.filter((l) => l.verdict).length, summary.done);
+});
+
+test('sophiad replay: Ctrl-C cancels the replay it follows; --cancel stops one', async () => {
+  const entries = await redisCommand(['XRANGE', key, '-', '+']);
+  const [from, to] = [entries[0][0], entries[59][0]];
+  const listen = ['--listen', `127.0.0.1:${d.port}`];
+  const stats = async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.metrics.replay;
+  let proc;
+  const cli = runSophiad(['replay', 'metrics', '--from', from, '--to', to, '--target', 'metrics_v2',
+    '--rate', '20', ...listen], {}, { onSpawn: (p) => { proc = p; } });
+  await until(async () => (await stats())?.state === 'running' && (await stats()).done >= 3, 'replay under way', 10000);
+  proc.kill('SIGINT');
+  const r = await cli;
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /cancelling/);
+  assert.equal(JSON.parse(r.stdout.trim().split('\n').pop()).state, 'cancelled');
+  assert.equal((await stats()).state, 'cancelled');
+
+  const none = await runSophiad(['replay', 'metrics', '--cancel', ...listen]);
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /HTTP 404: no replay of stream 'metrics' is running/);
+  await until(async () => (await replay('metrics', { from, to, target: 'metrics_v2', rate: 20 })).status === 202,
+    'a new replay once the cancelled one settled', 5000);
+  const stop = await runSophiad(['replay', 'metrics', '--cancel', ...listen]);
+  assert.equal(stop.code, 0, stop.stderr);
+  assert.equal(JSON.parse(stop.stdout).replay.state, 'cancelled');
 });
 
 test('replay: the bearer tokens of /api, also for sophiad replay (token from the configuration)', async () => {

@@ -428,7 +428,7 @@ static void test_unknown_key(void **state)
                "(allowed: plugin, options)");
     expect_one("streams:\n  s:\n    processor: p\n    queue: 5\n",
                "t.yaml:4:5: unknown key 'queue' in stream 's' (allowed: "
-               "processor, queue_size, batch_size, filter, dedup_key, "
+               "processor, processors, queue_size, batch_size, filter, dedup_key, "
                "dedup_window, max_attempts, retry_base, retry_cap, redis, statsd, "
                "durable, retention)");
 }
@@ -727,6 +727,58 @@ static void test_required_keys(void **state)
                "contain letters, digits");
     expect_one("plugins:\n  instances:\n    m: {plugin: \"\"}\n",
                "t.yaml:3:17: plugins.instances.m.plugin: must not be empty");
+}
+
+/* streams.<name>.processors: names and filter links in order, the first
+ * processor as `processor`; each wrong shape said where it is. */
+static void test_stream_chain(void **state)
+{
+    (void)state;
+    sophia_diag_free(&diag);
+    sophia_diag_init(&diag);
+    sophia_conf *c = load("plugins:\n  path: [p]\n  instances:\n    a: {plugin: p}\n"
+                          "    b: {plugin: p}\n"
+                          "streams:\n  s:\n    processors:\n"
+                          "      - {filter: [{path: kind, equals: x}]}\n"
+                          "      - a\n      - {filter: [{path: n, gt: 2}]}\n"
+                          "      - b\n  t:\n    processor: b\n");
+    assert_count(0);
+    const sophia_conf_stream *s = &c->streams[0];
+    assert_int_equal(s->nchain, 4);
+    assert_null(s->chain[0].processor);
+    assert_int_equal(s->chain[0].nfilter, 1);
+    assert_string_equal(s->chain[1].processor, "a");
+    assert_int_equal(s->chain[2].filter[0].op, SOPHIA_PRED_GT);
+    assert_string_equal(s->chain[3].processor, "b");
+    assert_int_equal(s->chain[3].line, 12);
+    assert_string_equal(s->processor, "a");
+    assert_int_equal(c->streams[1].nchain, 1);
+    assert_string_equal(c->streams[1].chain[0].processor, "b");
+    sophia_conf_validate(c, &diag);
+    assert_count(0);
+    sophia_conf_free(c);
+
+    c = load("plugins:\n  path: [p]\n  instances:\n    a: {plugin: p}\n"
+             "streams:\n  s:\n    processors: [a, ghost]\n");
+    sophia_conf_validate(c, &diag);
+    assert_count(1);
+    assert_diag(0, "t.yaml:7:21: streams.s: processor 'ghost' is not a plugin "
+                   "instance declared under plugins.instances");
+    sophia_conf_free(c);
+
+    expect_one("streams:\n  s:\n    processor: a\n    processors: [a]\n",
+               "t.yaml:2:3: streams.s: give 'processor' or 'processors', not "
+               "both");
+    expect_one("streams:\n  s:\n    processors: []\n",
+               "t.yaml:3:17: streams.s.processors: expected a sequence of "
+               "processor instance names (and {filter: ...} links), got an "
+               "empty one");
+    expect_one("streams:\n  s:\n    processors: [{filter: []}]\n",
+               "t.yaml:2:3: streams.s.processors: a chain needs at least one "
+               "processor, not only filters");
+    expect_one("streams:\n  s:\n    processors: [a, {map: 1}]\n",
+               "t.yaml:3:21: streams.s.processors: each link is a processor "
+               "instance name or {filter: [predicates]}, got a mapping");
 }
 
 /* streams.<name>.retention: count and age parse; a stream that cannot be
@@ -1244,6 +1296,7 @@ int main(void)
         T(test_alias_refused),
         T(test_nesting_depth),
         T(test_stream_missing_instance),
+        T(test_stream_chain),
         T(test_required_keys),
         T(test_validate),
         T(test_stream_retention),

@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define SOPHIA_SDK_VERSION_MAJOR 1
-#define SOPHIA_SDK_VERSION_MINOR 1
+#define SOPHIA_SDK_VERSION_MINOR 2
 
 /* The symbol every plugin exports (a `const sophia_plugin`). */
 #define SOPHIA_PLUGIN_SYMBOL "sophia_plugin_v1"
@@ -453,6 +453,18 @@ typedef struct sophia_host {
      * then). */
     int (*prefetched)(sophia_ctx *ctx, const char *key,
                       const sophia_json **value);
+
+    /* --- since 1.2: processor chains (streams.<name>.processors) --- */
+    /* From process(): hands `event` (taken, even on error) to the next
+     * link of the stream's chain in place of the event process() got.
+     * Call it once per event to pass on (a rewrite: once; a split:
+     * several); a processor that never calls it passes its event on as
+     * it came, and DROP passes nothing. The emitted events go on only if
+     * the verdict is OK, and with the rest of the event's effects. On a
+     * stream's last link (or a stream of one processor) they leave the
+     * chain. Returns 0, SOPHIA_EINVAL (no ctx or event), SOPHIA_ENOMEM.
+     * sophia-plugin-test prints each as {"action":"emit","event":...}. */
+    int (*emit)(sophia_ctx *ctx, sophia_json *event);
 } sophia_host;
 
 /* True when the host table `h` has `member`: what a plugin checks before

@@ -351,7 +351,8 @@ function collectLines(stream, onLine) {
  * Runs sophiad once to completion (e.g. ['--check'] or ['--version']) and
  * resolves to {code, signal, stdout, stderr}. env is laid over process.env;
  * killed with SIGKILL after timeoutMs (default 60 s times timeoutScale).
- * options.bin runs another executable instead of $SOPHIAD.
+ * options.bin runs another executable instead of $SOPHIAD; options.onSpawn
+ * is handed the child process (to signal it while it runs).
  */
 export function runSophiad(args = [], env = {}, options = {}) {
   const exe = sophiadPath(options.bin);
@@ -366,6 +367,7 @@ export function runSophiad(args = [], env = {}, options = {}) {
     });
     let stdout = '';
     let stderr = '';
+    options.onSpawn?.(proc);
     proc.stdout.setEncoding('utf8').on('data', (c) => (stdout += c));
     proc.stderr.setEncoding('utf8').on('data', (c) => (stderr += c));
     const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
