@@ -129,7 +129,11 @@ static void cursor_advance(cons_run *r)
 
 static void run_end(cons_run *r, const char *why)
 {
-    if (why && !r->m->freeing)
+    if (r->m->freeing) { /* m->cons is already gone: nothing to count or save */
+        run_free(r);
+        return;
+    }
+    if (why)
         sophia_warn("memory", "msg=\"consolidation failed\" instance=%s error=\"%s\"",
                     r->c->cc->instance, why);
     r->c->running = 0;
