@@ -183,8 +183,8 @@ static int build_sql(mem_sql *q, const char *t)
     q->all = fmt_sql("SELECT id, embedding FROM %s WHERE consolidated_into "
                      "IS NULL ORDER BY id", t);
     /* A consolidation run: the next $1 live memories after the cursor $2
-     * (memory_consolidate.c), the rows of their neighbours outside the
-     * batch, and the cursor itself, one row per instance. */
+     * (memory_consolidate.c), the rows of their neighbours (in the batch
+     * or not: one query), and the cursor itself, one row per instance. */
     q->batch = fmt_sql("SELECT " MEM_COLS_HEAD ", embedding, " MEM_COLS_SCOPE
                        " FROM %s WHERE consolidated_into IS NULL AND id > "
                        "$2::bigint ORDER BY id LIMIT $1::int", t);
