@@ -115,6 +115,7 @@ static sophia_conf *conf_defaults(const char *name)
     c->ws.max_subscriptions = DEFAULT_WS_MAX_SUBS;
     c->ws.max_message = DEFAULT_WS_MAX_MESSAGE;
     c->ws.max_topics = DEFAULT_WS_MAX_TOPICS;
+    c->ws.compression_min = 1024;
     c->ws.jwt_require_exp = 1;
     c->cluster.enabled = -1;
     return c;
@@ -259,6 +260,11 @@ static void memory_validate(const sophia_conf *c, const char *file,
                         "(8..4096)", c->memory.dim);
     if (c->memory.workers > 64)
         sophia_diag_add(diag, file, 0, 0, "memory.workers: at most 64");
+    if (c->memory.embedder && !sophia_conf_instance_find(c, c->memory.embedder))
+        sophia_diag_add(diag, file, c->memory.embedder_line,
+                        c->memory.embedder_col,
+                        "memory.embedder: '%s' is not a plugin instance "
+                        "declared under plugins.instances", c->memory.embedder);
     for (size_t i = 0; i < c->memory.nconsolidate; i++) {
         const sophia_conf_consolidate *cc = &c->memory.consolidate[i];
         if (!sophia_conf_instance_find(c, cc->instance))
@@ -470,6 +476,7 @@ void sophia_conf_free(sophia_conf *c)
     for (size_t i = 0; i < c->memory.nconsolidate; i++)
         free(c->memory.consolidate[i].instance);
     free(c->memory.consolidate);
+    free(c->memory.embedder);
     for (size_t i = 0; i < c->nplugin_path; i++)
         free(c->plugin_path[i]);
     free(c->plugin_path);
@@ -495,6 +502,10 @@ void sophia_conf_free(sophia_conf *c)
         for (size_t k = 0; k < st->nstatsd_allow; k++)
             free(st->statsd_allow[k]);
         free(st->statsd_allow);
+        for (size_t k = 0; k < st->noutputs; k++)
+            free(st->outputs[k]);
+        free(st->outputs);
+        free(st->outputs_pos);
     }
     free(c->hooks.slack_env);
     free(c->hooks.slack_secret);

@@ -83,6 +83,12 @@ typedef struct sophia_conf_stream {
                         * one, or the chain's first */
     sophia_conf_link *chain; /* streams.<name>.processors, or [processor] */
     size_t nchain;
+    /* streams.<name>.outputs: instance names of output plugins its
+     * processed events (and their alerts) are delivered to before they
+     * are acknowledged; outputs_pos holds line, col of each name. */
+    char **outputs;
+    int *outputs_pos;
+    size_t noutputs;
     size_t queue_size; /* bounded queue; full -> 503 */
     size_t batch_size; /* events processed per loop turn */
     int line, col;
@@ -245,6 +251,7 @@ typedef struct sophia_conf {
         char *jwt_issuer;     /* websocket.jwt.issuer: `iss` must equal; NULL = any */
         char *jwt_audience;   /* websocket.jwt.audience: `aud` must hold; NULL = any */
         int compression;      /* websocket.compression: 0 off, 1 deflate */
+        size_t compression_min; /* smaller messages go uncompressed */
     } ws;
 
     struct {
@@ -276,6 +283,10 @@ typedef struct sophia_conf {
         size_t rebuild_removed_pct; /* memory.rebuild_removed_pct: rebuild at this % tombstones, 20; 0 = never */
         struct sophia_conf_consolidate *consolidate; /* memory.consolidate */
         size_t nconsolidate;
+        /* memory.embedder: an instance of kind embedder (plugins.instances);
+         * NULL = the built-in feature hashing at memory.dim */
+        char *embedder;
+        int embedder_line, embedder_col;
     } memory;
 
     char **plugin_path; /* plugins.path: directories searched in order,

@@ -487,6 +487,7 @@ static const field ws_fields[] = {
     {"jwt", F_SECTION, 0, 0, &jwt_sec, NULL},
     {"max_topics", F_COUNT, C_OFF(ws.max_topics), 0, NULL, NULL},
     {"compression", F_CUSTOM, 0, 0, NULL, walk_ws_compression},
+    {"compression_min", F_SIZE, C_OFF(ws.compression_min), 0, NULL, NULL},
     END,
 };
 static const section ws_sec = {"in websocket", ws_fields};
@@ -538,6 +539,18 @@ void conf_walk_consolidate(loader *ld, const node *v, void *base,
     conf_each_pair(ld, v, path, consolidate_pair, base, NULL);
 }
 
+static void walk_memory_embedder(loader *ld, const node *v, void *base,
+                                 const char *path)
+{
+    sophia_conf *c = base;
+    const char *s = conf_want_scalar(ld, v, path, "an embedder instance name");
+    if (!s)
+        return;
+    conf_set_str(&c->memory.embedder, conf_xstrdup(s));
+    c->memory.embedder_line = v->line;
+    c->memory.embedder_col = v->col;
+}
+
 static const field memory_fields[] = {
     {"dim", F_COUNT, C_OFF(memory.dim), 0, NULL, NULL},
     {"index", F_STRING, C_OFF(memory.index), 0, NULL, NULL},
@@ -549,6 +562,7 @@ static const field memory_fields[] = {
     {"workers", F_COUNT, C_OFF(memory.workers), 0, NULL, NULL},
     {"rebuild_removed_pct", F_COUNT0, C_OFF(memory.rebuild_removed_pct), 0, NULL, NULL},
     {"consolidate", F_CUSTOM, 0, 0, NULL, conf_walk_consolidate},
+    {"embedder", F_CUSTOM, 0, 0, NULL, walk_memory_embedder},
     END,
 };
 static const section memory_sec = {"in memory", memory_fields};

@@ -304,6 +304,37 @@ static void walk_statsd_allow(loader *ld, const node *v, void *base,
     }
 }
 
+/* streams.<name>.outputs: [instance, ...]; whether each names an output
+ * instance is checked where the instances are known (ingest/stream.c). */
+static void walk_outputs(loader *ld, const node *v, void *base,
+                         const char *path)
+{
+    sophia_conf_stream *st = base;
+    if (conf_is_null(v))
+        return;
+    if (v->kind != NODE_SEQ) {
+        ERR(ld, v, "%s: expected a sequence of output instance names such "
+                   "as [audit_hook], got %s", path, conf_kind_name(v));
+        return;
+    }
+    for (size_t i = 0; i < v->nkids; i++) {
+        const node *k = v->kids[i];
+        if (k->reported)
+            continue;
+        const char *s = conf_want_scalar(ld, k, path, "an instance name");
+        if (!s)
+            continue;
+        int *pos = realloc(st->outputs_pos,
+                           2 * (st->noutputs + 1) * sizeof(*pos));
+        if (!pos)
+            continue;
+        st->outputs_pos = pos;
+        pos[2 * st->noutputs] = k->line;
+        pos[2 * st->noutputs + 1] = k->col;
+        *GROW(st->outputs, st->noutputs) = conf_xstrdup(s);
+    }
+}
+
 static const field stream_statsd_fields[] = {
     {"listen", F_CUSTOM, 0, 0, NULL, walk_statsd_listen},
     {"allow", F_CUSTOM, 0, 0, NULL, walk_statsd_allow},
@@ -316,6 +347,7 @@ const field conf_stream_fields[] = {
     {"processor", F_STRING, offsetof(sophia_conf_stream, processor), 0, NULL,
      NULL},
     {"processors", F_CUSTOM, 0, 0, NULL, walk_processors},
+    {"outputs", F_CUSTOM, 0, 0, NULL, walk_outputs},
     {"queue_size", F_COUNT, offsetof(sophia_conf_stream, queue_size), 0, NULL,
      NULL},
     {"batch_size", F_COUNT, offsetof(sophia_conf_stream, batch_size), 0, NULL,

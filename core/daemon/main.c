@@ -33,6 +33,8 @@
 #include "lib/hash.h"
 #include "host/consolidate_run.h"
 #include "host/host.h"
+#include "host/output.h"
+#include "event/upstream.h"
 #include "http/http.h"
 #include "http/http_tls.h"
 #include "lib/log.h"
@@ -358,6 +360,8 @@ static void on_reload_swap(void *arg, const sophia_conf *c,
     s->api.conf = c;
     s->api.plugins = p;
     sophia_http_set_conf(s->http, c);
+    if (sophia_upstreams_set_defaults(s->upstreams, c->redis_url, c->pg_url) < 0)
+        sophia_warn("reload", "msg=\"outputs keep the old redis.url and postgres.url: out of memory\"");
 }
 
 /* The API's view of the daemon, then each owner registers its endpoints
@@ -421,13 +425,15 @@ static int start(sophia_server *s)
                                  s->cache);
     s->memory = sophia_memory_new(s->conf, base, s->plugins, s->cache);
     sophia_memory_set_cons_runner(s->memory, sophia_host_consolidate_run, NULL);
-    sophia_host_set_env(s->host_rt,
-                        &(sophia_host_env){s->cache, s->ws, s->memory});
+    s->upstreams = sophia_upstreams_new(base, s->conf->redis_url,
+                                        s->conf->pg_url);
+    sophia_host_set_env(s->host_rt, &(sophia_host_env){s->cache, s->ws,
+                                                       s->memory, s->upstreams});
     sophia_diag d;
     sophia_diag_init(&d);
     s->streams = sophia_streams_new(s->conf, s->plugins, s->loop, base, &d);
     sophia_diag_free(&d); /* already validated by --check's path */
-    if (!s->ws || !s->cache || !s->streams)
+    if (!s->ws || !s->cache || !s->streams || !s->upstreams)
         return -1;
     sophia_ws_set_backlog(s->ws, streams_backlog, s->streams);
     if (wire_api(s) < 0 || sophia_loop_signals(s->loop, on_signal, s) < 0 ||
@@ -451,7 +457,8 @@ static void stop(sophia_server *s)
     api->replays = NULL;
     sophia_api_memory_ws(api, 0);
     api->memory = NULL;
-    sophia_host_set_env(s->host_rt, &(sophia_host_env){s->cache, s->ws, NULL});
+    sophia_host_set_env(s->host_rt, &(sophia_host_env){s->cache, s->ws, NULL,
+                                                       s->upstreams});
     sophia_memory_free(s->memory); /* answers what it still holds */
     s->memory = NULL;
     sophia_http_stop(s->http);
@@ -461,6 +468,13 @@ static void stop(sophia_server *s)
     s->routes = NULL;
     sophia_ws_set_backlog(s->ws, NULL, NULL); /* the streams go first */
     sophia_streams_free(s->streams);
+    /* Outputs' requests answered (each plugin hears of it), then their
+     * runners end what they hold; the loop is still there for both. */
+    sophia_host_set_env(s->host_rt,
+                        &(sophia_host_env){s->cache, s->ws, NULL, NULL});
+    sophia_upstreams_free(s->upstreams);
+    s->upstreams = NULL;
+    sophia_host_outputs_free(s->host_rt);
     sophia_api_cache_ws(api, 0); /* before its router goes */
     if (s->cache)
         sophia_cache_on_invalidate(s->cache, NULL, NULL); /* and the cluster */
@@ -507,6 +521,7 @@ static int prepare(sophia_server *s, const cli *a, sophia_diag *d)
     sophia_streams *st = sophia_streams_new(s->conf, s->plugins, NULL, probe, d);
     sophia_streams_free(st);
     event_base_free(probe);
+    sophia_memory_check_embedder(s->conf, s->plugins, d);
     return d->count ? -1 : 0;
 }
 

@@ -25,8 +25,9 @@
  * theirs. Things read once at start-up stay as they were: the listen
  * addresses (server.listen, and whether and where server.tls listens), the
  * cache tiers and write-strategy prefixes, the memory module's settings
- * (it keeps a pointer into the configuration it was started with, so that
- * one is kept alive until exit), and of a stream that stays its queue
+ * but memory.embedder (it keeps a pointer into the configuration it was
+ * started with, so that one is kept alive until exit; a new embedder is
+ * re-embedded into in the background), and of a stream that stays its queue
  * size, dedup settings, `durable` and Redis/StatsD sources (its processor,
  * filter and batch size do change; a changed durable or queue_size is
  * logged as waiting for a restart). What is read at use time (ingest tokens, body
@@ -232,6 +233,7 @@ static sophia_plugin_set *prepare(sophia_server *s, const sophia_conf *c,
         sophia_streams_free(sophia_streams_new(c, next, NULL, probe, d));
         event_base_free(probe);
     }
+    sophia_memory_check_embedder(c, next, d);
     if (d->count) {
         sophia_plugin_set_retire(next, s->plugins); /* the fresh ones */
         return NULL;
@@ -287,6 +289,7 @@ static void commit(sophia_reloader *rl, sophia_conf *c,
     hand_over(old, next);
     sophia_streams_rebind(s->streams, c, next, sophia_loop_base(s->loop), d);
     sophia_memory_rebind(s->memory, next);
+    sophia_memory_set_embedder(s->memory, c, next);
     sophia_cache_bind_plugins(s->cache, next);
     s->plugins = next;
     retire(rl, old, next);

@@ -38,6 +38,7 @@ typedef struct sophia_server {
     struct sophia_ws_router *ws;
     struct sophia_cache *cache;
     struct sophia_memory *memory; /* NULL when PostgreSQL is disabled */
+    struct sophia_upstreams *upstreams; /* output plugins' connections */
     char *host;               /* listen host */
     int port;                 /* listen port (actual, after bind) */
     int64_t started_us;       /* wall clock */

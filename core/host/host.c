@@ -9,6 +9,7 @@
 #include "host/host.h"
 #include "host/host_json.h"
 #include "host/host_priv.h"
+#include "host/output.h"
 #include "host/prefetch.h"
 
 #include <jansson.h>
@@ -81,6 +82,7 @@ struct sophia_ctx {
     size_t held; /* of them, changes waiting for the commit to apply */
     void *mem; /* memory actions and consolidator batch (memory_host.c) */
     void *pre; /* prefetch answers (host_prefetch.c) */
+    void *outs; /* its outputs and its event's record (output.c) */
     sophia_apply *apply; /* in progress, reports to it until cancelled */
     int published;       /* its publishes went out */
 };
@@ -582,6 +584,11 @@ static const sophia_host host_table = {
     .prefetch = sophia_host_prefetch,
     .prefetched = sophia_host_prefetched,
     .emit = host_emit,
+    .output_done = sophia_host_output_done,
+    .http_request = sophia_host_http_request,
+    .redis_command = sophia_host_redis_command,
+    .pg_query = sophia_host_pg_query,
+    .hmac_sha256_hex = sophia_host_hmac_sha256_hex,
 };
 
 const sophia_host *sophia_host_table(void)
@@ -830,6 +837,7 @@ void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg)
         }
     }
     sophia_memory_ctx_apply(ctx, ap);
+    sophia_output_ctx_apply(ctx, ap);
     sophia_apply_end(ap, 0); /* the hold taken above */
 }
 
@@ -896,6 +904,7 @@ void sophia_ctx_free(sophia_ctx *ctx)
     }
     sophia_memory_ctx_free(ctx);
     sophia_prefetch_ctx_free(ctx);
+    sophia_output_ctx_free(ctx);
     free(ctx->v);
     free(ctx);
 }
@@ -908,6 +917,23 @@ void **sophia_ctx_memory_slot(sophia_ctx *ctx)
 void **sophia_ctx_prefetch_slot(sophia_ctx *ctx)
 {
     return ctx ? &ctx->pre : NULL;
+}
+
+void **sophia_ctx_output_slot(sophia_ctx *ctx)
+{
+    return ctx ? &ctx->outs : NULL;
+}
+
+const json_t *sophia_ctx_next_alert(const sophia_ctx *ctx, size_t *i)
+{
+    for (; ctx && *i < ctx->n; (*i)++) {
+        const action *a = &ctx->v[*i];
+        if (a->kind == ACT_PUBLISH && a->type && !strcmp(a->type, "alert")) {
+            (*i)++;
+            return a->data;
+        }
+    }
+    return NULL;
 }
 
 /* ------------------------------------------------ actions as JSON (SDK) */

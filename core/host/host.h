@@ -13,7 +13,8 @@
  * write strategy says: a cache put when sophia_cache_put_async's done
  * runs (write-through: committed in L3; write-back: journaled; L1-only:
  * at once), an invalidation when the tiers confirmed it, a memory when its
- * row is committed. Publishes (and alerts) go to the router, which takes
+ * row is committed, a stream event's records when each of its stream's
+ * outputs took them (output.h). Publishes (and alerts) go to the router, which takes
  * them synchronously, at sophia_ctx_commit: once all of that is durable
  * and in the order the caller commits (a stream commits its events in
  * order), so a subscriber never hears of an event whose effects may still
@@ -61,13 +62,16 @@ sophia_host_rt *sophia_host_rt_of(const sophia_instance *inst);
 struct sophia_cache;
 struct sophia_ws_router;
 struct sophia_memory;
+struct sophia_upstreams;
 /* Where actions go; any member may be NULL (that tier of effects is then
  * skipped, as when it is not configured). Set by the daemon at start and
- * before it frees them; copied. */
+ * before it frees them; copied. `upstreams` serves output plugins' I/O
+ * (host->http_request, redis_command, pg_query; event/upstream.h). */
 typedef struct sophia_host_env {
     struct sophia_cache *cache;
     struct sophia_ws_router *ws;
     struct sophia_memory *memory;
+    struct sophia_upstreams *upstreams;
 } sophia_host_env;
 void sophia_host_set_env(sophia_host_rt *rt, const sophia_host_env *env);
 

@@ -33,6 +33,7 @@ struct sophia_host_rt {
     struct event_base *tbase;
     struct host_timer *timers;
     int64_t last_timer_id;
+    struct sophia_output *outputs; /* output.c: one runner per output */
 };
 
 /* The runtime SDK 1.0's context-free reads use (host.c says why). */
@@ -51,5 +52,24 @@ int sophia_memory_host_search_rt(sophia_host_rt *rt, const char *query,
                                  void (*cb)(void *arg, int rc,
                                             const sophia_json *results),
                                  void *arg);
+
+/* host_io.c: the SDK 1.2 I/O members of the table. */
+int sophia_host_http_request(sophia_self *self, const sophia_http_request *req,
+                             void (*cb)(void *arg, int rc, int status,
+                                        const char *body, size_t len),
+                             void *arg);
+int sophia_host_redis_command(sophia_self *self, const char *url, int argc,
+                              const char *const *argv, const size_t *argvlen,
+                              void (*cb)(void *arg, int rc,
+                                         const sophia_json *reply),
+                              void *arg);
+int sophia_host_pg_query(sophia_self *self, const char *conninfo,
+                         const char *sql, int nparams,
+                         const char *const *values,
+                         void (*cb)(void *arg, int rc, int64_t rows,
+                                    const char *err),
+                         void *arg);
+int sophia_host_hmac_sha256_hex(const void *key, size_t key_len,
+                                const void *data, size_t len, char hex[65]);
 
 #endif

@@ -19,6 +19,7 @@
  */
 #include "host/host.h"
 #include "host/host_priv.h"
+#include "host/output.h"
 
 #include <event2/event.h>
 #include <math.h>
@@ -187,4 +188,5 @@ void sophia_host_release(sophia_instance *inst)
 {
     sophia_host_timers_release(inst);
     sophia_host_reads_release(inst);
+    sophia_host_outputs_release(inst);
 }

@@ -27,6 +27,7 @@
 #include "lib/dict.h"
 #include "lib/log.h"
 #include "http/api_streams.h"
+#include "host/output.h"
 #include "http/ratelimit.h"
 #include "ingest/stream.h"
 #include "ws/ws.h"
@@ -199,6 +200,8 @@ json_t *sophia_api_stats(const sophia_api *api)
         streams, "websocket",
         s->ws ? sophia_ws_stats_json(s->ws, 10) : json_object(),
         "plugins", plugins_json(api), "reload", reload_json(api)));
+    /* each output instance's runner (host/output.h) */
+    json_object_set_new(o, "outputs", sophia_host_outputs_stats_json(api->host));
     return o;
 }
 
@@ -290,6 +293,7 @@ static void get_metrics(sophia_http_req *r, void *arg)
     sophia_cache_write_prom(api->cache, f);
     sophia_memory_prom(api->memory, f);
     prom_plugins(api, f);
+    sophia_host_outputs_write_prom(api->host, f);
     fclose(f);
     sophia_http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
 }

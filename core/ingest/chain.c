@@ -4,6 +4,7 @@
 #include "ingest/chain.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,11 +142,37 @@ static int run_push(sophia_chain_run *run, sophia_ctx *ctx)
     return 0;
 }
 
+sophia_ctx *sophia_chain_run_ctx(const sophia_chain_run *run, size_t i)
+{
+    return run->n == 1 ? run->one : run->ctx[i];
+}
+
+json_t *const *sophia_chain_run_left(const sophia_chain_run *run)
+{
+    return run->nleft > 1 ? run->left : &run->left_one;
+}
+
+/* Keeps a reference to each event of `in`, what left the chain. */
+static int keep_left(sophia_chain_run *run, const evlist *in)
+{
+    if (in->n > 1 && !(run->left = malloc(in->n * sizeof(*run->left))))
+        return -1;
+    json_t **v = in->n > 1 ? run->left : &run->left_one;
+    for (size_t i = 0; i < in->n; i++)
+        v[i] = json_incref((json_t *)(uintptr_t)in->v[i]);
+    run->nleft = in->n;
+    return 0;
+}
+
 void sophia_chain_run_free(sophia_chain_run *run)
 {
     for (size_t i = run->n; i-- > 0;)
-        sophia_ctx_free(run->n == 1 ? run->one : run->ctx[i]);
+        sophia_ctx_free(sophia_chain_run_ctx(run, i));
+    json_t *const *left = sophia_chain_run_left(run);
+    for (size_t i = 0; i < run->nleft; i++)
+        json_decref(left[i]);
     free(run->ctx);
+    free(run->left);
     memset(run, 0, sizeof(*run));
 }
 
@@ -225,6 +252,8 @@ sophia_verdict sophia_chain_process(const sophia_chain *ch, const char *stream,
         in = out;
         out = t;
     }
+    if (v == SOPHIA_PROCESS_OK && run->n && keep_left(run, in) < 0)
+        v = SOPHIA_PROCESS_RETRY; /* out of memory: again later */
     free(a.v);
     free(b.v);
     sophia_ctx_free(first); /* not reached: a filter before it took the event */

@@ -25,6 +25,7 @@
 #define SOPHIA_CHAIN_H
 
 #include <sophia/sdk.h>
+#include <jansson.h>
 #include <stddef.h>
 
 #include "conf/config.h"
@@ -55,6 +56,12 @@ typedef struct sophia_chain_run {
     size_t n;
     sophia_ctx *one;
     int filtered; /* a DROP because a filter link took the last events */
+    /* OK: the events that left the chain (what its last link emitted or
+     * passed on; none when it dropped them), a reference each, for the
+     * stream's outputs: sophia_chain_run_left. */
+    json_t **left;
+    json_t *left_one; /* left's storage for one event */
+    size_t nleft;
 } sophia_chain_run;
 
 /* Runs `ev` through the chain. `first`: the first link's context, made
@@ -63,6 +70,10 @@ typedef struct sophia_chain_run {
 sophia_verdict sophia_chain_process(const sophia_chain *ch, const char *stream,
                                     const sophia_event *ev, sophia_ctx *first,
                                     sophia_chain_run *run);
+/* The run's i-th context, in link order. */
+sophia_ctx *sophia_chain_run_ctx(const sophia_chain_run *run, size_t i);
+/* The events that left the chain (run->nleft of them), borrowed. */
+json_t *const *sophia_chain_run_left(const sophia_chain_run *run);
 /* Frees the contexts of a run (newest first, so undos find the state as
  * their apply left it) and its array. */
 void sophia_chain_run_free(sophia_chain_run *run);

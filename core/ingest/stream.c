@@ -29,6 +29,7 @@
 #include "ingest/durable.h"
 #include "ingest/filter.h"
 #include "host/host.h"
+#include "host/output.h"
 #include "lib/log.h"
 #include "event/loop.h"
 #include "ingest/source_redis.h"
@@ -75,6 +76,12 @@ typedef struct stream_dead {
 struct sophia_stream {
     char *name;
     sophia_chain *chain; /* its processors (chain.h) */
+    /* streams.<name>.outputs: their instances and, on the daemon's loop,
+     * their runners (host/output.h), which each OK event's context
+     * delivers to before it commits. */
+    sophia_instance **out_inst;
+    sophia_output **outs;
+    size_t nouts;
     stream_item *q;
     size_t head, len, cap;
     size_t batch;
@@ -158,6 +165,8 @@ static void stream_free(sophia_stream *st)
     sophia_stream_prefetch_free(st->pf);
     sophia_dedup_free(st->dedup);
     free(st->dedup_key);
+    free(st->out_inst);
+    free(st->outs);
     free(st->q);
     free(st->name);
     free(st);
@@ -172,9 +181,51 @@ static void stream_set_retry(sophia_stream *st, const sophia_conf_stream *cs)
     st->retry_cap = cs->retry_cap > 0 ? cs->retry_cap : 10;
 }
 
+/* Resolves cs->outputs in `plugins`: each must name an output instance.
+ * On the daemon's loop (`live`) their runners are made too. 0, or -1 with
+ * each bad name in diag (NULL: quiet) and the stream unchanged. */
+static int stream_set_outputs(sophia_stream *st, const sophia_conf *c,
+                              const sophia_conf_stream *cs,
+                              const sophia_plugin_set *plugins, int live,
+                              sophia_diag *diag)
+{
+    size_t n = cs->noutputs;
+    sophia_instance **in = calloc(n ? n : 1, sizeof(*in));
+    sophia_output **outs = calloc(n ? n : 1, sizeof(*outs));
+    int bad = !in || !outs;
+    for (size_t i = 0; in && outs && i < n; i++) { /* every bad name said */
+        in[i] = sophia_plugin_set_find(plugins, cs->outputs[i]);
+        if (!in[i] || in[i]->desc->kind != SOPHIA_KIND_OUTPUT) {
+            if (diag)
+                sophia_diag_add(diag, c->file, cs->outputs_pos[2 * i],
+                                cs->outputs_pos[2 * i + 1],
+                                "stream '%s': output '%s' is not a loaded "
+                                "output instance%s%s%s", cs->name,
+                                cs->outputs[i], in[i] ? " (it is a " : "",
+                                in[i] ? sophia_plugin_kind_name(in[i]->desc->kind)
+                                      : "",
+                                in[i] ? ")" : "");
+            bad = 1;
+        } else if (live && !(outs[i] = sophia_host_output(in[i]))) {
+            bad = 1;
+        }
+    }
+    if (bad) {
+        free(in);
+        free(outs);
+        return -1;
+    }
+    free(st->out_inst);
+    free(st->outs);
+    st->out_inst = in;
+    st->outs = outs;
+    st->nouts = live ? n : 0;
+    return 0;
+}
+
 static sophia_stream *stream_new(const sophia_conf *c,
                                  const sophia_conf_stream *cs,
-                                 const sophia_plugin_set *plugins,
+                                 const sophia_plugin_set *plugins, int live,
                                  struct event_base *base, sophia_diag *diag)
 {
     char why[300];
@@ -208,7 +259,8 @@ static sophia_stream *stream_new(const sophia_conf *c,
         st->dedup_key = strdup(cs->dedup_key);
         st->dedup = sophia_dedup_new(cs->dedup_window, STREAM_DEDUP_MAX);
     }
-    if (!st->name || !st->q || err || !st->retry_ev ||
+    int outs_bad = stream_set_outputs(st, c, cs, plugins, live, diag) < 0;
+    if (!st->name || !st->q || err || !st->retry_ev || outs_bad ||
         (cs->dedup_key && (!st->dedup_key || !st->dedup))) {
         stream_free(st);
         return NULL;
@@ -327,7 +379,7 @@ static int retry_or_dead(sophia_stream *st, stream_item *it, const char *why,
 
 static sophia_ctx *flight_ctx(const stream_flight *f, size_t i)
 {
-    return f->run.n == 1 ? f->run.one : f->run.ctx[i];
+    return sophia_chain_run_ctx(&f->run, i);
 }
 
 static void flight_free(stream_flight *f)
@@ -467,6 +519,23 @@ static void on_prefetched(void *arg)
     stream_kick(arg);
 }
 
+/* Hands an OK run's contexts the stream's outputs (host/output.h): the
+ * last link's the events that left the chain, each its own alerts. 0, or
+ * -1 when out of memory. */
+static int run_set_outputs(const sophia_stream *st,
+                           const sophia_chain_run *run, const sophia_event *ev)
+{
+    for (size_t i = 0; st->nouts && i < run->n; i++) {
+        int last = i + 1 == run->n;
+        if (sophia_ctx_set_outputs(sophia_chain_run_ctx(run, i), st->outs,
+                                   st->nouts, ev,
+                                   last ? sophia_chain_run_left(run) : NULL,
+                                   last ? run->nleft : 0) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Whether an event with dedup id `did` is in flight: a second copy then
  * waits for it to settle, and is a duplicate if it committed. */
 static int did_in_flight(const sophia_stream *st, const char *did)
@@ -510,10 +579,14 @@ static void process_one(sophia_stream *st, stream_item *it)
             requeue(st, it); /* it waits for its reads, at the head */
             return;
         }
-        sophia_chain_run run; /* staged state discarded unless OK */
+        sophia_chain_run run = {0}; /* staged state discarded unless OK */
         sophia_verdict v = ctx ? sophia_chain_process(st->chain, st->name, &ev,
                                                       ctx, &run)
                                : SOPHIA_PROCESS_RETRY;
+        if (v == SOPHIA_PROCESS_OK && run_set_outputs(st, &run, &ev) < 0) {
+            sophia_chain_run_free(&run);
+            v = SOPHIA_PROCESS_RETRY; /* out of memory: again later */
+        }
         if (v == SOPHIA_PROCESS_OK) {
             start_apply(st, it, &run, did);
             return;
@@ -606,6 +679,13 @@ sophia_loop *sophia_stream_live_loop(const sophia_stream *st)
     return st->live_loop;
 }
 
+/* Whether streams built on `base` are the daemon's own (not a
+ * validation pass's). */
+static int stream_live(const sophia_streams *s, struct event_base *base)
+{
+    return s->live_loop && base == sophia_loop_base(s->live_loop);
+}
+
 /* Sources listen and connect, so they start only on the server's own
  * loop: the validation pass (`--check`, and prepare() before start)
  * builds streams on a probe base and must not bind or connect. */
@@ -613,7 +693,7 @@ static void start_sources(const sophia_streams *s, sophia_stream *st,
                           const sophia_conf *c, const sophia_conf_stream *cs,
                           struct event_base *base)
 {
-    if (!s->live_loop || base != sophia_loop_base(s->live_loop))
+    if (!stream_live(s, base))
         return;
     st->live_loop = s->live_loop;
     /* A durable stream (durable.h) reads back what ingest appended
@@ -646,7 +726,8 @@ sophia_streams *sophia_streams_new(const sophia_conf *c,
         return NULL;
     }
     for (size_t i = 0; i < c->nstreams; i++) {
-        sophia_stream *st = stream_new(c, &c->streams[i], plugins, base, diag);
+        sophia_stream *st = stream_new(c, &c->streams[i], plugins,
+                                       stream_live(s, base), base, diag);
         if (!st)
             continue;
         st->drain_ev = s->drain_ev;
@@ -675,26 +756,41 @@ static void stream_drain_all(sophia_stream *st)
     }
 }
 
+/* Whether `next` replaces one of the stream's outputs: the old runner
+ * ends what it holds when its instance retires, so the events waiting on
+ * it go back and reach the new one. */
+static int outputs_replaced(const sophia_stream *st,
+                            const sophia_plugin_set *next)
+{
+    for (size_t i = 0; i < st->nouts; i++)
+        if (sophia_plugin_set_find(next, st->out_inst[i]->name) !=
+            st->out_inst[i])
+            return 1;
+    return 0;
+}
+
 void sophia_streams_recall(sophia_streams *s, const sophia_plugin_set *next)
 {
     for (size_t i = 0; i < s->n; i++) {
         sophia_stream *st = s->v[i];
-        if (st->flights && sophia_chain_replaced(st->chain, next)) {
+        if (st->flights && (sophia_chain_replaced(st->chain, next) ||
+                            outputs_replaced(st, next))) {
             flights_requeue(st);
             stream_kick(st);
         }
     }
 }
 
-/* A stream that stays: new processors, filter and batch size. */
-static int stream_update(sophia_stream *st, const sophia_conf_stream *cs,
-                         const sophia_plugin_set *plugins)
+/* A stream that stays: new processors, outputs, filter and batch size. */
+static int stream_update(sophia_stream *st, const sophia_conf *c,
+                         const sophia_conf_stream *cs,
+                         const sophia_plugin_set *plugins, int live)
 {
     char why[300];
     sophia_chain *chain = sophia_chain_new(cs, plugins, why, sizeof(why));
     const char *err = NULL;
     sophia_filter *f = sophia_filter_new(cs->filter, cs->nfilter, &err);
-    if (!chain || err) {
+    if (!chain || err || stream_set_outputs(st, c, cs, plugins, live, NULL) < 0) {
         sophia_chain_free(chain);
         sophia_filter_free(f);
         return -1;
@@ -724,7 +820,7 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
         const sophia_conf_stream *cs = &c->streams[i];
         sophia_stream *st = sophia_dict_get(s->by_name, cs->name);
         if (st) {
-            if (stream_update(st, cs, plugins) < 0)
+            if (stream_update(st, c, cs, plugins, stream_live(s, base)) < 0)
                 sophia_warn("stream", "msg=\"stream kept its old binding\" stream=%s",
                             cs->name);
             if (sophia_durable_enabled(c, cs) != st->want_durable ||
@@ -732,7 +828,8 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
                 sophia_warn("stream", "msg=\"durable and queue_size changes take "
                             "effect at restart\" stream=%s", cs->name);
             sophia_dict_del(s->by_name, cs->name);
-        } else if ((st = stream_new(c, cs, plugins, base, diag))) {
+        } else if ((st = stream_new(c, cs, plugins, stream_live(s, base), base,
+                                    diag))) {
             st->drain_ev = s->drain_ev;
             start_sources(s, st, c, cs, base);
         }

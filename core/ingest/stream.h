@@ -30,6 +30,14 @@
  * when it came from one, else a ring of the last 64 in
  * memory (sophia_stream_dead_json). Its staged state is discarded.
  *
+ * Outputs (streams.<name>.outputs, host/output.h): an OK event's record
+ * and its alerts' are delivered to each output as effects of its context,
+ * so its ack waits for them too; an output that is down keeps its events
+ * in flight (retried by the output's runner, not by the stream) until the
+ * in-flight bound and then the queue hold the stream back: 503 at the
+ * door, a durable stream's entries left pending in Redis. A reload that
+ * replaces an output recalls the events waiting on it, as for a processor.
+ *
  * Ordering: while an event with staged state (host->stage) has effects in
  * flight, the stream starts no other, so process() always sees every
  * earlier change applied. Events commit (publishes, ack) in the order
@@ -108,10 +116,10 @@ int sophia_streams_rebind(sophia_streams *s, const sophia_conf *c,
                           struct event_base *base, sophia_diag *diag);
 
 /* Reload, before the old instances hand their state over: each stream
- * whose processor instance `next` replaces puts its in-flight events back
- * at the head of its queue (staged changes discarded, undoable ones
- * undone), so the old instance exports only committed state and the new
- * one processes those events again. */
+ * whose processor or output instance `next` replaces puts its in-flight
+ * events back at the head of its queue (staged changes discarded,
+ * undoable ones undone), so the old instance exports only committed state
+ * and the new one processes those events again. */
 void sophia_streams_recall(sophia_streams *s, const sophia_plugin_set *next);
 
 sophia_stream *sophia_streams_find(const sophia_streams *s, const char *name);

@@ -1,179 +1,235 @@
 /*
- * embed - the feature-hashing embedder; see embed.h for the scheme.
- *
- * Features are first collected as 64-bit hashes, then sorted so equal
- * features sit together: that gives each feature's term frequency without
- * a hash table, and makes the sum order (hence the float result) depend
- * only on the text.
+ * embed - embedders as the memory store sees them (embed.h): a plugin
+ * instance's ops, or the built-in hashing, plus a model and an identity.
  */
 #include "memory/embed.h"
 
-#include <math.h>
-#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sophia/sdk.h>
 
-#include "lib/hash.h"
+#include "embedders/hashing/hashing_embed.h"
 
-/* Fixed seeds per feature family, so "ab" the word and "ab" the n-gram
- * land in different buckets. Never change them: stored vectors and saved
- * indexes depend on them. */
-#define SEED_WORD 0x9e3779b97f4a7c15ULL
-#define SEED_BIGRAM 0xc2b2ae3d27d4eb4fULL
-#define SEED_NGRAM 0x165667b19e3779f9ULL
+/* ------------------------------------------------ the built-in hashing */
 
-/* Family weights: a shared word counts most, a shared word pair says the
- * phrasing matches, n-grams are many per word so each weighs less. */
-#define W_WORD 1.0f
-#define W_BIGRAM 0.7f
-#define W_NGRAM 0.3f
-
-#define MAX_WORD 64 /* longer "words" (base64, hashes) are cut */
-
-typedef struct feat {
-    uint64_t h;
-    float w;
-} feat;
-
-typedef struct feats {
-    feat *v;
-    size_t n, cap;
-} feats;
-
-static int push(feats *f, uint64_t h, float w)
+/* The built-in's state is its dim: the same code as the bundled plugin. */
+static int builtin_dimension(void *state)
 {
-    if (f->n == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 256;
-        feat *v = realloc(f->v, cap * sizeof(*v));
-        if (!v)
-            return -1;
-        f->v = v;
-        f->cap = cap;
-    }
-    f->v[f->n].h = h;
-    f->v[f->n].w = w;
-    f->n++;
-    return 0;
+    return *(int *)state;
 }
 
-static int is_word_byte(unsigned char c)
+static int builtin_embed(void *state, const void *model,
+                         const char *const *texts, const size_t *lens,
+                         size_t n, float *out)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || c >= 0x80; /* UTF-8 letters */
+    (void)model;
+    return hashing_embed_batch(*(int *)state, texts, lens, n, out)
+               ? SOPHIA_ENOMEM
+               : 0;
 }
 
-/* Character 3..5-grams of "^word$". */
-static int add_ngrams(feats *f, const unsigned char *w, size_t n)
+static const sophia_embedder_ops builtin_ops = {
+    .struct_size = sizeof(sophia_embedder_ops),
+    .dimension = builtin_dimension,
+    .embed = builtin_embed,
+};
+
+/* ------------------------------------------------------------ identity */
+
+static uint64_t text_hash(uint64_t h, const char *s)
 {
-    unsigned char buf[MAX_WORD + 2];
-    buf[0] = '^';
-    memcpy(buf + 1, w, n);
-    buf[n + 1] = '$';
-    size_t len = n + 2;
-    for (size_t g = 3; g <= 5; g++)
-        for (size_t i = 0; i + g <= len; i++)
-            if (push(f, sophia_hash_stable(SEED_NGRAM, buf + i, g), W_NGRAM) < 0)
-                return -1;
-    return 0;
+    return s ? feat_hash(h, (const unsigned char *)s, strlen(s)) : h;
 }
 
-static int collect(feats *f, const char *text, size_t len)
+/* "<name>/<version>/<dim>/o<options>[/f<fingerprint>][/m<model>]", the
+ * hashes 64-bit hex: what the index and the stored vectors are tagged
+ * with. `opts` is the canonical "key=value\n" text of every option. */
+static void make_id(sophia_embedder *e, const char *version, const char *opts,
+                    const char *fingerprint, const char *model)
 {
-    unsigned char prev[MAX_WORD], cur[MAX_WORD];
-    size_t nprev = 0;
-    size_t i = 0;
-    while (i < len) {
-        while (i < len && !is_word_byte((unsigned char)text[i]))
-            i++;
-        size_t n = 0;
-        for (; i < len && is_word_byte((unsigned char)text[i]); i++) {
-            unsigned char c = (unsigned char)text[i];
-            if (n < MAX_WORD)
-                cur[n++] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
-        }
-        if (n == 0)
+    int n = snprintf(e->id, sizeof(e->id), "%s/%s/%d/o%016llx", e->name,
+                     version, e->dim,
+                     (unsigned long long)text_hash(0, opts));
+    if (fingerprint && n > 0 && (size_t)n < sizeof(e->id))
+        n += snprintf(e->id + n, sizeof(e->id) - (size_t)n, "/f%016llx",
+                      (unsigned long long)text_hash(0, fingerprint));
+    if (model && n > 0 && (size_t)n < sizeof(e->id))
+        snprintf(e->id + n, sizeof(e->id) - (size_t)n, "/m%016llx",
+                 (unsigned long long)text_hash(0, model));
+}
+
+/* The effective options (defaults included) as "key=value\n" lines, in
+ * the option table's order: equal for equal settings however spelled. */
+static char *canonical_opts(const sophia_instance *in)
+{
+    size_t cap = 256, len = 0;
+    char *buf = calloc(1, cap);
+    const sophia_option *o = in->desc->options;
+    for (; buf && o && o->name; o++) {
+        char val[64];
+        const char *v = val;
+        switch (o->type) {
+        case SOPHIA_OPT_INT:
+            snprintf(val, sizeof(val), "%lld",
+                     (long long)sophia_opts_int(in->opts, o->name));
             break;
-        if (push(f, sophia_hash_stable(SEED_WORD, cur, n), W_WORD) < 0 ||
-            add_ngrams(f, cur, n) < 0)
-            return -1;
-        if (nprev) {
-            unsigned char pair[2 * MAX_WORD + 1];
-            memcpy(pair, prev, nprev);
-            pair[nprev] = ' ';
-            memcpy(pair + nprev + 1, cur, n);
-            uint64_t h = sophia_hash_stable(SEED_BIGRAM, pair, nprev + 1 + n);
-            if (push(f, h, W_BIGRAM) < 0)
-                return -1;
+        case SOPHIA_OPT_DOUBLE:
+            snprintf(val, sizeof(val), "%.17g", sophia_opts_double(in->opts, o->name));
+            break;
+        case SOPHIA_OPT_BOOL:
+            snprintf(val, sizeof(val), "%d", sophia_opts_bool(in->opts, o->name));
+            break;
+        case SOPHIA_OPT_LIST:
+            v = NULL;
+            break;
+        default:
+            v = sophia_opts_string(in->opts, o->name);
         }
-        memcpy(prev, cur, n);
-        nprev = n;
+        size_t nitems = v ? 1 : sophia_opts_list_len(in->opts, o->name);
+        for (size_t i = 0; buf && i <= nitems; i++) {
+            const char *part = i == 0 ? o->name
+                               : v    ? v
+                                      : sophia_opts_list_item(in->opts, o->name, i - 1);
+            size_t need = len + strlen(part ? part : "") + 3;
+            if (need > cap) {
+                char *g = realloc(buf, cap = need * 2);
+                if (!g) {
+                    free(buf);
+                    return NULL;
+                }
+                buf = g;
+            }
+            len += (size_t)sprintf(buf + len, "%s%s", part ? part : "",
+                                   i == 0 ? "=" : i == nitems ? "\n" : ",");
+        }
     }
-    return 0;
+    return buf;
 }
 
-static int feat_cmp(const void *a, const void *b)
-{
-    uint64_t x = ((const feat *)a)->h, y = ((const feat *)b)->h;
-    return x < y ? -1 : x > y;
-}
-
-static int hashing_embed(const sophia_embedder *e, const char *text,
-                         size_t len, float *out)
-{
-    feats f = {0};
-    memset(out, 0, (size_t)e->dim * sizeof(*out));
-    if (collect(&f, text, len) < 0) {
-        free(f.v);
-        return SOPHIA_ENOMEM;
-    }
-    if (f.n)
-        qsort(f.v, f.n, sizeof(*f.v), feat_cmp);
-    for (size_t i = 0; i < f.n;) {
-        size_t j = i;
-        while (j < f.n && f.v[j].h == f.v[i].h)
-            j++;
-        uint64_t h = f.v[i].h;
-        float v = f.v[i].w * (1.0f + logf((float)(j - i)));
-        out[h % (uint64_t)e->dim] += (h >> 63) ? -v : v;
-        i = j;
-    }
-    free(f.v);
-    double norm = 0;
-    for (int k = 0; k < e->dim; k++)
-        norm += (double)out[k] * out[k];
-    if (norm > 0) {
-        float inv = (float)(1.0 / sqrt(norm));
-        for (int k = 0; k < e->dim; k++)
-            out[k] *= inv;
-    }
-    return 0;
-}
-
-static void hashing_free(sophia_embedder *e)
-{
-    free(e);
-}
+/* --------------------------------------------------------- the wrapper */
 
 sophia_embedder *sophia_embed_hashing_new(int dim)
 {
-    if (dim < 8 || dim > 4096)
+    if (dim < HASHING_DIM_MIN || dim > HASHING_DIM_MAX)
         return NULL;
-    sophia_embedder *e = calloc(1, sizeof(*e));
+    sophia_embedder *e = calloc(1, sizeof(*e) + sizeof(int));
     if (!e)
         return NULL;
-    e->name = "hashing";
+    e->state = e + 1;
+    *(int *)e->state = dim;
+    e->ops = &builtin_ops;
+    e->name = HASHING_NAME;
     e->dim = dim;
-    e->embed = hashing_embed;
-    e->free = hashing_free;
+    char opts[32];
+    snprintf(opts, sizeof(opts), "dim=%d\n", dim); /* as the plugin's table */
+    make_id(e, HASHING_VERSION, opts, NULL, NULL);
     return e;
+}
+
+sophia_embedder *sophia_embedder_of(sophia_instance *in, const char **why)
+{
+    const sophia_embedder_ops *ops = in ? sophia_plugin_embedder(in->desc) : NULL;
+    *why = NULL;
+    if (!in || in->desc->kind != SOPHIA_KIND_EMBEDDER || !ops) {
+        *why = "is not an embedder";
+        return NULL;
+    }
+    int dim = ops->dimension(in->state);
+    if (dim < 8 || dim > 4096) {
+        *why = "has a dimension out of 8..4096";
+        return NULL;
+    }
+    sophia_embedder *e = calloc(1, sizeof(*e));
+    char *opts = canonical_opts(in);
+    if (!e || !opts) {
+        free(e);
+        free(opts);
+        *why = "out of memory";
+        return NULL;
+    }
+    e->ops = ops;
+    e->state = in->state;
+    e->inst = in;
+    sophia_plugin_hold(in);
+    e->name = in->desc->name;
+    e->dim = dim;
+    const char *fp = ops->struct_size >= offsetof(sophia_embedder_ops, fingerprint) +
+                                             sizeof(void *) && ops->fingerprint
+                         ? ops->fingerprint(in->state)
+                         : NULL;
+    make_id(e, in->desc->version, opts, fp, NULL);
+    free(opts);
+    return e;
+}
+
+int sophia_embed_can_fit(const sophia_embedder *e)
+{
+    const sophia_embedder_ops *o = e->ops;
+    return o->struct_size >= offsetof(sophia_embedder_ops, model_free) + sizeof(void *) &&
+           o->fit && o->model_export && o->model_import && o->model_free;
+}
+
+sophia_embedder *sophia_embedder_with_model(const sophia_embedder *e,
+                                            void *model)
+{
+    sophia_embedder *n = malloc(sizeof(*n));
+    char *text = model ? e->ops->model_export(e->state, model) : NULL;
+    if (!n || (model && !text)) {
+        free(n);
+        free(text);
+        if (model)
+            e->ops->model_free(e->state, model);
+        return NULL;
+    }
+    *n = *e;
+    n->model = model;
+    n->refs = 0;
+    sophia_plugin_hold(n->inst);
+    /* the model's hash replaces the one e may have had */
+    char *m = strstr(n->id, "/m");
+    if (m)
+        *m = '\0';
+    size_t len = strlen(n->id);
+    if (text)
+        snprintf(n->id + len, sizeof(n->id) - len, "/m%016llx",
+                 (unsigned long long)text_hash(0, text));
+    free(text);
+    return n;
 }
 
 void sophia_embedder_free(sophia_embedder *e)
 {
-    if (e && e->free)
-        e->free(e);
+    if (!e)
+        return;
+    if (e->model)
+        e->ops->model_free(e->state, e->model);
+    sophia_instance *in = e->inst;
+    free(e);
+    sophia_plugin_drop(in); /* after the model: fini may free what it used */
+}
+
+int sophia_embed_batch(const sophia_embedder *e, const char *const *texts,
+                       const size_t *lens, size_t n, float *out)
+{
+    return n ? e->ops->embed(e->state, e->model, texts, lens, n, out) : 0;
+}
+
+void *sophia_embed_fit(const sophia_embedder *e, const char *const *texts,
+                       const size_t *lens, size_t n)
+{
+    return sophia_embed_can_fit(e) ? e->ops->fit(e->state, texts, lens, n) : NULL;
+}
+
+char *sophia_embed_model_export(const sophia_embedder *e)
+{
+    return e->model ? e->ops->model_export(e->state, e->model) : NULL;
+}
+
+void *sophia_embed_model_import(const sophia_embedder *e, const char *text)
+{
+    return sophia_embed_can_fit(e) ? e->ops->model_import(e->state, text) : NULL;
 }
 
 float sophia_embed_dot(const float *a, const float *b, int dim)

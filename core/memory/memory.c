@@ -98,8 +98,9 @@ static int build_sql(mem_sql *q, const char *t)
      * vocabulary), in the same statement. */
     q->insert = fmt_sql("WITH i AS (INSERT INTO %s (content, memory_type, "
                         "context, importance, embedding, user_id, agent_id, "
-                        "session_id) VALUES ($1, $2, $3::jsonb, $4::real, "
-                        "$5::bytea, $6, $7, $8) RETURNING id, tsv), v "
+                        "session_id, embedding_next) VALUES ($1, $2, $3::jsonb, "
+                        "$4::real, $5::bytea, $6, $7, $8, $9::bytea) RETURNING "
+                        "id, tsv), v "
                         "AS (INSERT INTO %s_words SELECT DISTINCT u.lexeme FROM "
                         "i, unnest(i.tsv) u ON CONFLICT DO NOTHING), h AS (INSERT "
                         "INTO %s_history (memory_id, event, detail) SELECT id, "
@@ -164,6 +165,12 @@ static int build_sql(mem_sql *q, const char *t)
                       " FROM %s WHERE id = ANY($1::bigint[]) AND "
                       "consolidated_into IS NULL AND " CTX_FILTER(2) " AND "
                       SCOPE_FILTER("", 3, 4, 5), t);
+    /* from a re-embed's swap until its vectors are moved into `embedding`
+     * (memory_reembed.c) */
+    q->rows_next = fmt_sql("SELECT " MEM_COLS_HEAD ", COALESCE(embedding_next, "
+                           "embedding), " MEM_COLS_SCOPE " FROM %s WHERE id = "
+                           "ANY($1::bigint[]) AND consolidated_into IS NULL AND "
+                           CTX_FILTER(2) " AND " SCOPE_FILTER("", 3, 4, 5), t);
     q->touch = fmt_sql("UPDATE %s SET last_access = now(), access_count = "
                        "access_count + 1 WHERE id = ANY($1::bigint[])", t);
     /* Every change also leaves an event in <table>_history, in the same
@@ -230,7 +237,8 @@ static int build_sql(mem_sql *q, const char *t)
                         "(memory_id, event, detail) SELECT id, 'deleted', "
                         "jsonb_build_object('by', 'consolidator', 'instance', "
                         "$2::text) FROM x) SELECT memory_type FROM x", t);
-    char **all[] = {&q->insert, &q->fts, &q->fts_fuzzy, &q->rows, &q->touch, &q->feedback,
+    char **all[] = {&q->insert, &q->fts, &q->fts_fuzzy, &q->rows, &q->rows_next,
+                    &q->touch, &q->feedback,
                     &q->count, &q->types, &q->all, &q->batch, &q->merge_keep,
                     &q->expire, &q->common, &q->nbrows, &q->cons_load,
                     &q->cons_save};
@@ -248,6 +256,7 @@ static void free_sql(mem_sql *q)
     free(q->fts);
     free(q->fts_fuzzy);
     free(q->rows);
+    free(q->rows_next);
     free(q->touch);
     free(q->feedback);
     free(q->count);
@@ -269,7 +278,7 @@ static void free_sql(mem_sql *q)
  * table, created once (a copy of english, plus unaccent when it is
  * there). A table whose tsv predates MEM_TS_CONFIG gets it recomputed:
  * dropping the generated column drops its index, which is re-created. */
-#define MEM_SCHEMA_STEPS 13
+#define MEM_SCHEMA_STEPS 15
 static void schema_sql(const char *t, char *buf, size_t n, int which)
 {
     switch (which) {
@@ -339,6 +348,16 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
                  "?| ARRAY['user_id', 'agent_id', 'session_id']; END IF; END $$",
                  t, t, t);
         break;
+    case 12:
+        /* A re-embed's vectors before they move into `embedding`. */
+        snprintf(buf, n, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS "
+                 "embedding_next bytea", t);
+        break;
+    case 13:
+        /* Which embedder made `embedding` (memory_reembed.c). */
+        snprintf(buf, n, "CREATE TABLE IF NOT EXISTS %s_embedder (k text "
+                 "PRIMARY KEY, v text)", t);
+        break;
     case 11:
         /* The history of changes; a table made before it gets each live
          * memory's creation, so every memory has one. */
@@ -353,7 +372,7 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
                  "%s WHERE consolidated_into IS NULL ORDER BY id; END IF; END $$",
                  t, t, t, t, t, t);
         break;
-    case 12:
+    case 14:
         /* Each consolidator instance's cursor (memory_consolidate.c), so
          * its passes go on where they were after a restart. */
         snprintf(buf, n, "CREATE TABLE IF NOT EXISTS %s_cons (instance text "
@@ -456,6 +475,7 @@ static void set_ready(sophia_memory *m)
         event_add(m->common_ev, &tv);
         on_common_timer(-1, 0, m);
     }
+    mem_re_kick(m); /* a re-embed first, so waiting stores embed for it too */
     mem_deferred *d = m->deferred;
     m->deferred = m->deferred_tail = NULL;
     m->ndeferred = 0;
@@ -522,6 +542,7 @@ int mem_when_ready(sophia_memory *m, void (*start)(void *),
 
 typedef struct boot_job {
     sophia_memory *m;
+    char legacy_id[SOPHIA_EMBED_ID_MAX]; /* a file without tag: the 1.1 hashing's */
     int64_t count;
     int loaded; /* the file matched */
     int64_t *ids;
@@ -561,7 +582,13 @@ static void load_work(void *arg)
     }
     int hnsw = is_hnsw_index(ix);
     mem_index_tune(ix);
-    if (faiss_Index_d(ix) != m->dim || faiss_Index_ntotal(ix) != b->count) {
+    char tag[SOPHIA_EMBED_ID_MAX];
+    if (mem_index_tag_read(m, tag, sizeof(tag)) < 0)
+        snprintf(tag, sizeof(tag), "%s", b->legacy_id); /* a 1.1 file */
+    if (strcmp(tag, mem_re_index_id(m))) {
+        snprintf(b->msg, sizeof(b->msg), "embedder: the file's vectors are "
+                 "%s's, the table's %s's", tag, mem_re_index_id(m));
+    } else if (faiss_Index_d(ix) != m->dim || faiss_Index_ntotal(ix) != b->count) {
         snprintf(b->msg, sizeof(b->msg), "stale: %lld vectors of dim %d, "
                  "table has %lld rows, dim %d", (long long)faiss_Index_ntotal(ix),
                  faiss_Index_d(ix), (long long)b->count, m->dim);
@@ -684,6 +711,15 @@ static void on_types(void *arg, PGresult *res, const char *err)
                             json_integer(atoll(PQgetvalue(res, i, 1))));
 }
 
+static void load_start(void *arg)
+{
+    boot_job *b = arg;
+    if (b->m->freeing)
+        boot_fail(b, "shutting down");
+    else if (sophia_workers_submit(b->m->pool, load_work, load_done, b) != 0)
+        boot_fail(b, "worker pool unavailable");
+}
+
 static void on_count(void *arg, PGresult *res, const char *err)
 {
     boot_job *b = arg;
@@ -693,8 +729,7 @@ static void on_count(void *arg, PGresult *res, const char *err)
     }
     b->count = atoll(PQgetvalue(res, 0, 0));
     b->m->live = b->count;
-    if (sophia_workers_submit(b->m->pool, load_work, load_done, b) != 0)
-        boot_fail(b, "worker pool unavailable");
+    mem_re_boot(b->m, load_start, b); /* which embedder, then the index */
 }
 
 static void on_schema(void *arg, PGresult *res, const char *err)
@@ -738,9 +773,15 @@ static void on_exts(void *arg, PGresult *res, const char *err)
 static int boot(sophia_memory *m)
 {
     boot_job *b = calloc(1, sizeof(*b));
-    if (!b)
+    sophia_embedder *legacy = sophia_embed_hashing_new((int)m->conf->memory.dim);
+    if (!b || !legacy) {
+        free(b);
+        sophia_embedder_free(legacy);
         return -1;
+    }
     b->m = m;
+    snprintf(b->legacy_id, sizeof(b->legacy_id), "%s", legacy->id);
+    sophia_embedder_free(legacy);
     char sql[2048];
     for (int i = 0; i < MEM_SCHEMA_STEPS; i++) {
         schema_sql(m->conf->memory.table, sql, sizeof(sql), i);
@@ -818,16 +859,14 @@ sophia_memory *sophia_memory_new(const sophia_conf *c, struct event_base *base,
     m->conf = c;
     m->base = base;
     m->cache = cache;
-    m->dim = (int)c->memory.dim;
     pthread_rwlock_init(&m->lock, NULL);
     m->by_type = json_object();
     m->index_path = default_index_path(c);
-    m->emb = sophia_embed_hashing_new(m->dim);
     load_synonyms(m);
     m->save_ev = evtimer_new(base, mem_on_save_timer, m);
     m->common_ev = event_new(base, -1, EV_PERSIST, on_common_timer, m);
-    if (!m->index_path || !m->emb || !m->save_ev || !m->by_type ||
-        build_sql(&m->sql, c->memory.table) < 0 ||
+    if (!m->index_path || !m->save_ev || !m->by_type ||
+        build_sql(&m->sql, c->memory.table) < 0 || mem_re_init(m, plugins) < 0 ||
         !(m->pool = sophia_workers_new(base, (unsigned)c->memory.workers, "memory",
                                        pool_thread_init, NULL)) ||
         !(m->pg = sophia_pg_new(base, c->pg_url)) ||
@@ -857,11 +896,13 @@ void sophia_memory_free(sophia_memory *m)
         mem_index_save(m);
     if (m->index)
         faiss_Index_free(m->index);
+    if (m->nix)
+        faiss_Index_free(m->nix);
+    mem_re_free(m); /* drops the embedders: a retired plugin unloads */
     if (m->save_ev)
         event_free(m->save_ev);
     if (m->common_ev)
         event_free(m->common_ev);
-    sophia_embedder_free(m->emb);
     mem_syn_free(m->syn);
     free_sql(&m->sql);
     free(m->index_path);

@@ -17,14 +17,21 @@
  * efSearch 128 (recall@10 vs exact in bench_memory). The index is saved
  * to memory.index_path (after changes, at most every few seconds, and at
  * shutdown) and reloaded at start; when the file is missing, unreadable
- * or stale (its size differs from the table's live row count, or its kind
- * is not what memory.index asks for at that size) it is rebuilt from the
- * stored embeddings. HNSW cannot delete: removed ids become tombstones
+ * or stale (its size differs from the table's live row count, its kind
+ * is not what memory.index asks for at that size, or its vectors are
+ * another embedder's) it is rebuilt from the stored embeddings. HNSW cannot delete: removed ids become tombstones
  * filtered out of results. When they reach memory.rebuild_removed_pct of
  * the index, or with `auto` when a Flat index reaches the threshold, a
  * worker builds a new index from the live vectors while searches and
  * stores go on against the old one, and swaps it in (memory.c, "background
  * rebuild").
+ *
+ * Embedders. Vectors come from the embedder memory.embedder names (an
+ * SDK 1.2 plugin instance) or the built-in feature hashing (embed.h).
+ * Stored vectors and the index file carry the embedder's id; another id
+ * (a reload or restart with another embedder, a newly fitted model) is
+ * re-embedded in the background into a second index while the first one
+ * serves, then swapped in (memory_reembed.c).
  *
  * Threads. The loop thread owns everything but the index, which worker
  * threads (core/event/worker.c) search and change under a rwlock: embedding a
@@ -296,6 +303,20 @@ int sophia_memory_consolidate(sophia_memory *m, const char *instance);
 /* Reload: points each consolidator at its instance in `plugins` (by the
  * name memory.consolidate gives; none there disables it). NULL m is fine. */
 void sophia_memory_rebind(sophia_memory *m, const sophia_plugin_set *plugins);
+
+/* memory.embedder of `c` against `plugins`: 0, or -1 with a
+ * file:line:col problem in `d` (no such instance, not an embedder, a
+ * dimension out of range). Called where streams check their processors:
+ * at start, --check and each reload. */
+int sophia_memory_check_embedder(const sophia_conf *c,
+                                 const sophia_plugin_set *plugins,
+                                 sophia_diag *d);
+/* Reload: the embedder `c` configures, from `plugins`. A different one
+ * (another instance, other options, another version) starts a background
+ * re-embed; searches keep the old index and embedder until it is done
+ * (memory_reembed.c). NULL m is fine. */
+void sophia_memory_set_embedder(sophia_memory *m, const sophia_conf *c,
+                                const sophia_plugin_set *plugins);
 
 /* The /api/stats `memory` object (new reference) and /metrics lines. */
 json_t *sophia_memory_stats_json(const sophia_memory *m);

@@ -54,7 +54,7 @@ int mem_crud_sql(mem_sql *q, const char *t)
                     "= $4) AND " CTX_IS(5) " AND ($6::bigint IS NULL OR id < "
                     "$6::bigint) ORDER BY id DESC LIMIT $7::int", t);
     /* $2..$6 new content, type, context, importance, embedding (NULL =
-     * unchanged); the old type comes back for the type counts, and a new
+     * unchanged), $7 a re-embed's vector with a new embedding; the old type comes back for the type counts, and a new
      * content's words join the typo vocabulary like a store's. */
     q->patch = fmt_t("WITH o AS (SELECT id, memory_type AS old_type, content AS "
                      "old_content, context AS old_context, importance AS "
@@ -71,7 +71,9 @@ int mem_crud_sql(mem_sql *q, const char *t)
                      "t.content), memory_type = COALESCE($3::text, t.memory_type), "
                      "context = COALESCE($4::jsonb, t.context), importance = "
                      "COALESCE($5::real, t.importance), embedding = "
-                     "COALESCE($6::bytea, t.embedding) FROM o WHERE t.id = o.id "
+                     "COALESCE($6::bytea, t.embedding), embedding_next = CASE "
+                     "WHEN $6::bytea IS NULL THEN t.embedding_next ELSE "
+                     "$7::bytea END FROM o WHERE t.id = o.id "
                      "RETURNING t.*, o.old_type), v AS (INSERT INTO %1$s_words "
                      "SELECT DISTINCT w.lexeme FROM u, unnest(u.tsv) w WHERE "
                      "$2::text IS NOT NULL ON CONFLICT DO NOTHING) SELECT "
@@ -260,7 +262,8 @@ typedef struct patch_job {
     int64_t id;
     char *content, *type, *context;
     char importance[32]; /* "" = unchanged */
-    float *vec;          /* the new content's embedding */
+    mem_vecs vecs;       /* the new content's embeddings */
+    int began;           /* vecs taken (patch_start) */
     int ok;
     json_t *out;         /* the patched memory */
     sophia_memory_get_cb cb;
@@ -275,14 +278,17 @@ static void patch_finish(patch_job *j, const json_t *out, int err, const char *m
     free(j->content);
     free(j->type);
     free(j->context);
-    free(j->vec);
+    if (j->began)
+        mem_vecs_end(j->m, &j->vecs);
     free(j);
 }
 
 static void replace_work(void *arg)
 {
     patch_job *j = arg;
-    j->ok = mem_index_replace(j->m, j->id, j->vec) == 0;
+    pthread_rwlock_wrlock(&j->m->lock);
+    j->ok = mem_vecs_index(j->m, j->id, &j->vecs, 1) == 0;
+    pthread_rwlock_unlock(&j->m->lock);
 }
 
 static void replaced(void *arg, int cancelled)
@@ -314,7 +320,7 @@ static void on_patched(void *arg, PGresult *res, const char *err)
         mem_count_type(j->m, old_type, -1);
         mem_count_type(j->m, PQgetvalue(res, 0, 2), 1);
     }
-    if (!j->vec) {
+    if (!j->began) {
         patch_finish(j, j->out, 0, NULL);
         return;
     }
@@ -326,12 +332,17 @@ static void patch_query(patch_job *j)
 {
     char ids[24];
     snprintf(ids, sizeof(ids), "%lld", (long long)j->id);
-    const char *vals[6] = {ids, j->content, j->type, j->context,
+    const float *emb = NULL, *next = NULL;
+    int elen = 0, nlen = 0;
+    if (j->began)
+        mem_vecs_columns(j->m, &j->vecs, &emb, &elen, &next, &nlen);
+    const char *vals[7] = {ids, j->content, j->type, j->context,
                            j->importance[0] ? j->importance : NULL,
-                           j->vec ? (const char *)j->vec : NULL};
-    int lens[6] = {0, 0, 0, 0, 0, j->m->dim * (int)sizeof(float)};
-    int fmts[6] = {0, 0, 0, 0, 0, 1};
-    int rc = sophia_pg_query(j->m->pg, j->m->sql.patch, 6, vals, lens, fmts,
+                           j->began ? (emb ? (const char *)emb : "") : NULL,
+                           (const char *)next};
+    int lens[7] = {0, 0, 0, 0, 0, elen, nlen};
+    int fmts[7] = {0, 0, 0, 0, 0, 1, 1};
+    int rc = sophia_pg_query(j->m->pg, j->m->sql.patch, 7, vals, lens, fmts,
                              on_patched, j);
     if (rc)
         patch_finish(j, NULL, rc, "PostgreSQL queue full");
@@ -340,7 +351,7 @@ static void patch_query(patch_job *j)
 static void embed_work(void *arg)
 {
     patch_job *j = arg;
-    j->ok = sophia_embed(j->m->emb, j->content, strlen(j->content), j->vec) == 0;
+    j->ok = mem_vecs_embed(&j->vecs, j->content) == 0;
 }
 
 static void embedded(void *arg, int cancelled)
@@ -355,8 +366,10 @@ static void embedded(void *arg, int cancelled)
 static void patch_start(void *op)
 {
     patch_job *j = op;
-    if (!j->vec)
+    if (!j->content)
         patch_query(j);
+    else if ((j->began = 1, mem_vecs_begin(j->m, &j->vecs)) < 0)
+        patch_finish(j, NULL, SOPHIA_ENOMEM, "out of memory");
     else if (sophia_workers_submit(j->m->pool, embed_work, embedded, j) != 0)
         patch_finish(j, NULL, SOPHIA_EUNAVAIL, "shutting down");
 }
@@ -379,8 +392,7 @@ int sophia_memory_patch(sophia_memory *m, int64_t id, const sophia_memory_change
     int bad = 0;
     if (c->content) {
         j->content = strdup(c->content);
-        j->vec = malloc((size_t)m->dim * sizeof(float));
-        bad |= !j->content || !j->vec;
+        bad |= !j->content;
     }
     if (c->memory_type)
         bad |= !(j->type = strdup(c->memory_type));

@@ -102,25 +102,25 @@ static int tombs_want_rebuild(const sophia_memory *m)
            (double)gone * 100.0 >= (double)pct * (double)total;
 }
 
-int mem_index_replace(sophia_memory *m, int64_t id, const float *vec)
+int mem_index_replace(sophia_memory *m, FaissIndex *ix, int hnsw, int64_t id,
+                      const float *vec)
 {
     idx_t one = id;
     int rc = -1;
-    pthread_rwlock_wrlock(&m->lock);
-    if (m->index && !m->hnsw && !m->rebuilding) {
+    int main_ix = ix == m->index;
+    if (!hnsw && !(main_ix && m->rebuilding)) {
         FaissIDSelectorBatch *sel = NULL;
         if (faiss_IDSelectorBatch_new(&sel, 1, &one) == 0) {
-            faiss_Index_remove_ids(m->index, (FaissIDSelector *)sel, NULL);
+            faiss_Index_remove_ids(ix, (FaissIDSelector *)sel, NULL);
             faiss_IDSelector_free((FaissIDSelector *)sel);
         }
-        rc = faiss_Index_add_with_ids(m->index, 1, vec, &one) == 0 ? 0 : -1;
-    } else if (m->index) {
+        rc = faiss_Index_add_with_ids(ix, 1, vec, &one) == 0 ? 0 : -1;
+    } else {
         /* IDMap2 maps the id to its newest entry; sophia_faiss_copy skips
          * the older one, so a rebuild leaves it out. */
-        rc = faiss_Index_add_with_ids(m->index, 1, vec, &one) == 0 ? 0 : -1;
-        m->nsuper += rc == 0;
+        rc = faiss_Index_add_with_ids(ix, 1, vec, &one) == 0 ? 0 : -1;
+        m->nsuper += rc == 0 && main_ix;
     }
-    pthread_rwlock_unlock(&m->lock);
     return rc;
 }
 
@@ -140,6 +140,8 @@ size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
             faiss_IDSelector_free((FaissIDSelector *)sel);
         }
     }
+    if (m->nix && n)
+        mem_re_removed(m, ids, n);
     size_t nt = m->ntomb;
     *rebuild = tombs_want_rebuild(m);
     pthread_rwlock_unlock(&m->lock);
@@ -150,17 +152,57 @@ size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
  * a truncated index where the next start would read it. */
 int mem_index_save(sophia_memory *m)
 {
-    char tmp[4200];
+    char tmp[4200], id[SOPHIA_EMBED_ID_MAX];
     snprintf(tmp, sizeof(tmp), "%s.tmp", m->index_path);
     pthread_rwlock_rdlock(&m->lock);
     int rc = m->index ? faiss_write_index_fname(m->index, tmp) : -1;
+    snprintf(id, sizeof(id), "%s", m->index_id);
     pthread_rwlock_unlock(&m->lock);
-    if (rc == 0 && rename(tmp, m->index_path) == 0)
+    if (rc == 0 && mem_index_tag_write(m, id) == 0 && rename(tmp, m->index_path) == 0)
         return 0;
     sophia_warn("memory", "msg=\"cannot save index\" path=%s error=\"%s\"",
                 m->index_path, rc ? faiss_get_last_error() : strerror(errno));
     unlink(tmp);
     return -1;
+}
+
+/* <index_path>.embedder: the id of the embedder that made the file's
+ * vectors (embed.h), written before the index itself is renamed into
+ * place, so a file never carries another's tag for long: at worst the
+ * tag is newer, and the start rebuilds from PostgreSQL. */
+static void tag_path(const sophia_memory *m, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s.embedder", m->index_path);
+}
+
+int mem_index_tag_write(sophia_memory *m, const char *id)
+{
+    char path[4200], tmp[4300];
+    tag_path(m, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return -1;
+    int bad = fprintf(f, "%s\n", id) < 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int mem_index_tag_read(const sophia_memory *m, char *id, size_t n)
+{
+    char path[4200];
+    tag_path(m, path, sizeof(path));
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int ok = fgets(id, (int)n, f) != NULL;
+    fclose(f);
+    id[ok ? strcspn(id, "\n") : 0] = '\0';
+    return ok ? 0 : -1;
 }
 
 static void save_work(void *arg)
@@ -389,11 +431,15 @@ static void rebuild_done(void *arg, int cancelled)
     free(j);
     if (again)
         mem_rebuild(m); /* enough was removed while it ran */
+    else if (!m->freeing)
+        mem_re_kick(m); /* a re-embed waits for rebuilds */
 }
 
 void mem_rebuild(sophia_memory *m)
 {
-    if (m->rebuild_running || m->freeing || m->state != MEM_READY)
+    /* A re-embed builds a whole new index anyway (and swaps the dim). */
+    if (m->rebuild_running || m->freeing || m->state != MEM_READY ||
+        mem_re_running(m))
         return;
     rebuild_job *j = calloc(1, sizeof(*j));
     if (!j)

@@ -50,10 +50,11 @@ typedef struct mem_consolidator {
 } mem_consolidator;
 
 typedef struct mem_access mem_access; /* memory_access.c */
+typedef struct mem_reembed mem_reembed; /* memory_reembed.c */
 typedef struct mem_syn mem_syn;       /* memory_synonyms.c */
 
 typedef struct mem_sql {
-    char *insert, *fts, *fts_fuzzy, *rows, *touch, *feedback, *count, *types, *all;
+    char *insert, *fts, *fts_fuzzy, *rows, *rows_next, *touch, *feedback, *count, *types, *all;
     char *batch, *merge_keep, *expire, *common;
     /* memory_consolidate.c: neighbours' rows, the cursor */
     char *nbrows, *cons_load, *cons_save;
@@ -100,13 +101,26 @@ struct sophia_memory {
     sophia_pg *pg;
     sophia_pg *pg_maint; /* slow maintenance queries (common words) */
     sophia_workers *pool;
-    sophia_embedder *emb;
-    int dim;
     char *index_path;
     mem_sql sql;
 
     /* The index: workers read and write it under `lock`. */
     pthread_rwlock_t lock;
+    /* The embedder that made the index's vectors (and the `embedding`
+     * column's), which searches embed questions with: changed only under
+     * the write lock, so a worker holding the lock may use it. NULL while
+     * no loaded embedder made them (a restart with another embedder whose
+     * old one is gone): the vector leg is off until the re-embed is done.
+     * `dim` is the index's. `gen` counts swaps (memory_reembed.c). */
+    sophia_embedder *emb;
+    int dim;
+    unsigned gen;
+    /* A re-embed's target: the next embedder and its index, filled by the
+     * pass while `index` serves; NULL when none runs. */
+    sophia_embedder *next;
+    FaissIndex *nix;
+    int nix_hnsw;
+    char index_id[SOPHIA_EMBED_ID_MAX]; /* the saved index file's tag */
     FaissIndex *index;
     int hnsw;
     int64_t *tomb; /* sorted removed ids (HNSW, or any index while rebuilding) */
@@ -137,6 +151,10 @@ struct sophia_memory {
     void *cons_run_arg;
     mem_access *acc;
     mem_syn *syn; /* query expansion; NULL = none */
+    mem_reembed *re; /* the embedder's life: identity, fits, re-embeds */
+    /* Searches read COALESCE(embedding_next, embedding): set from a swap
+     * until the move of the new vectors into `embedding` commits. */
+    int col_next;
     sophia_cache *cache; /* what access patterns warm; may be NULL */
 
     json_t *by_type; /* memory_type -> live count */
@@ -157,11 +175,37 @@ void mem_count_type(sophia_memory *m, const char *type, int delta);
  * for memory.rebuild_removed_pct (hand it to mem_rebuild on the loop). */
 size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
                         int *rebuild);
-/* Gives `id` a new vector (worker thread; 0 or -1). Flat: replaced in
- * place. HNSW, or while a rebuild copies: added again under the same id,
- * the old entry superseded (left out by the next rebuild; counted with
- * the tombstones toward memory.rebuild_removed_pct). */
-int mem_index_replace(sophia_memory *m, int64_t id, const float *vec);
+/* A text's vectors: for the serving index (e, v) and, while a re-embed
+ * fills the next one, for that (en, vn). Either embedder may be NULL
+ * (then its vector is too). The loop takes them (mem_vecs_begin, holds
+ * both embedders), a worker embeds, the loop ends them. */
+typedef struct mem_vecs {
+    sophia_embedder *e, *en;
+    float *v, *vn;
+} mem_vecs;
+int mem_vecs_begin(sophia_memory *m, mem_vecs *p); /* 0 or -1 (memory) */
+int mem_vecs_embed(mem_vecs *p, const char *text); /* worker; 0 or -1 */
+void mem_vecs_end(sophia_memory *m, mem_vecs *p);
+/* Loop, when writing the row: what goes into `embedding` (of the
+ * embedder serving now; empty bytea, length 0, when none of p's) and
+ * into `embedding_next` (of a re-embed's target, NULL when none). */
+void mem_vecs_columns(const sophia_memory *m, const mem_vecs *p,
+                      const float **emb, int *emb_len, const float **next,
+                      int *next_len);
+/* Worker, under the write lock: puts `id` into the index (and the next
+ * one) with the vector its embedder made, added, or replacing the old one
+ * when `replace`. 0, or -1 on a faiss error. An embedder swapped in since
+ * the vectors were made (twice over) leaves the id out of the vector leg
+ * until the next re-embed or rebuild from PostgreSQL. */
+int mem_vecs_index(sophia_memory *m, int64_t id, const mem_vecs *p,
+                   int replace);
+/* Gives `id` a new vector in `ix` (caller holds the write lock; 0 or
+ * -1). Flat: replaced in place. HNSW, or while a rebuild copies: added
+ * again under the same id, the old entry superseded (left out by the next
+ * rebuild; counted with the tombstones toward
+ * memory.rebuild_removed_pct). */
+int mem_index_replace(sophia_memory *m, FaissIndex *ix, int hnsw, int64_t id,
+                      const float *vec);
 /* memory_index.c: a new empty index (flat or HNSW, tuned); whether `n`
  * live memories want HNSW; writing the index file (worker, under the
  * read lock; 0 or -1); the save timer's callback (m->save_ev). */
@@ -169,6 +213,9 @@ FaissIndex *mem_index_new(int dim, int hnsw);
 void mem_index_tune(FaissIndex *ix);
 int mem_want_hnsw(const sophia_memory *m, int64_t n);
 int mem_index_save(sophia_memory *m);
+/* The index file's embedder tag (<index_path>.embedder): 0 or -1. */
+int mem_index_tag_write(sophia_memory *m, const char *id);
+int mem_index_tag_read(const sophia_memory *m, char *id, size_t n);
 void mem_on_save_timer(evutil_socket_t fd, short what, void *arg);
 /* Starts a background rebuild of the index unless one runs; loop thread. */
 void mem_rebuild(sophia_memory *m);
@@ -209,6 +256,24 @@ mem_syn *mem_syn_load(const char *path, char *err, size_t errlen);
 void mem_syn_free(mem_syn *s);
 size_t mem_syn_groups(const mem_syn *s);
 char *mem_syn_expand(const mem_syn *s, const char *query);
+
+/* memory_reembed.c: the embedder's life (see there). */
+int mem_re_init(sophia_memory *m, const sophia_plugin_set *plugins);
+void mem_re_free(sophia_memory *m); /* after the pool is stopped */
+/* Boot: after the count, decides which embedder serves and whether the
+ * saved index is its; then calls cont(b) on the loop. */
+void mem_re_boot(sophia_memory *m, void (*cont)(void *), void *b);
+/* The id the saved index file must carry to be loaded as is. */
+const char *mem_re_index_id(const sophia_memory *m);
+/* Ids leaving the index while a re-embed fills m->nix leave it too
+ * (worker, under the write lock). */
+void mem_re_removed(sophia_memory *m, const int64_t *ids, size_t n);
+int mem_re_running(const sophia_memory *m);
+/* Embedder swaps the loop has seen (memory_search.c's rows check). */
+unsigned mem_re_gen(const sophia_memory *m);
+/* Starts what is due (a re-embed, a fit) when nothing else runs. */
+void mem_re_kick(sophia_memory *m);
+json_t *mem_re_stats(const sophia_memory *m);
 
 /* memory_consolidate.c */
 int mem_cons_init(sophia_memory *m, const sophia_plugin_set *plugins);

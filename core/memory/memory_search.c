@@ -90,7 +90,9 @@ typedef struct search_job {
     char *filter; /* jsonb text */
     char *scope[3]; /* user_id, agent_id, session_id; NULL = any */
     int filtered;
-    float *qvec;
+    float *qvec;  /* the question's vector (vector_work), or NULL */
+    int qdim;
+    unsigned gen, rows_gen; /* embedder swaps seen by the leg, by the rows */
     int64_t *vids;
     float *vsc;
     size_t nv, kv;
@@ -201,13 +203,24 @@ static void assign_ranks(search_job *j, cand *c, size_t n)
     }
 }
 
-/* Each candidate's cosine with the query, from its stored embedding. */
+/* Each candidate's cosine with the query, from its stored embedding. A
+ * search whose rows were read across a re-embed's swap (the stored
+ * vectors are another embedder's than the question's) takes faiss' own
+ * scores for its vector list instead, 0 for the rest. */
 static void cand_vector(search_job *j, cand *x, PGresult *res, int i)
 {
-    float *v = malloc((size_t)j->m->dim * sizeof(float));
     x->vector = 0;
-    if (v && mem_decode_vec(PQgetvalue(res, i, 9), v, j->m->dim) == 0)
-        x->vector = sophia_embed_dot(v, j->qvec, j->m->dim);
+    if (!j->qvec)
+        return;
+    if (j->gen != j->rows_gen) {
+        for (size_t k = 0; k < j->nv; k++)
+            if (j->vids[k] == x->id)
+                x->vector = j->vsc[k];
+        return;
+    }
+    float *v = malloc((size_t)j->qdim * sizeof(float));
+    if (v && mem_decode_vec(PQgetvalue(res, i, 9), v, j->qdim) == 0)
+        x->vector = sophia_embed_dot(v, j->qvec, j->qdim);
     free(v);
 }
 
@@ -320,8 +333,9 @@ static void fetch_rows(search_job *j)
     char *arr = mem_id_array(all, n);
     free(all);
     const char *vals[5] = {arr, j->filter, j->scope[0], j->scope[1], j->scope[2]};
-    int rc = arr ? sophia_pg_query(j->m->pg, j->m->sql.rows, 5, vals, NULL, NULL,
-                                   on_rows, j)
+    j->rows_gen = mem_re_gen(j->m);
+    const char *sql = j->m->col_next ? j->m->sql.rows_next : j->m->sql.rows;
+    int rc = arr ? sophia_pg_query(j->m->pg, sql, 5, vals, NULL, NULL, on_rows, j)
                  : SOPHIA_ENOMEM;
     free(arr);
     if (rc)
@@ -342,11 +356,23 @@ static void vector_work(void *arg)
 {
     search_job *j = arg;
     sophia_memory *m = j->m;
-    if (sophia_embed(m->emb, j->qv, strlen(j->qv), j->qvec) != 0) {
+    /* The embedder and the index change together under the write lock
+     * (a re-embed's swap): one read lock gives a matching pair. No
+     * embedder (after a restart with another one, until the re-embed is
+     * done): no vector list. */
+    pthread_rwlock_rdlock(&m->lock);
+    j->gen = m->gen;
+    if (!m->emb) {
+        pthread_rwlock_unlock(&m->lock);
+        return;
+    }
+    j->qdim = m->emb->dim;
+    j->qvec = calloc((size_t)j->qdim, sizeof(float));
+    if (!j->qvec || sophia_embed(m->emb, j->qv, strlen(j->qv), j->qvec) != 0) {
+        pthread_rwlock_unlock(&m->lock);
         j->err = SOPHIA_ENOMEM;
         return;
     }
-    pthread_rwlock_rdlock(&m->lock);
     idx_t nt = m->index ? faiss_Index_ntotal(m->index) : 0;
     size_t k = j->kv < (size_t)nt ? j->kv : (size_t)nt;
     idx_t *labels = malloc((k ? k : 1) * sizeof(*labels));
@@ -412,7 +438,7 @@ static void search_start(void *op)
         return;
     }
     if (!(j->legs & SOPHIA_MEM_LEG_VECTOR))
-        leg_done(j); /* qvec stays zero: score_parts.vector is 0 */
+        leg_done(j); /* no qvec: score_parts.vector is 0 */
     else if (sophia_workers_submit(m->pool, vector_work, vector_done, j) != 0) {
         j->err = SOPHIA_EUNAVAIL;
         snprintf(j->msg, sizeof(j->msg), "shutting down");
@@ -481,11 +507,10 @@ int sophia_memory_search_scoped(sophia_memory *m, const char *query, size_t k,
     j->qx = mem_syn_expand(m->syn, query);
     j->qv = vector_text(query);
     j->filter = filter ? json_dumps(filter, JSON_COMPACT) : strdup("{}");
-    j->qvec = calloc((size_t)m->dim, sizeof(float));
     j->vids = malloc(j->kv * sizeof(*j->vids));
     j->vsc = malloc(j->kv * sizeof(*j->vsc));
     int rc = SOPHIA_ENOMEM;
-    if (!bad && j->q && j->qx && j->qv && j->filter && j->qvec && j->vids && j->vsc)
+    if (!bad && j->q && j->qx && j->qv && j->filter && j->vids && j->vsc)
         rc = mem_when_ready(m, search_start, search_fail, j);
     if (rc)
         job_free(j);

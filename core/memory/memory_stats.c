@@ -146,6 +146,7 @@ json_t *sophia_memory_stats_json(const sophia_memory *m)
     json_object_update_new(o, sophia_statdef_json(store_figs, NDEFS(store_figs), &f));
     json_object_set(o, "by_type", m->by_type);
     json_object_set_new(o, "index", json_string(m->hnsw ? "hnsw" : "flat"));
+    json_object_set_new(o, "embedder", mem_re_stats(m));
     json_object_update_new(o, sophia_statdef_json(latency_figs, NDEFS(latency_figs), &f));
     json_object_set_new(o, "consolidators", cons_json(m));
     json_object_set_new(o, "access",

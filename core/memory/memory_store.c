@@ -170,7 +170,8 @@ typedef struct store_job {
     char *content, *type, *context;
     char *scope[3]; /* user_id, agent_id, session_id; NULL = not set */
     char importance[32];
-    float *vec;
+    mem_vecs vecs;
+    int began; /* vecs taken (store_start) */
     int64_t id;
     int ok, upgrade;
     sophia_memory_store_cb cb;
@@ -188,7 +189,8 @@ static void store_finish(store_job *j, int err, const char *msg)
     free(j->context);
     for (int i = 0; i < 3; i++)
         free(j->scope[i]);
-    free(j->vec);
+    if (j->began)
+        mem_vecs_end(j->m, &j->vecs);
     free(j);
 }
 
@@ -206,8 +208,10 @@ static void store_added(void *arg, int cancelled)
     mem_mark_dirty(m);
     int upgrade = j->upgrade;
     store_finish(j, 0, NULL);
-    if (!m->freeing)
+    if (!m->freeing) {
         mem_cons_on_store(m);
+        mem_re_kick(m); /* a fit once the store grew enough */
+    }
     if (upgrade)
         mem_rebuild(m);
 }
@@ -216,9 +220,8 @@ static void add_work(void *arg)
 {
     store_job *j = arg;
     sophia_memory *m = j->m;
-    idx_t id = j->id;
     pthread_rwlock_wrlock(&m->lock);
-    j->ok = m->index && faiss_Index_add_with_ids(m->index, 1, j->vec, &id) == 0;
+    j->ok = m->index && mem_vecs_index(m, j->id, &j->vecs, 0) == 0;
     /* auto: a Flat index that reached hnsw_threshold becomes HNSW */
     j->upgrade = j->ok && !m->hnsw &&
                  mem_want_hnsw(m, (int64_t)faiss_Index_ntotal(m->index) - (int64_t)m->ntomb);
@@ -240,7 +243,7 @@ static void on_inserted(void *arg, PGresult *res, const char *err)
 static void embed_work(void *arg)
 {
     store_job *j = arg;
-    j->ok = sophia_embed(j->m->emb, j->content, strlen(j->content), j->vec) == 0;
+    j->ok = mem_vecs_embed(&j->vecs, j->content) == 0;
 }
 
 static void store_embedded(void *arg, int cancelled)
@@ -250,11 +253,15 @@ static void store_embedded(void *arg, int cancelled)
         store_finish(j, SOPHIA_EUNAVAIL, "embedding failed or shutting down");
         return;
     }
-    const char *vals[8] = {j->content, j->type, j->context, j->importance,
-                           (const char *)j->vec, j->scope[0], j->scope[1], j->scope[2]};
-    int lens[8] = {0, 0, 0, 0, j->m->dim * (int)sizeof(float), 0, 0, 0};
-    int fmts[8] = {0, 0, 0, 0, 1, 0, 0, 0};
-    int rc = sophia_pg_query(j->m->pg, j->m->sql.insert, 8, vals, lens, fmts,
+    const float *emb, *next;
+    int elen, nlen;
+    mem_vecs_columns(j->m, &j->vecs, &emb, &elen, &next, &nlen);
+    const char *vals[9] = {j->content, j->type, j->context, j->importance,
+                           emb ? (const char *)emb : "", j->scope[0], j->scope[1],
+                           j->scope[2], (const char *)next};
+    int lens[9] = {0, 0, 0, 0, elen, 0, 0, 0, nlen};
+    int fmts[9] = {0, 0, 0, 0, 1, 0, 0, 0, 1};
+    int rc = sophia_pg_query(j->m->pg, j->m->sql.insert, 9, vals, lens, fmts,
                              on_inserted, j);
     if (rc)
         store_finish(j, rc, "PostgreSQL queue full");
@@ -263,7 +270,10 @@ static void store_embedded(void *arg, int cancelled)
 static void store_start(void *op)
 {
     store_job *j = op;
-    if (sophia_workers_submit(j->m->pool, embed_work, store_embedded, j) != 0)
+    j->began = 1;
+    if (mem_vecs_begin(j->m, &j->vecs) < 0)
+        store_finish(j, SOPHIA_ENOMEM, "out of memory");
+    else if (sophia_workers_submit(j->m->pool, embed_work, store_embedded, j) != 0)
         store_finish(j, SOPHIA_EUNAVAIL, "shutting down");
 }
 
@@ -306,7 +316,6 @@ int sophia_memory_store_scoped(sophia_memory *m, const char *content,
     j->content = strdup(content);
     j->type = strdup(memory_type && *memory_type ? memory_type : "fact");
     j->context = context ? json_dumps(context, JSON_COMPACT) : strdup("{}");
-    j->vec = malloc((size_t)m->dim * sizeof(float));
     snprintf(j->importance, sizeof(j->importance), "%.6g",
              importance < 0 ? MEM_DEFAULT_IMPORTANCE : importance > 1 ? 1.0 : importance);
     sophia_memory_scope none = {NULL, NULL, NULL};
@@ -315,7 +324,7 @@ int sophia_memory_store_scoped(sophia_memory *m, const char *content,
               scope_field(&j->scope[1], s->agent_id, context, "agent_id") |
               scope_field(&j->scope[2], s->session_id, context, "session_id");
     int rc = SOPHIA_ENOMEM;
-    if (!bad && j->content && j->type && j->context && j->vec)
+    if (!bad && j->content && j->type && j->context)
         rc = mem_when_ready(m, store_start, store_fail, j);
     if (rc) {
         j->cb = NULL;

@@ -83,8 +83,20 @@ const char *sophia_plugin_kind_name(sophia_plugin_kind kind)
         return "write_strategy";
     case SOPHIA_KIND_CONSOLIDATOR:
         return "consolidator";
+    case SOPHIA_KIND_EMBEDDER:
+        return "embedder";
+    case SOPHIA_KIND_OUTPUT:
+        return "output";
     }
     return "unknown";
+}
+
+const sophia_embedder_ops *sophia_plugin_embedder(const sophia_plugin *d)
+{
+    if (d->abi_minor < 2 ||
+        d->struct_size < offsetof(sophia_plugin, embedder) + sizeof(void *))
+        return NULL;
+    return d->embedder;
 }
 
 const char *sophia_verdict_name(sophia_verdict v)
@@ -436,8 +448,33 @@ static int ops_of(const sophia_plugin *d, const uint32_t **size,
         *min = offsetof(sophia_consolidator_ops, run) + sizeof(void *);
         *has_fn = d->consolidator && d->consolidator->run;
         return 0;
+    case SOPHIA_KIND_EMBEDDER: {
+        /* a 1.2 slot: a plugin built before it cannot be an embedder */
+        const sophia_embedder_ops *e = sophia_plugin_embedder(d);
+        *size = e ? &e->struct_size : NULL;
+        *min = offsetof(sophia_embedder_ops, embed) + sizeof(void *);
+        *has_fn = e && e->dimension && e->embed;
+        return 0;
+    }
+    case SOPHIA_KIND_OUTPUT: {
+        const sophia_output_ops *o = sophia_plugin_output_ops(d);
+        *size = o ? &o->struct_size : NULL;
+        *min = offsetof(sophia_output_ops, deliver) + sizeof(void *);
+        *has_fn = o && o->deliver;
+        return 0;
+    }
     }
     return -1;
+}
+
+const sophia_output_ops *sophia_plugin_output_ops(const sophia_plugin *d)
+{
+    /* The slot exists for a plugin built for 1.2 on: an older one has
+     * no such kind, and its slot is a reserved zero anyway. */
+    if (d->abi_minor < 2 ||
+        d->struct_size < offsetof(sophia_plugin, output) + sizeof(void *))
+        return NULL;
+    return d->output;
 }
 
 static int check_ops(load_ctx *L)
@@ -585,12 +622,28 @@ void sophia_plugin_unload(sophia_instance *inst)
 {
     if (!inst)
         return;
+    if (inst->holds > 0) { /* still in use: the last drop unloads it */
+        inst->unload_wanted = 1;
+        return;
+    }
     if (inst->release) /* nothing of the host's calls into it after fini */
         inst->release(inst);
     if (inst->desc && inst->desc->fini && inst->state)
         inst->desc->fini(inst->state);
     inst->state = NULL;
     instance_free(inst);
+}
+
+void sophia_plugin_hold(sophia_instance *inst)
+{
+    if (inst)
+        inst->holds++;
+}
+
+void sophia_plugin_drop(sophia_instance *inst)
+{
+    if (inst && --inst->holds == 0 && inst->unload_wanted)
+        sophia_plugin_unload(inst);
 }
 
 /* -------------------------------------------------- write strategies */

@@ -42,6 +42,10 @@ struct sophia_self {
      * (before fini, or when a failed load frees it), so nothing calls
      * into it afterwards. It may run more than once. */
     void (*release)(struct sophia_self *inst);
+    /* sophia_plugin_hold's count (loop thread): an unload while it is
+     * above 0 only sets unload_wanted, and the last drop unloads. */
+    unsigned holds;
+    int unload_wanted;
 };
 typedef struct sophia_self sophia_instance;
 
@@ -79,8 +83,15 @@ int sophia_plugin_reusable(const sophia_conf *c,
                            const sophia_conf *old_conf,
                            const sophia_plugin_set *old);
 
-/* fini() then lt_dlclose(). NULL is fine. */
+/* fini() then lt_dlclose(). NULL is fine. Deferred while held. */
 void sophia_plugin_unload(sophia_instance *inst);
+/* Keeps `inst` loaded past its set's retirement (a reload), for a user
+ * that must finish with it first: the memory store's old embedder serves
+ * searches until the store is re-embedded with the new one. Each hold
+ * is ended by one drop; the drop that ends the last hold of a retired
+ * instance unloads it. Loop thread. NULL is fine. */
+void sophia_plugin_hold(sophia_instance *inst);
+void sophia_plugin_drop(sophia_instance *inst);
 
 /* Every instance of `c`; on any problem the whole set is unloaded and
  * NULL returned (each problem in diag). Every instance is first tried in
@@ -115,6 +126,12 @@ sophia_instance *sophia_plugin_set_find(const sophia_plugin_set *set,
                                         const char *name);
 
 const char *sophia_plugin_kind_name(sophia_plugin_kind kind);
+/* An embedder's ops (SDK 1.2 slot), or NULL when the descriptor predates
+ * it or has none. */
+const sophia_embedder_ops *sophia_plugin_embedder(const sophia_plugin *d);
+/* An output plugin's ops (SDK 1.2's first descriptor slot), or NULL when
+ * the descriptor is older or has none. */
+const sophia_output_ops *sophia_plugin_output_ops(const sophia_plugin *d);
 /* "ok", "drop", "retry", "error": a processor verdict as printed by
  * sophia-plugin-test and a replay's dry run. */
 const char *sophia_verdict_name(sophia_verdict v);

@@ -468,6 +468,7 @@ static void router_configure(sophia_ws_router *r, const sophia_conf *cf)
         r->max_topics = cf->ws.max_topics;
         r->jwt_require_exp = cf->ws.jwt_require_exp;
         r->compression = cf->ws.compression;
+        r->compression_min = cf->ws.compression_min;
         if (cf->ws.jwt_issuer)
             r->jwt_issuer = strdup(cf->ws.jwt_issuer);
         if (cf->ws.jwt_audience)

@@ -229,7 +229,7 @@ void ws_client_send(sophia_ws_client *c, ws_msg *m)
     if (c->msgpack && !(m = ws_msgpack_alt(m, &r->mpack, LWS_PRE)))
         return; /* out of memory: as for a failed render */
     if (c->deflate && r->deflater)
-        m = ws_deflate_twin(m, r->deflater, LWS_PRE);
+        m = ws_deflate_twin(m, r->deflater, LWS_PRE, r->compression_min);
     int co = m->ckey && c->qlen >= r->coalesce_at;
     if (co)
         coalesce_old(c, m);

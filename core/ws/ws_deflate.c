@@ -62,11 +62,11 @@ static size_t compress_one(ws_deflater *d, const unsigned char *in, size_t n)
     return len >= 4 ? len - 4 : 0;
 }
 
-ws_msg *ws_deflate_twin(ws_msg *m, ws_deflater *d, size_t pre)
+ws_msg *ws_deflate_twin(ws_msg *m, ws_deflater *d, size_t pre, size_t min)
 {
     if (m->z || m->z_none || m->deflated)
         return m->z ? m->z : m;
-    size_t n = compress_one(d, m->buf + pre, m->len);
+    size_t n = m->len < min ? 0 : compress_one(d, m->buf + pre, m->len);
     if (!n || n >= m->len || !(m->z = ws_msg_new_deflated(m, d->out, n, pre))) {
         m->z_none = 1;
         return m;

@@ -32,8 +32,10 @@ typedef struct ws_deflater ws_deflater;
 /* NULL when out of memory. Holds one deflate stream (~260 KiB). */
 ws_deflater *ws_deflater_new(void);
 void ws_deflater_free(ws_deflater *d);
-/* m's deflated twin, made now if it never was; m itself when compressing
- * does not make it smaller (or there was no memory). Borrowed. */
-ws_msg *ws_deflate_twin(ws_msg *m, ws_deflater *d, size_t pre);
+/* m's deflated twin, made now if it never was; m itself when it is
+ * smaller than `min` bytes (websocket.compression_min: small messages
+ * shrink little for a deflate each), or compressing does not make it
+ * smaller (or there was no memory). Borrowed. */
+ws_msg *ws_deflate_twin(ws_msg *m, ws_deflater *d, size_t pre, size_t min);
 
 #endif

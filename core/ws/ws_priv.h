@@ -173,6 +173,7 @@ struct sophia_ws_router {
     sophia_jsonw render;    /* reused by render_msg: no malloc per message */
     sophia_jsonw mpack;     /* the same for msgpack twins (ws_msgpack.h) */
     int compression;        /* websocket.compression: deflate offered */
+    size_t compression_min; /* smaller messages go as they are */
     struct ws_deflater *deflater; /* made for the first deflate client */
     sophia_cluster *cluster;
     ws_latest *latest;      /* each dashboard's latest metric updates */

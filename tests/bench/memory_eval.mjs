@@ -15,8 +15,15 @@
 // would score over the two legs' lists for a grid of k and text-leg
 // weights (memory.h's SOPHIA_MEM_RRF_K and weights come from it).
 //
+// --embedder NAME (or MEMEVAL_EMBEDDER) runs it with that bundled embedder
+// plugin as memory.embedder (hashing, ngram_idf; options as JSON in
+// MEMEVAL_EMBEDDER_OPTIONS); without it the configuration has no
+// memory.embedder (the built-in hashing). An embedder that learns from the
+// store is fitted and re-embeds as the store fills: the run waits until
+// that settled before the restart.
+//
 // Usage: SOPHIAD=build/core/sophiad SOPHIA_PG_URL=postgresql://... \
-//        node tests/bench/memory_eval.mjs [--tune] [--misses]
+//        node tests/bench/memory_eval.mjs [--tune] [--misses] [--embedder NAME]
 // memory_eval.test.mjs (ctest bench.memory_eval) runs it and asserts the
 // quality target.
 import { spawn } from 'node:child_process';
@@ -64,14 +71,19 @@ function checkCommitted(set) {
       '(node tests/bench/memory_eval_gen.mjs tests/data/memory_eval)');
 }
 
-async function startSophiad(dir, table) {
+async function startSophiad(dir, table, embedder) {
   const port = await freePort();
+  const opts = process.env.MEMEVAL_EMBEDDER_OPTIONS || '{}';
   writeFileSync(path.join(dir, 'sophia.yaml'), `
 log: {level: warn}
 memory:
   table: ${table}
   index_path: ${path.join(dir, 'memory.index')}
-`);
+${embedder ? `  embedder: emb
+plugins:
+  instances:
+    emb: {plugin: ${embedder}, options: ${opts}}
+` : ''}`);
   const proc = spawn(process.env.SOPHIAD, ['-c', path.join(dir, 'sophia.yaml'), '--listen', `127.0.0.1:${port}`], {
     env: { ...process.env, SOPHIA_REDIS_URL: '' },
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -88,6 +100,17 @@ memory:
     await sleep(50);
   }
   return { port, stop: async () => { stopping = true; proc.kill('SIGTERM'); await exited; } };
+}
+
+// Until the embedder serves what it wants (fits and re-embeds done).
+export async function embedderSettled(port) {
+  for (let i = 0; i < 6000; i++) {
+    const s = await request(port, 'GET', '/api/stats');
+    const e = s.memory.embedder;
+    if (e && e.state === 'ready' && e.serving === e.want) return e;
+    await sleep(50);
+  }
+  throw new Error('the embedder did not settle');
 }
 
 // Targets and distractors interleaved (targets are not the oldest rows),
@@ -143,21 +166,23 @@ function rrfRank(vec, txt, target, k, wText) {
   return order.indexOf(target) + 1;
 }
 
-export async function runEval({ tune = false, log = () => {} } = {}) {
+export async function runEval({ tune = false, log = () => {}, embedder = process.env.MEMEVAL_EMBEDDER } = {}) {
   if (!process.env.SOPHIAD || !process.env.SOPHIA_PG_URL) throw new Error('SOPHIAD and SOPHIA_PG_URL must be set');
   const set = generate();
   checkCommitted(set);
   const dir = mkdtempSync(path.join(process.env.SOPHIA_TEST_TMP || os.tmpdir(), 'sophia-memeval-'));
   const table = `memeval_${process.pid}_${Date.now().toString(36)}`;
-  let d = await startSophiad(dir, table);
+  let d = await startSophiad(dir, table, embedder);
   const results = { vector: [], text: [], fusion: [] };
   const lists = [];
   try {
     const t0 = performance.now();
     const ids = await load(d.port, set);
     log(`stored ${ids.size} targets + ${set.distractors.length} distractors in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const e = await embedderSettled(d.port);
+    log(`embedder ${e.serving} (${e.fits} fits, ${e.reembeds} re-embeds) after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     await d.stop();
-    d = await startSophiad(dir, table);
+    d = await startSophiad(dir, table, embedder);
     log('restarted');
     if (process.env.MEMEVAL_KEEP) { log(`kept: port ${d.port} table ${table}`); await sleep(1e9); }
     await sleep(1000); // the common-word refresh (memory.c) over the full table
@@ -203,7 +228,7 @@ export async function runEval({ tune = false, log = () => {} } = {}) {
 // The table goes when the run ends (psql from the PATH, as servers.sh uses).
 function dropTable(table) {
   return new Promise((resolve, reject) => {
-    const p = spawn('psql', [process.env.SOPHIA_PG_URL, '-qAtc', `DROP TABLE IF EXISTS ${table}; DROP TABLE IF EXISTS ${table}_stats`],
+    const p = spawn('psql', [process.env.SOPHIA_PG_URL, '-qAtc', `DROP TABLE IF EXISTS ${table}; DROP TABLE IF EXISTS ${table}_stats; DROP TABLE IF EXISTS ${table}_embedder`],
       { stdio: 'ignore' });
     p.on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`psql ${c}`))));
     p.on('error', reject);
@@ -221,7 +246,9 @@ export function formatTable(summary) {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const args = process.argv.slice(2);
-  const out = await runEval({ tune: args.includes('--tune'), log: (s) => console.log(s) });
+  const ei = args.indexOf('--embedder');
+  const out = await runEval({ tune: args.includes('--tune'), log: (s) => console.log(s),
+    ...(ei >= 0 ? { embedder: args[ei + 1] } : {}) });
   console.log(formatTable(out.summary));
   console.log(`load average: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   if (args.includes('--misses'))

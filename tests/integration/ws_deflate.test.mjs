@@ -15,9 +15,9 @@ import {
   startDaemon, fetchJson, wsConnect, nextMessage, sendJson, timeoutScale,
 } from './lib/daemon.mjs';
 
-const config = (compression) => `
+const config = (compression, min) => `
 websocket:
-  compression: ${compression}
+  compression: ${compression}${min ? `\n  compression_min: ${min}` : ''}
 plugins:
   path: ["@PLUGIN_DIR@"]
   instances:
@@ -110,7 +110,8 @@ test('the offer is accepted, frames come compressed and inflate to the JSON a pl
   assert.equal(asJson(await z.next(() => true)).type, 'subscribed');
   await nextMessage(plain, 'subscribed');
   assert.equal((await wsStats()).connections_deflate, 1);
-  // Small updates and ones with a 2 KB label: the large ones must shrink.
+  // Small updates and ones with a 2 KB label: the large ones must shrink,
+  // the small ones go as they are (under compression_min, 1 KiB).
   await ingest(`${run}a`, 6);
   await ingest(`${run}a`, 6, 2000);
   let compressed = 0;
@@ -123,8 +124,9 @@ test('the offer is accepted, frames come compressed and inflate to the JSON a pl
       assert.ok(f.wire < Buffer.byteLength(JSON.stringify(want)), 'a compressed frame is smaller');
     }
     if (i >= 6) assert.ok(f.rsv1 && f.wire < 400, `a 2 KB update went as ${f.wire} bytes`);
+    else assert.equal(f.rsv1, false, `a ${f.wire}-byte update was compressed`);
   }
-  assert.ok(compressed >= 6);
+  assert.equal(compressed, 6);
   z.sock.destroy();
   plain.close();
 });
@@ -152,6 +154,24 @@ test('msgpack clients with the extension get compressed binary frames', async ()
   assert.equal(f.opcode, 2);
   assert.ok(f.rsv1);
   assert.equal(decode(f.data).data.labels.note.length, 2000);
+  z.sock.destroy();
+});
+
+test('compression_min: 1 (after a reload) compresses the small updates too', async () => {
+  const before = (await fetchJson(`${d.url}/api/stats`)).body.reload.reloads;
+  await d.writeConfig(config('deflate', 1));
+  d.signal('SIGHUP');
+  while ((await fetchJson(`${d.url}/api/stats`)).body.reload.reloads <= before) await sleep(20);
+  const z = await rawClient('permessage-deflate');
+  const topic = `dashboard:${run}e`;
+  z.send(JSON.stringify({ type: 'subscribe', subscriptions: [topic] }));
+  await z.next(() => true);
+  await ingest(`${run}e`, 3);
+  for (let i = 0; i < 3; i++) {
+    const f = await z.next(() => true);
+    assert.ok(f.rsv1, 'a small update compressed');
+    assert.ok(f.wire < Buffer.byteLength(JSON.stringify(asJson(f))));
+  }
   z.sock.destroy();
 });
 

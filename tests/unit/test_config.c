@@ -428,7 +428,7 @@ static void test_unknown_key(void **state)
                "(allowed: plugin, options)");
     expect_one("streams:\n  s:\n    processor: p\n    queue: 5\n",
                "t.yaml:4:5: unknown key 'queue' in stream 's' (allowed: "
-               "processor, processors, queue_size, batch_size, filter, dedup_key, "
+               "processor, processors, outputs, queue_size, batch_size, filter, dedup_key, "
                "dedup_window, max_attempts, retry_base, retry_cap, redis, statsd, "
                "durable, retention)");
 }

@@ -159,7 +159,7 @@ static void rig_up_stream(rig *r, const char *option, const char *stream_extra)
     r->cache = sophia_cache_new(r->c, r->base);
     assert_non_null(r->cache);
     run_until(r->base, tiers_up, r->cache, 15000, "L3 up");
-    sophia_host_set_env(r->rt, &(sophia_host_env){r->cache, NULL, NULL});
+    sophia_host_set_env(r->rt, &(sophia_host_env){.cache = r->cache});
     r->ss = sophia_streams_new(r->c, r->ps, NULL, r->base, &r->d);
     assert_int_equal(r->d.count, 0);
     r->st = sophia_streams_find(r->ss, "s");

@@ -99,7 +99,7 @@ static void rig_up(rig *r, const char *pg_url, int want_l3)
     }
     const char *e;
     assert_int_equal(sophia_cache_l3_state(r->cache, &e), want_l3);
-    sophia_host_set_env(r->rt, &(sophia_host_env){r->cache, NULL, NULL});
+    sophia_host_set_env(r->rt, &(sophia_host_env){.cache = r->cache});
     r->ss = sophia_streams_new(r->c, r->ps, NULL, r->base, &r->d);
     assert_int_equal(r->d.count, 0);
     r->st = sophia_streams_find(r->ss, "s");

@@ -53,10 +53,10 @@ static void test_twin(void **state)
     ws_msg *m = ws_msg_new(text, (size_t)n, PRE);
     m->pubid = 9;
     ws_msg_set_ckey(m, "dashboard:x", "revenue");
-    ws_msg *z = ws_deflate_twin(m, d, PRE);
+    ws_msg *z = ws_deflate_twin(m, d, PRE, 1);
     assert_ptr_not_equal(z, m);
-    assert_ptr_equal(ws_deflate_twin(m, d, PRE), z); /* once */
-    assert_ptr_equal(ws_deflate_twin(z, d, PRE), z); /* already compressed */
+    assert_ptr_equal(ws_deflate_twin(m, d, PRE, 1), z); /* once */
+    assert_ptr_equal(ws_deflate_twin(z, d, PRE, 1), z); /* already compressed */
     assert_true(z->len < 100);
     assert_int_equal(z->pubid, 9);
     assert_string_equal(z->ckey, m->ckey);
@@ -69,11 +69,29 @@ static void test_twin(void **state)
     assert_memory_equal(out, text, (size_t)n);
     /* a second message through the same (reset) stream inflates alone */
     ws_msg *m2 = ws_msg_new("{\"type\":\"pong\",\"pad\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"}", 67, PRE);
-    ws_msg *z2 = ws_deflate_twin(m2, d, PRE);
+    ws_msg *z2 = ws_deflate_twin(m2, d, PRE, 1);
     assert_ptr_not_equal(z2, m2);
     got = inflate_payload(z2->buf + PRE, z2->len, out, sizeof(out));
     assert_int_equal(got, 67);
     assert_memory_equal(out, ws_msg_text(m2, PRE), 67);
+    ws_msg_unref(m2);
+    ws_msg_unref(m);
+    ws_deflater_free(d);
+}
+
+/* Under websocket.compression_min a message goes as it is, once decided. */
+static void test_under_min(void **state)
+{
+    (void)state;
+    ws_deflater *d = ws_deflater_new();
+    char text[600];
+    memset(text, 'a', sizeof(text));
+    ws_msg *m = ws_msg_new(text, sizeof(text), PRE);
+    assert_ptr_equal(ws_deflate_twin(m, d, PRE, 1024), m);
+    assert_true(m->z_none);
+    assert_null(m->z);
+    ws_msg *m2 = ws_msg_new(text, sizeof(text), PRE);
+    assert_ptr_not_equal(ws_deflate_twin(m2, d, PRE, 600), m2); /* at min */
     ws_msg_unref(m2);
     ws_msg_unref(m);
     ws_deflater_free(d);
@@ -84,7 +102,7 @@ static void test_not_smaller(void **state)
     (void)state;
     ws_deflater *d = ws_deflater_new();
     ws_msg *m = ws_msg_new("{\"type\":\"pong\"}", 15, PRE);
-    assert_ptr_equal(ws_deflate_twin(m, d, PRE), m);
+    assert_ptr_equal(ws_deflate_twin(m, d, PRE, 1), m);
     assert_true(m->z_none);
     assert_null(m->z);
     size_t fl;
@@ -97,6 +115,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_twin),
+        cmocka_unit_test(test_under_min),
         cmocka_unit_test(test_not_smaller),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

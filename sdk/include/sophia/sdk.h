@@ -180,6 +180,27 @@ typedef struct sophia_alert {
     int resolve;
 } sophia_alert;
 
+/* ------------------------------------------------- outputs (since 1.2) */
+
+/* One deliver() of an output plugin in progress: hand it back to
+ * host->output_done exactly once. */
+typedef struct sophia_output_call sophia_output_call;
+
+/* An HTTP request host->http_request makes (since 1.2). Zero it, set
+ * struct_size = sizeof(sophia_http_request), then the fields you need. */
+typedef struct sophia_http_request {
+    uint32_t struct_size;
+    const char *method;          /* "POST", "PUT", ...; NULL = "POST" */
+    const char *url;             /* http://host[:port]/path[?query] */
+    const char *const *headers;  /* "Name: value" strings, NULL-terminated,
+                                  * or NULL; Host and Content-Length are the
+                                  * host's */
+    const char *body;            /* borrowed for the call; may be NULL */
+    size_t body_len;
+    double timeout_s;            /* connect, send and each wait for the
+                                  * answer; <= 0: 10 s */
+} sophia_http_request;
+
 /* -------------------------------------------------------------- host API */
 
 /* Functions the host hands to init(). Grows only at its end; every member
@@ -465,6 +486,59 @@ typedef struct sophia_host {
      * chain. Returns 0, SOPHIA_EINVAL (no ctx or event), SOPHIA_ENOMEM.
      * sophia-plugin-test prints each as {"action":"emit","event":...}. */
     int (*emit)(sophia_ctx *ctx, sophia_json *event);
+
+    /* --- since 1.2: outputs, and the I/O the host makes for them --- */
+    /* An output's deliver() is done: rc 0 = every record of the batch was
+     * delivered (their events may be acknowledged); SOPHIA_EINVAL,
+     * SOPHIA_EPERM, SOPHIA_ETOOBIG or SOPHIA_EPARSE = the receiver refused
+     * the batch for good (its events are retried by their streams and go
+     * to the dead letter after max_attempts); any other error = try again:
+     * the host delivers the same batch again after a back-off (forever:
+     * the events stay unacknowledged meanwhile, and their streams stop
+     * taking new ones once their queues fill). Call it exactly once per
+     * call, from deliver() itself or later on the loop. */
+    void (*output_done)(sophia_output_call *call, int rc);
+    /* An HTTP/1.1 request on the loop (plain http:// only; https:// is
+     * SOPHIA_EINVAL). cb runs exactly once, later, on the loop: rc 0 with
+     * the status and the response body (borrowed for the call), or rc
+     * SOPHIA_ETIMEDOUT / SOPHIA_EUNAVAIL (no connection, reset) with
+     * status 0. Returns 0, or SOPHIA_EINVAL (no self, req or url; a bad
+     * url) / SOPHIA_ENOMEM (cb not called). A callback still pending
+     * keeps a retired instance loaded until it ran. */
+    int (*http_request)(sophia_self *self, const sophia_http_request *req,
+                        void (*cb)(void *arg, int rc, int status,
+                                   const char *body, size_t len),
+                        void *arg);
+    /* One Redis command (binary-safe argv) on the host's connection to
+     * `url` (NULL: the daemon's redis.url), which the host opens on first
+     * use and keeps, reconnecting. cb runs exactly once, later: rc 0 and
+     * the reply as JSON (string, integer, array, null; borrowed for the
+     * call), or rc SOPHIA_EIO with the error reply as a string, or
+     * SOPHIA_EUNAVAIL / SOPHIA_ETIMEDOUT and NULL. Returns 0, or
+     * SOPHIA_EINVAL (no self, argc < 1, no url and no redis.url),
+     * SOPHIA_EUNAVAIL (Redis down now), SOPHIA_ENOMEM: cb not called. */
+    int (*redis_command)(sophia_self *self, const char *url, int argc,
+                         const char *const *argv, const size_t *argvlen,
+                         void (*cb)(void *arg, int rc,
+                                    const sophia_json *reply),
+                         void *arg);
+    /* One SQL statement with text parameters ($1..$n; a NULL value is SQL
+     * NULL) on the host's connection to `conninfo` (NULL: the daemon's
+     * postgres.url), opened on first use. cb runs exactly once, later: rc
+     * 0 and the rows affected (or returned), or rc SOPHIA_EIO and the
+     * server's message, or SOPHIA_EUNAVAIL. Returns 0, or SOPHIA_EINVAL,
+     * SOPHIA_EUNAVAIL (PostgreSQL down now), SOPHIA_EBUSY, SOPHIA_ENOMEM:
+     * cb not called. */
+    int (*pg_query)(sophia_self *self, const char *conninfo, const char *sql,
+                    int nparams, const char *const *values,
+                    void (*cb)(void *arg, int rc, int64_t rows,
+                               const char *err),
+                    void *arg);
+    /* HMAC-SHA256 of `data` under `key`, as 64 lowercase hex digits and a
+     * NUL in `hex`: what a receiver checks a signed request with. 0, or
+     * SOPHIA_EINVAL. */
+    int (*hmac_sha256_hex)(const void *key, size_t key_len, const void *data,
+                           size_t len, char hex[65]);
 } sophia_host;
 
 /* True when the host table `h` has `member`: what a plugin checks before
@@ -479,7 +553,9 @@ typedef struct sophia_host {
 typedef enum sophia_plugin_kind {
     SOPHIA_KIND_PROCESSOR = 1,
     SOPHIA_KIND_WRITE_STRATEGY,
-    SOPHIA_KIND_CONSOLIDATOR
+    SOPHIA_KIND_CONSOLIDATOR,
+    SOPHIA_KIND_OUTPUT = 4,  /* since 1.2: forwards events and alerts */
+    SOPHIA_KIND_EMBEDDER = 5 /* since 1.2: text -> vectors for memory */
 } sophia_plugin_kind;
 
 typedef struct sophia_processor_ops {
@@ -554,6 +630,92 @@ typedef struct sophia_consolidator_ops {
     int (*run)(void *state, sophia_ctx *ctx);
 } sophia_consolidator_ops;
 
+/* An embedder (since 1.2) turns text into vectors for the memory store:
+ * memory.embedder names its instance. Unlike every other callback, its
+ * `embed` and `fit` run on the host's worker threads, several at once,
+ * never on the loop; so they may take milliseconds, but must be
+ * thread-safe: read the state init() built, never change it. What an
+ * embedder learns from the store (`fit`) is not written into the state
+ * but returned as a separate model object the host owns, hands back to
+ * every `embed`, saves (`model_export`) and restores (`model_import`)
+ * across restarts: a refit is then a new model the host re-embeds the
+ * store with in the background while the old one keeps serving.
+ * sdk/README.md, "Embedders", has a sketch of an ONNX Runtime one. */
+typedef struct sophia_embedder_ops {
+    uint32_t struct_size;
+    /* since 1.2: the vectors' size, fixed for the instance's life (e.g.
+     * from an option or the model's output shape); 8..4096. */
+    int (*dimension)(void *state);
+    /* since 1.2: embeds texts[0..n) (texts[i] is lens[i] bytes, not
+     * NUL-terminated, UTF-8) into out: n rows of dimension() floats.
+     * Each row L2-normalized (inner product = cosine), or all zeros for a
+     * text without features. The same text and model give the same
+     * vector every time. `model` is what fit/model_import made, or NULL
+     * (not fitted). Worker threads only. 0, or a negative sophia_errno
+     * (the whole batch failed). */
+    int (*embed)(void *state, const void *model, const char *const *texts,
+                 const size_t *lens, size_t n, float *out);
+    /* since 1.2 (optional): text naming what else the vectors depend on
+     * beyond the plugin's name, version and options (a model file's
+     * checksum, say); borrowed until fini. The host tags the index with
+     * it: when it changes, the store is re-embedded. NULL = nothing. */
+    const char *(*fingerprint)(void *state);
+    /* since 1.2 (optional, all four or none): learn from the store. fit
+     * gets a sample of stored texts (worker thread) and returns a new
+     * model (NULL: nothing learnt, keep the current one). The host asks
+     * again as the store grows (each time its live rows doubled) and
+     * re-embeds the store with each new model. */
+    void *(*fit)(void *state, const char *const *texts, const size_t *lens,
+                 size_t n);
+    /* The model as text (the host stores it in PostgreSQL; free with
+     * host->free, so malloc'd), and back (NULL: not a model of ours). */
+    char *(*model_export)(void *state, const void *model);
+    void *(*model_import)(void *state, const char *text);
+    void (*model_free)(void *state, void *model);
+} sophia_embedder_ops;
+
+/* What an output's deliver() is given (since 1.2; grows at its end). A
+ * record is an object: {"type":"event", "stream", "id" (or null),
+ * "source", "received_ms", "event": the event's JSON} for each event that
+ * left the stream's processors (as it came, or what the last link of a
+ * chain emitted for it), and {"type":"alert", "stream", "event_id",
+ * "alert": the alert's data (alert_type, message, severity, state, ...)}
+ * for each alert the processors raised while processing it. */
+typedef struct sophia_output_batch {
+    uint32_t struct_size;
+    const sophia_json *records; /* an array, borrowed until output_done */
+    const char *json;           /* the same array as compact JSON text */
+    size_t json_len;
+    size_t count;               /* records in it */
+    unsigned attempt;           /* 0, then 1, 2, ... for its retries */
+} sophia_output_batch;
+
+/* How the host batches and retries for an output (since 1.2). The host
+ * fills the defaults in, then calls sophia_output_ops.params. */
+typedef struct sophia_output_params {
+    uint32_t struct_size;
+    size_t batch;          /* records per deliver(), default 100 */
+    size_t batch_bytes;    /* JSON bytes per deliver(), default 1 MiB (a
+                            * bigger record goes alone) */
+    double flush_interval; /* seconds a partial batch waits, default 0.2 */
+    double retry_base;     /* first wait before a batch is tried again, 0.2 s */
+    double retry_cap;      /* and the longest, default 30 s */
+} sophia_output_params;
+
+typedef struct sophia_output_ops {
+    uint32_t struct_size;
+    /* since 1.2: deliver the batch `b` (records and their JSON text are
+     * borrowed until output_done) without blocking - start the I/O with
+     * host->http_request, redis_command or pg_query - and report through
+     * host->output_done(call, rc), exactly once. At most one deliver()
+     * per instance is in progress at a time, so batches arrive in order. */
+    void (*deliver)(void *state, const sophia_output_batch *b,
+                    sophia_output_call *call);
+    /* since 1.2 (optional): adjust batching and retry (e.g. from the
+     * plugin's own options); runs once, after init. */
+    void (*params)(void *state, sophia_output_params *p);
+} sophia_output_ops;
+
 /* ------------------------------------------------------ the descriptor */
 
 /* Growth rule: sizeof(sophia_plugin) never changes within major 1. A
@@ -589,8 +751,12 @@ typedef struct sophia_plugin {
     const sophia_write_ops *write_strategy;
     const sophia_consolidator_ops *consolidator;
 
+    /* --- since 1.2 (read only when abi_minor >= 2) --- */
+    const sophia_output_ops *output;     /* SOPHIA_KIND_OUTPUT's ops */
+    const sophia_embedder_ops *embedder; /* SOPHIA_KIND_EMBEDDER's ops */
+
     /* Spare slots: growth without a major bump (the rule above). */
-    void *reserved[8];
+    void *reserved[6];
 } sophia_plugin;
 
 /* Convenience for plugins: fill the ABI header of the descriptor. */

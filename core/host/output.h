@@ -1,0 +1,97 @@
+/*
+ * output - the host side of output plugins (SDK 1.2, sophia_output_ops):
+ * one runner per output instance, which batches the records streams hand
+ * it, calls the plugin's deliver() with one batch at a time, and retries
+ * a batch that failed after an exponential back-off with full jitter
+ * (lib/backoff.h), as Fluent Bit's engine does for its output plugins: the
+ * plugin only says how one batch goes out, the core owns batching and
+ * retries (and, through host->http_request / redis_command / pg_query,
+ * the connections: event/upstream.h).
+ *
+ * Delivery is an effect of the event's contexts (host.h): a stream hands
+ * them its outputs (sophia_ctx_set_outputs) when its processors said OK,
+ * and sophia_ctx_apply submits a record of each event that left them
+ * (ingest/chain.h), and one per alert they raised for it, to each output;
+ * the applies report only once every output delivered them, so the event commits and is
+ * acknowledged (XACK) only then: at least once. A batch that fails with a
+ * transient error is retried forever, in order, while its events stay in
+ * flight: the stream stops starting new events at its in-flight bound,
+ * its queue fills and ingest answers 503 (a durable stream keeps them in
+ * Redis), so a long outage is backpressure, never a silent loss. A batch
+ * the receiver refuses for good (output_done with EINVAL, EPERM, ETOOBIG,
+ * EPARSE) fails its records' applies: their events are retried by their
+ * streams and go to the dead letter after max_attempts.
+ *
+ * A runner lives as long as its instance: sophia_host_release (before
+ * fini, and when a reload retires the instance) ends what it still holds
+ * with SOPHIA_EUNAVAIL - the stream that waited has recalled those events
+ * already, or is gone - and a deliver() still in progress then reports
+ * into nothing.
+ */
+#ifndef SOPHIA_OUTPUT_H
+#define SOPHIA_OUTPUT_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "host/host.h"
+
+typedef struct sophia_output sophia_output;
+
+/* The runner of output instance `inst`, made on first use on its
+ * runtime's loop (sophia_host_timers_bind); NULL when `inst` is not an
+ * output, has no runtime or loop (a validation pass), or out of memory. */
+sophia_output *sophia_host_output(sophia_instance *inst);
+/* Queues `rec` (taken) for delivery; done(arg, rc) runs once, later, with
+ * 0 once a deliver() took it, or the error it failed with for good. */
+void sophia_output_submit(sophia_output *o, json_t *rec,
+                          void (*done)(void *arg, int rc), void *arg);
+
+/* host->output_done. */
+void sophia_host_output_done(sophia_output_call *call, int rc);
+
+/* Part of sophia_host_release: ends `inst`'s runner, if any. */
+void sophia_host_outputs_release(sophia_instance *inst);
+/* Shutdown: ends every runner of `rt` (before its loop goes). */
+void sophia_host_outputs_free(sophia_host_rt *rt);
+
+/* One runner's figures (output_stats.c declares each for lib/statdef.h). */
+typedef struct sophia_output_stats {
+    uint64_t delivered; /* records a deliver() took */
+    uint64_t batches;   /* deliver() calls, retries included */
+    uint64_t retries;   /* of them, a failed batch again */
+    uint64_t failed;    /* records refused for good (or out of memory) */
+    size_t queued;      /* records waiting for a batch */
+    size_t in_batch;    /* records of the batch out or waiting to go again */
+    size_t attempt;     /* failed deliveries of that batch so far */
+} sophia_output_stats;
+/* The runners of `rt`, in no set order: the i-th one's instance name and
+ * figures; 0 past the end. */
+size_t sophia_host_outputs_count(const sophia_host_rt *rt);
+int sophia_host_output_stats_at(const sophia_host_rt *rt, size_t i,
+                                const char **instance,
+                                sophia_output_stats *out);
+/* output_stats.c: /api/stats `outputs` ({instance: {delivered, ...}},
+ * new reference) and the sophia_output_* lines of /metrics, one sample
+ * per instance (instance="name"). */
+json_t *sophia_host_outputs_stats_json(const sophia_host_rt *rt);
+void sophia_host_outputs_write_prom(const sophia_host_rt *rt, FILE *f);
+
+/* host.c's side: the records a context hands its outputs. The context
+ * keeps `outs` (borrowed: a stream's runners), and a record for each of
+ * `events` (the events that left the stream's processors on behalf of
+ * `ev`, whose id, source and arrival they carry), built now;
+ * sophia_ctx_apply submits them and one record per alert the context
+ * queued to each output (sophia_output_ctx_apply). */
+int sophia_ctx_set_outputs(sophia_ctx *ctx, sophia_output *const *outs,
+                           size_t n, const sophia_event *ev,
+                           json_t *const *events, size_t nevents);
+void sophia_output_ctx_apply(sophia_ctx *ctx, sophia_apply *ap);
+void sophia_output_ctx_free(sophia_ctx *ctx);
+/* host.c: the context's slot for the above, and its alerts' data in the
+ * order they were raised (*i starts at 0; NULL at the end). */
+void **sophia_ctx_output_slot(sophia_ctx *ctx);
+const json_t *sophia_ctx_next_alert(const sophia_ctx *ctx, size_t *i);
+
+#endif
