@@ -275,6 +275,14 @@ static void memory_validate(const sophia_conf *c, const char *file,
             sophia_diag_add(diag, file, cc->line, cc->col,
                             "memory.consolidate.%s: set 'every' (a duration) "
                             "or 'after_new' (a count), or both", cc->instance);
+        else if (cc->batch > SOPHIA_CONF_CONS_BATCH_MAX)
+            sophia_diag_add(diag, file, cc->line, cc->col,
+                            "memory.consolidate.%s.batch: at most %d",
+                            cc->instance, SOPHIA_CONF_CONS_BATCH_MAX);
+        else if (cc->neighbors > SOPHIA_CONF_CONS_NEIGHBORS_MAX)
+            sophia_diag_add(diag, file, cc->line, cc->col,
+                            "memory.consolidate.%s.neighbors: at most %d",
+                            cc->instance, SOPHIA_CONF_CONS_NEIGHBORS_MAX);
     }
 }
 

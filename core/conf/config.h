@@ -130,11 +130,19 @@ typedef struct sophia_conf_stream {
     } retention;
 } sophia_conf_stream;
 
-/* memory.consolidate.<instance>: when a consolidator plugin runs. */
+/* memory.consolidate.<instance>: when a consolidator plugin runs, and
+ * how many memories a run looks at (default and bound). */
+#define SOPHIA_CONF_CONS_BATCH_DEFAULT 1000
+#define SOPHIA_CONF_CONS_BATCH_MAX 100000
+#define SOPHIA_CONF_CONS_NEIGHBORS_DEFAULT 8
+#define SOPHIA_CONF_CONS_NEIGHBORS_MAX 64
 typedef struct sophia_conf_consolidate {
     char *instance;   /* plugin instance name (kind consolidator) */
     double every;     /* seconds between runs; 0 = only by count */
     size_t after_new; /* run after this many new memories; 0 = off */
+    size_t batch;     /* memories a run looks at (after the cursor); 0 = default */
+    size_t neighbors; /* looked up per memory; 0 = none (set to the default
+                         before the section is read) */
     int line, col;
 } sophia_conf_consolidate;
 

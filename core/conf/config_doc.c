@@ -190,6 +190,14 @@ static const key_doc docs[] = {
     {"memory.consolidate.INSTANCE.every", NULL, "-", "Run this often."},
     {"memory.consolidate.INSTANCE.after_new", NULL, "-",
      "Also run after this many new memories."},
+    {"memory.consolidate.INSTANCE.batch", NULL, "1000",
+     "Memories one run looks at: the next ones by id after the instance's "
+     "cursor, which wraps to the start after the last, so successive runs "
+     "cover the whole store (the cursor is kept in PostgreSQL)."},
+    {"memory.consolidate.INSTANCE.neighbors", NULL, "8",
+     "Nearest memories looked up across the store for each one of a batch "
+     "(at most 64); 0 for a plugin that judges each memory alone, such as "
+     "decay: its runs then skip the vector search."},
 
     {"correlators", "mapping of instance name to correlator", "-",
      "Correlator plugin instances (kind correlator, SDK 1.2) and the streams "

@@ -559,10 +559,14 @@ const field conf_consolidate_fields[] = {
      NULL},
     {"after_new", F_COUNT, offsetof(sophia_conf_consolidate, after_new), 0,
      NULL, NULL},
+    {"batch", F_COUNT, offsetof(sophia_conf_consolidate, batch), 0, NULL,
+     NULL},
+    {"neighbors", F_COUNT0, offsetof(sophia_conf_consolidate, neighbors), 0,
+     NULL, NULL},
     END,
 };
 
-/* memory.consolidate.INSTANCE: {every, after_new} */
+/* memory.consolidate.INSTANCE: {every, after_new, batch, neighbors} */
 static void consolidate_pair(loader *ld, const node *k, const node *v,
                              void *base, const void *arg, const char *path)
 {
@@ -574,6 +578,7 @@ static void consolidate_pair(loader *ld, const node *k, const node *v,
     sophia_conf_consolidate *cc =
         GROW(c->memory.consolidate, c->memory.nconsolidate);
     cc->instance = conf_xstrdup(k->text);
+    cc->neighbors = SOPHIA_CONF_CONS_NEIGHBORS_DEFAULT;
     cc->line = k->line;
     cc->col = k->col;
     conf_child_path(sub, sizeof(sub), path, k->text);

@@ -189,19 +189,38 @@ static int build_sql(mem_sql *q, const char *t)
                        "consolidated_into IS NULL GROUP BY 1", t);
     q->all = fmt_sql("SELECT id, embedding FROM %s WHERE consolidated_into "
                      "IS NULL ORDER BY id", t);
-    q->batch = fmt_sql("SELECT id, content, memory_type, context::text, "
-                       "importance::float8, extract(epoch FROM created_at)::float8, "
-                       "extract(epoch FROM last_access)::float8, access_count, "
-                       "feedback, embedding FROM %s WHERE consolidated_into IS "
-                       "NULL ORDER BY id LIMIT $1::int", t);
+    /* A consolidation run: the next $1 live memories after the cursor $2
+     * (memory_consolidate.c), the rows of their neighbours (in the batch
+     * or not: one query), and the cursor itself, one row per instance. */
+    q->batch = fmt_sql("SELECT " MEM_COLS_HEAD ", embedding, " MEM_COLS_SCOPE
+                       " FROM %s WHERE consolidated_into IS NULL AND id > "
+                       "$2::bigint ORDER BY id LIMIT $1::int", t);
+    q->nbrows = fmt_sql("SELECT id, memory_type, context::text, "
+                        "octet_length(content), importance::float8, "
+                        MEM_COLS_SCOPE " FROM %s WHERE id = ANY($1::bigint[]) "
+                        "AND consolidated_into IS NULL", t);
+    q->cons_load = fmt_sql("SELECT after_id, passes, pass_started, last_pass_s "
+                           "FROM %s_cons WHERE instance = $1", t);
+    q->cons_save = fmt_sql("INSERT INTO %s_cons (instance, after_id, passes, "
+                           "pass_started, last_pass_s) VALUES ($1, $2::bigint, "
+                           "$3::bigint, $4::float8, $5::float8) ON CONFLICT "
+                           "(instance) DO UPDATE SET after_id = excluded.after_id, "
+                           "passes = excluded.passes, pass_started = "
+                           "excluded.pass_started, last_pass_s = "
+                           "excluded.last_pass_s", t);
     /* One statement, so a merge is all or nothing: the CTE marks the
-     * dropped row (only while the kept one is live), the outer UPDATE folds
-     * its counts into the kept one. */
+     * dropped row (only while the kept one is live and in the same scope:
+     * user_id, agent_id and session_id alike, whatever a plugin asks), the
+     * outer UPDATE folds its counts into the kept one. $3: the instance,
+     * in both memories' history, as for an expiry ($2). */
     q->merge_keep = fmt_sql("WITH d AS (UPDATE %s SET consolidated_into = "
                             "$1::bigint WHERE id = $2::bigint AND "
                             "consolidated_into IS NULL AND EXISTS (SELECT 1 FROM "
                             "%s k WHERE k.id = $1::bigint AND k.consolidated_into "
-                            "IS NULL) RETURNING access_count, importance, "
+                            "IS NULL AND k.user_id IS NOT DISTINCT FROM %s.user_id "
+                            "AND k.agent_id IS NOT DISTINCT FROM %s.agent_id AND "
+                            "k.session_id IS NOT DISTINCT FROM %s.session_id) "
+                            "RETURNING access_count, importance, "
                             "last_access, memory_type, id) , k AS (UPDATE %s k SET "
                             "access_count = k.access_count + d.access_count, "
                             "importance = greatest(k.importance, d.importance), "
@@ -209,18 +228,20 @@ static int build_sql(mem_sql *q, const char *t)
                             "FROM d WHERE k.id = $1::bigint RETURNING k.id, d.id AS "
                             "did, d.memory_type), h AS (INSERT INTO %s_history "
                             "(memory_id, event, detail) SELECT did, 'merged', "
-                            "jsonb_build_object('into', id) FROM k UNION ALL SELECT "
-                            "id, 'merged', jsonb_build_object('absorbed', did) FROM "
-                            "k) SELECT memory_type FROM k", t);
+                            "jsonb_build_object('into', id, 'by', $3::text) FROM k "
+                            "UNION ALL SELECT id, 'merged', jsonb_build_object("
+                            "'absorbed', did, 'by', $3::text) FROM k) SELECT "
+                            "memory_type FROM k", t);
     q->expire = fmt_sql("WITH x AS (DELETE FROM %s WHERE id = $1::bigint "
                         "RETURNING id, memory_type), h AS (INSERT INTO %s_history "
                         "(memory_id, event, detail) SELECT id, 'deleted', "
-                        "'{\"by\":\"consolidator\"}' FROM x) SELECT memory_type "
-                        "FROM x", t);
+                        "jsonb_build_object('by', 'consolidator', 'instance', "
+                        "$2::text) FROM x) SELECT memory_type FROM x", t);
     char **all[] = {&q->insert, &q->fts, &q->fts_fuzzy, &q->rows, &q->rows_next,
                     &q->touch, &q->feedback,
                     &q->count, &q->types, &q->all, &q->batch, &q->merge_keep,
-                    &q->expire, &q->common};
+                    &q->expire, &q->common, &q->nbrows, &q->cons_load,
+                    &q->cons_save};
     if (mem_crud_sql(q, t) < 0)
         return -1;
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
@@ -245,6 +266,9 @@ static void free_sql(mem_sql *q)
     free(q->merge_keep);
     free(q->expire);
     free(q->common);
+    free(q->nbrows);
+    free(q->cons_load);
+    free(q->cons_save);
     mem_crud_sql_free(q);
 }
 
@@ -254,7 +278,7 @@ static void free_sql(mem_sql *q)
  * table, created once (a copy of english, plus unaccent when it is
  * there). A table whose tsv predates MEM_TS_CONFIG gets it recomputed:
  * dropping the generated column drops its index, which is re-created. */
-#define MEM_SCHEMA_STEPS 14
+#define MEM_SCHEMA_STEPS 15
 static void schema_sql(const char *t, char *buf, size_t n, int which)
 {
     switch (which) {
@@ -347,6 +371,13 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
                  "memory_type, 'context', context, 'importance', importance) FROM "
                  "%s WHERE consolidated_into IS NULL ORDER BY id; END IF; END $$",
                  t, t, t, t, t, t);
+        break;
+    case 14:
+        /* Each consolidator instance's cursor (memory_consolidate.c), so
+         * its passes go on where they were after a restart. */
+        snprintf(buf, n, "CREATE TABLE IF NOT EXISTS %s_cons (instance text "
+                 "PRIMARY KEY, after_id bigint NOT NULL DEFAULT 0, passes bigint "
+                 "NOT NULL DEFAULT 0, pass_started float8, last_pass_s float8)", t);
         break;
     default:
         snprintf(buf, n, "DO $$ BEGIN CREATE INDEX IF NOT EXISTS %s_user ON %s "

@@ -1,22 +1,32 @@
 /*
  * memory_consolidate - running consolidator plugins over the memory store.
  *
- * A run has four steps, none of which blocks the loop:
- *  1. loop: fetch the live memories (oldest first, at most
- *     MEM_CONS_BATCH rows) from PostgreSQL;
- *  2. worker: for each one, its nearest live neighbours in the faiss index
- *     (one batched search under the read lock) - the CPU-heavy part, done
- *     by the host so plugins stay simple;
- *  3. loop: build the batch as JSON and call the plugin's run(state, ctx)
+ * Each instance walks the whole store with a cursor: a run looks at the
+ * next `batch` live memories by id after it, and after the last memory
+ * the cursor wraps to the start, which completes a pass. The cursor, the
+ * passes completed and the last pass's duration are kept in
+ * <table>_cons, so a restart goes on where it was. A run has five steps,
+ * none of which blocks the loop:
+ *  1. loop: fetch the batch from PostgreSQL (the cursor too, before the
+ *     first run);
+ *  2. worker: for each one, its `neighbors` nearest live memories across
+ *     the whole faiss index (one batched search under the read lock) - the
+ *     CPU-heavy part, done by the host so plugins stay simple;
+ *  3. loop: the neighbours' rows (type, context, scope, content length)
+ *     from PostgreSQL, so a plugin can judge a neighbour outside its batch
+ *     (2 and 3 are skipped with neighbors: 0);
+ *  4. loop: build the batch as JSON and call the plugin's run(state, ctx)
  *     through the runner the host registered (sophia_memory_set_cons_runner,
  *     host/consolidate_run.c: memory sits below the host and does not call
  *     it); the plugin reads host->memory_batch(ctx) and queues memory_merge /
  *     memory_expire (and any other action);
- *  4. loop + worker: apply each merge or expiry in PostgreSQL, then remove
- *     the dropped ids from the index in one worker job, and save it later.
- * Ingest and search go on meanwhile; a memory stored during a run is
- * simply not part of it. One run per instance at a time: a schedule that
- * fires while its previous run is still going is skipped.
+ *  5. loop + worker: apply each merge or expiry in PostgreSQL, then remove
+ *     the dropped ids from the index in one worker job, and save it later;
+ *     then move the cursor past the batch and save it.
+ * Ingest and search go on meanwhile; a memory stored during a pass is part
+ * of it when its id is still ahead of the cursor. One run per instance at
+ * a time: a schedule that fires while its previous run is still going is
+ * skipped. A run that fails leaves the cursor where it was.
  *
  * Schedules come from memory.consolidate.<instance>: `every` (a timer)
  * and/or `after_new` (count of memories stored since the last run).
@@ -32,19 +42,20 @@
 #include "lib/log.h"
 #include "event/loop.h"
 
-#define MEM_CONS_BATCH 5000
-#define MEM_CONS_NEIGHBORS 8
 #define MEM_CONS_MIN_COS 0.5f
 
 typedef struct cons_run {
     sophia_memory *m;
     mem_consolidator *c;
-    size_t n;
-    int64_t *ids;
+    size_t n, limit;
+    size_t k; /* neighbours per memory (memory.consolidate.*.neighbors) */
+    int end; /* the batch reached the last memory: the pass completes */
+    int64_t *ids; /* ascending, as the batch is read */
     float *vecs;
-    int64_t *nb_ids; /* n * NEIGHBORS, -1 = none */
+    int64_t *nb_ids; /* n * k, -1 = none */
     float *nb_cos;
     json_t *batch;
+    json_t *nbrows; /* "id" -> a neighbour's row, from PostgreSQL */
     json_t *ops;
     size_t pending; /* PostgreSQL statements in flight */
     int64_t *removed;
@@ -62,13 +73,67 @@ static void run_free(cons_run *r)
     free(r->nb_cos);
     free(r->removed);
     json_decref(r->batch);
+    json_decref(r->nbrows);
     json_decref(r->ops);
     free(r);
 }
 
+static double wall_s(void)
+{
+    return (double)sophia_now_wall_us() / 1e6;
+}
+
+/* ------------------------------------------------------- the cursor */
+
+static void on_cursor_saved(void *arg, PGresult *res, const char *err)
+{
+    sophia_memory *m = arg;
+    if (err && res && !m->freeing)
+        sophia_warn("memory", "msg=\"consolidation cursor not saved\" error=\"%s\"", err);
+}
+
+static void cursor_save(sophia_memory *m, const mem_consolidator *c)
+{
+    char after[24], passes[24], started[32], last[32];
+    snprintf(after, sizeof(after), "%lld", (long long)c->after_id);
+    snprintf(passes, sizeof(passes), "%llu", (unsigned long long)c->passes);
+    snprintf(started, sizeof(started), "%.6f", c->pass_started);
+    snprintf(last, sizeof(last), "%.6f", c->last_pass_s);
+    const char *vals[5] = {c->cc->instance, after, passes,
+                           c->pass_started > 0 ? started : NULL,
+                           c->last_pass_s > 0 ? last : NULL};
+    sophia_pg_query(m->pg, m->sql.cons_save, 5, vals, NULL, NULL,
+                    on_cursor_saved, m);
+}
+
+/* Past the batch; after the last memory, back to the start. */
+static void cursor_advance(cons_run *r)
+{
+    mem_consolidator *c = r->c;
+    if (r->n)
+        c->after_id = r->ids[r->n - 1];
+    if (r->end) {
+        c->after_id = 0;
+        c->passes++;
+        c->last_pass_s = c->pass_started > 0 ? wall_s() - c->pass_started : 0;
+        c->pass_started = 0;
+        /* A small store wraps at every run: said at info only when a
+         * pass is long enough to be worth a line. */
+        sophia_log(c->last_pass_s >= 60 ? SOPHIA_LVL_INFO : SOPHIA_LVL_DEBUG,
+                   "memory", "msg=\"consolidation pass complete\" instance=%s "
+                   "passes=%llu seconds=%.3f", c->cc->instance,
+                   (unsigned long long)c->passes, c->last_pass_s);
+    }
+    cursor_save(r->m, c);
+}
+
 static void run_end(cons_run *r, const char *why)
 {
-    if (why && !r->m->freeing)
+    if (r->m->freeing) { /* m->cons is already gone: nothing to count or save */
+        run_free(r);
+        return;
+    }
+    if (why)
         sophia_warn("memory", "msg=\"consolidation failed\" instance=%s error=\"%s\"",
                     r->c->cc->instance, why);
     r->c->running = 0;
@@ -77,14 +142,16 @@ static void run_end(cons_run *r, const char *why)
     r->m->expired += r->expired;
     if (r->nremoved)
         mem_mark_dirty(r->m);
-    if (!why)
+    if (!why) {
         sophia_debug("memory", "msg=\"consolidated\" instance=%s looked_at=%zu "
                      "merged=%llu expired=%llu", r->c->cc->instance, r->n,
                      (unsigned long long)r->merged, (unsigned long long)r->expired);
+        cursor_advance(r);
+    }
     run_free(r);
 }
 
-/* ------------------------------------------------- step 4: applying */
+/* ------------------------------------------------- step 5: applying */
 
 static void remove_work(void *arg)
 {
@@ -155,7 +222,7 @@ static void apply_ops(cons_run *r)
         int64_t id = json_integer_value(json_object_get(op, merge ? "drop" : "id"));
         snprintf(a1, sizeof(a1), "%lld", (long long)(merge ? keep : id));
         snprintf(a2, sizeof(a2), "%lld", (long long)id);
-        const char *vals[2] = {a1, a2};
+        const char *vals[3] = {a1, merge ? a2 : r->c->cc->instance, r->c->cc->instance};
         op_arg *a = calloc(1, sizeof(*a));
         if (!a)
             break;
@@ -163,7 +230,7 @@ static void apply_ops(cons_run *r)
         a->id = id;
         a->merge = merge;
         if (sophia_pg_query(r->m->pg, merge ? r->m->sql.merge_keep : r->m->sql.expire,
-                            merge ? 2 : 1, vals, NULL, NULL, on_op, a) == 0)
+                            merge ? 3 : 2, vals, NULL, NULL, on_op, a) == 0)
             r->pending++;
         else
             free(a);
@@ -171,18 +238,25 @@ static void apply_ops(cons_run *r)
     op_applied(r);
 }
 
-/* --------------------------------------------- step 3: the plugin */
+/* --------------------------------------------- step 4: the plugin */
 
+/* Each neighbour with its row (memory_type, context, content_len,
+ * importance, scope); one gone since the search (merged, expired) is
+ * left out. */
 static json_t *neighbors_json(cons_run *r, size_t i)
 {
     json_t *a = json_array();
-    for (size_t k = 0; k < MEM_CONS_NEIGHBORS; k++) {
-        int64_t id = r->nb_ids[i * MEM_CONS_NEIGHBORS + k];
-        float cos = r->nb_cos[i * MEM_CONS_NEIGHBORS + k];
-        if (id < 0 || id == r->ids[i] || cos < MEM_CONS_MIN_COS)
+    for (size_t k = 0; k < r->k; k++) {
+        int64_t id = r->nb_ids[i * r->k + k];
+        float cos = r->nb_cos[i * r->k + k];
+        char key[24];
+        snprintf(key, sizeof(key), "%lld", (long long)id);
+        json_t *row = id >= 0 ? json_object_get(r->nbrows, key) : NULL;
+        if (!row || id == r->ids[i] || cos < MEM_CONS_MIN_COS)
             continue;
-        json_array_append_new(a, json_pack("{s:I,s:f}", "id", (json_int_t)id,
-                                           "cosine", (double)cos));
+        json_t *e = json_pack("{s:I,s:f}", "id", (json_int_t)id, "cosine", (double)cos);
+        json_object_update(e, row);
+        json_array_append_new(a, e);
     }
     return a;
 }
@@ -214,18 +288,89 @@ static void call_plugin(cons_run *r)
     apply_ops(r);
 }
 
+/* ------------------------------------- step 3: the neighbours' rows */
+
+static json_t *opt_text(PGresult *res, int i, int col)
+{
+    return PQgetisnull(res, i, col) ? json_null() : json_string(PQgetvalue(res, i, col));
+}
+
+static void on_nbrows(void *arg, PGresult *res, const char *err)
+{
+    cons_run *r = arg;
+    if (!res || err) {
+        run_end(r, err ? err : "closed");
+        return;
+    }
+    if (r->m->freeing) {
+        run_end(r, "shutting down");
+        return;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        json_t *ctx = json_loads(PQgetvalue(res, i, 2), 0, NULL);
+        json_object_set_new(
+            r->nbrows, PQgetvalue(res, i, 0),
+            json_pack("{s:s,s:o,s:I,s:f,s:o,s:o,s:o}", "memory_type",
+                      PQgetvalue(res, i, 1), "context", ctx ? ctx : json_object(),
+                      "content_len", (json_int_t)atoll(PQgetvalue(res, i, 3)),
+                      "importance", atof(PQgetvalue(res, i, 4)), "user_id",
+                      opt_text(res, i, 5), "agent_id", opt_text(res, i, 6),
+                      "session_id", opt_text(res, i, 7)));
+    }
+    call_plugin(r);
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The distinct neighbour ids, sorted into `out` (n * k long). */
+static size_t neighbor_ids(const cons_run *r, int64_t *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < r->n * r->k; i++)
+        if (r->nb_ids[i] >= 0 && r->nb_cos[i] >= MEM_CONS_MIN_COS)
+            out[k++] = r->nb_ids[i];
+    qsort(out, k, sizeof(*out), id_cmp);
+    size_t u = 0;
+    for (size_t i = 0; i < k; i++)
+        if (!u || out[u - 1] != out[i])
+            out[u++] = out[i];
+    return u;
+}
+
+static void fetch_nbrows(cons_run *r)
+{
+    size_t nk = r->n * r->k;
+    int64_t *ids = malloc((nk > 0 ? nk : 1) * sizeof(*ids));
+    char *arr = ids ? mem_id_array(ids, neighbor_ids(r, ids)) : NULL;
+    r->nbrows = json_object();
+    free(ids);
+    const char *vals[1] = {arr};
+    if (!arr || !r->nbrows)
+        run_end(r, "out of memory");
+    else if (sophia_pg_query(r->m->pg, r->m->sql.nbrows, 1, vals, NULL, NULL,
+                             on_nbrows, r) != 0)
+        run_end(r, "cannot query PostgreSQL");
+    free(arr);
+}
+
 /* ------------------------------------------- step 2: neighbours */
 
+/* Across the whole index, not only the batch: a duplicate is found
+ * however far apart the two were stored. */
 static void neighbors_work(void *arg)
 {
     cons_run *r = arg;
     sophia_memory *m = r->m;
-    size_t total = r->n * MEM_CONS_NEIGHBORS;
+    size_t total = r->n * r->k;
     for (size_t i = 0; i < total; i++)
         r->nb_ids[i] = -1;
     pthread_rwlock_rdlock(&m->lock);
     if (m->index && r->n &&
-        faiss_Index_search(m->index, (idx_t)r->n, r->vecs, MEM_CONS_NEIGHBORS,
+        faiss_Index_search(m->index, (idx_t)r->n, r->vecs, (idx_t)r->k,
                            r->nb_cos, (idx_t *)r->nb_ids) == 0) {
         for (size_t i = 0; i < total; i++)
             if (r->nb_ids[i] >= 0 && mem_is_tomb(m, r->nb_ids[i]))
@@ -240,7 +385,7 @@ static void neighbors_done(void *arg, int cancelled)
     if (cancelled || r->m->freeing)
         run_end(r, "shutting down");
     else
-        call_plugin(r);
+        fetch_nbrows(r);
 }
 
 /* ---------------------------------------------- step 1: the rows */
@@ -249,15 +394,19 @@ static json_t *batch_row(PGresult *res, int i, double now)
 {
     json_t *ctx = json_loads(PQgetvalue(res, i, 3), 0, NULL);
     double created = atof(PQgetvalue(res, i, 5));
-    return json_pack("{s:I,s:s,s:s,s:o,s:f,s:I,s:I,s:f,s:f,s:f}", "id",
-                     (json_int_t)atoll(PQgetvalue(res, i, 0)), "content",
-                     PQgetvalue(res, i, 1), "memory_type", PQgetvalue(res, i, 2),
-                     "context", ctx ? ctx : json_object(), "importance",
-                     atof(PQgetvalue(res, i, 4)), "access_count",
-                     (json_int_t)atoll(PQgetvalue(res, i, 7)), "feedback",
-                     (json_int_t)atoll(PQgetvalue(res, i, 8)), "created_at",
-                     created, "last_access", atof(PQgetvalue(res, i, 6)),
-                     "age_s", now - created);
+    json_t *row = json_pack("{s:I,s:s,s:s,s:o,s:f,s:I,s:I,s:f,s:f,s:f}", "id",
+                            (json_int_t)atoll(PQgetvalue(res, i, 0)), "content",
+                            PQgetvalue(res, i, 1), "memory_type", PQgetvalue(res, i, 2),
+                            "context", ctx ? ctx : json_object(), "importance",
+                            atof(PQgetvalue(res, i, 4)), "access_count",
+                            (json_int_t)atoll(PQgetvalue(res, i, 7)), "feedback",
+                            (json_int_t)atoll(PQgetvalue(res, i, 8)), "created_at",
+                            created, "last_access", atof(PQgetvalue(res, i, 6)),
+                            "age_s", now - created);
+    json_object_set_new(row, "user_id", opt_text(res, i, 10));
+    json_object_set_new(row, "agent_id", opt_text(res, i, 11));
+    json_object_set_new(row, "session_id", opt_text(res, i, 12));
+    return row;
 }
 
 static void on_batch(void *arg, PGresult *res, const char *err)
@@ -268,24 +417,60 @@ static void on_batch(void *arg, PGresult *res, const char *err)
         return;
     }
     size_t n = (size_t)PQntuples(res), dim = (size_t)r->m->dim;
+    size_t nk = n * r->k > 0 ? n * r->k : 1;
     r->ids = malloc((n ? n : 1) * sizeof(*r->ids));
     r->vecs = calloc((n ? n : 1) * dim, sizeof(float));
-    r->nb_ids = malloc((n ? n : 1) * MEM_CONS_NEIGHBORS * sizeof(int64_t));
-    r->nb_cos = malloc((n ? n : 1) * MEM_CONS_NEIGHBORS * sizeof(float));
+    r->nb_ids = malloc(nk * sizeof(int64_t));
+    r->nb_cos = malloc(nk * sizeof(float));
     r->batch = json_array();
     if (!r->ids || !r->vecs || !r->nb_ids || !r->nb_cos || !r->batch) {
         run_end(r, "out of memory");
         return;
     }
-    double now = (double)sophia_now_wall_us() / 1e6;
+    double now = wall_s();
     for (size_t i = 0; i < n; i++) {
         r->ids[i] = atoll(PQgetvalue(res, (int)i, 0));
         mem_decode_vec(PQgetvalue(res, (int)i, 9), r->vecs + i * dim, (int)dim);
         json_array_append_new(r->batch, batch_row(res, (int)i, now));
     }
     r->n = n;
-    if (sophia_workers_submit(r->m->pool, neighbors_work, neighbors_done, r) != 0)
+    r->end = n < r->limit;
+    if (!r->k) /* neighbors: 0 - no search, no rows to read */
+        call_plugin(r);
+    else if (sophia_workers_submit(r->m->pool, neighbors_work, neighbors_done, r) != 0)
         run_end(r, "shutting down");
+}
+
+static int fetch_batch(cons_run *r)
+{
+    mem_consolidator *c = r->c;
+    char lim[24], after[24];
+    if (c->after_id == 0 && c->pass_started <= 0)
+        c->pass_started = wall_s(); /* a pass begins */
+    snprintf(lim, sizeof(lim), "%zu", r->limit);
+    snprintf(after, sizeof(after), "%lld", (long long)c->after_id);
+    const char *vals[2] = {lim, after};
+    return sophia_pg_query(r->m->pg, r->m->sql.batch, 2, vals, NULL, NULL, on_batch, r);
+}
+
+/* The cursor as saved (none yet: the start), then the first batch. */
+static void on_cursor(void *arg, PGresult *res, const char *err)
+{
+    cons_run *r = arg;
+    mem_consolidator *c = r->c;
+    if (!res || err) {
+        run_end(r, err ? err : "closed");
+        return;
+    }
+    if (PQntuples(res) == 1) {
+        c->after_id = atoll(PQgetvalue(res, 0, 0));
+        c->passes = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+        c->pass_started = PQgetisnull(res, 0, 2) ? 0 : atof(PQgetvalue(res, 0, 2));
+        c->last_pass_s = PQgetisnull(res, 0, 3) ? 0 : atof(PQgetvalue(res, 0, 3));
+    }
+    c->loaded = 1;
+    if (r->m->freeing || fetch_batch(r) != 0)
+        run_end(r, "cannot query PostgreSQL");
 }
 
 static int start_run(sophia_memory *m, mem_consolidator *c)
@@ -299,10 +484,12 @@ static int start_run(sophia_memory *m, mem_consolidator *c)
         return SOPHIA_ENOMEM;
     r->m = m;
     r->c = c;
-    char lim[16];
-    snprintf(lim, sizeof(lim), "%d", MEM_CONS_BATCH);
-    const char *vals[1] = {lim};
-    int rc = sophia_pg_query(m->pg, m->sql.batch, 1, vals, NULL, NULL, on_batch, r);
+    r->limit = c->cc->batch ? c->cc->batch : SOPHIA_CONF_CONS_BATCH_DEFAULT;
+    r->k = c->cc->neighbors;
+    const char *vals[1] = {c->cc->instance};
+    int rc = c->loaded ? fetch_batch(r)
+                       : sophia_pg_query(m->pg, m->sql.cons_load, 1, vals, NULL,
+                                         NULL, on_cursor, r);
     if (rc) {
         free(r);
         return rc;

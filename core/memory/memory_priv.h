@@ -39,6 +39,14 @@ typedef struct mem_consolidator {
     struct event *timer;
     size_t new_since; /* memories stored since the last run started */
     int running;
+    /* The cursor (memory_consolidate.c; <table>_cons in PostgreSQL): a run
+     * looks at the next batch of live memories with ids after after_id;
+     * after the last one it wraps to 0, and a pass is complete. */
+    int loaded; /* read from PostgreSQL (before the first run) */
+    int64_t after_id;
+    uint64_t passes;
+    double pass_started; /* wall clock, s; 0 = no pass under way */
+    double last_pass_s;  /* the last complete pass took; 0 = none yet */
 } mem_consolidator;
 
 typedef struct mem_access mem_access; /* memory_access.c */
@@ -48,6 +56,8 @@ typedef struct mem_syn mem_syn;       /* memory_synonyms.c */
 typedef struct mem_sql {
     char *insert, *fts, *fts_fuzzy, *rows, *rows_next, *touch, *feedback, *count, *types, *all;
     char *batch, *merge_keep, *expire, *common;
+    /* memory_consolidate.c: neighbours' rows, the cursor */
+    char *nbrows, *cons_load, *cons_save;
     /* memory_crud.c */
     char *get, *list, *patch, *del_scope, *history;
 } mem_sql;

@@ -113,6 +113,26 @@ static mem_figs figs_of(const sophia_memory *m)
     return f;
 }
 
+/* Each consolidator's cursor: where its pass is (the last id looked at;
+ * 0 = at the start), the passes it completed and the last one's length. */
+static json_t *cons_json(const sophia_memory *m)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < m->ncons; i++) {
+        const mem_consolidator *c = &m->cons[i];
+        json_object_set_new(
+            o, c->cc->instance,
+            json_pack("{s:I,s:I,s:f,s:b,s:b,s:I,s:I}", "position",
+                      (json_int_t)c->after_id, "passes", (json_int_t)c->passes,
+                      "last_pass_s", c->last_pass_s, "running", c->running,
+                      "loaded", c->loaded, "batch",
+                      (json_int_t)(c->cc->batch ? c->cc->batch
+                                                : SOPHIA_CONF_CONS_BATCH_DEFAULT),
+                      "neighbors", (json_int_t)c->cc->neighbors));
+    }
+    return o;
+}
+
 json_t *sophia_memory_stats_json(const sophia_memory *m)
 {
     if (!m)
@@ -128,6 +148,7 @@ json_t *sophia_memory_stats_json(const sophia_memory *m)
     json_object_set_new(o, "index", json_string(m->hnsw ? "hnsw" : "flat"));
     json_object_set_new(o, "embedder", mem_re_stats(m));
     json_object_update_new(o, sophia_statdef_json(latency_figs, NDEFS(latency_figs), &f));
+    json_object_set_new(o, "consolidators", cons_json(m));
     json_object_set_new(o, "access",
                         has_access ? sophia_statdef_json(access_figs,
                                                          NDEFS(access_figs), &a)

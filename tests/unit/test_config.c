@@ -334,6 +334,43 @@ static void test_sizes(void **state)
     }
 }
 
+/* memory.consolidate.INSTANCE: batch and neighbors, defaults and bounds. */
+static void test_consolidate(void **state)
+{
+    (void)state;
+    const char *head = "plugins:\n  path: [/tmp]\n  instances:\n    d: {plugin: decay}\n"
+                       "memory:\n  consolidate:\n";
+    char y[512];
+    snprintf(y, sizeof(y), "%s    d: {every: 1m}\n", head);
+    sophia_conf *c = load(y);
+    assert_count(0);
+    assert_int_equal(c->memory.consolidate[0].batch, 0); /* the default, 1000 */
+    assert_int_equal(c->memory.consolidate[0].neighbors,
+                     SOPHIA_CONF_CONS_NEIGHBORS_DEFAULT);
+    sophia_conf_free(c);
+    snprintf(y, sizeof(y), "%s    d: {every: 1m, batch: 50, neighbors: 0}\n", head);
+    c = load(y);
+    assert_count(0);
+    assert_int_equal(c->memory.consolidate[0].batch, 50);
+    assert_int_equal(c->memory.consolidate[0].neighbors, 0);
+    sophia_conf_free(c);
+    /* The bounds are checked with the rest (sophia_conf_validate). */
+    const char *bad[][2] = {
+        {"batch: 100001", "t.yaml:7:5: memory.consolidate.d.batch: at most 100000"},
+        {"neighbors: 65", "t.yaml:7:5: memory.consolidate.d.neighbors: at most 64"},
+        {"batch: 0", "t.yaml:7:"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        sophia_diag_free(&diag);
+        snprintf(y, sizeof(y), "%s    d: {every: 1m, %s}\n", head, bad[i][0]);
+        c = load(y);
+        sophia_conf_validate(c, &diag);
+        assert_count(1);
+        assert_diag(0, bad[i][1]);
+        sophia_conf_free(c);
+    }
+}
+
 static void test_durations(void **state)
 {
     (void)state;
@@ -1293,6 +1330,7 @@ int main(void)
         T(test_safety_options),
         T(test_sizes),
         T(test_durations),
+        T(test_consolidate),
         T(test_unknown_key),
         T(test_wrong_type),
         T(test_bad_integer),

@@ -1,16 +1,32 @@
 /*
- * decay - the consolidator that expires memories by retention policy.
+ * decay - the consolidator that expires memories by retention policy and
+ * by strength.
  *
  * `retention` lists one rule per memory type, "TYPE:TTL" or
  * "TYPE:TTL:MIN_IMPORTANCE" (TTL as 90s, 30m, 12h, 30d; TYPE `*` for every
  * type without its own rule). A memory older than its type's TTL (since it
  * was created) expires, unless its importance is at least MIN_IMPORTANCE:
  * what users marked useful outlives the TTL. A type with no rule (and no
- * `*`) is kept forever. Expiring is host->memory_expire: the host deletes
- * the row from PostgreSQL and the vector from the faiss index together.
+ * `*`) is kept forever by this rule.
+ *
+ * With `half_life` set, every memory also has a strength: its importance
+ * halved every half_life it goes unused (since its last access, or its
+ * creation when never accessed), plus access_boost for every doubling of
+ * its access count:
+ *     strength = importance * 0.5^(idle / half_life)
+ *                + access_boost * log2(1 + access_count)
+ * so age lowers it and use raises it (a read resets the idle time and adds
+ * to the count). One under `floor` expires. The stored importance is left
+ * as users and feedback set it: strength is judged afresh at each pass
+ * from the row, so passes never compound.
+ *
+ * Expiring is host->memory_expire: the host deletes the row from
+ * PostgreSQL and the vector from the faiss index together, and records the
+ * deletion in the memory's history.
  */
 #include <sophia/sdk.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,11 +44,19 @@ typedef struct decay_state {
     sophia_self *self;
     rule rules[MAX_RULES];
     size_t nrules;
+    double half_life_s; /* 0 = no strength rule */
+    double access_boost, floor;
 } decay_state;
 
 static const sophia_option decay_options[] = {
     {"retention", SOPHIA_OPT_LIST, NULL,
      "rules TYPE:TTL[:MIN_IMPORTANCE], e.g. event:30d or fact:365d:0.8; TYPE * is the default"},
+    {"half_life", SOPHIA_OPT_STRING, "",
+     "strength halves every half_life unused (e.g. 30d); empty = no strength rule"},
+    {"access_boost", SOPHIA_OPT_DOUBLE, "0.05",
+     "strength added per doubling of the access count"},
+    {"floor", SOPHIA_OPT_DOUBLE, "0.05",
+     "a memory whose strength falls under this expires (0..1)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -76,6 +100,28 @@ static int parse_rule(const char *item, rule *r)
     return r->ttl_s < 0 ? -1 : 0;
 }
 
+/* half_life, access_boost, floor: 0, or -1 after saying what is wrong. */
+static int strength_opts(const sophia_host *host, sophia_self *self,
+                         const sophia_opts *opts, decay_state *st)
+{
+    const char *hl = host->opt_string(opts, "half_life");
+    st->half_life_s = hl && *hl ? parse_ttl(hl) : 0;
+    st->access_boost = host->opt_double(opts, "access_boost");
+    st->floor = host->opt_double(opts, "floor");
+    if (hl && *hl && !(st->half_life_s > 0)) {
+        host->log(self, SOPHIA_LOG_ERROR, "half_life '%s' is not a duration "
+                  "over 0 (like 30d, 12h)", hl);
+        return -1;
+    }
+    if (!(st->access_boost >= 0 && st->access_boost <= 1) ||
+        !(st->floor >= 0 && st->floor <= 1)) {
+        host->log(self, SOPHIA_LOG_ERROR, "access_boost and floor must be in "
+                  "0..1, got %g and %g", st->access_boost, st->floor);
+        return -1;
+    }
+    return 0;
+}
+
 static int decay_init(const sophia_host *host, sophia_self *self,
                       const sophia_opts *opts, void **state)
 {
@@ -88,6 +134,10 @@ static int decay_init(const sophia_host *host, sophia_self *self,
         return SOPHIA_ENOMEM;
     st->host = host;
     st->self = self;
+    if (strength_opts(host, self, opts, st) < 0) {
+        free(st);
+        return SOPHIA_EINVAL;
+    }
     size_t n = host->opt_list_len(opts, "retention");
     for (size_t i = 0; i < n; i++) {
         const char *item = host->opt_list_item(opts, "retention", i);
@@ -121,17 +171,39 @@ static const rule *rule_for(const decay_state *st, const char *type)
     return any;
 }
 
+/* See the top: importance halved per half_life idle, plus use. */
+static double strength(const decay_state *st, const sophia_host *h,
+                       const sophia_json *row, double now)
+{
+    double imp = h->json_number(h->json_get(row, "importance"), 0);
+    double last = h->json_number(h->json_get(row, "last_access"), now);
+    double created = h->json_number(h->json_get(row, "created_at"), now);
+    double uses = h->json_number(h->json_get(row, "access_count"), 0);
+    double idle = now - (last > created ? last : created);
+    return imp * pow(0.5, (idle > 0 ? idle : 0) / st->half_life_s) +
+           st->access_boost * log2(1 + (uses > 0 ? uses : 0));
+}
+
+static int expires(const decay_state *st, const sophia_host *h,
+                   const sophia_json *row, double now)
+{
+    const rule *r = rule_for(st, h->json_string(h->json_get(row, "memory_type")));
+    double age = h->json_number(h->json_get(row, "age_s"), 0);
+    double imp = h->json_number(h->json_get(row, "importance"), 0);
+    if (r && age > r->ttl_s && imp < r->min_importance)
+        return 1;
+    return st->half_life_s > 0 && strength(st, h, row, now) < st->floor;
+}
+
 static int decay_run(void *state, sophia_ctx *ctx)
 {
     decay_state *st = state;
     const sophia_host *h = st->host;
     const sophia_json *batch = h->memory_batch(ctx);
+    double now = (double)h->now_us() / 1e6;
     for (size_t i = 0; i < h->json_size(batch); i++) {
         const sophia_json *row = h->json_at(batch, i);
-        const rule *r = rule_for(st, h->json_string(h->json_get(row, "memory_type")));
-        double age = h->json_number(h->json_get(row, "age_s"), 0);
-        double imp = h->json_number(h->json_get(row, "importance"), 0);
-        if (!r || age <= r->ttl_s || imp >= r->min_importance)
+        if (!expires(st, h, row, now))
             continue;
         if (h->memory_expire(ctx, (int64_t)h->json_number(h->json_get(row, "id"), 0)) == 0)
             h->counter_add(st->self, "expired", 1);
@@ -147,9 +219,9 @@ static const sophia_consolidator_ops decay_ops = {
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "decay",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .kind = SOPHIA_KIND_CONSOLIDATOR,
-    .description = "expires memories by per-type retention (TTL, minimum importance)",
+    .description = "expires memories by per-type retention (TTL, minimum importance) and by strength (age, use)",
     .options = decay_options,
     .init = decay_init,
     .fini = decay_fini,

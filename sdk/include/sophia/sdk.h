@@ -340,16 +340,24 @@ typedef struct sophia_host {
                          void (*cb)(void *arg, int rc,
                                     const sophia_json *results),
                          void *arg);
-    /* since 1.0: consolidators only - the memories this pass looks at, a
+    /* since 1.0: consolidators only - the memories this run looks at, a
      * borrowed array of objects {id, content, memory_type, context,
      * importance, access_count, feedback, created_at, last_access, age_s,
-     * neighbors:[{id, cosine}]} (nearest live memories, cosine >= 0.5,
-     * best first); NULL outside a consolidator's run. */
+     * user_id, agent_id, session_id, neighbors:[{id, cosine, memory_type,
+     * context, content_len, importance, user_id, agent_id, session_id}]}
+     * (neighbours: the nearest live memories across the whole store,
+     * cosine >= 0.5, best first; scopes are strings or null); NULL outside
+     * a consolidator's run. Successive runs take successive batches, so a
+     * pass covers every memory (memory.consolidate.<instance>.batch). The
+     * scopes and the neighbours' rows come from hosts of 1.2 on: an older
+     * host gives each neighbour's id and cosine only. */
     const sophia_json *(*memory_batch)(sophia_ctx *ctx);
     /* since 1.0: consolidators only (actions): fold `drop_id` into
      * `keep_id` (access counts summed, importance and last access the
-     * higher, drop's consolidated_into = keep, drop leaves the index),
-     * or expire `id` (deleted from PostgreSQL and the index). */
+     * higher, drop's consolidated_into = keep, drop leaves the index;
+     * nothing happens unless both are live and in the same scope), or
+     * expire `id` (deleted from PostgreSQL and the index). Either is
+     * recorded in the memory's history with the instance's name. */
     int (*memory_merge)(sophia_ctx *ctx, int64_t keep_id, int64_t drop_id);
     int (*memory_expire)(sophia_ctx *ctx, int64_t id);
     /* since 1.0: parses JSON text (e.g. what import_state receives) into a value the plugin owns (json_free), or NULL when it is not JSON. */
