@@ -52,6 +52,7 @@ typedef struct cons_run {
     int end; /* the batch reached the last memory: the pass completes */
     int64_t *ids; /* ascending, as the batch is read */
     float *vecs;
+    int dim;     /* of vecs: the index's when the batch was read */
     int64_t *nb_ids; /* n * k, -1 = none */
     float *nb_cos;
     json_t *batch;
@@ -369,7 +370,7 @@ static void neighbors_work(void *arg)
     for (size_t i = 0; i < total; i++)
         r->nb_ids[i] = -1;
     pthread_rwlock_rdlock(&m->lock);
-    if (m->index && r->n &&
+    if (m->index && r->n && faiss_Index_d(m->index) == r->dim &&
         faiss_Index_search(m->index, (idx_t)r->n, r->vecs, (idx_t)r->k,
                            r->nb_cos, (idx_t *)r->nb_ids) == 0) {
         for (size_t i = 0; i < total; i++)
@@ -417,6 +418,7 @@ static void on_batch(void *arg, PGresult *res, const char *err)
         return;
     }
     size_t n = (size_t)PQntuples(res), dim = (size_t)r->m->dim;
+    r->dim = (int)dim; /* a swap may change the index's before the search */
     size_t nk = n * r->k > 0 ? n * r->k : 1;
     r->ids = malloc((n ? n : 1) * sizeof(*r->ids));
     r->vecs = calloc((n ? n : 1) * dim, sizeof(float));

@@ -111,9 +111,11 @@ struct sophia_memory {
      * the write lock, so a worker holding the lock may use it. NULL while
      * no loaded embedder made them (a restart with another embedder whose
      * old one is gone): the vector leg is off until the re-embed is done.
-     * `dim` is the index's. `gen` counts swaps (memory_reembed.c). */
+     * `dim` is the index's: atomic, as the loop reads it without the
+     * lock (a consolidation batch decodes its vectors at it) while a
+     * swap may change it. `gen` counts swaps (memory_reembed.c). */
     sophia_embedder *emb;
-    int dim;
+    _Atomic int dim;
     unsigned gen;
     /* A re-embed's target: the next embedder and its index, filled by the
      * pass while `index` serves; NULL when none runs. */
