@@ -21,7 +21,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { freePort, sleep } from './harness.mjs';
+import { freePort, sleep, startRedis, waitPort } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -31,29 +31,7 @@ const opt = (name, dflt) => {
 const SECONDS = opt('seconds', 3);
 const RUNS = opt('runs', 3);
 
-async function waitPort(port, ms = 10000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise((r) => {
-      const c = net.connect(port, '127.0.0.1', () => { c.destroy(); r(true); });
-      c.on('error', () => r(false));
-    });
-    if (ok) return;
-    if (Date.now() > end) throw new Error(`port ${port} did not open`);
-    await sleep(50);
-  }
-}
-
 // ------------------------------------------------------------- servers
-async function startRedis() {
-  if (process.env.SOPHIA_REDIS_URL) return { url: process.env.SOPHIA_REDIS_URL, stop: () => {} };
-  const port = await freePort();
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
-    '--appendonly', 'no'], { stdio: 'ignore' });
-  await waitPort(port);
-  return { url: `redis://127.0.0.1:${port}/0`, stop: () => proc.kill('SIGTERM') };
-}
-
 async function startSophiad(redisUrl) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sophia-bench-durable-'));
   const port = await freePort();
@@ -186,7 +164,8 @@ async function latency(send) {
 }
 
 // ----------------------------------------------------------------- main
-const redis = await startRedis();
+const redis = process.env.SOPHIA_REDIS_URL
+  ? { url: process.env.SOPHIA_REDIS_URL, stop: () => {} } : await startRedis();
 let d;
 let raw;
 const cleanup = () => {

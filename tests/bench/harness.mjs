@@ -62,6 +62,29 @@ export function servePeerWs(server, topics) {
 
 // FLOOR_SERVER, else beside FANOUT_CLIENT, else next to SOPHIAD as
 // ../tests/bench/floor_server (the build tree's layout).
+// Resolves once something listens on 127.0.0.1:port (rejects after ms).
+export async function waitPort(port, ms = 10000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise((r) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.destroy(); r(true); });
+      c.on('error', () => r(false));
+    });
+    if (ok) return;
+    if (Date.now() > end) throw new Error(`port ${port} did not open`);
+    await sleep(50);
+  }
+}
+
+// A throwaway redis-server on a free port, without persistence.
+export async function startRedis() {
+  const port = await freePort();
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'no'], { stdio: 'ignore' });
+  await waitPort(port);
+  return { url: `redis://127.0.0.1:${port}/0`, stop: () => proc.kill('SIGTERM') };
+}
+
 export function floorPath() {
   if (process.env.FLOOR_SERVER) return process.env.FLOOR_SERVER;
   if (process.env.FANOUT_CLIENT) return path.join(path.dirname(process.env.FANOUT_CLIENT), 'floor_server');

@@ -12,11 +12,10 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { freePort, sleep } from './harness.mjs';
+import { freePort, sleep, startRedis, waitPort } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -25,27 +24,6 @@ const opt = (name, dflt) => {
 };
 const SECONDS = opt('seconds', 3);
 const RUNS = opt('runs', 3);
-
-async function waitPort(port, ms = 10000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise((r) => {
-      const c = net.connect(port, '127.0.0.1', () => { c.destroy(); r(true); });
-      c.on('error', () => r(false));
-    });
-    if (ok) return;
-    if (Date.now() > end) throw new Error(`port ${port} did not open`);
-    await sleep(50);
-  }
-}
-
-async function startRedis() {
-  const port = await freePort();
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
-    '--appendonly', 'no'], { stdio: 'ignore' });
-  await waitPort(port);
-  return { url: `redis://127.0.0.1:${port}/0`, stop: () => proc.kill('SIGTERM') };
-}
 
 // The webhook's receiver: counts the records it was sent.
 function startReceiver() {
