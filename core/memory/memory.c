@@ -55,10 +55,11 @@
 #ifndef MEM_FUZZY_GAIN
 #define MEM_FUZZY_GAIN "1.75"
 #endif
-#define MEM_FUZZY_CANDIDATES "1"
-/* A synonym's weight in the text leg against the question's own words
- * (tuned on the evaluation's tuning split). */
-#define MEM_SYN_WEIGHT "0.6"
+#define MEM_FUZZY_CANDIDATES "10"
+/* A word one slip away from an unknown one weighs this (see words_fuzzy). */
+#ifndef MEM_FUZZY_SLIP
+#define MEM_FUZZY_SLIP "0.9"
+#endif
 #define MEM_SYN_FILE "memory_synonyms.txt"
 
 /* ------------------------------------------------------------- SQL */
@@ -118,26 +119,48 @@ static int build_sql(mem_sql *q, const char *t)
      * never seen by its nearest known word (pg_trgm over <table>_words),
      * weighted by their similarity: typo tolerance. $4: live rows. */
     const char *words_exact =
-        "fx AS (SELECT ql.w, ql.wt AS sim FROM ql), ";
+        "fx AS (SELECT ql.w, 1.0::float8 AS sim FROM ql), ";
+    /* A word the store has never seen: of the nearest known words by
+     * trigrams, one a single slip away (a letter dropped, doubled,
+     * changed, or two swapped: some one-letter deletion of each is the
+     * same - symmetric delete, as spelling correctors do) is taken first;
+     * trigrams alone rank a swap in a short name below unrelated words
+     * ("satkr": "sale" 0.22, "stakr" 0.20). */
     const char *words_fuzzy =
-        "fx AS (SELECT ql.w, ql.wt AS sim FROM ql WHERE EXISTS (SELECT "
+        "fx AS (SELECT ql.w, 1.0::float8 AS sim FROM ql WHERE EXISTS (SELECT "
         "1 FROM %1$s_words v WHERE v.word = ql.w) UNION ALL SELECT c.word, "
-        "ql.wt * least(1.0, " MEM_FUZZY_GAIN " * similarity(c.word, ql.w))::float8 "
-        "FROM ql CROSS JOIN LATERAL (SELECT v.word FROM %1$s_words v WHERE "
-        "length(v.word) >= " MEM_FUZZY_MIN_LEN " ORDER BY v.word <-> ql.w LIMIT "
-        MEM_FUZZY_CANDIDATES ") c WHERE "
+        "CASE WHEN c.slip THEN " MEM_FUZZY_SLIP " ELSE least(1.0, "
+        MEM_FUZZY_GAIN " * c.sim) END::float8 FROM ql CROSS JOIN LATERAL "
+        "(SELECT n.word, similarity(n.word, ql.w) AS sim, EXISTS (SELECT 1 "
+        "FROM generate_series(0, length(n.word)) i, generate_series(0, "
+        "length(ql.w)) j WHERE i + j > 0 AND CASE WHEN i = 0 THEN n.word ELSE "
+        "overlay(n.word PLACING '' FROM i FOR 1) END = CASE WHEN j = 0 THEN "
+        "ql.w ELSE overlay(ql.w PLACING '' FROM j FOR 1) END) AS slip FROM "
+        "(SELECT v.word FROM %1$s_words v WHERE length(v.word) >= "
+        MEM_FUZZY_MIN_LEN " ORDER BY v.word <-> ql.w LIMIT "
+        MEM_FUZZY_CANDIDATES ") n ORDER BY 3 DESC, 2 DESC LIMIT 1) c WHERE "
         "length(ql.w) >= " MEM_FUZZY_MIN_LEN " AND ql.w !~ '[0-9]' AND NOT "
-        "EXISTS (SELECT 1 FROM %1$s_words v WHERE v.word = ql.w) AND "
-        "similarity(c.word, ql.w) >= " MEM_FUZZY_MIN_SIM "), ";
+        "EXISTS (SELECT 1 FROM %1$s_words v WHERE v.word = ql.w) AND (c.slip "
+        "OR c.sim >= " MEM_FUZZY_MIN_SIM ")), ";
+    /* $1: the question's words (the synonyms' members blanked out), $5:
+     * its synonym concepts, one line per member (memory_synonyms.c). A
+     * concept is the OR of its members' phrases, scored once, with the
+     * idf of every row it matches; a member whose words are all common
+     * is left out of it. */
     const char *fts_fmt =
-        "WITH ql AS (SELECT e.lexeme AS w, max(e.wt) AS wt FROM (SELECT "
-        "u.lexeme, 1.0::float8 AS wt FROM unnest(to_tsvector('" MEM_TS_CONFIG
-        "', $1)) u UNION ALL SELECT u.lexeme, " MEM_SYN_WEIGHT "::float8 FROM "
-        "unnest(to_tsvector('" MEM_TS_CONFIG "', $5)) u) e WHERE e.lexeme <> "
-        "ALL(COALESCE((SELECT common FROM %1$s_stats WHERE k = 1), '{}')) "
-        "GROUP BY e.lexeme), %2$s"
-        "d AS (SELECT fx.w, max(fx.sim) AS sim, to_tsquery('simple', "
-        "quote_literal(fx.w)) AS q FROM fx GROUP BY fx.w), df AS MATERIALIZED (SELECT "
+        "WITH cw AS (SELECT COALESCE((SELECT common FROM %1$s_stats WHERE k "
+        "= 1), '{}') AS c), ql AS (SELECT u.lexeme AS w FROM unnest("
+        "to_tsvector('" MEM_TS_CONFIG "', $1)) u, cw WHERE u.lexeme <> ALL(cw.c)), "
+        "%2$s"
+        "sa AS (SELECT split_part(l, E'\\t', 1) AS g, split_part(l, E'\\t', 2) "
+        "AS t FROM unnest(string_to_array($5, E'\\n')) l WHERE l <> ''), sq AS "
+        "(SELECT sa.g, to_tsquery('" MEM_TS_CONFIG "', sa.t) AS q FROM sa, cw "
+        "WHERE NOT (tsvector_to_array(to_tsvector('" MEM_TS_CONFIG "', sa.t)) "
+        "<@ cw.c)), "
+        "d AS (SELECT max(fx.sim) AS sim, to_tsquery('simple', "
+        "quote_literal(fx.w)) AS q FROM fx GROUP BY fx.w UNION ALL SELECT "
+        "1.0, string_agg('(' || sq.q::text || ')', ' | ')::tsquery FROM sq "
+        "WHERE numnode(sq.q) > 0 GROUP BY sq.g), df AS MATERIALIZED (SELECT "
         "d.q, "
         "d.sim, (SELECT count(*) FROM %1$s x WHERE x.tsv @@ d.q AND "
         "x.consolidated_into IS NULL)::float8 AS n FROM d), s AS (SELECT t.id, "
