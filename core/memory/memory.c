@@ -42,6 +42,10 @@
 /* The text search configuration: english stemming, accents folded when
  * the unaccent extension is there (schema_sql). */
 #define MEM_TS_CONFIG "sophia_english"
+/* What is indexed of a text (and asked of a question): the text with "%"
+ * spelt out, which the parser drops, so "18% off" matches "percent off"
+ * (the synonym list's way to say discount). For snprintf formats ("%%"). */
+#define MEM_TS_TEXT(x) "replace(" x ", '%%', ' percent ')"
 /* Typo tolerance: only words of this many letters, no digits, replaced by
  * known words of this many letters at least this similar (pg_trgm's
  * trigram similarity; a swapped pair in a 6-letter word scores ~0.27). */
@@ -150,7 +154,7 @@ static int build_sql(mem_sql *q, const char *t)
     const char *fts_fmt =
         "WITH cw AS (SELECT COALESCE((SELECT common FROM %1$s_stats WHERE k "
         "= 1), '{}') AS c), ql AS (SELECT u.lexeme AS w FROM unnest("
-        "to_tsvector('" MEM_TS_CONFIG "', $1)) u, cw WHERE u.lexeme <> ALL(cw.c)), "
+        "to_tsvector('" MEM_TS_CONFIG "', " MEM_TS_TEXT("$1") ")) u, cw WHERE u.lexeme <> ALL(cw.c)), "
         "%2$s"
         "sa AS (SELECT split_part(l, E'\\t', 1) AS g, split_part(l, E'\\t', 2) "
         "AS t FROM unnest(string_to_array($5, E'\\n')) l WHERE l <> ''), sq AS "
@@ -299,7 +303,8 @@ static void free_sql(mem_sql *q)
  * are best effort (a role that may not create them still gets a store, and
  * on_exts says what is missing); the configuration is shared by every
  * table, created once (a copy of english, plus unaccent when it is
- * there). A table whose tsv predates MEM_TS_CONFIG gets it recomputed:
+ * there). A table whose tsv predates MEM_TS_CONFIG or MEM_TS_TEXT gets
+ * it recomputed:
  * dropping the generated column drops its index, which is re-created. */
 #define MEM_SCHEMA_STEPS 15
 static void schema_sql(const char *t, char *buf, size_t n, int which)
@@ -332,16 +337,17 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
                  "bigint NOT NULL DEFAULT 0, feedback integer NOT NULL DEFAULT "
                  "0, consolidated_into bigint NULL, embedding bytea NOT NULL, "
                  "tsv tsvector GENERATED ALWAYS AS (to_tsvector('" MEM_TS_CONFIG
-                 "', content)) STORED)", t);
+                 "', " MEM_TS_TEXT("content") ")) STORED)", t);
         break;
     case 4:
         snprintf(buf, n, "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attrdef d "
                  "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = "
                  "d.adnum WHERE d.adrelid = '%s'::regclass AND a.attname = 'tsv' "
                  "AND pg_get_expr(d.adbin, d.adrelid) LIKE '%%" MEM_TS_CONFIG
-                 "%%') THEN ALTER TABLE %s DROP COLUMN IF EXISTS tsv; ALTER TABLE %s ADD "
+                 "%% percent %%') THEN ALTER TABLE %s DROP COLUMN IF EXISTS tsv; ALTER TABLE %s ADD "
                  "COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('"
-                 MEM_TS_CONFIG "', content)) STORED; END IF; END $$", t, t, t);
+                 MEM_TS_CONFIG "', " MEM_TS_TEXT("content") ")) STORED; END IF; "
+                 "END $$", t, t, t);
         break;
     case 5:
         snprintf(buf, n, "CREATE INDEX IF NOT EXISTS %s_tsv ON %s USING gin (tsv)",
