@@ -589,6 +589,7 @@ static const sophia_host host_table = {
     .redis_command = sophia_host_redis_command,
     .pg_query = sophia_host_pg_query,
     .hmac_sha256_hex = sophia_host_hmac_sha256_hex,
+    .memory_set_importance = sophia_memory_host_set_importance,
 };
 
 const sophia_host *sophia_host_table(void)

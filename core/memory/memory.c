@@ -220,7 +220,7 @@ static int build_sql(mem_sql *q, const char *t)
      * (memory_consolidate.c), the rows of their neighbours (in the batch
      * or not: one query), and the cursor itself, one row per instance. */
     q->batch = fmt_sql("SELECT " MEM_COLS_HEAD ", embedding, " MEM_COLS_SCOPE
-                       " FROM %s WHERE consolidated_into IS NULL AND id > "
+                       ", extract(epoch FROM decayed_at)::float8 FROM %s WHERE consolidated_into IS NULL AND id > "
                        "$2::bigint ORDER BY id LIMIT $1::int", t);
     q->nbrows = fmt_sql("SELECT id, memory_type, context::text, "
                         "octet_length(content), importance::float8, "
@@ -264,11 +264,21 @@ static int build_sql(mem_sql *q, const char *t)
                         "(memory_id, event, detail) SELECT id, 'deleted', "
                         "jsonb_build_object('by', 'consolidator', 'instance', "
                         "$2::text) FROM x) SELECT memory_type FROM x", t);
+    /* A consolidator's write-back (host->memory_set_importance): the
+     * importance, the time it was decayed to (so the next decay counts
+     * only the time since), and a history event. $3: the instance. */
+    q->set_importance = fmt_sql("WITH u AS (UPDATE %s SET importance = "
+                                "$2::real, decayed_at = now() WHERE id = $1::bigint "
+                                "AND consolidated_into IS NULL RETURNING id, "
+                                "importance), h AS (INSERT INTO %s_history "
+                                "(memory_id, event, detail) SELECT id, 'decayed', "
+                                "jsonb_build_object('importance', importance, 'by', "
+                                "$3::text) FROM u) SELECT id FROM u", t);
     char **all[] = {&q->insert, &q->fts, &q->fts_fuzzy, &q->rows, &q->rows_next,
                     &q->touch, &q->feedback,
                     &q->count, &q->types, &q->all, &q->batch, &q->merge_keep,
                     &q->expire, &q->common, &q->nbrows, &q->cons_load,
-                    &q->cons_save};
+                    &q->cons_save, &q->set_importance};
     if (mem_crud_sql(q, t) < 0)
         return -1;
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
@@ -296,6 +306,7 @@ static void free_sql(mem_sql *q)
     free(q->nbrows);
     free(q->cons_load);
     free(q->cons_save);
+    free(q->set_importance);
     mem_crud_sql_free(q);
 }
 
@@ -306,7 +317,7 @@ static void free_sql(mem_sql *q)
  * there). A table whose tsv predates MEM_TS_CONFIG or MEM_TS_TEXT gets
  * it recomputed:
  * dropping the generated column drops its index, which is re-created. */
-#define MEM_SCHEMA_STEPS 15
+#define MEM_SCHEMA_STEPS 16
 static void schema_sql(const char *t, char *buf, size_t n, int which)
 {
     switch (which) {
@@ -407,6 +418,12 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
         snprintf(buf, n, "CREATE TABLE IF NOT EXISTS %s_cons (instance text "
                  "PRIMARY KEY, after_id bigint NOT NULL DEFAULT 0, passes bigint "
                  "NOT NULL DEFAULT 0, pass_started float8, last_pass_s float8)", t);
+        break;
+    case 15:
+        /* When a consolidator last wrote a decayed importance back
+         * (host->memory_set_importance); NULL = never. */
+        snprintf(buf, n, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS decayed_at "
+                 "timestamptz", t);
         break;
     default:
         snprintf(buf, n, "DO $$ BEGIN CREATE INDEX IF NOT EXISTS %s_user ON %s "

@@ -338,6 +338,8 @@ int sophia_memory_host_search(const char *query, const sophia_json *filter,
 const sophia_json *sophia_memory_host_batch(sophia_ctx *ctx);
 int sophia_memory_host_merge(sophia_ctx *ctx, int64_t keep_id, int64_t drop_id);
 int sophia_memory_host_expire(sophia_ctx *ctx, int64_t id);
+int sophia_memory_host_set_importance(sophia_ctx *ctx, int64_t id,
+                                      double importance);
 /* sophia_memory_ctx_apply: declared in host/host.h (it takes the apply). */
 void sophia_memory_ctx_free(sophia_ctx *ctx);
 /* Sets the batch a consolidator sees (borrowed) and returns the queued

@@ -56,8 +56,8 @@ typedef struct mem_syn mem_syn;       /* memory_synonyms.c */
 typedef struct mem_sql {
     char *insert, *fts, *fts_fuzzy, *rows, *rows_next, *touch, *feedback, *count, *types, *all;
     char *batch, *merge_keep, *expire, *common;
-    /* memory_consolidate.c: neighbours' rows, the cursor */
-    char *nbrows, *cons_load, *cons_save;
+    /* memory_consolidate.c: neighbours' rows, the cursor, a decay */
+    char *nbrows, *cons_load, *cons_save, *set_importance;
     /* memory_crud.c */
     char *get, *list, *patch, *del_scope, *history;
 } mem_sql;

@@ -343,7 +343,8 @@ typedef struct sophia_host {
     /* since 1.0: consolidators only - the memories this run looks at, a
      * borrowed array of objects {id, content, memory_type, context,
      * importance, access_count, feedback, created_at, last_access, age_s,
-     * user_id, agent_id, session_id, neighbors:[{id, cosine, memory_type,
+     * user_id, agent_id, session_id, decayed_at (1.2: see
+     * memory_set_importance), neighbors:[{id, cosine, memory_type,
      * context, content_len, importance, user_id, agent_id, session_id}]}
      * (neighbours: the nearest live memories across the whole store,
      * cosine >= 0.5, best first; scopes are strings or null); NULL outside
@@ -544,6 +545,17 @@ typedef struct sophia_host {
      * SOPHIA_EINVAL. */
     int (*hmac_sha256_hex)(const void *key, size_t key_len, const void *data,
                            size_t len, char hex[65]);
+
+    /* --- since 1.2: what a consolidator writes back --- */
+    /* Consolidators only (an action): sets memory `id`'s importance to
+     * `importance` (0..1) and its `decayed_at` (a batch row's field:
+     * seconds since the epoch, or null) to now, so a decay computed from
+     * the idle time since max(last_access, created_at, decayed_at) never
+     * counts the same time twice; recorded in the memory's history
+     * ("decayed") with the instance's name. Nothing happens when the
+     * memory is gone by then. 0, or SOPHIA_EINVAL (importance not in
+     * 0..1, id <= 0), SOPHIA_ENOMEM. */
+    int (*memory_set_importance)(sophia_ctx *ctx, int64_t id, double importance);
 } sophia_host;
 
 /* True when the host table `h` has `member`: what a plugin checks before
