@@ -75,7 +75,7 @@
  * runs one leg alone (the evaluation's baseline; no access counted).
  *
  * Every change leaves an event in <table>_history, in the statement that
- * makes it (created, updated, feedback, merged, deleted).
+ * makes it (created, updated, feedback, merged, deleted, decayed).
  *
  * One memory and scopes (memory_crud.c): get, a keyset-paged list, patch
  * (a new content is embedded again; on HNSW the new vector is added under
