@@ -47,8 +47,9 @@
  * (the synonym list's way to say discount). For snprintf formats ("%%"). */
 #define MEM_TS_TEXT(x) "replace(" x ", '%%', ' percent ')"
 /* Typo tolerance: only words of this many letters, no digits, replaced by
- * known words of this many letters at least this similar (pg_trgm's
- * trigram similarity; a swapped pair in a 6-letter word scores ~0.27). */
+ * known words of this many letters one slip away, or at least this
+ * similar (pg_trgm's trigram similarity; a swapped pair in a 6-letter
+ * word scores ~0.27, in a 5-letter stem 0.2). */
 #define MEM_FUZZY_MIN_LEN "4"
 #define MEM_FUZZY_MIN_SIM "0.25"
 /* A corrected word weighs its similarity times this (at most 1): a word
@@ -60,7 +61,8 @@
 #define MEM_FUZZY_GAIN "1.75"
 #endif
 #define MEM_FUZZY_CANDIDATES "10"
-/* A word one slip away from an unknown one weighs this (see words_fuzzy). */
+/* A word one slip away from an unknown one weighs this (see words_fuzzy):
+ * a little under the question's own words. */
 #ifndef MEM_FUZZY_SLIP
 #define MEM_FUZZY_SLIP "0.9"
 #endif
@@ -120,8 +122,9 @@ static int build_sql(mem_sql *q, const char *t)
      * exact, and cheap for the uncommon words left), summed per row. A
      * plain OR ranked by ts_rank_cd has no idf: "Vamel QBR date" ranked
      * every QBR note alike. fts_fuzzy also replaces a word the store has
-     * never seen by its nearest known word (pg_trgm over <table>_words),
-     * weighted by their similarity: typo tolerance. $4: live rows. */
+     * never seen by a known word one slip away or its nearest (pg_trgm
+     * over <table>_words): typo tolerance. Synonym groups are terms of
+     * their own (fts_fmt). $4: live rows. */
     const char *words_exact =
         "fx AS (SELECT ql.w, 1.0::float8 AS sim FROM ql), ";
     /* A word the store has never seen: of the nearest known words by
