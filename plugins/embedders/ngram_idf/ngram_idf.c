@@ -38,7 +38,6 @@ typedef struct ngram {
     int dim;
     uint32_t buckets;
     float w[3]; /* per feature family (features.h) */
-    float idf_offset;
 } ngram;
 
 typedef struct model {
@@ -59,7 +58,6 @@ static const sophia_option options[] = {
     {"word_weight", SOPHIA_OPT_DOUBLE, "1.0", "weight of a word"},
     {"bigram_weight", SOPHIA_OPT_DOUBLE, "0.3", "weight of a word pair"},
     {"ngram_weight", SOPHIA_OPT_DOUBLE, "0.5", "weight of a character 3..5-gram"},
-    {"idf_offset", SOPHIA_OPT_DOUBLE, "1.0", "added to every idf (0..2)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -82,7 +80,6 @@ static int n_init(const sophia_host *host, sophia_self *self,
     g->w[FEAT_WORD] = (float)host->opt_double(opts, "word_weight");
     g->w[FEAT_BIGRAM] = (float)host->opt_double(opts, "bigram_weight");
     g->w[FEAT_NGRAM] = (float)host->opt_double(opts, "ngram_weight");
-    g->idf_offset = (float)host->opt_double(opts, "idf_offset");
     *state = g;
     return 0;
 }
@@ -103,12 +100,11 @@ static uint32_t slot_of(const model *md, uint64_t h)
     return (uint32_t)((h >> 24) % md->buckets);
 }
 
-static float idf(const ngram *g, const model *md, uint64_t h)
+static float idf(const model *md, uint64_t h)
 {
     if (!md || !md->n)
         return 1.0f;
-    return logf(((float)md->n + 1.0f) / ((float)md->df[slot_of(md, h)] + 1.0f)) +
-           g->idf_offset;
+    return logf(((float)md->n + 1.0f) / ((float)md->df[slot_of(md, h)] + 1.0f)) + 1.0f;
 }
 
 typedef struct weigh {
@@ -119,7 +115,7 @@ typedef struct weigh {
 static float weight(const void *arg, int family, uint64_t h)
 {
     const weigh *w = arg;
-    return w->g->w[family] * idf(w->g, w->md, h);
+    return w->g->w[family] * idf(w->md, h);
 }
 
 static int n_embed(void *state, const void *mdl, const char *const *texts,
