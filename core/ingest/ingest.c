@@ -51,7 +51,9 @@ static json_t *fail(sophia_parse_error *err, const char *body, size_t off,
  * an equal tree (tests/unit/test_ingest.c checks both on generated and
  * mutated bodies). */
 
-#define FAST_MAX_DEPTH 128
+/* The fast path gives up deeper than the ingest limit, so whatever it
+ * accepts is within it and only the jansson path needs the pre-scan. */
+#define FAST_MAX_DEPTH SOPHIA_JSON_MAX_DEPTH
 
 typedef struct fast {
     const char *s;
@@ -441,14 +443,14 @@ json_t *sophia_ingest_parse(const char *body, size_t len,
     size_t pos = skip_ws(body, len, 0);
     if (pos == len)
         return fail(err, body, pos, "empty body: expected JSON", events);
-    size_t deep = sophia_json_too_deep(body, len, SOPHIA_JSON_MAX_DEPTH);
-    if (deep) /* before jansson recurses into it (jsonlimit.h) */
-        return fail(err, body, deep - 1, "JSON nested deeper than 64 levels", events);
     json_t *quick = sophia_ingest_parse_fast(body, len);
-    if (quick) {
+    if (quick) { /* within SOPHIA_JSON_MAX_DEPTH: see FAST_MAX_DEPTH */
         json_decref(events);
         return quick;
     }
+    size_t deep = sophia_json_too_deep(body, len, SOPHIA_JSON_MAX_DEPTH);
+    if (deep) /* before jansson recurses into it (jsonlimit.h) */
+        return fail(err, body, deep - 1, "JSON nested deeper than 64 levels", events);
     while (pos < len) {
         json_error_t je;
         json_t *v = json_loadb(body + pos, len - pos,

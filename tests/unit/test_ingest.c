@@ -74,6 +74,39 @@ static void test_rejects_non_objects(void **unused)
     assert_null(parse("{\"a\":1", &e));
 }
 
+/* `[{"a":` + (levels - 2) '[' + inner + ']'s + `}]`: `levels` deep. */
+static char *nested(size_t levels, const char *inner)
+{
+    size_t n = levels - 2, len = 6 + 2 * n + strlen(inner) + 2;
+    char *b = malloc(len + 1), *o = b;
+    o = stpcpy(o, "[{\"a\":");
+    memset(o, '[', n);
+    o = stpcpy(o + n, inner);
+    memset(o, ']', n);
+    strcpy(o + n, "}]");
+    return b;
+}
+
+/* The depth limit holds on both paths: the fast one gives up at the
+ * limit (FAST_MAX_DEPTH), so only bodies within it skip the pre-scan. */
+static void test_depth_limit(void **unused)
+{
+    (void)unused;
+    sophia_parse_error e;
+    const char *inner[] = {"1", "", "{}"};
+    for (size_t i = 0; i < 3; i++) {
+        char *ok = nested(i == 0 ? 64 : 63, inner[i]); /* 64 levels */
+        json_t *v = parse(ok, &e);
+        assert_non_null(v);
+        json_decref(v);
+        free(ok);
+        char *deep = nested(65, inner[i]);
+        assert_null(parse(deep, &e));
+        assert_non_null(strstr(e.text, "deeper than 64"));
+        free(deep);
+    }
+}
+
 static void test_embedded_nul_is_an_error(void **unused)
 {
     (void)unused;
@@ -250,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_error_position),
         cmocka_unit_test(test_rejects_non_objects),
         cmocka_unit_test(test_embedded_nul_is_an_error),
+        cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_fast_path_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
