@@ -107,6 +107,44 @@ static void test_depth_limit(void **unused)
     }
 }
 
+/* Each span is a JSON text of its own that parses to its event, for an
+ * array, NDJSON and a single object; a body jansson parses has none. */
+static void test_spans(void **unused)
+{
+    (void)unused;
+    const char *bodies[] = {
+        " [ {\"a\": [1, {\"b\": [2]}]} ,{\"c\":\"x\\\"]\"}\n]",
+        "{\"a\":1}\n  {\"b\":[{\"c\":2}]}\n[{\"d\":3},{\"e\":4}]\n",
+        "{\"m\":\"caf\u00e9\",\"v\":1.50e2}",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        sophia_parse_error e;
+        sophia_ingest_span *spans = (void *)1;
+        json_t *v = sophia_ingest_parse_spans(bodies[i], strlen(bodies[i]),
+                                              &e, &spans);
+        assert_non_null(v);
+        assert_non_null(spans);
+        for (size_t k = 0; k < json_array_size(v); k++) {
+            json_error_t je;
+            json_t *one = json_loadb(bodies[i] + spans[k].off, spans[k].len,
+                                     0, &je);
+            assert_non_null(one);
+            assert_true(json_equal(one, json_array_get(v, k)));
+            json_decref(one);
+        }
+        free(spans);
+        json_decref(v);
+    }
+    /* Integers past 18 digits are left to jansson: no spans, same events. */
+    const char *slow = "[{\"a\":1234567890123456789}]";
+    sophia_parse_error e;
+    sophia_ingest_span *spans = (void *)1;
+    json_t *v = sophia_ingest_parse_spans(slow, strlen(slow), &e, &spans);
+    assert_non_null(v);
+    assert_null(spans);
+    json_decref(v);
+}
+
 static void test_embedded_nul_is_an_error(void **unused)
 {
     (void)unused;
@@ -284,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_rejects_non_objects),
         cmocka_unit_test(test_embedded_nul_is_an_error),
         cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_spans),
         cmocka_unit_test(test_fast_path_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
