@@ -25,9 +25,25 @@
 #include "event/loop.h"
 #include "lib/dict.h"
 
+/* Connections kept per server: evhttp sends one request at a time on a
+ * connection, so requests that overlap (an output's batches in flight)
+ * each take an idle one, up to this many, then queue on the least busy. */
+#define HTTP_CONNS_PER_SERVER 8
+
+typedef struct http_conn {
+    struct evhttp_connection *evcon;
+    size_t pending; /* requests queued on it or out */
+} http_conn;
+
+typedef struct http_server { /* one host:port */
+    http_conn conns[HTTP_CONNS_PER_SERVER];
+    size_t n;
+} http_server;
+
 typedef struct http_pending {
     struct http_pending *next, **pprev;
     sophia_http_client *c;
+    http_conn *conn;
     sophia_http_client_cb cb;
     void *arg;
     int timed_out;
@@ -36,7 +52,7 @@ typedef struct http_pending {
 struct sophia_http_client {
     struct event_base *base;
     struct evdns_base *dns;
-    sophia_dict *conns; /* "host:port" -> struct evhttp_connection */
+    sophia_dict *servers; /* "host:port" -> http_server */
     http_pending *pending;
     size_t npending;
     int closing;
@@ -49,8 +65,8 @@ sophia_http_client *sophia_http_client_new(struct event_base *base)
         return NULL;
     c->base = base;
     c->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    c->conns = sophia_dict_new();
-    if (!c->dns || !c->conns) {
+    c->servers = sophia_dict_new();
+    if (!c->dns || !c->servers) {
         sophia_http_client_free(c);
         return NULL;
     }
@@ -63,11 +79,15 @@ static void pending_unlink(http_pending *p)
     if (p->next)
         p->next->pprev = p->pprev;
     p->c->npending--;
+    p->conn->pending--;
 }
 
-static void conn_free(void *v)
+static void server_free(void *v)
 {
-    evhttp_connection_free(v);
+    http_server *s = v;
+    for (size_t i = 0; i < s->n; i++)
+        evhttp_connection_free(s->conns[i].evcon);
+    free(s);
 }
 
 void sophia_http_client_free(sophia_http_client *c)
@@ -83,7 +103,7 @@ void sophia_http_client_free(sophia_http_client *c)
         p->c = NULL;
         free(p);
     }
-    sophia_dict_free(c->conns, conn_free);
+    sophia_dict_free(c->servers, server_free);
     if (c->dns)
         evdns_base_free(c->dns, 0);
     free(c);
@@ -118,26 +138,36 @@ static void on_done(struct evhttp_request *req, void *arg)
     free(p);
 }
 
-/* The connection to host:port, made on first use and kept (keep-alive). */
-static struct evhttp_connection *conn_for(sophia_http_client *c,
-                                          const char *host, int port)
+/* A connection to host:port for one more request: an idle one, else a
+ * new one while the server has fewer than HTTP_CONNS_PER_SERVER, else
+ * the least busy (keep-alive: each is made on first use and kept). */
+static http_conn *conn_for(sophia_http_client *c, const char *host, int port)
 {
     char key[300];
     snprintf(key, sizeof(key), "%s:%d", host, port);
-    struct evhttp_connection *conn = sophia_dict_get(c->conns, key);
-    if (conn)
-        return conn;
-    conn = evhttp_connection_base_new(c->base, c->dns, host,
-                                      (unsigned short)port);
-    if (!conn)
-        return NULL;
-    evhttp_connection_set_retries(conn, 0); /* the caller retries */
-    sophia_dict_set(c->conns, key, conn);
-    if (sophia_dict_get(c->conns, key) != conn) { /* out of memory */
-        evhttp_connection_free(conn);
-        return NULL;
+    http_server *s = sophia_dict_get(c->servers, key);
+    if (!s) {
+        if (!(s = calloc(1, sizeof(*s))))
+            return NULL;
+        sophia_dict_set(c->servers, key, s);
+        if (sophia_dict_get(c->servers, key) != s) { /* out of memory */
+            free(s);
+            return NULL;
+        }
     }
-    return conn;
+    http_conn *best = NULL;
+    for (size_t i = 0; i < s->n; i++)
+        if (!best || s->conns[i].pending < best->pending)
+            best = &s->conns[i];
+    if (best && (!best->pending || s->n == HTTP_CONNS_PER_SERVER))
+        return best;
+    struct evhttp_connection *evcon =
+        evhttp_connection_base_new(c->base, c->dns, host, (unsigned short)port);
+    if (!evcon)
+        return best; /* queue behind a busy one rather than fail */
+    evhttp_connection_set_retries(evcon, 0); /* the caller retries */
+    s->conns[s->n] = (http_conn){.evcon = evcon};
+    return &s->conns[s->n++];
 }
 
 /* A body's last segment must not wait for the ACK of the one before
@@ -238,7 +268,8 @@ int sophia_http_client_request(sophia_http_client *c, const char *method,
     snprintf(target, sizeof(target), "%s%s%s", path && *path ? path : "/",
              q ? "?" : "", q ? q : "");
     http_pending *p = calloc(1, sizeof(*p));
-    struct evhttp_connection *conn = p ? conn_for(c, host, port) : NULL;
+    http_conn *hc = p ? conn_for(c, host, port) : NULL;
+    struct evhttp_connection *conn = hc ? hc->evcon : NULL;
     struct evhttp_request *req =
         conn ? build(p, host, port, headers, body, len) : NULL;
     evhttp_uri_free(u);
@@ -249,11 +280,12 @@ int sophia_http_client_request(sophia_http_client *c, const char *method,
     struct timeval tv = sophia_timeval(timeout_s > 0 ? timeout_s : 10);
     evhttp_connection_set_timeout_tv(conn, &tv);
     no_delay(conn);
-    *p = (http_pending){.c = c, .cb = cb, .arg = arg};
+    *p = (http_pending){.c = c, .conn = hc, .cb = cb, .arg = arg};
     if (evhttp_make_request(conn, req, cmd, target) < 0) {
         free(p); /* evhttp freed the request */
         return SOPHIA_EUNAVAIL;
     }
+    hc->pending++;
     p->next = c->pending;
     if (p->next)
         p->next->pprev = &p->next;

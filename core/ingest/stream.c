@@ -223,6 +223,14 @@ static int stream_set_outputs(sophia_stream *st, const sophia_conf *c,
     st->out_inst = in;
     st->outs = outs;
     st->nouts = live ? n : 0;
+    /* Room for every output's batches out at once: a window smaller than
+     * batch x max_inflight would leave slots idle while events wait. */
+    st->max_inflight = STREAM_MAX_INFLIGHT;
+    for (size_t i = 0; i < st->nouts; i++) {
+        size_t w = sophia_output_window(outs[i]);
+        if (w > st->max_inflight)
+            st->max_inflight = w;
+    }
     return 0;
 }
 

@@ -2,7 +2,9 @@
 // streams with the metrics processor and durable: false, fed the same
 // way: `none` (no output, the peer), `webhook` (the webhook output POSTing
 // signed batches to a node receiver in this process) and `redis_stream`
-// (XADD batches in MULTI/EXEC to a throwaway Redis). 16 POSTs of 100
+// (XADD batches in MULTI/EXEC to a throwaway Redis), each with the default
+// max_inflight (4 batches out at once) and with max_inflight: 1 (strict
+// order, one batch at a time: `_inflight1`). 16 POSTs of 100
 // events in flight for --seconds, then until /api/stats shows every
 // accepted event processed (processed = acknowledged: its records were
 // taken by the stream's outputs). Targets interleave, --runs times each.
@@ -53,13 +55,21 @@ plugins:
     hook:
       plugin: webhook
       options: {url: "http://127.0.0.1:${hookPort}/in", secret_env: BENCH_HOOK_SECRET}
+    hook1:
+      plugin: webhook
+      options: {url: "http://127.0.0.1:${hookPort}/in", secret_env: BENCH_HOOK_SECRET, max_inflight: 1}
     xadd:
       plugin: redis_stream
       options: {url: "${redisUrl}", key: bench:out, maxlen: 100000}
+    xadd1:
+      plugin: redis_stream
+      options: {url: "${redisUrl}", key: bench:out, maxlen: 100000, max_inflight: 1}
 streams:
   none: {processor: m, durable: false, queue_size: 100000}
   webhook: {processor: m, durable: false, queue_size: 100000, outputs: [hook]}
+  webhook_inflight1: {processor: m, durable: false, queue_size: 100000, outputs: [hook1]}
   redis_stream: {processor: m, durable: false, queue_size: 100000, outputs: [xadd]}
+  redis_stream_inflight1: {processor: m, durable: false, queue_size: 100000, outputs: [xadd1]}
 `);
   const proc = spawn(process.env.SOPHIAD, ['-c', path.join(dir, 'sophia.yaml'), '--listen', `127.0.0.1:${port}`], {
     env: { ...process.env, SOPHIA_REDIS_URL: '', SOPHIA_PG_URL: '', BENCH_HOOK_SECRET: 'bench' },
@@ -108,7 +118,7 @@ async function throughput(port, stream) {
 const redis = await startRedis();
 const rx = await startReceiver();
 const d = await startSophiad(redis.url, rx.port);
-const rows = { none: [], webhook: [], redis_stream: [] };
+const rows = { none: [], webhook: [], webhook_inflight1: [], redis_stream: [], redis_stream_inflight1: [] };
 try {
   for (let r = 0; r < RUNS; r++)
     for (const t of Object.keys(rows)) rows[t].push(await throughput(d.port, t));

@@ -137,7 +137,10 @@ static int pt_init(const sophia_host *host, sophia_self *self,
         pt_fini(st);
         return SOPHIA_ENOMEM;
     }
-    output_batching_read(host, opts, &st->params);
+    if (output_batching_read(host, self, opts, &st->params) != SOPHIA_OK) {
+        pt_fini(st);
+        return SOPHIA_EINVAL;
+    }
     *state = st;
     return SOPHIA_OK;
 }

@@ -108,7 +108,10 @@ static int wh_init(const sophia_host *host, sophia_self *self,
         }
         st->headers[st->nheaders++] = h;
     }
-    output_batching_read(host, opts, &st->params);
+    if (output_batching_read(host, self, opts, &st->params) != SOPHIA_OK) {
+        wh_fini(st);
+        return SOPHIA_EINVAL;
+    }
     *state = st;
     return SOPHIA_OK;
 }

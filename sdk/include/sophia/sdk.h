@@ -706,6 +706,14 @@ typedef struct sophia_output_params {
     double flush_interval; /* seconds a partial batch waits, default 0.2 */
     double retry_base;     /* first wait before a batch is tried again, 0.2 s */
     double retry_cap;      /* and the longest, default 30 s */
+    /* since 1.2 (later: check struct_size before writing it): deliver()
+     * calls in progress at once, 1..64. The host's default is 1 (batches
+     * arrive in order); a plugin whose deliver() can overlap raises it.
+     * With more than one, a batch retried after a failure may arrive
+     * after later ones, and a receiver may take concurrent batches in any
+     * order; each event is still acknowledged only once every output
+     * delivered its batch, and its stream commits in order. */
+    size_t max_inflight;
 } sophia_output_params;
 
 typedef struct sophia_output_ops {
@@ -713,8 +721,10 @@ typedef struct sophia_output_ops {
     /* since 1.2: deliver the batch `b` (records and their JSON text are
      * borrowed until output_done) without blocking - start the I/O with
      * host->http_request, redis_command or pg_query - and report through
-     * host->output_done(call, rc), exactly once. At most one deliver()
-     * per instance is in progress at a time, so batches arrive in order. */
+     * host->output_done(call, rc), exactly once per call. At most
+     * max_inflight deliver() calls per instance are in progress at a time
+     * (sophia_output_params; 1 unless params() raised it), each with its
+     * own call. */
     void (*deliver)(void *state, const sophia_output_batch *b,
                     sophia_output_call *call);
     /* since 1.2 (optional): adjust batching and retry (e.g. from the
