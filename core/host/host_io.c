@@ -78,10 +78,16 @@ int sophia_host_http_request(sophia_self *self, const sophia_http_request *req,
     io_req *q = io_new(self, (void *)cb, arg, &up);
     if (!q)
         return up ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
+    sophia_http_tls tls = {.verify = 1};
+    if (req->struct_size >= offsetof(sophia_http_request, tls_insecure) +
+                                sizeof(int)) {
+        tls.ca_file = req->ca_file;
+        tls.verify = !req->tls_insecure;
+    }
     return io_started(q, sophia_http_client_request(
                              sophia_upstreams_http(up), req->method, req->url,
                              req->headers, req->body, req->body_len,
-                             req->timeout_s, on_http, q));
+                             req->timeout_s, &tls, on_http, q));
 }
 
 /* ----------------------------------------------------------------- Redis */

@@ -196,7 +196,7 @@ typedef struct sophia_output_call sophia_output_call;
 typedef struct sophia_http_request {
     uint32_t struct_size;
     const char *method;          /* "POST", "PUT", ...; NULL = "POST" */
-    const char *url;             /* http://host[:port]/path[?query] */
+    const char *url;             /* http[s]://host[:port]/path[?query] */
     const char *const *headers;  /* "Name: value" strings, NULL-terminated,
                                   * or NULL; Host and Content-Length are the
                                   * host's */
@@ -204,6 +204,12 @@ typedef struct sophia_http_request {
     size_t body_len;
     double timeout_s;            /* connect, send and each wait for the
                                   * answer; <= 0: 10 s */
+    /* since 1.2 (later: a host reads them when struct_size covers them;
+     * an older one verifies against the system store) - https:// only.
+     * The server's certificate chain and name are verified by default,
+     * against the system's CA store. */
+    const char *ca_file;         /* PEM CA bundle to verify against instead */
+    int tls_insecure;            /* 1: verify nothing (testing only) */
 } sophia_http_request;
 
 /* -------------------------------------------------------------- host API */
@@ -503,11 +509,13 @@ typedef struct sophia_host {
      * taking new ones once their queues fill). Call it exactly once per
      * call, from deliver() itself or later on the loop. */
     void (*output_done)(sophia_output_call *call, int rc);
-    /* An HTTP/1.1 request on the loop (plain http:// only; https:// is
-     * SOPHIA_EINVAL). cb runs exactly once, later, on the loop: rc 0 with
-     * the status and the response body (borrowed for the call), or rc
-     * SOPHIA_ETIMEDOUT / SOPHIA_EUNAVAIL (no connection, reset) with
-     * status 0. Returns 0, or SOPHIA_EINVAL (no self, req or url; a bad
+    /* An HTTP/1.1 request on the loop (http://, or https:// over TLS,
+     * verified as sophia_http_request says). cb runs exactly once, later,
+     * on the loop: rc 0 with the status and the response body (borrowed
+     * for the call), or rc SOPHIA_ETIMEDOUT / SOPHIA_EUNAVAIL (no
+     * connection, reset, a TLS handshake or verification that failed)
+     * with status 0 and, when there is more to say, a description as the
+     * body ("TLS: certificate verify failed: ..."), else NULL. Returns 0, or SOPHIA_EINVAL (no self, req or url; a bad
      * url) / SOPHIA_ENOMEM (cb not called). A callback still pending
      * keeps a retired instance loaded until it ran. */
     int (*http_request)(sophia_self *self, const sophia_http_request *req,
