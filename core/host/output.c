@@ -573,6 +573,37 @@ void sophia_output_ctx_apply(sophia_ctx *ctx, sophia_apply *ap)
     }
 }
 
+void sophia_host_set_alert_route(sophia_host_rt *rt, sophia_alert_route_fn fn,
+                                 void *arg)
+{
+    if (!rt)
+        return;
+    rt->alert_route = fn;
+    rt->alert_route_arg = arg;
+}
+
+#define ROUTE_MAX 64 /* outputs one detached alert reaches, at most */
+
+void sophia_output_ctx_detached(sophia_ctx *ctx)
+{
+    size_t i = 0;
+    const json_t *a = sophia_ctx_next_alert(ctx, &i);
+    sophia_instance *inst = a ? sophia_ctx_instance(ctx) : NULL;
+    sophia_host_rt *rt = sophia_host_rt_of(inst);
+    sophia_output *outs[ROUTE_MAX];
+    size_t n = rt && rt->alert_route
+                   ? rt->alert_route(rt->alert_route_arg, inst, outs, ROUTE_MAX)
+                   : 0;
+    for (; a && n; a = sophia_ctx_next_alert(ctx, &i)) {
+        json_t *rec = json_pack("{s:s,s:n,s:n,s:s,s:o}", "type", "alert",
+                                "stream", "event_id", "instance", inst->name,
+                                "alert", json_deep_copy(a));
+        for (size_t k = 0; rec && k < n; k++)
+            sophia_output_submit_detached(outs[k], json_incref(rec));
+        json_decref(rec);
+    }
+}
+
 void sophia_output_ctx_free(sophia_ctx *ctx)
 {
     void **slot = sophia_ctx_output_slot(ctx);

@@ -76,6 +76,20 @@ void sophia_output_submit(sophia_output *o, json_t *rec,
  * wait already (dropped, counted) / SOPHIA_ENOMEM. */
 int sophia_output_submit_detached(sophia_output *o, json_t *rec);
 
+/* Where the alerts `inst` raises outside an event go: route fills
+ * out[0..max) with distinct runners and returns how many. Given by the
+ * daemon at wiring time (the streams know which outputs follow which
+ * instance); NULL: nowhere. */
+typedef size_t (*sophia_alert_route_fn)(void *arg, const sophia_instance *inst,
+                                        sophia_output **out, size_t max);
+void sophia_host_set_alert_route(sophia_host_rt *rt, sophia_alert_route_fn fn,
+                                 void *arg);
+/* host.c, as a context applied outside an event commits (a timer's, a
+ * consolidation run's, a correlator's): each alert it raised, as a record
+ * {"type":"alert","stream":null,"event_id":null,"instance":<name>,
+ * "alert":...}, to each output the route names (submit_detached). */
+void sophia_output_ctx_detached(sophia_ctx *ctx);
+
 /* host->output_done. */
 void sophia_host_output_done(sophia_output_call *call, int rc);
 
@@ -122,6 +136,8 @@ void sophia_output_ctx_free(sophia_ctx *ctx);
 /* host.c: the context's slot for the above, and its alerts' data in the
  * order they were raised (*i starts at 0; NULL at the end). */
 void **sophia_ctx_output_slot(sophia_ctx *ctx);
+/* host.c: the instance whose callback the context is for. */
+sophia_instance *sophia_ctx_instance(const sophia_ctx *ctx);
 const json_t *sophia_ctx_next_alert(const sophia_ctx *ctx, size_t *i);
 
 #endif

@@ -906,6 +906,35 @@ void sophia_streams_on_commit(sophia_streams *s, sophia_stream_commit_fn fn,
     s->commit_arg = arg;
 }
 
+/* Adds st's outputs to out[0..*n) that are not there yet. */
+static void outs_union(const sophia_stream *st, sophia_output **out,
+                       size_t *n, size_t max)
+{
+    for (size_t i = 0; i < st->nouts; i++) {
+        size_t k = 0;
+        while (k < *n && out[k] != st->outs[i])
+            k++;
+        if (k == *n && *n < max)
+            out[(*n)++] = st->outs[i];
+    }
+}
+
+size_t sophia_streams_alert_outputs(void *arg, const sophia_instance *inst,
+                                    sophia_output **out, size_t max)
+{
+    const sophia_streams *s = arg;
+    size_t n = 0;
+    int runs = 0;
+    for (size_t i = 0; s && i < s->n; i++)
+        if (sophia_chain_has(s->v[i]->chain, inst)) {
+            runs = 1;
+            outs_union(s->v[i], out, &n, max);
+        }
+    for (size_t i = 0; s && !runs && i < s->n; i++)
+        outs_union(s->v[i], out, &n, max);
+    return n;
+}
+
 sophia_stream *sophia_streams_find(const sophia_streams *s, const char *name)
 {
     return sophia_dict_get(s->by_name, name);

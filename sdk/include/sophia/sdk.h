@@ -694,7 +694,10 @@ typedef struct sophia_embedder_ops {
  * left the stream's processors (as it came, or what the last link of a
  * chain emitted for it), and {"type":"alert", "stream", "event_id",
  * "alert": the alert's data (alert_type, message, severity, state, ...)}
- * for each alert the processors raised while processing it. */
+ * for each alert the processors raised while processing it. An alert
+ * raised outside an event (a timer, a consolidator, a correlator) has
+ * "stream" and "event_id" null and "instance": the instance that raised
+ * it. */
 typedef struct sophia_output_batch {
     uint32_t struct_size;
     const sophia_json *records; /* an array, borrowed until output_done */
