@@ -538,8 +538,13 @@ typedef struct sophia_host {
     /* One SQL statement with text parameters ($1..$n; a NULL value is SQL
      * NULL) on the host's connection to `conninfo` (NULL: the daemon's
      * postgres.url), opened on first use. cb runs exactly once, later: rc
-     * 0 and the rows affected (or returned), or rc SOPHIA_EIO and the
-     * server's message, or SOPHIA_EUNAVAIL. Returns 0, or SOPHIA_EINVAL,
+     * 0 and the rows affected (or returned); rc SOPHIA_EIO and the
+     * server's message with its SQLSTATE ("... (SQLSTATE 23514)") for an
+     * error another try would repeat (data, integrity, syntax...); or rc
+     * SOPHIA_EUNAVAIL: the connection is gone, or a server error a retry
+     * may cure (SQLSTATE classes 08, 40, 53, 57, 58 and 55P03: say a
+     * serialization failure, a deadlock, a statement_timeout, a full
+     * disk), with the message when there is one. Returns 0, or SOPHIA_EINVAL,
      * SOPHIA_EUNAVAIL (PostgreSQL down now), SOPHIA_EBUSY, SOPHIA_ENOMEM:
      * cb not called. */
     int (*pg_query)(sophia_self *self, const char *conninfo, const char *sql,
