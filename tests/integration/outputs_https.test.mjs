@@ -6,7 +6,8 @@
 // closed them. Without it the daemon checks the system's CA store, refuses
 // the server, delivers nothing and says why in its log, naming the
 // output and the url; the events wait, unacknowledged. `tls_verify:
-// false` delivers, with a warning at load.
+// false` delivers, with a warning at load. `max_inflight: 1` sends one
+// batch at a time, in order.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
@@ -27,17 +28,21 @@ const certFile = path.join(certDir, 'cert.pem');
 // The receiver: answers each POST after a short wait, so batches that
 // go at once overlap; `open` / `maxOpen` count requests in progress.
 // With `close`, it answers "Connection: close" and ends the connection.
-const rx = { records: [], open: 0, maxOpen: 0, tlsSockets: 0, close: false };
+const rx = { records: [], open: 0, maxOpen: 0, tlsSockets: 0, close: false, strict: [], strictOpen: 0, strictMax: 0 };
 const server = https.createServer({
   key: readFileSync(path.join(certDir, 'key.pem')), cert: readFileSync(certFile),
 }, (req, res) => {
   const chunks = [];
-  rx.open++;
-  rx.maxOpen = Math.max(rx.maxOpen, rx.open);
+  const strict = req.url === '/strict'; // max_inflight: 1's own counters
+  if (strict) rx.strictMax = Math.max(rx.strictMax, ++rx.strictOpen);
+  else rx.maxOpen = Math.max(rx.maxOpen, ++rx.open);
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => setTimeout(() => {
-    rx.open--;
-    rx.records.push(...JSON.parse(Buffer.concat(chunks)));
+    if (strict) rx.strictOpen--;
+    else rx.open--;
+    const recs = JSON.parse(Buffer.concat(chunks));
+    if (strict) rx.strict.push(...recs);
+    else rx.records.push(...recs);
     res.writeHead(200, rx.close ? { connection: 'close' } : {}).end('ok');
   }, 30));
 });
@@ -61,10 +66,12 @@ plugins:
     trusted:${hook(`, ca_file: "${certFile}"`)}
     untrusted:${hook('')}
     insecure:${hook(', tls_verify: false')}
+    strict:${hook(`, ca_file: "${certFile}", max_inflight: 1`).replace('/in"', '/strict"')}
 streams:
   good: {processor: act, durable: false, outputs: [trusted]}
   bad: {processor: act, durable: false, outputs: [untrusted]}
   lax: {processor: act, durable: false, outputs: [insecure]}
+  ordered: {processor: act, durable: false, outputs: [strict]}
 ` });
 });
 
@@ -108,4 +115,11 @@ test('tls_verify: false delivers, and said so at load', async () => {
   assert.match(d.stderr(), /instance=insecure .*tls_verify: false/);
   await ingest(d, 'lax', publishes(5, 'l'));
   await until(() => seen('l').size === 5, 'the events, unverified');
+});
+
+test('max_inflight: 1 sends one batch at a time, in order', async () => {
+  await ingest(d, 'ordered', publishes(40, 'o'));
+  await until(() => rx.strict.length === 40, 'all 40 events');
+  assert.equal(rx.strictMax, 1, 'never two POSTs at once');
+  assert.deepEqual(rx.strict.map((r) => r.event.n), [...Array(40).keys()], 'in the order they came');
 });
