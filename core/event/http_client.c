@@ -159,32 +159,34 @@ static void on_tls_close(struct evhttp_connection *evcon, void *arg)
     ((http_conn *)arg)->stale = 1;
 }
 
-/* Makes `hc`'s connection: plain, or over TLS as `s` says. */
-static int conn_open(sophia_http_client *c, http_server *s, http_conn *hc,
-                     const char *host, int port,
-                     const sophia_http_tls *tls, char *why, size_t n)
+/* A connection for slot `hc`: plain, or over TLS as `s` says. NULL with
+ * `why` filled. */
+static struct evhttp_connection *conn_open(sophia_http_client *c,
+                                           http_server *s, http_conn *hc,
+                                           const char *host, int port,
+                                           const sophia_http_tls *tls,
+                                           char *why, size_t n)
 {
     struct bufferevent *bev =
         s->tls ? sophia_tls_client_bev(c->tls, c->base, host, tls->ca_file,
                                        tls->verify, why, n)
                : NULL;
     if (s->tls && !bev)
-        return -1;
+        return NULL;
     struct evhttp_connection *evcon = evhttp_connection_base_bufferevent_new(
         c->base, c->dns, bev, host, (unsigned short)port);
     if (!evcon) { /* bev is freed with evcon only once it took it */
         if (bev)
             bufferevent_free(bev);
         snprintf(why, n, "out of memory");
-        return -1;
+        return NULL;
     }
     evhttp_connection_set_retries(evcon, 0); /* the caller retries */
     /* An SSL that closed, or whose handshake failed, cannot connect again
      * (libevent reuses it): such a connection is replaced when idle. */
     if (s->tls)
         evhttp_connection_set_closecb(evcon, on_tls_close, hc);
-    *hc = (http_conn){.evcon = evcon};
-    return 0;
+    return evcon;
 }
 
 /* The server entry for `key`, made on first use. */
@@ -219,21 +221,27 @@ static http_conn *conn_for(sophia_http_client *c, const char *host, int port,
     http_conn *best = NULL;
     for (size_t i = 0; i < s->n; i++) {
         http_conn *hc = &s->conns[i];
-        if (hc->stale && !hc->pending) {
+        struct evhttp_connection *fresh =
+            hc->stale && !hc->pending
+                ? conn_open(c, s, hc, host, port, tls, why, n)
+                : NULL;
+        if (fresh) { /* else the stale one fails its request: a retry */
             evhttp_connection_free(hc->evcon);
-            if (conn_open(c, s, hc, host, port, tls, why, n) < 0) {
-                s->conns[i] = s->conns[--s->n]; /* no request refers to it */
-                return NULL;
-            }
+            *hc = (http_conn){.evcon = fresh};
         }
         if (!best || hc->pending < best->pending)
             best = hc;
     }
     if (best && (!best->pending || s->n == HTTP_CONNS_PER_SERVER))
         return best;
-    if (conn_open(c, s, &s->conns[s->n], host, port, tls, why, n) < 0)
+    http_conn *hc = &s->conns[s->n];
+    struct evhttp_connection *evcon =
+        conn_open(c, s, hc, host, port, tls, why, n);
+    if (!evcon)
         return best; /* queue behind a busy one rather than fail */
-    return &s->conns[s->n++];
+    *hc = (http_conn){.evcon = evcon};
+    s->n++;
+    return hc;
 }
 
 /* A body's last segment must not wait for the ACK of the one before
