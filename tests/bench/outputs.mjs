@@ -9,8 +9,11 @@
 // accepted event processed (processed = acknowledged: its records were
 // taken by the stream's outputs). Targets interleave, --runs times each.
 //
+// --latency MS delays each answer of the webhook's receiver, as a
+// receiver across a network would (the redis_stream rows are unchanged).
+//
 // Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
-//        node tests/bench/outputs.mjs [--seconds 3] [--runs 3]
+//        node tests/bench/outputs.mjs [--seconds 3] [--runs 3] [--latency 0]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -26,6 +29,7 @@ const opt = (name, dflt) => {
 };
 const SECONDS = opt('seconds', 3);
 const RUNS = opt('runs', 3);
+const LATENCY = opt('latency', 0);
 
 // The webhook's receiver: counts the records it was sent.
 function startReceiver() {
@@ -35,7 +39,7 @@ function startReceiver() {
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       records += JSON.parse(Buffer.concat(chunks)).length;
-      res.writeHead(200).end();
+      setTimeout(() => res.writeHead(200).end(), LATENCY);
     });
   });
   return new Promise((r) => server.listen(0, '127.0.0.1', () => r({
@@ -132,7 +136,7 @@ const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const f0 = (x) => Math.round(x).toLocaleString('en-US');
 let load = '';
 try { load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '); } catch { /* not Linux */ }
-console.log(`\noutputs: ${SECONDS} s per measurement, ${RUNS} runs each (median; every run in brackets), load ${load}`);
+console.log(`\noutputs: ${SECONDS} s per measurement, ${RUNS} runs each (median; every run in brackets), webhook receiver latency ${LATENCY} ms, load ${load}`);
 console.log('| stream | processed (acknowledged) events/s | / none |');
 console.log('|---|---|---|');
 for (const [t, xs] of Object.entries(rows)) {
