@@ -4,28 +4,28 @@
  * it, calls the plugin's deliver() with up to max_inflight batches at a
  * time (sophia_output_params; 1 unless the plugin raises it), and retries
  * each batch that failed after its own exponential back-off with full
- * jitter (lib/backoff.h), as Fluent Bit's engine does for its output plugins: the
- * plugin only says how one batch goes out, the core owns batching and
- * retries (and, through host->http_request / redis_command / pg_query,
- * the connections: event/upstream.h).
+ * jitter (lib/backoff.h), as Fluent Bit's engine does for its output
+ * plugins: the plugin only says how one batch goes out, the core owns
+ * batching and retries (and, through host->http_request / redis_command
+ * / pg_query, the connections: event/upstream.h).
  *
  * Delivery is an effect of the event's contexts (host.h): a stream hands
  * them its outputs (sophia_ctx_set_outputs) when its processors said OK,
  * and sophia_ctx_apply submits a record of each event that left them
  * (ingest/chain.h), and one per alert they raised for it, to each output;
- * the applies report only once every output delivered them, so the event commits and is
- * acknowledged (XACK) only then: at least once. Batches may be delivered
- * out of order when more than one is out (one is retried while a later
- * one went); the stream still commits and acknowledges its events in
- * order. A batch that fails with a
- * transient error is retried forever, keeping its slot, while its events stay in
- * flight: once every slot holds a failing batch no new one is cut, the
- * stream stops starting new events at its in-flight bound,
- * its queue fills and ingest answers 503 (a durable stream keeps them in
- * Redis), so a long outage is backpressure, never a silent loss. A batch
- * the receiver refuses for good (output_done with EINVAL, EPERM, ETOOBIG,
- * EPARSE) fails its records' applies: their events are retried by their
- * streams and go to the dead letter after max_attempts.
+ * the applies report only once every output delivered them, so the event
+ * commits and is acknowledged (XACK) only then: at least once. Batches
+ * may be delivered out of order when more than one is out (one is retried
+ * while a later one went); the stream still commits and acknowledges its
+ * events in order. A batch that fails with a transient error is retried
+ * forever, keeping its slot, while its events stay in flight: once every
+ * slot holds a failing batch no new one is cut, the stream stops starting
+ * new events at its in-flight bound, its queue fills and ingest answers
+ * 503 (a durable stream keeps them in Redis), so a long outage is
+ * backpressure, never a silent loss. A batch the receiver refuses for
+ * good (output_done with EINVAL, EPERM, ETOOBIG, EPARSE) fails its
+ * records' applies: their events are retried by their streams and go to
+ * the dead letter after max_attempts.
  *
  * A runner lives as long as its instance: sophia_host_release (before
  * fini, and when a reload retires the instance) ends what it still holds
@@ -55,6 +55,7 @@ typedef struct sophia_output sophia_output;
 /* The most deliver() calls in progress at once per output, whatever a
  * plugin asks for. */
 #define SOPHIA_OUTPUT_MAX_INFLIGHT 64
+/* The most events a stream keeps in flight for its outputs' batches. */
 #define SOPHIA_OUTPUT_MAX_WINDOW 4096
 /* Alert records raised outside an event that wait per output, at most. */
 #define SOPHIA_OUTPUT_DETACHED_MAX 10000

@@ -515,8 +515,9 @@ typedef struct sophia_host {
      * for the call), or rc SOPHIA_ETIMEDOUT / SOPHIA_EUNAVAIL (no
      * connection, reset, a TLS handshake or verification that failed)
      * with status 0 and, when there is more to say, a description as the
-     * body ("TLS: certificate verify failed: ..."), else NULL. Returns 0, or SOPHIA_EINVAL (no self, req or url; a bad
-     * url) / SOPHIA_ENOMEM (cb not called). A callback still pending
+     * body ("TLS: certificate verify failed: ..."), else NULL. Returns 0,
+     * or SOPHIA_EINVAL (no self, req or url; a bad url) / SOPHIA_ENOMEM
+     * (cb not called). A callback still pending
      * keeps a retired instance loaded until it ran. */
     int (*http_request)(sophia_self *self, const sophia_http_request *req,
                         void (*cb)(void *arg, int rc, int status,
@@ -544,9 +545,9 @@ typedef struct sophia_host {
      * SOPHIA_EUNAVAIL: the connection is gone, or a server error a retry
      * may cure (SQLSTATE classes 08, 40, 53, 57, 58 and 55P03: say a
      * serialization failure, a deadlock, a statement_timeout, a full
-     * disk), with the message when there is one. Returns 0, or SOPHIA_EINVAL,
-     * SOPHIA_EUNAVAIL (PostgreSQL down now), SOPHIA_EBUSY, SOPHIA_ENOMEM:
-     * cb not called. */
+     * disk), with the message when there is one. Returns 0, or
+     * SOPHIA_EINVAL, SOPHIA_EUNAVAIL (PostgreSQL down now), SOPHIA_EBUSY,
+     * SOPHIA_ENOMEM: cb not called. */
     int (*pg_query)(sophia_self *self, const char *conninfo, const char *sql,
                     int nparams, const char *const *values,
                     void (*cb)(void *arg, int rc, int64_t rows,
