@@ -6,8 +6,16 @@
 // with it on wrote.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon, fetchJson } from './lib/daemon.mjs';
+import { startDaemon, fetchJson, until } from './lib/daemon.mjs';
 import { redisCommand, pgQuery } from './lib/servers.mjs';
+
+// "Ready" is any /healthz answer, and a get skips a tier still connecting:
+// the tier a read came from is asserted here, so every tier must be up.
+async function startUp(yaml) {
+  const d = await startDaemon({ yaml });
+  await until(async () => (await fetchJson(`${d.url}/healthz`)).status === 200, 'every tier up');
+  return d;
+}
 
 const run = `${process.pid}${Math.random().toString(36).slice(2, 6)}`;
 const THRESHOLD = 2048;
@@ -41,7 +49,7 @@ async function pgStored(key) {
 }
 
 test('old plain entries and new compressed ones read side by side; the threshold holds', async () => {
-  const d = await startDaemon({ yaml: on });
+  const d = await startUp(on);
   try {
     // Written as before compression: plain JSON in an L2 envelope, and a
     // plain bytea row in L3.
@@ -91,7 +99,7 @@ test('old plain entries and new compressed ones read side by side; the threshold
   }
   // A fresh daemon (empty L1) reads the new entries from L2, then, once
   // Redis lost one, from L3.
-  const d2 = await startDaemon({ yaml: on });
+  const d2 = await startUp(on);
   try {
     const g = await get(d2, `big:${run}`);
     assert.equal(g.body.tier, 'l2');
@@ -106,7 +114,7 @@ test('old plain entries and new compressed ones read side by side; the threshold
 });
 
 test('a node with compression off reads compressed entries and writes plain ones', async () => {
-  const a = await startDaemon({ yaml: on });
+  const a = await startUp(on);
   const value = doc(20, 8000);
   try {
     assert.equal((await put(a, `mixed:${run}`, value)).status, 200);
@@ -115,7 +123,7 @@ test('a node with compression off reads compressed entries and writes plain ones
     await a.stop();
   }
   await redisCommand(['ZREM', 'sophia:hot', `mixed:${run}`]); // b must not warm it into L1
-  const b = await startDaemon({ yaml: off });
+  const b = await startUp(off);
   try {
     const g = await get(b, `mixed:${run}`);
     assert.equal(g.body.tier, 'l2');
