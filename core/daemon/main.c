@@ -496,6 +496,7 @@ static void stop(sophia_server *s)
     sophia_streams_free(s->streams);
     sophia_correlate_free(s->correlate); /* no commit reaches it now */
     s->correlate = NULL;
+    api->correlate = NULL;
     /* Outputs' requests answered (each plugin hears of it), then their
      * runners end what they hold; the loop is still there for both. */
     sophia_host_set_env(s->host_rt,

@@ -219,7 +219,8 @@ size_t sophia_correlate_writes_pending(const sophia_correlate *k)
 
 static void tick_one(sophia_correlate *k, corr *c, int64_t now)
 {
-    if (c->loading && now - k->started_us > CORR_LOAD_WAIT_US) {
+    if (c->loading && !c->reading && !strcmp(c->cursor, "0") &&
+        now - c->load_since_us > CORR_LOAD_WAIT_US) {
         sophia_warn("correlate", "msg=\"no state read (redis down?); starting empty\" instance=%s",
                     c->inst->name);
         corr_loaded(k, c);
@@ -227,7 +228,7 @@ static void tick_one(sophia_correlate *k, corr *c, int64_t now)
         corr_load(k, c);
     } else if (!c->loading && c->per_key) {
         corr_persist_changes(k, c, 0); /* what its timers changed */
-        if (!c->writing && c->dirty_lo) /* a failed write, again */
+        if (!c->writing && sophia_dict_size(c->dirty)) /* a failed write */
             corr_flush(k);
     } else if (!c->loading && c->snapshot && now >= c->next_write_us &&
                c->st.observed != c->observed_at_write) {
@@ -342,8 +343,11 @@ static int start_io(sophia_correlate *k, const sophia_conf *c)
     if (c->redis_url && !(k->redis_url = strdup(c->redis_url)))
         return -1;
     k->redis = c->redis_url ? sophia_redis_new(k->base, c->redis_url) : NULL;
-    for (size_t i = 0; i < k->n; i++)
-        k->v[i].loading = k->v[i].snapshot && k->redis;
+    for (size_t i = 0; i < k->n; i++) {
+        k->v[i].load_since_us = k->started_us;
+        if ((k->v[i].loading = k->v[i].snapshot && k->redis))
+            corr_load(k, &k->v[i]); /* at once; the tick asks again */
+    }
     struct timeval sec = {1, 0};
     k->tick = event_new(k->base, -1, EV_PERSIST, on_tick, k);
     k->flush_ev = evtimer_new(k->base, corr_on_flush, k);
@@ -412,7 +416,13 @@ static void take_writes(sophia_correlate *k, corr *c, corr *was)
 static void take_over(sophia_correlate *k, corr *c, corr *was)
 {
     take_writes(k, c, was);
-    if (c->inst != was->inst && corr_can_export(was) && !was->loading) {
+    int replaced = c->inst != was->inst && !was->loading;
+    /* Both per key and Redis up: the new instance reads the hash (once
+     * the old one's last changes are written), a page per turn, instead
+     * of a whole export and import on the loop (seconds at 100k keys). */
+    int reread = replaced && c->per_key && was->per_key && k->redis &&
+                 sophia_redis_up(k->redis);
+    if (replaced && !reread && corr_can_export(was)) {
         char *json = was->ops->export_state(was->inst->state);
         if (json)
             corr_import_text(c, json, "reload");
@@ -422,8 +432,13 @@ static void take_over(sophia_correlate *k, corr *c, corr *was)
     c->st = was->st;
     c->st.per_key = per_key;
     c->observed_at_write = was->st.observed;
-    c->loading = was->loading;
+    c->loading = was->loading || reread;
     c->reading = was->reading;
+    c->load_since_us = reread ? sophia_now_mono_us() : was->load_since_us;
+    if (reread) {
+        snprintf(c->cursor, sizeof(c->cursor), "0");
+        c->st.open_keys = 0; /* counted again by the read */
+    }
     c->next_write_us = was->next_write_us;
     c->held = was->held;
     c->nheld = was->nheld;

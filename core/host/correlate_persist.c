@@ -10,7 +10,9 @@
  * HSET (and one HDEL for keys that closed) per 512 keys, pipelined on
  * one connection, one batch out per instance at a time, so a failed
  * batch can be merged back under the changes that came after it without
- * an older state overwriting a newer one in Redis.
+ * an older state overwriting a newer one in Redis. A big batch (what
+ * piled up while Redis was slow, a sweep) is sent two commands at a
+ * time, the next as one is answered, so no turn formats megabytes.
  *
  * Tickets: each committed event gets the next number; the changes it
  * made (or its place in the start-up buffer) carry it. An instance's
@@ -32,6 +34,7 @@
 
 #define CORR_PAGE "500"     /* keys per HSCAN page at start-up */
 #define CORR_CMD_FIELDS 512 /* fields per HSET / HDEL */
+#define CORR_CMDS_OUT 2     /* of a batch's commands, out at once */
 
 static void state_key(const sophia_correlate *k, const corr *c,
                       const char *suffix, char *buf, size_t n)
@@ -131,8 +134,11 @@ typedef struct corr_batch {
     corr_change **vals;
     size_t n, nset, ndel, bytes;
     uint64_t lo;
-    unsigned left;
+    unsigned left;  /* commands out */
+    size_t at[2];   /* where the next HSET [0] and HDEL [1] start */
+    int phase;      /* 0 sets, 1 deletions, 2 all sent */
     int failed;
+    char hkey[512];
     int64_t added, removed; /* new fields (HSET), fields gone (HDEL) */
     int64_t sent_us;
 } corr_batch;
@@ -188,6 +194,8 @@ static void batch_done(corr_batch *b)
                 (double)(sophia_now_mono_us() - b->sent_us) / 1e3;
             if (sophia_dict_size(c->dirty))
                 schedule(k); /* what came while it was out */
+            else if (c->loading && !c->reading)
+                corr_load(k, c); /* a reload's read, after the writes */
         }
     }
     batch_free(b);
@@ -200,6 +208,8 @@ typedef struct cmd_arg {
     corr_batch *b;
     int del;
 } cmd_arg;
+
+static void pump(corr_batch *b);
 
 /* HSET answers the fields new to the hash, HDEL those that were in it. */
 static void count_reply(void *arg, redisReply *reply)
@@ -220,15 +230,15 @@ static void count_reply(void *arg, redisReply *reply)
                                                         : "redis unavailable");
         b->failed = 1;
     }
-    if (--b->left == 0)
-        batch_done(b);
+    b->left--;
+    pump(b);
 }
 
 /* Sends one HSET (or HDEL) of the sets (or deletions) among b's entries
  * from *from on, at most CORR_CMD_FIELDS, moving *from past them; 0 when
  * there was none or it went out, -1 when Redis is down. */
-static int send_cmd(sophia_correlate *k, corr_batch *b, const char *hkey,
-                    int del, size_t *from)
+static int send_cmd(sophia_correlate *k, corr_batch *b, int del,
+                    size_t *from)
 {
     size_t cap = 2 + (del ? 1 : 2) * CORR_CMD_FIELDS, argc = 2;
     const char **argv = malloc(cap * sizeof(*argv));
@@ -237,7 +247,7 @@ static int send_cmd(sophia_correlate *k, corr_batch *b, const char *hkey,
     int rc = -1;
     if (argv && lens && a) {
         argv[0] = del ? "HDEL" : "HSET";
-        argv[1] = hkey;
+        argv[1] = b->hkey;
         for (; *from < b->n && argc + 2 <= cap; ++*from) {
             const corr_change *ch = b->vals[*from];
             if (ch->del != del)
@@ -262,6 +272,26 @@ static int send_cmd(sophia_correlate *k, corr_batch *b, const char *hkey,
     free(argv);
     free(lens);
     return rc;
+}
+
+/* The next commands of `b`, up to CORR_CMDS_OUT out; once all are sent
+ * (or one failed: Redis is down) and answered, the batch is done. */
+static void pump(corr_batch *b)
+{
+    int sent = 0;
+    while (!b->failed && b->phase < 2 && b->left < CORR_CMDS_OUT) {
+        size_t *at = &b->at[b->phase];
+        unsigned was = b->left;
+        if (*at >= b->n)
+            b->phase++;
+        else if (send_cmd(b->k, b, b->phase, at) < 0)
+            b->failed = 1; /* down: nothing more goes out */
+        sent |= b->left > was;
+    }
+    if (sent)
+        sophia_redis_flush(b->k->redis);
+    if (!b->left && (b->failed || b->phase == 2))
+        batch_done(b);
 }
 
 static void send_batch(sophia_correlate *k, corr *c)
@@ -291,23 +321,15 @@ static void send_batch(sophia_correlate *k, corr *c)
     c->dirty_lo = 0;
     c->writing = 1;
     k->writes_out++;
-    char hkey[512];
-    state_key(k, c, ":keys", hkey, sizeof(hkey));
-    b->left = 1; /* ours, until every command is out */
-    for (int del = 0; del < 2 && !b->failed; del++)
-        for (size_t from = 0; from < b->n && !b->failed;)
-            if (send_cmd(k, b, hkey, del, &from) < 0)
-                b->failed = 1; /* down: nothing more goes out */
-    sophia_redis_flush(k->redis);
-    if (--b->left == 0)
-        batch_done(b);
+    state_key(k, c, ":keys", b->hkey, sizeof(b->hkey));
+    pump(b);
 }
 
 void corr_flush(sophia_correlate *k)
 {
     for (size_t i = 0; k->redis && i < k->n; i++) {
         corr *c = &k->v[i];
-        if (c->per_key && !c->loading && !c->writing && c->dirty &&
+        if (c->per_key && !c->writing && c->dirty &&
             sophia_dict_size(c->dirty))
             send_batch(k, c);
     }
@@ -353,10 +375,8 @@ static void on_snapshot(void *arg, redisReply *reply)
 }
 
 /* A key the plugin refused (a rule gone, say) leaves the hash. */
-static void import_one(sophia_correlate *k, corr *c, const redisReply *f,
-                       const redisReply *v)
+static void import_one(corr *c, const redisReply *f, const redisReply *v)
 {
-    (void)k;
     if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
         return;
     c->st.open_keys++;
@@ -381,7 +401,7 @@ static void on_page(void *arg, redisReply *reply)
     const redisReply *kv = reply->element[1];
     for (size_t i = 0; kv->type == REDIS_REPLY_ARRAY && i + 1 < kv->elements;
          i += 2)
-        import_one(k, c, kv->element[i], kv->element[i + 1]);
+        import_one(c, kv->element[i], kv->element[i + 1]);
     snprintf(c->cursor, sizeof(c->cursor), "%s", reply->element[0]->str);
     if (strcmp(c->cursor, "0") != 0) {
         corr_load(k, c);
@@ -395,6 +415,10 @@ static void on_page(void *arg, redisReply *reply)
 
 void corr_load(sophia_correlate *k, corr *c)
 {
+    if (c->per_key && (c->writing || sophia_dict_size(c->dirty))) {
+        corr_flush(k); /* the hash first takes what is still owed */
+        return;
+    }
     char key[512];
     load_req *q = calloc(1, sizeof(*q));
     state_key(k, c, c->per_key ? ":keys" : "", key, sizeof(key));

@@ -37,6 +37,7 @@ typedef struct corr {
     int64_t next_write_us; /* monotonic */
     int loading;           /* the start-up read has not finished yet */
     int reading;           /* a read of it is out */
+    int64_t load_since_us; /* monotonic: the read began (10 s, then empty) */
     char cursor[32];       /* per key: the HSCAN position ("0" first) */
     held_event *held;
     size_t nheld, capheld;

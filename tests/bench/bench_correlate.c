@@ -288,6 +288,15 @@ static void per_key(const char *dir, size_t keys, int gong_calls, double *out)
 
 /* ------------------------------------------------ per-key persistence */
 
+/* Receipt times from now on: the rules' sweep forgets keys idle past
+ * their window by the wall clock, so a time near 0 would empty them. */
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static double ms_since(int64_t t)
 {
     return (double)(now_ns() - t) / 1e6;
@@ -359,12 +368,12 @@ static double rate_persisted(const char *dir, const workload *w, int rounds,
                              const char *node)
 {
     bench_env e = env_persisted(dir, node);
-    int64_t t = now_ns();
+    int64_t t = now_ns(), t0_us = wall_us();
     for (int r = 0; r < rounds; r++)
         for (size_t i = 0; i < w->n; i += BATCH) {
             workload part = {w->ev + i, w->stream + i,
                              w->n - i < BATCH ? w->n - i : BATCH};
-            feed(e.k, &part, (int64_t)r * 1000000 + (int64_t)i);
+            feed(e.k, &part, t0_us + (int64_t)r * 1000000 + (int64_t)i);
             turn(&e, NULL);
         }
     drain(&e, NULL);
@@ -390,7 +399,7 @@ static void persisted_keys(const char *dir, size_t keys, keys_run *out)
     char key[64];
     json_t *batch[BATCH];
     const char *streams[BATCH];
-    int64_t t0 = now_ns();
+    int64_t t0 = now_ns(), t0_us = wall_us();
     for (size_t i = 0; i < keys; i += BATCH) {
         size_t n = keys - i < BATCH ? keys - i : BATCH;
         for (size_t j = 0; j < n; j++) {
@@ -400,7 +409,7 @@ static void persisted_keys(const char *dir, size_t keys, keys_run *out)
         }
         workload part = {batch, streams, n};
         int64_t t = now_ns(), c = cpu_ns();
-        feed(e.k, &part, (int64_t)i);
+        feed(e.k, &part, t0_us + (int64_t)i);
         stall_add(&out->batch, t, c);
         turn(&e, &out->turn);
         for (size_t j = 0; j < n; j++)

@@ -231,7 +231,8 @@ test('a reload that replaces the instance hands its open sequences over', async 
   const mark = d.stderrLines.length;
   await d.writeConfig(config('deal at risk after reload'));
   d.signal('SIGHUP');
-  await d.waitForStderr(/state restored.*instance=deals.*from=reload/, 10000 * timeoutScale, mark);
+  // Per key with Redis up: the new instance reads the hash, a page a turn.
+  await d.waitForStderr(/state restored.*instance=deals.*from=redis keys=\d+/, 10000 * timeoutScale, mark);
   await d.waitForStderr(/configuration applied/, 10000 * timeoutScale, mark);
   await send('crm', crm('R1', 'Proposal'));
   const m = await nextMessage(ws, corrOf('deal_at_risk'), 10000 * timeoutScale);

@@ -8,7 +8,8 @@
 //    pending at the kill has its key in the hash, and after the restart
 //    every accepted event's sequence completes (the pending ones are
 //    delivered again and observed then).
-// Also: the correlators' figures in /api/stats and /metrics.
+// Also: a key swept after its window leaves the hash, and the
+// correlators' figures in /api/stats and /metrics.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import os from 'node:os';
@@ -47,6 +48,12 @@ plugins:
             steps:
               - {stream: ev, key: labels.deal, match: [{path: value, equals: 1}]}
               - {stream: ev, key: labels.deal, match: [{path: value, equals: 2}]}
+          - name: brief
+            window: 1s
+            steps:
+              - {stream: ev, key: labels.deal, match: [{path: value, equals: 3}]}
+              - {stream: ev, key: labels.deal, match: [{path: value, equals: 4}]}
+        sweep: 0.2
 streams:
   ev:
     processor: metrics
@@ -134,6 +141,14 @@ test('kill -9 after an ack: the restarted correlator still has the acknowledged 
     assert.equal(s.alerts, 1);
     assert.equal(s.observed, 1, 'counted since this start');
     assert.equal(s.open_keys, 1);
+    // A key idle past its rule's keep is swept: deleted from the hash too.
+    assert.equal((await fetchJson(`${d.url}/ingest/ev`, { method: 'POST', body: [point('B1', 3)] })).status, 202);
+    await eventually('B1 written', async () => (await hashFields()).has(`brief\x1fB1`));
+    await eventually('B1 swept and deleted', async () => !(await hashFields()).has(`brief\x1fB1`));
+    await eventually('the deletion counted', async () => {
+      const c = (await fetchJson(`${d.url}/api/stats`)).body.correlators[INSTANCE];
+      return c.persist_keys_deleted >= 1 && c.open_keys === 1 && c.dirty === 0;
+    });
     const metrics = await (await fetch(`${d.url}/metrics`)).text();
     assert.match(metrics, new RegExp(`sophia_correlator_alerts_total\\{instance="${INSTANCE}"\\} 1`));
     assert.match(metrics, /# TYPE sophia_correlator_persist_writes_total counter/);
