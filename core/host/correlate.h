@@ -13,7 +13,9 @@
  * rule reads the source's own fields whatever the chain emits.
  *
  * State: a reload that replaces a correlator instance hands its state to
- * the new one (export_state / import_state, sophia_correlate_rebind). A
+ * the new one (sophia_correlate_rebind): per key with Redis up, the new
+ * one reads the hash (below) once the old one's last changes are
+ * written; else export_state / import_state, whole, on the loop. A
  * restart finds it again in Redis, in one of two ways:
  *   - per key (SDK 1.3 correlators, export_changes/import_key): right
  *     after each observe() the plugin hands over the keys that event
@@ -25,7 +27,7 @@
  *     acknowledged only once its effects are durable, and the
  *     correlator's state change is one of them). A failed write goes
  *     again from the 1 s tick, its acks still held. At start-up the hash
- *     is read back with HSCAN, a page (500 keys) per loop turn. So a
+ *     is read back with HSCAN, a page (100 keys) per loop turn. So a
  *     kill -9 loses no acknowledged event's observation; an event
  *     observed but not acknowledged is delivered again and observed
  *     again (at least once).
@@ -34,9 +36,10 @@
  *     and at shutdown, on the loop (it takes as long as the plugin's
  *     export: seconds for 100k big keys), and acks do not wait for it: a
  *     crash loses what was observed since the last snapshot.
- * Until the start-up read finished, an instance's events wait in a
- * bounded buffer (100k events), so none is observed by a state the read
- * then overwrites.
+ * Until the start-up (or reload) read finished, an instance's events
+ * wait in a bounded buffer (100k events), so none is observed by a state
+ * the read then overwrites; a read that got no answer in 10 s starts the
+ * instance empty.
  */
 #ifndef SOPHIA_CORRELATE_H
 #define SOPHIA_CORRELATE_H
