@@ -213,7 +213,7 @@ size_t sophia_correlate_writes_pending(const sophia_correlate *k)
 {
     size_t n = k ? k->writes_out : 0;
     for (size_t i = 0; k && i < k->n; i++)
-        n += sophia_dict_size(k->v[i].dirty);
+        n += k->v[i].dirty ? sophia_dict_size(k->v[i].dirty) : 0;
     return n;
 }
 

@@ -219,3 +219,45 @@ test('kill -9 under steady traffic: no acknowledged event is missing from the re
     await d.stop();
   }
 });
+
+test('an SDK 1.2 correlator (whole state only) keeps the snapshot path', async () => {
+  const SNAP = `sophia:correlator:${os.hostname()}:tally${run}`;
+  cleanup.push(SNAP);
+  const text = `
+plugins:
+  path: ["@TEST_PLUGIN_DIR@", "@PLUGIN_DIR@"]
+  instances:
+    metrics: {plugin: metrics}
+    tally${run}: {plugin: tally12, options: {fire_at: 2}}
+streams:
+  t: {processor: metrics}
+correlators:
+  tally${run}:
+    streams: [t]
+    snapshot_every: 1s
+`;
+  const ev = { metric: 'm', value: 1, dashboard_id: 'corr', k: 'A' };
+  let d = await startDaemon({ yaml: text });
+  try {
+    await d.waitForStderr(/no state read|state restored|redis-source|L2 up/);
+    assert.equal((await fetchJson(`${d.url}/ingest/t`, { method: 'POST', body: [ev] })).status, 202);
+    await eventually('a whole-state snapshot written', async () =>
+      JSON.parse(await redisCommand(['GET', SNAP]) ?? '{}').A === 1);
+    const s = (await fetchJson(`${d.url}/api/stats`)).body.correlators[`tally${run}`];
+    assert.equal(s.per_key, false);
+    assert.equal(s.observed, 1);
+    assert.ok(s.persist_writes >= 1 && s.persist_bytes > 0, JSON.stringify(s));
+    assert.equal(await redisCommand(['EXISTS', `${SNAP}:keys`]), 0, 'no per-key hash');
+    assert.deepEqual(await d.stop(), { code: 0, signal: null, killed: false });
+    d = await startDaemon({ yaml: text });
+    await d.waitForStderr(/state restored.*from=snapshot/);
+    const ws = await alerts(d);
+    assert.equal((await fetchJson(`${d.url}/ingest/t`, { method: 'POST', body: [ev] })).status, 202);
+    const m = await nextMessage(ws, (x) => x.type === 'alert' && x.data?.alert_type === 'tally', 10000 * timeoutScale);
+    ws.close();
+    assert.equal(m.data.key, 'A');
+    assert.equal(m.data.count, 2, 'the count came back from the snapshot');
+  } finally {
+    await d.stop();
+  }
+});
