@@ -26,6 +26,13 @@
 #   (`redis-server "$SOPHIA_REDIS_CONF"` starts it again), SOPHIA_PG_BIN,
 #   SOPHIA_PG_DATA, SOPHIA_PG_PORT, SOPHIA_PG_LOG and SOPHIA_PG_RUNAS (the
 #   user pg_ctl must run as, empty when it is the current user).
+# - With SOPHIA_TEST_SLOTS=N (scripts/test sets 2), slots 1..N-1 get a Redis
+#   of their own and a database of their own on the same PostgreSQL, under
+#   the same names with a _<slot> suffix (SOPHIA_REDIS_URL_1, SOPHIA_PG_URL_1,
+#   ...), so that ctest can run that many server tests at once, each on
+#   servers nobody else writes to (tests/slot-env maps a test's slot back to
+#   the plain names). SOPHIA_TEST_SLOTS_STARTED says how many there are: 1
+#   when a server was given from outside, since we create nothing on it.
 
 sophia__say() { printf 'servers: %s\n' "$*" >&2; }
 
@@ -88,8 +95,12 @@ sophia__wait_redis() {
   return 1
 }
 
+# Starts the Redis of slot $1 (0 when absent): slot 0 exports the plain
+# names, slot k the same names with _k.
 sophia__start_redis() {
-  local dir=$SOPHIA_TEST_TMP/redis port attempt
+  local slot=${1:-0} sfx= dir port attempt
+  ((slot == 0)) || sfx=_$slot
+  dir=$SOPHIA_TEST_TMP/redis$sfx
   mkdir -p "$dir"
   for ((attempt = 0; attempt < 5; attempt++)); do
     port=$(sophia__free_port) || return 1
@@ -110,10 +121,10 @@ EOF
     # daemonize for tests that restart it with `redis-server FILE`.
     setsid redis-server "$dir/redis.conf" --daemonize no </dev/null >/dev/null 2>&1 &
     if sophia__wait_redis "$port" "$!"; then
-      export SOPHIA_REDIS_PORT=$port SOPHIA_REDIS_DIR=$dir
-      export SOPHIA_REDIS_CONF=$dir/redis.conf
-      export SOPHIA_REDIS_URL=redis://127.0.0.1:$port/0
-      SOPHIA__REDIS_STARTED=1
+      export "SOPHIA_REDIS_PORT$sfx=$port" "SOPHIA_REDIS_DIR$sfx=$dir"
+      export "SOPHIA_REDIS_CONF$sfx=$dir/redis.conf"
+      export "SOPHIA_REDIS_URL$sfx=redis://127.0.0.1:$port/0"
+      SOPHIA__REDIS_STARTED+=" $port:$dir"
       return 0
     fi
     sophia__say "redis failed on port $port:"
@@ -211,11 +222,12 @@ sophia__stop_pg_data() {
 # Stops whatever sophia_servers_start started and removes its directory.
 # Safe to call more than once, and with nothing started.
 sophia_servers_stop() {
-  if [[ -n "${SOPHIA__REDIS_STARTED:-}" ]]; then
-    SOPHIA__REDIS_STARTED=
-    redis-cli -h 127.0.0.1 -p "$SOPHIA_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-    sophia__stop_redis_pid "$SOPHIA_REDIS_DIR/redis.pid"
-  fi
+  local started=${SOPHIA__REDIS_STARTED:-} one
+  SOPHIA__REDIS_STARTED=
+  for one in $started; do
+    redis-cli -h 127.0.0.1 -p "${one%%:*}" shutdown nosave >/dev/null 2>&1 || true
+    sophia__stop_redis_pid "${one#*:}/redis.pid"
+  done
   if [[ -n "${SOPHIA__PG_STARTED:-}" ]]; then
     SOPHIA__PG_STARTED=
     sophia__stop_pg_data
@@ -258,4 +270,24 @@ sophia_servers_start() {
   else
     sophia__say "postgresql not started: SOPHIA_PG_URL=${SOPHIA_PG_URL}"
   fi
+  sophia__start_slots || { sophia_servers_stop; return 1; }
+}
+
+# Slots 1..SOPHIA_TEST_SLOTS-1, only on servers of our own: a Redis each,
+# and a database each on our PostgreSQL.
+sophia__start_slots() {
+  local want=${SOPHIA_TEST_SLOTS:-1} slot
+  export SOPHIA_TEST_SLOTS_STARTED=1
+  ((want > 1)) || return 0
+  if [[ -z "${SOPHIA__PG_STARTED:-}" || -z "${SOPHIA__REDIS_STARTED:-}" ]]; then
+    sophia__say "one server slot: a server came from outside"
+    return 0
+  fi
+  for ((slot = 1; slot < want; slot++)); do
+    sophia__start_redis "$slot" || return 1
+    "$SOPHIA_PG_BIN/createdb" -h 127.0.0.1 -p "$SOPHIA_PG_PORT" -U postgres "sophia_$slot" || return 1
+    export "SOPHIA_PG_URL_$slot=postgresql://postgres@127.0.0.1:$SOPHIA_PG_PORT/sophia_$slot"
+  done
+  SOPHIA_TEST_SLOTS_STARTED=$want
+  sophia__say "$want server slots"
 }

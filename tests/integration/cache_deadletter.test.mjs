@@ -153,7 +153,7 @@ test('a transient L3 error (query canceled, 57014) is retried with back-off, not
     // The flush answers once the write committed, so only after the retry.
     const flushed = fetchJson(`${d.url}/api/cache/flush`, { method: 'POST', body: {} });
     const canceled = await eventually('the INSERT waiting, then canceled', async () => {
-      const rows = await pgQuery("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' " +
+      const rows = await pgQuery("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' " +
         "AND query LIKE 'INSERT INTO sophia_cache%'", { url: pgUrl });
       return rows.length > 0 && rows.every((r) => r[0] === 't');
     });

@@ -1,4 +1,5 @@
 // sophia-test: run-serial
+// sophia-test: cost 43
 // The event contract end to end (SPEC §11, issue 17): an event is
 // acknowledged - its durable entry XACKed - only once every effect it
 // produced is durable where its write strategy says. Each test ingests

@@ -1,4 +1,5 @@
 // sophia-test: run-serial
+// sophia-test: cost 14
 // Fault injection under steady traffic, with the books balanced afterwards:
 //  - Redis killed (SIGKILL) and restarted while numbered events are
 //    ingested over HTTP: events accepted (202) = processed = published to

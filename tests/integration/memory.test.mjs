@@ -1,3 +1,4 @@
+// sophia-test: cost 26
 // Contextual memory end to end (SPEC §8): a real sophiad on the shared
 // PostgreSQL, storing, searching (faiss + full-text, fused), feedback,
 // restarts with and without the index file, the dedup and decay

@@ -1,3 +1,4 @@
+// sophia-test: cost 13
 // SDK 1.1 timers against a real sophiad: the `window` test plugin sums the
 // events of a tumbling window and closes it on its own timer. The close
 // must reach a WebSocket client without any event after the window's

@@ -1,3 +1,4 @@
+// sophia-test: cost 45
 /*
  * test_proc_crm - the crm processor's state moves with its event's verdict
  * (issue 17, SDK 1.1 host->stage), through the real loader and host:

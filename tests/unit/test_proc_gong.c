@@ -1,3 +1,4 @@
+// sophia-test: cost 23
 /*
  * test_proc_gong - the gong processor's call records (the metadata and
  * transcript halves, and whether the call's memories were stored) move

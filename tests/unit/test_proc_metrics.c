@@ -1,3 +1,4 @@
+// sophia-test: cost 14
 /*
  * test_proc_metrics - the metrics processor's series state (window
  * samples, threshold alert states, seen point identities) moves with its

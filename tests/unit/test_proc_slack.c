@@ -1,3 +1,4 @@
+// sophia-test: cost 55
 /*
  * test_proc_slack - the slack processor's channel counts move with their
  * event's verdict (issue 17, SDK 1.1 host->stage), through the real
