@@ -27,7 +27,7 @@
  *     acknowledged only once its effects are durable, and the
  *     correlator's state change is one of them). A failed write goes
  *     again from the 1 s tick, its acks still held. At start-up the hash
- *     is read back with HSCAN, a page (100 keys) per loop turn. So a
+ *     is read back with HSCAN, a page (50 keys) per loop turn. So a
  *     kill -9 loses no acknowledged event's observation; an event
  *     observed but not acknowledged is delivered again and observed
  *     again (at least once).

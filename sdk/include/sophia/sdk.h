@@ -768,7 +768,7 @@ typedef struct sophia_correlator_ops {
     /* since 1.3 (optional, with export_changes): adopt one key's state as
      * export_changes gave it; at start-up, and when a reload replaces
      * the instance, the host restores the new one key by key from Redis
-     * (in no particular order, about a hundred per loop turn) before it
+     * (in no particular order, about fifty per loop turn) before it
      * observes anything. An import does not count as a change. 0, or an
      * error (that key is deleted from Redis). */
     int (*import_key)(void *state, const char *key, const char *json);
