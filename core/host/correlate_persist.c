@@ -182,6 +182,8 @@ static void batch_done(corr_batch *b)
     if (c && c->per_key && c->dirty) {
         c->writing = 0;
         c->out_lo = 0;
+        /* what did land, even of a failed batch: its retry finds it */
+        c->st.open_keys += b->added - b->removed;
         if (b->failed) {
             merge_back(c, b); /* the tick sends it again */
         } else {
@@ -189,7 +191,6 @@ static void batch_done(corr_batch *b)
             c->st.keys_written += b->nset;
             c->st.keys_deleted += b->ndel;
             c->st.bytes += b->bytes;
-            c->st.open_keys += b->added - b->removed;
             c->st.last_persist_ms =
                 (double)(sophia_now_mono_us() - b->sent_us) / 1e3;
             if (sophia_dict_size(c->dirty))
