@@ -114,6 +114,7 @@ test('a node with compression off reads compressed entries and writes plain ones
   } finally {
     await a.stop();
   }
+  await redisCommand(['ZREM', 'sophia:hot', `mixed:${run}`]); // b must not warm it into L1
   const b = await startDaemon({ yaml: off });
   try {
     const g = await get(b, `mixed:${run}`);
