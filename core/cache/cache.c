@@ -105,6 +105,10 @@ int sophia_cache_key_check(const char *key, char *why, size_t why_len)
         return -1;
     }
     while (k[i] && i <= SOPHIA_CACHE_MAX_KEY) {
+        if (k[i] >= 0x20 && k[i] < 0x7f) { /* printable ASCII: most keys */
+            i++;
+            continue;
+        }
         if (k[i] < 0x20 || k[i] == 0x7f) {
             snprintf(why, why_len, "byte %zu is a control byte (0x%02x)", i,
                      k[i]);

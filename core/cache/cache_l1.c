@@ -49,6 +49,7 @@
 #define L1_FREQ_MAX 3    /* S3-FIFO's 2-bit counter */
 #define L1_GHOST_WAYS 4  /* ghost set associativity */
 #define L1_NOT_FOUND SIZE_MAX
+#define L1_REUSE_SLACK 64 /* bytes an overwrite in place may leave unused */
 
 enum { L1_SMALL, L1_MAIN };
 enum { L1_EVICTED, L1_EXPIRED, L1_INVALIDATED, L1_DROPPED };
@@ -688,10 +689,30 @@ static void l1_replace(sophia_l1 *c, size_t slot, l1_entry *old, l1_entry *e)
     free(old);
 }
 
-/* Checks and allocates everything a put needs before touching the cache. */
+/* True when a put of `charge` bytes with these (deduplicated) tags can
+ * overwrite `old` where it is: the same tags in the same order, and an
+ * allocation that holds the value without wasting more than a little.
+ * A metric's latest value is put again and again under one key with
+ * the same tags and a value of nearly the same size: a new entry each
+ * time (malloc, hashing and linking each tag, unlinking the old ones,
+ * free) was most of an L1 put. */
+static bool l1_fits(const l1_entry *old, const char *const *tags,
+                    size_t ntags, size_t charge)
+{
+    if (old->ntags != ntags || charge > old->charge ||
+        old->charge - charge > L1_REUSE_SLACK)
+        return false;
+    for (size_t i = 0; i < ntags; i++)
+        if (strcmp(old->links[i].tag->name, tags[i]) != 0)
+            return false;
+    return true;
+}
+
+/* Checks and allocates everything a put needs before touching the cache;
+ * *out = old itself when the put can overwrite it in place. */
 static int l1_prepare(sophia_l1 *c, const char *key, size_t klen,
                       uint64_t hash, const void *val, size_t len,
-                      const char *const *tags, bool is_new, l1_entry **out)
+                      const char *const *tags, l1_entry *old, l1_entry **out)
 {
     const char *uniq[SOPHIA_L1_MAX_TAGS];
     size_t ntags;
@@ -703,7 +724,14 @@ static int l1_prepare(sophia_l1 *c, const char *key, size_t klen,
         c->st.rejections++;
         return SOPHIA_ETOOBIG;
     }
-    if (is_new && tab_reserve(&c->entries) != 0)
+    if (old && l1_fits(old, uniq, ntags, charge)) {
+        if (len)
+            memcpy(old->val, val, len);
+        old->vlen = len;
+        *out = old;
+        return 0;
+    }
+    if (!old && tab_reserve(&c->entries) != 0)
         return SOPHIA_ENOMEM;
     l1_entry *e = entry_new(key, klen, hash, val, len, ntags, charge);
     if (!e)
@@ -730,7 +758,7 @@ int sophia_l1_put(sophia_l1 *c, const char *key, const void *val, size_t len,
         old = NULL;
     }
     l1_entry *e = NULL;
-    int rc = l1_prepare(c, key, klen, h, val, len, tags, !old, &e);
+    int rc = l1_prepare(c, key, klen, h, val, len, tags, old, &e);
     if (rc != 0) {
         if (old)
             entry_remove(c, old, L1_INVALIDATED);
@@ -738,7 +766,9 @@ int sophia_l1_put(sophia_l1 *c, const char *key, const void *val, size_t len,
     }
     e->expires_us = expires_us;
     e->version = ++c->generation;
-    if (old)
+    if (e == old) /* overwritten in place: an access, as l1_replace */
+        e->freq = e->freq < L1_FREQ_MAX ? e->freq + 1 : L1_FREQ_MAX;
+    else if (old)
         l1_replace(c, slot, old, e);
     else
         l1_insert_new(c, e);

@@ -44,7 +44,7 @@ typedef struct wb_entry {
     sophia_wb *wb;
     char *key;
     char *val;
-    size_t len;
+    size_t len, cap; /* cap: val's allocation */
     int64_t expires_ms;
     char **tags; /* NULL-terminated, each malloc'd */
     uint64_t version;
@@ -503,23 +503,43 @@ static int journal_add(sophia_wb *wb, wb_entry *e, journal_req *q)
     return rc;
 }
 
+/* 1 when `have` holds the same tags as `tags`, in the same order. */
+static int tags_same(char *const *have, const char *const *tags)
+{
+    size_t i = 0;
+    for (; have[i] && tags && tags[i]; i++)
+        if (strcmp(have[i], tags[i]) != 0)
+            return 0;
+    return !have[i] && (!tags || !tags[i]);
+}
+
+/* The entry's new value. The puts a dirty entry coalesces are nearly
+ * always one series' next values: same tags, a value that fits the
+ * buffer the last one had, so neither is allocated again. */
 static int entry_set(wb_entry *e, const char *val, size_t len,
                      int64_t expires_ms, const char *const *tags,
                      uint64_t version, unsigned tiers)
 {
-    char *v = malloc(len ? len : 1);
-    char **t = tags_dup(tags);
+    char *v = e->val && len <= e->cap ? e->val : malloc(len ? len : 1);
+    char **t = e->tags && tags_same(e->tags, tags) ? e->tags : tags_dup(tags);
     if (!v || !t) {
-        free(v);
-        tags_free(t);
+        if (v != e->val)
+            free(v);
+        if (t != e->tags)
+            tags_free(t);
         return SOPHIA_ENOMEM;
     }
     memcpy(v, val, len);
-    free(e->val);
-    tags_free(e->tags);
-    e->val = v;
+    if (v != e->val) {
+        free(e->val);
+        e->val = v;
+        e->cap = len ? len : 1;
+    }
+    if (t != e->tags) {
+        tags_free(e->tags);
+        e->tags = t;
+    }
     e->len = len;
-    e->tags = t;
     e->expires_ms = expires_ms;
     e->version = version;
     e->tiers |= tiers;

@@ -90,13 +90,14 @@ static void on_gong_verdict(void *arg, const sophia_accept_verdict *v)
     answer_accepted(arg, v, FULL_GONG);
 }
 
-/* All or nothing, with where the body went wrong. */
-static json_t *parse_events(sophia_http_req *r)
+/* All or nothing, with where the body went wrong; with `spans`, each
+ * event's text in the body as well (sophia_ingest_parse_spans). */
+static json_t *parse_events(sophia_http_req *r, sophia_ingest_span **spans)
 {
     size_t len;
     const char *body = sophia_http_req_body(r, &len);
     sophia_parse_error pe;
-    json_t *events = sophia_ingest_parse(body, len, &pe);
+    json_t *events = sophia_ingest_parse_spans(body, len, &pe, spans);
     if (!events)
         sophia_http_reply_json(r, 400, json_pack("{s:{s:s,s:s,s:i,s:i,s:I}}",
                                                  "error", "code", "bad_json",
@@ -115,10 +116,14 @@ void sophia_api_ingest_post(sophia_http_req *r, sophia_streams *streams,
                                 "no stream named '%s' is configured", name);
         return;
     }
-    json_t *events = parse_events(r);
+    sophia_ingest_span *spans;
+    json_t *events = parse_events(r, &spans);
     if (!events)
         return;
-    sophia_accept(st, events, "http", on_ingest_verdict, r);
+    size_t len;
+    sophia_accept_body(st, events, sophia_http_req_body(r, &len), spans,
+                       "http", on_ingest_verdict, r);
+    free(spans);
     json_decref(events);
 }
 
@@ -285,7 +290,7 @@ void sophia_api_hooks_gong(sophia_http_req *r, const sophia_conf *c,
     sophia_stream *st = hook_stream(r, streams, c->hooks.gong_stream);
     if (!st)
         return;
-    json_t *events = parse_events(r);
+    json_t *events = parse_events(r, NULL);
     if (!events)
         return;
     sophia_accept(st, events, "hook", on_gong_verdict, r);

@@ -45,8 +45,9 @@ static void on_appended(void *arg, int rc)
 }
 
 /* The durable path; `v` already names the stream. */
-static void append(sophia_durable *d, json_t *const *events,
-                   sophia_accept_verdict *v, sophia_accept_fn done, void *arg)
+static void append(sophia_durable *d, json_t *const *events, const char *body,
+                   const sophia_ingest_span *spans, sophia_accept_verdict *v,
+                   sophia_accept_fn done, void *arg)
 {
     v->retry_after_s = ACCEPT_RETRY_AFTER_S;
     if (!d) { /* never a silent fall back to memory */
@@ -63,7 +64,8 @@ static void append(sophia_durable *d, json_t *const *events,
     int rc = SOPHIA_ENOMEM;
     if (p) {
         *p = (pending){d, *v, done, arg};
-        rc = sophia_durable_append(d, events, v->n, on_appended, p);
+        rc = sophia_durable_append(d, events, v->n, body, spans,
+                                   on_appended, p);
     }
     if (rc) {
         free(p);
@@ -75,6 +77,13 @@ static void append(sophia_durable *d, json_t *const *events,
 void sophia_accept(sophia_stream *st, json_t *events, const char *source,
                    sophia_accept_fn done, void *arg)
 {
+    sophia_accept_body(st, events, NULL, NULL, source, done, arg);
+}
+
+void sophia_accept_body(sophia_stream *st, json_t *events, const char *body,
+                        const sophia_ingest_span *spans, const char *source,
+                        sophia_accept_fn done, void *arg)
+{
     size_t n = json_array_size(events);
     sophia_accept_verdict v = {.n = n, .stream = sophia_stream_name(st)};
     json_t **ev = malloc((n ? n : 1) * sizeof(*ev));
@@ -84,7 +93,7 @@ void sophia_accept(sophia_stream *st, json_t *events, const char *source,
     if ((v.durable = sophia_stream_durable(st, &d))) {
         v.retry_after_s = ACCEPT_RETRY_AFTER_S;
         if (ev) {
-            append(d, ev, &v, done, arg);
+            append(d, ev, body, spans, &v, done, arg);
         } else {
             v.outcome = SOPHIA_REFUSED_NOMEM;
             done(arg, &v);
@@ -105,7 +114,7 @@ void sophia_accept_one(sophia_stream *st, json_t *ev, const char *source,
     sophia_accept_verdict v = {.n = 1, .stream = sophia_stream_name(st)};
     sophia_durable *d;
     if ((v.durable = sophia_stream_durable(st, &d))) {
-        append(d, &ev, &v, done, arg);
+        append(d, &ev, NULL, NULL, &v, done, arg);
         return;
     }
     if (sophia_stream_accept_one(st, ev, source, id, NULL, NULL)) {

@@ -19,6 +19,8 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "ingest/ingest.h"
+
 struct sophia_stream;
 
 typedef enum sophia_accept_outcome {
@@ -48,6 +50,12 @@ typedef void (*sophia_accept_fn)(void *arg, const sophia_accept_verdict *v);
  * `source` is "http", "hook", ... */
 void sophia_accept(struct sophia_stream *st, json_t *events,
                    const char *source, sophia_accept_fn done, void *arg);
+/* The same for events parsed from `body` with their texts' `spans`
+ * (sophia_ingest_parse_spans; NULL: not known), which a durable stream
+ * appends as they are instead of encoding the events again. */
+void sophia_accept_body(struct sophia_stream *st, json_t *events,
+                        const char *body, const sophia_ingest_span *spans,
+                        const char *source, sophia_accept_fn done, void *arg);
 /* One event with a source id (a memory stream keeps it with the event;
  * see sophia_stream_accept_one). A memory stream's refusal is always
  * SOPHIA_REFUSED_FULL with retry_after_s 1. */

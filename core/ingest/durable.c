@@ -267,12 +267,32 @@ static int send_simple(sophia_durable *d, const char *cmd)
     return sophia_redis_command(d->rd, NULL, NULL, 1, &cmd, &len);
 }
 
+/* The event's JSON text: its own text in the body it came in, when that
+ * is known (the fast parser's span: a JSON text that parses to the
+ * event), else the event encoded. Taken from the body, a value is not
+ * formatted a second time; number and escape spellings stay the
+ * client's, which parse to the same event. */
+static char *event_text(json_t *ev, const char *body,
+                        const sophia_ingest_span *span, size_t *len)
+{
+    if (!body || !span)
+        return sophia_json_encode(ev, len);
+    char *js = malloc(span->len + 1);
+    if (js) {
+        memcpy(js, body + span->off, span->len);
+        js[span->len] = '\0';
+        *len = span->len;
+    }
+    return js;
+}
+
 /* XADD key * field <json>; hiredis copies the arguments into its output
  * buffer, and the text is filed with its event (see the top). */
-static int send_xadd(sophia_durable *d, json_t *ev)
+static int send_xadd(sophia_durable *d, json_t *ev, const char *body,
+                     const sophia_ingest_span *span)
 {
     size_t jlen;
-    char *js = sophia_json_encode(ev, &jlen);
+    char *js = event_text(ev, body, span, &jlen);
     if (!js)
         return SOPHIA_ENOMEM;
     const char *argv[5] = {"XADD", d->key, "*", d->field, js};
@@ -286,11 +306,12 @@ static int send_xadd(sophia_durable *d, json_t *ev)
 }
 
 /* MULTI, XADD per event, EXEC; on success q belongs to on_exec. */
-static int send_body(sophia_durable *d, append_req *q, json_t *const *events)
+static int send_body(sophia_durable *d, append_req *q, json_t *const *events,
+                     const char *body, const sophia_ingest_span *spans)
 {
     int rc = send_simple(d, "MULTI");
     for (size_t i = 0; rc == 0 && i < q->n; i++)
-        rc = send_xadd(d, events[i]);
+        rc = send_xadd(d, events[i], body, spans ? &spans[i] : NULL);
     const char *exec = "EXEC";
     size_t elen = 4;
     if (rc == 0)
@@ -308,7 +329,7 @@ static void send_parked(sophia_durable *d, append_req *q)
     json_t **v = malloc(q->n * sizeof(*v));
     for (size_t i = 0; v && i < q->n; i++)
         v[i] = json_array_get(q->events, i);
-    int rc = v ? send_body(d, q, v) : SOPHIA_ENOMEM;
+    int rc = v ? send_body(d, q, v, NULL, NULL) : SOPHIA_ENOMEM;
     free(v);
     json_decref(q->events);
     q->events = NULL;
@@ -392,6 +413,7 @@ static void warn_down(sophia_durable *d)
 }
 
 int sophia_durable_append(sophia_durable *d, json_t *const *events, size_t n,
+                          const char *body, const sophia_ingest_span *spans,
                           sophia_durable_done_fn done, void *arg)
 {
     size_t cap, used = backlog(d, &cap);
@@ -408,7 +430,8 @@ int sophia_durable_append(sophia_durable *d, json_t *const *events, size_t n,
     if (!q)
         return SOPHIA_ENOMEM;
     *q = (append_req){.d = d, .n = n, .done = done, .arg = arg};
-    int rc = up && !d->parked ? send_body(d, q, events) : park(d, events, q);
+    int rc = up && !d->parked ? send_body(d, q, events, body, spans)
+                              : park(d, events, q); /* encoded when sent */
     if (rc) {
         free(q);
         return rc;

@@ -40,6 +40,7 @@
 #include <stddef.h>
 
 #include "conf/config.h"
+#include "ingest/ingest.h"
 
 struct event_base;
 struct sophia_stream;
@@ -74,8 +75,11 @@ int sophia_durable_up(const sophia_durable *d);
 typedef void (*sophia_durable_done_fn)(void *arg, int rc);
 /* Starts appending `n` events. 0: `done` will be called once, later.
  * SOPHIA_EBUSY (backlog full, counted as rejected), SOPHIA_EUNAVAIL or
- * SOPHIA_ENOMEM: nothing was sent and `done` is not called. */
+ * SOPHIA_ENOMEM: nothing was sent and `done` is not called. With `body`
+ * and `spans` (sophia_ingest_parse_spans; both may be NULL), each event
+ * is appended as its text in the body instead of encoded again. */
 int sophia_durable_append(sophia_durable *d, json_t *const *events, size_t n,
+                          const char *body, const sophia_ingest_span *spans,
                           sophia_durable_done_fn done, void *arg);
 
 /* The event this process appended as the JSON text `text` (a new

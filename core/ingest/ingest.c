@@ -51,7 +51,9 @@ static json_t *fail(sophia_parse_error *err, const char *body, size_t off,
  * an equal tree (tests/unit/test_ingest.c checks both on generated and
  * mutated bodies). */
 
-#define FAST_MAX_DEPTH 128
+/* The fast path gives up deeper than the ingest limit, so whatever it
+ * accepts is within it and only the jansson path needs the pre-scan. */
+#define FAST_MAX_DEPTH SOPHIA_JSON_MAX_DEPTH
 
 typedef struct fast {
     const char *s;
@@ -59,7 +61,28 @@ typedef struct fast {
     int depth;
     char *buf; /* decoded strings with escapes */
     size_t cap;
+    sophia_ingest_span *spans; /* each event's text, when asked for */
+    size_t nspans, spans_cap;
+    int want_spans, spans_failed;
 } fast;
+
+/* Notes the event that spans body[off, f->pos). */
+static void fast_span(fast *f, size_t off)
+{
+    if (!f->want_spans || f->spans_failed)
+        return;
+    if (f->nspans == f->spans_cap) {
+        size_t cap = f->spans_cap ? f->spans_cap * 2 : 64;
+        sophia_ingest_span *v = realloc(f->spans, cap * sizeof(*v));
+        if (!v) {
+            f->spans_failed = 1; /* the events are fine without */
+            return;
+        }
+        f->spans = v;
+        f->spans_cap = cap;
+    }
+    f->spans[f->nspans++] = (sophia_ingest_span){off, f->pos - off};
+}
 
 static void fast_ws(fast *f)
 {
@@ -318,9 +341,12 @@ static json_t *fast_array(fast *f)
         return a;
     }
     while (a) {
+        size_t at = f->pos;
         json_t *v = fast_value(f);
         if (!v || json_array_append_new(a, v))
             break;
+        if (f->depth == 1) /* an element of a top-level array: an event */
+            fast_span(f, at);
         int more = fast_next(f, ']');
         if (more == 0)
             return a;
@@ -376,13 +402,15 @@ static int all_objects(const json_t *v)
     return 1;
 }
 
-json_t *sophia_ingest_parse_fast(const char *body, size_t len)
+json_t *sophia_ingest_parse_fast_spans(const char *body, size_t len,
+                                       sophia_ingest_span **spans)
 {
-    fast f = {.s = body, .len = len};
+    fast f = {.s = body, .len = len, .want_spans = spans != NULL};
     json_t *events = json_array();
     fast_ws(&f);
     while (events && f.pos < f.len) {
         char c = f.s[f.pos];
+        size_t at = f.pos;
         json_t *v = c == '{' || c == '[' ? fast_value(&f) : NULL;
         if (!v || (json_is_array(v) && !all_objects(v))) {
             json_decref(v);
@@ -392,6 +420,7 @@ json_t *sophia_ingest_parse_fast(const char *body, size_t len)
         }
         if (json_is_object(v)) {
             json_array_append_new(events, v);
+            fast_span(&f, at);
         } else {
             json_array_extend(events, v);
             json_decref(v);
@@ -401,9 +430,22 @@ json_t *sophia_ingest_parse_fast(const char *body, size_t len)
     free(f.buf);
     if (events && !json_array_size(events) && f.len == skip_ws(body, len, 0)) {
         json_decref(events); /* an empty body: jansson words the error */
-        return NULL;
+        events = NULL;
+    }
+    if (spans && events && !f.spans_failed &&
+        f.nspans == json_array_size(events)) {
+        *spans = f.spans;
+    } else {
+        free(f.spans);
+        if (spans)
+            *spans = NULL;
     }
     return events;
+}
+
+json_t *sophia_ingest_parse_fast(const char *body, size_t len)
+{
+    return sophia_ingest_parse_fast_spans(body, len, NULL);
 }
 
 /* ------------------------------------------------------ jansson path */
@@ -437,18 +479,27 @@ static int add_value(json_t *events, json_t *v, char *why, size_t whylen)
 json_t *sophia_ingest_parse(const char *body, size_t len,
                             sophia_parse_error *err)
 {
+    return sophia_ingest_parse_spans(body, len, err, NULL);
+}
+
+json_t *sophia_ingest_parse_spans(const char *body, size_t len,
+                                  sophia_parse_error *err,
+                                  sophia_ingest_span **spans)
+{
+    if (spans)
+        *spans = NULL;
     json_t *events = json_array();
     size_t pos = skip_ws(body, len, 0);
     if (pos == len)
         return fail(err, body, pos, "empty body: expected JSON", events);
-    size_t deep = sophia_json_too_deep(body, len, SOPHIA_JSON_MAX_DEPTH);
-    if (deep) /* before jansson recurses into it (jsonlimit.h) */
-        return fail(err, body, deep - 1, "JSON nested deeper than 64 levels", events);
-    json_t *quick = sophia_ingest_parse_fast(body, len);
-    if (quick) {
+    json_t *quick = sophia_ingest_parse_fast_spans(body, len, spans);
+    if (quick) { /* within SOPHIA_JSON_MAX_DEPTH: see FAST_MAX_DEPTH */
         json_decref(events);
         return quick;
     }
+    size_t deep = sophia_json_too_deep(body, len, SOPHIA_JSON_MAX_DEPTH);
+    if (deep) /* before jansson recurses into it (jsonlimit.h) */
+        return fail(err, body, deep - 1, "JSON nested deeper than 64 levels", events);
     while (pos < len) {
         json_error_t je;
         json_t *v = json_loadb(body + pos, len - pos,

@@ -188,8 +188,11 @@ static int put_real(sophia_jsonw *w, double d)
         x++;
     }
     char dig[17], out[48], *o = out;
-    for (int i = 16; i >= 0; i--, q /= 10)
-        dig[i] = (char)('0' + q % 10);
+    /* q <= 10^17 fits 64 bits, where dividing by 10 is a multiply; a
+     * 128-bit division is a libgcc call, 17 of them per real. */
+    uint64_t q64 = (uint64_t)q;
+    for (int i = 16; i >= 0; i--, q64 /= 10)
+        dig[i] = (char)('0' + q64 % 10);
     int nd = 17;
     while (nd > 1 && dig[nd - 1] == '0')
         nd--;
@@ -231,10 +234,18 @@ static int put_real(sophia_jsonw *w, double d)
 
 static const char hex[] = "0123456789ABCDEF";
 
-/* 1 for the bytes json_dumps escapes: '"', '\\' and controls. */
+/* 1 for the bytes json_dumps escapes: '"', '\\' and controls; a table,
+ * as the run loop below tests every byte of every string written. */
+#define ESC8 1, 1, 1, 1, 1, 1, 1, 1
+static const unsigned char escapes[256] = {
+    ESC8, ESC8, ESC8, ESC8, /* 0x00-0x1f */
+    ['"'] = 1, ['\\'] = 1,
+};
+#undef ESC8
+
 static int needs_escape(unsigned char c)
 {
-    return c < 0x20 || c == '"' || c == '\\';
+    return escapes[c];
 }
 
 static size_t put_escape(char *o, unsigned char c)

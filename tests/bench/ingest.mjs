@@ -169,7 +169,10 @@ function defaultConfig(dir) {
   const shipped = readFileSync(path.join(path.dirname(self), '../../config/sophia.yaml'), 'utf8');
   return shipped
     .replace(/^(log:\s*\n\s*level:) info/m, '$1 error')
-    .replace(/index_path: \S+/, `index_path: ${path.join(dir, 'memory.index')}`);
+    .replace(/index_path: \S+/, `index_path: ${path.join(dir, 'memory.index')}`)
+    // a copied build (a before/after pair) is not in the tree it was built
+    // in, so it would not find its bundled plugins by itself
+    .replace(/^ {2}# path:\n {2}# {3}- \S+$/m, `  path: ["${process.env.SOPHIA_PLUGIN_DIR}"]`);
 }
 
 async function startPeer() {

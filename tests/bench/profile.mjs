@@ -28,7 +28,7 @@ const opt = (name, dflt) => {
 // publish made from a Redis reply's commit is "publish", and the parse
 // inside a request's read is "parse".
 const STAGES = [
-  ['parse', ['sophia_ingest_parse', 'parse_events', 'sophia_ingest_parse_fast']],
+  ['parse', ['sophia_ingest_parse', 'parse_events', 'sophia_ingest_parse_fast', 'sophia_ingest_parse_spans', 'sophia_ingest_parse_fast_spans']],
   ['plugin', ['sophia_ctx_process']],
   ['cache', ['apply_cache_put', 'apply_cache_del', 'sophia_cache_put_async', 'flush_one', 'on_committed']],
   ['publish', ['apply_publishes', 'sophia_ws_publish', 'sophia_ws_route']],

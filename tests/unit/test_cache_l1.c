@@ -121,6 +121,51 @@ static void test_put_get_overwrite(void **state)
     sophia_l1_free(c);
 }
 
+/* An overwrite with the same tags and a value of about the same size
+ * reuses the entry in place (cache_l1.c l1_fits): the new value, length,
+ * expiry and version are what a read sees, the tags still find it, and
+ * changed tags or a much smaller value take a new entry. */
+static void test_overwrite_in_place(void **state)
+{
+    (void)state;
+    sophia_l1 *c = sophia_l1_new(100, BIG);
+    const char *tags[] = {"metrics", "dashboard:d0", NULL};
+    put_str(c, "m", "{\"value\":12345.5}", 0, tags, 0);
+    size_t bytes = stats_of(c).bytes;
+    sophia_l1_hit h1, h2;
+    assert_int_equal(sophia_l1_lookup(c, "m", 0, &h1), 0);
+    put_str(c, "m", "{\"value\":7}", 900, tags, 0); /* shorter */
+    assert_value(c, "m", "{\"value\":7}", 0);
+    assert_int_equal(sophia_l1_lookup(c, "m", 0, &h2), 0);
+    assert_true(h2.version > h1.version);
+    assert_int_equal(h2.expires_us, 900);
+    assert_int_equal(stats_of(c).bytes, bytes); /* the same allocation */
+    put_str(c, "m", "{\"value\":12345.75}", 0, tags, 0); /* longer again */
+    assert_value(c, "m", "{\"value\":12345.75}", 0);
+    assert_int_equal(stats_of(c).entries, 1);
+    assert_int_equal(sophia_l1_invalidate_tag(c, "dashboard:d0"), 1);
+    assert_miss(c, "m", 0);
+
+    /* Other tags: the old ones no longer find it, the new ones do. */
+    put_str(c, "m", "{\"value\":1}", 0, tags, 0);
+    const char *other[] = {"metrics", "dashboard:d1", NULL};
+    put_str(c, "m", "{\"value\":2}", 0, other, 0);
+    assert_int_equal(sophia_l1_invalidate_tag(c, "dashboard:d0"), 0);
+    assert_value(c, "m", "{\"value\":2}", 0);
+    assert_int_equal(sophia_l1_invalidate_tag(c, "dashboard:d1"), 1);
+
+    /* A value much smaller than the entry holds takes a smaller one. */
+    char big[512];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    put_str(c, "b", big, 0, NULL, 0);
+    bytes = stats_of(c).bytes;
+    put_str(c, "b", "y", 0, NULL, 0);
+    assert_value(c, "b", "y", 0);
+    assert_true(stats_of(c).bytes < bytes);
+    sophia_l1_free(c);
+}
+
 static void test_too_big_and_bad_tags_drop_stale_value(void **state)
 {
     (void)state;
@@ -655,6 +700,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_rejects_zero_bounds),
         cmocka_unit_test(test_put_get_overwrite),
+        cmocka_unit_test(test_overwrite_in_place),
         cmocka_unit_test(test_too_big_and_bad_tags_drop_stale_value),
         cmocka_unit_test(test_ttl_follows_caller_clock),
         cmocka_unit_test(test_bounded_by_entries),

@@ -74,6 +74,77 @@ static void test_rejects_non_objects(void **unused)
     assert_null(parse("{\"a\":1", &e));
 }
 
+/* `[{"a":` + (levels - 2) '[' + inner + ']'s + `}]`: `levels` deep. */
+static char *nested(size_t levels, const char *inner)
+{
+    size_t n = levels - 2, len = 6 + 2 * n + strlen(inner) + 2;
+    char *b = malloc(len + 1), *o = b;
+    o = stpcpy(o, "[{\"a\":");
+    memset(o, '[', n);
+    o = stpcpy(o + n, inner);
+    memset(o, ']', n);
+    strcpy(o + n, "}]");
+    return b;
+}
+
+/* The depth limit holds on both paths: the fast one gives up at the
+ * limit (FAST_MAX_DEPTH), so only bodies within it skip the pre-scan. */
+static void test_depth_limit(void **unused)
+{
+    (void)unused;
+    sophia_parse_error e;
+    const char *inner[] = {"1", "", "{}"};
+    for (size_t i = 0; i < 3; i++) {
+        char *ok = nested(i == 0 ? 64 : 63, inner[i]); /* 64 levels */
+        json_t *v = parse(ok, &e);
+        assert_non_null(v);
+        json_decref(v);
+        free(ok);
+        char *deep = nested(65, inner[i]);
+        assert_null(parse(deep, &e));
+        assert_non_null(strstr(e.text, "deeper than 64"));
+        free(deep);
+    }
+}
+
+/* Each span is a JSON text of its own that parses to its event, for an
+ * array, NDJSON and a single object; a body jansson parses has none. */
+static void test_spans(void **unused)
+{
+    (void)unused;
+    const char *bodies[] = {
+        " [ {\"a\": [1, {\"b\": [2]}]} ,{\"c\":\"x\\\"]\"}\n]",
+        "{\"a\":1}\n  {\"b\":[{\"c\":2}]}\n[{\"d\":3},{\"e\":4}]\n",
+        "{\"m\":\"caf\u00e9\",\"v\":1.50e2}",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        sophia_parse_error e;
+        sophia_ingest_span *spans = (void *)1;
+        json_t *v = sophia_ingest_parse_spans(bodies[i], strlen(bodies[i]),
+                                              &e, &spans);
+        assert_non_null(v);
+        assert_non_null(spans);
+        for (size_t k = 0; k < json_array_size(v); k++) {
+            json_error_t je;
+            json_t *one = json_loadb(bodies[i] + spans[k].off, spans[k].len,
+                                     0, &je);
+            assert_non_null(one);
+            assert_true(json_equal(one, json_array_get(v, k)));
+            json_decref(one);
+        }
+        free(spans);
+        json_decref(v);
+    }
+    /* Integers past 18 digits are left to jansson: no spans, same events. */
+    const char *slow = "[{\"a\":1234567890123456789}]";
+    sophia_parse_error e;
+    sophia_ingest_span *spans = (void *)1;
+    json_t *v = sophia_ingest_parse_spans(slow, strlen(slow), &e, &spans);
+    assert_non_null(v);
+    assert_null(spans);
+    json_decref(v);
+}
+
 static void test_embedded_nul_is_an_error(void **unused)
 {
     (void)unused;
@@ -250,6 +321,8 @@ int main(void)
         cmocka_unit_test(test_error_position),
         cmocka_unit_test(test_rejects_non_objects),
         cmocka_unit_test(test_embedded_nul_is_an_error),
+        cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_spans),
         cmocka_unit_test(test_fast_path_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# instr - user-space instructions per event on the issue-18 path, counted
+# by callgrind: a figure the machine's load does not move.
+#
+# CPU time per event (ingest.mjs) is what the issue's targets are about,
+# but on a shared 2-core host it swings by 10-20% from run to run, more
+# than most single changes are worth. Instructions are repeatable to
+# about 0.1% with the tiers off (about 2% with them, whose timers run
+# on the clock) and say whether a change made the path do less; confirm
+# the CPU time with ingest.mjs afterwards (cache misses and syscalls do
+# not show here, and the kernel's share is not counted at all).
+#
+# sophiad runs under valgrind --tool=callgrind with the tiers off (the
+# bench's configuration) or, with --tiers, config/sophia.yaml as shipped
+# (throwaway Redis and PostgreSQL from scripts/servers.sh, as
+# scripts/test starts them); instr_load.mjs subscribes one client to
+# dashboard:d0, sends 20 POSTs of 50 points to warm up, then N more one
+# at a time, each delivered before the count stops. The callgrind file
+# of those N POSTs is kept, for callgrind_annotate --inclusive=yes.
+#
+# Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
+#        tests/bench/instr.sh [--tiers] [--posts 100]
+set -euo pipefail
+: "${SOPHIAD:?path to sophiad}" "${SOPHIA_PLUGIN_DIR:?plugin dir}"
+command -v valgrind >/dev/null || { echo "bench/instr: needs valgrind" >&2; exit 1; }
+root=$(cd "$(dirname "$0")/../.." && pwd)
+tiers=0 posts=100
+while (($#)); do
+  case $1 in
+    --tiers) tiers=1 ;;
+    --posts) posts=$2; shift ;;
+    *) echo "bench/instr: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+tmp=$(mktemp -d /tmp/bench-instr-XXXXXX)
+if ((tiers)); then
+  # shellcheck source=scripts/servers.sh
+  source "$root/scripts/servers.sh"
+  sophia_servers_start
+  # as shipped, quiet, its index here and the plugins beside SOPHIAD
+  sed -e "s|index_path: [^ ]*|index_path: $tmp/memory.index|" \
+      -e '/^log:/,/level:/s/level: info/level: error/' \
+      -e "s|^  # path:\$|  path: [\"$SOPHIA_PLUGIN_DIR\"]|" \
+      -e '/^  path: \[/{n;/^  #   - /d}' \
+      "$root/config/sophia.yaml" >"$tmp/sophia.yaml"
+else
+  export SOPHIA_REDIS_URL='' SOPHIA_PG_URL=''
+  cat >"$tmp/sophia.yaml" <<YAML
+log: {level: error}
+plugins:
+  path: ["$SOPHIA_PLUGIN_DIR"]
+  instances:
+    metrics: {plugin: metrics}
+streams:
+  metrics: {processor: metrics}
+YAML
+fi
+port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" \
+  "$SOPHIAD" -c "$tmp/sophia.yaml" --listen "127.0.0.1:$port" 2>"$tmp/valgrind.log" &
+vpid=$!
+# (servers.sh's own EXIT trap stops its servers; keep it)
+trap 'kill "$vpid" 2>/dev/null || true; declare -F sophia_servers_stop >/dev/null && sophia_servers_stop' EXIT
+for _ in $(seq 600); do
+  curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
+  kill -0 "$vpid" 2>/dev/null || { cat "$tmp/valgrind.log" >&2; exit 1; }
+  sleep 0.2
+done
+# The load script waits on stdin after the warm-up: the first dump ends
+# the warm-up's part, the second the measured one (cg.out.2).
+coproc LOAD { node "$root/tests/bench/instr_load.mjs" "$port" "$posts" 20; }
+read -r _ <&"${LOAD[0]}"
+callgrind_control -d "$vpid" >/dev/null 2>&1
+echo go >&"${LOAD[1]}"
+read -r _ <&"${LOAD[0]}"
+callgrind_control -d "$vpid" >/dev/null 2>&1
+kill "$vpid"
+wait "$vpid" 2>/dev/null || true
+total=$(callgrind_annotate "$tmp/cg.out.2" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+echo "instructions per event: $((total / (posts * 50))) (tiers $( ((tiers)) && echo default || echo off ), $posts POSTs of 50; $tmp/cg.out.2)"
