@@ -206,11 +206,15 @@ static const key_doc docs[] = {
      "Each committed event of these streams (as the stream took it in, "
      "before its processors) goes to the instance, after the commit."},
     {"correlators.INSTANCE.snapshot", "boolean", "true",
-     "Write the instance's state (export_state) to Redis every "
-     "snapshot_every and at shutdown, under sophia:correlator:NODE:INSTANCE, "
-     "and read it back at start-up. Needs Redis (redis.url)."},
+     "Keep the instance's state in Redis and read it back at start-up. "
+     "Needs Redis (redis.url). A correlator with per-key state (SDK 1.3) "
+     "writes the keys each event changed to the hash "
+     "sophia:correlator:NODE:INSTANCE:keys before the event is "
+     "acknowledged; an SDK 1.2 one writes its whole state (export_state, "
+     "on the loop) under sophia:correlator:NODE:INSTANCE every "
+     "snapshot_every and at shutdown."},
     {"correlators.INSTANCE.snapshot_every", NULL, "30s",
-     "Seconds between snapshots."},
+     "Seconds between whole-state snapshots (SDK 1.2 correlators only)."},
 
     {"plugins", NULL, "-", "Plugin modules and their instances."},
     {"plugins.path", "sequence of directories", "-",

@@ -383,6 +383,22 @@ static void on_reload_swap(void *arg, const sophia_conf *c,
         sophia_warn("reload", "msg=\"outputs keep the old redis.url and postgres.url: out of memory\"");
 }
 
+static void on_correlate_durable(void *arg, uint64_t upto)
+{
+    sophia_streams_durable(arg, upto);
+}
+
+void sophia_server_wire_correlate(sophia_server *s)
+{
+    /* NULL: the streams' hook stays NULL, so the hot path pays one check */
+    sophia_streams_on_commit(s->streams,
+                             s->correlate ? sophia_correlate_on_commit : NULL,
+                             s->correlate);
+    sophia_correlate_on_durable(s->correlate, on_correlate_durable,
+                                s->streams);
+    s->api.correlate = s->correlate;
+}
+
 /* The API's view of the daemon, then each owner registers its endpoints
  * (the token check guards /api/ and /ingest/) and WebSocket methods. */
 static int wire_api(sophia_server *s)
@@ -456,14 +472,13 @@ static int start(sophia_server *s)
     if (!s->ws || !s->cache || !s->streams || !s->upstreams ||
         (s->conf->ncorrelators && !s->correlate))
         return -1;
-    if (s->correlate) /* else the streams' hook stays NULL: one check */
-        sophia_streams_on_commit(s->streams, sophia_correlate_on_commit,
-                                 s->correlate);
     sophia_ws_set_backlog(s->ws, streams_backlog, s->streams);
     sophia_host_set_alert_route(s->host_rt, sophia_streams_alert_outputs,
                                 s->streams);
-    if (wire_api(s) < 0 || sophia_loop_signals(s->loop, on_signal, s) < 0 ||
-        start_http(s) < 0)
+    if (wire_api(s) < 0 || sophia_loop_signals(s->loop, on_signal, s) < 0)
+        return -1;
+    sophia_server_wire_correlate(s); /* after wire_api: s->api filled */
+    if (start_http(s) < 0)
         return -1;
     s->started_us = s->api.started_us = sophia_now_wall_us();
     sophia_info("main", "msg=\"listening\" addr=%s:%d plugins=%zu streams=%zu version=%s",
@@ -497,6 +512,7 @@ static void stop(sophia_server *s)
     sophia_streams_free(s->streams);
     sophia_correlate_free(s->correlate); /* no commit reaches it now */
     s->correlate = NULL;
+    api->correlate = NULL;
     /* Outputs' requests answered (each plugin hears of it), then their
      * runners end what they hold; the loop is still there for both. */
     sophia_host_set_env(s->host_rt,

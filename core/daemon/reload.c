@@ -295,9 +295,7 @@ static void commit(sophia_reloader *rl, sophia_conf *c,
      * reaches the correlators it fed. */
     s->correlate = sophia_correlate_rebind(s->correlate, c, next,
                                            sophia_loop_base(s->loop));
-    sophia_streams_on_commit(s->streams,
-                             s->correlate ? sophia_correlate_on_commit : NULL,
-                             s->correlate);
+    sophia_server_wire_correlate(s);
     sophia_memory_rebind(s->memory, next);
     sophia_memory_set_embedder(s->memory, c, next);
     sophia_cache_bind_plugins(s->cache, next);

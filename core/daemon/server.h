@@ -63,4 +63,9 @@ typedef struct sophia_server {
     uint64_t reload_failures;
 } sophia_server;
 
+/* Hands the current correlators (s->correlate, maybe NULL) to the
+ * streams' commit hook, the streams to their durable callback, and them
+ * to the API's figures: at start-up and after each reload (main.c). */
+void sophia_server_wire_correlate(sophia_server *s);
+
 #endif

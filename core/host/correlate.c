@@ -1,11 +1,13 @@
 /*
- * correlate - see correlate.h.
+ * correlate - see correlate.h. This file: the dispatch, building and
+ * reloading; their state in Redis is correlate_persist.c's.
  *
  * Correlators are few (a handful per daemon) and listen to a few streams
  * each, so the commit hook walks them all and compares stream names: no
- * table to keep in step across reloads. One 1 s tick drives the snapshot
- * reads still owed at start-up and the periodic writes; a correlator's
- * own windows are its timers (host->timer_add).
+ * table to keep in step across reloads. One 1 s tick drives the reads
+ * still owed at start-up, what timers changed, writes to try again and
+ * the 1.2 snapshots; a correlator's own windows are its timers
+ * (host->timer_add).
  */
 #include "host/correlate.h"
 
@@ -18,49 +20,13 @@
 
 #include "event/loop.h"
 #include "event/redis.h"
+#include "host/correlate_priv.h"
 #include "host/host.h"
 #include "lib/log.h"
 
 #define CORR_SNAPSHOT_EVERY 30.0 /* seconds, correlators.<i>.snapshot_every */
 #define CORR_LOAD_WAIT_US (10 * 1000000LL) /* then it starts empty */
 #define CORR_BUFFER_MAX 100000 /* events held while the snapshot loads */
-
-/* An event that came while the instance's snapshot was being read. */
-typedef struct held_event {
-    json_t *body;
-    char *stream, *id;
-    const char *source; /* a static string (stream.h) */
-    int64_t received_us;
-} held_event;
-
-typedef struct corr {
-    sophia_instance *inst;
-    const sophia_correlator_ops *ops;
-    char **streams;
-    size_t nstreams;
-    int snapshot;          /* written to and read from Redis */
-    double every;          /* seconds between writes */
-    int64_t next_write_us; /* monotonic */
-    int loading;           /* the start-up read has not answered yet */
-    int reading;           /* that read is out */
-    held_event *held;
-    size_t nheld, capheld;
-    uint64_t observed, failed, missed;
-    uint64_t observed_at_write; /* nothing new since: no snapshot due */
-} corr;
-
-struct sophia_correlate {
-    corr *v;
-    size_t n;
-    struct event_base *base;
-    struct event *tick;
-    sophia_redis *redis; /* NULL: no snapshots */
-    char *redis_url;
-    char node[128];
-    int64_t started_us;
-    size_t writes_out; /* snapshot writes not answered yet */
-    int closing;
-};
 
 /* ------------------------------------------------------------ helpers */
 
@@ -69,19 +35,19 @@ static int corr_has_op(const corr *c, size_t off)
     return c->ops && c->ops->struct_size >= off + sizeof(void *);
 }
 
-static int can_export(const corr *c)
+int corr_can_export(const corr *c)
 {
     return corr_has_op(c, offsetof(sophia_correlator_ops, export_state)) &&
            c->ops->export_state;
 }
 
-static int can_import(const corr *c)
+int corr_can_import(const corr *c)
 {
     return corr_has_op(c, offsetof(sophia_correlator_ops, import_state)) &&
            c->ops->import_state;
 }
 
-static corr *corr_find(sophia_correlate *k, const char *instance)
+corr *corr_find(sophia_correlate *k, const char *instance)
 {
     for (size_t i = 0; k && i < k->n; i++)
         if (!strcmp(k->v[i].inst->name, instance))
@@ -107,27 +73,37 @@ static void corr_clear(corr *c)
         free(c->streams[i]);
     free(c->streams);
     held_clear(c);
+    sophia_dict_free(c->dirty, corr_change_free);
+    c->dirty = NULL;
 }
 
 /* ----------------------------------------------------------- observe */
 
-static void observe(corr *c, const sophia_event *ev)
+/* observe() in a context of its own, then (per key) what it changed into
+ * the instance's pending writes, tagged with the event's ticket. */
+static size_t observe(sophia_correlate *k, corr *c, const sophia_event *ev,
+                      uint64_t ticket)
 {
     sophia_ctx *ctx = sophia_ctx_new(c->inst, NULL);
+    size_t changed = 0;
     if (!ctx) {
-        c->failed++;
-        return;
+        c->st.failed++;
+        return 0;
     }
     sophia_ctx_enter(ctx);
     int rc = c->ops->observe(c->inst->state, ev, ctx);
     sophia_ctx_leave(ctx);
-    c->observed++;
+    c->st.observed++;
+    if (c->per_key)
+        changed = corr_persist_changes(k, c, ticket);
     if (rc == 0) {
+        c->st.alerts += sophia_ctx_count_updates(ctx, "alert");
         sophia_ctx_apply_detached(ctx); /* like a timer's */
-        return;
+    } else {
+        c->st.failed++;
+        sophia_ctx_free(ctx);
     }
-    c->failed++;
-    sophia_ctx_free(ctx);
+    return changed;
 }
 
 static int listens(const corr *c, const char *stream)
@@ -138,15 +114,16 @@ static int listens(const corr *c, const char *stream)
     return 0;
 }
 
-static void hold(corr *c, const sophia_event *ev)
+/* 0 when the event could not be held (it is then not observed). */
+static int hold(corr *c, const sophia_event *ev, uint64_t ticket)
 {
     if (c->nheld == c->capheld) {
         size_t cap = c->capheld ? c->capheld * 2 : 64;
         held_event *g = cap <= CORR_BUFFER_MAX
                             ? realloc(c->held, cap * sizeof(*g)) : NULL;
         if (!g) {
-            c->missed++;
-            return;
+            c->st.missed++;
+            return 0;
         }
         c->held = g;
         c->capheld = cap;
@@ -155,25 +132,46 @@ static void hold(corr *c, const sophia_event *ev)
     *h = (held_event){.body = json_incref((json_t *)ev->body),
                       .stream = strdup(ev->stream),
                       .id = ev->id ? strdup(ev->id) : NULL,
-                      .source = ev->source, .received_us = ev->received_us};
+                      .source = ev->source, .received_us = ev->received_us,
+                      .ticket = ticket};
+    return 1;
 }
 
-void sophia_correlate_on_commit(void *arg, const sophia_event *ev)
+/* The event's ticket is handed out first, so that what it changes (or
+ * its place in the start-up buffer) carries it; it is returned only if
+ * something now waits on it, else the event is acked at once. */
+uint64_t sophia_correlate_on_commit(void *arg, const sophia_event *ev)
 {
     sophia_correlate *k = arg;
-    for (size_t i = 0; k && i < k->n; i++) {
+    if (!k)
+        return 0;
+    uint64_t ticket = ++k->seq;
+    int waits = 0;
+    for (size_t i = 0; i < k->n; i++) {
         corr *c = &k->v[i];
         if (!listens(c, ev->stream))
             continue;
         if (c->loading)
-            hold(c, ev);
+            waits |= hold(c, ev, c->per_key ? ticket : 0) && c->per_key;
         else
-            observe(c, ev);
+            waits |= observe(k, c, ev, ticket) > 0;
     }
+    if (!waits)
+        corr_notify(k); /* nothing of it pending: the watermark may pass */
+    return waits ? ticket : 0;
 }
 
-/* The snapshot is in (or will not come): the held events, in order. */
-static void loaded(corr *c)
+void sophia_correlate_on_durable(sophia_correlate *k,
+                                 sophia_correlate_durable_fn fn, void *arg)
+{
+    if (!k)
+        return;
+    k->durable_fn = fn;
+    k->durable_arg = arg;
+}
+
+/* The state is in (or will not come): the held events, in order. */
+void corr_loaded(sophia_correlate *k, corr *c)
 {
     c->loading = c->reading = 0;
     for (size_t i = 0; i < c->nheld; i++) {
@@ -182,30 +180,16 @@ static void loaded(corr *c)
                            .id = h->id, .source = h->source,
                            .body = (const sophia_json *)h->body,
                            .received_us = h->received_us};
-        observe(c, &ev);
+        observe(k, c, &ev, h->ticket);
     }
     held_clear(c);
+    corr_notify(k);
 }
 
-/* ------------------------------------------------------------ snapshots */
-
-static void snapshot_key(const sophia_correlate *k, const corr *c,
-                         char *buf, size_t n)
+void corr_import_text(corr *c, const char *json, const char *why)
 {
-    snprintf(buf, n, "sophia:correlator:%s:%s", k->node, c->inst->name);
-}
-
-/* What a GET of the snapshot answers; the arg names the instance, so a
- * reload meanwhile finds the one of that name (or none). */
-typedef struct load_req {
-    sophia_correlate *k;
-    char *instance;
-} load_req;
-
-static void import_text(corr *c, const char *json, const char *why)
-{
-    int rc = can_import(c) ? c->ops->import_state(c->inst->state, json)
-                           : SOPHIA_EINVAL;
+    int rc = corr_can_import(c) ? c->ops->import_state(c->inst->state, json)
+                                : SOPHIA_EINVAL;
     if (rc)
         sophia_warn("correlate", "msg=\"state refused; starting empty\" instance=%s from=%s rc=%d",
                     c->inst->name, why, rc);
@@ -214,76 +198,45 @@ static void import_text(corr *c, const char *json, const char *why)
                     c->inst->name, why, strlen(json));
 }
 
-static void on_loaded(void *arg, redisReply *reply)
-{
-    load_req *q = arg;
-    corr *c = q->k->closing ? NULL : corr_find(q->k, q->instance);
-    free(q->instance);
-    free(q);
-    if (!c || !c->loading)
-        return;
-    c->reading = 0;
-    if (!reply || reply->type == REDIS_REPLY_ERROR)
-        return; /* down or refused: the tick asks again */
-    if (reply->type == REDIS_REPLY_STRING)
-        import_text(c, reply->str, "snapshot");
-    loaded(c);
-}
-
-static void load_snapshot(sophia_correlate *k, corr *c)
-{
-    char key[512];
-    load_req *q = calloc(1, sizeof(*q));
-    snapshot_key(k, c, key, sizeof(key));
-    if (!q || !(q->instance = strdup(c->inst->name))) {
-        free(q);
-        return;
-    }
-    q->k = k;
-    const char *argv[] = {"GET", key};
-    const size_t len[] = {3, strlen(key)};
-    if (sophia_redis_command(k->redis, on_loaded, q, 2, argv, len) == 0) {
-        c->reading = 1;
-        return;
-    }
-    free(q->instance);
-    free(q);
-}
-
-static void on_written(void *arg, redisReply *reply)
-{
-    sophia_correlate *k = arg;
-    k->writes_out--;
-    if (!reply || reply->type == REDIS_REPLY_ERROR)
-        sophia_warn("correlate", "msg=\"snapshot not written\" error=%s",
-                    reply ? reply->str : "redis unavailable");
-}
-
-static void write_snapshot(sophia_correlate *k, corr *c)
-{
-    if (!k->redis || !c->snapshot || c->loading || !can_export(c))
-        return;
-    char *json = c->ops->export_state(c->inst->state);
-    if (!json)
-        return;
-    char key[512];
-    snapshot_key(k, c, key, sizeof(key));
-    const char *argv[] = {"SET", key, json};
-    const size_t len[] = {3, strlen(key), strlen(json)};
-    if (sophia_redis_command(k->redis, on_written, k, 3, argv, len) == 0)
-        k->writes_out++;
-    sophia_host_table()->free(json); /* the SDK's rule: host->free */
-}
-
 void sophia_correlate_snapshot_all(sophia_correlate *k)
 {
     for (size_t i = 0; k && i < k->n; i++)
-        write_snapshot(k, &k->v[i]);
+        if (k->v[i].per_key)
+            corr_persist_changes(k, &k->v[i], 0);
+        else
+            corr_write_snapshot(k, &k->v[i]);
+    if (k)
+        corr_flush(k);
 }
 
 size_t sophia_correlate_writes_pending(const sophia_correlate *k)
 {
-    return k ? k->writes_out : 0;
+    size_t n = k ? k->writes_out : 0;
+    for (size_t i = 0; k && i < k->n; i++)
+        n += k->v[i].dirty ? sophia_dict_size(k->v[i].dirty) : 0;
+    return n;
+}
+
+static void tick_one(sophia_correlate *k, corr *c, int64_t now)
+{
+    if (c->loading && !c->reading && !strcmp(c->cursor, "0") &&
+        now - c->load_since_us > CORR_LOAD_WAIT_US) {
+        sophia_warn("correlate", "msg=\"no state read (redis down?); starting empty\" instance=%s",
+                    c->inst->name);
+        corr_loaded(k, c);
+    } else if (c->loading && !c->reading) {
+        corr_load(k, c);
+    } else if (!c->loading && c->per_key) {
+        corr_persist_changes(k, c, 0); /* what its timers changed */
+        if (!c->writing && sophia_dict_size(c->dirty)) /* a failed write */
+            corr_flush(k);
+    } else if (!c->loading && c->snapshot && now >= c->next_write_us &&
+               c->st.observed != c->observed_at_write) {
+        /* export_state runs on the loop: not for an unchanged state */
+        c->next_write_us = now + (int64_t)(c->every * 1e6);
+        c->observed_at_write = c->st.observed;
+        corr_write_snapshot(k, c);
+    }
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -292,22 +245,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     sophia_correlate *k = arg;
     int64_t now = sophia_now_mono_us();
-    for (size_t i = 0; i < k->n; i++) {
-        corr *c = &k->v[i];
-        if (c->loading && now - k->started_us > CORR_LOAD_WAIT_US) {
-            sophia_warn("correlate", "msg=\"no snapshot read (redis down?); starting empty\" instance=%s",
-                        c->inst->name);
-            loaded(c);
-        } else if (c->loading && !c->reading) {
-            load_snapshot(k, c);
-        } else if (!c->loading && c->snapshot && now >= c->next_write_us &&
-                   c->observed != c->observed_at_write) {
-            /* export_state runs on the loop: not for an unchanged state */
-            c->next_write_us = now + (int64_t)(c->every * 1e6);
-            c->observed_at_write = c->observed;
-            write_snapshot(k, c);
-        }
-    }
+    for (size_t i = 0; i < k->n; i++)
+        tick_one(k, &k->v[i], now);
 }
 
 /* -------------------------------------------------------------- build */
@@ -336,6 +275,13 @@ static int corr_init(corr *c, const sophia_conf *conf,
     c->inst = in;
     c->ops = sophia_plugin_correlator(in->desc);
     c->snapshot = !cc->snapshot_off && conf->redis_url;
+    c->per_key = c->snapshot &&
+                 corr_has_op(c, offsetof(sophia_correlator_ops, import_key)) &&
+                 c->ops->export_changes && c->ops->import_key;
+    c->st.per_key = c->per_key;
+    snprintf(c->cursor, sizeof(c->cursor), "0");
+    if (c->per_key && !(c->dirty = sophia_dict_new()))
+        return -1;
     c->every = cc->snapshot_every > 0 ? cc->snapshot_every
                                       : CORR_SNAPSHOT_EVERY;
     c->next_write_us = sophia_now_mono_us() + (int64_t)(c->every * 1e6);
@@ -344,6 +290,7 @@ static int corr_init(corr *c, const sophia_conf *conf,
     for (size_t i = 0; i < cc->nstreams; i++)
         if (!(c->streams[c->nstreams++] = strdup(cc->streams[i].name)))
             return -1;
+    corr_persist_track(c);
     return 0;
 }
 
@@ -396,11 +343,15 @@ static int start_io(sophia_correlate *k, const sophia_conf *c)
     if (c->redis_url && !(k->redis_url = strdup(c->redis_url)))
         return -1;
     k->redis = c->redis_url ? sophia_redis_new(k->base, c->redis_url) : NULL;
-    for (size_t i = 0; i < k->n; i++)
-        k->v[i].loading = k->v[i].snapshot && k->redis;
+    for (size_t i = 0; i < k->n; i++) {
+        k->v[i].load_since_us = k->started_us;
+        if ((k->v[i].loading = k->v[i].snapshot && k->redis))
+            corr_load(k, &k->v[i]); /* at once; the tick asks again */
+    }
     struct timeval sec = {1, 0};
     k->tick = event_new(k->base, -1, EV_PERSIST, on_tick, k);
-    return k->tick && event_add(k->tick, &sec) == 0 ? 0 : -1;
+    k->flush_ev = evtimer_new(k->base, corr_on_flush, k);
+    return k->tick && k->flush_ev && event_add(k->tick, &sec) == 0 ? 0 : -1;
 }
 
 sophia_correlate *sophia_correlate_new(const sophia_conf *c,
@@ -431,6 +382,8 @@ void sophia_correlate_free(sophia_correlate *k)
     k->closing = 1;
     if (k->tick)
         event_free(k->tick);
+    if (k->flush_ev)
+        event_free(k->flush_ev);
     sophia_redis_free(k->redis); /* fails what is out, with NULL */
     free(k->redis_url);
     free_corrs(k->v, k->n);
@@ -439,21 +392,53 @@ void sophia_correlate_free(sophia_correlate *k)
 
 /* -------------------------------------------------------------- reload */
 
-/* What `was` carried moves to `c`: its state when the instance was
- * replaced, its held events and unfinished start-up read either way. */
-static void take_over(corr *c, corr *was)
+/* The per-key writes `was` owes move to `c` (its last changes first):
+ * the batch out finds `c` by name when it answers. */
+static void take_writes(sophia_correlate *k, corr *c, corr *was)
 {
-    if (c->inst != was->inst && can_export(was) && !was->loading) {
+    if (was->per_key && !was->loading)
+        corr_persist_changes(k, was, 0);
+    if (!c->per_key || !was->per_key)
+        return; /* a plugin without them now: nothing to write to */
+    sophia_dict_free(c->dirty, corr_change_free);
+    c->dirty = was->dirty;
+    was->dirty = NULL;
+    c->dirty_lo = was->dirty_lo;
+    c->writing = was->writing;
+    c->out_lo = was->out_lo;
+    memcpy(c->cursor, was->cursor, sizeof(c->cursor));
+}
+
+/* What `was` carried moves to `c`: its state when the instance was
+ * replaced (export_state/import_state whole, on the loop: a reload is
+ * rare, and README gives its cost), its pending writes, held events and
+ * unfinished start-up read either way. */
+static void take_over(sophia_correlate *k, corr *c, corr *was)
+{
+    take_writes(k, c, was);
+    int replaced = c->inst != was->inst && !was->loading;
+    /* Both per key and Redis up: the new instance reads the hash (once
+     * the old one's last changes are written), a page per turn, instead
+     * of a whole export and import on the loop (seconds at 100k keys). */
+    int reread = replaced && c->per_key && was->per_key && k->redis &&
+                 sophia_redis_up(k->redis);
+    if (replaced && !reread && corr_can_export(was)) {
         char *json = was->ops->export_state(was->inst->state);
         if (json)
-            import_text(c, json, "reload");
+            corr_import_text(c, json, "reload");
         sophia_host_table()->free(json);
     }
-    c->observed = c->observed_at_write = was->observed;
-    c->failed = was->failed;
-    c->missed = was->missed;
-    c->loading = was->loading;
+    int per_key = c->st.per_key;
+    c->st = was->st;
+    c->st.per_key = per_key;
+    c->observed_at_write = was->st.observed;
+    c->loading = was->loading || reread;
     c->reading = was->reading;
+    c->load_since_us = reread ? sophia_now_mono_us() : was->load_since_us;
+    if (reread) {
+        snprintf(c->cursor, sizeof(c->cursor), "0");
+        c->st.open_keys = 0; /* counted again by the read */
+    }
     c->next_write_us = was->next_write_us;
     c->held = was->held;
     c->nheld = was->nheld;
@@ -488,7 +473,7 @@ sophia_correlate *sophia_correlate_rebind(sophia_correlate *k,
     for (size_t i = 0; i < nk.n; i++) {
         corr *was = corr_find(k, nk.v[i].inst->name);
         if (was)
-            take_over(&nk.v[i], was);
+            take_over(k, &nk.v[i], was);
         else
             nk.v[i].loading = 0; /* a new correlator starts empty */
     }

@@ -352,6 +352,15 @@ int sophia_ctx_push_update(sophia_ctx *ctx, const char *type,
     return 0;
 }
 
+size_t sophia_ctx_count_updates(const sophia_ctx *ctx, const char *type)
+{
+    size_t n = 0;
+    for (size_t i = 0; ctx && i < ctx->n; i++)
+        n += ctx->v[i].kind == ACT_PUBLISH && ctx->v[i].type &&
+             !strcmp(ctx->v[i].type, type);
+    return n;
+}
+
 /* ---------------------------------------------------- reads, counters */
 
 static sophia_json *host_cache_peek(const char *key)

@@ -122,6 +122,8 @@ void sophia_ctx_apply_detached(sophia_ctx *ctx);
  * "cache_invalidate"|"cache_invalidate_tag", ...}]. For sophia-plugin-test
  * and tests. Memory actions are kept by memory_host.c, not in this list. */
 sophia_json *sophia_ctx_actions_json(const sophia_ctx *ctx);
+/* How many updates of `type` (e.g. "alert") `ctx` has queued. */
+size_t sophia_ctx_count_updates(const sophia_ctx *ctx, const char *type);
 
 /* Queues an update of `type` with `severity` (NULL: none) as publish()
  * would, to the topics sophia_update_topics gives. Takes `data` (NULL =

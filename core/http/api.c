@@ -27,6 +27,7 @@
 #include "lib/dict.h"
 #include "lib/log.h"
 #include "http/api_streams.h"
+#include "host/correlate.h"
 #include "host/output.h"
 #include "http/ratelimit.h"
 #include "ingest/stream.h"
@@ -202,6 +203,9 @@ json_t *sophia_api_stats(const sophia_api *api)
         "plugins", plugins_json(api), "reload", reload_json(api)));
     /* each output instance's runner (host/output.h) */
     json_object_set_new(o, "outputs", sophia_host_outputs_stats_json(api->host));
+    /* each correlator instance (host/correlate.h) */
+    json_object_set_new(o, "correlators",
+                        sophia_correlate_stats_json(api->correlate));
     return o;
 }
 
@@ -294,6 +298,7 @@ static void get_metrics(sophia_http_req *r, void *arg)
     sophia_memory_prom(api->memory, f);
     prom_plugins(api, f);
     sophia_host_outputs_write_prom(api->host, f);
+    sophia_correlate_write_prom(api->correlate, f);
     fclose(f);
     sophia_http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
 }

@@ -53,6 +53,7 @@ typedef struct sophia_api {
     struct sophia_slack_filter *slack;  /* Slack's retry filter (hooks.h) */
     struct sophia_host_rt *host;        /* plugin counters; NULL: none */
     struct sophia_replays *replays;     /* ingest/replay.h; NULL: none */
+    struct sophia_correlate *correlate; /* host/correlate.h; NULL: none */
 } sophia_api;
 
 /* The admit hook of every /api/ and /ingest/ route (arg: the sophia_api):

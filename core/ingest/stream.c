@@ -65,6 +65,15 @@ typedef struct stream_flight {
     struct stream_flight *next; /* the next younger */
 } stream_flight;
 
+/* A committed event whose ack waits for the correlators' state change
+ * it made to be durable (host/correlate.h): until the ticket the commit
+ * hook gave is reported by sophia_streams_durable. Oldest first. */
+typedef struct stream_wait {
+    stream_item it;
+    uint64_t ticket;
+    struct stream_wait *next;
+} stream_wait;
+
 /* A dead letter kept in memory (streams without a source that has one). */
 typedef struct stream_dead {
     json_t *body;
@@ -110,6 +119,8 @@ struct sophia_stream {
     stream_dead dead[STREAM_DEAD_RING];
     size_t dead_head, dead_n;
     sophia_stream_prefetch *pf; /* the head's reads before process() */
+    stream_wait *waits, *waits_tail; /* acks held for the correlators */
+    size_t nwait; /* counted with the flights against max_inflight */
 };
 
 struct sophia_streams {
@@ -143,6 +154,12 @@ static void stream_free(sophia_stream *st)
     st->drain_ev = NULL; /* stream_kick: no-op from now on */
     if (st->retry_ev)
         event_del(st->retry_ev);
+    while (st->waits) { /* committed, not acked: delivered again */
+        stream_wait *w = st->waits;
+        st->waits = w->next;
+        item_clear(&w->it);
+        free(w);
+    }
     while (st->flights) { /* their reports are cancelled; no ack */
         stream_flight *f = st->flights;
         st->flights = f->next;
@@ -413,8 +430,43 @@ static stream_flight *flight_pop(sophia_stream *st)
     return f;
 }
 
+/* Holds `it` (moved) until `ticket` is durable; 0 when out of memory
+ * (then it is acked at once, as before correlators were an effect). */
+static int wait_push(sophia_stream *st, stream_item *it, uint64_t ticket)
+{
+    stream_wait *w = malloc(sizeof(*w));
+    if (!w)
+        return 0;
+    *w = (stream_wait){.it = *it, .ticket = ticket};
+    if (st->waits_tail)
+        st->waits_tail->next = w;
+    else
+        st->waits = w;
+    st->waits_tail = w;
+    st->nwait++;
+    return 1;
+}
+
+/* Acks the held events whose ticket is at most `upto`; 1 if any. */
+static int wait_release(sophia_stream *st, uint64_t upto)
+{
+    int any = 0;
+    while (st->waits && st->waits->ticket <= upto) {
+        stream_wait *w = st->waits;
+        if (!(st->waits = w->next))
+            st->waits_tail = NULL;
+        st->nwait--;
+        item_ack(&w->it, NULL);
+        item_clear(&w->it);
+        free(w);
+        any = 1;
+    }
+    return any;
+}
+
 /* The oldest flight's effects are durable: publishes, staged state,
- * dedup id, ack. */
+ * dedup id; then its ack, or, when a correlator's state change for it
+ * is still being written, its place among the acks that wait. */
 static void flight_commit(sophia_stream *st)
 {
     stream_flight *f = flight_pop(st);
@@ -423,15 +475,18 @@ static void flight_commit(sophia_stream *st)
     if (f->did)
         sophia_dedup_add(st->dedup, f->did, sophia_now_wall_us());
     st->st.processed++;
+    uint64_t ticket = 0;
     if (st->owner && st->owner->on_commit) {
         sophia_event ev = {.struct_size = sizeof(ev), .stream = st->name,
                            .id = f->it.id, .source = f->it.source,
                            .body = (const sophia_json *)f->it.body,
                            .received_us = f->it.received_us};
-        st->owner->on_commit(st->owner->commit_arg, &ev);
+        ticket = st->owner->on_commit(st->owner->commit_arg, &ev);
     }
-    item_ack(&f->it, NULL);
-    item_clear(&f->it);
+    if (!ticket || !f->it.ack || !wait_push(st, &f->it, ticket)) {
+        item_ack(&f->it, NULL);
+        item_clear(&f->it);
+    }
     flight_free(f);
 }
 
@@ -639,7 +694,8 @@ static void process_one(sophia_stream *st, stream_item *it)
 static int stream_can_start(const sophia_stream *st)
 {
     return st->len && !st->staged_inflight && !st->failing && !st->wait_did &&
-           st->nflight < st->max_inflight && !evtimer_pending(st->retry_ev, NULL) &&
+           st->nflight + st->nwait < st->max_inflight &&
+           !evtimer_pending(st->retry_ev, NULL) &&
            !sophia_stream_prefetch_waiting(st->pf);
 }
 
@@ -904,6 +960,15 @@ void sophia_streams_on_commit(sophia_streams *s, sophia_stream_commit_fn fn,
 {
     s->on_commit = fn;
     s->commit_arg = arg;
+    if (!fn) /* no correlator any more: nothing left to wait for */
+        sophia_streams_durable(s, UINT64_MAX);
+}
+
+void sophia_streams_durable(sophia_streams *s, uint64_t upto)
+{
+    for (size_t i = 0; s && i < s->n; i++)
+        if (s->v[i]->waits && wait_release(s->v[i], upto))
+            stream_kick(s->v[i]); /* room under max_inflight again */
 }
 
 /* Adds st's outputs to out[0..*n) that are not there yet. */
@@ -954,7 +1019,7 @@ size_t sophia_streams_pending(const sophia_streams *s)
 {
     size_t n = 0;
     for (size_t i = 0; s && i < s->n; i++)
-        n += s->v[i]->len + s->v[i]->nflight;
+        n += s->v[i]->len + s->v[i]->nflight + s->v[i]->nwait;
     return n;
 }
 

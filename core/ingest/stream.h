@@ -128,10 +128,22 @@ void sophia_streams_recall(sophia_streams *s, const sophia_plugin_set *next);
  * borrowed for the call (take a reference to keep the body). The event
  * is the one the stream took in, not what its processors emitted. The
  * daemon hands the correlators' dispatch here (host/correlate.h); NULL
- * fn: nothing is called. */
-typedef void (*sophia_stream_commit_fn)(void *arg, const sophia_event *ev);
+ * fn: nothing is called (and acks held for a ticket are given).
+ *
+ * The hook returns 0, or a ticket: what the event changed in the hook's
+ * own state is an effect of it too, not durable yet, so its ack waits
+ * until sophia_streams_durable reports a number at least the ticket
+ * (tickets grow; one report covers every ticket up to it). Such held
+ * acks count against the stream's in-flight bound, so a hook that
+ * cannot make its changes durable holds the stream back like an output
+ * that is down; a stream freed first never acks them (a Redis-fed event
+ * comes back). Events without an ack callback are not held. */
+typedef uint64_t (*sophia_stream_commit_fn)(void *arg,
+                                            const sophia_event *ev);
 void sophia_streams_on_commit(sophia_streams *s, sophia_stream_commit_fn fn,
                               void *arg);
+/* Every ticket up to `upto` is durable: their events are acked. */
+void sophia_streams_durable(sophia_streams *s, uint64_t upto);
 
 /* A sophia_alert_route_fn (host/output.h), arg the streams: an alert
  * raised outside an event by `inst` goes to the outputs of every stream

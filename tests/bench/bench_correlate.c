@@ -15,6 +15,16 @@
  * keys: a key holding one attached Gong call (~1.3 KB of JSON), and one
  * holding a Slack mention.
  *
+ * With SOPHIA_REDIS_URL set (correlate.sh starts a throwaway Redis), the
+ * same again with the correlators' per-key persistence (SDK 1.3): every
+ * event's changed keys written to Redis in one pipeline per loop turn,
+ * the loop turning between batches of 256 events as a stream's drain
+ * does, timed until the last write answered. And the loop stalls while
+ * 100k keys are opened and written: the longest single callback (a
+ * batch's observes and exports, or a flush / its replies), against what
+ * the 1.2 whole-state snapshot (export_state) and a reload's
+ * export_state + import_state take at that size.
+ *
  * Usage: bench_correlate PLUGIN_DIR [--quick]  (tests/bench/correlate.sh)
  */
 #include <event2/event.h>
@@ -71,7 +81,8 @@ static const char *yaml_fmt =
     "  metrics: {processor: idle}\n"
     "  nothing: {processor: idle}\n"
     "correlators:\n"
-    "  %s: {streams: [gong, crm, slack, metrics]}\n";
+    "  %s: {streams: [gong, crm, slack, metrics]}\n"
+    "%s";
 
 static int64_t now_ns(void)
 {
@@ -182,14 +193,21 @@ typedef struct bench_env {
     sophia_correlate *k;
 } bench_env;
 
+/* `node`: NULL, or persist per key to SOPHIA_REDIS_URL under that node
+ * id (a hash of its own for each measurement). */
 static sophia_correlate *build(const char *dir, const char *which,
-                               sophia_host_rt *rt, struct event_base *base,
-                               sophia_conf **cp, sophia_plugin_set **sp)
+                               const char *node, sophia_host_rt *rt,
+                               struct event_base *base, sophia_conf **cp,
+                               sophia_plugin_set **sp)
 {
-    char yaml[8192];
+    char yaml[8192], extra[1024] = "";
     sophia_diag d;
     sophia_diag_init(&d);
-    snprintf(yaml, sizeof(yaml), yaml_fmt, dir, which);
+    if (node)
+        snprintf(extra, sizeof(extra),
+                 "redis: {url: \"%s\"}\ncluster: {node_id: %s}\n",
+                 getenv("SOPHIA_REDIS_URL"), node);
+    snprintf(yaml, sizeof(yaml), yaml_fmt, dir, which, extra);
     sophia_conf *c = sophia_conf_load_string("bench.yaml", yaml,
                                              strlen(yaml), &d);
     sophia_conf_validate(c, &d);
@@ -206,11 +224,12 @@ static sophia_correlate *build(const char *dir, const char *which,
     return k;
 }
 
-static bench_env env_new(const char *dir, const char *which)
+static bench_env env_new(const char *dir, const char *which,
+                         const char *node)
 {
     bench_env e = {.rt = sophia_host_rt_new(), .base = event_base_new()};
     sophia_host_timers_bind(e.rt, e.base);
-    e.k = build(dir, which, e.rt, e.base, &e.conf, &e.set);
+    e.k = build(dir, which, node, e.rt, e.base, &e.conf, &e.set);
     return e;
 }
 
@@ -227,7 +246,7 @@ static void env_free(bench_env *e)
 static double rate(const char *dir, const char *which, const workload *w,
                    int rounds)
 {
-    bench_env e = env_new(dir, which);
+    bench_env e = env_new(dir, which, NULL);
     int64_t t = now_ns();
     for (int r = 0; r < rounds; r++)
         feed(e.k, w, (int64_t)r * 1000000);
@@ -241,7 +260,7 @@ static double rate(const char *dir, const char *which, const workload *w,
  * snapshot, on the loop) then takes: out[2] ms, out[3] bytes. */
 static void per_key(const char *dir, size_t keys, int gong_calls, double *out)
 {
-    bench_env e = env_new(dir, "deals");
+    bench_env e = env_new(dir, "deals", NULL);
     double before = rss_bytes();
     double heap0 = (double)mallinfo2().uordblks;
     char key[64];
@@ -264,6 +283,168 @@ static void per_key(const char *dir, size_t keys, int gong_calls, double *out)
     out[2] = (double)(now_ns() - t) / 1e6;
     out[3] = text ? (double)strlen(text) : 0;
     free(text);
+    env_free(&e);
+}
+
+/* ------------------------------------------------ per-key persistence */
+
+/* Receipt times from now on: the rules' sweep forgets keys idle past
+ * their window by the wall clock, so a time near 0 would empty them. */
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static double ms_since(int64_t t)
+{
+    return (double)(now_ns() - t) / 1e6;
+}
+
+/* This thread's CPU time: on a loaded machine a turn's wall time also
+ * counts the time the scheduler gave to others. */
+static int64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The longest wall and CPU time of what was timed, ms. */
+typedef struct stall {
+    double wall, cpu;
+} stall;
+
+static void stall_add(stall *s, int64_t wall0, int64_t cpu0)
+{
+    double w = ms_since(wall0), c = (double)(cpu_ns() - cpu0) / 1e6;
+    s->wall = w > s->wall ? w : s->wall;
+    s->cpu = c > s->cpu ? c : s->cpu;
+}
+
+/* One loop turn without waiting (what is ready runs: the flush timer,
+ * Redis replies), its length into `s` (may be NULL). */
+static void turn(bench_env *e, stall *s)
+{
+    int64_t t = now_ns(), c = cpu_ns();
+    event_base_loop(e->base, EVLOOP_NONBLOCK);
+    if (s)
+        stall_add(s, t, c);
+}
+
+static int restoring(const sophia_correlate *k)
+{
+    json_t *st = sophia_correlate_stats_json(k);
+    json_t *one = json_object_get(st, "deals");
+    int r = json_is_true(json_object_get(one, "restoring"));
+    json_decref(st);
+    return r;
+}
+
+/* A persisted env whose start-up read is done (its hash is empty). */
+static bench_env env_persisted(const char *dir, const char *node)
+{
+    bench_env e = env_new(dir, "deals", node);
+    int64_t t = now_ns();
+    while (restoring(e.k) && ms_since(t) < 10000)
+        event_base_loop(e.base, EVLOOP_ONCE);
+    return e;
+}
+
+/* Turns until every write is answered. */
+static void drain(bench_env *e, stall *s)
+{
+    int64_t t = now_ns();
+    while (sophia_correlate_writes_pending(e->k) && ms_since(t) < 60000)
+        turn(e, s);
+}
+
+#define BATCH 256 /* events per loop turn, a stream's default batch */
+
+/* rate() with per-key persistence: a batch, a turn; done when the last
+ * write answered. */
+static double rate_persisted(const char *dir, const workload *w, int rounds,
+                             const char *node)
+{
+    bench_env e = env_persisted(dir, node);
+    int64_t t = now_ns(), t0_us = wall_us();
+    for (int r = 0; r < rounds; r++)
+        for (size_t i = 0; i < w->n; i += BATCH) {
+            workload part = {w->ev + i, w->stream + i,
+                             w->n - i < BATCH ? w->n - i : BATCH};
+            feed(e.k, &part, t0_us + (int64_t)r * 1000000 + (int64_t)i);
+            turn(&e, NULL);
+        }
+    drain(&e, NULL);
+    double s = (double)(now_ns() - t) / 1e9;
+    env_free(&e);
+    return (double)w->n * rounds / s;
+}
+
+/* `keys` keys opened by Gong calls, a batch per turn, persisted: the
+ * longest batch (observe + export_changes of its events) and the longest
+ * other turn (flush, replies); then what a reload does with that state,
+ * whole, on the loop: export_state out[0] and import_state into a fresh
+ * instance out[1], ms; out[2] the whole run, s. */
+typedef struct keys_run {
+    stall batch, turn, restore;
+    double export_ms, import_ms, fini_ms, run_s, restore_s;
+} keys_run;
+
+/* A second instance on the same node reads the hash back (start-up, and
+ * a per-key reload): how long, and its longest turn. */
+static void restore(const char *dir, const char *node, keys_run *out)
+{
+    bench_env e = env_new(dir, "deals", node);
+    int64_t t = now_ns();
+    while (restoring(e.k) && ms_since(t) < 120000)
+        turn(&e, &out->restore);
+    out->restore_s = (double)(now_ns() - t) / 1e9;
+    env_free(&e);
+}
+
+static void persisted_keys(const char *dir, size_t keys, keys_run *out)
+{
+    bench_env e = env_persisted(dir, "bench-keys");
+    memset(out, 0, sizeof(*out));
+    char key[64];
+    json_t *batch[BATCH];
+    const char *streams[BATCH];
+    int64_t t0 = now_ns(), t0_us = wall_us();
+    for (size_t i = 0; i < keys; i += BATCH) {
+        size_t n = keys - i < BATCH ? keys - i : BATCH;
+        for (size_t j = 0; j < n; j++) {
+            snprintf(key, sizeof(key), "K%zu", i + j);
+            batch[j] = gong(key, "a competitor is cheaper");
+            streams[j] = "gong";
+        }
+        workload part = {batch, streams, n};
+        int64_t t = now_ns(), c = cpu_ns();
+        feed(e.k, &part, t0_us + (int64_t)i);
+        stall_add(&out->batch, t, c);
+        turn(&e, &out->turn);
+        for (size_t j = 0; j < n; j++)
+            json_decref(batch[j]);
+    }
+    drain(&e, &out->turn);
+    out->run_s = (double)(now_ns() - t0) / 1e9;
+    restore(dir, "bench-keys", out);
+    sophia_instance *in = sophia_plugin_set_find(e.set, "deals");
+    const sophia_correlator_ops *ops = sophia_plugin_correlator(in->desc);
+    int64_t t = now_ns();
+    char *text = ops->export_state(in->state);
+    out->export_ms = ms_since(t);
+    bench_env fresh = env_new(dir, "deals", NULL);
+    sophia_instance *to = sophia_plugin_set_find(fresh.set, "deals");
+    t = now_ns();
+    if (text)
+        ops->import_state(to->state, text);
+    out->import_ms = ms_since(t);
+    free(text);
+    t = now_ns();
+    env_free(&fresh); /* the instance's fini: what a reload's retire pays */
+    out->fini_ms = ms_since(t);
     env_free(&e);
 }
 
@@ -331,6 +512,26 @@ int main(int argc, char **argv)
             json_decref(one.ev[j]);
         free(one.ev);
         free(one.stream);
+    }
+    if (getenv("SOPHIA_REDIS_URL") && *getenv("SOPHIA_REDIS_URL")) {
+        double with = rate_persisted(argv[1], &w, rounds, "bench-rate");
+        printf("correlated events/s, per-key persistence to Redis (a "
+               "pipeline per turn of %d events): %.0f (%.2f of without)\n",
+               BATCH, with, with / full);
+        keys_run p;
+        persisted_keys(argv[1], keys, &p);
+        printf("%zu keys opened (Gong calls) and persisted in %.1f s; "
+               "longest loop stall, wall (CPU): a batch of %d events %.1f "
+               "(%.1f) ms, another turn (flush, replies) %.1f (%.1f) ms\n",
+               keys, p.run_s, BATCH, p.batch.wall, p.batch.cpu, p.turn.wall,
+               p.turn.cpu);
+        printf("  read back (start-up, or a reload of a per-key correlator "
+               "with Redis up): %.1f s, longest turn %.1f (%.1f) ms\n",
+               p.restore_s, p.restore.wall, p.restore.cpu);
+        printf("  a whole-state hand-over (a reload with Redis down, or of "
+               "an SDK 1.2 correlator), on the loop: export_state %.0f ms, "
+               "import_state %.0f ms; freeing that instance (fini) %.0f ms\n",
+               p.export_ms, p.import_ms, p.fini_ms);
     }
     for (size_t i = 0; i < w.n; i++)
         json_decref(w.ev[i]);

@@ -1,5 +1,5 @@
 /*
- * patterns - a correlator (SDK 1.2) running rules written in YAML over the
+ * patterns - a correlator (SDK 1.3) running rules written in YAML over the
  * committed events of several streams (patterns.h says what a rule is).
  *
  * Per rule, one record per key (the entity the rule's key paths name)
@@ -13,10 +13,14 @@
  * while the snapshot loads, or replayed, keep their spacing.
  *
  * observe() changes the records directly: the host calls it after the
- * event committed, once, and nothing puts it back. The whole state goes
- * out as JSON (export_state) for a reload and the host's Redis snapshot,
- * and comes back in import_state, rule by rule (by name: a rule renamed
- * or removed starts empty, the others keep their keys).
+ * event committed, once, and nothing puts it back. Each record it
+ * changes (or a sweep or eviction drops) is remembered, and
+ * export_changes (SDK 1.3) hands the host just those records, which it
+ * writes to Redis before the event is acknowledged; import_key takes
+ * them back one by one at start-up. The whole state goes out as JSON
+ * (export_state) for a reload, and comes back in import_state, rule by
+ * rule (by name: a rule renamed or removed starts empty, the others
+ * keep their keys).
  */
 #include "patterns.h"
 
@@ -42,6 +46,12 @@ typedef struct rec {
     int on;                  /* the `while` state */
 } rec;
 
+/* A key whose record changed since the last export_changes. */
+typedef struct dirty {
+    size_t rule;
+    char *key;
+} dirty;
+
 typedef struct pat_state {
     const sophia_host *h;
     sophia_self *self;
@@ -50,9 +60,35 @@ typedef struct pat_state {
     pu_table *keys; /* one per rule: key -> rec */
     size_t max_keys, max_events;
     int attach;
+    int tracking; /* export_changes was called: keep `dirty` */
+    dirty *dirty;
+    size_t ndirty, capdirty;
 } pat_state;
 
 /* ------------------------------------------------------------ records */
+
+/* Remembers that rule `ri`'s record of `key` changed (or went): what the
+ * next export_changes emits. Only once the host asked for changes (a
+ * 1.2 host never does, and the list would only grow). */
+static void mark(pat_state *st, size_t ri, const char *key)
+{
+    if (!st->tracking)
+        return;
+    if (st->ndirty && st->dirty[st->ndirty - 1].rule == ri &&
+        !strcmp(st->dirty[st->ndirty - 1].key, key))
+        return; /* the same key twice in a row: one event's steps */
+    if (st->ndirty == st->capdirty) {
+        size_t cap = st->capdirty ? st->capdirty * 2 : 16;
+        dirty *g = realloc(st->dirty, cap * sizeof(*g));
+        if (!g)
+            return; /* written at its next change */
+        st->dirty = g;
+        st->capdirty = cap;
+    }
+    char *k = pu_strdup(key);
+    if (k)
+        st->dirty[st->ndirty++] = (dirty){ri, k};
+}
 
 static void hits_clear(rec *r)
 {
@@ -88,6 +124,8 @@ static rec *rec_get(pat_state *st, size_t rule, const char *key)
     r->h = st->h;
     for (size_t i = 0; i < PAT_MAX_STEPS; i++)
         r->prev[i] = -1;
+    if (t->n >= t->max && t->oldest) /* the put evicts it: it goes */
+        mark(st, rule, t->oldest->key);
     return pu_table_put(t, key, r) == 0 ? r : NULL;
 }
 
@@ -228,6 +266,7 @@ static int rule_on(pat_state *st, size_t ri, const sophia_event *ev,
         if (r) {
             r->on = on;
             r->last_us = ev->received_us;
+            mark(st, ri, key);
         }
     }
     for (size_t i = 0; i < ru->nsteps; i++) {
@@ -238,6 +277,7 @@ static int rule_on(pat_state *st, size_t ri, const sophia_event *ev,
         if (!(r = step_rec(st, ri, i, key, ev)))
             continue;
         r->last_us = ev->received_us;
+        mark(st, ri, key); /* exported after observe: its final state */
         expire(ru, r, ev->received_us);
         if (!step_on(st, ru, i, r, ev))
             continue;
@@ -272,6 +312,7 @@ static int pat_sweep(void *arg, sophia_ctx *ctx)
         pu_table *t = &st->keys[i];
         int64_t keep = (int64_t)(st->rules[i].keep_s * 1e6);
         while (t->oldest && now - ((rec *)t->oldest->val)->last_us > keep) {
+            mark(st, i, t->oldest->key);
             pu_table_del(t, t->oldest->key);
             gone++;
         }
@@ -361,6 +402,69 @@ static void rec_import(pat_state *st, size_t ri, const sophia_json *o)
         hit_import(st, r, h->json_at(hits, i));
 }
 
+/* The field a key is persisted under: the rule's name, a unit separator
+ * (0x1f, refused in rule names) and the key, unique in the instance. */
+static char *field_of(const pat_rule *ru, const char *key)
+{
+    size_t a = strlen(ru->name), b = strlen(key);
+    char *f = malloc(a + b + 2);
+    if (f) {
+        memcpy(f, ru->name, a);
+        f[a] = '\x1f';
+        memcpy(f + a + 1, key, b + 1);
+    }
+    return f;
+}
+
+/* Each key changed since the last call: its record as rec_json (plus
+ * the rule's name, "r"), or NULL when it is gone. Only those keys: the
+ * cost follows what the event changed, not the state's size. */
+static int pat_export_changes(void *state,
+                              void (*emit)(void *, const char *, const char *),
+                              void *arg)
+{
+    pat_state *st = state;
+    const sophia_host *h = st->h;
+    st->tracking = 1;
+    for (size_t i = 0; i < st->ndirty; i++) {
+        dirty *d = &st->dirty[i];
+        const pat_rule *ru = &st->rules[d->rule];
+        rec *r = pu_table_get(&st->keys[d->rule], d->key);
+        char *field = field_of(ru, d->key), *text = NULL;
+        if (r) {
+            sophia_json *o = rec_json(h, d->key, r, ru->nsteps);
+            pu_set_str(h, o, "r", ru->name);
+            text = pu_export_text(h, o, o ? 0 : SOPHIA_ENOMEM);
+        }
+        if (field && (!r || text))
+            emit(arg, field, text);
+        h->free(text);
+        free(field);
+        free(d->key);
+    }
+    st->ndirty = 0;
+    return 0;
+}
+
+static int pat_import_key(void *state, const char *key, const char *json)
+{
+    pat_state *st = state;
+    const sophia_host *h = st->h;
+    (void)key; /* the record names its rule and key itself */
+    sophia_json *o = h->json_parse(json);
+    const char *rule = o ? h->json_string(h->json_get_key(o, "r")) : NULL;
+    int rc = SOPHIA_EPARSE;
+    for (size_t i = 0; rule && i < st->nrules; i++)
+        if (!strcmp(st->rules[i].name, rule)) {
+            rec_import(st, i, o);
+            rc = 0;
+        }
+    if (rule && rc) /* a rule renamed or removed: its keys start empty */
+        rc = SOPHIA_ENOENT;
+    h->json_free(o);
+    return rc;
+}
+
 static int pat_import(void *state, const char *json)
 {
     pat_state *st = state;
@@ -390,6 +494,9 @@ static void pat_fini(void *state)
     for (size_t i = 0; st->keys && i < st->nrules; i++)
         pu_table_free(&st->keys[i]);
     free(st->keys);
+    for (size_t i = 0; i < st->ndirty; i++)
+        free(st->dirty[i].key);
+    free(st->dirty);
     pat_rules_free(st->rules, st->nrules);
     free(st);
 }
@@ -477,12 +584,14 @@ static const sophia_correlator_ops pat_ops = {
     .observe = pat_observe,
     .export_state = pat_export,
     .import_state = pat_import,
+    .export_changes = pat_export_changes,
+    .import_key = pat_import_key,
 };
 
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "patterns",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .kind = SOPHIA_KIND_CORRELATOR,
     .description = "correlates events of several streams by key with rules "
                    "(sequences, counts, regressions, while) in YAML",

@@ -334,6 +334,8 @@ static int parse_rule(parse_ctx *P, const sophia_json *o, pat_rule *r)
     if (!(r->name = text_of(h, h->json_get_key(o, "name"))))
         return fail(P, "needs a name");
     P->rule = r->name;
+    if (strchr(r->name, 0x1f)) /* it separates rule and key (patterns.c) */
+        return fail(P, "a name may not contain the character 0x1f");
     r->severity = text_of(h, h->json_get_key(o, "severity"));
     r->message = text_of(h, h->json_get_key(o, "message"));
     r->topic = text_of(h, h->json_get_key(o, "topic"));

@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define SOPHIA_SDK_VERSION_MAJOR 1
-#define SOPHIA_SDK_VERSION_MINOR 2
+#define SOPHIA_SDK_VERSION_MINOR 3
 
 /* The symbol every plugin exports (a `const sophia_plugin`). */
 #define SOPHIA_PLUGIN_SYMBOL "sophia_plugin_v1"
@@ -763,7 +763,10 @@ typedef struct sophia_output_ops {
 
 /* A correlator (since 1.2) sees the committed events of the streams
  * `correlators.<instance>.streams` names, and relates them across streams
- * by whatever key it reads from them (an account, a deal). */
+ * by whatever key it reads from them (an account, a deal). One with
+ * export_changes/import_key (since 1.3) is persisted key by key as part
+ * of each event's effects; one without them gets the 1.2 whole-state
+ * snapshot (export_state every snapshot_every, on the loop). */
 typedef struct sophia_correlator_ops {
     uint32_t struct_size;
     /* since 1.2: one committed event of a stream it listens to (`ev->body`
@@ -784,6 +787,30 @@ typedef struct sophia_correlator_ops {
      * reload, or the snapshot at start-up); 0 or an error (it then
      * starts empty). */
     int (*import_state)(void *state, const char *json);
+    /* since 1.3 (optional, with import_key): per-key persistence, what
+     * makes an event's observation part of its effects. Calls emit(arg,
+     * key, json) once for each key whose state changed since the last
+     * call, and forgets them: `key` any text unique in the instance,
+     * `json` its state as JSON text, or NULL when the key closed, expired
+     * or was evicted (both borrowed for the emit). The host calls it
+     * right after each observe() - so keep it proportional to the keys
+     * that event changed, never the whole state - and once a second
+     * (for what timers changed); it writes the keys to Redis (one hash
+     * per instance, a loop turn's keys in one pipeline) and acknowledges
+     * the observed event only once they are written. Start tracking
+     * changes at the first call: a 1.2 host never makes one. 0, or a
+     * negative sophia_errno (the keys stay to be emitted next time). */
+    int (*export_changes)(void *state,
+                          void (*emit)(void *arg, const char *key,
+                                       const char *json),
+                          void *arg);
+    /* since 1.3 (optional, with export_changes): adopt one key's state as
+     * export_changes gave it; at start-up, and when a reload replaces
+     * the instance, the host restores the new one key by key from Redis
+     * (in no particular order, about fifty per loop turn) before it
+     * observes anything. An import does not count as a change. 0, or an
+     * error (that key is deleted from Redis). */
+    int (*import_key)(void *state, const char *key, const char *json);
 } sophia_correlator_ops;
 
 /* ------------------------------------------------------ the descriptor */
