@@ -204,8 +204,8 @@ typedef struct sophia_http_request {
     size_t body_len;
     double timeout_s;            /* connect, send and each wait for the
                                   * answer; <= 0: 10 s */
-    /* since 1.2 (later: a host reads them when struct_size covers them;
-     * an older one verifies against the system store) - https:// only.
+    /* since 1.3 (a host reads them when struct_size covers them; a 1.2
+     * host refuses https://) - https:// only.
      * The server's certificate chain and name are verified by default,
      * against the system's CA store. */
     const char *ca_file;         /* PEM CA bundle to verify against instead */
@@ -349,7 +349,7 @@ typedef struct sophia_host {
     /* since 1.0: consolidators only - the memories this run looks at, a
      * borrowed array of objects {id, content, memory_type, context,
      * importance, access_count, feedback, created_at, last_access, age_s,
-     * user_id, agent_id, session_id, decayed_at (1.2: see
+     * user_id, agent_id, session_id, decayed_at (1.3: see
      * memory_set_importance), neighbors:[{id, cosine, memory_type,
      * context, content_len, importance, user_id, agent_id, session_id}]}
      * (neighbours: the nearest live memories across the whole store,
@@ -560,7 +560,7 @@ typedef struct sophia_host {
     int (*hmac_sha256_hex)(const void *key, size_t key_len, const void *data,
                            size_t len, char hex[65]);
 
-    /* --- since 1.2: what a consolidator writes back --- */
+    /* --- since 1.3: what a consolidator writes back --- */
     /* Consolidators only (an action): sets memory `id`'s importance to
      * `importance` (0..1) and its `decayed_at` (a batch row's field:
      * seconds since the epoch, or null) to now, so a decay computed from
@@ -735,7 +735,7 @@ typedef struct sophia_output_params {
     double flush_interval; /* seconds a partial batch waits, default 0.2 */
     double retry_base;     /* first wait before a batch is tried again, 0.2 s */
     double retry_cap;      /* and the longest, default 30 s */
-    /* since 1.2 (later: check struct_size before writing it): deliver()
+    /* since 1.3 (check struct_size before writing it): deliver()
      * calls in progress at once, 1..64. The host's default is 1 (batches
      * arrive in order); a plugin whose deliver() can overlap raises it.
      * With more than one, a batch retried after a failure may arrive
