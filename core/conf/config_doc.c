@@ -242,7 +242,11 @@ static const key_doc docs[] = {
      "Output instances (plugins of kind output) every event leaving the "
      "stream's processors, and each alert they raised for it, is delivered "
      "to; the event is acknowledged only once all of them took it (at "
-     "least once)."},
+     "least once). Each output has up to its max_inflight option (1..64, "
+     "4 for the bundled outputs) batches out at once, so batches may reach "
+     "a receiver out of order (max_inflight: 1 keeps strict order); the "
+     "stream keeps up to batch_size x max_inflight of its largest output "
+     "events in flight (at least 256, at most 4096)."},
     {"streams.NAME.queue_size", NULL, "10000",
      "Bounded queue; when full, ingest answers 503."},
     {"streams.NAME.batch_size", NULL, "256",

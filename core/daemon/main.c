@@ -460,6 +460,8 @@ static int start(sophia_server *s)
         sophia_streams_on_commit(s->streams, sophia_correlate_on_commit,
                                  s->correlate);
     sophia_ws_set_backlog(s->ws, streams_backlog, s->streams);
+    sophia_host_set_alert_route(s->host_rt, sophia_streams_alert_outputs,
+                                s->streams);
     if (wire_api(s) < 0 || sophia_loop_signals(s->loop, on_signal, s) < 0 ||
         start_http(s) < 0)
         return -1;
@@ -491,6 +493,7 @@ static void stop(sophia_server *s)
     sophia_http_router_free(s->routes);
     s->routes = NULL;
     sophia_ws_set_backlog(s->ws, NULL, NULL); /* the streams go first */
+    sophia_host_set_alert_route(s->host_rt, NULL, NULL);
     sophia_streams_free(s->streams);
     sophia_correlate_free(s->correlate); /* no commit reaches it now */
     s->correlate = NULL;

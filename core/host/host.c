@@ -589,6 +589,7 @@ static const sophia_host host_table = {
     .redis_command = sophia_host_redis_command,
     .pg_query = sophia_host_pg_query,
     .hmac_sha256_hex = sophia_host_hmac_sha256_hex,
+    .memory_set_importance = sophia_memory_host_set_importance,
 };
 
 const sophia_host *sophia_host_table(void)
@@ -861,8 +862,11 @@ void sophia_ctx_commit(sophia_ctx *ctx)
 static void on_detached_applied(void *arg, int rc)
 {
     sophia_ctx *ctx = arg;
-    if (rc == 0)
+    if (rc == 0) {
+        /* no event to hold back: its alerts go to outputs as it commits */
+        sophia_output_ctx_detached(ctx);
         sophia_ctx_commit(ctx);
+    }
     sophia_ctx_free(ctx); /* discards what did not commit */
 }
 
@@ -917,6 +921,11 @@ void **sophia_ctx_memory_slot(sophia_ctx *ctx)
 void **sophia_ctx_prefetch_slot(sophia_ctx *ctx)
 {
     return ctx ? &ctx->pre : NULL;
+}
+
+sophia_instance *sophia_ctx_instance(const sophia_ctx *ctx)
+{
+    return ctx ? ctx->inst : NULL;
 }
 
 void **sophia_ctx_output_slot(sophia_ctx *ctx)

@@ -78,10 +78,16 @@ int sophia_host_http_request(sophia_self *self, const sophia_http_request *req,
     io_req *q = io_new(self, (void *)cb, arg, &up);
     if (!q)
         return up ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
+    sophia_http_tls tls = {.verify = 1};
+    if (req->struct_size >= offsetof(sophia_http_request, tls_insecure) +
+                                sizeof(int)) {
+        tls.ca_file = req->ca_file;
+        tls.verify = !req->tls_insecure;
+    }
     return io_started(q, sophia_http_client_request(
                              sophia_upstreams_http(up), req->method, req->url,
                              req->headers, req->body, req->body_len,
-                             req->timeout_s, on_http, q));
+                             req->timeout_s, &tls, on_http, q));
 }
 
 /* ----------------------------------------------------------------- Redis */
@@ -141,16 +147,43 @@ int sophia_host_redis_command(sophia_self *self, const char *url, int argc,
 
 typedef void (*pg_cb)(void *arg, int rc, int64_t rows, const char *err);
 
+/* Whether another try of the statement may succeed: SQLSTATE classes 08
+ * (connection), 40 (rolled back: serialization failure, deadlock), 53
+ * (insufficient resources: disk full, out of memory, too many
+ * connections), 57 (operator intervention: shutdown, statement_timeout),
+ * 58 (system error) and 55P03 (lock not available). Anything else - data
+ * (22), integrity (23), syntax or an undefined table (42) - is the
+ * statement's own, and fails again the same way. */
+static int pg_transient(const char *state)
+{
+    static const char *const classes[] = {"08", "40", "53", "57", "58"};
+    if (!state || strlen(state) != 5)
+        return 0;
+    for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
+        if (!strncmp(state, classes[i], 2))
+            return 1;
+    return !strcmp(state, "55P03");
+}
+
 static void on_pg(void *arg, PGresult *res, const char *err)
 {
     io_req *q = arg;
     int64_t rows = 0;
+    int rc = !res ? SOPHIA_EUNAVAIL : err ? SOPHIA_EIO : 0;
+    char msg[700];
     if (res && !err) {
         const char *t = PQcmdTuples(res);
         rows = t && *t ? strtoll(t, NULL, 10) : PQntuples(res);
+    } else if (res) { /* the server's error: its SQLSTATE says which kind */
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (pg_transient(state))
+            rc = SOPHIA_EUNAVAIL;
+        if (state) {
+            snprintf(msg, sizeof(msg), "%s (SQLSTATE %s)", err, state);
+            err = msg;
+        }
     }
-    ((pg_cb)q->cb)(q->arg, !res ? SOPHIA_EUNAVAIL : err ? SOPHIA_EIO : 0, rows,
-                   err);
+    ((pg_cb)q->cb)(q->arg, rc, rows, err);
     io_end(q);
 }
 

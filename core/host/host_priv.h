@@ -34,6 +34,10 @@ struct sophia_host_rt {
     struct host_timer *timers;
     int64_t last_timer_id;
     struct sophia_output *outputs; /* output.c: one runner per output */
+    /* output.c: where alerts raised outside an event go (the streams') */
+    size_t (*alert_route)(void *arg, const sophia_instance *inst,
+                          struct sophia_output **out, size_t max);
+    void *alert_route_arg;
 };
 
 /* The runtime SDK 1.0's context-free reads use (host.c says why). */

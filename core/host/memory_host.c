@@ -154,6 +154,15 @@ int sophia_memory_host_expire(sophia_ctx *ctx, int64_t id)
     return push(ctx, json_pack("{s:s,s:I}", "op", "expire", "id", (json_int_t)id));
 }
 
+int sophia_memory_host_set_importance(sophia_ctx *ctx, int64_t id,
+                                      double importance)
+{
+    if (id <= 0 || !(importance >= 0 && importance <= 1))
+        return SOPHIA_EINVAL;
+    return push(ctx, json_pack("{s:s,s:I,s:f}", "op", "importance", "id",
+                               (json_int_t)id, "importance", importance));
+}
+
 void sophia_memory_ctx_set_batch(sophia_ctx *ctx, json_t *batch)
 {
     mem_ctx *mc = get(ctx, 1);

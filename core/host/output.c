@@ -1,12 +1,13 @@
 /*
  * output - see output.h.
  *
- * A runner's records wait in one FIFO; the batch being delivered (or
- * waiting out its back-off) is cut from its head, and a failed batch is
- * delivered again as it was - same records, same text - before anything
- * queued after it, so a receiver sees records in the order they came.
- * One deliver() at a time per runner; its call is the only thing the
- * plugin holds, and it outlives a released runner (call->o = NULL).
+ * A runner's records wait in one FIFO; each batch is cut from its head
+ * when one of the runner's max_inflight slots is free, and a failed batch
+ * is delivered again as it was - same records, same text - in its slot.
+ * With one slot, a receiver sees records in the order they came; with
+ * more, a retried batch lands after later ones. A batch is the call
+ * deliver() is given, the only thing the plugin holds, and it outlives a
+ * released runner (call->o = NULL).
  */
 #include "host/output.h"
 #include "host/host_priv.h"
@@ -22,15 +23,25 @@
 typedef struct out_item {
     struct out_item *next;
     json_t *rec;
-    size_t bytes; /* of its compact JSON */
-    void (*done)(void *arg, int rc);
+    char *text;   /* its compact JSON, made once: a batch's text joins them */
+    size_t bytes;
+    void (*done)(void *arg, int rc); /* NULL: a detached alert's record */
     void *arg;
 } out_item;
 
+/* A batch out, or waiting out its back-off to go again: it is the call
+ * deliver() is given, so it outlives a released runner (o = NULL) until
+ * the plugin reports it. */
 struct sophia_output_call {
-    sophia_output *o; /* NULL once its runner was released */
-    json_t *records;  /* what deliver() borrows, freed with the call */
+    sophia_output_call *next; /* the runner's batches out */
+    sophia_output *o;         /* NULL once its runner was released */
+    out_item *items;
+    size_t n;
+    json_t *records; /* the batch as delivered */
     char *text;
+    unsigned attempt; /* failed deliveries so far */
+    int busy;         /* deliver() in progress */
+    struct event *retry_ev;
 };
 
 struct sophia_output {
@@ -39,17 +50,13 @@ struct sophia_output {
     sophia_instance *inst;
     sophia_output_params p;
     out_item *head, *tail; /* queued */
-    size_t queued, queued_bytes;
-    out_item *batch;       /* being delivered, or waiting to be again */
-    size_t nbatch;
-    json_t *records;       /* the batch as delivered */
-    char *text;
-    sophia_output_call *call; /* deliver() in progress */
-    unsigned attempt;         /* failed deliveries of the batch */
-    struct event *flush_ev, *retry_ev;
+    size_t queued, queued_bytes, queued_detached;
+    sophia_output_call *out; /* batches out, at most p.max_inflight */
+    size_t nout;
+    struct event *flush_ev;
     int flush_due; /* a partial batch waited flush_interval */
     unsigned long long rng;
-    uint64_t delivered, batches, retries, failed;
+    uint64_t delivered, batches, retries, failed, dropped;
 };
 
 static void kick(sophia_output *o);
@@ -61,7 +68,11 @@ static void defaults(sophia_output_params *p)
                                 .batch_bytes = 1 << 20,
                                 .flush_interval = 0.2,
                                 .retry_base = 0.2,
-                                .retry_cap = 30};
+                                .retry_cap = 30,
+                                /* the contract before max_inflight: a
+                                 * plugin that does not raise it gets one
+                                 * deliver() at a time */
+                                .max_inflight = 1};
 }
 
 /* The plugin's params() may say anything: keep what is usable. */
@@ -79,13 +90,8 @@ static void sane(sophia_output_params *p)
         p->retry_base = d.retry_base;
     if (!(p->retry_cap >= p->retry_base && p->retry_cap <= 86400))
         p->retry_cap = p->retry_base > d.retry_cap ? p->retry_base : d.retry_cap;
-}
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    kick(arg);
+    if (!p->max_inflight || p->max_inflight > SOPHIA_OUTPUT_MAX_INFLIGHT)
+        p->max_inflight = p->max_inflight ? SOPHIA_OUTPUT_MAX_INFLIGHT : 1;
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
@@ -114,12 +120,7 @@ sophia_output *sophia_host_output(sophia_instance *inst)
     o->inst = inst;
     o->rng = (unsigned long long)(uintptr_t)o ^ (unsigned long long)sophia_now_wall_us();
     o->flush_ev = evtimer_new(rt->tbase, on_flush, o);
-    o->retry_ev = evtimer_new(rt->tbase, on_retry, o);
-    if (!o->flush_ev || !o->retry_ev) {
-        if (o->flush_ev)
-            event_free(o->flush_ev);
-        if (o->retry_ev)
-            event_free(o->retry_ev);
+    if (!o->flush_ev) {
         free(o);
         return NULL;
     }
@@ -134,17 +135,31 @@ sophia_output *sophia_host_output(sophia_instance *inst)
     return o;
 }
 
-void sophia_output_submit(sophia_output *o, json_t *rec,
-                          void (*done)(void *arg, int rc), void *arg)
+size_t sophia_output_window(const sophia_output *o)
 {
-    out_item *it = calloc(1, sizeof(*it));
-    if (!it) {
-        json_decref(rec);
-        done(arg, SOPHIA_ENOMEM);
-        return;
-    }
+    size_t w = o->p.batch * o->p.max_inflight;
+    return w / o->p.max_inflight != o->p.batch || w > SOPHIA_OUTPUT_MAX_WINDOW
+               ? SOPHIA_OUTPUT_MAX_WINDOW
+               : w;
+}
+
+/* 0, or SOPHIA_ENOMEM with `it` and `rec` freed. */
+static int item_init(out_item *it, json_t *rec, void (*done)(void *, int),
+                     void *arg)
+{
     *it = (out_item){.rec = rec, .done = done, .arg = arg,
-                     .bytes = json_dumpb(rec, NULL, 0, JSON_COMPACT)};
+                     .text = json_dumps(rec, JSON_COMPACT | JSON_ENCODE_ANY)};
+    if (!it->text) {
+        json_decref(rec);
+        free(it);
+        return SOPHIA_ENOMEM;
+    }
+    it->bytes = strlen(it->text);
+    return 0;
+}
+
+static void enqueue(sophia_output *o, out_item *it)
+{
     if (o->tail)
         o->tail->next = it;
     else
@@ -152,7 +167,44 @@ void sophia_output_submit(sophia_output *o, json_t *rec,
     o->tail = it;
     o->queued++;
     o->queued_bytes += it->bytes;
+    if (!it->done)
+        o->queued_detached++;
     kick(o);
+}
+
+void sophia_output_submit(sophia_output *o, json_t *rec,
+                          void (*done)(void *arg, int rc), void *arg)
+{
+    out_item *it = malloc(sizeof(*it));
+    if (!it) {
+        json_decref(rec);
+        done(arg, SOPHIA_ENOMEM);
+        return;
+    }
+    if (item_init(it, rec, done, arg) < 0) {
+        done(arg, SOPHIA_ENOMEM);
+        return;
+    }
+    enqueue(o, it);
+}
+
+int sophia_output_submit_detached(sophia_output *o, json_t *rec)
+{
+    out_item *it = o->queued_detached < SOPHIA_OUTPUT_DETACHED_MAX
+                       ? malloc(sizeof(*it))
+                       : NULL;
+    if (!it) { /* the bound: no event waits on it, so nothing pushes back */
+        json_decref(rec);
+        o->dropped++;
+        sophia_warn("output", "msg=\"alert dropped: queue of alerts raised "
+                    "outside an event is full\" instance=%s max=%d",
+                    o->inst->name, SOPHIA_OUTPUT_DETACHED_MAX);
+        return SOPHIA_EBUSY;
+    }
+    if (item_init(it, rec, NULL, NULL) < 0)
+        return SOPHIA_ENOMEM;
+    enqueue(o, it);
+    return 0;
 }
 
 /* Ends a list of items: each one's done(rc), then it goes. */
@@ -161,67 +213,123 @@ static void items_end(out_item *it, int rc)
     while (it) {
         out_item *next = it->next;
         json_decref(it->rec);
-        it->done(it->arg, rc);
+        free(it->text);
+        if (it->done)
+            it->done(it->arg, rc);
         free(it);
         it = next;
     }
 }
 
-static void batch_clear(sophia_output *o)
+static void on_retry(evutil_socket_t fd, short what, void *arg);
+
+/* The JSON array of the first n items from `it` (their texts: `bytes`),
+ * as json_dumps would write it, without serializing them again. */
+static char *batch_text(const out_item *it, size_t n, size_t bytes)
 {
-    json_decref(o->records);
-    free(o->text);
-    o->records = NULL;
-    o->text = NULL;
-    o->batch = NULL;
-    o->nbatch = 0;
+    char *text = malloc(bytes + n + 2), *p = text; /* [ , ... ] and NUL */
+    if (!text)
+        return NULL;
+    *p++ = '[';
+    for (size_t i = 0; i < n; i++, it = it->next) {
+        if (i)
+            *p++ = ',';
+        memcpy(p, it->text, it->bytes);
+        p += it->bytes;
+    }
+    *p++ = ']';
+    *p = 0;
+    return text;
 }
 
 /* Cuts the next batch from the queue's head: up to p.batch records and
- * p.batch_bytes of JSON (a bigger record goes alone). */
-static int batch_cut(sophia_output *o)
+ * p.batch_bytes of JSON (a bigger record goes alone). NULL: out of
+ * memory, the queue as it was. */
+static sophia_output_call *batch_cut(sophia_output *o)
 {
-    size_t bytes = 0;
-    out_item **tail = &o->batch;
-    o->records = json_array();
-    while (o->head && o->nbatch < o->p.batch &&
-           (!o->nbatch || bytes + o->head->bytes <= o->p.batch_bytes)) {
-        out_item *it = o->head;
-        o->head = it->next;
-        if (!o->head)
-            o->tail = NULL;
-        it->next = NULL;
-        *tail = it;
-        tail = &it->next;
+    sophia_output_call *b = calloc(1, sizeof(*b));
+    json_t *records = json_array();
+    struct event *ev = b ? evtimer_new(o->rt->tbase, on_retry, b) : NULL;
+    size_t bytes = 0, n = 0;
+    for (out_item *it = o->head;
+         ev && records && it && n < o->p.batch &&
+         (!n || bytes + it->bytes <= o->p.batch_bytes);
+         it = it->next, n++) {
+        if (json_array_append(records, it->rec) < 0)
+            break;
+        bytes += it->bytes;
+    }
+    char *text = n ? batch_text(o->head, n, bytes) : NULL;
+    if (!text) {
+        if (ev)
+            event_free(ev);
+        json_decref(records);
+        free(b);
+        return NULL;
+    }
+    *b = (sophia_output_call){.o = o, .items = o->head, .n = n,
+                              .records = records, .text = text,
+                              .retry_ev = ev};
+    out_item **tail = &o->head;
+    for (size_t i = 0; i < n; i++) {
+        out_item *it = *tail;
         o->queued--;
         o->queued_bytes -= it->bytes;
-        bytes += it->bytes;
-        o->nbatch++;
-        json_array_append(o->records, it->rec);
+        if (!it->done)
+            o->queued_detached--;
+        tail = &it->next;
     }
-    o->text = o->records ? json_dumps(o->records, JSON_COMPACT) : NULL;
-    return o->text ? 0 : SOPHIA_ENOMEM;
+    o->head = *tail;
+    *tail = NULL;
+    if (!o->head)
+        o->tail = NULL;
+    b->next = o->out;
+    o->out = b;
+    o->nout++;
+    return b;
 }
 
-static void deliver(sophia_output *o)
+static void batch_free(sophia_output_call *b)
 {
-    sophia_output_call *call = calloc(1, sizeof(*call));
-    if (!call) {
-        o->attempt++;
-        struct timeval tv = sophia_timeval(o->p.retry_base);
-        evtimer_add(o->retry_ev, &tv);
-        return;
-    }
-    call->o = o;
-    o->call = call;
+    if (b->retry_ev)
+        event_free(b->retry_ev);
+    json_decref(b->records);
+    free(b->text);
+    free(b);
+}
+
+/* Takes `b` off its runner's list of batches out. */
+static void batch_unlink(sophia_output *o, sophia_output_call *b)
+{
+    for (sophia_output_call **pp = &o->out; *pp; pp = &(*pp)->next)
+        if (*pp == b) {
+            *pp = b->next;
+            o->nout--;
+            return;
+        }
+}
+
+static void deliver(sophia_output_call *b)
+{
+    sophia_output *o = b->o;
+    b->busy = 1;
     o->batches++;
-    sophia_output_batch b = {.struct_size = sizeof(b),
-                             .records = (const sophia_json *)o->records,
-                             .json = o->text,
-                             .json_len = strlen(o->text),
-                             .count = o->nbatch,
-                             .attempt = o->attempt};
-    sophia_plugin_output_ops(o->inst->desc)->deliver(o->inst->state, &b, call);
+    sophia_output_batch ob = {.struct_size = sizeof(ob),
+                              .records = (const sophia_json *)b->records,
+                              .json = b->text,
+                              .json_len = strlen(b->text),
+                              .count = b->n,
+                              .attempt = b->attempt};
+    sophia_plugin_output_ops(o->inst->desc)->deliver(o->inst->state, &ob, b);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_output_call *b = arg;
+    b->o->retries++;
+    deliver(b);
 }
 
 /* Whether a partial batch should go now rather than wait for more. */
@@ -230,35 +338,38 @@ static int batch_full(const sophia_output *o)
     return o->queued >= o->p.batch || o->queued_bytes >= o->p.batch_bytes;
 }
 
-/* Starts the next delivery when nothing is in progress or waiting. */
+/* Starts deliveries while a slot is free and records wait. A failed
+ * batch keeps its slot while it waits out its back-off, so an outage
+ * fills the slots and stops new batches: the events wait in flight. */
 static void kick(sophia_output *o)
 {
-    if (o->call || evtimer_pending(o->retry_ev, NULL))
-        return;
-    if (o->batch) { /* a failed batch, its back-off over */
-        o->retries++;
-        deliver(o);
-        return;
-    }
-    if (!o->head)
-        return;
-    if (!batch_full(o) && o->p.flush_interval > 0 && !o->flush_due) {
-        if (!evtimer_pending(o->flush_ev, NULL)) { /* wait for more */
-            struct timeval tv = sophia_timeval(o->p.flush_interval);
-            evtimer_add(o->flush_ev, &tv);
+    while (o->head && o->nout < o->p.max_inflight) {
+        if (!batch_full(o) && o->p.flush_interval > 0 && !o->flush_due) {
+            if (!evtimer_pending(o->flush_ev, NULL)) { /* wait for more */
+                struct timeval tv = sophia_timeval(o->p.flush_interval);
+                evtimer_add(o->flush_ev, &tv);
+            }
+            return;
         }
-        return;
+        o->flush_due = 0;
+        event_del(o->flush_ev);
+        sophia_output_call *b = batch_cut(o);
+        if (!b) { /* out of memory: the head's records fail now */
+            out_item *it = o->head;
+            o->head = it->next;
+            if (!o->head)
+                o->tail = NULL;
+            it->next = NULL;
+            o->queued--;
+            o->queued_bytes -= it->bytes;
+            if (!it->done)
+                o->queued_detached--;
+            o->failed++;
+            items_end(it, SOPHIA_ENOMEM);
+            continue;
+        }
+        deliver(b);
     }
-    o->flush_due = 0;
-    event_del(o->flush_ev);
-    if (batch_cut(o) < 0) {
-        out_item *b = o->batch;
-        o->failed += o->nbatch;
-        batch_clear(o);
-        items_end(b, SOPHIA_ENOMEM);
-        return;
-    }
-    deliver(o);
 }
 
 static int permanent(int rc)
@@ -267,41 +378,33 @@ static int permanent(int rc)
            rc == SOPHIA_ETOOBIG || rc == SOPHIA_EPARSE;
 }
 
-static void call_free(sophia_output_call *call)
+void sophia_host_output_done(sophia_output_call *b, int rc)
 {
-    json_decref(call->records);
-    free(call->text);
-    free(call);
-}
-
-void sophia_host_output_done(sophia_output_call *call, int rc)
-{
-    if (!call)
+    if (!b)
         return;
-    sophia_output *o = call->o;
+    sophia_output *o = b->o;
+    b->busy = 0;
     if (!o) { /* its runner was released meanwhile */
-        call_free(call);
+        batch_free(b);
         return;
     }
-    free(call);
-    o->call = NULL;
     if (rc && !permanent(rc)) {
-        o->attempt++;
+        b->attempt++;
         double wait = sophia_backoff_full(o->p.retry_base, o->p.retry_cap,
-                                          o->attempt,
+                                          b->attempt,
                                           sophia_backoff_rand(&o->rng));
         sophia_warn("output", "msg=\"delivery failed, will retry\" instance=%s "
                     "records=%zu attempt=%u error=\"%s\" wait_s=%.3f",
-                    o->inst->name, o->nbatch, o->attempt,
+                    o->inst->name, b->n, b->attempt,
                     o->rt->table.strerror(rc), wait);
         struct timeval tv = sophia_timeval(wait);
-        evtimer_add(o->retry_ev, &tv);
+        evtimer_add(b->retry_ev, &tv);
         return;
     }
-    out_item *b = o->batch;
-    size_t n = o->nbatch;
-    batch_clear(o);
-    o->attempt = 0;
+    batch_unlink(o, b);
+    out_item *items = b->items;
+    size_t n = b->n;
+    batch_free(b);
     if (rc) {
         o->failed += n;
         sophia_warn("output", "msg=\"batch refused\" instance=%s records=%zu "
@@ -310,25 +413,29 @@ void sophia_host_output_done(sophia_output_call *call, int rc)
     } else {
         o->delivered += n;
     }
-    items_end(b, rc);
+    items_end(items, rc);
     kick(o);
 }
 
 static void runner_free(sophia_output *o)
 {
     event_free(o->flush_ev);
-    event_free(o->retry_ev);
-    out_item *b = o->batch, *q = o->head;
-    if (o->call) { /* the plugin still borrows the batch */
-        o->call->o = NULL;
-        o->call->records = o->records;
-        o->call->text = o->text;
-        o->records = NULL;
-        o->text = NULL;
+    while (o->out) {
+        sophia_output_call *b = o->out;
+        o->out = b->next;
+        out_item *items = b->items;
+        if (b->busy) { /* the plugin still borrows the batch */
+            b->o = NULL;
+            b->items = NULL;
+            event_free(b->retry_ev);
+            b->retry_ev = NULL;
+        } else {
+            batch_free(b);
+        }
+        items_end(items, SOPHIA_EUNAVAIL);
     }
-    batch_clear(o);
+    out_item *q = o->head;
     o->head = o->tail = NULL;
-    items_end(b, SOPHIA_EUNAVAIL);
     items_end(q, SOPHIA_EUNAVAIL);
     free(o);
 }
@@ -377,9 +484,14 @@ int sophia_host_output_stats_at(const sophia_host_rt *rt, size_t i,
                                  .batches = o->batches,
                                  .retries = o->retries,
                                  .failed = o->failed,
+                                 .dropped = o->dropped,
                                  .queued = o->queued,
-                                 .in_batch = o->nbatch,
-                                 .attempt = o->attempt};
+                                 .inflight = o->nout};
+    for (const sophia_output_call *b = o->out; b; b = b->next) {
+        out->in_batch += b->n;
+        if (b->attempt > out->attempt)
+            out->attempt = b->attempt;
+    }
     return 1;
 }
 
@@ -457,6 +569,37 @@ void sophia_output_ctx_apply(sophia_ctx *ctx, sophia_apply *ap)
                                 "alert", json_deep_copy(a));
         if (rec)
             submit_all(co, ap, rec);
+        json_decref(rec);
+    }
+}
+
+void sophia_host_set_alert_route(sophia_host_rt *rt, sophia_alert_route_fn fn,
+                                 void *arg)
+{
+    if (!rt)
+        return;
+    rt->alert_route = fn;
+    rt->alert_route_arg = arg;
+}
+
+#define ROUTE_MAX 64 /* outputs one detached alert reaches, at most */
+
+void sophia_output_ctx_detached(sophia_ctx *ctx)
+{
+    size_t i = 0;
+    const json_t *a = sophia_ctx_next_alert(ctx, &i);
+    sophia_instance *inst = a ? sophia_ctx_instance(ctx) : NULL;
+    sophia_host_rt *rt = sophia_host_rt_of(inst);
+    sophia_output *outs[ROUTE_MAX];
+    size_t n = rt && rt->alert_route
+                   ? rt->alert_route(rt->alert_route_arg, inst, outs, ROUTE_MAX)
+                   : 0;
+    for (; a && n; a = sophia_ctx_next_alert(ctx, &i)) {
+        json_t *rec = json_pack("{s:s,s:n,s:n,s:s,s:o}", "type", "alert",
+                                "stream", "event_id", "instance", inst->name,
+                                "alert", json_deep_copy(a));
+        for (size_t k = 0; rec && k < n; k++)
+            sophia_output_submit_detached(outs[k], json_incref(rec));
         json_decref(rec);
     }
 }

@@ -17,6 +17,9 @@ static const sophia_statdef output_statdefs[] = {
                    OFF(delivered)),
     SOPHIA_STATDEF("failed", "sophia_output_records_failed_total", "counter",
                    NULL, "Records an output refused for good.", OFF(failed)),
+    SOPHIA_STATDEF("dropped", "sophia_output_alerts_dropped_total", "counter",
+                   NULL, "Alerts raised outside an event dropped: their "
+                   "queue was full.", OFF(dropped)),
     SOPHIA_STATDEF("batches", "sophia_output_batches_total", "counter", NULL,
                    "deliver() calls, retries included.", OFF(batches)),
     SOPHIA_STATDEF("retries", "sophia_output_retries_total", "counter", NULL,
@@ -25,11 +28,14 @@ static const sophia_statdef output_statdefs[] = {
     SOPHIA_STATDEF("queued", "sophia_output_queued", "gauge", NULL,
                    "Records waiting for a batch.", OFF(queued),
                    .kind = SOPHIA_STAT_SIZE),
+    SOPHIA_STATDEF("inflight", "sophia_output_inflight", "gauge", NULL,
+                   "Batches out or waiting to go again (max_inflight at "
+                   "most).", OFF(inflight), .kind = SOPHIA_STAT_SIZE),
     SOPHIA_STATDEF("in_batch", "sophia_output_in_batch", "gauge", NULL,
-                   "Records of the batch out or waiting to go again.",
+                   "Records of the batches out or waiting to go again.",
                    OFF(in_batch), .kind = SOPHIA_STAT_SIZE),
     SOPHIA_STATDEF("attempt", "sophia_output_attempt", "gauge", NULL,
-                   "Failed deliveries of the current batch so far.",
+                   "Failed deliveries of the most tried batch out.",
                    OFF(attempt), .kind = SOPHIA_STAT_SIZE),
 };
 

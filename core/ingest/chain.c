@@ -27,6 +27,14 @@ struct sophia_chain {
     size_t first; /* the first processor link */
 };
 
+int sophia_chain_has(const sophia_chain *ch, const sophia_instance *inst)
+{
+    for (size_t i = 0; ch && i < ch->n; i++)
+        if (ch->v[i].inst == inst)
+            return 1;
+    return 0;
+}
+
 /* Borrowed events, the input or output of one link. */
 typedef struct evlist {
     const json_t **v;

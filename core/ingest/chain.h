@@ -43,6 +43,8 @@ void sophia_chain_free(sophia_chain *ch);
 
 /* The first processor link's instance (its prefetch runs on the head). */
 sophia_instance *sophia_chain_first(const sophia_chain *ch);
+/* Whether `inst` is one of the chain's processor links. */
+int sophia_chain_has(const sophia_chain *ch, const sophia_instance *inst);
 /* Whether `plugins` holds another instance than the chain's under one of
  * its links' names (a reload replacing a link). */
 int sophia_chain_replaced(const sophia_chain *ch,

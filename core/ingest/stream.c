@@ -223,6 +223,14 @@ static int stream_set_outputs(sophia_stream *st, const sophia_conf *c,
     st->out_inst = in;
     st->outs = outs;
     st->nouts = live ? n : 0;
+    /* Room for every output's batches out at once: a window smaller than
+     * batch x max_inflight would leave slots idle while events wait. */
+    st->max_inflight = STREAM_MAX_INFLIGHT;
+    for (size_t i = 0; i < st->nouts; i++) {
+        size_t w = sophia_output_window(outs[i]);
+        if (w > st->max_inflight)
+            st->max_inflight = w;
+    }
     return 0;
 }
 
@@ -896,6 +904,35 @@ void sophia_streams_on_commit(sophia_streams *s, sophia_stream_commit_fn fn,
 {
     s->on_commit = fn;
     s->commit_arg = arg;
+}
+
+/* Adds st's outputs to out[0..*n) that are not there yet. */
+static void outs_union(const sophia_stream *st, sophia_output **out,
+                       size_t *n, size_t max)
+{
+    for (size_t i = 0; i < st->nouts; i++) {
+        size_t k = 0;
+        while (k < *n && out[k] != st->outs[i])
+            k++;
+        if (k == *n && *n < max)
+            out[(*n)++] = st->outs[i];
+    }
+}
+
+size_t sophia_streams_alert_outputs(void *arg, const sophia_instance *inst,
+                                    sophia_output **out, size_t max)
+{
+    const sophia_streams *s = arg;
+    size_t n = 0;
+    int runs = 0;
+    for (size_t i = 0; s && i < s->n; i++)
+        if (sophia_chain_has(s->v[i]->chain, inst)) {
+            runs = 1;
+            outs_union(s->v[i], out, &n, max);
+        }
+    for (size_t i = 0; s && !runs && i < s->n; i++)
+        outs_union(s->v[i], out, &n, max);
+    return n;
 }
 
 sophia_stream *sophia_streams_find(const sophia_streams *s, const char *name)

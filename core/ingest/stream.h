@@ -56,6 +56,7 @@
 #include <stdio.h>
 
 #include "conf/config.h"
+#include "host/output.h"
 #include "ingest/dedup.h"
 #include "lib/statdef.h"
 #include "plugin/plugin.h"
@@ -131,6 +132,14 @@ void sophia_streams_recall(sophia_streams *s, const sophia_plugin_set *next);
 typedef void (*sophia_stream_commit_fn)(void *arg, const sophia_event *ev);
 void sophia_streams_on_commit(sophia_streams *s, sophia_stream_commit_fn fn,
                               void *arg);
+
+/* A sophia_alert_route_fn (host/output.h), arg the streams: an alert
+ * raised outside an event by `inst` goes to the outputs of every stream
+ * whose chain runs it (a processor's timer); an instance no stream runs
+ * (a consolidator, a correlator) to the outputs of every stream. Each
+ * output once. */
+size_t sophia_streams_alert_outputs(void *arg, const sophia_instance *inst,
+                                    sophia_output **out, size_t max);
 
 sophia_stream *sophia_streams_find(const sophia_streams *s, const char *name);
 size_t sophia_streams_count(const sophia_streams *s);

@@ -42,9 +42,14 @@
 /* The text search configuration: english stemming, accents folded when
  * the unaccent extension is there (schema_sql). */
 #define MEM_TS_CONFIG "sophia_english"
+/* What is indexed of a text (and asked of a question): the text with "%"
+ * spelt out, which the parser drops, so "18% off" matches "percent off"
+ * (the synonym list's way to say discount). For snprintf formats ("%%"). */
+#define MEM_TS_TEXT(x) "replace(" x ", '%%', ' percent ')"
 /* Typo tolerance: only words of this many letters, no digits, replaced by
- * known words of this many letters at least this similar (pg_trgm's
- * trigram similarity; a swapped pair in a 6-letter word scores ~0.27). */
+ * known words of this many letters one slip away, or at least this
+ * similar (pg_trgm's trigram similarity; a swapped pair in a 6-letter
+ * word scores ~0.27, in a 5-letter stem 0.2). */
 #define MEM_FUZZY_MIN_LEN "4"
 #define MEM_FUZZY_MIN_SIM "0.25"
 /* A corrected word weighs its similarity times this (at most 1): a word
@@ -55,10 +60,12 @@
 #ifndef MEM_FUZZY_GAIN
 #define MEM_FUZZY_GAIN "1.75"
 #endif
-#define MEM_FUZZY_CANDIDATES "1"
-/* A synonym's weight in the text leg against the question's own words
- * (tuned on the evaluation's tuning split). */
-#define MEM_SYN_WEIGHT "0.6"
+#define MEM_FUZZY_CANDIDATES "10"
+/* A word one slip away from an unknown one weighs this (see words_fuzzy):
+ * a little under the question's own words. */
+#ifndef MEM_FUZZY_SLIP
+#define MEM_FUZZY_SLIP "0.9"
+#endif
 #define MEM_SYN_FILE "memory_synonyms.txt"
 
 /* ------------------------------------------------------------- SQL */
@@ -115,29 +122,52 @@ static int build_sql(mem_sql *q, const char *t)
      * exact, and cheap for the uncommon words left), summed per row. A
      * plain OR ranked by ts_rank_cd has no idf: "Vamel QBR date" ranked
      * every QBR note alike. fts_fuzzy also replaces a word the store has
-     * never seen by its nearest known word (pg_trgm over <table>_words),
-     * weighted by their similarity: typo tolerance. $4: live rows. */
+     * never seen by a known word one slip away or its nearest (pg_trgm
+     * over <table>_words): typo tolerance. Synonym groups are terms of
+     * their own (fts_fmt). $4: live rows. */
     const char *words_exact =
-        "fx AS (SELECT ql.w, ql.wt AS sim FROM ql), ";
+        "fx AS (SELECT ql.w, 1.0::float8 AS sim FROM ql), ";
+    /* A word the store has never seen: of the nearest known words by
+     * trigrams, one a single slip away (a letter dropped, doubled,
+     * changed, or two swapped: some one-letter deletion of each is the
+     * same - symmetric delete, as spelling correctors do) is taken first;
+     * trigrams alone rank a swap in a short name below unrelated words
+     * ("satkr": "sale" 0.22, "stakr" 0.20). */
     const char *words_fuzzy =
-        "fx AS (SELECT ql.w, ql.wt AS sim FROM ql WHERE EXISTS (SELECT "
+        "fx AS (SELECT ql.w, 1.0::float8 AS sim FROM ql WHERE EXISTS (SELECT "
         "1 FROM %1$s_words v WHERE v.word = ql.w) UNION ALL SELECT c.word, "
-        "ql.wt * least(1.0, " MEM_FUZZY_GAIN " * similarity(c.word, ql.w))::float8 "
-        "FROM ql CROSS JOIN LATERAL (SELECT v.word FROM %1$s_words v WHERE "
-        "length(v.word) >= " MEM_FUZZY_MIN_LEN " ORDER BY v.word <-> ql.w LIMIT "
-        MEM_FUZZY_CANDIDATES ") c WHERE "
+        "CASE WHEN c.slip THEN " MEM_FUZZY_SLIP " ELSE least(1.0, "
+        MEM_FUZZY_GAIN " * c.sim) END::float8 FROM ql CROSS JOIN LATERAL "
+        "(SELECT n.word, similarity(n.word, ql.w) AS sim, EXISTS (SELECT 1 "
+        "FROM generate_series(0, length(n.word)) i, generate_series(0, "
+        "length(ql.w)) j WHERE i + j > 0 AND CASE WHEN i = 0 THEN n.word ELSE "
+        "overlay(n.word PLACING '' FROM i FOR 1) END = CASE WHEN j = 0 THEN "
+        "ql.w ELSE overlay(ql.w PLACING '' FROM j FOR 1) END) AS slip FROM "
+        "(SELECT v.word FROM %1$s_words v WHERE length(v.word) >= "
+        MEM_FUZZY_MIN_LEN " ORDER BY v.word <-> ql.w LIMIT "
+        MEM_FUZZY_CANDIDATES ") n ORDER BY 3 DESC, 2 DESC LIMIT 1) c WHERE "
         "length(ql.w) >= " MEM_FUZZY_MIN_LEN " AND ql.w !~ '[0-9]' AND NOT "
-        "EXISTS (SELECT 1 FROM %1$s_words v WHERE v.word = ql.w) AND "
-        "similarity(c.word, ql.w) >= " MEM_FUZZY_MIN_SIM "), ";
+        "EXISTS (SELECT 1 FROM %1$s_words v WHERE v.word = ql.w) AND (c.slip "
+        "OR c.sim >= " MEM_FUZZY_MIN_SIM ")), ";
+    /* $1: the question's words (the synonyms' members blanked out), $5:
+     * its synonym concepts, one line per member (memory_synonyms.c). A
+     * concept is the OR of its members' phrases, scored once, with the
+     * idf of every row it matches; a member whose words are all common
+     * is left out of it. */
     const char *fts_fmt =
-        "WITH ql AS (SELECT e.lexeme AS w, max(e.wt) AS wt FROM (SELECT "
-        "u.lexeme, 1.0::float8 AS wt FROM unnest(to_tsvector('" MEM_TS_CONFIG
-        "', $1)) u UNION ALL SELECT u.lexeme, " MEM_SYN_WEIGHT "::float8 FROM "
-        "unnest(to_tsvector('" MEM_TS_CONFIG "', $5)) u) e WHERE e.lexeme <> "
-        "ALL(COALESCE((SELECT common FROM %1$s_stats WHERE k = 1), '{}')) "
-        "GROUP BY e.lexeme), %2$s"
-        "d AS (SELECT fx.w, max(fx.sim) AS sim, to_tsquery('simple', "
-        "quote_literal(fx.w)) AS q FROM fx GROUP BY fx.w), df AS MATERIALIZED (SELECT "
+        "WITH cw AS (SELECT COALESCE((SELECT common FROM %1$s_stats WHERE k "
+        "= 1), '{}') AS c), ql AS (SELECT u.lexeme AS w FROM unnest("
+        "to_tsvector('" MEM_TS_CONFIG "', " MEM_TS_TEXT("$1") ")) u, cw WHERE u.lexeme <> ALL(cw.c)), "
+        "%2$s"
+        "sa AS (SELECT split_part(l, E'\\t', 1) AS g, split_part(l, E'\\t', 2) "
+        "AS t FROM unnest(string_to_array($5, E'\\n')) l WHERE l <> ''), sq AS "
+        "(SELECT sa.g, to_tsquery('" MEM_TS_CONFIG "', sa.t) AS q FROM sa, cw "
+        "WHERE NOT (tsvector_to_array(to_tsvector('" MEM_TS_CONFIG "', sa.t)) "
+        "<@ cw.c)), "
+        "d AS (SELECT max(fx.sim) AS sim, to_tsquery('simple', "
+        "quote_literal(fx.w)) AS q FROM fx GROUP BY fx.w UNION ALL SELECT "
+        "1.0, string_agg('(' || sq.q::text || ')', ' | ')::tsquery FROM sq "
+        "WHERE numnode(sq.q) > 0 GROUP BY sq.g), df AS MATERIALIZED (SELECT "
         "d.q, "
         "d.sim, (SELECT count(*) FROM %1$s x WHERE x.tsv @@ d.q AND "
         "x.consolidated_into IS NULL)::float8 AS n FROM d), s AS (SELECT t.id, "
@@ -193,7 +223,7 @@ static int build_sql(mem_sql *q, const char *t)
      * (memory_consolidate.c), the rows of their neighbours (in the batch
      * or not: one query), and the cursor itself, one row per instance. */
     q->batch = fmt_sql("SELECT " MEM_COLS_HEAD ", embedding, " MEM_COLS_SCOPE
-                       " FROM %s WHERE consolidated_into IS NULL AND id > "
+                       ", extract(epoch FROM decayed_at)::float8 FROM %s WHERE consolidated_into IS NULL AND id > "
                        "$2::bigint ORDER BY id LIMIT $1::int", t);
     q->nbrows = fmt_sql("SELECT id, memory_type, context::text, "
                         "octet_length(content), importance::float8, "
@@ -237,11 +267,21 @@ static int build_sql(mem_sql *q, const char *t)
                         "(memory_id, event, detail) SELECT id, 'deleted', "
                         "jsonb_build_object('by', 'consolidator', 'instance', "
                         "$2::text) FROM x) SELECT memory_type FROM x", t);
+    /* A consolidator's write-back (host->memory_set_importance): the
+     * importance, the time it was decayed to (so the next decay counts
+     * only the time since), and a history event. $3: the instance. */
+    q->set_importance = fmt_sql("WITH u AS (UPDATE %s SET importance = "
+                                "$2::real, decayed_at = now() WHERE id = $1::bigint "
+                                "AND consolidated_into IS NULL RETURNING id, "
+                                "importance), h AS (INSERT INTO %s_history "
+                                "(memory_id, event, detail) SELECT id, 'decayed', "
+                                "jsonb_build_object('importance', importance, 'by', "
+                                "$3::text) FROM u) SELECT id FROM u", t);
     char **all[] = {&q->insert, &q->fts, &q->fts_fuzzy, &q->rows, &q->rows_next,
                     &q->touch, &q->feedback,
                     &q->count, &q->types, &q->all, &q->batch, &q->merge_keep,
                     &q->expire, &q->common, &q->nbrows, &q->cons_load,
-                    &q->cons_save};
+                    &q->cons_save, &q->set_importance};
     if (mem_crud_sql(q, t) < 0)
         return -1;
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
@@ -269,6 +309,7 @@ static void free_sql(mem_sql *q)
     free(q->nbrows);
     free(q->cons_load);
     free(q->cons_save);
+    free(q->set_importance);
     mem_crud_sql_free(q);
 }
 
@@ -276,9 +317,10 @@ static void free_sql(mem_sql *q)
  * are best effort (a role that may not create them still gets a store, and
  * on_exts says what is missing); the configuration is shared by every
  * table, created once (a copy of english, plus unaccent when it is
- * there). A table whose tsv predates MEM_TS_CONFIG gets it recomputed:
+ * there). A table whose tsv predates MEM_TS_CONFIG or MEM_TS_TEXT gets
+ * it recomputed:
  * dropping the generated column drops its index, which is re-created. */
-#define MEM_SCHEMA_STEPS 15
+#define MEM_SCHEMA_STEPS 16
 static void schema_sql(const char *t, char *buf, size_t n, int which)
 {
     switch (which) {
@@ -309,16 +351,17 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
                  "bigint NOT NULL DEFAULT 0, feedback integer NOT NULL DEFAULT "
                  "0, consolidated_into bigint NULL, embedding bytea NOT NULL, "
                  "tsv tsvector GENERATED ALWAYS AS (to_tsvector('" MEM_TS_CONFIG
-                 "', content)) STORED)", t);
+                 "', " MEM_TS_TEXT("content") ")) STORED)", t);
         break;
     case 4:
         snprintf(buf, n, "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attrdef d "
                  "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = "
                  "d.adnum WHERE d.adrelid = '%s'::regclass AND a.attname = 'tsv' "
                  "AND pg_get_expr(d.adbin, d.adrelid) LIKE '%%" MEM_TS_CONFIG
-                 "%%') THEN ALTER TABLE %s DROP COLUMN IF EXISTS tsv; ALTER TABLE %s ADD "
+                 "%% percent %%') THEN ALTER TABLE %s DROP COLUMN IF EXISTS tsv; ALTER TABLE %s ADD "
                  "COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('"
-                 MEM_TS_CONFIG "', content)) STORED; END IF; END $$", t, t, t);
+                 MEM_TS_CONFIG "', " MEM_TS_TEXT("content") ")) STORED; END IF; "
+                 "END $$", t, t, t);
         break;
     case 5:
         snprintf(buf, n, "CREATE INDEX IF NOT EXISTS %s_tsv ON %s USING gin (tsv)",
@@ -378,6 +421,12 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
         snprintf(buf, n, "CREATE TABLE IF NOT EXISTS %s_cons (instance text "
                  "PRIMARY KEY, after_id bigint NOT NULL DEFAULT 0, passes bigint "
                  "NOT NULL DEFAULT 0, pass_started float8, last_pass_s float8)", t);
+        break;
+    case 15:
+        /* When a consolidator last wrote a decayed importance back
+         * (host->memory_set_importance); NULL = never. */
+        snprintf(buf, n, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS decayed_at "
+                 "timestamptz", t);
         break;
     default:
         snprintf(buf, n, "DO $$ BEGIN CREATE INDEX IF NOT EXISTS %s_user ON %s "

@@ -42,21 +42,25 @@
  * Until the index is loaded, stores and searches wait in a bounded list and
  * start once it is ready (503 beyond the bound).
  *
- * Retrieval (sophia_memory_search) is hybrid. The question is first
- * expanded with the synonym list share/memory_synonyms.txt (data, read at
- * start; memory_synonyms.c). Candidates: the k*4 nearest vectors (k*20
- * when a context filter is given, since the filter is applied after
- * faiss) and the k*4 best full-text matches. The text leg (memory.c) takes
- * the question's words through the sophia_english text search
+ * Retrieval (sophia_memory_search) is hybrid. The question's synonym
+ * groups are found first with the list share/memory_synonyms.txt (data,
+ * read at start; memory_synonyms.c). Candidates: the k*4 nearest vectors
+ * (k*20 when a context filter is given, since the filter is applied after
+ * faiss) and the k*4 best full-text matches. The text leg (memory.c)
+ * takes the question's words through the sophia_english text search
  * configuration (english stemming, accents folded by the unaccent
- * extension when installed), drops words found in >= 2% of the rows (and
- * >= 1,000 of them; the list is refreshed from ts_stat every 10 minutes,
- * so queries of very common words stay cheap; the vector leg covers
- * those), replaces a word the store has never seen by its nearest known
- * word (pg_trgm over <table>_words, when installed: typo tolerance;
- * weight min(1, 1.75 x similarity)), adds
- * the synonyms at weight 0.6, and scores each row by the sum of its
- * matching words' idf (BM25's, counted through the GIN index). Context
+ * extension when installed, "%" read as "percent"), drops words found in
+ * >= 2% of the rows (and >= 1,000 of them; the list is refreshed from
+ * ts_stat every 10 minutes, so queries of very common words stay cheap;
+ * the vector leg covers those), replaces a word the store has never seen
+ * by a known word one slip away (a letter dropped, doubled, changed or
+ * two swapped, among its 10 nearest by pg_trgm over <table>_words, when
+ * installed: weight 0.9), else by its nearest at trigram similarity >=
+ * 0.25 (weight min(1, 1.75 x similarity)), and scores each row by the sum
+ * of its matching words' idf (BM25's, counted through the GIN index). A
+ * synonym group the question names is one more term: any member matches
+ * (a phrase as a phrase), it counts once with the idf of all the rows it
+ * matches, and the member's words leave the word list. Context
  * filters (text equality, `in`, ranges on numbers and ISO dates:
  * sophia_memory_check_filter) and the scope drop candidates before
  * ranking. Ranks are over the surviving candidates, equal scores sharing
@@ -75,7 +79,7 @@
  * runs one leg alone (the evaluation's baseline; no access counted).
  *
  * Every change leaves an event in <table>_history, in the statement that
- * makes it (created, updated, feedback, merged, deleted).
+ * makes it (created, updated, feedback, merged, deleted, decayed).
  *
  * One memory and scopes (memory_crud.c): get, a keyset-paged list, patch
  * (a new content is embedded again; on HNSW the new vector is added under
@@ -338,6 +342,8 @@ int sophia_memory_host_search(const char *query, const sophia_json *filter,
 const sophia_json *sophia_memory_host_batch(sophia_ctx *ctx);
 int sophia_memory_host_merge(sophia_ctx *ctx, int64_t keep_id, int64_t drop_id);
 int sophia_memory_host_expire(sophia_ctx *ctx, int64_t id);
+int sophia_memory_host_set_importance(sophia_ctx *ctx, int64_t id,
+                                      double importance);
 /* sophia_memory_ctx_apply: declared in host/host.h (it takes the apply). */
 void sophia_memory_ctx_free(sophia_ctx *ctx);
 /* Sets the batch a consolidator sees (borrowed) and returns the queued

@@ -19,8 +19,9 @@
  *     through the runner the host registered (sophia_memory_set_cons_runner,
  *     host/consolidate_run.c: memory sits below the host and does not call
  *     it); the plugin reads host->memory_batch(ctx) and queues memory_merge /
- *     memory_expire (and any other action);
- *  5. loop + worker: apply each merge or expiry in PostgreSQL, then remove
+ *     memory_expire / memory_set_importance (and any other action);
+ *  5. loop + worker: apply each merge, expiry or importance (a decay
+ *     written back) in PostgreSQL, then remove
  *     the dropped ids from the index in one worker job, and save it later;
  *     then move the cursor past the batch and save it.
  * Ingest and search go on meanwhile; a memory stored during a pass is part
@@ -63,7 +64,7 @@ typedef struct cons_run {
     size_t nremoved;
     size_t tombs; /* after the removal (stats) */
     int rebuild;  /* enough tombstones for a background rebuild */
-    uint64_t merged, expired;
+    uint64_t merged, expired, decayed;
 } cons_run;
 
 static void run_free(cons_run *r)
@@ -145,8 +146,9 @@ static void run_end(cons_run *r, const char *why)
         mem_mark_dirty(r->m);
     if (!why) {
         sophia_debug("memory", "msg=\"consolidated\" instance=%s looked_at=%zu "
-                     "merged=%llu expired=%llu", r->c->cc->instance, r->n,
-                     (unsigned long long)r->merged, (unsigned long long)r->expired);
+                     "merged=%llu expired=%llu decayed=%llu", r->c->cc->instance,
+                     r->n, (unsigned long long)r->merged,
+                     (unsigned long long)r->expired, (unsigned long long)r->decayed);
         cursor_advance(r);
     }
     run_free(r);
@@ -183,9 +185,23 @@ static void op_applied(cons_run *r)
 
 typedef struct op_arg {
     cons_run *r;
-    int64_t id; /* the id that leaves the index */
+    int64_t id; /* the id that leaves the index (not for an importance) */
     int merge;
 } op_arg;
+
+/* An importance written back: the row stays, so nothing leaves the
+ * index. */
+static void on_importance(void *arg, PGresult *res, const char *err)
+{
+    op_arg *a = arg;
+    if (res && !err && PQntuples(res) == 1)
+        a->r->decayed++;
+    else if (err && res)
+        sophia_warn("memory", "msg=\"consolidation step failed\" id=%lld error=\"%s\"",
+                    (long long)a->id, err);
+    op_applied(a->r);
+    free(a);
+}
 
 static void on_op(void *arg, PGresult *res, const char *err)
 {
@@ -217,21 +233,29 @@ static void apply_ops(cons_run *r)
         r->ops = json_array();
     }
     json_array_foreach(r->ops, i, op) {
-        int merge = !strcmp(json_string_value(json_object_get(op, "op")), "merge");
-        char a1[24], a2[24];
+        const char *kind = json_string_value(json_object_get(op, "op"));
+        int merge = !strcmp(kind, "merge"), imp = !strcmp(kind, "importance");
+        char a1[24], a2[32];
         int64_t keep = json_integer_value(json_object_get(op, "keep"));
         int64_t id = json_integer_value(json_object_get(op, merge ? "drop" : "id"));
         snprintf(a1, sizeof(a1), "%lld", (long long)(merge ? keep : id));
-        snprintf(a2, sizeof(a2), "%lld", (long long)id);
-        const char *vals[3] = {a1, merge ? a2 : r->c->cc->instance, r->c->cc->instance};
+        if (imp)
+            snprintf(a2, sizeof(a2), "%.9g",
+                     json_real_value(json_object_get(op, "importance")));
+        else
+            snprintf(a2, sizeof(a2), "%lld", (long long)id);
+        const char *vals[3] = {a1, merge || imp ? a2 : r->c->cc->instance,
+                               r->c->cc->instance};
+        const char *sql = merge ? r->m->sql.merge_keep
+                          : imp ? r->m->sql.set_importance : r->m->sql.expire;
         op_arg *a = calloc(1, sizeof(*a));
         if (!a)
             break;
         a->r = r;
         a->id = id;
         a->merge = merge;
-        if (sophia_pg_query(r->m->pg, merge ? r->m->sql.merge_keep : r->m->sql.expire,
-                            merge ? 3 : 2, vals, NULL, NULL, on_op, a) == 0)
+        if (sophia_pg_query(r->m->pg, sql, merge || imp ? 3 : 2, vals, NULL, NULL,
+                            imp ? on_importance : on_op, a) == 0)
             r->pending++;
         else
             free(a);
@@ -407,6 +431,8 @@ static json_t *batch_row(PGresult *res, int i, double now)
     json_object_set_new(row, "user_id", opt_text(res, i, 10));
     json_object_set_new(row, "agent_id", opt_text(res, i, 11));
     json_object_set_new(row, "session_id", opt_text(res, i, 12));
+    json_object_set_new(row, "decayed_at", PQgetisnull(res, i, 13) ? json_null()
+                                           : json_real(atof(PQgetvalue(res, i, 13))));
     return row;
 }
 

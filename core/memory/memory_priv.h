@@ -56,8 +56,8 @@ typedef struct mem_syn mem_syn;       /* memory_synonyms.c */
 typedef struct mem_sql {
     char *insert, *fts, *fts_fuzzy, *rows, *rows_next, *touch, *feedback, *count, *types, *all;
     char *batch, *merge_keep, *expire, *common;
-    /* memory_consolidate.c: neighbours' rows, the cursor */
-    char *nbrows, *cons_load, *cons_save;
+    /* memory_consolidate.c: neighbours' rows, the cursor, a decay */
+    char *nbrows, *cons_load, *cons_save, *set_importance;
     /* memory_crud.c */
     char *get, *list, *patch, *del_scope, *history;
 } mem_sql;
@@ -251,13 +251,15 @@ void mem_access_forget(sophia_memory *m, const char *user, const int64_t *ids,
                        size_t n);
 
 /* memory_synonyms.c: the synonym file (NULL + err on a bad file), how
- * many groups it has, and a query's expansion: the other members of every
- * group the query names, space-separated, malloc'd ("" for none; NULL s
- * is fine; NULL only when out of memory). */
+ * many groups it has, and a query's concepts: for every group the query
+ * names, one line per member, "<group number>\t<tsquery phrase>", e.g.
+ * "3\tprice <-> cut" (malloc'd, "" for none; NULL s is fine), and in
+ * *rest the query with the members it named blanked out. NULL (and *rest
+ * NULL) only when out of memory. */
 mem_syn *mem_syn_load(const char *path, char *err, size_t errlen);
 void mem_syn_free(mem_syn *s);
 size_t mem_syn_groups(const mem_syn *s);
-char *mem_syn_expand(const mem_syn *s, const char *query);
+char *mem_syn_expand(const mem_syn *s, const char *query, char **rest);
 
 /* memory_reembed.c: the embedder's life (see there). */
 int mem_re_init(sophia_memory *m, const sophia_plugin_set *plugins);

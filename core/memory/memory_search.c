@@ -82,9 +82,9 @@ typedef struct cand {
 
 typedef struct search_job {
     sophia_memory *m;
-    char *q;
-    char *qx;     /* the synonym expansion ("" for none) */
-    char *qv;     /* what the vector leg embeds: q, or q + qx */
+    char *q;      /* the text leg's words: the question minus synonyms */
+    char *qx;     /* the synonym concepts (mem_syn_expand; "" for none) */
+    char *qv;     /* what the vector leg embeds: the question, no stop words */
     size_t k;
     int legs;      /* SOPHIA_MEM_LEG_* bits: which lists are fused */
     char *filter; /* jsonb text */
@@ -500,11 +500,10 @@ int sophia_memory_search_scoped(sophia_memory *m, const char *query, size_t k,
     j->filtered = filter && json_object_size(filter) > 0;
     int bad = copy_scope(j, scope);
     j->kv = k * (j->filtered ? 20 : 4);
-    j->q = strdup(query);
     /* The synonyms go to the text leg only: on the tuning split, adding
      * them to the embedded text made the vector leg worse (recall@1 0.40
      * -> 0.21). */
-    j->qx = mem_syn_expand(m->syn, query);
+    j->qx = mem_syn_expand(m->syn, query, &j->q);
     j->qv = vector_text(query);
     j->filter = filter ? json_dumps(filter, JSON_COMPACT) : strdup("{}");
     j->vids = malloc(j->kv * sizeof(*j->vids));

@@ -9,8 +9,12 @@
  * database server. The file: one group per line, comma-separated words
  * or phrases that mean the same in a question; `#` starts a comment.
  * A question that contains a member (case-insensitive, on word
- * boundaries) gets the group's other members as its expansion, which the
- * text leg weighs below the question's own words (memory.c).
+ * boundaries) gets the group as one concept: the text leg (memory.c)
+ * matches any member, each a phrase, and scores the concept once with
+ * the idf of all the rows it matches, the way a search engine scores a
+ * synonym set as one term. The member's own words leave the question's
+ * word list: "quarterly review" then no longer counts "review" again for
+ * every security review, and "deal" a second time through "contract".
  */
 #include "memory/memory_priv.h"
 
@@ -22,7 +26,7 @@
 #include "lib/log.h"
 
 #define SYN_MAX_LINE 1024
-#define SYN_MAX_EXPANSION 1024 /* bytes of expansion per query */
+#define SYN_MAX_EXPANSION 4096 /* bytes of expansion per query */
 
 typedef struct syn_group {
     char **terms; /* lower-case */
@@ -155,42 +159,70 @@ static int is_word(char c)
     return isalnum((unsigned char)c) || (unsigned char)c >= 0x80;
 }
 
-/* Does lower-case `q` contain `term` with word boundaries on both sides? */
-static int contains_term(const char *q, const char *term)
+/* Where lower-case `q` contains `term` with word boundaries on both
+ * sides, from `from` on; NULL when nowhere. */
+static const char *find_term(const char *q, const char *from, const char *term)
 {
     size_t tl = strlen(term);
-    for (const char *p = strstr(q, term); p; p = strstr(p + 1, term))
+    for (const char *p = strstr(from, term); p; p = strstr(p + 1, term))
         if ((p == q || !is_word(p[-1])) && !is_word(p[tl]))
-            return 1;
+            return p;
+    return NULL;
+}
+
+/* Appends `term` as a tsquery phrase ("price <-> cut": its words, split on
+ * anything but letters and digits, so the text needs no quoting) on a line
+ * of its own after the group's number; 0, or -1 when it does not fit. */
+static int put_phrase(char *out, size_t *o, size_t group, const char *term)
+{
+    char buf[SYN_MAX_LINE * 5];
+    size_t b = (size_t)snprintf(buf, sizeof(buf), "%zu\t", group), words = 0;
+    for (const char *p = term; *p;) {
+        while (*p && !is_word(*p))
+            p++;
+        if (!*p)
+            break;
+        if (words++)
+            b += (size_t)snprintf(buf + b, sizeof(buf) - b, " <-> ");
+        while (*p && is_word(*p) && b + 2 < sizeof(buf))
+            buf[b++] = *p++;
+    }
+    if (!words)
+        return 0;
+    buf[b++] = '\n';
+    if (*o + b > SYN_MAX_EXPANSION)
+        return -1;
+    memcpy(out + *o, buf, b);
+    *o += b;
     return 0;
 }
 
-char *mem_syn_expand(const mem_syn *s, const char *query)
+char *mem_syn_expand(const mem_syn *s, const char *query, char **rest)
 {
     char *out = calloc(1, SYN_MAX_EXPANSION + 1);
     char *q = strdup(query);
-    if (!out || !q) {
+    *rest = strdup(query);
+    if (!out || !q || !*rest) {
         free(out);
         free(q);
+        free(*rest);
+        *rest = NULL;
         return NULL;
     }
     lower(q);
     size_t o = 0;
     for (size_t i = 0; s && i < s->n; i++) {
         const syn_group *g = &s->g[i];
-        size_t hit = 0;
-        while (hit < g->n && !contains_term(q, g->terms[hit]))
-            hit++;
-        if (hit == g->n)
-            continue;
-        for (size_t t = 0; t < g->n; t++) {
-            size_t tl = strlen(g->terms[t]);
-            if (contains_term(q, g->terms[t]) || o + tl + 1 > SYN_MAX_EXPANSION)
-                continue;
-            memcpy(out + o, g->terms[t], tl);
-            o += tl;
-            out[o++] = ' ';
-        }
+        int hit = 0;
+        for (size_t t = 0; t < g->n; t++)
+            for (const char *p = find_term(q, q, g->terms[t]); p;
+                 p = find_term(q, p + 1, g->terms[t])) {
+                hit = 1; /* the group stands for these words now */
+                memset(*rest + (p - q), ' ', strlen(g->terms[t]));
+            }
+        for (size_t t = 0; hit && t < g->n; t++)
+            if (put_phrase(out, &o, i, g->terms[t]) < 0)
+                break;
     }
     out[o] = '\0';
     free(q);

@@ -40,6 +40,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const dataDir = path.join(here, '..', 'data', 'memory_eval');
 export const MODES = ['vector', 'text', 'fusion'];
 const TOP = 10;
+let evalsStarted = 0;
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
 
@@ -171,7 +172,8 @@ export async function runEval({ tune = false, log = () => {}, embedder = process
   const set = generate();
   checkCommitted(set);
   const dir = mkdtempSync(path.join(process.env.SOPHIA_TEST_TMP || os.tmpdir(), 'sophia-memeval-'));
-  const table = `memeval_${process.pid}_${Date.now().toString(36)}`;
+  // unique also between evaluations run at once by one process
+  const table = `memeval_${process.pid}_${Date.now().toString(36)}_${++evalsStarted}`;
   let d = await startSophiad(dir, table, embedder);
   const results = { vector: [], text: [], fusion: [] };
   const lists = [];

@@ -2,7 +2,7 @@
 // walks the whole store with a cursor kept in PostgreSQL, dedup finds a
 // duplicate through the vector index wherever its twin is stored (never
 // across scopes), and decay expires by strength (importance lowered by
-// idle time, raised by use). A real sophiad on the shared PostgreSQL,
+// idle time, raised by use) and writes the lowered importance back. A real sophiad on the shared PostgreSQL,
 // each daemon on a table of its own; small batches so a few dozen
 // memories span several runs.
 import { test } from 'node:test';
@@ -154,6 +154,40 @@ test('decay expires an old unused memory and keeps an old one that is used', asy
     await waitFor(async () => (await memStats(d)).consolidators.decay.passes >= p + 2, 'two more passes');
     assert.equal((await getMemory(d, used)).status, 200);
     assert.equal((await memStats(d)).expired, 1);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('decay writes the lowered importance back, and later passes do not count the same idle time again', async () => {
+  const t = uniq();
+  const d = await startDaemon({
+    yaml: yaml(t, '    decay: {every: 200ms, batch: 5, neighbors: 0}', `    decay:
+      plugin: decay
+      options: {half_life: 7d, floor: 0.1}
+`),
+  });
+  try {
+    const id = await store(d, { content: 'Greta keeps the spare keys to the server room', importance: 0.8 });
+    const fresh = await store(d, { content: 'Omar prefers the standup at nine', importance: 0.8 });
+    // One half-life unused: 0.8 -> 0.4, still above the floor, so it stays.
+    await pgQuery(`UPDATE ${t} SET created_at = now() - interval '7 days', last_access = now() - interval '7 days' WHERE id = ${id}`);
+    await waitFor(async () => (await getMemory(d, id)).body.importance < 0.5, 'the importance written back');
+    const imp = (await getMemory(d, id)).body.importance;
+    assert.ok(imp > 0.39 && imp < 0.41, `importance ${imp}, want 0.8 halved`);
+    const h = await history(d, id);
+    assert.equal(h.at(-1).event, 'decayed');
+    assert.equal(h.at(-1).detail.by, 'decay');
+    // Passes after it decay from its decayed_at, not from its last access
+    // again (that would halve it on every pass and expire it).
+    const p = (await memStats(d)).consolidators.decay.passes;
+    await waitFor(async () => (await memStats(d)).consolidators.decay.passes >= p + 3, 'three more passes');
+    const later = await getMemory(d, id);
+    assert.equal(later.status, 200);
+    assert.ok(later.body.importance > 0.39, `importance ${later.body.importance} after more passes`);
+    // A memory in use keeps what it was given.
+    const f = (await getMemory(d, fresh)).body.importance;
+    assert.ok(Math.abs(f - 0.8) < 1e-6, `importance ${f}, want 0.8 (real)`);
   } finally {
     await d.stop();
   }

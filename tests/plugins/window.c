@@ -8,7 +8,9 @@
  * The window's contents move with the verdict (host->stage), and across a
  * reload through export_state/import_state; the timer is the instance's
  * own, armed in init, so a replacing instance closes the window it was
- * handed. Each committed close counts `windows_closed`.
+ * handed. Each committed close counts `windows_closed`. With `alert_over`,
+ * a close whose sum is above it also raises a `window_over` alert - one
+ * raised outside any event, for the outputs tests.
  */
 #include <sophia/sdk.h>
 
@@ -19,7 +21,7 @@ typedef struct win_state {
     const sophia_host *h;
     sophia_self *self;
     const char *label, *dashboard;
-    double sum;
+    double sum, alert_over;
     long long count;
 } win_state;
 
@@ -61,6 +63,11 @@ static int win_close(void *arg, sophia_ctx *ctx)
     h->json_set(d, "count", h->json_int(st->count));
     h->json_set(d, "label", h->json_str(st->label));
     int rc = h->publish(ctx, SOPHIA_UPDATE_METRIC, NULL, st->dashboard, d);
+    if (!rc && st->alert_over > 0 && st->sum > st->alert_over) {
+        char msg[128]; /* an alert outside an event: it reaches outputs */
+        snprintf(msg, sizeof(msg), "window %s summed %g", st->label, st->sum);
+        rc = h->alert(ctx, "window_over", "warning", msg, NULL);
+    }
     if (!rc)
         rc = win_stage(st, ctx, -st->sum, -st->count);
     if (!rc)
@@ -121,6 +128,7 @@ static int win_init(const sophia_host *h, sophia_self *self,
     st->self = self;
     st->label = h->opt_string(opts, "label");
     st->dashboard = h->opt_string(opts, "dashboard");
+    st->alert_over = h->opt_double(opts, "alert_over");
     int64_t id = h->timer_add(self, every, every, win_close, st);
     if (id < 0) {
         free(st);
@@ -139,6 +147,8 @@ static const sophia_option win_options[] = {
     {"window_s", SOPHIA_OPT_DOUBLE, "1", "window length, seconds"},
     {"label", SOPHIA_OPT_STRING, "w", "carried in each close"},
     {"dashboard", SOPHIA_OPT_STRING, "win", "dashboard of the closes"},
+    {"alert_over", SOPHIA_OPT_DOUBLE, "0",
+     "a close whose sum is above this also raises an alert; 0 = never"},
     {NULL, SOPHIA_OPT_STRING, NULL, NULL},
 };
 

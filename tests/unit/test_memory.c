@@ -470,18 +470,29 @@ static void test_memory_synonyms(void **state)
     mem_syn *s = mem_syn_load(path, err, sizeof(err));
     assert_non_null(s);
     assert_int_equal(mem_syn_groups(s), 2);
-    char *x = mem_syn_expand(s, "Where does the ACME Opportunity stand?");
-    assert_string_equal(x, "deal contract ");
+    char *rest;
+    char *x = mem_syn_expand(s, "Where does the ACME Opportunity stand?", &rest);
+    /* the whole group, one phrase a line, as one concept (group 0); the
+     * member leaves the question's words */
+    assert_string_equal(x, "0\tdeal\n0\topportunity\n0\tcontract\n");
+    assert_string_equal(rest, "Where does the ACME             stand?");
     free(x);
-    x = mem_syn_expand(s, "a price cut for Acme"); /* a phrase */
-    assert_string_equal(x, "discount ");
+    free(rest);
+    x = mem_syn_expand(s, "a price cut for Acme", &rest); /* a phrase */
+    assert_string_equal(x, "1\tprice <-> cut\n1\tdiscount\n");
+    assert_string_equal(rest, "a           for Acme");
     free(x);
-    x = mem_syn_expand(s, "dealing with opportunityless contracts"); /* whole words only */
+    free(rest);
+    x = mem_syn_expand(s, "dealing with opportunityless contracts", &rest); /* whole words only */
     assert_string_equal(x, "");
+    assert_string_equal(rest, "dealing with opportunityless contracts");
     free(x);
-    x = mem_syn_expand(NULL, "deal"); /* no list: no expansion */
+    free(rest);
+    x = mem_syn_expand(NULL, "deal", &rest); /* no list: no expansion */
     assert_string_equal(x, "");
+    assert_string_equal(rest, "deal");
     free(x);
+    free(rest);
     mem_syn_free(s);
 
     /* a group of one says which line */

@@ -1,9 +1,11 @@
 /*
  * output - the host's output runner (host/output.h) with a fake output
  * plugin on a real event base: batches are cut by count and by bytes, one
- * deliver() at a time in order, a failed batch comes back whole after its
- * back-off, a refusal for good ends its records with the error, and
- * releasing the instance ends whatever is left. Also the HMAC the host
+ * deliver() at a time in order by default, up to max_inflight when the
+ * plugin raises it (each slot held by its batch through its retries), a
+ * failed batch comes back whole after its back-off, a refusal for good
+ * ends its records with the error, releasing the instance ends whatever
+ * is left, and alerts raised outside an event are bounded. Also the HMAC the host
  * signs with (host->hmac_sha256_hex), against RFC 4231.
  */
 #include <stdarg.h>
@@ -21,7 +23,9 @@
 #define MAX_CALLS 16
 
 typedef struct fake {
-    sophia_output_call *call; /* the deliver() in progress */
+    sophia_output_call *call; /* the deliver() in progress (the last one) */
+    sophia_output_call *calls[MAX_CALLS];
+    size_t busy, max_inflight; /* 0: the host's default */
     size_t counts[MAX_CALLS];
     unsigned attempts[MAX_CALLS];
     char *texts[MAX_CALLS];
@@ -33,12 +37,14 @@ static void fake_deliver(void *state, const sophia_output_batch *b,
                          sophia_output_call *call)
 {
     fake *f = state;
-    assert_null(f->call); /* one at a time */
+    assert_true(f->busy < (f->max_inflight ? f->max_inflight : 1));
+    f->busy++;
     assert_true(f->ncalls < MAX_CALLS);
     assert_int_equal(json_array_size((const json_t *)b->records), b->count);
     assert_int_equal(strlen(b->json), b->json_len);
     f->counts[f->ncalls] = b->count;
     f->attempts[f->ncalls] = b->attempt;
+    f->calls[f->ncalls] = call;
     f->texts[f->ncalls++] = strdup(b->json);
     f->call = call;
 }
@@ -51,6 +57,8 @@ static void fake_params(void *state, sophia_output_params *p)
     p->flush_interval = 0; /* go as soon as nothing is in progress */
     p->retry_base = 0.001;
     p->retry_cap = 0.002;
+    if (f->max_inflight)
+        p->max_inflight = f->max_inflight;
 }
 
 static const sophia_output_ops fake_ops = {
@@ -127,7 +135,103 @@ static void finish(int rc)
     sophia_output_call *c = E.f.call;
     assert_non_null(c);
     E.f.call = NULL;
+    E.f.busy--;
     sophia_host_output_done(c, rc);
+}
+
+/* Ends the i-th deliver() with rc, whichever is in progress. */
+static void finish_at(size_t i, int rc)
+{
+    assert_non_null(E.f.calls[i]);
+    sophia_output_call *c = E.f.calls[i];
+    E.f.calls[i] = NULL;
+    if (E.f.call == c)
+        E.f.call = NULL;
+    E.f.busy--;
+    sophia_host_output_done(c, rc);
+}
+
+static json_t *stat_of(const char *name)
+{
+    json_t *st = sophia_host_outputs_stats_json(E.rt);
+    json_t *v = json_incref(json_object_get(json_object_get(st, "out"), name));
+    json_decref(st);
+    return v;
+}
+
+static json_int_t stat_int(const char *name)
+{
+    json_t *v = stat_of(name);
+    json_int_t n = json_integer_value(v);
+    json_decref(v);
+    return n;
+}
+
+/* Three slots: batches overlap, report in any order, and one that fails
+ * keeps its slot through its back-off, then goes again unchanged. */
+static void test_inflight_overlap_and_retry(void **unused)
+{
+    (void)unused;
+    sophia_output *o = setup_env(2, 1 << 20);
+    E.f.max_inflight = 3;
+    sophia_host_release(&E.self); /* params() again, with 3 */
+    o = sophia_host_output(&E.self);
+    for (size_t i = 0; i < 7; i++)
+        submit(o, i);
+    /* 0, 1 and 2 went alone as each slot was free; 3..6 wait */
+    assert_int_equal(E.f.ncalls, 3);
+    assert_int_equal(E.f.busy, 3);
+    assert_int_equal(stat_int("inflight"), 3);
+    assert_int_equal(stat_int("queued"), 4);
+    finish_at(2, 0); /* the youngest first: its record reports first */
+    assert_int_equal(E.nreported, 1);
+    assert_int_equal(E.order[0], 2);
+    assert_int_equal(E.f.ncalls, 4); /* its slot took 3 and 4 */
+    assert_string_equal(E.f.texts[3], "[{\"n\":3},{\"n\":4}]");
+    finish_at(0, SOPHIA_EUNAVAIL); /* keeps its slot while it waits */
+    assert_int_equal(E.f.ncalls, 4);
+    assert_int_equal(stat_int("inflight"), 3);
+    finish_at(1, 0);
+    assert_int_equal(E.f.ncalls, 5); /* 5 and 6 */
+    event_base_loop(E.base, EVLOOP_ONCE); /* the back-off ends */
+    assert_int_equal(E.f.ncalls, 6);
+    assert_int_equal(E.f.attempts[5], 1);
+    assert_string_equal(E.f.texts[5], E.f.texts[0]);
+    assert_int_equal(stat_int("attempt"), 1);
+    finish_at(3, 0);
+    finish_at(4, 0);
+    finish_at(5, 0);
+    assert_int_equal(E.nreported, 7);
+    for (size_t i = 0; i < 7; i++)
+        assert_int_equal(E.rcs[i], 0);
+    assert_int_equal(E.order[6], 0); /* the retried one came last */
+    assert_int_equal(stat_int("inflight"), 0);
+    assert_int_equal(stat_int("delivered"), 7);
+    teardown_env();
+}
+
+/* An alert raised outside an event: delivered like the rest, nobody told;
+ * past SOPHIA_OUTPUT_DETACHED_MAX waiting, dropped and counted. */
+static void test_detached_bounded(void **unused)
+{
+    (void)unused;
+    sophia_output *o = setup_env(100, 1 << 20);
+    assert_int_equal(sophia_output_submit_detached(
+                         o, json_pack("{s:s}", "type", "alert")), 0);
+    assert_int_equal(E.f.ncalls, 1); /* out at once; holds the only slot */
+    for (size_t i = 0; i < SOPHIA_OUTPUT_DETACHED_MAX; i++)
+        assert_int_equal(sophia_output_submit_detached(o, json_integer(1)), 0);
+    assert_int_equal(sophia_output_submit_detached(o, json_integer(2)),
+                     SOPHIA_EBUSY);
+    submit(o, 0); /* an event's record is never dropped */
+    assert_int_equal(stat_int("dropped"), 1);
+    assert_int_equal(stat_int("queued"), SOPHIA_OUTPUT_DETACHED_MAX + 1);
+    finish(0);
+    assert_int_equal(E.f.counts[1], 100);
+    finish(0); /* a slot freed: the bound counts waiting ones only */
+    assert_int_equal(sophia_output_submit_detached(o, json_integer(3)), 0);
+    assert_int_equal(E.nreported, 0);
+    teardown_env();
 }
 
 static void test_batches_by_count_in_order(void **unused)
@@ -248,6 +352,8 @@ int main(void)
         cmocka_unit_test(test_batches_by_bytes),
         cmocka_unit_test(test_retry_same_batch_then_refusal),
         cmocka_unit_test(test_release_ends_everything),
+        cmocka_unit_test(test_inflight_overlap_and_retry),
+        cmocka_unit_test(test_detached_bounded),
         cmocka_unit_test(test_hmac_sha256),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,16 +9,19 @@
  * what users marked useful outlives the TTL. A type with no rule (and no
  * `*`) is kept forever by this rule.
  *
- * With `half_life` set, every memory also has a strength: its importance
- * halved every half_life it goes unused (since its last access, or its
- * creation when never accessed), plus access_boost for every doubling of
- * its access count:
- *     strength = importance * 0.5^(idle / half_life)
- *                + access_boost * log2(1 + access_count)
- * so age lowers it and use raises it (a read resets the idle time and adds
- * to the count). One under `floor` expires. The stored importance is left
- * as users and feedback set it: strength is judged afresh at each pass
- * from the row, so passes never compound.
+ * With `half_life` set, a memory's importance also decays: halved every
+ * half_life it goes unused (since its last access, its creation, or the
+ * last decay written back, whichever is latest), and written back to the
+ * store (host->memory_set_importance, SDK 1.2) when it fell by at least
+ * 0.001, which stamps the row's decayed_at: so a pass decays only the
+ * time since the one before, and passes never count the same time twice.
+ * A read resets the idle time (the decay stops) and raises the strength,
+ * what expiry judges:
+ *     importance' = importance * 0.5^(idle / half_life)
+ *     strength    = importance' + access_boost * log2(1 + access_count)
+ * One whose strength is under `floor` expires. On a 1.0/1.1 host (no
+ * memory_set_importance) nothing is written back: strength is judged from
+ * the stored importance and the idle time since the last access.
  *
  * Expiring is host->memory_expire: the host deletes the row from
  * PostgreSQL and the vector from the faiss index together, and records the
@@ -171,28 +174,39 @@ static const rule *rule_for(const decay_state *st, const char *type)
     return any;
 }
 
-/* See the top: importance halved per half_life idle, plus use. */
-static double strength(const decay_state *st, const sophia_host *h,
-                       const sophia_json *row, double now)
+static int can_write_back(const sophia_host *h)
 {
-    double imp = h->json_number(h->json_get(row, "importance"), 0);
-    double last = h->json_number(h->json_get(row, "last_access"), now);
-    double created = h->json_number(h->json_get(row, "created_at"), now);
-    double uses = h->json_number(h->json_get(row, "access_count"), 0);
-    double idle = now - (last > created ? last : created);
-    return imp * pow(0.5, (idle > 0 ? idle : 0) / st->half_life_s) +
-           st->access_boost * log2(1 + (uses > 0 ? uses : 0));
+    return SOPHIA_HOST_HAS(h, memory_set_importance);
 }
 
-static int expires(const decay_state *st, const sophia_host *h,
-                   const sophia_json *row, double now)
+/* See the top: the importance halved per half_life idle. */
+static double decayed(const decay_state *st, const sophia_host *h,
+                      const sophia_json *row, double now)
+{
+    double imp = h->json_number(h->json_get(row, "importance"), 0);
+    double since = h->json_number(h->json_get(row, "created_at"), now);
+    double last = h->json_number(h->json_get(row, "last_access"), now);
+    double stamp = can_write_back(h) ? h->json_number(h->json_get(row, "decayed_at"), 0) : 0;
+    since = last > since ? last : since;
+    since = stamp > since ? stamp : since;
+    double idle = now - since;
+    return imp * pow(0.5, (idle > 0 ? idle : 0) / st->half_life_s);
+}
+
+static double strength(const decay_state *st, const sophia_host *h,
+                       const sophia_json *row, double imp)
+{
+    double uses = h->json_number(h->json_get(row, "access_count"), 0);
+    return imp + st->access_boost * log2(1 + (uses > 0 ? uses : 0));
+}
+
+static int by_retention(const decay_state *st, const sophia_host *h,
+                        const sophia_json *row)
 {
     const rule *r = rule_for(st, h->json_string(h->json_get(row, "memory_type")));
     double age = h->json_number(h->json_get(row, "age_s"), 0);
     double imp = h->json_number(h->json_get(row, "importance"), 0);
-    if (r && age > r->ttl_s && imp < r->min_importance)
-        return 1;
-    return st->half_life_s > 0 && strength(st, h, row, now) < st->floor;
+    return r && age > r->ttl_s && imp < r->min_importance;
 }
 
 static int decay_run(void *state, sophia_ctx *ctx)
@@ -203,10 +217,17 @@ static int decay_run(void *state, sophia_ctx *ctx)
     double now = (double)h->now_us() / 1e6;
     for (size_t i = 0; i < h->json_size(batch); i++) {
         const sophia_json *row = h->json_at(batch, i);
-        if (!expires(st, h, row, now))
-            continue;
-        if (h->memory_expire(ctx, (int64_t)h->json_number(h->json_get(row, "id"), 0)) == 0)
-            h->counter_add(st->self, "expired", 1);
+        int64_t id = (int64_t)h->json_number(h->json_get(row, "id"), 0);
+        double imp = h->json_number(h->json_get(row, "importance"), 0);
+        double now_imp = st->half_life_s > 0 ? decayed(st, h, row, now) : imp;
+        if (by_retention(st, h, row) ||
+            (st->half_life_s > 0 && strength(st, h, row, now_imp) < st->floor)) {
+            if (h->memory_expire(ctx, id) == 0)
+                h->counter_add(st->self, "expired", 1);
+        } else if (now_imp <= imp - 0.001 && can_write_back(h) &&
+                   h->memory_set_importance(ctx, id, now_imp) == 0) {
+            h->counter_add(st->self, "decayed", 1);
+        }
     }
     return SOPHIA_OK;
 }
@@ -219,9 +240,9 @@ static const sophia_consolidator_ops decay_ops = {
 SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     SOPHIA_PLUGIN_HEADER,
     .name = "decay",
-    .version = "1.1.0",
+    .version = "1.2.0",
     .kind = SOPHIA_KIND_CONSOLIDATOR,
-    .description = "expires memories by per-type retention (TTL, minimum importance) and by strength (age, use)",
+    .description = "expires memories by per-type retention (TTL, minimum importance) and by strength (age, use); writes decayed importance back",
     .options = decay_options,
     .init = decay_init,
     .fini = decay_fini,

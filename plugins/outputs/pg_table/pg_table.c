@@ -4,7 +4,8 @@
  * `url` (empty: the daemon's postgres.url):
  *
  *   INSERT INTO <table> (type, stream, event_id, received_at, record)
- *   SELECT r->>'type', r->>'stream', coalesce(r->>'id', r->>'event_id'),
+ *   SELECT r->>'type', coalesce(r->>'stream', ''),
+ *          coalesce(r->>'id', r->>'event_id'),
  *          to_timestamp((r->>'received_ms')::float8 / 1000), r
  *   FROM jsonb_array_elements($1::jsonb) AS r
  *
@@ -16,9 +17,15 @@
  *   event_id text, received_at timestamptz, record jsonb not null,
  *   inserted_at timestamptz not null default now()
  *
- * PostgreSQL down or a dropped connection make the host deliver the batch
- * again after a back-off (the events wait, unacknowledged); an error the
- * server answers (no such table, a constraint) is a refusal for good. A
+ * An alert raised outside an event has no stream: its row's stream is ''.
+ *
+ * PostgreSQL down, a dropped connection, or a server error another try
+ * may cure (by SQLSTATE: a serialization failure, a deadlock, a
+ * statement_timeout, too many connections, a full disk - host->pg_query
+ * says EUNAVAIL) make the host deliver the batch again after a back-off
+ * (the events wait, unacknowledged); an error the statement would repeat
+ * (no such table, a constraint, bad data) is a refusal for good: the
+ * events are retried by their stream and dead-lettered. A
  * batch whose commit's answer was lost is inserted again: rows are at
  * least once (stream and event_id tell copies apart).
  *
@@ -130,14 +137,18 @@ static int pt_init(const sophia_host *host, sophia_self *self,
         "inserted_at timestamptz NOT NULL DEFAULT now())", table);
     st->insert_sql = pt_sql(
         "INSERT INTO %s (type, stream, event_id, received_at, record) "
-        "SELECT r->>'type', r->>'stream', coalesce(r->>'id', r->>'event_id'), "
+        "SELECT r->>'type', coalesce(r->>'stream', ''), " /* '': no stream */
+        "coalesce(r->>'id', r->>'event_id'), "
         "to_timestamp((r->>'received_ms')::float8 / 1000), r "
         "FROM jsonb_array_elements($1::jsonb) AS r", table);
     if (!st->create_sql || !st->insert_sql) {
         pt_fini(st);
         return SOPHIA_ENOMEM;
     }
-    output_batching_read(host, opts, &st->params);
+    if (output_batching_read(host, self, opts, &st->params) != SOPHIA_OK) {
+        pt_fini(st);
+        return SOPHIA_EINVAL;
+    }
     *state = st;
     return SOPHIA_OK;
 }
@@ -164,7 +175,10 @@ static void pt_answer(void *arg, int rc, int64_t rows, const char *err)
     if (rc) {
         r->st->host->log(r->st->self, SOPHIA_LOG_WARN, "%s: %s", r->st->table,
                          err ? err : r->st->host->strerror(rc));
-        if (!r->rc) /* a server's error answer is for good */
+        /* EIO: an error the statement would repeat (data, integrity):
+         * for good. EUNAVAIL (down, or a serialization failure, deadlock,
+         * timeout - the host reads the SQLSTATE): the batch goes again. */
+        if (!r->rc)
             r->rc = rc == SOPHIA_EIO ? SOPHIA_EINVAL : rc;
     }
     pt_settle(r);

@@ -76,7 +76,10 @@ static int rs_init(const sophia_host *host, sophia_self *self,
     st->field = host->opt_string(opts, "field");
     if (maxlen > 0)
         snprintf(st->maxlen, sizeof(st->maxlen), "%lld", (long long)maxlen);
-    output_batching_read(host, opts, &st->params);
+    if (output_batching_read(host, self, opts, &st->params) != SOPHIA_OK) {
+        free(st);
+        return SOPHIA_EINVAL;
+    }
     *state = st;
     return SOPHIA_OK;
 }

@@ -13,6 +13,14 @@
  * status is a refusal for good (the events are retried by their stream
  * and dead-lettered after its max_attempts).
  *
+ * An https:// url is verified by the host's TLS client: the certificate
+ * chain against the system's CA store (or the PEM bundle `ca_file`), and
+ * the url's host name or address against the certificate. A server that
+ * fails it is like one that is down - retried, its events waiting - and
+ * each try logs why, with the instance and the url. `tls_verify: false`
+ * turns the check off, for tests against a throwaway certificate only,
+ * and says so in the log at load.
+ *
  * Everything goes through the host table: the plugin includes
  * <sophia/sdk.h> and libc, and links nothing.
  */
@@ -35,6 +43,8 @@ typedef struct wh_state {
     const char *headers[WH_MAX_HEADERS + 4]; /* NULL-terminated */
     size_t nheaders; /* the configured ones; the rest is per request */
     double timeout;
+    const char *ca_file; /* NULL: the system store */
+    int insecure;
     sophia_output_params params;
 } wh_state;
 
@@ -46,7 +56,14 @@ typedef struct wh_post {
 } wh_post;
 
 static const sophia_option wh_options[] = {
-    {"url", SOPHIA_OPT_STRING, NULL, "http://host[:port]/path to POST to"},
+    {"url", SOPHIA_OPT_STRING, NULL,
+     "http[s]://host[:port]/path to POST to"},
+    {"ca_file", SOPHIA_OPT_STRING, "",
+     "https: PEM CA bundle to verify the server against; empty = the "
+     "system's CA store"},
+    {"tls_verify", SOPHIA_OPT_BOOL, "true",
+     "https: verify the server's certificate and name; false for tests "
+     "only"},
     {"secret_env", SOPHIA_OPT_STRING, "",
      "environment variable holding the HMAC secret; empty = unsigned"},
     {"signature_header", SOPHIA_OPT_STRING, "X-Sophia-Signature",
@@ -63,6 +80,32 @@ static void wh_fini(void *state)
     if (st)
         free(st->secret);
     free(st);
+}
+
+/* ca_file must be readable now, not at the first delivery; tls_verify:
+ * false is said once, loudly. */
+static int wh_tls_init(wh_state *st, const sophia_opts *opts)
+{
+    const sophia_host *h = st->host;
+    const char *ca = h->opt_string(opts, "ca_file");
+    st->ca_file = ca && *ca ? ca : NULL;
+    st->insecure = !h->opt_bool(opts, "tls_verify");
+    int https = !strncmp(st->url, "https://", 8);
+    if (st->ca_file) {
+        FILE *f = fopen(st->ca_file, "r");
+        if (!f) {
+            h->log(st->self, SOPHIA_LOG_ERROR, "ca_file %s: cannot be read",
+                   st->ca_file);
+            return SOPHIA_EINVAL;
+        }
+        fclose(f);
+    }
+    if (https && st->insecure)
+        h->log(st->self, SOPHIA_LOG_WARN,
+               "tls_verify: false: the certificate of %s is not checked "
+               "(anyone in the path can read and alter the batches); for "
+               "testing only", st->url);
+    return SOPHIA_OK;
 }
 
 static int wh_init(const sophia_host *host, sophia_self *self,
@@ -92,10 +135,15 @@ static int wh_init(const sophia_host *host, sophia_self *self,
         return SOPHIA_ENOMEM;
     }
     size_t nh = host->opt_list_len(opts, "headers");
-    if (nh > WH_MAX_HEADERS || strncmp(st->url, "http://", 7)) {
+    if (nh > WH_MAX_HEADERS ||
+        (strncmp(st->url, "http://", 7) && strncmp(st->url, "https://", 8))) {
         host->log(self, SOPHIA_LOG_ERROR, "%s",
                   nh > WH_MAX_HEADERS ? "more than 16 headers"
-                                      : "url must start with http://");
+                                      : "url must start with http:// or https://");
+        wh_fini(st);
+        return SOPHIA_EINVAL;
+    }
+    if (wh_tls_init(st, opts) != SOPHIA_OK) {
         wh_fini(st);
         return SOPHIA_EINVAL;
     }
@@ -108,7 +156,10 @@ static int wh_init(const sophia_host *host, sophia_self *self,
         }
         st->headers[st->nheaders++] = h;
     }
-    output_batching_read(host, opts, &st->params);
+    if (output_batching_read(host, self, opts, &st->params) != SOPHIA_OK) {
+        wh_fini(st);
+        return SOPHIA_EINVAL;
+    }
     *state = st;
     return SOPHIA_OK;
 }
@@ -133,13 +184,13 @@ static void wh_answered(void *arg, int rc, int status, const char *body,
 {
     wh_post *p = arg;
     const sophia_host *h = p->st->host;
-    (void)body;
-    (void)len;
     if (rc == SOPHIA_OK)
         rc = wh_status_rc(status);
-    if (rc != SOPHIA_OK)
-        h->log(p->st->self, SOPHIA_LOG_WARN, "POST %s: %s (status %d)",
-               p->st->url, h->strerror(rc), status);
+    if (rc != SOPHIA_OK) /* status 0: the body, if any, says why */
+        h->log(p->st->self, SOPHIA_LOG_WARN, "POST %s: %s (status %d)%s%.*s",
+               p->st->url, h->strerror(rc), status,
+               !status && body ? ": " : "", !status && body ? (int)len : 0,
+               !status && body ? body : "");
     h->output_done(p->call, rc);
     free(p);
 }
@@ -175,7 +226,9 @@ static void wh_deliver(void *state, const sophia_output_batch *b,
                                .headers = hdr,
                                .body = b->json,
                                .body_len = b->json_len,
-                               .timeout_s = st->timeout};
+                               .timeout_s = st->timeout,
+                               .ca_file = st->ca_file,
+                               .tls_insecure = st->insecure};
     int rc = h->http_request(st->self, &req, wh_answered, p);
     if (rc != SOPHIA_OK) {
         free(p);

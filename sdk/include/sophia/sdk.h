@@ -196,7 +196,7 @@ typedef struct sophia_output_call sophia_output_call;
 typedef struct sophia_http_request {
     uint32_t struct_size;
     const char *method;          /* "POST", "PUT", ...; NULL = "POST" */
-    const char *url;             /* http://host[:port]/path[?query] */
+    const char *url;             /* http[s]://host[:port]/path[?query] */
     const char *const *headers;  /* "Name: value" strings, NULL-terminated,
                                   * or NULL; Host and Content-Length are the
                                   * host's */
@@ -204,6 +204,12 @@ typedef struct sophia_http_request {
     size_t body_len;
     double timeout_s;            /* connect, send and each wait for the
                                   * answer; <= 0: 10 s */
+    /* since 1.2 (later: a host reads them when struct_size covers them;
+     * an older one verifies against the system store) - https:// only.
+     * The server's certificate chain and name are verified by default,
+     * against the system's CA store. */
+    const char *ca_file;         /* PEM CA bundle to verify against instead */
+    int tls_insecure;            /* 1: verify nothing (testing only) */
 } sophia_http_request;
 
 /* -------------------------------------------------------------- host API */
@@ -343,7 +349,8 @@ typedef struct sophia_host {
     /* since 1.0: consolidators only - the memories this run looks at, a
      * borrowed array of objects {id, content, memory_type, context,
      * importance, access_count, feedback, created_at, last_access, age_s,
-     * user_id, agent_id, session_id, neighbors:[{id, cosine, memory_type,
+     * user_id, agent_id, session_id, decayed_at (1.2: see
+     * memory_set_importance), neighbors:[{id, cosine, memory_type,
      * context, content_len, importance, user_id, agent_id, session_id}]}
      * (neighbours: the nearest live memories across the whole store,
      * cosine >= 0.5, best first; scopes are strings or null); NULL outside
@@ -503,12 +510,15 @@ typedef struct sophia_host {
      * taking new ones once their queues fill). Call it exactly once per
      * call, from deliver() itself or later on the loop. */
     void (*output_done)(sophia_output_call *call, int rc);
-    /* An HTTP/1.1 request on the loop (plain http:// only; https:// is
-     * SOPHIA_EINVAL). cb runs exactly once, later, on the loop: rc 0 with
-     * the status and the response body (borrowed for the call), or rc
-     * SOPHIA_ETIMEDOUT / SOPHIA_EUNAVAIL (no connection, reset) with
-     * status 0. Returns 0, or SOPHIA_EINVAL (no self, req or url; a bad
-     * url) / SOPHIA_ENOMEM (cb not called). A callback still pending
+    /* An HTTP/1.1 request on the loop (http://, or https:// over TLS,
+     * verified as sophia_http_request says). cb runs exactly once, later,
+     * on the loop: rc 0 with the status and the response body (borrowed
+     * for the call), or rc SOPHIA_ETIMEDOUT / SOPHIA_EUNAVAIL (no
+     * connection, reset, a TLS handshake or verification that failed)
+     * with status 0 and, when there is more to say, a description as the
+     * body ("TLS: certificate verify failed: ..."), else NULL. Returns 0,
+     * or SOPHIA_EINVAL (no self, req or url; a bad url) / SOPHIA_ENOMEM
+     * (cb not called). A callback still pending
      * keeps a retired instance loaded until it ran. */
     int (*http_request)(sophia_self *self, const sophia_http_request *req,
                         void (*cb)(void *arg, int rc, int status,
@@ -530,10 +540,15 @@ typedef struct sophia_host {
     /* One SQL statement with text parameters ($1..$n; a NULL value is SQL
      * NULL) on the host's connection to `conninfo` (NULL: the daemon's
      * postgres.url), opened on first use. cb runs exactly once, later: rc
-     * 0 and the rows affected (or returned), or rc SOPHIA_EIO and the
-     * server's message, or SOPHIA_EUNAVAIL. Returns 0, or SOPHIA_EINVAL,
-     * SOPHIA_EUNAVAIL (PostgreSQL down now), SOPHIA_EBUSY, SOPHIA_ENOMEM:
-     * cb not called. */
+     * 0 and the rows affected (or returned); rc SOPHIA_EIO and the
+     * server's message with its SQLSTATE ("... (SQLSTATE 23514)") for an
+     * error another try would repeat (data, integrity, syntax...); or rc
+     * SOPHIA_EUNAVAIL: the connection is gone, or a server error a retry
+     * may cure (SQLSTATE classes 08, 40, 53, 57, 58 and 55P03: say a
+     * serialization failure, a deadlock, a statement_timeout, a full
+     * disk), with the message when there is one. Returns 0, or
+     * SOPHIA_EINVAL, SOPHIA_EUNAVAIL (PostgreSQL down now), SOPHIA_EBUSY,
+     * SOPHIA_ENOMEM: cb not called. */
     int (*pg_query)(sophia_self *self, const char *conninfo, const char *sql,
                     int nparams, const char *const *values,
                     void (*cb)(void *arg, int rc, int64_t rows,
@@ -544,6 +559,17 @@ typedef struct sophia_host {
      * SOPHIA_EINVAL. */
     int (*hmac_sha256_hex)(const void *key, size_t key_len, const void *data,
                            size_t len, char hex[65]);
+
+    /* --- since 1.2: what a consolidator writes back --- */
+    /* Consolidators only (an action): sets memory `id`'s importance to
+     * `importance` (0..1) and its `decayed_at` (a batch row's field:
+     * seconds since the epoch, or null) to now, so a decay computed from
+     * the idle time since max(last_access, created_at, decayed_at) never
+     * counts the same time twice; recorded in the memory's history
+     * ("decayed") with the instance's name. Nothing happens when the
+     * memory is gone by then. 0, or SOPHIA_EINVAL (importance not in
+     * 0..1, id <= 0), SOPHIA_ENOMEM. */
+    int (*memory_set_importance)(sophia_ctx *ctx, int64_t id, double importance);
 } sophia_host;
 
 /* True when the host table `h` has `member`: what a plugin checks before
@@ -686,7 +712,10 @@ typedef struct sophia_embedder_ops {
  * left the stream's processors (as it came, or what the last link of a
  * chain emitted for it), and {"type":"alert", "stream", "event_id",
  * "alert": the alert's data (alert_type, message, severity, state, ...)}
- * for each alert the processors raised while processing it. */
+ * for each alert the processors raised while processing it. An alert
+ * raised outside an event (a timer, a consolidator, a correlator) has
+ * "stream" and "event_id" null and "instance": the instance that raised
+ * it. */
 typedef struct sophia_output_batch {
     uint32_t struct_size;
     const sophia_json *records; /* an array, borrowed until output_done */
@@ -706,6 +735,14 @@ typedef struct sophia_output_params {
     double flush_interval; /* seconds a partial batch waits, default 0.2 */
     double retry_base;     /* first wait before a batch is tried again, 0.2 s */
     double retry_cap;      /* and the longest, default 30 s */
+    /* since 1.2 (later: check struct_size before writing it): deliver()
+     * calls in progress at once, 1..64. The host's default is 1 (batches
+     * arrive in order); a plugin whose deliver() can overlap raises it.
+     * With more than one, a batch retried after a failure may arrive
+     * after later ones, and a receiver may take concurrent batches in any
+     * order; each event is still acknowledged only once every output
+     * delivered its batch, and its stream commits in order. */
+    size_t max_inflight;
 } sophia_output_params;
 
 typedef struct sophia_output_ops {
@@ -713,8 +750,10 @@ typedef struct sophia_output_ops {
     /* since 1.2: deliver the batch `b` (records and their JSON text are
      * borrowed until output_done) without blocking - start the I/O with
      * host->http_request, redis_command or pg_query - and report through
-     * host->output_done(call, rc), exactly once. At most one deliver()
-     * per instance is in progress at a time, so batches arrive in order. */
+     * host->output_done(call, rc), exactly once per call. At most
+     * max_inflight deliver() calls per instance are in progress at a time
+     * (sophia_output_params; 1 unless params() raised it), each with its
+     * own call. */
     void (*deliver)(void *state, const sophia_output_batch *b,
                     sophia_output_call *call);
     /* since 1.2 (optional): adjust batching and retry (e.g. from the
