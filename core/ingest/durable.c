@@ -1,20 +1,25 @@
 /*
  * durable - see durable.h.
  *
- * An append is one record holding the caller's callback; MULTI and the
- * XADDs are sent without callbacks and only EXEC's answer is looked at:
- * Redis queues the XADDs (a refusal at queueing, e.g. OOM, makes EXEC
- * answer EXECABORT and nothing is applied), so EXEC's array of ids is the
- * whole outcome. A connection lost half-way never leaves a transaction
- * open: Redis discards a MULTI whose connection closed, and hiredis then
- * fails EXEC's callback with a NULL reply.
+ * An append is one record holding the caller's callback and one EVAL of
+ * APPEND_LUA: the body's XADDs run inside Redis, in the body's order,
+ * and the one answer is the number appended. It was MULTI, an XADD per
+ * event and EXEC: 52 replies for a 50-event body (a QUEUED per XADD,
+ * then an id per event), each built and freed by hiredis. A script runs
+ * whole, with no other client in between, like EXEC; it is all or
+ * nothing as the transaction was: Redis refuses a script for OOM before
+ * its first write, and every XADD targets the same key with the same
+ * arguments but the text, so one that fails (a key of another type)
+ * is the first. A connection lost half-way leaves nothing half-sent to
+ * run: Redis runs a command only once it has all of it, and hiredis
+ * then fails the callback with a NULL reply.
  *
  * The durable path used to parse every event twice: once at ingest, and
  * again from the XREADGROUP reply that hands the entry back to this node
  * (a tenth of its CPU with the default tiers). So each XADD files its
  * event under the exact JSON text it wrote (`written`), and the source
  * looks an entry's text up there before parsing it. By text, not by
- * stream id: the blocked XREADGROUP is often answered before EXEC is, so
+ * stream id: the blocked XREADGROUP is often answered before EVAL is, so
  * the ids are not known yet when the entries come back. The same text
  * always parses to an equal event, so twins (several events with one
  * text, kept in filing order) or an append that failed can only make a
@@ -46,7 +51,7 @@ struct sophia_durable {
     sophia_redis *rd;
     char *key, *field;
     size_t inflight;        /* events in appends not yet answered */
-    uint64_t appended;      /* events EXEC confirmed */
+    uint64_t appended;      /* events Redis confirmed */
     uint64_t append_failed; /* events of failed appends */
     uint64_t reused;        /* entries handed back from `written` */
     int64_t warned_us;      /* last "Redis down" warning */
@@ -168,7 +173,7 @@ void sophia_durable_free(sophia_durable *d)
     fail_parked(d);
     if (d->park_ev)
         event_free(d->park_ev);
-    sophia_redis_free(d->rd); /* fails pending EXECs: their callers hear 503 */
+    sophia_redis_free(d->rd); /* fails pending appends: their callers hear 503 */
     for (size_t i = 0; d->ring && i < d->ring_cap; i++)
         free(d->ring[i]);
     free(d->ring);
@@ -196,15 +201,17 @@ static size_t backlog(const sophia_durable *d, size_t *cap)
     return d->inflight + unread + s.queued + s.inflight;
 }
 
-/* EXEC answered: an id for each event, or anything else = not appended. */
-static int exec_ok(const redisReply *rep, size_t n)
+/* The script's XADDs, KEYS[1] = the stream, ARGV[1] = the field, one
+ * event text each after it; it answers how many it appended. */
+static const char APPEND_LUA[] =
+    "for i=2,#ARGV do redis.call('XADD',KEYS[1],'*',ARGV[1],ARGV[i]) end "
+    "return #ARGV-1";
+
+/* EVAL answered: n appended, or anything else = not appended. */
+static int append_ok(const redisReply *rep, size_t n)
 {
-    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != n)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (rep->element[i]->type != REDIS_REPLY_STRING)
-            return 0;
-    return 1;
+    return rep && rep->type == REDIS_REPLY_INTEGER &&
+           rep->integer == (long long)n;
 }
 
 /* Files `ev` under its text `js` (both taken). A full ring first drops
@@ -240,12 +247,12 @@ json_t *sophia_durable_take_written(sophia_durable *d, const char *text)
     return ev;
 }
 
-static void on_exec(void *arg, redisReply *rep)
+static void on_appended(void *arg, redisReply *rep)
 {
     append_req *q = arg;
     sophia_durable *d = q->d;
     d->inflight -= q->n;
-    int ok = exec_ok(rep, q->n);
+    int ok = append_ok(rep, q->n);
     if (ok) {
         d->appended += q->n;
     } else {
@@ -254,17 +261,11 @@ static void on_exec(void *arg, redisReply *rep)
                     "key=%s events=%zu err=\"%s\"", sophia_stream_name(d->st),
                     d->key, q->n,
                     rep && rep->type == REDIS_REPLY_ERROR ? rep->str
-                    : rep ? "partial or aborted transaction"
+                    : rep ? "unexpected answer to the append script"
                           : "no answer (Redis down or timed out)");
     }
     q->done(q->arg, ok ? 0 : SOPHIA_EUNAVAIL);
     free(q);
-}
-
-static int send_simple(sophia_durable *d, const char *cmd)
-{
-    size_t len = strlen(cmd);
-    return sophia_redis_command(d->rd, NULL, NULL, 1, &cmd, &len);
 }
 
 /* The event's JSON text: its own text in the body it came in, when that
@@ -286,40 +287,47 @@ static char *event_text(json_t *ev, const char *body,
     return js;
 }
 
-/* XADD key * field <json>; hiredis copies the arguments into its output
- * buffer, and the text is filed with its event (see the top). */
-static int send_xadd(sophia_durable *d, json_t *ev, const char *body,
-                     const sophia_ingest_span *span)
-{
-    size_t jlen;
-    char *js = event_text(ev, body, span, &jlen);
-    if (!js)
-        return SOPHIA_ENOMEM;
-    const char *argv[5] = {"XADD", d->key, "*", d->field, js};
-    size_t lens[5] = {4, strlen(d->key), 1, strlen(d->field), jlen};
-    int rc = sophia_redis_command(d->rd, NULL, NULL, 5, argv, lens);
-    if (rc == 0)
-        file_written(d, js, json_incref(ev));
-    else
-        free(js);
-    return rc;
-}
-
-/* MULTI, XADD per event, EXEC; on success q belongs to on_exec. */
+/* EVAL APPEND_LUA 1 key field <json>...; hiredis copies the arguments
+ * into its output buffer, and each text is filed with its event once
+ * sent (see the top). On success q belongs to on_appended. */
 static int send_body(sophia_durable *d, append_req *q, json_t *const *events,
                      const char *body, const sophia_ingest_span *spans)
 {
-    int rc = send_simple(d, "MULTI");
-    for (size_t i = 0; rc == 0 && i < q->n; i++)
-        rc = send_xadd(d, events[i], body, spans ? &spans[i] : NULL);
-    const char *exec = "EXEC";
-    size_t elen = 4;
-    if (rc == 0)
-        rc = sophia_redis_command(d->rd, on_exec, q, 1, &exec, &elen);
-    if (rc) { /* only out of memory gets here with MULTI sent: leave the
-               * connection clean for the next body */
-        send_simple(d, "DISCARD");
+    size_t argc = q->n + 5, made = 0;
+    const char **argv = malloc(argc * sizeof(*argv));
+    size_t *lens = malloc(argc * sizeof(*lens));
+    int rc = argv && lens ? 0 : SOPHIA_ENOMEM;
+    while (rc == 0 && made < q->n) {
+        size_t i = made;
+        argv[5 + i] = event_text(events[i], body, spans ? &spans[i] : NULL,
+                                 &lens[5 + i]);
+        if (argv[5 + i])
+            made++;
+        else
+            rc = SOPHIA_ENOMEM;
     }
+    if (rc == 0) {
+        argv[0] = "EVAL";
+        argv[1] = APPEND_LUA;
+        argv[2] = "1";
+        argv[3] = d->key;
+        argv[4] = d->field;
+        lens[0] = 4;
+        lens[1] = sizeof(APPEND_LUA) - 1;
+        lens[2] = 1;
+        lens[3] = strlen(d->key);
+        lens[4] = strlen(d->field);
+        rc = sophia_redis_command(d->rd, on_appended, q, (int)argc, argv, lens);
+    }
+    for (size_t i = 0; i < made; i++) {
+        char *js = (char *)argv[5 + i]; /* event_text's, made here */
+        if (rc == 0)
+            file_written(d, js, json_incref(events[i]));
+        else
+            free(js);
+    }
+    free(argv);
+    free(lens);
     return rc;
 }
 

@@ -23,10 +23,10 @@
  * for it (at most redis.c's 2 s connect timeout) instead of being
  * refused; once Redis was reached, down means 503 at once.
  *
- * One body is appended all or nothing: MULTI, one XADD per event, EXEC,
- * pipelined on a connection of its own (appends never queue behind the
- * source's control traffic). The 202 is sent only when EXEC answered with
- * an id for every event.
+ * One body is appended all or nothing: one EVAL of a script running an
+ * XADD per event, in order (durable.c), on a connection of its own
+ * (appends never queue behind the source's control traffic). The 202 is
+ * sent only when the script answered that it appended every event.
  *
  * Backpressure: a durable stream's queue is the Redis Stream, so the
  * local queue_size bounds what this node has appended but not yet taken

@@ -255,6 +255,34 @@ test('entries this node appended are taken back as accepted, twins included; a s
   await d.stop();
 });
 
+// The append is one script (durable.c): an append Redis refuses (the key is not
+// a stream) is a 503 that wrote nothing; once the key is free, a body is
+// appended whole and every event of it processed once.
+test('an append Redis refuses is answered 503 and writes nothing; the next is appended whole', async (t) => {
+  const key = `sophia:test:dur-refused:${run}`;
+  keys.push(key, `${key}:dead`);
+  await redisCommand(['SET', key, 'not a stream']);
+  const d = await startDaemon({ yaml: yaml({ key }) });
+  t.after(() => d.stop());
+  const stats = async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.dur;
+  // not healthy (no consumer group on a string), but the appender is up
+  await until(async () => (await stats()).sources.redis.durable.up, 'appender up');
+  const refused = await fetchJson(`${d.url}/ingest/dur`, { method: 'POST', body: [{ n: -1 }, { n: -2 }] });
+  assert.equal(refused.status, 503);
+  assert.equal(await redisCommand(['TYPE', key]), 'string');
+  assert.equal((await stats()).sources.redis.durable.append_failed, 2);
+  assert.equal((await stats()).sources.redis.durable.appended, 0);
+  await redisCommand(['DEL', key]);
+  const ws = await subscribe(d);
+  const body = Array.from({ length: 50 }, (_, i) => ({ n: i }));
+  assert.equal((await fetchJson(`${d.url}/ingest/dur`, { method: 'POST', body })).status, 202);
+  assert.equal((await stats()).sources.redis.durable.appended, 50);
+  const got = [];
+  await until(async () => { drainNumbers(ws, got); return got.length >= 50; }, '50 published');
+  assert.deepEqual([...got].sort((a, b) => a - b), body.map((e) => e.n));
+  ws.close();
+});
+
 test('durable: false keeps the memory queue: a kill -9 may lose accepted events', async (t) => {
   const key = `sophia:test:${run}:mem`;
   keys.push(key, `${key}:dead`);
