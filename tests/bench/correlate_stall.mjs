@@ -16,31 +16,16 @@
 //        node tests/bench/correlate_stall.mjs [--keys 100000]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { freePort, sleep, startRedis, waitHttp } from './harness.mjs';
+import { agent, freePort, request, sleep, startRedis, waitHttp } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const at = args.indexOf('--keys');
 const KEYS = at >= 0 ? Number(args[at + 1]) : 100000;
 const PAD = 'x'.repeat(1200);
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-function request(port, method, p, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: p, method, agent,
-      headers: body ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } : {} },
-    (res) => {
-      let t = '';
-      res.on('data', (c) => (t += c));
-      res.on('end', () => resolve({ status: res.statusCode, text: t }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 const stats = async (port) => JSON.parse((await request(port, 'GET', '/api/stats')).text);
 
 // /healthz one at a time until stop(); the latencies.

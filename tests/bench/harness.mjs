@@ -1,8 +1,9 @@
 // harness - what the node benchmark scripts share: ports, waiting for a
 // server, the `/ws` subscribe protocol of their node peers, the floor
-// server (floor.c) and a server process's CPU time.
+// server (floor.c), a server process's CPU time and a plain HTTP call.
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -121,4 +122,24 @@ export function cpuSeconds(pid) {
     } catch { /* the thread ended just now */ }
   }
   return ns / 1e9;
+}
+
+// One keep-alive agent for a script's API calls: destroy it when the script
+// is done, so that its idle sockets let the process exit.
+export const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+// An HTTP call to 127.0.0.1:port: body is JSON text or undefined; resolves
+// to {status, text}, whatever the status.
+export function request(port, method, p, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: p, method, agent,
+      headers: body ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } : {} },
+    (res) => {
+      let t = '';
+      res.on('data', (c) => (t += c));
+      res.on('end', () => resolve({ status: res.statusCode, text: t }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }

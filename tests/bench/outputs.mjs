@@ -20,7 +20,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { freePort, sleep, startRedis, waitPort } from './harness.mjs';
+import { agent, freePort, request, sleep, startRedis, waitPort } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -84,20 +84,6 @@ streams:
   return { port, stop: () => { proc.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }); } };
 }
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-
-function request(port, method, p, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: p, method, agent,
-      headers: body ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } : {} }, (res) => {
-      let t = '';
-      res.on('data', (c) => (t += c));
-      res.on('end', () => resolve({ status: res.statusCode, text: t }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 const points = (n, k) => Array.from({ length: n }, (_, i) => ({ metric: `m${(k + i) % 50}`, value: i, dashboard_id: 'b' }));
 

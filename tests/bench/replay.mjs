@@ -13,11 +13,10 @@
 //        node tests/bench/replay.mjs [--seconds 5] [--fill 50000] [--rates 1000,10000,100000]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { freePort, sleep, waitHttp } from './harness.mjs';
+import { agent, freePort, request, sleep, waitHttp } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -37,20 +36,6 @@ async function startRedis() {
   return { url: `redis://127.0.0.1:${port}/0`, stop: () => proc.kill('SIGTERM') };
 }
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-function request(port, method, p, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: p, method, agent,
-      headers: body ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } : {} },
-    (res) => {
-      let t = '';
-      res.on('data', (c) => (t += c));
-      res.on('end', () => resolve({ status: res.statusCode, text: t }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 const stats = async (port) => JSON.parse((await request(port, 'GET', '/api/stats')).text);
 const points = (n, k, tag) => JSON.stringify(Array.from({ length: n },
   (_, i) => ({ metric: `${tag}${(k + i) % 50}`, value: k + i, dashboard_id: tag })));
