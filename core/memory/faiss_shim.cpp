@@ -20,8 +20,8 @@
  * why): FastFlat, an IndexFlat whose inner products use AVX2+FMA when the
  * CPU has them (Debian's libfaiss.a is built for baseline x86-64, so its
  * own are a scalar loop), swapped in under IDMap2/HNSW indexes; a copy of
- * stored vectors by position (background rebuilds); HNSW breadths; and the
- * OpenMP team size per calling thread.
+ * stored vectors by position (background rebuilds); HNSW breadths; the
+ * OpenMP team size per calling thread, and a bulk add on a team of its own.
  *
  * Must be compiled with -DNDEBUG, as libfaiss.a was: faiss headers carry
  * inline and template code with assert() (utils/Heap.h, impl/ResultHandler.h)
@@ -473,6 +473,21 @@ int sophia_faiss_copy(const FaissIndex *index, idx_t from, idx_t n,
 void sophia_faiss_set_threads(int n)
 {
     omp_set_num_threads(n > 0 ? n : 1);
+}
+
+/* The team size is an ICV of the calling thread alone: raising it here
+ * leaves the other workers pinned, and restoring it leaves this one as
+ * it was. HNSW's add is parallel over the vertices of each level, each
+ * OpenMP thread with a distance computer of its own (FastIPDis holds only
+ * pointers to the storage and its own query). */
+int sophia_faiss_add_parallel(FaissIndex *index, idx_t n, const float *x,
+                              const idx_t *ids, int threads)
+{
+    int before = omp_get_max_threads();
+    omp_set_num_threads(threads > 0 ? threads : 1);
+    int rc = guarded([&] { cxx(index)->add_with_ids(n, x, ids); });
+    omp_set_num_threads(before);
+    return rc;
 }
 
 const char *sophia_faiss_version(void)

@@ -16,6 +16,10 @@
  * machine that only adds hand-offs (and spinning threads) to every query
  * while the worker pool already runs searches side by side, so callers
  * pin the OpenMP team of their thread with sophia_faiss_set_threads(1).
+ * Building a graph is the exception: one add of many vectors (the index
+ * at start, a background rebuild's chunks) is long and alone, and HNSW's
+ * add is parallel over vertices, so sophia_faiss_add_parallel() gives
+ * that one call a team and leaves the thread pinned again after it.
  */
 #ifndef SOPHIA_FAISS_SHIM_H
 #define SOPHIA_FAISS_SHIM_H
@@ -48,6 +52,12 @@ int sophia_faiss_copy(const FaissIndex *index, idx_t from, idx_t n,
 
 /* OpenMP threads for faiss calls made from the calling thread. */
 void sophia_faiss_set_threads(int n);
+
+/* faiss_Index_add_with_ids on an OpenMP team of `threads` (the calling
+ * thread and threads - 1 of OpenMP's); the calling thread's team size is
+ * restored after. 0, or a faiss error code. */
+int sophia_faiss_add_parallel(FaissIndex *index, idx_t n, const float *x,
+                              const idx_t *ids, int threads);
 
 /* "MAJOR.MINOR.PATCH" of the faiss headers (and libfaiss.a) built with. */
 const char *sophia_faiss_version(void);

@@ -662,8 +662,7 @@ static void build_work(void *arg)
     sophia_memory *m = b->m;
     int hnsw = mem_want_hnsw(m, (int64_t)b->n);
     FaissIndex *ix = mem_index_new(m->dim, hnsw);
-    if (!ix || (b->n && faiss_Index_add_with_ids(ix, (idx_t)b->n, b->vecs,
-                                                 (const idx_t *)b->ids) != 0)) {
+    if (!ix || mem_index_bulk_add(m, ix, b->n, b->vecs, b->ids) != 0) {
         snprintf(b->msg, sizeof(b->msg), "index build failed: %s",
                  faiss_get_last_error() ? faiss_get_last_error() : "?");
         if (ix)

@@ -48,6 +48,19 @@ FaissIndex *mem_index_new(int dim, int hnsw)
     return ix;
 }
 
+/* A graph build is the one long faiss call with no other faiss work
+ * waiting behind it on this thread, so it gets a team as large as the
+ * pool (searches on the other workers share the cores with it meanwhile);
+ * single stores and searches stay on one thread each. */
+int mem_index_bulk_add(const sophia_memory *m, FaissIndex *ix, size_t n,
+                       const float *vecs, const int64_t *ids)
+{
+    if (!n)
+        return 0;
+    return sophia_faiss_add_parallel(ix, (idx_t)n, vecs, (const idx_t *)ids,
+                                     (int)m->conf->memory.workers);
+}
+
 int mem_want_hnsw(const sophia_memory *m, int64_t n)
 {
     const char *k = m->conf->memory.index;
@@ -321,7 +334,7 @@ static int rebuild_add(rebuild_job *j, idx_t n)
     }
     j->copied += n;
     j->rows += (size_t)keep;
-    return keep ? faiss_Index_add_with_ids(j->ix, keep, j->vecs, j->ids) : 0;
+    return mem_index_bulk_add(j->m, j->ix, (size_t)keep, j->vecs, j->ids);
 }
 
 /* Step 3, under the write lock: the new tombstones are tomb - t0. */

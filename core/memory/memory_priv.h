@@ -213,6 +213,10 @@ int mem_index_replace(sophia_memory *m, FaissIndex *ix, int hnsw, int64_t id,
  * read lock; 0 or -1); the save timer's callback (m->save_ev). */
 FaissIndex *mem_index_new(int dim, int hnsw);
 void mem_index_tune(FaissIndex *ix);
+/* Adds n vectors in one go on memory.workers OpenMP threads (the index at
+ * start, a rebuild's chunks; worker thread). 0, or a faiss error code. */
+int mem_index_bulk_add(const sophia_memory *m, FaissIndex *ix, size_t n,
+                       const float *vecs, const int64_t *ids);
 int mem_want_hnsw(const sophia_memory *m, int64_t n);
 int mem_index_save(sophia_memory *m);
 /* The index file's embedder tag (<index_path>.embedder): 0 or -1. */
