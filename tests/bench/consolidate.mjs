@@ -25,10 +25,15 @@
 // Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
 //        SOPHIA_PG_URL=... node tests/bench/consolidate.mjs [--n 100000,1000000]
 //        [--batch 1000,250] [--dim 384] [--probe 15] [--decay-neighbors 0]
+//        [--dir DIR] [--phases copy,build,idle,pass]
 // (each batch size has a pass of its own over the same rows and index)
+// --dir keeps the index file (DIR/bench_cons_<n>.index) after the run,
+// in DIR instead of a temporary directory; a later run with the same DIR
+// and --phases pass (or idle,pass) starts from that table and index, so
+// at 1M the graph is built once for several passes.
 // (tests/bench/consolidate.sh starts a throwaway PostgreSQL.)
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -45,6 +50,8 @@ const BATCHES = String(opt('batch', '1000')).split(',').map(Number);
 const DIM = Number(opt('dim', 384));
 const PROBE_S = Number(opt('probe', 15));
 const DECAY_NB = Number(opt('decay-neighbors', 0)); // the example configuration's
+const KEEP_DIR = opt('dir', '');
+const PHASES = new Set(String(opt('phases', 'copy,build,idle,pass')).split(','));
 const PG = process.env.SOPHIA_PG_URL;
 if (!PG || !process.env.SOPHIAD) throw new Error('set SOPHIAD, SOPHIA_PLUGIN_DIR and SOPHIA_PG_URL');
 const psql = process.env.SOPHIA_PG_BIN && existsSync(path.join(process.env.SOPHIA_PG_BIN, 'psql'))
@@ -205,40 +212,54 @@ async function pass(dir, table, n, batch) {
 const load1 = () => os.loadavg()[0].toFixed(2);
 for (const n of SIZES) {
   const table = `bench_cons_${n}`;
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'sophia-bench-cons-'));
+  const dir = KEEP_DIR || mkdtempSync(path.join(os.tmpdir(), 'sophia-bench-cons-'));
+  if (KEEP_DIR) mkdirSync(dir, { recursive: true });
+  let s;
   try {
-    await psqlRun(`DROP TABLE IF EXISTS ${table}, ${table}_stats, ${table}_words, ${table}_history, ${table}_cons, ${table}_orig`);
-    let s = await startSophiad(dir, table, false); // the schema
-    await stop(s.proc);
-    let t0 = performance.now();
-    await load(table, n);
-    await psqlRun(`VACUUM ANALYZE ${table}`);
-    console.log(`n=${n}: COPY ${((performance.now() - t0) / 1000).toFixed(0)} s; load ${load1()}`);
+    if (PHASES.has('copy')) { // (the last pass's rows and index are from the table before)
+      rmSync(`${path.join(dir, `${table}.index`)}.orig`, { force: true });
+      await psqlRun(`DROP TABLE IF EXISTS ${table}, ${table}_stats, ${table}_words, ${table}_history, ${table}_cons, ${table}_orig`);
+      s = await startSophiad(dir, table, false); // the schema
+      await stop(s.proc);
+      const t0 = performance.now();
+      await load(table, n);
+      await psqlRun(`VACUUM ANALYZE ${table}`);
+      console.log(`n=${n}: COPY ${((performance.now() - t0) / 1000).toFixed(0)} s; load ${load1()}`);
+    }
 
-    s = await startSophiad(dir, table, false);
-    const st = await memStats(s.port);
-    console.log(`n=${n}: index built (${st.index}) in ${s.readyS.toFixed(0)} s (${cpuSeconds(s.proc.pid).toFixed(0)} s CPU), RSS ${rssMiB(s.proc.pid).toFixed(0)} MiB, peak ${rssMiB(s.proc.pid, 'VmHWM').toFixed(0)} MiB; load ${load1()}`);
-    await sleep(3000); // the index file is saved
-    await stop(s.proc);
+    const ix = path.join(dir, `${table}.index`);
+    if (PHASES.has('build')) {
+      rmSync(ix, { force: true });
+      rmSync(`${ix}.orig`, { force: true });
+      s = await startSophiad(dir, table, false);
+      const st = await memStats(s.port);
+      console.log(`n=${n}: index built (${st.index}) in ${s.readyS.toFixed(0)} s (${cpuSeconds(s.proc.pid).toFixed(0)} s CPU), RSS ${rssMiB(s.proc.pid).toFixed(0)} MiB, peak ${rssMiB(s.proc.pid, 'VmHWM').toFixed(0)} MiB; load ${load1()}`);
+      await sleep(3000); // the index file is saved
+      await stop(s.proc);
+    }
 
-    s = await startSophiad(dir, table, false);
-    const tEnd = performance.now() + PROBE_S * 1000;
-    const idle = await probe(s.port, async () => performance.now() > tEnd);
-    console.log(`n=${n}: idle     /healthz ${idle}; RSS ${rssMiB(s.proc.pid).toFixed(0)} MiB; load ${load1()}`);
-    await stop(s.proc);
+    if (PHASES.has('idle')) {
+      s = await startSophiad(dir, table, false);
+      const tEnd = performance.now() + PROBE_S * 1000;
+      const idle = await probe(s.port, async () => performance.now() > tEnd);
+      console.log(`n=${n}: idle     /healthz ${idle}; RSS ${rssMiB(s.proc.pid).toFixed(0)} MiB; load ${load1()}`);
+      await stop(s.proc);
+    }
 
+    if (!PHASES.has('pass')) continue;
     // Each batch size starts from the same rows and index file.
     const cols = 'id, content, memory_type, context, importance, created_at, last_access, access_count, feedback, consolidated_into, embedding, user_id, agent_id, session_id';
-    await psqlRun(`CREATE TABLE ${table}_orig AS SELECT ${cols} FROM ${table}`);
-    const ix = path.join(dir, `${table}.index`);
-    copyFileSync(ix, `${ix}.orig`);
+    if (!existsSync(`${ix}.orig`)) {
+      await psqlRun(`DROP TABLE IF EXISTS ${table}_orig; CREATE TABLE ${table}_orig AS SELECT ${cols} FROM ${table}`);
+      copyFileSync(ix, `${ix}.orig`);
+    }
     for (const batch of BATCHES) {
       await psqlRun(`TRUNCATE ${table}, ${table}_history, ${table}_cons; INSERT INTO ${table} (${cols}) SELECT ${cols} FROM ${table}_orig`);
       copyFileSync(`${ix}.orig`, ix);
       await pass(dir, table, n, batch);
     }
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (!KEEP_DIR) rmSync(dir, { recursive: true, force: true });
   }
 }
 agent.destroy();
