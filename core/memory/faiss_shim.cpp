@@ -48,6 +48,7 @@
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/impl/FaissException.h>
+#include <faiss/impl/HNSW.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
@@ -446,6 +447,28 @@ int sophia_faiss_hnsw_set(FaissIndex *index, int ef_construction, int ef_search)
     if (ef_search > 0)
         h->hnsw.efSearch = ef_search;
     return 0;
+}
+
+int sophia_faiss_search_ef(const FaissIndex *index, idx_t n, const float *x,
+                           idx_t k, float *distances, idx_t *labels, int ef)
+{
+    return guarded([&] {
+        const faiss::Index *ix = cxx(index);
+        auto *map = dynamic_cast<const faiss::IndexIDMap *>(ix);
+        auto *h = dynamic_cast<const faiss::IndexHNSW *>(map ? map->index : ix);
+        if (!h || ef <= 0) {
+            ix->search(n, x, k, distances, labels);
+            return;
+        }
+        /* the breadth for this call only: hnsw.efSearch is shared by the
+         * searches other workers run meanwhile */
+        faiss::SearchParametersHNSW p;
+        p.efSearch = ef;
+        h->search(n, x, k, distances, labels, &p);
+        for (idx_t i = 0; map && i < n * k; i++)
+            if (labels[i] >= 0)
+                labels[i] = map->id_map[labels[i]]; /* as IndexIDMap::search */
+    });
 }
 
 int sophia_faiss_copy(const FaissIndex *index, idx_t from, idx_t n,

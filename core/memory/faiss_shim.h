@@ -43,6 +43,12 @@ int sophia_faiss_simd(void);
 int sophia_faiss_hnsw_set(FaissIndex *index, int ef_construction,
                           int ef_search);
 
+/* faiss_Index_search with HNSW's efSearch = ef for this call alone (the
+ * index may be wrapped in IDMap/IDMap2); a plain search when the index is
+ * not HNSW or ef <= 0. 0, or a faiss error code. */
+int sophia_faiss_search_ef(const FaissIndex *index, idx_t n, const float *x,
+                           idx_t k, float *distances, idx_t *labels, int ef);
+
 /* Copies entries from..from+n-1 of an IDMap/IDMap2 index, in storage
  * order: n vectors into vecs (n * d floats) and their ids; an IDMap2
  * entry whose id was added again later gets id -1 (superseded). 0, or a

@@ -222,9 +222,15 @@ static int build_sql(mem_sql *q, const char *t)
     /* A consolidation run: the next $1 live memories after the cursor $2
      * (memory_consolidate.c), the rows of their neighbours (in the batch
      * or not: one query), and the cursor itself, one row per instance. */
-    q->batch = fmt_sql("SELECT " MEM_COLS_HEAD ", embedding, " MEM_COLS_SCOPE
-                       ", extract(epoch FROM decayed_at)::float8 FROM %s WHERE consolidated_into IS NULL AND id > "
-                       "$2::bigint ORDER BY id LIMIT $1::int", t);
+#define BATCH_SQL(vec)                                                        \
+    "SELECT " MEM_COLS_HEAD ", " vec ", " MEM_COLS_SCOPE ", extract(epoch "   \
+    "FROM decayed_at)::float8 FROM %s WHERE consolidated_into IS NULL AND "   \
+    "id > $2::bigint ORDER BY id LIMIT $1::int"
+    q->batch = fmt_sql(BATCH_SQL("embedding"), t);
+    /* A consolidator with neighbors: 0 searches nothing: PostgreSQL sends,
+     * and the loop decodes, no vectors (hex, 3 KB a row at dim 384). */
+    q->batch_novec = fmt_sql(BATCH_SQL("NULL::bytea"), t);
+#undef BATCH_SQL
     q->nbrows = fmt_sql("SELECT id, memory_type, context::text, "
                         "octet_length(content), importance::float8, "
                         MEM_COLS_SCOPE " FROM %s WHERE id = ANY($1::bigint[]) "
@@ -279,7 +285,7 @@ static int build_sql(mem_sql *q, const char *t)
                                 "$3::text) FROM u) SELECT id FROM u", t);
     char **all[] = {&q->insert, &q->fts, &q->fts_fuzzy, &q->rows, &q->rows_next,
                     &q->touch, &q->feedback,
-                    &q->count, &q->types, &q->all, &q->batch, &q->merge_keep,
+                    &q->count, &q->types, &q->all, &q->batch, &q->batch_novec, &q->merge_keep,
                     &q->expire, &q->common, &q->nbrows, &q->cons_load,
                     &q->cons_save, &q->set_importance};
     if (mem_crud_sql(q, t) < 0)
@@ -303,6 +309,7 @@ static void free_sql(mem_sql *q)
     free(q->types);
     free(q->all);
     free(q->batch);
+    free(q->batch_novec);
     free(q->merge_keep);
     free(q->expire);
     free(q->common);

@@ -34,6 +34,8 @@
  */
 #include "memory/memory_priv.h"
 
+#include "memory/faiss_shim.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +46,12 @@
 #include "event/loop.h"
 
 #define MEM_CONS_MIN_COS 0.5f
+/* HNSW breadth of a run's neighbour search (at least `neighbors`). A
+ * consolidator looks at memories close to each other - dedup's are at
+ * cosine >= 0.92 - which a narrow search finds as surely as the store's
+ * efSearch (memory.h), tuned for recall@10 of loose queries; and this
+ * search is most of a pass's CPU (tests/bench/consolidate.sh). */
+#define MEM_CONS_EF_SEARCH 32
 
 typedef struct cons_run {
     sophia_memory *m;
@@ -393,10 +401,11 @@ static void neighbors_work(void *arg)
     size_t total = r->n * r->k;
     for (size_t i = 0; i < total; i++)
         r->nb_ids[i] = -1;
+    int ef = r->k > MEM_CONS_EF_SEARCH ? (int)r->k : MEM_CONS_EF_SEARCH;
     pthread_rwlock_rdlock(&m->lock);
     if (m->index && r->n && faiss_Index_d(m->index) == r->dim &&
-        faiss_Index_search(m->index, (idx_t)r->n, r->vecs, (idx_t)r->k,
-                           r->nb_cos, (idx_t *)r->nb_ids) == 0) {
+        sophia_faiss_search_ef(m->index, (idx_t)r->n, r->vecs, (idx_t)r->k,
+                               r->nb_cos, (idx_t *)r->nb_ids, ef) == 0) {
         for (size_t i = 0; i < total; i++)
             if (r->nb_ids[i] >= 0 && mem_is_tomb(m, r->nb_ids[i]))
                 r->nb_ids[i] = -1;
@@ -447,7 +456,7 @@ static void on_batch(void *arg, PGresult *res, const char *err)
     r->dim = (int)dim; /* a swap may change the index's before the search */
     size_t nk = n * r->k > 0 ? n * r->k : 1;
     r->ids = malloc((n ? n : 1) * sizeof(*r->ids));
-    r->vecs = calloc((n ? n : 1) * dim, sizeof(float));
+    r->vecs = calloc(n && r->k ? n * dim : 1, sizeof(float));
     r->nb_ids = malloc(nk * sizeof(int64_t));
     r->nb_cos = malloc(nk * sizeof(float));
     r->batch = json_array();
@@ -458,7 +467,8 @@ static void on_batch(void *arg, PGresult *res, const char *err)
     double now = wall_s();
     for (size_t i = 0; i < n; i++) {
         r->ids[i] = atoll(PQgetvalue(res, (int)i, 0));
-        mem_decode_vec(PQgetvalue(res, (int)i, 9), r->vecs + i * dim, (int)dim);
+        if (r->k) /* neighbors: 0 read no embeddings (sql.batch_novec) */
+            mem_decode_vec(PQgetvalue(res, (int)i, 9), r->vecs + i * dim, (int)dim);
         json_array_append_new(r->batch, batch_row(res, (int)i, now));
     }
     r->n = n;
@@ -478,7 +488,8 @@ static int fetch_batch(cons_run *r)
     snprintf(lim, sizeof(lim), "%zu", r->limit);
     snprintf(after, sizeof(after), "%lld", (long long)c->after_id);
     const char *vals[2] = {lim, after};
-    return sophia_pg_query(r->m->pg, r->m->sql.batch, 2, vals, NULL, NULL, on_batch, r);
+    return sophia_pg_query(r->m->pg, r->k ? r->m->sql.batch : r->m->sql.batch_novec,
+                           2, vals, NULL, NULL, on_batch, r);
 }
 
 /* The cursor as saved (none yet: the start), then the first batch. */

@@ -55,7 +55,7 @@ typedef struct mem_syn mem_syn;       /* memory_synonyms.c */
 
 typedef struct mem_sql {
     char *insert, *fts, *fts_fuzzy, *rows, *rows_next, *touch, *feedback, *count, *types, *all;
-    char *batch, *merge_keep, *expire, *common;
+    char *batch, *batch_novec, *merge_keep, *expire, *common;
     /* memory_consolidate.c: neighbours' rows, the cursor, a decay */
     char *nbrows, *cons_load, *cons_save, *set_importance;
     /* memory_crud.c */

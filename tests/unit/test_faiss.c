@@ -379,6 +379,44 @@ static void test_parallel_build(void **state)
     free(vecs);
 }
 
+/* A search with its own efSearch: the same answers as the index's own
+ * efSearch set to that value, labels translated to the IDMap2's ids, the
+ * index's shared efSearch untouched; a Flat index searches as usual. */
+static void test_search_ef(void **state)
+{
+    (void)state;
+    enum { NQ = 50 };
+    float *vecs = random_vectors(HNSW_N, 5);
+    FaissIndex *h = new_filled_index("IDMap2,HNSW16,Flat", HNSW_N, vecs);
+    assert_int_equal(sophia_faiss_accelerate(h, 1), 0);
+    float d1[NQ * K], d2[NQ * K];
+    idx_t l1[NQ * K], l2[NQ * K];
+    assert_int_equal(sophia_faiss_hnsw_set(h, 0, 8), 0);
+    assert_int_equal(faiss_Index_search(h, NQ, vecs, K, d1, l1), 0);
+    assert_int_equal(sophia_faiss_hnsw_set(h, 0, 200), 0);
+    assert_int_equal(sophia_faiss_search_ef(h, NQ, vecs, K, d2, l2, 8), 0);
+    assert_memory_equal(l1, l2, sizeof l1);
+    assert_memory_equal(d1, d2, sizeof d1);
+    int self = 0, differs = 0;
+    for (int q = 0; q < NQ; q++)
+        self += l2[q * K] == ID_BASE + q;
+    assert_true(self >= NQ - 2);
+    /* efSearch 200 is still the index's: a plain search differs from ef 8
+     * somewhere on these 50 random queries */
+    assert_int_equal(faiss_Index_search(h, NQ, vecs, K, d2, l2), 0);
+    for (int i = 0; i < NQ * K; i++)
+        differs += l1[i] != l2[i];
+    assert_true(differs > 0);
+    faiss_Index_free(h);
+
+    FaissIndex *flat = new_filled_index("IDMap2,Flat", FLAT_N, vecs);
+    assert_int_equal(sophia_faiss_search_ef(flat, 10, vecs, K, d2, l2, 8), 0);
+    assert_finds_self(flat, vecs, 10, d1, l1);
+    assert_memory_equal(l1, l2, 10 * K * sizeof *l1);
+    faiss_Index_free(flat);
+    free(vecs);
+}
+
 /* Built by hand instead of by factory string; the map owns the flat index,
  * so freeing the map must free both (ASan's leak check verifies it). */
 static void test_constructors(void **state)
@@ -461,6 +499,7 @@ int main(void)
         cmocka_unit_test(test_constructors),
         cmocka_unit_test(test_accelerated_matches_stock),
         cmocka_unit_test(test_parallel_build),
+        cmocka_unit_test(test_search_ef),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
