@@ -24,8 +24,13 @@
  * efSearch 64..512 are shown, the store's marked. --no-stock leaves out
  * the stock-faiss rows (at 1M their scalar scans cost minutes of CPU).
  *
+ * --index FILE measures searches on a saved index instead (the store's
+ * memory.index, e.g. the one tests/bench/consolidate.mjs --dir leaves):
+ * no build, its own vectors, queries that are 1,000 of them moved to a
+ * cosine of ~0.9 - so a 1M graph that took an hour is not built again.
+ *
  * Usage: bench_memory [--quick] [--n N] [--m M] [--efc EFC] [--ef EF]
- *        [--threads T] [--serial-too] [--no-stock]
+ *        [--threads T] [--serial-too] [--no-stock] [--index FILE]
  * (BENCH_MEMORY_INDEX_ONLY=1 skips the PostgreSQL part.)
  */
 #include <math.h>
@@ -52,6 +57,8 @@
 
 
 #define DIM 384
+#define SOPHIA_STR2(x) #x
+#define SOPHIA_STR(x) SOPHIA_STR2(x)
 #define VOCAB 20000
 #define NQ 1000
 #define K 10
@@ -62,6 +69,7 @@ static int hnsw_m = SOPHIA_MEM_HNSW_M;
 static int ef_construction = SOPHIA_MEM_HNSW_EF_CONSTRUCTION;
 static int ef_search = SOPHIA_MEM_HNSW_EF_SEARCH;
 static int build_threads = 2, serial_too, no_stock;
+static const char *index_file;
 
 static uint64_t rnd(void)
 {
@@ -436,9 +444,9 @@ static void set_ef_search(FaissIndex *ix, int ef)
  * store ran before) and the store's set-up (the shim's AVX2 storage, one
  * OpenMP thread) on the same vectors and the same HNSW graph. */
 static void index_table(const float *x, const int64_t *ids, size_t n,
-                        const float *q)
+                        const float *q, FaissIndex *given)
 {
-    row r[8];
+    row r[12];
     int nr = 0, store_row = -1;
     idx_t *truth = malloc(NQ * K * sizeof(idx_t)), *got = malloc(NQ * K * sizeof(idx_t));
     int omp_default = omp_get_max_threads();
@@ -464,16 +472,20 @@ static void index_table(const float *x, const int64_t *ids, size_t n,
 
     char desc[64];
     snprintf(desc, sizeof(desc), "IDMap2,HNSW%d,Flat", hnsw_m);
-    double hb, hcpu, sb = 0, scpu = 0;
+    double hb = 0, hcpu = 0, sb = 0, scpu = 0;
+    FaissIndex *hnsw = given;
+    if (given)
+        goto built;
     if (serial_too) {
         print_load("before the 1-thread build");
         faiss_Index_free(build(desc, x, ids, n, 1, &sb, &scpu));
         printf("HNSW build on 1 thread: %.1f s wall, %.1f s CPU\n", sb, scpu);
     }
     print_load("before the build");
-    FaissIndex *hnsw = build(desc, x, ids, n, build_threads, &hb, &hcpu);
+    hnsw = build(desc, x, ids, n, build_threads, &hb, &hcpu);
     printf("HNSW build on %d threads: %.1f s wall, %.1f s CPU\n", build_threads, hb, hcpu);
     print_load("after the build");
+built:
     print_rss("with the HNSW index");
     static const int efs[] = {64, 128, 192, 256, 384, 512};
     for (size_t e = 0; e < sizeof(efs) / sizeof(efs[0]); e++) {
@@ -501,9 +513,12 @@ static void index_table(const float *x, const int64_t *ids, size_t n,
 report:
     faiss_Index_free(hnsw);
 
-    printf("bench_memory: %zu memories, dim %d, %d queries, k=%d; distance code: %s; "
-           "HNSW build on %d threads: %.1f s, %.1f s CPU", n, DIM, NQ, K,
-           sophia_faiss_simd() ? "AVX2+FMA" : "portable", build_threads, hb, hcpu);
+    printf("bench_memory: %zu memories, dim %d, %d queries, k=%d; distance code: %s; ",
+           n, DIM, NQ, K, sophia_faiss_simd() ? "AVX2+FMA" : "portable");
+    if (given)
+        printf("HNSW read from %s", index_file);
+    else
+        printf("HNSW build on %d threads: %.1f s, %.1f s CPU", build_threads, hb, hcpu);
     if (serial_too)
         printf(" (1 thread: %.1f s, %.1f s CPU; %.2fx faster)", sb, scpu, sb / hb);
     printf("\n\n");
@@ -524,6 +539,53 @@ report:
     }
     free(truth);
     free(got);
+}
+
+static double gauss(void)
+{
+    double u = ((double)(rnd() >> 11) + 1) / 9007199254740993.0;
+    double v = (double)(rnd() >> 11) / 9007199254740992.0;
+    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
+}
+
+/* --index: the saved graph, its own vectors (copied out of its storage)
+ * for the exact answers, and stored vectors moved by noise of norm 0.5
+ * (cosine ~0.9 to where they came from) as the queries. */
+static int saved_index(const char *path)
+{
+    FaissIndex *ix = NULL;
+    double t0 = now_s();
+    if (faiss_read_index_fname(path, 0, &ix) != 0 || faiss_Index_d(ix) != DIM) {
+        fprintf(stderr, "bench_memory: %s: %s\n", path,
+                ix ? "not of dim " SOPHIA_STR(DIM) : faiss_get_last_error());
+        return 1;
+    }
+    sophia_faiss_accelerate(ix, 1);
+    size_t n = (size_t)faiss_Index_ntotal(ix);
+    printf("%s: %zu vectors read in %.1f s\n", path, n, now_s() - t0);
+    float *x = malloc(n * DIM * sizeof(float)), *q = malloc(NQ * DIM * sizeof(float));
+    int64_t *ids = malloc(n * sizeof(*ids));
+    if (sophia_faiss_copy(ix, 0, (idx_t)n, x, (idx_t *)ids) != 0) {
+        fprintf(stderr, "bench_memory: %s: %s\n", path, faiss_get_last_error());
+        return 1;
+    }
+    for (int i = 0; i < NQ; i++) {
+        const float *src = x + (rnd() % n) * DIM;
+        float *v = q + (size_t)i * DIM;
+        double norm = 0;
+        for (int d = 0; d < DIM; d++) {
+            v[d] = src[d] + (float)(0.5 * gauss() / sqrt(DIM));
+            norm += (double)v[d] * v[d];
+        }
+        for (int d = 0; d < DIM; d++)
+            v[d] = (float)(v[d] / sqrt(norm));
+    }
+    index_table(x, ids, n, q, ix);
+    print_load("at the end");
+    free(x);
+    free(q);
+    free(ids);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -547,7 +609,11 @@ int main(int argc, char **argv)
             serial_too = 1;
         else if (!strcmp(argv[i], "--no-stock"))
             no_stock = 1;
+        else if (!strcmp(argv[i], "--index") && i + 1 < argc)
+            index_file = argv[++i];
     }
+    if (index_file)
+        return saved_index(index_file);
     make_vocab();
     sophia_embedder *emb = sophia_embed_hashing_new(DIM);
     char **docs = malloc(n * sizeof(*docs)), **queries = malloc(NQ * sizeof(*queries));
@@ -568,7 +634,7 @@ int main(int argc, char **argv)
         queries[i] = make_query(words[src], nw[src]);
         sophia_embed(emb, queries[i], strlen(queries[i]), q + (size_t)i * DIM);
     }
-    index_table(x, ids, n, q);
+    index_table(x, ids, n, q, NULL);
     print_load("at the end");
     printf("\nembedding (feature hashing): %.0f memories/s on one thread\n",
            (double)n / embed_s);

@@ -25,7 +25,7 @@
 // Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
 //        SOPHIA_PG_URL=... node tests/bench/consolidate.mjs [--n 100000,1000000]
 //        [--batch 1000,250] [--dim 384] [--probe 15] [--decay-neighbors 0]
-//        [--dir DIR] [--phases copy,build,idle,pass]
+//        [--dir DIR] [--phases copy,build,idle,pass] [--index auto|hnsw|flat]
 // (each batch size has a pass of its own over the same rows and index)
 // --dir keeps the index file (DIR/bench_cons_<n>.index) after the run,
 // in DIR instead of a temporary directory; a later run with the same DIR
@@ -51,6 +51,7 @@ const DIM = Number(opt('dim', 384));
 const PROBE_S = Number(opt('probe', 15));
 const DECAY_NB = Number(opt('decay-neighbors', 0)); // the example configuration's
 const KEEP_DIR = opt('dir', '');
+const INDEX = opt('index', 'auto'); // memory.index: hnsw times a small n's pass as a big one's
 const PHASES = new Set(String(opt('phases', 'copy,build,idle,pass')).split(','));
 const PG = process.env.SOPHIA_PG_URL;
 if (!PG || !process.env.SOPHIAD) throw new Error('set SOPHIAD, SOPHIA_PLUGIN_DIR and SOPHIA_PG_URL');
@@ -146,6 +147,7 @@ log: {level: info}
 memory:
   table: ${table}
   dim: ${DIM}
+  index: ${INDEX}
   index_path: ${path.join(dir, `${table}.index`)}
 ${consolidate ? `  consolidate:
     dedup: {every: 50ms, batch: ${batch}}
