@@ -21,7 +21,7 @@
  * --threads OpenMP threads (default 2, memory.workers' default: the store
  * builds on a team that size), timed as wall and process CPU time;
  * --serial-too builds it once more on one thread first, for the ratio.
- * efSearch 64..512 are shown, the store's marked. --no-stock leaves out
+ * efSearch 32..512 are shown, the store's marked. --no-stock leaves out
  * the stock-faiss rows (at 1M their scalar scans cost minutes of CPU).
  *
  * --index FILE measures searches on a saved index instead (the store's
@@ -47,7 +47,9 @@
 #include <event2/event.h>
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/error_c.h>
 #include <faiss/c_api/index_factory_c.h>
+#include <faiss/c_api/index_io_c.h>
 #include <libpq-fe.h>
 
 #include "conf/config.h"
@@ -487,7 +489,7 @@ static void index_table(const float *x, const int64_t *ids, size_t n,
     print_load("after the build");
 built:
     print_rss("with the HNSW index");
-    static const int efs[] = {64, 128, 192, 256, 384, 512};
+    static const int efs[] = {32, 64, 128, 192, 256, 384, 512};
     for (size_t e = 0; e < sizeof(efs) / sizeof(efs[0]); e++) {
         set_ef_search(hnsw, efs[e]);
         r[nr].build = hb;

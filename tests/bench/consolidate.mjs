@@ -26,11 +26,14 @@
 //        SOPHIA_PG_URL=... node tests/bench/consolidate.mjs [--n 100000,1000000]
 //        [--batch 1000,250] [--dim 384] [--probe 15] [--decay-neighbors 0]
 //        [--dir DIR] [--phases copy,build,idle,pass] [--index auto|hnsw|flat]
+//        [--pass-limit S]
 // (each batch size has a pass of its own over the same rows and index)
 // --dir keeps the index file (DIR/bench_cons_<n>.index) after the run,
 // in DIR instead of a temporary directory; a later run with the same DIR
 // and --phases pass (or idle,pass) starts from that table and index, so
-// at 1M the graph is built once for several passes.
+// at 1M the graph is built once for several passes. --pass-limit stops a
+// pass after S seconds and reports how far each consolidator got (its
+// cursor, the last id it looked at, against the table's largest id).
 // (tests/bench/consolidate.sh starts a throwaway PostgreSQL.)
 import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -51,6 +54,7 @@ const DIM = Number(opt('dim', 384));
 const PROBE_S = Number(opt('probe', 15));
 const DECAY_NB = Number(opt('decay-neighbors', 0)); // the example configuration's
 const KEEP_DIR = opt('dir', '');
+const PASS_LIMIT_S = Number(opt('pass-limit', 0));
 const INDEX = opt('index', 'auto'); // memory.index: hnsw times a small n's pass as a big one's
 const PHASES = new Set(String(opt('phases', 'copy,build,idle,pass')).split(','));
 const PG = process.env.SOPHIA_PG_URL;
@@ -195,18 +199,26 @@ async function pass(dir, table, n, batch) {
   const loop0 = loopCpu(s.proc.pid);
   let peak = 0;
   let next = t0 + 1000;
+  const limit = PASS_LIMIT_S ? t0 + PASS_LIMIT_S * 1000 : Infinity;
   const busy = await probe(s.port, async () => {
     peak = Math.max(peak, rssMiB(s.proc.pid));
     if (performance.now() < next) return false; // /api/stats once a second
     next += 1000;
     const c = (await memStats(s.port)).consolidators;
-    return c.dedup.passes >= 1 && c.decay.passes >= 1;
+    return (c.dedup.passes >= 1 && c.decay.passes >= 1) || performance.now() > limit;
   });
   const cpu = cpuSeconds(s.proc.pid) - cpu0;
   const loopS = loopCpu(s.proc.pid) - loop0;
   const m = await memStats(s.port);
   const c = m.consolidators;
   console.log(`n=${n}: the pass /healthz ${busy}; load ${load1()}`);
+  if (!(c.dedup.passes >= 1 && c.decay.passes >= 1)) {
+    const maxId = Number(await psqlRun(`SELECT max(id) FROM ${table}`));
+    const at = (x) => (x.passes >= 1 ? 'a full pass' : `${(100 * x.position / maxId).toFixed(1)}% (id ${x.position} of ${maxId})`);
+    console.log(`n=${n}: stopped after ${((performance.now() - t0) / 1000).toFixed(0)} s (--pass-limit): dedup at ${at(c.dedup)}, decay at ${at(c.decay)}; merged ${m.merged}, expired ${m.expired}; CPU ${cpu.toFixed(0)} s (loop thread ${loopS.toFixed(0)} s); RSS peak ${peak.toFixed(0)} MiB (VmHWM ${rssMiB(s.proc.pid, 'VmHWM').toFixed(0)} MiB)`);
+    await stop(s.proc);
+    return;
+  }
   console.log(`n=${n}: dedup pass ${c.dedup.last_pass_s.toFixed(1)} s, decay pass ${c.decay.last_pass_s.toFixed(1)} s (batch ${batch}, side by side), both in ${((performance.now() - t0) / 1000).toFixed(1)} s; merged ${m.merged}, expired ${m.expired}; CPU ${cpu.toFixed(0)} s (loop thread ${loopS.toFixed(0)} s); RSS peak ${peak.toFixed(0)} MiB (VmHWM ${rssMiB(s.proc.pid, 'VmHWM').toFixed(0)} MiB)`);
   await stop(s.proc);
 }
