@@ -181,7 +181,9 @@ static const key_doc docs[] = {
     {"memory.max_content", NULL, "64KiB", "Longer content is refused with "
      "400."},
     {"memory.workers", NULL, "2",
-     "Threads for embedding, vector search and consolidation."},
+     "Threads for embedding, vector search and consolidation; building "
+     "the HNSW graph (at start, background rebuilds) uses that many "
+     "cores."},
     {"memory.rebuild_removed_pct", NULL, "20",
      "Rebuild the index once this percentage of it is removed; 0 = only at "
      "restart."},
@@ -197,7 +199,9 @@ static const key_doc docs[] = {
     {"memory.consolidate.INSTANCE.neighbors", NULL, "8",
      "Nearest memories looked up across the store for each one of a batch "
      "(at most 64); 0 for a plugin that judges each memory alone, such as "
-     "decay: its runs then skip the vector search."},
+     "decay: its runs then skip the vector search and read no vectors. "
+     "The search is narrow (HNSW efSearch 32, not the store's 128): "
+     "consolidators look at memories close to each other."},
 
     {"correlators", "mapping of instance name to correlator", "-",
      "Correlator plugin instances (kind correlator, SDK 1.2) and the streams "
