@@ -30,7 +30,7 @@
  * cosine of ~0.9 - so a 1M graph that took an hour is not built again.
  *
  * Usage: bench_memory [--quick] [--n N] [--m M] [--efc EFC] [--ef EF]
- *        [--threads T] [--serial-too] [--no-stock] [--index FILE]
+ *        [--threads T] [--serial-too] [--no-stock] [--index FILE] [--nq N]
  * (BENCH_MEMORY_INDEX_ONLY=1 skips the PostgreSQL part.)
  */
 #include <math.h>
@@ -62,7 +62,9 @@
 #define SOPHIA_STR2(x) #x
 #define SOPHIA_STR(x) SOPHIA_STR2(x)
 #define VOCAB 20000
-#define NQ 1000
+/* queries: 1,000 unless --nq (fewer: a 1M exact scan costs ~0.2 s each) */
+static int nq_count = 1000;
+#define NQ nq_count
 #define K 10
 
 static uint64_t rng = 42;
@@ -613,6 +615,8 @@ int main(int argc, char **argv)
             no_stock = 1;
         else if (!strcmp(argv[i], "--index") && i + 1 < argc)
             index_file = argv[++i];
+        else if (!strcmp(argv[i], "--nq") && i + 1 < argc)
+            nq_count = atoi(argv[++i]) > 0 && atoi(argv[i]) <= 1000 ? atoi(argv[i]) : 1000;
     }
     if (index_file)
         return saved_index(index_file);
