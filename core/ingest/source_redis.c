@@ -28,6 +28,12 @@
 #define POLL_MS 20
 #define DEAD_MAXLEN "100000" /* ~ entries a dead-letter stream keeps */
 #define FLUSH_WAIT_MS 1000
+/* Entries per XREADGROUP unless redis.count says: a durable stream reads
+ * back bodies this node appended (1,000-event POSTs at most by default),
+ * and at 100 a read a turn it fell behind its own appends (a full backlog
+ * and 503s at ~10-20k events/s while the loop idled half the time). */
+#define SOURCE_COUNT 100
+#define SOURCE_DURABLE_COUNT 1000
 
 typedef struct xid {
     unsigned long long ms, seq;
@@ -740,7 +746,9 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
     r->consumer = strdup(cs->redis.consumer ? cs->redis.consumer
                          : sophia_durable_consumer(cs, who, sizeof(who)));
     r->field = strdup(cs->redis.field ? cs->redis.field : "data");
-    r->count = cs->redis.count ? cs->redis.count : 100;
+    r->count = cs->redis.count ? cs->redis.count
+               : sophia_durable_enabled(c, cs) ? SOURCE_DURABLE_COUNT
+                                               : SOURCE_COUNT;
     r->dead_after = cs->redis.dead_letter_after ? cs->redis.dead_letter_after : 5;
     r->block_ms = (long)(cs->redis.block * 1000);
     r->claim_idle_ms = (long)(cs->redis.claim_idle * 1000);
