@@ -317,6 +317,7 @@ static int send_body(sophia_durable *d, append_req *q, json_t *const *events,
         lens[2] = 1;
         lens[3] = strlen(d->key);
         lens[4] = strlen(d->field);
+        sophia_source_redis_acks_ride(d->src, d->rd); /* one write */
         rc = sophia_redis_command(d->rd, on_appended, q, (int)argc, argv, lens);
     }
     for (size_t i = 0; i < made; i++) {
