@@ -28,13 +28,13 @@
 #define POLL_MS 20
 #define DEAD_MAXLEN "100000" /* ~ entries a dead-letter stream keeps */
 #define FLUSH_WAIT_MS 1000
+/* How long a durable stream's XACKs wait for an append to ride on (see
+ * sophia_source_redis_acks_ride): past one POST's gap at 50 POSTs/s. */
+#define ACK_RIDE_MS 20
 /* Entries per XREADGROUP unless redis.count says: a durable stream reads
  * back bodies this node appended (1,000-event POSTs at most by default),
  * and at 100 a read a turn it fell behind its own appends (a full backlog
  * and 503s at ~10-20k events/s while the loop idled half the time). */
-/* How long a durable stream's XACKs wait for an append to ride on (see
- * send_acks): past one POST's gap at 50 POSTs/s and more. */
-#define ACK_RIDE_MS 20
 #define SOURCE_COUNT 100
 #define SOURCE_DURABLE_COUNT 1000
 
@@ -55,7 +55,7 @@ struct sophia_source_redis {
     int history;          /* reading our own pending entries (from hist) */
     char hist[64];
     sophia_durable *du;   /* durable stream: its appender */
-    char **acks;          /* ids to XACK on the next loop turn */
+    char **acks;          /* ids to XACK next turn (or next append) */
     size_t nacks, acks_cap;
     int acks_ctl;         /* a dead letter among them: XACK on ctl */
     struct event *ack_ev;
