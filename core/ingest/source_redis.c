@@ -313,8 +313,8 @@ static void send_acks(sophia_source_redis *r)
 void sophia_source_redis_acks_ride(sophia_source_redis *r,
                                    sophia_redis *rd)
 {
-    if (r && r->nacks && !r->acks_ctl && !r->freeing)
-        send_acks_on(r, rd);
+    if (r && r->nacks && !r->acks_ctl && !r->freeing && sophia_redis_up(rd))
+        send_acks_on(r, rd); /* else the timer sends them on ctl */
 }
 
 static void on_ack_tick(evutil_socket_t fd, short what, void *arg)
