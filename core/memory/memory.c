@@ -44,8 +44,16 @@
 #define MEM_TS_CONFIG "sophia_english"
 /* What is indexed of a text (and asked of a question): the text with "%"
  * spelt out, which the parser drops, so "18% off" matches "percent off"
- * (the synonym list's way to say discount). For snprintf formats ("%%"). */
-#define MEM_TS_TEXT(x) "replace(" x ", '%%', ' percent ')"
+ * (the synonym list's way to say discount); and a hyphen between a letter
+ * or digit and a digit made a space, which the parser reads as a minus
+ * sign otherwise: "INC-9584" gave the lexeme "-9584", which "incident
+ * 9584" never matched (nor "2026-12-02" its "12"). For snprintf formats
+ * ("%%"). MEM_TS_MARK is a part of it only this version has (schema_sql
+ * recomputes a tsv without it). */
+#define MEM_TS_MARK "(?<=[[:alnum:]])-(?=[0-9])"
+#define MEM_TS_TEXT(x)                                                       \
+    "regexp_replace(replace(" x ", '%%', ' percent '), '" MEM_TS_MARK        \
+    "', ' ', 'g')"
 /* Typo tolerance: only words of this many letters, no digits, replaced by
  * known words of this many letters one slip away, or at least this
  * similar (pg_trgm's trigram similarity; a swapped pair in a 6-letter
@@ -358,7 +366,7 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
                  "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = "
                  "d.adnum WHERE d.adrelid = '%s'::regclass AND a.attname = 'tsv' "
                  "AND pg_get_expr(d.adbin, d.adrelid) LIKE '%%" MEM_TS_CONFIG
-                 "%% percent %%') THEN ALTER TABLE %s DROP COLUMN IF EXISTS tsv; ALTER TABLE %s ADD "
+                 "%% percent %%" MEM_TS_MARK "%%') THEN ALTER TABLE %s DROP COLUMN IF EXISTS tsv; ALTER TABLE %s ADD "
                  "COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('"
                  MEM_TS_CONFIG "', " MEM_TS_TEXT("content") ")) STORED; END IF; "
                  "END $$", t, t, t);

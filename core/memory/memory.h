@@ -49,7 +49,8 @@
  * faiss) and the k*4 best full-text matches. The text leg (memory.c)
  * takes the question's words through the sophia_english text search
  * configuration (english stemming, accents folded by the unaccent
- * extension when installed, "%" read as "percent"), drops words found in
+ * extension when installed, "%" read as "percent", a hyphen before a
+ * digit as a space: "INC-9584" has the word 9584), drops words found in
  * >= 2% of the rows (and >= 1,000 of them; the list is refreshed from
  * ts_stat every 10 minutes, so queries of very common words stay cheap;
  * the vector leg covers those), replaces a word the store has never seen

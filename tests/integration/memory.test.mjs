@@ -633,7 +633,7 @@ test('words in a large share of the table are left out of the full-text leg', as
   }
 });
 
-test('a store made before sophia_english is migrated: stemming, accents folded, the typo vocabulary filled', async () => {
+test('a store made before sophia_english is migrated: stemming, accents folded, identifiers\' numbers, the typo vocabulary filled', async () => {
   const t = uniq();
   // The table as an earlier sophiad made it: tsv from the plain 'english'
   // configuration, no _words table.
@@ -645,7 +645,8 @@ test('a store made before sophia_english is migrated: stemming, accents folded, 
     tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED);
     CREATE INDEX ${t}_tsv ON ${t} USING gin (tsv);
     INSERT INTO ${t} (content, memory_type, embedding)
-      VALUES ('Renewal call with Café Zürich about Renée''s discount', 'fact', decode(repeat('00', 1536), 'hex'))`);
+      VALUES ('Renewal call with Café Zürich about Renée''s discount', 'fact', decode(repeat('00', 1536), 'hex')),
+             ('Incident INC-9584 postmortem', 'fact', decode(repeat('00', 1536), 'hex'))`);
   const dd = await startDaemon({ yaml: memYaml(t, '@TMP_DIR@/memory.index') });
   try {
     await waitFor(async () => (await memStats(dd)).status === 'ready', 'the store');
@@ -665,6 +666,12 @@ test('a store made before sophia_english is migrated: stemming, accents folded, 
     assert.match(r[0].content, /Café Zürich/);
     const typo = await search(dd, 'Zuirch discount', { k: 1, legs: 'text' });
     assert.match(typo[0].content, /Zürich/);
+    // an identifier's number alone: "INC-9584" is indexed as "inc 9584",
+    // not "inc" and the negative number "-9584"
+    const num = await search(dd, 'postmortem of 9584', { k: 2, legs: 'text' });
+    assert.equal(num.length, 1, JSON.stringify(num));
+    assert.match(num[0].content, /INC-9584/);
+    assert.ok(num[0].score_parts.text > 1, 'both words matched (idf ln 2 each), not only postmortem');
   } finally {
     await dd.stop();
   }
