@@ -74,6 +74,10 @@ struct sophia_reloader {
     sophia_plugin_set **retired;
     size_t nretired;
     struct event *retire_ev;
+    /* One thread for the finis plugins let run off the loop
+     * (SOPHIA_PLUGIN_FINI_OFF_LOOP), made at the first retirement. */
+    sophia_workers *fini_pool;
+    int stopping; /* sophia_reloader_free: no new pool */
 
     sophia_reload_swap_fn swap_fn;
     void *swap_arg;
@@ -89,10 +93,18 @@ sophia_reloader *sophia_reloader_new(sophia_server *s)
     return rl;
 }
 
+static sophia_workers *fini_pool(sophia_reloader *rl)
+{
+    if (!rl->fini_pool && rl->s->loop && !rl->stopping)
+        rl->fini_pool = sophia_workers_new(sophia_loop_base(rl->s->loop), 1,
+                                           "retire", NULL, NULL);
+    return rl->fini_pool; /* NULL: finis run on the loop */
+}
+
 static void retire_now(sophia_reloader *rl)
 {
     for (size_t i = 0; i < rl->nretired; i++)
-        sophia_plugin_set_free(rl->retired[i]);
+        sophia_plugin_set_free_off_loop(rl->retired[i], fini_pool(rl));
     free(rl->retired);
     rl->retired = NULL;
     rl->nretired = 0;
@@ -128,7 +140,7 @@ static void retire(sophia_reloader *rl, sophia_plugin_set *old,
     if (sophia_host_callbacks_pending(rl->s->host_rt) == 0 || !s->loop ||
         !(grown = realloc(rl->retired,
                           (rl->nretired + 1) * sizeof(*rl->retired)))) {
-        sophia_plugin_set_free(old);
+        sophia_plugin_set_free_off_loop(old, fini_pool(rl));
         return;
     }
     rl->retired = grown;
@@ -159,6 +171,11 @@ void sophia_reloader_free(sophia_reloader *rl)
         return;
     sophia_probe_cancel(rl->probing);
     sophia_conf_free(rl->probing_conf);
+    /* Finis under way finish; queued ones, and what is still retired,
+     * run here on the loop: the process is stopping anyway. */
+    rl->stopping = 1;
+    sophia_workers_free(rl->fini_pool);
+    rl->fini_pool = NULL;
     retire_now(rl);
     if (rl->retire_ev)
         event_free(rl->retire_ev);

@@ -18,6 +18,7 @@
 
 #include <sophia/sdk.h>
 
+#include "lib/backoff.h"
 #include "lib/dict.h"
 #include "ingest/durable.h"
 #include "lib/log.h"
@@ -41,6 +42,12 @@ struct sophia_source_redis {
     size_t count, dead_after;
     long block_ms, claim_idle_ms;
     int group_ready, creating, reading, claiming, freeing;
+    /* XGROUP CREATE refused (say the key holds a list, or an ACL denies
+     * it): retried on a back-off rather than every poll, and logged once
+     * a minute rather than at each try, as the cause needs an operator. */
+    sophia_backoff group_backoff;
+    int64_t group_retry_us, group_logged_us;
+    unsigned group_failures;
     unsigned ctl_pending; /* control commands sent, not answered */
     char cursor[64];      /* XAUTOCLAIM position */
     int history;          /* reading our own pending entries (from hist) */
@@ -372,6 +379,21 @@ static void start_read(sophia_source_redis *r)
         r->reading = 1;
 }
 
+#define GROUP_LOG_EVERY_US (60 * 1000000LL)
+
+static void group_failed(sophia_source_redis *r, const char *err)
+{
+    int64_t now = sophia_now_mono_us();
+    r->group_failures++;
+    r->group_retry_us = now + (int64_t)(sophia_backoff_next(&r->group_backoff) * 1e6);
+    if (r->group_failures > 1 && now - r->group_logged_us < GROUP_LOG_EVERY_US)
+        return;
+    r->group_logged_us = now;
+    sophia_error("redis-source", "msg=\"cannot create consumer group\" "
+                 "key=%s group=%s err=\"%s\" failures=%u", r->key, r->group,
+                 err, r->group_failures);
+}
+
 static void on_group(void *arg, redisReply *rep)
 {
     sophia_source_redis *r = arg;
@@ -379,10 +401,11 @@ static void on_group(void *arg, redisReply *rep)
     if (!rep)
         return;
     if (rep->type == REDIS_REPLY_ERROR && !strstr(rep->str, "BUSYGROUP")) {
-        sophia_error("redis-source", "msg=\"cannot create consumer group\" "
-                     "key=%s group=%s err=\"%s\"", r->key, r->group, rep->str);
+        group_failed(r, rep->str);
         return;
     }
+    r->group_failures = 0;
+    sophia_backoff_reset(&r->group_backoff);
     if (!r->group_ready) {
         sophia_info("redis-source", "msg=\"reading\" stream=%s key=%s group=%s "
                     "consumer=%s durable=%d", sophia_stream_name(r->st), r->key,
@@ -399,7 +422,8 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     (void)what;
     sophia_source_redis *r = arg;
     if (!r->group_ready) {
-        if (!r->creating && sophia_redis_up(r->ctl)) {
+        if (!r->creating && sophia_redis_up(r->ctl) &&
+            sophia_now_mono_us() >= r->group_retry_us) {
             const char *argv[] = {"XGROUP", "CREATE", r->key, r->group, "0",
                                   "MKSTREAM"};
             r->creating = 1;
@@ -747,6 +771,7 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
     r->keep_count = cs->retention.count;
     r->keep_age_ms = (uint64_t)(cs->retention.age * 1000);
     snprintf(r->cursor, sizeof(r->cursor), "0-0");
+    sophia_backoff_init(&r->group_backoff, 0.1, 5.0, (unsigned long long)(uintptr_t)r);
     size_t dl = r->key ? strlen(r->key) + 6 : 0;
     r->dead_key = dl ? malloc(dl) : NULL;
     if (r->dead_key)

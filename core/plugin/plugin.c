@@ -653,6 +653,44 @@ void sophia_plugin_unload(sophia_instance *inst)
     instance_free(inst);
 }
 
+/* The plugin declares its fini safe off the loop (sdk.h). */
+static int fini_off_loop(const sophia_instance *inst)
+{
+    const sophia_plugin *d = inst->desc;
+    return d && d->fini && d->abi_minor >= 3 &&
+           d->struct_size >= offsetof(sophia_plugin, flags) + sizeof(d->flags) &&
+           (d->flags & SOPHIA_PLUGIN_FINI_OFF_LOOP);
+}
+
+static void fini_work(void *arg)
+{
+    sophia_instance *inst = arg;
+    inst->desc->fini(inst->state);
+    inst->state = NULL;
+}
+
+/* Back on the loop: the module is closed here, never on a worker (libltdl
+ * is not thread-safe). Cancelled (the pool stopping): fini runs now. */
+static void fini_done(void *arg, int cancelled)
+{
+    (void)cancelled;
+    sophia_plugin_unload(arg);
+}
+
+void sophia_plugin_unload_off_loop(sophia_instance *inst, sophia_workers *w)
+{
+    if (!inst)
+        return;
+    if (!w || inst->holds > 0 || !inst->state || !fini_off_loop(inst)) {
+        sophia_plugin_unload(inst);
+        return;
+    }
+    if (inst->release) /* no timer, read or output of it runs from here */
+        inst->release(inst);
+    if (sophia_workers_submit(w, fini_work, fini_done, inst) != 0)
+        sophia_plugin_unload(inst);
+}
+
 void sophia_plugin_hold(sophia_instance *inst)
 {
     if (inst)

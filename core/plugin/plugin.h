@@ -18,6 +18,7 @@
 #include <sophia/sdk.h>
 
 #include "conf/config.h"
+#include "event/worker.h"
 #include "lib/diag.h"
 
 struct sophia_self {
@@ -85,6 +86,11 @@ int sophia_plugin_reusable(const sophia_conf *c,
 
 /* fini() then lt_dlclose(). NULL is fine. Deferred while held. */
 void sophia_plugin_unload(sophia_instance *inst);
+/* As sophia_plugin_unload, but the fini of a plugin that allows it
+ * (SOPHIA_PLUGIN_FINI_OFF_LOOP) runs on a thread of `w`, and the module
+ * is closed back on the loop: a reload retiring a large state does not
+ * stall the loop. Held instances, other plugins and w NULL unload now. */
+void sophia_plugin_unload_off_loop(sophia_instance *inst, sophia_workers *w);
 /* Keeps `inst` loaded past its set's retirement (a reload), for a user
  * that must finish with it first: the memory store's old embedder serves
  * searches until the store is re-embedded with the new one. Each hold
@@ -101,6 +107,8 @@ sophia_plugin_set *sophia_plugin_set_load(const sophia_conf *c,
                                           const sophia_host *host,
                                           sophia_diag *diag);
 void sophia_plugin_set_free(sophia_plugin_set *set);
+/* The same, each instance through sophia_plugin_unload_off_loop. */
+void sophia_plugin_set_free_off_loop(sophia_plugin_set *set, sophia_workers *w);
 
 /* Reload: builds the set of `c` next to the running `old` set (built from
  * `old_conf`) without touching it. An instance whose name, module, plugin

@@ -58,15 +58,20 @@ sophia_plugin_set *sophia_plugin_set_load(const sophia_conf *c,
     return set;
 }
 
-void sophia_plugin_set_free(sophia_plugin_set *set)
+void sophia_plugin_set_free_off_loop(sophia_plugin_set *set, sophia_workers *w)
 {
     if (!set)
         return;
     /* Reverse order: an instance loaded later may rely on earlier ones. */
     for (size_t i = set->count; i > 0; i--)
-        sophia_plugin_unload(set->items[i - 1]);
+        sophia_plugin_unload_off_loop(set->items[i - 1], w);
     free(set->items);
     free(set);
+}
+
+void sophia_plugin_set_free(sophia_plugin_set *set)
+{
+    sophia_plugin_set_free_off_loop(set, NULL);
 }
 
 /* ------------------------------------------------------------- reload */

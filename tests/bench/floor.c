@@ -27,11 +27,23 @@
  * buffer per connection holds what a partial send() left, and EPOLLOUT is
  * armed only then. All state is in one floor_srv handle.
  *
- * Usage: floor_server PORT   (listens on 127.0.0.1:PORT)
+ * With --redis PORT it is the floor of a durable ingest (sophiad's default
+ * tiers, ingest.mjs --tiers): a POST's points are appended to a Redis
+ * stream first, one `XADD floor:stream MAXLEN ~ 100000 * d <point>` each,
+ * the wake-up's appends in one write, and the POST is answered 202 and
+ * its points published only once Redis answered every XADD (503 when one
+ * failed), the way sophiad acknowledges a durable event. The connection
+ * reads no further request meanwhile, so answers keep their order. What
+ * sophiad does on top (a consumer group reading the entries back and
+ * XACKing them, the write-back journal of the cache, L3) is not floor
+ * work: it is part of what the ratio measures.
+ *
+ * Usage: floor_server PORT [--redis REDIS_PORT]   (127.0.0.1 for both)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -66,6 +78,8 @@ typedef struct floor_conn {
     int ws;      /* upgraded to WebSocket */
     int dirty;   /* on the list of subscribers to flush after this wake-up */
     int polling; /* EPOLLOUT armed: the last send() was partial */
+    int waiting; /* --redis: a POST of it waits for its XADDs */
+    unsigned long id; /* tells a connection from a later one on its fd */
     floor_buf in, out;
     floor_span *spans; /* this wake-up's frames for it, not copied */
     size_t nspans, spans_cap;
@@ -92,7 +106,22 @@ typedef struct floor_srv {
     int *dirty;      /* fds with frames queued in this wake-up */
     size_t ndirty, dirty_cap;
     floor_buf arena; /* every frame built in this wake-up, sent from here */
+    unsigned long next_id;
+    /* --redis: the connection to Redis, and the POSTs waiting for their
+     * XADD replies, in the order they were sent (Redis answers in order) */
+    int rfd, rpolling;
+    floor_buf rout, rin;
+    struct floor_wait *waits;
+    size_t whead, nwaits, waits_cap;
 } floor_srv;
+
+typedef struct floor_wait {
+    int fd;
+    unsigned long id;  /* the connection's, to skip one closed meanwhile */
+    char *body;        /* a copy: the connection's buffer moves on */
+    size_t len, left;  /* XADD replies still to come */
+    int failed;
+} floor_wait;
 
 static void die(const char *what)
 {
@@ -246,6 +275,7 @@ static void conn_accept(floor_srv *s)
         floor_conn *c = xrealloc(NULL, sizeof(*c));
         memset(c, 0, sizeof(*c));
         c->fd = fd;
+        c->id = ++s->next_id;
         s->conns[fd] = c;
         struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
         if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
@@ -633,6 +663,8 @@ static const char *header(const char *head, size_t n, const char *name, size_t *
     return NULL;
 }
 
+static void durable_post(floor_srv *s, floor_conn *c, const char *body, size_t n);
+
 /* One request, if complete, at c->in's front: 1 handled, 0 needs more
  * bytes, -1 close. */
 static int on_request(floor_srv *s, floor_conn *c)
@@ -651,7 +683,9 @@ static int on_request(floor_srv *s, floor_conn *c)
     if (avail < hlen + clen)
         return 0;
     b->off += hlen + clen;
-    if (strncmp(p, "POST /ingest/metrics ", 21) == 0) {
+    if (strncmp(p, "POST /ingest/metrics ", 21) == 0 && s->rfd >= 0) {
+        durable_post(s, c, p + hlen, clen); /* answered when Redis has it */
+    } else if (strncmp(p, "POST /ingest/metrics ", 21) == 0) {
         char ans[48];
         snprintf(ans, sizeof(ans), "{\"accepted\":%zu}", on_body(s, p + hlen, clen));
         reply(c, "202 Accepted", ans);
@@ -665,6 +699,8 @@ static int on_request(floor_srv *s, floor_conn *c)
     }
     return 1;
 }
+
+static void serve(floor_srv *s, floor_conn *c);
 
 static void on_readable(floor_srv *s, floor_conn *c)
 {
@@ -686,8 +722,15 @@ static void on_readable(floor_srv *s, floor_conn *c)
         if ((size_t)r < want)
             break;
     }
+    serve(s, c);
+}
+
+/* The requests or frames complete in c->in, then what they answered is
+ * sent. A POST waiting for Redis stops it until it is answered. */
+static void serve(floor_srv *s, floor_conn *c)
+{
     int rc = 0;
-    while (!c->ws && (rc = on_request(s, c)) > 0)
+    while (!c->ws && !c->waiting && (rc = on_request(s, c)) > 0)
         ;
     if ((!c->ws && rc < 0) || (c->ws && on_ws(s, c) < 0)) {
         conn_close(s, c);
@@ -697,6 +740,144 @@ static void on_readable(floor_srv *s, floor_conn *c)
         c->in.off = c->in.len = 0;
     if (!c->polling)
         conn_flush(s, c);
+}
+
+/* --------------------------------------------------- --redis: durable */
+
+static void redis_connect(floor_srv *s, int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        die("floor: connect to redis");
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
+        die("fcntl");
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+        die("epoll_ctl");
+    s->rfd = fd;
+}
+
+/* Each point of the body becomes one XADD in s->rout (sent after the
+ * wake-up); c waits for the replies. */
+static void durable_post(floor_srv *s, floor_conn *c, const char *body, size_t n)
+{
+    static const char cmd[] = "*8\r\n$4\r\nXADD\r\n$12\r\nfloor:stream\r\n"
+                              "$6\r\nMAXLEN\r\n$1\r\n~\r\n$6\r\n100000\r\n"
+                              "$1\r\n*\r\n$1\r\nd\r\n";
+    if (s->nwaits == s->waits_cap && s->whead) { /* reuse the answered front */
+        memmove(s->waits, s->waits + s->whead, (s->nwaits - s->whead) * sizeof(*s->waits));
+        s->nwaits -= s->whead;
+        s->whead = 0;
+    }
+    if (s->nwaits == s->waits_cap) {
+        s->waits_cap = s->waits_cap ? s->waits_cap * 2 : 64;
+        s->waits = xrealloc(s->waits, s->waits_cap * sizeof(*s->waits));
+    }
+    floor_wait *w = &s->waits[s->nwaits++];
+    *w = (floor_wait){.fd = c->fd, .id = c->id, .len = n};
+    w->body = xrealloc(NULL, n);
+    memcpy(w->body, body, n);
+    size_t i = 0, pos = 0, start, len;
+    while (i < n && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t'))
+        i++;
+    int array = i < n && body[i] == '[';
+    while (next_point(body, n, array, &pos, &start, &len)) {
+        char hd[32];
+        buf_add(&s->rout, cmd, sizeof(cmd) - 1);
+        buf_add(&s->rout, hd, (size_t)snprintf(hd, sizeof(hd), "$%zu\r\n", len));
+        buf_add(&s->rout, body + start, len);
+        buf_add(&s->rout, "\r\n", 2);
+        w->left++;
+    }
+    if (w->left == 0) { /* nothing to append */
+        free(w->body);
+        s->nwaits--;
+        reply(c, "202 Accepted", "{\"accepted\":0}");
+        return;
+    }
+    c->waiting = 1;
+}
+
+static void redis_flush(floor_srv *s)
+{
+    floor_buf *b = &s->rout;
+    if (b->off == b->len)
+        return;
+    ssize_t w = send(s->rfd, b->p + b->off, b->len - b->off, MSG_NOSIGNAL);
+    if (w < 0 && errno != EAGAIN && errno != EINTR)
+        die("floor: send to redis");
+    if (w > 0)
+        b->off += (size_t)w;
+    int on = b->off != b->len;
+    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.fd = s->rfd};
+    if (s->rpolling != on && epoll_ctl(s->ep, EPOLL_CTL_MOD, s->rfd, &ev) == 0)
+        s->rpolling = on;
+}
+
+/* A POST whose XADDs were all answered: published and 202, or 503. */
+static void wait_done(floor_srv *s, floor_wait w)
+{
+    floor_conn *c = (size_t)w.fd < s->nconns ? s->conns[w.fd] : NULL;
+    if (c && c->id == w.id) {
+        char ans[48];
+        if (w.failed) {
+            reply(c, "503 Service Unavailable", "{\"error\":\"unavailable\"}");
+        } else {
+            snprintf(ans, sizeof(ans), "{\"accepted\":%zu}", on_body(s, w.body, w.len));
+            reply(c, "202 Accepted", ans);
+        }
+        c->waiting = 0;
+        serve(s, c); /* may queue waits: s->waits can move */
+    }
+    free(w.body);
+}
+
+/* One RESP reply at b's front: its length, 0 when incomplete; *err for
+ * an error reply. An XADD answers an id ($) or an error (-). */
+static size_t resp_reply(const floor_buf *b, int *err)
+{
+    const char *p = b->p + b->off, *nl = memchr(p, '\n', b->len - b->off);
+    if (!nl)
+        return 0;
+    size_t head = (size_t)(nl + 1 - p);
+    *err = p[0] == '-';
+    if (p[0] != '$')
+        return head;
+    long n = strtol(p + 1, NULL, 10);
+    size_t need = head + (n < 0 ? 0 : (size_t)n + 2);
+    return b->len - b->off >= need ? need : 0;
+}
+
+static void redis_readable(floor_srv *s)
+{
+    floor_buf *b = &s->rin;
+    for (;;) {
+        buf_reserve(b, FLOOR_READ);
+        ssize_t r = recv(s->rfd, b->p + b->len, b->cap - b->len, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN)
+            break;
+        if (r <= 0)
+            die("floor: redis closed");
+        b->len += (size_t)r;
+    }
+    size_t n;
+    int err = 0;
+    while (s->whead < s->nwaits && (n = resp_reply(b, &err)) > 0) {
+        b->off += n;
+        floor_wait *w = &s->waits[s->whead];
+        w->failed |= err;
+        if (--w->left == 0) {
+            s->whead++;
+            wait_done(s, *w);
+        }
+    }
+    if (s->whead == s->nwaits)
+        s->whead = s->nwaits = 0;
 }
 
 /* ------------------------------------------------------------------ main */
@@ -718,16 +899,20 @@ static int listen_on(int port)
 
 int main(int argc, char **argv)
 {
-    char *end = NULL;
-    long port = argc == 2 ? strtol(argv[1], &end, 10) : 0;
-    if (argc != 2 || *end || port <= 0 || port > 65535) {
-        fprintf(stderr, "usage: floor_server PORT (listens on 127.0.0.1:PORT)\n");
+    char *end = NULL, *rend = NULL;
+    long port = argc >= 2 ? strtol(argv[1], &end, 10) : 0;
+    long rport = argc == 4 && !strcmp(argv[2], "--redis") ? strtol(argv[3], &rend, 10) : 0;
+    if ((argc != 2 && argc != 4) || *end || port <= 0 || port > 65535 ||
+        (argc == 4 && (!rend || *rend || rport <= 0 || rport > 65535))) {
+        fprintf(stderr, "usage: floor_server PORT [--redis REDIS_PORT] (127.0.0.1)\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    floor_srv s = {.lfd = listen_on((int)port)};
+    floor_srv s = {.lfd = listen_on((int)port), .rfd = -1};
     if ((s.ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
         die("epoll_create1");
+    if (rport)
+        redis_connect(&s, (int)rport);
     rehash(&s);
     /* OpenSSL 3 loads its provider on first use: a few MiB, here rather
      * than in the first upgrade, where fanout.mjs's RSS per connection
@@ -749,12 +934,21 @@ int main(int argc, char **argv)
                 conn_accept(&s);
                 continue;
             }
+            if (fd == s.rfd) {
+                if (evs[k].events & EPOLLOUT)
+                    redis_flush(&s);
+                if (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+                    redis_readable(&s);
+                continue;
+            }
             floor_conn *c = (size_t)fd < s.nconns ? s.conns[fd] : NULL;
             if (c && (evs[k].events & EPOLLOUT) && conn_flush(&s, c) < 0)
                 continue;
             if (c && (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
                 on_readable(&s, c);
         }
+        if (s.rfd >= 0)
+            redis_flush(&s); /* the wake-up's XADDs in one write */
         flush_dirty(&s);
     }
 }

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { clientPath, startCClients } from './cclients.mjs';
-import { freePort, startFloor } from './harness.mjs';
+import { freePort, startFloor, startRedis } from './harness.mjs';
 import {
   nextMessage, sendJson, startDaemon, until, wsConnect,
 } from '../integration/lib/daemon.mjs';
@@ -164,4 +164,46 @@ test('the floor keeps a slow subscriber\'s frames, in order, until it reads agai
   ws.close();
   assert.equal(seqs.length, 4 * per);
   assert.ok(seqs.every((q, i) => q === i + 1), 'seqs 1..N in order');
+});
+
+// --redis: the floor of a durable ingest (ingest.mjs --tiers). A POST is
+// answered, and its points published, only once a real Redis holds every
+// point; a request pipelined behind it is answered after it, in order.
+test('the durable floor answers 202 only once Redis has every point, in order', async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const rport = Number(new URL(redis.url).port);
+  const port = await freePort();
+  const proc = await startFloor(port, rport);
+  t.after(() => proc.kill('SIGTERM'));
+  const ws = await wsConnect(`ws://127.0.0.1:${port}/ws`);
+  sendJson(ws, { type: 'subscribe', subscriptions: ['dashboard:r'] });
+  await nextMessage(ws, 'subscribed');
+  const values = [];
+  ws.on('message', (raw) => {
+    const m = JSON.parse(raw);
+    if (m.type === 'metric') values.push(m.data.value);
+  });
+  const sock = net.connect(port, '127.0.0.1');
+  await new Promise((r) => sock.once('connect', r));
+  let got = '';
+  sock.on('data', (d) => { got += d; });
+  let body = '';
+  for (let i = 0; i < 300; i++) body += `{"metric":"m","value":${i},"dashboard_id":"r"}\n`;
+  sock.write(`POST /ingest/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`
+    + 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nPOST /ingest/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n');
+  await until(() => (got.match(/HTTP\/1\.1 /g) || []).length === 3, 'three answers');
+  sock.destroy();
+  assert.deepEqual(got.match(/HTTP\/1\.1 (\d+)/g), ['HTTP/1.1 202', 'HTTP/1.1 200', 'HTTP/1.1 202']);
+  assert.ok(got.includes('{"accepted":300}') && got.includes('{"accepted":0}'), got);
+  const cli = net.connect(rport, '127.0.0.1');
+  const xlen = await new Promise((resolve) => {
+    cli.once('data', (d) => resolve(String(d)));
+    cli.write('XLEN floor:stream\r\n');
+  });
+  cli.destroy();
+  assert.equal(xlen, ':300\r\n');
+  await until(() => values.length >= 300, '300 published');
+  ws.close();
+  assert.deepEqual(values, Array.from({ length: 300 }, (_, i) => i));
 });

@@ -93,9 +93,11 @@ export function floorPath() {
 }
 
 // The floor server (floor.c: the least work the benchmark's path needs)
-// on 127.0.0.1:port; resolves once it answers /healthz.
-export async function startFloor(port) {
-  const proc = spawn(floorPath(), [String(port)], { stdio: ['ignore', 'ignore', 'inherit'] });
+// on 127.0.0.1:port; resolves once it answers /healthz. redisPort: the
+// durable floor, appending each point to that Redis before its 202.
+export async function startFloor(port, redisPort) {
+  const argv = redisPort ? [String(port), '--redis', String(redisPort)] : [String(port)];
+  const proc = spawn(floorPath(), argv, { stdio: ['ignore', 'ignore', 'inherit'] });
   await waitHttp(`http://127.0.0.1:${port}/healthz`, proc);
   return proc;
 }

@@ -75,7 +75,9 @@ const CLIENTS = opt('clients', 100);
 // --tiers: sophiad with the repository's default configuration
 // (config/sophia.yaml: durable Redis stream, write-back journal for
 // `metric:` keys, L3) against SOPHIA_REDIS_URL and SOPHIA_PG_URL, instead
-// of L2/L3 off; the floor and the peer have no tiers either way.
+// of L2/L3 off. The floor then appends each point to that Redis before
+// its 202 (floor.c --redis), the least a durable ingest must do; the peer
+// has no tiers either way.
 const TIERS = args.includes('--tiers');
 const WARMUP = 0.5; // seconds at the fixed rate before measuring
 const NODE_CLIENTS = args.includes('--node-clients');
@@ -182,9 +184,12 @@ async function startPeer() {
   return { proc, port };
 }
 
+// With --tiers the floor is durable too: each point in Redis (the same
+// server sophiad uses) before the POST's 202 and its publish (floor.c).
 async function startFloorSrv() {
   const port = await freePort();
-  return { proc: await startFloor(port), port };
+  const redisPort = TIERS ? Number(new URL(process.env.SOPHIA_REDIS_URL).port) : 0;
+  return { proc: await startFloor(port, redisPort), port };
 }
 
 // node `ws` clients (--node-clients), with fanout_client's interface.
@@ -367,7 +372,7 @@ async function main() {
     if (ONLY.includes('floor')) rows.push(await runOnce('floor', startFloorSrv));
     if (ONLY.includes('peer')) rows.push(await runOnce('node peer', startPeer));
   }
-  console.log(`\ningest -> metrics plugin -> /ws, ${CLIENTS} clients (one dashboard each), ${TIERS ? 'default tiers (durable stream, write-back journal, L3)' : 'L2/L3 off'}`);
+  console.log(`\ningest -> metrics plugin -> /ws, ${CLIENTS} clients (one dashboard each), ${TIERS ? 'default tiers (durable stream, write-back journal, L3; the floor appends each point to the same Redis before its 202)' : 'L2/L3 off'}`);
   console.log(`max throughput: 4 x 1000-pt POSTs in flight; fixed rate: ${RATE}/s as a ${PER}-pt POST every ${TICK.toFixed(1)} ms, after ${WARMUP} s of it;`);
   console.log('µs/ev: server CPU per event (user+system, all threads); client: this process\' CPU per event at the fixed rate;');
   console.log('lost: accepted but not delivered within 10 s; !202: POSTs refused (503 queue full)');

@@ -272,6 +272,12 @@ test('an append Redis refuses is answered 503 and writes nothing; the next is ap
   assert.equal(await redisCommand(['TYPE', key]), 'string');
   assert.equal((await stats()).sources.redis.durable.append_failed, 2);
   assert.equal((await stats()).sources.redis.durable.appended, 0);
+  // The group cannot be created on a string: the source retries on a
+  // back-off (0.1 s growing to 5 s) and says so once, not every 20 ms poll.
+  await d.waitForStderr(/cannot create consumer group/);
+  await new Promise((r) => setTimeout(r, 1500));
+  const said = d.stderrLines.filter((l) => /cannot create consumer group/.test(l));
+  assert.equal(said.length, 1, said.join('\n'));
   await redisCommand(['DEL', key]);
   const ws = await subscribe(d);
   const body = Array.from({ length: 50 }, (_, i) => ({ n: i }));

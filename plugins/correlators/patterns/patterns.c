@@ -599,4 +599,7 @@ SOPHIA_EXPORT const sophia_plugin sophia_plugin_v1 = {
     .init = pat_init,
     .fini = pat_fini,
     .correlator = &pat_ops,
+    /* pat_fini frees only its own records (events are deep copies): 100k
+     * keys take seconds, which a reload need not spend on the loop */
+    .flags = SOPHIA_PLUGIN_FINI_OFF_LOOP,
 };

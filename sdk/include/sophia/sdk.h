@@ -853,9 +853,22 @@ typedef struct sophia_plugin {
     const sophia_embedder_ops *embedder; /* SOPHIA_KIND_EMBEDDER's ops */
     const sophia_correlator_ops *correlator; /* SOPHIA_KIND_CORRELATOR's */
 
+    /* --- since 1.3 (read only when abi_minor >= 3) --- */
+    uintptr_t flags; /* SOPHIA_PLUGIN_* bits, or 0 */
+
     /* Spare slots: growth without a major bump (the rule above). */
-    void *reserved[5];
+    void *reserved[4];
 } sophia_plugin;
+
+/* sophia_plugin.flags (since 1.3).
+ * FINI_OFF_LOOP: fini may run on a host thread other than the loop's when
+ * a reload retires the instance (a changed module or options): by then
+ * its timers, reads and outputs are released and no callback of it runs
+ * again. Such a fini calls no host function but json_free and free, and
+ * touches nothing it shares with other instances. Freeing a large state then does not stall the
+ * loop (the bundled `patterns` correlator takes seconds at 100k keys); at
+ * shutdown fini still runs on the loop. */
+#define SOPHIA_PLUGIN_FINI_OFF_LOOP 0x1u
 
 /* Convenience for plugins: fill the ABI header of the descriptor. */
 #define SOPHIA_PLUGIN_HEADER                                                  \
