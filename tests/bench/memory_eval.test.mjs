@@ -46,7 +46,8 @@ test('the evaluation runs on the whole set', { timeout: 600000 }, async () => {
 // holds exactly in most runs, but where the text leg ties (two memories of
 // one account, told apart only by meaning) the text leg alone is ordered
 // by id and the fusion by the vector leg, so either can win by a question.
-const SLACK = 2 / 260;
+// (+1e-9: 247/260 >= 249/260 - 2/260 is false in floating point)
+const SLACK = 2 / 260 + 1e-9;
 const runs = { hashing: () => out, ngram_idf: () => idf };
 for (const [name, get] of Object.entries(runs))
   for (const split of ['tuning', 'heldout'])
