@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "lib/backoff.h"
+#include "lib/dict.h"
 #include "lib/log.h"
 #include "event/loop.h"
 #include "event/redis.h"
@@ -97,6 +98,12 @@ struct sophia_cluster {
     sophia_cluster_invalidate_fn inval_fn; /* other nodes' invalidations */
     void *inval_arg;
     uint64_t inflight;        /* own publishes sent, not yet back from the channel */
+    /* Invalidations of this loop turn, one per key or tag ("k:"/"t:" +
+     * name), sent by inval_ev at the turn's end or before a publish. */
+    sophia_dict *inval_set;
+    char **inval_q;
+    size_t inval_n, inval_cap;
+    struct event *inval_ev;
 };
 
 
@@ -104,6 +111,8 @@ static void sub_connect(sophia_cluster *c);
 static void sub_refused(sophia_cluster *c, const char *cmd, const redisReply *r);
 static int say_hello(sophia_cluster *c, const char *kind);
 static void send_join(sophia_cluster *c);
+static void inval_flush(sophia_cluster *c);
+static void on_inval_flush(evutil_socket_t fd, short what, void *arg);
 
 /* A message from another node: it is there for the next while. */
 static void heard_peer(sophia_cluster *c)
@@ -373,6 +382,8 @@ sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
     c->connect_ev = evtimer_new(base, on_connect_timeout, c);
     c->beat_ev = event_new(base, -1, EV_PERSIST, on_beat, c);
     c->join_ev = evtimer_new(base, on_join_retry, c);
+    c->inval_ev = event_new(base, -1, 0, on_inval_flush, c);
+    c->inval_set = sophia_dict_new();
     if (c->beat_ev) {
         struct timeval tv = {CLUSTER_BEAT_MS / 1000, (CLUSTER_BEAT_MS % 1000) * 1000};
         event_add(c->beat_ev, &tv);
@@ -394,6 +405,11 @@ void sophia_cluster_free(sophia_cluster *c)
         event_free(c->beat_ev);
     if (c->join_ev)
         event_free(c->join_ev);
+    inval_flush(c); /* into the command link's buffer, as before the queue */
+    if (c->inval_ev)
+        event_free(c->inval_ev);
+    sophia_dict_free(c->inval_set, NULL);
+    free(c->inval_q);
     sophia_redis_free(c->cmd);
     sophia_redis_url_clear(&c->url);
     free(c);
@@ -471,6 +487,7 @@ int sophia_cluster_publish(sophia_cluster *c, const char *type,
 {
     if (!sophia_cluster_ready(c) || ntopics == 0 || ntopics > CLUSTER_MAX_TOPICS)
         return -1;
+    inval_flush(c); /* a publish never overtakes an invalidation before it */
     char *payload = encode_publish(c, type, topics, ntopics, dashboard_id, data);
     char nkeys[16], ttl[24], *keys[CLUSTER_MAX_TOPICS];
     char floors[CLUSTER_MAX_TOPICS][24];
@@ -539,6 +556,77 @@ static int nobody_listens(const sophia_cluster *c)
            sophia_now_mono_us() >= c->grace_until_us;
 }
 
+/* PUBLISH {"node","key"|"tag"} for one queued "k:"/"t:" name. */
+static void inval_send(sophia_cluster *c, const char *kn)
+{
+    json_t *o = json_pack("{s:s,s:s}", "node", c->node,
+                          kn[0] == 't' ? "tag" : "key", kn + 2);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s)
+        return;
+    const char *argv[3] = {"PUBLISH", SOPHIA_CLUSTER_INVAL_CHANNEL, s};
+    size_t lens[3] = {7, strlen(SOPHIA_CLUSTER_INVAL_CHANNEL), strlen(s)};
+    sophia_redis_command(c->cmd, NULL, NULL, 3, argv, lens);
+    free(s);
+}
+
+/* Sends this turn's invalidations, in the order of their first call. */
+static void inval_flush(sophia_cluster *c)
+{
+    for (size_t i = 0; i < c->inval_n; i++) {
+        inval_send(c, c->inval_q[i]);
+        free(sophia_dict_del(c->inval_set, c->inval_q[i]));
+    }
+    c->inval_n = 0;
+}
+
+static void on_inval_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    inval_flush(arg);
+}
+
+/* Queues "k:"/"t:" + name once per turn: the puts of one key in a loop
+ * turn (a metric's latest value, 50 times a POST) are one message, as
+ * they share one journal XADD (cache_wb.c). The other nodes drop their
+ * L1 copy on it; a second message in the same turn would drop nothing
+ * more. Sent in the same write to Redis as before, at the turn's end. */
+static int inval_queue(sophia_cluster *c, const char *key_or_tag, int is_tag)
+{
+    size_t len = strlen(key_or_tag);
+    char *kn = malloc(len + 3);
+    if (!kn)
+        return -1;
+    kn[0] = is_tag ? 't' : 'k';
+    kn[1] = ':';
+    memcpy(kn + 2, key_or_tag, len + 1);
+    if (!c->inval_ev || !c->inval_set) { /* no memory at start: send now */
+        inval_send(c, kn);
+        free(kn);
+        return 0;
+    }
+    if (sophia_dict_get(c->inval_set, kn)) {
+        free(kn);
+        return 0;
+    }
+    if (c->inval_n == c->inval_cap) {
+        size_t cap = c->inval_cap ? c->inval_cap * 2 : 16;
+        char **q = realloc(c->inval_q, cap * sizeof(*q));
+        if (!q) {
+            free(kn);
+            return -1;
+        }
+        c->inval_q = q;
+        c->inval_cap = cap;
+    }
+    sophia_dict_set(c->inval_set, kn, kn); /* the dict copies the key */
+    c->inval_q[c->inval_n++] = kn;
+    event_active(c->inval_ev, EV_TIMEOUT, 0);
+    return 0;
+}
+
 int sophia_cluster_broadcast_invalidate(sophia_cluster *c,
                                         const char *key_or_tag, int is_tag)
 {
@@ -546,15 +634,5 @@ int sophia_cluster_broadcast_invalidate(sophia_cluster *c,
         return -1;
     if (nobody_listens(c))
         return 0;
-    json_t *o = json_pack("{s:s,s:s}", "node", c->node, is_tag ? "tag" : "key",
-                          key_or_tag);
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (!s)
-        return -1;
-    const char *argv[3] = {"PUBLISH", SOPHIA_CLUSTER_INVAL_CHANNEL, s};
-    size_t lens[3] = {7, strlen(SOPHIA_CLUSTER_INVAL_CHANNEL), strlen(s)};
-    int rc = sophia_redis_command(c->cmd, NULL, NULL, 3, argv, lens);
-    free(s);
-    return rc == 0 ? 0 : -1;
+    return inval_queue(c, key_or_tag, is_tag);
 }

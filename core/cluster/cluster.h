@@ -105,7 +105,9 @@ typedef void (*sophia_cluster_invalidate_fn)(const char *key_or_tag,
  * NULL clears; c NULL: nothing). */
 void sophia_cluster_on_invalidate(sophia_cluster *c,
                                   sophia_cluster_invalidate_fn fn, void *arg);
-/* Tells the other nodes; 0 sent, -1 no cluster (c NULL) or Redis down. */
+/* Tells the other nodes, once per key or tag and loop turn (sent at the
+ * turn's end, or before a publish); 0 queued or nobody to tell, -1 no
+ * cluster (c NULL), Redis down or no memory. */
 int sophia_cluster_broadcast_invalidate(sophia_cluster *c,
                                         const char *key_or_tag, int is_tag);
 

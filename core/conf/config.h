@@ -108,7 +108,7 @@ typedef struct sophia_conf_stream {
         char *group;     /* consumer group, default "sophia" */
         char *consumer;  /* default <hostname>-<pid> */
         char *field;     /* entry field holding the JSON event, "data" */
-        size_t count;    /* entries per XREADGROUP, default 100 */
+        size_t count;    /* entries per XREADGROUP; 0 = 100, 1,000 durable */
         double block;    /* seconds a read blocks, default 1 (max 1.5) */
         double claim_idle; /* seconds before a pending entry is claimed, 30 */
         size_t dead_letter_after; /* deliveries before <key>:dead, 5 */

@@ -281,7 +281,9 @@ static const key_doc docs[] = {
     {"streams.NAME.redis.consumer", NULL, "hostname-pid", "Consumer name."},
     {"streams.NAME.redis.field", NULL, "-", "Entry field holding the event "
      "JSON."},
-    {"streams.NAME.redis.count", NULL, "100", "Entries per read."},
+    {"streams.NAME.redis.count", NULL, "100; 1000 durable",
+     "Entries per read. A durable stream reads back what this node "
+     "appended, a body at a time, so it reads more at once."},
     {"streams.NAME.redis.block", NULL, "1", "XREADGROUP block time (at most "
      "1.5s)."},
     {"streams.NAME.redis.claim_idle", NULL, "30",

@@ -383,7 +383,6 @@ static void stream_pair(loader *ld, const node *k, const node *v, void *base,
     st->max_attempts = 3;
     st->retry_base = 0.1;
     st->retry_cap = 10;
-    st->redis.count = 100;
     st->redis.block = 1;
     st->redis.claim_idle = 30;
     st->redis.dead_letter_after = 5;

@@ -32,7 +32,11 @@ static void reply_refused(sophia_http_req *r, const sophia_accept_verdict *v,
         sophia_http_set_retry_after(r, v->retry_after_s);
     switch (v->outcome) {
     case SOPHIA_REFUSED_FULL:
-        if (v->durable)
+        if (v->n == 0) /* refused at the head: the count is not known */
+            sophia_http_reply_error(r, 503, "queue_full",
+                                    "stream '%s' %s is full; retry later",
+                                    v->stream, v->durable ? "backlog" : "queue");
+        else if (v->durable)
             sophia_http_reply_error(r, 503, "queue_full",
                                     "stream '%s' backlog cannot take %zu more "
                                     "events; retry later", v->stream, v->n);
@@ -308,6 +312,25 @@ static void route_ingest(sophia_http_req *r, void *arg)
         sophia_api_ingest_post(r, api->streams, sophia_http_req_path(r) + 8);
 }
 
+/* At the head: the token and rate limit, then a stream that could not
+ * take one event now is answered 503 before its body is read (and the
+ * connection closed, as every refusal at the head), rather than after
+ * reading and parsing a body it would refuse whole. */
+static int admit_ingest(sophia_http_req *r, void *arg)
+{
+    const sophia_api *api = arg;
+    if (!sophia_api_admit(r, arg))
+        return 0;
+    sophia_stream *st = sophia_http_req_method(r) == SOPHIA_HTTP_POST && api->streams
+                            ? sophia_streams_find(api->streams, sophia_http_req_path(r) + 8)
+                            : NULL;
+    sophia_accept_verdict v;
+    if (!st || sophia_accept_has_room(st, &v))
+        return 1;
+    reply_refused(r, &v, FULL_INGEST);
+    return 0;
+}
+
 static void route_slack(sophia_http_req *r, void *arg)
 {
     const sophia_api *api = arg;
@@ -323,11 +346,10 @@ static void route_gong(sophia_http_req *r, void *arg)
 int sophia_api_ingest_routes(sophia_http_router *rt, sophia_api *api)
 {
     void *arg = api;
-    sophia_http_admit_fn admit = sophia_api_admit;
     /* /ingest reports a body's errors with line and column itself */
     const sophia_http_route routes[] = {
         {SOPHIA_HTTP_ANY, "/ingest/", SOPHIA_ROUTE_PREFIX | SOPHIA_ROUTE_RAW_BODY,
-         route_ingest, admit, arg},
+         route_ingest, admit_ingest, arg},
         {SOPHIA_HTTP_POST, "/hooks/slack", 0, route_slack, NULL, arg},
         {SOPHIA_HTTP_POST, "/hooks/gong", 0, route_gong, NULL, arg},
     };

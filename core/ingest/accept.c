@@ -123,3 +123,25 @@ void sophia_accept_one(sophia_stream *st, json_t *ev, const char *source,
     }
     done(arg, &v);
 }
+
+int sophia_accept_has_room(sophia_stream *st, sophia_accept_verdict *v)
+{
+    *v = (sophia_accept_verdict){.stream = sophia_stream_name(st),
+                                 .retry_after_s = ACCEPT_RETRY_AFTER_S};
+    sophia_durable *d;
+    int rc;
+    if ((v->durable = sophia_stream_durable(st, &d))) {
+        if (!d) {
+            v->outcome = SOPHIA_REFUSED_NOT_STARTED;
+            return 0;
+        }
+        v->key = sophia_durable_stream_key(d);
+        rc = sophia_durable_check(d, 1);
+    } else {
+        rc = sophia_stream_room(st) > 0 ? 0 : SOPHIA_EBUSY;
+    }
+    v->outcome = outcome_of(rc);
+    if (rc)
+        sophia_stream_count_refused_early(st);
+    return rc == 0;
+}

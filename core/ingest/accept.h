@@ -62,5 +62,10 @@ void sophia_accept_body(struct sophia_stream *st, json_t *events,
 void sophia_accept_one(struct sophia_stream *st, json_t *ev,
                        const char *source, const char *id,
                        sophia_accept_fn done, void *arg);
+/* At a request's head, before its body is read: 1 when `st` could take
+ * an event now; else 0 and *v the refusal any body would get (n 0: how
+ * many events is not known yet), so a full stream answers 503 without
+ * reading and parsing what it would refuse (counted as refused_early). */
+int sophia_accept_has_room(struct sophia_stream *st, sophia_accept_verdict *v);
 
 #endif

@@ -317,6 +317,7 @@ static int send_body(sophia_durable *d, append_req *q, json_t *const *events,
         lens[2] = 1;
         lens[3] = strlen(d->key);
         lens[4] = strlen(d->field);
+        sophia_source_redis_acks_ride(d->src, d->rd); /* one write */
         rc = sophia_redis_command(d->rd, on_appended, q, (int)argc, argv, lens);
     }
     for (size_t i = 0; i < made; i++) {
@@ -420,26 +421,34 @@ static void warn_down(sophia_durable *d)
     }
 }
 
+int sophia_durable_check(sophia_durable *d, size_t n)
+{
+    size_t cap, used = backlog(d, &cap);
+    if (used + n > cap)
+        return SOPHIA_EBUSY;
+    if (!sophia_redis_up(d->rd) && !first_connect(d)) {
+        warn_down(d);
+        return SOPHIA_EUNAVAIL;
+    }
+    return 0;
+}
+
 int sophia_durable_append(sophia_durable *d, json_t *const *events, size_t n,
                           const char *body, const sophia_ingest_span *spans,
                           sophia_durable_done_fn done, void *arg)
 {
-    size_t cap, used = backlog(d, &cap);
-    if (used + n > cap) {
+    int rc = sophia_durable_check(d, n);
+    if (rc == SOPHIA_EBUSY)
         sophia_stream_count_rejected(d->st, n);
-        return SOPHIA_EBUSY;
-    }
-    int up = sophia_redis_up(d->rd), waiting = !up && first_connect(d);
-    if (!up && !waiting) {
-        warn_down(d);
-        return SOPHIA_EUNAVAIL;
-    }
+    if (rc)
+        return rc;
     append_req *q = calloc(1, sizeof(*q));
     if (!q)
         return SOPHIA_ENOMEM;
     *q = (append_req){.d = d, .n = n, .done = done, .arg = arg};
-    int rc = up && !d->parked ? send_body(d, q, events, body, spans)
-                              : park(d, events, q); /* encoded when sent */
+    rc = sophia_redis_up(d->rd) && !d->parked
+             ? send_body(d, q, events, body, spans)
+             : park(d, events, q); /* first connect: encoded when sent */
     if (rc) {
         free(q);
         return rc;

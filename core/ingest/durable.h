@@ -73,6 +73,10 @@ int sophia_durable_up(const sophia_durable *d);
 /* Called once per started append: rc 0 when every event was appended,
  * SOPHIA_EUNAVAIL when none was (Redis down, error, timeout). */
 typedef void (*sophia_durable_done_fn)(void *arg, int rc);
+/* What an append of `n` events would be refused with now (SOPHIA_EBUSY:
+ * the backlog is full; SOPHIA_EUNAVAIL: Redis is down), or 0; counts
+ * nothing. */
+int sophia_durable_check(sophia_durable *d, size_t n);
 /* Starts appending `n` events. 0: `done` will be called once, later.
  * SOPHIA_EBUSY (backlog full, counted as rejected), SOPHIA_EUNAVAIL or
  * SOPHIA_ENOMEM: nothing was sent and `done` is not called. With `body`

@@ -29,6 +29,15 @@
 #define POLL_MS 20
 #define DEAD_MAXLEN "100000" /* ~ entries a dead-letter stream keeps */
 #define FLUSH_WAIT_MS 1000
+/* How long a durable stream's XACKs wait for an append to ride on (see
+ * sophia_source_redis_acks_ride): past one POST's gap at 50 POSTs/s. */
+#define ACK_RIDE_MS 20
+/* Entries per XREADGROUP unless redis.count says: a durable stream reads
+ * back bodies this node appended (1,000-event POSTs at most by default),
+ * and at 100 a read a turn it fell behind its own appends (a full backlog
+ * and 503s at ~10-20k events/s while the loop idled half the time). */
+#define SOURCE_COUNT 100
+#define SOURCE_DURABLE_COUNT 1000
 
 typedef struct xid {
     unsigned long long ms, seq;
@@ -53,8 +62,9 @@ struct sophia_source_redis {
     int history;          /* reading our own pending entries (from hist) */
     char hist[64];
     sophia_durable *du;   /* durable stream: its appender */
-    char **acks;          /* ids to XACK on the next loop turn */
+    char **acks;          /* ids to XACK next turn (or next append) */
     size_t nacks, acks_cap;
+    int acks_ctl;         /* a dead letter among them: XACK on ctl */
     struct event *ack_ev;
     struct event *trim_ev; /* durable streams: drop what every group has */
     int trimming, trim_bad;
@@ -199,8 +209,10 @@ static void on_ack(void *arg, const char *id, const json_t *body,
     sophia_source_redis *r = arg;
     if (!id)
         return;
-    if (why)
+    if (why) {
         dead_letter_event(r, id, body, why);
+        r->acks_ctl = 1;
+    }
     if (r->nacks == r->acks_cap) {
         size_t cap = r->acks_cap * 2 + 16;
         char **grown = realloc(r->acks, cap * sizeof(*grown));
@@ -212,9 +224,11 @@ static void on_ack(void *arg, const char *id, const json_t *body,
     if (!(r->acks[r->nacks] = strdup(id)))
         return;
     r->nacks++;
-    if (r->ack_ev && !evtimer_pending(r->ack_ev, NULL)) {
-        struct timeval now = {0, 0}; /* the next loop turn, see send_acks */
-        evtimer_add(r->ack_ev, &now);
+    if (r->ack_ev && (r->acks_ctl || !evtimer_pending(r->ack_ev, NULL))) {
+        /* the next loop turn, or a ride on an append (see send_acks) */
+        int ride = r->du && !r->acks_ctl;
+        struct timeval tv = {0, ride ? ACK_RIDE_MS * 1000 : 0};
+        evtimer_add(r->ack_ev, &tv);
     }
 }
 
@@ -222,6 +236,7 @@ typedef struct ack_batch {
     sophia_source_redis *r;
     char **ids;
     size_t n;
+    int on_ctl; /* counted in ctl_pending */
 } ack_batch;
 
 /* The ids leave `inflight` only now: a claim sent before this XACK on
@@ -230,7 +245,8 @@ static void on_acked(void *arg, redisReply *rep)
 {
     ack_batch *b = arg;
     (void)rep;
-    b->r->ctl_pending--;
+    if (b->on_ctl)
+        b->r->ctl_pending--;
     for (size_t i = 0; i < b->n; i++) {
         sophia_dict_del(b->r->inflight, b->ids[i]);
         free(b->ids[i]);
@@ -242,8 +258,9 @@ static void on_acked(void *arg, redisReply *rep)
 /* One XACK for every event acknowledged since the last turn. The stream
  * acks an event only once its effects are durable (stream.h), so a kill
  * -9 before this XACK replays it (at least once) and one after it loses
- * nothing. Batched per turn, flushed at once. */
-static void send_acks(sophia_source_redis *r)
+ * nothing. Batched per turn, flushed at once, on `via`: the control
+ * connection, or a durable stream's append connection (below). */
+static void send_acks_on(sophia_source_redis *r, sophia_redis *via)
 {
     size_t n = r->nacks;
     if (!n)
@@ -260,18 +277,19 @@ static void send_acks(sophia_source_redis *r)
             argv[3 + i] = r->acks[i];
         for (size_t i = 0; i < n + 3; i++)
             lens[i] = strlen(argv[i]);
-        *b = (ack_batch){r, r->acks, n};
-        sent = sophia_redis_command(r->ctl, on_acked, b, (int)(n + 3), argv,
+        *b = (ack_batch){r, r->acks, n, via == r->ctl};
+        sent = sophia_redis_command(via, on_acked, b, (int)(n + 3), argv,
                                     lens) == 0;
     }
     free(argv);
     free(lens);
     if (sent) { /* the ids array moved to the batch */
-        r->ctl_pending++;
+        r->ctl_pending += via == r->ctl;
         r->acked += n;
         r->acks = NULL;
         r->acks_cap = 0;
-        sophia_redis_flush(r->ctl);
+        if (via == r->ctl)
+            sophia_redis_flush(r->ctl);
     } else { /* Redis down: the entries stay pending, claimed later */
         free(b);
         for (size_t i = 0; i < n; i++) {
@@ -280,6 +298,30 @@ static void send_acks(sophia_source_redis *r)
         }
     }
     r->nacks = 0;
+    r->acks_ctl = 0;
+    if (r->ack_ev)
+        evtimer_del(r->ack_ev);
+}
+
+static void send_acks(sophia_source_redis *r)
+{
+    send_acks_on(r, r->ctl);
+}
+
+/* A durable stream's XACKs wait up to ACK_RIDE_MS for the next append
+ * and go in front of its EVAL, on its connection: one write, and their
+ * answer comes in the same read as the append's, where on ctl they cost
+ * a write, a wake-up and a read of their own per POST. Not when a dead
+ * letter is among them: its XADD went on ctl, and its XACK must follow
+ * it there (the entry is always in one stream or the other). The ids
+ * stay in `inflight` until answered, as on ctl; a claim on ctl answered
+ * after that would only be of entries idle for claim_idle, delivered
+ * again at worst. */
+void sophia_source_redis_acks_ride(sophia_source_redis *r,
+                                   sophia_redis *rd)
+{
+    if (r && r->nacks && !r->acks_ctl && !r->freeing && sophia_redis_up(rd))
+        send_acks_on(r, rd); /* else the timer sends them on ctl */
 }
 
 static void on_ack_tick(evutil_socket_t fd, short what, void *arg)
@@ -764,7 +806,9 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
     r->consumer = strdup(cs->redis.consumer ? cs->redis.consumer
                          : sophia_durable_consumer(cs, who, sizeof(who)));
     r->field = strdup(cs->redis.field ? cs->redis.field : "data");
-    r->count = cs->redis.count ? cs->redis.count : 100;
+    r->count = cs->redis.count ? cs->redis.count
+               : sophia_durable_enabled(c, cs) ? SOURCE_DURABLE_COUNT
+                                               : SOURCE_COUNT;
     r->dead_after = cs->redis.dead_letter_after ? cs->redis.dead_letter_after : 5;
     r->block_ms = (long)(cs->redis.block * 1000);
     r->claim_idle_ms = (long)(cs->redis.claim_idle * 1000);

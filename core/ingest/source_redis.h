@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "conf/config.h"
+#include "event/redis.h"
 
 struct event_base;
 struct sophia_stream;
@@ -58,6 +59,11 @@ uint64_t sophia_source_redis_taken(const sophia_source_redis *r);
 int sophia_source_redis_up(const sophia_source_redis *r);
 /* {"key","group","consumer","up","read","acked","claimed","dead"} */
 json_t *sophia_source_redis_stats_json(const sophia_source_redis *r);
+/* Sends the XACKs waiting for their turn on `rd` now (a durable append's
+ * connection, right before its EVAL), unless they must go on the source's
+ * own control connection. */
+void sophia_source_redis_acks_ride(sophia_source_redis *r,
+                                   sophia_redis *rd);
 /* Flushes XACKs still being sent (bounded wait), then closes. */
 void sophia_source_redis_free(sophia_source_redis *r);
 

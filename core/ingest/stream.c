@@ -1132,6 +1132,11 @@ void sophia_stream_count_rejected(sophia_stream *st, size_t n)
     st->st.rejected += n;
 }
 
+void sophia_stream_count_refused_early(sophia_stream *st)
+{
+    st->st.refused_early++;
+}
+
 json_t *sophia_stream_sources_json(const sophia_stream *st)
 {
     json_t *o = json_object();

@@ -75,6 +75,9 @@ typedef struct sophia_stream_stats {
     uint64_t dead_error, dead_retry, dead_effect; /* processor ERROR, out of
                           * attempts after RETRY / after effect failures */
     uint64_t rejected;   /* refused at the door: queue full */
+    uint64_t refused_early; /* requests refused at their head, the queue
+                          * full before a body was read: their events
+                          * are not known, so not in `rejected` */
     uint64_t filtered;   /* did not pass the stream's filter */
     uint64_t duplicates; /* id already seen inside the dedup window */
     size_t queued;       /* waiting now */
@@ -187,6 +190,8 @@ int sophia_stream_durable(const sophia_stream *st, struct sophia_durable **du);
 size_t sophia_stream_room(const sophia_stream *st);
 /* Counts events a source refused for lack of room (e.g. StatsD). */
 void sophia_stream_count_rejected(sophia_stream *st, size_t n);
+/* Counts a request refused at its head (sophia_accept_has_room). */
+void sophia_stream_count_refused_early(sophia_stream *st);
 void sophia_stream_get_stats(const sophia_stream *st, sophia_stream_stats *out);
 /* The dead letters kept in memory, oldest first: [{id, reason, attempts,
  * at_ms, event}] (new reference). */

@@ -31,6 +31,9 @@ const sophia_statdef sophia_stream_statdefs[] = {
             "Events that failed processing.", failed),
     COUNTER("rejected", "sophia_stream_events_rejected_total",
             "Events refused because the queue was full.", rejected),
+    COUNTER("refused_early", "sophia_stream_requests_refused_early_total",
+            "Requests refused at their head, the queue full before their "
+            "body was read (their events are not in rejected).", refused_early),
     COUNTER("filtered", "sophia_stream_events_filtered_total",
             "Events the stream's filter left out.", filtered),
     COUNTER("duplicates", "sophia_stream_events_duplicate_total",

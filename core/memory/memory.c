@@ -39,13 +39,30 @@
 #define MEM_COMMON_SHARE "0.02"
 #define MEM_COMMON_MIN "1000"
 #define MEM_COMMON_REFRESH_S 600
-/* The text search configuration: english stemming, accents folded when
- * the unaccent extension is there (schema_sql). */
+/* The text search configuration of questions: english stemming, stop
+ * words dropped, accents folded when the unaccent extension is there
+ * (schema_sql). */
 #define MEM_TS_CONFIG "sophia_english"
+/* What the tsv is made with: the same, stop words kept (a stemmer without
+ * a stop list, MEM_TS_STEM), so a synonym phrase keeps its small words:
+ * "asked for" was the lexeme "ask" alone, which matched every "asked
+ * about" and found a call for "what feature did X request". Questions'
+ * words go through MEM_TS_CONFIG still (a stop word says nothing alone),
+ * and the stemmer is the same, so the lexemes are too. */
+#define MEM_TS_INDEX "sophia_english_all"
+#define MEM_TS_STEM "sophia_english_stem"
 /* What is indexed of a text (and asked of a question): the text with "%"
  * spelt out, which the parser drops, so "18% off" matches "percent off"
- * (the synonym list's way to say discount). For snprintf formats ("%%"). */
-#define MEM_TS_TEXT(x) "replace(" x ", '%%', ' percent ')"
+ * (the synonym list's way to say discount); and a hyphen between a letter
+ * or digit and a digit made a space, which the parser reads as a minus
+ * sign otherwise: "INC-9584" gave the lexeme "-9584", which "incident
+ * 9584" never matched (nor "2026-12-02" its "12"). For snprintf formats
+ * ("%%"). MEM_TS_MARK is a part of it only this version has (schema_sql
+ * recomputes a tsv without it). */
+#define MEM_TS_MARK "(?<=[[:alnum:]])-(?=[0-9])"
+#define MEM_TS_TEXT(x)                                                       \
+    "regexp_replace(replace(" x ", '%%', ' percent '), '" MEM_TS_MARK        \
+    "', ' ', 'g')"
 /* Typo tolerance: only words of this many letters, no digits, replaced by
  * known words of this many letters one slip away, or at least this
  * similar (pg_trgm's trigram similarity; a swapped pair in a 6-letter
@@ -69,6 +86,18 @@
 #define MEM_SYN_FILE "memory_synonyms.txt"
 
 /* ------------------------------------------------------------- SQL */
+
+/* Whether words a and b are one slip apart (words_fuzzy). */
+#define MEM_SLIP(a, b)                                                        \
+    "EXISTS (SELECT 1 FROM generate_series(0, length(" a ")) i, "            \
+    "generate_series(0, length(" b ")) j WHERE i + j > 0 AND CASE WHEN i = " \
+    "0 THEN " a " ELSE overlay(" a " PLACING '' FROM i FOR 1) END = CASE "   \
+    "WHEN j = 0 THEN " b " ELSE overlay(" b " PLACING '' FROM j FOR 1) END)"
+/* The known words nearest to w by trigrams (words_fuzzy). */
+#define MEM_NEAREST(w)                                                        \
+    "(SELECT v.word FROM %1$s_words v WHERE length(v.word) >= "              \
+    MEM_FUZZY_MIN_LEN " ORDER BY v.word <-> " w " LIMIT "                    \
+    MEM_FUZZY_CANDIDATES ")"
 
 /* fmt with %1$s = the table, %2$s = `part`. */
 static char *fmt_fts(const char *fmt, const char *t, const char *part)
@@ -109,7 +138,8 @@ static int build_sql(mem_sql *q, const char *t)
                         "$4::real, $5::bytea, $6, $7, $8, $9::bytea) RETURNING "
                         "id, tsv), v "
                         "AS (INSERT INTO %s_words SELECT DISTINCT u.lexeme FROM "
-                        "i, unnest(i.tsv) u ON CONFLICT DO NOTHING), h AS (INSERT "
+                        "i, unnest(i.tsv) u WHERE " MEM_NOT_STOP("u.lexeme")
+                        " ON CONFLICT DO NOTHING), h AS (INSERT "
                         "INTO %s_history (memory_id, event, detail) SELECT id, "
                         "'created', jsonb_build_object('content', $1::text, "
                         "'memory_type', $2::text, 'context', $3::jsonb, "
@@ -132,20 +162,23 @@ static int build_sql(mem_sql *q, const char *t)
      * changed, or two swapped: some one-letter deletion of each is the
      * same - symmetric delete, as spelling correctors do) is taken first;
      * trigrams alone rank a swap in a short name below unrelated words
-     * ("satkr": "sale" 0.22, "stakr" 0.20). */
+     * ("satkr": "sale" 0.22, "stakr" 0.20). Both the word's lexeme and
+     * the word as typed are compared: the stemmer mangles a misspelt name
+     * ("Stemned" is the lexeme "stemn", two slips from "stemend"; as typed
+     * it is one). */
     const char *words_fuzzy =
         "fx AS (SELECT ql.w, 1.0::float8 AS sim FROM ql WHERE EXISTS (SELECT "
         "1 FROM %1$s_words v WHERE v.word = ql.w) UNION ALL SELECT c.word, "
         "CASE WHEN c.slip THEN " MEM_FUZZY_SLIP " ELSE least(1.0, "
         MEM_FUZZY_GAIN " * c.sim) END::float8 FROM ql CROSS JOIN LATERAL "
-        "(SELECT n.word, similarity(n.word, ql.w) AS sim, EXISTS (SELECT 1 "
-        "FROM generate_series(0, length(n.word)) i, generate_series(0, "
-        "length(ql.w)) j WHERE i + j > 0 AND CASE WHEN i = 0 THEN n.word ELSE "
-        "overlay(n.word PLACING '' FROM i FOR 1) END = CASE WHEN j = 0 THEN "
-        "ql.w ELSE overlay(ql.w PLACING '' FROM j FOR 1) END) AS slip FROM "
-        "(SELECT v.word FROM %1$s_words v WHERE length(v.word) >= "
-        MEM_FUZZY_MIN_LEN " ORDER BY v.word <-> ql.w LIMIT "
-        MEM_FUZZY_CANDIDATES ") n ORDER BY 3 DESC, 2 DESC LIMIT 1) c WHERE "
+        "(SELECT COALESCE((SELECT lower(t.token) FROM ts_debug('"
+        MEM_TS_CONFIG "', " MEM_TS_TEXT("$1") ") t WHERE t.lexemes[1] = "
+        "ql.w LIMIT 1), ql.w) AS raw) r CROSS JOIN LATERAL "
+        "(SELECT n.word, greatest(similarity(n.word, ql.w), similarity("
+        "n.word, r.raw)) AS sim, " MEM_SLIP("n.word", "ql.w") " OR "
+        MEM_SLIP("n.word", "r.raw") " AS slip FROM ("
+        MEM_NEAREST("ql.w") " UNION " MEM_NEAREST("r.raw") ") n ORDER BY 3 "
+        "DESC, 2 DESC LIMIT 1) c WHERE "
         "length(ql.w) >= " MEM_FUZZY_MIN_LEN " AND ql.w !~ '[0-9]' AND NOT "
         "EXISTS (SELECT 1 FROM %1$s_words v WHERE v.word = ql.w) AND (c.slip "
         "OR c.sim >= " MEM_FUZZY_MIN_SIM ")), ";
@@ -161,7 +194,7 @@ static int build_sql(mem_sql *q, const char *t)
         "%2$s"
         "sa AS (SELECT split_part(l, E'\\t', 1) AS g, split_part(l, E'\\t', 2) "
         "AS t FROM unnest(string_to_array($5, E'\\n')) l WHERE l <> ''), sq AS "
-        "(SELECT sa.g, to_tsquery('" MEM_TS_CONFIG "', sa.t) AS q FROM sa, cw "
+        "(SELECT sa.g, to_tsquery('" MEM_TS_INDEX "', sa.t) AS q FROM sa, cw "
         "WHERE NOT (tsvector_to_array(to_tsvector('" MEM_TS_CONFIG "', sa.t)) "
         "<@ cw.c)), "
         "d AS (SELECT max(fx.sim) AS sim, to_tsquery('simple', "
@@ -185,7 +218,8 @@ static int build_sql(mem_sql *q, const char *t)
      * stored before it existed). */
     q->common = fmt_sql("WITH s AS (SELECT word, ndoc FROM ts_stat('SELECT tsv "
                         "FROM %s WHERE consolidated_into IS NULL')), v AS (INSERT "
-                        "INTO %s_words SELECT word FROM s ON CONFLICT DO NOTHING) "
+                        "INTO %s_words SELECT word FROM s WHERE " MEM_NOT_STOP("word")
+                        " ON CONFLICT DO NOTHING) "
                         "INSERT INTO %s_stats SELECT 1, ARRAY(SELECT word FROM s "
                         "WHERE ndoc >= greatest(" MEM_COMMON_MIN ", (SELECT "
                         "count(*) FROM %s WHERE consolidated_into IS NULL) * "
@@ -228,7 +262,7 @@ static int build_sql(mem_sql *q, const char *t)
     "id > $2::bigint ORDER BY id LIMIT $1::int"
     q->batch = fmt_sql(BATCH_SQL("embedding"), t);
     /* A consolidator with neighbors: 0 searches nothing: PostgreSQL sends,
-     * and the loop decodes, no vectors (hex, 3 KB a row at dim 384). */
+     * and a worker decodes, no vectors (hex, 3 KB a row at dim 384). */
     q->batch_novec = fmt_sql(BATCH_SQL("NULL::bytea"), t);
 #undef BATCH_SQL
     q->nbrows = fmt_sql("SELECT id, memory_type, context::text, "
@@ -320,12 +354,17 @@ static void free_sql(mem_sql *q)
     mem_crud_sql_free(q);
 }
 
-/* The schema, in order. The extensions and the text search configuration
- * are best effort (a role that may not create them still gets a store, and
- * on_exts says what is missing); the configuration is shared by every
- * table, created once (a copy of english, plus unaccent when it is
- * there). A table whose tsv predates MEM_TS_CONFIG or MEM_TS_TEXT gets
- * it recomputed:
+/* Ends a block that creates a shared text search object: made by another
+ * table's (or another sophiad's) start already is fine. */
+#define MEM_TS_EXISTS                                                         \
+    "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;"
+
+/* The schema, in order. The extensions are best effort (a role that may
+ * not create them still gets a store, and on_exts says what is missing);
+ * the text search configurations are shared by every table, created once
+ * (copies of english, with unaccent when it is there; MEM_TS_INDEX with a
+ * stemmer that keeps stop words). A table whose tsv predates MEM_TS_INDEX
+ * or MEM_TS_TEXT gets it recomputed:
  * dropping the generated column drops its index, which is re-created. */
 #define MEM_SCHEMA_STEPS 16
 static void schema_sql(const char *t, char *buf, size_t n, int which)
@@ -340,13 +379,22 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
                  "EXCEPTION WHEN OTHERS THEN NULL; END $$");
         break;
     case 2:
-        snprintf(buf, n, "DO $$ BEGIN CREATE TEXT SEARCH CONFIGURATION "
-                 MEM_TS_CONFIG " (COPY = english); IF EXISTS (SELECT 1 FROM "
-                 "pg_extension WHERE extname = 'unaccent') THEN ALTER TEXT SEARCH "
-                 "CONFIGURATION " MEM_TS_CONFIG " ALTER MAPPING FOR hword, "
-                 "hword_part, word WITH unaccent, english_stem; END IF; "
-                 "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; "
-                 "END $$");
+        snprintf(buf, n, "DO $$ DECLARE ua boolean := EXISTS (SELECT 1 FROM "
+                 "pg_extension WHERE extname = 'unaccent'); BEGIN BEGIN CREATE "
+                 "TEXT SEARCH CONFIGURATION " MEM_TS_CONFIG " (COPY = english); "
+                 "IF ua THEN ALTER TEXT SEARCH CONFIGURATION " MEM_TS_CONFIG
+                 " ALTER MAPPING FOR hword, hword_part, word WITH unaccent, "
+                 "english_stem; END IF; " MEM_TS_EXISTS " BEGIN CREATE TEXT "
+                 "SEARCH DICTIONARY " MEM_TS_STEM " (TEMPLATE = snowball, "
+                 "Language = english); " MEM_TS_EXISTS " BEGIN CREATE TEXT "
+                 "SEARCH CONFIGURATION " MEM_TS_INDEX " (COPY = english); ALTER "
+                 "TEXT SEARCH CONFIGURATION " MEM_TS_INDEX " ALTER MAPPING FOR "
+                 "asciiword, asciihword, hword_asciipart WITH " MEM_TS_STEM "; "
+                 "IF ua THEN ALTER TEXT SEARCH CONFIGURATION " MEM_TS_INDEX
+                 " ALTER MAPPING FOR hword, hword_part, word WITH unaccent, "
+                 MEM_TS_STEM "; ELSE ALTER TEXT SEARCH CONFIGURATION "
+                 MEM_TS_INDEX " ALTER MAPPING FOR hword, hword_part, word WITH "
+                 MEM_TS_STEM "; END IF; " MEM_TS_EXISTS " END $$");
         break;
     case 3:
         snprintf(buf, n,
@@ -357,17 +405,17 @@ static void schema_sql(const char *t, char *buf, size_t n, int which)
                  "last_access timestamptz NOT NULL DEFAULT now(), access_count "
                  "bigint NOT NULL DEFAULT 0, feedback integer NOT NULL DEFAULT "
                  "0, consolidated_into bigint NULL, embedding bytea NOT NULL, "
-                 "tsv tsvector GENERATED ALWAYS AS (to_tsvector('" MEM_TS_CONFIG
+                 "tsv tsvector GENERATED ALWAYS AS (to_tsvector('" MEM_TS_INDEX
                  "', " MEM_TS_TEXT("content") ")) STORED)", t);
         break;
     case 4:
         snprintf(buf, n, "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attrdef d "
                  "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = "
                  "d.adnum WHERE d.adrelid = '%s'::regclass AND a.attname = 'tsv' "
-                 "AND pg_get_expr(d.adbin, d.adrelid) LIKE '%%" MEM_TS_CONFIG
-                 "%% percent %%') THEN ALTER TABLE %s DROP COLUMN IF EXISTS tsv; ALTER TABLE %s ADD "
+                 "AND pg_get_expr(d.adbin, d.adrelid) LIKE '%%" MEM_TS_INDEX
+                 "%% percent %%" MEM_TS_MARK "%%') THEN ALTER TABLE %s DROP COLUMN IF EXISTS tsv; ALTER TABLE %s ADD "
                  "COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('"
-                 MEM_TS_CONFIG "', " MEM_TS_TEXT("content") ")) STORED; END IF; "
+                 MEM_TS_INDEX "', " MEM_TS_TEXT("content") ")) STORED; END IF; "
                  "END $$", t, t, t);
         break;
     case 5:

@@ -49,17 +49,20 @@
  * faiss) and the k*4 best full-text matches. The text leg (memory.c)
  * takes the question's words through the sophia_english text search
  * configuration (english stemming, accents folded by the unaccent
- * extension when installed, "%" read as "percent"), drops words found in
+ * extension when installed, "%" read as "percent", a hyphen before a
+ * digit as a space: "INC-9584" has the word 9584), drops words found in
  * >= 2% of the rows (and >= 1,000 of them; the list is refreshed from
  * ts_stat every 10 minutes, so queries of very common words stay cheap;
  * the vector leg covers those), replaces a word the store has never seen
  * by a known word one slip away (a letter dropped, doubled, changed or
  * two swapped, among its 10 nearest by pg_trgm over <table>_words, when
- * installed: weight 0.9), else by its nearest at trigram similarity >=
+ * installed; its stem or the word as typed: weight 0.9), else by its
+ * nearest at trigram similarity >=
  * 0.25 (weight min(1, 1.75 x similarity)), and scores each row by the sum
  * of its matching words' idf (BM25's, counted through the GIN index). A
  * synonym group the question names is one more term: any member matches
- * (a phrase as a phrase), it counts once with the idf of all the rows it
+ * (a phrase as a phrase, stop words included: the stored tsvector keeps
+ * them, sophia_english_all), it counts once with the idf of all the rows it
  * matches, and the member's words leave the word list. Context
  * filters (text equality, `in`, ranges on numbers and ISO dates:
  * sophia_memory_check_filter) and the scope drop candidates before

@@ -76,7 +76,8 @@ int mem_crud_sql(mem_sql *q, const char *t)
                      "$7::bytea END FROM o WHERE t.id = o.id "
                      "RETURNING t.*, o.old_type), v AS (INSERT INTO %1$s_words "
                      "SELECT DISTINCT w.lexeme FROM u, unnest(u.tsv) w WHERE "
-                     "$2::text IS NOT NULL ON CONFLICT DO NOTHING) SELECT "
+                     "$2::text IS NOT NULL AND " MEM_NOT_STOP("w.lexeme") " ON "
+                     "CONFLICT DO NOTHING) SELECT "
                      MEM_COLS_HEAD ", NULL::bytea, " MEM_COLS_SCOPE ", old_type "
                      "FROM u", t);
     /* $1 one id (or NULL), $2..$4 a scope; merged rows go too (their

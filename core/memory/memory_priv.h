@@ -62,6 +62,11 @@ typedef struct mem_sql {
     char *get, *list, *patch, *del_scope, *history;
 } mem_sql;
 
+/* A lexeme of the tsv that is not an English stop word: the tsv keeps
+ * stop words (memory.c, MEM_TS_INDEX) for phrases, the typo vocabulary
+ * (<table>_words) does not, so no unknown word is "corrected" into one. */
+#define MEM_NOT_STOP(x) "ts_lexize('english_stem', " x ") <> '{}'"
+
 /* A memory as rows/get/list select it: MEM_COLS_HEAD (columns 0..8), the
  * embedding or NULL (9), MEM_COLS_SCOPE (10..12); mem_row_json reads it. */
 #define MEM_COLS_HEAD                                                         \

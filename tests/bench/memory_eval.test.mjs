@@ -41,10 +41,13 @@ test('the evaluation runs on the whole set', { timeout: 600000 }, async () => {
 // without anything having changed: the check allows 2/260 and prints the
 // exact figures. All six pairs are checked (recall@5 on the tuning part
 // too, since the text leg scores a synonym group as one concept and the
-// vector leg no longer breaks its ties). The issue's strict bar (fusion >=
-// best leg everywhere, held-out recall@1 >= 0.95) is not met yet: issue
-// 20 stays open until it is.
-const SLACK = 2 / 260;
+// vector leg no longer breaks its ties). Held-out recall@1 reaches the
+// issue's 0.95 (0.954 with either embedder); fusion >= the better leg
+// holds exactly in most runs, but where the text leg ties (two memories of
+// one account, told apart only by meaning) the text leg alone is ordered
+// by id and the fusion by the vector leg, so either can win by a question.
+// (+1e-9: 247/260 >= 249/260 - 2/260 is false in floating point)
+const SLACK = 2 / 260 + 1e-9;
 const runs = { hashing: () => out, ngram_idf: () => idf };
 for (const [name, get] of Object.entries(runs))
   for (const split of ['tuning', 'heldout'])
@@ -76,11 +79,13 @@ for (const metric of ['r1', 'mrr']) {
   });
 }
 
-// A floor just under what is reached (0.904-0.919 held-out, with either
-// embedder, over six runs when this was written; 0.815 before the text
-// leg scored synonym groups as concepts), so the retrieval cannot fall
-// back unnoticed; the issue's bar is 0.95.
-const FLOOR = 0.9;
+// A floor a few questions under what is reached (0.950-0.958 held-out,
+// with either embedder, over several runs when this was written; 0.904-
+// 0.919 before identifiers' numbers, stop words in phrases and typed-form
+// typo correction; 0.815 before the text leg scored synonym groups as
+// concepts), so the retrieval cannot fall back unnoticed; the issue's bar
+// is 0.95.
+const FLOOR = 0.94;
 for (const [name, get] of Object.entries(runs))
   test(`fusion recall@1 on held-out stays >= ${FLOOR}, ${name} (issue 20 asks 0.95)`, () => {
     const run = get();

@@ -13,7 +13,8 @@ import assert from 'node:assert/strict';
 import {
   startDaemon, runSophiad, fetchJson, wsConnect, nextMessage, takeMessages, freePort, until as waitUntil,
 } from './lib/daemon.mjs';
-import { redisCommand } from './lib/servers.mjs';
+import { redisAddress, redisCommand } from './lib/servers.mjs';
+import net from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -234,6 +235,48 @@ test('what every group has processed is trimmed from the Redis Stream', async ()
   assert.ok((await stats()).sources.redis.durable.trimmed >= 900);
   assert.equal((await redisCommand(['XPENDING', key, 'g']))[0], 0);
   await d.stop();
+});
+
+// Redis's MONITOR: every command as `<time> [<db> <client addr>] "CMD" "arg"...`.
+async function monitor() {
+  const { host, port } = redisAddress();
+  const sock = net.connect(port, host);
+  let text = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (d) => { text += d; });
+  await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+  sock.write('MONITOR\r\n');
+  await waitUntil(async () => text.startsWith('+OK'), 'MONITOR on');
+  return {
+    // [client address, command, its arguments as printed] of each command
+    commands: () => [...text.matchAll(/^\+[\d.]+ \[\d+ ([^\]]+)\] "(\w+)"(.*)$/gm)].map((m) => [m[1], m[2].toUpperCase(), m[3]]),
+    stop: () => sock.destroy(),
+  };
+}
+
+test('a durable stream\'s XACKs ride on its next append (one write, one answer); all are acked once appends stop', async () => {
+  const d = await startDaemon({ yaml: yaml({}) });
+  await healthy(d);
+  const stats = async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.dur;
+  const key = (await stats()).sources.redis.key;
+  keys.push(key, `${key}:dead`);
+  const mon = await monitor();
+  try {
+    for (let b = 0; b < 30; b++) {
+      const body = Array.from({ length: 5 }, (_, i) => ({ n: b * 5 + i, sleep_ms: 1 }));
+      assert.equal((await fetchJson(`${d.url}/ingest/dur`, { method: 'POST', body })).status, 202);
+    }
+    await until(async () => (await stats()).processed === 150, '150 processed');
+    await until(async () => (await redisCommand(['XPENDING', key, 'g']))[0] === 0, 'no pending entries');
+    const cmds = mon.commands().filter(([, , args]) => args.includes(`"${key}"`));
+    const appender = new Set(cmds.filter(([, c]) => c === 'EVAL').map(([a]) => a));
+    const acks = cmds.filter(([, c]) => c === 'XACK');
+    assert.equal(appender.size, 1, 'one append connection');
+    assert.ok(acks.some(([a]) => appender.has(a)), 'some XACK went on the append connection');
+  } finally {
+    mon.stop();
+    await d.stop();
+  }
 });
 
 test('entries this node appended are taken back as accepted, twins included; a stranger\'s entry is parsed', async () => {

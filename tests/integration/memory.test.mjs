@@ -633,7 +633,30 @@ test('words in a large share of the table are left out of the full-text leg', as
   }
 });
 
-test('a store made before sophia_english is migrated: stemming, accents folded, the typo vocabulary filled', async () => {
+test('phrases keep their stop words, and a misspelt name is corrected as typed', async () => {
+  const t = uniq();
+  const dd = await startDaemon({ yaml: memYaml(t, '@TMP_DIR@/memory.index') });
+  try {
+    const asked = await store(dd, 'Nadia Novak at Vinond Insurance asked for a Jira sync', {});
+    await store(dd, 'Call with Jonas Zeller of Vinond Insurance: they asked about uptime', {});
+    const stemend = await store(dd, 'Lucia Rossi from Stemend Bank escalated broken SSO', {});
+    await store(dd, 'Leila Jansen from Stenu Capital escalated broken SSO', {});
+    // "request" names its synonym group, whose "asked for" is the phrase
+    // ask <-> for: it matches "asked for", not "asked about" (which the
+    // lexeme "ask" alone did, tying the two)
+    const r = await search(dd, 'what did Vinond request', { k: 2, legs: 'text' });
+    assert.equal(r[0].id, asked);
+    assert.ok(r[1].score_parts.text < r[0].score_parts.text, JSON.stringify(r.map((x) => x.score_parts)));
+    // "Stemned" stems to "stemn", one slip from "stenu" and two from
+    // "stemend"; as typed it is one swap from "stemend"
+    const typo = await search(dd, 'Stemned escalated', { k: 1, legs: 'text' });
+    assert.equal(typo[0].id, stemend, typo[0].content);
+  } finally {
+    await dd.stop();
+  }
+});
+
+test('a store made before sophia_english is migrated: stemming, accents folded, identifiers\' numbers, the typo vocabulary filled', async () => {
   const t = uniq();
   // The table as an earlier sophiad made it: tsv from the plain 'english'
   // configuration, no _words table.
@@ -645,7 +668,8 @@ test('a store made before sophia_english is migrated: stemming, accents folded, 
     tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED);
     CREATE INDEX ${t}_tsv ON ${t} USING gin (tsv);
     INSERT INTO ${t} (content, memory_type, embedding)
-      VALUES ('Renewal call with Café Zürich about Renée''s discount', 'fact', decode(repeat('00', 1536), 'hex'))`);
+      VALUES ('Renewal call with Café Zürich about Renée''s discount', 'fact', decode(repeat('00', 1536), 'hex')),
+             ('Incident INC-9584 postmortem', 'fact', decode(repeat('00', 1536), 'hex'))`);
   const dd = await startDaemon({ yaml: memYaml(t, '@TMP_DIR@/memory.index') });
   try {
     await waitFor(async () => (await memStats(dd)).status === 'ready', 'the store');
@@ -665,6 +689,12 @@ test('a store made before sophia_english is migrated: stemming, accents folded, 
     assert.match(r[0].content, /Café Zürich/);
     const typo = await search(dd, 'Zuirch discount', { k: 1, legs: 'text' });
     assert.match(typo[0].content, /Zürich/);
+    // an identifier's number alone: "INC-9584" is indexed as "inc 9584",
+    // not "inc" and the negative number "-9584"
+    const num = await search(dd, 'postmortem of 9584', { k: 2, legs: 'text' });
+    assert.equal(num.length, 1, JSON.stringify(num));
+    assert.match(num[0].content, /INC-9584/);
+    assert.ok(num[0].score_parts.text > 1, 'both words matched (idf ln 2 each), not only postmortem');
   } finally {
     await dd.stop();
   }

@@ -276,6 +276,11 @@ static void old_prom_streams(FILE *f, const char *const *names,
          offsetof(sophia_stream_stats, failed)},
         {"sophia_stream_events_rejected_total", "Events refused because the queue was full.",
          offsetof(sophia_stream_stats, rejected)},
+        /* added since the table replaced these lines */
+        {"sophia_stream_requests_refused_early_total",
+         "Requests refused at their head, the queue full before their body was read "
+         "(their events are not in rejected).",
+         offsetof(sophia_stream_stats, refused_early)},
         {"sophia_stream_events_filtered_total", "Events the stream's filter left out.",
          offsetof(sophia_stream_stats, filtered)},
         {"sophia_stream_events_duplicate_total", "Events skipped as duplicates inside the dedup window.",
@@ -325,6 +330,7 @@ static json_t *old_stream_json(const sophia_stream_stats *s)
                                         (json_int_t)s->inflight, "retry_wait_ms",
                                         s->retry_wait_ms, "dead", (json_int_t)s->dead,
                                         "effect_failures", (json_int_t)s->effect_failures));
+    json_object_set_new(o, "refused_early", json_integer((json_int_t)s->refused_early));
     return o;
 }
 
@@ -333,7 +339,7 @@ static sophia_stream_stats stream_stats(uint64_t base)
 {
     sophia_stream_stats s = {0};
     uint64_t *u = &s.received;
-    for (size_t i = 0; i < 13; i++) /* received .. duplicates */
+    for (size_t i = 0; i < 14; i++) /* received .. duplicates */
         u[i] = base + i;
     s.queued = (size_t)base + 20;
     s.inflight = (size_t)base + 21;
