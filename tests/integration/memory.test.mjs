@@ -582,7 +582,16 @@ streams:
       'the transcript analysed');
     assert.equal((await memStats(dd)).stores, 0);
     assert.equal((await ingest(meta)).status, 202);
-    const m = await waitFor(async () => { const s = await memStats(dd); return s.stores >= 3 && s; }, 'the call memories');
+    // The call's memories are stored one by one: wait until the count is
+    // at least 3 and holds still, so a late one is not taken for a replay's.
+    let last = -1;
+    const m = await waitFor(async () => {
+      const s = await memStats(dd);
+      const settled = s.stores >= 3 && s.stores === last;
+      last = s.stores;
+      if (!settled) await sleep(300);
+      return settled && s;
+    }, 'the call memories');
     assert.equal(m.by_type.action_item >= 1 && m.by_type.risk >= 2, true, JSON.stringify(m.by_type));
     // Replaying the call stores nothing twice.
     assert.equal((await ingest(body)).status, 202);
