@@ -148,6 +148,7 @@ static int index_add(sophia_ws_router *r, sophia_ws_client *c, const char *s)
     if (subs_add(ps, c) < 0)
         return -1;
     r->plen[n]++;
+    r->npatterns++;
     return 0;
 }
 
@@ -174,6 +175,7 @@ static void index_del(sophia_ws_router *r, sophia_ws_client *c, const char *s)
         return;
     subs_del(ps, c);
     r->plen[n]--;
+    r->npatterns--;
     if (ps->n == 0)
         subs_free(sophia_dict_del(r->patterns, prefix));
 }
@@ -281,6 +283,8 @@ static void deliver(sophia_ws_router *r, sophia_ws_client *c, ws_msg *m)
 static void deliver_patterns(sophia_ws_router *r, const char *topic,
                              uint64_t seq, const ws_pub *p, ws_msg **m)
 {
+    if (!r->npatterns)
+        return; /* the usual case: a walk of the topic's length for nothing */
     char prefix[WS_MAX_TOPIC + 1];
     size_t len = strlen(topic);
     for (size_t n = 0; n <= len && n <= WS_MAX_TOPIC; n++) {
@@ -330,22 +334,19 @@ static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
     ws_msg_unref(m);
 }
 
-void sophia_ws_route(sophia_ws_router *r, const char *type,
-                     const char *const *topics, const uint64_t *seqs,
-                     size_t ntopics, const char *dashboard_id, json_t *data)
+/* Routes one publish whose data is `text` (len bytes of JSON, NULL when
+ * out of memory) to each of `topics`. */
+static void route_text(sophia_ws_router *r, const char *type,
+                       const char *const *topics, const uint64_t *seqs,
+                       size_t ntopics, const char *dashboard_id,
+                       const char *metric, const char *text, size_t len)
 {
     int64_t now = sophia_now_mono_us();
-    size_t dlen = 0;
-    char *dtext = sophia_json_encode(data ? data : json_null(), &dlen);
-    const char *metric = strcmp(type, "metric") == 0
-                             ? json_string_value(json_object_get(data, "metric"))
-                             : NULL;
     r->stamp++;
     r->pubid++;
-    ws_pub *p = dtext ? ws_pub_new(r->pubid, type, dashboard_id, metric, dtext,
-                                   dlen)
-                      : NULL;
-    free(dtext);
+    ws_pub *p = text ? ws_pub_new(r->pubid, type, dashboard_id, metric, text,
+                                  len)
+                     : NULL;
     for (size_t i = 0; p && i < ntopics; i++) {
         ws_topic *t = ws_topic_get(r, topics[i], 0);
         if (!t && sophia_dict_size(r->topics) >= r->max_topics) {
@@ -362,26 +363,77 @@ void sophia_ws_route(sophia_ws_router *r, const char *type,
     ws_kick_if_owed(r);
 }
 
+void sophia_ws_route(sophia_ws_router *r, const char *type,
+                     const char *const *topics, const uint64_t *seqs,
+                     size_t ntopics, const char *dashboard_id, json_t *data)
+{
+    /* encoded into a buffer the router keeps: ws_pub_new copies it */
+    sophia_jsonw *w = &r->data;
+    sophia_jsonw_clear(w);
+    sophia_jsonw_append(w, data ? data : json_null());
+    const char *metric = strcmp(type, "metric") == 0
+                             ? json_string_value(json_object_get(data, "metric"))
+                             : NULL;
+    route_text(r, type, topics, seqs, ntopics, dashboard_id, metric,
+               w->failed ? NULL : w->p, w->len);
+}
+
+/* 1 when the publish goes through the cluster (delivered here when it
+ * comes back from the channel), 0 when this node routes it now. */
+static int via_cluster(sophia_ws_router *r)
+{
+    if (!r->cluster)
+        return 0;
+    if (!sophia_cluster_ready(r->cluster)) {
+        r->st.cluster_fallback++;
+        return 0;
+    }
+    if (sophia_cluster_alone(r->cluster)) {
+        r->st.cluster_alone++; /* nobody else to tell: see cluster.h */
+        return 0;
+    }
+    return 1;
+}
+
+/* 0 when the cluster took it, else -1: route it here. */
+static int cluster_publish(sophia_ws_router *r, const char *type,
+                           const char *const *topics, size_t ntopics,
+                           const char *dashboard_id, json_t *data)
+{
+    if (data && sophia_cluster_publish(r->cluster, type, topics, ntopics,
+                                       dashboard_id, data) == 0) {
+        r->st.cluster_out++;
+        return 0;
+    }
+    r->st.cluster_fallback++;
+    return -1;
+}
+
 void sophia_ws_publish(sophia_ws_router *r, const char *type,
                        const char *const *topics, size_t ntopics,
                        const char *dashboard_id, json_t *data)
 {
     r->st.published++;
-    if (r->cluster && sophia_cluster_ready(r->cluster) &&
-        sophia_cluster_alone(r->cluster)) {
-        r->st.cluster_alone++; /* nobody else to tell: see cluster.h */
-        sophia_ws_route(r, type, topics, NULL, ntopics, dashboard_id, data);
+    if (via_cluster(r) &&
+        cluster_publish(r, type, topics, ntopics, dashboard_id, data) == 0)
         return;
-    }
-    if (r->cluster && sophia_cluster_ready(r->cluster) &&
-        sophia_cluster_publish(r->cluster, type, topics, ntopics, dashboard_id,
-                               data) == 0) {
-        r->st.cluster_out++;
-        return; /* delivered when it comes back from the channel */
-    }
-    if (r->cluster)
-        r->st.cluster_fallback++;
     sophia_ws_route(r, type, topics, NULL, ntopics, dashboard_id, data);
+}
+
+void sophia_ws_publish_text(sophia_ws_router *r, const char *type,
+                            const char *const *topics, size_t ntopics,
+                            const char *dashboard_id, const char *metric,
+                            const char *text, size_t len)
+{
+    r->st.published++;
+    if (via_cluster(r)) { /* the channel carries a value: parsed for it */
+        json_t *data = json_loadb(text, len, JSON_DECODE_ANY, NULL);
+        int rc = cluster_publish(r, type, topics, ntopics, dashboard_id, data);
+        json_decref(data);
+        if (rc == 0)
+            return;
+    }
+    route_text(r, type, topics, NULL, ntopics, dashboard_id, metric, text, len);
 }
 
 /* ---------------------------------------------------------------- sweep */
@@ -671,6 +723,7 @@ void sophia_ws_router_free(sophia_ws_router *r)
     free(r->dirty);
     free(r->gather);
     sophia_jsonw_reset(&r->render);
+    sophia_jsonw_reset(&r->data);
     sophia_jsonw_reset(&r->mpack);
     ws_deflater_free(r->deflater);
     if (r->topics)

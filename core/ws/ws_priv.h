@@ -140,6 +140,7 @@ struct sophia_ws_router {
     sophia_dict *topics;   /* name -> ws_topic */
     sophia_dict *patterns; /* prefix -> ws_subs */
     size_t plen[WS_MAX_TOPIC + 1]; /* patterns per prefix length */
+    size_t npatterns; /* their sum: 0 skips the per-publish prefix walk */
     sophia_dict *by_id;    /* "%llu" -> client */
     sophia_ws_client *clients;
     /* configuration */
@@ -171,6 +172,7 @@ struct sophia_ws_router {
     int64_t flush_end_us, flush_cost_us; /* the last flush, see mark_dirty */
     int kick_owed; /* lws was asked for something since the last kick */
     sophia_jsonw render;    /* reused by render_msg: no malloc per message */
+    sophia_jsonw data;      /* the same for a publish's data (sophia_ws_route) */
     sophia_jsonw mpack;     /* the same for msgpack twins (ws_msgpack.h) */
     int compression;        /* websocket.compression: deflate offered */
     size_t compression_min; /* smaller messages go as they are */
