@@ -9,6 +9,7 @@
 #include "host/host.h"
 #include "host/host_json.h"
 #include "host/host_priv.h"
+#include "host/host_text.h"
 #include "host/output.h"
 #include "host/prefetch.h"
 
@@ -45,7 +46,10 @@ typedef struct action {
     char *topic;     /* extra topic, or cache key / tag */
     char *dashboard; /* or NULL */
     char *severity;  /* alerts only */
-    json_t *data;    /* update data, or cache value */
+    json_t *data;    /* update data, or cache value (NULL when text) */
+    char *text;      /* or the same as JSON text (SDK 1.4's *_text) */
+    size_t tlen;
+    char *metric;    /* a text "metric" update's "metric" member */
     double ttl;
     char **tags;     /* NULL-terminated copy */
 } action;
@@ -248,6 +252,96 @@ static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
     a->data = value ? J(value) : json_null();
     a->ttl = ttl_s;
     a->tags = sophia_strv_dup(tags);
+    return 0;
+}
+
+/* ---- SDK 1.4: data and values given as JSON text ------------------- */
+
+static char *text_dup(const char *s, size_t len)
+{
+    char *t = malloc(len + 1);
+    if (t) {
+        memcpy(t, s, len);
+        t[len] = '\0';
+    }
+    return t;
+}
+
+/* The string value of a metric update's "metric" member, which the
+ * router keys dashboards' latest values and slow clients' coalescing by:
+ * taken from the text where it needs no decoding, else from jansson's
+ * reading of it. NULL (and *bad 0) when there is none. */
+static char *text_metric(const char *json, size_t len,
+                         const host_text_member *m, int *bad)
+{
+    if (!m->escaped) {
+        char *s = m->at ? text_dup(m->at, m->len) : NULL;
+        *bad = m->at && !s;
+        return s;
+    }
+    json_t *v = json_loadb(json, len, JSON_DECODE_ANY, NULL);
+    const char *s = json_string_value(json_object_get(v, "metric"));
+    char *out = s ? strdup(s) : NULL;
+    *bad = s && !out;
+    json_decref(v);
+    return out;
+}
+
+static int host_publish_text(sophia_ctx *ctx, sophia_update_type type,
+                             const char *topic, const char *dashboard_id,
+                             const char *json, size_t len)
+{
+    host_text_member m = {.key = "metric"};
+    if ((unsigned)type > SOPHIA_UPDATE_DATA || !ctx ||
+        host_text_check(json, len, type == SOPHIA_UPDATE_METRIC ? &m : NULL))
+        return SOPHIA_EINVAL;
+    if (type == SOPHIA_UPDATE_ALERT) /* outputs read alerts as values */
+        return host_publish(ctx, type, topic, dashboard_id,
+                            (sophia_json *)json_loadb(json, len,
+                                                      JSON_DECODE_ANY, NULL));
+    int bad = 0;
+    action *a = ctx_push(ctx, ACT_PUBLISH);
+    if (!a)
+        return SOPHIA_ENOMEM;
+    a->type = strdup(update_names[type]);
+    a->topic = dup_or_null(topic);
+    a->dashboard = dup_or_null(dashboard_id);
+    a->text = text_dup(json, len);
+    a->tlen = len;
+    if (type == SOPHIA_UPDATE_METRIC)
+        a->metric = text_metric(json, len, &m, &bad);
+    if (!a->type || (topic && !a->topic) ||
+        (dashboard_id && !a->dashboard) || !a->text || bad) {
+        ctx->n--; /* the slot is the last one: given back */
+        free(a->type);
+        free(a->topic);
+        free(a->dashboard);
+        free(a->text);
+        free(a->metric);
+        return SOPHIA_ENOMEM;
+    }
+    return 0;
+}
+
+static int host_cache_put_text(sophia_ctx *ctx, const char *key,
+                               const char *json, size_t len, double ttl_s,
+                               const char *const *tags)
+{
+    if (!ctx || host_text_check(json, len, NULL))
+        return SOPHIA_EINVAL;
+    char *text = text_dup(json, len);
+    if (!text)
+        return SOPHIA_ENOMEM;
+    /* a NULL value leaves the key and ttl checks to cache_put */
+    int rc = host_cache_put(ctx, key, NULL, ttl_s, tags);
+    if (rc) {
+        free(text);
+        return rc;
+    }
+    action *a = &ctx->v[ctx->n - 1];
+    a->data = NULL;
+    a->text = text;
+    a->tlen = len;
     return 0;
 }
 
@@ -599,6 +693,9 @@ static const sophia_host host_table = {
     .pg_query = sophia_host_pg_query,
     .hmac_sha256_hex = sophia_host_hmac_sha256_hex,
     .memory_set_importance = sophia_memory_host_set_importance,
+    .json_write = host_json_write,
+    .publish_text = host_publish_text,
+    .cache_put_text = host_cache_put_text,
 };
 
 const sophia_host *sophia_host_table(void)
@@ -731,8 +828,12 @@ static void apply_publish(sophia_ctx *ctx, action *a)
     size_t n = sophia_update_topics(a->type, a->dashboard, ctx->stream,
                                     a->severity, a->topic, topics, buf,
                                     sizeof(buf));
-    sophia_ws_publish(ctx_rt(ctx)->env.ws, a->type, topics, n, a->dashboard,
-                      a->data);
+    if (a->text)
+        sophia_ws_publish_text(ctx_rt(ctx)->env.ws, a->type, topics, n,
+                               a->dashboard, a->metric, a->text, a->tlen);
+    else
+        sophia_ws_publish(ctx_rt(ctx)->env.ws, a->type, topics, n,
+                          a->dashboard, a->data);
 }
 
 /* One sophia_ctx_apply in progress: `left` effects not yet reported plus
@@ -787,10 +888,11 @@ void sophia_apply_end(void *arg, int rc)
  * refusal now (EBUSY, EINVAL...) is reported at once. */
 static void apply_cache_put(sophia_apply *ap, action *a)
 {
-    size_t len;
-    char *s = sophia_json_encode(a->data, &len); /* = json_dumps, faster */
+    size_t len = a->tlen;
+    char *s = a->text ? NULL : sophia_json_encode(a->data, &len);
+    const char *v = a->text ? a->text : s; /* the cache copies it */
     sophia_apply_begin(ap);
-    int rc = s ? sophia_cache_put_async(ap->rt->env.cache, a->topic, s, len,
+    int rc = v ? sophia_cache_put_async(ap->rt->env.cache, a->topic, v, len,
                                         a->ttl,
                                         (const char *const *)a->tags,
                                         sophia_apply_end, ap)
@@ -912,6 +1014,8 @@ void sophia_ctx_free(sophia_ctx *ctx)
         free(a->topic);
         free(a->dashboard);
         free(a->severity);
+        free(a->text);
+        free(a->metric);
         json_decref(a->data);
         sophia_strv_free(a->tags);
     }
@@ -959,6 +1063,15 @@ const json_t *sophia_ctx_next_alert(const sophia_ctx *ctx, size_t *i)
 /* What sophia_ctx_apply would do, as data: sophia-plugin-test prints it
  * and tests assert on it. Topics are computed exactly as apply_publish
  * computes them, so the output shows where an update would really go. */
+/* An action's data or value as a value: its text read back when it came
+ * as text (a new reference either way). */
+static json_t *action_value(const action *a)
+{
+    if (a->text)
+        return json_loadb(a->text, a->tlen, JSON_DECODE_ANY, NULL);
+    return a->data ? json_incref(a->data) : json_null();
+}
+
 static json_t *publish_json(const sophia_ctx *ctx, const action *a)
 {
     const char *topics[6];
@@ -976,7 +1089,7 @@ static json_t *publish_json(const sophia_ctx *ctx, const action *a)
     json_object_set_new(o, "topics", t);
     if (a->dashboard)
         json_object_set_new(o, "dashboard_id", json_string(a->dashboard));
-    json_object_set(o, "data", a->data ? a->data : json_null());
+    json_object_set_new(o, "data", action_value(a));
     return o;
 }
 
@@ -985,9 +1098,9 @@ static json_t *cache_put_json(const action *a)
     json_t *tags = json_array();
     for (size_t k = 0; a->tags && a->tags[k]; k++)
         json_array_append_new(tags, json_string(a->tags[k]));
-    return json_pack("{s:s, s:s, s:O, s:f, s:o}", "action", "cache_put",
-                     "key", a->topic, "value", a->data ? a->data : json_null(),
-                     "ttl", a->ttl, "tags", tags);
+    return json_pack("{s:s, s:s, s:o, s:f, s:o}", "action", "cache_put",
+                     "key", a->topic, "value", action_value(a), "ttl", a->ttl,
+                     "tags", tags);
 }
 
 static json_t *action_json(const sophia_ctx *ctx, const action *a)
