@@ -267,6 +267,19 @@ static const char *host_json_key_at(const sophia_json *v, size_t i,
     return json_object_iter_key(it);
 }
 
+/* SDK 1.1: an object's members in order (metrics reads a point's body). */
+static void *host_json_iter(const sophia_json *obj, void *it, const char **key,
+                            const sophia_json **value)
+{
+    json_t *o = (json_t *)obj;
+    void *next = it ? json_object_iter_next(o, it) : json_object_iter(o);
+    if (next) {
+        *key = json_object_iter_key(next);
+        *value = (const sophia_json *)json_object_iter_value(next);
+    }
+    return next;
+}
+
 /* SDK 1.1: these tests never commit a context, so a staged state change
  * is discarded at once (as the core does for a context freed uncommitted). */
 static int host_stage(sophia_ctx *ctx, void (*apply)(void *, void *),
@@ -319,6 +332,7 @@ static const sophia_host test_host = {
     .now_us = host_now_us,
     .stage = host_stage,
     .stage_undoable = host_stage_undoable,
+    .json_iter = host_json_iter,
     .json_write = host_json_write,
     .publish_text = host_publish_text,
     .cache_put_text = host_cache_put_text,

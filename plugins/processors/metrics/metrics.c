@@ -287,6 +287,36 @@ static int name_ok(const char *s)
     return 1;
 }
 
+/* The body's members a point is read from, found in one walk of the
+ * object (json_iter, SDK 1.1): a lookup per name hashed the name and
+ * probed the object seven times a point, for bodies of three or four
+ * members. */
+typedef struct point_fields {
+    const sophia_json *metric, *value, *timestamp, *labels, *tags, *dashboard,
+        *type;
+} point_fields;
+
+static void point_fields_of(const sophia_host *h, const sophia_json *b,
+                            point_fields *f)
+{
+    static const char *const names[] = {"metric", "value", "timestamp",
+                                        "labels", "tags", "dashboard_id",
+                                        "type"};
+    const sophia_json **slots[] = {&f->metric, &f->value, &f->timestamp,
+                                   &f->labels, &f->tags, &f->dashboard,
+                                   &f->type};
+    memset(f, 0, sizeof(*f));
+    const char *k;
+    const sophia_json *v;
+    for (void *it = h->json_iter(b, NULL, &k, &v); it;
+         it = h->json_iter(b, it, &k, &v))
+        for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
+            if (k[0] == names[i][0] && !strcmp(k, names[i])) {
+                *slots[i] = v;
+                break;
+            }
+}
+
 /* 0 when the event is a point (p filled in), else -1 and why. */
 static int parse_point(const metrics_state *st, const sophia_event *ev,
                        point *p, char *why, size_t len)
@@ -294,23 +324,27 @@ static int parse_point(const metrics_state *st, const sophia_event *ev,
     const sophia_host *h = st->host;
     const sophia_json *b = ev ? ev->body : NULL;
     const char *bad = NULL;
-    if (!b || h->json_type(b) != SOPHIA_JSON_OBJECT)
+    point_fields f = {0};
+    int object = b && h->json_type(b) == SOPHIA_JSON_OBJECT;
+    if (object)
+        point_fields_of(h, b, &f);
+    if (!object)
         bad = "body is not a JSON object";
-    else if (!(p->metric = h->json_string(h->json_get(b, "metric"))) ||
-             !*p->metric || !name_ok(p->metric))
+    else if (!(p->metric = h->json_string(f.metric)) || !*p->metric ||
+             !name_ok(p->metric))
         bad = "\"metric\" is missing or not a non-empty string of at most "
               "255 bytes without control bytes";
-    else if (!(p->value = h->json_get(b, "value")) ||
+    else if (!(p->value = f.value) ||
              h->json_type(p->value) != SOPHIA_JSON_NUMBER)
         bad = "\"value\" is missing or not a number";
     if (bad) {
         snprintf(why, len, "%s", bad);
         return -1;
     }
-    p->timestamp = present(h, h->json_get(b, "timestamp"));
-    p->labels = present(h, h->json_get(b, "labels"));
-    p->tags = present(h, h->json_get(b, "tags"));
-    p->dashboard = h->json_string(h->json_get(b, "dashboard_id"));
+    p->timestamp = present(h, f.timestamp);
+    p->labels = present(h, f.labels);
+    p->tags = present(h, f.tags);
+    p->dashboard = h->json_string(f.dashboard);
     if (!p->dashboard || !*p->dashboard)
         p->dashboard = st->default_dashboard;
     if (p->dashboard && !name_ok(p->dashboard)) {
@@ -326,7 +360,7 @@ static int parse_point(const metrics_state *st, const sophia_event *ev,
         return -1;
     }
     /* A statsd set's `member` is the value counted, not a dimension. */
-    const char *type = h->json_string(h->json_get(b, "type"));
+    const char *type = h->json_string(f.type);
     const char *skip = type && !strcmp(type, "set") ? "member" : NULL;
     return mp_labels_canon(h, p->labels, p->tags, skip, p->canon,
                            sizeof(p->canon), why, len);
