@@ -65,9 +65,28 @@ static uint64_t topic_base(const sophia_ws_router *r)
     return now > r->seq_floor ? now : r->seq_floor + 1;
 }
 
+/* A publish looks its topics up by name, three per metric point, and
+ * mostly the same few names again and again: a direct-mapped cache of
+ * recently used topics, indexed by a cheap (FNV-1a) hash of the name,
+ * answers before the dict's keyed hash. Made-up names can only make it
+ * miss, never wrong: a slot is checked by name and cleared when its
+ * topic goes (topic_remove). */
+static ws_topic **recent_slot(sophia_ws_router *r, const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *s = (const unsigned char *)name; *s; s++)
+        h = (h ^ *s) * 16777619u;
+    return &r->recent[h % WS_RECENT_TOPICS];
+}
+
 ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
 {
+    ws_topic **slot = recent_slot(r, name);
+    if (*slot && strcmp((*slot)->name, name) == 0)
+        return *slot;
     ws_topic *t = sophia_dict_get(r->topics, name);
+    if (t)
+        *slot = t;
     if (t || !create)
         return t;
     t = calloc(1, sizeof(*t));
@@ -78,6 +97,7 @@ ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
     t->seq = t->base = topic_base(r);
     ws_history_init(&t->hist, r->history);
     sophia_dict_set(r->topics, name, t);
+    *slot = t;
     t->next = r->tlist;
     if (r->tlist)
         r->tlist->prev = t;
@@ -95,6 +115,9 @@ static void topic_remove(sophia_ws_router *r, ws_topic *t)
         r->tlist = t->next;
     if (t->next)
         t->next->prev = t->prev;
+    ws_topic **slot = recent_slot(r, t->name);
+    if (*slot == t)
+        *slot = NULL;
     sophia_dict_del(r->topics, t->name);
     topic_free(t);
 }

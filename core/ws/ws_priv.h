@@ -38,6 +38,8 @@
 #include "ws/ws_latest.h"
 
 #define WS_MAX_TOPIC 200
+/* Slots of the router's cache of recently used topics (ws_topic_get). */
+#define WS_RECENT_TOPICS 64
 /* One send carries at most this much (http.c sets the protocol's
  * tx_packet_size to match: lws would cut larger sends into 4 KiB ones). A
  * flush or WRITEABLE turn sends at most WS_GATHERS_PER_TURN of them, so one
@@ -141,6 +143,7 @@ struct sophia_ws_router {
     sophia_dict *patterns; /* prefix -> ws_subs */
     size_t plen[WS_MAX_TOPIC + 1]; /* patterns per prefix length */
     size_t npatterns; /* their sum: 0 skips the per-publish prefix walk */
+    ws_topic *recent[WS_RECENT_TOPICS]; /* see ws_topic_get */
     sophia_dict *by_id;    /* "%llu" -> client */
     sophia_ws_client *clients;
     /* configuration */
