@@ -42,14 +42,16 @@ typedef enum action_kind {
 
 typedef struct action {
     action_kind kind;
-    char *type;      /* update type name */
+    const char *type; /* update type name: a literal, or type_own */
+    char *type_own;
     char *topic;     /* extra topic, or cache key / tag */
     char *dashboard; /* or NULL */
     char *severity;  /* alerts only */
     json_t *data;    /* update data, or cache value (NULL when text) */
     char *text;      /* or the same as JSON text (SDK 1.4's *_text) */
     size_t tlen;
-    char *metric;    /* a text "metric" update's "metric" member */
+    const char *metric; /* a text "metric" update's "metric" member, in
+                         * text's block after the text, or NULL */
     double ttl;
     char **tags;     /* NULL-terminated copy */
 } action;
@@ -203,7 +205,7 @@ static int host_publish(sophia_ctx *ctx, sophia_update_type type,
         json_decref(J(data));
         return SOPHIA_ENOMEM;
     }
-    a->type = strdup(update_names[type]);
+    a->type = update_names[type];
     a->topic = dup_or_null(topic);
     a->dashboard = dup_or_null(dashboard_id);
     a->data = data ? J(data) : json_object();
@@ -226,7 +228,7 @@ static int host_alert(sophia_ctx *ctx, const char *alert_type,
         json_decref(d);
         return SOPHIA_ENOMEM;
     }
-    a->type = strdup("alert");
+    a->type = "alert";
     a->severity = strdup(severity ? severity : "info");
     a->data = d;
     return 0;
@@ -257,9 +259,9 @@ static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
 
 /* ---- SDK 1.4: data and values given as JSON text ------------------- */
 
-static char *text_dup(const char *s, size_t len)
+static char *text_dup(const char *s, size_t len, size_t extra)
 {
-    char *t = malloc(len + 1);
+    char *t = malloc(len + 1 + extra);
     if (t) {
         memcpy(t, s, len);
         t[len] = '\0';
@@ -267,24 +269,35 @@ static char *text_dup(const char *s, size_t len)
     return t;
 }
 
-/* The string value of a metric update's "metric" member, which the
- * router keys dashboards' latest values and slow clients' coalescing by:
- * taken from the text where it needs no decoding, else from jansson's
- * reading of it. NULL (and *bad 0) when there is none. */
-static char *text_metric(const char *json, size_t len,
-                         const host_text_member *m, int *bad)
+/* A metric update's text, and after it in the same block the string
+ * value of its "metric" member, which the router keys dashboards' latest
+ * values and slow clients' coalescing by: the bytes between the quotes
+ * where they need no decoding, else jansson's reading (no longer than
+ * the text: escapes only shrink). a->metric stays NULL when there is
+ * none. */
+static int text_with_metric(action *a, const char *json, size_t len,
+                            const host_text_member *m)
 {
+    size_t room = m->escaped ? len : m->len;
+    if (!(a->text = text_dup(json, len, room + 1)))
+        return -1;
+    char *out = a->text + len + 1;
     if (!m->escaped) {
-        char *s = m->at ? text_dup(m->at, m->len) : NULL;
-        *bad = m->at && !s;
-        return s;
+        if (m->at) {
+            memcpy(out, m->at, m->len);
+            out[m->len] = '\0';
+            a->metric = out;
+        }
+        return 0;
     }
     json_t *v = json_loadb(json, len, JSON_DECODE_ANY, NULL);
-    const char *s = json_string_value(json_object_get(v, "metric"));
-    char *out = s ? strdup(s) : NULL;
-    *bad = s && !out;
+    json_t *s = json_object_get(v, "metric");
+    if (json_is_string(s) && json_string_length(s) <= room) {
+        memcpy(out, json_string_value(s), json_string_length(s) + 1);
+        a->metric = out;
+    }
     json_decref(v);
-    return out;
+    return 0;
 }
 
 static int host_publish_text(sophia_ctx *ctx, sophia_update_type type,
@@ -299,25 +312,21 @@ static int host_publish_text(sophia_ctx *ctx, sophia_update_type type,
         return host_publish(ctx, type, topic, dashboard_id,
                             (sophia_json *)json_loadb(json, len,
                                                       JSON_DECODE_ANY, NULL));
-    int bad = 0;
     action *a = ctx_push(ctx, ACT_PUBLISH);
     if (!a)
         return SOPHIA_ENOMEM;
-    a->type = strdup(update_names[type]);
+    a->type = update_names[type];
     a->topic = dup_or_null(topic);
     a->dashboard = dup_or_null(dashboard_id);
-    a->text = text_dup(json, len);
     a->tlen = len;
-    if (type == SOPHIA_UPDATE_METRIC)
-        a->metric = text_metric(json, len, &m, &bad);
-    if (!a->type || (topic && !a->topic) ||
-        (dashboard_id && !a->dashboard) || !a->text || bad) {
+    int bad = type == SOPHIA_UPDATE_METRIC
+                  ? text_with_metric(a, json, len, &m)
+                  : !(a->text = text_dup(json, len, 0));
+    if (bad || (topic && !a->topic) || (dashboard_id && !a->dashboard)) {
         ctx->n--; /* the slot is the last one: given back */
-        free(a->type);
         free(a->topic);
         free(a->dashboard);
         free(a->text);
-        free(a->metric);
         return SOPHIA_ENOMEM;
     }
     return 0;
@@ -329,7 +338,7 @@ static int host_cache_put_text(sophia_ctx *ctx, const char *key,
 {
     if (!ctx || host_text_check(json, len, NULL))
         return SOPHIA_EINVAL;
-    char *text = text_dup(json, len);
+    char *text = text_dup(json, len, 0);
     if (!text)
         return SOPHIA_ENOMEM;
     /* a NULL value leaves the key and ttl checks to cache_put */
@@ -438,7 +447,7 @@ int sophia_ctx_push_update(sophia_ctx *ctx, const char *type,
         json_decref(J(data));
         return ctx ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
     }
-    a->type = strdup(type);
+    a->type = a->type_own = strdup(type);
     a->severity = dup_or_null(severity);
     a->topic = dup_or_null(topic);
     a->dashboard = dup_or_null(dashboard_id);
@@ -1010,12 +1019,11 @@ void sophia_ctx_free(sophia_ctx *ctx)
         free(ctx->sv);
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];
-        free(a->type);
+        free(a->type_own);
         free(a->topic);
         free(a->dashboard);
         free(a->severity);
         free(a->text);
-        free(a->metric);
         json_decref(a->data);
         sophia_strv_free(a->tags);
     }

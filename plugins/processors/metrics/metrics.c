@@ -508,10 +508,13 @@ static void text_value(text *t, const sophia_host *h, const sophia_json *v)
 static int timestamp_text(metrics_state *st, const point *p, text *t)
 {
     const char *at = p->timestamp ? NULL : arrival_text(st, p);
-    if (p->timestamp)
+    if (p->timestamp) {
         text_value(t, st->host, p->timestamp);
-    else if (at)
-        text_str(t, at);
+    } else if (at) { /* strftime's digits, '-', ':', 'T', 'Z': as they are */
+        text_add(t, "\"", 1);
+        text_add(t, at, strlen(at));
+        text_add(t, "\"", 1);
+    }
     return t->failed || (!p->timestamp && !at) ? SOPHIA_ENOMEM : 0;
 }
 
