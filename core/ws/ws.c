@@ -257,16 +257,58 @@ int ws_client_covers(const sophia_ws_client *c, const char *t)
  * spliced in as text encoded once per publish (sophia_ws_route). The
  * bytes are what dumping the whole object would give: jansson keeps
  * insertion order and "data" is the last member. */
-static ws_msg *render_msg(sophia_ws_router *r, const ws_pub *p,
-                          const char *topic, uint64_t seq)
+static void render_head(sophia_jsonw *w, const char *type, const char *topic)
 {
-    sophia_jsonw *w = &r->render;
-    sophia_jsonw_clear(w);
     sophia_jsonw_raw(w, "{\"type\":", 8);
-    sophia_jsonw_str(w, p->type, strlen(p->type));
+    sophia_jsonw_str(w, type, strlen(type));
     sophia_jsonw_raw(w, ",\"topic\":", 9);
     sophia_jsonw_str(w, topic, strlen(topic));
     sophia_jsonw_raw(w, ",\"seq\":", 7);
+}
+
+/* 1 when JSON writes s as it is (the type names the host uses). */
+static int plain(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+            return 0;
+    return 1;
+}
+
+/* The start of t's messages, up to the seq: the same for every publish
+ * of one type to a topic, so kept on the topic for a type written as it
+ * is (the head then has it verbatim after {"type":", which is what the
+ * comparison reads); any other type is rendered each time. */
+static void put_head(sophia_ws_router *r, ws_topic *t, const char *type)
+{
+    sophia_jsonw *w = &r->render;
+    size_t tl = strlen(type);
+    if (t->head && t->head_tl == tl && memcmp(t->head + 9, type, tl) == 0) {
+        sophia_jsonw_raw(w, t->head, t->head_len);
+        return;
+    }
+    size_t at = w->len;
+    render_head(w, type, t->name);
+    char *h = w->failed || !plain(type, tl) ? NULL : malloc(w->len - at);
+    if (!h)
+        return;
+    memcpy(h, w->p + at, w->len - at);
+    free(t->head);
+    t->head = h;
+    t->head_len = w->len - at;
+    t->head_tl = tl;
+}
+
+/* t: the topic whose kept head to use, or NULL to render it all. */
+static ws_msg *render_msg(sophia_ws_router *r, const ws_pub *p,
+                          const char *topic, ws_topic *t, uint64_t seq)
+{
+    sophia_jsonw *w = &r->render;
+    sophia_jsonw_clear(w);
+    if (t)
+        put_head(r, t, p->type);
+    else
+        render_head(w, p->type, topic);
     sophia_jsonw_u64(w, seq);
     if (p->dashboard_id) {
         sophia_jsonw_raw(w, ",\"dashboard_id\":", 16);
@@ -288,7 +330,7 @@ ws_msg *ws_topic_msg(sophia_ws_router *r, const ws_topic *t, size_t i)
 {
     ws_hist_entry *e = ws_history_at(&t->hist, i);
     if (e && !e->m)
-        e->m = render_msg(r, e->p, t->name, e->seq);
+        e->m = render_msg(r, e->p, t->name, NULL, e->seq); /* rare: no head */
     return e ? e->m : NULL;
 }
 
@@ -300,11 +342,13 @@ static void deliver(sophia_ws_router *r, sophia_ws_client *c, ws_msg *m)
     ws_client_send(c, m);
 }
 
-/* Subscribers of `topic` through patterns: one lookup per prefix length
- * some pattern uses. The message is rendered for the first of them, if
- * *m is not yet (the topic had no direct subscriber). */
+/* Subscribers of `topic` (t, or NULL when it is not recorded) through
+ * patterns: one lookup per prefix length some pattern uses. The message
+ * is rendered for the first of them, if *m is not yet (the topic had no
+ * direct subscriber). */
 static void deliver_patterns(sophia_ws_router *r, const char *topic,
-                             uint64_t seq, const ws_pub *p, ws_msg **m)
+                             ws_topic *t, uint64_t seq, const ws_pub *p,
+                             ws_msg **m)
 {
     if (!r->npatterns)
         return; /* the usual case: a walk of the topic's length for nothing */
@@ -316,7 +360,7 @@ static void deliver_patterns(sophia_ws_router *r, const char *topic,
         memcpy(prefix, topic, n);
         prefix[n] = '\0';
         ws_subs *ps = sophia_dict_get(r->patterns, prefix);
-        if (ps && ps->n && !*m && !(*m = render_msg(r, p, topic, seq)))
+        if (ps && ps->n && !*m && !(*m = render_msg(r, p, topic, t, seq)))
             return;
         for (size_t k = 0; ps && k < ps->n; k++)
             deliver(r, ps->v[k], *m);
@@ -334,7 +378,7 @@ static void unrecorded(sophia_ws_router *r, const ws_pub *p, const char *topic,
 {
     r->st.topics_refused++;
     ws_msg *m = NULL;
-    deliver_patterns(r, topic, seq, p, &m);
+    deliver_patterns(r, topic, NULL, seq, p, &m);
     ws_msg_unref(m);
 }
 
@@ -344,12 +388,12 @@ static void unrecorded(sophia_ws_router *r, const ws_pub *p, const char *topic,
 static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
                         int64_t now)
 {
-    ws_msg *m = t->subs.n ? render_msg(r, p, t->name, t->seq) : NULL;
+    ws_msg *m = t->subs.n ? render_msg(r, p, t->name, t, t->seq) : NULL;
     for (size_t k = 0; m && k < t->subs.n; k++)
         deliver(r, t->subs.v[k], m);
-    deliver_patterns(r, t->name, t->seq, p, &m);
+    deliver_patterns(r, t->name, t, t->seq, p, &m);
     if (p->metric && strncmp(t->name, "dashboard:", 10) == 0 &&
-        (m || (m = render_msg(r, p, t->name, t->seq))))
+        (m || (m = render_msg(r, p, t->name, t, t->seq))))
         ws_latest_put(r->latest, t->name, p->metric, m,
                       sophia_now_wall_us() / 1000);
     ws_history_prune(&t->hist, now, r->history_age_us);
@@ -724,6 +768,7 @@ static void topic_free(void *p)
     ws_history_free(&t->hist);
     free(t->subs.v);
     free(t->name);
+    free(t->head);
     free(t);
 }
 

@@ -83,6 +83,10 @@ typedef struct ws_topic {
     struct ws_topic *prev, *next; /* router->tlist, walked by the sweep */
     ws_history hist;
     ws_subs subs;
+    /* {"type":<type>,"topic":<name>,"seq": as the last render wrote it
+     * (render_msg), so the next one of the same type copies it */
+    char *head;
+    size_t head_len, head_tl;
 } ws_topic;
 
 struct sophia_ws_client {
