@@ -492,9 +492,17 @@ static double *counter_slot(sophia_self *self, const char *name)
     key[wl + 1 + nl] = '\0';
     if (!rt || (!rt->counters && !(rt->counters = sophia_dict_new())))
         return NULL;
+    for (size_t i = 0; i < HOST_COUNTER_HITS; i++)
+        if (rt->counter_hits[i].slot && !strcmp(rt->counter_hits[i].key, key))
+            return rt->counter_hits[i].slot; /* before the dict's keyed hash */
     double *v = sophia_dict_get(rt->counters, key);
     if (!v && (v = calloc(1, sizeof(*v))))
         sophia_dict_set(rt->counters, key, v);
+    if (v && wl + nl + 2 <= sizeof(rt->counter_hits[0].key)) {
+        unsigned k = rt->counter_next++ % HOST_COUNTER_HITS;
+        memcpy(rt->counter_hits[k].key, key, wl + nl + 2);
+        rt->counter_hits[k].slot = v;
+    }
     return v;
 }
 
