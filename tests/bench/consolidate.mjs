@@ -10,7 +10,12 @@
 //     back to back (every 50ms, batch --batch; decay with neighbors 0, as
 //     in config/sophia.yaml): /healthz latency while
 //     both complete a full pass (their cursors wrap), each pass's length
-//     (/api/stats memory.consolidators), merges and expiries, peak RSS.
+//     (/api/stats memory.consolidators), merges and expiries, peak RSS;
+//  4. store (only when asked: --phases ...,store): --stores memories
+//     through POST /api/memory, 16 in flight, into the loaded store (each
+//     answered once embedded, INSERTed and in the index): memories/s, CPU
+//     per store, RSS before and after. Its rows stay in the table (a later
+//     pass starts from the snapshot it took before, below).
 // /healthz is answered on the loop, so its tail is the loop's
 // responsiveness; it is probed one request at a time every 10 ms.
 //
@@ -26,7 +31,7 @@
 //        SOPHIA_PG_URL=... node tests/bench/consolidate.mjs [--n 100000,1000000]
 //        [--batch 1000,250] [--dim 384] [--probe 15] [--decay-neighbors 0]
 //        [--dir DIR] [--phases copy,build,idle,pass] [--index auto|hnsw|flat]
-//        [--pass-limit S]
+//        [--pass-limit S] [--stores N]
 // (each batch size has a pass of its own over the same rows and index)
 // --dir keeps the index file (DIR/bench_cons_<n>.index) after the run,
 // in DIR instead of a temporary directory; a later run with the same DIR
@@ -41,7 +46,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { cpuSeconds, freePort, sleep, waitHttp } from './harness.mjs';
+import { cpuSeconds, freePort, request, sleep, waitHttp } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -55,6 +60,7 @@ const PROBE_S = Number(opt('probe', 15));
 const DECAY_NB = Number(opt('decay-neighbors', 0)); // the example configuration's
 const KEEP_DIR = opt('dir', '');
 const PASS_LIMIT_S = Number(opt('pass-limit', 0));
+const STORES = Number(opt('stores', 10000));
 const INDEX = opt('index', 'auto'); // memory.index: hnsw times a small n's pass as a big one's
 const PHASES = new Set(String(opt('phases', 'copy,build,idle,pass')).split(','));
 const PG = process.env.SOPHIA_PG_URL;
@@ -174,6 +180,32 @@ plugins:
   return { proc, port, readyS: (performance.now() - t0) / 1000 };
 }
 
+// --stores memories through the API into the store as it is, 16 in flight.
+async function stores(dir, table, n) {
+  const s = await startSophiad(dir, table, false);
+  const rss0 = rssMiB(s.proc.pid);
+  const cpu0 = cpuSeconds(s.proc.pid);
+  const t0 = performance.now();
+  let next = 0;
+  let failed = 0;
+  const worker = async () => {
+    while (next < STORES) {
+      const i = next++;
+      const len = 12 + (i % 9);
+      const content = Array.from({ length: len }, (_, k) => vocab[(i * 7919 + k * 104729) % vocab.length]).join(' ');
+      const body = JSON.stringify({ content, memory_type: 'fact', user_id: `u${i % 500}`, context: { topic: `t${i % 1000}` } });
+      const r = await request(s.port, 'POST', '/api/memory', body);
+      if (r.status !== 201 && r.status !== 200) failed++;
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, worker));
+  const secs = (performance.now() - t0) / 1000;
+  const cpu = cpuSeconds(s.proc.pid) - cpu0;
+  const st = await memStats(s.port);
+  console.log(`n=${n}: stored ${STORES - failed} (${failed} failed) in ${secs.toFixed(1)} s: ${((STORES - failed) / secs).toFixed(0)} memories/s, ${(1e6 * cpu / STORES).toFixed(0)} µs CPU each; the store has ${st.count}; RSS ${rss0.toFixed(0)} -> ${rssMiB(s.proc.pid).toFixed(0)} MiB; load ${load1()}`);
+  await stop(s.proc);
+}
+
 const stop = (proc) => new Promise((r) => { proc.once('exit', r); proc.kill('SIGTERM'); });
 
 // /healthz one at a time, every 10 ms, until done() says so.
@@ -260,18 +292,18 @@ for (const n of SIZES) {
       await stop(s.proc);
     }
 
-    if (!PHASES.has('pass')) continue;
     // Each batch size starts from the same rows and index file.
     const cols = 'id, content, memory_type, context, importance, created_at, last_access, access_count, feedback, consolidated_into, embedding, user_id, agent_id, session_id';
-    if (!existsSync(`${ix}.orig`)) {
+    if ((PHASES.has('pass') || PHASES.has('store')) && !existsSync(`${ix}.orig`)) {
       await psqlRun(`DROP TABLE IF EXISTS ${table}_orig; CREATE TABLE ${table}_orig AS SELECT ${cols} FROM ${table}`);
       copyFileSync(ix, `${ix}.orig`);
     }
-    for (const batch of BATCHES) {
+    for (const batch of PHASES.has('pass') ? BATCHES : []) {
       await psqlRun(`TRUNCATE ${table}, ${table}_history, ${table}_cons; INSERT INTO ${table} (${cols}) SELECT ${cols} FROM ${table}_orig`);
       copyFileSync(`${ix}.orig`, ix);
       await pass(dir, table, n, batch);
     }
+    if (PHASES.has('store')) await stores(dir, table, n);
   } finally {
     if (!KEEP_DIR) rmSync(dir, { recursive: true, force: true });
   }
