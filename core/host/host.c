@@ -54,6 +54,7 @@ typedef struct action {
                          * text's block after the text, or NULL */
     double ttl;
     char **tags;     /* NULL-terminated copy */
+    void *block;     /* a cache put's key, tags and text, one allocation */
 } action;
 
 /* A state change staged with host->stage, or applied at once with
@@ -234,27 +235,70 @@ static int host_alert(sophia_ctx *ctx, const char *alert_type,
     return 0;
 }
 
-static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
-                          double ttl_s, const char *const *tags)
+/* A cache put's key, tags and (given as text) value copied into one
+ * allocation, freed as one: the tags' pointers and NULL, then the key,
+ * each tag and the text, NUL-ended. Three to five allocations a put
+ * before, for every event of a plugin that caches what it sees. */
+static int put_block(action *a, const char *key, const char *const *tags,
+                     const char *text, size_t tlen)
+{
+    size_t n = 0, kl = strlen(key) + 1, bytes = kl + (text ? tlen + 1 : 0);
+    for (; tags && tags[n]; n++)
+        bytes += strlen(tags[n]) + 1;
+    char **v = malloc((n + 1) * sizeof(*v) + bytes);
+    if (!v)
+        return -1;
+    char *o = (char *)(v + n + 1);
+    memcpy(o, key, kl);
+    a->topic = o;
+    o += kl;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(tags[i]) + 1;
+        memcpy(o, tags[i], l);
+        v[i] = o;
+        o += l;
+    }
+    v[n] = NULL;
+    if (text) {
+        memcpy(o, text, tlen);
+        o[tlen] = '\0';
+        a->text = o;
+        a->tlen = tlen;
+    }
+    a->tags = v;
+    a->block = v;
+    return 0;
+}
+
+/* cache_put and cache_put_text: `value` (taken) or `text` (copied). */
+static int push_cache_put(sophia_ctx *ctx, const char *key, json_t *value,
+                          const char *text, size_t tlen, double ttl_s,
+                          const char *const *tags)
 {
     /* The same key and ttl rules as a PUT (ttl <= 0 = the default), told
      * now rather than dropped when the action is applied. */
     char why[96];
     if (!key || sophia_cache_key_check(key, why, sizeof(why)) ||
         isnan(ttl_s) || ttl_s > SOPHIA_CACHE_MAX_TTL) {
-        json_decref(J(value));
+        json_decref(value);
         return SOPHIA_EINVAL;
     }
     action *a = ctx_push(ctx, ACT_CACHE_PUT);
-    if (!a) {
-        json_decref(J(value));
+    if (!a || put_block(a, key, tags, text, tlen)) {
+        if (a)
+            ctx->n--; /* the slot is the last one: given back */
+        json_decref(value);
         return SOPHIA_ENOMEM;
     }
-    a->topic = strdup(key);
-    a->data = value ? J(value) : json_null();
+    a->data = text ? NULL : value ? value : json_null();
     a->ttl = ttl_s;
-    a->tags = sophia_strv_dup(tags);
     return 0;
+}
+
+static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
+                          double ttl_s, const char *const *tags)
+{
+    return push_cache_put(ctx, key, J(value), NULL, 0, ttl_s, tags);
 }
 
 /* ---- SDK 1.4: data and values given as JSON text ------------------- */
@@ -338,20 +382,7 @@ static int host_cache_put_text(sophia_ctx *ctx, const char *key,
 {
     if (!ctx || host_text_check(json, len, NULL))
         return SOPHIA_EINVAL;
-    char *text = text_dup(json, len, 0);
-    if (!text)
-        return SOPHIA_ENOMEM;
-    /* a NULL value leaves the key and ttl checks to cache_put */
-    int rc = host_cache_put(ctx, key, NULL, ttl_s, tags);
-    if (rc) {
-        free(text);
-        return rc;
-    }
-    action *a = &ctx->v[ctx->n - 1];
-    a->data = NULL;
-    a->text = text;
-    a->tlen = len;
-    return 0;
+    return push_cache_put(ctx, key, NULL, json, len, ttl_s, tags);
 }
 
 static int push_key_action(sophia_ctx *ctx, action_kind kind, const char *s)
@@ -1028,11 +1059,15 @@ void sophia_ctx_free(sophia_ctx *ctx)
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];
         free(a->type_own);
-        free(a->topic);
         free(a->dashboard);
         free(a->severity);
-        free(a->text);
         json_decref(a->data);
+        if (a->block) { /* a cache put: key, tags and text in it */
+            free(a->block);
+            continue;
+        }
+        free(a->topic);
+        free(a->text);
         sophia_strv_free(a->tags);
     }
     sophia_memory_ctx_free(ctx);
