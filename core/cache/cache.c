@@ -615,12 +615,14 @@ static void invalidate_tiers(sophia_cache *c, const char *key, unsigned inv,
         broadcast(c, key, 0);
 }
 
-int sophia_cache_put_plan(sophia_cache *c, const char *key, const char *val,
-                          size_t len, double ttl_s, const char *const *tags,
-                          unsigned sync, unsigned deferred, unsigned inv,
-                          sophia_cache_done_cb done, void *arg)
+/* sophia_cache_put_plan for a key already checked (the put path checks
+ * it before a strategy's plan sees it: once is enough). */
+static int put_plan(sophia_cache *c, const char *key, const char *val,
+                    size_t len, double ttl_s, const char *const *tags,
+                    unsigned sync, unsigned deferred, unsigned inv,
+                    sophia_cache_done_cb done, void *arg)
 {
-    if (!valid_key(key) || !valid_tags(tags) || (!val && len))
+    if (!valid_tags(tags) || (!val && len))
         return SOPHIA_EINVAL;
     if (isnan(ttl_s) || ttl_s > SOPHIA_CACHE_MAX_TTL)
         return SOPHIA_EINVAL; /* ttl_s * 1000 must fit an int64 */
@@ -693,6 +695,17 @@ int sophia_cache_put_plan(sophia_cache *c, const char *key, const char *val,
     return 0;
 }
 
+int sophia_cache_put_plan(sophia_cache *c, const char *key, const char *val,
+                          size_t len, double ttl_s, const char *const *tags,
+                          unsigned sync, unsigned deferred, unsigned inv,
+                          sophia_cache_done_cb done, void *arg)
+{
+    if (!valid_key(key))
+        return SOPHIA_EINVAL;
+    return put_plan(c, key, val, len, ttl_s, tags, sync, deferred, inv, done,
+                    arg);
+}
+
 int sophia_cache_put_async(sophia_cache *c, const char *key, const char *val,
                            size_t len, double ttl_s, const char *const *tags,
                            sophia_cache_done_cb done, void *arg)
@@ -701,8 +714,8 @@ int sophia_cache_put_async(sophia_cache *c, const char *key, const char *val,
         return SOPHIA_EINVAL;
     unsigned sync, deferred, inv;
     plan_for(c, key, len, ttl_s, tags, &sync, &deferred, &inv);
-    return sophia_cache_put_plan(c, key, val, len, ttl_s, tags, sync,
-                                 deferred, inv, done, arg);
+    return put_plan(c, key, val, len, ttl_s, tags, sync, deferred, inv, done,
+                    arg);
 }
 
 int sophia_cache_put(sophia_cache *c, const char *key, const char *val,

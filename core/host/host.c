@@ -9,6 +9,7 @@
 #include "host/host.h"
 #include "host/host_json.h"
 #include "host/host_priv.h"
+#include "host/host_text.h"
 #include "host/output.h"
 #include "host/prefetch.h"
 
@@ -41,13 +42,19 @@ typedef enum action_kind {
 
 typedef struct action {
     action_kind kind;
-    char *type;      /* update type name */
+    const char *type; /* update type name: a literal, or type_own */
+    char *type_own;
     char *topic;     /* extra topic, or cache key / tag */
     char *dashboard; /* or NULL */
     char *severity;  /* alerts only */
-    json_t *data;    /* update data, or cache value */
+    json_t *data;    /* update data, or cache value (NULL when text) */
+    char *text;      /* or the same as JSON text (SDK 1.4's *_text) */
+    size_t tlen;
+    const char *metric; /* a text "metric" update's "metric" member, in
+                         * text's block after the text, or NULL */
     double ttl;
     char **tags;     /* NULL-terminated copy */
+    void *block;     /* a cache put's key, tags and text, one allocation */
 } action;
 
 /* A state change staged with host->stage, or applied at once with
@@ -199,7 +206,7 @@ static int host_publish(sophia_ctx *ctx, sophia_update_type type,
         json_decref(J(data));
         return SOPHIA_ENOMEM;
     }
-    a->type = strdup(update_names[type]);
+    a->type = update_names[type];
     a->topic = dup_or_null(topic);
     a->dashboard = dup_or_null(dashboard_id);
     a->data = data ? J(data) : json_object();
@@ -222,33 +229,160 @@ static int host_alert(sophia_ctx *ctx, const char *alert_type,
         json_decref(d);
         return SOPHIA_ENOMEM;
     }
-    a->type = strdup("alert");
+    a->type = "alert";
     a->severity = strdup(severity ? severity : "info");
     a->data = d;
     return 0;
 }
 
-static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
-                          double ttl_s, const char *const *tags)
+/* A cache put's key, tags and (given as text) value copied into one
+ * allocation, freed as one: the tags' pointers and NULL, then the key,
+ * each tag and the text, NUL-ended. Three to five allocations a put
+ * before, for every event of a plugin that caches what it sees. */
+static int put_block(action *a, const char *key, const char *const *tags,
+                     const char *text, size_t tlen)
+{
+    size_t n = 0, kl = strlen(key) + 1, bytes = kl + (text ? tlen + 1 : 0);
+    for (; tags && tags[n]; n++)
+        bytes += strlen(tags[n]) + 1;
+    char **v = malloc((n + 1) * sizeof(*v) + bytes);
+    if (!v)
+        return -1;
+    char *o = (char *)(v + n + 1);
+    memcpy(o, key, kl);
+    a->topic = o;
+    o += kl;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(tags[i]) + 1;
+        memcpy(o, tags[i], l);
+        v[i] = o;
+        o += l;
+    }
+    v[n] = NULL;
+    if (text) {
+        memcpy(o, text, tlen);
+        o[tlen] = '\0';
+        a->text = o;
+        a->tlen = tlen;
+    }
+    a->tags = v;
+    a->block = v;
+    return 0;
+}
+
+/* cache_put and cache_put_text: `value` (taken) or `text` (copied). */
+static int push_cache_put(sophia_ctx *ctx, const char *key, json_t *value,
+                          const char *text, size_t tlen, double ttl_s,
+                          const char *const *tags)
 {
     /* The same key and ttl rules as a PUT (ttl <= 0 = the default), told
      * now rather than dropped when the action is applied. */
     char why[96];
     if (!key || sophia_cache_key_check(key, why, sizeof(why)) ||
         isnan(ttl_s) || ttl_s > SOPHIA_CACHE_MAX_TTL) {
-        json_decref(J(value));
+        json_decref(value);
         return SOPHIA_EINVAL;
     }
     action *a = ctx_push(ctx, ACT_CACHE_PUT);
-    if (!a) {
-        json_decref(J(value));
+    if (!a || put_block(a, key, tags, text, tlen)) {
+        if (a)
+            ctx->n--; /* the slot is the last one: given back */
+        json_decref(value);
         return SOPHIA_ENOMEM;
     }
-    a->topic = strdup(key);
-    a->data = value ? J(value) : json_null();
+    a->data = text ? NULL : value ? value : json_null();
     a->ttl = ttl_s;
-    a->tags = sophia_strv_dup(tags);
     return 0;
+}
+
+static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
+                          double ttl_s, const char *const *tags)
+{
+    return push_cache_put(ctx, key, J(value), NULL, 0, ttl_s, tags);
+}
+
+/* ---- SDK 1.4: data and values given as JSON text ------------------- */
+
+static char *text_dup(const char *s, size_t len, size_t extra)
+{
+    char *t = malloc(len + 1 + extra);
+    if (t) {
+        memcpy(t, s, len);
+        t[len] = '\0';
+    }
+    return t;
+}
+
+/* A metric update's text, and after it in the same block the string
+ * value of its "metric" member, which the router keys dashboards' latest
+ * values and slow clients' coalescing by: the bytes between the quotes
+ * where they need no decoding, else jansson's reading (no longer than
+ * the text: escapes only shrink). a->metric stays NULL when there is
+ * none. */
+static int text_with_metric(action *a, const char *json, size_t len,
+                            const host_text_member *m)
+{
+    size_t room = m->escaped ? len : m->len;
+    if (!(a->text = text_dup(json, len, room + 1)))
+        return -1;
+    char *out = a->text + len + 1;
+    if (!m->escaped) {
+        if (m->at) {
+            memcpy(out, m->at, m->len);
+            out[m->len] = '\0';
+            a->metric = out;
+        }
+        return 0;
+    }
+    json_t *v = json_loadb(json, len, JSON_DECODE_ANY, NULL);
+    json_t *s = json_object_get(v, "metric");
+    if (json_is_string(s) && json_string_length(s) <= room) {
+        memcpy(out, json_string_value(s), json_string_length(s) + 1);
+        a->metric = out;
+    }
+    json_decref(v);
+    return 0;
+}
+
+static int host_publish_text(sophia_ctx *ctx, sophia_update_type type,
+                             const char *topic, const char *dashboard_id,
+                             const char *json, size_t len)
+{
+    host_text_member m = {.key = "metric"};
+    if ((unsigned)type > SOPHIA_UPDATE_DATA || !ctx ||
+        host_text_check(json, len, type == SOPHIA_UPDATE_METRIC ? &m : NULL))
+        return SOPHIA_EINVAL;
+    if (type == SOPHIA_UPDATE_ALERT) /* outputs read alerts as values */
+        return host_publish(ctx, type, topic, dashboard_id,
+                            (sophia_json *)json_loadb(json, len,
+                                                      JSON_DECODE_ANY, NULL));
+    action *a = ctx_push(ctx, ACT_PUBLISH);
+    if (!a)
+        return SOPHIA_ENOMEM;
+    a->type = update_names[type];
+    a->topic = dup_or_null(topic);
+    a->dashboard = dup_or_null(dashboard_id);
+    a->tlen = len;
+    int bad = type == SOPHIA_UPDATE_METRIC
+                  ? text_with_metric(a, json, len, &m)
+                  : !(a->text = text_dup(json, len, 0));
+    if (bad || (topic && !a->topic) || (dashboard_id && !a->dashboard)) {
+        ctx->n--; /* the slot is the last one: given back */
+        free(a->topic);
+        free(a->dashboard);
+        free(a->text);
+        return SOPHIA_ENOMEM;
+    }
+    return 0;
+}
+
+static int host_cache_put_text(sophia_ctx *ctx, const char *key,
+                               const char *json, size_t len, double ttl_s,
+                               const char *const *tags)
+{
+    if (!ctx || host_text_check(json, len, NULL))
+        return SOPHIA_EINVAL;
+    return push_cache_put(ctx, key, NULL, json, len, ttl_s, tags);
 }
 
 static int push_key_action(sophia_ctx *ctx, action_kind kind, const char *s)
@@ -344,7 +478,7 @@ int sophia_ctx_push_update(sophia_ctx *ctx, const char *type,
         json_decref(J(data));
         return ctx ? SOPHIA_ENOMEM : SOPHIA_EINVAL;
     }
-    a->type = strdup(type);
+    a->type = a->type_own = strdup(type);
     a->severity = dup_or_null(severity);
     a->topic = dup_or_null(topic);
     a->dashboard = dup_or_null(dashboard_id);
@@ -389,9 +523,17 @@ static double *counter_slot(sophia_self *self, const char *name)
     key[wl + 1 + nl] = '\0';
     if (!rt || (!rt->counters && !(rt->counters = sophia_dict_new())))
         return NULL;
+    for (size_t i = 0; i < HOST_COUNTER_HITS; i++)
+        if (rt->counter_hits[i].slot && !strcmp(rt->counter_hits[i].key, key))
+            return rt->counter_hits[i].slot; /* before the dict's keyed hash */
     double *v = sophia_dict_get(rt->counters, key);
     if (!v && (v = calloc(1, sizeof(*v))))
         sophia_dict_set(rt->counters, key, v);
+    if (v && wl + nl + 2 <= sizeof(rt->counter_hits[0].key)) {
+        unsigned k = rt->counter_next++ % HOST_COUNTER_HITS;
+        memcpy(rt->counter_hits[k].key, key, wl + nl + 2);
+        rt->counter_hits[k].slot = v;
+    }
     return v;
 }
 
@@ -599,6 +741,9 @@ static const sophia_host host_table = {
     .pg_query = sophia_host_pg_query,
     .hmac_sha256_hex = sophia_host_hmac_sha256_hex,
     .memory_set_importance = sophia_memory_host_set_importance,
+    .json_write = host_json_write,
+    .publish_text = host_publish_text,
+    .cache_put_text = host_cache_put_text,
 };
 
 const sophia_host *sophia_host_table(void)
@@ -731,8 +876,12 @@ static void apply_publish(sophia_ctx *ctx, action *a)
     size_t n = sophia_update_topics(a->type, a->dashboard, ctx->stream,
                                     a->severity, a->topic, topics, buf,
                                     sizeof(buf));
-    sophia_ws_publish(ctx_rt(ctx)->env.ws, a->type, topics, n, a->dashboard,
-                      a->data);
+    if (a->text)
+        sophia_ws_publish_text(ctx_rt(ctx)->env.ws, a->type, topics, n,
+                               a->dashboard, a->metric, a->text, a->tlen);
+    else
+        sophia_ws_publish(ctx_rt(ctx)->env.ws, a->type, topics, n,
+                          a->dashboard, a->data);
 }
 
 /* One sophia_ctx_apply in progress: `left` effects not yet reported plus
@@ -787,10 +936,11 @@ void sophia_apply_end(void *arg, int rc)
  * refusal now (EBUSY, EINVAL...) is reported at once. */
 static void apply_cache_put(sophia_apply *ap, action *a)
 {
-    size_t len;
-    char *s = sophia_json_encode(a->data, &len); /* = json_dumps, faster */
+    size_t len = a->tlen;
+    char *s = a->text ? NULL : sophia_json_encode(a->data, &len);
+    const char *v = a->text ? a->text : s; /* the cache copies it */
     sophia_apply_begin(ap);
-    int rc = s ? sophia_cache_put_async(ap->rt->env.cache, a->topic, s, len,
+    int rc = v ? sophia_cache_put_async(ap->rt->env.cache, a->topic, v, len,
                                         a->ttl,
                                         (const char *const *)a->tags,
                                         sophia_apply_end, ap)
@@ -908,11 +1058,16 @@ void sophia_ctx_free(sophia_ctx *ctx)
         free(ctx->sv);
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];
-        free(a->type);
-        free(a->topic);
+        free(a->type_own);
         free(a->dashboard);
         free(a->severity);
         json_decref(a->data);
+        if (a->block) { /* a cache put: key, tags and text in it */
+            free(a->block);
+            continue;
+        }
+        free(a->topic);
+        free(a->text);
         sophia_strv_free(a->tags);
     }
     sophia_memory_ctx_free(ctx);
@@ -959,6 +1114,15 @@ const json_t *sophia_ctx_next_alert(const sophia_ctx *ctx, size_t *i)
 /* What sophia_ctx_apply would do, as data: sophia-plugin-test prints it
  * and tests assert on it. Topics are computed exactly as apply_publish
  * computes them, so the output shows where an update would really go. */
+/* An action's data or value as a value: its text read back when it came
+ * as text (a new reference either way). */
+static json_t *action_value(const action *a)
+{
+    if (a->text)
+        return json_loadb(a->text, a->tlen, JSON_DECODE_ANY, NULL);
+    return a->data ? json_incref(a->data) : json_null();
+}
+
 static json_t *publish_json(const sophia_ctx *ctx, const action *a)
 {
     const char *topics[6];
@@ -976,7 +1140,7 @@ static json_t *publish_json(const sophia_ctx *ctx, const action *a)
     json_object_set_new(o, "topics", t);
     if (a->dashboard)
         json_object_set_new(o, "dashboard_id", json_string(a->dashboard));
-    json_object_set(o, "data", a->data ? a->data : json_null());
+    json_object_set_new(o, "data", action_value(a));
     return o;
 }
 
@@ -985,9 +1149,9 @@ static json_t *cache_put_json(const action *a)
     json_t *tags = json_array();
     for (size_t k = 0; a->tags && a->tags[k]; k++)
         json_array_append_new(tags, json_string(a->tags[k]));
-    return json_pack("{s:s, s:s, s:O, s:f, s:o}", "action", "cache_put",
-                     "key", a->topic, "value", a->data ? a->data : json_null(),
-                     "ttl", a->ttl, "tags", tags);
+    return json_pack("{s:s, s:s, s:o, s:f, s:o}", "action", "cache_put",
+                     "key", a->topic, "value", action_value(a), "ttl", a->ttl,
+                     "tags", tags);
 }
 
 static json_t *action_json(const sophia_ctx *ctx, const action *a)

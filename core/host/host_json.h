@@ -41,4 +41,7 @@ int host_json_del(sophia_json *obj, const char *key);
 void *host_json_iter(const sophia_json *obj, void *it, const char **key,
                      const sophia_json **value);
 
+/* since 1.4 */
+size_t host_json_write(const sophia_json *v, char *buf, size_t cap);
+
 #endif

@@ -20,10 +20,20 @@
 struct owned_read;
 struct host_timer;
 
+#define HOST_COUNTER_HITS 4
+
 struct sophia_host_rt {
     sophia_host table;   /* first: an instance's `host` points here */
     sophia_host_env env; /* what actions are applied to */
     sophia_dict *counters; /* "instance\x1fname" -> double* */
+    /* The counter slots looked up last, by key (counter_slot): a plugin
+     * counts the same few names for every event. Slots live as long as
+     * the runtime, so an entry never dangles. */
+    struct {
+        char key[64];
+        double *slot;
+    } counter_hits[HOST_COUNTER_HITS];
+    unsigned counter_next;
     /* Plugin callbacks still owed (host.h): a reload keeps retired
      * plugin code loaded until this is back to zero. */
     size_t callbacks_pending;

@@ -65,9 +65,28 @@ static uint64_t topic_base(const sophia_ws_router *r)
     return now > r->seq_floor ? now : r->seq_floor + 1;
 }
 
+/* A publish looks its topics up by name, three per metric point, and
+ * mostly the same few names again and again: a direct-mapped cache of
+ * recently used topics, indexed by a cheap (FNV-1a) hash of the name,
+ * answers before the dict's keyed hash. Made-up names can only make it
+ * miss, never wrong: a slot is checked by name and cleared when its
+ * topic goes (topic_remove). */
+static ws_topic **recent_slot(sophia_ws_router *r, const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *s = (const unsigned char *)name; *s; s++)
+        h = (h ^ *s) * 16777619u;
+    return &r->recent[h % WS_RECENT_TOPICS];
+}
+
 ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
 {
+    ws_topic **slot = recent_slot(r, name);
+    if (*slot && strcmp((*slot)->name, name) == 0)
+        return *slot;
     ws_topic *t = sophia_dict_get(r->topics, name);
+    if (t)
+        *slot = t;
     if (t || !create)
         return t;
     t = calloc(1, sizeof(*t));
@@ -78,6 +97,7 @@ ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
     t->seq = t->base = topic_base(r);
     ws_history_init(&t->hist, r->history);
     sophia_dict_set(r->topics, name, t);
+    *slot = t;
     t->next = r->tlist;
     if (r->tlist)
         r->tlist->prev = t;
@@ -95,6 +115,9 @@ static void topic_remove(sophia_ws_router *r, ws_topic *t)
         r->tlist = t->next;
     if (t->next)
         t->next->prev = t->prev;
+    ws_topic **slot = recent_slot(r, t->name);
+    if (*slot == t)
+        *slot = NULL;
     sophia_dict_del(r->topics, t->name);
     topic_free(t);
 }
@@ -148,6 +171,7 @@ static int index_add(sophia_ws_router *r, sophia_ws_client *c, const char *s)
     if (subs_add(ps, c) < 0)
         return -1;
     r->plen[n]++;
+    r->npatterns++;
     return 0;
 }
 
@@ -174,6 +198,7 @@ static void index_del(sophia_ws_router *r, sophia_ws_client *c, const char *s)
         return;
     subs_del(ps, c);
     r->plen[n]--;
+    r->npatterns--;
     if (ps->n == 0)
         subs_free(sophia_dict_del(r->patterns, prefix));
 }
@@ -232,16 +257,58 @@ int ws_client_covers(const sophia_ws_client *c, const char *t)
  * spliced in as text encoded once per publish (sophia_ws_route). The
  * bytes are what dumping the whole object would give: jansson keeps
  * insertion order and "data" is the last member. */
-static ws_msg *render_msg(sophia_ws_router *r, const ws_pub *p,
-                          const char *topic, uint64_t seq)
+static void render_head(sophia_jsonw *w, const char *type, const char *topic)
 {
-    sophia_jsonw *w = &r->render;
-    sophia_jsonw_clear(w);
     sophia_jsonw_raw(w, "{\"type\":", 8);
-    sophia_jsonw_str(w, p->type, strlen(p->type));
+    sophia_jsonw_str(w, type, strlen(type));
     sophia_jsonw_raw(w, ",\"topic\":", 9);
     sophia_jsonw_str(w, topic, strlen(topic));
     sophia_jsonw_raw(w, ",\"seq\":", 7);
+}
+
+/* 1 when JSON writes s as it is (the type names the host uses). */
+static int plain(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+            return 0;
+    return 1;
+}
+
+/* The start of t's messages, up to the seq: the same for every publish
+ * of one type to a topic, so kept on the topic for a type written as it
+ * is (the head then has it verbatim after {"type":", which is what the
+ * comparison reads); any other type is rendered each time. */
+static void put_head(sophia_ws_router *r, ws_topic *t, const char *type)
+{
+    sophia_jsonw *w = &r->render;
+    size_t tl = strlen(type);
+    if (t->head && t->head_tl == tl && memcmp(t->head + 9, type, tl) == 0) {
+        sophia_jsonw_raw(w, t->head, t->head_len);
+        return;
+    }
+    size_t at = w->len;
+    render_head(w, type, t->name);
+    char *h = w->failed || !plain(type, tl) ? NULL : malloc(w->len - at);
+    if (!h)
+        return;
+    memcpy(h, w->p + at, w->len - at);
+    free(t->head);
+    t->head = h;
+    t->head_len = w->len - at;
+    t->head_tl = tl;
+}
+
+/* t: the topic whose kept head to use, or NULL to render it all. */
+static ws_msg *render_msg(sophia_ws_router *r, const ws_pub *p,
+                          const char *topic, ws_topic *t, uint64_t seq)
+{
+    sophia_jsonw *w = &r->render;
+    sophia_jsonw_clear(w);
+    if (t)
+        put_head(r, t, p->type);
+    else
+        render_head(w, p->type, topic);
     sophia_jsonw_u64(w, seq);
     if (p->dashboard_id) {
         sophia_jsonw_raw(w, ",\"dashboard_id\":", 16);
@@ -263,7 +330,7 @@ ws_msg *ws_topic_msg(sophia_ws_router *r, const ws_topic *t, size_t i)
 {
     ws_hist_entry *e = ws_history_at(&t->hist, i);
     if (e && !e->m)
-        e->m = render_msg(r, e->p, t->name, e->seq);
+        e->m = render_msg(r, e->p, t->name, NULL, e->seq); /* rare: no head */
     return e ? e->m : NULL;
 }
 
@@ -275,12 +342,16 @@ static void deliver(sophia_ws_router *r, sophia_ws_client *c, ws_msg *m)
     ws_client_send(c, m);
 }
 
-/* Subscribers of `topic` through patterns: one lookup per prefix length
- * some pattern uses. The message is rendered for the first of them, if
- * *m is not yet (the topic had no direct subscriber). */
+/* Subscribers of `topic` (t, or NULL when it is not recorded) through
+ * patterns: one lookup per prefix length some pattern uses. The message
+ * is rendered for the first of them, if *m is not yet (the topic had no
+ * direct subscriber). */
 static void deliver_patterns(sophia_ws_router *r, const char *topic,
-                             uint64_t seq, const ws_pub *p, ws_msg **m)
+                             ws_topic *t, uint64_t seq, const ws_pub *p,
+                             ws_msg **m)
 {
+    if (!r->npatterns)
+        return; /* the usual case: a walk of the topic's length for nothing */
     char prefix[WS_MAX_TOPIC + 1];
     size_t len = strlen(topic);
     for (size_t n = 0; n <= len && n <= WS_MAX_TOPIC; n++) {
@@ -289,7 +360,7 @@ static void deliver_patterns(sophia_ws_router *r, const char *topic,
         memcpy(prefix, topic, n);
         prefix[n] = '\0';
         ws_subs *ps = sophia_dict_get(r->patterns, prefix);
-        if (ps && ps->n && !*m && !(*m = render_msg(r, p, topic, seq)))
+        if (ps && ps->n && !*m && !(*m = render_msg(r, p, topic, t, seq)))
             return;
         for (size_t k = 0; ps && k < ps->n; k++)
             deliver(r, ps->v[k], *m);
@@ -307,7 +378,7 @@ static void unrecorded(sophia_ws_router *r, const ws_pub *p, const char *topic,
 {
     r->st.topics_refused++;
     ws_msg *m = NULL;
-    deliver_patterns(r, topic, seq, p, &m);
+    deliver_patterns(r, topic, NULL, seq, p, &m);
     ws_msg_unref(m);
 }
 
@@ -317,12 +388,12 @@ static void unrecorded(sophia_ws_router *r, const ws_pub *p, const char *topic,
 static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
                         int64_t now)
 {
-    ws_msg *m = t->subs.n ? render_msg(r, p, t->name, t->seq) : NULL;
+    ws_msg *m = t->subs.n ? render_msg(r, p, t->name, t, t->seq) : NULL;
     for (size_t k = 0; m && k < t->subs.n; k++)
         deliver(r, t->subs.v[k], m);
-    deliver_patterns(r, t->name, t->seq, p, &m);
+    deliver_patterns(r, t->name, t, t->seq, p, &m);
     if (p->metric && strncmp(t->name, "dashboard:", 10) == 0 &&
-        (m || (m = render_msg(r, p, t->name, t->seq))))
+        (m || (m = render_msg(r, p, t->name, t, t->seq))))
         ws_latest_put(r->latest, t->name, p->metric, m,
                       sophia_now_wall_us() / 1000);
     ws_history_prune(&t->hist, now, r->history_age_us);
@@ -330,22 +401,19 @@ static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
     ws_msg_unref(m);
 }
 
-void sophia_ws_route(sophia_ws_router *r, const char *type,
-                     const char *const *topics, const uint64_t *seqs,
-                     size_t ntopics, const char *dashboard_id, json_t *data)
+/* Routes one publish whose data is `text` (len bytes of JSON, NULL when
+ * out of memory) to each of `topics`. */
+static void route_text(sophia_ws_router *r, const char *type,
+                       const char *const *topics, const uint64_t *seqs,
+                       size_t ntopics, const char *dashboard_id,
+                       const char *metric, const char *text, size_t len)
 {
     int64_t now = sophia_now_mono_us();
-    size_t dlen = 0;
-    char *dtext = sophia_json_encode(data ? data : json_null(), &dlen);
-    const char *metric = strcmp(type, "metric") == 0
-                             ? json_string_value(json_object_get(data, "metric"))
-                             : NULL;
     r->stamp++;
     r->pubid++;
-    ws_pub *p = dtext ? ws_pub_new(r->pubid, type, dashboard_id, metric, dtext,
-                                   dlen)
-                      : NULL;
-    free(dtext);
+    ws_pub *p = text ? ws_pub_new(r->pubid, type, dashboard_id, metric, text,
+                                  len)
+                     : NULL;
     for (size_t i = 0; p && i < ntopics; i++) {
         ws_topic *t = ws_topic_get(r, topics[i], 0);
         if (!t && sophia_dict_size(r->topics) >= r->max_topics) {
@@ -362,26 +430,77 @@ void sophia_ws_route(sophia_ws_router *r, const char *type,
     ws_kick_if_owed(r);
 }
 
+void sophia_ws_route(sophia_ws_router *r, const char *type,
+                     const char *const *topics, const uint64_t *seqs,
+                     size_t ntopics, const char *dashboard_id, json_t *data)
+{
+    /* encoded into a buffer the router keeps: ws_pub_new copies it */
+    sophia_jsonw *w = &r->data;
+    sophia_jsonw_clear(w);
+    sophia_jsonw_append(w, data ? data : json_null());
+    const char *metric = strcmp(type, "metric") == 0
+                             ? json_string_value(json_object_get(data, "metric"))
+                             : NULL;
+    route_text(r, type, topics, seqs, ntopics, dashboard_id, metric,
+               w->failed ? NULL : w->p, w->len);
+}
+
+/* 1 when the publish goes through the cluster (delivered here when it
+ * comes back from the channel), 0 when this node routes it now. */
+static int via_cluster(sophia_ws_router *r)
+{
+    if (!r->cluster)
+        return 0;
+    if (!sophia_cluster_ready(r->cluster)) {
+        r->st.cluster_fallback++;
+        return 0;
+    }
+    if (sophia_cluster_alone(r->cluster)) {
+        r->st.cluster_alone++; /* nobody else to tell: see cluster.h */
+        return 0;
+    }
+    return 1;
+}
+
+/* 0 when the cluster took it, else -1: route it here. */
+static int cluster_publish(sophia_ws_router *r, const char *type,
+                           const char *const *topics, size_t ntopics,
+                           const char *dashboard_id, json_t *data)
+{
+    if (data && sophia_cluster_publish(r->cluster, type, topics, ntopics,
+                                       dashboard_id, data) == 0) {
+        r->st.cluster_out++;
+        return 0;
+    }
+    r->st.cluster_fallback++;
+    return -1;
+}
+
 void sophia_ws_publish(sophia_ws_router *r, const char *type,
                        const char *const *topics, size_t ntopics,
                        const char *dashboard_id, json_t *data)
 {
     r->st.published++;
-    if (r->cluster && sophia_cluster_ready(r->cluster) &&
-        sophia_cluster_alone(r->cluster)) {
-        r->st.cluster_alone++; /* nobody else to tell: see cluster.h */
-        sophia_ws_route(r, type, topics, NULL, ntopics, dashboard_id, data);
+    if (via_cluster(r) &&
+        cluster_publish(r, type, topics, ntopics, dashboard_id, data) == 0)
         return;
-    }
-    if (r->cluster && sophia_cluster_ready(r->cluster) &&
-        sophia_cluster_publish(r->cluster, type, topics, ntopics, dashboard_id,
-                               data) == 0) {
-        r->st.cluster_out++;
-        return; /* delivered when it comes back from the channel */
-    }
-    if (r->cluster)
-        r->st.cluster_fallback++;
     sophia_ws_route(r, type, topics, NULL, ntopics, dashboard_id, data);
+}
+
+void sophia_ws_publish_text(sophia_ws_router *r, const char *type,
+                            const char *const *topics, size_t ntopics,
+                            const char *dashboard_id, const char *metric,
+                            const char *text, size_t len)
+{
+    r->st.published++;
+    if (via_cluster(r)) { /* the channel carries a value: parsed for it */
+        json_t *data = json_loadb(text, len, JSON_DECODE_ANY, NULL);
+        int rc = cluster_publish(r, type, topics, ntopics, dashboard_id, data);
+        json_decref(data);
+        if (rc == 0)
+            return;
+    }
+    route_text(r, type, topics, NULL, ntopics, dashboard_id, metric, text, len);
 }
 
 /* ---------------------------------------------------------------- sweep */
@@ -649,6 +768,7 @@ static void topic_free(void *p)
     ws_history_free(&t->hist);
     free(t->subs.v);
     free(t->name);
+    free(t->head);
     free(t);
 }
 
@@ -671,6 +791,7 @@ void sophia_ws_router_free(sophia_ws_router *r)
     free(r->dirty);
     free(r->gather);
     sophia_jsonw_reset(&r->render);
+    sophia_jsonw_reset(&r->data);
     sophia_jsonw_reset(&r->mpack);
     ws_deflater_free(r->deflater);
     if (r->topics)

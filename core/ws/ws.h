@@ -179,6 +179,15 @@ void sophia_ws_publish(sophia_ws_router *r, const char *type,
                        const char *const *topics, size_t ntopics,
                        const char *dashboard_id, json_t *data);
 
+/* The same with `data` already JSON text (len bytes, borrowed; what
+ * jsonw would write for it) and, for a "metric" update, its "metric"
+ * member (or NULL): no tree is built or encoded unless the cluster
+ * carries the publish. */
+void sophia_ws_publish_text(sophia_ws_router *r, const char *type,
+                            const char *const *topics, size_t ntopics,
+                            const char *dashboard_id, const char *metric,
+                            const char *text, size_t len);
+
 /* Local delivery with seqs decided elsewhere (the cluster: seqs[i] for
  * topics[i]); seqs NULL = assign the next local seq. */
 void sophia_ws_route(sophia_ws_router *r, const char *type,

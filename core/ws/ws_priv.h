@@ -38,6 +38,8 @@
 #include "ws/ws_latest.h"
 
 #define WS_MAX_TOPIC 200
+/* Slots of the router's cache of recently used topics (ws_topic_get). */
+#define WS_RECENT_TOPICS 64
 /* One send carries at most this much (http.c sets the protocol's
  * tx_packet_size to match: lws would cut larger sends into 4 KiB ones). A
  * flush or WRITEABLE turn sends at most WS_GATHERS_PER_TURN of them, so one
@@ -81,6 +83,10 @@ typedef struct ws_topic {
     struct ws_topic *prev, *next; /* router->tlist, walked by the sweep */
     ws_history hist;
     ws_subs subs;
+    /* {"type":<type>,"topic":<name>,"seq": as the last render wrote it
+     * (render_msg), so the next one of the same type copies it */
+    char *head;
+    size_t head_len, head_tl;
 } ws_topic;
 
 struct sophia_ws_client {
@@ -140,6 +146,8 @@ struct sophia_ws_router {
     sophia_dict *topics;   /* name -> ws_topic */
     sophia_dict *patterns; /* prefix -> ws_subs */
     size_t plen[WS_MAX_TOPIC + 1]; /* patterns per prefix length */
+    size_t npatterns; /* their sum: 0 skips the per-publish prefix walk */
+    ws_topic *recent[WS_RECENT_TOPICS]; /* see ws_topic_get */
     sophia_dict *by_id;    /* "%llu" -> client */
     sophia_ws_client *clients;
     /* configuration */
@@ -171,6 +179,7 @@ struct sophia_ws_router {
     int64_t flush_end_us, flush_cost_us; /* the last flush, see mark_dirty */
     int kick_owed; /* lws was asked for something since the last kick */
     sophia_jsonw render;    /* reused by render_msg: no malloc per message */
+    sophia_jsonw data;      /* the same for a publish's data (sophia_ws_route) */
     sophia_jsonw mpack;     /* the same for msgpack twins (ws_msgpack.h) */
     int compression;        /* websocket.compression: deflate offered */
     size_t compression_min; /* smaller messages go as they are */

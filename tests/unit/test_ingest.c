@@ -313,6 +313,41 @@ static void test_fast_path_matches_jansson(void **unused)
     assert_true(taken > 3000);
 }
 
+/* Short decimals take a division instead of strtod: the same double,
+ * bit for bit (check_same compares values exactly), for every digit
+ * count and point position around the 15-digit edge. */
+static void test_short_decimals(void **unused)
+{
+    (void)unused;
+    unsigned seed = 77;
+    char body[64], num[40];
+    for (int i = 0; i < 20000; i++) {
+        int nd = 1 + rand_r(&seed) % 17, point = rand_r(&seed) % (nd + 1);
+        size_t o = 0;
+        if (rand_r(&seed) % 3 == 0)
+            num[o++] = '-';
+        for (int k = 0; k < nd; k++) {
+            if (k == point && k)
+                num[o++] = '.';
+            num[o++] = (char)('0' + (k == 0 && point != 1 ? 1 + rand_r(&seed) % 9
+                                                          : rand_r(&seed) % 10));
+        }
+        if (point == 0 || point == nd) {
+            memcpy(num + o, ".5", 2);
+            o += 2;
+        }
+        num[o] = '\0';
+        snprintf(body, sizeof(body), "{\"v\":%s}", num);
+        if (!check_same(body, strlen(body)))
+            fail_msg("fast path gave up on %s", body);
+    }
+    const char *edge[] = {"{\"v\":1000.25}", "{\"v\":-0.0}", "{\"v\":0.1}",
+                          "{\"v\":999999999999999.9}", "{\"v\":0.000000000000001}",
+                          "{\"v\":9007199254740993.0}", "{\"v\":123456789012345.6}"};
+    for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++)
+        assert_true(check_same(edge[i], strlen(edge[i])));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_spans),
         cmocka_unit_test(test_fast_path_matches_jansson),
+        cmocka_unit_test(test_short_decimals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -208,6 +208,40 @@ static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *v,
     return 0;
 }
 
+/* SDK 1.4: text is recorded as the value it parses to, so the
+ * expectations below hold for either way of handing data over. */
+static size_t host_json_write(const sophia_json *v, char *buf, size_t cap)
+{
+    char *s = v ? json_dumps((const json_t *)v, JSON_COMPACT | JSON_ENCODE_ANY)
+                : NULL;
+    size_t n = s ? strlen(s) : 0;
+    if (n < cap)
+        memcpy(buf, s ? s : "", n + 1);
+    free(s);
+    return n;
+}
+
+static sophia_json *parse_text(const char *json, size_t len)
+{
+    json_t *v = json_loadb(json, len, JSON_DECODE_ANY, NULL);
+    assert_non_null(v);
+    return (sophia_json *)v;
+}
+
+static int host_publish_text(sophia_ctx *ctx, sophia_update_type type,
+                             const char *topic, const char *dashboard_id,
+                             const char *json, size_t len)
+{
+    return host_publish(ctx, type, topic, dashboard_id, parse_text(json, len));
+}
+
+static int host_cache_put_text(sophia_ctx *ctx, const char *key,
+                               const char *json, size_t len, double ttl_s,
+                               const char *const *tags)
+{
+    return host_cache_put(ctx, key, parse_text(json, len), ttl_s, tags);
+}
+
 static void host_counter_add(sophia_self *self, const char *name, double d)
 {
     (void)self;
@@ -231,6 +265,19 @@ static const char *host_json_key_at(const sophia_json *v, size_t i,
         return NULL;
     *value = (const sophia_json *)json_object_iter_value(it);
     return json_object_iter_key(it);
+}
+
+/* SDK 1.1: an object's members in order (metrics reads a point's body). */
+static void *host_json_iter(const sophia_json *obj, void *it, const char **key,
+                            const sophia_json **value)
+{
+    json_t *o = (json_t *)obj;
+    void *next = it ? json_object_iter_next(o, it) : json_object_iter(o);
+    if (next) {
+        *key = json_object_iter_key(next);
+        *value = (const sophia_json *)json_object_iter_value(next);
+    }
+    return next;
 }
 
 /* SDK 1.1: these tests never commit a context, so a staged state change
@@ -285,6 +332,10 @@ static const sophia_host test_host = {
     .now_us = host_now_us,
     .stage = host_stage,
     .stage_undoable = host_stage_undoable,
+    .json_iter = host_json_iter,
+    .json_write = host_json_write,
+    .publish_text = host_publish_text,
+    .cache_put_text = host_cache_put_text,
 };
 
 /* ------------------------------------------------------ config builders */

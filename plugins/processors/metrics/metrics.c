@@ -287,6 +287,36 @@ static int name_ok(const char *s)
     return 1;
 }
 
+/* The body's members a point is read from, found in one walk of the
+ * object (json_iter, SDK 1.1): a lookup per name hashed the name and
+ * probed the object seven times a point, for bodies of three or four
+ * members. */
+typedef struct point_fields {
+    const sophia_json *metric, *value, *timestamp, *labels, *tags, *dashboard,
+        *type;
+} point_fields;
+
+static void point_fields_of(const sophia_host *h, const sophia_json *b,
+                            point_fields *f)
+{
+    static const char *const names[] = {"metric", "value", "timestamp",
+                                        "labels", "tags", "dashboard_id",
+                                        "type"};
+    const sophia_json **slots[] = {&f->metric, &f->value, &f->timestamp,
+                                   &f->labels, &f->tags, &f->dashboard,
+                                   &f->type};
+    memset(f, 0, sizeof(*f));
+    const char *k;
+    const sophia_json *v;
+    for (void *it = h->json_iter(b, NULL, &k, &v); it;
+         it = h->json_iter(b, it, &k, &v))
+        for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
+            if (k[0] == names[i][0] && !strcmp(k, names[i])) {
+                *slots[i] = v;
+                break;
+            }
+}
+
 /* 0 when the event is a point (p filled in), else -1 and why. */
 static int parse_point(const metrics_state *st, const sophia_event *ev,
                        point *p, char *why, size_t len)
@@ -294,23 +324,27 @@ static int parse_point(const metrics_state *st, const sophia_event *ev,
     const sophia_host *h = st->host;
     const sophia_json *b = ev ? ev->body : NULL;
     const char *bad = NULL;
-    if (!b || h->json_type(b) != SOPHIA_JSON_OBJECT)
+    point_fields f = {0};
+    int object = b && h->json_type(b) == SOPHIA_JSON_OBJECT;
+    if (object)
+        point_fields_of(h, b, &f);
+    if (!object)
         bad = "body is not a JSON object";
-    else if (!(p->metric = h->json_string(h->json_get(b, "metric"))) ||
-             !*p->metric || !name_ok(p->metric))
+    else if (!(p->metric = h->json_string(f.metric)) || !*p->metric ||
+             !name_ok(p->metric))
         bad = "\"metric\" is missing or not a non-empty string of at most "
               "255 bytes without control bytes";
-    else if (!(p->value = h->json_get(b, "value")) ||
+    else if (!(p->value = f.value) ||
              h->json_type(p->value) != SOPHIA_JSON_NUMBER)
         bad = "\"value\" is missing or not a number";
     if (bad) {
         snprintf(why, len, "%s", bad);
         return -1;
     }
-    p->timestamp = present(h, h->json_get(b, "timestamp"));
-    p->labels = present(h, h->json_get(b, "labels"));
-    p->tags = present(h, h->json_get(b, "tags"));
-    p->dashboard = h->json_string(h->json_get(b, "dashboard_id"));
+    p->timestamp = present(h, f.timestamp);
+    p->labels = present(h, f.labels);
+    p->tags = present(h, f.tags);
+    p->dashboard = h->json_string(f.dashboard);
     if (!p->dashboard || !*p->dashboard)
         p->dashboard = st->default_dashboard;
     if (p->dashboard && !name_ok(p->dashboard)) {
@@ -326,20 +360,18 @@ static int parse_point(const metrics_state *st, const sophia_event *ev,
         return -1;
     }
     /* A statsd set's `member` is the value counted, not a dimension. */
-    const char *type = h->json_string(h->json_get(b, "type"));
+    const char *type = h->json_string(f.type);
     const char *skip = type && !strcmp(type, "set") ? "member" : NULL;
     return mp_labels_canon(h, p->labels, p->tags, skip, p->canon,
                            sizeof(p->canon), why, len);
 }
 
-/* The point's timestamp, or its arrival as ISO-8601 UTC when it has none.
- * The text changes once a second, so it is formatted once a second: at
- * 20k points/s gmtime + strftime per point was a measurable share. */
-static sophia_json *timestamp_of(metrics_state *st, const point *p)
+/* The point's arrival as ISO-8601 UTC (its timestamp when it has none),
+ * or NULL. The text changes once a second, so it is formatted once a
+ * second: at 20k points/s gmtime + strftime per point was a measurable
+ * share. */
+static const char *arrival_text(metrics_state *st, const point *p)
 {
-    const sophia_host *h = st->host;
-    if (p->timestamp)
-        return h->json_copy(p->timestamp);
     int64_t secs = p->arrival_us / 1000000;
     if (secs != st->ts_sec) {
         time_t t = (time_t)secs;
@@ -349,16 +381,17 @@ static sophia_json *timestamp_of(metrics_state *st, const point *p)
             return NULL;
         st->ts_sec = secs;
     }
-    return h->json_str(st->ts_text);
+    return st->ts_text;
 }
 
-/* json_set takes the value even when it fails; a NULL value is ENOMEM. */
-static int set(const sophia_host *h, sophia_json *obj, const char *key,
-               sophia_json *v)
+/* The point's timestamp, or its arrival when it has none. */
+static sophia_json *timestamp_of(metrics_state *st, const point *p)
 {
-    if (!v)
-        return SOPHIA_ENOMEM;
-    return h->json_set(obj, key, v);
+    const sophia_host *h = st->host;
+    if (p->timestamp)
+        return h->json_copy(p->timestamp);
+    const char *at = arrival_text(st, p);
+    return at ? h->json_str(at) : NULL;
 }
 
 /* The labels as published: the point's own object when it had no tags,
@@ -372,25 +405,148 @@ static sophia_json *labels_of(const sophia_host *h, const point *p)
     return mp_labels_json(h, p->labels, p->tags);
 }
 
+/* JSON text assembled for publish_text and cache_put_text (SDK 1.4): a
+ * point's update and latest value are small, so the stack unless they
+ * are not. Building them as values cost a jansson object, a member per
+ * field and a deep copy of each, then the host's encoding of both. */
+typedef struct text {
+    char *p;
+    size_t len, cap;
+    int failed;
+    char local[512];
+} text;
+
+static void text_init(text *t)
+{
+    t->p = t->local;
+    t->len = 0;
+    t->cap = sizeof(t->local);
+    t->failed = 0;
+}
+
+static void text_free(text *t)
+{
+    if (t->p != t->local)
+        free(t->p);
+}
+
+/* Room for n more bytes and a NUL; 0, or -1 (failed) out of memory. */
+static int text_room(text *t, size_t n)
+{
+    if (t->failed)
+        return -1;
+    if (t->len + n + 1 <= t->cap)
+        return 0;
+    size_t cap = t->cap * 2 > t->len + n + 1 ? t->cap * 2 : t->len + n + 1;
+    char *q = t->p == t->local ? malloc(cap) : realloc(t->p, cap);
+    if (!q) {
+        t->failed = 1;
+        return -1;
+    }
+    if (t->p == t->local)
+        memcpy(q, t->local, t->len);
+    t->p = q;
+    t->cap = cap;
+    return 0;
+}
+
+static void text_add(text *t, const char *s, size_t n)
+{
+    if (text_room(t, n) == 0) {
+        memcpy(t->p + t->len, s, n);
+        t->len += n;
+    }
+}
+
+/* A JSON string of s, escaped as json_dump escapes ('"', '\\' and
+ * control bytes; the rest, UTF-8 included, as it is). */
+static void text_str(text *t, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    static const char shorts[] = "\bb\ff\nn\rr\tt"; /* byte, its letter */
+    const char *e;
+    size_t n = strlen(s);
+    if (text_room(t, n * 6 + 2))
+        return;
+    char *o = t->p + t->len;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c && c < 0x20 && (e = strchr(shorts, c))) {
+            *o++ = '\\';
+            *o++ = e[1];
+        } else if (c < 0x20) {
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[c >> 4];
+            o[5] = hex[c & 15];
+            o += 6;
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    *o++ = '"';
+    t->len = (size_t)(o - t->p);
+}
+
+/* v's JSON text, as the host writes it. */
+static void text_value(text *t, const sophia_host *h, const sophia_json *v)
+{
+    size_t room = t->failed ? 0 : t->cap - t->len;
+    size_t n = room ? h->json_write(v, t->p + t->len, room) : 0;
+    if (n >= room) {
+        if (text_room(t, n))
+            return;
+        h->json_write(v, t->p + t->len, n + 1);
+    }
+    t->len += n;
+}
+
+/* timestamp_of as JSON text. */
+static int timestamp_text(metrics_state *st, const point *p, text *t)
+{
+    const char *at = p->timestamp ? NULL : arrival_text(st, p);
+    if (p->timestamp) {
+        text_value(t, st->host, p->timestamp);
+    } else if (at) { /* strftime's digits, '-', ':', 'T', 'Z': as they are */
+        text_add(t, "\"", 1);
+        text_add(t, at, strlen(at));
+        text_add(t, "\"", 1);
+    }
+    return t->failed || (!p->timestamp && !at) ? SOPHIA_ENOMEM : 0;
+}
+
+/* {"metric":..,"value":..,"timestamp":..[,"labels":..]}: the members, in
+ * that order, of the value this published before 1.4, so subscribers get
+ * the same bytes. `val` and `ts` are the value's and timestamp's text. */
 static int publish_point(const metrics_state *st, const point *p,
-                         sophia_json *ts, sophia_ctx *ctx)
+                         const text *val, const text *ts, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
-    sophia_json *data = h->json_object();
-    if (!data)
-        return SOPHIA_ENOMEM;
-    int rc = set(h, data, "metric", h->json_str(p->metric));
-    if (!rc)
-        rc = set(h, data, "value", h->json_copy(p->value));
-    if (!rc)
-        rc = set(h, data, "timestamp", h->json_copy(ts));
-    if (!rc && p->canon[0])
-        rc = set(h, data, "labels", labels_of(h, p));
-    if (rc) {
-        h->json_free(data);
-        return rc;
+    text t;
+    text_init(&t);
+    text_add(&t, "{\"metric\":", 10);
+    text_str(&t, p->metric);
+    text_add(&t, ",\"value\":", 9);
+    text_add(&t, val->p, val->len);
+    text_add(&t, ",\"timestamp\":", 13);
+    text_add(&t, ts->p, ts->len);
+    if (p->canon[0]) {
+        sophia_json *labels = labels_of(h, p);
+        if (!labels)
+            t.failed = 1;
+        text_add(&t, ",\"labels\":", 10);
+        text_value(&t, h, labels);
+        h->json_free(labels);
     }
-    return h->publish(ctx, SOPHIA_UPDATE_METRIC, NULL, p->dashboard, data);
+    text_add(&t, "}", 1);
+    int rc = t.failed ? SOPHIA_ENOMEM
+                      : h->publish_text(ctx, SOPHIA_UPDATE_METRIC, NULL,
+                                        p->dashboard, t.p, t.len);
+    text_free(&t);
+    return rc;
 }
 
 /* dst = a b c d (NUL-terminated), cut to len; the per-point path avoids
@@ -434,49 +590,76 @@ static void series_name(const point *p, char *out, size_t len)
     }
 }
 
-/* cache_put under <prefix><a><b>, tagged metrics + dashboard:<id>;
- * takes value. */
+/* Where a cache put of point p goes: the key <prefix><a><series><b>
+ * (on the stack, unless the prefix is unusually long) and its tags,
+ * metrics + dashboard:<id>. */
+typedef struct put_at {
+    char *key;
+    const char *tags[3];
+    char tag[NAME_MAX_LEN + 16];
+    char kbuf[SKEY_LEN + 64];
+} put_at;
+
+static int put_at_make(const metrics_state *st, const point *p, const char *a,
+                       const char *b, put_at *at)
+{
+    char name[SKEY_LEN];
+    series_name(p, name, sizeof(name));
+    size_t klen = strlen(st->cache_prefix) + strlen(a) + strlen(name) +
+                  strlen(b) + 1;
+    at->key = klen <= sizeof(at->kbuf) ? at->kbuf : malloc(klen);
+    if (!at->key)
+        return SOPHIA_ENOMEM;
+    join4(at->key, klen, st->cache_prefix, a, name, b);
+    join4(at->tag, sizeof(at->tag), "dashboard:",
+          p->dashboard ? p->dashboard : "_", "", "");
+    at->tags[0] = "metrics";
+    at->tags[1] = p->dashboard ? at->tag : NULL;
+    at->tags[2] = NULL;
+    return 0;
+}
+
+static void put_at_free(put_at *at)
+{
+    if (at->key != at->kbuf)
+        free(at->key);
+}
+
+/* cache_put of point p's `value` (taken) under <prefix><a><b>. */
 static int put(const metrics_state *st, const point *p, const char *a,
                const char *b, sophia_json *value, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
-    char name[SKEY_LEN], tag[NAME_MAX_LEN + 16], kbuf[SKEY_LEN + 64];
-    series_name(p, name, sizeof(name));
-    size_t klen = strlen(st->cache_prefix) + strlen(a) + strlen(name) +
-                  strlen(b) + 1;
-    /* Keys are short: the stack, unless the prefix is unusually long. */
-    char *key = klen <= sizeof(kbuf) ? kbuf : malloc(klen);
-    if (!key) {
+    put_at at;
+    if (put_at_make(st, p, a, b, &at)) {
         h->json_free(value);
         return SOPHIA_ENOMEM;
     }
-    join4(key, klen, st->cache_prefix, a, name, b);
-    join4(tag, sizeof(tag), "dashboard:", p->dashboard ? p->dashboard : "_",
-          "", "");
-    const char *tags[] = {"metrics", p->dashboard ? tag : NULL, NULL};
-    int rc = h->cache_put(ctx, key, value, st->ttl, tags);
-    if (key != kbuf)
-        free(key);
+    int rc = h->cache_put(ctx, at.key, value, st->ttl, at.tags);
+    put_at_free(&at);
     return rc;
 }
 
+/* The series' latest value, {"value":..,"timestamp":..}, as text. */
 static int cache_point(const metrics_state *st, const point *p,
-                       sophia_json *ts, sophia_ctx *ctx)
+                       const text *val, const text *ts, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
-    sophia_json *value = h->json_object();
-    int rc = value ? set(h, value, "value", h->json_copy(p->value))
-                   : SOPHIA_ENOMEM;
-    if (!rc)
-        rc = set(h, value, "timestamp", ts);
-    else
-        h->json_free(ts);
-    if (rc) {
-        if (value)
-            h->json_free(value);
-        return rc;
+    text t;
+    text_init(&t);
+    text_add(&t, "{\"value\":", 9);
+    text_add(&t, val->p, val->len);
+    text_add(&t, ",\"timestamp\":", 13);
+    text_add(&t, ts->p, ts->len);
+    text_add(&t, "}", 1);
+    put_at at;
+    int rc = t.failed || put_at_make(st, p, "", "", &at) ? SOPHIA_ENOMEM : 0;
+    if (!rc) {
+        rc = h->cache_put_text(ctx, at.key, t.p, t.len, st->ttl, at.tags);
+        put_at_free(&at);
     }
-    return put(st, p, "", "", value, ctx);
+    text_free(&t);
+    return rc;
 }
 
 /* ------------------------------------------------ aggregates, alerts */
@@ -700,12 +883,17 @@ static const char *dropped(metrics_state *st, const point *p, const series *s,
 static int handle(metrics_state *st, point *p, const series *s,
                   const char *skey, sophia_ctx *ctx)
 {
-    sophia_json *ts = timestamp_of(st, p);
-    int rc = ts ? publish_point(st, p, ts, ctx) : SOPHIA_ENOMEM;
+    text val, ts; /* written once, for the update and the latest value */
+    text_init(&val);
+    text_init(&ts);
+    text_value(&val, st->host, p->value);
+    int rc = val.failed ? SOPHIA_ENOMEM : timestamp_text(st, p, &ts);
+    if (!rc)
+        rc = publish_point(st, p, &val, &ts, ctx);
     if (!rc && p->in_order)
-        rc = cache_point(st, p, ts, ctx); /* takes ts */
-    else if (ts)
-        st->host->json_free(ts);
+        rc = cache_point(st, p, &val, &ts, ctx);
+    text_free(&val);
+    text_free(&ts);
     return rc ? rc : track(st, p, s, skey, ctx);
 }
 

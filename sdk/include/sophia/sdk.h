@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define SOPHIA_SDK_VERSION_MAJOR 1
-#define SOPHIA_SDK_VERSION_MINOR 3
+#define SOPHIA_SDK_VERSION_MINOR 4
 
 /* The symbol every plugin exports (a `const sophia_plugin`). */
 #define SOPHIA_PLUGIN_SYMBOL "sophia_plugin_v1"
@@ -570,6 +570,29 @@ typedef struct sophia_host {
      * memory is gone by then. 0, or SOPHIA_EINVAL (importance not in
      * 0..1, id <= 0), SOPHIA_ENOMEM. */
     int (*memory_set_importance)(sophia_ctx *ctx, int64_t id, double importance);
+
+    /* --- since 1.4: values that are already JSON text --- */
+    /* The compact JSON text of `v`, exactly what json_dump gives, written
+     * into buf and NUL-ended when it fits: returns its length, so a result
+     * >= cap means buf was too small (like snprintf; nothing useful is
+     * written then). 0 for NULL. For a plugin assembling publish_text or
+     * cache_put_text out of values it read. */
+    size_t (*json_write)(const sophia_json *v, char *buf, size_t cap);
+    /* publish() with `data` given as `len` bytes of JSON text (borrowed),
+     * which subscribers receive as it is: one update, as if publish() had
+     * been given the value the text parses to, with no value built,
+     * copied or encoded. For the hot path of a plugin that publishes for
+     * every event. SOPHIA_EINVAL when the text is not exactly one JSON
+     * value (UTF-8, no escaped NUL, nested at most 64 deep) or type is
+     * unknown; SOPHIA_ENOMEM. */
+    int (*publish_text)(sophia_ctx *ctx, sophia_update_type type,
+                        const char *topic, const char *dashboard_id,
+                        const char *json, size_t len);
+    /* cache_put() with the value given as `len` bytes of JSON text
+     * (borrowed), stored as it is; the rules of cache_put and of
+     * publish_text's text, SOPHIA_EINVAL otherwise. */
+    int (*cache_put_text)(sophia_ctx *ctx, const char *key, const char *json,
+                          size_t len, double ttl_s, const char *const *tags);
 } sophia_host;
 
 /* True when the host table `h` has `member`: what a plugin checks before

@@ -1,0 +1,297 @@
+/*
+ * host_text - see host_text.h. A recursive descent over the bytes, depth
+ * bounded before it recurses; the string loop copies nothing and looks
+ * at ASCII bytes once.
+ */
+#include "host/host_text.h"
+
+#include <string.h>
+
+#include "lib/jsonlimit.h"
+
+typedef struct scan {
+    const unsigned char *s;
+    size_t n, i;
+} scan;
+
+static void skip_ws(scan *c)
+{
+    while (c->i < c->n && (c->s[c->i] == ' ' || c->s[c->i] == '\t' ||
+                           c->s[c->i] == '\n' || c->s[c->i] == '\r'))
+        c->i++;
+}
+
+static int is_digit(const scan *c)
+{
+    return c->i < c->n && c->s[c->i] >= '0' && c->s[c->i] <= '9';
+}
+
+static void digits(scan *c)
+{
+    while (is_digit(c))
+        c->i++;
+}
+
+/* A multi-byte UTF-8 sequence at c->i: shortest form, no surrogate, at
+ * most U+10FFFF. */
+static int utf8_seq(scan *c)
+{
+    unsigned b = c->s[c->i], cp;
+    size_t k;
+    if (b >= 0xC2 && b <= 0xDF)
+        k = 1, cp = b & 0x1F;
+    else if (b >= 0xE0 && b <= 0xEF)
+        k = 2, cp = b & 0x0F;
+    else if (b >= 0xF0 && b <= 0xF4)
+        k = 3, cp = b & 0x07;
+    else
+        return -1;
+    if (c->n - c->i <= k)
+        return -1;
+    for (size_t m = 1; m <= k; m++) {
+        unsigned x = c->s[c->i + m];
+        if ((x & 0xC0) != 0x80)
+            return -1;
+        cp = cp << 6 | (x & 0x3F);
+    }
+    if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return -1;
+    c->i += k + 1;
+    return 0;
+}
+
+/* \uXXXX at c->i (the backslash); -1 when not four hex digits. */
+static long hex4(const scan *c, size_t at)
+{
+    if (c->n - at < 6 || c->s[at] != '\\' || c->s[at + 1] != 'u')
+        return -1;
+    long v = 0;
+    for (size_t m = at + 2; m < at + 6; m++) {
+        unsigned x = c->s[m];
+        int d = x >= '0' && x <= '9'   ? (int)(x - '0')
+                : x >= 'a' && x <= 'f' ? (int)(x - 'a' + 10)
+                : x >= 'A' && x <= 'F' ? (int)(x - 'A' + 10)
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* An escape at c->i (the backslash). */
+static int escape(scan *c)
+{
+    if (c->n - c->i < 2)
+        return -1;
+    unsigned e = c->s[c->i + 1];
+    if (e != 'u') {
+        c->i += 2;
+        return e && strchr("\"\\/bfnrt", (int)e) ? 0 : -1;
+    }
+    long u = hex4(c, c->i);
+    if (u <= 0 || (u >= 0xDC00 && u <= 0xDFFF))
+        return -1; /* an escaped NUL, a lone low surrogate, or not hex */
+    c->i += 6;
+    if (u < 0xD800 || u > 0xDBFF)
+        return 0;
+    long lo = hex4(c, c->i); /* a high surrogate needs its low half */
+    if (lo < 0xDC00 || lo > 0xDFFF)
+        return -1;
+    c->i += 6;
+    return 0;
+}
+
+/* 1 for the bytes a string's fast loop stops at: controls (refused),
+ * the quote, the backslash and UTF-8 lead bytes. A table, as every byte
+ * of every string of every publish goes through that loop. */
+#define ONE8 1, 1, 1, 1, 1, 1, 1, 1
+#define ONE32 ONE8, ONE8, ONE8, ONE8
+static const unsigned char special[256] = {
+    [0x00] = ONE32, ['"'] = 1, ['\\'] = 1,
+    [0x80] = ONE32, ONE32, ONE32, ONE32,
+};
+#undef ONE32
+#undef ONE8
+
+/* A string at c->i (its quote); *esc set when it has an escape. */
+static int string(scan *c, int *esc)
+{
+    const unsigned char *s = c->s;
+    c->i++;
+    for (;;) {
+        size_t i = c->i;
+        while (i < c->n && !special[s[i]])
+            i++;
+        c->i = i;
+        if (i >= c->n || s[i] < 0x20)
+            return -1;
+        if (s[i] == '"') {
+            c->i++;
+            return 0;
+        }
+        if (s[i] == '\\') {
+            *esc = 1;
+            if (escape(c))
+                return -1;
+        } else if (utf8_seq(c)) {
+            return -1;
+        }
+    }
+}
+
+static int number(scan *c)
+{
+    if (c->i < c->n && c->s[c->i] == '-')
+        c->i++;
+    if (!is_digit(c))
+        return -1;
+    if (c->s[c->i++] != '0')
+        digits(c);
+    if (c->i < c->n && c->s[c->i] == '.') {
+        c->i++;
+        if (!is_digit(c))
+            return -1;
+        digits(c);
+    }
+    if (c->i < c->n && (c->s[c->i] == 'e' || c->s[c->i] == 'E')) {
+        c->i++;
+        if (c->i < c->n && (c->s[c->i] == '+' || c->s[c->i] == '-'))
+            c->i++;
+        if (!is_digit(c))
+            return -1;
+        digits(c);
+    }
+    return 0;
+}
+
+static int word(scan *c, const char *w, size_t n)
+{
+    if (c->n - c->i < n || memcmp(c->s + c->i, w, n))
+        return -1;
+    c->i += n;
+    return 0;
+}
+
+static int value(scan *c, int depth, host_text_member *m);
+
+/* After a member or element: 1 for a comma, 0 for the closer, -1 else. */
+static int next(scan *c, unsigned char close)
+{
+    skip_ws(c);
+    if (c->i < c->n && c->s[c->i] == ',') {
+        c->i++;
+        return 1;
+    }
+    if (c->i < c->n && c->s[c->i] == close) {
+        c->i++;
+        return 0;
+    }
+    return -1;
+}
+
+/* Notes member `key` (at depth 0 only, m set) when it is the one looked
+ * for; a key or value with an escape makes the answer unsure. */
+static void note(scan *c, host_text_member *m, size_t k0, size_t k1,
+                 int kesc, size_t v0, int vesc)
+{
+    m->escaped |= kesc;
+    if (kesc || k1 - k0 != strlen(m->key) ||
+        memcmp(c->s + k0, m->key, k1 - k0))
+        return;
+    if (c->s[v0] != '"') {
+        m->at = NULL; /* the last one wins, as in jansson */
+        return;
+    }
+    m->at = (const char *)c->s + v0 + 1;
+    m->len = c->i - v0 - 2;
+    m->escaped |= vesc;
+}
+
+static int object(scan *c, int depth, host_text_member *m)
+{
+    c->i++;
+    skip_ws(c);
+    if (c->i < c->n && c->s[c->i] == '}') {
+        c->i++;
+        return 0;
+    }
+    int more;
+    do {
+        skip_ws(c);
+        int kesc = 0, vesc = 0;
+        size_t k0 = c->i + 1;
+        if (c->i >= c->n || c->s[c->i] != '"' || string(c, &kesc))
+            return -1;
+        size_t k1 = c->i - 1;
+        skip_ws(c);
+        if (c->i >= c->n || c->s[c->i] != ':')
+            return -1;
+        c->i++;
+        skip_ws(c);
+        size_t v0 = c->i;
+        if (c->i < c->n && c->s[c->i] == '"' ? string(c, &vesc)
+                                              : value(c, depth + 1, NULL))
+            return -1;
+        if (m && m->key)
+            note(c, m, k0, k1, kesc, v0, vesc);
+    } while ((more = next(c, '}')) == 1);
+    return more;
+}
+
+static int array(scan *c, int depth)
+{
+    c->i++;
+    skip_ws(c);
+    if (c->i < c->n && c->s[c->i] == ']') {
+        c->i++;
+        return 0;
+    }
+    int more;
+    do {
+        if (value(c, depth + 1, NULL))
+            return -1;
+    } while ((more = next(c, ']')) == 1);
+    return more;
+}
+
+static int value(scan *c, int depth, host_text_member *m)
+{
+    int esc = 0;
+    skip_ws(c);
+    if (c->i >= c->n)
+        return -1;
+    switch (c->s[c->i]) {
+    case '{':
+        return depth >= SOPHIA_JSON_MAX_DEPTH ? -1 : object(c, depth, m);
+    case '[':
+        return depth >= SOPHIA_JSON_MAX_DEPTH ? -1 : array(c, depth);
+    case '"':
+        return string(c, &esc);
+    case 't':
+        return word(c, "true", 4);
+    case 'f':
+        return word(c, "false", 5);
+    case 'n':
+        return word(c, "null", 4);
+    default:
+        return number(c);
+    }
+}
+
+int host_text_check(const char *s, size_t len, host_text_member *m)
+{
+    if (m) {
+        m->at = NULL;
+        m->len = 0;
+        m->escaped = 0;
+    }
+    if (!s)
+        return -1;
+    scan c = {(const unsigned char *)s, len, 0};
+    if (value(&c, 0, m))
+        return -1;
+    skip_ws(&c);
+    return c.i == c.n ? 0 : -1;
+}

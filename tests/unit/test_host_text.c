@@ -1,0 +1,179 @@
+/*
+ * test_host_text - SDK 1.4's JSON given as text: the check that keeps a
+ * plugin's malformed text from reaching a client or a tier (host_text),
+ * the "metric" member the router keys latest values by, and
+ * publish_text / cache_put_text queueing what publish / cache_put queue
+ * for the value the text parses to (sophia_ctx_actions_json compares).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "host/host.h"
+#include "host/host_text.h"
+
+static int ok(const char *s)
+{
+    return host_text_check(s, strlen(s), NULL) == 0;
+}
+
+static void test_check_accepts(void **unused)
+{
+    (void)unused;
+    const char *good[] = {
+        "{}", "[]", " 0 ", "-0.5e+10", "1E3", "true", "false", "null",
+        "\"\"", "{\"a\":[1,{\"b\":null}],\"c\":\"x\\\"\\\\\\/\\b\\f\\n\\r\\t\"}",
+        "\"\\u00e9\\ud83d\\ude00\"", "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"",
+        "\n\t{ \"k\" : [ ] }\r\n",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++) {
+        if (!ok(good[i]))
+            fail_msg("refused %s", good[i]);
+        json_t *v = json_loads(good[i], JSON_DECODE_ANY, NULL);
+        assert_non_null(v); /* what passes, jansson reads back */
+        json_decref(v);
+    }
+}
+
+static void test_check_refuses(void **unused)
+{
+    (void)unused;
+    const char *bad[] = {
+        "", " ", "{", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "01", "1.",
+        ".5", "-", "1e", "+1", "tru", "nul", "\"abc", "\"a\nb\"", "\"\\x\"",
+        "\"\\u12\"", "\"\\u0000\"", "\"\\ud800\"", "\"\\udc00\"",
+        "\"\\ud800\\u0041\"", "\"\xff\"", "\"\xc0\xaf\"", "\"\xe0\x80\x80\"",
+        "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"", "\"\xc3\"", "1 2", "{} x",
+        "[1]]",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        if (ok(bad[i]))
+            fail_msg("accepted %s", bad[i]);
+    assert_int_equal(host_text_check(NULL, 0, NULL), -1);
+    /* a NUL inside the length is a control byte in a string, or junk */
+    assert_int_equal(host_text_check("\"a\0b\"", 5, NULL), -1);
+    assert_int_equal(host_text_check("1\0", 2, NULL), -1);
+}
+
+static void test_check_depth(void **unused)
+{
+    (void)unused;
+    char deep[2 * 66 + 1];
+    for (size_t n = 64; n <= 65; n++) {
+        memset(deep, '[', n);
+        memset(deep + n, ']', n);
+        deep[2 * n] = '\0';
+        assert_int_equal(ok(deep), n == 64);
+    }
+}
+
+static void test_member(void **unused)
+{
+    (void)unused;
+    host_text_member m = {.key = "metric"};
+    const char *s = "{\"x\":{\"metric\":\"inner\"},\"metric\":\"a\",\"metric\":\"cpu\"}";
+    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_int_equal(m.len, 3);
+    assert_memory_equal(m.at, "cpu", 3); /* the last one, at the top */
+    assert_int_equal(m.escaped, 0);
+    s = "{\"metric\":\"c\\\"u\"}";
+    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_int_equal(m.escaped, 1);
+    s = "{\"m\\u0065tric\":\"x\"}"; /* the key itself is unsure */
+    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_null(m.at);
+    assert_int_equal(m.escaped, 1);
+    s = "{\"metric\":\"a\",\"metric\":5}";
+    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_null(m.at);
+    s = "[\"metric\"]";
+    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_null(m.at);
+}
+
+/* The actions of one context as text, for comparing two of them. */
+static char *actions_text(const sophia_ctx *ctx)
+{
+    json_t *a = (json_t *)sophia_ctx_actions_json(ctx);
+    char *s = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return s;
+}
+
+static void test_actions_as_values(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    assert_true(SOPHIA_HOST_HAS(h, cache_put_text));
+    const char *tags[] = {"metrics", "dashboard:d", NULL};
+    const char *data = "{\"metric\":\"c\\\"pu\",\"value\":1.5,\"l\":[1,2]}";
+    const char *val = "{\"value\":1.5,\"timestamp\":\"2024-01-20T10:30:00Z\"}";
+
+    sophia_ctx *tree = sophia_ctx_new(NULL, "s");
+    assert_int_equal(h->publish(tree, SOPHIA_UPDATE_METRIC, "x", "d",
+                                (sophia_json *)json_loads(data, 0, NULL)), 0);
+    assert_int_equal(h->cache_put(tree, "k", (sophia_json *)json_loads(val, 0, NULL),
+                                  60, tags), 0);
+    sophia_ctx *text = sophia_ctx_new(NULL, "s");
+    assert_int_equal(h->publish_text(text, SOPHIA_UPDATE_METRIC, "x", "d", data,
+                                     strlen(data)), 0);
+    assert_int_equal(h->cache_put_text(text, "k", val, strlen(val), 60, tags), 0);
+    char *a = actions_text(tree), *b = actions_text(text);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+
+    /* refused at the call, nothing queued: bad text, key, ttl or type */
+    assert_int_equal(h->publish_text(text, SOPHIA_UPDATE_DATA, NULL, NULL,
+                                     "{\"a\":", 5), SOPHIA_EINVAL);
+    assert_int_equal(h->publish_text(text, (sophia_update_type)99, NULL, NULL,
+                                     "{}", 2), SOPHIA_EINVAL);
+    assert_int_equal(h->cache_put_text(text, "k", "\"\xff\"", 3, 0, NULL),
+                     SOPHIA_EINVAL);
+    assert_int_equal(h->cache_put_text(text, "a\r\nb", "1", 1, 0, NULL),
+                     SOPHIA_EINVAL);
+    assert_int_equal(h->cache_put_text(text, "k", "1", 1, 1e16, NULL),
+                     SOPHIA_EINVAL);
+    a = actions_text(text);
+    b = actions_text(tree);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    sophia_ctx_free(tree); /* never applied: nothing leaks (ASan) */
+    sophia_ctx_free(text);
+}
+
+static void test_json_write(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    json_t *v = json_loads("{\"a\":[1.25,\"\\u00e9\"],\"b\":null}", 0, NULL);
+    char *dump = h->json_dump((const sophia_json *)v);
+    char buf[64], small[8];
+    size_t n = h->json_write((const sophia_json *)v, buf, sizeof(buf));
+    assert_int_equal(n, strlen(dump));
+    assert_string_equal(buf, dump);
+    assert_int_equal(h->json_write((const sophia_json *)v, small, sizeof(small)), n);
+    assert_int_equal(h->json_write(NULL, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "");
+    h->free(dump);
+    json_decref(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_check_accepts),
+        cmocka_unit_test(test_check_refuses),
+        cmocka_unit_test(test_check_depth),
+        cmocka_unit_test(test_member),
+        cmocka_unit_test(test_actions_as_values),
+        cmocka_unit_test(test_json_write),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
