@@ -33,12 +33,16 @@
  * not hand them out again (another consumer of a shared key took them,
  * or their append failed). The same text always parses to an equal event,
  * so a look-up that takes the wrong one of two equal texts, or misses,
- * can never hand over a different event, only cost a parse. A miss (an
- * entry another node wrote, one delivered again) looks no further than
- * TAKE_WINDOW slots; one with more slots waiting also drops the oldest,
- * so a node whose entries other consumers take keeps finding its own. The
- * ring holds the stream's queue size (at least 1,024) events; an entry
- * another node reads is never taken here and ages out.
+ * can never hand over a different event, only cost a parse. A look-up
+ * compares TAKE_WINDOW slots, so an entry that is not there (another
+ * node wrote it, or it is delivered again) costs little; every
+ * TAKE_FULL_EVERY-th look-up in a row without a match compares them all,
+ * so a node whose entries another consumer of a shared key took, more
+ * than the window in a row, finds its own again. A miss drops nothing: a
+ * drop on a miss would lose the next entry's slot, and the next, while
+ * a backlog lasts. The ring holds the stream's queue size (at least
+ * 1,024) events; an entry another node reads is never taken here and
+ * ages out.
  */
 #include "ingest/durable.h"
 
@@ -75,6 +79,7 @@ struct sophia_durable {
     struct filed *ring;   /* events sent, with their texts (see the top) */
     size_t ring_cap;
     uint64_t head, tail;  /* next slot filed; oldest slot not yet taken */
+    unsigned misses;      /* look-ups in a row without a match */
 };
 
 /* An event appended and its text, in the ring at index seq % ring_cap;
@@ -85,8 +90,10 @@ typedef struct filed {
     json_t *ev;
 } filed;
 
-/* How many slots past the tail a look-up compares (see the top). */
+/* How many slots past the tail a look-up compares, and how often a run
+ * of look-ups without a match compares every slot (see the top). */
 #define TAKE_WINDOW 64
+#define TAKE_FULL_EVERY 16
 
 typedef struct append_req {
     sophia_durable *d;
@@ -239,20 +246,22 @@ json_t *sophia_durable_take_written(sophia_durable *d, const char *text,
 {
     if (!d)
         return NULL;
-    uint64_t end = d->head - d->tail > TAKE_WINDOW ? d->tail + TAKE_WINDOW
-                                                   : d->head;
+    while (d->tail < d->head && !slot(d, d->tail)->ev)
+        drop_to(d, d->tail + 1); /* a failed append's */
+    uint64_t end = d->head;
+    if (++d->misses % TAKE_FULL_EVERY && end - d->tail > TAKE_WINDOW)
+        end = d->tail + TAKE_WINDOW;
     for (uint64_t seq = d->tail; seq < end; seq++) {
         filed *f = slot(d, seq);
         if (f->ev && f->len == len && memcmp(f->text, text, len) == 0) {
             json_t *ev = f->ev;
             f->ev = NULL;
             drop_to(d, seq + 1);
+            d->misses = 0;
             d->reused++;
             return ev;
         }
     }
-    if (end < d->head) /* more wait: the oldest may be one we never get */
-        drop_to(d, d->tail + 1);
     return NULL;
 }
 
