@@ -478,7 +478,7 @@ int sophia_faiss_copy(const FaissIndex *index, idx_t from, idx_t n,
         auto *map = dynamic_cast<const faiss::IndexIDMap *>(cxx(index));
         if (!map || from < 0 || n < 0 || from + n > map->ntotal)
             throw faiss::FaissException("sophia_faiss_copy: not an IDMap or out of range");
-        if (n)
+        if (n && vecs)
             map->index->reconstruct_n(from, n, vecs);
         for (idx_t i = 0; i < n; i++)
             ids[i] = map->id_map[from + i];

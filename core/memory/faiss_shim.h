@@ -51,8 +51,8 @@ int sophia_faiss_search_ef(const FaissIndex *index, idx_t n, const float *x,
 
 /* Copies entries from..from+n-1 of an IDMap/IDMap2 index, in storage
  * order: n vectors into vecs (n * d floats) and their ids; an IDMap2
- * entry whose id was added again later gets id -1 (superseded). 0, or a
- * faiss error code (not an IDMap, out of range). */
+ * entry whose id was added again later gets id -1 (superseded). vecs NULL:
+ * the ids alone. 0, or a faiss error code (not an IDMap, out of range). */
 int sophia_faiss_copy(const FaissIndex *index, idx_t from, idx_t n,
                       float *vecs, idx_t *ids);
 

@@ -253,6 +253,8 @@ static int build_sql(mem_sql *q, const char *t)
                        "consolidated_into IS NULL GROUP BY 1", t);
     q->all = fmt_sql("SELECT id, embedding FROM %s WHERE consolidated_into "
                      "IS NULL ORDER BY id", t);
+    q->ids = fmt_sql("SELECT id FROM %s WHERE consolidated_into IS NULL AND "
+                     "octet_length(embedding) = $1::int ORDER BY id", t);
     /* A consolidation run: the next $1 live memories after the cursor $2
      * (memory_consolidate.c), the rows of their neighbours (in the batch
      * or not: one query), and the cursor itself, one row per instance. */
@@ -319,7 +321,7 @@ static int build_sql(mem_sql *q, const char *t)
                                 "$3::text) FROM u) SELECT id FROM u", t);
     char **all[] = {&q->insert, &q->fts, &q->fts_fuzzy, &q->rows, &q->rows_next,
                     &q->touch, &q->feedback,
-                    &q->count, &q->types, &q->all, &q->batch, &q->batch_novec, &q->merge_keep,
+                    &q->count, &q->types, &q->all, &q->ids, &q->batch, &q->batch_novec, &q->merge_keep,
                     &q->expire, &q->common, &q->nbrows, &q->cons_load,
                     &q->cons_save, &q->set_importance};
     if (mem_crud_sql(q, t) < 0)
@@ -342,6 +344,7 @@ static void free_sql(mem_sql *q)
     free(q->count);
     free(q->types);
     free(q->all);
+    free(q->ids);
     free(q->batch);
     free(q->batch_novec);
     free(q->merge_keep);
@@ -649,19 +652,28 @@ typedef struct boot_job {
     char legacy_id[SOPHIA_EMBED_ID_MAX]; /* a file without tag: the 1.1 hashing's */
     int64_t count;
     int loaded; /* the file matched */
+    FaissIndex *ix; /* the file read, until checked against the table's ids */
+    int hnsw;
     int64_t *ids;
     float *vecs;
     size_t n;
     char msg[256];
 } boot_job;
 
+static void boot_free(boot_job *b)
+{
+    if (b->ix)
+        faiss_Index_free(b->ix);
+    free(b->ids);
+    free(b->vecs);
+    free(b);
+}
+
 static void boot_fail(boot_job *b, const char *why)
 {
     if (!b->m->freeing)
         set_failed(b->m, why);
-    free(b->ids);
-    free(b->vecs);
-    free(b);
+    boot_free(b);
 }
 
 /* Sets the store's efSearch when the index (under its IDMap2) is HNSW. */
@@ -670,9 +682,10 @@ static int is_hnsw_index(FaissIndex *ix)
     return sophia_faiss_hnsw_set(ix, 0, SOPHIA_MEM_HNSW_EF_SEARCH) == 0;
 }
 
-/* Reads the saved index; b->loaded only when it matches the table (row
- * count, dimension) and the kind memory.index asks for at this size -
- * otherwise b->msg says why and the caller rebuilds. */
+/* Reads the saved index into b->ix when it fits the table (embedder,
+ * dimension, no fewer vectors than rows) and the kind memory.index asks
+ * for at this size - otherwise b->msg says why and the caller rebuilds.
+ * Its ids are checked against the table's next (check_work). */
 static void load_work(void *arg)
 {
     boot_job *b = arg;
@@ -692,7 +705,7 @@ static void load_work(void *arg)
     if (strcmp(tag, mem_re_index_id(m))) {
         snprintf(b->msg, sizeof(b->msg), "embedder: the file's vectors are "
                  "%s's, the table's %s's", tag, mem_re_index_id(m));
-    } else if (faiss_Index_d(ix) != m->dim || faiss_Index_ntotal(ix) != b->count) {
+    } else if (faiss_Index_d(ix) != m->dim || faiss_Index_ntotal(ix) < b->count) {
         snprintf(b->msg, sizeof(b->msg), "stale: %lld vectors of dim %d, "
                  "table has %lld rows, dim %d", (long long)faiss_Index_ntotal(ix),
                  faiss_Index_d(ix), (long long)b->count, m->dim);
@@ -701,14 +714,21 @@ static void load_work(void *arg)
                  "want %s", hnsw ? "hnsw" : "flat", (long long)b->count,
                  hnsw ? "flat" : "hnsw");
     } else {
-        pthread_rwlock_wrlock(&m->lock);
-        m->index = ix;
-        m->hnsw = hnsw;
-        pthread_rwlock_unlock(&m->lock);
-        b->loaded = 1;
+        b->ix = ix;
+        b->hnsw = hnsw;
         return;
     }
     faiss_Index_free(ix);
+}
+
+static void check_work(void *arg)
+{
+    boot_job *b = arg;
+    if (mem_index_adopt(b->m, b->ix, b->hnsw, b->ids, b->n, b->msg,
+                        sizeof(b->msg)) == 0) {
+        b->ix = NULL; /* the store's now */
+        b->loaded = 1;
+    }
 }
 
 static void build_work(void *arg)
@@ -743,11 +763,20 @@ static void build_done(void *arg, int cancelled)
                 b->n, b->m->hnsw ? "hnsw" : "flat", b->m->index_path);
     b->m->rebuilds++;
     set_ready(b->m);
-    free(b->ids);
-    free(b->vecs);
-    free(b);
+    boot_free(b);
 }
 
+/* A binary result's int8: big-endian. */
+static int64_t pg_int8(const PGresult *res, int row)
+{
+    const unsigned char *p = (const unsigned char *)PQgetvalue(res, row, 0);
+    uint64_t v = 0;
+    for (int k = 0; k < 8; k++)
+        v = v << 8 | p[k];
+    return (int64_t)v;
+}
+
+/* Binary results: id int8, embedding bytea raw. */
 static int copy_rows(boot_job *b, PGresult *res, int dim)
 {
     size_t n = (size_t)PQntuples(res), vb = (size_t)dim * sizeof(float);
@@ -756,14 +785,9 @@ static int copy_rows(boot_job *b, PGresult *res, int dim)
     if (!b->ids || !b->vecs)
         return -1;
     for (size_t i = 0; i < n; i++) {
-        /* binary results: int8 big-endian, bytea raw */
-        const unsigned char *p = (const unsigned char *)PQgetvalue(res, (int)i, 0);
-        uint64_t v = 0;
-        for (int k = 0; k < 8; k++)
-            v = v << 8 | p[k];
         if ((size_t)PQgetlength(res, (int)i, 1) != vb)
             continue; /* another dim: skipped (the row is still searchable by text) */
-        b->ids[b->n] = (int64_t)v;
+        b->ids[b->n] = pg_int8(res, (int)i);
         memcpy(b->vecs + b->n * (size_t)dim, PQgetvalue(res, (int)i, 1), vb);
         b->n++;
     }
@@ -782,6 +806,62 @@ static void on_all_rows(void *arg, PGresult *res, const char *err)
         boot_fail(b, "out of memory");
 }
 
+static void rebuild_start(boot_job *b)
+{
+    sophia_memory *m = b->m;
+    sophia_info("memory", "msg=\"rebuilding index from PostgreSQL\" path=%s "
+                "reason=\"%s\"", m->index_path, b->msg[0] ? b->msg : "no index file");
+    if (b->ix)
+        faiss_Index_free(b->ix);
+    b->ix = NULL;
+    free(b->ids);
+    b->ids = NULL;
+    b->n = 0;
+    if (sophia_pg_query_fmt(m->pg, m->sql.all, 0, NULL, NULL, NULL, 1,
+                            on_all_rows, b) != 0)
+        boot_fail(b, "cannot query PostgreSQL");
+}
+
+static void check_done(void *arg, int cancelled)
+{
+    boot_job *b = arg;
+    sophia_memory *m = b->m;
+    if (cancelled || m->freeing) {
+        boot_fail(b, "shutting down");
+        return;
+    }
+    if (!b->loaded) {
+        rebuild_start(b);
+        return;
+    }
+    sophia_info("memory", "msg=\"index loaded\" rows=%lld kind=%s "
+                "tombstones=%zu path=%s", (long long)b->count,
+                m->hnsw ? "hnsw" : "flat", m->ntomb, m->index_path);
+    m->tombstones = m->ntomb;
+    set_ready(m);
+    boot_free(b);
+}
+
+/* The table's live ids with a vector of the index's dimension, sorted. */
+static void on_ids(void *arg, PGresult *res, const char *err)
+{
+    boot_job *b = arg;
+    if (!res || err) {
+        boot_fail(b, err ? err : "closed");
+        return;
+    }
+    size_t n = (size_t)PQntuples(res);
+    b->ids = malloc((n ? n : 1) * sizeof(*b->ids));
+    if (!b->ids) {
+        boot_fail(b, "out of memory");
+        return;
+    }
+    for (b->n = 0; b->n < n; b->n++)
+        b->ids[b->n] = pg_int8(res, (int)b->n);
+    if (sophia_workers_submit(b->m->pool, check_work, check_done, b) != 0)
+        boot_fail(b, "worker pool unavailable");
+}
+
 static void load_done(void *arg, int cancelled)
 {
     boot_job *b = arg;
@@ -790,17 +870,15 @@ static void load_done(void *arg, int cancelled)
         boot_fail(b, "shutting down");
         return;
     }
-    if (b->loaded) {
-        sophia_info("memory", "msg=\"index loaded\" rows=%lld kind=%s path=%s",
-                    (long long)b->count, m->hnsw ? "hnsw" : "flat", m->index_path);
-        set_ready(m);
-        free(b);
+    if (!b->ix) {
+        rebuild_start(b);
         return;
     }
-    sophia_info("memory", "msg=\"rebuilding index from PostgreSQL\" path=%s "
-                "reason=\"%s\"", m->index_path, b->msg[0] ? b->msg : "no index file");
-    if (sophia_pg_query_fmt(m->pg, m->sql.all, 0, NULL, NULL, NULL, 1,
-                            on_all_rows, b) != 0)
+    char bytes[16];
+    snprintf(bytes, sizeof(bytes), "%d", m->dim * (int)sizeof(float));
+    const char *vals[1] = {bytes};
+    if (sophia_pg_query_fmt(m->pg, m->sql.ids, 1, vals, NULL, NULL, 1,
+                            on_ids, b) != 0)
         boot_fail(b, "cannot query PostgreSQL");
 }
 

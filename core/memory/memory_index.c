@@ -105,6 +105,17 @@ static void tomb_add(sophia_memory *m, int64_t id)
     m->ntomb++;
 }
 
+/* Removes ids from a flat index: 0, or -1 when faiss could not. */
+static int ids_remove(FaissIndex *ix, const int64_t *ids, size_t n)
+{
+    FaissIDSelectorBatch *sel = NULL;
+    if (faiss_IDSelectorBatch_new(&sel, n, ids) != 0)
+        return -1;
+    int rc = faiss_Index_remove_ids(ix, (FaissIDSelector *)sel, NULL);
+    faiss_IDSelector_free((FaissIDSelector *)sel);
+    return rc == 0 ? 0 : -1;
+}
+
 /* Enough tombstones for memory.rebuild_removed_pct? Caller holds the lock. */
 static int tombs_want_rebuild(const sophia_memory *m)
 {
@@ -122,11 +133,7 @@ int mem_index_replace(sophia_memory *m, FaissIndex *ix, int hnsw, int64_t id,
     int rc = -1;
     int main_ix = ix == m->index;
     if (!hnsw && !(main_ix && m->rebuilding)) {
-        FaissIDSelectorBatch *sel = NULL;
-        if (faiss_IDSelectorBatch_new(&sel, 1, &one) == 0) {
-            faiss_Index_remove_ids(ix, (FaissIDSelector *)sel, NULL);
-            faiss_IDSelector_free((FaissIDSelector *)sel);
-        }
+        ids_remove(ix, &one, 1);
         rc = faiss_Index_add_with_ids(ix, 1, vec, &one) == 0 ? 0 : -1;
     } else {
         /* IDMap2 maps the id to its newest entry; sophia_faiss_copy skips
@@ -147,11 +154,7 @@ size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
         for (size_t i = 0; i < n; i++)
             tomb_add(m, ids[i]);
     } else if (m->index && n) {
-        FaissIDSelectorBatch *sel = NULL;
-        if (faiss_IDSelectorBatch_new(&sel, n, ids) == 0) {
-            faiss_Index_remove_ids(m->index, (FaissIDSelector *)sel, NULL);
-            faiss_IDSelector_free((FaissIDSelector *)sel);
-        }
+        ids_remove(m->index, ids, n);
     }
     if (m->nix && n)
         mem_re_removed(m, ids, n);
@@ -159,6 +162,80 @@ size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
     *rebuild = tombs_want_rebuild(m);
     pthread_rwlock_unlock(&m->lock);
     return nt;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The file's live ids, sorted (superseded entries dropped and counted). */
+static int64_t *file_ids(FaissIndex *ix, size_t *n, size_t *nsuper)
+{
+    idx_t total = faiss_Index_ntotal(ix);
+    int64_t *ids = malloc((total ? (size_t)total : 1) * sizeof(*ids));
+    if (!ids || sophia_faiss_copy(ix, 0, total, NULL, (idx_t *)ids) != 0) {
+        free(ids);
+        return NULL;
+    }
+    size_t o = 0;
+    for (idx_t i = 0; i < total; i++)
+        if (ids[i] >= 0)
+            ids[o++] = ids[i];
+    *n = o;
+    *nsuper = (size_t)total - o;
+    qsort(ids, o, sizeof(*ids), cmp_id);
+    return ids;
+}
+
+/* Walks the file's ids against the table's: the ids the table no longer
+ * has go to the front of `ids` as tombstones (*ntomb); -1 when a live id
+ * has no vector in the file. */
+static int match_ids(int64_t *ids, size_t n, const int64_t *live,
+                     size_t nlive, size_t *ntomb)
+{
+    size_t i = 0, j = 0, t = 0;
+    while (i < n || j < nlive) {
+        if (j < nlive && (i == n || live[j] < ids[i]))
+            return -1;
+        if (j < nlive && ids[i] == live[j])
+            j++;
+        else
+            ids[t++] = ids[i];
+        i++;
+    }
+    *ntomb = t;
+    return 0;
+}
+
+int mem_index_adopt(sophia_memory *m, FaissIndex *ix, int hnsw,
+                    const int64_t *live, size_t nlive, char *why, size_t len)
+{
+    size_t n = 0, nsuper = 0, ntomb = 0;
+    int64_t *ids = file_ids(ix, &n, &nsuper);
+    if (!ids) {
+        snprintf(why, len, "cannot read the file's ids");
+        return -1;
+    }
+    if (match_ids(ids, n, live, nlive, &ntomb) != 0) {
+        snprintf(why, len, "stale: %zu vectors, %zu live rows, some without "
+                 "a vector in the file", n, nlive);
+        free(ids);
+        return -1;
+    }
+    if (!hnsw && ntomb && ids_remove(ix, ids, ntomb) == 0)
+        ntomb = 0; /* flat can delete */
+    pthread_rwlock_wrlock(&m->lock);
+    m->index = ix;
+    m->hnsw = hnsw;
+    free(m->tomb);
+    m->tomb = ids; /* sorted, as m->tomb must be */
+    m->ntomb = ntomb;
+    m->tomb_cap = n ? n : 1;
+    m->nsuper = nsuper;
+    pthread_rwlock_unlock(&m->lock);
+    return 0;
 }
 
 /* Saves to a temporary file, then renames: a crash mid-write never leaves
@@ -348,14 +425,8 @@ static void rebuild_swap(rebuild_job *j)
     m->ntomb = o;
     m->nsuper = 0;
     j->removed = j->nt0;
-    if (!j->hnsw && o) {
-        FaissIDSelectorBatch *sel = NULL;
-        if (faiss_IDSelectorBatch_new(&sel, o, m->tomb) == 0) {
-            faiss_Index_remove_ids(j->ix, (FaissIDSelector *)sel, NULL);
-            faiss_IDSelector_free((FaissIDSelector *)sel);
-            m->ntomb = 0;
-        }
-    }
+    if (!j->hnsw && o && ids_remove(j->ix, m->tomb, o) == 0)
+        m->ntomb = 0;
     FaissIndex *old = m->index;
     m->index = j->ix;
     m->hnsw = j->hnsw;

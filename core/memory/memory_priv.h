@@ -54,7 +54,7 @@ typedef struct mem_reembed mem_reembed; /* memory_reembed.c */
 typedef struct mem_syn mem_syn;       /* memory_synonyms.c */
 
 typedef struct mem_sql {
-    char *insert, *fts, *fts_fuzzy, *rows, *rows_next, *touch, *feedback, *count, *types, *all;
+    char *insert, *fts, *fts_fuzzy, *rows, *rows_next, *touch, *feedback, *count, *types, *all, *ids;
     char *batch, *batch_novec, *merge_keep, *expire, *common;
     /* memory_consolidate.c: neighbours' rows, the cursor, a decay */
     char *nbrows, *cons_load, *cons_save, *set_importance;
@@ -228,6 +228,14 @@ int mem_index_save(sophia_memory *m);
 int mem_index_tag_write(sophia_memory *m, const char *id);
 int mem_index_tag_read(const sophia_memory *m, char *id, size_t n);
 void mem_on_save_timer(evutil_socket_t fd, short what, void *arg);
+/* Installs a saved index after checking it against the table's live ids
+ * (sorted): each must have a vector in the file; the file's ids the table
+ * no longer has (HNSW cannot delete, so a file saved after removals keeps
+ * them) become tombstones again, so such a file is reused at start rather
+ * than the graph built again from PostgreSQL. Worker thread. 0, or -1
+ * with why[] said and the index not installed (the caller frees it). */
+int mem_index_adopt(sophia_memory *m, FaissIndex *ix, int hnsw,
+                    const int64_t *live, size_t nlive, char *why, size_t len);
 /* Starts a background rebuild of the index unless one runs; loop thread. */
 void mem_rebuild(sophia_memory *m);
 /* Is `id` a tombstone? Caller holds the lock. */

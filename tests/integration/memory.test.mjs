@@ -8,7 +8,7 @@
 // index file in its own temp directory, so no test sees another's rows.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -401,6 +401,60 @@ plugins:
       await d2.stop();
     }
   } finally {
+    await dd.stop().catch(() => {});
+  }
+});
+
+test('a restart after removals reuses the HNSW file: its removed ids are tombstones again', async () => {
+  const t = uniq();
+  const ixPath = path.join(keepDir, 'tombs.index');
+  const yaml = memYaml(t, ixPath, '  index: hnsw\n');
+  const dd = await startDaemon({ yaml });
+  let d2;
+  try {
+    const ctx = { user: 'gus' };
+    const topics = ['invoices', 'pipelines', 'dashboards', 'renewals', 'onboarding', 'security',
+      'latency', 'forecasts', 'billing', 'migrations', 'hiring', 'roadmaps'];
+    const ids = [];
+    for (const w of topics) ids.push(await store(dd, `Gus owns the quarterly ${w} review with the platform team`, ctx));
+    // 2 of 12 removed (under rebuild_removed_pct's 20%) and one re-embedded
+    // (its old vector superseded): the file keeps 13 entries for 10 rows.
+    for (const id of ids.slice(0, 2)) {
+      const r = await fetchJson(`${dd.url}/api/memory/${id}`, { method: 'DELETE' });
+      assert.equal(r.status, 200, r.text);
+    }
+    const p = await fetchJson(`${dd.url}/api/memory/${ids[5]}`, {
+      method: 'PATCH', body: { content: 'Gus moved the Rotterdam warehouse audit to Thursday' },
+    });
+    assert.equal(p.status, 200, p.text);
+    assert.equal((await memStats(dd)).tombstones, 2);
+    await sleep(2500); // the index is saved a couple of seconds after changes
+    await dd.stop();
+    const saved = await readFile(ixPath);
+
+    d2 = await startDaemon({ yaml });
+    await d2.waitForStderr(/index loaded" rows=10 kind=hnsw tombstones=2 /);
+    const m = await memStats(d2);
+    assert.equal(m.rebuilds, 0, JSON.stringify(m));
+    assert.equal(m.tombstones, 2);
+    const all = await search(d2, 'quarterly review platform team', { 'context.user': 'gus', k: 20, legs: 'vector' });
+    const found = all.map((e) => e.id);
+    assert.ok(!found.includes(ids[0]) && !found.includes(ids[1]), `removed ids stay out: ${found}`);
+    assert.equal(new Set(found).size, found.length, 'a superseded entry is not a second hit');
+    const moved = await search(d2, 'Rotterdam warehouse audit Thursday', { 'context.user': 'gus', k: 1, legs: 'vector' });
+    assert.equal(moved[0].id, ids[5], 'the patched memory is found by its new vector');
+
+    // A row the file has no vector for (stored after the file was saved,
+    // the file then put back): the start builds the graph from PostgreSQL.
+    await store(d2, 'Gus booked the offsite in Lisbon for October', ctx);
+    await d2.stop();
+    await writeFile(ixPath, saved);
+    d2 = await startDaemon({ yaml });
+    await d2.waitForStderr(/rebuilding index from PostgreSQL.*reason="stale: 12 vectors, 11 live rows, some without a vector/);
+    await d2.waitForStderr(/index rebuilt" rows=11 kind=hnsw/);
+    assert.equal((await memStats(d2)).tombstones, 0);
+  } finally {
+    await d2?.stop().catch(() => {});
     await dd.stop().catch(() => {});
   }
 });
