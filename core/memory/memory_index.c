@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/MetaIndexes_c.h>
@@ -23,6 +24,7 @@
 #include "event/loop.h"
 
 #define MEM_SAVE_DELAY_S 2
+#define MEM_SAVE_SHARE 20 /* saving at most ~1/20 of the time */
 #define MEM_REBUILD_CHUNK 1024 /* vectors copied per read-lock hold */
 
 /* The store's own distance code (see faiss_shim.h) and HNSW breadths. */
@@ -126,6 +128,11 @@ static int tombs_want_rebuild(const sophia_memory *m)
            (double)gone * 100.0 >= (double)pct * (double)total;
 }
 
+int mem_index_add(sophia_memory *m, FaissIndex *ix, int64_t id, const float *vec)
+{
+    return sophia_faiss_add_one(ix, m->adder, vec, id) == 0 ? 0 : -1;
+}
+
 int mem_index_replace(sophia_memory *m, FaissIndex *ix, int hnsw, int64_t id,
                       const float *vec)
 {
@@ -134,11 +141,11 @@ int mem_index_replace(sophia_memory *m, FaissIndex *ix, int hnsw, int64_t id,
     int main_ix = ix == m->index;
     if (!hnsw && !(main_ix && m->rebuilding)) {
         ids_remove(ix, &one, 1);
-        rc = faiss_Index_add_with_ids(ix, 1, vec, &one) == 0 ? 0 : -1;
+        rc = mem_index_add(m, ix, id, vec);
     } else {
         /* IDMap2 maps the id to its newest entry; sophia_faiss_copy skips
          * the older one, so a rebuild leaves it out. */
-        rc = faiss_Index_add_with_ids(ix, 1, vec, &one) == 0 ? 0 : -1;
+        rc = mem_index_add(m, ix, id, vec);
         m->nsuper += rc == 0 && main_ix;
     }
     return rc;
@@ -190,51 +197,79 @@ static int64_t *file_ids(FaissIndex *ix, size_t *n, size_t *nsuper)
 }
 
 /* Walks the file's ids against the table's: the ids the table no longer
- * has go to the front of `ids` as tombstones (*ntomb); -1 when a live id
- * has no vector in the file. */
-static int match_ids(int64_t *ids, size_t n, const int64_t *live,
-                     size_t nlive, size_t *ntomb)
+ * has go to the front of `ids` (the tombstones), the live ids the file
+ * has no vector for to c->missing. */
+static void match_ids(int64_t *ids, size_t n, const int64_t *live,
+                      size_t nlive, mem_file_check *c)
 {
-    size_t i = 0, j = 0, t = 0;
+    size_t i = 0, j = 0;
+    c->ntomb = c->nmissing = 0;
     while (i < n || j < nlive) {
-        if (j < nlive && (i == n || live[j] < ids[i]))
-            return -1;
-        if (j < nlive && ids[i] == live[j])
+        if (j < nlive && (i == n || live[j] < ids[i])) {
+            c->missing[c->nmissing++] = live[j++];
+        } else if (j < nlive && ids[i] == live[j]) {
+            i++;
             j++;
-        else
-            ids[t++] = ids[i];
-        i++;
+        } else {
+            ids[c->ntomb++] = ids[i++];
+        }
     }
-    *ntomb = t;
+}
+
+int mem_index_check(FaissIndex *ix, const int64_t *live, size_t nlive,
+                    mem_file_check *c)
+{
+    size_t n = 0;
+    memset(c, 0, sizeof(*c));
+    c->tombs = file_ids(ix, &n, &c->nsuper);
+    c->missing = malloc((nlive ? nlive : 1) * sizeof(*c->missing));
+    if (!c->tombs || !c->missing) {
+        mem_file_check_free(c);
+        return -1;
+    }
+    c->nfile = n;
+    match_ids(c->tombs, n, live, nlive, c);
     return 0;
 }
 
-int mem_index_adopt(sophia_memory *m, FaissIndex *ix, int hnsw,
-                    const int64_t *live, size_t nlive, char *why, size_t len)
+void mem_file_check_free(mem_file_check *c)
 {
-    size_t n = 0, nsuper = 0, ntomb = 0;
-    int64_t *ids = file_ids(ix, &n, &nsuper);
-    if (!ids) {
-        snprintf(why, len, "cannot read the file's ids");
+    free(c->tombs);
+    free(c->missing);
+    c->tombs = c->missing = NULL;
+}
+
+static int is_missing(const mem_file_check *c, int64_t id)
+{
+    return bsearch(&id, c->missing, c->nmissing, sizeof(id), cmp_id) != NULL;
+}
+
+int mem_index_adopt(sophia_memory *m, FaissIndex *ix, int hnsw,
+                    mem_file_check *c, size_t n, const float *vecs,
+                    const int64_t *ids)
+{
+    /* Rows the file has an older vector for (updated since it was saved)
+     * are added again: HNSW supersedes the old entry, flat drops it. */
+    size_t again = 0;
+    for (size_t i = 0; i < n; i++)
+        again += !is_missing(c, ids[i]);
+    if (!hnsw && n)
+        ids_remove(ix, ids, n); /* ids it does not have are no-ops */
+    if (n && mem_index_bulk_add(m, ix, n, vecs, ids) != 0)
         return -1;
-    }
-    if (match_ids(ids, n, live, nlive, &ntomb) != 0) {
-        snprintf(why, len, "stale: %zu vectors, %zu live rows, some without "
-                 "a vector in the file", n, nlive);
-        free(ids);
-        return -1;
-    }
-    if (!hnsw && ntomb && ids_remove(ix, ids, ntomb) == 0)
+    size_t ntomb = c->ntomb;
+    if (!hnsw && ntomb && ids_remove(ix, c->tombs, ntomb) == 0)
         ntomb = 0; /* flat can delete */
     pthread_rwlock_wrlock(&m->lock);
     m->index = ix;
     m->hnsw = hnsw;
     free(m->tomb);
-    m->tomb = ids; /* sorted, as m->tomb must be */
+    m->tomb = c->tombs; /* sorted, as m->tomb must be */
     m->ntomb = ntomb;
-    m->tomb_cap = n ? n : 1;
-    m->nsuper = nsuper;
+    m->tomb_cap = c->nfile ? c->nfile : 1;
+    m->nsuper = c->nsuper + (hnsw ? again : 0);
     pthread_rwlock_unlock(&m->lock);
+    c->tombs = NULL;
     return 0;
 }
 
@@ -244,10 +279,15 @@ int mem_index_save(sophia_memory *m)
 {
     char tmp[4200], id[SOPHIA_EMBED_ID_MAX];
     snprintf(tmp, sizeof(tmp), "%s.tmp", m->index_path);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     pthread_rwlock_rdlock(&m->lock);
     int rc = m->index ? faiss_write_index_fname(m->index, tmp) : -1;
     snprintf(id, sizeof(id), "%s", m->index_id);
     pthread_rwlock_unlock(&m->lock);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    atomic_store(&m->save_us, (long long)(t1.tv_sec - t0.tv_sec) * 1000000 +
+                                  (t1.tv_nsec - t0.tv_nsec) / 1000);
     if (rc == 0 && mem_index_tag_write(m, id) == 0 && rename(tmp, m->index_path) == 0)
         return 0;
     sophia_warn("memory", "msg=\"cannot save index\" path=%s error=\"%s\"",
@@ -322,11 +362,22 @@ void mem_on_save_timer(evutil_socket_t fd, short what, void *arg)
         m->saving = 0;
 }
 
+/* A change is saved MEM_SAVE_DELAY_S later, or MEM_SAVE_SHARE times the
+ * last save's duration when that is longer. A save writes the whole index
+ * under the read lock, which holds back every add: at 1M memories ~1.8 GB,
+ * seconds each, and saving every 2 s while memories kept coming left the
+ * store writing (and adds waiting) nearly all the time. This keeps saving
+ * to about 1/MEM_SAVE_SHARE of the time at any size; a crash loses no
+ * more than before, as the start adds from PostgreSQL the rows the file
+ * has no vector for. */
 void mem_mark_dirty(sophia_memory *m)
 {
     m->dirty = 1;
     if (!m->saving && !evtimer_pending(m->save_ev, NULL)) {
-        struct timeval tv = {MEM_SAVE_DELAY_S, 0};
+        long long us = atomic_load(&m->save_us) * MEM_SAVE_SHARE;
+        if (us < MEM_SAVE_DELAY_S * 1000000LL)
+            us = MEM_SAVE_DELAY_S * 1000000LL;
+        struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
         evtimer_add(m->save_ev, &tv);
     }
 }
