@@ -48,6 +48,10 @@ async function search(d, q, params = {}) {
   return res.body.results;
 }
 
+// Twelve facts that differ in one word (the HNSW tests' rows).
+const TOPICS = ['invoices', 'pipelines', 'dashboards', 'renewals', 'onboarding', 'security',
+  'latency', 'forecasts', 'billing', 'migrations', 'hiring', 'roadmaps'];
+
 const waitFor = (fn, what, ms = 10000 * timeoutScale) => until(fn, what, ms, 100);
 
 const memStats = async (d) => (await fetchJson(`${d.url}/api/stats`)).body.memory;
@@ -353,10 +357,8 @@ plugins:
   const dd = await startDaemon({ yaml: memYaml(t, ixPath, tail) });
   try {
     const ctx = { user: 'fay' };
-    const topics = ['invoices', 'pipelines', 'dashboards', 'renewals', 'onboarding', 'security',
-      'latency', 'forecasts', 'billing', 'migrations', 'hiring', 'roadmaps'];
     const facts = [];
-    for (const w of topics) facts.push(await store(dd, `Fay owns the quarterly ${w} review with the platform team`, ctx));
+    for (const w of TOPICS) facts.push(await store(dd, `Fay owns the quarterly ${w} review with the platform team`, ctx));
     const events = [];
     for (let i = 0; i < 6; i++) events.push(await store(dd, `Fay attended standup number ${i}`, ctx, { memory_type: 'event' }));
     const base = await memStats(dd);
@@ -413,10 +415,8 @@ test('a restart reuses the HNSW file: removed ids are tombstones again, rows it 
   let d2;
   try {
     const ctx = { user: 'gus' };
-    const topics = ['invoices', 'pipelines', 'dashboards', 'renewals', 'onboarding', 'security',
-      'latency', 'forecasts', 'billing', 'migrations', 'hiring', 'roadmaps'];
     const ids = [];
-    for (const w of topics) ids.push(await store(dd, `Gus owns the quarterly ${w} review with the platform team`, ctx));
+    for (const w of TOPICS) ids.push(await store(dd, `Gus owns the quarterly ${w} review with the platform team`, ctx));
     // 2 of 12 removed (under rebuild_removed_pct's 20%) and one re-embedded
     // (its old vector superseded): the file keeps 13 entries for 10 rows.
     for (const id of ids.slice(0, 2)) {
