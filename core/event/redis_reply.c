@@ -23,8 +23,7 @@
 #define ARENA_CHUNK_MAX (1 << 20)
 
 typedef struct chunk {
-    struct chunk *next;
-    size_t cap;
+    struct chunk *next; /* its space follows, 8-byte aligned */
 } chunk;
 
 typedef struct arena {
@@ -37,6 +36,10 @@ typedef struct arena {
 } arena;
 
 #define WORD sizeof(uintptr_t)
+
+/* free_object reads the word before a root as its arena's `tag`. */
+_Static_assert(offsetof(arena, root) == offsetof(arena, tag) + WORD,
+               "the root's word is the arena's tag");
 
 static size_t round8(size_t n)
 {
@@ -54,7 +57,6 @@ static void *arena_alloc(arena *a, size_t size)
         if (!c)
             return NULL;
         c->next = a->chunks;
-        c->cap = cap;
         a->chunks = c;
         a->at = (char *)(c + 1);
         a->end = a->at + cap;
