@@ -728,7 +728,7 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
     size_t left = 0;
     for (size_t i = 0; i < s->n; i++)
         stream_drain(s->v[i], s->v[i]->batch);
-    for (size_t i = 0; i < s->n; i++) /* after all: one may free another */
+    for (size_t i = 0; i < s->n; i++) /* after all: one may unblock another */
         left += stream_can_start(s->v[i]) ? s->v[i]->len : 0;
     if (left) { /* let other events run before the next batch */
         /* Not event_active: libevent runs events activated during its
