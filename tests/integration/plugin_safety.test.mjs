@@ -194,18 +194,18 @@ test('a reload to a crashing or hanging plugin keeps the old set, the daemon ali
       plugin: hang_in_init
 `, '\n  init_timeout: 1'));
     d.signal('SIGHUP');
-    const t0 = Date.now();
-    let worst = 0;
-    let polls = 0;
-    while (Date.now() - t0 < 700) {
-      const a = performance.now();
+    // Answers that came while the probe still waited on the hung child
+    // (the failure not counted yet): a loop blocked by the probe would give
+    // its first answer only after init_timeout, with the failure counted.
+    let during = 0;
+    for (;;) {
       const h = await fetch(`${d.url}/healthz`);
+      assert.equal(h.status, 200);
       await h.arrayBuffer();
-      worst = Math.max(worst, performance.now() - a);
-      polls++;
+      if ((await stats()).reload.failures >= 2) break;
+      during++;
     }
-    assert.ok(worst < 300 * timeoutScale, `/healthz took up to ${worst.toFixed(1)} ms while a plugin hung in the reload probe`);
-    assert.ok(polls > 5, `only ${polls} answers in 700 ms`);
+    assert.ok(during >= 2, `only ${during} answers while a plugin hung in the reload probe`);
     s = await waitFailures(2);
     assert.match(s.reload.last_error, /instance 'stuck': plugin 'hang_in_init' .*hung in init: no answer within 1 s/);
     assert.deepEqual(s.plugins.map((p) => p.name), ['e']);

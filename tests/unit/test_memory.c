@@ -182,7 +182,8 @@ static void on_stored(void *arg, int64_t id, int err, const char *msg)
     (void)msg;
     w->done++;
     w->err = err;
-    w->id = id;
+    if (id > w->id) /* stores in flight together may answer in any order */
+        w->id = id;
 }
 
 static void on_found(void *arg, const json_t *results, int err, const char *msg)
