@@ -527,11 +527,9 @@ typedef struct put_op {
     uint64_t version;
 } put_op;
 
+/* The key, value and tags live in the op's own allocation (put_op_new). */
 static void put_op_free(put_op *op)
 {
-    free(op->key);
-    free(op->val);
-    sophia_strv_free(op->tags);
     free(op);
 }
 
@@ -580,24 +578,25 @@ static put_op *put_op_new(sophia_cache *c, const char *key, const char *val,
                           const char *const *tags, uint64_t version,
                           sophia_cache_done_cb done, void *arg)
 {
-    put_op *op = calloc(1, sizeof(*op));
+    /* One allocation for the op and its copies (tags, key, value), where
+     * there were three plus one per tag: with the tiers off the op is
+     * freed before the put returns. */
+    size_t tb = sophia_strv_packed_size(tags), kl = strlen(key) + 1;
+    put_op *op = malloc(sizeof(*op) + tb + kl + (len ? len : 1));
     if (!op)
         return NULL;
-    op->c = c;
-    op->left = 1; /* held by sophia_cache_put_plan until it returns */
-    op->t0 = sophia_now_mono_us();
-    op->done = done;
-    op->arg = arg;
-    op->key = strdup(key);
-    op->val = malloc(len ? len : 1);
-    op->tags = sophia_strv_dup(tags);
-    op->len = len;
-    op->expires_ms = expires_ms;
-    op->version = version;
-    if (!op->key || !op->val || !op->tags) {
-        put_op_free(op);
-        return NULL;
-    }
+    char *block = (char *)(op + 1);
+    *op = (put_op){.c = c,
+                   .left = 1, /* held by sophia_cache_put_plan until it returns */
+                   .t0 = sophia_now_mono_us(),
+                   .done = done,
+                   .arg = arg,
+                   .tags = sophia_strv_pack(block, tags),
+                   .key = memcpy(block + tb, key, kl),
+                   .val = block + tb + kl,
+                   .len = len,
+                   .expires_ms = expires_ms,
+                   .version = version};
     memcpy(op->val, val, len);
     return op;
 }

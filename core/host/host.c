@@ -236,37 +236,24 @@ static int host_alert(sophia_ctx *ctx, const char *alert_type,
 }
 
 /* A cache put's key, tags and (given as text) value copied into one
- * allocation, freed as one: the tags' pointers and NULL, then the key,
- * each tag and the text, NUL-ended. Three to five allocations a put
- * before, for every event of a plugin that caches what it sees. */
+ * allocation, freed as one: the tags' vector (lib/strv.h), then the key
+ * and the text, NUL-ended. Three to five allocations a put before, for
+ * every event of a plugin that caches what it sees. */
 static int put_block(action *a, const char *key, const char *const *tags,
                      const char *text, size_t tlen)
 {
-    size_t n = 0, kl = strlen(key) + 1, bytes = kl + (text ? tlen + 1 : 0);
-    for (; tags && tags[n]; n++)
-        bytes += strlen(tags[n]) + 1;
-    char **v = malloc((n + 1) * sizeof(*v) + bytes);
-    if (!v)
+    size_t tb = sophia_strv_packed_size(tags), kl = strlen(key) + 1;
+    char *block = malloc(tb + kl + (text ? tlen + 1 : 0));
+    if (!block)
         return -1;
-    char *o = (char *)(v + n + 1);
-    memcpy(o, key, kl);
-    a->topic = o;
-    o += kl;
-    for (size_t i = 0; i < n; i++) {
-        size_t l = strlen(tags[i]) + 1;
-        memcpy(o, tags[i], l);
-        v[i] = o;
-        o += l;
-    }
-    v[n] = NULL;
+    a->tags = sophia_strv_pack(block, tags);
+    a->topic = memcpy(block + tb, key, kl);
     if (text) {
-        memcpy(o, text, tlen);
-        o[tlen] = '\0';
-        a->text = o;
+        a->text = memcpy(block + tb + kl, text, tlen);
+        a->text[tlen] = '\0';
         a->tlen = tlen;
     }
-    a->tags = v;
-    a->block = v;
+    a->block = block;
     return 0;
 }
 
