@@ -5,6 +5,7 @@
  */
 #include "host/host_text.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "lib/jsonlimit.h"
@@ -12,13 +13,20 @@
 typedef struct scan {
     const unsigned char *s;
     size_t n, i;
+    size_t klen; /* strlen of the member's key looked for */
 } scan;
+
+/* 1 for JSON's whitespace: a table, as skip_ws runs before and after
+ * every token and mostly finds none. */
+static const unsigned char ws[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1,
+                                      ['\r'] = 1};
 
 static void skip_ws(scan *c)
 {
-    while (c->i < c->n && (c->s[c->i] == ' ' || c->s[c->i] == '\t' ||
-                           c->s[c->i] == '\n' || c->s[c->i] == '\r'))
-        c->i++;
+    size_t i = c->i;
+    while (i < c->n && ws[c->s[i]])
+        i++;
+    c->i = i;
 }
 
 static int is_digit(const scan *c)
@@ -28,8 +36,10 @@ static int is_digit(const scan *c)
 
 static void digits(scan *c)
 {
-    while (is_digit(c))
-        c->i++;
+    size_t i = c->i;
+    while (i < c->n && (unsigned)(c->s[i] - '0') <= 9)
+        i++;
+    c->i = i;
 }
 
 /* A multi-byte UTF-8 sequence at c->i: shortest form, no surrogate, at
@@ -115,15 +125,38 @@ static const unsigned char special[256] = {
 #undef ONE32
 #undef ONE8
 
+/* The first byte at or after i that special[] marks, or n. Eight bytes
+ * a step where the byte order allows: a byte is special when it is below
+ * 0x20 (subtracting 0x20 borrows), the quote or the backslash (XOR makes
+ * it zero, and subtracting 1 borrows) or has its high bit set. A borrow
+ * can only mark bytes after a real hit, so the lowest mark is the first
+ * special byte. */
+static size_t plain_run(const unsigned char *s, size_t i, size_t n)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ULL, high = ones << 7;
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, sizeof(w));
+        uint64_t hit = ((w - ones * 0x20) | ((w ^ (ones * '"')) - ones) |
+                        ((w ^ (ones * '\\')) - ones) | w) &
+                       high;
+        if (hit)
+            return i + ((size_t)__builtin_ctzll(hit) >> 3);
+    }
+#endif
+    while (i < n && !special[s[i]])
+        i++;
+    return i;
+}
+
 /* A string at c->i (its quote); *esc set when it has an escape. */
 static int string(scan *c, int *esc)
 {
     const unsigned char *s = c->s;
     c->i++;
     for (;;) {
-        size_t i = c->i;
-        while (i < c->n && !special[s[i]])
-            i++;
+        size_t i = plain_run(s, c->i, c->n);
         c->i = i;
         if (i >= c->n || s[i] < 0x20)
             return -1;
@@ -197,7 +230,7 @@ static void note(scan *c, host_text_member *m, size_t k0, size_t k1,
                  int kesc, size_t v0, int vesc)
 {
     m->escaped |= kesc;
-    if (kesc || k1 - k0 != strlen(m->key) ||
+    if (kesc || k1 - k0 != c->klen ||
         memcmp(c->s + k0, m->key, k1 - k0))
         return;
     if (c->s[v0] != '"') {
@@ -289,7 +322,7 @@ int host_text_check(const char *s, size_t len, host_text_member *m)
     }
     if (!s)
         return -1;
-    scan c = {(const unsigned char *)s, len, 0};
+    scan c = {(const unsigned char *)s, len, 0, m && m->key ? strlen(m->key) : 0};
     if (value(&c, 0, m))
         return -1;
     skip_ws(&c);

@@ -60,6 +60,60 @@ static void test_check_refuses(void **unused)
     assert_int_equal(host_text_check("1\0", 2, NULL), -1);
 }
 
+/* The check and jansson agree on strings long enough for the scan's
+ * eight-byte steps: one odd byte (or UTF-8 sequence, escape) at every
+ * position of strings of every length up to 40, then random strings
+ * mixing them. */
+static void assert_agrees(const char *s, size_t n)
+{
+    json_t *v = json_loadb(s, n, JSON_DECODE_ANY, NULL);
+    int mine = host_text_check(s, n, NULL) == 0;
+    if (mine != (v != NULL))
+        fail_msg("check %s, jansson %s: %.*s", mine ? "accepts" : "refuses",
+                 v ? "accepts" : "refuses", (int)n, s);
+    json_decref(v);
+}
+
+static void test_check_long_strings(void **unused)
+{
+    (void)unused;
+    static const char *const odd[] = {
+        "\x01", "\x1f", "\x7f", " ", "\"", "\\", "\\n", "\\u00e9", "\x80",
+        "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xc3", "\xff",
+        "\xed\xa0\x80", "\\ud83d\\ude00", "\x9f", "\xa0", "!", "#", "[", "]",
+    };
+    char s[128];
+    for (size_t len = 0; len <= 40; len++)
+        for (size_t k = 0; k <= len; k++)
+            for (size_t j = 0; j < sizeof(odd) / sizeof(*odd); j++) {
+                size_t o = 0, l = strlen(odd[j]);
+                s[o++] = '"';
+                memset(s + o, 'a', k);
+                o += k;
+                memcpy(s + o, odd[j], l);
+                o += l;
+                memset(s + o, 'b', len - k);
+                o += len - k;
+                s[o++] = '"';
+                assert_agrees(s, o);
+                assert_agrees(s, o - 1); /* unterminated */
+            }
+    unsigned seed = 99;
+    for (int i = 0; i < 20000; i++) {
+        size_t o = 0;
+        s[o++] = '"';
+        for (int n = rand_r(&seed) % 12; n > 0; n--) {
+            const char *p = rand_r(&seed) % 3 ? "plain ascii"
+                                              : odd[rand_r(&seed) % (sizeof(odd) / sizeof(*odd))];
+            size_t l = strlen(p) - (size_t)rand_r(&seed) % (strlen(p) > 3 ? 3 : 1);
+            memcpy(s + o, p, l);
+            o += l;
+        }
+        s[o++] = '"';
+        assert_agrees(s, o);
+    }
+}
+
 static void test_check_depth(void **unused)
 {
     (void)unused;
@@ -171,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_check_accepts),
         cmocka_unit_test(test_check_refuses),
         cmocka_unit_test(test_check_depth),
+        cmocka_unit_test(test_check_long_strings),
         cmocka_unit_test(test_member),
         cmocka_unit_test(test_actions_as_values),
         cmocka_unit_test(test_json_write),
