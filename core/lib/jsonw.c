@@ -21,6 +21,10 @@ static int grow(sophia_jsonw *w, size_t need)
         return -1;
     if (w->len + need + 1 <= w->cap)
         return 0;
+    if (w->fixed) { /* the caller's buffer is full */
+        w->failed = 1;
+        return -1;
+    }
     size_t cap = w->cap ? w->cap : 256;
     while (cap < w->len + need + 1)
         cap *= 2;
@@ -422,4 +426,28 @@ char *sophia_json_encode(const json_t *v, size_t *len)
     sophia_jsonw w = {0};
     sophia_jsonw_append(&w, v);
     return sophia_jsonw_take(&w, len);
+}
+
+size_t sophia_json_write(const json_t *v, char *buf, size_t cap)
+{
+    if (cap) {
+        sophia_jsonw w = {.p = buf, .cap = cap, .fixed = 1};
+        buf[0] = '\0';
+        if (v && sophia_jsonw_append(&w, v) == 0)
+            return w.len;
+    }
+    /* Too small for the text, or for a string's worst case (each byte
+     * escaped), or too deep: a copy on the heap says which, and how long
+     * the text is. */
+    size_t n = 0;
+    char *s = v ? sophia_json_encode(v, &n) : NULL;
+    if (!s) {
+        if (cap)
+            buf[0] = '\0';
+        return 0;
+    }
+    if (n < cap)
+        memcpy(buf, s, n + 1);
+    free(s);
+    return n;
 }

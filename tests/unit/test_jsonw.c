@@ -234,6 +234,25 @@ static json_t *gen(unsigned *seed, int depth)
     }
 }
 
+/* sophia_json_write into a caller's buffer: the text when it fits (one
+ * byte for the NUL), else its length, like snprintf. */
+static void assert_writes(const json_t *v)
+{
+    char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t n = strlen(want);
+    char *buf = malloc(n + 8);
+    assert_non_null(buf);
+    for (size_t cap = n > 3 ? n - 3 : 0; cap <= n + 2; cap++) {
+        memset(buf, 'x', n + 8);
+        assert_int_equal(sophia_json_write(v, buf, cap), n);
+        if (cap > n)
+            assert_string_equal(buf, want);
+        assert_int_equal(buf[cap], 'x'); /* nothing past cap */
+    }
+    free(buf);
+    free(want);
+}
+
 static void test_generated_trees(void **unused)
 {
     (void)unused;
@@ -242,8 +261,12 @@ static void test_generated_trees(void **unused)
         json_t *v = gen(&seed, 0);
         assert_non_null(v);
         assert_same(v);
+        assert_writes(v);
         json_decref(v);
     }
+    char one[4] = "abc";
+    assert_int_equal(sophia_json_write(NULL, one, sizeof(one)), 0);
+    assert_string_equal(one, "");
 }
 
 static void test_depth_cap_and_envelope(void **unused)
