@@ -5,10 +5,10 @@
  */
 #include "host/host_text.h"
 
-#include <stdint.h>
 #include <string.h>
 
 #include "lib/jsonlimit.h"
+#include "lib/jsonscan.h"
 
 typedef struct scan {
     const unsigned char *s;
@@ -113,50 +113,13 @@ static int escape(scan *c)
     return 0;
 }
 
-/* 1 for the bytes a string's fast loop stops at: controls (refused),
- * the quote, the backslash and UTF-8 lead bytes. A table, as every byte
- * of every string of every publish goes through that loop. */
-#define ONE8 1, 1, 1, 1, 1, 1, 1, 1
-#define ONE32 ONE8, ONE8, ONE8, ONE8
-static const unsigned char special[256] = {
-    [0x00] = ONE32, ['"'] = 1, ['\\'] = 1,
-    [0x80] = ONE32, ONE32, ONE32, ONE32,
-};
-#undef ONE32
-#undef ONE8
-
-/* The first byte at or after i that special[] marks, or n. Eight bytes
- * a step where the byte order allows: a byte is special when it is below
- * 0x20 (subtracting 0x20 borrows), the quote or the backslash (XOR makes
- * it zero, and subtracting 1 borrows) or has its high bit set. A borrow
- * can only mark bytes after a real hit, so the lowest mark is the first
- * special byte. */
-static size_t plain_run(const unsigned char *s, size_t i, size_t n)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    const uint64_t ones = 0x0101010101010101ULL, high = ones << 7;
-    for (; n - i >= 8; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, sizeof(w));
-        uint64_t hit = ((w - ones * 0x20) | ((w ^ (ones * '"')) - ones) |
-                        ((w ^ (ones * '\\')) - ones) | w) &
-                       high;
-        if (hit)
-            return i + ((size_t)__builtin_ctzll(hit) >> 3);
-    }
-#endif
-    while (i < n && !special[s[i]])
-        i++;
-    return i;
-}
-
 /* A string at c->i (its quote); *esc set when it has an escape. */
 static int string(scan *c, int *esc)
 {
     const unsigned char *s = c->s;
     c->i++;
     for (;;) {
-        size_t i = plain_run(s, c->i, c->n);
+        size_t i = sophia_json_plain_run(s, c->i, c->n);
         c->i = i;
         if (i >= c->n || s[i] < 0x20)
             return -1;

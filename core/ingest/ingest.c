@@ -3,16 +3,21 @@
  */
 #include "ingest/ingest.h"
 #include "lib/jsonlimit.h"
+#include "lib/jsonscan.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* 1 for JSON's whitespace: a table, as the parser skips it around every
+ * token and mostly finds none. */
+static const unsigned char ws[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1,
+                                      ['\r'] = 1};
+
 static size_t skip_ws(const char *s, size_t len, size_t pos)
 {
-    while (pos < len && (s[pos] == ' ' || s[pos] == '\t' || s[pos] == '\n' ||
-                         s[pos] == '\r'))
+    while (pos < len && ws[(unsigned char)s[pos]])
         pos++;
     return pos;
 }
@@ -178,11 +183,12 @@ static size_t fast_escape(const char *s, size_t end, size_t *i, char *o)
  * every byte is ASCII. -1 on anything unusual. */
 static int fast_string(fast *f, const char **out, size_t *n, int *ascii)
 {
+    const unsigned char *u = (const unsigned char *)f->s;
     size_t i = f->pos + 1, start = i;
     unsigned char hi = 0;
-    while (i < f->len && f->s[i] != '"' && f->s[i] != '\\' &&
-           (unsigned char)f->s[i] >= 0x20)
-        hi |= (unsigned char)f->s[i++];
+    /* plain runs eight bytes a step; a UTF-8 byte only clears `ascii` */
+    while ((i = sophia_json_plain_run(u, i, f->len)) < f->len && u[i] >= 0x80)
+        hi |= u[i++];
     if (i < f->len && f->s[i] == '"') { /* no escapes: the body's bytes */
         *out = f->s + start;
         *n = i - start;
@@ -332,12 +338,18 @@ static json_t *fast_object(fast *f)
         if (f->pos >= f->len || f->s[f->pos] != '"' ||
             fast_string(f, &k, &kn, &ascii))
             break;
-        /* The key may sit in f->buf, which the value can overwrite. */
-        char kbuf[128], *key = kn < sizeof(kbuf) ? kbuf : malloc(kn + 1);
-        if (!key)
-            break;
-        memcpy(key, k, kn);
-        key[kn] = '\0';
+        /* A key with escapes sits in f->buf, which the value can
+         * overwrite: copied then; else it stays in the body (jansson
+         * takes a key by its length). */
+        char kbuf[128], *copy = NULL;
+        const char *key = k;
+        if (k == f->buf) {
+            if (!(copy = kn < sizeof(kbuf) ? kbuf : malloc(kn + 1)))
+                break;
+            memcpy(copy, k, kn);
+            copy[kn] = '\0';
+            key = copy;
+        }
         fast_ws(f);
         json_t *v = NULL;
         if (f->pos < f->len && f->s[f->pos] == ':') {
@@ -348,8 +360,8 @@ static json_t *fast_object(fast *f)
         int rc = !v ? -1
                  : ascii ? json_object_setn_new_nocheck(o, key, kn, v)
                          : json_object_setn_new(o, key, kn, v); /* checks UTF-8 */
-        if (key != kbuf)
-            free(key);
+        if (copy && copy != kbuf)
+            free(copy);
         if (rc)
             break;
         int more = fast_next(f, '}');
