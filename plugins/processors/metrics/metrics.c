@@ -600,19 +600,58 @@ typedef struct put_at {
     char kbuf[SKEY_LEN + 64];
 } put_at;
 
+/* Appends s at dst[*off], keeping room for the NUL in cap; -1 when it
+ * does not fit (dst then holds no key). */
+static int cat(char *dst, size_t cap, size_t *off, const char *s)
+{
+    size_t o = *off;
+    for (; *s; s++) {
+        if (o + 1 >= cap)
+            return -1;
+        dst[o++] = *s;
+    }
+    *off = o;
+    return 0;
+}
+
+/* <prefix><a><series name><b> into dst (cap bytes) in one pass; -1 when
+ * it does not fit. */
+static int key_into(const metrics_state *st, const point *p, const char *a,
+                    const char *b, char *dst, size_t cap)
+{
+    size_t off = 0;
+    if (cat(dst, cap, &off, st->cache_prefix) || cat(dst, cap, &off, a) ||
+        cat(dst, cap, &off, p->dashboard ? p->dashboard : "_") ||
+        cat(dst, cap, &off, ":") || cat(dst, cap, &off, p->metric) ||
+        (p->canon[0] && (cat(dst, cap, &off, "{") ||
+                         cat(dst, cap, &off, p->canon) ||
+                         cat(dst, cap, &off, "}"))) ||
+        cat(dst, cap, &off, b))
+        return -1;
+    dst[off] = '\0';
+    return 0;
+}
+
+/* The key is written once, straight into kbuf (a point writes one or
+ * two): joining the series name first, then measuring and joining the
+ * key, was a tenth of a point's processing. */
 static int put_at_make(const metrics_state *st, const point *p, const char *a,
                        const char *b, put_at *at)
 {
-    char name[SKEY_LEN];
-    series_name(p, name, sizeof(name));
-    size_t klen = strlen(st->cache_prefix) + strlen(a) + strlen(name) +
-                  strlen(b) + 1;
-    at->key = klen <= sizeof(at->kbuf) ? at->kbuf : malloc(klen);
-    if (!at->key)
-        return SOPHIA_ENOMEM;
-    join4(at->key, klen, st->cache_prefix, a, name, b);
-    join4(at->tag, sizeof(at->tag), "dashboard:",
-          p->dashboard ? p->dashboard : "_", "", "");
+    at->key = at->kbuf;
+    if (key_into(st, p, a, b, at->kbuf, sizeof(at->kbuf))) {
+        char name[SKEY_LEN]; /* an unusually long prefix: on the heap */
+        series_name(p, name, sizeof(name));
+        size_t klen = strlen(st->cache_prefix) + strlen(a) + strlen(name) +
+                      strlen(b) + 1;
+        if (!(at->key = malloc(klen)))
+            return SOPHIA_ENOMEM;
+        join4(at->key, klen, st->cache_prefix, a, name, b);
+    }
+    size_t off = 0;
+    cat(at->tag, sizeof(at->tag), &off, "dashboard:"); /* a name fits */
+    cat(at->tag, sizeof(at->tag), &off, p->dashboard ? p->dashboard : "_");
+    at->tag[off] = '\0';
     at->tags[0] = "metrics";
     at->tags[1] = p->dashboard ? at->tag : NULL;
     at->tags[2] = NULL;
