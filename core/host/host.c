@@ -1060,14 +1060,15 @@ void sophia_ctx_free(sophia_ctx *ctx)
         free(ctx->sv);
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];
-        free(a->type_own);
-        free(a->severity);
         json_decref(a->data);
         if (a->block) { /* a cache put's key, tags and text, or a text
-                         * update's text, topic and dashboard */
+                         * update's text, topic and dashboard: nothing
+                         * else of it was allocated (free(NULL) is a call) */
             free(a->block);
             continue;
         }
+        free(a->type_own);
+        free(a->severity);
         free(a->dashboard);
         free(a->topic);
         free(a->text);
