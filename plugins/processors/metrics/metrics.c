@@ -93,6 +93,7 @@
 #include <sophia/sdk.h>
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -941,7 +942,9 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
 {
     metrics_state *st = state;
     const sophia_host *h = st->host;
-    point p = {0};
+    point p; /* cleared but for the labels' buffer: its first byte will do */
+    memset(&p, 0, offsetof(point, canon));
+    p.canon[0] = '\0';
     char why[200];
     if (parse_point(st, ev, &p, why, sizeof(why))) {
         h->log(st->self, SOPHIA_LOG_WARN, "bad metric point (stream %s): %s",
