@@ -15,12 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int grow(sophia_jsonw *w, size_t need)
+static int grow_slow(sophia_jsonw *w, size_t need)
 {
     if (w->failed)
         return -1;
-    if (w->len + need + 1 <= w->cap)
-        return 0;
     if (w->fixed) { /* the caller's buffer is full */
         w->failed = 1;
         return -1;
@@ -36,6 +34,15 @@ static int grow(sophia_jsonw *w, size_t need)
     w->p = p;
     w->cap = cap;
     return 0;
+}
+
+/* Room for need more bytes and the NUL: the test inline, as every token
+ * written asks (a frame's envelope is a dozen of them). */
+static inline int grow(sophia_jsonw *w, size_t need)
+{
+    if (!w->failed && w->len + need + 1 <= w->cap)
+        return 0;
+    return grow_slow(w, need);
 }
 
 int sophia_jsonw_raw(sophia_jsonw *w, const char *s, size_t n)
