@@ -217,19 +217,23 @@ static int digits17(char dig[17], uint64_t q)
  * to snprintf. */
 static int put_real(sophia_jsonw *w, double d)
 {
-    if (d == floor(d) && fabs(d) < 1e17) {
-        if (d == 0 && signbit(d))
-            return sophia_jsonw_raw(w, "-0.0", 4);
-        return put_int(w, (json_int_t)d, 1); /* %.17g prints it exactly */
-    }
     const u128 lo = (u128)10000000000000000ULL, hi = lo * 10;
     uint64_t bits;
     memcpy(&bits, &d, sizeof(bits));
     int be = (int)(bits >> 52) & 0x7ff;
+    uint64_t m = (bits & ((1ULL << 52) - 1)) | (1ULL << 52);
+    int e = be - 1075; /* |d| = m * 2^e, 2^52 <= m < 2^53 (normal d) */
+    /* integral (its fraction bits zero; 0 too), as floor(d) == d says */
+    int integral = be == 0 ? !(bits << 1)
+                   : be == 0x7ff ? 0
+                   : e >= 0 || (e > -53 && !(m & ((1ULL << -e) - 1)));
+    if (integral && fabs(d) < 1e17) {
+        if (d == 0 && signbit(d))
+            return sophia_jsonw_raw(w, "-0.0", 4);
+        return put_int(w, (json_int_t)d, 1); /* %.17g prints it exactly */
+    }
     if (be == 0 || be == 0x7ff) /* subnormal (far from the fast range) */
         return put_real_slow(w, d);
-    uint64_t m = (bits & ((1ULL << 52) - 1)) | (1ULL << 52);
-    int e = be - 1075; /* |d| = m * 2^e, 2^52 <= m < 2^53 */
     /* 2^(e+52) <= |d| < 2^(e+53): x is floor((e+52) log10 2) or one more
      * (78913 / 2^18 is log10 2 to within what matters here; a shift of a
      * negative number floors, as gcc and clang do it). */
