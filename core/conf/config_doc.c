@@ -173,9 +173,11 @@ static const key_doc docs[] = {
     {"memory.hnsw_threshold", NULL, "50000", "Rows from which auto uses "
      "HNSW."},
     {"memory.index_path", NULL, "beside the configuration",
-     "Where the faiss index is saved; rebuilt from the table when missing "
-     "or stale. The packaged configuration uses /var/lib/sophia/"
-     "memory.index."},
+     "Where the faiss index is saved (a while after changes: 2 s, or 20 "
+     "times the last save's duration when longer). At start the rows it "
+     "lacks, or has an older vector of, are added from the table; it is "
+     "rebuilt when missing or of another embedder, dimension or kind. The "
+     "packaged configuration uses /var/lib/sophia/memory.index."},
     {"memory.table", NULL, "sophia_memory", "PostgreSQL table of memories."},
     {"memory.half_life", NULL, "7d", "Recency weight halves every half_life."},
     {"memory.max_content", NULL, "64KiB", "Longer content is refused with "

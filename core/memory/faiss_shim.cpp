@@ -52,13 +52,18 @@
 #include <faiss/impl/IDSelector.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/impl/AuxIndexStructures.h>
+#include <faiss/impl/DistanceComputer.h>
 #include <faiss/utils/Heap.h>
 
 #include <immintrin.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <memory>
+#include <vector>
 #include <typeinfo>
 
 #include "memory/faiss_shim.h"
@@ -239,6 +244,64 @@ faiss::IndexHNSW *hnsw_of(faiss::Index *ix)
     if (auto *map = dynamic_cast<faiss::IndexIDMap *>(ix))
         ix = map->index;
     return dynamic_cast<faiss::IndexHNSW *>(ix);
+}
+
+/* HNSW builds with distances where smaller is closer: an inner-product
+ * storage's are negated, as faiss's own add does. */
+struct NegatedDis : faiss::DistanceComputer {
+    std::unique_ptr<faiss::DistanceComputer> base;
+    explicit NegatedDis(faiss::DistanceComputer *b) : base(b) {}
+    void set_query(const float *x) override { base->set_query(x); }
+    float operator()(idx_t i) override { return -(*base)(i); }
+    float symmetric_dis(idx_t i, idx_t j) override { return -base->symmetric_dis(i, j); }
+};
+
+} // namespace
+
+/* What one add into an HNSW graph needs besides the graph, kept between
+ * adds: a lock and a visited flag per vertex. faiss's own add makes both
+ * anew for all ntotal vertices on every call, O(ntotal) for one vector:
+ * at 1M memories, ~40% of a store's CPU. Grown by doubling. */
+struct sophia_faiss_adder {
+    std::vector<omp_lock_t> locks;
+    std::unique_ptr<faiss::VisitedTable> vt;
+
+    void reserve(size_t n)
+    {
+        if (locks.size() < n) {
+            for (auto &l : locks)
+                omp_destroy_lock(&l);
+            locks.assign(std::max(n, 2 * locks.size()), omp_lock_t());
+            for (auto &l : locks)
+                omp_init_lock(&l);
+        }
+        if (!vt || vt->visited.size() < n)
+            vt.reset(new faiss::VisitedTable((int)locks.size()));
+    }
+    ~sophia_faiss_adder()
+    {
+        for (auto &l : locks)
+            omp_destroy_lock(&l);
+    }
+};
+
+namespace {
+
+/* IndexHNSW::add for one vector, with the adder's locks and table (as
+ * faiss's hnsw_add_vertices does it for one point). */
+void hnsw_add_one(faiss::IndexHNSW *h, sophia_faiss_adder *a, const float *x)
+{
+    idx_t n0 = h->ntotal;
+    h->storage->add(1, x);
+    h->ntotal = h->storage->ntotal;
+    h->hnsw.prepare_level_tab(1, (idx_t)h->hnsw.levels.size() == h->ntotal);
+    a->reserve((size_t)h->ntotal);
+    faiss::DistanceComputer *raw = h->storage->get_distance_computer();
+    std::unique_ptr<faiss::DistanceComputer> dis(
+        h->storage->metric_type == faiss::METRIC_INNER_PRODUCT
+            ? new NegatedDis(raw) : raw);
+    dis->set_query(x);
+    h->hnsw.add_with_locks(*dis, h->hnsw.levels[n0] - 1, (int)n0, a->locks, *a->vt);
 }
 
 } // namespace
@@ -478,7 +541,7 @@ int sophia_faiss_copy(const FaissIndex *index, idx_t from, idx_t n,
         auto *map = dynamic_cast<const faiss::IndexIDMap *>(cxx(index));
         if (!map || from < 0 || n < 0 || from + n > map->ntotal)
             throw faiss::FaissException("sophia_faiss_copy: not an IDMap or out of range");
-        if (n)
+        if (n && vecs)
             map->index->reconstruct_n(from, n, vecs);
         for (idx_t i = 0; i < n; i++)
             ids[i] = map->id_map[from + i];
@@ -490,6 +553,33 @@ int sophia_faiss_copy(const FaissIndex *index, idx_t from, idx_t n,
             if (it != map2->rev_map.end() && it->second != from + i)
                 ids[i] = -1;
         }
+    });
+}
+
+sophia_faiss_adder *sophia_faiss_adder_new(void)
+{
+    return new (std::nothrow) sophia_faiss_adder();
+}
+
+void sophia_faiss_adder_free(sophia_faiss_adder *a)
+{
+    delete a;
+}
+
+int sophia_faiss_add_one(FaissIndex *index, sophia_faiss_adder *a,
+                         const float *x, idx_t id)
+{
+    return guarded([&] {
+        auto *map2 = dynamic_cast<faiss::IndexIDMap2 *>(cxx(index));
+        faiss::IndexHNSW *h = map2 ? hnsw_of(map2) : nullptr;
+        if (!a || !h || !h->storage) {
+            cxx(index)->add_with_ids(1, x, &id);
+            return;
+        }
+        hnsw_add_one(h, a, x);
+        map2->id_map.push_back(id);
+        map2->rev_map[id] = map2->ntotal;
+        map2->ntotal = h->ntotal;
     });
 }
 

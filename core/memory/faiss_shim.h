@@ -51,10 +51,21 @@ int sophia_faiss_search_ef(const FaissIndex *index, idx_t n, const float *x,
 
 /* Copies entries from..from+n-1 of an IDMap/IDMap2 index, in storage
  * order: n vectors into vecs (n * d floats) and their ids; an IDMap2
- * entry whose id was added again later gets id -1 (superseded). 0, or a
- * faiss error code (not an IDMap, out of range). */
+ * entry whose id was added again later gets id -1 (superseded). vecs NULL:
+ * the ids alone. 0, or a faiss error code (not an IDMap, out of range). */
 int sophia_faiss_copy(const FaissIndex *index, idx_t from, idx_t n,
                       float *vecs, idx_t *ids);
+
+/* Adds one vector under `id`, as faiss_Index_add_with_ids does, in time
+ * of its own: for an IDMap2 over HNSW the per-vertex locks and visited
+ * table live in `a` (sophia_faiss_adder_new), not made anew for the whole
+ * graph on each call. One adder per writer: callers hold the store's
+ * write lock. Any other index takes faiss's add. 0, or a faiss error code. */
+typedef struct sophia_faiss_adder sophia_faiss_adder;
+sophia_faiss_adder *sophia_faiss_adder_new(void);
+void sophia_faiss_adder_free(sophia_faiss_adder *a);
+int sophia_faiss_add_one(FaissIndex *index, sophia_faiss_adder *a,
+                         const float *x, idx_t id);
 
 /* OpenMP threads for faiss calls made from the calling thread. */
 void sophia_faiss_set_threads(int n);

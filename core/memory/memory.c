@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <faiss/c_api/AutoTune_c.h>
@@ -253,6 +254,13 @@ static int build_sql(mem_sql *q, const char *t)
                        "consolidated_into IS NULL GROUP BY 1", t);
     q->all = fmt_sql("SELECT id, embedding FROM %s WHERE consolidated_into "
                      "IS NULL ORDER BY id", t);
+    q->ids = fmt_sql("SELECT id FROM %s WHERE consolidated_into IS NULL AND "
+                     "octet_length(embedding) = $1::int ORDER BY id", t);
+    q->catchup = fmt_sql("SELECT id, embedding FROM %s WHERE consolidated_into "
+                         "IS NULL AND octet_length(embedding) = $2::int AND (id "
+                         "= ANY($1::bigint[]) OR id IN (SELECT memory_id FROM "
+                         "%s_history WHERE event = 'updated' AND at > now() - "
+                         "$3::int * interval '1 second')) ORDER BY id", t);
     /* A consolidation run: the next $1 live memories after the cursor $2
      * (memory_consolidate.c), the rows of their neighbours (in the batch
      * or not: one query), and the cursor itself, one row per instance. */
@@ -319,7 +327,7 @@ static int build_sql(mem_sql *q, const char *t)
                                 "$3::text) FROM u) SELECT id FROM u", t);
     char **all[] = {&q->insert, &q->fts, &q->fts_fuzzy, &q->rows, &q->rows_next,
                     &q->touch, &q->feedback,
-                    &q->count, &q->types, &q->all, &q->batch, &q->batch_novec, &q->merge_keep,
+                    &q->count, &q->types, &q->all, &q->ids, &q->catchup, &q->batch, &q->batch_novec, &q->merge_keep,
                     &q->expire, &q->common, &q->nbrows, &q->cons_load,
                     &q->cons_save, &q->set_importance};
     if (mem_crud_sql(q, t) < 0)
@@ -342,6 +350,8 @@ static void free_sql(mem_sql *q)
     free(q->count);
     free(q->types);
     free(q->all);
+    free(q->ids);
+    free(q->catchup);
     free(q->batch);
     free(q->batch_novec);
     free(q->merge_keep);
@@ -649,19 +659,32 @@ typedef struct boot_job {
     char legacy_id[SOPHIA_EMBED_ID_MAX]; /* a file without tag: the 1.1 hashing's */
     int64_t count;
     int loaded; /* the file matched */
+    FaissIndex *ix; /* the file read, until checked against the table's ids */
+    int hnsw;
+    long age_s; /* since the file was saved */
+    mem_file_check chk;
+    int checked;
     int64_t *ids;
     float *vecs;
     size_t n;
     char msg[256];
 } boot_job;
 
+static void boot_free(boot_job *b)
+{
+    if (b->ix)
+        faiss_Index_free(b->ix);
+    mem_file_check_free(&b->chk);
+    free(b->ids);
+    free(b->vecs);
+    free(b);
+}
+
 static void boot_fail(boot_job *b, const char *why)
 {
     if (!b->m->freeing)
         set_failed(b->m, why);
-    free(b->ids);
-    free(b->vecs);
-    free(b);
+    boot_free(b);
 }
 
 /* Sets the store's efSearch when the index (under its IDMap2) is HNSW. */
@@ -670,9 +693,10 @@ static int is_hnsw_index(FaissIndex *ix)
     return sophia_faiss_hnsw_set(ix, 0, SOPHIA_MEM_HNSW_EF_SEARCH) == 0;
 }
 
-/* Reads the saved index; b->loaded only when it matches the table (row
- * count, dimension) and the kind memory.index asks for at this size -
- * otherwise b->msg says why and the caller rebuilds. */
+/* Reads the saved index into b->ix when it fits the store (embedder,
+ * dimension) and the kind memory.index asks for at this size - otherwise
+ * b->msg says why and the caller rebuilds. Its ids are checked against
+ * the table's next (check_work), and what it lacks added (adopt_work). */
 static void load_work(void *arg)
 {
     boot_job *b = arg;
@@ -692,20 +716,18 @@ static void load_work(void *arg)
     if (strcmp(tag, mem_re_index_id(m))) {
         snprintf(b->msg, sizeof(b->msg), "embedder: the file's vectors are "
                  "%s's, the table's %s's", tag, mem_re_index_id(m));
-    } else if (faiss_Index_d(ix) != m->dim || faiss_Index_ntotal(ix) != b->count) {
-        snprintf(b->msg, sizeof(b->msg), "stale: %lld vectors of dim %d, "
-                 "table has %lld rows, dim %d", (long long)faiss_Index_ntotal(ix),
-                 faiss_Index_d(ix), (long long)b->count, m->dim);
+    } else if (faiss_Index_d(ix) != m->dim) {
+        snprintf(b->msg, sizeof(b->msg), "the file's vectors have dim %d, "
+                 "the store's %d", faiss_Index_d(ix), m->dim);
     } else if (hnsw != mem_want_hnsw(m, b->count)) {
         snprintf(b->msg, sizeof(b->msg), "index kind: the file is %s, %lld rows "
                  "want %s", hnsw ? "hnsw" : "flat", (long long)b->count,
                  hnsw ? "flat" : "hnsw");
     } else {
-        pthread_rwlock_wrlock(&m->lock);
-        m->index = ix;
-        m->hnsw = hnsw;
-        pthread_rwlock_unlock(&m->lock);
-        b->loaded = 1;
+        struct stat st;
+        b->ix = ix;
+        b->hnsw = hnsw;
+        b->age_s = stat(m->index_path, &st) == 0 ? (long)(time(NULL) - st.st_mtime) : 0;
         return;
     }
     faiss_Index_free(ix);
@@ -743,11 +765,20 @@ static void build_done(void *arg, int cancelled)
                 b->n, b->m->hnsw ? "hnsw" : "flat", b->m->index_path);
     b->m->rebuilds++;
     set_ready(b->m);
-    free(b->ids);
-    free(b->vecs);
-    free(b);
+    boot_free(b);
 }
 
+/* A binary result's int8: big-endian. */
+static int64_t pg_int8(const PGresult *res, int row)
+{
+    const unsigned char *p = (const unsigned char *)PQgetvalue(res, row, 0);
+    uint64_t v = 0;
+    for (int k = 0; k < 8; k++)
+        v = v << 8 | p[k];
+    return (int64_t)v;
+}
+
+/* Binary results: id int8, embedding bytea raw. */
 static int copy_rows(boot_job *b, PGresult *res, int dim)
 {
     size_t n = (size_t)PQntuples(res), vb = (size_t)dim * sizeof(float);
@@ -756,14 +787,9 @@ static int copy_rows(boot_job *b, PGresult *res, int dim)
     if (!b->ids || !b->vecs)
         return -1;
     for (size_t i = 0; i < n; i++) {
-        /* binary results: int8 big-endian, bytea raw */
-        const unsigned char *p = (const unsigned char *)PQgetvalue(res, (int)i, 0);
-        uint64_t v = 0;
-        for (int k = 0; k < 8; k++)
-            v = v << 8 | p[k];
         if ((size_t)PQgetlength(res, (int)i, 1) != vb)
             continue; /* another dim: skipped (the row is still searchable by text) */
-        b->ids[b->n] = (int64_t)v;
+        b->ids[b->n] = pg_int8(res, (int)i);
         memcpy(b->vecs + b->n * (size_t)dim, PQgetvalue(res, (int)i, 1), vb);
         b->n++;
     }
@@ -782,6 +808,140 @@ static void on_all_rows(void *arg, PGresult *res, const char *err)
         boot_fail(b, "out of memory");
 }
 
+static void rebuild_start(boot_job *b)
+{
+    sophia_memory *m = b->m;
+    sophia_info("memory", "msg=\"rebuilding index from PostgreSQL\" path=%s "
+                "reason=\"%s\"", m->index_path, b->msg[0] ? b->msg : "no index file");
+    if (b->ix)
+        faiss_Index_free(b->ix);
+    b->ix = NULL;
+    free(b->ids);
+    b->ids = NULL;
+    b->n = 0;
+    if (sophia_pg_query_fmt(m->pg, m->sql.all, 0, NULL, NULL, NULL, 1,
+                            on_all_rows, b) != 0)
+        boot_fail(b, "cannot query PostgreSQL");
+}
+
+static void adopt_work(void *arg)
+{
+    boot_job *b = arg;
+    if (mem_index_adopt(b->m, b->ix, b->hnsw, &b->chk, b->n, b->vecs, b->ids) == 0) {
+        b->ix = NULL; /* the store's now */
+        b->loaded = 1;
+    } else {
+        snprintf(b->msg, sizeof(b->msg), "cannot add the file's missing "
+                 "vectors: %s", faiss_get_last_error() ? faiss_get_last_error() : "?");
+    }
+}
+
+static void adopt_done(void *arg, int cancelled)
+{
+    boot_job *b = arg;
+    sophia_memory *m = b->m;
+    if (cancelled || m->freeing) {
+        boot_fail(b, "shutting down");
+        return;
+    }
+    if (!b->loaded) {
+        rebuild_start(b);
+        return;
+    }
+    sophia_info("memory", "msg=\"index loaded\" rows=%lld kind=%s "
+                "tombstones=%zu added=%zu path=%s", (long long)b->count,
+                m->hnsw ? "hnsw" : "flat", m->ntomb, b->n, m->index_path);
+    m->tombstones = m->ntomb;
+    if (b->n)
+        mem_mark_dirty(m);
+    set_ready(m);
+    boot_free(b);
+}
+
+/* The vectors the file lacks, or has older ones of. */
+static void on_catchup(void *arg, PGresult *res, const char *err)
+{
+    boot_job *b = arg;
+    if (!res || err) {
+        boot_fail(b, err ? err : "closed");
+        return;
+    }
+    free(b->ids);
+    b->ids = NULL;
+    b->n = 0;
+    if (copy_rows(b, res, b->m->dim) < 0 ||
+        sophia_workers_submit(b->m->pool, adopt_work, adopt_done, b) != 0)
+        boot_fail(b, "out of memory");
+}
+
+/* "{id,id,...}": a bigint[] parameter. */
+static char *id_array(const int64_t *ids, size_t n)
+{
+    size_t cap = n * 21 + 3, o = 0;
+    char *s = malloc(cap);
+    if (!s)
+        return NULL;
+    s[o++] = '{';
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(s + o, cap - o, i ? ",%lld" : "%lld", (long long)ids[i]);
+    snprintf(s + o, cap - o, "}");
+    return s;
+}
+
+static void check_work(void *arg)
+{
+    boot_job *b = arg;
+    b->checked = mem_index_check(b->ix, b->ids, b->n, &b->chk) == 0;
+    if (!b->checked)
+        snprintf(b->msg, sizeof(b->msg), "out of memory checking the file");
+}
+
+/* Asks PostgreSQL for the rows the file has no vector for, and for those
+ * updated since it was saved (by PostgreSQL's clock: the file's age, and
+ * a minute to spare). */
+static void check_done(void *arg, int cancelled)
+{
+    boot_job *b = arg;
+    sophia_memory *m = b->m;
+    if (cancelled || m->freeing) {
+        boot_fail(b, "shutting down");
+        return;
+    }
+    if (!b->checked) {
+        rebuild_start(b);
+        return;
+    }
+    char bytes[16], age[24];
+    snprintf(bytes, sizeof(bytes), "%d", m->dim * (int)sizeof(float));
+    snprintf(age, sizeof(age), "%ld", b->age_s + 60);
+    char *ids = id_array(b->chk.missing, b->chk.nmissing);
+    const char *vals[3] = {ids, bytes, age};
+    if (!ids || sophia_pg_query_fmt(m->pg, m->sql.catchup, 3, vals, NULL, NULL,
+                                    1, on_catchup, b) != 0)
+        boot_fail(b, "cannot query PostgreSQL");
+    free(ids);
+}
+
+/* The table's live ids with a vector of the index's dimension, sorted. */
+static void on_ids(void *arg, PGresult *res, const char *err)
+{
+    boot_job *b = arg;
+    if (!res || err) {
+        boot_fail(b, err ? err : "closed");
+        return;
+    }
+    size_t n = (size_t)PQntuples(res);
+    b->ids = malloc((n ? n : 1) * sizeof(*b->ids));
+    if (!b->ids) {
+        boot_fail(b, "out of memory");
+        return;
+    }
+    for (b->n = 0; b->n < n; b->n++)
+        b->ids[b->n] = pg_int8(res, (int)b->n);
+    if (sophia_workers_submit(b->m->pool, check_work, check_done, b) != 0)
+        boot_fail(b, "worker pool unavailable");
+}
+
 static void load_done(void *arg, int cancelled)
 {
     boot_job *b = arg;
@@ -790,17 +950,15 @@ static void load_done(void *arg, int cancelled)
         boot_fail(b, "shutting down");
         return;
     }
-    if (b->loaded) {
-        sophia_info("memory", "msg=\"index loaded\" rows=%lld kind=%s path=%s",
-                    (long long)b->count, m->hnsw ? "hnsw" : "flat", m->index_path);
-        set_ready(m);
-        free(b);
+    if (!b->ix) {
+        rebuild_start(b);
         return;
     }
-    sophia_info("memory", "msg=\"rebuilding index from PostgreSQL\" path=%s "
-                "reason=\"%s\"", m->index_path, b->msg[0] ? b->msg : "no index file");
-    if (sophia_pg_query_fmt(m->pg, m->sql.all, 0, NULL, NULL, NULL, 1,
-                            on_all_rows, b) != 0)
+    char bytes[16];
+    snprintf(bytes, sizeof(bytes), "%d", m->dim * (int)sizeof(float));
+    const char *vals[1] = {bytes};
+    if (sophia_pg_query_fmt(m->pg, m->sql.ids, 1, vals, NULL, NULL, 1,
+                            on_ids, b) != 0)
         boot_fail(b, "cannot query PostgreSQL");
 }
 
@@ -967,8 +1125,9 @@ sophia_memory *sophia_memory_new(const sophia_conf *c, struct event_base *base,
     m->index_path = default_index_path(c);
     load_synonyms(m);
     m->save_ev = evtimer_new(base, mem_on_save_timer, m);
+    m->adder = sophia_faiss_adder_new();
     m->common_ev = event_new(base, -1, EV_PERSIST, on_common_timer, m);
-    if (!m->index_path || !m->save_ev || !m->by_type ||
+    if (!m->index_path || !m->save_ev || !m->by_type || !m->adder ||
         build_sql(&m->sql, c->memory.table) < 0 || mem_re_init(m, plugins) < 0 ||
         !(m->pool = sophia_workers_new(base, (unsigned)c->memory.workers, "memory",
                                        pool_thread_init, NULL)) ||
@@ -1001,6 +1160,7 @@ void sophia_memory_free(sophia_memory *m)
         faiss_Index_free(m->index);
     if (m->nix)
         faiss_Index_free(m->nix);
+    sophia_faiss_adder_free(m->adder);
     mem_re_free(m); /* drops the embedders: a retired plugin unloads */
     if (m->save_ev)
         event_free(m->save_ev);

@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/MetaIndexes_c.h>
@@ -23,6 +24,7 @@
 #include "event/loop.h"
 
 #define MEM_SAVE_DELAY_S 2
+#define MEM_SAVE_SHARE 20 /* saving at most ~1/20 of the time */
 #define MEM_REBUILD_CHUNK 1024 /* vectors copied per read-lock hold */
 
 /* The store's own distance code (see faiss_shim.h) and HNSW breadths. */
@@ -105,6 +107,17 @@ static void tomb_add(sophia_memory *m, int64_t id)
     m->ntomb++;
 }
 
+/* Removes ids from a flat index: 0, or -1 when faiss could not. */
+static int ids_remove(FaissIndex *ix, const int64_t *ids, size_t n)
+{
+    FaissIDSelectorBatch *sel = NULL;
+    if (faiss_IDSelectorBatch_new(&sel, n, ids) != 0)
+        return -1;
+    int rc = faiss_Index_remove_ids(ix, (FaissIDSelector *)sel, NULL);
+    faiss_IDSelector_free((FaissIDSelector *)sel);
+    return rc == 0 ? 0 : -1;
+}
+
 /* Enough tombstones for memory.rebuild_removed_pct? Caller holds the lock. */
 static int tombs_want_rebuild(const sophia_memory *m)
 {
@@ -115,6 +128,11 @@ static int tombs_want_rebuild(const sophia_memory *m)
            (double)gone * 100.0 >= (double)pct * (double)total;
 }
 
+int mem_index_add(sophia_memory *m, FaissIndex *ix, int64_t id, const float *vec)
+{
+    return sophia_faiss_add_one(ix, m->adder, vec, id) == 0 ? 0 : -1;
+}
+
 int mem_index_replace(sophia_memory *m, FaissIndex *ix, int hnsw, int64_t id,
                       const float *vec)
 {
@@ -122,16 +140,12 @@ int mem_index_replace(sophia_memory *m, FaissIndex *ix, int hnsw, int64_t id,
     int rc = -1;
     int main_ix = ix == m->index;
     if (!hnsw && !(main_ix && m->rebuilding)) {
-        FaissIDSelectorBatch *sel = NULL;
-        if (faiss_IDSelectorBatch_new(&sel, 1, &one) == 0) {
-            faiss_Index_remove_ids(ix, (FaissIDSelector *)sel, NULL);
-            faiss_IDSelector_free((FaissIDSelector *)sel);
-        }
-        rc = faiss_Index_add_with_ids(ix, 1, vec, &one) == 0 ? 0 : -1;
+        ids_remove(ix, &one, 1);
+        rc = mem_index_add(m, ix, id, vec);
     } else {
         /* IDMap2 maps the id to its newest entry; sophia_faiss_copy skips
          * the older one, so a rebuild leaves it out. */
-        rc = faiss_Index_add_with_ids(ix, 1, vec, &one) == 0 ? 0 : -1;
+        rc = mem_index_add(m, ix, id, vec);
         m->nsuper += rc == 0 && main_ix;
     }
     return rc;
@@ -147,11 +161,7 @@ size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
         for (size_t i = 0; i < n; i++)
             tomb_add(m, ids[i]);
     } else if (m->index && n) {
-        FaissIDSelectorBatch *sel = NULL;
-        if (faiss_IDSelectorBatch_new(&sel, n, ids) == 0) {
-            faiss_Index_remove_ids(m->index, (FaissIDSelector *)sel, NULL);
-            faiss_IDSelector_free((FaissIDSelector *)sel);
-        }
+        ids_remove(m->index, ids, n);
     }
     if (m->nix && n)
         mem_re_removed(m, ids, n);
@@ -161,16 +171,123 @@ size_t mem_index_remove(sophia_memory *m, const int64_t *ids, size_t n,
     return nt;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The file's live ids, sorted (superseded entries dropped and counted). */
+static int64_t *file_ids(FaissIndex *ix, size_t *n, size_t *nsuper)
+{
+    idx_t total = faiss_Index_ntotal(ix);
+    int64_t *ids = malloc((total ? (size_t)total : 1) * sizeof(*ids));
+    if (!ids || sophia_faiss_copy(ix, 0, total, NULL, (idx_t *)ids) != 0) {
+        free(ids);
+        return NULL;
+    }
+    size_t o = 0;
+    for (idx_t i = 0; i < total; i++)
+        if (ids[i] >= 0)
+            ids[o++] = ids[i];
+    *n = o;
+    *nsuper = (size_t)total - o;
+    qsort(ids, o, sizeof(*ids), cmp_id);
+    return ids;
+}
+
+/* Walks the file's ids against the table's: the ids the table no longer
+ * has go to the front of `ids` (the tombstones), the live ids the file
+ * has no vector for to c->missing. */
+static void match_ids(int64_t *ids, size_t n, const int64_t *live,
+                      size_t nlive, mem_file_check *c)
+{
+    size_t i = 0, j = 0;
+    c->ntomb = c->nmissing = 0;
+    while (i < n || j < nlive) {
+        if (j < nlive && (i == n || live[j] < ids[i])) {
+            c->missing[c->nmissing++] = live[j++];
+        } else if (j < nlive && ids[i] == live[j]) {
+            i++;
+            j++;
+        } else {
+            ids[c->ntomb++] = ids[i++];
+        }
+    }
+}
+
+int mem_index_check(FaissIndex *ix, const int64_t *live, size_t nlive,
+                    mem_file_check *c)
+{
+    size_t n = 0;
+    memset(c, 0, sizeof(*c));
+    c->tombs = file_ids(ix, &n, &c->nsuper);
+    c->missing = malloc((nlive ? nlive : 1) * sizeof(*c->missing));
+    if (!c->tombs || !c->missing) {
+        mem_file_check_free(c);
+        return -1;
+    }
+    c->nfile = n;
+    match_ids(c->tombs, n, live, nlive, c);
+    return 0;
+}
+
+void mem_file_check_free(mem_file_check *c)
+{
+    free(c->tombs);
+    free(c->missing);
+    c->tombs = c->missing = NULL;
+}
+
+static int is_missing(const mem_file_check *c, int64_t id)
+{
+    return bsearch(&id, c->missing, c->nmissing, sizeof(id), cmp_id) != NULL;
+}
+
+int mem_index_adopt(sophia_memory *m, FaissIndex *ix, int hnsw,
+                    mem_file_check *c, size_t n, const float *vecs,
+                    const int64_t *ids)
+{
+    /* Rows the file has an older vector for (updated since it was saved)
+     * are added again: HNSW supersedes the old entry, flat drops it. */
+    size_t again = 0;
+    for (size_t i = 0; i < n; i++)
+        again += !is_missing(c, ids[i]);
+    if (!hnsw && n)
+        ids_remove(ix, ids, n); /* ids it does not have are no-ops */
+    if (n && mem_index_bulk_add(m, ix, n, vecs, ids) != 0)
+        return -1;
+    size_t ntomb = c->ntomb;
+    if (!hnsw && ntomb && ids_remove(ix, c->tombs, ntomb) == 0)
+        ntomb = 0; /* flat can delete */
+    pthread_rwlock_wrlock(&m->lock);
+    m->index = ix;
+    m->hnsw = hnsw;
+    free(m->tomb);
+    m->tomb = c->tombs; /* sorted, as m->tomb must be */
+    m->ntomb = ntomb;
+    m->tomb_cap = c->nfile ? c->nfile : 1;
+    m->nsuper = c->nsuper + (hnsw ? again : 0);
+    pthread_rwlock_unlock(&m->lock);
+    c->tombs = NULL;
+    return 0;
+}
+
 /* Saves to a temporary file, then renames: a crash mid-write never leaves
  * a truncated index where the next start would read it. */
 int mem_index_save(sophia_memory *m)
 {
     char tmp[4200], id[SOPHIA_EMBED_ID_MAX];
     snprintf(tmp, sizeof(tmp), "%s.tmp", m->index_path);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     pthread_rwlock_rdlock(&m->lock);
     int rc = m->index ? faiss_write_index_fname(m->index, tmp) : -1;
     snprintf(id, sizeof(id), "%s", m->index_id);
     pthread_rwlock_unlock(&m->lock);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    atomic_store(&m->save_us, (long long)(t1.tv_sec - t0.tv_sec) * 1000000 +
+                                  (t1.tv_nsec - t0.tv_nsec) / 1000);
     if (rc == 0 && mem_index_tag_write(m, id) == 0 && rename(tmp, m->index_path) == 0)
         return 0;
     sophia_warn("memory", "msg=\"cannot save index\" path=%s error=\"%s\"",
@@ -245,11 +362,22 @@ void mem_on_save_timer(evutil_socket_t fd, short what, void *arg)
         m->saving = 0;
 }
 
+/* A change is saved MEM_SAVE_DELAY_S later, or MEM_SAVE_SHARE times the
+ * last save's duration when that is longer. A save writes the whole index
+ * under the read lock, which holds back every add: at 1M memories ~1.8 GB,
+ * seconds each, and saving every 2 s while memories kept coming left the
+ * store writing (and adds waiting) nearly all the time. This keeps saving
+ * to about 1/MEM_SAVE_SHARE of the time at any size; a crash loses no
+ * more than before, as the start adds from PostgreSQL the rows the file
+ * has no vector for. */
 void mem_mark_dirty(sophia_memory *m)
 {
     m->dirty = 1;
     if (!m->saving && !evtimer_pending(m->save_ev, NULL)) {
-        struct timeval tv = {MEM_SAVE_DELAY_S, 0};
+        long long us = atomic_load(&m->save_us) * MEM_SAVE_SHARE;
+        if (us < MEM_SAVE_DELAY_S * 1000000LL)
+            us = MEM_SAVE_DELAY_S * 1000000LL;
+        struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
         evtimer_add(m->save_ev, &tv);
     }
 }
@@ -348,14 +476,8 @@ static void rebuild_swap(rebuild_job *j)
     m->ntomb = o;
     m->nsuper = 0;
     j->removed = j->nt0;
-    if (!j->hnsw && o) {
-        FaissIDSelectorBatch *sel = NULL;
-        if (faiss_IDSelectorBatch_new(&sel, o, m->tomb) == 0) {
-            faiss_Index_remove_ids(j->ix, (FaissIDSelector *)sel, NULL);
-            faiss_IDSelector_free((FaissIDSelector *)sel);
-            m->ntomb = 0;
-        }
-    }
+    if (!j->hnsw && o && ids_remove(j->ix, m->tomb, o) == 0)
+        m->ntomb = 0;
     FaissIndex *old = m->index;
     m->index = j->ix;
     m->hnsw = j->hnsw;

@@ -17,6 +17,7 @@
 #include <faiss/c_api/Index_c.h>
 
 #include "memory/memory.h"
+#include "memory/faiss_shim.h"
 #include "event/pg.h"
 #include "event/worker.h"
 
@@ -54,7 +55,7 @@ typedef struct mem_reembed mem_reembed; /* memory_reembed.c */
 typedef struct mem_syn mem_syn;       /* memory_synonyms.c */
 
 typedef struct mem_sql {
-    char *insert, *fts, *fts_fuzzy, *rows, *rows_next, *touch, *feedback, *count, *types, *all;
+    char *insert, *fts, *fts_fuzzy, *rows, *rows_next, *touch, *feedback, *count, *types, *all, *ids, *catchup;
     char *batch, *batch_novec, *merge_keep, *expire, *common;
     /* memory_consolidate.c: neighbours' rows, the cursor, a decay */
     char *nbrows, *cons_load, *cons_save, *set_importance;
@@ -130,6 +131,7 @@ struct sophia_memory {
     char index_id[SOPHIA_EMBED_ID_MAX]; /* the saved index file's tag */
     FaissIndex *index;
     int hnsw;
+    sophia_faiss_adder *adder; /* one add's scratch (faiss_shim.h), any index */
     int64_t *tomb; /* sorted removed ids (HNSW, or any index while rebuilding) */
     size_t ntomb, tomb_cap;
     size_t nsuper; /* entries superseded by a patch (mem_index_replace) */
@@ -142,6 +144,7 @@ struct sophia_memory {
     mem_deferred *deferred, *deferred_tail;
     size_t ndeferred;
     int saving, dirty;
+    atomic_llong save_us; /* the last save's duration (worker writes) */
     struct event *save_ev;
     struct event *common_ev; /* refreshes <table>_stats (common words) */
     int common_busy;         /* a refresh is queued or running */
@@ -213,6 +216,9 @@ int mem_vecs_index(sophia_memory *m, int64_t id, const mem_vecs *p,
  * memory.rebuild_removed_pct). */
 int mem_index_replace(sophia_memory *m, FaissIndex *ix, int hnsw, int64_t id,
                       const float *vec);
+/* Adds `id`'s vector to `ix` (the index or a re-embed's); caller holds
+ * the write lock. 0, or -1 on a faiss error. */
+int mem_index_add(sophia_memory *m, FaissIndex *ix, int64_t id, const float *vec);
 /* memory_index.c: a new empty index (flat or HNSW, tuned); whether `n`
  * live memories want HNSW; writing the index file (worker, under the
  * read lock; 0 or -1); the save timer's callback (m->save_ev). */
@@ -228,6 +234,25 @@ int mem_index_save(sophia_memory *m);
 int mem_index_tag_write(sophia_memory *m, const char *id);
 int mem_index_tag_read(const sophia_memory *m, char *id, size_t n);
 void mem_on_save_timer(evutil_socket_t fd, short what, void *arg);
+/* A saved index against the table's live ids (sorted), at start: the
+ * file's ids the table no longer has (HNSW cannot delete, so a file saved
+ * after removals keeps them) become tombstones again, and the live ids it
+ * has no vector for (stored after its last save: a crash) are added from
+ * PostgreSQL, so the file is reused instead of the graph built again.
+ * mem_index_check (worker) sorts the ids out; the caller reads the
+ * missing rows' vectors (and those updated since the save) and
+ * mem_index_adopt (worker) adds them and installs the index, taking
+ * c->tombs. 0, or -1 (out of memory, a faiss error; the caller frees ix). */
+typedef struct mem_file_check {
+    int64_t *tombs, *missing;
+    size_t ntomb, nmissing, nsuper, nfile;
+} mem_file_check;
+int mem_index_check(FaissIndex *ix, const int64_t *live, size_t nlive,
+                    mem_file_check *c);
+int mem_index_adopt(sophia_memory *m, FaissIndex *ix, int hnsw,
+                    mem_file_check *c, size_t n, const float *vecs,
+                    const int64_t *ids);
+void mem_file_check_free(mem_file_check *c);
 /* Starts a background rebuild of the index unless one runs; loop thread. */
 void mem_rebuild(sophia_memory *m);
 /* Is `id` a tombstone? Caller holds the lock. */

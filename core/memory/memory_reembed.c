@@ -206,10 +206,9 @@ void mem_vecs_columns(const sophia_memory *m, const mem_vecs *p,
 static int index_put(sophia_memory *m, FaissIndex *ix, int hnsw, int64_t id,
                      const float *v, int replace)
 {
-    idx_t one = id;
     if (replace)
         return mem_index_replace(m, ix, hnsw, id, v);
-    return faiss_Index_add_with_ids(ix, 1, v, &one) == 0 ? 0 : -1;
+    return mem_index_add(m, ix, id, v);
 }
 
 int mem_vecs_index(sophia_memory *m, int64_t id, const mem_vecs *p,
@@ -501,11 +500,9 @@ static void page_work(void *arg)
     pthread_rwlock_wrlock(&m->lock);
     int ok = m->nix && m->next == j->e;
     for (size_t i = 0; ok && i < j->n; i++) {
-        idx_t id = j->ids[i];
-        if (!removed_has(j->re, id))
-            ok = faiss_Index_add_with_ids(m->nix, 1,
-                                          j->vecs + i * (size_t)j->e->dim,
-                                          &id) == 0;
+        if (!removed_has(j->re, j->ids[i]))
+            ok = mem_index_add(m, m->nix, j->ids[i],
+                               j->vecs + i * (size_t)j->e->dim) == 0;
     }
     pthread_rwlock_unlock(&m->lock);
     j->ok = ok;

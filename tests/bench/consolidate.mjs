@@ -202,7 +202,7 @@ async function stores(dir, table, n) {
   const secs = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds(s.proc.pid) - cpu0;
   const st = await memStats(s.port);
-  console.log(`n=${n}: stored ${STORES - failed} (${failed} failed) in ${secs.toFixed(1)} s: ${((STORES - failed) / secs).toFixed(0)} memories/s, ${(1e6 * cpu / STORES).toFixed(0)} µs CPU each; the store has ${st.count}; RSS ${rss0.toFixed(0)} -> ${rssMiB(s.proc.pid).toFixed(0)} MiB; load ${load1()}`);
+  console.log(`n=${n}: ready in ${s.readyS.toFixed(1)} s; stored ${STORES - failed} (${failed} failed) in ${secs.toFixed(1)} s: ${((STORES - failed) / secs).toFixed(0)} memories/s, ${(1e6 * cpu / STORES).toFixed(0)} µs CPU each; the store has ${st.count}; RSS ${rss0.toFixed(0)} -> ${rssMiB(s.proc.pid).toFixed(0)} MiB; load ${load1()}`);
   await stop(s.proc);
 }
 

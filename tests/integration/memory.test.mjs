@@ -8,7 +8,7 @@
 // index file in its own temp directory, so no test sees another's rows.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -47,6 +47,10 @@ async function search(d, q, params = {}) {
   assert.equal(res.status, 200, res.text);
   return res.body.results;
 }
+
+// Twelve facts that differ in one word (the HNSW tests' rows).
+const TOPICS = ['invoices', 'pipelines', 'dashboards', 'renewals', 'onboarding', 'security',
+  'latency', 'forecasts', 'billing', 'migrations', 'hiring', 'roadmaps'];
 
 const waitFor = (fn, what, ms = 10000 * timeoutScale) => until(fn, what, ms, 100);
 
@@ -353,10 +357,8 @@ plugins:
   const dd = await startDaemon({ yaml: memYaml(t, ixPath, tail) });
   try {
     const ctx = { user: 'fay' };
-    const topics = ['invoices', 'pipelines', 'dashboards', 'renewals', 'onboarding', 'security',
-      'latency', 'forecasts', 'billing', 'migrations', 'hiring', 'roadmaps'];
     const facts = [];
-    for (const w of topics) facts.push(await store(dd, `Fay owns the quarterly ${w} review with the platform team`, ctx));
+    for (const w of TOPICS) facts.push(await store(dd, `Fay owns the quarterly ${w} review with the platform team`, ctx));
     const events = [];
     for (let i = 0; i < 6; i++) events.push(await store(dd, `Fay attended standup number ${i}`, ctx, { memory_type: 'event' }));
     const base = await memStats(dd);
@@ -401,6 +403,69 @@ plugins:
       await d2.stop();
     }
   } finally {
+    await dd.stop().catch(() => {});
+  }
+});
+
+test('a restart reuses the HNSW file: removed ids are tombstones again, rows it lacks are added', async () => {
+  const t = uniq();
+  const ixPath = path.join(keepDir, 'tombs.index');
+  const yaml = memYaml(t, ixPath, '  index: hnsw\n');
+  const dd = await startDaemon({ yaml });
+  let d2;
+  try {
+    const ctx = { user: 'gus' };
+    const ids = [];
+    for (const w of TOPICS) ids.push(await store(dd, `Gus owns the quarterly ${w} review with the platform team`, ctx));
+    // 2 of 12 removed (under rebuild_removed_pct's 20%) and one re-embedded
+    // (its old vector superseded): the file keeps 13 entries for 10 rows.
+    for (const id of ids.slice(0, 2)) {
+      const r = await fetchJson(`${dd.url}/api/memory/${id}`, { method: 'DELETE' });
+      assert.equal(r.status, 200, r.text);
+    }
+    const p = await fetchJson(`${dd.url}/api/memory/${ids[5]}`, {
+      method: 'PATCH', body: { content: 'Gus moved the Rotterdam warehouse audit to Thursday' },
+    });
+    assert.equal(p.status, 200, p.text);
+    assert.equal((await memStats(dd)).tombstones, 2);
+    await sleep(2500); // the index is saved a couple of seconds after changes
+    await dd.stop();
+    const saved = await readFile(ixPath);
+
+    d2 = await startDaemon({ yaml });
+    // Rows updated within a minute of the file's save are added again
+    // (the margin for clocks): ids[5] here.
+    await d2.waitForStderr(/index loaded" rows=10 kind=hnsw tombstones=2 added=1 /);
+    const m = await memStats(d2);
+    assert.equal(m.rebuilds, 0, JSON.stringify(m));
+    assert.equal(m.tombstones, 2);
+    const all = await search(d2, 'quarterly review platform team', { 'context.user': 'gus', k: 20, legs: 'vector' });
+    const found = all.map((e) => e.id);
+    assert.ok(!found.includes(ids[0]) && !found.includes(ids[1]), `removed ids stay out: ${found}`);
+    assert.equal(new Set(found).size, found.length, 'a superseded entry is not a second hit');
+    // The closest vector (half_life 3s: recency may reorder the final list).
+    const closest = async (q) => (await search(d2, q, { 'context.user': 'gus', k: 20, legs: 'vector' }))
+      .reduce((a, b) => (b.score_parts.vector > a.score_parts.vector ? b : a)).id;
+    assert.equal(await closest('Rotterdam warehouse audit Thursday'), ids[5], 'the patched memory has its new vector');
+
+    // A crash loses the changes since the last save: a row stored and
+    // another updated after it (the old file put back, as a crash leaves
+    // it). The start adds both vectors from PostgreSQL instead of
+    // building the graph again.
+    const lisbon = await store(d2, 'Gus booked the offsite in Lisbon for October', ctx);
+    const q = await fetchJson(`${d2.url}/api/memory/${ids[7]}`, {
+      method: 'PATCH', body: { content: 'Gus signed the Helsinki datacenter lease renewal' },
+    });
+    assert.equal(q.status, 200, q.text);
+    await d2.stop();
+    await writeFile(ixPath, saved);
+    d2 = await startDaemon({ yaml });
+    await d2.waitForStderr(/index loaded" rows=11 kind=hnsw tombstones=2 added=3 /);
+    assert.equal((await memStats(d2)).rebuilds, 0);
+    assert.equal(await closest('offsite Lisbon October'), lisbon, 'the row stored after the save has its vector');
+    assert.equal(await closest('Helsinki datacenter lease'), ids[7], 'the row updated after the save has its new vector');
+  } finally {
+    await d2?.stop().catch(() => {});
     await dd.stop().catch(() => {});
   }
 });
