@@ -506,11 +506,28 @@ static sophia_json *host_cache_peek(const char *key)
 
 /* The runtime's counter `name` of `self` (created at 0), or NULL. It
  * lives as long as the runtime, so a context may keep the pointer. */
+/* 1 when `key` is who + 0x1f + name: compared in place, as building the
+ * key to compare (two strlen and two memcpy calls) cost more. */
+static int counter_key_is(const char *key, const char *who, const char *name)
+{
+    while (*who && *key == *who)
+        key++, who++;
+    if (*who || *key++ != '\x1f')
+        return 0;
+    while (*name && *key == *name)
+        key++, name++;
+    return !*name && !*key;
+}
+
 static double *counter_slot(sophia_self *self, const char *name)
 {
     char key[512];
     sophia_host_rt *rt = sophia_host_rt_of(self);
     const char *who = self ? self->name : "-";
+    for (size_t i = 0; rt && i < HOST_COUNTER_HITS; i++)
+        if (rt->counter_hits[i].slot &&
+            counter_key_is(rt->counter_hits[i].key, who, name))
+            return rt->counter_hits[i].slot; /* before the dict's keyed hash */
     size_t wl = strlen(who), nl = strlen(name);
     if (wl + nl + 2 > sizeof(key))
         return NULL; /* no such names: instance and counter names are short */
@@ -520,9 +537,6 @@ static double *counter_slot(sophia_self *self, const char *name)
     key[wl + 1 + nl] = '\0';
     if (!rt || (!rt->counters && !(rt->counters = sophia_dict_new())))
         return NULL;
-    for (size_t i = 0; i < HOST_COUNTER_HITS; i++)
-        if (rt->counter_hits[i].slot && !strcmp(rt->counter_hits[i].key, key))
-            return rt->counter_hits[i].slot; /* before the dict's keyed hash */
     double *v = sophia_dict_get(rt->counters, key);
     if (!v && (v = calloc(1, sizeof(*v))))
         sophia_dict_set(rt->counters, key, v);
