@@ -530,7 +530,8 @@ typedef struct put_op {
     int own; /* put_op_new's, with its copies; else on the put's stack */
 } put_op;
 
-/* The key, value and tags live in the op's own allocation (put_op_new). */
+/* The key, value and tags live in the op's own allocation (put_op_new),
+ * or are the caller's (an op on put_plan's stack). */
 static void put_op_free(put_op *op)
 {
     if (op->own)
@@ -583,8 +584,7 @@ static put_op *put_op_new(sophia_cache *c, const char *key, const char *val,
                           sophia_cache_done_cb done, void *arg)
 {
     /* One allocation for the op and its copies (tags, key, value), where
-     * there were three plus one per tag: with the tiers off the op is
-     * freed before the put returns. */
+     * there were three plus one per tag. */
     size_t tb = sophia_strv_packed_size(tags), kl = strlen(key) + 1;
     put_op *op = malloc(sizeof(*op) + tb + kl + (len ? len : 1));
     if (!op)

@@ -54,7 +54,7 @@ typedef struct action {
     const char *metric; /* a text "metric" update's "metric" member, in
                          * text's block after the text, or NULL */
     double ttl;
-    char **tags;     /* NULL-terminated copy */
+    char **tags;     /* NULL-terminated copy, in block */
     void *block;     /* a cache put's key, tags and text, or a text update's
                       * text, topic, dashboard and metric: one allocation */
 } action;
@@ -504,8 +504,6 @@ static sophia_json *host_cache_peek(const char *key)
     return (sophia_json *)json_loadb(val, len, JSON_DECODE_ANY, NULL);
 }
 
-/* The runtime's counter `name` of `self` (created at 0), or NULL. It
- * lives as long as the runtime, so a context may keep the pointer. */
 /* 1 when `key` is who + 0x1f + name: compared in place, as building the
  * key to compare (two strlen and two memcpy calls) cost more. */
 static int counter_key_is(const char *key, const char *who, const char *name)
@@ -519,6 +517,8 @@ static int counter_key_is(const char *key, const char *who, const char *name)
     return !*name && !*key;
 }
 
+/* The runtime's counter `name` of `self` (created at 0), or NULL. It
+ * lives as long as the runtime, so a context may keep the pointer. */
 static double *counter_slot(sophia_self *self, const char *name)
 {
     char key[512];
@@ -1086,7 +1086,6 @@ void sophia_ctx_free(sophia_ctx *ctx)
         free(a->dashboard);
         free(a->topic);
         free(a->text);
-        sophia_strv_free(a->tags);
     }
     sophia_memory_ctx_free(ctx);
     sophia_prefetch_ctx_free(ctx);

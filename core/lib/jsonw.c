@@ -1,11 +1,13 @@
 /*
  * jsonw - see jsonw.h.
  *
- * One growing buffer, reserved ahead of each token so the hot loops write
- * without bounds checks; strings are copied in runs between the bytes
- * that need escaping. Only non-integral reals go through snprintf, with
- * jansson's exact post-processing, so the text stays identical to
- * json_dumps().
+ * One growing buffer (or the caller's, never grown: sophia_json_write),
+ * reserved ahead of each token so the hot loops write without bounds
+ * checks; strings are copied in runs between the bytes that need
+ * escaping. Reals get printf's "%.17g" digits by exact integer
+ * arithmetic (put_real), and only those outside its range go through
+ * snprintf, with jansson's post-processing, so the text stays identical
+ * to json_dumps().
  */
 #include "lib/jsonw.h"
 

@@ -3,7 +3,6 @@
  */
 #include "lib/strv.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 size_t sophia_strv_packed_size(const char *const *v)
@@ -28,15 +27,4 @@ char **sophia_strv_pack(void *mem, const char *const *v)
     }
     out[n] = NULL;
     return out;
-}
-
-char **sophia_strv_dup(const char *const *v)
-{
-    void *mem = malloc(sophia_strv_packed_size(v));
-    return mem ? sophia_strv_pack(mem, v) : NULL;
-}
-
-void sophia_strv_free(char **v)
-{
-    free(v);
 }
