@@ -855,6 +855,8 @@ static void adopt_done(void *arg, int cancelled)
     if (b->n)
         mem_mark_dirty(m);
     set_ready(m);
+    if (b->chk.rebuild)
+        mem_rebuild(m); /* the old graph serves meanwhile */
     boot_free(b);
 }
 

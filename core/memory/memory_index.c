@@ -268,6 +268,7 @@ int mem_index_adopt(sophia_memory *m, FaissIndex *ix, int hnsw,
     m->ntomb = ntomb;
     m->tomb_cap = c->nfile ? c->nfile : 1;
     m->nsuper = c->nsuper + (hnsw ? again : 0);
+    c->rebuild = tombs_want_rebuild(m);
     pthread_rwlock_unlock(&m->lock);
     c->tombs = NULL;
     return 0;

@@ -242,10 +242,11 @@ void mem_on_save_timer(evutil_socket_t fd, short what, void *arg);
  * mem_index_check (worker) sorts the ids out; the caller reads the
  * missing rows' vectors (and those updated since the save) and
  * mem_index_adopt (worker) adds them and installs the index, taking
- * c->tombs. 0, or -1 (out of memory, a faiss error; the caller frees ix). */
+ * c->tombs (c->rebuild: hand it to mem_rebuild once ready). 0, or -1 (out of memory, a faiss error; the caller frees ix). */
 typedef struct mem_file_check {
     int64_t *tombs, *missing;
     size_t ntomb, nmissing, nsuper, nfile;
+    int rebuild; /* enough tombstones for memory.rebuild_removed_pct */
 } mem_file_check;
 int mem_index_check(FaissIndex *ix, const int64_t *live, size_t nlive,
                     mem_file_check *c);

@@ -410,15 +410,17 @@ plugins:
 test('a restart reuses the HNSW file: removed ids are tombstones again, rows it lacks are added', async () => {
   const t = uniq();
   const ixPath = path.join(keepDir, 'tombs.index');
-  const yaml = memYaml(t, ixPath, '  index: hnsw\n');
+  // rebuild_removed_pct 50: the restarts below keep their tombstones
+  // (2 removed and 2 superseded of 14 entries), until the last one.
+  const yaml = memYaml(t, ixPath, '  index: hnsw\n  rebuild_removed_pct: 50\n');
   const dd = await startDaemon({ yaml });
   let d2;
   try {
     const ctx = { user: 'gus' };
     const ids = [];
     for (const w of TOPICS) ids.push(await store(dd, `Gus owns the quarterly ${w} review with the platform team`, ctx));
-    // 2 of 12 removed (under rebuild_removed_pct's 20%) and one re-embedded
-    // (its old vector superseded): the file keeps 13 entries for 10 rows.
+    // 2 of 12 removed and one re-embedded (its old vector superseded): the
+    // file keeps 13 entries for 10 rows.
     for (const id of ids.slice(0, 2)) {
       const r = await fetchJson(`${dd.url}/api/memory/${id}`, { method: 'DELETE' });
       assert.equal(r.status, 200, r.text);
@@ -464,6 +466,14 @@ test('a restart reuses the HNSW file: removed ids are tombstones again, rows it 
     assert.equal((await memStats(d2)).rebuilds, 0);
     assert.equal(await closest('offsite Lisbon October'), lisbon, 'the row stored after the save has its vector');
     assert.equal(await closest('Helsinki datacenter lease'), ids[7], 'the row updated after the save has its new vector');
+
+    // Tombstones past rebuild_removed_pct at start: the file serves while
+    // the graph is rebuilt in the background without them.
+    await d2.stop();
+    d2 = await startDaemon({ yaml: memYaml(t, ixPath, '  index: hnsw\n  rebuild_removed_pct: 10\n') });
+    await d2.waitForStderr(/index loaded" rows=11 kind=hnsw tombstones=2 /);
+    await d2.waitForStderr(/index rebuilt in the background" rows=11 /);
+    assert.equal((await memStats(d2)).tombstones, 0);
   } finally {
     await d2?.stop().catch(() => {});
     await dd.stop().catch(() => {});
