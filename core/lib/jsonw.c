@@ -249,8 +249,11 @@ static int put_real(sophia_jsonw *w, double d)
         q = lo;
         x++;
     }
-    char dig[17], out[48], *o = out;
+    char dig[17];
     int nd = digits17(dig, (uint64_t)q);
+    if (grow(w, 48)) /* the text is written in place: at most 24 bytes */
+        return -1;
+    char *out = w->p + w->len, *o = out;
     if (d < 0)
         *o++ = '-';
     if (x < -4 || x >= 17) { /* d.ddde[-]x */
@@ -284,7 +287,9 @@ static int put_real(sophia_jsonw *w, double d)
         memcpy(o, dig, (size_t)nd);
         o += nd;
     }
-    return sophia_jsonw_raw(w, out, (size_t)(o - out));
+    w->len += (size_t)(o - out);
+    w->p[w->len] = '\0';
+    return 0;
 }
 
 static const char hex[] = "0123456789ABCDEF";
