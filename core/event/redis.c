@@ -39,6 +39,7 @@
 #include <sophia/sdk.h>
 
 #include "event/loop.h"
+#include "event/redis_reply.h"
 #include "lib/backoff.h"
 #include "lib/log.h"
 #include "lib/redis_url.h"
@@ -403,6 +404,7 @@ static void redis_connect(sophia_redis *r)
         return;
     }
     r->ac->data = r;
+    r->ac->c.reader->fn = sophia_redis_reply_fns(); /* one arena a reply */
     if (ev_attach(r, r->ac) < 0) {
         redisAsyncFree(r->ac);
         r->ac = NULL;

@@ -17,15 +17,32 @@
  * The durable path used to parse every event twice: once at ingest, and
  * again from the XREADGROUP reply that hands the entry back to this node
  * (a tenth of its CPU with the default tiers). So each XADD files its
- * event under the exact JSON text it wrote (`written`), and the source
- * looks an entry's text up there before parsing it. By text, not by
- * stream id: the blocked XREADGROUP is often answered before EVAL is, so
- * the ids are not known yet when the entries come back. The same text
- * always parses to an equal event, so twins (several events with one
- * text, kept in filing order) or an append that failed can only make a
- * lookup miss, never hand over a different event. The store is bounded
- * FIFO (the stream's queue size, at least 1,024 XADDs): an entry another
- * node reads is never taken here and ages out.
+ * event with the exact JSON text it wrote, in a ring in the order sent,
+ * and the source looks an entry's text up there before parsing it. By
+ * text, not by stream id: the blocked XREADGROUP is often answered before
+ * EVAL is, so the ids are not known yet when the entries come back.
+ *
+ * By place, not by a table of texts: one connection sends the appends and
+ * a script runs whole, so this node's entries stand in the stream in the
+ * order they were filed, and the consumer group hands new entries out in
+ * stream order. The entry read back is therefore the oldest one filed and
+ * not yet taken: compared at the ring's tail (its length, then its
+ * bytes), it is found with no hashing (a table cost four keyed hashes of
+ * the text an event: filed, looked up, removed, and looked up again when
+ * the ring wrapped). Older slots it passes are dropped: the group will
+ * not hand them out again (another consumer of a shared key took them,
+ * or their append failed). The same text always parses to an equal event,
+ * so a look-up that takes the wrong one of two equal texts, or misses,
+ * can never hand over a different event, only cost a parse. A look-up
+ * compares TAKE_WINDOW slots, so an entry that is not there (another
+ * node wrote it, or it is delivered again) costs little; every
+ * TAKE_FULL_EVERY-th look-up in a row without a match compares them all,
+ * so a node whose entries another consumer of a shared key took, more
+ * than the window in a row, finds its own again. A miss drops nothing: a
+ * drop on a miss would lose the next entry's slot, and the next, while
+ * a backlog lasts. The ring holds the stream's queue size (at least
+ * 1,024) events; an entry another node reads is never taken here and
+ * ages out.
  */
 #include "ingest/durable.h"
 
@@ -37,7 +54,6 @@
 
 #include <sophia/sdk.h>
 
-#include "lib/dict.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
 #include "event/loop.h"
@@ -60,14 +76,29 @@ struct sophia_durable {
      * it is up, refused if the first attempt fails. */
     struct append_req *parked, *parked_tail;
     struct event *park_ev;
-    sophia_dict *written; /* JSON text -> its events (twins) */
-    char **ring;          /* the texts filed, oldest first from ring_at */
-    size_t ring_cap, ring_at;
+    struct filed *ring;   /* events sent, with their texts (see the top) */
+    size_t ring_cap;
+    uint64_t head, tail;  /* next slot filed; oldest slot not yet taken */
+    unsigned misses;      /* look-ups in a row without a match */
 };
+
+/* An event appended and its text, in the ring at index seq % ring_cap;
+ * `ev` NULL once taken or dropped. */
+typedef struct filed {
+    char *text;
+    size_t len;
+    json_t *ev;
+} filed;
+
+/* How many slots past the tail a look-up compares, and how often a run
+ * of look-ups without a match compares every slot (see the top). */
+#define TAKE_WINDOW 64
+#define TAKE_FULL_EVERY 16
 
 typedef struct append_req {
     sophia_durable *d;
     size_t n;
+    uint64_t first;       /* the ring slot of its first event */
     sophia_durable_done_fn done;
     void *arg;
     json_t *events;       /* parked only: the body's events */
@@ -129,41 +160,30 @@ sophia_durable *sophia_durable_new(struct sophia_stream *st,
     sophia_stream_get_stats(st, &ss);
     d->ring_cap = ss.capacity > 1024 ? ss.capacity : 1024;
     d->ring = calloc(d->ring_cap, sizeof(*d->ring));
-    d->written = sophia_dict_new();
-    if (!d->key || !d->field || !d->rd || !d->park_ev || !d->ring ||
-        !d->written) {
+    if (!d->key || !d->field || !d->rd || !d->park_ev || !d->ring) {
         sophia_durable_free(d);
         return NULL;
     }
     return d;
 }
 
-/* The events filed under one text, oldest first (nearly always one). */
-typedef struct twins {
-    size_t n;
-    json_t *ev[];
-} twins;
-
-static void twins_free(void *p)
+static filed *slot(const sophia_durable *d, uint64_t seq)
 {
-    twins *t = p;
-    for (size_t i = 0; i < t->n; i++)
-        json_decref(t->ev[i]);
-    free(t);
+    return &d->ring[seq % d->ring_cap];
 }
 
-/* Removes the oldest of `text`'s events and returns it (a reference). */
-static json_t *twins_pop(sophia_dict *written, const char *text)
+static void slot_clear(filed *f)
 {
-    twins *t = sophia_dict_get(written, text);
-    if (!t)
-        return NULL;
-    json_t *ev = t->ev[0];
-    if (--t->n)
-        memmove(t->ev, t->ev + 1, t->n * sizeof(*t->ev));
-    else
-        free(sophia_dict_del(written, text));
-    return ev;
+    json_decref(f->ev);
+    free(f->text);
+    *f = (filed){0};
+}
+
+/* Drops the slots before `seq` (taken, dropped, or given up on). */
+static void drop_to(sophia_durable *d, uint64_t seq)
+{
+    for (; d->tail < seq; d->tail++)
+        slot_clear(slot(d, d->tail));
 }
 
 void sophia_durable_free(sophia_durable *d)
@@ -174,11 +194,9 @@ void sophia_durable_free(sophia_durable *d)
     if (d->park_ev)
         event_free(d->park_ev);
     sophia_redis_free(d->rd); /* fails pending appends: their callers hear 503 */
-    for (size_t i = 0; d->ring && i < d->ring_cap; i++)
-        free(d->ring[i]);
+    if (d->ring)
+        drop_to(d, d->head);
     free(d->ring);
-    if (d->written)
-        sophia_dict_free(d->written, twins_free);
     free(d->key);
     free(d->field);
     free(d);
@@ -214,37 +232,49 @@ static int append_ok(const redisReply *rep, size_t n)
            rep->integer == (long long)n;
 }
 
-/* Files `ev` under its text `js` (both taken). A full ring first drops
- * the oldest event of the oldest text still there; if that one was
- * taken, a younger twin goes instead, which costs it a parse, no more. */
-static void file_written(sophia_durable *d, char *js, json_t *ev)
+/* Files `ev` with its text `js` (both taken) at the ring's head; a full
+ * ring first drops its oldest slot. */
+static void file_written(sophia_durable *d, char *js, size_t len, json_t *ev)
 {
-    char **slot = &d->ring[d->ring_at];
-    d->ring_at = (d->ring_at + 1) % d->ring_cap;
-    if (*slot) {
-        json_decref(twins_pop(d->written, *slot));
-        free(*slot);
-    }
-    *slot = js;
-    twins *t = sophia_dict_get(d->written, js);
-    size_t n = t ? t->n : 0;
-    twins *g = realloc(t, sizeof(*g) + (n + 1) * sizeof(json_t *));
-    if (!g) {
-        json_decref(ev);
-        return;
-    }
-    g->n = n + 1;
-    g->ev[n] = ev;
-    if (g != t)
-        sophia_dict_set(d->written, js, g);
+    if (d->head - d->tail == d->ring_cap)
+        drop_to(d, d->tail + 1);
+    *slot(d, d->head++) = (filed){js, len, ev};
 }
 
-json_t *sophia_durable_take_written(sophia_durable *d, const char *text)
+json_t *sophia_durable_take_written(sophia_durable *d, const char *text,
+                                    size_t len)
 {
-    json_t *ev = d ? twins_pop(d->written, text) : NULL;
-    if (ev)
-        d->reused++;
-    return ev;
+    if (!d)
+        return NULL;
+    while (d->tail < d->head && !slot(d, d->tail)->ev)
+        drop_to(d, d->tail + 1); /* a failed append's */
+    uint64_t end = d->head;
+    if (++d->misses % TAKE_FULL_EVERY && end - d->tail > TAKE_WINDOW)
+        end = d->tail + TAKE_WINDOW;
+    for (uint64_t seq = d->tail; seq < end; seq++) {
+        filed *f = slot(d, seq);
+        if (f->ev && f->len == len && memcmp(f->text, text, len) == 0) {
+            json_t *ev = f->ev;
+            f->ev = NULL;
+            drop_to(d, seq + 1);
+            d->misses = 0;
+            d->reused++;
+            return ev;
+        }
+    }
+    return NULL;
+}
+
+/* A failed append's slots: their entries are not in the stream (or, if
+ * the script ran and only its answer was lost, are parsed when read). */
+static void drop_failed(sophia_durable *d, const append_req *q)
+{
+    for (uint64_t seq = q->first; seq < q->first + q->n; seq++)
+        if (seq >= d->tail && seq < d->head) {
+            filed *f = slot(d, seq);
+            json_decref(f->ev);
+            f->ev = NULL;
+        }
 }
 
 static void on_appended(void *arg, redisReply *rep)
@@ -257,6 +287,7 @@ static void on_appended(void *arg, redisReply *rep)
         d->appended += q->n;
     } else {
         d->append_failed += q->n;
+        drop_failed(d, q);
         sophia_warn("durable", "msg=\"append failed; answered 503\" stream=%s "
                     "key=%s events=%zu err=\"%s\"", sophia_stream_name(d->st),
                     d->key, q->n,
@@ -320,10 +351,11 @@ static int send_body(sophia_durable *d, append_req *q, json_t *const *events,
         sophia_source_redis_acks_ride(d->src, d->rd); /* one write */
         rc = sophia_redis_command(d->rd, on_appended, q, (int)argc, argv, lens);
     }
+    q->first = d->head;
     for (size_t i = 0; i < made; i++) {
         char *js = (char *)argv[5 + i]; /* event_text's, made here */
         if (rc == 0)
-            file_written(d, js, json_incref(events[i]));
+            file_written(d, js, lens[5 + i], json_incref(events[i]));
         else
             free(js);
     }

@@ -86,14 +86,16 @@ int sophia_durable_append(sophia_durable *d, json_t *const *events, size_t n,
                           const char *body, const sophia_ingest_span *spans,
                           sophia_durable_done_fn done, void *arg);
 
-/* The event this process appended as the JSON text `text` (a new
- * reference, removed from the appender), or NULL: entries the consumer
- * group hands back to the node that wrote them - nearly all, on a node's
- * own key - are taken as they were accepted instead of parsed again. The
- * appender keeps the events of its last `capacity` (the stream's queue
- * size, at least 1,024) XADDs; older ones, and entries another node
- * wrote, are parsed as before. */
-json_t *sophia_durable_take_written(sophia_durable *d, const char *text);
+/* The event this process appended as the JSON text `text` of `len` bytes
+ * (a new reference, removed from the appender), or NULL: entries the
+ * consumer group hands back to the node that wrote them - nearly all, on
+ * a node's own key - are taken as they were accepted instead of parsed
+ * again. Found by their place: the oldest filed and not yet taken (see
+ * durable.c). The appender keeps the events of its last `capacity` (the
+ * stream's queue size, at least 1,024) XADDs; older ones, and entries
+ * another node wrote, are parsed as before. */
+json_t *sophia_durable_take_written(sophia_durable *d, const char *text,
+                                    size_t len);
 
 /* The Redis Stream key this appender writes to. */
 const char *sophia_durable_stream_key(const sophia_durable *d);

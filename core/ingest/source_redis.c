@@ -132,7 +132,9 @@ static json_t *entry_body(sophia_source_redis *r, const redisReply *f,
             const redisReply *v = f->element[i + 1];
             json_error_t je;
             /* an event this node appended: as it was accepted (durable.c) */
-            json_t *j = v->str ? sophia_durable_take_written(r->du, v->str) : NULL;
+            json_t *j = v->str ? sophia_durable_take_written(r->du, v->str,
+                                                             v->len)
+                               : NULL;
             if (!j && v->str)
                 j = json_loadb(v->str, v->len, JSON_DECODE_ANY, &je);
             if (!j)

@@ -552,7 +552,10 @@ static void on_applied(void *arg, int rc)
         flight_commit(st);
     if (st->flights && st->flights->done && flights_all_done(st))
         flights_requeue(st);
-    stream_kick(st);
+    /* Only with events waiting: stream_drain starts none from an empty
+     * queue, and a zero timer costs the loop an epoll_wait (one a POST). */
+    if (st->len)
+        stream_kick(st);
 }
 
 /* Applies an OK event's actions; it stays in flight until they report.
@@ -699,8 +702,8 @@ static int stream_can_start(const sophia_stream *st)
            !sophia_stream_prefetch_waiting(st->pf);
 }
 
-/* Processes up to `max` events; returns how many could go on now. */
-static size_t stream_drain(sophia_stream *st, size_t max)
+/* Processes up to `max` events. */
+static void stream_drain(sophia_stream *st, size_t max)
 {
     for (size_t n = 0; n < max && stream_can_start(st); n++) {
         stream_item it = st->q[st->head];
@@ -708,7 +711,6 @@ static size_t stream_drain(sophia_stream *st, size_t max)
         st->len--;
         process_one(st, &it);
     }
-    return stream_can_start(st) ? st->len : 0;
 }
 
 static void on_retry_due(evutil_socket_t fd, short what, void *arg)
@@ -725,13 +727,21 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
     sophia_streams *s = arg;
     size_t left = 0;
     for (size_t i = 0; i < s->n; i++)
-        left += stream_drain(s->v[i], s->v[i]->batch);
+        stream_drain(s->v[i], s->v[i]->batch);
+    for (size_t i = 0; i < s->n; i++) /* after all: one may unblock another */
+        left += stream_can_start(s->v[i]) ? s->v[i]->len : 0;
     if (left) { /* let other events run before the next batch */
         /* Not event_active: libevent runs events activated during its
          * active pass in that same pass, so a busy stream would starve
          * sockets and signals. A zero timer waits for the next poll. */
         struct timeval now = {0, 0};
         event_add(s->drain_ev, &now);
+    } else {
+        /* The batch's flights kicked it as each settled; none can start
+         * now, and whatever lets one start kicks again (a flight that
+         * settles, the retry timer, a prefetch), so the zero timer would
+         * only cost an epoll_wait (one a POST). */
+        event_del(s->drain_ev);
     }
 }
 

@@ -5,28 +5,46 @@
  * which orders a topic's metrics for ws_latest_get and picks what makes
  * room when a bound is reached (a linear scan, only on a new name past the
  * bound, over at most a few hundred entries).
+ *
+ * A put is one per metric point, mostly for the same few topic and metric
+ * names again and again, and the two dicts' keyed hashes cost more than
+ * the rest of it: a direct-mapped cache of recent (topic, metric) pairs,
+ * indexed by a cheap (FNV-1a) hash of both names, answers first. Made-up
+ * names can only make it miss, never wrong: a slot is checked by both
+ * names, and the cache is emptied whenever an entry or topic goes.
  */
 #include "ws/ws_latest.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "lib/dict.h"
+
+#define LATEST_RECENT 64
 
 typedef struct latest_entry {
     ws_msg *m;
     uint64_t stamp;
+    char metric[];
 } latest_entry;
 
 typedef struct latest_topic {
     sophia_dict *metrics; /* metric -> latest_entry */
     uint64_t stamp;       /* of its newest entry */
     int64_t updated_ms;
+    char name[];
 } latest_topic;
+
+typedef struct latest_recent {
+    latest_topic *t;
+    latest_entry *e;
+} latest_recent;
 
 struct ws_latest {
     sophia_dict *topics; /* topic -> latest_topic */
     size_t max_topics, max_metrics;
     uint64_t stamp;
+    latest_recent recent[LATEST_RECENT];
 };
 
 static void entry_free(void *p)
@@ -90,14 +108,17 @@ static void find_oldest_entry(const char *key, void *val, void *arg)
     }
 }
 
-/* Deletes the oldest entry of d, freeing it with fn. */
-static void drop_oldest(sophia_dict *d, void (*find)(const char *, void *, void *),
+/* Deletes the oldest entry of d, freeing it with fn; the recent cache
+ * may point at it, so it is emptied. */
+static void drop_oldest(ws_latest *l, sophia_dict *d,
+                        void (*find)(const char *, void *, void *),
                         void (*fn)(void *))
 {
     oldest o = {NULL, 0};
     sophia_dict_each(d, find, &o);
     if (o.key)
         fn(sophia_dict_del(d, o.key));
+    memset(l->recent, 0, sizeof(l->recent));
 }
 
 static latest_topic *topic_for(ws_latest *l, const char *topic)
@@ -106,32 +127,61 @@ static latest_topic *topic_for(ws_latest *l, const char *topic)
     if (t)
         return t;
     if (sophia_dict_size(l->topics) >= l->max_topics)
-        drop_oldest(l->topics, find_oldest_topic, topic_free);
-    t = calloc(1, sizeof(*t));
+        drop_oldest(l, l->topics, find_oldest_topic, topic_free);
+    size_t len = strlen(topic);
+    t = calloc(1, sizeof(*t) + len + 1);
     if (!t || !(t->metrics = sophia_dict_new())) {
         free(t);
         return NULL;
     }
+    memcpy(t->name, topic, len + 1);
     sophia_dict_set(l->topics, topic, t);
     return t;
+}
+
+/* The entry for metric in t, made when new; NULL when out of memory. */
+static latest_entry *entry_for(ws_latest *l, latest_topic *t,
+                               const char *metric)
+{
+    latest_entry *e = sophia_dict_get(t->metrics, metric);
+    if (e)
+        return e;
+    if (sophia_dict_size(t->metrics) >= l->max_metrics)
+        drop_oldest(l, t->metrics, find_oldest_entry, entry_free);
+    size_t len = strlen(metric);
+    if (!(e = calloc(1, sizeof(*e) + len + 1)))
+        return NULL;
+    memcpy(e->metric, metric, len + 1);
+    sophia_dict_set(t->metrics, metric, e);
+    return e;
+}
+
+static latest_recent *recent_slot(ws_latest *l, const char *topic,
+                                  const char *metric)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *s = (const unsigned char *)topic; *s; s++)
+        h = (h ^ *s) * 16777619u;
+    h = (h ^ 0xffu) * 16777619u; /* between the two: no byte of a name */
+    for (const unsigned char *s = (const unsigned char *)metric; *s; s++)
+        h = (h ^ *s) * 16777619u;
+    return &l->recent[h % LATEST_RECENT];
 }
 
 void ws_latest_put(ws_latest *l, const char *topic, const char *metric,
                    ws_msg *m, int64_t wall_ms)
 {
-    latest_topic *t = l ? topic_for(l, topic) : NULL;
-    if (!t)
+    if (!l)
         return;
-    latest_entry *e = sophia_dict_get(t->metrics, metric);
-    if (!e) {
-        if (sophia_dict_size(t->metrics) >= l->max_metrics)
-            drop_oldest(t->metrics, find_oldest_entry, entry_free);
-        if (!(e = calloc(1, sizeof(*e))))
+    latest_recent *rs = recent_slot(l, topic, metric);
+    latest_topic *t = rs->t;
+    latest_entry *e = rs->e;
+    if (!t || strcmp(t->name, topic) != 0 || strcmp(e->metric, metric) != 0) {
+        if (!(t = topic_for(l, topic)) || !(e = entry_for(l, t, metric)))
             return;
-        sophia_dict_set(t->metrics, metric, e);
-    } else {
-        ws_msg_unref(e->m);
+        *rs = (latest_recent){t, e};
     }
+    ws_msg_unref(e->m); /* NULL for a new entry */
     m->refs++;
     e->m = m;
     e->stamp = t->stamp = ++l->stamp;

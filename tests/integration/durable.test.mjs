@@ -310,10 +310,13 @@ test('an append Redis refuses is answered 503 and writes nothing; the next is ap
   const stats = async () => (await fetchJson(`${d.url}/api/stats`)).body.streams.dur;
   // not healthy (no consumer group on a string), but the appender is up
   await until(async () => (await stats()).sources.redis.durable.up, 'appender up');
-  const refused = await fetchJson(`${d.url}/ingest/dur`, { method: 'POST', body: [{ n: -1 }, { n: -2 }] });
+  // more events than durable.c's look-up window, so that a failed
+  // append's slots left in the ring would hide the next append's
+  const refusedBody = Array.from({ length: 100 }, (_, i) => ({ n: -1 - i }));
+  const refused = await fetchJson(`${d.url}/ingest/dur`, { method: 'POST', body: refusedBody });
   assert.equal(refused.status, 503);
   assert.equal(await redisCommand(['TYPE', key]), 'string');
-  assert.equal((await stats()).sources.redis.durable.append_failed, 2);
+  assert.equal((await stats()).sources.redis.durable.append_failed, 100);
   assert.equal((await stats()).sources.redis.durable.appended, 0);
   // The group cannot be created on a string: the source retries on a
   // back-off (0.1 s growing to 5 s) and says so once, not every 20 ms poll.
@@ -329,6 +332,9 @@ test('an append Redis refuses is answered 503 and writes nothing; the next is ap
   const got = [];
   await until(async () => { drainNumbers(ws, got); return got.length >= 50; }, '50 published');
   assert.deepEqual([...got].sort((a, b) => a - b), body.map((e) => e.n));
+  // the refused append's slots do not stand in the way of the next one's:
+  // its events are taken back as accepted, not parsed (durable.c's ring)
+  assert.equal((await stats()).sources.redis.durable.reused, 50);
   ws.close();
 });
 

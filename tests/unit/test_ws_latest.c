@@ -2,7 +2,9 @@
  * test_ws_latest - the table behind the `latest` request and GET
  * /api/dashboards: one message per metric (replaced, with the old one's
  * reference dropped), oldest update first, the bounds making room by
- * least recent update, and the per-topic listing.
+ * least recent update, a put to a pair the bounds dropped (the cache of
+ * recent pairs must not keep the freed entry: ASan in --sanitize), and
+ * the per-topic listing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -80,6 +82,23 @@ static void test_bounds_make_room_by_least_recent(void **state)
     ws_latest_free(l);
 }
 
+static void test_dropped_pairs_are_made_again(void **state)
+{
+    (void)state;
+    ws_latest *l = ws_latest_new(1, 1);
+    put(l, "dashboard:a", "m1", "x", 1);
+    put(l, "dashboard:a", "m2", "y", 2); /* m1 makes room */
+    ws_msg *z = put(l, "dashboard:a", "m1", "z", 3); /* m2 makes room */
+    assert_string_equal(texts(l, "dashboard:a"), "z");
+    assert_int_equal(z->refs, 1);
+    put(l, "dashboard:b", "m1", "b", 4); /* topic a makes room */
+    put(l, "dashboard:a", "m1", "a2", 5); /* topic b makes room */
+    assert_int_equal(ws_latest_topics(l), 1);
+    assert_string_equal(texts(l, "dashboard:a"), "a2");
+    assert_string_equal(texts(l, "dashboard:b"), "");
+    ws_latest_free(l);
+}
+
 typedef struct seen {
     char names[4][32];
     size_t metrics[4];
@@ -117,6 +136,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_latest_per_metric_oldest_first),
         cmocka_unit_test(test_bounds_make_room_by_least_recent),
+        cmocka_unit_test(test_dropped_pairs_are_made_again),
         cmocka_unit_test(test_each_topic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
