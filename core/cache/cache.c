@@ -105,10 +105,12 @@ int sophia_cache_key_check(const char *key, char *why, size_t why_len)
         return -1;
     }
     while (k[i] && i <= SOPHIA_CACHE_MAX_KEY) {
-        if (k[i] >= 0x20 && k[i] < 0x7f) { /* printable ASCII: most keys */
+        /* printable ASCII, most keys: one compare a byte (the plugin
+         * host and the cache both check every put's key) */
+        while ((unsigned char)(k[i] - 0x20) < 0x5f)
             i++;
-            continue;
-        }
+        if (!k[i] || i > SOPHIA_CACHE_MAX_KEY)
+            break;
         if (k[i] < 0x20 || k[i] == 0x7f) {
             snprintf(why, why_len, "byte %zu is a control byte (0x%02x)", i,
                      k[i]);
@@ -520,19 +522,20 @@ typedef struct put_op {
     sophia_cache_done_cb done;
     void *arg;
     /* For a journal failure: the write falls back to L3 synchronously. */
-    char *key, *val;
+    const char *key, *val;
     size_t len;
     int64_t expires_ms;
-    char **tags;
+    const char *const *tags;
     uint64_t version;
+    int own; /* put_op_new's, with its copies; else on the put's stack */
 } put_op;
 
+/* The key, value and tags live in the op's own allocation (put_op_new),
+ * or are the caller's (an op on put_plan's stack). */
 static void put_op_free(put_op *op)
 {
-    free(op->key);
-    free(op->val);
-    sophia_strv_free(op->tags);
-    free(op);
+    if (op->own)
+        free(op);
 }
 
 static void put_part_done(void *arg, int rc)
@@ -569,7 +572,7 @@ static void on_journal_part(void *arg, int rc)
     sophia_cache *c = op->c;
     if (rc != 0 && c->l3 && !c->closing &&
         sophia_l3_put(c->l3, op->key, op->val, op->len, op->expires_ms,
-                      (const char *const *)op->tags, op->version,
+                      op->tags, op->version,
                       put_part_done, op) == 0)
         return; /* that part now ends in put_part_done */
     put_part_done(op, rc == SOPHIA_EUNAVAIL ? 0 : rc);
@@ -580,25 +583,25 @@ static put_op *put_op_new(sophia_cache *c, const char *key, const char *val,
                           const char *const *tags, uint64_t version,
                           sophia_cache_done_cb done, void *arg)
 {
-    put_op *op = calloc(1, sizeof(*op));
+    /* One allocation for the op and its copies (tags, key, value), where
+     * there were three plus one per tag. */
+    size_t tb = sophia_strv_packed_size(tags), kl = strlen(key) + 1;
+    put_op *op = malloc(sizeof(*op) + tb + kl + (len ? len : 1));
     if (!op)
         return NULL;
-    op->c = c;
-    op->left = 1; /* held by sophia_cache_put_plan until it returns */
-    op->t0 = sophia_now_mono_us();
-    op->done = done;
-    op->arg = arg;
-    op->key = strdup(key);
-    op->val = malloc(len ? len : 1);
-    op->tags = sophia_strv_dup(tags);
-    op->len = len;
-    op->expires_ms = expires_ms;
-    op->version = version;
-    if (!op->key || !op->val || !op->tags) {
-        put_op_free(op);
-        return NULL;
-    }
-    memcpy(op->val, val, len);
+    char *block = (char *)(op + 1);
+    *op = (put_op){.c = c,
+                   .left = 1, /* held by sophia_cache_put_plan until it returns */
+                   .t0 = sophia_now_mono_us(),
+                   .done = done,
+                   .arg = arg,
+                   .tags = (const char *const *)sophia_strv_pack(block, tags),
+                   .key = memcpy(block + tb, key, kl),
+                   .val = memcpy(block + tb + kl, val, len),
+                   .len = len,
+                   .expires_ms = expires_ms,
+                   .version = version,
+                   .own = 1};
     return op;
 }
 
@@ -639,8 +642,20 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
     /* An invalidation with the same version as the write would lose to it
      * in L3; invalidate_tiers uses version - 1 for that reason. */
     uint64_t version = next_version(c);
-    put_op *op = put_op_new(c, key, val ? val : "", len, exp, tags, version,
-                            done, arg);
+    /* A put that writes no tier but L1 (the tiers off, or a plan that
+     * names L1 only) ends before this returns: its op is on the stack and
+     * borrows the caller's key, value and tags, which outlive the call. */
+    int later = deferred || ((sync & SOPHIA_TIER_L3) && c->l3) ||
+                ((sync & SOPHIA_TIER_L2) && c->l2);
+    put_op now_op, *op = &now_op;
+    if (later)
+        op = put_op_new(c, key, val ? val : "", len, exp, tags, version, done,
+                        arg);
+    else
+        now_op = (put_op){.c = c, .left = 1, .t0 = sophia_now_mono_us(),
+                          .done = done, .arg = arg, .key = key,
+                          .val = val ? val : "", .len = len,
+                          .expires_ms = exp, .tags = tags, .version = version};
     if (!op)
         return SOPHIA_ENOMEM;
     int rc = 0;

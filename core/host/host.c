@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,8 +54,9 @@ typedef struct action {
     const char *metric; /* a text "metric" update's "metric" member, in
                          * text's block after the text, or NULL */
     double ttl;
-    char **tags;     /* NULL-terminated copy */
-    void *block;     /* a cache put's key, tags and text, one allocation */
+    char **tags;     /* NULL-terminated copy, in block */
+    void *block;     /* a cache put's key, tags and text, or a text update's
+                      * text, topic, dashboard and metric: one allocation */
 } action;
 
 /* A state change staged with host->stage, or applied at once with
@@ -75,6 +77,9 @@ typedef struct ctx_count {
 
 #define CTX_COUNTS 2
 #define CTX_STAGED 2
+/* Actions kept in the context itself: a processor's few per event (a
+ * metric point makes two) cost no allocation of their own. */
+#define CTX_ACTIONS 4
 
 struct sophia_ctx {
     sophia_instance *inst;
@@ -92,6 +97,9 @@ struct sophia_ctx {
     void *outs; /* its outputs and its event's record (output.c) */
     sophia_apply *apply; /* in progress, reports to it until cancelled */
     int published;       /* its publishes went out */
+    /* Last, and not cleared by sophia_ctx_new: each slot is cleared as
+     * ctx_push hands it out. */
+    action v_inline[CTX_ACTIONS]; /* v until more are pushed */
 };
 
 /* SDK 1.0's cache_peek, cache_get and memory_search take no self and
@@ -153,10 +161,13 @@ static action *ctx_push(sophia_ctx *ctx, action_kind kind)
     if (!ctx)
         return NULL;
     if (ctx->n == ctx->cap) {
-        size_t cap = ctx->cap ? ctx->cap * 2 : 4;
-        action *v = realloc(ctx->v, cap * sizeof(*v));
+        size_t cap = ctx->cap * 2;
+        action *v = ctx->v == ctx->v_inline ? malloc(cap * sizeof(*v))
+                                            : realloc(ctx->v, cap * sizeof(*v));
         if (!v)
             return NULL;
+        if (ctx->v == ctx->v_inline)
+            memcpy(v, ctx->v_inline, sizeof(ctx->v_inline));
         ctx->v = v;
         ctx->cap = cap;
     }
@@ -236,37 +247,24 @@ static int host_alert(sophia_ctx *ctx, const char *alert_type,
 }
 
 /* A cache put's key, tags and (given as text) value copied into one
- * allocation, freed as one: the tags' pointers and NULL, then the key,
- * each tag and the text, NUL-ended. Three to five allocations a put
- * before, for every event of a plugin that caches what it sees. */
+ * allocation, freed as one: the tags' vector (lib/strv.h), then the key
+ * and the text, NUL-ended. Three to five allocations a put before, for
+ * every event of a plugin that caches what it sees. */
 static int put_block(action *a, const char *key, const char *const *tags,
                      const char *text, size_t tlen)
 {
-    size_t n = 0, kl = strlen(key) + 1, bytes = kl + (text ? tlen + 1 : 0);
-    for (; tags && tags[n]; n++)
-        bytes += strlen(tags[n]) + 1;
-    char **v = malloc((n + 1) * sizeof(*v) + bytes);
-    if (!v)
+    size_t tb = sophia_strv_packed_size(tags), kl = strlen(key) + 1;
+    char *block = malloc(tb + kl + (text ? tlen + 1 : 0));
+    if (!block)
         return -1;
-    char *o = (char *)(v + n + 1);
-    memcpy(o, key, kl);
-    a->topic = o;
-    o += kl;
-    for (size_t i = 0; i < n; i++) {
-        size_t l = strlen(tags[i]) + 1;
-        memcpy(o, tags[i], l);
-        v[i] = o;
-        o += l;
-    }
-    v[n] = NULL;
+    a->tags = sophia_strv_pack(block, tags);
+    a->topic = memcpy(block + tb, key, kl);
     if (text) {
-        memcpy(o, text, tlen);
-        o[tlen] = '\0';
-        a->text = o;
+        a->text = memcpy(block + tb + kl, text, tlen);
+        a->text[tlen] = '\0';
         a->tlen = tlen;
     }
-    a->tags = v;
-    a->block = v;
+    a->block = block;
     return 0;
 }
 
@@ -303,76 +301,75 @@ static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
 
 /* ---- SDK 1.4: data and values given as JSON text ------------------- */
 
-static char *text_dup(const char *s, size_t len, size_t extra)
+/* A metric update's "metric" member, which the router keys dashboards'
+ * latest values and slow clients' coalescing by, into `out` (room as
+ * metric_room says): the bytes between the quotes where they need no
+ * decoding, else jansson's reading (no longer than the text: escapes
+ * only shrink). a->metric stays NULL when there is none. */
+static size_t metric_room(const host_text_member *m, size_t len)
 {
-    char *t = malloc(len + 1 + extra);
-    if (t) {
-        memcpy(t, s, len);
-        t[len] = '\0';
-    }
-    return t;
+    return m->escaped ? len + 1 : m->at ? m->len + 1 : 0;
 }
 
-/* A metric update's text, and after it in the same block the string
- * value of its "metric" member, which the router keys dashboards' latest
- * values and slow clients' coalescing by: the bytes between the quotes
- * where they need no decoding, else jansson's reading (no longer than
- * the text: escapes only shrink). a->metric stays NULL when there is
- * none. */
-static int text_with_metric(action *a, const char *json, size_t len,
-                            const host_text_member *m)
+static void put_metric(action *a, char *out, const char *json, size_t len,
+                       const host_text_member *m)
 {
-    size_t room = m->escaped ? len : m->len;
-    if (!(a->text = text_dup(json, len, room + 1)))
-        return -1;
-    char *out = a->text + len + 1;
     if (!m->escaped) {
         if (m->at) {
             memcpy(out, m->at, m->len);
             out[m->len] = '\0';
             a->metric = out;
         }
-        return 0;
+        return;
     }
     json_t *v = json_loadb(json, len, JSON_DECODE_ANY, NULL);
     json_t *s = json_object_get(v, "metric");
-    if (json_is_string(s) && json_string_length(s) <= room) {
+    if (json_is_string(s) && json_string_length(s) <= len) {
         memcpy(out, json_string_value(s), json_string_length(s) + 1);
         a->metric = out;
     }
     json_decref(v);
-    return 0;
 }
 
+/* A text update's text, topic, dashboard and metric are one allocation,
+ * its block: one malloc and one free an update, where there were three. */
 static int host_publish_text(sophia_ctx *ctx, sophia_update_type type,
                              const char *topic, const char *dashboard_id,
                              const char *json, size_t len)
 {
     host_text_member m = {.key = "metric"};
+    int metric = type == SOPHIA_UPDATE_METRIC;
     if ((unsigned)type > SOPHIA_UPDATE_DATA || !ctx ||
-        host_text_check(json, len, type == SOPHIA_UPDATE_METRIC ? &m : NULL))
+        host_text_check(json, len, metric ? &m : NULL))
         return SOPHIA_EINVAL;
     if (type == SOPHIA_UPDATE_ALERT) /* outputs read alerts as values */
         return host_publish(ctx, type, topic, dashboard_id,
                             (sophia_json *)json_loadb(json, len,
                                                       JSON_DECODE_ANY, NULL));
-    action *a = ctx_push(ctx, ACT_PUBLISH);
-    if (!a)
-        return SOPHIA_ENOMEM;
-    a->type = update_names[type];
-    a->topic = dup_or_null(topic);
-    a->dashboard = dup_or_null(dashboard_id);
-    a->tlen = len;
-    int bad = type == SOPHIA_UPDATE_METRIC
-                  ? text_with_metric(a, json, len, &m)
-                  : !(a->text = text_dup(json, len, 0));
-    if (bad || (topic && !a->topic) || (dashboard_id && !a->dashboard)) {
-        ctx->n--; /* the slot is the last one: given back */
-        free(a->topic);
-        free(a->dashboard);
-        free(a->text);
+    size_t tl = topic ? strlen(topic) + 1 : 0;
+    size_t dl = dashboard_id ? strlen(dashboard_id) + 1 : 0;
+    char *block = malloc(len + 1 + tl + dl + (metric ? metric_room(&m, len) : 0));
+    action *a = block ? ctx_push(ctx, ACT_PUBLISH) : NULL;
+    if (!a) {
+        free(block);
         return SOPHIA_ENOMEM;
     }
+    a->type = update_names[type];
+    a->block = block;
+    a->text = memcpy(block, json, len);
+    a->text[len] = '\0';
+    a->tlen = len;
+    char *o = block + len + 1;
+    if (topic) {
+        a->topic = memcpy(o, topic, tl);
+        o += tl;
+    }
+    if (dashboard_id) {
+        a->dashboard = memcpy(o, dashboard_id, dl);
+        o += dl;
+    }
+    if (metric)
+        put_metric(a, o, json, len, &m);
     return 0;
 }
 
@@ -507,6 +504,19 @@ static sophia_json *host_cache_peek(const char *key)
     return (sophia_json *)json_loadb(val, len, JSON_DECODE_ANY, NULL);
 }
 
+/* 1 when `key` is who + 0x1f + name: compared in place, as building the
+ * key to compare (two strlen and two memcpy calls) cost more. */
+static int counter_key_is(const char *key, const char *who, const char *name)
+{
+    while (*who && *key == *who)
+        key++, who++;
+    if (*who || *key++ != '\x1f')
+        return 0;
+    while (*name && *key == *name)
+        key++, name++;
+    return !*name && !*key;
+}
+
 /* The runtime's counter `name` of `self` (created at 0), or NULL. It
  * lives as long as the runtime, so a context may keep the pointer. */
 static double *counter_slot(sophia_self *self, const char *name)
@@ -514,6 +524,10 @@ static double *counter_slot(sophia_self *self, const char *name)
     char key[512];
     sophia_host_rt *rt = sophia_host_rt_of(self);
     const char *who = self ? self->name : "-";
+    for (size_t i = 0; rt && i < HOST_COUNTER_HITS; i++)
+        if (rt->counter_hits[i].slot &&
+            counter_key_is(rt->counter_hits[i].key, who, name))
+            return rt->counter_hits[i].slot; /* before the dict's keyed hash */
     size_t wl = strlen(who), nl = strlen(name);
     if (wl + nl + 2 > sizeof(key))
         return NULL; /* no such names: instance and counter names are short */
@@ -523,9 +537,6 @@ static double *counter_slot(sophia_self *self, const char *name)
     key[wl + 1 + nl] = '\0';
     if (!rt || (!rt->counters && !(rt->counters = sophia_dict_new())))
         return NULL;
-    for (size_t i = 0; i < HOST_COUNTER_HITS; i++)
-        if (rt->counter_hits[i].slot && !strcmp(rt->counter_hits[i].key, key))
-            return rt->counter_hits[i].slot; /* before the dict's keyed hash */
     double *v = sophia_dict_get(rt->counters, key);
     if (!v && (v = calloc(1, sizeof(*v))))
         sophia_dict_set(rt->counters, key, v);
@@ -820,10 +831,15 @@ sophia_verdict sophia_ctx_process(sophia_ctx *ctx, const sophia_event *ev)
 
 sophia_ctx *sophia_ctx_new(sophia_instance *inst, const char *stream)
 {
-    sophia_ctx *ctx = calloc(1, sizeof(*ctx));
+    /* malloc, and clear all but the inline actions: calloc cleared the
+     * whole context, most of it action slots never used. */
+    sophia_ctx *ctx = malloc(sizeof(*ctx));
     if (ctx) {
+        memset(ctx, 0, offsetof(sophia_ctx, v_inline));
         ctx->inst = inst;
         ctx->stream = stream;
+        ctx->v = ctx->v_inline;
+        ctx->cap = CTX_ACTIONS;
         ctx->sv = ctx->sv_inline;
         ctx->scap = CTX_STAGED;
     }
@@ -964,7 +980,7 @@ static void apply_cache_del(sophia_apply *ap, action *a)
 
 void sophia_ctx_apply(sophia_ctx *ctx, sophia_ctx_done_fn done, void *arg)
 {
-    sophia_apply *ap = calloc(1, sizeof(*ap));
+    sophia_apply *ap = malloc(sizeof(*ap)); /* filled in below */
     if (!ap) {
         if (done)
             done(arg, SOPHIA_ENOMEM);
@@ -1058,22 +1074,24 @@ void sophia_ctx_free(sophia_ctx *ctx)
         free(ctx->sv);
     for (size_t i = 0; i < ctx->n; i++) {
         action *a = &ctx->v[i];
-        free(a->type_own);
-        free(a->dashboard);
-        free(a->severity);
         json_decref(a->data);
-        if (a->block) { /* a cache put: key, tags and text in it */
+        if (a->block) { /* a cache put's key, tags and text, or a text
+                         * update's text, topic and dashboard: nothing
+                         * else of it was allocated (free(NULL) is a call) */
             free(a->block);
             continue;
         }
+        free(a->type_own);
+        free(a->severity);
+        free(a->dashboard);
         free(a->topic);
         free(a->text);
-        sophia_strv_free(a->tags);
     }
     sophia_memory_ctx_free(ctx);
     sophia_prefetch_ctx_free(ctx);
     sophia_output_ctx_free(ctx);
-    free(ctx->v);
+    if (ctx->v != ctx->v_inline)
+        free(ctx->v);
     free(ctx);
 }
 

@@ -172,15 +172,5 @@ void *host_json_iter(const sophia_json *obj, void *it, const char **key,
 
 size_t host_json_write(const sophia_json *v, char *buf, size_t cap)
 {
-    sophia_jsonw w = {0};
-    if (v)
-        sophia_jsonw_append(&w, CJ(v));
-    size_t n = w.failed ? 0 : w.len;
-    if (n < cap) {
-        if (n)
-            memcpy(buf, w.p, n);
-        buf[n] = '\0';
-    }
-    sophia_jsonw_reset(&w);
-    return n;
+    return sophia_json_write(CJ(v), buf, cap);
 }

@@ -8,17 +8,25 @@
 #include <string.h>
 
 #include "lib/jsonlimit.h"
+#include "lib/jsonscan.h"
 
 typedef struct scan {
     const unsigned char *s;
     size_t n, i;
+    size_t klen; /* strlen of the member's key looked for */
 } scan;
+
+/* 1 for JSON's whitespace: a table, as skip_ws runs before and after
+ * every token and mostly finds none. */
+static const unsigned char ws[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1,
+                                      ['\r'] = 1};
 
 static void skip_ws(scan *c)
 {
-    while (c->i < c->n && (c->s[c->i] == ' ' || c->s[c->i] == '\t' ||
-                           c->s[c->i] == '\n' || c->s[c->i] == '\r'))
-        c->i++;
+    size_t i = c->i;
+    while (i < c->n && ws[c->s[i]])
+        i++;
+    c->i = i;
 }
 
 static int is_digit(const scan *c)
@@ -28,8 +36,10 @@ static int is_digit(const scan *c)
 
 static void digits(scan *c)
 {
-    while (is_digit(c))
-        c->i++;
+    size_t i = c->i;
+    while (i < c->n && (unsigned)(c->s[i] - '0') <= 9)
+        i++;
+    c->i = i;
 }
 
 /* A multi-byte UTF-8 sequence at c->i: shortest form, no surrogate, at
@@ -103,27 +113,13 @@ static int escape(scan *c)
     return 0;
 }
 
-/* 1 for the bytes a string's fast loop stops at: controls (refused),
- * the quote, the backslash and UTF-8 lead bytes. A table, as every byte
- * of every string of every publish goes through that loop. */
-#define ONE8 1, 1, 1, 1, 1, 1, 1, 1
-#define ONE32 ONE8, ONE8, ONE8, ONE8
-static const unsigned char special[256] = {
-    [0x00] = ONE32, ['"'] = 1, ['\\'] = 1,
-    [0x80] = ONE32, ONE32, ONE32, ONE32,
-};
-#undef ONE32
-#undef ONE8
-
 /* A string at c->i (its quote); *esc set when it has an escape. */
 static int string(scan *c, int *esc)
 {
     const unsigned char *s = c->s;
     c->i++;
     for (;;) {
-        size_t i = c->i;
-        while (i < c->n && !special[s[i]])
-            i++;
+        size_t i = sophia_json_plain_run(s, c->i, c->n);
         c->i = i;
         if (i >= c->n || s[i] < 0x20)
             return -1;
@@ -197,7 +193,7 @@ static void note(scan *c, host_text_member *m, size_t k0, size_t k1,
                  int kesc, size_t v0, int vesc)
 {
     m->escaped |= kesc;
-    if (kesc || k1 - k0 != strlen(m->key) ||
+    if (kesc || k1 - k0 != c->klen ||
         memcmp(c->s + k0, m->key, k1 - k0))
         return;
     if (c->s[v0] != '"') {
@@ -289,7 +285,7 @@ int host_text_check(const char *s, size_t len, host_text_member *m)
     }
     if (!s)
         return -1;
-    scan c = {(const unsigned char *)s, len, 0};
+    scan c = {(const unsigned char *)s, len, 0, m && m->key ? strlen(m->key) : 0};
     if (value(&c, 0, m))
         return -1;
     skip_ws(&c);

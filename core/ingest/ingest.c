@@ -3,16 +3,21 @@
  */
 #include "ingest/ingest.h"
 #include "lib/jsonlimit.h"
+#include "lib/jsonscan.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* 1 for JSON's whitespace: a table, as the parser skips it around every
+ * token and mostly finds none. */
+static const unsigned char ws[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1,
+                                      ['\r'] = 1};
+
 static size_t skip_ws(const char *s, size_t len, size_t pos)
 {
-    while (pos < len && (s[pos] == ' ' || s[pos] == '\t' || s[pos] == '\n' ||
-                         s[pos] == '\r'))
+    while (pos < len && ws[(unsigned char)s[pos]])
         pos++;
     return pos;
 }
@@ -64,6 +69,7 @@ typedef struct fast {
     sophia_ingest_span *spans; /* each event's text, when asked for */
     size_t nspans, spans_cap;
     int want_spans, spans_failed;
+    int not_object; /* a top-level array held something else than an object */
 } fast;
 
 /* Notes the event that spans body[off, f->pos). */
@@ -178,11 +184,12 @@ static size_t fast_escape(const char *s, size_t end, size_t *i, char *o)
  * every byte is ASCII. -1 on anything unusual. */
 static int fast_string(fast *f, const char **out, size_t *n, int *ascii)
 {
+    const unsigned char *u = (const unsigned char *)f->s;
     size_t i = f->pos + 1, start = i;
     unsigned char hi = 0;
-    while (i < f->len && f->s[i] != '"' && f->s[i] != '\\' &&
-           (unsigned char)f->s[i] >= 0x20)
-        hi |= (unsigned char)f->s[i++];
+    /* plain runs eight bytes a step; a UTF-8 byte only clears `ascii` */
+    while ((i = sophia_json_plain_run(u, i, f->len)) < f->len && u[i] >= 0x80)
+        hi |= u[i++];
     if (i < f->len && f->s[i] == '"') { /* no escapes: the body's bytes */
         *out = f->s + start;
         *n = i - start;
@@ -220,60 +227,43 @@ static int fast_string(fast *f, const char **out, size_t *n, int *ascii)
     return 0;
 }
 
-/* A decimal without exponent and with at most 15 digits, d..d.d..d, is
- * its digits as an integer (exact below 2^53) over a power of ten (exact
- * to 10^22): one IEEE division, correctly rounded, gives the double
- * nearest the text - strtod's answer - without strtod's general path,
- * which was the largest part of parsing a metric point ("1000.25").
- * Returns 0 and *d, or -1 for strtod to decide. */
-static int short_decimal(const char *s, size_t len, double *d)
+/* jansson's number grammar; integers as json_integer (18 digits at most,
+ * so no overflow to think about), others through strtod like jansson.
+ *
+ * But a decimal without exponent and with at most 15 digits, d..d.d..d,
+ * is its digits as an integer (exact below 2^53) over a power of ten
+ * (exact to 10^22): one IEEE division, correctly rounded, gives the
+ * double nearest the text - strtod's answer - without strtod's general
+ * path, which was the largest part of parsing a metric point
+ * ("1000.25"). The digits are gathered as the grammar is checked. */
+static json_t *fast_number(fast *f)
 {
     static const double pow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6,
                                    1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13,
                                    1e14, 1e15};
-    size_t i = s[0] == '-', digits = 0, frac = 0;
-    int64_t m = 0;
-    for (; i < len; i++) {
-        if (s[i] == '.') {
-            frac = len - i - 1;
-            continue;
-        }
-        if (s[i] < '0' || s[i] > '9' || ++digits > 15)
-            return -1; /* an exponent, or too many digits */
-        m = m * 10 + (s[i] - '0');
-    }
-    *d = (double)m / pow10[frac];
-    if (s[0] == '-')
-        *d = -*d;
-    return 0;
-}
-
-/* jansson's number grammar; integers as json_integer (18 digits at most,
- * so no overflow to think about), others through strtod like jansson. */
-static json_t *fast_number(fast *f)
-{
     const char *s = f->s;
-    size_t i = f->pos, end = f->len, digits = 0;
-    int neg = i < end && s[i] == '-', real = 0;
+    size_t i = f->pos, end = f->len, digits = 0, frac = 0;
+    int neg = i < end && s[i] == '-', real = 0, exp = 0;
     i += (size_t)neg;
     if (i >= end || s[i] < '0' || s[i] > '9')
         return NULL;
     if (s[i] == '0' && i + 1 < end && s[i + 1] >= '0' && s[i + 1] <= '9')
         return NULL; /* a leading zero */
-    json_int_t v = 0;
+    json_int_t v = 0; /* the first 18 digits, the fraction's included */
     for (; i < end && s[i] >= '0' && s[i] <= '9'; i++, digits++)
         if (digits < 18) /* longer ones are refused below: no overflow */
             v = v * 10 + (s[i] - '0');
     if (i < end && s[i] == '.') {
         real = 1;
         size_t d0 = ++i;
-        while (i < end && s[i] >= '0' && s[i] <= '9')
-            i++;
+        for (; i < end && s[i] >= '0' && s[i] <= '9'; i++)
+            if (digits + frac++ < 18)
+                v = v * 10 + (s[i] - '0');
         if (i == d0)
             return NULL;
     }
     if (i < end && (s[i] == 'e' || s[i] == 'E')) {
-        real = 1;
+        real = exp = 1;
         i += (i + 1 < end && (s[i + 1] == '+' || s[i + 1] == '-')) ? 2 : 1;
         size_t d0 = i;
         while (i < end && s[i] >= '0' && s[i] <= '9')
@@ -285,15 +275,16 @@ static json_t *fast_number(fast *f)
     f->pos = i;
     if (!real)
         return digits <= 18 ? json_integer(neg ? -v : v) : NULL;
-    double d;
-    if (short_decimal(s + start, i - start, &d) == 0)
-        return json_real(d);
+    if (!exp && digits + frac <= 15) {
+        double d = (double)v / pow10[frac];
+        return json_real(neg ? -d : d);
+    }
     char tmp[64];
     if (i - start >= sizeof(tmp))
         return NULL;
     memcpy(tmp, s + start, i - start);
     tmp[i - start] = '\0';
-    d = strtod(tmp, NULL);
+    double d = strtod(tmp, NULL);
     return isinf(d) ? NULL : json_real(d); /* jansson: "real number overflow" */
 }
 
@@ -332,12 +323,18 @@ static json_t *fast_object(fast *f)
         if (f->pos >= f->len || f->s[f->pos] != '"' ||
             fast_string(f, &k, &kn, &ascii))
             break;
-        /* The key may sit in f->buf, which the value can overwrite. */
-        char kbuf[128], *key = kn < sizeof(kbuf) ? kbuf : malloc(kn + 1);
-        if (!key)
-            break;
-        memcpy(key, k, kn);
-        key[kn] = '\0';
+        /* A key with escapes sits in f->buf, which the value can
+         * overwrite: copied then; else it stays in the body (jansson
+         * takes a key by its length). */
+        char kbuf[128], *copy = NULL;
+        const char *key = k;
+        if (k == f->buf) {
+            if (!(copy = kn < sizeof(kbuf) ? kbuf : malloc(kn + 1)))
+                break;
+            memcpy(copy, k, kn);
+            copy[kn] = '\0';
+            key = copy;
+        }
         fast_ws(f);
         json_t *v = NULL;
         if (f->pos < f->len && f->s[f->pos] == ':') {
@@ -348,8 +345,8 @@ static json_t *fast_object(fast *f)
         int rc = !v ? -1
                  : ascii ? json_object_setn_new_nocheck(o, key, kn, v)
                          : json_object_setn_new(o, key, kn, v); /* checks UTF-8 */
-        if (key != kbuf)
-            free(key);
+        if (copy && copy != kbuf)
+            free(copy);
         if (rc)
             break;
         int more = fast_next(f, '}');
@@ -376,8 +373,10 @@ static json_t *fast_array(fast *f)
         json_t *v = fast_value(f);
         if (!v || json_array_append_new(a, v))
             break;
-        if (f->depth == 1) /* an element of a top-level array: an event */
+        if (f->depth == 1) { /* an element of a top-level array: an event */
+            f->not_object |= !json_is_object(v);
             fast_span(f, at);
+        }
         int more = fast_next(f, ']');
         if (more == 0)
             return a;
@@ -424,15 +423,6 @@ static json_t *fast_value(fast *f)
     return v;
 }
 
-/* 1 when v is an array whose elements are all objects. */
-static int all_objects(const json_t *v)
-{
-    for (size_t i = 0; i < json_array_size(v); i++)
-        if (!json_is_object(json_array_get(v, i)))
-            return 0;
-    return 1;
-}
-
 json_t *sophia_ingest_parse_fast_spans(const char *body, size_t len,
                                        sophia_ingest_span **spans)
 {
@@ -443,7 +433,7 @@ json_t *sophia_ingest_parse_fast_spans(const char *body, size_t len,
         char c = f.s[f.pos];
         size_t at = f.pos;
         json_t *v = c == '{' || c == '[' ? fast_value(&f) : NULL;
-        if (!v || (json_is_array(v) && !all_objects(v))) {
+        if (!v || f.not_object) {
             json_decref(v);
             json_decref(events);
             events = NULL;

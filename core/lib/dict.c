@@ -68,6 +68,9 @@ static dict_entry **find(const sophia_dict *d, const char *key, uint64_t h)
 
 void *sophia_dict_get(const sophia_dict *d, const char *key)
 {
+    if (!d->count) /* no key to hash: a table that is mostly empty (the
+                    * cache's reads in flight, asked at every put) */
+        return NULL;
     dict_entry *e = *find(d, key, sophia_hash_keyed(&d->key, key, strlen(key)));
     return e ? e->val : NULL;
 }
@@ -117,6 +120,8 @@ void *sophia_dict_set(sophia_dict *d, const char *key, void *val)
 
 void *sophia_dict_del(sophia_dict *d, const char *key)
 {
+    if (!d->count)
+        return NULL;
     dict_entry **pp = find(d, key, sophia_hash_keyed(&d->key, key, strlen(key)));
     dict_entry *e = *pp;
     if (!e)

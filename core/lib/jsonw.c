@@ -1,11 +1,13 @@
 /*
  * jsonw - see jsonw.h.
  *
- * One growing buffer, reserved ahead of each token so the hot loops write
- * without bounds checks; strings are copied in runs between the bytes
- * that need escaping. Only non-integral reals go through snprintf, with
- * jansson's exact post-processing, so the text stays identical to
- * json_dumps().
+ * One growing buffer (or the caller's, never grown: sophia_json_write),
+ * reserved ahead of each token so the hot loops write without bounds
+ * checks; strings are copied in runs between the bytes that need
+ * escaping. Reals get printf's "%.17g" digits by exact integer
+ * arithmetic (put_real), and only those outside its range go through
+ * snprintf, with jansson's post-processing, so the text stays identical
+ * to json_dumps().
  */
 #include "lib/jsonw.h"
 
@@ -15,12 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int grow(sophia_jsonw *w, size_t need)
+static int grow_slow(sophia_jsonw *w, size_t need)
 {
     if (w->failed)
         return -1;
-    if (w->len + need + 1 <= w->cap)
-        return 0;
+    if (w->fixed) { /* the caller's buffer is full */
+        w->failed = 1;
+        return -1;
+    }
     size_t cap = w->cap ? w->cap : 256;
     while (cap < w->len + need + 1)
         cap *= 2;
@@ -32,6 +36,15 @@ static int grow(sophia_jsonw *w, size_t need)
     w->p = p;
     w->cap = cap;
     return 0;
+}
+
+/* Room for need more bytes and the NUL: the test inline, as every token
+ * written asks (a frame's envelope is a dozen of them). */
+static inline int grow(sophia_jsonw *w, size_t need)
+{
+    if (!w->failed && w->len + need + 1 <= w->cap)
+        return 0;
+    return grow_slow(w, need);
 }
 
 int sophia_jsonw_raw(sophia_jsonw *w, const char *s, size_t n)
@@ -121,12 +134,19 @@ static int put_real_slow(sophia_jsonw *w, double d)
 
 typedef unsigned __int128 u128;
 
+static const uint64_t pow10_u64[20] = {
+    1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL,
+    10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL,
+    100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+    100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+    100000000000000000ULL, 1000000000000000000ULL,
+    10000000000000000000ULL};
+
+/* 10^k for 0 <= k <= 38, from the table (a loop of 128-bit multiplies
+ * was a fifth of a real's cost). */
 static u128 pow10_u128(int k)
 {
-    u128 p = 1;
-    while (k-- > 0)
-        p *= 10;
-    return p;
+    return k < 20 ? (u128)pow10_u64[k] : (u128)pow10_u64[19] * pow10_u64[k - 19];
 }
 
 /* num / den rounded half to even, as glibc's printf rounds; *trunc gets
@@ -160,26 +180,68 @@ static u128 scaled17(uint64_t m, int e, int x, u128 *trunc)
     return 0;
 }
 
+/* "00" to "99": two digits per division by 100. */
+static const char digit_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
+
+/* v's last n decimal digits, zero-padded, written backwards from end. */
+static void put_digits(char *end, uint32_t v, int n)
+{
+    for (; n >= 2; n -= 2, v /= 100) {
+        end -= 2;
+        memcpy(end, digit_pairs + 2 * (v % 100), 2);
+    }
+    if (n)
+        *--end = (char)('0' + v % 10);
+}
+
+/* The 17 digits of q < 10^17, as two halves in 32-bit arithmetic; how
+ * many are left once trailing zeros go (at least 1). */
+static int digits17(char dig[17], uint64_t q)
+{
+    uint32_t hi = (uint32_t)(q / 100000000), lo = (uint32_t)(q % 100000000);
+    put_digits(dig + 9, hi, 9);
+    put_digits(dig + 17, lo, 8);
+    int nd = lo ? 17 : 9;
+    while (nd > 1 && dig[nd - 1] == '0')
+        nd--;
+    return nd;
+}
+
 /* "%.17g" of d as jansson post-processes it, without printf's
- * multi-precision path: the value is m * 2^e exactly, and for the ranges
- * events use |d| * 10^k fits 128 bits, so the 17 digits come from one
- * exact integer division. Anything else goes to snprintf. */
+ * multi-precision path: the value is m * 2^e exactly (read from its
+ * bits), and for the ranges events use |d| * 10^k fits 128 bits, so the
+ * 17 digits come from one exact multiplication and shift. The decimal
+ * exponent is first estimated from the binary one (log10 was a libm
+ * call per value) and corrected by the digits' count. Anything else goes
+ * to snprintf. */
 static int put_real(sophia_jsonw *w, double d)
 {
-    if (d == floor(d) && fabs(d) < 1e17) {
+    const u128 lo = (u128)10000000000000000ULL, hi = lo * 10;
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof(bits));
+    int be = (int)(bits >> 52) & 0x7ff;
+    uint64_t m = (bits & ((1ULL << 52) - 1)) | (1ULL << 52);
+    int e = be - 1075; /* |d| = m * 2^e, 2^52 <= m < 2^53 (normal d) */
+    /* integral (its fraction bits zero; 0 too), as floor(d) == d says */
+    int integral = be == 0 ? !(bits << 1)
+                   : be == 0x7ff ? 0
+                   : e >= 0 || (e > -53 && !(m & ((1ULL << -e) - 1)));
+    if (integral && fabs(d) < 1e17) {
         if (d == 0 && signbit(d))
             return sophia_jsonw_raw(w, "-0.0", 4);
         return put_int(w, (json_int_t)d, 1); /* %.17g prints it exactly */
     }
-    const u128 lo = (u128)10000000000000000ULL, hi = lo * 10;
-    int e2;
-    double a = fabs(d), f = frexp(a, &e2); /* a = f * 2^e2, f in [0.5, 1) */
-    uint64_t m = (uint64_t)ldexp(f, 53);
-    int e = e2 - 53, x = (int)floor(log10(a));
+    if (be == 0 || be == 0x7ff) /* subnormal (far from the fast range) */
+        return put_real_slow(w, d);
+    /* 2^(e+52) <= |d| < 2^(e+53): x is floor((e+52) log10 2) or one more
+     * (78913 / 2^18 is log10 2 to within what matters here; a shift of a
+     * negative number floors, as gcc and clang do it). */
+    int x = ((e + 52) * 78913) >> 18;
     u128 trunc = 0, q = scaled17(m, e, x, &trunc);
-    if (q && trunc < lo) /* log10 rounded up: the exponent is one less */
-        q = scaled17(m, e, --x, &trunc);
-    else if (q && trunc >= hi) /* rounded down: one more */
+    if (q && trunc >= hi) /* |d| >= 10^(x+1): one more */
         q = scaled17(m, e, ++x, &trunc);
     if (!q || trunc < lo || trunc >= hi)
         return put_real_slow(w, d);
@@ -187,15 +249,11 @@ static int put_real(sophia_jsonw *w, double d)
         q = lo;
         x++;
     }
-    char dig[17], out[48], *o = out;
-    /* q <= 10^17 fits 64 bits, where dividing by 10 is a multiply; a
-     * 128-bit division is a libgcc call, 17 of them per real. */
-    uint64_t q64 = (uint64_t)q;
-    for (int i = 16; i >= 0; i--, q64 /= 10)
-        dig[i] = (char)('0' + q64 % 10);
-    int nd = 17;
-    while (nd > 1 && dig[nd - 1] == '0')
-        nd--;
+    char dig[17];
+    int nd = digits17(dig, (uint64_t)q);
+    if (grow(w, 48)) /* the text is written in place: at most 24 bytes */
+        return -1;
+    char *out = w->p + w->len, *o = out;
     if (d < 0)
         *o++ = '-';
     if (x < -4 || x >= 17) { /* d.ddde[-]x */
@@ -229,7 +287,9 @@ static int put_real(sophia_jsonw *w, double d)
         memcpy(o, dig, (size_t)nd);
         o += nd;
     }
-    return sophia_jsonw_raw(w, out, (size_t)(o - out));
+    w->len += (size_t)(o - out);
+    w->p[w->len] = '\0';
+    return 0;
 }
 
 static const char hex[] = "0123456789ABCDEF";
@@ -384,4 +444,28 @@ char *sophia_json_encode(const json_t *v, size_t *len)
     sophia_jsonw w = {0};
     sophia_jsonw_append(&w, v);
     return sophia_jsonw_take(&w, len);
+}
+
+size_t sophia_json_write(const json_t *v, char *buf, size_t cap)
+{
+    if (cap) {
+        sophia_jsonw w = {.p = buf, .cap = cap, .fixed = 1};
+        buf[0] = '\0';
+        if (v && sophia_jsonw_append(&w, v) == 0)
+            return w.len;
+    }
+    /* Too small for the text, or for a string's worst case (each byte
+     * escaped), or too deep: a copy on the heap says which, and how long
+     * the text is. */
+    size_t n = 0;
+    char *s = v ? sophia_json_encode(v, &n) : NULL;
+    if (!s) {
+        if (cap)
+            buf[0] = '\0';
+        return 0;
+    }
+    if (n < cap)
+        memcpy(buf, s, n + 1);
+    free(s);
+    return n;
 }

@@ -33,6 +33,7 @@ typedef struct sophia_jsonw {
     size_t len;   /* bytes written, without the NUL */
     size_t cap;
     int failed;   /* out of memory or too deep: the text is unusable */
+    int fixed;    /* p is the caller's, cap bytes: never grown or freed */
 } sophia_jsonw;
 
 /* Nesting deeper than this is refused (failed = 1). */
@@ -57,6 +58,11 @@ void sophia_jsonw_clear(sophia_jsonw *w);
 /* Frees what `w` holds and resets it. */
 void sophia_jsonw_reset(sophia_jsonw *w);
 
+/* v's compact encoding into buf (cap bytes, NUL-terminated) like
+ * snprintf: its length, which is >= cap when buf was too small (buf's
+ * content is then of no use); 0 when v cannot be encoded. No allocation
+ * when it fits. */
+size_t sophia_json_write(const json_t *v, char *buf, size_t cap);
 /* json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY), faster: malloc'd text
  * (free()), or NULL when out of memory or nested too deep. */
 char *sophia_json_encode(const json_t *v, size_t *len);

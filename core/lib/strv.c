@@ -3,27 +3,28 @@
  */
 #include "lib/strv.h"
 
-#include <stdlib.h>
 #include <string.h>
 
-char **sophia_strv_dup(const char *const *v)
+size_t sophia_strv_packed_size(const char *const *v)
+{
+    size_t n = 0, bytes = 0;
+    for (; v && v[n]; n++)
+        bytes += strlen(v[n]) + 1;
+    return (n + 1) * sizeof(char *) + bytes;
+}
+
+char **sophia_strv_pack(void *mem, const char *const *v)
 {
     size_t n = 0;
     while (v && v[n])
         n++;
-    char **out = calloc(n + 1, sizeof(*out));
-    for (size_t i = 0; out && i < n; i++) {
-        if (!(out[i] = strdup(v[i]))) {
-            sophia_strv_free(out);
-            return NULL;
-        }
+    char **out = mem, *o = (char *)(out + n + 1);
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(v[i]) + 1;
+        memcpy(o, v[i], l);
+        out[i] = o;
+        o += l;
     }
+    out[n] = NULL;
     return out;
-}
-
-void sophia_strv_free(char **v)
-{
-    for (size_t i = 0; v && v[i]; i++)
-        free(v[i]);
-    free(v);
 }

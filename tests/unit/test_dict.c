@@ -116,6 +116,11 @@ static void test_two_keys_two_bucket_orders(void **u)
 static void exercise(sophia_dict *d)
 {
     char key[32];
+    assert_null(sophia_dict_get(d, "k1")); /* empty: answered unhashed */
+    assert_null(sophia_dict_del(d, "k1"));
+    assert_null(sophia_dict_set(d, "k1", (void *)1));
+    assert_ptr_equal(sophia_dict_del(d, "k1"), (void *)1);
+    assert_null(sophia_dict_get(d, "k1")); /* empty again */
     for (intptr_t i = 0; i < 5000; i++) {
         snprintf(key, sizeof(key), "k%ld", (long)i);
         assert_null(sophia_dict_set(d, key, (void *)(i + 1)));

@@ -214,12 +214,36 @@ static void test_counters(void **unused)
     h->counter_add(&bare, "points", 100); /* no runtime: dropped */
     double got = 0, elsewhere = 0;
     void fn(const char *i, const char *n, double v, void *arg);
+    void fn4(const char *i, const char *n, double v, void *arg);
     sophia_host_counters_each(rt, fn, &got);
     assert_true(got == 5.0);
     sophia_host_counters_each(other, fn, &elsewhere);
     assert_true(elsewhere == 0.0);
+    /* Names that are prefixes of each other, and an instance whose name
+     * runs into the counter's, are counted apart (the recent slots are
+     * matched on instance and name). */
+    struct sophia_self ins = {.name = "ins", .host = h};
+    h->counter_add(&self, "point", 7);
+    h->counter_add(&self, "points2", 11);
+    h->counter_add(&ins, "tpoints", 13);
+    h->counter_add(&self, "points", 1);
+    h->counter_add(&ins, "points", 17);
+    double four[4] = {0};
+    sophia_host_counters_each(rt, fn4, four);
+    assert_true(four[0] == 6.0 && four[1] == 7.0 && four[2] == 11.0 &&
+                four[3] == 13.0 + 17.0);
     sophia_host_rt_free(other);
     sophia_host_rt_free(rt);
+}
+
+/* inst's points, point and points2, and every count of ins, into arg[4]. */
+void fn4(const char *i, const char *n, double v, void *arg)
+{
+    double *out = arg;
+    if (strcmp(i, "inst") == 0)
+        out[strcmp(n, "points") == 0 ? 0 : strcmp(n, "point") == 0 ? 1 : 2] += v;
+    else if (strcmp(i, "ins") == 0)
+        out[3] += v;
 }
 
 void fn(const char *i, const char *n, double v, void *arg)

@@ -60,6 +60,143 @@ static void test_check_refuses(void **unused)
     assert_int_equal(host_text_check("1\0", 2, NULL), -1);
 }
 
+/* The check and jansson agree on strings long enough for the scan's
+ * eight-byte steps: one odd byte (or UTF-8 sequence, escape) at every
+ * position of strings of every length up to 40, then random strings
+ * mixing them. */
+static void assert_agrees(const char *s, size_t n)
+{
+    json_t *v = json_loadb(s, n, JSON_DECODE_ANY, NULL);
+    int mine = host_text_check(s, n, NULL) == 0;
+    if (mine != (v != NULL))
+        fail_msg("check %s, jansson %s: %.*s", mine ? "accepts" : "refuses",
+                 v ? "accepts" : "refuses", (int)n, s);
+    json_decref(v);
+}
+
+static void test_check_long_strings(void **unused)
+{
+    (void)unused;
+    static const char *const odd[] = {
+        "\x01", "\x1f", "\x7f", " ", "\"", "\\", "\\n", "\\u00e9", "\x80",
+        "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xc3", "\xff",
+        "\xed\xa0\x80", "\\ud83d\\ude00", "\x9f", "\xa0", "!", "#", "[", "]",
+    };
+    char s[128];
+    for (size_t len = 0; len <= 40; len++)
+        for (size_t k = 0; k <= len; k++)
+            for (size_t j = 0; j < sizeof(odd) / sizeof(*odd); j++) {
+                size_t o = 0, l = strlen(odd[j]);
+                s[o++] = '"';
+                memset(s + o, 'a', k);
+                o += k;
+                memcpy(s + o, odd[j], l);
+                o += l;
+                memset(s + o, 'b', len - k);
+                o += len - k;
+                s[o++] = '"';
+                assert_agrees(s, o);
+                assert_agrees(s, o - 1); /* unterminated */
+            }
+    unsigned seed = 99;
+    for (int i = 0; i < 20000; i++) {
+        size_t o = 0;
+        s[o++] = '"';
+        for (int n = rand_r(&seed) % 12; n > 0; n--) {
+            const char *p = rand_r(&seed) % 3 ? "plain ascii"
+                                              : odd[rand_r(&seed) % (sizeof(odd) / sizeof(*odd))];
+            size_t l = strlen(p) - (size_t)rand_r(&seed) % (strlen(p) > 3 ? 3 : 1);
+            memcpy(s + o, p, l);
+            o += l;
+        }
+        s[o++] = '"';
+        assert_agrees(s, o);
+    }
+}
+
+/* Random JSON texts (objects, arrays, strings with escapes and UTF-8,
+ * numbers, literals, whitespace) and one-byte mutations of them: the
+ * check accepts exactly what jansson reads, but for numbers jansson
+ * cannot hold (a check of text need not), and finds the "metric" member
+ * jansson finds. */
+static void gen_text(unsigned *seed, int depth, char *o, size_t *n, size_t cap)
+{
+    static const char *const atoms[] = {
+        "0", "-1", "12.5e-3", "1E+2", "true", "false", "null", "\"\"",
+        "\"plain\"", "\"a\\\"b\\\\c\\/\\n\"", "\"\\u00e9\\ud83d\\ude00\"",
+        "\"caf\xc3\xa9 \xe2\x82\xac\"", "\"a long string of plain ascii text\"",
+    };
+    int kind = depth > 4 ? 0 : rand_r(seed) % 4;
+    if (*n + 64 >= cap)
+        kind = 0;
+    if (kind == 0) {
+        const char *a = atoms[rand_r(seed) % (sizeof(atoms) / sizeof(*atoms))];
+        size_t l = strlen(a);
+        if (*n + l + 1 < cap) {
+            memcpy(o + *n, a, l);
+            *n += l;
+        }
+        return;
+    }
+    int obj = kind == 1;
+    o[(*n)++] = obj ? '{' : '[';
+    for (int k = rand_r(seed) % 4; k > 0 && *n + 64 < cap; k--) {
+        if (rand_r(seed) % 5 == 0)
+            o[(*n)++] = ' ';
+        if (obj) {
+            const char *key = rand_r(seed) % 3 ? "\"metric\"" : "\"k\\u0031\"";
+            memcpy(o + *n, key, strlen(key));
+            *n += strlen(key);
+            o[(*n)++] = ':';
+        }
+        gen_text(seed, depth + 1, o, n, cap);
+        if (k > 1)
+            o[(*n)++] = ',';
+    }
+    o[(*n)++] = obj ? '}' : ']';
+}
+
+static void test_check_random_texts(void **unused)
+{
+    (void)unused;
+    static const char mut[] = "{}[]\",:\\ 0.e-tu\x01\x80\xc3";
+    unsigned seed = 2024;
+    char s[4096];
+    for (int i = 0; i < 30000; i++) {
+        size_t n = 0;
+        gen_text(&seed, 0, s, &n, sizeof(s));
+        if (i % 2) { /* a byte replaced, dropped or added */
+            size_t at = (size_t)rand_r(&seed) % n;
+            char c = mut[rand_r(&seed) % (sizeof(mut) - 1)];
+            switch (rand_r(&seed) % 3) {
+            case 0: s[at] = c; break;
+            case 1: memmove(s + at, s + at + 1, n - at - 1); n--; break;
+            default: memmove(s + at + 1, s + at, n - at); s[at] = c; n++;
+            }
+        }
+        json_error_t je;
+        json_t *v = json_loadb(s, n, JSON_DECODE_ANY, &je);
+        host_text_member m = {.key = "metric"};
+        int mine = host_text_check(s, n, &m) == 0;
+        if (!v && mine && (strstr(je.text, "overflow") || strstr(je.text, "too big")))
+            continue; /* a number jansson cannot hold */
+        if (mine != (v != NULL))
+            fail_msg("check %s, jansson %s (%s): %.*s", mine ? "accepts" : "refuses",
+                     v ? "accepts" : "refuses", v ? "" : je.text, (int)n, s);
+        json_t *want = json_is_object(v) ? json_object_get(v, "metric") : NULL;
+        if (mine && !m.escaped) {
+            if (json_is_string(want)) {
+                assert_non_null(m.at);
+                assert_int_equal(m.len, json_string_length(want));
+                assert_memory_equal(m.at, json_string_value(want), m.len);
+            } else {
+                assert_null(m.at);
+            }
+        }
+        json_decref(v);
+    }
+}
+
 static void test_check_depth(void **unused)
 {
     (void)unused;
@@ -171,6 +308,8 @@ int main(void)
         cmocka_unit_test(test_check_accepts),
         cmocka_unit_test(test_check_refuses),
         cmocka_unit_test(test_check_depth),
+        cmocka_unit_test(test_check_long_strings),
+        cmocka_unit_test(test_check_random_texts),
         cmocka_unit_test(test_member),
         cmocka_unit_test(test_actions_as_values),
         cmocka_unit_test(test_json_write),

@@ -101,6 +101,67 @@ static void test_reals_against_printf(void **unused)
     }
 }
 
+/* The values metrics carry: short decimals read from text (strtod's
+ * nearest double, as the ingest parser makes them), with 1 to 17
+ * significant digits and the point anywhere, their binary neighbours,
+ * and every binary exponent of the fast range with a random mantissa.
+ * Each is compared with printf's digits through jansson, and its text
+ * must read back as the same double. */
+static void assert_same_roundtrip(double d)
+{
+    assert_same_real(d);
+    json_t *r = json_real(d);
+    if (!r)
+        return;
+    char *got = sophia_json_encode(r, NULL);
+    assert_non_null(got);
+    assert_true(strtod(got, NULL) == d);
+    free(got);
+    json_decref(r);
+}
+
+static void test_reals_short_decimals(void **unused)
+{
+    (void)unused;
+    unsigned seed = 4242;
+    for (int i = 0; i < 60000; i++) {
+        int nd = 1 + rand_r(&seed) % 17, point = rand_r(&seed) % (nd + 8);
+        char text[48], *o = text;
+        if (rand_r(&seed) & 1)
+            *o++ = '-';
+        for (int k = 0; k < nd; k++) {
+            if (k == point)
+                *o++ = '.';
+            *o++ = (char)('0' + (k ? rand_r(&seed) % 10 : 1 + rand_r(&seed) % 9));
+        }
+        *o = '\0';
+        char num[64];
+        int exp = rand_r(&seed) % 12 - 8; /* 1e-8 .. 1e3 around it */
+        snprintf(num, sizeof(num), "%se%d", text, exp);
+        double d = strtod(num, NULL);
+        assert_same_roundtrip(d);
+        assert_same_roundtrip(nextafter(d, INFINITY));
+        assert_same_roundtrip(nextafter(d, -INFINITY));
+    }
+    for (int e = -140; e <= 80; e++) {
+        for (int i = 0; i < 200; i++) {
+            uint64_t m = (((uint64_t)rand_r(&seed) << 31) ^ (uint64_t)rand_r(&seed)) &
+                         ((1ULL << 52) - 1);
+            assert_same_roundtrip(ldexp((double)(m | (1ULL << 52)), e));
+        }
+        assert_same_roundtrip(ldexp(1.0, e));
+        assert_same_roundtrip(nextafter(ldexp(1.0, e), 0));
+    }
+    const double fixed[] = {1000.25, 1000.1, 0.1, 0.2, 0.3, 1.0 / 3, 2.0 / 3,
+                            123.456, 99.99, 9.95, 0.000123, 1e-5, 1.5e-6,
+                            999999.9999999999, 0.9999999999999999,
+                            9999999999999998.0 + 0.5, 1e16 - 0.5};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(*fixed); i++) {
+        assert_same_roundtrip(fixed[i]);
+        assert_same_roundtrip(-fixed[i]);
+    }
+}
+
 static void test_strings(void **unused)
 {
     (void)unused;
@@ -173,6 +234,25 @@ static json_t *gen(unsigned *seed, int depth)
     }
 }
 
+/* sophia_json_write into a caller's buffer: the text when it fits (one
+ * byte for the NUL), else its length, like snprintf. */
+static void assert_writes(const json_t *v)
+{
+    char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t n = strlen(want);
+    char *buf = malloc(n + 8);
+    assert_non_null(buf);
+    for (size_t cap = n > 3 ? n - 3 : 0; cap <= n + 2; cap++) {
+        memset(buf, 'x', n + 8);
+        assert_int_equal(sophia_json_write(v, buf, cap), n);
+        if (cap > n)
+            assert_string_equal(buf, want);
+        assert_int_equal(buf[cap], 'x'); /* nothing past cap */
+    }
+    free(buf);
+    free(want);
+}
+
 static void test_generated_trees(void **unused)
 {
     (void)unused;
@@ -181,8 +261,12 @@ static void test_generated_trees(void **unused)
         json_t *v = gen(&seed, 0);
         assert_non_null(v);
         assert_same(v);
+        assert_writes(v);
         json_decref(v);
     }
+    char one[4] = "abc";
+    assert_int_equal(sophia_json_write(NULL, one, sizeof(one)), 0);
+    assert_string_equal(one, "");
 }
 
 static void test_depth_cap_and_envelope(void **unused)
@@ -236,6 +320,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scalars),
         cmocka_unit_test(test_reals_against_printf),
+        cmocka_unit_test(test_reals_short_decimals),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_containers),
         cmocka_unit_test(test_generated_trees),

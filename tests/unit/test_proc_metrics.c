@@ -443,6 +443,42 @@ static void test_dogstatsd_labels(void **unused)
     sophia_plugin_unload(inst);
 }
 
+/* Cache keys whatever the prefix's length: a short one and one too long
+ * for the key's buffer on the stack (written on the heap instead), for
+ * the latest value and an aggregate, with labels and with the default
+ * dashboard; and the dashboard's tag. */
+static void test_cache_keys_any_prefix(void **unused)
+{
+    (void)unused;
+    char longp[900]; /* past the key buffer on the stack (836 bytes) */
+    memset(longp, 'p', sizeof(longp) - 2);
+    longp[sizeof(longp) - 2] = ':';
+    longp[sizeof(longp) - 1] = '\0';
+    const char *prefixes[] = {"m:", longp};
+    for (size_t i = 0; i < 2; i++) {
+        sophia_conf_opt opts[] = {ph_list("windows", windows, 1),
+                                  ph_scalar("aggregate_every", "0"),
+                                  ph_scalar("cache_prefix", prefixes[i])};
+        sophia_instance *inst = ph_load("metrics", opts, 3);
+        char buf[256], want[1024], *a;
+        ph_run(inst, point(buf, sizeof(buf), "cpu", 1, 1), NULL, PH_COMMIT, &a);
+        snprintf(want, sizeof(want), "\"key\":\"%sops:cpu{service=api}\"",
+                 prefixes[i]);
+        assert_non_null(strstr(a, want));
+        snprintf(want, sizeof(want), "\"key\":\"%sagg:ops:cpu{service=api}:60\"",
+                 prefixes[i]);
+        assert_non_null(strstr(a, want));
+        assert_non_null(strstr(a, "\"dashboard:ops\""));
+        free(a);
+        ph_run(inst, "{\"metric\":\"q\",\"value\":2}", NULL, PH_COMMIT, &a);
+        snprintf(want, sizeof(want), "\"key\":\"%s_:q\"", prefixes[i]);
+        assert_non_null(strstr(a, want));
+        assert_null(strstr(a, "dashboard:"));
+        free(a);
+        sophia_plugin_unload(inst);
+    }
+}
+
 /* The exported state's number of series. */
 static size_t series_count(sophia_instance *inst)
 {
@@ -862,6 +898,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_needs_sdk_1_1),
     cmocka_unit_test(test_event_time_and_lateness),
     cmocka_unit_test(test_dogstatsd_labels),
+    cmocka_unit_test(test_cache_keys_any_prefix),
     cmocka_unit_test(test_series_caps),
     cmocka_unit_test(test_series_storage_is_lazy),
     cmocka_unit_test(test_memory_bound_100k),

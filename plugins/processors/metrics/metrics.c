@@ -93,6 +93,7 @@
 #include <sophia/sdk.h>
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -431,7 +432,7 @@ static void text_free(text *t)
 }
 
 /* Room for n more bytes and a NUL; 0, or -1 (failed) out of memory. */
-static int text_room(text *t, size_t n)
+static inline int text_room(text *t, size_t n)
 {
     if (t->failed)
         return -1;
@@ -450,7 +451,8 @@ static int text_room(text *t, size_t n)
     return 0;
 }
 
-static void text_add(text *t, const char *s, size_t n)
+/* inline: most parts are literals, whose copy then needs no call */
+static inline void text_add(text *t, const char *s, size_t n)
 {
     if (text_room(t, n) == 0) {
         memcpy(t->p + t->len, s, n);
@@ -550,21 +552,20 @@ static int publish_point(const metrics_state *st, const point *p,
 }
 
 /* dst = a b c d (NUL-terminated), cut to len; the per-point path avoids
- * printf (its format parsing cost more than the copy). */
+ * printf (its format parsing cost more than the copy). The parts are a
+ * few bytes each (names, separators), and a point joins about eight
+ * times: copied byte by byte, not by a strlen and a memcpy call each. */
 static void join4(char *dst, size_t len, const char *a, const char *b,
                   const char *c, const char *d)
 {
     const char *parts[] = {a, b, c, d};
     size_t off = 0;
-    for (size_t i = 0; i < 4 && len; i++) {
-        size_t n = strlen(parts[i]);
-        if (n > len - 1 - off)
-            n = len - 1 - off;
-        memcpy(dst + off, parts[i], n);
-        off += n;
-    }
-    if (len)
-        dst[off] = '\0';
+    if (!len)
+        return;
+    for (size_t i = 0; i < 4; i++)
+        for (const char *q = parts[i]; *q && off + 1 < len; q++)
+            dst[off++] = *q;
+    dst[off] = '\0';
 }
 
 /* "dashboard\x1fmetric[\x1flabels]": the series' key in the state. */
@@ -600,19 +601,58 @@ typedef struct put_at {
     char kbuf[SKEY_LEN + 64];
 } put_at;
 
+/* Appends s at dst[*off], keeping room for the NUL in cap; -1 when it
+ * does not fit (dst then holds no key). */
+static int cat(char *dst, size_t cap, size_t *off, const char *s)
+{
+    size_t o = *off;
+    for (; *s; s++) {
+        if (o + 1 >= cap)
+            return -1;
+        dst[o++] = *s;
+    }
+    *off = o;
+    return 0;
+}
+
+/* <prefix><a><series name><b> into dst (cap bytes) in one pass; -1 when
+ * it does not fit. */
+static int key_into(const metrics_state *st, const point *p, const char *a,
+                    const char *b, char *dst, size_t cap)
+{
+    size_t off = 0;
+    if (cat(dst, cap, &off, st->cache_prefix) || cat(dst, cap, &off, a) ||
+        cat(dst, cap, &off, p->dashboard ? p->dashboard : "_") ||
+        cat(dst, cap, &off, ":") || cat(dst, cap, &off, p->metric) ||
+        (p->canon[0] && (cat(dst, cap, &off, "{") ||
+                         cat(dst, cap, &off, p->canon) ||
+                         cat(dst, cap, &off, "}"))) ||
+        cat(dst, cap, &off, b))
+        return -1;
+    dst[off] = '\0';
+    return 0;
+}
+
+/* The key is written once, straight into kbuf (a point writes one or
+ * two): joining the series name first, then measuring and joining the
+ * key, was a tenth of a point's processing. */
 static int put_at_make(const metrics_state *st, const point *p, const char *a,
                        const char *b, put_at *at)
 {
-    char name[SKEY_LEN];
-    series_name(p, name, sizeof(name));
-    size_t klen = strlen(st->cache_prefix) + strlen(a) + strlen(name) +
-                  strlen(b) + 1;
-    at->key = klen <= sizeof(at->kbuf) ? at->kbuf : malloc(klen);
-    if (!at->key)
-        return SOPHIA_ENOMEM;
-    join4(at->key, klen, st->cache_prefix, a, name, b);
-    join4(at->tag, sizeof(at->tag), "dashboard:",
-          p->dashboard ? p->dashboard : "_", "", "");
+    at->key = at->kbuf;
+    if (key_into(st, p, a, b, at->kbuf, sizeof(at->kbuf))) {
+        char name[SKEY_LEN]; /* an unusually long prefix: on the heap */
+        series_name(p, name, sizeof(name));
+        size_t klen = strlen(st->cache_prefix) + strlen(a) + strlen(name) +
+                      strlen(b) + 1;
+        if (!(at->key = malloc(klen)))
+            return SOPHIA_ENOMEM;
+        join4(at->key, klen, st->cache_prefix, a, name, b);
+    }
+    size_t off = 0;
+    cat(at->tag, sizeof(at->tag), &off, "dashboard:"); /* a name fits */
+    cat(at->tag, sizeof(at->tag), &off, p->dashboard ? p->dashboard : "_");
+    at->tag[off] = '\0';
     at->tags[0] = "metrics";
     at->tags[1] = p->dashboard ? at->tag : NULL;
     at->tags[2] = NULL;
@@ -902,7 +942,9 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
 {
     metrics_state *st = state;
     const sophia_host *h = st->host;
-    point p = {0};
+    point p; /* cleared but for the labels' buffer: its first byte will do */
+    memset(&p, 0, offsetof(point, canon));
+    p.canon[0] = '\0';
     char why[200];
     if (parse_point(st, ev, &p, why, sizeof(why))) {
         h->log(st->self, SOPHIA_LOG_WARN, "bad metric point (stream %s): %s",

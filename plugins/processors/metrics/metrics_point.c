@@ -285,7 +285,7 @@ int mp_labels_canon(const sophia_host *h, const sophia_json *labels,
             free(ls[i].dump);
             ls[i--] = ls[--n];
         }
-    if (!rc)
+    if (!rc && n > 1) /* most points have one label or none */
         qsort(ls, n, sizeof(*ls), cmp_label);
     canon_w w = {.out = out, .len = len, .fp = 1469598103934665603ULL};
     for (size_t i = 0; !rc && i < n; i++) {

@@ -174,9 +174,12 @@ static int series_push(series *s, size_t max, int64_t t, double v)
 metrics_change *ms_change_new(const metrics_state *st, const char *key)
 {
     size_t klen = strlen(key) + 1, rl = st->nrules * sizeof(rule_state);
-    metrics_change *c = calloc(1, sizeof(*c) + 2 * rl + klen);
+    /* malloc and clear what needs it: calloc cost twice as much */
+    metrics_change *c = malloc(sizeof(*c) + 2 * rl + klen);
     if (!c)
         return NULL;
+    *c = (metrics_change){0};
+    memset(c + 1, 0, 2 * rl);
     c->rules = (rule_state *)(c + 1);
     c->old_rules = c->rules + st->nrules;
     c->key = (char *)(c->old_rules + st->nrules);
