@@ -21,7 +21,8 @@
  * CPU has them (Debian's libfaiss.a is built for baseline x86-64, so its
  * own are a scalar loop), swapped in under IDMap2/HNSW indexes; a copy of
  * stored vectors by position (background rebuilds); HNSW breadths; the
- * OpenMP team size per calling thread, and a bulk add on a team of its own.
+ * OpenMP team size per calling thread, and a bulk add on a team of its own;
+ * one add into an HNSW graph in time of its own (sophia_faiss_add_one).
  *
  * Must be compiled with -DNDEBUG, as libfaiss.a was: faiss headers carry
  * inline and template code with assert() (utils/Heap.h, impl/ResultHandler.h)
@@ -261,7 +262,7 @@ struct NegatedDis : faiss::DistanceComputer {
 /* What one add into an HNSW graph needs besides the graph, kept between
  * adds: a lock and a visited flag per vertex. faiss's own add makes both
  * anew for all ntotal vertices on every call, O(ntotal) for one vector:
- * at 1M memories, ~40% of a store's CPU. Grown by doubling. */
+ * at 1M memories, ~45% of a store's CPU. Grown by doubling. */
 struct sophia_faiss_adder {
     std::vector<omp_lock_t> locks;
     std::unique_ptr<faiss::VisitedTable> vt;
