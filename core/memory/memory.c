@@ -876,20 +876,6 @@ static void on_catchup(void *arg, PGresult *res, const char *err)
         boot_fail(b, "out of memory");
 }
 
-/* "{id,id,...}": a bigint[] parameter. */
-static char *id_array(const int64_t *ids, size_t n)
-{
-    size_t cap = n * 21 + 3, o = 0;
-    char *s = malloc(cap);
-    if (!s)
-        return NULL;
-    s[o++] = '{';
-    for (size_t i = 0; i < n; i++)
-        o += (size_t)snprintf(s + o, cap - o, i ? ",%lld" : "%lld", (long long)ids[i]);
-    snprintf(s + o, cap - o, "}");
-    return s;
-}
-
 static void check_work(void *arg)
 {
     boot_job *b = arg;
@@ -916,7 +902,7 @@ static void check_done(void *arg, int cancelled)
     char bytes[16], age[24];
     snprintf(bytes, sizeof(bytes), "%d", m->dim * (int)sizeof(float));
     snprintf(age, sizeof(age), "%ld", b->age_s + 60);
-    char *ids = id_array(b->chk.missing, b->chk.nmissing);
+    char *ids = mem_id_array(b->chk.missing, b->chk.nmissing);
     const char *vals[3] = {ids, bytes, age};
     if (!ids || sophia_pg_query_fmt(m->pg, m->sql.catchup, 3, vals, NULL, NULL,
                                     1, on_catchup, b) != 0)
