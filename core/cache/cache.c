@@ -37,6 +37,7 @@
 #include "cache/cache_priv.h"
 #include "lib/log.h"
 #include "lib/strv.h"
+#include "event/clock.h"
 #include "event/loop.h"
 #include "event/pg_pool.h"
 
@@ -44,28 +45,28 @@
 
 static uint64_t next_version(sophia_cache *c)
 {
-    uint64_t now = (uint64_t)sophia_now_wall_us();
+    uint64_t now = (uint64_t)sophia_clock_wall_us(&c->clock);
     c->last_version = now > c->last_version ? now : c->last_version + 1;
     return c->last_version;
 }
 
-static int64_t wall_ms(void)
+static int64_t wall_ms(sophia_cache *c)
 {
-    return sophia_now_wall_us() / 1000;
+    return sophia_clock_wall_us(&c->clock) / 1000;
 }
 
 /* L1's absolute expiry for a wall-clock one, capped at cache.l1.ttl
  * (saturating: see sophia_l1_expiry). */
-static int64_t l1_expiry(const sophia_cache *c, int64_t expires_ms,
+static int64_t l1_expiry(sophia_cache *c, int64_t expires_ms,
                          int64_t now_mono)
 {
-    return sophia_l1_expiry(expires_ms, wall_ms(), now_mono, c->l1_cap_us);
+    return sophia_l1_expiry(expires_ms, wall_ms(c), now_mono, c->l1_cap_us);
 }
 
 /* L2's wall-clock expiry for an entry's, capped at cache.l2.ttl. */
-static int64_t l2_expiry(const sophia_cache *c, int64_t expires_ms)
+static int64_t l2_expiry(sophia_cache *c, int64_t expires_ms)
 {
-    return sophia_tier_expiry(expires_ms, c->l2_max_ttl_ms, wall_ms());
+    return sophia_tier_expiry(expires_ms, c->l2_max_ttl_ms, wall_ms(c));
 }
 
 /* Length of the UTF-8 sequence at s (1..4), 0 when it is not one:
@@ -264,7 +265,7 @@ static void promote_l1(flight *f, const char *val, size_t len,
     sophia_cache *c = f->c;
     if (f->stale || c->closing)
         return;
-    int64_t now = sophia_now_mono_us();
+    int64_t now = sophia_clock_mono_us(&c->clock);
     sophia_l1_put(c->l1, f->key, val, len, l1_expiry(c, expires_ms, now),
                   tags, now);
 }
@@ -546,7 +547,9 @@ static void put_part_done(void *arg, int rc)
     if (--op->left)
         return;
     sophia_cache *c = op->c;
-    sophia_hist_record(&c->put_lat, since_us(op->t0));
+    /* turn-granular, as its start (put_plan) */
+    sophia_hist_record(&c->put_lat,
+                       (double)(sophia_clock_mono_us(&c->clock) - op->t0));
     if (op->rc)
         c->put_errors++;
     if (op->done)
@@ -592,7 +595,7 @@ static put_op *put_op_new(sophia_cache *c, const char *key, const char *val,
     char *block = (char *)(op + 1);
     *op = (put_op){.c = c,
                    .left = 1, /* held by sophia_cache_put_plan until it returns */
-                   .t0 = sophia_now_mono_us(),
+                   .t0 = sophia_clock_mono_us(&c->clock),
                    .done = done,
                    .arg = arg,
                    .tags = (const char *const *)sophia_strv_pack(block, tags),
@@ -633,7 +636,7 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
         return SOPHIA_EUNAVAIL;
     if (ttl_s <= 0)
         ttl_s = c->default_ttl;
-    int64_t exp = wall_ms() + (int64_t)(ttl_s * 1000.0);
+    int64_t exp = wall_ms(c) + (int64_t)(ttl_s * 1000.0);
     /* Tiers the plan both writes and invalidates are written. */
     inv &= ~(sync | deferred);
     if (!c->wb || !(deferred & ~SOPHIA_TIER_L1))
@@ -652,7 +655,8 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
         op = put_op_new(c, key, val ? val : "", len, exp, tags, version, done,
                         arg);
     else
-        now_op = (put_op){.c = c, .left = 1, .t0 = sophia_now_mono_us(),
+        now_op = (put_op){.c = c, .left = 1,
+                          .t0 = sophia_clock_mono_us(&c->clock),
                           .done = done, .arg = arg, .key = key,
                           .val = val ? val : "", .len = len,
                           .expires_ms = exp, .tags = tags, .version = version};
@@ -699,7 +703,7 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
     flights_stale(c, key);
     invalidate_tiers(c, key, inv, version);
     if (!(inv & SOPHIA_TIER_L1)) { /* L1 always takes the write */
-        int64_t now = sophia_now_mono_us();
+        int64_t now = sophia_clock_mono_us(&c->clock);
         if (sophia_l1_put(c->l1, key, op->val, len, l1_expiry(c, exp, now),
                           tags, now) == 0)
             c->t1.writes++;
@@ -890,6 +894,7 @@ sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
     if (!c)
         return NULL;
     c->base = base;
+    sophia_clock_init(&c->clock, base);
     c->l1_ttl = conf->l1.ttl > 0 ? conf->l1.ttl : 300;
     c->l1_cap_us = (int64_t)(fmin(c->l1_ttl, SOPHIA_CACHE_MAX_TTL) * 1e6);
     c->default_ttl = fmax(c->l1_ttl, fmax(conf->l2.ttl, conf->l3.ttl));
