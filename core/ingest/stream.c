@@ -315,9 +315,11 @@ static const char *dedup_id(const sophia_stream *st, const stream_item *it,
 
 static void stream_kick(sophia_stream *st)
 {
-    /* A zero timer, not event_active: see on_drain. */
+    /* A zero timer, not event_active: see on_drain. Already pending
+     * (each event that settles inside a drain kicks): nothing to move,
+     * and event_add would redo the timer heap for every event. */
     struct timeval now = {0, 0};
-    if (st->drain_ev)
+    if (st->drain_ev && !evtimer_pending(st->drain_ev, NULL))
         event_add(st->drain_ev, &now);
 }
 
