@@ -43,30 +43,38 @@
 
 /* ------------------------------------------------------------- helpers */
 
-static uint64_t next_version(sophia_cache *c)
+/* This turn's clocks (sophia_clock), read once by whatever needs both. */
+typedef struct now_pair {
+    int64_t wall_us, mono_us;
+} now_pair;
+
+static now_pair now_of(sophia_cache *c)
 {
-    uint64_t now = (uint64_t)sophia_clock_wall_us(&c->clock);
+    sophia_clock_refresh(&c->clock);
+    return (now_pair){c->clock.wall_us, c->clock.mono_us};
+}
+
+static uint64_t next_version(sophia_cache *c, int64_t wall_us)
+{
+    uint64_t now = (uint64_t)wall_us;
     c->last_version = now > c->last_version ? now : c->last_version + 1;
     return c->last_version;
 }
 
-static int64_t wall_ms(sophia_cache *c)
-{
-    return sophia_clock_wall_us(&c->clock) / 1000;
-}
-
 /* L1's absolute expiry for a wall-clock one, capped at cache.l1.ttl
  * (saturating: see sophia_l1_expiry). */
-static int64_t l1_expiry(sophia_cache *c, int64_t expires_ms,
-                         int64_t now_mono)
+static int64_t l1_expiry(const sophia_cache *c, int64_t expires_ms,
+                         now_pair now)
 {
-    return sophia_l1_expiry(expires_ms, wall_ms(c), now_mono, c->l1_cap_us);
+    return sophia_l1_expiry(expires_ms, now.wall_us / 1000, now.mono_us,
+                            c->l1_cap_us);
 }
 
 /* L2's wall-clock expiry for an entry's, capped at cache.l2.ttl. */
 static int64_t l2_expiry(sophia_cache *c, int64_t expires_ms)
 {
-    return sophia_tier_expiry(expires_ms, c->l2_max_ttl_ms, wall_ms(c));
+    return sophia_tier_expiry(expires_ms, c->l2_max_ttl_ms,
+                              sophia_clock_wall_us(&c->clock) / 1000);
 }
 
 /* Length of the UTF-8 sequence at s (1..4), 0 when it is not one:
@@ -265,9 +273,9 @@ static void promote_l1(flight *f, const char *val, size_t len,
     sophia_cache *c = f->c;
     if (f->stale || c->closing)
         return;
-    int64_t now = sophia_clock_mono_us(&c->clock);
+    now_pair now = now_of(c);
     sophia_l1_put(c->l1, f->key, val, len, l1_expiry(c, expires_ms, now),
-                  tags, now);
+                  tags, now.mono_us);
 }
 
 static void flight_l3(flight *f);
@@ -595,7 +603,6 @@ static put_op *put_op_new(sophia_cache *c, const char *key, const char *val,
     char *block = (char *)(op + 1);
     *op = (put_op){.c = c,
                    .left = 1, /* held by sophia_cache_put_plan until it returns */
-                   .t0 = sophia_clock_mono_us(&c->clock),
                    .done = done,
                    .arg = arg,
                    .tags = (const char *const *)sophia_strv_pack(block, tags),
@@ -636,7 +643,8 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
         return SOPHIA_EUNAVAIL;
     if (ttl_s <= 0)
         ttl_s = c->default_ttl;
-    int64_t exp = wall_ms(c) + (int64_t)(ttl_s * 1000.0);
+    now_pair now = now_of(c);
+    int64_t exp = now.wall_us / 1000 + (int64_t)(ttl_s * 1000.0);
     /* Tiers the plan both writes and invalidates are written. */
     inv &= ~(sync | deferred);
     if (!c->wb || !(deferred & ~SOPHIA_TIER_L1))
@@ -644,7 +652,7 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
     deferred &= c->wb ? ~SOPHIA_TIER_L1 : 0;
     /* An invalidation with the same version as the write would lose to it
      * in L3; invalidate_tiers uses version - 1 for that reason. */
-    uint64_t version = next_version(c);
+    uint64_t version = next_version(c, now.wall_us);
     /* A put that writes no tier but L1 (the tiers off, or a plan that
      * names L1 only) ends before this returns: its op is on the stack and
      * borrows the caller's key, value and tags, which outlive the call. */
@@ -655,13 +663,13 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
         op = put_op_new(c, key, val ? val : "", len, exp, tags, version, done,
                         arg);
     else
-        now_op = (put_op){.c = c, .left = 1,
-                          .t0 = sophia_clock_mono_us(&c->clock),
-                          .done = done, .arg = arg, .key = key,
+        now_op = (put_op){.c = c, .left = 1, .done = done, .arg = arg,
+                          .key = key,
                           .val = val ? val : "", .len = len,
                           .expires_ms = exp, .tags = tags, .version = version};
     if (!op)
         return SOPHIA_ENOMEM;
+    op->t0 = now.mono_us;
     int rc = 0;
     if (deferred) {
         op->left++;
@@ -703,9 +711,8 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
     flights_stale(c, key);
     invalidate_tiers(c, key, inv, version);
     if (!(inv & SOPHIA_TIER_L1)) { /* L1 always takes the write */
-        int64_t now = sophia_clock_mono_us(&c->clock);
         if (sophia_l1_put(c->l1, key, op->val, len, l1_expiry(c, exp, now),
-                          tags, now) == 0)
+                          tags, now.mono_us) == 0)
             c->t1.writes++;
         broadcast(c, key, 0); /* other nodes' L1 copies are now stale */
     }
@@ -775,7 +782,7 @@ static int run_inval(sophia_cache *c, const char *s, int is_tag,
     op->left = 1;
     op->done = done;
     op->arg = arg;
-    uint64_t version = next_version(c);
+    uint64_t version = next_version(c, sophia_clock_wall_us(&c->clock));
     if (c->l3) {
         op->left++;
         int rc = is_tag ? sophia_l3_del_tag(c->l3, s, version, inval_part, op)

@@ -14,9 +14,7 @@ void sophia_clock_init(sophia_clock *c, struct event_base *base)
     c->base = base;
 }
 
-/* Reads both clocks unless libevent's time of this turn is the one seen
- * at the last read. */
-static void refresh(sophia_clock *c)
+void sophia_clock_refresh(sophia_clock *c)
 {
     struct timeval tv = {0, 0};
     if (c->base && event_base_gettimeofday_cached(c->base, &tv) == 0 &&
@@ -26,16 +24,4 @@ static void refresh(sophia_clock *c)
     c->seen = tv;
     c->wall_us = sophia_now_wall_us();
     c->mono_us = sophia_now_mono_us();
-}
-
-int64_t sophia_clock_wall_us(sophia_clock *c)
-{
-    refresh(c);
-    return c->wall_us;
-}
-
-int64_t sophia_clock_mono_us(sophia_clock *c)
-{
-    refresh(c);
-    return c->mono_us;
 }
