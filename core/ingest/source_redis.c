@@ -19,7 +19,7 @@
 #include <sophia/sdk.h>
 
 #include "lib/backoff.h"
-#include "lib/dict.h"
+#include "lib/stream_ids.h"
 #include "ingest/durable.h"
 #include "lib/log.h"
 #include "event/loop.h"
@@ -74,7 +74,7 @@ struct sophia_source_redis {
     size_t keep_count;   /* retention.count, 0 = none */
     uint64_t keep_age_ms; /* retention.age, 0 = none */
     xid keep_min;        /* the retention's cut of this pass */
-    sophia_dict *inflight; /* ids in the local queue */
+    sophia_stream_ids *inflight; /* ids in the local queue */
     struct event *poll_ev, *claim_ev;
     uint64_t read_entries, acked, dead, claimed;
 };
@@ -250,7 +250,7 @@ static void on_acked(void *arg, redisReply *rep)
     if (b->on_ctl)
         b->r->ctl_pending--;
     for (size_t i = 0; i < b->n; i++) {
-        sophia_dict_del(b->r->inflight, b->ids[i]);
+        sophia_stream_ids_del(b->r->inflight, b->ids[i]);
         free(b->ids[i]);
     }
     free(b->ids);
@@ -295,7 +295,7 @@ static void send_acks_on(sophia_source_redis *r, sophia_redis *via)
     } else { /* Redis down: the entries stay pending, claimed later */
         free(b);
         for (size_t i = 0; i < n; i++) {
-            sophia_dict_del(r->inflight, r->acks[i]);
+            sophia_stream_ids_del(r->inflight, r->acks[i]);
             free(r->acks[i]);
         }
     }
@@ -347,7 +347,7 @@ static void take_entries(sophia_source_redis *r, const redisReply *arr,
         const char *id = e->element[0]->str;
         const redisReply *fields = e->element[1];
         if (fields->type != REDIS_REPLY_ARRAY ||
-            (!fresh && sophia_dict_get(r->inflight, id)))
+            (!fresh && sophia_stream_ids_has(r->inflight, id)))
             continue;
         char why[256] = "";
         json_t *body = entry_body(r, fields, why, sizeof(why));
@@ -355,9 +355,12 @@ static void take_entries(sophia_source_redis *r, const redisReply *arr,
             dead_letter(r, id, fields, why);
             continue;
         }
+        /* Out of memory for the id: a claim may hand the entry back, so
+         * it runs twice, never lost. Not accepted: it stays pending, and
+         * is claimed later. */
         if (sophia_stream_accept_one(r->st, body, "redis", id, on_ack, r) == 0)
-            sophia_dict_set(r->inflight, id, r);
-        json_decref(body); /* else: stays pending, claimed later */
+            sophia_stream_ids_add(r->inflight, id);
+        json_decref(body);
         r->read_entries++;
     }
 }
@@ -553,7 +556,7 @@ static void on_pending(void *arg, redisReply *rep)
         const redisReply *p = rep->element[i];
         if (p->type != REDIS_REPLY_ARRAY || p->elements < 4 || !p->element[0]->str)
             continue;
-        if (sophia_dict_get(r->inflight, p->element[0]->str))
+        if (sophia_stream_ids_has(r->inflight, p->element[0]->str))
             continue;
         if ((size_t)p->element[3]->integer >= r->dead_after)
             argv[n++] = p->element[0]->str;
@@ -827,7 +830,7 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
     r->dead_key = dl ? malloc(dl) : NULL;
     if (r->dead_key)
         snprintf(r->dead_key, dl, "%s:dead", r->key);
-    r->inflight = sophia_dict_new();
+    r->inflight = sophia_stream_ids_new();
     r->rd = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
     r->ctl = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
     r->poll_ev = event_new(base, -1, EV_PERSIST, on_poll, r);
@@ -933,7 +936,7 @@ void sophia_source_redis_free(sophia_source_redis *r)
     r->freeing = 1; /* callbacks fired by the frees below see NULL */
     sophia_redis_free(r->rd);
     sophia_redis_free(r->ctl);
-    sophia_dict_free(r->inflight, NULL);
+    sophia_stream_ids_free(r->inflight);
     for (size_t i = 0; i < r->nacks; i++) /* ctl was never made */
         free(r->acks[i]);
     free(r->acks);
