@@ -907,7 +907,11 @@ static void flush_acks(sophia_source_redis *r)
     int64_t deadline = sophia_now_mono_us() + FLUSH_WAIT_MS * 1000;
     while (r->ctl_pending && sophia_redis_up(r->ctl) &&
            sophia_now_mono_us() < deadline) {
-        event_base_loop(r->base, EVLOOP_NONBLOCK);
+        /* ONCE too: NONBLOCK alone returns only after a pass with
+         * nothing active, and a zero timer each pass re-arms (a stream
+         * still draining) kept it from returning, so the deadline was
+         * never looked at: shutdowns that hung for minutes. */
+        event_base_loop(r->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
         if (r->ctl_pending)
             usleep(1000);
     }
