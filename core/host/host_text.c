@@ -1,7 +1,8 @@
 /*
- * host_text - see host_text.h. A recursive descent over the bytes, depth
- * bounded before it recurses; the string loop copies nothing and looks
- * at ASCII bytes once.
+ * host_text - see host_text.h. A quick pass for the compact texts
+ * writers produce (the end of the file), and for the rest a recursive
+ * descent over the bytes, depth bounded before it recurses; the string
+ * loops copy nothing and look at ASCII bytes once.
  */
 #include "host/host_text.h"
 
@@ -276,6 +277,157 @@ static int value(scan *c, int depth, host_text_member *m)
     }
 }
 
+/* ---- the quick pass -------------------------------------------------
+ *
+ * What a plugin's writer produces: no whitespace, no escapes, numbers and
+ * short strings. One loop over such a text, its position and open
+ * containers in registers (a bit each: object or array), where the walk
+ * above pays a call per token and keeps its position in memory. It
+ * accepts a text only when it is well-formed, and gives up ("unsure",
+ * 0) at anything else - whitespace, an escape, a byte out of place -
+ * for the walk above to decide: it has to be right when it accepts, not
+ * to accept everything that is right. */
+
+/* The UTF-8 sequence at s[i]: the index after it, or 0. Out of line:
+ * the quick pass's strings are mostly ASCII, and calling it inline made
+ * every string pay for its registers. */
+__attribute__((noinline)) static size_t quick_utf8(const unsigned char *s,
+                                                   size_t i, size_t n)
+{
+    scan c = {s, n, i, 0};
+    return utf8_seq(&c) ? 0 : c.i;
+}
+
+/* A string's closing quote from s[i] (after its opening one), UTF-8
+ * checked; the index after it, or 0 (unsure) at an escape, a control
+ * byte or the end. */
+static inline size_t quick_string(const unsigned char *s, size_t i, size_t n)
+{
+    for (;;) {
+        i = sophia_json_plain_run(s, i, n);
+        if (i < n && s[i] == '"')
+            return i + 1;
+        if (i >= n || s[i] < 0x80 || !(i = quick_utf8(s, i, n)))
+            return 0;
+    }
+}
+
+/* A number at s[i]; the index after it, or 0 (unsure). */
+static size_t quick_number(const unsigned char *s, size_t i, size_t n)
+{
+    if (s[i] == '-' && ++i >= n)
+        return 0;
+    if (s[i] == '0')
+        i++;
+    else if ((unsigned)(s[i] - '1') <= 8)
+        while (++i < n && (unsigned)(s[i] - '0') <= 9)
+            ;
+    else
+        return 0;
+    if (i < n && s[i] == '.') {
+        if (++i >= n || (unsigned)(s[i] - '0') > 9)
+            return 0;
+        while (++i < n && (unsigned)(s[i] - '0') <= 9)
+            ;
+    }
+    if (i < n && (s[i] | 0x20) == 'e') {
+        if (++i < n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        if (i >= n || (unsigned)(s[i] - '0') > 9)
+            return 0;
+        while (++i < n && (unsigned)(s[i] - '0') <= 9)
+            ;
+    }
+    return i;
+}
+
+/* 1 when s[0..n) is one well-formed value in the quick pass's subset (m
+ * filled in as host_text_check says, m->escaped 0); 0 when unsure. */
+static int quick(const unsigned char *s, size_t n, host_text_member *m,
+                 size_t klen)
+{
+    uint64_t objs = 0; /* bit k: the k-th open container is an object */
+    unsigned depth = 0;
+    size_t i = 0, k0;
+    if (!n)
+        return 0;
+value:
+    switch (s[i]) {
+    case '{':
+    case '[':
+        if (depth >= 63) /* deeper: the walk knows the limit */
+            return 0;
+        objs = objs << 1 | (s[i] == '{');
+        depth++;
+        if (++i >= n)
+            return 0;
+        if (s[i] == (objs & 1 ? '}' : ']')) {
+            i++;
+            depth--;
+            objs >>= 1;
+            goto after;
+        }
+        if (objs & 1)
+            goto key;
+        goto value;
+    case '"':
+        i = quick_string(s, i + 1, n);
+        break;
+    case 't':
+        i = n - i >= 4 && !memcmp(s + i, "true", 4) ? i + 4 : 0;
+        break;
+    case 'f':
+        i = n - i >= 5 && !memcmp(s + i, "false", 5) ? i + 5 : 0;
+        break;
+    case 'n':
+        i = n - i >= 4 && !memcmp(s + i, "null", 4) ? i + 4 : 0;
+        break;
+    default:
+        i = quick_number(s, i, n);
+        break;
+    }
+    if (!i)
+        return 0;
+after:
+    if (!depth)
+        return i == n;
+    if (i >= n)
+        return 0;
+    if (s[i] == ',') {
+        if (++i >= n)
+            return 0;
+        if (objs & 1)
+            goto key;
+        goto value;
+    }
+    if (s[i] != (objs & 1 ? '}' : ']'))
+        return 0;
+    i++;
+    depth--;
+    objs >>= 1;
+    goto after;
+key:
+    if (s[i] != '"')
+        return 0;
+    k0 = i + 1;
+    if (!(i = quick_string(s, k0, n)) || i >= n || s[i] != ':' || ++i >= n)
+        return 0;
+    if (depth == 1 && m && i - 1 - k0 - 1 == klen &&
+        !memcmp(s + k0, m->key, klen)) { /* the member looked for */
+        if (s[i] != '"') {
+            m->at = NULL; /* the last one wins, as in jansson */
+            goto value;
+        }
+        size_t v0 = i + 1;
+        if (!(i = quick_string(s, v0, n)))
+            return 0;
+        m->at = (const char *)s + v0;
+        m->len = i - 1 - v0;
+        goto after;
+    }
+    goto value;
+}
+
 int host_text_check(const char *s, size_t len, host_text_member *m)
 {
     if (m) {
@@ -286,6 +438,12 @@ int host_text_check(const char *s, size_t len, host_text_member *m)
     if (!s)
         return -1;
     scan c = {(const unsigned char *)s, len, 0, m && m->key ? strlen(m->key) : 0};
+    if (quick(c.s, len, m && m->key ? m : NULL, c.klen))
+        return 0;
+    if (m) {
+        m->at = NULL;
+        m->len = 0;
+    }
     if (value(&c, 0, m))
         return -1;
     skip_ws(&c);

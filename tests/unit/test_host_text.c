@@ -231,6 +231,15 @@ static void test_member(void **unused)
     s = "[\"metric\"]";
     assert_int_equal(host_text_check(s, strlen(s), &m), 0);
     assert_null(m.at);
+    /* compact (the quick pass), with UTF-8 and nesting */
+    s = "{\"l\":{\"metric\":\"x\"},\"metric\":\"caf\xc3\xa9\",\"v\":-0.5e3}";
+    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_int_equal(m.len, 5);
+    assert_memory_equal(m.at, "caf\xc3\xa9", 5);
+    assert_int_equal(m.escaped, 0);
+    s = "{\"metric\":\"a\",\"metric\":[]}";
+    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_null(m.at);
 }
 
 /* The actions of one context as text, for comparing two of them. */
