@@ -78,6 +78,8 @@ typedef struct metrics_state {
     int64_t keep_us;       /* the longest window + the lateness: older
                               samples can be in no window again */
     pu_table series;       /* "dashboard\x1fmetric[\x1flabels]" -> series */
+    series *last;          /* the series last found in it, or NULL ... */
+    const char *last_key;  /* ... under this key (the table's copy) */
     pu_table per_metric;   /* "dashboard\x1fmetric" -> metric_count */
     pu_seen seen;          /* "series\x1fidentity" of committed points */
     double *scratch;       /* sort buffer, max_samples long */

@@ -57,15 +57,28 @@ int ms_tables_init(metrics_state *st, size_t max_series)
 
 void ms_tables_free(metrics_state *st)
 {
+    st->last = NULL;
     if (st->series.b)
         pu_table_free(&st->series); /* first: series release their counts */
     if (st->per_metric.b)
         pu_table_free(&st->per_metric);
 }
 
+/* The series a point names is mostly the one the point before named
+ * (a POST's points to one metric), and each point looks it up twice
+ * (process, then its change's apply): the last one found is kept with
+ * its key, compared before the keyed hash. Every removal from the table
+ * (undo, a put's eviction, the end) forgets it first, so it never
+ * outlives its series. */
 series *ms_series_get(metrics_state *st, const char *key)
 {
-    return pu_table_get(&st->series, key);
+    if (st->last && !strcmp(st->last_key, key))
+        return st->last;
+    pu_entry *e = *pu_slot(&st->series, key);
+    if (!e)
+        return NULL;
+    st->last_key = e->key;
+    return st->last = e->val;
 }
 
 /* "dashboard\x1fmetric" of "dashboard\x1fmetric[\x1flabels]" into out. */
@@ -105,7 +118,7 @@ static metric_count *count_for(metrics_state *st, const char *key)
 
 series *ms_series_make(metrics_state *st, const char *key, int *created)
 {
-    series *s = pu_table_get(&st->series, key);
+    series *s = ms_series_get(st, key);
     *created = !s;
     if (s)
         return s;
@@ -121,6 +134,7 @@ series *ms_series_make(metrics_state *st, const char *key, int *created)
     s->wm_us = MS_NO_WM;
     s->mc = mc;
     mc->n++; /* before the put: its eviction may release this metric */
+    st->last = NULL; /* the put may evict it */
     return pu_table_put(&st->series, key, s) ? NULL : s;
 }
 
@@ -263,6 +277,7 @@ void ms_undo(void *state, void *change)
     if (!s)
         return;
     if (c->created) {
+        st->last = NULL;
         pu_table_del(&st->series, c->key);
         return;
     }
