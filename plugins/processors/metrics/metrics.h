@@ -83,6 +83,7 @@ typedef struct metrics_state {
     pu_table per_metric;   /* "dashboard\x1fmetric" -> metric_count */
     pu_seen seen;          /* "series\x1fidentity" of committed points */
     double *scratch;       /* sort buffer, max_samples long */
+    struct metrics_memo *memo; /* the last series' texts (metrics.c) */
     int64_t ts_sec;        /* the second ts_text spells, or -1 */
     char ts_text[32];      /* arrival time as ISO-8601, once a second */
 } metrics_state;
