@@ -522,37 +522,6 @@ static int timestamp_text(metrics_state *st, const point *p, text *t)
     return t->failed || (!p->timestamp && !at) ? SOPHIA_ENOMEM : 0;
 }
 
-/* {"metric":..,"value":..,"timestamp":..[,"labels":..]}: the members, in
- * that order, of the value this published before 1.4, so subscribers get
- * the same bytes. `head` is its start up to the value (the series'
- * memo), `val` and `ts` the value's and timestamp's text. */
-static int publish_point(const metrics_state *st, const point *p,
-                         const text *head, const text *val, const text *ts,
-                         sophia_ctx *ctx)
-{
-    const sophia_host *h = st->host;
-    text t;
-    text_init(&t);
-    text_add(&t, head->p, head->len);
-    text_add(&t, val->p, val->len);
-    text_add(&t, ",\"timestamp\":", 13);
-    text_add(&t, ts->p, ts->len);
-    if (p->canon[0]) {
-        sophia_json *labels = labels_of(h, p);
-        if (!labels)
-            t.failed = 1;
-        text_add(&t, ",\"labels\":", 10);
-        text_value(&t, h, labels);
-        h->json_free(labels);
-    }
-    text_add(&t, "}", 1);
-    int rc = t.failed ? SOPHIA_ENOMEM
-                      : h->publish_text(ctx, SOPHIA_UPDATE_METRIC, NULL,
-                                        p->dashboard, t.p, t.len);
-    text_free(&t);
-    return rc;
-}
-
 /* dst = a b c d (NUL-terminated), cut to len; the per-point path avoids
  * printf (its format parsing cost more than the copy). The parts are a
  * few bytes each (names, separators), and a point joins about eight
@@ -729,21 +698,44 @@ static const struct metrics_memo *memo_of(metrics_state *st, const point *p,
     return m;
 }
 
-/* The series' latest value, {"value":..,"timestamp":..}, as text. */
-static int cache_point(const metrics_state *st, const struct metrics_memo *m,
-                       const text *val, const text *ts, sophia_ctx *ctx)
+/* The point's update, {"metric":..,"value":..,"timestamp":..[,"labels":
+ * ..]} - the members, in that order, of the value this published before
+ * 1.4, so subscribers get the same bytes - and, for an in-order point,
+ * its series' latest value for the cache, {"value":..,"timestamp":..}:
+ * the update's middle. So both are one text, written once: the update is
+ * published (the host copies it), then the comma before its "value" and
+ * the byte after its timestamp become the braces of the latest value. */
+static int publish_and_cache(metrics_state *st, const point *p,
+                             const struct metrics_memo *m, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
     text t;
     text_init(&t);
-    text_add(&t, "{\"value\":", 9);
-    text_add(&t, val->p, val->len);
+    text_add(&t, m->head.p, m->head.len);
+    size_t from = t.len - 9; /* the comma of ,"value": */
+    text_value(&t, h, p->value);
     text_add(&t, ",\"timestamp\":", 13);
-    text_add(&t, ts->p, ts->len);
+    int rc = timestamp_text(st, p, &t);
+    size_t to = t.len; /* after the timestamp */
+    if (!rc && p->canon[0]) {
+        sophia_json *labels = labels_of(h, p);
+        if (!labels)
+            t.failed = 1;
+        text_add(&t, ",\"labels\":", 10);
+        text_value(&t, h, labels);
+        h->json_free(labels);
+    }
     text_add(&t, "}", 1);
-    int rc = t.failed ? SOPHIA_ENOMEM
-                      : h->cache_put_text(ctx, m->at.key, t.p, t.len, st->ttl,
-                                          m->at.tags);
+    if (!rc)
+        rc = t.failed ? SOPHIA_ENOMEM
+                      : h->publish_text(ctx, SOPHIA_UPDATE_METRIC, NULL,
+                                        p->dashboard, t.p, t.len);
+    if (!rc && p->in_order) {
+        t.p[from] = '{';
+        t.p[to] = '}';
+        rc = h->cache_put_text(ctx, m->at.key, t.p + from, to + 1 - from,
+                               st->ttl, m->at.tags);
+    }
     text_free(&t);
     return rc;
 }
@@ -970,17 +962,7 @@ static int handle(metrics_state *st, point *p, const series *s,
                   const char *skey, sophia_ctx *ctx)
 {
     const struct metrics_memo *m = memo_of(st, p, skey);
-    text val, ts; /* written once, for the update and the latest value */
-    text_init(&val);
-    text_init(&ts);
-    text_value(&val, st->host, p->value);
-    int rc = !m || val.failed ? SOPHIA_ENOMEM : timestamp_text(st, p, &ts);
-    if (!rc)
-        rc = publish_point(st, p, &m->head, &val, &ts, ctx);
-    if (!rc && p->in_order)
-        rc = cache_point(st, m, &val, &ts, ctx);
-    text_free(&val);
-    text_free(&ts);
+    int rc = m ? publish_and_cache(st, p, m, ctx) : SOPHIA_ENOMEM;
     return rc ? rc : track(st, p, s, skey, ctx);
 }
 
