@@ -277,16 +277,19 @@ static int value(scan *c, int depth, host_text_member *m)
     }
 }
 
-/* ---- the quick pass -------------------------------------------------
+/* ---- the quick pass (host_text_check_padded) -----------------------
  *
  * What a plugin's writer produces: no whitespace, no escapes, numbers and
  * short strings. One loop over such a text, its position and open
  * containers in registers (a bit each: object or array), where the walk
- * above pays a call per token and keeps its position in memory. It
- * accepts a text only when it is well-formed, and gives up ("unsure",
- * 0) at anything else - whitespace, an escape, a byte out of place -
- * for the walk above to decide: it has to be right when it accepts, not
- * to accept everything that is right. */
+ * above pays a call per token and keeps its position in memory; and no
+ * bound to test: the text is the host's copy, a NUL after it (which no
+ * token takes, so every scan stops there) and HOST_TEXT_PAD - 1 readable
+ * bytes after that (a string is read eight bytes a step to its end). It
+ * accepts a text only when it is well-formed, and gives up ("unsure", 0)
+ * at anything else - whitespace, an escape, a byte out of place - for the
+ * walk to decide: it has to be right when it accepts, not to accept
+ * everything that is right. */
 
 /* The UTF-8 sequence at s[i]: the index after it, or 0. Out of line:
  * the quick pass's strings are mostly ASCII, and calling it inline made
@@ -298,44 +301,72 @@ __attribute__((noinline)) static size_t quick_utf8(const unsigned char *s,
     return utf8_seq(&c) ? 0 : c.i;
 }
 
+/* sophia_json_plain_run without its bound: the NUL after the text stops
+ * it (a control byte), and the words it reads past that NUL are in the
+ * padding. */
+static inline size_t quick_run(const unsigned char *s, size_t i)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ULL, high = ones << 7;
+    for (;; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, sizeof(w));
+        uint64_t hit = ((w - ones * 0x20) | ((w ^ (ones * '"')) - ones) |
+                        ((w ^ (ones * '\\')) - ones) | w) &
+                       high;
+        if (hit)
+            return i + ((size_t)__builtin_ctzll(hit) >> 3);
+    }
+#else
+    while (s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+        i++;
+    return i;
+#endif
+}
+
 /* A string's closing quote from s[i] (after its opening one), UTF-8
  * checked; the index after it, or 0 (unsure) at an escape, a control
  * byte or the end. */
 static inline size_t quick_string(const unsigned char *s, size_t i, size_t n)
 {
     for (;;) {
-        i = sophia_json_plain_run(s, i, n);
-        if (i < n && s[i] == '"')
+        i = quick_run(s, i);
+        if (s[i] == '"')
             return i + 1;
-        if (i >= n || s[i] < 0x80 || !(i = quick_utf8(s, i, n)))
+        if (s[i] < 0x80 || !(i = quick_utf8(s, i, n)))
             return 0;
     }
 }
 
-/* A number at s[i]; the index after it, or 0 (unsure). */
-static size_t quick_number(const unsigned char *s, size_t i, size_t n)
+static inline int quick_digit(unsigned char c)
 {
-    if (s[i] == '-' && ++i >= n)
-        return 0;
+    return (unsigned)(c - '0') <= 9;
+}
+
+/* A number at s[i]; the index after it, or 0 (unsure). */
+static size_t quick_number(const unsigned char *s, size_t i)
+{
+    if (s[i] == '-')
+        i++;
     if (s[i] == '0')
         i++;
     else if ((unsigned)(s[i] - '1') <= 8)
-        while (++i < n && (unsigned)(s[i] - '0') <= 9)
+        while (quick_digit(s[++i]))
             ;
     else
         return 0;
-    if (i < n && s[i] == '.') {
-        if (++i >= n || (unsigned)(s[i] - '0') > 9)
+    if (s[i] == '.') {
+        if (!quick_digit(s[++i]))
             return 0;
-        while (++i < n && (unsigned)(s[i] - '0') <= 9)
+        while (quick_digit(s[++i]))
             ;
     }
-    if (i < n && (s[i] | 0x20) == 'e') {
-        if (++i < n && (s[i] == '+' || s[i] == '-'))
+    if ((s[i] | 0x20) == 'e') {
+        if (s[++i] == '+' || s[i] == '-')
             i++;
-        if (i >= n || (unsigned)(s[i] - '0') > 9)
+        if (!quick_digit(s[i]))
             return 0;
-        while (++i < n && (unsigned)(s[i] - '0') <= 9)
+        while (quick_digit(s[++i]))
             ;
     }
     return i;
@@ -349,8 +380,6 @@ static int quick(const unsigned char *s, size_t n, host_text_member *m,
     uint64_t objs = 0; /* bit k: the k-th open container is an object */
     unsigned depth = 0;
     size_t i = 0, k0;
-    if (!n)
-        return 0;
 value:
     switch (s[i]) {
     case '{':
@@ -359,9 +388,7 @@ value:
             return 0;
         objs = objs << 1 | (s[i] == '{');
         depth++;
-        if (++i >= n)
-            return 0;
-        if (s[i] == (objs & 1 ? '}' : ']')) {
+        if (s[++i] == (objs & 1 ? '}' : ']')) {
             i++;
             depth--;
             objs >>= 1;
@@ -374,16 +401,16 @@ value:
         i = quick_string(s, i + 1, n);
         break;
     case 't':
-        i = n - i >= 4 && !memcmp(s + i, "true", 4) ? i + 4 : 0;
+        i = !memcmp(s + i, "true", 4) ? i + 4 : 0;
         break;
     case 'f':
-        i = n - i >= 5 && !memcmp(s + i, "false", 5) ? i + 5 : 0;
+        i = !memcmp(s + i, "false", 5) ? i + 5 : 0;
         break;
     case 'n':
-        i = n - i >= 4 && !memcmp(s + i, "null", 4) ? i + 4 : 0;
+        i = !memcmp(s + i, "null", 4) ? i + 4 : 0;
         break;
     default:
-        i = quick_number(s, i, n);
+        i = quick_number(s, i);
         break;
     }
     if (!i)
@@ -391,11 +418,8 @@ value:
 after:
     if (!depth)
         return i == n;
-    if (i >= n)
-        return 0;
     if (s[i] == ',') {
-        if (++i >= n)
-            return 0;
+        i++;
         if (objs & 1)
             goto key;
         goto value;
@@ -410,9 +434,10 @@ key:
     if (s[i] != '"')
         return 0;
     k0 = i + 1;
-    if (!(i = quick_string(s, k0, n)) || i >= n || s[i] != ':' || ++i >= n)
+    if (!(i = quick_string(s, k0, n)) || s[i] != ':')
         return 0;
-    if (depth == 1 && m && i - 1 - k0 - 1 == klen &&
+    i++;
+    if (depth == 1 && m && i - 2 - k0 == klen &&
         !memcmp(s + k0, m->key, klen)) { /* the member looked for */
         if (s[i] != '"') {
             m->at = NULL; /* the last one wins, as in jansson */
@@ -428,24 +453,32 @@ key:
     goto value;
 }
 
-int host_text_check(const char *s, size_t len, host_text_member *m)
+static void member_reset(host_text_member *m)
 {
     if (m) {
         m->at = NULL;
         m->len = 0;
         m->escaped = 0;
     }
+}
+
+int host_text_check(const char *s, size_t len, host_text_member *m)
+{
+    member_reset(m);
     if (!s)
         return -1;
     scan c = {(const unsigned char *)s, len, 0, m && m->key ? strlen(m->key) : 0};
-    if (quick(c.s, len, m && m->key ? m : NULL, c.klen))
-        return 0;
-    if (m) {
-        m->at = NULL;
-        m->len = 0;
-    }
     if (value(&c, 0, m))
         return -1;
     skip_ws(&c);
     return c.i == c.n ? 0 : -1;
+}
+
+int host_text_check_padded(const char *s, size_t len, host_text_member *m)
+{
+    member_reset(m);
+    if (s && quick((const unsigned char *)s, len, m && m->key ? m : NULL,
+                   m && m->key ? strlen(m->key) : 0))
+        return 0;
+    return host_text_check(s, len, m);
 }
