@@ -30,7 +30,7 @@ int host_text_check(const char *s, size_t len, host_text_member *m);
 
 /* What a text given to host_text_check_padded has after it: s[len] is
  * NUL and so are the HOST_TEXT_PAD - 1 bytes after it. */
-#define HOST_TEXT_PAD 8
+#define HOST_TEXT_PAD 16
 
 /* host_text_check of a copy the host made with HOST_TEXT_PAD after it:
  * the same answer, the same m. The compact texts writers produce (no
