@@ -909,8 +909,8 @@ static int track(metrics_state *st, const point *p, const series *s,
     for (size_t i = 0; p->in_order && !rc && i < st->nrules; i++)
         if (!strcmp(st->rules[i].metric, p->metric))
             rc = check_rule(st, p, &c->rules[i], i, v, ctx);
-    int64_t now = h->now_us();
     if (!rc && st->nwindows) {
+        int64_t now = h->now_us(); /* the windows' throttle only */
         c->push = 1;
         int64_t end = p->in_order ? p->t_us : s->wm_us;
         if (!s || !s->last_agg_us ||
