@@ -900,7 +900,7 @@ static int track(metrics_state *st, const point *p, const series *s,
     metrics_change *c = ms_change_new(st, skey);
     if (!c)
         return SOPHIA_ENOMEM;
-    if (s)
+    if (s && st->nrules)
         memcpy(c->rules, s->rules, st->nrules * sizeof(rule_state));
     double v = h->json_number(p->value, 0);
     c->t = p->t_us;

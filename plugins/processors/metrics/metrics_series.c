@@ -193,7 +193,8 @@ metrics_change *ms_change_new(const metrics_state *st, const char *key)
     if (!c)
         return NULL;
     *c = (metrics_change){0};
-    memset(c + 1, 0, 2 * rl);
+    if (rl) /* no rules, no call: most configurations */
+        memset(c + 1, 0, 2 * rl);
     c->rules = (rule_state *)(c + 1);
     c->old_rules = c->rules + st->nrules;
     c->key = (char *)(c->old_rules + st->nrules);
@@ -244,14 +245,16 @@ void ms_apply(void *state, void *change)
     c->applied = 1;
     c->old_agg_us = s->last_agg_us;
     c->old_wm_us = s->wm_us;
-    memcpy(c->old_rules, s->rules, rl);
+    if (rl)
+        memcpy(c->old_rules, s->rules, rl);
     if (c->push)
         apply_push(st, s, c);
     if (c->agg_us)
         s->last_agg_us = c->agg_us;
     if (s->wm_us == MS_NO_WM || c->t > s->wm_us)
         s->wm_us = c->t;
-    memcpy(s->rules, c->rules, rl);
+    if (rl)
+        memcpy(s->rules, c->rules, rl);
 }
 
 /* Steps the ring back over the push and the pruning. */
