@@ -559,7 +559,7 @@ static void join4(char *dst, size_t len, const char *a, const char *b,
 /* "dashboard\x1fmetric[\x1flabels]": the series' key in the state, in
  * out[SKEY_LEN] (the names are under NAME_MAX_LEN, the labels under
  * MP_LABELS_LEN). Copied by the lengths parse_point measured. */
-static void series_key(const point *p, char out[SKEY_LEN])
+static size_t series_key(const point *p, char out[SKEY_LEN])
 {
     size_t o = p->dash_len;
     memcpy(out, p->dashboard ? p->dashboard : "", o);
@@ -573,6 +573,7 @@ static void series_key(const point *p, char out[SKEY_LEN])
         o += n;
     }
     out[o] = '\0';
+    return o;
 }
 
 /* "<dashboard or _>:<metric>[{labels}]": the series in cache keys and
@@ -950,22 +951,50 @@ static void stamp_text(const sophia_host *h, const point *p, char *out,
     join4(out, len, "ts:", ts ? ts : bits[0], "\x1f", bits[1]);
 }
 
+/* Room for a point's identity: the series key, a separator and what
+ * identifies the point in it, at most IDENT_WHAT - 1 bytes. */
+#define IDENT_WHAT 300
+#define IDENT_LEN (SKEY_LEN + 1 + IDENT_WHAT)
+
 /* The point's identity within its series (see the top of the file) into
- * out, or "" when it has none. The series key carries the labels, so
- * hosts reporting the same metric, second and value are two points. */
+ * out[IDENT_LEN], or "" when it has none: "<series key>\x1f<what>", what
+ * being "id:<source id>" or stamp_text, cut to IDENT_WHAT - 1 bytes as it
+ * always was (the fingerprints a reload hands over stay valid). The
+ * series key (klen bytes) carries the labels, so hosts reporting the
+ * same metric, second and value are two points. */
 static void point_identity(const metrics_state *st, const sophia_event *ev,
-                           const point *p, const char *skey, char *out,
-                           size_t len)
+                           const point *p, const char *skey, size_t klen,
+                           char *out)
 {
-    char what[300];
+    char *what = out + klen + 1;
     out[0] = '\0';
-    if (ev->id && *ev->id)
-        join4(what, sizeof(what), "id:", ev->id, "", "");
-    else if (p->timestamp)
-        stamp_text(st->host, p, what, sizeof(what));
-    else
+    if (ev->id && *ev->id) {
+        size_t n = strnlen(ev->id, IDENT_WHAT - 4);
+        memcpy(what, "id:", 3);
+        memcpy(what + 3, ev->id, n);
+        what[3 + n] = '\0';
+    } else if (p->timestamp) {
+        stamp_text(st->host, p, what, IDENT_WHAT);
+    } else {
         return;
-    join4(out, len, skey, "\x1f", what, "");
+    }
+    memcpy(out, skey, klen);
+    out[klen] = '\x1f';
+}
+
+/* pu_seen_stage of the fingerprint pu_seen_has took: a point's identity
+ * is hashed once, not twice. */
+static int seen_stage(const sophia_host *h, sophia_ctx *ctx, pu_seen *s,
+                      uint64_t fp)
+{
+    pu_seen_add *a = calloc(1, sizeof(*a));
+    if (!a)
+        return SOPHIA_ENOMEM;
+    a->s = s;
+    a->fp = fp;
+    if (SOPHIA_HOST_HAS(h, stage_undoable))
+        return h->stage_undoable(ctx, pu_seen_apply, pu_seen_undo, free, a);
+    return h->stage(ctx, pu_seen_apply_once, free, a);
 }
 
 /* The counter naming why the point is dropped before any effect, or NULL
@@ -1005,10 +1034,10 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
                ev && ev->stream ? ev->stream : "?", why);
         return SOPHIA_PROCESS_ERROR;
     }
-    char skey[SKEY_LEN], id[SKEY_LEN + 320];
-    series_key(&p, skey);
-    point_identity(st, ev, &p, skey, id, sizeof(id));
-    if (id[0] && pu_seen_has(&st->seen, id)) {
+    char skey[SKEY_LEN], id[IDENT_LEN];
+    point_identity(st, ev, &p, skey, series_key(&p, skey), id);
+    uint64_t fp = id[0] ? pu_seen_fp(&st->seen, id) : 0;
+    if (fp && st->seen.slots[pu_seen_slot(&st->seen, fp)]) {
         h->counter_add(st->self, "duplicates", 1);
         return SOPHIA_PROCESS_OK; /* committed before: nothing again */
     }
@@ -1020,8 +1049,8 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
     }
     p.in_order = !s || s->wm_us == MS_NO_WM || p.t_us >= s->wm_us;
     int rc = handle(st, &p, s, skey, ctx);
-    if (!rc && id[0])
-        rc = pu_seen_stage(h, ctx, &st->seen, id);
+    if (!rc && fp)
+        rc = seen_stage(h, ctx, &st->seen, fp);
     if (rc) {
         h->log(st->self, SOPHIA_LOG_WARN, "metric %s not queued: %s",
                p.metric, h->strerror(rc));
