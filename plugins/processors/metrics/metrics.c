@@ -893,14 +893,20 @@ static int check_rule(metrics_state *st, const point *p, rule_state *rs,
 
 /* Rules and windows for one point of series `skey` (committed state s,
  * NULL when new): the alerts and aggregates go into ctx, the series' new
- * state into one staged change. */
+ * state and the point's identity (fingerprint fp, 0 = none) into one
+ * staged change: one allocation and one staged entry a point, where the
+ * identity had its own. */
 static int track(metrics_state *st, const point *p, const series *s,
-                 const char *skey, sophia_ctx *ctx)
+                 const char *skey, uint64_t fp, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
     metrics_change *c = ms_change_new(st, skey);
     if (!c)
         return SOPHIA_ENOMEM;
+    if (fp) {
+        c->seen.s = &st->seen;
+        c->seen.fp = fp;
+    }
     if (s && st->nrules)
         memcpy(c->rules, s->rules, st->nrules * sizeof(rule_state));
     double v = h->json_number(p->value, 0);
@@ -982,20 +988,6 @@ static void point_identity(const metrics_state *st, const sophia_event *ev,
     out[klen] = '\x1f';
 }
 
-/* pu_seen_stage of the fingerprint pu_seen_has took: a point's identity
- * is hashed once, not twice. */
-static int seen_stage(const sophia_host *h, sophia_ctx *ctx, pu_seen *s,
-                      uint64_t fp)
-{
-    pu_seen_add *a = calloc(1, sizeof(*a));
-    if (!a)
-        return SOPHIA_ENOMEM;
-    a->s = s;
-    a->fp = fp;
-    if (SOPHIA_HOST_HAS(h, stage_undoable))
-        return h->stage_undoable(ctx, pu_seen_apply, pu_seen_undo, free, a);
-    return h->stage(ctx, pu_seen_apply_once, free, a);
-}
 
 /* The counter naming why the point is dropped before any effect, or NULL
  * when it goes on (the rules at the top of the file). */
@@ -1011,13 +1003,14 @@ static const char *dropped(metrics_state *st, const point *p, const series *s,
     return NULL;
 }
 
-/* Publish, cache (an in-order point only) and track one point. */
+/* Publish, cache (an in-order point only) and track one point (its
+ * identity's fingerprint fp, 0 = none). */
 static int handle(metrics_state *st, point *p, const series *s,
-                  const char *skey, sophia_ctx *ctx)
+                  const char *skey, uint64_t fp, sophia_ctx *ctx)
 {
     const struct metrics_memo *m = memo_of(st, p, skey);
     int rc = m ? publish_and_cache(st, p, m, ctx) : SOPHIA_ENOMEM;
-    return rc ? rc : track(st, p, s, skey, ctx);
+    return rc ? rc : track(st, p, s, skey, fp, ctx);
 }
 
 static sophia_verdict metrics_process(void *state, const sophia_event *ev,
@@ -1048,9 +1041,7 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
         return SOPHIA_PROCESS_OK; /* counted, not a failure */
     }
     p.in_order = !s || s->wm_us == MS_NO_WM || p.t_us >= s->wm_us;
-    int rc = handle(st, &p, s, skey, ctx);
-    if (!rc && fp)
-        rc = seen_stage(h, ctx, &st->seen, fp);
+    int rc = handle(st, &p, s, skey, fp, ctx);
     if (rc) {
         h->log(st->self, SOPHIA_LOG_WARN, "metric %s not queued: %s",
                p.metric, h->strerror(rc));

@@ -108,6 +108,8 @@ typedef struct metrics_change {
     int64_t old_agg_us;
     int64_t old_wm_us;
     rule_state *old_rules;
+    pu_seen_add seen;      /* the point's identity, remembered with the
+                              change (seen.s NULL: it has none) */
 } metrics_change;
 
 /* The series tables (max_series, max_series_per_metric); 0 or ENOMEM. */

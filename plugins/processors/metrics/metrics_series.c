@@ -239,6 +239,8 @@ void ms_apply(void *state, void *change)
     metrics_state *st = state;
     metrics_change *c = change;
     size_t rl = st->nrules * sizeof(rule_state);
+    if (c->seen.s) /* its own set: independent of the series */
+        pu_seen_apply(NULL, &c->seen);
     series *s = ms_series_make(st, c->key, &c->created);
     if (!s)
         return;
@@ -276,6 +278,8 @@ void ms_undo(void *state, void *change)
 {
     metrics_state *st = state;
     metrics_change *c = change;
+    if (c->seen.s) /* applied whatever became of the series */
+        pu_seen_undo(NULL, &c->seen);
     series *s = c->applied ? ms_series_get(st, c->key) : NULL;
     if (!s)
         return;
