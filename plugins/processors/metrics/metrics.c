@@ -396,9 +396,16 @@ static const char *arrival_text(metrics_state *st, const point *p)
     if (secs != st->ts_sec) {
         time_t t = (time_t)secs;
         struct tm tm;
-        if (!gmtime_r(&t, &tm) || !strftime(st->ts_text, sizeof(st->ts_text),
-                                             "%Y-%m-%dT%H:%M:%SZ", &tm))
+        size_t n;
+        if (!gmtime_r(&t, &tm) ||
+            !(n = strftime(st->ts_text, sizeof(st->ts_text),
+                           "%Y-%m-%dT%H:%M:%SZ", &tm)))
             return NULL;
+        /* strftime's digits, '-', ':', 'T', 'Z': a JSON string as they are */
+        st->ts_json[0] = '"';
+        memcpy(st->ts_json + 1, st->ts_text, n);
+        st->ts_json[n + 1] = '"';
+        st->ts_json_len = n + 2;
         st->ts_sec = secs;
     }
     return st->ts_text;
@@ -531,10 +538,8 @@ static int timestamp_text(metrics_state *st, const point *p, text *t)
     const char *at = p->timestamp ? NULL : arrival_text(st, p);
     if (p->timestamp) {
         text_value(t, st->host, p->timestamp);
-    } else if (at) { /* strftime's digits, '-', ':', 'T', 'Z': as they are */
-        text_add(t, "\"", 1);
-        text_add(t, at, strlen(at));
-        text_add(t, "\"", 1);
+    } else if (at) {
+        text_add(t, st->ts_json, st->ts_json_len);
     }
     return t->failed || (!p->timestamp && !at) ? SOPHIA_ENOMEM : 0;
 }

@@ -86,6 +86,8 @@ typedef struct metrics_state {
     struct metrics_memo *memo; /* the last series' texts (metrics.c) */
     int64_t ts_sec;        /* the second ts_text spells, or -1 */
     char ts_text[32];      /* arrival time as ISO-8601, once a second */
+    char ts_json[34];      /* the same as a JSON string, quoted ... */
+    size_t ts_json_len;    /* ... and measured */
 } metrics_state;
 
 /* What one point changes in its series, and what it replaced there (so
