@@ -516,17 +516,14 @@ static sophia_json *host_cache_peek(const char *key)
     return (sophia_json *)json_loadb(val, len, JSON_DECODE_ANY, NULL);
 }
 
-/* 1 when `key` is who + 0x1f + name: compared in place, as building the
- * key to compare (two strlen and two memcpy calls) cost more. */
-static int counter_key_is(const char *key, const char *who, const char *name)
+/* 1 when `key` is who (wl bytes) + 0x1f + name: compared in place, as
+ * building the key to compare (a strlen and two memcpy calls) cost more,
+ * and by libc's compares, as a byte loop over both cost more still. */
+static int counter_key_is(const char *key, const char *who, size_t wl,
+                          const char *name)
 {
-    while (*who && *key == *who)
-        key++, who++;
-    if (*who || *key++ != '\x1f')
-        return 0;
-    while (*name && *key == *name)
-        key++, name++;
-    return !*name && !*key;
+    return key[0] == who[0] && !memcmp(key, who, wl) && key[wl] == '\x1f' &&
+           !strcmp(key + wl + 1, name);
 }
 
 /* The runtime's counter `name` of `self` (created at 0), or NULL. It
@@ -536,11 +533,16 @@ static double *counter_slot(sophia_self *self, const char *name)
     char key[512];
     sophia_host_rt *rt = sophia_host_rt_of(self);
     const char *who = self ? self->name : "-";
-    for (size_t i = 0; rt && i < HOST_COUNTER_HITS; i++)
+    size_t wl = strlen(who);
+    /* a kept key holds who, 0x1f, a name and its NUL: more than wl + 2 */
+    size_t hits = rt && wl + 2 < sizeof(rt->counter_hits[0].key)
+                      ? HOST_COUNTER_HITS
+                      : 0;
+    for (size_t i = 0; i < hits; i++)
         if (rt->counter_hits[i].slot &&
-            counter_key_is(rt->counter_hits[i].key, who, name))
+            counter_key_is(rt->counter_hits[i].key, who, wl, name))
             return rt->counter_hits[i].slot; /* before the dict's keyed hash */
-    size_t wl = strlen(who), nl = strlen(name);
+    size_t nl = strlen(name);
     if (wl + nl + 2 > sizeof(key))
         return NULL; /* no such names: instance and counter names are short */
     memcpy(key, who, wl); /* every count looks its slot up: no snprintf */
