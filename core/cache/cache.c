@@ -37,35 +37,44 @@
 #include "cache/cache_priv.h"
 #include "lib/log.h"
 #include "lib/strv.h"
+#include "event/clock.h"
 #include "event/loop.h"
 #include "event/pg_pool.h"
 
 /* ------------------------------------------------------------- helpers */
 
-static uint64_t next_version(sophia_cache *c)
+/* This turn's clocks (sophia_clock), read once by whatever needs both. */
+typedef struct now_pair {
+    int64_t wall_us, mono_us;
+} now_pair;
+
+static now_pair now_of(sophia_cache *c)
 {
-    uint64_t now = (uint64_t)sophia_now_wall_us();
-    c->last_version = now > c->last_version ? now : c->last_version + 1;
-    return c->last_version;
+    sophia_clock_refresh(&c->clock);
+    return (now_pair){c->clock.wall_us, c->clock.mono_us};
 }
 
-static int64_t wall_ms(void)
+static uint64_t next_version(sophia_cache *c, int64_t wall_us)
 {
-    return sophia_now_wall_us() / 1000;
+    uint64_t now = (uint64_t)wall_us;
+    c->last_version = now > c->last_version ? now : c->last_version + 1;
+    return c->last_version;
 }
 
 /* L1's absolute expiry for a wall-clock one, capped at cache.l1.ttl
  * (saturating: see sophia_l1_expiry). */
 static int64_t l1_expiry(const sophia_cache *c, int64_t expires_ms,
-                         int64_t now_mono)
+                         now_pair now)
 {
-    return sophia_l1_expiry(expires_ms, wall_ms(), now_mono, c->l1_cap_us);
+    return sophia_l1_expiry(expires_ms, now.wall_us / 1000, now.mono_us,
+                            c->l1_cap_us);
 }
 
 /* L2's wall-clock expiry for an entry's, capped at cache.l2.ttl. */
-static int64_t l2_expiry(const sophia_cache *c, int64_t expires_ms)
+static int64_t l2_expiry(sophia_cache *c, int64_t expires_ms)
 {
-    return sophia_tier_expiry(expires_ms, c->l2_max_ttl_ms, wall_ms());
+    return sophia_tier_expiry(expires_ms, c->l2_max_ttl_ms,
+                              sophia_clock_wall_us(&c->clock) / 1000);
 }
 
 /* Length of the UTF-8 sequence at s (1..4), 0 when it is not one:
@@ -264,9 +273,9 @@ static void promote_l1(flight *f, const char *val, size_t len,
     sophia_cache *c = f->c;
     if (f->stale || c->closing)
         return;
-    int64_t now = sophia_now_mono_us();
+    now_pair now = now_of(c);
     sophia_l1_put(c->l1, f->key, val, len, l1_expiry(c, expires_ms, now),
-                  tags, now);
+                  tags, now.mono_us);
 }
 
 static void flight_l3(flight *f);
@@ -546,7 +555,9 @@ static void put_part_done(void *arg, int rc)
     if (--op->left)
         return;
     sophia_cache *c = op->c;
-    sophia_hist_record(&c->put_lat, since_us(op->t0));
+    /* turn-granular, as its start (put_plan) */
+    sophia_hist_record(&c->put_lat,
+                       (double)(sophia_clock_mono_us(&c->clock) - op->t0));
     if (op->rc)
         c->put_errors++;
     if (op->done)
@@ -592,7 +603,6 @@ static put_op *put_op_new(sophia_cache *c, const char *key, const char *val,
     char *block = (char *)(op + 1);
     *op = (put_op){.c = c,
                    .left = 1, /* held by sophia_cache_put_plan until it returns */
-                   .t0 = sophia_now_mono_us(),
                    .done = done,
                    .arg = arg,
                    .tags = (const char *const *)sophia_strv_pack(block, tags),
@@ -633,7 +643,8 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
         return SOPHIA_EUNAVAIL;
     if (ttl_s <= 0)
         ttl_s = c->default_ttl;
-    int64_t exp = wall_ms() + (int64_t)(ttl_s * 1000.0);
+    now_pair now = now_of(c);
+    int64_t exp = now.wall_us / 1000 + (int64_t)(ttl_s * 1000.0);
     /* Tiers the plan both writes and invalidates are written. */
     inv &= ~(sync | deferred);
     if (!c->wb || !(deferred & ~SOPHIA_TIER_L1))
@@ -641,7 +652,7 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
     deferred &= c->wb ? ~SOPHIA_TIER_L1 : 0;
     /* An invalidation with the same version as the write would lose to it
      * in L3; invalidate_tiers uses version - 1 for that reason. */
-    uint64_t version = next_version(c);
+    uint64_t version = next_version(c, now.wall_us);
     /* A put that writes no tier but L1 (the tiers off, or a plan that
      * names L1 only) ends before this returns: its op is on the stack and
      * borrows the caller's key, value and tags, which outlive the call. */
@@ -652,12 +663,13 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
         op = put_op_new(c, key, val ? val : "", len, exp, tags, version, done,
                         arg);
     else
-        now_op = (put_op){.c = c, .left = 1, .t0 = sophia_now_mono_us(),
-                          .done = done, .arg = arg, .key = key,
+        now_op = (put_op){.c = c, .left = 1, .done = done, .arg = arg,
+                          .key = key,
                           .val = val ? val : "", .len = len,
                           .expires_ms = exp, .tags = tags, .version = version};
     if (!op)
         return SOPHIA_ENOMEM;
+    op->t0 = now.mono_us;
     int rc = 0;
     if (deferred) {
         op->left++;
@@ -699,9 +711,8 @@ static int put_plan(sophia_cache *c, const char *key, const char *val,
     flights_stale(c, key);
     invalidate_tiers(c, key, inv, version);
     if (!(inv & SOPHIA_TIER_L1)) { /* L1 always takes the write */
-        int64_t now = sophia_now_mono_us();
         if (sophia_l1_put(c->l1, key, op->val, len, l1_expiry(c, exp, now),
-                          tags, now) == 0)
+                          tags, now.mono_us) == 0)
             c->t1.writes++;
         broadcast(c, key, 0); /* other nodes' L1 copies are now stale */
     }
@@ -771,7 +782,7 @@ static int run_inval(sophia_cache *c, const char *s, int is_tag,
     op->left = 1;
     op->done = done;
     op->arg = arg;
-    uint64_t version = next_version(c);
+    uint64_t version = next_version(c, sophia_clock_wall_us(&c->clock));
     if (c->l3) {
         op->left++;
         int rc = is_tag ? sophia_l3_del_tag(c->l3, s, version, inval_part, op)
@@ -890,6 +901,7 @@ sophia_cache *sophia_cache_new(const sophia_conf *conf, struct event_base *base)
     if (!c)
         return NULL;
     c->base = base;
+    sophia_clock_init(&c->clock, base);
     c->l1_ttl = conf->l1.ttl > 0 ? conf->l1.ttl : 300;
     c->l1_cap_us = (int64_t)(fmin(c->l1_ttl, SOPHIA_CACHE_MAX_TTL) * 1e6);
     c->default_ttl = fmax(c->l1_ttl, fmax(conf->l2.ttl, conf->l3.ttl));

@@ -18,6 +18,7 @@
 #include "lib/dict.h"
 #include "lib/histogram.h"
 #include "plugin/plugin.h"
+#include "event/clock.h"
 #include "event/redis.h"
 
 #define CACHE_MAX_TAG 400
@@ -64,6 +65,7 @@ struct sophia_cache {
     int64_t l1_cap_us; /* cache.l1.ttl in µs */
     int64_t l2_max_ttl_ms; /* cache.l2.ttl; 0 = no cap */
     uint64_t last_version;
+    sophia_clock clock; /* put paths: read once per loop turn */
     char *write_def;
     char **prefixes, **prefix_inst;
     size_t nprefixes;

@@ -31,6 +31,7 @@
 #include "lib/backoff.h"
 #include "lib/dict.h"
 #include "lib/log.h"
+#include "event/clock.h"
 #include "event/loop.h"
 #include "event/redis.h"
 #include "lib/redis_url.h"
@@ -95,6 +96,7 @@ struct sophia_cluster {
     struct event *join_ev;    /* retries the join until the command link takes it */
     int64_t peer_until_us;    /* another node was heard from until then (mono) */
     int64_t grace_until_us;   /* invalidations go out regardless until then */
+    sophia_clock clock;       /* alone? is asked at every publish and put */
     sophia_cluster_invalidate_fn inval_fn; /* other nodes' invalidations */
     void *inval_arg;
     uint64_t inflight;        /* own publishes sent, not yet back from the channel */
@@ -366,6 +368,7 @@ sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
         return NULL;
     }
     c->base = base;
+    sophia_clock_init(&c->clock, base);
     if (sink)
         c->sink = *sink;
     sophia_backoff_init(&c->backoff, CLUSTER_BACKOFF_MIN_S,
@@ -430,9 +433,10 @@ uint64_t sophia_cluster_received(const sophia_cluster *c)
     return c ? c->received : 0;
 }
 
-int sophia_cluster_alone(const sophia_cluster *c)
+int sophia_cluster_alone(sophia_cluster *c)
 {
-    return c && c->inflight == 0 && sophia_now_mono_us() >= c->peer_until_us;
+    return c && c->inflight == 0 &&
+           sophia_clock_mono_us(&c->clock) >= c->peer_until_us;
 }
 
 /* {"node","hello":kind} on the invalidation channel, fire and forget;
@@ -550,10 +554,10 @@ void sophia_cluster_on_invalidate(sophia_cluster *c,
  * writes. An old node tells again one round trip after a newcomer
  * subscribed (its join): that widens by one round trip the window the
  * newcomer already had, of keys it loaded before it was subscribed. */
-static int nobody_listens(const sophia_cluster *c)
+static int nobody_listens(sophia_cluster *c)
 {
     return c->subscribed && sophia_cluster_alone(c) &&
-           sophia_now_mono_us() >= c->grace_until_us;
+           sophia_clock_mono_us(&c->clock) >= c->grace_until_us;
 }
 
 /* PUBLISH {"node","key"|"tag"} for one queued "k:"/"t:" name. */

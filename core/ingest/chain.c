@@ -35,19 +35,37 @@ int sophia_chain_has(const sophia_chain *ch, const sophia_instance *inst)
     return 0;
 }
 
-/* Borrowed events, the input or output of one link. */
+/* Borrowed events, the input or output of one link: most links take
+ * and pass on one event, so a few fit inline (two reallocs and frees an
+ * event otherwise). */
 typedef struct evlist {
-    const json_t **v;
+    const json_t **v; /* local, or malloc'd past it */
     size_t n, cap;
+    const json_t *local[4];
 } evlist;
+
+static void evlist_init(evlist *l)
+{
+    l->v = l->local;
+    l->n = 0;
+    l->cap = sizeof(l->local) / sizeof(l->local[0]);
+}
+
+static void evlist_free(evlist *l)
+{
+    if (l->v != l->local)
+        free(l->v);
+}
 
 static int evlist_push(evlist *l, const json_t *e)
 {
     if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 4;
-        const json_t **v = realloc(l->v, cap * sizeof(*v));
+        size_t cap = l->cap * 2;
+        const json_t **v = malloc(cap * sizeof(*v));
         if (!v)
             return -1;
+        memcpy(v, l->v, l->n * sizeof(*v));
+        evlist_free(l);
         l->v = v;
         l->cap = cap;
     }
@@ -237,7 +255,9 @@ sophia_verdict sophia_chain_process(const sophia_chain *ch, const char *stream,
                                     sophia_chain_run *run)
 {
     memset(run, 0, sizeof(*run));
-    evlist a = {0}, b = {0}, *in = &a, *out = &b;
+    evlist a, b, *in = &a, *out = &b;
+    evlist_init(&a);
+    evlist_init(&b);
     sophia_verdict v = evlist_push(in, (const json_t *)ev->body) < 0
                            ? SOPHIA_PROCESS_RETRY : SOPHIA_PROCESS_OK;
     int filtered = 0;
@@ -262,8 +282,8 @@ sophia_verdict sophia_chain_process(const sophia_chain *ch, const char *stream,
     }
     if (v == SOPHIA_PROCESS_OK && run->n && keep_left(run, in) < 0)
         v = SOPHIA_PROCESS_RETRY; /* out of memory: again later */
-    free(a.v);
-    free(b.v);
+    evlist_free(&a);
+    evlist_free(&b);
     sophia_ctx_free(first); /* not reached: a filter before it took the event */
     if (v != SOPHIA_PROCESS_OK) {
         sophia_chain_run_free(run);

@@ -60,6 +60,9 @@ static json_t *fail(sophia_parse_error *err, const char *body, size_t off,
  * accepts is within it and only the jansson path needs the pre-scan. */
 #define FAST_MAX_DEPTH SOPHIA_JSON_MAX_DEPTH
 
+#define FAST_INTERN 16     /* slots of fast_str's table */
+#define FAST_INTERN_MAX 32 /* longest string shared */
+
 typedef struct fast {
     const char *s;
     size_t len, pos;
@@ -70,7 +73,38 @@ typedef struct fast {
     size_t nspans, spans_cap;
     int want_spans, spans_failed;
     int not_object; /* a top-level array held something else than an object */
+    json_t *intern[FAST_INTERN]; /* recent short strings, one ref each */
 } fast;
+
+/* A string value: the same short text again (a metric's name, a
+ * dashboard id: most of a batch repeats a few) shares the one already
+ * made, one reference more, where a new string cost two allocations
+ * and, when its event went, two frees. Nothing changes a string once
+ * parsed: plugins see events read-only (the SDK's const body). */
+static json_t *fast_str(fast *f, const char *s, size_t n, int ascii)
+{
+    if (!ascii)
+        return json_stringn(s, n); /* checks the UTF-8 */
+    if (n == 0 || n > FAST_INTERN_MAX)
+        return json_stringn_nocheck(s, n);
+    size_t h = (n + (unsigned char)s[0] * 7u + (unsigned char)s[n - 1]) %
+               FAST_INTERN;
+    json_t *v = f->intern[h];
+    if (v && json_string_length(v) == n && !memcmp(json_string_value(v), s, n))
+        return json_incref(v);
+    if ((v = json_stringn_nocheck(s, n))) {
+        json_decref(f->intern[h]);
+        f->intern[h] = json_incref(v);
+    }
+    return v;
+}
+
+static void fast_done(fast *f)
+{
+    for (size_t i = 0; i < FAST_INTERN; i++)
+        json_decref(f->intern[i]);
+    free(f->buf);
+}
 
 /* Notes the event that spans body[off, f->pos). */
 static void fast_span(fast *f, size_t off)
@@ -410,7 +444,7 @@ static json_t *fast_value(fast *f)
         size_t n;
         int ascii;
         if (!fast_string(f, &s, &n, &ascii))
-            v = ascii ? json_stringn_nocheck(s, n) : json_stringn(s, n);
+            v = fast_str(f, s, n, ascii);
     } else if (c == 't') {
         v = fast_word(f, "true", 4) ? json_true() : NULL;
     } else if (c == 'f') {
@@ -448,7 +482,7 @@ json_t *sophia_ingest_parse_fast_spans(const char *body, size_t len,
         }
         fast_ws(&f);
     }
-    free(f.buf);
+    fast_done(&f);
     if (events && !json_array_size(events) && f.len == skip_ws(body, len, 0)) {
         json_decref(events); /* an empty body: jansson words the error */
         events = NULL;

@@ -31,6 +31,7 @@
 #include "host/host.h"
 #include "host/output.h"
 #include "lib/log.h"
+#include "event/clock.h"
 #include "event/loop.h"
 #include "ingest/source_redis.h"
 #include "ingest/statsd.h"
@@ -103,6 +104,7 @@ struct sophia_stream {
     sophia_dedup *dedup;
     sophia_source_redis *redis;
     struct sophia_loop *live_loop; /* its owner's, once its sources run */
+    sophia_clock clock;            /* arrival and dedup times, once a turn */
     sophia_statsd *statsd;
     int want_redis, want_statsd; /* configured (and started) sources */
     int want_durable;            /* ingest appends to Redis first */
@@ -270,6 +272,7 @@ static sophia_stream *stream_new(const sophia_conf *c,
     }
     st->name = strdup(cs->name);
     st->chain = chain;
+    sophia_clock_init(&st->clock, base);
     st->cap = cs->queue_size ? cs->queue_size : STREAM_QUEUE_DEFAULT;
     st->batch = cs->batch_size ? cs->batch_size : 256;
     st->q = calloc(st->cap, sizeof(*st->q));
@@ -312,9 +315,11 @@ static const char *dedup_id(const sophia_stream *st, const stream_item *it,
 
 static void stream_kick(sophia_stream *st)
 {
-    /* A zero timer, not event_active: see on_drain. */
+    /* A zero timer, not event_active: see on_drain. Already pending
+     * (each event that settles inside a drain kicks): nothing to move,
+     * and event_add would redo the timer heap for every event. */
     struct timeval now = {0, 0};
-    if (st->drain_ev)
+    if (st->drain_ev && !evtimer_pending(st->drain_ev, NULL))
         event_add(st->drain_ev, &now);
 }
 
@@ -628,7 +633,7 @@ static int did_in_flight(const sophia_stream *st, const char *did)
 static void process_one(sophia_stream *st, stream_item *it)
 {
     char idbuf[512];
-    int64_t now = sophia_now_wall_us();
+    int64_t now = sophia_clock_wall_us(&st->clock);
     const char *did = dedup_id(st, it, idbuf, sizeof(idbuf));
     if (did && did_in_flight(st, did)) {
         requeue(st, it);
@@ -1099,7 +1104,7 @@ int sophia_stream_accept(sophia_stream *st, json_t *const *events, size_t n,
         st->st.rejected += n;
         return SOPHIA_EBUSY;
     }
-    int64_t now = sophia_now_wall_us();
+    int64_t now = sophia_clock_wall_us(&st->clock);
     for (size_t i = 0; i < n; i++)
         push_item(st, events[i], source, now, NULL, NULL, NULL);
     st->st.received += n;
@@ -1119,7 +1124,8 @@ int sophia_stream_accept_one(sophia_stream *st, json_t *ev, const char *source,
     char *copy = id ? strdup(id) : NULL;
     if (id && !copy)
         return SOPHIA_ENOMEM;
-    push_item(st, ev, source, sophia_now_wall_us(), copy, ack, ack_arg);
+    push_item(st, ev, source, sophia_clock_wall_us(&st->clock), copy, ack,
+              ack_arg);
     st->st.received++;
     if (st->drain_ev) /* NULL while the stream is being freed */
         event_active(st->drain_ev, EV_TIMEOUT, 0);

@@ -395,7 +395,7 @@ static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
     if (p->metric && strncmp(t->name, "dashboard:", 10) == 0 &&
         (m || (m = render_msg(r, p, t->name, t, t->seq))))
         ws_latest_put(r->latest, t->name, p->metric, m,
-                      sophia_now_wall_us() / 1000);
+                      sophia_clock_wall_us(&r->clock) / 1000);
     ws_history_prune(&t->hist, now, r->history_age_us);
     ws_history_push(&t->hist, t->seq, now, m, (ws_pub *)p);
     ws_msg_unref(m);
@@ -408,7 +408,7 @@ static void route_text(sophia_ws_router *r, const char *type,
                        size_t ntopics, const char *dashboard_id,
                        const char *metric, const char *text, size_t len)
 {
-    int64_t now = sophia_now_mono_us();
+    int64_t now = sophia_clock_mono_us(&r->clock);
     r->stamp++;
     r->pubid++;
     ws_pub *p = text ? ws_pub_new(r->pubid, type, dashboard_id, metric, text,
@@ -667,6 +667,7 @@ sophia_ws_router *sophia_ws_router_new(sophia_loop *loop, const sophia_conf *con
     if (!r)
         return NULL;
     r->loop = loop;
+    sophia_clock_init(&r->clock, loop ? sophia_loop_base(loop) : NULL);
     r->max_queue = max_queue ? max_queue : 1024;
     router_configure(r, conf);
     r->topics = sophia_dict_new();

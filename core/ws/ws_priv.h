@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "cluster/cluster.h"
+#include "event/clock.h"
 #include "lib/dict.h"
 #include "lib/jsonw.h"
 #include "ws/ws.h"
@@ -140,6 +141,7 @@ typedef struct ws_method {
 
 struct sophia_ws_router {
     sophia_loop *loop;     /* NULL: no timers, no flush (tests, fuzzing) */
+    sophia_clock clock;    /* a publish's ages and times: once per turn */
     sophia_ws_backlog_fn backlog; /* see schedule_flush */
     void *backlog_arg;
     ws_method methods[WS_MAX_METHODS]; /* registered request methods */
