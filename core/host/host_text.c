@@ -307,8 +307,7 @@ __attribute__((noinline)) static size_t quick_utf8(const unsigned char *s,
 }
 
 /* sophia_json_plain_run without its bound: the NUL after the text stops
- * it (a control byte), and the words it reads past that NUL are in the
- * padding. */
+ * it (a control byte), and what it reads past that NUL is padding. */
 static inline size_t quick_run(const unsigned char *s, size_t i)
 {
 #if defined(__SSE2__)
@@ -324,21 +323,8 @@ static inline size_t quick_run(const unsigned char *s, size_t i)
         if (hit)
             return i + (size_t)__builtin_ctz(hit);
     }
-#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    const uint64_t ones = 0x0101010101010101ULL, high = ones << 7;
-    for (;; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, sizeof(w));
-        uint64_t hit = ((w - ones * 0x20) | ((w ^ (ones * '"')) - ones) |
-                        ((w ^ (ones * '\\')) - ones) | w) &
-                       high;
-        if (hit)
-            return i + ((size_t)__builtin_ctzll(hit) >> 3);
-    }
 #else
-    while (s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
-        i++;
-    return i;
+    return sophia_json_plain_run(s, i, SIZE_MAX); /* eight bytes a step */
 #endif
 }
 
