@@ -993,7 +993,6 @@ static void point_identity(const metrics_state *st, const sophia_event *ev,
     out[klen] = '\x1f';
 }
 
-
 /* The counter naming why the point is dropped before any effect, or NULL
  * when it goes on (the rules at the top of the file). */
 static const char *dropped(metrics_state *st, const point *p, const series *s,
