@@ -248,27 +248,29 @@ static int host_alert(sophia_ctx *ctx, const char *alert_type,
 
 /* A cache put's key, tags and (given as text) value copied into one
  * allocation, freed as one: the tags' vector (lib/strv.h), then the key
- * and the text, NUL-ended. Three to five allocations a put before, for
- * every event of a plugin that caches what it sees. */
+ * and the text, with HOST_TEXT_PAD after it (host_text_check_padded
+ * reads the copy). Three to five allocations a put before, for every
+ * event of a plugin that caches what it sees. */
 static int put_block(action *a, const char *key, const char *const *tags,
                      const char *text, size_t tlen)
 {
     size_t tb = sophia_strv_packed_size(tags), kl = strlen(key) + 1;
-    char *block = malloc(tb + kl + (text ? tlen + 1 : 0));
+    char *block = malloc(tb + kl + (text ? tlen + HOST_TEXT_PAD : 0));
     if (!block)
         return -1;
     a->tags = sophia_strv_pack(block, tags);
     a->topic = memcpy(block + tb, key, kl);
     if (text) {
         a->text = memcpy(block + tb + kl, text, tlen);
-        a->text[tlen] = '\0';
+        memset(a->text + tlen, 0, HOST_TEXT_PAD);
         a->tlen = tlen;
     }
     a->block = block;
     return 0;
 }
 
-/* cache_put and cache_put_text: `value` (taken) or `text` (copied). */
+/* cache_put and cache_put_text: `value` (taken) or `text` (copied, and
+ * checked in its copy). */
 static int push_cache_put(sophia_ctx *ctx, const char *key, json_t *value,
                           const char *text, size_t tlen, double ttl_s,
                           const char *const *tags)
@@ -288,6 +290,11 @@ static int push_cache_put(sophia_ctx *ctx, const char *key, json_t *value,
         json_decref(value);
         return SOPHIA_ENOMEM;
     }
+    if (text && host_text_check_padded(a->text, tlen, NULL)) {
+        free(a->block);
+        ctx->n--;
+        return SOPHIA_EINVAL;
+    }
     a->data = text ? NULL : value ? value : json_null();
     a->ttl = ttl_s;
     return 0;
@@ -302,15 +309,10 @@ static int host_cache_put(sophia_ctx *ctx, const char *key, sophia_json *value,
 /* ---- SDK 1.4: data and values given as JSON text ------------------- */
 
 /* A metric update's "metric" member, which the router keys dashboards'
- * latest values and slow clients' coalescing by, into `out` (room as
- * metric_room says): the bytes between the quotes where they need no
+ * latest values and slow clients' coalescing by, into `out` (room for
+ * len + 1 bytes): the bytes between the quotes where they need no
  * decoding, else jansson's reading (no longer than the text: escapes
  * only shrink). a->metric stays NULL when there is none. */
-static size_t metric_room(const host_text_member *m, size_t len)
-{
-    return m->escaped ? len + 1 : m->at ? m->len + 1 : 0;
-}
-
 static void put_metric(action *a, char *out, const char *json, size_t len,
                        const host_text_member *m)
 {
@@ -332,34 +334,44 @@ static void put_metric(action *a, char *out, const char *json, size_t len,
 }
 
 /* A text update's text, topic, dashboard and metric are one allocation,
- * its block: one malloc and one free an update, where there were three. */
+ * its block: one malloc and one free an update, where there were three.
+ * The text is copied first, with HOST_TEXT_PAD after it, and checked in
+ * its copy (host_text_check_padded); the metric's room is the most it
+ * can take, as it is known only once the text is read. */
 static int host_publish_text(sophia_ctx *ctx, sophia_update_type type,
                              const char *topic, const char *dashboard_id,
                              const char *json, size_t len)
 {
     host_text_member m = {.key = "metric"};
     int metric = type == SOPHIA_UPDATE_METRIC;
-    if ((unsigned)type > SOPHIA_UPDATE_DATA || !ctx ||
-        host_text_check(json, len, metric ? &m : NULL))
+    if ((unsigned)type > SOPHIA_UPDATE_DATA || !ctx || !json)
         return SOPHIA_EINVAL;
-    if (type == SOPHIA_UPDATE_ALERT) /* outputs read alerts as values */
-        return host_publish(ctx, type, topic, dashboard_id,
-                            (sophia_json *)json_loadb(json, len,
-                                                      JSON_DECODE_ANY, NULL));
     size_t tl = topic ? strlen(topic) + 1 : 0;
     size_t dl = dashboard_id ? strlen(dashboard_id) + 1 : 0;
-    char *block = malloc(len + 1 + tl + dl + (metric ? metric_room(&m, len) : 0));
-    action *a = block ? ctx_push(ctx, ACT_PUBLISH) : NULL;
+    char *block = malloc(len + HOST_TEXT_PAD + tl + dl + (metric ? len + 1 : 0));
+    if (!block)
+        return SOPHIA_ENOMEM;
+    memcpy(block, json, len);
+    memset(block + len, 0, HOST_TEXT_PAD);
+    if (host_text_check_padded(block, len, metric ? &m : NULL)) {
+        free(block);
+        return SOPHIA_EINVAL;
+    }
+    if (type == SOPHIA_UPDATE_ALERT) { /* outputs read alerts as values */
+        json_t *v = json_loadb(block, len, JSON_DECODE_ANY, NULL);
+        free(block);
+        return host_publish(ctx, type, topic, dashboard_id, (sophia_json *)v);
+    }
+    action *a = ctx_push(ctx, ACT_PUBLISH);
     if (!a) {
         free(block);
         return SOPHIA_ENOMEM;
     }
     a->type = update_names[type];
     a->block = block;
-    a->text = memcpy(block, json, len);
-    a->text[len] = '\0';
+    a->text = block;
     a->tlen = len;
-    char *o = block + len + 1;
+    char *o = block + len + HOST_TEXT_PAD;
     if (topic) {
         a->topic = memcpy(o, topic, tl);
         o += tl;
@@ -377,7 +389,7 @@ static int host_cache_put_text(sophia_ctx *ctx, const char *key,
                                const char *json, size_t len, double ttl_s,
                                const char *const *tags)
 {
-    if (!ctx || host_text_check(json, len, NULL))
+    if (!ctx || !json)
         return SOPHIA_EINVAL;
     return push_cache_put(ctx, key, NULL, json, len, ttl_s, tags);
 }
@@ -504,17 +516,14 @@ static sophia_json *host_cache_peek(const char *key)
     return (sophia_json *)json_loadb(val, len, JSON_DECODE_ANY, NULL);
 }
 
-/* 1 when `key` is who + 0x1f + name: compared in place, as building the
- * key to compare (two strlen and two memcpy calls) cost more. */
-static int counter_key_is(const char *key, const char *who, const char *name)
+/* 1 when `key` is who (wl bytes) + 0x1f + name: compared in place, as
+ * building the key to compare (a strlen and two memcpy calls) cost more,
+ * and by libc's compares, as a byte loop over both cost more still. */
+static int counter_key_is(const char *key, const char *who, size_t wl,
+                          const char *name)
 {
-    while (*who && *key == *who)
-        key++, who++;
-    if (*who || *key++ != '\x1f')
-        return 0;
-    while (*name && *key == *name)
-        key++, name++;
-    return !*name && !*key;
+    return key[0] == who[0] && !memcmp(key, who, wl) && key[wl] == '\x1f' &&
+           !strcmp(key + wl + 1, name);
 }
 
 /* The runtime's counter `name` of `self` (created at 0), or NULL. It
@@ -524,11 +533,16 @@ static double *counter_slot(sophia_self *self, const char *name)
     char key[512];
     sophia_host_rt *rt = sophia_host_rt_of(self);
     const char *who = self ? self->name : "-";
-    for (size_t i = 0; rt && i < HOST_COUNTER_HITS; i++)
+    size_t wl = strlen(who);
+    /* a kept key holds who, 0x1f, a name and its NUL: more than wl + 2 */
+    size_t hits = rt && wl + 2 < sizeof(rt->counter_hits[0].key)
+                      ? HOST_COUNTER_HITS
+                      : 0;
+    for (size_t i = 0; i < hits; i++)
         if (rt->counter_hits[i].slot &&
-            counter_key_is(rt->counter_hits[i].key, who, name))
+            counter_key_is(rt->counter_hits[i].key, who, wl, name))
             return rt->counter_hits[i].slot; /* before the dict's keyed hash */
-    size_t wl = strlen(who), nl = strlen(name);
+    size_t nl = strlen(name);
     if (wl + nl + 2 > sizeof(key))
         return NULL; /* no such names: instance and counter names are short */
     memcpy(key, who, wl); /* every count looks its slot up: no snprintf */

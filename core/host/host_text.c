@@ -1,11 +1,16 @@
 /*
- * host_text - see host_text.h. A recursive descent over the bytes, depth
- * bounded before it recurses; the string loop copies nothing and looks
- * at ASCII bytes once.
+ * host_text - see host_text.h. A quick pass for the compact texts
+ * writers produce (the end of the file), and for the rest a recursive
+ * descent over the bytes, depth bounded before it recurses; the string
+ * loops copy nothing and look at ASCII bytes once.
  */
 #include "host/host_text.h"
 
+#include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "lib/jsonlimit.h"
 #include "lib/jsonscan.h"
@@ -276,13 +281,194 @@ static int value(scan *c, int depth, host_text_member *m)
     }
 }
 
-int host_text_check(const char *s, size_t len, host_text_member *m)
+/* ---- the quick pass (host_text_check_padded) -----------------------
+ *
+ * What a plugin's writer produces: no whitespace, no escapes, numbers and
+ * short strings. One loop over such a text, its position and open
+ * containers in registers (a bit each: object or array), where the walk
+ * above pays a call per token and keeps its position in memory; and no
+ * bound to test: the text is the host's copy, a NUL after it (which no
+ * token takes, so every scan stops there) and HOST_TEXT_PAD - 1 readable
+ * bytes after that (a string is read sixteen bytes a step, SSE2's
+ * width, or eight, to its end). It
+ * accepts a text only when it is well-formed, and gives up ("unsure", 0)
+ * at anything else - whitespace, an escape, a byte out of place - for the
+ * walk to decide: it has to be right when it accepts, not to accept
+ * everything that is right. */
+
+/* The UTF-8 sequence at s[i]: the index after it, or 0. Out of line:
+ * the quick pass's strings are mostly ASCII, and calling it inline made
+ * every string pay for its registers. */
+__attribute__((noinline)) static size_t quick_utf8(const unsigned char *s,
+                                                   size_t i, size_t n)
+{
+    scan c = {s, n, i, 0};
+    return utf8_seq(&c) ? 0 : c.i;
+}
+
+/* sophia_json_plain_run without its bound: the NUL after the text stops
+ * it (a control byte), and what it reads past that NUL is padding. */
+static inline size_t quick_run(const unsigned char *s, size_t i)
+{
+#if defined(__SSE2__)
+    /* sixteen bytes a step: a signed compare with 0x20 finds both the
+     * control bytes and the high ones (negative as signed) */
+    const __m128i sp = _mm_set1_epi8(0x20), q = _mm_set1_epi8('"'),
+                  bs = _mm_set1_epi8('\\');
+    for (;; i += 16) {
+        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        unsigned hit = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+            _mm_cmplt_epi8(w, sp),
+            _mm_or_si128(_mm_cmpeq_epi8(w, q), _mm_cmpeq_epi8(w, bs))));
+        if (hit)
+            return i + (size_t)__builtin_ctz(hit);
+    }
+#else
+    return sophia_json_plain_run(s, i, SIZE_MAX); /* eight bytes a step */
+#endif
+}
+
+/* A string's closing quote from s[i] (after its opening one), UTF-8
+ * checked; the index after it, or 0 (unsure) at an escape, a control
+ * byte or the end. */
+static inline size_t quick_string(const unsigned char *s, size_t i, size_t n)
+{
+    for (;;) {
+        i = quick_run(s, i);
+        if (s[i] == '"')
+            return i + 1;
+        if (s[i] < 0x80 || !(i = quick_utf8(s, i, n)))
+            return 0;
+    }
+}
+
+static inline int quick_digit(unsigned char c)
+{
+    return (unsigned)(c - '0') <= 9;
+}
+
+/* A number at s[i]; the index after it, or 0 (unsure). */
+static size_t quick_number(const unsigned char *s, size_t i)
+{
+    if (s[i] == '-')
+        i++;
+    if (s[i] == '0')
+        i++;
+    else if ((unsigned)(s[i] - '1') <= 8)
+        while (quick_digit(s[++i]))
+            ;
+    else
+        return 0;
+    if (s[i] == '.') {
+        if (!quick_digit(s[++i]))
+            return 0;
+        while (quick_digit(s[++i]))
+            ;
+    }
+    if ((s[i] | 0x20) == 'e') {
+        if (s[++i] == '+' || s[i] == '-')
+            i++;
+        if (!quick_digit(s[i]))
+            return 0;
+        while (quick_digit(s[++i]))
+            ;
+    }
+    return i;
+}
+
+/* 1 when s[0..n) is one well-formed value in the quick pass's subset (m
+ * filled in as host_text_check says, m->escaped 0); 0 when unsure. */
+static int quick(const unsigned char *s, size_t n, host_text_member *m,
+                 size_t klen)
+{
+    uint64_t objs = 0; /* bit k: the k-th open container is an object */
+    unsigned depth = 0;
+    size_t i = 0, k0;
+value:
+    switch (s[i]) {
+    case '{':
+    case '[':
+        if (depth >= 63) /* deeper: the walk knows the limit */
+            return 0;
+        objs = objs << 1 | (s[i] == '{');
+        depth++;
+        if (s[++i] == (objs & 1 ? '}' : ']')) {
+            i++;
+            depth--;
+            objs >>= 1;
+            goto after;
+        }
+        if (objs & 1)
+            goto key;
+        goto value;
+    case '"':
+        i = quick_string(s, i + 1, n);
+        break;
+    case 't':
+        i = !memcmp(s + i, "true", 4) ? i + 4 : 0;
+        break;
+    case 'f':
+        i = !memcmp(s + i, "false", 5) ? i + 5 : 0;
+        break;
+    case 'n':
+        i = !memcmp(s + i, "null", 4) ? i + 4 : 0;
+        break;
+    default:
+        i = quick_number(s, i);
+        break;
+    }
+    if (!i)
+        return 0;
+after:
+    if (!depth)
+        return i == n;
+    if (s[i] == ',') {
+        i++;
+        if (objs & 1)
+            goto key;
+        goto value;
+    }
+    if (s[i] != (objs & 1 ? '}' : ']'))
+        return 0;
+    i++;
+    depth--;
+    objs >>= 1;
+    goto after;
+key:
+    if (s[i] != '"')
+        return 0;
+    k0 = i + 1;
+    if (!(i = quick_string(s, k0, n)) || s[i] != ':')
+        return 0;
+    i++;
+    if (depth == 1 && m && i - 2 - k0 == klen &&
+        !memcmp(s + k0, m->key, klen)) { /* the member looked for */
+        if (s[i] != '"') {
+            m->at = NULL; /* the last one wins, as in jansson */
+            goto value;
+        }
+        size_t v0 = i + 1;
+        if (!(i = quick_string(s, v0, n)))
+            return 0;
+        m->at = (const char *)s + v0;
+        m->len = i - 1 - v0;
+        goto after;
+    }
+    goto value;
+}
+
+static void member_reset(host_text_member *m)
 {
     if (m) {
         m->at = NULL;
         m->len = 0;
         m->escaped = 0;
     }
+}
+
+int host_text_check(const char *s, size_t len, host_text_member *m)
+{
+    member_reset(m);
     if (!s)
         return -1;
     scan c = {(const unsigned char *)s, len, 0, m && m->key ? strlen(m->key) : 0};
@@ -290,4 +476,13 @@ int host_text_check(const char *s, size_t len, host_text_member *m)
         return -1;
     skip_ws(&c);
     return c.i == c.n ? 0 : -1;
+}
+
+int host_text_check_padded(const char *s, size_t len, host_text_member *m)
+{
+    member_reset(m);
+    if (s && quick((const unsigned char *)s, len, m && m->key ? m : NULL,
+                   m && m->key ? strlen(m->key) : 0))
+        return 0;
+    return host_text_check(s, len, m);
 }

@@ -28,4 +28,14 @@ typedef struct host_text_member {
  * the last top-level member of that name has its string value. */
 int host_text_check(const char *s, size_t len, host_text_member *m);
 
+/* What a text given to host_text_check_padded has after it: s[len] is
+ * NUL and so are the HOST_TEXT_PAD - 1 bytes after it. */
+#define HOST_TEXT_PAD 16
+
+/* host_text_check of a copy the host made with HOST_TEXT_PAD after it:
+ * the same answer, the same m. The compact texts writers produce (no
+ * whitespace, no escapes) are read in one loop that needs no bound, the
+ * rest by host_text_check. */
+int host_text_check_padded(const char *s, size_t len, host_text_member *m);
+
 #endif

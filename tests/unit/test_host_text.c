@@ -17,9 +17,35 @@
 #include "host/host.h"
 #include "host/host_text.h"
 
+/* host_text_check and host_text_check_padded (on a padded copy, as the
+ * host calls it) of s[0..n): they must agree on the answer and on m. */
+static int check(const char *s, size_t n, host_text_member *m)
+{
+    host_text_member pm = {.key = m ? m->key : NULL};
+    char *copy = malloc(n + HOST_TEXT_PAD);
+    assert_non_null(copy);
+    if (n)
+        memcpy(copy, s, n);
+    memset(copy + n, 0, HOST_TEXT_PAD);
+    int padded = host_text_check_padded(copy, n, m ? &pm : NULL);
+    int rc = host_text_check(s, n, m);
+    if (padded != rc)
+        fail_msg("padded %d, unpadded %d: %.*s", padded, rc, (int)n, s);
+    if (m && !rc) {
+        assert_int_equal(pm.escaped, m->escaped);
+        assert_int_equal(pm.at != NULL, m->at != NULL);
+        if (m->at) {
+            assert_int_equal(pm.at - copy, m->at - s);
+            assert_int_equal(pm.len, m->len);
+        }
+    }
+    free(copy);
+    return rc;
+}
+
 static int ok(const char *s)
 {
-    return host_text_check(s, strlen(s), NULL) == 0;
+    return check(s, strlen(s), NULL) == 0;
 }
 
 static void test_check_accepts(void **unused)
@@ -55,9 +81,10 @@ static void test_check_refuses(void **unused)
         if (ok(bad[i]))
             fail_msg("accepted %s", bad[i]);
     assert_int_equal(host_text_check(NULL, 0, NULL), -1);
+    assert_int_equal(host_text_check_padded(NULL, 0, NULL), -1);
     /* a NUL inside the length is a control byte in a string, or junk */
-    assert_int_equal(host_text_check("\"a\0b\"", 5, NULL), -1);
-    assert_int_equal(host_text_check("1\0", 2, NULL), -1);
+    assert_int_equal(check("\"a\0b\"", 5, NULL), -1);
+    assert_int_equal(check("1\0", 2, NULL), -1);
 }
 
 /* The check and jansson agree on strings long enough for the scan's
@@ -67,7 +94,7 @@ static void test_check_refuses(void **unused)
 static void assert_agrees(const char *s, size_t n)
 {
     json_t *v = json_loadb(s, n, JSON_DECODE_ANY, NULL);
-    int mine = host_text_check(s, n, NULL) == 0;
+    int mine = check(s, n, NULL) == 0;
     if (mine != (v != NULL))
         fail_msg("check %s, jansson %s: %.*s", mine ? "accepts" : "refuses",
                  v ? "accepts" : "refuses", (int)n, s);
@@ -177,7 +204,7 @@ static void test_check_random_texts(void **unused)
         json_error_t je;
         json_t *v = json_loadb(s, n, JSON_DECODE_ANY, &je);
         host_text_member m = {.key = "metric"};
-        int mine = host_text_check(s, n, &m) == 0;
+        int mine = check(s, n, &m) == 0;
         if (!v && mine && (strstr(je.text, "overflow") || strstr(je.text, "too big")))
             continue; /* a number jansson cannot hold */
         if (mine != (v != NULL))
@@ -214,22 +241,31 @@ static void test_member(void **unused)
     (void)unused;
     host_text_member m = {.key = "metric"};
     const char *s = "{\"x\":{\"metric\":\"inner\"},\"metric\":\"a\",\"metric\":\"cpu\"}";
-    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_int_equal(check(s, strlen(s), &m), 0);
     assert_int_equal(m.len, 3);
     assert_memory_equal(m.at, "cpu", 3); /* the last one, at the top */
     assert_int_equal(m.escaped, 0);
     s = "{\"metric\":\"c\\\"u\"}";
-    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_int_equal(check(s, strlen(s), &m), 0);
     assert_int_equal(m.escaped, 1);
     s = "{\"m\\u0065tric\":\"x\"}"; /* the key itself is unsure */
-    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_int_equal(check(s, strlen(s), &m), 0);
     assert_null(m.at);
     assert_int_equal(m.escaped, 1);
     s = "{\"metric\":\"a\",\"metric\":5}";
-    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_int_equal(check(s, strlen(s), &m), 0);
     assert_null(m.at);
     s = "[\"metric\"]";
-    assert_int_equal(host_text_check(s, strlen(s), &m), 0);
+    assert_int_equal(check(s, strlen(s), &m), 0);
+    assert_null(m.at);
+    /* compact (the quick pass), with UTF-8 and nesting */
+    s = "{\"l\":{\"metric\":\"x\"},\"metric\":\"caf\xc3\xa9\",\"v\":-0.5e3}";
+    assert_int_equal(check(s, strlen(s), &m), 0);
+    assert_int_equal(m.len, 5);
+    assert_memory_equal(m.at, "caf\xc3\xa9", 5);
+    assert_int_equal(m.escaped, 0);
+    s = "{\"metric\":\"a\",\"metric\":[]}";
+    assert_int_equal(check(s, strlen(s), &m), 0);
     assert_null(m.at);
 }
 

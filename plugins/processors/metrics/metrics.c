@@ -208,6 +208,7 @@ static int parse_bounds(metrics_state *st, const sophia_opts *opts)
 /* ------------------------------------------------------------ lifecycle */
 
 static void metrics_fini(void *state);
+static void memo_free(struct metrics_memo *m);
 
 /* Only the option getters are used here: init runs at `--check` time too,
  * before any event exists. */
@@ -250,6 +251,7 @@ static void metrics_fini(void *state)
     free(st->windows);
     free(st->rules);
     free(st->scratch);
+    memo_free(st->memo);
     if (st->seen.ring)
         pu_seen_free(&st->seen);
     free(st);
@@ -266,6 +268,7 @@ typedef struct point {
     const sophia_json *labels;    /* the point's own object, or NULL */
     const sophia_json *tags;      /* NULL when absent */
     const char *dashboard;        /* NULL = none */
+    size_t metric_len, dash_len;  /* their lengths (0: no dashboard) */
     int64_t t_us;                 /* event time */
     int64_t arrival_us;
     int in_order;                 /* not older than its series' watermark */
@@ -278,13 +281,15 @@ static const sophia_json *present(const sophia_host *h, const sophia_json *v)
     return t == SOPHIA_JSON_MISSING || t == SOPHIA_JSON_NULL ? NULL : v;
 }
 
-/* A metric or dashboard name fits the keys: short, no control byte. */
-static int name_ok(const char *s)
+/* A metric or dashboard name fits the keys (short, no control byte):
+ * its length into *len, and 1; else 0. */
+static int name_ok(const char *s, size_t *len)
 {
     size_t n = 0;
     for (; s[n]; n++)
         if ((unsigned char)s[n] < 0x20 || n >= NAME_MAX_LEN)
             return 0;
+    *len = n;
     return 1;
 }
 
@@ -297,25 +302,39 @@ typedef struct point_fields {
         *type;
 } point_fields;
 
+/* Where member k goes in f, or NULL: by its first byte, then one
+ * compare (names tried in a loop cost a point about 40 instructions). */
+static const sophia_json **field_slot(point_fields *f, const char *k)
+{
+    switch (k[0]) {
+    case 'm':
+        return !strcmp(k + 1, "etric") ? &f->metric : NULL;
+    case 'v':
+        return !strcmp(k + 1, "alue") ? &f->value : NULL;
+    case 'd':
+        return !strcmp(k + 1, "ashboard_id") ? &f->dashboard : NULL;
+    case 'l':
+        return !strcmp(k + 1, "abels") ? &f->labels : NULL;
+    case 't':
+        return !strcmp(k + 1, "imestamp") ? &f->timestamp
+               : !strcmp(k + 1, "ags")    ? &f->tags
+               : !strcmp(k + 1, "ype")    ? &f->type
+                                          : NULL;
+    default:
+        return NULL;
+    }
+}
+
 static void point_fields_of(const sophia_host *h, const sophia_json *b,
                             point_fields *f)
 {
-    static const char *const names[] = {"metric", "value", "timestamp",
-                                        "labels", "tags", "dashboard_id",
-                                        "type"};
-    const sophia_json **slots[] = {&f->metric, &f->value, &f->timestamp,
-                                   &f->labels, &f->tags, &f->dashboard,
-                                   &f->type};
     memset(f, 0, sizeof(*f));
     const char *k;
-    const sophia_json *v;
+    const sophia_json *v, **slot;
     for (void *it = h->json_iter(b, NULL, &k, &v); it;
          it = h->json_iter(b, it, &k, &v))
-        for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
-            if (k[0] == names[i][0] && !strcmp(k, names[i])) {
-                *slots[i] = v;
-                break;
-            }
+        if ((slot = field_slot(f, k)))
+            *slot = v;
 }
 
 /* 0 when the event is a point (p filled in), else -1 and why. */
@@ -332,7 +351,7 @@ static int parse_point(const metrics_state *st, const sophia_event *ev,
     if (!object)
         bad = "body is not a JSON object";
     else if (!(p->metric = h->json_string(f.metric)) || !*p->metric ||
-             !name_ok(p->metric))
+             !name_ok(p->metric, &p->metric_len))
         bad = "\"metric\" is missing or not a non-empty string of at most "
               "255 bytes without control bytes";
     else if (!(p->value = f.value) ||
@@ -348,7 +367,7 @@ static int parse_point(const metrics_state *st, const sophia_event *ev,
     p->dashboard = h->json_string(f.dashboard);
     if (!p->dashboard || !*p->dashboard)
         p->dashboard = st->default_dashboard;
-    if (p->dashboard && !name_ok(p->dashboard)) {
+    if (p->dashboard && !name_ok(p->dashboard, &p->dash_len)) {
         snprintf(why, len, "\"dashboard_id\" is longer than 255 bytes or "
                  "has a control byte");
         return -1;
@@ -377,9 +396,16 @@ static const char *arrival_text(metrics_state *st, const point *p)
     if (secs != st->ts_sec) {
         time_t t = (time_t)secs;
         struct tm tm;
-        if (!gmtime_r(&t, &tm) || !strftime(st->ts_text, sizeof(st->ts_text),
-                                             "%Y-%m-%dT%H:%M:%SZ", &tm))
+        size_t n;
+        if (!gmtime_r(&t, &tm) ||
+            !(n = strftime(st->ts_text, sizeof(st->ts_text),
+                           "%Y-%m-%dT%H:%M:%SZ", &tm)))
             return NULL;
+        /* strftime's digits, '-', ':', 'T', 'Z': a JSON string as they are */
+        st->ts_json[0] = '"';
+        memcpy(st->ts_json + 1, st->ts_text, n);
+        st->ts_json[n + 1] = '"';
+        st->ts_json_len = n + 2;
         st->ts_sec = secs;
     }
     return st->ts_text;
@@ -512,43 +538,10 @@ static int timestamp_text(metrics_state *st, const point *p, text *t)
     const char *at = p->timestamp ? NULL : arrival_text(st, p);
     if (p->timestamp) {
         text_value(t, st->host, p->timestamp);
-    } else if (at) { /* strftime's digits, '-', ':', 'T', 'Z': as they are */
-        text_add(t, "\"", 1);
-        text_add(t, at, strlen(at));
-        text_add(t, "\"", 1);
+    } else if (at) {
+        text_add(t, st->ts_json, st->ts_json_len);
     }
     return t->failed || (!p->timestamp && !at) ? SOPHIA_ENOMEM : 0;
-}
-
-/* {"metric":..,"value":..,"timestamp":..[,"labels":..]}: the members, in
- * that order, of the value this published before 1.4, so subscribers get
- * the same bytes. `val` and `ts` are the value's and timestamp's text. */
-static int publish_point(const metrics_state *st, const point *p,
-                         const text *val, const text *ts, sophia_ctx *ctx)
-{
-    const sophia_host *h = st->host;
-    text t;
-    text_init(&t);
-    text_add(&t, "{\"metric\":", 10);
-    text_str(&t, p->metric);
-    text_add(&t, ",\"value\":", 9);
-    text_add(&t, val->p, val->len);
-    text_add(&t, ",\"timestamp\":", 13);
-    text_add(&t, ts->p, ts->len);
-    if (p->canon[0]) {
-        sophia_json *labels = labels_of(h, p);
-        if (!labels)
-            t.failed = 1;
-        text_add(&t, ",\"labels\":", 10);
-        text_value(&t, h, labels);
-        h->json_free(labels);
-    }
-    text_add(&t, "}", 1);
-    int rc = t.failed ? SOPHIA_ENOMEM
-                      : h->publish_text(ctx, SOPHIA_UPDATE_METRIC, NULL,
-                                        p->dashboard, t.p, t.len);
-    text_free(&t);
-    return rc;
 }
 
 /* dst = a b c d (NUL-terminated), cut to len; the per-point path avoids
@@ -568,15 +561,24 @@ static void join4(char *dst, size_t len, const char *a, const char *b,
     dst[off] = '\0';
 }
 
-/* "dashboard\x1fmetric[\x1flabels]": the series' key in the state. */
-static void series_key(const point *p, char *out, size_t len)
+/* "dashboard\x1fmetric[\x1flabels]": the series' key in the state, in
+ * out[SKEY_LEN] (the names are under NAME_MAX_LEN, the labels under
+ * MP_LABELS_LEN). Copied by the lengths parse_point measured. */
+static size_t series_key(const point *p, char out[SKEY_LEN])
 {
-    join4(out, len, p->dashboard ? p->dashboard : "", "\x1f", p->metric,
-          p->canon[0] ? "\x1f" : "");
+    size_t o = p->dash_len;
+    memcpy(out, p->dashboard ? p->dashboard : "", o);
+    out[o++] = '\x1f';
+    memcpy(out + o, p->metric, p->metric_len);
+    o += p->metric_len;
     if (p->canon[0]) {
-        size_t off = strlen(out);
-        join4(out + off, len - off, p->canon, "", "", "");
+        size_t n = strlen(p->canon);
+        out[o++] = '\x1f';
+        memcpy(out + o, p->canon, n);
+        o += n;
     }
+    out[o] = '\0';
+    return o;
 }
 
 /* "<dashboard or _>:<metric>[{labels}]": the series in cache keys and
@@ -680,23 +682,90 @@ static int put(const metrics_state *st, const point *p, const char *a,
     return rc;
 }
 
-/* The series' latest value, {"value":..,"timestamp":..}, as text. */
-static int cache_point(const metrics_state *st, const point *p,
-                       const text *val, const text *ts, sophia_ctx *ctx)
+/* What a series' name makes of its points' texts: the update's start
+ * and the latest value's key and tags, all functions of the series key.
+ * Kept for the last series a point went to (a POST's points mostly go to
+ * one): writing the key and the tag byte by byte and escaping the metric
+ * name cost a point about 350 instructions. */
+struct metrics_memo {
+    char skey[SKEY_LEN]; /* "" before the first point */
+    text head;           /* {"metric":<name>,"value": */
+    put_at at;           /* <prefix><dashboard or _>:<metric>[{labels}] */
+};
+
+static void memo_free(struct metrics_memo *m)
+{
+    if (m && m->skey[0]) {
+        text_free(&m->head);
+        put_at_free(&m->at);
+    }
+    free(m);
+}
+
+/* The memo of point p's series `skey`, made when it is another's; NULL
+ * on no memory. */
+static const struct metrics_memo *memo_of(metrics_state *st, const point *p,
+                                          const char *skey)
+{
+    struct metrics_memo *m = st->memo;
+    if (m && m->skey[0] && !strcmp(m->skey, skey))
+        return m;
+    if (!m && !(m = st->memo = calloc(1, sizeof(*m))))
+        return NULL;
+    if (m->skey[0]) {
+        text_free(&m->head);
+        put_at_free(&m->at);
+        m->skey[0] = '\0';
+    }
+    text_init(&m->head);
+    text_add(&m->head, "{\"metric\":", 10);
+    text_str(&m->head, p->metric);
+    text_add(&m->head, ",\"value\":", 9);
+    if (m->head.failed || put_at_make(st, p, "", "", &m->at)) {
+        text_free(&m->head);
+        return NULL;
+    }
+    join4(m->skey, sizeof(m->skey), skey, "", "", "");
+    return m;
+}
+
+/* The point's update, {"metric":..,"value":..,"timestamp":..[,"labels":
+ * ..]} - the members, in that order, of the value this published before
+ * 1.4, so subscribers get the same bytes - and, for an in-order point,
+ * its series' latest value for the cache, {"value":..,"timestamp":..}:
+ * the update's middle. So both are one text, written once: the update is
+ * published (the host copies it), then the comma before its "value" and
+ * the byte after its timestamp become the braces of the latest value. */
+static int publish_and_cache(metrics_state *st, const point *p,
+                             const struct metrics_memo *m, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
     text t;
     text_init(&t);
-    text_add(&t, "{\"value\":", 9);
-    text_add(&t, val->p, val->len);
+    text_add(&t, m->head.p, m->head.len);
+    size_t from = t.len - 9; /* the comma of ,"value": */
+    text_value(&t, h, p->value);
     text_add(&t, ",\"timestamp\":", 13);
-    text_add(&t, ts->p, ts->len);
+    int rc = timestamp_text(st, p, &t);
+    size_t to = t.len; /* after the timestamp */
+    if (!rc && p->canon[0]) {
+        sophia_json *labels = labels_of(h, p);
+        if (!labels)
+            t.failed = 1;
+        text_add(&t, ",\"labels\":", 10);
+        text_value(&t, h, labels);
+        h->json_free(labels);
+    }
     text_add(&t, "}", 1);
-    put_at at;
-    int rc = t.failed || put_at_make(st, p, "", "", &at) ? SOPHIA_ENOMEM : 0;
-    if (!rc) {
-        rc = h->cache_put_text(ctx, at.key, t.p, t.len, st->ttl, at.tags);
-        put_at_free(&at);
+    if (!rc)
+        rc = t.failed ? SOPHIA_ENOMEM
+                      : h->publish_text(ctx, SOPHIA_UPDATE_METRIC, NULL,
+                                        p->dashboard, t.p, t.len);
+    if (!rc && p->in_order) {
+        t.p[from] = '{';
+        t.p[to] = '}';
+        rc = h->cache_put_text(ctx, m->at.key, t.p + from, to + 1 - from,
+                               st->ttl, m->at.tags);
     }
     text_free(&t);
     return rc;
@@ -829,15 +898,21 @@ static int check_rule(metrics_state *st, const point *p, rule_state *rs,
 
 /* Rules and windows for one point of series `skey` (committed state s,
  * NULL when new): the alerts and aggregates go into ctx, the series' new
- * state into one staged change. */
+ * state and the point's identity (fingerprint fp, 0 = none) into one
+ * staged change: one allocation and one staged entry a point, where the
+ * identity had its own. */
 static int track(metrics_state *st, const point *p, const series *s,
-                 const char *skey, sophia_ctx *ctx)
+                 const char *skey, uint64_t fp, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
     metrics_change *c = ms_change_new(st, skey);
     if (!c)
         return SOPHIA_ENOMEM;
-    if (s)
+    if (fp) {
+        c->seen.s = &st->seen;
+        c->seen.fp = fp;
+    }
+    if (s && st->nrules)
         memcpy(c->rules, s->rules, st->nrules * sizeof(rule_state));
     double v = h->json_number(p->value, 0);
     c->t = p->t_us;
@@ -846,8 +921,8 @@ static int track(metrics_state *st, const point *p, const series *s,
     for (size_t i = 0; p->in_order && !rc && i < st->nrules; i++)
         if (!strcmp(st->rules[i].metric, p->metric))
             rc = check_rule(st, p, &c->rules[i], i, v, ctx);
-    int64_t now = h->now_us();
     if (!rc && st->nwindows) {
+        int64_t now = h->now_us(); /* the windows' throttle only */
         c->push = 1;
         int64_t end = p->in_order ? p->t_us : s->wm_us;
         if (!s || !s->last_agg_us ||
@@ -887,22 +962,35 @@ static void stamp_text(const sophia_host *h, const point *p, char *out,
     join4(out, len, "ts:", ts ? ts : bits[0], "\x1f", bits[1]);
 }
 
+/* Room for a point's identity: the series key, a separator and what
+ * identifies the point in it, at most IDENT_WHAT - 1 bytes. */
+#define IDENT_WHAT 300
+#define IDENT_LEN (SKEY_LEN + 1 + IDENT_WHAT)
+
 /* The point's identity within its series (see the top of the file) into
- * out, or "" when it has none. The series key carries the labels, so
- * hosts reporting the same metric, second and value are two points. */
+ * out[IDENT_LEN], or "" when it has none: "<series key>\x1f<what>", what
+ * being "id:<source id>" or stamp_text, cut to IDENT_WHAT - 1 bytes as it
+ * always was (the fingerprints a reload hands over stay valid). The
+ * series key (klen bytes) carries the labels, so hosts reporting the
+ * same metric, second and value are two points. */
 static void point_identity(const metrics_state *st, const sophia_event *ev,
-                           const point *p, const char *skey, char *out,
-                           size_t len)
+                           const point *p, const char *skey, size_t klen,
+                           char *out)
 {
-    char what[300];
+    char *what = out + klen + 1;
     out[0] = '\0';
-    if (ev->id && *ev->id)
-        join4(what, sizeof(what), "id:", ev->id, "", "");
-    else if (p->timestamp)
-        stamp_text(st->host, p, what, sizeof(what));
-    else
+    if (ev->id && *ev->id) {
+        size_t n = strnlen(ev->id, IDENT_WHAT - 4);
+        memcpy(what, "id:", 3);
+        memcpy(what + 3, ev->id, n);
+        what[3 + n] = '\0';
+    } else if (p->timestamp) {
+        stamp_text(st->host, p, what, IDENT_WHAT);
+    } else {
         return;
-    join4(out, len, skey, "\x1f", what, "");
+    }
+    memcpy(out, skey, klen);
+    out[klen] = '\x1f';
 }
 
 /* The counter naming why the point is dropped before any effect, or NULL
@@ -919,22 +1007,14 @@ static const char *dropped(metrics_state *st, const point *p, const series *s,
     return NULL;
 }
 
-/* Publish, cache (an in-order point only) and track one point. */
+/* Publish, cache (an in-order point only) and track one point (its
+ * identity's fingerprint fp, 0 = none). */
 static int handle(metrics_state *st, point *p, const series *s,
-                  const char *skey, sophia_ctx *ctx)
+                  const char *skey, uint64_t fp, sophia_ctx *ctx)
 {
-    text val, ts; /* written once, for the update and the latest value */
-    text_init(&val);
-    text_init(&ts);
-    text_value(&val, st->host, p->value);
-    int rc = val.failed ? SOPHIA_ENOMEM : timestamp_text(st, p, &ts);
-    if (!rc)
-        rc = publish_point(st, p, &val, &ts, ctx);
-    if (!rc && p->in_order)
-        rc = cache_point(st, p, &val, &ts, ctx);
-    text_free(&val);
-    text_free(&ts);
-    return rc ? rc : track(st, p, s, skey, ctx);
+    const struct metrics_memo *m = memo_of(st, p, skey);
+    int rc = m ? publish_and_cache(st, p, m, ctx) : SOPHIA_ENOMEM;
+    return rc ? rc : track(st, p, s, skey, fp, ctx);
 }
 
 static sophia_verdict metrics_process(void *state, const sophia_event *ev,
@@ -951,10 +1031,10 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
                ev && ev->stream ? ev->stream : "?", why);
         return SOPHIA_PROCESS_ERROR;
     }
-    char skey[SKEY_LEN], id[SKEY_LEN + 320];
-    series_key(&p, skey, sizeof(skey));
-    point_identity(st, ev, &p, skey, id, sizeof(id));
-    if (id[0] && pu_seen_has(&st->seen, id)) {
+    char skey[SKEY_LEN], id[IDENT_LEN];
+    point_identity(st, ev, &p, skey, series_key(&p, skey), id);
+    uint64_t fp = id[0] ? pu_seen_fp(&st->seen, id) : 0;
+    if (fp && st->seen.slots[pu_seen_slot(&st->seen, fp)]) {
         h->counter_add(st->self, "duplicates", 1);
         return SOPHIA_PROCESS_OK; /* committed before: nothing again */
     }
@@ -965,9 +1045,7 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
         return SOPHIA_PROCESS_OK; /* counted, not a failure */
     }
     p.in_order = !s || s->wm_us == MS_NO_WM || p.t_us >= s->wm_us;
-    int rc = handle(st, &p, s, skey, ctx);
-    if (!rc && id[0])
-        rc = pu_seen_stage(h, ctx, &st->seen, id);
+    int rc = handle(st, &p, s, skey, fp, ctx);
     if (rc) {
         h->log(st->self, SOPHIA_LOG_WARN, "metric %s not queued: %s",
                p.metric, h->strerror(rc));

@@ -78,11 +78,16 @@ typedef struct metrics_state {
     int64_t keep_us;       /* the longest window + the lateness: older
                               samples can be in no window again */
     pu_table series;       /* "dashboard\x1fmetric[\x1flabels]" -> series */
+    series *last;          /* the series last found in it, or NULL ... */
+    const char *last_key;  /* ... under this key (the table's copy) */
     pu_table per_metric;   /* "dashboard\x1fmetric" -> metric_count */
     pu_seen seen;          /* "series\x1fidentity" of committed points */
     double *scratch;       /* sort buffer, max_samples long */
+    struct metrics_memo *memo; /* the last series' texts (metrics.c) */
     int64_t ts_sec;        /* the second ts_text spells, or -1 */
     char ts_text[32];      /* arrival time as ISO-8601, once a second */
+    char ts_json[34];      /* the same as a JSON string, quoted ... */
+    size_t ts_json_len;    /* ... and measured */
 } metrics_state;
 
 /* What one point changes in its series, and what it replaced there (so
@@ -105,6 +110,8 @@ typedef struct metrics_change {
     int64_t old_agg_us;
     int64_t old_wm_us;
     rule_state *old_rules;
+    pu_seen_add seen;      /* the point's identity, remembered with the
+                              change (seen.s NULL: it has none) */
 } metrics_change;
 
 /* The series tables (max_series, max_series_per_metric); 0 or ENOMEM. */

@@ -276,9 +276,11 @@ int mp_labels_canon(const sophia_host *h, const sophia_json *labels,
                     const sophia_json *tags, const char *skip, char *out,
                     size_t len, char *why, size_t why_len)
 {
+    out[0] = why[0] = '\0';
+    if (!labels && !tags)
+        return 0; /* most points: no table of labels to set up */
     label ls[MP_MAX_LABELS];
     size_t n = 0;
-    out[0] = why[0] = '\0';
     int rc = collect(h, labels, tags, ls, &n, why, why_len);
     for (size_t i = 0; !rc && skip && i < n; i++)
         if (ls[i].klen == strlen(skip) && !memcmp(ls[i].k, skip, ls[i].klen)) {

@@ -57,15 +57,28 @@ int ms_tables_init(metrics_state *st, size_t max_series)
 
 void ms_tables_free(metrics_state *st)
 {
+    st->last = NULL;
     if (st->series.b)
         pu_table_free(&st->series); /* first: series release their counts */
     if (st->per_metric.b)
         pu_table_free(&st->per_metric);
 }
 
+/* The series a point names is mostly the one the point before named
+ * (a POST's points to one metric), and each point looks it up twice
+ * (process, then its change's apply): the last one found is kept with
+ * its key, compared before the keyed hash. Every removal from the table
+ * (undo, a put's eviction, the end) forgets it first, so it never
+ * outlives its series. */
 series *ms_series_get(metrics_state *st, const char *key)
 {
-    return pu_table_get(&st->series, key);
+    if (st->last && !strcmp(st->last_key, key))
+        return st->last;
+    pu_entry *e = *pu_slot(&st->series, key);
+    if (!e)
+        return NULL;
+    st->last_key = e->key;
+    return st->last = e->val;
 }
 
 /* "dashboard\x1fmetric" of "dashboard\x1fmetric[\x1flabels]" into out. */
@@ -105,7 +118,7 @@ static metric_count *count_for(metrics_state *st, const char *key)
 
 series *ms_series_make(metrics_state *st, const char *key, int *created)
 {
-    series *s = pu_table_get(&st->series, key);
+    series *s = ms_series_get(st, key);
     *created = !s;
     if (s)
         return s;
@@ -121,6 +134,7 @@ series *ms_series_make(metrics_state *st, const char *key, int *created)
     s->wm_us = MS_NO_WM;
     s->mc = mc;
     mc->n++; /* before the put: its eviction may release this metric */
+    st->last = NULL; /* the put may evict it */
     return pu_table_put(&st->series, key, s) ? NULL : s;
 }
 
@@ -179,7 +193,8 @@ metrics_change *ms_change_new(const metrics_state *st, const char *key)
     if (!c)
         return NULL;
     *c = (metrics_change){0};
-    memset(c + 1, 0, 2 * rl);
+    if (rl) /* no rules, no call: most configurations */
+        memset(c + 1, 0, 2 * rl);
     c->rules = (rule_state *)(c + 1);
     c->old_rules = c->rules + st->nrules;
     c->key = (char *)(c->old_rules + st->nrules);
@@ -224,20 +239,24 @@ void ms_apply(void *state, void *change)
     metrics_state *st = state;
     metrics_change *c = change;
     size_t rl = st->nrules * sizeof(rule_state);
+    if (c->seen.s) /* its own set: independent of the series */
+        pu_seen_apply(NULL, &c->seen);
     series *s = ms_series_make(st, c->key, &c->created);
     if (!s)
         return;
     c->applied = 1;
     c->old_agg_us = s->last_agg_us;
     c->old_wm_us = s->wm_us;
-    memcpy(c->old_rules, s->rules, rl);
+    if (rl)
+        memcpy(c->old_rules, s->rules, rl);
     if (c->push)
         apply_push(st, s, c);
     if (c->agg_us)
         s->last_agg_us = c->agg_us;
     if (s->wm_us == MS_NO_WM || c->t > s->wm_us)
         s->wm_us = c->t;
-    memcpy(s->rules, c->rules, rl);
+    if (rl)
+        memcpy(s->rules, c->rules, rl);
 }
 
 /* Steps the ring back over the push and the pruning. */
@@ -259,10 +278,13 @@ void ms_undo(void *state, void *change)
 {
     metrics_state *st = state;
     metrics_change *c = change;
+    if (c->seen.s) /* applied whatever became of the series */
+        pu_seen_undo(NULL, &c->seen);
     series *s = c->applied ? ms_series_get(st, c->key) : NULL;
     if (!s)
         return;
     if (c->created) {
+        st->last = NULL;
         pu_table_del(&st->series, c->key);
         return;
     }
