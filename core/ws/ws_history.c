@@ -155,16 +155,22 @@ void ws_history_init(ws_history *h, size_t cap)
     h->cap = cap;
 }
 
+/* head and i are both below alloc, so one subtraction wraps the sum: a
+ * division per access (three or four a push, a push per topic of every
+ * publish) cost more than the rest of the ring's arithmetic. */
 static ws_hist_entry *slot(const ws_history *h, size_t i)
 {
-    return &h->v[(h->head + i) % h->alloc];
+    size_t k = h->head + i;
+    return &h->v[k < h->alloc ? k : k - h->alloc];
 }
 
 static void drop_oldest(ws_history *h)
 {
-    ws_msg_unref(slot(h, 0)->m);
-    ws_pub_unref(slot(h, 0)->p);
-    h->head = (h->head + 1) % h->alloc;
+    ws_hist_entry *e = &h->v[h->head];
+    ws_msg_unref(e->m);
+    ws_pub_unref(e->p);
+    if (++h->head == h->alloc)
+        h->head = 0;
     h->len--;
 }
 
@@ -213,6 +219,18 @@ void ws_history_free(ws_history *h)
     h->alloc = 0;
 }
 
+static void fill(ws_hist_entry *e, uint64_t seq, int64_t now_us, ws_msg *m,
+                 ws_pub *p)
+{
+    e->seq = seq;
+    e->at_us = now_us;
+    e->m = m;
+    e->p = p;
+    if (m)
+        m->refs++;
+    p->refs++;
+}
+
 void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m,
                      ws_pub *p)
 {
@@ -220,6 +238,17 @@ void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m,
         return;
     if (h->len && slot(h, h->len - 1)->seq + 1 != seq)
         ws_history_clear(h); /* a gap: keep the ring contiguous */
+    if (h->len == h->cap && h->alloc == h->cap) {
+        /* a busy topic's steady state: the new entry takes the oldest's
+         * slot, which becomes the newest, in one step */
+        ws_hist_entry *e = &h->v[h->head];
+        ws_msg_unref(e->m);
+        ws_pub_unref(e->p);
+        fill(e, seq, now_us, m, p);
+        if (++h->head == h->alloc)
+            h->head = 0;
+        return;
+    }
     if (h->len == h->cap) {
         drop_oldest(h);
     } else if (h->len == h->alloc) {
@@ -230,14 +259,7 @@ void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m,
             drop_oldest(h); /* stay within what we have */
         }
     }
-    ws_hist_entry *e = slot(h, h->len++);
-    e->seq = seq;
-    e->at_us = now_us;
-    e->m = m;
-    e->p = p;
-    if (m)
-        m->refs++;
-    p->refs++;
+    fill(slot(h, h->len++), seq, now_us, m, p);
 }
 
 void ws_history_prune(ws_history *h, int64_t now_us, int64_t max_age_us)
