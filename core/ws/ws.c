@@ -330,7 +330,7 @@ ws_msg *ws_topic_msg(sophia_ws_router *r, const ws_topic *t, size_t i)
 {
     ws_hist_entry *e = ws_history_at(&t->hist, i);
     if (e && !e->m)
-        e->m = render_msg(r, e->p, t->name, NULL, e->seq); /* rare: no head */
+        e->m = render_msg(r, e->p, t->name, NULL, e->seq); /* kept for the next */
     return e ? e->m : NULL;
 }
 
@@ -384,7 +384,9 @@ static void unrecorded(sophia_ws_router *r, const ws_pub *p, const char *topic,
 
 /* One topic's share of a publish: rendered only for whoever takes it now
  * (subscribers, patterns, a dashboard's latest value); the history keeps
- * the shared pub either way (ws_history.h). */
+ * only the shared pub (ws_history.h), so the message goes with the last
+ * queue or latest value holding it, while it is still in cache, not when
+ * the ring drops the entry a history's turn later. */
 static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
                         int64_t now)
 {
@@ -397,7 +399,7 @@ static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
         ws_latest_put(r->latest, t->name, p->metric, m,
                       sophia_clock_wall_us(&r->clock) / 1000);
     ws_history_prune(&t->hist, now, r->history_age_us);
-    ws_history_push(&t->hist, t->seq, now, m, (ws_pub *)p);
+    ws_history_push(&t->hist, t->seq, now, NULL, (ws_pub *)p);
     ws_msg_unref(m);
 }
 
