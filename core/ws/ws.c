@@ -317,12 +317,12 @@ static ws_msg *render_msg(sophia_ws_router *r, const ws_pub *p,
     sophia_jsonw_raw(w, ",\"data\":", 8);
     sophia_jsonw_raw(w, p->text, p->dlen);
     sophia_jsonw_raw(w, "}", 1);
-    ws_msg *m = w->failed ? NULL : ws_msg_new(w->p, w->len, LWS_PRE);
-    if (!m)
-        return NULL;
-    m->pubid = p->pubid;
-    if (p->metric)
-        ws_msg_set_ckey(m, topic, p->metric);
+    ws_msg *m = w->failed ? NULL
+                          : ws_msg_new_keyed(w->p, w->len, LWS_PRE,
+                                             p->metric ? topic : NULL,
+                                             p->metric);
+    if (m)
+        m->pubid = p->pubid;
     return m;
 }
 

@@ -31,16 +31,21 @@ static void frame_header(ws_msg *m, size_t pre)
     m->hl = n;
 }
 
+/* The coalescing key, when topic is not NULL, goes in the same block,
+ * after the payload's NUL: one allocation and one free per message. */
 static ws_msg *msg_new(const void *data, size_t len, size_t pre, int binary,
-                       int deflated)
+                       int deflated, const char *topic, const char *metric)
 {
-    ws_msg *m = malloc(sizeof(*m) + pre + len + 1);
+    size_t a = topic ? strlen(topic) : 0, b = topic ? strlen(metric) : 0,
+           kl = topic ? a + b + 2 : 0;
+    ws_msg *m = malloc(sizeof(*m) + pre + len + 1 + kl);
     if (!m)
         return NULL;
     m->refs = 1;
     m->pubid = 0;
     m->ckey = NULL;
     m->ckey_len = 0;
+    m->ckey_inline = 0;
     m->len = len;
     m->hl = 0;
     m->binary = binary;
@@ -49,6 +54,15 @@ static ws_msg *msg_new(const void *data, size_t len, size_t pre, int binary,
     m->alt = m->z = NULL;
     memcpy(m->buf + pre, data, len);
     m->buf[pre + len] = '\0';
+    if (topic) {
+        char *k = (char *)m->buf + pre + len + 1;
+        memcpy(k, topic, a);
+        k[a] = '\x01'; /* never in a topic: they are printable */
+        memcpy(k + a + 1, metric, b + 1);
+        m->ckey = k;
+        m->ckey_len = a + b + 1;
+        m->ckey_inline = 1;
+    }
     if (pre >= 10)
         frame_header(m, pre);
     return m;
@@ -56,18 +70,24 @@ static ws_msg *msg_new(const void *data, size_t len, size_t pre, int binary,
 
 ws_msg *ws_msg_new(const char *text, size_t len, size_t pre)
 {
-    return msg_new(text, len, pre, 0, 0);
+    return msg_new(text, len, pre, 0, 0, NULL, NULL);
+}
+
+ws_msg *ws_msg_new_keyed(const char *text, size_t len, size_t pre,
+                         const char *topic, const char *metric)
+{
+    return msg_new(text, len, pre, 0, 0, topic, metric);
 }
 
 ws_msg *ws_msg_new_binary(const void *data, size_t len, size_t pre)
 {
-    return msg_new(data, len, pre, 1, 0);
+    return msg_new(data, len, pre, 1, 0, NULL, NULL);
 }
 
 ws_msg *ws_msg_new_deflated(const ws_msg *m, const void *data, size_t len,
                             size_t pre)
 {
-    ws_msg *z = msg_new(data, len, pre, m->binary, 1);
+    ws_msg *z = msg_new(data, len, pre, m->binary, 1, NULL, NULL);
     if (!z)
         return NULL;
     z->pubid = m->pubid;
@@ -96,7 +116,9 @@ const char *ws_msg_text(const ws_msg *m, size_t pre)
 void ws_msg_set_ckey(ws_msg *m, const char *topic, const char *metric)
 {
     size_t a = strlen(topic), b = strlen(metric);
-    free(m->ckey);
+    if (!m->ckey_inline)
+        free(m->ckey);
+    m->ckey_inline = 0;
     m->ckey = malloc(a + b + 2);
     if (!m->ckey)
         return;
@@ -111,7 +133,8 @@ void ws_msg_unref(ws_msg *m)
     if (m && --m->refs == 0) {
         ws_msg_unref(m->alt);
         ws_msg_unref(m->z);
-        free(m->ckey);
+        if (!m->ckey_inline)
+            free(m->ckey);
         free(m);
     }
 }

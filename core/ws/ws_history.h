@@ -44,6 +44,7 @@ typedef struct ws_msg {
     uint64_t pubid;   /* the publish it came from; 0 for control messages */
     char *ckey;       /* coalescing key "topic\x01metric", or NULL */
     size_t ckey_len;
+    int ckey_inline;  /* ckey is in this block (ws_msg_new_keyed) */
     size_t len;
     size_t hl;        /* bytes of WebSocket frame header ending at buf+pre */
     int binary;       /* a binary frame (msgpack), not a text one */
@@ -62,6 +63,11 @@ typedef struct ws_msg {
  * headroom (when pre >= 10), so every client's send of the message is one
  * contiguous span: ws_msg_frame(). */
 ws_msg *ws_msg_new(const char *text, size_t len, size_t pre);
+/* The same with the coalescing key "topic\x01metric" in the message's
+ * own block (what ws_msg_set_ckey would give, without a second
+ * allocation). */
+ws_msg *ws_msg_new_keyed(const char *text, size_t len, size_t pre,
+                         const char *topic, const char *metric);
 /* The same for a binary frame (opcode 2): a msgpack payload. */
 ws_msg *ws_msg_new_binary(const void *data, size_t len, size_t pre);
 /* A compressed payload for a frame of m's kind, RSV1 set; pubid and ckey
