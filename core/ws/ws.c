@@ -27,6 +27,7 @@
 #include "ws/ws_history.h"
 #include "ws/ws_jwt.h"
 #include "ws/ws_latest.h"
+#include "ws/ws_namehash.h"
 #include "ws/ws_priv.h"
 
 /* ------------------------------------------------------- subscriptions */
@@ -67,16 +68,13 @@ static uint64_t topic_base(const sophia_ws_router *r)
 
 /* A publish looks its topics up by name, three per metric point, and
  * mostly the same few names again and again: a direct-mapped cache of
- * recently used topics, indexed by a cheap (FNV-1a) hash of the name,
- * answers before the dict's keyed hash. Made-up names can only make it
- * miss, never wrong: a slot is checked by name and cleared when its
- * topic goes (topic_remove). */
+ * recently used topics, indexed by a cheap hash of the name
+ * (ws_namehash.h), answers before the dict's keyed hash. Made-up names
+ * can only make it miss, never wrong: a slot is checked by name and
+ * cleared when its topic goes (topic_remove). */
 static ws_topic **recent_slot(sophia_ws_router *r, const char *name)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *s = (const unsigned char *)name; *s; s++)
-        h = (h ^ *s) * 16777619u;
-    return &r->recent[h % WS_RECENT_TOPICS];
+    return &r->recent[ws_namehash_slot(ws_namehash(0, name), WS_RECENT_BITS)];
 }
 
 ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
