@@ -264,63 +264,57 @@ static void render_head(sophia_jsonw *w, const char *type, const char *topic)
     sophia_jsonw_raw(w, ",\"seq\":", 7);
 }
 
-/* 1 when JSON writes s as it is (the type names the host uses). */
-static int plain(const char *s, size_t n)
+/* The start of a message, up to the seq, and its length; NULL when out of
+ * memory. It is the same for every publish of one type to a topic, so t
+ * (NULL: render it all) keeps it for a type written as it is (the head
+ * then has it verbatim after {"type":", which is what the comparison
+ * reads); any other type is rendered each time, into r->render. */
+static const char *topic_head(sophia_ws_router *r, ws_topic *t,
+                              const char *type, const char *topic, size_t *n)
 {
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
-            return 0;
-    return 1;
-}
-
-/* The start of t's messages, up to the seq: the same for every publish
- * of one type to a topic, so kept on the topic for a type written as it
- * is (the head then has it verbatim after {"type":", which is what the
- * comparison reads); any other type is rendered each time. */
-static void put_head(sophia_ws_router *r, ws_topic *t, const char *type)
-{
-    sophia_jsonw *w = &r->render;
     size_t tl = strlen(type);
-    if (t->head && t->head_tl == tl && memcmp(t->head + 9, type, tl) == 0) {
-        sophia_jsonw_raw(w, t->head, t->head_len);
-        return;
+    if (t && t->head && t->head_tl == tl &&
+        memcmp(t->head + 9, type, tl) == 0) {
+        *n = t->head_len;
+        return t->head;
     }
-    size_t at = w->len;
-    render_head(w, type, t->name);
-    char *h = w->failed || !plain(type, tl) ? NULL : malloc(w->len - at);
+    sophia_jsonw *w = &r->render;
+    sophia_jsonw_clear(w);
+    render_head(w, type, topic);
+    if (w->failed)
+        return NULL;
+    *n = w->len;
+    char *h = t && ws_json_plain(type, tl) ? malloc(w->len) : NULL;
     if (!h)
-        return;
-    memcpy(h, w->p + at, w->len - at);
+        return w->p;
+    memcpy(h, w->p, w->len);
     free(t->head);
     t->head = h;
-    t->head_len = w->len - at;
+    t->head_len = w->len;
     t->head_tl = tl;
+    return h;
 }
 
-/* t: the topic whose kept head to use, or NULL to render it all. */
+/* One topic's message for publish p: its head, the seq, and the tail
+ * every topic's message of p shares (ws_pub), written straight into the
+ * message's block. t: as for topic_head. */
 static ws_msg *render_msg(sophia_ws_router *r, const ws_pub *p,
                           const char *topic, ws_topic *t, uint64_t seq)
 {
-    sophia_jsonw *w = &r->render;
-    sophia_jsonw_clear(w);
-    if (t)
-        put_head(r, t, p->type);
-    else
-        render_head(w, p->type, topic);
-    sophia_jsonw_u64(w, seq);
-    if (p->dashboard_id) {
-        sophia_jsonw_raw(w, ",\"dashboard_id\":", 16);
-        sophia_jsonw_str(w, p->dashboard_id, strlen(p->dashboard_id));
-    }
-    sophia_jsonw_raw(w, ",\"data\":", 8);
-    sophia_jsonw_raw(w, p->text, p->dlen);
-    sophia_jsonw_raw(w, "}", 1);
-    ws_msg *m = w->failed ? NULL
-                          : ws_msg_new_keyed(w->p, w->len, LWS_PRE,
-                                             p->metric ? topic : NULL,
-                                             p->metric);
-    if (m)
-        m->pubid = p->pubid;
+    size_t hl;
+    const char *head = topic_head(r, t, p->type, topic, &hl);
+    char digits[24];
+    size_t nd = sophia_fmt_u64(digits, seq);
+    ws_msg *m = head ? ws_msg_alloc_keyed(hl + nd + p->tlen, LWS_PRE,
+                                          p->metric ? topic : NULL, p->metric)
+                     : NULL;
+    if (!m)
+        return NULL;
+    char *b = (char *)m->buf + LWS_PRE;
+    memcpy(b, head, hl);
+    memcpy(b + hl, digits, nd);
+    memcpy(b + hl + nd, p->text, p->tlen);
+    m->pubid = p->pubid;
     return m;
 }
 

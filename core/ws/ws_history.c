@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/jsonw.h"
+
 /* RFC 6455 5.2: FIN + text (1) or binary (2) opcode, then a 7, 16 or
  * 64-bit length. */
 static void frame_header(ws_msg *m, size_t pre)
@@ -31,8 +33,10 @@ static void frame_header(ws_msg *m, size_t pre)
     m->hl = n;
 }
 
-/* The coalescing key, when topic is not NULL, goes in the same block,
- * after the payload's NUL: one allocation and one free per message. */
+/* A message of len payload bytes, the payload left to the caller (data
+ * NULL) or copied from data. The coalescing key, when topic is not NULL,
+ * goes in the same block, after the payload's NUL: one allocation and one
+ * free per message. */
 static ws_msg *msg_new(const void *data, size_t len, size_t pre, int binary,
                        int deflated, const char *topic, const char *metric)
 {
@@ -52,7 +56,8 @@ static ws_msg *msg_new(const void *data, size_t len, size_t pre, int binary,
     m->deflated = deflated;
     m->z_none = 0;
     m->alt = m->z = NULL;
-    memcpy(m->buf + pre, data, len);
+    if (data)
+        memcpy(m->buf + pre, data, len);
     m->buf[pre + len] = '\0';
     if (topic) {
         char *k = (char *)m->buf + pre + len + 1;
@@ -73,10 +78,10 @@ ws_msg *ws_msg_new(const char *text, size_t len, size_t pre)
     return msg_new(text, len, pre, 0, 0, NULL, NULL);
 }
 
-ws_msg *ws_msg_new_keyed(const char *text, size_t len, size_t pre,
-                         const char *topic, const char *metric)
+ws_msg *ws_msg_alloc_keyed(size_t len, size_t pre, const char *topic,
+                           const char *metric)
 {
-    return msg_new(text, len, pre, 0, 0, topic, metric);
+    return msg_new(NULL, len, pre, 0, 0, topic, metric);
 }
 
 ws_msg *ws_msg_new_binary(const void *data, size_t len, size_t pre)
@@ -139,24 +144,57 @@ void ws_msg_unref(ws_msg *m)
     }
 }
 
+int ws_json_plain(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+            return 0;
+    return 1;
+}
+
+/* The tail is what jansson would dump after the seq: "dashboard_id" when
+ * there is one, then "data", the last member, then the closing brace. */
 ws_pub *ws_pub_new(uint64_t pubid, const char *type, const char *dashboard_id,
                    const char *metric, const char *data, size_t dlen)
 {
-    size_t tl = strlen(type) + 1, dl = dashboard_id ? strlen(dashboard_id) + 1 : 0,
+    size_t tl = strlen(type) + 1, dl = dashboard_id ? strlen(dashboard_id) : 0,
            ml = metric ? strlen(metric) + 1 : 0;
-    ws_pub *p = malloc(sizeof(*p) + dlen + tl + dl + ml);
-    if (!p)
+    sophia_jsonw esc = {0}; /* the dashboard escaped, when it must be */
+    const char *dq = dashboard_id;
+    size_t dql = dl;
+    if (dashboard_id && !ws_json_plain(dashboard_id, dl)) {
+        if (sophia_jsonw_str(&esc, dashboard_id, dl) < 0) {
+            sophia_jsonw_reset(&esc);
+            return NULL;
+        }
+        dq = esc.p + 1; /* without its quotes: written below */
+        dql = esc.len - 2;
+    }
+    size_t dpart = dashboard_id ? 16 + dql + 2 : 0, tail = dpart + 8 + dlen + 1;
+    ws_pub *p = malloc(sizeof(*p) + tail + tl + (dashboard_id ? dl + 1 : 0) + ml);
+    if (!p) {
+        sophia_jsonw_reset(&esc);
         return NULL;
+    }
     p->refs = 1;
     p->pubid = pubid;
-    p->dlen = dlen;
+    p->tlen = tail;
     char *w = p->text;
-    memcpy(w, data, dlen);
-    w += dlen;
+    if (dashboard_id) {
+        memcpy(w, ",\"dashboard_id\":\"", 17);
+        memcpy(w + 17, dq, dql);
+        w[17 + dql] = '"';
+        w += dpart;
+    }
+    memcpy(w, ",\"data\":", 8);
+    memcpy(w + 8, data, dlen);
+    w[8 + dlen] = '}';
+    w += 8 + dlen + 1;
+    sophia_jsonw_reset(&esc);
     p->type = memcpy(w, type, tl);
     w += tl;
-    p->dashboard_id = dashboard_id ? memcpy(w, dashboard_id, dl) : NULL;
-    w += dl;
+    p->dashboard_id = dashboard_id ? memcpy(w, dashboard_id, dl + 1) : NULL;
+    w += dashboard_id ? dl + 1 : 0;
     p->metric = metric ? memcpy(w, metric, ml) : NULL;
     return p;
 }

@@ -44,7 +44,7 @@ typedef struct ws_msg {
     uint64_t pubid;   /* the publish it came from; 0 for control messages */
     char *ckey;       /* coalescing key "topic\x01metric", or NULL */
     size_t ckey_len;
-    int ckey_inline;  /* ckey is in this block (ws_msg_new_keyed) */
+    int ckey_inline;  /* ckey is in this block (ws_msg_alloc_keyed) */
     size_t len;
     size_t hl;        /* bytes of WebSocket frame header ending at buf+pre */
     int binary;       /* a binary frame (msgpack), not a text one */
@@ -63,11 +63,12 @@ typedef struct ws_msg {
  * headroom (when pre >= 10), so every client's send of the message is one
  * contiguous span: ws_msg_frame(). */
 ws_msg *ws_msg_new(const char *text, size_t len, size_t pre);
-/* The same with the coalescing key "topic\x01metric" in the message's
- * own block (what ws_msg_set_ckey would give, without a second
- * allocation). */
-ws_msg *ws_msg_new_keyed(const char *text, size_t len, size_t pre,
-                         const char *topic, const char *metric);
+/* A text message of len bytes whose payload the caller writes at
+ * buf + pre, with the coalescing key "topic\x01metric" (topic NULL: none)
+ * in the message's own block: what ws_msg_set_ckey would give, without a
+ * second allocation. */
+ws_msg *ws_msg_alloc_keyed(size_t len, size_t pre, const char *topic,
+                           const char *metric);
 /* The same for a binary frame (opcode 2): a msgpack payload. */
 ws_msg *ws_msg_new_binary(const void *data, size_t len, size_t pre);
 /* A compressed payload for a frame of m's kind, RSV1 set; pubid and ckey
@@ -83,14 +84,19 @@ typedef struct ws_pub {
     int refs;
     uint64_t pubid;
     const char *type, *dashboard_id, *metric; /* in `text`, or NULL */
-    size_t dlen;  /* data: text[0..dlen) */
-    char text[];  /* data, then type, dashboard_id, metric, NUL-ended */
+    /* text[0..tlen): what every topic's message of the publish has after
+     * its seq, ,"dashboard_id":..,"data":<data>} - rendered once */
+    size_t tlen;
+    char text[];  /* the tail, then type, dashboard_id, metric, NUL-ended */
 } ws_pub;
 
 /* NULL when out of memory; dashboard_id and metric may be NULL. */
 ws_pub *ws_pub_new(uint64_t pubid, const char *type, const char *dashboard_id,
                    const char *metric, const char *data, size_t dlen);
 void ws_pub_unref(ws_pub *p);
+/* 1 when JSON writes the n bytes of s as they are, without escapes (the
+ * type names and dashboard ids the host uses). */
+int ws_json_plain(const char *s, size_t n);
 
 typedef struct ws_hist_entry {
     uint64_t seq;
