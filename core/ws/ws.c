@@ -93,6 +93,7 @@ ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
         return NULL;
     }
     t->seq = t->base = topic_base(r);
+    t->dashboard = strncmp(name, "dashboard:", 10) == 0;
     ws_history_init(&t->hist, r->history);
     sophia_dict_set(r->topics, name, t);
     *slot = t;
@@ -385,8 +386,9 @@ static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
     ws_msg *m = t->subs.n ? render_msg(r, p, t->name, t, t->seq) : NULL;
     for (size_t k = 0; m && k < t->subs.n; k++)
         deliver(r, t->subs.v[k], m);
-    deliver_patterns(r, t->name, t, t->seq, p, &m);
-    if (p->metric && strncmp(t->name, "dashboard:", 10) == 0 &&
+    if (r->npatterns) /* the usual case is none: no call */
+        deliver_patterns(r, t->name, t, t->seq, p, &m);
+    if (p->metric && t->dashboard &&
         (m || (m = render_msg(r, p, t->name, t, t->seq))))
         ws_latest_put(r->latest, t->name, p->metric, m,
                       sophia_clock_wall_us(&r->clock) / 1000);

@@ -173,7 +173,8 @@ ws_pub *ws_pub_new(uint64_t pubid, const char *type, const char *dashboard_id,
     size_t dpart = dashboard_id ? 16 + dql + 2 : 0, tail = dpart + 8 + dlen + 1;
     ws_pub *p = malloc(sizeof(*p) + tail + tl + (dashboard_id ? dl + 1 : 0) + ml);
     if (!p) {
-        sophia_jsonw_reset(&esc);
+        if (esc.p)
+            sophia_jsonw_reset(&esc);
         return NULL;
     }
     p->refs = 1;
@@ -190,7 +191,8 @@ ws_pub *ws_pub_new(uint64_t pubid, const char *type, const char *dashboard_id,
     memcpy(w + 8, data, dlen);
     w[8 + dlen] = '}';
     w += 8 + dlen + 1;
-    sophia_jsonw_reset(&esc);
+    if (esc.p)
+        sophia_jsonw_reset(&esc);
     p->type = memcpy(w, type, tl);
     w += tl;
     p->dashboard_id = dashboard_id ? memcpy(w, dashboard_id, dl + 1) : NULL;

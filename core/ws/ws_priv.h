@@ -90,6 +90,7 @@ typedef struct ws_topic {
      * (render_msg), so the next one of the same type copies it */
     char *head;
     size_t head_len, head_tl;
+    int dashboard; /* a dashboard:* topic: keeps latest values */
 } ws_topic;
 
 struct sophia_ws_client {
