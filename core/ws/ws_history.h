@@ -16,11 +16,13 @@
  * it too is made once per message however many msgpack clients take it.
  *
  * A ws_pub is what one publish shares between the topics it went to: its
- * type, dashboard, metric and `data` text. A history entry keeps the pub;
- * the message a live publish rendered (for a subscriber, a pattern, a
- * dashboard's latest value) is not kept there, so it is freed by the last
- * queue that sent it, still in cache, rather than by the ring a history's
- * turn later (at 5,000 events/s a 256-entry ring turns over in ~50 ms).
+ * type, dashboard and metric, and the text every topic's message of it
+ * ends with after the seq (the dashboard and `data`, rendered once). A
+ * history entry keeps the pub; the message a live publish rendered (for
+ * a subscriber, a pattern, a dashboard's latest value) is not kept there,
+ * so it is freed by the last queue that sent it, still in cache, rather
+ * than by the ring a history's turn later (at 5,000 events/s a 256-entry
+ * ring turns over in ~50 ms).
  * A replay renders an entry's message when it asks for it (ws_topic_msg,
  * ws_priv.h) and the entry keeps that one for the next. A metric publish
  * goes to three topics and usually one is followed, so this renders once

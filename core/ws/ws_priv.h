@@ -87,7 +87,7 @@ typedef struct ws_topic {
     ws_history hist;
     ws_subs subs;
     /* {"type":<type>,"topic":<name>,"seq": as the last render wrote it
-     * (render_msg), so the next one of the same type copies it */
+     * (topic_head), so the next one of the same type starts with it */
     char *head;
     size_t head_len, head_tl;
     int dashboard; /* a dashboard:* topic: keeps latest values */
