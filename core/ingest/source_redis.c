@@ -334,7 +334,11 @@ static void on_ack_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Queues each [id, [fields]] entry of `arr` not already in flight. */
-static void take_entries(sophia_source_redis *r, const redisReply *arr)
+/* fresh: read with ">", entries never delivered before, so none can be
+ * in the local queue already (a look-up an event saved); a claim or a
+ * re-read of the pending list may hand back what still is. */
+static void take_entries(sophia_source_redis *r, const redisReply *arr,
+                         int fresh)
 {
     for (size_t i = 0; arr && i < arr->elements; i++) {
         const redisReply *e = arr->element[i];
@@ -342,7 +346,8 @@ static void take_entries(sophia_source_redis *r, const redisReply *arr)
             continue; /* an entry deleted from the stream */
         const char *id = e->element[0]->str;
         const redisReply *fields = e->element[1];
-        if (sophia_dict_get(r->inflight, id) || fields->type != REDIS_REPLY_ARRAY)
+        if (fields->type != REDIS_REPLY_ARRAY ||
+            (!fresh && sophia_dict_get(r->inflight, id)))
             continue;
         char why[256] = "";
         json_t *body = entry_body(r, fields, why, sizeof(why));
@@ -392,7 +397,7 @@ static void on_read(void *arg, redisReply *rep)
                 history_advance(r, s->element[1]);
             if (s->element[1]->type == REDIS_REPLY_ARRAY)
                 got += s->element[1]->elements;
-            take_entries(r, s->element[1]);
+            take_entries(r, s->element[1], !r->history);
         }
     }
     if (r->history && got == 0) {
@@ -495,7 +500,7 @@ static void on_autoclaim(void *arg, redisReply *rep)
     const redisReply *next = rep->element[0];
     snprintf(r->cursor, sizeof(r->cursor), "%s", next->str ? next->str : "0-0");
     size_t before = r->read_entries;
-    take_entries(r, rep->element[1]);
+    take_entries(r, rep->element[1], 0);
     if (r->read_entries > before) {
         r->claimed += r->read_entries - before;
         sophia_info("redis-source", "msg=\"claimed pending entries\" key=%s n=%zu",
