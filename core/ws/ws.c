@@ -27,6 +27,7 @@
 #include "ws/ws_history.h"
 #include "ws/ws_jwt.h"
 #include "ws/ws_latest.h"
+#include "ws/ws_namehash.h"
 #include "ws/ws_priv.h"
 
 /* ------------------------------------------------------- subscriptions */
@@ -67,16 +68,13 @@ static uint64_t topic_base(const sophia_ws_router *r)
 
 /* A publish looks its topics up by name, three per metric point, and
  * mostly the same few names again and again: a direct-mapped cache of
- * recently used topics, indexed by a cheap (FNV-1a) hash of the name,
- * answers before the dict's keyed hash. Made-up names can only make it
- * miss, never wrong: a slot is checked by name and cleared when its
- * topic goes (topic_remove). */
+ * recently used topics, indexed by a cheap hash of the name
+ * (ws_namehash.h), answers before the dict's keyed hash. Made-up names
+ * can only make it miss, never wrong: a slot is checked by name and
+ * cleared when its topic goes (topic_remove). */
 static ws_topic **recent_slot(sophia_ws_router *r, const char *name)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *s = (const unsigned char *)name; *s; s++)
-        h = (h ^ *s) * 16777619u;
-    return &r->recent[h % WS_RECENT_TOPICS];
+    return &r->recent[ws_namehash_slot(ws_namehash(0, name), WS_RECENT_BITS)];
 }
 
 ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
@@ -95,6 +93,7 @@ ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
         return NULL;
     }
     t->seq = t->base = topic_base(r);
+    t->dashboard = strncmp(name, "dashboard:", 10) == 0;
     ws_history_init(&t->hist, r->history);
     sophia_dict_set(r->topics, name, t);
     *slot = t;
@@ -266,63 +265,57 @@ static void render_head(sophia_jsonw *w, const char *type, const char *topic)
     sophia_jsonw_raw(w, ",\"seq\":", 7);
 }
 
-/* 1 when JSON writes s as it is (the type names the host uses). */
-static int plain(const char *s, size_t n)
+/* The start of a message, up to the seq, and its length; NULL when out of
+ * memory. It is the same for every publish of one type to a topic, so t
+ * (NULL: render it all) keeps it for a type written as it is (the head
+ * then has it verbatim after {"type":", which is what the comparison
+ * reads); any other type is rendered each time, into r->render. */
+static const char *topic_head(sophia_ws_router *r, ws_topic *t,
+                              const char *type, const char *topic, size_t *n)
 {
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
-            return 0;
-    return 1;
-}
-
-/* The start of t's messages, up to the seq: the same for every publish
- * of one type to a topic, so kept on the topic for a type written as it
- * is (the head then has it verbatim after {"type":", which is what the
- * comparison reads); any other type is rendered each time. */
-static void put_head(sophia_ws_router *r, ws_topic *t, const char *type)
-{
-    sophia_jsonw *w = &r->render;
     size_t tl = strlen(type);
-    if (t->head && t->head_tl == tl && memcmp(t->head + 9, type, tl) == 0) {
-        sophia_jsonw_raw(w, t->head, t->head_len);
-        return;
+    if (t && t->head && t->head_tl == tl &&
+        memcmp(t->head + 9, type, tl) == 0) {
+        *n = t->head_len;
+        return t->head;
     }
-    size_t at = w->len;
-    render_head(w, type, t->name);
-    char *h = w->failed || !plain(type, tl) ? NULL : malloc(w->len - at);
+    sophia_jsonw *w = &r->render;
+    sophia_jsonw_clear(w);
+    render_head(w, type, topic);
+    if (w->failed)
+        return NULL;
+    *n = w->len;
+    char *h = t && ws_json_plain(type, tl) ? malloc(w->len) : NULL;
     if (!h)
-        return;
-    memcpy(h, w->p + at, w->len - at);
+        return w->p;
+    memcpy(h, w->p, w->len);
     free(t->head);
     t->head = h;
-    t->head_len = w->len - at;
+    t->head_len = w->len;
     t->head_tl = tl;
+    return h;
 }
 
-/* t: the topic whose kept head to use, or NULL to render it all. */
+/* One topic's message for publish p: its head, the seq, and the tail
+ * every topic's message of p shares (ws_pub), written straight into the
+ * message's block. t: as for topic_head. */
 static ws_msg *render_msg(sophia_ws_router *r, const ws_pub *p,
                           const char *topic, ws_topic *t, uint64_t seq)
 {
-    sophia_jsonw *w = &r->render;
-    sophia_jsonw_clear(w);
-    if (t)
-        put_head(r, t, p->type);
-    else
-        render_head(w, p->type, topic);
-    sophia_jsonw_u64(w, seq);
-    if (p->dashboard_id) {
-        sophia_jsonw_raw(w, ",\"dashboard_id\":", 16);
-        sophia_jsonw_str(w, p->dashboard_id, strlen(p->dashboard_id));
-    }
-    sophia_jsonw_raw(w, ",\"data\":", 8);
-    sophia_jsonw_raw(w, p->text, p->dlen);
-    sophia_jsonw_raw(w, "}", 1);
-    ws_msg *m = w->failed ? NULL : ws_msg_new(w->p, w->len, LWS_PRE);
+    size_t hl;
+    const char *head = topic_head(r, t, p->type, topic, &hl);
+    char digits[24];
+    size_t nd = sophia_fmt_u64(digits, seq);
+    ws_msg *m = head ? ws_msg_alloc_keyed(hl + nd + p->tlen, LWS_PRE,
+                                          p->metric ? topic : NULL, p->metric)
+                     : NULL;
     if (!m)
         return NULL;
+    char *b = (char *)m->buf + LWS_PRE;
+    memcpy(b, head, hl);
+    memcpy(b + hl, digits, nd);
+    memcpy(b + hl + nd, p->text, p->tlen);
     m->pubid = p->pubid;
-    if (p->metric)
-        ws_msg_set_ckey(m, topic, p->metric);
     return m;
 }
 
@@ -330,7 +323,7 @@ ws_msg *ws_topic_msg(sophia_ws_router *r, const ws_topic *t, size_t i)
 {
     ws_hist_entry *e = ws_history_at(&t->hist, i);
     if (e && !e->m)
-        e->m = render_msg(r, e->p, t->name, NULL, e->seq); /* rare: no head */
+        e->m = render_msg(r, e->p, t->name, NULL, e->seq); /* kept for the next */
     return e ? e->m : NULL;
 }
 
@@ -384,20 +377,23 @@ static void unrecorded(sophia_ws_router *r, const ws_pub *p, const char *topic,
 
 /* One topic's share of a publish: rendered only for whoever takes it now
  * (subscribers, patterns, a dashboard's latest value); the history keeps
- * the shared pub either way (ws_history.h). */
+ * only the shared pub (ws_history.h), so the message goes with the last
+ * queue or latest value holding it, while it is still in cache, not when
+ * the ring drops the entry a history's turn later. */
 static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
                         int64_t now)
 {
     ws_msg *m = t->subs.n ? render_msg(r, p, t->name, t, t->seq) : NULL;
     for (size_t k = 0; m && k < t->subs.n; k++)
         deliver(r, t->subs.v[k], m);
-    deliver_patterns(r, t->name, t, t->seq, p, &m);
-    if (p->metric && strncmp(t->name, "dashboard:", 10) == 0 &&
+    if (r->npatterns) /* the usual case is none: no call */
+        deliver_patterns(r, t->name, t, t->seq, p, &m);
+    if (p->metric && t->dashboard &&
         (m || (m = render_msg(r, p, t->name, t, t->seq))))
         ws_latest_put(r->latest, t->name, p->metric, m,
                       sophia_clock_wall_us(&r->clock) / 1000);
     ws_history_prune(&t->hist, now, r->history_age_us);
-    ws_history_push(&t->hist, t->seq, now, m, (ws_pub *)p);
+    ws_history_push(&t->hist, t->seq, now, NULL, (ws_pub *)p);
     ws_msg_unref(m);
 }
 

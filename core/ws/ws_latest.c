@@ -9,9 +9,9 @@
  * A put is one per metric point, mostly for the same few topic and metric
  * names again and again, and the two dicts' keyed hashes cost more than
  * the rest of it: a direct-mapped cache of recent (topic, metric) pairs,
- * indexed by a cheap (FNV-1a) hash of both names, answers first. Made-up
- * names can only make it miss, never wrong: a slot is checked by both
- * names, and the cache is emptied whenever an entry or topic goes.
+ * indexed by a cheap hash of both names (ws_namehash.h), answers first.
+ * Made-up names can only make it miss, never wrong: a slot is checked by
+ * both names, and the cache is emptied whenever an entry or topic goes.
  */
 #include "ws/ws_latest.h"
 
@@ -19,8 +19,10 @@
 #include <string.h>
 
 #include "lib/dict.h"
+#include "ws/ws_namehash.h"
 
-#define LATEST_RECENT 64
+#define LATEST_RECENT_BITS 6
+#define LATEST_RECENT (1u << LATEST_RECENT_BITS)
 
 typedef struct latest_entry {
     ws_msg *m;
@@ -159,13 +161,8 @@ static latest_entry *entry_for(ws_latest *l, latest_topic *t,
 static latest_recent *recent_slot(ws_latest *l, const char *topic,
                                   const char *metric)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *s = (const unsigned char *)topic; *s; s++)
-        h = (h ^ *s) * 16777619u;
-    h = (h ^ 0xffu) * 16777619u; /* between the two: no byte of a name */
-    for (const unsigned char *s = (const unsigned char *)metric; *s; s++)
-        h = (h ^ *s) * 16777619u;
-    return &l->recent[h % LATEST_RECENT];
+    uint64_t h = ws_namehash(ws_namehash(0, topic), metric);
+    return &l->recent[ws_namehash_slot(h, LATEST_RECENT_BITS)];
 }
 
 void ws_latest_put(ws_latest *l, const char *topic, const char *metric,

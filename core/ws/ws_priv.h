@@ -39,8 +39,10 @@
 #include "ws/ws_latest.h"
 
 #define WS_MAX_TOPIC 200
-/* Slots of the router's cache of recently used topics (ws_topic_get). */
-#define WS_RECENT_TOPICS 64
+/* Slots of the router's cache of recently used topics (ws_topic_get):
+ * 2^WS_RECENT_BITS. */
+#define WS_RECENT_BITS 6
+#define WS_RECENT_TOPICS (1u << WS_RECENT_BITS)
 /* One send carries at most this much (http.c sets the protocol's
  * tx_packet_size to match: lws would cut larger sends into 4 KiB ones). A
  * flush or WRITEABLE turn sends at most WS_GATHERS_PER_TURN of them, so one
@@ -85,9 +87,10 @@ typedef struct ws_topic {
     ws_history hist;
     ws_subs subs;
     /* {"type":<type>,"topic":<name>,"seq": as the last render wrote it
-     * (render_msg), so the next one of the same type copies it */
+     * (topic_head), so the next one of the same type starts with it */
     char *head;
     size_t head_len, head_tl;
+    int dashboard; /* a dashboard:* topic: keeps latest values */
 } ws_topic;
 
 struct sophia_ws_client {

@@ -2,7 +2,8 @@
  * test_ws_history - the per-topic ring behind `since`: replay ranges,
  * resync when aged out by count or by age, contiguity after a seq gap,
  * reference counting of the shared messages, and the ring growing on
- * demand (a quiet topic does not pay for `cap` slots).
+ * demand (a quiet topic does not pay for `cap` slots), a message keyed
+ * in its own block, and a publish's shared tail.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -192,6 +193,53 @@ static void test_frame_header(void **state)
     ws_msg_unref(m);
 }
 
+/* A keyed message carries the key in its own block: the same key and
+ * length ws_msg_set_ckey gives, the payload and its NUL untouched, and a
+ * later set_ckey replaces it (ASan checks the inline one is not freed). */
+static void test_keyed(void **state)
+{
+    (void)state;
+    size_t n;
+    ws_msg *m = ws_msg_alloc_keyed(7, 16, "dashboard:x", "revenue");
+    memcpy(m->buf + 16, "{\"a\":1}", 7);
+    assert_string_equal(m->ckey, "dashboard:x\x01revenue");
+    assert_int_equal(m->ckey_len, 19);
+    assert_string_equal(ws_msg_text(m, 16), "{\"a\":1}");
+    assert_memory_equal(ws_msg_frame(m, 16, &n) + 2, "{\"a\":1}", 7);
+    assert_int_equal(n, 9);
+    ws_msg_set_ckey(m, "t", "cpu");
+    assert_string_equal(m->ckey, "t\x01" "cpu");
+    ws_msg_unref(m);
+    m = ws_msg_alloc_keyed(2, 16, NULL, NULL);
+    assert_null(m->ckey);
+    ws_msg_unref(m);
+}
+
+/* A pub's tail is the message after its seq, as dumping the whole object
+ * would end it: the dashboard (escaped when it must be), then data. */
+static void test_pub_tail(void **state)
+{
+    (void)state;
+    ws_pub *p = ws_pub_new(7, "metric", "d0", "cpu", "{\"v\":1}", 7);
+    assert_int_equal(p->tlen, strlen(",\"dashboard_id\":\"d0\",\"data\":{\"v\":1}}"));
+    assert_memory_equal(p->text, ",\"dashboard_id\":\"d0\",\"data\":{\"v\":1}}", p->tlen);
+    assert_string_equal(p->type, "metric");
+    assert_string_equal(p->dashboard_id, "d0");
+    assert_string_equal(p->metric, "cpu");
+    ws_pub_unref(p);
+    p = ws_pub_new(8, "alert", "a\"b\\c", NULL, "null", 4);
+    assert_int_equal(p->tlen, strlen(",\"dashboard_id\":\"a\\\"b\\\\c\",\"data\":null}"));
+    assert_memory_equal(p->text, ",\"dashboard_id\":\"a\\\"b\\\\c\",\"data\":null}", p->tlen);
+    assert_string_equal(p->dashboard_id, "a\"b\\c");
+    assert_null(p->metric);
+    ws_pub_unref(p);
+    p = ws_pub_new(9, "log", NULL, NULL, "[]", 2);
+    assert_int_equal(p->tlen, 11);
+    assert_memory_equal(p->text, ",\"data\":[]}", 11);
+    assert_null(p->dashboard_id);
+    ws_pub_unref(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,6 +249,8 @@ int main(void)
         cmocka_unit_test(test_resize),
         cmocka_unit_test(test_grows_on_demand),
         cmocka_unit_test(test_frame_header),
+        cmocka_unit_test(test_keyed),
+        cmocka_unit_test(test_pub_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
