@@ -152,7 +152,7 @@ static int valid_key(const char *key)
     return sophia_cache_key_check(key, why, sizeof(why)) == 0;
 }
 
-static int valid_tags(const char *const *tags)
+int sophia_cache_tags_ok(const char *const *tags)
 {
     size_t i = 0;
     for (; tags && tags[i]; i++)
@@ -356,7 +356,7 @@ static void on_loaded(void *token, int rc, const char *val, size_t len,
     flight *f = token;
     sophia_cache *c = f->c;
     sophia_hist_record(&c->tl.lat, since_us(f->t0));
-    if (rc != 0 || !valid_tags(tags)) {
+    if (rc != 0 || !sophia_cache_tags_ok(tags)) {
         c->tl.misses++;
         flight_finish(f, rc ? rc : SOPHIA_EINVAL, NULL, 0, 0);
         return;
@@ -628,14 +628,14 @@ static void invalidate_tiers(sophia_cache *c, const char *key, unsigned inv,
         broadcast(c, key, 0);
 }
 
-/* sophia_cache_put_plan for a key already checked (the put path checks
- * it before a strategy's plan sees it: once is enough). */
+/* sophia_cache_put_plan for a key and tags already checked (the put
+ * path checks them before a strategy's plan sees them: once is enough). */
 static int put_plan(sophia_cache *c, const char *key, const char *val,
                     size_t len, double ttl_s, const char *const *tags,
                     unsigned sync, unsigned deferred, unsigned inv,
                     sophia_cache_done_cb done, void *arg)
 {
-    if (!valid_tags(tags) || (!val && len))
+    if (!val && len)
         return SOPHIA_EINVAL;
     if (isnan(ttl_s) || ttl_s > SOPHIA_CACHE_MAX_TTL)
         return SOPHIA_EINVAL; /* ttl_s * 1000 must fit an int64 */
@@ -726,8 +726,19 @@ int sophia_cache_put_plan(sophia_cache *c, const char *key, const char *val,
                           unsigned sync, unsigned deferred, unsigned inv,
                           sophia_cache_done_cb done, void *arg)
 {
-    if (!valid_key(key))
+    if (!valid_key(key) || !sophia_cache_tags_ok(tags))
         return SOPHIA_EINVAL;
+    return put_plan(c, key, val, len, ttl_s, tags, sync, deferred, inv, done,
+                    arg);
+}
+
+int sophia_cache_put_checked_async(sophia_cache *c, const char *key,
+                                   const char *val, size_t len, double ttl_s,
+                                   const char *const *tags,
+                                   sophia_cache_done_cb done, void *arg)
+{
+    unsigned sync, deferred, inv;
+    plan_for(c, key, len, ttl_s, tags, &sync, &deferred, &inv);
     return put_plan(c, key, val, len, ttl_s, tags, sync, deferred, inv, done,
                     arg);
 }
@@ -736,12 +747,10 @@ int sophia_cache_put_async(sophia_cache *c, const char *key, const char *val,
                            size_t len, double ttl_s, const char *const *tags,
                            sophia_cache_done_cb done, void *arg)
 {
-    if (!valid_key(key))
+    if (!valid_key(key) || !sophia_cache_tags_ok(tags))
         return SOPHIA_EINVAL;
-    unsigned sync, deferred, inv;
-    plan_for(c, key, len, ttl_s, tags, &sync, &deferred, &inv);
-    return put_plan(c, key, val, len, ttl_s, tags, sync, deferred, inv, done,
-                    arg);
+    return sophia_cache_put_checked_async(c, key, val, len, ttl_s, tags, done,
+                                          arg);
 }
 
 int sophia_cache_put(sophia_cache *c, const char *key, const char *val,
@@ -774,7 +783,8 @@ static void inval_part(void *arg, int rc)
 static int run_inval(sophia_cache *c, const char *s, int is_tag,
                      sophia_cache_done_cb done, void *arg)
 {
-    if (is_tag ? !valid_tags((const char *const[]){s, NULL}) : !valid_key(s))
+    if (is_tag ? !sophia_cache_tags_ok((const char *const[]){s, NULL})
+               : !valid_key(s))
         return SOPHIA_EINVAL;
     inval_op *op = calloc(1, sizeof(*op));
     if (!op)

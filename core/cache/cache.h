@@ -72,6 +72,9 @@ int sophia_cache_key_check(const char *key, char *why, size_t why_len);
 /* 1 when ttl_s is a positive finite number of seconds no larger than
  * SOPHIA_CACHE_MAX_TTL. */
 int sophia_cache_ttl_ok(double ttl_s);
+/* 1 when `tags` (NULL-terminated, or NULL) are valid: each 1 to
+ * 400 bytes without '\n' or 0x1f, at most SOPHIA_L1_MAX_TAGS of them. */
+int sophia_cache_tags_ok(const char *const *tags);
 
 sophia_cache *sophia_cache_new(const sophia_conf *c, struct event_base *base);
 void sophia_cache_free(sophia_cache *c);
@@ -101,6 +104,13 @@ int sophia_cache_peek(sophia_cache *c, const char *key, const char **val,
 int sophia_cache_put_async(sophia_cache *c, const char *key, const char *val,
                            size_t len, double ttl_s, const char *const *tags,
                            sophia_cache_done_cb done, void *arg);
+/* sophia_cache_put_async for a key and tags the caller checked
+ * (sophia_cache_key_check, sophia_cache_tags_ok): the host checks a
+ * plugin's at its call, where a refusal can still be told. */
+int sophia_cache_put_checked_async(sophia_cache *c, const char *key,
+                                   const char *val, size_t len, double ttl_s,
+                                   const char *const *tags,
+                                   sophia_cache_done_cb done, void *arg);
 /* The mechanism under a strategy, with the plan given (tests, benchmarks). */
 int sophia_cache_put_plan(sophia_cache *c, const char *key, const char *val,
                           size_t len, double ttl_s, const char *const *tags,

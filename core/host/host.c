@@ -275,11 +275,12 @@ static int push_cache_put(sophia_ctx *ctx, const char *key, json_t *value,
                           const char *text, size_t tlen, double ttl_s,
                           const char *const *tags)
 {
-    /* The same key and ttl rules as a PUT (ttl <= 0 = the default), told
-     * now rather than dropped when the action is applied. */
+    /* The same key, tag and ttl rules as a PUT (ttl <= 0 = the default),
+     * told now rather than failing the event when it is applied. */
     char why[96];
     if (!key || sophia_cache_key_check(key, why, sizeof(why)) ||
-        isnan(ttl_s) || ttl_s > SOPHIA_CACHE_MAX_TTL) {
+        !sophia_cache_tags_ok(tags) || isnan(ttl_s) ||
+        ttl_s > SOPHIA_CACHE_MAX_TTL) {
         json_decref(value);
         return SOPHIA_EINVAL;
     }
@@ -970,10 +971,11 @@ static void apply_cache_put(sophia_apply *ap, action *a)
     char *s = a->text ? NULL : sophia_json_encode(a->data, &len);
     const char *v = a->text ? a->text : s; /* the cache copies it */
     sophia_apply_begin(ap);
-    int rc = v ? sophia_cache_put_async(ap->rt->env.cache, a->topic, v, len,
-                                        a->ttl,
-                                        (const char *const *)a->tags,
-                                        sophia_apply_end, ap)
+    /* key and tags checked at the plugin's call (push_cache_put) */
+    int rc = v ? sophia_cache_put_checked_async(ap->rt->env.cache, a->topic,
+                                                v, len, a->ttl,
+                                                (const char *const *)a->tags,
+                                                sophia_apply_end, ap)
                : SOPHIA_ENOMEM;
     free(s);
     if (rc)

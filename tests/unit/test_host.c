@@ -139,12 +139,23 @@ static void test_actions_discarded_unless_applied(void **unused)
     assert_int_equal(h->publish(ctx, (sophia_update_type)99, NULL, NULL, h->json_object()),
                      SOPHIA_EINVAL);
     assert_int_equal(h->cache_put(ctx, NULL, h->json_int(1), 0, NULL), SOPHIA_EINVAL);
-    /* A plugin's key and ttl have a PUT's rules, told at the call. */
+    /* A plugin's key, tags and ttl have a PUT's rules, told at the call
+     * (the apply does not check them again). */
     assert_int_equal(h->cache_put(ctx, "a\r\nb", h->json_int(1), 0, NULL), SOPHIA_EINVAL);
     assert_int_equal(h->cache_put(ctx, "bad\xff", h->json_int(1), 0, NULL), SOPHIA_EINVAL);
     assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), 1e16, NULL), SOPHIA_EINVAL);
     assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), NAN, NULL), SOPHIA_EINVAL);
     assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), 315360000, NULL), 0);
+    const char *bad_tags[][3] = {{"", NULL}, {"a", "b\nc", NULL}, {"x\x1fy", NULL}};
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), 0, bad_tags[i]),
+                         SOPHIA_EINVAL);
+    const char *many[18] = {0};
+    for (size_t i = 0; i < 17; i++)
+        many[i] = "t";
+    assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), 0, many), SOPHIA_EINVAL);
+    many[16] = NULL; /* 16: as many as L1 keeps */
+    assert_int_equal(h->cache_put(ctx, "k", h->json_int(1), 0, many), 0);
     /* Freed without apply: nothing leaks (ASan checks), nothing applied. */
     sophia_ctx_free(ctx);
 }

@@ -304,7 +304,9 @@ typedef struct sophia_host {
     /* Put `value` (taken) under `key`, through the write strategy. tags is
      * NULL-terminated or NULL; ttl_s <= 0 uses the tier's default.
      * SOPHIA_EINVAL for a key that is not 1..1024 bytes of UTF-8 without
-     * control bytes, or a ttl_s that is NaN or over 315360000 (10 years). */
+     * control bytes, a tag that is not 1..400 bytes without a newline or
+     * 0x1f (or more than 16 tags), or a ttl_s that is NaN or over
+     * 315360000 (10 years). */
     int (*cache_put)(sophia_ctx *ctx, const char *key, sophia_json *value,
                      double ttl_s, const char *const *tags);
     /* Drop `key` from every tier. */
