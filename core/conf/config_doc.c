@@ -264,7 +264,8 @@ static const key_doc docs[] = {
     {"streams.NAME.filter", "sequence of predicates", "-",
      "Every predicate must hold: {path: a.b, OP: value} with OP one of "
      "equals, not_equals, in, not_in, exists, gt, gte, lt, lte, matches "
-     "(+ icase)."},
+     "(+ icase; a POSIX extended regular expression of at most 20000 nodes "
+     "once its repetitions are expanded)."},
     {"streams.NAME.dedup_key", NULL, "-", "Dotted JSON path of the event's "
      "id."},
     {"streams.NAME.dedup_window", NULL, "300", "Ids remembered this long."},

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "lib/cidr.h"
+#include "lib/regex_size.h"
 
 #define DEFAULT_STREAM_QUEUE 10000
 #define DEFAULT_STREAM_BATCH 256
@@ -70,6 +71,12 @@ static int pred_operand(loader *ld, sophia_conf_pred *p, const node *v,
         }
     }
     if (p->op == SOPHIA_PRED_MATCHES) {
+        if (sophia_regex_size(s, SOPHIA_REGEX_MAX_NODES) > SOPHIA_REGEX_MAX_NODES) {
+            ERR(ld, v, "%s: regular expression '%.80s' is too large: its "
+                       "repetitions expand past %d nodes (a repetition of a "
+                       "repetition multiplies)", path, s, SOPHIA_REGEX_MAX_NODES);
+            return -1;
+        }
         regex_t re;
         int rc = regcomp(&re, s, REG_EXTENDED | REG_NOSUB);
         if (rc) {

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "lib/jsonpath.h"
+#include "lib/regex_size.h"
 
 typedef struct pred {
     sophia_conf_pred conf; /* a deep copy: the filter outlives its config */
@@ -89,8 +90,11 @@ sophia_filter *sophia_filter_new(const sophia_conf_pred *preds, size_t n,
         if (preds[i].op != SOPHIA_PRED_MATCHES)
             continue;
         int flags = REG_EXTENDED | REG_NOSUB | (preds[i].icase ? REG_ICASE : 0);
-        if (regcomp(&p->re, preds[i].value, flags)) {
-            *err = "bad regular expression";
+        int large = sophia_regex_size(preds[i].value, SOPHIA_REGEX_MAX_NODES) >
+                    SOPHIA_REGEX_MAX_NODES; /* the config refuses these */
+        if (large || regcomp(&p->re, preds[i].value, flags)) {
+            *err = large ? "regular expression too large"
+                         : "bad regular expression";
             sophia_filter_free(f);
             return NULL;
         }

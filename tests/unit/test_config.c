@@ -780,6 +780,13 @@ static void test_stream_chain(void **state)
     expect_one("streams:\n  s:\n    processors: [a, {map: 1}]\n",
                "t.yaml:3:21: streams.s.processors: each link is a processor "
                "instance name or {filter: [predicates]}, got a mapping");
+    /* a repetition of a repetition: regcomp would copy the tree for each
+     * (fuzz_config took it past 2 GB); refused before it is compiled */
+    expect_one("streams:\n  s:\n    processor: a\n    filter: [{path: m, "
+               "matches: 'P++++++++++++++++++++++++++++++'}]\n",
+               "t.yaml:4:33: streams.s.filter: regular expression "
+               "'P++++++++++++++++++++++++++++++' is too large: its "
+               "repetitions expand past 20000 nodes");
 }
 
 /* correlators.<instance>: streams with positions, snapshot settings; a
