@@ -47,11 +47,14 @@ static void test_repeats_multiply(void **u)
 static void test_every_input_ends(void **u)
 {
     (void)u;
-    const char *odd[] = {"(((", ")))", "[", "[[:", "a{", "a{9", "a{1,",
-                         "\\", "((((((((((((((((((((((((((((((((((((((((((((((((("
-                         "((((((((((((((((((((((((a"};
+    const char *odd[] = {"(((", ")))", "[", "[[:", "a{", "a{9", "a{1,", "\\"};
     for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++)
         assert_true(sophia_regex_size(odd[i], LIM) <= LIM + 1);
+    char deep[80]; /* past the 64 groups it follows */
+    memset(deep, '(', 78);
+    deep[78] = 'a';
+    deep[79] = '\0';
+    assert_int_equal(sophia_regex_size(deep, LIM), LIM + 1);
     char *rnd = malloc(4097);
     unsigned x = 7;
     for (int round = 0; round < 2000; round++) {
