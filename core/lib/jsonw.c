@@ -210,6 +210,47 @@ static int digits17(char dig[17], uint64_t q)
     return nd;
 }
 
+/* |d| >= 1 with at most DYADIC_BITS bits after the binary point (1020.25,
+ * 3.5: a counter, a price in quarters): its decimal expansion is exact
+ * and short, i.e. int.frac with frac = f * 5^b over b digits, ending in
+ * 5. When int and frac together have at most 17 digits that is what
+ * "%.17g" prints, so it is written without the 128-bit scaling; 0 when
+ * d is not such a value (the general path decides). */
+#define DYADIC_BITS 16
+static int put_dyadic(sophia_jsonw *w, double d, uint64_t m, int e)
+{
+    if (e >= 0 || e < -52)
+        return 0; /* integral (put_int's), or |d| < 1 */
+    int b = -e - __builtin_ctzll(m); /* bits after the point */
+    if (b <= 0 || b > DYADIC_BITS)
+        return 0;
+    uint64_t ip = m >> -e, frac = (m & ((1ULL << -e) - 1)) >> (-e - b);
+    if (ip >= pow10_u64[17 - b])
+        return 0; /* more than 17 digits: rounded by the general path */
+    uint64_t fd = frac;
+    for (int i = 0; i < b; i++)
+        fd *= 5; /* frac / 2^b = frac * 5^b / 10^b: b digits, exact */
+    int ni = 1; /* the integral part's digits */
+    while (ni < 17 && ip >= pow10_u64[ni])
+        ni++;
+    if (grow(w, 48)) /* written in place, backwards: at most 19 bytes */
+        return -1;
+    char *out = w->p + w->len, *end = out + (d < 0) + ni + 1 + b;
+    put_digits(end, (uint32_t)(fd % 100000000), b < 8 ? b : 8);
+    if (b > 8)
+        put_digits(end - 8, (uint32_t)(fd / 100000000), b - 8);
+    char *dot = end - b - 1;
+    *dot = '.';
+    put_digits(dot, (uint32_t)(ip % 100000000), ni < 8 ? ni : 8);
+    if (ni > 8)
+        put_digits(dot - 8, (uint32_t)(ip / 100000000), ni - 8);
+    if (d < 0)
+        *out = '-';
+    w->len += (size_t)(end - out);
+    w->p[w->len] = '\0';
+    return 1;
+}
+
 /* "%.17g" of d as jansson post-processes it, without printf's
  * multi-precision path: the value is m * 2^e exactly (read from its
  * bits), and for the ranges events use |d| * 10^k fits 128 bits, so the
@@ -236,6 +277,9 @@ static int put_real(sophia_jsonw *w, double d)
     }
     if (be == 0 || be == 0x7ff) /* subnormal (far from the fast range) */
         return put_real_slow(w, d);
+    int dy = put_dyadic(w, d, m, e);
+    if (dy)
+        return dy < 0 ? -1 : 0;
     /* 2^(e+52) <= |d| < 2^(e+53): x is floor((e+52) log10 2) or one more
      * (78913 / 2^18 is log10 2 to within what matters here; a shift of a
      * negative number floors, as gcc and clang do it). */

@@ -101,6 +101,32 @@ static void test_reals_against_printf(void **unused)
     }
 }
 
+/* Values with few bits after the binary point (1020.25), which put_real
+ * writes from their exact expansion: every count of such bits around
+ * the path's limit, integral parts of every length around where the
+ * digits stop fitting 17, both signs. */
+static void test_reals_dyadic(void **unused)
+{
+    (void)unused;
+    unsigned seed = 99;
+    for (int b = 1; b <= 20; b++)
+        for (int i = 0; i < 3000; i++) {
+            uint64_t ip = ((uint64_t)rand_r(&seed) << 31 | (uint64_t)rand_r(&seed)) %
+                          (uint64_t)pow(10.0, 1 + rand_r(&seed) % 17);
+            double f = (double)(rand_r(&seed) | 1) / pow(2.0, 31);
+            double d = (double)ip + ldexp(floor(ldexp(f, b)), -b);
+            assert_same_real(d);
+            assert_same_real(-d);
+            assert_same_real(nextafter(d, INFINITY));
+        }
+    for (int k = 0; k <= 17; k++) /* 17 digits and one more */
+        for (int b = 1; b <= 16; b++) {
+            double d = pow(10.0, k) - 1 + ldexp(1, -b);
+            assert_same_real(d);
+            assert_same_real(d + 2);
+        }
+}
+
 /* The values metrics carry: short decimals read from text (strtod's
  * nearest double, as the ingest parser makes them), with 1 to 17
  * significant digits and the point anywhere, their binary neighbours,
@@ -320,6 +346,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scalars),
         cmocka_unit_test(test_reals_against_printf),
+        cmocka_unit_test(test_reals_dyadic),
         cmocka_unit_test(test_reals_short_decimals),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_containers),
