@@ -37,6 +37,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cache/cache_l1.h"
 #include "conf/config.h"
 #include "plugin/plugin.h"
 
@@ -69,12 +70,19 @@ typedef void (*sophia_cache_loader)(void *loader_arg, const char *key,
  * at which byte in why (e.g. "byte 3 is a control byte (0x0d)"). The one
  * check behind every entry point: HTTP, WebSocket, plugins. */
 int sophia_cache_key_check(const char *key, char *why, size_t why_len);
+/* sophia_cache_key_check, and the key's length into *len when valid. */
+int sophia_cache_key_check_len(const char *key, char *why, size_t why_len,
+                               size_t *len);
 /* 1 when ttl_s is a positive finite number of seconds no larger than
  * SOPHIA_CACHE_MAX_TTL. */
 int sophia_cache_ttl_ok(double ttl_s);
 /* 1 when `tags` (NULL-terminated, or NULL) are valid: each 1 to
  * 400 bytes without '\n' or 0x1f, at most SOPHIA_L1_MAX_TAGS of them. */
 int sophia_cache_tags_ok(const char *const *tags);
+/* sophia_cache_tags_ok that also measures: the number of tags with each
+ * one's length in lens, or -1 when they are not valid. */
+int sophia_cache_tags_measure(const char *const *tags,
+                              size_t lens[SOPHIA_L1_MAX_TAGS]);
 
 sophia_cache *sophia_cache_new(const sophia_conf *c, struct event_base *base);
 void sophia_cache_free(sophia_cache *c);

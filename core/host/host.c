@@ -251,14 +251,15 @@ static int host_alert(sophia_ctx *ctx, const char *alert_type,
  * and the text, with HOST_TEXT_PAD after it (host_text_check_padded
  * reads the copy). Three to five allocations a put before, for every
  * event of a plugin that caches what it sees. */
-static int put_block(action *a, const char *key, const char *const *tags,
+static int put_block(action *a, const char *key, size_t klen,
+                     const char *const *tags, size_t ntags, const size_t *tlens,
                      const char *text, size_t tlen)
 {
-    size_t tb = sophia_strv_packed_size(tags), kl = strlen(key) + 1;
+    size_t tb = sophia_strv_packed_size_n(ntags, tlens), kl = klen + 1;
     char *block = malloc(tb + kl + (text ? tlen + HOST_TEXT_PAD : 0));
     if (!block)
         return -1;
-    a->tags = sophia_strv_pack(block, tags);
+    a->tags = sophia_strv_pack_n(block, tags, ntags, tlens);
     a->topic = memcpy(block + tb, key, kl);
     if (text) {
         a->text = memcpy(block + tb + kl, text, tlen);
@@ -270,7 +271,8 @@ static int put_block(action *a, const char *key, const char *const *tags,
 }
 
 /* cache_put and cache_put_text: `value` (taken) or `text` (copied, and
- * checked in its copy). */
+ * checked in its copy). The key's and tags' checks measure them, so the
+ * copy needs no strlen of its own. */
 static int push_cache_put(sophia_ctx *ctx, const char *key, json_t *value,
                           const char *text, size_t tlen, double ttl_s,
                           const char *const *tags)
@@ -278,14 +280,16 @@ static int push_cache_put(sophia_ctx *ctx, const char *key, json_t *value,
     /* The same key, tag and ttl rules as a PUT (ttl <= 0 = the default),
      * told now rather than failing the event when it is applied. */
     char why[96];
-    if (!key || sophia_cache_key_check(key, why, sizeof(why)) ||
-        !sophia_cache_tags_ok(tags) || isnan(ttl_s) ||
-        ttl_s > SOPHIA_CACHE_MAX_TTL) {
+    size_t klen, tlens[SOPHIA_L1_MAX_TAGS];
+    int ntags;
+    if (!key || sophia_cache_key_check_len(key, why, sizeof(why), &klen) ||
+        (ntags = sophia_cache_tags_measure(tags, tlens)) < 0 ||
+        isnan(ttl_s) || ttl_s > SOPHIA_CACHE_MAX_TTL) {
         json_decref(value);
         return SOPHIA_EINVAL;
     }
     action *a = ctx_push(ctx, ACT_CACHE_PUT);
-    if (!a || put_block(a, key, tags, text, tlen)) {
+    if (!a || put_block(a, key, klen, tags, (size_t)ntags, tlens, text, tlen)) {
         if (a)
             ctx->n--; /* the slot is the last one: given back */
         json_decref(value);

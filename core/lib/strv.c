@@ -28,3 +28,24 @@ char **sophia_strv_pack(void *mem, const char *const *v)
     out[n] = NULL;
     return out;
 }
+
+size_t sophia_strv_packed_size_n(size_t n, const size_t *lens)
+{
+    size_t bytes = (n + 1) * sizeof(char *) + n;
+    for (size_t i = 0; i < n; i++)
+        bytes += lens[i];
+    return bytes;
+}
+
+char **sophia_strv_pack_n(void *mem, const char *const *v, size_t n,
+                          const size_t *lens)
+{
+    char **out = mem, *o = (char *)(out + n + 1);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(o, v[i], lens[i] + 1);
+        out[i] = o;
+        o += lens[i] + 1;
+    }
+    out[n] = NULL;
+    return out;
+}

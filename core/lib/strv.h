@@ -18,5 +18,10 @@ size_t sophia_strv_packed_size(const char *const *v);
 /* Copies `v` into `mem` (sophia_strv_packed_size(v) bytes, aligned for a
  * pointer): the vector, whose strings follow its pointers. */
 char **sophia_strv_pack(void *mem, const char *const *v);
+/* The same for the n strings of v whose lengths the caller measured
+ * (lens[i] = strlen(v[i])): no strlen again. */
+size_t sophia_strv_packed_size_n(size_t n, const size_t *lens);
+char **sophia_strv_pack_n(void *mem, const char *const *v, size_t n,
+                          const size_t *lens);
 
 #endif

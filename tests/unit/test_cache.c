@@ -805,6 +805,51 @@ static void test_key_check(void **state)
     assert_false(sophia_cache_ttl_ok(-1));
     assert_false(sophia_cache_ttl_ok(NAN));
     assert_false(sophia_cache_ttl_ok(INFINITY));
+    size_t klen = 0;
+    assert_int_equal(sophia_cache_key_check_len("caf\xc3\xa9", why, sizeof(why),
+                                                &klen), 0);
+    assert_int_equal(klen, 5);
+}
+
+/* Tags: 1 to 400 bytes without '\n' or 0x1f (other bytes, control or
+ * not, are taken), at most SOPHIA_L1_MAX_TAGS; measured as they are
+ * checked. */
+static void test_tags_check(void **state)
+{
+    (void)state;
+    size_t lens[SOPHIA_L1_MAX_TAGS];
+    const char *ok[] = {"metrics", "dashboard:d0", "t\tab", "caf\xc3\xa9", NULL};
+    assert_int_equal(sophia_cache_tags_measure(ok, lens), 4);
+    assert_int_equal(lens[0], 7);
+    assert_int_equal(lens[1], 12);
+    assert_int_equal(lens[2], 4);
+    assert_int_equal(lens[3], 5);
+    assert_true(sophia_cache_tags_ok(ok));
+    assert_true(sophia_cache_tags_ok(NULL));
+    assert_int_equal(sophia_cache_tags_measure(NULL, lens), 0);
+    static const char *const bad[] = {"", "a\nb", "\n", "x\x1f", "\x1fy"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *v[] = {"fine", bad[i], NULL};
+        assert_int_equal(sophia_cache_tags_measure(v, lens), -1);
+        assert_false(sophia_cache_tags_ok(v));
+    }
+    char big[402];
+    memset(big, 't', 400);
+    big[400] = '\0';
+    const char *edge[] = {big, NULL};
+    assert_int_equal(sophia_cache_tags_measure(edge, lens), 1);
+    assert_int_equal(lens[0], 400);
+    big[400] = 't';
+    big[401] = '\0';
+    assert_false(sophia_cache_tags_ok(edge));
+    const char *many[SOPHIA_L1_MAX_TAGS + 2];
+    for (size_t i = 0; i <= SOPHIA_L1_MAX_TAGS; i++)
+        many[i] = "t";
+    many[SOPHIA_L1_MAX_TAGS] = NULL;
+    assert_int_equal(sophia_cache_tags_measure(many, lens), SOPHIA_L1_MAX_TAGS);
+    many[SOPHIA_L1_MAX_TAGS] = "t";
+    many[SOPHIA_L1_MAX_TAGS + 1] = NULL;
+    assert_int_equal(sophia_cache_tags_measure(many, lens), -1);
 }
 
 /* Which L3 errors the write-back gives up on (dead letters) and which it
@@ -854,6 +899,7 @@ int main(void)
         cmocka_unit_test(test_histogram),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_key_check),
+        cmocka_unit_test(test_tags_check),
         cmocka_unit_test(test_l3_sqlstate_classes),
         cmocka_unit_test(test_config_write_section),
         cmocka_unit_test(test_promotion_l2_to_l1),
