@@ -422,8 +422,8 @@ static int tags_collect(const char *const *tags, const char **out, size_t *n)
     *n = 0;
     for (size_t i = 0; tags && tags[i]; i++) {
         bool dup = false;
-        for (size_t j = 0; j < *n && !dup; j++)
-            dup = strcmp(out[j], tags[i]) == 0;
+        for (size_t j = 0; j < *n && !dup; j++) /* first bytes: no call */
+            dup = out[j][0] == tags[i][0] && strcmp(out[j], tags[i]) == 0;
         if (dup)
             continue;
         if (*n == SOPHIA_L1_MAX_TAGS)
