@@ -91,6 +91,36 @@ const sophia_hash_key *sophia_hash_process_key(void)
         v2 = ROTL(v2, 32);                                                    \
     } while (0)
 
+static inline uint64_t load32(const unsigned char *p)
+{
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w;
+}
+
+/* The last `left` (< 8) bytes at p as a little-endian word, as the
+ * reference's byte-wise copy makes it, in at most two loads: a copy of
+ * variable length was a loop of a third of a short key's hash. When the
+ * input has 8 bytes or more, the word ending at its end is read and
+ * shifted (its first bytes are the previous word's); else two 4-byte
+ * loads that may overlap (the same bytes OR'd twice), or the first,
+ * middle and last bytes of 1 to 3. */
+static inline uint64_t tail_word(const unsigned char *p, size_t left,
+                                 size_t len)
+{
+    if (!left)
+        return 0;
+    if (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p + left - 8, 8);
+        return w >> (8 * (8 - left));
+    }
+    if (left >= 4)
+        return load32(p) | load32(p + left - 4) << (8 * (left - 4));
+    return (uint64_t)p[0] | (uint64_t)p[left / 2] << (8 * (left / 2)) |
+           (uint64_t)p[left - 1] << (8 * (left - 1));
+}
+
 /* Little-endian words, as the reference; memcpy keeps unaligned reads
  * defined (x86 only runs Linux here, so no byte swap). */
 uint64_t sophia_hash_keyed(const sophia_hash_key *key, const void *data,
@@ -112,9 +142,7 @@ uint64_t sophia_hash_keyed(const sophia_hash_key *key, const void *data,
         p += 8;
         left -= 8;
     }
-    uint64_t t = 0;
-    memcpy(&t, p, left);
-    b |= t;
+    b |= tail_word(p, left, len);
     v3 ^= b;
     SIPROUND;
     v0 ^= b;

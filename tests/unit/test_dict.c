@@ -32,6 +32,17 @@ static void test_siphash13_vectors(void **u)
         {"12345678", 0x3489982430560a87ull},
         {"0123456789abcdef", 0x1d42b30f7e060c24ull},
         {"dashboard:executive-revenue-xyz", 0x9580dec1a20f4a01ull},
+        /* every length of the last partial word, short and long inputs */
+        {"ab", 0x555508cbc6add439ull},
+        {"abc", 0xc03bc3a0042630f2ull},
+        {"abcd", 0xe3d1d5fdd52aae89ull},
+        {"abcdef", 0x62207e654289df28ull},
+        {"abcdefg", 0x6db12aae9070f506ull},
+        {"abcdefghi", 0xf89b34a3d11eb6e5ull},
+        {"abcdefghijk", 0x14215fc65e2c3bd4ull},
+        {"abcdefghijklm", 0x954aa964997ae4e6ull},
+        {"metric:d0:bench", 0x78c57a079f0faa6full},
+        {"abcdefghijklmnopqrstuvw", 0xd9c26100b33ee39cull},
     };
     sophia_hash_key zero = {0, 0};
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
