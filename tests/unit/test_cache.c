@@ -809,6 +809,21 @@ static void test_key_check(void **state)
     assert_int_equal(sophia_cache_key_check_len("caf\xc3\xa9", why, sizeof(why),
                                                 &klen), 0);
     assert_int_equal(klen, 5);
+    /* read a word at a time: a bad byte at every place of every length
+     * around the word sizes is still found */
+    static const unsigned char bad[] = {0x01, 0x0a, 0x1f, 0x7f, 0x80, 0xff};
+    for (size_t n = 1; n <= 25; n++)
+        for (size_t at = 0; at < n; at++)
+            for (size_t b = 0; b < sizeof(bad); b++) {
+                char k[32];
+                memset(k, 'a' + (char)(n % 26), n);
+                k[n] = '\0';
+                assert_int_equal(sophia_cache_key_check_len(k, why, sizeof(why),
+                                                            &klen), 0);
+                assert_int_equal(klen, n);
+                k[at] = (char)bad[b];
+                assert_int_equal(sophia_cache_key_check(k, why, sizeof(why)), -1);
+            }
 }
 
 /* Tags: 1 to 400 bytes without '\n' or 0x1f (other bytes, control or
@@ -850,6 +865,24 @@ static void test_tags_check(void **state)
     many[SOPHIA_L1_MAX_TAGS] = "t";
     many[SOPHIA_L1_MAX_TAGS + 1] = NULL;
     assert_int_equal(sophia_cache_tags_measure(many, lens), -1);
+    /* '\n' and 0x1f at every place of every length around the word
+     * sizes; other bytes taken */
+    for (size_t n = 1; n <= 25; n++)
+        for (size_t at = 0; at < n; at++) {
+            char t[32];
+            memset(t, 't', n);
+            t[n] = '\0';
+            const char *v[] = {t, NULL};
+            t[at] = '\n';
+            assert_false(sophia_cache_tags_ok(v));
+            t[at] = 0x1f;
+            assert_false(sophia_cache_tags_ok(v));
+            t[at] = 0x1e;
+            assert_int_equal(sophia_cache_tags_measure(v, lens), 1);
+            assert_int_equal(lens[0], n);
+            t[at] = (char)0x8a; /* '\n' | 0x80 */
+            assert_true(sophia_cache_tags_ok(v));
+        }
 }
 
 /* Which L3 errors the write-back gives up on (dead letters) and which it
