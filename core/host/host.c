@@ -80,6 +80,8 @@ typedef struct ctx_count {
 /* Actions kept in the context itself: a processor's few per event (a
  * metric point makes two) cost no allocation of their own. */
 #define CTX_ACTIONS 4
+/* Bytes kept in the context for its actions' blocks (ctx_alloc). */
+#define CTX_ROOM 256
 
 struct sophia_ctx {
     sophia_instance *inst;
@@ -97,10 +99,34 @@ struct sophia_ctx {
     void *outs; /* its outputs and its event's record (output.c) */
     sophia_apply *apply; /* in progress, reports to it until cancelled */
     int published;       /* its publishes went out */
+    size_t room_used; /* bytes of room handed out (ctx_alloc) */
     /* Last, and not cleared by sophia_ctx_new: each slot is cleared as
-     * ctx_push hands it out. */
+     * ctx_push hands it out, room as ctx_alloc does. */
     action v_inline[CTX_ACTIONS]; /* v until more are pushed */
+    _Alignas(16) char room[CTX_ROOM]; /* its actions' first small blocks */
 };
+
+/* n bytes for one of the context's actions (a block, freed with it):
+ * from its room while that lasts, else malloc. A metric point's cache
+ * put fits, and then costs no malloc and no free of its own. */
+static void *ctx_alloc(sophia_ctx *ctx, size_t n)
+{
+    size_t at = ctx->room_used;
+    if (n <= CTX_ROOM && ((n + 15) & ~(size_t)15) <= CTX_ROOM - at) {
+        ctx->room_used = at + ((n + 15) & ~(size_t)15);
+        return ctx->room + at;
+    }
+    return malloc(n);
+}
+
+/* Frees what ctx_alloc gave, unless it is in the room (which goes with
+ * the context). */
+static void ctx_free_block(sophia_ctx *ctx, void *p)
+{
+    uintptr_t u = (uintptr_t)p, r = (uintptr_t)ctx->room;
+    if (u - r >= CTX_ROOM)
+        free(p);
+}
 
 /* SDK 1.0's cache_peek, cache_get and memory_search take no self and
  * no context (a frozen ABI), so nothing in the call says which runtime
@@ -247,16 +273,17 @@ static int host_alert(sophia_ctx *ctx, const char *alert_type,
 }
 
 /* A cache put's key, tags and (given as text) value copied into one
- * allocation, freed as one: the tags' vector (lib/strv.h), then the key
+ * block, freed as one: the tags' vector (lib/strv.h), then the key
  * and the text, with HOST_TEXT_PAD after it (host_text_check_padded
  * reads the copy). Three to five allocations a put before, for every
- * event of a plugin that caches what it sees. */
-static int put_block(action *a, const char *key, size_t klen,
+ * event of a plugin that caches what it sees; now none when the block
+ * fits the context's room (ctx_alloc). */
+static int put_block(sophia_ctx *ctx, action *a, const char *key, size_t klen,
                      const char *const *tags, size_t ntags, const size_t *tlens,
                      const char *text, size_t tlen)
 {
     size_t tb = sophia_strv_packed_size_n(ntags, tlens), kl = klen + 1;
-    char *block = malloc(tb + kl + (text ? tlen + HOST_TEXT_PAD : 0));
+    char *block = ctx_alloc(ctx, tb + kl + (text ? tlen + HOST_TEXT_PAD : 0));
     if (!block)
         return -1;
     a->tags = sophia_strv_pack_n(block, tags, ntags, tlens);
@@ -289,14 +316,15 @@ static int push_cache_put(sophia_ctx *ctx, const char *key, json_t *value,
         return SOPHIA_EINVAL;
     }
     action *a = ctx_push(ctx, ACT_CACHE_PUT);
-    if (!a || put_block(a, key, klen, tags, (size_t)ntags, tlens, text, tlen)) {
+    if (!a ||
+        put_block(ctx, a, key, klen, tags, (size_t)ntags, tlens, text, tlen)) {
         if (a)
             ctx->n--; /* the slot is the last one: given back */
         json_decref(value);
         return SOPHIA_ENOMEM;
     }
     if (text && host_text_check_padded(a->text, tlen, NULL)) {
-        free(a->block);
+        ctx_free_block(ctx, a->block);
         ctx->n--;
         return SOPHIA_EINVAL;
     }
@@ -1098,7 +1126,7 @@ void sophia_ctx_free(sophia_ctx *ctx)
         if (a->block) { /* a cache put's key, tags and text, or a text
                          * update's text, topic and dashboard: nothing
                          * else of it was allocated (free(NULL) is a call) */
-            free(a->block);
+            ctx_free_block(ctx, a->block);
             continue;
         }
         free(a->type_own);

@@ -321,6 +321,39 @@ static void test_actions_as_values(void **unused)
     sophia_ctx_free(text);
 }
 
+/* Puts whose blocks fill the context's room and go on to the heap, one
+ * refused in between: each action keeps its own key, tags and value,
+ * and freeing the context frees what was allocated (ASan). */
+static void test_cache_put_blocks(void **unused)
+{
+    (void)unused;
+    const sophia_host *h = sophia_host_table();
+    const char *tags[] = {"metrics", "dashboard:d", NULL};
+    sophia_ctx *ctx = sophia_ctx_new(NULL, "s");
+    char key[16], val[256];
+    for (int i = 0; i < 6; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        int n = snprintf(val, sizeof(val), "{\"value\":%d,\"pad\":\"%0*d\"}", i,
+                         40 + 20 * i, i);
+        assert_true(n > 0 && (size_t)n < sizeof(val));
+        assert_int_equal(h->cache_put_text(ctx, key, val, (size_t)n, 60, tags), 0);
+        if (i == 2)
+            assert_int_equal(h->cache_put_text(ctx, "bad", "{\"a\":", 5, 60, tags),
+                             SOPHIA_EINVAL);
+    }
+    char *all = actions_text(ctx);
+    for (int i = 0; i < 6; i++) {
+        char want[256];
+        snprintf(want, sizeof(want),
+                 "\"key\":\"key-%d\",\"value\":{\"value\":%d,\"pad\":\"%0*d\"}",
+                 i, i, 40 + 20 * i, i);
+        assert_non_null(strstr(all, want));
+    }
+    assert_null(strstr(all, "\"bad\""));
+    free(all);
+    sophia_ctx_free(ctx);
+}
+
 static void test_json_write(void **unused)
 {
     (void)unused;
@@ -348,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_check_random_texts),
         cmocka_unit_test(test_member),
         cmocka_unit_test(test_actions_as_values),
+        cmocka_unit_test(test_cache_put_blocks),
         cmocka_unit_test(test_json_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
