@@ -272,6 +272,7 @@ typedef struct point {
     int64_t t_us;                 /* event time */
     int64_t arrival_us;
     int in_order;                 /* not older than its series' watermark */
+    size_t skey_len;              /* its series key's (series_key) */
     char canon[MP_LABELS_LEN];    /* canonical labels, "" = none */
 } point;
 
@@ -344,7 +345,7 @@ static int parse_point(const metrics_state *st, const sophia_event *ev,
     const sophia_host *h = st->host;
     const sophia_json *b = ev ? ev->body : NULL;
     const char *bad = NULL;
-    point_fields f = {0};
+    point_fields f; /* cleared by point_fields_of, read only after it */
     int object = b && h->json_type(b) == SOPHIA_JSON_OBJECT;
     if (object)
         point_fields_of(h, b, &f);
@@ -689,6 +690,7 @@ static int put(const metrics_state *st, const point *p, const char *a,
  * name cost a point about 350 instructions. */
 struct metrics_memo {
     char skey[SKEY_LEN]; /* "" before the first point */
+    size_t skey_len;
     text head;           /* {"metric":<name>,"value": */
     put_at at;           /* <prefix><dashboard or _>:<metric>[{labels}] */
 };
@@ -708,7 +710,8 @@ static const struct metrics_memo *memo_of(metrics_state *st, const point *p,
                                           const char *skey)
 {
     struct metrics_memo *m = st->memo;
-    if (m && m->skey[0] && !strcmp(m->skey, skey))
+    if (m && m->skey[0] && m->skey_len == p->skey_len &&
+        !memcmp(m->skey, skey, p->skey_len))
         return m;
     if (!m && !(m = st->memo = calloc(1, sizeof(*m))))
         return NULL;
@@ -725,7 +728,8 @@ static const struct metrics_memo *memo_of(metrics_state *st, const point *p,
         text_free(&m->head);
         return NULL;
     }
-    join4(m->skey, sizeof(m->skey), skey, "", "", "");
+    memcpy(m->skey, skey, p->skey_len + 1);
+    m->skey_len = p->skey_len;
     return m;
 }
 
@@ -905,7 +909,7 @@ static int track(metrics_state *st, const point *p, const series *s,
                  const char *skey, uint64_t fp, sophia_ctx *ctx)
 {
     const sophia_host *h = st->host;
-    metrics_change *c = ms_change_new(st, skey);
+    metrics_change *c = ms_change_new(st, skey, p->skey_len);
     if (!c)
         return SOPHIA_ENOMEM;
     if (fp) {
@@ -1032,7 +1036,8 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
         return SOPHIA_PROCESS_ERROR;
     }
     char skey[SKEY_LEN], id[IDENT_LEN];
-    point_identity(st, ev, &p, skey, series_key(&p, skey), id);
+    p.skey_len = series_key(&p, skey);
+    point_identity(st, ev, &p, skey, p.skey_len, id);
     uint64_t fp = id[0] ? pu_seen_fp(&st->seen, id) : 0;
     if (fp && st->seen.slots[pu_seen_slot(&st->seen, fp)]) {
         h->counter_add(st->self, "duplicates", 1);

@@ -126,8 +126,10 @@ size_t ms_series_of_metric(metrics_state *st, const char *key);
  * memory. May evict the oldest series past max_series. */
 series *ms_series_make(metrics_state *st, const char *key, int *created);
 
-/* A change of one point, with room for the rule states and the key. */
-metrics_change *ms_change_new(const metrics_state *st, const char *key);
+/* A change of one point, with room for the rule states and the key
+ * (klen bytes, its strlen). */
+metrics_change *ms_change_new(const metrics_state *st, const char *key,
+                              size_t klen);
 /* stage_undoable's apply and undo; apply_once is stage's apply. */
 void ms_apply(void *state, void *change);
 void ms_undo(void *state, void *change);

@@ -185,9 +185,11 @@ static int series_push(series *s, size_t max, int64_t t, double v)
 
 /* ----------------------------------------------------------- change */
 
-metrics_change *ms_change_new(const metrics_state *st, const char *key)
+metrics_change *ms_change_new(const metrics_state *st, const char *key,
+                              size_t klen)
 {
-    size_t klen = strlen(key) + 1, rl = st->nrules * sizeof(rule_state);
+    size_t rl = st->nrules * sizeof(rule_state);
+    klen++; /* and its NUL */
     /* malloc and clear what needs it: calloc cost twice as much */
     metrics_change *c = malloc(sizeof(*c) + 2 * rl + klen);
     if (!c)
