@@ -230,9 +230,10 @@ static int put_dyadic(sophia_jsonw *w, double d, uint64_t m, int e)
     uint64_t fd = frac;
     for (int i = 0; i < b; i++)
         fd *= 5; /* frac / 2^b = frac * 5^b / 10^b: b digits, exact */
-    int ni = 1; /* the integral part's digits */
-    while (ni < 17 && ip >= pow10_u64[ni])
-        ni++;
+    /* the integral part's digits: from its bit length (log10 2 ~ 1233 /
+     * 4096), one less when under that power of ten */
+    int ni = ((64 - __builtin_clzll(ip)) * 1233 >> 12) + 1;
+    ni -= ip < pow10_u64[ni - 1];
     if (grow(w, 48)) /* written in place, backwards: at most 19 bytes */
         return -1;
     char *out = w->p + w->len, *end = out + (d < 0) + ni + 1 + b;
