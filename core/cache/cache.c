@@ -323,7 +323,8 @@ static void plan_for(sophia_cache *c, const char *key, size_t len,
 {
     *sync = ALL_TIERS;
     *deferred = *inval = 0;
-    size_t slot = strategy_slot(c, key);
+    /* no prefixes (most configurations): the default's slot, no call */
+    size_t slot = c->nprefixes ? strategy_slot(c, key) : 0;
     const char *name = slot_name(c, slot);
     const sophia_instance *in = c->resolved[slot];
     if (!in) {
