@@ -552,10 +552,15 @@ static sophia_json *host_cache_peek(const char *key)
 /* 1 when `key` is who (wl bytes) + 0x1f + name: compared in place, as
  * building the key to compare (a strlen and two memcpy calls) cost more,
  * and by libc's compares, as a byte loop over both cost more still. */
-static int counter_key_is(const char *key, const char *who, size_t wl,
+/* 1 when `key` is who + 0x1f + name, who being wl bytes: compared in
+ * place, as building the key to compare (a strlen and two memcpy calls)
+ * cost more, and by libc's compares, as a byte loop over both cost more
+ * still. strncmp stops at who's end, so who need not be measured: when
+ * the first wl bytes match, who has at least wl. */
+static int counter_key_is(const char *key, size_t wl, const char *who,
                           const char *name)
 {
-    return key[0] == who[0] && !memcmp(key, who, wl) && key[wl] == '\x1f' &&
+    return key[0] == who[0] && !strncmp(key, who, wl) && !who[wl] &&
            !strcmp(key + wl + 1, name);
 }
 
@@ -566,15 +571,12 @@ static double *counter_slot(sophia_self *self, const char *name)
     char key[512];
     sophia_host_rt *rt = sophia_host_rt_of(self);
     const char *who = self ? self->name : "-";
-    size_t wl = strlen(who);
-    /* a kept key holds who, 0x1f, a name and its NUL: more than wl + 2 */
-    size_t hits = rt && wl + 2 < sizeof(rt->counter_hits[0].key)
-                      ? HOST_COUNTER_HITS
-                      : 0;
-    for (size_t i = 0; i < hits; i++)
+    for (size_t i = 0; rt && i < HOST_COUNTER_HITS; i++)
         if (rt->counter_hits[i].slot &&
-            counter_key_is(rt->counter_hits[i].key, who, wl, name))
+            counter_key_is(rt->counter_hits[i].key, rt->counter_hits[i].wl,
+                           who, name))
             return rt->counter_hits[i].slot; /* before the dict's keyed hash */
+    size_t wl = strlen(who);
     size_t nl = strlen(name);
     if (wl + nl + 2 > sizeof(key))
         return NULL; /* no such names: instance and counter names are short */
@@ -590,6 +592,7 @@ static double *counter_slot(sophia_self *self, const char *name)
     if (v && wl + nl + 2 <= sizeof(rt->counter_hits[0].key)) {
         unsigned k = rt->counter_next++ % HOST_COUNTER_HITS;
         memcpy(rt->counter_hits[k].key, key, wl + nl + 2);
+        rt->counter_hits[k].wl = wl;
         rt->counter_hits[k].slot = v;
     }
     return v;

@@ -31,6 +31,7 @@ struct sophia_host_rt {
      * the runtime, so an entry never dangles. */
     struct {
         char key[64];
+        size_t wl; /* of key, the instance name's length */
         double *slot;
     } counter_hits[HOST_COUNTER_HITS];
     unsigned counter_next;
