@@ -11,6 +11,7 @@
 #include "ingest/source_redis.h"
 
 #include <event2/event.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,10 +40,6 @@
 #define SOURCE_COUNT 100
 #define SOURCE_DURABLE_COUNT 1000
 
-typedef struct xid {
-    unsigned long long ms, seq;
-} xid; /* a stream entry id */
-
 struct sophia_source_redis {
     struct sophia_stream *st;
     struct event_base *base;
@@ -69,11 +66,11 @@ struct sophia_source_redis {
     struct event *trim_ev; /* durable streams: drop what every group has */
     int trimming, trim_bad;
     unsigned trim_wait;
-    xid trim_min;
+    sophia_xid trim_min;
     uint64_t trimmed;
     size_t keep_count;   /* retention.count, 0 = none */
     uint64_t keep_age_ms; /* retention.age, 0 = none */
-    xid keep_min;        /* the retention's cut of this pass */
+    sophia_xid keep_min;  /* the retention's cut of this pass */
     sophia_stream_ids *inflight; /* ids in the local queue */
     struct event *poll_ev, *claim_ev;
     uint64_t read_entries, acked, dead, claimed;
@@ -606,47 +603,31 @@ static void on_claim_tick(evutil_socket_t fd, short what, void *arg)
 #define TRIM_MS 1000
 #define TRIM_SCAN 10000
 
-static int xid_parse(const char *s, xid *o)
+static void xid_min(sophia_xid *min, const char *s, int *bad)
 {
-    char *e;
-    if (!s)
-        return -1;
-    o->ms = strtoull(s, &e, 10);
-    o->seq = 0;
-    if (*e == '-')
-        o->seq = strtoull(e + 1, &e, 10);
-    return *e ? -1 : 0;
-}
-
-static void xid_min(xid *min, const char *s, int *bad)
-{
-    xid v;
-    if (xid_parse(s, &v) < 0) {
+    sophia_xid v;
+    if (sophia_xid_parse(s, &v) < 0) {
         *bad = 1;
         return;
     }
-    if (v.ms < min->ms || (v.ms == min->ms && v.seq < min->seq))
+    if (sophia_xid_cmp(v, *min) < 0)
         *min = v;
-}
-
-static int xid_less(xid a, xid b)
-{
-    return a.ms < b.ms || (a.ms == b.ms && a.seq < b.seq);
 }
 
 /* [[id, fields], ...]: the last one is the first entry the count keeps. */
 static void on_trim_range(void *arg, redisReply *rep)
 {
     sophia_source_redis *r = arg;
-    xid v;
+    sophia_xid v;
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements == 0 ||
         rep->element[rep->elements - 1]->type != REDIS_REPLY_ARRAY ||
         rep->element[rep->elements - 1]->elements < 1 ||
-        xid_parse(rep->element[rep->elements - 1]->element[0]->str, &v) < 0) {
+        sophia_xid_parse(rep->element[rep->elements - 1]->element[0]->str,
+                         &v) < 0) {
         r->trimming = 0;
         return;
     }
-    if (xid_less(r->keep_min, v))
+    if (sophia_xid_cmp(r->keep_min, v) < 0)
         r->keep_min = v; /* the stricter of age and count */
     trim_send(r);
 }
@@ -675,7 +656,7 @@ static void on_trim_len(void *arg, redisReply *rep)
 /* The processed cut is known; with a retention, find its cut first. */
 static void trim_apply(sophia_source_redis *r)
 {
-    if (r->trim_bad || r->trim_min.ms == 0 || r->trim_min.ms == ~0ULL) {
+    if (r->trim_bad || r->trim_min.ms == 0 || r->trim_min.ms == UINT64_MAX) {
         r->trimming = 0;
         return;
     }
@@ -684,7 +665,7 @@ static void trim_apply(sophia_source_redis *r)
         trim_send(r);
         return;
     }
-    r->keep_min = (xid){0, 0};
+    r->keep_min = (sophia_xid){0, 0};
     if (r->keep_age_ms) {
         uint64_t now_ms = (uint64_t)(sophia_now_wall_us() / 1000);
         r->keep_min.ms = now_ms > r->keep_age_ms ? now_ms - r->keep_age_ms : 0;
@@ -704,11 +685,12 @@ static void trim_apply(sophia_source_redis *r)
 static void trim_send(sophia_source_redis *r)
 {
     r->trimming = 0;
-    xid cut = xid_less(r->keep_min, r->trim_min) ? r->keep_min : r->trim_min;
+    sophia_xid cut =
+        sophia_xid_cmp(r->keep_min, r->trim_min) < 0 ? r->keep_min : r->trim_min;
     if (cut.ms == 0)
         return;
     char id[64];
-    snprintf(id, sizeof(id), "%llu-%llu", cut.ms, cut.seq);
+    snprintf(id, sizeof(id), "%" PRIu64 "-%" PRIu64, cut.ms, cut.seq);
     const char *argv[] = {"XTRIM", r->key, "MINID", "~", id};
     ctl_cmd(r, on_trimmed, 5, argv);
 }
@@ -743,7 +725,7 @@ static void on_trim_groups(void *arg, redisReply *rep)
         r->trimming = 0;
         return;
     }
-    r->trim_min = (xid){~0ULL, ~0ULL};
+    r->trim_min = (sophia_xid){UINT64_MAX, UINT64_MAX};
     r->trim_bad = 0;
     r->trim_wait = 1; /* held until every XPENDING is sent */
     for (size_t i = 0; i < rep->elements; i++) {
