@@ -1,9 +1,12 @@
 /*
  * source_redis - see source_redis.h.
  *
- * A 20 ms poll timer drives the state machine (group created? read
- * connection idle? room in the queue?) so reconnects, NOGROUP after a
- * Redis restart and backpressure all resume the same way; a claim timer
+ * A poll drives the state machine (group created? read connection idle?
+ * room in the queue?) so reconnects, NOGROUP after a Redis restart and
+ * backpressure all resume the same way. It runs at once after each read's
+ * reply, and every 20 ms only while no read is out: a blocking read wakes
+ * the loop when entries come or its block time ends, where a timer woke
+ * it 50 times a second per stream for nothing. A claim timer
  * runs XPENDING -> (XCLAIM + XADD dead + XACK) -> XAUTOCLAIM, pipelined
  * on the control connection so the dead-lettered entries are acked
  * before XAUTOCLAIM could take them again.
@@ -375,17 +378,31 @@ static void history_advance(sophia_source_redis *r, const redisReply *arr)
         snprintf(r->hist, sizeof(r->hist), "%s", e->element[0]->str);
 }
 
+/* The next poll in POLL_MS, for when no read is out to wake the source
+ * with its reply. */
+static void poll_later(sophia_source_redis *r)
+{
+    struct timeval tv = {0, POLL_MS * 1000};
+    if (r->poll_ev) /* NULL while closing */
+        event_add(r->poll_ev, &tv);
+}
+
 static void on_read(void *arg, redisReply *rep)
 {
     sophia_source_redis *r = arg;
     r->reading = 0;
-    if (r->freeing || !rep)
+    if (r->freeing)
         return;
+    if (!rep) { /* the connection went: the poll waits for it */
+        poll_later(r);
+        return;
+    }
     if (rep->type == REDIS_REPLY_ERROR) {
         if (strstr(rep->str, "NOGROUP"))
             r->group_ready = 0;
         sophia_warn("redis-source", "msg=\"XREADGROUP failed\" key=%s err=\"%s\"",
                     r->key, rep->str);
+        poll_later(r);
         return;
     }
     /* [[key, [[id, [f, v, …]], …]]] or nil on timeout */
@@ -480,12 +497,15 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
             if (!r->ctl_pending)
                 r->creating = 0;
         }
+        poll_later(r);
         return;
     }
     /* Shutting down: what is still in Redis waits there for the next run. */
     if (!r->reading && sophia_redis_up(r->rd) &&
         !sophia_stream_closing(r->st))
         start_read(r);
+    if (!r->reading) /* down, closing or full: nothing out to wake us */
+        poll_later(r);
 }
 
 /* ----------------------------------------------------------- claiming */
@@ -815,7 +835,7 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
     r->inflight = sophia_stream_ids_new();
     r->rd = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
     r->ctl = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
-    r->poll_ev = event_new(base, -1, EV_PERSIST, on_poll, r);
+    r->poll_ev = evtimer_new(base, on_poll, r);
     r->claim_ev = event_new(base, -1, EV_PERSIST, on_claim_tick, r);
     r->ack_ev = evtimer_new(base, on_ack_tick, r);
     int durable = sophia_durable_enabled(c, cs);
