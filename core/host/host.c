@@ -182,6 +182,18 @@ static const char *host_strerror(int err)
 
 /* ------------------------------------------------------------- actions */
 
+/* memset(p, 0, n) for a small struct, in parts of at most 64 bytes:
+ * gcc writes those as a few vector stores, where one memset of an
+ * action (104 bytes) became rep stos, which starts slowly and which
+ * callgrind counts a word at a time (about 40 instructions). */
+static inline void clear_small(void *p, size_t n)
+{
+    char *c = p;
+    for (; n > 64; c += 64, n -= 64)
+        memset(c, 0, 64);
+    memset(c, 0, n);
+}
+
 static action *ctx_push(sophia_ctx *ctx, action_kind kind)
 {
     if (!ctx)
@@ -198,12 +210,7 @@ static action *ctx_push(sophia_ctx *ctx, action_kind kind)
         ctx->cap = cap;
     }
     action *a = &ctx->v[ctx->n++];
-    /* in two parts of at most 64 bytes, which gcc writes as a few vector
-     * stores: one memset of the whole became rep stos, about 40
-     * instructions and a slow start for each action */
-    _Static_assert(sizeof(*a) > 64 && sizeof(*a) <= 128, "two memsets");
-    memset(a, 0, 64);
-    memset((char *)a + 64, 0, sizeof(*a) - 64);
+    clear_small(a, sizeof(*a));
     a->kind = kind;
     return a;
 }
@@ -554,9 +561,6 @@ static sophia_json *host_cache_peek(const char *key)
     return (sophia_json *)json_loadb(val, len, JSON_DECODE_ANY, NULL);
 }
 
-/* 1 when `key` is who (wl bytes) + 0x1f + name: compared in place, as
- * building the key to compare (a strlen and two memcpy calls) cost more,
- * and by libc's compares, as a byte loop over both cost more still. */
 /* 1 when `key` is who + 0x1f + name, who being wl bytes: compared in
  * place, as building the key to compare (a strlen and two memcpy calls)
  * cost more, and by libc's compares, as a byte loop over both cost more

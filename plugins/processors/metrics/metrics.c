@@ -1027,12 +1027,7 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
     metrics_state *st = state;
     const sophia_host *h = st->host;
     point p; /* cleared but for the labels' buffer: its first byte will do */
-    /* in two parts of at most 64 bytes, which gcc writes as a few vector
-     * stores (one memset of the whole became rep stos) */
-    _Static_assert(offsetof(point, canon) > 64 &&
-                   offsetof(point, canon) <= 128, "two memsets");
-    memset(&p, 0, 64);
-    memset((char *)&p + 64, 0, offsetof(point, canon) - 64);
+    ms_clear(&p, offsetof(point, canon));
     p.canon[0] = '\0';
     char why[200];
     if (parse_point(st, ev, &p, why, sizeof(why))) {

@@ -194,12 +194,7 @@ metrics_change *ms_change_new(const metrics_state *st, const char *key,
     metrics_change *c = malloc(sizeof(*c) + 2 * rl + klen);
     if (!c)
         return NULL;
-    /* in parts of at most 64 bytes, which gcc writes as a few vector
-     * stores (clearing the whole became rep stos) */
-    _Static_assert(sizeof(*c) > 128 && sizeof(*c) <= 192, "three memsets");
-    memset(c, 0, 64);
-    memset((char *)c + 64, 0, 64);
-    memset((char *)c + 128, 0, sizeof(*c) - 128);
+    ms_clear(c, sizeof(*c));
     if (rl) /* no rules, no call: most configurations */
         memset(c + 1, 0, 2 * rl);
     c->rules = (rule_state *)(c + 1);
