@@ -117,6 +117,9 @@ static void topic_remove(sophia_ws_router *r, ws_topic *t)
     ws_topic **slot = recent_slot(r, t->name);
     if (*slot == t)
         *slot = NULL;
+    for (size_t i = 0; i < WS_LAST_TOPICS; i++)
+        if (r->last[i] == t)
+            r->last[i] = NULL;
     sophia_dict_del(r->topics, t->name);
     topic_free(t);
 }
@@ -392,9 +395,20 @@ static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
         (m || (m = render_msg(r, p, t->name, t, t->seq))))
         ws_latest_put(r->latest, t->name, p->metric, m,
                       sophia_clock_wall_us(&r->clock) / 1000);
-    ws_history_prune(&t->hist, now, r->history_age_us);
-    ws_history_push(&t->hist, t->seq, now, NULL, (ws_pub *)p);
+    ws_history_add(&t->hist, t->seq, now, r->history_age_us, (ws_pub *)p);
     ws_msg_unref(m);
+}
+
+/* The i-th topic of a publish, named `name`: the last publish's i-th
+ * when it has that name, else as ws_topic_get finds it (NULL: none).
+ * The host's updates name their topics in one order, mostly the same
+ * ones publish after publish, so one comparison answers where the
+ * recent cache hashes the name first. topic_remove clears a slot whose
+ * topic goes. */
+static ws_topic *topic_at(sophia_ws_router *r, size_t i, const char *name)
+{
+    ws_topic *t = i < WS_LAST_TOPICS ? r->last[i] : NULL;
+    return t && strcmp(t->name, name) == 0 ? t : ws_topic_get(r, name, 0);
 }
 
 /* Routes one publish whose data is `text` (len bytes of JSON, NULL when
@@ -411,13 +425,15 @@ static void route_text(sophia_ws_router *r, const char *type,
                                   len)
                      : NULL;
     for (size_t i = 0; p && i < ntopics; i++) {
-        ws_topic *t = ws_topic_get(r, topics[i], 0);
+        ws_topic *t = topic_at(r, i, topics[i]);
         if (!t && sophia_dict_size(r->topics) >= r->max_topics) {
             unrecorded(r, p, topics[i], seqs ? seqs[i] : 0);
             continue;
         }
         if (!t && !(t = ws_topic_get(r, topics[i], 1)))
             continue;
+        if (i < WS_LAST_TOPICS)
+            r->last[i] = t;
         t->seq = seqs ? seqs[i] : t->seq + 1;
         t->last_us = now;
         route_topic(r, t, p, now);

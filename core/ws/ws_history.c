@@ -349,6 +349,39 @@ void ws_history_prune(ws_history *h, int64_t now_us, int64_t max_age_us)
         drop_oldest(h);
 }
 
+/* A busy topic's every publish: its ring is full, its oldest entry young
+ * enough to stay and its newest seq the one before. The prune then drops
+ * nothing, and the push overwrites the oldest slot, which becomes the
+ * newest; done here as that, without the two calls' checks and
+ * arithmetic over a ring (three pushes and three prunes were about 420
+ * instructions a metric publish). Anything else takes the two calls. */
+void ws_history_add(ws_history *h, uint64_t seq, int64_t now_us,
+                    int64_t max_age_us, ws_pub *p)
+{
+    size_t head = h->head;
+    if (h->len == h->cap && h->alloc == h->cap && h->cap > WS_HIST_AHEAD) {
+        ws_hist_entry *e = &h->v[head];
+        const ws_hist_entry *newest = &h->v[head ? head - 1 : h->alloc - 1];
+        if (now_us - e->at_us <= max_age_us && newest->seq + 1 == seq) {
+            if (e->m)
+                ws_msg_unref(e->m);
+            ws_pub *old = e->p;
+            e->seq = seq;
+            e->at_us = now_us;
+            e->m = NULL;
+            e->p = p;
+            p->refs++;
+            h->head = head + 1 == h->alloc ? 0 : head + 1;
+            PREFETCH_AHEAD(h);
+            if (--old->refs == 0)
+                free(old);
+            return;
+        }
+    }
+    ws_history_prune(h, now_us, max_age_us);
+    ws_history_push(h, seq, now_us, NULL, p);
+}
+
 ws_hist_result ws_history_since(const ws_history *h, uint64_t since,
                                 uint64_t cur_seq, size_t *first, size_t *n)
 {

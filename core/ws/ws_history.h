@@ -129,6 +129,11 @@ void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m,
                      ws_pub *p);
 /* Drops entries published before now_us - max_age_us. */
 void ws_history_prune(ws_history *h, int64_t now_us, int64_t max_age_us);
+/* A publish's entry: ws_history_prune, then ws_history_push of p (no
+ * message), in one call whose usual case, a full ring whose oldest entry
+ * has not aged out, is one step (see the function). */
+void ws_history_add(ws_history *h, uint64_t seq, int64_t now_us,
+                    int64_t max_age_us, ws_pub *p);
 
 /* Entries newer than `since`, oldest first, given the topic's current seq:
  * sets *first to the index (for ws_history_at) of the first one and *n to

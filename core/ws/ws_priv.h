@@ -43,6 +43,9 @@
  * 2^WS_RECENT_BITS. */
 #define WS_RECENT_BITS 6
 #define WS_RECENT_TOPICS (1u << WS_RECENT_BITS)
+/* Topics of the last publish the router keeps by position (route_text):
+ * as many as an update has (sophia_update_topics). */
+#define WS_LAST_TOPICS 6
 /* One send carries at most this much (http.c sets the protocol's
  * tx_packet_size to match: lws would cut larger sends into 4 KiB ones). A
  * flush or WRITEABLE turn sends at most WS_GATHERS_PER_TURN of them, so one
@@ -153,6 +156,7 @@ struct sophia_ws_router {
     size_t plen[WS_MAX_TOPIC + 1]; /* patterns per prefix length */
     size_t npatterns; /* their sum: 0 skips the per-publish prefix walk */
     ws_topic *recent[WS_RECENT_TOPICS]; /* see ws_topic_get */
+    ws_topic *last[WS_LAST_TOPICS];     /* see route_text */
     sophia_dict *by_id;    /* "%llu" -> client */
     sophia_ws_client *clients;
     /* configuration */

@@ -80,6 +80,49 @@ static void test_age_and_gap(void **state)
     ws_history_free(&h);
 }
 
+/* ws_history_add is ws_history_prune then ws_history_push: two rings,
+ * one fed each way, stay alike entry by entry (seq, time, which publish,
+ * its references) through growth, a full ring turning over, gaps in the
+ * seqs, entries aging out and replays that rendered an entry. */
+static void test_add_is_prune_then_push(void **state)
+{
+    (void)state;
+    ws_history a, b;
+    ws_history_init(&a, 8);
+    ws_history_init(&b, 8);
+    uint64_t seq = 0, rnd = 1;
+    int64_t now = 0;
+    for (int i = 0; i < 2000; i++) {
+        rnd = rnd * 6364136223846793005ull + 1442695040888963407ull;
+        unsigned r = (unsigned)(rnd >> 33);
+        seq += r % 23 == 0 ? 2 + r % 3 : 1; /* now and then a gap */
+        now += r % 31 == 0 ? 60 + r % 90 : r % 7; /* and a pause */
+        ws_pub *pa = ws_pub_new(seq, "metric", "d", "m", "{}", 2);
+        ws_pub *pb = ws_pub_new(seq, "metric", "d", "m", "{}", 2);
+        ws_history_add(&a, seq, now, 100, pa);
+        ws_history_prune(&b, now, 100);
+        ws_history_push(&b, seq, now, NULL, pb);
+        ws_pub_unref(pa);
+        ws_pub_unref(pb);
+        if (r % 5 == 0 && a.len) { /* a replay rendered the oldest */
+            ws_history_at(&a, 0)->m = msg();
+            ws_history_at(&b, 0)->m = msg();
+        }
+        assert_int_equal(a.len, b.len);
+        for (size_t k = 0; k < a.len; k++) {
+            ws_hist_entry *x = ws_history_at(&a, k), *y = ws_history_at(&b, k);
+            assert_int_equal(x->seq, y->seq);
+            assert_int_equal(x->at_us, y->at_us);
+            assert_int_equal(x->p->pubid, y->p->pubid);
+            assert_int_equal(x->p->refs, 1);
+            assert_int_equal(y->p->refs, 1);
+            assert_int_equal(x->m != NULL, y->m != NULL);
+        }
+    }
+    ws_history_free(&a);
+    ws_history_free(&b);
+}
+
 static void test_disabled_and_refs(void **state)
 {
     (void)state;
@@ -244,6 +287,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_since_ranges),
+        cmocka_unit_test(test_add_is_prune_then_push),
         cmocka_unit_test(test_age_and_gap),
         cmocka_unit_test(test_disabled_and_refs),
         cmocka_unit_test(test_resize),
