@@ -66,11 +66,13 @@ typedef struct ws_msg {
  * contiguous span: ws_msg_frame(). */
 ws_msg *ws_msg_new(const char *text, size_t len, size_t pre);
 /* A text message of len bytes whose payload the caller writes at
- * buf + pre, with the coalescing key "topic\x01metric" (topic NULL: none)
+ * buf + pre, with the coalescing key "topic\x01metric" (topic NULL: none;
+ * the names' lengths given, as the router knows them)
  * in the message's own block: what ws_msg_set_ckey would give, without a
  * second allocation. */
 ws_msg *ws_msg_alloc_keyed(size_t len, size_t pre, const char *topic,
-                           const char *metric);
+                           size_t topic_len, const char *metric,
+                           size_t metric_len);
 /* The same for a binary frame (opcode 2): a msgpack payload. */
 ws_msg *ws_msg_new_binary(const void *data, size_t len, size_t pre);
 /* A compressed payload for a frame of m's kind, RSV1 set; pubid and ckey
@@ -86,6 +88,7 @@ typedef struct ws_pub {
     int refs;
     uint64_t pubid;
     const char *type, *dashboard_id, *metric; /* in `text`, or NULL */
+    size_t type_len, metric_len; /* strlen of type and metric (0: none) */
     /* text[0..tlen): what every topic's message of the publish has after
      * its seq, ,"dashboard_id":..,"data":<data>} - rendered once */
     size_t tlen;

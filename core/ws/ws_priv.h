@@ -86,6 +86,7 @@ typedef struct ws_topic {
     uint64_t base;      /* seq before its first publish (see ws_topic_get) */
     int64_t last_us;    /* monotonic time of the last publish */
     char *name;
+    size_t name_len;
     struct ws_topic *prev, *next; /* router->tlist, walked by the sweep */
     ws_history hist;
     ws_subs subs;
@@ -93,6 +94,12 @@ typedef struct ws_topic {
      * (topic_head), so the next one of the same type starts with it */
     char *head;
     size_t head_len, head_tl;
+    /* the last seq rendered, as decimal text (seq_text_len 0: none yet),
+     * so the next one, usually seq + 1, is that text plus a carry
+     * (topic_seq_text) */
+    uint64_t seq_text_of;
+    char seq_text[24];
+    size_t seq_text_len;
     int dashboard; /* a dashboard:* topic: keeps latest values */
 } ws_topic;
 

@@ -243,7 +243,7 @@ static void test_keyed(void **state)
 {
     (void)state;
     size_t n;
-    ws_msg *m = ws_msg_alloc_keyed(7, 16, "dashboard:x", "revenue");
+    ws_msg *m = ws_msg_alloc_keyed(7, 16, "dashboard:x", 11, "revenue", 7);
     memcpy(m->buf + 16, "{\"a\":1}", 7);
     assert_string_equal(m->ckey, "dashboard:x\x01revenue");
     assert_int_equal(m->ckey_len, 19);
@@ -253,7 +253,7 @@ static void test_keyed(void **state)
     ws_msg_set_ckey(m, "t", "cpu");
     assert_string_equal(m->ckey, "t\x01" "cpu");
     ws_msg_unref(m);
-    m = ws_msg_alloc_keyed(2, 16, NULL, NULL);
+    m = ws_msg_alloc_keyed(2, 16, NULL, 0, NULL, 0);
     assert_null(m->ckey);
     ws_msg_unref(m);
 }
