@@ -72,14 +72,16 @@ static uint64_t topic_base(const sophia_ws_router *r)
  * (ws_namehash.h), answers before the dict's keyed hash. Made-up names
  * can only make it miss, never wrong: a slot is checked by name and
  * cleared when its topic goes (topic_remove). */
-static ws_topic **recent_slot(sophia_ws_router *r, const char *name)
+static ws_topic **recent_slot(sophia_ws_router *r, uint64_t h)
 {
-    return &r->recent[ws_namehash_slot(ws_namehash(0, name), WS_RECENT_BITS)];
+    return &r->recent[ws_namehash_slot(h, WS_RECENT_BITS)];
 }
 
 ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
 {
-    ws_topic **slot = recent_slot(r, name);
+    size_t n = strlen(name);
+    uint64_t h = ws_namehash_n(0, name, n);
+    ws_topic **slot = recent_slot(r, h);
     if (*slot && strcmp((*slot)->name, name) == 0)
         return *slot;
     ws_topic *t = sophia_dict_get(r->topics, name);
@@ -92,7 +94,8 @@ ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
         free(t);
         return NULL;
     }
-    t->name_len = strlen(name);
+    t->name_len = n;
+    t->name_hash = h;
     t->seq = t->base = topic_base(r);
     t->dashboard = strncmp(name, "dashboard:", 10) == 0;
     ws_history_init(&t->hist, r->history);
@@ -115,7 +118,7 @@ static void topic_remove(sophia_ws_router *r, ws_topic *t)
         r->tlist = t->next;
     if (t->next)
         t->next->prev = t->prev;
-    ws_topic **slot = recent_slot(r, t->name);
+    ws_topic **slot = recent_slot(r, t->name_hash);
     if (*slot == t)
         *slot = NULL;
     for (size_t i = 0; i < WS_LAST_TOPICS; i++)
@@ -432,8 +435,9 @@ static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
         deliver_patterns(r, t->name, t, t->seq, p, &m);
     if (p->metric && t->dashboard &&
         (m || (m = render_msg(r, p, t->name, t, t->seq))))
-        ws_latest_put(r->latest, t->name, p->metric, m,
-                      sophia_clock_wall_us(&r->clock) / 1000);
+        ws_latest_put_hashed(r->latest, t->name, t->name_hash, p->metric,
+                             p->metric_len, m,
+                             sophia_clock_wall_us(&r->clock) / 1000);
     ws_history_add(&t->hist, t->seq, now, r->history_age_us, (ws_pub *)p);
     ws_msg_unref(m);
 }

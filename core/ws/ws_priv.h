@@ -87,6 +87,7 @@ typedef struct ws_topic {
     int64_t last_us;    /* monotonic time of the last publish */
     char *name;
     size_t name_len;
+    uint64_t name_hash; /* ws_namehash(0, name): the recent caches' */
     struct ws_topic *prev, *next; /* router->tlist, walked by the sweep */
     ws_history hist;
     ws_subs subs;
