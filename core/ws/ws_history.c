@@ -173,7 +173,7 @@ ws_pub *ws_pub_new(uint64_t pubid, const char *type, const char *dashboard_id,
         dql = esc.len - 2;
     }
     size_t dpart = dashboard_id ? 16 + dql + 2 : 0, tail = dpart + 8 + dlen + 1;
-    ws_pub *p = malloc(sizeof(*p) + tail + tl + (dashboard_id ? dl + 1 : 0) + ml);
+    ws_pub *p = malloc(sizeof(*p) + tail + tl + ml);
     if (!p) {
         if (esc.p)
             sophia_jsonw_reset(&esc);
@@ -199,8 +199,6 @@ ws_pub *ws_pub_new(uint64_t pubid, const char *type, const char *dashboard_id,
     p->metric_len = ml ? ml - 1 : 0;
     p->type = memcpy(w, type, tl);
     w += tl;
-    p->dashboard_id = dashboard_id ? memcpy(w, dashboard_id, dl + 1) : NULL;
-    w += dashboard_id ? dl + 1 : 0;
     p->metric = metric ? memcpy(w, metric, ml) : NULL;
     return p;
 }

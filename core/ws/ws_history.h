@@ -16,7 +16,7 @@
  * it too is made once per message however many msgpack clients take it.
  *
  * A ws_pub is what one publish shares between the topics it went to: its
- * type, dashboard and metric, and the text every topic's message of it
+ * type and metric, and the text every topic's message of it
  * ends with after the seq (the dashboard and `data`, rendered once). A
  * history entry keeps the pub; the message a live publish rendered (for
  * a subscriber, a pattern, a dashboard's latest value) is not kept there,
@@ -87,12 +87,12 @@ void ws_msg_unref(ws_msg *m);
 typedef struct ws_pub {
     int refs;
     uint64_t pubid;
-    const char *type, *dashboard_id, *metric; /* in `text`, or NULL */
+    const char *type, *metric; /* in `text`, or NULL */
     size_t type_len, metric_len; /* strlen of type and metric (0: none) */
     /* text[0..tlen): what every topic's message of the publish has after
      * its seq, ,"dashboard_id":..,"data":<data>} - rendered once */
     size_t tlen;
-    char text[];  /* the tail, then type, dashboard_id, metric, NUL-ended */
+    char text[];  /* the tail, then type and metric, NUL-ended */
 } ws_pub;
 
 /* NULL when out of memory; dashboard_id and metric may be NULL. */

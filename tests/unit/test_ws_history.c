@@ -143,7 +143,6 @@ static void test_disabled_and_refs(void **state)
     assert_int_equal(p->refs, 3);
     assert_null(ws_history_at(&h, 1)->m);
     assert_string_equal(ws_history_at(&h, 1)->p->metric, "revenue");
-    assert_string_equal(ws_history_at(&h, 1)->p->dashboard_id, "d");
     ws_msg_set_ckey(m, "t", "revenue");
     assert_string_equal(m->ckey, "t\x01revenue");
     ws_history_free(&h);
@@ -267,19 +266,19 @@ static void test_pub_tail(void **state)
     assert_int_equal(p->tlen, strlen(",\"dashboard_id\":\"d0\",\"data\":{\"v\":1}}"));
     assert_memory_equal(p->text, ",\"dashboard_id\":\"d0\",\"data\":{\"v\":1}}", p->tlen);
     assert_string_equal(p->type, "metric");
-    assert_string_equal(p->dashboard_id, "d0");
+    assert_int_equal(p->type_len, 6);
     assert_string_equal(p->metric, "cpu");
+    assert_int_equal(p->metric_len, 3);
     ws_pub_unref(p);
     p = ws_pub_new(8, "alert", "a\"b\\c", NULL, "null", 4);
     assert_int_equal(p->tlen, strlen(",\"dashboard_id\":\"a\\\"b\\\\c\",\"data\":null}"));
     assert_memory_equal(p->text, ",\"dashboard_id\":\"a\\\"b\\\\c\",\"data\":null}", p->tlen);
-    assert_string_equal(p->dashboard_id, "a\"b\\c");
     assert_null(p->metric);
+    assert_int_equal(p->metric_len, 0);
     ws_pub_unref(p);
     p = ws_pub_new(9, "log", NULL, NULL, "[]", 2);
     assert_int_equal(p->tlen, 11);
     assert_memory_equal(p->text, ",\"data\":[]}", 11);
-    assert_null(p->dashboard_id);
     ws_pub_unref(p);
 }
 
