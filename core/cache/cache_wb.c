@@ -35,6 +35,7 @@
 #include "lib/dict.h"
 #include "lib/jsonw.h"
 #include "lib/log.h"
+#include "lib/stream_ids.h"
 #include "event/loop.h"
 
 #define WB_REPLAY_POLL_MS 200
@@ -76,7 +77,7 @@ struct sophia_wb {
     struct event *timer, *kick, *replay_ev;
     int replay_done;
     char replay_from[64];
-    uint64_t own_ms, own_seq; /* first journal id written by this process */
+    sophia_xid own; /* first journal id written by this process */
     int own_known;
     wb_waiter *waiters;
     size_t nwaiters;
@@ -441,17 +442,6 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ------------------------------------------------------------------ put */
 
-/* "ms-seq" stream id; 1 when it parsed. */
-static int parse_id(const char *id, uint64_t *ms, uint64_t *seq)
-{
-    char *end;
-    *ms = strtoull(id, &end, 10);
-    if (*end != '-')
-        return 0;
-    *seq = strtoull(end + 1, &end, 10);
-    return *end == '\0';
-}
-
 static void on_journal(void *arg, redisReply *rep)
 {
     journal_req *q = arg;
@@ -461,7 +451,7 @@ static void on_journal(void *arg, redisReply *rep)
     if (rc == 0) {
         entry_add_id(e, rep->str, rep->len);
         if (!wb->own_known)
-            wb->own_known = parse_id(rep->str, &wb->own_ms, &wb->own_seq);
+            wb->own_known = !sophia_xid_parse(rep->str, &wb->own);
     }
     e->pending_acks--;
     if (e->orphan && e->pending_acks == 0) {
@@ -808,11 +798,9 @@ static void replay_next(sophia_wb *wb);
 /* Written by this process (at or after its first XADD)? */
 static int is_own(const sophia_wb *wb, const redisReply *id)
 {
-    uint64_t ms, seq;
-    if (!wb->own_known || id->type != REDIS_REPLY_STRING ||
-        !parse_id(id->str, &ms, &seq))
-        return 0;
-    return ms > wb->own_ms || (ms == wb->own_ms && seq >= wb->own_seq);
+    sophia_xid v;
+    return wb->own_known && id->type == REDIS_REPLY_STRING &&
+           !sophia_xid_parse(id->str, &v) && sophia_xid_cmp(v, wb->own) >= 0;
 }
 
 static void on_replay(void *arg, redisReply *rep)

@@ -1,9 +1,12 @@
 /*
  * source_redis - see source_redis.h.
  *
- * A 20 ms poll timer drives the state machine (group created? read
- * connection idle? room in the queue?) so reconnects, NOGROUP after a
- * Redis restart and backpressure all resume the same way; a claim timer
+ * A poll drives the state machine (group created? read connection idle?
+ * room in the queue?) so reconnects, NOGROUP after a Redis restart and
+ * backpressure all resume the same way. It runs at once after each read's
+ * reply, and every 20 ms only while no read is out: a blocking read wakes
+ * the loop when entries come or its block time ends, where a timer woke
+ * it 50 times a second per stream for nothing. A claim timer
  * runs XPENDING -> (XCLAIM + XADD dead + XACK) -> XAUTOCLAIM, pipelined
  * on the control connection so the dead-lettered entries are acked
  * before XAUTOCLAIM could take them again.
@@ -11,6 +14,7 @@
 #include "ingest/source_redis.h"
 
 #include <event2/event.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,10 +43,6 @@
 #define SOURCE_COUNT 100
 #define SOURCE_DURABLE_COUNT 1000
 
-typedef struct xid {
-    unsigned long long ms, seq;
-} xid; /* a stream entry id */
-
 struct sophia_source_redis {
     struct sophia_stream *st;
     struct event_base *base;
@@ -69,11 +69,11 @@ struct sophia_source_redis {
     struct event *trim_ev; /* durable streams: drop what every group has */
     int trimming, trim_bad;
     unsigned trim_wait;
-    xid trim_min;
+    sophia_xid trim_min;
     uint64_t trimmed;
     size_t keep_count;   /* retention.count, 0 = none */
     uint64_t keep_age_ms; /* retention.age, 0 = none */
-    xid keep_min;        /* the retention's cut of this pass */
+    sophia_xid keep_min;  /* the retention's cut of this pass */
     sophia_stream_ids *inflight; /* ids in the local queue */
     struct event *poll_ev, *claim_ev;
     uint64_t read_entries, acked, dead, claimed;
@@ -378,17 +378,31 @@ static void history_advance(sophia_source_redis *r, const redisReply *arr)
         snprintf(r->hist, sizeof(r->hist), "%s", e->element[0]->str);
 }
 
+/* The next poll in POLL_MS, for when no read is out to wake the source
+ * with its reply. */
+static void poll_later(sophia_source_redis *r)
+{
+    struct timeval tv = {0, POLL_MS * 1000};
+    if (r->poll_ev) /* NULL while closing */
+        event_add(r->poll_ev, &tv);
+}
+
 static void on_read(void *arg, redisReply *rep)
 {
     sophia_source_redis *r = arg;
     r->reading = 0;
-    if (r->freeing || !rep)
+    if (r->freeing)
         return;
+    if (!rep) { /* the connection went: the poll waits for it */
+        poll_later(r);
+        return;
+    }
     if (rep->type == REDIS_REPLY_ERROR) {
         if (strstr(rep->str, "NOGROUP"))
             r->group_ready = 0;
         sophia_warn("redis-source", "msg=\"XREADGROUP failed\" key=%s err=\"%s\"",
                     r->key, rep->str);
+        poll_later(r);
         return;
     }
     /* [[key, [[id, [f, v, …]], …]]] or nil on timeout */
@@ -483,12 +497,15 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
             if (!r->ctl_pending)
                 r->creating = 0;
         }
+        poll_later(r);
         return;
     }
     /* Shutting down: what is still in Redis waits there for the next run. */
     if (!r->reading && sophia_redis_up(r->rd) &&
         !sophia_stream_closing(r->st))
         start_read(r);
+    if (!r->reading) /* down, closing or full: nothing out to wake us */
+        poll_later(r);
 }
 
 /* ----------------------------------------------------------- claiming */
@@ -606,47 +623,31 @@ static void on_claim_tick(evutil_socket_t fd, short what, void *arg)
 #define TRIM_MS 1000
 #define TRIM_SCAN 10000
 
-static int xid_parse(const char *s, xid *o)
+static void xid_min(sophia_xid *min, const char *s, int *bad)
 {
-    char *e;
-    if (!s)
-        return -1;
-    o->ms = strtoull(s, &e, 10);
-    o->seq = 0;
-    if (*e == '-')
-        o->seq = strtoull(e + 1, &e, 10);
-    return *e ? -1 : 0;
-}
-
-static void xid_min(xid *min, const char *s, int *bad)
-{
-    xid v;
-    if (xid_parse(s, &v) < 0) {
+    sophia_xid v;
+    if (sophia_xid_parse(s, &v) < 0) {
         *bad = 1;
         return;
     }
-    if (v.ms < min->ms || (v.ms == min->ms && v.seq < min->seq))
+    if (sophia_xid_cmp(v, *min) < 0)
         *min = v;
-}
-
-static int xid_less(xid a, xid b)
-{
-    return a.ms < b.ms || (a.ms == b.ms && a.seq < b.seq);
 }
 
 /* [[id, fields], ...]: the last one is the first entry the count keeps. */
 static void on_trim_range(void *arg, redisReply *rep)
 {
     sophia_source_redis *r = arg;
-    xid v;
+    sophia_xid v;
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements == 0 ||
         rep->element[rep->elements - 1]->type != REDIS_REPLY_ARRAY ||
         rep->element[rep->elements - 1]->elements < 1 ||
-        xid_parse(rep->element[rep->elements - 1]->element[0]->str, &v) < 0) {
+        sophia_xid_parse(rep->element[rep->elements - 1]->element[0]->str,
+                         &v) < 0) {
         r->trimming = 0;
         return;
     }
-    if (xid_less(r->keep_min, v))
+    if (sophia_xid_cmp(r->keep_min, v) < 0)
         r->keep_min = v; /* the stricter of age and count */
     trim_send(r);
 }
@@ -675,7 +676,7 @@ static void on_trim_len(void *arg, redisReply *rep)
 /* The processed cut is known; with a retention, find its cut first. */
 static void trim_apply(sophia_source_redis *r)
 {
-    if (r->trim_bad || r->trim_min.ms == 0 || r->trim_min.ms == ~0ULL) {
+    if (r->trim_bad || r->trim_min.ms == 0 || r->trim_min.ms == UINT64_MAX) {
         r->trimming = 0;
         return;
     }
@@ -684,7 +685,7 @@ static void trim_apply(sophia_source_redis *r)
         trim_send(r);
         return;
     }
-    r->keep_min = (xid){0, 0};
+    r->keep_min = (sophia_xid){0, 0};
     if (r->keep_age_ms) {
         uint64_t now_ms = (uint64_t)(sophia_now_wall_us() / 1000);
         r->keep_min.ms = now_ms > r->keep_age_ms ? now_ms - r->keep_age_ms : 0;
@@ -704,11 +705,12 @@ static void trim_apply(sophia_source_redis *r)
 static void trim_send(sophia_source_redis *r)
 {
     r->trimming = 0;
-    xid cut = xid_less(r->keep_min, r->trim_min) ? r->keep_min : r->trim_min;
+    sophia_xid cut =
+        sophia_xid_cmp(r->keep_min, r->trim_min) < 0 ? r->keep_min : r->trim_min;
     if (cut.ms == 0)
         return;
     char id[64];
-    snprintf(id, sizeof(id), "%llu-%llu", cut.ms, cut.seq);
+    snprintf(id, sizeof(id), "%" PRIu64 "-%" PRIu64, cut.ms, cut.seq);
     const char *argv[] = {"XTRIM", r->key, "MINID", "~", id};
     ctl_cmd(r, on_trimmed, 5, argv);
 }
@@ -743,7 +745,7 @@ static void on_trim_groups(void *arg, redisReply *rep)
         r->trimming = 0;
         return;
     }
-    r->trim_min = (xid){~0ULL, ~0ULL};
+    r->trim_min = (sophia_xid){UINT64_MAX, UINT64_MAX};
     r->trim_bad = 0;
     r->trim_wait = 1; /* held until every XPENDING is sent */
     for (size_t i = 0; i < rep->elements; i++) {
@@ -833,7 +835,7 @@ sophia_source_redis *sophia_source_redis_new(struct sophia_stream *st,
     r->inflight = sophia_stream_ids_new();
     r->rd = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
     r->ctl = c->redis_url ? sophia_redis_new(base, c->redis_url) : NULL;
-    r->poll_ev = event_new(base, -1, EV_PERSIST, on_poll, r);
+    r->poll_ev = evtimer_new(base, on_poll, r);
     r->claim_ev = event_new(base, -1, EV_PERSIST, on_claim_tick, r);
     r->ack_ev = evtimer_new(base, on_ack_tick, r);
     int durable = sophia_durable_enabled(c, cs);

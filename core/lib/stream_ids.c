@@ -10,7 +10,7 @@
 #include "lib/dict.h"
 
 typedef struct sid {
-    uint64_t ms, seq;
+    sophia_xid id;
     int live; /* 0 once removed, until the head passes it */
 } sid;
 
@@ -57,17 +57,20 @@ static const char *number(const char *p, char stop, uint64_t *out)
     return p;
 }
 
+int sophia_xid_parse(const char *s, sophia_xid *out)
+{
+    const char *p = s ? number(s, '-', &out->ms) : NULL;
+    return p && number(p + 1, '\0', &out->seq) ? 0 : -1;
+}
+
 static int parse(const char *id, sid *out)
 {
-    const char *p = number(id, '-', &out->ms);
-    return p && number(p + 1, '\0', &out->seq) ? 0 : -1;
+    return sophia_xid_parse(id, &out->id);
 }
 
 static int cmp(const sid *a, const sid *b)
 {
-    if (a->ms != b->ms)
-        return a->ms < b->ms ? -1 : 1;
-    return a->seq < b->seq ? -1 : a->seq > b->seq;
+    return sophia_xid_cmp(a->id, b->id);
 }
 
 static sid *slot(const sophia_stream_ids *s, size_t i)

@@ -15,6 +15,25 @@
 #define SOPHIA_STREAM_IDS_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+/* An entry id as the two numbers it sorts by. */
+typedef struct sophia_xid {
+    uint64_t ms, seq;
+} sophia_xid;
+
+/* Parses an id as Redis writes it: "<ms>-<seq>", two canonical decimals
+ * (no sign, no leading zero, no overflow), so one id has one text.
+ * 0, or -1 (s NULL included). */
+int sophia_xid_parse(const char *s, sophia_xid *out);
+
+/* <0, 0 or >0 as a sorts before, with or after b. */
+static inline int sophia_xid_cmp(sophia_xid a, sophia_xid b)
+{
+    if (a.ms != b.ms)
+        return a.ms < b.ms ? -1 : 1;
+    return a.seq < b.seq ? -1 : a.seq > b.seq;
+}
 
 typedef struct sophia_stream_ids sophia_stream_ids;
 

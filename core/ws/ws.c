@@ -593,6 +593,8 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
             break;
     }
     r->sweep_at = t;
+    struct timeval soon = {0, WS_SWEEP_US}, later = {WS_SWEEP_PASS_S, 0};
+    event_add(r->sweep_ev, t ? &soon : &later); /* more to visit, or done */
 }
 
 /* ------------------------------------------------------------- router */
@@ -733,8 +735,7 @@ sophia_ws_router *sophia_ws_router_new(sophia_loop *loop, const sophia_conf *con
     if (loop) {
         struct timeval tv = {0, WS_SWEEP_US};
         r->flush_ev = event_new(sophia_loop_base(loop), -1, 0, ws_on_flush, r);
-        r->sweep_ev = event_new(sophia_loop_base(loop), -1, EV_PERSIST,
-                                on_sweep, r);
+        r->sweep_ev = event_new(sophia_loop_base(loop), -1, 0, on_sweep, r);
         if (r->sweep_ev)
             event_add(r->sweep_ev, &tv);
     }

@@ -1,7 +1,8 @@
 /*
  * test_stream_ids - the set of stream entry ids a Redis source holds:
  * ids in order in its ring, the rest (older, or not an id) in its dict,
- * and 100,000 random operations checked against a plain list.
+ * and 100,000 random operations checked against a plain list; and the
+ * id parser the source's trim and the write-back journal share.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -148,6 +149,29 @@ static void test_against_a_list(void **u)
     sophia_stream_ids_free(s);
 }
 
+/* Ids as Redis writes them parse; anything else is refused, so one id
+ * has one text (the ring's numbers stand for the dict's strings). */
+static void test_xid_parse(void **u)
+{
+    (void)u;
+    sophia_xid v;
+    assert_int_equal(sophia_xid_parse("1733212800000-7", &v), 0);
+    assert_true(v.ms == 1733212800000ULL && v.seq == 7);
+    assert_int_equal(sophia_xid_parse("0-0", &v), 0);
+    assert_true(v.ms == 0 && v.seq == 0);
+    assert_int_equal(sophia_xid_parse("18446744073709551615-1", &v), 0);
+    assert_true(v.ms == UINT64_MAX);
+    const char *bad[] = {"", "1", "1-", "-1", "01-2", "1-02", "1-2x", "+1-2",
+                         " 1-2", "1--2", "18446744073709551616-0"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(sophia_xid_parse(bad[i], &v), -1);
+    assert_int_equal(sophia_xid_parse(NULL, &v), -1);
+
+    sophia_xid a = {5, 9}, b = {6, 0}, c = {6, 1};
+    assert_true(sophia_xid_cmp(a, b) < 0 && sophia_xid_cmp(b, a) > 0);
+    assert_true(sophia_xid_cmp(b, c) < 0 && sophia_xid_cmp(c, c) == 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -155,6 +179,7 @@ int main(void)
         cmocka_unit_test(test_the_rest),
         cmocka_unit_test(test_a_head_that_stays),
         cmocka_unit_test(test_against_a_list),
+        cmocka_unit_test(test_xid_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
