@@ -365,8 +365,9 @@ __attribute__((noinline)) static void add_slow(ws_history *h, uint64_t seq,
     ws_history_push(h, seq, now_us, NULL, p);
 }
 
-/* (add_slow out of line: inlined, its registers were saved and restored
- * on every call, the usual one included.) */
+/* (add_slow out of line, and no call on the way but the last free's:
+ * otherwise registers were saved and restored on every call, the usual
+ * one included.) */
 void ws_history_add(ws_history *h, uint64_t seq, int64_t now_us,
                     int64_t max_age_us, ws_pub *p)
 {
@@ -374,13 +375,11 @@ void ws_history_add(ws_history *h, uint64_t seq, int64_t now_us,
     if (h->len == h->cap && h->alloc == h->cap && h->cap > WS_HIST_AHEAD) {
         ws_hist_entry *e = &h->v[head];
         const ws_hist_entry *newest = &h->v[head ? head - 1 : h->alloc - 1];
-        if (now_us - e->at_us <= max_age_us && newest->seq + 1 == seq) {
-            if (e->m)
-                ws_msg_unref(e->m);
+        if (now_us - e->at_us <= max_age_us && newest->seq + 1 == seq &&
+            !e->m) { /* (a replay rendered it: dropped by the slow path) */
             ws_pub *old = e->p;
             e->seq = seq;
             e->at_us = now_us;
-            e->m = NULL;
             e->p = p;
             p->refs++;
             h->head = head + 1 == h->alloc ? 0 : head + 1;
