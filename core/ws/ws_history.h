@@ -66,10 +66,10 @@ typedef struct ws_msg {
  * contiguous span: ws_msg_frame(). */
 ws_msg *ws_msg_new(const char *text, size_t len, size_t pre);
 /* A text message of len bytes whose payload the caller writes at
- * buf + pre, with the coalescing key "topic\x01metric" (topic NULL: none;
- * the names' lengths given, as the router knows them)
+ * buf + pre, with the coalescing key "topic\x01metric" (topic NULL: none)
  * in the message's own block: what ws_msg_set_ckey would give, without a
- * second allocation. */
+ * second allocation. The names' lengths are given, as the router keeps
+ * them. */
 ws_msg *ws_msg_alloc_keyed(size_t len, size_t pre, const char *topic,
                            size_t topic_len, const char *metric,
                            size_t metric_len);
