@@ -944,19 +944,68 @@ size_t sophia_update_topics(const char *type, const char *dashboard_id,
     return n;
 }
 
+/* 1 when a and b are both NULL or the same text. */
+static int same_text(const char *a, const char *b)
+{
+    return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+/* The kept topics were built for a's type: by address for a constant
+ * name (update_names, "alert"; an owned one is never kept by address,
+ * as its address may come back for another text), else by text. */
+static int same_type(const host_pub_topics *m, const action *a)
+{
+    return (m->type && m->type == a->type) || strcmp(m->v[0] + 8, a->type) == 0;
+}
+
+/* Update a's topics as sophia_update_topics gives them, into v and buf;
+ * *n of them. The usual update, with no severity and no extra topic,
+ * comes from the runtime's host_pub_topics instead, built again only when
+ * its type, dashboard or stream differ from the last one's: a stream's
+ * updates one after the other go to the same few topics, and building
+ * the names was about 440 instructions a publish, comparing them about
+ * 60. */
+static const char *const *publish_topics(sophia_host_rt *rt, const action *a,
+                                         const char *stream, const char **v,
+                                         char *buf, size_t buflen, size_t *n)
+{
+    host_pub_topics *m = &rt->pub_topics;
+    if (a->severity || a->topic || !a->type) {
+        *n = sophia_update_topics(a->type, a->dashboard, stream, a->severity,
+                                  a->topic, v, buf, buflen);
+        return v;
+    }
+    if (m->n && same_type(m, a) && same_text(m->dash, a->dashboard) &&
+        same_text(m->stream, stream)) {
+        *n = m->n;
+        return m->v;
+    }
+    *n = sophia_update_topics(a->type, a->dashboard, stream, NULL, NULL, m->v,
+                              m->buf, sizeof(m->buf));
+    /* kept only whole: a name the buffer cut off is built each time */
+    m->n = *n == (size_t)(1 + !!a->dashboard + !!stream) ? *n : 0;
+    if (m->n) {
+        m->type = a->type_own ? NULL : a->type;
+        m->dash = a->dashboard ? m->v[1] + 10 : NULL; /* after "dashboard:" */
+        m->stream = stream ? m->v[m->n - 1] + 7 : NULL; /* after "stream:" */
+    }
+    return m->v;
+}
+
 static void apply_publish(sophia_ctx *ctx, action *a)
 {
-    const char *topics[6];
+    sophia_host_rt *rt = ctx_rt(ctx);
+    const char *v[6];
     char buf[1024];
-    size_t n = sophia_update_topics(a->type, a->dashboard, ctx->stream,
-                                    a->severity, a->topic, topics, buf,
-                                    sizeof(buf));
+    size_t n;
+    const char *const *topics =
+        publish_topics(rt, a, ctx->stream, v, buf, sizeof(buf), &n);
     if (a->text)
-        sophia_ws_publish_text(ctx_rt(ctx)->env.ws, a->type, topics, n,
-                               a->dashboard, a->metric, a->text, a->tlen);
+        sophia_ws_publish_text(rt->env.ws, a->type, topics, n, a->dashboard,
+                               a->metric, a->text, a->tlen);
     else
-        sophia_ws_publish(ctx_rt(ctx)->env.ws, a->type, topics, n,
-                          a->dashboard, a->data);
+        sophia_ws_publish(rt->env.ws, a->type, topics, n, a->dashboard,
+                          a->data);
 }
 
 /* One sophia_ctx_apply in progress: `left` effects not yet reported plus

@@ -22,6 +22,19 @@ struct host_timer;
 
 #define HOST_COUNTER_HITS 4
 
+/* The topics of the last update published without a severity or an
+ * extra topic, kept with what they were built from (host.c's
+ * publish_topics): updates:<type>, then dashboard:<id> and stream:<name>
+ * when there are. `n` 0: nothing kept. */
+typedef struct host_pub_topics {
+    const char *type;   /* the update's type as given, see same_type() */
+    const char *dash;   /* the id inside buf, or NULL */
+    const char *stream; /* the name inside buf, or NULL */
+    const char *v[6];
+    size_t n;
+    char buf[1024]; /* as apply_publish's: the same names fit */
+} host_pub_topics;
+
 struct sophia_host_rt {
     sophia_host table;   /* first: an instance's `host` points here */
     sophia_host_env env; /* what actions are applied to */
@@ -39,6 +52,7 @@ struct sophia_host_rt {
      * plugin code loaded until this is back to zero. */
     size_t callbacks_pending;
     struct owned_read *reads; /* host_read.c */
+    host_pub_topics pub_topics; /* apply_publish's, see publish_topics */
     /* host_timer.c: the loop they run on (NULL until bound), every
      * pending timer, and the last id given out. */
     struct event_base *tbase;

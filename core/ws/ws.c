@@ -72,14 +72,16 @@ static uint64_t topic_base(const sophia_ws_router *r)
  * (ws_namehash.h), answers before the dict's keyed hash. Made-up names
  * can only make it miss, never wrong: a slot is checked by name and
  * cleared when its topic goes (topic_remove). */
-static ws_topic **recent_slot(sophia_ws_router *r, const char *name)
+static ws_topic **recent_slot(sophia_ws_router *r, uint64_t h)
 {
-    return &r->recent[ws_namehash_slot(ws_namehash(0, name), WS_RECENT_BITS)];
+    return &r->recent[ws_namehash_slot(h, WS_RECENT_BITS)];
 }
 
 ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
 {
-    ws_topic **slot = recent_slot(r, name);
+    size_t n = strlen(name);
+    uint64_t h = ws_namehash_n(0, name, n);
+    ws_topic **slot = recent_slot(r, h);
     if (*slot && strcmp((*slot)->name, name) == 0)
         return *slot;
     ws_topic *t = sophia_dict_get(r->topics, name);
@@ -92,6 +94,8 @@ ws_topic *ws_topic_get(sophia_ws_router *r, const char *name, int create)
         free(t);
         return NULL;
     }
+    t->name_len = n;
+    t->name_hash = h;
     t->seq = t->base = topic_base(r);
     t->dashboard = strncmp(name, "dashboard:", 10) == 0;
     ws_history_init(&t->hist, r->history);
@@ -114,9 +118,12 @@ static void topic_remove(sophia_ws_router *r, ws_topic *t)
         r->tlist = t->next;
     if (t->next)
         t->next->prev = t->prev;
-    ws_topic **slot = recent_slot(r, t->name);
+    ws_topic **slot = recent_slot(r, t->name_hash);
     if (*slot == t)
         *slot = NULL;
+    for (size_t i = 0; i < WS_LAST_TOPICS; i++)
+        if (r->last[i] == t)
+            r->last[i] = NULL;
     sophia_dict_del(r->topics, t->name);
     topic_free(t);
 }
@@ -256,12 +263,13 @@ int ws_client_covers(const sophia_ws_client *c, const char *t)
  * spliced in as text encoded once per publish (sophia_ws_route). The
  * bytes are what dumping the whole object would give: jansson keeps
  * insertion order and "data" is the last member. */
-static void render_head(sophia_jsonw *w, const char *type, const char *topic)
+static void render_head(sophia_jsonw *w, const char *type, size_t tl,
+                        const char *topic, size_t nl)
 {
     sophia_jsonw_raw(w, "{\"type\":", 8);
-    sophia_jsonw_str(w, type, strlen(type));
+    sophia_jsonw_str(w, type, tl);
     sophia_jsonw_raw(w, ",\"topic\":", 9);
-    sophia_jsonw_str(w, topic, strlen(topic));
+    sophia_jsonw_str(w, topic, nl);
     sophia_jsonw_raw(w, ",\"seq\":", 7);
 }
 
@@ -271,9 +279,9 @@ static void render_head(sophia_jsonw *w, const char *type, const char *topic)
  * then has it verbatim after {"type":", which is what the comparison
  * reads); any other type is rendered each time, into r->render. */
 static const char *topic_head(sophia_ws_router *r, ws_topic *t,
-                              const char *type, const char *topic, size_t *n)
+                              const char *type, size_t tl, const char *topic,
+                              size_t nl, size_t *n)
 {
-    size_t tl = strlen(type);
     if (t && t->head && t->head_tl == tl &&
         memcmp(t->head + 9, type, tl) == 0) {
         *n = t->head_len;
@@ -281,7 +289,7 @@ static const char *topic_head(sophia_ws_router *r, ws_topic *t,
     }
     sophia_jsonw *w = &r->render;
     sophia_jsonw_clear(w);
-    render_head(w, type, topic);
+    render_head(w, type, tl, topic, nl);
     if (w->failed)
         return NULL;
     *n = w->len;
@@ -296,18 +304,55 @@ static const char *topic_head(sophia_ws_router *r, ws_topic *t,
     return h;
 }
 
+/* Adds one to the decimal number s[0..*n). */
+static void decimal_inc(char *s, size_t *n)
+{
+    size_t i = *n;
+    while (i && s[i - 1] == '9')
+        s[--i] = '0';
+    if (i) {
+        s[i - 1]++;
+        return;
+    }
+    memmove(s + 1, s, *n); /* 9..9 + 1: one digit more */
+    s[0] = '1';
+    (*n)++;
+}
+
+/* seq as decimal text, in t when there is one (*n bytes, not NUL-ended).
+ * A topic's messages are rendered mostly in seq order, one apart, so the
+ * last one's text plus a carry gives the next: about a tenth of what a
+ * conversion costs (sophia_fmt_u64, 90 instructions); any other seq
+ * (a cluster's, a replay's with t NULL) is converted. */
+static const char *seq_text(ws_topic *t, uint64_t seq, char *buf, size_t *n)
+{
+    if (!t) {
+        *n = sophia_fmt_u64(buf, seq);
+        return buf;
+    }
+    if (t->seq_text_len && t->seq_text_of + 1 == seq)
+        decimal_inc(t->seq_text, &t->seq_text_len);
+    else if (!t->seq_text_len || t->seq_text_of != seq)
+        t->seq_text_len = sophia_fmt_u64(t->seq_text, seq);
+    t->seq_text_of = seq;
+    *n = t->seq_text_len;
+    return t->seq_text;
+}
+
 /* One topic's message for publish p: its head, the seq, and the tail
  * every topic's message of p shares (ws_pub), written straight into the
  * message's block. t: as for topic_head. */
 static ws_msg *render_msg(sophia_ws_router *r, const ws_pub *p,
                           const char *topic, ws_topic *t, uint64_t seq)
 {
-    size_t hl;
-    const char *head = topic_head(r, t, p->type, topic, &hl);
-    char digits[24];
-    size_t nd = sophia_fmt_u64(digits, seq);
+    size_t hl, nl = t ? t->name_len : strlen(topic);
+    const char *head = topic_head(r, t, p->type, p->type_len, topic, nl, &hl);
+    char buf[24];
+    size_t nd;
+    const char *digits = seq_text(t, seq, buf, &nd);
     ws_msg *m = head ? ws_msg_alloc_keyed(hl + nd + p->tlen, LWS_PRE,
-                                          p->metric ? topic : NULL, p->metric)
+                                          p->metric ? topic : NULL, nl,
+                                          p->metric, p->metric_len)
                      : NULL;
     if (!m)
         return NULL;
@@ -390,11 +435,23 @@ static void route_topic(sophia_ws_router *r, ws_topic *t, const ws_pub *p,
         deliver_patterns(r, t->name, t, t->seq, p, &m);
     if (p->metric && t->dashboard &&
         (m || (m = render_msg(r, p, t->name, t, t->seq))))
-        ws_latest_put(r->latest, t->name, p->metric, m,
-                      sophia_clock_wall_us(&r->clock) / 1000);
-    ws_history_prune(&t->hist, now, r->history_age_us);
-    ws_history_push(&t->hist, t->seq, now, NULL, (ws_pub *)p);
+        ws_latest_put_hashed(r->latest, t->name, t->name_hash, p->metric,
+                             p->metric_len, m,
+                             sophia_clock_wall_us(&r->clock) / 1000);
+    ws_history_add(&t->hist, t->seq, now, r->history_age_us, (ws_pub *)p);
     ws_msg_unref(m);
+}
+
+/* The i-th topic of a publish, named `name`: the last publish's i-th
+ * when it has that name, else as ws_topic_get finds it (NULL: none).
+ * The host's updates name their topics in one order, mostly the same
+ * ones publish after publish, so one comparison answers where the
+ * recent cache hashes the name first. topic_remove clears a slot whose
+ * topic goes. */
+static ws_topic *topic_at(sophia_ws_router *r, size_t i, const char *name)
+{
+    ws_topic *t = i < WS_LAST_TOPICS ? r->last[i] : NULL;
+    return t && strcmp(t->name, name) == 0 ? t : ws_topic_get(r, name, 0);
 }
 
 /* Routes one publish whose data is `text` (len bytes of JSON, NULL when
@@ -411,13 +468,15 @@ static void route_text(sophia_ws_router *r, const char *type,
                                   len)
                      : NULL;
     for (size_t i = 0; p && i < ntopics; i++) {
-        ws_topic *t = ws_topic_get(r, topics[i], 0);
+        ws_topic *t = topic_at(r, i, topics[i]);
         if (!t && sophia_dict_size(r->topics) >= r->max_topics) {
             unrecorded(r, p, topics[i], seqs ? seqs[i] : 0);
             continue;
         }
         if (!t && !(t = ws_topic_get(r, topics[i], 1)))
             continue;
+        if (i < WS_LAST_TOPICS)
+            r->last[i] = t;
         t->seq = seqs ? seqs[i] : t->seq + 1;
         t->last_us = now;
         route_topic(r, t, p, now);

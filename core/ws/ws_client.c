@@ -107,9 +107,13 @@ void ws_client_request_close(sophia_ws_client *c, int code,
     ws_kick(c->r);
 }
 
+/* Every caller's i is below qlen, or is qlen with room left, so below
+ * qcap, as qhead is: one subtraction wraps the sum, where a division
+ * did for each message queued, written and popped. */
 static ws_msg **qslot(sophia_ws_client *c, size_t i)
 {
-    return &c->q[(c->qhead + i) % c->qcap];
+    size_t k = c->qhead + i;
+    return &c->q[k < c->qcap ? k : k - c->qcap];
 }
 
 static void coalesce_reset(sophia_ws_client *c)
@@ -128,7 +132,8 @@ static void queue_pop(sophia_ws_client *c)
     else
         c->tombs--;
     *s = NULL;
-    c->qhead = (c->qhead + 1) % c->qcap;
+    if (++c->qhead == c->qcap)
+        c->qhead = 0;
     c->qbase++;
     c->qlen--;
 }

@@ -16,7 +16,7 @@
  * it too is made once per message however many msgpack clients take it.
  *
  * A ws_pub is what one publish shares between the topics it went to: its
- * type, dashboard and metric, and the text every topic's message of it
+ * type and metric, and the text every topic's message of it
  * ends with after the seq (the dashboard and `data`, rendered once). A
  * history entry keeps the pub; the message a live publish rendered (for
  * a subscriber, a pattern, a dashboard's latest value) is not kept there,
@@ -68,9 +68,11 @@ ws_msg *ws_msg_new(const char *text, size_t len, size_t pre);
 /* A text message of len bytes whose payload the caller writes at
  * buf + pre, with the coalescing key "topic\x01metric" (topic NULL: none)
  * in the message's own block: what ws_msg_set_ckey would give, without a
- * second allocation. */
+ * second allocation. The names' lengths are given, as the router keeps
+ * them. */
 ws_msg *ws_msg_alloc_keyed(size_t len, size_t pre, const char *topic,
-                           const char *metric);
+                           size_t topic_len, const char *metric,
+                           size_t metric_len);
 /* The same for a binary frame (opcode 2): a msgpack payload. */
 ws_msg *ws_msg_new_binary(const void *data, size_t len, size_t pre);
 /* A compressed payload for a frame of m's kind, RSV1 set; pubid and ckey
@@ -85,11 +87,12 @@ void ws_msg_unref(ws_msg *m);
 typedef struct ws_pub {
     int refs;
     uint64_t pubid;
-    const char *type, *dashboard_id, *metric; /* in `text`, or NULL */
+    const char *type, *metric; /* in `text`, or NULL */
+    size_t type_len, metric_len; /* strlen of type and metric (0: none) */
     /* text[0..tlen): what every topic's message of the publish has after
      * its seq, ,"dashboard_id":..,"data":<data>} - rendered once */
     size_t tlen;
-    char text[];  /* the tail, then type, dashboard_id, metric, NUL-ended */
+    char text[];  /* the tail, then type and metric, NUL-ended */
 } ws_pub;
 
 /* NULL when out of memory; dashboard_id and metric may be NULL. */
@@ -129,6 +132,11 @@ void ws_history_push(ws_history *h, uint64_t seq, int64_t now_us, ws_msg *m,
                      ws_pub *p);
 /* Drops entries published before now_us - max_age_us. */
 void ws_history_prune(ws_history *h, int64_t now_us, int64_t max_age_us);
+/* A publish's entry: ws_history_prune, then ws_history_push of p (no
+ * message), in one call whose usual case, a full ring whose oldest entry
+ * has not aged out, is one step (see the function). */
+void ws_history_add(ws_history *h, uint64_t seq, int64_t now_us,
+                    int64_t max_age_us, ws_pub *p);
 
 /* Entries newer than `since`, oldest first, given the topic's current seq:
  * sets *first to the index (for ws_history_at) of the first one and *n to

@@ -158,19 +158,21 @@ static latest_entry *entry_for(ws_latest *l, latest_topic *t,
     return e;
 }
 
-static latest_recent *recent_slot(ws_latest *l, const char *topic,
-                                  const char *metric)
-{
-    uint64_t h = ws_namehash(ws_namehash(0, topic), metric);
-    return &l->recent[ws_namehash_slot(h, LATEST_RECENT_BITS)];
-}
-
 void ws_latest_put(ws_latest *l, const char *topic, const char *metric,
                    ws_msg *m, int64_t wall_ms)
 {
+    ws_latest_put_hashed(l, topic, ws_namehash(0, topic), metric,
+                         strlen(metric), m, wall_ms);
+}
+
+void ws_latest_put_hashed(ws_latest *l, const char *topic, uint64_t topic_hash,
+                          const char *metric, size_t metric_len, ws_msg *m,
+                          int64_t wall_ms)
+{
     if (!l)
         return;
-    latest_recent *rs = recent_slot(l, topic, metric);
+    uint64_t h = ws_namehash_n(topic_hash, metric, metric_len);
+    latest_recent *rs = &l->recent[ws_namehash_slot(h, LATEST_RECENT_BITS)];
     latest_topic *t = rs->t;
     latest_entry *e = rs->e;
     if (!t || strcmp(t->name, topic) != 0 || strcmp(e->metric, metric) != 0) {

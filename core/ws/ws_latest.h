@@ -37,6 +37,11 @@ void ws_latest_free(ws_latest *l);
 /* m becomes topic's latest for metric (one more reference is taken). */
 void ws_latest_put(ws_latest *l, const char *topic, const char *metric,
                    ws_msg *m, int64_t wall_ms);
+/* The same, given ws_namehash(0, topic) and metric's length, as the
+ * router keeps them. */
+void ws_latest_put_hashed(ws_latest *l, const char *topic, uint64_t topic_hash,
+                          const char *metric, size_t metric_len, ws_msg *m,
+                          int64_t wall_ms);
 
 /* The topic's latest messages, oldest update first, in *out (malloc'd,
  * not referenced: valid until the next put). Returns the count. */

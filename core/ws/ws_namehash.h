@@ -20,10 +20,9 @@
 
 #define WS_NAMEHASH_MUL 0x9e3779b97f4a7c15ull
 
-/* Folds NUL-ended s into h. */
-static inline uint64_t ws_namehash(uint64_t h, const char *s)
+/* Folds the n bytes of s into h. */
+static inline uint64_t ws_namehash_n(uint64_t h, const char *s, size_t n)
 {
-    size_t n = strlen(s);
     uint64_t w;
     if (n < 8) {
         for (size_t i = 0; i < n; i++)
@@ -38,6 +37,12 @@ static inline uint64_t ws_namehash(uint64_t h, const char *s)
     }
     memcpy(&w, last, 8);
     return (h ^ w ^ n) * WS_NAMEHASH_MUL;
+}
+
+/* Folds NUL-ended s into h. */
+static inline uint64_t ws_namehash(uint64_t h, const char *s)
+{
+    return ws_namehash_n(h, s, strlen(s));
 }
 
 /* A slot of a 2^bits-slot cache. */

@@ -43,6 +43,9 @@
  * 2^WS_RECENT_BITS. */
 #define WS_RECENT_BITS 6
 #define WS_RECENT_TOPICS (1u << WS_RECENT_BITS)
+/* Topics of the last publish the router keeps by position (route_text):
+ * as many as an update has (sophia_update_topics). */
+#define WS_LAST_TOPICS 6
 /* One send carries at most this much (http.c sets the protocol's
  * tx_packet_size to match: lws would cut larger sends into 4 KiB ones). A
  * flush or WRITEABLE turn sends at most WS_GATHERS_PER_TURN of them, so one
@@ -87,6 +90,8 @@ typedef struct ws_topic {
     uint64_t base;      /* seq before its first publish (see ws_topic_get) */
     int64_t last_us;    /* monotonic time of the last publish */
     char *name;
+    size_t name_len;
+    uint64_t name_hash; /* ws_namehash(0, name): the recent caches' */
     struct ws_topic *prev, *next; /* router->tlist, walked by the sweep */
     ws_history hist;
     ws_subs subs;
@@ -94,6 +99,12 @@ typedef struct ws_topic {
      * (topic_head), so the next one of the same type starts with it */
     char *head;
     size_t head_len, head_tl;
+    /* the last seq rendered, as decimal text (seq_text_len 0: none yet),
+     * so the next one, usually seq + 1, is that text plus a carry
+     * (topic_seq_text) */
+    uint64_t seq_text_of;
+    char seq_text[24];
+    size_t seq_text_len;
     int dashboard; /* a dashboard:* topic: keeps latest values */
 } ws_topic;
 
@@ -157,6 +168,7 @@ struct sophia_ws_router {
     size_t plen[WS_MAX_TOPIC + 1]; /* patterns per prefix length */
     size_t npatterns; /* their sum: 0 skips the per-publish prefix walk */
     ws_topic *recent[WS_RECENT_TOPICS]; /* see ws_topic_get */
+    ws_topic *last[WS_LAST_TOPICS];     /* see route_text */
     sophia_dict *by_id;    /* "%llu" -> client */
     sophia_ws_client *clients;
     /* configuration */

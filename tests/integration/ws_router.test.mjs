@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startDaemon, fetchJson, wsConnect, nextMessage, sendJson, wsClosed, takeMessages,
+  startDaemon, fetchJson, wsConnect, nextMessage, sendJson, wsClosed, takeMessages, until,
 } from './lib/daemon.mjs';
 
 const YAML = `
@@ -68,6 +68,30 @@ async function collect(ws, n, pred = (m) => m.type === 'metric') {
   for (let i = 0; i < n; i++) out.push(await nextMessage(ws, pred));
   return out;
 }
+
+// A topic's seq is written by adding one to the last one's text (ws.c,
+// seq_text): through every carry (9 -> 10, 99 -> 100, 999 -> 1000) each
+// message's text still says its seq, no more and no fewer digits.
+test('seqs on the wire count up through their carries', async () => {
+  const id = dash();
+  const ws = await wsConnect(d.wsUrl);
+  const raw = [];
+  ws.on('message', (b) => { const s = b.toString(); if (s.startsWith('{"type":"metric"')) raw.push(s); });
+  await subscribe(ws, [`dashboard:${id}`]);
+  const N = 1005;
+  for (let k = 0; k < N; k += 335) {
+    // a metric name each: a slow turn coalesces nothing away
+    await ingest(Array.from({ length: Math.min(335, N - k) }, (_, i) => point(id, `m${k + i}`, k + i)));
+  }
+  await until(() => raw.length >= N, `${N} messages`);
+  const base = JSON.parse(raw[0]).seq;
+  raw.forEach((s, i) => {
+    const head = `{"type":"metric","topic":"dashboard:${id}","seq":${base + i},`;
+    assert.ok(s.startsWith(head), `message ${i}: ${s.slice(0, head.length + 8)}`);
+    assert.equal(JSON.parse(s).data.metric, `m${i}`);
+  });
+  ws.close();
+});
 
 test('a pattern and an exact topic deliver each update once', async () => {
   const id = dash();

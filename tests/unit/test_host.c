@@ -16,6 +16,8 @@
 
 #include "lib/dict.h"
 #include "host/host.h"
+#include "plugin/plugin.h"
+#include "ws/ws.h"
 
 
 static void test_table_header(void **unused)
@@ -125,6 +127,66 @@ static void test_update_topics(void **unused)
     /* Too small a buffer stops early instead of overflowing. */
     n = sophia_update_topics("metric", "a-very-long-dashboard-name", NULL, NULL, NULL, t, buf, 20);
     assert_int_equal(n, 1);
+}
+
+/* One update applied and committed as a stream does, from instance inst
+ * on `stream`: as text, or as a value when json is NULL. */
+static void publish_one(sophia_instance *inst, const char *stream,
+                        sophia_update_type type, const char *topic,
+                        const char *dash, const char *text)
+{
+    const sophia_host *h = inst->host;
+    sophia_ctx *ctx = sophia_ctx_new(inst, stream);
+    if (text)
+        assert_int_equal(h->publish_text(ctx, type, topic, dash, text,
+                                         strlen(text)), 0);
+    else
+        assert_int_equal(h->publish(ctx, type, topic, dash, h->json_object()), 0);
+    sophia_ctx_apply(ctx, NULL, NULL);
+    sophia_ctx_commit(ctx);
+    sophia_ctx_free(ctx);
+}
+
+/* The runtime keeps the last update's topics while type, dashboard and
+ * stream stay the same: every update still reaches exactly its own
+ * topics when any of them changes, also to a name of the same length
+ * (a dashboard's copy may land where the last one's was). A topic's seq
+ * counts the publishes it took. */
+static void test_publish_topics_follow_updates(void **unused)
+{
+    (void)unused;
+    sophia_host_rt *rt = sophia_host_rt_new();
+    sophia_ws_router *ws = sophia_ws_router_new(NULL, NULL, 0);
+    sophia_host_set_env(rt, &(sophia_host_env){.ws = ws});
+    sophia_instance inst = {.name = "t", .host = sophia_host_rt_table(rt)};
+    const char *m = "{\"metric\":\"x\",\"value\":1}";
+    publish_one(&inst, "s1", SOPHIA_UPDATE_METRIC, NULL, "d1", m);
+    publish_one(&inst, "s1", SOPHIA_UPDATE_METRIC, NULL, "d1", m);
+    publish_one(&inst, "s1", SOPHIA_UPDATE_METRIC, NULL, "d2", m);
+    publish_one(&inst, "s2", SOPHIA_UPDATE_METRIC, NULL, "d2", m);
+    publish_one(&inst, "s2", SOPHIA_UPDATE_DATA, NULL, "d2", "{}");
+    publish_one(&inst, "s2", SOPHIA_UPDATE_DATA, NULL, NULL, "{}");
+    publish_one(&inst, NULL, SOPHIA_UPDATE_DATA, NULL, NULL, "{}");
+    publish_one(&inst, NULL, SOPHIA_UPDATE_DATA, NULL, "d1", NULL);
+    publish_one(&inst, "s1", SOPHIA_UPDATE_DATA, "extra", "d1", NULL);
+    publish_one(&inst, "s1", SOPHIA_UPDATE_METRIC, NULL, "d1", m);
+    publish_one(&inst, "s1", SOPHIA_UPDATE_METRIC, NULL, "", m);
+    static const struct {
+        const char *topic;
+        uint64_t seq;
+    } want[] = {
+        {"updates:metric", 6}, {"updates:data", 5}, {"dashboard:d1", 5},
+        {"dashboard:d2", 3},   {"dashboard:", 1},   {"stream:s1", 6},
+        {"stream:s2", 3},      {"extra", 1},        {"updates:alert", 0},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (sophia_ws_topic_seq(ws, want[i].topic) != want[i].seq)
+            fail_msg("%s: seq %llu, want %llu", want[i].topic,
+                     (unsigned long long)sophia_ws_topic_seq(ws, want[i].topic),
+                     (unsigned long long)want[i].seq);
+    sophia_host_set_env(rt, NULL);
+    sophia_ws_router_free(ws);
+    sophia_host_rt_free(rt);
 }
 
 static void test_actions_discarded_unless_applied(void **unused)
@@ -319,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_json_build),
         cmocka_unit_test(test_json_exact_keys),
         cmocka_unit_test(test_update_topics),
+        cmocka_unit_test(test_publish_topics_follow_updates),
         cmocka_unit_test(test_actions_discarded_unless_applied),
         cmocka_unit_test(test_stage),
         cmocka_unit_test(test_apply_reports_once),
