@@ -1,4 +1,5 @@
-// instr_load - the load instr.sh counts instructions under: one `ws`
+// instr_load - the load instr.sh counts instructions under (and
+// scripts/pgo trains its profile with): one `ws`
 // client subscribed to dashboard:d0, then POSTs of 50 metric points to
 // /ingest/metrics one at a time, 10 ms apart (sophiad runs under
 // callgrind, ~50x slower), each POST's points all delivered before the
