@@ -24,10 +24,11 @@ set -euo pipefail
 : "${SOPHIAD:?path to sophiad}" "${SOPHIA_PLUGIN_DIR:?plugin dir}"
 command -v valgrind >/dev/null || { echo "bench/instr: needs valgrind" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/../.." && pwd)
-tiers=0 posts=100
+tiers=0 posts=100 footprint=0
 while (($#)); do
   case $1 in
     --tiers) tiers=1 ;;
+    --footprint) footprint=1 ;;
     --posts) posts=$2; shift ;;
     *) echo "bench/instr: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -57,8 +58,21 @@ streams:
 YAML
 fi
 port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" \
-  "$SOPHIAD" -c "$tmp/sophia.yaml" --listen "127.0.0.1:$port" 2>"$tmp/valgrind.log" &
+if ((footprint)); then
+  counter=${FOOTPRINT_COUNT:-$(dirname "$SOPHIAD")/../tests/bench/footprint_count}
+  [[ -x $counter ]] || { echo "bench/instr: no footprint_count at $counter (FOOTPRINT_COUNT)" >&2; exit 1; }
+  # valgrind maps a position-independent executable at 0x108000 (checked
+  # below); the marker is one POST's first instruction of its own
+  off=$(nm "$SOPHIAD" | awk '$3 == "sophia_api_ingest_post" {print $1}')
+  [[ -n $off ]] || { echo "bench/instr: $SOPHIAD has no symbol table" >&2; exit 1; }
+  marker=$(printf '%x' $((0x108000 + 0x$off)))
+  valgrind --tool=lackey --trace-mem=yes --log-fd=9 \
+    "$SOPHIAD" -c "$tmp/sophia.yaml" --listen "127.0.0.1:$port" \
+    9> >("$counter" "$marker" >"$tmp/windows") 2>"$tmp/valgrind.log" &
+else
+  valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" \
+    "$SOPHIAD" -c "$tmp/sophia.yaml" --listen "127.0.0.1:$port" 2>"$tmp/valgrind.log" &
+fi
 vpid=$!
 # (servers.sh's own EXIT trap stops its servers; keep it)
 trap 'kill "$vpid" 2>/dev/null || true; declare -F sophia_servers_stop >/dev/null && sophia_servers_stop' EXIT
@@ -78,15 +92,31 @@ if ((tiers)); then
   done
   sleep 6
 fi
+if ((footprint)); then
+  base=$(awk -v exe="$(readlink -f "$SOPHIAD")" '$6 == exe {split($1, a, "-"); print a[1]; exit}' "/proc/$vpid/maps")
+  [[ $base == 108000 || $base == 00108000 ]] ||
+    { echo "bench/instr: sophiad mapped at ${base:-?}, not 0x108000: no marker" >&2; exit 1; }
+fi
 # The load script waits on stdin after the warm-up: the first dump ends
 # the warm-up's part, the second the measured one (cg.out.2).
 coproc LOAD { node "$root/tests/bench/instr_load.mjs" "$port" "$posts" 20; }
 read -r _ <&"${LOAD[0]}"
-callgrind_control -d "$vpid" >/dev/null 2>&1
+((footprint)) || callgrind_control -d "$vpid" >/dev/null 2>&1
 echo go >&"${LOAD[1]}"
 read -r _ <&"${LOAD[0]}"
-callgrind_control -d "$vpid" >/dev/null 2>&1
+((footprint)) || callgrind_control -d "$vpid" >/dev/null 2>&1
 kill "$vpid"
 wait "$vpid" 2>/dev/null || true
+mode="tiers $( ((tiers)) && echo default || echo off ), $posts POSTs of 50"
+if ((footprint)); then
+  sleep 1 # the counter reads to the end of the trace
+  # windows 20 on are the measured POSTs' (the last one is not printed)
+  awk -v from=20 '$2 >= from' "$tmp/windows" >"$tmp/measured"
+  median() { awk -v f="$1" '{for (i = 1; i < NF; i++) if ($i == f) print $(i + 1)}' "$tmp/measured" |
+    sort -n | awk '{v[NR] = $1} END {print NR ? v[int((NR + 1) / 2)] : 0}'; }
+  cl=$(median code_lines) dl=$(median data_lines)
+  echo "footprint per POST, median of $(wc -l <"$tmp/measured"): code $cl lines ($((cl / 16)) KiB) on $(median code_pages) pages, data $dl lines ($((dl / 16)) KiB) on $(median data_pages) pages; $(median instr) instructions ($mode; $tmp/windows)"
+  exit 0
+fi
 total=$(callgrind_annotate "$tmp/cg.out.2" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
-echo "instructions per event: $((total / (posts * 50))) (tiers $( ((tiers)) && echo default || echo off ), $posts POSTs of 50; $tmp/cg.out.2)"
+echo "instructions per event: $((total / (posts * 50))) ($mode; $tmp/cg.out.2)"
