@@ -162,10 +162,24 @@ static void test_xid_parse(void **u)
     assert_int_equal(sophia_xid_parse("18446744073709551615-1", &v), 0);
     assert_true(v.ms == UINT64_MAX);
     const char *bad[] = {"", "1", "1-", "-1", "01-2", "1-02", "1-2x", "+1-2",
-                         " 1-2", "1--2", "18446744073709551616-0"};
+                         " 1-2", "1--2", "18446744073709551616-0",
+                         "18446744073709551620-0", "99999999999999999999-0",
+                         "100000000000000000000-0", "1-18446744073709551616"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(sophia_xid_parse(bad[i], &v), -1);
     assert_int_equal(sophia_xid_parse(NULL, &v), -1);
+    /* every length up to 20 digits, both halves, against printf */
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    for (int i = 0; i < 4000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t ms = i < 2 ? UINT64_MAX - (uint64_t)i : x >> (i % 64);
+        uint64_t seq = x >> ((i * 7) % 64);
+        char t[48];
+        snprintf(t, sizeof(t), "%llu-%llu", (unsigned long long)ms,
+                 (unsigned long long)seq);
+        assert_int_equal(sophia_xid_parse(t, &v), 0);
+        assert_true(v.ms == ms && v.seq == seq);
+    }
 
     sophia_xid a = {5, 9}, b = {6, 0}, c = {6, 1};
     assert_true(sophia_xid_cmp(a, b) < 0 && sophia_xid_cmp(b, a) > 0);
