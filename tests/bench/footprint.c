@@ -8,9 +8,9 @@
  * twice what it is at 50,000, for sophiad and the floor alike, and a cut
  * in instructions moves it far less than a cut in what is touched. This
  * counts that: the distinct 64-byte lines and 4 KiB pages of code and of
- * data between one entry of the marker instruction (sophia_api_ingest_post,
- * once per POST) and the next. Like callgrind's instruction count, it
- * does not depend on the machine's load.
+ * data between one entry of the marker instruction (the first of the
+ * POST's route handler) and the next. Like callgrind's instruction
+ * count, it does not depend on the machine's load.
  *
  * Reads the trace on stdin; prints one line per window:
  *   window N instr I code_lines C data_lines D code_pages P data_pages Q

@@ -62,9 +62,10 @@ if ((footprint)); then
   counter=${FOOTPRINT_COUNT:-$(dirname "$SOPHIAD")/../tests/bench/footprint_count}
   [[ -x $counter ]] || { echo "bench/instr: no footprint_count at $counter (FOOTPRINT_COUNT)" >&2; exit 1; }
   # valgrind maps a position-independent executable at 0x108000 (checked
-  # below); the marker is one POST's first instruction of its own
-  off=$(nm "$SOPHIAD" | awk '$3 == "sophia_api_ingest_post" {print $1}')
-  [[ -n $off ]] || { echo "bench/instr: $SOPHIAD has no symbol table" >&2; exit 1; }
+  # below); the marker is the first instruction of the POST's route
+  # handler (called through a pointer, so never inlined, even with LTO)
+  off=$(nm "$SOPHIAD" | awk '$3 ~ /^route_ingest($|\.)/ && !n++ {print $1}')
+  [[ -n $off ]] || { echo "bench/instr: no route_ingest in $SOPHIAD's symbol table" >&2; exit 1; }
   marker=$(printf '%x' $((0x108000 + 0x$off)))
   valgrind --tool=lackey --trace-mem=yes --log-fd=9 \
     "$SOPHIAD" -c "$tmp/sophia.yaml" --listen "127.0.0.1:$port" \
