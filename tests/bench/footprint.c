@@ -3,14 +3,15 @@
  * `valgrind --tool=lackey --trace-mem=yes` output (instr.sh --footprint).
  *
  * Why: at 100 POSTs a second the loop sleeps ~10 ms between POSTs, and
- * what else runs meanwhile evicts its caches, so each POST fetches its
- * code and data again. CPU per event at 5,000 events/s is then about
- * twice what it is at 50,000, for sophiad and the floor alike, and a cut
- * in instructions moves it far less than a cut in what is touched. This
- * counts that: the distinct 64-byte lines and 4 KiB pages of code and of
- * data between one entry of the marker instruction (the first of the
- * POST's route handler) and the next. Like callgrind's instruction
- * count, it does not depend on the machine's load.
+ * CPU per event at 5,000 events/s is about twice what it is at 50,000,
+ * for sophiad and the floor alike; part of that is the core waking from
+ * idle, part what each POST fetches again. This counts the second: the
+ * distinct 64-byte lines and 4 KiB pages of code and of data between one
+ * entry of the marker instruction (the first of the POST's route
+ * handler) and the next. Like callgrind's instruction count, it does not
+ * depend on the machine's load. It is a count, not a prediction: a 7-11%
+ * smaller footprint (README, round eight) left CPU per event where it
+ * was.
  *
  * Reads the trace on stdin; prints one line per window:
  *   window N instr I code_lines C data_lines D code_pages P data_pages Q
