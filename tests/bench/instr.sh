@@ -40,11 +40,9 @@ if ((tiers)); then
   source "$root/scripts/servers.sh"
   sophia_servers_start
   # as shipped, quiet, its index here and the plugins beside SOPHIAD
-  sed -e "s|index_path: [^ ]*|index_path: $tmp/memory.index|" \
-      -e '/^log:/,/level:/s/level: info/level: error/' \
-      -e "s|^  # path:\$|  path: [\"$SOPHIA_PLUGIN_DIR\"]|" \
-      -e '/^  path: \[/{n;/^  #   - /d}' \
-      "$root/config/sophia.yaml" >"$tmp/sophia.yaml"
+  # shellcheck source=tests/bench/shipped_config.sh
+  source "$root/tests/bench/shipped_config.sh"
+  bench_shipped_config "$root" "$SOPHIA_PLUGIN_DIR" "$tmp" >"$tmp/sophia.yaml"
 else
   export SOPHIA_REDIS_URL='' SOPHIA_PG_URL=''
   cat >"$tmp/sophia.yaml" <<YAML

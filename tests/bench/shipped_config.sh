@@ -1,0 +1,15 @@
+# shellcheck shell=bash
+# Sourced by the bench scripts and scripts/pgo: config/sophia.yaml as
+# shipped, for a run outside the tree. Quiet (log level error), its
+# memory index in INDEX_DIR, and PLUGIN_DIR as the plugin path (a copied
+# build is not in the tree it was built in, so it would not find its
+# bundled plugins by itself).
+#
+#   bench_shipped_config ROOT PLUGIN_DIR INDEX_DIR >sophia.yaml
+bench_shipped_config() {
+  sed -e "s|index_path: [^ ]*|index_path: $3/memory.index|" \
+      -e '/^log:/,/level:/s/level: info/level: error/' \
+      -e "s|^  # path:\$|  path: [\"$2\"]|" \
+      -e '/^  path: \[/{n;/^  #   - /d}' \
+      "$1/config/sophia.yaml"
+}
