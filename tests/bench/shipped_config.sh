@@ -3,13 +3,14 @@
 # shipped, for a run outside the tree. Quiet (log level error), its
 # memory index in INDEX_DIR, and PLUGIN_DIR as the plugin path (a copied
 # build is not in the tree it was built in, so it would not find its
-# bundled plugins by itself).
+# bundled plugins by itself), made absolute: the config's own paths are
+# taken from the config file's directory.
 #
 #   bench_shipped_config ROOT PLUGIN_DIR INDEX_DIR >sophia.yaml
 bench_shipped_config() {
   sed -e "s|index_path: [^ ]*|index_path: $3/memory.index|" \
       -e '/^log:/,/level:/s/level: info/level: error/' \
-      -e "s|^  # path:\$|  path: [\"$2\"]|" \
+      -e "s|^  # path:\$|  path: [\"$(realpath -m "$2")\"]|" \
       -e '/^  path: \[/{n;/^  #   - /d}' \
       "$1/config/sophia.yaml"
 }
