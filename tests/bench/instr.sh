@@ -65,9 +65,13 @@ if ((footprint)); then
   off=$(nm "$SOPHIAD" | awk '$3 ~ /^route_ingest($|\.)/ && !n++ {print $1}')
   [[ -n $off ]] || { echo "bench/instr: no route_ingest in $SOPHIAD's symbol table" >&2; exit 1; }
   marker=$(printf '%x' $((0x108000 + 0x$off)))
+  # through a FIFO, so that the counter can be waited for at the end
+  mkfifo "$tmp/trace"
+  "$counter" "$marker" <"$tmp/trace" >"$tmp/windows" &
+  cpid=$!
   valgrind --tool=lackey --trace-mem=yes --log-fd=9 \
     "$SOPHIAD" -c "$tmp/sophia.yaml" --listen "127.0.0.1:$port" \
-    9> >("$counter" "$marker" >"$tmp/windows") 2>"$tmp/valgrind.log" &
+    9>"$tmp/trace" 2>"$tmp/valgrind.log" &
 else
   valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" \
     "$SOPHIAD" -c "$tmp/sophia.yaml" --listen "127.0.0.1:$port" 2>"$tmp/valgrind.log" &
@@ -108,7 +112,7 @@ kill "$vpid"
 wait "$vpid" 2>/dev/null || true
 mode="tiers $( ((tiers)) && echo default || echo off ), $posts POSTs of 50"
 if ((footprint)); then
-  sleep 1 # the counter reads to the end of the trace
+  wait "$cpid" # the counter reads to the end of the trace
   # windows 20 on are the measured POSTs' (the last one is not printed)
   awk -v from=20 '$2 >= from' "$tmp/windows" >"$tmp/measured"
   median() { awk -v f="$1" '{for (i = 1; i < NF; i++) if ($i == f) print $(i + 1)}' "$tmp/measured" |
