@@ -16,7 +16,7 @@
 //   t4 the last read from Redis before t5 (woken by the journal's answer)
 //   t5 the first send to the WebSocket client
 // The durable floor has no t3/t4 (it publishes on the append's answer):
-// its stages after t2 are folded into "publish".
+// its time after t2 is all in the last stage.
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 if (process.argv[2] === '--roles') {

@@ -13,7 +13,8 @@
 # POSTs: what each round trip waits for on the Redis side.
 #
 # Needs perf and the permission to trace syscalls (root, or
-# kernel.perf_event_paranoid <= -1).
+# kernel.perf_event_paranoid <= -1), and a Redis on 127.0.0.1 without a
+# password (scripts/servers.sh starts one when SOPHIA_REDIS_URL is unset).
 #
 # Usage: SOPHIAD=build/core/sophiad SOPHIA_PLUGIN_DIR=build/plugins \
 #        FLOOR_SERVER=build/tests/bench/floor_server \
@@ -39,13 +40,10 @@ sophia_servers_start
 source "$root/tests/bench/shipped_config.sh"
 bench_shipped_config "$root" "$SOPHIA_PLUGIN_DIR" "$tmp" >"$tmp/sophia.yaml"
 rport=$(node -e 'console.log(new URL(process.argv[1]).port)' "$SOPHIA_REDIS_URL")
-rpid=$(pgrep -f "redis-server.*:$rport" | head -1)
-[[ -n $rpid ]] || { echo "bench/timeline: no redis-server on port $rport on this machine" >&2; exit 1; }
 rcli() { redis-cli -p "$rport" "$@"; }
 spid=''
 trap 'kill "$spid" 2>/dev/null || true; sophia_servers_stop' EXIT
 
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 wait_http() { # PORT PID PATH
   for _ in $(seq 300); do
     curl -s -o /dev/null -X "${4:-GET}" -H 'content-type: application/json' -d '[]' \
@@ -86,7 +84,7 @@ measure() {
 }
 
 # sophiad as shipped: past the cluster's first seconds, as instr.sh waits
-port=$(free_port)
+port=$(sophia__free_port)
 "$SOPHIAD" -c "$tmp/sophia.yaml" --listen "127.0.0.1:$port" 2>"$tmp/sophiad.log" &
 spid=$!
 wait_http "$port" "$spid" /healthz
@@ -98,7 +96,7 @@ sleep 6
 measure sophiad "$port" "$spid"
 kill "$spid"; wait "$spid" 2>/dev/null || true
 
-port=$(free_port)
+port=$(sophia__free_port)
 "$FLOOR_SERVER" "$port" --redis "$rport" 2>"$tmp/floor.log" &
 spid=$!
 wait_http "$port" "$spid" /ingest/metrics POST
