@@ -84,17 +84,9 @@ for _ in $(seq 600); do
   kill -0 "$vpid" 2>/dev/null || { cat "$tmp/valgrind.log" >&2; exit 1; }
   sleep 0.2
 done
-# With the tiers, count past the cluster's first seconds (cluster.c: a
-# node just joined publishes through Redis and tells every cache put to
-# other nodes until it knows it is alone, then a 5 s grace), as a
-# daemon that has been up a while runs; earlier counts had those in.
-if ((tiers)); then
-  for _ in $(seq 300); do
-    curl -s "http://127.0.0.1:$port/api/stats" | grep -q '"alone": *true' && break
-    sleep 0.2
-  done
-  sleep 6
-fi
+# With the tiers, count as a daemon that has been up a while runs
+# (earlier counts had the cluster's first seconds in)
+((tiers)) && bench_wait_settled "$port"
 if ((footprint)); then
   base=$(awk -v exe="$(readlink -f "$SOPHIAD")" '$6 == exe {split($1, a, "-"); print a[1]; exit}' "/proc/$vpid/maps")
   [[ $base == 108000 || $base == 00108000 ]] ||

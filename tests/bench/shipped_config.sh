@@ -14,3 +14,17 @@ bench_shipped_config() {
       -e '/^  path: \[/{n;/^  #   - /d}' \
       "$1/config/sophia.yaml"
 }
+
+# A daemon running that config, on PORT, past the cluster's first seconds
+# (cluster.c: a node just joined publishes through Redis and tells every
+# cache put to other nodes until it knows it is alone, then a 5 s grace),
+# as a daemon that has been up a while runs.
+#
+#   bench_wait_settled PORT
+bench_wait_settled() {
+  for _ in $(seq 300); do
+    curl -s "http://127.0.0.1:$1/api/stats" | grep -q '"alone": *true' && break
+    sleep 0.2
+  done
+  sleep 6
+}

@@ -83,16 +83,12 @@ measure() {
       END { print "  Redis, µs per POST: " s }'
 }
 
-# sophiad as shipped: past the cluster's first seconds, as instr.sh waits
+# sophiad as shipped, settled
 port=$(sophia__free_port)
 "$SOPHIAD" -c "$tmp/sophia.yaml" --listen "127.0.0.1:$port" 2>"$tmp/sophiad.log" &
 spid=$!
 wait_http "$port" "$spid" /healthz
-for _ in $(seq 300); do
-  curl -s "http://127.0.0.1:$port/api/stats" | grep -q '"alone": *true' && break
-  sleep 0.2
-done
-sleep 6
+bench_wait_settled "$port"
 measure sophiad "$port" "$spid"
 kill "$spid"; wait "$spid" 2>/dev/null || true
 
