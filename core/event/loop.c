@@ -52,7 +52,8 @@ sophia_loop *sophia_loop_new(void)
     if (!l)
         return NULL;
     l->base = event_base_new();
-    if (!l->base || uv_loop_init(&l->uv) != 0) {
+    if (!l->base || event_base_priority_init(l->base, SOPHIA_PRIO_AFTER + 1) ||
+        uv_loop_init(&l->uv) != 0) {
         if (l->base)
             event_base_free(l->base);
         free(l);

@@ -130,6 +130,7 @@ void sophia_api_ingest_post(sophia_http_req *r, sophia_streams *streams,
                                 "no stream named '%s' is configured", name);
         return;
     }
+    sophia_http_answer_after_work(r); /* the 202 after the body's work */
     sophia_ingest_span *spans;
     json_t *events = parse_events(r, &spans);
     if (!events)
@@ -214,6 +215,7 @@ static void slack_event(sophia_http_req *r, const sophia_conf *c,
     }
     p->r = r;
     p->seen = filter;
+    sophia_http_answer_after_work(r);
     sophia_accept_one(st, body, "hook", eid, on_slack_verdict, p);
 }
 
@@ -307,6 +309,7 @@ void sophia_api_hooks_gong(sophia_http_req *r, const sophia_conf *c,
     json_t *events = parse_events(r, NULL);
     if (!events)
         return;
+    sophia_http_answer_after_work(r);
     sophia_accept(st, events, "hook", on_gong_verdict, r);
     json_decref(events);
 }

@@ -424,6 +424,7 @@ static void conn_advance(http_conn *c)
 void http_conn_close(http_conn *c)
 {
     sophia_http *h = c->h;
+    http_held_drop(c);
     if (c->req) {
         if (c->state == C_WAIT) /* a handler owns it: freed on its answer */
             c->req->conn = NULL;
@@ -455,6 +456,10 @@ void http_on_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, evbuffer_get_length(in));
         if (c->lingered > HTTP_LINGER_MAX)
             http_conn_close(c);
+        return;
+    }
+    if (c->held) { /* more came while its answer waits: no more for now */
+        bufferevent_disable(bev, EV_READ);
         return;
     }
     conn_advance(c);

@@ -36,6 +36,8 @@ struct sophia_http {
     sophia_tls *tls;                     /* its context and WSS bridges */
     char *tls_host;                      /* server.tls.listen's host */
     http_conn *conns;        /* every open connection, for stop */
+    http_conn *held;         /* answers held until the work is done */
+    struct event *held_ev, *held_late_ev; /* http_req.c's release */
     sophia_http_stats st;
     uint64_t requests, errors;
 };
@@ -53,6 +55,9 @@ struct http_conn {
     int dispatching; /* inside dispatch(): a synchronous answer is there */
     int answered;    /* ...and it left whole: dispatch() moves on */
     size_t lingered;
+    char *held;           /* its answer, head and body, not yet written */
+    size_t held_len;
+    http_conn *held_next;
     char peer[INET6_ADDRSTRLEN];
     http_conn *prev, *next;
 };
@@ -73,6 +78,7 @@ struct sophia_http_req {
     sophia_http_chunked chunk;
     int retry_after;
     int replied;
+    int after_work; /* sophia_http_answer_after_work */
     char peer[INET6_ADDRSTRLEN];
 };
 
@@ -95,5 +101,8 @@ void http_req_free(sophia_http_req *r);
 int http_req_parse_target(sophia_http_req *r);
 /* Answers from the head and closes without reading the body. */
 void http_refuse(http_conn *c, int status, const char *code, const char *msg);
+/* A closing connection's held answer is dropped; its events at stop. */
+void http_held_drop(http_conn *c);
+void http_held_free(sophia_http *h);
 
 #endif

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "event/loop.h"
 #include "http/http_priv.h"
 #include "lib/jsonw.h"
 
@@ -220,6 +221,113 @@ static int write_answer(http_conn *c, const char *head, size_t hlen,
     return 0;
 }
 
+/* ---------------------------------------------- answers after the work
+ *
+ * An ingest answer written at once wakes its client while the body's
+ * events are still to be processed and published; on a busy core the
+ * client then runs in the middle of that work, with the daemon's caches
+ * going cold behind it (a trace: the 202, the client on the core for
+ * ~0.7 ms, the WebSocket send after it). A held answer waits in its
+ * connection for release_held: an event of the loop's lowest priority,
+ * which runs once a pass has nothing else to do, or a timer, for a loop
+ * that stays busy. */
+
+#define HELD_LATE_MS 2
+
+void sophia_http_answer_after_work(sophia_http_req *r)
+{
+    r->after_work = 1;
+}
+
+static void release_held(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sophia_http *h = arg;
+    http_conn *c = h->held;
+    h->held = NULL;
+    event_del(h->held_ev);
+    event_del(h->held_late_ev);
+    while (c) {
+        http_conn *next = c->held_next;
+        char *a = c->held;
+        c->held = NULL;
+        c->held_next = NULL;
+        /* no handler holds the request now: on at once when it left */
+        if (write_answer(c, a, c->held_len, NULL, 0))
+            http_on_write(c->bev, c);
+        else
+            bufferevent_disable(c->bev, EV_READ);
+        free(a);
+        c = next;
+    }
+}
+
+static int held_events(sophia_http *h)
+{
+    if (h->held_ev)
+        return 1;
+    struct event_base *base = sophia_loop_base(h->loop);
+    h->held_ev = event_new(base, -1, 0, release_held, h);
+    h->held_late_ev = evtimer_new(base, release_held, h);
+    if (!h->held_ev || !h->held_late_ev) {
+        http_held_free(h);
+        return 0;
+    }
+    /* a base without the priorities (a test's): runs as any event */
+    event_priority_set(h->held_ev, SOPHIA_PRIO_AFTER);
+    return 1;
+}
+
+/* Keeps head and body (taken) in c for release_held; only answers that
+ * write_answer would send at once. 0: not held, send it now. */
+static int hold_answer(http_conn *c, const char *head, size_t hlen,
+                       char *body, size_t blen)
+{
+    sophia_http *h = c->h;
+    if (c->tls || c->close_after || c->linger || !held_events(h))
+        return 0;
+    char *a = malloc(hlen + blen);
+    if (!a)
+        return 0;
+    memcpy(a, head, hlen);
+    if (blen)
+        memcpy(a + hlen, body, blen);
+    free(body);
+    c->held = a;
+    c->held_len = hlen + blen;
+    if (!h->held) {
+        struct timeval late = {0, HELD_LATE_MS * 1000};
+        event_active(h->held_ev, EV_TIMEOUT, 0);
+        evtimer_add(h->held_late_ev, &late);
+    }
+    c->held_next = h->held;
+    h->held = c;
+    return 1;
+}
+
+void http_held_drop(http_conn *c)
+{
+    if (!c->held)
+        return;
+    for (http_conn **p = &c->h->held; *p; p = &(*p)->held_next)
+        if (*p == c) {
+            *p = c->held_next;
+            break;
+        }
+    free(c->held);
+    c->held = NULL;
+}
+
+void http_held_free(sophia_http *h)
+{
+    if (h->held_ev)
+        event_free(h->held_ev);
+    if (h->held_late_ev)
+        event_free(h->held_late_ev);
+    h->held_ev = h->held_late_ev = NULL;
+}
+
 void sophia_http_reply(sophia_http_req *r, int status, const char *ctype,
                        char *body, size_t len)
 {
@@ -246,6 +354,8 @@ void sophia_http_reply(sophia_http_req *r, int status, const char *ctype,
                               ctype ? ctype : "text/plain", len);
     if (r->is_head || !body)
         free(body), body = NULL, len = 0;
+    if (r->after_work && hold_answer(c, head, hlen, body, len))
+        return;
     if (write_answer(c, head, hlen, body, len)) {
         http_conn_answered(c); /* r stays valid until the caller returns */
         return;

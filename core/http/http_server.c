@@ -276,6 +276,7 @@ void sophia_http_stop(sophia_http *h)
             c->req->h = NULL;
     while (h->conns)
         http_conn_close(h->conns);
+    http_held_free(h);
     sophia_tls_free(h->tls); /* its bridges: lws sees their ends close */
     free(h->tls_host);
     sophia_http_ws_stop(&h->wsd);
