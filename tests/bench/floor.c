@@ -22,7 +22,9 @@
  *     sendmsg() straight from it (no copy per subscriber) once every
  *     event of the wake-up is handled: a whole POST's, or those of all
  *     the POSTs one epoll_wait() returned, so two POSTs read in one
- *     wake-up cost no more sends than one.
+ *     wake-up cost no more sends than one. The wake-up's HTTP answers
+ *     leave after its frames, as sophiad's do: the client a 202 wakes
+ *     does not take the core before the frames are sent.
  * One thread, one level-triggered epoll, non-blocking sockets; an output
  * buffer per connection holds what a partial send() left, and EPOLLOUT is
  * armed only then. All state is in one floor_srv handle.
@@ -77,6 +79,7 @@ typedef struct floor_conn {
     int fd;
     int ws;      /* upgraded to WebSocket */
     int dirty;   /* on the list of subscribers to flush after this wake-up */
+    int owed;    /* on the list of answers to send after that */
     int polling; /* EPOLLOUT armed: the last send() was partial */
     int waiting; /* --redis: a POST of it waits for its XADDs */
     unsigned long id; /* tells a connection from a later one on its fd */
@@ -105,6 +108,8 @@ typedef struct floor_srv {
     size_t nslots;   /* a power of two, kept over twice ntopics */
     int *dirty;      /* fds with frames queued in this wake-up */
     size_t ndirty, dirty_cap;
+    int *owed;       /* fds with an answer queued in this wake-up */
+    size_t nowed, owed_cap;
     floor_buf arena; /* every frame built in this wake-up, sent from here */
     unsigned long next_id;
     /* --redis: the connection to Redis, and the POSTs waiting for their
@@ -725,8 +730,37 @@ static void on_readable(floor_srv *s, floor_conn *c)
     serve(s, c);
 }
 
-/* The requests or frames complete in c->in, then what they answered is
- * sent. A POST waiting for Redis stops it until it is answered. */
+/* c's answers leave once the wake-up's frames have (flush_owed), as
+ * sophiad's ingest answers do: the client an answer wakes does not take
+ * the core before the frames are sent. */
+static void owe(floor_srv *s, floor_conn *c)
+{
+    if (c->owed)
+        return;
+    c->owed = 1;
+    if (s->nowed == s->owed_cap) {
+        s->owed_cap = s->owed_cap ? s->owed_cap * 2 : 256;
+        s->owed = xrealloc(s->owed, s->owed_cap * sizeof(*s->owed));
+    }
+    s->owed[s->nowed++] = c->fd;
+}
+
+static void flush_owed(floor_srv *s)
+{
+    for (size_t k = 0; k < s->nowed; k++) {
+        floor_conn *c = s->conns[s->owed[k]];
+        if (!c || !c->owed)
+            continue;
+        c->owed = 0;
+        if (!c->polling)
+            conn_flush(s, c);
+    }
+    s->nowed = 0;
+}
+
+/* The requests or frames complete in c->in; what they answered is sent
+ * after the wake-up's frames. A POST waiting for Redis stops it until it
+ * is answered. */
 static void serve(floor_srv *s, floor_conn *c)
 {
     int rc = 0;
@@ -738,8 +772,7 @@ static void serve(floor_srv *s, floor_conn *c)
     }
     if (c->in.off == c->in.len)
         c->in.off = c->in.len = 0;
-    if (!c->polling)
-        conn_flush(s, c);
+    owe(s, c);
 }
 
 /* --------------------------------------------------- --redis: durable */
@@ -950,5 +983,6 @@ int main(int argc, char **argv)
         if (s.rfd >= 0)
             redis_flush(&s); /* the wake-up's XADDs in one write */
         flush_dirty(&s);
+        flush_owed(&s);
     }
 }
