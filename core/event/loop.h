@@ -32,13 +32,13 @@ sophia_loop *sophia_loop_new(void);
 void sophia_loop_free(sophia_loop *l);
 
 struct event_base *sophia_loop_base(sophia_loop *l);
+uv_loop_t *sophia_loop_uv(sophia_loop *l);
 
 /* libevent priorities on the loop's base. Events run at SOPHIA_PRIO_WORK
  * (the base gives new events its middle queue) unless they say otherwise;
  * a SOPHIA_PRIO_AFTER event runs only in a pass where nothing else is
  * active: after the work of the pass that activated it. */
 enum { SOPHIA_PRIO_WORK = 1, SOPHIA_PRIO_AFTER = 2 };
-uv_loop_t *sophia_loop_uv(sophia_loop *l);
 
 /* Starts watching libuv's backend; call after lws has joined the uv loop. */
 int sophia_loop_bridge_start(sophia_loop *l);

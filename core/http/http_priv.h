@@ -101,8 +101,9 @@ void http_req_free(sophia_http_req *r);
 int http_req_parse_target(sophia_http_req *r);
 /* Answers from the head and closes without reading the body. */
 void http_refuse(http_conn *c, int status, const char *code, const char *msg);
-/* A closing connection's held answer is dropped; its events at stop. */
+/* A closing connection's held answer is dropped. */
 void http_held_drop(http_conn *c);
-void http_held_free(sophia_http *h);
+/* Stopping: the held answers are written, their events freed. */
+void http_held_stop(sophia_http *h);
 
 #endif

@@ -239,28 +239,46 @@ void sophia_http_answer_after_work(sophia_http_req *r)
     r->after_work = 1;
 }
 
-static void release_held(evutil_socket_t fd, short what, void *arg)
+/* Writes the held answers. `advance`: each connection then moves on to
+ * its next request at once, as nothing holds its request any more; not
+ * while stopping, where the answers only leave before the close. */
+static void write_held(sophia_http *h, int advance)
 {
-    (void)fd;
-    (void)what;
-    sophia_http *h = arg;
     http_conn *c = h->held;
     h->held = NULL;
-    event_del(h->held_ev);
-    event_del(h->held_late_ev);
+    if (h->held_ev) {
+        event_del(h->held_ev);
+        event_del(h->held_late_ev);
+    }
     while (c) {
         http_conn *next = c->held_next;
         char *a = c->held;
         c->held = NULL;
         c->held_next = NULL;
-        /* no handler holds the request now: on at once when it left */
-        if (write_answer(c, a, c->held_len, NULL, 0))
+        int left = write_answer(c, a, c->held_len, NULL, 0);
+        if (advance && left)
             http_on_write(c->bev, c);
-        else
+        else if (advance) /* libevent writes the rest: as sophia_http_reply */
             bufferevent_disable(c->bev, EV_READ);
         free(a);
         c = next;
     }
+}
+
+static void release_held(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    write_held(arg, 1);
+}
+
+static void held_free(sophia_http *h)
+{
+    if (h->held_ev)
+        event_free(h->held_ev);
+    if (h->held_late_ev)
+        event_free(h->held_late_ev);
+    h->held_ev = h->held_late_ev = NULL;
 }
 
 static int held_events(sophia_http *h)
@@ -271,7 +289,7 @@ static int held_events(sophia_http *h)
     h->held_ev = event_new(base, -1, 0, release_held, h);
     h->held_late_ev = evtimer_new(base, release_held, h);
     if (!h->held_ev || !h->held_late_ev) {
-        http_held_free(h);
+        held_free(h);
         return 0;
     }
     /* a base without the priorities (a test's): runs as any event */
@@ -319,13 +337,10 @@ void http_held_drop(http_conn *c)
     c->held = NULL;
 }
 
-void http_held_free(sophia_http *h)
+void http_held_stop(sophia_http *h)
 {
-    if (h->held_ev)
-        event_free(h->held_ev);
-    if (h->held_late_ev)
-        event_free(h->held_late_ev);
-    h->held_ev = h->held_late_ev = NULL;
+    write_held(h, 0); /* accepted bodies get their answer */
+    held_free(h);
 }
 
 void sophia_http_reply(sophia_http_req *r, int status, const char *ctype,

@@ -274,9 +274,9 @@ void sophia_http_stop(sophia_http *h)
     for (http_conn *c = h->conns; c; c = c->next)
         if (c->state == C_WAIT) /* answered after we are gone */
             c->req->h = NULL;
+    http_held_stop(h);
     while (h->conns)
         http_conn_close(h->conns);
-    http_held_free(h);
     sophia_tls_free(h->tls); /* its bridges: lws sees their ends close */
     free(h->tls_host);
     sophia_http_ws_stop(&h->wsd);
