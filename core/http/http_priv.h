@@ -37,6 +37,7 @@ struct sophia_http {
     char *tls_host;                      /* server.tls.listen's host */
     http_conn *conns;        /* every open connection, for stop */
     http_conn *held;         /* answers held until the work is done */
+    http_conn *releasing;    /* those being written now */
     struct event *held_ev, *held_late_ev; /* http_req.c's release */
     sophia_http_stats st;
     uint64_t requests, errors;

@@ -244,14 +244,17 @@ void sophia_http_answer_after_work(sophia_http_req *r)
  * while stopping, where the answers only leave before the close. */
 static void write_held(sophia_http *h, int advance)
 {
-    http_conn *c = h->held;
+    /* Answers held from here on (a pipelined body) wait for their own
+     * pass; a connection closed meanwhile leaves `releasing` itself. */
+    h->releasing = h->held;
     h->held = NULL;
     if (h->held_ev) {
         event_del(h->held_ev);
         event_del(h->held_late_ev);
     }
-    while (c) {
-        http_conn *next = c->held_next;
+    http_conn *c;
+    while ((c = h->releasing)) {
+        h->releasing = c->held_next;
         char *a = c->held;
         c->held = NULL;
         c->held_next = NULL;
@@ -261,7 +264,6 @@ static void write_held(sophia_http *h, int advance)
         else if (advance) /* libevent writes the rest: as sophia_http_reply */
             bufferevent_disable(c->bev, EV_READ);
         free(a);
-        c = next;
     }
 }
 
@@ -324,15 +326,21 @@ static int hold_answer(http_conn *c, const char *head, size_t hlen,
     return 1;
 }
 
+static void unlink_held(http_conn **list, http_conn *c)
+{
+    for (http_conn **p = list; *p; p = &(*p)->held_next)
+        if (*p == c) {
+            *p = c->held_next;
+            return;
+        }
+}
+
 void http_held_drop(http_conn *c)
 {
     if (!c->held)
         return;
-    for (http_conn **p = &c->h->held; *p; p = &(*p)->held_next)
-        if (*p == c) {
-            *p = c->held_next;
-            break;
-        }
+    unlink_held(&c->h->held, c);
+    unlink_held(&c->h->releasing, c);
     free(c->held);
     c->held = NULL;
 }
