@@ -98,6 +98,12 @@ typedef struct floor_topic {
     size_t nsubs, cap;
 } floor_topic;
 
+/* Connections with something to send after this wake-up, by fd. */
+typedef struct floor_fds {
+    int *fd;
+    size_t n, cap;
+} floor_fds;
+
 typedef struct floor_srv {
     int ep, lfd;
     floor_conn **conns; /* by fd */
@@ -106,10 +112,8 @@ typedef struct floor_srv {
     size_t ntopics, topics_cap;
     uint32_t *slots; /* open addressing: topic index + 1, 0 = empty */
     size_t nslots;   /* a power of two, kept over twice ntopics */
-    int *dirty;      /* fds with frames queued in this wake-up */
-    size_t ndirty, dirty_cap;
-    int *owed;       /* fds with an answer queued in this wake-up */
-    size_t nowed, owed_cap;
+    floor_fds dirty; /* frames queued in this wake-up */
+    floor_fds owed;  /* an answer queued in this wake-up */
     floor_buf arena; /* every frame built in this wake-up, sent from here */
     unsigned long next_id;
     /* --redis: the connection to Redis, and the POSTs waiting for their
@@ -140,6 +144,19 @@ static void *xrealloc(void *p, size_t n)
     if (!q)
         die("realloc");
     return q;
+}
+
+/* fd onto list `l` once: `*on` says it is there. */
+static void fds_add(floor_fds *l, int *on, int fd)
+{
+    if (*on)
+        return;
+    *on = 1;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 256;
+        l->fd = xrealloc(l->fd, l->cap * sizeof(*l->fd));
+    }
+    l->fd[l->n++] = fd;
 }
 
 /* ------------------------------------------------------------ buffers */
@@ -514,14 +531,7 @@ static void add_span(floor_srv *s, floor_conn *c, size_t at, size_t len)
         }
         c->spans[c->nspans++] = (floor_span){at, len};
     }
-    if (!c->dirty) {
-        c->dirty = 1;
-        if (s->ndirty == s->dirty_cap) {
-            s->dirty_cap = s->dirty_cap ? s->dirty_cap * 2 : 256;
-            s->dirty = xrealloc(s->dirty, s->dirty_cap * sizeof(*s->dirty));
-        }
-        s->dirty[s->ndirty++] = c->fd;
-    }
+    fds_add(&s->dirty, &c->dirty, c->fd);
 }
 
 /* One point: its frame is built once in s->arena and noted (a span) for
@@ -624,14 +634,14 @@ static void send_spans(floor_srv *s, floor_conn *c)
  * spans. */
 static void flush_dirty(floor_srv *s)
 {
-    for (size_t k = 0; k < s->ndirty; k++) {
-        floor_conn *c = s->conns[s->dirty[k]];
+    for (size_t k = 0; k < s->dirty.n; k++) {
+        floor_conn *c = s->conns[s->dirty.fd[k]];
         if (!c || !c->dirty)
             continue;
         c->dirty = 0;
         send_spans(s, c);
     }
-    s->ndirty = 0;
+    s->dirty.n = 0;
     s->arena.len = 0;
 }
 
@@ -730,32 +740,20 @@ static void on_readable(floor_srv *s, floor_conn *c)
     serve(s, c);
 }
 
-/* c's answers leave once the wake-up's frames have (flush_owed), as
- * sophiad's ingest answers do: the client an answer wakes does not take
- * the core before the frames are sent. */
-static void owe(floor_srv *s, floor_conn *c)
-{
-    if (c->owed)
-        return;
-    c->owed = 1;
-    if (s->nowed == s->owed_cap) {
-        s->owed_cap = s->owed_cap ? s->owed_cap * 2 : 256;
-        s->owed = xrealloc(s->owed, s->owed_cap * sizeof(*s->owed));
-    }
-    s->owed[s->nowed++] = c->fd;
-}
-
+/* The wake-up's answers, once its frames left (flush_dirty), as sophiad's
+ * ingest answers do: the client an answer wakes does not take the core
+ * before the frames are sent. */
 static void flush_owed(floor_srv *s)
 {
-    for (size_t k = 0; k < s->nowed; k++) {
-        floor_conn *c = s->conns[s->owed[k]];
+    for (size_t k = 0; k < s->owed.n; k++) {
+        floor_conn *c = s->conns[s->owed.fd[k]];
         if (!c || !c->owed)
             continue;
         c->owed = 0;
         if (!c->polling)
             conn_flush(s, c);
     }
-    s->nowed = 0;
+    s->owed.n = 0;
 }
 
 /* The requests or frames complete in c->in; what they answered is sent
@@ -772,7 +770,7 @@ static void serve(floor_srv *s, floor_conn *c)
     }
     if (c->in.off == c->in.len)
         c->in.off = c->in.len = 0;
-    owe(s, c);
+    fds_add(&s->owed, &c->owed, c->fd);
 }
 
 /* --------------------------------------------------- --redis: durable */
