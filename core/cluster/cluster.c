@@ -40,41 +40,61 @@
 #define CLUSTER_BACKOFF_MAX_S 5.0
 #define CLUSTER_CONNECT_TIMEOUT_MS 2000
 #define CLUSTER_MAX_TOPICS 16
+#define CLUSTER_BATCH_MAX 256  /* publishes in one EVAL */
+#define CLUSTER_BATCH_KEYS 64  /* distinct topics in one EVAL */
+#define CLUSTER_TURN_LATE_MS 2  /* a busy loop's turn ends after this */
 #define CLUSTER_SEQ_TTL_DEFAULT 600
 #define CLUSTER_BEAT_MS 1000
 #define CLUSTER_PEER_TIMEOUT_MS 5000
 
-/* KEYS: sophia:seq:<topic>...; ARGV: channel, message, ttl seconds, then
- * one floor per key: the seq this node last delivered on that topic. A
- * node that published alone (local seqs, see cluster.h) and now has peers
- * must not see its topic's seq go back, so a seq at or below the floor
- * jumps to floor + 1.
- * A seq key lives ttl (refreshed by every publish, see cluster.h). One
+/* One EVAL carries a loop turn's publishes (pub_flush), in their order.
+ * KEYS: sophia:seq:<topic>, each topic of the batch once; ARGV: channel,
+ * ttl seconds, one floor per key (the seq this node last delivered on
+ * that topic), then per publish: its topic count, the index in KEYS of
+ * each of its topics, its message. A node that published alone (local
+ * seqs, see cluster.h) and now has peers must not see its topic's seq go
+ * back, so a seq at or below the floor jumps to floor + 1.
+ * A seq key lives ttl (refreshed by every batch, see cluster.h). One
  * that is new - first publish, or the topic idled past its ttl - starts
  * at Redis's clock in microseconds instead of 1, so a topic's seq never
  * goes back: a client holding a seq from before the expiry gets `resync`,
  * never a replay of different messages under numbers it already saw.
  * %d, not tostring: Lua 5.1 prints a double that large in %.14g. */
 static const char publish_script[] =
-    "local s = {}\n"
-    "local ttl = tonumber(ARGV[3])\n"
-    "for i = 1, #KEYS do\n"
-    "  local v = redis.call('INCR', KEYS[i])\n"
+    "local ttl = tonumber(ARGV[2])\n"
+    "local function seq(k)\n"
+    "  local v = redis.call('INCR', KEYS[k])\n"
     "  if v == 1 then\n"
     "    local t = redis.call('TIME')\n"
     "    v = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "    redis.call('SET', KEYS[i], string.format('%d', v))\n"
+    "    redis.call('SET', KEYS[k], string.format('%d', v))\n"
     "  end\n"
-    "  local f = tonumber(ARGV[3 + i]) or 0\n"
+    "  local f = tonumber(ARGV[2 + k]) or 0\n"
     "  if v <= f then\n"
     "    v = f + 1\n"
-    "    redis.call('SET', KEYS[i], string.format('%d', v))\n"
+    "    redis.call('SET', KEYS[k], string.format('%d', v))\n"
     "  end\n"
-    "  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end\n"
-    "  s[i] = string.format('%d', v)\n"
+    "  return string.format('%d', v)\n"
     "end\n"
-    "redis.call('PUBLISH', ARGV[1], table.concat(s, ',') .. '\\n' .. ARGV[2])\n"
-    "return #s\n";
+    "local i, n = 3 + #KEYS, 0\n"
+    "while i <= #ARGV do\n"
+    "  local nt, s = tonumber(ARGV[i]), {}\n"
+    "  for j = 1, nt do s[j] = seq(tonumber(ARGV[i + j])) end\n"
+    "  redis.call('PUBLISH', ARGV[1], table.concat(s, ',') .. '\\n' .. ARGV[i + nt + 1])\n"
+    "  i, n = i + nt + 2, n + 1\n"
+    "end\n"
+    "if ttl > 0 then\n"
+    "  for k = 1, #KEYS do redis.call('EXPIRE', KEYS[k], ttl) end\n"
+    "end\n"
+    "return n\n";
+
+/* A publish waiting for its turn's EVAL: its message, and its topics as
+ * indexes into the batch's keys. */
+typedef struct pub_item {
+    char *msg;
+    size_t nt;
+    unsigned char key[CLUSTER_MAX_TOPICS];
+} pub_item;
 
 struct sophia_cluster {
     struct event_base *base;
@@ -101,11 +121,20 @@ struct sophia_cluster {
     void *inval_arg;
     uint64_t inflight;        /* own publishes sent, not yet back from the channel */
     /* Invalidations of this loop turn, one per key or tag ("k:"/"t:" +
-     * name), sent by inval_ev at the turn's end or before a publish. */
+     * name), sent by turn_ev at the turn's end or before a publish. */
     sophia_dict *inval_set;
     char **inval_q;
     size_t inval_n, inval_cap;
-    struct event *inval_ev;
+    /* Publishes of this loop turn, sent as one EVAL by turn_ev: a POST's
+     * 50 publishes were 50 EVALs, ~50 µs of Redis each (pub_flush). */
+    pub_item pub_q[CLUSTER_BATCH_MAX];
+    size_t pub_n;
+    char *pub_keys[CLUSTER_BATCH_KEYS]; /* sophia:seq:<topic> */
+    char pub_floor[CLUSTER_BATCH_KEYS][24]; /* its topic's last local seq */
+    size_t pub_nkeys;
+    /* The turn's end: turn_ev runs in the first pass with nothing else
+     * active (SOPHIA_PRIO_AFTER); turn_late_ev, if the loop stays busy. */
+    struct event *turn_ev, *turn_late_ev;
 };
 
 
@@ -113,8 +142,21 @@ static void sub_connect(sophia_cluster *c);
 static void sub_refused(sophia_cluster *c, const char *cmd, const redisReply *r);
 static int say_hello(sophia_cluster *c, const char *kind);
 static void send_join(sophia_cluster *c);
-static void inval_flush(sophia_cluster *c);
-static void on_inval_flush(evutil_socket_t fd, short what, void *arg);
+static void turn_flush(sophia_cluster *c);
+static void on_turn_end(evutil_socket_t fd, short what, void *arg);
+
+/* Something waits for the turn's end; 0 when nothing can say when. */
+static int turn_arm(sophia_cluster *c)
+{
+    if (!c->turn_ev || !c->turn_late_ev)
+        return 0;
+    if (!evtimer_pending(c->turn_late_ev, NULL)) {
+        struct timeval late = {0, CLUSTER_TURN_LATE_MS * 1000};
+        evtimer_add(c->turn_late_ev, &late);
+        event_active(c->turn_ev, EV_TIMEOUT, 0);
+    }
+    return 1;
+}
 
 /* A message from another node: it is there for the next while. */
 static void heard_peer(sophia_cluster *c)
@@ -385,7 +427,10 @@ sophia_cluster *sophia_cluster_new(struct event_base *base, const char *url,
     c->connect_ev = evtimer_new(base, on_connect_timeout, c);
     c->beat_ev = event_new(base, -1, EV_PERSIST, on_beat, c);
     c->join_ev = evtimer_new(base, on_join_retry, c);
-    c->inval_ev = event_new(base, -1, 0, on_inval_flush, c);
+    c->turn_ev = event_new(base, -1, 0, on_turn_end, c);
+    c->turn_late_ev = evtimer_new(base, on_turn_end, c);
+    if (c->turn_ev)
+        event_priority_set(c->turn_ev, SOPHIA_PRIO_AFTER);
     c->inval_set = sophia_dict_new();
     if (c->beat_ev) {
         struct timeval tv = {CLUSTER_BEAT_MS / 1000, (CLUSTER_BEAT_MS % 1000) * 1000};
@@ -408,9 +453,11 @@ void sophia_cluster_free(sophia_cluster *c)
         event_free(c->beat_ev);
     if (c->join_ev)
         event_free(c->join_ev);
-    inval_flush(c); /* into the command link's buffer, as before the queue */
-    if (c->inval_ev)
-        event_free(c->inval_ev);
+    turn_flush(c); /* into the command link's buffer, as before the queue */
+    if (c->turn_ev)
+        event_free(c->turn_ev);
+    if (c->turn_late_ev)
+        event_free(c->turn_late_ev);
     sophia_dict_free(c->inval_set, NULL);
     free(c->inval_q);
     sophia_redis_free(c->cmd);
@@ -455,17 +502,28 @@ static int say_hello(sophia_cluster *c, const char *kind)
     return rc == 0 ? 0 : -1;
 }
 
-/* A failed EVAL published nothing: it will not come back. */
+/* A batch's EVAL in flight: how many publishes it carries. */
+typedef struct pub_sent {
+    sophia_cluster *c;
+    size_t n;
+} pub_sent;
+
+/* n publishes that will not come back from the channel. */
+static void pub_lost(sophia_cluster *c, size_t n, const char *err)
+{
+    c->inflight = c->inflight > n ? c->inflight - n : 0;
+    if (!c->freeing)
+        sophia_warn("cluster", "msg=\"publish through Redis failed\" "
+                    "publishes=%zu err=\"%s\"", n, err);
+}
+
+/* A failed EVAL published nothing (a script runs whole or not at all). */
 static void on_eval(void *arg, redisReply *reply)
 {
-    sophia_cluster *c = arg;
-    if (reply && reply->type != REDIS_REPLY_ERROR)
-        return;
-    if (c->inflight)
-        c->inflight--;
-    if (!c->freeing)
-        sophia_warn("cluster", "msg=\"publish through Redis failed\" err=\"%s\"",
-                    reply ? reply->str : "no reply");
+    pub_sent *ps = arg;
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        pub_lost(ps->c, ps->n, reply ? reply->str : "no reply");
+    free(ps);
 }
 
 static char *encode_publish(const sophia_cluster *c, const char *type,
@@ -485,50 +543,129 @@ static char *encode_publish(const sophia_cluster *c, const char *type,
     return s;
 }
 
+/* The batch's index of topic's seq key, added if new with its floor; -1
+ * when the batch has no room for another key (or no memory). The floor
+ * read now holds at the flush: while a publish is queued the node is not
+ * alone, so it delivers nothing with a local seq in between. */
+static int pub_key(sophia_cluster *c, const char *topic)
+{
+    for (size_t k = 0; k < c->pub_nkeys; k++)
+        if (strcmp(c->pub_keys[k] + 11, topic) == 0) /* after "sophia:seq:" */
+            return (int)k;
+    if (c->pub_nkeys == CLUSTER_BATCH_KEYS ||
+        asprintf(&c->pub_keys[c->pub_nkeys], "sophia:seq:%s", topic) < 0)
+        return -1;
+    uint64_t low = c->sink.topic_seq ? c->sink.topic_seq(c->sink.arg, topic) : 0;
+    snprintf(c->pub_floor[c->pub_nkeys], sizeof(c->pub_floor[0]), "%llu",
+             (unsigned long long)low);
+    return (int)c->pub_nkeys++;
+}
+
+static void pub_clear(sophia_cluster *c)
+{
+    for (size_t i = 0; i < c->pub_n; i++)
+        free(c->pub_q[i].msg);
+    for (size_t k = 0; k < c->pub_nkeys; k++)
+        free(c->pub_keys[k]);
+    c->pub_n = c->pub_nkeys = 0;
+}
+
+/* EVAL publish_script with the queued publishes, in their order. */
+static void pub_flush(sophia_cluster *c)
+{
+    static const char *const idx[] = {
+        "0",  "1",  "2",  "3",  "4",  "5",  "6",  "7",  "8",  "9",  "10",
+        "11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21",
+        "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+        "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43",
+        "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54",
+        "55", "56", "57", "58", "59", "60", "61", "62", "63", "64"};
+    _Static_assert(sizeof(idx) / sizeof(idx[0]) > CLUSTER_BATCH_KEYS, "idx");
+    if (!c->pub_n)
+        return;
+    size_t nk = c->pub_nkeys, max = 6 + 2 * nk + c->pub_n * (CLUSTER_MAX_TOPICS + 2);
+    const char **argv = malloc(max * sizeof(*argv));
+    size_t *lens = malloc(max * sizeof(*lens));
+    pub_sent *ps = malloc(sizeof(*ps));
+    char ttl[24];
+    int argc = 0;
+    if (argv && lens && ps) {
+        argv[argc++] = "EVAL";
+        argv[argc++] = publish_script;
+        argv[argc++] = idx[nk];
+        for (size_t k = 0; k < nk; k++)
+            argv[argc++] = c->pub_keys[k];
+        argv[argc++] = SOPHIA_CLUSTER_CHANNEL;
+        snprintf(ttl, sizeof(ttl), "%ld", c->seq_ttl);
+        argv[argc++] = ttl;
+        for (size_t k = 0; k < nk; k++)
+            argv[argc++] = c->pub_floor[k];
+        for (size_t i = 0; i < c->pub_n; i++) {
+            const pub_item *p = &c->pub_q[i];
+            argv[argc++] = idx[p->nt];
+            for (size_t t = 0; t < p->nt; t++)
+                argv[argc++] = idx[p->key[t] + 1]; /* Lua counts from 1 */
+            argv[argc++] = p->msg;
+        }
+        for (int i = 0; i < argc; i++)
+            lens[i] = strlen(argv[i]);
+        *ps = (pub_sent){c, c->pub_n};
+    }
+    if (!argc || sophia_redis_command(c->cmd, on_eval, ps, argc, argv, lens)) {
+        pub_lost(c, c->pub_n, argc ? "Redis down" : "out of memory");
+        free(ps);
+    }
+    free(argv);
+    free(lens);
+    pub_clear(c);
+}
+
+/* Queues a publish for the turn's EVAL; -1 (nothing queued) when its
+ * topics do not fit the batch even after a flush, or no memory. */
+static int pub_queue(sophia_cluster *c, char *msg, const char *const *topics,
+                     size_t ntopics)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        size_t keys0 = c->pub_nkeys, t = 0;
+        pub_item *p = &c->pub_q[c->pub_n];
+        if (c->pub_n < CLUSTER_BATCH_MAX)
+            for (; t < ntopics; t++) {
+                int k = pub_key(c, topics[t]);
+                if (k < 0)
+                    break;
+                p->key[t] = (unsigned char)k;
+            }
+        if (c->pub_n < CLUSTER_BATCH_MAX && t == ntopics) {
+            p->msg = msg;
+            p->nt = ntopics;
+            c->pub_n++;
+            if (!turn_arm(c))
+                pub_flush(c); /* no memory at start: send now */
+            return 0;
+        }
+        while (c->pub_nkeys > keys0) /* the keys this one added */
+            free(c->pub_keys[--c->pub_nkeys]);
+        pub_flush(c); /* full: the batch goes, this one starts the next */
+    }
+    return -1;
+}
+
 int sophia_cluster_publish(sophia_cluster *c, const char *type,
                            const char *const *topics, size_t ntopics,
                            const char *dashboard_id, json_t *data)
 {
     if (!sophia_cluster_ready(c) || ntopics == 0 || ntopics > CLUSTER_MAX_TOPICS)
         return -1;
-    inval_flush(c); /* a publish never overtakes an invalidation before it */
-    char *payload = encode_publish(c, type, topics, ntopics, dashboard_id, data);
-    char nkeys[16], ttl[24], *keys[CLUSTER_MAX_TOPICS];
-    char floors[CLUSTER_MAX_TOPICS][24];
-    const char *argv[6 + 2 * CLUSTER_MAX_TOPICS];
-    size_t lens[6 + 2 * CLUSTER_MAX_TOPICS];
-    int argc = 0, rc = -1;
-    if (!payload)
+    if (c->inval_n) /* a publish never overtakes an invalidation before it */
+        turn_flush(c);
+    char *msg = encode_publish(c, type, topics, ntopics, dashboard_id, data);
+    c->inflight++; /* first: a flush inside pub_queue may count it lost */
+    if (!msg || pub_queue(c, msg, topics, ntopics)) {
+        c->inflight--;
+        free(msg);
         return -1;
-    snprintf(nkeys, sizeof(nkeys), "%zu", ntopics);
-    argv[argc++] = "EVAL";
-    argv[argc++] = publish_script;
-    argv[argc++] = nkeys;
-    for (size_t i = 0; i < ntopics; i++) {
-        keys[i] = NULL;
-        if (asprintf(&keys[i], "sophia:seq:%s", topics[i]) < 0)
-            keys[i] = NULL;
-        argv[argc++] = keys[i] ? keys[i] : "sophia:seq:?";
     }
-    argv[argc++] = SOPHIA_CLUSTER_CHANNEL;
-    argv[argc++] = payload;
-    snprintf(ttl, sizeof(ttl), "%ld", c->seq_ttl);
-    argv[argc++] = ttl;
-    for (size_t i = 0; i < ntopics; i++) {
-        uint64_t low = c->sink.topic_seq
-                             ? c->sink.topic_seq(c->sink.arg, topics[i]) : 0;
-        snprintf(floors[i], sizeof(floors[i]), "%llu", (unsigned long long)low);
-        argv[argc++] = floors[i];
-    }
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    rc = sophia_redis_command(c->cmd, on_eval, c, argc, argv, lens) == 0 ? 0 : -1;
-    if (rc == 0)
-        c->inflight++;
-    for (size_t i = 0; i < ntopics; i++)
-        free(keys[i]);
-    free(payload);
-    return rc;
+    return 0;
 }
 
 void sophia_cluster_set_seq_ttl(sophia_cluster *c, double history_age)
@@ -585,11 +722,23 @@ static void inval_flush(sophia_cluster *c)
     c->inval_n = 0;
 }
 
-static void on_inval_flush(evutil_socket_t fd, short what, void *arg)
+/* The turn's publishes, then its invalidations: one queued after a
+ * publish does not overtake it (one queued before went at the publish). */
+static void turn_flush(sophia_cluster *c)
+{
+    if (c->turn_ev)
+        event_del(c->turn_ev);
+    if (c->turn_late_ev)
+        event_del(c->turn_late_ev);
+    pub_flush(c);
+    inval_flush(c);
+}
+
+static void on_turn_end(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    inval_flush(arg);
+    turn_flush(arg);
 }
 
 /* Queues "k:"/"t:" + name once per turn: the puts of one key in a loop
@@ -606,7 +755,7 @@ static int inval_queue(sophia_cluster *c, const char *key_or_tag, int is_tag)
     kn[0] = is_tag ? 't' : 'k';
     kn[1] = ':';
     memcpy(kn + 2, key_or_tag, len + 1);
-    if (!c->inval_ev || !c->inval_set) { /* no memory at start: send now */
+    if (!c->turn_ev || !c->turn_late_ev || !c->inval_set) { /* no memory: now */
         inval_send(c, kn);
         free(kn);
         return 0;
@@ -627,7 +776,7 @@ static int inval_queue(sophia_cluster *c, const char *key_or_tag, int is_tag)
     }
     sophia_dict_set(c->inval_set, kn, kn); /* the dict copies the key */
     c->inval_q[c->inval_n++] = kn;
-    event_active(c->inval_ev, EV_TIMEOUT, 0);
+    turn_arm(c);
     return 0;
 }
 

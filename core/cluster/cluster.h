@@ -8,9 +8,10 @@
  * connection, since RESP2 (hiredis 0.14) allows nothing else on a
  * connection once it subscribed; it reconnects with backoff too.
  *
- * Seq consistency: a publish is one EVAL of a small Lua script that INCRs
- * `sophia:seq:<topic>` for each of its topics and PUBLISHes the message
- * with those seqs on `sophia:ws`, atomically. Redis runs scripts one at a
+ * Seq consistency: a loop turn's publishes are one EVAL of a small Lua
+ * script that, for each publish in order, INCRs `sophia:seq:<topic>` for
+ * each of its topics and PUBLISHes the message with those seqs on
+ * `sophia:ws`, atomically. Redis runs scripts one at a
  * time and delivers a channel's messages to every subscriber in one order,
  * so every node, including the publishing one (which delivers its own
  * publish when it comes back from the channel rather than at once), sees

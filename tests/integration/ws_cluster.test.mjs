@@ -80,8 +80,9 @@ test('since on node B replays what node A published', async () => {
   wb.close();
 });
 
-// One command on a fresh connection to the harness's Redis (RESP2).
-function redisCommand(...args) {
+// One command on a fresh connection to the harness's Redis (RESP2), after
+// a SELECT of its db: what came back once `complete` says it is all there.
+function redisExchange(args, complete) {
   const { hostname, port, pathname } = new URL(redis);
   const db = pathname.slice(1) || '0';
   const enc = (a) => `*${a.length}\r\n${a.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('')}`;
@@ -91,14 +92,57 @@ function redisCommand(...args) {
     sock.on('error', reject);
     sock.on('data', (d) => {
       buf += d;
-      const lines = buf.split('\r\n');
-      if (lines.length < 3) return; // +OK of SELECT, then the reply
+      if (!complete(buf)) return;
       sock.end();
-      resolve(lines[1]);
+      resolve(buf);
     });
     sock.write(enc(['SELECT', db]) + enc(args.map(String)));
   });
 }
+
+// A one-line reply (+OK of SELECT, then the reply's first line).
+async function redisCommand(...args) {
+  return (await redisExchange(args, (b) => b.split('\r\n').length >= 3)).split('\r\n')[1];
+}
+
+// Redis's count of EVAL calls (INFO commandstats, a bulk string).
+async function evalCalls() {
+  const whole = (b) => {
+    const m = /^\+OK\r\n\$(\d+)\r\n/.exec(b);
+    return m && Buffer.byteLength(b) >= m[0].length + Number(m[1]);
+  };
+  const info = await redisExchange(['INFO', 'commandstats'], whole);
+  return Number((/cmdstat_eval:calls=(\d+)/.exec(info) || [0, 0])[1]);
+}
+
+test('a body of 50 points goes out in a few EVALs, in order, with consecutive seqs on both nodes', async () => {
+  const did = `${id}batch`;
+  const t = `dashboard:${did}`;
+  const wa = await wsConnect(a.wsUrl);
+  const wb = await wsConnect(b.wsUrl);
+  for (const ws of [wa, wb]) {
+    sendJson(ws, { type: 'subscribe', subscriptions: [t] });
+    await nextMessage(ws, 'subscribed');
+  }
+  const pts = Array.from({ length: 50 }, (_, i) => ({ metric: 'm', value: i, timestamp: '2024-01-20T10:30:00Z', dashboard_id: did }));
+  const evals = await evalCalls();
+  assert.equal((await fetchJson(`${a.url}/ingest/metrics`, { method: 'POST', body: pts })).status, 202);
+  const got = [];
+  for (const ws of [wa, wb]) {
+    const ms = [];
+    for (let i = 0; i < 50; i++) ms.push(await nextMessage(ws, 'metric'));
+    got.push(ms.map((m) => [m.seq, m.data.value]));
+  }
+  assert.deepEqual(got[1], got[0], 'both nodes deliver the same seqs and values');
+  const s0 = got[0][0][0];
+  assert.deepEqual(got[0], pts.map((p, i) => [s0 + i, p.value]), 'in the body\'s order, seqs consecutive');
+  // One EVAL a loop turn, not one a publish (50 before): the body's
+  // points are processed over a few turns, 2-18 EVALs in all in 9 runs.
+  const used = (await evalCalls()) - evals;
+  assert.ok(used >= 1 && used <= 35, `EVAL calls for 50 publishes: ${used}`);
+  wa.close();
+  wb.close();
+});
 
 test('seq keys expire with history_age, and a topic seq never goes back', async () => {
   const key = `sophia:seq:${topic}`;
