@@ -543,8 +543,8 @@ static char *encode_publish(const sophia_cluster *c, const char *type,
     return s;
 }
 
-/* The batch's index of topic's seq key, added if new with its floor; -1
- * when the batch has no room for another key (or no memory). The floor
+/* The batch's index of topic's seq key, added if new with its floor
+ * (pub_queue made room); -1 out of memory. The floor
  * read now holds at the flush: while a publish is queued the node is not
  * alone, so it delivers nothing with a local seq in between. */
 static int pub_key(sophia_cluster *c, const char *topic)
@@ -552,8 +552,7 @@ static int pub_key(sophia_cluster *c, const char *topic)
     for (size_t k = 0; k < c->pub_nkeys; k++)
         if (strcmp(c->pub_keys[k] + 11, topic) == 0) /* after "sophia:seq:" */
             return (int)k;
-    if (c->pub_nkeys == CLUSTER_BATCH_KEYS ||
-        asprintf(&c->pub_keys[c->pub_nkeys], "sophia:seq:%s", topic) < 0)
+    if (asprintf(&c->pub_keys[c->pub_nkeys], "sophia:seq:%s", topic) < 0)
         return -1;
     uint64_t low = c->sink.topic_seq ? c->sink.topic_seq(c->sink.arg, topic) : 0;
     snprintf(c->pub_floor[c->pub_nkeys], sizeof(c->pub_floor[0]), "%llu",
@@ -581,8 +580,10 @@ static void pub_flush(sophia_cluster *c)
         "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54",
         "55", "56", "57", "58", "59", "60", "61", "62", "63", "64"};
     _Static_assert(sizeof(idx) / sizeof(idx[0]) > CLUSTER_BATCH_KEYS, "idx");
-    if (!c->pub_n)
+    if (!c->pub_n) {
+        pub_clear(c); /* keys left by a publish that ran out of memory */
         return;
+    }
     size_t nk = c->pub_nkeys, max = 6 + 2 * nk + c->pub_n * (CLUSTER_MAX_TOPICS + 2);
     const char **argv = malloc(max * sizeof(*argv));
     size_t *lens = malloc(max * sizeof(*lens));
@@ -620,34 +621,27 @@ static void pub_flush(sophia_cluster *c)
     pub_clear(c);
 }
 
-/* Queues a publish for the turn's EVAL; -1 (nothing queued) when its
- * topics do not fit the batch even after a flush, or no memory. */
+/* Queues a publish for the turn's EVAL; -1 (nothing queued) out of
+ * memory. A batch without room for it, whatever its topics, goes first. */
 static int pub_queue(sophia_cluster *c, char *msg, const char *const *topics,
                      size_t ntopics)
 {
-    for (int attempt = 0; attempt < 2; attempt++) {
-        size_t keys0 = c->pub_nkeys, t = 0;
-        pub_item *p = &c->pub_q[c->pub_n];
-        if (c->pub_n < CLUSTER_BATCH_MAX)
-            for (; t < ntopics; t++) {
-                int k = pub_key(c, topics[t]);
-                if (k < 0)
-                    break;
-                p->key[t] = (unsigned char)k;
-            }
-        if (c->pub_n < CLUSTER_BATCH_MAX && t == ntopics) {
-            p->msg = msg;
-            p->nt = ntopics;
-            c->pub_n++;
-            if (!turn_arm(c))
-                pub_flush(c); /* no memory at start: send now */
-            return 0;
-        }
-        while (c->pub_nkeys > keys0) /* the keys this one added */
-            free(c->pub_keys[--c->pub_nkeys]);
-        pub_flush(c); /* full: the batch goes, this one starts the next */
+    if (c->pub_n == CLUSTER_BATCH_MAX ||
+        c->pub_nkeys + ntopics > CLUSTER_BATCH_KEYS)
+        pub_flush(c);
+    pub_item *p = &c->pub_q[c->pub_n];
+    for (size_t t = 0; t < ntopics; t++) {
+        int k = pub_key(c, topics[t]);
+        if (k < 0) /* keys it added stay: an EXPIRE too many at the flush */
+            return -1;
+        p->key[t] = (unsigned char)k;
     }
-    return -1;
+    p->msg = msg;
+    p->nt = ntopics;
+    c->pub_n++;
+    if (!turn_arm(c))
+        pub_flush(c); /* no memory at start: send now */
+    return 0;
 }
 
 int sophia_cluster_publish(sophia_cluster *c, const char *type,
