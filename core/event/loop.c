@@ -152,6 +152,12 @@ void sophia_loop_free(sophia_loop *l)
     sophia_loop_uv_drain(l);
     if (uv_loop_close(&l->uv) != 0)
         sophia_warn("loop", "msg=\"libuv loop still had open handles\"");
+    /* A bufferevent freed while its deferred callback was queued (a TLS
+     * request cancelled at stop) keeps a reference that only that
+     * callback drops: event_base_free would discard it unrun and leak
+     * the bufferevent with its SSL. Every module has freed its own
+     * events by now, so one pass runs only libevent's own. */
+    event_base_loop(l->base, EVLOOP_NONBLOCK);
     event_base_free(l->base);
     free(l);
 }
