@@ -361,8 +361,6 @@ static inline int pu_require_stage(const sophia_host *h, sophia_self *self,
  * a point costs no allocation - metrics does it per point. A peer cannot
  * aim ids at one slot without the key; two ids sharing a fingerprint
  * (2^-64 for a pair) would make the second look like a redelivery. */
-#define PU_SEEN_AHEAD 8
-
 typedef struct pu_seen {
     uint64_t key[2];
     uint64_t *ring;  /* oldest at head */
@@ -406,10 +404,10 @@ static inline size_t pu_seen_slot(const pu_seen *s, uint64_t fp)
     return i;
 }
 
-/* The set is megabytes (100,000 ids: 2 MiB of slots) and each id lands
- * on a random line, which a loop idle between POSTs finds evicted: a
- * look-up is a miss to memory. A caller that can do other work before
- * it looks fp up asks for the line first. */
+/* The set is megabytes (metrics' default 100,000 ids: 2 MiB of slots)
+ * and each id lands on a random line, which a loop idle between POSTs
+ * finds evicted: a look-up is a miss to memory. A caller that can do
+ * other work before it looks fp up asks for the line first. */
 static inline void pu_seen_prefetch(const pu_seen *s, uint64_t fp)
 {
     if (s->slots)
@@ -440,6 +438,8 @@ static inline void pu_seen_del(pu_seen *s, uint64_t fp)
     s->slots[i] = 0;
 }
 
+#define PU_SEEN_AHEAD 8 /* adds between an eviction's prefetch and it */
+
 /* Remembers fp, forgetting the oldest past cap. */
 static inline void pu_seen_add_fp(pu_seen *s, uint64_t fp)
 {
@@ -456,7 +456,7 @@ static inline void pu_seen_add_fp(pu_seen *s, uint64_t fp)
     s->ring[(s->head + s->n++) % s->cap] = fp;
     /* which fingerprint an add evicts is known in advance: the ring's
      * order. Its line is asked for PU_SEEN_AHEAD adds early, so that
-     * eviction does not wait for memory as the look-up of fp did. */
+     * the eviction does not wait for memory as a look-up does. */
     if (s->n == s->cap)
         pu_seen_prefetch(s, s->ring[(s->head + PU_SEEN_AHEAD) % s->cap]);
 }
