@@ -1039,7 +1039,8 @@ static sophia_verdict metrics_process(void *state, const sophia_event *ev,
     p.skey_len = series_key(&p, skey);
     point_identity(st, ev, &p, skey, p.skey_len, id);
     uint64_t fp = id[0] ? pu_seen_fp(&st->seen, id) : 0;
-    pu_seen_prefetch(&st->seen, fp); /* its line comes in during the get */
+    if (fp) /* its line comes in during the series look-up */
+        pu_seen_prefetch(&st->seen, fp);
     const series *s = ms_series_get(st, skey);
     if (fp && st->seen.slots[pu_seen_slot(&st->seen, fp)]) {
         h->counter_add(st->self, "duplicates", 1);
